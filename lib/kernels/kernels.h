@@ -1,0 +1,69 @@
+/* The kernel dispatch table: one struct of function pointers, filled once from the CPU's features or
+ * from KD_KERNELS=ref|avx2|avx512. Variants live in their own files, compiled with their own -m
+ * flags; the rest of the library is built for the baseline ISA and calls only through this table. */
+#ifndef KDI_KERNELS_H
+#define KDI_KERNELS_H
+
+#include <stdint.h>
+
+typedef struct kdi_kernels {
+    const char *name; /* "ref", "avx2", "avx512" */
+
+    /* C[m,n] = alpha * op(A) * op(B) + beta * C, row-major; op transposes when trans is 1.
+     * ref: a naive loop (the oracle of the tests); others: cblas_sgemm. */
+    void (*gemm)(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                 const float *a, int64_t lda, const float *b, int64_t ldb, float beta, float *c,
+                 int64_t ldc);
+
+    /* y[r, j] += bias[j] for rows x cols. */
+    void (*bias_add)(float *y, const float *bias, int64_t rows, int64_t cols);
+    /* gbias[j] += sum_r dy[r, j]. */
+    void (*bias_grad)(float *gbias, const float *dy, int64_t rows, int64_t cols);
+
+    /* Activations, n values. Backward writes dx = dy * f'(.) from the input x or output y. */
+    void (*relu_fwd)(float *y, const float *x, int64_t n);
+    void (*relu_bwd)(float *dx, const float *x, const float *dy, int64_t n);
+    void (*leaky_relu_fwd)(float *y, const float *x, int64_t n, float slope);
+    void (*leaky_relu_bwd)(float *dx, const float *x, const float *dy, int64_t n, float slope);
+    /* GELU, exact erf form as PyTorch's default. */
+    void (*gelu_fwd)(float *y, const float *x, int64_t n);
+    void (*gelu_bwd)(float *dx, const float *x, const float *dy, int64_t n);
+    void (*tanh_fwd)(float *y, const float *x, int64_t n);
+    void (*tanh_bwd)(float *dx, const float *y, const float *dy, int64_t n);
+    void (*sigmoid_fwd)(float *y, const float *x, int64_t n);
+    void (*sigmoid_bwd)(float *dx, const float *y, const float *dy, int64_t n);
+
+    /* Row-wise p = softmax(z * inv_t) and lp = log_softmax(z * inv_t), max-subtracted. */
+    void (*softmax_rows)(float *p, const float *z, int64_t rows, int64_t cols, float inv_t);
+    void (*log_softmax_rows)(float *lp, const float *z, int64_t rows, int64_t cols, float inv_t);
+
+    /* y += a * x;  x *= a;  y = x * mask * scale (dropout, mask of 0/1 floats). */
+    void (*axpy)(float *y, float a, const float *x, int64_t n);
+    void (*scale)(float *x, float a, int64_t n);
+    void (*mul)(float *y, const float *x, const float *mask, float scale, int64_t n);
+    /* sum of x^2 and of x*y, accumulated in double. */
+    double (*sum_sq)(const float *x, int64_t n);
+    double (*dot)(const float *x, const float *y, int64_t n);
+
+    /* PyTorch's SGD: g' = g + wd * w; v = mu * v + g'; w -= lr * (nesterov ? g' + mu * v : v).
+     * With mu == 0, v is not touched (may be NULL). */
+    void (*sgd_update)(float *w, float *v, const float *g, int64_t n, float lr, float momentum,
+                       float weight_decay, int nesterov);
+    /* Adam(W): m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2; w -= lr * (m / bc1) / (sqrt(v / bc2) + eps),
+     * with weight decay added to g (Adam, decoupled == 0) or w *= 1 - lr * wd first (AdamW). */
+    void (*adam_update)(float *w, float *m, float *v, const float *g, int64_t n, float lr, float beta1,
+                        float beta2, float eps, float weight_decay, float bias_corr1, float bias_corr2,
+                        int decoupled);
+} kdi_kernels;
+
+/* The table in use: chosen once (pthread_once) from KD_KERNELS or the CPU. Never NULL. */
+const kdi_kernels *kdi_kernels_get(void);
+/* A named variant if this build and CPU support it, else NULL: tests compare each with "ref". */
+const kdi_kernels *kdi_kernels_variant(const char *name);
+
+/* The variants' tables, defined in ref.c, avx2.c and avx512.c. */
+extern const kdi_kernels kdi_kernels_ref;
+extern const kdi_kernels kdi_kernels_avx2;
+extern const kdi_kernels kdi_kernels_avx512;
+
+#endif

@@ -1,0 +1,29 @@
+/* Shared helpers of the Check suites: finite-difference gradient checks, file fixtures. */
+#ifndef KD_TESTUTIL_H
+#define KD_TESTUTIL_H
+
+#include <check.h>
+#include <stdint.h>
+
+#include "kd.h"
+
+/* Runs a suite and returns the process exit code (0 when every test passed). */
+int kdt_run(Suite *s);
+
+/* Deterministic values in [lo, hi) from a seed, for test inputs. */
+void kdt_fill(float *x, int64_t n, uint64_t seed, float lo, float hi);
+
+/* Central-difference check of an analytic gradient: f(ctx) evaluates the scalar objective (in
+ * double) from the current contents of x; grad holds the analytic gradient with respect to x.
+ * Probes up to max_probe evenly spread coordinates with step eps; returns the largest relative error
+ * |g - fd| / max(1e-3, |g| + |fd|). */
+double kdt_gradcheck(double (*f)(void *ctx), void *ctx, float *x, const float *grad, int64_t n,
+                     double eps, int64_t max_probe);
+
+/* A path under a fresh temporary directory (removed by the OS; tests clean what they make). */
+const char *kdt_tmpdir(void);
+
+/* The committed data directory (tests/data). */
+#define KDT_DATA KD_TEST_DATA
+
+#endif
