@@ -222,6 +222,9 @@ KD_API void kd_batcher_destroy(kd_batcher *b);
  * set is unlabelled); *rows gets its size, the last batch of an epoch may be short. At the end of an
  * epoch *rows is 0 and the next call starts a new epoch in a new order. */
 KD_API kd_status kd_batcher_next(kd_batcher *b, float *x, int32_t *labels, int64_t *rows);
+/* The dataset indices of the last batch (borrowed, valid until the next kd_batcher_next), so cached
+ * per-example data such as teacher logits can follow the shuffle. */
+KD_API kd_status kd_batcher_indices(const kd_batcher *b, const int64_t **indices, int64_t *rows);
 
 #ifdef __cplusplus
 }
