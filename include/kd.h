@@ -97,6 +97,15 @@ KD_API kd_status kd_model_zero_grad(kd_model *m);
 KD_API kd_status kd_model_evaluate(kd_model *m, const float *x, const int32_t *labels, int64_t n,
                                    int64_t batch, int64_t *correct, int64_t *confusion);
 
+/* Feature taps, for losses on intermediate layers (hints, attention, relations). Layer i counts as
+ * kd_model_layer_info does. The output of layer i from the last kd_model_forward or
+ * kd_model_predict: borrowed, valid until the next forward or predict on m, [batch, c*h*w]. */
+KD_API kd_status kd_model_feature(const kd_model *m, int32_t layer, const float **data, int64_t *batch,
+                                  int64_t *c, int64_t *h, int64_t *w);
+/* Adds grad [batch, c*h*w] to the gradient at layer i's output; the next kd_model_backward takes
+ * it through the layers below. Needs a kd_model_forward first; may be called several times. */
+KD_API kd_status kd_model_feature_backward(kd_model *m, int32_t layer, const float *grad);
+
 /* ---------------------------------------------------------------- the teachers' knowledge */
 
 /* probs[batch, classes] = sum_i w_i softmax(teacher_i(x) / T) / sum_i w_i, teachers in eval mode.

@@ -225,6 +225,36 @@ kd_status kd_model_backward(kd_model *m, const float *grad_logits)
     return kdi_seq_backward(&m->seq, grad_logits, NULL);
 }
 
+kd_status kd_model_feature(const kd_model *m, int32_t layer, const float **data, int64_t *batch,
+                           int64_t *c, int64_t *h, int64_t *w)
+{
+    KDI_CHECK_NULL(m);
+    KDI_CHECK_NULL(data);
+    if (layer < 0 || layer >= m->seq.n)
+        return kdi_fail(KD_ERR_ARGUMENT, "layer %d is not in 0..%d", (int)layer, (int)m->seq.n - 1);
+    if (m->seq.batch == 0) return kdi_fail(KD_ERR_STATE, "features need a forward or predict first");
+    kdi_shape s = m->seq.layers[layer].out;
+    *data = m->seq.acts[layer].data;
+    if (batch != NULL) *batch = m->seq.batch;
+    if (c != NULL) *c = s.c;
+    if (h != NULL) *h = s.h;
+    if (w != NULL) *w = s.w;
+    return KD_OK;
+}
+
+kd_status kd_model_feature_backward(kd_model *m, int32_t layer, const float *grad)
+{
+    KDI_CHECK_NULL(m);
+    KDI_CHECK_NULL(grad);
+    if (layer < 0 || layer >= m->seq.n)
+        return kdi_fail(KD_ERR_ARGUMENT, "layer %d is not in 0..%d", (int)layer, (int)m->seq.n - 1);
+    if (!m->seq.trained)
+        return kdi_fail(KD_ERR_STATE, "kd_model_feature_backward needs a kd_model_forward first");
+    if (!kdi_all_finite(grad, m->seq.batch * kdi_shape_size(m->seq.layers[layer].out)))
+        return kdi_fail(KD_ERR_NUMERIC, "the feature gradient holds NaN or infinity");
+    return kdi_seq_add_output_grad(&m->seq, layer, grad);
+}
+
 kd_status kd_model_zero_grad(kd_model *m)
 {
     KDI_CHECK_NULL(m);

@@ -323,6 +323,47 @@ START_TEST(clone_is_deep)
 }
 END_TEST
 
+/* A gradient injected at a hidden layer adds exactly what that layer's share of the objective
+ * sum(w * logits) + sum(v * feature) contributes: compare with the objective on a truncated model. */
+START_TEST(feature_gradients)
+{
+    const char *spec = "input 5 | dense 7 | tanh | dense 3";
+    kd_model *m;
+    ck_assert_int_eq(kd_model_create(spec, 3, &m), KD_OK);
+    float x[10], logits[6], w[6], v[14];
+    kdt_fill(x, 10, 1, -1, 1);
+    kdt_fill(w, 6, 2, -1, 1);
+    kdt_fill(v, 14, 3, -1, 1);
+    const float *feat;
+    int64_t batch, c, h, ww;
+    ck_assert_int_eq(kd_model_feature(m, 1, &feat, &batch, &c, &h, &ww), KD_ERR_STATE);
+    ck_assert_int_eq(kd_model_forward(m, x, 2, logits), KD_OK);
+    ck_assert_int_eq(kd_model_feature(m, 1, &feat, &batch, &c, &h, &ww), KD_OK);
+    ck_assert_int_eq(batch, 2);
+    ck_assert_int_eq(c * h * ww, 7);
+    ck_assert_int_eq(kd_model_feature(m, 3, &feat, NULL, NULL, NULL, NULL), KD_ERR_ARGUMENT);
+    ck_assert_int_eq(kd_model_feature_backward(m, 1, v), KD_OK);
+    ck_assert_int_eq(kd_model_backward(m, w), KD_OK);
+    const kdi_param *w0 = kdi_model_params(m)->items[0].p;
+    float with_feature[35];
+    memcpy(with_feature, w0->grad, sizeof with_feature);
+    /* the same without the feature term, then the feature term alone via dense 7 | tanh */
+    ck_assert_int_eq(kd_model_zero_grad(m), KD_OK);
+    ck_assert_int_eq(kd_model_forward(m, x, 2, logits), KD_OK);
+    ck_assert_int_eq(kd_model_backward(m, w), KD_OK);
+    kd_model *lower;
+    ck_assert_int_eq(kd_model_create("input 5 | dense 7 | tanh", 3, &lower), KD_OK);
+    float f[14];
+    ck_assert_int_eq(kd_model_forward(lower, x, 2, f), KD_OK);
+    ck_assert_int_eq(kd_model_backward(lower, v), KD_OK);
+    const kdi_param *l0 = kdi_model_params(lower)->items[0].p;
+    for (int i = 0; i < 35; i++) ck_assert(fabsf(with_feature[i] - w0->grad[i] - l0->grad[i]) < 1e-5f);
+    ck_assert_int_eq(kd_model_feature_backward(m, 1, v), KD_ERR_STATE);
+    kd_model_destroy(m);
+    kd_model_destroy(lower);
+}
+END_TEST
+
 START_TEST(errors_and_version)
 {
     ck_assert_str_eq(kd_version(), KD_VERSION_STRING);
@@ -355,6 +396,7 @@ int main(void)
     tcase_add_test(t, save_load_round_trip);
     tcase_add_test(t, save_failure_keeps_old_file);
     tcase_add_test(t, clone_is_deep);
+    tcase_add_test(t, feature_gradients);
     tcase_add_test(t, errors_and_version);
     suite_add_tcase(s, t);
     return kdt_run(s);
