@@ -206,6 +206,14 @@ KD_API kd_status kd_trainer_add_teacher(kd_trainer *t, kd_model *teacher, float 
 KD_API kd_status kd_trainer_step(kd_trainer *t, const float *x, const int32_t *labels,
                                  const float *teacher_logits, int64_t batch, float *loss);
 
+/* Checkpoints: what a training run carries between steps -- the student's weights and buffers, the
+ * optimizer's step count and per-parameter state (momentum), the student's random streams
+ * (dropout) -- in one safetensors file written to a temporary name and renamed. Loading into a
+ * trainer built the same way (same student spec, optimizer kind and options) continues bit for bit
+ * as if never stopped; a failed load changes nothing. Teachers are not saved. */
+KD_API kd_status kd_trainer_save(const kd_trainer *t, const char *path);
+KD_API kd_status kd_trainer_load(kd_trainer *t, const char *path);
+
 /* ---------------------------------------------------------------- data */
 
 typedef struct kd_dataset kd_dataset;

@@ -61,6 +61,7 @@ struct kdi_layer {
     kdi_param params[KDI_MAX_PARAMS];
     int32_t nparams;
     void *priv;
+    struct kdi_rng *rng; /* the layer's random stream (dropout), saved in checkpoints; or NULL */
 };
 
 /* Builds a layer of kind args->kind for input shape in into *l (zeroed by the caller). Sub-streams

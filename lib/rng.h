@@ -4,7 +4,7 @@
 
 #include <stdint.h>
 
-typedef struct kdi_rng {
+typedef struct kdi_rng { /* also named struct kdi_rng in layer.h */
     uint64_t s[4];
 } kdi_rng;
 

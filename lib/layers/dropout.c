@@ -75,6 +75,7 @@ kd_status kdi_dropout_create(const kdi_args *a, kdi_shape in, uint64_t seed, kdi
     kdi_rng_seed(&d->rng, seed);
     l->ops = &dropout_ops;
     l->priv = d;
+    l->rng = &d->rng;
     l->in = l->out = in;
     return kdi_layer_set_spec(l, "dropout %g", (double)p);
 }
