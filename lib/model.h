@@ -3,6 +3,7 @@
 #ifndef KDI_MODEL_H
 #define KDI_MODEL_H
 
+#include "io/safetensors.h"
 #include "sequence.h"
 
 struct kd_model {
@@ -16,5 +17,11 @@ struct kd_model {
 
 /* Parameters in file order (trainable ones have grad != NULL); borrowed from m. */
 const kdi_param_list *kdi_model_params(const kd_model *m);
+
+/* Checks that file f (read from path) holds every parameter of m with its dtype and shape, finite;
+ * with exact, nothing else. Changes nothing. */
+kd_status kdi_model_check_file(const kd_model *m, const kdi_st_file *f, const char *path, int exact);
+/* Copies the parameters from a file that kdi_model_check_file accepted. */
+void kdi_model_copy_file(kd_model *m, const kdi_st_file *f);
 
 #endif

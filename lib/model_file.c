@@ -64,8 +64,7 @@ static kd_status check_tensor(const kdi_named_param *np, const kdi_st_tensor *t)
     return KD_OK;
 }
 
-/* Validates every tensor first, then copies: a failure changes nothing. */
-static kd_status fill(kd_model *m, const kdi_st_file *f, const char *path)
+kd_status kdi_model_check_file(const kd_model *m, const kdi_st_file *f, const char *path, int exact)
 {
     for (int32_t i = 0; i < m->params.n; i++) {
         const kdi_st_tensor *t = kdi_st_find(f, m->params.items[i].name);
@@ -73,14 +72,26 @@ static kd_status fill(kd_model *m, const kdi_st_file *f, const char *path)
             return kdi_fail(KD_ERR_FORMAT, "%s has no tensor '%s'", path, m->params.items[i].name);
         KDI_TRY(check_tensor(&m->params.items[i], t));
     }
-    if (f->n != m->params.n)
+    if (exact && f->n != m->params.n)
         return kdi_fail(KD_ERR_FORMAT, "%s holds %d tensors, the model has %d", path, (int)f->n,
                         (int)m->params.n);
+    return KD_OK;
+}
+
+void kdi_model_copy_file(kd_model *m, const kdi_st_file *f)
+{
     for (int32_t i = 0; i < m->params.n; i++) {
         const kdi_st_tensor *t = kdi_st_find(f, m->params.items[i].name);
         kdi_param *p = m->params.items[i].p;
         memcpy(p->ivalue != NULL ? (void *)p->ivalue : (void *)p->value, t->data, (size_t)t->nbytes);
     }
+}
+
+/* Validates every tensor first, then copies: a failure changes nothing. */
+static kd_status fill(kd_model *m, const kdi_st_file *f, const char *path)
+{
+    KDI_TRY(kdi_model_check_file(m, f, path, 1));
+    kdi_model_copy_file(m, f);
     return KD_OK;
 }
 
