@@ -159,19 +159,25 @@ KD_API kd_status kd_loss_value(const kd_loss *l, kd_loss_part part, float *value
 typedef struct kd_optimizer kd_optimizer;
 
 typedef enum kd_optimizer_kind {
-    KD_OPTIMIZER_SGD = 0 /* momentum, Nesterov, L2 weight decay as PyTorch's SGD */
+    KD_OPTIMIZER_SGD = 0,  /* momentum, Nesterov, L2 weight decay as PyTorch's SGD */
+    KD_OPTIMIZER_ADAM = 1, /* PyTorch's Adam: weight decay added to the gradient (L2) */
+    KD_OPTIMIZER_ADAMW = 2 /* PyTorch's AdamW: decoupled weight decay, w *= 1 - lr * wd */
 } kd_optimizer_kind;
 
 typedef enum kd_optimizer_option {
-    KD_OPT_LEARNING_RATE = 0, /* float > 0, the base rate; default 0.01 */
-    KD_OPT_MOMENTUM = 1,      /* float in [0, 1), default 0 */
-    KD_OPT_WEIGHT_DECAY = 2,  /* float >= 0, default 0 */
-    KD_OPT_NESTEROV = 3,      /* int 0 or 1, default 0; needs momentum > 0 */
+    /* Setting an option that does not apply to the optimizer's kind fails (KD_ERR_ARGUMENT). */
+    KD_OPT_LEARNING_RATE = 0, /* float > 0, the base rate; default 0.01 (SGD), 0.001 (Adam(W)) */
+    KD_OPT_MOMENTUM = 1,      /* SGD: float in [0, 1), default 0 */
+    KD_OPT_WEIGHT_DECAY = 2,  /* float >= 0, default 0 (SGD, Adam), 0.01 (AdamW) */
+    KD_OPT_NESTEROV = 3,      /* SGD: int 0 or 1, default 0; needs momentum > 0 */
     KD_OPT_SCHEDULE = 4,      /* int, a kd_schedule; default KD_SCHEDULE_CONSTANT */
     KD_OPT_TOTAL_STEPS = 5,   /* int > 0, the steps over which a schedule runs */
     KD_OPT_MIN_LR = 6,        /* float >= 0, where cosine decay ends; default 0 */
     KD_OPT_CURRENT_LR = 7,    /* float, read only: the rate the next step will use */
-    KD_OPT_STEP = 8           /* int: steps taken; settable to resume a schedule */
+    KD_OPT_STEP = 8,          /* int: steps taken; settable to resume a schedule */
+    KD_OPT_BETA1 = 9,         /* Adam, AdamW: float in [0, 1), default 0.9 */
+    KD_OPT_BETA2 = 10,        /* Adam, AdamW: float in [0, 1), default 0.999 */
+    KD_OPT_EPSILON = 11       /* Adam, AdamW: float > 0, default 1e-8 */
 } kd_optimizer_option;
 
 typedef enum kd_schedule {

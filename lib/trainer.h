@@ -1,0 +1,29 @@
+/* The trainer behind kd_trainer: one distillation step packaged (soft targets, student forward,
+ * loss, backward, optimizer step), with its own workspaces so a step allocates only when it first
+ * meets a batch size. */
+#ifndef KDI_TRAINER_H
+#define KDI_TRAINER_H
+
+#include "loss.h"
+#include "model.h"
+#include "optim.h"
+
+struct kd_trainer {
+    kd_model *student; /* borrowed, as are loss, opt and the teachers */
+    kd_loss *loss;
+    kd_optimizer *opt;
+    kd_model **teachers;
+    float *weights; /* ensemble weights, one per teacher, > 0 */
+    int32_t nteachers, cap;
+    int64_t in, classes; /* the student's input and output sizes */
+    kdi_buf soft;        /* soft targets [batch, classes] */
+    kdi_buf logits;      /* the student's logits [batch, classes] */
+    kdi_buf grad;        /* d loss / d logits [batch, classes] */
+    kdi_buf ws;          /* the teachers' logits and probabilities, 2 x [batch, classes] */
+};
+
+/* How many teachers cached logits hold: the teachers added, or 1 when none were added (logits
+ * cached from a teacher that is not loaded). */
+int32_t kdi_trainer_cached_teachers(const kd_trainer *t);
+
+#endif
