@@ -247,6 +247,9 @@ kd_status kd_loss_forward(kd_loss *l, const float *student_logits, const float *
     l->batch = batch;
     l->classes = classes;
     memcpy(l->parts, parts, sizeof parts);
+    /* The other buffer's gradient is stale now: grow it too, so the next forward of this size
+     * does not allocate. Should that fail, the next forward reports it. */
+    (void)kdi_buf_reserve(&l->grad[1 - next], batch * classes);
     *loss = (float)parts[KD_LOSS_PART_TOTAL];
     return KD_OK;
 }

@@ -100,13 +100,15 @@ START_TEST(steps_decrease_the_loss)
         for (int c = 0; c < C && d.y[i] >= 0; c++)
             if (tz[i * C + c] > tz[i * C + d.y[i]]) d.y[i] = c;
     float first = 0.0f, last = 0.0f, every10 = INFINITY;
-    const float *soft = NULL, *logits = NULL;
+    const float *soft = NULL, *logits = NULL, *lg0 = NULL, *lg1 = NULL;
     for (int i = 0; i < 100; i++) {
         ck_assert_int_eq(kd_trainer_step(r.t, d.x, d.y, NULL, B, &last), KD_OK);
         if (i == 0) {
             first = last;
             soft = r.t->soft.data;
             logits = r.t->logits.data;
+            lg0 = r.loss->grad[0].data;
+            lg1 = r.loss->grad[1].data;
         }
         if (i % 10 == 0) {
             ck_assert_msg(last < every10, "step %d: loss %g after %g", i, (double)last,
@@ -117,6 +119,8 @@ START_TEST(steps_decrease_the_loss)
     /* the workspaces were allocated once */
     ck_assert_ptr_eq(soft, r.t->soft.data);
     ck_assert_ptr_eq(logits, r.t->logits.data);
+    ck_assert_ptr_eq(lg0, r.loss->grad[0].data);
+    ck_assert_ptr_eq(lg1, r.loss->grad[1].data);
     ck_assert_msg(last < 0.6f * first, "loss %g -> %g", (double)first, (double)last);
     float total, soft_part, hard_part;
     ck_assert_int_eq(kd_loss_value(r.loss, KD_LOSS_PART_TOTAL, &total), KD_OK);
