@@ -7,24 +7,26 @@ find_program(KD_ABIDW abidw)
 if(KD_ABIDIFF AND KD_ABIDW)
   add_test(NAME abi COMMAND ${PROJECT_SOURCE_DIR}/tests/abi/check.sh ${PROJECT_BINARY_DIR})
 else()
-  message(STATUS "abidiff/abidw not found: the abi test is skipped (Debian: apt-get install abigail-tools)")
-  add_test(NAME abi COMMAND sh -c "echo 'abi: skipped, abidiff not found (Debian: abigail-tools)'; exit 77")
+  set(KD_ABI_MISSING "abidiff/abidw not found: the abi test is skipped (Debian: abigail-tools)")
+  message(STATUS "${KD_ABI_MISSING}")
+  add_test(NAME abi COMMAND sh -c "echo '${KD_ABI_MISSING}'; exit 77")
   set_tests_properties(abi PROPERTIES SKIP_RETURN_CODE 77)
 endif()
 
 # consumer: installs this build into a temporary prefix and builds tests/consumer against it.
-add_test(NAME consumer
-         COMMAND ${PROJECT_SOURCE_DIR}/tests/consumer/run.sh ${PROJECT_BINARY_DIR} ${CMAKE_INSTALL_LIBDIR})
+add_test(NAME consumer COMMAND ${PROJECT_SOURCE_DIR}/tests/consumer/run.sh
+                              ${PROJECT_BINARY_DIR} ${CMAKE_INSTALL_LIBDIR})
 set_tests_properties(consumer PROPERTIES TIMEOUT 300
                      ENVIRONMENT "CMAKE=${CMAKE_COMMAND};CC=${CMAKE_C_COMPILER}")
 
 # python: the ctypes binding in examples/python, loaded from the freshly built libkd.so.
 find_package(Python3 COMPONENTS Interpreter)
 if(Python3_Interpreter_FOUND)
-  add_test(NAME python
-           COMMAND ${Python3_EXECUTABLE} -m unittest discover -v -s ${PROJECT_SOURCE_DIR}/tests/python)
+  add_test(NAME python COMMAND ${Python3_EXECUTABLE} -m unittest discover -v
+                               -s ${PROJECT_SOURCE_DIR}/tests/python)
   set_tests_properties(python PROPERTIES TIMEOUT 120 ENVIRONMENT
-    "KD_LIBRARY=$<TARGET_FILE:kd>;PYTHONPATH=${PROJECT_SOURCE_DIR}/examples/python;PYTHONDONTWRITEBYTECODE=1")
+    "KD_LIBRARY=$<TARGET_FILE:kd>;PYTHONPATH=${PROJECT_SOURCE_DIR}/examples/python;\
+PYTHONDONTWRITEBYTECODE=1")
 else()
   message(STATUS "python3 not found: the python test is skipped (Debian: apt-get install python3)")
   add_test(NAME python COMMAND sh -c "echo 'python: skipped, python3 not found'; exit 77")

@@ -33,9 +33,10 @@ LOSS_HINTON = 0
 LOSS_TEMPERATURE, LOSS_ALPHA = 0, 1
 LOSS_PART_TOTAL, LOSS_PART_SOFT, LOSS_PART_HARD = 0, 1, 2
 # kd_optimizer_kind, kd_optimizer_option, kd_schedule
-OPTIMIZER_SGD = 0
+OPTIMIZER_SGD, OPTIMIZER_ADAM, OPTIMIZER_ADAMW = 0, 1, 2
 OPT_LEARNING_RATE, OPT_MOMENTUM, OPT_WEIGHT_DECAY, OPT_NESTEROV, OPT_SCHEDULE, \
-    OPT_TOTAL_STEPS, OPT_MIN_LR, OPT_CURRENT_LR, OPT_STEP = range(9)
+    OPT_TOTAL_STEPS, OPT_MIN_LR, OPT_CURRENT_LR, OPT_STEP, OPT_BETA1, OPT_BETA2, \
+    OPT_EPSILON = range(12)
 SCHEDULE_CONSTANT, SCHEDULE_COSINE = 0, 1
 
 
@@ -107,7 +108,8 @@ def lib(path=None):
     """The loaded library (loaded on first use, from path, $KD_LIBRARY or libkd.so.0)."""
     global _lib
     if _lib is None:
-        path = path or os.environ.get("KD_LIBRARY") or ctypes.util.find_library("kd") or "libkd.so.0"
+        path = (path or os.environ.get("KD_LIBRARY") or ctypes.util.find_library("kd")
+                or "libkd.so.0")
         loaded = ctypes.CDLL(path)
         for name, argtypes in _STATUS.items():
             fn = getattr(loaded, name)
@@ -266,7 +268,7 @@ class Loss(_Handle):
 
 
 class Optimizer(_Handle):
-    """SGD over a model's parameters; the model must outlive the optimizer (it is kept here)."""
+    """SGD, Adam or AdamW over a model's parameters; the model is kept alive with the optimizer."""
 
     _destroy = "kd_optimizer_destroy"
 

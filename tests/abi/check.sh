@@ -17,8 +17,8 @@ baseline=$here/libkd.abi
 
 # Only the types of the public headers count: the handles' struct layouts are private.
 status=0
-report=$(abidiff --no-show-locs --drop-private-types --exported-interfaces-only --hd2 "$top/include" --hd2 "$build/include" \
-                 "$baseline" "$lib" 2>&1) || status=$?
+report=$(abidiff --no-show-locs --drop-private-types --exported-interfaces-only \
+                 --hd2 "$top/include" --hd2 "$build/include" "$baseline" "$lib" 2>&1) || status=$?
 
 # abidiff's exit status is a bit set: 1 error, 2 usage error, 4 ABI change, 8 incompatible change.
 # Bit 8 is set only for removed interfaces; a changed parameter type or enum value sets 4 alone, so
@@ -29,12 +29,15 @@ if (( status & 3 )); then
     echo "$report"
     exit 1
 fi
-breaking=$(echo "$report" | grep -E 'summary: *([1-9][0-9]* Removed|[0-9]+ Removed[^,]*, *[1-9][0-9]* Changed)|SONAME changed|architecture changed' || true)
+removed='summary: *[1-9][0-9]* Removed'
+changed='summary: *[0-9]+ Removed[^,]*, *[1-9][0-9]* Changed'
+breaking=$(echo "$report" | grep -E "$removed|$changed|SONAME changed|architecture changed" || true)
 if (( status & 8 )) || [ -n "$breaking" ]; then
     echo "abi: INCOMPATIBLE change against tests/abi/libkd.abi:"
     echo "$report"
-    echo "abi: a removed or changed interface breaks programs built against libkd.so.0; add a new"
-    echo "abi: function instead (or, deliberately, bump the major version and regenerate the baseline)."
+    echo "abi: a removed or changed interface breaks programs built against libkd.so.0: add a"
+    echo "abi: new function instead (or, deliberately, bump the major version and regenerate"
+    echo "abi: the baseline with tests/abi/update.sh)."
     exit 1
 elif (( status & 4 )); then
     echo "abi: compatible changes (additions) against the baseline:"

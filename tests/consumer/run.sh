@@ -13,15 +13,20 @@ trap 'rm -rf "$tmp"' EXIT
 
 prefix=$tmp/prefix
 "$cmake" --install "$build" --prefix "$prefix" >"$tmp/install.log"
-for f in include/kd.h include/kd_export.h include/kd_version.h "$libdir/libkd.so.0" "$libdir/libkd.a" \
-         "$libdir/pkgconfig/kd.pc" "$libdir/cmake/kd/kdConfig.cmake" bin/kd; do
-    [ -e "$prefix/$f" ] || { echo "consumer: the install lacks $f"; cat "$tmp/install.log"; exit 1; }
+for f in include/kd.h include/kd_export.h include/kd_version.h "$libdir/libkd.so.0" \
+         "$libdir/libkd.a" "$libdir/pkgconfig/kd.pc" "$libdir/cmake/kd/kdConfig.cmake" bin/kd; do
+    if [ ! -e "$prefix/$f" ]; then
+        echo "consumer: the install lacks $f"
+        cat "$tmp/install.log"
+        exit 1
+    fi
 done
 export LD_LIBRARY_PATH=$prefix/$libdir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 
 echo "== find_package(kd): kd::kd, then kd::kd_static"
 "$cmake" -S "$here" -B "$tmp/cmake" -DCMAKE_PREFIX_PATH="$prefix" -DCMAKE_BUILD_TYPE=Release \
-         ${CC:+-DCMAKE_C_COMPILER="$CC"} >"$tmp/configure.log" || { cat "$tmp/configure.log"; exit 1; }
+         ${CC:+-DCMAKE_C_COMPILER="$CC"} >"$tmp/configure.log" ||
+    { cat "$tmp/configure.log"; exit 1; }
 "$cmake" --build "$tmp/cmake" >"$tmp/build.log" || { cat "$tmp/build.log"; exit 1; }
 "$tmp/cmake/consumer"
 "$tmp/cmake/consumer_static"

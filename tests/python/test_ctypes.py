@@ -1,7 +1,7 @@
 """The ctypes binding (examples/python/kd.py) against a built libkd.so.
 
-ctest runs it with KD_LIBRARY pointing at the library and PYTHONPATH at examples/python; by hand:
-    KD_LIBRARY=build/libkd.so PYTHONPATH=examples/python python3 -m unittest discover -s tests/python
+ctest runs it with KD_LIBRARY pointing at the library (and PYTHONPATH at examples/python); by hand:
+    KD_LIBRARY=build/libkd.so python3 -m unittest discover -s tests/python
 """
 import array
 import math
