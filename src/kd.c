@@ -1,15 +1,84 @@
-/* kd: the command-line tool. It uses only the public API. */
+/* kd: the command-line tool of libkd. It uses only the public API (kd.h).
+ *
+ *   kd train | distill | eval | info | help   (see help.c, and docs/kd.1)
+ */
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
-#include "kd.h"
+#include "common.h"
+
+static const char *command_name = "";
+
+void set_command_name(const char *name) { command_name = name; }
+
+void fail_msg(const char *fmt, ...)
+{
+    va_list ap;
+    fflush(stdout);
+    fprintf(stderr, "kd%s%s: ", *command_name ? " " : "", command_name);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+}
+
+int fail_kd(const char *what, kd_status st)
+{
+    const char *detail = kd_last_error();
+    fail_msg("%s: %s", what, *detail ? detail : kd_strerror(st));
+    return EXIT_RUNTIME;
+}
+
+typedef struct entry {
+    const char *name;
+    command cmd;
+    int (*run)(const options *o);
+} entry;
+
+static const entry commands[] = {
+    {"train", CMD_TRAIN, cmd_train},
+    {"distill", CMD_DISTILL, cmd_distill},
+    {"eval", CMD_EVAL, cmd_eval},
+    {"info", CMD_INFO, cmd_info},
+};
+
+static int help(int argc, char **argv)
+{
+    if (argc < 3) {
+        print_usage(stdout);
+        return EXIT_OK;
+    }
+    if (print_command_help(stdout, argv[2]) == 0) return EXIT_OK;
+    fail_msg("no command '%s'; the commands are train, distill, eval, info", argv[2]);
+    return EXIT_USAGE;
+}
 
 int main(int argc, char **argv)
 {
-    if (argc > 1 && strcmp(argv[1], "--version") == 0) {
-        printf("kd %s (libkd %s, kernels %s)\n", KD_VERSION_STRING, kd_version(), kd_kernels_name());
-        return 0;
+    if (argc < 2) {
+        print_usage(stderr);
+        return EXIT_USAGE;
     }
-    printf("usage: kd [--version] [--help]\n");
-    return argc > 1 && strcmp(argv[1], "--help") != 0 ? 2 : 0;
+    const char *a = argv[1];
+    if (strcmp(a, "--version") == 0 || strcmp(a, "version") == 0) {
+        printf("kd %s (libkd %s, kernels %s)\n", KD_VERSION_STRING, kd_version(),
+               kd_kernels_name());
+        return EXIT_OK;
+    }
+    if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0 || strcmp(a, "help") == 0)
+        return help(argc, argv);
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) {
+        if (strcmp(a, commands[i].name) != 0) continue;
+        options o;
+        o.cmd = commands[i].cmd;
+        set_command_name(commands[i].name);
+        int rc = parse_options(&o, argc, argv, 2);
+        if (rc == -1) return EXIT_OK;
+        if (rc != EXIT_OK) return rc;
+        return commands[i].run(&o);
+    }
+    fail_msg("unknown command '%s'; the commands are train, distill, eval, info (see 'kd --help')",
+             a);
+    return EXIT_USAGE;
 }

@@ -1,0 +1,269 @@
+/* Option parsing: one table says which option each command takes, what kind of value it has and
+ * where it goes, so an unknown option or a bad value is one clear line (exit code 2). */
+#include <errno.h>
+#include <math.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common.h"
+
+enum kind { FLAG, INT, FLOAT, STRING, TEACHER, TEACHER_WEIGHT, SEED, SCHEDULE, OPTIMIZER, METHOD };
+
+/* Which commands take an option. */
+#define T (1 << CMD_TRAIN)
+#define D (1 << CMD_DISTILL)
+#define E (1 << CMD_EVAL)
+#define I (1 << CMD_INFO)
+
+typedef struct option_def {
+    const char *name;
+    enum kind kind;
+    size_t offset;
+    unsigned commands;
+    double lo, hi; /* allowed range of a number (closed unless noted in check_range) */
+} option_def;
+
+#define AT(field) offsetof(options, field)
+
+static const option_def table[] = {
+    {"--data", STRING, AT(data_dir), T | D | E, 0, 0},
+    {"--train", STRING, AT(train_prefix), T | D, 0, 0},
+    {"--test", STRING, AT(test_prefix), T | D | E, 0, 0},
+    {"--model", STRING, AT(model_spec), T, 0, 0},
+    {"--student", STRING, AT(student_spec), D, 0, 0},
+    {"--teacher", TEACHER, 0, D, 0, 0},
+    {"--teacher-weight", TEACHER_WEIGHT, 0, D, 0, 0},
+    {"--teacher-spec", STRING, AT(teacher_spec), D, 0, 0},
+    {"--teacher-epochs", INT, AT(teacher_epochs), D, 1, MAX_EPOCHS},
+    {"--epochs", INT, AT(epochs), T | D, 1, MAX_EPOCHS},
+    {"--batch", INT, AT(batch), T | D | E, 1, 65536},
+    {"--lr", FLOAT, AT(lr), T | D, 0, 1e6},
+    {"--min-lr", FLOAT, AT(min_lr), T | D, 0, 1e6},
+    {"--momentum", FLOAT, AT(momentum), T | D, 0, 1},
+    {"--weight-decay", FLOAT, AT(weight_decay), T | D, 0, 1e6},
+    {"--nesterov", FLAG, AT(nesterov), T | D, 0, 0},
+    {"--schedule", SCHEDULE, 0, T | D, 0, 0},
+    {"--optimizer", OPTIMIZER, 0, T | D, 0, 0},
+    {"--method", METHOD, 0, D, 0, 0},
+    {"--temperature", FLOAT, AT(temperature), D, 0, 1e6},
+    {"--alpha", FLOAT, AT(alpha), D, 0, 1},
+    {"--seed", SEED, 0, T | D, 0, 0},
+    {"--out", STRING, AT(out), T | D, 0, 0},
+    {"--log", STRING, AT(log_path), T | D, 0, 0},
+    {"--report", STRING, AT(report_dir), T | D, 0, 0},
+    {"--checkpoint", STRING, AT(checkpoint), T | D, 0, 0},
+    {"--resume", FLAG, AT(resume), T | D, 0, 0},
+    {"--soft-targets-cache", STRING, AT(soft_cache), D, 0, 0},
+    {"--cache-dir", STRING, AT(cache_dir), D, 0, 0},
+    {"--compare", FLAG, AT(compare), D, 0, 0},
+    {"--no-compare", FLAG, 0, D, 0, 0},
+    {"--json", FLAG, AT(json), E | I, 0, 0},
+    {"--quiet", FLAG, AT(quiet), T | D | E, 0, 0},
+    {"-q", FLAG, AT(quiet), T | D | E, 0, 0},
+    {"--stop-after-epoch", INT, AT(stop_after), T | D, 1, MAX_EPOCHS}, /* hidden, for tests */
+};
+
+static void defaults(options *o, command cmd, const char *name)
+{
+    memset(o, 0, sizeof *o);
+    o->cmd = cmd;
+    o->cmd_name = name;
+    o->data_dir = DEFAULT_DATA_DIR;
+    /* The protocol of issue 2: SGD momentum 0.9, lr 0.05 with cosine decay, batch 128. */
+    o->epochs = cmd == CMD_TRAIN ? DEFAULT_TRAIN_EPOCHS : DEFAULT_STUDENT_EPOCHS;
+    o->teacher_epochs = DEFAULT_TEACHER_EPOCHS;
+    o->batch = cmd == CMD_EVAL ? 256 : 128;
+    o->lr = -1.0f;           /* resolved after parsing: 0.05 for SGD, 0.001 for Adam(W) */
+    o->weight_decay = -1.0f; /* 0, or 0.01 for AdamW (PyTorch's defaults) */
+    o->momentum = 0.9f;
+    o->cosine = 1;
+    o->temperature = 4.0f;
+    o->alpha = 0.9f;
+    o->seed = 1;
+    o->compare = -1; /* automatic: compare when the tool trains the teacher itself */
+}
+
+static const option_def *find(const char *name, size_t len)
+{
+    for (size_t i = 0; i < sizeof table / sizeof table[0]; i++)
+        if (strlen(table[i].name) == len && strncmp(table[i].name, name, len) == 0)
+            return &table[i];
+    return NULL;
+}
+
+static int bad_value(const options *o, const char *opt, const char *value, const char *want)
+{
+    fail_msg("%s '%s' is not %s (see 'kd help %s')", opt, value, want, o->cmd_name);
+    return EXIT_USAGE;
+}
+
+static int parse_number(const options *o, const option_def *d, const char *v, double *out)
+{
+    char *end;
+    errno = 0;
+    double x = strtod(v, &end);
+    if (*v == '\0' || *end != '\0' || errno != 0 || !isfinite(x))
+        return bad_value(o, d->name, v, "a number");
+    if (d->kind == INT && x != floor(x)) return bad_value(o, d->name, v, "a whole number");
+    int open_lo = d->kind == FLOAT && d->lo == 0 &&
+                  (strcmp(d->name, "--lr") == 0 || strcmp(d->name, "--temperature") == 0);
+    int open_hi = strcmp(d->name, "--momentum") == 0;
+    if (x < d->lo || x > d->hi || (open_lo && x <= d->lo) || (open_hi && x >= d->hi)) {
+        char want[96];
+        snprintf(want, sizeof want, "in %s%g, %g%s", open_lo ? "(" : "[", d->lo, d->hi,
+                 open_hi ? ")" : "]");
+        return bad_value(o, d->name, v, want);
+    }
+    *out = x;
+    return EXIT_OK;
+}
+
+static int set_choice(options *o, const option_def *d, const char *v)
+{
+    if (d->kind == SCHEDULE) {
+        if (strcmp(v, "cosine") == 0 || strcmp(v, "constant") == 0) {
+            o->cosine = strcmp(v, "cosine") == 0;
+            return EXIT_OK;
+        }
+        return bad_value(o, d->name, v, "cosine or constant");
+    }
+    if (d->kind == OPTIMIZER) {
+        static const char *const names[] = {"sgd", "adam", "adamw"};
+        for (int i = 0; i < 3; i++) {
+            if (strcmp(v, names[i]) == 0) {
+                o->optimizer = i; /* KD_OPTIMIZER_SGD, _ADAM, _ADAMW */
+                return EXIT_OK;
+            }
+        }
+        return bad_value(o, d->name, v, "sgd, adam or adamw");
+    }
+    return strcmp(v, "kd") == 0 || strcmp(v, "hinton") == 0
+               ? EXIT_OK
+               : bad_value(o, d->name, v, "kd (Hinton's loss, the one method so far)");
+}
+
+static int set_value(options *o, const option_def *d, const char *v)
+{
+    char *base = (char *)o;
+    double x;
+    switch (d->kind) {
+    case STRING:
+        if (*v == '\0') return bad_value(o, d->name, v, "a non-empty value");
+        *(const char **)(base + d->offset) = v;
+        return EXIT_OK;
+    case INT:
+    case FLOAT:
+        if (parse_number(o, d, v, &x) != EXIT_OK) return EXIT_USAGE;
+        if (d->kind == INT)
+            *(int *)(base + d->offset) = (int)x;
+        else
+            *(float *)(base + d->offset) = (float)x;
+        return EXIT_OK;
+    case SEED: {
+        char *end;
+        errno = 0;
+        unsigned long long s = strtoull(v, &end, 10);
+        if (*v == '\0' || *v == '-' || *end != '\0' || errno != 0)
+            return bad_value(o, d->name, v, "a whole number >= 0");
+        o->seed = (uint64_t)s;
+        return EXIT_OK;
+    }
+    case TEACHER:
+        if (o->nteachers == MAX_TEACHERS) {
+            fail_msg("at most %d teachers", MAX_TEACHERS);
+            return EXIT_USAGE;
+        }
+        o->teachers[o->nteachers] = v;
+        o->teacher_weights[o->nteachers++] = 1.0f;
+        return EXIT_OK;
+    case TEACHER_WEIGHT: {
+        option_def w = {d->name, FLOAT, 0, 0, 0, 1e6};
+        if (o->nteachers == 0) {
+            fail_msg("--teacher-weight follows the --teacher it weighs");
+            return EXIT_USAGE;
+        }
+        if (parse_number(o, &w, v, &x) != EXIT_OK) return EXIT_USAGE;
+        if (!(x > 0)) return bad_value(o, d->name, v, "greater than 0");
+        o->teacher_weights[o->nteachers - 1] = (float)x;
+        return EXIT_OK;
+    }
+    default: return set_choice(o, d, v);
+    }
+}
+
+static int take(options *o, const option_def *d, const char *inline_value, int argc, char **argv,
+                int *i)
+{
+    if (d->kind == FLAG) {
+        if (inline_value != NULL) {
+            fail_msg("%s takes no value", d->name);
+            return EXIT_USAGE;
+        }
+        if (strcmp(d->name, "--no-compare") == 0)
+            o->compare = 0;
+        else
+            *(int *)((char *)o + d->offset) = 1;
+        return EXIT_OK;
+    }
+    const char *v = inline_value;
+    if (v == NULL) {
+        if (*i + 1 >= argc) {
+            fail_msg("%s needs a value (see 'kd help %s')", d->name, o->cmd_name);
+            return EXIT_USAGE;
+        }
+        v = argv[++*i];
+    }
+    return set_value(o, d, v);
+}
+
+static int one_argument(options *o, int argc, char **argv, int *i)
+{
+    const char *a = argv[*i];
+    if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+        print_command_help(stdout, o->cmd_name);
+        return -1;
+    }
+    if (a[0] != '-' || a[1] == '\0') {
+        if ((o->cmd == CMD_EVAL || o->cmd == CMD_INFO) && o->positional == NULL) {
+            o->positional = a;
+            return EXIT_OK;
+        }
+        fail_msg("unexpected argument '%s' (see 'kd help %s')", a, o->cmd_name);
+        return EXIT_USAGE;
+    }
+    const char *eq = strchr(a, '=');
+    size_t len = eq != NULL ? (size_t)(eq - a) : strlen(a);
+    const option_def *d = find(a, len);
+    if (d == NULL || !(d->commands & (1u << o->cmd))) {
+        fail_msg("unknown option '%.*s' (see 'kd help %s')", (int)len, a, o->cmd_name);
+        return EXIT_USAGE;
+    }
+    return take(o, d, eq != NULL ? eq + 1 : NULL, argc, argv, i);
+}
+
+int parse_options(options *o, int argc, char **argv, int first)
+{
+    static const char *names[] = {"", "train", "distill", "eval", "info"};
+    command cmd = o->cmd;
+    defaults(o, cmd, names[cmd]);
+    for (int i = first; i < argc; i++) {
+        int rc = one_argument(o, argc, argv, &i);
+        if (rc != EXIT_OK) return rc;
+    }
+    if ((cmd == CMD_EVAL || cmd == CMD_INFO) && o->positional == NULL) {
+        fail_msg("which model? usage: kd %s MODEL.safetensors", o->cmd_name);
+        return EXIT_USAGE;
+    }
+    if (o->lr < 0) o->lr = o->optimizer == KD_OPTIMIZER_SGD ? 0.05f : 0.001f;
+    if (o->weight_decay < 0) o->weight_decay = o->optimizer == KD_OPTIMIZER_ADAMW ? 0.01f : 0.0f;
+    if (o->nesterov && o->optimizer != KD_OPTIMIZER_SGD) {
+        fail_msg("--nesterov is for --optimizer sgd");
+        return EXIT_USAGE;
+    }
+    if (o->resume && o->checkpoint == NULL) {
+        fail_msg("--resume needs --checkpoint FILE (the file the first run saved)");
+        return EXIT_USAGE;
+    }
+    return EXIT_OK;
+}

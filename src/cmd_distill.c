@@ -1,0 +1,382 @@
+/* kd distill: teachers -> student with Hinton's loss; with no --teacher, the whole demonstration
+ * (teacher trained or reused from the cache, distilled student, the same student alone, and a
+ * comparison table). */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common.h"
+
+typedef struct state {
+    const options *o;
+    progress p;
+    dataset_pair d;
+    char cache[2048], out[4096], alone_out[4200];
+    kd_model *teachers[MAX_TEACHERS];
+    char teacher_paths[MAX_TEACHERS][4096];
+    int nt, compare, own_teacher;
+    uint64_t data_hash, teacher_hash;
+    history teacher_hist; /* n == 0 when unknown (a --teacher file) */
+    float *logits;
+    run_result distilled, alone;
+    double start;
+} state;
+
+static const char *student_spec(const options *o)
+{
+    return o->student_spec != NULL ? o->student_spec : DEFAULT_STUDENT_SPEC;
+}
+
+static const char *teacher_spec(const options *o)
+{
+    return o->teacher_spec != NULL ? o->teacher_spec : DEFAULT_TEACHER_SPEC;
+}
+
+static int check_spec(const char *what, const char *spec)
+{
+    kd_model *m = NULL;
+    int rc = create_model(what, spec, 1, &m);
+    kd_model_destroy(m);
+    return rc;
+}
+
+static void alone_path(const char *out, char *alone, size_t size)
+{
+    size_t n = strlen(out), ext = strlen(".safetensors");
+    if (n > ext && strcmp(out + n - ext, ".safetensors") == 0)
+        snprintf(alone, size, "%.*s-alone.safetensors", (int)(n - ext), out);
+    else
+        snprintf(alone, size, "%s-alone", out);
+}
+
+static int prepare(state *s)
+{
+    const options *o = s->o;
+    int rc = check_spec("student", student_spec(o));
+    if (rc == EXIT_OK && o->nteachers == 0) rc = check_spec("teacher", teacher_spec(o));
+    if (rc != EXIT_OK) return rc;
+    s->own_teacher = o->nteachers == 0;
+    s->compare = o->compare >= 0 ? o->compare : s->own_teacher;
+    cache_dir(o, s->cache, sizeof s->cache);
+    if ((s->own_teacher || o->out == NULL) && make_dirs(s->cache) != 0) {
+        fail_msg("cannot create the cache directory %s: %s (pass --cache-dir DIR)", s->cache,
+                 strerror(errno));
+        return EXIT_RUNTIME;
+    }
+    if (o->out != NULL)
+        snprintf(s->out, sizeof s->out, "%s", o->out);
+    else
+        snprintf(s->out, sizeof s->out, "%s/student.safetensors", s->cache);
+    alone_path(s->out, s->alone_out, sizeof s->alone_out);
+    return check_output(s->out);
+}
+
+/* The protocol every run shares (teacher, student alone, distilled). */
+static void protocol(const options *o, run_config *c)
+{
+    memset(c, 0, sizeof *c);
+    c->seed = o->seed;
+    c->epochs = o->epochs;
+    c->batch = o->batch;
+    c->lr = o->lr;
+    c->momentum = o->momentum;
+    c->weight_decay = o->weight_decay;
+    c->min_lr = o->min_lr;
+    c->nesterov = o->nesterov;
+    c->cosine = o->cosine;
+    c->optimizer = o->optimizer;
+    c->temperature = o->temperature;
+    c->alpha = o->alpha;
+    c->resume = o->resume;
+    c->stop_after = o->stop_after;
+}
+
+static const char *checkpoint_of(const options *o, const char *suffix, char *buf, size_t size)
+{
+    if (o->checkpoint == NULL) return NULL;
+    snprintf(buf, size, "%s%s", o->checkpoint, suffix);
+    return buf;
+}
+
+static int load_teachers(state *s)
+{
+    for (int i = 0; i < s->o->nteachers; i++) {
+        const char *path = s->o->teachers[i];
+        kd_status st = kd_model_load(path, &s->teachers[i]);
+        if (st != KD_OK) {
+            char what[4200];
+            snprintf(what, sizeof what, "cannot load the teacher %s", path);
+            return fail_kd(what, st);
+        }
+        s->nt++;
+        snprintf(s->teacher_paths[i], sizeof s->teacher_paths[i], "%s", path);
+    }
+    return EXIT_OK;
+}
+
+/* Trains the default teacher, or reuses the one a previous run left in the cache: the file name is
+ * a hash of everything that decides its weights (spec, protocol, seed, data). */
+static int own_teacher(state *s)
+{
+    const options *o = s->o;
+    run_config c;
+    protocol(o, &c);
+    char spec[4096], key_text[256], ckpt[4200];
+    expand_spec(teacher_spec(o), spec, sizeof spec);
+    c.name = "teacher";
+    c.key = "teacher";
+    c.spec = spec;
+    c.epochs = o->teacher_epochs;
+    c.temperature = 1.0f;
+    c.alpha = 0.0f;
+    c.checkpoint = checkpoint_of(o, ".teacher", ckpt, sizeof ckpt);
+    snprintf(key_text, sizeof key_text, "%d %llu %d %d %.9g %.9g %.9g %.9g %d %d", c.optimizer,
+             (unsigned long long)c.seed, c.epochs, c.batch, (double)c.lr, (double)c.momentum,
+             (double)c.weight_decay, (double)c.min_lr, c.nesterov, c.cosine);
+    uint64_t key = hash_str(hash_str(s->data_hash, spec), key_text);
+    char *path = s->teacher_paths[0], side[4200];
+    snprintf(path, sizeof s->teacher_paths[0], "%s/teacher-%016llx.safetensors", s->cache,
+             (unsigned long long)key);
+    snprintf(side, sizeof side, "%s.run", path);
+    if (kd_model_load(path, &s->teachers[0]) == KD_OK) {
+        if (history_load(side, key, &s->teacher_hist) != 0) s->teacher_hist.n = 0;
+        s->nt = 1;
+        note(&s->p, "teacher: reusing %s (%s, %d epochs)", path, teacher_spec(o), c.epochs);
+        return EXIT_OK;
+    }
+    note(&s->p, "teacher: training %s for %d epochs; it will be kept as %s", teacher_spec(o),
+         c.epochs, path);
+    static run_result r;
+    int rc = run_training(&c, s->d.train, s->d.test, &s->p, &r);
+    if (rc != EXIT_OK || r.stopped) {
+        kd_model_destroy(r.model);
+        return rc != EXIT_OK ? rc : -1;
+    }
+    s->teachers[0] = r.model;
+    s->nt = 1;
+    s->teacher_hist = r.hist;
+    kd_status st = kd_model_save(r.model, path);
+    if (st != KD_OK) return fail_kd("cannot keep the teacher in the cache", st);
+    if (history_save(side, key, &r.hist, spec) != 0)
+        fail_msg("warning: cannot write %s: %s", side, strerror(errno));
+    return EXIT_OK;
+}
+
+static int check_teachers(state *s)
+{
+    int64_t in, classes, c, h, w;
+    kd_dataset_shape(s->d.train, &c, &h, &w);
+    for (int i = 0; i < s->nt; i++) {
+        kd_model_input_size(s->teachers[i], &in);
+        kd_model_output_size(s->teachers[i], &classes);
+        if (in != c * h * w) {
+            fail_msg("the teacher %s takes %lld inputs but the images have %lld values",
+                     s->teacher_paths[i], (long long)in, (long long)(c * h * w));
+            return EXIT_RUNTIME;
+        }
+    }
+    s->teacher_hash = 0xcbf29ce484222325ULL;
+    for (int i = 0; i < s->nt; i++) {
+        if (hash_file(s->teacher_paths[i], &s->teacher_hash) != 0) {
+            fail_msg("cannot read %s: %s", s->teacher_paths[i], strerror(errno));
+            return EXIT_RUNTIME;
+        }
+    }
+    return EXIT_OK;
+}
+
+static int get_logits(state *s)
+{
+    const options *o = s->o;
+    uint64_t print = hash_bytes(s->teacher_hash, &s->data_hash, sizeof s->data_hash);
+    char path[4200];
+    const char *cache = o->soft_cache;
+    if (cache == NULL && s->own_teacher) {
+        snprintf(path, sizeof path, "%s/logits-%016llx.safetensors", s->cache,
+                 (unsigned long long)print);
+        cache = path;
+    }
+    return teacher_logits(s->teachers, s->nt, s->d.train, cache, print, &s->p, &s->logits);
+}
+
+static int train_students(state *s)
+{
+    const options *o = s->o;
+    char spec[4096], ckpt[4200];
+    expand_spec(student_spec(o), spec, sizeof spec);
+    run_config c;
+    protocol(o, &c);
+    c.name = "distilled";
+    c.key = "distilled";
+    c.spec = spec;
+    c.teachers = s->teachers;
+    c.teacher_weights = o->nteachers > 0 ? o->teacher_weights : (const float[]){1.0f};
+    c.nteachers = s->nt;
+    c.teacher_logits = s->logits;
+    c.teacher_hash = hash_bytes(s->teacher_hash, c.teacher_weights, sizeof(float) * (size_t)s->nt);
+    c.checkpoint = o->checkpoint;
+    int rc = run_training(&c, s->d.train, s->d.test, &s->p, &s->distilled);
+    if (rc != EXIT_OK || s->distilled.stopped || !s->compare) return rc;
+    /* The same student, seed and batches without the teacher: the loss is the only difference. */
+    protocol(o, &c);
+    c.name = "student alone";
+    c.key = "alone";
+    c.spec = spec;
+    c.temperature = 1.0f;
+    c.alpha = 0.0f;
+    c.checkpoint = checkpoint_of(o, ".alone", ckpt, sizeof ckpt);
+    return run_training(&c, s->d.train, s->d.test, &s->p, &s->alone);
+}
+
+static int save(const char *path, kd_model *m)
+{
+    kd_status st = kd_model_save(m, path);
+    if (st == KD_OK) return EXIT_OK;
+    char what[4300];
+    snprintf(what, sizeof what, "cannot save %s", path);
+    return fail_kd(what, st);
+}
+
+static double last_acc(const run_result *r) { return r->hist.rec[r->hist.n - 1].test_acc; }
+
+static int collect(state *s, model_stats *stats, int *n)
+{
+    int rc = EXIT_OK;
+    *n = 0;
+    for (int i = 0; i < s->nt && rc == EXIT_OK; i++) {
+        double acc;
+        char name[32];
+        snprintf(name, sizeof name, s->nt > 1 ? "teacher %d" : "teacher", i + 1);
+        rc = test_accuracy(s->teachers[i], s->d.test, &acc);
+        if (rc == EXIT_OK)
+            rc = fill_stats(&stats[(*n)++], name, s->teachers[i], s->teacher_paths[i], s->d.test,
+                            acc);
+    }
+    if (rc == EXIT_OK && s->compare)
+        rc = fill_stats(&stats[(*n)++], "student alone", s->alone.model, s->alone_out, s->d.test,
+                        last_acc(&s->alone));
+    if (rc == EXIT_OK)
+        rc = fill_stats(&stats[(*n)++], "distilled student", s->distilled.model, s->out, s->d.test,
+                        last_acc(&s->distilled));
+    return rc;
+}
+
+static void summary(const state *s, const model_stats *st, int n, char *out, size_t size)
+{
+    const model_stats *t = &st[0], *k = &st[n - 1];
+    size_t used = (size_t)snprintf(
+        out, size,
+        "The distilled student keeps %.1f%% of the teacher's accuracy with %.1f%% of its "
+        "parameters and runs %.1fx faster",
+        100.0 * k->accuracy / t->accuracy, 100.0 * (double)k->params / (double)t->params,
+        t->latency_us / k->latency_us);
+    if (s->compare && used < size) {
+        double gain = k->accuracy - st[n - 2].accuracy;
+        used += (size_t)snprintf(out + used, size - used,
+                                 "; distillation %s %.2f points over the student alone",
+                                 gain >= 0 ? "gained" : "lost", gain >= 0 ? gain : -gain);
+    }
+    if (used + 1 < size) snprintf(out + used, size - used, ".");
+}
+
+static int write_report(state *s, const model_stats *stats, int n, const char *headline)
+{
+    const options *o = s->o;
+    char subtitle[1200], data[400], notes[600], proto[256];
+    describe_data(o, &s->d, data, sizeof data);
+    describe_protocol(o, proto, sizeof proto);
+    char teacher[64] = "";
+    if (s->own_teacher) snprintf(teacher, sizeof teacher, ", teacher %d", o->teacher_epochs);
+    snprintf(subtitle, sizeof subtitle,
+             "%s. Every run: %s; students %d epochs%s. Distillation: T = %g, alpha = %g. libkd "
+             "%s, kernels %s.",
+             data, proto, o->epochs, teacher, (double)o->temperature, (double)o->alpha,
+             kd_version(), kd_kernels_name());
+    snprintf(notes, sizeof notes,
+             "The student alone and the distilled student start from the same weights and see the "
+             "same batches; only the loss differs. Training cross-entropy is measured against the "
+             "labels on the batches as they were trained. Latency is the median time of one image "
+             "at batch 1; speed-up is relative to the first teacher.");
+    report_series series[3];
+    int ns = 0;
+    if (s->teacher_hist.n > 0)
+        series[ns++] = (report_series){"teacher", "#6b7280", &s->teacher_hist};
+    if (s->compare) series[ns++] = (report_series){"student alone", "#d97706", &s->alone.hist};
+    series[ns++] = (report_series){"distilled student", "#059669", &s->distilled.hist};
+    char title[300];
+    snprintf(title, sizeof title, "Distilling %s into %s", stats[0].shape, stats[n - 1].shape);
+    report rep = {title, subtitle, headline, series, ns, stats, n, 0, notes};
+    int rc = report_write(o->report_dir, &rep);
+    if (rc == EXIT_OK) note(&s->p, "report: %s/index.html", o->report_dir);
+    return rc;
+}
+
+static int finish(state *s)
+{
+    int rc = save(s->out, s->distilled.model);
+    if (rc == EXIT_OK && s->compare) rc = save(s->alone_out, s->alone.model);
+    model_stats stats[MAX_TEACHERS + 2];
+    int n = 0;
+    if (rc == EXIT_OK) rc = collect(s, stats, &n);
+    if (rc != EXIT_OK) return rc;
+    int64_t ntest;
+    kd_dataset_size(s->d.test, &ntest);
+    printf("\nOn %lld test images (latency: one image at a time, median; kernels %s):\n\n",
+           (long long)ntest, kd_kernels_name());
+    print_comparison(stdout, stats, n, 0);
+    char headline[400];
+    summary(s, stats, n, headline, sizeof headline);
+    printf("\n%s\n", headline);
+    printf("distilled student: %s%s%s\n", s->out, s->compare ? "; student alone: " : "",
+           s->compare ? s->alone_out : "");
+    char t[64];
+    snprintf(t, sizeof t, "%.0f s", now_seconds() - s->start);
+    note(&s->p, "wall time %s", t);
+    return s->o->report_dir != NULL ? write_report(s, stats, n, headline) : EXIT_OK;
+}
+
+static int pipeline(state *s)
+{
+    const options *o = s->o;
+    int rc = load_data(o, 1, 1, &s->d);
+    if (rc != EXIT_OK) return rc;
+    char data[400];
+    describe_data(o, &s->d, data, sizeof data);
+    note(&s->p, "data: %s", data);
+    char proto[256];
+    describe_protocol(o, proto, sizeof proto);
+    note(&s->p, "libkd %s, kernels %s; %s; T = %g, alpha = %g", kd_version(), kd_kernels_name(),
+         proto, (double)o->temperature, (double)o->alpha);
+    s->data_hash = dataset_hash(s->d.train);
+    rc = s->own_teacher ? own_teacher(s) : load_teachers(s);
+    if (rc == EXIT_OK) rc = check_teachers(s);
+    if (rc == EXIT_OK) rc = get_logits(s);
+    if (rc == EXIT_OK) rc = train_students(s);
+    if (rc != EXIT_OK) return rc;
+    if (s->distilled.stopped || (s->compare && s->alone.stopped)) return -1;
+    return finish(s);
+}
+
+int cmd_distill(const options *o)
+{
+    static state s; /* large (histories); one per process */
+    memset(&s, 0, sizeof s);
+    s.o = o;
+    s.start = now_seconds();
+    int rc = prepare(&s);
+    if (rc == EXIT_OK) rc = progress_open(&s.p, o);
+    if (rc == EXIT_OK) {
+        rc = pipeline(&s);
+        if (rc == -1) {
+            note(&s.p, "stopped after epoch %d as asked; continue with --resume", o->stop_after);
+            rc = EXIT_OK;
+        }
+    }
+    kd_model_destroy(s.distilled.model);
+    kd_model_destroy(s.alone.model);
+    for (int i = 0; i < s.nt; i++) kd_model_destroy(s.teachers[i]);
+    free(s.logits);
+    free_data(&s.d);
+    progress_close(&s.p);
+    return rc;
+}

@@ -1,0 +1,161 @@
+/* kd eval: what a model file is worth on a test set, and what it costs to run. */
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+
+#include "common.h"
+
+static const char *const fashion_names[10] = {"T-shirt/top", "Trouser",   "Pullover", "Dress",
+                                              "Coat",        "Sandal",    "Shirt",    "Sneaker",
+                                              "Bag",         "Ankle boot"};
+
+typedef struct eval_result {
+    int64_t n, correct, classes, params, bytes;
+    int64_t *confusion; /* [classes][classes], row = label */
+    double latency_us, throughput, peak_mib;
+    char shape[128];
+} eval_result;
+
+static const char *class_name(const options *o, const eval_result *r, int64_t i)
+{
+    return data_is_fashion(o) && r->classes == 10 ? fashion_names[i] : "";
+}
+
+static double class_acc(const eval_result *r, int64_t i, int64_t *total)
+{
+    *total = 0;
+    for (int64_t j = 0; j < r->classes; j++) *total += r->confusion[i * r->classes + j];
+    return *total > 0 ? 100.0 * (double)r->confusion[i * r->classes + i] / (double)*total : 0.0;
+}
+
+static void print_confusion(const eval_result *r)
+{
+    if (r->classes > 20) {
+        printf("\n(confusion matrix not shown for %lld classes; see --json)\n",
+               (long long)r->classes);
+        return;
+    }
+    printf("\nconfusion matrix (rows: label, columns: prediction)\n      ");
+    for (int64_t j = 0; j < r->classes; j++) printf(" %5lld", (long long)j);
+    printf("\n");
+    for (int64_t i = 0; i < r->classes; i++) {
+        printf(" %5lld", (long long)i);
+        for (int64_t j = 0; j < r->classes; j++)
+            printf(" %5lld", (long long)r->confusion[i * r->classes + j]);
+        printf("\n");
+    }
+}
+
+static void print_text(const options *o, const kd_model *m, const char *test, const eval_result *r)
+{
+    char params[32], size[32];
+    format_count(r->params, params, sizeof params);
+    format_bytes((double)r->bytes, size, sizeof size);
+    printf("model         %s (%s)\n", o->positional, size);
+    printf("architecture  %s: %s\n", r->shape, kd_model_spec(m));
+    printf("parameters    %s\n", params);
+    printf("test set      %s: %lld images\n", test, (long long)r->n);
+    printf("accuracy      %.2f%% (%lld of %lld)\n\nclass  %-12s accuracy   images\n",
+           100.0 * (double)r->correct / (double)r->n, (long long)r->correct, (long long)r->n, "");
+    for (int64_t i = 0; i < r->classes; i++) {
+        int64_t total;
+        double acc = class_acc(r, i, &total);
+        printf("%5lld  %-12s %7.2f%% %8lld\n", (long long)i, class_name(o, r, i), acc,
+               (long long)total);
+    }
+    print_confusion(r);
+    char thr[32];
+    format_count((int64_t)(r->throughput + 0.5), thr, sizeof thr);
+    printf("\nlatency       %.1f us per image (batch 1, median)\n", r->latency_us);
+    printf("throughput    %s images/s (batch %d)\n", thr, o->batch);
+    printf("peak memory   %.1f MiB (maximum resident set of this process)\n", r->peak_mib);
+}
+
+static void print_json(const options *o, const kd_model *m, const char *test, const eval_result *r)
+{
+    printf("{\"model\":");
+    json_string(stdout, o->positional);
+    printf(",\"spec\":");
+    json_string(stdout, kd_model_spec(m));
+    printf(",\"params\":%lld,\"file_bytes\":%lld,\"test\":", (long long)r->params,
+           (long long)r->bytes);
+    json_string(stdout, test);
+    printf(",\"images\":%lld,\"correct\":%lld,\"accuracy\":%.4f,\"per_class\":[", (long long)r->n,
+           (long long)r->correct, 100.0 * (double)r->correct / (double)r->n);
+    for (int64_t i = 0; i < r->classes; i++) {
+        int64_t total;
+        printf("%s%.4f", i ? "," : "", class_acc(r, i, &total));
+    }
+    printf("],\"confusion\":[");
+    for (int64_t i = 0; i < r->classes; i++) {
+        printf("%s[", i ? "," : "");
+        for (int64_t j = 0; j < r->classes; j++)
+            printf("%s%lld", j ? "," : "", (long long)r->confusion[i * r->classes + j]);
+        printf("]");
+    }
+    printf("],\"latency_us\":%.3f,\"throughput\":%.1f,\"throughput_batch\":%d,\"peak_mib\":%.1f}\n",
+           r->latency_us, r->throughput, o->batch, r->peak_mib);
+}
+
+static int measure(const options *o, kd_model *m, const kd_dataset *test, eval_result *r)
+{
+    kd_dataset_size(test, &r->n);
+    kd_model_output_size(m, &r->classes);
+    kd_model_param_count(m, &r->params);
+    model_shape_name(m, r->shape, sizeof r->shape);
+    r->bytes = file_size(o->positional);
+    r->confusion = calloc((size_t)(r->classes * r->classes), sizeof *r->confusion);
+    if (r->confusion == NULL) {
+        fail_msg("out of memory");
+        return EXIT_RUNTIME;
+    }
+    kd_status st = kd_model_evaluate(m, kd_dataset_images(test), kd_dataset_labels(test), r->n,
+                                     1000, &r->correct, r->confusion);
+    if (st != KD_OK) return fail_kd("evaluation", st);
+    if (o->quiet) return EXIT_OK;
+    int rc = measure_latency(m, test, 1.0, &r->latency_us);
+    if (rc == EXIT_OK) rc = measure_throughput(m, test, o->batch, 1.0, &r->throughput);
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    r->peak_mib = (double)ru.ru_maxrss / 1024.0; /* Linux reports kilobytes */
+    return rc;
+}
+
+static int check_input(const kd_model *m, const kd_dataset *test)
+{
+    int64_t in, c, h, w;
+    kd_model_input_size(m, &in);
+    kd_dataset_shape(test, &c, &h, &w);
+    if (in == c * h * w) return EXIT_OK;
+    fail_msg("the model takes %lld inputs but the test images are %lldx%lldx%lld", (long long)in,
+             (long long)c, (long long)h, (long long)w);
+    return EXIT_RUNTIME;
+}
+
+int cmd_eval(const options *o)
+{
+    kd_model *m;
+    kd_status st = kd_model_load(o->positional, &m);
+    if (st != KD_OK) {
+        char what[4200];
+        snprintf(what, sizeof what, "cannot load %s", o->positional);
+        return fail_kd(what, st);
+    }
+    dataset_pair d;
+    int rc = load_data(o, 0, 1, &d);
+    eval_result r = {0};
+    if (rc == EXIT_OK) rc = check_input(m, d.test);
+    if (rc == EXIT_OK) rc = measure(o, m, d.test, &r);
+    if (rc == EXIT_OK) {
+        if (o->json)
+            print_json(o, m, d.test_prefix, &r);
+        else if (o->quiet)
+            printf("%.2f\n", 100.0 * (double)r.correct / (double)r.n);
+        else
+            print_text(o, m, d.test_prefix, &r);
+    }
+    free(r.confusion);
+    if (d.test != NULL) free_data(&d);
+    kd_model_destroy(m);
+    return rc;
+}

@@ -1,0 +1,260 @@
+/* Declarations shared by the files of the kd tool. The tool calls only the public API (kd.h); its
+ * own names carry no kd_ prefix, which belongs to the library. */
+#ifndef KD_TOOL_COMMON_H
+#define KD_TOOL_COMMON_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "kd.h"
+
+/* Exit codes, documented in kd --help and kd(1). */
+enum { EXIT_OK = 0, EXIT_RUNTIME = 1, EXIT_USAGE = 2 };
+
+#define MAX_TEACHERS 16
+#define DEFAULT_DATA_DIR "/usr/share/datasets/fashion-mnist"
+/* The default distillation (kd distill with no arguments); epochs chosen so that the whole run,
+ * teacher training included, stays under 10 minutes on 2 cores (see docs/kd.1). */
+#define DEFAULT_TEACHER_SPEC "784-1200-1200-10"
+#define DEFAULT_STUDENT_SPEC "784-256-10"
+#define DEFAULT_TEACHER_EPOCHS 8
+#define DEFAULT_STUDENT_EPOCHS 10
+#define DEFAULT_TRAIN_EPOCHS 10
+
+/* ---------------------------------------------------------------- options (args.c) */
+
+typedef enum command { CMD_NONE = 0, CMD_TRAIN, CMD_DISTILL, CMD_EVAL, CMD_INFO } command;
+
+typedef struct options {
+    command cmd;
+    const char *cmd_name;
+    /* data */
+    const char *data_dir, *train_prefix, *test_prefix;
+    /* models */
+    const char *model_spec;   /* train: --model */
+    const char *student_spec; /* distill: --student */
+    const char *teacher_spec; /* distill without --teacher: the teacher it trains */
+    const char *teachers[MAX_TEACHERS];
+    float teacher_weights[MAX_TEACHERS];
+    int nteachers;
+    const char *positional; /* eval, info: the model file */
+    /* training protocol */
+    int epochs, teacher_epochs, batch;
+    float lr, momentum, weight_decay, min_lr, temperature, alpha;
+    int nesterov, cosine, optimizer; /* optimizer: a kd_optimizer_kind */
+    uint64_t seed;
+    /* outputs */
+    const char *out, *log_path, *report_dir, *checkpoint, *soft_cache, *cache_dir;
+    int quiet, resume, compare, json;
+    int stop_after; /* hidden: stop after this epoch, as if killed (tests of --resume) */
+} options;
+
+/* Parses argv[first..] for o->cmd into o (defaults first). On a usage error prints one line and
+ * returns EXIT_USAGE; returns -1 when --help was asked (and printed); EXIT_OK otherwise. */
+int parse_options(options *o, int argc, char **argv, int first);
+
+/* ---------------------------------------------------------------- messages (kd.c, help.c) */
+
+/* "kd: <message>" or "kd <command>: <message>" on stderr, one line. */
+void fail_msg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* One line naming what failed with the library's sentence; returns EXIT_RUNTIME. */
+int fail_kd(const char *what, kd_status st);
+void set_command_name(const char *name);
+void print_usage(FILE *f);
+/* 0 if the command is known (help printed), -1 otherwise. */
+int print_command_help(FILE *f, const char *name);
+
+/* ---------------------------------------------------------------- data (data.c) */
+
+typedef struct dataset_pair {
+    kd_dataset *train, *test;
+    char train_prefix[1024], test_prefix[1024];
+} dataset_pair;
+
+/* Loads the training and/or test set named by o; prints one line and returns EXIT_RUNTIME when a
+ * file is missing (naming the Debian package for the default directory). */
+int load_data(const options *o, int want_train, int want_test, dataset_pair *d);
+void free_data(dataset_pair *d);
+/* 1 when the data looks like Fashion-MNIST (for class names). */
+int data_is_fashion(const options *o);
+/* Identifies a data set's contents (sizes, pixels, labels), for cache keys. */
+uint64_t dataset_hash(const kd_dataset *d);
+/* "60000 training / 10000 test images, 1x28x28, from DIR" */
+void describe_data(const options *o, const dataset_pair *d, char *out, size_t size);
+
+/* ---------------------------------------------------------------- utilities (util.c) */
+
+double now_seconds(void);
+/* Expands "784-256-10" into "input 784 | dense 256 | relu | dense 10"; other specs are copied. */
+void expand_spec(const char *in, char *out, size_t size);
+/* Builds a model from a spec (expanded first); prints one line and returns EXIT_USAGE if bad. */
+int create_model(const char *what, const char *spec, uint64_t seed, kd_model **out);
+/* "784-1200-1200-10" from a model's layers. */
+void model_shape_name(const kd_model *m, char *out, size_t size);
+int64_t file_size(const char *path);
+void format_bytes(double bytes, char *out, size_t size);
+void format_count(int64_t n, char *out, size_t size);
+/* 64-bit hash (FNV-1a on 8-byte words) for fingerprints; chain with the previous value. */
+uint64_t hash_bytes(uint64_t h, const void *data, size_t n);
+uint64_t hash_str(uint64_t h, const char *s);
+/* 0 on success; -1 with errno set. */
+int hash_file(const char *path, uint64_t *h);
+/* Writes data to path through a temporary file and a rename, so readers never see half a file. */
+int write_atomic(const char *path, const void *data, size_t n);
+/* "SGD momentum 0.9, lr 0.05 with cosine decay, batch 128, seed 1" */
+void describe_protocol(const options *o, char *out, size_t size);
+/* s as a JSON string, quotes included. */
+void json_string(FILE *f, const char *s);
+/* The directory of path exists and is writable; else one line and EXIT_RUNTIME. */
+int check_output(const char *path);
+/* mkdir -p; 0 on success. */
+int make_dirs(const char *path);
+/* The tool's cache directory: --cache-dir, $XDG_CACHE_HOME/kd or $HOME/.cache/kd. */
+void cache_dir(const options *o, char *out, size_t size);
+/* The seed of epoch e's batch order: a function of (seed, e) only, so the order of an epoch does
+ * not depend on the epochs before it and a resumed run sees the same batches. */
+uint64_t epoch_seed(uint64_t seed, int epoch);
+
+/* ---------------------------------------------------------------- training runs (run.c) */
+
+typedef struct epoch_rec {
+    int epoch;
+    double loss;      /* the objective, mean over the epoch's batches */
+    double ce;        /* cross-entropy with the labels, from the same logits */
+    double train_acc; /* top-1 on the training batches, as they were seen */
+    double test_acc;  /* top-1 on the test set after the epoch (eval mode) */
+    double lr;        /* the rate of the epoch's first step */
+    double seconds;   /* wall time since the start of the run */
+} epoch_rec;
+
+#define MAX_EPOCHS 1000
+
+typedef struct history {
+    epoch_rec rec[MAX_EPOCHS];
+    int n;
+} history;
+
+struct progress;
+
+typedef struct run_config {
+    const char *name; /* "teacher", "student alone", "distilled", "model" */
+    const char *key;  /* the run's name in logs: teacher, alone, distilled, model */
+    const char *spec;
+    uint64_t seed;
+    int epochs, batch;
+    float lr, momentum, weight_decay, min_lr, temperature, alpha;
+    int nesterov, cosine, optimizer;
+    kd_model *const *teachers; /* borrowed; NULL/0 for a run without teachers */
+    const float *teacher_weights;
+    int nteachers;
+    const float *teacher_logits; /* [nteachers][n][classes] for the training set, or NULL */
+    uint64_t teacher_hash;       /* identifies the teachers, for the checkpoint's fingerprint */
+    const char *checkpoint;      /* NULL: none */
+    int resume, stop_after;
+} run_config;
+
+typedef struct run_result {
+    kd_model *model; /* owned by the caller after run_training */
+    history hist;
+    double seconds;
+    int stopped; /* --stop-after-epoch ended the run early */
+} run_result;
+
+/* Trains one model as cfg says; returns an exit code (messages printed). */
+int run_training(const run_config *cfg, const kd_dataset *train, const kd_dataset *test,
+                 struct progress *p, run_result *out);
+/* Top-1 accuracy in percent on a labelled set. */
+int test_accuracy(kd_model *m, const kd_dataset *test, double *accuracy);
+
+/* ---------------------------------------------------------------- checkpoints (checkpoint.c) */
+
+/* The sidecar beside a kd_trainer_save file: the run's fingerprint and history. The sidecar is
+ * written before the trainer file, so after a crash between the two it may be one epoch ahead; the
+ * trainer's step count decides and the extra epoch is dropped. */
+int checkpoint_save(const char *path, kd_trainer *t, uint64_t fingerprint, const history *h);
+/* 1 if a checkpoint was loaded, 0 if none exists, EXIT_RUNTIME-style -1 on error (printed).
+ * steps_per_epoch checks the trainer's position against the history. */
+int checkpoint_load(const char *path, kd_trainer *t, kd_optimizer *o, uint64_t fingerprint,
+                    int64_t steps_per_epoch, history *h);
+/* The history alone (teacher cache sidecars use the same format); 0 on success. */
+int history_save(const char *path, uint64_t fingerprint, const history *h, const char *note);
+int history_load(const char *path, uint64_t fingerprint, history *h);
+
+/* ---------------------------------------------------------------- progress (progress.c) */
+
+typedef struct progress {
+    int mode; /* 0 quiet, 1 plain lines, 2 terminal bar */
+    int unicode;
+    FILE *log; /* --log FILE.jsonl, or NULL */
+    const char *run, *key;
+    int epoch, epochs, first_epoch;
+    int64_t steps, step;
+    double run_start, last_draw;
+} progress;
+
+int progress_open(progress *p, const options *o);
+void progress_close(progress *p);
+void progress_run(progress *p, const char *name, const char *key, int first_epoch, int epochs,
+                  int64_t steps_per_epoch);
+void progress_step(progress *p, int epoch, int64_t step, double loss, double acc);
+void progress_epoch(progress *p, const epoch_rec *r);
+/* A line of information (not printed with --quiet). */
+void note(const progress *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* ---------------------------------------------------------------- measurements (measure.c) */
+
+typedef struct model_stats {
+    char name[64], shape[128];
+    double accuracy; /* percent */
+    int64_t params;
+    int64_t bytes;     /* file size, -1 if unknown */
+    double latency_us; /* per image at batch 1 */
+    double throughput; /* images per second at batch 256, 0 if not measured */
+} model_stats;
+
+/* Median latency of single-image predictions over about `seconds`. */
+int measure_latency(kd_model *m, const kd_dataset *d, double seconds, double *us);
+int measure_throughput(kd_model *m, const kd_dataset *d, int64_t batch, double seconds,
+                       double *images_per_s);
+/* Name, shape, parameters, file size (path may be NULL) and latency of m. */
+int fill_stats(model_stats *s, const char *name, kd_model *m, const char *path,
+               const kd_dataset *test, double accuracy);
+void print_comparison(FILE *f, const model_stats *s, int n, int baseline);
+
+/* ---------------------------------------------------------------- teacher logits (logits.c) */
+
+/* Logits of every teacher on every example of d, [n_teachers][n][classes], computed in chunks; or
+ * read from / written to cache_path (NULL: no cache) when its fingerprint matches. */
+int teacher_logits(kd_model *const *teachers, int nteachers, const kd_dataset *d,
+                   const char *cache_path, uint64_t fingerprint, const progress *p, float **out);
+
+/* ---------------------------------------------------------------- report (report.c) */
+
+typedef struct report_series {
+    const char *name;
+    const char *color;
+    const history *hist;
+} report_series;
+
+typedef struct report {
+    const char *title;
+    const char *subtitle; /* data, protocol */
+    const char *headline; /* the result in one sentence, may be NULL */
+    const report_series *series;
+    int nseries;
+    const model_stats *stats; /* comparison table, may be NULL */
+    int nstats, baseline;
+    const char *notes; /* a paragraph of plain text, may be NULL */
+} report;
+
+/* Writes DIR/index.html; returns an exit code. */
+int report_write(const char *dir, const report *r);
+
+/* ---------------------------------------------------------------- commands */
+
+int cmd_train(const options *o);
+int cmd_distill(const options *o);
+int cmd_eval(const options *o);
+int cmd_info(const options *o);
+
+#endif

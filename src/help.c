@@ -1,0 +1,193 @@
+/* kd --help and kd help COMMAND: what each command does, its options and examples. */
+#include <string.h>
+
+#include "common.h"
+
+#define STR_(x) #x
+#define STR(x) STR_(x)
+
+void print_usage(FILE *f)
+{
+    fputs("usage: kd COMMAND [OPTIONS]\n"
+          "\n"
+          "Knowledge distillation: train a small student to copy a large teacher, and see what\n"
+          "was gained.\n"
+          "\n"
+          "commands:\n"
+          "  distill   distil teachers into a student; with no arguments, the whole demonstration\n"
+          "            on Fashion-MNIST: teacher, student alone, distilled student, comparison\n"
+          "  train     train one model on labelled data\n"
+          "  eval      accuracy, confusion matrix, size, latency and memory of a model file\n"
+          "  info      architecture, per-layer parameters and metadata of a model file\n"
+          "  help      kd help COMMAND shows a command's options and examples\n"
+          "\n"
+          "examples:\n"
+          "  kd distill                                   # the default run, under 10 minutes\n"
+          "  kd train --model 784-800-800-10 --epochs 5 --out big.safetensors\n"
+          "  kd distill --teacher big.safetensors --student 784-128-10 --out small.safetensors\n"
+          "  kd eval small.safetensors\n"
+          "\n"
+          "exit codes: 0 success, 1 failure while running (a missing or bad file, a numerical\n"
+          "failure), 2 bad command line (unknown command or option, bad value, bad spec).\n"
+          "kd --version prints the versions of the tool and the library. See also kd(1).\n",
+          f);
+}
+
+static const char data_help[] =
+    "data (IDX files, gzip or plain):\n"
+    "  --data DIR          directory with train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz,\n"
+    "                      t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz (default\n"
+    "                      " DEFAULT_DATA_DIR ", from Debian's dataset-fashion-mnist)\n"
+    "  --train PREFIX      training set PREFIX-images-idx3-ubyte.gz, PREFIX-labels-idx1-ubyte.gz\n"
+    "  --test PREFIX       test set, named the same way\n";
+
+static const char protocol_help[] =
+    "training (defaults: the protocol of the libkd benchmarks):\n"
+    "  --epochs N          passes over the training set\n"
+    "  --batch B           examples per step (128)\n"
+    "  --optimizer O       sgd (default), adam or adamw\n"
+    "  --lr LR             base learning rate (0.05 for SGD, 0.001 for Adam and AdamW)\n"
+    "  --schedule S        cosine (default) or constant\n"
+    "  --min-lr LR         where the cosine decay ends (0)\n"
+    "  --momentum M        SGD momentum in [0, 1) (0.9)\n"
+    "  --nesterov          SGD with Nesterov momentum\n"
+    "  --weight-decay WD   weight decay (0; 0.01 for AdamW, which decouples it)\n"
+    "  --seed S            initial weights and batch order (1); same seed, same model\n";
+
+static const char output_help[] =
+    "output:\n"
+    "  --out FILE          where to save the model (safetensors, PyTorch names)\n"
+    "  --checkpoint FILE   save the training state after every epoch (atomically)\n"
+    "  --resume            continue from --checkpoint; ends with the same model as an\n"
+    "                      uninterrupted run with the same options\n"
+    "  --log FILE.jsonl    one JSON object per epoch\n"
+    "  --report DIR        DIR/index.html with plots of loss and accuracy per epoch\n"
+    "  --quiet, -q         no progress, only results and errors\n";
+
+static const char spec_help[] =
+    "A SPEC is a libkd layer spec, \"input 784 | dense 256 | relu | dense 10\", or the short form\n"
+    "784-256-10 for a ReLU MLP. Layers: input N (or CxHxW), dense N, relu, leakyrelu [slope],\n"
+    "gelu, tanh, sigmoid, dropout P.\n";
+
+static void train_help(FILE *f)
+{
+    fputs("usage: kd train --model SPEC --out MODEL.safetensors [OPTIONS]\n"
+          "\n"
+          "Trains one model on labelled data with cross-entropy, reporting test accuracy after\n"
+          "every epoch. Default " STR(DEFAULT_TRAIN_EPOCHS) " epochs.\n\n",
+          f);
+    fputs(spec_help, f);
+    fputc('\n', f);
+    fputs(data_help, f);
+    fputs("  --model SPEC        the architecture (required)\n\n", f);
+    fputs(protocol_help, f);
+    fputs(output_help, f);
+    fputs("\nexamples:\n"
+          "  kd train --model 784-1200-1200-10 --epochs 20 --out teacher.safetensors\n"
+          "  kd train --model \"input 784 | dense 512 | gelu | dropout 0.2 | dense 10\" \\\n"
+          "           --data ~/mnist --lr 0.1 --log train.jsonl --out m.safetensors\n"
+          "  kd train --model 784-256-10 --out m.safetensors --checkpoint m.ckpt   # killed?\n"
+          "  kd train --model 784-256-10 --out m.safetensors --checkpoint m.ckpt --resume\n",
+          f);
+}
+
+static void distill_help(FILE *f)
+{
+    fputs(
+        "usage: kd distill [--teacher T.safetensors ...] [--student SPEC] [OPTIONS]\n"
+        "\n"
+        "Trains a student on the teachers' softened outputs and the labels with Hinton's loss,\n"
+        "alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE(student, label). The\n"
+        "teachers' logits on the training set are computed once and reused every epoch.\n"
+        "\n"
+        "With no --teacher, kd trains the teacher itself (" DEFAULT_TEACHER_SPEC ", " STR(
+            DEFAULT_TEACHER_EPOCHS) " epochs) or reuses\n"
+                                    "the one it trained before from its cache directory "
+                                    "($XDG_CACHE_HOME/kd or ~/.cache/kd),\n"
+                                    "then distils the student (" DEFAULT_STUDENT_SPEC ", " STR(
+                                        DEFAULT_STUDENT_EPOCHS) " epochs), trains the same student "
+                                                                "alone\n"
+                                                                "with the same protocol, and "
+                                                                "prints a comparison: test "
+                                                                "accuracy, parameters, file size,\n"
+                                                                "latency per image and speed-up "
+                                                                "over the teacher. With no "
+                                                                "arguments at all this is the\n"
+                                                                "default demonstration on "
+                                                                "Fashion-MNIST.\n\n",
+        f);
+    fputs(spec_help, f);
+    fputc('\n', f);
+    fputs(data_help, f);
+    fputs("distillation:\n"
+          "  --teacher FILE      a trained teacher (repeat for an ensemble)\n"
+          "  --teacher-weight W  ensemble weight of the --teacher before it (1)\n"
+          "  --student SPEC      the student (" DEFAULT_STUDENT_SPEC ")\n"
+          "  --temperature T     softmax temperature (4)\n"
+          "  --alpha A           weight of the soft term in [0, 1] (0.9)\n"
+          "  --method kd         the loss (Hinton's is the one so far)\n"
+          "  --soft-targets-cache FILE  keep the teachers' logits in FILE and reuse them when\n"
+          "                      the teachers and training set are the same\n"
+          "  --teacher-spec SPEC, --teacher-epochs N  the teacher kd trains with no --teacher\n"
+          "  --compare, --no-compare  also train the student alone (default: only when kd\n"
+          "                      trains the teacher itself)\n"
+          "  --cache-dir DIR     where trained teachers and logits are kept\n\n",
+          f);
+    fputs(protocol_help, f);
+    fputs(output_help, f);
+    fputs("  (without --out the student goes to the cache directory; the path is printed)\n", f);
+    fputs("\nexamples:\n"
+          "  kd distill                         # teacher, student alone, distilled, comparison\n"
+          "  kd distill --report report/        # the same, with report/index.html\n"
+          "  kd distill --teacher t.safetensors --student 784-128-10 --temperature 2 \\\n"
+          "             --alpha 0.5 --out s.safetensors\n"
+          "  kd distill --teacher a.safetensors --teacher b.safetensors --teacher-weight 2 \\\n"
+          "             --soft-targets-cache ab.logits --out s.safetensors\n",
+          f);
+}
+
+static void eval_help(FILE *f)
+{
+    fputs("usage: kd eval MODEL.safetensors [--data DIR | --test PREFIX] [--json]\n"
+          "\n"
+          "Test accuracy, per-class accuracy and confusion matrix, parameter count, file size,\n"
+          "latency per image at batch 1, throughput at batch 256 (--batch B to change) and the\n"
+          "peak memory of the process.\n\n",
+          f);
+    fputs(data_help, f);
+    fputs("  --batch B           batch of the throughput measurement (256)\n"
+          "  --json              one JSON object instead of the table\n"
+          "  --quiet, -q         accuracy only\n"
+          "\nexamples:\n"
+          "  kd eval student.safetensors\n"
+          "  kd eval m.safetensors --test ~/mnist/t10k --json\n",
+          f);
+}
+
+static void info_help(FILE *f)
+{
+    fputs("usage: kd info MODEL.safetensors [--json]\n"
+          "\n"
+          "The model's spec, input and output sizes, each layer's kind, parameters and output\n"
+          "size, the tensors in the file and its metadata. Reads no data set.\n"
+          "\nexamples:\n"
+          "  kd info student.safetensors\n",
+          f);
+}
+
+int print_command_help(FILE *f, const char *name)
+{
+    if (strcmp(name, "train") == 0)
+        train_help(f);
+    else if (strcmp(name, "distill") == 0)
+        distill_help(f);
+    else if (strcmp(name, "eval") == 0)
+        eval_help(f);
+    else if (strcmp(name, "info") == 0)
+        info_help(f);
+    else if (strcmp(name, "help") == 0)
+        print_usage(f);
+    else
+        return -1;
+    return 0;
+}

@@ -1,0 +1,249 @@
+/* Small helpers of the kd tool: specs, sizes, hashes, atomic files, the cache directory. */
+#include <ctype.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common.h"
+
+double now_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int is_short_spec(const char *s)
+{
+    int numbers = 0;
+    while (*s) {
+        if (!isdigit((unsigned char)*s)) return 0;
+        while (isdigit((unsigned char)*s)) s++;
+        numbers++;
+        if (*s == '-') {
+            s++;
+            if (!isdigit((unsigned char)*s)) return 0;
+        } else if (*s != '\0') {
+            return 0;
+        }
+    }
+    return numbers >= 2;
+}
+
+void expand_spec(const char *in, char *out, size_t size)
+{
+    if (!is_short_spec(in)) {
+        snprintf(out, size, "%s", in);
+        return;
+    }
+    size_t used = 0;
+    const char *p = in;
+    int first = 1;
+    while (*p && used < size) {
+        long v = strtol(p, (char **)&p, 10);
+        int last = *p == '\0';
+        if (*p == '-') p++;
+        int w = first
+                    ? snprintf(out + used, size - used, "input %ld", v)
+                    : snprintf(out + used, size - used, " | dense %ld%s", v, last ? "" : " | relu");
+        if (w < 0) break;
+        used += (size_t)w;
+        first = 0;
+    }
+}
+
+int create_model(const char *what, const char *spec, uint64_t seed, kd_model **out)
+{
+    char full[4096];
+    expand_spec(spec, full, sizeof full);
+    kd_status st = kd_model_create(full, seed, out);
+    if (st == KD_OK) return EXIT_OK;
+    if (st == KD_ERR_FORMAT || st == KD_ERR_ARGUMENT || st == KD_ERR_SHAPE) {
+        fail_msg("bad %s spec '%s': %s", what, spec, kd_last_error());
+        return EXIT_USAGE;
+    }
+    return fail_kd("cannot build the model", st);
+}
+
+void model_shape_name(const kd_model *m, char *out, size_t size)
+{
+    int64_t in = 0;
+    int32_t n = 0;
+    kd_model_input_size(m, &in);
+    kd_model_layer_count(m, &n);
+    size_t used = (size_t)snprintf(out, size, "%lld", (long long)in);
+    for (int32_t i = 0; i < n && used < size; i++) {
+        const char *kind;
+        int64_t params, outsize;
+        if (kd_model_layer_info(m, i, &kind, &params, &outsize) != KD_OK) break;
+        if (params > 0)
+            used += (size_t)snprintf(out + used, size - used, "-%lld", (long long)outsize);
+    }
+}
+
+int64_t file_size(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 ? (int64_t)st.st_size : -1;
+}
+
+void format_bytes(double bytes, char *out, size_t size)
+{
+    static const char *units[] = {"B", "KiB", "MiB", "GiB"};
+    int u = 0;
+    while (bytes >= 1024.0 && u < 3) {
+        bytes /= 1024.0;
+        u++;
+    }
+    snprintf(out, size, u == 0 ? "%.0f %s" : "%.1f %s", bytes, units[u]);
+}
+
+void format_count(int64_t n, char *out, size_t size)
+{
+    char digits[32];
+    int len = snprintf(digits, sizeof digits, "%lld", (long long)(n < 0 ? -n : n));
+    size_t j = 0;
+    if (n < 0 && j + 1 < size) out[j++] = '-';
+    for (int i = 0; i < len && j + 2 < size; i++) {
+        if (i > 0 && (len - i) % 3 == 0) out[j++] = ',';
+        out[j++] = digits[i];
+    }
+    out[j] = '\0';
+}
+
+#define HASH_PRIME 0x100000001b3ULL
+
+uint64_t hash_bytes(uint64_t h, const void *data, size_t n)
+{
+    const unsigned char *p = data;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w;
+        memcpy(&w, p + i, 8);
+        h = (h ^ w) * HASH_PRIME;
+        h ^= h >> 29;
+    }
+    for (; i < n; i++) h = (h ^ p[i]) * HASH_PRIME;
+    return h;
+}
+
+uint64_t hash_str(uint64_t h, const char *s) { return hash_bytes(h, s, strlen(s) + 1); }
+
+int hash_file(const char *path, uint64_t *h)
+{
+    FILE *f = fopen(path, "rb");
+    if (f == NULL) return -1;
+    static unsigned char buf[1 << 16];
+    size_t got;
+    while ((got = fread(buf, 1, sizeof buf, f)) > 0) *h = hash_bytes(*h, buf, got);
+    int bad = ferror(f);
+    fclose(f);
+    return bad ? -1 : 0;
+}
+
+int write_atomic(const char *path, const void *data, size_t n)
+{
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
+    FILE *f = fopen(tmp, "wb");
+    if (f == NULL) return -1;
+    int ok = fwrite(data, 1, n, f) == n && fflush(f) == 0 && fsync(fileno(f)) == 0;
+    ok = (fclose(f) == 0) && ok;
+    if (!ok || rename(tmp, path) != 0) {
+        int e = errno;
+        remove(tmp);
+        errno = e;
+        return -1;
+    }
+    return 0;
+}
+
+int make_dirs(const char *path)
+{
+    char buf[4096];
+    snprintf(buf, sizeof buf, "%s", path);
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = '\0';
+        if (mkdir(buf, 0777) != 0 && errno != EEXIST) return -1;
+        *p = '/';
+    }
+    if (mkdir(buf, 0777) != 0 && errno != EEXIST) return -1;
+    struct stat st;
+    return stat(buf, &st) == 0 && S_ISDIR(st.st_mode) ? 0 : -1;
+}
+
+void cache_dir(const options *o, char *out, size_t size)
+{
+    const char *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
+    if (o->cache_dir != NULL)
+        snprintf(out, size, "%s", o->cache_dir);
+    else if (xdg != NULL && xdg[0] == '/')
+        snprintf(out, size, "%s/kd", xdg);
+    else if (home != NULL && home[0] != '\0')
+        snprintf(out, size, "%s/.cache/kd", home);
+    else
+        snprintf(out, size, ".kd-cache");
+}
+
+/* splitmix64 (Steele, Lea and Flood 2014) finaliser: a full-avalanche mix of (seed, epoch). */
+static uint64_t mix(uint64_t z)
+{
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+uint64_t epoch_seed(uint64_t seed, int epoch)
+{
+    return mix(mix(seed) + 0x9e3779b97f4a7c15ULL * (uint64_t)(epoch + 1));
+}
+
+int check_output(const char *path)
+{
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash == NULL)
+        snprintf(dir, sizeof dir, ".");
+    else if (slash == dir)
+        dir[1] = '\0';
+    else
+        *slash = '\0';
+    if (access(dir, W_OK) == 0) return EXIT_OK;
+    fail_msg("cannot write %s: %s: %s", path, dir, strerror(errno));
+    return EXIT_RUNTIME;
+}
+
+void json_string(FILE *f, const char *s)
+{
+    fputc('"', f);
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch == '"' || ch == '\\')
+            fprintf(f, "\\%c", ch);
+        else if (ch < 0x20)
+            fprintf(f, "\\u%04x", ch);
+        else
+            fputc(ch, f);
+    }
+    fputc('"', f);
+}
+
+void describe_protocol(const options *o, char *out, size_t size)
+{
+    static const char *const names[] = {"SGD", "Adam", "AdamW"};
+    size_t n = (size_t)snprintf(out, size, "%s", names[o->optimizer]);
+    if (o->optimizer == KD_OPTIMIZER_SGD && o->momentum > 0)
+        n += (size_t)snprintf(out + n, size - n, " momentum %g%s", (double)o->momentum,
+                              o->nesterov ? " (Nesterov)" : "");
+    n += (size_t)snprintf(out + n, size - n, ", lr %g%s", (double)o->lr,
+                          o->cosine ? " with cosine decay" : "");
+    if (o->weight_decay > 0 && n < size)
+        n += (size_t)snprintf(out + n, size - n, ", weight decay %g", (double)o->weight_decay);
+    if (n < size)
+        snprintf(out + n, size - n, ", batch %d, seed %llu", o->batch, (unsigned long long)o->seed);
+}
