@@ -1,0 +1,209 @@
+/* The portable reference kernels: plain C, the formulas as kernels.h states them. Every other
+ * variant is tested against this table, and it is what KD_KERNELS=ref selects. */
+#include <math.h>
+#include <string.h>
+
+#include "kernels.h"
+
+/* Row-major C = alpha op(A) op(B) + beta C, accumulated in double: slow, but the oracle. */
+static void gemm(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha, const float *a,
+                 int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc)
+{
+    for (int64_t i = 0; i < m; i++)
+        for (int64_t j = 0; j < n; j++) {
+            double s = 0.0;
+            for (int64_t p = 0; p < k; p++) {
+                float av = ta ? a[p * lda + i] : a[i * lda + p];
+                float bv = tb ? b[j * ldb + p] : b[p * ldb + j];
+                s += (double)av * bv;
+            }
+            float old = beta == 0.0f ? 0.0f : beta * c[i * ldc + j];
+            c[i * ldc + j] = (float)(alpha * s) + old;
+        }
+}
+
+static void bias_add(float *y, const float *bias, int64_t rows, int64_t cols)
+{
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t j = 0; j < cols; j++) y[r * cols + j] += bias[j];
+}
+
+static void bias_grad(float *gbias, const float *dy, int64_t rows, int64_t cols)
+{
+    for (int64_t j = 0; j < cols; j++) {
+        double s = 0.0;
+        for (int64_t r = 0; r < rows; r++) s += dy[r * cols + j];
+        gbias[j] += (float)s;
+    }
+}
+
+static void relu_fwd(float *y, const float *x, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+}
+
+static void relu_bwd(float *dx, const float *x, const float *dy, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) dx[i] = x[i] > 0.0f ? dy[i] : 0.0f;
+}
+
+static void leaky_relu_fwd(float *y, const float *x, int64_t n, float slope)
+{
+    for (int64_t i = 0; i < n; i++) y[i] = x[i] > 0.0f ? x[i] : slope * x[i];
+}
+
+static void leaky_relu_bwd(float *dx, const float *x, const float *dy, int64_t n, float slope)
+{
+    for (int64_t i = 0; i < n; i++) dx[i] = x[i] > 0.0f ? dy[i] : slope * dy[i];
+}
+
+/* GELU(x) = x Phi(x), Phi the standard normal CDF (Hendrycks and Gimpel 2016; PyTorch's default). */
+static void gelu_fwd(float *y, const float *x, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) y[i] = 0.5f * x[i] * (1.0f + erff(x[i] * 0.7071067811865476f));
+}
+
+static void gelu_bwd(float *dx, const float *x, const float *dy, int64_t n)
+{
+    const float inv_sqrt_2pi = 0.3989422804014327f;
+    for (int64_t i = 0; i < n; i++) {
+        float cdf = 0.5f * (1.0f + erff(x[i] * 0.7071067811865476f));
+        float pdf = inv_sqrt_2pi * expf(-0.5f * x[i] * x[i]);
+        dx[i] = dy[i] * (cdf + x[i] * pdf);
+    }
+}
+
+static void tanh_fwd(float *y, const float *x, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) y[i] = tanhf(x[i]);
+}
+
+static void tanh_bwd(float *dx, const float *y, const float *dy, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) dx[i] = dy[i] * (1.0f - y[i] * y[i]);
+}
+
+static void sigmoid_fwd(float *y, const float *x, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) y[i] = 1.0f / (1.0f + expf(-x[i]));
+}
+
+static void sigmoid_bwd(float *dx, const float *y, const float *dy, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) dx[i] = dy[i] * y[i] * (1.0f - y[i]);
+}
+
+static float row_max(const float *z, int64_t cols)
+{
+    float m = z[0];
+    for (int64_t j = 1; j < cols; j++) m = z[j] > m ? z[j] : m;
+    return m;
+}
+
+static void softmax_rows(float *p, const float *z, int64_t rows, int64_t cols, float inv_t)
+{
+    for (int64_t r = 0; r < rows; r++) {
+        const float *zr = z + r * cols;
+        float *pr = p + r * cols, m = row_max(zr, cols);
+        double s = 0.0;
+        for (int64_t j = 0; j < cols; j++) s += pr[j] = expf((zr[j] - m) * inv_t);
+        float inv = (float)(1.0 / s);
+        for (int64_t j = 0; j < cols; j++) pr[j] *= inv;
+    }
+}
+
+static void log_softmax_rows(float *lp, const float *z, int64_t rows, int64_t cols, float inv_t)
+{
+    for (int64_t r = 0; r < rows; r++) {
+        const float *zr = z + r * cols;
+        float *out = lp + r * cols, m = row_max(zr, cols);
+        double s = 0.0;
+        for (int64_t j = 0; j < cols; j++) s += exp((double)((zr[j] - m) * inv_t));
+        float log_s = (float)log(s);
+        for (int64_t j = 0; j < cols; j++) out[j] = (zr[j] - m) * inv_t - log_s;
+    }
+}
+
+static void axpy(float *y, float a, const float *x, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) y[i] += a * x[i];
+}
+
+static void scale(float *x, float a, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) x[i] *= a;
+}
+
+static void mul(float *y, const float *x, const float *mask, float s, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) y[i] = x[i] * mask[i] * s;
+}
+
+static double sum_sq(const float *x, int64_t n)
+{
+    double s = 0.0;
+    for (int64_t i = 0; i < n; i++) s += (double)x[i] * x[i];
+    return s;
+}
+
+static double dot(const float *x, const float *y, int64_t n)
+{
+    double s = 0.0;
+    for (int64_t i = 0; i < n; i++) s += (double)x[i] * y[i];
+    return s;
+}
+
+static void sgd_update(float *w, float *v, const float *g, int64_t n, float lr, float momentum,
+                       float weight_decay, int nesterov)
+{
+    for (int64_t i = 0; i < n; i++) {
+        float d = g[i] + weight_decay * w[i];
+        if (momentum != 0.0f) {
+            v[i] = momentum * v[i] + d;
+            d = nesterov ? d + momentum * v[i] : v[i];
+        }
+        w[i] -= lr * d;
+    }
+}
+
+static void adam_update(float *w, float *m, float *v, const float *g, int64_t n, float lr,
+                        float beta1, float beta2, float eps, float weight_decay, float bias_corr1,
+                        float bias_corr2, int decoupled)
+{
+    for (int64_t i = 0; i < n; i++) {
+        float d = g[i];
+        if (decoupled)
+            w[i] *= 1.0f - lr * weight_decay;
+        else
+            d += weight_decay * w[i];
+        m[i] = beta1 * m[i] + (1.0f - beta1) * d;
+        v[i] = beta2 * v[i] + (1.0f - beta2) * d * d;
+        w[i] -= lr * (m[i] / bias_corr1) / (sqrtf(v[i] / bias_corr2) + eps);
+    }
+}
+
+const kdi_kernels kdi_kernels_ref = {
+    .name = "ref",
+    .gemm = gemm,
+    .bias_add = bias_add,
+    .bias_grad = bias_grad,
+    .relu_fwd = relu_fwd,
+    .relu_bwd = relu_bwd,
+    .leaky_relu_fwd = leaky_relu_fwd,
+    .leaky_relu_bwd = leaky_relu_bwd,
+    .gelu_fwd = gelu_fwd,
+    .gelu_bwd = gelu_bwd,
+    .tanh_fwd = tanh_fwd,
+    .tanh_bwd = tanh_bwd,
+    .sigmoid_fwd = sigmoid_fwd,
+    .sigmoid_bwd = sigmoid_bwd,
+    .softmax_rows = softmax_rows,
+    .log_softmax_rows = log_softmax_rows,
+    .axpy = axpy,
+    .scale = scale,
+    .mul = mul,
+    .sum_sq = sum_sq,
+    .dot = dot,
+    .sgd_update = sgd_update,
+    .adam_update = adam_update,
+};
