@@ -19,6 +19,8 @@
 
 #define BATCH 128
 #define CLASSES 10
+#define TEACHER "input 784 | dense 1200 | relu | dense 1200 | relu | dense 10"
+#define STUDENT "input 784 | dense 800 | relu | dense 800 | relu | dense 10"
 
 typedef struct run {
     const char *name;
@@ -180,10 +182,10 @@ int main(int argc, char **argv)
            kd_version(), kd_kernels_name(), (long long)ntrain, (long long)ntest, epochs, BATCH);
 
     run runs[] = {
-        {"teacher 1200-1200", "input 784 | dense 1200 | relu | dense 1200 | relu | dense 10", 1, 0},
-        {"student 800-800 alone", "input 784 | dense 800 | relu | dense 800 | relu | dense 10", 1, 0},
-        {"student KD T=4 a=0.9", "input 784 | dense 800 | relu | dense 800 | relu | dense 10", 4, 0.9f},
-        {"student KD T=2 a=0.5", "input 784 | dense 800 | relu | dense 800 | relu | dense 10", 2, 0.5f},
+        {.name = "teacher 1200-1200", .spec = TEACHER, .temperature = 1, .alpha = 0},
+        {.name = "student 800-800 alone", .spec = STUDENT, .temperature = 1, .alpha = 0},
+        {.name = "student KD T=4 a=0.9", .spec = STUDENT, .temperature = 4, .alpha = 0.9f},
+        {.name = "student KD T=2 a=0.5", .spec = STUDENT, .temperature = 2, .alpha = 0.5f},
     };
     int nruns = (int)(sizeof runs / sizeof runs[0]);
     kd_model *teacher = train(&runs[0], train_set, test, NULL, epochs, seed);
