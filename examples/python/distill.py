@@ -1,7 +1,8 @@
 """Distillation from Python through the ctypes binding, on a small synthetic task.
 
 A teacher learns to tell three interleaved spirals apart from labels alone; a small student then
-learns from the teacher's soft targets and the labels (Hinton et al. 2015). Runs in seconds:
+learns from the teacher's soft targets at T = 2 and the labels, alpha = 0.5 (Hinton et al. 2015),
+next to the same student trained on the labels alone. Runs in seconds:
 
     KD_LIBRARY=build/libkd.so python3 examples/python/distill.py
 """
@@ -55,7 +56,7 @@ def main():
     tx, tlabels = spirals(1024, seed=2)
 
     teacher = kd.Model("input 2 | dense 64 | relu | dense 64 | relu | dense 3", seed=1)
-    train(teacher, x, labels, steps=1500)
+    train(teacher, x, labels, steps=4000)
     print("teacher %5d parameters: test %.1f%%"
           % (teacher.param_count, accuracy(teacher, tx, tlabels)))
 
@@ -66,7 +67,7 @@ def main():
           % (alone.param_count, accuracy(alone, tx, tlabels)))
 
     student = kd.Model(spec, seed=2)
-    train(student, x, labels, steps=1500, teacher=teacher, temperature=4.0, alpha=0.9)
+    train(student, x, labels, steps=1500, teacher=teacher, temperature=2.0, alpha=0.5)
     print("student %5d parameters, distilled: test %.1f%%"
           % (student.param_count, accuracy(student, tx, tlabels)))
 
