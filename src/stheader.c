@@ -143,7 +143,7 @@ static int parse(cursor *c, st_header *h)
         }
         st_tensor *t = &h->tensors[h->ntensors < ST_MAX_ITEMS ? h->ntensors : ST_MAX_ITEMS - 1];
         memset(t, 0, sizeof *t);
-        snprintf(t->name, sizeof t->name, "%s", key);
+        snprintf(t->name, sizeof t->name, "%.*s", (int)sizeof t->name - 1, key);
         if (!tensor(c, t)) return 0;
         if (h->ntensors < ST_MAX_ITEMS) h->ntensors++;
         h->total_tensors++;
