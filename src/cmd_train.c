@@ -57,8 +57,8 @@ static int finish(const options *o, const dataset_pair *d, run_result *r, progre
     char size[32];
     format_bytes((double)s.bytes, size, sizeof size);
     /* The result, printed even with --quiet. */
-    printf("saved %s (%s): test accuracy %.2f%% after %d epochs, %.0f s\n", o->out, size, acc,
-           r->hist.n, r->seconds);
+    printf("saved %s (%s): test accuracy %.2f%% after %d epoch%s, %.0f s\n", o->out, size, acc,
+           r->hist.n, r->hist.n == 1 ? "" : "s", r->seconds);
     if (o->report_dir == NULL) return EXIT_OK;
     char subtitle[1024], data[400], proto[256];
     describe_data(o, d, data, sizeof data);

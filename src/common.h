@@ -17,8 +17,8 @@ enum { EXIT_OK = 0, EXIT_RUNTIME = 1, EXIT_USAGE = 2 };
  * teacher training included, stays under 10 minutes on 2 cores (see docs/kd.1). */
 #define DEFAULT_TEACHER_SPEC "784-1200-1200-10"
 #define DEFAULT_STUDENT_SPEC "784-256-10"
-#define DEFAULT_TEACHER_EPOCHS 8
-#define DEFAULT_STUDENT_EPOCHS 10
+#define DEFAULT_TEACHER_EPOCHS 10
+#define DEFAULT_STUDENT_EPOCHS 15
 #define DEFAULT_TRAIN_EPOCHS 10
 
 /* ---------------------------------------------------------------- options (args.c) */

@@ -95,7 +95,7 @@ void progress_step(progress *p, int epoch, int64_t step, double loss, double acc
     format_time(eta, eta_s, sizeof eta_s);
     int width = columns() - 70;
     width = width < 10 ? 10 : width > 40 ? 40 : width;
-    printf("\r%-14s %3d/%-3d ", p->run, epoch, p->epochs);
+    printf("\r%-14s epoch %2d/%-2d  ", p->run, epoch, p->epochs);
     draw_bar(p, (double)step / (double)p->steps, width);
     printf(" %3d%%  ETA %s  loss %.4f  acc %5.2f%%\x1b[K", (int)(100 * step / p->steps), eta_s,
            loss, acc);

@@ -1,0 +1,164 @@
+#!/bin/sh
+# Drives the kd tool as a user would: exit codes and messages for bad input, a train / distill /
+# eval / info round trip on the committed Fashion-MNIST subset, and resumes (a run stopped after
+# epoch 2, a run killed with SIGKILL) that must end with a model byte-identical to an uninterrupted
+# run. Ends with "N passed, N failed".
+#
+#   run.sh KD_BINARY DATA_DIR
+set -u
+KD=${1:?usage: run.sh KD_BINARY DATA_DIR}
+DATA=${2:?usage: run.sh KD_BINARY DATA_DIR}
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/kd-cli.XXXXXX")
+trap 'rm -rf "$TMP"' EXIT INT TERM
+# The tool may cache in the user's cache directory; never touch the real one.
+XDG_CACHE_HOME=$TMP/cache
+export XDG_CACHE_HOME
+# One BLAS thread: the tests share 2 cores with everything else.
+OPENBLAS_NUM_THREADS=1
+export OPENBLAS_NUM_THREADS
+
+passed=0
+failed=0
+pass() { passed=$((passed + 1)); echo "ok - $1"; }
+fail() { failed=$((failed + 1)); echo "FAIL - $1"; }
+
+# expect NAME CODE PATTERN CMD...: CMD exits with CODE and its output (stdout + stderr) has PATTERN.
+expect() {
+    name=$1 code=$2 pattern=$3
+    shift 3
+    out=$("$@" 2>&1)
+    rc=$?
+    if [ "$rc" -eq "$code" ] && printf '%s\n' "$out" | grep -q -e "$pattern"; then
+        pass "$name"
+    else
+        fail "$name: exit $rc (want $code), output:"
+        printf '%s\n' "$out" | sed -n '1,15s/^/    /p'
+    fi
+}
+
+# check NAME COMMAND...: a shell condition.
+check() {
+    name=$1
+    shift
+    if "$@"; then pass "$name"; else fail "$name"; fi
+}
+
+TRAIN="$DATA/fmnist-train-2000"
+TEST="$DATA/fmnist-test-500"
+SETS="--train $TRAIN --test $TEST"
+
+# ---------------------------------------------------------------- usage and messages
+expect "kd --help" 0 "usage: kd COMMAND" "$KD" --help
+expect "kd --version" 0 "^kd [0-9]" "$KD" --version
+expect "kd help distill has examples" 0 "examples:" "$KD" help distill
+expect "kd train --help" 0 "usage: kd train" "$KD" train --help
+expect "kd alone is a usage error" 2 "usage: kd" "$KD"
+expect "unknown command" 2 "unknown command 'frobnicate'" "$KD" frobnicate
+expect "kd help of an unknown command" 2 "no command 'nope'" "$KD" help nope
+expect "unknown option" 2 "unknown option '--bogus'" "$KD" train --bogus
+expect "option of another command" 2 "unknown option '--temperature'" "$KD" train --temperature 2
+expect "missing value" 2 "--epochs needs a value" "$KD" train --epochs
+expect "not a number" 2 "--epochs 'abc' is not a number" "$KD" train --epochs abc
+expect "out of range" 2 "--alpha '1.5' is not in" "$KD" distill --alpha 1.5
+expect "lr must be positive" 2 "--lr '0' is not in" "$KD" train --lr 0
+expect "bad optimizer" 2 "--optimizer 'lbfgs' is not sgd, adam or adamw" "$KD" train --optimizer lbfgs
+expect "train needs --model" 2 "--model SPEC is required" "$KD" train --out "$TMP/x.safetensors"
+expect "train needs --out" 2 "--out MODEL.safetensors is required" "$KD" train --model 784-10
+expect "bad spec" 2 "bad model spec 'input 784 | dense x'" \
+    "$KD" train --model "input 784 | dense x" --out "$TMP/x.safetensors"
+expect "bad student spec" 2 "bad student spec" "$KD" distill --student "784-frog" --teacher t
+expect "--resume needs --checkpoint" 2 "--resume needs --checkpoint" \
+    "$KD" train --model 784-10 --out "$TMP/x.safetensors" --resume
+expect "eval needs a model" 2 "which model" "$KD" eval
+expect "eval of a missing file" 1 "cannot load $TMP/none.safetensors" \
+    "$KD" eval "$TMP/none.safetensors"
+expect "info of a missing file" 1 "cannot load" "$KD" info "$TMP/none.safetensors"
+printf 'not a model' >"$TMP/junk.safetensors"
+expect "info of a junk file" 1 "cannot load $TMP/junk.safetensors" "$KD" info "$TMP/junk.safetensors"
+mkdir -p "$TMP/empty"
+expect "data directory without data" 1 "no training set in $TMP/empty" \
+    "$KD" train --data "$TMP/empty" --model 784-10 --out "$TMP/x.safetensors"
+expect "missing prefix" 1 "no training set at $TMP/nope" \
+    "$KD" train --train "$TMP/nope" --test "$TEST" --model 784-10 --out "$TMP/x.safetensors"
+expect "missing teacher" 1 "cannot load the teacher $TMP/none.safetensors" \
+    "$KD" distill --teacher "$TMP/none.safetensors" $SETS --out "$TMP/x.safetensors"
+expect "wrong input size" 2 "takes 100 inputs" \
+    "$KD" train --model 100-10 $SETS --out "$TMP/x.safetensors"
+expect "unwritable output" 1 "cannot write $TMP/no/dir/x.safetensors" \
+    "$KD" train --model 784-10 $SETS --out "$TMP/no/dir/x.safetensors"
+
+# ---------------------------------------------------------------- a round trip on the subset
+T="$TMP/teacher.safetensors"
+S="$TMP/student.safetensors"
+expect "train a teacher" 0 "saved $T" \
+    "$KD" train --model 784-128-10 --epochs 3 $SETS --out "$T" --log "$TMP/train.jsonl"
+check "train log has one line per epoch" [ "$(wc -l <"$TMP/train.jsonl")" -eq 3 ]
+check "train log is JSON" grep -q '^{"run":"model","epoch":3,"epochs":3,"loss":' "$TMP/train.jsonl"
+expect "plain progress lines when not a terminal" 0 "model  *epoch  2/2" \
+    "$KD" train --model 784-16-10 --epochs 2 $SETS --out "$TMP/p.safetensors"
+if command -v script >/dev/null 2>&1; then
+    # script(1) gives the tool a terminal: the progress bar, with its ETA, replaces the lines.
+    expect "a progress bar on a terminal" 0 "ETA" script -qec \
+        "'$KD' train --model 784-16-10 --epochs 2 $SETS --out '$TMP/tty.safetensors'" /dev/null
+fi
+out=$("$KD" train --model 784-16-10 --epochs 2 $SETS --out "$TMP/q.safetensors" --quiet 2>&1)
+check "--quiet prints the result line only" [ "$(printf '%s\n' "$out" | wc -l)" -eq 1 ]
+expect "info lists the layers" 0 "dense  *100,480  *128" "$KD" info "$T"
+expect "info shows the metadata" 0 "kd.spec" "$KD" info "$T"
+expect "info --json" 0 '^{"file":' "$KD" info "$T" --json
+expect "eval prints a confusion matrix" 0 "confusion matrix" "$KD" eval "$T" --test "$TEST"
+expect "eval measures latency" 0 "per image (batch 1, median)" "$KD" eval "$T" --test "$TEST"
+expect "eval --json" 0 '"accuracy":' "$KD" eval "$T" --test "$TEST" --json
+acc=$("$KD" eval "$T" --test "$TEST" --quiet)
+check "the teacher learned ($acc% > 50%; chance is 10%)" awk "BEGIN { exit !($acc > 50) }"
+
+expect "distill with a cache and a report" 0 "distilled student" \
+    "$KD" distill --teacher "$T" --student 784-32-10 --epochs 2 $SETS --out "$S" \
+    --soft-targets-cache "$TMP/logits.safetensors" --report "$TMP/report" --compare \
+    --log "$TMP/distill.jsonl"
+check "distill wrote the student" [ -s "$S" ]
+check "distill wrote the student alone" [ -s "$TMP/student-alone.safetensors" ]
+check "distill log: 2 distilled + 2 alone epochs" [ "$(wc -l <"$TMP/distill.jsonl")" -eq 4 ]
+check "the report has SVG plots" grep -q "<svg" "$TMP/report/index.html"
+check "the report has the table" grep -q "distilled student" "$TMP/report/index.html"
+expect "the logits cache is reused" 0 "teacher logits: reused" \
+    "$KD" distill --teacher "$T" --student 784-32-10 --epochs 1 $SETS --out "$TMP/r.safetensors" \
+    --soft-targets-cache "$TMP/logits.safetensors"
+acc=$("$KD" eval "$S" --test "$TEST" --quiet)
+check "the distilled student learned ($acc% > 50%)" awk "BEGIN { exit !($acc > 50) }"
+expect "an ensemble of two teachers" 0 "teacher 2" \
+    "$KD" distill --teacher "$T" --teacher "$TMP/p.safetensors" --teacher-weight 0.5 \
+    --student 784-32-10 --epochs 1 $SETS --out "$TMP/e.safetensors"
+
+# ---------------------------------------------------------------- resume
+# The same run three ways: uninterrupted; stopped after epoch 2 then resumed; killed then resumed.
+RUN="distill --teacher $T --student 784-64-10 --epochs 4 --seed 7 $SETS --quiet"
+"$KD" $RUN --out "$TMP/full.safetensors" >/dev/null 2>&1
+expect "a run stopped after epoch 2" 0 "" \
+    "$KD" $RUN --out "$TMP/part.safetensors" --checkpoint "$TMP/ck" --stop-after-epoch 2
+check "a stopped run saves no model" [ ! -e "$TMP/part.safetensors" ]
+check "a stopped run leaves a checkpoint" [ -s "$TMP/ck" ]
+expect "--resume finishes it" 0 "distilled student" \
+    "$KD" $RUN --out "$TMP/part.safetensors" --checkpoint "$TMP/ck" --resume
+check "resumed model is byte-identical to the uninterrupted one" \
+    cmp -s "$TMP/full.safetensors" "$TMP/part.safetensors"
+expect "a checkpoint of other options is refused" 1 "belongs to a run with other options" \
+    "$KD" $RUN --lr 0.1 --out "$TMP/other.safetensors" --checkpoint "$TMP/ck" --resume
+
+TRAINRUN="train --model 784-256-10 --epochs 12 --seed 3 $SETS --quiet"
+"$KD" $TRAINRUN --out "$TMP/tfull.safetensors" >/dev/null 2>&1
+"$KD" $TRAINRUN --out "$TMP/tkill.safetensors" --checkpoint "$TMP/tck" >/dev/null 2>&1 &
+pid=$!
+i=0
+while [ ! -e "$TMP/tck" ] && [ $i -lt 600 ]; do
+    sleep 0.05
+    i=$((i + 1))
+done
+kill -9 "$pid" 2>/dev/null
+wait "$pid" 2>/dev/null
+expect "--resume after SIGKILL" 0 "saved" \
+    "$KD" $TRAINRUN --out "$TMP/tkill.safetensors" --checkpoint "$TMP/tck" --resume
+check "killed and resumed model is byte-identical" cmp -s "$TMP/tfull.safetensors" "$TMP/tkill.safetensors"
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
