@@ -24,7 +24,9 @@ kd_status kdi_spec_split(const char *spec, char ***parts, int32_t *n)
     if (len > KDI_MAX_SPEC) return kdi_fail(KD_ERR_FORMAT, "spec is longer than %d bytes", KDI_MAX_SPEC);
     int32_t count = 1, depth = 0;
     for (size_t i = 0; i < len; i++) {
-        if (spec[i] == '(') depth++;
+        /* Containers recurse once per level: bound the depth a hostile spec could ask for. */
+        if (spec[i] == '(' && ++depth > KDI_MAX_DEPTH)
+            return kdi_fail(KD_ERR_FORMAT, "spec nests deeper than %d levels", KDI_MAX_DEPTH);
         if (spec[i] == ')' && --depth < 0)
             return kdi_fail(KD_ERR_FORMAT, "spec has an unmatched ')' at byte %zu", i);
         if (spec[i] == '|' && depth == 0) count++;

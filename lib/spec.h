@@ -10,6 +10,7 @@
 
 #define KDI_MAX_ARGS 12
 #define KDI_MAX_SPEC 65536
+#define KDI_MAX_DEPTH 16
 
 typedef struct kdi_args {
     char kind[32];

@@ -11,5 +11,13 @@ kd_status kdi_gelu_create(const kdi_args *a, kdi_shape in, uint64_t seed, kdi_la
 kd_status kdi_tanh_create(const kdi_args *a, kdi_shape in, uint64_t seed, kdi_layer *l);
 kd_status kdi_sigmoid_create(const kdi_args *a, kdi_shape in, uint64_t seed, kdi_layer *l);
 kd_status kdi_dropout_create(const kdi_args *a, kdi_shape in, uint64_t seed, kdi_layer *l);
+kd_status kdi_conv_create(const kdi_args *a, kdi_shape in, uint64_t seed, kdi_layer *l);
+kd_status kdi_maxpool_create(const kdi_args *a, kdi_shape in, uint64_t seed, kdi_layer *l);
+kd_status kdi_avgpool_create(const kdi_args *a, kdi_shape in, uint64_t seed, kdi_layer *l);
+kd_status kdi_gap_create(const kdi_args *a, kdi_shape in, uint64_t seed, kdi_layer *l);
+kd_status kdi_bn_create(const kdi_args *a, kdi_shape in, uint64_t seed, kdi_layer *l);
+kd_status kdi_layernorm_create(const kdi_args *a, kdi_shape in, uint64_t seed, kdi_layer *l);
+kd_status kdi_flatten_create(const kdi_args *a, kdi_shape in, uint64_t seed, kdi_layer *l);
+kd_status kdi_residual_create(const kdi_args *a, kdi_shape in, uint64_t seed, kdi_layer *l);
 
 #endif

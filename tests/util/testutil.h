@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 #include "kd.h"
+#include "tensor.h"
 
 /* Runs a suite and returns the process exit code (0 when every test passed). */
 int kdt_run(Suite *s);
@@ -19,6 +20,11 @@ void kdt_fill(float *x, int64_t n, uint64_t seed, float lo, float hi);
  * |g - fd| / max(1e-3, |g| + |fd|). */
 double kdt_gradcheck(double (*f)(void *ctx), void *ctx, float *x, const float *grad, int64_t n,
                      double eps, int64_t max_probe);
+
+/* Gradient check of a chain of layers built from spec for input shape: d/dx and d/d(every trainable
+ * parameter) of sum(w * y), w random, against central differences; inputs uniform in [lo, hi), and
+ * with lo > 0 every other input negated so kinks at 0 are straddled but never approached. */
+void kdt_check_gradients(const char *spec, kdi_shape shape, int64_t batch, float lo, float hi);
 
 /* A path under a fresh temporary directory (removed by the OS; tests clean what they make). */
 const char *kdt_tmpdir(void);
