@@ -249,6 +249,21 @@ KD_API kd_status kd_batcher_next(kd_batcher *b, float *x, int32_t *labels, int64
  * per-example data such as teacher logits can follow the shuffle. */
 KD_API kd_status kd_batcher_indices(const kd_batcher *b, const int64_t **indices, int64_t *rows);
 
+/* ---------------------------------------------------------------- augmentation */
+
+typedef enum kd_augment_kind {
+    KD_AUGMENT_TRANSLATE = 0, /* shift each image by up to amount pixels along each axis, zero fill
+                               * (the jitter of Hinton et al. 2015) */
+    KD_AUGMENT_CROP = 1,      /* pad by amount with zeros and crop back at a random place: the same
+                               * distribution as TRANSLATE, named as the CIFAR recipes name it */
+    KD_AUGMENT_HFLIP = 2      /* mirror each image left-right with probability 1/2; amount unused */
+} kd_augment_kind;
+
+/* Transforms a batch of images x [batch, c, h, w] in place, each image drawing its own offsets from
+ * seed (the same seed, the same result). Allocates nothing. */
+KD_API kd_status kd_augment_images(float *x, int64_t batch, int64_t c, int64_t h, int64_t w,
+                                   kd_augment_kind kind, int32_t amount, uint64_t seed);
+
 #ifdef __cplusplus
 }
 #endif
