@@ -39,20 +39,33 @@ static const char data_help[] =
     "                      t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz (default\n"
     "                      " DEFAULT_DATA_DIR ", from Debian's dataset-fashion-mnist)\n"
     "  --train PREFIX      training set PREFIX-images-idx3-ubyte.gz, PREFIX-labels-idx1-ubyte.gz\n"
-    "  --test PREFIX       test set, named the same way\n";
+    "  --test PREFIX       test set, named the same way\n\n";
 
-static const char protocol_help[] =
-    "training (defaults: the protocol of the libkd benchmarks):\n"
-    "  --epochs N          passes over the training set\n"
-    "  --batch B           examples per step (128)\n"
-    "  --optimizer O       sgd (default), adam or adamw\n"
-    "  --lr LR             base learning rate (0.05 for SGD, 0.001 for Adam and AdamW)\n"
-    "  --schedule S        cosine (default) or constant\n"
-    "  --min-lr LR         where the cosine decay ends (0)\n"
-    "  --momentum M        SGD momentum in [0, 1) (0.9)\n"
-    "  --nesterov          SGD with Nesterov momentum\n"
-    "  --weight-decay WD   weight decay (0; 0.01 for AdamW, which decouples it)\n"
-    "  --seed S            initial weights and batch order (1); same seed, same model\n";
+static const char protocol_help[] = "training (defaults: the protocol of the libkd benchmarks):\n"
+                                    "  --epochs N          passes over the training set "
+                                    "(train " STR(DEFAULT_TRAIN_EPOCHS) ", distill " STR(
+                                        DEFAULT_STUDENT_EPOCHS) ")\n"
+                                                                "  --batch B           examples "
+                                                                "per step (128)\n"
+                                                                "  --optimizer O       sgd "
+                                                                "(default), adam or adamw\n"
+                                                                "  --lr LR             base "
+                                                                "learning rate (0.05 for SGD, "
+                                                                "0.001 for Adam and AdamW)\n"
+                                                                "  --schedule S        cosine "
+                                                                "(default) or constant\n"
+                                                                "  --min-lr LR         where the "
+                                                                "cosine decay ends (0)\n"
+                                                                "  --momentum M        SGD "
+                                                                "momentum in [0, 1) (0.9)\n"
+                                                                "  --nesterov          SGD with "
+                                                                "Nesterov momentum\n"
+                                                                "  --weight-decay WD   weight "
+                                                                "decay (0; 0.01 for AdamW, which "
+                                                                "decouples it)\n"
+                                                                "  --seed S            initial "
+                                                                "weights and batch order (1); same "
+                                                                "seed, same model\n\n";
 
 static const char output_help[] =
     "output:\n"
@@ -66,8 +79,8 @@ static const char output_help[] =
 
 static const char spec_help[] =
     "A SPEC is a libkd layer spec, \"input 784 | dense 256 | relu | dense 10\", or the short form\n"
-    "784-256-10 for a ReLU MLP. Layers: input N (or CxHxW), dense N, relu, leakyrelu [slope],\n"
-    "gelu, tanh, sigmoid, dropout P.\n";
+    "784-256-10 for a ReLU MLP. Layers include input N (or CxHxW), dense N, relu, leakyrelu\n"
+    "[slope], gelu, tanh, sigmoid, dropout P; kd.h lists them all.\n";
 
 static void train_help(FILE *f)
 {
@@ -79,7 +92,7 @@ static void train_help(FILE *f)
     fputs(spec_help, f);
     fputc('\n', f);
     fputs(data_help, f);
-    fputs("  --model SPEC        the architecture (required)\n\n", f);
+    fputs("model:\n  --model SPEC        the architecture (required)\n\n", f);
     fputs(protocol_help, f);
     fputs(output_help, f);
     fputs("\nexamples:\n"
@@ -154,8 +167,13 @@ static void eval_help(FILE *f)
           "latency per image at batch 1, throughput at batch 256 (--batch B to change) and the\n"
           "peak memory of the process.\n\n",
           f);
-    fputs(data_help, f);
-    fputs("  --batch B           batch of the throughput measurement (256)\n"
+    fputs("data:\n"
+          "  --data DIR          directory with t10k-images-idx3-ubyte.gz and\n"
+          "                      t10k-labels-idx1-ubyte.gz (default " DEFAULT_DATA_DIR ")\n"
+          "  --test PREFIX       PREFIX-images-idx3-ubyte.gz and PREFIX-labels-idx1-ubyte.gz\n\n",
+          f);
+    fputs("output:\n"
+          "  --batch B           batch of the throughput measurement (256)\n"
           "  --json              one JSON object instead of the table\n"
           "  --quiet, -q         accuracy only\n"
           "\nexamples:\n"
