@@ -48,6 +48,7 @@ static const option_def table[] = {
     {"--method", METHOD, 0, D, 0, 0},
     {"--temperature", FLOAT, AT(temperature), D, 0, 1e6},
     {"--alpha", FLOAT, AT(alpha), D, 0, 1},
+    {"--beta", FLOAT, AT(beta), D, 0, 1e6},
     {"--seed", SEED, 0, T | D, 0, 0},
     {"--out", STRING, AT(out), T | D, 0, 0},
     {"--log", STRING, AT(log_path), T | D, 0, 0},
@@ -79,7 +80,8 @@ static void defaults(options *o, command cmd, const char *name)
     o->momentum = 0.9f;
     o->cosine = 1;
     o->temperature = 4.0f;
-    o->alpha = 0.9f;
+    o->alpha = -1.0f; /* resolved after parsing: 0.9 for kd, 1 for mse and dkd */
+    o->beta = 8.0f;   /* DKD's NCKD weight (Zhao et al. 2022) */
     o->seed = 1;
     o->compare = -1; /* automatic: compare when the tool trains the teacher itself */
 }
@@ -138,9 +140,14 @@ static int set_choice(options *o, const option_def *d, const char *v)
         }
         return bad_value(o, d->name, v, "sgd, adam or adamw");
     }
-    return strcmp(v, "kd") == 0 || strcmp(v, "hinton") == 0
-               ? EXIT_OK
-               : bad_value(o, d->name, v, "kd (Hinton's loss, the one method so far)");
+    static const char *const methods[] = {"kd", "mse", "dkd", "hinton"};
+    for (int i = 0; i < 4; i++) {
+        if (strcmp(v, methods[i]) == 0) {
+            o->method = i % 3; /* KD_LOSS_HINTON, _LOGIT_MSE, _DKD; "hinton" is "kd" */
+            return EXIT_OK;
+        }
+    }
+    return bad_value(o, d->name, v, "kd, mse or dkd");
 }
 
 static int set_value(options *o, const option_def *d, const char *v)
@@ -255,6 +262,7 @@ int parse_options(options *o, int argc, char **argv, int first)
         fail_msg("which model? usage: kd %s MODEL.safetensors", o->cmd_name);
         return EXIT_USAGE;
     }
+    if (o->alpha < 0) o->alpha = o->method == KD_LOSS_HINTON ? 0.9f : 1.0f;
     if (o->lr < 0) o->lr = o->optimizer == KD_OPTIMIZER_SGD ? 0.05f : 0.001f;
     if (o->weight_decay < 0) o->weight_decay = o->optimizer == KD_OPTIMIZER_ADAMW ? 0.01f : 0.0f;
     if (o->nesterov && o->optimizer != KD_OPTIMIZER_SGD) {

@@ -87,6 +87,8 @@ static void protocol(const options *o, run_config *c)
     c->optimizer = o->optimizer;
     c->temperature = o->temperature;
     c->alpha = o->alpha;
+    c->beta = o->beta;
+    c->method = o->method;
     c->resume = o->resume;
     c->stop_after = o->stop_after;
 }
@@ -128,7 +130,8 @@ static int own_teacher(state *s)
     c.spec = spec;
     c.epochs = o->teacher_epochs;
     c.temperature = 1.0f;
-    c.alpha = 0.0f;
+    c.alpha = c.beta = 0.0f;
+    c.method = KD_LOSS_HINTON;
     c.checkpoint = checkpoint_of(o, ".teacher", ckpt, sizeof ckpt);
     snprintf(key_text, sizeof key_text, "%d %llu %d %d %.9g %.9g %.9g %.9g %d %d", c.optimizer,
              (unsigned long long)c.seed, c.epochs, c.batch, (double)c.lr, (double)c.momentum,
@@ -223,7 +226,8 @@ static int train_students(state *s)
     c.key = "alone";
     c.spec = spec;
     c.temperature = 1.0f;
-    c.alpha = 0.0f;
+    c.alpha = c.beta = 0.0f;
+    c.method = KD_LOSS_HINTON;
     c.checkpoint = checkpoint_of(o, ".alone", ckpt, sizeof ckpt);
     return run_training(&c, s->d.train, s->d.test, &s->p, &s->alone);
 }
@@ -282,16 +286,15 @@ static void summary(const state *s, const model_stats *st, int n, char *out, siz
 static int write_report(state *s, const model_stats *stats, int n, const char *headline)
 {
     const options *o = s->o;
-    char subtitle[1200], data[400], notes[600], proto[256];
+    char subtitle[1200], data[400], notes[600], proto[256], method[128];
     describe_data(o, &s->d, data, sizeof data);
     describe_protocol(o, proto, sizeof proto);
+    describe_method(o, method, sizeof method);
     char teacher[64] = "";
     if (s->own_teacher) snprintf(teacher, sizeof teacher, ", teacher %d", o->teacher_epochs);
     snprintf(subtitle, sizeof subtitle,
-             "%s. Every run: %s; students %d epochs%s. Distillation: T = %g, alpha = %g. libkd "
-             "%s, kernels %s.",
-             data, proto, o->epochs, teacher, (double)o->temperature, (double)o->alpha,
-             kd_version(), kd_kernels_name());
+             "%s. Every run: %s; students %d epochs%s. Distillation: %s. libkd %s, kernels %s.",
+             data, proto, o->epochs, teacher, method, kd_version(), kd_kernels_name());
     snprintf(notes, sizeof notes,
              "The student alone and the distilled student start from the same weights and see the "
              "same batches; only the loss differs. Training cross-entropy is measured against the "
@@ -345,8 +348,9 @@ static int pipeline(state *s)
     note(&s->p, "data: %s", data);
     char proto[256];
     describe_protocol(o, proto, sizeof proto);
-    note(&s->p, "libkd %s, kernels %s; %s; T = %g, alpha = %g", kd_version(), kd_kernels_name(),
-         proto, (double)o->temperature, (double)o->alpha);
+    char method[128];
+    describe_method(o, method, sizeof method);
+    note(&s->p, "libkd %s, kernels %s; %s; %s", kd_version(), kd_kernels_name(), proto, method);
     s->data_hash = dataset_hash(s->d.train);
     rc = s->own_teacher ? own_teacher(s) : load_teachers(s);
     if (rc == EXIT_OK) rc = check_teachers(s);

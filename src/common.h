@@ -40,8 +40,9 @@ typedef struct options {
     const char *positional; /* eval, info: the model file */
     /* training protocol */
     int epochs, teacher_epochs, batch;
-    float lr, momentum, weight_decay, min_lr, temperature, alpha;
+    float lr, momentum, weight_decay, min_lr, temperature, alpha, beta;
     int nesterov, cosine, optimizer; /* optimizer: a kd_optimizer_kind */
+    int method;                      /* a kd_loss_kind */
     uint64_t seed;
     /* outputs */
     const char *out, *log_path, *report_dir, *checkpoint, *soft_cache, *cache_dir;
@@ -103,6 +104,8 @@ int hash_file(const char *path, uint64_t *h);
 int write_atomic(const char *path, const void *data, size_t n);
 /* "SGD momentum 0.9, lr 0.05 with cosine decay, batch 128, seed 1" */
 void describe_protocol(const options *o, char *out, size_t size);
+/* "Hinton's KD, T = 4, alpha = 0.9" and the like. */
+void describe_method(const options *o, char *out, size_t size);
 /* s as a JSON string, quotes included. */
 void json_string(FILE *f, const char *s);
 /* The directory of path exists and is writable; else one line and EXIT_RUNTIME. */
@@ -142,9 +145,9 @@ typedef struct run_config {
     const char *spec;
     uint64_t seed;
     int epochs, batch;
-    float lr, momentum, weight_decay, min_lr, temperature, alpha;
-    int nesterov, cosine, optimizer;
-    kd_model *const *teachers; /* borrowed; NULL/0 for a run without teachers */
+    float lr, momentum, weight_decay, min_lr, temperature, alpha, beta;
+    int nesterov, cosine, optimizer, method; /* method: a kd_loss_kind */
+    kd_model *const *teachers;               /* borrowed; NULL/0 for a run without teachers */
     const float *teacher_weights;
     int nteachers;
     const float *teacher_logits; /* [nteachers][n][classes] for the training set, or NULL */

@@ -82,9 +82,12 @@ static int setup(const run_config *c, const kd_dataset *train, handles *h, int64
     int rc = create_model(c->name, c->spec, c->seed, &h->m);
     if (rc != EXIT_OK) return rc;
     if ((rc = check_sizes(c, h->m, train)) != EXIT_OK) return rc;
-    TRY("loss", kd_loss_create(KD_LOSS_HINTON, &h->loss));
+    /* A run without teachers is Hinton's loss with alpha 0: plain cross-entropy. */
+    int kind = c->nteachers > 0 ? c->method : KD_LOSS_HINTON;
+    TRY("loss", kd_loss_create((kd_loss_kind)kind, &h->loss));
     TRY("--temperature", kd_loss_set_float(h->loss, KD_LOSS_TEMPERATURE, c->temperature));
     TRY("--alpha", kd_loss_set_float(h->loss, KD_LOSS_ALPHA, c->nteachers > 0 ? c->alpha : 0.0f));
+    if (kind == KD_LOSS_DKD) TRY("--beta", kd_loss_set_float(h->loss, KD_LOSS_BETA, c->beta));
     if ((rc = setup_optimizer(c, h, total_steps)) != EXIT_OK) return rc;
     TRY("trainer", kd_trainer_create(h->m, h->loss, h->opt, &h->t));
     for (int i = 0; i < c->nteachers; i++)
@@ -98,9 +101,10 @@ static uint64_t fingerprint(const run_config *c, const kd_dataset *train)
     char buf[512];
     int64_t n;
     kd_dataset_size(train, &n);
-    snprintf(buf, sizeof buf, "%d %llu %d %d %.9g %.9g %.9g %.9g %.9g %.9g %d %d %d %lld %llx",
-             c->optimizer, (unsigned long long)c->seed, c->epochs, c->batch, (double)c->lr,
-             (double)c->momentum, (double)c->weight_decay, (double)c->min_lr,
+    snprintf(buf, sizeof buf,
+             "%d %d %.9g %llu %d %d %.9g %.9g %.9g %.9g %.9g %.9g %d %d %d %lld %llx", c->method,
+             c->optimizer, (double)c->beta, (unsigned long long)c->seed, c->epochs, c->batch,
+             (double)c->lr, (double)c->momentum, (double)c->weight_decay, (double)c->min_lr,
              (double)c->temperature, (double)c->alpha, c->nesterov, c->cosine, c->nteachers,
              (long long)n, (unsigned long long)c->teacher_hash);
     return hash_str(hash_str(0xcbf29ce484222325ULL, c->spec), buf);

@@ -68,19 +68,32 @@ int create_model(const char *what, const char *spec, uint64_t seed, kd_model **o
     return fail_kd("cannot build the model", st);
 }
 
+/* An MLP reads as its widths ("784-256-10"); any other model as its weighted layers
+ * ("conv-conv-dense"), normalisation layers left out. */
 void model_shape_name(const kd_model *m, char *out, size_t size)
 {
     int64_t in = 0;
     int32_t n = 0;
+    int mlp = 1;
     kd_model_input_size(m, &in);
     kd_model_layer_count(m, &n);
-    size_t used = (size_t)snprintf(out, size, "%lld", (long long)in);
+    for (int32_t i = 0; i < n; i++) {
+        const char *kind;
+        int64_t params, outsize;
+        if (kd_model_layer_info(m, i, &kind, &params, &outsize) == KD_OK && params > 0)
+            mlp &= strcmp(kind, "dense") == 0;
+    }
+    size_t used = mlp ? (size_t)snprintf(out, size, "%lld", (long long)in) : 0;
+    if (!mlp && size > 0) out[0] = '\0';
     for (int32_t i = 0; i < n && used < size; i++) {
         const char *kind;
         int64_t params, outsize;
         if (kd_model_layer_info(m, i, &kind, &params, &outsize) != KD_OK) break;
-        if (params > 0)
+        if (params == 0 || strcmp(kind, "bn") == 0 || strcmp(kind, "layernorm") == 0) continue;
+        if (mlp)
             used += (size_t)snprintf(out + used, size - used, "-%lld", (long long)outsize);
+        else
+            used += (size_t)snprintf(out + used, size - used, "%s%s", used ? "-" : "", kind);
     }
 }
 
@@ -246,4 +259,16 @@ void describe_protocol(const options *o, char *out, size_t size)
         n += (size_t)snprintf(out + n, size - n, ", weight decay %g", (double)o->weight_decay);
     if (n < size)
         snprintf(out + n, size - n, ", batch %d, seed %llu", o->batch, (unsigned long long)o->seed);
+}
+
+void describe_method(const options *o, char *out, size_t size)
+{
+    if (o->method == KD_LOSS_LOGIT_MSE)
+        snprintf(out, size, "logit MSE, alpha = %g", (double)o->alpha);
+    else if (o->method == KD_LOSS_DKD)
+        snprintf(out, size, "DKD, T = %g, alpha = %g, beta = %g", (double)o->temperature,
+                 (double)o->alpha, (double)o->beta);
+    else
+        snprintf(out, size, "Hinton's KD, T = %g, alpha = %g", (double)o->temperature,
+                 (double)o->alpha);
 }

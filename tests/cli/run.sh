@@ -137,6 +137,13 @@ expect "the logits cache is reused" 0 "teacher logits: reused" \
     --soft-targets-cache "$TMP/logits.safetensors"
 acc=$("$KD" eval "$S" --test "$TEST" --quiet)
 check "the distilled student learned ($acc% > 50%)" awk "BEGIN { exit !($acc > 50) }"
+expect "bad method" 2 "--method 'fitnet' is not kd, mse or dkd" "$KD" distill --method fitnet
+expect "--method dkd" 0 "DKD, T = 4, alpha = 1, beta = 8" \
+    "$KD" distill --teacher "$T" --student 784-32-10 --epochs 1 $SETS --out "$TMP/d.safetensors" \
+    --method dkd --lr 0.005
+expect "--method mse" 0 "logit MSE, alpha = 1" \
+    "$KD" distill --teacher "$T" --student 784-32-10 --epochs 1 $SETS --out "$TMP/m.safetensors" \
+    --method mse --lr 0.01
 expect "an ensemble of two teachers" 0 "teacher 2" \
     "$KD" distill --teacher "$T" --teacher "$TMP/p.safetensors" --teacher-weight 0.5 \
     --student 784-32-10 --epochs 1 $SETS --out "$TMP/e.safetensors"
