@@ -1,208 +1,551 @@
-/* Every kernel variant this CPU supports against the portable reference, on awkward sizes. */
+/* Every kernel variant this CPU supports against the portable reference, on sizes around the
+ * vector widths (8, 16) and well past them, with unaligned pointers and guard values after the
+ * end; GEMM of every table against a double-precision loop; the choice of the table.
+ *
+ * Tolerances, |variant - ref| <= atol + rtol |ref|:
+ *   exact      relu, leaky ReLU, bias add and gradient, scale, dropout mul: bit for bit (the same
+ *              operations in the same order);
+ *   fused      axpy, tanh/sigmoid backward: rtol 1e-6, atol 1e-7 (an FMA rounds once, not twice);
+ *   transc.    tanh, sigmoid: rtol 1e-6 (vectorised exp of about 1 ulp); GELU rtol 2e-6 (the
+ *              rounding of -x^2/2 inside exp costs up to 1e-6 at |x| = 6), its backward also
+ *              atol 5e-7, as it crosses zero near x = -0.75;
+ *   softmax    rtol 1e-6, atol 1e-30 (denormals); log-softmax rtol 1e-6, atol 3e-7;
+ *   sums       sum_sq and dot in double: 1e-12 of the sum of |x_i y_i| (only the order differs);
+ *   optimizer  rtol 1e-5, atol 1e-6 after 5 steps;
+ *   GEMM       1e-5 of alpha sum |a_ip b_pj| + |beta c_ij| for each entry. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "kernels/kernels.h"
 #include "testutil.h"
 
-static const int64_t sizes[] = {1, 7, 16, 33, 1000, 4097};
+static const int64_t sizes[] = {1, 7, 8, 9, 15, 16, 17, 33, 1000, 4097};
 #define NSIZES (sizeof sizes / sizeof sizes[0])
 #define MAXN 4097
+#define GUARD 32
+#define CANARY 12345.0f
 
-/* Relative tolerances: elementwise kernels agree to rounding; sums and GEMM to their length. */
-#define TOL_ELEM 1e-6f
-#define TOL_SUM 1e-5
+static const char *const variants[] = {"avx2", "avx512"};
+#define NVARIANTS (sizeof variants / sizeof variants[0])
 
-static const char *variants[] = {"avx2", "avx512"};
-
+/* A buffer of MAXN values plus guards, filled from a seed; data starts one float in, so vector
+ * loads are unaligned. */
 static float *buf(uint64_t seed, float lo, float hi)
 {
-    float *p = malloc(sizeof(float) * MAXN);
-    kdt_fill(p, MAXN, seed, lo, hi);
-    return p;
+    float *p = malloc(sizeof(float) * (MAXN + 1 + GUARD));
+    ck_assert_ptr_nonnull(p);
+    kdt_fill(p, MAXN + 1 + GUARD, seed, lo, hi);
+    return p + 1;
 }
 
-static void close_all(const float *a, const float *b, int64_t n, float tol, const char *what)
+static void unbuf(float *p) { free(p - 1); }
+
+static void set_guard(float *p, int64_t n)
 {
-    for (int64_t i = 0; i < n; i++)
-        ck_assert_msg(fabsf(a[i] - b[i]) <= tol * fmaxf(1.0f, fabsf(b[i])), "%s[%lld]: %g vs %g",
-                      what, (long long)i, (double)a[i], (double)b[i]);
+    for (int i = 0; i < GUARD; i++) p[n + i] = CANARY;
 }
 
-/* Runs one unary kernel of both tables and compares. */
-#define CHECK_UNARY(field, lo, hi)                                                                 \
-    do {                                                                                           \
-        float *x = buf(1, lo, hi), *dy = buf(2, -1, 1), *y1 = buf(0, 0, 0), *y2 = buf(0, 0, 0);    \
-        for (size_t s = 0; s < NSIZES; s++) {                                                      \
-            ref->field##_fwd(y1, x, sizes[s]);                                                     \
-            k->field##_fwd(y2, x, sizes[s]);                                                       \
-            close_all(y2, y1, sizes[s], TOL_ELEM, #field "_fwd");                                  \
-        }                                                                                          \
-        free(x), free(dy), free(y1), free(y2);                                                     \
-    } while (0)
+static void check_guard(const float *p, int64_t n, const char *what, const char *variant)
+{
+    for (int i = 0; i < GUARD; i++)
+        ck_assert_msg(p[n + i] == CANARY, "%s %s n=%lld wrote past the end", variant, what,
+                      (long long)n);
+}
+
+static void check_close(const float *got, const float *want, int64_t n, double rtol, double atol,
+                        const char *what, const char *variant)
+{
+    for (int64_t i = 0; i < n; i++) {
+        double g = got[i], w = want[i];
+        int same = (isnan(g) && isnan(w)) || g == w || fabs(g - w) <= atol + rtol * fabs(w);
+        ck_assert_msg(same, "%s %s n=%lld [%lld]: %.9g, ref %.9g", variant, what, (long long)n,
+                      (long long)i, g, w);
+    }
+}
+
+/* ---------------------------------------------------------------- elementwise kernels */
+
+/* Runs one kernel: out may be read (in-place kernels) and is written. */
+typedef void (*elem_fn)(const kdi_kernels *k, float *out, const float *x, const float *y,
+                        int64_t n);
+
+static void e_relu_fwd(const kdi_kernels *k, float *o, const float *x, const float *y, int64_t n)
+{
+    (void)y;
+    k->relu_fwd(o, x, n);
+}
+static void e_relu_bwd(const kdi_kernels *k, float *o, const float *x, const float *y, int64_t n)
+{
+    k->relu_bwd(o, x, y, n);
+}
+static void e_leaky_fwd(const kdi_kernels *k, float *o, const float *x, const float *y, int64_t n)
+{
+    (void)y;
+    k->leaky_relu_fwd(o, x, n, 0.01f);
+}
+static void e_leaky_bwd(const kdi_kernels *k, float *o, const float *x, const float *y, int64_t n)
+{
+    k->leaky_relu_bwd(o, x, y, n, 0.2f);
+}
+static void e_gelu_fwd(const kdi_kernels *k, float *o, const float *x, const float *y, int64_t n)
+{
+    (void)y;
+    k->gelu_fwd(o, x, n);
+}
+static void e_gelu_bwd(const kdi_kernels *k, float *o, const float *x, const float *y, int64_t n)
+{
+    k->gelu_bwd(o, x, y, n);
+}
+static void e_tanh_fwd(const kdi_kernels *k, float *o, const float *x, const float *y, int64_t n)
+{
+    (void)y;
+    k->tanh_fwd(o, x, n);
+}
+static void e_tanh_bwd(const kdi_kernels *k, float *o, const float *x, const float *y, int64_t n)
+{
+    k->tanh_bwd(o, x, y, n);
+}
+static void e_sigmoid_fwd(const kdi_kernels *k, float *o, const float *x, const float *y, int64_t n)
+{
+    (void)y;
+    k->sigmoid_fwd(o, x, n);
+}
+static void e_sigmoid_bwd(const kdi_kernels *k, float *o, const float *x, const float *y, int64_t n)
+{
+    k->sigmoid_bwd(o, x, y, n);
+}
+static void e_axpy(const kdi_kernels *k, float *o, const float *x, const float *y, int64_t n)
+{
+    memcpy(o, y, sizeof(float) * (size_t)n);
+    k->axpy(o, -0.37f, x, n);
+}
+static void e_scale(const kdi_kernels *k, float *o, const float *x, const float *y, int64_t n)
+{
+    (void)y;
+    memcpy(o, x, sizeof(float) * (size_t)n);
+    k->scale(o, 1.7f, n);
+}
+static void e_mul(const kdi_kernels *k, float *o, const float *x, const float *y, int64_t n)
+{
+    float mask[MAXN];
+    for (int64_t i = 0; i < n; i++) mask[i] = y[i] > 0.0f ? 1.0f : 0.0f;
+    k->mul(o, x, mask, 1.25f, n);
+}
+
+typedef struct elem_case {
+    const char *name;
+    elem_fn run;
+    float lo, hi; /* range of x; y is in [-1, 1] (tanh/sigmoid backward: their outputs) */
+    double rtol, atol;
+} elem_case;
+
+static const elem_case elem_cases[] = {
+    {"relu_fwd", e_relu_fwd, -2, 2, 0, 0},
+    {"relu_bwd", e_relu_bwd, -2, 2, 0, 0},
+    {"leaky_relu_fwd", e_leaky_fwd, -2, 2, 0, 0},
+    {"leaky_relu_bwd", e_leaky_bwd, -2, 2, 0, 0},
+    {"scale", e_scale, -3, 3, 0, 0},
+    {"mul", e_mul, -3, 3, 0, 0},
+    {"axpy", e_axpy, -3, 3, 1e-6, 1e-7},
+    {"tanh_bwd", e_tanh_bwd, -1, 1, 1e-6, 1e-7},
+    {"sigmoid_bwd", e_sigmoid_bwd, 0, 1, 1e-6, 1e-7},
+    {"gelu_fwd", e_gelu_fwd, -6, 6, 2e-6, 0},
+    {"gelu_fwd small", e_gelu_fwd, -1e-3f, 1e-3f, 2e-6, 0},
+    {"gelu_bwd", e_gelu_bwd, -6, 6, 2e-6, 5e-7},
+    {"tanh_fwd", e_tanh_fwd, -6, 6, 1e-6, 0},
+    {"tanh_fwd small", e_tanh_fwd, -1e-3f, 1e-3f, 1e-6, 0},
+    {"tanh_fwd large", e_tanh_fwd, -100, 100, 1e-6, 0},
+    {"sigmoid_fwd", e_sigmoid_fwd, -20, 20, 1e-6, 0},
+    {"sigmoid_fwd large", e_sigmoid_fwd, -100, 100, 1e-6, 1e-38},
+};
+
+static void check_elem(const kdi_kernels *k, const elem_case *c, uint64_t seed)
+{
+    float *x = buf(seed, c->lo, c->hi), *y = buf(seed + 1, -1, 1);
+    float *want = buf(0, 0, 0), *got = buf(0, 0, 0);
+    if (c->run == e_sigmoid_bwd) kdt_fill(y, MAXN, seed + 1, 0, 1);
+    for (size_t s = 0; s < NSIZES; s++) {
+        int64_t n = sizes[s];
+        set_guard(got, n);
+        c->run(&kdi_kernels_ref, want, x, y, n);
+        c->run(k, got, x, y, n);
+        check_close(got, want, n, c->rtol, c->atol, c->name, k->name);
+        check_guard(got, n, c->name, k->name);
+    }
+    unbuf(x), unbuf(y), unbuf(want), unbuf(got);
+}
 
 START_TEST(elementwise)
 {
-    const kdi_kernels *ref = &kdi_kernels_ref;
-    for (size_t v = 0; v < 2; v++) {
+    for (size_t v = 0; v < NVARIANTS; v++) {
         const kdi_kernels *k = kdi_kernels_variant(variants[v]);
         if (k == NULL) continue;
-        CHECK_UNARY(relu, -2, 2);
-        CHECK_UNARY(gelu, -5, 5);
-        CHECK_UNARY(tanh, -5, 5);
-        CHECK_UNARY(sigmoid, -20, 20);
-        float *x = buf(3, -3, 3), *y = buf(4, 0.1f, 0.9f), *dy = buf(5, -1, 1);
-        float *a = buf(0, 0, 0), *b = buf(0, 0, 0), *m = buf(6, 0, 1);
-        for (int64_t i = 0; i < MAXN; i++) m[i] = m[i] > 0.5f ? 1.0f : 0.0f;
-        for (size_t s = 0; s < NSIZES; s++) {
-            int64_t n = sizes[s];
-            ref->relu_bwd(a, x, dy, n), k->relu_bwd(b, x, dy, n);
-            close_all(b, a, n, TOL_ELEM, "relu_bwd");
-            ref->leaky_relu_fwd(a, x, n, 0.1f), k->leaky_relu_fwd(b, x, n, 0.1f);
-            close_all(b, a, n, TOL_ELEM, "leaky_relu_fwd");
-            ref->leaky_relu_bwd(a, x, dy, n, 0.1f), k->leaky_relu_bwd(b, x, dy, n, 0.1f);
-            close_all(b, a, n, TOL_ELEM, "leaky_relu_bwd");
-            ref->gelu_bwd(a, x, dy, n), k->gelu_bwd(b, x, dy, n);
-            close_all(b, a, n, TOL_ELEM, "gelu_bwd");
-            ref->tanh_bwd(a, y, dy, n), k->tanh_bwd(b, y, dy, n);
-            close_all(b, a, n, TOL_ELEM, "tanh_bwd");
-            ref->sigmoid_bwd(a, y, dy, n), k->sigmoid_bwd(b, y, dy, n);
-            close_all(b, a, n, TOL_ELEM, "sigmoid_bwd");
-            ref->mul(a, x, m, 1.25f, n), k->mul(b, x, m, 1.25f, n);
-            close_all(b, a, n, TOL_ELEM, "mul");
-            memcpy(a, y, sizeof(float) * n), memcpy(b, y, sizeof(float) * n);
-            ref->axpy(a, -0.3f, x, n), k->axpy(b, -0.3f, x, n);
-            close_all(b, a, n, TOL_ELEM, "axpy");
-            ref->scale(a, 1.7f, n), k->scale(b, 1.7f, n);
-            close_all(b, a, n, TOL_ELEM, "scale");
-            double r1 = ref->sum_sq(x, n), r2 = k->sum_sq(x, n);
-            ck_assert_msg(fabs(r1 - r2) <= TOL_SUM * fmax(1.0, r1), "sum_sq %g vs %g", r2, r1);
-            r1 = ref->dot(x, dy, n), r2 = k->dot(x, dy, n);
-            ck_assert_msg(fabs(r1 - r2) <= TOL_SUM * fmax(1.0, ref->sum_sq(x, n)), "dot %g vs %g", r2, r1);
-        }
-        free(x), free(y), free(dy), free(a), free(b), free(m);
+        for (size_t c = 0; c < sizeof elem_cases / sizeof elem_cases[0]; c++)
+            check_elem(k, &elem_cases[c], 10 + c);
     }
 }
 END_TEST
+
+/* NaN, infinities and signed zeros go through as in the reference. */
+START_TEST(special_values)
+{
+    static const float in[] = {NAN,   INFINITY, -INFINITY, 0.0f,   -0.0f,
+                               88.0f, -88.0f,   1e-30f,    -1e-30f};
+    const int64_t n = sizeof in / sizeof in[0];
+    float want[16], got[16];
+    for (size_t v = 0; v < NVARIANTS; v++) {
+        const kdi_kernels *k = kdi_kernels_variant(variants[v]);
+        if (k == NULL) continue;
+        for (size_t c = 0; c < sizeof elem_cases / sizeof elem_cases[0]; c++) {
+            const elem_case *ec = &elem_cases[c];
+            if (ec->run == e_gelu_bwd || ec->run == e_tanh_bwd || ec->run == e_sigmoid_bwd ||
+                ec->run == e_axpy)
+                continue; /* derivatives at +-inf are inf * 0 in any formula */
+            ec->run(&kdi_kernels_ref, want, in, in, n);
+            ec->run(k, got, in, in, n);
+            check_close(got, want, n, ec->rtol, ec->atol, ec->name, k->name);
+        }
+    }
+}
+END_TEST
+
+/* ---------------------------------------------------------------- sums */
+
+START_TEST(sums)
+{
+    float *x = buf(1, -3, 3), *y = buf(2, -1, 1);
+    for (size_t v = 0; v < NVARIANTS; v++) {
+        const kdi_kernels *k = kdi_kernels_variant(variants[v]);
+        if (k == NULL) continue;
+        for (size_t s = 0; s < NSIZES; s++) {
+            int64_t n = sizes[s];
+            double mag = 0, mag_sq = 0;
+            for (int64_t i = 0; i < n; i++)
+                mag += fabs((double)x[i] * y[i]), mag_sq += (double)x[i] * x[i];
+            double want = kdi_kernels_ref.dot(x, y, n), got = k->dot(x, y, n);
+            ck_assert_msg(fabs(got - want) <= 1e-12 * mag, "%s dot n=%lld: %.17g, ref %.17g",
+                          k->name, (long long)n, got, want);
+            want = kdi_kernels_ref.sum_sq(x, n), got = k->sum_sq(x, n);
+            ck_assert_msg(fabs(got - want) <= 1e-12 * mag_sq, "%s sum_sq n=%lld: %.17g, ref %.17g",
+                          k->name, (long long)n, got, want);
+        }
+        ck_assert(k->dot(x, y, 0) == 0.0 && k->sum_sq(x, 0) == 0.0);
+    }
+    unbuf(x), unbuf(y);
+}
+END_TEST
+
+/* ---------------------------------------------------------------- rows */
+
+static const int64_t row_shapes[][2] = {{1, 1},    {3, 10},   {17, 7},  {2, 17},
+                                        {128, 10}, {5, 1000}, {2, 4097}};
+#define NROWS (sizeof row_shapes / sizeof row_shapes[0])
+static const float inv_ts[] = {1.0f, 0.25f, 4.0f};
+
+static void check_rows(const kdi_kernels *k, const float *z, int64_t r, int64_t c, float inv_t)
+{
+    int64_t n = r * c;
+    float *want = malloc(sizeof(float) * (size_t)(n + GUARD)),
+          *got = malloc(sizeof(float) * (size_t)(n + GUARD));
+    kdi_kernels_ref.softmax_rows(want, z, r, c, inv_t);
+    set_guard(got, n);
+    k->softmax_rows(got, z, r, c, inv_t);
+    check_close(got, want, n, 1e-6, 1e-30, "softmax_rows", k->name);
+    check_guard(got, n, "softmax_rows", k->name);
+    for (int64_t i = 0; i < r; i++) {
+        double sum = 0;
+        for (int64_t j = 0; j < c; j++) sum += got[i * c + j];
+        ck_assert_msg(fabs(sum - 1.0) < 1e-5, "%s softmax row %lld sums to %.9g", k->name,
+                      (long long)i, sum);
+    }
+    kdi_kernels_ref.log_softmax_rows(want, z, r, c, inv_t);
+    k->log_softmax_rows(got, z, r, c, inv_t);
+    check_close(got, want, n, 1e-6, 3e-7, "log_softmax_rows", k->name);
+    check_guard(got, n, "log_softmax_rows", k->name);
+    for (int64_t i = 0; i < n; i++) ck_assert(isfinite(got[i]) && got[i] <= 0.0f);
+    free(want), free(got);
+}
 
 START_TEST(rows)
 {
-    const kdi_kernels *ref = &kdi_kernels_ref;
-    static const int64_t shapes[][2] = {{1, 1}, {3, 10}, {17, 7}, {128, 10}, {5, 1000}};
-    float *z = malloc(sizeof(float) * 5000), *a = malloc(sizeof(float) * 5000);
-    float *b = malloc(sizeof(float) * 5000), *bias = buf(9, -1, 1);
-    for (size_t v = 0; v < 2; v++) {
+    float *z = malloc(sizeof(float) * 2 * 4097);
+    for (size_t v = 0; v < NVARIANTS; v++) {
         const kdi_kernels *k = kdi_kernels_variant(variants[v]);
         if (k == NULL) continue;
-        for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
-            int64_t r = shapes[s][0], c = shapes[s][1], n = r * c;
-            kdt_fill(z, n, 10 + s, -80, 80); /* large logits must not overflow */
-            ref->softmax_rows(a, z, r, c, 0.25f), k->softmax_rows(b, z, r, c, 0.25f);
-            close_all(b, a, n, 1e-5f, "softmax_rows");
-            for (int64_t i = 0; i < r; i++) {
-                double sum = 0;
-                for (int64_t j = 0; j < c; j++) sum += b[i * c + j];
-                ck_assert(fabs(sum - 1.0) < 1e-5);
+        for (size_t s = 0; s < NROWS; s++)
+            for (size_t t = 0; t < sizeof inv_ts / sizeof inv_ts[0]; t++) {
+                int64_t r = row_shapes[s][0], c = row_shapes[s][1];
+                kdt_fill(z, r * c, 10 + s, -80, 80); /* exp(80) alone would overflow nothing, */
+                check_rows(k, z, r, c, inv_ts[t]);
+                kdt_fill(z, r * c, 20 + s, -3, 3); /* but exp(80 * 4) would */
+                check_rows(k, z, r, c, inv_ts[t]);
+                for (int64_t i = 0; i < r * c; i++) z[i] = 1e30f; /* a constant row: uniform */
+                check_rows(k, z, r, c, inv_ts[t]);
             }
-            ref->log_softmax_rows(a, z, r, c, 1.0f), k->log_softmax_rows(b, z, r, c, 1.0f);
-            close_all(b, a, n, 1e-5f, "log_softmax_rows");
-            for (int64_t i = 0; i < n; i++) ck_assert(isfinite(b[i]));
-            memcpy(a, z, sizeof(float) * n), memcpy(b, z, sizeof(float) * n);
-            ref->bias_add(a, bias, r, c), k->bias_add(b, bias, r, c);
-            close_all(b, a, n, TOL_ELEM, "bias_add");
-            memset(a, 0, sizeof(float) * c), memset(b, 0, sizeof(float) * c);
-            ref->bias_grad(a, z, r, c), k->bias_grad(b, z, r, c);
-            close_all(b, a, c, 1e-4f, "bias_grad");
-        }
     }
-    free(z), free(a), free(b), free(bias);
+    free(z);
 }
 END_TEST
 
-/* GEMM against a double-precision triple loop, all transposes, padded leading dimensions. */
+/* A masked logit (-inf) gets probability 0 and does not disturb the others. */
+START_TEST(rows_masked)
+{
+    float z[19], p[19];
+    kdt_fill(z, 19, 5, -2, 2);
+    z[3] = z[17] = -INFINITY;
+    for (size_t v = 0; v < NVARIANTS; v++) {
+        const kdi_kernels *k = kdi_kernels_variant(variants[v]);
+        if (k == NULL) continue;
+        k->softmax_rows(p, z, 1, 19, 1.0f);
+        ck_assert(p[3] == 0.0f && p[17] == 0.0f);
+        for (int j = 0; j < 19; j++) ck_assert(isfinite(p[j]));
+        k->log_softmax_rows(p, z, 1, 19, 1.0f);
+        ck_assert(isinf(p[3]) && p[3] < 0);
+    }
+}
+END_TEST
+
+START_TEST(bias)
+{
+    float *y = malloc(sizeof(float) * (5000 + GUARD)),
+          *want = malloc(sizeof(float) * (5000 + GUARD));
+    float *bias = buf(9, -1, 1), *g0 = buf(3, -1, 1);
+    float *gw = buf(0, 0, 0), *gg = buf(0, 0, 0);
+    for (size_t v = 0; v < NVARIANTS; v++) {
+        const kdi_kernels *k = kdi_kernels_variant(variants[v]);
+        if (k == NULL) continue;
+        for (size_t s = 0; s < NROWS; s++) {
+            int64_t r = row_shapes[s][0], c = row_shapes[s][1], n = r * c;
+            if (n > 5000) continue;
+            kdt_fill(y, n, s, -5, 5), kdt_fill(want, n, s, -5, 5);
+            set_guard(y, n);
+            kdi_kernels_ref.bias_add(want, bias, r, c);
+            k->bias_add(y, bias, r, c);
+            check_close(y, want, n, 0, 0, "bias_add", k->name);
+            check_guard(y, n, "bias_add", k->name);
+            memcpy(gw, g0, sizeof(float) * (size_t)c), memcpy(gg, g0, sizeof(float) * (size_t)c);
+            set_guard(gg, c);
+            kdi_kernels_ref.bias_grad(gw, y, r, c);
+            k->bias_grad(gg, y, r, c);
+            check_close(gg, gw, c, 0, 0, "bias_grad", k->name);
+            check_guard(gg, c, "bias_grad", k->name);
+        }
+    }
+    free(y), free(want), unbuf(bias), unbuf(g0), unbuf(gw), unbuf(gg);
+}
+END_TEST
+
+/* ---------------------------------------------------------------- optimizer updates */
+
+typedef struct opt_state {
+    float *w, *v, *m;
+} opt_state;
+
+static opt_state opt_new(void)
+{
+    opt_state s = {buf(1, -1, 1), buf(2, 0, 1), buf(3, -0.1f, 0.1f)};
+    return s;
+}
+
+static void opt_free(opt_state s) { unbuf(s.w), unbuf(s.v), unbuf(s.m); }
+
+/* kind 0..2: SGD without momentum, with, Nesterov; 3, 4: Adam, AdamW. Five steps. */
+static void opt_run(const kdi_kernels *k, opt_state s, int kind, const float *g, int64_t n)
+{
+    for (int t = 1; t <= 5; t++) {
+        if (kind == 0)
+            k->sgd_update(s.w, NULL, g, n, 0.05f, 0.0f, 1e-4f, 0);
+        else if (kind < 3)
+            k->sgd_update(s.w, s.v, g, n, 0.05f, 0.9f, 1e-4f, kind == 2);
+        else
+            k->adam_update(s.w, s.m, s.v, g, n, 1e-2f, 0.9f, 0.999f, 1e-8f, 0.01f,
+                           1.0f - powf(0.9f, (float)t), 1.0f - powf(0.999f, (float)t), kind == 4);
+    }
+}
+
+START_TEST(optimizer_updates)
+{
+    float *g = buf(4, -1, 1);
+    for (size_t v = 0; v < NVARIANTS; v++) {
+        const kdi_kernels *k = kdi_kernels_variant(variants[v]);
+        if (k == NULL) continue;
+        for (int kind = 0; kind < 5; kind++)
+            for (size_t s = 0; s < NSIZES; s++) {
+                int64_t n = sizes[s];
+                opt_state want = opt_new(), got = opt_new();
+                set_guard(got.w, n), set_guard(got.v, n), set_guard(got.m, n);
+                opt_run(&kdi_kernels_ref, want, kind, g, n);
+                opt_run(k, got, kind, g, n);
+                check_close(got.w, want.w, n, 1e-5, 1e-6, "update w", k->name);
+                check_close(got.v, want.v, n, 1e-5, 1e-6, "update v", k->name);
+                check_close(got.m, want.m, n, 1e-5, 1e-6, "update m", k->name);
+                check_guard(got.w, n, "update w", k->name);
+                check_guard(got.v, n, "update v", k->name);
+                check_guard(got.m, n, "update m", k->name);
+                opt_free(want), opt_free(got);
+            }
+    }
+    unbuf(g);
+}
+END_TEST
+
+/* ---------------------------------------------------------------- GEMM */
+
+typedef struct gemm_case {
+    int ta, tb;
+    int64_t m, n, k, lda, ldb, ldc;
+    float alpha, beta;
+} gemm_case;
+
+/* Checks C = alpha op(A) op(B) + beta C0 entry by entry against a double-precision loop. */
+static void check_gemm(const kdi_kernels *kt, const gemm_case *g)
+{
+    int64_t arows = g->ta ? g->k : g->m, brows = g->tb ? g->n : g->k;
+    float *a = malloc(sizeof(float) * (size_t)(arows * g->lda + 1));
+    float *b = malloc(sizeof(float) * (size_t)(brows * g->ldb + 1));
+    float *c = malloc(sizeof(float) * (size_t)(g->m * g->ldc + 1));
+    float *c0 = malloc(sizeof(float) * (size_t)(g->m * g->ldc + 1));
+    kdt_fill(a, arows * g->lda, 1, -1, 1);
+    kdt_fill(b, brows * g->ldb, 2, -1, 1);
+    kdt_fill(c0, g->m * g->ldc, 3, -1, 1);
+    /* beta == 0 must not read C: NaN there must not come through */
+    for (int64_t i = 0; i < g->m * g->ldc; i++) c[i] = g->beta == 0.0f ? NAN : c0[i];
+    kt->gemm(g->ta, g->tb, g->m, g->n, g->k, g->alpha, a, g->lda, b, g->ldb, g->beta, c, g->ldc);
+    for (int64_t i = 0; i < g->m; i++)
+        for (int64_t j = 0; j < g->ldc; j++) {
+            float was = g->beta == 0.0f ? NAN : c0[i * g->ldc + j];
+            if (j >= g->n) { /* the padding between rows of C is left alone */
+                ck_assert(memcmp(&c[i * g->ldc + j], &was, sizeof was) == 0);
+                continue;
+            }
+            double want, norm = fabs(g->beta * c0[i * g->ldc + j]);
+            double sum = 0, abs_sum = 0;
+            for (int64_t p = 0; p < g->k; p++) {
+                double av = g->ta ? a[p * g->lda + i] : a[i * g->lda + p];
+                double bv = g->tb ? b[j * g->ldb + p] : b[p * g->ldb + j];
+                sum += av * bv, abs_sum += fabs(av * bv);
+            }
+            want = g->alpha * sum + (g->beta == 0.0f ? 0.0 : g->beta * c0[i * g->ldc + j]);
+            norm += fabs(g->alpha) * abs_sum;
+            ck_assert_msg(fabs(c[i * g->ldc + j] - want) <= 1e-5 * norm + 1e-30,
+                          "%s gemm ta=%d tb=%d %lldx%lldx%lld [%lld,%lld]: %.9g, want %.9g",
+                          kt->name, g->ta, g->tb, (long long)g->m, (long long)g->n, (long long)g->k,
+                          (long long)i, (long long)j, c[i * g->ldc + j], want);
+        }
+    free(a), free(b), free(c), free(c0);
+}
+
+static const int64_t gemm_shapes[][3] = {
+    {1, 1, 1}, {7, 5, 3}, {33, 17, 65}, {16, 31, 9}, {128, 10, 800}};
+
 START_TEST(gemm)
 {
-    static const int64_t shapes[][3] = {{1, 1, 1}, {7, 5, 3}, {33, 17, 65}, {128, 10, 800}};
+    const kdi_kernels *tables[] = {&kdi_kernels_ref, kdi_kernels_variant("avx2"),
+                                   kdi_kernels_variant("avx512")};
     for (size_t v = 0; v < 3; v++) {
-        const kdi_kernels *k = v == 2 ? &kdi_kernels_ref : kdi_kernels_variant(variants[v]);
-        if (k == NULL) continue;
-        for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
-            for (int ta = 0; ta < 2; ta++)
-                for (int tb = 0; tb < 2; tb++) {
-                    int64_t m = shapes[s][0], n = shapes[s][1], kk = shapes[s][2];
-                    int64_t lda = (ta ? m : kk) + 3, ldb = (tb ? kk : n) + 2, ldc = n + 1;
-                    float *a = malloc(sizeof(float) * (ta ? kk : m) * lda);
-                    float *b = malloc(sizeof(float) * (tb ? n : kk) * ldb);
-                    float *c = malloc(sizeof(float) * m * ldc);
-                    kdt_fill(a, (ta ? kk : m) * lda, 1, -1, 1);
-                    kdt_fill(b, (tb ? n : kk) * ldb, 2, -1, 1);
-                    kdt_fill(c, m * ldc, 3, -1, 1);
-                    float *c0 = malloc(sizeof(float) * m * ldc);
-                    memcpy(c0, c, sizeof(float) * m * ldc);
-                    k->gemm(ta, tb, m, n, kk, 0.5f, a, lda, b, ldb, 0.25f, c, ldc);
-                    for (int64_t i = 0; i < m; i++)
-                        for (int64_t j = 0; j < n; j++) {
-                            double sum = 0, norm = 0;
-                            for (int64_t p = 0; p < kk; p++) {
-                                double av = ta ? a[p * lda + i] : a[i * lda + p];
-                                double bv = tb ? b[j * ldb + p] : b[p * ldb + j];
-                                sum += av * bv;
-                                norm += fabs(av * bv);
-                            }
-                            double want = 0.5 * sum + 0.25 * c0[i * ldc + j];
-                            ck_assert_msg(fabs(c[i * ldc + j] - want) <= 1e-5 * (norm + 1),
-                                          "%s gemm %lldx%lldx%lld ta=%d tb=%d", k->name,
-                                          (long long)m, (long long)n, (long long)kk, ta, tb);
-                        }
-                    free(a), free(b), free(c), free(c0);
+        if (tables[v] == NULL) continue;
+        for (size_t s = 0; s < sizeof gemm_shapes / sizeof gemm_shapes[0]; s++)
+            for (int t = 0; t < 4; t++)
+                for (int pad = 0; pad < 2; pad++) {
+                    gemm_case g = {
+                        t >> 1, t & 1, gemm_shapes[s][0], gemm_shapes[s][1], gemm_shapes[s][2], 0,
+                        0,      0,     pad ? 0.5f : 1.0f, pad ? 0.25f : 0.0f};
+                    g.lda = (g.ta ? g.m : g.k) + 3 * pad;
+                    g.ldb = (g.tb ? g.k : g.n) + 2 * pad;
+                    g.ldc = g.n + pad;
+                    check_gemm(tables[v], &g);
                 }
     }
 }
 END_TEST
 
-START_TEST(optimizer_updates)
+/* Degenerate sizes: an empty C is not touched, an empty sum scales C by beta. */
+START_TEST(gemm_degenerate)
 {
-    const kdi_kernels *ref = &kdi_kernels_ref;
-    for (size_t v = 0; v < 2; v++) {
-        const kdi_kernels *k = kdi_kernels_variant(variants[v]);
-        if (k == NULL) continue;
-        for (int variant = 0; variant < 4; variant++) {
-            float *w1 = buf(1, -1, 1), *w2 = buf(1, -1, 1), *v1 = buf(2, -1, 1), *v2 = buf(2, -1, 1);
-            float *m1 = buf(3, -1, 1), *m2 = buf(3, -1, 1), *g = buf(4, -1, 1);
-            for (int64_t i = 0; i < MAXN; i++) v1[i] = v2[i] = fabsf(v1[i]);
-            int64_t n = sizes[variant + 2];
-            if (variant < 2) {
-                float mu = variant == 0 ? 0.0f : 0.9f;
-                ref->sgd_update(w1, v1, g, n, 0.05f, mu, 1e-4f, variant);
-                k->sgd_update(w2, v2, g, n, 0.05f, mu, 1e-4f, variant);
-            } else {
-                ref->adam_update(w1, m1, v1, g, n, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f, 0.1f, 0.001f, variant - 2);
-                k->adam_update(w2, m2, v2, g, n, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f, 0.1f, 0.001f, variant - 2);
-                close_all(m2, m1, n, TOL_ELEM, "adam m");
-            }
-            close_all(w2, w1, n, 1e-5f, "update w");
-            close_all(v2, v1, n, 1e-5f, "update v");
-            free(w1), free(w2), free(v1), free(v2), free(m1), free(m2), free(g);
-        }
+    const kdi_kernels *tables[] = {&kdi_kernels_ref, kdi_kernels_variant("avx2"),
+                                   kdi_kernels_variant("avx512")};
+    for (size_t v = 0; v < 3; v++) {
+        if (tables[v] == NULL) continue;
+        float a[4] = {1, 2, 3, 4}, b[4] = {1, 2, 3, 4}, c[4] = {1, 2, 3, 4};
+        tables[v]->gemm(0, 0, 0, 2, 2, 1.0f, a, 2, b, 2, 0.0f, c, 2);
+        tables[v]->gemm(0, 0, 2, 0, 2, 1.0f, a, 2, b, 2, 0.0f, c, 2);
+        ck_assert(c[0] == 1 && c[3] == 4);
+        tables[v]->gemm(0, 0, 2, 2, 0, 1.0f, a, 1, b, 2, 0.5f, c, 2);
+        ck_assert(c[0] == 0.5f && c[1] == 1.0f && c[2] == 1.5f && c[3] == 2.0f);
     }
 }
 END_TEST
 
+/* ---------------------------------------------------------------- the choice of table */
+
+#define EACH_KERNEL(X)                                                                             \
+    X(gemm)                                                                                        \
+    X(bias_add) X(bias_grad) X(relu_fwd) X(relu_bwd) X(leaky_relu_fwd) X(leaky_relu_bwd)           \
+        X(gelu_fwd) X(gelu_bwd) X(tanh_fwd) X(tanh_bwd) X(sigmoid_fwd) X(sigmoid_bwd)              \
+            X(softmax_rows) X(log_softmax_rows) X(axpy) X(scale) X(mul) X(sum_sq) X(dot)           \
+                X(sgd_update) X(adam_update)
+
+START_TEST(tables_complete)
+{
+    const char *names[] = {"ref", "avx2", "avx512"};
+    for (int v = 0; v < 3; v++) {
+        const kdi_kernels *k = kdi_kernels_variant(names[v]);
+        if (k == NULL) continue;
+        ck_assert_str_eq(k->name, names[v]);
+#define NONNULL(f) ck_assert_msg(k->f != NULL, "%s has no " #f, names[v]);
+        EACH_KERNEL(NONNULL)
+#undef NONNULL
+    }
+}
+END_TEST
+
+/* What a fresh process chooses with KD_KERNELS set to `value` (NULL: unset). */
+static const char *chosen_with(const char *value)
+{
+    static const char *names[] = {"ref", "avx2", "avx512", "?"};
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        if (value != NULL)
+            setenv("KD_KERNELS", value, 1);
+        else
+            unsetenv("KD_KERNELS");
+        const char *name = kd_kernels_name();
+        int i = 0;
+        while (i < 3 && strcmp(names[i], name) != 0) i++;
+        _exit(i);
+    }
+    int status = 0;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert(WIFEXITED(status));
+    return names[WEXITSTATUS(status) < 3 ? WEXITSTATUS(status) : 3];
+}
+
 START_TEST(dispatch)
 {
-    ck_assert_ptr_nonnull(kdi_kernels_get());
+    const kdi_kernels *best = kdi_kernels_variant("avx512");
+    if (best == NULL) best = kdi_kernels_variant("avx2");
+    if (best == NULL) best = &kdi_kernels_ref;
     ck_assert_ptr_eq(kdi_kernels_variant("ref"), &kdi_kernels_ref);
     ck_assert_ptr_null(kdi_kernels_variant("nonsense"));
+    ck_assert_ptr_null(kdi_kernels_variant(""));
     ck_assert_ptr_null(kdi_kernels_variant(NULL));
-    ck_assert_str_eq(kd_kernels_name(), kdi_kernels_get()->name);
-    /* the table in use is the best supported one unless KD_KERNELS chose another */
-    if (getenv("KD_KERNELS") == NULL) {
-        const kdi_kernels *best = kdi_kernels_variant("avx512");
-        if (best == NULL) best = kdi_kernels_variant("avx2");
-        if (best == NULL) best = &kdi_kernels_ref;
-        ck_assert_ptr_eq(kdi_kernels_get(), best);
-    }
+    /* KD_KERNELS picks a supported table; anything else falls back to the best, silently */
+    ck_assert_str_eq(chosen_with(NULL), best->name);
+    ck_assert_str_eq(chosen_with("ref"), "ref");
+    ck_assert_str_eq(chosen_with("nonsense"), best->name);
+    ck_assert_str_eq(chosen_with(""), best->name);
+    ck_assert_str_eq(chosen_with("avx2"), kdi_kernels_variant("avx2") ? "avx2" : best->name);
+    ck_assert_str_eq(chosen_with("avx512"), kdi_kernels_variant("avx512") ? "avx512" : best->name);
+    /* and in this process: chosen once, never NULL, named by kd_kernels_name */
+    const kdi_kernels *k = kdi_kernels_get();
+    ck_assert_ptr_nonnull(k);
+    ck_assert_ptr_eq(kdi_kernels_get(), k);
+    ck_assert_str_eq(kd_kernels_name(), k->name);
+    if (getenv("KD_KERNELS") == NULL) ck_assert_ptr_eq(k, best);
 }
 END_TEST
 
@@ -211,11 +554,17 @@ int main(void)
     Suite *s = suite_create("kernels");
     TCase *t = tcase_create("kernels");
     tcase_set_timeout(t, 120);
-    tcase_add_test(t, elementwise);
-    tcase_add_test(t, rows);
-    tcase_add_test(t, gemm);
-    tcase_add_test(t, optimizer_updates);
     tcase_add_test(t, dispatch);
+    tcase_add_test(t, tables_complete);
+    tcase_add_test(t, elementwise);
+    tcase_add_test(t, special_values);
+    tcase_add_test(t, sums);
+    tcase_add_test(t, rows);
+    tcase_add_test(t, rows_masked);
+    tcase_add_test(t, bias);
+    tcase_add_test(t, optimizer_updates);
+    tcase_add_test(t, gemm);
+    tcase_add_test(t, gemm_degenerate);
     suite_add_tcase(s, t);
     return kdt_run(s);
 }

@@ -5,21 +5,57 @@
 
 #include "kernels.h"
 
-/* Row-major C = alpha op(A) op(B) + beta C, accumulated in double: slow, but the oracle. */
-static void gemm(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha, const float *a,
-                 int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc)
+/* Row-major C = alpha op(A) op(B) + beta C, accumulated in double: slow, but the oracle. With B
+ * untransposed the loop runs i-k-j over a block of C's row held in double, so B is read along its
+ * rows; with B transposed each entry is a dot product along rows of B (and of A unless it is
+ * transposed too). As in BLAS, beta == 0 never reads C. */
+#define GEMM_BLOCK 256
+
+static float gemm_out(float alpha, double sum, float beta, const float *c)
+{
+    return (float)(alpha * sum) + (beta == 0.0f ? 0.0f : beta * *c);
+}
+
+static void gemm_nn(int ta, int64_t m, int64_t n, int64_t k, float alpha, const float *a,
+                    int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc)
+{
+    double acc[GEMM_BLOCK];
+    for (int64_t i = 0; i < m; i++)
+        for (int64_t j0 = 0; j0 < n; j0 += GEMM_BLOCK) {
+            int64_t w = n - j0 < GEMM_BLOCK ? n - j0 : GEMM_BLOCK;
+            memset(acc, 0, sizeof(double) * (size_t)w);
+            for (int64_t p = 0; p < k; p++) {
+                double av = ta ? a[p * lda + i] : a[i * lda + p];
+                const float *bp = b + p * ldb + j0;
+                for (int64_t j = 0; j < w; j++) acc[j] += av * bp[j];
+            }
+            float *cr = c + i * ldc + j0;
+            for (int64_t j = 0; j < w; j++) cr[j] = gemm_out(alpha, acc[j], beta, cr + j);
+        }
+}
+
+static void gemm_nt(int ta, int64_t m, int64_t n, int64_t k, float alpha, const float *a,
+                    int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc)
 {
     for (int64_t i = 0; i < m; i++)
         for (int64_t j = 0; j < n; j++) {
+            const float *bj = b + j * ldb;
             double s = 0.0;
-            for (int64_t p = 0; p < k; p++) {
-                float av = ta ? a[p * lda + i] : a[i * lda + p];
-                float bv = tb ? b[j * ldb + p] : b[p * ldb + j];
-                s += (double)av * bv;
-            }
-            float old = beta == 0.0f ? 0.0f : beta * c[i * ldc + j];
-            c[i * ldc + j] = (float)(alpha * s) + old;
+            if (ta)
+                for (int64_t p = 0; p < k; p++) s += (double)a[p * lda + i] * bj[p];
+            else
+                for (int64_t p = 0; p < k; p++) s += (double)a[i * lda + p] * bj[p];
+            c[i * ldc + j] = gemm_out(alpha, s, beta, c + i * ldc + j);
         }
+}
+
+static void gemm(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha, const float *a,
+                 int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc)
+{
+    if (tb)
+        gemm_nt(ta, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    else
+        gemm_nn(ta, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
 static void bias_add(float *y, const float *bias, int64_t rows, int64_t cols)
@@ -57,19 +93,23 @@ static void leaky_relu_bwd(float *dx, const float *x, const float *dy, int64_t n
     for (int64_t i = 0; i < n; i++) dx[i] = x[i] > 0.0f ? dy[i] : slope * dy[i];
 }
 
-/* GELU(x) = x Phi(x), Phi the standard normal CDF (Hendrycks and Gimpel 2016; PyTorch's default). */
+/* GELU(x) = x Phi(x), Phi the standard normal CDF (Hendrycks and Gimpel 2016; PyTorch's default
+ * "none" approximation). Phi(x) = erfc(-x / sqrt 2) / 2 is 0.5 (1 + erf(x / sqrt 2)) without its
+ * cancellation for negative x, so the reference is accurate to a few ulp in relative terms. */
+static float norm_cdf(float x) { return 0.5f * erfcf(-x * 0.7071067811865476f); }
+
 static void gelu_fwd(float *y, const float *x, int64_t n)
 {
-    for (int64_t i = 0; i < n; i++) y[i] = 0.5f * x[i] * (1.0f + erff(x[i] * 0.7071067811865476f));
+    for (int64_t i = 0; i < n; i++) y[i] = x[i] * norm_cdf(x[i]);
 }
 
+/* d/dx x Phi(x) = Phi(x) + x phi(x), phi(x) = exp(-x^2 / 2) / sqrt(2 pi). */
 static void gelu_bwd(float *dx, const float *x, const float *dy, int64_t n)
 {
     const float inv_sqrt_2pi = 0.3989422804014327f;
     for (int64_t i = 0; i < n; i++) {
-        float cdf = 0.5f * (1.0f + erff(x[i] * 0.7071067811865476f));
         float pdf = inv_sqrt_2pi * expf(-0.5f * x[i] * x[i]);
-        dx[i] = dy[i] * (cdf + x[i] * pdf);
+        dx[i] = dy[i] * (norm_cdf(x[i]) + x[i] * pdf);
     }
 }
 
@@ -102,6 +142,7 @@ static float row_max(const float *z, int64_t cols)
 
 static void softmax_rows(float *p, const float *z, int64_t rows, int64_t cols, float inv_t)
 {
+    if (cols <= 0) return;
     for (int64_t r = 0; r < rows; r++) {
         const float *zr = z + r * cols;
         float *pr = p + r * cols, m = row_max(zr, cols);
@@ -114,6 +155,7 @@ static void softmax_rows(float *p, const float *z, int64_t rows, int64_t cols, f
 
 static void log_softmax_rows(float *lp, const float *z, int64_t rows, int64_t cols, float inv_t)
 {
+    if (cols <= 0) return;
     for (int64_t r = 0; r < rows; r++) {
         const float *zr = z + r * cols;
         float *out = lp + r * cols, m = row_max(zr, cols);
@@ -166,10 +208,13 @@ static void sgd_update(float *w, float *v, const float *g, int64_t n, float lr, 
     }
 }
 
+/* In torch.optim.Adam's order of operations (single-tensor path): the step size lr / bc1, the
+ * denominator sqrt(v) / sqrt(bc2) + eps, then addcdiv's w -= (step m) / denom. */
 static void adam_update(float *w, float *m, float *v, const float *g, int64_t n, float lr,
                         float beta1, float beta2, float eps, float weight_decay, float bias_corr1,
                         float bias_corr2, int decoupled)
 {
+    float step = lr / bias_corr1, sqrt_bc2 = sqrtf(bias_corr2);
     for (int64_t i = 0; i < n; i++) {
         float d = g[i];
         if (decoupled)
@@ -178,7 +223,7 @@ static void adam_update(float *w, float *m, float *v, const float *g, int64_t n,
             d += weight_decay * w[i];
         m[i] = beta1 * m[i] + (1.0f - beta1) * d;
         v[i] = beta2 * v[i] + (1.0f - beta2) * d * d;
-        w[i] -= lr * (m[i] / bias_corr1) / (sqrtf(v[i] / bias_corr2) + eps);
+        w[i] -= step * m[i] / (sqrtf(v[i]) / sqrt_bc2 + eps);
     }
 }
 
