@@ -52,23 +52,23 @@ typedef struct job {
 
 typedef void (*job_fn)(const job *j);
 
-/* Seconds per call: repeats until MIN_SECONDS have passed (at least 3 calls), keeps the best
- * of 3 such rounds so a neighbour's burst on the shared machine does not count. A call slower
- * than MIN_SECONDS (the naive reference GEMM) is timed once. */
+/* Seconds per call: the best of many short rounds (each at least 3 calls and 2 ms) within
+ * MIN_SECONDS, so a neighbour's burst on the shared machine does not count. A call slower than
+ * MIN_SECONDS (the naive reference GEMM) is timed once. */
 static double seconds_per_call(job_fn f, const job *j)
 {
-    double t0 = now();
+    double start = now();
     f(j);
-    double best = now() - t0;
+    double best = now() - start;
     if (best > MIN_SECONDS) return best;
-    for (int round = 0; round < 3; round++) {
+    while (now() - start < MIN_SECONDS) {
         int calls = 0;
         double t0 = now(), t;
         do {
             f(j);
             calls++;
             t = now() - t0;
-        } while (t < MIN_SECONDS / 3 || calls < 3);
+        } while (t < 2e-3 || calls < 3);
         if (t / calls < best) best = t / calls;
     }
     return best;
