@@ -1,7 +1,16 @@
-/* Conv2d (PyTorch's nn.Conv2d): weight [out, in/groups, k, k], bias [out]; stride, zero padding and
- * groups (depthwise when groups == in == out). Spec: conv OUT K [stride=S] [pad=P] [groups=G]
- * [bias=0|1]. Each image and group is one GEMM over its im2col matrix (Chellapilla et al. 2006):
- * y[g] = W[g] cols, dW[g] += dy[g] cols^T, dcols = W[g]^T dy[g], then col2im. */
+/* Conv2d, as PyTorch's nn.Conv2d: square kernel, stride, zero padding, groups (depthwise when
+ * groups == in == out).
+ *
+ * Spec: conv OUT K [stride=S] [pad=P] [groups=G] [bias=0|1]   (stride 1, pad 0, groups 1, bias 1)
+ * Parameters: weight [OUT, IN/G, K, K], bias [OUT] (absent with bias=0).
+ *
+ * Convolution as a matrix product over the im2col matrix (Chellapilla, Puri and Simard 2006). A
+ * chunk of n images of one group is unrolled side by side into cols [cg*K*K, n*OH*OW], so one
+ * GEMM per chunk and group does the work even for 7x7 maps:
+ *   forward   Y[og, n*hw]  = W[g] cols
+ *   backward  dW[g]       += dY cols^T,   dcols = W[g]^T dY,   dx = col2im(dcols)
+ * Y is then scattered to NCHW (and dY gathered from it), a copy K*K*cg times cheaper than the GEMM.
+ * The workspaces are sized by reserve; forward and backward do not allocate. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,62 +23,117 @@
 typedef struct conv {
     int64_t k, stride, pad, groups;
     int bias;
-    kdi_buf cols; /* one image's im2col matrix of one group: [cin/g * k * k, oh * ow] */
+    kdi_buf cols; /* a chunk of images of one group side by side: [cin/g * k * k, n * oh * ow] */
+    kdi_buf out;  /* the GEMM's [out/g, n * oh * ow]: outputs (forward) or dY gathered (backward) */
 } conv;
 
-/* cols[(c * k + i) * k + j][oy * ow + ox] = x[c][oy * s - p + i][ox * s - p + j], 0 outside. */
-static void im2col(const conv *cv, const float *x, int64_t cin, int64_t h, int64_t w, int64_t oh,
-                   int64_t ow, float *cols)
+/* The outputs ox in [*lo, *hi) whose input column ox * s - p + j lies inside [0, w). */
+static void valid_range(int64_t j, int64_t s, int64_t p, int64_t w, int64_t ow, int64_t *lo,
+                        int64_t *hi)
 {
-    int64_t k = cv->k, hw = oh * ow;
+    int64_t a = p - j, b = w - 1 + p - j; /* need a <= ox * s <= b */
+    int64_t l = a <= 0 ? 0 : (a + s - 1) / s;
+    int64_t h = b < 0 ? 0 : b / s + 1;
+    *lo = l < ow ? l : ow;
+    *hi = h < ow ? h : ow;
+    if (*hi < *lo) *hi = *lo;
+}
+
+/* cols[(c*K + i)*K + j][oy*ow + ox] (row stride ld) = x[c][oy*s - p + i][ox*s - p + j], 0 outside. */
+static void im2col(const conv *cv, const float *x, int64_t cin, int64_t h, int64_t w, int64_t oh,
+                   int64_t ow, float *cols, int64_t ld)
+{
+    int64_t k = cv->k, s = cv->stride, p = cv->pad;
     for (int64_t c = 0; c < cin; c++)
         for (int64_t i = 0; i < k; i++)
             for (int64_t j = 0; j < k; j++) {
-                float *row = cols + ((c * k + i) * k + j) * hw;
+                float *row = cols + ((c * k + i) * k + j) * ld;
+                int64_t lo, hi;
+                valid_range(j, s, p, w, ow, &lo, &hi);
                 for (int64_t oy = 0; oy < oh; oy++) {
-                    int64_t iy = oy * cv->stride - cv->pad + i;
+                    int64_t iy = oy * s - p + i;
                     float *r = row + oy * ow;
                     if (iy < 0 || iy >= h) {
                         memset(r, 0, sizeof(float) * (size_t)ow);
                         continue;
                     }
                     const float *xr = x + (c * h + iy) * w;
-                    for (int64_t ox = 0; ox < ow; ox++) {
-                        int64_t ix = ox * cv->stride - cv->pad + j;
-                        r[ox] = ix >= 0 && ix < w ? xr[ix] : 0.0f;
+                    for (int64_t ox = 0; ox < lo; ox++) r[ox] = 0.0f;
+                    if (s == 1) {
+                        const float *src = xr + j - p; /* rows are short: a loop beats memcpy */
+                        for (int64_t ox = lo; ox < hi; ox++) r[ox] = src[ox];
+                    } else {
+                        for (int64_t ox = lo; ox < hi; ox++) r[ox] = xr[ox * s + j - p];
                     }
+                    for (int64_t ox = hi; ox < ow; ox++) r[ox] = 0.0f;
                 }
             }
 }
 
-/* The adjoint of im2col: dx[c][iy][ix] += dcols[...] for every place the input was copied to. */
+/* The adjoint of im2col: dx[c][iy][ix] += every entry of cols that was copied from there. */
 static void col2im(const conv *cv, const float *cols, int64_t cin, int64_t h, int64_t w, int64_t oh,
-                   int64_t ow, float *dx)
+                   int64_t ow, float *dx, int64_t ld)
 {
-    int64_t k = cv->k, hw = oh * ow;
+    int64_t k = cv->k, s = cv->stride, p = cv->pad;
     for (int64_t c = 0; c < cin; c++)
         for (int64_t i = 0; i < k; i++)
             for (int64_t j = 0; j < k; j++) {
-                const float *row = cols + ((c * k + i) * k + j) * hw;
+                const float *row = cols + ((c * k + i) * k + j) * ld;
+                int64_t lo, hi;
+                valid_range(j, s, p, w, ow, &lo, &hi);
                 for (int64_t oy = 0; oy < oh; oy++) {
-                    int64_t iy = oy * cv->stride - cv->pad + i;
+                    int64_t iy = oy * s - p + i;
                     if (iy < 0 || iy >= h) continue;
                     float *xr = dx + (c * h + iy) * w;
                     const float *r = row + oy * ow;
-                    for (int64_t ox = 0; ox < ow; ox++) {
-                        int64_t ix = ox * cv->stride - cv->pad + j;
-                        if (ix >= 0 && ix < w) xr[ix] += r[ox];
-                    }
+                    for (int64_t ox = lo; ox < hi; ox++) xr[ox * s + j - p] += r[ox];
                 }
             }
+}
+
+/* Images per GEMM: enough columns to keep BLAS efficient, few enough to bound the workspace. */
+#define COLS_BUDGET (1 << 22) /* floats in one im2col matrix, 16 MiB */
+
+static int64_t chunk_of(const kdi_layer *l, int64_t batch)
+{
+    const conv *cv = l->priv;
+    int64_t kk = l->in.c / cv->groups * cv->k * cv->k, hw = l->out.h * l->out.w;
+    int64_t n = COLS_BUDGET / (kk * hw);
+    return n < 1 ? 1 : n > batch ? batch : n;
 }
 
 static kd_status conv_reserve(kdi_layer *l, int64_t batch)
 {
-    (void)batch;
     conv *cv = l->priv;
-    int64_t cg = l->in.c / cv->groups;
-    return kdi_buf_reserve(&cv->cols, cg * cv->k * cv->k * l->out.h * l->out.w);
+    int64_t kk = l->in.c / cv->groups * cv->k * cv->k, hw = l->out.h * l->out.w;
+    int64_t n = chunk_of(l, batch), og = l->out.c / cv->groups;
+    KDI_TRY(kdi_buf_reserve(&cv->cols, kk * hw * n));
+    return kdi_buf_reserve(&cv->out, og * hw * n);
+}
+
+/* The sizes every pass needs, in one place. */
+typedef struct dims {
+    int64_t cin, cout, h, w, oh, ow, hw, cg, og, kk;
+} dims;
+
+static dims dims_of(const kdi_layer *l)
+{
+    const conv *cv = l->priv;
+    dims d = {l->in.c, l->out.c, l->in.h, l->in.w, l->out.h, l->out.w, 0, 0, 0, 0};
+    d.hw = d.oh * d.ow;
+    d.cg = d.cin / cv->groups;
+    d.og = d.cout / cv->groups;
+    d.kk = d.cg * cv->k * cv->k;
+    return d;
+}
+
+static void fill_cols(const kdi_layer *l, const dims *d, const float *x, int64_t b0, int64_t n,
+                      int64_t g)
+{
+    conv *cv = l->priv;
+    for (int64_t i = 0; i < n; i++)
+        im2col(cv, x + ((b0 + i) * d->cin + g * d->cg) * d->h * d->w, d->cg, d->h, d->w, d->oh,
+               d->ow, cv->cols.data + i * d->hw, n * d->hw);
 }
 
 static kd_status conv_forward(kdi_layer *l, const float *x, float *y, int64_t batch, int train)
@@ -77,21 +141,24 @@ static kd_status conv_forward(kdi_layer *l, const float *x, float *y, int64_t ba
     (void)train;
     conv *cv = l->priv;
     const kdi_kernels *kn = kdi_kernels_get();
-    int64_t cin = l->in.c, h = l->in.h, w = l->in.w, oh = l->out.h, ow = l->out.w, hw = oh * ow;
-    int64_t cg = cin / cv->groups, og = l->out.c / cv->groups, kk = cg * cv->k * cv->k;
-    const float *wt = l->params[0].value;
-    for (int64_t b = 0; b < batch; b++)
+    dims d = dims_of(l);
+    int64_t chunk = chunk_of(l, batch);
+    for (int64_t b0 = 0; b0 < batch; b0 += chunk) {
+        int64_t n = batch - b0 < chunk ? batch - b0 : chunk, ld = n * d.hw;
         for (int64_t g = 0; g < cv->groups; g++) {
-            const float *xg = x + (b * cin + g * cg) * h * w;
-            float *yg = y + (b * l->out.c + g * og) * hw;
-            im2col(cv, xg, cg, h, w, oh, ow, cv->cols.data);
-            kn->gemm(0, 0, og, hw, kk, 1.0f, wt + g * og * kk, kk, cv->cols.data, hw, 0.0f, yg, hw);
-            if (cv->bias)
-                for (int64_t o = 0; o < og; o++) {
-                    float bo = l->params[1].value[g * og + o];
-                    for (int64_t p = 0; p < hw; p++) yg[o * hw + p] += bo;
+            fill_cols(l, &d, x, b0, n, g);
+            kn->gemm(0, 0, d.og, ld, d.kk, 1.0f, l->params[0].value + g * d.og * d.kk, d.kk,
+                     cv->cols.data, ld, 0.0f, cv->out.data, ld);
+            for (int64_t i = 0; i < n; i++)
+                for (int64_t o = 0; o < d.og; o++) {
+                    float *yo = y + ((b0 + i) * d.cout + g * d.og + o) * d.hw;
+                    memcpy(yo, cv->out.data + o * ld + i * d.hw, sizeof(float) * (size_t)d.hw);
+                    if (!cv->bias) continue;
+                    float bo = l->params[1].value[g * d.og + o];
+                    for (int64_t p = 0; p < d.hw; p++) yo[p] += bo;
                 }
         }
+    }
     return KD_OK;
 }
 
@@ -101,34 +168,42 @@ static kd_status conv_backward(kdi_layer *l, const float *x, const float *y, con
     (void)y;
     conv *cv = l->priv;
     const kdi_kernels *kn = kdi_kernels_get();
-    int64_t cin = l->in.c, h = l->in.h, w = l->in.w, oh = l->out.h, ow = l->out.w, hw = oh * ow;
-    int64_t cg = cin / cv->groups, og = l->out.c / cv->groups, kk = cg * cv->k * cv->k;
-    const float *wt = l->params[0].value;
-    float *gw = l->params[0].grad;
-    if (dx != NULL) memset(dx, 0, sizeof(float) * (size_t)(batch * cin * h * w));
-    for (int64_t b = 0; b < batch; b++)
+    dims d = dims_of(l);
+    int64_t chunk = chunk_of(l, batch);
+    if (dx != NULL) memset(dx, 0, sizeof(float) * (size_t)(batch * d.cin * d.h * d.w));
+    for (int64_t b0 = 0; b0 < batch; b0 += chunk) {
+        int64_t n = batch - b0 < chunk ? batch - b0 : chunk, ld = n * d.hw;
         for (int64_t g = 0; g < cv->groups; g++) {
-            const float *xg = x + (b * cin + g * cg) * h * w;
-            const float *dyg = dy + (b * l->out.c + g * og) * hw;
-            im2col(cv, xg, cg, h, w, oh, ow, cv->cols.data);
-            kn->gemm(0, 1, og, kk, hw, 1.0f, dyg, hw, cv->cols.data, hw, 1.0f, gw + g * og * kk, kk);
-            if (cv->bias)
-                for (int64_t o = 0; o < og; o++) {
+            const float *wg = l->params[0].value + g * d.og * d.kk;
+            for (int64_t i = 0; i < n; i++)
+                for (int64_t o = 0; o < d.og; o++) {
+                    const float *dyo = dy + ((b0 + i) * d.cout + g * d.og + o) * d.hw;
+                    memcpy(cv->out.data + o * ld + i * d.hw, dyo, sizeof(float) * (size_t)d.hw);
+                    if (!cv->bias) continue;
                     double s = 0.0;
-                    for (int64_t p = 0; p < hw; p++) s += dyg[o * hw + p];
-                    l->params[1].grad[g * og + o] += (float)s;
+                    for (int64_t p = 0; p < d.hw; p++) s += dyo[p];
+                    l->params[1].grad[g * d.og + o] += (float)s;
                 }
+            fill_cols(l, &d, x, b0, n, g);
+            kn->gemm(0, 1, d.og, d.kk, ld, 1.0f, cv->out.data, ld, cv->cols.data, ld, 1.0f,
+                     l->params[0].grad + g * d.og * d.kk, d.kk);
             if (dx == NULL) continue;
-            kn->gemm(1, 0, kk, hw, og, 1.0f, wt + g * og * kk, kk, dyg, hw, 0.0f, cv->cols.data, hw);
-            col2im(cv, cv->cols.data, cg, h, w, oh, ow, dx + (b * cin + g * cg) * h * w);
+            kn->gemm(1, 0, d.kk, ld, d.og, 1.0f, wg, d.kk, cv->out.data, ld, 0.0f, cv->cols.data,
+                     ld);
+            for (int64_t i = 0; i < n; i++)
+                col2im(cv, cv->cols.data + i * d.hw, d.cg, d.h, d.w, d.oh, d.ow,
+                       dx + ((b0 + i) * d.cin + g * d.cg) * d.h * d.w, ld);
         }
+    }
     return KD_OK;
 }
 
 static void conv_destroy(kdi_layer *l)
 {
     conv *cv = l->priv;
-    if (cv != NULL) kdi_buf_free(&cv->cols);
+    if (cv == NULL) return;
+    kdi_buf_free(&cv->cols);
+    kdi_buf_free(&cv->out);
     free(cv);
 }
 
@@ -151,12 +226,32 @@ static kd_status conv_args(const kdi_args *a, kdi_shape in, int64_t *out, conv *
     KDI_TRY(kdi_args_int(a, -1, "bias", 1, 1, 0, 1, &bias));
     cv->bias = (int)bias;
     if (in.c % cv->groups != 0 || *out % cv->groups != 0)
-        return kdi_fail(KD_ERR_SHAPE, "conv: groups %lld must divide the input channels %lld and "
-                        "the output channels %lld", (long long)cv->groups, (long long)in.c, (long long)*out);
+        return kdi_fail(KD_ERR_SHAPE,
+                        "conv: groups=%lld must divide the input channels (%lld) and the output "
+                        "channels (%lld)",
+                        (long long)cv->groups, (long long)in.c, (long long)*out);
     if (in.h + 2 * cv->pad < cv->k || in.w + 2 * cv->pad < cv->k)
-        return kdi_fail(KD_ERR_SHAPE, "conv: kernel %lld does not fit a %lldx%lld input with padding %lld",
-                        (long long)cv->k, (long long)in.h, (long long)in.w, (long long)cv->pad);
+        return kdi_fail(KD_ERR_SHAPE,
+                        "conv: a %lldx%lld kernel does not fit a %lldx%lld input "
+                        "padded by %lld",
+                        (long long)cv->k, (long long)cv->k, (long long)in.h, (long long)in.w,
+                        (long long)cv->pad);
     return KD_OK;
+}
+
+static kd_status conv_spec(kdi_layer *l, int64_t out)
+{
+    const conv *cv = l->priv;
+    char extra[96] = "";
+    size_t n = 0;
+    if (cv->stride != 1)
+        n += (size_t)snprintf(extra + n, sizeof extra - n, " stride=%lld", (long long)cv->stride);
+    if (cv->pad != 0)
+        n += (size_t)snprintf(extra + n, sizeof extra - n, " pad=%lld", (long long)cv->pad);
+    if (cv->groups != 1)
+        n += (size_t)snprintf(extra + n, sizeof extra - n, " groups=%lld", (long long)cv->groups);
+    if (!cv->bias) snprintf(extra + n, sizeof extra - n, " bias=0");
+    return kdi_layer_set_spec(l, "conv %lld %lld%s", (long long)out, (long long)cv->k, extra);
 }
 
 kd_status kdi_conv_create(const kdi_args *a, kdi_shape in, uint64_t seed, kdi_layer *l)
@@ -170,6 +265,7 @@ kd_status kdi_conv_create(const kdi_args *a, kdi_shape in, uint64_t seed, kdi_la
     l->in = in;
     l->out = (kdi_shape){out, (in.h + 2 * cv->pad - cv->k) / cv->stride + 1,
                          (in.w + 2 * cv->pad - cv->k) / cv->stride + 1};
+    /* PyTorch's default init, kaiming_uniform(a = sqrt(5)): U(+-1/sqrt(fan_in)). */
     int64_t fan_in = in.c / cv->groups * cv->k * cv->k;
     int64_t wdims[4] = {out, in.c / cv->groups, cv->k, cv->k}, bdims[1] = {out};
     KDI_TRY(kdi_layer_add_param(l, "weight", 1, 4, wdims));
@@ -178,11 +274,5 @@ kd_status kdi_conv_create(const kdi_args *a, kdi_shape in, uint64_t seed, kdi_la
         KDI_TRY(kdi_layer_add_param(l, "bias", 1, 1, bdims));
         kdi_init_uniform(l->params[1].value, out, fan_in, kdi_rng_derive(seed, 1));
     }
-    char extra[96] = "";
-    size_t n = 0;
-    if (cv->stride != 1) n += (size_t)snprintf(extra + n, sizeof extra - n, " stride=%lld", (long long)cv->stride);
-    if (cv->pad != 0) n += (size_t)snprintf(extra + n, sizeof extra - n, " pad=%lld", (long long)cv->pad);
-    if (cv->groups != 1) n += (size_t)snprintf(extra + n, sizeof extra - n, " groups=%lld", (long long)cv->groups);
-    if (!cv->bias) snprintf(extra + n, sizeof extra - n, " bias=0");
-    return kdi_layer_set_spec(l, "conv %lld %lld%s", (long long)out, (long long)cv->k, extra);
+    return conv_spec(l, out);
 }

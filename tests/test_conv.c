@@ -1,0 +1,373 @@
+/* Convolution, pooling and flatten layers: forward against direct loops, finite-difference
+ * gradients, specs, save/load, bad input. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "model.h"
+#include "sequence.h"
+#include "testutil.h"
+
+/* ---------------------------------------------------------------- helpers */
+
+static const char *tmp_path(const char *name)
+{
+    static char path[256];
+    snprintf(path, sizeof path, "%s/%s", kdt_tmpdir(), name);
+    return path;
+}
+
+/* y[b][o][oy][ox] = bias[o] + sum over the group's channels and the window, in double. */
+static void direct_conv(const float *x, const float *w, const float *bias, float *y, int64_t batch,
+                        kdi_shape in, int64_t out, int64_t k, int64_t s, int64_t p, int64_t groups)
+{
+    int64_t oh = (in.h + 2 * p - k) / s + 1, ow = (in.w + 2 * p - k) / s + 1;
+    int64_t cg = in.c / groups, og = out / groups;
+    for (int64_t b = 0; b < batch; b++)
+        for (int64_t o = 0; o < out; o++)
+            for (int64_t oy = 0; oy < oh; oy++)
+                for (int64_t ox = 0; ox < ow; ox++) {
+                    double acc = bias != NULL ? bias[o] : 0.0;
+                    for (int64_t c = 0; c < cg; c++)
+                        for (int64_t i = 0; i < k; i++)
+                            for (int64_t j = 0; j < k; j++) {
+                                int64_t iy = oy * s - p + i, ix = ox * s - p + j;
+                                if (iy < 0 || iy >= in.h || ix < 0 || ix >= in.w) continue;
+                                int64_t ci = (o / og) * cg + c;
+                                acc += (double)w[((o * cg + c) * k + i) * k + j] *
+                                       x[((b * in.c + ci) * in.h + iy) * in.w + ix];
+                            }
+                    y[((b * out + o) * oh + oy) * ow + ox] = (float)acc;
+                }
+}
+
+typedef struct obj {
+    kdi_seq *s;
+    const float *x, *w;
+    int64_t batch, nout;
+} obj;
+
+static double objective(void *p)
+{
+    obj *c = p;
+    const float *y;
+    ck_assert_int_eq(kdi_seq_forward(c->s, c->x, c->batch, 1, &y), KD_OK);
+    double sum = 0.0;
+    for (int64_t i = 0; i < c->batch * c->nout; i++) sum += (double)c->w[i] * y[i];
+    return sum;
+}
+
+/* Like kdt_check_gradients, with the caller's input: max pooling needs inputs whose maxima are
+ * far apart, so a finite-difference step never changes the winner. */
+static void check_grad_with_input(const char *spec, kdi_shape shape, int64_t batch, float *x)
+{
+    kdi_seq s;
+    ck_assert_msg(kdi_seq_build(&s, spec, shape, 3) == KD_OK, "%s: %s", spec, kd_last_error());
+    int64_t nin = batch * kdi_shape_size(shape), nout = kdi_shape_size(s.out);
+    float *dx = malloc(sizeof(float) * nin), *w = malloc(sizeof(float) * batch * nout);
+    kdt_fill(w, batch * nout, 9, -1.0f, 1.0f);
+    obj c = {&s, x, w, batch, nout};
+    objective(&c);
+    ck_assert_int_eq(kdi_seq_backward(&s, w, dx), KD_OK);
+    double err = kdt_gradcheck(objective, &c, x, dx, nin, 1e-2, 300);
+    ck_assert_msg(err < 1e-2, "%s: input gradient error %g", spec, err);
+    kdi_seq_free(&s);
+    free(dx);
+    free(w);
+}
+
+/* Distinct values 0.05 apart in a seeded order. */
+static void spaced_values(float *x, int64_t n, uint64_t seed)
+{
+    kdt_fill(x, n, seed, 0.0f, 1.0f);
+    int64_t *rank = malloc(sizeof(int64_t) * n);
+    for (int64_t i = 0; i < n; i++) {
+        rank[i] = 0;
+        for (int64_t j = 0; j < n; j++) rank[i] += x[j] < x[i] || (x[j] == x[i] && j < i);
+    }
+    for (int64_t i = 0; i < n; i++) x[i] = 0.05f * (float)rank[i] - 0.025f * (float)n;
+    free(rank);
+}
+
+/* ---------------------------------------------------------------- convolution */
+
+static void check_forward(const char *spec, kdi_shape in, int64_t batch, int64_t out, int64_t k,
+                          int64_t s, int64_t p, int64_t groups, int bias)
+{
+    kdi_seq seq;
+    ck_assert_msg(kdi_seq_build(&seq, spec, in, 5) == KD_OK, "%s: %s", spec, kd_last_error());
+    int64_t nin = batch * kdi_shape_size(in), nout = batch * kdi_shape_size(seq.out);
+    float *x = malloc(sizeof(float) * nin), *want = malloc(sizeof(float) * nout);
+    kdt_fill(x, nin, 4, -1.0f, 1.0f);
+    const kdi_layer *l = &seq.layers[0];
+    direct_conv(x, l->params[0].value, bias ? l->params[1].value : NULL, want, batch, in, out, k, s,
+                p, groups);
+    const float *y;
+    ck_assert_int_eq(kdi_seq_forward(&seq, x, batch, 0, &y), KD_OK);
+    for (int64_t i = 0; i < nout; i++)
+        ck_assert_msg(fabsf(y[i] - want[i]) < 1e-4f, "%s: y[%lld] = %g, want %g", spec,
+                      (long long)i, y[i], want[i]);
+    kdi_seq_free(&seq);
+    free(x);
+    free(want);
+}
+
+START_TEST(conv_forward_matches_direct_loops)
+{
+    check_forward("conv 4 3", (kdi_shape){3, 6, 6}, 2, 4, 3, 1, 0, 1, 1);
+    check_forward("conv 5 3 pad=1", (kdi_shape){2, 7, 5}, 3, 5, 3, 1, 1, 1, 1);
+    check_forward("conv 6 3 stride=2 pad=1", (kdi_shape){2, 9, 8}, 2, 6, 3, 2, 1, 1, 1);
+    check_forward("conv 4 5 stride=3 pad=2 bias=0", (kdi_shape){3, 11, 10}, 2, 4, 5, 3, 2, 1, 0);
+    check_forward("conv 6 3 pad=1 groups=2", (kdi_shape){4, 5, 5}, 2, 6, 3, 1, 1, 2, 1);
+    check_forward("conv 4 3 pad=1 groups=4", (kdi_shape){4, 6, 6}, 3, 4, 3, 1, 1, 4, 1);
+    check_forward("conv 3 1", (kdi_shape){5, 4, 4}, 2, 3, 1, 1, 0, 1, 1);
+    check_forward("conv 2 2 stride=2", (kdi_shape){1, 5, 5}, 1, 2, 2, 2, 0, 1, 1);
+    /* 1x30x30 padded: 900 outputs per image, so chunks of one image; and 10x10: chunks of 15. */
+    check_forward("conv 3 3 pad=1", (kdi_shape){1, 30, 30}, 3, 3, 3, 1, 1, 1, 1);
+    check_forward("conv 3 3 pad=1", (kdi_shape){2, 10, 10}, 40, 3, 3, 1, 1, 1, 1);
+}
+END_TEST
+
+START_TEST(conv_gradients)
+{
+    kdt_check_gradients("conv 4 3", (kdi_shape){3, 6, 6}, 2, -1.0f, 1.0f);
+    kdt_check_gradients("conv 5 3 pad=1", (kdi_shape){2, 5, 7}, 3, -1.0f, 1.0f);
+    kdt_check_gradients("conv 4 3 stride=2 pad=1", (kdi_shape){2, 7, 7}, 2, -1.0f, 1.0f);
+    kdt_check_gradients("conv 4 4 stride=3 pad=2 bias=0", (kdi_shape){2, 9, 8}, 2, -1.0f, 1.0f);
+    kdt_check_gradients("conv 6 3 pad=1 groups=3", (kdi_shape){3, 5, 5}, 2, -1.0f, 1.0f);
+    kdt_check_gradients("conv 4 3 pad=1 groups=4", (kdi_shape){4, 5, 5}, 2, -1.0f, 1.0f);
+    kdt_check_gradients("conv 3 1 stride=2", (kdi_shape){4, 6, 6}, 2, -1.0f, 1.0f);
+    /* several chunks with a short last one (600 outputs: chunks of two images), then a chain */
+    kdt_check_gradients("conv 2 3 pad=1", (kdi_shape){1, 20, 30}, 3, -1.0f, 1.0f);
+    kdt_check_gradients("conv 4 3 pad=1 | tanh | conv 3 3 stride=2 | flatten | dense 3",
+                        (kdi_shape){2, 8, 8}, 3, -1.0f, 1.0f);
+}
+END_TEST
+
+START_TEST(conv_shapes_and_spec)
+{
+    kd_model *m;
+    ck_assert_int_eq(kd_model_create("input 3x32x32 | conv 16 3 stride=2 pad=1 groups=1 bias=1 | "
+                                     "conv 16 3 pad=1 groups=16 bias=0 | conv 8 1",
+                                     1, &m),
+                     KD_OK);
+    ck_assert_str_eq(kd_model_spec(m), "input 3x32x32 | conv 16 3 stride=2 pad=1 | "
+                                       "conv 16 3 pad=1 groups=16 bias=0 | conv 8 1");
+    int64_t n, params, size;
+    const char *kind;
+    ck_assert_int_eq(kd_model_output_size(m, &n), KD_OK);
+    ck_assert_int_eq(n, 8 * 16 * 16);
+    ck_assert_int_eq(kd_model_layer_info(m, 1, &kind, &params, &size), KD_OK);
+    ck_assert_str_eq(kind, "conv");
+    ck_assert_int_eq(params, 16 * 9);
+    ck_assert_int_eq(kd_model_param_count(m, &n), KD_OK);
+    ck_assert_int_eq(n, 16 * 27 + 16 + 16 * 9 + 8 * 16 + 8);
+    const kdi_param_list *pl = kdi_model_params(m);
+    ck_assert_str_eq(pl->items[0].name, "0.weight");
+    ck_assert_int_eq(pl->items[0].p->ndim, 4);
+    ck_assert_int_eq(pl->items[0].p->dims[0], 16);
+    ck_assert_int_eq(pl->items[0].p->dims[1], 3);
+    ck_assert_int_eq(pl->items[0].p->dims[2], 3);
+    ck_assert_int_eq(pl->items[2].p->dims[1], 1); /* depthwise: in/groups */
+    ck_assert_str_eq(pl->items[3].name, "2.weight");
+    kd_model_destroy(m);
+}
+END_TEST
+
+START_TEST(conv_bad_specs)
+{
+    static const char *bad[] = {
+        "input 3x8x8 | conv 4",              /* no kernel */
+        "input 3x8x8 | conv 4 3 groups=2",   /* 3 channels in 2 groups */
+        "input 4x8x8 | conv 3 3 groups=2",   /* 3 outputs in 2 groups */
+        "input 3x8x8 | conv 4 9",            /* larger than the input */
+        "input 3x8x8 | conv 4 3 stride=0",   /* stride out of range */
+        "input 3x8x8 | conv 4 3 pad=-1",     /* negative padding */
+        "input 3x8x8 | conv 4 3 bias=2",     /* bias is 0 or 1 */
+        "input 3x8x8 | conv 4 3 dilation=2", /* unknown key */
+        "input 3x8x8 | conv 0 3",            /* no outputs */
+        "input 3x8x8 | conv 4 3 5",          /* too many positionals */
+        "input 3x8x8 | maxpool 9",           /* window larger than the input */
+        "input 3x8x8 | maxpool",             /* no window */
+        "input 3x8x8 | avgpool 2 stride=0",  /* stride out of range */
+        "input 3x8x8 | gap 2",               /* gap takes nothing */
+        "input 3x8x8 | flatten 1",           /* flatten takes nothing */
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        kd_model *m = (kd_model *)&m;
+        kd_status st = kd_model_create(bad[i], 1, &m);
+        ck_assert_msg(st == KD_ERR_FORMAT || st == KD_ERR_SHAPE, "%s gave %d", bad[i], (int)st);
+        ck_assert_msg(m == (kd_model *)&m, "%s: the output handle changed", bad[i]);
+        ck_assert(strlen(kd_last_error()) > 0);
+    }
+}
+END_TEST
+
+START_TEST(conv_model_rejects_wrong_input)
+{
+    kd_model *m;
+    ck_assert_int_eq(kd_model_create("input 2x6x6 | conv 3 3 | flatten | dense 2", 2, &m), KD_OK);
+    float x[72], y[2];
+    kdt_fill(x, 72, 1, -1, 1);
+    x[5] = NAN;
+    ck_assert_int_eq(kd_model_predict(m, x, 1, y), KD_ERR_NUMERIC);
+    ck_assert_int_eq(kd_model_predict(m, NULL, 1, y), KD_ERR_ARGUMENT);
+    ck_assert_int_eq(kd_model_predict(m, x, 0, y), KD_ERR_ARGUMENT);
+    kd_model_destroy(m);
+}
+END_TEST
+
+/* ---------------------------------------------------------------- pooling and flatten */
+
+START_TEST(pool_forward_values)
+{
+    /* one 4x4 plane 0..15, two examples (the second negated) */
+    float x[32], want_max[8] = {5, 7, 13, 15, 0, -2, -8, -10};
+    for (int i = 0; i < 16; i++) x[i] = (float)i, x[16 + i] = -(float)i;
+    kdi_seq s;
+    const float *y;
+    ck_assert_int_eq(kdi_seq_build(&s, "maxpool 2", (kdi_shape){1, 4, 4}, 1), KD_OK);
+    ck_assert_int_eq(kdi_seq_forward(&s, x, 2, 0, &y), KD_OK);
+    for (int i = 0; i < 8; i++) ck_assert_float_eq(y[i], want_max[i]);
+    kdi_seq_free(&s);
+    ck_assert_int_eq(kdi_seq_build(&s, "avgpool 2", (kdi_shape){1, 4, 4}, 1), KD_OK);
+    ck_assert_int_eq(kdi_seq_forward(&s, x, 1, 0, &y), KD_OK);
+    ck_assert_float_eq(y[0], 2.5f);
+    ck_assert_float_eq(y[3], 12.5f);
+    kdi_seq_free(&s);
+    /* overlapping windows: 3x3, stride 1 on 4x4 -> 2x2 */
+    ck_assert_int_eq(kdi_seq_build(&s, "maxpool 3 stride=1", (kdi_shape){1, 4, 4}, 1), KD_OK);
+    ck_assert_int_eq(s.out.h, 2);
+    ck_assert_int_eq(kdi_seq_forward(&s, x, 1, 0, &y), KD_OK);
+    ck_assert_float_eq(y[0], 10.0f);
+    ck_assert_float_eq(y[3], 15.0f);
+    kdi_seq_free(&s);
+    /* gap over 2 channels of 2x3 */
+    float g[12] = {1, 2, 3, 4, 5, 6, -1, -1, -1, -1, -1, 5};
+    ck_assert_int_eq(kdi_seq_build(&s, "gap", (kdi_shape){2, 2, 3}, 1), KD_OK);
+    ck_assert_int_eq(s.out.c, 2);
+    ck_assert_int_eq(s.out.h * s.out.w, 1);
+    ck_assert_int_eq(kdi_seq_forward(&s, g, 1, 0, &y), KD_OK);
+    ck_assert_float_eq_tol(y[0], 3.5f, 1e-6f);
+    ck_assert_float_eq_tol(y[1], 0.0f, 1e-6f);
+    kdi_seq_free(&s);
+    /* PyTorch floors the output size: 5x5 by 2 gives 2x2 */
+    ck_assert_int_eq(kdi_seq_build(&s, "avgpool 2", (kdi_shape){3, 5, 5}, 1), KD_OK);
+    ck_assert_int_eq(s.out.h, 2);
+    ck_assert_int_eq(s.out.w, 2);
+    kdi_seq_free(&s);
+}
+END_TEST
+
+START_TEST(pool_gradients)
+{
+    float x[2 * 3 * 7 * 6];
+    spaced_values(x, 2 * 3 * 7 * 6, 11);
+    check_grad_with_input("maxpool 2", (kdi_shape){3, 7, 6}, 2, x);
+    spaced_values(x, 2 * 3 * 7 * 6, 12);
+    check_grad_with_input("maxpool 3 stride=2", (kdi_shape){3, 7, 6}, 2, x);
+    spaced_values(x, 2 * 3 * 7 * 6, 13);
+    check_grad_with_input("maxpool 2 stride=1", (kdi_shape){3, 7, 6}, 2, x);
+    kdt_check_gradients("avgpool 2", (kdi_shape){3, 7, 6}, 2, -1.0f, 1.0f);
+    kdt_check_gradients("avgpool 3 stride=2", (kdi_shape){2, 7, 7}, 2, -1.0f, 1.0f);
+    kdt_check_gradients("gap", (kdi_shape){4, 5, 3}, 3, -1.0f, 1.0f);
+    kdt_check_gradients("flatten | dense 3", (kdi_shape){2, 3, 3}, 2, -1.0f, 1.0f);
+    kdt_check_gradients("conv 4 3 pad=1 | avgpool 2 | conv 4 3 | gap | flatten | dense 3",
+                        (kdi_shape){2, 8, 8}, 2, -1.0f, 1.0f);
+}
+END_TEST
+
+START_TEST(flatten_shape)
+{
+    kd_model *m;
+    ck_assert_int_eq(kd_model_create("input 2x3x4 | flatten | dense 5", 1, &m), KD_OK);
+    int64_t size;
+    const char *kind;
+    int64_t params;
+    ck_assert_int_eq(kd_model_layer_info(m, 0, &kind, &params, &size), KD_OK);
+    ck_assert_str_eq(kind, "flatten");
+    ck_assert_int_eq(params, 0);
+    ck_assert_int_eq(size, 24);
+    ck_assert_int_eq(kd_model_param_count(m, &size), KD_OK);
+    ck_assert_int_eq(size, 24 * 5 + 5);
+    kd_model_destroy(m);
+}
+END_TEST
+
+/* ---------------------------------------------------------------- files */
+
+START_TEST(cnn_save_load_round_trip)
+{
+    const char *spec = "input 2x12x12 | conv 6 3 pad=1 | relu | maxpool 2 | conv 8 3 groups=2 | "
+                       "relu | avgpool 2 stride=1 | conv 8 3 pad=1 groups=8 bias=0 | gap | "
+                       "flatten | dense 4";
+    kd_model *m, *l;
+    ck_assert_int_eq(kd_model_create(spec, 21, &m), KD_OK);
+    const char *path = tmp_path("cnn.safetensors");
+    ck_assert_int_eq(kd_model_save(m, path), KD_OK);
+    ck_assert_int_eq(kd_model_load(path, &l), KD_OK);
+    ck_assert_str_eq(kd_model_spec(l), kd_model_spec(m));
+    float x[3 * 288], a[12], b[12];
+    kdt_fill(x, 3 * 288, 8, 0, 1);
+    ck_assert_int_eq(kd_model_predict(m, x, 3, a), KD_OK);
+    ck_assert_int_eq(kd_model_predict(l, x, 3, b), KD_OK);
+    ck_assert(memcmp(a, b, sizeof a) == 0);
+    /* a conv of another shape refuses the file and keeps its weights */
+    kd_model *w;
+    ck_assert_int_eq(kd_model_create("input 2x12x12 | conv 6 5 pad=2 | relu | maxpool 2 | "
+                                     "conv 8 3 groups=2 | relu | avgpool 2 stride=1 | "
+                                     "conv 8 3 pad=1 groups=8 bias=0 | gap | flatten | dense 4",
+                                     21, &w),
+                     KD_OK);
+    float keep[6 * 2 * 25];
+    memcpy(keep, kdi_model_params(w)->items[0].p->value, sizeof keep);
+    ck_assert_int_eq(kd_model_load_weights(w, path), KD_ERR_SHAPE);
+    ck_assert(memcmp(keep, kdi_model_params(w)->items[0].p->value, sizeof keep) == 0);
+    kd_model_destroy(m);
+    kd_model_destroy(l);
+    kd_model_destroy(w);
+    unlink(path);
+}
+END_TEST
+
+/* Batch sizes that cross the chunking of the convolution give the same rows. */
+START_TEST(conv_batch_sizes_agree)
+{
+    kd_model *m;
+    ck_assert_int_eq(kd_model_create("input 1x9x9 | conv 4 3 pad=1 | relu | conv 2 3 stride=2 | "
+                                     "flatten | dense 3",
+                                     4, &m),
+                     KD_OK);
+    enum { N = 45 };
+    float *x = malloc(sizeof(float) * N * 81), all[N * 3], one[3];
+    kdt_fill(x, N * 81, 3, 0, 1);
+    ck_assert_int_eq(kd_model_predict(m, x, N, all), KD_OK);
+    for (int i = 0; i < N; i += 7) {
+        ck_assert_int_eq(kd_model_predict(m, x + i * 81, 1, one), KD_OK);
+        for (int j = 0; j < 3; j++) ck_assert_float_eq_tol(one[j], all[i * 3 + j], 1e-5f);
+    }
+    free(x);
+    kd_model_destroy(m);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("conv");
+    TCase *t = tcase_create("conv");
+    tcase_set_timeout(t, 120);
+    tcase_add_test(t, conv_forward_matches_direct_loops);
+    tcase_add_test(t, conv_gradients);
+    tcase_add_test(t, conv_shapes_and_spec);
+    tcase_add_test(t, conv_bad_specs);
+    tcase_add_test(t, conv_model_rejects_wrong_input);
+    tcase_add_test(t, pool_forward_values);
+    tcase_add_test(t, pool_gradients);
+    tcase_add_test(t, flatten_shape);
+    tcase_add_test(t, cnn_save_load_round_trip);
+    tcase_add_test(t, conv_batch_sizes_agree);
+    suite_add_tcase(s, t);
+    return kdt_run(s);
+}
