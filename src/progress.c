@@ -2,6 +2,7 @@
  * nothing with --quiet; and, with --log FILE.jsonl, one JSON object per epoch whatever the mode. */
 #define _DEFAULT_SOURCE /* TIOCGWINSZ */
 #include <errno.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,11 +22,26 @@ static int utf8_locale(void)
     return 0;
 }
 
+/* Ctrl-C during a bar: end the bar's line so the shell's prompt starts on its own, then die of
+ * the signal as usual (exit status 128 + signal). */
+static void on_signal(int sig)
+{
+    static const char nl[] = "\n";
+    ssize_t ignored = write(STDOUT_FILENO, nl, 1);
+    (void)ignored;
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
 int progress_open(progress *p, const options *o)
 {
     memset(p, 0, sizeof *p);
     p->mode = o->quiet ? 0 : isatty(STDOUT_FILENO) ? 2 : 1;
     p->unicode = utf8_locale();
+    if (p->mode == 2) {
+        signal(SIGINT, on_signal);
+        signal(SIGTERM, on_signal);
+    }
     if (o->log_path != NULL) {
         /* A resumed run adds its epochs to the log the first run started. */
         p->log = fopen(o->log_path, o->resume ? "a" : "w");
