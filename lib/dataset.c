@@ -37,7 +37,9 @@ static kd_status to_dataset(const kdi_idx *img, const kdi_idx *lab, const char *
     d->labels = lab != NULL ? malloc(sizeof(int32_t) * (size_t)d->n) : NULL;
     if (d->images == NULL || (lab != NULL && d->labels == NULL))
         return kdi_fail(KD_ERR_NOMEM, "cannot allocate a dataset of %lld images", (long long)d->n);
-    for (int64_t i = 0; i < img->count; i++) d->images[i] = (float)img->data[i] * (1.0f / 255.0f);
+    /* A division, not a multiplication by 1/255: the same floats as PyTorch's ToTensor. */
+    for (int64_t i = 0; i < img->count; i++) d->images[i] = (float)img->data[i] / 255.0f;
+    /* IDX labels are bytes, so every label is in [0, 255] and never -1. */
     for (int64_t i = 0; lab != NULL && i < d->n; i++) d->labels[i] = lab->data[i];
     return KD_OK;
 }
@@ -95,7 +97,8 @@ kd_status kd_batcher_create(const kd_dataset *d, int64_t batch, uint64_t seed, k
 {
     KDI_CHECK_NULL(d);
     KDI_CHECK_NULL(out);
-    if (batch < 1) return kdi_fail(KD_ERR_ARGUMENT, "batch must be 1 or more, got %lld", (long long)batch);
+    if (batch < 1)
+        return kdi_fail(KD_ERR_ARGUMENT, "batch must be 1 or more, got %lld", (long long)batch);
     kd_batcher *b = calloc(1, sizeof *b);
     int64_t *perm = malloc(sizeof(int64_t) * (size_t)d->n);
     if (b == NULL || perm == NULL) {

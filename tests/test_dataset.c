@@ -4,10 +4,13 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "rng.h"
 #include "testutil.h"
 
 #define TRAIN_IMAGES KDT_DATA "/fmnist-train-2000-images-idx3-ubyte.gz"
 #define TRAIN_LABELS KDT_DATA "/fmnist-train-2000-labels-idx1-ubyte.gz"
+#define TEST_IMAGES KDT_DATA "/fmnist-test-500-images-idx3-ubyte.gz"
+#define TEST_LABELS KDT_DATA "/fmnist-test-500-labels-idx1-ubyte.gz"
 
 /* A path in the test's directory; four live at once. */
 static const char *path_of(const char *name)
@@ -27,6 +30,37 @@ static void write_bytes(const char *path, const void *data, size_t n)
     fclose(f);
 }
 
+static unsigned char *slurp(const char *path, size_t *n)
+{
+    FILE *f = fopen(path, "rb");
+    ck_assert_ptr_nonnull(f);
+    fseek(f, 0, SEEK_END);
+    long size = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    unsigned char *b = malloc((size_t)size);
+    ck_assert_uint_eq(fread(b, 1, (size_t)size, f), (size_t)size);
+    fclose(f);
+    *n = (size_t)size;
+    return b;
+}
+
+/* Sum of the bytes behind images [from, to); each pixel must be exactly byte / 255.f. */
+static int64_t pixel_sum(const kd_dataset *d, int64_t from, int64_t to)
+{
+    int64_t c, h, w, s = 0, bad = 0;
+    ck_assert_int_eq(kd_dataset_shape(d, &c, &h, &w), KD_OK);
+    const float *x = kd_dataset_images(d);
+    for (int64_t i = from * c * h * w; i < to * c * h * w; i++) {
+        int byte = (int)(x[i] * 255.0f + 0.5f);
+        bad += byte < 0 || byte > 255 || x[i] != (float)byte / 255.0f;
+        s += byte;
+    }
+    ck_assert_int_eq(bad, 0); /* once: Check's asserts are slow in a loop of a million */
+    return s;
+}
+
+/* Reference figures from the subset's bytes (Python's gzip module): first labels, class counts,
+ * the first image's and all images' pixel sums. */
 START_TEST(loads_subset)
 {
     kd_dataset *d;
@@ -36,15 +70,14 @@ START_TEST(loads_subset)
     ck_assert_int_eq(kd_dataset_shape(d, &c, &h, &w), KD_OK);
     ck_assert_int_eq(n, 2000);
     ck_assert(c == 1 && h == 28 && w == 28);
-    /* Fashion-MNIST's first training labels: ankle boot, T-shirt, T-shirt, dress, T-shirt. */
+    /* ankle boot, T-shirt, T-shirt, dress, T-shirt, pullover, sneaker, pullover, sandal, sandal */
+    static const int32_t first[10] = {9, 0, 0, 3, 0, 2, 7, 2, 5, 5};
+    static const int counts_want[10] = {194, 216, 202, 195, 186, 200, 194, 215, 198, 200};
     const int32_t *y = kd_dataset_labels(d);
-    ck_assert(y[0] == 9 && y[1] == 0 && y[2] == 0 && y[3] == 3 && y[4] == 0);
+    for (int i = 0; i < 10; i++) ck_assert_int_eq(y[i], first[i]);
     int counts[10] = {0};
-    for (int64_t i = 0; i < n; i++) {
-        ck_assert(y[i] >= 0 && y[i] < 10);
-        counts[y[i]]++;
-    }
-    for (int k = 0; k < 10; k++) ck_assert_msg(counts[k] > 100, "class %d has %d images", k, counts[k]);
+    for (int64_t i = 0; i < n; i++) counts[y[i] >= 0 && y[i] < 10 ? y[i] : 0]++;
+    for (int k = 0; k < 10; k++) ck_assert_int_eq(counts[k], counts_want[k]);
     const float *x = kd_dataset_images(d);
     float lo = 1, hi = 0;
     for (int64_t i = 0; i < n * 784; i++) {
@@ -52,8 +85,25 @@ START_TEST(loads_subset)
         hi = x[i] > hi ? x[i] : hi;
     }
     ck_assert(lo == 0.0f && hi == 1.0f);
+    ck_assert_int_eq(pixel_sum(d, 0, 1), 76247);
+    ck_assert_int_eq(pixel_sum(d, 0, n), 113529887);
     kd_dataset_destroy(d);
     kd_dataset_destroy(NULL);
+}
+END_TEST
+
+START_TEST(loads_test_split)
+{
+    kd_dataset *d;
+    ck_assert_int_eq(kd_dataset_load_idx(TEST_IMAGES, TEST_LABELS, &d), KD_OK);
+    int64_t n;
+    ck_assert_int_eq(kd_dataset_size(d, &n), KD_OK);
+    ck_assert_int_eq(n, 500);
+    static const int32_t first[10] = {9, 2, 1, 1, 6, 1, 4, 6, 5, 7};
+    for (int i = 0; i < 10; i++) ck_assert_int_eq(kd_dataset_labels(d)[i], first[i]);
+    ck_assert_int_eq(pixel_sum(d, 0, 1), 33456);
+    ck_assert_int_eq(pixel_sum(d, 0, n), 29494551);
+    kd_dataset_destroy(d);
 }
 END_TEST
 
@@ -68,13 +118,15 @@ START_TEST(unlabelled)
     int32_t y[8];
     int64_t rows;
     ck_assert_int_eq(kd_batcher_next(b, x, y, &rows), KD_OK);
+    ck_assert_int_eq(rows, 8);
     for (int i = 0; i < 8; i++) ck_assert_int_eq(y[i], -1);
+    ck_assert_int_eq(kd_batcher_next(b, x, NULL, &rows), KD_OK);
     kd_batcher_destroy(b);
     kd_dataset_destroy(d);
 }
 END_TEST
 
-/* Header and body of a small IDX file. */
+/* Header and body (bytes 0, 1, 2, ...) of a small IDX file. */
 static size_t idx_file(unsigned char *buf, unsigned char type, int ndim, const uint32_t *dims,
                        size_t body)
 {
@@ -82,8 +134,41 @@ static size_t idx_file(unsigned char *buf, unsigned char type, int ndim, const u
     buf[k++] = 0, buf[k++] = 0, buf[k++] = type, buf[k++] = (unsigned char)ndim;
     for (int d = 0; d < ndim; d++)
         for (int s = 24; s >= 0; s -= 8) buf[k++] = (unsigned char)(dims[d] >> s);
-    memset(buf + k, 7, body);
+    for (size_t i = 0; i < body; i++) buf[k + i] = (unsigned char)(i * 7);
     return k + body;
+}
+
+START_TEST(four_dims)
+{
+    unsigned char buf[256];
+    uint32_t dims[4] = {2, 3, 2, 2}, ldims[1] = {2};
+    char img[256], lab[256];
+    snprintf(img, sizeof img, "%s", path_of("img4.idx"));
+    snprintf(lab, sizeof lab, "%s", path_of("lab4.idx"));
+    write_bytes(img, buf, idx_file(buf, 8, 4, dims, 24));
+    write_bytes(lab, buf, idx_file(buf, 8, 1, ldims, 2));
+    kd_dataset *d;
+    ck_assert_int_eq(kd_dataset_load_idx(img, lab, &d), KD_OK);
+    int64_t c, h, w;
+    ck_assert_int_eq(kd_dataset_shape(d, &c, &h, &w), KD_OK);
+    ck_assert(c == 3 && h == 2 && w == 2);
+    for (int i = 0; i < 24; i++)
+        ck_assert_float_eq(kd_dataset_images(d)[i], (float)(unsigned char)(i * 7) / 255.0f);
+    ck_assert(kd_dataset_labels(d)[0] == 0 && kd_dataset_labels(d)[1] == 7);
+    kd_dataset_destroy(d);
+    unlink(img);
+    unlink(lab);
+}
+END_TEST
+
+/* Loading fails with want, says why, and leaves *out alone. */
+static void expect_fail(const char *img, const char *lab, kd_status want, const char *what)
+{
+    kd_dataset *sentinel = (kd_dataset *)&sentinel, *d = sentinel;
+    kd_status st = kd_dataset_load_idx(img, lab, &d);
+    ck_assert_msg(st == want, "%s gave %d, expected %d (%s)", what, st, want, kd_last_error());
+    ck_assert_msg(d == sentinel, "%s touched *out", what);
+    ck_assert(strlen(kd_last_error()) > 0);
 }
 
 START_TEST(hostile_idx)
@@ -92,54 +177,96 @@ START_TEST(hostile_idx)
     char img[256], lab[256];
     snprintf(img, sizeof img, "%s", path_of("img.idx"));
     snprintf(lab, sizeof lab, "%s", path_of("lab.idx"));
-    uint32_t dims[3] = {2, 4, 4}, ldims[1] = {2};
+    uint32_t ldims[1] = {2};
     write_bytes(lab, buf, idx_file(buf, 8, 1, ldims, 2));
-    kd_dataset *d = (kd_dataset *)&d;
     struct {
         const char *what;
         unsigned char type;
         int ndim;
-        uint32_t dims[3];
+        uint32_t dims[5];
         size_t body;
-        size_t cut;
+        kd_status want;
     } bad[] = {
-        {"float type", 0x0D, 3, {2, 4, 4}, 32, 0},
-        {"2 dims", 8, 2, {2, 16, 0}, 32, 0},
-        {"zero dim", 8, 3, {0, 4, 4}, 0, 0},
-        {"huge", 8, 3, {65536, 65536, 65536}, 0, 0},
-        {"truncated body", 8, 3, {2, 4, 4}, 31, 0},
-        {"trailing bytes", 8, 3, {2, 4, 4}, 33, 0},
-        {"truncated header", 8, 3, {2, 4, 4}, 32, 9},
-        {"labels mismatch", 8, 3, {3, 4, 4}, 48, 0},
+        {"float type", 0x0D, 3, {2, 4, 4}, 32, KD_ERR_FORMAT},
+        {"int type", 0x0C, 3, {2, 4, 4}, 32, KD_ERR_FORMAT},
+        {"2 dims", 8, 2, {2, 16}, 32, KD_ERR_FORMAT},
+        {"5 dims", 8, 5, {2, 1, 4, 4, 1}, 32, KD_ERR_FORMAT},
+        {"zero dim", 8, 3, {2, 0, 4}, 0, KD_ERR_FORMAT},
+        {"2^48 values", 8, 3, {65536, 65536, 65536}, 0, KD_ERR_FORMAT},
+        {"2^31 + 65536 values", 8, 3, {2, 32768, 32769}, 0, KD_ERR_FORMAT},
+        {"2^31 values, no data", 8, 3, {2, 32768, 32768}, 0, KD_ERR_FORMAT},
+        {"truncated body", 8, 3, {2, 4, 4}, 31, KD_ERR_FORMAT},
+        {"trailing bytes", 8, 3, {2, 4, 4}, 33, KD_ERR_FORMAT},
+        {"labels mismatch", 8, 3, {3, 4, 4}, 48, KD_ERR_SHAPE},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        size_t n = idx_file(buf, bad[i].type, bad[i].ndim, bad[i].dims, bad[i].body);
-        write_bytes(img, buf, bad[i].cut ? bad[i].cut : n);
-        kd_status st = kd_dataset_load_idx(img, lab, &d);
-        ck_assert_msg(st == KD_ERR_FORMAT || st == KD_ERR_SHAPE, "%s gave %d", bad[i].what, st);
-        ck_assert_msg(d == (kd_dataset *)&d, "%s touched *out", bad[i].what);
+        write_bytes(img, buf, idx_file(buf, bad[i].type, bad[i].ndim, bad[i].dims, bad[i].body));
+        expect_fail(img, lab, bad[i].want, bad[i].what);
+    }
+    /* a valid file cut anywhere */
+    uint32_t dims[3] = {2, 4, 4};
+    size_t n = idx_file(buf, 8, 3, dims, 32);
+    static const size_t cuts[] = {0, 1, 2, 3, 4, 5, 7, 8, 11, 12, 15, 16, 17, 30, 47};
+    for (size_t i = 0; i < sizeof cuts / sizeof cuts[0]; i++) {
+        write_bytes(img, buf, cuts[i]);
+        expect_fail(img, lab, KD_ERR_FORMAT, "a cut file");
     }
     buf[0] = 1;
-    write_bytes(img, buf, 40);
-    ck_assert_int_eq(kd_dataset_load_idx(img, lab, &d), KD_ERR_FORMAT);
-    ck_assert_int_eq(kd_dataset_load_idx(path_of("missing"), lab, &d), KD_ERR_IO);
-    ck_assert_int_eq(kd_dataset_load_idx(NULL, lab, &d), KD_ERR_ARGUMENT);
-    /* and the good one */
-    write_bytes(img, buf, idx_file(buf, 8, 3, dims, 32));
+    write_bytes(img, buf, n);
+    expect_fail(img, lab, KD_ERR_FORMAT, "magic byte 0");
+    buf[0] = 0, buf[1] = 8;
+    write_bytes(img, buf, n);
+    expect_fail(img, lab, KD_ERR_FORMAT, "magic byte 1");
+    buf[1] = 0;
+    write_bytes(img, buf, n);
+    expect_fail(lab, NULL, KD_ERR_FORMAT, "labels as images");
+    expect_fail(img, img, KD_ERR_FORMAT, "images as labels");
+    expect_fail(path_of("missing"), lab, KD_ERR_IO, "a missing image file");
+    expect_fail(img, path_of("missing"), KD_ERR_IO, "a missing label file");
+    expect_fail(kdt_tmpdir(), lab, KD_ERR_IO, "a directory");
+    expect_fail(NULL, lab, KD_ERR_ARGUMENT, "NULL path");
+    ck_assert_int_eq(kd_dataset_load_idx(img, lab, NULL), KD_ERR_ARGUMENT);
+    /* and the good one, plain (not gzip) */
+    kd_dataset *d;
     ck_assert_msg(kd_dataset_load_idx(img, lab, &d) == KD_OK, "%s", kd_last_error());
-    ck_assert_float_eq_tol(kd_dataset_images(d)[0], 7.0f / 255.0f, 1e-7f);
+    ck_assert_float_eq(kd_dataset_images(d)[1], 7.0f / 255.0f);
     kd_dataset_destroy(d);
     unlink(img);
     unlink(lab);
 }
 END_TEST
 
-/* One epoch visits every example once; the last batch is short; rows == 0 marks the end; the same
- * seed gives the same order; another epoch another order. */
-static void epoch_order(kd_batcher *b, const kd_dataset *d, int64_t *order, int64_t n)
+/* gzip files cut short or damaged: the stream's own checks (length, CRC) catch what the IDX
+ * header cannot. */
+START_TEST(hostile_gzip)
 {
-    float *x = malloc(sizeof(float) * 64 * 784);
-    int32_t y[64];
+    size_t n;
+    unsigned char *gz = slurp(TRAIN_LABELS, &n);
+    char lab[256];
+    snprintf(lab, sizeof lab, "%s", path_of("cut-labels.gz"));
+    static const double fractions[] = {0.02, 0.5, 0.9};
+    for (size_t i = 0; i < 3; i++) {
+        write_bytes(lab, gz, (size_t)(fractions[i] * (double)n));
+        expect_fail(TRAIN_IMAGES, lab, KD_ERR_FORMAT, "a cut gzip file");
+    }
+    write_bytes(lab, gz, n - 4); /* no length trailer */
+    expect_fail(TRAIN_IMAGES, lab, KD_ERR_FORMAT, "a gzip file without its trailer");
+    gz[n - 6] ^= 0x55; /* the CRC */
+    write_bytes(lab, gz, n);
+    expect_fail(TRAIN_IMAGES, lab, KD_ERR_FORMAT, "a gzip file with a bad CRC");
+    free(gz);
+    unlink(lab);
+}
+END_TEST
+
+/* One epoch's order of dataset indices, checking every batch against the dataset. */
+static int64_t epoch_order(kd_batcher *b, const kd_dataset *d, int64_t batch, int64_t *order,
+                           int64_t *last_rows)
+{
+    int64_t n;
+    ck_assert_int_eq(kd_dataset_size(d, &n), KD_OK);
+    float *x = malloc(sizeof(float) * (size_t)(batch * 784));
+    int32_t *y = malloc(sizeof(int32_t) * (size_t)batch);
     int64_t rows, seen = 0;
     for (;;) {
         ck_assert_int_eq(kd_batcher_next(b, x, y, &rows), KD_OK);
@@ -153,40 +280,133 @@ static void epoch_order(kd_batcher *b, const kd_dataset *d, int64_t *order, int6
             ck_assert(memcmp(x + i * 784, kd_dataset_images(d) + idx[i] * 784, 784 * 4) == 0);
             order[seen++] = idx[i];
         }
-        ck_assert(rows == 64 || seen == n);
+        ck_assert(rows == batch || seen == n);
+        *last_rows = rows;
     }
-    ck_assert_int_eq(seen, n);
+    const int64_t *idx;
+    int64_t r2;
+    ck_assert_int_eq(kd_batcher_indices(b, &idx, &r2), KD_OK);
+    ck_assert_int_eq(r2, 0);
     free(x);
+    free(y);
+    return seen;
+}
+
+static void assert_permutation(const int64_t *order, int64_t n)
+{
+    char *hit = calloc((size_t)n, 1);
+    for (int64_t i = 0; i < n; i++) {
+        ck_assert(order[i] >= 0 && order[i] < n);
+        hit[order[i]]++;
+    }
+    for (int64_t i = 0; i < n; i++) ck_assert_int_eq(hit[i], 1);
+    free(hit);
 }
 
 START_TEST(batcher_epochs)
 {
     kd_dataset *d;
     ck_assert_int_eq(kd_dataset_load_idx(TRAIN_IMAGES, TRAIN_LABELS, &d), KD_OK);
-    int64_t n = 2000, *a = malloc(sizeof(int64_t) * n), *b2 = malloc(sizeof(int64_t) * n);
-    int64_t *c = malloc(sizeof(int64_t) * n);
-    kd_batcher *b, *same;
+    const int64_t n = 2000;
+    int64_t *e0 = malloc(sizeof(int64_t) * n), *e1 = malloc(sizeof(int64_t) * n);
+    int64_t *same = malloc(sizeof(int64_t) * n), *other = malloc(sizeof(int64_t) * n), last;
+    kd_batcher *b, *b2, *b3;
     ck_assert_int_eq(kd_batcher_create(d, 64, 5, &b), KD_OK);
-    ck_assert_int_eq(kd_batcher_create(d, 64, 5, &same), KD_OK);
-    epoch_order(b, d, a, n);
-    epoch_order(b, d, b2, n);
-    epoch_order(same, d, c, n);
-    ck_assert(memcmp(a, c, sizeof(int64_t) * n) == 0);
-    ck_assert(memcmp(a, b2, sizeof(int64_t) * n) != 0);
-    char *hit = calloc((size_t)n, 1);
-    for (int64_t i = 0; i < n; i++) hit[a[i]]++;
-    for (int64_t i = 0; i < n; i++) ck_assert_int_eq(hit[i], 1);
-    float x[784];
+    ck_assert_int_eq(kd_batcher_create(d, 64, 5, &b2), KD_OK);
+    ck_assert_int_eq(kd_batcher_create(d, 64, 6, &b3), KD_OK);
+    ck_assert_int_eq(epoch_order(b, d, 64, e0, &last), n);
+    ck_assert_int_eq(last, n % 64); /* the short last batch */
+    assert_permutation(e0, n);
+    ck_assert_int_eq(epoch_order(b, d, 64, e1, &last), n);
+    assert_permutation(e1, n);
+    ck_assert(memcmp(e0, e1, sizeof(int64_t) * n) != 0);
+    ck_assert_int_eq(epoch_order(b2, d, 64, same, &last), n);
+    ck_assert(memcmp(e0, same, sizeof(int64_t) * n) == 0);
+    ck_assert_int_eq(epoch_order(b2, d, 64, same, &last), n);
+    ck_assert(memcmp(e1, same, sizeof(int64_t) * n) == 0);
+    ck_assert_int_eq(epoch_order(b3, d, 64, other, &last), n);
+    ck_assert(memcmp(e0, other, sizeof(int64_t) * n) != 0);
+    kd_batcher_destroy(b);
+    kd_batcher_destroy(b2);
+    kd_batcher_destroy(b3);
+    /* epoch k is Fisher-Yates from kdi_rng seeded with kdi_rng_derive(seed, k), whatever the batch */
+    ck_assert_int_eq(kd_batcher_create(d, 2000, 5, &b), KD_OK);
+    ck_assert_int_eq(epoch_order(b, d, 2000, same, &last), n);
+    ck_assert_int_eq(last, n);
+    ck_assert(memcmp(e0, same, sizeof(int64_t) * n) == 0);
+    kdi_rng r;
+    kdi_rng_seed(&r, kdi_rng_derive(5, 1));
+    for (int64_t i = 0; i < n; i++) other[i] = i;
+    for (int64_t i = n - 1; i > 0; i--) {
+        int64_t j = (int64_t)kdi_rng_below(&r, (uint64_t)i + 1), t = other[i];
+        other[i] = other[j];
+        other[j] = t;
+    }
+    ck_assert(memcmp(e1, other, sizeof(int64_t) * n) == 0);
+    kd_batcher_destroy(b);
+    free(e0);
+    free(e1);
+    free(same);
+    free(other);
+    kd_dataset_destroy(d);
+}
+END_TEST
+
+/* A batch larger than the set gives the whole set, then the end of the epoch. */
+START_TEST(batch_larger_than_set)
+{
+    kd_dataset *d;
+    ck_assert_int_eq(kd_dataset_load_idx(TEST_IMAGES, TEST_LABELS, &d), KD_OK);
+    kd_batcher *b;
+    ck_assert_int_eq(kd_batcher_create(d, 4096, 1, &b), KD_OK);
+    float *x = malloc(sizeof(float) * 4096 * 784);
     int64_t rows;
-    ck_assert_int_eq(kd_batcher_create(d, 0, 5, &same), KD_ERR_ARGUMENT);
-    ck_assert_int_eq(kd_batcher_next(b, NULL, NULL, &rows), KD_ERR_ARGUMENT);
+    for (int epoch = 0; epoch < 3; epoch++) {
+        ck_assert_int_eq(kd_batcher_next(b, x, NULL, &rows), KD_OK);
+        ck_assert_int_eq(rows, 500);
+        ck_assert_int_eq(kd_batcher_next(b, x, NULL, &rows), KD_OK);
+        ck_assert_int_eq(rows, 0);
+    }
+    free(x);
+    kd_batcher_destroy(b);
+    kd_dataset_destroy(d);
+}
+END_TEST
+
+START_TEST(null_arguments)
+{
+    kd_dataset *d;
+    ck_assert_int_eq(kd_dataset_load_idx(TEST_IMAGES, TEST_LABELS, &d), KD_OK);
+    int64_t n, c;
+    ck_assert_int_eq(kd_dataset_size(NULL, &n), KD_ERR_ARGUMENT);
+    ck_assert_int_eq(kd_dataset_size(d, NULL), KD_ERR_ARGUMENT);
+    ck_assert_int_eq(kd_dataset_shape(NULL, &c, &c, &c), KD_ERR_ARGUMENT);
+    ck_assert_ptr_null(kd_dataset_images(NULL));
+    ck_assert_ptr_null(kd_dataset_labels(NULL));
+    kd_batcher *sentinel = (kd_batcher *)&sentinel, *b = sentinel;
+    ck_assert_int_eq(kd_batcher_create(NULL, 8, 1, &b), KD_ERR_ARGUMENT);
+    ck_assert_int_eq(kd_batcher_create(d, 0, 1, &b), KD_ERR_ARGUMENT);
+    ck_assert_int_eq(kd_batcher_create(d, -3, 1, &b), KD_ERR_ARGUMENT);
+    ck_assert_int_eq(kd_batcher_create(d, 8, 1, NULL), KD_ERR_ARGUMENT);
+    ck_assert_ptr_eq(b, sentinel);
+    ck_assert_int_eq(kd_batcher_create(d, 8, 1, &b), KD_OK);
+    float x[8 * 784];
+    int64_t rows = 77;
+    const int64_t *idx;
     ck_assert_int_eq(kd_batcher_next(NULL, x, NULL, &rows), KD_ERR_ARGUMENT);
+    ck_assert_int_eq(kd_batcher_next(b, NULL, NULL, &rows), KD_ERR_ARGUMENT);
+    ck_assert_int_eq(kd_batcher_next(b, x, NULL, NULL), KD_ERR_ARGUMENT);
+    ck_assert_int_eq(rows, 77);
+    ck_assert_int_eq(kd_batcher_indices(NULL, &idx, &rows), KD_ERR_ARGUMENT);
+    ck_assert_int_eq(kd_batcher_indices(b, NULL, &rows), KD_ERR_ARGUMENT);
+    ck_assert_int_eq(kd_batcher_indices(b, &idx, NULL), KD_ERR_ARGUMENT);
+    /* the failed calls did not advance the batcher: the first batch is still epoch 0's first */
+    ck_assert_int_eq(kd_batcher_indices(b, &idx, &rows), KD_OK);
+    ck_assert_int_eq(rows, 0);
+    ck_assert_int_eq(kd_batcher_next(b, x, NULL, &rows), KD_OK);
+    ck_assert_int_eq(rows, 8);
     kd_batcher_destroy(b);
     kd_batcher_destroy(NULL);
-    free(hit);
-    free(a);
-    free(b2);
-    free(c);
     kd_dataset_destroy(d);
 }
 END_TEST
@@ -196,9 +416,14 @@ int main(void)
     Suite *s = suite_create("dataset");
     TCase *t = tcase_create("dataset");
     tcase_add_test(t, loads_subset);
+    tcase_add_test(t, loads_test_split);
     tcase_add_test(t, unlabelled);
+    tcase_add_test(t, four_dims);
     tcase_add_test(t, hostile_idx);
+    tcase_add_test(t, hostile_gzip);
     tcase_add_test(t, batcher_epochs);
+    tcase_add_test(t, batch_larger_than_set);
+    tcase_add_test(t, null_arguments);
     suite_add_tcase(s, t);
     return kdt_run(s);
 }

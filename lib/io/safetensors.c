@@ -1,7 +1,13 @@
-/* safetensors reader and writer. The reader trusts nothing: every length, offset and name is checked
- * before a pointer is formed. See safetensors.h for the format. */
+/* safetensors reader and writer. The reader trusts nothing: the header length, every byte of the
+ * JSON, every shape and offset are checked before a pointer into the data is formed. The rules are
+ * the reference implementation's (huggingface/safetensors, safetensors/src/tensor.rs): a header of
+ * at most 100,000,000 bytes of UTF-8 JSON, no duplicate keys, and data offsets that tile the data
+ * section exactly -- no overlap, no gap, nothing after the last tensor -- whatever the order of
+ * the entries in the JSON. */
 #include "safetensors.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,25 +21,54 @@
 #error "safetensors data is little-endian; this build assumes a little-endian host"
 #endif
 
-#define MAX_HEADER (100LL * 1024 * 1024)
+/* The reference's limit (MAX_HEADER_SIZE), so both accept the same files. */
+#define MAX_HEADER 100000000LL
+#define META_KEY "__metadata__"
+
+/* ---------------------------------------------------------------- UTF-8 */
+
+/* Length of the well-formed UTF-8 sequence at s (RFC 3629: no overlong forms, no surrogates,
+ * nothing above U+10FFFF), or 0. */
+static size_t utf8_seq(const unsigned char *s, size_t n)
+{
+    if (s[0] < 0x80) return 1;
+    size_t len = s[0] >= 0xF0 ? 4 : s[0] >= 0xE0 ? 3 : s[0] >= 0xC2 ? 2 : 0;
+    if (len == 0 || s[0] > 0xF4 || len > n) return 0;
+    for (size_t i = 1; i < len; i++)
+        if ((s[i] & 0xC0) != 0x80) return 0;
+    if ((s[0] == 0xE0 && s[1] < 0xA0) || (s[0] == 0xED && s[1] > 0x9F) ||
+        (s[0] == 0xF0 && s[1] < 0x90) || (s[0] == 0xF4 && s[1] > 0x8F))
+        return 0;
+    return len;
+}
+
+static int utf8_valid(const void *p, size_t n)
+{
+    const unsigned char *s = p;
+    for (size_t i = 0, k; i < n; i += k)
+        if ((k = utf8_seq(s + i, n - i)) == 0) return 0;
+    return 1;
+}
 
 /* ---------------------------------------------------------------- a JSON subset */
 
 typedef struct json {
-    const char *p, *end;
+    const char *start, *p, *end;
     const char *path;
 } json;
 
 static void skip_ws(json *j)
 {
-    while (j->p < j->end && (*j->p == ' ' || *j->p == '\t' || *j->p == '\n' || *j->p == '\r')) j->p++;
+    while (j->p < j->end && (*j->p == ' ' || *j->p == '\t' || *j->p == '\n' || *j->p == '\r'))
+        j->p++;
 }
 
 static kd_status expect(json *j, char c)
 {
     skip_ws(j);
     if (j->p >= j->end || *j->p != c)
-        return kdi_fail(KD_ERR_FORMAT, "%s: the header's JSON expects '%c'", j->path, c);
+        return kdi_fail(KD_ERR_FORMAT, "%s: the header's JSON expects '%c' at byte %lld", j->path,
+                        c, (long long)(j->p - j->start));
     j->p++;
     return KD_OK;
 }
@@ -44,16 +79,38 @@ static int peek(json *j, char c)
     return j->p < j->end && *j->p == c;
 }
 
+/* After an opening bracket: *more is 0 (and the closing bracket consumed) when it is empty. */
+static kd_status first_or_end(json *j, char close, int *more)
+{
+    *more = !peek(j, close);
+    return *more ? KD_OK : expect(j, close);
+}
+
+/* After a key's value or an element: a comma, or the closing bracket. */
+static kd_status next_or_end(json *j, char close, int *more)
+{
+    *more = peek(j, ',');
+    if (!*more && !peek(j, close))
+        return kdi_fail(KD_ERR_FORMAT, "%s: the header's JSON expects ',' or '%c' at byte %lld",
+                        j->path, close, (long long)(j->p - j->start));
+    j->p++;
+    return KD_OK;
+}
+
 static int hex4(const char *s, unsigned *out)
 {
     unsigned v = 0;
     for (int i = 0; i < 4; i++) {
         char c = s[i];
         v <<= 4;
-        if (c >= '0' && c <= '9') v |= (unsigned)(c - '0');
-        else if (c >= 'a' && c <= 'f') v |= (unsigned)(c - 'a' + 10);
-        else if (c >= 'A' && c <= 'F') v |= (unsigned)(c - 'A' + 10);
-        else return 0;
+        if (c >= '0' && c <= '9')
+            v |= (unsigned)(c - '0');
+        else if (c >= 'a' && c <= 'f')
+            v |= (unsigned)(c - 'a' + 10);
+        else if (c >= 'A' && c <= 'F')
+            v |= (unsigned)(c - 'A' + 10);
+        else
+            return 0;
     }
     *out = v;
     return 1;
@@ -83,72 +140,86 @@ static size_t put_utf8(char *o, unsigned cp)
     return 4;
 }
 
-/* A JSON string, unescaped into a heap copy (never longer than its escaped form). */
+/* \uXXXX at c (c points at the 'u'), with a surrogate pair when there is one; returns the escape's
+ * length after the backslash, or 0 when malformed. NUL is refused: names are C strings. */
+static size_t unicode_escape(const char *c, const char *end, unsigned *cp)
+{
+    unsigned lo;
+    if (end - c < 5 || !hex4(c + 1, cp)) return 0;
+    if (*cp >= 0xDC00 && *cp < 0xE000) return 0;
+    if (*cp < 0xD800 || *cp >= 0xDC00) return *cp != 0 ? 5 : 0;
+    if (end - c < 11 || c[5] != '\\' || c[6] != 'u' || !hex4(c + 7, &lo) || lo < 0xDC00 ||
+        lo >= 0xE000)
+        return 0;
+    *cp = 0x10000 + ((*cp - 0xD800) << 10) + (lo - 0xDC00);
+    return 11;
+}
+
+/* Unescapes s[0, len) into o, which has room for len + 1 bytes (an escape never grows). */
+static int unescape(const char *s, size_t len, char *o)
+{
+    static const char from[] = "\"\\/bfnrt", to[] = "\"\\/\b\f\n\r\t";
+    const char *end = s + len;
+    for (const char *c = s; c < end;) {
+        if ((unsigned char)*c < 0x20) return 0;
+        if (*c != '\\') {
+            *o++ = *c++;
+            continue;
+        }
+        c++; /* the scan guarantees a character after every backslash */
+        const char *hit = *c != '\0' ? strchr(from, *c) : NULL;
+        if (hit != NULL) {
+            *o++ = to[hit - from];
+            c++;
+            continue;
+        }
+        unsigned cp;
+        size_t k = *c == 'u' ? unicode_escape(c, end, &cp) : 0;
+        if (k == 0) return 0;
+        o += put_utf8(o, cp);
+        c += k;
+    }
+    *o = '\0';
+    return 1;
+}
+
+/* A JSON string, unescaped into a heap copy. */
 static kd_status parse_string(json *j, char **out)
 {
     KDI_TRY(expect(j, '"'));
     const char *s = j->p;
-    while (j->p < j->end && *j->p != '"') j->p += *j->p == '\\' ? 2 : 1;
-    if (j->p >= j->end) return kdi_fail(KD_ERR_FORMAT, "%s: unterminated string in the header", j->path);
+    for (;;) {
+        if (j->p >= j->end)
+            return kdi_fail(KD_ERR_FORMAT, "%s: a string in the header is not terminated", j->path);
+        if (*j->p == '"') break;
+        j->p += *j->p == '\\' && j->end - j->p > 1 ? 2 : 1;
+    }
     size_t len = (size_t)(j->p - s);
     j->p++;
-    char *o = malloc(len + 1), *w = o;
+    char *o = malloc(len + 1);
     if (o == NULL) return kdi_fail(KD_ERR_NOMEM, "cannot allocate a header string");
-    for (const char *c = s; c < s + len; c++) {
-        if (*c != '\\') {
-            if ((unsigned char)*c < 0x20) goto bad;
-            *w++ = *c;
-            continue;
-        }
-        c++;
-        switch (*c) {
-        case '"': *w++ = '"'; break;
-        case '\\': *w++ = '\\'; break;
-        case '/': *w++ = '/'; break;
-        case 'b': *w++ = '\b'; break;
-        case 'f': *w++ = '\f'; break;
-        case 'n': *w++ = '\n'; break;
-        case 'r': *w++ = '\r'; break;
-        case 't': *w++ = '\t'; break;
-        case 'u': {
-            unsigned cp, lo;
-            if (s + len - c < 5 || !hex4(c + 1, &cp)) goto bad;
-            c += 4;
-            if (cp >= 0xD800 && cp < 0xDC00) {
-                if (s + len - c < 7 || c[1] != '\\' || c[2] != 'u' || !hex4(c + 3, &lo) ||
-                    lo < 0xDC00 || lo >= 0xE000)
-                    goto bad;
-                cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-                c += 6;
-            } else if (cp >= 0xDC00 && cp < 0xE000) {
-                goto bad;
-            }
-            if (cp == 0) goto bad; /* names and metadata are C strings */
-            w += put_utf8(w, cp);
-            break;
-        }
-        default: goto bad;
-        }
+    if (!unescape(s, len, o)) {
+        free(o);
+        return kdi_fail(KD_ERR_FORMAT,
+                        "%s: a header string has a bad escape or a control character", j->path);
     }
-    *w = '\0';
     *out = o;
     return KD_OK;
-bad:
-    free(o);
-    return kdi_fail(KD_ERR_FORMAT, "%s: a header string has a bad escape or control character", j->path);
 }
 
+/* A non-negative integer as JSON writes it (no sign, no leading zero, no fraction). */
 static kd_status parse_uint(json *j, int64_t *out)
 {
     skip_ws(j);
-    int64_t v = 0;
     const char *start = j->p;
+    int64_t v = 0;
     while (j->p < j->end && *j->p >= '0' && *j->p <= '9') {
         if (v > (INT64_MAX - 9) / 10)
-            return kdi_fail(KD_ERR_FORMAT, "%s: a number in the header is too large", j->path);
+            return kdi_fail(KD_ERR_FORMAT, "%s: a number in the header is above 2^63", j->path);
         v = v * 10 + (*j->p++ - '0');
     }
-    if (j->p == start) return kdi_fail(KD_ERR_FORMAT, "%s: the header expects a non-negative integer", j->path);
+    if (j->p == start || (*start == '0' && j->p - start > 1))
+        return kdi_fail(KD_ERR_FORMAT, "%s: the header expects a non-negative integer", j->path);
     *out = v;
     return KD_OK;
 }
@@ -156,236 +227,380 @@ static kd_status parse_uint(json *j, int64_t *out)
 /* [n, n, ...] of at most max integers. */
 static kd_status parse_uint_array(json *j, int64_t *v, int32_t max, int32_t *n)
 {
-    KDI_TRY(expect(j, '['));
+    int more;
     *n = 0;
-    if (peek(j, ']')) return expect(j, ']');
-    for (;;) {
-        if (*n == max) return kdi_fail(KD_ERR_FORMAT, "%s: an array in the header has more than %d entries", j->path, (int)max);
+    KDI_TRY(expect(j, '['));
+    KDI_TRY(first_or_end(j, ']', &more));
+    while (more) {
+        if (*n == max)
+            return kdi_fail(KD_ERR_FORMAT, "%s: an array in the header has more than %d entries",
+                            j->path, (int)max);
         KDI_TRY(parse_uint(j, &v[(*n)++]));
-        if (peek(j, ']')) return expect(j, ']');
-        KDI_TRY(expect(j, ','));
+        KDI_TRY(next_or_end(j, ']', &more));
     }
+    return KD_OK;
+}
+
+/* Names sorted by strcmp, for duplicate checks in O(n log n) even on hostile headers. */
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* 1 and *dup when two of names[0, n) are equal; -1 when out of memory. */
+static int find_duplicate(const char *const *names, int32_t n, const char **dup)
+{
+    if (n < 2) return 0;
+    const char **s = malloc(sizeof *s * (size_t)n);
+    if (s == NULL) return -1;
+    memcpy(s, names, sizeof *s * (size_t)n);
+    qsort(s, (size_t)n, sizeof *s, cmp_str);
+    int found = 0;
+    for (int32_t i = 1; !found && i < n; i++)
+        if (strcmp(s[i], s[i - 1]) == 0) {
+            *dup = s[i]; /* the caller's string: only the array of pointers is a copy */
+            found = 1;
+        }
+    free(s);
+    return found;
 }
 
 /* ---------------------------------------------------------------- the reader */
 
-static int64_t dtype_size(const char *name, kdi_st_dtype *dt)
+static const struct dtype_info {
+    const char *name;
+    int64_t size;
+    kdi_st_dtype dtype;
+} dtypes[] = {
+    {"F32", 4, KDI_ST_F32},       {"I64", 8, KDI_ST_I64},       {"F64", 8, KDI_ST_OTHER},
+    {"F16", 2, KDI_ST_OTHER},     {"BF16", 2, KDI_ST_OTHER},    {"I32", 4, KDI_ST_OTHER},
+    {"I16", 2, KDI_ST_OTHER},     {"I8", 1, KDI_ST_OTHER},      {"U8", 1, KDI_ST_OTHER},
+    {"U16", 2, KDI_ST_OTHER},     {"U32", 4, KDI_ST_OTHER},     {"U64", 8, KDI_ST_OTHER},
+    {"BOOL", 1, KDI_ST_OTHER},    {"F8_E5M2", 1, KDI_ST_OTHER}, {"F8_E4M3", 1, KDI_ST_OTHER},
+    {"F8_E8M0", 1, KDI_ST_OTHER}, {"C64", 8, KDI_ST_OTHER},
+};
+
+static const struct dtype_info *find_dtype(const char *name)
 {
-    static const struct {
-        const char *name;
-        int64_t size;
-    } known[] = {{"F64", 8}, {"F32", 4}, {"F16", 2}, {"BF16", 2}, {"I64", 8}, {"I32", 4},
-                 {"I16", 2}, {"I8", 1},  {"U8", 1},  {"BOOL", 1}, {"U16", 2}, {"U32", 4}, {"U64", 8}};
-    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
-        if (strcmp(name, known[i].name) == 0) {
-            *dt = strcmp(name, "F32") == 0 ? KDI_ST_F32 : strcmp(name, "I64") == 0 ? KDI_ST_I64 : KDI_ST_OTHER;
-            return known[i].size;
-        }
-    return 0;
+    for (size_t i = 0; i < sizeof dtypes / sizeof dtypes[0]; i++)
+        if (strcmp(name, dtypes[i].name) == 0) return &dtypes[i];
+    return NULL;
 }
 
 typedef struct range {
     int64_t begin, end;
+    int32_t tensor;
 } range;
 
-/* One tensor entry: {"dtype": "F32", "shape": [..], "data_offsets": [b, e]} in any order. */
-static kd_status parse_tensor(json *j, kdi_st_tensor *t, range *r, const unsigned char *data,
-                              int64_t data_size)
+/* What parse_tensor collects before it checks the entry as a whole. */
+typedef struct entry {
+    int have; /* bits: 1 dtype, 2 shape, 4 data_offsets */
+    int64_t esize, offs[2];
+} entry;
+
+static kd_status parse_dtype(json *j, kdi_st_tensor *t, entry *e)
 {
-    int have = 0;
-    int64_t esize = 0, offs[2];
-    KDI_TRY(expect(j, '{'));
-    while (!peek(j, '}')) {
-        char *key;
-        KDI_TRY(parse_string(j, &key));
-        kd_status st = expect(j, ':');
-        if (st == KD_OK && strcmp(key, "dtype") == 0) {
-            char *dt;
-            st = parse_string(j, &dt);
-            if (st == KD_OK) {
-                esize = dtype_size(dt, &t->dtype);
-                if (esize == 0) st = kdi_fail(KD_ERR_FORMAT, "%s: tensor '%s' has unknown dtype '%s'", j->path, t->name, dt);
-                free(dt);
-            }
-            have |= 1;
-        } else if (st == KD_OK && strcmp(key, "shape") == 0) {
-            st = parse_uint_array(j, t->dims, KDI_ST_MAX_DIMS, &t->ndim);
-            have |= 2;
-        } else if (st == KD_OK && strcmp(key, "data_offsets") == 0) {
-            int32_t n;
-            st = parse_uint_array(j, offs, 2, &n);
-            if (st == KD_OK && n != 2) st = kdi_fail(KD_ERR_FORMAT, "%s: tensor '%s': data_offsets needs 2 numbers", j->path, t->name);
-            have |= 4;
-        } else if (st == KD_OK) {
-            st = kdi_fail(KD_ERR_FORMAT, "%s: tensor '%s' has an unknown field '%s'", j->path, t->name, key);
-        }
-        free(key);
-        KDI_TRY(st);
-        if (!peek(j, '}')) KDI_TRY(expect(j, ','));
+    char *dt;
+    KDI_TRY(parse_string(j, &dt));
+    const struct dtype_info *d = find_dtype(dt);
+    kd_status st = KD_OK;
+    if (d == NULL)
+        st = kdi_fail(KD_ERR_FORMAT, "%s: tensor '%s' has an unknown dtype '%s'", j->path, t->name,
+                      dt);
+    else {
+        t->dtype = d->dtype;
+        e->esize = d->size;
     }
-    KDI_TRY(expect(j, '}'));
-    if (have != 7) return kdi_fail(KD_ERR_FORMAT, "%s: tensor '%s' lacks dtype, shape or data_offsets", j->path, t->name);
-    int64_t count = 1;
-    for (int32_t d = 0; d < t->ndim; d++)
-        if (!kdi_mul_ok(count, t->dims[d], &count))
-            return kdi_fail(KD_ERR_FORMAT, "%s: tensor '%s' has an overflowing shape", j->path, t->name);
-    if (offs[1] < offs[0] || !kdi_mul_ok(count, esize, &t->nbytes) || offs[1] - offs[0] != t->nbytes)
-        return kdi_fail(KD_ERR_FORMAT, "%s: tensor '%s': data_offsets [%lld, %lld] do not match its shape",
-                        j->path, t->name, (long long)offs[0], (long long)offs[1]);
-    if (offs[1] > data_size)
-        return kdi_fail(KD_ERR_FORMAT, "%s: tensor '%s' lies past the end of the file (truncated?)",
-                        j->path, t->name);
-    r->begin = offs[0];
-    r->end = offs[1];
-    t->data = data + offs[0];
+    free(dt);
+    return st;
+}
+
+static kd_status parse_field(json *j, const char *key, kdi_st_tensor *t, entry *e)
+{
+    static const char *const fields[] = {"dtype", "shape", "data_offsets"};
+    int bit = 0;
+    for (int i = 0; i < 3; i++)
+        if (strcmp(key, fields[i]) == 0) bit = 1 << i;
+    if (bit == 0)
+        return kdi_fail(KD_ERR_FORMAT, "%s: tensor '%s' has an unknown field '%s'", j->path,
+                        t->name, key);
+    if (e->have & bit)
+        return kdi_fail(KD_ERR_FORMAT, "%s: tensor '%s' has '%s' twice", j->path, t->name, key);
+    e->have |= bit;
+    if (bit == 1) return parse_dtype(j, t, e);
+    if (bit == 2) return parse_uint_array(j, t->dims, KDI_ST_MAX_DIMS, &t->ndim);
+    int32_t n;
+    KDI_TRY(parse_uint_array(j, e->offs, 2, &n));
+    if (n != 2)
+        return kdi_fail(KD_ERR_FORMAT, "%s: tensor '%s': data_offsets needs 2 numbers, got %d",
+                        j->path, t->name, (int)n);
     return KD_OK;
 }
 
+/* The entry's sizes agree with each other and with the data section. */
+static kd_status check_entry(const json *j, kdi_st_tensor *t, const entry *e, int64_t data_size)
+{
+    if (e->have != 7)
+        return kdi_fail(KD_ERR_FORMAT, "%s: tensor '%s' lacks dtype, shape or data_offsets",
+                        j->path, t->name);
+    int64_t count = 1;
+    for (int32_t d = 0; d < t->ndim; d++)
+        if (!kdi_mul_ok(count, t->dims[d], &count))
+            return kdi_fail(KD_ERR_FORMAT, "%s: tensor '%s' has a shape whose size overflows",
+                            j->path, t->name);
+    if (!kdi_mul_ok(count, e->esize, &t->nbytes))
+        return kdi_fail(KD_ERR_FORMAT, "%s: tensor '%s' has a byte size that overflows", j->path,
+                        t->name);
+    if (e->offs[1] < e->offs[0] || e->offs[1] - e->offs[0] != t->nbytes)
+        return kdi_fail(KD_ERR_FORMAT,
+                        "%s: tensor '%s': data_offsets [%lld, %lld] should span %lld bytes (its "
+                        "shape and dtype)",
+                        j->path, t->name, (long long)e->offs[0], (long long)e->offs[1],
+                        (long long)t->nbytes);
+    if (e->offs[1] > data_size)
+        return kdi_fail(
+            KD_ERR_FORMAT,
+            "%s: tensor '%s' ends at data byte %lld but the file holds %lld (truncated?)", j->path,
+            t->name, (long long)e->offs[1], (long long)data_size);
+    return KD_OK;
+}
+
+/* One tensor entry: {"dtype": "F32", "shape": [..], "data_offsets": [b, e]}, fields in any order. */
+static kd_status parse_tensor(json *j, kdi_st_tensor *t, range *r, const unsigned char *data,
+                              int64_t data_size)
+{
+    entry e = {0};
+    int more;
+    KDI_TRY(expect(j, '{'));
+    KDI_TRY(first_or_end(j, '}', &more));
+    while (more) {
+        char *key;
+        KDI_TRY(parse_string(j, &key));
+        kd_status st = expect(j, ':');
+        if (st == KD_OK) st = parse_field(j, key, t, &e);
+        free(key);
+        KDI_TRY(st);
+        KDI_TRY(next_or_end(j, '}', &more));
+    }
+    KDI_TRY(check_entry(j, t, &e, data_size));
+    r->begin = e.offs[0];
+    r->end = e.offs[1];
+    t->data = data + e.offs[0];
+    return KD_OK;
+}
+
+static kd_status add_meta(kdi_st_file *f, int32_t *cap, char *k, char *v)
+{
+    if (f->nmeta == *cap) {
+        int32_t n = *cap ? 2 * *cap : 8;
+        char **nk = realloc(f->meta_keys, sizeof(char *) * (size_t)n);
+        if (nk != NULL) f->meta_keys = nk;
+        char **nv = nk != NULL ? realloc(f->meta_values, sizeof(char *) * (size_t)n) : NULL;
+        if (nv != NULL) f->meta_values = nv;
+        if (nk == NULL || nv == NULL) return kdi_fail(KD_ERR_NOMEM, "cannot grow the metadata");
+        *cap = n;
+    }
+    f->meta_keys[f->nmeta] = k;
+    f->meta_values[f->nmeta++] = v;
+    return KD_OK;
+}
+
+/* {"key": "value", ...}: strings only, as the reference's HashMap<String, String>; or null. */
 static kd_status parse_metadata(json *j, kdi_st_file *f)
 {
+    skip_ws(j);
+    if (j->end - j->p >= 4 && memcmp(j->p, "null", 4) == 0) {
+        j->p += 4;
+        return KD_OK;
+    }
+    int32_t cap = 0;
+    int more;
     KDI_TRY(expect(j, '{'));
-    while (!peek(j, '}')) {
+    KDI_TRY(first_or_end(j, '}', &more));
+    while (more) {
         char *k = NULL, *v = NULL;
         kd_status st = parse_string(j, &k);
         if (st == KD_OK) st = expect(j, ':');
         if (st == KD_OK) st = parse_string(j, &v);
-        char **nk = st == KD_OK ? realloc(f->meta_keys, sizeof(char *) * (size_t)(f->nmeta + 1)) : NULL;
-        if (nk != NULL) f->meta_keys = nk;
-        char **nv = nk != NULL ? realloc(f->meta_values, sizeof(char *) * (size_t)(f->nmeta + 1)) : NULL;
-        if (nv != NULL) f->meta_values = nv;
-        if (st == KD_OK && (nk == NULL || nv == NULL)) st = kdi_fail(KD_ERR_NOMEM, "cannot grow the metadata");
+        if (st == KD_OK) st = add_meta(f, &cap, k, v);
         if (st != KD_OK) {
             free(k);
             free(v);
             return st;
         }
-        f->meta_keys[f->nmeta] = k;
-        f->meta_values[f->nmeta++] = v;
-        if (!peek(j, '}')) KDI_TRY(expect(j, ','));
+        KDI_TRY(next_or_end(j, '}', &more));
     }
-    return expect(j, '}');
+    const char *dup;
+    int d = find_duplicate((const char *const *)f->meta_keys, f->nmeta, &dup);
+    if (d < 0) return kdi_fail(KD_ERR_NOMEM, "cannot check the metadata keys");
+    if (d > 0) return kdi_fail(KD_ERR_FORMAT, "%s: metadata key '%s' appears twice", j->path, dup);
+    return KD_OK;
 }
 
 static int cmp_range(const void *a, const void *b)
 {
     const range *x = a, *y = b;
-    return x->begin < y->begin ? -1 : x->begin > y->begin;
+    if (x->begin != y->begin) return x->begin < y->begin ? -1 : 1;
+    return (x->end > y->end) - (x->end < y->end);
 }
 
-static int cmp_name(const void *a, const void *b)
+/* The ranges, sorted, tile [0, data_size) exactly; the names are unique. */
+static kd_status check_layout(kdi_st_file *f, range *r, int64_t data_size, const char *path)
 {
-    return strcmp(((const kdi_st_tensor *)a)->name, ((const kdi_st_tensor *)b)->name);
-}
-
-/* Ranges disjoint; names unique. */
-static kd_status check_layout(kdi_st_file *f, range *r, const char *path)
-{
-    qsort(r, (size_t)f->n, sizeof *r, cmp_range);
-    for (int32_t i = 1; i < f->n; i++)
-        if (r[i].begin < r[i - 1].end) return kdi_fail(KD_ERR_FORMAT, "%s: two tensors overlap", path);
-    kdi_st_tensor *sorted = malloc(sizeof *sorted * (size_t)(f->n ? f->n : 1));
-    if (sorted == NULL) return kdi_fail(KD_ERR_NOMEM, "cannot check tensor names");
-    memcpy(sorted, f->tensors, sizeof *sorted * (size_t)f->n);
-    qsort(sorted, (size_t)f->n, sizeof *sorted, cmp_name);
+    if (f->n > 1) qsort(r, (size_t)f->n, sizeof *r, cmp_range);
+    int64_t at = 0;
+    for (int32_t i = 0; i < f->n; i++) {
+        const char *name = f->tensors[r[i].tensor].name;
+        if (r[i].begin < at)
+            return kdi_fail(KD_ERR_FORMAT, "%s: tensor '%s' overlaps another tensor's data", path,
+                            name);
+        if (r[i].begin > at)
+            return kdi_fail(KD_ERR_FORMAT, "%s: %lld unused data bytes before tensor '%s'", path,
+                            (long long)(r[i].begin - at), name);
+        at = r[i].end;
+    }
+    if (at != data_size)
+        return kdi_fail(KD_ERR_FORMAT,
+                        "%s: the tensors cover %lld data bytes but the file holds %lld", path,
+                        (long long)at, (long long)data_size);
+    const char **names = malloc(sizeof *names * (size_t)(f->n > 0 ? f->n : 1)), *dup;
+    if (names == NULL) return kdi_fail(KD_ERR_NOMEM, "cannot check the tensor names");
+    for (int32_t i = 0; i < f->n; i++) names[i] = f->tensors[i].name;
+    int d = find_duplicate(names, f->n, &dup);
     kd_status st = KD_OK;
-    for (int32_t i = 1; st == KD_OK && i < f->n; i++)
-        if (strcmp(sorted[i].name, sorted[i - 1].name) == 0)
-            st = kdi_fail(KD_ERR_FORMAT, "%s: tensor '%s' appears twice", path, sorted[i].name);
-    free(sorted);
+    if (d < 0) st = kdi_fail(KD_ERR_NOMEM, "cannot check the tensor names");
+    if (d > 0) st = kdi_fail(KD_ERR_FORMAT, "%s: tensor '%s' appears twice", path, dup);
+    free(names);
     return st;
+}
+
+typedef struct tensor_list {
+    range *r;
+    int32_t cap;
+} tensor_list;
+
+/* A new zeroed tensor named name (taken over) at the end of f. */
+static kd_status push_tensor(kdi_st_file *f, tensor_list *l, char *name)
+{
+    if (f->n == l->cap) {
+        if (l->cap > INT32_MAX / 2) return kdi_fail(KD_ERR_FORMAT, "too many tensors");
+        int32_t cap = l->cap ? 2 * l->cap : 16;
+        kdi_st_tensor *t = realloc(f->tensors, sizeof *t * (size_t)cap);
+        if (t != NULL) f->tensors = t;
+        range *r = t != NULL ? realloc(l->r, sizeof *r * (size_t)cap) : NULL;
+        if (r != NULL) l->r = r;
+        if (t == NULL || r == NULL) return kdi_fail(KD_ERR_NOMEM, "cannot grow the tensor list");
+        l->cap = cap;
+    }
+    kdi_st_tensor *t = &f->tensors[f->n];
+    memset(t, 0, sizeof *t);
+    t->name = name;
+    l->r[f->n].tensor = f->n;
+    f->n++;
+    return KD_OK;
+}
+
+/* One "key": value pair of the top-level object. */
+static kd_status parse_item(json *j, kdi_st_file *f, tensor_list *l, int *seen_meta,
+                            const unsigned char *data, int64_t data_size)
+{
+    char *name;
+    KDI_TRY(parse_string(j, &name));
+    kd_status st = expect(j, ':');
+    if (st == KD_OK && strcmp(name, META_KEY) == 0) {
+        free(name);
+        if ((*seen_meta)++)
+            return kdi_fail(KD_ERR_FORMAT, "%s: the header has two %s entries", j->path, META_KEY);
+        return parse_metadata(j, f);
+    }
+    if (st == KD_OK) st = push_tensor(f, l, name);
+    if (st != KD_OK) {
+        free(name);
+        return st;
+    }
+    return parse_tensor(j, &f->tensors[f->n - 1], &l->r[f->n - 1], data, data_size);
 }
 
 static kd_status parse_header(json *j, kdi_st_file *f, const unsigned char *data, int64_t data_size)
 {
-    range *r = NULL;
-    int32_t cap = 0;
+    tensor_list l = {0};
+    int seen_meta = 0, more = 0;
     kd_status st = expect(j, '{');
-    while (st == KD_OK && !peek(j, '}')) {
-        char *name = NULL;
-        st = parse_string(j, &name);
-        if (st == KD_OK) st = expect(j, ':');
-        if (st == KD_OK && strcmp(name, "__metadata__") == 0) {
-            free(name);
-            st = parse_metadata(j, f);
-        } else if (st == KD_OK) {
-            if (f->n == cap) {
-                cap = cap ? 2 * cap : 16;
-                kdi_st_tensor *t = realloc(f->tensors, sizeof *t * (size_t)cap);
-                range *nr = t != NULL ? realloc(r, sizeof *nr * (size_t)cap) : NULL;
-                if (t != NULL) f->tensors = t;
-                if (nr != NULL) r = nr;
-                if (t == NULL || nr == NULL) {
-                    free(name);
-                    st = kdi_fail(KD_ERR_NOMEM, "cannot grow the tensor list");
-                    break;
-                }
-            }
-            kdi_st_tensor *t = &f->tensors[f->n];
-            memset(t, 0, sizeof *t);
-            t->name = name;
-            f->n++;
-            st = parse_tensor(j, t, &r[f->n - 1], data, data_size);
-        } else {
-            free(name);
-        }
-        if (st == KD_OK && !peek(j, '}')) st = expect(j, ',');
+    if (st == KD_OK) st = first_or_end(j, '}', &more);
+    while (st == KD_OK && more) {
+        st = parse_item(j, f, &l, &seen_meta, data, data_size);
+        if (st == KD_OK) st = next_or_end(j, '}', &more);
     }
-    if (st == KD_OK) st = expect(j, '}');
     skip_ws(j);
-    if (st == KD_OK && j->p != j->end) st = kdi_fail(KD_ERR_FORMAT, "%s: text after the header's JSON", j->path);
-    if (st == KD_OK) st = check_layout(f, r, j->path);
-    free(r);
+    if (st == KD_OK && j->p != j->end)
+        st = kdi_fail(KD_ERR_FORMAT, "%s: text after the header's JSON object", j->path);
+    if (st == KD_OK) st = check_layout(f, l.r, data_size, j->path);
+    free(l.r);
     return st;
 }
 
-static kd_status read_file(const char *path, unsigned char **blob, int64_t *size)
+static kd_status read_exactly(FILE *fp, void *buf, size_t n, const char *path)
+{
+    if (fread(buf, 1, n, fp) != n) return kdi_fail(KD_ERR_IO, "cannot read %s", path);
+    return KD_OK;
+}
+
+/* The whole file, once its header length is known to fit it: a hostile length costs nothing. */
+static kd_status load(const char *path, unsigned char **blob, int64_t *size, int64_t *hlen)
 {
     FILE *fp = fopen(path, "rb");
     if (fp == NULL) return kdi_fail(KD_ERR_IO, "cannot open %s", path);
     struct stat sb;
-    if (fstat(fileno(fp), &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        fclose(fp);
-        return kdi_fail(KD_ERR_IO, "%s is not a regular file", path);
+    kd_status st = KD_OK;
+    unsigned char len[8], *b = NULL;
+    if (fstat(fileno(fp), &sb) != 0 || !S_ISREG(sb.st_mode))
+        st = kdi_fail(KD_ERR_IO, "%s is not a regular file", path);
+    else if (sb.st_size < 8)
+        st = kdi_fail(KD_ERR_FORMAT, "%s holds %lld bytes, too few for a safetensors file", path,
+                      (long long)sb.st_size);
+    if (st == KD_OK) st = read_exactly(fp, len, 8, path);
+    uint64_t n = 0;
+    for (int i = 7; st == KD_OK && i >= 0; i--) n = n << 8 | len[i];
+    if (st == KD_OK && (n > (uint64_t)MAX_HEADER || (int64_t)n > sb.st_size - 8))
+        st = kdi_fail(KD_ERR_FORMAT,
+                      "%s: header length %llu does not fit the file (%lld bytes) or the limit of "
+                      "%lld bytes",
+                      path, (unsigned long long)n, (long long)sb.st_size, MAX_HEADER);
+    if (st == KD_OK && (uint64_t)sb.st_size >= SIZE_MAX)
+        st = kdi_fail(KD_ERR_NOMEM, "%s is too large for memory", path);
+    if (st == KD_OK && (b = malloc((size_t)sb.st_size)) == NULL)
+        st = kdi_fail(KD_ERR_NOMEM, "cannot allocate %lld bytes for %s", (long long)sb.st_size,
+                      path);
+    if (st == KD_OK) {
+        memcpy(b, len, 8);
+        st = read_exactly(fp, b + 8, (size_t)sb.st_size - 8, path);
     }
-    unsigned char *b = malloc((size_t)sb.st_size + 1);
-    if (b == NULL) {
-        fclose(fp);
-        return kdi_fail(KD_ERR_NOMEM, "cannot allocate %lld bytes for %s", (long long)sb.st_size, path);
-    }
-    size_t got = fread(b, 1, (size_t)sb.st_size, fp);
-    int err = ferror(fp);
     fclose(fp);
-    if (err || got != (size_t)sb.st_size) {
+    if (st != KD_OK) {
         free(b);
-        return kdi_fail(KD_ERR_IO, "cannot read %s", path);
+        return st;
     }
     *blob = b;
     *size = (int64_t)sb.st_size;
+    *hlen = (int64_t)n;
     return KD_OK;
 }
 
 kd_status kdi_st_read(const char *path, kdi_st_file *out)
 {
     KDI_CHECK_NULL(path);
-    memset(out, 0, sizeof *out);
+    KDI_CHECK_NULL(out);
     unsigned char *blob = NULL;
-    int64_t size = 0;
-    KDI_TRY(read_file(path, &blob, &size));
+    int64_t size = 0, hlen = 0;
+    KDI_TRY(load(path, &blob, &size, &hlen));
     kdi_st_file f = {.storage = blob};
-    uint64_t hlen = 0;
     kd_status st = KD_OK;
-    if (size < 8)
-        st = kdi_fail(KD_ERR_FORMAT, "%s is too short to be a safetensors file", path);
-    else {
-        for (int i = 7; i >= 0; i--) hlen = hlen << 8 | blob[i];
-        if (hlen < 2 || hlen > (uint64_t)MAX_HEADER || (int64_t)hlen > size - 8)
-            st = kdi_fail(KD_ERR_FORMAT, "%s: header length %llu does not fit the file (%lld bytes)",
-                          path, (unsigned long long)hlen, (long long)size);
-    }
+    if (!utf8_valid(blob + 8, (size_t)hlen))
+        st = kdi_fail(KD_ERR_FORMAT, "%s: the header is not valid UTF-8", path);
     if (st == KD_OK) {
-        json j = {(const char *)blob + 8, (const char *)blob + 8 + hlen, path};
-        const unsigned char *data = blob + 8 + hlen;
-        st = parse_header(&j, &f, data, size - 8 - (int64_t)hlen);
+        const char *h = (const char *)blob + 8;
+        json j = {h, h, h + hlen, path};
+        st = parse_header(&j, &f, blob + 8 + hlen, size - 8 - hlen);
     }
     if (st != KD_OK) {
         kdi_st_free(&f);
@@ -411,6 +626,7 @@ const char *kdi_st_meta(const kdi_st_file *f, const char *key)
 
 void kdi_st_free(kdi_st_file *f)
 {
+    if (f == NULL) return;
     for (int32_t i = 0; i < f->n; i++) free((char *)f->tensors[i].name);
     for (int32_t i = 0; i < f->nmeta; i++) {
         free(f->meta_keys[i]);
@@ -424,6 +640,56 @@ void kdi_st_free(kdi_st_file *f)
 }
 
 /* ---------------------------------------------------------------- the writer */
+
+/* What the reader would refuse, the writer refuses too, before it creates anything. */
+static kd_status check_tensor(const kdi_st_tensor *t, int32_t i)
+{
+    if (t->name == NULL) return kdi_fail(KD_ERR_ARGUMENT, "tensor %d has a NULL name", (int)i);
+    if (strcmp(t->name, META_KEY) == 0 || !utf8_valid(t->name, strlen(t->name)))
+        return kdi_fail(KD_ERR_ARGUMENT, "tensor name '%s' is reserved or not UTF-8", t->name);
+    if (t->dtype != KDI_ST_F32 && t->dtype != KDI_ST_I64)
+        return kdi_fail(KD_ERR_UNSUPPORTED, "tensor '%s': only F32 and I64 can be written",
+                        t->name);
+    if (t->ndim < 0 || t->ndim > KDI_ST_MAX_DIMS)
+        return kdi_fail(KD_ERR_ARGUMENT, "tensor '%s' has %d dimensions, expected 0 to %d", t->name,
+                        (int)t->ndim, KDI_ST_MAX_DIMS);
+    int64_t bytes = t->dtype == KDI_ST_F32 ? 4 : 8;
+    for (int32_t d = 0; d < t->ndim; d++)
+        if (!kdi_mul_ok(bytes, t->dims[d], &bytes))
+            return kdi_fail(KD_ERR_ARGUMENT, "tensor '%s' has a negative or overflowing shape",
+                            t->name);
+    if (t->nbytes != bytes)
+        return kdi_fail(KD_ERR_ARGUMENT,
+                        "tensor '%s' has %lld bytes, its shape and dtype need %lld", t->name,
+                        (long long)t->nbytes, (long long)bytes);
+    if (bytes > 0 && t->data == NULL)
+        return kdi_fail(KD_ERR_ARGUMENT, "tensor '%s' has NULL data", t->name);
+    return KD_OK;
+}
+
+static kd_status check_input(const kdi_st_tensor *ts, int32_t n, const char *const *keys,
+                             const char *const *values, int32_t nmeta)
+{
+    if (n < 0 || nmeta < 0 || (n > 0 && ts == NULL) ||
+        (nmeta > 0 && (keys == NULL || values == NULL)))
+        return kdi_fail(KD_ERR_ARGUMENT, "kdi_st_write: bad counts (%d, %d) or NULL arrays", (int)n,
+                        (int)nmeta);
+    for (int32_t i = 0; i < n; i++) KDI_TRY(check_tensor(&ts[i], i));
+    for (int32_t i = 0; i < nmeta; i++)
+        if (keys[i] == NULL || values[i] == NULL || !utf8_valid(keys[i], strlen(keys[i])) ||
+            !utf8_valid(values[i], strlen(values[i])))
+            return kdi_fail(KD_ERR_ARGUMENT, "metadata entry %d is NULL or not UTF-8", (int)i);
+    const char **names = malloc(sizeof *names * (size_t)(n > 0 ? n : 1)), *dup;
+    if (names == NULL) return kdi_fail(KD_ERR_NOMEM, "cannot check the tensor names");
+    for (int32_t i = 0; i < n; i++) names[i] = ts[i].name;
+    int d = find_duplicate(names, n, &dup), dk = d == 0 ? find_duplicate(keys, nmeta, &dup) : 0;
+    free(names);
+    if (d < 0 || dk < 0) return kdi_fail(KD_ERR_NOMEM, "cannot check the names");
+    if (d > 0 || dk > 0)
+        return kdi_fail(KD_ERR_ARGUMENT, "%s '%s' appears twice", d ? "tensor" : "metadata key",
+                        dup);
+    return KD_OK;
+}
 
 /* A growing text buffer for the header. */
 typedef struct text {
@@ -452,6 +718,7 @@ static void put(text *t, const char *s, size_t n)
 
 static void put_str(text *t, const char *s) { put(t, s, strlen(s)); }
 
+/* A JSON string: quotes, backslashes and control characters escaped, UTF-8 kept as is. */
 static void put_json_string(text *t, const char *s)
 {
     put(t, "\"", 1);
@@ -466,7 +733,7 @@ static void put_json_string(text *t, const char *s)
             snprintf(esc, sizeof esc, "\\u%04x", c);
             put(t, esc, 6);
         } else {
-            put(t, (const char *)&c, 1);
+            put(t, s, 1);
         }
     }
     put(t, "\"", 1);
@@ -479,12 +746,30 @@ static void put_int(text *t, int64_t v)
     put_str(t, buf);
 }
 
+static void put_tensor(text *h, const kdi_st_tensor *t, int64_t offset)
+{
+    put_json_string(h, t->name);
+    put_str(h, t->dtype == KDI_ST_I64 ? ":{\"dtype\":\"I64\",\"shape\":["
+                                      : ":{\"dtype\":\"F32\",\"shape\":[");
+    for (int32_t d = 0; d < t->ndim; d++) {
+        if (d) put_str(h, ",");
+        put_int(h, t->dims[d]);
+    }
+    put_str(h, "],\"data_offsets\":[");
+    put_int(h, offset);
+    put_str(h, ",");
+    put_int(h, offset + t->nbytes);
+    put_str(h, "]}");
+}
+
+/* The reference's layout: compact JSON, __metadata__ first, spaces up to a multiple of 8 so the
+ * data (at 8 + header length) is 8-byte aligned. */
 static kd_status build_header(text *h, const kdi_st_tensor *ts, int32_t n, const char *const *keys,
                               const char *const *values, int32_t nmeta)
 {
     put_str(h, "{");
     if (nmeta > 0) {
-        put_str(h, "\"__metadata__\":{");
+        put_str(h, "\"" META_KEY "\":{");
         for (int32_t i = 0; i < nmeta; i++) {
             if (i) put_str(h, ",");
             put_json_string(h, keys[i]);
@@ -496,75 +781,101 @@ static kd_status build_header(text *h, const kdi_st_tensor *ts, int32_t n, const
     int64_t offset = 0;
     for (int32_t i = 0; i < n; i++) {
         if (i || nmeta > 0) put_str(h, ",");
-        put_json_string(h, ts[i].name);
-        put_str(h, ts[i].dtype == KDI_ST_I64 ? ":{\"dtype\":\"I64\",\"shape\":[" : ":{\"dtype\":\"F32\",\"shape\":[");
-        for (int32_t d = 0; d < ts[i].ndim; d++) {
-            if (d) put_str(h, ",");
-            put_int(h, ts[i].dims[d]);
-        }
-        put_str(h, "],\"data_offsets\":[");
-        put_int(h, offset);
-        put_str(h, ",");
+        put_tensor(h, &ts[i], offset);
+        if (ts[i].nbytes > INT64_MAX - offset)
+            return kdi_fail(KD_ERR_ARGUMENT, "the tensors hold more than 2^63 bytes");
         offset += ts[i].nbytes;
-        put_int(h, offset);
-        put_str(h, "]}");
     }
     put_str(h, "}");
-    /* The format lets the header end in spaces; 8-byte alignment keeps the data aligned. */
     while (!h->failed && (h->len % 8) != 0) put_str(h, " ");
-    return h->failed ? kdi_fail(KD_ERR_NOMEM, "cannot build the safetensors header") : KD_OK;
+    if (h->failed) return kdi_fail(KD_ERR_NOMEM, "cannot build the safetensors header");
+    if ((long long)h->len > MAX_HEADER)
+        return kdi_fail(KD_ERR_ARGUMENT, "the header would take %zu bytes, above the limit of %lld",
+                        h->len, MAX_HEADER);
+    return KD_OK;
 }
 
-static kd_status write_all(FILE *fp, const text *h, const kdi_st_tensor *ts, int32_t n)
+static int write_all(FILE *fp, const text *h, const kdi_st_tensor *ts, int32_t n)
 {
     unsigned char len[8];
     for (int i = 0; i < 8; i++) len[i] = (unsigned char)((uint64_t)h->len >> (8 * i));
     int ok = fwrite(len, 1, 8, fp) == 8 && fwrite(h->s, 1, h->len, fp) == h->len;
     for (int32_t i = 0; ok && i < n; i++)
-        ok = ts[i].nbytes == 0 || fwrite(ts[i].data, 1, (size_t)ts[i].nbytes, fp) == (size_t)ts[i].nbytes;
-    ok = ok && fflush(fp) == 0 && fsync(fileno(fp)) == 0;
-    return ok ? KD_OK : KD_ERR_IO;
+        ok = ts[i].nbytes == 0 ||
+             fwrite(ts[i].data, 1, (size_t)ts[i].nbytes, fp) == (size_t)ts[i].nbytes;
+    return ok && fflush(fp) == 0 && fsync(fileno(fp)) == 0;
+}
+
+static kd_status io_fail(const char *what, const char *path, int err)
+{
+    char msg[128] = "unknown error";
+    if (strerror_r(err, msg, sizeof msg) != 0) snprintf(msg, sizeof msg, "error %d", err);
+    return kdi_fail(KD_ERR_IO, "%s %s: %s", what, path, msg);
+}
+
+/* Makes the rename itself durable; a failure here loses nothing already written, so it is not
+ * reported. */
+static void sync_dir(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    char *dir = slash == NULL ? NULL : malloc((size_t)(slash - path) + 2);
+    if (slash != NULL && dir == NULL) return;
+    if (dir != NULL) {
+        size_t k = slash == path ? 1 : (size_t)(slash - path);
+        memcpy(dir, path, k);
+        dir[k] = '\0';
+    }
+    int fd = open(dir != NULL ? dir : ".", O_RDONLY | O_DIRECTORY);
+    if (fd >= 0) {
+        (void)fsync(fd);
+        close(fd);
+    }
+    free(dir);
+}
+
+/* A temporary file beside path (same file system, so rename is atomic), written, flushed to disk,
+ * renamed over path. Any failure removes the temporary file and leaves path as it was. */
+static kd_status write_atomic(const char *path, const text *h, const kdi_st_tensor *ts, int32_t n)
+{
+    size_t plen = strlen(path);
+    char *tmp = malloc(plen + 16);
+    if (tmp == NULL) return kdi_fail(KD_ERR_NOMEM, "cannot allocate a file name");
+    memcpy(tmp, path, plen);
+    memcpy(tmp + plen, ".tmp.XXXXXX", 12);
+    int fd = mkstemp(tmp);
+    if (fd < 0) {
+        kd_status st = io_fail("cannot create a temporary file beside", path, errno);
+        free(tmp);
+        return st;
+    }
+    (void)fchmod(fd, 0644); /* mkstemp's 0600 would hide a model from its other readers */
+    int err = 0;
+    FILE *fp = fdopen(fd, "wb");
+    if (fp == NULL) {
+        err = errno;
+        close(fd);
+    } else {
+        errno = 0;
+        if (!write_all(fp, h, ts, n)) err = errno ? errno : EIO;
+        if (fclose(fp) != 0 && err == 0) err = errno ? errno : EIO;
+    }
+    if (err == 0 && rename(tmp, path) != 0) err = errno;
+    if (err != 0)
+        unlink(tmp);
+    else
+        sync_dir(path);
+    free(tmp);
+    return err != 0 ? io_fail("cannot write", path, err) : KD_OK;
 }
 
 kd_status kdi_st_write(const char *path, const kdi_st_tensor *ts, int32_t n,
                        const char *const *keys, const char *const *values, int32_t nmeta)
 {
     KDI_CHECK_NULL(path);
+    KDI_TRY(check_input(ts, n, keys, values, nmeta));
     text h = {0};
     kd_status st = build_header(&h, ts, n, keys, values, nmeta);
-    if (st != KD_OK) {
-        free(h.s);
-        return st;
-    }
-    /* A temporary file beside path, so rename is atomic on the same file system. */
-    size_t plen = strlen(path);
-    char *tmp = malloc(plen + 16);
-    if (tmp == NULL) {
-        free(h.s);
-        return kdi_fail(KD_ERR_NOMEM, "cannot allocate a file name");
-    }
-    memcpy(tmp, path, plen);
-    memcpy(tmp + plen, ".tmp.XXXXXX", 12);
-    int fd = mkstemp(tmp);
-    FILE *fp = fd >= 0 ? fdopen(fd, "wb") : NULL;
-    if (fp == NULL) {
-        if (fd >= 0) {
-            close(fd);
-            unlink(tmp);
-        }
-        free(tmp);
-        free(h.s);
-        return kdi_fail(KD_ERR_IO, "cannot create a temporary file beside %s", path);
-    }
-    fchmod(fd, 0644);
-    st = write_all(fp, &h, ts, n);
-    if (fclose(fp) != 0) st = KD_ERR_IO;
-    if (st == KD_OK && rename(tmp, path) != 0) st = KD_ERR_IO;
-    if (st != KD_OK) {
-        unlink(tmp);
-        kdi_fail(KD_ERR_IO, "cannot write %s", path);
-    }
-    free(tmp);
+    if (st == KD_OK) st = write_atomic(path, &h, ts, n);
     free(h.s);
     return st;
 }
