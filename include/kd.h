@@ -126,18 +126,39 @@ typedef enum kd_loss_kind {
     /* alpha * T^2 * KL(p_teacher_T || p_student_T) + (1 - alpha) * CE(student, label), mean over
      * the batch (Hinton, Vinyals and Dean 2015). A label of -1 marks an unlabelled example: its row
      * adds only the soft term. soft_targets may be NULL when alpha == 0. */
-    KD_LOSS_HINTON = 0
+    KD_LOSS_HINTON = 0,
+    /* alpha * MSE(student logits, teacher logits) + (1 - alpha) * CE(student, label): the soft
+     * term is the squared difference averaged over batch and classes (PyTorch's mse_loss; Ba and
+     * Caruana 2014 regress the teacher's logits), the hard term as Hinton's. Default alpha 1.
+     * soft_targets holds the teachers' LOGITS, not probabilities (for an ensemble, the weighted
+     * mean of the teachers' logits); the temperature is not used. The trainer passes logits to
+     * this kind by itself, from its teachers or from cached teacher_logits. */
+    KD_LOSS_LOGIT_MSE = 1,
+    /* Decoupled KD (Zhao et al. 2022, eq. 7, as their reference code mdistiller):
+     *   CE_WEIGHT * CE(student, label) + T^2 * (alpha * TCKD + BETA * NCKD),  batch means, where
+     *   TCKD = KL(b_teacher || b_student), b = [p_t, 1 - p_t] (target class t vs the others),
+     *   NCKD = KL(p^_teacher || p^_student), p^_j = p_j / (1 - p_t) over the classes j != t,
+     * from probabilities at temperature T. soft_targets are the teachers' probabilities at T, as
+     * for Hinton. Defaults: alpha 1, BETA 8, CE_WEIGHT 1, T 4 (mdistiller's CIFAR settings; its
+     * warm-up of the KD terms over the first epochs is the host's: raise alpha and BETA itself).
+     * A row labelled -1 takes the teacher's most probable class as t and adds no CE term; labels
+     * may be NULL when CE_WEIGHT is 0. Needs 2 classes or more. */
+    KD_LOSS_DKD = 2
 } kd_loss_kind;
 
 typedef enum kd_loss_option {
     KD_LOSS_TEMPERATURE = 0, /* float > 0, default 4 */
-    KD_LOSS_ALPHA = 1        /* float in [0, 1], default 0.9 */
+    KD_LOSS_ALPHA = 1,       /* float in [0, 1], default 0.9 (Hinton), 1 (LOGIT_MSE, DKD) */
+    KD_LOSS_BETA = 2,        /* DKD: the NCKD weight, float >= 0, default 8 */
+    KD_LOSS_CE_WEIGHT = 3    /* DKD: the cross-entropy weight, float >= 0, default 1 */
 } kd_loss_option;
 
 typedef enum kd_loss_part {
     KD_LOSS_PART_TOTAL = 0,
-    KD_LOSS_PART_SOFT = 1, /* alpha * T^2 * KL, batch mean */
-    KD_LOSS_PART_HARD = 2  /* (1 - alpha) * CE, batch mean */
+    /* The teacher term, batch mean: Hinton alpha * T^2 * KL; LOGIT_MSE alpha * MSE; DKD
+     * T^2 * (alpha * TCKD + BETA * NCKD). */
+    KD_LOSS_PART_SOFT = 1,
+    KD_LOSS_PART_HARD = 2 /* the label term, batch mean: (1 - alpha) * CE, or CE_WEIGHT * CE */
 } kd_loss_part;
 
 KD_API kd_status kd_loss_create(kd_loss_kind kind, kd_loss **out);
@@ -145,7 +166,8 @@ KD_API void kd_loss_destroy(kd_loss *l);
 KD_API kd_status kd_loss_set_float(kd_loss *l, kd_loss_option key, float value);
 KD_API kd_status kd_loss_get_float(const kd_loss *l, kd_loss_option key, float *value);
 /* student_logits and soft_targets are [batch, classes]; soft_targets are the teachers' probabilities
- * at the loss's temperature. labels are in [0, classes) or -1; labels may be NULL when alpha == 1.
+ * at the loss's temperature (Hinton, DKD) or their logits (LOGIT_MSE). labels are in [0, classes)
+ * or -1; labels may be NULL when alpha == 1 (Hinton, LOGIT_MSE) or CE_WEIGHT == 0 (DKD).
  * The loss keeps what backward needs (its own workspace); the inputs may change after the call. */
 KD_API kd_status kd_loss_forward(kd_loss *l, const float *student_logits, const float *soft_targets,
                                  const int32_t *labels, int64_t batch, int64_t classes, float *loss);
@@ -219,6 +241,99 @@ KD_API kd_status kd_trainer_step(kd_trainer *t, const float *x, const int32_t *l
  * as if never stopped; a failed load changes nothing. Teachers are not saved. */
 KD_API kd_status kd_trainer_save(const kd_trainer *t, const char *path);
 KD_API kd_status kd_trainer_load(kd_trainer *t, const char *path);
+
+/* ---------------------------------------------------------------- distillation methods */
+
+/* Feature losses compare a student's hidden feature [batch, cs, hs, ws] with a teacher's
+ * [batch, ct, ht, wt] (a dense layer's output is c x 1 x 1). The teacher side is a constant: only
+ * the student receives a gradient. */
+typedef struct kd_feature_loss kd_feature_loss;
+
+typedef enum kd_feature_loss_kind {
+    /* FitNets hint (Romero et al. 2015): mean over batch and values of (s - t)^2 (PyTorch's
+     * mse_loss); equal shapes (a regressor makes them equal). */
+    KD_FEATURE_HINT = 0,
+    /* Attention transfer (Zagoruyko and Komodakis 2017), as their code's at_loss: per example
+     * a = mean over channels of F^2 (p = 2), a^ = a / max(||a||_2, 1e-12) over the h*w positions,
+     * loss = mean over batch and positions of (a^_s - a^_t)^2. Equal h x w (> 1), any channels.
+     * Their code adds beta * at_loss per layer group with beta = 1000: use that as the weight. */
+    KD_FEATURE_ATTENTION = 1,
+    /* Relational KD (Park et al. 2019), on flattened features, as their code: distance-wise, the
+     * pairwise distances of the batch divided by their mean over pairs i != j, compared with
+     * smooth-L1 (Huber, threshold 1) averaged over the batch^2 entries; angle-wise, the cosines of
+     * the angles (e_j - e_i, e_k - e_i) over all batch^3 triplets, smooth-L1, averaged. Loss =
+     * DISTANCE_WEIGHT * distance + ANGLE_WEIGHT * angle (25 and 50 as the paper). Any sizes;
+     * a batch of one example has no relation and gives 0. */
+    KD_FEATURE_RKD = 2,
+    /* Similarity preserving (Tung and Mori 2019, eq. 4): G = F F^T over flattened features, rows
+     * L2-normalised, loss = ||G_s - G_t||_F^2 / batch^2. Any sizes. Their CIFAR weight: 3000. */
+    KD_FEATURE_SIMILARITY = 3,
+    /* Probabilistic knowledge transfer (Passalis and Tefas 2018), as the authors' code: cosine
+     * similarities K = (cos + 1) / 2 between the batch's flattened features, rows normalised to
+     * conditional probabilities, loss = mean over the batch^2 entries of
+     * p_t * log((p_t + 1e-7) / (p_s + 1e-7)), a KL(teacher || student). Any sizes. */
+    KD_FEATURE_PKT = 4,
+    /* Cosine embedding (DistilBERT, Sanh et al. 2019): mean over the batch of 1 - cos(s, t),
+     * cos = <s, t> / sqrt((|s|^2 + 1e-12)(|t|^2 + 1e-12)) as PyTorch's cosine_embedding_loss;
+     * equal sizes. */
+    KD_FEATURE_COSINE = 5
+} kd_feature_loss_kind;
+
+typedef enum kd_feature_loss_option {
+    KD_FEATURE_RKD_DISTANCE_WEIGHT = 0, /* RKD: float >= 0, default 25 */
+    KD_FEATURE_RKD_ANGLE_WEIGHT = 1     /* RKD: float >= 0, default 50 */
+} kd_feature_loss_option;
+
+KD_API kd_status kd_feature_loss_create(kd_feature_loss_kind kind, kd_feature_loss **out);
+KD_API void kd_feature_loss_destroy(kd_feature_loss *l);
+KD_API kd_status kd_feature_loss_set_float(kd_feature_loss *l, kd_feature_loss_option key,
+                                           float value);
+KD_API kd_status kd_feature_loss_get_float(const kd_feature_loss *l, kd_feature_loss_option key,
+                                           float *value);
+/* The loss between student [batch, sc*sh*sw] and teacher [batch, tc*th*tw] features. The handle
+ * keeps what backward needs; the inputs may change after the call. */
+KD_API kd_status kd_feature_loss_forward(kd_feature_loss *l, const float *student, int64_t sc,
+                                         int64_t sh, int64_t sw, const float *teacher, int64_t tc,
+                                         int64_t th, int64_t tw, int64_t batch, float *loss);
+/* d loss / d student for the last forward, [batch, sc*sh*sw]. */
+KD_API kd_status kd_feature_loss_backward(kd_feature_loss *l, float *grad_student);
+
+/* Feature terms in the trainer: term k (numbered from 0 in the order added) adds
+ * weight * loss(regressor(student layer student_layer), teacher `teacher` layer teacher_layer)
+ * to every step's loss, its gradient taken into the student through kd_model_feature_backward.
+ * teacher indexes the teachers added with kd_trainer_add_teacher (0 first); layers count as
+ * kd_model_layer_info does. regressor_spec (NULL: none) builds an adaptation layer owned and
+ * trained by the trainer, e.g. "dense 1200" or "conv 64 1" ("input ..." may be omitted: the
+ * student layer's shape is put in front); it is initialised from the student's seed and k, and
+ * trained with the student's optimizer kind and options (learning rate and schedule included)
+ * in an optimizer of its own. The loss handle is borrowed (it may serve several terms).
+ * A step runs every teacher a term names, even when teacher_logits are given (those still give
+ * the soft targets): features cannot be cached. Regressors are not in kd_trainer_save's file. */
+KD_API kd_status kd_trainer_add_feature_loss(kd_trainer *t, kd_feature_loss *loss,
+                                             int32_t student_layer, int32_t teacher,
+                                             int32_t teacher_layer, const char *regressor_spec,
+                                             float weight);
+/* weight * loss of term k in the last step, or with k == -1 the sum over the terms (the part of
+ * the step's *loss the feature terms make). */
+KD_API kd_status kd_trainer_feature_value(const kd_trainer *t, int32_t k, float *value);
+/* The regressor of term k (borrowed, lives as long as t), or NULL when it has none. */
+KD_API kd_status kd_trainer_regressor(const kd_trainer *t, int32_t k, kd_model **regressor);
+
+typedef enum kd_trainer_option {
+    /* int 0 or 1, default 0. 1: steps train on the feature terms alone -- the first stage of
+     * FitNets (the student's layers up to the hint and the regressors learn the hint; the layers
+     * above get zero gradients, only weight decay moves them); labels and soft targets are not
+     * read. Needs a feature term. Set back to 0 for the second stage, normal distillation. */
+    KD_TRAINER_HINT_ONLY = 0
+} kd_trainer_option;
+
+KD_API kd_status kd_trainer_set_int(kd_trainer *t, kd_trainer_option key, int64_t value);
+KD_API kd_status kd_trainer_get_int(const kd_trainer *t, kd_trainer_option key, int64_t *value);
+
+/* Adds delta to the bias of output class cls in the model's last layer, which must be dense
+ * (KD_ERR_UNSUPPORTED otherwise): the correction Hinton et al. (2015, section 3) made for a class
+ * left out of the transfer set, with delta chosen on held-out data. */
+KD_API kd_status kd_model_adjust_output_bias(kd_model *m, int32_t cls, float delta);
 
 /* ---------------------------------------------------------------- data */
 

@@ -8,6 +8,7 @@
 
 #include "error.h"
 #include "kernels/kernels.h"
+#include "losses/losses.h"
 
 /* ---------------------------------------------------------------- input checks shared by kinds */
 
@@ -150,6 +151,12 @@ static kd_status check_option(int key, float value)
         if (!(value >= 0.0f && value <= 1.0f))
             return kdi_fail(KD_ERR_ARGUMENT, "KD_LOSS_ALPHA %g must be in [0, 1]", (double)value);
         break;
+    case KD_LOSS_BETA:
+    case KD_LOSS_CE_WEIGHT:
+        if (!(value >= 0.0f) || !isfinite(value))
+            return kdi_fail(KD_ERR_ARGUMENT, "loss option %d: %g must be finite and >= 0", key,
+                            (double)value);
+        break;
     }
     return KD_OK;
 }
@@ -162,6 +169,8 @@ kd_status kd_loss_create(kd_loss_kind kind, kd_loss **out)
     const kdi_loss_ops *ops = NULL;
     switch (kind) {
     case KD_LOSS_HINTON: ops = &hinton_ops; break;
+    case KD_LOSS_LOGIT_MSE: ops = &kdi_logit_mse_ops; break;
+    case KD_LOSS_DKD: ops = &kdi_dkd_ops; break;
     }
     if (ops == NULL)
         return kdi_fail(KD_ERR_ARGUMENT, "loss kind %d is not a kd_loss_kind", (int)kind);
@@ -171,6 +180,9 @@ kd_status kd_loss_create(kd_loss_kind kind, kd_loss **out)
     l->ops = ops;
     l->opt[KD_LOSS_TEMPERATURE] = 4.0f;
     l->opt[KD_LOSS_ALPHA] = 0.9f;
+    l->opt[KD_LOSS_BETA] = 8.0f;
+    l->opt[KD_LOSS_CE_WEIGHT] = 1.0f;
+    if (ops->defaults != NULL) ops->defaults(l);
     *out = l;
     return KD_OK;
 }
@@ -227,6 +239,8 @@ kd_status kdi_loss_check(const kd_loss *l, const float *soft_targets, const int3
 
 int kdi_loss_uses_soft(const kd_loss *l) { return l->ops->uses_soft(l); }
 
+int kdi_loss_soft_is_logits(const kd_loss *l) { return l->ops->soft_is_logits; }
+
 float kdi_loss_temperature(const kd_loss *l) { return l->opt[KD_LOSS_TEMPERATURE]; }
 
 kd_status kd_loss_forward(kd_loss *l, const float *student_logits, const float *soft_targets,
@@ -239,7 +253,7 @@ kd_status kd_loss_forward(kd_loss *l, const float *student_logits, const float *
     if (!kdi_all_finite(student_logits, batch * classes))
         return kdi_fail(KD_ERR_NUMERIC, "student_logits hold NaN or infinity");
     int next = 1 - l->cur;
-    double parts[KDI_LOSS_NPARTS];
+    double parts[KDI_LOSS_NPARTS] = {0};
     KDI_TRY(kdi_buf_reserve(&l->grad[next], batch * classes));
     KDI_TRY(l->ops->forward(l, student_logits, soft_targets, labels, batch, classes, parts,
                             l->grad[next].data));

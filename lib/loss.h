@@ -5,7 +5,7 @@
 
 #include "tensor.h"
 
-#define KDI_LOSS_NOPTIONS 2 /* kd_loss_option keys, 0 .. KDI_LOSS_NOPTIONS - 1 */
+#define KDI_LOSS_NOPTIONS 4 /* kd_loss_option keys, 0 .. KDI_LOSS_NOPTIONS - 1 */
 #define KDI_LOSS_NPARTS 3   /* kd_loss_part values */
 
 typedef struct kdi_loss_ops {
@@ -20,6 +20,11 @@ typedef struct kdi_loss_ops {
                          float *grad);
     /* Whether the next forward reads soft targets with the current options. */
     int (*uses_soft)(const kd_loss *l);
+    /* 1: soft_targets are the teachers' logits (their weighted mean for an ensemble), not their
+     * probabilities (KD_LOSS_LOGIT_MSE). */
+    int soft_is_logits;
+    /* Optional: options that differ from the common defaults (losses/). */
+    void (*defaults)(kd_loss *l);
 } kdi_loss_ops;
 
 struct kd_loss {
@@ -41,6 +46,8 @@ kd_status kdi_loss_check(const kd_loss *l, const float *soft_targets, const int3
                          int64_t batch, int64_t classes);
 /* Whether the next forward reads soft targets (for Hinton: alpha > 0). */
 int kdi_loss_uses_soft(const kd_loss *l);
+/* Whether soft targets are the teachers' logits rather than probabilities (the ops' flag). */
+int kdi_loss_soft_is_logits(const kd_loss *l);
 /* The temperature soft targets must be made at. */
 float kdi_loss_temperature(const kd_loss *l);
 

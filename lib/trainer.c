@@ -9,6 +9,7 @@
 
 #include "error.h"
 #include "soft_targets.h"
+#include "trainer_features.h"
 
 kd_status kd_trainer_create(kd_model *student, kd_loss *loss, kd_optimizer *opt, kd_trainer **out)
 {
@@ -39,6 +40,7 @@ void kd_trainer_destroy(kd_trainer *t)
     kdi_buf_free(&t->logits);
     kdi_buf_free(&t->grad);
     kdi_buf_free(&t->ws);
+    kdi_trainer_features_free(t);
     free(t);
 }
 
@@ -90,6 +92,8 @@ static kd_status soft_targets(kd_trainer *t, const float *x, const float *teache
 {
     *soft = NULL;
     if (!kdi_loss_uses_soft(t->loss)) return KD_OK;
+    if (kdi_loss_soft_is_logits(t->loss))
+        return kdi_trainer_mean_logits(t, x, teacher_logits, batch, soft);
     float temp = kdi_loss_temperature(t->loss);
     int64_t count = batch * t->classes;
     const float *w = t->nteachers > 0 ? t->weights : NULL;
@@ -112,6 +116,7 @@ static kd_status soft_targets(kd_trainer *t, const float *x, const float *teache
         KDI_TRY(kdi_check_ensemble(w, t->nteachers, temp));
         KDI_TRY(kdi_teacher_soft_targets(t->teachers, w, t->nteachers, x, batch, t->classes, temp,
                                          t->soft.data, &t->ws));
+        t->teachers_ran = 1;
     }
     *soft = t->soft.data;
     return KD_OK;
@@ -132,14 +137,20 @@ static kd_status check_batch(const kd_trainer *t, const float *x, int64_t batch)
 static kd_status learn(kd_trainer *t, const float *x, const float *soft, const int32_t *labels,
                        int64_t batch, float *loss)
 {
-    float value;
+    float value = 0.0f;
     KDI_TRY(kd_model_forward(t->student, x, batch, t->logits.data));
-    KDI_TRY(kd_loss_forward(t->loss, t->logits.data, soft, labels, batch, t->classes, &value));
-    KDI_TRY(kd_loss_backward(t->loss, t->grad.data));
+    if (t->hint_only) { /* FitNets stage 1: the feature terms alone */
+        memset(t->grad.data, 0, (size_t)(batch * t->classes) * sizeof *t->grad.data);
+    } else {
+        KDI_TRY(kd_loss_forward(t->loss, t->logits.data, soft, labels, batch, t->classes, &value));
+        KDI_TRY(kd_loss_backward(t->loss, t->grad.data));
+    }
     /* The step applies this batch's gradient alone, whatever a caller left accumulated. */
     KDI_TRY(kd_model_zero_grad(t->student));
+    KDI_TRY(kdi_trainer_features_forward(t, x, batch, &value));
     KDI_TRY(kd_model_backward(t->student, t->grad.data));
     KDI_TRY(kd_optimizer_step(t->opt));
+    KDI_TRY(kdi_trainer_features_step(t));
     *loss = value;
     return KD_OK;
 }
@@ -151,9 +162,13 @@ kd_status kd_trainer_step(kd_trainer *t, const float *x, const int32_t *labels,
     KDI_CHECK_NULL(x);
     KDI_CHECK_NULL(loss);
     KDI_TRY(check_batch(t, x, batch));
-    const float *soft;
-    KDI_TRY(soft_targets(t, x, teacher_logits, batch, &soft));
-    KDI_TRY(kdi_loss_check(t->loss, soft, labels, batch, t->classes));
+    const float *soft = NULL;
+    t->teachers_ran = 0;
+    KDI_TRY(kdi_trainer_features_check(t));
+    if (!t->hint_only) {
+        KDI_TRY(soft_targets(t, x, teacher_logits, batch, &soft));
+        KDI_TRY(kdi_loss_check(t->loss, soft, labels, batch, t->classes));
+    }
     KDI_TRY(kdi_optimizer_check(t->opt));
     KDI_TRY(kdi_buf_reserve(&t->logits, batch * t->classes));
     KDI_TRY(kdi_buf_reserve(&t->grad, batch * t->classes));

@@ -20,6 +20,14 @@ struct kd_trainer {
     kdi_buf logits;      /* the student's logits [batch, classes] */
     kdi_buf grad;        /* d loss / d logits [batch, classes] */
     kdi_buf ws;          /* the teachers' logits and probabilities, 2 x [batch, classes] */
+    /* Distillation methods beyond the logit loss (trainer_features.c). */
+    struct kdi_feature_term *terms; /* feature terms, nterms of them */
+    int32_t nterms, term_cap;
+    int32_t hint_only;    /* KD_TRAINER_HINT_ONLY */
+    int32_t teachers_ran; /* every teacher ran on this step's x (live soft targets) */
+    int32_t features_ran; /* a step has computed the feature terms */
+    kdi_buf tlogits;      /* one teacher's logits [batch, classes] */
+    double feature_total; /* the weighted feature terms of the last step */
 };
 
 /* How many teachers cached logits hold: the teachers added, or 1 when none were added (logits
