@@ -1,0 +1,292 @@
+/* cnn_distill: a small ResNet teacher on Fashion-MNIST, distilled into a small CNN and into an MLP,
+ * through the public API only.
+ *
+ * One protocol for every model: SGD with momentum 0.9 (Nesterov), weight decay 5e-4, learning rate
+ * 0.05 with cosine decay, batch 128, and the same augmentation of every batch -- a random
+ * translation by up to 2 pixels (zero fill) and a random horizontal flip. Students are trained
+ * alone (labels only) and distilled with Hinton's loss (T = 4, alpha = 0.9). The teacher sees the
+ * students' augmented batches: its logits are computed once per epoch, for the batches the
+ * students will see, and shared by every distilled student (the students share the batch order
+ * and the augmentation seeds). Prints test accuracy, parameter count, file size (saved under
+ * /tmp) and inference time per image for every model, with epochs and wall time.
+ *
+ *   cnn_distill [--epochs N] [--teacher-epochs N] [--train PREFIX] [--test PREFIX] [--seed S]
+ *
+ * PREFIX names IDX files PREFIX-images-idx3-ubyte.gz and PREFIX-labels-idx1-ubyte.gz; the defaults
+ * are Debian's dataset-fashion-mnist files in /usr/share/datasets/fashion-mnist.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "kd.h"
+
+#define BATCH 128
+#define CLASSES 10
+#define SHIFT 2 /* pixels of translation */
+
+/* A ResNet in the manner of He et al. 2016, sized for 28x28: a stem, an identity block at 14x14,
+ * a downsampling block to 7x7 with a projection shortcut, global average pooling. */
+#define TEACHER                                                                                    \
+    "input 1x28x28 | conv 32 3 pad=1 bias=0 | bn | relu | maxpool 2 | "                            \
+    "residual(conv 32 3 pad=1 bias=0 | bn | relu | conv 32 3 pad=1 bias=0 | bn) | relu | "         \
+    "residual(conv 64 3 stride=2 pad=1 bias=0 | bn | relu | conv 64 3 pad=1 bias=0 | bn)"          \
+    "(conv 64 1 stride=2 bias=0 | bn) | relu | gap | flatten | dense 10"
+#define CNN                                                                                        \
+    "input 1x28x28 | conv 16 3 pad=1 | relu | maxpool 2 | conv 32 3 pad=1 | relu | maxpool 2 | "   \
+    "flatten | dense 10"
+#define MLP "input 784 | dense 128 | relu | dense 10"
+
+typedef struct run {
+    const char *name, *file, *spec;
+    int distil; /* 0: labels only */
+    int epochs;
+    float accuracy;
+    int64_t params, bytes;
+    double seconds, us_batch, us_single;
+} run;
+
+/* Teacher logits for the students' augmented batches: [epochs][n][classes] in batch order, and
+ * which epochs are filled. */
+typedef struct cache {
+    kd_model *teacher;
+    float *logits;
+    int *filled;
+    int64_t n;
+} cache;
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void die(const char *what, kd_status st)
+{
+    fprintf(stderr, "cnn_distill: %s: %s (%s)\n", what, kd_strerror(st), kd_last_error());
+    exit(1);
+}
+#define CHECK(call)                                                                                \
+    do {                                                                                           \
+        kd_status st_ = (call);                                                                    \
+        if (st_ != KD_OK) die(#call, st_);                                                         \
+    } while (0)
+
+static void *xmalloc(size_t n)
+{
+    void *p = calloc(1, n);
+    if (p == NULL) die("calloc", KD_ERR_NOMEM);
+    return p;
+}
+
+static kd_dataset *load(const char *prefix)
+{
+    char images[1024], labels[1024];
+    snprintf(images, sizeof images, "%s-images-idx3-ubyte.gz", prefix);
+    snprintf(labels, sizeof labels, "%s-labels-idx1-ubyte.gz", prefix);
+    kd_dataset *d;
+    kd_status st = kd_dataset_load_idx(images, labels, &d);
+    if (st != KD_OK) {
+        fprintf(stderr,
+                "cnn_distill: cannot read %s: %s\n(install Debian's dataset-fashion-mnist, "
+                "or pass --train/--test)\n",
+                images, kd_last_error());
+        exit(1);
+    }
+    return d;
+}
+
+static float accuracy(kd_model *m, const kd_dataset *test)
+{
+    int64_t n, correct;
+    CHECK(kd_dataset_size(test, &n));
+    CHECK(kd_model_evaluate(m, kd_dataset_images(test), kd_dataset_labels(test), n, 500, &correct,
+                            NULL));
+    return 100.0f * (float)correct / (float)n;
+}
+
+/* The same batch always gets the same transform: seeds from the data seed, epoch and step. */
+static void augment(float *x, int64_t rows, int64_t h, int64_t w, uint64_t seed, int epoch,
+                    int64_t step)
+{
+    uint64_t s = seed * 0x9E3779B97F4A7C15ull + (uint64_t)epoch * 1000003u + (uint64_t)step;
+    CHECK(kd_augment_images(x, rows, 1, h, w, KD_AUGMENT_TRANSLATE, SHIFT, s));
+    CHECK(kd_augment_images(x, rows, 1, h, w, KD_AUGMENT_HFLIP, 0, s ^ 0x5bd1e995u));
+}
+
+static kd_optimizer *optimizer(kd_model *m, int64_t steps)
+{
+    kd_optimizer *o;
+    CHECK(kd_optimizer_create(KD_OPTIMIZER_SGD, m, &o));
+    CHECK(kd_optimizer_set_float(o, KD_OPT_LEARNING_RATE, 0.05f));
+    CHECK(kd_optimizer_set_float(o, KD_OPT_MOMENTUM, 0.9f));
+    CHECK(kd_optimizer_set_int(o, KD_OPT_NESTEROV, 1));
+    CHECK(kd_optimizer_set_float(o, KD_OPT_WEIGHT_DECAY, 5e-4f));
+    CHECK(kd_optimizer_set_int(o, KD_OPT_SCHEDULE, KD_SCHEDULE_COSINE));
+    CHECK(kd_optimizer_set_int(o, KD_OPT_TOTAL_STEPS, steps));
+    return o;
+}
+
+/* The teacher's logits for this batch: from the cache, or computed now and kept for the next
+ * distilled student, which will see the very same batch. */
+static const float *teacher_logits(cache *c, const float *x, int64_t rows, int epoch, int64_t pos)
+{
+    float *z = c->logits + ((int64_t)(epoch - 1) * c->n + pos) * CLASSES;
+    if (!c->filled[epoch - 1]) CHECK(kd_model_predict(c->teacher, x, rows, z));
+    return z;
+}
+
+static kd_model *train(run *r, const kd_dataset *train_set, const kd_dataset *test, cache *c,
+                       uint64_t init_seed, uint64_t data_seed)
+{
+    int64_t n, ch, h, w;
+    CHECK(kd_dataset_size(train_set, &n));
+    CHECK(kd_dataset_shape(train_set, &ch, &h, &w));
+    kd_model *m;
+    kd_loss *loss;
+    kd_trainer *t;
+    kd_batcher *b;
+    CHECK(kd_model_create(r->spec, init_seed, &m));
+    CHECK(kd_model_param_count(m, &r->params));
+    CHECK(kd_loss_create(KD_LOSS_HINTON, &loss));
+    CHECK(kd_loss_set_float(loss, KD_LOSS_TEMPERATURE, 4.0f));
+    CHECK(kd_loss_set_float(loss, KD_LOSS_ALPHA, r->distil ? 0.9f : 0.0f));
+    kd_optimizer *opt = optimizer(m, r->epochs * ((n + BATCH - 1) / BATCH));
+    CHECK(kd_trainer_create(m, loss, opt, &t));
+    CHECK(kd_batcher_create(train_set, BATCH, data_seed, &b));
+
+    float *x = xmalloc(sizeof(float) * (size_t)(BATCH * ch * h * w));
+    int32_t labels[BATCH];
+    double start = now();
+    for (int e = 1; e <= r->epochs; e++) {
+        double sum = 0.0;
+        int64_t rows, step = 0, pos = 0;
+        for (;;) {
+            CHECK(kd_batcher_next(b, x, labels, &rows));
+            if (rows == 0) break;
+            augment(x, rows, h, w, data_seed, e, step);
+            const float *tz = r->distil ? teacher_logits(c, x, rows, e, pos) : NULL;
+            float value;
+            CHECK(kd_trainer_step(t, x, labels, tz, rows, &value));
+            sum += value;
+            step++;
+            pos += rows;
+        }
+        if (r->distil) c->filled[e - 1] = 1;
+        r->accuracy = accuracy(m, test);
+        printf("  %-22s epoch %2d/%d  loss %.4f  test %.2f%%  %5.0f s\n", r->name, e, r->epochs,
+               sum / (double)step, (double)r->accuracy, now() - start);
+        fflush(stdout);
+    }
+    r->seconds = now() - start;
+    free(x);
+    kd_batcher_destroy(b);
+    kd_trainer_destroy(t);
+    kd_optimizer_destroy(opt);
+    kd_loss_destroy(loss);
+    return m;
+}
+
+/* Saves under /tmp for the file size, then times inference: per image in batches of 250 over the
+ * test set, and one image at a time. */
+static void measure(run *r, kd_model *m, const kd_dataset *test)
+{
+    char path[256];
+    snprintf(path, sizeof path, "/tmp/cnn_distill_%s.safetensors", r->file);
+    CHECK(kd_model_save(m, path));
+    struct stat st;
+    r->bytes = stat(path, &st) == 0 ? (int64_t)st.st_size : -1;
+    int64_t n, in;
+    CHECK(kd_dataset_size(test, &n));
+    CHECK(kd_model_input_size(m, &in));
+    const float *x = kd_dataset_images(test);
+    float *z = xmalloc(sizeof(float) * 250 * CLASSES);
+    double start = now();
+    for (int64_t s = 0; s + 250 <= n; s += 250) CHECK(kd_model_predict(m, x + s * in, 250, z));
+    r->us_batch = 1e6 * (now() - start) / (double)(n - n % 250);
+    int64_t singles = n < 500 ? n : 500;
+    start = now();
+    for (int64_t i = 0; i < singles; i++) CHECK(kd_model_predict(m, x + i * in, 1, z));
+    r->us_single = 1e6 * (now() - start) / (double)singles;
+    free(z);
+}
+
+static int usage(void)
+{
+    fprintf(stderr, "usage: cnn_distill [--epochs N] [--teacher-epochs N] [--train PREFIX] "
+                    "[--test PREFIX] [--seed S]\n");
+    return 2;
+}
+
+int main(int argc, char **argv)
+{
+    int epochs = 15, teacher_epochs = 15;
+    uint64_t seed = 1;
+    const char *train_prefix = "/usr/share/datasets/fashion-mnist/train";
+    const char *test_prefix = "/usr/share/datasets/fashion-mnist/t10k";
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--epochs") == 0 && i + 1 < argc)
+            epochs = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--teacher-epochs") == 0 && i + 1 < argc)
+            teacher_epochs = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--seed") == 0 && i + 1 < argc)
+            seed = strtoull(argv[++i], NULL, 10);
+        else if (strcmp(argv[i], "--train") == 0 && i + 1 < argc)
+            train_prefix = argv[++i];
+        else if (strcmp(argv[i], "--test") == 0 && i + 1 < argc)
+            test_prefix = argv[++i];
+        else
+            return usage();
+    }
+    if (epochs < 1 || teacher_epochs < 1) return usage();
+    double begin = now();
+    kd_dataset *train_set = load(train_prefix), *test = load(test_prefix);
+    int64_t ntrain, ntest;
+    CHECK(kd_dataset_size(train_set, &ntrain));
+    CHECK(kd_dataset_size(test, &ntest));
+    printf(
+        "libkd %s, kernels %s; Fashion-MNIST %lld train / %lld test; batch %d, SGD Nesterov 0.9, "
+        "wd 5e-4, lr 0.05 cosine; augmentation: shift <= %d px, horizontal flip; KD: Hinton "
+        "T=4 alpha=0.9\n",
+        kd_version(), kd_kernels_name(), (long long)ntrain, (long long)ntest, BATCH, SHIFT);
+
+    run runs[] = {
+        {.name = "teacher ResNet", .file = "teacher", .spec = TEACHER, .epochs = teacher_epochs},
+        {.name = "CNN alone", .file = "cnn_alone", .spec = CNN, .epochs = epochs},
+        {.name = "CNN distilled", .file = "cnn_kd", .spec = CNN, .distil = 1, .epochs = epochs},
+        {.name = "MLP alone", .file = "mlp_alone", .spec = MLP, .epochs = epochs},
+        {.name = "MLP distilled", .file = "mlp_kd", .spec = MLP, .distil = 1, .epochs = epochs},
+    };
+    int nruns = (int)(sizeof runs / sizeof runs[0]);
+    printf("teacher: %s\nCNN:     %s\nMLP:     %s\n", TEACHER, CNN, MLP);
+    kd_model *teacher = train(&runs[0], train_set, test, NULL, seed, seed + 1000);
+    measure(&runs[0], teacher, test);
+    cache c = {teacher, NULL, NULL, ntrain};
+    c.logits = xmalloc(sizeof(float) * (size_t)(epochs * ntrain * CLASSES));
+    c.filled = xmalloc(sizeof(int) * (size_t)epochs);
+    for (int i = 1; i < nruns; i++) {
+        /* every student: its own initialisation, the students' common batches */
+        kd_model *m = train(&runs[i], train_set, test, &c, seed + (uint64_t)i, seed + 2000);
+        measure(&runs[i], m, test);
+        kd_model_destroy(m);
+    }
+
+    printf("\n%-16s %8s %8s %9s %11s %11s %7s %8s\n", "model", "params", "test %", "file KB",
+           "us/img b250", "us/img b1", "epochs", "wall s");
+    for (int i = 0; i < nruns; i++)
+        printf("%-16s %8lld %8.2f %9.1f %11.1f %11.1f %7d %8.0f\n", runs[i].name,
+               (long long)runs[i].params, (double)runs[i].accuracy, (double)runs[i].bytes / 1024.0,
+               runs[i].us_batch, runs[i].us_single, runs[i].epochs, runs[i].seconds);
+    printf("total wall time %.0f s (the distilled students' times include the teacher's logits for "
+           "their epochs when they computed them first)\n",
+           now() - begin);
+    free(c.logits);
+    free(c.filled);
+    kd_model_destroy(teacher);
+    kd_dataset_destroy(train_set);
+    kd_dataset_destroy(test);
+    return 0;
+}
