@@ -10,43 +10,6 @@
 #include "kernels/kernels.h"
 #include "losses/losses.h"
 
-/* ---------------------------------------------------------------- input checks shared by kinds */
-
-/* Each row of p [batch, classes] must be a distribution: finite, >= 0, summing to 1 within 1e-3. */
-static kd_status check_distribution(const float *p, int64_t batch, int64_t classes)
-{
-    for (int64_t r = 0; r < batch; r++) {
-        const float *row = p + r * classes;
-        double sum = 0.0;
-        for (int64_t c = 0; c < classes; c++) {
-            if (!isfinite(row[c]))
-                return kdi_fail(KD_ERR_NUMERIC, "soft_targets row %lld holds NaN or infinity",
-                                (long long)r);
-            if (row[c] < 0.0f)
-                return kdi_fail(KD_ERR_ARGUMENT,
-                                "soft_targets[%lld][%lld] is %g; probabilities are >= 0",
-                                (long long)r, (long long)c, (double)row[c]);
-            sum += row[c];
-        }
-        if (fabs(sum - 1.0) > 1e-3)
-            return kdi_fail(
-                KD_ERR_ARGUMENT,
-                "soft_targets row %lld sums to %g, not 1; give the teachers' probabilities "
-                "(kd_teacher_soft_targets), not logits",
-                (long long)r, sum);
-    }
-    return KD_OK;
-}
-
-static kd_status check_labels(const int32_t *labels, int64_t batch, int64_t classes)
-{
-    for (int64_t r = 0; r < batch; r++)
-        if (labels[r] != -1 && (labels[r] < 0 || labels[r] >= classes))
-            return kdi_fail(KD_ERR_ARGUMENT, "label %d of example %lld is not in 0..%lld or -1",
-                            (int)labels[r], (long long)r, (long long)classes - 1);
-    return KD_OK;
-}
-
 /* ---------------------------------------------------------------- Hinton */
 
 static kd_status hinton_check(const kd_loss *l, const float *soft, const int32_t *labels,
@@ -62,8 +25,8 @@ static kd_status hinton_check(const kd_loss *l, const float *soft, const int32_t
         return kdi_fail(KD_ERR_ARGUMENT,
                         "labels is NULL but alpha is %g; NULL is allowed only when alpha is 1",
                         (double)alpha);
-    if (soft != NULL) KDI_TRY(check_distribution(soft, batch, classes));
-    if (labels != NULL) KDI_TRY(check_labels(labels, batch, classes));
+    if (soft != NULL) KDI_TRY(kdi_check_probabilities(soft, batch, classes));
+    if (labels != NULL) KDI_TRY(kdi_check_labels(labels, batch, classes));
     return KD_OK;
 }
 

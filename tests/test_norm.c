@@ -18,82 +18,6 @@ static const char *tmp_path(const char *name)
     return path;
 }
 
-typedef struct dir_ctx {
-    kdi_seq *s;
-    const float *x, *w;
-    int64_t batch, nout;
-    double size; /* sum |w_i y_i|: the scale of the float rounding in the objective */
-} dir_ctx;
-
-static double dir_objective(dir_ctx *c)
-{
-    const float *y;
-    ck_assert_int_eq(kdi_seq_forward(c->s, c->x, c->batch, 1, &y), KD_OK);
-    double sum = 0.0, size = 0.0;
-    for (int64_t i = 0; i < c->batch * c->nout; i++) {
-        sum += (double)c->w[i] * y[i];
-        size += fabs((double)c->w[i] * y[i]);
-    }
-    c->size = size;
-    return sum;
-}
-
-/* d/dt f(v + t u) at t = 0 by central differences, for a random direction u: one number that sums
- * the signal of every coordinate, where a per-coordinate difference of float sums is mostly
- * rounding (normalisation layers make many single-coordinate gradients tiny). */
-static double directional_error(dir_ctx *c, float *v, const float *g, int64_t n, uint64_t seed)
-{
-    float *keep = malloc(sizeof(float) * n), *u = malloc(sizeof(float) * n);
-    memcpy(keep, v, sizeof(float) * n);
-    kdt_fill(u, n, seed, -1.0f, 1.0f);
-    double want = 0.0, eps = 2e-3;
-    for (int64_t i = 0; i < n; i++) want += (double)g[i] * u[i];
-    for (int64_t i = 0; i < n; i++) v[i] = keep[i] + (float)eps * u[i];
-    double up = dir_objective(c);
-    for (int64_t i = 0; i < n; i++) v[i] = keep[i] - (float)eps * u[i];
-    double down = dir_objective(c);
-    memcpy(v, keep, sizeof(float) * n);
-    double fd = (up - down) / (2.0 * eps);
-    free(keep);
-    free(u);
-    /* The float objective rounds at about 1e-7 of its size, which the step magnifies: below a
-     * floor tied to that size a derivative is compared absolutely (a bias just before a batch
-     * norm has a zero gradient, and its difference is all rounding). */
-    return fabs(fd - want) / fmax(1e-2 * c->size, fabs(fd) + fabs(want));
-}
-
-/* The directional check for the input and every trainable parameter of spec, in training mode. */
-static void check_directional(const char *spec, kdi_shape shape, int64_t batch)
-{
-    kdi_seq s;
-    ck_assert_msg(kdi_seq_build(&s, spec, shape, 7) == KD_OK, "%s: %s", spec, kd_last_error());
-    int64_t nin = batch * kdi_shape_size(shape), nout = kdi_shape_size(s.out);
-    float *x = malloc(sizeof(float) * nin), *dx = malloc(sizeof(float) * nin);
-    float *w = malloc(sizeof(float) * batch * nout);
-    kdt_fill(x, nin, 1, -1.0f, 1.0f);
-    kdt_fill(w, batch * nout, 2, -1.0f, 1.0f);
-    kdi_param_list pl = {0};
-    ck_assert_int_eq(kdi_seq_collect(&s, "", &pl), KD_OK);
-    dir_ctx c = {&s, x, w, batch, nout, 0.0};
-    dir_objective(&c);
-    ck_assert_int_eq(kdi_seq_backward(&s, w, dx), KD_OK);
-    for (int k = 0; k < 3; k++) {
-        double err = directional_error(&c, x, dx, nin, 10 + (uint64_t)k);
-        ck_assert_msg(err < 1e-2, "%s: input directional error %g", spec, err);
-    }
-    for (int32_t i = 0; i < pl.n; i++) {
-        kdi_param *p = pl.items[i].p;
-        if (p->grad == NULL) continue;
-        double err = directional_error(&c, p->value, p->grad, p->count, 20 + (uint64_t)i);
-        ck_assert_msg(err < 1e-2, "%s: directional error of %s %g", spec, pl.items[i].name, err);
-    }
-    kdi_param_list_free(&pl);
-    kdi_seq_free(&s);
-    free(x);
-    free(dx);
-    free(w);
-}
-
 /* Per channel mean and biased / unbiased variance of x [batch, c, hw], in double. */
 static void stats(const float *x, int64_t batch, int64_t c, int64_t hw, int64_t ch, double *mean,
                   double *biased, double *unbiased)
@@ -199,9 +123,9 @@ START_TEST(batchnorm_gradients)
     kdt_check_gradients("bn", kdi_shape_flat(6), 5, -1.0f, 2.0f);
     /* Through two normalisations, single-coordinate differences drown in rounding: check along
      * random directions instead. */
-    check_directional("conv 4 3 pad=1 bias=0 | bn | tanh | flatten | dense 8 | bn | dense 3",
+    kdt_check_directional("conv 4 3 pad=1 bias=0 | bn | tanh | flatten | dense 8 | bn | dense 3",
                       (kdi_shape){2, 5, 5}, 4);
-    check_directional("conv 4 3 pad=1 | bn | tanh | flatten | dense 8 | bn | dense 3",
+    kdt_check_directional("conv 4 3 pad=1 | bn | tanh | flatten | dense 8 | bn | dense 3",
                       (kdi_shape){2, 5, 5}, 16);
     kdt_check_gradients("bn momentum=0.5 eps=0.001", (kdi_shape){2, 3, 3}, 2, -1.0f, 1.0f);
 }

@@ -26,6 +26,11 @@ double kdt_gradcheck(double (*f)(void *ctx), void *ctx, float *x, const float *g
  * with lo > 0 every other input negated so kinks at 0 are straddled but never approached. */
 void kdt_check_gradients(const char *spec, kdi_shape shape, int64_t batch, float lo, float hi);
 
+/* The same checks along three random directions each, in training mode: one number sums every
+ * coordinate's signal, where single-coordinate differences through normalisation layers are mostly
+ * rounding. Errors are relative, with a floor tied to the objective's size. */
+void kdt_check_directional(const char *spec, kdi_shape shape, int64_t batch);
+
 /* A path under a fresh temporary directory (removed by the OS; tests clean what they make). */
 const char *kdt_tmpdir(void);
 
