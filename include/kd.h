@@ -58,8 +58,12 @@ typedef struct kd_model kd_model;
 
 /* Builds a model from a spec, the one description of an architecture, for example
  *   "input 784 | dense 1200 | relu | dropout 0.5 | dense 10"
+ *   "input 1x28x28 | conv 16 3 pad=1 bias=0 | bn | relu | residual(conv 16 3 pad=1 | bn) | relu
+ *    | maxpool 2 | flatten | dense 10"
  * Layers: input N (or input CxHxW), dense N, relu, leakyrelu [slope], gelu, tanh, sigmoid,
- * dropout P. Weights are initialised as PyTorch does, from seed. */
+ * dropout P, conv OUT K [stride=S pad=P groups=G bias=0|1], maxpool K [stride=S],
+ * avgpool K [stride=S], gap, bn [eps= momentum=], layernorm [eps=], flatten,
+ * residual(BODY) [(SHORTCUT)]. Weights are initialised as PyTorch does, from seed. */
 KD_API kd_status kd_model_create(const char *spec, uint64_t seed, kd_model **out);
 /* A deep copy: weights, buffers and spec; gradients and activations start empty. */
 KD_API kd_status kd_model_clone(const kd_model *m, kd_model **out);
