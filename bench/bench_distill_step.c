@@ -65,8 +65,8 @@ static double mlp_gemms(const int *d, int layers, int batch, int train, float *b
 static const char *spec_of(const int *d)
 {
     static char s[128];
-    snprintf(s, sizeof s, "input %d | dense %d | relu | dense %d | relu | dense %d", d[0], d[1], d[2],
-             d[3]);
+    snprintf(s, sizeof s, "input %d | dense %d | relu | dense %d | relu | dense %d", d[0], d[1],
+             d[2], d[3]);
     return s;
 }
 
@@ -99,9 +99,11 @@ int main(void)
         for (int live = 1; live >= 0; live--) {
             const float *cached = live ? NULL : logits;
             int reps = 4096 / batch + 5;
-            for (int i = 0; i < 3; i++) check(kd_trainer_step(tr, x, labels, cached, batch, &value), "step");
+            for (int i = 0; i < 3; i++)
+                check(kd_trainer_step(tr, x, labels, cached, batch, &value), "step");
             double t0 = now();
-            for (int i = 0; i < reps; i++) check(kd_trainer_step(tr, x, labels, cached, batch, &value), "step");
+            for (int i = 0; i < reps; i++)
+                check(kd_trainer_step(tr, x, labels, cached, batch, &value), "step");
             double step = (now() - t0) / reps;
             double flops = 0.0;
             t0 = now();

@@ -57,8 +57,10 @@ static kd_dataset *load(const char *prefix)
     kd_dataset *d;
     kd_status st = kd_dataset_load_idx(images, labels, &d);
     if (st != KD_OK) {
-        fprintf(stderr, "mlp_distill: cannot read %s: %s\n(install Debian's dataset-fashion-mnist, "
-                        "or pass --train/--test)\n", images, kd_last_error());
+        fprintf(stderr,
+                "mlp_distill: cannot read %s: %s\n(install Debian's dataset-fashion-mnist, "
+                "or pass --train/--test)\n",
+                images, kd_last_error());
         exit(1);
     }
     return d;
@@ -84,7 +86,8 @@ static float *teacher_logits(kd_model *teacher, const kd_dataset *train)
     if (logits == NULL) die("malloc", KD_ERR_NOMEM);
     for (int64_t s = 0; s < n; s += 1000) {
         int64_t rows = n - s < 1000 ? n - s : 1000;
-        CHECK(kd_model_predict(teacher, kd_dataset_images(train) + s * in, rows, logits + s * CLASSES));
+        CHECK(kd_model_predict(teacher, kd_dataset_images(train) + s * in, rows,
+                               logits + s * CLASSES));
     }
     return logits;
 }

@@ -30,14 +30,14 @@ extern "C" {
 
 typedef enum kd_status {
     KD_OK = 0,
-    KD_ERR_ARGUMENT = 1,    /* a NULL pointer, a value out of range, an unknown key */
-    KD_ERR_SHAPE = 2,       /* sizes that do not fit the model or each other */
-    KD_ERR_NOMEM = 3,       /* an allocation failed */
-    KD_ERR_IO = 4,          /* a file could not be opened, read or written */
-    KD_ERR_FORMAT = 5,      /* a file or spec string is malformed, truncated or hostile */
-    KD_ERR_NUMERIC = 6,     /* NaN or infinity in an input, or a loss that became non-finite */
-    KD_ERR_STATE = 7,       /* a call out of order (backward before forward, ...) */
-    KD_ERR_UNSUPPORTED = 8  /* valid, but not available here (a kernel variant, a file feature) */
+    KD_ERR_ARGUMENT = 1,   /* a NULL pointer, a value out of range, an unknown key */
+    KD_ERR_SHAPE = 2,      /* sizes that do not fit the model or each other */
+    KD_ERR_NOMEM = 3,      /* an allocation failed */
+    KD_ERR_IO = 4,         /* a file could not be opened, read or written */
+    KD_ERR_FORMAT = 5,     /* a file or spec string is malformed, truncated or hostile */
+    KD_ERR_NUMERIC = 6,    /* NaN or infinity in an input, or a loss that became non-finite */
+    KD_ERR_STATE = 7,      /* a call out of order (backward before forward, ...) */
+    KD_ERR_UNSUPPORTED = 8 /* valid, but not available here (a kernel variant, a file feature) */
 } kd_status;
 
 /* The name of a status ("KD_ERR_SHAPE: sizes do not match"); never NULL, static storage. */
@@ -104,8 +104,8 @@ KD_API kd_status kd_model_evaluate(kd_model *m, const float *x, const int32_t *l
 /* Feature taps, for losses on intermediate layers (hints, attention, relations). Layer i counts as
  * kd_model_layer_info does. The output of layer i from the last kd_model_forward or
  * kd_model_predict: borrowed, valid until the next forward or predict on m, [batch, c*h*w]. */
-KD_API kd_status kd_model_feature(const kd_model *m, int32_t layer, const float **data, int64_t *batch,
-                                  int64_t *c, int64_t *h, int64_t *w);
+KD_API kd_status kd_model_feature(const kd_model *m, int32_t layer, const float **data,
+                                  int64_t *batch, int64_t *c, int64_t *h, int64_t *w);
 /* Adds grad [batch, c*h*w] to the gradient at layer i's output; the next kd_model_backward takes
  * it through the layers below. Needs a kd_model_forward first; may be called several times. */
 KD_API kd_status kd_model_feature_backward(kd_model *m, int32_t layer, const float *grad);
@@ -174,7 +174,8 @@ KD_API kd_status kd_loss_get_float(const kd_loss *l, kd_loss_option key, float *
  * or -1; labels may be NULL when alpha == 1 (Hinton, LOGIT_MSE) or CE_WEIGHT == 0 (DKD).
  * The loss keeps what backward needs (its own workspace); the inputs may change after the call. */
 KD_API kd_status kd_loss_forward(kd_loss *l, const float *student_logits, const float *soft_targets,
-                                 const int32_t *labels, int64_t batch, int64_t classes, float *loss);
+                                 const int32_t *labels, int64_t batch, int64_t classes,
+                                 float *loss);
 /* d loss / d student_logits for the last forward, [batch, classes]. */
 KD_API kd_status kd_loss_backward(kd_loss *l, float *grad_student_logits);
 /* A part of the last forward's loss. */
@@ -215,9 +216,11 @@ typedef enum kd_schedule {
 KD_API kd_status kd_optimizer_create(kd_optimizer_kind kind, kd_model *m, kd_optimizer **out);
 KD_API void kd_optimizer_destroy(kd_optimizer *o);
 KD_API kd_status kd_optimizer_set_float(kd_optimizer *o, kd_optimizer_option key, float value);
-KD_API kd_status kd_optimizer_get_float(const kd_optimizer *o, kd_optimizer_option key, float *value);
+KD_API kd_status kd_optimizer_get_float(const kd_optimizer *o, kd_optimizer_option key,
+                                        float *value);
 KD_API kd_status kd_optimizer_set_int(kd_optimizer *o, kd_optimizer_option key, int64_t value);
-KD_API kd_status kd_optimizer_get_int(const kd_optimizer *o, kd_optimizer_option key, int64_t *value);
+KD_API kd_status kd_optimizer_get_int(const kd_optimizer *o, kd_optimizer_option key,
+                                      int64_t *value);
 /* Applies the model's accumulated gradients, advances the schedule and clears the gradients. */
 KD_API kd_status kd_optimizer_step(kd_optimizer *o);
 

@@ -63,12 +63,14 @@ static kd_status entries_build(const kd_model *m, const kd_optimizer *o, const i
             e->n++;
         }
     }
-    e->t[e->n] = (kdi_st_tensor){.dtype = KDI_ST_I64, .ndim = 1, .dims = {1}, .data = step, .nbytes = 8};
+    e->t[e->n] =
+        (kdi_st_tensor){.dtype = KDI_ST_I64, .ndim = 1, .dims = {1}, .data = step, .nbytes = 8};
     snprintf(e->names[e->n++], sizeof e->names[0], STEP_NAME);
     for (int32_t i = 0; i < m->seq.n; i++) {
         const kdi_rng *r = m->seq.layers[i].rng;
         if (r == NULL) continue;
-        e->t[e->n] = (kdi_st_tensor){.dtype = KDI_ST_I64, .ndim = 1, .dims = {4}, .data = r->s, .nbytes = 32};
+        e->t[e->n] = (kdi_st_tensor){
+            .dtype = KDI_ST_I64, .ndim = 1, .dims = {4}, .data = r->s, .nbytes = 32};
         snprintf(e->names[e->n++], sizeof e->names[0], "rng.%d", (int)i);
     }
     for (int32_t i = 0; i < e->n; i++) e->t[i].name = e->names[i];
@@ -93,7 +95,8 @@ static kd_status check_entries(const entries *want, const kdi_st_file *f, const 
 {
     for (int32_t i = 0; i < want->n; i++) {
         const kdi_st_tensor *t = kdi_st_find(f, want->t[i].name);
-        if (t == NULL) return kdi_fail(KD_ERR_FORMAT, "%s has no tensor '%s'", path, want->t[i].name);
+        if (t == NULL)
+            return kdi_fail(KD_ERR_FORMAT, "%s has no tensor '%s'", path, want->t[i].name);
         if (t->dtype != want->t[i].dtype || t->nbytes != want->t[i].nbytes)
             return kdi_fail(KD_ERR_SHAPE, "%s: tensor '%s' has the wrong dtype or size", path,
                             want->t[i].name);
@@ -114,11 +117,14 @@ kd_status kdi_checkpoint_load(kd_model *m, kd_optimizer *o, const char *path)
     kd_status st = KD_OK;
     const char *spec = kdi_st_meta(&f, "kd.spec"), *kind = kdi_st_meta(&f, KIND_KEY);
     if (spec == NULL || kind == NULL)
-        st = kdi_fail(KD_ERR_FORMAT, "%s is not a libkd checkpoint (no kd.spec/" KIND_KEY ")", path);
+        st =
+            kdi_fail(KD_ERR_FORMAT, "%s is not a libkd checkpoint (no kd.spec/" KIND_KEY ")", path);
     else if (strcmp(spec, m->spec) != 0)
-        st = kdi_fail(KD_ERR_SHAPE, "%s was saved for '%s', the student is '%s'", path, spec, m->spec);
+        st = kdi_fail(KD_ERR_SHAPE, "%s was saved for '%s', the student is '%s'", path, spec,
+                      m->spec);
     else if (strcmp(kind, o->ops->name) != 0)
-        st = kdi_fail(KD_ERR_STATE, "%s holds %s state, the optimizer is %s", path, kind, o->ops->name);
+        st = kdi_fail(KD_ERR_STATE, "%s holds %s state, the optimizer is %s", path, kind,
+                      o->ops->name);
     if (st == KD_OK) st = kdi_model_check_file(m, &f, path, 0);
     if (st == KD_OK) st = entries_build(m, o, &step, &e);
     if (st == KD_OK) st = check_entries(&e, &f, path);
@@ -131,7 +137,8 @@ kd_status kdi_checkpoint_load(kd_model *m, kd_optimizer *o, const char *path)
         /* Everything checked: copy. The entries point at the live buffers, the step last. */
         for (int32_t i = 0; i < e.n; i++) {
             const kdi_st_tensor *t = kdi_st_find(&f, e.t[i].name);
-            if (strcmp(e.t[i].name, STEP_NAME) != 0) memcpy((void *)e.t[i].data, t->data, (size_t)t->nbytes);
+            if (strcmp(e.t[i].name, STEP_NAME) != 0)
+                memcpy((void *)e.t[i].data, t->data, (size_t)t->nbytes);
         }
         o->step = step;
     }

@@ -15,7 +15,7 @@ kd_status kdi_fail(kd_status status, const char *fmt, ...)
 /* Fails with KD_ERR_ARGUMENT naming the NULL argument. */
 #define KDI_CHECK_NULL(p)                                                                          \
     do {                                                                                           \
-        if ((p) == NULL) return kdi_fail(KD_ERR_ARGUMENT, "%s: %s is NULL", __func__, #p);       \
+        if ((p) == NULL) return kdi_fail(KD_ERR_ARGUMENT, "%s: %s is NULL", __func__, #p);         \
     } while (0)
 
 /* Propagates a non-OK status. */

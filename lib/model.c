@@ -118,7 +118,8 @@ kd_status kd_model_clone(const kd_model *m, kd_model **out)
         const kdi_param *src = m->params.items[i].p;
         kdi_param *dst = c->params.items[i].p;
         if (src->value != NULL) memcpy(dst->value, src->value, (size_t)src->count * sizeof(float));
-        if (src->ivalue != NULL) memcpy(dst->ivalue, src->ivalue, (size_t)src->count * sizeof(int64_t));
+        if (src->ivalue != NULL)
+            memcpy(dst->ivalue, src->ivalue, (size_t)src->count * sizeof(int64_t));
     }
     *out = c;
     return KD_OK;
@@ -182,9 +183,11 @@ static kd_status check_batch(const kd_model *m, const float *x, int64_t batch, c
     KDI_CHECK_NULL(logits);
     int64_t in = kdi_shape_size(m->seq.in), widest = in, total;
     for (int32_t i = 0; i < m->seq.n; i++)
-        if (kdi_shape_size(m->seq.layers[i].out) > widest) widest = kdi_shape_size(m->seq.layers[i].out);
+        if (kdi_shape_size(m->seq.layers[i].out) > widest)
+            widest = kdi_shape_size(m->seq.layers[i].out);
     if (batch < 1 || !kdi_mul_ok(batch, widest, &total) || total > (1LL << 40))
-        return kdi_fail(KD_ERR_ARGUMENT, "batch %lld is not a usable size (1 or more)", (long long)batch);
+        return kdi_fail(KD_ERR_ARGUMENT, "batch %lld is not a usable size (1 or more)",
+                        (long long)batch);
     if (!kdi_all_finite(x, batch * in))
         return kdi_fail(KD_ERR_NUMERIC, "the input holds NaN or infinity");
     return KD_OK;
@@ -232,7 +235,8 @@ kd_status kd_model_feature(const kd_model *m, int32_t layer, const float **data,
     KDI_CHECK_NULL(data);
     if (layer < 0 || layer >= m->seq.n)
         return kdi_fail(KD_ERR_ARGUMENT, "layer %d is not in 0..%d", (int)layer, (int)m->seq.n - 1);
-    if (m->seq.batch == 0) return kdi_fail(KD_ERR_STATE, "features need a forward or predict first");
+    if (m->seq.batch == 0)
+        return kdi_fail(KD_ERR_STATE, "features need a forward or predict first");
     kdi_shape s = m->seq.layers[layer].out;
     *data = m->seq.acts[layer].data;
     if (batch != NULL) *batch = m->seq.batch;

@@ -8,11 +8,11 @@
 
 struct kd_model {
     kdi_seq seq;
-    char *spec;          /* canonical, with the "input" layer */
+    char *spec; /* canonical, with the "input" layer */
     uint64_t seed;
     kdi_param_list params;
-    kdi_buf input;       /* copy of the last training forward's x */
-    kdi_buf eval;        /* logits of kd_model_evaluate */
+    kdi_buf input; /* copy of the last training forward's x */
+    kdi_buf eval;  /* logits of kd_model_evaluate */
 };
 
 /* Parameters in file order (trainable ones have grad != NULL); borrowed from m. */
@@ -20,7 +20,8 @@ const kdi_param_list *kdi_model_params(const kd_model *m);
 
 /* Checks that file f (read from path) holds every parameter of m with its dtype and shape, finite;
  * with exact, nothing else. Changes nothing. */
-kd_status kdi_model_check_file(const kd_model *m, const kdi_st_file *f, const char *path, int exact);
+kd_status kdi_model_check_file(const kd_model *m, const kdi_st_file *f, const char *path,
+                               int exact);
 /* Copies the parameters from a file that kdi_model_check_file accepted. */
 void kdi_model_copy_file(kd_model *m, const kdi_st_file *f);
 

@@ -58,7 +58,8 @@ static kd_status check_tensor(const kdi_named_param *np, const kdi_st_tensor *t)
         for (int64_t i = 0; i < p->count; i++) {
             float v;
             memcpy(&v, (const char *)t->data + 4 * i, 4);
-            if (v - v != 0.0f) return kdi_fail(KD_ERR_NUMERIC, "tensor '%s' holds NaN or infinity", np->name);
+            if (v - v != 0.0f)
+                return kdi_fail(KD_ERR_NUMERIC, "tensor '%s' holds NaN or infinity", np->name);
         }
     }
     return KD_OK;
@@ -83,7 +84,8 @@ void kdi_model_copy_file(kd_model *m, const kdi_st_file *f)
     for (int32_t i = 0; i < m->params.n; i++) {
         const kdi_st_tensor *t = kdi_st_find(f, m->params.items[i].name);
         kdi_param *p = m->params.items[i].p;
-        memcpy(p->ivalue != NULL ? (void *)p->ivalue : (void *)p->value, t->data, (size_t)t->nbytes);
+        memcpy(p->ivalue != NULL ? (void *)p->ivalue : (void *)p->value, t->data,
+               (size_t)t->nbytes);
     }
 }
 

@@ -13,7 +13,8 @@ static kd_status build_layer(kdi_seq *s, int32_t i, char *text, kdi_shape in, ui
     kdi_args a;
     KDI_TRY(kdi_spec_parse_layer(text, &a));
     kdi_layer_create_fn create = kdi_layer_find(a.kind);
-    if (create == NULL) return kdi_fail(KD_ERR_FORMAT, "layer %d: unknown kind '%s'", (int)i, a.kind);
+    if (create == NULL)
+        return kdi_fail(KD_ERR_FORMAT, "layer %d: unknown kind '%s'", (int)i, a.kind);
     kdi_layer *l = &s->layers[i];
     kd_status st = create(&a, in, kdi_rng_derive(seed, (uint64_t)i), l);
     if (st == KD_OK && kdi_shape_size(l->out) <= 0)
@@ -144,7 +145,8 @@ kd_status kdi_seq_backward(kdi_seq *s, const float *dy, float *dx)
         g = target;
         next ^= 1;
     }
-    if (s->n == 0 && dx != NULL) memcpy(dx, dy, (size_t)(s->batch * kdi_shape_size(s->in)) * sizeof *dx);
+    if (s->n == 0 && dx != NULL)
+        memcpy(dx, dy, (size_t)(s->batch * kdi_shape_size(s->in)) * sizeof *dx);
     memset(s->has_extra, 0, (size_t)s->n);
     s->trained = 0;
     return KD_OK;
@@ -152,8 +154,10 @@ kd_status kdi_seq_backward(kdi_seq *s, const float *dy, float *dx)
 
 kd_status kdi_seq_add_output_grad(kdi_seq *s, int32_t i, const float *g)
 {
-    if (i < 0 || i >= s->n) return kdi_fail(KD_ERR_ARGUMENT, "layer %d is not in 0..%d", i, s->n - 1);
-    if (!s->trained) return kdi_fail(KD_ERR_STATE, "feature gradients need a training forward first");
+    if (i < 0 || i >= s->n)
+        return kdi_fail(KD_ERR_ARGUMENT, "layer %d is not in 0..%d", i, s->n - 1);
+    if (!s->trained)
+        return kdi_fail(KD_ERR_STATE, "feature gradients need a training forward first");
     int64_t n = s->batch * kdi_shape_size(s->layers[i].out);
     KDI_TRY(kdi_buf_reserve(&s->extra_grad[i], s->reserved * kdi_shape_size(s->layers[i].out)));
     if (!s->has_extra[i]) memset(s->extra_grad[i].data, 0, (size_t)n * sizeof(float));
@@ -172,7 +176,8 @@ kd_status kdi_seq_collect(kdi_seq *s, const char *prefix, kdi_param_list *list)
             KDI_TRY(l->ops->collect(l, name, list));
             continue;
         }
-        for (int32_t j = 0; j < l->nparams; j++) KDI_TRY(kdi_param_list_push(list, name, &l->params[j]));
+        for (int32_t j = 0; j < l->nparams; j++)
+            KDI_TRY(kdi_param_list_push(list, name, &l->params[j]));
     }
     return KD_OK;
 }

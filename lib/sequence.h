@@ -9,14 +9,14 @@ typedef struct kdi_seq {
     kdi_layer *layers;
     int32_t n;
     kdi_shape in, out;
-    kdi_buf *acts;        /* acts[i]: output of layer i, n of them */
-    kdi_buf *extra_grad;  /* extra_grad[i]: gradient added at layer i's output (feature losses) */
-    uint8_t *has_extra;   /* whether extra_grad[i] holds something for the next backward */
-    kdi_buf grad[2];      /* ping-pong gradient buffers */
-    const float *x;       /* input of the last forward (the caller keeps it alive until backward) */
-    int64_t batch;        /* batch of the last forward; 0 before any */
-    int64_t reserved;     /* batch the buffers are sized for */
-    int trained;          /* the last forward was in training mode */
+    kdi_buf *acts;       /* acts[i]: output of layer i, n of them */
+    kdi_buf *extra_grad; /* extra_grad[i]: gradient added at layer i's output (feature losses) */
+    uint8_t *has_extra;  /* whether extra_grad[i] holds something for the next backward */
+    kdi_buf grad[2];     /* ping-pong gradient buffers */
+    const float *x;      /* input of the last forward (the caller keeps it alive until backward) */
+    int64_t batch;       /* batch of the last forward; 0 before any */
+    int64_t reserved;    /* batch the buffers are sized for */
+    int trained;         /* the last forward was in training mode */
 } kdi_seq;
 
 /* Builds the layers of spec (no "input" layer) for input shape in. */

@@ -21,7 +21,8 @@ kd_status kdi_spec_split(const char *spec, char ***parts, int32_t *n)
 {
     KDI_CHECK_NULL(spec);
     size_t len = strnlen(spec, KDI_MAX_SPEC + 1);
-    if (len > KDI_MAX_SPEC) return kdi_fail(KD_ERR_FORMAT, "spec is longer than %d bytes", KDI_MAX_SPEC);
+    if (len > KDI_MAX_SPEC)
+        return kdi_fail(KD_ERR_FORMAT, "spec is longer than %d bytes", KDI_MAX_SPEC);
     int32_t count = 1, depth = 0;
     for (size_t i = 0; i < len; i++) {
         /* Containers recurse once per level: bound the depth a hostile spec could ask for. */
@@ -119,7 +120,8 @@ static const char *lookup(const kdi_args *a, int pos, const char *key)
     int seen = 0;
     size_t klen = key != NULL ? strlen(key) : 0;
     for (int i = 0; key != NULL && i < a->n; i++)
-        if (strncmp(a->tok[i], key, klen) == 0 && a->tok[i][klen] == '=') return a->tok[i] + klen + 1;
+        if (strncmp(a->tok[i], key, klen) == 0 && a->tok[i][klen] == '=')
+            return a->tok[i] + klen + 1;
     for (int i = 0; pos >= 0 && i < a->n; i++) {
         if (strchr(a->tok[i], '=') != NULL) continue;
         if (seen++ == pos) return a->tok[i];

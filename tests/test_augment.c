@@ -78,7 +78,8 @@ START_TEST(bad_arguments)
     ck_assert_int_eq(kd_augment_images(NULL, 1, 1, 4, 4, KD_AUGMENT_HFLIP, 0, 1), KD_ERR_ARGUMENT);
     ck_assert_int_eq(kd_augment_images(x, 0, 1, 4, 4, KD_AUGMENT_HFLIP, 0, 1), KD_ERR_ARGUMENT);
     ck_assert_int_eq(kd_augment_images(x, 1, 1, 4, 4, KD_AUGMENT_TRANSLATE, 4, 1), KD_ERR_ARGUMENT);
-    ck_assert_int_eq(kd_augment_images(x, 1, 1, 4, 4, KD_AUGMENT_TRANSLATE, -1, 1), KD_ERR_ARGUMENT);
+    ck_assert_int_eq(kd_augment_images(x, 1, 1, 4, 4, KD_AUGMENT_TRANSLATE, -1, 1),
+                     KD_ERR_ARGUMENT);
     ck_assert_int_eq(kd_augment_images(x, 1, 1, 4, 4, (kd_augment_kind)7, 1, 1), KD_ERR_ARGUMENT);
 }
 END_TEST

@@ -80,8 +80,10 @@ static double accuracy(kd_model *m, const kd_dataset *test)
 
 START_TEST(student_learns_from_teacher)
 {
-    kd_dataset *train = load(DATA("train-2000-images-idx3-ubyte.gz"), DATA("train-2000-labels-idx1-ubyte.gz"));
-    kd_dataset *test = load(DATA("test-500-images-idx3-ubyte.gz"), DATA("test-500-labels-idx1-ubyte.gz"));
+    kd_dataset *train =
+        load(DATA("train-2000-images-idx3-ubyte.gz"), DATA("train-2000-labels-idx1-ubyte.gz"));
+    kd_dataset *test =
+        load(DATA("test-500-images-idx3-ubyte.gz"), DATA("test-500-labels-idx1-ubyte.gz"));
     setup teacher = make("input 784 | dense 256 | relu | dense 10", train, 1, 0, 1);
     epochs(&teacher, 5);
     double ta = accuracy(teacher.m, test);
@@ -91,7 +93,8 @@ START_TEST(student_learns_from_teacher)
     ck_assert_int_eq(kd_trainer_add_teacher(student.t, teacher.m, 1.0f), KD_OK);
     epochs(&student, 5);
     double sa = accuracy(student.m, test);
-    printf("teacher %.1f%%, student distilled without labels %.1f%% (chance 10%%)\n", 100 * ta, 100 * sa);
+    printf("teacher %.1f%%, student distilled without labels %.1f%% (chance 10%%)\n", 100 * ta,
+           100 * sa);
     ck_assert_msg(ta > 0.70, "teacher reached only %.3f", ta);
     ck_assert_msg(sa > 0.65, "student reached only %.3f", sa);
     unmake(&student, 0);
@@ -105,7 +108,8 @@ END_TEST
  * same two: the weights must be bit-identical (momentum and dropout streams included). */
 START_TEST(resume_is_exact)
 {
-    kd_dataset *train = load(DATA("train-2000-images-idx3-ubyte.gz"), DATA("train-2000-labels-idx1-ubyte.gz"));
+    kd_dataset *train =
+        load(DATA("train-2000-images-idx3-ubyte.gz"), DATA("train-2000-labels-idx1-ubyte.gz"));
     const char *spec = "input 784 | dense 64 | relu | dropout 0.3 | dense 10";
     char path[256];
     snprintf(path, sizeof path, "%s/ckpt.safetensors", kdt_tmpdir());

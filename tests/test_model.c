@@ -16,15 +16,24 @@ END_TEST
 /* Inputs kept away from the kinks of ReLU and LeakyReLU at 0, where differences are meaningless. */
 START_TEST(grad_relu) { kdt_check_gradients("relu | dense 3", kdi_shape_flat(5), 3, 0.2f, 1.0f); }
 END_TEST
-START_TEST(grad_leakyrelu) { kdt_check_gradients("leakyrelu 0.2 | dense 3", kdi_shape_flat(5), 3, 0.1f, 1.0f); }
+START_TEST(grad_leakyrelu)
+{
+    kdt_check_gradients("leakyrelu 0.2 | dense 3", kdi_shape_flat(5), 3, 0.1f, 1.0f);
+}
 END_TEST
 START_TEST(grad_gelu) { kdt_check_gradients("gelu | dense 4", kdi_shape_flat(6), 3, -2.0f, 2.0f); }
 END_TEST
 START_TEST(grad_tanh) { kdt_check_gradients("tanh | dense 4", kdi_shape_flat(6), 3, -2.0f, 2.0f); }
 END_TEST
-START_TEST(grad_sigmoid) { kdt_check_gradients("sigmoid | dense 4", kdi_shape_flat(6), 3, -3.0f, 3.0f); }
+START_TEST(grad_sigmoid)
+{
+    kdt_check_gradients("sigmoid | dense 4", kdi_shape_flat(6), 3, -3.0f, 3.0f);
+}
 END_TEST
-START_TEST(grad_mlp) { kdt_check_gradients("dense 8 | tanh | dense 8 | gelu | dense 3", kdi_shape_flat(7), 5, -1, 1); }
+START_TEST(grad_mlp)
+{
+    kdt_check_gradients("dense 8 | tanh | dense 8 | gelu | dense 3", kdi_shape_flat(7), 5, -1, 1);
+}
 END_TEST
 
 /* Dropout: training keeps each unit with probability 1-p, scaled by 1/(1-p); backward uses the same
@@ -45,7 +54,8 @@ START_TEST(dropout_behaviour)
     }
     ck_assert_msg(kept > 2800 && kept < 3200, "kept %d of 4000 at p = 0.25", kept);
     ck_assert_int_eq(kdi_seq_backward(&s, dy, dx), KD_OK);
-    for (int i = 0; i < 4000; i++) ck_assert(fabsf(dx[i] - (y[i] != 0.0f ? dy[i] / 0.75f : 0.0f)) < 1e-6f);
+    for (int i = 0; i < 4000; i++)
+        ck_assert(fabsf(dx[i] - (y[i] != 0.0f ? dy[i] / 0.75f : 0.0f)) < 1e-6f);
     ck_assert_int_eq(kdi_seq_forward(&s, x, 4, 0, &y), KD_OK);
     for (int i = 0; i < 4000; i++) ck_assert(y[i] == x[i]);
     kdi_seq_free(&s);
@@ -57,8 +67,8 @@ END_TEST
 START_TEST(spec_canonical)
 {
     kd_model *m;
-    ck_assert_int_eq(kd_model_create("  input 784|Dense 32 |relu| dropout p=0.5 |linear out=10 ", 1, &m),
-                     KD_OK);
+    ck_assert_int_eq(
+        kd_model_create("  input 784|Dense 32 |relu| dropout p=0.5 |linear out=10 ", 1, &m), KD_OK);
     ck_assert_str_eq(kd_model_spec(m), "input 784 | dense 32 | relu | dropout 0.5 | dense 10");
     int64_t n;
     ck_assert_int_eq(kd_model_param_count(m, &n), KD_OK);
@@ -300,7 +310,8 @@ START_TEST(feature_gradients)
     ck_assert_int_eq(kd_model_forward(lower, x, 2, f), KD_OK);
     ck_assert_int_eq(kd_model_backward(lower, v), KD_OK);
     const kdi_param *l0 = kdi_model_params(lower)->items[0].p;
-    for (int i = 0; i < 35; i++) ck_assert(fabsf(with_feature[i] - w0->grad[i] - l0->grad[i]) < 1e-5f);
+    for (int i = 0; i < 35; i++)
+        ck_assert(fabsf(with_feature[i] - w0->grad[i] - l0->grad[i]) < 1e-5f);
     ck_assert_int_eq(kd_model_feature_backward(m, 1, v), KD_ERR_STATE);
     kd_model_destroy(m);
     kd_model_destroy(lower);

@@ -124,9 +124,9 @@ START_TEST(batchnorm_gradients)
     /* Through two normalisations, single-coordinate differences drown in rounding: check along
      * random directions instead. */
     kdt_check_directional("conv 4 3 pad=1 bias=0 | bn | tanh | flatten | dense 8 | bn | dense 3",
-                      (kdi_shape){2, 5, 5}, 4);
+                          (kdi_shape){2, 5, 5}, 4);
     kdt_check_directional("conv 4 3 pad=1 | bn | tanh | flatten | dense 8 | bn | dense 3",
-                      (kdi_shape){2, 5, 5}, 16);
+                          (kdi_shape){2, 5, 5}, 16);
     kdt_check_gradients("bn momentum=0.5 eps=0.001", (kdi_shape){2, 3, 3}, 2, -1.0f, 1.0f);
 }
 END_TEST

@@ -17,7 +17,6 @@ static const char *tmp_path(const char *name)
     return path;
 }
 
-
 /* The small ResNet of the issue: a stem, an identity block, a downsampling block. */
 static const char *resnet =
     "input 1x12x12 | conv 8 3 pad=1 bias=0 | bn | relu | "
@@ -102,8 +101,8 @@ START_TEST(residual_gradients)
                         (kdi_shape){2, 6, 6}, 2, -1.0f, 1.0f);
     /* along random directions, where single-coordinate differences would drown in rounding */
     kdt_check_directional("residual(conv 4 3 stride=2 pad=1 | bn | tanh | conv 4 3 pad=1 | bn)"
-                      "(conv 4 1 stride=2 | bn) | tanh | flatten | dense 3",
-                      (kdi_shape){2, 6, 6}, 8);
+                          "(conv 4 1 stride=2 | bn) | tanh | flatten | dense 3",
+                          (kdi_shape){2, 6, 6}, 8);
     /* blocks in a row and a block inside a block */
     kdt_check_gradients("residual(dense 5 | tanh | dense 5) | residual(residual(dense 5 | gelu)"
                         " | layernorm)(dense 5) | dense 2",

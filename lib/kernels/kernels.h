@@ -51,9 +51,9 @@ typedef struct kdi_kernels {
                        float weight_decay, int nesterov);
     /* Adam(W): m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2; w -= lr * (m / bc1) / (sqrt(v / bc2) + eps),
      * with weight decay added to g (Adam, decoupled == 0) or w *= 1 - lr * wd first (AdamW). */
-    void (*adam_update)(float *w, float *m, float *v, const float *g, int64_t n, float lr, float beta1,
-                        float beta2, float eps, float weight_decay, float bias_corr1, float bias_corr2,
-                        int decoupled);
+    void (*adam_update)(float *w, float *m, float *v, const float *g, int64_t n, float lr,
+                        float beta1, float beta2, float eps, float weight_decay, float bias_corr1,
+                        float bias_corr2, int decoupled);
 } kdi_kernels;
 
 /* The table in use: chosen once (pthread_once) from KD_KERNELS or the CPU. Never NULL. */

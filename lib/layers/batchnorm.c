@@ -12,8 +12,8 @@
 
 typedef struct bn {
     float eps, momentum;
-    kdi_buf xhat;    /* normalised input of the last training forward */
-    float *inv_std;  /* per channel, of the last training forward */
+    kdi_buf xhat;   /* normalised input of the last training forward */
+    float *inv_std; /* per channel, of the last training forward */
 } bn;
 
 static kd_status bn_reserve(kdi_layer *l, int64_t batch)
@@ -46,7 +46,8 @@ static kd_status bn_forward(kdi_layer *l, const float *x, float *y, int64_t batc
     const float *gamma = l->params[0].value, *beta = l->params[1].value;
     float *rmean = l->params[2].value, *rvar = l->params[3].value;
     if (train && count < 2)
-        return kdi_fail(KD_ERR_SHAPE, "bn needs more than one value per channel to train (batch %lld)",
+        return kdi_fail(KD_ERR_SHAPE,
+                        "bn needs more than one value per channel to train (batch %lld)",
                         (long long)batch);
     for (int64_t c = 0; c < ch; c++) {
         double mean = rmean[c], var = rvar[c];

@@ -22,7 +22,8 @@ static kd_status dense_backward(kdi_layer *l, const float *x, const float *y, co
     int64_t in = kdi_shape_size(l->in), out = l->out.c;
     k->gemm(1, 0, out, in, batch, 1.0f, dy, out, x, in, 1.0f, l->params[0].grad, in);
     k->bias_grad(l->params[1].grad, dy, batch, out);
-    if (dx != NULL) k->gemm(0, 0, batch, in, out, 1.0f, dy, out, l->params[0].value, in, 0.0f, dx, in);
+    if (dx != NULL)
+        k->gemm(0, 0, batch, in, out, 1.0f, dy, out, l->params[0].value, in, 0.0f, dx, in);
     return KD_OK;
 }
 

@@ -81,14 +81,20 @@ static void pool_destroy(kdi_layer *l)
     free(p);
 }
 
-static const kdi_layer_ops maxpool_ops = {.kind = "maxpool", .forward = pool_forward,
-                                          .backward = pool_backward, .reserve = pool_reserve,
+static const kdi_layer_ops maxpool_ops = {.kind = "maxpool",
+                                          .forward = pool_forward,
+                                          .backward = pool_backward,
+                                          .reserve = pool_reserve,
                                           .destroy = pool_destroy};
-static const kdi_layer_ops avgpool_ops = {.kind = "avgpool", .forward = pool_forward,
-                                          .backward = pool_backward, .reserve = pool_reserve,
+static const kdi_layer_ops avgpool_ops = {.kind = "avgpool",
+                                          .forward = pool_forward,
+                                          .backward = pool_backward,
+                                          .reserve = pool_reserve,
                                           .destroy = pool_destroy};
-static const kdi_layer_ops gap_ops = {.kind = "gap", .forward = pool_forward,
-                                      .backward = pool_backward, .reserve = pool_reserve,
+static const kdi_layer_ops gap_ops = {.kind = "gap",
+                                      .forward = pool_forward,
+                                      .backward = pool_backward,
+                                      .reserve = pool_reserve,
                                       .destroy = pool_destroy};
 
 static kd_status make(const kdi_args *a, kdi_shape in, kdi_layer *l, const kdi_layer_ops *ops,
@@ -121,7 +127,8 @@ static kd_status make(const kdi_args *a, kdi_shape in, kdi_layer *l, const kdi_l
     }
     l->out = (kdi_shape){in.c, (in.h - p->k) / p->stride + 1, (in.w - p->k) / p->stride + 1};
     if (p->stride == p->k) return kdi_layer_set_spec(l, "%s %lld", ops->kind, (long long)p->k);
-    return kdi_layer_set_spec(l, "%s %lld stride=%lld", ops->kind, (long long)p->k, (long long)p->stride);
+    return kdi_layer_set_spec(l, "%s %lld stride=%lld", ops->kind, (long long)p->k,
+                              (long long)p->stride);
 }
 
 kd_status kdi_maxpool_create(const kdi_args *a, kdi_shape in, uint64_t seed, kdi_layer *l)

@@ -107,13 +107,14 @@ kd_status kdi_residual_create(const kdi_args *a, kdi_shape in, uint64_t seed, kd
         return kdi_fail(KD_ERR_FORMAT, "residual needs a body: residual(LAYERS)");
     KDI_TRY(kdi_seq_build(&r->body, a->body[0], in, kdi_rng_derive(seed, 0)));
     r->has_shortcut = a->nbody == 2;
-    if (r->has_shortcut) KDI_TRY(kdi_seq_build(&r->shortcut, a->body[1], in, kdi_rng_derive(seed, 1)));
+    if (r->has_shortcut)
+        KDI_TRY(kdi_seq_build(&r->shortcut, a->body[1], in, kdi_rng_derive(seed, 1)));
     kdi_shape want = r->has_shortcut ? r->shortcut.out : in;
     if (!same(r->body.out, want))
-        return kdi_fail(KD_ERR_SHAPE,
-                        "residual: the body gives %lldx%lldx%lld but the shortcut %lldx%lldx%lld",
-                        (long long)r->body.out.c, (long long)r->body.out.h, (long long)r->body.out.w,
-                        (long long)want.c, (long long)want.h, (long long)want.w);
+        return kdi_fail(
+            KD_ERR_SHAPE, "residual: the body gives %lldx%lldx%lld but the shortcut %lldx%lldx%lld",
+            (long long)r->body.out.c, (long long)r->body.out.h, (long long)r->body.out.w,
+            (long long)want.c, (long long)want.h, (long long)want.w);
     l->in = in;
     l->out = r->body.out;
     return res_spec(l);

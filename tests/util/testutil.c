@@ -75,8 +75,7 @@ static double objective(void *p)
 void kdt_check_gradients(const char *spec, kdi_shape shape, int64_t batch, float lo, float hi)
 {
     kdi_seq s;
-    ck_assert_msg(kdi_seq_build(&s, spec, shape, 7) == KD_OK, "%s: %s", spec,
-                  kd_last_error());
+    ck_assert_msg(kdi_seq_build(&s, spec, shape, 7) == KD_OK, "%s: %s", spec, kd_last_error());
     int64_t nout = kdi_shape_size(s.out), in = kdi_shape_size(shape);
     float *x = malloc(sizeof(float) * batch * in), *dx = malloc(sizeof(float) * batch * in);
     float *w = malloc(sizeof(float) * batch * nout);
@@ -110,7 +109,6 @@ void kdt_check_gradients(const char *spec, kdi_shape shape, int64_t batch, float
     free(dx);
     free(w);
 }
-
 
 typedef struct dir_ctx {
     kdi_seq *s;
@@ -186,4 +184,3 @@ void kdt_check_directional(const char *spec, kdi_shape shape, int64_t batch)
     free(dx);
     free(w);
 }
-
