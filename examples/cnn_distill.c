@@ -10,8 +10,11 @@
  * and the augmentation seeds). Prints test accuracy, parameter count, file size (saved under
  * /tmp) and inference time per image for every model, with epochs and wall time.
  *
- *   cnn_distill [--epochs N] [--teacher-epochs N] [--train PREFIX] [--test PREFIX] [--seed S]
+ *   cnn_distill [--epochs N] [--teacher-epochs N] [--teacher FILE] [--temperature T] [--alpha A]
+ *               [--train PREFIX] [--test PREFIX] [--seed S]
  *
+ * --teacher loads a teacher saved by an earlier run (/tmp/cnn_distill_teacher.safetensors) instead
+ * of training one; --temperature and --alpha change the distillation setting (default 4 and 0.9).
  * PREFIX names IDX files PREFIX-images-idx3-ubyte.gz and PREFIX-labels-idx1-ubyte.gz; the defaults
  * are Debian's dataset-fashion-mnist files in /usr/share/datasets/fashion-mnist.
  */
@@ -38,6 +41,9 @@
     "input 1x28x28 | conv 16 3 pad=1 | relu | maxpool 2 | conv 32 3 pad=1 | relu | maxpool 2 | "   \
     "flatten | dense 10"
 #define MLP "input 784 | dense 128 | relu | dense 10"
+
+/* The distillation setting, from the command line. */
+static float temperature = 4.0f, alpha = 0.9f;
 
 typedef struct run {
     const char *name, *file, *spec;
@@ -152,8 +158,8 @@ static kd_model *train(run *r, const kd_dataset *train_set, const kd_dataset *te
     CHECK(kd_model_create(r->spec, init_seed, &m));
     CHECK(kd_model_param_count(m, &r->params));
     CHECK(kd_loss_create(KD_LOSS_HINTON, &loss));
-    CHECK(kd_loss_set_float(loss, KD_LOSS_TEMPERATURE, 4.0f));
-    CHECK(kd_loss_set_float(loss, KD_LOSS_ALPHA, r->distil ? 0.9f : 0.0f));
+    CHECK(kd_loss_set_float(loss, KD_LOSS_TEMPERATURE, temperature));
+    CHECK(kd_loss_set_float(loss, KD_LOSS_ALPHA, r->distil ? alpha : 0.0f));
     kd_optimizer *opt = optimizer(m, r->epochs * ((n + BATCH - 1) / BATCH));
     CHECK(kd_trainer_create(m, loss, opt, &t));
     CHECK(kd_batcher_create(train_set, BATCH, data_seed, &b));
@@ -216,8 +222,8 @@ static void measure(run *r, kd_model *m, const kd_dataset *test)
 
 static int usage(void)
 {
-    fprintf(stderr, "usage: cnn_distill [--epochs N] [--teacher-epochs N] [--train PREFIX] "
-                    "[--test PREFIX] [--seed S]\n");
+    fprintf(stderr, "usage: cnn_distill [--epochs N] [--teacher-epochs N] [--teacher FILE] "
+                    "[--temperature T] [--alpha A] [--train PREFIX] [--test PREFIX] [--seed S]\n");
     return 2;
 }
 
@@ -227,11 +233,18 @@ int main(int argc, char **argv)
     uint64_t seed = 1;
     const char *train_prefix = "/usr/share/datasets/fashion-mnist/train";
     const char *test_prefix = "/usr/share/datasets/fashion-mnist/t10k";
+    const char *teacher_file = NULL;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--epochs") == 0 && i + 1 < argc)
             epochs = atoi(argv[++i]);
         else if (strcmp(argv[i], "--teacher-epochs") == 0 && i + 1 < argc)
             teacher_epochs = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--teacher") == 0 && i + 1 < argc)
+            teacher_file = argv[++i];
+        else if (strcmp(argv[i], "--temperature") == 0 && i + 1 < argc)
+            temperature = strtof(argv[++i], NULL);
+        else if (strcmp(argv[i], "--alpha") == 0 && i + 1 < argc)
+            alpha = strtof(argv[++i], NULL);
         else if (strcmp(argv[i], "--seed") == 0 && i + 1 < argc)
             seed = strtoull(argv[++i], NULL, 10);
         else if (strcmp(argv[i], "--train") == 0 && i + 1 < argc)
@@ -241,7 +254,9 @@ int main(int argc, char **argv)
         else
             return usage();
     }
-    if (epochs < 1 || teacher_epochs < 1) return usage();
+    if (epochs < 1 || teacher_epochs < 1 || !(temperature > 0.0f) || !(alpha >= 0.0f) ||
+        alpha > 1.0f)
+        return usage();
     double begin = now();
     kd_dataset *train_set = load(train_prefix), *test = load(test_prefix);
     int64_t ntrain, ntest;
@@ -262,7 +277,16 @@ int main(int argc, char **argv)
     };
     int nruns = (int)(sizeof runs / sizeof runs[0]);
     printf("teacher: %s\nCNN:     %s\nMLP:     %s\n", TEACHER, CNN, MLP);
-    kd_model *teacher = train(&runs[0], train_set, test, NULL, seed, seed + 1000);
+    kd_model *teacher;
+    if (teacher_file != NULL) {
+        CHECK(kd_model_load(teacher_file, &teacher));
+        CHECK(kd_model_param_count(teacher, &runs[0].params));
+        runs[0].accuracy = accuracy(teacher, test);
+        runs[0].epochs = 0; /* trained elsewhere */
+        printf("teacher loaded from %s: %s\n", teacher_file, kd_model_spec(teacher));
+    } else {
+        teacher = train(&runs[0], train_set, test, NULL, seed, seed + 1000);
+    }
     measure(&runs[0], teacher, test);
     cache c = {teacher, NULL, NULL, ntrain};
     c.logits = xmalloc(sizeof(float) * (size_t)(epochs * ntrain * CLASSES));
