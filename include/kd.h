@@ -204,13 +204,29 @@ typedef enum kd_optimizer_option {
     KD_OPT_STEP = 8,          /* int: steps taken; settable to resume a schedule */
     KD_OPT_BETA1 = 9,         /* Adam, AdamW: float in [0, 1), default 0.9 */
     KD_OPT_BETA2 = 10,        /* Adam, AdamW: float in [0, 1), default 0.999 */
-    KD_OPT_EPSILON = 11       /* Adam, AdamW: float > 0, default 1e-8 */
+    KD_OPT_EPSILON = 11,      /* Adam, AdamW: float > 0, default 1e-8 */
+    KD_OPT_STEP_SIZE = 12,    /* STEP schedule: int > 0, the steps between decays */
+    KD_OPT_GAMMA = 13,        /* STEP, MULTISTEP: float in (0, 1], a decay's factor (0.1) */
+    /* Linear warm-up, as PyTorch's LinearLR chained with the schedule: the schedule's rate times
+     * WARMUP_START + (1 - WARMUP_START) * step / WARMUP_STEPS while step < WARMUP_STEPS; the
+     * schedule itself counts every step, warm-up included. */
+    KD_OPT_WARMUP_STEPS = 14, /* int >= 0, default 0 (no warm-up) */
+    KD_OPT_WARMUP_START = 15, /* float in [0, 1], step 0's factor; 1/3 as LinearLR */
+    /* Clipping by global norm, as torch.nn.utils.clip_grad_norm_: when the L2 norm of all the
+     * gradients together exceeds CLIP_NORM, they are scaled by CLIP_NORM / (norm + 1e-6). */
+    KD_OPT_CLIP_NORM = 16, /* float >= 0, default 0 (off) */
+    KD_OPT_GRAD_NORM = 17  /* float, read only: the last step's global norm, before clipping */
 } kd_optimizer_option;
 
+/* Schedules count optimizer steps (not epochs); KD_OPT_STEP is the count so far. */
 typedef enum kd_schedule {
     KD_SCHEDULE_CONSTANT = 0,
-    KD_SCHEDULE_COSINE = 1 /* lr_min + (lr - lr_min) * (1 + cos(pi * step / total)) / 2 */
+    KD_SCHEDULE_COSINE = 1,   /* lr_min + (lr - lr_min) * (1 + cos(pi * step / total)) / 2 */
+    KD_SCHEDULE_STEP = 2,     /* lr * GAMMA^floor(step / STEP_SIZE), as PyTorch's StepLR */
+    KD_SCHEDULE_MULTISTEP = 3 /* lr * GAMMA^(milestones <= step), as PyTorch's MultiStepLR */
 } kd_schedule;
+
+#define KD_MAX_MILESTONES 64
 
 /* The optimizer borrows m, which must outlive it. */
 KD_API kd_status kd_optimizer_create(kd_optimizer_kind kind, kd_model *m, kd_optimizer **out);
@@ -221,7 +237,16 @@ KD_API kd_status kd_optimizer_get_float(const kd_optimizer *o, kd_optimizer_opti
 KD_API kd_status kd_optimizer_set_int(kd_optimizer *o, kd_optimizer_option key, int64_t value);
 KD_API kd_status kd_optimizer_get_int(const kd_optimizer *o, kd_optimizer_option key,
                                       int64_t *value);
-/* Applies the model's accumulated gradients, advances the schedule and clears the gradients. */
+/* The MULTISTEP schedule's milestones: count (0 to KD_MAX_MILESTONES) strictly increasing step
+ * numbers > 0, copied. */
+KD_API kd_status kd_optimizer_set_milestones(kd_optimizer *o, const int64_t *steps, int64_t count);
+/* Copies up to capacity milestones to steps (which may be NULL when capacity is 0); *count gets
+ * how many there are. */
+KD_API kd_status kd_optimizer_get_milestones(const kd_optimizer *o, int64_t *steps,
+                                             int64_t capacity, int64_t *count);
+/* Applies the model's accumulated gradients (clipped first when CLIP_NORM is set), advances the
+ * schedule and clears the gradients. A gradient holding NaN or infinity refuses the step
+ * (KD_ERR_NUMERIC) and changes nothing. */
 KD_API kd_status kd_optimizer_step(kd_optimizer *o);
 
 /* ---------------------------------------------------------------- the trainer */

@@ -70,7 +70,7 @@ static const kdi_optim_ops adamw_ops = {.name = "adamw",
 
 /* ---------------------------------------------------------------- schedules */
 
-double kdi_optimizer_lr(const kd_optimizer *o)
+static double schedule_lr(const kd_optimizer *o)
 {
     switch ((kd_schedule)o->schedule) {
     case KD_SCHEDULE_CONSTANT: break;
@@ -82,14 +82,35 @@ double kdi_optimizer_lr(const kd_optimizer *o)
             (double)(o->step < o->total_steps ? o->step : o->total_steps) / (double)o->total_steps;
         return o->min_lr + ((double)o->lr - o->min_lr) * (1.0 + cos(M_PI * frac)) / 2.0;
     }
+    case KD_SCHEDULE_STEP:
+        if (o->step_size <= 0) break;
+        return o->lr * pow(o->gamma, (double)(o->step / o->step_size));
+    case KD_SCHEDULE_MULTISTEP: {
+        int64_t passed = 0;
+        while (passed < o->nmilestones && o->milestones[passed] <= o->step) passed++;
+        return o->lr * pow(o->gamma, (double)passed);
+    }
     }
     return o->lr;
+}
+
+double kdi_optimizer_lr(const kd_optimizer *o)
+{
+    double lr = schedule_lr(o);
+    if (o->step < o->warmup_steps)
+        lr *= o->warmup_start + (1.0 - o->warmup_start) * (double)o->step / (double)o->warmup_steps;
+    return lr;
 }
 
 static kd_status check_schedule(const kd_optimizer *o)
 {
     if (o->schedule == KD_SCHEDULE_COSINE && o->total_steps <= 0)
         return kdi_fail(KD_ERR_STATE, "the cosine schedule needs KD_OPT_TOTAL_STEPS > 0");
+    if (o->schedule == KD_SCHEDULE_STEP && o->step_size <= 0)
+        return kdi_fail(KD_ERR_STATE, "the step schedule needs KD_OPT_STEP_SIZE > 0");
+    if (o->schedule == KD_SCHEDULE_MULTISTEP && o->nmilestones == 0)
+        return kdi_fail(KD_ERR_STATE,
+                        "the multi-step schedule needs milestones (kd_optimizer_set_milestones)");
     return KD_OK;
 }
 
@@ -126,6 +147,12 @@ static const struct {
     [KD_OPT_BETA1] = {"KD_OPT_BETA1", OPT_FLOAT, ADAM_ONLY},
     [KD_OPT_BETA2] = {"KD_OPT_BETA2", OPT_FLOAT, ADAM_ONLY},
     [KD_OPT_EPSILON] = {"KD_OPT_EPSILON", OPT_FLOAT, ADAM_ONLY},
+    [KD_OPT_STEP_SIZE] = {"KD_OPT_STEP_SIZE", OPT_INT, ALL_KINDS},
+    [KD_OPT_GAMMA] = {"KD_OPT_GAMMA", OPT_FLOAT, ALL_KINDS},
+    [KD_OPT_WARMUP_STEPS] = {"KD_OPT_WARMUP_STEPS", OPT_INT, ALL_KINDS},
+    [KD_OPT_WARMUP_START] = {"KD_OPT_WARMUP_START", OPT_FLOAT, ALL_KINDS},
+    [KD_OPT_CLIP_NORM] = {"KD_OPT_CLIP_NORM", OPT_FLOAT, ALL_KINDS},
+    [KD_OPT_GRAD_NORM] = {"KD_OPT_GRAD_NORM", OPT_READ_ONLY_FLOAT, ALL_KINDS},
 };
 #define NOPTIONS ((int)(sizeof options / sizeof options[0]))
 
@@ -177,7 +204,15 @@ static kd_status check_float(kd_optimizer_option key, float v)
             return kdi_fail(KD_ERR_ARGUMENT, "%s %g must be finite and greater than 0", name,
                             (double)v);
         break;
-    default: /* weight decay, min lr */
+    case KD_OPT_GAMMA:
+        if (!(v > 0.0f && v <= 1.0f))
+            return kdi_fail(KD_ERR_ARGUMENT, "%s %g must be in (0, 1]", name, (double)v);
+        break;
+    case KD_OPT_WARMUP_START:
+        if (!(v >= 0.0f && v <= 1.0f))
+            return kdi_fail(KD_ERR_ARGUMENT, "%s %g must be in [0, 1]", name, (double)v);
+        break;
+    default: /* weight decay, min lr, clip norm */
         if (!(v >= 0.0f) || !isfinite(v))
             return kdi_fail(KD_ERR_ARGUMENT, "%s %g must be finite and >= 0", name, (double)v);
         break;
@@ -198,6 +233,9 @@ kd_status kd_optimizer_set_float(kd_optimizer *o, kd_optimizer_option key, float
     case KD_OPT_BETA1: o->beta1 = value; break;
     case KD_OPT_BETA2: o->beta2 = value; break;
     case KD_OPT_EPSILON: o->eps = value; break;
+    case KD_OPT_GAMMA: o->gamma = value; break;
+    case KD_OPT_WARMUP_START: o->warmup_start = value; break;
+    case KD_OPT_CLIP_NORM: o->clip_norm = value; break;
     default: break;
     }
     return KD_OK;
@@ -217,6 +255,10 @@ kd_status kd_optimizer_get_float(const kd_optimizer *o, kd_optimizer_option key,
     case KD_OPT_BETA1: *value = o->beta1; break;
     case KD_OPT_BETA2: *value = o->beta2; break;
     case KD_OPT_EPSILON: *value = o->eps; break;
+    case KD_OPT_GAMMA: *value = o->gamma; break;
+    case KD_OPT_WARMUP_START: *value = o->warmup_start; break;
+    case KD_OPT_CLIP_NORM: *value = o->clip_norm; break;
+    case KD_OPT_GRAD_NORM: *value = (float)o->grad_norm; break;
     default: break;
     }
     return KD_OK;
@@ -231,14 +273,15 @@ static kd_status check_int(kd_optimizer_option key, int64_t v)
             return kdi_fail(KD_ERR_ARGUMENT, "%s %lld must be 0 or 1", name, (long long)v);
         break;
     case KD_OPT_SCHEDULE:
-        if (v != KD_SCHEDULE_CONSTANT && v != KD_SCHEDULE_COSINE)
+        if (v < KD_SCHEDULE_CONSTANT || v > KD_SCHEDULE_MULTISTEP)
             return kdi_fail(KD_ERR_ARGUMENT, "%s %lld is not a kd_schedule", name, (long long)v);
         break;
     case KD_OPT_TOTAL_STEPS:
+    case KD_OPT_STEP_SIZE:
         if (v < 1)
             return kdi_fail(KD_ERR_ARGUMENT, "%s %lld must be 1 or more", name, (long long)v);
         break;
-    default: /* step */
+    default: /* step, warm-up steps */
         if (v < 0)
             return kdi_fail(KD_ERR_ARGUMENT, "%s %lld must be 0 or more", name, (long long)v);
         break;
@@ -256,6 +299,8 @@ kd_status kd_optimizer_set_int(kd_optimizer *o, kd_optimizer_option key, int64_t
     case KD_OPT_SCHEDULE: o->schedule = (int32_t)value; break;
     case KD_OPT_TOTAL_STEPS: o->total_steps = value; break;
     case KD_OPT_STEP: o->step = value; break;
+    case KD_OPT_STEP_SIZE: o->step_size = value; break;
+    case KD_OPT_WARMUP_STEPS: o->warmup_steps = value; break;
     default: break;
     }
     return KD_OK;
@@ -271,8 +316,41 @@ kd_status kd_optimizer_get_int(const kd_optimizer *o, kd_optimizer_option key, i
     case KD_OPT_SCHEDULE: *value = o->schedule; break;
     case KD_OPT_TOTAL_STEPS: *value = o->total_steps; break;
     case KD_OPT_STEP: *value = o->step; break;
+    case KD_OPT_STEP_SIZE: *value = o->step_size; break;
+    case KD_OPT_WARMUP_STEPS: *value = o->warmup_steps; break;
     default: break;
     }
+    return KD_OK;
+}
+
+kd_status kd_optimizer_set_milestones(kd_optimizer *o, const int64_t *steps, int64_t count)
+{
+    KDI_CHECK_NULL(o);
+    if (count < 0 || count > KD_MAX_MILESTONES)
+        return kdi_fail(KD_ERR_ARGUMENT, "%lld milestones: from 0 to %d are allowed",
+                        (long long)count, KD_MAX_MILESTONES);
+    if (count > 0) KDI_CHECK_NULL(steps);
+    for (int64_t i = 0; i < count; i++)
+        if (steps[i] < 1 || (i > 0 && steps[i] <= steps[i - 1]))
+            return kdi_fail(KD_ERR_ARGUMENT,
+                            "milestone %lld (%lld) is not above 0 and above the one before",
+                            (long long)i, (long long)steps[i]);
+    if (count > 0) memcpy(o->milestones, steps, (size_t)count * sizeof *steps);
+    o->nmilestones = count;
+    return KD_OK;
+}
+
+kd_status kd_optimizer_get_milestones(const kd_optimizer *o, int64_t *steps, int64_t capacity,
+                                      int64_t *count)
+{
+    KDI_CHECK_NULL(o);
+    KDI_CHECK_NULL(count);
+    if (capacity < 0)
+        return kdi_fail(KD_ERR_ARGUMENT, "capacity %lld is negative", (long long)capacity);
+    if (capacity > 0) KDI_CHECK_NULL(steps);
+    int64_t n = capacity < o->nmilestones ? capacity : o->nmilestones;
+    if (n > 0) memcpy(steps, o->milestones, (size_t)n * sizeof *steps);
+    *count = o->nmilestones;
     return KD_OK;
 }
 
@@ -320,6 +398,8 @@ kd_status kd_optimizer_create(kd_optimizer_kind kind, kd_model *m, kd_optimizer 
     o->beta2 = 0.999f;
     o->eps = 1e-8f;
     o->schedule = KD_SCHEDULE_CONSTANT;
+    o->gamma = 0.1f;
+    o->warmup_start = 1.0f / 3.0f;
     kd_status st = alloc_state(o);
     if (st != KD_OK) {
         kd_optimizer_destroy(o);
@@ -342,12 +422,31 @@ kd_status kd_optimizer_step(kd_optimizer *o)
 {
     KDI_TRY(kdi_optimizer_check(o));
     const kdi_param_list *pl = kdi_model_params(o->model);
-    /* All or nothing: a non-finite gradient refuses the step before any weight moves. */
+    const kdi_kernels *k = kdi_kernels_get();
+    /* All or nothing: a non-finite gradient refuses the step before any weight moves. Squares of
+     * floats cannot overflow a double, so the sum is finite exactly when every gradient is. */
+    double sum_sq = 0.0;
     for (int32_t i = 0; i < pl->n; i++) {
         const kdi_param *p = pl->items[i].p;
-        if (p->grad != NULL && !kdi_all_finite(p->grad, p->count))
-            return kdi_fail(KD_ERR_NUMERIC, "the gradient of '%s' holds NaN or infinity",
-                            pl->items[i].name);
+        if (p->grad != NULL) sum_sq += k->sum_sq(p->grad, p->count);
+    }
+    if (!isfinite(sum_sq)) {
+        for (int32_t i = 0; i < pl->n; i++) {
+            const kdi_param *p = pl->items[i].p;
+            if (p->grad != NULL && !kdi_all_finite(p->grad, p->count))
+                return kdi_fail(KD_ERR_NUMERIC, "the gradient of '%s' holds NaN or infinity",
+                                pl->items[i].name);
+        }
+        return kdi_fail(KD_ERR_NUMERIC, "the gradients' squared norm is not finite");
+    }
+    o->grad_norm = sqrt(sum_sq);
+    /* PyTorch's coefficient, applied only when it is below 1 (clamped there). */
+    double coef = o->clip_norm > 0.0f ? (double)o->clip_norm / (o->grad_norm + 1e-6) : 1.0;
+    if (coef < 1.0) {
+        for (int32_t i = 0; i < pl->n; i++) {
+            kdi_param *p = pl->items[i].p;
+            if (p->grad != NULL) k->scale(p->grad, (float)coef, p->count);
+        }
     }
     float lr = (float)kdi_optimizer_lr(o);
     int32_t ns = o->ops->nstate;

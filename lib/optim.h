@@ -27,6 +27,14 @@ struct kd_optimizer {
     int32_t schedule;    /* a kd_schedule */
     int64_t total_steps; /* 0 until set */
     int64_t step;        /* steps taken */
+    int64_t step_size;   /* STEP: 0 until set */
+    float gamma;         /* STEP, MULTISTEP */
+    int64_t milestones[KD_MAX_MILESTONES];
+    int64_t nmilestones;
+    int64_t warmup_steps;
+    float warmup_start;
+    float clip_norm;  /* 0: off */
+    double grad_norm; /* of the last step, before clipping */
     /* state[i * ops->nstate + j]: buffer j of parameter i of kdi_model_params(model), NULL for
      * parameters without a gradient. Allocated (zeroed) at create, never in a step. */
     float **state;

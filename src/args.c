@@ -40,6 +40,8 @@ static const option_def table[] = {
     {"--batch", INT, AT(batch), T | D | E, 1, 65536},
     {"--lr", FLOAT, AT(lr), T | D, 0, 1e6},
     {"--min-lr", FLOAT, AT(min_lr), T | D, 0, 1e6},
+    {"--warmup-epochs", INT, AT(warmup_epochs), T | D, 0, MAX_EPOCHS},
+    {"--clip-norm", FLOAT, AT(clip_norm), T | D, 0, 1e6},
     {"--momentum", FLOAT, AT(momentum), T | D, 0, 1},
     {"--weight-decay", FLOAT, AT(weight_decay), T | D, 0, 1e6},
     {"--nesterov", FLAG, AT(nesterov), T | D, 0, 0},

@@ -82,6 +82,8 @@ static void protocol(const options *o, run_config *c)
     c->momentum = o->momentum;
     c->weight_decay = o->weight_decay;
     c->min_lr = o->min_lr;
+    c->warmup_epochs = o->warmup_epochs;
+    c->clip_norm = o->clip_norm;
     c->nesterov = o->nesterov;
     c->cosine = o->cosine;
     c->optimizer = o->optimizer;
@@ -133,9 +135,10 @@ static int own_teacher(state *s)
     c.alpha = c.beta = 0.0f;
     c.method = KD_LOSS_HINTON;
     c.checkpoint = checkpoint_of(o, ".teacher", ckpt, sizeof ckpt);
-    snprintf(key_text, sizeof key_text, "%d %llu %d %d %.9g %.9g %.9g %.9g %d %d", c.optimizer,
-             (unsigned long long)c.seed, c.epochs, c.batch, (double)c.lr, (double)c.momentum,
-             (double)c.weight_decay, (double)c.min_lr, c.nesterov, c.cosine);
+    snprintf(key_text, sizeof key_text, "%d %llu %d %d %.9g %.9g %.9g %.9g %d %d %d %.9g",
+             c.optimizer, (unsigned long long)c.seed, c.epochs, c.batch, (double)c.lr,
+             (double)c.momentum, (double)c.weight_decay, (double)c.min_lr, c.nesterov, c.cosine,
+             c.warmup_epochs, (double)c.clip_norm);
     uint64_t key = hash_str(hash_str(s->data_hash, spec), key_text);
     char *path = s->teacher_paths[0], side[4200];
     snprintf(path, sizeof s->teacher_paths[0], "%s/teacher-%016llx.safetensors", s->cache,

@@ -33,6 +33,8 @@ static void config(const options *o, run_config *c)
     c->momentum = o->momentum;
     c->weight_decay = o->weight_decay;
     c->min_lr = o->min_lr;
+    c->warmup_epochs = o->warmup_epochs;
+    c->clip_norm = o->clip_norm;
     c->nesterov = o->nesterov;
     c->cosine = o->cosine;
     c->optimizer = o->optimizer;

@@ -39,8 +39,8 @@ typedef struct options {
     int nteachers;
     const char *positional; /* eval, info: the model file */
     /* training protocol */
-    int epochs, teacher_epochs, batch;
-    float lr, momentum, weight_decay, min_lr, temperature, alpha, beta;
+    int epochs, teacher_epochs, batch, warmup_epochs;
+    float lr, momentum, weight_decay, min_lr, clip_norm, temperature, alpha, beta;
     int nesterov, cosine, optimizer; /* optimizer: a kd_optimizer_kind */
     int method;                      /* a kd_loss_kind */
     uint64_t seed;
@@ -144,8 +144,8 @@ typedef struct run_config {
     const char *key;  /* the run's name in logs: teacher, alone, distilled, model */
     const char *spec;
     uint64_t seed;
-    int epochs, batch;
-    float lr, momentum, weight_decay, min_lr, temperature, alpha, beta;
+    int epochs, batch, warmup_epochs;
+    float lr, momentum, weight_decay, min_lr, clip_norm, temperature, alpha, beta;
     int nesterov, cosine, optimizer, method; /* method: a kd_loss_kind */
     kd_model *const *teachers;               /* borrowed; NULL/0 for a run without teachers */
     const float *teacher_weights;

@@ -50,6 +50,11 @@ static int setup_optimizer(const run_config *c, handles *h, int64_t total_steps)
         TRY("--schedule", kd_optimizer_set_int(h->opt, KD_OPT_TOTAL_STEPS, total_steps));
         TRY("--min-lr", kd_optimizer_set_float(h->opt, KD_OPT_MIN_LR, c->min_lr));
     }
+    /* The warm-up starts near zero, as most recipes do, rather than at LinearLR's third. */
+    TRY("--warmup-epochs", kd_optimizer_set_int(h->opt, KD_OPT_WARMUP_STEPS,
+                                                total_steps / c->epochs * c->warmup_epochs));
+    TRY("--warmup-epochs", kd_optimizer_set_float(h->opt, KD_OPT_WARMUP_START, 0.0f));
+    TRY("--clip-norm", kd_optimizer_set_float(h->opt, KD_OPT_CLIP_NORM, c->clip_norm));
     return EXIT_OK;
 }
 
@@ -102,11 +107,12 @@ static uint64_t fingerprint(const run_config *c, const kd_dataset *train)
     int64_t n;
     kd_dataset_size(train, &n);
     snprintf(buf, sizeof buf,
-             "%d %d %.9g %llu %d %d %.9g %.9g %.9g %.9g %.9g %.9g %d %d %d %lld %llx", c->method,
-             c->optimizer, (double)c->beta, (unsigned long long)c->seed, c->epochs, c->batch,
-             (double)c->lr, (double)c->momentum, (double)c->weight_decay, (double)c->min_lr,
-             (double)c->temperature, (double)c->alpha, c->nesterov, c->cosine, c->nteachers,
-             (long long)n, (unsigned long long)c->teacher_hash);
+             "%d %d %.9g %llu %d %d %.9g %.9g %.9g %.9g %.9g %.9g %d %d %d %lld %llx %d %.9g",
+             c->method, c->optimizer, (double)c->beta, (unsigned long long)c->seed, c->epochs,
+             c->batch, (double)c->lr, (double)c->momentum, (double)c->weight_decay,
+             (double)c->min_lr, (double)c->temperature, (double)c->alpha, c->nesterov, c->cosine,
+             c->nteachers, (long long)n, (unsigned long long)c->teacher_hash, c->warmup_epochs,
+             (double)c->clip_norm);
     return hash_str(hash_str(0xcbf29ce484222325ULL, c->spec), buf);
 }
 

@@ -412,6 +412,139 @@ START_TEST(refused_steps)
 }
 END_TEST
 
+/* StepLR(step_size 3, gamma 0.5) and MultiStepLR(milestones {2, 5}, gamma 0.1) by hand, lr 0.1. */
+START_TEST(step_schedules)
+{
+    kd_model *m = small_model();
+    kd_optimizer *o = sgd(m, 0.1f, 0.0f, 0.0f, 0);
+    ck_assert_int_eq(kd_optimizer_set_int(o, KD_OPT_SCHEDULE, KD_SCHEDULE_STEP), KD_OK);
+    ck_assert_int_eq(kd_optimizer_set_int(o, KD_OPT_STEP_SIZE, 3), KD_OK);
+    ck_assert_int_eq(kd_optimizer_set_float(o, KD_OPT_GAMMA, 0.5f), KD_OK);
+    const float step_lr[8] = {0.1f, 0.1f, 0.1f, 0.05f, 0.05f, 0.05f, 0.025f, 0.025f};
+    for (int64_t s = 0; s < 8; s++) ck_assert_float_eq_tol(current_lr(o, s), step_lr[s], 1e-8f);
+    ck_assert_int_eq(kd_optimizer_set_int(o, KD_OPT_SCHEDULE, KD_SCHEDULE_MULTISTEP), KD_OK);
+    const int64_t milestones[2] = {2, 5};
+    ck_assert_int_eq(kd_optimizer_set_milestones(o, milestones, 2), KD_OK);
+    ck_assert_int_eq(kd_optimizer_set_float(o, KD_OPT_GAMMA, 0.1f), KD_OK);
+    const float multi_lr[7] = {0.1f, 0.1f, 0.01f, 0.01f, 0.01f, 0.001f, 0.001f};
+    for (int64_t s = 0; s < 7; s++) ck_assert_float_eq_tol(current_lr(o, s), multi_lr[s], 1e-9f);
+    int64_t got[4] = {0}, count = 0;
+    ck_assert_int_eq(kd_optimizer_get_milestones(o, got, 4, &count), KD_OK);
+    ck_assert_int_eq(count, 2);
+    ck_assert(got[0] == 2 && got[1] == 5 && got[2] == 0);
+    ck_assert_int_eq(kd_optimizer_get_milestones(o, NULL, 0, &count), KD_OK);
+    ck_assert_int_eq(count, 2);
+    /* a step runs at the scheduled rate */
+    set_all(m, 1.0f, 1.0f);
+    ck_assert_int_eq(kd_optimizer_set_int(o, KD_OPT_STEP, 5), KD_OK);
+    ck_assert_int_eq(kd_optimizer_step(o), KD_OK);
+    ck_assert_float_eq_tol(first_weight(m), 1.0f - 0.001f, 1e-7f);
+    kd_optimizer_destroy(o);
+    kd_model_destroy(m);
+}
+END_TEST
+
+/* LinearLR(start_factor 0.25, total_iters 4) chained with cosine over 10 steps, lr 0.1: the factor
+ * 0.25 + 0.75 s / 4 times the cosine rate, then the cosine rate alone. */
+START_TEST(warmup)
+{
+    kd_model *m = small_model();
+    kd_optimizer *o = sgd(m, 0.1f, 0.0f, 0.0f, 0);
+    float f;
+    ck_assert_int_eq(kd_optimizer_get_float(o, KD_OPT_WARMUP_START, &f), KD_OK);
+    ck_assert_float_eq_tol(f, 1.0f / 3.0f, 1e-7f); /* LinearLR's default */
+    ck_assert_int_eq(kd_optimizer_set_int(o, KD_OPT_WARMUP_STEPS, 4), KD_OK);
+    ck_assert_int_eq(kd_optimizer_set_float(o, KD_OPT_WARMUP_START, 0.25f), KD_OK);
+    ck_assert_float_eq_tol(current_lr(o, 0), 0.025f, 1e-8f); /* constant schedule */
+    ck_assert_float_eq_tol(current_lr(o, 2), 0.0625f, 1e-8f);
+    ck_assert_float_eq_tol(current_lr(o, 4), 0.1f, 1e-8f);
+    ck_assert_int_eq(kd_optimizer_set_int(o, KD_OPT_SCHEDULE, KD_SCHEDULE_COSINE), KD_OK);
+    ck_assert_int_eq(kd_optimizer_set_int(o, KD_OPT_TOTAL_STEPS, 10), KD_OK);
+    for (int64_t s = 0; s <= 10; s++) {
+        double cosine = 0.1 * (1.0 + cos(3.14159265358979323846 * (double)s / 10.0)) / 2.0;
+        double factor = s < 4 ? 0.25 + 0.75 * (double)s / 4.0 : 1.0;
+        ck_assert_float_eq_tol(current_lr(o, s), (float)(cosine * factor), 1e-7f);
+    }
+    ck_assert_int_eq(kd_optimizer_set_int(o, KD_OPT_WARMUP_STEPS, 0), KD_OK);
+    ck_assert_float_eq_tol(current_lr(o, 0), 0.1f, 1e-8f);
+    kd_optimizer_destroy(o);
+    kd_model_destroy(m);
+}
+END_TEST
+
+/* 14 values, every gradient 0.5: global norm 0.5 sqrt(14). Clipped to 1 as clip_grad_norm_, the
+ * gradients become 0.5 / (norm + 1e-6); a larger bound leaves them alone. */
+START_TEST(clipping)
+{
+    const double norm = 0.5 * sqrt(14.0);
+    const float bounds[3] = {0.0f, 1.0f, 5.0f};
+    for (int b = 0; b < 3; b++) {
+        kd_model *m = small_model();
+        kd_optimizer *o = sgd(m, 1.0f, 0.0f, 0.0f, 0);
+        ck_assert_int_eq(kd_optimizer_set_float(o, KD_OPT_CLIP_NORM, bounds[b]), KD_OK);
+        set_all(m, 1.0f, 0.5f);
+        ck_assert_int_eq(kd_optimizer_step(o), KD_OK);
+        float g;
+        ck_assert_int_eq(kd_optimizer_get_float(o, KD_OPT_GRAD_NORM, &g), KD_OK);
+        ck_assert_float_eq_tol(g, (float)norm, 1e-6f);
+        double applied = bounds[b] == 1.0f ? 0.5 * 1.0 / (norm + 1e-6) : 0.5;
+        const kdi_param_list *pl = kdi_model_params(m);
+        for (int32_t i = 0; i < pl->n; i++)
+            for (int64_t j = 0; j < pl->items[i].p->count; j++)
+                ck_assert_float_eq_tol(pl->items[i].p->value[j], (float)(1.0 - applied), 1e-6f);
+        kd_optimizer_destroy(o);
+        kd_model_destroy(m);
+    }
+}
+END_TEST
+
+START_TEST(bad_schedules)
+{
+    kd_model *m = small_model();
+    kd_optimizer *o = sgd(m, 0.1f, 0.0f, 0.0f, 0);
+    set_all(m, 0.5f, 0.25f);
+    ck_assert_int_eq(kd_optimizer_set_int(o, KD_OPT_SCHEDULE, KD_SCHEDULE_STEP), KD_OK);
+    expect_refused_step(o, m, KD_ERR_STATE);
+    ck_assert(strstr(kd_last_error(), "KD_OPT_STEP_SIZE") != NULL);
+    ck_assert_int_eq(kd_optimizer_set_int(o, KD_OPT_SCHEDULE, KD_SCHEDULE_MULTISTEP), KD_OK);
+    expect_refused_step(o, m, KD_ERR_STATE);
+    ck_assert(strstr(kd_last_error(), "milestones") != NULL);
+    ck_assert_int_eq(kd_optimizer_set_int(o, KD_OPT_STEP_SIZE, 0), KD_ERR_ARGUMENT);
+    ck_assert_int_eq(kd_optimizer_set_int(o, KD_OPT_WARMUP_STEPS, -1), KD_ERR_ARGUMENT);
+    const float bad_gamma[] = {0.0f, -0.5f, 1.5f, NAN};
+    for (int k = 0; k < 4; k++)
+        ck_assert_int_eq(kd_optimizer_set_float(o, KD_OPT_GAMMA, bad_gamma[k]), KD_ERR_ARGUMENT);
+    ck_assert_int_eq(kd_optimizer_set_float(o, KD_OPT_WARMUP_START, 1.5f), KD_ERR_ARGUMENT);
+    ck_assert_int_eq(kd_optimizer_set_float(o, KD_OPT_WARMUP_START, -0.1f), KD_ERR_ARGUMENT);
+    ck_assert_int_eq(kd_optimizer_set_float(o, KD_OPT_CLIP_NORM, -1.0f), KD_ERR_ARGUMENT);
+    ck_assert_int_eq(kd_optimizer_set_float(o, KD_OPT_CLIP_NORM, INFINITY), KD_ERR_ARGUMENT);
+    ck_assert_int_eq(kd_optimizer_set_float(o, KD_OPT_GRAD_NORM, 1.0f), KD_ERR_ARGUMENT);
+    /* milestones: increasing, positive, at most KD_MAX_MILESTONES; a refusal keeps the old ones */
+    const int64_t good[2] = {3, 7}, down[2] = {7, 3}, zero[2] = {0, 3}, same[2] = {3, 3};
+    ck_assert_int_eq(kd_optimizer_set_milestones(o, good, 2), KD_OK);
+    ck_assert_int_eq(kd_optimizer_set_milestones(o, down, 2), KD_ERR_ARGUMENT);
+    ck_assert_int_eq(kd_optimizer_set_milestones(o, zero, 2), KD_ERR_ARGUMENT);
+    ck_assert_int_eq(kd_optimizer_set_milestones(o, same, 2), KD_ERR_ARGUMENT);
+    ck_assert_int_eq(kd_optimizer_set_milestones(o, NULL, 2), KD_ERR_ARGUMENT);
+    ck_assert_int_eq(kd_optimizer_set_milestones(o, good, -1), KD_ERR_ARGUMENT);
+    int64_t many[KD_MAX_MILESTONES + 1];
+    for (int k = 0; k <= KD_MAX_MILESTONES; k++) many[k] = k + 1;
+    ck_assert_int_eq(kd_optimizer_set_milestones(o, many, KD_MAX_MILESTONES + 1), KD_ERR_ARGUMENT);
+    int64_t got[2], count;
+    ck_assert_int_eq(kd_optimizer_get_milestones(o, got, 2, &count), KD_OK);
+    ck_assert(count == 2 && got[0] == 3 && got[1] == 7);
+    ck_assert_int_eq(kd_optimizer_get_milestones(o, NULL, 2, &count), KD_ERR_ARGUMENT);
+    ck_assert_int_eq(kd_optimizer_get_milestones(o, got, -1, &count), KD_ERR_ARGUMENT);
+    ck_assert_int_eq(kd_optimizer_get_milestones(o, got, 2, NULL), KD_ERR_ARGUMENT);
+    ck_assert_int_eq(kd_optimizer_set_milestones(NULL, good, 2), KD_ERR_ARGUMENT);
+    ck_assert_int_eq(kd_optimizer_step(o), KD_OK);
+    ck_assert_int_eq(kd_optimizer_set_milestones(o, NULL, 0), KD_OK); /* cleared */
+    expect_refused_step(o, m, KD_ERR_STATE);
+    kd_optimizer_destroy(o);
+    kd_model_destroy(m);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("optim");
@@ -425,6 +558,10 @@ int main(void)
     tcase_add_test(t, defaults);
     tcase_add_test(t, bad_options);
     tcase_add_test(t, refused_steps);
+    tcase_add_test(t, step_schedules);
+    tcase_add_test(t, warmup);
+    tcase_add_test(t, clipping);
+    tcase_add_test(t, bad_schedules);
     suite_add_tcase(s, t);
     return kdt_run(s);
 }

@@ -36,8 +36,10 @@ LOSS_PART_TOTAL, LOSS_PART_SOFT, LOSS_PART_HARD = 0, 1, 2
 OPTIMIZER_SGD, OPTIMIZER_ADAM, OPTIMIZER_ADAMW = 0, 1, 2
 OPT_LEARNING_RATE, OPT_MOMENTUM, OPT_WEIGHT_DECAY, OPT_NESTEROV, OPT_SCHEDULE, \
     OPT_TOTAL_STEPS, OPT_MIN_LR, OPT_CURRENT_LR, OPT_STEP, OPT_BETA1, OPT_BETA2, \
-    OPT_EPSILON = range(12)
-SCHEDULE_CONSTANT, SCHEDULE_COSINE = 0, 1
+    OPT_EPSILON, OPT_STEP_SIZE, OPT_GAMMA, OPT_WARMUP_STEPS, OPT_WARMUP_START, OPT_CLIP_NORM, \
+    OPT_GRAD_NORM = range(18)
+SCHEDULE_CONSTANT, SCHEDULE_COSINE, SCHEDULE_STEP, SCHEDULE_MULTISTEP = range(4)
+MAX_MILESTONES = 64
 
 
 class KdError(Exception):
@@ -77,6 +79,8 @@ _STATUS = {
     "kd_optimizer_get_float": (_P, ctypes.c_int, _F),
     "kd_optimizer_set_int": (_P, ctypes.c_int, _I64),
     "kd_optimizer_get_int": (_P, ctypes.c_int, ctypes.POINTER(_I64)),
+    "kd_optimizer_set_milestones": (_P, ctypes.POINTER(_I64), _I64),
+    "kd_optimizer_get_milestones": (_P, ctypes.POINTER(_I64), _I64, ctypes.POINTER(_I64)),
     "kd_trainer_create": (_P, _P, _P, ctypes.POINTER(_P)),
     "kd_trainer_add_teacher": (_P, _P, ctypes.c_float),
     "kd_trainer_step": (_P, _F, _I32, _F, _I64, _F),
@@ -297,6 +301,16 @@ class Optimizer(_Handle):
         v = _I64()
         lib().kd_optimizer_get_int(self._h, key, ctypes.byref(v))
         return v.value
+
+    def set_milestones(self, steps):
+        """The MULTISTEP schedule's milestones, increasing optimizer step numbers."""
+        arr = (_I64 * max(len(steps), 1))(*steps)
+        lib().kd_optimizer_set_milestones(self._h, arr, len(steps))
+
+    def get_milestones(self):
+        arr, count = (_I64 * MAX_MILESTONES)(), _I64()
+        lib().kd_optimizer_get_milestones(self._h, arr, MAX_MILESTONES, ctypes.byref(count))
+        return list(arr[:count.value])
 
 
 class Trainer(_Handle):

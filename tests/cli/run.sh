@@ -104,6 +104,10 @@ S="$TMP/student.safetensors"
 expect "train a teacher" 0 "saved $T" \
     "$KD" train --model 784-128-10 --epochs 3 $SETS --out "$T" --log "$TMP/train.jsonl"
 check "train log has one line per epoch" [ "$(wc -l <"$TMP/train.jsonl")" -eq 3 ]
+expect "train with warm-up and clipping" 0 "saved $TMP/warm.safetensors" \
+    "$KD" train --model 784-32-10 --epochs 2 --warmup-epochs 1 --clip-norm 1 $SETS \
+    --out "$TMP/warm.safetensors"
+expect "negative clip norm" 2 "--clip-norm '-1' is not in" "$KD" train --clip-norm -1
 check "train log is JSON" grep -q '^{"run":"model","epoch":3,"epochs":3,"loss":' "$TMP/train.jsonl"
 expect "plain progress lines when not a terminal" 0 "model  *epoch  2/2" \
     "$KD" train --model 784-16-10 --epochs 2 $SETS --out "$TMP/p.safetensors"

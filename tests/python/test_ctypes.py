@@ -72,6 +72,19 @@ class Distillation(unittest.TestCase):
                                places=4)
         self.assertEqual(opt.get_int(kd.OPT_STEP), 20)
 
+    def test_schedules_and_clipping(self):
+        opt = kd.Optimizer(self.student, learning_rate=0.1)
+        opt.set_int(kd.OPT_SCHEDULE, kd.SCHEDULE_MULTISTEP)
+        opt.set_milestones([2, 5])
+        self.assertEqual(opt.get_milestones(), [2, 5])
+        opt.set_int(kd.OPT_STEP, 3)
+        self.assertAlmostEqual(opt.get_float(kd.OPT_CURRENT_LR), 0.01, places=7)
+        with self.assertRaises(kd.KdError) as caught:
+            opt.set_milestones([5, 2])
+        self.assertEqual(caught.exception.status, kd.ERR_ARGUMENT)
+        opt.set_float(kd.OPT_CLIP_NORM, 1.0)
+        self.assertEqual(opt.get_float(kd.OPT_CLIP_NORM), 1.0)
+
     def test_predict_and_files(self):
         x, _ = batch_data()
         before = self.student.predict(x, BATCH)
