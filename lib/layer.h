@@ -48,6 +48,10 @@ typedef struct kdi_layer_ops {
                           int64_t batch);
     /* Optional: grows per-batch workspaces before a forward, so forward and backward never allocate. */
     kd_status (*reserve)(kdi_layer *l, int64_t batch);
+    /* Optional: refuses a forward that would fail, before any layer of the model runs, so a failed
+     * forward never leaves earlier layers' running statistics moved. Containers prepare their
+     * children here (workspaces included). */
+    kd_status (*check)(kdi_layer *l, int64_t batch, int train);
     /* Optional: lists parameters under prefix ("4."); the default lists l->params. Containers
      * (residual blocks) list their children's. */
     kd_status (*collect)(kdi_layer *l, const char *prefix, kdi_param_list *list);

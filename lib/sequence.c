@@ -100,9 +100,19 @@ static kd_status reserve(kdi_seq *s, int64_t batch)
     return KD_OK;
 }
 
-kd_status kdi_seq_forward(kdi_seq *s, const float *x, int64_t batch, int train, const float **out)
+kd_status kdi_seq_prepare(kdi_seq *s, int64_t batch, int train)
 {
     KDI_TRY(reserve(s, batch));
+    for (int32_t i = 0; i < s->n; i++) {
+        kdi_layer *l = &s->layers[i];
+        if (l->ops->check != NULL) KDI_TRY(l->ops->check(l, batch, train));
+    }
+    return KD_OK;
+}
+
+kd_status kdi_seq_forward(kdi_seq *s, const float *x, int64_t batch, int train, const float **out)
+{
+    KDI_TRY(kdi_seq_prepare(s, batch, train));
     const float *cur = x;
     s->trained = 0;
     s->batch = 0;

@@ -22,6 +22,9 @@ typedef struct kdi_seq {
 /* Builds the layers of spec (no "input" layer) for input shape in. */
 kd_status kdi_seq_build(kdi_seq *s, const char *spec, kdi_shape in, uint64_t seed);
 void kdi_seq_free(kdi_seq *s);
+/* Everything a forward of batch could fail on, done or checked before any layer runs: workspaces
+ * and the layers' own checks. kdi_seq_forward starts with it. */
+kd_status kdi_seq_prepare(kdi_seq *s, int64_t batch, int train);
 /* Runs the layers; *out points at the last activation (owned by s) or at x when there are no layers. */
 kd_status kdi_seq_forward(kdi_seq *s, const float *x, int64_t batch, int train, const float **out);
 /* Backpropagates dy (batch of the last training forward); dx may be NULL. */

@@ -146,6 +146,22 @@ START_TEST(batchnorm_needs_two_values_to_train)
     float z[9] = {1, 2, 3, 4, 5, 6, 7, 8, 9};
     ck_assert_int_eq(kd_model_forward(m, z, 1, y), KD_OK);
     kd_model_destroy(m);
+    /* A bn that refuses, after one that could train (also inside a residual block): the refusal
+     * comes before any layer runs, so the first bn's running statistics and count stay put. */
+    const char *specs[2] = {"input 1x3x3 | bn | gap | flatten | bn | dense 2",
+                            "input 1x3x3 | residual(bn | gap | bn)(gap) | flatten | dense 2"};
+    for (int k = 0; k < 2; k++) {
+        ck_assert_int_eq(kd_model_create(specs[k], 1, &m), KD_OK);
+        const kdi_param_list *pl = kdi_model_params(m);
+        ck_assert_int_eq(kd_model_forward(m, z, 1, y), KD_ERR_SHAPE);
+        for (int32_t i = 0; i < pl->n; i++) {
+            const kdi_param *p = pl->items[i].p;
+            if (p->ivalue != NULL) ck_assert_int_eq(p->ivalue[0], 0);
+            if (strstr(pl->items[i].name, "running_mean") != NULL) ck_assert(p->value[0] == 0.0f);
+            if (strstr(pl->items[i].name, "running_var") != NULL) ck_assert(p->value[0] == 1.0f);
+        }
+        kd_model_destroy(m);
+    }
 }
 END_TEST
 

@@ -39,16 +39,21 @@ static void channel_stats(const float *x, int64_t batch, int64_t c, int64_t ch, 
     *var = ss / count;
 }
 
+static kd_status bn_check(kdi_layer *l, int64_t batch, int train)
+{
+    if (train && batch * l->in.h * l->in.w < 2)
+        return kdi_fail(KD_ERR_SHAPE,
+                        "bn needs more than one value per channel to train (batch %lld)",
+                        (long long)batch);
+    return KD_OK;
+}
+
 static kd_status bn_forward(kdi_layer *l, const float *x, float *y, int64_t batch, int train)
 {
     bn *b = l->priv;
     int64_t ch = l->in.c, hw = l->in.h * l->in.w, count = batch * hw;
     const float *gamma = l->params[0].value, *beta = l->params[1].value;
     float *rmean = l->params[2].value, *rvar = l->params[3].value;
-    if (train && count < 2)
-        return kdi_fail(KD_ERR_SHAPE,
-                        "bn needs more than one value per channel to train (batch %lld)",
-                        (long long)batch);
     for (int64_t c = 0; c < ch; c++) {
         double mean = rmean[c], var = rvar[c];
         if (train) {
@@ -118,6 +123,7 @@ static const kdi_layer_ops bn_ops = {.kind = "bn",
                                      .forward = bn_forward,
                                      .backward = bn_backward,
                                      .reserve = bn_reserve,
+                                     .check = bn_check,
                                      .destroy = bn_destroy};
 
 kd_status kdi_bn_create(const kdi_args *a, kdi_shape in, uint64_t seed, kdi_layer *l)
@@ -134,16 +140,15 @@ kd_status kdi_bn_create(const kdi_args *a, kdi_shape in, uint64_t seed, kdi_laye
     l->in = l->out = in;
     int64_t dims[1] = {in.c};
     b->inv_std = calloc((size_t)in.c, sizeof(float));
-    int64_t *tracked = calloc(1, sizeof(int64_t));
-    if (b->inv_std == NULL || tracked == NULL) {
-        free(tracked);
-        return kdi_fail(KD_ERR_NOMEM, "cannot allocate a bn layer");
-    }
+    if (b->inv_std == NULL) return kdi_fail(KD_ERR_NOMEM, "cannot allocate a bn layer");
     KDI_TRY(kdi_layer_add_param(l, "weight", 1, 1, dims));
     KDI_TRY(kdi_layer_add_param(l, "bias", 1, 1, dims));
     KDI_TRY(kdi_layer_add_param(l, "running_mean", 0, 1, dims));
     KDI_TRY(kdi_layer_add_param(l, "running_var", 0, 1, dims));
     for (int64_t c = 0; c < in.c; c++) l->params[0].value[c] = l->params[3].value[c] = 1.0f;
+    /* Last, so no failure above can leave it unowned: from here the layer's params free it. */
+    int64_t *tracked = calloc(1, sizeof(int64_t));
+    if (tracked == NULL) return kdi_fail(KD_ERR_NOMEM, "cannot allocate a bn layer");
     /* num_batches_tracked: an int64 scalar, shape [] in PyTorch's state dict */
     kdi_param *t = &l->params[l->nparams++];
     *t = (kdi_param){.name = "num_batches_tracked", .ivalue = tracked, .count = 1, .ndim = 0};

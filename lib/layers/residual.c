@@ -25,6 +25,13 @@ static kd_status res_reserve(kdi_layer *l, int64_t batch)
     return kdi_buf_reserve(&r->dx, batch * kdi_shape_size(l->in));
 }
 
+static kd_status res_check(kdi_layer *l, int64_t batch, int train)
+{
+    residual *r = l->priv;
+    KDI_TRY(kdi_seq_prepare(&r->body, batch, train));
+    return r->has_shortcut ? kdi_seq_prepare(&r->shortcut, batch, train) : KD_OK;
+}
+
 static kd_status res_forward(kdi_layer *l, const float *x, float *y, int64_t batch, int train)
 {
     residual *r = l->priv;
@@ -78,6 +85,7 @@ static const kdi_layer_ops res_ops = {.kind = "residual",
                                       .forward = res_forward,
                                       .backward = res_backward,
                                       .reserve = res_reserve,
+                                      .check = res_check,
                                       .collect = res_collect,
                                       .destroy = res_destroy};
 
