@@ -8,12 +8,14 @@
 #include <stdlib.h>
 
 #include "error.h"
+#include "kernels/kernels.h"
 #include "layers.h"
 
 typedef struct bn {
     float eps, momentum;
     kdi_buf xhat;   /* normalised input of the last training forward */
     float *inv_std; /* per channel, of the last training forward */
+    float *ones;    /* h * w ones: sums as dot products, in the kernels' SIMD double */
 } bn;
 
 static kd_status bn_reserve(kdi_layer *l, int64_t batch)
@@ -22,21 +24,21 @@ static kd_status bn_reserve(kdi_layer *l, int64_t batch)
     return kdi_buf_reserve(&b->xhat, batch * kdi_shape_size(l->in));
 }
 
-static void channel_stats(const float *x, int64_t batch, int64_t c, int64_t ch, int64_t hw,
-                          double *mean, double *var)
+/* Mean and biased variance of channel c. Products of floats are exact in double, so E[x^2] - m^2
+ * loses only what the double sums round off, unless |mean| is ~1e6 times the deviation. */
+static void channel_stats(const bn *b, const float *x, int64_t batch, int64_t c, int64_t ch,
+                          int64_t hw, double *mean, double *var)
 {
+    const kdi_kernels *k = kdi_kernels_get();
     double s = 0.0, ss = 0.0;
     for (int64_t n = 0; n < batch; n++) {
         const float *p = x + (n * ch + c) * hw;
-        for (int64_t i = 0; i < hw; i++) s += p[i];
+        s += k->dot(p, b->ones, hw);
+        ss += k->sum_sq(p, hw);
     }
-    double count = (double)(batch * hw), m = s / count;
-    for (int64_t n = 0; n < batch; n++) {
-        const float *p = x + (n * ch + c) * hw;
-        for (int64_t i = 0; i < hw; i++) ss += (p[i] - m) * (p[i] - m);
-    }
+    double count = (double)(batch * hw), m = s / count, v = ss / count - m * m;
     *mean = m;
-    *var = ss / count;
+    *var = v > 0.0 ? v : 0.0;
 }
 
 static kd_status bn_check(kdi_layer *l, int64_t batch, int train)
@@ -57,20 +59,21 @@ static kd_status bn_forward(kdi_layer *l, const float *x, float *y, int64_t batc
     for (int64_t c = 0; c < ch; c++) {
         double mean = rmean[c], var = rvar[c];
         if (train) {
-            channel_stats(x, batch, c, ch, hw, &mean, &var);
+            channel_stats(b, x, batch, c, ch, hw, &mean, &var);
             rmean[c] = (1.0f - b->momentum) * rmean[c] + b->momentum * (float)mean;
             rvar[c] = (1.0f - b->momentum) * rvar[c] +
                       b->momentum * (float)(var * (double)count / (double)(count - 1));
         }
-        float inv = (float)(1.0 / sqrt(var + b->eps)), m = (float)mean;
+        float inv = (float)(1.0 / sqrt(var + b->eps)), m = (float)mean, g = gamma[c], bt = beta[c];
         if (train) b->inv_std[c] = inv;
         for (int64_t n = 0; n < batch; n++) {
             const float *p = x + (n * ch + c) * hw;
             float *q = y + (n * ch + c) * hw, *h = b->xhat.data + (n * ch + c) * hw;
-            for (int64_t i = 0; i < hw; i++) {
-                float xh = (p[i] - m) * inv;
-                if (train) h[i] = xh;
-                q[i] = gamma[c] * xh + beta[c];
+            if (train) {
+                for (int64_t i = 0; i < hw; i++) h[i] = (p[i] - m) * inv;
+                for (int64_t i = 0; i < hw; i++) q[i] = g * h[i] + bt;
+            } else {
+                for (int64_t i = 0; i < hw; i++) q[i] = g * ((p[i] - m) * inv) + bt;
             }
         }
     }
@@ -85,16 +88,15 @@ static kd_status bn_backward(kdi_layer *l, const float *x, const float *y, const
     (void)x;
     (void)y;
     bn *b = l->priv;
+    const kdi_kernels *kn = kdi_kernels_get();
     int64_t ch = l->in.c, hw = l->in.h * l->in.w;
     double count = (double)(batch * hw);
     for (int64_t c = 0; c < ch; c++) {
         double sdy = 0.0, sdyx = 0.0;
         for (int64_t n = 0; n < batch; n++) {
             const float *g = dy + (n * ch + c) * hw, *h = b->xhat.data + (n * ch + c) * hw;
-            for (int64_t i = 0; i < hw; i++) {
-                sdy += g[i];
-                sdyx += (double)g[i] * h[i];
-            }
+            sdy += kn->dot(g, b->ones, hw);
+            sdyx += kn->dot(g, h, hw);
         }
         l->params[0].grad[c] += (float)sdyx;
         l->params[1].grad[c] += (float)sdy;
@@ -116,6 +118,7 @@ static void bn_destroy(kdi_layer *l)
     if (b == NULL) return;
     kdi_buf_free(&b->xhat);
     free(b->inv_std);
+    free(b->ones);
     free(b);
 }
 
@@ -140,7 +143,10 @@ kd_status kdi_bn_create(const kdi_args *a, kdi_shape in, uint64_t seed, kdi_laye
     l->in = l->out = in;
     int64_t dims[1] = {in.c};
     b->inv_std = calloc((size_t)in.c, sizeof(float));
-    if (b->inv_std == NULL) return kdi_fail(KD_ERR_NOMEM, "cannot allocate a bn layer");
+    b->ones = malloc(sizeof(float) * (size_t)(in.h * in.w));
+    if (b->inv_std == NULL || b->ones == NULL)
+        return kdi_fail(KD_ERR_NOMEM, "cannot allocate a bn layer");
+    for (int64_t i = 0; i < in.h * in.w; i++) b->ones[i] = 1.0f;
     KDI_TRY(kdi_layer_add_param(l, "weight", 1, 1, dims));
     KDI_TRY(kdi_layer_add_param(l, "bias", 1, 1, dims));
     KDI_TRY(kdi_layer_add_param(l, "running_mean", 0, 1, dims));
