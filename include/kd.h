@@ -213,7 +213,8 @@ typedef enum kd_optimizer_option {
     KD_OPT_WARMUP_STEPS = 14, /* int >= 0, default 0 (no warm-up) */
     KD_OPT_WARMUP_START = 15, /* float in [0, 1], step 0's factor; 1/3 as LinearLR */
     /* Clipping by global norm, as torch.nn.utils.clip_grad_norm_: when the L2 norm of all the
-     * gradients together exceeds CLIP_NORM, they are scaled by CLIP_NORM / (norm + 1e-6). */
+     * gradients together exceeds CLIP_NORM, they are scaled by CLIP_NORM / (norm + 1e-6). A
+     * trainer's regressors (feature terms) follow the student's options, clipped by their own norm. */
     KD_OPT_CLIP_NORM = 16, /* float >= 0, default 0 (off) */
     KD_OPT_GRAD_NORM = 17  /* float, read only: the last step's global norm, before clipping */
 } kd_optimizer_option;
@@ -268,9 +269,10 @@ KD_API kd_status kd_trainer_step(kd_trainer *t, const float *x, const int32_t *l
 
 /* Checkpoints: what a training run carries between steps -- the student's weights and buffers, the
  * optimizer's step count and per-parameter state (momentum), the student's random streams
- * (dropout) -- in one safetensors file written to a temporary name and renamed. Loading into a
- * trainer built the same way (same student spec, optimizer kind and options) continues bit for bit
- * as if never stopped; a failed load changes nothing. Teachers are not saved. */
+ * (dropout), the feature terms' regressors and their optimizer state -- in one safetensors file
+ * written to a temporary name and renamed. Loading into a trainer built the same way (same student
+ * spec, optimizer kind and options, feature terms) continues bit for bit as if never stopped; a
+ * failed load changes nothing. Teachers are not saved. */
 KD_API kd_status kd_trainer_save(const kd_trainer *t, const char *path);
 KD_API kd_status kd_trainer_load(kd_trainer *t, const char *path);
 

@@ -4,7 +4,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "checkpoint.h"
 #include "error.h"
 #include "optim.h"
 #include "rng.h"
@@ -13,11 +12,14 @@
 #define KIND_KEY "kd.checkpoint"
 #define STEP_NAME "optimizer.step"
 
-/* Every tensor of a checkpoint, named: the model's, "optimizer.<param>.<state>", "optimizer.step",
- * "rng.<layer>". Names and data stay owned by m and o (names in *names, one block). */
+/* Every tensor of a checkpoint, named: the student's, "optimizer.<param>.<state>",
+ * "optimizer.step", "rng.<layer>", and for each feature term k with a regressor the same under
+ * "regressor.<k>." ("regressor.<k>.<param>", "optimizer.regressor.<k>.<param>.<state>",
+ * "rng.regressor.<k>.<layer>"; its step is the student's). Names and data stay owned by the models
+ * and optimizers (names in *names, one block). */
 typedef struct entries {
     kdi_st_tensor *t;
-    char (*names)[128];
+    char (*names)[160];
     int32_t n;
 } entries;
 
@@ -27,22 +29,19 @@ static void entries_free(entries *e)
     free(e->names);
 }
 
-static kd_status entries_build(const kd_model *m, const kd_optimizer *o, const int64_t *step,
-                               entries *e)
+static int32_t entries_needed(const kd_model *m)
+{
+    return kdi_model_params(m)->n * (1 + KDI_OPT_MAX_STATE) + m->seq.n;
+}
+
+/* Appends one model's tensors, its optimizer's state and its layers' random streams. */
+static void entries_add(entries *e, const char *prefix, const kd_model *m, const kd_optimizer *o)
 {
     const kdi_param_list *ps = kdi_model_params(m);
-    int32_t cap = ps->n * (1 + KDI_OPT_MAX_STATE) + 1 + m->seq.n;
-    e->t = calloc((size_t)cap, sizeof *e->t);
-    e->names = calloc((size_t)cap, sizeof *e->names);
-    e->n = 0;
-    if (e->t == NULL || e->names == NULL) {
-        entries_free(e);
-        return kdi_fail(KD_ERR_NOMEM, "cannot allocate the checkpoint's tensor list");
-    }
     for (int32_t i = 0; i < ps->n; i++) {
         const kdi_param *p = ps->items[i].p;
         kdi_st_tensor *t = &e->t[e->n];
-        snprintf(e->names[e->n], sizeof e->names[0], "%s", ps->items[i].name);
+        snprintf(e->names[e->n], sizeof e->names[0], "%s%s", prefix, ps->items[i].name);
         t->dtype = p->ivalue != NULL ? KDI_ST_I64 : KDI_ST_F32;
         t->ndim = p->ndim;
         memcpy(t->dims, p->dims, sizeof p->dims);
@@ -53,8 +52,8 @@ static kd_status entries_build(const kd_model *m, const kd_optimizer *o, const i
             float *buf = o->state[i * o->ops->nstate + j];
             if (buf == NULL) continue;
             t = &e->t[e->n];
-            snprintf(e->names[e->n], sizeof e->names[0], "optimizer.%s.%s", ps->items[i].name,
-                     o->ops->state_names[j]);
+            snprintf(e->names[e->n], sizeof e->names[0], "optimizer.%s%s.%s", prefix,
+                     ps->items[i].name, o->ops->state_names[j]);
             t->dtype = KDI_ST_F32;
             t->ndim = 1;
             t->dims[0] = p->count;
@@ -63,28 +62,51 @@ static kd_status entries_build(const kd_model *m, const kd_optimizer *o, const i
             e->n++;
         }
     }
-    e->t[e->n] =
-        (kdi_st_tensor){.dtype = KDI_ST_I64, .ndim = 1, .dims = {1}, .data = step, .nbytes = 8};
-    snprintf(e->names[e->n++], sizeof e->names[0], STEP_NAME);
     for (int32_t i = 0; i < m->seq.n; i++) {
         const kdi_rng *r = m->seq.layers[i].rng;
         if (r == NULL) continue;
         e->t[e->n] = (kdi_st_tensor){
             .dtype = KDI_ST_I64, .ndim = 1, .dims = {4}, .data = r->s, .nbytes = 32};
-        snprintf(e->names[e->n++], sizeof e->names[0], "rng.%d", (int)i);
+        snprintf(e->names[e->n++], sizeof e->names[0], "rng.%s%d", prefix, (int)i);
+    }
+}
+
+static kd_status entries_build(const kd_trainer *tr, const int64_t *step, entries *e)
+{
+    int32_t cap = entries_needed(tr->student) + 1;
+    kd_model *rm;
+    kd_optimizer *ro;
+    for (int32_t k = 0; k < tr->nterms; k++)
+        if (kdi_trainer_regressor(tr, k, &rm, &ro)) cap += entries_needed(rm);
+    e->t = calloc((size_t)cap, sizeof *e->t);
+    e->names = calloc((size_t)cap, sizeof *e->names);
+    e->n = 0;
+    if (e->t == NULL || e->names == NULL) {
+        entries_free(e);
+        return kdi_fail(KD_ERR_NOMEM, "cannot allocate the checkpoint's tensor list");
+    }
+    entries_add(e, "", tr->student, tr->opt);
+    e->t[e->n] =
+        (kdi_st_tensor){.dtype = KDI_ST_I64, .ndim = 1, .dims = {1}, .data = step, .nbytes = 8};
+    snprintf(e->names[e->n++], sizeof e->names[0], STEP_NAME);
+    for (int32_t k = 0; k < tr->nterms; k++) {
+        if (!kdi_trainer_regressor(tr, k, &rm, &ro)) continue;
+        char prefix[32];
+        snprintf(prefix, sizeof prefix, "regressor.%d.", (int)k);
+        entries_add(e, prefix, rm, ro);
     }
     for (int32_t i = 0; i < e->n; i++) e->t[i].name = e->names[i];
     return KD_OK;
 }
 
-kd_status kdi_checkpoint_save(const kd_model *m, const kd_optimizer *o, const char *path)
+static kd_status checkpoint_save(const kd_trainer *tr, const char *path)
 {
     KDI_CHECK_NULL(path);
     entries e;
-    int64_t step = o->step;
-    KDI_TRY(entries_build(m, o, &step, &e));
+    int64_t step = tr->opt->step;
+    KDI_TRY(entries_build(tr, &step, &e));
     const char *keys[] = {"kd.spec", KIND_KEY, "kd.version"};
-    const char *values[] = {m->spec, o->ops->name, kd_version()};
+    const char *values[] = {tr->student->spec, tr->opt->ops->name, kd_version()};
     kd_status st = kdi_st_write(path, e.t, e.n, keys, values, 3);
     entries_free(&e);
     return st;
@@ -107,8 +129,11 @@ static kd_status check_entries(const entries *want, const kdi_st_file *f, const 
     return KD_OK;
 }
 
-kd_status kdi_checkpoint_load(kd_model *m, kd_optimizer *o, const char *path)
+/* Validates the whole file against the trainer before changing anything. */
+static kd_status checkpoint_load(kd_trainer *tr, const char *path)
 {
+    kd_model *m = tr->student;
+    kd_optimizer *o = tr->opt;
     KDI_CHECK_NULL(path);
     kdi_st_file f;
     KDI_TRY(kdi_st_read(path, &f));
@@ -126,7 +151,7 @@ kd_status kdi_checkpoint_load(kd_model *m, kd_optimizer *o, const char *path)
         st = kdi_fail(KD_ERR_STATE, "%s holds %s state, the optimizer is %s", path, kind,
                       o->ops->name);
     if (st == KD_OK) st = kdi_model_check_file(m, &f, path, 0);
-    if (st == KD_OK) st = entries_build(m, o, &step, &e);
+    if (st == KD_OK) st = entries_build(tr, &step, &e);
     if (st == KD_OK) st = check_entries(&e, &f, path);
     if (st == KD_OK) {
         const kdi_st_tensor *s = kdi_st_find(&f, STEP_NAME);
@@ -150,11 +175,11 @@ kd_status kdi_checkpoint_load(kd_model *m, kd_optimizer *o, const char *path)
 kd_status kd_trainer_save(const kd_trainer *t, const char *path)
 {
     KDI_CHECK_NULL(t);
-    return kdi_checkpoint_save(t->student, t->opt, path);
+    return checkpoint_save(t, path);
 }
 
 kd_status kd_trainer_load(kd_trainer *t, const char *path)
 {
     KDI_CHECK_NULL(t);
-    return kdi_checkpoint_load(t->student, t->opt, path);
+    return checkpoint_load(t, path);
 }

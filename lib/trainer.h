@@ -34,4 +34,7 @@ struct kd_trainer {
  * cached from a teacher that is not loaded). */
 int32_t kdi_trainer_cached_teachers(const kd_trainer *t);
 
+/* Feature term k's regressor and its optimizer; 0 when the term has none. */
+int kdi_trainer_regressor(const kd_trainer *t, int32_t k, kd_model **m, kd_optimizer **o);
+
 #endif

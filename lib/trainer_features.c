@@ -256,20 +256,26 @@ static kd_status run_teacher(kd_trainer *t, const float *x, int64_t batch, int32
     return kd_model_predict(t->teachers[i], x, batch, t->tlogits.data);
 }
 
-/* The regressor's optimizer follows the student's: same options, same place in the schedule. */
+int kdi_trainer_regressor(const kd_trainer *t, int32_t k, kd_model **m, kd_optimizer **o)
+{
+    *m = t->terms[k].regressor;
+    *o = t->terms[k].ropt;
+    return *m != NULL;
+}
+
+/* The regressor's optimizer follows the student's: same options, same place in the schedule (a
+ * copy of every option, so options added later follow too); it keeps its own kind, model and
+ * state. Clipping bounds the regressor's gradients by their own norm. */
 static void sync_optimizer(kd_optimizer *dst, const kd_optimizer *src)
 {
-    dst->lr = src->lr;
-    dst->momentum = src->momentum;
-    dst->weight_decay = src->weight_decay;
-    dst->min_lr = src->min_lr;
-    dst->beta1 = src->beta1;
-    dst->beta2 = src->beta2;
-    dst->eps = src->eps;
-    dst->nesterov = src->nesterov;
-    dst->schedule = src->schedule;
-    dst->total_steps = src->total_steps;
-    dst->step = src->step;
+    kd_optimizer keep = *dst;
+    *dst = *src;
+    dst->kind = keep.kind;
+    dst->ops = keep.ops;
+    dst->model = keep.model;
+    dst->state = keep.state;
+    dst->nparams = keep.nparams;
+    dst->grad_norm = keep.grad_norm;
 }
 
 /* Term k on the batch: loss, gradients into the regressor and the student's layer. */
