@@ -29,9 +29,45 @@ static void entries_free(entries *e)
     free(e->names);
 }
 
+static int32_t count_rngs(const kdi_seq *s)
+{
+    int32_t n = 0;
+    for (int32_t i = 0; i < s->n; i++) {
+        kdi_layer *l = &s->layers[i];
+        n += l->rng != NULL;
+        const char *name;
+        kdi_seq *c;
+        for (int32_t k = 0; l->ops->child != NULL && (c = l->ops->child(l, k, &name)) != NULL; k++)
+            n += count_rngs(c);
+    }
+    return n;
+}
+
 static int32_t entries_needed(const kd_model *m)
 {
-    return kdi_model_params(m)->n * (1 + KDI_OPT_MAX_STATE) + m->seq.n;
+    return kdi_model_params(m)->n * (1 + KDI_OPT_MAX_STATE) + count_rngs(&m->seq);
+}
+
+/* The random streams of s and of the sequences inside its layers: "rng.<prefix><i>",
+ * "rng.<prefix><i>.body.<j>", ... */
+static void add_rngs(entries *e, const char *prefix, const kdi_seq *s)
+{
+    for (int32_t i = 0; i < s->n; i++) {
+        kdi_layer *l = &s->layers[i];
+        if (l->rng != NULL) {
+            e->t[e->n] = (kdi_st_tensor){
+                .dtype = KDI_ST_I64, .ndim = 1, .dims = {4}, .data = l->rng->s, .nbytes = 32};
+            snprintf(e->names[e->n++], sizeof e->names[0], "rng.%s%d", prefix, (int)i);
+        }
+        const char *name;
+        kdi_seq *c;
+        for (int32_t k = 0; l->ops->child != NULL && (c = l->ops->child(l, k, &name)) != NULL;
+             k++) {
+            char inner[128];
+            snprintf(inner, sizeof inner, "%s%d.%s.", prefix, (int)i, name);
+            add_rngs(e, inner, c);
+        }
+    }
 }
 
 /* Appends one model's tensors, its optimizer's state and its layers' random streams. */
@@ -62,13 +98,7 @@ static void entries_add(entries *e, const char *prefix, const kd_model *m, const
             e->n++;
         }
     }
-    for (int32_t i = 0; i < m->seq.n; i++) {
-        const kdi_rng *r = m->seq.layers[i].rng;
-        if (r == NULL) continue;
-        e->t[e->n] = (kdi_st_tensor){
-            .dtype = KDI_ST_I64, .ndim = 1, .dims = {4}, .data = r->s, .nbytes = 32};
-        snprintf(e->names[e->n++], sizeof e->names[0], "rng.%s%d", prefix, (int)i);
-    }
+    add_rngs(e, prefix, &m->seq);
 }
 
 static kd_status entries_build(const kd_trainer *tr, const int64_t *step, entries *e)

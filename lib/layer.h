@@ -55,6 +55,9 @@ typedef struct kdi_layer_ops {
     /* Optional: lists parameters under prefix ("4."); the default lists l->params. Containers
      * (residual blocks) list their children's. */
     kd_status (*collect)(kdi_layer *l, const char *prefix, kdi_param_list *list);
+    /* Optional: a container's k-th inner sequence and its name ("body"), NULL past the last, so
+     * walks over every layer (the checkpoints' random streams) reach inside residual blocks. */
+    struct kdi_seq *(*child)(kdi_layer *l, int32_t k, const char **name);
     void (*destroy)(kdi_layer *l); /* frees priv and parameters; optional */
 } kdi_layer_ops;
 

@@ -1,6 +1,7 @@
 /* The trainer: steps that learn, cached logits against live teachers, refused steps that leave the
  * student bit-identical, training without a teacher. */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -283,6 +284,34 @@ START_TEST(alpha_zero_trains_without_teacher)
 }
 END_TEST
 
+/* Dropout inside a residual block: its random stream goes into the checkpoint, so a resumed run
+ * draws the same masks and ends bit-identical. */
+START_TEST(checkpoint_keeps_inner_dropout_streams)
+{
+    const char *spec = "input 8 | residual(dense 8 | relu | dropout 0.5) | dense 4";
+    char path[256];
+    snprintf(path, sizeof path, "%s/inner-dropout.safetensors", kdt_tmpdir());
+    rig a = make_rig(model(spec, 3), 4.0f, 0.0f, 0.05f),
+        b = make_rig(model(spec, 4), 4.0f, 0.0f, 0.05f);
+    data d;
+    float value;
+    for (uint64_t s = 0; s < 3; s++) {
+        make_data(&d, s);
+        ck_assert_int_eq(kd_trainer_step(a.t, d.x, d.y, NULL, B, &value), KD_OK);
+    }
+    ck_assert_int_eq(kd_trainer_save(a.t, path), KD_OK);
+    ck_assert_msg(kd_trainer_load(b.t, path) == KD_OK, "%s", kd_last_error());
+    for (uint64_t s = 3; s < 6; s++) {
+        make_data(&d, s);
+        ck_assert_int_eq(kd_trainer_step(a.t, d.x, d.y, NULL, B, &value), KD_OK);
+        ck_assert_int_eq(kd_trainer_step(b.t, d.x, d.y, NULL, B, &value), KD_OK);
+    }
+    ck_assert(same_weights(a.student, b.student));
+    free_rig(&b);
+    free_rig(&a);
+}
+END_TEST
+
 START_TEST(bad_setup)
 {
     kd_model *s = model(STUDENT, 1), *other = model(STUDENT, 2);
@@ -333,6 +362,7 @@ int main(void)
     tcase_add_test(t, refused_steps_leave_the_student_unchanged);
     tcase_add_test(t, alpha_zero_trains_without_teacher);
     tcase_add_test(t, bad_setup);
+    tcase_add_test(t, checkpoint_keeps_inner_dropout_streams);
     suite_add_tcase(s, t);
     return kdt_run(s);
 }

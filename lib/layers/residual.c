@@ -71,6 +71,13 @@ static kd_status res_collect(kdi_layer *l, const char *prefix, kdi_param_list *l
     return r->has_shortcut ? kdi_seq_collect(&r->shortcut, name, list) : KD_OK;
 }
 
+static kdi_seq *res_child(kdi_layer *l, int32_t k, const char **name)
+{
+    residual *r = l->priv;
+    *name = k == 0 ? "body" : "shortcut";
+    return k == 0 ? &r->body : k == 1 && r->has_shortcut ? &r->shortcut : NULL;
+}
+
 static void res_destroy(kdi_layer *l)
 {
     residual *r = l->priv;
@@ -87,6 +94,7 @@ static const kdi_layer_ops res_ops = {.kind = "residual",
                                       .reserve = res_reserve,
                                       .check = res_check,
                                       .collect = res_collect,
+                                      .child = res_child,
                                       .destroy = res_destroy};
 
 static int same(kdi_shape a, kdi_shape b) { return a.c == b.c && a.h == b.h && a.w == b.w; }
