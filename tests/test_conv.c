@@ -122,6 +122,10 @@ START_TEST(conv_forward_matches_direct_loops)
     check_forward("conv 4 5 stride=3 pad=2 bias=0", (kdi_shape){3, 11, 10}, 2, 4, 5, 3, 2, 1, 0);
     check_forward("conv 6 3 pad=1 groups=2", (kdi_shape){4, 5, 5}, 2, 6, 3, 1, 1, 2, 1);
     check_forward("conv 4 3 pad=1 groups=4", (kdi_shape){4, 6, 6}, 3, 4, 3, 1, 1, 4, 1);
+    /* depthwise runs its own direct loops: strides, paddings, kernel sizes, no bias */
+    check_forward("conv 3 3 stride=2 pad=1 groups=3", (kdi_shape){3, 7, 7}, 2, 3, 3, 2, 1, 3, 1);
+    check_forward("conv 2 5 pad=2 groups=2 bias=0", (kdi_shape){2, 6, 5}, 2, 2, 5, 1, 2, 2, 0);
+    check_forward("conv 2 2 stride=3 groups=2", (kdi_shape){2, 8, 8}, 2, 2, 2, 3, 0, 2, 1);
     check_forward("conv 3 1", (kdi_shape){5, 4, 4}, 2, 3, 1, 1, 0, 1, 1);
     check_forward("conv 2 2 stride=2", (kdi_shape){1, 5, 5}, 1, 2, 2, 2, 0, 1, 1);
     /* 1x30x30 padded: 900 outputs per image, so chunks of one image; and 10x10: chunks of 15. */
@@ -138,6 +142,9 @@ START_TEST(conv_gradients)
     kdt_check_gradients("conv 4 4 stride=3 pad=2 bias=0", (kdi_shape){2, 9, 8}, 2, -1.0f, 1.0f);
     kdt_check_gradients("conv 6 3 pad=1 groups=3", (kdi_shape){3, 5, 5}, 2, -1.0f, 1.0f);
     kdt_check_gradients("conv 4 3 pad=1 groups=4", (kdi_shape){4, 5, 5}, 2, -1.0f, 1.0f);
+    kdt_check_gradients("conv 3 3 stride=2 pad=1 groups=3", (kdi_shape){3, 7, 7}, 2, -1.0f, 1.0f);
+    kdt_check_gradients("conv 2 5 pad=2 groups=2 bias=0", (kdi_shape){2, 6, 5}, 2, -1.0f, 1.0f);
+    kdt_check_gradients("conv 2 2 stride=3 groups=2", (kdi_shape){2, 8, 8}, 2, -1.0f, 1.0f);
     kdt_check_gradients("conv 3 1 stride=2", (kdi_shape){4, 6, 6}, 2, -1.0f, 1.0f);
     /* several chunks with a short last one (600 outputs: chunks of two images), then a chain */
     kdt_check_gradients("conv 2 3 pad=1", (kdi_shape){1, 20, 30}, 3, -1.0f, 1.0f);

@@ -10,6 +10,8 @@
  *   forward   Y[og, n*hw]  = W[g] cols
  *   backward  dW[g]       += dY cols^T,   dcols = W[g]^T dY,   dx = col2im(dcols)
  * Y is then scattered to NCHW (and dY gathered from it), a copy K*K*cg times cheaper than the GEMM.
+ * Depthwise convolution (one input and one output channel a group) has GEMMs of a single row, so it
+ * runs as direct loops over each channel's rows instead, with no workspace.
  * The workspaces are sized by reserve; forward and backward do not allocate. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -91,6 +93,98 @@ static void col2im(const conv *cv, const float *cols, int64_t cin, int64_t h, in
             }
 }
 
+/* ---------------------------------------------------------------- depthwise, direct */
+
+static int depthwise(const kdi_layer *l)
+{
+    const conv *cv = l->priv;
+    return cv->groups == l->in.c && cv->groups == l->out.c;
+}
+
+/* y[n][c] = bias[c] + sum over taps (i, j) of w[c][i][j] x[n][c][oy*s - p + i][ox*s - p + j]: tap
+ * by tap, a scaled input row segment is added to each output row, a loop the compiler vectorises. */
+static void dw_forward(const kdi_layer *l, const float *x, float *y, int64_t batch)
+{
+    const conv *cv = l->priv;
+    int64_t k = cv->k, s = cv->stride, p = cv->pad, ch = l->in.c, h = l->in.h, w = l->in.w;
+    int64_t oh = l->out.h, ow = l->out.w;
+    for (int64_t nc = 0; nc < batch * ch; nc++) {
+        int64_t c = nc % ch;
+        const float *xc = x + nc * h * w, *wc = l->params[0].value + c * k * k;
+        float *yc = y + nc * oh * ow, b = cv->bias ? l->params[1].value[c] : 0.0f;
+        for (int64_t q = 0; q < oh * ow; q++) yc[q] = b;
+        for (int64_t i = 0; i < k; i++) {
+            int64_t oy0, oy1;
+            valid_range(i, s, p, h, oh, &oy0, &oy1); /* rows, as columns */
+            for (int64_t j = 0; j < k; j++) {
+                int64_t lo, hi;
+                valid_range(j, s, p, w, ow, &lo, &hi);
+                float wv = wc[i * k + j];
+                for (int64_t oy = oy0; oy < oy1; oy++) {
+                    const float *xr = xc + (oy * s - p + i) * w + j - p;
+                    float *yr = yc + oy * ow;
+                    if (s == 1)
+                        for (int64_t ox = lo; ox < hi; ox++) yr[ox] += wv * xr[ox];
+                    else
+                        for (int64_t ox = lo; ox < hi; ox++) yr[ox] += wv * xr[ox * s];
+                }
+            }
+        }
+    }
+}
+
+/* Per tap: dW[c][i][j] += sum of dy * the inputs it multiplied, gathered into one row of products
+ * (acc, ow floats) and summed once a plane; dx gets dy scaled by the tap's weight. */
+static void dw_backward(const kdi_layer *l, const float *x, const float *dy, float *dx,
+                        int64_t batch)
+{
+    const conv *cv = l->priv;
+    int64_t k = cv->k, s = cv->stride, p = cv->pad, ch = l->in.c, h = l->in.h, w = l->in.w;
+    int64_t oh = l->out.h, ow = l->out.w;
+    float *acc = cv->out.data;
+    if (dx != NULL) memset(dx, 0, sizeof(float) * (size_t)(batch * ch * h * w));
+    for (int64_t nc = 0; nc < batch * ch; nc++) {
+        int64_t c = nc % ch;
+        const float *xc = x + nc * h * w, *wc = l->params[0].value + c * k * k;
+        const float *dyc = dy + nc * oh * ow;
+        float *dxc = dx != NULL ? dx + nc * h * w : NULL, *gc = l->params[0].grad + c * k * k;
+        if (cv->bias) {
+            double sb = 0.0;
+            for (int64_t q = 0; q < oh * ow; q++) sb += dyc[q];
+            l->params[1].grad[c] += (float)sb;
+        }
+        for (int64_t i = 0; i < k; i++) {
+            int64_t oy0, oy1;
+            valid_range(i, s, p, h, oh, &oy0, &oy1); /* rows, as columns */
+            for (int64_t j = 0; j < k; j++) {
+                int64_t lo, hi;
+                valid_range(j, s, p, w, ow, &lo, &hi);
+                float wv = wc[i * k + j];
+                for (int64_t ox = lo; ox < hi; ox++) acc[ox] = 0.0f;
+                for (int64_t oy = oy0; oy < oy1; oy++) {
+                    int64_t off = (oy * s - p + i) * w + j - p;
+                    const float *xr = xc + off, *gr = dyc + oy * ow;
+                    if (s == 1)
+                        for (int64_t ox = lo; ox < hi; ox++) acc[ox] += gr[ox] * xr[ox];
+                    else
+                        for (int64_t ox = lo; ox < hi; ox++) acc[ox] += gr[ox] * xr[ox * s];
+                    if (dxc == NULL) continue;
+                    float *dxr = dxc + off;
+                    if (s == 1)
+                        for (int64_t ox = lo; ox < hi; ox++) dxr[ox] += wv * gr[ox];
+                    else
+                        for (int64_t ox = lo; ox < hi; ox++) dxr[ox * s] += wv * gr[ox];
+                }
+                double sum = 0.0;
+                for (int64_t ox = lo; ox < hi; ox++) sum += acc[ox];
+                gc[i * k + j] += (float)sum;
+            }
+        }
+    }
+}
+
+/* ---------------------------------------------------------------- im2col + GEMM */
+
 /* Images per GEMM: enough columns to keep BLAS efficient, few enough to bound the workspace. */
 #define COLS_BUDGET (1 << 22) /* floats in one im2col matrix, 16 MiB */
 
@@ -105,6 +199,7 @@ static int64_t chunk_of(const kdi_layer *l, int64_t batch)
 static kd_status conv_reserve(kdi_layer *l, int64_t batch)
 {
     conv *cv = l->priv;
+    if (depthwise(l)) return kdi_buf_reserve(&cv->out, l->out.w); /* dw_backward's acc */
     int64_t kk = l->in.c / cv->groups * cv->k * cv->k, hw = l->out.h * l->out.w;
     int64_t n = chunk_of(l, batch), og = l->out.c / cv->groups;
     KDI_TRY(kdi_buf_reserve(&cv->cols, kk * hw * n));
@@ -139,6 +234,10 @@ static void fill_cols(const kdi_layer *l, const dims *d, const float *x, int64_t
 static kd_status conv_forward(kdi_layer *l, const float *x, float *y, int64_t batch, int train)
 {
     (void)train;
+    if (depthwise(l)) {
+        dw_forward(l, x, y, batch);
+        return KD_OK;
+    }
     conv *cv = l->priv;
     const kdi_kernels *kn = kdi_kernels_get();
     dims d = dims_of(l);
@@ -166,6 +265,10 @@ static kd_status conv_backward(kdi_layer *l, const float *x, const float *y, con
                                float *dx, int64_t batch)
 {
     (void)y;
+    if (depthwise(l)) {
+        dw_backward(l, x, dy, dx, batch);
+        return KD_OK;
+    }
     conv *cv = l->priv;
     const kdi_kernels *kn = kdi_kernels_get();
     dims d = dims_of(l);
