@@ -27,6 +27,7 @@ typedef struct conv {
     int bias;
     kdi_buf cols; /* a chunk of images of one group side by side: [cin/g * k * k, n * oh * ow] */
     kdi_buf out;  /* the GEMM's [out/g, n * oh * ow]: outputs (forward) or dY gathered (backward) */
+    float *ones;  /* depthwise with bias: oh * (w + 2 pad) ones, for sums through the dot kernel */
 } conv;
 
 /* The outputs ox in [*lo, *hi) whose input column ox * s - p + j lies inside [0, w). */
@@ -99,6 +100,71 @@ static int depthwise(const kdi_layer *l)
 {
     const conv *cv = l->priv;
     return cv->groups == l->in.c && cv->groups == l->out.c;
+}
+
+static int64_t cv_stride(const kdi_layer *l) { return ((const conv *)l->priv)->stride; }
+
+/* Stride 1 runs on the padded plane, hp x wp, with outputs laid out on rows of wp too ("wide":
+ * columns past ow are scratch). Tap (i, j) then reads the padded plane at offset i * wp + j for
+ * every output at once, so each tap is one long axpy or dot through the SIMD kernels instead of
+ * oh short rows. The wide outputs span L = (oh - 1) * wp + ow values. */
+static void pad_plane(const float *x, int64_t h, int64_t w, int64_t p, float *xp)
+{
+    int64_t wp = w + 2 * p;
+    memset(xp, 0, sizeof(float) * (size_t)((h + 2 * p) * wp));
+    for (int64_t y = 0; y < h; y++) memcpy(xp + (y + p) * wp + p, x + y * w, sizeof(float) * w);
+}
+
+static void dw_forward_wide(const kdi_layer *l, const float *x, float *y, int64_t batch)
+{
+    conv *cv = l->priv;
+    const kdi_kernels *kn = kdi_kernels_get();
+    int64_t k = cv->k, p = cv->pad, ch = l->in.c, h = l->in.h, w = l->in.w, wp = w + 2 * p;
+    int64_t oh = l->out.h, ow = l->out.w, len = (oh - 1) * wp + ow;
+    float *xp = cv->cols.data, *yw = cv->out.data;
+    for (int64_t nc = 0; nc < batch * ch; nc++) {
+        int64_t c = nc % ch;
+        const float *wc = l->params[0].value + c * k * k;
+        float b = cv->bias ? l->params[1].value[c] : 0.0f;
+        pad_plane(x + nc * h * w, h, w, p, xp);
+        for (int64_t q = 0; q < len; q++) yw[q] = b;
+        for (int64_t i = 0; i < k; i++)
+            for (int64_t j = 0; j < k; j++) kn->axpy(yw, wc[i * k + j], xp + i * wp + j, len);
+        float *yc = y + nc * oh * ow;
+        for (int64_t oy = 0; oy < oh; oy++)
+            memcpy(yc + oy * ow, yw + oy * wp, sizeof(float) * (size_t)ow);
+    }
+}
+
+static void dw_backward_wide(const kdi_layer *l, const float *x, const float *dy, float *dx,
+                             int64_t batch)
+{
+    conv *cv = l->priv;
+    const kdi_kernels *kn = kdi_kernels_get();
+    int64_t k = cv->k, p = cv->pad, ch = l->in.c, h = l->in.h, w = l->in.w, wp = w + 2 * p;
+    int64_t oh = l->out.h, ow = l->out.w, len = (oh - 1) * wp + ow, plane = (h + 2 * p) * wp;
+    float *xp = cv->cols.data, *dxp = cv->cols.data + plane, *dyw = cv->out.data;
+    for (int64_t nc = 0; nc < batch * ch; nc++) {
+        int64_t c = nc % ch;
+        const float *wc = l->params[0].value + c * k * k, *dyc = dy + nc * oh * ow;
+        float *gc = l->params[0].grad + c * k * k;
+        /* dy on wide rows, zero in the scratch columns so they add nothing */
+        memset(dyw, 0, sizeof(float) * (size_t)len);
+        for (int64_t oy = 0; oy < oh; oy++)
+            memcpy(dyw + oy * wp, dyc + oy * ow, sizeof(float) * (size_t)ow);
+        if (cv->bias) l->params[1].grad[c] += (float)kn->dot(dyw, cv->ones, len);
+        pad_plane(x + nc * h * w, h, w, p, xp);
+        for (int64_t i = 0; i < k; i++)
+            for (int64_t j = 0; j < k; j++)
+                gc[i * k + j] += (float)kn->dot(dyw, xp + i * wp + j, len);
+        if (dx == NULL) continue;
+        memset(dxp, 0, sizeof(float) * (size_t)plane);
+        for (int64_t i = 0; i < k; i++)
+            for (int64_t j = 0; j < k; j++) kn->axpy(dxp + i * wp + j, wc[i * k + j], dyw, len);
+        float *dxc = dx + nc * h * w;
+        for (int64_t y = 0; y < h; y++)
+            memcpy(dxc + y * w, dxp + (y + p) * wp + p, sizeof(float) * (size_t)w);
+    }
 }
 
 /* y[n][c] = bias[c] + sum over taps (i, j) of w[c][i][j] x[n][c][oy*s - p + i][ox*s - p + j]: tap
@@ -199,7 +265,12 @@ static int64_t chunk_of(const kdi_layer *l, int64_t batch)
 static kd_status conv_reserve(kdi_layer *l, int64_t batch)
 {
     conv *cv = l->priv;
-    if (depthwise(l)) return kdi_buf_reserve(&cv->out, l->out.w); /* dw_backward's acc */
+    if (depthwise(l)) {
+        if (cv->stride != 1) return kdi_buf_reserve(&cv->out, l->out.w); /* dw_backward's acc */
+        int64_t wp = l->in.w + 2 * cv->pad;
+        KDI_TRY(kdi_buf_reserve(&cv->cols, 2 * (l->in.h + 2 * cv->pad) * wp)); /* xp, dxp */
+        return kdi_buf_reserve(&cv->out, l->out.h * wp);                       /* wide rows */
+    }
     int64_t kk = l->in.c / cv->groups * cv->k * cv->k, hw = l->out.h * l->out.w;
     int64_t n = chunk_of(l, batch), og = l->out.c / cv->groups;
     KDI_TRY(kdi_buf_reserve(&cv->cols, kk * hw * n));
@@ -235,7 +306,10 @@ static kd_status conv_forward(kdi_layer *l, const float *x, float *y, int64_t ba
 {
     (void)train;
     if (depthwise(l)) {
-        dw_forward(l, x, y, batch);
+        if (cv_stride(l) == 1)
+            dw_forward_wide(l, x, y, batch);
+        else
+            dw_forward(l, x, y, batch);
         return KD_OK;
     }
     conv *cv = l->priv;
@@ -266,7 +340,10 @@ static kd_status conv_backward(kdi_layer *l, const float *x, const float *y, con
 {
     (void)y;
     if (depthwise(l)) {
-        dw_backward(l, x, dy, dx, batch);
+        if (cv_stride(l) == 1)
+            dw_backward_wide(l, x, dy, dx, batch);
+        else
+            dw_backward(l, x, dy, dx, batch);
         return KD_OK;
     }
     conv *cv = l->priv;
@@ -307,6 +384,7 @@ static void conv_destroy(kdi_layer *l)
     if (cv == NULL) return;
     kdi_buf_free(&cv->cols);
     kdi_buf_free(&cv->out);
+    free(cv->ones);
     free(cv);
 }
 
@@ -376,6 +454,12 @@ kd_status kdi_conv_create(const kdi_args *a, kdi_shape in, uint64_t seed, kdi_la
     if (cv->bias) {
         KDI_TRY(kdi_layer_add_param(l, "bias", 1, 1, bdims));
         kdi_init_uniform(l->params[1].value, out, fan_in, kdi_rng_derive(seed, 1));
+    }
+    if (depthwise(l) && cv->stride == 1 && cv->bias) {
+        int64_t n = l->out.h * (in.w + 2 * cv->pad);
+        if ((cv->ones = malloc(sizeof(float) * (size_t)n)) == NULL)
+            return kdi_fail(KD_ERR_NOMEM, "cannot allocate a conv layer");
+        for (int64_t i = 0; i < n; i++) cv->ones[i] = 1.0f;
     }
     return conv_spec(l, out);
 }
