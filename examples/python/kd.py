@@ -2,7 +2,8 @@
 
 Every fallible C call returns a kd_status; here a status other than KD_OK raises KdError, which
 carries the status and the library's sentence (kd_last_error). Float arrays are passed as
-array.array('f') (or anything with a writable float32 buffer); lists are copied.
+array.array('f') (or anything with a writable float32 buffer, shared with the library); read-only
+buffers and lists are copied. Results come back as array.array('f').
 
     import kd
     teacher = kd.Model("input 784 | dense 1200 | relu | dense 10", seed=1)
@@ -13,6 +14,23 @@ array.array('f') (or anything with a writable float32 buffer); lists are copied.
     trainer.add_teacher(teacher)
     value = trainer.step(x, labels, batch)
 
+Data, feature terms (FitNets hints with a regressor, attention, relations) and checkpoints:
+
+    train = kd.Dataset("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz")
+    hint = kd.FeatureLoss(kd.FEATURE_HINT)
+    trainer.add_feature_loss(hint, student_layer=1, teacher=0, teacher_layer=1,
+                             regressor="dense 1200")
+    for step, (x, labels) in enumerate(kd.Batcher(train, 128, seed=1)):
+        kd.augment_images(x, len(labels), 1, 28, 28, kd.AUGMENT_TRANSLATE, 2, seed=step)
+        trainer.step(x, labels, len(labels))
+    trainer.save("run.safetensors")
+
+Handles are freed by close() (or a with block, or the garbage collector). An object that borrows a
+handle (an optimizer its model, a trainer its student, loss, optimizer and teachers, a batcher its
+dataset, a view of a dataset's images, a trainer's regressor) keeps it alive; close() on a handle
+still lent out defers the free until the last borrower is gone. Pointers the library lends
+(kd_dataset_images, kd_model_feature, kd_trainer_regressor) are never freed from Python.
+
 The library is found through the KD_LIBRARY environment variable (a path to libkd.so), else as the
 installed libkd.so.0.
 """
@@ -20,8 +38,11 @@ import array
 import ctypes
 import ctypes.util
 import os
+import weakref
 
-__all__ = ["KdError", "Model", "Loss", "Optimizer", "Trainer", "soft_targets", "version", "lib",
+__all__ = ["KdError", "Model", "Loss", "Optimizer", "Trainer", "FeatureLoss", "Dataset", "Batcher",
+           "soft_targets", "soft_targets_from_logits", "augment_images", "version",
+           "version_number", "kernels_name", "lib",
            "OK", "ERR_ARGUMENT", "ERR_SHAPE", "ERR_NOMEM", "ERR_IO", "ERR_FORMAT", "ERR_NUMERIC",
            "ERR_STATE", "ERR_UNSUPPORTED"]
 
@@ -29,8 +50,8 @@ __all__ = ["KdError", "Model", "Loss", "Optimizer", "Trainer", "soft_targets", "
 OK, ERR_ARGUMENT, ERR_SHAPE, ERR_NOMEM, ERR_IO, ERR_FORMAT, ERR_NUMERIC, ERR_STATE, \
     ERR_UNSUPPORTED = range(9)
 # kd_loss_kind, kd_loss_option, kd_loss_part
-LOSS_HINTON = 0
-LOSS_TEMPERATURE, LOSS_ALPHA = 0, 1
+LOSS_HINTON, LOSS_LOGIT_MSE, LOSS_DKD = 0, 1, 2
+LOSS_TEMPERATURE, LOSS_ALPHA, LOSS_BETA, LOSS_CE_WEIGHT = 0, 1, 2, 3
 LOSS_PART_TOTAL, LOSS_PART_SOFT, LOSS_PART_HARD = 0, 1, 2
 # kd_optimizer_kind, kd_optimizer_option, kd_schedule
 OPTIMIZER_SGD, OPTIMIZER_ADAM, OPTIMIZER_ADAMW = 0, 1, 2
@@ -40,6 +61,14 @@ OPT_LEARNING_RATE, OPT_MOMENTUM, OPT_WEIGHT_DECAY, OPT_NESTEROV, OPT_SCHEDULE, \
     OPT_GRAD_NORM = range(18)
 SCHEDULE_CONSTANT, SCHEDULE_COSINE, SCHEDULE_STEP, SCHEDULE_MULTISTEP = range(4)
 MAX_MILESTONES = 64
+# kd_feature_loss_kind, kd_feature_loss_option
+FEATURE_HINT, FEATURE_ATTENTION, FEATURE_RKD, FEATURE_SIMILARITY, FEATURE_PKT, \
+    FEATURE_COSINE = range(6)
+FEATURE_RKD_DISTANCE_WEIGHT, FEATURE_RKD_ANGLE_WEIGHT = 0, 1
+# kd_trainer_option
+TRAINER_HINT_ONLY = 0
+# kd_augment_kind
+AUGMENT_TRANSLATE, AUGMENT_CROP, AUGMENT_HFLIP = 0, 1, 2
 
 
 class KdError(Exception):
@@ -57,33 +86,69 @@ _F = ctypes.POINTER(ctypes.c_float)
 _I32 = ctypes.POINTER(ctypes.c_int32)
 _I64 = ctypes.c_int64
 _S = ctypes.c_char_p
+_PI64 = ctypes.POINTER(_I64)
 
 # name: (argument types); every one of these returns kd_status
 _STATUS = {
     "kd_model_create": (_S, ctypes.c_uint64, ctypes.POINTER(_P)),
+    "kd_model_clone": (_P, ctypes.POINTER(_P)),
     "kd_model_load": (_S, ctypes.POINTER(_P)),
     "kd_model_save": (_P, _S),
-    "kd_model_input_size": (_P, ctypes.POINTER(_I64)),
-    "kd_model_output_size": (_P, ctypes.POINTER(_I64)),
-    "kd_model_param_count": (_P, ctypes.POINTER(_I64)),
+    "kd_model_load_weights": (_P, _S),
+    "kd_model_input_size": (_P, _PI64),
+    "kd_model_output_size": (_P, _PI64),
+    "kd_model_param_count": (_P, _PI64),
+    "kd_model_layer_count": (_P, ctypes.POINTER(ctypes.c_int32)),
+    "kd_model_layer_info": (_P, ctypes.c_int32, ctypes.POINTER(_S), _PI64, _PI64),
     "kd_model_predict": (_P, _F, _I64, _F),
     "kd_model_forward": (_P, _F, _I64, _F),
+    "kd_model_backward": (_P, _F),
+    "kd_model_zero_grad": (_P,),
+    "kd_model_evaluate": (_P, _F, _I32, _I64, _I64, _PI64, _PI64),
+    "kd_model_feature": (_P, ctypes.c_int32, ctypes.POINTER(_F), _PI64, _PI64, _PI64, _PI64),
+    "kd_model_feature_backward": (_P, ctypes.c_int32, _F),
+    "kd_model_adjust_output_bias": (_P, ctypes.c_int32, ctypes.c_float),
     "kd_teacher_soft_targets": (ctypes.POINTER(_P), _F, ctypes.c_int32, _F, _I64, ctypes.c_float,
                                 _F),
+    "kd_soft_targets_from_logits": (_F, _F, ctypes.c_int32, _I64, _I64, ctypes.c_float, _F),
     "kd_loss_create": (ctypes.c_int, ctypes.POINTER(_P)),
     "kd_loss_set_float": (_P, ctypes.c_int, ctypes.c_float),
     "kd_loss_get_float": (_P, ctypes.c_int, _F),
+    "kd_loss_forward": (_P, _F, _F, _I32, _I64, _I64, _F),
+    "kd_loss_backward": (_P, _F),
     "kd_loss_value": (_P, ctypes.c_int, _F),
     "kd_optimizer_create": (ctypes.c_int, _P, ctypes.POINTER(_P)),
     "kd_optimizer_set_float": (_P, ctypes.c_int, ctypes.c_float),
     "kd_optimizer_get_float": (_P, ctypes.c_int, _F),
     "kd_optimizer_set_int": (_P, ctypes.c_int, _I64),
-    "kd_optimizer_get_int": (_P, ctypes.c_int, ctypes.POINTER(_I64)),
-    "kd_optimizer_set_milestones": (_P, ctypes.POINTER(_I64), _I64),
-    "kd_optimizer_get_milestones": (_P, ctypes.POINTER(_I64), _I64, ctypes.POINTER(_I64)),
+    "kd_optimizer_get_int": (_P, ctypes.c_int, _PI64),
+    "kd_optimizer_set_milestones": (_P, _PI64, _I64),
+    "kd_optimizer_get_milestones": (_P, _PI64, _I64, _PI64),
+    "kd_optimizer_step": (_P,),
     "kd_trainer_create": (_P, _P, _P, ctypes.POINTER(_P)),
     "kd_trainer_add_teacher": (_P, _P, ctypes.c_float),
     "kd_trainer_step": (_P, _F, _I32, _F, _I64, _F),
+    "kd_trainer_save": (_P, _S),
+    "kd_trainer_load": (_P, _S),
+    "kd_trainer_add_feature_loss": (_P, _P, ctypes.c_int32, ctypes.c_int32, ctypes.c_int32, _S,
+                                    ctypes.c_float),
+    "kd_trainer_feature_value": (_P, ctypes.c_int32, _F),
+    "kd_trainer_regressor": (_P, ctypes.c_int32, ctypes.POINTER(_P)),
+    "kd_trainer_set_int": (_P, ctypes.c_int, _I64),
+    "kd_trainer_get_int": (_P, ctypes.c_int, _PI64),
+    "kd_feature_loss_create": (ctypes.c_int, ctypes.POINTER(_P)),
+    "kd_feature_loss_set_float": (_P, ctypes.c_int, ctypes.c_float),
+    "kd_feature_loss_get_float": (_P, ctypes.c_int, _F),
+    "kd_feature_loss_forward": (_P, _F, _I64, _I64, _I64, _F, _I64, _I64, _I64, _I64, _F),
+    "kd_feature_loss_backward": (_P, _F),
+    "kd_dataset_load_idx": (_S, _S, ctypes.POINTER(_P)),
+    "kd_dataset_size": (_P, _PI64),
+    "kd_dataset_shape": (_P, _PI64, _PI64, _PI64),
+    "kd_batcher_create": (_P, _I64, ctypes.c_uint64, ctypes.POINTER(_P)),
+    "kd_batcher_next": (_P, _F, _I32, _PI64),
+    "kd_batcher_indices": (_P, ctypes.POINTER(_PI64), _PI64),
+    "kd_augment_images": (_F, _I64, _I64, _I64, _I64, ctypes.c_int, ctypes.c_int32,
+                          ctypes.c_uint64),
 }
 # name: (result type, argument types)
 _OTHER = {
@@ -97,6 +162,11 @@ _OTHER = {
     "kd_loss_destroy": (None, (_P,)),
     "kd_optimizer_destroy": (None, (_P,)),
     "kd_trainer_destroy": (None, (_P,)),
+    "kd_feature_loss_destroy": (None, (_P,)),
+    "kd_dataset_destroy": (None, (_P,)),
+    "kd_dataset_images": (_F, (_P,)),
+    "kd_dataset_labels": (_I32, (_P,)),
+    "kd_batcher_destroy": (None, (_P,)),
 }
 
 _lib = None
@@ -130,21 +200,53 @@ def version():
     return lib().kd_version().decode()
 
 
+def version_number():
+    """MAJOR * 10000 + MINOR * 100 + PATCH of the loaded library."""
+    return lib().kd_version_number()
+
+
+def kernels_name():
+    """The kernel variant in use: "ref", "avx2" or "avx512"."""
+    return lib().kd_kernels_name().decode()
+
+
+def _buffer(x, fmt):
+    """A contiguous memoryview of x with items of format fmt (4 bytes), or None."""
+    try:
+        view = memoryview(x)
+    except TypeError:
+        return None
+    if view.format.lstrip("<=@") != fmt or view.itemsize != 4 or not view.c_contiguous:
+        return None
+    return view
+
+
+# Helpers give ctypes arrays, which ctypes passes as pointers; not ctypes.cast, whose result holds a
+# reference cycle that would keep the caller's array exported (not resizable) until a collection.
 def _floats(x, n=None):
     """A float* over x: shared with x when it is a writable float32 buffer, else a copy."""
     if x is None:
         return None
-    try:
-        view = memoryview(x)
-        if view.format == "f" and not view.readonly:
-            data = (ctypes.c_float * (view.nbytes // 4)).from_buffer(x)
-        else:
-            raise TypeError
-    except TypeError:
+    view = _buffer(x, "f")
+    if view is not None and not view.readonly:
+        data = (ctypes.c_float * (view.nbytes // 4)).from_buffer(x)
+    elif view is not None:
+        data = (ctypes.c_float * (view.nbytes // 4)).from_buffer_copy(view)
+    else:
         data = (ctypes.c_float * len(x))(*x)
     if n is not None and len(data) < n:
         raise ValueError("expected at least %d floats, got %d" % (n, len(data)))
-    return ctypes.cast(data, _F)
+    return data
+
+
+def _inplace(x, n):
+    """A float* sharing x's memory, which must be a writable float32 buffer of n floats or more."""
+    view = _buffer(x, "f")
+    if view is None or view.readonly:
+        raise TypeError("expected a writable float32 buffer such as array.array('f')")
+    if view.nbytes // 4 < n:
+        raise ValueError("expected at least %d floats, got %d" % (n, view.nbytes // 4))
+    return (ctypes.c_float * (view.nbytes // 4)).from_buffer(x)
 
 
 def _labels(labels, n):
@@ -152,24 +254,82 @@ def _labels(labels, n):
         return None
     if len(labels) < n:
         raise ValueError("expected at least %d labels, got %d" % (n, len(labels)))
-    return ctypes.cast((ctypes.c_int32 * len(labels))(*labels), _I32)
+    view = _buffer(labels, "i")
+    if view is not None:
+        return (ctypes.c_int32 * len(view)).from_buffer_copy(view)
+    return (ctypes.c_int32 * len(labels))(*labels)
 
 
 def _out(n):
     return array.array("f", bytes(4 * n))
 
 
+def _shape(shape):
+    """(c, h, w) from a tuple or a size (a dense layer's output is size x 1 x 1)."""
+    if isinstance(shape, int):
+        return shape, 1, 1
+    c, h, w = shape
+    return c, h, w
+
+
 class _Handle:
     _destroy = None
     _h = None  # so that close() holds when a constructor raised
+    _owned = True  # False for a handle the library lends (a trainer's regressor)
+    _lenders = ()  # the objects whose handles this one borrows, kept alive while it is open
+    _borrowers = ()  # weak references to the objects that borrow this handle
+    _closing = False  # close() was called while the handle was lent out
 
     def __init__(self, handle):
         self._h = handle
 
+    @classmethod
+    def _lent(cls, handle, owner):
+        """A wrapper of a handle the library lends: keeps owner open, never frees the handle."""
+        obj = cls.__new__(cls)
+        _Handle.__init__(obj, handle)
+        obj._owned = False
+        obj._borrow(owner)
+        return obj
+
+    def _borrow(self, lender):
+        """Keeps lender alive, and its handle open, while this handle is open."""
+        self._lenders = list(self._lenders) + [lender]
+        lender._lend(self)
+
+    def _lend(self, borrower):
+        """Defers close() while borrower (which keeps self alive) is alive and open."""
+        owner = weakref.ref(self)  # not self: the callback must not keep it alive
+
+        def returned(_ref):
+            o = owner()
+            if o is not None and o._closing:
+                o.close()
+
+        self._borrowers = [r for r in self._borrowers if r() is not None]
+        self._borrowers.append(weakref.ref(borrower, returned))
+
+    def _lent_out(self):
+        for ref in self._borrowers:
+            b = ref()
+            if b is not None and getattr(b, "_h", True):  # an open handle, or a view
+                return True
+        return False
+
     def close(self):
-        if self._h:
+        """Frees the handle, now, or when the last object that borrows it is closed or gone."""
+        if not self._h:
+            return
+        if self._lent_out():
+            self._closing = True
+            return
+        if self._owned:
             getattr(lib(), self._destroy)(self._h)
-            self._h = None
+        self._h = None
+        lenders, self._lenders = self._lenders, ()
+        for lender in lenders:
+            if lender._closing:
+                lender.close()
 
     def __del__(self):
         self.close()
@@ -196,15 +356,29 @@ class Model(_Handle):
         super().__init__(out.value)
 
     @classmethod
+    def _wrap(cls, handle):
+        m = cls.__new__(cls)
+        _Handle.__init__(m, handle)
+        return m
+
+    @classmethod
     def load(cls, path):
         out = _P()
         lib().kd_model_load(os.fsencode(path), ctypes.byref(out))
-        m = cls.__new__(cls)
-        _Handle.__init__(m, out.value)
-        return m
+        return cls._wrap(out.value)
+
+    def clone(self):
+        """A deep copy (weights, buffers, spec); gradients and activations start empty."""
+        out = _P()
+        lib().kd_model_clone(self._h, ctypes.byref(out))
+        return Model._wrap(out.value)
 
     def save(self, path):
         lib().kd_model_save(self._h, os.fsencode(path))
+
+    def load_weights(self, path):
+        """Copies every tensor of a safetensors file into the model; names and shapes must match."""
+        lib().kd_model_load_weights(self._h, os.fsencode(path))
 
     def _size(self, fn):
         v = _I64()
@@ -227,11 +401,84 @@ class Model(_Handle):
     def param_count(self):
         return self._size(lib().kd_model_param_count)
 
+    @property
+    def layer_count(self):
+        v = ctypes.c_int32()
+        lib().kd_model_layer_count(self._h, ctypes.byref(v))
+        return v.value
+
+    def layer_info(self, i):
+        """(kind, trainable parameters, output size) of layer i, counted after "input"."""
+        kind, params, size = _S(), _I64(), _I64()
+        lib().kd_model_layer_info(self._h, i, ctypes.byref(kind), ctypes.byref(params),
+                                  ctypes.byref(size))
+        return kind.value.decode(), params.value, size.value
+
+    @property
+    def layers(self):
+        return [self.layer_info(i) for i in range(self.layer_count)]
+
     def predict(self, x, batch):
         """Logits [batch, output] in eval mode, as an array('f')."""
         logits = _out(batch * self.output_size)
         lib().kd_model_predict(self._h, _floats(x, batch * self.input_size), batch, _floats(logits))
         return logits
+
+    def forward(self, x, batch):
+        """Logits [batch, output] in training mode, keeping the activations for backward."""
+        logits = _out(batch * self.output_size)
+        lib().kd_model_forward(self._h, _floats(x, batch * self.input_size), batch, _floats(logits))
+        return logits
+
+    def _feature_size(self, layer):
+        """batch * c*h*w of layer's output from the last forward, or None before any."""
+        try:
+            _, (batch, c, h, w) = self._feature(layer)
+        except KdError:
+            return None  # the call itself will say what is wrong
+        return batch * c * h * w
+
+    def backward(self, grad_logits):
+        """Accumulates gradients for the last forward; grad_logits is [batch, output]."""
+        n = self._feature_size(self.layer_count - 1)
+        lib().kd_model_backward(self._h, _floats(grad_logits, n))
+
+    def zero_grad(self):
+        lib().kd_model_zero_grad(self._h)
+
+    def evaluate(self, x, labels, n, batch=256, confusion=False):
+        """Correct top-1 predictions of n examples in eval mode; with confusion=True,
+        (correct, rows) where rows[label][prediction] counts examples."""
+        classes = self.output_size
+        correct = _I64()
+        counts = (_I64 * (classes * classes))() if confusion else None
+        lib().kd_model_evaluate(self._h, _floats(x, n * self.input_size), _labels(labels, n), n,
+                                batch, ctypes.byref(correct), counts)
+        if not confusion:
+            return correct.value
+        return correct.value, [list(counts[r * classes:(r + 1) * classes]) for r in range(classes)]
+
+    def _feature(self, layer):
+        data, batch, c, h, w = _F(), _I64(), _I64(), _I64(), _I64()
+        lib().kd_model_feature(self._h, layer, ctypes.byref(data), ctypes.byref(batch),
+                               ctypes.byref(c), ctypes.byref(h), ctypes.byref(w))
+        return data, (batch.value, c.value, h.value, w.value)
+
+    def feature(self, layer):
+        """(data, (batch, c, h, w)): a copy of layer's output from the last forward or predict."""
+        data, shape = self._feature(layer)
+        n = shape[0] * shape[1] * shape[2] * shape[3]
+        copy = _out(n)
+        ctypes.memmove(_floats(copy), data, 4 * n)  # the library's pointer is borrowed: copied
+        return copy, shape
+
+    def feature_backward(self, layer, grad):
+        """Adds grad [batch, c*h*w] to the gradient at layer's output, for the next backward."""
+        lib().kd_model_feature_backward(self._h, layer, _floats(grad, self._feature_size(layer)))
+
+    def adjust_output_bias(self, cls, delta):
+        """Adds delta to the bias of output class cls (the last layer must be dense)."""
+        lib().kd_model_adjust_output_bias(self._h, cls, delta)
 
 
 def soft_targets(teachers, x, batch, temperature, weights=None):
@@ -243,19 +490,56 @@ def soft_targets(teachers, x, batch, temperature, weights=None):
     return probs
 
 
-class Loss(_Handle):
-    """The Hinton distillation loss: alpha T^2 KL(teacher_T || student_T) + (1 - alpha) CE."""
+def soft_targets_from_logits(logits, n, batch, classes, temperature, weights=None):
+    """The same from cached logits [n][batch][classes], teacher-major: [batch, classes]."""
+    probs = _out(max(batch * classes, 1))
+    lib().kd_soft_targets_from_logits(_floats(logits, n * batch * classes),
+                                      _floats(weights, n), n, batch, classes, temperature,
+                                      _floats(probs))
+    return probs[:batch * classes]
+
+
+def augment_images(x, batch, c, h, w, kind, amount=0, seed=0):
+    """Transforms images x [batch, c, h, w] in place (a writable float32 buffer); returns x."""
+    lib().kd_augment_images(_inplace(x, batch * c * h * w), batch, c, h, w, kind, amount, seed)
+    return x
+
+
+class _Gradients:
+    """Sizes for a loss's backward: a trainer runs the losses it borrows as well, and says what
+    it ran (_ran) and what it may have run (_may_run), so backward's buffer is never too small."""
+
+    _grad_size = 0  # values in the last forward's gradient
+    _grad_cap = 0  # the most values any forward so far may have left
+
+    def _may_run(self, n):
+        self._grad_cap = max(self._grad_cap, n)
+
+    def _ran(self, n):
+        self._may_run(n)
+        self._grad_size = n
+
+    def _backward(self, fn):
+        grad = _out(max(self._grad_cap, 1))
+        fn(self._h, _floats(grad))
+        return grad[:self._grad_size]
+
+
+class Loss(_Handle, _Gradients):
+    """A distillation loss: Hinton's alpha T^2 KL(teacher_T || student_T) + (1 - alpha) CE by
+    default, or LOSS_LOGIT_MSE, LOSS_DKD."""
 
     _destroy = "kd_loss_destroy"
 
-    def __init__(self, kind=LOSS_HINTON, temperature=None, alpha=None):
+    def __init__(self, kind=LOSS_HINTON, temperature=None, alpha=None, beta=None,
+                 ce_weight=None):
         out = _P()
         lib().kd_loss_create(kind, ctypes.byref(out))
         super().__init__(out.value)
-        if temperature is not None:
-            self.set(LOSS_TEMPERATURE, temperature)
-        if alpha is not None:
-            self.set(LOSS_ALPHA, alpha)
+        for key, value in ((LOSS_TEMPERATURE, temperature), (LOSS_ALPHA, alpha),
+                           (LOSS_BETA, beta), (LOSS_CE_WEIGHT, ce_weight)):
+            if value is not None:
+                self.set(key, value)
 
     def set(self, key, value):
         lib().kd_loss_set_float(self._h, key, value)
@@ -265,10 +549,64 @@ class Loss(_Handle):
         lib().kd_loss_get_float(self._h, key, ctypes.byref(v))
         return v.value
 
+    def forward(self, student_logits, soft_targets, labels, batch, classes):
+        """The loss of student_logits [batch, classes] against soft_targets (the teachers'
+        probabilities, or logits for LOSS_LOGIT_MSE; may be None when alpha is 0) and labels
+        (or None when the label term is off)."""
+        n, v = batch * classes, ctypes.c_float()
+        lib().kd_loss_forward(self._h, _floats(student_logits, n), _floats(soft_targets, n),
+                              _labels(labels, batch), batch, classes, ctypes.byref(v))
+        self._ran(n)
+        return v.value
+
+    def backward(self):
+        """d loss / d student logits for the last forward, [batch, classes]."""
+        return self._backward(lib().kd_loss_backward)
+
     def value(self, part=LOSS_PART_TOTAL):
         v = ctypes.c_float()
         lib().kd_loss_value(self._h, part, ctypes.byref(v))
         return v.value
+
+
+class FeatureLoss(_Handle, _Gradients):
+    """A loss between hidden features: FEATURE_HINT (FitNets), FEATURE_ATTENTION, FEATURE_RKD,
+    FEATURE_SIMILARITY, FEATURE_PKT or FEATURE_COSINE. Shapes are (c, h, w), or a size for a
+    dense layer's output."""
+
+    _destroy = "kd_feature_loss_destroy"
+
+    def __init__(self, kind=FEATURE_HINT, distance_weight=None, angle_weight=None):
+        out = _P()
+        lib().kd_feature_loss_create(kind, ctypes.byref(out))
+        super().__init__(out.value)
+        if distance_weight is not None:
+            self.set(FEATURE_RKD_DISTANCE_WEIGHT, distance_weight)
+        if angle_weight is not None:
+            self.set(FEATURE_RKD_ANGLE_WEIGHT, angle_weight)
+
+    def set(self, key, value):
+        lib().kd_feature_loss_set_float(self._h, key, value)
+
+    def get(self, key):
+        v = ctypes.c_float()
+        lib().kd_feature_loss_get_float(self._h, key, ctypes.byref(v))
+        return v.value
+
+    def forward(self, student, student_shape, teacher, teacher_shape, batch):
+        """The loss between student [batch, sc*sh*sw] and teacher [batch, tc*th*tw] features."""
+        sc, sh, sw = _shape(student_shape)
+        tc, th, tw = _shape(teacher_shape)
+        n, v = batch * sc * sh * sw, ctypes.c_float()
+        lib().kd_feature_loss_forward(self._h, _floats(student, n), sc, sh, sw,
+                                      _floats(teacher, batch * tc * th * tw), tc, th, tw, batch,
+                                      ctypes.byref(v))
+        self._ran(n)
+        return v.value
+
+    def backward(self):
+        """d loss / d student for the last forward, [batch, sc*sh*sw]."""
+        return self._backward(lib().kd_feature_loss_backward)
 
 
 class Optimizer(_Handle):
@@ -280,7 +618,7 @@ class Optimizer(_Handle):
         out = _P()
         lib().kd_optimizer_create(kind, model.handle, ctypes.byref(out))
         super().__init__(out.value)
-        self._model = model
+        self._borrow(model)
         if learning_rate is not None:
             self.set_float(OPT_LEARNING_RATE, learning_rate)
         if momentum is not None:
@@ -312,9 +650,14 @@ class Optimizer(_Handle):
         lib().kd_optimizer_get_milestones(self._h, arr, MAX_MILESTONES, ctypes.byref(count))
         return list(arr[:count.value])
 
+    def step(self):
+        """Applies the model's gradients, advances the schedule and clears the gradients."""
+        lib().kd_optimizer_step(self._h)
+
 
 class Trainer(_Handle):
-    """Distillation steps of a student; keeps its borrowed student, loss, optimizer and teachers."""
+    """Distillation steps of a student; keeps its borrowed student, loss, optimizer, teachers and
+    feature losses."""
 
     _destroy = "kd_trainer_destroy"
 
@@ -322,20 +665,171 @@ class Trainer(_Handle):
         out = _P()
         lib().kd_trainer_create(student.handle, loss.handle, optimizer.handle, ctypes.byref(out))
         super().__init__(out.value)
-        self._keep = [student, loss, optimizer]
-        self._inputs = student.input_size
+        for obj in (student, loss, optimizer):
+            self._borrow(obj)
+        self._student, self._loss = student, loss
+        self._inputs, self._classes = student.input_size, student.output_size
+        self._terms = []  # (feature loss, values per example it compares of the student)
+        self._teachers = 0
 
     def add_teacher(self, teacher, weight=1.0):
         lib().kd_trainer_add_teacher(self._h, teacher.handle, weight)
-        self._keep.append(teacher)
+        self._borrow(teacher)
+        self._teachers += 1
 
-    def step(self, x, labels, batch, teacher_logits=None):
-        """One distillation step on a batch; returns the total loss."""
+    def add_feature_loss(self, loss, student_layer, teacher, teacher_layer, regressor=None,
+                         weight=1.0):
+        """Adds weight * loss(regressor(student layer), teacher `teacher`'s layer) to every step;
+        regressor is a spec ("dense 1200", "conv 64 1") or None. Returns the term's number."""
+        lib().kd_trainer_add_feature_loss(self._h, loss.handle, student_layer, teacher,
+                                          teacher_layer,
+                                          regressor.encode() if regressor is not None else None,
+                                          weight)
+        self._borrow(loss)
+        k = len(self._terms)
+        reg = self.regressor(k)
+        size = reg.output_size if reg else self._student.layer_info(student_layer)[2]
+        self._terms.append((loss, size))
+        return k
+
+    def feature_value(self, k=-1):
+        """weight * loss of feature term k in the last step, or with k == -1 their sum."""
         v = ctypes.c_float()
-        lib().kd_trainer_step(self._h, _floats(x, batch * self._inputs), _labels(labels, batch),
-                              _floats(teacher_logits), batch, ctypes.byref(v))
+        lib().kd_trainer_feature_value(self._h, k, ctypes.byref(v))
         return v.value
 
-    def close(self):
-        super().close()
-        self._keep = []
+    def regressor(self, k):
+        """Term k's regressor, a Model lent by the trainer (never freed from Python), or None."""
+        out = _P()
+        lib().kd_trainer_regressor(self._h, k, ctypes.byref(out))
+        return Model._lent(out.value, self) if out.value else None
+
+    def set_int(self, key, value):
+        lib().kd_trainer_set_int(self._h, key, value)
+
+    def get_int(self, key):
+        v = _I64()
+        lib().kd_trainer_get_int(self._h, key, ctypes.byref(v))
+        return v.value
+
+    def step(self, x, labels, batch, teacher_logits=None):
+        """One distillation step on a batch; returns the total loss. teacher_logits are cached
+        logits [teachers (1 when none was added)][batch][classes], or None."""
+        v, cached = ctypes.c_float(), max(self._teachers, 1) * batch * self._classes
+        # The step runs the borrowed losses: their backward must know the sizes, even on failure.
+        self._loss._may_run(batch * self._classes)
+        for loss, size in self._terms:
+            loss._may_run(batch * size)
+        lib().kd_trainer_step(self._h, _floats(x, batch * self._inputs), _labels(labels, batch),
+                              _floats(teacher_logits, cached), batch, ctypes.byref(v))
+        if not self.get_int(TRAINER_HINT_ONLY):
+            self._loss._ran(batch * self._classes)
+        for loss, size in self._terms:  # in order: a loss serving several terms ends on the last
+            loss._ran(batch * size)
+        return v.value
+
+    def save(self, path):
+        """A checkpoint: student, optimizer state, random streams, regressors (not teachers)."""
+        lib().kd_trainer_save(self._h, os.fsencode(path))
+
+    def load(self, path):
+        """Continues from a checkpoint of a trainer built the same way."""
+        lib().kd_trainer_load(self._h, os.fsencode(path))
+
+
+class Dataset(_Handle):
+    """Images and labels from IDX files (plain or gzip), pixels as floats in [0, 1]."""
+
+    _destroy = "kd_dataset_destroy"
+
+    def __init__(self, images_path, labels_path=None):
+        out = _P()
+        lib().kd_dataset_load_idx(os.fsencode(images_path),
+                                  os.fsencode(labels_path) if labels_path is not None else None,
+                                  ctypes.byref(out))
+        super().__init__(out.value)
+
+    @classmethod
+    def load_idx(cls, images_path, labels_path=None):
+        return cls(images_path, labels_path)
+
+    @property
+    def size(self):
+        v = _I64()
+        lib().kd_dataset_size(self._h, ctypes.byref(v))
+        return v.value
+
+    def __len__(self):
+        return self.size
+
+    @property
+    def shape(self):
+        """(c, h, w) of one example."""
+        c, h, w = _I64(), _I64(), _I64()
+        lib().kd_dataset_shape(self._h, ctypes.byref(c), ctypes.byref(h), ctypes.byref(w))
+        return c.value, h.value, w.value
+
+    @property
+    def example_size(self):
+        c, h, w = self.shape
+        return c * h * w
+
+    def _view(self, pointer, ctype, fmt, n):
+        # The library's memory, lent: the array keeps the dataset alive and is never freed.
+        address = ctypes.cast(pointer, _P).value
+        if not address or n == 0:
+            return memoryview(b"").cast(fmt)
+        data = (ctype * n).from_address(address)
+        data._owner = self
+        self._lend(data)
+        return memoryview(data).cast("B").cast(fmt).toreadonly()
+
+    @property
+    def images(self):
+        """A read-only float32 memoryview of all the images, [n, c*h*w] flat, without a copy."""
+        return self._view(lib().kd_dataset_images(self._h), ctypes.c_float, "f",
+                          self.size * self.example_size)
+
+    @property
+    def labels(self):
+        """A read-only int32 memoryview of the labels [n], or None for an unlabelled set."""
+        pointer = lib().kd_dataset_labels(self._h)
+        return self._view(pointer, ctypes.c_int32, "i", self.size) if pointer else None
+
+
+class Batcher(_Handle):
+    """Shuffled mini-batches of a dataset, from a seed; iterating gives one epoch of (x, labels),
+    x an array('f') [rows, c*h*w] and labels an array('i') [rows] (-1 when unlabelled)."""
+
+    _destroy = "kd_batcher_destroy"
+
+    def __init__(self, dataset, batch, seed=0):
+        out = _P()
+        lib().kd_batcher_create(dataset.handle, batch, seed, ctypes.byref(out))
+        super().__init__(out.value)
+        self._batch, self._size = batch, dataset.example_size
+        self._borrow(dataset)
+
+    def next(self):
+        """The next batch as (x, labels); both empty at the end of an epoch, after which the next
+        call starts a new epoch in a new order."""
+        x = _out(self._batch * self._size)
+        labels = array.array("i", bytes(4 * self._batch))
+        rows, out = _I64(), (ctypes.c_int32 * self._batch).from_buffer(labels)
+        lib().kd_batcher_next(self._h, _floats(x), out, ctypes.byref(rows))
+        del out  # the arrays cannot shrink while ctypes shares their memory
+        del x[rows.value * self._size:], labels[rows.value:]
+        return x, labels
+
+    def __iter__(self):
+        while True:
+            x, labels = self.next()
+            if not labels:
+                return
+            yield x, labels
+
+    def indices(self):
+        """The dataset indices of the last batch (a copy), as a list."""
+        data, rows = _PI64(), _I64()
+        lib().kd_batcher_indices(self._h, ctypes.byref(data), ctypes.byref(rows))
+        return data[:rows.value]

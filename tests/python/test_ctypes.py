@@ -4,17 +4,28 @@ ctest runs it with KD_LIBRARY pointing at the library (and PYTHONPATH at example
     KD_LIBRARY=build/libkd.so python3 -m unittest discover -s tests/python
 """
 import array
+import gc
+import itertools
+import gzip
 import math
 import os
+import re
 import sys
 import tempfile
 import unittest
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "examples",
-                                "python"))
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
+sys.path.insert(0, os.path.join(ROOT, "examples", "python"))
 import kd  # noqa: E402
 
 BATCH, IN, CLASSES = 8, 6, 3
+HEADER = os.path.join(ROOT, "include", "kd.h")
+DATA = os.path.join(ROOT, "tests", "data")
+TRAIN_IMAGES = os.path.join(DATA, "fmnist-train-2000-images-idx3-ubyte.gz")
+TRAIN_LABELS = os.path.join(DATA, "fmnist-train-2000-labels-idx1-ubyte.gz")
+TEST_IMAGES = os.path.join(DATA, "fmnist-test-500-images-idx3-ubyte.gz")
+TEST_LABELS = os.path.join(DATA, "fmnist-test-500-labels-idx1-ubyte.gz")
+PIXELS, FCLASSES = 784, 10
 
 
 def batch_data():
@@ -97,7 +108,7 @@ class Distillation(unittest.TestCase):
             loaded.close()
 
 
-class Errors(unittest.TestCase):
+class KdTestCase(unittest.TestCase):
     def assertFailsWith(self, status, call, *args):
         with self.assertRaises(kd.KdError) as caught:
             call(*args)
@@ -109,6 +120,8 @@ class Errors(unittest.TestCase):
         self.assertIn(err.message, str(err))
         return err
 
+
+class Errors(KdTestCase):
     def test_null_spec(self):
         err = self.assertFailsWith(kd.ERR_ARGUMENT, kd.Model, None)
         self.assertIn("spec", err.message)
@@ -130,6 +143,509 @@ class Errors(unittest.TestCase):
     def test_missing_file(self):
         with tempfile.TemporaryDirectory() as tmp:
             self.assertFailsWith(kd.ERR_IO, kd.Model.load, os.path.join(tmp, "absent.safetensors"))
+
+
+def header():
+    """kd.h without its comments."""
+    with open(HEADER) as f:
+        return re.sub(r"/\*.*?\*/", " ", f.read(), flags=re.S)
+
+
+class Completeness(unittest.TestCase):
+    """kd.py binds every function and enum of kd.h, so the binding cannot fall behind."""
+
+    def test_every_function_is_bound(self):
+        decls = re.findall(r"KD_API\s+([^;()]*?)\b(kd_\w+)\s*\(([^)]*)\)\s*;", header())
+        self.assertGreaterEqual(len(decls), 71)
+        with open(kd.__file__) as f:
+            source = f.read()
+        missing = [name for _, name, _ in decls if name not in kd._STATUS and name not in kd._OTHER]
+        self.assertEqual(missing, [], "kd.h functions that kd.py does not bind")
+        for ret, name, params in decls:
+            ret = ret.strip()
+            nargs = 0 if params.strip() in ("", "void") else params.count(",") + 1
+            if ret == "kd_status":
+                self.assertIn(name, kd._STATUS, "%s returns kd_status" % name)
+                argtypes = kd._STATUS[name]
+            else:
+                self.assertIn(name, kd._OTHER, "%s does not return kd_status" % name)
+                restype, argtypes = kd._OTHER[name]
+                self.assertEqual(restype is None, ret == "void", name)
+            self.assertEqual(len(argtypes), nargs, "%s takes %d arguments" % (name, nargs))
+            # declared once in a table and called (or named as a destructor) at least once
+            self.assertGreaterEqual(len(re.findall(r"\b%s\b" % name, source)), 2,
+                                    "%s is declared but nothing in kd.py calls it" % name)
+            self.assertTrue(hasattr(kd.lib(), name))
+
+    def test_every_enum_value_is_there(self):
+        values = re.findall(r"\bKD_([A-Z0-9_]+)\s*=\s*(\d+)", header())
+        values += re.findall(r"#define\s+KD_([A-Z0-9_]+)\s+(\d+)\s*$", header(), flags=re.M)
+        self.assertGreater(len(values), 50)
+        missing = [n for n, _ in values if not hasattr(kd, n)]
+        self.assertEqual(missing, [], "kd.h constants that kd.py lacks (as KD_ without the KD_)")
+        for name, value in values:
+            self.assertEqual(getattr(kd, name), int(value), name)
+
+
+def softmax(row, temperature=1.0):
+    top = max(row)
+    e = [math.exp((v - top) / temperature) for v in row]
+    return [v / sum(e) for v in e]
+
+
+def train_set():
+    return kd.Dataset(TRAIN_IMAGES, TRAIN_LABELS)
+
+
+class Data(KdTestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.train = train_set()
+
+    def test_loads_the_subset(self):
+        d = self.train
+        self.assertEqual((d.size, len(d), d.shape, d.example_size), (2000, 2000, (1, 28, 28), 784))
+        # the same figures as tests/test_dataset.c
+        self.assertEqual(list(d.labels[:10]), [9, 0, 0, 3, 0, 2, 7, 2, 5, 5])
+        counts = [0] * FCLASSES
+        for y in d.labels:
+            counts[y] += 1
+        self.assertEqual(counts, [194, 216, 202, 195, 186, 200, 194, 215, 198, 200])
+        images = d.images
+        self.assertEqual((images.format, len(images)), ("f", 2000 * PIXELS))
+        self.assertEqual(sum(round(v * 255) for v in images[:PIXELS]), 76247)
+        # pixels are byte / 255 exactly, as the gzip file's bytes say (16 bytes of IDX header)
+        with gzip.open(TRAIN_IMAGES) as f:
+            raw = f.read(16 + 3 * PIXELS)[16:]
+        self.assertEqual(list(images[:3 * PIXELS]), [array.array("f", [b / 255.0])[0] for b in raw])
+
+    def test_views_are_borrowed_read_only_and_keep_the_dataset(self):
+        images, labels = train_set().images, train_set().labels  # the datasets are gone
+        gc.collect()
+        self.assertTrue(images.readonly and labels.readonly)
+        with self.assertRaises(TypeError):
+            images[0] = 1.0
+        self.assertEqual(labels[0], 9)
+        self.assertEqual(sum(round(v * 255) for v in images[:PIXELS]), 76247)
+        d = train_set()
+        view = d.images
+        d.close()  # deferred: the view still reads the library's memory
+        self.assertIsNotNone(d.handle)
+        self.assertEqual(view[PIXELS * 2000 - 1], self.train.images[PIXELS * 2000 - 1])
+        del view
+        self.assertIsNone(d.handle)  # freed once the last view went
+
+    def test_unlabelled(self):
+        d = kd.Dataset.load_idx(TEST_IMAGES)
+        self.assertEqual((d.size, d.labels), (500, None))
+        x, labels = kd.Batcher(d, 64, seed=1).next()
+        self.assertEqual((len(x), list(labels)), (64 * PIXELS, [-1] * 64))
+
+    def test_batches_cover_an_epoch_in_a_seeded_order(self):
+        d = self.train
+        images, labels = d.images, d.labels
+        batcher = kd.Batcher(d, 512, seed=7)
+        self.assertEqual(batcher.indices(), [])
+        seen, sizes = [], []
+        for x, y in batcher:
+            idx = batcher.indices()
+            sizes.append(len(y))
+            self.assertEqual(len(x), len(y) * PIXELS)
+            self.assertEqual(list(y), [labels[i] for i in idx])
+            self.assertEqual(x[PIXELS:2 * PIXELS].tobytes(),
+                             images[idx[1] * PIXELS:(idx[1] + 1) * PIXELS].tobytes())
+            seen += idx
+        self.assertEqual(sizes, [512, 512, 512, 464])
+        self.assertEqual(sorted(seen), list(range(2000)))
+        self.assertNotEqual(seen, list(range(2000)))
+        # the next epoch has another order; the same seed gives the same batches
+        batcher.next()
+        self.assertNotEqual(batcher.indices(), seen[:512])
+        again = kd.Batcher(d, 512, seed=7)
+        again.next()
+        self.assertEqual(again.indices(), seen[:512])
+
+    def test_augment(self):
+        x = array.array("f", self.train.images[:8 * PIXELS])
+        original = array.array("f", x)
+        self.assertIs(kd.augment_images(x, 8, 1, 28, 28, kd.AUGMENT_TRANSLATE, 0, seed=3), x)
+        self.assertEqual(x, original)
+        kd.augment_images(x, 8, 1, 28, 28, kd.AUGMENT_HFLIP, seed=3)
+        flipped = 0
+        for i in range(8):
+            img, src = x[i * PIXELS:(i + 1) * PIXELS], original[i * PIXELS:(i + 1) * PIXELS]
+            mirror = array.array("f", [src[r * 28 + 27 - c] for r in range(28) for c in range(28)])
+            self.assertIn(img, (src, mirror))
+            flipped += img == mirror
+        self.assertTrue(0 < flipped < 8, flipped)
+        kd.augment_images(x, 8, 1, 28, 28, kd.AUGMENT_HFLIP, seed=3)  # the same flips undo it
+        self.assertEqual(x, original)
+        a, b = array.array("f", original), array.array("f", original)
+        kd.augment_images(a, 8, 1, 28, 28, kd.AUGMENT_TRANSLATE, 2, seed=5)
+        kd.augment_images(b, 8, 1, 28, 28, kd.AUGMENT_TRANSLATE, 2, seed=5)
+        self.assertEqual(a, b)
+        self.assertNotEqual(a, original)
+        self.assertLessEqual(sum(a), sum(original))  # shifted out, zeros in
+        kd.augment_images(b, 8, 1, 28, 28, kd.AUGMENT_CROP, 2, seed=6)
+        self.assertFailsWith(kd.ERR_ARGUMENT, kd.augment_images, a, 8, 1, 28, 28,
+                             kd.AUGMENT_TRANSLATE, 28, 0)
+        self.assertFailsWith(kd.ERR_ARGUMENT, kd.augment_images, a, 8, 1, 28, 28, 7, 1, 0)
+        with self.assertRaises(TypeError):
+            kd.augment_images(list(original), 8, 1, 28, 28, kd.AUGMENT_HFLIP)  # not in place
+        with self.assertRaises(ValueError):
+            kd.augment_images(a, 9, 1, 28, 28, kd.AUGMENT_HFLIP)
+
+    def test_errors(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            self.assertFailsWith(kd.ERR_IO, kd.Dataset, os.path.join(tmp, "absent.gz"))
+        self.assertFailsWith(kd.ERR_FORMAT, kd.Dataset, TRAIN_LABELS)  # labels as images
+        self.assertFailsWith(kd.ERR_SHAPE, kd.Dataset, TRAIN_IMAGES, TEST_LABELS)
+        self.assertFailsWith(kd.ERR_ARGUMENT, kd.Batcher, self.train, 0)
+
+
+class ByHand(KdTestCase):
+    """Models, losses and optimizers called step by step, checked against the formulas."""
+
+    def logits_and_targets(self):
+        z = [math.sin(1.3 * i) * 2 for i in range(BATCH * CLASSES)]
+        t = [math.cos(0.9 * i) * 2 for i in range(BATCH * CLASSES)]
+        labels = [(3 * i + 1) % CLASSES for i in range(BATCH)]
+        return z, t, labels
+
+    def test_hinton_soft_term(self):
+        z, t, _ = self.logits_and_targets()
+        temp = 2.0
+        probs = array.array("f")
+        for r in range(BATCH):
+            probs.extend(softmax(t[r * CLASSES:(r + 1) * CLASSES], temp))
+        loss = kd.Loss(temperature=temp, alpha=1.0)
+        value = loss.forward(z, probs, None, BATCH, CLASSES)
+        want, grad_want = 0.0, []
+        for r in range(BATCH):
+            p, q = probs[r * CLASSES:(r + 1) * CLASSES], softmax(z[r * CLASSES:(r + 1) * CLASSES],
+                                                                 temp)
+            want += temp * temp * sum(a * math.log(a / b) for a, b in zip(p, q)) / BATCH
+            grad_want += [temp * (b - a) / BATCH for a, b in zip(p, q)]
+        self.assertAlmostEqual(value, want, places=5)
+        self.assertAlmostEqual(loss.value(kd.LOSS_PART_SOFT), want, places=5)
+        for g, w in zip(loss.backward(), grad_want):
+            self.assertAlmostEqual(g, w, places=6)
+
+    def test_hard_term(self):
+        z, _, labels = self.logits_and_targets()
+        loss = kd.Loss(alpha=0.0)
+        value = loss.forward(z, None, labels, BATCH, CLASSES)
+        want, grad_want = 0.0, []
+        for r, y in enumerate(labels):
+            q = softmax(z[r * CLASSES:(r + 1) * CLASSES])
+            want -= math.log(q[y]) / BATCH
+            grad_want += [(q[c] - (c == y)) / BATCH for c in range(CLASSES)]
+        self.assertAlmostEqual(value, want, places=5)
+        self.assertAlmostEqual(loss.value(kd.LOSS_PART_HARD), want, places=5)
+        self.assertEqual(loss.value(kd.LOSS_PART_SOFT), 0.0)
+        for g, w in zip(loss.backward(), grad_want):
+            self.assertAlmostEqual(g, w, places=6)
+
+    def test_logit_mse(self):
+        z, t, _ = self.logits_and_targets()
+        loss = kd.Loss(kd.LOSS_LOGIT_MSE)
+        self.assertEqual(loss.get(kd.LOSS_ALPHA), 1.0)
+        n = BATCH * CLASSES
+        self.assertAlmostEqual(loss.forward(z, t, None, BATCH, CLASSES),
+                               sum((a - b) ** 2 for a, b in zip(z, t)) / n, places=5)
+        for g, a, b in zip(loss.backward(), z, t):
+            self.assertAlmostEqual(g, 2 * (a - b) / n, places=6)
+
+    def test_dkd_gradient_matches_finite_differences(self):
+        z, t, labels = self.logits_and_targets()
+        loss = kd.Loss(kd.LOSS_DKD, temperature=2.0, beta=4.0, ce_weight=0.5)
+        self.assertEqual((loss.get(kd.LOSS_BETA), loss.get(kd.LOSS_CE_WEIGHT)), (4.0, 0.5))
+        probs = array.array("f")
+        for r in range(BATCH):
+            probs.extend(softmax(t[r * CLASSES:(r + 1) * CLASSES], 2.0))
+        value = loss.forward(z, probs, labels, BATCH, CLASSES)
+        self.assertAlmostEqual(value, loss.value(kd.LOSS_PART_SOFT) +
+                               loss.value(kd.LOSS_PART_HARD), places=5)
+        grad = loss.backward()
+        eps = 1e-2
+        for i in range(0, BATCH * CLASSES, 5):
+            up, down = list(z), list(z)
+            up[i] += eps
+            down[i] -= eps
+            numeric = (loss.forward(up, probs, labels, BATCH, CLASSES) -
+                       loss.forward(down, probs, labels, BATCH, CLASSES)) / (2 * eps)
+            self.assertAlmostEqual(grad[i], numeric, delta=2e-3 + 1e-2 * abs(numeric))
+
+    def test_loss_errors(self):
+        loss = kd.Loss()
+        self.assertFailsWith(kd.ERR_STATE, loss.backward)
+        z, _, labels = self.logits_and_targets()
+        with self.assertRaises(ValueError):
+            loss.forward(z[:-1], z, labels, BATCH, CLASSES)
+        bad = list(labels)
+        bad[2] = CLASSES
+        self.assertFailsWith(kd.ERR_ARGUMENT, kd.Loss(alpha=0.0).forward, z, None, bad, BATCH,
+                             CLASSES)
+
+    def test_soft_targets_from_logits(self):
+        teachers = [kd.Model("input %d | dense 5 | relu | dense %d" % (IN, CLASSES), seed=s)
+                    for s in (11, 12)]
+        x, _ = batch_data()
+        logits = array.array("f")
+        for t in teachers:
+            logits.extend(t.predict(x, BATCH))
+        weights = [1.0, 3.0]
+        probs = kd.soft_targets_from_logits(logits, 2, BATCH, CLASSES, 3.0, weights)
+        direct = kd.soft_targets(teachers, x, BATCH, 3.0, weights)
+        for a, b in zip(probs, direct):
+            self.assertAlmostEqual(a, b, places=6)
+        row = [0.25 * a + 0.75 * b for a, b in zip(softmax(logits[:CLASSES], 3.0),
+                                                   softmax(logits[BATCH * CLASSES:
+                                                                  (BATCH + 1) * CLASSES], 3.0))]
+        for a, b in zip(probs[:CLASSES], row):
+            self.assertAlmostEqual(a, b, places=6)
+        self.assertFailsWith(kd.ERR_ARGUMENT, kd.soft_targets_from_logits, logits, 2, BATCH,
+                             CLASSES, 0.0)
+
+    def test_layers(self):
+        m = kd.Model("input 1x28x28 | conv 4 3 pad=1 | relu | maxpool 2 | flatten | dense 10",
+                     seed=1)
+        self.assertEqual(m.layer_count, 5)
+        self.assertEqual(m.layers, [("conv", 4 * 9 + 4, 4 * 28 * 28), ("relu", 0, 4 * 28 * 28),
+                                    ("maxpool", 0, 4 * 14 * 14), ("flatten", 0, 4 * 14 * 14),
+                                    ("dense", 4 * 196 * 10 + 10, 10)])
+        self.assertEqual(sum(p for _, p, _ in m.layers), m.param_count)
+        self.assertFailsWith(kd.ERR_ARGUMENT, m.layer_info, 5)
+        self.assertFailsWith(kd.ERR_STATE, m.feature, 0)
+        x = array.array("f", train_set().images[:3 * PIXELS])
+        logits = m.predict(x, 3)
+        feature, shape = m.feature(2)
+        self.assertEqual(shape, (3, 4, 14, 14))
+        self.assertEqual(len(feature), 3 * 4 * 14 * 14)
+        self.assertTrue(min(feature) >= 0.0)  # max-pooled ReLUs
+        self.assertEqual(m.feature(4), (logits, (3, 10, 1, 1)))
+
+    def test_forward_backward_step_by_hand(self):
+        d = train_set()
+        x, labels = array.array("f", d.images[:64 * PIXELS]), list(d.labels[:64])
+        m = kd.Model("input 784 | dense 32 | relu | dense 10", seed=4)
+        opt = kd.Optimizer(m, learning_rate=0.1, momentum=0.9)
+        loss = kd.Loss(alpha=0.0)
+        self.assertFailsWith(kd.ERR_STATE, m.backward, [0.0] * 640)
+        values = []
+        for _ in range(15):
+            values.append(loss.forward(m.forward(x, 64), None, labels, 64, FCLASSES))
+            m.backward(loss.backward())
+            opt.step()
+        self.assertLess(values[-1], 0.5 * values[0], values)
+        self.assertEqual(opt.get_int(kd.OPT_STEP), 15)
+        # zero_grad clears what backward accumulated: a plain SGD step then moves nothing
+        before = m.predict(x, 64)
+        plain = kd.Optimizer(m, learning_rate=0.1)
+        loss.forward(m.forward(x, 64), None, labels, 64, FCLASSES)
+        m.backward(loss.backward())
+        m.zero_grad()
+        plain.step()
+        self.assertEqual(m.predict(x, 64), before)
+        self.assertFailsWith(kd.ERR_STATE, m.backward, [0.0] * 640)  # predict is not training
+        m.forward(x, 64)
+        with self.assertRaises(ValueError):
+            m.backward([0.0] * 639)  # the binding checks the length against the last forward
+        nan = [0.0] * 640
+        nan[3] = float("nan")
+        self.assertFailsWith(kd.ERR_NUMERIC, m.backward, nan)
+
+    def test_hint_by_hand(self):
+        """A FitNets hint through feature and feature_backward, without a trainer."""
+        x = array.array("f", train_set().images[:32 * PIXELS])
+        teacher = kd.Model("input 784 | dense 24 | relu | dense 10", seed=5)
+        student = kd.Model("input 784 | dense 24 | tanh | dense 10", seed=6)
+        teacher.predict(x, 32)
+        target, tshape = teacher.feature(1)
+        hint = kd.FeatureLoss(kd.FEATURE_HINT)
+        opt = kd.Optimizer(student, learning_rate=0.1)
+        values = []
+        for _ in range(10):
+            student.forward(x, 32)
+            feature, shape = student.feature(1)
+            self.assertEqual(shape, (32, 24, 1, 1))
+            values.append(hint.forward(feature, shape[1:], target, tshape[1:], 32))
+            self.assertAlmostEqual(values[-1], sum((a - b) ** 2 for a, b in zip(feature, target))
+                                   / len(feature), places=5)
+            student.feature_backward(1, hint.backward())
+            student.backward([0.0] * 32 * FCLASSES)
+            opt.step()
+        self.assertLess(values[-1], 0.5 * values[0], values)
+        with self.assertRaises(ValueError):
+            student.feature_backward(1, [0.0] * 24)
+
+    def test_feature_losses(self):
+        rkd = kd.FeatureLoss(kd.FEATURE_RKD)
+        self.assertEqual((rkd.get(kd.FEATURE_RKD_DISTANCE_WEIGHT),
+                          rkd.get(kd.FEATURE_RKD_ANGLE_WEIGHT)), (25.0, 50.0))
+        rkd = kd.FeatureLoss(kd.FEATURE_RKD, distance_weight=1.0, angle_weight=2.0)
+        self.assertEqual(rkd.get(kd.FEATURE_RKD_ANGLE_WEIGHT), 2.0)
+        self.assertFailsWith(kd.ERR_ARGUMENT, rkd.set, kd.FEATURE_RKD_DISTANCE_WEIGHT, -1.0)
+        s = [math.sin(0.3 * i) for i in range(4 * 6)]
+        t = [math.cos(0.2 * i) for i in range(4 * 9)]
+        for kind in (kd.FEATURE_RKD, kd.FEATURE_SIMILARITY, kd.FEATURE_PKT):
+            loss = kd.FeatureLoss(kind)
+            self.assertGreater(loss.forward(s, 6, t, (1, 3, 3), 4), 0.0)
+            self.assertEqual(len(loss.backward()), 4 * 6)
+            self.assertAlmostEqual(loss.forward(s, 6, s, 6, 4), 0.0, places=5)
+        cosine = kd.FeatureLoss(kd.FEATURE_COSINE)
+        self.assertAlmostEqual(cosine.forward(s, 6, [2 * v for v in s], 6, 4), 0.0, places=5)
+        attention = kd.FeatureLoss(kd.FEATURE_ATTENTION)
+        self.assertGreaterEqual(attention.forward(s[:12], (1, 2, 3), t, (3, 2, 3), 2), 0.0)
+        hint = kd.FeatureLoss(kd.FEATURE_HINT)
+        self.assertFailsWith(kd.ERR_STATE, hint.backward)
+        self.assertFailsWith(kd.ERR_SHAPE, hint.forward, s, 6, t, 9, 4)
+
+    def test_clone_weights_and_output_bias(self):
+        x, _ = batch_data()
+        m = kd.Model("input %d | dense 8 | relu | dense %d" % (IN, CLASSES), seed=7)
+        twin = m.clone()
+        self.assertEqual((twin.spec, twin.predict(x, BATCH)), (m.spec, m.predict(x, BATCH)))
+        m.adjust_output_bias(1, 0.5)  # the clone is a copy, not a view
+        moved, kept = m.predict(x, BATCH), twin.predict(x, BATCH)
+        for i, (a, b) in enumerate(zip(moved, kept)):
+            self.assertAlmostEqual(a - b, 0.5 if i % CLASSES == 1 else 0.0, places=5)
+        self.assertFailsWith(kd.ERR_ARGUMENT, m.adjust_output_bias, CLASSES, 1.0)
+        self.assertFailsWith(kd.ERR_UNSUPPORTED,
+                             kd.Model("input 4 | dense 3 | relu", seed=1).adjust_output_bias, 0,
+                             1.0)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "m.safetensors")
+            m.save(path)
+            other = kd.Model(m.spec, seed=99)
+            self.assertNotEqual(other.predict(x, BATCH), moved)
+            other.load_weights(path)
+            self.assertEqual(other.predict(x, BATCH), moved)
+            wider = kd.Model("input %d | dense 9 | relu | dense %d" % (IN, CLASSES), seed=1)
+            before = wider.predict(x, BATCH)
+            self.assertFailsWith(kd.ERR_SHAPE, wider.load_weights, path)
+            self.assertEqual(wider.predict(x, BATCH), before)  # a failed load changes nothing
+
+    def test_evaluate(self):
+        test = kd.Dataset(TEST_IMAGES, TEST_LABELS)
+        m = kd.Model("input 784 | dense 16 | relu | dense 10", seed=8)
+        correct, rows = m.evaluate(test.images, test.labels, 500, batch=128, confusion=True)
+        self.assertEqual(m.evaluate(test.images, test.labels, 500), correct)
+        self.assertEqual(sum(map(sum, rows)), 500)
+        self.assertEqual(sum(rows[k][k] for k in range(FCLASSES)), correct)
+        logits, labels = m.predict(test.images, 500), test.labels
+        argmax = [max(range(FCLASSES), key=lambda c: logits[r * FCLASSES + c]) for r in range(500)]
+        self.assertEqual(correct, sum(a == y for a, y in zip(argmax, labels)))
+        bad = list(labels)
+        bad[0] = FCLASSES
+        self.assertFailsWith(kd.ERR_ARGUMENT, m.evaluate, test.images, bad, 500)
+
+
+class FeatureTerms(KdTestCase):
+    """FitNets through the trainer: a hint with a regressor, its stages, and checkpoints."""
+
+    TEACHER = "input 784 | dense 48 | relu | dense 10"
+    STUDENT = "input 784 | dense 16 | relu | dropout 0.2 | dense 10"
+
+    @classmethod
+    def setUpClass(cls):
+        cls.teacher = kd.Model(cls.TEACHER, seed=1)
+        cls.batches = list(itertools.islice(kd.Batcher(train_set(), 100, seed=3), 12))
+
+    def trainer(self, spec=STUDENT):
+        """trainer, student, optimizer, loss and the hint's feature loss."""
+        student = kd.Model(spec, seed=2)
+        opt = kd.Optimizer(student, learning_rate=0.05, momentum=0.9)
+        loss = kd.Loss(temperature=4.0, alpha=0.9)
+        trainer = kd.Trainer(student, loss, opt)
+        trainer.add_teacher(self.teacher)
+        hint = kd.FeatureLoss(kd.FEATURE_HINT)
+        self.assertEqual(trainer.add_feature_loss(hint, 1, 0, 1, regressor="dense 48",
+                                                  weight=2.0), 0)
+        return trainer, student, opt, loss, hint
+
+    def test_hint_stage_then_distillation(self):
+        trainer, _, _, loss, hint = self.trainer()
+        self.assertFailsWith(kd.ERR_STATE, trainer.feature_value)
+        reg = trainer.regressor(0)
+        self.assertTrue(reg.spec.startswith("input 16"), reg.spec)
+        self.assertEqual((reg.input_size, reg.output_size), (16, 48))
+        trainer.set_int(kd.TRAINER_HINT_ONLY, 1)
+        self.assertEqual(trainer.get_int(kd.TRAINER_HINT_ONLY), 1)
+        hints = []
+        for x, labels in self.batches[:8]:
+            value = trainer.step(x, labels, len(labels))
+            hints.append(trainer.feature_value(0))
+            self.assertAlmostEqual(value, trainer.feature_value(-1), places=5)
+        self.assertLess(hints[-1], 0.8 * hints[0], hints)
+        self.assertFailsWith(kd.ERR_STATE, loss.backward)  # the hint stage runs no logit loss
+        trainer.set_int(kd.TRAINER_HINT_ONLY, 0)
+        for x, labels in self.batches[8:]:
+            value = trainer.step(x, labels, len(labels))
+            self.assertAlmostEqual(value, loss.value() + trainer.feature_value(-1), places=4)
+        # the trainer ran the borrowed losses: their backward gives the step's sizes
+        self.assertEqual(len(loss.backward()), 100 * 10)
+        self.assertEqual(len(hint.backward()), 100 * 48)
+        self.assertFailsWith(kd.ERR_ARGUMENT, trainer.step, self.batches[0][0], [10] * 100, 100)
+        self.assertEqual(len(loss.backward()), 100 * 10)
+        with self.assertRaises(ValueError):
+            trainer.step(self.batches[0][0], self.batches[0][1], 100, teacher_logits=[0.0] * 999)
+        # the regressor is lent by the trainer: closing it frees nothing, and it keeps the
+        # trainer (and so itself) alive
+        del trainer
+        gc.collect()
+        self.assertEqual(reg.output_size, 48)
+        reg.close()
+        self.assertIsNone(reg.handle)
+
+    def test_checkpoint_round_trip(self):
+        a, student_a, *_ = self.trainer()
+        for x, labels in self.batches[:5]:
+            a.step(x, labels, len(labels))
+        h = [math.sin(i) for i in range(16 * 10)]
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "run.safetensors")
+            a.save(path)
+            b, student_b, opt_b, *_ = self.trainer()
+            self.assertNotEqual(a.regressor(0).predict(h, 10), b.regressor(0).predict(h, 10))
+            b.load(path)
+            self.assertEqual(opt_b.get_int(kd.OPT_STEP), 5)
+            self.assertEqual(a.regressor(0).predict(h, 10), b.regressor(0).predict(h, 10))
+            for x, labels in self.batches[5:9]:  # with dropout: the random streams continue too
+                self.assertEqual(a.step(x, labels, len(labels)), b.step(x, labels, len(labels)))
+                self.assertEqual(a.feature_value(0), b.feature_value(0))
+            x = self.batches[0][0]
+            self.assertEqual(student_a.predict(x, 100), student_b.predict(x, 100))
+            self.assertEqual(a.regressor(0).predict(h, 10), b.regressor(0).predict(h, 10))
+            # a trainer built otherwise refuses the file and is left as it was
+            c, student_c, *_ = self.trainer("input 784 | dense 24 | relu | dense 10")
+            before = student_c.predict(x, 100)
+            self.assertFailsWith(kd.ERR_SHAPE, c.load, path)
+            self.assertEqual(student_c.predict(x, 100), before)
+            self.assertFailsWith(kd.ERR_IO, c.load, os.path.join(tmp, "absent.safetensors"))
+            student_a.save(os.path.join(tmp, "model.safetensors"))
+            self.assertFailsWith(kd.ERR_FORMAT, c.load, os.path.join(tmp, "model.safetensors"))
+
+    def test_errors(self):
+        student = kd.Model(self.STUDENT, seed=2)
+        trainer = kd.Trainer(student, kd.Loss(), kd.Optimizer(student))
+        hint = kd.FeatureLoss(kd.FEATURE_HINT)
+        self.assertFailsWith(kd.ERR_STATE, trainer.set_int, kd.TRAINER_HINT_ONLY, 1)
+        self.assertFailsWith(kd.ERR_ARGUMENT, trainer.add_feature_loss, hint, 1, 0, 1)  # no teacher
+        trainer.add_teacher(self.teacher)
+        self.assertFailsWith(kd.ERR_ARGUMENT, trainer.add_feature_loss, hint, 9, 0, 1)
+        self.assertFailsWith(kd.ERR_SHAPE, trainer.add_feature_loss, hint, 1, 0, 1)  # 16 vs 48
+        self.assertFailsWith(kd.ERR_SHAPE, trainer.add_feature_loss, hint, 1, 0, 1,
+                             "input 5 | dense 48")
+        self.assertFailsWith(kd.ERR_ARGUMENT, trainer.add_feature_loss, hint, 1, 0, 1,
+                             "dense 48", 0.0)
+        self.assertFailsWith(kd.ERR_ARGUMENT, trainer.regressor, 0)
+        self.assertEqual(trainer.add_feature_loss(kd.FeatureLoss(kd.FEATURE_SIMILARITY), 1, 0, 1),
+                         0)
+        self.assertIsNone(trainer.regressor(0))  # a term without a regressor
+        self.assertFailsWith(kd.ERR_ARGUMENT, trainer.set_int, kd.TRAINER_HINT_ONLY, 2)
+        self.assertFailsWith(kd.ERR_ARGUMENT, trainer.get_int, 1)
+        self.assertFailsWith(kd.ERR_ARGUMENT, trainer.feature_value, 1)
 
 
 if __name__ == "__main__":
