@@ -97,7 +97,8 @@ KD_API kd_status kd_model_forward(kd_model *m, const float *x, int64_t batch, fl
 KD_API kd_status kd_model_backward(kd_model *m, const float *grad_logits);
 KD_API kd_status kd_model_zero_grad(kd_model *m);
 /* Counts correct top-1 predictions of n examples in eval mode, batch by batch. confusion may be
- * NULL, or [output * output] counts, row = label, column = prediction (added to, not cleared). */
+ * NULL, or [output * output] counts, row = label, column = prediction (added to, not cleared; on
+ * failure, untouched). */
 KD_API kd_status kd_model_evaluate(kd_model *m, const float *x, const int32_t *labels, int64_t n,
                                    int64_t batch, int64_t *correct, int64_t *confusion);
 
@@ -342,7 +343,7 @@ KD_API kd_status kd_feature_loss_backward(kd_feature_loss *l, float *grad_studen
  * trained with the student's optimizer kind and options (learning rate and schedule included)
  * in an optimizer of its own. The loss handle is borrowed (it may serve several terms).
  * A step runs every teacher a term names, even when teacher_logits are given (those still give
- * the soft targets): features cannot be cached. Regressors are not in kd_trainer_save's file. */
+ * the soft targets): features cannot be cached. Regressors are in kd_trainer_save's file. */
 KD_API kd_status kd_trainer_add_feature_loss(kd_trainer *t, kd_feature_loss *loss,
                                              int32_t student_layer, int32_t teacher,
                                              int32_t teacher_layer, const char *regressor_spec,

@@ -282,6 +282,8 @@ kd_status kd_model_evaluate(kd_model *m, const float *x, const int32_t *labels, 
         if (labels[i] < 0 || labels[i] >= classes)
             return kdi_fail(KD_ERR_ARGUMENT, "label %d of example %lld is not in 0..%lld",
                             (int)labels[i], (long long)i, (long long)classes - 1);
+    /* Checked whole first, so no batch fails after confusion has counted earlier ones. */
+    if (!kdi_all_finite(x, n * in)) return kdi_fail(KD_ERR_NUMERIC, "x holds NaN or infinity");
     if (batch > n) batch = n;
     KDI_TRY(kdi_buf_reserve(&m->eval, batch * classes));
     int64_t hits = 0;

@@ -418,13 +418,12 @@ void kd_optimizer_destroy(kd_optimizer *o)
     free(o);
 }
 
-kd_status kd_optimizer_step(kd_optimizer *o)
+/* The sum of every squared gradient; fails when it is not finite. Squares of floats cannot
+ * overflow a double, so the sum is finite exactly when every gradient is. */
+static kd_status grad_sum_sq(const kd_optimizer *o, double *out)
 {
-    KDI_TRY(kdi_optimizer_check(o));
     const kdi_param_list *pl = kdi_model_params(o->model);
     const kdi_kernels *k = kdi_kernels_get();
-    /* All or nothing: a non-finite gradient refuses the step before any weight moves. Squares of
-     * floats cannot overflow a double, so the sum is finite exactly when every gradient is. */
     double sum_sq = 0.0;
     for (int32_t i = 0; i < pl->n; i++) {
         const kdi_param *p = pl->items[i].p;
@@ -439,6 +438,25 @@ kd_status kd_optimizer_step(kd_optimizer *o)
         }
         return kdi_fail(KD_ERR_NUMERIC, "the gradients' squared norm is not finite");
     }
+    *out = sum_sq;
+    return KD_OK;
+}
+
+kd_status kdi_optimizer_ready(const kd_optimizer *o)
+{
+    double unused;
+    KDI_TRY(kdi_optimizer_check(o));
+    return grad_sum_sq(o, &unused);
+}
+
+kd_status kd_optimizer_step(kd_optimizer *o)
+{
+    KDI_TRY(kdi_optimizer_check(o));
+    const kdi_param_list *pl = kdi_model_params(o->model);
+    const kdi_kernels *k = kdi_kernels_get();
+    /* All or nothing: a non-finite gradient refuses the step before any weight moves. */
+    double sum_sq;
+    KDI_TRY(grad_sum_sq(o, &sum_sq));
     o->grad_norm = sqrt(sum_sq);
     /* PyTorch's coefficient, applied only when it is below 1 (clamped there). */
     double coef = o->clip_norm > 0.0f ? (double)o->clip_norm / (o->grad_norm + 1e-6) : 1.0;

@@ -43,6 +43,8 @@ struct kd_optimizer {
 
 /* Checks that a step can run now (option combinations, schedule), without changing anything. */
 kd_status kdi_optimizer_check(const kd_optimizer *o);
+/* Whether kd_optimizer_step would succeed now (options and finite gradients), changing nothing. */
+kd_status kdi_optimizer_ready(const kd_optimizer *o);
 /* The rate the next step will use, from the schedule. */
 double kdi_optimizer_lr(const kd_optimizer *o);
 

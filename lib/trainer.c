@@ -149,6 +149,8 @@ static kd_status learn(kd_trainer *t, const float *x, const float *soft, const i
     KDI_TRY(kd_model_zero_grad(t->student));
     KDI_TRY(kdi_trainer_features_forward(t, x, batch, &value));
     KDI_TRY(kd_model_backward(t->student, t->grad.data));
+    /* The regressors' steps checked before the student's moves a weight: all step, or none. */
+    KDI_TRY(kdi_trainer_features_ready(t));
     KDI_TRY(kd_optimizer_step(t->opt));
     KDI_TRY(kdi_trainer_features_step(t));
     *loss = value;

@@ -177,6 +177,9 @@ kd_status kd_trainer_get_int(const kd_trainer *t, kd_trainer_option key, int64_t
 static kd_status check_term(const kd_trainer *t, int32_t k, int minus_one)
 {
     if ((minus_one && k == -1) || (k >= 0 && k < t->nterms)) return KD_OK;
+    if (t->nterms == 0)
+        return kdi_fail(KD_ERR_ARGUMENT, "feature term %d: the trainer has no feature terms%s",
+                        (int)k, minus_one ? " (only -1, their sum, is allowed)" : "");
     return kdi_fail(KD_ERR_ARGUMENT, "feature term %d is not in %s0..%d", (int)k,
                     minus_one ? "-1 or " : "", (int)t->nterms - 1);
 }
@@ -320,6 +323,13 @@ kd_status kdi_trainer_features_forward(kd_trainer *t, const float *x, int64_t ba
     t->feature_total = total;
     t->features_ran = 1;
     *loss = (float)((double)*loss + total);
+    return KD_OK;
+}
+
+kd_status kdi_trainer_features_ready(const kd_trainer *t)
+{
+    for (int32_t k = 0; k < t->nterms; k++)
+        if (t->terms[k].ropt != NULL) KDI_TRY(kdi_optimizer_ready(t->terms[k].ropt));
     return KD_OK;
 }
 

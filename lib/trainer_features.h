@@ -18,6 +18,8 @@ kd_status kdi_trainer_mean_logits(kd_trainer *t, const float *x, const float *ca
  * feature losses, puts their gradients into the student (kd_model_feature_backward) and the
  * regressors, and adds the weighted terms to *loss. */
 kd_status kdi_trainer_features_forward(kd_trainer *t, const float *x, int64_t batch, float *loss);
+/* Whether every regressor's optimizer step would succeed (finite gradients), changing nothing. */
+kd_status kdi_trainer_features_ready(const kd_trainer *t);
 /* After the student's optimizer step: steps the regressors' optimizers. */
 kd_status kdi_trainer_features_step(kd_trainer *t);
 

@@ -184,6 +184,11 @@ START_TEST(predict_matches_hand_computation)
     ck_assert_int_eq(confusion[0], 1);
     label = 5;
     ck_assert_int_eq(kd_model_evaluate(m, x, &label, 1, 8, &correct, NULL), KD_ERR_ARGUMENT);
+    /* NaN in the second batch: refused before the first batch is counted */
+    float xs[6] = {1, 1, 1, 1, NAN, 1};
+    int32_t labels[3] = {0, 0, 0};
+    ck_assert_int_eq(kd_model_evaluate(m, xs, labels, 3, 2, &correct, confusion), KD_ERR_NUMERIC);
+    ck_assert_int_eq(confusion[0], 1);
     kd_model_destroy(m);
 }
 END_TEST
