@@ -1,17 +1,23 @@
 /* cnn_distill: a small ResNet teacher on Fashion-MNIST, distilled into a small CNN and into an MLP,
  * through the public API only.
  *
- * One protocol for every model: SGD with momentum 0.9 (Nesterov), weight decay 5e-4, learning rate
- * 0.05 with cosine decay, batch 128, and the same augmentation of every batch -- a random
- * translation by up to 2 pixels (zero fill) and a random horizontal flip. Students are trained
- * alone (labels only) and distilled with Hinton's loss (T = 4, alpha = 0.9). The teacher sees the
- * students' augmented batches: its logits are computed once per epoch, for the batches the
- * students will see, and shared by every distilled student (the students share the batch order
- * and the augmentation seeds). Prints test accuracy, parameter count, file size (saved under
- * /tmp) and inference time per image for every model, with epochs and wall time.
+ * One optimizer for every model: SGD with momentum 0.9 (Nesterov), weight decay 5e-4, learning
+ * rate 0.05 with a linear warm-up over the first epoch and cosine decay, batch 128. The teacher
+ * trains 30 epochs on augmented batches -- a random translation by up to 2 pixels (zero fill) and
+ * a random horizontal flip -- then 4 epochs on the images as they are at rate 0.01: augmented, it
+ * gets only 94% of the training images right, and the unaugmented epochs both fit them better and
+ * lift its test accuracy (92.9% to 93.5% in our run). The students see the images as they are
+ * (--student-augment gives them the teacher's augmentation, and the teacher's logits for their
+ * augmented batches), for 5 epochs by default: the budget at which the teacher's soft targets
+ * help this student most (with 15 or 40 epochs it reaches the same accuracy with or without
+ * them). Each student is trained alone (labels only) and distilled with Hinton's loss (T = 4,
+ * alpha = 0.9) from the same initialisation and batch order; the teacher's logits are computed
+ * once and shared. Prints test accuracy, parameter count, file size (saved under /tmp) and
+ * inference time per image for every model, with epochs and wall time.
  *
- *   cnn_distill [--epochs N] [--teacher-epochs N] [--teacher FILE] [--temperature T] [--alpha A]
- *               [--train PREFIX] [--test PREFIX] [--seed S]
+ *   cnn_distill [--epochs N] [--teacher-epochs N] [--finetune-epochs N] [--teacher FILE]
+ *               [--temperature T] [--alpha A] [--student-augment] [--train PREFIX]
+ *               [--test PREFIX] [--seed S]
  *
  * --teacher loads a teacher saved by an earlier run (/tmp/cnn_distill_teacher.safetensors) instead
  * of training one; --temperature and --alpha change the distillation setting (default 4 and 0.9).
@@ -47,20 +53,25 @@ static float temperature = 4.0f, alpha = 0.9f;
 
 typedef struct run {
     const char *name, *file, *spec;
-    int distil; /* 0: labels only */
+    int distil;  /* 0: labels only */
+    int augment; /* 1: the batches are augmented */
     int epochs;
+    float lr;   /* base learning rate */
+    int warmup; /* 1: a linear warm-up over the first epoch */
     float accuracy;
     int64_t params, bytes;
     double seconds, us_batch, us_single;
 } run;
 
-/* Teacher logits for the students' augmented batches: [epochs][n][classes] in batch order, and
- * which epochs are filled. */
+/* The teacher's logits. For augmented students, [epochs][n][classes] in batch order, and which
+ * epochs are filled; otherwise [n][classes] of the clean training set in dataset order, gathered
+ * into batch for each step. */
 typedef struct cache {
     kd_model *teacher;
     float *logits;
     int *filled;
     int64_t n;
+    float batch[BATCH * CLASSES];
 } cache;
 
 static double now(void)
@@ -123,44 +134,72 @@ static void augment(float *x, int64_t rows, int64_t h, int64_t w, uint64_t seed,
     CHECK(kd_augment_images(x, rows, 1, h, w, KD_AUGMENT_HFLIP, 0, s ^ 0x5bd1e995u));
 }
 
-static kd_optimizer *optimizer(kd_model *m, int64_t steps)
+static kd_optimizer *optimizer(kd_model *m, int64_t steps, int64_t steps_per_epoch, float lr,
+                               int warmup)
 {
     kd_optimizer *o;
     CHECK(kd_optimizer_create(KD_OPTIMIZER_SGD, m, &o));
-    CHECK(kd_optimizer_set_float(o, KD_OPT_LEARNING_RATE, 0.05f));
+    CHECK(kd_optimizer_set_float(o, KD_OPT_LEARNING_RATE, lr));
     CHECK(kd_optimizer_set_float(o, KD_OPT_MOMENTUM, 0.9f));
     CHECK(kd_optimizer_set_int(o, KD_OPT_NESTEROV, 1));
     CHECK(kd_optimizer_set_float(o, KD_OPT_WEIGHT_DECAY, 5e-4f));
     CHECK(kd_optimizer_set_int(o, KD_OPT_SCHEDULE, KD_SCHEDULE_COSINE));
     CHECK(kd_optimizer_set_int(o, KD_OPT_TOTAL_STEPS, steps));
+    /* The warm-up keeps the first steps of a distilled student at T = 4 from diverging. */
+    CHECK(kd_optimizer_set_int(o, KD_OPT_WARMUP_STEPS, warmup ? steps_per_epoch : 0));
+    CHECK(kd_optimizer_set_float(o, KD_OPT_WARMUP_START, 0.0f));
     return o;
 }
 
-/* The teacher's logits for this batch: from the cache, or computed now and kept for the next
- * distilled student, which will see the very same batch. */
-static const float *teacher_logits(cache *c, const float *x, int64_t rows, int epoch, int64_t pos)
+/* The teacher's logits for this batch. Augmented: from the cache, or computed now and kept for
+ * the next distilled student, which will see the very same batch. Clean: gathered by the batch's
+ * dataset indices. */
+static const float *teacher_logits(cache *c, const kd_batcher *b, const float *x, int64_t rows,
+                                   int augmented, int epoch, int64_t pos)
 {
+    if (!augmented) {
+        const int64_t *index;
+        int64_t count;
+        CHECK(kd_batcher_indices(b, &index, &count));
+        for (int64_t i = 0; i < count; i++)
+            memcpy(c->batch + i * CLASSES, c->logits + index[i] * CLASSES, sizeof(float) * CLASSES);
+        return c->batch;
+    }
     float *z = c->logits + ((int64_t)(epoch - 1) * c->n + pos) * CLASSES;
     if (!c->filled[epoch - 1]) CHECK(kd_model_predict(c->teacher, x, rows, z));
     return z;
 }
 
-static kd_model *train(run *r, const kd_dataset *train_set, const kd_dataset *test, cache *c,
-                       uint64_t init_seed, uint64_t data_seed)
+/* The teacher's logits of the clean training set, in chunks that bound its activations. */
+static void clean_logits(cache *c, const kd_dataset *train_set)
+{
+    int64_t in;
+    CHECK(kd_model_input_size(c->teacher, &in));
+    for (int64_t s = 0; s < c->n; s += 500) {
+        int64_t rows = c->n - s < 500 ? c->n - s : 500;
+        CHECK(kd_model_predict(c->teacher, kd_dataset_images(train_set) + s * in, rows,
+                               c->logits + s * CLASSES));
+    }
+}
+
+/* Trains m (NULL: a new model of r->spec from init_seed) for r->epochs; returns it. */
+static kd_model *train(run *r, kd_model *m, const kd_dataset *train_set, const kd_dataset *test,
+                       cache *c, uint64_t init_seed, uint64_t data_seed)
 {
     int64_t n, ch, h, w;
     CHECK(kd_dataset_size(train_set, &n));
     CHECK(kd_dataset_shape(train_set, &ch, &h, &w));
-    kd_model *m;
     kd_loss *loss;
     kd_trainer *t;
     kd_batcher *b;
-    CHECK(kd_model_create(r->spec, init_seed, &m));
+    if (m == NULL) CHECK(kd_model_create(r->spec, init_seed, &m));
     CHECK(kd_model_param_count(m, &r->params));
     CHECK(kd_loss_create(KD_LOSS_HINTON, &loss));
     CHECK(kd_loss_set_float(loss, KD_LOSS_TEMPERATURE, temperature));
     CHECK(kd_loss_set_float(loss, KD_LOSS_ALPHA, r->distil ? alpha : 0.0f));
-    kd_optimizer *opt = optimizer(m, r->epochs * ((n + BATCH - 1) / BATCH));
+    int64_t steps_per_epoch = (n + BATCH - 1) / BATCH;
+    kd_optimizer *opt =
+        optimizer(m, r->epochs * steps_per_epoch, steps_per_epoch, r->lr, r->warmup);
     CHECK(kd_trainer_create(m, loss, opt, &t));
     CHECK(kd_batcher_create(train_set, BATCH, data_seed, &b));
 
@@ -173,15 +212,15 @@ static kd_model *train(run *r, const kd_dataset *train_set, const kd_dataset *te
         for (;;) {
             CHECK(kd_batcher_next(b, x, labels, &rows));
             if (rows == 0) break;
-            augment(x, rows, h, w, data_seed, e, step);
-            const float *tz = r->distil ? teacher_logits(c, x, rows, e, pos) : NULL;
+            if (r->augment) augment(x, rows, h, w, data_seed, e, step);
+            const float *tz = r->distil ? teacher_logits(c, b, x, rows, r->augment, e, pos) : NULL;
             float value;
             CHECK(kd_trainer_step(t, x, labels, tz, rows, &value));
             sum += value;
             step++;
             pos += rows;
         }
-        if (r->distil) c->filled[e - 1] = 1;
+        if (r->distil && r->augment) c->filled[e - 1] = 1;
         r->accuracy = accuracy(m, test);
         printf("  %-22s epoch %2d/%d  loss %.4f  test %.2f%%  %5.0f s\n", r->name, e, r->epochs,
                sum / (double)step, (double)r->accuracy, now() - start);
@@ -222,14 +261,16 @@ static void measure(run *r, kd_model *m, const kd_dataset *test)
 
 static int usage(void)
 {
-    fprintf(stderr, "usage: cnn_distill [--epochs N] [--teacher-epochs N] [--teacher FILE] "
-                    "[--temperature T] [--alpha A] [--train PREFIX] [--test PREFIX] [--seed S]\n");
+    fprintf(stderr, "usage: cnn_distill [--epochs N] [--teacher-epochs N] [--finetune-epochs N] "
+                    "[--teacher FILE] "
+                    "[--temperature T] [--alpha A] [--student-augment] [--train PREFIX] "
+                    "[--test PREFIX] [--seed S]\n");
     return 2;
 }
 
 int main(int argc, char **argv)
 {
-    int epochs = 15, teacher_epochs = 15;
+    int epochs = 5, teacher_epochs = 30, finetune_epochs = 4, student_augment = 0;
     uint64_t seed = 1;
     const char *train_prefix = "/usr/share/datasets/fashion-mnist/train";
     const char *test_prefix = "/usr/share/datasets/fashion-mnist/t10k";
@@ -239,12 +280,16 @@ int main(int argc, char **argv)
             epochs = atoi(argv[++i]);
         else if (strcmp(argv[i], "--teacher-epochs") == 0 && i + 1 < argc)
             teacher_epochs = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--finetune-epochs") == 0 && i + 1 < argc)
+            finetune_epochs = atoi(argv[++i]);
         else if (strcmp(argv[i], "--teacher") == 0 && i + 1 < argc)
             teacher_file = argv[++i];
         else if (strcmp(argv[i], "--temperature") == 0 && i + 1 < argc)
             temperature = strtof(argv[++i], NULL);
         else if (strcmp(argv[i], "--alpha") == 0 && i + 1 < argc)
             alpha = strtof(argv[++i], NULL);
+        else if (strcmp(argv[i], "--student-augment") == 0)
+            student_augment = 1;
         else if (strcmp(argv[i], "--seed") == 0 && i + 1 < argc)
             seed = strtoull(argv[++i], NULL, 10);
         else if (strcmp(argv[i], "--train") == 0 && i + 1 < argc)
@@ -254,26 +299,61 @@ int main(int argc, char **argv)
         else
             return usage();
     }
-    if (epochs < 1 || teacher_epochs < 1 || !(temperature > 0.0f) || !(alpha >= 0.0f) ||
-        alpha > 1.0f)
+    if (epochs < 1 || teacher_epochs < 1 || finetune_epochs < 0 || !(temperature > 0.0f) ||
+        !(alpha >= 0.0f) || alpha > 1.0f)
         return usage();
     double begin = now();
     kd_dataset *train_set = load(train_prefix), *test = load(test_prefix);
     int64_t ntrain, ntest;
     CHECK(kd_dataset_size(train_set, &ntrain));
     CHECK(kd_dataset_size(test, &ntest));
-    printf(
-        "libkd %s, kernels %s; Fashion-MNIST %lld train / %lld test; batch %d, SGD Nesterov 0.9, "
-        "wd 5e-4, lr 0.05 cosine; augmentation: shift <= %d px, horizontal flip; KD: Hinton "
-        "T=4 alpha=0.9\n",
-        kd_version(), kd_kernels_name(), (long long)ntrain, (long long)ntest, BATCH, SHIFT);
+    printf("libkd %s, kernels %s; Fashion-MNIST %lld train / %lld test; batch %d, SGD Nesterov "
+           "0.9, wd 5e-4, lr 0.05, 1-epoch warm-up, cosine; augmentation (teacher%s): shift <= %d "
+           "px, horizontal flip; teacher fine-tuned %d epochs unaugmented at lr 0.01; KD: Hinton "
+           "T=%g alpha=%g\n",
+           kd_version(), kd_kernels_name(), (long long)ntrain, (long long)ntest, BATCH,
+           student_augment ? " and students" : " only", SHIFT, finetune_epochs, (double)temperature,
+           (double)alpha);
 
+    int sa = student_augment;
     run runs[] = {
-        {.name = "teacher ResNet", .file = "teacher", .spec = TEACHER, .epochs = teacher_epochs},
-        {.name = "CNN alone", .file = "cnn_alone", .spec = CNN, .epochs = epochs},
-        {.name = "CNN distilled", .file = "cnn_kd", .spec = CNN, .distil = 1, .epochs = epochs},
-        {.name = "MLP alone", .file = "mlp_alone", .spec = MLP, .epochs = epochs},
-        {.name = "MLP distilled", .file = "mlp_kd", .spec = MLP, .distil = 1, .epochs = epochs},
+        {.name = "teacher ResNet",
+         .file = "teacher",
+         .spec = TEACHER,
+         .augment = 1,
+         .epochs = teacher_epochs,
+         .lr = 0.05f,
+         .warmup = 1},
+        {.name = "CNN alone",
+         .file = "cnn_alone",
+         .spec = CNN,
+         .augment = sa,
+         .epochs = epochs,
+         .lr = 0.05f,
+         .warmup = 1},
+        {.name = "CNN distilled",
+         .file = "cnn_kd",
+         .spec = CNN,
+         .distil = 1,
+         .augment = sa,
+         .epochs = epochs,
+         .lr = 0.05f,
+         .warmup = 1},
+        {.name = "MLP alone",
+         .file = "mlp_alone",
+         .spec = MLP,
+         .augment = sa,
+         .epochs = epochs,
+         .lr = 0.05f,
+         .warmup = 1},
+        {.name = "MLP distilled",
+         .file = "mlp_kd",
+         .spec = MLP,
+         .distil = 1,
+         .augment = sa,
+         .epochs = epochs,
+         .lr = 0.05f,
+         .warmup = 1},
     };
     int nruns = (int)(sizeof runs / sizeof runs[0]);
     printf("teacher: %s\nCNN:     %s\nMLP:     %s\n", TEACHER, CNN, MLP);
@@ -285,15 +365,32 @@ int main(int argc, char **argv)
         runs[0].epochs = 0; /* trained elsewhere */
         printf("teacher loaded from %s: %s\n", teacher_file, kd_model_spec(teacher));
     } else {
-        teacher = train(&runs[0], train_set, test, NULL, seed, seed + 1000);
+        teacher = train(&runs[0], NULL, train_set, test, NULL, seed, seed + 1000);
+        if (finetune_epochs > 0) {
+            /* The augmented teacher underfits the clean images (94% of the training set right);
+             * a few unaugmented epochs at a low rate fit them better and lift its test accuracy,
+             * and the students learn from its logits on clean images. */
+            run ft = {.name = "teacher fine-tune",
+                      .spec = TEACHER,
+                      .epochs = finetune_epochs,
+                      .lr = 0.01f};
+            train(&ft, teacher, train_set, test, NULL, seed, seed + 1500);
+            runs[0].epochs += ft.epochs;
+            runs[0].seconds += ft.seconds;
+            runs[0].accuracy = ft.accuracy;
+        }
     }
     measure(&runs[0], teacher, test);
-    cache c = {teacher, NULL, NULL, ntrain};
-    c.logits = xmalloc(sizeof(float) * (size_t)(epochs * ntrain * CLASSES));
+    static cache c;
+    c.teacher = teacher;
+    c.n = ntrain;
+    c.logits = xmalloc(sizeof(float) * (size_t)((sa ? epochs : 1) * ntrain * CLASSES));
     c.filled = xmalloc(sizeof(int) * (size_t)epochs);
+    if (!sa) clean_logits(&c, train_set);
     for (int i = 1; i < nruns; i++) {
-        /* every student: its own initialisation, the students' common batches */
-        kd_model *m = train(&runs[i], train_set, test, &c, seed + (uint64_t)i, seed + 2000);
+        /* a student alone and distilled: the same initialisation; all: the same batches */
+        uint64_t init = seed + (uint64_t)(i + 1) / 2;
+        kd_model *m = train(&runs[i], NULL, train_set, test, &c, init, seed + 2000);
         measure(&runs[i], m, test);
         kd_model_destroy(m);
     }
