@@ -10,7 +10,7 @@
  *              rounding of -x^2/2 inside exp costs up to 1e-6 at |x| = 6), its backward also
  *              atol 5e-7, as it crosses zero near x = -0.75;
  *   softmax    rtol 1e-6, atol 1e-30 (denormals); log-softmax rtol 1e-6, atol 3e-7;
- *   sums       sum_sq and dot in double: 1e-12 of the sum of |x_i y_i| (only the order differs);
+ *   sums       sum, sum_sq and dot in double: 1e-12 of the sum of |x_i y_i| (only the order differs);
  *   optimizer  rtol 1e-5, atol 1e-6 after 5 steps;
  *   GEMM       1e-5 of alpha sum |a_ip b_pj| + |beta c_ij| for each entry. */
 #include <math.h>
@@ -228,11 +228,16 @@ START_TEST(sums)
             double want = kdi_kernels_ref.dot(x, y, n), got = k->dot(x, y, n);
             ck_assert_msg(fabs(got - want) <= 1e-12 * mag, "%s dot n=%lld: %.17g, ref %.17g",
                           k->name, (long long)n, got, want);
+            double mag_x = 0;
+            for (int64_t i = 0; i < n; i++) mag_x += fabs((double)x[i]);
+            want = kdi_kernels_ref.sum(x, n), got = k->sum(x, n);
+            ck_assert_msg(fabs(got - want) <= 1e-12 * mag_x, "%s sum n=%lld: %.17g, ref %.17g",
+                          k->name, (long long)n, got, want);
             want = kdi_kernels_ref.sum_sq(x, n), got = k->sum_sq(x, n);
             ck_assert_msg(fabs(got - want) <= 1e-12 * mag_sq, "%s sum_sq n=%lld: %.17g, ref %.17g",
                           k->name, (long long)n, got, want);
         }
-        ck_assert(k->dot(x, y, 0) == 0.0 && k->sum_sq(x, 0) == 0.0);
+        ck_assert(k->dot(x, y, 0) == 0.0 && k->sum_sq(x, 0) == 0.0 && k->sum(x, 0) == 0.0);
     }
     unbuf(x), unbuf(y);
 }
@@ -484,10 +489,10 @@ END_TEST
 #define EACH_KERNEL(X)                                                                             \
     X(gemm)                                                                                        \
     X(bias_add)                                                                                    \
-    X(bias_grad) X(relu_fwd) X(relu_bwd) X(leaky_relu_fwd) X(leaky_relu_bwd) X(gelu_fwd)           \
-        X(gelu_bwd) X(tanh_fwd) X(tanh_bwd) X(sigmoid_fwd) X(sigmoid_bwd) X(softmax_rows)          \
-            X(log_softmax_rows) X(axpy) X(scale) X(mul) X(sum_sq) X(dot) X(sgd_update)             \
-                X(adam_update)
+    X(bias_grad)                                                                                   \
+    X(relu_fwd) X(relu_bwd) X(leaky_relu_fwd) X(leaky_relu_bwd) X(gelu_fwd) X(gelu_bwd)            \
+        X(tanh_fwd) X(tanh_bwd) X(sigmoid_fwd) X(sigmoid_bwd) X(softmax_rows) X(log_softmax_rows)  \
+            X(axpy) X(scale) X(mul) X(sum) X(sum_sq) X(dot) X(sgd_update) X(adam_update)
 
 START_TEST(tables_complete)
 {

@@ -375,6 +375,26 @@ static double dot(const float *x, const float *y, int64_t n)
     return hsum_pd(_mm256_add_pd(_mm256_add_pd(acc[0], acc[1]), _mm256_add_pd(acc[2], acc[3])));
 }
 
+static double sum(const float *x, int64_t n)
+{
+    __m256d acc[4] = {_mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_pd(),
+                      _mm256_setzero_pd()};
+    int64_t i = 0;
+    for (; i + 2 * W <= n; i += 2 * W) {
+        __m256 a = _mm256_loadu_ps(x + i), b = _mm256_loadu_ps(x + i + W);
+        acc[0] = _mm256_add_pd(acc[0], lo_pd(a));
+        acc[1] = _mm256_add_pd(acc[1], hi_pd(a));
+        acc[2] = _mm256_add_pd(acc[2], lo_pd(b));
+        acc[3] = _mm256_add_pd(acc[3], hi_pd(b));
+    }
+    for (; i < n; i += W) {
+        __m256 a = ld(x + i, n - i);
+        acc[0] = _mm256_add_pd(acc[0], lo_pd(a));
+        acc[1] = _mm256_add_pd(acc[1], hi_pd(a));
+    }
+    return hsum_pd(_mm256_add_pd(_mm256_add_pd(acc[0], acc[1]), _mm256_add_pd(acc[2], acc[3])));
+}
+
 static double sum_sq(const float *x, int64_t n) { return dot(x, x, n); }
 
 /* ---------------------------------------------------------------- optimizer updates */
@@ -438,6 +458,7 @@ const kdi_kernels kdi_kernels_avx2 = {
     .axpy = axpy,
     .scale = scale,
     .mul = mul,
+    .sum = sum,
     .sum_sq = sum_sq,
     .dot = dot,
     .sgd_update = sgd_update,

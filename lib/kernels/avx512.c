@@ -338,6 +338,27 @@ static double dot(const float *x, const float *y, int64_t n)
         _mm512_add_pd(_mm512_add_pd(acc[0], acc[1]), _mm512_add_pd(acc[2], acc[3])));
 }
 
+static double sum(const float *x, int64_t n)
+{
+    __m512d acc[4] = {_mm512_setzero_pd(), _mm512_setzero_pd(), _mm512_setzero_pd(),
+                      _mm512_setzero_pd()};
+    int64_t i = 0;
+    for (; i + 2 * W <= n; i += 2 * W) {
+        __m512 a = _mm512_loadu_ps(x + i), b = _mm512_loadu_ps(x + i + W);
+        acc[0] = _mm512_add_pd(acc[0], _mm512_cvtps_pd(_mm512_castps512_ps256(a)));
+        acc[1] = _mm512_add_pd(acc[1], _mm512_cvtps_pd(_mm512_extractf32x8_ps(a, 1)));
+        acc[2] = _mm512_add_pd(acc[2], _mm512_cvtps_pd(_mm512_castps512_ps256(b)));
+        acc[3] = _mm512_add_pd(acc[3], _mm512_cvtps_pd(_mm512_extractf32x8_ps(b, 1)));
+    }
+    for (; i < n; i += W) {
+        __m512 a = ld(x + i, n - i);
+        acc[0] = _mm512_add_pd(acc[0], _mm512_cvtps_pd(_mm512_castps512_ps256(a)));
+        acc[1] = _mm512_add_pd(acc[1], _mm512_cvtps_pd(_mm512_extractf32x8_ps(a, 1)));
+    }
+    return _mm512_reduce_add_pd(
+        _mm512_add_pd(_mm512_add_pd(acc[0], acc[1]), _mm512_add_pd(acc[2], acc[3])));
+}
+
 static double sum_sq(const float *x, int64_t n) { return dot(x, x, n); }
 
 /* ---------------------------------------------------------------- optimizer updates */
@@ -401,6 +422,7 @@ const kdi_kernels kdi_kernels_avx512 = {
     .axpy = axpy,
     .scale = scale,
     .mul = mul,
+    .sum = sum,
     .sum_sq = sum_sq,
     .dot = dot,
     .sgd_update = sgd_update,

@@ -41,7 +41,8 @@ typedef struct kdi_kernels {
     void (*axpy)(float *y, float a, const float *x, int64_t n);
     void (*scale)(float *x, float a, int64_t n);
     void (*mul)(float *y, const float *x, const float *mask, float scale, int64_t n);
-    /* sum of x^2 and of x*y, accumulated in double. */
+    /* sum of x, of x^2 and of x*y, accumulated in double. */
+    double (*sum)(const float *x, int64_t n);
     double (*sum_sq)(const float *x, int64_t n);
     double (*dot)(const float *x, const float *y, int64_t n);
 

@@ -181,6 +181,13 @@ static void mul(float *y, const float *x, const float *mask, float s, int64_t n)
     for (int64_t i = 0; i < n; i++) y[i] = x[i] * mask[i] * s;
 }
 
+static double sum(const float *x, int64_t n)
+{
+    double s = 0.0;
+    for (int64_t i = 0; i < n; i++) s += x[i];
+    return s;
+}
+
 static double sum_sq(const float *x, int64_t n)
 {
     double s = 0.0;
@@ -247,6 +254,7 @@ const kdi_kernels kdi_kernels_ref = {
     .axpy = axpy,
     .scale = scale,
     .mul = mul,
+    .sum = sum,
     .sum_sq = sum_sq,
     .dot = dot,
     .sgd_update = sgd_update,

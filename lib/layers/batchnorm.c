@@ -15,7 +15,6 @@ typedef struct bn {
     float eps, momentum;
     kdi_buf xhat;   /* normalised input of the last training forward */
     float *inv_std; /* per channel, of the last training forward */
-    float *ones;    /* h * w ones: sums as dot products, in the kernels' SIMD double */
 } bn;
 
 static kd_status bn_reserve(kdi_layer *l, int64_t batch)
@@ -26,14 +25,14 @@ static kd_status bn_reserve(kdi_layer *l, int64_t batch)
 
 /* Mean and biased variance of channel c. Products of floats are exact in double, so E[x^2] - m^2
  * loses only what the double sums round off, unless |mean| is ~1e6 times the deviation. */
-static void channel_stats(const bn *b, const float *x, int64_t batch, int64_t c, int64_t ch,
-                          int64_t hw, double *mean, double *var)
+static void channel_stats(const float *x, int64_t batch, int64_t c, int64_t ch, int64_t hw,
+                          double *mean, double *var)
 {
     const kdi_kernels *k = kdi_kernels_get();
     double s = 0.0, ss = 0.0;
     for (int64_t n = 0; n < batch; n++) {
         const float *p = x + (n * ch + c) * hw;
-        s += k->dot(p, b->ones, hw);
+        s += k->sum(p, hw);
         ss += k->sum_sq(p, hw);
     }
     double count = (double)(batch * hw), m = s / count, v = ss / count - m * m;
@@ -59,7 +58,7 @@ static kd_status bn_forward(kdi_layer *l, const float *x, float *y, int64_t batc
     for (int64_t c = 0; c < ch; c++) {
         double mean = rmean[c], var = rvar[c];
         if (train) {
-            channel_stats(b, x, batch, c, ch, hw, &mean, &var);
+            channel_stats(x, batch, c, ch, hw, &mean, &var);
             rmean[c] = (1.0f - b->momentum) * rmean[c] + b->momentum * (float)mean;
             rvar[c] = (1.0f - b->momentum) * rvar[c] +
                       b->momentum * (float)(var * (double)count / (double)(count - 1));
@@ -95,7 +94,7 @@ static kd_status bn_backward(kdi_layer *l, const float *x, const float *y, const
         double sdy = 0.0, sdyx = 0.0;
         for (int64_t n = 0; n < batch; n++) {
             const float *g = dy + (n * ch + c) * hw, *h = b->xhat.data + (n * ch + c) * hw;
-            sdy += kn->dot(g, b->ones, hw);
+            sdy += kn->sum(g, hw);
             sdyx += kn->dot(g, h, hw);
         }
         l->params[0].grad[c] += (float)sdyx;
@@ -118,7 +117,6 @@ static void bn_destroy(kdi_layer *l)
     if (b == NULL) return;
     kdi_buf_free(&b->xhat);
     free(b->inv_std);
-    free(b->ones);
     free(b);
 }
 
@@ -143,10 +141,7 @@ kd_status kdi_bn_create(const kdi_args *a, kdi_shape in, uint64_t seed, kdi_laye
     l->in = l->out = in;
     int64_t dims[1] = {in.c};
     b->inv_std = calloc((size_t)in.c, sizeof(float));
-    b->ones = malloc(sizeof(float) * (size_t)(in.h * in.w));
-    if (b->inv_std == NULL || b->ones == NULL)
-        return kdi_fail(KD_ERR_NOMEM, "cannot allocate a bn layer");
-    for (int64_t i = 0; i < in.h * in.w; i++) b->ones[i] = 1.0f;
+    if (b->inv_std == NULL) return kdi_fail(KD_ERR_NOMEM, "cannot allocate a bn layer");
     KDI_TRY(kdi_layer_add_param(l, "weight", 1, 1, dims));
     KDI_TRY(kdi_layer_add_param(l, "bias", 1, 1, dims));
     KDI_TRY(kdi_layer_add_param(l, "running_mean", 0, 1, dims));

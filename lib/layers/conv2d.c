@@ -27,7 +27,6 @@ typedef struct conv {
     int bias;
     kdi_buf cols; /* a chunk of images of one group side by side: [cin/g * k * k, n * oh * ow] */
     kdi_buf out;  /* the GEMM's [out/g, n * oh * ow]: outputs (forward) or dY gathered (backward) */
-    float *ones;  /* depthwise with bias: oh * (w + 2 pad) ones, for sums through the dot kernel */
 } conv;
 
 /* The outputs ox in [*lo, *hi) whose input column ox * s - p + j lies inside [0, w). */
@@ -152,7 +151,7 @@ static void dw_backward_wide(const kdi_layer *l, const float *x, const float *dy
         memset(dyw, 0, sizeof(float) * (size_t)len);
         for (int64_t oy = 0; oy < oh; oy++)
             memcpy(dyw + oy * wp, dyc + oy * ow, sizeof(float) * (size_t)ow);
-        if (cv->bias) l->params[1].grad[c] += (float)kn->dot(dyw, cv->ones, len);
+        if (cv->bias) l->params[1].grad[c] += (float)kn->sum(dyc, oh * ow);
         pad_plane(x + nc * h * w, h, w, p, xp);
         for (int64_t i = 0; i < k; i++)
             for (int64_t j = 0; j < k; j++)
@@ -207,6 +206,7 @@ static void dw_backward(const kdi_layer *l, const float *x, const float *dy, flo
     const conv *cv = l->priv;
     int64_t k = cv->k, s = cv->stride, p = cv->pad, ch = l->in.c, h = l->in.h, w = l->in.w;
     int64_t oh = l->out.h, ow = l->out.w;
+    const kdi_kernels *kn = kdi_kernels_get();
     float *acc = cv->out.data;
     if (dx != NULL) memset(dx, 0, sizeof(float) * (size_t)(batch * ch * h * w));
     for (int64_t nc = 0; nc < batch * ch; nc++) {
@@ -214,11 +214,7 @@ static void dw_backward(const kdi_layer *l, const float *x, const float *dy, flo
         const float *xc = x + nc * h * w, *wc = l->params[0].value + c * k * k;
         const float *dyc = dy + nc * oh * ow;
         float *dxc = dx != NULL ? dx + nc * h * w : NULL, *gc = l->params[0].grad + c * k * k;
-        if (cv->bias) {
-            double sb = 0.0;
-            for (int64_t q = 0; q < oh * ow; q++) sb += dyc[q];
-            l->params[1].grad[c] += (float)sb;
-        }
+        if (cv->bias) l->params[1].grad[c] += (float)kn->sum(dyc, oh * ow);
         for (int64_t i = 0; i < k; i++) {
             int64_t oy0, oy1;
             valid_range(i, s, p, h, oh, &oy0, &oy1); /* rows, as columns */
@@ -241,9 +237,7 @@ static void dw_backward(const kdi_layer *l, const float *x, const float *dy, flo
                     else
                         for (int64_t ox = lo; ox < hi; ox++) dxr[ox * s] += wv * gr[ox];
                 }
-                double sum = 0.0;
-                for (int64_t ox = lo; ox < hi; ox++) sum += acc[ox];
-                gc[i * k + j] += (float)sum;
+                gc[i * k + j] += (float)kn->sum(acc + lo, hi - lo);
             }
         }
     }
@@ -384,7 +378,6 @@ static void conv_destroy(kdi_layer *l)
     if (cv == NULL) return;
     kdi_buf_free(&cv->cols);
     kdi_buf_free(&cv->out);
-    free(cv->ones);
     free(cv);
 }
 
@@ -454,12 +447,6 @@ kd_status kdi_conv_create(const kdi_args *a, kdi_shape in, uint64_t seed, kdi_la
     if (cv->bias) {
         KDI_TRY(kdi_layer_add_param(l, "bias", 1, 1, bdims));
         kdi_init_uniform(l->params[1].value, out, fan_in, kdi_rng_derive(seed, 1));
-    }
-    if (depthwise(l) && cv->stride == 1 && cv->bias) {
-        int64_t n = l->out.h * (in.w + 2 * cv->pad);
-        if ((cv->ones = malloc(sizeof(float) * (size_t)n)) == NULL)
-            return kdi_fail(KD_ERR_NOMEM, "cannot allocate a conv layer");
-        for (int64_t i = 0; i < n; i++) cv->ones[i] = 1.0f;
     }
     return conv_spec(l, out);
 }
