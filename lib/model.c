@@ -225,6 +225,7 @@ kd_status kd_model_backward(kd_model *m, const float *grad_logits)
         return kdi_fail(KD_ERR_STATE, "kd_model_backward needs a kd_model_forward first");
     if (!kdi_all_finite(grad_logits, m->seq.batch * kdi_shape_size(m->seq.out)))
         return kdi_fail(KD_ERR_NUMERIC, "grad_logits holds NaN or infinity");
+    m->grads_dirty = 1;
     return kdi_seq_backward(&m->seq, grad_logits, NULL);
 }
 
@@ -262,10 +263,12 @@ kd_status kd_model_feature_backward(kd_model *m, int32_t layer, const float *gra
 kd_status kd_model_zero_grad(kd_model *m)
 {
     KDI_CHECK_NULL(m);
+    if (!m->grads_dirty) return KD_OK;
     for (int32_t i = 0; i < m->params.n; i++) {
         kdi_param *p = m->params.items[i].p;
         if (p->grad != NULL) memset(p->grad, 0, (size_t)p->count * sizeof *p->grad);
     }
+    m->grads_dirty = 0;
     return KD_OK;
 }
 

@@ -474,6 +474,7 @@ kd_status kd_optimizer_step(kd_optimizer *o)
         o->ops->update(o, p, &o->state[i * ns], lr);
         memset(p->grad, 0, (size_t)p->count * sizeof *p->grad);
     }
+    o->model->grads_dirty = 0;
     o->step++;
     return KD_OK;
 }
