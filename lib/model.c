@@ -176,19 +176,25 @@ kd_status kd_model_layer_info(const kd_model *m, int32_t i, const char **kind, i
 }
 
 /* Checks a batch of inputs: pointers, batch range and finiteness. */
-static kd_status check_batch(const kd_model *m, const float *x, int64_t batch, const float *logits)
+static kd_status check_size(const kd_model *m, int64_t batch)
 {
-    KDI_CHECK_NULL(m);
-    KDI_CHECK_NULL(x);
-    KDI_CHECK_NULL(logits);
-    int64_t in = kdi_shape_size(m->seq.in), widest = in, total;
+    int64_t widest = kdi_shape_size(m->seq.in), total;
     for (int32_t i = 0; i < m->seq.n; i++)
         if (kdi_shape_size(m->seq.layers[i].out) > widest)
             widest = kdi_shape_size(m->seq.layers[i].out);
     if (batch < 1 || !kdi_mul_ok(batch, widest, &total) || total > (1LL << 40))
         return kdi_fail(KD_ERR_ARGUMENT, "batch %lld is not a usable size (1 or more)",
                         (long long)batch);
-    if (!kdi_all_finite(x, batch * in))
+    return KD_OK;
+}
+
+static kd_status check_batch(const kd_model *m, const float *x, int64_t batch, const float *logits)
+{
+    KDI_CHECK_NULL(m);
+    KDI_CHECK_NULL(x);
+    KDI_CHECK_NULL(logits);
+    KDI_TRY(check_size(m, batch));
+    if (!kdi_all_finite(x, batch * kdi_shape_size(m->seq.in)))
         return kdi_fail(KD_ERR_NUMERIC, "the input holds NaN or infinity");
     return KD_OK;
 }
@@ -285,14 +291,19 @@ kd_status kd_model_evaluate(kd_model *m, const float *x, const int32_t *labels, 
         if (labels[i] < 0 || labels[i] >= classes)
             return kdi_fail(KD_ERR_ARGUMENT, "label %d of example %lld is not in 0..%lld",
                             (int)labels[i], (long long)i, (long long)classes - 1);
-    /* Checked whole first, so no batch fails after confusion has counted earlier ones. */
-    if (!kdi_all_finite(x, n * in)) return kdi_fail(KD_ERR_NUMERIC, "x holds NaN or infinity");
+    /* Checked whole first, so no batch fails after confusion has counted earlier ones (and the
+     * batches need no check of their own). */
     if (batch > n) batch = n;
+    KDI_TRY(check_size(m, batch));
+    int64_t values;
+    if (!kdi_mul_ok(n, in, &values))
+        return kdi_fail(KD_ERR_ARGUMENT, "n %lld is not a usable size", (long long)n);
+    if (!kdi_all_finite(x, values)) return kdi_fail(KD_ERR_NUMERIC, "x holds NaN or infinity");
     KDI_TRY(kdi_buf_reserve(&m->eval, batch * classes));
     int64_t hits = 0;
     for (int64_t start = 0; start < n; start += batch) {
         int64_t rows = n - start < batch ? n - start : batch;
-        KDI_TRY(kd_model_predict(m, x + start * in, rows, m->eval.data));
+        KDI_TRY(run(m, x + start * in, rows, m->eval.data, 0));
         for (int64_t r = 0; r < rows; r++) {
             const float *z = m->eval.data + r * classes;
             int64_t best = 0;
