@@ -101,8 +101,6 @@ static int depthwise(const kdi_layer *l)
     return cv->groups == l->in.c && cv->groups == l->out.c;
 }
 
-static int64_t cv_stride(const kdi_layer *l) { return ((const conv *)l->priv)->stride; }
-
 /* Stride 1 runs on the padded plane, hp x wp, with outputs laid out on rows of wp too ("wide":
  * columns past ow are scratch). Tap (i, j) then reads the padded plane at offset i * wp + j for
  * every output at once, so each tap is one long axpy or dot through the SIMD kernels instead of
@@ -168,7 +166,7 @@ static void dw_backward_wide(const kdi_layer *l, const float *x, const float *dy
 
 /* y[n][c] = bias[c] + sum over taps (i, j) of w[c][i][j] x[n][c][oy*s - p + i][ox*s - p + j]: tap
  * by tap, a scaled input row segment is added to each output row, a loop the compiler vectorises. */
-static void dw_forward(const kdi_layer *l, const float *x, float *y, int64_t batch)
+static void dw_forward_strided(const kdi_layer *l, const float *x, float *y, int64_t batch)
 {
     const conv *cv = l->priv;
     int64_t k = cv->k, s = cv->stride, p = cv->pad, ch = l->in.c, h = l->in.h, w = l->in.w;
@@ -200,8 +198,8 @@ static void dw_forward(const kdi_layer *l, const float *x, float *y, int64_t bat
 
 /* Per tap: dW[c][i][j] += sum of dy * the inputs it multiplied, gathered into one row of products
  * (acc, ow floats) and summed once a plane; dx gets dy scaled by the tap's weight. */
-static void dw_backward(const kdi_layer *l, const float *x, const float *dy, float *dx,
-                        int64_t batch)
+static void dw_backward_strided(const kdi_layer *l, const float *x, const float *dy, float *dx,
+                                int64_t batch)
 {
     const conv *cv = l->priv;
     int64_t k = cv->k, s = cv->stride, p = cv->pad, ch = l->in.c, h = l->in.h, w = l->in.w;
@@ -243,6 +241,23 @@ static void dw_backward(const kdi_layer *l, const float *x, const float *dy, flo
     }
 }
 
+static void dw_forward(const kdi_layer *l, const float *x, float *y, int64_t batch)
+{
+    if (((const conv *)l->priv)->stride == 1)
+        dw_forward_wide(l, x, y, batch);
+    else
+        dw_forward_strided(l, x, y, batch);
+}
+
+static void dw_backward(const kdi_layer *l, const float *x, const float *dy, float *dx,
+                        int64_t batch)
+{
+    if (((const conv *)l->priv)->stride == 1)
+        dw_backward_wide(l, x, dy, dx, batch);
+    else
+        dw_backward_strided(l, x, dy, dx, batch);
+}
+
 /* ---------------------------------------------------------------- im2col + GEMM */
 
 /* Images per GEMM: enough columns to keep BLAS efficient, few enough to bound the workspace. */
@@ -260,7 +275,8 @@ static kd_status conv_reserve(kdi_layer *l, int64_t batch)
 {
     conv *cv = l->priv;
     if (depthwise(l)) {
-        if (cv->stride != 1) return kdi_buf_reserve(&cv->out, l->out.w); /* dw_backward's acc */
+        if (cv->stride != 1)
+            return kdi_buf_reserve(&cv->out, l->out.w); /* dw_backward_strided's acc */
         int64_t wp = l->in.w + 2 * cv->pad;
         KDI_TRY(kdi_buf_reserve(&cv->cols, 2 * (l->in.h + 2 * cv->pad) * wp)); /* xp, dxp */
         return kdi_buf_reserve(&cv->out, l->out.h * wp);                       /* wide rows */
@@ -300,10 +316,7 @@ static kd_status conv_forward(kdi_layer *l, const float *x, float *y, int64_t ba
 {
     (void)train;
     if (depthwise(l)) {
-        if (cv_stride(l) == 1)
-            dw_forward_wide(l, x, y, batch);
-        else
-            dw_forward(l, x, y, batch);
+        dw_forward(l, x, y, batch);
         return KD_OK;
     }
     conv *cv = l->priv;
@@ -334,10 +347,7 @@ static kd_status conv_backward(kdi_layer *l, const float *x, const float *y, con
 {
     (void)y;
     if (depthwise(l)) {
-        if (cv_stride(l) == 1)
-            dw_backward_wide(l, x, dy, dx, batch);
-        else
-            dw_backward(l, x, dy, dx, batch);
+        dw_backward(l, x, dy, dx, batch);
         return KD_OK;
     }
     conv *cv = l->priv;
