@@ -1,7 +1,7 @@
 /* bench_kernels: speed of the kernel tables.
  *
  * GEMM: GFLOP/s of every supported table's gemm on the shapes of a 784-1200-1200-10 MLP at batch
- * 128, as lib/layers/dense.c calls them: forward y = x W^T, weight gradient dW += dy^T x, input
+ * 128, as lib/nn/layers/dense.c calls them: forward y = x W^T, weight gradient dW += dy^T x, input
  * gradient dx = dy W. Elementwise, row and optimizer kernels: GB/s (bytes read + written) per
  * table and the speed-up over "ref", on sizes a training step sees (an activation of 128 x 1200,
  * logits of 128 x 10 and 128 x 1000, the 940800 weights of a 784 x 1200 layer). It prints the

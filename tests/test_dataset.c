@@ -4,7 +4,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "rng.h"
+#include "core/rng.h"
 #include "testutil.h"
 
 #define TRAIN_IMAGES KDT_DATA "/fmnist-train-2000-images-idx3-ubyte.gz"

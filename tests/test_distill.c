@@ -5,7 +5,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "model.h"
+#include "nn/model.h"
 #include "testutil.h"
 
 #define DATA(f) KDT_DATA "/fmnist-" f

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "losses/losses.h"
+#include "distill/losses/losses.h"
 #include "testutil.h"
 
 static kd_feature_loss *make(kd_feature_loss_kind kind)

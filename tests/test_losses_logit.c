@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "loss.h"
+#include "distill/loss.h"
 #include "testutil.h"
 
 #define B 6

@@ -5,8 +5,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "model.h"
-#include "sequence.h"
+#include "nn/model.h"
+#include "nn/sequence.h"
 #include "testutil.h"
 
 /* ---------------------------------------------------------------- gradient checks */

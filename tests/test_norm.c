@@ -7,8 +7,8 @@
 #include <unistd.h>
 
 #include "io/safetensors.h"
-#include "model.h"
-#include "sequence.h"
+#include "nn/model.h"
+#include "nn/sequence.h"
 #include "testutil.h"
 
 static const char *tmp_path(const char *name)

@@ -3,7 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "optim.h"
+#include "optim/optim.h"
 #include "testutil.h"
 
 static kd_model *small_model(void)

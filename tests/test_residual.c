@@ -6,8 +6,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "model.h"
-#include "sequence.h"
+#include "nn/model.h"
+#include "nn/sequence.h"
 #include "testutil.h"
 
 static const char *tmp_path(const char *name)

@@ -5,9 +5,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "model.h"
+#include "distill/trainer.h"
+#include "nn/model.h"
 #include "testutil.h"
-#include "trainer.h"
 
 #define B 16
 #define IN 8

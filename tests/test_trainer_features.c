@@ -7,10 +7,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "losses/losses.h"
-#include "model.h"
+#include "distill/losses/losses.h"
+#include "distill/trainer.h"
+#include "nn/model.h"
 #include "testutil.h"
-#include "trainer.h"
 
 #define B 8
 #define IN 6

@@ -4,7 +4,7 @@
  * at most 100,000,000 bytes of UTF-8 JSON, no duplicate keys, and data offsets that tile the data
  * section exactly -- no overlap, no gap, nothing after the last tensor -- whatever the order of
  * the entries in the JSON. */
-#include "safetensors.h"
+#include "io/safetensors.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -14,8 +14,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "error.h"
-#include "tensor.h"
+#include "core/error.h"
+#include "core/tensor.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "safetensors data is little-endian; this build assumes a little-endian host"

@@ -7,7 +7,7 @@
 #include <limits.h>
 #include <math.h>
 
-#include "kernels.h"
+#include "kernels/kernels.h"
 
 #define W 8
 

@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "kd.h"
-#include "kernels.h"
+#include "kernels/kernels.h"
 
 static const kdi_kernels *chosen = &kdi_kernels_ref;
 static pthread_once_t once = PTHREAD_ONCE_INIT;

@@ -3,7 +3,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "kernels.h"
+#include "kernels/kernels.h"
 
 /* Row-major C = alpha op(A) op(B) + beta C, accumulated in double: slow, but the oracle. With B
  * untransposed the loop runs i-k-j over a block of C's row held in double, so B is read along its

@@ -4,8 +4,8 @@
  * kd_version.h):
  *
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined -D_POSIX_C_SOURCE=200809L \
- *         -Iinclude -IBUILD/include -Ilib tests/fuzz/fuzz_idx.c lib/io/idx.c lib/dataset.c \
- *         lib/rng.c lib/error.c lib/tensor.c -lz -lm -o fuzz_idx
+ *         -Iinclude -IBUILD/include -Ilib tests/fuzz/fuzz_idx.c lib/data/idx.c lib/data/dataset.c \
+ *         lib/core/rng.c lib/core/error.c lib/core/tensor.c -lz -lm -o fuzz_idx
  *   mkdir -p corpus && cp tests/data/fmnist-test-500-labels-idx1-ubyte.gz corpus/
  *   ./fuzz_idx -max_total_time=60 corpus
  *
@@ -18,7 +18,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "io/idx.h"
+#include "data/idx.h"
 
 static const char *scratch(void)
 {

@@ -4,8 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "rng.h"
-#include "sequence.h"
+#include "core/rng.h"
+#include "nn/sequence.h"
 
 int kdt_run(Suite *s)
 {

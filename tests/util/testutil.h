@@ -5,8 +5,8 @@
 #include <check.h>
 #include <stdint.h>
 
+#include "core/tensor.h"
 #include "kd.h"
-#include "tensor.h"
 
 /* Runs a suite and returns the process exit code (0 when every test passed). */
 int kdt_run(Suite *s);

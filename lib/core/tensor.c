@@ -1,0 +1,57 @@
+#include "core/tensor.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/error.h"
+
+#define KDI_ALIGN 64
+
+int kdi_mul_ok(int64_t n, int64_t m, int64_t *out)
+{
+    if (n < 0 || m < 0) return 0;
+    if (n != 0 && m > INT64_MAX / n) return 0;
+    *out = n * m;
+    return 1;
+}
+
+float *kdi_alloc_floats(int64_t n)
+{
+    int64_t bytes;
+    if (n < 0 || !kdi_mul_ok(n, (int64_t)sizeof(float), &bytes)) return NULL;
+    if (bytes == 0) bytes = KDI_ALIGN;
+    bytes = (bytes + KDI_ALIGN - 1) / KDI_ALIGN * KDI_ALIGN;
+    if ((uint64_t)bytes > SIZE_MAX) return NULL;
+    float *p = aligned_alloc(KDI_ALIGN, (size_t)bytes);
+    if (p != NULL) memset(p, 0, (size_t)bytes);
+    return p;
+}
+
+void kdi_free(void *p) { free(p); }
+
+kd_status kdi_buf_reserve(kdi_buf *b, int64_t n)
+{
+    if (n <= b->capacity) return KD_OK;
+    float *p = kdi_alloc_floats(n);
+    if (p == NULL) return kdi_fail(KD_ERR_NOMEM, "cannot allocate %lld floats", (long long)n);
+    free(b->data);
+    b->data = p;
+    b->capacity = n;
+    return KD_OK;
+}
+
+void kdi_buf_free(kdi_buf *b)
+{
+    free(b->data);
+    b->data = NULL;
+    b->capacity = 0;
+}
+
+int kdi_all_finite(const float *x, int64_t n)
+{
+    /* Summing x - x is 0 for finite values and NaN otherwise; one pass the compiler vectorises. */
+    float acc = 0.0f;
+    for (int64_t i = 0; i < n; i++) acc += x[i] - x[i];
+    return acc == 0.0f;
+}

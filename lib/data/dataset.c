@@ -1,0 +1,173 @@
+/* Datasets of images and labels in memory, and seeded mini-batches over them. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/error.h"
+#include "core/rng.h"
+#include "core/tensor.h"
+#include "data/idx.h"
+
+struct kd_dataset {
+    int64_t n, c, h, w;
+    float *images;   /* [n, c*h*w] in [0, 1] */
+    int32_t *labels; /* [n], or NULL */
+};
+
+struct kd_batcher {
+    const kd_dataset *d;
+    int64_t batch;
+    uint64_t seed;
+    int64_t epoch; /* the epoch perm belongs to; -1 before the first */
+    int64_t pos;   /* next index into perm */
+    int64_t last_start, last_rows;
+    int64_t *perm;
+};
+
+static kd_status to_dataset(const kdi_idx *img, const kdi_idx *lab, const char *labels_path,
+                            kd_dataset *d)
+{
+    d->n = img->dims[0];
+    d->c = img->ndim == 4 ? img->dims[1] : 1;
+    d->h = img->dims[img->ndim - 2];
+    d->w = img->dims[img->ndim - 1];
+    if (lab != NULL && lab->dims[0] != d->n)
+        return kdi_fail(KD_ERR_SHAPE, "%s holds %lld labels for %lld images", labels_path,
+                        (long long)lab->dims[0], (long long)d->n);
+    d->images = kdi_alloc_floats(img->count);
+    d->labels = lab != NULL ? malloc(sizeof(int32_t) * (size_t)d->n) : NULL;
+    if (d->images == NULL || (lab != NULL && d->labels == NULL))
+        return kdi_fail(KD_ERR_NOMEM, "cannot allocate a dataset of %lld images", (long long)d->n);
+    /* A division, not a multiplication by 1/255: the same floats as PyTorch's ToTensor. */
+    for (int64_t i = 0; i < img->count; i++) d->images[i] = (float)img->data[i] / 255.0f;
+    /* IDX labels are bytes, so every label is in [0, 255] and never -1. */
+    for (int64_t i = 0; lab != NULL && i < d->n; i++) d->labels[i] = lab->data[i];
+    return KD_OK;
+}
+
+kd_status kd_dataset_load_idx(const char *images_path, const char *labels_path, kd_dataset **out)
+{
+    KDI_CHECK_NULL(images_path);
+    KDI_CHECK_NULL(out);
+    kdi_idx img = {0}, lab = {0};
+    KDI_TRY(kdi_idx_read(images_path, 3, 4, &img));
+    kd_status st = labels_path != NULL ? kdi_idx_read(labels_path, 1, 1, &lab) : KD_OK;
+    kd_dataset *d = st == KD_OK ? calloc(1, sizeof *d) : NULL;
+    if (st == KD_OK && d == NULL) st = kdi_fail(KD_ERR_NOMEM, "cannot allocate a dataset");
+    if (st == KD_OK) st = to_dataset(&img, labels_path != NULL ? &lab : NULL, labels_path, d);
+    kdi_idx_free(&img);
+    kdi_idx_free(&lab);
+    if (st != KD_OK) {
+        kd_dataset_destroy(d);
+        return st;
+    }
+    *out = d;
+    return KD_OK;
+}
+
+void kd_dataset_destroy(kd_dataset *d)
+{
+    if (d == NULL) return;
+    kdi_free(d->images);
+    free(d->labels);
+    free(d);
+}
+
+kd_status kd_dataset_size(const kd_dataset *d, int64_t *n)
+{
+    KDI_CHECK_NULL(d);
+    KDI_CHECK_NULL(n);
+    *n = d->n;
+    return KD_OK;
+}
+
+kd_status kd_dataset_shape(const kd_dataset *d, int64_t *c, int64_t *h, int64_t *w)
+{
+    KDI_CHECK_NULL(d);
+    if (c != NULL) *c = d->c;
+    if (h != NULL) *h = d->h;
+    if (w != NULL) *w = d->w;
+    return KD_OK;
+}
+
+const float *kd_dataset_images(const kd_dataset *d) { return d != NULL ? d->images : NULL; }
+
+const int32_t *kd_dataset_labels(const kd_dataset *d) { return d != NULL ? d->labels : NULL; }
+
+kd_status kd_batcher_create(const kd_dataset *d, int64_t batch, uint64_t seed, kd_batcher **out)
+{
+    KDI_CHECK_NULL(d);
+    KDI_CHECK_NULL(out);
+    if (batch < 1)
+        return kdi_fail(KD_ERR_ARGUMENT, "batch must be 1 or more, got %lld", (long long)batch);
+    kd_batcher *b = calloc(1, sizeof *b);
+    int64_t *perm = malloc(sizeof(int64_t) * (size_t)d->n);
+    if (b == NULL || perm == NULL) {
+        free(b);
+        free(perm);
+        return kdi_fail(KD_ERR_NOMEM, "cannot allocate a batcher");
+    }
+    *b = (kd_batcher){.d = d, .batch = batch, .seed = seed, .epoch = -1, .perm = perm};
+    b->pos = d->n; /* the first call starts epoch 0 */
+    *out = b;
+    return KD_OK;
+}
+
+void kd_batcher_destroy(kd_batcher *b)
+{
+    if (b == NULL) return;
+    free(b->perm);
+    free(b);
+}
+
+/* Epoch e's order depends only on (seed, e): a resumed run sees the same batches. */
+static void shuffle(kd_batcher *b, int64_t epoch)
+{
+    kdi_rng r;
+    kdi_rng_seed(&r, kdi_rng_derive(b->seed, (uint64_t)epoch));
+    for (int64_t i = 0; i < b->d->n; i++) b->perm[i] = i;
+    for (int64_t i = b->d->n - 1; i > 0; i--) {
+        int64_t j = (int64_t)kdi_rng_below(&r, (uint64_t)i + 1), t = b->perm[i];
+        b->perm[i] = b->perm[j];
+        b->perm[j] = t;
+    }
+    b->epoch = epoch;
+    b->pos = 0;
+}
+
+kd_status kd_batcher_next(kd_batcher *b, float *x, int32_t *labels, int64_t *rows)
+{
+    KDI_CHECK_NULL(b);
+    KDI_CHECK_NULL(x);
+    KDI_CHECK_NULL(rows);
+    const kd_dataset *d = b->d;
+    if (b->pos >= d->n) {
+        if (b->epoch >= 0 && b->last_rows != 0) {
+            /* The epoch is over: say so once, then start the next one on the following call. */
+            b->last_rows = 0;
+            *rows = 0;
+            return KD_OK;
+        }
+        shuffle(b, b->epoch + 1);
+    }
+    int64_t n = d->n - b->pos < b->batch ? d->n - b->pos : b->batch, size = d->c * d->h * d->w;
+    for (int64_t i = 0; i < n; i++) {
+        int64_t k = b->perm[b->pos + i];
+        memcpy(x + i * size, d->images + k * size, sizeof(float) * (size_t)size);
+        if (labels != NULL) labels[i] = d->labels != NULL ? d->labels[k] : -1;
+    }
+    b->last_start = b->pos;
+    b->last_rows = n;
+    b->pos += n;
+    *rows = n;
+    return KD_OK;
+}
+
+kd_status kd_batcher_indices(const kd_batcher *b, const int64_t **indices, int64_t *rows)
+{
+    KDI_CHECK_NULL(b);
+    KDI_CHECK_NULL(indices);
+    KDI_CHECK_NULL(rows);
+    *indices = b->perm + b->last_start;
+    *rows = b->last_rows;
+    return KD_OK;
+}

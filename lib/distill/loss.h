@@ -1,0 +1,54 @@
+/* The loss module: one kd_loss handle per loss, a small ops table per kind, so a new kind (logit
+ * MSE, DKD, feature losses) is a new table and a case in kd_loss_create. */
+#ifndef KDI_LOSS_H
+#define KDI_LOSS_H
+
+#include "core/tensor.h"
+
+#define KDI_LOSS_NOPTIONS 4 /* kd_loss_option keys, 0 .. KDI_LOSS_NOPTIONS - 1 */
+#define KDI_LOSS_NPARTS 3   /* kd_loss_part values */
+
+typedef struct kdi_loss_ops {
+    const char *name;
+    /* Checks soft_targets and labels for the current options (the caller checks the logits). */
+    kd_status (*check)(const kd_loss *l, const float *soft_targets, const int32_t *labels,
+                       int64_t batch, int64_t classes);
+    /* Computes parts[] and writes d loss / d logits into grad [batch, classes]; may fail
+     * (KD_ERR_NUMERIC) with no side effect but on the workspaces. */
+    kd_status (*forward)(kd_loss *l, const float *logits, const float *soft_targets,
+                         const int32_t *labels, int64_t batch, int64_t classes, double *parts,
+                         float *grad);
+    /* Whether the next forward reads soft targets with the current options. */
+    int (*uses_soft)(const kd_loss *l);
+    /* 1: soft_targets are the teachers' logits (their weighted mean for an ensemble), not their
+     * probabilities (KD_LOSS_LOGIT_MSE). */
+    int soft_is_logits;
+    /* Optional: options that differ from the common defaults (losses/). */
+    void (*defaults)(kd_loss *l);
+} kdi_loss_ops;
+
+struct kd_loss {
+    kd_loss_kind kind;
+    const kdi_loss_ops *ops;
+    float opt[KDI_LOSS_NOPTIONS]; /* indexed by kd_loss_option */
+    /* The last successful forward: its size, parts and gradient. grad is double-buffered so a
+     * failing forward leaves the previous one intact; cur indexes the valid one. */
+    int64_t batch, classes; /* batch == 0 before the first forward */
+    double parts[KDI_LOSS_NPARTS];
+    kdi_buf grad[2];
+    int cur;
+    kdi_buf ws[2]; /* per-kind workspaces (log-probabilities) */
+};
+
+/* Checks forward's inputs other than the logits, so the trainer can refuse a batch before it
+ * touches the student. */
+kd_status kdi_loss_check(const kd_loss *l, const float *soft_targets, const int32_t *labels,
+                         int64_t batch, int64_t classes);
+/* Whether the next forward reads soft targets (for Hinton: alpha > 0). */
+int kdi_loss_uses_soft(const kd_loss *l);
+/* Whether soft targets are the teachers' logits rather than probabilities (the ops' flag). */
+int kdi_loss_soft_is_logits(const kd_loss *l);
+/* The temperature soft targets must be made at. */
+float kdi_loss_temperature(const kd_loss *l);
+
+#endif

@@ -1,0 +1,82 @@
+/* Distillation methods beyond Hinton's loss: the logit kinds behind kd_loss (logit MSE, DKD) and
+ * the feature losses behind kd_feature_loss (FitNets hints, attention transfer, RKD, similarity
+ * preserving, PKT, cosine embedding). One method a file; the shared pieces are in common.c. */
+#ifndef KDI_LOSSES_H
+#define KDI_LOSSES_H
+
+#include "core/tensor.h"
+#include "distill/loss.h"
+
+/* ---------------------------------------------------------------- logit kinds (kd_loss) */
+
+extern const kdi_loss_ops kdi_logit_mse_ops; /* KD_LOSS_LOGIT_MSE, logit_mse.c */
+extern const kdi_loss_ops kdi_dkd_ops;       /* KD_LOSS_DKD, dkd.c */
+
+/* Each row of p [batch, classes] is a distribution (finite, >= 0, sums to 1 within 1e-3). */
+kd_status kdi_check_probabilities(const float *p, int64_t batch, int64_t classes);
+/* Every label is in [0, classes) or -1. */
+kd_status kdi_check_labels(const int32_t *labels, int64_t batch, int64_t classes);
+/* Row-wise log_softmax(z / t) into ws; KD_ERR_NUMERIC when z / t overflows. */
+kd_status kdi_log_probs(kdi_buf *ws, const float *z, int64_t batch, int64_t classes, float t,
+                        float **out);
+
+/* ---------------------------------------------------------------- feature losses */
+
+#define KDI_FEATURE_NOPTIONS 2 /* kd_feature_loss_option keys */
+#define KDI_FEATURE_NWS 4      /* workspaces per handle */
+
+typedef struct kdi_feature_ops {
+    const char *name;
+    /* Whether a student feature of shape s (one example) can be compared with a teacher feature
+     * of shape t; KD_ERR_SHAPE with a sentence when not. */
+    kd_status (*check)(kdi_shape s, kdi_shape t);
+    /* The batch's loss into *loss and d loss / d student into grad [batch, size(ss)]; uses only
+     * l->ws and l->opt, so a failure (KD_ERR_NUMERIC, KD_ERR_NOMEM) changes nothing else. */
+    kd_status (*forward)(kd_feature_loss *l, const float *s, kdi_shape ss, const float *t,
+                         kdi_shape ts, int64_t batch, double *loss, float *grad);
+} kdi_feature_ops;
+
+struct kd_feature_loss {
+    kd_feature_loss_kind kind;
+    const kdi_feature_ops *ops;
+    float opt[KDI_FEATURE_NOPTIONS]; /* indexed by kd_feature_loss_option */
+    /* The last successful forward: batch (0 before any), student size per example, value, and
+     * its gradient, double-buffered (cur) so a failing forward keeps the previous one. */
+    int64_t batch, size;
+    double value;
+    kdi_buf grad[2];
+    int cur;
+    kdi_buf ws[KDI_FEATURE_NWS];
+};
+
+extern const kdi_feature_ops kdi_hint_ops;       /* hint.c */
+extern const kdi_feature_ops kdi_attention_ops;  /* attention.c */
+extern const kdi_feature_ops kdi_rkd_ops;        /* rkd.c */
+extern const kdi_feature_ops kdi_similarity_ops; /* similarity.c */
+extern const kdi_feature_ops kdi_pkt_ops;        /* pkt.c */
+extern const kdi_feature_ops kdi_cosine_ops;     /* cosine.c */
+
+/* The handle's generic part (feature_loss.c), for the trainer: checks batch and shapes, runs a
+ * forward (keeping its gradient, kdi_feature_loss_grad) without the public argument checks. */
+kd_status kdi_feature_loss_check(const kd_feature_loss *l, kdi_shape s, kdi_shape t, int64_t batch);
+kd_status kdi_feature_loss_run(kd_feature_loss *l, const float *student, kdi_shape s,
+                               const float *teacher, kdi_shape t, int64_t batch, double *value);
+const float *kdi_feature_loss_grad(const kd_feature_loss *l);
+
+/* Checks shared by the feature kinds. */
+kd_status kdi_check_same_size(const char *what, kdi_shape s, kdi_shape t);
+kd_status kdi_check_any_size(kdi_shape s, kdi_shape t);
+
+/* A workspace of n doubles carved from a float buffer (64-byte aligned). */
+kd_status kdi_ws_doubles(kdi_buf *b, int64_t n, double **out);
+/* k[i][j] = <x_i, x_j> in double for the rows of x [batch, dim] (both triangles filled). */
+void kdi_gram(const float *x, int64_t batch, int64_t dim, double *k);
+/* grad [batch, dim] = (dk + dk^T) x for dk [batch, batch] (double), through tmp [batch, batch]
+ * floats: the gradient of a function of k = x x^T. */
+void kdi_gram_backward(const double *dk, const float *x, int64_t batch, int64_t dim, float *tmp,
+                       float *grad);
+/* Huber loss with threshold 1 (PyTorch's smooth_l1_loss, beta = 1) and its derivative. */
+double kdi_smooth_l1(double x);
+double kdi_smooth_l1_grad(double x);
+
+#endif

@@ -1,0 +1,180 @@
+/* kd_trainer: kd_teacher_soft_targets -> kd_model_forward -> kd_loss_forward -> kd_loss_backward
+ * -> kd_model_backward -> kd_optimizer_step, with every input checked before the student is
+ * touched, so a refused step leaves the student as it was. */
+#include "distill/trainer.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/error.h"
+#include "distill/soft_targets.h"
+#include "distill/trainer_features.h"
+
+kd_status kd_trainer_create(kd_model *student, kd_loss *loss, kd_optimizer *opt, kd_trainer **out)
+{
+    KDI_CHECK_NULL(student);
+    KDI_CHECK_NULL(loss);
+    KDI_CHECK_NULL(opt);
+    KDI_CHECK_NULL(out);
+    if (opt->model != student)
+        return kdi_fail(KD_ERR_ARGUMENT,
+                        "the optimizer was built on another model; create it on the student");
+    kd_trainer *t = calloc(1, sizeof *t);
+    if (t == NULL) return kdi_fail(KD_ERR_NOMEM, "cannot allocate a trainer");
+    t->student = student;
+    t->loss = loss;
+    t->opt = opt;
+    kd_model_input_size(student, &t->in);
+    kd_model_output_size(student, &t->classes);
+    *out = t;
+    return KD_OK;
+}
+
+void kd_trainer_destroy(kd_trainer *t)
+{
+    if (t == NULL) return;
+    free(t->teachers);
+    free(t->weights);
+    kdi_buf_free(&t->soft);
+    kdi_buf_free(&t->logits);
+    kdi_buf_free(&t->grad);
+    kdi_buf_free(&t->ws);
+    kdi_trainer_features_free(t);
+    free(t);
+}
+
+static kd_status grow_teachers(kd_trainer *t)
+{
+    if (t->nteachers < t->cap) return KD_OK;
+    int32_t cap = t->cap ? t->cap * 2 : 4;
+    kd_model **teachers = realloc(t->teachers, (size_t)cap * sizeof *teachers);
+    if (teachers == NULL) return kdi_fail(KD_ERR_NOMEM, "cannot grow the list of teachers");
+    t->teachers = teachers;
+    float *weights = realloc(t->weights, (size_t)cap * sizeof *weights);
+    if (weights == NULL) return kdi_fail(KD_ERR_NOMEM, "cannot grow the list of teachers");
+    t->weights = weights;
+    t->cap = cap;
+    return KD_OK;
+}
+
+kd_status kd_trainer_add_teacher(kd_trainer *t, kd_model *teacher, float weight)
+{
+    KDI_CHECK_NULL(t);
+    KDI_CHECK_NULL(teacher);
+    if (!(weight > 0.0f) || !isfinite(weight))
+        return kdi_fail(KD_ERR_ARGUMENT, "teacher weight %g must be finite and greater than 0",
+                        (double)weight);
+    int64_t in, classes;
+    KDI_TRY(kd_model_input_size(teacher, &in));
+    KDI_TRY(kd_model_output_size(teacher, &classes));
+    if (in != t->in || classes != t->classes)
+        return kdi_fail(
+            KD_ERR_SHAPE,
+            "the teacher maps %lld inputs to %lld classes; the student maps %lld to %lld",
+            (long long)in, (long long)classes, (long long)t->in, (long long)t->classes);
+    if (t->nteachers == INT32_MAX) return kdi_fail(KD_ERR_ARGUMENT, "too many teachers");
+    KDI_TRY(grow_teachers(t));
+    t->teachers[t->nteachers] = teacher;
+    t->weights[t->nteachers] = weight;
+    t->nteachers++;
+    return KD_OK;
+}
+
+int32_t kdi_trainer_cached_teachers(const kd_trainer *t)
+{
+    return t->nteachers > 0 ? t->nteachers : 1;
+}
+
+/* Soft targets into t->soft, or *soft = NULL when the loss does not read them. */
+static kd_status soft_targets(kd_trainer *t, const float *x, const float *teacher_logits,
+                              int64_t batch, const float **soft)
+{
+    *soft = NULL;
+    if (!kdi_loss_uses_soft(t->loss)) return KD_OK;
+    if (kdi_loss_soft_is_logits(t->loss))
+        return kdi_trainer_mean_logits(t, x, teacher_logits, batch, soft);
+    float temp = kdi_loss_temperature(t->loss);
+    int64_t count = batch * t->classes;
+    const float *w = t->nteachers > 0 ? t->weights : NULL;
+    KDI_TRY(kdi_buf_reserve(&t->soft, count));
+    if (teacher_logits != NULL) {
+        int32_t n = kdi_trainer_cached_teachers(t);
+        KDI_TRY(kdi_check_ensemble(w, n, temp));
+        if (n > 1) KDI_TRY(kdi_buf_reserve(&t->ws, count));
+        KDI_TRY(kdi_soft_targets_mix(teacher_logits, w, n, batch, t->classes, temp, t->soft.data,
+                                     t->ws.data));
+    } else if (t->nteachers == 0) {
+        float alpha = 0.0f;
+        kd_loss_get_float(t->loss, KD_LOSS_ALPHA, &alpha);
+        return kdi_fail(
+            KD_ERR_STATE,
+            "the loss needs soft targets (alpha %g) but the trainer has no teacher and "
+            "teacher_logits is NULL; add a teacher, pass cached logits or set alpha to 0",
+            (double)alpha);
+    } else {
+        KDI_TRY(kdi_check_ensemble(w, t->nteachers, temp));
+        KDI_TRY(kdi_teacher_soft_targets(t->teachers, w, t->nteachers, x, batch, t->classes, temp,
+                                         t->soft.data, &t->ws));
+        t->teachers_ran = 1;
+    }
+    *soft = t->soft.data;
+    return KD_OK;
+}
+
+static kd_status check_batch(const kd_trainer *t, const float *x, int64_t batch)
+{
+    int64_t widest = t->in > t->classes ? t->in : t->classes, total;
+    if (batch < 1 || !kdi_mul_ok(batch, widest, &total) || total > (1LL << 40))
+        return kdi_fail(KD_ERR_ARGUMENT, "batch %lld is not a usable size (1 or more)",
+                        (long long)batch);
+    if (!kdi_all_finite(x, batch * t->in))
+        return kdi_fail(KD_ERR_NUMERIC, "the input x holds NaN or infinity");
+    return KD_OK;
+}
+
+/* The part of a step that changes the student; the caller clears the gradients if it fails. */
+static kd_status learn(kd_trainer *t, const float *x, const float *soft, const int32_t *labels,
+                       int64_t batch, float *loss)
+{
+    float value = 0.0f;
+    KDI_TRY(kd_model_forward(t->student, x, batch, t->logits.data));
+    if (t->hint_only) { /* FitNets stage 1: the feature terms alone */
+        memset(t->grad.data, 0, (size_t)(batch * t->classes) * sizeof *t->grad.data);
+    } else {
+        KDI_TRY(kd_loss_forward(t->loss, t->logits.data, soft, labels, batch, t->classes, &value));
+        KDI_TRY(kd_loss_backward(t->loss, t->grad.data));
+    }
+    /* The step applies this batch's gradient alone, whatever a caller left accumulated. */
+    KDI_TRY(kd_model_zero_grad(t->student));
+    KDI_TRY(kdi_trainer_features_forward(t, x, batch, &value));
+    KDI_TRY(kd_model_backward(t->student, t->grad.data));
+    /* The regressors' steps checked before the student's moves a weight: all step, or none. */
+    KDI_TRY(kdi_trainer_features_ready(t));
+    KDI_TRY(kd_optimizer_step(t->opt));
+    KDI_TRY(kdi_trainer_features_step(t));
+    *loss = value;
+    return KD_OK;
+}
+
+kd_status kd_trainer_step(kd_trainer *t, const float *x, const int32_t *labels,
+                          const float *teacher_logits, int64_t batch, float *loss)
+{
+    KDI_CHECK_NULL(t);
+    KDI_CHECK_NULL(x);
+    KDI_CHECK_NULL(loss);
+    KDI_TRY(check_batch(t, x, batch));
+    const float *soft = NULL;
+    t->teachers_ran = 0;
+    KDI_TRY(kdi_trainer_features_check(t));
+    if (!t->hint_only) {
+        KDI_TRY(soft_targets(t, x, teacher_logits, batch, &soft));
+        KDI_TRY(kdi_loss_check(t->loss, soft, labels, batch, t->classes));
+    }
+    KDI_TRY(kdi_optimizer_check(t->opt));
+    KDI_TRY(kdi_buf_reserve(&t->logits, batch * t->classes));
+    KDI_TRY(kdi_buf_reserve(&t->grad, batch * t->classes));
+    kd_status st = learn(t, x, soft, labels, batch, loss);
+    if (st != KD_OK) kd_model_zero_grad(t->student);
+    return st;
+}

@@ -1,0 +1,40 @@
+/* The trainer behind kd_trainer: one distillation step packaged (soft targets, student forward,
+ * loss, backward, optimizer step), with its own workspaces so a step allocates only when it first
+ * meets a batch size. */
+#ifndef KDI_TRAINER_H
+#define KDI_TRAINER_H
+
+#include "distill/loss.h"
+#include "nn/model.h"
+#include "optim/optim.h"
+
+struct kd_trainer {
+    kd_model *student; /* borrowed, as are loss, opt and the teachers */
+    kd_loss *loss;
+    kd_optimizer *opt;
+    kd_model **teachers;
+    float *weights; /* ensemble weights, one per teacher, > 0 */
+    int32_t nteachers, cap;
+    int64_t in, classes; /* the student's input and output sizes */
+    kdi_buf soft;        /* soft targets [batch, classes] */
+    kdi_buf logits;      /* the student's logits [batch, classes] */
+    kdi_buf grad;        /* d loss / d logits [batch, classes] */
+    kdi_buf ws;          /* the teachers' logits and probabilities, 2 x [batch, classes] */
+    /* Distillation methods beyond the logit loss (trainer_features.c). */
+    struct kdi_feature_term *terms; /* feature terms, nterms of them */
+    int32_t nterms, term_cap;
+    int32_t hint_only;    /* KD_TRAINER_HINT_ONLY */
+    int32_t teachers_ran; /* every teacher ran on this step's x (live soft targets) */
+    int32_t features_ran; /* a step has computed the feature terms */
+    kdi_buf tlogits;      /* one teacher's logits [batch, classes] */
+    double feature_total; /* the weighted feature terms of the last step */
+};
+
+/* How many teachers cached logits hold: the teachers added, or 1 when none were added (logits
+ * cached from a teacher that is not loaded). */
+int32_t kdi_trainer_cached_teachers(const kd_trainer *t);
+
+/* Feature term k's regressor and its optimizer; 0 when the term has none. */
+int kdi_trainer_regressor(const kd_trainer *t, int32_t k, kd_model **m, kd_optimizer **o);
+
+#endif

@@ -1,0 +1,100 @@
+/* The layer interface: every layer (dense, activations, dropout, conv, norms, residual blocks) is a
+ * kdi_layer with an ops table. A layer sees one batch at a time, NCHW, and owns its parameters. */
+#ifndef KDI_LAYER_H
+#define KDI_LAYER_H
+
+#include "core/tensor.h"
+#include "nn/spec.h"
+
+#define KDI_MAX_PARAMS 6
+#define KDI_MAX_DIMS 4
+
+/* A tensor a layer saves: a trainable parameter (grad != NULL) or a buffer such as a running mean
+ * (grad == NULL). ivalue, when set instead of value, holds int64 data (BatchNorm's
+ * num_batches_tracked). dims are PyTorch's layout for the safetensors file. */
+typedef struct kdi_param {
+    const char *name; /* "weight", "bias", "running_mean": static storage */
+    float *value;
+    float *grad;
+    int64_t *ivalue;
+    int64_t count;
+    int32_t ndim;
+    int64_t dims[KDI_MAX_DIMS];
+} kdi_param;
+
+/* A parameter with its full PyTorch name ("3.weight", "4.body.0.bias"). */
+typedef struct kdi_named_param {
+    char name[96];
+    kdi_param *p;
+} kdi_named_param;
+
+typedef struct kdi_param_list {
+    kdi_named_param *items;
+    int32_t n, cap;
+} kdi_param_list;
+
+kd_status kdi_param_list_push(kdi_param_list *list, const char *prefix, kdi_param *p);
+void kdi_param_list_free(kdi_param_list *list);
+
+typedef struct kdi_layer kdi_layer;
+
+typedef struct kdi_layer_ops {
+    const char *kind; /* the spec keyword */
+    /* y = f(x) for batch examples; train selects training behaviour (dropout, batch statistics). */
+    kd_status (*forward)(kdi_layer *l, const float *x, float *y, int64_t batch, int train);
+    /* Given x, y of the last training forward and dy, accumulates parameter gradients and writes dx
+     * (dx is NULL when nothing below needs it). */
+    kd_status (*backward)(kdi_layer *l, const float *x, const float *y, const float *dy, float *dx,
+                          int64_t batch);
+    /* Optional: grows per-batch workspaces before a forward, so forward and backward never allocate. */
+    kd_status (*reserve)(kdi_layer *l, int64_t batch);
+    /* Optional: refuses a forward that would fail, before any layer of the model runs, so a failed
+     * forward never leaves earlier layers' running statistics moved. Containers prepare their
+     * children here (workspaces included). */
+    kd_status (*check)(kdi_layer *l, int64_t batch, int train);
+    /* Optional: lists parameters under prefix ("4."); the default lists l->params. Containers
+     * (residual blocks) list their children's. */
+    kd_status (*collect)(kdi_layer *l, const char *prefix, kdi_param_list *list);
+    /* Optional: a container's k-th inner sequence and its name ("body"), NULL past the last, so
+     * walks over every layer (the checkpoints' random streams) reach inside residual blocks. */
+    struct kdi_seq *(*child)(kdi_layer *l, int32_t k, const char **name);
+    void (*destroy)(kdi_layer *l); /* frees priv and parameters; optional */
+} kdi_layer_ops;
+
+struct kdi_layer {
+    const kdi_layer_ops *ops;
+    kdi_shape in, out;
+    char *spec; /* canonical text of this layer, heap */
+    kdi_param params[KDI_MAX_PARAMS];
+    int32_t nparams;
+    void *priv;
+    struct kdi_rng *rng; /* the layer's random stream (dropout), saved in checkpoints; or NULL */
+};
+
+/* Builds a layer of kind args->kind for input shape in into *l (zeroed by the caller). Sub-streams
+ * of seed initialise weights and drive dropout. */
+typedef kd_status (*kdi_layer_create_fn)(const kdi_args *args, kdi_shape in, uint64_t seed,
+                                         kdi_layer *l);
+
+/* The registry (layers/registry.c): NULL when kind is unknown. */
+kdi_layer_create_fn kdi_layer_find(const char *kind);
+
+/* Helpers shared by layer implementations. */
+/* Adds a parameter with value (and grad when trainable) allocated, zeroed. */
+kd_status kdi_layer_add_param(kdi_layer *l, const char *name, int trainable, int32_t ndim,
+                              const int64_t *dims);
+/* Sets l->spec from a printf format. */
+kd_status kdi_layer_set_spec(kdi_layer *l, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+/* Frees parameters, spec and, through ops->destroy, priv. */
+void kdi_layer_free(kdi_layer *l);
+/* Trainable values of l (and children, through collect). */
+int64_t kdi_layer_param_count(kdi_layer *l);
+/* PyTorch's default init for Linear and Conv: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weight and
+ * bias (kaiming_uniform with a = sqrt(5)). */
+void kdi_init_uniform(float *w, int64_t n, int64_t fan_in, uint64_t seed);
+
+#endif

@@ -1,0 +1,158 @@
+/* BatchNorm (Ioffe and Szegedy 2015), as PyTorch's BatchNorm2d on C x H x W input and BatchNorm1d
+ * on flat input: statistics per channel over the batch (and positions); training normalises with
+ * the batch's biased variance and moves the running estimates (unbiased variance) by momentum 0.1;
+ * evaluation uses the running estimates. Spec: bn [eps=E] [momentum=M]. Parameters weight and bias;
+ * buffers running_mean, running_var and num_batches_tracked (int64). */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "core/error.h"
+#include "kernels/kernels.h"
+#include "nn/layers/layers.h"
+
+typedef struct bn {
+    float eps, momentum;
+    kdi_buf xhat;   /* normalised input of the last training forward */
+    float *inv_std; /* per channel, of the last training forward */
+} bn;
+
+static kd_status bn_reserve(kdi_layer *l, int64_t batch)
+{
+    bn *b = l->priv;
+    return kdi_buf_reserve(&b->xhat, batch * kdi_shape_size(l->in));
+}
+
+/* Mean and biased variance of channel c. Products of floats are exact in double, so E[x^2] - m^2
+ * loses only what the double sums round off, unless |mean| is ~1e6 times the deviation. */
+static void channel_stats(const float *x, int64_t batch, int64_t c, int64_t ch, int64_t hw,
+                          double *mean, double *var)
+{
+    const kdi_kernels *k = kdi_kernels_get();
+    double s = 0.0, ss = 0.0;
+    for (int64_t n = 0; n < batch; n++) {
+        const float *p = x + (n * ch + c) * hw;
+        s += k->sum(p, hw);
+        ss += k->sum_sq(p, hw);
+    }
+    double count = (double)(batch * hw), m = s / count, v = ss / count - m * m;
+    *mean = m;
+    *var = v > 0.0 ? v : 0.0;
+}
+
+static kd_status bn_check(kdi_layer *l, int64_t batch, int train)
+{
+    if (train && batch * l->in.h * l->in.w < 2)
+        return kdi_fail(KD_ERR_SHAPE,
+                        "bn needs more than one value per channel to train (batch %lld)",
+                        (long long)batch);
+    return KD_OK;
+}
+
+static kd_status bn_forward(kdi_layer *l, const float *x, float *y, int64_t batch, int train)
+{
+    bn *b = l->priv;
+    int64_t ch = l->in.c, hw = l->in.h * l->in.w, count = batch * hw;
+    const float *gamma = l->params[0].value, *beta = l->params[1].value;
+    float *rmean = l->params[2].value, *rvar = l->params[3].value;
+    for (int64_t c = 0; c < ch; c++) {
+        double mean = rmean[c], var = rvar[c];
+        if (train) {
+            channel_stats(x, batch, c, ch, hw, &mean, &var);
+            rmean[c] = (1.0f - b->momentum) * rmean[c] + b->momentum * (float)mean;
+            rvar[c] = (1.0f - b->momentum) * rvar[c] +
+                      b->momentum * (float)(var * (double)count / (double)(count - 1));
+        }
+        float inv = (float)(1.0 / sqrt(var + b->eps)), m = (float)mean, g = gamma[c], bt = beta[c];
+        if (train) b->inv_std[c] = inv;
+        for (int64_t n = 0; n < batch; n++) {
+            const float *p = x + (n * ch + c) * hw;
+            float *q = y + (n * ch + c) * hw, *h = b->xhat.data + (n * ch + c) * hw;
+            if (train) {
+                for (int64_t i = 0; i < hw; i++) h[i] = (p[i] - m) * inv;
+                for (int64_t i = 0; i < hw; i++) q[i] = g * h[i] + bt;
+            } else {
+                for (int64_t i = 0; i < hw; i++) q[i] = g * ((p[i] - m) * inv) + bt;
+            }
+        }
+    }
+    if (train) l->params[4].ivalue[0]++;
+    return KD_OK;
+}
+
+/* dx = gamma * inv_std / N * (N dy - sum dy - xhat * sum(dy xhat)), per channel. */
+static kd_status bn_backward(kdi_layer *l, const float *x, const float *y, const float *dy,
+                             float *dx, int64_t batch)
+{
+    (void)x;
+    (void)y;
+    bn *b = l->priv;
+    const kdi_kernels *kn = kdi_kernels_get();
+    int64_t ch = l->in.c, hw = l->in.h * l->in.w;
+    double count = (double)(batch * hw);
+    for (int64_t c = 0; c < ch; c++) {
+        double sdy = 0.0, sdyx = 0.0;
+        for (int64_t n = 0; n < batch; n++) {
+            const float *g = dy + (n * ch + c) * hw, *h = b->xhat.data + (n * ch + c) * hw;
+            sdy += kn->sum(g, hw);
+            sdyx += kn->dot(g, h, hw);
+        }
+        l->params[0].grad[c] += (float)sdyx;
+        l->params[1].grad[c] += (float)sdy;
+        if (dx == NULL) continue;
+        float k = l->params[0].value[c] * b->inv_std[c] / (float)count;
+        float a = (float)sdy, bb = (float)sdyx, nn = (float)count;
+        for (int64_t n = 0; n < batch; n++) {
+            const float *g = dy + (n * ch + c) * hw, *h = b->xhat.data + (n * ch + c) * hw;
+            float *d = dx + (n * ch + c) * hw;
+            for (int64_t i = 0; i < hw; i++) d[i] = k * (nn * g[i] - a - h[i] * bb);
+        }
+    }
+    return KD_OK;
+}
+
+static void bn_destroy(kdi_layer *l)
+{
+    bn *b = l->priv;
+    if (b == NULL) return;
+    kdi_buf_free(&b->xhat);
+    free(b->inv_std);
+    free(b);
+}
+
+static const kdi_layer_ops bn_ops = {.kind = "bn",
+                                     .forward = bn_forward,
+                                     .backward = bn_backward,
+                                     .reserve = bn_reserve,
+                                     .check = bn_check,
+                                     .destroy = bn_destroy};
+
+kd_status kdi_bn_create(const kdi_args *a, kdi_shape in, uint64_t seed, kdi_layer *l)
+{
+    (void)seed;
+    static const char *const keys[] = {"eps", "momentum", NULL};
+    bn *b = calloc(1, sizeof *b);
+    if (b == NULL) return kdi_fail(KD_ERR_NOMEM, "cannot allocate a bn layer");
+    l->ops = &bn_ops;
+    l->priv = b;
+    KDI_TRY(kdi_args_check(a, 0, keys, 0));
+    KDI_TRY(kdi_args_float(a, -1, "eps", 1, 1e-5f, 1e-12f, 1.0f, &b->eps));
+    KDI_TRY(kdi_args_float(a, -1, "momentum", 1, 0.1f, 0.0f, 1.0f, &b->momentum));
+    l->in = l->out = in;
+    int64_t dims[1] = {in.c};
+    b->inv_std = calloc((size_t)in.c, sizeof(float));
+    if (b->inv_std == NULL) return kdi_fail(KD_ERR_NOMEM, "cannot allocate a bn layer");
+    KDI_TRY(kdi_layer_add_param(l, "weight", 1, 1, dims));
+    KDI_TRY(kdi_layer_add_param(l, "bias", 1, 1, dims));
+    KDI_TRY(kdi_layer_add_param(l, "running_mean", 0, 1, dims));
+    KDI_TRY(kdi_layer_add_param(l, "running_var", 0, 1, dims));
+    for (int64_t c = 0; c < in.c; c++) l->params[0].value[c] = l->params[3].value[c] = 1.0f;
+    /* Last, so no failure above can leave it unowned: from here the layer's params free it. */
+    int64_t *tracked = calloc(1, sizeof(int64_t));
+    if (tracked == NULL) return kdi_fail(KD_ERR_NOMEM, "cannot allocate a bn layer");
+    /* num_batches_tracked: an int64 scalar, shape [] in PyTorch's state dict */
+    kdi_param *t = &l->params[l->nparams++];
+    *t = (kdi_param){.name = "num_batches_tracked", .ivalue = tracked, .count = 1, .ndim = 0};
+    if (b->eps == 1e-5f && b->momentum == 0.1f) return kdi_layer_set_spec(l, "bn");
+    return kdi_layer_set_spec(l, "bn eps=%g momentum=%g", (double)b->eps, (double)b->momentum);
+}

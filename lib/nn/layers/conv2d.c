@@ -1,0 +1,462 @@
+/* Conv2d, as PyTorch's nn.Conv2d: square kernel, stride, zero padding, groups (depthwise when
+ * groups == in == out).
+ *
+ * Spec: conv OUT K [stride=S] [pad=P] [groups=G] [bias=0|1]   (stride 1, pad 0, groups 1, bias 1)
+ * Parameters: weight [OUT, IN/G, K, K], bias [OUT] (absent with bias=0).
+ *
+ * Convolution as a matrix product over the im2col matrix (Chellapilla, Puri and Simard 2006). A
+ * chunk of n images of one group is unrolled side by side into cols [cg*K*K, n*OH*OW], so one
+ * GEMM per chunk and group does the work even for 7x7 maps:
+ *   forward   Y[og, n*hw]  = W[g] cols
+ *   backward  dW[g]       += dY cols^T,   dcols = W[g]^T dY,   dx = col2im(dcols)
+ * Y is then scattered to NCHW (and dY gathered from it), a copy K*K*cg times cheaper than the GEMM.
+ * Depthwise convolution (one input and one output channel a group) has GEMMs of a single row, so it
+ * runs as direct loops over each channel's rows instead, with no workspace.
+ * The workspaces are sized by reserve; forward and backward do not allocate. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/error.h"
+#include "core/rng.h"
+#include "kernels/kernels.h"
+#include "nn/layers/layers.h"
+
+typedef struct conv {
+    int64_t k, stride, pad, groups;
+    int bias;
+    kdi_buf cols; /* a chunk of images of one group side by side: [cin/g * k * k, n * oh * ow] */
+    kdi_buf out;  /* the GEMM's [out/g, n * oh * ow]: outputs (forward) or dY gathered (backward) */
+} conv;
+
+/* The outputs ox in [*lo, *hi) whose input column ox * s - p + j lies inside [0, w). */
+static void valid_range(int64_t j, int64_t s, int64_t p, int64_t w, int64_t ow, int64_t *lo,
+                        int64_t *hi)
+{
+    int64_t a = p - j, b = w - 1 + p - j; /* need a <= ox * s <= b */
+    int64_t l = a <= 0 ? 0 : (a + s - 1) / s;
+    int64_t h = b < 0 ? 0 : b / s + 1;
+    *lo = l < ow ? l : ow;
+    *hi = h < ow ? h : ow;
+    if (*hi < *lo) *hi = *lo;
+}
+
+/* cols[(c*K + i)*K + j][oy*ow + ox] (row stride ld) = x[c][oy*s - p + i][ox*s - p + j], 0 outside. */
+static void im2col(const conv *cv, const float *x, int64_t cin, int64_t h, int64_t w, int64_t oh,
+                   int64_t ow, float *cols, int64_t ld)
+{
+    int64_t k = cv->k, s = cv->stride, p = cv->pad;
+    for (int64_t c = 0; c < cin; c++)
+        for (int64_t i = 0; i < k; i++)
+            for (int64_t j = 0; j < k; j++) {
+                float *row = cols + ((c * k + i) * k + j) * ld;
+                int64_t lo, hi;
+                valid_range(j, s, p, w, ow, &lo, &hi);
+                for (int64_t oy = 0; oy < oh; oy++) {
+                    int64_t iy = oy * s - p + i;
+                    float *r = row + oy * ow;
+                    if (iy < 0 || iy >= h) {
+                        memset(r, 0, sizeof(float) * (size_t)ow);
+                        continue;
+                    }
+                    const float *xr = x + (c * h + iy) * w;
+                    for (int64_t ox = 0; ox < lo; ox++) r[ox] = 0.0f;
+                    if (s == 1) {
+                        const float *src = xr + j - p; /* rows are short: a loop beats memcpy */
+                        for (int64_t ox = lo; ox < hi; ox++) r[ox] = src[ox];
+                    } else {
+                        for (int64_t ox = lo; ox < hi; ox++) r[ox] = xr[ox * s + j - p];
+                    }
+                    for (int64_t ox = hi; ox < ow; ox++) r[ox] = 0.0f;
+                }
+            }
+}
+
+/* The adjoint of im2col: dx[c][iy][ix] += every entry of cols that was copied from there. */
+static void col2im(const conv *cv, const float *cols, int64_t cin, int64_t h, int64_t w, int64_t oh,
+                   int64_t ow, float *dx, int64_t ld)
+{
+    int64_t k = cv->k, s = cv->stride, p = cv->pad;
+    for (int64_t c = 0; c < cin; c++)
+        for (int64_t i = 0; i < k; i++)
+            for (int64_t j = 0; j < k; j++) {
+                const float *row = cols + ((c * k + i) * k + j) * ld;
+                int64_t lo, hi;
+                valid_range(j, s, p, w, ow, &lo, &hi);
+                for (int64_t oy = 0; oy < oh; oy++) {
+                    int64_t iy = oy * s - p + i;
+                    if (iy < 0 || iy >= h) continue;
+                    float *xr = dx + (c * h + iy) * w;
+                    const float *r = row + oy * ow;
+                    for (int64_t ox = lo; ox < hi; ox++) xr[ox * s + j - p] += r[ox];
+                }
+            }
+}
+
+/* ---------------------------------------------------------------- depthwise, direct */
+
+static int depthwise(const kdi_layer *l)
+{
+    const conv *cv = l->priv;
+    return cv->groups == l->in.c && cv->groups == l->out.c;
+}
+
+/* Stride 1 runs on the padded plane, hp x wp, with outputs laid out on rows of wp too ("wide":
+ * columns past ow are scratch). Tap (i, j) then reads the padded plane at offset i * wp + j for
+ * every output at once, so each tap is one long axpy or dot through the SIMD kernels instead of
+ * oh short rows. The wide outputs span L = (oh - 1) * wp + ow values. */
+static void pad_plane(const float *x, int64_t h, int64_t w, int64_t p, float *xp)
+{
+    int64_t wp = w + 2 * p;
+    memset(xp, 0, sizeof(float) * (size_t)((h + 2 * p) * wp));
+    for (int64_t y = 0; y < h; y++) memcpy(xp + (y + p) * wp + p, x + y * w, sizeof(float) * w);
+}
+
+static void dw_forward_wide(const kdi_layer *l, const float *x, float *y, int64_t batch)
+{
+    conv *cv = l->priv;
+    const kdi_kernels *kn = kdi_kernels_get();
+    int64_t k = cv->k, p = cv->pad, ch = l->in.c, h = l->in.h, w = l->in.w, wp = w + 2 * p;
+    int64_t oh = l->out.h, ow = l->out.w, len = (oh - 1) * wp + ow;
+    float *xp = cv->cols.data, *yw = cv->out.data;
+    for (int64_t nc = 0; nc < batch * ch; nc++) {
+        int64_t c = nc % ch;
+        const float *wc = l->params[0].value + c * k * k;
+        float b = cv->bias ? l->params[1].value[c] : 0.0f;
+        pad_plane(x + nc * h * w, h, w, p, xp);
+        for (int64_t q = 0; q < len; q++) yw[q] = b;
+        for (int64_t i = 0; i < k; i++)
+            for (int64_t j = 0; j < k; j++) kn->axpy(yw, wc[i * k + j], xp + i * wp + j, len);
+        float *yc = y + nc * oh * ow;
+        for (int64_t oy = 0; oy < oh; oy++)
+            memcpy(yc + oy * ow, yw + oy * wp, sizeof(float) * (size_t)ow);
+    }
+}
+
+static void dw_backward_wide(const kdi_layer *l, const float *x, const float *dy, float *dx,
+                             int64_t batch)
+{
+    conv *cv = l->priv;
+    const kdi_kernels *kn = kdi_kernels_get();
+    int64_t k = cv->k, p = cv->pad, ch = l->in.c, h = l->in.h, w = l->in.w, wp = w + 2 * p;
+    int64_t oh = l->out.h, ow = l->out.w, len = (oh - 1) * wp + ow, plane = (h + 2 * p) * wp;
+    float *xp = cv->cols.data, *dxp = cv->cols.data + plane, *dyw = cv->out.data;
+    for (int64_t nc = 0; nc < batch * ch; nc++) {
+        int64_t c = nc % ch;
+        const float *wc = l->params[0].value + c * k * k, *dyc = dy + nc * oh * ow;
+        float *gc = l->params[0].grad + c * k * k;
+        /* dy on wide rows, zero in the scratch columns so they add nothing */
+        memset(dyw, 0, sizeof(float) * (size_t)len);
+        for (int64_t oy = 0; oy < oh; oy++)
+            memcpy(dyw + oy * wp, dyc + oy * ow, sizeof(float) * (size_t)ow);
+        if (cv->bias) l->params[1].grad[c] += (float)kn->sum(dyc, oh * ow);
+        pad_plane(x + nc * h * w, h, w, p, xp);
+        for (int64_t i = 0; i < k; i++)
+            for (int64_t j = 0; j < k; j++)
+                gc[i * k + j] += (float)kn->dot(dyw, xp + i * wp + j, len);
+        if (dx == NULL) continue;
+        memset(dxp, 0, sizeof(float) * (size_t)plane);
+        for (int64_t i = 0; i < k; i++)
+            for (int64_t j = 0; j < k; j++) kn->axpy(dxp + i * wp + j, wc[i * k + j], dyw, len);
+        float *dxc = dx + nc * h * w;
+        for (int64_t y = 0; y < h; y++)
+            memcpy(dxc + y * w, dxp + (y + p) * wp + p, sizeof(float) * (size_t)w);
+    }
+}
+
+/* y[n][c] = bias[c] + sum over taps (i, j) of w[c][i][j] x[n][c][oy*s - p + i][ox*s - p + j]: tap
+ * by tap, a scaled input row segment is added to each output row, a loop the compiler vectorises. */
+static void dw_forward_strided(const kdi_layer *l, const float *x, float *y, int64_t batch)
+{
+    const conv *cv = l->priv;
+    int64_t k = cv->k, s = cv->stride, p = cv->pad, ch = l->in.c, h = l->in.h, w = l->in.w;
+    int64_t oh = l->out.h, ow = l->out.w;
+    for (int64_t nc = 0; nc < batch * ch; nc++) {
+        int64_t c = nc % ch;
+        const float *xc = x + nc * h * w, *wc = l->params[0].value + c * k * k;
+        float *yc = y + nc * oh * ow, b = cv->bias ? l->params[1].value[c] : 0.0f;
+        for (int64_t q = 0; q < oh * ow; q++) yc[q] = b;
+        for (int64_t i = 0; i < k; i++) {
+            int64_t oy0, oy1;
+            valid_range(i, s, p, h, oh, &oy0, &oy1); /* rows, as columns */
+            for (int64_t j = 0; j < k; j++) {
+                int64_t lo, hi;
+                valid_range(j, s, p, w, ow, &lo, &hi);
+                float wv = wc[i * k + j];
+                for (int64_t oy = oy0; oy < oy1; oy++) {
+                    const float *xr = xc + (oy * s - p + i) * w + j - p;
+                    float *yr = yc + oy * ow;
+                    if (s == 1)
+                        for (int64_t ox = lo; ox < hi; ox++) yr[ox] += wv * xr[ox];
+                    else
+                        for (int64_t ox = lo; ox < hi; ox++) yr[ox] += wv * xr[ox * s];
+                }
+            }
+        }
+    }
+}
+
+/* Per tap: dW[c][i][j] += sum of dy * the inputs it multiplied, gathered into one row of products
+ * (acc, ow floats) and summed once a plane; dx gets dy scaled by the tap's weight. */
+static void dw_backward_strided(const kdi_layer *l, const float *x, const float *dy, float *dx,
+                                int64_t batch)
+{
+    const conv *cv = l->priv;
+    int64_t k = cv->k, s = cv->stride, p = cv->pad, ch = l->in.c, h = l->in.h, w = l->in.w;
+    int64_t oh = l->out.h, ow = l->out.w;
+    const kdi_kernels *kn = kdi_kernels_get();
+    float *acc = cv->out.data;
+    if (dx != NULL) memset(dx, 0, sizeof(float) * (size_t)(batch * ch * h * w));
+    for (int64_t nc = 0; nc < batch * ch; nc++) {
+        int64_t c = nc % ch;
+        const float *xc = x + nc * h * w, *wc = l->params[0].value + c * k * k;
+        const float *dyc = dy + nc * oh * ow;
+        float *dxc = dx != NULL ? dx + nc * h * w : NULL, *gc = l->params[0].grad + c * k * k;
+        if (cv->bias) l->params[1].grad[c] += (float)kn->sum(dyc, oh * ow);
+        for (int64_t i = 0; i < k; i++) {
+            int64_t oy0, oy1;
+            valid_range(i, s, p, h, oh, &oy0, &oy1); /* rows, as columns */
+            for (int64_t j = 0; j < k; j++) {
+                int64_t lo, hi;
+                valid_range(j, s, p, w, ow, &lo, &hi);
+                float wv = wc[i * k + j];
+                for (int64_t ox = lo; ox < hi; ox++) acc[ox] = 0.0f;
+                for (int64_t oy = oy0; oy < oy1; oy++) {
+                    int64_t off = (oy * s - p + i) * w + j - p;
+                    const float *xr = xc + off, *gr = dyc + oy * ow;
+                    if (s == 1)
+                        for (int64_t ox = lo; ox < hi; ox++) acc[ox] += gr[ox] * xr[ox];
+                    else
+                        for (int64_t ox = lo; ox < hi; ox++) acc[ox] += gr[ox] * xr[ox * s];
+                    if (dxc == NULL) continue;
+                    float *dxr = dxc + off;
+                    if (s == 1)
+                        for (int64_t ox = lo; ox < hi; ox++) dxr[ox] += wv * gr[ox];
+                    else
+                        for (int64_t ox = lo; ox < hi; ox++) dxr[ox * s] += wv * gr[ox];
+                }
+                gc[i * k + j] += (float)kn->sum(acc + lo, hi - lo);
+            }
+        }
+    }
+}
+
+static void dw_forward(const kdi_layer *l, const float *x, float *y, int64_t batch)
+{
+    if (((const conv *)l->priv)->stride == 1)
+        dw_forward_wide(l, x, y, batch);
+    else
+        dw_forward_strided(l, x, y, batch);
+}
+
+static void dw_backward(const kdi_layer *l, const float *x, const float *dy, float *dx,
+                        int64_t batch)
+{
+    if (((const conv *)l->priv)->stride == 1)
+        dw_backward_wide(l, x, dy, dx, batch);
+    else
+        dw_backward_strided(l, x, dy, dx, batch);
+}
+
+/* ---------------------------------------------------------------- im2col + GEMM */
+
+/* Images per GEMM: enough columns to keep BLAS efficient, few enough to bound the workspace. */
+#define COLS_BUDGET (1 << 22) /* floats in one im2col matrix, 16 MiB */
+
+static int64_t chunk_of(const kdi_layer *l, int64_t batch)
+{
+    const conv *cv = l->priv;
+    int64_t kk = l->in.c / cv->groups * cv->k * cv->k, hw = l->out.h * l->out.w;
+    int64_t n = COLS_BUDGET / (kk * hw);
+    return n < 1 ? 1 : n > batch ? batch : n;
+}
+
+static kd_status conv_reserve(kdi_layer *l, int64_t batch)
+{
+    conv *cv = l->priv;
+    if (depthwise(l)) {
+        if (cv->stride != 1)
+            return kdi_buf_reserve(&cv->out, l->out.w); /* dw_backward_strided's acc */
+        int64_t wp = l->in.w + 2 * cv->pad;
+        KDI_TRY(kdi_buf_reserve(&cv->cols, 2 * (l->in.h + 2 * cv->pad) * wp)); /* xp, dxp */
+        return kdi_buf_reserve(&cv->out, l->out.h * wp);                       /* wide rows */
+    }
+    int64_t kk = l->in.c / cv->groups * cv->k * cv->k, hw = l->out.h * l->out.w;
+    int64_t n = chunk_of(l, batch), og = l->out.c / cv->groups;
+    KDI_TRY(kdi_buf_reserve(&cv->cols, kk * hw * n));
+    return kdi_buf_reserve(&cv->out, og * hw * n);
+}
+
+/* The sizes every pass needs, in one place. */
+typedef struct dims {
+    int64_t cin, cout, h, w, oh, ow, hw, cg, og, kk;
+} dims;
+
+static dims dims_of(const kdi_layer *l)
+{
+    const conv *cv = l->priv;
+    dims d = {l->in.c, l->out.c, l->in.h, l->in.w, l->out.h, l->out.w, 0, 0, 0, 0};
+    d.hw = d.oh * d.ow;
+    d.cg = d.cin / cv->groups;
+    d.og = d.cout / cv->groups;
+    d.kk = d.cg * cv->k * cv->k;
+    return d;
+}
+
+static void fill_cols(const kdi_layer *l, const dims *d, const float *x, int64_t b0, int64_t n,
+                      int64_t g)
+{
+    conv *cv = l->priv;
+    for (int64_t i = 0; i < n; i++)
+        im2col(cv, x + ((b0 + i) * d->cin + g * d->cg) * d->h * d->w, d->cg, d->h, d->w, d->oh,
+               d->ow, cv->cols.data + i * d->hw, n * d->hw);
+}
+
+static kd_status conv_forward(kdi_layer *l, const float *x, float *y, int64_t batch, int train)
+{
+    (void)train;
+    if (depthwise(l)) {
+        dw_forward(l, x, y, batch);
+        return KD_OK;
+    }
+    conv *cv = l->priv;
+    const kdi_kernels *kn = kdi_kernels_get();
+    dims d = dims_of(l);
+    int64_t chunk = chunk_of(l, batch);
+    for (int64_t b0 = 0; b0 < batch; b0 += chunk) {
+        int64_t n = batch - b0 < chunk ? batch - b0 : chunk, ld = n * d.hw;
+        for (int64_t g = 0; g < cv->groups; g++) {
+            fill_cols(l, &d, x, b0, n, g);
+            kn->gemm(0, 0, d.og, ld, d.kk, 1.0f, l->params[0].value + g * d.og * d.kk, d.kk,
+                     cv->cols.data, ld, 0.0f, cv->out.data, ld);
+            for (int64_t i = 0; i < n; i++)
+                for (int64_t o = 0; o < d.og; o++) {
+                    float *yo = y + ((b0 + i) * d.cout + g * d.og + o) * d.hw;
+                    memcpy(yo, cv->out.data + o * ld + i * d.hw, sizeof(float) * (size_t)d.hw);
+                    if (!cv->bias) continue;
+                    float bo = l->params[1].value[g * d.og + o];
+                    for (int64_t p = 0; p < d.hw; p++) yo[p] += bo;
+                }
+        }
+    }
+    return KD_OK;
+}
+
+static kd_status conv_backward(kdi_layer *l, const float *x, const float *y, const float *dy,
+                               float *dx, int64_t batch)
+{
+    (void)y;
+    if (depthwise(l)) {
+        dw_backward(l, x, dy, dx, batch);
+        return KD_OK;
+    }
+    conv *cv = l->priv;
+    const kdi_kernels *kn = kdi_kernels_get();
+    dims d = dims_of(l);
+    int64_t chunk = chunk_of(l, batch);
+    if (dx != NULL) memset(dx, 0, sizeof(float) * (size_t)(batch * d.cin * d.h * d.w));
+    for (int64_t b0 = 0; b0 < batch; b0 += chunk) {
+        int64_t n = batch - b0 < chunk ? batch - b0 : chunk, ld = n * d.hw;
+        for (int64_t g = 0; g < cv->groups; g++) {
+            const float *wg = l->params[0].value + g * d.og * d.kk;
+            for (int64_t i = 0; i < n; i++)
+                for (int64_t o = 0; o < d.og; o++) {
+                    const float *dyo = dy + ((b0 + i) * d.cout + g * d.og + o) * d.hw;
+                    memcpy(cv->out.data + o * ld + i * d.hw, dyo, sizeof(float) * (size_t)d.hw);
+                    if (!cv->bias) continue;
+                    double s = 0.0;
+                    for (int64_t p = 0; p < d.hw; p++) s += dyo[p];
+                    l->params[1].grad[g * d.og + o] += (float)s;
+                }
+            fill_cols(l, &d, x, b0, n, g);
+            kn->gemm(0, 1, d.og, d.kk, ld, 1.0f, cv->out.data, ld, cv->cols.data, ld, 1.0f,
+                     l->params[0].grad + g * d.og * d.kk, d.kk);
+            if (dx == NULL) continue;
+            kn->gemm(1, 0, d.kk, ld, d.og, 1.0f, wg, d.kk, cv->out.data, ld, 0.0f, cv->cols.data,
+                     ld);
+            for (int64_t i = 0; i < n; i++)
+                col2im(cv, cv->cols.data + i * d.hw, d.cg, d.h, d.w, d.oh, d.ow,
+                       dx + ((b0 + i) * d.cin + g * d.cg) * d.h * d.w, ld);
+        }
+    }
+    return KD_OK;
+}
+
+static void conv_destroy(kdi_layer *l)
+{
+    conv *cv = l->priv;
+    if (cv == NULL) return;
+    kdi_buf_free(&cv->cols);
+    kdi_buf_free(&cv->out);
+    free(cv);
+}
+
+static const kdi_layer_ops conv_ops = {.kind = "conv",
+                                       .forward = conv_forward,
+                                       .backward = conv_backward,
+                                       .reserve = conv_reserve,
+                                       .destroy = conv_destroy};
+
+static kd_status conv_args(const kdi_args *a, kdi_shape in, int64_t *out, conv *cv)
+{
+    static const char *const keys[] = {"out", "k", "stride", "pad", "groups", "bias", NULL};
+    int64_t bias;
+    KDI_TRY(kdi_args_check(a, 2, keys, 0));
+    KDI_TRY(kdi_args_int(a, 0, "out", 0, 0, 1, 1 << 16, out));
+    KDI_TRY(kdi_args_int(a, 1, "k", 0, 0, 1, 64, &cv->k));
+    KDI_TRY(kdi_args_int(a, -1, "stride", 1, 1, 1, 64, &cv->stride));
+    KDI_TRY(kdi_args_int(a, -1, "pad", 1, 0, 0, 64, &cv->pad));
+    KDI_TRY(kdi_args_int(a, -1, "groups", 1, 1, 1, 1 << 16, &cv->groups));
+    KDI_TRY(kdi_args_int(a, -1, "bias", 1, 1, 0, 1, &bias));
+    cv->bias = (int)bias;
+    if (in.c % cv->groups != 0 || *out % cv->groups != 0)
+        return kdi_fail(KD_ERR_SHAPE,
+                        "conv: groups=%lld must divide the input channels (%lld) and the output "
+                        "channels (%lld)",
+                        (long long)cv->groups, (long long)in.c, (long long)*out);
+    if (in.h + 2 * cv->pad < cv->k || in.w + 2 * cv->pad < cv->k)
+        return kdi_fail(KD_ERR_SHAPE,
+                        "conv: a %lldx%lld kernel does not fit a %lldx%lld input "
+                        "padded by %lld",
+                        (long long)cv->k, (long long)cv->k, (long long)in.h, (long long)in.w,
+                        (long long)cv->pad);
+    return KD_OK;
+}
+
+static kd_status conv_spec(kdi_layer *l, int64_t out)
+{
+    const conv *cv = l->priv;
+    char extra[96] = "";
+    size_t n = 0;
+    if (cv->stride != 1)
+        n += (size_t)snprintf(extra + n, sizeof extra - n, " stride=%lld", (long long)cv->stride);
+    if (cv->pad != 0)
+        n += (size_t)snprintf(extra + n, sizeof extra - n, " pad=%lld", (long long)cv->pad);
+    if (cv->groups != 1)
+        n += (size_t)snprintf(extra + n, sizeof extra - n, " groups=%lld", (long long)cv->groups);
+    if (!cv->bias) snprintf(extra + n, sizeof extra - n, " bias=0");
+    return kdi_layer_set_spec(l, "conv %lld %lld%s", (long long)out, (long long)cv->k, extra);
+}
+
+kd_status kdi_conv_create(const kdi_args *a, kdi_shape in, uint64_t seed, kdi_layer *l)
+{
+    int64_t out;
+    conv *cv = calloc(1, sizeof *cv);
+    if (cv == NULL) return kdi_fail(KD_ERR_NOMEM, "cannot allocate a conv layer");
+    l->ops = &conv_ops;
+    l->priv = cv;
+    KDI_TRY(conv_args(a, in, &out, cv));
+    l->in = in;
+    l->out = (kdi_shape){out, (in.h + 2 * cv->pad - cv->k) / cv->stride + 1,
+                         (in.w + 2 * cv->pad - cv->k) / cv->stride + 1};
+    /* PyTorch's default init, kaiming_uniform(a = sqrt(5)): U(+-1/sqrt(fan_in)). */
+    int64_t fan_in = in.c / cv->groups * cv->k * cv->k;
+    int64_t wdims[4] = {out, in.c / cv->groups, cv->k, cv->k}, bdims[1] = {out};
+    KDI_TRY(kdi_layer_add_param(l, "weight", 1, 4, wdims));
+    kdi_init_uniform(l->params[0].value, l->params[0].count, fan_in, kdi_rng_derive(seed, 0));
+    if (cv->bias) {
+        KDI_TRY(kdi_layer_add_param(l, "bias", 1, 1, bdims));
+        kdi_init_uniform(l->params[1].value, out, fan_in, kdi_rng_derive(seed, 1));
+    }
+    return conv_spec(l, out);
+}

@@ -1,0 +1,104 @@
+/* LayerNorm (Ba, Kiros and Hinton 2016) over all C*H*W values of each example, with an elementwise
+ * affine transform: PyTorch's nn.LayerNorm([C, H, W]) (or [N] on flat input). Spec: layernorm
+ * [eps=E]. Parameters weight and bias, shaped like one example. */
+#include <math.h>
+#include <stdlib.h>
+
+#include "core/error.h"
+#include "nn/layers/layers.h"
+
+typedef struct ln {
+    float eps;
+    kdi_buf xhat, inv_std;
+} ln;
+
+static kd_status ln_reserve(kdi_layer *l, int64_t batch)
+{
+    ln *p = l->priv;
+    KDI_TRY(kdi_buf_reserve(&p->xhat, batch * kdi_shape_size(l->in)));
+    return kdi_buf_reserve(&p->inv_std, batch);
+}
+
+static kd_status ln_forward(kdi_layer *l, const float *x, float *y, int64_t batch, int train)
+{
+    (void)train;
+    ln *p = l->priv;
+    int64_t n = kdi_shape_size(l->in);
+    const float *g = l->params[0].value, *b = l->params[1].value;
+    for (int64_t r = 0; r < batch; r++) {
+        const float *xr = x + r * n;
+        double s = 0.0, ss = 0.0;
+        for (int64_t i = 0; i < n; i++) s += xr[i];
+        double m = s / (double)n;
+        for (int64_t i = 0; i < n; i++) ss += (xr[i] - m) * (xr[i] - m);
+        float inv = (float)(1.0 / sqrt(ss / (double)n + p->eps));
+        p->inv_std.data[r] = inv;
+        float *h = p->xhat.data + r * n, *yr = y + r * n;
+        for (int64_t i = 0; i < n; i++) {
+            h[i] = (xr[i] - (float)m) * inv;
+            yr[i] = g[i] * h[i] + b[i];
+        }
+    }
+    return KD_OK;
+}
+
+/* With u = gamma * dy: dx = inv_std / N * (N u - sum u - xhat * sum(u xhat)), per example. */
+static kd_status ln_backward(kdi_layer *l, const float *x, const float *y, const float *dy,
+                             float *dx, int64_t batch)
+{
+    (void)x;
+    (void)y;
+    ln *p = l->priv;
+    int64_t n = kdi_shape_size(l->in);
+    const float *g = l->params[0].value;
+    for (int64_t r = 0; r < batch; r++) {
+        const float *h = p->xhat.data + r * n, *d = dy + r * n;
+        double su = 0.0, suh = 0.0;
+        for (int64_t i = 0; i < n; i++) {
+            l->params[0].grad[i] += d[i] * h[i];
+            l->params[1].grad[i] += d[i];
+            double u = (double)g[i] * d[i];
+            su += u;
+            suh += u * h[i];
+        }
+        if (dx == NULL) continue;
+        float k = p->inv_std.data[r] / (float)n, a = (float)su, b = (float)suh;
+        for (int64_t i = 0; i < n; i++) dx[r * n + i] = k * ((float)n * g[i] * d[i] - a - h[i] * b);
+    }
+    return KD_OK;
+}
+
+static void ln_destroy(kdi_layer *l)
+{
+    ln *p = l->priv;
+    if (p == NULL) return;
+    kdi_buf_free(&p->xhat);
+    kdi_buf_free(&p->inv_std);
+    free(p);
+}
+
+static const kdi_layer_ops ln_ops = {.kind = "layernorm",
+                                     .forward = ln_forward,
+                                     .backward = ln_backward,
+                                     .reserve = ln_reserve,
+                                     .destroy = ln_destroy};
+
+kd_status kdi_layernorm_create(const kdi_args *a, kdi_shape in, uint64_t seed, kdi_layer *l)
+{
+    (void)seed;
+    static const char *const keys[] = {"eps", NULL};
+    ln *p = calloc(1, sizeof *p);
+    if (p == NULL) return kdi_fail(KD_ERR_NOMEM, "cannot allocate a layernorm layer");
+    l->ops = &ln_ops;
+    l->priv = p;
+    KDI_TRY(kdi_args_check(a, 0, keys, 0));
+    KDI_TRY(kdi_args_float(a, -1, "eps", 1, 1e-5f, 1e-12f, 1.0f, &p->eps));
+    l->in = l->out = in;
+    int64_t dims[3] = {in.c, in.h, in.w};
+    int32_t ndim = in.h == 1 && in.w == 1 ? 1 : 3;
+    KDI_TRY(kdi_layer_add_param(l, "weight", 1, ndim, dims));
+    KDI_TRY(kdi_layer_add_param(l, "bias", 1, ndim, dims));
+    for (int64_t i = 0; i < l->params[0].count; i++) l->params[0].value[i] = 1.0f;
+    if (p->eps == 1e-5f) return kdi_layer_set_spec(l, "layernorm");
+    return kdi_layer_set_spec(l, "layernorm eps=%g", (double)p->eps);
+}

@@ -1,0 +1,23 @@
+/* The create functions of the built-in layers, gathered by registry.c. */
+#ifndef KDI_LAYERS_H
+#define KDI_LAYERS_H
+
+#include "nn/layer.h"
+
+kd_status kdi_dense_create(const kdi_args *a, kdi_shape in, uint64_t seed, kdi_layer *l);
+kd_status kdi_relu_create(const kdi_args *a, kdi_shape in, uint64_t seed, kdi_layer *l);
+kd_status kdi_leakyrelu_create(const kdi_args *a, kdi_shape in, uint64_t seed, kdi_layer *l);
+kd_status kdi_gelu_create(const kdi_args *a, kdi_shape in, uint64_t seed, kdi_layer *l);
+kd_status kdi_tanh_create(const kdi_args *a, kdi_shape in, uint64_t seed, kdi_layer *l);
+kd_status kdi_sigmoid_create(const kdi_args *a, kdi_shape in, uint64_t seed, kdi_layer *l);
+kd_status kdi_dropout_create(const kdi_args *a, kdi_shape in, uint64_t seed, kdi_layer *l);
+kd_status kdi_conv_create(const kdi_args *a, kdi_shape in, uint64_t seed, kdi_layer *l);
+kd_status kdi_maxpool_create(const kdi_args *a, kdi_shape in, uint64_t seed, kdi_layer *l);
+kd_status kdi_avgpool_create(const kdi_args *a, kdi_shape in, uint64_t seed, kdi_layer *l);
+kd_status kdi_gap_create(const kdi_args *a, kdi_shape in, uint64_t seed, kdi_layer *l);
+kd_status kdi_bn_create(const kdi_args *a, kdi_shape in, uint64_t seed, kdi_layer *l);
+kd_status kdi_layernorm_create(const kdi_args *a, kdi_shape in, uint64_t seed, kdi_layer *l);
+kd_status kdi_flatten_create(const kdi_args *a, kdi_shape in, uint64_t seed, kdi_layer *l);
+kd_status kdi_residual_create(const kdi_args *a, kdi_shape in, uint64_t seed, kdi_layer *l);
+
+#endif

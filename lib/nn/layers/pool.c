@@ -1,0 +1,150 @@
+/* Pooling over each channel: maxpool K [stride=S] and avgpool K [stride=S] (no padding; stride
+ * defaults to K, as PyTorch), and gap, global average pooling to C x 1 x 1. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/error.h"
+#include "nn/layers/layers.h"
+
+typedef struct pool {
+    int64_t k, kw, stride; /* window k x kw (kw == k but for gap over a non-square input) */
+    int max;
+    kdi_buf argmax; /* max pooling: the winning input offset of each output, as floats */
+} pool;
+
+static kd_status pool_reserve(kdi_layer *l, int64_t batch)
+{
+    pool *p = l->priv;
+    return p->max ? kdi_buf_reserve(&p->argmax, batch * kdi_shape_size(l->out)) : KD_OK;
+}
+
+static kd_status pool_forward(kdi_layer *l, const float *x, float *y, int64_t batch, int train)
+{
+    (void)train;
+    pool *p = l->priv;
+    int64_t h = l->in.h, w = l->in.w, oh = l->out.h, ow = l->out.w, planes = batch * l->in.c;
+    float inv = 1.0f / (float)(p->k * p->kw);
+    for (int64_t c = 0; c < planes; c++) {
+        const float *xp = x + c * h * w;
+        for (int64_t oy = 0; oy < oh; oy++)
+            for (int64_t ox = 0; ox < ow; ox++) {
+                int64_t o = (c * oh + oy) * ow + ox, best = (oy * p->stride) * w + ox * p->stride;
+                float acc = p->max ? xp[best] : 0.0f;
+                for (int64_t i = 0; i < p->k; i++)
+                    for (int64_t j = 0; j < p->kw; j++) {
+                        int64_t at = (oy * p->stride + i) * w + ox * p->stride + j;
+                        if (!p->max)
+                            acc += xp[at];
+                        else if (xp[at] > acc) {
+                            acc = xp[at];
+                            best = at;
+                        }
+                    }
+                y[o] = p->max ? acc : acc * inv;
+                if (p->max) p->argmax.data[o] = (float)best;
+            }
+    }
+    return KD_OK;
+}
+
+static kd_status pool_backward(kdi_layer *l, const float *x, const float *y, const float *dy,
+                               float *dx, int64_t batch)
+{
+    (void)x;
+    (void)y;
+    pool *p = l->priv;
+    if (dx == NULL) return KD_OK;
+    int64_t h = l->in.h, w = l->in.w, oh = l->out.h, ow = l->out.w, planes = batch * l->in.c;
+    float inv = 1.0f / (float)(p->k * p->kw);
+    memset(dx, 0, sizeof(float) * (size_t)(planes * h * w));
+    for (int64_t c = 0; c < planes; c++) {
+        float *dp = dx + c * h * w;
+        for (int64_t oy = 0; oy < oh; oy++)
+            for (int64_t ox = 0; ox < ow; ox++) {
+                int64_t o = (c * oh + oy) * ow + ox;
+                if (p->max) {
+                    dp[(int64_t)p->argmax.data[o]] += dy[o];
+                    continue;
+                }
+                for (int64_t i = 0; i < p->k; i++)
+                    for (int64_t j = 0; j < p->kw; j++)
+                        dp[(oy * p->stride + i) * w + ox * p->stride + j] += dy[o] * inv;
+            }
+    }
+    return KD_OK;
+}
+
+static void pool_destroy(kdi_layer *l)
+{
+    pool *p = l->priv;
+    if (p != NULL) kdi_buf_free(&p->argmax);
+    free(p);
+}
+
+static const kdi_layer_ops maxpool_ops = {.kind = "maxpool",
+                                          .forward = pool_forward,
+                                          .backward = pool_backward,
+                                          .reserve = pool_reserve,
+                                          .destroy = pool_destroy};
+static const kdi_layer_ops avgpool_ops = {.kind = "avgpool",
+                                          .forward = pool_forward,
+                                          .backward = pool_backward,
+                                          .reserve = pool_reserve,
+                                          .destroy = pool_destroy};
+static const kdi_layer_ops gap_ops = {.kind = "gap",
+                                      .forward = pool_forward,
+                                      .backward = pool_backward,
+                                      .reserve = pool_reserve,
+                                      .destroy = pool_destroy};
+
+static kd_status make(const kdi_args *a, kdi_shape in, kdi_layer *l, const kdi_layer_ops *ops,
+                      int max, int global)
+{
+    static const char *const keys[] = {"k", "stride", NULL};
+    pool *p = calloc(1, sizeof *p);
+    if (p == NULL) return kdi_fail(KD_ERR_NOMEM, "cannot allocate a pooling layer");
+    l->ops = ops;
+    l->priv = p;
+    p->max = max;
+    if (global) {
+        KDI_TRY(kdi_args_check(a, 0, NULL, 0));
+        p->k = in.h;
+        p->kw = in.w;
+        p->stride = 1;
+    } else {
+        KDI_TRY(kdi_args_check(a, 1, keys, 0));
+        KDI_TRY(kdi_args_int(a, 0, "k", 0, 0, 1, 1 << 16, &p->k));
+        p->kw = p->k;
+        KDI_TRY(kdi_args_int(a, -1, "stride", 1, p->k, 1, 1 << 16, &p->stride));
+        if (in.h < p->k || in.w < p->k)
+            return kdi_fail(KD_ERR_SHAPE, "%s %lld does not fit a %lldx%lld input", ops->kind,
+                            (long long)p->k, (long long)in.h, (long long)in.w);
+    }
+    l->in = in;
+    if (global) {
+        l->out = (kdi_shape){in.c, 1, 1};
+        return kdi_layer_set_spec(l, "gap");
+    }
+    l->out = (kdi_shape){in.c, (in.h - p->k) / p->stride + 1, (in.w - p->k) / p->stride + 1};
+    if (p->stride == p->k) return kdi_layer_set_spec(l, "%s %lld", ops->kind, (long long)p->k);
+    return kdi_layer_set_spec(l, "%s %lld stride=%lld", ops->kind, (long long)p->k,
+                              (long long)p->stride);
+}
+
+kd_status kdi_maxpool_create(const kdi_args *a, kdi_shape in, uint64_t seed, kdi_layer *l)
+{
+    (void)seed;
+    return make(a, in, l, &maxpool_ops, 1, 0);
+}
+
+kd_status kdi_avgpool_create(const kdi_args *a, kdi_shape in, uint64_t seed, kdi_layer *l)
+{
+    (void)seed;
+    return make(a, in, l, &avgpool_ops, 0, 0);
+}
+
+kd_status kdi_gap_create(const kdi_args *a, kdi_shape in, uint64_t seed, kdi_layer *l)
+{
+    (void)seed;
+    return make(a, in, l, &gap_ops, 0, 1);
+}

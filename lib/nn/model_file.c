@@ -1,0 +1,134 @@
+/* Models in safetensors files: PyTorch state-dict names and layouts, the spec in __metadata__. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/error.h"
+#include "io/safetensors.h"
+#include "nn/model.h"
+
+#define SPEC_KEY "kd.spec"
+
+kd_status kd_model_save(const kd_model *m, const char *path)
+{
+    KDI_CHECK_NULL(m);
+    KDI_CHECK_NULL(path);
+    int32_t n = m->params.n;
+    kdi_st_tensor *t = calloc((size_t)(n > 0 ? n : 1), sizeof *t);
+    if (t == NULL) return kdi_fail(KD_ERR_NOMEM, "cannot allocate the tensor list");
+    for (int32_t i = 0; i < n; i++) {
+        const kdi_param *p = m->params.items[i].p;
+        t[i].name = m->params.items[i].name;
+        t[i].dtype = p->ivalue != NULL ? KDI_ST_I64 : KDI_ST_F32;
+        t[i].ndim = p->ndim;
+        memcpy(t[i].dims, p->dims, sizeof p->dims);
+        t[i].data = p->ivalue != NULL ? (const void *)p->ivalue : (const void *)p->value;
+        t[i].nbytes = p->count * (p->ivalue != NULL ? 8 : 4);
+    }
+    /* "format": "pt" is what PyTorch's safetensors loader expects to find. */
+    const char *keys[] = {SPEC_KEY, "kd.version", "format"};
+    const char *values[] = {m->spec, kd_version(), "pt"};
+    kd_status st = kdi_st_write(path, t, n, keys, values, 3);
+    free(t);
+    return st;
+}
+
+/* Checks that tensor t can fill parameter p. */
+static kd_status check_tensor(const kdi_named_param *np, const kdi_st_tensor *t)
+{
+    const kdi_param *p = np->p;
+    kdi_st_dtype want = p->ivalue != NULL ? KDI_ST_I64 : KDI_ST_F32;
+    if (t->dtype != want)
+        return kdi_fail(KD_ERR_FORMAT, "tensor '%s' has the wrong dtype (want %s)", np->name,
+                        want == KDI_ST_F32 ? "F32" : "I64");
+    int same = t->ndim == p->ndim;
+    for (int32_t d = 0; same && d < p->ndim; d++) same = t->dims[d] == p->dims[d];
+    if (!same) {
+        char want_s[80] = "", got_s[80] = "";
+        for (int32_t d = 0; d < p->ndim; d++)
+            snprintf(want_s + strlen(want_s), sizeof want_s - strlen(want_s), "%s%lld",
+                     d ? ", " : "", (long long)p->dims[d]);
+        for (int32_t d = 0; d < t->ndim && d < 8; d++)
+            snprintf(got_s + strlen(got_s), sizeof got_s - strlen(got_s), "%s%lld", d ? ", " : "",
+                     (long long)t->dims[d]);
+        return kdi_fail(KD_ERR_SHAPE, "tensor '%s' has shape [%s], the model wants [%s]", np->name,
+                        got_s, want_s);
+    }
+    if (want == KDI_ST_F32) {
+        for (int64_t i = 0; i < p->count; i++) {
+            float v;
+            memcpy(&v, (const char *)t->data + 4 * i, 4);
+            if (v - v != 0.0f)
+                return kdi_fail(KD_ERR_NUMERIC, "tensor '%s' holds NaN or infinity", np->name);
+        }
+    }
+    return KD_OK;
+}
+
+kd_status kdi_model_check_file(const kd_model *m, const kdi_st_file *f, const char *path, int exact)
+{
+    for (int32_t i = 0; i < m->params.n; i++) {
+        const kdi_st_tensor *t = kdi_st_find(f, m->params.items[i].name);
+        if (t == NULL)
+            return kdi_fail(KD_ERR_FORMAT, "%s has no tensor '%s'", path, m->params.items[i].name);
+        KDI_TRY(check_tensor(&m->params.items[i], t));
+    }
+    if (exact && f->n != m->params.n)
+        return kdi_fail(KD_ERR_FORMAT, "%s holds %d tensors, the model has %d", path, (int)f->n,
+                        (int)m->params.n);
+    return KD_OK;
+}
+
+void kdi_model_copy_file(kd_model *m, const kdi_st_file *f)
+{
+    for (int32_t i = 0; i < m->params.n; i++) {
+        const kdi_st_tensor *t = kdi_st_find(f, m->params.items[i].name);
+        kdi_param *p = m->params.items[i].p;
+        memcpy(p->ivalue != NULL ? (void *)p->ivalue : (void *)p->value, t->data,
+               (size_t)t->nbytes);
+    }
+}
+
+/* Validates every tensor first, then copies: a failure changes nothing. */
+static kd_status fill(kd_model *m, const kdi_st_file *f, const char *path)
+{
+    KDI_TRY(kdi_model_check_file(m, f, path, 1));
+    kdi_model_copy_file(m, f);
+    return KD_OK;
+}
+
+kd_status kd_model_load_weights(kd_model *m, const char *path)
+{
+    KDI_CHECK_NULL(m);
+    KDI_CHECK_NULL(path);
+    kdi_st_file f;
+    KDI_TRY(kdi_st_read(path, &f));
+    kd_status st = fill(m, &f, path);
+    kdi_st_free(&f);
+    return st;
+}
+
+kd_status kd_model_load(const char *path, kd_model **out)
+{
+    KDI_CHECK_NULL(path);
+    KDI_CHECK_NULL(out);
+    kdi_st_file f;
+    KDI_TRY(kdi_st_read(path, &f));
+    const char *spec = kdi_st_meta(&f, SPEC_KEY);
+    kd_model *m = NULL;
+    kd_status st = KD_OK;
+    if (spec == NULL)
+        st = kdi_fail(KD_ERR_FORMAT,
+                      "%s has no '" SPEC_KEY "' metadata: create the model from its spec and call "
+                      "kd_model_load_weights",
+                      path);
+    if (st == KD_OK) st = kd_model_create(spec, 0, &m);
+    if (st == KD_OK) st = fill(m, &f, path);
+    kdi_st_free(&f);
+    if (st != KD_OK) {
+        kd_model_destroy(m);
+        return st;
+    }
+    *out = m;
+    return KD_OK;
+}

@@ -1,0 +1,207 @@
+#include "nn/sequence.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/error.h"
+#include "core/rng.h"
+#include "kernels/kernels.h"
+
+static kd_status build_layer(kdi_seq *s, int32_t i, char *text, kdi_shape in, uint64_t seed)
+{
+    kdi_args a;
+    KDI_TRY(kdi_spec_parse_layer(text, &a));
+    kdi_layer_create_fn create = kdi_layer_find(a.kind);
+    if (create == NULL)
+        return kdi_fail(KD_ERR_FORMAT, "layer %d: unknown kind '%s'", (int)i, a.kind);
+    kdi_layer *l = &s->layers[i];
+    kd_status st = create(&a, in, kdi_rng_derive(seed, (uint64_t)i), l);
+    if (st == KD_OK && kdi_shape_size(l->out) <= 0)
+        st = kdi_fail(KD_ERR_SHAPE, "layer %d ('%s') has an empty output", (int)i, a.kind);
+    if (st != KD_OK) {
+        /* Keep the layer's own sentence, prefixed by where it stands in the spec. */
+        char why[400];
+        strncpy(why, kd_last_error(), sizeof why - 1);
+        why[sizeof why - 1] = '\0';
+        kdi_layer_free(l);
+        return kdi_fail(st, "layer %d: %s", (int)i, why);
+    }
+    return KD_OK;
+}
+
+kd_status kdi_seq_build(kdi_seq *s, const char *spec, kdi_shape in, uint64_t seed)
+{
+    memset(s, 0, sizeof *s);
+    s->in = s->out = in;
+    if (spec == NULL || spec[0] == '\0') return KD_OK;
+    char **parts;
+    int32_t n;
+    KDI_TRY(kdi_spec_split(spec, &parts, &n));
+    s->layers = calloc((size_t)n, sizeof *s->layers);
+    s->acts = calloc((size_t)n, sizeof *s->acts);
+    s->extra_grad = calloc((size_t)n, sizeof *s->extra_grad);
+    s->has_extra = calloc((size_t)n, 1);
+    kd_status st = KD_OK;
+    if (s->layers == NULL || s->acts == NULL || s->extra_grad == NULL || s->has_extra == NULL)
+        st = kdi_fail(KD_ERR_NOMEM, "cannot allocate %d layers", (int)n);
+    kdi_shape cur = in;
+    for (int32_t i = 0; st == KD_OK && i < n; i++) {
+        st = build_layer(s, i, parts[i], cur, seed);
+        if (st == KD_OK) {
+            s->n = i + 1;
+            cur = s->layers[i].out;
+        }
+    }
+    free(parts);
+    if (st != KD_OK) {
+        kdi_seq_free(s);
+        return st;
+    }
+    s->out = cur;
+    return KD_OK;
+}
+
+void kdi_seq_free(kdi_seq *s)
+{
+    for (int32_t i = 0; i < s->n; i++) {
+        kdi_layer_free(&s->layers[i]);
+        kdi_buf_free(&s->acts[i]);
+        kdi_buf_free(&s->extra_grad[i]);
+    }
+    free(s->layers);
+    free(s->acts);
+    free(s->extra_grad);
+    free(s->has_extra);
+    kdi_buf_free(&s->grad[0]);
+    kdi_buf_free(&s->grad[1]);
+    memset(s, 0, sizeof *s);
+}
+
+/* Sizes every buffer for batch once; later batches of that size or smaller allocate nothing. */
+static kd_status reserve(kdi_seq *s, int64_t batch)
+{
+    if (batch <= s->reserved) return KD_OK;
+    int64_t widest = kdi_shape_size(s->in);
+    for (int32_t i = 0; i < s->n; i++) {
+        kdi_layer *l = &s->layers[i];
+        int64_t size = kdi_shape_size(l->out);
+        if (size > widest) widest = size;
+        KDI_TRY(kdi_buf_reserve(&s->acts[i], batch * size));
+        if (l->ops->reserve != NULL) KDI_TRY(l->ops->reserve(l, batch));
+    }
+    KDI_TRY(kdi_buf_reserve(&s->grad[0], batch * widest));
+    KDI_TRY(kdi_buf_reserve(&s->grad[1], batch * widest));
+    /* Feature-gradient buffers already in use must follow the batch too. */
+    for (int32_t i = 0; i < s->n; i++)
+        if (s->extra_grad[i].data != NULL)
+            KDI_TRY(kdi_buf_reserve(&s->extra_grad[i], batch * kdi_shape_size(s->layers[i].out)));
+    s->reserved = batch;
+    return KD_OK;
+}
+
+kd_status kdi_seq_prepare(kdi_seq *s, int64_t batch, int train)
+{
+    KDI_TRY(reserve(s, batch));
+    for (int32_t i = 0; i < s->n; i++) {
+        kdi_layer *l = &s->layers[i];
+        if (l->ops->check != NULL) KDI_TRY(l->ops->check(l, batch, train));
+    }
+    return KD_OK;
+}
+
+kd_status kdi_seq_forward(kdi_seq *s, const float *x, int64_t batch, int train, const float **out)
+{
+    KDI_TRY(kdi_seq_prepare(s, batch, train));
+    const float *cur = x;
+    s->trained = 0;
+    s->batch = 0;
+    for (int32_t i = 0; i < s->n; i++) {
+        kdi_layer *l = &s->layers[i];
+        KDI_TRY(l->ops->forward(l, cur, s->acts[i].data, batch, train));
+        cur = s->acts[i].data;
+    }
+    memset(s->has_extra, 0, (size_t)s->n);
+    s->x = x;
+    s->batch = batch;
+    s->trained = train;
+    *out = cur;
+    return KD_OK;
+}
+
+kd_status kdi_seq_backward(kdi_seq *s, const float *dy, float *dx)
+{
+    if (!s->trained || s->batch == 0)
+        return kdi_fail(KD_ERR_STATE, "backward needs a training forward first");
+    const kdi_kernels *k = kdi_kernels_get();
+    const float *g = dy;
+    int next = 0;
+    for (int32_t i = s->n - 1; i >= 0; i--) {
+        kdi_layer *l = &s->layers[i];
+        int64_t nout = s->batch * kdi_shape_size(l->out);
+        if (s->has_extra[i]) {
+            /* The caller's dy is read-only; our own buffers take the feature gradient in place. */
+            float *sum = g == dy ? s->grad[next].data : s->grad[next ^ 1].data;
+            if (g == dy) {
+                memcpy(sum, dy, (size_t)nout * sizeof *sum);
+                next ^= 1;
+            }
+            k->axpy(sum, 1.0f, s->extra_grad[i].data, nout);
+            g = sum;
+        }
+        float *target = i > 0 ? s->grad[next].data : dx;
+        const float *xin = i > 0 ? s->acts[i - 1].data : s->x;
+        KDI_TRY(l->ops->backward(l, xin, s->acts[i].data, g, target, s->batch));
+        g = target;
+        next ^= 1;
+    }
+    if (s->n == 0 && dx != NULL)
+        memcpy(dx, dy, (size_t)(s->batch * kdi_shape_size(s->in)) * sizeof *dx);
+    memset(s->has_extra, 0, (size_t)s->n);
+    s->trained = 0;
+    return KD_OK;
+}
+
+kd_status kdi_seq_add_output_grad(kdi_seq *s, int32_t i, const float *g)
+{
+    if (i < 0 || i >= s->n)
+        return kdi_fail(KD_ERR_ARGUMENT, "layer %d is not in 0..%d", i, s->n - 1);
+    if (!s->trained)
+        return kdi_fail(KD_ERR_STATE, "feature gradients need a training forward first");
+    int64_t n = s->batch * kdi_shape_size(s->layers[i].out);
+    KDI_TRY(kdi_buf_reserve(&s->extra_grad[i], s->reserved * kdi_shape_size(s->layers[i].out)));
+    if (!s->has_extra[i]) memset(s->extra_grad[i].data, 0, (size_t)n * sizeof(float));
+    kdi_kernels_get()->axpy(s->extra_grad[i].data, 1.0f, g, n);
+    s->has_extra[i] = 1;
+    return KD_OK;
+}
+
+kd_status kdi_seq_collect(kdi_seq *s, const char *prefix, kdi_param_list *list)
+{
+    char name[96];
+    for (int32_t i = 0; i < s->n; i++) {
+        kdi_layer *l = &s->layers[i];
+        snprintf(name, sizeof name, "%s%d.", prefix, (int)i);
+        if (l->ops->collect != NULL) {
+            KDI_TRY(l->ops->collect(l, name, list));
+            continue;
+        }
+        for (int32_t j = 0; j < l->nparams; j++)
+            KDI_TRY(kdi_param_list_push(list, name, &l->params[j]));
+    }
+    return KD_OK;
+}
+
+char *kdi_seq_spec(const kdi_seq *s)
+{
+    size_t len = 1;
+    for (int32_t i = 0; i < s->n; i++) len += strlen(s->layers[i].spec) + 3;
+    char *out = malloc(len);
+    if (out == NULL) return NULL;
+    out[0] = '\0';
+    for (int32_t i = 0; i < s->n; i++) {
+        if (i > 0) strcat(out, " | ");
+        strcat(out, s->layers[i].spec);
+    }
+    return out;
+}

@@ -1,0 +1,38 @@
+/* A chain of layers with its activations and gradient buffers: the body of a model and of every
+ * container layer (residual blocks). */
+#ifndef KDI_SEQUENCE_H
+#define KDI_SEQUENCE_H
+
+#include "nn/layer.h"
+
+typedef struct kdi_seq {
+    kdi_layer *layers;
+    int32_t n;
+    kdi_shape in, out;
+    kdi_buf *acts;       /* acts[i]: output of layer i, n of them */
+    kdi_buf *extra_grad; /* extra_grad[i]: gradient added at layer i's output (feature losses) */
+    uint8_t *has_extra;  /* whether extra_grad[i] holds something for the next backward */
+    kdi_buf grad[2];     /* ping-pong gradient buffers */
+    const float *x;      /* input of the last forward (the caller keeps it alive until backward) */
+    int64_t batch;       /* batch of the last forward; 0 before any */
+    int64_t reserved;    /* batch the buffers are sized for */
+    int trained;         /* the last forward was in training mode */
+} kdi_seq;
+
+/* Builds the layers of spec (no "input" layer) for input shape in. */
+kd_status kdi_seq_build(kdi_seq *s, const char *spec, kdi_shape in, uint64_t seed);
+void kdi_seq_free(kdi_seq *s);
+/* Everything a forward of batch could fail on, done or checked before any layer runs: workspaces
+ * and the layers' own checks. kdi_seq_forward starts with it. */
+kd_status kdi_seq_prepare(kdi_seq *s, int64_t batch, int train);
+/* Runs the layers; *out points at the last activation (owned by s) or at x when there are no layers. */
+kd_status kdi_seq_forward(kdi_seq *s, const float *x, int64_t batch, int train, const float **out);
+/* Backpropagates dy (batch of the last training forward); dx may be NULL. */
+kd_status kdi_seq_backward(kdi_seq *s, const float *dy, float *dx);
+/* Accumulates g into the gradient at layer i's output for the next backward (feature losses). */
+kd_status kdi_seq_add_output_grad(kdi_seq *s, int32_t i, const float *g);
+kd_status kdi_seq_collect(kdi_seq *s, const char *prefix, kdi_param_list *list);
+/* The canonical spec of the layers joined by " | "; heap, caller frees. NULL on NOMEM. */
+char *kdi_seq_spec(const kdi_seq *s);
+
+#endif
