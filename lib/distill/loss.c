@@ -206,15 +206,9 @@ int kdi_loss_soft_is_logits(const kd_loss *l) { return l->ops->soft_is_logits; }
 
 float kdi_loss_temperature(const kd_loss *l) { return l->opt[KD_LOSS_TEMPERATURE]; }
 
-kd_status kd_loss_forward(kd_loss *l, const float *student_logits, const float *soft_targets,
-                          const int32_t *labels, int64_t batch, int64_t classes, float *loss)
+kd_status kdi_loss_forward(kd_loss *l, const float *student_logits, const float *soft_targets,
+                           const int32_t *labels, int64_t batch, int64_t classes, float *loss)
 {
-    KDI_CHECK_NULL(l);
-    KDI_CHECK_NULL(student_logits);
-    KDI_CHECK_NULL(loss);
-    KDI_TRY(kdi_loss_check(l, soft_targets, labels, batch, classes));
-    if (!kdi_all_finite(student_logits, batch * classes))
-        return kdi_fail(KD_ERR_NUMERIC, "student_logits hold NaN or infinity");
     int next = 1 - l->cur;
     double parts[KDI_LOSS_NPARTS] = {0};
     KDI_TRY(kdi_buf_reserve(&l->grad[next], batch * classes));
@@ -231,13 +225,27 @@ kd_status kd_loss_forward(kd_loss *l, const float *student_logits, const float *
     return KD_OK;
 }
 
+kd_status kd_loss_forward(kd_loss *l, const float *student_logits, const float *soft_targets,
+                          const int32_t *labels, int64_t batch, int64_t classes, float *loss)
+{
+    KDI_CHECK_NULL(l);
+    KDI_CHECK_NULL(student_logits);
+    KDI_CHECK_NULL(loss);
+    KDI_TRY(kdi_loss_check(l, soft_targets, labels, batch, classes));
+    if (!kdi_all_finite(student_logits, batch * classes))
+        return kdi_fail(KD_ERR_NUMERIC, "student_logits hold NaN or infinity");
+    return kdi_loss_forward(l, student_logits, soft_targets, labels, batch, classes, loss);
+}
+
+const float *kdi_loss_grad(const kd_loss *l) { return l->grad[l->cur].data; }
+
 kd_status kd_loss_backward(kd_loss *l, float *grad_student_logits)
 {
     KDI_CHECK_NULL(l);
     KDI_CHECK_NULL(grad_student_logits);
     if (l->batch == 0)
         return kdi_fail(KD_ERR_STATE, "kd_loss_backward needs a kd_loss_forward first");
-    memcpy(grad_student_logits, l->grad[l->cur].data,
+    memcpy(grad_student_logits, kdi_loss_grad(l),
            (size_t)(l->batch * l->classes) * sizeof *grad_student_logits);
     return KD_OK;
 }

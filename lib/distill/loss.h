@@ -50,5 +50,10 @@ int kdi_loss_uses_soft(const kd_loss *l);
 int kdi_loss_soft_is_logits(const kd_loss *l);
 /* The temperature soft targets must be made at. */
 float kdi_loss_temperature(const kd_loss *l);
+/* kd_loss_forward for inputs kdi_loss_check accepted and logits the library computed. */
+kd_status kdi_loss_forward(kd_loss *l, const float *student_logits, const float *soft_targets,
+                           const int32_t *labels, int64_t batch, int64_t classes, float *loss);
+/* The last forward's gradient [batch, classes], borrowed until the forward after next. */
+const float *kdi_loss_grad(const kd_loss *l);
 
 #endif

@@ -7,6 +7,7 @@
 
 #include "core/error.h"
 #include "kernels/kernels.h"
+#include "nn/model.h"
 
 kd_status kdi_check_ensemble(const float *weights, int32_t n, float temperature)
 {
@@ -98,7 +99,7 @@ kd_status kdi_teacher_soft_targets(kd_model *const *teachers, const float *weigh
     for (int32_t i = 0; i < n; i++) {
         float factor = share(weights, n, i);
         if (factor == 0.0f) continue;
-        KDI_TRY(kd_model_predict(teachers[i], x, batch, logits));
+        KDI_TRY(kdi_model_predict(teachers[i], x, batch, logits));
         if (!kdi_all_finite(logits, count))
             return kdi_fail(KD_ERR_NUMERIC, "teacher %d produced NaN or infinite logits", (int)i);
         add_teacher(logits, factor, first, batch, classes, temperature, probs, tmp);

@@ -1,6 +1,7 @@
 /* kd_trainer: kd_teacher_soft_targets -> kd_model_forward -> kd_loss_forward -> kd_loss_backward
- * -> kd_model_backward -> kd_optimizer_step, with every input checked before the student is
- * touched, so a refused step leaves the student as it was. */
+ * -> kd_model_backward -> kd_optimizer_step, with every input checked once, here, before the
+ * student is touched (so a refused step leaves the student as it was), then the same sequence
+ * through the internal kdi_ entry points, which trust what was checked. */
 #include "distill/trainer.h"
 
 #include <math.h>
@@ -25,8 +26,8 @@ kd_status kd_trainer_create(kd_model *student, kd_loss *loss, kd_optimizer *opt,
     t->student = student;
     t->loss = loss;
     t->opt = opt;
-    kd_model_input_size(student, &t->in);
-    kd_model_output_size(student, &t->classes);
+    t->in = kdi_model_in(student);
+    t->classes = kdi_model_out(student);
     *out = t;
     return KD_OK;
 }
@@ -65,9 +66,7 @@ kd_status kd_trainer_add_teacher(kd_trainer *t, kd_model *teacher, float weight)
     if (!(weight > 0.0f) || !isfinite(weight))
         return kdi_fail(KD_ERR_ARGUMENT, "teacher weight %g must be finite and greater than 0",
                         (double)weight);
-    int64_t in, classes;
-    KDI_TRY(kd_model_input_size(teacher, &in));
-    KDI_TRY(kd_model_output_size(teacher, &classes));
+    int64_t in = kdi_model_in(teacher), classes = kdi_model_out(teacher);
     if (in != t->in || classes != t->classes)
         return kdi_fail(
             KD_ERR_SHAPE,
@@ -122,12 +121,13 @@ static kd_status soft_targets(kd_trainer *t, const float *x, const float *teache
     return KD_OK;
 }
 
+/* The public boundary of a step: x is scanned once here, and the batch size checked against every
+ * model the step runs, so the models' internal entry points need no checks of their own. */
 static kd_status check_batch(const kd_trainer *t, const float *x, int64_t batch)
 {
-    int64_t widest = t->in > t->classes ? t->in : t->classes, total;
-    if (batch < 1 || !kdi_mul_ok(batch, widest, &total) || total > (1LL << 40))
-        return kdi_fail(KD_ERR_ARGUMENT, "batch %lld is not a usable size (1 or more)",
-                        (long long)batch);
+    KDI_TRY(kdi_model_check_size(t->student, batch));
+    for (int32_t i = 0; i < t->nteachers; i++) KDI_TRY(kdi_model_check_size(t->teachers[i], batch));
+    KDI_TRY(kdi_trainer_features_check_size(t, batch));
     if (!kdi_all_finite(x, batch * t->in))
         return kdi_fail(KD_ERR_NUMERIC, "the input x holds NaN or infinity");
     return KD_OK;
@@ -138,20 +138,21 @@ static kd_status learn(kd_trainer *t, const float *x, const float *soft, const i
                        int64_t batch, float *loss)
 {
     float value = 0.0f;
-    KDI_TRY(kd_model_forward(t->student, x, batch, t->logits.data));
+    const float *grad = t->grad.data;
+    KDI_TRY(kdi_model_forward(t->student, x, batch, t->logits.data));
     if (t->hint_only) { /* FitNets stage 1: the feature terms alone */
         memset(t->grad.data, 0, (size_t)(batch * t->classes) * sizeof *t->grad.data);
     } else {
-        KDI_TRY(kd_loss_forward(t->loss, t->logits.data, soft, labels, batch, t->classes, &value));
-        KDI_TRY(kd_loss_backward(t->loss, t->grad.data));
+        KDI_TRY(kdi_loss_forward(t->loss, t->logits.data, soft, labels, batch, t->classes, &value));
+        grad = kdi_loss_grad(t->loss);
     }
     /* The step applies this batch's gradient alone, whatever a caller left accumulated. */
-    KDI_TRY(kd_model_zero_grad(t->student));
+    kdi_model_zero_grad(t->student);
     KDI_TRY(kdi_trainer_features_forward(t, x, batch, &value));
-    KDI_TRY(kd_model_backward(t->student, t->grad.data));
+    KDI_TRY(kdi_model_backward(t->student, grad));
     /* The regressors' steps checked before the student's moves a weight: all step, or none. */
     KDI_TRY(kdi_trainer_features_ready(t));
-    KDI_TRY(kd_optimizer_step(t->opt));
+    KDI_TRY(kdi_optimizer_step(t->opt));
     KDI_TRY(kdi_trainer_features_step(t));
     *loss = value;
     return KD_OK;
@@ -173,8 +174,8 @@ kd_status kd_trainer_step(kd_trainer *t, const float *x, const int32_t *labels,
     }
     KDI_TRY(kdi_optimizer_check(t->opt));
     KDI_TRY(kdi_buf_reserve(&t->logits, batch * t->classes));
-    KDI_TRY(kdi_buf_reserve(&t->grad, batch * t->classes));
+    if (t->hint_only) KDI_TRY(kdi_buf_reserve(&t->grad, batch * t->classes));
     kd_status st = learn(t, x, soft, labels, batch, loss);
-    if (st != KD_OK) kd_model_zero_grad(t->student);
+    if (st != KD_OK) kdi_model_zero_grad(t->student);
     return st;
 }

@@ -215,6 +215,14 @@ kd_status kdi_trainer_features_check(const kd_trainer *t)
     return KD_OK;
 }
 
+kd_status kdi_trainer_features_check_size(const kd_trainer *t, int64_t batch)
+{
+    for (int32_t k = 0; k < t->nterms; k++)
+        if (t->terms[k].regressor != NULL)
+            KDI_TRY(kdi_model_check_size(t->terms[k].regressor, batch));
+    return KD_OK;
+}
+
 kd_status kdi_trainer_mean_logits(kd_trainer *t, const float *x, const float *cached, int64_t batch,
                                   const float **out)
 {
@@ -235,7 +243,7 @@ kd_status kdi_trainer_mean_logits(kd_trainer *t, const float *x, const float *ca
     for (int32_t i = 0; i < n; i++) {
         const float *z = cached != NULL ? cached + i * count : t->tlogits.data;
         if (cached == NULL) {
-            KDI_TRY(kd_model_predict(t->teachers[i], x, batch, t->tlogits.data));
+            KDI_TRY(kdi_model_predict(t->teachers[i], x, batch, t->tlogits.data));
             if (!kdi_all_finite(z, count))
                 return kdi_fail(KD_ERR_NUMERIC, "teacher %d produced NaN or infinite logits",
                                 (int)i);
@@ -256,7 +264,7 @@ static kd_status run_teacher(kd_trainer *t, const float *x, int64_t batch, int32
     for (int32_t j = 0; j < k; j++)
         if (t->terms[j].teacher == i) return KD_OK;
     KDI_TRY(kdi_buf_reserve(&t->tlogits, batch * t->classes));
-    return kd_model_predict(t->teachers[i], x, batch, t->tlogits.data);
+    return kdi_model_predict(t->teachers[i], x, batch, t->tlogits.data);
 }
 
 int kdi_trainer_regressor(const kd_trainer *t, int32_t k, kd_model **m, kd_optimizer **o)
@@ -284,17 +292,15 @@ static void sync_optimizer(kd_optimizer *dst, const kd_optimizer *src)
 /* Term k on the batch: loss, gradients into the regressor and the student's layer. */
 static kd_status run_term(kd_trainer *t, kdi_feature_term *f, int64_t batch)
 {
-    const float *sf, *tf;
-    KDI_TRY(kd_model_feature(t->student, f->student_layer, &sf, NULL, NULL, NULL, NULL));
-    KDI_TRY(
-        kd_model_feature(t->teachers[f->teacher], f->teacher_layer, &tf, NULL, NULL, NULL, NULL));
+    const float *sf = kdi_model_feature(t->student, f->student_layer);
+    const float *tf = kdi_model_feature(t->teachers[f->teacher], f->teacher_layer);
     int64_t n = batch * kdi_shape_size(f->rshape);
     KDI_TRY(kdi_buf_reserve(&f->grad, n));
     const float *in = sf;
     if (f->regressor != NULL) {
         KDI_TRY(kdi_buf_reserve(&f->rout, n));
         KDI_TRY(kdi_buf_reserve(&f->dx, batch * kdi_shape_size(f->regressor->seq.in)));
-        KDI_TRY(kd_model_forward(f->regressor, sf, batch, f->rout.data));
+        KDI_TRY(kdi_model_forward(f->regressor, sf, batch, f->rout.data));
         in = f->rout.data;
     }
     double v;
@@ -304,11 +310,11 @@ static kd_status run_term(kd_trainer *t, kdi_feature_term *f, int64_t batch)
     for (int64_t i = 0; i < n; i++) f->grad.data[i] = f->weight * g[i];
     f->value = (double)f->weight * v;
     if (f->regressor == NULL)
-        return kd_model_feature_backward(t->student, f->student_layer, f->grad.data);
+        return kdi_model_feature_backward(t->student, f->student_layer, f->grad.data);
     sync_optimizer(f->ropt, t->opt);
-    KDI_TRY(kd_model_zero_grad(f->regressor));
+    kdi_model_zero_grad(f->regressor);
     KDI_TRY(kdi_seq_backward(&f->regressor->seq, f->grad.data, f->dx.data));
-    return kd_model_feature_backward(t->student, f->student_layer, f->dx.data);
+    return kdi_model_feature_backward(t->student, f->student_layer, f->dx.data);
 }
 
 kd_status kdi_trainer_features_forward(kd_trainer *t, const float *x, int64_t batch, float *loss)
@@ -336,6 +342,6 @@ kd_status kdi_trainer_features_ready(const kd_trainer *t)
 kd_status kdi_trainer_features_step(kd_trainer *t)
 {
     for (int32_t k = 0; k < t->nterms; k++)
-        if (t->terms[k].ropt != NULL) KDI_TRY(kd_optimizer_step(t->terms[k].ropt));
+        if (t->terms[k].ropt != NULL) KDI_TRY(kdi_optimizer_step(t->terms[k].ropt));
     return KD_OK;
 }

@@ -10,6 +10,8 @@
 void kdi_trainer_features_free(kd_trainer *t);
 /* Whether a step can run with the current terms and options; changes nothing. */
 kd_status kdi_trainer_features_check(const kd_trainer *t);
+/* kdi_model_check_size of every regressor at this batch. */
+kd_status kdi_trainer_features_check_size(const kd_trainer *t, int64_t batch);
 /* Soft targets for a loss that takes logits: the ensemble's weighted mean of the teachers' logits,
  * from cached [teachers][batch][classes] logits or from running the teachers, into t->soft. */
 kd_status kdi_trainer_mean_logits(kd_trainer *t, const float *x, const float *cached, int64_t batch,

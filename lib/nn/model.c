@@ -175,8 +175,7 @@ kd_status kd_model_layer_info(const kd_model *m, int32_t i, const char **kind, i
     return KD_OK;
 }
 
-/* Checks a batch of inputs: pointers, batch range and finiteness. */
-static kd_status check_size(const kd_model *m, int64_t batch)
+kd_status kdi_model_check_size(const kd_model *m, int64_t batch)
 {
     int64_t widest = kdi_shape_size(m->seq.in), total;
     for (int32_t i = 0; i < m->seq.n; i++)
@@ -188,12 +187,13 @@ static kd_status check_size(const kd_model *m, int64_t batch)
     return KD_OK;
 }
 
+/* The public boundary: pointers, batch range and finiteness, once. */
 static kd_status check_batch(const kd_model *m, const float *x, int64_t batch, const float *logits)
 {
     KDI_CHECK_NULL(m);
     KDI_CHECK_NULL(x);
     KDI_CHECK_NULL(logits);
-    KDI_TRY(check_size(m, batch));
+    KDI_TRY(kdi_model_check_size(m, batch));
     if (!kdi_all_finite(x, batch * kdi_shape_size(m->seq.in)))
         return kdi_fail(KD_ERR_NUMERIC, "the input holds NaN or infinity");
     return KD_OK;
@@ -207,20 +207,36 @@ static kd_status run(kd_model *m, const float *x, int64_t batch, float *logits, 
     return KD_OK;
 }
 
-kd_status kd_model_predict(kd_model *m, const float *x, int64_t batch, float *logits)
+kd_status kdi_model_predict(kd_model *m, const float *x, int64_t batch, float *logits)
 {
-    KDI_TRY(check_batch(m, x, batch, logits));
     return run(m, x, batch, logits, 0);
 }
 
-kd_status kd_model_forward(kd_model *m, const float *x, int64_t batch, float *logits)
+kd_status kd_model_predict(kd_model *m, const float *x, int64_t batch, float *logits)
 {
     KDI_TRY(check_batch(m, x, batch, logits));
+    return kdi_model_predict(m, x, batch, logits);
+}
+
+kd_status kdi_model_forward(kd_model *m, const float *x, int64_t batch, float *logits)
+{
     /* The caller may reuse x before backward, so the model keeps its own copy. */
     int64_t n = batch * kdi_shape_size(m->seq.in);
     KDI_TRY(kdi_buf_reserve(&m->input, n));
     memcpy(m->input.data, x, (size_t)n * sizeof *x);
     return run(m, m->input.data, batch, logits, 1);
+}
+
+kd_status kd_model_forward(kd_model *m, const float *x, int64_t batch, float *logits)
+{
+    KDI_TRY(check_batch(m, x, batch, logits));
+    return kdi_model_forward(m, x, batch, logits);
+}
+
+kd_status kdi_model_backward(kd_model *m, const float *grad_logits)
+{
+    m->grads_dirty = 1;
+    return kdi_seq_backward(&m->seq, grad_logits, NULL);
 }
 
 kd_status kd_model_backward(kd_model *m, const float *grad_logits)
@@ -231,9 +247,10 @@ kd_status kd_model_backward(kd_model *m, const float *grad_logits)
         return kdi_fail(KD_ERR_STATE, "kd_model_backward needs a kd_model_forward first");
     if (!kdi_all_finite(grad_logits, m->seq.batch * kdi_shape_size(m->seq.out)))
         return kdi_fail(KD_ERR_NUMERIC, "grad_logits holds NaN or infinity");
-    m->grads_dirty = 1;
-    return kdi_seq_backward(&m->seq, grad_logits, NULL);
+    return kdi_model_backward(m, grad_logits);
 }
+
+const float *kdi_model_feature(const kd_model *m, int32_t layer) { return m->seq.acts[layer].data; }
 
 kd_status kd_model_feature(const kd_model *m, int32_t layer, const float **data, int64_t *batch,
                            int64_t *c, int64_t *h, int64_t *w)
@@ -245,7 +262,7 @@ kd_status kd_model_feature(const kd_model *m, int32_t layer, const float **data,
     if (m->seq.batch == 0)
         return kdi_fail(KD_ERR_STATE, "features need a forward or predict first");
     kdi_shape s = m->seq.layers[layer].out;
-    *data = m->seq.acts[layer].data;
+    *data = kdi_model_feature(m, layer);
     if (batch != NULL) *batch = m->seq.batch;
     if (c != NULL) *c = s.c;
     if (h != NULL) *h = s.h;
@@ -263,19 +280,29 @@ kd_status kd_model_feature_backward(kd_model *m, int32_t layer, const float *gra
         return kdi_fail(KD_ERR_STATE, "kd_model_feature_backward needs a kd_model_forward first");
     if (!kdi_all_finite(grad, m->seq.batch * kdi_shape_size(m->seq.layers[layer].out)))
         return kdi_fail(KD_ERR_NUMERIC, "the feature gradient holds NaN or infinity");
+    return kdi_model_feature_backward(m, layer, grad);
+}
+
+kd_status kdi_model_feature_backward(kd_model *m, int32_t layer, const float *grad)
+{
     return kdi_seq_add_output_grad(&m->seq, layer, grad);
 }
 
 kd_status kd_model_zero_grad(kd_model *m)
 {
     KDI_CHECK_NULL(m);
-    if (!m->grads_dirty) return KD_OK;
+    kdi_model_zero_grad(m);
+    return KD_OK;
+}
+
+void kdi_model_zero_grad(kd_model *m)
+{
+    if (!m->grads_dirty) return;
     for (int32_t i = 0; i < m->params.n; i++) {
         kdi_param *p = m->params.items[i].p;
         if (p->grad != NULL) memset(p->grad, 0, (size_t)p->count * sizeof *p->grad);
     }
     m->grads_dirty = 0;
-    return KD_OK;
 }
 
 kd_status kd_model_evaluate(kd_model *m, const float *x, const int32_t *labels, int64_t n,
@@ -294,7 +321,7 @@ kd_status kd_model_evaluate(kd_model *m, const float *x, const int32_t *labels, 
     /* Checked whole first, so no batch fails after confusion has counted earlier ones (and the
      * batches need no check of their own). */
     if (batch > n) batch = n;
-    KDI_TRY(check_size(m, batch));
+    KDI_TRY(kdi_model_check_size(m, batch));
     int64_t values;
     if (!kdi_mul_ok(n, in, &values))
         return kdi_fail(KD_ERR_ARGUMENT, "n %lld is not a usable size", (long long)n);

@@ -21,6 +21,22 @@ struct kd_model {
 /* Parameters in file order (trainable ones have grad != NULL); borrowed from m. */
 const kdi_param_list *kdi_model_params(const kd_model *m);
 
+/* Internal entry points. The public kd_model_* calls check their arguments once and call these;
+ * library code (the trainer, soft targets, feature terms) calls these directly with inputs it has
+ * checked already: x finite and kdi_model_check_size(m, batch) passed; backward after a training
+ * forward, with a gradient the library computed. */
+static inline int64_t kdi_model_in(const kd_model *m) { return kdi_shape_size(m->seq.in); }
+static inline int64_t kdi_model_out(const kd_model *m) { return kdi_shape_size(m->seq.out); }
+/* batch >= 1 and batch times the widest layer fits the library's sizes; reads no data. */
+kd_status kdi_model_check_size(const kd_model *m, int64_t batch);
+kd_status kdi_model_predict(kd_model *m, const float *x, int64_t batch, float *logits);
+kd_status kdi_model_forward(kd_model *m, const float *x, int64_t batch, float *logits);
+kd_status kdi_model_backward(kd_model *m, const float *grad_logits);
+/* Layer layer's output of the last forward (layer in range, a forward done). */
+const float *kdi_model_feature(const kd_model *m, int32_t layer);
+kd_status kdi_model_feature_backward(kd_model *m, int32_t layer, const float *grad);
+void kdi_model_zero_grad(kd_model *m);
+
 /* Checks that file f (read from path) holds every parameter of m with its dtype and shape, finite;
  * with exact, nothing else. Changes nothing. */
 kd_status kdi_model_check_file(const kd_model *m, const kdi_st_file *f, const char *path,

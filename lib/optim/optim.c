@@ -452,6 +452,11 @@ kd_status kdi_optimizer_ready(const kd_optimizer *o)
 kd_status kd_optimizer_step(kd_optimizer *o)
 {
     KDI_TRY(kdi_optimizer_check(o));
+    return kdi_optimizer_step(o);
+}
+
+kd_status kdi_optimizer_step(kd_optimizer *o)
+{
     const kdi_param_list *pl = kdi_model_params(o->model);
     const kdi_kernels *k = kdi_kernels_get();
     /* All or nothing: a non-finite gradient refuses the step before any weight moves. */

@@ -45,6 +45,9 @@ struct kd_optimizer {
 kd_status kdi_optimizer_check(const kd_optimizer *o);
 /* Whether kd_optimizer_step would succeed now (options and finite gradients), changing nothing. */
 kd_status kdi_optimizer_ready(const kd_optimizer *o);
+/* kd_optimizer_step after kdi_optimizer_check passed (the gradients are still checked: all or
+ * nothing). */
+kd_status kdi_optimizer_step(kd_optimizer *o);
 /* The rate the next step will use, from the schedule. */
 double kdi_optimizer_lr(const kd_optimizer *o);
 
