@@ -13,6 +13,7 @@ struct kd_model {
     kdi_param_list params;
     kdi_buf input; /* copy of the last training forward's x */
     kdi_buf eval;  /* logits of kd_model_evaluate */
+    kdi_buf ids;   /* kd_model_predict_tokens' ids as floats */
     /* A backward may have accumulated gradients since they were last cleared (by
      * kd_model_zero_grad or an optimizer step), so clearing again is work only when this is set. */
     int grads_dirty;

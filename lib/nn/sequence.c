@@ -8,17 +8,41 @@
 #include "core/rng.h"
 #include "kernels/kernels.h"
 
-static kd_status build_layer(kdi_seq *s, int32_t i, char *text, kdi_shape in, uint64_t seed)
+/* Image layers read C x H x W; on a sequence they would mix tokens, so they refuse one. */
+static int image_only(const char *kind)
+{
+    static const char *const kinds[] = {"conv", "maxpool", "avgpool", "gap", "bn", NULL};
+    for (int k = 0; kinds[k] != NULL; k++)
+        if (strcmp(kinds[k], kind) == 0) return 1;
+    return 0;
+}
+
+static kd_status check_flow(const kdi_args *a)
+{
+    if (a->vocab > 0 && strcmp(a->kind, "embed") != 0)
+        return kdi_fail(KD_ERR_FORMAT, "token ids go into 'embed D' first, not into '%s'", a->kind);
+    if (a->seq && image_only(a->kind))
+        return kdi_fail(KD_ERR_SHAPE, "'%s' takes images, not a sequence of tokens", a->kind);
+    return KD_OK;
+}
+
+static kd_status build_layer(kdi_seq *s, int32_t i, char *text, kdi_shape in, int32_t seq,
+                             uint64_t seed)
 {
     kdi_args a;
     KDI_TRY(kdi_spec_parse_layer(text, &a));
     kdi_layer_create_fn create = kdi_layer_find(a.kind);
     if (create == NULL)
         return kdi_fail(KD_ERR_FORMAT, "layer %d: unknown kind '%s'", (int)i, a.kind);
+    a.seq = seq;
+    a.vocab = i == 0 ? s->vocab : 0;
     kdi_layer *l = &s->layers[i];
-    kd_status st = create(&a, in, kdi_rng_derive(seed, (uint64_t)i), l);
+    kd_status st = check_flow(&a);
+    if (st == KD_OK) st = create(&a, in, kdi_rng_derive(seed, (uint64_t)i), l);
     if (st == KD_OK && kdi_shape_size(l->out) <= 0)
         st = kdi_fail(KD_ERR_SHAPE, "layer %d ('%s') has an empty output", (int)i, a.kind);
+    if (st == KD_OK && l->ops->link != NULL) st = l->ops->link(l, s->layers, i);
+    if (st == KD_OK) l->seq = l->seq == 0 ? (seq ? 1 : -1) : l->seq;
     if (st != KD_OK) {
         /* Keep the layer's own sentence, prefixed by where it stands in the spec. */
         char why[400];
@@ -32,8 +56,16 @@ static kd_status build_layer(kdi_seq *s, int32_t i, char *text, kdi_shape in, ui
 
 kd_status kdi_seq_build(kdi_seq *s, const char *spec, kdi_shape in, uint64_t seed)
 {
+    return kdi_seq_build_as(s, spec, in, 0, 0, seed);
+}
+
+kd_status kdi_seq_build_as(kdi_seq *s, const char *spec, kdi_shape in, int32_t seq, int64_t vocab,
+                           uint64_t seed)
+{
     memset(s, 0, sizeof *s);
     s->in = s->out = in;
+    s->seq_in = s->seq_out = seq;
+    s->vocab = vocab;
     if (spec == NULL || spec[0] == '\0') return KD_OK;
     char **parts;
     int32_t n;
@@ -46,11 +78,13 @@ kd_status kdi_seq_build(kdi_seq *s, const char *spec, kdi_shape in, uint64_t see
     if (s->layers == NULL || s->acts == NULL || s->extra_grad == NULL || s->has_extra == NULL)
         st = kdi_fail(KD_ERR_NOMEM, "cannot allocate %d layers", (int)n);
     kdi_shape cur = in;
+    int32_t cur_seq = seq;
     for (int32_t i = 0; st == KD_OK && i < n; i++) {
-        st = build_layer(s, i, parts[i], cur, seed);
+        st = build_layer(s, i, parts[i], cur, cur_seq, seed);
         if (st == KD_OK) {
             s->n = i + 1;
             cur = s->layers[i].out;
+            cur_seq = s->layers[i].seq > 0;
         }
     }
     free(parts);
@@ -59,6 +93,7 @@ kd_status kdi_seq_build(kdi_seq *s, const char *spec, kdi_shape in, uint64_t see
         return st;
     }
     s->out = cur;
+    s->seq_out = cur_seq;
     return KD_OK;
 }
 

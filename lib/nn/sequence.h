@@ -17,10 +17,16 @@ typedef struct kdi_seq {
     int64_t batch;       /* batch of the last forward; 0 before any */
     int64_t reserved;    /* batch the buffers are sized for */
     int trained;         /* the last forward was in training mode */
+    int32_t seq_in;      /* the input is a sequence [T = in.c, d = in.h * in.w] */
+    int32_t seq_out;     /* the output is a sequence */
+    int64_t vocab;       /* > 0: the input is token ids in 0..vocab-1, carried as floats */
 } kdi_seq;
 
 /* Builds the layers of spec (no "input" layer) for input shape in. */
 kd_status kdi_seq_build(kdi_seq *s, const char *spec, kdi_shape in, uint64_t seed);
+/* The same for an input that is a sequence (seq = 1), of token ids when vocab > 0. */
+kd_status kdi_seq_build_as(kdi_seq *s, const char *spec, kdi_shape in, int32_t seq, int64_t vocab,
+                           uint64_t seed);
 void kdi_seq_free(kdi_seq *s);
 /* Everything a forward of batch could fail on, done or checked before any layer runs: workspaces
  * and the layers' own checks. kdi_seq_forward starts with it. */

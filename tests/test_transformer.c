@@ -1,0 +1,534 @@
+/* Sequence layers (embed, posembed, per-token dense and layernorm, attention, lmhead): gradient
+ * checks, reference values, causality, the token calls, files, and the PyTorch fixture. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/rng.h"
+#include "io/safetensors.h"
+#include "nn/model.h"
+#include "nn/sequence.h"
+#include "testutil.h"
+
+/* ---------------------------------------------------------------- gradient checks */
+
+typedef struct seq_ctx {
+    kdi_seq *s;
+    const float *x, *w;
+    int64_t batch, nout;
+    kdi_rng *streams; /* the layers' random streams at the first forward, restored every time */
+} seq_ctx;
+
+static void restore_streams(seq_ctx *c)
+{
+    for (int32_t i = 0; i < c->s->n; i++)
+        if (c->s->layers[i].rng != NULL) *c->s->layers[i].rng = c->streams[i];
+}
+
+static double seq_objective(void *p)
+{
+    seq_ctx *c = p;
+    const float *y;
+    restore_streams(c);
+    ck_assert_int_eq(kdi_seq_forward(c->s, c->x, c->batch, 1, &y), KD_OK);
+    double sum = 0.0;
+    for (int64_t i = 0; i < c->batch * c->nout; i++) sum += (double)c->w[i] * y[i];
+    return sum;
+}
+
+/* d/dx (unless the input is token ids) and d/d(every parameter) of sum(w * y) for a chain on a
+ * sequence of t rows of d (or t token ids below vocab), against central differences. Dropout
+ * draws the same masks at every evaluation (streams restored). */
+static void check_seq(const char *spec, int64_t t, int64_t d, int64_t vocab, int64_t batch)
+{
+    kdi_seq s;
+    kdi_shape in = vocab > 0 ? kdi_shape_flat(t) : (kdi_shape){t, d, 1};
+    ck_assert_msg(kdi_seq_build_as(&s, spec, in, 1, vocab, 7) == KD_OK, "%s: %s", spec,
+                  kd_last_error());
+    int64_t nin = batch * kdi_shape_size(in), nout = kdi_shape_size(s.out);
+    float *x = malloc(sizeof(float) * nin), *dx = malloc(sizeof(float) * nin);
+    float *w = malloc(sizeof(float) * batch * nout);
+    kdi_rng *streams = calloc((size_t)s.n, sizeof *streams);
+    for (int32_t i = 0; i < s.n; i++)
+        if (s.layers[i].rng != NULL) streams[i] = *s.layers[i].rng;
+    kdt_fill(x, nin, 1, -1.0f, 1.0f);
+    if (vocab > 0)
+        for (int64_t i = 0; i < nin; i++) x[i] = (float)((i * 7 + 3) % vocab);
+    kdt_fill(w, batch * nout, 2, -1.0f, 1.0f);
+    kdi_param_list params = {0};
+    ck_assert_int_eq(kdi_seq_collect(&s, "", &params), KD_OK);
+    seq_ctx c = {&s, x, w, batch, nout, streams};
+    seq_objective(&c);
+    ck_assert_int_eq(kdi_seq_backward(&s, w, vocab > 0 ? NULL : dx), KD_OK);
+    double err;
+    if (vocab == 0) {
+        err = kdt_gradcheck(seq_objective, &c, x, dx, nin, 3e-3, 200);
+        ck_assert_msg(err < 2e-2, "%s: input gradient error %g", spec, err);
+    }
+    for (int32_t i = 0; i < params.n; i++) {
+        kdi_param *p = params.items[i].p;
+        float *g = malloc(sizeof(float) * p->count);
+        memcpy(g, p->grad, sizeof(float) * p->count);
+        err = kdt_gradcheck(seq_objective, &c, p->value, g, p->count, 3e-3, 200);
+        ck_assert_msg(err < 2e-2, "%s: gradient of %s off by %g", spec, params.items[i].name, err);
+        free(g);
+    }
+    kdi_param_list_free(&params);
+    kdi_seq_free(&s);
+    free(streams);
+    free(x);
+    free(dx);
+    free(w);
+}
+
+START_TEST(grad_embeddings)
+{
+    check_seq("embed 6 | posembed", 4, 0, 7, 3);
+    check_seq("embed 6 | lmhead 7 tied", 4, 0, 7, 2);
+    check_seq("embed 5 | posembed | layernorm | lmhead 9", 3, 0, 9, 2);
+}
+END_TEST
+
+START_TEST(grad_per_token)
+{
+    check_seq("dense 5", 3, 4, 0, 2);
+    check_seq("layernorm", 3, 4, 0, 2);
+    check_seq("layernorm eps=0.01 | gelu | dense 3 | dropout 0.3", 4, 5, 0, 2);
+    check_seq("residual(layernorm | dense 8 | gelu | dense 4)", 3, 4, 0, 2);
+}
+END_TEST
+
+START_TEST(grad_attention)
+{
+    check_seq("attention 1", 3, 4, 0, 2);
+    check_seq("attention 2", 4, 6, 0, 2);
+    check_seq("attention 2 causal", 5, 4, 0, 2);
+    check_seq("attention 3 causal dropout=0.3", 4, 6, 0, 2);
+    check_seq("residual(layernorm | attention 2 causal)", 4, 4, 0, 2);
+}
+END_TEST
+
+/* A whole block, along random directions (as kdt_check_directional): through two layernorms and
+ * a tied head, single coordinates of the float objective are mostly rounding. */
+static double directional(seq_ctx *c, float *v, const float *g, int64_t n, uint64_t seed)
+{
+    float *keep = malloc(sizeof(float) * n), *u = malloc(sizeof(float) * n);
+    memcpy(keep, v, sizeof(float) * n);
+    kdt_fill(u, n, seed, -1.0f, 1.0f);
+    double want = 0.0, eps = 2e-3;
+    for (int64_t i = 0; i < n; i++) want += (double)g[i] * u[i];
+    for (int64_t i = 0; i < n; i++) v[i] = keep[i] + (float)eps * u[i];
+    double up = seq_objective(c);
+    for (int64_t i = 0; i < n; i++) v[i] = keep[i] - (float)eps * u[i];
+    double down = seq_objective(c);
+    memcpy(v, keep, sizeof(float) * n);
+    free(keep);
+    free(u);
+    double fd = (up - down) / (2.0 * eps);
+    return fabs(fd - want) / fmax(1e-3, fabs(fd) + fabs(want));
+}
+
+START_TEST(grad_block)
+{
+    const char *spec = "embed 8 | posembed | residual(layernorm | attention 2 causal) | "
+                       "residual(layernorm | dense 16 | gelu | dense 8) | layernorm | lmhead 6 "
+                       "tied";
+    kdi_seq s;
+    ck_assert_int_eq(kdi_seq_build_as(&s, spec, kdi_shape_flat(4), 1, 6, 7), KD_OK);
+    float x[8], w[2 * 4 * 6];
+    for (int i = 0; i < 8; i++) x[i] = (float)((i * 5 + 1) % 6);
+    kdt_fill(w, 48, 2, -1.0f, 1.0f);
+    kdi_param_list pl = {0};
+    ck_assert_int_eq(kdi_seq_collect(&s, "", &pl), KD_OK);
+    kdi_rng none[10] = {{{0}}};
+    seq_ctx c = {&s, x, w, 2, 24, none};
+    seq_objective(&c);
+    ck_assert_int_eq(kdi_seq_backward(&s, w, NULL), KD_OK);
+    for (int32_t i = 0; i < pl.n; i++)
+        for (int k = 0; k < 3; k++) {
+            kdi_param *p = pl.items[i].p;
+            double err = directional(&c, p->value, p->grad, p->count, 30 + (uint64_t)(i * 3 + k));
+            ck_assert_msg(err < 1e-2, "block: directional error of %s %g", pl.items[i].name, err);
+        }
+    kdi_param_list_free(&pl);
+    kdi_seq_free(&s);
+}
+END_TEST
+
+/* The gradient added on the attention probabilities goes through the softmax and below: the
+ * objective sum(w * y) + sum(g * P). */
+typedef struct tap_ctx {
+    kd_model *m;
+    const int32_t *ids;
+    const float *w, *g;
+    int64_t batch, nout, np;
+} tap_ctx;
+
+static double tap_objective(void *p)
+{
+    tap_ctx *c = p;
+    float *y = malloc(sizeof(float) * c->batch * c->nout);
+    ck_assert_int_eq(kd_model_forward_tokens(c->m, c->ids, c->batch, y), KD_OK);
+    const float *probs;
+    ck_assert_int_eq(kd_model_attention(c->m, 0, &probs, NULL, NULL, NULL), KD_OK);
+    double sum = 0.0;
+    for (int64_t i = 0; i < c->batch * c->nout; i++) sum += (double)c->w[i] * y[i];
+    for (int64_t i = 0; i < c->np; i++) sum += (double)c->g[i] * probs[i];
+    free(y);
+    return sum;
+}
+
+START_TEST(grad_attention_tap)
+{
+    kd_model *m;
+    ck_assert_int_eq(kd_model_create("tokens 7 4 | embed 6 | residual(layernorm | attention 2 "
+                                     "causal) | lmhead 7",
+                                     3, &m),
+                     KD_OK);
+    int32_t ids[8] = {1, 5, 2, 6, 0, 3, 3, 4};
+    int64_t nout = 4 * 7, np = 2 * 2 * 4 * 4;
+    float w[2 * 28], g[2 * 2 * 16], y[2 * 28];
+    kdt_fill(w, 2 * nout, 5, -1.0f, 1.0f);
+    kdt_fill(g, np, 6, -1.0f, 1.0f);
+    tap_ctx c = {m, ids, w, g, 2, nout, np};
+    ck_assert_int_eq(kd_model_forward_tokens(m, ids, 2, y), KD_OK);
+    ck_assert_int_eq(kd_model_attention_backward(m, 0, g), KD_OK);
+    ck_assert_int_eq(kd_model_backward(m, w), KD_OK);
+    const kdi_param_list *pl = kdi_model_params(m);
+    for (int32_t i = 0; i < pl->n; i++) {
+        kdi_param *p = pl->items[i].p;
+        float *grad = malloc(sizeof(float) * p->count);
+        memcpy(grad, p->grad, sizeof(float) * p->count);
+        double err = kdt_gradcheck(tap_objective, &c, p->value, grad, p->count, 3e-3, 100);
+        ck_assert_msg(err < 2e-2, "tap: gradient of %s off by %g", pl->items[i].name, err);
+        free(grad);
+    }
+    /* Out of range, before a forward, NULL. */
+    ck_assert_int_eq(kd_model_attention_backward(m, 1, g), KD_ERR_ARGUMENT);
+    ck_assert_int_eq(kd_model_attention_backward(m, -1, g), KD_ERR_ARGUMENT);
+    ck_assert_int_eq(kd_model_attention_backward(m, 0, NULL), KD_ERR_ARGUMENT);
+    ck_assert_int_eq(kd_model_predict_tokens(m, ids, 2, y), KD_OK);
+    ck_assert_int_eq(kd_model_attention_backward(m, 0, g), KD_ERR_STATE);
+    kd_model_destroy(m);
+}
+END_TEST
+
+/* ---------------------------------------------------------------- reference values */
+
+/* Per-token dense and layernorm equal the flat layers applied to every token as an example. */
+START_TEST(per_token_matches_flat)
+{
+    const char *specs[][2] = {{"sequence 3 4 | dense 5", "input 4 | dense 5"},
+                              {"sequence 3 4 | layernorm", "input 4 | layernorm"},
+                              {"sequence 3 4 | gelu", "input 4 | gelu"}};
+    float x[2 * 12], ys[2 * 15], yf[6 * 5];
+    kdt_fill(x, 24, 9, -2.0f, 2.0f);
+    for (size_t k = 0; k < sizeof specs / sizeof specs[0]; k++) {
+        kd_model *s, *f;
+        ck_assert_int_eq(kd_model_create(specs[k][0], 11, &s), KD_OK);
+        ck_assert_int_eq(kd_model_create(specs[k][1], 11, &f), KD_OK);
+        const kdi_param_list *ps = kdi_model_params(s), *pf = kdi_model_params(f);
+        ck_assert_int_eq(ps->n, pf->n);
+        for (int32_t i = 0; i < ps->n; i++) {
+            ck_assert_int_eq(ps->items[i].p->count, pf->items[i].p->count);
+            kdt_fill(ps->items[i].p->value, ps->items[i].p->count, 20 + (uint64_t)i, -1, 1);
+            memcpy(pf->items[i].p->value, ps->items[i].p->value,
+                   sizeof(float) * ps->items[i].p->count);
+        }
+        int64_t out;
+        ck_assert_int_eq(kd_model_output_size(f, &out), KD_OK);
+        ck_assert_int_eq(kd_model_predict(s, x, 2, ys), KD_OK);
+        ck_assert_int_eq(kd_model_predict(f, x, 6, yf), KD_OK);
+        for (int64_t i = 0; i < 6 * out; i++)
+            ck_assert_msg(fabsf(ys[i] - yf[i]) <= 1e-6f * (1.0f + fabsf(yf[i])), "%s: %g vs %g",
+                          specs[k][0], (double)ys[i], (double)yf[i]);
+        kd_model_destroy(s);
+        kd_model_destroy(f);
+    }
+}
+END_TEST
+
+/* Attention against a direct transcription of eq. 1, with explicit loops. */
+START_TEST(attention_reference)
+{
+    enum { T = 5, D = 6, H = 3, HD = 2, B = 2 };
+    for (int causal = 0; causal < 2; causal++) {
+        kd_model *m;
+        ck_assert_int_eq(kd_model_create(causal ? "sequence 5 6 | attention 3 causal"
+                                                : "sequence 5 6 | attention 3",
+                                         5, &m),
+                         KD_OK);
+        const kdi_param_list *pl = kdi_model_params(m);
+        for (int32_t i = 0; i < pl->n; i++)
+            kdt_fill(pl->items[i].p->value, pl->items[i].p->count, 40 + (uint64_t)i, -0.8f, 0.8f);
+        const float *wi = pl->items[0].p->value, *bi = pl->items[1].p->value;
+        const float *wo = pl->items[2].p->value, *bo = pl->items[3].p->value;
+        float x[B * T * D], y[B * T * D];
+        kdt_fill(x, B * T * D, 3, -1.0f, 1.0f);
+        ck_assert_int_eq(kd_model_predict(m, x, B, y), KD_OK);
+        const float *probs;
+        int64_t pb, ph, pt;
+        ck_assert_int_eq(kd_model_attention(m, 0, &probs, &pb, &ph, &pt), KD_OK);
+        ck_assert(pb == B && ph == H && pt == T);
+        for (int b = 0; b < B; b++) {
+            double qkv[T][3 * D], o[T][D];
+            for (int t = 0; t < T; t++)
+                for (int j = 0; j < 3 * D; j++) {
+                    qkv[t][j] = bi[j];
+                    for (int i = 0; i < D; i++)
+                        qkv[t][j] += (double)wi[j * D + i] * x[(b * T + t) * D + i];
+                }
+            for (int h = 0; h < H; h++)
+                for (int t = 0; t < T; t++) {
+                    double s[T], mx = -1e300, z = 0.0;
+                    int last = causal ? t : T - 1;
+                    for (int u = 0; u <= last; u++) {
+                        s[u] = 0.0;
+                        for (int e = 0; e < HD; e++)
+                            s[u] += qkv[t][h * HD + e] * qkv[u][D + h * HD + e];
+                        s[u] /= sqrt((double)HD);
+                        mx = fmax(mx, s[u]);
+                    }
+                    for (int u = 0; u <= last; u++) z += exp(s[u] - mx);
+                    for (int e = 0; e < HD; e++) o[t][h * HD + e] = 0.0;
+                    for (int u = 0; u < T; u++) {
+                        double p = u <= last ? exp(s[u] - mx) / z : 0.0;
+                        float got = probs[((b * H + h) * T + t) * T + u];
+                        ck_assert_msg(fabs(got - p) < 1e-6, "P[%d,%d,%d,%d] %g vs %g", b, h, t, u,
+                                      (double)got, p);
+                        for (int e = 0; e < HD; e++)
+                            o[t][h * HD + e] += p * qkv[u][2 * D + h * HD + e];
+                    }
+                }
+            for (int t = 0; t < T; t++)
+                for (int j = 0; j < D; j++) {
+                    double want = bo[j];
+                    for (int i = 0; i < D; i++) want += (double)wo[j * D + i] * o[t][i];
+                    float got = y[(b * T + t) * D + j];
+                    ck_assert_msg(fabs(got - want) < 1e-5 * (1.0 + fabs(want)), "y %g vs %g",
+                                  (double)got, want);
+                }
+        }
+        kd_model_destroy(m);
+    }
+}
+END_TEST
+
+/* ---------------------------------------------------------------- causality */
+
+static const char *const LM_SPEC =
+    "tokens 13 6 | embed 8 | posembed | residual(layernorm | attention 2 causal) | "
+    "residual(layernorm | dense 32 | gelu | dense 8) | layernorm | lmhead 13 tied";
+
+/* Changing token j never changes the logits of positions before j, bit for bit; it does change
+ * position j's. Without the mask, earlier positions do see it. */
+START_TEST(causality)
+{
+    for (int causal = 1; causal >= 0; causal--) {
+        kd_model *m;
+        const char *spec = causal ? LM_SPEC
+                                  : "tokens 13 6 | embed 8 | posembed | residual(layernorm | "
+                                    "attention 2) | layernorm | lmhead 13 tied";
+        ck_assert_int_eq(kd_model_create(spec, 8, &m), KD_OK);
+        int32_t a[6] = {1, 7, 3, 12, 0, 5};
+        float ya[6 * 13], yb[6 * 13];
+        ck_assert_int_eq(kd_model_predict_tokens(m, a, 1, ya), KD_OK);
+        for (int j = 0; j < 6; j++) {
+            int32_t b[6];
+            memcpy(b, a, sizeof b);
+            b[j] = (b[j] + 4) % 13;
+            ck_assert_int_eq(kd_model_predict_tokens(m, b, 1, yb), KD_OK);
+            int earlier_same = memcmp(ya, yb, sizeof(float) * 13 * (size_t)j) == 0;
+            if (causal) ck_assert_msg(earlier_same, "position < %d changed", j);
+            if (!causal && j > 0) ck_assert_msg(!earlier_same, "no mask, yet nothing changed");
+            ck_assert(memcmp(ya + 13 * j, yb + 13 * j, sizeof(float) * 13) != 0);
+        }
+        kd_model_destroy(m);
+    }
+}
+END_TEST
+
+/* ---------------------------------------------------------------- the public calls */
+
+START_TEST(token_calls)
+{
+    kd_model *m, *f;
+    ck_assert_int_eq(kd_model_create(LM_SPEC, 1, &m), KD_OK);
+    ck_assert_str_eq(kd_model_spec(m), LM_SPEC);
+    int64_t v, t, in, out;
+    ck_assert_int_eq(kd_model_tokens(m, &v, &t), KD_OK);
+    ck_assert(v == 13 && t == 6);
+    ck_assert_int_eq(kd_model_input_size(m, &in), KD_OK);
+    ck_assert_int_eq(kd_model_output_size(m, &out), KD_OK);
+    ck_assert(in == 6 && out == 6 * 13);
+    int32_t ids[12] = {0, 1, 2, 3, 4, 5, 12, 11, 10, 9, 8, 7};
+    float x[12], y1[2 * 78], y2[2 * 78], y3[2 * 78];
+    for (int i = 0; i < 12; i++) x[i] = (float)ids[i];
+    ck_assert_int_eq(kd_model_predict_tokens(m, ids, 2, y1), KD_OK);
+    ck_assert_int_eq(kd_model_predict(m, x, 2, y2), KD_OK);
+    ck_assert_int_eq(kd_model_forward_tokens(m, ids, 2, y3), KD_OK);
+    ck_assert(memcmp(y1, y2, sizeof y1) == 0);
+    ck_assert(memcmp(y1, y3, sizeof y1) == 0); /* no dropout: training is eval */
+    /* Out of range ids: refused, nothing written, nothing run. */
+    int32_t bad[12];
+    memcpy(bad, ids, sizeof bad);
+    bad[7] = 13;
+    for (int i = 0; i < 2 * 78; i++) y2[i] = -7.0f;
+    ck_assert_int_eq(kd_model_predict_tokens(m, bad, 2, y2), KD_ERR_ARGUMENT);
+    ck_assert_ptr_nonnull(strstr(kd_last_error(), "ids[7] = 13"));
+    bad[7] = -1;
+    ck_assert_int_eq(kd_model_forward_tokens(m, bad, 2, y2), KD_ERR_ARGUMENT);
+    ck_assert_float_eq(y2[0], -7.0f);
+    ck_assert_int_eq(kd_model_backward(m, y3), KD_OK); /* the good forward still stands */
+    x[3] = 2.5f;
+    ck_assert_int_eq(kd_model_predict(m, x, 2, y2), KD_ERR_ARGUMENT);
+    x[3] = 13.0f;
+    ck_assert_int_eq(kd_model_predict(m, x, 2, y2), KD_ERR_ARGUMENT);
+    ck_assert_int_eq(kd_model_predict_tokens(m, NULL, 2, y2), KD_ERR_ARGUMENT);
+    ck_assert_int_eq(kd_model_predict_tokens(m, ids, 0, y2), KD_ERR_ARGUMENT);
+    int64_t correct;
+    int32_t labels[2] = {0, 0};
+    ck_assert_int_eq(kd_model_evaluate(m, x, labels, 2, 2, &correct, NULL), KD_ERR_UNSUPPORTED);
+    /* A float model refuses ids. */
+    ck_assert_int_eq(kd_model_create("input 6 | dense 2", 1, &f), KD_OK);
+    ck_assert_int_eq(kd_model_predict_tokens(f, ids, 1, y2), KD_ERR_UNSUPPORTED);
+    ck_assert_int_eq(kd_model_tokens(f, &v, &t), KD_OK);
+    ck_assert(v == 0 && t == 0);
+    int32_t count;
+    ck_assert_int_eq(kd_model_attention_count(f, &count), KD_OK);
+    ck_assert_int_eq(count, 0);
+    kd_model_destroy(f);
+    /* The attention tap: one layer, inside a residual block; rows are distributions. */
+    ck_assert_int_eq(kd_model_attention_count(m, &count), KD_OK);
+    ck_assert_int_eq(count, 1);
+    const float *p;
+    int64_t b, h, len;
+    ck_assert_int_eq(kd_model_predict_tokens(m, ids, 2, y1), KD_OK);
+    ck_assert_int_eq(kd_model_attention(m, 0, &p, &b, &h, &len), KD_OK);
+    ck_assert(b == 2 && h == 2 && len == 6);
+    for (int r = 0; r < 2 * 2 * 6; r++) {
+        double s = 0.0;
+        for (int j = 0; j < 6; j++) s += p[r * 6 + j];
+        ck_assert(fabs(s - 1.0) < 1e-5);
+        for (int j = r % 6 + 1; j < 6; j++) ck_assert(p[r * 6 + j] == 0.0f);
+    }
+    ck_assert_int_eq(kd_model_attention(m, 1, &p, &b, &h, &len), KD_ERR_ARGUMENT);
+    kd_model_destroy(m);
+}
+END_TEST
+
+START_TEST(spec_errors)
+{
+    const struct {
+        const char *spec;
+        kd_status st;
+    } cases[] = {
+        {"tokens 10 4 | dense 3", KD_ERR_FORMAT},
+        {"tokens 10 4 | posembed", KD_ERR_FORMAT},
+        {"tokens 0 4 | embed 3", KD_ERR_FORMAT},
+        {"tokens 10 | embed 3", KD_ERR_FORMAT},
+        {"input 8 | embed 3", KD_ERR_FORMAT},
+        {"sequence 4 6 | conv 3 3", KD_ERR_SHAPE},
+        {"sequence 4 6 | bn", KD_ERR_SHAPE},
+        {"sequence 4 6 | attention 4", KD_ERR_SHAPE},
+        {"sequence 4 6 | attention 2 sideways", KD_ERR_FORMAT},
+        {"input 6 | attention 2", KD_ERR_SHAPE},
+        {"input 6 | posembed", KD_ERR_SHAPE},
+        {"sequence 4 6 | lmhead 9 tied", KD_ERR_FORMAT},
+        {"tokens 10 4 | embed 6 | lmhead 9 tied", KD_ERR_SHAPE},
+        {"tokens 10 4 | embed 6 | dense 5 | lmhead 10 tied", KD_ERR_SHAPE},
+        {"sequence 4 6 | flatten | lmhead 9", KD_ERR_SHAPE},
+        {"sequence 4 6 | residual(dense 6)(flatten | dense 24)", KD_ERR_SHAPE},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        kd_model *m = NULL;
+        kd_status st = kd_model_create(cases[i].spec, 1, &m);
+        ck_assert_msg(st == cases[i].st, "'%s' gave %d (%s)", cases[i].spec, st, kd_last_error());
+        ck_assert_ptr_null(m);
+    }
+    /* Canonical specs read back as themselves. */
+    const char *good[] = {"sequence 4 6 | attention 2 causal dropout=0.1 | flatten | dense 3",
+                          "tokens 10 4 | embed 6 | lmhead 10 tied",
+                          "tokens 10 4 | embed 6 | "
+                          "lmhead 12"};
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+        kd_model *m;
+        ck_assert_msg(kd_model_create(good[i], 1, &m) == KD_OK, "%s: %s", good[i], kd_last_error());
+        ck_assert_str_eq(kd_model_spec(m), good[i]);
+        kd_model_destroy(m);
+    }
+}
+END_TEST
+
+/* ---------------------------------------------------------------- files */
+
+START_TEST(save_load_names)
+{
+    kd_model *m, *back;
+    ck_assert_int_eq(kd_model_create(LM_SPEC, 3, &m), KD_OK);
+    char path[512];
+    snprintf(path, sizeof path, "%s/lm.safetensors", kdt_tmpdir());
+    ck_assert_int_eq(kd_model_save(m, path), KD_OK);
+    kdi_st_file f;
+    ck_assert_int_eq(kdi_st_read(path, &f), KD_OK);
+    const char *names[] = {"0.weight",
+                           "1.weight",
+                           "2.body.0.weight",
+                           "2.body.0.bias",
+                           "2.body.1.in_proj_weight",
+                           "2.body.1.in_proj_bias",
+                           "2.body.1.out_proj.weight",
+                           "2.body.1.out_proj.bias",
+                           "3.body.0.weight",
+                           "3.body.1.weight",
+                           "3.body.3.bias",
+                           "4.weight",
+                           "4.bias"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        ck_assert_msg(kdi_st_find(&f, names[i]) != NULL, "no tensor %s", names[i]);
+    ck_assert_int_eq((int)f.n, 16); /* the tied head has no tensor */
+    const kdi_st_tensor *t = kdi_st_find(&f, "2.body.1.in_proj_weight");
+    ck_assert(t->ndim == 2 && t->dims[0] == 24 && t->dims[1] == 8);
+    kdi_st_free(&f);
+    ck_assert_int_eq(kd_model_load(path, &back), KD_OK);
+    ck_assert_str_eq(kd_model_spec(back), LM_SPEC);
+    int32_t ids[6] = {4, 4, 2, 9, 12, 0};
+    float y1[78], y2[78];
+    ck_assert_int_eq(kd_model_predict_tokens(m, ids, 1, y1), KD_OK);
+    ck_assert_int_eq(kd_model_predict_tokens(back, ids, 1, y2), KD_OK);
+    ck_assert(memcmp(y1, y2, sizeof y1) == 0);
+    /* A clone ties its head to its own embedding. */
+    kd_model *c;
+    ck_assert_int_eq(kd_model_clone(m, &c), KD_OK);
+    kdi_model_params(c)->items[0].p->value[4 * 8] += 1.0f; /* token 4's embedding */
+    ck_assert_int_eq(kd_model_predict_tokens(c, ids, 1, y2), KD_OK);
+    ck_assert(memcmp(y1, y2, sizeof y1) != 0);
+    ck_assert_int_eq(kd_model_predict_tokens(m, ids, 1, y2), KD_OK);
+    ck_assert(memcmp(y1, y2, sizeof y1) == 0);
+    kd_model_destroy(c);
+    kd_model_destroy(back);
+    kd_model_destroy(m);
+    unlink(path);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("transformer");
+    TCase *tc = tcase_create("transformer");
+    tcase_add_test(tc, grad_embeddings);
+    tcase_add_test(tc, grad_per_token);
+    tcase_add_test(tc, grad_attention);
+    tcase_add_test(tc, grad_block);
+    tcase_add_test(tc, grad_attention_tap);
+    tcase_add_test(tc, per_token_matches_flat);
+    tcase_add_test(tc, attention_reference);
+    tcase_add_test(tc, causality);
+    tcase_add_test(tc, token_calls);
+    tcase_add_test(tc, spec_errors);
+    tcase_add_test(tc, save_load_names);
+    suite_add_tcase(s, tc);
+    return kdt_run(s);
+}
