@@ -514,6 +514,91 @@ START_TEST(save_load_names)
 }
 END_TEST
 
+/* ---------------------------------------------------------------- the PyTorch fixture */
+
+/* Largest |got - want| / max(|want|, floor) over n values, floor a tenth of the largest |want|:
+ * relative where values are large, and not blown up by the tensor's near-zero entries. */
+static double rel_error(const float *got, const float *want, int64_t n)
+{
+    double top = 0.0, worst = 0.0;
+    for (int64_t i = 0; i < n; i++) top = fmax(top, fabs(want[i]));
+    for (int64_t i = 0; i < n; i++)
+        worst = fmax(worst, fabs((double)got[i] - want[i]) / fmax(fabs(want[i]), 0.1 * top));
+    return worst;
+}
+
+/* The fixture's tensor name, n floats, copied out (file data may be unaligned); caller frees. */
+static float *fixture_floats(const kdi_st_file *f, const char *name, int64_t n)
+{
+    const kdi_st_tensor *t = kdi_st_find(f, name);
+    ck_assert_msg(t != NULL && t->dtype == KDI_ST_F32 && t->nbytes == 4 * n, "fixture %s", name);
+    float *copy = malloc((size_t)t->nbytes);
+    memcpy(copy, t->data, (size_t)t->nbytes);
+    return copy;
+}
+
+/* The error of got against the fixture's tensor name. */
+static double fixture_error(const float *got, const kdi_st_file *f, const char *name, int64_t n)
+{
+    float *want = fixture_floats(f, name, n);
+    double err = rel_error(got, want, n);
+    if (getenv("KD_TEST_VERBOSE") != NULL) printf("%-32s %.3g\n", name, err);
+    free(want);
+    return err;
+}
+
+/* One pre-norm block and a tied head made by tests/fixtures/make_transformer_fixture.py in
+ * PyTorch (float64 from float32 weights): logits, attention probabilities, the cross-entropy
+ * over every position through kd_loss (Hinton's with alpha 0), and every gradient. */
+START_TEST(pytorch_fixture)
+{
+    enum { V = 32, T = 8, B = 2, H = 2 };
+    kdi_st_file f;
+    ck_assert_int_eq(kdi_st_read(KDT_DATA "/transformer_block.safetensors", &f), KD_OK);
+    kd_model *m;
+    ck_assert_int_eq(kd_model_create(kdi_st_meta(&f, "kd.spec"), 0, &m), KD_OK);
+    ck_assert_int_eq(kdi_model_check_file(m, &f, "fixture", 0), KD_OK);
+    kdi_model_copy_file(m, &f);
+    const kdi_st_tensor *tid = kdi_st_find(&f, "ids"), *ttg = kdi_st_find(&f, "targets");
+    ck_assert(tid != NULL && tid->dtype == KDI_ST_I64 && ttg != NULL && ttg->dtype == KDI_ST_I64);
+    int32_t ids[B * T], targets[B * T];
+    for (int i = 0; i < B * T; i++) {
+        int64_t v;
+        memcpy(&v, (const char *)tid->data + 8 * i, 8);
+        ids[i] = (int32_t)v;
+        memcpy(&v, (const char *)ttg->data + 8 * i, 8);
+        targets[i] = (int32_t)v;
+    }
+    float logits[B * T * V], grad[B * T * V], loss;
+    ck_assert_int_eq(kd_model_forward_tokens(m, ids, B, logits), KD_OK);
+    double err = fixture_error(logits, &f, "logits", B * T * V);
+    ck_assert_msg(err < 1e-5, "logits off by %g", err);
+    const float *probs;
+    ck_assert_int_eq(kd_model_attention(m, 0, &probs, NULL, NULL, NULL), KD_OK);
+    err = fixture_error(probs, &f, "attention", B * H * T * T);
+    ck_assert_msg(err < 1e-5, "attention probabilities off by %g", err);
+    kd_loss *ce;
+    ck_assert_int_eq(kd_loss_create(KD_LOSS_HINTON, &ce), KD_OK);
+    ck_assert_int_eq(kd_loss_set_float(ce, KD_LOSS_ALPHA, 0.0f), KD_OK);
+    ck_assert_int_eq(kd_loss_forward(ce, logits, NULL, targets, B * T, V, &loss), KD_OK);
+    err = fixture_error(&loss, &f, "loss", 1);
+    ck_assert_msg(err < 1e-5, "loss off by %g", err);
+    ck_assert_int_eq(kd_loss_backward(ce, grad), KD_OK);
+    ck_assert_int_eq(kd_model_backward(m, grad), KD_OK);
+    const kdi_param_list *pl = kdi_model_params(m);
+    for (int32_t i = 0; i < pl->n; i++) {
+        char name[128];
+        snprintf(name, sizeof name, "grad.%s", pl->items[i].name);
+        kdi_param *p = pl->items[i].p;
+        err = fixture_error(p->grad, &f, name, p->count);
+        ck_assert_msg(err < 1e-5, "%s off by %g", name, err);
+    }
+    kd_loss_destroy(ce);
+    kd_model_destroy(m);
+    kdi_st_free(&f);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("transformer");
@@ -529,6 +614,7 @@ int main(void)
     tcase_add_test(tc, token_calls);
     tcase_add_test(tc, spec_errors);
     tcase_add_test(tc, save_load_names);
+    tcase_add_test(tc, pytorch_fixture);
     suite_add_tcase(s, tc);
     return kdt_run(s);
 }
