@@ -128,6 +128,24 @@ KD_API kd_status kd_model_forward_tokens(kd_model *m, const int32_t *ids, int64_
 /* The vocabulary V and sequence length T of a token model; 0 and 0 for a model of floats. Either
  * pointer may be NULL. */
 KD_API kd_status kd_model_tokens(const kd_model *m, int64_t *vocab, int64_t *length);
+/* Incremental decoding of a token model (every layer token by token, attention causal; else
+ * KD_ERR_UNSUPPORTED): runs token id at position pos in eval mode and writes that position's
+ * logits [out] (out = V with an lmhead), reusing the keys and values the attention layers cached
+ * at positions 0..pos-1 in the steps before; pos 0 starts a new sequence, and steps go in order
+ * (else KD_ERR_STATE). The logits equal those of kd_model_predict_tokens at pos (to float
+ * rounding). A step overwrites workspaces: kd_model_backward then needs a new forward. The cache
+ * does not follow weight changes: start again at 0 after an optimizer step. */
+KD_API kd_status kd_model_decode_step(kd_model *m, int32_t id, int64_t pos, float *logits);
+/* Generates count tokens after prompt [prompt_len] (prompt_len + count <= T) into out [count],
+ * through kd_model_decode_step. Each token is drawn from softmax(logits / temperature) restricted
+ * to the top_k most probable tokens (0: no limit) and to the smallest set of most probable tokens
+ * whose probability reaches top_p (nucleus sampling, Holtzman et al. 2020; 1: no limit), with a
+ * random stream from seed (the same arguments, the same tokens); temperature 0 takes the most
+ * probable token (greedy). The model's output must be V logits a token. out is written only on
+ * success. */
+KD_API kd_status kd_model_generate(kd_model *m, const int32_t *prompt, int64_t prompt_len,
+                                   int64_t count, float temperature, int32_t top_k, float top_p,
+                                   uint64_t seed, int32_t *out);
 /* Accumulates parameter gradients for the last kd_model_forward; grad_logits is [batch, output]. */
 KD_API kd_status kd_model_backward(kd_model *m, const float *grad_logits);
 KD_API kd_status kd_model_zero_grad(kd_model *m);

@@ -514,6 +514,105 @@ START_TEST(save_load_names)
 }
 END_TEST
 
+static double rel_error(const float *got, const float *want, int64_t n);
+
+/* ---------------------------------------------------------------- decoding */
+
+/* Position by position through the cache, the logits are the full forward's. */
+START_TEST(decode_matches_forward)
+{
+    const char *specs[] = {LM_SPEC,
+                           "tokens 13 6 | embed 8 | dropout 0.2 | residual(layernorm | attention 4 "
+                           "causal dropout=0.1) | residual(layernorm | dense 8 | relu)(dense 8) | "
+                           "lmhead 13"};
+    for (size_t k = 0; k < 2; k++) {
+        kd_model *m;
+        ck_assert_int_eq(kd_model_create(specs[k], 21, &m), KD_OK);
+        int32_t ids[6] = {5, 0, 12, 7, 7, 3};
+        float full[6 * 13], step[13];
+        ck_assert_int_eq(kd_model_predict_tokens(m, ids, 1, full), KD_OK);
+        for (int round = 0; round < 2; round++) /* the second round starts again at 0 */
+            for (int pos = 0; pos < 6; pos++) {
+                ck_assert_int_eq(kd_model_decode_step(m, ids[pos], pos, step), KD_OK);
+                double err = rel_error(step, full + 13 * pos, 13);
+                ck_assert_msg(err < 1e-5, "%s: position %d off by %g", specs[k], pos, err);
+            }
+        /* In order only; after a step, backward needs a new forward. */
+        ck_assert_int_eq(kd_model_decode_step(m, 1, 0, step), KD_OK);
+        ck_assert_int_eq(kd_model_decode_step(m, 1, 2, step), KD_ERR_STATE);
+        ck_assert_int_eq(kd_model_decode_step(m, 13, 1, step), KD_ERR_ARGUMENT);
+        ck_assert_int_eq(kd_model_decode_step(m, 1, 6, step), KD_ERR_ARGUMENT);
+        ck_assert_int_eq(kd_model_forward_tokens(m, ids, 1, full), KD_OK);
+        ck_assert_int_eq(kd_model_decode_step(m, 1, 0, step), KD_OK);
+        ck_assert_int_eq(kd_model_backward(m, full), KD_ERR_STATE);
+        kd_model_destroy(m);
+    }
+    const char *cannot[] = {"tokens 13 6 | embed 8 | attention 2 | lmhead 13",
+                            "tokens 13 6 | embed 2 | flatten | dense 13", "input 4 | dense 13",
+                            "sequence 6 4 | attention 2 causal"};
+    for (size_t k = 0; k < sizeof cannot / sizeof cannot[0]; k++) {
+        kd_model *m;
+        float step[13 * 6];
+        ck_assert_int_eq(kd_model_create(cannot[k], 1, &m), KD_OK);
+        ck_assert_int_eq(kd_model_decode_step(m, 1, 0, step), KD_ERR_UNSUPPORTED);
+        kd_model_destroy(m);
+    }
+}
+END_TEST
+
+/* Greedy generation is the argmax of full forwards over the growing sequence (later positions
+ * padded: causal, they change nothing before them); sampling repeats from its seed, and top_k 1
+ * or a tiny top_p is greedy. */
+START_TEST(generate)
+{
+    kd_model *m;
+    ck_assert_int_eq(kd_model_create(LM_SPEC, 5, &m), KD_OK);
+    int32_t prompt[2] = {4, 9}, greedy[4], seq[6] = {4, 9, 0, 0, 0, 0};
+    ck_assert_int_eq(kd_model_generate(m, prompt, 2, 4, 0.0f, 0, 1.0f, 1, greedy), KD_OK);
+    float z[6 * 13];
+    for (int i = 0; i < 4; i++) {
+        ck_assert_int_eq(kd_model_predict_tokens(m, seq, 1, z), KD_OK);
+        const float *row = z + 13 * (1 + i);
+        int best = 0;
+        for (int j = 1; j < 13; j++)
+            if (row[j] > row[best]) best = j;
+        ck_assert_int_eq(greedy[i], best);
+        if (i < 3) seq[2 + i] = best;
+    }
+    int32_t a[4], b[4], c[4];
+    ck_assert_int_eq(kd_model_generate(m, prompt, 2, 4, 1.5f, 0, 1.0f, 77, a), KD_OK);
+    ck_assert_int_eq(kd_model_generate(m, prompt, 2, 4, 1.5f, 0, 1.0f, 77, b), KD_OK);
+    ck_assert(memcmp(a, b, sizeof a) == 0);
+    ck_assert_int_eq(kd_model_generate(m, prompt, 2, 4, 1.5f, 1, 1.0f, 78, c), KD_OK);
+    ck_assert(memcmp(c, greedy, sizeof c) == 0);
+    ck_assert_int_eq(kd_model_generate(m, prompt, 2, 4, 2.0f, 3, 1e-6f, 79, c), KD_OK);
+    ck_assert(memcmp(c, greedy, sizeof c) == 0);
+    /* Different seeds at a high temperature: some sequence differs among a few. */
+    int differs = 0;
+    for (uint64_t s = 0; s < 8 && !differs; s++) {
+        ck_assert_int_eq(kd_model_generate(m, prompt, 2, 4, 5.0f, 0, 1.0f, 100 + s, c), KD_OK);
+        differs = memcmp(c, a, sizeof c) != 0;
+    }
+    ck_assert(differs);
+    /* Bad arguments: refused, out untouched. */
+    int32_t keep[4] = {-5, -5, -5, -5}, bad[2] = {4, 13};
+    ck_assert_int_eq(kd_model_generate(m, prompt, 2, 5, 1.0f, 0, 1.0f, 1, keep), KD_ERR_ARGUMENT);
+    ck_assert_int_eq(kd_model_generate(m, prompt, 0, 1, 1.0f, 0, 1.0f, 1, keep), KD_ERR_ARGUMENT);
+    ck_assert_int_eq(kd_model_generate(m, bad, 2, 1, 1.0f, 0, 1.0f, 1, keep), KD_ERR_ARGUMENT);
+    ck_assert_int_eq(kd_model_generate(m, prompt, 2, 1, -1.0f, 0, 1.0f, 1, keep), KD_ERR_ARGUMENT);
+    ck_assert_int_eq(kd_model_generate(m, prompt, 2, 1, 1.0f, -1, 1.0f, 1, keep), KD_ERR_ARGUMENT);
+    ck_assert_int_eq(kd_model_generate(m, prompt, 2, 1, 1.0f, 0, 0.0f, 1, keep), KD_ERR_ARGUMENT);
+    ck_assert_int_eq(kd_model_generate(m, prompt, 2, 1, 1.0f, 0, 1.5f, 1, keep), KD_ERR_ARGUMENT);
+    ck_assert_int_eq(kd_model_generate(m, NULL, 2, 1, 1.0f, 0, 1.0f, 1, keep), KD_ERR_ARGUMENT);
+    ck_assert_int_eq(keep[0], -5);
+    kd_model_destroy(m);
+    ck_assert_int_eq(kd_model_create("tokens 13 6 | embed 8 | lmhead 7", 1, &m), KD_OK);
+    ck_assert_int_eq(kd_model_generate(m, prompt, 2, 1, 1.0f, 0, 1.0f, 1, keep),
+                     KD_ERR_UNSUPPORTED);
+    kd_model_destroy(m);
+}
+END_TEST
+
 /* ---------------------------------------------------------------- the PyTorch fixture */
 
 /* Largest |got - want| / max(|want|, floor) over n values, floor a tenth of the largest |want|:
@@ -615,6 +714,8 @@ int main(void)
     tcase_add_test(tc, spec_errors);
     tcase_add_test(tc, save_load_names);
     tcase_add_test(tc, pytorch_fixture);
+    tcase_add_test(tc, decode_matches_forward);
+    tcase_add_test(tc, generate);
     suite_add_tcase(s, tc);
     return kdt_run(s);
 }

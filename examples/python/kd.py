@@ -113,6 +113,9 @@ _STATUS = {
     "kd_model_attention_count": (_P, ctypes.POINTER(ctypes.c_int32)),
     "kd_model_attention": (_P, ctypes.c_int32, ctypes.POINTER(_F), _PI64, _PI64, _PI64),
     "kd_model_attention_backward": (_P, ctypes.c_int32, _F),
+    "kd_model_decode_step": (_P, ctypes.c_int32, _I64, _F),
+    "kd_model_generate": (_P, _I32, _I64, _I64, ctypes.c_float, ctypes.c_int32, ctypes.c_float,
+                          ctypes.c_uint64, _I32),
     "kd_model_adjust_output_bias": (_P, ctypes.c_int32, ctypes.c_float),
     "kd_teacher_soft_targets": (ctypes.POINTER(_P), _F, ctypes.c_int32, _F, _I64, ctypes.c_float,
                                 _F),
@@ -502,6 +505,19 @@ class Model(_Handle):
         lib().kd_model_forward_tokens(self._h, _labels(ids, batch * self.input_size), batch,
                                       _floats(logits))
         return logits
+
+    def decode_step(self, token, pos):
+        """Logits [out] of position pos after token, reusing the cache of positions 0..pos-1."""
+        logits = _out(self.output_size // max(self.tokens[1], 1))
+        lib().kd_model_decode_step(self._h, token, pos, _floats(logits))
+        return logits
+
+    def generate(self, prompt, count, temperature=1.0, top_k=0, top_p=1.0, seed=0):
+        """count tokens sampled after prompt (a list of ids), as a list."""
+        out = (ctypes.c_int32 * max(count, 1))()
+        lib().kd_model_generate(self._h, _labels(prompt, len(prompt)), len(prompt), count,
+                                temperature, top_k, top_p, seed, out)
+        return list(out[:count])
 
     @property
     def attention_count(self):

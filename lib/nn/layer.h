@@ -61,6 +61,11 @@ typedef struct kdi_layer_ops {
     /* Optional: a container's k-th inner sequence and its name ("body"), NULL past the last, so
      * walks over every layer (the checkpoints' random streams) reach inside residual blocks. */
     struct kdi_seq *(*child)(kdi_layer *l, int32_t k, const char **name);
+    /* Optional: incremental decoding, eval mode, one token of one sequence at position pos: y is
+     * the output row at pos given the rows of positions 0..pos-1 stepped before (attention's
+     * key/value cache; pos 0 starts afresh). Per-token layers need none: the chain runs their
+     * forward on a one-token view of them. */
+    kd_status (*step)(kdi_layer *l, const float *x, float *y, int64_t pos);
     void (*destroy)(kdi_layer *l); /* frees priv and parameters; optional */
 } kdi_layer_ops;
 

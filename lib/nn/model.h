@@ -17,6 +17,7 @@ struct kd_model {
     /* A backward may have accumulated gradients since they were last cleared (by
      * kd_model_zero_grad or an optimizer step), so clearing again is work only when this is set. */
     int grads_dirty;
+    int64_t decoded; /* positions kd_model_decode_step has cached, in order from 0 */
 };
 
 /* Parameters in file order (trainable ones have grad != NULL); borrowed from m. */

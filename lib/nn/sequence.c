@@ -110,6 +110,8 @@ void kdi_seq_free(kdi_seq *s)
     free(s->has_extra);
     kdi_buf_free(&s->grad[0]);
     kdi_buf_free(&s->grad[1]);
+    kdi_buf_free(&s->row[0]);
+    kdi_buf_free(&s->row[1]);
     memset(s, 0, sizeof *s);
 }
 
@@ -208,6 +210,54 @@ kd_status kdi_seq_add_output_grad(kdi_seq *s, int32_t i, const float *g)
     if (!s->has_extra[i]) memset(s->extra_grad[i].data, 0, (size_t)n * sizeof(float));
     kdi_kernels_get()->axpy(s->extra_grad[i].data, 1.0f, g, n);
     s->has_extra[i] = 1;
+    return KD_OK;
+}
+
+kd_status kdi_seq_can_step(const kdi_seq *s)
+{
+    if (!s->seq_in) return kdi_fail(KD_ERR_UNSUPPORTED, "decoding needs a sequence input");
+    for (int32_t i = 0; i < s->n; i++) {
+        const kdi_layer *l = &s->layers[i];
+        const char *name;
+        if (l->seq <= 0)
+            return kdi_fail(KD_ERR_UNSUPPORTED, "layer %d ('%s') does not act token by token",
+                            (int)i, l->ops->kind);
+        for (int32_t k = 0; l->ops->child != NULL; k++) {
+            kdi_seq *c = l->ops->child((kdi_layer *)l, k, &name);
+            if (c == NULL) break;
+            KDI_TRY(kdi_seq_can_step(c));
+        }
+    }
+    return KD_OK;
+}
+
+kd_status kdi_seq_step(kdi_seq *s, const float *x, int64_t pos, const float **out)
+{
+    int64_t widest = 1;
+    for (int32_t i = 0; i < s->n; i++)
+        if (kdi_seq_width(s->layers[i].out, 1) > widest)
+            widest = kdi_seq_width(s->layers[i].out, 1);
+    KDI_TRY(kdi_buf_reserve(&s->row[0], widest));
+    KDI_TRY(kdi_buf_reserve(&s->row[1], widest));
+    /* Workspaces must hold one token (a layer's reserve sizes them for batches of T). */
+    KDI_TRY(kdi_seq_prepare(s, 1, 0));
+    const float *cur = x;
+    for (int32_t i = 0; i < s->n; i++) {
+        kdi_layer *l = &s->layers[i];
+        float *y = s->row[i & 1].data;
+        if (l->ops->step != NULL) {
+            KDI_TRY(l->ops->step(l, cur, y, pos));
+        } else {
+            /* A per-token layer reads its T from in.c: a copy that sees one token runs it on one
+             * row, sharing the parameters and workspaces. */
+            kdi_layer one = *l;
+            one.in.c = one.out.c = 1;
+            KDI_TRY(l->ops->forward(&one, cur, y, 1, 0));
+        }
+        cur = y;
+    }
+    s->trained = 0;
+    *out = cur;
     return KD_OK;
 }
 

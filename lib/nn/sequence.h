@@ -20,6 +20,7 @@ typedef struct kdi_seq {
     int32_t seq_in;      /* the input is a sequence [T = in.c, d = in.h * in.w] */
     int32_t seq_out;     /* the output is a sequence */
     int64_t vocab;       /* > 0: the input is token ids in 0..vocab-1, carried as floats */
+    kdi_buf row[2];      /* one token's activations in kdi_seq_step */
 } kdi_seq;
 
 /* Builds the layers of spec (no "input" layer) for input shape in. */
@@ -37,6 +38,13 @@ kd_status kdi_seq_forward(kdi_seq *s, const float *x, int64_t batch, int train, 
 kd_status kdi_seq_backward(kdi_seq *s, const float *dy, float *dx);
 /* Accumulates g into the gradient at layer i's output for the next backward (feature losses). */
 kd_status kdi_seq_add_output_grad(kdi_seq *s, int32_t i, const float *g);
+/* Whether every layer can decode one token at a time (kdi_seq_step); KD_ERR_UNSUPPORTED with the
+ * reason if not. */
+kd_status kdi_seq_can_step(const kdi_seq *s);
+/* Incremental decoding of a sequence chain: x is the row of position pos, *out the output row (owned
+ * by s, valid until the next step). Overwrites layer workspaces: a training forward before it can
+ * no longer be backpropagated. */
+kd_status kdi_seq_step(kdi_seq *s, const float *x, int64_t pos, const float **out);
 kd_status kdi_seq_collect(kdi_seq *s, const char *prefix, kdi_param_list *list);
 /* The canonical spec of the layers joined by " | "; heap, caller frees. NULL on NOMEM. */
 char *kdi_seq_spec(const kdi_seq *s);

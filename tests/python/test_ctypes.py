@@ -675,6 +675,12 @@ class TokenModels(KdTestCase):
         m.forward_tokens(ids, 2)
         m.attention_backward(0, array.array("f", [0.5] * (2 * 2 * 5 * 5)))
         m.backward(array.array("f", [0.1] * len(logits)))
+        step = m.decode_step(3, 0)
+        self.assertEqual(len(step), 11)
+        tokens = m.generate([3, 1], 3, temperature=0.8, top_k=5, seed=9)
+        self.assertEqual(len(tokens), 3)
+        self.assertEqual(tokens, m.generate([3, 1], 3, temperature=0.8, top_k=5, seed=9))
+        self.assertFailsWith(kd.ERR_ARGUMENT, m.generate, [3, 1], 4)
 
 
 if __name__ == "__main__":

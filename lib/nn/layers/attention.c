@@ -26,6 +26,7 @@ typedef struct attention {
     float p; /* dropout on the probabilities */
     kdi_rng rng;
     kdi_buf qkv, probs, dropped, mask, o, d_o, dqkv, scratch, extra;
+    kdi_buf cache; /* decoding: [T, 3D] rows of q, k, v for the positions stepped so far */
     int has_extra; /* extra holds a gradient on probs for the next backward */
     int64_t batch; /* of the last forward */
 } attention;
@@ -39,7 +40,7 @@ static kd_status att_reserve(kdi_layer *l, int64_t batch)
     KDI_TRY(kdi_buf_reserve(&a->o, rows * a->d));
     KDI_TRY(kdi_buf_reserve(&a->d_o, rows * a->d));
     KDI_TRY(kdi_buf_reserve(&a->probs, pp));
-    KDI_TRY(kdi_buf_reserve(&a->scratch, a->t * a->t));
+    KDI_TRY(kdi_buf_reserve(&a->scratch, a->t * a->t + 2 * a->t));
     if (a->p > 0.0f) {
         KDI_TRY(kdi_buf_reserve(&a->dropped, pp));
         KDI_TRY(kdi_buf_reserve(&a->mask, pp));
@@ -149,12 +150,43 @@ static kd_status att_backward(kdi_layer *l, const float *x, const float *y, cons
     return KD_OK;
 }
 
+/* One position of one sequence, with the keys and values of the earlier positions kept from the
+ * steps before: the same sums as the forward's row pos (a causal mask hides later positions, so
+ * nothing after pos is needed). */
+static kd_status att_step(kdi_layer *l, const float *x, float *y, int64_t pos)
+{
+    attention *a = l->priv;
+    const kdi_kernels *k = kdi_kernels_get();
+    int64_t d = a->d, hd = d / a->heads;
+    if (!a->causal)
+        return kdi_fail(KD_ERR_UNSUPPORTED, "decoding token by token needs causal attention");
+    if (pos < 0 || pos >= a->t)
+        return kdi_fail(KD_ERR_ARGUMENT, "position %lld is not in 0..%lld", (long long)pos,
+                        (long long)a->t - 1);
+    KDI_TRY(kdi_buf_reserve(&a->cache, a->t * 3 * d));
+    KDI_TRY(kdi_buf_reserve(&a->scratch, a->t * a->t + 2 * a->t));
+    KDI_TRY(kdi_buf_reserve(&a->o, a->t * d));
+    float *row = a->cache.data + pos * 3 * d, *o = a->o.data, *s = a->scratch.data, *p = s + a->t;
+    k->gemm(0, 1, 1, 3 * d, d, 1.0f, x, d, l->params[0].value, d, 0.0f, row, 3 * d);
+    k->bias_add(row, l->params[1].value, 1, 3 * d);
+    for (int64_t h = 0; h < a->heads; h++) {
+        const float *q = row + h * hd, *keys = a->cache.data + d + h * hd;
+        k->gemm(0, 1, 1, pos + 1, hd, 1.0f, q, 3 * d, keys, 3 * d, 0.0f, s, pos + 1);
+        k->softmax_rows(p, s, 1, pos + 1, 1.0f / sqrtf((float)hd));
+        k->gemm(0, 0, 1, hd, pos + 1, 1.0f, p, pos + 1, a->cache.data + 2 * d + h * hd, 3 * d, 0.0f,
+                o + h * hd, d);
+    }
+    k->gemm(0, 1, 1, d, d, 1.0f, o, d, l->params[2].value, d, 0.0f, y, d);
+    k->bias_add(y, l->params[3].value, 1, d);
+    return KD_OK;
+}
+
 static void att_destroy(kdi_layer *l)
 {
     attention *a = l->priv;
     if (a == NULL) return;
-    kdi_buf *bufs[] = {&a->qkv, &a->probs, &a->dropped, &a->mask, &a->o,
-                       &a->d_o, &a->dqkv,  &a->scratch, &a->extra};
+    kdi_buf *bufs[] = {&a->qkv, &a->probs, &a->dropped, &a->mask,  &a->o,
+                       &a->d_o, &a->dqkv,  &a->scratch, &a->extra, &a->cache};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) kdi_buf_free(bufs[i]);
     free(a);
 }
@@ -163,6 +195,7 @@ static const kdi_layer_ops att_ops = {.kind = "attention",
                                       .forward = att_forward,
                                       .backward = att_backward,
                                       .reserve = att_reserve,
+                                      .step = att_step,
                                       .destroy = att_destroy};
 
 int kdi_attention_is(const kdi_layer *l) { return l->ops == &att_ops; }

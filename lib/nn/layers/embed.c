@@ -94,8 +94,18 @@ static kd_status pos_backward(kdi_layer *l, const float *x, const float *y, cons
     return KD_OK;
 }
 
+static kd_status pos_step(kdi_layer *l, const float *x, float *y, int64_t pos)
+{
+    int64_t d = kdi_seq_width(l->in, 1);
+    if (pos < 0 || pos >= l->in.c)
+        return kdi_fail(KD_ERR_ARGUMENT, "position %lld is not in 0..%lld", (long long)pos,
+                        (long long)l->in.c - 1);
+    for (int64_t i = 0; i < d; i++) y[i] = x[i] + l->params[0].value[pos * d + i];
+    return KD_OK;
+}
+
 static const kdi_layer_ops pos_ops = {
-    .kind = "posembed", .forward = pos_forward, .backward = pos_backward};
+    .kind = "posembed", .forward = pos_forward, .backward = pos_backward, .step = pos_step};
 
 kd_status kdi_posembed_create(const kdi_args *a, kdi_shape in, uint64_t seed, kdi_layer *l)
 {

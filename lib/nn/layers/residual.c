@@ -61,6 +61,18 @@ static kd_status res_backward(kdi_layer *l, const float *x, const float *y, cons
     return KD_OK;
 }
 
+static kd_status res_step(kdi_layer *l, const float *x, float *y, int64_t pos)
+{
+    residual *r = l->priv;
+    const float *yb, *ys = x;
+    KDI_TRY(kdi_seq_step(&r->body, x, pos, &yb));
+    if (r->has_shortcut) KDI_TRY(kdi_seq_step(&r->shortcut, x, pos, &ys));
+    int64_t n = kdi_seq_width(l->out, 1);
+    memcpy(y, yb, sizeof(float) * (size_t)n);
+    kdi_kernels_get()->axpy(y, 1.0f, ys, n);
+    return KD_OK;
+}
+
 static kd_status res_collect(kdi_layer *l, const char *prefix, kdi_param_list *list)
 {
     residual *r = l->priv;
@@ -95,6 +107,7 @@ static const kdi_layer_ops res_ops = {.kind = "residual",
                                       .check = res_check,
                                       .collect = res_collect,
                                       .child = res_child,
+                                      .step = res_step,
                                       .destroy = res_destroy};
 
 static int same(kdi_shape a, kdi_shape b) { return a.c == b.c && a.h == b.h && a.w == b.w; }
