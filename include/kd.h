@@ -9,7 +9,8 @@
  * - A failed call leaves its handles and files as they were.
  * - kd_x_create / kd_x_destroy pairs; kd_x_destroy(NULL) is a no-op. The library never frees what
  *   the caller allocated. Borrowed pointers say how long they live.
- * - Arrays are float32, row-major; images are NCHW. A "batch" is the number of examples.
+ * - Arrays are float32, row-major; images are NCHW, sequences [batch, T, d] (token ids int32
+ *   [batch, T]). A "batch" is the number of examples.
  * - Distinct handles may be used from distinct threads at once; one handle needs the caller's lock.
  * - The library never prints, exits or aborts. It reads one environment variable: KD_KERNELS
  *   (ref|avx2|avx512) forces a kernel variant.
@@ -157,7 +158,8 @@ KD_API kd_status kd_model_evaluate(kd_model *m, const float *x, const int32_t *l
 
 /* Feature taps, for losses on intermediate layers (hints, attention, relations). Layer i counts as
  * kd_model_layer_info does. The output of layer i from the last kd_model_forward or
- * kd_model_predict: borrowed, valid until the next forward or predict on m, [batch, c*h*w]. */
+ * kd_model_predict: borrowed, valid until the next forward or predict on m, [batch, c*h*w]; a
+ * sequence layer's output [batch, T, d] has c = T, h = d, w = 1. */
 KD_API kd_status kd_model_feature(const kd_model *m, int32_t layer, const float **data,
                                   int64_t *batch, int64_t *c, int64_t *h, int64_t *w);
 /* Adds grad [batch, c*h*w] to the gradient at layer i's output; the next kd_model_backward takes
