@@ -379,7 +379,14 @@ typedef enum kd_feature_loss_kind {
     /* Cosine embedding (DistilBERT, Sanh et al. 2019): mean over the batch of 1 - cos(s, t),
      * cos = <s, t> / sqrt((|s|^2 + 1e-12)(|t|^2 + 1e-12)) as PyTorch's cosine_embedding_loss;
      * equal sizes. */
-    KD_FEATURE_COSINE = 5
+    KD_FEATURE_COSINE = 5,
+    /* Self-attention distribution transfer (MiniLM, Wang et al. 2020, eq. 7): on attention
+     * probabilities [batch, H, T, T] (kd_model_attention; pass c = H, h = w = T), the mean over
+     * batch, heads and query positions of KL(teacher row || student row) =
+     * sum_j a_t log(a_t / max(a_s, 1e-12)); entries where the teacher is 0 add nothing. Equal
+     * shapes. Its gradient goes back through kd_model_attention_backward (the trainer's feature
+     * terms read layer outputs, not attention). Values must lie in [0, 1] (KD_ERR_ARGUMENT). */
+    KD_FEATURE_ATTENTION_KL = 10
 } kd_feature_loss_kind;
 
 typedef enum kd_feature_loss_option {

@@ -215,6 +215,80 @@ START_TEST(grad_attention_tap)
 }
 END_TEST
 
+/* Attention distillation: MiniLM's KL between attention probabilities, its value by hand, its
+ * gradient into the student's parameters through the tap against central differences. */
+typedef struct akl_ctx {
+    kd_model *student;
+    kd_feature_loss *kl;
+    const int32_t *ids;
+    const float *teacher;
+    float *logits;
+} akl_ctx;
+
+static double akl_objective(void *p)
+{
+    akl_ctx *c = p;
+    const float *probs;
+    float loss;
+    ck_assert_int_eq(kd_model_forward_tokens(c->student, c->ids, 2, c->logits), KD_OK);
+    ck_assert_int_eq(kd_model_attention(c->student, 0, &probs, NULL, NULL, NULL), KD_OK);
+    ck_assert_int_eq(kd_feature_loss_forward(c->kl, probs, 2, 5, 5, c->teacher, 2, 5, 5, 2, &loss),
+                     KD_OK);
+    return loss;
+}
+
+START_TEST(attention_distillation)
+{
+    kd_model *teacher, *student;
+    ck_assert_int_eq(kd_model_create("tokens 9 5 | embed 12 | residual(layernorm | attention 2 "
+                                     "causal) | lmhead 9 tied",
+                                     1, &teacher),
+                     KD_OK);
+    ck_assert_int_eq(kd_model_create("tokens 9 5 | embed 6 | posembed | residual(layernorm | "
+                                     "attention 2 causal) | lmhead 9",
+                                     2, &student),
+                     KD_OK);
+    int32_t ids[10] = {1, 4, 4, 8, 0, 2, 7, 3, 3, 5};
+    float logits[2 * 5 * 9], zeros[2 * 5 * 9] = {0}, tprobs[2 * 2 * 25], grad[2 * 2 * 25];
+    const float *p;
+    ck_assert_int_eq(kd_model_predict_tokens(teacher, ids, 2, logits), KD_OK);
+    ck_assert_int_eq(kd_model_attention(teacher, 0, &p, NULL, NULL, NULL), KD_OK);
+    memcpy(tprobs, p, sizeof tprobs);
+    kd_feature_loss *kl;
+    ck_assert_int_eq(kd_feature_loss_create(KD_FEATURE_ATTENTION_KL, &kl), KD_OK);
+    akl_ctx c = {student, kl, ids, tprobs, logits};
+    double loss = akl_objective(&c);
+    ck_assert_int_eq(kd_model_attention(student, 0, &p, NULL, NULL, NULL), KD_OK);
+    double want = 0.0;
+    for (int i = 0; i < 2 * 2 * 25; i++)
+        if (tprobs[i] > 0.0f) want += tprobs[i] * log((double)tprobs[i] / p[i]);
+    want /= 2 * 2 * 5;
+    ck_assert_msg(fabs(loss - want) < 1e-6 * (1.0 + want), "%g vs %g", loss, want);
+    ck_assert_int_eq(kd_feature_loss_backward(kl, grad), KD_OK);
+    ck_assert_int_eq(kd_model_attention_backward(student, 0, grad), KD_OK);
+    ck_assert_int_eq(kd_model_backward(student, zeros), KD_OK);
+    const kdi_param_list *pl = kdi_model_params(student);
+    for (int32_t i = 0; i < pl->n; i++) {
+        kdi_param *q = pl->items[i].p;
+        if (strcmp(pl->items[i].name, "3.weight") == 0) continue; /* the head: no gradient */
+        float *g = malloc(sizeof(float) * q->count);
+        memcpy(g, q->grad, sizeof(float) * q->count);
+        double err = kdt_gradcheck(akl_objective, &c, q->value, g, q->count, 3e-3, 100);
+        ck_assert_msg(err < 2e-2, "attention KL: gradient of %s off by %g", pl->items[i].name, err);
+        free(g);
+    }
+    /* Shapes must agree; values must be probabilities. */
+    float loss_f;
+    ck_assert_int_eq(kd_feature_loss_forward(kl, tprobs, 2, 5, 5, tprobs, 1, 10, 5, 2, &loss_f),
+                     KD_ERR_SHAPE);
+    ck_assert_int_eq(kd_feature_loss_forward(kl, logits, 2, 5, 5, tprobs, 2, 5, 5, 2, &loss_f),
+                     KD_ERR_ARGUMENT);
+    kd_feature_loss_destroy(kl);
+    kd_model_destroy(teacher);
+    kd_model_destroy(student);
+}
+END_TEST
+
 /* ---------------------------------------------------------------- reference values */
 
 /* Per-token dense and layernorm equal the flat layers applied to every token as an example. */
@@ -707,6 +781,7 @@ int main(void)
     tcase_add_test(tc, grad_attention);
     tcase_add_test(tc, grad_block);
     tcase_add_test(tc, grad_attention_tap);
+    tcase_add_test(tc, attention_distillation);
     tcase_add_test(tc, per_token_matches_flat);
     tcase_add_test(tc, attention_reference);
     tcase_add_test(tc, causality);
