@@ -525,8 +525,7 @@ START_TEST(spec_errors)
     /* Canonical specs read back as themselves. */
     const char *good[] = {"sequence 4 6 | attention 2 causal dropout=0.1 | flatten | dense 3",
                           "tokens 10 4 | embed 6 | lmhead 10 tied",
-                          "tokens 10 4 | embed 6 | "
-                          "lmhead 12"};
+                          "tokens 10 4 | embed 6 | lmhead 12"};
     for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
         kd_model *m;
         ck_assert_msg(kd_model_create(good[i], 1, &m) == KD_OK, "%s: %s", good[i], kd_last_error());
