@@ -380,7 +380,7 @@ typedef enum kd_feature_loss_kind {
      * cos = <s, t> / sqrt((|s|^2 + 1e-12)(|t|^2 + 1e-12)) as PyTorch's cosine_embedding_loss;
      * equal sizes. */
     KD_FEATURE_COSINE = 5,
-    /* Self-attention distribution transfer (MiniLM, Wang et al. 2020, eq. 7): on attention
+    /* Self-attention distribution transfer (MiniLM, Wang et al. 2020, their L_AT): on attention
      * probabilities [batch, H, T, T] (kd_model_attention; pass c = H, h = w = T), the mean over
      * batch, heads and query positions of KL(teacher row || student row) =
      * sum_j a_t log(a_t / max(a_s, 1e-12)); entries where the teacher is 0 add nothing. Equal

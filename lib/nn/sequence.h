@@ -41,8 +41,8 @@ kd_status kdi_seq_add_output_grad(kdi_seq *s, int32_t i, const float *g);
 /* Whether every layer can decode one token at a time (kdi_seq_step); KD_ERR_UNSUPPORTED with the
  * reason if not. */
 kd_status kdi_seq_can_step(const kdi_seq *s);
-/* Incremental decoding of a sequence chain: x is the row of position pos, *out the output row (owned
- * by s, valid until the next step). Overwrites layer workspaces: a training forward before it can
+/* Incremental decoding of a sequence chain: x is the row of position pos, *out the output row
+ * (owned by s, valid until the next step). Overwrites layer workspaces: a training forward before it can
  * no longer be backpropagated. */
 kd_status kdi_seq_step(kdi_seq *s, const float *x, int64_t pos, const float **out);
 kd_status kdi_seq_collect(kdi_seq *s, const char *prefix, kdi_param_list *list);

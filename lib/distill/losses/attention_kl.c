@@ -1,6 +1,7 @@
-/* Self-attention distribution transfer (MiniLM, Wang et al. 2020, eq. 7): the KL divergence from
- * the teacher's attention probabilities to the student's, per head and query position,
- *   L = 1/(B H T) sum_{b,h,i} sum_j a_t[j] log(a_t[j] / a_s[j]),   dL/da_s[j] = -a_t[j] / a_s[j] / (BHT)
+/* Self-attention distribution transfer (MiniLM, Wang et al. 2020, their L_AT): the KL divergence
+ * from the teacher's attention probabilities to the student's, per head and query position,
+ *   L = 1/(B H T) sum_{b,h,i} sum_j a_t[j] log(a_t[j] / a_s[j]),
+ *   dL/da_s[j] = -a_t[j] / a_s[j] / (B H T),
  * on [batch, H, T, T] probabilities (kd_model_attention: c = H, h = w = T). Entries the teacher
  * gives 0 (masked positions) add nothing; a_s is floored at 1e-12 so a softmax that underflowed
  * gives a large, finite term. */
