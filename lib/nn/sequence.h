@@ -42,8 +42,8 @@ kd_status kdi_seq_add_output_grad(kdi_seq *s, int32_t i, const float *g);
  * reason if not. */
 kd_status kdi_seq_can_step(const kdi_seq *s);
 /* Incremental decoding of a sequence chain: x is the row of position pos, *out the output row
- * (owned by s, valid until the next step). Overwrites layer workspaces: a training forward before it can
- * no longer be backpropagated. */
+ * (owned by s, valid until the next step). Overwrites layer workspaces: a training forward before
+ * it can no longer be backpropagated. */
 kd_status kdi_seq_step(kdi_seq *s, const float *x, int64_t pos, const float **out);
 kd_status kdi_seq_collect(kdi_seq *s, const char *prefix, kdi_param_list *list);
 /* The canonical spec of the layers joined by " | "; heap, caller frees. NULL on NOMEM. */
