@@ -9,7 +9,8 @@
  * - A failed call leaves its handles and files as they were.
  * - kd_x_create / kd_x_destroy pairs; kd_x_destroy(NULL) is a no-op. The library never frees what
  *   the caller allocated. Borrowed pointers say how long they live.
- * - Arrays are float32, row-major; images are NCHW. A "batch" is the number of examples.
+ * - Arrays are float32, row-major; images are NCHW, sequences [batch, T, d] (token ids int32
+ *   [batch, T]). A "batch" is the number of examples.
  * - Distinct handles may be used from distinct threads at once; one handle needs the caller's lock.
  * - The library never prints, exits or aborts. It reads one environment variable: KD_KERNELS
  *   (ref|avx2|avx512) forces a kernel variant.
@@ -60,10 +61,30 @@ typedef struct kd_model kd_model;
  *   "input 784 | dense 1200 | relu | dropout 0.5 | dense 10"
  *   "input 1x28x28 | conv 16 3 pad=1 bias=0 | bn | relu | residual(conv 16 3 pad=1 | bn) | relu
  *    | maxpool 2 | flatten | dense 10"
- * Layers: input N (or input CxHxW), dense N, relu, leakyrelu [slope], gelu, tanh, sigmoid,
- * dropout P, conv OUT K [stride=S pad=P groups=G bias=0|1], maxpool K [stride=S],
- * avgpool K [stride=S], gap, bn [eps= momentum=], layernorm [eps=], flatten,
- * residual(BODY) [(SHORTCUT)]. Weights are initialised as PyTorch does, from seed. */
+ *   "tokens 32 8 | embed 16 | posembed | residual(layernorm | attention 2 causal)
+ *    | residual(layernorm | dense 64 | gelu | dense 16) | layernorm | lmhead 32 tied"
+ * Inputs (the first layer): input N, input CxHxW, sequence T D (T vectors of D floats, [T, D] an
+ * example), tokens V T (T token ids in 0..V-1; see kd_model_forward_tokens).
+ * Layers: dense N, relu, leakyrelu [slope], gelu, tanh, sigmoid, dropout P,
+ * conv OUT K [stride=S pad=P groups=G bias=0|1], maxpool K [stride=S], avgpool K [stride=S], gap,
+ * bn [eps= momentum=], layernorm [eps=], flatten, residual(BODY) [(SHORTCUT)], and for sequences:
+ * embed D, posembed, attention H [causal] [dropout=P], lmhead V [tied].
+ * On a sequence [T, d] (after sequence T D or embed), dense, layernorm and the activations act on
+ * every token: dense N maps [T, d] to [T, N] with weight [N, d] (nn.Linear on the last axis),
+ * layernorm normalises each token over its d values (nn.LayerNorm(d), Ba et al. 2016); flatten
+ * makes one vector of T*d values; conv, pools, gap and bn refuse a sequence.
+ *   embed D: token embedding, nn.Embedding(V, D): "weight" [V, D], N(0, 1); first after tokens.
+ *   posembed: learned positional embedding (GPT-2's wpe): y[t] = x[t] + "weight"[t], [T, d].
+ *   attention H [causal] [dropout=P]: multi-head self-attention as nn.MultiheadAttention(d, H,
+ *     batch_first=True) with query = key = value = x and, when causal, the mask that hides later
+ *     positions: P = softmax(Q K^T / sqrt(d/H)) per head (Vaswani et al. 2017, eq. 1), dropout P on
+ *     the probabilities; tensors "in_proj_weight" [3d, d] (rows: q, k, v), "in_proj_bias" [3d],
+ *     "out_proj.weight" [d, d], "out_proj.bias" [d]; head h reads columns h*d/H..(h+1)*d/H-1.
+ *   lmhead V [tied]: logits over the vocabulary for every token, x W^T with W [V, d], no bias
+ *     (GPT-2's lm_head); tied: W is the earlier embed layer's weight (no tensor of its own).
+ * A pre-norm transformer block (GPT-2, Radford et al. 2019) is two residual blocks:
+ *   residual(layernorm | attention H causal) | residual(layernorm | dense 4d | gelu | dense d).
+ * Weights are initialised as PyTorch does, from seed. */
 KD_API kd_status kd_model_create(const char *spec, uint64_t seed, kd_model **out);
 /* A deep copy: weights, buffers and spec; gradients and activations start empty. */
 KD_API kd_status kd_model_clone(const kd_model *m, kd_model **out);
@@ -93,6 +114,39 @@ KD_API kd_status kd_model_layer_info(const kd_model *m, int32_t i, const char **
 KD_API kd_status kd_model_predict(kd_model *m, const float *x, int64_t batch, float *logits);
 /* Training mode: keeps the activations for kd_model_backward. */
 KD_API kd_status kd_model_forward(kd_model *m, const float *x, int64_t batch, float *logits);
+/* Token models (spec "tokens V T | embed D | ..."): ids is [batch, T], each in 0..V-1 (else
+ * KD_ERR_ARGUMENT, nothing run); logits is [batch, T, out] -- with an lmhead, [batch * T, V] rows,
+ * one per position, so the logit losses apply per token (call them with batch * T rows and V
+ * classes). kd_model_predict_tokens runs in eval mode, kd_model_forward_tokens in training mode
+ * (for kd_model_backward). A model of float inputs refuses them (KD_ERR_UNSUPPORTED). A token
+ * model's float calls (kd_model_predict, kd_model_forward) take the ids as floats, whole numbers
+ * in 0..V-1 (else KD_ERR_ARGUMENT); kd_model_input_size is T, kd_model_output_size T * out;
+ * kd_model_evaluate refuses a token model (KD_ERR_UNSUPPORTED). */
+KD_API kd_status kd_model_predict_tokens(kd_model *m, const int32_t *ids, int64_t batch,
+                                         float *logits);
+KD_API kd_status kd_model_forward_tokens(kd_model *m, const int32_t *ids, int64_t batch,
+                                         float *logits);
+/* The vocabulary V and sequence length T of a token model; 0 and 0 for a model of floats. Either
+ * pointer may be NULL. */
+KD_API kd_status kd_model_tokens(const kd_model *m, int64_t *vocab, int64_t *length);
+/* Incremental decoding of a token model (every layer token by token, attention causal; else
+ * KD_ERR_UNSUPPORTED): runs token id at position pos in eval mode and writes that position's
+ * logits [out] (out = V with an lmhead), reusing the keys and values the attention layers cached
+ * at positions 0..pos-1 in the steps before; pos 0 starts a new sequence, and steps go in order
+ * (else KD_ERR_STATE). The logits equal those of kd_model_predict_tokens at pos (to float
+ * rounding). A step overwrites workspaces: kd_model_backward then needs a new forward. The cache
+ * does not follow weight changes: start again at 0 after an optimizer step. */
+KD_API kd_status kd_model_decode_step(kd_model *m, int32_t id, int64_t pos, float *logits);
+/* Generates count tokens after prompt [prompt_len] (prompt_len + count <= T) into out [count],
+ * through kd_model_decode_step. Each token is drawn from softmax(logits / temperature) restricted
+ * to the top_k most probable tokens (0: no limit) and to the smallest set of most probable tokens
+ * whose probability reaches top_p (nucleus sampling, Holtzman et al. 2020; 1: no limit), with a
+ * random stream from seed (the same arguments, the same tokens); temperature 0 takes the most
+ * probable token (greedy). The model's output must be V logits a token. out is written only on
+ * success. */
+KD_API kd_status kd_model_generate(kd_model *m, const int32_t *prompt, int64_t prompt_len,
+                                   int64_t count, float temperature, int32_t top_k, float top_p,
+                                   uint64_t seed, int32_t *out);
 /* Accumulates parameter gradients for the last kd_model_forward; grad_logits is [batch, output]. */
 KD_API kd_status kd_model_backward(kd_model *m, const float *grad_logits);
 KD_API kd_status kd_model_zero_grad(kd_model *m);
@@ -104,12 +158,26 @@ KD_API kd_status kd_model_evaluate(kd_model *m, const float *x, const int32_t *l
 
 /* Feature taps, for losses on intermediate layers (hints, attention, relations). Layer i counts as
  * kd_model_layer_info does. The output of layer i from the last kd_model_forward or
- * kd_model_predict: borrowed, valid until the next forward or predict on m, [batch, c*h*w]. */
+ * kd_model_predict: borrowed, valid until the next forward or predict on m, [batch, c*h*w]; a
+ * sequence layer's output [batch, T, d] has c = T, h = d, w = 1. */
 KD_API kd_status kd_model_feature(const kd_model *m, int32_t layer, const float **data,
                                   int64_t *batch, int64_t *c, int64_t *h, int64_t *w);
 /* Adds grad [batch, c*h*w] to the gradient at layer i's output; the next kd_model_backward takes
  * it through the layers below. Needs a kd_model_forward first; may be called several times. */
 KD_API kd_status kd_model_feature_backward(kd_model *m, int32_t layer, const float *grad);
+/* Attention taps, for attention distillation (MiniLM, Wang et al. 2020; TinyBERT, Jiao et al.
+ * 2020). Attention layers count from 0 in spec order, depth first (inside residual blocks too).
+ * kd_model_attention gives layer k's probabilities of the last forward or predict, before
+ * dropout: probs [batch, heads, T, T], row i the distribution of position i over the positions
+ * (causal: 0 beyond i). Borrowed, valid until the next forward or predict on m. Any output pointer
+ * but probs may be NULL. */
+KD_API kd_status kd_model_attention_count(const kd_model *m, int32_t *count);
+KD_API kd_status kd_model_attention(const kd_model *m, int32_t k, const float **probs,
+                                    int64_t *batch, int64_t *heads, int64_t *length);
+/* Adds grad [batch, heads, T, T], d loss / d probs, for the next kd_model_backward (which takes
+ * it through the softmax and the layers below). Needs a kd_model_forward first; may be called
+ * several times. */
+KD_API kd_status kd_model_attention_backward(kd_model *m, int32_t k, const float *grad);
 
 /* ---------------------------------------------------------------- the teachers' knowledge */
 
@@ -311,7 +379,14 @@ typedef enum kd_feature_loss_kind {
     /* Cosine embedding (DistilBERT, Sanh et al. 2019): mean over the batch of 1 - cos(s, t),
      * cos = <s, t> / sqrt((|s|^2 + 1e-12)(|t|^2 + 1e-12)) as PyTorch's cosine_embedding_loss;
      * equal sizes. */
-    KD_FEATURE_COSINE = 5
+    KD_FEATURE_COSINE = 5,
+    /* Self-attention distribution transfer (MiniLM, Wang et al. 2020, their L_AT): on attention
+     * probabilities [batch, H, T, T] (kd_model_attention; pass c = H, h = w = T), the mean over
+     * batch, heads and query positions of KL(teacher row || student row) =
+     * sum_j a_t log(a_t / max(a_s, 1e-12)); entries where the teacher is 0 add nothing. Equal
+     * shapes. Its gradient goes back through kd_model_attention_backward (the trainer's feature
+     * terms read layer outputs, not attention). Values must lie in [0, 1] (KD_ERR_ARGUMENT). */
+    KD_FEATURE_ATTENTION_KL = 10
 } kd_feature_loss_kind;
 
 typedef enum kd_feature_loss_option {

@@ -26,8 +26,17 @@ static void print_text(const char *path, kd_model *m, const st_header *h)
     printf("file          %s (%s)\n", path, size);
     printf("spec          %s\n", kd_model_spec(m));
     printf("architecture  %s\n", shape);
-    printf("input         %lld values per example\n", (long long)in);
-    printf("output        %lld classes\n", (long long)out);
+    int64_t vocab, length;
+    kd_model_tokens(m, &vocab, &length);
+    if (vocab > 0) {
+        printf("input         %lld token ids per example, vocabulary %lld\n", (long long)length,
+               (long long)vocab);
+        printf("output        %lld positions x %lld values\n", (long long)length,
+               (long long)(out / length));
+    } else {
+        printf("input         %lld values per example\n", (long long)in);
+        printf("output        %lld classes\n", (long long)out);
+    }
     printf("parameters    %s (float32)\n\n", count);
     printf("layer  kind          params    output\n");
     for (int32_t i = 0; i < layers; i++) {

@@ -64,6 +64,7 @@ MAX_MILESTONES = 64
 # kd_feature_loss_kind, kd_feature_loss_option
 FEATURE_HINT, FEATURE_ATTENTION, FEATURE_RKD, FEATURE_SIMILARITY, FEATURE_PKT, \
     FEATURE_COSINE = range(6)
+FEATURE_ATTENTION_KL = 10
 FEATURE_RKD_DISTANCE_WEIGHT, FEATURE_RKD_ANGLE_WEIGHT = 0, 1
 # kd_trainer_option
 TRAINER_HINT_ONLY = 0
@@ -107,6 +108,15 @@ _STATUS = {
     "kd_model_evaluate": (_P, _F, _I32, _I64, _I64, _PI64, _PI64),
     "kd_model_feature": (_P, ctypes.c_int32, ctypes.POINTER(_F), _PI64, _PI64, _PI64, _PI64),
     "kd_model_feature_backward": (_P, ctypes.c_int32, _F),
+    "kd_model_predict_tokens": (_P, _I32, _I64, _F),
+    "kd_model_forward_tokens": (_P, _I32, _I64, _F),
+    "kd_model_tokens": (_P, _PI64, _PI64),
+    "kd_model_attention_count": (_P, ctypes.POINTER(ctypes.c_int32)),
+    "kd_model_attention": (_P, ctypes.c_int32, ctypes.POINTER(_F), _PI64, _PI64, _PI64),
+    "kd_model_attention_backward": (_P, ctypes.c_int32, _F),
+    "kd_model_decode_step": (_P, ctypes.c_int32, _I64, _F),
+    "kd_model_generate": (_P, _I32, _I64, _I64, ctypes.c_float, ctypes.c_int32, ctypes.c_float,
+                          ctypes.c_uint64, _I32),
     "kd_model_adjust_output_bias": (_P, ctypes.c_int32, ctypes.c_float),
     "kd_teacher_soft_targets": (ctypes.POINTER(_P), _F, ctypes.c_int32, _F, _I64, ctypes.c_float,
                                 _F),
@@ -475,6 +485,69 @@ class Model(_Handle):
     def feature_backward(self, layer, grad):
         """Adds grad [batch, c*h*w] to the gradient at layer's output, for the next backward."""
         lib().kd_model_feature_backward(self._h, layer, _floats(grad, self._feature_size(layer)))
+
+    @property
+    def tokens(self):
+        """(vocabulary V, sequence length T) of a token model ("tokens V T | ..."); (0, 0) else."""
+        v, t = _I64(), _I64()
+        lib().kd_model_tokens(self._h, ctypes.byref(v), ctypes.byref(t))
+        return v.value, t.value
+
+    def predict_tokens(self, ids, batch):
+        """Logits [batch, T, out] in eval mode from token ids [batch, T], as an array('f')."""
+        logits = _out(batch * self.output_size)
+        lib().kd_model_predict_tokens(self._h, _labels(ids, batch * self.input_size), batch,
+                                      _floats(logits))
+        return logits
+
+    def forward_tokens(self, ids, batch):
+        """Logits [batch, T, out] in training mode from token ids [batch, T], for backward."""
+        logits = _out(batch * self.output_size)
+        lib().kd_model_forward_tokens(self._h, _labels(ids, batch * self.input_size), batch,
+                                      _floats(logits))
+        return logits
+
+    def decode_step(self, token, pos):
+        """Logits [out] of position pos after token, reusing the cache of positions 0..pos-1."""
+        logits = _out(self.output_size // max(self.tokens[1], 1))
+        lib().kd_model_decode_step(self._h, token, pos, _floats(logits))
+        return logits
+
+    def generate(self, prompt, count, temperature=1.0, top_k=0, top_p=1.0, seed=0):
+        """count tokens sampled after prompt (a list of ids), as a list."""
+        out = (ctypes.c_int32 * max(count, 1))()
+        lib().kd_model_generate(self._h, _labels(prompt, len(prompt)), len(prompt), count,
+                                temperature, top_k, top_p, seed, out)
+        return list(out[:count])
+
+    @property
+    def attention_count(self):
+        v = ctypes.c_int32()
+        lib().kd_model_attention_count(self._h, ctypes.byref(v))
+        return v.value
+
+    def _attention(self, k):
+        data, batch, heads, t = _F(), _I64(), _I64(), _I64()
+        lib().kd_model_attention(self._h, k, ctypes.byref(data), ctypes.byref(batch),
+                                 ctypes.byref(heads), ctypes.byref(t))
+        return data, (batch.value, heads.value, t.value, t.value)
+
+    def attention(self, k):
+        """(probs, (batch, heads, T, T)): a copy of attention layer k's probabilities."""
+        data, shape = self._attention(k)
+        n = shape[0] * shape[1] * shape[2] * shape[3]
+        copy = _out(n)
+        ctypes.memmove(_floats(copy), data, 4 * n)  # borrowed by the library: copied
+        return copy, shape
+
+    def attention_backward(self, k, grad):
+        """Adds grad [batch, heads, T, T] on attention layer k's probabilities, for backward."""
+        try:
+            _, (b, h, t, _) = self._attention(k)
+            n = b * h * t * t
+        except KdError:
+            n = None  # the call itself will say what is wrong
+        lib().kd_model_attention_backward(self._h, k, _floats(grad, n))
 
     def adjust_output_bias(self, cls, delta):
         """Adds delta to the bias of output class cls (the last layer must be dense)."""

@@ -19,6 +19,7 @@ kd_status kd_feature_loss_create(kd_feature_loss_kind kind, kd_feature_loss **ou
     case KD_FEATURE_SIMILARITY: ops = &kdi_similarity_ops; break;
     case KD_FEATURE_PKT: ops = &kdi_pkt_ops; break;
     case KD_FEATURE_COSINE: ops = &kdi_cosine_ops; break;
+    case KD_FEATURE_ATTENTION_KL: ops = &kdi_attention_kl_ops; break;
     }
     if (ops == NULL)
         return kdi_fail(KD_ERR_ARGUMENT, "feature loss kind %d is not a kd_feature_loss_kind",

@@ -55,9 +55,17 @@ typedef struct kdi_layer_ops {
     /* Optional: lists parameters under prefix ("4."); the default lists l->params. Containers
      * (residual blocks) list their children's. */
     kd_status (*collect)(kdi_layer *l, const char *prefix, kdi_param_list *list);
+    /* Optional: called once after the layer is built, with the layers before it in its chain
+     * (layers[0..n-1]), for weights shared with an earlier layer (a tied LM head). */
+    kd_status (*link)(kdi_layer *l, kdi_layer *before, int32_t n);
     /* Optional: a container's k-th inner sequence and its name ("body"), NULL past the last, so
      * walks over every layer (the checkpoints' random streams) reach inside residual blocks. */
     struct kdi_seq *(*child)(kdi_layer *l, int32_t k, const char **name);
+    /* Optional: incremental decoding, eval mode, one token of one sequence at position pos: y is
+     * the output row at pos given the rows of positions 0..pos-1 stepped before (attention's
+     * key/value cache; pos 0 starts afresh). Per-token layers need none: the chain runs their
+     * forward on a one-token view of them. */
+    kd_status (*step)(kdi_layer *l, const float *x, float *y, int64_t pos);
     void (*destroy)(kdi_layer *l); /* frees priv and parameters; optional */
 } kdi_layer_ops;
 
@@ -69,7 +77,18 @@ struct kdi_layer {
     int32_t nparams;
     void *priv;
     struct kdi_rng *rng; /* the layer's random stream (dropout), saved in checkpoints; or NULL */
+    /* Whether the output is a sequence [T = out.c, d = out.h * out.w]: create leaves 0 to follow
+     * the input (elementwise layers), sets 1 (embeddings) or -1 (flatten); the chain builder then
+     * resolves 0 to the input's state. */
+    int32_t seq;
 };
+
+/* Rows and row width of a layer's input: T and d for a sequence, 1 and C*H*W otherwise. */
+static inline int64_t kdi_seq_rows(kdi_shape s, int seq) { return seq ? s.c : 1; }
+static inline int64_t kdi_seq_width(kdi_shape s, int seq)
+{
+    return seq ? s.h * s.w : kdi_shape_size(s);
+}
 
 /* Builds a layer of kind args->kind for input shape in into *l (zeroed by the caller). Sub-streams
  * of seed initialise weights and drive dropout. */

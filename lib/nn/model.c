@@ -1,29 +1,56 @@
 /* kd_model: an input shape and a sequence of layers, with the public forward/backward calls. */
 #include "nn/model.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/error.h"
+#include "nn/layers/attention.h"
 
 const kdi_param_list *kdi_model_params(const kd_model *m) { return &m->params; }
 
-/* Reads "input N" or "input CxHxW". */
-static kd_status parse_input(char *text, kdi_shape *in)
+/* The model's input, from its first spec layer. */
+typedef struct input_kind {
+    kdi_shape shape;
+    int32_t seq;   /* a sequence [T, d] of floats, or of token ids */
+    int64_t vocab; /* > 0: token ids */
+} input_kind;
+
+/* Reads "input N", "input CxHxW", "sequence T D" or "tokens V T". */
+static kd_status parse_input(char *text, input_kind *in)
 {
     kdi_args a;
     KDI_TRY(kdi_spec_parse_layer(text, &a));
+    memset(in, 0, sizeof *in);
+    int tokens = strcmp(a.kind, "tokens") == 0;
+    if (tokens || strcmp(a.kind, "sequence") == 0) {
+        /* tokens V T: T ids in 0..V-1; sequence T D: T vectors of D floats. */
+        int64_t first, second;
+        KDI_TRY(kdi_args_check(&a, 2, NULL, 0));
+        KDI_TRY(kdi_args_int(&a, 0, NULL, 0, 0, 1, tokens ? 1 << 24 : 1 << 20, &first));
+        KDI_TRY(kdi_args_int(&a, 1, NULL, 0, 0, 1, 1 << 20, &second));
+        if (!tokens && first * second > (1LL << 31))
+            return kdi_fail(KD_ERR_FORMAT, "sequence %lld %lld is too large", (long long)first,
+                            (long long)second);
+        in->shape = tokens ? kdi_shape_flat(second) : (kdi_shape){first, second, 1};
+        in->seq = 1;
+        in->vocab = tokens ? first : 0;
+        return KD_OK;
+    }
     if (strcmp(a.kind, "input") != 0)
-        return kdi_fail(KD_ERR_FORMAT, "a spec starts with 'input N' or 'input CxHxW', not '%s'",
+        return kdi_fail(KD_ERR_FORMAT,
+                        "a spec starts with 'input N', 'input CxHxW', 'sequence T D' or "
+                        "'tokens V T', not '%s'",
                         a.kind);
     if (a.n != 1 || a.nbody != 0)
         return kdi_fail(KD_ERR_FORMAT, "'input' takes one size, N or CxHxW");
-    return kdi_parse_dims(a.tok[0], &in->c, &in->h, &in->w);
+    return kdi_parse_dims(a.tok[0], &in->shape.c, &in->shape.h, &in->shape.w);
 }
 
 /* The spec after its "input" layer, as one string (heap). */
-static kd_status body_of(const char *spec, char **body, kdi_shape *in)
+static kd_status body_of(const char *spec, char **body, input_kind *in)
 {
     char **parts;
     int32_t n;
@@ -56,7 +83,11 @@ static char *canonical_spec(const kd_model *m)
     if (body == NULL) return NULL;
     kdi_shape in = m->seq.in;
     char head[80];
-    if (in.h == 1 && in.w == 1)
+    if (m->seq.vocab > 0)
+        snprintf(head, sizeof head, "tokens %lld %lld", (long long)m->seq.vocab, (long long)in.c);
+    else if (m->seq.seq_in)
+        snprintf(head, sizeof head, "sequence %lld %lld", (long long)in.c, (long long)in.h);
+    else if (in.h == 1 && in.w == 1)
         snprintf(head, sizeof head, "input %lld", (long long)in.c);
     else
         snprintf(head, sizeof head, "input %lldx%lldx%lld", (long long)in.c, (long long)in.h,
@@ -72,14 +103,14 @@ kd_status kd_model_create(const char *spec, uint64_t seed, kd_model **out)
     KDI_CHECK_NULL(spec);
     KDI_CHECK_NULL(out);
     char *body;
-    kdi_shape in;
+    input_kind in;
     KDI_TRY(body_of(spec, &body, &in));
     kd_model *m = calloc(1, sizeof *m);
     if (m == NULL) {
         free(body);
         return kdi_fail(KD_ERR_NOMEM, "cannot allocate a model");
     }
-    kd_status st = kdi_seq_build(&m->seq, body, in, seed);
+    kd_status st = kdi_seq_build_as(&m->seq, body, in.shape, in.seq, in.vocab, seed);
     free(body);
     if (st != KD_OK) {
         free(m);
@@ -103,6 +134,7 @@ void kd_model_destroy(kd_model *m)
     kdi_seq_free(&m->seq);
     kdi_param_list_free(&m->params);
     kdi_buf_free(&m->input);
+    kdi_buf_free(&m->ids);
     kdi_buf_free(&m->eval);
     free(m->spec);
     free(m);
@@ -196,6 +228,39 @@ static kd_status check_batch(const kd_model *m, const float *x, int64_t batch, c
     KDI_TRY(kdi_model_check_size(m, batch));
     if (!kdi_all_finite(x, batch * kdi_shape_size(m->seq.in)))
         return kdi_fail(KD_ERR_NUMERIC, "the input holds NaN or infinity");
+    return kdi_model_check_tokens(m, x, batch);
+}
+
+kd_status kdi_model_check_tokens(const kd_model *m, const float *x, int64_t batch)
+{
+    /* A token model reads float inputs as ids: whole numbers in 0..V-1. */
+    int64_t n = batch * kdi_shape_size(m->seq.in);
+    for (int64_t i = 0; m->seq.vocab > 0 && i < n; i++)
+        if (x[i] < 0.0f || x[i] >= (float)m->seq.vocab || x[i] != (float)(int64_t)x[i])
+            return kdi_fail(KD_ERR_ARGUMENT,
+                            "x[%lld] = %g is not a token id (a whole number in 0..%lld)",
+                            (long long)i, (double)x[i], (long long)m->seq.vocab - 1);
+    return KD_OK;
+}
+
+/* Checks ids [batch, T] of a token model and writes them as floats into buf. */
+static kd_status ids_to_floats(kd_model *m, const int32_t *ids, int64_t batch, const float *logits,
+                               kdi_buf *buf)
+{
+    KDI_CHECK_NULL(m);
+    KDI_CHECK_NULL(ids);
+    KDI_CHECK_NULL(logits);
+    if (m->seq.vocab <= 0)
+        return kdi_fail(KD_ERR_UNSUPPORTED, "the model takes floats, not token ids (its spec "
+                                            "starts 'input', not 'tokens V T')");
+    KDI_TRY(kdi_model_check_size(m, batch));
+    int64_t n = batch * kdi_shape_size(m->seq.in);
+    for (int64_t i = 0; i < n; i++)
+        if (ids[i] < 0 || ids[i] >= m->seq.vocab)
+            return kdi_fail(KD_ERR_ARGUMENT, "ids[%lld] = %d is not in 0..%lld", (long long)i,
+                            (int)ids[i], (long long)m->seq.vocab - 1);
+    KDI_TRY(kdi_buf_reserve(buf, n));
+    for (int64_t i = 0; i < n; i++) buf->data[i] = (float)ids[i];
     return KD_OK;
 }
 
@@ -237,6 +302,27 @@ kd_status kdi_model_backward(kd_model *m, const float *grad_logits)
 {
     m->grads_dirty = 1;
     return kdi_seq_backward(&m->seq, grad_logits, NULL);
+}
+
+kd_status kd_model_predict_tokens(kd_model *m, const int32_t *ids, int64_t batch, float *logits)
+{
+    KDI_TRY(ids_to_floats(m, ids, batch, logits, &m->ids));
+    return run(m, m->ids.data, batch, logits, 0);
+}
+
+kd_status kd_model_forward_tokens(kd_model *m, const int32_t *ids, int64_t batch, float *logits)
+{
+    KDI_TRY(ids_to_floats(m, ids, batch, logits, &m->input));
+    return run(m, m->input.data, batch, logits, 1);
+}
+
+kd_status kd_model_tokens(const kd_model *m, int64_t *vocab, int64_t *length)
+{
+    KDI_CHECK_NULL(m);
+    int tokens = m->seq.vocab > 0;
+    if (vocab != NULL) *vocab = m->seq.vocab;
+    if (length != NULL) *length = tokens ? m->seq.in.c : 0;
+    return KD_OK;
 }
 
 kd_status kd_model_backward(kd_model *m, const float *grad_logits)
@@ -288,6 +374,77 @@ kd_status kdi_model_feature_backward(kd_model *m, int32_t layer, const float *gr
     return kdi_seq_add_output_grad(&m->seq, layer, grad);
 }
 
+/* The k-th attention layer, depth first (inside residual blocks too); NULL when there is none. */
+static kdi_layer *find_attention(const kdi_seq *s, int32_t *k)
+{
+    for (int32_t i = 0; i < s->n; i++) {
+        kdi_layer *l = &s->layers[i];
+        if (kdi_attention_is(l) && (*k)-- == 0) return l;
+        const char *name;
+        kdi_seq *c;
+        for (int32_t j = 0; l->ops->child != NULL && (c = l->ops->child(l, j, &name)) != NULL;
+             j++) {
+            kdi_layer *found = find_attention(c, k);
+            if (found != NULL) return found;
+        }
+    }
+    return NULL;
+}
+
+kd_status kd_model_attention_count(const kd_model *m, int32_t *count)
+{
+    KDI_CHECK_NULL(m);
+    KDI_CHECK_NULL(count);
+    int32_t k = INT32_MAX;
+    find_attention(&m->seq, &k);
+    *count = INT32_MAX - k;
+    return KD_OK;
+}
+
+static kd_status attention_at(const kd_model *m, int32_t k, kdi_layer **l)
+{
+    int32_t count, left = k;
+    KDI_TRY(kd_model_attention_count(m, &count));
+    if (k < 0 || k >= count)
+        return kdi_fail(KD_ERR_ARGUMENT, "attention layer %d is not in 0..%d", (int)k,
+                        (int)count - 1);
+    *l = find_attention(&m->seq, &left);
+    return KD_OK;
+}
+
+kd_status kd_model_attention(const kd_model *m, int32_t k, const float **probs, int64_t *batch,
+                             int64_t *heads, int64_t *length)
+{
+    KDI_CHECK_NULL(m);
+    KDI_CHECK_NULL(probs);
+    kdi_layer *l = NULL;
+    KDI_TRY(attention_at(m, k, &l));
+    int64_t b, h, t;
+    const float *p = kdi_attention_probs(l, &b, &h, &t);
+    if (m->seq.batch == 0 || p == NULL)
+        return kdi_fail(KD_ERR_STATE, "attention probabilities need a forward or predict first");
+    *probs = p;
+    if (batch != NULL) *batch = b;
+    if (heads != NULL) *heads = h;
+    if (length != NULL) *length = t;
+    return KD_OK;
+}
+
+kd_status kd_model_attention_backward(kd_model *m, int32_t k, const float *grad)
+{
+    KDI_CHECK_NULL(m);
+    KDI_CHECK_NULL(grad);
+    kdi_layer *l = NULL;
+    KDI_TRY(attention_at(m, k, &l));
+    if (!m->seq.trained)
+        return kdi_fail(KD_ERR_STATE, "kd_model_attention_backward needs a kd_model_forward first");
+    int64_t b, h, t;
+    kdi_attention_probs(l, &b, &h, &t);
+    if (!kdi_all_finite(grad, b * h * t * t))
+        return kdi_fail(KD_ERR_NUMERIC, "the attention gradient holds NaN or infinity");
+    return kdi_attention_add_grad(l, grad);
+}
+
 kd_status kd_model_zero_grad(kd_model *m)
 {
     KDI_CHECK_NULL(m);
@@ -313,6 +470,9 @@ kd_status kd_model_evaluate(kd_model *m, const float *x, const int32_t *labels, 
     KDI_CHECK_NULL(labels);
     KDI_CHECK_NULL(correct);
     int64_t in = kdi_shape_size(m->seq.in), classes = kdi_shape_size(m->seq.out);
+    if (m->seq.vocab > 0)
+        return kdi_fail(KD_ERR_UNSUPPORTED, "kd_model_evaluate counts one label an example; a "
+                                            "token model predicts every position");
     if (n < 1 || batch < 1) return kdi_fail(KD_ERR_ARGUMENT, "n and batch must be 1 or more");
     for (int64_t i = 0; i < n; i++)
         if (labels[i] < 0 || labels[i] >= classes)

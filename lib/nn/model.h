@@ -13,9 +13,11 @@ struct kd_model {
     kdi_param_list params;
     kdi_buf input; /* copy of the last training forward's x */
     kdi_buf eval;  /* logits of kd_model_evaluate */
+    kdi_buf ids;   /* kd_model_predict_tokens' ids as floats */
     /* A backward may have accumulated gradients since they were last cleared (by
      * kd_model_zero_grad or an optimizer step), so clearing again is work only when this is set. */
     int grads_dirty;
+    int64_t decoded; /* positions kd_model_decode_step has cached, in order from 0 */
 };
 
 /* Parameters in file order (trainable ones have grad != NULL); borrowed from m. */
@@ -29,6 +31,9 @@ static inline int64_t kdi_model_in(const kd_model *m) { return kdi_shape_size(m-
 static inline int64_t kdi_model_out(const kd_model *m) { return kdi_shape_size(m->seq.out); }
 /* batch >= 1 and batch times the widest layer fits the library's sizes; reads no data. */
 kd_status kdi_model_check_size(const kd_model *m, int64_t batch);
+/* For a token model ('tokens V T'), that the float inputs x [batch, T] are ids in 0..V-1; OK for
+ * any other model. */
+kd_status kdi_model_check_tokens(const kd_model *m, const float *x, int64_t batch);
 kd_status kdi_model_predict(kd_model *m, const float *x, int64_t batch, float *logits);
 kd_status kdi_model_forward(kd_model *m, const float *x, int64_t batch, float *logits);
 kd_status kdi_model_backward(kd_model *m, const float *grad_logits);

@@ -8,17 +8,41 @@
 #include "core/rng.h"
 #include "kernels/kernels.h"
 
-static kd_status build_layer(kdi_seq *s, int32_t i, char *text, kdi_shape in, uint64_t seed)
+/* Image layers read C x H x W; on a sequence they would mix tokens, so they refuse one. */
+static int image_only(const char *kind)
+{
+    static const char *const kinds[] = {"conv", "maxpool", "avgpool", "gap", "bn", NULL};
+    for (int k = 0; kinds[k] != NULL; k++)
+        if (strcmp(kinds[k], kind) == 0) return 1;
+    return 0;
+}
+
+static kd_status check_flow(const kdi_args *a)
+{
+    if (a->vocab > 0 && strcmp(a->kind, "embed") != 0)
+        return kdi_fail(KD_ERR_FORMAT, "token ids go into 'embed D' first, not into '%s'", a->kind);
+    if (a->seq && image_only(a->kind))
+        return kdi_fail(KD_ERR_SHAPE, "'%s' takes images, not a sequence of tokens", a->kind);
+    return KD_OK;
+}
+
+static kd_status build_layer(kdi_seq *s, int32_t i, char *text, kdi_shape in, int32_t seq,
+                             uint64_t seed)
 {
     kdi_args a;
     KDI_TRY(kdi_spec_parse_layer(text, &a));
     kdi_layer_create_fn create = kdi_layer_find(a.kind);
     if (create == NULL)
         return kdi_fail(KD_ERR_FORMAT, "layer %d: unknown kind '%s'", (int)i, a.kind);
+    a.seq = seq;
+    a.vocab = i == 0 ? s->vocab : 0;
     kdi_layer *l = &s->layers[i];
-    kd_status st = create(&a, in, kdi_rng_derive(seed, (uint64_t)i), l);
+    kd_status st = check_flow(&a);
+    if (st == KD_OK) st = create(&a, in, kdi_rng_derive(seed, (uint64_t)i), l);
     if (st == KD_OK && kdi_shape_size(l->out) <= 0)
         st = kdi_fail(KD_ERR_SHAPE, "layer %d ('%s') has an empty output", (int)i, a.kind);
+    if (st == KD_OK && l->ops->link != NULL) st = l->ops->link(l, s->layers, i);
+    if (st == KD_OK) l->seq = l->seq == 0 ? (seq ? 1 : -1) : l->seq;
     if (st != KD_OK) {
         /* Keep the layer's own sentence, prefixed by where it stands in the spec. */
         char why[400];
@@ -32,8 +56,16 @@ static kd_status build_layer(kdi_seq *s, int32_t i, char *text, kdi_shape in, ui
 
 kd_status kdi_seq_build(kdi_seq *s, const char *spec, kdi_shape in, uint64_t seed)
 {
+    return kdi_seq_build_as(s, spec, in, 0, 0, seed);
+}
+
+kd_status kdi_seq_build_as(kdi_seq *s, const char *spec, kdi_shape in, int32_t seq, int64_t vocab,
+                           uint64_t seed)
+{
     memset(s, 0, sizeof *s);
     s->in = s->out = in;
+    s->seq_in = s->seq_out = seq;
+    s->vocab = vocab;
     if (spec == NULL || spec[0] == '\0') return KD_OK;
     char **parts;
     int32_t n;
@@ -46,11 +78,13 @@ kd_status kdi_seq_build(kdi_seq *s, const char *spec, kdi_shape in, uint64_t see
     if (s->layers == NULL || s->acts == NULL || s->extra_grad == NULL || s->has_extra == NULL)
         st = kdi_fail(KD_ERR_NOMEM, "cannot allocate %d layers", (int)n);
     kdi_shape cur = in;
+    int32_t cur_seq = seq;
     for (int32_t i = 0; st == KD_OK && i < n; i++) {
-        st = build_layer(s, i, parts[i], cur, seed);
+        st = build_layer(s, i, parts[i], cur, cur_seq, seed);
         if (st == KD_OK) {
             s->n = i + 1;
             cur = s->layers[i].out;
+            cur_seq = s->layers[i].seq > 0;
         }
     }
     free(parts);
@@ -59,6 +93,7 @@ kd_status kdi_seq_build(kdi_seq *s, const char *spec, kdi_shape in, uint64_t see
         return st;
     }
     s->out = cur;
+    s->seq_out = cur_seq;
     return KD_OK;
 }
 
@@ -75,6 +110,8 @@ void kdi_seq_free(kdi_seq *s)
     free(s->has_extra);
     kdi_buf_free(&s->grad[0]);
     kdi_buf_free(&s->grad[1]);
+    kdi_buf_free(&s->row[0]);
+    kdi_buf_free(&s->row[1]);
     memset(s, 0, sizeof *s);
 }
 
@@ -173,6 +210,54 @@ kd_status kdi_seq_add_output_grad(kdi_seq *s, int32_t i, const float *g)
     if (!s->has_extra[i]) memset(s->extra_grad[i].data, 0, (size_t)n * sizeof(float));
     kdi_kernels_get()->axpy(s->extra_grad[i].data, 1.0f, g, n);
     s->has_extra[i] = 1;
+    return KD_OK;
+}
+
+kd_status kdi_seq_can_step(const kdi_seq *s)
+{
+    if (!s->seq_in) return kdi_fail(KD_ERR_UNSUPPORTED, "decoding needs a sequence input");
+    for (int32_t i = 0; i < s->n; i++) {
+        const kdi_layer *l = &s->layers[i];
+        const char *name;
+        if (l->seq <= 0)
+            return kdi_fail(KD_ERR_UNSUPPORTED, "layer %d ('%s') does not act token by token",
+                            (int)i, l->ops->kind);
+        for (int32_t k = 0; l->ops->child != NULL; k++) {
+            kdi_seq *c = l->ops->child((kdi_layer *)l, k, &name);
+            if (c == NULL) break;
+            KDI_TRY(kdi_seq_can_step(c));
+        }
+    }
+    return KD_OK;
+}
+
+kd_status kdi_seq_step(kdi_seq *s, const float *x, int64_t pos, const float **out)
+{
+    int64_t widest = 1;
+    for (int32_t i = 0; i < s->n; i++)
+        if (kdi_seq_width(s->layers[i].out, 1) > widest)
+            widest = kdi_seq_width(s->layers[i].out, 1);
+    KDI_TRY(kdi_buf_reserve(&s->row[0], widest));
+    KDI_TRY(kdi_buf_reserve(&s->row[1], widest));
+    /* Workspaces must hold one token (a layer's reserve sizes them for batches of T). */
+    KDI_TRY(kdi_seq_prepare(s, 1, 0));
+    const float *cur = x;
+    for (int32_t i = 0; i < s->n; i++) {
+        kdi_layer *l = &s->layers[i];
+        float *y = s->row[i & 1].data;
+        if (l->ops->step != NULL) {
+            KDI_TRY(l->ops->step(l, cur, y, pos));
+        } else {
+            /* A per-token layer reads its T from in.c: a copy that sees one token runs it on one
+             * row, sharing the parameters and workspaces. */
+            kdi_layer one = *l;
+            one.in.c = one.out.c = 1;
+            KDI_TRY(l->ops->forward(&one, cur, y, 1, 0));
+        }
+        cur = y;
+    }
+    s->trained = 0;
+    *out = cur;
     return KD_OK;
 }
 

@@ -17,10 +17,17 @@ typedef struct kdi_seq {
     int64_t batch;       /* batch of the last forward; 0 before any */
     int64_t reserved;    /* batch the buffers are sized for */
     int trained;         /* the last forward was in training mode */
+    int32_t seq_in;      /* the input is a sequence [T = in.c, d = in.h * in.w] */
+    int32_t seq_out;     /* the output is a sequence */
+    int64_t vocab;       /* > 0: the input is token ids in 0..vocab-1, carried as floats */
+    kdi_buf row[2];      /* one token's activations in kdi_seq_step */
 } kdi_seq;
 
 /* Builds the layers of spec (no "input" layer) for input shape in. */
 kd_status kdi_seq_build(kdi_seq *s, const char *spec, kdi_shape in, uint64_t seed);
+/* The same for an input that is a sequence (seq = 1), of token ids when vocab > 0. */
+kd_status kdi_seq_build_as(kdi_seq *s, const char *spec, kdi_shape in, int32_t seq, int64_t vocab,
+                           uint64_t seed);
 void kdi_seq_free(kdi_seq *s);
 /* Everything a forward of batch could fail on, done or checked before any layer runs: workspaces
  * and the layers' own checks. kdi_seq_forward starts with it. */
@@ -31,6 +38,13 @@ kd_status kdi_seq_forward(kdi_seq *s, const float *x, int64_t batch, int train, 
 kd_status kdi_seq_backward(kdi_seq *s, const float *dy, float *dx);
 /* Accumulates g into the gradient at layer i's output for the next backward (feature losses). */
 kd_status kdi_seq_add_output_grad(kdi_seq *s, int32_t i, const float *g);
+/* Whether every layer can decode one token at a time (kdi_seq_step); KD_ERR_UNSUPPORTED with the
+ * reason if not. */
+kd_status kdi_seq_can_step(const kdi_seq *s);
+/* Incremental decoding of a sequence chain: x is the row of position pos, *out the output row
+ * (owned by s, valid until the next step). Overwrites layer workspaces: a training forward before
+ * it can no longer be backpropagated. */
+kd_status kdi_seq_step(kdi_seq *s, const float *x, int64_t pos, const float **out);
 kd_status kdi_seq_collect(kdi_seq *s, const char *prefix, kdi_param_list *list);
 /* The canonical spec of the layers joined by " | "; heap, caller frees. NULL on NOMEM. */
 char *kdi_seq_spec(const kdi_seq *s);

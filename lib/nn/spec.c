@@ -198,6 +198,13 @@ kd_status kdi_args_check(const kdi_args *a, int max_pos, const char *const *keys
     return KD_OK;
 }
 
+int kdi_args_flag(const kdi_args *a, const char *word)
+{
+    for (int i = 0; i < a->n; i++)
+        if (strcmp(a->tok[i], word) == 0) return 1;
+    return 0;
+}
+
 static int parse_dim(const char **p, int64_t *out)
 {
     char *end;

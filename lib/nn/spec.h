@@ -18,6 +18,11 @@ typedef struct kdi_args {
     char tok[KDI_MAX_ARGS][48];
     const char *body[2]; /* text inside the parentheses, NUL-terminated; NULL when absent */
     int32_t nbody;
+    /* Set by the chain builder, not parsed: the layer's input is a sequence [T = in.c,
+     * d = in.h * in.w] (per-token layers act on its T rows), and, when vocab > 0, token ids in
+     * 0..vocab-1 carried as floats ([T], in.h == in.w == 1). */
+    int32_t seq;
+    int64_t vocab;
 } kdi_args;
 
 /* Splits a spec into layer texts at top-level '|'. *parts is one heap block holding the array and
@@ -34,6 +39,8 @@ kd_status kdi_args_float(const kdi_args *a, int pos, const char *key, int has_de
                          float lo, float hi, float *out);
 /* Rejects tokens beyond max_pos positional ones and keys not in keys (NULL-terminated). */
 kd_status kdi_args_check(const kdi_args *a, int max_pos, const char *const *keys, int max_body);
+/* 1 when a bare word (such as "causal" or "tied") is among the tokens. */
+int kdi_args_flag(const kdi_args *a, const char *word);
 /* Parses "784" or "1x28x28" (C x H x W). */
 kd_status kdi_parse_dims(const char *text, int64_t *c, int64_t *h, int64_t *w);
 

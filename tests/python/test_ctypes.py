@@ -648,5 +648,40 @@ class FeatureTerms(KdTestCase):
         self.assertFailsWith(kd.ERR_ARGUMENT, trainer.feature_value, 1)
 
 
+class TokenModels(KdTestCase):
+    """A small causal language model through the token calls and the attention tap."""
+
+    SPEC = ("tokens 11 5 | embed 8 | posembed | residual(layernorm | attention 2 causal) "
+            "| layernorm | lmhead 11 tied")
+
+    def test_tokens_attention_and_errors(self):
+        m = kd.Model(self.SPEC, seed=4)
+        self.assertEqual(m.tokens, (11, 5))
+        self.assertEqual(m.input_size, 5)
+        ids = [3, 1, 4, 1, 5, 9, 2, 6, 5, 3]
+        logits = m.forward_tokens(ids, 2)
+        self.assertEqual(len(logits), 2 * 5 * 11)
+        again = m.predict_tokens(ids, 2)
+        self.assertEqual(list(logits), list(again))
+        self.assertEqual(m.attention_count, 1)
+        probs, shape = m.attention(0)
+        self.assertEqual(shape, (2, 2, 5, 5))
+        self.assertAlmostEqual(sum(probs[:5]), 1.0, places=5)  # row 0: all on position 0
+        self.assertEqual(probs[1], 0.0)
+        self.assertFailsWith(kd.ERR_ARGUMENT, m.predict_tokens, [11] + ids[1:], 2)
+        self.assertFailsWith(kd.ERR_ARGUMENT, m.attention, 1)
+        self.assertFailsWith(kd.ERR_UNSUPPORTED, kd.Model("input 3 | dense 2").predict_tokens,
+                             [0, 1, 2], 1)
+        m.forward_tokens(ids, 2)
+        m.attention_backward(0, array.array("f", [0.5] * (2 * 2 * 5 * 5)))
+        m.backward(array.array("f", [0.1] * len(logits)))
+        step = m.decode_step(3, 0)
+        self.assertEqual(len(step), 11)
+        tokens = m.generate([3, 1], 3, temperature=0.8, top_k=5, seed=9)
+        self.assertEqual(len(tokens), 3)
+        self.assertEqual(tokens, m.generate([3, 1], 3, temperature=0.8, top_k=5, seed=9))
+        self.assertFailsWith(kd.ERR_ARGUMENT, m.generate, [3, 1], 4)
+
+
 if __name__ == "__main__":
     unittest.main()

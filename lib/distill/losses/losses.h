@@ -49,12 +49,13 @@ struct kd_feature_loss {
     kdi_buf ws[KDI_FEATURE_NWS];
 };
 
-extern const kdi_feature_ops kdi_hint_ops;       /* hint.c */
-extern const kdi_feature_ops kdi_attention_ops;  /* attention.c */
-extern const kdi_feature_ops kdi_rkd_ops;        /* rkd.c */
-extern const kdi_feature_ops kdi_similarity_ops; /* similarity.c */
-extern const kdi_feature_ops kdi_pkt_ops;        /* pkt.c */
-extern const kdi_feature_ops kdi_cosine_ops;     /* cosine.c */
+extern const kdi_feature_ops kdi_hint_ops;         /* hint.c */
+extern const kdi_feature_ops kdi_attention_ops;    /* attention.c */
+extern const kdi_feature_ops kdi_rkd_ops;          /* rkd.c */
+extern const kdi_feature_ops kdi_similarity_ops;   /* similarity.c */
+extern const kdi_feature_ops kdi_pkt_ops;          /* pkt.c */
+extern const kdi_feature_ops kdi_cosine_ops;       /* cosine.c */
+extern const kdi_feature_ops kdi_attention_kl_ops; /* attention_kl.c */
 
 /* The handle's generic part (feature_loss.c), for the trainer: checks batch and shapes, runs a
  * forward (keeping its gradient, kdi_feature_loss_grad) without the public argument checks. */

@@ -1,4 +1,5 @@
-/* Flatten: C x H x W becomes C*H*W values, as nn.Flatten; the data is already in that order. */
+/* Flatten: C x H x W (or T x d) becomes C*H*W values, as nn.Flatten; the data is already in that
+ * order. */
 #include <string.h>
 
 #include "core/error.h"
@@ -30,5 +31,6 @@ kd_status kdi_flatten_create(const kdi_args *a, kdi_shape in, uint64_t seed, kdi
     l->ops = &flatten_ops;
     l->in = in;
     l->out = kdi_shape_flat(kdi_shape_size(in));
+    l->seq = -1; /* a sequence [T, d] becomes one vector of T*d values */
     return kdi_layer_set_spec(l, "flatten");
 }

@@ -1,6 +1,7 @@
 /* LayerNorm (Ba, Kiros and Hinton 2016) over all C*H*W values of each example, with an elementwise
- * affine transform: PyTorch's nn.LayerNorm([C, H, W]) (or [N] on flat input). Spec: layernorm
- * [eps=E]. Parameters weight and bias, shaped like one example. */
+ * affine transform: PyTorch's nn.LayerNorm([C, H, W]) (or [N] on flat input). On a sequence
+ * [T, d] it normalises each token over its d values, as nn.LayerNorm(d). Spec: layernorm
+ * [eps=E]. Parameters weight and bias, shaped like one example (one token: [d]). */
 #include <math.h>
 #include <stdlib.h>
 
@@ -16,14 +17,15 @@ static kd_status ln_reserve(kdi_layer *l, int64_t batch)
 {
     ln *p = l->priv;
     KDI_TRY(kdi_buf_reserve(&p->xhat, batch * kdi_shape_size(l->in)));
-    return kdi_buf_reserve(&p->inv_std, batch);
+    return kdi_buf_reserve(&p->inv_std, batch * kdi_seq_rows(l->in, l->seq > 0));
 }
 
 static kd_status ln_forward(kdi_layer *l, const float *x, float *y, int64_t batch, int train)
 {
     (void)train;
     ln *p = l->priv;
-    int64_t n = kdi_shape_size(l->in);
+    int64_t n = kdi_seq_width(l->in, l->seq > 0);
+    batch *= kdi_seq_rows(l->in, l->seq > 0);
     const float *g = l->params[0].value, *b = l->params[1].value;
     for (int64_t r = 0; r < batch; r++) {
         const float *xr = x + r * n;
@@ -49,7 +51,8 @@ static kd_status ln_backward(kdi_layer *l, const float *x, const float *y, const
     (void)x;
     (void)y;
     ln *p = l->priv;
-    int64_t n = kdi_shape_size(l->in);
+    int64_t n = kdi_seq_width(l->in, l->seq > 0);
+    batch *= kdi_seq_rows(l->in, l->seq > 0);
     const float *g = l->params[0].value;
     for (int64_t r = 0; r < batch; r++) {
         const float *h = p->xhat.data + r * n, *d = dy + r * n;
@@ -94,8 +97,13 @@ kd_status kdi_layernorm_create(const kdi_args *a, kdi_shape in, uint64_t seed, k
     KDI_TRY(kdi_args_check(a, 0, keys, 0));
     KDI_TRY(kdi_args_float(a, -1, "eps", 1, 1e-5f, 1e-12f, 1.0f, &p->eps));
     l->in = l->out = in;
+    l->seq = a->seq ? 1 : -1;
     int64_t dims[3] = {in.c, in.h, in.w};
     int32_t ndim = in.h == 1 && in.w == 1 ? 1 : 3;
+    if (a->seq) {
+        dims[0] = kdi_seq_width(in, 1);
+        ndim = 1;
+    }
     KDI_TRY(kdi_layer_add_param(l, "weight", 1, ndim, dims));
     KDI_TRY(kdi_layer_add_param(l, "bias", 1, ndim, dims));
     for (int64_t i = 0; i < l->params[0].count; i++) l->params[0].value[i] = 1.0f;

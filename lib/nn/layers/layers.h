@@ -18,6 +18,10 @@ kd_status kdi_gap_create(const kdi_args *a, kdi_shape in, uint64_t seed, kdi_lay
 kd_status kdi_bn_create(const kdi_args *a, kdi_shape in, uint64_t seed, kdi_layer *l);
 kd_status kdi_layernorm_create(const kdi_args *a, kdi_shape in, uint64_t seed, kdi_layer *l);
 kd_status kdi_flatten_create(const kdi_args *a, kdi_shape in, uint64_t seed, kdi_layer *l);
+kd_status kdi_embed_create(const kdi_args *a, kdi_shape in, uint64_t seed, kdi_layer *l);
+kd_status kdi_posembed_create(const kdi_args *a, kdi_shape in, uint64_t seed, kdi_layer *l);
+kd_status kdi_attention_create(const kdi_args *a, kdi_shape in, uint64_t seed, kdi_layer *l);
+kd_status kdi_lmhead_create(const kdi_args *a, kdi_shape in, uint64_t seed, kdi_layer *l);
 kd_status kdi_residual_create(const kdi_args *a, kdi_shape in, uint64_t seed, kdi_layer *l);
 
 #endif

@@ -61,6 +61,18 @@ static kd_status res_backward(kdi_layer *l, const float *x, const float *y, cons
     return KD_OK;
 }
 
+static kd_status res_step(kdi_layer *l, const float *x, float *y, int64_t pos)
+{
+    residual *r = l->priv;
+    const float *yb, *ys = x;
+    KDI_TRY(kdi_seq_step(&r->body, x, pos, &yb));
+    if (r->has_shortcut) KDI_TRY(kdi_seq_step(&r->shortcut, x, pos, &ys));
+    int64_t n = kdi_seq_width(l->out, 1);
+    memcpy(y, yb, sizeof(float) * (size_t)n);
+    kdi_kernels_get()->axpy(y, 1.0f, ys, n);
+    return KD_OK;
+}
+
 static kd_status res_collect(kdi_layer *l, const char *prefix, kdi_param_list *list)
 {
     residual *r = l->priv;
@@ -95,6 +107,7 @@ static const kdi_layer_ops res_ops = {.kind = "residual",
                                       .check = res_check,
                                       .collect = res_collect,
                                       .child = res_child,
+                                      .step = res_step,
                                       .destroy = res_destroy};
 
 static int same(kdi_shape a, kdi_shape b) { return a.c == b.c && a.h == b.h && a.w == b.w; }
@@ -121,11 +134,15 @@ kd_status kdi_residual_create(const kdi_args *a, kdi_shape in, uint64_t seed, kd
     KDI_TRY(kdi_args_check(a, 0, NULL, 2));
     if (a->nbody < 1 || a->body[0][0] == '\0')
         return kdi_fail(KD_ERR_FORMAT, "residual needs a body: residual(LAYERS)");
-    KDI_TRY(kdi_seq_build(&r->body, a->body[0], in, kdi_rng_derive(seed, 0)));
+    KDI_TRY(kdi_seq_build_as(&r->body, a->body[0], in, a->seq, 0, kdi_rng_derive(seed, 0)));
     r->has_shortcut = a->nbody == 2;
     if (r->has_shortcut)
-        KDI_TRY(kdi_seq_build(&r->shortcut, a->body[1], in, kdi_rng_derive(seed, 1)));
+        KDI_TRY(kdi_seq_build_as(&r->shortcut, a->body[1], in, a->seq, 0, kdi_rng_derive(seed, 1)));
     kdi_shape want = r->has_shortcut ? r->shortcut.out : in;
+    int32_t want_seq = r->has_shortcut ? r->shortcut.seq_out : a->seq;
+    if (r->body.seq_out != want_seq)
+        return kdi_fail(KD_ERR_SHAPE, "residual: one branch gives a sequence, the other does not");
+    l->seq = r->body.seq_out ? 1 : -1;
     if (!same(r->body.out, want))
         return kdi_fail(
             KD_ERR_SHAPE, "residual: the body gives %lldx%lldx%lld but the shortcut %lldx%lldx%lld",
