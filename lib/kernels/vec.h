@@ -131,15 +131,15 @@ static inline vmask vmask_first(int64_t left)
 /* Masked only for the last vector: vmaskmovps is slow on AMD, its store most of all. */
 static inline vf vf_load_n(const float *p, int64_t left)
 {
-    if (left >= VEC_W) return _mm256_loadu_ps(p);
-    return _mm256_maskload_ps(p, _mm256_castps_si256(vmask_first(left)));
+    return left >= VEC_W ? _mm256_loadu_ps(p)
+                         : _mm256_maskload_ps(p, _mm256_castps_si256(vmask_first(left)));
 }
 /* The first `left` values at p, `fill` in the lanes past them. */
 static inline vf vf_load_n_or(const float *p, int64_t left, vf fill)
 {
-    if (left >= VEC_W) return _mm256_loadu_ps(p);
     vmask m = vmask_first(left);
-    return _mm256_blendv_ps(fill, _mm256_maskload_ps(p, _mm256_castps_si256(m)), m);
+    return left >= VEC_W ? _mm256_loadu_ps(p)
+                         : _mm256_blendv_ps(fill, _mm256_maskload_ps(p, _mm256_castps_si256(m)), m);
 }
 static inline void vf_store_n(float *p, int64_t left, vf v)
 {
