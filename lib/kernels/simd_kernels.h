@@ -203,8 +203,8 @@ static void softmax_rows(float *p, const float *z, int64_t rows, int64_t cols, f
     for (int64_t r = 0; r < rows; r++) {
         const float *zr = z + r * cols;
         float *pr = p + r * cols;
-        vf inv = vf_set1(
-            (float)(1.0 / exp_sum(pr, zr, cols, vf_set1(row_max(zr, cols)), vf_set1(inv_t))));
+        vf m = vf_set1(row_max(zr, cols)), it = vf_set1(inv_t);
+        vf inv = vf_set1((float)(1.0 / exp_sum(pr, zr, cols, m, it)));
         for (int64_t j = 0; j < cols; j += W)
             vf_store_n(pr + j, cols - j, vf_mul(vf_load_n(pr + j, cols - j), inv));
     }

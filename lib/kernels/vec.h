@@ -75,7 +75,8 @@ static inline vmask vmask_first(int64_t left)
     return left >= VEC_W ? (vmask)0xFFFF : (vmask)((1u << left) - 1u);
 }
 
-/* Masked for every vector, with all lanes set but in the last: no branch in the loop. */
+/* Masked for every vector; for the full ones, whose mask is all ones, GCC emits plain loads and
+ * stores. */
 static inline vf vf_load_n(const float *p, int64_t left)
 {
     return _mm512_maskz_loadu_ps(vmask_first(left), p);
