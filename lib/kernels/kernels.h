@@ -62,7 +62,8 @@ const kdi_kernels *kdi_kernels_get(void);
 /* A named variant if this build and CPU support it, else NULL: tests compare each with "ref". */
 const kdi_kernels *kdi_kernels_variant(const char *name);
 
-/* The variants' tables, defined in ref.c, avx2.c and avx512.c. */
+/* The variants' tables, defined in ref.c, and in avx2.c and avx512.c from the one source
+ * simd_kernels.h. */
 extern const kdi_kernels kdi_kernels_ref;
 extern const kdi_kernels kdi_kernels_avx2;
 extern const kdi_kernels kdi_kernels_avx512;

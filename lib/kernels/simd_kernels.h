@@ -1,0 +1,346 @@
+/* The SIMD kernel table, written once against vec.h and compiled once per instruction set: avx2.c
+ * and avx512.c each name the ISA and the table, then include this file, and CMake compiles each with
+ * its own -m flags. Not a header of declarations: include it only from those two files.
+ *
+ * Every loop runs a vector at a time and ends with a partial vector through vf_load_n / vf_store_n,
+ * so it has one body. The transcendentals are vectorised (vec_math.h), not libm calls, and long sums
+ * accumulate in double lanes as the reference does, so the result does not depend on the width.
+ * GEMM goes to OpenBLAS. */
+#ifdef KDI_SIMD_KERNELS_H
+#error "simd_kernels.h defines a kernel table: include it once, from avx2.c or avx512.c"
+#endif
+#define KDI_SIMD_KERNELS_H
+
+#if !defined(KDI_SIMD_TABLE) || !defined(KDI_SIMD_NAME)
+#error "define KDI_SIMD_TABLE and KDI_SIMD_NAME before including simd_kernels.h"
+#endif
+
+#include <cblas.h>
+#include <limits.h>
+#include <math.h>
+
+#include "kernels/kernels.h"
+#include "kernels/vec.h"
+#include "kernels/vec_math.h"
+
+#define W VEC_W
+
+/* ---------------------------------------------------------------- GEMM */
+
+/* cblas_sgemm takes int sizes and reports bad arguments by printing (xerbla); what it would not
+ * take, and the empty sum k == 0, goes to the reference loop, which never prints. */
+static int cblas_takes(int ta, int tb, int64_t m, int64_t n, int64_t k, int64_t lda, int64_t ldb,
+                       int64_t ldc)
+{
+    int64_t need_a = ta ? m : k, need_b = tb ? k : n;
+    return k > 0 && m <= INT_MAX && n <= INT_MAX && k <= INT_MAX && lda <= INT_MAX &&
+           ldb <= INT_MAX && ldc <= INT_MAX && lda >= need_a && ldb >= need_b && ldc >= n;
+}
+
+static void gemm(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha, const float *a,
+                 int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc)
+{
+    if (m <= 0 || n <= 0) return;
+    if (!cblas_takes(ta, tb, m, n, k, lda, ldb, ldc)) {
+        kdi_kernels_ref.gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+        return;
+    }
+    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
+                (int)m, (int)n, (int)k, alpha, a, (int)lda, b, (int)ldb, beta, c, (int)ldc);
+}
+
+/* ---------------------------------------------------------------- sums in double */
+
+/* acc[0..1] += v, the W values widened to double. */
+static inline void acc_add(vd *acc, vf v)
+{
+    acc[0] = vd_add(acc[0], vd_lo(v));
+    acc[1] = vd_add(acc[1], vd_hi(v));
+}
+
+/* acc[0..1] += a b, the W products in double, where they are exact. */
+static inline void acc_fma(vd *acc, vf a, vf b)
+{
+    acc[0] = vd_fmadd(vd_lo(a), vd_lo(b), acc[0]);
+    acc[1] = vd_fmadd(vd_hi(a), vd_hi(b), acc[1]);
+}
+
+/* ---------------------------------------------------------------- bias */
+
+static void bias_add(float *y, const float *bias, int64_t rows, int64_t cols)
+{
+    for (int64_t r = 0; r < rows; r++) {
+        float *yr = y + r * cols;
+        for (int64_t j = 0; j < cols; j += W)
+            vf_store_n(yr + j, cols - j,
+                       vf_add(vf_load_n(yr + j, cols - j), vf_load_n(bias + j, cols - j)));
+    }
+}
+
+/* Each column summed over the rows in order, in double: the reference's sum, bit for bit. */
+static void bias_grad(float *gbias, const float *dy, int64_t rows, int64_t cols)
+{
+    for (int64_t j = 0; j < cols; j += W) {
+        vd acc[2] = {vd_zero(), vd_zero()};
+        for (int64_t r = 0; r < rows; r++) acc_add(acc, vf_load_n(dy + r * cols + j, cols - j));
+        vf sum = vf_from_vd(acc[0], acc[1]);
+        vf_store_n(gbias + j, cols - j, vf_add(vf_load_n(gbias + j, cols - j), sum));
+    }
+}
+
+/* ---------------------------------------------------------------- activations */
+
+static void relu_fwd(float *y, const float *x, int64_t n)
+{
+    /* max returns its second operand for NaN and for -0: 0, as the reference's x > 0 ? x : 0 */
+    for (int64_t i = 0; i < n; i += W)
+        vf_store_n(y + i, n - i, vf_max(vf_load_n(x + i, n - i), vf_zero()));
+}
+
+static void relu_bwd(float *dx, const float *x, const float *dy, int64_t n)
+{
+    for (int64_t i = 0; i < n; i += W) {
+        vmask pos = vf_gt(vf_load_n(x + i, n - i), vf_zero());
+        vf_store_n(dx + i, n - i, vf_keep(pos, vf_load_n(dy + i, n - i)));
+    }
+}
+
+static void leaky_relu_fwd(float *y, const float *x, int64_t n, float slope)
+{
+    for (int64_t i = 0; i < n; i += W) {
+        vf v = vf_load_n(x + i, n - i);
+        vf_store_n(y + i, n - i, vf_select(vf_gt(v, vf_zero()), v, vf_mul(v, vf_set1(slope))));
+    }
+}
+
+static void leaky_relu_bwd(float *dx, const float *x, const float *dy, int64_t n, float slope)
+{
+    for (int64_t i = 0; i < n; i += W) {
+        vf g = vf_load_n(dy + i, n - i);
+        vmask pos = vf_gt(vf_load_n(x + i, n - i), vf_zero());
+        vf_store_n(dx + i, n - i, vf_select(pos, g, vf_mul(g, vf_set1(slope))));
+    }
+}
+
+/* GELU(x) = x Phi(x) (Hendrycks and Gimpel 2016), exact erf form as the reference. */
+static void gelu_fwd(float *y, const float *x, int64_t n)
+{
+    for (int64_t i = 0; i < n; i += W) {
+        vf v = vf_load_n(x + i, n - i);
+        vf_store_n(y + i, n - i, vf_mul(v, v_norm_cdf(v)));
+    }
+}
+
+/* d/dx x Phi(x) = Phi(x) + x exp(-x^2 / 2) / sqrt(2 pi). */
+static void gelu_bwd(float *dx, const float *x, const float *dy, int64_t n)
+{
+    for (int64_t i = 0; i < n; i += W) {
+        vf v = vf_load_n(x + i, n - i);
+        vf pdf = vf_mul(vf_set1(0.3989422804014327f), v_exp(vf_mul(vf_set1(-0.5f), vf_mul(v, v))));
+        vf d = vf_fmadd(v, pdf, v_norm_cdf(v));
+        vf_store_n(dx + i, n - i, vf_mul(vf_load_n(dy + i, n - i), d));
+    }
+}
+
+static void tanh_fwd(float *y, const float *x, int64_t n)
+{
+    for (int64_t i = 0; i < n; i += W) vf_store_n(y + i, n - i, v_tanh(vf_load_n(x + i, n - i)));
+}
+
+static void tanh_bwd(float *dx, const float *y, const float *dy, int64_t n)
+{
+    for (int64_t i = 0; i < n; i += W) {
+        vf v = vf_load_n(y + i, n - i);
+        vf d = vf_fnmadd(v, v, vf_set1(1.0f));
+        vf_store_n(dx + i, n - i, vf_mul(vf_load_n(dy + i, n - i), d));
+    }
+}
+
+static void sigmoid_fwd(float *y, const float *x, int64_t n)
+{
+    for (int64_t i = 0; i < n; i += W) {
+        vf e = v_exp(vf_neg(vf_load_n(x + i, n - i)));
+        vf_store_n(y + i, n - i, vf_div(vf_set1(1.0f), vf_add(vf_set1(1.0f), e)));
+    }
+}
+
+static void sigmoid_bwd(float *dx, const float *y, const float *dy, int64_t n)
+{
+    for (int64_t i = 0; i < n; i += W) {
+        vf v = vf_load_n(y + i, n - i);
+        vf d = vf_mul(v, vf_sub(vf_set1(1.0f), v));
+        vf_store_n(dx + i, n - i, vf_mul(vf_load_n(dy + i, n - i), d));
+    }
+}
+
+/* ---------------------------------------------------------------- softmax rows */
+
+static float row_max(const float *z, int64_t cols)
+{
+    vf m = vf_set1(-INFINITY);
+    /* the lanes past the row must not win: -inf there */
+    for (int64_t j = 0; j < cols; j += W) m = vf_max(m, vf_load_n_or(z + j, cols - j, m));
+    return vf_hmax(m);
+}
+
+/* The sum in double of exp((z_j - m) inv_t) over a row; each exponential is also stored to p
+ * unless p is NULL. */
+static inline double exp_sum(float *p, const float *z, int64_t cols, vf m, vf inv_t)
+{
+    vd acc[2] = {vd_zero(), vd_zero()};
+    for (int64_t j = 0; j < cols; j += W) {
+        vf e = v_exp(vf_mul(vf_sub(vf_load_n(z + j, cols - j), m), inv_t));
+        e = vf_keep_n(e, cols - j); /* past the row: 0, not exp(-m inv_t) */
+        acc_add(acc, e);
+        if (p != NULL) vf_store_n(p + j, cols - j, e);
+    }
+    return vd_hsum(vd_add(acc[0], acc[1]));
+}
+
+static void softmax_rows(float *p, const float *z, int64_t rows, int64_t cols, float inv_t)
+{
+    if (cols <= 0) return;
+    for (int64_t r = 0; r < rows; r++) {
+        const float *zr = z + r * cols;
+        float *pr = p + r * cols;
+        vf m = vf_set1(row_max(zr, cols)), it = vf_set1(inv_t);
+        vf inv = vf_set1((float)(1.0 / exp_sum(pr, zr, cols, m, it)));
+        for (int64_t j = 0; j < cols; j += W)
+            vf_store_n(pr + j, cols - j, vf_mul(vf_load_n(pr + j, cols - j), inv));
+    }
+}
+
+static void log_softmax_rows(float *lp, const float *z, int64_t rows, int64_t cols, float inv_t)
+{
+    if (cols <= 0) return;
+    for (int64_t r = 0; r < rows; r++) {
+        const float *zr = z + r * cols;
+        float *out = lp + r * cols;
+        vf m = vf_set1(row_max(zr, cols)), it = vf_set1(inv_t);
+        vf log_s = vf_set1((float)log(exp_sum(NULL, zr, cols, m, it)));
+        for (int64_t j = 0; j < cols; j += W) {
+            vf s = vf_mul(vf_sub(vf_load_n(zr + j, cols - j), m), it);
+            vf_store_n(out + j, cols - j, vf_sub(s, log_s));
+        }
+    }
+}
+
+/* ---------------------------------------------------------------- vectors */
+
+static void axpy(float *y, float a, const float *x, int64_t n)
+{
+    for (int64_t i = 0; i < n; i += W)
+        vf_store_n(y + i, n - i,
+                   vf_fmadd(vf_set1(a), vf_load_n(x + i, n - i), vf_load_n(y + i, n - i)));
+}
+
+static void scale(float *x, float a, int64_t n)
+{
+    for (int64_t i = 0; i < n; i += W)
+        vf_store_n(x + i, n - i, vf_mul(vf_load_n(x + i, n - i), vf_set1(a)));
+}
+
+static void mul(float *y, const float *x, const float *mask, float s, int64_t n)
+{
+    for (int64_t i = 0; i < n; i += W) {
+        vf v = vf_mul(vf_load_n(x + i, n - i), vf_load_n(mask + i, n - i));
+        vf_store_n(y + i, n - i, vf_mul(v, vf_set1(s)));
+    }
+}
+
+/* Products of two floats are exact in double, so this differs from the reference's sequential
+ * sum only by the order of the additions (four chains, to hide the adder's latency). */
+static double dot(const float *x, const float *y, int64_t n)
+{
+    vd acc[4] = {vd_zero(), vd_zero(), vd_zero(), vd_zero()};
+    int64_t i = 0;
+    for (; i + 2 * W <= n; i += 2 * W) {
+        acc_fma(acc, vf_load(x + i), vf_load(y + i));
+        acc_fma(acc + 2, vf_load(x + i + W), vf_load(y + i + W));
+    }
+    for (; i < n; i += W) acc_fma(acc, vf_load_n(x + i, n - i), vf_load_n(y + i, n - i));
+    return vd_hsum(vd_add(vd_add(acc[0], acc[1]), vd_add(acc[2], acc[3])));
+}
+
+static double sum(const float *x, int64_t n)
+{
+    vd acc[4] = {vd_zero(), vd_zero(), vd_zero(), vd_zero()};
+    int64_t i = 0;
+    for (; i + 2 * W <= n; i += 2 * W) {
+        acc_add(acc, vf_load(x + i));
+        acc_add(acc + 2, vf_load(x + i + W));
+    }
+    for (; i < n; i += W) acc_add(acc, vf_load_n(x + i, n - i));
+    return vd_hsum(vd_add(vd_add(acc[0], acc[1]), vd_add(acc[2], acc[3])));
+}
+
+static double sum_sq(const float *x, int64_t n) { return dot(x, x, n); }
+
+/* ---------------------------------------------------------------- optimizer updates */
+
+/* PyTorch's SGD, as the reference: g' = g + wd w; v = mu v + g'; w -= lr (nesterov ? g' + mu v : v). */
+static void sgd_update(float *w, float *v, const float *g, int64_t n, float lr, float momentum,
+                       float weight_decay, int nesterov)
+{
+    vf vlr = vf_set1(lr), mu = vf_set1(momentum), wd = vf_set1(weight_decay);
+    for (int64_t i = 0; i < n; i += W) {
+        int64_t left = n - i;
+        vf wi = vf_load_n(w + i, left), d = vf_fmadd(wd, wi, vf_load_n(g + i, left));
+        if (momentum != 0.0f) {
+            vf vi = vf_fmadd(mu, vf_load_n(v + i, left), d);
+            vf_store_n(v + i, left, vi);
+            d = nesterov ? vf_fmadd(mu, vi, d) : vi;
+        }
+        vf_store_n(w + i, left, vf_fnmadd(vlr, d, wi));
+    }
+}
+
+/* Adam(W) in torch.optim.Adam's order of operations, as the reference. */
+static void adam_update(float *w, float *m, float *v, const float *g, int64_t n, float lr,
+                        float beta1, float beta2, float eps, float weight_decay, float bias_corr1,
+                        float bias_corr2, int decoupled)
+{
+    vf keep = vf_set1(decoupled ? 1.0f - lr * weight_decay : 1.0f);
+    vf l2 = vf_set1(decoupled ? 0.0f : weight_decay);
+    vf b1 = vf_set1(beta1), c1 = vf_set1(1.0f - beta1), b2 = vf_set1(beta2),
+       c2 = vf_set1(1.0f - beta2);
+    vf step = vf_set1(lr / bias_corr1), sqrt_bc2 = vf_set1(sqrtf(bias_corr2)), e = vf_set1(eps);
+    for (int64_t i = 0; i < n; i += W) {
+        int64_t left = n - i;
+        vf wi = vf_load_n(w + i, left), d = vf_fmadd(l2, wi, vf_load_n(g + i, left));
+        vf mi = vf_fmadd(b1, vf_load_n(m + i, left), vf_mul(c1, d));
+        vf vi = vf_fmadd(b2, vf_load_n(v + i, left), vf_mul(vf_mul(c2, d), d));
+        vf denom = vf_add(vf_div(vf_sqrt(vi), sqrt_bc2), e);
+        vf upd = vf_div(vf_mul(step, mi), denom);
+        vf_store_n(m + i, left, mi);
+        vf_store_n(v + i, left, vi);
+        vf_store_n(w + i, left, vf_sub(vf_mul(wi, keep), upd));
+    }
+}
+
+const kdi_kernels KDI_SIMD_TABLE = {
+    .name = KDI_SIMD_NAME,
+    .gemm = gemm,
+    .bias_add = bias_add,
+    .bias_grad = bias_grad,
+    .relu_fwd = relu_fwd,
+    .relu_bwd = relu_bwd,
+    .leaky_relu_fwd = leaky_relu_fwd,
+    .leaky_relu_bwd = leaky_relu_bwd,
+    .gelu_fwd = gelu_fwd,
+    .gelu_bwd = gelu_bwd,
+    .tanh_fwd = tanh_fwd,
+    .tanh_bwd = tanh_bwd,
+    .sigmoid_fwd = sigmoid_fwd,
+    .sigmoid_bwd = sigmoid_bwd,
+    .softmax_rows = softmax_rows,
+    .log_softmax_rows = log_softmax_rows,
+    .axpy = axpy,
+    .scale = scale,
+    .mul = mul,
+    .sum = sum,
+    .sum_sq = sum_sq,
+    .dot = dot,
+    .sgd_update = sgd_update,
+    .adam_update = adam_update,
+};
