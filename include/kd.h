@@ -148,14 +148,58 @@ typedef enum kd_loss_kind {
      * warm-up of the KD terms over the first epochs is the host's: raise alpha and BETA itself).
      * A row labelled -1 takes the teacher's most probable class as t and adds no CE term; labels
      * may be NULL when CE_WEIGHT is 0. Needs 2 classes or more. */
-    KD_LOSS_DKD = 2
+    KD_LOSS_DKD = 2,
+    /* Token-level divergences, for language models (logits [batch * T, V], one row a token) and
+     * any classifier. With p the teacher's probabilities at temperature T (soft_targets, as for
+     * Hinton) and q = softmax(z / T) the student's, each is
+     *   L = alpha * T^2 * mean_rows D(p, q) + (1 - alpha) * CE(z, y),
+     * the soft term a mean over the rows, the hard term CE (at temperature 1) summed over the
+     * labelled rows and divided by their count (PyTorch's cross_entropy with ignore_index = -1,
+     * reduction "mean"; 0 when no row is labelled). T^2 as Hinton's keeps the gradient's size as T
+     * changes; at T = 1 (these kinds' default, as the papers) it is the papers' loss. Defaults:
+     * alpha 1 (distillation alone, as MiniLLM, GKD and DistiLLM), T 1, KD_LOSS_MASK_UNLABELLED 1:
+     * a row labelled -1 is padding and adds nothing, neither term (as TRL's GKDTrainer and
+     * DistiLLM mask their -100 tokens); both terms are then means over the labelled rows. labels
+     * may be NULL when alpha == 1 (every row counts). log p is taken as log(max(p, FLT_TRUE_MIN)),
+     * so a teacher probability that underflowed to 0 stays finite (about -103.3, below any
+     * log-probability a float softmax can give). */
+    /* Reverse KL, KL(q || p) = sum q (log q - log p) (MiniLLM, Gu et al. ICLR 2024; its token-level
+     * form as DistiLLM's reverse_kl): mode seeking. */
+    KD_LOSS_REVERSE_KL = 10,
+    /* Generalised Jensen-Shannon divergence (GKD, Agarwal et al. ICLR 2024):
+     *   JSD(beta) = beta KL(p || m) + (1 - beta) KL(q || m),  m = beta p + (1 - beta) q,
+     * beta = KD_LOSS_JSD_BETA, as TRL's GKDTrainer.generalized_jsd_loss, including its end points:
+     * beta 0 is the forward KL(p || q) and beta 1 the reverse KL(q || p) (the limits of
+     * JSD(beta) / beta and JSD(beta) / (1 - beta)). TRL divides both logits by its temperature
+     * and has no T^2: equal at T = 1. */
+    KD_LOSS_JSD = 11,
+    /* Skew KL (DistiLLM, Ko et al. ICML 2024): SKL = KL(p || lambda p + (1 - lambda) q),
+     * lambda = KD_LOSS_SKEW. Lambda 0 is the forward KL. DistiLLM's code (skewed_forward_kl)
+     * drops the teacher's entropy sum p log p, a constant: its value is this minus that, its
+     * gradient the same. */
+    KD_LOSS_SKEW_KL = 12,
+    /* Skew reverse KL (DistiLLM): SRKL = KL(q || (1 - lambda) p + lambda q), lambda =
+     * KD_LOSS_SKEW, as their skewed_reverse_kl. Lambda 0 is the reverse KL. */
+    KD_LOSS_SKEW_REVERSE_KL = 13,
+    /* Total variation distance, TVD = 0.5 sum |p - q| (as DistillKit's and Wen et al. 2023's
+     * f-divergence family). Not differentiable where p_j == q_j: the subgradient taken there is
+     * 0, i.e. dTVD/dq_j = 0.5 sign(q_j - p_j) with sign(0) = 0. */
+    KD_LOSS_TVD = 14
 } kd_loss_kind;
 
 typedef enum kd_loss_option {
     KD_LOSS_TEMPERATURE = 0, /* float > 0, default 4 */
     KD_LOSS_ALPHA = 1,       /* float in [0, 1], default 0.9 (Hinton), 1 (LOGIT_MSE, DKD) */
     KD_LOSS_BETA = 2,        /* DKD: the NCKD weight, float >= 0, default 8 */
-    KD_LOSS_CE_WEIGHT = 3    /* DKD: the cross-entropy weight, float >= 0, default 1 */
+    KD_LOSS_CE_WEIGHT = 3,   /* DKD: the cross-entropy weight, float >= 0, default 1 */
+    KD_LOSS_JSD_BETA = 10,   /* JSD: beta in [0, 1], default 0.5 (TRL's GKDConfig) */
+    KD_LOSS_SKEW = 11,       /* SKEW_KL, SKEW_REVERSE_KL: lambda in [0, 1], default 0.1 (DistiLLM) */
+    /* 0 or 1, any kind. 1: rows labelled -1 are padding: they are left out of the batch, add
+     * neither term, get a zero gradient, and every term is a mean over the labelled rows (all 0
+     * when none is). 0: a row labelled -1 is an unlabelled example and adds the soft term.
+     * Default 0 for HINTON, LOGIT_MSE and DKD, 1 for the token-level kinds (10-14). Ignored when
+     * labels is NULL. */
+    KD_LOSS_MASK_UNLABELLED = 12
 } kd_loss_option;
 
 typedef enum kd_loss_part {

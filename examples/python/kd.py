@@ -51,7 +51,9 @@ OK, ERR_ARGUMENT, ERR_SHAPE, ERR_NOMEM, ERR_IO, ERR_FORMAT, ERR_NUMERIC, ERR_STA
     ERR_UNSUPPORTED = range(9)
 # kd_loss_kind, kd_loss_option, kd_loss_part
 LOSS_HINTON, LOSS_LOGIT_MSE, LOSS_DKD = 0, 1, 2
+LOSS_REVERSE_KL, LOSS_JSD, LOSS_SKEW_KL, LOSS_SKEW_REVERSE_KL, LOSS_TVD = 10, 11, 12, 13, 14
 LOSS_TEMPERATURE, LOSS_ALPHA, LOSS_BETA, LOSS_CE_WEIGHT = 0, 1, 2, 3
+LOSS_JSD_BETA, LOSS_SKEW, LOSS_MASK_UNLABELLED = 10, 11, 12
 LOSS_PART_TOTAL, LOSS_PART_SOFT, LOSS_PART_HARD = 0, 1, 2
 # kd_optimizer_kind, kd_optimizer_option, kd_schedule
 OPTIMIZER_SGD, OPTIMIZER_ADAM, OPTIMIZER_ADAMW = 0, 1, 2
@@ -527,17 +529,20 @@ class _Gradients:
 
 class Loss(_Handle, _Gradients):
     """A distillation loss: Hinton's alpha T^2 KL(teacher_T || student_T) + (1 - alpha) CE by
-    default, or LOSS_LOGIT_MSE, LOSS_DKD."""
+    default, or LOSS_LOGIT_MSE, LOSS_DKD, or a token-level divergence (LOSS_REVERSE_KL, LOSS_JSD,
+    LOSS_SKEW_KL, LOSS_SKEW_REVERSE_KL, LOSS_TVD) with jsd_beta, skew and mask_unlabelled."""
 
     _destroy = "kd_loss_destroy"
 
     def __init__(self, kind=LOSS_HINTON, temperature=None, alpha=None, beta=None,
-                 ce_weight=None):
+                 ce_weight=None, jsd_beta=None, skew=None, mask_unlabelled=None):
         out = _P()
         lib().kd_loss_create(kind, ctypes.byref(out))
         super().__init__(out.value)
         for key, value in ((LOSS_TEMPERATURE, temperature), (LOSS_ALPHA, alpha),
-                           (LOSS_BETA, beta), (LOSS_CE_WEIGHT, ce_weight)):
+                           (LOSS_BETA, beta), (LOSS_CE_WEIGHT, ce_weight),
+                           (LOSS_JSD_BETA, jsd_beta), (LOSS_SKEW, skew),
+                           (LOSS_MASK_UNLABELLED, mask_unlabelled)):
             if value is not None:
                 self.set(key, value)
 

@@ -376,6 +376,19 @@ class ByHand(KdTestCase):
                        loss.forward(down, probs, labels, BATCH, CLASSES)) / (2 * eps)
             self.assertAlmostEqual(grad[i], numeric, delta=2e-3 + 1e-2 * abs(numeric))
 
+    def test_reverse_kl_by_hand(self):
+        z, t, labels = self.logits_and_targets()
+        loss = kd.Loss(kd.LOSS_REVERSE_KL, jsd_beta=0.25, skew=0.5, mask_unlabelled=0)
+        self.assertEqual((loss.get(kd.LOSS_JSD_BETA), loss.get(kd.LOSS_SKEW),
+                          loss.get(kd.LOSS_MASK_UNLABELLED)), (0.25, 0.5, 0.0))
+        probs, want = array.array("f"), 0.0
+        for r in range(BATCH):
+            p = softmax(t[r * CLASSES:(r + 1) * CLASSES], 1.0)
+            q = softmax(z[r * CLASSES:(r + 1) * CLASSES], 1.0)
+            probs.extend(p)
+            want += sum(b * (math.log(b) - math.log(a)) for a, b in zip(p, q)) / BATCH
+        self.assertAlmostEqual(loss.forward(z, probs, labels, BATCH, CLASSES), want, places=5)
+
     def test_loss_errors(self):
         loss = kd.Loss()
         self.assertFailsWith(kd.ERR_STATE, loss.backward)
