@@ -123,6 +123,35 @@ KD_API kd_status kd_soft_targets_from_logits(const float *logits, const float *w
                                              int64_t batch, int64_t classes, float temperature,
                                              float *probs);
 
+/* Sparse teacher caches, for vocabularies too large to keep every logit of every token: per row,
+ * the teacher's k largest logits, their classes and the log-sum-exp of the V - k others, i.e.
+ * k int32 + k + 1 floats instead of V floats. One teacher per cache (for an ensemble, cache the
+ * weighted mean of the teachers' logits). */
+typedef enum kd_topk_tail {
+    /* The mass outside the top k is spread evenly over the other V - k classes: each gets the
+     * logit rest - log(V - k), so at T = 1 the tail keeps its exact total mass, at other T it is
+     * softened as one flat logit would be; no class gets probability 0 (reverse KL, JSD need
+     * that). The "other" bucket of DistillKit's symmetric_uniform, spread over its classes. */
+    KD_TOPK_TAIL_UNIFORM = 0,
+    /* The tail is dropped: softmax over the top k alone, 0 elsewhere (DistillKit's "zero"
+     * handling, its only one for cached logits). rest may be NULL. */
+    KD_TOPK_TAIL_NONE = 1
+} kd_topk_tail;
+
+/* From logits [rows, classes] (one teacher, temperature 1): indices [rows, k] the classes of the k
+ * largest logits of each row, largest first (ties: the lower class first), values [rows, k] those
+ * logits, rest [rows] log(sum of exp(logit) over the other classes), -INFINITY when k == classes.
+ * rest may be NULL. 1 <= k <= classes; KD_ERR_NUMERIC for a logit that is not finite. */
+KD_API kd_status kd_topk_from_logits(const float *logits, int64_t rows, int64_t classes, int32_t k,
+                                     int32_t *indices, float *values, float *rest);
+/* Dense soft targets from a top-k cache: probs [rows, classes] = softmax(z / T), z the cached
+ * logits at their classes and the tail as `tail` says. With k == classes this is
+ * kd_soft_targets_from_logits of the full logits. Indices must be in [0, classes) and distinct
+ * within a row (KD_ERR_ARGUMENT). probs may feed any loss that takes probabilities. */
+KD_API kd_status kd_topk_soft_targets(const int32_t *indices, const float *values,
+                                      const float *rest, int64_t rows, int64_t classes, int32_t k,
+                                      float temperature, kd_topk_tail tail, float *probs);
+
 /* ---------------------------------------------------------------- losses */
 
 typedef struct kd_loss kd_loss;

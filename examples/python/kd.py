@@ -41,7 +41,8 @@ import os
 import weakref
 
 __all__ = ["KdError", "Model", "Loss", "Optimizer", "Trainer", "FeatureLoss", "Dataset", "Batcher",
-           "soft_targets", "soft_targets_from_logits", "augment_images", "version",
+           "soft_targets", "soft_targets_from_logits", "topk_from_logits",
+           "topk_soft_targets", "augment_images", "version",
            "version_number", "kernels_name", "lib",
            "OK", "ERR_ARGUMENT", "ERR_SHAPE", "ERR_NOMEM", "ERR_IO", "ERR_FORMAT", "ERR_NUMERIC",
            "ERR_STATE", "ERR_UNSUPPORTED"]
@@ -69,6 +70,8 @@ FEATURE_HINT, FEATURE_ATTENTION, FEATURE_RKD, FEATURE_SIMILARITY, FEATURE_PKT, \
 FEATURE_RKD_DISTANCE_WEIGHT, FEATURE_RKD_ANGLE_WEIGHT = 0, 1
 # kd_trainer_option
 TRAINER_HINT_ONLY = 0
+# kd_topk_tail
+TOPK_TAIL_UNIFORM, TOPK_TAIL_NONE = 0, 1
 # kd_augment_kind
 AUGMENT_TRANSLATE, AUGMENT_CROP, AUGMENT_HFLIP = 0, 1, 2
 
@@ -113,6 +116,9 @@ _STATUS = {
     "kd_teacher_soft_targets": (ctypes.POINTER(_P), _F, ctypes.c_int32, _F, _I64, ctypes.c_float,
                                 _F),
     "kd_soft_targets_from_logits": (_F, _F, ctypes.c_int32, _I64, _I64, ctypes.c_float, _F),
+    "kd_topk_from_logits": (_F, _I64, _I64, ctypes.c_int32, _I32, _F, _F),
+    "kd_topk_soft_targets": (_I32, _F, _F, _I64, _I64, ctypes.c_int32, ctypes.c_float,
+                             ctypes.c_int, _F),
     "kd_loss_create": (ctypes.c_int, ctypes.POINTER(_P)),
     "kd_loss_set_float": (_P, ctypes.c_int, ctypes.c_float),
     "kd_loss_get_float": (_P, ctypes.c_int, _F),
@@ -499,6 +505,29 @@ def soft_targets_from_logits(logits, n, batch, classes, temperature, weights=Non
                                       _floats(weights, n), n, batch, classes, temperature,
                                       _floats(probs))
     return probs[:batch * classes]
+
+
+def topk_from_logits(logits, rows, classes, k):
+    """A sparse cache of teacher logits [rows, classes]: (indices, values, rest), the classes of
+    each row's k largest logits (array('i'), largest first), those logits, and the log-sum-exp of
+    the others per row."""
+    indices = array.array("i", bytes(4 * rows * k))
+    values, rest = _out(max(rows * k, 1)), _out(max(rows, 1))
+    idx = (ctypes.c_int32 * len(indices)).from_buffer(indices)
+    lib().kd_topk_from_logits(_floats(logits, rows * classes), rows, classes, k, idx,
+                              _floats(values), _floats(rest))
+    return indices, values[:rows * k], rest[:rows]
+
+
+def topk_soft_targets(indices, values, rest, rows, classes, k, temperature,
+                      tail=TOPK_TAIL_UNIFORM):
+    """Dense soft targets [rows, classes] at temperature from a top-k cache; rest may be None
+    with TOPK_TAIL_NONE."""
+    probs = _out(max(rows * classes, 1))
+    lib().kd_topk_soft_targets(_labels(indices, rows * k), _floats(values, rows * k),
+                               _floats(rest, rows), rows, classes, k, temperature, tail,
+                               _floats(probs))
+    return probs[:rows * classes]
 
 
 def augment_images(x, batch, c, h, w, kind, amount=0, seed=0):

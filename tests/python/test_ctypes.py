@@ -389,6 +389,20 @@ class ByHand(KdTestCase):
             want += sum(b * (math.log(b) - math.log(a)) for a, b in zip(p, q)) / BATCH
         self.assertAlmostEqual(loss.forward(z, probs, labels, BATCH, CLASSES), want, places=5)
 
+    def test_topk_cache(self):
+        z, _, _ = self.logits_and_targets()
+        idx, val, rest = kd.topk_from_logits(z, BATCH, CLASSES, CLASSES)
+        self.assertEqual(idx[:CLASSES].tolist(),
+                         sorted(range(CLASSES), key=lambda c: (-z[c], c)))
+        dense = kd.soft_targets_from_logits(z, 1, BATCH, CLASSES, 2.0)
+        sparse = kd.topk_soft_targets(idx, val, rest, BATCH, CLASSES, CLASSES, 2.0)
+        for a, b in zip(dense, sparse):
+            self.assertAlmostEqual(a, b, places=6)
+        idx, val, _ = kd.topk_from_logits(z, BATCH, CLASSES, 1)
+        probs = kd.topk_soft_targets(idx, val, None, BATCH, CLASSES, 1, 1.0, kd.TOPK_TAIL_NONE)
+        self.assertEqual(probs[idx[0]], 1.0)
+        self.assertFailsWith(kd.ERR_ARGUMENT, kd.topk_from_logits, z, BATCH, CLASSES, 0)
+
     def test_loss_errors(self):
         loss = kd.Loss()
         self.assertFailsWith(kd.ERR_STATE, loss.backward)
