@@ -472,6 +472,53 @@ KD_API kd_status kd_batcher_next(kd_batcher *b, float *x, int32_t *labels, int64
  * per-example data such as teacher logits can follow the shuffle. */
 KD_API kd_status kd_batcher_indices(const kd_batcher *b, const int64_t **indices, int64_t *rows);
 
+/* ---------------------------------------------------------------- text */
+
+/* A text corpus for language models, with byte-level tokens: token = byte, so KD_TEXT_VOCAB = 256
+ * classes and no tokenizer (as byte-level models, e.g. ByT5, and char-level nanoGPT). The file is
+ * read whole and must be non-empty, valid UTF-8 (RFC 3629: no overlong forms, surrogates or code
+ * points above U+10FFFF) and at most max_bytes long. */
+typedef struct kd_text kd_text;
+
+#define KD_TEXT_VOCAB 256
+#define KD_TEXT_MAX_BYTES (INT64_C(1) << 30) /* the size limit when max_bytes is 0: 1 GiB */
+
+typedef enum kd_text_part {
+    KD_TEXT_TRAIN = 0,     /* the first bytes of the file */
+    KD_TEXT_VALIDATION = 1 /* the last bytes (kd_text_split) */
+} kd_text_part;
+
+/* Reads path. max_bytes > 0 is the largest file accepted, 0 means KD_TEXT_MAX_BYTES. Errors:
+ * KD_ERR_IO when the file cannot be opened or read, KD_ERR_FORMAT when it is empty, longer than the
+ * limit, or not UTF-8 (the sentence gives the byte offset of the first bad sequence). The split
+ * starts at 0.1: the last tenth of the bytes is the validation part (as nanoGPT's
+ * shakespeare_char). */
+KD_API kd_status kd_text_open(const char *path, int64_t max_bytes, kd_text **out);
+KD_API void kd_text_destroy(kd_text *t);
+/* Bytes (tokens) in the whole corpus, or in one part. */
+KD_API kd_status kd_text_size(const kd_text *t, int64_t *bytes);
+KD_API kd_status kd_text_part_size(const kd_text *t, kd_text_part part, int64_t *bytes);
+/* A contiguous split: the last floor(bytes * validation_fraction) bytes are the validation part,
+ * the others the training part. validation_fraction in [0, 1). The boundary is a byte offset, not
+ * aligned to characters (tokens are bytes). */
+KD_API kd_status kd_text_split(kd_text *t, float validation_fraction);
+/* batch random windows of T + 1 consecutive tokens from a part, each starting uniformly in
+ * [0, part size - T - 1] from seed (the same seed, the same batch): ids [batch, T] the first T
+ * tokens of each window, targets [batch, T] the next T (targets[b][i] = ids[b][i + 1]), as int32
+ * in [0, 256). KD_ERR_SHAPE when the part is shorter than T + 1 bytes. */
+KD_API kd_status kd_text_batch(const kd_text *t, kd_text_part part, int64_t batch, int64_t T,
+                               uint64_t seed, int32_t *ids, int32_t *targets);
+/* Copies count tokens of a part from offset on into ids (int32), for evaluation in order. */
+KD_API kd_status kd_text_tokens(const kd_text *t, kd_text_part part, int64_t offset, int64_t count,
+                                int32_t *ids);
+
+/* Language-model metrics from a mean cross-entropy ce in nats per token (the hard term over the
+ * tokens, e.g. KD_LOSS_PART_HARD with alpha 0): perplexity = exp(ce); bits per byte =
+ * ce * tokens / (bytes * ln 2), tokens / bytes the tokenizer's compression (1 for byte-level
+ * tokens, where bits per byte = ce / ln 2). ce must be finite and >= 0, tokens and bytes >= 1. */
+KD_API kd_status kd_perplexity(float ce, float *perplexity);
+KD_API kd_status kd_bits_per_byte(float ce, int64_t tokens, int64_t bytes, float *bpb);
+
 /* ---------------------------------------------------------------- augmentation */
 
 typedef enum kd_augment_kind {

@@ -40,7 +40,8 @@ import ctypes.util
 import os
 import weakref
 
-__all__ = ["KdError", "Model", "Loss", "Optimizer", "Trainer", "FeatureLoss", "Dataset", "Batcher",
+__all__ = ["KdError", "Model", "Loss", "Optimizer", "Trainer", "FeatureLoss", "Dataset", "Batcher", "Text",
+           "perplexity", "bits_per_byte",
            "soft_targets", "soft_targets_from_logits", "topk_from_logits",
            "topk_soft_targets", "augment_images", "version",
            "version_number", "kernels_name", "lib",
@@ -72,6 +73,9 @@ FEATURE_RKD_DISTANCE_WEIGHT, FEATURE_RKD_ANGLE_WEIGHT = 0, 1
 TRAINER_HINT_ONLY = 0
 # kd_topk_tail
 TOPK_TAIL_UNIFORM, TOPK_TAIL_NONE = 0, 1
+# text: byte-level tokens; kd_text_part
+TEXT_VOCAB, TEXT_MAX_BYTES = 256, 1 << 30
+TEXT_TRAIN, TEXT_VALIDATION = 0, 1
 # kd_augment_kind
 AUGMENT_TRANSLATE, AUGMENT_CROP, AUGMENT_HFLIP = 0, 1, 2
 
@@ -155,6 +159,14 @@ _STATUS = {
     "kd_batcher_create": (_P, _I64, ctypes.c_uint64, ctypes.POINTER(_P)),
     "kd_batcher_next": (_P, _F, _I32, _PI64),
     "kd_batcher_indices": (_P, ctypes.POINTER(_PI64), _PI64),
+    "kd_text_open": (_S, _I64, ctypes.POINTER(_P)),
+    "kd_text_size": (_P, _PI64),
+    "kd_text_part_size": (_P, ctypes.c_int, _PI64),
+    "kd_text_split": (_P, ctypes.c_float),
+    "kd_text_batch": (_P, ctypes.c_int, _I64, _I64, ctypes.c_uint64, _I32, _I32),
+    "kd_text_tokens": (_P, ctypes.c_int, _I64, _I64, _I32),
+    "kd_perplexity": (ctypes.c_float, _F),
+    "kd_bits_per_byte": (ctypes.c_float, _I64, _I64, _F),
     "kd_augment_images": (_F, _I64, _I64, _I64, _I64, ctypes.c_int, ctypes.c_int32,
                           ctypes.c_uint64),
 }
@@ -175,6 +187,7 @@ _OTHER = {
     "kd_dataset_images": (_F, (_P,)),
     "kd_dataset_labels": (_I32, (_P,)),
     "kd_batcher_destroy": (None, (_P,)),
+    "kd_text_destroy": (None, (_P,)),
 }
 
 _lib = None
@@ -769,6 +782,62 @@ class Trainer(_Handle):
     def load(self, path):
         """Continues from a checkpoint of a trainer built the same way."""
         lib().kd_trainer_load(self._h, os.fsencode(path))
+
+
+class Text(_Handle):
+    """A UTF-8 text corpus with byte-level tokens (TEXT_VOCAB = 256), split into a training part
+    and a validation part (the last tenth by default)."""
+
+    _destroy = "kd_text_destroy"
+
+    def __init__(self, path, max_bytes=0):
+        out = _P()
+        lib().kd_text_open(os.fsencode(path), max_bytes, ctypes.byref(out))
+        super().__init__(out.value)
+
+    def __len__(self):
+        v = _I64()
+        lib().kd_text_size(self._h, ctypes.byref(v))
+        return v.value
+
+    def part_size(self, part=TEXT_TRAIN):
+        v = _I64()
+        lib().kd_text_part_size(self._h, part, ctypes.byref(v))
+        return v.value
+
+    def split(self, validation_fraction):
+        lib().kd_text_split(self._h, validation_fraction)
+
+    def batch(self, batch, T, seed, part=TEXT_TRAIN):
+        """(ids, targets): batch random windows from seed, as array('i') of batch * T tokens,
+        targets the ids shifted by one."""
+        ids = array.array("i", bytes(4 * batch * T))
+        targets = array.array("i", bytes(4 * batch * T))
+        lib().kd_text_batch(self._h, part, batch, T, seed,
+                            (ctypes.c_int32 * len(ids)).from_buffer(ids),
+                            (ctypes.c_int32 * len(targets)).from_buffer(targets))
+        return ids, targets
+
+    def tokens(self, offset, count, part=TEXT_TRAIN):
+        """count tokens of a part from offset on, as array('i')."""
+        ids = array.array("i", bytes(4 * max(count, 1)))
+        lib().kd_text_tokens(self._h, part, offset, count,
+                             (ctypes.c_int32 * len(ids)).from_buffer(ids))
+        return ids[:count]
+
+
+def perplexity(ce):
+    """exp(ce), ce a mean cross-entropy in nats per token."""
+    v = ctypes.c_float()
+    lib().kd_perplexity(ce, ctypes.byref(v))
+    return v.value
+
+
+def bits_per_byte(ce, tokens=1, bytes_=1):
+    """ce * tokens / (bytes * ln 2); tokens = bytes for byte-level tokens."""
+    v = ctypes.c_float()
+    lib().kd_bits_per_byte(ce, tokens, bytes_, ctypes.byref(v))
+    return v.value
 
 
 class Dataset(_Handle):

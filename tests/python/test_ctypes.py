@@ -403,6 +403,25 @@ class ByHand(KdTestCase):
         self.assertEqual(probs[idx[0]], 1.0)
         self.assertFailsWith(kd.ERR_ARGUMENT, kd.topk_from_logits, z, BATCH, CLASSES, 0)
 
+    def test_text(self):
+        path = os.path.join(DATA, "text", "sample.txt")
+        with open(path, "rb") as f:
+            raw = f.read()
+        text = kd.Text(path)
+        self.assertEqual(len(text), len(raw))
+        text.split(0.5)
+        self.assertEqual(text.part_size(kd.TEXT_VALIDATION), len(raw) // 2)
+        self.assertEqual(text.tokens(3, 5, kd.TEXT_VALIDATION).tolist(),
+                         list(raw[len(raw) - len(raw) // 2 + 3:][:5]))
+        ids, targets = text.batch(4, 16, seed=3)
+        self.assertEqual(ids[1:16].tolist(), targets[:15].tolist())
+        self.assertIn(bytes(ids[:16].tolist()), raw)
+        self.assertAlmostEqual(kd.perplexity(math.log(3.0)), 3.0, places=5)
+        self.assertAlmostEqual(kd.bits_per_byte(math.log(256.0)), 8.0, places=5)
+        self.assertFailsWith(kd.ERR_FORMAT, kd.Text, os.path.join(DATA, "text", "empty.txt"))
+        self.assertFailsWith(kd.ERR_FORMAT, kd.Text,
+                             os.path.join(DATA, "text", "invalid-utf8.txt"))
+
     def test_loss_errors(self):
         loss = kd.Loss()
         self.assertFailsWith(kd.ERR_STATE, loss.backward)
