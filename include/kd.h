@@ -144,6 +144,11 @@ typedef enum kd_topk_tail {
  * rest may be NULL. 1 <= k <= classes; KD_ERR_NUMERIC for a logit that is not finite. */
 KD_API kd_status kd_topk_from_logits(const float *logits, int64_t rows, int64_t classes, int32_t k,
                                      int32_t *indices, float *values, float *rest);
+/* Dense teacher logits [rows, classes] from a top-k cache with KD_TOPK_TAIL_UNIFORM: the cached
+ * logits at their classes, rest - log(V - k) elsewhere. softmax(logits / T) is then
+ * kd_topk_soft_targets at T, so these can be a trainer's teacher_logits (kd_trainer_step). */
+KD_API kd_status kd_topk_logits(const int32_t *indices, const float *values, const float *rest,
+                                int64_t rows, int64_t classes, int32_t k, float *logits);
 /* Dense soft targets from a top-k cache: probs [rows, classes] = softmax(z / T), z the cached
  * logits at their classes and the tail as `tail` says. With k == classes this is
  * kd_soft_targets_from_logits of the full logits. Indices must be in [0, classes) and distinct
@@ -159,7 +164,9 @@ typedef struct kd_loss kd_loss;
 typedef enum kd_loss_kind {
     /* alpha * T^2 * KL(p_teacher_T || p_student_T) + (1 - alpha) * CE(student, label), mean over
      * the batch (Hinton, Vinyals and Dean 2015). A label of -1 marks an unlabelled example: its row
-     * adds only the soft term. soft_targets may be NULL when alpha == 0. */
+     * adds only the soft term. soft_targets may be NULL when alpha == 0. This is also the forward
+     * KL of language-model distillation, token by token; padding there is KD_LOSS_MASK_UNLABELLED
+     * set to 1, so rows labelled -1 add nothing. */
     KD_LOSS_HINTON = 0,
     /* alpha * MSE(student logits, teacher logits) + (1 - alpha) * CE(student, label): the soft
      * term is the squared difference averaged over batch and classes (PyTorch's mse_loss; Ba and
@@ -210,8 +217,8 @@ typedef enum kd_loss_kind {
     /* Skew reverse KL (DistiLLM): SRKL = KL(q || (1 - lambda) p + lambda q), lambda =
      * KD_LOSS_SKEW, as their skewed_reverse_kl. Lambda 0 is the reverse KL. */
     KD_LOSS_SKEW_REVERSE_KL = 13,
-    /* Total variation distance, TVD = 0.5 sum |p - q| (as DistillKit's and Wen et al. 2023's
-     * f-divergence family). Not differentiable where p_j == q_j: the subgradient taken there is
+    /* Total variation distance, TVD = 0.5 sum |p - q| (Wen et al. ACL 2023, among their
+     * f-divergences for sequence-level KD; DistillKit has it too). Not differentiable where p_j == q_j: the subgradient taken there is
      * 0, i.e. dTVD/dq_j = 0.5 sign(q_j - p_j) with sign(0) = 0. */
     KD_LOSS_TVD = 14
 } kd_loss_kind;

@@ -123,6 +123,32 @@ START_TEST(tails)
 }
 END_TEST
 
+/* Dense logits from a cache: their softmax at any T is the cache's soft targets, and with k == V
+ * they are the logits themselves. */
+START_TEST(logits_for_the_trainer)
+{
+    enum { K = 6 };
+    float z[R * V], val[R * V], rest[R], dense[R * V], p[R * V], q[R * V];
+    int32_t idx[R * V];
+    logits(z);
+    ck_assert_int_eq(kd_topk_from_logits(z, R, V, V, idx, val, rest), KD_OK);
+    ck_assert_int_eq(kd_topk_logits(idx, val, rest, R, V, V, dense), KD_OK);
+    ck_assert(memcmp(dense, z, sizeof z) == 0);
+    ck_assert_int_eq(kd_topk_from_logits(z, R, V, K, idx, val, rest), KD_OK);
+    ck_assert_int_eq(kd_topk_logits(idx, val, rest, R, V, K, dense), KD_OK);
+    for (int t = 1; t <= 3; t++) {
+        ck_assert_int_eq(kd_soft_targets_from_logits(dense, NULL, 1, R, V, (float)t, p), KD_OK);
+        ck_assert_int_eq(
+            kd_topk_soft_targets(idx, val, rest, R, V, K, (float)t, KD_TOPK_TAIL_UNIFORM, q),
+            KD_OK);
+        for (int i = 0; i < R * V; i++) ck_assert(fabsf(p[i] - q[i]) < 1e-6f);
+    }
+    rest[3] = -INFINITY;
+    ck_assert_int_eq(kd_topk_logits(idx, val, rest, R, V, K, dense), KD_ERR_NUMERIC);
+    ck_assert_int_eq(kd_topk_logits(idx, val, NULL, R, V, K, dense), KD_ERR_ARGUMENT);
+}
+END_TEST
+
 START_TEST(bad_input)
 {
     float z[R * V], val[R * 3], rest[R], p[R * V];
@@ -167,6 +193,7 @@ static Suite *suite(void)
     tcase_add_test(t, selection_matches_a_sort);
     tcase_add_test(t, full_k_is_dense);
     tcase_add_test(t, tails);
+    tcase_add_test(t, logits_for_the_trainer);
     tcase_add_test(t, bad_input);
     suite_add_tcase(s, t);
     return s;

@@ -43,7 +43,7 @@ import weakref
 __all__ = ["KdError", "Model", "Loss", "Optimizer", "Trainer", "FeatureLoss", "Dataset", "Batcher", "Text",
            "perplexity", "bits_per_byte",
            "soft_targets", "soft_targets_from_logits", "topk_from_logits",
-           "topk_soft_targets", "augment_images", "version",
+           "topk_logits", "topk_soft_targets", "augment_images", "version",
            "version_number", "kernels_name", "lib",
            "OK", "ERR_ARGUMENT", "ERR_SHAPE", "ERR_NOMEM", "ERR_IO", "ERR_FORMAT", "ERR_NUMERIC",
            "ERR_STATE", "ERR_UNSUPPORTED"]
@@ -121,6 +121,7 @@ _STATUS = {
                                 _F),
     "kd_soft_targets_from_logits": (_F, _F, ctypes.c_int32, _I64, _I64, ctypes.c_float, _F),
     "kd_topk_from_logits": (_F, _I64, _I64, ctypes.c_int32, _I32, _F, _F),
+    "kd_topk_logits": (_I32, _F, _F, _I64, _I64, ctypes.c_int32, _F),
     "kd_topk_soft_targets": (_I32, _F, _F, _I64, _I64, ctypes.c_int32, ctypes.c_float,
                              ctypes.c_int, _F),
     "kd_loss_create": (ctypes.c_int, ctypes.POINTER(_P)),
@@ -530,6 +531,15 @@ def topk_from_logits(logits, rows, classes, k):
     lib().kd_topk_from_logits(_floats(logits, rows * classes), rows, classes, k, idx,
                               _floats(values), _floats(rest))
     return indices, values[:rows * k], rest[:rows]
+
+
+def topk_logits(indices, values, rest, rows, classes, k):
+    """Dense teacher logits [rows, classes] from a top-k cache, the tail spread evenly (usable
+    as a trainer's teacher_logits)."""
+    logits = _out(max(rows * classes, 1))
+    lib().kd_topk_logits(_labels(indices, rows * k), _floats(values, rows * k),
+                         _floats(rest, rows), rows, classes, k, _floats(logits))
+    return logits[:rows * classes]
 
 
 def topk_soft_targets(indices, values, rest, rows, classes, k, temperature,

@@ -118,21 +118,20 @@ static kd_status check_row(const int32_t *idx, int32_t k, int64_t classes, int64
     return st;
 }
 
-kd_status kd_topk_soft_targets(const int32_t *indices, const float *values, const float *rest,
-                               int64_t rows, int64_t classes, int32_t k, float temperature,
-                               kd_topk_tail tail, float *probs)
+/* Checks a cache for expansion: sizes, the tail, finite values, each row's indices, and rest
+ * (finite, or -infinity when finite_rest is 0) where the tail is used. */
+static kd_status check_cache(const int32_t *indices, const float *values, const float *rest,
+                             int64_t rows, int64_t classes, int32_t k, kd_topk_tail tail,
+                             int finite_rest)
 {
     KDI_CHECK_NULL(indices);
     KDI_CHECK_NULL(values);
-    KDI_CHECK_NULL(probs);
     KDI_TRY(check_sizes(rows, classes, k));
     if (tail != KD_TOPK_TAIL_UNIFORM && tail != KD_TOPK_TAIL_NONE)
         return kdi_fail(KD_ERR_ARGUMENT, "tail %d is not a kd_topk_tail", (int)tail);
-    if (tail == KD_TOPK_TAIL_UNIFORM && rest == NULL && k < classes)
+    int tailed = tail == KD_TOPK_TAIL_UNIFORM && k < classes;
+    if (tailed && rest == NULL)
         return kdi_fail(KD_ERR_ARGUMENT, "rest is NULL; KD_TOPK_TAIL_UNIFORM needs it");
-    if (!(temperature > 0.0f) || !isfinite(temperature) || !isfinite(1.0f / temperature))
-        return kdi_fail(KD_ERR_ARGUMENT, "temperature %g must be finite and greater than 0",
-                        (double)temperature);
     if (!kdi_all_finite(values, rows * k))
         return kdi_fail(KD_ERR_NUMERIC, "values hold NaN or infinity");
     unsigned char *seen = calloc((size_t)classes, 1);
@@ -141,23 +140,51 @@ kd_status kd_topk_soft_targets(const int32_t *indices, const float *values, cons
     kd_status st = KD_OK;
     for (int64_t r = 0; r < rows && st == KD_OK; r++) {
         st = check_row(indices + r * k, k, classes, r, seen);
-        if (st == KD_OK && tail == KD_TOPK_TAIL_UNIFORM && k < classes &&
-            (isnan(rest[r]) || rest[r] == INFINITY))
-            st = kdi_fail(KD_ERR_NUMERIC, "rest[%lld] is %g; it must be finite or -infinity",
-                          (long long)r, (double)rest[r]);
+        if (st == KD_OK && tailed && !isfinite(rest[r]) && (finite_rest || rest[r] != -INFINITY))
+            st = kdi_fail(KD_ERR_NUMERIC, "rest[%lld] is %g; it must be finite%s", (long long)r,
+                          (double)rest[r], finite_rest ? "" : " or -infinity");
     }
     free(seen);
-    if (st != KD_OK) return st;
+    return st;
+}
 
+/* The tail's logit for row r, one per class outside the top k: rest - log(V - k), or none. */
+static double tail_logit(const float *rest, int64_t r, int64_t classes, int32_t k,
+                         kd_topk_tail tail)
+{
+    if (tail != KD_TOPK_TAIL_UNIFORM || k == classes) return -INFINITY;
+    return (double)rest[r] - log((double)(classes - k));
+}
+
+kd_status kd_topk_logits(const int32_t *indices, const float *values, const float *rest,
+                         int64_t rows, int64_t classes, int32_t k, float *logits)
+{
+    KDI_CHECK_NULL(logits);
+    KDI_TRY(check_cache(indices, values, rest, rows, classes, k, KD_TOPK_TAIL_UNIFORM, 1));
+    for (int64_t r = 0; r < rows; r++) {
+        float *z = logits + r * classes,
+              zt = (float)tail_logit(rest, r, classes, k, KD_TOPK_TAIL_UNIFORM);
+        for (int64_t c = 0; c < classes && k < classes; c++) z[c] = zt;
+        for (int32_t i = 0; i < k; i++) z[indices[r * k + i]] = values[r * k + i];
+    }
+    return KD_OK;
+}
+
+kd_status kd_topk_soft_targets(const int32_t *indices, const float *values, const float *rest,
+                               int64_t rows, int64_t classes, int32_t k, float temperature,
+                               kd_topk_tail tail, float *probs)
+{
+    KDI_CHECK_NULL(probs);
+    if (!(temperature > 0.0f) || !isfinite(temperature) || !isfinite(1.0f / temperature))
+        return kdi_fail(KD_ERR_ARGUMENT, "temperature %g must be finite and greater than 0",
+                        (double)temperature);
+    KDI_TRY(check_cache(indices, values, rest, rows, classes, k, tail, 0));
     double inv_t = 1.0 / (double)temperature;
     for (int64_t r = 0; r < rows; r++) {
         const int32_t *idx = indices + r * k;
         const float *v = values + r * k;
         float *p = probs + r * classes;
-        /* the tail's logit, one per class: rest - log(V - k), or none */
-        double zt = -INFINITY;
-        if (tail == KD_TOPK_TAIL_UNIFORM && k < classes)
-            zt = (double)rest[r] - log((double)(classes - k));
+        double zt = tail_logit(rest, r, classes, k, tail);
         double m = zt, sum = 0.0;
         for (int32_t i = 0; i < k; i++)
             if (v[i] > m) m = v[i];

@@ -401,6 +401,9 @@ class ByHand(KdTestCase):
         idx, val, _ = kd.topk_from_logits(z, BATCH, CLASSES, 1)
         probs = kd.topk_soft_targets(idx, val, None, BATCH, CLASSES, 1, 1.0, kd.TOPK_TAIL_NONE)
         self.assertEqual(probs[idx[0]], 1.0)
+        idx, val, rest = kd.topk_from_logits(z, BATCH, CLASSES, CLASSES)
+        self.assertEqual(kd.topk_logits(idx, val, rest, BATCH, CLASSES, CLASSES).tolist(),
+                         array.array("f", z).tolist())
         self.assertFailsWith(kd.ERR_ARGUMENT, kd.topk_from_logits, z, BATCH, CLASSES, 0)
 
     def test_text(self):
