@@ -218,7 +218,7 @@ typedef enum kd_loss_kind {
      * KD_LOSS_SKEW, as their skewed_reverse_kl. Lambda 0 is the reverse KL. */
     KD_LOSS_SKEW_REVERSE_KL = 13,
     /* Total variation distance, TVD = 0.5 sum |p - q| (Wen et al. ACL 2023, among their
-     * f-divergences for sequence-level KD; DistillKit has it too). Not differentiable where p_j == q_j: the subgradient taken there is
+     * f-divergences for KD; as DistiLLM's tv_distance). Not differentiable where p_j == q_j: the subgradient taken there is
      * 0, i.e. dTVD/dq_j = 0.5 sign(q_j - p_j) with sign(0) = 0. */
     KD_LOSS_TVD = 14
 } kd_loss_kind;
@@ -241,9 +241,11 @@ typedef enum kd_loss_option {
 typedef enum kd_loss_part {
     KD_LOSS_PART_TOTAL = 0,
     /* The teacher term, batch mean: Hinton alpha * T^2 * KL; LOGIT_MSE alpha * MSE; DKD
-     * T^2 * (alpha * TCKD + BETA * NCKD). */
+     * T^2 * (alpha * TCKD + BETA * NCKD); the token-level kinds (10-14) alpha * T^2 * D. */
     KD_LOSS_PART_SOFT = 1,
-    KD_LOSS_PART_HARD = 2 /* the label term, batch mean: (1 - alpha) * CE, or CE_WEIGHT * CE */
+    /* The label term: (1 - alpha) * CE, or CE_WEIGHT * CE; a batch mean, for the token-level kinds
+     * a mean over the labelled rows. */
+    KD_LOSS_PART_HARD = 2
 } kd_loss_part;
 
 KD_API kd_status kd_loss_create(kd_loss_kind kind, kd_loss **out);
@@ -251,8 +253,9 @@ KD_API void kd_loss_destroy(kd_loss *l);
 KD_API kd_status kd_loss_set_float(kd_loss *l, kd_loss_option key, float value);
 KD_API kd_status kd_loss_get_float(const kd_loss *l, kd_loss_option key, float *value);
 /* student_logits and soft_targets are [batch, classes]; soft_targets are the teachers' probabilities
- * at the loss's temperature (Hinton, DKD) or their logits (LOGIT_MSE). labels are in [0, classes)
- * or -1; labels may be NULL when alpha == 1 (Hinton, LOGIT_MSE) or CE_WEIGHT == 0 (DKD).
+ * at the loss's temperature (Hinton, DKD, the token-level kinds) or their logits (LOGIT_MSE).
+ * labels are in [0, classes) or -1; labels may be NULL when alpha == 1 (Hinton, LOGIT_MSE, the
+ * token-level kinds) or CE_WEIGHT == 0 (DKD).
  * The loss keeps what backward needs (its own workspace); the inputs may change after the call. */
 KD_API kd_status kd_loss_forward(kd_loss *l, const float *student_logits, const float *soft_targets,
                                  const int32_t *labels, int64_t batch, int64_t classes,

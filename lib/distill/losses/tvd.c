@@ -1,6 +1,6 @@
 /* Total variation distance, TVD = 0.5 sum |p - q| (Wen et al. ACL 2023, among their
- * f-divergences). |x| has no derivative at 0: the subgradient 0 is taken there, so
- * dTVD/dq_j = 0.5 sign(q_j - p_j) with sign(0) = 0. */
+ * f-divergences; DistiLLM's tv_distance). |x| has no derivative at 0: the subgradient 0 is
+ * taken there, so dTVD/dq_j = 0.5 sign(q_j - p_j) with sign(0) = 0. */
 #include <math.h>
 
 #include "distill/losses/losses.h"
