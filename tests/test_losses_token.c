@@ -274,6 +274,40 @@ START_TEST(options)
 }
 END_TEST
 
+/* Through the trainer: each kind trains a student towards a teacher, token rows labelled -1 as
+ * padding included. */
+START_TEST(trainer_steps)
+{
+    float x[8 * 6], v0 = 0.0f, v = 0.0f;
+    int32_t y[8] = {0, 1, 2, -1, 3, 0, -1, 2};
+    kdt_fill(x, 8 * 6, 51, -1.0f, 1.0f);
+    for (int k = 0; k < NKINDS; k++) {
+        kd_model *t, *s;
+        kd_optimizer *o;
+        kd_trainer *tr;
+        kd_loss *l = make(kinds[k]);
+        set(l, KD_LOSS_ALPHA, 0.8f);
+        ck_assert_int_eq(kd_model_create("input 6 | dense 16 | tanh | dense 4", 1, &t), KD_OK);
+        ck_assert_int_eq(kd_model_create("input 6 | dense 4", 2, &s), KD_OK);
+        ck_assert_int_eq(kd_optimizer_create(KD_OPTIMIZER_ADAM, s, &o), KD_OK);
+        ck_assert_int_eq(kd_optimizer_set_float(o, KD_OPT_LEARNING_RATE, 0.02f), KD_OK);
+        ck_assert_int_eq(kd_trainer_create(s, l, o, &tr), KD_OK);
+        ck_assert_int_eq(kd_trainer_add_teacher(tr, t, 1.0f), KD_OK);
+        for (int i = 0; i < 60; i++) {
+            ck_assert_int_eq(kd_trainer_step(tr, x, y, NULL, 8, &v), KD_OK);
+            if (i == 0) v0 = v;
+        }
+        ck_assert_msg(v < 0.8f * v0, "%s: %g after 60 steps, %g at the first", l->ops->name,
+                      (double)v, (double)v0);
+        kd_trainer_destroy(tr);
+        kd_optimizer_destroy(o);
+        kd_model_destroy(s);
+        kd_model_destroy(t);
+        kd_loss_destroy(l);
+    }
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("losses_token");
@@ -284,6 +318,7 @@ static Suite *suite(void)
     tcase_add_test(t, padding);
     tcase_add_test(t, teacher_zeros);
     tcase_add_test(t, options);
+    tcase_add_test(t, trainer_steps);
     suite_add_tcase(s, t);
     return s;
 }
