@@ -122,6 +122,27 @@ START_TEST(reference_values)
 }
 END_TEST
 
+/* The gradient of JSD (alpha 0.5, T 2, beta 0.5, the -1 row masked) against PyTorch's autograd
+ * through TRL's formula (tests/data/lm_losses_reference.py, run with python3-torch). */
+START_TEST(reference_gradient)
+{
+    static const double want[12] = {
+        0.0338027488,  0.00660072855, -0.0787139402, 0.0383104628, 0, 0, 0, 0,
+        0.00566146295, -0.157947824,  0.0848451344,  0.0674412263};
+    float p[12], g[12], v;
+    ck_assert_int_eq(kd_soft_targets_from_logits(zt, NULL, 1, 3, 4, 2.0f, p), KD_OK);
+    kd_loss *l = make(KD_LOSS_JSD);
+    set(l, KD_LOSS_TEMPERATURE, 2.0f);
+    set(l, KD_LOSS_ALPHA, 0.5f);
+    ck_assert_int_eq(kd_loss_forward(l, zs, p, ys, 3, 4, &v), KD_OK);
+    ck_assert_int_eq(kd_loss_backward(l, g), KD_OK);
+    for (int i = 0; i < 12; i++)
+        ck_assert_msg(fabs(g[i] - want[i]) < 1e-6, "[%d] %.9g, autograd %.9g", i, (double)g[i],
+                      want[i]);
+    kd_loss_destroy(l);
+}
+END_TEST
+
 /* Value and gradient of loss a against loss b on the same random input. */
 static void same(kd_loss *a, kd_loss *b, float t)
 {
@@ -314,6 +335,7 @@ static Suite *suite(void)
     TCase *t = tcase_create("core");
     tcase_add_test(t, gradients);
     tcase_add_test(t, reference_values);
+    tcase_add_test(t, reference_gradient);
     tcase_add_test(t, limits);
     tcase_add_test(t, padding);
     tcase_add_test(t, teacher_zeros);

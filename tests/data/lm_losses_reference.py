@@ -8,7 +8,7 @@ Rows zs (student) and zt (teacher) of 4 classes, labels [2, -1, 1], temperature 
 with the rows labelled -1 left out (mask 1, the default) or counted in the soft term (mask 0).
 When PyTorch is importable, the divergences are also computed the way TRL and DistiLLM write them
 (F.kl_div with log_target, logsumexp mixtures) and compared.
-Run: python3 tests/data/lm_losses_reference.py
+Run: python3 tests/data/lm_losses_reference.py (Debian's python3-torch is in /usr/bin/python3)
 """
 import math
 
@@ -83,7 +83,22 @@ def torch_check():
         for r in range(3):
             mine = fn(softmax(ZT[r], T), softmax(ZS[r], T))
             assert abs(mine - ref[name][r].item()) < 1e-12, (name, r)
+    # the hard term is F.cross_entropy with ignore_index=-1, reduction "mean"
+    hard = F.cross_entropy(torch.tensor(ZS, dtype=torch.float64), torch.tensor(Y),
+                           ignore_index=-1)
+    assert abs((1 - ALPHA) * hard.item() - loss("jsd", 1)[1]) < 1e-12
     print("# PyTorch %s agrees to 1e-12" % torch.__version__)
+    # d total / d zs by autograd, JSD with the -1 row masked (the C test checks these)
+    z = torch.tensor(ZS, dtype=torch.float64, requires_grad=True)
+    keep = torch.tensor([r for r in range(3) if Y[r] >= 0])
+    ls, lt = F.log_softmax(z[keep] / T, -1), F.log_softmax(zt[keep], -1)
+    lm = torch.logsumexp(torch.stack([ls + torch.log1p(-b), lt + torch.log(b)]), dim=0)
+    jsd = (b * F.kl_div(lm, lt, reduction="none", log_target=True) +
+           (1 - b) * F.kl_div(lm, ls, reduction="none", log_target=True)).sum(-1).mean()
+    total = ALPHA * T * T * jsd + (1 - ALPHA) * F.cross_entropy(z, torch.tensor(Y),
+                                                                ignore_index=-1)
+    total.backward()
+    print("# jsd mask 1 gradient: " + ", ".join("%.9g" % v for v in z.grad.flatten().tolist()))
 
 
 if __name__ == "__main__":
