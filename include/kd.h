@@ -229,7 +229,7 @@ typedef enum kd_loss_option {
     KD_LOSS_BETA = 2,        /* DKD: the NCKD weight, float >= 0, default 8 */
     KD_LOSS_CE_WEIGHT = 3,   /* DKD: the cross-entropy weight, float >= 0, default 1 */
     KD_LOSS_JSD_BETA = 10,   /* JSD: beta in [0, 1], default 0.5 (TRL's GKDConfig) */
-    KD_LOSS_SKEW = 11,       /* SKEW_KL, SKEW_REVERSE_KL: lambda in [0, 1], default 0.1 (DistiLLM) */
+    KD_LOSS_SKEW = 11,       /* the skew kinds: lambda in [0, 1], default 0.1 (DistiLLM) */
     /* 0 or 1, any kind. 1: rows labelled -1 are padding: they are left out of the batch, add
      * neither term, get a zero gradient, and every term is a mean over the labelled rows (all 0
      * when none is). 0: a row labelled -1 is an unlabelled example and adds the soft term.
