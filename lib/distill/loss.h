@@ -27,8 +27,9 @@ typedef struct kdi_loss_ops {
     /* Optional: options that differ from the common defaults (losses/). */
     void (*defaults)(kd_loss *l);
     /* Token-level divergences (losses/divergence.c): one element's term of D(p, q) and its
-     * derivative *g = dD/dq_j, from p, log p (floored), q, log q and the kind's weight w. */
-    double (*term)(double p, double lp, double q, double lq, double w, double *g);
+     * derivative *g = dD/dq_j, from p, q, log q and the kind's weight w (log p, where needed, as
+     * kdi_log_floor(p)). */
+    double (*term)(double p, double q, double lq, double w, double *g);
 } kdi_loss_ops;
 
 struct kd_loss {

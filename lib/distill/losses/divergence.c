@@ -38,21 +38,20 @@ static double weight(const kd_loss *l)
     return l->kind == KD_LOSS_JSD ? l->opt[KD_LOSS_JSD_BETA] : l->opt[KD_LOSS_SKEW];
 }
 
-/* One row: returns D(p, q) and writes scale * q * (g - <q, g>) into out. */
+/* One row: returns D(p, q) and writes scale * q * (g - <q, g>) into out, g kept there between
+ * the two passes. */
 static double row(const kd_loss *l, const float *p, const float *lq, int64_t n, double scale,
                   float *out)
 {
     double w = weight(l), d = 0.0, qg = 0.0, g;
     for (int64_t j = 0; j < n; j++) {
         double q = exp((double)lq[j]);
-        d += l->ops->term(p[j], kdi_log_floor(p[j]), q, lq[j], w, &g);
+        d += l->ops->term(p[j], q, lq[j], w, &g);
         qg += q * g;
+        out[j] = (float)g;
     }
-    for (int64_t j = 0; j < n; j++) {
-        double q = exp((double)lq[j]);
-        l->ops->term(p[j], kdi_log_floor(p[j]), q, lq[j], w, &g);
-        out[j] = (float)(scale * q * (g - qg));
-    }
+    for (int64_t j = 0; j < n; j++)
+        out[j] = (float)(scale * exp((double)lq[j]) * ((double)out[j] - qg));
     return d;
 }
 

@@ -2,10 +2,10 @@
  * dD/dq_j = log q_j - log p_j + 1; the constant 1 is dropped (see divergence.c). */
 #include "distill/losses/losses.h"
 
-static double reverse_kl_term(double p, double lp, double q, double lq, double w, double *g)
+static double reverse_kl_term(double p, double q, double lq, double w, double *g)
 {
-    (void)p;
     (void)w;
+    double lp = kdi_log_floor(p);
     *g = lq - lp;
     return q * (lq - lp);
 }

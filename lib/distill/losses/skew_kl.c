@@ -2,19 +2,20 @@
  *   SKL  = KL(p || m),  m = w p + (1 - w) q,   dSKL/dq_j  = -(1 - w) p_j / m_j,
  *   SRKL = KL(q || m'), m' = (1 - w) p + w q,  dSRKL/dq_j = log q_j - log m'_j + 1 - w q_j / m'_j
  * (the constant 1 dropped). w = 0 gives the forward and the reverse KL. */
+#include <math.h>
+
 #include "distill/losses/losses.h"
 
-static double skew_kl_term(double p, double lp, double q, double lq, double w, double *g)
+static double skew_kl_term(double p, double q, double lq, double w, double *g)
 {
     (void)lq;
     double m = w * p + (1.0 - w) * q;
     *g = m > 0.0 ? -(1.0 - w) * p / m : 0.0;
-    return p > 0.0 ? p * (lp - kdi_log_floor(m)) : 0.0;
+    return p > 0.0 ? p * (log(p) - kdi_log_floor(m)) : 0.0;
 }
 
-static double skew_reverse_kl_term(double p, double lp, double q, double lq, double w, double *g)
+static double skew_reverse_kl_term(double p, double q, double lq, double w, double *g)
 {
-    (void)lp;
     double m = (1.0 - w) * p + w * q, lm = kdi_log_floor(m);
     *g = lq - lm - (m > 0.0 ? w * q / m : 0.0);
     return q * (lq - lm);

@@ -5,9 +5,8 @@
 
 #include "distill/losses/losses.h"
 
-static double tvd_term(double p, double lp, double q, double lq, double w, double *g)
+static double tvd_term(double p, double q, double lq, double w, double *g)
 {
-    (void)lp;
     (void)lq;
     (void)w;
     *g = q > p ? 0.5 : (q < p ? -0.5 : 0.0);
