@@ -218,8 +218,8 @@ typedef enum kd_loss_kind {
      * KD_LOSS_SKEW, as their skewed_reverse_kl. Lambda 0 is the reverse KL. */
     KD_LOSS_SKEW_REVERSE_KL = 13,
     /* Total variation distance, TVD = 0.5 sum |p - q| (Wen et al. ACL 2023, among their
-     * f-divergences for KD; as DistiLLM's tv_distance). Not differentiable where p_j == q_j: the subgradient taken there is
-     * 0, i.e. dTVD/dq_j = 0.5 sign(q_j - p_j) with sign(0) = 0. */
+     * f-divergences for KD; as DistiLLM's tv_distance). Not differentiable where p_j == q_j: the
+     * subgradient taken there is 0, i.e. dTVD/dq_j = 0.5 sign(q_j - p_j) with sign(0) = 0. */
     KD_LOSS_TVD = 14
 } kd_loss_kind;
 
@@ -514,8 +514,8 @@ KD_API kd_status kd_text_part_size(const kd_text *t, kd_text_part part, int64_t 
 KD_API kd_status kd_text_split(kd_text *t, float validation_fraction);
 /* batch random windows of T + 1 consecutive tokens from a part, each starting uniformly in
  * [0, part size - T - 1] from seed (the same seed, the same batch): ids [batch, T] the first T
- * tokens of each window, targets [batch, T] the next T (targets[b][i] = ids[b][i + 1]), as int32
- * in [0, 256). KD_ERR_SHAPE when the part is shorter than T + 1 bytes. */
+ * tokens of each window, targets [batch, T] the next T (targets[b][i] = ids[b][i + 1] for
+ * i < T - 1), as int32 in [0, 256). KD_ERR_SHAPE when the part is shorter than T + 1 bytes. */
 KD_API kd_status kd_text_batch(const kd_text *t, kd_text_part part, int64_t batch, int64_t T,
                                uint64_t seed, int32_t *ids, int32_t *targets);
 /* Copies count tokens of a part from offset on into ids (int32), for evaluation in order. */
