@@ -242,7 +242,8 @@ START_TEST(padding)
 }
 END_TEST
 
-/* A teacher probability of exactly 0 (a sparse cache, an underflow) keeps the divergences finite. */
+/* A teacher probability of exactly 0 (a sparse cache, an underflow) keeps the divergences
+ * finite. */
 START_TEST(teacher_zeros)
 {
     float p[C] = {0.0f, 0.5f, 0.0f, 0.5f, 0.0f}, z[C] = {0.3f, 1.0f, -2.0f, 0.5f, 0.0f}, g[C], v;

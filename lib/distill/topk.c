@@ -8,7 +8,8 @@
 #include "core/error.h"
 #include "core/tensor.h"
 
-/* Whether class a ranks above class b in row z: a larger logit, or an equal one and a lower class. */
+/* Whether class a ranks above class b in row z: a larger logit, or an equal one and a lower
+ * class. */
 static int above(const float *z, int32_t a, int32_t b)
 {
     return z[a] > z[b] || (z[a] == z[b] && a < b);

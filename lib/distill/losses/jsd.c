@@ -1,6 +1,6 @@
 /* Generalised Jensen-Shannon divergence (GKD, Agarwal et al. 2024), as TRL's generalized_jsd_loss:
  *   JSD(b) = b KL(p || m) + (1 - b) KL(q || m),  m = b p + (1 - b) q,
- *   dJSD/dq_j = (1 - b) (log q_j - log m_j)   (the terms through m cancel: b p_j + (1 - b) q_j = m_j),
+ *   dJSD/dq_j = (1 - b) (log q_j - log m_j)  (the terms through m cancel: b p + (1 - b) q = m),
  * and at the end points TRL's limits: b = 0 the forward KL(p || q) (dD/dq_j = -p_j / q_j), b = 1
  * the reverse KL(q || p). */
 #include <math.h>
