@@ -191,6 +191,40 @@ KD_API kd_status kd_soft_targets_from_logits(const float *logits, const float *w
                                              int64_t batch, int64_t classes, float temperature,
                                              float *probs);
 
+/* Sparse teacher caches, for vocabularies too large to keep every logit of every token: per row,
+ * the teacher's k largest logits, their classes and the log-sum-exp of the V - k others, i.e.
+ * k int32 + k + 1 floats instead of V floats. One teacher per cache (for an ensemble, cache the
+ * weighted mean of the teachers' logits). */
+typedef enum kd_topk_tail {
+    /* The mass outside the top k is spread evenly over the other V - k classes: each gets the
+     * logit rest - log(V - k), so at T = 1 the tail keeps its exact total mass, at other T it is
+     * softened as one flat logit would be; no class gets probability 0 (reverse KL, JSD need
+     * that). The "other" bucket of DistillKit's symmetric_uniform, spread over its classes. */
+    KD_TOPK_TAIL_UNIFORM = 0,
+    /* The tail is dropped: softmax over the top k alone, 0 elsewhere (DistillKit's "zero"
+     * handling, its only one for cached logits). rest may be NULL. */
+    KD_TOPK_TAIL_NONE = 1
+} kd_topk_tail;
+
+/* From logits [rows, classes] (one teacher, temperature 1): indices [rows, k] the classes of the k
+ * largest logits of each row, largest first (ties: the lower class first), values [rows, k] those
+ * logits, rest [rows] log(sum of exp(logit) over the other classes), -INFINITY when k == classes.
+ * rest may be NULL. 1 <= k <= classes; KD_ERR_NUMERIC for a logit that is not finite. */
+KD_API kd_status kd_topk_from_logits(const float *logits, int64_t rows, int64_t classes, int32_t k,
+                                     int32_t *indices, float *values, float *rest);
+/* Dense teacher logits [rows, classes] from a top-k cache with KD_TOPK_TAIL_UNIFORM: the cached
+ * logits at their classes, rest - log(V - k) elsewhere. softmax(logits / T) is then
+ * kd_topk_soft_targets at T, so these can be a trainer's teacher_logits (kd_trainer_step). */
+KD_API kd_status kd_topk_logits(const int32_t *indices, const float *values, const float *rest,
+                                int64_t rows, int64_t classes, int32_t k, float *logits);
+/* Dense soft targets from a top-k cache: probs [rows, classes] = softmax(z / T), z the cached
+ * logits at their classes and the tail as `tail` says. With k == classes this is
+ * kd_soft_targets_from_logits of the full logits. Indices must be in [0, classes) and distinct
+ * within a row (KD_ERR_ARGUMENT). probs may feed any loss that takes probabilities. */
+KD_API kd_status kd_topk_soft_targets(const int32_t *indices, const float *values,
+                                      const float *rest, int64_t rows, int64_t classes, int32_t k,
+                                      float temperature, kd_topk_tail tail, float *probs);
+
 /* ---------------------------------------------------------------- losses */
 
 typedef struct kd_loss kd_loss;
@@ -198,7 +232,9 @@ typedef struct kd_loss kd_loss;
 typedef enum kd_loss_kind {
     /* alpha * T^2 * KL(p_teacher_T || p_student_T) + (1 - alpha) * CE(student, label), mean over
      * the batch (Hinton, Vinyals and Dean 2015). A label of -1 marks an unlabelled example: its row
-     * adds only the soft term. soft_targets may be NULL when alpha == 0. */
+     * adds only the soft term. soft_targets may be NULL when alpha == 0. This is also the forward
+     * KL of language-model distillation, token by token; padding there is KD_LOSS_MASK_UNLABELLED
+     * set to 1, so rows labelled -1 add nothing. */
     KD_LOSS_HINTON = 0,
     /* alpha * MSE(student logits, teacher logits) + (1 - alpha) * CE(student, label): the soft
      * term is the squared difference averaged over batch and classes (PyTorch's mse_loss; Ba and
@@ -216,22 +252,68 @@ typedef enum kd_loss_kind {
      * warm-up of the KD terms over the first epochs is the host's: raise alpha and BETA itself).
      * A row labelled -1 takes the teacher's most probable class as t and adds no CE term; labels
      * may be NULL when CE_WEIGHT is 0. Needs 2 classes or more. */
-    KD_LOSS_DKD = 2
+    KD_LOSS_DKD = 2,
+    /* Token-level divergences, for language models (logits [batch * T, V], one row a token) and
+     * any classifier. With p the teacher's probabilities at temperature T (soft_targets, as for
+     * Hinton) and q = softmax(z / T) the student's, each is
+     *   L = alpha * T^2 * mean_rows D(p, q) + (1 - alpha) * CE(z, y),
+     * the soft term a mean over the rows, the hard term CE (at temperature 1) summed over the
+     * labelled rows and divided by their count (PyTorch's cross_entropy with ignore_index = -1,
+     * reduction "mean"; 0 when no row is labelled). T^2 as Hinton's keeps the gradient's size as T
+     * changes; at T = 1 (these kinds' default, as the papers) it is the papers' loss. Defaults:
+     * alpha 1 (distillation alone, as MiniLLM, GKD and DistiLLM), T 1, KD_LOSS_MASK_UNLABELLED 1:
+     * a row labelled -1 is padding and adds nothing, neither term (as TRL's GKDTrainer and
+     * DistiLLM mask their -100 tokens); both terms are then means over the labelled rows. labels
+     * may be NULL when alpha == 1 (every row counts). log p is taken as log(max(p, FLT_TRUE_MIN)),
+     * so a teacher probability that underflowed to 0 stays finite (about -103.3, below any
+     * log-probability a float softmax can give). */
+    /* Reverse KL, KL(q || p) = sum q (log q - log p) (MiniLLM, Gu et al. ICLR 2024; its token-level
+     * form as DistiLLM's reverse_kl): mode seeking. */
+    KD_LOSS_REVERSE_KL = 10,
+    /* Generalised Jensen-Shannon divergence (GKD, Agarwal et al. ICLR 2024):
+     *   JSD(beta) = beta KL(p || m) + (1 - beta) KL(q || m),  m = beta p + (1 - beta) q,
+     * beta = KD_LOSS_JSD_BETA, as TRL's GKDTrainer.generalized_jsd_loss, including its end points:
+     * beta 0 is the forward KL(p || q) and beta 1 the reverse KL(q || p) (the limits of
+     * JSD(beta) / beta and JSD(beta) / (1 - beta)). TRL divides both logits by its temperature
+     * and has no T^2: equal at T = 1. */
+    KD_LOSS_JSD = 11,
+    /* Skew KL (DistiLLM, Ko et al. ICML 2024): SKL = KL(p || lambda p + (1 - lambda) q),
+     * lambda = KD_LOSS_SKEW. Lambda 0 is the forward KL. DistiLLM's code (skewed_forward_kl)
+     * drops the teacher's entropy sum p log p, a constant: its value is this minus that, its
+     * gradient the same. */
+    KD_LOSS_SKEW_KL = 12,
+    /* Skew reverse KL (DistiLLM): SRKL = KL(q || (1 - lambda) p + lambda q), lambda =
+     * KD_LOSS_SKEW, as their skewed_reverse_kl. Lambda 0 is the reverse KL. */
+    KD_LOSS_SKEW_REVERSE_KL = 13,
+    /* Total variation distance, TVD = 0.5 sum |p - q| (Wen et al. ACL 2023, among their
+     * f-divergences for KD; as DistiLLM's tv_distance). Not differentiable where p_j == q_j: the
+     * subgradient taken there is 0, i.e. dTVD/dq_j = 0.5 sign(q_j - p_j) with sign(0) = 0. */
+    KD_LOSS_TVD = 14
 } kd_loss_kind;
 
 typedef enum kd_loss_option {
     KD_LOSS_TEMPERATURE = 0, /* float > 0, default 4 */
     KD_LOSS_ALPHA = 1,       /* float in [0, 1], default 0.9 (Hinton), 1 (LOGIT_MSE, DKD) */
     KD_LOSS_BETA = 2,        /* DKD: the NCKD weight, float >= 0, default 8 */
-    KD_LOSS_CE_WEIGHT = 3    /* DKD: the cross-entropy weight, float >= 0, default 1 */
+    KD_LOSS_CE_WEIGHT = 3,   /* DKD: the cross-entropy weight, float >= 0, default 1 */
+    KD_LOSS_JSD_BETA = 10,   /* JSD: beta in [0, 1], default 0.5 (TRL's GKDConfig) */
+    KD_LOSS_SKEW = 11,       /* the skew kinds: lambda in [0, 1], default 0.1 (DistiLLM) */
+    /* 0 or 1, any kind. 1: rows labelled -1 are padding: they are left out of the batch, add
+     * neither term, get a zero gradient, and every term is a mean over the labelled rows (all 0
+     * when none is). 0: a row labelled -1 is an unlabelled example and adds the soft term.
+     * Default 0 for HINTON, LOGIT_MSE and DKD, 1 for the token-level kinds (10-14). Ignored when
+     * labels is NULL. */
+    KD_LOSS_MASK_UNLABELLED = 12
 } kd_loss_option;
 
 typedef enum kd_loss_part {
     KD_LOSS_PART_TOTAL = 0,
     /* The teacher term, batch mean: Hinton alpha * T^2 * KL; LOGIT_MSE alpha * MSE; DKD
-     * T^2 * (alpha * TCKD + BETA * NCKD). */
+     * T^2 * (alpha * TCKD + BETA * NCKD); the token-level kinds (10-14) alpha * T^2 * D. */
     KD_LOSS_PART_SOFT = 1,
-    KD_LOSS_PART_HARD = 2 /* the label term, batch mean: (1 - alpha) * CE, or CE_WEIGHT * CE */
+    /* The label term: (1 - alpha) * CE, or CE_WEIGHT * CE; a batch mean, for the token-level kinds
+     * a mean over the labelled rows. */
+    KD_LOSS_PART_HARD = 2
 } kd_loss_part;
 
 KD_API kd_status kd_loss_create(kd_loss_kind kind, kd_loss **out);
@@ -239,8 +321,9 @@ KD_API void kd_loss_destroy(kd_loss *l);
 KD_API kd_status kd_loss_set_float(kd_loss *l, kd_loss_option key, float value);
 KD_API kd_status kd_loss_get_float(const kd_loss *l, kd_loss_option key, float *value);
 /* student_logits and soft_targets are [batch, classes]; soft_targets are the teachers' probabilities
- * at the loss's temperature (Hinton, DKD) or their logits (LOGIT_MSE). labels are in [0, classes)
- * or -1; labels may be NULL when alpha == 1 (Hinton, LOGIT_MSE) or CE_WEIGHT == 0 (DKD).
+ * at the loss's temperature (Hinton, DKD, the token-level kinds) or their logits (LOGIT_MSE).
+ * labels are in [0, classes) or -1; labels may be NULL when alpha == 1 (Hinton, LOGIT_MSE, the
+ * token-level kinds) or CE_WEIGHT == 0 (DKD).
  * The loss keeps what backward needs (its own workspace); the inputs may change after the call. */
 KD_API kd_status kd_loss_forward(kd_loss *l, const float *student_logits, const float *soft_targets,
                                  const int32_t *labels, int64_t batch, int64_t classes,
@@ -473,6 +556,53 @@ KD_API kd_status kd_batcher_next(kd_batcher *b, float *x, int32_t *labels, int64
 /* The dataset indices of the last batch (borrowed, valid until the next kd_batcher_next), so cached
  * per-example data such as teacher logits can follow the shuffle. */
 KD_API kd_status kd_batcher_indices(const kd_batcher *b, const int64_t **indices, int64_t *rows);
+
+/* ---------------------------------------------------------------- text */
+
+/* A text corpus for language models, with byte-level tokens: token = byte, so KD_TEXT_VOCAB = 256
+ * classes and no tokenizer (as byte-level models, e.g. ByT5, and char-level nanoGPT). The file is
+ * read whole and must be non-empty, valid UTF-8 (RFC 3629: no overlong forms, surrogates or code
+ * points above U+10FFFF) and at most max_bytes long. */
+typedef struct kd_text kd_text;
+
+#define KD_TEXT_VOCAB 256
+#define KD_TEXT_MAX_BYTES (INT64_C(1) << 30) /* the size limit when max_bytes is 0: 1 GiB */
+
+typedef enum kd_text_part {
+    KD_TEXT_TRAIN = 0,     /* the first bytes of the file */
+    KD_TEXT_VALIDATION = 1 /* the last bytes (kd_text_split) */
+} kd_text_part;
+
+/* Reads path. max_bytes > 0 is the largest file accepted, 0 means KD_TEXT_MAX_BYTES. Errors:
+ * KD_ERR_IO when the file cannot be opened or read, KD_ERR_FORMAT when it is empty, longer than the
+ * limit, or not UTF-8 (the sentence gives the byte offset of the first bad sequence). The split
+ * starts at 0.1: the last tenth of the bytes is the validation part (as nanoGPT's
+ * shakespeare_char). */
+KD_API kd_status kd_text_open(const char *path, int64_t max_bytes, kd_text **out);
+KD_API void kd_text_destroy(kd_text *t);
+/* Bytes (tokens) in the whole corpus, or in one part. */
+KD_API kd_status kd_text_size(const kd_text *t, int64_t *bytes);
+KD_API kd_status kd_text_part_size(const kd_text *t, kd_text_part part, int64_t *bytes);
+/* A contiguous split: the last floor(bytes * validation_fraction) bytes are the validation part,
+ * the others the training part. validation_fraction in [0, 1). The boundary is a byte offset, not
+ * aligned to characters (tokens are bytes). */
+KD_API kd_status kd_text_split(kd_text *t, float validation_fraction);
+/* batch random windows of T + 1 consecutive tokens from a part, each starting uniformly in
+ * [0, part size - T - 1] from seed (the same seed, the same batch): ids [batch, T] the first T
+ * tokens of each window, targets [batch, T] the next T (targets[b][i] = ids[b][i + 1] for
+ * i < T - 1), as int32 in [0, 256). KD_ERR_SHAPE when the part is shorter than T + 1 bytes. */
+KD_API kd_status kd_text_batch(const kd_text *t, kd_text_part part, int64_t batch, int64_t T,
+                               uint64_t seed, int32_t *ids, int32_t *targets);
+/* Copies count tokens of a part from offset on into ids (int32), for evaluation in order. */
+KD_API kd_status kd_text_tokens(const kd_text *t, kd_text_part part, int64_t offset, int64_t count,
+                                int32_t *ids);
+
+/* Language-model metrics from a mean cross-entropy ce in nats per token (the hard term over the
+ * tokens, e.g. KD_LOSS_PART_HARD with alpha 0): perplexity = exp(ce); bits per byte =
+ * ce * tokens / (bytes * ln 2), tokens / bytes the tokenizer's compression (1 for byte-level
+ * tokens, where bits per byte = ce / ln 2). ce must be finite and >= 0, tokens and bytes >= 1. */
+KD_API kd_status kd_perplexity(float ce, float *perplexity);
+KD_API kd_status kd_bits_per_byte(float ce, int64_t tokens, int64_t bytes, float *bpb);
 
 /* ---------------------------------------------------------------- augmentation */
 

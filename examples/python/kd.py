@@ -40,8 +40,10 @@ import ctypes.util
 import os
 import weakref
 
-__all__ = ["KdError", "Model", "Loss", "Optimizer", "Trainer", "FeatureLoss", "Dataset", "Batcher",
-           "soft_targets", "soft_targets_from_logits", "augment_images", "version",
+__all__ = ["KdError", "Model", "Loss", "Optimizer", "Trainer", "FeatureLoss", "Dataset", "Batcher", "Text",
+           "perplexity", "bits_per_byte",
+           "soft_targets", "soft_targets_from_logits", "topk_from_logits",
+           "topk_logits", "topk_soft_targets", "augment_images", "version",
            "version_number", "kernels_name", "lib",
            "OK", "ERR_ARGUMENT", "ERR_SHAPE", "ERR_NOMEM", "ERR_IO", "ERR_FORMAT", "ERR_NUMERIC",
            "ERR_STATE", "ERR_UNSUPPORTED"]
@@ -51,7 +53,9 @@ OK, ERR_ARGUMENT, ERR_SHAPE, ERR_NOMEM, ERR_IO, ERR_FORMAT, ERR_NUMERIC, ERR_STA
     ERR_UNSUPPORTED = range(9)
 # kd_loss_kind, kd_loss_option, kd_loss_part
 LOSS_HINTON, LOSS_LOGIT_MSE, LOSS_DKD = 0, 1, 2
+LOSS_REVERSE_KL, LOSS_JSD, LOSS_SKEW_KL, LOSS_SKEW_REVERSE_KL, LOSS_TVD = 10, 11, 12, 13, 14
 LOSS_TEMPERATURE, LOSS_ALPHA, LOSS_BETA, LOSS_CE_WEIGHT = 0, 1, 2, 3
+LOSS_JSD_BETA, LOSS_SKEW, LOSS_MASK_UNLABELLED = 10, 11, 12
 LOSS_PART_TOTAL, LOSS_PART_SOFT, LOSS_PART_HARD = 0, 1, 2
 # kd_optimizer_kind, kd_optimizer_option, kd_schedule
 OPTIMIZER_SGD, OPTIMIZER_ADAM, OPTIMIZER_ADAMW = 0, 1, 2
@@ -68,6 +72,11 @@ FEATURE_ATTENTION_KL = 10
 FEATURE_RKD_DISTANCE_WEIGHT, FEATURE_RKD_ANGLE_WEIGHT = 0, 1
 # kd_trainer_option
 TRAINER_HINT_ONLY = 0
+# kd_topk_tail
+TOPK_TAIL_UNIFORM, TOPK_TAIL_NONE = 0, 1
+# text: byte-level tokens; kd_text_part
+TEXT_VOCAB, TEXT_MAX_BYTES = 256, 1 << 30
+TEXT_TRAIN, TEXT_VALIDATION = 0, 1
 # kd_augment_kind
 AUGMENT_TRANSLATE, AUGMENT_CROP, AUGMENT_HFLIP = 0, 1, 2
 
@@ -121,6 +130,10 @@ _STATUS = {
     "kd_teacher_soft_targets": (ctypes.POINTER(_P), _F, ctypes.c_int32, _F, _I64, ctypes.c_float,
                                 _F),
     "kd_soft_targets_from_logits": (_F, _F, ctypes.c_int32, _I64, _I64, ctypes.c_float, _F),
+    "kd_topk_from_logits": (_F, _I64, _I64, ctypes.c_int32, _I32, _F, _F),
+    "kd_topk_logits": (_I32, _F, _F, _I64, _I64, ctypes.c_int32, _F),
+    "kd_topk_soft_targets": (_I32, _F, _F, _I64, _I64, ctypes.c_int32, ctypes.c_float,
+                             ctypes.c_int, _F),
     "kd_loss_create": (ctypes.c_int, ctypes.POINTER(_P)),
     "kd_loss_set_float": (_P, ctypes.c_int, ctypes.c_float),
     "kd_loss_get_float": (_P, ctypes.c_int, _F),
@@ -157,6 +170,14 @@ _STATUS = {
     "kd_batcher_create": (_P, _I64, ctypes.c_uint64, ctypes.POINTER(_P)),
     "kd_batcher_next": (_P, _F, _I32, _PI64),
     "kd_batcher_indices": (_P, ctypes.POINTER(_PI64), _PI64),
+    "kd_text_open": (_S, _I64, ctypes.POINTER(_P)),
+    "kd_text_size": (_P, _PI64),
+    "kd_text_part_size": (_P, ctypes.c_int, _PI64),
+    "kd_text_split": (_P, ctypes.c_float),
+    "kd_text_batch": (_P, ctypes.c_int, _I64, _I64, ctypes.c_uint64, _I32, _I32),
+    "kd_text_tokens": (_P, ctypes.c_int, _I64, _I64, _I32),
+    "kd_perplexity": (ctypes.c_float, _F),
+    "kd_bits_per_byte": (ctypes.c_float, _I64, _I64, _F),
     "kd_augment_images": (_F, _I64, _I64, _I64, _I64, ctypes.c_int, ctypes.c_int32,
                           ctypes.c_uint64),
 }
@@ -177,6 +198,7 @@ _OTHER = {
     "kd_dataset_images": (_F, (_P,)),
     "kd_dataset_labels": (_I32, (_P,)),
     "kd_batcher_destroy": (None, (_P,)),
+    "kd_text_destroy": (None, (_P,)),
 }
 
 _lib = None
@@ -572,6 +594,38 @@ def soft_targets_from_logits(logits, n, batch, classes, temperature, weights=Non
     return probs[:batch * classes]
 
 
+def topk_from_logits(logits, rows, classes, k):
+    """A sparse cache of teacher logits [rows, classes]: (indices, values, rest), the classes of
+    each row's k largest logits (array('i'), largest first), those logits, and the log-sum-exp of
+    the others per row."""
+    indices = array.array("i", bytes(4 * rows * k))
+    values, rest = _out(max(rows * k, 1)), _out(max(rows, 1))
+    idx = (ctypes.c_int32 * len(indices)).from_buffer(indices)
+    lib().kd_topk_from_logits(_floats(logits, rows * classes), rows, classes, k, idx,
+                              _floats(values), _floats(rest))
+    return indices, values[:rows * k], rest[:rows]
+
+
+def topk_logits(indices, values, rest, rows, classes, k):
+    """Dense teacher logits [rows, classes] from a top-k cache, the tail spread evenly (usable
+    as a trainer's teacher_logits)."""
+    logits = _out(max(rows * classes, 1))
+    lib().kd_topk_logits(_labels(indices, rows * k), _floats(values, rows * k),
+                         _floats(rest, rows), rows, classes, k, _floats(logits))
+    return logits[:rows * classes]
+
+
+def topk_soft_targets(indices, values, rest, rows, classes, k, temperature,
+                      tail=TOPK_TAIL_UNIFORM):
+    """Dense soft targets [rows, classes] at temperature from a top-k cache; rest may be None
+    with TOPK_TAIL_NONE."""
+    probs = _out(max(rows * classes, 1))
+    lib().kd_topk_soft_targets(_labels(indices, rows * k), _floats(values, rows * k),
+                               _floats(rest, rows), rows, classes, k, temperature, tail,
+                               _floats(probs))
+    return probs[:rows * classes]
+
+
 def augment_images(x, batch, c, h, w, kind, amount=0, seed=0):
     """Transforms images x [batch, c, h, w] in place (a writable float32 buffer); returns x."""
     lib().kd_augment_images(_inplace(x, batch * c * h * w), batch, c, h, w, kind, amount, seed)
@@ -600,17 +654,20 @@ class _Gradients:
 
 class Loss(_Handle, _Gradients):
     """A distillation loss: Hinton's alpha T^2 KL(teacher_T || student_T) + (1 - alpha) CE by
-    default, or LOSS_LOGIT_MSE, LOSS_DKD."""
+    default, or LOSS_LOGIT_MSE, LOSS_DKD, or a token-level divergence (LOSS_REVERSE_KL, LOSS_JSD,
+    LOSS_SKEW_KL, LOSS_SKEW_REVERSE_KL, LOSS_TVD) with jsd_beta, skew and mask_unlabelled."""
 
     _destroy = "kd_loss_destroy"
 
     def __init__(self, kind=LOSS_HINTON, temperature=None, alpha=None, beta=None,
-                 ce_weight=None):
+                 ce_weight=None, jsd_beta=None, skew=None, mask_unlabelled=None):
         out = _P()
         lib().kd_loss_create(kind, ctypes.byref(out))
         super().__init__(out.value)
         for key, value in ((LOSS_TEMPERATURE, temperature), (LOSS_ALPHA, alpha),
-                           (LOSS_BETA, beta), (LOSS_CE_WEIGHT, ce_weight)):
+                           (LOSS_BETA, beta), (LOSS_CE_WEIGHT, ce_weight),
+                           (LOSS_JSD_BETA, jsd_beta), (LOSS_SKEW, skew),
+                           (LOSS_MASK_UNLABELLED, mask_unlabelled)):
             if value is not None:
                 self.set(key, value)
 
@@ -808,6 +865,62 @@ class Trainer(_Handle):
     def load(self, path):
         """Continues from a checkpoint of a trainer built the same way."""
         lib().kd_trainer_load(self._h, os.fsencode(path))
+
+
+class Text(_Handle):
+    """A UTF-8 text corpus with byte-level tokens (TEXT_VOCAB = 256), split into a training part
+    and a validation part (the last tenth by default)."""
+
+    _destroy = "kd_text_destroy"
+
+    def __init__(self, path, max_bytes=0):
+        out = _P()
+        lib().kd_text_open(os.fsencode(path), max_bytes, ctypes.byref(out))
+        super().__init__(out.value)
+
+    def __len__(self):
+        v = _I64()
+        lib().kd_text_size(self._h, ctypes.byref(v))
+        return v.value
+
+    def part_size(self, part=TEXT_TRAIN):
+        v = _I64()
+        lib().kd_text_part_size(self._h, part, ctypes.byref(v))
+        return v.value
+
+    def split(self, validation_fraction):
+        lib().kd_text_split(self._h, validation_fraction)
+
+    def batch(self, batch, T, seed, part=TEXT_TRAIN):
+        """(ids, targets): batch random windows from seed, as array('i') of batch * T tokens,
+        targets the ids shifted by one."""
+        ids = array.array("i", bytes(4 * batch * T))
+        targets = array.array("i", bytes(4 * batch * T))
+        lib().kd_text_batch(self._h, part, batch, T, seed,
+                            (ctypes.c_int32 * len(ids)).from_buffer(ids),
+                            (ctypes.c_int32 * len(targets)).from_buffer(targets))
+        return ids, targets
+
+    def tokens(self, offset, count, part=TEXT_TRAIN):
+        """count tokens of a part from offset on, as array('i')."""
+        ids = array.array("i", bytes(4 * max(count, 1)))
+        lib().kd_text_tokens(self._h, part, offset, count,
+                             (ctypes.c_int32 * len(ids)).from_buffer(ids))
+        return ids[:count]
+
+
+def perplexity(ce):
+    """exp(ce), ce a mean cross-entropy in nats per token."""
+    v = ctypes.c_float()
+    lib().kd_perplexity(ce, ctypes.byref(v))
+    return v.value
+
+
+def bits_per_byte(ce, tokens=1, bytes_=1):
+    """ce * tokens / (bytes * ln 2); tokens = bytes for byte-level tokens."""
+    v = ctypes.c_float()
+    lib().kd_bits_per_byte(ce, tokens, bytes_, ctypes.byref(v))
+    return v.value
 
 
 class Dataset(_Handle):

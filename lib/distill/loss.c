@@ -99,9 +99,15 @@ static const kdi_loss_ops hinton_ops = {.name = "hinton",
 
 /* ---------------------------------------------------------------- options */
 
+int kdi_loss_option_known(int key)
+{
+    return (key >= KD_LOSS_TEMPERATURE && key <= KD_LOSS_CE_WEIGHT) ||
+           (key >= KD_LOSS_JSD_BETA && key <= KD_LOSS_MASK_UNLABELLED);
+}
+
 static kd_status check_option(int key, float value)
 {
-    if (key < 0 || key >= KDI_LOSS_NOPTIONS)
+    if (!kdi_loss_option_known(key))
         return kdi_fail(KD_ERR_ARGUMENT, "loss option %d is not a kd_loss_option", key);
     switch ((kd_loss_option)key) {
     case KD_LOSS_TEMPERATURE:
@@ -120,6 +126,17 @@ static kd_status check_option(int key, float value)
             return kdi_fail(KD_ERR_ARGUMENT, "loss option %d: %g must be finite and >= 0", key,
                             (double)value);
         break;
+    case KD_LOSS_JSD_BETA:
+    case KD_LOSS_SKEW:
+        if (!(value >= 0.0f && value <= 1.0f))
+            return kdi_fail(KD_ERR_ARGUMENT, "loss option %d: %g must be in [0, 1]", key,
+                            (double)value);
+        break;
+    case KD_LOSS_MASK_UNLABELLED:
+        if (value != 0.0f && value != 1.0f)
+            return kdi_fail(KD_ERR_ARGUMENT, "KD_LOSS_MASK_UNLABELLED %g must be 0 or 1",
+                            (double)value);
+        break;
     }
     return KD_OK;
 }
@@ -134,6 +151,11 @@ kd_status kd_loss_create(kd_loss_kind kind, kd_loss **out)
     case KD_LOSS_HINTON: ops = &hinton_ops; break;
     case KD_LOSS_LOGIT_MSE: ops = &kdi_logit_mse_ops; break;
     case KD_LOSS_DKD: ops = &kdi_dkd_ops; break;
+    case KD_LOSS_REVERSE_KL: ops = &kdi_reverse_kl_ops; break;
+    case KD_LOSS_JSD: ops = &kdi_jsd_ops; break;
+    case KD_LOSS_SKEW_KL: ops = &kdi_skew_kl_ops; break;
+    case KD_LOSS_SKEW_REVERSE_KL: ops = &kdi_skew_reverse_kl_ops; break;
+    case KD_LOSS_TVD: ops = &kdi_tvd_ops; break;
     }
     if (ops == NULL)
         return kdi_fail(KD_ERR_ARGUMENT, "loss kind %d is not a kd_loss_kind", (int)kind);
@@ -145,6 +167,8 @@ kd_status kd_loss_create(kd_loss_kind kind, kd_loss **out)
     l->opt[KD_LOSS_ALPHA] = 0.9f;
     l->opt[KD_LOSS_BETA] = 8.0f;
     l->opt[KD_LOSS_CE_WEIGHT] = 1.0f;
+    l->opt[KD_LOSS_JSD_BETA] = 0.5f;
+    l->opt[KD_LOSS_SKEW] = 0.1f;
     if (ops->defaults != NULL) ops->defaults(l);
     *out = l;
     return KD_OK;
@@ -157,6 +181,7 @@ void kd_loss_destroy(kd_loss *l)
         kdi_buf_free(&l->grad[i]);
         kdi_buf_free(&l->ws[i]);
     }
+    for (int i = 0; i < 4; i++) kdi_buf_free(&l->pad[i]);
     free(l);
 }
 
@@ -172,7 +197,7 @@ kd_status kd_loss_get_float(const kd_loss *l, kd_loss_option key, float *value)
 {
     KDI_CHECK_NULL(l);
     KDI_CHECK_NULL(value);
-    if ((int)key < 0 || (int)key >= KDI_LOSS_NOPTIONS)
+    if (!kdi_loss_option_known((int)key))
         return kdi_fail(KD_ERR_ARGUMENT, "loss option %d is not a kd_loss_option", (int)key);
     *value = l->opt[key];
     return KD_OK;
@@ -206,14 +231,43 @@ int kdi_loss_soft_is_logits(const kd_loss *l) { return l->ops->soft_is_logits; }
 
 float kdi_loss_temperature(const kd_loss *l) { return l->opt[KD_LOSS_TEMPERATURE]; }
 
+/* KD_LOSS_MASK_UNLABELLED: the kind's forward on the labelled rows alone, gathered into l->pad,
+ * its gradient scattered back; padded rows get 0. With every row labelled, no copy. */
+static kd_status forward_rows(kd_loss *l, const float *z, const float *soft, const int32_t *y,
+                              int64_t batch, int64_t classes, double *parts, float *grad)
+{
+    int64_t kept = 0;
+    if (l->opt[KD_LOSS_MASK_UNLABELLED] == 0.0f || y == NULL)
+        return l->ops->forward(l, z, soft, y, batch, classes, parts, grad);
+    for (int64_t r = 0; r < batch; r++) kept += y[r] >= 0;
+    if (kept == batch) return l->ops->forward(l, z, soft, y, batch, classes, parts, grad);
+    size_t row = (size_t)classes * sizeof *z;
+    memset(grad, 0, (size_t)batch * row);
+    if (kept == 0) return KD_OK; /* parts stay 0, as TRL's clamped denominator gives */
+    for (int i = 0; i < 4; i++)
+        KDI_TRY(kdi_buf_reserve(&l->pad[i], i == 2 ? kept : kept * classes));
+    float *pz = l->pad[0].data, *pp = soft != NULL ? l->pad[1].data : NULL, *pg = l->pad[3].data;
+    int32_t *py = (int32_t *)(void *)l->pad[2].data;
+    for (int64_t r = 0, k = 0; r < batch; r++) {
+        if (y[r] < 0) continue;
+        memcpy(pz + k * classes, z + r * classes, row);
+        if (pp != NULL) memcpy(pp + k * classes, soft + r * classes, row);
+        py[k++] = y[r];
+    }
+    KDI_TRY(l->ops->forward(l, pz, pp, py, kept, classes, parts, pg));
+    for (int64_t r = 0, k = 0; r < batch; r++)
+        if (y[r] >= 0) memcpy(grad + r * classes, pg + (k++) * classes, row);
+    return KD_OK;
+}
+
 kd_status kdi_loss_forward(kd_loss *l, const float *student_logits, const float *soft_targets,
                            const int32_t *labels, int64_t batch, int64_t classes, float *loss)
 {
     int next = 1 - l->cur;
     double parts[KDI_LOSS_NPARTS] = {0};
     KDI_TRY(kdi_buf_reserve(&l->grad[next], batch * classes));
-    KDI_TRY(l->ops->forward(l, student_logits, soft_targets, labels, batch, classes, parts,
-                            l->grad[next].data));
+    KDI_TRY(forward_rows(l, student_logits, soft_targets, labels, batch, classes, parts,
+                         l->grad[next].data));
     l->cur = next;
     l->batch = batch;
     l->classes = classes;

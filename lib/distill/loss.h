@@ -5,8 +5,9 @@
 
 #include "core/tensor.h"
 
-#define KDI_LOSS_NOPTIONS 4 /* kd_loss_option keys, 0 .. KDI_LOSS_NOPTIONS - 1 */
-#define KDI_LOSS_NPARTS 3   /* kd_loss_part values */
+/* kd_loss_option keys are below KDI_LOSS_NOPTIONS; the gaps are not options (kdi_loss_option_known). */
+#define KDI_LOSS_NOPTIONS 20
+#define KDI_LOSS_NPARTS 3 /* kd_loss_part values */
 
 typedef struct kdi_loss_ops {
     const char *name;
@@ -25,6 +26,10 @@ typedef struct kdi_loss_ops {
     int soft_is_logits;
     /* Optional: options that differ from the common defaults (losses/). */
     void (*defaults)(kd_loss *l);
+    /* Token-level divergences (losses/divergence.c): one element's term of D(p, q) and its
+     * derivative *g = dD/dq_j, from p, q, log q and the kind's weight w (log p, where needed, as
+     * kdi_log_floor(p)). */
+    double (*term)(double p, double q, double lq, double w, double *g);
 } kdi_loss_ops;
 
 struct kd_loss {
@@ -38,7 +43,13 @@ struct kd_loss {
     kdi_buf grad[2];
     int cur;
     kdi_buf ws[2]; /* per-kind workspaces (log-probabilities) */
+    /* KD_LOSS_MASK_UNLABELLED: the labelled rows gathered (logits, soft targets, labels as int32
+     * in a float buffer) and their gradient. */
+    kdi_buf pad[4];
 };
+
+/* Whether key is a kd_loss_option. */
+int kdi_loss_option_known(int key);
 
 /* Checks forward's inputs other than the logits, so the trainer can refuse a batch before it
  * touches the student. */

@@ -376,6 +376,55 @@ class ByHand(KdTestCase):
                        loss.forward(down, probs, labels, BATCH, CLASSES)) / (2 * eps)
             self.assertAlmostEqual(grad[i], numeric, delta=2e-3 + 1e-2 * abs(numeric))
 
+    def test_reverse_kl_by_hand(self):
+        z, t, labels = self.logits_and_targets()
+        loss = kd.Loss(kd.LOSS_REVERSE_KL, jsd_beta=0.25, skew=0.5, mask_unlabelled=0)
+        self.assertEqual((loss.get(kd.LOSS_JSD_BETA), loss.get(kd.LOSS_SKEW),
+                          loss.get(kd.LOSS_MASK_UNLABELLED)), (0.25, 0.5, 0.0))
+        probs, want = array.array("f"), 0.0
+        for r in range(BATCH):
+            p = softmax(t[r * CLASSES:(r + 1) * CLASSES], 1.0)
+            q = softmax(z[r * CLASSES:(r + 1) * CLASSES], 1.0)
+            probs.extend(p)
+            want += sum(b * (math.log(b) - math.log(a)) for a, b in zip(p, q)) / BATCH
+        self.assertAlmostEqual(loss.forward(z, probs, labels, BATCH, CLASSES), want, places=5)
+
+    def test_topk_cache(self):
+        z, _, _ = self.logits_and_targets()
+        idx, val, rest = kd.topk_from_logits(z, BATCH, CLASSES, CLASSES)
+        self.assertEqual(idx[:CLASSES].tolist(),
+                         sorted(range(CLASSES), key=lambda c: (-z[c], c)))
+        dense = kd.soft_targets_from_logits(z, 1, BATCH, CLASSES, 2.0)
+        sparse = kd.topk_soft_targets(idx, val, rest, BATCH, CLASSES, CLASSES, 2.0)
+        for a, b in zip(dense, sparse):
+            self.assertAlmostEqual(a, b, places=6)
+        idx, val, _ = kd.topk_from_logits(z, BATCH, CLASSES, 1)
+        probs = kd.topk_soft_targets(idx, val, None, BATCH, CLASSES, 1, 1.0, kd.TOPK_TAIL_NONE)
+        self.assertEqual(probs[idx[0]], 1.0)
+        idx, val, rest = kd.topk_from_logits(z, BATCH, CLASSES, CLASSES)
+        self.assertEqual(kd.topk_logits(idx, val, rest, BATCH, CLASSES, CLASSES).tolist(),
+                         array.array("f", z).tolist())
+        self.assertFailsWith(kd.ERR_ARGUMENT, kd.topk_from_logits, z, BATCH, CLASSES, 0)
+
+    def test_text(self):
+        path = os.path.join(DATA, "text", "sample.txt")
+        with open(path, "rb") as f:
+            raw = f.read()
+        text = kd.Text(path)
+        self.assertEqual(len(text), len(raw))
+        text.split(0.5)
+        self.assertEqual(text.part_size(kd.TEXT_VALIDATION), len(raw) // 2)
+        self.assertEqual(text.tokens(3, 5, kd.TEXT_VALIDATION).tolist(),
+                         list(raw[len(raw) - len(raw) // 2 + 3:][:5]))
+        ids, targets = text.batch(4, 16, seed=3)
+        self.assertEqual(ids[1:16].tolist(), targets[:15].tolist())
+        self.assertIn(bytes(ids[:16].tolist()), raw)
+        self.assertAlmostEqual(kd.perplexity(math.log(3.0)), 3.0, places=5)
+        self.assertAlmostEqual(kd.bits_per_byte(math.log(256.0)), 8.0, places=5)
+        self.assertFailsWith(kd.ERR_FORMAT, kd.Text, os.path.join(DATA, "text", "empty.txt"))
+        self.assertFailsWith(kd.ERR_FORMAT, kd.Text,
+                             os.path.join(DATA, "text", "invalid-utf8.txt"))
+
     def test_loss_errors(self):
         loss = kd.Loss()
         self.assertFailsWith(kd.ERR_STATE, loss.backward)

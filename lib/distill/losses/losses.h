@@ -11,6 +11,21 @@
 
 extern const kdi_loss_ops kdi_logit_mse_ops; /* KD_LOSS_LOGIT_MSE, logit_mse.c */
 extern const kdi_loss_ops kdi_dkd_ops;       /* KD_LOSS_DKD, dkd.c */
+/* Token-level divergences: the driver in divergence.c, one element term a file. */
+extern const kdi_loss_ops kdi_reverse_kl_ops;      /* KD_LOSS_REVERSE_KL, reverse_kl.c */
+extern const kdi_loss_ops kdi_jsd_ops;             /* KD_LOSS_JSD, jsd.c */
+extern const kdi_loss_ops kdi_skew_kl_ops;         /* KD_LOSS_SKEW_KL, skew_kl.c */
+extern const kdi_loss_ops kdi_skew_reverse_kl_ops; /* KD_LOSS_SKEW_REVERSE_KL, skew_kl.c */
+extern const kdi_loss_ops kdi_tvd_ops;             /* KD_LOSS_TVD, tvd.c */
+/* The shared parts of their ops tables. */
+kd_status kdi_divergence_check(const kd_loss *l, const float *p, const int32_t *labels,
+                               int64_t batch, int64_t classes);
+kd_status kdi_divergence_forward(kd_loss *l, const float *z, const float *p, const int32_t *y,
+                                 int64_t batch, int64_t classes, double *parts, float *grad);
+int kdi_divergence_uses_soft(const kd_loss *l);
+void kdi_divergence_defaults(kd_loss *l);
+/* log(max(x, FLT_TRUE_MIN)): a probability that underflowed to 0 keeps a finite log. */
+double kdi_log_floor(double x);
 
 /* Each row of p [batch, classes] is a distribution (finite, >= 0, sums to 1 within 1e-3). */
 kd_status kdi_check_probabilities(const float *p, int64_t batch, int64_t classes);
