@@ -486,14 +486,7 @@ END_TEST
 
 /* ---------------------------------------------------------------- the choice of table */
 
-#define EACH_KERNEL(X)                                                                             \
-    X(gemm)                                                                                        \
-    X(bias_add)                                                                                    \
-    X(bias_grad)                                                                                   \
-    X(relu_fwd)                                                                                    \
-    X(relu_bwd) X(leaky_relu_fwd) X(leaky_relu_bwd) X(gelu_fwd) X(gelu_bwd) X(tanh_fwd)            \
-        X(tanh_bwd) X(sigmoid_fwd) X(sigmoid_bwd) X(softmax_rows) X(log_softmax_rows) X(axpy)      \
-            X(scale) X(mul) X(sum) X(sum_sq) X(dot) X(sgd_update) X(adam_update)
+#define EACH_KERNEL(X) KDI_EACH_KERNEL(X)
 
 START_TEST(tables_complete)
 {

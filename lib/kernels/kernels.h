@@ -57,6 +57,22 @@ typedef struct kdi_kernels {
                         float bias_corr2, int decoupled);
 } kdi_kernels;
 
+/* Every kernel of the table, once: the variants build their tables from it (KDI_KERNEL_TABLE) and
+ * the tests check each entry is set. A new kernel is added here and in the struct above. */
+/* clang-format off */
+#define KDI_EACH_KERNEL(X)                                                                         \
+    X(gemm) X(bias_add) X(bias_grad)                                                               \
+    X(relu_fwd) X(relu_bwd) X(leaky_relu_fwd) X(leaky_relu_bwd) X(gelu_fwd) X(gelu_bwd)            \
+    X(tanh_fwd) X(tanh_bwd) X(sigmoid_fwd) X(sigmoid_bwd)                                          \
+    X(softmax_rows) X(log_softmax_rows)                                                            \
+    X(axpy) X(scale) X(mul) X(sum) X(sum_sq) X(dot)                                                \
+    X(sgd_update) X(adam_update)
+/* clang-format on */
+#define KDI_KERNEL_FIELD(k) .k = k,
+/* Defines the table `table`, labelled `label`, from the functions of the kernels' names in scope. */
+#define KDI_KERNEL_TABLE(table, label)                                                             \
+    const kdi_kernels table = {.name = label, KDI_EACH_KERNEL(KDI_KERNEL_FIELD)}
+
 /* The table in use: chosen once (pthread_once) from KD_KERNELS or the CPU. Never NULL. */
 const kdi_kernels *kdi_kernels_get(void);
 /* A named variant if this build and CPU support it, else NULL: tests compare each with "ref". */

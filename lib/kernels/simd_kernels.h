@@ -318,29 +318,4 @@ static void adam_update(float *w, float *m, float *v, const float *g, int64_t n,
     }
 }
 
-const kdi_kernels KDI_SIMD_TABLE = {
-    .name = KDI_SIMD_NAME,
-    .gemm = gemm,
-    .bias_add = bias_add,
-    .bias_grad = bias_grad,
-    .relu_fwd = relu_fwd,
-    .relu_bwd = relu_bwd,
-    .leaky_relu_fwd = leaky_relu_fwd,
-    .leaky_relu_bwd = leaky_relu_bwd,
-    .gelu_fwd = gelu_fwd,
-    .gelu_bwd = gelu_bwd,
-    .tanh_fwd = tanh_fwd,
-    .tanh_bwd = tanh_bwd,
-    .sigmoid_fwd = sigmoid_fwd,
-    .sigmoid_bwd = sigmoid_bwd,
-    .softmax_rows = softmax_rows,
-    .log_softmax_rows = log_softmax_rows,
-    .axpy = axpy,
-    .scale = scale,
-    .mul = mul,
-    .sum = sum,
-    .sum_sq = sum_sq,
-    .dot = dot,
-    .sgd_update = sgd_update,
-    .adam_update = adam_update,
-};
+KDI_KERNEL_TABLE(KDI_SIMD_TABLE, KDI_SIMD_NAME);
