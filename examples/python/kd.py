@@ -50,8 +50,9 @@ __all__ = ["KdError", "Model", "Loss", "Optimizer", "Trainer", "FeatureLoss", "D
 OK, ERR_ARGUMENT, ERR_SHAPE, ERR_NOMEM, ERR_IO, ERR_FORMAT, ERR_NUMERIC, ERR_STATE, \
     ERR_UNSUPPORTED = range(9)
 # kd_loss_kind, kd_loss_option, kd_loss_part
-LOSS_HINTON, LOSS_LOGIT_MSE, LOSS_DKD = 0, 1, 2
+LOSS_HINTON, LOSS_LOGIT_MSE, LOSS_DKD, LOSS_DIST = 0, 1, 2, 3
 LOSS_TEMPERATURE, LOSS_ALPHA, LOSS_BETA, LOSS_CE_WEIGHT = 0, 1, 2, 3
+LOSS_LOGIT_STANDARDIZE, LOSS_GAMMA, LOSS_HARD_MEAN = 4, 5, 6
 LOSS_PART_TOTAL, LOSS_PART_SOFT, LOSS_PART_HARD = 0, 1, 2
 # kd_optimizer_kind, kd_optimizer_option, kd_schedule
 OPTIMIZER_SGD, OPTIMIZER_ADAM, OPTIMIZER_ADAMW = 0, 1, 2
@@ -115,6 +116,7 @@ _STATUS = {
     "kd_loss_set_float": (_P, ctypes.c_int, ctypes.c_float),
     "kd_loss_get_float": (_P, ctypes.c_int, _F),
     "kd_loss_forward": (_P, _F, _F, _I32, _I64, _I64, _F),
+    "kd_loss_forward_logits": (_P, _F, _F, _I32, _I64, _I64, _F),
     "kd_loss_backward": (_P, _F),
     "kd_loss_value": (_P, ctypes.c_int, _F),
     "kd_optimizer_create": (ctypes.c_int, _P, ctypes.POINTER(_P)),
@@ -527,7 +529,7 @@ class _Gradients:
 
 class Loss(_Handle, _Gradients):
     """A distillation loss: Hinton's alpha T^2 KL(teacher_T || student_T) + (1 - alpha) CE by
-    default, or LOSS_LOGIT_MSE, LOSS_DKD."""
+    default, or LOSS_LOGIT_MSE, LOSS_DKD, LOSS_DIST."""
 
     _destroy = "kd_loss_destroy"
 
@@ -556,6 +558,16 @@ class Loss(_Handle, _Gradients):
         n, v = batch * classes, ctypes.c_float()
         lib().kd_loss_forward(self._h, _floats(student_logits, n), _floats(soft_targets, n),
                               _labels(labels, batch), batch, classes, ctypes.byref(v))
+        self._ran(n)
+        return v.value
+
+    def forward_logits(self, student_logits, teacher_logits, labels, batch, classes):
+        """The same from the teachers' logits [batch, classes] (needed by
+        LOSS_LOGIT_STANDARDIZE, preferred for LOSS_DKD)."""
+        n, v = batch * classes, ctypes.c_float()
+        lib().kd_loss_forward_logits(self._h, _floats(student_logits, n),
+                                     _floats(teacher_logits, n), _labels(labels, batch), batch,
+                                     classes, ctypes.byref(v))
         self._ran(n)
         return v.value
 
