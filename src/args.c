@@ -51,6 +51,7 @@ static const option_def table[] = {
     {"--temperature", FLOAT, AT(temperature), D, 0, 1e6},
     {"--alpha", FLOAT, AT(alpha), D, 0, 1},
     {"--beta", FLOAT, AT(beta), D, 0, 1e6},
+    {"--gamma", FLOAT, AT(gamma), D, 0, 1e6},
     {"--seed", SEED, 0, T | D, 0, 0},
     {"--out", STRING, AT(out), T | D, 0, 0},
     {"--log", STRING, AT(log_path), T | D, 0, 0},
@@ -81,9 +82,10 @@ static void defaults(options *o, command cmd, const char *name)
     o->weight_decay = -1.0f; /* 0, or 0.01 for AdamW (PyTorch's defaults) */
     o->momentum = 0.9f;
     o->cosine = 1;
-    o->temperature = 4.0f;
-    o->alpha = -1.0f; /* resolved after parsing: 0.9 for kd, 1 for mse and dkd */
-    o->beta = 8.0f;   /* DKD's NCKD weight (Zhao et al. 2022) */
+    o->temperature = -1.0f; /* resolved after parsing: 2 with logit standardisation, else 4 */
+    o->alpha = -1.0f;       /* resolved after parsing: 0.9 for kd, 1 for mse and dkd */
+    o->beta = -1.0f;        /* DKD's NCKD weight 8 (Zhao et al. 2022); DIST's inter weight 2 */
+    o->gamma = 2.0f;        /* DIST's intra weight (Huang et al. 2022, CIFAR-100) */
     o->seed = 1;
     o->compare = -1; /* automatic: compare when the tool trains the teacher itself */
 }
@@ -142,14 +144,21 @@ static int set_choice(options *o, const option_def *d, const char *v)
         }
         return bad_value(o, d->name, v, "sgd, adam or adamw");
     }
-    static const char *const methods[] = {"kd", "mse", "dkd", "hinton"};
-    for (int i = 0; i < 4; i++) {
-        if (strcmp(v, methods[i]) == 0) {
-            o->method = i % 3; /* KD_LOSS_HINTON, _LOGIT_MSE, _DKD; "hinton" is "kd" */
+    static const struct {
+        const char *name;
+        int kind, standardize;
+    } methods[] = {{"kd", KD_LOSS_HINTON, 0},     {"hinton", KD_LOSS_HINTON, 0},
+                   {"mse", KD_LOSS_LOGIT_MSE, 0}, {"dkd", KD_LOSS_DKD, 0},
+                   {"dist", KD_LOSS_DIST, 0},     {"kd-ls", KD_LOSS_HINTON, 1},
+                   {"dkd-ls", KD_LOSS_DKD, 1}};
+    for (size_t i = 0; i < sizeof methods / sizeof methods[0]; i++) {
+        if (strcmp(v, methods[i].name) == 0) {
+            o->method = methods[i].kind;
+            o->standardize = methods[i].standardize;
             return EXIT_OK;
         }
     }
-    return bad_value(o, d->name, v, "kd, mse or dkd");
+    return bad_value(o, d->name, v, "kd, mse, dkd, dist, kd-ls or dkd-ls");
 }
 
 static int set_value(options *o, const option_def *d, const char *v)
@@ -265,6 +274,8 @@ int parse_options(options *o, int argc, char **argv, int first)
         return EXIT_USAGE;
     }
     if (o->alpha < 0) o->alpha = o->method == KD_LOSS_HINTON ? 0.9f : 1.0f;
+    if (o->beta < 0) o->beta = o->method == KD_LOSS_DIST ? 2.0f : 8.0f;
+    if (o->temperature < 0) o->temperature = o->standardize ? 2.0f : 4.0f;
     if (o->lr < 0) o->lr = o->optimizer == KD_OPTIMIZER_SGD ? 0.05f : 0.001f;
     if (o->weight_decay < 0) o->weight_decay = o->optimizer == KD_OPTIMIZER_ADAMW ? 0.01f : 0.0f;
     if (o->nesterov && o->optimizer != KD_OPTIMIZER_SGD) {

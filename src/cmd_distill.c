@@ -90,7 +90,9 @@ static void protocol(const options *o, run_config *c)
     c->temperature = o->temperature;
     c->alpha = o->alpha;
     c->beta = o->beta;
+    c->gamma = o->gamma;
     c->method = o->method;
+    c->standardize = o->standardize;
     c->resume = o->resume;
     c->stop_after = o->stop_after;
 }
@@ -132,8 +134,9 @@ static int own_teacher(state *s)
     c.spec = spec;
     c.epochs = o->teacher_epochs;
     c.temperature = 1.0f;
-    c.alpha = c.beta = 0.0f;
+    c.alpha = c.beta = c.gamma = 0.0f;
     c.method = KD_LOSS_HINTON;
+    c.standardize = 0;
     c.checkpoint = checkpoint_of(o, ".teacher", ckpt, sizeof ckpt);
     snprintf(key_text, sizeof key_text, "%d %llu %d %d %.9g %.9g %.9g %.9g %d %d %d %.9g",
              c.optimizer, (unsigned long long)c.seed, c.epochs, c.batch, (double)c.lr,
@@ -229,8 +232,9 @@ static int train_students(state *s)
     c.key = "alone";
     c.spec = spec;
     c.temperature = 1.0f;
-    c.alpha = c.beta = 0.0f;
+    c.alpha = c.beta = c.gamma = 0.0f;
     c.method = KD_LOSS_HINTON;
+    c.standardize = 0;
     c.checkpoint = checkpoint_of(o, ".alone", ckpt, sizeof ckpt);
     return run_training(&c, s->d.train, s->d.test, &s->p, &s->alone);
 }

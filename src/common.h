@@ -9,7 +9,7 @@
 #include "kd.h"
 
 /* Exit codes, documented in kd --help and kd(1). */
-enum { EXIT_OK = 0, EXIT_RUNTIME = 1, EXIT_USAGE = 2 };
+enum { EXIT_OK = 0, EXIT_RUNTIME = 1, EXIT_USAGE = 2, EXIT_COLLAPSE = 3 };
 
 #define MAX_TEACHERS 16
 #define DEFAULT_DATA_DIR "/usr/share/datasets/fashion-mnist"
@@ -40,9 +40,10 @@ typedef struct options {
     const char *positional; /* eval, info: the model file */
     /* training protocol */
     int epochs, teacher_epochs, batch, warmup_epochs;
-    float lr, momentum, weight_decay, min_lr, clip_norm, temperature, alpha, beta;
+    float lr, momentum, weight_decay, min_lr, clip_norm, temperature, alpha, beta, gamma;
     int nesterov, cosine, optimizer; /* optimizer: a kd_optimizer_kind */
     int method;                      /* a kd_loss_kind */
+    int standardize;                 /* logit standardisation (kd-ls, dkd-ls) */
     uint64_t seed;
     /* outputs */
     const char *out, *log_path, *report_dir, *checkpoint, *soft_cache, *cache_dir;
@@ -145,8 +146,9 @@ typedef struct run_config {
     const char *spec;
     uint64_t seed;
     int epochs, batch, warmup_epochs;
-    float lr, momentum, weight_decay, min_lr, clip_norm, temperature, alpha, beta;
+    float lr, momentum, weight_decay, min_lr, clip_norm, temperature, alpha, beta, gamma;
     int nesterov, cosine, optimizer, method; /* method: a kd_loss_kind */
+    int standardize;                         /* KD_LOSS_LOGIT_STANDARDIZE */
     kd_model *const *teachers;               /* borrowed; NULL/0 for a run without teachers */
     const float *teacher_weights;
     int nteachers;

@@ -92,7 +92,11 @@ static int setup(const run_config *c, const kd_dataset *train, handles *h, int64
     TRY("loss", kd_loss_create((kd_loss_kind)kind, &h->loss));
     TRY("--temperature", kd_loss_set_float(h->loss, KD_LOSS_TEMPERATURE, c->temperature));
     TRY("--alpha", kd_loss_set_float(h->loss, KD_LOSS_ALPHA, c->nteachers > 0 ? c->alpha : 0.0f));
-    if (kind == KD_LOSS_DKD) TRY("--beta", kd_loss_set_float(h->loss, KD_LOSS_BETA, c->beta));
+    if (kind == KD_LOSS_DKD || kind == KD_LOSS_DIST)
+        TRY("--beta", kd_loss_set_float(h->loss, KD_LOSS_BETA, c->beta));
+    if (kind == KD_LOSS_DIST) TRY("--gamma", kd_loss_set_float(h->loss, KD_LOSS_GAMMA, c->gamma));
+    if (c->nteachers > 0 && c->standardize)
+        TRY("--method", kd_loss_set_float(h->loss, KD_LOSS_LOGIT_STANDARDIZE, 1.0f));
     if ((rc = setup_optimizer(c, h, total_steps)) != EXIT_OK) return rc;
     TRY("trainer", kd_trainer_create(h->m, h->loss, h->opt, &h->t));
     for (int i = 0; i < c->nteachers; i++)
@@ -107,12 +111,13 @@ static uint64_t fingerprint(const run_config *c, const kd_dataset *train)
     int64_t n;
     kd_dataset_size(train, &n);
     snprintf(buf, sizeof buf,
-             "%d %d %.9g %llu %d %d %.9g %.9g %.9g %.9g %.9g %.9g %d %d %d %lld %llx %d %.9g",
+             "%d %d %.9g %llu %d %d %.9g %.9g %.9g %.9g %.9g %.9g %d %d %d %lld %llx %d %.9g"
+             " %.9g %d",
              c->method, c->optimizer, (double)c->beta, (unsigned long long)c->seed, c->epochs,
              c->batch, (double)c->lr, (double)c->momentum, (double)c->weight_decay,
              (double)c->min_lr, (double)c->temperature, (double)c->alpha, c->nesterov, c->cosine,
              c->nteachers, (long long)n, (unsigned long long)c->teacher_hash, c->warmup_epochs,
-             (double)c->clip_norm);
+             (double)c->clip_norm, (double)c->gamma, c->standardize);
     return hash_str(hash_str(0xcbf29ce484222325ULL, c->spec), buf);
 }
 
@@ -151,6 +156,18 @@ static void gather(const run_config *c, const kd_batcher *b, int64_t n, int64_t 
                    sizeof(float) * (size_t)classes);
 }
 
+/* A run that collapsed: stopped with what happened and what to try, so that no table ever
+ * reports it as a result of distillation. */
+static int collapsed(const run_config *c, int epoch, const char *what)
+{
+    fail_msg("the %s collapsed in epoch %d: %s. It was stopped; nothing is saved or compared. "
+             "Try a warm-up (--warmup-epochs 1 or 2), a smaller --lr (it is %g), "
+             "--clip-norm 1%s",
+             c->name, epoch, what, (double)c->lr,
+             c->nteachers > 0 ? ", or a lower --alpha or --temperature" : "");
+    return EXIT_COLLAPSE;
+}
+
 typedef struct sums {
     double loss, ce;
     int64_t hit, seen, steps;
@@ -174,6 +191,13 @@ static int one_epoch(const run_config *c, const kd_dataset *train, handles *h, w
         if (c->teacher_logits != NULL) gather(c, b, n, classes, w->z);
         float value;
         st = kd_trainer_step(h->t, w->x, w->labels, c->teacher_logits ? w->z : NULL, rows, &value);
+        if (st == KD_ERR_NUMERIC) {
+            char what[640];
+            snprintf(what, sizeof what, "step %lld gave a non-finite value (%s)",
+                     (long long)s->steps + 1, kd_last_error());
+            rc = collapsed(c, epoch, what);
+            break;
+        }
         if (st != KD_OK) {
             char what[128];
             snprintf(what, sizeof what, "%s, epoch %d, step %lld", c->name, epoch,
@@ -203,6 +227,24 @@ int test_accuracy(kd_model *m, const kd_dataset *test, double *accuracy)
     return EXIT_OK;
 }
 
+/* Training accuracy at chance after a whole epoch (within a fifth of 1 / classes) is a collapse:
+ * every prediction one class, or noise; the loss stays flat. A run that learns anything at all is
+ * far above it after one epoch. */
+static int check_collapse(const run_config *c, kd_model *m, const epoch_rec *r)
+{
+    int64_t classes;
+    kd_model_output_size(m, &classes);
+    double chance = 100.0 / (double)classes;
+    if (!isfinite(r->loss)) return collapsed(c, r->epoch, "the loss is not finite");
+    if (classes < 2 || r->train_acc > 1.2 * chance) return EXIT_OK;
+    char what[256];
+    snprintf(what, sizeof what,
+             "training accuracy %.2f%% is chance for %lld classes (test %.2f%%), the loss %.4g "
+             "flat",
+             r->train_acc, (long long)classes, r->test_acc, r->loss);
+    return collapsed(c, r->epoch, what);
+}
+
 static int epochs_loop(const run_config *c, const kd_dataset *train, const kd_dataset *test,
                        handles *h, workspace *w, uint64_t print, progress *p, run_result *out)
 {
@@ -221,6 +263,7 @@ static int epochs_loop(const run_config *c, const kd_dataset *train, const kd_da
         r->train_acc = 100.0 * (double)s.hit / (double)s.seen;
         r->lr = lr;
         if ((rc = test_accuracy(h->m, test, &r->test_acc)) != EXIT_OK) return rc;
+        if ((rc = check_collapse(c, h->m, r)) != EXIT_OK) return rc;
         r->seconds = offset + now_seconds() - start;
         out->hist.n++;
         progress_epoch(p, r);

@@ -263,12 +263,16 @@ void describe_protocol(const options *o, char *out, size_t size)
 
 void describe_method(const options *o, char *out, size_t size)
 {
+    const char *ls = o->standardize ? " with logit standardisation" : "";
     if (o->method == KD_LOSS_LOGIT_MSE)
         snprintf(out, size, "logit MSE, alpha = %g", (double)o->alpha);
     else if (o->method == KD_LOSS_DKD)
-        snprintf(out, size, "DKD, T = %g, alpha = %g, beta = %g", (double)o->temperature,
+        snprintf(out, size, "DKD%s, T = %g, alpha = %g, beta = %g", ls, (double)o->temperature,
                  (double)o->alpha, (double)o->beta);
+    else if (o->method == KD_LOSS_DIST)
+        snprintf(out, size, "DIST, T = %g, beta = %g, gamma = %g", (double)o->temperature,
+                 (double)o->beta, (double)o->gamma);
     else
-        snprintf(out, size, "Hinton's KD, T = %g, alpha = %g", (double)o->temperature,
+        snprintf(out, size, "Hinton's KD%s, T = %g, alpha = %g", ls, (double)o->temperature,
                  (double)o->alpha);
 }

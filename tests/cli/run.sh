@@ -141,13 +141,27 @@ expect "the logits cache is reused" 0 "teacher logits: reused" \
     --soft-targets-cache "$TMP/logits.safetensors"
 acc=$("$KD" eval "$S" --test "$TEST" --quiet)
 check "the distilled student learned ($acc% > 50%)" awk "BEGIN { exit !($acc > 50) }"
-expect "bad method" 2 "--method 'fitnet' is not kd, mse or dkd" "$KD" distill --method fitnet
+expect "bad method" 2 "--method 'fitnet' is not kd, mse, dkd, dist, kd-ls or dkd-ls" \
+    "$KD" distill --method fitnet
 expect "--method dkd" 0 "DKD, T = 4, alpha = 1, beta = 8" \
     "$KD" distill --teacher "$T" --student 784-32-10 --epochs 1 $SETS --out "$TMP/d.safetensors" \
     --method dkd --lr 0.005
 expect "--method mse" 0 "logit MSE, alpha = 1" \
     "$KD" distill --teacher "$T" --student 784-32-10 --epochs 1 $SETS --out "$TMP/m.safetensors" \
     --method mse --lr 0.01
+expect "--method dist" 0 "DIST, T = 4, beta = 2, gamma = 2" \
+    "$KD" distill --teacher "$T" --student 784-32-10 --epochs 1 $SETS --out "$TMP/di.safetensors" \
+    --method dist
+expect "--method kd-ls" 0 "Hinton's KD with logit standardisation, T = 2, alpha = 0.9" \
+    "$KD" distill --teacher "$T" --student 784-32-10 --epochs 1 $SETS --out "$TMP/ls.safetensors" \
+    --method kd-ls
+expect "--method dkd-ls" 0 "DKD with logit standardisation, T = 2, alpha = 1, beta = 8" \
+    "$KD" distill --teacher "$T" --student 784-32-10 --epochs 1 $SETS --out "$TMP/dl.safetensors" \
+    --method dkd-ls --lr 0.005
+expect "a collapsed run stops with exit 3" 3 "distilled collapsed in epoch 1: .*Try a warm-up" \
+    "$KD" distill --teacher "$T" --student 784-32-10 --epochs 2 $SETS --out "$TMP/c.safetensors" \
+    --compare --lr 5
+check "a collapsed run saves nothing" [ ! -e "$TMP/c.safetensors" ]
 expect "an ensemble of two teachers" 0 "teacher 2" \
     "$KD" distill --teacher "$T" --teacher "$TMP/p.safetensors" --teacher-weight 0.5 \
     --student 784-32-10 --epochs 1 $SETS --out "$TMP/e.safetensors"
