@@ -53,6 +53,7 @@ static const option_def table[] = {
     {"--beta", FLOAT, AT(beta), D, 0, 1e6},
     {"--gamma", FLOAT, AT(gamma), D, 0, 1e6},
     {"--seed", SEED, 0, T | D, 0, 0},
+    {"--seeds", INT, AT(seeds), D, 1, 100},
     {"--out", STRING, AT(out), T | D, 0, 0},
     {"--log", STRING, AT(log_path), T | D, 0, 0},
     {"--report", STRING, AT(report_dir), T | D, 0, 0},
@@ -87,6 +88,7 @@ static void defaults(options *o, command cmd, const char *name)
     o->beta = -1.0f;        /* DKD's NCKD weight 8 (Zhao et al. 2022); DIST's inter weight 2 */
     o->gamma = 2.0f;        /* DIST's intra weight (Huang et al. 2022, CIFAR-100) */
     o->seed = 1;
+    o->seeds = 1;
     o->compare = -1; /* automatic: compare when the tool trains the teacher itself */
 }
 
@@ -280,6 +282,10 @@ int parse_options(options *o, int argc, char **argv, int first)
     if (o->weight_decay < 0) o->weight_decay = o->optimizer == KD_OPTIMIZER_ADAMW ? 0.01f : 0.0f;
     if (o->nesterov && o->optimizer != KD_OPTIMIZER_SGD) {
         fail_msg("--nesterov is for --optimizer sgd");
+        return EXIT_USAGE;
+    }
+    if (o->seeds > 1 && o->checkpoint != NULL) {
+        fail_msg("--seeds and --checkpoint do not go together (one checkpoint, several runs)");
         return EXIT_USAGE;
     }
     if (o->resume && o->checkpoint == NULL) {

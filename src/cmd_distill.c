@@ -2,6 +2,7 @@
  * (teacher trained or reused from the cache, distilled student, the same student alone, and a
  * comparison table). */
 #include <errno.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -20,6 +21,8 @@ typedef struct state {
     float *logits;
     run_result distilled, alone;
     double start;
+    double acc[2][100]; /* --seeds: the distilled [0] and alone [1] test accuracies, seed by seed */
+    int nseeds;
 } state;
 
 static const char *student_spec(const options *o)
@@ -208,13 +211,14 @@ static int get_logits(state *s)
     return teacher_logits(s->teachers, s->nt, s->d.train, cache, print, &s->p, &s->logits);
 }
 
-static int train_students(state *s)
+static int train_students(state *s, uint64_t seed)
 {
     const options *o = s->o;
     char spec[4096], ckpt[4200];
     expand_spec(student_spec(o), spec, sizeof spec);
     run_config c;
     protocol(o, &c);
+    c.seed = seed;
     c.name = "distilled";
     c.key = "distilled";
     c.spec = spec;
@@ -228,6 +232,7 @@ static int train_students(state *s)
     if (rc != EXIT_OK || s->distilled.stopped || !s->compare) return rc;
     /* The same student, seed and batches without the teacher: the loss is the only difference. */
     protocol(o, &c);
+    c.seed = seed;
     c.name = "student alone";
     c.key = "alone";
     c.spec = spec;
@@ -237,6 +242,64 @@ static int train_students(state *s)
     c.standardize = 0;
     c.checkpoint = checkpoint_of(o, ".alone", ckpt, sizeof ckpt);
     return run_training(&c, s->d.train, s->d.test, &s->p, &s->alone);
+}
+
+static double last_acc(const run_result *r);
+
+/* --seeds N: the students again with seeds seed + 1 .. seed + N - 1, their accuracies kept; the
+ * models of the first seed are the ones saved and measured. */
+static int more_seeds(state *s)
+{
+    s->acc[0][0] = last_acc(&s->distilled);
+    if (s->compare) s->acc[1][0] = last_acc(&s->alone);
+    s->nseeds = 1;
+    run_result keep_d = s->distilled, keep_a = s->alone;
+    int rc = EXIT_OK;
+    for (int k = 1; k < s->o->seeds && rc == EXIT_OK; k++) {
+        memset(&s->distilled, 0, sizeof s->distilled);
+        memset(&s->alone, 0, sizeof s->alone);
+        note(&s->p, "seed %llu (%d of %d)", (unsigned long long)(s->o->seed + (uint64_t)k), k + 1,
+             s->o->seeds);
+        rc = train_students(s, s->o->seed + (uint64_t)k);
+        if (rc == EXIT_OK) {
+            s->acc[0][k] = last_acc(&s->distilled);
+            if (s->compare) s->acc[1][k] = last_acc(&s->alone);
+            s->nseeds++;
+        }
+        kd_model_destroy(s->distilled.model);
+        kd_model_destroy(s->alone.model);
+    }
+    s->distilled = keep_d;
+    s->alone = keep_a;
+    return rc;
+}
+
+static void mean_std(const double *x, int n, double *mean, double *sd)
+{
+    double m = 0.0, v = 0.0;
+    for (int i = 0; i < n; i++) m += x[i];
+    m /= n;
+    for (int i = 0; i < n; i++) v += (x[i] - m) * (x[i] - m);
+    *mean = m;
+    *sd = n > 1 ? sqrt(v / (n - 1)) : 0.0; /* the sample standard deviation */
+}
+
+static void print_seeds(const state *s)
+{
+    if (s->nseeds < 2) return;
+    double m, sd;
+    printf("\nOver %d seeds (%llu to %llu), test accuracy, mean +- sample standard deviation:\n",
+           s->nseeds, (unsigned long long)s->o->seed,
+           (unsigned long long)(s->o->seed + (uint64_t)s->nseeds - 1));
+    mean_std(s->acc[0], s->nseeds, &m, &sd);
+    printf("  distilled student  %6.2f%% +- %.2f\n", m, sd);
+    if (!s->compare) return;
+    mean_std(s->acc[1], s->nseeds, &m, &sd);
+    printf("  student alone      %6.2f%% +- %.2f\n", m, sd);
+    double gain[100];
+    for (int i = 0; i < s->nseeds; i++) gain[i] = s->acc[0][i] - s->acc[1][i];
+    mean_std(gain, s->nseeds, &m, &sd);
+    printf("  gain               %+6.2f points +- %.2f\n", m, sd);
 }
 
 static int save(const char *path, kd_model *m)
@@ -281,7 +344,15 @@ static void summary(const state *s, const model_stats *st, int n, char *out, siz
         "parameters and runs %.1fx faster",
         100.0 * k->accuracy / t->accuracy, 100.0 * (double)k->params / (double)t->params,
         t->latency_us / k->latency_us);
-    if (s->compare && used < size) {
+    if (s->compare && used < size && s->nseeds > 1) {
+        double gain[100], m, sd;
+        for (int i = 0; i < s->nseeds; i++) gain[i] = s->acc[0][i] - s->acc[1][i];
+        mean_std(gain, s->nseeds, &m, &sd);
+        used += (size_t)snprintf(out + used, size - used,
+                                 "; over %d seeds distillation %s %.2f +- %.2f points over the "
+                                 "student alone",
+                                 s->nseeds, m >= 0 ? "gained" : "lost", fabs(m), sd);
+    } else if (s->compare && used < size) {
         double gain = k->accuracy - st[n - 2].accuracy;
         used += (size_t)snprintf(out + used, size - used,
                                  "; distillation %s %.2f points over the student alone",
@@ -334,6 +405,8 @@ static int finish(state *s)
     printf("\nOn %lld test images (latency: one image at a time, median; kernels %s):\n\n",
            (long long)ntest, kd_kernels_name());
     print_comparison(stdout, stats, n, 0);
+    if (s->nseeds > 1) printf("\n(the table: seed %llu)\n", (unsigned long long)s->o->seed);
+    print_seeds(s);
     char headline[400];
     summary(s, stats, n, headline, sizeof headline);
     printf("\n%s\n", headline);
@@ -362,9 +435,10 @@ static int pipeline(state *s)
     rc = s->own_teacher ? own_teacher(s) : load_teachers(s);
     if (rc == EXIT_OK) rc = check_teachers(s);
     if (rc == EXIT_OK) rc = get_logits(s);
-    if (rc == EXIT_OK) rc = train_students(s);
+    if (rc == EXIT_OK) rc = train_students(s, o->seed);
     if (rc != EXIT_OK) return rc;
     if (s->distilled.stopped || (s->compare && s->alone.stopped)) return -1;
+    if (o->seeds > 1 && (rc = more_seeds(s)) != EXIT_OK) return rc;
     return finish(s);
 }
 

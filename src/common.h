@@ -48,6 +48,7 @@ typedef struct options {
     /* outputs */
     const char *out, *log_path, *report_dir, *checkpoint, *soft_cache, *cache_dir;
     int quiet, resume, compare, json;
+    int seeds;      /* distill: students trained with seeds seed .. seed + seeds - 1 */
     int stop_after; /* hidden: stop after this epoch, as if killed (tests of --resume) */
 } options;
 

@@ -158,7 +158,9 @@ static void distill_help(FILE *f)
           "  --teacher-spec SPEC, --teacher-epochs N  the teacher kd trains with no --teacher\n"
           "  --compare, --no-compare  also train the student alone (default: only when kd\n"
           "                      trains the teacher itself)\n"
-          "  --cache-dir DIR     where trained teachers and logits are kept\n\n",
+          "  --cache-dir DIR     where trained teachers and logits are kept\n"
+          "  --seeds N           train the students with seeds S .. S+N-1 and report the mean\n"
+          "                      and sample standard deviation of their test accuracy (1)\n\n",
           f);
     fputs(protocol_help, f);
     fputs(output_help, f);

@@ -162,6 +162,9 @@ expect "a collapsed run stops with exit 3" 3 "distilled collapsed in epoch 1: .*
     "$KD" distill --teacher "$T" --student 784-32-10 --epochs 2 $SETS --out "$TMP/c.safetensors" \
     --compare --lr 5
 check "a collapsed run saves nothing" [ ! -e "$TMP/c.safetensors" ]
+expect "--seeds 2 reports mean and deviation" 0 "over 2 seeds distillation" \
+    "$KD" distill --teacher "$T" --student 784-16-10 --epochs 1 $SETS --out "$TMP/s2.safetensors" \
+    --compare --seeds 2
 expect "an ensemble of two teachers" 0 "teacher 2" \
     "$KD" distill --teacher "$T" --teacher "$TMP/p.safetensors" --teacher-weight 0.5 \
     --student 784-32-10 --epochs 1 $SETS --out "$TMP/e.safetensors"
