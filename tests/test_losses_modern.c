@@ -168,6 +168,39 @@ START_TEST(dkd_logits_match_probabilities)
 }
 END_TEST
 
+/* The trainer hands DKD the teacher's logits: a step on the confident teacher's cached logits has
+ * the finite NCKD of kd_loss_forward_logits on the student's logits before the step. */
+START_TEST(dkd_trainer_uses_logits)
+{
+    static const float x[4] = {0.5f, -1.0f, 2.0f, 0.25f}, t[4] = {120, 10, 5, 0};
+    static const int32_t y[1] = {0};
+    kd_model *m;
+    kd_optimizer *o;
+    kd_trainer *tr;
+    float z[4], want, got;
+    ck_assert_int_eq(kd_model_create("input 4 | dense 4", 3, &m), KD_OK);
+    ck_assert_int_eq(kd_model_predict(m, x, 1, z), KD_OK);
+    kd_loss *l = make(KD_LOSS_DKD), *ref = make(KD_LOSS_DKD);
+    kd_loss *both[2] = {l, ref};
+    for (int i = 0; i < 2; i++) {
+        set(both[i], KD_LOSS_ALPHA, 0.0f);
+        set(both[i], KD_LOSS_TEMPERATURE, 1.0f);
+        set(both[i], KD_LOSS_CE_WEIGHT, 0.0f);
+    }
+    ck_assert_int_eq(kd_loss_forward_logits(ref, z, t, y, 1, 4, &want), KD_OK);
+    ck_assert(want > 0.0f);
+    ck_assert_int_eq(kd_optimizer_create(KD_OPTIMIZER_SGD, m, &o), KD_OK);
+    ck_assert_int_eq(kd_trainer_create(m, l, o, &tr), KD_OK);
+    ck_assert_int_eq(kd_trainer_step(tr, x, y, t, 1, &got), KD_OK);
+    ck_assert_msg(fabsf(got - want) < 1e-5f * (1 + want), "%g vs %g", (double)got, (double)want);
+    kd_trainer_destroy(tr);
+    kd_optimizer_destroy(o);
+    kd_loss_destroy(l);
+    kd_loss_destroy(ref);
+    kd_model_destroy(m);
+}
+END_TEST
+
 /* ---------------------------------------------------------------- DIST */
 
 START_TEST(dist_reference_values)
@@ -252,6 +285,7 @@ int main(void)
     tcase_add_test(t, ls_gradients);
     tcase_add_test(t, dkd_confident_teacher);
     tcase_add_test(t, dkd_logits_match_probabilities);
+    tcase_add_test(t, dkd_trainer_uses_logits);
     tcase_add_test(t, dist_reference_values);
     tcase_add_test(t, dist_gradients);
     tcase_add_test(t, hard_mean_ignore_index);
