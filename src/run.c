@@ -160,7 +160,7 @@ static void gather(const run_config *c, const kd_batcher *b, int64_t n, int64_t 
  * reports it as a result of distillation. */
 static int collapsed(const run_config *c, int epoch, const char *what)
 {
-    fail_msg("the %s collapsed in epoch %d: %s. It was stopped; nothing is saved or compared. "
+    fail_msg("the %s run collapsed in epoch %d: %s. It was stopped; nothing is saved or compared. "
              "Try a warm-up (--warmup-epochs 1 or 2), a smaller --lr (it is %g), "
              "--clip-norm 1%s",
              c->name, epoch, what, (double)c->lr,
@@ -171,6 +171,11 @@ static int collapsed(const run_config *c, int epoch, const char *what)
 typedef struct sums {
     double loss, ce;
     int64_t hit, seen, steps;
+    /* The last quarter of the epoch's batches: where the student ended up, for the collapse
+     * check (the epoch's mean hides a student that learned, then collapsed). */
+    int64_t tail_hit, tail_seen;
+    double tail_loss;
+    int64_t tail_steps;
 } sums;
 
 static int one_epoch(const run_config *c, const kd_dataset *train, handles *h, workspace *w,
@@ -208,7 +213,14 @@ static int one_epoch(const run_config *c, const kd_dataset *train, handles *h, w
         s->loss += value;
         s->steps++;
         s->seen += rows;
+        int64_t hit = s->hit;
         batch_metrics(h->m, w->labels, rows, &s->ce, &s->hit);
+        if (4 * s->steps > 3 * ((n + c->batch - 1) / c->batch)) {
+            s->tail_hit += s->hit - hit;
+            s->tail_seen += rows;
+            s->tail_loss += value;
+            s->tail_steps++;
+        }
         progress_step(p, epoch, s->steps, s->loss / (double)s->steps,
                       100.0 * (double)s->hit / (double)s->seen);
     }
@@ -227,21 +239,23 @@ int test_accuracy(kd_model *m, const kd_dataset *test, double *accuracy)
     return EXIT_OK;
 }
 
-/* Training accuracy at chance after a whole epoch (within a fifth of 1 / classes) is a collapse:
- * every prediction one class, or noise; the loss stays flat. A run that learns anything at all is
- * far above it after one epoch. */
-static int check_collapse(const run_config *c, kd_model *m, const epoch_rec *r)
+/* Training accuracy at chance over the last quarter of an epoch (within a fifth of 1 / classes) is
+ * a collapse: every prediction one class, or noise, and a flat loss. A run that learns anything
+ * at all is far above it after one epoch. */
+static int check_collapse(const run_config *c, kd_model *m, const epoch_rec *r, const sums *s)
 {
     int64_t classes;
     kd_model_output_size(m, &classes);
     double chance = 100.0 / (double)classes;
     if (!isfinite(r->loss)) return collapsed(c, r->epoch, "the loss is not finite");
-    if (classes < 2 || r->train_acc > 1.2 * chance) return EXIT_OK;
+    if (classes < 2 || s->tail_seen == 0) return EXIT_OK;
+    double acc = 100.0 * (double)s->tail_hit / (double)s->tail_seen;
+    if (acc > 1.2 * chance) return EXIT_OK;
     char what[256];
     snprintf(what, sizeof what,
-             "training accuracy %.2f%% is chance for %lld classes (test %.2f%%), the loss %.4g "
-             "flat",
-             r->train_acc, (long long)classes, r->test_acc, r->loss);
+             "over the last quarter of the epoch the training accuracy was %.2f%%, chance for "
+             "%lld classes, and the loss flat at %.4g (test accuracy %.2f%%)",
+             acc, (long long)classes, s->tail_loss / (double)s->tail_steps, r->test_acc);
     return collapsed(c, r->epoch, what);
 }
 
@@ -263,7 +277,7 @@ static int epochs_loop(const run_config *c, const kd_dataset *train, const kd_da
         r->train_acc = 100.0 * (double)s.hit / (double)s.seen;
         r->lr = lr;
         if ((rc = test_accuracy(h->m, test, &r->test_acc)) != EXIT_OK) return rc;
-        if ((rc = check_collapse(c, h->m, r)) != EXIT_OK) return rc;
+        if ((rc = check_collapse(c, h->m, r, &s)) != EXIT_OK) return rc;
         r->seconds = offset + now_seconds() - start;
         out->hist.n++;
         progress_epoch(p, r);
