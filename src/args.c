@@ -89,6 +89,7 @@ static void defaults(options *o, command cmd, const char *name)
     o->gamma = 2.0f;        /* DIST's intra weight (Huang et al. 2022, CIFAR-100) */
     o->seed = 1;
     o->seeds = 1;
+    o->warmup_epochs = cmd == CMD_DISTILL ? -1 : 0; /* resolved after parsing */
     o->compare = -1; /* automatic: compare when the tool trains the teacher itself */
 }
 
@@ -277,6 +278,12 @@ int parse_options(options *o, int argc, char **argv, int first)
     }
     if (o->alpha < 0) o->alpha = o->method == KD_LOSS_HINTON ? 0.9f : 1.0f;
     if (o->beta < 0) o->beta = o->method == KD_LOSS_DIST ? 2.0f : 8.0f;
+    if (o->warmup_epochs < 0) {
+        o->warmup_auto = 1;
+        o->warmup_epochs = o->epochs / 2 < DEFAULT_DISTILL_WARMUP_EPOCHS
+                               ? o->epochs / 2
+                               : DEFAULT_DISTILL_WARMUP_EPOCHS;
+    }
     if (o->temperature < 0) o->temperature = o->standardize ? 2.0f : 4.0f;
     if (o->lr < 0) o->lr = o->optimizer == KD_OPTIMIZER_SGD ? 0.05f : 0.001f;
     if (o->weight_decay < 0) o->weight_decay = o->optimizer == KD_OPTIMIZER_ADAMW ? 0.01f : 0.0f;

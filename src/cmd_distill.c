@@ -136,6 +136,7 @@ static int own_teacher(state *s)
     c.key = "teacher";
     c.spec = spec;
     c.epochs = o->teacher_epochs;
+    c.warmup_epochs = o->warmup_auto ? 0 : o->warmup_epochs; /* the students' default is theirs */
     c.temperature = 1.0f;
     c.alpha = c.beta = c.gamma = 0.0f;
     c.method = KD_LOSS_HINTON;

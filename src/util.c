@@ -255,6 +255,9 @@ void describe_protocol(const options *o, char *out, size_t size)
                               o->nesterov ? " (Nesterov)" : "");
     n += (size_t)snprintf(out + n, size - n, ", lr %g%s", (double)o->lr,
                           o->cosine ? " with cosine decay" : "");
+    if (o->warmup_epochs > 0 && n < size)
+        n += (size_t)snprintf(out + n, size - n, " after a %d-epoch warm-up%s", o->warmup_epochs,
+                              o->warmup_auto ? " (students)" : "");
     if (o->weight_decay > 0 && n < size)
         n += (size_t)snprintf(out + n, size - n, ", weight decay %g", (double)o->weight_decay);
     if (n < size)
