@@ -161,9 +161,9 @@ static void gather(const run_config *c, const kd_batcher *b, int64_t n, int64_t 
 static int collapsed(const run_config *c, int epoch, const char *what)
 {
     fail_msg("the %s run collapsed in epoch %d: %s. It was stopped; nothing is saved or compared. "
-             "Try a warm-up (--warmup-epochs 1 or 2), a smaller --lr (it is %g), "
+             "Try a smaller --lr (it is %g), a longer warm-up (--warmup-epochs, it is %d), "
              "--clip-norm 1%s",
-             c->name, epoch, what, (double)c->lr,
+             c->name, epoch, what, (double)c->lr, c->warmup_epochs,
              c->nteachers > 0 ? ", or a lower --alpha or --temperature" : "");
     return EXIT_COLLAPSE;
 }
