@@ -21,8 +21,8 @@ enum { EXIT_OK = 0, EXIT_RUNTIME = 1, EXIT_USAGE = 2, EXIT_COLLAPSE = 3 };
 #define DEFAULT_STUDENT_EPOCHS 15
 #define DEFAULT_TRAIN_EPOCHS 10
 /* The students' warm-up in kd distill: without one, a CNN student without batch norm distilled at
- * T = 4, alpha = 0.9, lr 0.05 collapsed on 3 seeds of 6 in its first epoch; with two epochs none
- * of 10 did (docs/kd.1). At most half of the run. */
+ * T = 4, alpha = 0.9, lr 0.05 collapsed in its first epoch on 2 seeds of 6, with one epoch on 1
+ * of 6, with two on none of 10 (docs/kd.1). At most half of the run. */
 #define DEFAULT_DISTILL_WARMUP_EPOCHS 2
 
 /* ---------------------------------------------------------------- options (args.c) */

@@ -43,39 +43,43 @@ static const char data_help[] =
     "  --train PREFIX      training set PREFIX-images-idx3-ubyte.gz, PREFIX-labels-idx1-ubyte.gz\n"
     "  --test PREFIX       test set, named the same way\n\n";
 
-static const char protocol_help[] =
-    "training (defaults: the protocol of the libkd benchmarks):\n"
-    "  --epochs N          passes over the training set "
-    "(train " STR(DEFAULT_TRAIN_EPOCHS) ", distill " STR(
-        DEFAULT_STUDENT_EPOCHS) ")\n"
-                                "  --batch B           examples "
-                                "per step (128)\n"
-                                "  --optimizer O       sgd "
-                                "(default), adam or adamw\n"
-                                "  --lr LR             base "
-                                "learning rate (0.05 for SGD, "
-                                "0.001 for Adam and AdamW)\n"
-                                "  --schedule S        cosine "
-                                "(default) or constant\n"
-                                "  --min-lr LR         where the "
-                                "cosine decay ends (0)\n"
-                                "  --warmup-epochs N   linear "
-                                "warm-up from 0 over N epochs (0; for the\n"
-                                "                      students of distill 2, at most half the "
-                                "run)\n"
-                                "  --clip-norm C       clip the "
-                                "gradients' global norm to C (0: "
-                                "off)\n"
-                                "  --momentum M        SGD "
-                                "momentum in [0, 1) (0.9)\n"
-                                "  --nesterov          SGD with "
-                                "Nesterov momentum\n"
-                                "  --weight-decay WD   weight "
-                                "decay (0; 0.01 for AdamW, which "
-                                "decouples it)\n"
-                                "  --seed S            initial "
-                                "weights and batch order (1); same "
-                                "seed, same model\n\n";
+/* clang-format off: the STR() macros make clang-format scatter these lines */
+static const char
+    protocol_help
+        [] =
+            "training (defaults: the protocol of the libkd benchmarks):\n"
+            "  --epochs N          passes over the training set (train " STR(DEFAULT_TRAIN_EPOCHS) ", distill " STR(
+                DEFAULT_STUDENT_EPOCHS) ")\n"
+                                        "  --batch B           examples per step (128)\n"
+                                        "  --optimizer O       sgd (default), adam or adamw\n"
+                                        "  --lr LR             base learning rate (0.05 for SGD, "
+                                        "0.001 for Adam and AdamW)\n"
+                                        "  --schedule S        cosine (default) or constant\n"
+                                        "  --min-lr LR         where the cosine decay ends (0)\n"
+                                        "  --warmup-epochs N   linear warm-up from 0 over N epochs "
+                                        "(0; for the\n"
+                                        "                      students of distill " STR(
+                                            DEFAULT_DISTILL_WARMUP_EPOCHS) ", at most half the "
+                                                                           "run)\n"
+                                                                           "  --clip-norm C       "
+                                                                           "clip the gradients' "
+                                                                           "global norm to C (0: "
+                                                                           "off)\n"
+                                                                           "  --momentum M        "
+                                                                           "SGD momentum in [0, 1) "
+                                                                           "(0.9)\n"
+                                                                           "  --nesterov          "
+                                                                           "SGD with Nesterov "
+                                                                           "momentum\n"
+                                                                           "  --weight-decay WD   "
+                                                                           "weight decay (0; 0.01 "
+                                                                           "for AdamW, which "
+                                                                           "decouples it)\n"
+                                                                           "  --seed S            "
+                                                                           "initial weights and "
+                                                                           "batch order (1); same "
+                                                                           "seed, same model\n\n";
+/* clang-format on */
 
 static const char output_help[] =
     "output:\n"
