@@ -434,6 +434,13 @@ KD_API kd_status kd_dataset_shape(const kd_dataset *d, int64_t *c, int64_t *h, i
 KD_API const float *kd_dataset_images(const kd_dataset *d);
 KD_API const int32_t *kd_dataset_labels(const kd_dataset *d);
 
+/* Splits d into two new datasets (copies; d is unchanged): *held_out gets round(fraction * n)
+ * examples drawn by a seeded shuffle, *rest the others, each in d's order -- a validation split
+ * of a training set. fraction in (0, 1), and neither part may be empty (KD_ERR_ARGUMENT). The
+ * caller destroys both. */
+KD_API kd_status kd_dataset_split(const kd_dataset *d, float fraction, uint64_t seed,
+                                  kd_dataset **rest, kd_dataset **held_out);
+
 /* Shuffled mini-batches of a borrowed dataset, from an explicit seed. */
 KD_API kd_status kd_batcher_create(const kd_dataset *d, int64_t batch, uint64_t seed,
                                    kd_batcher **out);

@@ -145,6 +145,8 @@ _STATUS = {
     "kd_feature_loss_backward": (_P, _F),
     "kd_dataset_load_idx": (_S, _S, ctypes.POINTER(_P)),
     "kd_dataset_size": (_P, _PI64),
+    "kd_dataset_split": (_P, ctypes.c_float, ctypes.c_uint64, ctypes.POINTER(_P),
+                         ctypes.POINTER(_P)),
     "kd_dataset_shape": (_P, _PI64, _PI64, _PI64),
     "kd_batcher_create": (_P, _I64, ctypes.c_uint64, ctypes.POINTER(_P)),
     "kd_batcher_next": (_P, _F, _I32, _PI64),
@@ -764,6 +766,16 @@ class Dataset(_Handle):
     @classmethod
     def load_idx(cls, images_path, labels_path=None):
         return cls(images_path, labels_path)
+
+    def split(self, fraction, seed):
+        """(rest, held_out): new datasets, held_out with round(fraction * n) examples drawn by
+        a seeded shuffle (a validation split)."""
+        a, b = _P(), _P()
+        lib().kd_dataset_split(self._h, fraction, seed, ctypes.byref(a), ctypes.byref(b))
+        rest, held = Dataset.__new__(Dataset), Dataset.__new__(Dataset)
+        _Handle.__init__(rest, a.value)
+        _Handle.__init__(held, b.value)
+        return rest, held
 
     @property
     def size(self):
