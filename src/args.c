@@ -8,7 +8,19 @@
 
 #include "common.h"
 
-enum kind { FLAG, INT, FLOAT, STRING, TEACHER, TEACHER_WEIGHT, SEED, SCHEDULE, OPTIMIZER, METHOD };
+enum kind {
+    FLAG,
+    INT,
+    FLOAT,
+    STRING,
+    TEACHER,
+    TEACHER_WEIGHT,
+    SEED,
+    SCHEDULE,
+    OPTIMIZER,
+    METHOD,
+    KEEP
+};
 
 /* Which commands take an option. */
 #define T (1 << CMD_TRAIN)
@@ -54,6 +66,8 @@ static const option_def table[] = {
     {"--gamma", FLOAT, AT(gamma), D, 0, 1e6},
     {"--seed", SEED, 0, T | D, 0, 0},
     {"--seeds", INT, AT(seeds), D, 1, 100},
+    {"--val", FLOAT, AT(val_fraction), D, 0, 0.9},
+    {"--keep", KEEP, 0, D, 0, 0},
     {"--out", STRING, AT(out), T | D, 0, 0},
     {"--log", STRING, AT(log_path), T | D, 0, 0},
     {"--report", STRING, AT(report_dir), T | D, 0, 0},
@@ -90,6 +104,7 @@ static void defaults(options *o, command cmd, const char *name)
     o->seed = 1;
     o->seeds = 1;
     o->warmup_epochs = cmd == CMD_DISTILL ? -1 : 0; /* resolved after parsing */
+    o->val_fraction = cmd == CMD_DISTILL ? 0.1f : 0.0f;
     o->compare = -1; /* automatic: compare when the tool trains the teacher itself */
 }
 
@@ -146,6 +161,13 @@ static int set_choice(options *o, const option_def *d, const char *v)
             }
         }
         return bad_value(o, d->name, v, "sgd, adam or adamw");
+    }
+    if (d->kind == KEEP) {
+        if (strcmp(v, "best") == 0 || strcmp(v, "last") == 0) {
+            o->keep_best = strcmp(v, "best") == 0;
+            return EXIT_OK;
+        }
+        return bad_value(o, d->name, v, "best or last");
     }
     static const struct {
         const char *name;
@@ -289,6 +311,15 @@ int parse_options(options *o, int argc, char **argv, int first)
     if (o->weight_decay < 0) o->weight_decay = o->optimizer == KD_OPTIMIZER_ADAMW ? 0.01f : 0.0f;
     if (o->nesterov && o->optimizer != KD_OPTIMIZER_SGD) {
         fail_msg("--nesterov is for --optimizer sgd");
+        return EXIT_USAGE;
+    }
+    if (o->keep_best && o->checkpoint != NULL) {
+        fail_msg("--keep best and --checkpoint do not go together (the best epoch's model is "
+                 "not in the checkpoint)");
+        return EXIT_USAGE;
+    }
+    if (o->keep_best && o->val_fraction <= 0) {
+        fail_msg("--keep best chooses on the validation split: it needs --val > 0");
         return EXIT_USAGE;
     }
     if (o->seeds > 1 && o->checkpoint != NULL) {

@@ -98,6 +98,7 @@ static void protocol(const options *o, run_config *c)
     c->standardize = o->standardize;
     c->resume = o->resume;
     c->stop_after = o->stop_after;
+    c->keep_best = o->keep_best;
 }
 
 static const char *checkpoint_of(const options *o, const char *suffix, char *buf, size_t size)
@@ -105,6 +106,12 @@ static const char *checkpoint_of(const options *o, const char *suffix, char *buf
     if (o->checkpoint == NULL) return NULL;
     snprintf(buf, size, "%s%s", o->checkpoint, suffix);
     return buf;
+}
+
+/* Where per-epoch accuracy is measured: the validation split, or (--val 0) the test set. */
+static const kd_dataset *eval_set(const state *s)
+{
+    return s->d.val != NULL ? s->d.val : s->d.test;
 }
 
 static int load_teachers(state *s)
@@ -137,6 +144,7 @@ static int own_teacher(state *s)
     c.spec = spec;
     c.epochs = o->teacher_epochs;
     c.warmup_epochs = o->warmup_auto ? 0 : o->warmup_epochs; /* the students' default is theirs */
+    c.keep_best = 0; /* its cache key does not say which epoch */
     c.temperature = 1.0f;
     c.alpha = c.beta = c.gamma = 0.0f;
     c.method = KD_LOSS_HINTON;
@@ -160,7 +168,7 @@ static int own_teacher(state *s)
     note(&s->p, "teacher: training %s for %d epochs; it will be kept as %s", teacher_spec(o),
          c.epochs, path);
     static run_result r;
-    int rc = run_training(&c, s->d.train, s->d.test, &s->p, &r);
+    int rc = run_training(&c, s->d.train, eval_set(s), s->d.test, &s->p, &r);
     if (rc != EXIT_OK || r.stopped) {
         kd_model_destroy(r.model);
         return rc != EXIT_OK ? rc : -1;
@@ -229,7 +237,7 @@ static int train_students(state *s, uint64_t seed)
     c.teacher_logits = s->logits;
     c.teacher_hash = hash_bytes(s->teacher_hash, c.teacher_weights, sizeof(float) * (size_t)s->nt);
     c.checkpoint = o->checkpoint;
-    int rc = run_training(&c, s->d.train, s->d.test, &s->p, &s->distilled);
+    int rc = run_training(&c, s->d.train, eval_set(s), s->d.test, &s->p, &s->distilled);
     if (rc != EXIT_OK || s->distilled.stopped || !s->compare) return rc;
     /* The same student, seed and batches without the teacher: the loss is the only difference. */
     protocol(o, &c);
@@ -242,7 +250,7 @@ static int train_students(state *s, uint64_t seed)
     c.method = KD_LOSS_HINTON;
     c.standardize = 0;
     c.checkpoint = checkpoint_of(o, ".alone", ckpt, sizeof ckpt);
-    return run_training(&c, s->d.train, s->d.test, &s->p, &s->alone);
+    return run_training(&c, s->d.train, eval_set(s), s->d.test, &s->p, &s->alone);
 }
 
 static double last_acc(const run_result *r);
@@ -312,7 +320,7 @@ static int save(const char *path, kd_model *m)
     return fail_kd(what, st);
 }
 
-static double last_acc(const run_result *r) { return r->hist.rec[r->hist.n - 1].test_acc; }
+static double last_acc(const run_result *r) { return r->test_acc; }
 
 static int collect(state *s, model_stats *stats, int *n)
 {
@@ -365,7 +373,7 @@ static void summary(const state *s, const model_stats *st, int n, char *out, siz
 static int write_report(state *s, const model_stats *stats, int n, const char *headline)
 {
     const options *o = s->o;
-    char subtitle[1200], data[400], notes[600], proto[256], method[128];
+    char subtitle[1200], data[400], notes[900], proto[256], method[128];
     describe_data(o, &s->d, data, sizeof data);
     describe_protocol(o, proto, sizeof proto);
     describe_method(o, method, sizeof method);
@@ -387,7 +395,14 @@ static int write_report(state *s, const model_stats *stats, int n, const char *h
     series[ns++] = (report_series){"distilled student", "#059669", &s->distilled.hist};
     char title[300];
     snprintf(title, sizeof title, "Distilling %s into %s", stats[0].shape, stats[n - 1].shape);
-    report rep = {title, subtitle, headline, series, ns, stats, n, 0, notes};
+    if (s->d.val != NULL) {
+        size_t used = strlen(notes);
+        snprintf(notes + used, sizeof notes - used,
+                 " Per-epoch accuracy is on the validation split, held out of the training set; "
+                 "the students kept are from their %s.",
+                 o->keep_best ? "best epoch on validation" : "last epoch");
+    }
+    report rep = {title, subtitle, headline, series, ns, stats, n, 0, notes, s->d.val != NULL};
     int rc = report_write(o->report_dir, &rep);
     if (rc == EXIT_OK) note(&s->p, "report: %s/index.html", o->report_dir);
     return rc;
@@ -407,6 +422,11 @@ static int finish(state *s)
            (long long)ntest, kd_kernels_name());
     print_comparison(stdout, stats, n, 0);
     if (s->nseeds > 1) printf("\n(the table: seed %llu)\n", (unsigned long long)s->o->seed);
+    if (s->d.val != NULL)
+        printf("\nStudents kept: %s (--keep %s). Per-epoch accuracy was measured on the "
+               "validation split; the test set serves this table only.\n",
+               s->o->keep_best ? "the best epoch on validation" : "the last epoch",
+               s->o->keep_best ? "best" : "last");
     print_seeds(s);
     char headline[400];
     summary(s, stats, n, headline, sizeof headline);
@@ -424,6 +444,15 @@ static int pipeline(state *s)
     const options *o = s->o;
     int rc = load_data(o, 1, 1, &s->d);
     if (rc != EXIT_OK) return rc;
+    if (o->val_fraction > 0) { /* every choice on validation; the test set only reported */
+        kd_dataset *rest, *val;
+        kd_status st = kd_dataset_split(s->d.train, o->val_fraction, o->seed, &rest, &val);
+        if (st != KD_OK) return fail_kd("--val", st);
+        kd_dataset_destroy(s->d.train);
+        s->d.train = rest;
+        s->d.val = val;
+        s->p.eval_name = "val";
+    }
     char data[400];
     describe_data(o, &s->d, data, sizeof data);
     note(&s->p, "data: %s", data);

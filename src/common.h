@@ -52,9 +52,11 @@ typedef struct options {
     /* outputs */
     const char *out, *log_path, *report_dir, *checkpoint, *soft_cache, *cache_dir;
     int quiet, resume, compare, json;
-    int seeds;       /* distill: students trained with seeds seed .. seed + seeds - 1 */
-    int warmup_auto; /* distill: --warmup-epochs not given; the students' default applies */
-    int stop_after;  /* hidden: stop after this epoch, as if killed (tests of --resume) */
+    int seeds;          /* distill: students trained with seeds seed .. seed + seeds - 1 */
+    int warmup_auto;    /* distill: --warmup-epochs not given; the students' default applies */
+    float val_fraction; /* distill: the share of the training set held out for validation */
+    int keep_best;      /* distill: keep the best epoch on validation, not the last */
+    int stop_after;     /* hidden: stop after this epoch, as if killed (tests of --resume) */
 } options;
 
 /* Parses argv[first..] for o->cmd into o (defaults first). On a usage error prints one line and
@@ -76,6 +78,7 @@ int print_command_help(FILE *f, const char *name);
 
 typedef struct dataset_pair {
     kd_dataset *train, *test;
+    kd_dataset *val; /* held out of the training set (distill --val), or NULL */
     char train_prefix[1024], test_prefix[1024];
 } dataset_pair;
 
@@ -162,18 +165,23 @@ typedef struct run_config {
     uint64_t teacher_hash;       /* identifies the teachers, for the checkpoint's fingerprint */
     const char *checkpoint;      /* NULL: none */
     int resume, stop_after;
+    int keep_best; /* keep the epoch with the best per-epoch (validation) accuracy */
 } run_config;
 
 typedef struct run_result {
     kd_model *model; /* owned by the caller after run_training */
     history hist;
     double seconds;
-    int stopped; /* --stop-after-epoch ended the run early */
+    int stopped;     /* --stop-after-epoch ended the run early */
+    int kept_epoch;  /* the epoch model is from */
+    double test_acc; /* model's accuracy on the test set */
 } run_result;
 
 /* Trains one model as cfg says; returns an exit code (messages printed). */
-int run_training(const run_config *cfg, const kd_dataset *train, const kd_dataset *test,
-                 struct progress *p, run_result *out);
+/* Per-epoch accuracy is measured on eval (the validation split, or the test set); the kept model's
+ * test accuracy on test goes to out->test_acc. */
+int run_training(const run_config *cfg, const kd_dataset *train, const kd_dataset *eval,
+                 const kd_dataset *test, struct progress *p, run_result *out);
 /* Top-1 accuracy in percent on a labelled set. */
 int test_accuracy(kd_model *m, const kd_dataset *test, double *accuracy);
 
@@ -196,7 +204,8 @@ int history_load(const char *path, uint64_t fingerprint, history *h);
 typedef struct progress {
     int mode; /* 0 quiet, 1 plain lines, 2 terminal bar */
     int unicode;
-    FILE *log; /* --log FILE.jsonl, or NULL */
+    FILE *log;             /* --log FILE.jsonl, or NULL */
+    const char *eval_name; /* what per-epoch accuracy is measured on: "test" or "val" */
     const char *run, *key;
     int epoch, epochs, first_epoch;
     int64_t steps, step;
@@ -256,6 +265,7 @@ typedef struct report {
     const model_stats *stats; /* comparison table, may be NULL */
     int nstats, baseline;
     const char *notes; /* a paragraph of plain text, may be NULL */
+    int validation;    /* 1: per-epoch accuracy is on a validation split, not the test set */
 } report;
 
 /* Writes DIR/index.html; returns an exit code. */

@@ -166,6 +166,11 @@ static void distill_help(FILE *f)
           "  --compare, --no-compare  also train the student alone (default: only when kd\n"
           "                      trains the teacher itself)\n"
           "  --cache-dir DIR     where trained teachers and logits are kept\n"
+          "  --val F             hold out a seeded fraction F of the training set for\n"
+          "                      validation, where per-epoch accuracy is measured (0.1; 0: none,\n"
+          "                      epochs are measured on the test set)\n"
+          "  --keep best|last    keep each student's best epoch on validation, or its last\n"
+          "                      (last)\n"
           "  --seeds N           train the students with seeds S .. S+N-1 and report the mean\n"
           "                      and sample standard deviation of their test accuracy (1)\n\n",
           f);

@@ -259,9 +259,26 @@ static int check_collapse(const run_config *c, kd_model *m, const epoch_rec *r, 
     return collapsed(c, r->epoch, what);
 }
 
-static int epochs_loop(const run_config *c, const kd_dataset *train, const kd_dataset *test,
-                       handles *h, workspace *w, uint64_t print, progress *p, run_result *out)
+/* --keep best: a copy of the student after its best epoch on the evaluation set so far. */
+static int keep_if_best(const run_config *c, kd_model *m, const epoch_rec *r, kd_model **best,
+                        double *best_acc, int *best_epoch)
 {
+    if (!c->keep_best || (*best != NULL && r->test_acc <= *best_acc)) return EXIT_OK;
+    kd_model *copy;
+    kd_status st = kd_model_clone(m, &copy);
+    if (st != KD_OK) return fail_kd("keeping the best epoch's model", st);
+    kd_model_destroy(*best);
+    *best = copy;
+    *best_acc = r->test_acc;
+    *best_epoch = r->epoch;
+    return EXIT_OK;
+}
+
+static int epochs_loop(const run_config *c, const kd_dataset *train, const kd_dataset *test,
+                       handles *h, workspace *w, uint64_t print, progress *p, run_result *out,
+                       kd_model **best)
+{
+    double best_acc = 0.0;
     double offset = out->hist.n > 0 ? out->hist.rec[out->hist.n - 1].seconds : 0.0;
     double start = now_seconds();
     for (int e = out->hist.n + 1; e <= c->epochs; e++) {
@@ -278,6 +295,8 @@ static int epochs_loop(const run_config *c, const kd_dataset *train, const kd_da
         r->lr = lr;
         if ((rc = test_accuracy(h->m, test, &r->test_acc)) != EXIT_OK) return rc;
         if ((rc = check_collapse(c, h->m, r, &s)) != EXIT_OK) return rc;
+        if ((rc = keep_if_best(c, h->m, r, best, &best_acc, &out->kept_epoch)) != EXIT_OK)
+            return rc;
         r->seconds = offset + now_seconds() - start;
         out->hist.n++;
         progress_epoch(p, r);
@@ -305,14 +324,15 @@ static int resume(const run_config *c, handles *h, uint64_t print, int64_t steps
     return EXIT_OK;
 }
 
-int run_training(const run_config *c, const kd_dataset *train, const kd_dataset *test, progress *p,
-                 run_result *out)
+int run_training(const run_config *c, const kd_dataset *train, const kd_dataset *eval,
+                 const kd_dataset *test, progress *p, run_result *out)
 {
     memset(out, 0, sizeof *out);
     int64_t n, ch, hh, ww, classes;
     kd_dataset_size(train, &n);
     kd_dataset_shape(train, &ch, &hh, &ww);
     int64_t steps_per_epoch = (n + c->batch - 1) / c->batch;
+    kd_model *best = NULL;
     handles h = {0};
     workspace w = {0};
     uint64_t print = fingerprint(c, train);
@@ -332,15 +352,21 @@ int run_training(const run_config *c, const kd_dataset *train, const kd_dataset 
     }
     if (rc == EXIT_OK) {
         progress_run(p, c->name, c->key, out->hist.n, c->epochs, steps_per_epoch);
-        rc = epochs_loop(c, train, test, &h, &w, print, p, out);
+        rc = epochs_loop(c, train, eval, &h, &w, print, p, out, &best);
     }
     free(w.x);
     free(w.z);
     free(w.labels);
-    if (rc == EXIT_OK) {
+    if (rc == EXIT_OK && best != NULL) {
+        out->model = best; /* --keep best */
+        best = NULL;
+    } else if (rc == EXIT_OK) {
         out->model = h.m;
+        out->kept_epoch = out->hist.n;
         h.m = NULL;
     }
+    kd_model_destroy(best);
+    if (rc == EXIT_OK && !out->stopped) rc = test_accuracy(out->model, test, &out->test_acc);
     free_handles(&h);
     return rc;
 }

@@ -162,6 +162,17 @@ expect "a collapsed run stops with exit 3" 3 "distilled run collapsed in epoch 1
     "$KD" distill --teacher "$T" --student 784-32-10 --epochs 2 $SETS --out "$TMP/c.safetensors" \
     --compare --lr 5
 check "a collapsed run saves nothing" [ ! -e "$TMP/c.safetensors" ]
+expect "--keep best keeps the best epoch on validation" 0 "Students kept: the best epoch" \
+    "$KD" distill --teacher "$T" --student 784-16-10 --epochs 2 $SETS --out "$TMP/kb.safetensors" \
+    --keep best
+expect "per-epoch accuracy is on validation" 0 "epoch  1/1 .* val " \
+    "$KD" distill --teacher "$T" --student 784-16-10 --epochs 1 $SETS --out "$TMP/kv.safetensors"
+expect "--val 0 measures epochs on the test set" 0 "epoch  1/1 .* test " \
+    "$KD" distill --teacher "$T" --student 784-16-10 --epochs 1 $SETS --out "$TMP/k0.safetensors" \
+    --val 0
+expect "--keep best needs a validation split" 2 "--keep best chooses on the validation split" \
+    "$KD" distill --teacher "$T" --val 0 --keep best
+expect "bad --keep" 2 "--keep 'frog' is not best or last" "$KD" distill --keep frog
 expect "--seeds 2 reports mean and deviation" 0 "over 2 seeds distillation" \
     "$KD" distill --teacher "$T" --student 784-16-10 --epochs 1 $SETS --out "$TMP/s2.safetensors" \
     --compare --seeds 2
