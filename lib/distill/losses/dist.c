@@ -74,6 +74,8 @@ static kd_status dist_forward(kd_loss *l, const float *z, const float *lp, const
     if (kd) {
         KDI_TRY(kdi_student_soft_log_probs(l, z, batch, classes, &lq));
         KDI_TRY(kdi_student_soft_grad(l, batch, classes, &gs));
+        /* ws[2] holds standardised logits only under KD_LOSS_LOGIT_STANDARDIZE, which DIST
+         * refuses (kd_loss_set_float), so it is free here. */
         KDI_TRY(kdi_ws_doubles(&l->ws[2], 2 * count, &ys));
         yt = ys + count;
         for (int64_t i = 0; i < count; i++) {
