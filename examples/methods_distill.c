@@ -266,11 +266,17 @@ static int64_t steps(const context *c, int epochs)
     return epochs * ((c->train->n + BATCH - 1) / BATCH);
 }
 
-/* Logit methods from cached logits: Hinton, logit MSE, DKD, the two-teacher ensemble. */
-static kd_model *logit_method(const context *c, const char *name, kd_loss_kind kind, float t,
-                              float alpha, int nteachers)
+/* Logit methods from cached logits: Hinton, logit MSE, DKD, DIST, logit standardisation, the
+ * two-teacher ensemble. standardize sets KD_LOSS_LOGIT_STANDARDIZE (Sun et al. 2024). */
+static kd_model *logit_method_ls(const context *c, const char *name, kd_loss_kind kind, float t,
+                                 float alpha, int nteachers, int standardize)
 {
     run r = start(STUDENT, c->seed + 10, kind, t, alpha, steps(c, c->epochs));
+    if (standardize) CHECK(kd_loss_set_float(r.loss, KD_LOSS_LOGIT_STANDARDIZE, 1.0f));
+    if (kind == KD_LOSS_DIST) { /* the authors' CIFAR-100 setting */
+        CHECK(kd_loss_set_float(r.loss, KD_LOSS_BETA, 2.0f));
+        CHECK(kd_loss_set_float(r.loss, KD_LOSS_GAMMA, 2.0f));
+    }
     for (int i = 0; i < nteachers; i++)
         CHECK(kd_trainer_add_teacher(r.trainer, c->teachers[i], 1.0f));
     kd_loss *warm = kind == KD_LOSS_DKD ? r.loss : NULL;
@@ -278,6 +284,12 @@ static kd_model *logit_method(const context *c, const char *name, kd_loss_kind k
     kd_model *m = finish(&r);
     report(name, m, c->test, sec, c->epochs);
     return m;
+}
+
+static kd_model *logit_method(const context *c, const char *name, kd_loss_kind kind, float t,
+                              float alpha, int nteachers)
+{
+    return logit_method_ls(c, name, kind, t, alpha, nteachers, 0);
 }
 
 /* Cross-entropy (alpha 0) or KD, plus weight * a feature loss between the hidden layers. */
@@ -437,6 +449,9 @@ int main(int argc, char **argv)
     kd_model_destroy(logit_method(&c, "Hinton KD, T=4 a=0.9", KD_LOSS_HINTON, 4, 0.9f, 1));
     kd_model_destroy(logit_method(&c, "logit MSE (Ba & Caruana), a=1", KD_LOSS_LOGIT_MSE, 1, 1, 1));
     kd_model_destroy(logit_method(&c, "DKD, T=4 a=1 b=2, 1-epoch warm-up", KD_LOSS_DKD, 4, 1, 1));
+    kd_model_destroy(logit_method_ls(&c, "KD + logit standardisation, T=2 a=0.9", KD_LOSS_HINTON, 2,
+                                     0.9f, 1, 1));
+    kd_model_destroy(logit_method(&c, "DIST, T=4 b=2 g=2", KD_LOSS_DIST, 4, 1, 1));
     fitnets(&c, 1);
     feature_method(&c, "RKD: CE + 1 x (25 dist + 50 angle)", KD_FEATURE_RKD, 1.0f, NULL, 0.0f);
     feature_method(&c, "similarity-preserving: CE + 3000 x SP", KD_FEATURE_SIMILARITY, 3000.0f,

@@ -230,36 +230,54 @@ KD_API kd_status kd_topk_soft_targets(const int32_t *indices, const float *value
 typedef struct kd_loss kd_loss;
 
 typedef enum kd_loss_kind {
-    /* alpha * T^2 * KL(p_teacher_T || p_student_T) + (1 - alpha) * CE(student, label), mean over
-     * the batch (Hinton, Vinyals and Dean 2015). A label of -1 marks an unlabelled example: its row
-     * adds only the soft term. soft_targets may be NULL when alpha == 0. This is also the forward
-     * KL of language-model distillation, token by token; padding there is KD_LOSS_MASK_UNLABELLED
-     * set to 1, so rows labelled -1 add nothing. */
+    /* alpha * T^2 * KL(p_teacher_T || p_student_T) + (1 - alpha) * CE(student, label)
+     * (Hinton, Vinyals and Dean 2015): the soft term a mean over the batch, the hard term a mean
+     * over the labelled rows (see KD_LOSS_HARD_MEAN). A label of -1 marks an unlabelled example:
+     * its row adds only the soft term. soft_targets may be NULL when alpha == 0. With
+     * KD_LOSS_LOGIT_STANDARDIZE, both sides' logits are z-scored before the temperature. This is
+     * also the forward KL of language-model distillation, token by token; padding there is
+     * KD_LOSS_MASK_UNLABELLED set to 1, so rows labelled -1 add nothing. */
     KD_LOSS_HINTON = 0,
     /* alpha * MSE(student logits, teacher logits) + (1 - alpha) * CE(student, label): the soft
      * term is the squared difference averaged over batch and classes (PyTorch's mse_loss; Ba and
      * Caruana 2014 regress the teacher's logits), the hard term as Hinton's. Default alpha 1.
      * soft_targets holds the teachers' LOGITS, not probabilities (for an ensemble, the weighted
-     * mean of the teachers' logits); the temperature is not used. The trainer passes logits to
-     * this kind by itself, from its teachers or from cached teacher_logits. */
+     * mean of the teachers' logits), with kd_loss_forward as with kd_loss_forward_logits; the
+     * temperature is not used. The trainer passes logits to this kind by itself. */
     KD_LOSS_LOGIT_MSE = 1,
     /* Decoupled KD (Zhao et al. 2022, eq. 7, as their reference code mdistiller):
-     *   CE_WEIGHT * CE(student, label) + T^2 * (alpha * TCKD + BETA * NCKD),  batch means, where
+     *   CE_WEIGHT * CE(student, label) + T^2 * (alpha * TCKD + BETA * NCKD),  where
      *   TCKD = KL(b_teacher || b_student), b = [p_t, 1 - p_t] (target class t vs the others),
      *   NCKD = KL(p^_teacher || p^_student), p^_j = p_j / (1 - p_t) over the classes j != t,
-     * from probabilities at temperature T. soft_targets are the teachers' probabilities at T, as
-     * for Hinton. Defaults: alpha 1, BETA 8, CE_WEIGHT 1, T 4 (mdistiller's CIFAR settings; its
-     * warm-up of the KD terms over the first epochs is the host's: raise alpha and BETA itself).
-     * A row labelled -1 takes the teacher's most probable class as t and adds no CE term; labels
-     * may be NULL when CE_WEIGHT is 0. Needs 2 classes or more. */
+     * from probabilities at temperature T; the KD terms are batch means, CE as Hinton's hard
+     * term. Give the teachers' LOGITS with kd_loss_forward_logits (the trainer does, for one
+     * teacher): p^ is then the softmax of the non-target logits, as mdistiller computes it, and
+     * stays finite for a teacher so confident that 1 - p_t underflows in float (teacher logits
+     * [120, 10, 5, 0], student [2, 1, 0, -1], label 0, T 1: BETA * NCKD = 8 * 0.373715); from
+     * probabilities (kd_loss_forward) such a row loses its NCKD. Defaults: alpha 1, BETA 8,
+     * CE_WEIGHT 1, T 4 (mdistiller's CIFAR settings; its warm-up of the KD terms over the first
+     * epochs is the host's: raise alpha and BETA itself). A row labelled -1 takes the teacher's
+     * most probable class as t and adds no CE term; labels may be NULL when CE_WEIGHT is 0.
+     * Needs 2 classes or more. KD_LOSS_LOGIT_STANDARDIZE applies (Sun et al. 2024's DKD + LS). */
     KD_LOSS_DKD = 2,
+    /* DIST (Huang, You, Wang, Qian and Xu, "Knowledge Distillation from A Stronger Teacher",
+     * NeurIPS 2022, eqs. 6-10, as the authors' code): with Y_s, Y_t [batch, classes] the
+     * student's and teachers' probabilities at temperature tau (KD_LOSS_TEMPERATURE) and
+     *   rho(a, b) = <a - mean a, b - mean b> / (|a - mean a| |b - mean b| + 1e-8),
+     *   inter = 1 - mean over rows i of rho(Y_s[i, :], Y_t[i, :]),
+     *   intra = 1 - mean over classes j of rho(Y_s[:, j], Y_t[:, j]) (over the batch),
+     *   L = tau^2 (BETA * inter + GAMMA * intra) + CE_WEIGHT * CE(student, label).
+     * The intra term couples the rows: it needs a batch of 2 or more to say anything. Defaults:
+     * BETA 1, GAMMA 1, T 1, CE_WEIGHT 1 (the authors' code; their CIFAR-100 setting is BETA 2,
+     * GAMMA 2, T 4). soft_targets are the teachers' probabilities at T (kd_loss_forward) or their
+     * logits (kd_loss_forward_logits). labels may be NULL when CE_WEIGHT is 0. */
+    KD_LOSS_DIST = 3,
     /* Token-level divergences, for language models (logits [batch * T, V], one row a token) and
      * any classifier. With p the teacher's probabilities at temperature T (soft_targets, as for
      * Hinton) and q = softmax(z / T) the student's, each is
      *   L = alpha * T^2 * mean_rows D(p, q) + (1 - alpha) * CE(z, y),
-     * the soft term a mean over the rows, the hard term CE (at temperature 1) summed over the
-     * labelled rows and divided by their count (PyTorch's cross_entropy with ignore_index = -1,
-     * reduction "mean"; 0 when no row is labelled). T^2 as Hinton's keeps the gradient's size as T
+     * the soft term a mean over the rows, the hard term CE (at temperature 1) as the other kinds'
+     * (a mean over the labelled rows, KD_LOSS_HARD_MEAN). T^2 as Hinton's keeps the gradient's size as T
      * changes; at T = 1 (these kinds' default, as the papers) it is the papers' loss. Defaults:
      * alpha 1 (distillation alone, as MiniLLM, GKD and DistiLLM), T 1, KD_LOSS_MASK_UNLABELLED 1:
      * a row labelled -1 is padding and adds nothing, neither term (as TRL's GKDTrainer and
@@ -292,27 +310,47 @@ typedef enum kd_loss_kind {
 } kd_loss_kind;
 
 typedef enum kd_loss_option {
-    KD_LOSS_TEMPERATURE = 0, /* float > 0, default 4 */
+    KD_LOSS_TEMPERATURE = 0, /* float > 0, default 4 (1 for DIST) */
     KD_LOSS_ALPHA = 1,       /* float in [0, 1], default 0.9 (Hinton), 1 (LOGIT_MSE, DKD) */
-    KD_LOSS_BETA = 2,        /* DKD: the NCKD weight, float >= 0, default 8 */
-    KD_LOSS_CE_WEIGHT = 3,   /* DKD: the cross-entropy weight, float >= 0, default 1 */
-    KD_LOSS_JSD_BETA = 10,   /* JSD: beta in [0, 1], default 0.5 (TRL's GKDConfig) */
-    KD_LOSS_SKEW = 11,       /* the skew kinds: lambda in [0, 1], default 0.1 (DistiLLM) */
+    KD_LOSS_BETA = 2,        /* DKD: the NCKD weight, default 8; DIST: the inter weight, default
+                              * 1; float >= 0 */
+    KD_LOSS_CE_WEIGHT = 3,   /* DKD, DIST: the cross-entropy weight, float >= 0, default 1 */
+    /* Logit standardisation (Sun, Ren, Li, Wang and Cao, CVPR 2024, eq. 8, as their code's
+     * normalize()): float 0 (off, default) or 1, for HINTON and DKD (KD_ERR_ARGUMENT for other
+     * kinds). Each row of the student's and the teachers' logits becomes its z-score
+     *   z' = (z - mean(z)) / (std(z) + 1e-7),  std unbiased (divides by classes - 1),
+     * before the division by T; the soft term keeps its T^2 factor, the cross-entropy reads the
+     * raw logits. The teachers' logits are needed: kd_loss_forward_logits (kd_loss_forward with
+     * probabilities fails, KD_ERR_ARGUMENT); the trainer passes them by itself (an ensemble's
+     * weighted mean logits). The paper pairs it with a lower T (2 on CIFAR-100) and a larger
+     * soft weight. Needs 2 classes or more. */
+    KD_LOSS_LOGIT_STANDARDIZE = 4,
+    KD_LOSS_GAMMA = 5, /* DIST: the intra-class weight, float >= 0, default 1 */
+    /* The denominator of the hard (label) term of every kind, when some labels are -1:
+     * float 0 (default): the number of labelled rows, as PyTorch's cross_entropy with
+     *   ignore_index=-1 and reduction 'mean' (a batch with no labelled row gives 0, not NaN);
+     * float 1: the whole batch, labelled or not (libkd 0.1's convention: the hard term then
+     *   weighs less when fewer rows are labelled).
+     * The soft terms are always means over the whole batch. */
+    KD_LOSS_HARD_MEAN = 6,
+    KD_LOSS_JSD_BETA = 10, /* JSD: beta in [0, 1], default 0.5 (TRL's GKDConfig) */
+    KD_LOSS_SKEW = 11,     /* the skew kinds: lambda in [0, 1], default 0.1 (DistiLLM) */
     /* 0 or 1, any kind. 1: rows labelled -1 are padding: they are left out of the batch, add
      * neither term, get a zero gradient, and every term is a mean over the labelled rows (all 0
      * when none is). 0: a row labelled -1 is an unlabelled example and adds the soft term.
-     * Default 0 for HINTON, LOGIT_MSE and DKD, 1 for the token-level kinds (10-14). Ignored when
+     * Default 0 for HINTON, LOGIT_MSE, DKD and DIST, 1 for the token-level kinds (10-14). Ignored when
      * labels is NULL. */
     KD_LOSS_MASK_UNLABELLED = 12
 } kd_loss_option;
 
 typedef enum kd_loss_part {
     KD_LOSS_PART_TOTAL = 0,
-    /* The teacher term, batch mean: Hinton alpha * T^2 * KL; LOGIT_MSE alpha * MSE; DKD
-     * T^2 * (alpha * TCKD + BETA * NCKD); the token-level kinds (10-14) alpha * T^2 * D. */
+    /* The teacher term: Hinton alpha * T^2 * KL; LOGIT_MSE alpha * MSE; DKD
+     * T^2 * (alpha * TCKD + BETA * NCKD); DIST T^2 * (BETA * inter + GAMMA * intra); the
+     * token-level kinds (10-14) alpha * T^2 * D. */
     KD_LOSS_PART_SOFT = 1,
-    /* The label term: (1 - alpha) * CE, or CE_WEIGHT * CE; a batch mean, for the token-level kinds
-     * a mean over the labelled rows. */
+    /* The label term: (1 - alpha) * CE, or CE_WEIGHT * CE; a mean over the labelled rows (or the
+     * batch, as KD_LOSS_HARD_MEAN says). */
     KD_LOSS_PART_HARD = 2
 } kd_loss_part;
 
@@ -321,13 +359,21 @@ KD_API void kd_loss_destroy(kd_loss *l);
 KD_API kd_status kd_loss_set_float(kd_loss *l, kd_loss_option key, float value);
 KD_API kd_status kd_loss_get_float(const kd_loss *l, kd_loss_option key, float *value);
 /* student_logits and soft_targets are [batch, classes]; soft_targets are the teachers' probabilities
- * at the loss's temperature (Hinton, DKD, the token-level kinds) or their logits (LOGIT_MSE).
- * labels are in [0, classes) or -1; labels may be NULL when alpha == 1 (Hinton, LOGIT_MSE, the
- * token-level kinds) or CE_WEIGHT == 0 (DKD).
- * The loss keeps what backward needs (its own workspace); the inputs may change after the call. */
+ * at the loss's temperature (Hinton, DKD, DIST, the token-level kinds) or their logits
+ * (LOGIT_MSE). labels are in [0, classes) or -1; labels may be NULL when alpha == 1 (Hinton,
+ * LOGIT_MSE, the token-level kinds) or CE_WEIGHT == 0 (DKD, DIST). The loss keeps what backward
+ * needs (its own workspace); the inputs may change after the call. */
 KD_API kd_status kd_loss_forward(kd_loss *l, const float *student_logits, const float *soft_targets,
                                  const int32_t *labels, int64_t batch, int64_t classes,
                                  float *loss);
+/* The same with the teachers' LOGITS [batch, classes] (for an ensemble, their weighted mean) in
+ * place of probabilities, for every kind: the loss makes the probabilities at its temperature
+ * itself, in double where it matters. Needed by KD_LOSS_LOGIT_STANDARDIZE; preferred for DKD (a
+ * confident teacher keeps its non-target term). teacher_logits may be NULL where soft_targets
+ * may. KD_ERR_NUMERIC when a teacher logit is not finite. */
+KD_API kd_status kd_loss_forward_logits(kd_loss *l, const float *student_logits,
+                                        const float *teacher_logits, const int32_t *labels,
+                                        int64_t batch, int64_t classes, float *loss);
 /* d loss / d student_logits for the last forward, [batch, classes]. */
 KD_API kd_status kd_loss_backward(kd_loss *l, float *grad_student_logits);
 /* A part of the last forward's loss. */
@@ -544,6 +590,13 @@ KD_API kd_status kd_dataset_shape(const kd_dataset *d, int64_t *c, int64_t *h, i
 /* Borrowed, live as long as d: images [n, c*h*w]; labels [n] (NULL when unlabelled, -1 never). */
 KD_API const float *kd_dataset_images(const kd_dataset *d);
 KD_API const int32_t *kd_dataset_labels(const kd_dataset *d);
+
+/* Splits d into two new datasets (copies; d is unchanged): *held_out gets round(fraction * n)
+ * examples drawn by a seeded shuffle, *rest the others, each in d's order -- a validation split
+ * of a training set. fraction in (0, 1), and neither part may be empty (KD_ERR_ARGUMENT). The
+ * caller destroys both. */
+KD_API kd_status kd_dataset_split(const kd_dataset *d, float fraction, uint64_t seed,
+                                  kd_dataset **rest, kd_dataset **held_out);
 
 /* Shuffled mini-batches of a borrowed dataset, from an explicit seed. */
 KD_API kd_status kd_batcher_create(const kd_dataset *d, int64_t batch, uint64_t seed,

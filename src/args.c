@@ -8,7 +8,19 @@
 
 #include "common.h"
 
-enum kind { FLAG, INT, FLOAT, STRING, TEACHER, TEACHER_WEIGHT, SEED, SCHEDULE, OPTIMIZER, METHOD };
+enum kind {
+    FLAG,
+    INT,
+    FLOAT,
+    STRING,
+    TEACHER,
+    TEACHER_WEIGHT,
+    SEED,
+    SCHEDULE,
+    OPTIMIZER,
+    METHOD,
+    KEEP
+};
 
 /* Which commands take an option. */
 #define T (1 << CMD_TRAIN)
@@ -51,7 +63,11 @@ static const option_def table[] = {
     {"--temperature", FLOAT, AT(temperature), D, 0, 1e6},
     {"--alpha", FLOAT, AT(alpha), D, 0, 1},
     {"--beta", FLOAT, AT(beta), D, 0, 1e6},
+    {"--gamma", FLOAT, AT(gamma), D, 0, 1e6},
     {"--seed", SEED, 0, T | D, 0, 0},
+    {"--seeds", INT, AT(seeds), D, 1, 100},
+    {"--val", FLOAT, AT(val_fraction), D, 0, 0.9},
+    {"--keep", KEEP, 0, D, 0, 0},
     {"--out", STRING, AT(out), T | D, 0, 0},
     {"--log", STRING, AT(log_path), T | D, 0, 0},
     {"--report", STRING, AT(report_dir), T | D, 0, 0},
@@ -81,10 +97,14 @@ static void defaults(options *o, command cmd, const char *name)
     o->weight_decay = -1.0f; /* 0, or 0.01 for AdamW (PyTorch's defaults) */
     o->momentum = 0.9f;
     o->cosine = 1;
-    o->temperature = 4.0f;
-    o->alpha = -1.0f; /* resolved after parsing: 0.9 for kd, 1 for mse and dkd */
-    o->beta = 8.0f;   /* DKD's NCKD weight (Zhao et al. 2022) */
+    o->temperature = -1.0f; /* resolved after parsing: 2 with logit standardisation, else 4 */
+    o->alpha = -1.0f;       /* resolved after parsing: 0.9 for kd, 1 for mse and dkd */
+    o->beta = -1.0f;        /* DKD's NCKD weight 8 (Zhao et al. 2022); DIST's inter weight 2 */
+    o->gamma = 2.0f;        /* DIST's intra weight (Huang et al. 2022, CIFAR-100) */
     o->seed = 1;
+    o->seeds = 1;
+    o->warmup_epochs = cmd == CMD_DISTILL ? -1 : 0; /* resolved after parsing */
+    o->val_fraction = cmd == CMD_DISTILL ? 0.1f : 0.0f;
     o->compare = -1; /* automatic: compare when the tool trains the teacher itself */
 }
 
@@ -142,14 +162,28 @@ static int set_choice(options *o, const option_def *d, const char *v)
         }
         return bad_value(o, d->name, v, "sgd, adam or adamw");
     }
-    static const char *const methods[] = {"kd", "mse", "dkd", "hinton"};
-    for (int i = 0; i < 4; i++) {
-        if (strcmp(v, methods[i]) == 0) {
-            o->method = i % 3; /* KD_LOSS_HINTON, _LOGIT_MSE, _DKD; "hinton" is "kd" */
+    if (d->kind == KEEP) {
+        if (strcmp(v, "best") == 0 || strcmp(v, "last") == 0) {
+            o->keep_best = strcmp(v, "best") == 0;
+            return EXIT_OK;
+        }
+        return bad_value(o, d->name, v, "best or last");
+    }
+    static const struct {
+        const char *name;
+        int kind, standardize;
+    } methods[] = {{"kd", KD_LOSS_HINTON, 0},     {"hinton", KD_LOSS_HINTON, 0},
+                   {"mse", KD_LOSS_LOGIT_MSE, 0}, {"dkd", KD_LOSS_DKD, 0},
+                   {"dist", KD_LOSS_DIST, 0},     {"kd-ls", KD_LOSS_HINTON, 1},
+                   {"dkd-ls", KD_LOSS_DKD, 1}};
+    for (size_t i = 0; i < sizeof methods / sizeof methods[0]; i++) {
+        if (strcmp(v, methods[i].name) == 0) {
+            o->method = methods[i].kind;
+            o->standardize = methods[i].standardize;
             return EXIT_OK;
         }
     }
-    return bad_value(o, d->name, v, "kd, mse or dkd");
+    return bad_value(o, d->name, v, "kd, mse, dkd, dist, kd-ls or dkd-ls");
 }
 
 static int set_value(options *o, const option_def *d, const char *v)
@@ -265,10 +299,31 @@ int parse_options(options *o, int argc, char **argv, int first)
         return EXIT_USAGE;
     }
     if (o->alpha < 0) o->alpha = o->method == KD_LOSS_HINTON ? 0.9f : 1.0f;
+    if (o->beta < 0) o->beta = o->method == KD_LOSS_DIST ? 2.0f : 8.0f;
+    if (o->warmup_epochs < 0) {
+        o->warmup_auto = 1;
+        o->warmup_epochs = o->epochs / 2 < DEFAULT_DISTILL_WARMUP_EPOCHS
+                               ? o->epochs / 2
+                               : DEFAULT_DISTILL_WARMUP_EPOCHS;
+    }
+    if (o->temperature < 0) o->temperature = o->standardize ? 2.0f : 4.0f;
     if (o->lr < 0) o->lr = o->optimizer == KD_OPTIMIZER_SGD ? 0.05f : 0.001f;
     if (o->weight_decay < 0) o->weight_decay = o->optimizer == KD_OPTIMIZER_ADAMW ? 0.01f : 0.0f;
     if (o->nesterov && o->optimizer != KD_OPTIMIZER_SGD) {
         fail_msg("--nesterov is for --optimizer sgd");
+        return EXIT_USAGE;
+    }
+    if (o->keep_best && o->checkpoint != NULL) {
+        fail_msg("--keep best and --checkpoint do not go together (the best epoch's model is "
+                 "not in the checkpoint)");
+        return EXIT_USAGE;
+    }
+    if (o->keep_best && o->val_fraction <= 0) {
+        fail_msg("--keep best chooses on the validation split: it needs --val > 0");
+        return EXIT_USAGE;
+    }
+    if (o->seeds > 1 && o->checkpoint != NULL) {
+        fail_msg("--seeds and --checkpoint do not go together (one checkpoint, several runs)");
         return EXIT_USAGE;
     }
     if (o->resume && o->checkpoint == NULL) {

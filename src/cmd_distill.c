@@ -2,6 +2,7 @@
  * (teacher trained or reused from the cache, distilled student, the same student alone, and a
  * comparison table). */
 #include <errno.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -20,6 +21,8 @@ typedef struct state {
     float *logits;
     run_result distilled, alone;
     double start;
+    double acc[2][100]; /* --seeds: the distilled [0] and alone [1] test accuracies, seed by seed */
+    int nseeds;
 } state;
 
 static const char *student_spec(const options *o)
@@ -90,9 +93,12 @@ static void protocol(const options *o, run_config *c)
     c->temperature = o->temperature;
     c->alpha = o->alpha;
     c->beta = o->beta;
+    c->gamma = o->gamma;
     c->method = o->method;
+    c->standardize = o->standardize;
     c->resume = o->resume;
     c->stop_after = o->stop_after;
+    c->keep_best = o->keep_best;
 }
 
 static const char *checkpoint_of(const options *o, const char *suffix, char *buf, size_t size)
@@ -100,6 +106,12 @@ static const char *checkpoint_of(const options *o, const char *suffix, char *buf
     if (o->checkpoint == NULL) return NULL;
     snprintf(buf, size, "%s%s", o->checkpoint, suffix);
     return buf;
+}
+
+/* Where per-epoch accuracy is measured: the validation split, or (--val 0) the test set. */
+static const kd_dataset *eval_set(const state *s)
+{
+    return s->d.val != NULL ? s->d.val : s->d.test;
 }
 
 static int load_teachers(state *s)
@@ -131,9 +143,12 @@ static int own_teacher(state *s)
     c.key = "teacher";
     c.spec = spec;
     c.epochs = o->teacher_epochs;
+    c.warmup_epochs = o->warmup_auto ? 0 : o->warmup_epochs; /* the students' default is theirs */
+    c.keep_best = 0; /* its cache key does not say which epoch */
     c.temperature = 1.0f;
-    c.alpha = c.beta = 0.0f;
+    c.alpha = c.beta = c.gamma = 0.0f;
     c.method = KD_LOSS_HINTON;
+    c.standardize = 0;
     c.checkpoint = checkpoint_of(o, ".teacher", ckpt, sizeof ckpt);
     snprintf(key_text, sizeof key_text, "%d %llu %d %d %.9g %.9g %.9g %.9g %d %d %d %.9g",
              c.optimizer, (unsigned long long)c.seed, c.epochs, c.batch, (double)c.lr,
@@ -153,7 +168,7 @@ static int own_teacher(state *s)
     note(&s->p, "teacher: training %s for %d epochs; it will be kept as %s", teacher_spec(o),
          c.epochs, path);
     static run_result r;
-    int rc = run_training(&c, s->d.train, s->d.test, &s->p, &r);
+    int rc = run_training(&c, s->d.train, eval_set(s), s->d.test, &s->p, &r);
     if (rc != EXIT_OK || r.stopped) {
         kd_model_destroy(r.model);
         return rc != EXIT_OK ? rc : -1;
@@ -205,13 +220,14 @@ static int get_logits(state *s)
     return teacher_logits(s->teachers, s->nt, s->d.train, cache, print, &s->p, &s->logits);
 }
 
-static int train_students(state *s)
+static int train_students(state *s, uint64_t seed)
 {
     const options *o = s->o;
     char spec[4096], ckpt[4200];
     expand_spec(student_spec(o), spec, sizeof spec);
     run_config c;
     protocol(o, &c);
+    c.seed = seed;
     c.name = "distilled";
     c.key = "distilled";
     c.spec = spec;
@@ -221,18 +237,78 @@ static int train_students(state *s)
     c.teacher_logits = s->logits;
     c.teacher_hash = hash_bytes(s->teacher_hash, c.teacher_weights, sizeof(float) * (size_t)s->nt);
     c.checkpoint = o->checkpoint;
-    int rc = run_training(&c, s->d.train, s->d.test, &s->p, &s->distilled);
+    int rc = run_training(&c, s->d.train, eval_set(s), s->d.test, &s->p, &s->distilled);
     if (rc != EXIT_OK || s->distilled.stopped || !s->compare) return rc;
     /* The same student, seed and batches without the teacher: the loss is the only difference. */
     protocol(o, &c);
+    c.seed = seed;
     c.name = "student alone";
     c.key = "alone";
     c.spec = spec;
     c.temperature = 1.0f;
-    c.alpha = c.beta = 0.0f;
+    c.alpha = c.beta = c.gamma = 0.0f;
     c.method = KD_LOSS_HINTON;
+    c.standardize = 0;
     c.checkpoint = checkpoint_of(o, ".alone", ckpt, sizeof ckpt);
-    return run_training(&c, s->d.train, s->d.test, &s->p, &s->alone);
+    return run_training(&c, s->d.train, eval_set(s), s->d.test, &s->p, &s->alone);
+}
+
+static double last_acc(const run_result *r);
+
+/* --seeds N: the students again with seeds seed + 1 .. seed + N - 1, their accuracies kept; the
+ * models of the first seed are the ones saved and measured. */
+static int more_seeds(state *s)
+{
+    s->acc[0][0] = last_acc(&s->distilled);
+    if (s->compare) s->acc[1][0] = last_acc(&s->alone);
+    s->nseeds = 1;
+    run_result keep_d = s->distilled, keep_a = s->alone;
+    int rc = EXIT_OK;
+    for (int k = 1; k < s->o->seeds && rc == EXIT_OK; k++) {
+        memset(&s->distilled, 0, sizeof s->distilled);
+        memset(&s->alone, 0, sizeof s->alone);
+        note(&s->p, "seed %llu (%d of %d)", (unsigned long long)(s->o->seed + (uint64_t)k), k + 1,
+             s->o->seeds);
+        rc = train_students(s, s->o->seed + (uint64_t)k);
+        if (rc == EXIT_OK) {
+            s->acc[0][k] = last_acc(&s->distilled);
+            if (s->compare) s->acc[1][k] = last_acc(&s->alone);
+            s->nseeds++;
+        }
+        kd_model_destroy(s->distilled.model);
+        kd_model_destroy(s->alone.model);
+    }
+    s->distilled = keep_d;
+    s->alone = keep_a;
+    return rc;
+}
+
+static void mean_std(const double *x, int n, double *mean, double *sd)
+{
+    double m = 0.0, v = 0.0;
+    for (int i = 0; i < n; i++) m += x[i];
+    m /= n;
+    for (int i = 0; i < n; i++) v += (x[i] - m) * (x[i] - m);
+    *mean = m;
+    *sd = n > 1 ? sqrt(v / (n - 1)) : 0.0; /* the sample standard deviation */
+}
+
+static void print_seeds(const state *s)
+{
+    if (s->nseeds < 2) return;
+    double m, sd;
+    printf("\nOver %d seeds (%llu to %llu), test accuracy, mean +- sample standard deviation:\n",
+           s->nseeds, (unsigned long long)s->o->seed,
+           (unsigned long long)(s->o->seed + (uint64_t)s->nseeds - 1));
+    mean_std(s->acc[0], s->nseeds, &m, &sd);
+    printf("  distilled student  %6.2f%% +- %.2f\n", m, sd);
+    if (!s->compare) return;
+    mean_std(s->acc[1], s->nseeds, &m, &sd);
+    printf("  student alone      %6.2f%% +- %.2f\n", m, sd);
+    double gain[100];
+    for (int i = 0; i < s->nseeds; i++) gain[i] = s->acc[0][i] - s->acc[1][i];
+    mean_std(gain, s->nseeds, &m, &sd);
+    printf("  gain               %+6.2f points +- %.2f\n", m, sd);
 }
 
 static int save(const char *path, kd_model *m)
@@ -244,7 +320,7 @@ static int save(const char *path, kd_model *m)
     return fail_kd(what, st);
 }
 
-static double last_acc(const run_result *r) { return r->hist.rec[r->hist.n - 1].test_acc; }
+static double last_acc(const run_result *r) { return r->test_acc; }
 
 static int collect(state *s, model_stats *stats, int *n)
 {
@@ -277,7 +353,15 @@ static void summary(const state *s, const model_stats *st, int n, char *out, siz
         "parameters and runs %.1fx faster",
         100.0 * k->accuracy / t->accuracy, 100.0 * (double)k->params / (double)t->params,
         t->latency_us / k->latency_us);
-    if (s->compare && used < size) {
+    if (s->compare && used < size && s->nseeds > 1) {
+        double gain[100], m, sd;
+        for (int i = 0; i < s->nseeds; i++) gain[i] = s->acc[0][i] - s->acc[1][i];
+        mean_std(gain, s->nseeds, &m, &sd);
+        used += (size_t)snprintf(out + used, size - used,
+                                 "; over %d seeds distillation %s %.2f +- %.2f points over the "
+                                 "student alone",
+                                 s->nseeds, m >= 0 ? "gained" : "lost", fabs(m), sd);
+    } else if (s->compare && used < size) {
         double gain = k->accuracy - st[n - 2].accuracy;
         used += (size_t)snprintf(out + used, size - used,
                                  "; distillation %s %.2f points over the student alone",
@@ -289,7 +373,7 @@ static void summary(const state *s, const model_stats *st, int n, char *out, siz
 static int write_report(state *s, const model_stats *stats, int n, const char *headline)
 {
     const options *o = s->o;
-    char subtitle[1200], data[400], notes[600], proto[256], method[128];
+    char subtitle[1200], data[400], notes[900], proto[256], method[128];
     describe_data(o, &s->d, data, sizeof data);
     describe_protocol(o, proto, sizeof proto);
     describe_method(o, method, sizeof method);
@@ -311,7 +395,14 @@ static int write_report(state *s, const model_stats *stats, int n, const char *h
     series[ns++] = (report_series){"distilled student", "#059669", &s->distilled.hist};
     char title[300];
     snprintf(title, sizeof title, "Distilling %s into %s", stats[0].shape, stats[n - 1].shape);
-    report rep = {title, subtitle, headline, series, ns, stats, n, 0, notes};
+    if (s->d.val != NULL) {
+        size_t used = strlen(notes);
+        snprintf(notes + used, sizeof notes - used,
+                 " Per-epoch accuracy is on the validation split, held out of the training set; "
+                 "the students kept are from their %s.",
+                 o->keep_best ? "best epoch on validation" : "last epoch");
+    }
+    report rep = {title, subtitle, headline, series, ns, stats, n, 0, notes, s->d.val != NULL};
     int rc = report_write(o->report_dir, &rep);
     if (rc == EXIT_OK) note(&s->p, "report: %s/index.html", o->report_dir);
     return rc;
@@ -330,6 +421,13 @@ static int finish(state *s)
     printf("\nOn %lld test images (latency: one image at a time, median; kernels %s):\n\n",
            (long long)ntest, kd_kernels_name());
     print_comparison(stdout, stats, n, 0);
+    if (s->nseeds > 1) printf("\n(the table: seed %llu)\n", (unsigned long long)s->o->seed);
+    if (s->d.val != NULL)
+        printf("\nStudents kept: %s (--keep %s). Per-epoch accuracy was measured on the "
+               "validation split; the test set serves this table only.\n",
+               s->o->keep_best ? "the best epoch on validation" : "the last epoch",
+               s->o->keep_best ? "best" : "last");
+    print_seeds(s);
     char headline[400];
     summary(s, stats, n, headline, sizeof headline);
     printf("\n%s\n", headline);
@@ -346,6 +444,15 @@ static int pipeline(state *s)
     const options *o = s->o;
     int rc = load_data(o, 1, 1, &s->d);
     if (rc != EXIT_OK) return rc;
+    if (o->val_fraction > 0) { /* every choice on validation; the test set only reported */
+        kd_dataset *rest, *val;
+        kd_status st = kd_dataset_split(s->d.train, o->val_fraction, o->seed, &rest, &val);
+        if (st != KD_OK) return fail_kd("--val", st);
+        kd_dataset_destroy(s->d.train);
+        s->d.train = rest;
+        s->d.val = val;
+        s->p.eval_name = "val";
+    }
     char data[400];
     describe_data(o, &s->d, data, sizeof data);
     note(&s->p, "data: %s", data);
@@ -358,9 +465,10 @@ static int pipeline(state *s)
     rc = s->own_teacher ? own_teacher(s) : load_teachers(s);
     if (rc == EXIT_OK) rc = check_teachers(s);
     if (rc == EXIT_OK) rc = get_logits(s);
-    if (rc == EXIT_OK) rc = train_students(s);
+    if (rc == EXIT_OK) rc = train_students(s, o->seed);
     if (rc != EXIT_OK) return rc;
     if (s->distilled.stopped || (s->compare && s->alone.stopped)) return -1;
+    if (o->seeds > 1 && (rc = more_seeds(s)) != EXIT_OK) return rc;
     return finish(s);
 }
 

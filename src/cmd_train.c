@@ -53,7 +53,7 @@ static int finish(const options *o, const dataset_pair *d, run_result *r, progre
         return fail_kd(what, st);
     }
     model_stats s;
-    double acc = r->hist.rec[r->hist.n - 1].test_acc;
+    double acc = r->test_acc;
     int rc = fill_stats(&s, "model", r->model, o->out, d->test, acc);
     if (rc != EXIT_OK) return rc;
     char size[32];
@@ -70,7 +70,7 @@ static int finish(const options *o, const dataset_pair *d, run_result *r, progre
     report_series series = {"model", "#2f6db5", &r->hist};
     char title[200];
     snprintf(title, sizeof title, "Training %s", s.shape);
-    report rep = {title, subtitle, NULL, &series, 1, &s, 1, 0, NULL};
+    report rep = {title, subtitle, NULL, &series, 1, &s, 1, 0, NULL, 0};
     rc = report_write(o->report_dir, &rep);
     if (rc == EXIT_OK) note(p, "report: %s/index.html", o->report_dir);
     return rc;
@@ -96,7 +96,7 @@ int cmd_train(const options *o)
     run_config c;
     config(o, &c);
     static run_result r; /* large (the history); one per process */
-    rc = run_training(&c, d.train, d.test, &p, &r);
+    rc = run_training(&c, d.train, d.test, d.test, &p, &r);
     if (rc == EXIT_OK && r.stopped)
         note(&p, "stopped after epoch %d as asked; continue with --resume", r.hist.n);
     else if (rc == EXIT_OK)

@@ -9,7 +9,7 @@
 #include "kd.h"
 
 /* Exit codes, documented in kd --help and kd(1). */
-enum { EXIT_OK = 0, EXIT_RUNTIME = 1, EXIT_USAGE = 2 };
+enum { EXIT_OK = 0, EXIT_RUNTIME = 1, EXIT_USAGE = 2, EXIT_COLLAPSE = 3 };
 
 #define MAX_TEACHERS 16
 #define DEFAULT_DATA_DIR "/usr/share/datasets/fashion-mnist"
@@ -20,6 +20,10 @@ enum { EXIT_OK = 0, EXIT_RUNTIME = 1, EXIT_USAGE = 2 };
 #define DEFAULT_TEACHER_EPOCHS 10
 #define DEFAULT_STUDENT_EPOCHS 15
 #define DEFAULT_TRAIN_EPOCHS 10
+/* The students' warm-up in kd distill: without one, a CNN student without batch norm distilled at
+ * T = 4, alpha = 0.9, lr 0.05 collapsed in its first epoch on 2 seeds of 6, with one epoch on 1
+ * of 6, with two on none of 10 (docs/kd.1). At most half of the run. */
+#define DEFAULT_DISTILL_WARMUP_EPOCHS 2
 
 /* ---------------------------------------------------------------- options (args.c) */
 
@@ -40,14 +44,19 @@ typedef struct options {
     const char *positional; /* eval, info: the model file */
     /* training protocol */
     int epochs, teacher_epochs, batch, warmup_epochs;
-    float lr, momentum, weight_decay, min_lr, clip_norm, temperature, alpha, beta;
+    float lr, momentum, weight_decay, min_lr, clip_norm, temperature, alpha, beta, gamma;
     int nesterov, cosine, optimizer; /* optimizer: a kd_optimizer_kind */
     int method;                      /* a kd_loss_kind */
+    int standardize;                 /* logit standardisation (kd-ls, dkd-ls) */
     uint64_t seed;
     /* outputs */
     const char *out, *log_path, *report_dir, *checkpoint, *soft_cache, *cache_dir;
     int quiet, resume, compare, json;
-    int stop_after; /* hidden: stop after this epoch, as if killed (tests of --resume) */
+    int seeds;          /* distill: students trained with seeds seed .. seed + seeds - 1 */
+    int warmup_auto;    /* distill: --warmup-epochs not given; the students' default applies */
+    float val_fraction; /* distill: the share of the training set held out for validation */
+    int keep_best;      /* distill: keep the best epoch on validation, not the last */
+    int stop_after;     /* hidden: stop after this epoch, as if killed (tests of --resume) */
 } options;
 
 /* Parses argv[first..] for o->cmd into o (defaults first). On a usage error prints one line and
@@ -69,6 +78,7 @@ int print_command_help(FILE *f, const char *name);
 
 typedef struct dataset_pair {
     kd_dataset *train, *test;
+    kd_dataset *val; /* held out of the training set (distill --val), or NULL */
     char train_prefix[1024], test_prefix[1024];
 } dataset_pair;
 
@@ -145,8 +155,9 @@ typedef struct run_config {
     const char *spec;
     uint64_t seed;
     int epochs, batch, warmup_epochs;
-    float lr, momentum, weight_decay, min_lr, clip_norm, temperature, alpha, beta;
+    float lr, momentum, weight_decay, min_lr, clip_norm, temperature, alpha, beta, gamma;
     int nesterov, cosine, optimizer, method; /* method: a kd_loss_kind */
+    int standardize;                         /* KD_LOSS_LOGIT_STANDARDIZE */
     kd_model *const *teachers;               /* borrowed; NULL/0 for a run without teachers */
     const float *teacher_weights;
     int nteachers;
@@ -154,18 +165,23 @@ typedef struct run_config {
     uint64_t teacher_hash;       /* identifies the teachers, for the checkpoint's fingerprint */
     const char *checkpoint;      /* NULL: none */
     int resume, stop_after;
+    int keep_best; /* keep the epoch with the best per-epoch (validation) accuracy */
 } run_config;
 
 typedef struct run_result {
     kd_model *model; /* owned by the caller after run_training */
     history hist;
     double seconds;
-    int stopped; /* --stop-after-epoch ended the run early */
+    int stopped;     /* --stop-after-epoch ended the run early */
+    int kept_epoch;  /* the epoch model is from */
+    double test_acc; /* model's accuracy on the test set */
 } run_result;
 
 /* Trains one model as cfg says; returns an exit code (messages printed). */
-int run_training(const run_config *cfg, const kd_dataset *train, const kd_dataset *test,
-                 struct progress *p, run_result *out);
+/* Per-epoch accuracy is measured on eval (the validation split, or the test set); the kept model's
+ * test accuracy on test goes to out->test_acc. */
+int run_training(const run_config *cfg, const kd_dataset *train, const kd_dataset *eval,
+                 const kd_dataset *test, struct progress *p, run_result *out);
 /* Top-1 accuracy in percent on a labelled set. */
 int test_accuracy(kd_model *m, const kd_dataset *test, double *accuracy);
 
@@ -188,7 +204,8 @@ int history_load(const char *path, uint64_t fingerprint, history *h);
 typedef struct progress {
     int mode; /* 0 quiet, 1 plain lines, 2 terminal bar */
     int unicode;
-    FILE *log; /* --log FILE.jsonl, or NULL */
+    FILE *log;             /* --log FILE.jsonl, or NULL */
+    const char *eval_name; /* what per-epoch accuracy is measured on: "test" or "val" */
     const char *run, *key;
     int epoch, epochs, first_epoch;
     int64_t steps, step;
@@ -248,6 +265,7 @@ typedef struct report {
     const model_stats *stats; /* comparison table, may be NULL */
     int nstats, baseline;
     const char *notes; /* a paragraph of plain text, may be NULL */
+    int validation;    /* 1: per-epoch accuracy is on a validation split, not the test set */
 } report;
 
 /* Writes DIR/index.html; returns an exit code. */

@@ -117,7 +117,8 @@ void free_data(dataset_pair *d)
 {
     kd_dataset_destroy(d->train);
     kd_dataset_destroy(d->test);
-    d->train = d->test = NULL;
+    kd_dataset_destroy(d->val);
+    d->train = d->test = d->val = NULL;
 }
 
 int data_is_fashion(const options *o)
@@ -150,9 +151,13 @@ void describe_data(const options *o, const dataset_pair *d, char *out, size_t si
     kd_dataset_shape(any, &c, &h, &w);
     const char *where = o->train_prefix != NULL || o->test_prefix != NULL ? "" : o->data_dir;
     const char *name = data_is_fashion(o) ? "Fashion-MNIST, " : "";
+    int64_t nval = 0;
+    if (d->val != NULL) kd_dataset_size(d->val, &nval);
+    char val[64] = "";
+    if (nval > 0) snprintf(val, sizeof val, " / %lld validation", (long long)nval);
     if (d->train != NULL)
-        snprintf(out, size, "%s%lld training / %lld test images of %lldx%lldx%lld%s%s", name,
-                 (long long)ntrain, (long long)ntest, (long long)c, (long long)h, (long long)w,
+        snprintf(out, size, "%s%lld training%s / %lld test images of %lldx%lldx%lld%s%s", name,
+                 (long long)ntrain, val, (long long)ntest, (long long)c, (long long)h, (long long)w,
                  *where ? " from " : "", where);
     else
         snprintf(out, size, "%s%lld test images of %lldx%lldx%lld (%s)", name, (long long)ntest,

@@ -28,7 +28,9 @@ void print_usage(FILE *f)
           "  kd eval small.safetensors\n"
           "\n"
           "exit codes: 0 success, 1 failure while running (a missing or bad file, a numerical\n"
-          "failure), 2 bad command line (unknown command or option, bad value, bad spec).\n"
+          "failure), 2 bad command line (unknown command or option, bad value, bad spec),\n"
+          "3 a training run collapsed (accuracy at chance after an epoch, or a non-finite\n"
+          "loss): it is stopped with what to try, and never reported as a result.\n"
           "kd --version prints the versions of the tool and the library. See also kd(1).\n",
           f);
 }
@@ -41,36 +43,43 @@ static const char data_help[] =
     "  --train PREFIX      training set PREFIX-images-idx3-ubyte.gz, PREFIX-labels-idx1-ubyte.gz\n"
     "  --test PREFIX       test set, named the same way\n\n";
 
-static const char protocol_help[] = "training (defaults: the protocol of the libkd benchmarks):\n"
-                                    "  --epochs N          passes over the training set "
-                                    "(train " STR(DEFAULT_TRAIN_EPOCHS) ", distill " STR(
-                                        DEFAULT_STUDENT_EPOCHS) ")\n"
-                                                                "  --batch B           examples "
-                                                                "per step (128)\n"
-                                                                "  --optimizer O       sgd "
-                                                                "(default), adam or adamw\n"
-                                                                "  --lr LR             base "
-                                                                "learning rate (0.05 for SGD, "
-                                                                "0.001 for Adam and AdamW)\n"
-                                                                "  --schedule S        cosine "
-                                                                "(default) or constant\n"
-                                                                "  --min-lr LR         where the "
-                                                                "cosine decay ends (0)\n"
-                                                                "  --warmup-epochs N   linear "
-                                                                "warm-up from 0 over N epochs (0)\n"
-                                                                "  --clip-norm C       clip the "
-                                                                "gradients' global norm to C (0: "
-                                                                "off)\n"
-                                                                "  --momentum M        SGD "
-                                                                "momentum in [0, 1) (0.9)\n"
-                                                                "  --nesterov          SGD with "
-                                                                "Nesterov momentum\n"
-                                                                "  --weight-decay WD   weight "
-                                                                "decay (0; 0.01 for AdamW, which "
-                                                                "decouples it)\n"
-                                                                "  --seed S            initial "
-                                                                "weights and batch order (1); same "
-                                                                "seed, same model\n\n";
+/* clang-format off: the STR() macros make clang-format scatter these lines */
+static const char
+    protocol_help
+        [] =
+            "training (defaults: the protocol of the libkd benchmarks):\n"
+            "  --epochs N          passes over the training set (train " STR(DEFAULT_TRAIN_EPOCHS) ", distill " STR(
+                DEFAULT_STUDENT_EPOCHS) ")\n"
+                                        "  --batch B           examples per step (128)\n"
+                                        "  --optimizer O       sgd (default), adam or adamw\n"
+                                        "  --lr LR             base learning rate (0.05 for SGD, "
+                                        "0.001 for Adam and AdamW)\n"
+                                        "  --schedule S        cosine (default) or constant\n"
+                                        "  --min-lr LR         where the cosine decay ends (0)\n"
+                                        "  --warmup-epochs N   linear warm-up from 0 over N epochs "
+                                        "(0; for the\n"
+                                        "                      students of distill " STR(
+                                            DEFAULT_DISTILL_WARMUP_EPOCHS) ", at most half the "
+                                                                           "run)\n"
+                                                                           "  --clip-norm C       "
+                                                                           "clip the gradients' "
+                                                                           "global norm to C (0: "
+                                                                           "off)\n"
+                                                                           "  --momentum M        "
+                                                                           "SGD momentum in [0, 1) "
+                                                                           "(0.9)\n"
+                                                                           "  --nesterov          "
+                                                                           "SGD with Nesterov "
+                                                                           "momentum\n"
+                                                                           "  --weight-decay WD   "
+                                                                           "weight decay (0; 0.01 "
+                                                                           "for AdamW, which "
+                                                                           "decouples it)\n"
+                                                                           "  --seed S            "
+                                                                           "initial weights and "
+                                                                           "batch order (1); same "
+                                                                           "seed, same model\n\n";
+/* clang-format on */
 
 static const char output_help[] =
     "output:\n"
@@ -142,18 +151,28 @@ static void distill_help(FILE *f)
           "  --teacher-weight W  ensemble weight of the --teacher before it (1)\n"
           "  --student SPEC      the student (" DEFAULT_STUDENT_SPEC ")\n"
           "  --method M          the loss: kd (Hinton's, default), mse (the teachers' logits\n"
-          "                      regressed, Ba and Caruana 2014) or dkd (decoupled KD, Zhao et\n"
-          "                      al. 2022)\n"
-          "  --temperature T     softmax temperature (4; unused by mse)\n"
+          "                      regressed, Ba and Caruana 2014), dkd (decoupled KD, Zhao et\n"
+          "                      al. 2022), dist (Pearson correlations, Huang et al. 2022),\n"
+          "                      kd-ls, dkd-ls (kd, dkd with logit standardisation, Sun et\n"
+          "                      al. 2024)\n"
+          "  --temperature T     softmax temperature (4; 2 for kd-ls, dkd-ls; unused by mse)\n"
           "  --alpha A           weight of the teacher term in [0, 1] (0.9 for kd, 1 for mse;\n"
           "                      for dkd the TCKD weight, 1)\n"
-          "  --beta B            dkd: the NCKD weight (8)\n"
+          "  --beta B            dkd: the NCKD weight (8); dist: the inter-class weight (2)\n"
+          "  --gamma G           dist: the intra-class weight (2)\n"
           "  --soft-targets-cache FILE  keep the teachers' logits in FILE and reuse them when\n"
           "                      the teachers and training set are the same\n"
           "  --teacher-spec SPEC, --teacher-epochs N  the teacher kd trains with no --teacher\n"
           "  --compare, --no-compare  also train the student alone (default: only when kd\n"
           "                      trains the teacher itself)\n"
-          "  --cache-dir DIR     where trained teachers and logits are kept\n\n",
+          "  --cache-dir DIR     where trained teachers and logits are kept\n"
+          "  --val F             hold out a seeded fraction F of the training set for\n"
+          "                      validation, where per-epoch accuracy is measured (0.1; 0: none,\n"
+          "                      epochs are measured on the test set)\n"
+          "  --keep best|last    keep each student's best epoch on validation, or its last\n"
+          "                      (last)\n"
+          "  --seeds N           train the students with seeds S .. S+N-1 and report the mean\n"
+          "                      and sample standard deviation of their test accuracy (1)\n\n",
           f);
     fputs(protocol_help, f);
     fputs(output_help, f);

@@ -124,8 +124,9 @@ static void log_epoch(const progress *p, const epoch_rec *r)
     fprintf(
         p->log,
         "{\"run\":\"%s\",\"epoch\":%d,\"epochs\":%d,\"loss\":%.6g,\"ce\":%.6g,\"train_acc\":%.4f,"
-        "\"test_acc\":%.4f,\"lr\":%.6g,\"seconds\":%.3f}\n",
-        p->key, r->epoch, p->epochs, r->loss, r->ce, r->train_acc, r->test_acc, r->lr, r->seconds);
+        "\"%s_acc\":%.4f,\"lr\":%.6g,\"seconds\":%.3f}\n",
+        p->key, r->epoch, p->epochs, r->loss, r->ce, r->train_acc,
+        p->eval_name != NULL ? p->eval_name : "test", r->test_acc, r->lr, r->seconds);
     fflush(p->log);
 }
 
@@ -135,9 +136,9 @@ void progress_epoch(progress *p, const epoch_rec *r)
     if (p->mode == 0) return;
     char t[32];
     format_time(r->seconds, t, sizeof t);
-    printf("%s%-14s epoch %2d/%-2d  loss %.4f  train %6.2f%%  test %6.2f%%  %s\n",
+    printf("%s%-14s epoch %2d/%-2d  loss %.4f  train %6.2f%%  %-4s %6.2f%%  %s\n",
            p->mode == 2 ? "\r\x1b[K" : "", p->run, r->epoch, p->epochs, r->loss, r->train_acc,
-           r->test_acc, t);
+           p->eval_name != NULL ? p->eval_name : "test", r->test_acc, t);
     fflush(stdout);
 }
 

@@ -175,9 +175,11 @@ static void table(FILE *f, const report *r)
 
 static void epochs_table(FILE *f, const report *r)
 {
-    fprintf(f, "<details><summary>Every epoch</summary><table><thead><tr><th>run</th><th>epoch"
-               "</th><th>objective</th><th>train cross-entropy</th><th>train accuracy</th>"
-               "<th>test accuracy</th><th>learning rate</th><th>time</th></tr></thead><tbody>\n");
+    fprintf(f,
+            "<details><summary>Every epoch</summary><table><thead><tr><th>run</th><th>epoch"
+            "</th><th>objective</th><th>train cross-entropy</th><th>train accuracy</th>"
+            "<th>%s accuracy</th><th>learning rate</th><th>time</th></tr></thead><tbody>\n",
+            r->validation ? "validation" : "test");
     for (int s = 0; s < r->nseries; s++) {
         const history *h = r->series[s].hist;
         for (int i = 0; i < h->n; i++) {
@@ -229,7 +231,8 @@ static void page(FILE *f, const report *r)
     table(f, r);
     fprintf(f, "<div class='plots'>\n");
     plot(f, r, "Training cross-entropy per epoch", "cross-entropy", field_ce);
-    plot(f, r, "Test accuracy per epoch", "accuracy (%)", field_test);
+    plot(f, r, r->validation ? "Validation accuracy per epoch" : "Test accuracy per epoch",
+         "accuracy (%)", field_test);
     fprintf(f, "</div>\n");
     if (r->notes != NULL) {
         fprintf(f, "<p class='notes'>");

@@ -92,7 +92,11 @@ static int setup(const run_config *c, const kd_dataset *train, handles *h, int64
     TRY("loss", kd_loss_create((kd_loss_kind)kind, &h->loss));
     TRY("--temperature", kd_loss_set_float(h->loss, KD_LOSS_TEMPERATURE, c->temperature));
     TRY("--alpha", kd_loss_set_float(h->loss, KD_LOSS_ALPHA, c->nteachers > 0 ? c->alpha : 0.0f));
-    if (kind == KD_LOSS_DKD) TRY("--beta", kd_loss_set_float(h->loss, KD_LOSS_BETA, c->beta));
+    if (kind == KD_LOSS_DKD || kind == KD_LOSS_DIST)
+        TRY("--beta", kd_loss_set_float(h->loss, KD_LOSS_BETA, c->beta));
+    if (kind == KD_LOSS_DIST) TRY("--gamma", kd_loss_set_float(h->loss, KD_LOSS_GAMMA, c->gamma));
+    if (c->nteachers > 0 && c->standardize)
+        TRY("--method", kd_loss_set_float(h->loss, KD_LOSS_LOGIT_STANDARDIZE, 1.0f));
     if ((rc = setup_optimizer(c, h, total_steps)) != EXIT_OK) return rc;
     TRY("trainer", kd_trainer_create(h->m, h->loss, h->opt, &h->t));
     for (int i = 0; i < c->nteachers; i++)
@@ -107,12 +111,13 @@ static uint64_t fingerprint(const run_config *c, const kd_dataset *train)
     int64_t n;
     kd_dataset_size(train, &n);
     snprintf(buf, sizeof buf,
-             "%d %d %.9g %llu %d %d %.9g %.9g %.9g %.9g %.9g %.9g %d %d %d %lld %llx %d %.9g",
+             "%d %d %.9g %llu %d %d %.9g %.9g %.9g %.9g %.9g %.9g %d %d %d %lld %llx %d %.9g"
+             " %.9g %d",
              c->method, c->optimizer, (double)c->beta, (unsigned long long)c->seed, c->epochs,
              c->batch, (double)c->lr, (double)c->momentum, (double)c->weight_decay,
              (double)c->min_lr, (double)c->temperature, (double)c->alpha, c->nesterov, c->cosine,
              c->nteachers, (long long)n, (unsigned long long)c->teacher_hash, c->warmup_epochs,
-             (double)c->clip_norm);
+             (double)c->clip_norm, (double)c->gamma, c->standardize);
     return hash_str(hash_str(0xcbf29ce484222325ULL, c->spec), buf);
 }
 
@@ -151,9 +156,26 @@ static void gather(const run_config *c, const kd_batcher *b, int64_t n, int64_t 
                    sizeof(float) * (size_t)classes);
 }
 
+/* A run that collapsed: stopped with what happened and what to try, so that no table ever
+ * reports it as a result of distillation. */
+static int collapsed(const run_config *c, int epoch, const char *what)
+{
+    fail_msg("the %s run collapsed in epoch %d: %s. It was stopped; nothing is saved or compared. "
+             "Try a smaller --lr (it is %g), a longer warm-up (--warmup-epochs, it is %d), "
+             "--clip-norm 1%s",
+             c->name, epoch, what, (double)c->lr, c->warmup_epochs,
+             c->nteachers > 0 ? ", or a lower --alpha or --temperature" : "");
+    return EXIT_COLLAPSE;
+}
+
 typedef struct sums {
     double loss, ce;
     int64_t hit, seen, steps;
+    /* The last quarter of the epoch's batches: where the student ended up, for the collapse
+     * check (the epoch's mean hides a student that learned, then collapsed). */
+    int64_t tail_hit, tail_seen;
+    double tail_loss;
+    int64_t tail_steps;
 } sums;
 
 static int one_epoch(const run_config *c, const kd_dataset *train, handles *h, workspace *w,
@@ -174,6 +196,13 @@ static int one_epoch(const run_config *c, const kd_dataset *train, handles *h, w
         if (c->teacher_logits != NULL) gather(c, b, n, classes, w->z);
         float value;
         st = kd_trainer_step(h->t, w->x, w->labels, c->teacher_logits ? w->z : NULL, rows, &value);
+        if (st == KD_ERR_NUMERIC) {
+            char what[640];
+            snprintf(what, sizeof what, "step %lld gave a non-finite value (%s)",
+                     (long long)s->steps + 1, kd_last_error());
+            rc = collapsed(c, epoch, what);
+            break;
+        }
         if (st != KD_OK) {
             char what[128];
             snprintf(what, sizeof what, "%s, epoch %d, step %lld", c->name, epoch,
@@ -184,7 +213,14 @@ static int one_epoch(const run_config *c, const kd_dataset *train, handles *h, w
         s->loss += value;
         s->steps++;
         s->seen += rows;
+        int64_t hit = s->hit;
         batch_metrics(h->m, w->labels, rows, &s->ce, &s->hit);
+        if (4 * s->steps > 3 * ((n + c->batch - 1) / c->batch)) {
+            s->tail_hit += s->hit - hit;
+            s->tail_seen += rows;
+            s->tail_loss += value;
+            s->tail_steps++;
+        }
         progress_step(p, epoch, s->steps, s->loss / (double)s->steps,
                       100.0 * (double)s->hit / (double)s->seen);
     }
@@ -203,9 +239,46 @@ int test_accuracy(kd_model *m, const kd_dataset *test, double *accuracy)
     return EXIT_OK;
 }
 
-static int epochs_loop(const run_config *c, const kd_dataset *train, const kd_dataset *test,
-                       handles *h, workspace *w, uint64_t print, progress *p, run_result *out)
+/* Training accuracy at chance over the last quarter of an epoch (within a fifth of 1 / classes) is
+ * a collapse: every prediction one class, or noise, and a flat loss. A run that learns anything
+ * at all is far above it after one epoch. */
+static int check_collapse(const run_config *c, kd_model *m, const epoch_rec *r, const sums *s)
 {
+    int64_t classes;
+    kd_model_output_size(m, &classes);
+    double chance = 100.0 / (double)classes;
+    if (!isfinite(r->loss)) return collapsed(c, r->epoch, "the loss is not finite");
+    if (classes < 2 || s->tail_seen == 0) return EXIT_OK;
+    double acc = 100.0 * (double)s->tail_hit / (double)s->tail_seen;
+    if (acc > 1.2 * chance) return EXIT_OK;
+    char what[256];
+    snprintf(what, sizeof what,
+             "over the last quarter of the epoch the training accuracy was %.2f%%, chance for "
+             "%lld classes, and the loss flat at %.4g (test accuracy %.2f%%)",
+             acc, (long long)classes, s->tail_loss / (double)s->tail_steps, r->test_acc);
+    return collapsed(c, r->epoch, what);
+}
+
+/* --keep best: a copy of the student after its best epoch on the evaluation set so far. */
+static int keep_if_best(const run_config *c, kd_model *m, const epoch_rec *r, kd_model **best,
+                        double *best_acc, int *best_epoch)
+{
+    if (!c->keep_best || (*best != NULL && r->test_acc <= *best_acc)) return EXIT_OK;
+    kd_model *copy;
+    kd_status st = kd_model_clone(m, &copy);
+    if (st != KD_OK) return fail_kd("keeping the best epoch's model", st);
+    kd_model_destroy(*best);
+    *best = copy;
+    *best_acc = r->test_acc;
+    *best_epoch = r->epoch;
+    return EXIT_OK;
+}
+
+static int epochs_loop(const run_config *c, const kd_dataset *train, const kd_dataset *test,
+                       handles *h, workspace *w, uint64_t print, progress *p, run_result *out,
+                       kd_model **best)
+{
+    double best_acc = 0.0;
     double offset = out->hist.n > 0 ? out->hist.rec[out->hist.n - 1].seconds : 0.0;
     double start = now_seconds();
     for (int e = out->hist.n + 1; e <= c->epochs; e++) {
@@ -221,6 +294,9 @@ static int epochs_loop(const run_config *c, const kd_dataset *train, const kd_da
         r->train_acc = 100.0 * (double)s.hit / (double)s.seen;
         r->lr = lr;
         if ((rc = test_accuracy(h->m, test, &r->test_acc)) != EXIT_OK) return rc;
+        if ((rc = check_collapse(c, h->m, r, &s)) != EXIT_OK) return rc;
+        if ((rc = keep_if_best(c, h->m, r, best, &best_acc, &out->kept_epoch)) != EXIT_OK)
+            return rc;
         r->seconds = offset + now_seconds() - start;
         out->hist.n++;
         progress_epoch(p, r);
@@ -248,14 +324,15 @@ static int resume(const run_config *c, handles *h, uint64_t print, int64_t steps
     return EXIT_OK;
 }
 
-int run_training(const run_config *c, const kd_dataset *train, const kd_dataset *test, progress *p,
-                 run_result *out)
+int run_training(const run_config *c, const kd_dataset *train, const kd_dataset *eval,
+                 const kd_dataset *test, progress *p, run_result *out)
 {
     memset(out, 0, sizeof *out);
     int64_t n, ch, hh, ww, classes;
     kd_dataset_size(train, &n);
     kd_dataset_shape(train, &ch, &hh, &ww);
     int64_t steps_per_epoch = (n + c->batch - 1) / c->batch;
+    kd_model *best = NULL;
     handles h = {0};
     workspace w = {0};
     uint64_t print = fingerprint(c, train);
@@ -275,15 +352,21 @@ int run_training(const run_config *c, const kd_dataset *train, const kd_dataset 
     }
     if (rc == EXIT_OK) {
         progress_run(p, c->name, c->key, out->hist.n, c->epochs, steps_per_epoch);
-        rc = epochs_loop(c, train, test, &h, &w, print, p, out);
+        rc = epochs_loop(c, train, eval, &h, &w, print, p, out, &best);
     }
     free(w.x);
     free(w.z);
     free(w.labels);
-    if (rc == EXIT_OK) {
+    if (rc == EXIT_OK && best != NULL) {
+        out->model = best; /* --keep best */
+        best = NULL;
+    } else if (rc == EXIT_OK) {
         out->model = h.m;
+        out->kept_epoch = out->hist.n;
         h.m = NULL;
     }
+    kd_model_destroy(best);
+    if (rc == EXIT_OK && !out->stopped) rc = test_accuracy(out->model, test, &out->test_acc);
     free_handles(&h);
     return rc;
 }

@@ -255,6 +255,9 @@ void describe_protocol(const options *o, char *out, size_t size)
                               o->nesterov ? " (Nesterov)" : "");
     n += (size_t)snprintf(out + n, size - n, ", lr %g%s", (double)o->lr,
                           o->cosine ? " with cosine decay" : "");
+    if (o->warmup_epochs > 0 && n < size)
+        n += (size_t)snprintf(out + n, size - n, " after a %d-epoch warm-up%s", o->warmup_epochs,
+                              o->warmup_auto ? " (students)" : "");
     if (o->weight_decay > 0 && n < size)
         n += (size_t)snprintf(out + n, size - n, ", weight decay %g", (double)o->weight_decay);
     if (n < size)
@@ -263,12 +266,16 @@ void describe_protocol(const options *o, char *out, size_t size)
 
 void describe_method(const options *o, char *out, size_t size)
 {
+    const char *ls = o->standardize ? " with logit standardisation" : "";
     if (o->method == KD_LOSS_LOGIT_MSE)
         snprintf(out, size, "logit MSE, alpha = %g", (double)o->alpha);
     else if (o->method == KD_LOSS_DKD)
-        snprintf(out, size, "DKD, T = %g, alpha = %g, beta = %g", (double)o->temperature,
+        snprintf(out, size, "DKD%s, T = %g, alpha = %g, beta = %g", ls, (double)o->temperature,
                  (double)o->alpha, (double)o->beta);
+    else if (o->method == KD_LOSS_DIST)
+        snprintf(out, size, "DIST, T = %g, beta = %g, gamma = %g", (double)o->temperature,
+                 (double)o->beta, (double)o->gamma);
     else
-        snprintf(out, size, "Hinton's KD, T = %g, alpha = %g", (double)o->temperature,
+        snprintf(out, size, "Hinton's KD%s, T = %g, alpha = %g", ls, (double)o->temperature,
                  (double)o->alpha);
 }

@@ -1,4 +1,5 @@
 /* Datasets and batchers: the committed Fashion-MNIST subset, hostile IDX files, shuffling. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -89,6 +90,39 @@ START_TEST(loads_subset)
     ck_assert_int_eq(pixel_sum(d, 0, n), 113529887);
     kd_dataset_destroy(d);
     kd_dataset_destroy(NULL);
+}
+END_TEST
+
+/* A validation split: the parts partition the set (sizes, pixel sums, labels), the same seed
+ * gives the same split, another seed another one, and fractions that leave a part empty fail. */
+START_TEST(split_partitions)
+{
+    kd_dataset *d, *a, *b, *a2, *b2, *a3, *b3;
+    ck_assert_int_eq(kd_dataset_load_idx(TRAIN_IMAGES, TRAIN_LABELS, &d), KD_OK);
+    ck_assert_int_eq(kd_dataset_split(d, 0.1f, 7, &a, &b), KD_OK);
+    int64_t na, nb;
+    kd_dataset_size(a, &na);
+    kd_dataset_size(b, &nb);
+    ck_assert(na == 1800 && nb == 200);
+    ck_assert_int_eq(pixel_sum(a, 0, na) + pixel_sum(b, 0, nb), 113529887);
+    int counts[10] = {0};
+    for (int64_t i = 0; i < na; i++) counts[kd_dataset_labels(a)[i]]++;
+    for (int64_t i = 0; i < nb; i++) counts[kd_dataset_labels(b)[i]]++;
+    static const int counts_want[10] = {194, 216, 202, 195, 186, 200, 194, 215, 198, 200};
+    for (int k = 0; k < 10; k++) ck_assert_int_eq(counts[k], counts_want[k]);
+    ck_assert_int_eq(kd_dataset_split(d, 0.1f, 7, &a2, &b2), KD_OK);
+    ck_assert(memcmp(kd_dataset_images(b), kd_dataset_images(b2), sizeof(float) * 200 * 784) == 0);
+    ck_assert_int_eq(kd_dataset_split(d, 0.1f, 8, &a3, &b3), KD_OK);
+    ck_assert(memcmp(kd_dataset_images(b), kd_dataset_images(b3), sizeof(float) * 200 * 784) != 0);
+    kd_dataset *x = NULL, *y = NULL;
+    ck_assert_int_eq(kd_dataset_split(d, 0.0f, 7, &x, &y), KD_ERR_ARGUMENT);
+    ck_assert_int_eq(kd_dataset_split(d, 1.0f, 7, &x, &y), KD_ERR_ARGUMENT);
+    ck_assert_int_eq(kd_dataset_split(d, 0.0001f, 7, &x, &y), KD_ERR_ARGUMENT); /* 0 examples */
+    ck_assert_int_eq(kd_dataset_split(d, NAN, 7, &x, &y), KD_ERR_ARGUMENT);
+    ck_assert(x == NULL && y == NULL);
+    ck_assert_int_eq(kd_dataset_split(NULL, 0.1f, 7, &x, &y), KD_ERR_ARGUMENT);
+    kd_dataset *all[] = {d, a, b, a2, b2, a3, b3};
+    for (int i = 0; i < 7; i++) kd_dataset_destroy(all[i]);
 }
 END_TEST
 
@@ -424,6 +458,7 @@ int main(void)
     tcase_add_test(t, batcher_epochs);
     tcase_add_test(t, batch_larger_than_set);
     tcase_add_test(t, null_arguments);
+    tcase_add_test(t, split_partitions);
     suite_add_tcase(s, t);
     return kdt_run(s);
 }

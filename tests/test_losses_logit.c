@@ -66,7 +66,8 @@ END_TEST
 
 /* Three rows of four classes (zs, zt below), labels {2, -1, 1}, alpha 0.5; from Python's math
  * module: MSE = 0.691041667 over 12 values, so soft = 0.345520833; CE over the two labelled rows
- * = 1.393374843, hard = 0.5 * CE / 3 = 0.232229140; total 0.577749974. */
+ * = 1.393374843, hard = 0.5 * CE / 2 = 0.348343711 (a mean over the labelled rows, PyTorch's
+ * ignore_index), or 0.5 * CE / 3 = 0.232229140 over the batch (KD_LOSS_HARD_MEAN 1). */
 static const float zs[12] = {1.0f,  -0.5f, 2.0f,  0.3f, 0.2f,  0.1f,
                              -1.0f, 1.5f,  -2.0f, 0.5f, 0.25f, 0.0f};
 static const float zt[12] = {2.0f, 0.0f, 1.0f,  -1.0f, 0.5f, -0.3f,
@@ -84,8 +85,13 @@ START_TEST(mse_hand_computed)
     ck_assert_int_eq(kd_loss_value(l, KD_LOSS_PART_SOFT, &soft), KD_OK);
     ck_assert_int_eq(kd_loss_value(l, KD_LOSS_PART_HARD, &hard), KD_OK);
     ck_assert_msg(fabs(soft - 0.345520833) < 1e-6, "soft %g", (double)soft);
+    ck_assert_msg(fabs(hard - 0.348343711) < 1e-6, "hard %g", (double)hard);
+    ck_assert_msg(fabs(v - (0.345520833 + 0.348343711)) < 1e-6, "total %g", (double)v);
+    ck_assert_int_eq(kd_loss_set_float(l, KD_LOSS_HARD_MEAN, 1.0f), KD_OK);
+    ck_assert_int_eq(kd_loss_forward(l, zs, zt, y, 3, 4, &v), KD_OK);
+    ck_assert_int_eq(kd_loss_value(l, KD_LOSS_PART_HARD, &hard), KD_OK);
     ck_assert_msg(fabs(hard - 0.232229140) < 1e-6, "hard %g", (double)hard);
-    ck_assert_msg(fabs(v - 0.577749974) < 1e-6, "total %g", (double)v);
+    ck_assert_int_eq(kd_loss_set_float(l, KD_LOSS_HARD_MEAN, 0.0f), KD_OK);
     /* alpha 1: the gradient is 2 (z - z_t) / (B C) exactly */
     float g[12];
     ck_assert_int_eq(kd_loss_set_float(l, KD_LOSS_ALPHA, 1.0f), KD_OK);
@@ -234,7 +240,7 @@ START_TEST(dkd_bad_input)
     ck_assert_int_eq(kd_loss_set_float(l, KD_LOSS_BETA, -1.0f), KD_ERR_ARGUMENT);
     ck_assert_int_eq(kd_loss_set_float(l, KD_LOSS_CE_WEIGHT, NAN), KD_ERR_ARGUMENT);
     ck_assert_int_eq(kd_loss_set_float(l, KD_LOSS_BETA, INFINITY), KD_ERR_ARGUMENT);
-    ck_assert_int_eq(kd_loss_create((kd_loss_kind)3, &l), KD_ERR_ARGUMENT);
+    ck_assert_int_eq(kd_loss_create((kd_loss_kind)99, &l), KD_ERR_ARGUMENT);
     ck_assert_int_eq(kd_loss_backward(l, g2), KD_OK);
     ck_assert(memcmp(g, g2, sizeof g) == 0);
     float beta;

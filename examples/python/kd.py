@@ -52,9 +52,10 @@ __all__ = ["KdError", "Model", "Loss", "Optimizer", "Trainer", "FeatureLoss", "D
 OK, ERR_ARGUMENT, ERR_SHAPE, ERR_NOMEM, ERR_IO, ERR_FORMAT, ERR_NUMERIC, ERR_STATE, \
     ERR_UNSUPPORTED = range(9)
 # kd_loss_kind, kd_loss_option, kd_loss_part
-LOSS_HINTON, LOSS_LOGIT_MSE, LOSS_DKD = 0, 1, 2
+LOSS_HINTON, LOSS_LOGIT_MSE, LOSS_DKD, LOSS_DIST = 0, 1, 2, 3
 LOSS_REVERSE_KL, LOSS_JSD, LOSS_SKEW_KL, LOSS_SKEW_REVERSE_KL, LOSS_TVD = 10, 11, 12, 13, 14
 LOSS_TEMPERATURE, LOSS_ALPHA, LOSS_BETA, LOSS_CE_WEIGHT = 0, 1, 2, 3
+LOSS_LOGIT_STANDARDIZE, LOSS_GAMMA, LOSS_HARD_MEAN = 4, 5, 6
 LOSS_JSD_BETA, LOSS_SKEW, LOSS_MASK_UNLABELLED = 10, 11, 12
 LOSS_PART_TOTAL, LOSS_PART_SOFT, LOSS_PART_HARD = 0, 1, 2
 # kd_optimizer_kind, kd_optimizer_option, kd_schedule
@@ -138,6 +139,7 @@ _STATUS = {
     "kd_loss_set_float": (_P, ctypes.c_int, ctypes.c_float),
     "kd_loss_get_float": (_P, ctypes.c_int, _F),
     "kd_loss_forward": (_P, _F, _F, _I32, _I64, _I64, _F),
+    "kd_loss_forward_logits": (_P, _F, _F, _I32, _I64, _I64, _F),
     "kd_loss_backward": (_P, _F),
     "kd_loss_value": (_P, ctypes.c_int, _F),
     "kd_optimizer_create": (ctypes.c_int, _P, ctypes.POINTER(_P)),
@@ -166,6 +168,8 @@ _STATUS = {
     "kd_feature_loss_backward": (_P, _F),
     "kd_dataset_load_idx": (_S, _S, ctypes.POINTER(_P)),
     "kd_dataset_size": (_P, _PI64),
+    "kd_dataset_split": (_P, ctypes.c_float, ctypes.c_uint64, ctypes.POINTER(_P),
+                         ctypes.POINTER(_P)),
     "kd_dataset_shape": (_P, _PI64, _PI64, _PI64),
     "kd_batcher_create": (_P, _I64, ctypes.c_uint64, ctypes.POINTER(_P)),
     "kd_batcher_next": (_P, _F, _I32, _PI64),
@@ -654,8 +658,9 @@ class _Gradients:
 
 class Loss(_Handle, _Gradients):
     """A distillation loss: Hinton's alpha T^2 KL(teacher_T || student_T) + (1 - alpha) CE by
-    default, or LOSS_LOGIT_MSE, LOSS_DKD, or a token-level divergence (LOSS_REVERSE_KL, LOSS_JSD,
-    LOSS_SKEW_KL, LOSS_SKEW_REVERSE_KL, LOSS_TVD) with jsd_beta, skew and mask_unlabelled."""
+    default, or LOSS_LOGIT_MSE, LOSS_DKD, LOSS_DIST, or a token-level divergence (LOSS_REVERSE_KL,
+    LOSS_JSD, LOSS_SKEW_KL, LOSS_SKEW_REVERSE_KL, LOSS_TVD) with jsd_beta, skew and
+    mask_unlabelled."""
 
     _destroy = "kd_loss_destroy"
 
@@ -686,6 +691,16 @@ class Loss(_Handle, _Gradients):
         n, v = batch * classes, ctypes.c_float()
         lib().kd_loss_forward(self._h, _floats(student_logits, n), _floats(soft_targets, n),
                               _labels(labels, batch), batch, classes, ctypes.byref(v))
+        self._ran(n)
+        return v.value
+
+    def forward_logits(self, student_logits, teacher_logits, labels, batch, classes):
+        """The same from the teachers' logits [batch, classes] (needed by
+        LOSS_LOGIT_STANDARDIZE, preferred for LOSS_DKD)."""
+        n, v = batch * classes, ctypes.c_float()
+        lib().kd_loss_forward_logits(self._h, _floats(student_logits, n),
+                                     _floats(teacher_logits, n), _labels(labels, batch), batch,
+                                     classes, ctypes.byref(v))
         self._ran(n)
         return v.value
 
@@ -938,6 +953,16 @@ class Dataset(_Handle):
     @classmethod
     def load_idx(cls, images_path, labels_path=None):
         return cls(images_path, labels_path)
+
+    def split(self, fraction, seed):
+        """(rest, held_out): new datasets, held_out with round(fraction * n) examples drawn by
+        a seeded shuffle (a validation split)."""
+        a, b = _P(), _P()
+        lib().kd_dataset_split(self._h, fraction, seed, ctypes.byref(a), ctypes.byref(b))
+        rest, held = Dataset.__new__(Dataset), Dataset.__new__(Dataset)
+        _Handle.__init__(rest, a.value)
+        _Handle.__init__(held, b.value)
+        return rest, held
 
     @property
     def size(self):

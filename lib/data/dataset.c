@@ -1,4 +1,5 @@
 /* Datasets of images and labels in memory, and seeded mini-batches over them. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -92,6 +93,72 @@ kd_status kd_dataset_shape(const kd_dataset *d, int64_t *c, int64_t *h, int64_t 
 const float *kd_dataset_images(const kd_dataset *d) { return d != NULL ? d->images : NULL; }
 
 const int32_t *kd_dataset_labels(const kd_dataset *d) { return d != NULL ? d->labels : NULL; }
+
+/* A new dataset of the examples of d whose flag in take equals want, in their order. */
+static kd_status pick(const kd_dataset *d, const unsigned char *take, int want, int64_t n,
+                      kd_dataset **out)
+{
+    int64_t size = d->c * d->h * d->w, k = 0;
+    kd_dataset *p = calloc(1, sizeof *p);
+    if (p == NULL) return kdi_fail(KD_ERR_NOMEM, "cannot allocate a dataset");
+    *p = (kd_dataset){.n = n, .c = d->c, .h = d->h, .w = d->w};
+    p->images = kdi_alloc_floats(n * size);
+    p->labels = d->labels != NULL ? malloc(sizeof(int32_t) * (size_t)n) : NULL;
+    if (p->images == NULL || (d->labels != NULL && p->labels == NULL)) {
+        kd_dataset_destroy(p);
+        return kdi_fail(KD_ERR_NOMEM, "cannot allocate a dataset of %lld images", (long long)n);
+    }
+    for (int64_t i = 0; i < d->n; i++) {
+        if (take[i] != want) continue;
+        memcpy(p->images + k * size, d->images + i * size, sizeof(float) * (size_t)size);
+        if (p->labels != NULL) p->labels[k] = d->labels[i];
+        k++;
+    }
+    *out = p;
+    return KD_OK;
+}
+
+kd_status kd_dataset_split(const kd_dataset *d, float fraction, uint64_t seed, kd_dataset **rest,
+                           kd_dataset **held_out)
+{
+    KDI_CHECK_NULL(d);
+    KDI_CHECK_NULL(rest);
+    KDI_CHECK_NULL(held_out);
+    if (!(fraction > 0.0f && fraction < 1.0f))
+        return kdi_fail(KD_ERR_ARGUMENT, "fraction %g must be in (0, 1)", (double)fraction);
+    int64_t held = (int64_t)llround((double)fraction * (double)d->n);
+    if (held < 1 || held >= d->n)
+        return kdi_fail(KD_ERR_ARGUMENT, "a fraction %g of %lld examples leaves one part empty",
+                        (double)fraction, (long long)d->n);
+    int64_t *perm = malloc(sizeof(int64_t) * (size_t)d->n);
+    unsigned char *take = calloc((size_t)d->n, 1);
+    if (perm == NULL || take == NULL) {
+        free(perm);
+        free(take);
+        return kdi_fail(KD_ERR_NOMEM, "cannot split a dataset of %lld images", (long long)d->n);
+    }
+    kdi_rng r; /* the first `held` of a seeded Fisher-Yates shuffle */
+    kdi_rng_seed(&r, seed);
+    for (int64_t i = 0; i < d->n; i++) perm[i] = i;
+    for (int64_t i = 0; i < held; i++) {
+        int64_t j = i + (int64_t)kdi_rng_below(&r, (uint64_t)(d->n - i)), t = perm[i];
+        perm[i] = perm[j];
+        perm[j] = t;
+        take[perm[i]] = 1;
+    }
+    kd_dataset *a = NULL, *b = NULL;
+    kd_status st = pick(d, take, 0, d->n - held, &a);
+    if (st == KD_OK) st = pick(d, take, 1, held, &b);
+    free(perm);
+    free(take);
+    if (st != KD_OK) {
+        kd_dataset_destroy(a);
+        return st;
+    }
+    *rest = a;
+    *held_out = b;
+    return KD_OK;
+}
 
 kd_status kd_batcher_create(const kd_dataset *d, int64_t batch, uint64_t seed, kd_batcher **out)
 {

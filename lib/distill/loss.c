@@ -25,66 +25,54 @@ static kd_status hinton_check(const kd_loss *l, const float *soft, const int32_t
         return kdi_fail(KD_ERR_ARGUMENT,
                         "labels is NULL but alpha is %g; NULL is allowed only when alpha is 1",
                         (double)alpha);
-    if (soft != NULL) KDI_TRY(kdi_check_probabilities(soft, batch, classes));
     if (labels != NULL) KDI_TRY(kdi_check_labels(labels, batch, classes));
     return KD_OK;
-}
-
-/* Row-wise log_softmax(z / t) into ws; KD_ERR_NUMERIC when z / t overflows. */
-static kd_status log_probs(kdi_buf *ws, const float *z, int64_t batch, int64_t classes, float t,
-                           float **out)
-{
-    KDI_TRY(kdi_buf_reserve(ws, batch * classes));
-    kdi_kernels_get()->log_softmax_rows(ws->data, z, batch, classes, 1.0f / t);
-    if (!kdi_all_finite(ws->data, batch * classes))
-        return kdi_fail(KD_ERR_NUMERIC, "the student's logits overflow at temperature %g",
-                        (double)t);
-    *out = ws->data;
-    return KD_OK;
-}
-
-/* KL(p || q) = sum p (log p - log q), with 0 log 0 = 0, from log q. */
-static double kl_div(const float *p, const float *lq, int64_t n)
-{
-    double kl = 0.0;
-    for (int64_t i = 0; i < n; i++)
-        if (p[i] > 0.0f) kl += (double)p[i] * (log((double)p[i]) - (double)lq[i]);
-    return kl;
 }
 
 /* Hinton et al. 2015, section 2: the soft term's gradient is (q_T - p) / T per example, so the T^2
  * factor keeps its size comparable with the hard term's as T changes:
  *   L     = alpha T^2 KL(p || q_T) + (1 - alpha) CE(q_1, y),
  *   dL/dz = alpha T (q_T - p) + (1 - alpha) (q_1 - onehot(y)).
- * Both are batch means; unlabelled rows (y == -1) have no hard term. */
-static kd_status hinton_forward(kd_loss *l, const float *z, const float *p, const int32_t *y,
+ * The soft term is a batch mean; the hard term a mean over the labelled rows (or the batch, as
+ * KD_LOSS_HARD_MEAN says); unlabelled rows (y == -1) have no hard term. lpt are the teachers'
+ * log-probabilities at T; under logit standardisation z is standardised for the soft term only,
+ * as Sun et al.'s code (its cross-entropy reads the raw logits). */
+static kd_status hinton_forward(kd_loss *l, const float *z, const float *lpt, const int32_t *y,
                                 int64_t batch, int64_t classes, double *parts, float *grad)
 {
     float t = l->opt[KD_LOSS_TEMPERATURE], alpha = l->opt[KD_LOSS_ALPHA];
     int soft = alpha > 0.0f, hard = alpha < 1.0f;
     int64_t count = batch * classes;
-    float *lpt = NULL, *lp1 = NULL;
-    if (soft) KDI_TRY(log_probs(&l->ws[0], z, batch, classes, t, &lpt));
-    if (hard) KDI_TRY(log_probs(&l->ws[1], z, batch, classes, 1.0f, &lp1));
-    double kl = soft ? kl_div(p, lpt, count) : 0.0, ce = 0.0;
+    float *lq = NULL, *lp1 = NULL;
+    double *gs = NULL, kl = 0.0, ce = 0.0;
+    if (soft) KDI_TRY(kdi_student_soft_log_probs(l, z, batch, classes, &lq));
+    if (soft) KDI_TRY(kdi_student_soft_grad(l, batch, classes, &gs));
+    if (hard) KDI_TRY(kdi_log_probs(&l->ws[1], z, batch, classes, 1.0f, &lp1));
+    double nh = hard ? kdi_loss_hard_count(l, y, batch) : 1.0;
+    double k = (double)alpha * t / (double)batch;
+    for (int64_t i = 0; soft && i < count; i++) {
+        double p = exp((double)lpt[i]);
+        if (p > 0.0) kl += p * ((double)lpt[i] - (double)lq[i]);
+        gs[i] = k * (exp((double)lq[i]) - p);
+    }
+    if (soft)
+        kdi_student_soft_finish(l, gs, batch, classes, grad);
+    else
+        memset(grad, 0, (size_t)count * sizeof *grad);
     for (int64_t r = 0; hard && r < batch; r++)
         if (y[r] >= 0) ce -= lp1[r * classes + y[r]];
     parts[KD_LOSS_PART_SOFT] = (double)alpha * t * t * kl / (double)batch;
-    parts[KD_LOSS_PART_HARD] = (1.0 - alpha) * ce / (double)batch;
+    parts[KD_LOSS_PART_HARD] = (1.0 - alpha) * ce / nh;
     parts[KD_LOSS_PART_TOTAL] = parts[KD_LOSS_PART_SOFT] + parts[KD_LOSS_PART_HARD];
     if (!isfinite(parts[KD_LOSS_PART_TOTAL]))
         return kdi_fail(KD_ERR_NUMERIC, "the loss is not finite (soft %g, hard %g)",
                         parts[KD_LOSS_PART_SOFT], parts[KD_LOSS_PART_HARD]);
-
-    double gs = (double)alpha * t / (double)batch, gh = (1.0 - alpha) / (double)batch;
-    for (int64_t r = 0; r < batch; r++) {
-        int labelled = hard && y[r] >= 0;
+    double gh = (1.0 - alpha) / nh;
+    for (int64_t r = 0; hard && r < batch; r++) {
+        if (y[r] < 0) continue;
         for (int64_t c = 0; c < classes; c++) {
             int64_t i = r * classes + c;
-            double g = 0.0;
-            if (soft) g += gs * (exp((double)lpt[i]) - (double)p[i]);
-            if (labelled) g += gh * (exp((double)lp1[i]) - (c == y[r] ? 1.0 : 0.0));
-            grad[i] = (float)g;
+            grad[i] += (float)(gh * (exp((double)lp1[i]) - (c == y[r] ? 1.0 : 0.0)));
         }
     }
     return KD_OK;
@@ -97,11 +85,19 @@ static const kdi_loss_ops hinton_ops = {.name = "hinton",
                                         .forward = hinton_forward,
                                         .uses_soft = hinton_uses_soft};
 
+double kdi_loss_hard_count(const kd_loss *l, const int32_t *labels, int64_t batch)
+{
+    if (l->opt[KD_LOSS_HARD_MEAN] != 0.0f || labels == NULL) return (double)batch;
+    int64_t n = 0;
+    for (int64_t r = 0; r < batch; r++) n += labels[r] >= 0;
+    return n > 0 ? (double)n : 1.0;
+}
+
 /* ---------------------------------------------------------------- options */
 
 int kdi_loss_option_known(int key)
 {
-    return (key >= KD_LOSS_TEMPERATURE && key <= KD_LOSS_CE_WEIGHT) ||
+    return (key >= KD_LOSS_TEMPERATURE && key <= KD_LOSS_HARD_MEAN) ||
            (key >= KD_LOSS_JSD_BETA && key <= KD_LOSS_MASK_UNLABELLED);
 }
 
@@ -120,8 +116,15 @@ static kd_status check_option(int key, float value)
         if (!(value >= 0.0f && value <= 1.0f))
             return kdi_fail(KD_ERR_ARGUMENT, "KD_LOSS_ALPHA %g must be in [0, 1]", (double)value);
         break;
+    case KD_LOSS_LOGIT_STANDARDIZE:
+    case KD_LOSS_HARD_MEAN:
+        if (value != 0.0f && value != 1.0f)
+            return kdi_fail(KD_ERR_ARGUMENT, "loss option %d: %g must be 0 or 1", key,
+                            (double)value);
+        break;
     case KD_LOSS_BETA:
     case KD_LOSS_CE_WEIGHT:
+    case KD_LOSS_GAMMA:
         if (!(value >= 0.0f) || !isfinite(value))
             return kdi_fail(KD_ERR_ARGUMENT, "loss option %d: %g must be finite and >= 0", key,
                             (double)value);
@@ -156,6 +159,7 @@ kd_status kd_loss_create(kd_loss_kind kind, kd_loss **out)
     case KD_LOSS_SKEW_KL: ops = &kdi_skew_kl_ops; break;
     case KD_LOSS_SKEW_REVERSE_KL: ops = &kdi_skew_reverse_kl_ops; break;
     case KD_LOSS_TVD: ops = &kdi_tvd_ops; break;
+    case KD_LOSS_DIST: ops = &kdi_dist_ops; break;
     }
     if (ops == NULL)
         return kdi_fail(KD_ERR_ARGUMENT, "loss kind %d is not a kd_loss_kind", (int)kind);
@@ -169,6 +173,7 @@ kd_status kd_loss_create(kd_loss_kind kind, kd_loss **out)
     l->opt[KD_LOSS_CE_WEIGHT] = 1.0f;
     l->opt[KD_LOSS_JSD_BETA] = 0.5f;
     l->opt[KD_LOSS_SKEW] = 0.1f;
+    l->opt[KD_LOSS_GAMMA] = 1.0f;
     if (ops->defaults != NULL) ops->defaults(l);
     *out = l;
     return KD_OK;
@@ -177,11 +182,12 @@ kd_status kd_loss_create(kd_loss_kind kind, kd_loss **out)
 void kd_loss_destroy(kd_loss *l)
 {
     if (l == NULL) return;
-    for (int i = 0; i < 2; i++) {
-        kdi_buf_free(&l->grad[i]);
-        kdi_buf_free(&l->ws[i]);
-    }
+    for (int i = 0; i < 2; i++) kdi_buf_free(&l->grad[i]);
+    for (int i = 0; i < KDI_LOSS_NWS; i++) kdi_buf_free(&l->ws[i]);
     for (int i = 0; i < 4; i++) kdi_buf_free(&l->pad[i]);
+    kdi_buf_free(&l->tlp);
+    kdi_buf_free(&l->tz);
+    kdi_buf_free(&l->gs);
     free(l);
 }
 
@@ -189,6 +195,12 @@ kd_status kd_loss_set_float(kd_loss *l, kd_loss_option key, float value)
 {
     KDI_CHECK_NULL(l);
     KDI_TRY(check_option((int)key, value));
+    if (key == KD_LOSS_LOGIT_STANDARDIZE && value != 0.0f && l->kind != KD_LOSS_HINTON &&
+        l->kind != KD_LOSS_DKD)
+        return kdi_fail(KD_ERR_ARGUMENT,
+                        "KD_LOSS_LOGIT_STANDARDIZE applies to KD_LOSS_HINTON and KD_LOSS_DKD, not "
+                        "to the %s loss",
+                        l->ops->name);
     l->opt[key] = value;
     return KD_OK;
 }
@@ -217,19 +229,67 @@ static kd_status check_sizes(int64_t batch, int64_t classes)
     return KD_OK;
 }
 
-kd_status kdi_loss_check(const kd_loss *l, const float *soft_targets, const int32_t *labels,
-                         int64_t batch, int64_t classes)
+kd_status kdi_loss_check(const kd_loss *l, const float *soft_targets, int soft_is_logits,
+                         const int32_t *labels, int64_t batch, int64_t classes)
 {
     KDI_CHECK_NULL(l);
     KDI_TRY(check_sizes(batch, classes));
-    return l->ops->check(l, soft_targets, labels, batch, classes);
+    KDI_TRY(l->ops->check(l, soft_targets, labels, batch, classes));
+    if (kdi_loss_standardizes(l) && classes < 2)
+        return kdi_fail(KD_ERR_ARGUMENT,
+                        "logit standardisation needs 2 classes or more (a standard deviation), "
+                        "not %lld",
+                        (long long)classes);
+    if (soft_targets == NULL || !l->ops->uses_soft(l) || l->ops->soft_is_logits) return KD_OK;
+    if (soft_is_logits) {
+        if (!kdi_all_finite(soft_targets, batch * classes))
+            return kdi_fail(KD_ERR_NUMERIC, "the teachers' logits hold NaN or infinity");
+        return KD_OK;
+    }
+    if (kdi_loss_standardizes(l))
+        return kdi_fail(KD_ERR_ARGUMENT,
+                        "KD_LOSS_LOGIT_STANDARDIZE standardises the teachers' logits: pass them "
+                        "with kd_loss_forward_logits, not probabilities with kd_loss_forward");
+    return kdi_check_probabilities(soft_targets, batch, classes);
 }
 
 int kdi_loss_uses_soft(const kd_loss *l) { return l->ops->uses_soft(l); }
 
 int kdi_loss_soft_is_logits(const kd_loss *l) { return l->ops->soft_is_logits; }
 
+int kdi_loss_prefers_logits(const kd_loss *l, int32_t teachers)
+{
+    return l->ops->soft_is_logits || kdi_loss_standardizes(l) ||
+           (l->kind == KD_LOSS_DKD && teachers == 1);
+}
+
 float kdi_loss_temperature(const kd_loss *l) { return l->opt[KD_LOSS_TEMPERATURE]; }
+
+/* The teachers' log-probabilities at T into l->tlp: log p from probabilities (-inf where p is 0),
+ * or log_softmax(z / T) from logits, z standardised first when asked. */
+static kd_status teacher_log_probs(kd_loss *l, const float *soft, int is_logits, int64_t batch,
+                                   int64_t classes, const float **out)
+{
+    int64_t count = batch * classes;
+    float t = l->opt[KD_LOSS_TEMPERATURE];
+    KDI_TRY(kdi_buf_reserve(&l->tlp, count));
+    if (!is_logits) {
+        for (int64_t i = 0; i < count; i++) l->tlp.data[i] = logf(soft[i]);
+    } else {
+        const float *z = soft;
+        if (kdi_loss_standardizes(l)) {
+            KDI_TRY(kdi_buf_reserve(&l->tz, count));
+            kdi_standardize_rows(soft, batch, classes, l->tz.data, NULL);
+            z = l->tz.data;
+        }
+        kdi_kernels_get()->log_softmax_rows(l->tlp.data, z, batch, classes, 1.0f / t);
+        if (!kdi_all_finite(l->tlp.data, count))
+            return kdi_fail(KD_ERR_NUMERIC, "the teachers' logits overflow at temperature %g",
+                            (double)t);
+    }
+    *out = l->tlp.data;
+    return KD_OK;
+}
 
 /* KD_LOSS_MASK_UNLABELLED: the kind's forward on the labelled rows alone, gathered into l->pad,
  * its gradient scattered back; padded rows get 0. With every row labelled, no copy. */
@@ -261,13 +321,17 @@ static kd_status forward_rows(kd_loss *l, const float *z, const float *soft, con
 }
 
 kd_status kdi_loss_forward(kd_loss *l, const float *student_logits, const float *soft_targets,
-                           const int32_t *labels, int64_t batch, int64_t classes, float *loss)
+                           int soft_is_logits, const int32_t *labels, int64_t batch,
+                           int64_t classes, float *loss)
 {
+    const float *soft = soft_targets;
+    if (soft != NULL && !l->ops->soft_is_logits && l->ops->uses_soft(l))
+        KDI_TRY(teacher_log_probs(l, soft_targets, soft_is_logits, batch, classes, &soft));
     int next = 1 - l->cur;
     double parts[KDI_LOSS_NPARTS] = {0};
     KDI_TRY(kdi_buf_reserve(&l->grad[next], batch * classes));
-    KDI_TRY(forward_rows(l, student_logits, soft_targets, labels, batch, classes, parts,
-                         l->grad[next].data));
+    KDI_TRY(
+        forward_rows(l, student_logits, soft, labels, batch, classes, parts, l->grad[next].data));
     l->cur = next;
     l->batch = batch;
     l->classes = classes;
@@ -285,10 +349,23 @@ kd_status kd_loss_forward(kd_loss *l, const float *student_logits, const float *
     KDI_CHECK_NULL(l);
     KDI_CHECK_NULL(student_logits);
     KDI_CHECK_NULL(loss);
-    KDI_TRY(kdi_loss_check(l, soft_targets, labels, batch, classes));
+    KDI_TRY(kdi_loss_check(l, soft_targets, 0, labels, batch, classes));
     if (!kdi_all_finite(student_logits, batch * classes))
         return kdi_fail(KD_ERR_NUMERIC, "student_logits hold NaN or infinity");
-    return kdi_loss_forward(l, student_logits, soft_targets, labels, batch, classes, loss);
+    return kdi_loss_forward(l, student_logits, soft_targets, 0, labels, batch, classes, loss);
+}
+
+kd_status kd_loss_forward_logits(kd_loss *l, const float *student_logits,
+                                 const float *teacher_logits, const int32_t *labels, int64_t batch,
+                                 int64_t classes, float *loss)
+{
+    KDI_CHECK_NULL(l);
+    KDI_CHECK_NULL(student_logits);
+    KDI_CHECK_NULL(loss);
+    KDI_TRY(kdi_loss_check(l, teacher_logits, 1, labels, batch, classes));
+    if (!kdi_all_finite(student_logits, batch * classes))
+        return kdi_fail(KD_ERR_NUMERIC, "student_logits hold NaN or infinity");
+    return kdi_loss_forward(l, student_logits, teacher_logits, 1, labels, batch, classes, loss);
 }
 
 const float *kdi_loss_grad(const kd_loss *l) { return l->grad[l->cur].data; }

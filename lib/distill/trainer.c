@@ -85,14 +85,19 @@ int32_t kdi_trainer_cached_teachers(const kd_trainer *t)
     return t->nteachers > 0 ? t->nteachers : 1;
 }
 
-/* Soft targets into t->soft, or *soft = NULL when the loss does not read them. */
+/* Soft targets into t->soft, or *soft = NULL when the loss does not read them; *is_logits says
+ * whether they are the teachers' (mean) logits or their mixed probabilities. */
 static kd_status soft_targets(kd_trainer *t, const float *x, const float *teacher_logits,
-                              int64_t batch, const float **soft)
+                              int64_t batch, const float **soft, int *is_logits)
 {
     *soft = NULL;
+    *is_logits = 0;
     if (!kdi_loss_uses_soft(t->loss)) return KD_OK;
-    if (kdi_loss_soft_is_logits(t->loss))
+    int32_t n = teacher_logits != NULL ? kdi_trainer_cached_teachers(t) : t->nteachers;
+    if (kdi_loss_prefers_logits(t->loss, n)) {
+        *is_logits = 1;
         return kdi_trainer_mean_logits(t, x, teacher_logits, batch, soft);
+    }
     float temp = kdi_loss_temperature(t->loss);
     int64_t count = batch * t->classes;
     const float *w = t->nteachers > 0 ? t->weights : NULL;
@@ -134,8 +139,8 @@ static kd_status check_batch(const kd_trainer *t, const float *x, int64_t batch)
 }
 
 /* The part of a step that changes the student; the caller clears the gradients if it fails. */
-static kd_status learn(kd_trainer *t, const float *x, const float *soft, const int32_t *labels,
-                       int64_t batch, float *loss)
+static kd_status learn(kd_trainer *t, const float *x, const float *soft, int is_logits,
+                       const int32_t *labels, int64_t batch, float *loss)
 {
     float value = 0.0f;
     const float *grad = t->grad.data;
@@ -143,7 +148,8 @@ static kd_status learn(kd_trainer *t, const float *x, const float *soft, const i
     if (t->hint_only) { /* FitNets stage 1: the feature terms alone */
         memset(t->grad.data, 0, (size_t)(batch * t->classes) * sizeof *t->grad.data);
     } else {
-        KDI_TRY(kdi_loss_forward(t->loss, t->logits.data, soft, labels, batch, t->classes, &value));
+        KDI_TRY(kdi_loss_forward(t->loss, t->logits.data, soft, is_logits, labels, batch,
+                                 t->classes, &value));
         grad = kdi_loss_grad(t->loss);
     }
     /* The step applies this batch's gradient alone, whatever a caller left accumulated. */
@@ -166,16 +172,17 @@ kd_status kd_trainer_step(kd_trainer *t, const float *x, const int32_t *labels,
     KDI_CHECK_NULL(loss);
     KDI_TRY(check_batch(t, x, batch));
     const float *soft = NULL;
+    int is_logits = 0;
     t->teachers_ran = 0;
     KDI_TRY(kdi_trainer_features_check(t));
     if (!t->hint_only) {
-        KDI_TRY(soft_targets(t, x, teacher_logits, batch, &soft));
-        KDI_TRY(kdi_loss_check(t->loss, soft, labels, batch, t->classes));
+        KDI_TRY(soft_targets(t, x, teacher_logits, batch, &soft, &is_logits));
+        KDI_TRY(kdi_loss_check(t->loss, soft, is_logits, labels, batch, t->classes));
     }
     KDI_TRY(kdi_optimizer_check(t->opt));
     KDI_TRY(kdi_buf_reserve(&t->logits, batch * t->classes));
     if (t->hint_only) KDI_TRY(kdi_buf_reserve(&t->grad, batch * t->classes));
-    kd_status st = learn(t, x, soft, labels, batch, loss);
+    kd_status st = learn(t, x, soft, is_logits, labels, batch, loss);
     if (st != KD_OK) kdi_model_zero_grad(t->student);
     return st;
 }

@@ -141,13 +141,41 @@ expect "the logits cache is reused" 0 "teacher logits: reused" \
     --soft-targets-cache "$TMP/logits.safetensors"
 acc=$("$KD" eval "$S" --test "$TEST" --quiet)
 check "the distilled student learned ($acc% > 50%)" awk "BEGIN { exit !($acc > 50) }"
-expect "bad method" 2 "--method 'fitnet' is not kd, mse or dkd" "$KD" distill --method fitnet
+expect "bad method" 2 "--method 'fitnet' is not kd, mse, dkd, dist, kd-ls or dkd-ls" \
+    "$KD" distill --method fitnet
 expect "--method dkd" 0 "DKD, T = 4, alpha = 1, beta = 8" \
     "$KD" distill --teacher "$T" --student 784-32-10 --epochs 1 $SETS --out "$TMP/d.safetensors" \
     --method dkd --lr 0.005
 expect "--method mse" 0 "logit MSE, alpha = 1" \
     "$KD" distill --teacher "$T" --student 784-32-10 --epochs 1 $SETS --out "$TMP/m.safetensors" \
     --method mse --lr 0.01
+expect "--method dist" 0 "DIST, T = 4, beta = 2, gamma = 2" \
+    "$KD" distill --teacher "$T" --student 784-32-10 --epochs 1 $SETS --out "$TMP/di.safetensors" \
+    --method dist
+expect "--method kd-ls" 0 "Hinton's KD with logit standardisation, T = 2, alpha = 0.9" \
+    "$KD" distill --teacher "$T" --student 784-32-10 --epochs 1 $SETS --out "$TMP/ls.safetensors" \
+    --method kd-ls
+expect "--method dkd-ls" 0 "DKD with logit standardisation, T = 2, alpha = 1, beta = 8" \
+    "$KD" distill --teacher "$T" --student 784-32-10 --epochs 1 $SETS --out "$TMP/dl.safetensors" \
+    --method dkd-ls --lr 0.005
+expect "a collapsed run stops with exit 3" 3 "distilled run collapsed in epoch 1: .*Try a smaller --lr (it is 5)" \
+    "$KD" distill --teacher "$T" --student 784-32-10 --epochs 2 $SETS --out "$TMP/c.safetensors" \
+    --compare --lr 5
+check "a collapsed run saves nothing" [ ! -e "$TMP/c.safetensors" ]
+expect "--keep best keeps the best epoch on validation" 0 "Students kept: the best epoch" \
+    "$KD" distill --teacher "$T" --student 784-16-10 --epochs 2 $SETS --out "$TMP/kb.safetensors" \
+    --keep best
+expect "per-epoch accuracy is on validation" 0 "epoch  1/1 .* val " \
+    "$KD" distill --teacher "$T" --student 784-16-10 --epochs 1 $SETS --out "$TMP/kv.safetensors"
+expect "--val 0 measures epochs on the test set" 0 "epoch  1/1 .* test " \
+    "$KD" distill --teacher "$T" --student 784-16-10 --epochs 1 $SETS --out "$TMP/k0.safetensors" \
+    --val 0
+expect "--keep best needs a validation split" 2 "--keep best chooses on the validation split" \
+    "$KD" distill --teacher "$T" --val 0 --keep best
+expect "bad --keep" 2 "--keep 'frog' is not best or last" "$KD" distill --keep frog
+expect "--seeds 2 reports mean and deviation" 0 "over 2 seeds distillation" \
+    "$KD" distill --teacher "$T" --student 784-16-10 --epochs 1 $SETS --out "$TMP/s2.safetensors" \
+    --compare --seeds 2
 expect "an ensemble of two teachers" 0 "teacher 2" \
     "$KD" distill --teacher "$T" --teacher "$TMP/p.safetensors" --teacher-weight 0.5 \
     --student 784-32-10 --epochs 1 $SETS --out "$TMP/e.safetensors"

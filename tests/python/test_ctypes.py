@@ -425,6 +425,20 @@ class ByHand(KdTestCase):
         self.assertFailsWith(kd.ERR_FORMAT, kd.Text,
                              os.path.join(DATA, "text", "invalid-utf8.txt"))
 
+    def test_modern_logit_methods(self):
+        # DKD from the logits of a confident teacher (the example, as mdistiller).
+        loss = kd.Loss(kd.LOSS_DKD, temperature=1.0, alpha=0.0, beta=8.0, ce_weight=0.0)
+        value = loss.forward_logits([2, 1, 0, -1], [120, 10, 5, 0], [0], 1, 4)
+        self.assertAlmostEqual(value, 2.989716577, places=4)
+        # Logit standardisation and DIST against tests/reference/modern_logit_losses.py.
+        zs = [1.0, -0.5, 2.0, 0.3, 0.2, 0.1, -1.0, 1.5, -2.0, 0.5, 0.25, 0.0]
+        zt = [2.0, 0.0, 1.0, -1.0, 0.5, -0.3, 0.0, 2.5, -1.0, 1.5, 0.5, 0.2]
+        ls = kd.Loss(kd.LOSS_HINTON, temperature=2.0, alpha=1.0)
+        ls.set(kd.LOSS_LOGIT_STANDARDIZE, 1.0)
+        self.assertAlmostEqual(ls.forward_logits(zs, zt, None, 3, 4), 0.163037947, places=5)
+        dist = kd.Loss(kd.LOSS_DIST, ce_weight=0.0)
+        self.assertAlmostEqual(dist.forward_logits(zs, zt, None, 3, 4), 0.408162575, places=5)
+
     def test_loss_errors(self):
         loss = kd.Loss()
         self.assertFailsWith(kd.ERR_STATE, loss.backward)

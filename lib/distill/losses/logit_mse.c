@@ -1,7 +1,8 @@
 /* Logit matching (Ba and Caruana 2014, "Do deep nets really need to be deep?", section 2.1: the
  * student regresses the teacher's logits with an L2 loss), mixed with the label term as Hinton's:
- *   L     = alpha / (B C) sum (z - z_t)^2 + (1 - alpha) / B sum_labelled CE(z, y),
- *   dL/dz = 2 alpha (z - z_t) / (B C) + (1 - alpha) (softmax(z) - onehot(y)) / B.
+ *   L     = alpha / (B C) sum (z - z_t)^2 + (1 - alpha) / N sum_labelled CE(z, y),
+ *   dL/dz = 2 alpha (z - z_t) / (B C) + (1 - alpha) (softmax(z) - onehot(y)) / N,
+ * N the labelled rows (or B, as KD_LOSS_HARD_MEAN says).
  * soft_targets are the teachers' logits (the trainer averages an ensemble's). */
 #include <math.h>
 
@@ -35,7 +36,7 @@ static kd_status mse_forward(kd_loss *l, const float *z, const float *zt, const 
     float *lp = NULL;
     if (hard) KDI_TRY(kdi_log_probs(&l->ws[0], z, batch, classes, 1.0f, &lp));
     double mse = 0.0, ce = 0.0, gs = 2.0 * alpha / (double)(batch * classes);
-    double gh = (1.0 - alpha) / (double)batch;
+    double nh = hard ? kdi_loss_hard_count(l, y, batch) : 1.0, gh = (1.0 - alpha) / nh;
     for (int64_t r = 0; r < batch; r++) {
         int labelled = hard && y[r] >= 0;
         if (labelled) ce -= lp[r * classes + y[r]];
@@ -52,7 +53,7 @@ static kd_status mse_forward(kd_loss *l, const float *z, const float *zt, const 
         }
     }
     parts[KD_LOSS_PART_SOFT] = alpha * mse / (double)(batch * classes);
-    parts[KD_LOSS_PART_HARD] = (1.0 - alpha) * ce / (double)batch;
+    parts[KD_LOSS_PART_HARD] = (1.0 - alpha) * ce / nh;
     parts[KD_LOSS_PART_TOTAL] = parts[KD_LOSS_PART_SOFT] + parts[KD_LOSS_PART_HARD];
     if (!isfinite(parts[KD_LOSS_PART_TOTAL]))
         return kdi_fail(KD_ERR_NUMERIC, "the loss is not finite (soft %g, hard %g)",

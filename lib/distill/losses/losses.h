@@ -26,6 +26,25 @@ int kdi_divergence_uses_soft(const kd_loss *l);
 void kdi_divergence_defaults(kd_loss *l);
 /* log(max(x, FLT_TRUE_MIN)): a probability that underflowed to 0 keeps a finite log. */
 double kdi_log_floor(double x);
+extern const kdi_loss_ops kdi_dist_ops; /* KD_LOSS_DIST, dist.c */
+
+/* Logit standardisation (standardize.c): s [batch, classes] = the rows of z as z-scores, sigma
+ * [batch] (may be NULL) their unbiased standard deviations; classes >= 2. */
+void kdi_standardize_rows(const float *z, int64_t batch, int64_t classes, float *s, double *sigma);
+/* Turns g = dL/ds [batch, classes] into dL/dz in place, from the s and sigma of the forward. */
+void kdi_standardize_backward(double *g, const float *s, const double *sigma, int64_t batch,
+                              int64_t classes);
+/* The student's log_softmax(x / t) into l->ws[0], x being z, or z standardised (into l->ws[2],
+ * its sigma into l->ws[3]) when KD_LOSS_LOGIT_STANDARDIZE is set. */
+kd_status kdi_student_soft_log_probs(kd_loss *l, const float *z, int64_t batch, int64_t classes,
+                                     float **out);
+/* A zeroed double buffer [batch, classes] (l->gs) for the soft term's gradient with respect to
+ * the logits it read (z, or z standardised). */
+kd_status kdi_student_soft_grad(kd_loss *l, int64_t batch, int64_t classes, double **gs);
+/* grad = d soft / dz from gs (changed in place): through the standardisation when it is set. */
+void kdi_student_soft_finish(kd_loss *l, double *gs, int64_t batch, int64_t classes, float *grad);
+/* Whether KD_LOSS_LOGIT_STANDARDIZE is set. */
+int kdi_loss_standardizes(const kd_loss *l);
 
 /* Each row of p [batch, classes] is a distribution (finite, >= 0, sums to 1 within 1e-3). */
 kd_status kdi_check_probabilities(const float *p, int64_t batch, int64_t classes);
