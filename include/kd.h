@@ -528,6 +528,68 @@ KD_API kd_status kd_trainer_get_int(const kd_trainer *t, kd_trainer_option key, 
  * left out of the transfer set, with delta chosen on held-out data. */
 KD_API kd_status kd_model_adjust_output_bias(kd_model *m, int32_t cls, float delta);
 
+/* ---------------------------------------------------------------- files of named tensors */
+
+/* A set of named arrays with string metadata, kept in memory and saved as safetensors
+ * (https://github.com/huggingface/safetensors), the format PyTorch's and NumPy's safetensors
+ * packages read and write (safetensors.torch.load_file, safetensors.numpy.save_file): the tool's
+ * logit caches, or any arrays to exchange. Arrays are row-major and little-endian; names are
+ * non-empty UTF-8 (checked when saved) and unique, "__metadata__" is reserved. Metadata is string to string (the
+ * header's __metadata__). The set owns copies of everything given to it. */
+typedef struct kd_tensors kd_tensors;
+
+typedef enum kd_dtype {
+    KD_DTYPE_F32 = 0, /* float, safetensors "F32" */
+    KD_DTYPE_I32 = 1, /* int32_t, "I32" */
+    KD_DTYPE_I64 = 2  /* int64_t, "I64" */
+} kd_dtype;
+
+#define KD_TENSORS_MAX_DIMS 8 /* dimensions of one array; 0 is a scalar */
+
+/* An empty set. */
+KD_API kd_status kd_tensors_create(kd_tensors **out);
+KD_API void kd_tensors_destroy(kd_tensors *t);
+/* Adds array name [dims[0], ..., dims[ndim-1]] of dtype, copying prod(dims) values from data (data
+ * may be NULL only when that product is 0); an array of the same name is replaced, keeping its
+ * place in the order. Errors (nothing changed): KD_ERR_ARGUMENT for a bad name, dtype, ndim
+ * outside 0..KD_TENSORS_MAX_DIMS, a negative dimension or a size above 2^62 bytes; KD_ERR_NUMERIC
+ * for NaN or infinity in F32 data (a cache of logits must be finite). */
+KD_API kd_status kd_tensors_set(kd_tensors *t, const char *name, kd_dtype dtype, int32_t ndim,
+                                const int64_t *dims, const void *data);
+/* Removes array name; KD_ERR_ARGUMENT when there is none. */
+KD_API kd_status kd_tensors_remove(kd_tensors *t, const char *name);
+/* Arrays in the set, in the order added (a loaded file: the order of its header). */
+KD_API kd_status kd_tensors_count(const kd_tensors *t, int32_t *count);
+/* The name of array i, 0 <= i < count; borrowed, valid until the array is removed or replaced. */
+KD_API kd_status kd_tensors_name(const kd_tensors *t, int32_t i, const char **name);
+/* Whether array name exists: *found 1 or 0. */
+KD_API kd_status kd_tensors_has(const kd_tensors *t, const char *name, int32_t *found);
+/* Dtype, dimension count and dims (KD_TENSORS_MAX_DIMS entries of room; unused ones set to 0) of
+ * array name; KD_ERR_ARGUMENT when there is none. Any output pointer may be NULL. */
+KD_API kd_status kd_tensors_info(const kd_tensors *t, const char *name, kd_dtype *dtype,
+                                 int32_t *ndim, int64_t *dims);
+/* The values of array name (borrowed, aligned for its dtype, valid until the array is removed or
+ * replaced) and their size in bytes. nbytes may be NULL. */
+KD_API kd_status kd_tensors_data(const kd_tensors *t, const char *name, const void **data,
+                                 int64_t *nbytes);
+/* Sets (or replaces) metadata key to value, both UTF-8. */
+KD_API kd_status kd_tensors_set_meta(kd_tensors *t, const char *key, const char *value);
+/* *value is the metadata of key (borrowed, valid until it is set again) or NULL when absent. */
+KD_API kd_status kd_tensors_get_meta(const kd_tensors *t, const char *key, const char **value);
+/* Metadata entries, and the key of entry i (borrowed), to list them. */
+KD_API kd_status kd_tensors_meta_count(const kd_tensors *t, int32_t *count);
+KD_API kd_status kd_tensors_meta_key(const kd_tensors *t, int32_t i, const char **key);
+/* Writes the set to path as safetensors, metadata first, arrays in order: a temporary file beside
+ * path, flushed, renamed over it, so path holds the old file or the whole new one. KD_ERR_IO when
+ * it cannot be written. */
+KD_API kd_status kd_tensors_save(const kd_tensors *t, const char *path);
+/* Reads a safetensors file. Everything is checked before it is trusted: the header length against
+ * the file size and the format's limit (100 MB) before anything is allocated, the JSON, shapes,
+ * data offsets that tile the data exactly, unique names. KD_ERR_IO when unreadable, KD_ERR_FORMAT
+ * (with a sentence naming the problem) when malformed, KD_ERR_UNSUPPORTED when an array has a dtype
+ * other than F32, I32 and I64 (convert it in PyTorch or NumPy first). */
+KD_API kd_status kd_tensors_load(const char *path, kd_tensors **out);
+
 /* ---------------------------------------------------------------- data */
 
 typedef struct kd_dataset kd_dataset;

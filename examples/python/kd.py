@@ -40,7 +40,7 @@ import ctypes.util
 import os
 import weakref
 
-__all__ = ["KdError", "Model", "Loss", "Optimizer", "Trainer", "FeatureLoss", "Dataset", "Batcher", "Text",
+__all__ = ["KdError", "Tensors", "Model", "Loss", "Optimizer", "Trainer", "FeatureLoss", "Dataset", "Batcher", "Text",
            "perplexity", "bits_per_byte",
            "soft_targets", "soft_targets_from_logits", "topk_from_logits",
            "topk_logits", "topk_soft_targets", "augment_images", "version",
@@ -77,6 +77,9 @@ TOPK_TAIL_UNIFORM, TOPK_TAIL_NONE = 0, 1
 # text: byte-level tokens; kd_text_part
 TEXT_VOCAB, TEXT_MAX_BYTES = 256, 1 << 30
 TEXT_TRAIN, TEXT_VALIDATION = 0, 1
+# kd_dtype: the arrays of a kd_tensors set
+DTYPE_F32, DTYPE_I32, DTYPE_I64 = 0, 1, 2
+TENSORS_MAX_DIMS = 8
 # kd_augment_kind
 AUGMENT_TRANSLATE, AUGMENT_CROP, AUGMENT_HFLIP = 0, 1, 2
 
@@ -178,6 +181,21 @@ _STATUS = {
     "kd_text_tokens": (_P, ctypes.c_int, _I64, _I64, _I32),
     "kd_perplexity": (ctypes.c_float, _F),
     "kd_bits_per_byte": (ctypes.c_float, _I64, _I64, _F),
+    "kd_tensors_create": (ctypes.POINTER(_P),),
+    "kd_tensors_set": (_P, _S, ctypes.c_int, ctypes.c_int32, _PI64, _P),
+    "kd_tensors_remove": (_P, _S),
+    "kd_tensors_count": (_P, ctypes.POINTER(ctypes.c_int32)),
+    "kd_tensors_name": (_P, ctypes.c_int32, ctypes.POINTER(_S)),
+    "kd_tensors_has": (_P, _S, ctypes.POINTER(ctypes.c_int32)),
+    "kd_tensors_info": (_P, _S, ctypes.POINTER(ctypes.c_int), ctypes.POINTER(ctypes.c_int32),
+                        _PI64),
+    "kd_tensors_data": (_P, _S, ctypes.POINTER(_P), _PI64),
+    "kd_tensors_set_meta": (_P, _S, _S),
+    "kd_tensors_get_meta": (_P, _S, ctypes.POINTER(_S)),
+    "kd_tensors_meta_count": (_P, ctypes.POINTER(ctypes.c_int32)),
+    "kd_tensors_meta_key": (_P, ctypes.c_int32, ctypes.POINTER(_S)),
+    "kd_tensors_save": (_P, _S),
+    "kd_tensors_load": (_S, ctypes.POINTER(_P)),
     "kd_augment_images": (_F, _I64, _I64, _I64, _I64, ctypes.c_int, ctypes.c_int32,
                           ctypes.c_uint64),
 }
@@ -199,6 +217,7 @@ _OTHER = {
     "kd_dataset_labels": (_I32, (_P,)),
     "kd_batcher_destroy": (None, (_P,)),
     "kd_text_destroy": (None, (_P,)),
+    "kd_tensors_destroy": (None, (_P,)),
 }
 
 _lib = None
@@ -921,6 +940,107 @@ def bits_per_byte(ce, tokens=1, bytes_=1):
     v = ctypes.c_float()
     lib().kd_bits_per_byte(ce, tokens, bytes_, ctypes.byref(v))
     return v.value
+
+
+class Tensors(_Handle):
+    """Named arrays (float32, int32, int64) with string metadata, saved as safetensors.
+
+        t = kd.Tensors()
+        t["logits"] = (array.array("f", values), (rows, classes))
+        t.meta["kd.kind"] = "logits"
+        t.save("cache.safetensors")
+        values, shape = kd.Tensors.load("cache.safetensors")["logits"]
+    """
+
+    _destroy = "kd_tensors_destroy"
+    _CODES = {DTYPE_F32: ("f", ctypes.c_float), DTYPE_I32: ("i", ctypes.c_int32),
+              DTYPE_I64: ("q", ctypes.c_int64)}
+
+    def __init__(self, handle=None):
+        if handle is None:
+            out = _P()
+            lib().kd_tensors_create(ctypes.byref(out))
+            handle = out.value
+        super().__init__(handle)
+        self.meta = _TensorsMeta(self)
+
+    @classmethod
+    def load(cls, path):
+        out = _P()
+        lib().kd_tensors_load(os.fsencode(path), ctypes.byref(out))
+        return cls(out.value)
+
+    def save(self, path):
+        lib().kd_tensors_save(self._h, os.fsencode(path))
+
+    def __len__(self):
+        n = ctypes.c_int32()
+        lib().kd_tensors_count(self._h, ctypes.byref(n))
+        return n.value
+
+    def keys(self):
+        names = []
+        for i in range(len(self)):
+            name = _S()
+            lib().kd_tensors_name(self._h, i, ctypes.byref(name))
+            names.append(name.value.decode())
+        return names
+
+    def __contains__(self, name):
+        found = ctypes.c_int32()
+        lib().kd_tensors_has(self._h, name.encode(), ctypes.byref(found))
+        return bool(found.value)
+
+    def __setitem__(self, name, value):
+        """value: (array.array of typecode 'f', 'i' or 'q', shape)."""
+        data, shape = value
+        dtype = {"f": DTYPE_F32, "i": DTYPE_I32, "q": DTYPE_I64}[data.typecode]
+        dims = (_I64 * max(1, len(shape)))(*shape)
+        address = data.buffer_info()[0] if len(data) else None
+        lib().kd_tensors_set(self._h, name.encode(), dtype, len(shape), dims, address)
+
+    def __getitem__(self, name):
+        """(a copy as array.array, shape)."""
+        dtype, ndim = ctypes.c_int(), ctypes.c_int32()
+        dims = (_I64 * TENSORS_MAX_DIMS)()
+        lib().kd_tensors_info(self._h, name.encode(), ctypes.byref(dtype), ctypes.byref(ndim), dims)
+        data, nbytes = _P(), _I64()
+        lib().kd_tensors_data(self._h, name.encode(), ctypes.byref(data), ctypes.byref(nbytes))
+        code, ctype = self._CODES[dtype.value]
+        out = array.array(code)
+        if nbytes.value:
+            out.frombytes(ctypes.string_at(data.value, nbytes.value))
+        return out, tuple(dims[:ndim.value])
+
+    def __delitem__(self, name):
+        lib().kd_tensors_remove(self._h, name.encode())
+
+
+class _TensorsMeta:
+    """The string metadata of a Tensors set, as a small mapping."""
+
+    def __init__(self, owner):
+        self._owner = owner
+
+    def __getitem__(self, key):
+        value = _S()
+        lib().kd_tensors_get_meta(self._owner._h, key.encode(), ctypes.byref(value))
+        if value.value is None:
+            raise KeyError(key)
+        return value.value.decode()
+
+    def __setitem__(self, key, value):
+        lib().kd_tensors_set_meta(self._owner._h, key.encode(), value.encode())
+
+    def keys(self):
+        n = ctypes.c_int32()
+        lib().kd_tensors_meta_count(self._owner._h, ctypes.byref(n))
+        out = []
+        for i in range(n.value):
+            key = _S()
+            lib().kd_tensors_meta_key(self._owner._h, i, ctypes.byref(key))
+            out.append(key.value.decode())
+        return out
 
 
 class Dataset(_Handle):

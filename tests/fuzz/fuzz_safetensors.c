@@ -10,7 +10,7 @@
  *
  * Any .safetensors file (a model saved by `kd`, tests' round-trip files) makes a good seed. The
  * input is written to a file because the reader takes a path; /dev/shm is used when present.
- * Every accepted file must have its tensors inside the file and, when it holds only F32 and I64
+ * Every accepted file must have its tensors inside the file and, when it holds only F32, I32, I64
  * tensors, must survive a write and a read unchanged. */
 #include <stdint.h>
 #include <stdio.h>

@@ -732,5 +732,30 @@ class TokenModels(KdTestCase):
         self.assertFailsWith(kd.ERR_ARGUMENT, m.generate, [3, 1], 4)
 
 
+class NamedTensors(KdTestCase):
+    def test_round_trip(self):
+        t = kd.Tensors()
+        t["logits"] = (array.array("f", [0.5, -1.0, 2.0, 3.5, 0.0, 1.0]), (2, 3))
+        t["labels"] = (array.array("i", [2, 0]), (2,))
+        t["ids"] = (array.array("q", [1 << 40]), (1,))
+        t.meta["kd.kind"] = "logits"
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "cache.safetensors")
+            t.save(path)
+            back = kd.Tensors.load(path)
+        self.assertEqual(back.keys(), ["logits", "labels", "ids"])
+        self.assertEqual(back["logits"], (array.array("f", [0.5, -1.0, 2.0, 3.5, 0.0, 1.0]),
+                                          (2, 3)))
+        self.assertEqual(back["labels"], (array.array("i", [2, 0]), (2,)))
+        self.assertEqual(back["ids"][0][0], 1 << 40)
+        self.assertEqual(back.meta["kd.kind"], "logits")
+        self.assertEqual(back.meta.keys(), ["kd.kind"])
+        self.assertIn("ids", back)
+        del back["ids"]
+        self.assertNotIn("ids", back)
+        self.assertEqual(len(back), 2)
+        self.assertFailsWith(kd.ERR_IO, kd.Tensors.load, os.path.join(DATA, "absent"))
+
+
 if __name__ == "__main__":
     unittest.main()
