@@ -599,6 +599,28 @@ typedef struct kd_batcher kd_batcher;
  * or gzip. Pixels become floats in [0, 1]. labels_path may be NULL for an unlabelled set. */
 KD_API kd_status kd_dataset_load_idx(const char *images_path, const char *labels_path,
                                      kd_dataset **out);
+/* NumPy arrays saved by numpy.save: x_path a .npy of examples, float32, float64 or uint8, shaped
+ * [n] (one value an example), [n, features] (tabular; shape features x 1 x 1), [n, h, w] (1 x h x w)
+ * or [n, c, h, w] (NCHW images); y_path (NULL: unlabelled) a .npy of n integer labels, uint8, int32
+ * or int64, each in 0..2^31-1. float64 becomes float32; uint8 examples become floats in [0, 1]
+ * (divided by 255, as IDX pixels and torchvision's ToTensor), floats are kept as they are. Files
+ * are .npy versions 1.0 to 3.0, little-endian, C order, at most 2^31 values. Errors: KD_ERR_IO
+ * when a file cannot be read; KD_ERR_FORMAT, with a sentence naming the file and the problem, for
+ * a malformed or truncated file, a Fortran-order or big-endian array, another dtype, float or
+ * out-of-range labels; KD_ERR_SHAPE when the counts of x and y differ; KD_ERR_NUMERIC for NaN or
+ * infinity in x. */
+KD_API kd_status kd_dataset_load_npy(const char *x_path, const char *y_path, kd_dataset **out);
+/* The same from two arrays of a .npz archive (numpy.savez or savez_compressed, read through
+ * libzip): x_name and y_name are the names given to savez (members x_name.npy, y_name.npy);
+ * y_name NULL for an unlabelled set. A member that announces more bytes than its compressed size
+ * can hold is KD_ERR_FORMAT before anything is allocated; a compression other than stored or
+ * deflate is KD_ERR_UNSUPPORTED. */
+KD_API kd_status kd_dataset_load_npz(const char *path, const char *x_name, const char *y_name,
+                                     kd_dataset **out);
+/* Class names of a set whose labels were read as text (kd_dataset_load_csv): label i is the class
+ * named kd_dataset_class_name(d, i) (borrowed, lives as long as d). count is 0 for other sets. */
+KD_API kd_status kd_dataset_class_count(const kd_dataset *d, int32_t *count);
+KD_API kd_status kd_dataset_class_name(const kd_dataset *d, int32_t label, const char **name);
 KD_API void kd_dataset_destroy(kd_dataset *d);
 KD_API kd_status kd_dataset_size(const kd_dataset *d, int64_t *n);
 /* Shape of one example: channels, height, width. */

@@ -168,6 +168,10 @@ _STATUS = {
     "kd_feature_loss_forward": (_P, _F, _I64, _I64, _I64, _F, _I64, _I64, _I64, _I64, _F),
     "kd_feature_loss_backward": (_P, _F),
     "kd_dataset_load_idx": (_S, _S, ctypes.POINTER(_P)),
+    "kd_dataset_load_npy": (_S, _S, ctypes.POINTER(_P)),
+    "kd_dataset_load_npz": (_S, _S, _S, ctypes.POINTER(_P)),
+    "kd_dataset_class_count": (_P, ctypes.POINTER(ctypes.c_int32)),
+    "kd_dataset_class_name": (_P, ctypes.c_int32, ctypes.POINTER(_S)),
     "kd_dataset_size": (_P, _PI64),
     "kd_dataset_shape": (_P, _PI64, _PI64, _PI64),
     "kd_batcher_create": (_P, _I64, ctypes.c_uint64, ctypes.POINTER(_P)),
@@ -1058,6 +1062,42 @@ class Dataset(_Handle):
     @classmethod
     def load_idx(cls, images_path, labels_path=None):
         return cls(images_path, labels_path)
+
+    @classmethod
+    def _from(cls, handle):
+        obj = cls.__new__(cls)
+        _Handle.__init__(obj, handle)
+        return obj
+
+    @classmethod
+    def load_npy(cls, x_path, y_path=None):
+        """Examples [n, ...] (float32, float64 or uint8) and integer labels [n] from .npy files."""
+        out = _P()
+        lib().kd_dataset_load_npy(os.fsencode(x_path),
+                                  os.fsencode(y_path) if y_path is not None else None,
+                                  ctypes.byref(out))
+        return cls._from(out.value)
+
+    @classmethod
+    def load_npz(cls, path, x_name="x", y_name="y"):
+        """Arrays x_name and y_name (None: unlabelled) of a numpy.savez archive."""
+        out = _P()
+        lib().kd_dataset_load_npz(os.fsencode(path), x_name.encode(),
+                                  y_name.encode() if y_name is not None else None,
+                                  ctypes.byref(out))
+        return cls._from(out.value)
+
+    @property
+    def classes(self):
+        """The class names of labels 0..K-1 when they were read as text (CSV), else []."""
+        n = ctypes.c_int32()
+        lib().kd_dataset_class_count(self._h, ctypes.byref(n))
+        names = []
+        for i in range(n.value):
+            name = _S()
+            lib().kd_dataset_class_name(self._h, i, ctypes.byref(name))
+            names.append(name.value.decode())
+        return names
 
     @property
     def size(self):

@@ -5,13 +5,8 @@
 #include "core/error.h"
 #include "core/rng.h"
 #include "core/tensor.h"
+#include "data/dataset.h"
 #include "data/idx.h"
-
-struct kd_dataset {
-    int64_t n, c, h, w;
-    float *images;   /* [n, c*h*w] in [0, 1] */
-    int32_t *labels; /* [n], or NULL */
-};
 
 struct kd_batcher {
     const kd_dataset *d;
@@ -69,7 +64,45 @@ void kd_dataset_destroy(kd_dataset *d)
     if (d == NULL) return;
     kdi_free(d->images);
     free(d->labels);
+    for (int32_t i = 0; i < d->nclasses; i++) free(d->classes[i]);
+    free(d->classes);
     free(d);
+}
+
+kd_status kdi_dataset_new(int64_t n, int64_t c, int64_t h, int64_t w, int labelled,
+                          kd_dataset **out)
+{
+    kd_dataset *d = calloc(1, sizeof *d);
+    if (d == NULL) return kdi_fail(KD_ERR_NOMEM, "cannot allocate a dataset");
+    *d = (kd_dataset){.n = n, .c = c, .h = h, .w = w};
+    d->images = kdi_alloc_floats(n * c * h * w);
+    d->labels = labelled ? malloc(sizeof(int32_t) * (size_t)n) : NULL;
+    if (d->images == NULL || (labelled && d->labels == NULL)) {
+        kd_dataset_destroy(d);
+        return kdi_fail(KD_ERR_NOMEM, "cannot allocate a dataset of %lld examples of %lld values",
+                        (long long)n, (long long)(c * h * w));
+    }
+    *out = d;
+    return KD_OK;
+}
+
+kd_status kd_dataset_class_count(const kd_dataset *d, int32_t *count)
+{
+    KDI_CHECK_NULL(d);
+    KDI_CHECK_NULL(count);
+    *count = d->nclasses;
+    return KD_OK;
+}
+
+kd_status kd_dataset_class_name(const kd_dataset *d, int32_t label, const char **name)
+{
+    KDI_CHECK_NULL(d);
+    KDI_CHECK_NULL(name);
+    if (label < 0 || label >= d->nclasses)
+        return kdi_fail(KD_ERR_ARGUMENT, "label %d is outside the %d named classes", (int)label,
+                        (int)d->nclasses);
+    *name = d->classes[label];
+    return KD_OK;
 }
 
 kd_status kd_dataset_size(const kd_dataset *d, int64_t *n)

@@ -757,5 +757,20 @@ class NamedTensors(KdTestCase):
         self.assertFailsWith(kd.ERR_IO, kd.Tensors.load, os.path.join(DATA, "absent"))
 
 
+class NumpyData(KdTestCase):
+    def test_npy_and_npz(self):
+        np_dir = os.path.join(DATA, "numpy")
+        d = kd.Dataset.load_npy(os.path.join(np_dir, "x_f32.npy"), os.path.join(np_dir, "y_i64.npy"))
+        self.assertEqual((len(d), d.shape), (6, (4, 1, 1)))
+        self.assertEqual(list(d.labels), [0, 1, 2, 1, 0, 2])
+        self.assertEqual(d.images[0], -2.5)
+        self.assertEqual(d.classes, [])
+        z = kd.Dataset.load_npz(os.path.join(np_dir, "set_compressed.npz"))
+        self.assertEqual(list(z.images), list(d.images))
+        err = self.assertFailsWith(kd.ERR_FORMAT, kd.Dataset.load_npy,
+                                   os.path.join(np_dir, "fortran.npy"))
+        self.assertIn("Fortran", err.message)
+
+
 if __name__ == "__main__":
     unittest.main()
