@@ -599,6 +599,11 @@ typedef struct kd_batcher kd_batcher;
  * or gzip. Pixels become floats in [0, 1]. labels_path may be NULL for an unlabelled set. */
 KD_API kd_status kd_dataset_load_idx(const char *images_path, const char *labels_path,
                                      kd_dataset **out);
+/* The same from a prefix: PREFIX-images-idx3-ubyte and PREFIX-labels-idx1-ubyte (LeCun's names)
+ * or PREFIX-images.idx3-ubyte and PREFIX-labels.idx1-ubyte (Kaggle's), each plain or .gz (gzip
+ * preferred), e.g. prefix "data/train" or "data/t10k". KD_ERR_IO naming the expected files when
+ * either is missing. */
+KD_API kd_status kd_dataset_load_idx_prefix(const char *prefix, kd_dataset **out);
 /* NumPy arrays saved by numpy.save: x_path a .npy of examples, float32, float64 or uint8, shaped
  * [n] (one value an example), [n, features] (tabular; shape features x 1 x 1), [n, h, w] (1 x h x w)
  * or [n, c, h, w] (NCHW images); y_path (NULL: unlabelled) a .npy of n integer labels, uint8, int32

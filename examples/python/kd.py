@@ -168,6 +168,7 @@ _STATUS = {
     "kd_feature_loss_forward": (_P, _F, _I64, _I64, _I64, _F, _I64, _I64, _I64, _I64, _F),
     "kd_feature_loss_backward": (_P, _F),
     "kd_dataset_load_idx": (_S, _S, ctypes.POINTER(_P)),
+    "kd_dataset_load_idx_prefix": (_S, ctypes.POINTER(_P)),
     "kd_dataset_load_npy": (_S, _S, ctypes.POINTER(_P)),
     "kd_dataset_load_npz": (_S, _S, _S, ctypes.POINTER(_P)),
     "kd_dataset_class_count": (_P, ctypes.POINTER(ctypes.c_int32)),
@@ -1068,6 +1069,14 @@ class Dataset(_Handle):
         obj = cls.__new__(cls)
         _Handle.__init__(obj, handle)
         return obj
+
+    @classmethod
+    def load_idx_prefix(cls, prefix):
+        """PREFIX-images-idx3-ubyte(.gz) and PREFIX-labels-idx1-ubyte(.gz), or Kaggle's
+        PREFIX-images.idx3-ubyte and PREFIX-labels.idx1-ubyte."""
+        out = _P()
+        lib().kd_dataset_load_idx_prefix(os.fsencode(prefix), ctypes.byref(out))
+        return cls._from(out.value)
 
     @classmethod
     def load_npy(cls, x_path, y_path=None):

@@ -1,6 +1,8 @@
 /* Datasets of images and labels in memory, and seeded mini-batches over them. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/error.h"
 #include "core/rng.h"
@@ -57,6 +59,47 @@ kd_status kd_dataset_load_idx(const char *images_path, const char *labels_path, 
     }
     *out = d;
     return KD_OK;
+}
+
+/* The first of PREFIX + each ending that can be read, into out (size bytes); 0 when none. */
+static int first_readable(const char *prefix, const char *const *endings, char *out, size_t size)
+{
+    for (int i = 0; endings[i] != NULL; i++) {
+        int n = snprintf(out, size, "%s%s", prefix, endings[i]);
+        if (n < 0 || (size_t)n >= size) return 0;
+        if (access(out, R_OK) == 0) return 1;
+    }
+    return 0;
+}
+
+kd_status kd_dataset_load_idx_prefix(const char *prefix, kd_dataset **out)
+{
+    KDI_CHECK_NULL(prefix);
+    KDI_CHECK_NULL(out);
+    /* LeCun's names (train-images-idx3-ubyte) and Kaggle's (train-images.idx3-ubyte), gzip first. */
+    static const char *const images[] = {"-images-idx3-ubyte.gz", "-images-idx3-ubyte",
+                                         "-images.idx3-ubyte.gz", "-images.idx3-ubyte", NULL};
+    static const char *const labels[] = {"-labels-idx1-ubyte.gz", "-labels-idx1-ubyte",
+                                         "-labels.idx1-ubyte.gz", "-labels.idx1-ubyte", NULL};
+    size_t size = strlen(prefix) + 32;
+    char *ip = malloc(size), *lp = malloc(size);
+    kd_status st = KD_OK;
+    if (ip == NULL || lp == NULL)
+        st = kdi_fail(KD_ERR_NOMEM, "cannot allocate file names");
+    else if (!first_readable(prefix, images, ip, size))
+        st = kdi_fail(KD_ERR_IO,
+                      "no IDX images at %s: expected %s-images-idx3-ubyte or "
+                      "%s-images.idx3-ubyte (optionally .gz)",
+                      prefix, prefix, prefix);
+    else if (!first_readable(prefix, labels, lp, size))
+        st = kdi_fail(KD_ERR_IO,
+                      "no IDX labels at %s: expected %s-labels-idx1-ubyte or "
+                      "%s-labels.idx1-ubyte (optionally .gz)",
+                      prefix, prefix, prefix);
+    if (st == KD_OK) st = kd_dataset_load_idx(ip, lp, out);
+    free(ip);
+    free(lp);
+    return st;
 }
 
 void kd_dataset_destroy(kd_dataset *d)
