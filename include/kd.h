@@ -622,6 +622,19 @@ KD_API kd_status kd_dataset_load_npy(const char *x_path, const char *y_path, kd_
  * deflate is KD_ERR_UNSUPPORTED. */
 KD_API kd_status kd_dataset_load_npz(const char *path, const char *x_name, const char *y_name,
                                      kd_dataset **out);
+/* A CSV table (RFC 4180: commas, fields optionally in double quotes with "" for a quote, no line
+ * break inside a field; "\n" or "\r\n" lines, a UTF-8 byte-order mark skipped, blank lines
+ * ignored): line 1 names the columns; every other column than label_column holds numbers (as
+ * strtod reads them, in the C locale's format, finite in float32), which become the features of
+ * each row in column order (shape features x 1 x 1). label_column (NULL: an unlabelled set) names
+ * the column of labels, any non-empty text, mapped to classes 0..K-1 in sorted order -- by value
+ * when every label is an integer (so "10" follows "9"), else by strcmp, as torchvision's
+ * ImageFolder and scikit-learn's LabelEncoder sort -- and kept: kd_dataset_class_name(d, i) is
+ * the text of class i. Errors: KD_ERR_IO when unreadable; KD_ERR_FORMAT, with a sentence giving
+ * the line and the column, for a row with more or fewer cells than the header (ragged), a cell
+ * that is not a number, an empty label, an unclosed quote, a missing label column, or a table
+ * with no rows. */
+KD_API kd_status kd_dataset_load_csv(const char *path, const char *label_column, kd_dataset **out);
 /* Class names of a set whose labels were read as text (kd_dataset_load_csv): label i is the class
  * named kd_dataset_class_name(d, i) (borrowed, lives as long as d). count is 0 for other sets. */
 KD_API kd_status kd_dataset_class_count(const kd_dataset *d, int32_t *count);

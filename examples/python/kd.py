@@ -170,6 +170,7 @@ _STATUS = {
     "kd_dataset_load_idx": (_S, _S, ctypes.POINTER(_P)),
     "kd_dataset_load_idx_prefix": (_S, ctypes.POINTER(_P)),
     "kd_dataset_load_npy": (_S, _S, ctypes.POINTER(_P)),
+    "kd_dataset_load_csv": (_S, _S, ctypes.POINTER(_P)),
     "kd_dataset_load_npz": (_S, _S, _S, ctypes.POINTER(_P)),
     "kd_dataset_class_count": (_P, ctypes.POINTER(ctypes.c_int32)),
     "kd_dataset_class_name": (_P, ctypes.c_int32, ctypes.POINTER(_S)),
@@ -1093,6 +1094,15 @@ class Dataset(_Handle):
         out = _P()
         lib().kd_dataset_load_npz(os.fsencode(path), x_name.encode(),
                                   y_name.encode() if y_name is not None else None,
+                                  ctypes.byref(out))
+        return cls._from(out.value)
+
+    @classmethod
+    def load_csv(cls, path, label_column=None):
+        """A CSV table with a header row: numeric feature columns and the named label column."""
+        out = _P()
+        lib().kd_dataset_load_csv(os.fsencode(path),
+                                  label_column.encode() if label_column is not None else None,
                                   ctypes.byref(out))
         return cls._from(out.value)
 

@@ -771,6 +771,16 @@ class NumpyData(KdTestCase):
                                    os.path.join(np_dir, "fortran.npy"))
         self.assertIn("Fortran", err.message)
 
+    def test_csv(self):
+        csv_dir = os.path.join(DATA, "csv")
+        d = kd.Dataset.load_csv(os.path.join(csv_dir, "iris.csv"), "species")
+        self.assertEqual((len(d), d.shape), (4, (3, 1, 1)))
+        self.assertEqual(d.classes, ["setosa", "versicolor", "virginica"])
+        self.assertEqual(list(d.labels), [0, 1, 2, 0])
+        err = self.assertFailsWith(kd.ERR_FORMAT, kd.Dataset.load_csv,
+                                   os.path.join(csv_dir, "ragged.csv"), "label")
+        self.assertIn("line 3", err.message)
+
 
 if __name__ == "__main__":
     unittest.main()
