@@ -110,6 +110,24 @@ KD_API kd_status kd_model_layer_count(const kd_model *m, int32_t *count);
 KD_API kd_status kd_model_layer_info(const kd_model *m, int32_t i, const char **kind,
                                      int64_t *params, int64_t *output_size);
 
+/* Per-channel input normalisation, part of the model: every float call (kd_model_predict,
+ * kd_model_forward, kd_model_evaluate, and the trainer running teachers and student) computes
+ * x' = (x - mean[c]) / std[c] before the first layer, as torchvision's transforms.Normalize, so a
+ * teacher trained on normalised inputs is fed what it was trained on. channels is 1 (one pair for
+ * every value) or the input's C ("input CxHxW": channel c is values c*H*W..(c+1)*H*W-1 of an
+ * example; "input N": one pair a feature, as scikit-learn's StandardScaler); 0 removes it (mean
+ * and std may then be NULL). Values finite, std > 0 (else KD_ERR_ARGUMENT, nothing changed);
+ * sequence and token models: KD_ERR_UNSUPPORTED. kd_model_save writes it to the file's metadata
+ * ("kd.normalize.mean", "kd.normalize.std": comma-separated decimals that read back exactly),
+ * kd_model_load applies it (KD_ERR_FORMAT when malformed), kd_model_clone copies it;
+ * kd_model_load_weights leaves it alone. */
+KD_API kd_status kd_model_set_normalization(kd_model *m, const float *mean, const float *std,
+                                            int64_t channels);
+/* *channels: 0 when none; mean and std (room for *channels values each; either may be NULL) get
+ * the values. Call once with NULL arrays to learn the count. */
+KD_API kd_status kd_model_get_normalization(const kd_model *m, float *mean, float *std,
+                                            int64_t *channels);
+
 /* Inference (eval mode: dropout off). x is [batch, input], logits [batch, output]. */
 KD_API kd_status kd_model_predict(kd_model *m, const float *x, int64_t batch, float *logits);
 /* Training mode: keeps the activations for kd_model_backward. */
@@ -635,6 +653,13 @@ KD_API kd_status kd_dataset_load_npz(const char *path, const char *x_name, const
  * that is not a number, an empty label, an unclosed quote, a missing label column, or a table
  * with no rows. */
 KD_API kd_status kd_dataset_load_csv(const char *path, const char *label_column, kd_dataset **out);
+/* Per-channel mean and standard deviation of a dataset's examples, mean [c] and std [c] (c from
+ * kd_dataset_shape; a tabular set's features are its channels), over all n * h * w values of each
+ * channel, in double: std = sqrt(mean of (x - mean)^2), the population value (torch.std with
+ * correction=0, numpy.std). A channel that never varies gets std 1 (as scikit-learn's
+ * StandardScaler), so kd_model_set_normalization accepts the result. Compute them on the
+ * training set and use them for every split. */
+KD_API kd_status kd_dataset_channel_stats(const kd_dataset *d, float *mean, float *std);
 /* Class names of a set whose labels were read as text (kd_dataset_load_csv): label i is the class
  * named kd_dataset_class_name(d, i) (borrowed, lives as long as d). count is 0 for other sets. */
 KD_API kd_status kd_dataset_class_count(const kd_dataset *d, int32_t *count);

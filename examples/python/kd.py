@@ -171,6 +171,9 @@ _STATUS = {
     "kd_dataset_load_idx_prefix": (_S, ctypes.POINTER(_P)),
     "kd_dataset_load_npy": (_S, _S, ctypes.POINTER(_P)),
     "kd_dataset_load_csv": (_S, _S, ctypes.POINTER(_P)),
+    "kd_dataset_channel_stats": (_P, _F, _F),
+    "kd_model_set_normalization": (_P, _F, _F, _I64),
+    "kd_model_get_normalization": (_P, _F, _F, _PI64),
     "kd_dataset_load_npz": (_S, _S, _S, ctypes.POINTER(_P)),
     "kd_dataset_class_count": (_P, ctypes.POINTER(ctypes.c_int32)),
     "kd_dataset_class_name": (_P, ctypes.c_int32, ctypes.POINTER(_S)),
@@ -436,6 +439,24 @@ class Model(_Handle):
     def load_weights(self, path):
         """Copies every tensor of a safetensors file into the model; names and shapes must match."""
         lib().kd_model_load_weights(self._h, os.fsencode(path))
+
+    def set_normalization(self, mean, std):
+        """Per-channel x' = (x - mean[c]) / std[c] before the first layer, saved with the model;
+        mean and std of 1 or C values (empty lists remove it)."""
+        if len(mean) != len(std):
+            raise ValueError("mean and std need as many values")
+        lib().kd_model_set_normalization(self._h, _floats(mean) if len(mean) else None,
+                                         _floats(std) if len(std) else None, len(mean))
+
+    @property
+    def normalization(self):
+        """(mean, std) as array.array('f'), empty when the model has none."""
+        n = _I64()
+        lib().kd_model_get_normalization(self._h, None, None, ctypes.byref(n))
+        mean, std = _out(n.value), _out(n.value)
+        if n.value:
+            lib().kd_model_get_normalization(self._h, _floats(mean), _floats(std), ctypes.byref(n))
+        return mean, std
 
     def _size(self, fn):
         v = _I64()
@@ -1105,6 +1126,13 @@ class Dataset(_Handle):
                                   label_column.encode() if label_column is not None else None,
                                   ctypes.byref(out))
         return cls._from(out.value)
+
+    def channel_stats(self):
+        """(mean, std) per channel, as array.array('f'), for Model.set_normalization."""
+        c = self.shape[0]
+        mean, std = _out(c), _out(c)
+        lib().kd_dataset_channel_stats(self._h, _floats(mean), _floats(std))
+        return mean, std
 
     @property
     def classes(self):

@@ -1,4 +1,5 @@
 /* Datasets of images and labels in memory, and seeded mini-batches over them. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -126,6 +127,31 @@ kd_status kdi_dataset_new(int64_t n, int64_t c, int64_t h, int64_t w, int labell
                         (long long)n, (long long)(c * h * w));
     }
     *out = d;
+    return KD_OK;
+}
+
+kd_status kd_dataset_channel_stats(const kd_dataset *d, float *mean, float *std)
+{
+    KDI_CHECK_NULL(d);
+    KDI_CHECK_NULL(mean);
+    KDI_CHECK_NULL(std);
+    int64_t plane = d->h * d->w, count = d->n * plane;
+    for (int64_t c = 0; c < d->c; c++) {
+        /* Two passes in double: the mean, then the squares about it (no cancellation). */
+        double sum = 0.0, sq = 0.0;
+        for (int64_t i = 0; i < d->n; i++) {
+            const float *p = d->images + (i * d->c + c) * plane;
+            for (int64_t k = 0; k < plane; k++) sum += p[k];
+        }
+        double mu = sum / (double)count;
+        for (int64_t i = 0; i < d->n; i++) {
+            const float *p = d->images + (i * d->c + c) * plane;
+            for (int64_t k = 0; k < plane; k++) sq += (p[k] - mu) * (p[k] - mu);
+        }
+        double sd = sqrt(sq / (double)count);
+        mean[c] = (float)mu;
+        std[c] = sd > 0.0 && (float)sd > 0.0f ? (float)sd : 1.0f;
+    }
     return KD_OK;
 }
 

@@ -782,5 +782,21 @@ class NumpyData(KdTestCase):
         self.assertIn("line 3", err.message)
 
 
+class Normalization(KdTestCase):
+    def test_stats_set_saved_and_loaded(self):
+        d = kd.Dataset.load_npy(os.path.join(DATA, "numpy", "x_f32.npy"))
+        mean, std = d.channel_stats()
+        self.assertEqual(len(mean), 4)
+        m = kd.Model("input 4 | dense 3", seed=1)
+        self.assertEqual(m.normalization, (array.array("f"), array.array("f")))
+        m.set_normalization(mean, std)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "m.safetensors")
+            m.save(path)
+            back = kd.Model.load(path)
+        self.assertEqual(back.normalization, (mean, std))
+        self.assertFailsWith(kd.ERR_ARGUMENT, m.set_normalization, [0.0, 0.0], [1.0, 1.0])
+
+
 if __name__ == "__main__":
     unittest.main()
