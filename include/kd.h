@@ -653,6 +653,19 @@ KD_API kd_status kd_dataset_load_npz(const char *path, const char *x_name, const
  * that is not a number, an empty label, an unclosed quote, a missing label column, or a table
  * with no rows. */
 KD_API kd_status kd_dataset_load_csv(const char *path, const char *label_column, kd_dataset **out);
+/* Images in torchvision's ImageFolder layout: root/CLASS/IMAGE, one sub-folder a class, classes
+ * numbered 0..K-1 in strcmp order of their folder names and images taken in strcmp order of their
+ * file names within each, as ImageFolder does (only files directly in a class folder, named
+ * .png, .jpg or .jpeg in any case; names starting with '.' skipped). PNG is decoded by libpng,
+ * JPEG by libjpeg, recognised by content. Each image becomes channels (1: gray, as PIL's
+ * convert("L") with ITU-R 601 luma; 3: RGB; alpha dropped) x height x width floats in [0, 1]
+ * (divided by 255, as ToTensor), NCHW. Images are not resized: every one must be height x width
+ * (both 0: the size of the first image), else KD_ERR_SHAPE naming the file and its size. Errors:
+ * KD_ERR_IO when root or a file cannot be opened; KD_ERR_FORMAT naming the file for an image
+ * that cannot be decoded (corrupt, truncated, neither PNG nor JPEG), a root without class folders
+ * or images, or more than 2^31 values. Class names: kd_dataset_class_name. */
+KD_API kd_status kd_dataset_load_image_folder(const char *root, int64_t channels, int64_t height,
+                                              int64_t width, kd_dataset **out);
 /* Per-channel mean and standard deviation of a dataset's examples, mean [c] and std [c] (c from
  * kd_dataset_shape; a tabular set's features are its channels), over all n * h * w values of each
  * channel, in double: std = sqrt(mean of (x - mean)^2), the population value (torch.std with
@@ -660,8 +673,9 @@ KD_API kd_status kd_dataset_load_csv(const char *path, const char *label_column,
  * StandardScaler), so kd_model_set_normalization accepts the result. Compute them on the
  * training set and use them for every split. */
 KD_API kd_status kd_dataset_channel_stats(const kd_dataset *d, float *mean, float *std);
-/* Class names of a set whose labels were read as text (kd_dataset_load_csv): label i is the class
- * named kd_dataset_class_name(d, i) (borrowed, lives as long as d). count is 0 for other sets. */
+/* Class names of a set whose labels were read as names (kd_dataset_load_csv,
+ * kd_dataset_load_image_folder): label i is the class named kd_dataset_class_name(d, i)
+ * (borrowed, lives as long as d). count is 0 for other sets. */
 KD_API kd_status kd_dataset_class_count(const kd_dataset *d, int32_t *count);
 KD_API kd_status kd_dataset_class_name(const kd_dataset *d, int32_t label, const char **name);
 KD_API void kd_dataset_destroy(kd_dataset *d);

@@ -171,6 +171,7 @@ _STATUS = {
     "kd_dataset_load_idx_prefix": (_S, ctypes.POINTER(_P)),
     "kd_dataset_load_npy": (_S, _S, ctypes.POINTER(_P)),
     "kd_dataset_load_csv": (_S, _S, ctypes.POINTER(_P)),
+    "kd_dataset_load_image_folder": (_S, _I64, _I64, _I64, ctypes.POINTER(_P)),
     "kd_dataset_channel_stats": (_P, _F, _F),
     "kd_model_set_normalization": (_P, _F, _F, _I64),
     "kd_model_get_normalization": (_P, _F, _F, _PI64),
@@ -1125,6 +1126,14 @@ class Dataset(_Handle):
         lib().kd_dataset_load_csv(os.fsencode(path),
                                   label_column.encode() if label_column is not None else None,
                                   ctypes.byref(out))
+        return cls._from(out.value)
+
+    @classmethod
+    def load_image_folder(cls, root, channels=3, height=0, width=0):
+        """root/CLASS/IMAGE.png|jpg (torchvision's ImageFolder layout), all of one size."""
+        out = _P()
+        lib().kd_dataset_load_image_folder(os.fsencode(root), channels, height, width,
+                                           ctypes.byref(out))
         return cls._from(out.value)
 
     def channel_stats(self):

@@ -781,6 +781,14 @@ class NumpyData(KdTestCase):
                                    os.path.join(csv_dir, "ragged.csv"), "label")
         self.assertIn("line 3", err.message)
 
+    def test_image_folder(self):
+        d = kd.Dataset.load_image_folder(os.path.join(DATA, "images", "folder"), 3)
+        self.assertEqual((len(d), d.shape), (6, (3, 3, 4)))
+        self.assertEqual(d.classes, ["cat", "dog"])
+        err = self.assertFailsWith(kd.ERR_FORMAT, kd.Dataset.load_image_folder,
+                                   os.path.join(DATA, "images", "corrupt"))
+        self.assertIn("b.png", err.message)
+
 
 class Normalization(KdTestCase):
     def test_stats_set_saved_and_loaded(self):
