@@ -3,6 +3,7 @@
  * columns, and optionally a named label column whose values (any text) become classes 0..K-1.
  * Every refusal names the line and the column. */
 #include <errno.h>
+#include <locale.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +15,22 @@
 #include "data/npy.h"
 
 #define MAX_VALUES (INT64_C(1) << 31)
+
+/* strtod and printf follow the program's LC_NUMERIC; the text here always has a '.' decimal point,
+ * so it is read (and written) in the C locale, on this thread only, whatever the host set. */
+static locale_t c_numeric(locale_t *old)
+{
+    locale_t c = newlocale(LC_NUMERIC_MASK, "C", (locale_t)0);
+    *old = c != (locale_t)0 ? uselocale(c) : (locale_t)0;
+    return c;
+}
+
+static void host_numeric(locale_t c, locale_t old)
+{
+    if (c == (locale_t)0) return;
+    uselocale(old);
+    freelocale(c);
+}
 
 /* A growing byte buffer for one unescaped cell. */
 typedef struct cellbuf {
@@ -315,9 +332,11 @@ kd_status kd_dataset_load_csv(const char *path, const char *label_column, kd_dat
     KDI_TRY(kdi_read_file(path, &buf, &size));
     reader r = {.path = path, .p = (const char *)buf, .end = (const char *)buf + size};
     table t = {0};
+    locale_t old, c = c_numeric(&old);
     kd_status st = memchr(buf, '\0', size) != NULL
                        ? kdi_fail(KD_ERR_FORMAT, "%s holds a NUL byte: not a text file", path)
                        : parse(&r, label_column, &t);
+    host_numeric(c, old);
     kd_dataset *d = NULL;
     int64_t features = t.ncols - (t.label >= 0);
     if (st == KD_OK) st = kdi_dataset_new(t.rows, features, 1, 1, t.label >= 0, &d);

@@ -1,6 +1,7 @@
 /* Per-channel input normalisation, part of a model: x' = (x - mean[c]) / std[c] before the first
  * layer (torchvision's transforms.Normalize), so a teacher trained on normalised inputs scores the
  * same in libkd as where it was trained. Kept in the model file's metadata as text. */
+#include <locale.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -116,6 +117,22 @@ kd_status kdi_model_copy_normalization(kd_model *dst, const kd_model *src)
 
 /* ---------------------------------------------------------------- metadata */
 
+/* strtod and printf follow the program's LC_NUMERIC; the text here always has a '.' decimal point,
+ * so it is read (and written) in the C locale, on this thread only, whatever the host set. */
+static locale_t c_numeric(locale_t *old)
+{
+    locale_t c = newlocale(LC_NUMERIC_MASK, "C", (locale_t)0);
+    *old = c != (locale_t)0 ? uselocale(c) : (locale_t)0;
+    return c;
+}
+
+static void host_numeric(locale_t c, locale_t old)
+{
+    if (c == (locale_t)0) return;
+    uselocale(old);
+    freelocale(c);
+}
+
 char *kdi_norm_format(const float *v, int64_t n)
 {
     size_t cap = (size_t)n * 18 + 1;
@@ -123,8 +140,10 @@ char *kdi_norm_format(const float *v, int64_t n)
     if (s == NULL) return NULL;
     s[0] = '\0';
     /* %.9g: every float32 reads back exactly. */
+    locale_t old, c = c_numeric(&old);
     for (int64_t i = 0; i < n; i++)
         p += snprintf(p, cap - (size_t)(p - s), "%s%.9g", i ? "," : "", (double)v[i]);
+    host_numeric(c, old);
     return s;
 }
 
@@ -153,8 +172,10 @@ kd_status kdi_norm_parse(kd_model *m, const char *mean_s, const char *std_s, con
     float *a = malloc(sizeof *a * (size_t)max), *b = malloc(sizeof *b * (size_t)max);
     kd_status st =
         a == NULL || b == NULL ? kdi_fail(KD_ERR_NOMEM, "cannot read normalisation") : KD_OK;
+    locale_t old, c = c_numeric(&old);
     int64_t na = st == KD_OK ? parse_list(mean_s, a, max) : 0;
     int64_t nb = st == KD_OK ? parse_list(std_s, b, max) : 0;
+    host_numeric(c, old);
     if (st == KD_OK && (na < 1 || na != nb))
         st = kdi_fail(KD_ERR_FORMAT,
                       "%s: " KDI_NORM_MEAN_KEY " and " KDI_NORM_STD_KEY
