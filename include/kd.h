@@ -673,6 +673,12 @@ KD_API kd_status kd_dataset_load_image_folder(const char *root, int64_t channels
  * StandardScaler), so kd_model_set_normalization accepts the result. Compute them on the
  * training set and use them for every split. */
 KD_API kd_status kd_dataset_channel_stats(const kd_dataset *d, float *mean, float *std);
+/* Writes one array [dims[0], ..., dims[ndim-1]] (ndim 0..8) of dtype from data as a NumPy .npy
+ * file (version 1.0, little-endian, C order; numpy.load reads it), atomically (a temporary file
+ * renamed over path): examples or labels for NumPy, or for kd_dataset_load_npy. KD_ERR_ARGUMENT
+ * for a bad dtype, ndim or dimension, KD_ERR_IO when it cannot be written. */
+KD_API kd_status kd_npy_save(const char *path, kd_dtype dtype, int32_t ndim, const int64_t *dims,
+                             const void *data);
 /* Class names of a set whose labels were read as names (kd_dataset_load_csv,
  * kd_dataset_load_image_folder): label i is the class named kd_dataset_class_name(d, i)
  * (borrowed, lives as long as d). count is 0 for other sets. */

@@ -215,6 +215,57 @@ START_TEST(tabular_mlp)
 }
 END_TEST
 
+/* kd_npy_save writes what numpy.save would (byte for byte for these headers) and reads back. */
+START_TEST(npy_save)
+{
+    char xp[512], yp[512];
+    snprintf(xp, sizeof xp, "%s/x.npy", kdt_tmpdir());
+    snprintf(yp, sizeof yp, "%s/y.npy", kdt_tmpdir());
+    float x[24];
+    for (int i = 0; i < 24; i++) x[i] = ((float)i - 10.0f) / 4.0f;
+    int64_t y[6] = {0, 1, 2, 1, 0, 2};
+    ck_assert_int_eq(kd_npy_save(xp, KD_DTYPE_F32, 2, (int64_t[]){6, 4}, x), KD_OK);
+    ck_assert_int_eq(kd_npy_save(yp, KD_DTYPE_I64, 1, (int64_t[]){6}, y), KD_OK);
+    /* The same bytes as the fixtures numpy wrote. */
+    static const char *const pairs[][2] = {{"x.npy", NP "x_f32.npy"}, {"y.npy", NP "y_i64.npy"}};
+    for (int k = 0; k < 2; k++) {
+        unsigned char *a, *b;
+        size_t na, nb;
+        char p[512];
+        snprintf(p, sizeof p, "%s/%s", kdt_tmpdir(), pairs[k][0]);
+        ck_assert_int_eq(kdi_read_file(p, &a, &na), KD_OK);
+        ck_assert_int_eq(kdi_read_file(pairs[k][1], &b, &nb), KD_OK);
+        ck_assert_uint_eq(na, nb);
+        ck_assert_mem_eq(a, b, na);
+        free(a);
+        free(b);
+    }
+    kd_dataset *d;
+    ck_assert_int_eq(kd_dataset_load_npy(xp, yp, &d), KD_OK);
+    check_x(d, 1);
+    kd_dataset_destroy(d);
+    /* Scalars and empty arrays have headers too; refusals leave the file alone. */
+    int32_t one = 7;
+    kdi_npy a;
+    unsigned char *buf;
+    size_t n;
+    ck_assert_int_eq(kd_npy_save(xp, KD_DTYPE_I32, 0, NULL, &one), KD_OK);
+    ck_assert_int_eq(kdi_read_file(xp, &buf, &n), KD_OK);
+    ck_assert_int_eq(kdi_npy_parse(buf, n, "x", &a), KD_OK);
+    ck_assert(a.ndim == 0 && a.count == 1 && a.type == KDI_NPY_I32);
+    free(buf);
+    ck_assert_int_eq(kd_npy_save(xp, KD_DTYPE_F32, 2, (int64_t[]){0, 3}, NULL), KD_OK);
+    ck_assert_int_eq(kd_npy_save(xp, (kd_dtype)5, 1, (int64_t[]){1}, &one), KD_ERR_ARGUMENT);
+    ck_assert_int_eq(kd_npy_save(xp, KD_DTYPE_F32, 1, (int64_t[]){-1}, &one), KD_ERR_ARGUMENT);
+    ck_assert_int_eq(kd_npy_save(xp, KD_DTYPE_F32, 1, (int64_t[]){2}, NULL), KD_ERR_ARGUMENT);
+    ck_assert_int_eq(kdi_read_file(xp, &buf, &n), KD_OK);
+    ck_assert_int_eq(kdi_npy_parse(buf, n, "x", &a), KD_OK);
+    ck_assert(a.ndim == 2 && a.count == 0);
+    free(buf);
+    ck_assert_int_eq(kd_npy_save("/nonexistent-dir/x.npy", KD_DTYPE_I32, 0, NULL, &one), KD_ERR_IO);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("numpy");
@@ -225,6 +276,7 @@ int main(void)
     tcase_add_test(tc, npy_headers);
     tcase_add_test(tc, npz);
     tcase_add_test(tc, tabular_mlp);
+    tcase_add_test(tc, npy_save);
     suite_add_tcase(s, tc);
     return kdt_run(s);
 }

@@ -40,7 +40,7 @@ import ctypes.util
 import os
 import weakref
 
-__all__ = ["KdError", "Tensors", "Model", "Loss", "Optimizer", "Trainer", "FeatureLoss", "Dataset", "Batcher", "Text",
+__all__ = ["KdError", "Tensors", "save_npy", "Model", "Loss", "Optimizer", "Trainer", "FeatureLoss", "Dataset", "Batcher", "Text",
            "perplexity", "bits_per_byte",
            "soft_targets", "soft_targets_from_logits", "topk_from_logits",
            "topk_logits", "topk_soft_targets", "augment_images", "version",
@@ -171,6 +171,7 @@ _STATUS = {
     "kd_dataset_load_idx_prefix": (_S, ctypes.POINTER(_P)),
     "kd_dataset_load_npy": (_S, _S, ctypes.POINTER(_P)),
     "kd_dataset_load_csv": (_S, _S, ctypes.POINTER(_P)),
+    "kd_npy_save": (_S, ctypes.c_int, ctypes.c_int32, _PI64, _P),
     "kd_dataset_load_image_folder": (_S, _I64, _I64, _I64, ctypes.POINTER(_P)),
     "kd_dataset_channel_stats": (_P, _F, _F),
     "kd_model_set_normalization": (_P, _F, _F, _I64),
@@ -1042,6 +1043,14 @@ class Tensors(_Handle):
 
     def __delitem__(self, name):
         lib().kd_tensors_remove(self._h, name.encode())
+
+
+def save_npy(path, data, shape):
+    """Writes array.array data (typecode 'f', 'i' or 'q') of shape as a NumPy .npy file."""
+    dtype = {"f": DTYPE_F32, "i": DTYPE_I32, "q": DTYPE_I64}[data.typecode]
+    dims = (_I64 * max(1, len(shape)))(*shape)
+    lib().kd_npy_save(os.fsencode(path), dtype, len(shape), dims,
+                      data.buffer_info()[0] if len(data) else None)
 
 
 class _TensorsMeta:

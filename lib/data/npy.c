@@ -10,6 +10,7 @@
 
 #include "core/error.h"
 #include "core/tensor.h"
+#include "io/atomic.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "the .npy reader converts little-endian data; this build assumes a little-endian host"
@@ -273,4 +274,67 @@ kd_status kdi_read_file(const char *path, unsigned char **buf, size_t *size)
     *buf = b;
     *size = (size_t)sb.st_size;
     return KD_OK;
+}
+
+/* ---------------------------------------------------------------- the writer */
+
+/* The header numpy.lib.format writes for version 1.0: the dict, spaces, a newline, the whole
+ * preamble a multiple of 64 bytes so the data is aligned. */
+static kd_status npy_header(kd_dtype dtype, int32_t ndim, const int64_t *dims, char *out,
+                            size_t cap, size_t *len)
+{
+    static const char *const descr[] = {"<f4", "<i4", "<i8"};
+    int n = snprintf(out + 10, cap - 10, "{'descr': '%s', 'fortran_order': False, 'shape': (",
+                     descr[dtype]);
+    for (int32_t d = 0; d < ndim; d++)
+        n += snprintf(out + 10 + n, cap - 10 - (size_t)n, "%lld%s", (long long)dims[d],
+                      ndim == 1      ? ","
+                      : d + 1 < ndim ? ", "
+                                     : "");
+    n += snprintf(out + 10 + n, cap - 10 - (size_t)n, "), }");
+    size_t total = 10 + (size_t)n + 1;
+    total = (total + 63) / 64 * 64;
+    if (total > cap) return kdi_fail(KD_ERR_ARGUMENT, "the .npy header would be too long");
+    memset(out + 10 + n, ' ', total - 10 - (size_t)n - 1);
+    out[total - 1] = '\n';
+    memcpy(out, "\x93NUMPY\x01\x00", 8);
+    out[8] = (char)((total - 10) & 0xFF);
+    out[9] = (char)((total - 10) >> 8);
+    *len = total;
+    return KD_OK;
+}
+
+typedef struct npy_body {
+    const char *header;
+    size_t hlen;
+    const void *data;
+    int64_t nbytes;
+} npy_body;
+
+static int write_npy(FILE *fp, const void *ctx)
+{
+    const npy_body *b = ctx;
+    return fwrite(b->header, 1, b->hlen, fp) == b->hlen &&
+           (b->nbytes == 0 || fwrite(b->data, 1, (size_t)b->nbytes, fp) == (size_t)b->nbytes);
+}
+
+kd_status kd_npy_save(const char *path, kd_dtype dtype, int32_t ndim, const int64_t *dims,
+                      const void *data)
+{
+    KDI_CHECK_NULL(path);
+    if (dtype != KD_DTYPE_F32 && dtype != KD_DTYPE_I32 && dtype != KD_DTYPE_I64)
+        return kdi_fail(KD_ERR_ARGUMENT, "dtype %d is not a kd_dtype", (int)dtype);
+    if (ndim < 0 || ndim > KDI_NPY_MAX_DIMS || (ndim > 0 && dims == NULL))
+        return kdi_fail(KD_ERR_ARGUMENT, "ndim %d must be 0 to %d, with dims", (int)ndim,
+                        KDI_NPY_MAX_DIMS);
+    int64_t bytes = dtype == KD_DTYPE_I64 ? 8 : 4;
+    for (int32_t d = 0; d < ndim; d++)
+        if (dims[d] < 0 || !kdi_mul_ok(bytes, dims[d], &bytes) || bytes > (INT64_C(1) << 62))
+            return kdi_fail(KD_ERR_ARGUMENT, "dimension %d is negative or too large", (int)d);
+    if (bytes > 0 && data == NULL) return kdi_fail(KD_ERR_ARGUMENT, "data is NULL");
+    char header[512];
+    size_t hlen = 0;
+    KDI_TRY(npy_header(dtype, ndim, dims, header, sizeof header, &hlen));
+    npy_body body = {header, hlen, data, bytes};
+    return kdi_write_atomic(path, write_npy, &body);
 }
