@@ -4,7 +4,7 @@
  * kd_version.h):
  *
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined -D_POSIX_C_SOURCE=200809L -DKD_BUILDING \
- *         -Iinclude -IBUILD/include -Ilib tests/fuzz/fuzz_csv.c lib/data/csv.c lib/data/npy.c \
+ *         -Iinclude -IBUILD/include -Ilib tests/fuzz/fuzz_csv.c lib/data/csv.c lib/data/npy.c lib/io/atomic.c \
  *         lib/data/dataset.c lib/data/idx.c lib/core/rng.c lib/core/error.c lib/core/tensor.c \
  *         -lz -lm -o fuzz_csv
  *   mkdir -p corpus && cp tests/data/csv/iris.csv tests/data/csv/quoted.csv corpus/

@@ -4,7 +4,7 @@
  * kd_version.h):
  *
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined -D_POSIX_C_SOURCE=200809L -DKD_BUILDING \
- *         -Iinclude -IBUILD/include -Ilib tests/fuzz/fuzz_npy.c lib/data/npy.c \
+ *         -Iinclude -IBUILD/include -Ilib tests/fuzz/fuzz_npy.c lib/data/npy.c lib/io/atomic.c \
  *         lib/data/numpy.c lib/data/dataset.c lib/data/idx.c lib/core/rng.c lib/core/error.c \
  *         lib/core/tensor.c -lzip -lz -lm -o fuzz_npy
  *   mkdir -p corpus && cp tests/data/numpy/x_f32.npy tests/data/numpy/y_u8.npy corpus/

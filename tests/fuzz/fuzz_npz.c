@@ -5,7 +5,7 @@
  * kd_version.h):
  *
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined -D_POSIX_C_SOURCE=200809L -DKD_BUILDING \
- *         -Iinclude -IBUILD/include -Ilib tests/fuzz/fuzz_npz.c lib/data/npy.c \
+ *         -Iinclude -IBUILD/include -Ilib tests/fuzz/fuzz_npz.c lib/data/npy.c lib/io/atomic.c \
  *         lib/data/numpy.c lib/data/dataset.c lib/data/idx.c lib/core/rng.c lib/core/error.c \
  *         lib/core/tensor.c -lzip -lz -lm -o fuzz_npz
  *   mkdir -p corpus && cp tests/data/numpy/set.npz tests/data/numpy/set_compressed.npz corpus/

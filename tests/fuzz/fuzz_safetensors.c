@@ -5,7 +5,7 @@
  *
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined -D_POSIX_C_SOURCE=200809L \
  *         -Iinclude -IBUILD/include -Ilib tests/fuzz/fuzz_safetensors.c \
- *         lib/io/safetensors.c lib/core/error.c lib/core/tensor.c -o fuzz_safetensors
+ *         lib/io/safetensors.c lib/io/atomic.c lib/core/error.c lib/core/tensor.c -o fuzz_safetensors
  *   mkdir -p corpus && ./fuzz_safetensors -max_total_time=60 corpus
  *
  * Any .safetensors file (a model saved by `kd`, tests' round-trip files) makes a good seed. The

@@ -6,7 +6,7 @@
  *
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined -D_POSIX_C_SOURCE=200809L -DKD_BUILDING \
  *         -Iinclude -IBUILD/include -Ilib tests/fuzz/fuzz_tensors.c lib/io/tensors.c \
- *         lib/io/safetensors.c lib/core/error.c lib/core/tensor.c -o fuzz_tensors
+ *         lib/io/safetensors.c lib/io/atomic.c lib/core/error.c lib/core/tensor.c -o fuzz_tensors
  *   mkdir -p corpus && ./fuzz_tensors -max_total_time=60 corpus
  *
  * Seeds: any .safetensors file (tests/data/transformer_block.safetensors). An accepted set must
