@@ -74,6 +74,47 @@ START_TEST(applied_everywhere)
 }
 END_TEST
 
+/* A trainer step on raw x with a normalised student and teacher is the step on normalised x
+ * without: the same loss, the same weights after. */
+START_TEST(trainer_step)
+{
+    float x[B * IN], xn[B * IN], loss[2];
+    int32_t labels[B] = {0, 1, 2, 3, 0};
+    kdt_fill(x, B * IN, 11, 0.0f, 1.0f);
+    normalise(x, xn);
+    kd_model *students[2];
+    for (int k = 0; k < 2; k++) {
+        kd_model *s = model(6), *t = model(7);
+        if (k == 0) {
+            ck_assert_int_eq(kd_model_set_normalization(s, MEAN, STD, C), KD_OK);
+            ck_assert_int_eq(kd_model_set_normalization(t, MEAN, STD, C), KD_OK);
+        }
+        kd_loss *l;
+        kd_optimizer *o;
+        kd_trainer *tr;
+        ck_assert_int_eq(kd_loss_create(KD_LOSS_HINTON, &l), KD_OK);
+        ck_assert_int_eq(kd_optimizer_create(KD_OPTIMIZER_SGD, s, &o), KD_OK);
+        ck_assert_int_eq(kd_trainer_create(s, l, o, &tr), KD_OK);
+        ck_assert_int_eq(kd_trainer_add_teacher(tr, t, 1.0f), KD_OK);
+        for (int step = 0; step < 3; step++)
+            ck_assert_int_eq(kd_trainer_step(tr, k == 0 ? x : xn, labels, NULL, B, &loss[k]),
+                             KD_OK);
+        kd_trainer_destroy(tr);
+        kd_optimizer_destroy(o);
+        kd_loss_destroy(l);
+        kd_model_destroy(t);
+        students[k] = s;
+    }
+    ck_assert_float_eq(loss[0], loss[1]);
+    float a[B * OUT], b[B * OUT];
+    ck_assert_int_eq(kd_model_predict(students[0], x, B, a), KD_OK);
+    ck_assert_int_eq(kd_model_predict(students[1], xn, B, b), KD_OK);
+    ck_assert_mem_eq(a, b, sizeof a);
+    kd_model_destroy(students[0]);
+    kd_model_destroy(students[1]);
+}
+END_TEST
+
 START_TEST(saved_loaded_cloned)
 {
     float x[B * IN], want[B * OUT], got[B * OUT];
@@ -219,6 +260,7 @@ int main(void)
     Suite *s = suite_create("normalize");
     TCase *tc = tcase_create("core");
     tcase_add_test(tc, applied_everywhere);
+    tcase_add_test(tc, trainer_step);
     tcase_add_test(tc, saved_loaded_cloned);
     tcase_add_test(tc, refused);
     tcase_add_test(tc, channel_stats);
