@@ -110,6 +110,24 @@ KD_API kd_status kd_model_layer_count(const kd_model *m, int32_t *count);
 KD_API kd_status kd_model_layer_info(const kd_model *m, int32_t i, const char **kind,
                                      int64_t *params, int64_t *output_size);
 
+/* Per-channel input normalisation, part of the model: every float call (kd_model_predict,
+ * kd_model_forward, kd_model_evaluate, and the trainer running teachers and student) computes
+ * x' = (x - mean[c]) / std[c] before the first layer, as torchvision's transforms.Normalize, so a
+ * teacher trained on normalised inputs is fed what it was trained on. channels is 1 (one pair for
+ * every value) or the input's C ("input CxHxW": channel c is values c*H*W..(c+1)*H*W-1 of an
+ * example; "input N": one pair a feature, as scikit-learn's StandardScaler); 0 removes it (mean
+ * and std may then be NULL). Values finite, std > 0 (else KD_ERR_ARGUMENT, nothing changed);
+ * sequence and token models: KD_ERR_UNSUPPORTED. kd_model_save writes it to the file's metadata
+ * ("kd.normalize.mean", "kd.normalize.std": comma-separated decimals that read back exactly),
+ * kd_model_load applies it (KD_ERR_FORMAT when malformed), kd_model_clone copies it;
+ * kd_model_load_weights leaves it alone. */
+KD_API kd_status kd_model_set_normalization(kd_model *m, const float *mean, const float *std,
+                                            int64_t channels);
+/* *channels: 0 when none; mean and std (room for *channels values each; either may be NULL) get
+ * the values. Call once with NULL arrays to learn the count. */
+KD_API kd_status kd_model_get_normalization(const kd_model *m, float *mean, float *std,
+                                            int64_t *channels);
+
 /* Inference (eval mode: dropout off). x is [batch, input], logits [batch, output]. */
 KD_API kd_status kd_model_predict(kd_model *m, const float *x, int64_t batch, float *logits);
 /* Training mode: keeps the activations for kd_model_backward. */
@@ -574,6 +592,68 @@ KD_API kd_status kd_trainer_get_int(const kd_trainer *t, kd_trainer_option key, 
  * left out of the transfer set, with delta chosen on held-out data. */
 KD_API kd_status kd_model_adjust_output_bias(kd_model *m, int32_t cls, float delta);
 
+/* ---------------------------------------------------------------- files of named tensors */
+
+/* A set of named arrays with string metadata, kept in memory and saved as safetensors
+ * (https://github.com/huggingface/safetensors), the format PyTorch's and NumPy's safetensors
+ * packages read and write (safetensors.torch.load_file, safetensors.numpy.save_file): the tool's
+ * logit caches, or any arrays to exchange. Arrays are row-major and little-endian; names are
+ * non-empty UTF-8 (checked when saved) and unique, "__metadata__" is reserved. Metadata is string to string (the
+ * header's __metadata__). The set owns copies of everything given to it. */
+typedef struct kd_tensors kd_tensors;
+
+typedef enum kd_dtype {
+    KD_DTYPE_F32 = 0, /* float, safetensors "F32" */
+    KD_DTYPE_I32 = 1, /* int32_t, "I32" */
+    KD_DTYPE_I64 = 2  /* int64_t, "I64" */
+} kd_dtype;
+
+#define KD_TENSORS_MAX_DIMS 8 /* dimensions of one array; 0 is a scalar */
+
+/* An empty set. */
+KD_API kd_status kd_tensors_create(kd_tensors **out);
+KD_API void kd_tensors_destroy(kd_tensors *t);
+/* Adds array name [dims[0], ..., dims[ndim-1]] of dtype, copying prod(dims) values from data (data
+ * may be NULL only when that product is 0); an array of the same name is replaced, keeping its
+ * place in the order. Errors (nothing changed): KD_ERR_ARGUMENT for a bad name, dtype, ndim
+ * outside 0..KD_TENSORS_MAX_DIMS, a negative dimension or a size above 2^62 bytes; KD_ERR_NUMERIC
+ * for NaN or infinity in F32 data (a cache of logits must be finite). */
+KD_API kd_status kd_tensors_set(kd_tensors *t, const char *name, kd_dtype dtype, int32_t ndim,
+                                const int64_t *dims, const void *data);
+/* Removes array name; KD_ERR_ARGUMENT when there is none. */
+KD_API kd_status kd_tensors_remove(kd_tensors *t, const char *name);
+/* Arrays in the set, in the order added (a loaded file: the order of its header). */
+KD_API kd_status kd_tensors_count(const kd_tensors *t, int32_t *count);
+/* The name of array i, 0 <= i < count; borrowed, valid until the array is removed or replaced. */
+KD_API kd_status kd_tensors_name(const kd_tensors *t, int32_t i, const char **name);
+/* Whether array name exists: *found 1 or 0. */
+KD_API kd_status kd_tensors_has(const kd_tensors *t, const char *name, int32_t *found);
+/* Dtype, dimension count and dims (KD_TENSORS_MAX_DIMS entries of room; unused ones set to 0) of
+ * array name; KD_ERR_ARGUMENT when there is none. Any output pointer may be NULL. */
+KD_API kd_status kd_tensors_info(const kd_tensors *t, const char *name, kd_dtype *dtype,
+                                 int32_t *ndim, int64_t *dims);
+/* The values of array name (borrowed, aligned for its dtype, valid until the array is removed or
+ * replaced) and their size in bytes. nbytes may be NULL. */
+KD_API kd_status kd_tensors_data(const kd_tensors *t, const char *name, const void **data,
+                                 int64_t *nbytes);
+/* Sets (or replaces) metadata key to value, both UTF-8. */
+KD_API kd_status kd_tensors_set_meta(kd_tensors *t, const char *key, const char *value);
+/* *value is the metadata of key (borrowed, valid until it is set again) or NULL when absent. */
+KD_API kd_status kd_tensors_get_meta(const kd_tensors *t, const char *key, const char **value);
+/* Metadata entries, and the key of entry i (borrowed), to list them. */
+KD_API kd_status kd_tensors_meta_count(const kd_tensors *t, int32_t *count);
+KD_API kd_status kd_tensors_meta_key(const kd_tensors *t, int32_t i, const char **key);
+/* Writes the set to path as safetensors, metadata first, arrays in order: a temporary file beside
+ * path, flushed, renamed over it, so path holds the old file or the whole new one. KD_ERR_IO when
+ * it cannot be written. */
+KD_API kd_status kd_tensors_save(const kd_tensors *t, const char *path);
+/* Reads a safetensors file. Everything is checked before it is trusted: the header length against
+ * the file size and the format's limit (100 MB) before anything is allocated, the JSON, shapes,
+ * data offsets that tile the data exactly, unique names. KD_ERR_IO when unreadable, KD_ERR_FORMAT
+ * (with a sentence naming the problem) when malformed, KD_ERR_UNSUPPORTED when an array has a dtype
+ * other than F32, I32 and I64 (convert it in PyTorch or NumPy first). */
+KD_API kd_status kd_tensors_load(const char *path, kd_tensors **out);
+
 /* ---------------------------------------------------------------- data */
 
 typedef struct kd_dataset kd_dataset;
@@ -583,6 +663,73 @@ typedef struct kd_batcher kd_batcher;
  * or gzip. Pixels become floats in [0, 1]. labels_path may be NULL for an unlabelled set. */
 KD_API kd_status kd_dataset_load_idx(const char *images_path, const char *labels_path,
                                      kd_dataset **out);
+/* The same from a prefix: PREFIX-images-idx3-ubyte and PREFIX-labels-idx1-ubyte (LeCun's names)
+ * or PREFIX-images.idx3-ubyte and PREFIX-labels.idx1-ubyte (Kaggle's), each plain or .gz (gzip
+ * preferred), e.g. prefix "data/train" or "data/t10k". KD_ERR_IO naming the expected files when
+ * either is missing. */
+KD_API kd_status kd_dataset_load_idx_prefix(const char *prefix, kd_dataset **out);
+/* NumPy arrays saved by numpy.save: x_path a .npy of examples, float32, float64 or uint8, shaped
+ * [n] (one value an example), [n, features] (tabular; shape features x 1 x 1), [n, h, w] (1 x h x w)
+ * or [n, c, h, w] (NCHW images); y_path (NULL: unlabelled) a .npy of n integer labels, uint8, int32
+ * or int64, each in 0..2^31-1. float64 becomes float32; uint8 examples become floats in [0, 1]
+ * (divided by 255, as IDX pixels and torchvision's ToTensor), floats are kept as they are. Files
+ * are .npy versions 1.0 to 3.0, little-endian, C order, at most 2^31 values. Errors: KD_ERR_IO
+ * when a file cannot be read; KD_ERR_FORMAT, with a sentence naming the file and the problem, for
+ * a malformed or truncated file, a Fortran-order or big-endian array, another dtype, float or
+ * out-of-range labels; KD_ERR_SHAPE when the counts of x and y differ; KD_ERR_NUMERIC for NaN or
+ * infinity in x. */
+KD_API kd_status kd_dataset_load_npy(const char *x_path, const char *y_path, kd_dataset **out);
+/* The same from two arrays of a .npz archive (numpy.savez or savez_compressed, read through
+ * libzip): x_name and y_name are the names given to savez (members x_name.npy, y_name.npy);
+ * y_name NULL for an unlabelled set. A member that announces more bytes than its compressed size
+ * can hold is KD_ERR_FORMAT before anything is allocated; a compression other than stored or
+ * deflate is KD_ERR_UNSUPPORTED. */
+KD_API kd_status kd_dataset_load_npz(const char *path, const char *x_name, const char *y_name,
+                                     kd_dataset **out);
+/* A CSV table (RFC 4180: commas, fields optionally in double quotes with "" for a quote, no line
+ * break inside a field; "\n" or "\r\n" lines, a UTF-8 byte-order mark skipped, blank lines
+ * ignored): line 1 names the columns; every other column than label_column holds numbers (as
+ * strtod reads them, in the C locale's format, finite in float32), which become the features of
+ * each row in column order (shape features x 1 x 1). label_column (NULL: an unlabelled set) names
+ * the column of labels, any non-empty text, mapped to classes 0..K-1 in sorted order -- by value
+ * when every label is an integer (so "10" follows "9"), else by strcmp, as torchvision's
+ * ImageFolder and scikit-learn's LabelEncoder sort -- and kept: kd_dataset_class_name(d, i) is
+ * the text of class i. Errors: KD_ERR_IO when unreadable; KD_ERR_FORMAT, with a sentence giving
+ * the line and the column, for a row with more or fewer cells than the header (ragged), a cell
+ * that is not a number, an empty label, an unclosed quote, a missing label column, or a table
+ * with no rows. */
+KD_API kd_status kd_dataset_load_csv(const char *path, const char *label_column, kd_dataset **out);
+/* Images in torchvision's ImageFolder layout: root/CLASS/IMAGE, one sub-folder a class, classes
+ * numbered 0..K-1 in strcmp order of their folder names and images taken in strcmp order of their
+ * file names within each, as ImageFolder does (only files directly in a class folder, named
+ * .png, .jpg or .jpeg in any case; names starting with '.' skipped). PNG is decoded by libpng,
+ * JPEG by libjpeg, recognised by content. Each image becomes channels (1: gray, as PIL's
+ * convert("L") with ITU-R 601 luma; 3: RGB; alpha dropped) x height x width floats in [0, 1]
+ * (divided by 255, as ToTensor), NCHW. Images are not resized: every one must be height x width
+ * (both 0: the size of the first image), else KD_ERR_SHAPE naming the file and its size. Errors:
+ * KD_ERR_IO when root or a file cannot be opened; KD_ERR_FORMAT naming the file for an image
+ * that cannot be decoded (corrupt, truncated, neither PNG nor JPEG), a root without class folders
+ * or images, or more than 2^31 values. Class names: kd_dataset_class_name. */
+KD_API kd_status kd_dataset_load_image_folder(const char *root, int64_t channels, int64_t height,
+                                              int64_t width, kd_dataset **out);
+/* Per-channel mean and standard deviation of a dataset's examples, mean [c] and std [c] (c from
+ * kd_dataset_shape; a tabular set's features are its channels), over all n * h * w values of each
+ * channel, in double: std = sqrt(mean of (x - mean)^2), the population value (torch.std with
+ * correction=0, numpy.std). A channel that never varies gets std 1 (as scikit-learn's
+ * StandardScaler), so kd_model_set_normalization accepts the result. Compute them on the
+ * training set and use them for every split. */
+KD_API kd_status kd_dataset_channel_stats(const kd_dataset *d, float *mean, float *std);
+/* Writes one array [dims[0], ..., dims[ndim-1]] (ndim 0..8) of dtype from data as a NumPy .npy
+ * file (version 1.0, little-endian, C order; numpy.load reads it), atomically (a temporary file
+ * renamed over path): examples or labels for NumPy, or for kd_dataset_load_npy. KD_ERR_ARGUMENT
+ * for a bad dtype, ndim or dimension, KD_ERR_IO when it cannot be written. */
+KD_API kd_status kd_npy_save(const char *path, kd_dtype dtype, int32_t ndim, const int64_t *dims,
+                             const void *data);
+/* Class names of a set whose labels were read as names (kd_dataset_load_csv,
+ * kd_dataset_load_image_folder): label i is the class named kd_dataset_class_name(d, i)
+ * (borrowed, lives as long as d). count is 0 for other sets. */
+KD_API kd_status kd_dataset_class_count(const kd_dataset *d, int32_t *count);
+KD_API kd_status kd_dataset_class_name(const kd_dataset *d, int32_t label, const char **name);
 KD_API void kd_dataset_destroy(kd_dataset *d);
 KD_API kd_status kd_dataset_size(const kd_dataset *d, int64_t *n);
 /* Shape of one example: channels, height, width. */

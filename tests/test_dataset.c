@@ -141,6 +141,38 @@ START_TEST(loads_test_split)
 }
 END_TEST
 
+/* Both naming conventions, found from a prefix: LeCun's (gzip) and Kaggle's (plain). */
+START_TEST(prefix_conventions)
+{
+    kd_dataset *d;
+    int64_t n;
+    ck_assert_int_eq(kd_dataset_load_idx_prefix(KDT_DATA "/fmnist-absent", &d), KD_ERR_IO);
+    ck_assert_ptr_nonnull(strstr(kd_last_error(), "fmnist-absent-images-idx3-ubyte"));
+    ck_assert_int_eq(kd_dataset_load_idx_prefix(KDT_DATA "/fmnist-test-500", &d), KD_OK);
+    ck_assert_int_eq(kd_dataset_size(d, &n), KD_OK);
+    ck_assert_int_eq(n, 500);
+    kd_dataset_destroy(d);
+    const char *kaggle = path_of("kaggle");
+    /* Kaggle ships the files uncompressed: gunzip the committed ones. */
+    char cmd[1200];
+    snprintf(cmd, sizeof cmd,
+             "gzip -dc '%s' > '%s-images.idx3-ubyte' && gzip -dc '%s' > '%s-labels.idx1-ubyte'",
+             TEST_IMAGES, kaggle, TEST_LABELS, kaggle);
+    ck_assert_int_eq(system(cmd), 0);
+    ck_assert_msg(kd_dataset_load_idx_prefix(kaggle, &d) == KD_OK, "%s", kd_last_error());
+    ck_assert_int_eq(kd_dataset_size(d, &n), KD_OK);
+    ck_assert_int_eq(n, 500);
+    ck_assert_int_eq(pixel_sum(d, 0, n), 29494551);
+    kd_dataset_destroy(d);
+    snprintf(cmd, sizeof cmd, "rm -f '%s-labels.idx1-ubyte'", kaggle);
+    ck_assert_int_eq(system(cmd), 0);
+    d = (kd_dataset *)0x1;
+    ck_assert_int_eq(kd_dataset_load_idx_prefix(kaggle, &d), KD_ERR_IO);
+    ck_assert_ptr_nonnull(strstr(kd_last_error(), "labels.idx1-ubyte"));
+    ck_assert_ptr_eq(d, (kd_dataset *)0x1);
+}
+END_TEST
+
 START_TEST(unlabelled)
 {
     kd_dataset *d;
@@ -451,6 +483,7 @@ int main(void)
     TCase *t = tcase_create("dataset");
     tcase_add_test(t, loads_subset);
     tcase_add_test(t, loads_test_split);
+    tcase_add_test(t, prefix_conventions);
     tcase_add_test(t, unlabelled);
     tcase_add_test(t, four_dims);
     tcase_add_test(t, hostile_idx);

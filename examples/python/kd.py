@@ -40,7 +40,7 @@ import ctypes.util
 import os
 import weakref
 
-__all__ = ["KdError", "Model", "Loss", "Optimizer", "Trainer", "FeatureLoss", "Dataset", "Batcher", "Text",
+__all__ = ["KdError", "Tensors", "save_npy", "Model", "Loss", "Optimizer", "Trainer", "FeatureLoss", "Dataset", "Batcher", "Text",
            "perplexity", "bits_per_byte",
            "soft_targets", "soft_targets_from_logits", "topk_from_logits",
            "topk_logits", "topk_soft_targets", "augment_images", "version",
@@ -78,6 +78,9 @@ TOPK_TAIL_UNIFORM, TOPK_TAIL_NONE = 0, 1
 # text: byte-level tokens; kd_text_part
 TEXT_VOCAB, TEXT_MAX_BYTES = 256, 1 << 30
 TEXT_TRAIN, TEXT_VALIDATION = 0, 1
+# kd_dtype: the arrays of a kd_tensors set
+DTYPE_F32, DTYPE_I32, DTYPE_I64 = 0, 1, 2
+TENSORS_MAX_DIMS = 8
 # kd_augment_kind
 AUGMENT_TRANSLATE, AUGMENT_CROP, AUGMENT_HFLIP = 0, 1, 2
 
@@ -167,6 +170,17 @@ _STATUS = {
     "kd_feature_loss_forward": (_P, _F, _I64, _I64, _I64, _F, _I64, _I64, _I64, _I64, _F),
     "kd_feature_loss_backward": (_P, _F),
     "kd_dataset_load_idx": (_S, _S, ctypes.POINTER(_P)),
+    "kd_dataset_load_idx_prefix": (_S, ctypes.POINTER(_P)),
+    "kd_dataset_load_npy": (_S, _S, ctypes.POINTER(_P)),
+    "kd_dataset_load_csv": (_S, _S, ctypes.POINTER(_P)),
+    "kd_npy_save": (_S, ctypes.c_int, ctypes.c_int32, _PI64, _P),
+    "kd_dataset_load_image_folder": (_S, _I64, _I64, _I64, ctypes.POINTER(_P)),
+    "kd_dataset_channel_stats": (_P, _F, _F),
+    "kd_model_set_normalization": (_P, _F, _F, _I64),
+    "kd_model_get_normalization": (_P, _F, _F, _PI64),
+    "kd_dataset_load_npz": (_S, _S, _S, ctypes.POINTER(_P)),
+    "kd_dataset_class_count": (_P, ctypes.POINTER(ctypes.c_int32)),
+    "kd_dataset_class_name": (_P, ctypes.c_int32, ctypes.POINTER(_S)),
     "kd_dataset_size": (_P, _PI64),
     "kd_dataset_split": (_P, ctypes.c_float, ctypes.c_uint64, ctypes.POINTER(_P),
                          ctypes.POINTER(_P)),
@@ -182,6 +196,21 @@ _STATUS = {
     "kd_text_tokens": (_P, ctypes.c_int, _I64, _I64, _I32),
     "kd_perplexity": (ctypes.c_float, _F),
     "kd_bits_per_byte": (ctypes.c_float, _I64, _I64, _F),
+    "kd_tensors_create": (ctypes.POINTER(_P),),
+    "kd_tensors_set": (_P, _S, ctypes.c_int, ctypes.c_int32, _PI64, _P),
+    "kd_tensors_remove": (_P, _S),
+    "kd_tensors_count": (_P, ctypes.POINTER(ctypes.c_int32)),
+    "kd_tensors_name": (_P, ctypes.c_int32, ctypes.POINTER(_S)),
+    "kd_tensors_has": (_P, _S, ctypes.POINTER(ctypes.c_int32)),
+    "kd_tensors_info": (_P, _S, ctypes.POINTER(ctypes.c_int), ctypes.POINTER(ctypes.c_int32),
+                        _PI64),
+    "kd_tensors_data": (_P, _S, ctypes.POINTER(_P), _PI64),
+    "kd_tensors_set_meta": (_P, _S, _S),
+    "kd_tensors_get_meta": (_P, _S, ctypes.POINTER(_S)),
+    "kd_tensors_meta_count": (_P, ctypes.POINTER(ctypes.c_int32)),
+    "kd_tensors_meta_key": (_P, ctypes.c_int32, ctypes.POINTER(_S)),
+    "kd_tensors_save": (_P, _S),
+    "kd_tensors_load": (_S, ctypes.POINTER(_P)),
     "kd_augment_images": (_F, _I64, _I64, _I64, _I64, ctypes.c_int, ctypes.c_int32,
                           ctypes.c_uint64),
 }
@@ -203,6 +232,7 @@ _OTHER = {
     "kd_dataset_labels": (_I32, (_P,)),
     "kd_batcher_destroy": (None, (_P,)),
     "kd_text_destroy": (None, (_P,)),
+    "kd_tensors_destroy": (None, (_P,)),
 }
 
 _lib = None
@@ -415,6 +445,24 @@ class Model(_Handle):
     def load_weights(self, path):
         """Copies every tensor of a safetensors file into the model; names and shapes must match."""
         lib().kd_model_load_weights(self._h, os.fsencode(path))
+
+    def set_normalization(self, mean, std):
+        """Per-channel x' = (x - mean[c]) / std[c] before the first layer, saved with the model;
+        mean and std of 1 or C values (empty lists remove it)."""
+        if len(mean) != len(std):
+            raise ValueError("mean and std need as many values")
+        lib().kd_model_set_normalization(self._h, _floats(mean) if len(mean) else None,
+                                         _floats(std) if len(std) else None, len(mean))
+
+    @property
+    def normalization(self):
+        """(mean, std) as array.array('f'), empty when the model has none."""
+        n = _I64()
+        lib().kd_model_get_normalization(self._h, None, None, ctypes.byref(n))
+        mean, std = _out(n.value), _out(n.value)
+        if n.value:
+            lib().kd_model_get_normalization(self._h, _floats(mean), _floats(std), ctypes.byref(n))
+        return mean, std
 
     def _size(self, fn):
         v = _I64()
@@ -938,6 +986,115 @@ def bits_per_byte(ce, tokens=1, bytes_=1):
     return v.value
 
 
+class Tensors(_Handle):
+    """Named arrays (float32, int32, int64) with string metadata, saved as safetensors.
+
+        t = kd.Tensors()
+        t["logits"] = (array.array("f", values), (rows, classes))
+        t.meta["kd.kind"] = "logits"
+        t.save("cache.safetensors")
+        values, shape = kd.Tensors.load("cache.safetensors")["logits"]
+    """
+
+    _destroy = "kd_tensors_destroy"
+    _CODES = {DTYPE_F32: ("f", ctypes.c_float), DTYPE_I32: ("i", ctypes.c_int32),
+              DTYPE_I64: ("q", ctypes.c_int64)}
+
+    def __init__(self, handle=None):
+        if handle is None:
+            out = _P()
+            lib().kd_tensors_create(ctypes.byref(out))
+            handle = out.value
+        super().__init__(handle)
+        self.meta = _TensorsMeta(self)
+
+    @classmethod
+    def load(cls, path):
+        out = _P()
+        lib().kd_tensors_load(os.fsencode(path), ctypes.byref(out))
+        return cls(out.value)
+
+    def save(self, path):
+        lib().kd_tensors_save(self._h, os.fsencode(path))
+
+    def __len__(self):
+        n = ctypes.c_int32()
+        lib().kd_tensors_count(self._h, ctypes.byref(n))
+        return n.value
+
+    def keys(self):
+        names = []
+        for i in range(len(self)):
+            name = _S()
+            lib().kd_tensors_name(self._h, i, ctypes.byref(name))
+            names.append(name.value.decode())
+        return names
+
+    def __contains__(self, name):
+        found = ctypes.c_int32()
+        lib().kd_tensors_has(self._h, name.encode(), ctypes.byref(found))
+        return bool(found.value)
+
+    def __setitem__(self, name, value):
+        """value: (array.array of typecode 'f', 'i' or 'q', shape)."""
+        data, shape = value
+        dtype = {"f": DTYPE_F32, "i": DTYPE_I32, "q": DTYPE_I64}[data.typecode]
+        dims = (_I64 * max(1, len(shape)))(*shape)
+        address = data.buffer_info()[0] if len(data) else None
+        lib().kd_tensors_set(self._h, name.encode(), dtype, len(shape), dims, address)
+
+    def __getitem__(self, name):
+        """(a copy as array.array, shape)."""
+        dtype, ndim = ctypes.c_int(), ctypes.c_int32()
+        dims = (_I64 * TENSORS_MAX_DIMS)()
+        lib().kd_tensors_info(self._h, name.encode(), ctypes.byref(dtype), ctypes.byref(ndim), dims)
+        data, nbytes = _P(), _I64()
+        lib().kd_tensors_data(self._h, name.encode(), ctypes.byref(data), ctypes.byref(nbytes))
+        code, ctype = self._CODES[dtype.value]
+        out = array.array(code)
+        if nbytes.value:
+            out.frombytes(ctypes.string_at(data.value, nbytes.value))
+        return out, tuple(dims[:ndim.value])
+
+    def __delitem__(self, name):
+        lib().kd_tensors_remove(self._h, name.encode())
+
+
+def save_npy(path, data, shape):
+    """Writes array.array data (typecode 'f', 'i' or 'q') of shape as a NumPy .npy file."""
+    dtype = {"f": DTYPE_F32, "i": DTYPE_I32, "q": DTYPE_I64}[data.typecode]
+    dims = (_I64 * max(1, len(shape)))(*shape)
+    lib().kd_npy_save(os.fsencode(path), dtype, len(shape), dims,
+                      data.buffer_info()[0] if len(data) else None)
+
+
+class _TensorsMeta:
+    """The string metadata of a Tensors set, as a small mapping."""
+
+    def __init__(self, owner):
+        self._owner = owner
+
+    def __getitem__(self, key):
+        value = _S()
+        lib().kd_tensors_get_meta(self._owner._h, key.encode(), ctypes.byref(value))
+        if value.value is None:
+            raise KeyError(key)
+        return value.value.decode()
+
+    def __setitem__(self, key, value):
+        lib().kd_tensors_set_meta(self._owner._h, key.encode(), value.encode())
+
+    def keys(self):
+        n = ctypes.c_int32()
+        lib().kd_tensors_meta_count(self._owner._h, ctypes.byref(n))
+        out = []
+        for i in range(n.value):
+            key = _S()
+            lib().kd_tensors_meta_key(self._owner._h, i, ctypes.byref(key))
+            out.append(key.value.decode())
+        return out
+
+
 class Dataset(_Handle):
     """Images and labels from IDX files (plain or gzip), pixels as floats in [0, 1]."""
 
@@ -963,6 +1120,74 @@ class Dataset(_Handle):
         _Handle.__init__(rest, a.value)
         _Handle.__init__(held, b.value)
         return rest, held
+
+    @classmethod
+    def _from(cls, handle):
+        obj = cls.__new__(cls)
+        _Handle.__init__(obj, handle)
+        return obj
+
+    @classmethod
+    def load_idx_prefix(cls, prefix):
+        """PREFIX-images-idx3-ubyte(.gz) and PREFIX-labels-idx1-ubyte(.gz), or Kaggle's
+        PREFIX-images.idx3-ubyte and PREFIX-labels.idx1-ubyte."""
+        out = _P()
+        lib().kd_dataset_load_idx_prefix(os.fsencode(prefix), ctypes.byref(out))
+        return cls._from(out.value)
+
+    @classmethod
+    def load_npy(cls, x_path, y_path=None):
+        """Examples [n, ...] (float32, float64 or uint8) and integer labels [n] from .npy files."""
+        out = _P()
+        lib().kd_dataset_load_npy(os.fsencode(x_path),
+                                  os.fsencode(y_path) if y_path is not None else None,
+                                  ctypes.byref(out))
+        return cls._from(out.value)
+
+    @classmethod
+    def load_npz(cls, path, x_name="x", y_name="y"):
+        """Arrays x_name and y_name (None: unlabelled) of a numpy.savez archive."""
+        out = _P()
+        lib().kd_dataset_load_npz(os.fsencode(path), x_name.encode(),
+                                  y_name.encode() if y_name is not None else None,
+                                  ctypes.byref(out))
+        return cls._from(out.value)
+
+    @classmethod
+    def load_csv(cls, path, label_column=None):
+        """A CSV table with a header row: numeric feature columns and the named label column."""
+        out = _P()
+        lib().kd_dataset_load_csv(os.fsencode(path),
+                                  label_column.encode() if label_column is not None else None,
+                                  ctypes.byref(out))
+        return cls._from(out.value)
+
+    @classmethod
+    def load_image_folder(cls, root, channels=3, height=0, width=0):
+        """root/CLASS/IMAGE.png|jpg (torchvision's ImageFolder layout), all of one size."""
+        out = _P()
+        lib().kd_dataset_load_image_folder(os.fsencode(root), channels, height, width,
+                                           ctypes.byref(out))
+        return cls._from(out.value)
+
+    def channel_stats(self):
+        """(mean, std) per channel, as array.array('f'), for Model.set_normalization."""
+        c = self.shape[0]
+        mean, std = _out(c), _out(c)
+        lib().kd_dataset_channel_stats(self._h, _floats(mean), _floats(std))
+        return mean, std
+
+    @property
+    def classes(self):
+        """The class names of labels 0..K-1 when they were read as text (CSV), else []."""
+        n = ctypes.c_int32()
+        lib().kd_dataset_class_count(self._h, ctypes.byref(n))
+        names = []
+        for i in range(n.value):
+            name = _S()
+            lib().kd_dataset_class_name(self._h, i, ctypes.byref(name))
+            names.append(name.value.decode())
+        return names
 
     @property
     def size(self):

@@ -1,18 +1,15 @@
 /* Datasets of images and labels in memory, and seeded mini-batches over them. */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/error.h"
 #include "core/rng.h"
 #include "core/tensor.h"
+#include "data/dataset.h"
 #include "data/idx.h"
-
-struct kd_dataset {
-    int64_t n, c, h, w;
-    float *images;   /* [n, c*h*w] in [0, 1] */
-    int32_t *labels; /* [n], or NULL */
-};
 
 struct kd_batcher {
     const kd_dataset *d;
@@ -65,12 +62,116 @@ kd_status kd_dataset_load_idx(const char *images_path, const char *labels_path, 
     return KD_OK;
 }
 
+/* The first of PREFIX + each ending that can be read, into out (size bytes); 0 when none. */
+static int first_readable(const char *prefix, const char *const *endings, char *out, size_t size)
+{
+    for (int i = 0; endings[i] != NULL; i++) {
+        int n = snprintf(out, size, "%s%s", prefix, endings[i]);
+        if (n < 0 || (size_t)n >= size) return 0;
+        if (access(out, R_OK) == 0) return 1;
+    }
+    return 0;
+}
+
+kd_status kd_dataset_load_idx_prefix(const char *prefix, kd_dataset **out)
+{
+    KDI_CHECK_NULL(prefix);
+    KDI_CHECK_NULL(out);
+    /* LeCun's names (train-images-idx3-ubyte) and Kaggle's (train-images.idx3-ubyte), gzip first. */
+    static const char *const images[] = {"-images-idx3-ubyte.gz", "-images-idx3-ubyte",
+                                         "-images.idx3-ubyte.gz", "-images.idx3-ubyte", NULL};
+    static const char *const labels[] = {"-labels-idx1-ubyte.gz", "-labels-idx1-ubyte",
+                                         "-labels.idx1-ubyte.gz", "-labels.idx1-ubyte", NULL};
+    size_t size = strlen(prefix) + 32;
+    char *ip = malloc(size), *lp = malloc(size);
+    kd_status st = KD_OK;
+    if (ip == NULL || lp == NULL)
+        st = kdi_fail(KD_ERR_NOMEM, "cannot allocate file names");
+    else if (!first_readable(prefix, images, ip, size))
+        st = kdi_fail(KD_ERR_IO,
+                      "no IDX images at %s: expected %s-images-idx3-ubyte or "
+                      "%s-images.idx3-ubyte (optionally .gz)",
+                      prefix, prefix, prefix);
+    else if (!first_readable(prefix, labels, lp, size))
+        st = kdi_fail(KD_ERR_IO,
+                      "no IDX labels at %s: expected %s-labels-idx1-ubyte or "
+                      "%s-labels.idx1-ubyte (optionally .gz)",
+                      prefix, prefix, prefix);
+    if (st == KD_OK) st = kd_dataset_load_idx(ip, lp, out);
+    free(ip);
+    free(lp);
+    return st;
+}
+
 void kd_dataset_destroy(kd_dataset *d)
 {
     if (d == NULL) return;
     kdi_free(d->images);
     free(d->labels);
+    for (int32_t i = 0; i < d->nclasses; i++) free(d->classes[i]);
+    free(d->classes);
     free(d);
+}
+
+kd_status kdi_dataset_new(int64_t n, int64_t c, int64_t h, int64_t w, int labelled,
+                          kd_dataset **out)
+{
+    kd_dataset *d = calloc(1, sizeof *d);
+    if (d == NULL) return kdi_fail(KD_ERR_NOMEM, "cannot allocate a dataset");
+    *d = (kd_dataset){.n = n, .c = c, .h = h, .w = w};
+    d->images = kdi_alloc_floats(n * c * h * w);
+    d->labels = labelled ? malloc(sizeof(int32_t) * (size_t)n) : NULL;
+    if (d->images == NULL || (labelled && d->labels == NULL)) {
+        kd_dataset_destroy(d);
+        return kdi_fail(KD_ERR_NOMEM, "cannot allocate a dataset of %lld examples of %lld values",
+                        (long long)n, (long long)(c * h * w));
+    }
+    *out = d;
+    return KD_OK;
+}
+
+kd_status kd_dataset_channel_stats(const kd_dataset *d, float *mean, float *std)
+{
+    KDI_CHECK_NULL(d);
+    KDI_CHECK_NULL(mean);
+    KDI_CHECK_NULL(std);
+    int64_t plane = d->h * d->w, count = d->n * plane;
+    for (int64_t c = 0; c < d->c; c++) {
+        /* Two passes in double: the mean, then the squares about it (no cancellation). */
+        double sum = 0.0, sq = 0.0;
+        for (int64_t i = 0; i < d->n; i++) {
+            const float *p = d->images + (i * d->c + c) * plane;
+            for (int64_t k = 0; k < plane; k++) sum += p[k];
+        }
+        double mu = sum / (double)count;
+        for (int64_t i = 0; i < d->n; i++) {
+            const float *p = d->images + (i * d->c + c) * plane;
+            for (int64_t k = 0; k < plane; k++) sq += (p[k] - mu) * (p[k] - mu);
+        }
+        double sd = sqrt(sq / (double)count);
+        mean[c] = (float)mu;
+        std[c] = sd > 0.0 && (float)sd > 0.0f ? (float)sd : 1.0f;
+    }
+    return KD_OK;
+}
+
+kd_status kd_dataset_class_count(const kd_dataset *d, int32_t *count)
+{
+    KDI_CHECK_NULL(d);
+    KDI_CHECK_NULL(count);
+    *count = d->nclasses;
+    return KD_OK;
+}
+
+kd_status kd_dataset_class_name(const kd_dataset *d, int32_t label, const char **name)
+{
+    KDI_CHECK_NULL(d);
+    KDI_CHECK_NULL(name);
+    if (label < 0 || label >= d->nclasses)
+        return kdi_fail(KD_ERR_ARGUMENT, "label %d is outside the %d named classes", (int)label,
+                        (int)d->nclasses);
+    *name = d->classes[label];
+    return KD_OK;
 }
 
 kd_status kd_dataset_size(const kd_dataset *d, int64_t *n)

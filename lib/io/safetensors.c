@@ -16,6 +16,7 @@
 
 #include "core/error.h"
 #include "core/tensor.h"
+#include "io/atomic.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "safetensors data is little-endian; this build assumes a little-endian host"
@@ -273,7 +274,7 @@ static const struct dtype_info {
     kdi_st_dtype dtype;
 } dtypes[] = {
     {"F32", 4, KDI_ST_F32},       {"I64", 8, KDI_ST_I64},       {"F64", 8, KDI_ST_OTHER},
-    {"F16", 2, KDI_ST_OTHER},     {"BF16", 2, KDI_ST_OTHER},    {"I32", 4, KDI_ST_OTHER},
+    {"F16", 2, KDI_ST_OTHER},     {"BF16", 2, KDI_ST_OTHER},    {"I32", 4, KDI_ST_I32},
     {"I16", 2, KDI_ST_OTHER},     {"I8", 1, KDI_ST_OTHER},      {"U8", 1, KDI_ST_OTHER},
     {"U16", 2, KDI_ST_OTHER},     {"U32", 4, KDI_ST_OTHER},     {"U64", 8, KDI_ST_OTHER},
     {"BOOL", 1, KDI_ST_OTHER},    {"F8_E5M2", 1, KDI_ST_OTHER}, {"F8_E4M3", 1, KDI_ST_OTHER},
@@ -647,13 +648,13 @@ static kd_status check_tensor(const kdi_st_tensor *t, int32_t i)
     if (t->name == NULL) return kdi_fail(KD_ERR_ARGUMENT, "tensor %d has a NULL name", (int)i);
     if (strcmp(t->name, META_KEY) == 0 || !utf8_valid(t->name, strlen(t->name)))
         return kdi_fail(KD_ERR_ARGUMENT, "tensor name '%s' is reserved or not UTF-8", t->name);
-    if (t->dtype != KDI_ST_F32 && t->dtype != KDI_ST_I64)
-        return kdi_fail(KD_ERR_UNSUPPORTED, "tensor '%s': only F32 and I64 can be written",
+    if (t->dtype != KDI_ST_F32 && t->dtype != KDI_ST_I32 && t->dtype != KDI_ST_I64)
+        return kdi_fail(KD_ERR_UNSUPPORTED, "tensor '%s': only F32, I32 and I64 can be written",
                         t->name);
     if (t->ndim < 0 || t->ndim > KDI_ST_MAX_DIMS)
         return kdi_fail(KD_ERR_ARGUMENT, "tensor '%s' has %d dimensions, expected 0 to %d", t->name,
                         (int)t->ndim, KDI_ST_MAX_DIMS);
-    int64_t bytes = t->dtype == KDI_ST_F32 ? 4 : 8;
+    int64_t bytes = t->dtype == KDI_ST_I64 ? 8 : 4;
     for (int32_t d = 0; d < t->ndim; d++)
         if (!kdi_mul_ok(bytes, t->dims[d], &bytes))
             return kdi_fail(KD_ERR_ARGUMENT, "tensor '%s' has a negative or overflowing shape",
@@ -749,8 +750,9 @@ static void put_int(text *t, int64_t v)
 static void put_tensor(text *h, const kdi_st_tensor *t, int64_t offset)
 {
     put_json_string(h, t->name);
-    put_str(h, t->dtype == KDI_ST_I64 ? ":{\"dtype\":\"I64\",\"shape\":["
-                                      : ":{\"dtype\":\"F32\",\"shape\":[");
+    put_str(h, t->dtype == KDI_ST_I64   ? ":{\"dtype\":\"I64\",\"shape\":["
+               : t->dtype == KDI_ST_I32 ? ":{\"dtype\":\"I32\",\"shape\":["
+                                        : ":{\"dtype\":\"F32\",\"shape\":[");
     for (int32_t d = 0; d < t->ndim; d++) {
         if (d) put_str(h, ",");
         put_int(h, t->dims[d]);
@@ -803,69 +805,19 @@ static int write_all(FILE *fp, const text *h, const kdi_st_tensor *ts, int32_t n
     for (int32_t i = 0; ok && i < n; i++)
         ok = ts[i].nbytes == 0 ||
              fwrite(ts[i].data, 1, (size_t)ts[i].nbytes, fp) == (size_t)ts[i].nbytes;
-    return ok && fflush(fp) == 0 && fsync(fileno(fp)) == 0;
+    return ok;
 }
 
-static kd_status io_fail(const char *what, const char *path, int err)
-{
-    char msg[128] = "unknown error";
-    if (strerror_r(err, msg, sizeof msg) != 0) snprintf(msg, sizeof msg, "error %d", err);
-    return kdi_fail(KD_ERR_IO, "%s %s: %s", what, path, msg);
-}
+typedef struct st_body {
+    const text *h;
+    const kdi_st_tensor *ts;
+    int32_t n;
+} st_body;
 
-/* Makes the rename itself durable; a failure here loses nothing already written, so it is not
- * reported. */
-static void sync_dir(const char *path)
+static int write_body(FILE *fp, const void *ctx)
 {
-    const char *slash = strrchr(path, '/');
-    char *dir = slash == NULL ? NULL : malloc((size_t)(slash - path) + 2);
-    if (slash != NULL && dir == NULL) return;
-    if (dir != NULL) {
-        size_t k = slash == path ? 1 : (size_t)(slash - path);
-        memcpy(dir, path, k);
-        dir[k] = '\0';
-    }
-    int fd = open(dir != NULL ? dir : ".", O_RDONLY | O_DIRECTORY);
-    if (fd >= 0) {
-        (void)fsync(fd);
-        close(fd);
-    }
-    free(dir);
-}
-
-/* A temporary file beside path (same file system, so rename is atomic), written, flushed to disk,
- * renamed over path. Any failure removes the temporary file and leaves path as it was. */
-static kd_status write_atomic(const char *path, const text *h, const kdi_st_tensor *ts, int32_t n)
-{
-    size_t plen = strlen(path);
-    char *tmp = malloc(plen + 16);
-    if (tmp == NULL) return kdi_fail(KD_ERR_NOMEM, "cannot allocate a file name");
-    memcpy(tmp, path, plen);
-    memcpy(tmp + plen, ".tmp.XXXXXX", 12);
-    int fd = mkstemp(tmp);
-    if (fd < 0) {
-        kd_status st = io_fail("cannot create a temporary file beside", path, errno);
-        free(tmp);
-        return st;
-    }
-    (void)fchmod(fd, 0644); /* mkstemp's 0600 would hide a model from its other readers */
-    int err = 0;
-    FILE *fp = fdopen(fd, "wb");
-    if (fp == NULL) {
-        err = errno;
-        close(fd);
-    } else {
-        errno = 0;
-        if (!write_all(fp, h, ts, n)) err = errno ? errno : EIO;
-        if (fclose(fp) != 0 && err == 0) err = errno ? errno : EIO;
-    }
-    if (err == 0 && rename(tmp, path) != 0) err = errno;
-    if (err != 0)
-        unlink(tmp);
-    else
-        sync_dir(path);
-    free(tmp);
-    return err != 0 ? io_fail("cannot write", path, err) : KD_OK;
+    const st_body *b = ctx;
+    return write_all(fp, b->h, b->ts, b->n);
 }
 
 kd_status kdi_st_write(const char *path, const kdi_st_tensor *ts, int32_t n,
@@ -875,7 +827,8 @@ kd_status kdi_st_write(const char *path, const kdi_st_tensor *ts, int32_t n,
     KDI_TRY(check_input(ts, n, keys, values, nmeta));
     text h = {0};
     kd_status st = build_header(&h, ts, n, keys, values, nmeta);
-    if (st == KD_OK) st = write_atomic(path, &h, ts, n);
+    st_body body = {&h, ts, n};
+    if (st == KD_OK) st = kdi_write_atomic(path, write_body, &body);
     free(h.s);
     return st;
 }

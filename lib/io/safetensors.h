@@ -10,7 +10,12 @@
 
 #define KDI_ST_MAX_DIMS 8
 
-typedef enum kdi_st_dtype { KDI_ST_F32 = 0, KDI_ST_I64 = 1, KDI_ST_OTHER = 2 } kdi_st_dtype;
+typedef enum kdi_st_dtype {
+    KDI_ST_F32 = 0,
+    KDI_ST_I64 = 1,
+    KDI_ST_OTHER = 2,
+    KDI_ST_I32 = 3
+} kdi_st_dtype;
 
 typedef struct kdi_st_tensor {
     const char *name;
@@ -37,7 +42,7 @@ const kdi_st_tensor *kdi_st_find(const kdi_st_file *f, const char *name);
 const char *kdi_st_meta(const kdi_st_file *f, const char *key); /* NULL when absent */
 void kdi_st_free(kdi_st_file *f);
 
-/* Writes tensors (in the given order) and metadata atomically: a temporary file beside path, fsync,
+/* Writes F32, I32 and I64 tensors (in the given order) and metadata atomically: a temporary file beside path, fsync,
  * rename. On failure path is untouched and the temporary file removed. */
 kd_status kdi_st_write(const char *path, const kdi_st_tensor *tensors, int32_t n,
                        const char *const *meta_keys, const char *const *meta_values, int32_t nmeta);

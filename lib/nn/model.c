@@ -136,6 +136,7 @@ void kd_model_destroy(kd_model *m)
     kdi_buf_free(&m->input);
     kdi_buf_free(&m->ids);
     kdi_buf_free(&m->eval);
+    kdi_norm_free(&m->norm);
     free(m->spec);
     free(m);
 }
@@ -152,6 +153,11 @@ kd_status kd_model_clone(const kd_model *m, kd_model **out)
         if (src->value != NULL) memcpy(dst->value, src->value, (size_t)src->count * sizeof(float));
         if (src->ivalue != NULL)
             memcpy(dst->ivalue, src->ivalue, (size_t)src->count * sizeof(int64_t));
+    }
+    kd_status st = kdi_model_copy_normalization(c, m);
+    if (st != KD_OK) {
+        kd_model_destroy(c);
+        return st;
     }
     *out = c;
     return KD_OK;
@@ -267,6 +273,7 @@ static kd_status ids_to_floats(kd_model *m, const int32_t *ids, int64_t batch, c
 static kd_status run(kd_model *m, const float *x, int64_t batch, float *logits, int train)
 {
     const float *y;
+    if (m->norm.channels > 0) KDI_TRY(kdi_model_normalize(m, x, batch, &x));
     KDI_TRY(kdi_seq_forward(&m->seq, x, batch, train, &y));
     memcpy(logits, y, (size_t)(batch * kdi_shape_size(m->seq.out)) * sizeof *logits);
     return KD_OK;

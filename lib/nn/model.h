@@ -6,6 +6,16 @@
 #include "io/safetensors.h"
 #include "nn/sequence.h"
 
+/* Input normalisation (nn/normalize.c): channels 0 when none. */
+typedef struct kdi_norm {
+    int64_t channels; /* 1, or the input's c */
+    float *mean, *std;
+    kdi_buf buf; /* normalised inputs of predict and evaluate */
+} kdi_norm;
+
+#define KDI_NORM_MEAN_KEY "kd.normalize.mean"
+#define KDI_NORM_STD_KEY "kd.normalize.std"
+
 struct kd_model {
     kdi_seq seq;
     char *spec; /* canonical, with the "input" layer */
@@ -18,6 +28,7 @@ struct kd_model {
      * kd_model_zero_grad or an optimizer step), so clearing again is work only when this is set. */
     int grads_dirty;
     int64_t decoded; /* positions kd_model_decode_step has cached, in order from 0 */
+    kdi_norm norm;
 };
 
 /* Parameters in file order (trainable ones have grad != NULL); borrowed from m. */
@@ -48,5 +59,14 @@ kd_status kdi_model_check_file(const kd_model *m, const kdi_st_file *f, const ch
                                int exact);
 /* Copies the parameters from a file that kdi_model_check_file accepted. */
 void kdi_model_copy_file(kd_model *m, const kdi_st_file *f);
+
+/* Normalisation: x [batch, in] into *out (m->input in place when x is it, else a workspace);
+ * only when m->norm.channels > 0. */
+kd_status kdi_model_normalize(kd_model *m, const float *x, int64_t batch, const float **out);
+kd_status kdi_model_copy_normalization(kd_model *dst, const kd_model *src);
+void kdi_norm_free(kdi_norm *n);
+/* Comma-separated %.9g values (heap), and their reader for kd_model_load (KD_ERR_FORMAT). */
+char *kdi_norm_format(const float *v, int64_t n);
+kd_status kdi_norm_parse(kd_model *m, const char *mean_s, const char *std_s, const char *path);
 
 #endif

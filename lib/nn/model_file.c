@@ -26,9 +26,23 @@ kd_status kd_model_save(const kd_model *m, const char *path)
         t[i].nbytes = p->count * (p->ivalue != NULL ? 8 : 4);
     }
     /* "format": "pt" is what PyTorch's safetensors loader expects to find. */
-    const char *keys[] = {SPEC_KEY, "kd.version", "format"};
-    const char *values[] = {m->spec, kd_version(), "pt"};
-    kd_status st = kdi_st_write(path, t, n, keys, values, 3);
+    const char *keys[] = {SPEC_KEY, "kd.version", "format", KDI_NORM_MEAN_KEY, KDI_NORM_STD_KEY};
+    const char *values[5] = {m->spec, kd_version(), "pt", NULL, NULL};
+    int32_t nmeta = 3;
+    char *mean = NULL, *std = NULL;
+    kd_status st = KD_OK;
+    if (m->norm.channels > 0) {
+        mean = kdi_norm_format(m->norm.mean, m->norm.channels);
+        std = kdi_norm_format(m->norm.std, m->norm.channels);
+        values[3] = mean;
+        values[4] = std;
+        nmeta = 5;
+        if (mean == NULL || std == NULL)
+            st = kdi_fail(KD_ERR_NOMEM, "cannot format the normalisation");
+    }
+    if (st == KD_OK) st = kdi_st_write(path, t, n, keys, values, nmeta);
+    free(mean);
+    free(std);
     free(t);
     return st;
 }
@@ -124,6 +138,9 @@ kd_status kd_model_load(const char *path, kd_model **out)
                       path);
     if (st == KD_OK) st = kd_model_create(spec, 0, &m);
     if (st == KD_OK) st = fill(m, &f, path);
+    if (st == KD_OK)
+        st = kdi_norm_parse(m, kdi_st_meta(&f, KDI_NORM_MEAN_KEY),
+                            kdi_st_meta(&f, KDI_NORM_STD_KEY), path);
     kdi_st_free(&f);
     if (st != KD_OK) {
         kd_model_destroy(m);

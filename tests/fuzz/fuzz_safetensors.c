@@ -5,12 +5,12 @@
  *
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined -D_POSIX_C_SOURCE=200809L \
  *         -Iinclude -IBUILD/include -Ilib tests/fuzz/fuzz_safetensors.c \
- *         lib/io/safetensors.c lib/core/error.c lib/core/tensor.c -o fuzz_safetensors
+ *         lib/io/safetensors.c lib/io/atomic.c lib/core/error.c lib/core/tensor.c -o fuzz_safetensors
  *   mkdir -p corpus && ./fuzz_safetensors -max_total_time=60 corpus
  *
  * Any .safetensors file (a model saved by `kd`, tests' round-trip files) makes a good seed. The
  * input is written to a file because the reader takes a path; /dev/shm is used when present.
- * Every accepted file must have its tensors inside the file and, when it holds only F32 and I64
+ * Every accepted file must have its tensors inside the file and, when it holds only F32, I32, I64
  * tensors, must survive a write and a read unchanged. */
 #include <stdint.h>
 #include <stdio.h>

@@ -746,5 +746,79 @@ class TokenModels(KdTestCase):
         self.assertFailsWith(kd.ERR_ARGUMENT, m.generate, [3, 1], 4)
 
 
+class NamedTensors(KdTestCase):
+    def test_round_trip(self):
+        t = kd.Tensors()
+        t["logits"] = (array.array("f", [0.5, -1.0, 2.0, 3.5, 0.0, 1.0]), (2, 3))
+        t["labels"] = (array.array("i", [2, 0]), (2,))
+        t["ids"] = (array.array("q", [1 << 40]), (1,))
+        t.meta["kd.kind"] = "logits"
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "cache.safetensors")
+            t.save(path)
+            back = kd.Tensors.load(path)
+        self.assertEqual(back.keys(), ["logits", "labels", "ids"])
+        self.assertEqual(back["logits"], (array.array("f", [0.5, -1.0, 2.0, 3.5, 0.0, 1.0]),
+                                          (2, 3)))
+        self.assertEqual(back["labels"], (array.array("i", [2, 0]), (2,)))
+        self.assertEqual(back["ids"][0][0], 1 << 40)
+        self.assertEqual(back.meta["kd.kind"], "logits")
+        self.assertEqual(back.meta.keys(), ["kd.kind"])
+        self.assertIn("ids", back)
+        del back["ids"]
+        self.assertNotIn("ids", back)
+        self.assertEqual(len(back), 2)
+        self.assertFailsWith(kd.ERR_IO, kd.Tensors.load, os.path.join(DATA, "absent"))
+
+
+class NumpyData(KdTestCase):
+    def test_npy_and_npz(self):
+        np_dir = os.path.join(DATA, "numpy")
+        d = kd.Dataset.load_npy(os.path.join(np_dir, "x_f32.npy"), os.path.join(np_dir, "y_i64.npy"))
+        self.assertEqual((len(d), d.shape), (6, (4, 1, 1)))
+        self.assertEqual(list(d.labels), [0, 1, 2, 1, 0, 2])
+        self.assertEqual(d.images[0], -2.5)
+        self.assertEqual(d.classes, [])
+        z = kd.Dataset.load_npz(os.path.join(np_dir, "set_compressed.npz"))
+        self.assertEqual(list(z.images), list(d.images))
+        err = self.assertFailsWith(kd.ERR_FORMAT, kd.Dataset.load_npy,
+                                   os.path.join(np_dir, "fortran.npy"))
+        self.assertIn("Fortran", err.message)
+
+    def test_csv(self):
+        csv_dir = os.path.join(DATA, "csv")
+        d = kd.Dataset.load_csv(os.path.join(csv_dir, "iris.csv"), "species")
+        self.assertEqual((len(d), d.shape), (4, (3, 1, 1)))
+        self.assertEqual(d.classes, ["setosa", "versicolor", "virginica"])
+        self.assertEqual(list(d.labels), [0, 1, 2, 0])
+        err = self.assertFailsWith(kd.ERR_FORMAT, kd.Dataset.load_csv,
+                                   os.path.join(csv_dir, "ragged.csv"), "label")
+        self.assertIn("line 3", err.message)
+
+    def test_image_folder(self):
+        d = kd.Dataset.load_image_folder(os.path.join(DATA, "images", "folder"), 3)
+        self.assertEqual((len(d), d.shape), (6, (3, 3, 4)))
+        self.assertEqual(d.classes, ["cat", "dog"])
+        err = self.assertFailsWith(kd.ERR_FORMAT, kd.Dataset.load_image_folder,
+                                   os.path.join(DATA, "images", "corrupt"))
+        self.assertIn("b.png", err.message)
+
+
+class Normalization(KdTestCase):
+    def test_stats_set_saved_and_loaded(self):
+        d = kd.Dataset.load_npy(os.path.join(DATA, "numpy", "x_f32.npy"))
+        mean, std = d.channel_stats()
+        self.assertEqual(len(mean), 4)
+        m = kd.Model("input 4 | dense 3", seed=1)
+        self.assertEqual(m.normalization, (array.array("f"), array.array("f")))
+        m.set_normalization(mean, std)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "m.safetensors")
+            m.save(path)
+            back = kd.Model.load(path)
+        self.assertEqual(back.normalization, (mean, std))
+        self.assertFailsWith(kd.ERR_ARGUMENT, m.set_normalization, [0.0, 0.0], [1.0, 1.0])
+
+
 if __name__ == "__main__":
     unittest.main()

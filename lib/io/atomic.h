@@ -1,0 +1,16 @@
+/* Saves are atomic: path holds the old file or the whole new one, never a part. */
+#ifndef KDI_ATOMIC_H
+#define KDI_ATOMIC_H
+
+#include <stdio.h>
+
+#include "kd.h"
+
+/* Creates a temporary file beside path (the same file system, so rename is atomic), lets write
+ * fill it (it returns 1 on success, 0 with errno set on failure), flushes it to disk and renames
+ * it over path. Any failure removes the temporary file and leaves path as it was: KD_ERR_IO with
+ * the system's reason. */
+kd_status kdi_write_atomic(const char *path, int (*write)(FILE *fp, const void *ctx),
+                           const void *ctx);
+
+#endif
