@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/alloc.h"
 #include "core/error.h"
 #include "distill/soft_targets.h"
 #include "distill/trainer_features.h"
@@ -21,7 +22,7 @@ kd_status kd_trainer_create(kd_model *student, kd_loss *loss, kd_optimizer *opt,
     if (opt->model != student)
         return kdi_fail(KD_ERR_ARGUMENT,
                         "the optimizer was built on another model; create it on the student");
-    kd_trainer *t = calloc(1, sizeof *t);
+    kd_trainer *t = kdi_calloc(1, sizeof *t);
     if (t == NULL) return kdi_fail(KD_ERR_NOMEM, "cannot allocate a trainer");
     t->student = student;
     t->loss = loss;
@@ -35,24 +36,24 @@ kd_status kd_trainer_create(kd_model *student, kd_loss *loss, kd_optimizer *opt,
 void kd_trainer_destroy(kd_trainer *t)
 {
     if (t == NULL) return;
-    free(t->teachers);
-    free(t->weights);
+    kdi_free(t->teachers);
+    kdi_free(t->weights);
     kdi_buf_free(&t->soft);
     kdi_buf_free(&t->logits);
     kdi_buf_free(&t->grad);
     kdi_buf_free(&t->ws);
     kdi_trainer_features_free(t);
-    free(t);
+    kdi_free(t);
 }
 
 static kd_status grow_teachers(kd_trainer *t)
 {
     if (t->nteachers < t->cap) return KD_OK;
     int32_t cap = t->cap ? t->cap * 2 : 4;
-    kd_model **teachers = realloc(t->teachers, (size_t)cap * sizeof *teachers);
+    kd_model **teachers = kdi_realloc(t->teachers, (size_t)cap * sizeof *teachers);
     if (teachers == NULL) return kdi_fail(KD_ERR_NOMEM, "cannot grow the list of teachers");
     t->teachers = teachers;
-    float *weights = realloc(t->weights, (size_t)cap * sizeof *weights);
+    float *weights = kdi_realloc(t->weights, (size_t)cap * sizeof *weights);
     if (weights == NULL) return kdi_fail(KD_ERR_NOMEM, "cannot grow the list of teachers");
     t->weights = weights;
     t->cap = cap;

@@ -6,15 +6,20 @@
  * the entries in the JSON. */
 #include "io/safetensors.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "core/alloc.h"
 #include "core/error.h"
+#include "core/limits.h"
 #include "core/tensor.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
@@ -196,10 +201,10 @@ static kd_status parse_string(json *j, char **out)
     }
     size_t len = (size_t)(j->p - s);
     j->p++;
-    char *o = malloc(len + 1);
+    char *o = kdi_malloc(len + 1);
     if (o == NULL) return kdi_fail(KD_ERR_NOMEM, "cannot allocate a header string");
     if (!unescape(s, len, o)) {
-        free(o);
+        kdi_free(o);
         return kdi_fail(KD_ERR_FORMAT,
                         "%s: a header string has a bad escape or a control character", j->path);
     }
@@ -251,7 +256,7 @@ static int cmp_str(const void *a, const void *b)
 static int find_duplicate(const char *const *names, int32_t n, const char **dup)
 {
     if (n < 2) return 0;
-    const char **s = malloc(sizeof *s * (size_t)n);
+    const char **s = kdi_malloc(sizeof *s * (size_t)n);
     if (s == NULL) return -1;
     memcpy(s, names, sizeof *s * (size_t)n);
     qsort(s, (size_t)n, sizeof *s, cmp_str);
@@ -261,7 +266,7 @@ static int find_duplicate(const char *const *names, int32_t n, const char **dup)
             *dup = s[i]; /* the caller's string: only the array of pointers is a copy */
             found = 1;
         }
-    free(s);
+    kdi_free(s);
     return found;
 }
 
@@ -311,7 +316,7 @@ static kd_status parse_dtype(json *j, kdi_st_tensor *t, entry *e)
         t->dtype = d->dtype;
         e->esize = d->size;
     }
-    free(dt);
+    kdi_free(dt);
     return st;
 }
 
@@ -378,7 +383,7 @@ static kd_status parse_tensor(json *j, kdi_st_tensor *t, range *r, const unsigne
         KDI_TRY(parse_string(j, &key));
         kd_status st = expect(j, ':');
         if (st == KD_OK) st = parse_field(j, key, t, &e);
-        free(key);
+        kdi_free(key);
         KDI_TRY(st);
         KDI_TRY(next_or_end(j, '}', &more));
     }
@@ -393,9 +398,9 @@ static kd_status add_meta(kdi_st_file *f, int32_t *cap, char *k, char *v)
 {
     if (f->nmeta == *cap) {
         int32_t n = *cap ? 2 * *cap : 8;
-        char **nk = realloc(f->meta_keys, sizeof(char *) * (size_t)n);
+        char **nk = kdi_realloc(f->meta_keys, sizeof(char *) * (size_t)n);
         if (nk != NULL) f->meta_keys = nk;
-        char **nv = nk != NULL ? realloc(f->meta_values, sizeof(char *) * (size_t)n) : NULL;
+        char **nv = nk != NULL ? kdi_realloc(f->meta_values, sizeof(char *) * (size_t)n) : NULL;
         if (nv != NULL) f->meta_values = nv;
         if (nk == NULL || nv == NULL) return kdi_fail(KD_ERR_NOMEM, "cannot grow the metadata");
         *cap = n;
@@ -424,8 +429,8 @@ static kd_status parse_metadata(json *j, kdi_st_file *f)
         if (st == KD_OK) st = parse_string(j, &v);
         if (st == KD_OK) st = add_meta(f, &cap, k, v);
         if (st != KD_OK) {
-            free(k);
-            free(v);
+            kdi_free(k);
+            kdi_free(v);
             return st;
         }
         KDI_TRY(next_or_end(j, '}', &more));
@@ -463,14 +468,14 @@ static kd_status check_layout(kdi_st_file *f, range *r, int64_t data_size, const
         return kdi_fail(KD_ERR_FORMAT,
                         "%s: the tensors cover %lld data bytes but the file holds %lld", path,
                         (long long)at, (long long)data_size);
-    const char **names = malloc(sizeof *names * (size_t)(f->n > 0 ? f->n : 1)), *dup;
+    const char **names = kdi_malloc(sizeof *names * (size_t)(f->n > 0 ? f->n : 1)), *dup;
     if (names == NULL) return kdi_fail(KD_ERR_NOMEM, "cannot check the tensor names");
     for (int32_t i = 0; i < f->n; i++) names[i] = f->tensors[i].name;
     int d = find_duplicate(names, f->n, &dup);
     kd_status st = KD_OK;
     if (d < 0) st = kdi_fail(KD_ERR_NOMEM, "cannot check the tensor names");
     if (d > 0) st = kdi_fail(KD_ERR_FORMAT, "%s: tensor '%s' appears twice", path, dup);
-    free(names);
+    kdi_free(names);
     return st;
 }
 
@@ -485,9 +490,9 @@ static kd_status push_tensor(kdi_st_file *f, tensor_list *l, char *name)
     if (f->n == l->cap) {
         if (l->cap > INT32_MAX / 2) return kdi_fail(KD_ERR_FORMAT, "too many tensors");
         int32_t cap = l->cap ? 2 * l->cap : 16;
-        kdi_st_tensor *t = realloc(f->tensors, sizeof *t * (size_t)cap);
+        kdi_st_tensor *t = kdi_realloc(f->tensors, sizeof *t * (size_t)cap);
         if (t != NULL) f->tensors = t;
-        range *r = t != NULL ? realloc(l->r, sizeof *r * (size_t)cap) : NULL;
+        range *r = t != NULL ? kdi_realloc(l->r, sizeof *r * (size_t)cap) : NULL;
         if (r != NULL) l->r = r;
         if (t == NULL || r == NULL) return kdi_fail(KD_ERR_NOMEM, "cannot grow the tensor list");
         l->cap = cap;
@@ -508,14 +513,14 @@ static kd_status parse_item(json *j, kdi_st_file *f, tensor_list *l, int *seen_m
     KDI_TRY(parse_string(j, &name));
     kd_status st = expect(j, ':');
     if (st == KD_OK && strcmp(name, META_KEY) == 0) {
-        free(name);
+        kdi_free(name);
         if ((*seen_meta)++)
             return kdi_fail(KD_ERR_FORMAT, "%s: the header has two %s entries", j->path, META_KEY);
         return parse_metadata(j, f);
     }
     if (st == KD_OK) st = push_tensor(f, l, name);
     if (st != KD_OK) {
-        free(name);
+        kdi_free(name);
         return st;
     }
     return parse_tensor(j, &f->tensors[f->n - 1], &l->r[f->n - 1], data, data_size);
@@ -535,7 +540,7 @@ static kd_status parse_header(json *j, kdi_st_file *f, const unsigned char *data
     if (st == KD_OK && j->p != j->end)
         st = kdi_fail(KD_ERR_FORMAT, "%s: text after the header's JSON object", j->path);
     if (st == KD_OK) st = check_layout(f, l.r, data_size, j->path);
-    free(l.r);
+    kdi_free(l.r);
     return st;
 }
 
@@ -566,9 +571,12 @@ static kd_status load(const char *path, unsigned char **blob, int64_t *size, int
                       "%s: header length %llu does not fit the file (%lld bytes) or the limit of "
                       "%lld bytes",
                       path, (unsigned long long)n, (long long)sb.st_size, MAX_HEADER);
-    if (st == KD_OK && (uint64_t)sb.st_size >= SIZE_MAX)
-        st = kdi_fail(KD_ERR_NOMEM, "%s is too large for memory", path);
-    if (st == KD_OK && (b = malloc((size_t)sb.st_size)) == NULL)
+    int64_t limit = kdi_limit(KD_LIMIT_FILE_BYTES);
+    if (st == KD_OK && ((uint64_t)sb.st_size >= SIZE_MAX || (int64_t)sb.st_size > limit))
+        st = kdi_fail(KD_ERR_FORMAT,
+                      "%s holds %lld bytes, above the limit of %lld (KD_LIMIT_FILE_BYTES)", path,
+                      (long long)sb.st_size, (long long)limit);
+    if (st == KD_OK && (b = kdi_malloc((size_t)sb.st_size)) == NULL)
         st = kdi_fail(KD_ERR_NOMEM, "cannot allocate %lld bytes for %s", (long long)sb.st_size,
                       path);
     if (st == KD_OK) {
@@ -577,7 +585,7 @@ static kd_status load(const char *path, unsigned char **blob, int64_t *size, int
     }
     fclose(fp);
     if (st != KD_OK) {
-        free(b);
+        kdi_free(b);
         return st;
     }
     *blob = b;
@@ -627,15 +635,15 @@ const char *kdi_st_meta(const kdi_st_file *f, const char *key)
 void kdi_st_free(kdi_st_file *f)
 {
     if (f == NULL) return;
-    for (int32_t i = 0; i < f->n; i++) free((char *)f->tensors[i].name);
+    for (int32_t i = 0; i < f->n; i++) kdi_free((char *)f->tensors[i].name);
     for (int32_t i = 0; i < f->nmeta; i++) {
-        free(f->meta_keys[i]);
-        free(f->meta_values[i]);
+        kdi_free(f->meta_keys[i]);
+        kdi_free(f->meta_values[i]);
     }
-    free(f->tensors);
-    free(f->meta_keys);
-    free(f->meta_values);
-    free(f->storage);
+    kdi_free(f->tensors);
+    kdi_free(f->meta_keys);
+    kdi_free(f->meta_values);
+    kdi_free(f->storage);
     memset(f, 0, sizeof *f);
 }
 
@@ -679,11 +687,11 @@ static kd_status check_input(const kdi_st_tensor *ts, int32_t n, const char *con
         if (keys[i] == NULL || values[i] == NULL || !utf8_valid(keys[i], strlen(keys[i])) ||
             !utf8_valid(values[i], strlen(values[i])))
             return kdi_fail(KD_ERR_ARGUMENT, "metadata entry %d is NULL or not UTF-8", (int)i);
-    const char **names = malloc(sizeof *names * (size_t)(n > 0 ? n : 1)), *dup;
+    const char **names = kdi_malloc(sizeof *names * (size_t)(n > 0 ? n : 1)), *dup;
     if (names == NULL) return kdi_fail(KD_ERR_NOMEM, "cannot check the tensor names");
     for (int32_t i = 0; i < n; i++) names[i] = ts[i].name;
     int d = find_duplicate(names, n, &dup), dk = d == 0 ? find_duplicate(keys, nmeta, &dup) : 0;
-    free(names);
+    kdi_free(names);
     if (d < 0 || dk < 0) return kdi_fail(KD_ERR_NOMEM, "cannot check the names");
     if (d > 0 || dk > 0)
         return kdi_fail(KD_ERR_ARGUMENT, "%s '%s' appears twice", d ? "tensor" : "metadata key",
@@ -703,7 +711,7 @@ static void put(text *t, const char *s, size_t n)
     if (t->failed) return;
     if (t->len + n + 1 > t->cap) {
         size_t cap = (t->len + n + 1) * 2;
-        char *p = realloc(t->s, cap);
+        char *p = kdi_realloc(t->s, cap);
         if (p == NULL) {
             t->failed = 1;
             return;
@@ -813,39 +821,94 @@ static kd_status io_fail(const char *what, const char *path, int err)
     return kdi_fail(KD_ERR_IO, "%s %s: %s", what, path, msg);
 }
 
+/* The directory of path into out (size bytes); 0 when it does not fit. No allocation, so the
+ * quiet steps below (directory sync, stale files) cannot be what an allocation failure hits. */
+static int dir_of(const char *path, char *out, size_t size)
+{
+    const char *slash = strrchr(path, '/');
+    size_t k = slash == NULL ? 1 : slash == path ? 1 : (size_t)(slash - path);
+    if (k + 1 > size) return 0;
+    memcpy(out, slash == NULL ? "." : path, k);
+    out[k] = '\0';
+    return 1;
+}
+
 /* Makes the rename itself durable; a failure here loses nothing already written, so it is not
  * reported. */
 static void sync_dir(const char *path)
 {
-    const char *slash = strrchr(path, '/');
-    char *dir = slash == NULL ? NULL : malloc((size_t)(slash - path) + 2);
-    if (slash != NULL && dir == NULL) return;
-    if (dir != NULL) {
-        size_t k = slash == path ? 1 : (size_t)(slash - path);
-        memcpy(dir, path, k);
-        dir[k] = '\0';
-    }
-    int fd = open(dir != NULL ? dir : ".", O_RDONLY | O_DIRECTORY);
+    char dir[4096];
+    int fd = dir_of(path, dir, sizeof dir) ? open(dir, O_RDONLY | O_DIRECTORY) : -1;
     if (fd >= 0) {
         (void)fsync(fd);
         close(fd);
     }
-    free(dir);
+}
+
+/* ---------------------------------------------------------------- stale temporary files */
+
+/* The time of this process's first save or resume, on the clock file systems stamp files with
+ * (the coarse one on Linux): every temporary file this process makes is at least as new. */
+static struct timespec first_use;
+static pthread_once_t first_use_once = PTHREAD_ONCE_INIT;
+
+static void note_first_use(void)
+{
+#ifdef CLOCK_REALTIME_COARSE
+    if (clock_gettime(CLOCK_REALTIME_COARSE, &first_use) == 0) return;
+#endif
+    (void)clock_gettime(CLOCK_REALTIME, &first_use);
+}
+
+/* NAME.tmp.XXXXXX, the X from mkstemp's letters and digits. */
+static int is_temp_of(const char *entry, const char *base, size_t blen)
+{
+    if (strncmp(entry, base, blen) != 0 || strncmp(entry + blen, ".tmp.", 5) != 0) return 0;
+    const char *x = entry + blen + 5;
+    for (int i = 0; i < 6; i++)
+        if (!((x[i] >= 'a' && x[i] <= 'z') || (x[i] >= 'A' && x[i] <= 'Z') ||
+              (x[i] >= '0' && x[i] <= '9')))
+            return 0;
+    return x[6] == '\0';
+}
+
+void kdi_st_clean_stale(const char *path)
+{
+    pthread_once(&first_use_once, note_first_use);
+    const char *slash = strrchr(path, '/'), *base = slash != NULL ? slash + 1 : path;
+    size_t blen = strlen(base);
+    char dir[4096];
+    if (blen == 0 || !dir_of(path, dir, sizeof dir)) return;
+    DIR *d = opendir(dir);
+    for (struct dirent *e; d != NULL && (e = readdir(d)) != NULL;) {
+        if (!is_temp_of(e->d_name, base, blen)) continue;
+        struct stat sb;
+        /* Only plain files of this user made before this process first saved: never another
+         * saver's file in flight in this process, nor a link, nor someone else's file. */
+        if (fstatat(dirfd(d), e->d_name, &sb, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(sb.st_mode) ||
+            sb.st_uid != geteuid())
+            continue;
+        if (sb.st_mtim.tv_sec < first_use.tv_sec ||
+            (sb.st_mtim.tv_sec == first_use.tv_sec && sb.st_mtim.tv_nsec < first_use.tv_nsec))
+            (void)unlinkat(dirfd(d), e->d_name, 0);
+    }
+    if (d != NULL) closedir(d);
 }
 
 /* A temporary file beside path (same file system, so rename is atomic), written, flushed to disk,
  * renamed over path. Any failure removes the temporary file and leaves path as it was. */
 static kd_status write_atomic(const char *path, const text *h, const kdi_st_tensor *ts, int32_t n)
 {
+    kdi_st_clean_stale(path);
     size_t plen = strlen(path);
-    char *tmp = malloc(plen + 16);
+    char *tmp = kdi_malloc(plen + 16);
     if (tmp == NULL) return kdi_fail(KD_ERR_NOMEM, "cannot allocate a file name");
     memcpy(tmp, path, plen);
     memcpy(tmp + plen, ".tmp.XXXXXX", 12);
     int fd = mkstemp(tmp);
     if (fd < 0) {
         kd_status st = io_fail("cannot create a temporary file beside", path, errno);
-        free(tmp);
+        kdi_free(tmp);
         return st;
     }
     (void)fchmod(fd, 0644); /* mkstemp's 0600 would hide a model from its other readers */
@@ -864,7 +927,7 @@ static kd_status write_atomic(const char *path, const text *h, const kdi_st_tens
         unlink(tmp);
     else
         sync_dir(path);
-    free(tmp);
+    kdi_free(tmp);
     return err != 0 ? io_fail("cannot write", path, err) : KD_OK;
 }
 
@@ -876,6 +939,6 @@ kd_status kdi_st_write(const char *path, const kdi_st_tensor *ts, int32_t n,
     text h = {0};
     kd_status st = build_header(&h, ts, n, keys, values, nmeta);
     if (st == KD_OK) st = write_atomic(path, &h, ts, n);
-    free(h.s);
+    kdi_free(h.s);
     return st;
 }

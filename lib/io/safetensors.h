@@ -42,4 +42,8 @@ void kdi_st_free(kdi_st_file *f);
 kd_status kdi_st_write(const char *path, const kdi_st_tensor *tensors, int32_t n,
                        const char *const *meta_keys, const char *const *meta_values, int32_t nmeta);
 
+/* Removes what a killed save left beside path: regular files of this user named PATH.tmp.XXXXXX
+ * last written before this process first saved or resumed. Quiet: what cannot be removed stays. */
+void kdi_st_clean_stale(const char *path);
+
 #endif
