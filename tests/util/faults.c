@@ -149,12 +149,17 @@ unsigned char *kdt_read_file(const char *path, size_t *n)
 unsigned char *kdt_trainer_state(const kd_trainer *t, size_t *n)
 {
     char path[512];
-    snprintf(path, sizeof path, "%s/state-snapshot.safetensors", kdt_tmpdir());
+    static _Atomic int serial;
+    snprintf(path, sizeof path, "%s/state-snapshot.%d.safetensors", kdt_tmpdir(), serial++);
+    /* Never a failing allocation here (and no write to the counters when none is armed, so
+     * threads may snapshot at once). */
     int64_t fail_at = kdt_alloc.fail_at, calls = kdt_alloc.calls;
-    kdt_alloc.fail_at = 0;
+    if (fail_at != 0) kdt_alloc.fail_at = 0;
     ck_assert_msg(kd_trainer_save(t, path) == KD_OK, "%s", kd_last_error());
-    kdt_alloc.fail_at = fail_at;
-    kdt_alloc.calls = calls;
+    if (fail_at != 0) {
+        kdt_alloc.fail_at = fail_at;
+        kdt_alloc.calls = calls;
+    }
     unsigned char *b = kdt_read_file(path, n);
     remove(path);
     return b;
