@@ -136,7 +136,8 @@ KD_API void kd_model_destroy(kd_model *m);
  * than the file holds data for is KD_ERR_FORMAT. */
 KD_API kd_status kd_model_load(const char *path, kd_model **out);
 KD_API kd_status kd_model_save(const kd_model *m, const char *path);
-/* Copies every tensor of a safetensors file into m; names, shapes and dtype (F32) must match. */
+/* Copies every tensor of a safetensors file into m; names, shapes and dtype (F32) must match.
+ * Everything is checked before the first value is copied: a failure leaves m as it was. */
 KD_API kd_status kd_model_load_weights(kd_model *m, const char *path);
 
 /* The canonical spec; borrowed, lives as long as m. */
@@ -506,6 +507,12 @@ KD_API kd_status kd_trainer_add_teacher(kd_trainer *t, kd_model *teacher, float 
  * total; kd_loss_value gives the parts. */
 KD_API kd_status kd_trainer_step(kd_trainer *t, const float *x, const int32_t *labels,
                                  const float *teacher_logits, int64_t batch, float *loss);
+/* A failed step (an allocation, a refused optimizer or regressor step, ...) leaves everything a
+ * checkpoint holds as it was: the student's and regressors' weights, their buffers (batch norm's
+ * running statistics and counts) and random streams (dropout), the optimizers' state and step
+ * count. What the failed attempt computed (activations, kd_loss_value, kd_trainer_feature_value)
+ * is not kept either way. The first step at a batch size grows workspaces; a later one at the
+ * same size allocates nothing. */
 
 /* Checkpoints: what a training run carries between steps -- the student's weights and buffers, the
  * optimizer's step count and per-parameter state (momentum), the student's random streams
