@@ -172,6 +172,7 @@ static kd_status learn(kd_trainer *t, const float *x, const float *soft, int is_
 static void undo_walk(kd_trainer *t, int dir)
 {
     unsigned char *p = (unsigned char *)t->undo.data;
+    if (p == NULL) return; /* nothing to keep: no buffer, no random stream */
     kd_model *m = t->student;
     kd_optimizer *o;
     for (int32_t k = -1; k < t->nterms; k++) {
