@@ -13,10 +13,11 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/kd-fuzz.XXXXXX")
 artifacts=${ARTIFACTS:-$work/artifacts}
 mkdir -p "$artifacts"
 status=0
-for target in safetensors idx spec model_load checkpoint; do
+for target in safetensors idx spec model_load checkpoint options; do
     case $target in
     spec) dict=spec.dict ;;
     idx) dict=idx.dict ;;
+    options) dict=options.dict ;;
     *) dict=safetensors.dict ;;
     esac
     mkdir -p "$work/$target"
