@@ -312,6 +312,11 @@ START_TEST(spec_budget)
                      KD_ERR_FORMAT);
     ck_assert(strstr(kd_last_error(), "dens") != NULL);
     ck_assert_int_lt(kdt_alloc.peak_bytes, 1 << 20);
+    /* Found by fuzz_spec: batch norm allocated a per-channel workspace before its parameters
+     * were checked against the budget. */
+    kdt_alloc_arm(0);
+    ck_assert_int_eq(kd_model_create("input 666666641 | bn | dense 2", 1, &m), KD_ERR_FORMAT);
+    ck_assert_int_lt(kdt_alloc.peak_bytes, 1 << 20);
     /* The budget counts the whole model, nested bodies included. */
     ck_assert_int_eq(kd_set_limit(KD_LIMIT_MODEL_VALUES, 200), KD_OK);
     ck_assert_int_eq(kd_model_create("input 10 | dense 10 | dense 5", 1, &m), KD_OK); /* 165 */

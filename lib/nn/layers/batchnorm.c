@@ -141,12 +141,13 @@ kd_status kdi_bn_create(const kdi_args *a, kdi_shape in, uint64_t seed, kdi_laye
     KDI_TRY(kdi_args_float(a, -1, "momentum", 1, 0.1f, 0.0f, 1.0f, &b->momentum));
     l->in = l->out = in;
     int64_t dims[1] = {in.c};
-    b->inv_std = kdi_calloc((size_t)in.c, sizeof(float));
-    if (b->inv_std == NULL) return kdi_fail(KD_ERR_NOMEM, "cannot allocate a bn layer");
+    /* The parameters first: they pass the model's budget before anything of in.c is allocated. */
     KDI_TRY(kdi_layer_add_param(l, "weight", 1, 1, dims));
     KDI_TRY(kdi_layer_add_param(l, "bias", 1, 1, dims));
     KDI_TRY(kdi_layer_add_param(l, "running_mean", 0, 1, dims));
     KDI_TRY(kdi_layer_add_param(l, "running_var", 0, 1, dims));
+    b->inv_std = kdi_calloc((size_t)in.c, sizeof(float));
+    if (b->inv_std == NULL) return kdi_fail(KD_ERR_NOMEM, "cannot allocate a bn layer");
     for (int64_t c = 0; c < in.c; c++) l->params[0].value[c] = l->params[3].value[c] = 1.0f;
     /* Last, so no failure above can leave it unowned: from here the layer's params free it. */
     int64_t *tracked = kdi_calloc(1, sizeof(int64_t));
