@@ -155,7 +155,9 @@ KD_API kd_status kd_model_layer_info(const kd_model *m, int32_t i, const char **
 
 /* Inference (eval mode: dropout off). x is [batch, input], logits [batch, output]. */
 KD_API kd_status kd_model_predict(kd_model *m, const float *x, int64_t batch, float *logits);
-/* Training mode: keeps the activations for kd_model_backward. */
+/* Training mode: keeps the activations for kd_model_backward. Everything a forward could fail on
+ * is checked, and its workspaces grown, before the first layer runs: a failed forward leaves batch
+ * norm's statistics and the dropout streams as they were. */
 KD_API kd_status kd_model_forward(kd_model *m, const float *x, int64_t batch, float *logits);
 /* Token models (spec "tokens V T | embed D | ..."): ids is [batch, T], each in 0..V-1 (else
  * KD_ERR_ARGUMENT, nothing run); logits is [batch, T, out] -- with an lmhead, [batch * T, V] rows,
