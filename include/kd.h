@@ -18,6 +18,7 @@
 #ifndef KD_H
 #define KD_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "kd_export.h"
@@ -52,6 +53,42 @@ KD_API const char *kd_version(void);
 KD_API int32_t kd_version_number(void);
 /* The kernel variant in use: "ref", "avx2" or "avx512". Chosen once, at the first call that needs it. */
 KD_API const char *kd_kernels_name(void);
+
+/* ---------------------------------------------------------------- memory and limits */
+
+/* A host's allocator: every allocation the library makes goes through these four (the C library's
+ * own stdio buffers, zlib's gzip state and OpenBLAS's threads excepted), each given the user
+ * pointer of kd_set_allocator. malloc, calloc and realloc return NULL on failure, as libc's do; the
+ * library asks for at least one byte. */
+typedef void *(*kd_malloc_fn)(void *user, size_t size);
+typedef void *(*kd_calloc_fn)(void *user, size_t count, size_t size);
+typedef void *(*kd_realloc_fn)(void *user, void *block, size_t size);
+typedef void (*kd_free_fn)(void *user, void *block);
+
+/* Sets the allocator of the whole process: all four functions, or all four NULL for libc's.
+ * Process-wide and not thread-safe: call it before any other libkd call, or when no handle
+ * exists and no call runs on any thread (a block is freed by the allocator that gave it).
+ * KD_ERR_ARGUMENT when some but not all are NULL. */
+KD_API kd_status kd_set_allocator(kd_malloc_fn malloc_fn, kd_calloc_fn calloc_fn,
+                                  kd_realloc_fn realloc_fn, kd_free_fn free_fn, void *user);
+
+/* Budgets that hostile or mistaken input cannot exceed, checked before anything is allocated;
+ * input over one fails with KD_ERR_FORMAT. */
+typedef enum kd_limit {
+    /* The values (trainable parameters and buffers) one model may hold, checked as a spec is
+     * built (kd_model_create, kd_model_load, regressors) before a layer allocates. Default 2^28
+     * (1 GiB of float32). kd_model_load also refuses a spec that asks for more values than its
+     * file holds data for, before allocating. */
+    KD_LIMIT_MODEL_VALUES = 0,
+    /* Bytes of one file a loader reads into memory (safetensors: the whole file; IDX: the data
+     * its header announces, after decompression). Default 2^33 (8 GiB). */
+    KD_LIMIT_FILE_BYTES = 1
+} kd_limit;
+
+/* Process-wide, safe to call from any thread at any time (a call already running keeps the value
+ * it read). value >= 1. */
+KD_API kd_status kd_set_limit(kd_limit key, int64_t value);
+KD_API kd_status kd_get_limit(kd_limit key, int64_t *value);
 
 /* ---------------------------------------------------------------- models */
 
@@ -91,10 +128,16 @@ KD_API kd_status kd_model_clone(const kd_model *m, kd_model **out);
 KD_API void kd_model_destroy(kd_model *m);
 
 /* safetensors, with PyTorch nn.Sequential names ("0.weight" is [out, in]) and the spec in the
- * header's __metadata__ ("kd.spec"). Saving writes a temporary file and renames it over path. */
+ * header's __metadata__ ("kd.spec"). Saving writes a temporary file PATH.tmp.XXXXXX beside path and
+ * renames it over path; on any failure path is as it was and no temporary file remains. A save also
+ * removes what a killed save of the same path left: files named so that are regular, the user's,
+ * and last written before this process first saved or resumed. Loading checks the file's sizes
+ * against the file and the limits (kd_set_limit) before allocating: a spec asking for more values
+ * than the file holds data for is KD_ERR_FORMAT. */
 KD_API kd_status kd_model_load(const char *path, kd_model **out);
 KD_API kd_status kd_model_save(const kd_model *m, const char *path);
-/* Copies every tensor of a safetensors file into m; names, shapes and dtype (F32) must match. */
+/* Copies every tensor of a safetensors file into m; names, shapes and dtype (F32) must match.
+ * Everything is checked before the first value is copied: a failure leaves m as it was. */
 KD_API kd_status kd_model_load_weights(kd_model *m, const char *path);
 
 /* The canonical spec; borrowed, lives as long as m. */
@@ -130,7 +173,9 @@ KD_API kd_status kd_model_get_normalization(const kd_model *m, float *mean, floa
 
 /* Inference (eval mode: dropout off). x is [batch, input], logits [batch, output]. */
 KD_API kd_status kd_model_predict(kd_model *m, const float *x, int64_t batch, float *logits);
-/* Training mode: keeps the activations for kd_model_backward. */
+/* Training mode: keeps the activations for kd_model_backward. Everything a forward could fail on
+ * is checked, and its workspaces grown, before the first layer runs: a failed forward leaves batch
+ * norm's statistics and the dropout streams as they were. */
 KD_API kd_status kd_model_forward(kd_model *m, const float *x, int64_t batch, float *logits);
 /* Token models (spec "tokens V T | embed D | ..."): ids is [batch, T], each in 0..V-1 (else
  * KD_ERR_ARGUMENT, nothing run); logits is [batch, T, out] -- with an lmhead, [batch * T, V] rows,
@@ -482,6 +527,12 @@ KD_API kd_status kd_trainer_add_teacher(kd_trainer *t, kd_model *teacher, float 
  * total; kd_loss_value gives the parts. */
 KD_API kd_status kd_trainer_step(kd_trainer *t, const float *x, const int32_t *labels,
                                  const float *teacher_logits, int64_t batch, float *loss);
+/* A failed step (an allocation, a refused optimizer or regressor step, ...) leaves everything a
+ * checkpoint holds as it was: the student's and regressors' weights, their buffers (batch norm's
+ * running statistics and counts) and random streams (dropout), the optimizers' state and step
+ * count. What the failed attempt computed (activations, kd_loss_value, kd_trainer_feature_value)
+ * is not kept either way. The first step at a batch size grows workspaces; a later one at the
+ * same size allocates nothing. */
 
 /* Checkpoints: what a training run carries between steps -- the student's weights and buffers, the
  * optimizer's step count and per-parameter state (momentum), the student's random streams
@@ -490,6 +541,7 @@ KD_API kd_status kd_trainer_step(kd_trainer *t, const float *x, const int32_t *l
  * spec, optimizer kind and options, feature terms) continues bit for bit as if never stopped; a
  * failed load changes nothing. Teachers are not saved. */
 KD_API kd_status kd_trainer_save(const kd_trainer *t, const char *path);
+/* Also removes what a killed save of path left, as kd_model_save does. */
 KD_API kd_status kd_trainer_load(kd_trainer *t, const char *path);
 
 /* ---------------------------------------------------------------- distillation methods */

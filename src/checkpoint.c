@@ -84,6 +84,7 @@ int checkpoint_load(const char *path, kd_trainer *t, kd_optimizer *o, uint64_t f
 {
     char side[4200];
     sidecar(path, side, sizeof side);
+    remove_stale_temps(side); /* what a killed run's sidecar save left; the library cleans path's */
     if (access(path, F_OK) != 0) return 0;
     if (history_load(side, fingerprint, h) != 0) {
         fail_msg("the checkpoint %s belongs to a run with other options or data (or %s is "

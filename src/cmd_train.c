@@ -13,7 +13,7 @@ static int check_arguments(const options *o)
         fail_msg("--out MODEL.safetensors is required (see 'kd help train')");
         return EXIT_USAGE;
     }
-    kd_model *m; /* a bad spec is a usage error, found before any data is read */
+    kd_model *m = NULL; /* a bad spec is a usage error, found before any data is read */
     int rc = create_model("model", o->model_spec, o->seed, &m);
     kd_model_destroy(m);
     if (rc != EXIT_OK) return rc;

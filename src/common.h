@@ -110,6 +110,8 @@ uint64_t hash_bytes(uint64_t h, const void *data, size_t n);
 uint64_t hash_str(uint64_t h, const char *s);
 /* 0 on success; -1 with errno set. */
 int hash_file(const char *path, uint64_t *h);
+/* Removes PATH.tmp.PID files (write_atomic's) whose process is gone: what a killed run left. */
+void remove_stale_temps(const char *path);
 /* Writes data to path through a temporary file and a rename, so readers never see half a file. */
 int write_atomic(const char *path, const void *data, size_t n);
 /* "SGD momentum 0.9, lr 0.05 with cosine decay, batch 128, seed 1" */

@@ -3,6 +3,7 @@
  * only walks what it needs and stops at anything it does not expect. */
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "stheader.h"
 
@@ -158,11 +159,15 @@ int st_read_header(const char *path, st_header *h)
     if (f == NULL) return -1;
     unsigned char len8[8];
     uint64_t len = 0;
-    int ok = fread(len8, 1, 8, f) == 8;
+    struct stat sb;
+    int ok = fstat(fileno(f), &sb) == 0 && fread(len8, 1, 8, f) == 8;
     for (int i = 0; ok && i < 8; i++) len |= (uint64_t)len8[i] << (8 * i);
-    ok = ok && len > 1 && len < (100u << 20);
-    char *json = ok ? malloc((size_t)len) : NULL;
+    /* The length must fit the file before it is allocated; the text is NUL-terminated for the
+     * number parser (strtoll). */
+    ok = ok && len > 1 && len < (100u << 20) && (int64_t)len <= (int64_t)sb.st_size - 8;
+    char *json = ok ? malloc((size_t)len + 1) : NULL;
     ok = json != NULL && fread(json, 1, (size_t)len, f) == len;
+    if (ok) json[len] = '\0';
     fclose(f);
     if (ok) {
         cursor c = {json, json + len};

@@ -1,6 +1,9 @@
 /* Small helpers of the kd tool: specs, sizes, hashes, atomic files, the cache directory. */
 #include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -157,8 +160,38 @@ int hash_file(const char *path, uint64_t *h)
     return bad ? -1 : 0;
 }
 
+void remove_stale_temps(const char *path)
+{
+    const char *slash = strrchr(path, '/'), *base = slash != NULL ? slash + 1 : path;
+    char dir[4096];
+    size_t dlen = slash == NULL   ? 1
+                  : slash == path ? 1
+                                  : (size_t)(slash - path),
+           blen = strlen(base);
+    if (dlen + 1 > sizeof dir || blen == 0) return;
+    memcpy(dir, slash == NULL ? "." : path, dlen);
+    dir[dlen] = '\0';
+    DIR *d = opendir(dir);
+    for (struct dirent *e; d != NULL && (e = readdir(d)) != NULL;) {
+        const char *p = e->d_name;
+        if (strncmp(p, base, blen) != 0 || strncmp(p + blen, ".tmp.", 5) != 0) continue;
+        char *end;
+        errno = 0;
+        long pid = strtol(p + blen + 5, &end, 10);
+        if (errno != 0 || end == p + blen + 5 || *end != '\0' || pid <= 0) continue;
+        /* Only a dead writer's file: a live process with that pid may be writing it. */
+        if (pid == (long)getpid() || kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue;
+        struct stat sb;
+        if (fstatat(dirfd(d), p, &sb, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(sb.st_mode) &&
+            sb.st_uid == geteuid())
+            (void)unlinkat(dirfd(d), p, 0);
+    }
+    if (d != NULL) closedir(d);
+}
+
 int write_atomic(const char *path, const void *data, size_t n)
 {
+    remove_stale_temps(path);
     char tmp[4200];
     snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
     FILE *f = fopen(tmp, "wb");

@@ -44,7 +44,7 @@ __all__ = ["KdError", "Tensors", "save_npy", "Model", "Loss", "Optimizer", "Trai
            "perplexity", "bits_per_byte",
            "soft_targets", "soft_targets_from_logits", "topk_from_logits",
            "topk_logits", "topk_soft_targets", "augment_images", "version",
-           "version_number", "kernels_name", "lib",
+           "version_number", "kernels_name", "lib", "set_limit", "get_limit", "set_allocator",
            "OK", "ERR_ARGUMENT", "ERR_SHAPE", "ERR_NOMEM", "ERR_IO", "ERR_FORMAT", "ERR_NUMERIC",
            "ERR_STATE", "ERR_UNSUPPORTED"]
 
@@ -83,6 +83,8 @@ DTYPE_F32, DTYPE_I32, DTYPE_I64 = 0, 1, 2
 TENSORS_MAX_DIMS = 8
 # kd_augment_kind
 AUGMENT_TRANSLATE, AUGMENT_CROP, AUGMENT_HFLIP = 0, 1, 2
+# kd_limit
+LIMIT_MODEL_VALUES, LIMIT_FILE_BYTES = 0, 1
 
 
 class KdError(Exception):
@@ -101,9 +103,17 @@ _I32 = ctypes.POINTER(ctypes.c_int32)
 _I64 = ctypes.c_int64
 _S = ctypes.c_char_p
 _PI64 = ctypes.POINTER(_I64)
+# kd_malloc_fn, kd_calloc_fn, kd_realloc_fn, kd_free_fn
+MALLOC_FN = ctypes.CFUNCTYPE(_P, _P, ctypes.c_size_t)
+CALLOC_FN = ctypes.CFUNCTYPE(_P, _P, ctypes.c_size_t, ctypes.c_size_t)
+REALLOC_FN = ctypes.CFUNCTYPE(_P, _P, _P, ctypes.c_size_t)
+FREE_FN = ctypes.CFUNCTYPE(None, _P, _P)
 
 # name: (argument types); every one of these returns kd_status
 _STATUS = {
+    "kd_set_allocator": (MALLOC_FN, CALLOC_FN, REALLOC_FN, FREE_FN, _P),
+    "kd_set_limit": (ctypes.c_int, _I64),
+    "kd_get_limit": (ctypes.c_int, _PI64),
     "kd_model_create": (_S, ctypes.c_uint64, ctypes.POINTER(_P)),
     "kd_model_clone": (_P, ctypes.POINTER(_P)),
     "kd_model_load": (_S, ctypes.POINTER(_P)),
@@ -274,6 +284,35 @@ def version_number():
 def kernels_name():
     """The kernel variant in use: "ref", "avx2" or "avx512"."""
     return lib().kd_kernels_name().decode()
+
+
+def set_limit(key, value):
+    """Sets a process-wide budget (LIMIT_MODEL_VALUES, LIMIT_FILE_BYTES); see kd.h."""
+    lib().kd_set_limit(key, value)
+
+
+def get_limit(key):
+    """The current value of a budget."""
+    value = _I64()
+    lib().kd_get_limit(key, ctypes.byref(value))
+    return value.value
+
+
+_allocator = None  # the ctypes callbacks in use, kept alive while the library may call them
+
+
+def set_allocator(malloc_fn=None, calloc_fn=None, realloc_fn=None, free_fn=None):
+    """Routes every libkd allocation through four Python callables (MALLOC_FN... signatures, the
+    first argument the user pointer), or back to libc's with no arguments. Call it before creating
+    anything (see kd.h)."""
+    global _allocator
+    if malloc_fn is None:
+        lib().kd_set_allocator(MALLOC_FN(), CALLOC_FN(), REALLOC_FN(), FREE_FN(), None)
+        _allocator = None
+        return
+    fns = (MALLOC_FN(malloc_fn), CALLOC_FN(calloc_fn), REALLOC_FN(realloc_fn), FREE_FN(free_fn))
+    lib().kd_set_allocator(*fns, None)
+    _allocator = fns
 
 
 def _buffer(x, fmt):

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/alloc.h"
 #include "core/error.h"
 
 #define KDI_ALIGN 64
@@ -23,19 +24,19 @@ float *kdi_alloc_floats(int64_t n)
     if (bytes == 0) bytes = KDI_ALIGN;
     bytes = (bytes + KDI_ALIGN - 1) / KDI_ALIGN * KDI_ALIGN;
     if ((uint64_t)bytes > SIZE_MAX) return NULL;
-    float *p = aligned_alloc(KDI_ALIGN, (size_t)bytes);
+    float *p = kdi_aligned_alloc(KDI_ALIGN, (size_t)bytes);
     if (p != NULL) memset(p, 0, (size_t)bytes);
     return p;
 }
 
-void kdi_free(void *p) { free(p); }
+void kdi_free_floats(void *p) { kdi_aligned_free(p); }
 
 kd_status kdi_buf_reserve(kdi_buf *b, int64_t n)
 {
     if (n <= b->capacity) return KD_OK;
     float *p = kdi_alloc_floats(n);
     if (p == NULL) return kdi_fail(KD_ERR_NOMEM, "cannot allocate %lld floats", (long long)n);
-    free(b->data);
+    kdi_free_floats(b->data);
     b->data = p;
     b->capacity = n;
     return KD_OK;
@@ -43,7 +44,7 @@ kd_status kdi_buf_reserve(kdi_buf *b, int64_t n)
 
 void kdi_buf_free(kdi_buf *b)
 {
-    free(b->data);
+    kdi_free_floats(b->data);
     b->data = NULL;
     b->capacity = 0;
 }

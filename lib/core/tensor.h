@@ -22,9 +22,10 @@ typedef struct kdi_buf {
     int64_t capacity; /* in floats */
 } kdi_buf;
 
-/* 64-byte aligned, zeroed; NULL on failure or on an overflowing count. */
+/* 64-byte aligned, zeroed; NULL on failure or on an overflowing count. Freed by kdi_free_floats
+ * only. */
 float *kdi_alloc_floats(int64_t n);
-void kdi_free(void *p);
+void kdi_free_floats(void *p);
 /* Ensures capacity for n floats; contents are not kept on growth. KD_ERR_NOMEM on failure. */
 kd_status kdi_buf_reserve(kdi_buf *b, int64_t n);
 void kdi_buf_free(kdi_buf *b);

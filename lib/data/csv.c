@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/alloc.h"
 #include "core/error.h"
 #include "core/tensor.h"
 #include "data/dataset.h"
@@ -42,7 +43,7 @@ static int put(cellbuf *c, char ch)
 {
     if (c->len + 1 >= c->cap) {
         size_t cap = c->cap ? 2 * c->cap : 64;
-        char *s = realloc(c->s, cap);
+        char *s = kdi_realloc(c->s, cap);
         if (s == NULL) return 0;
         c->s = s;
         c->cap = cap;
@@ -133,11 +134,11 @@ typedef struct table {
 
 static void free_table(table *t)
 {
-    for (int64_t i = 0; i < t->ncols; i++) free(t->names[i]);
-    free(t->names);
-    free(t->x);
-    for (int64_t i = 0; i < t->rows + t->pending && t->labels != NULL; i++) free(t->labels[i]);
-    free(t->labels);
+    for (int64_t i = 0; i < t->ncols; i++) kdi_free(t->names[i]);
+    kdi_free(t->names);
+    kdi_free(t->x);
+    for (int64_t i = 0; i < t->rows + t->pending && t->labels != NULL; i++) kdi_free(t->labels[i]);
+    kdi_free(t->labels);
 }
 
 static kd_status read_header(reader *r, table *t, const char *label_column)
@@ -151,11 +152,11 @@ static kd_status read_header(reader *r, table *t, const char *label_column)
         KDI_TRY(next_cell(r, eol, t->ncols, &last));
         if (t->ncols == cap) {
             cap = cap ? 2 * cap : 16;
-            char **n = realloc(t->names, sizeof *n * (size_t)cap);
+            char **n = kdi_realloc(t->names, sizeof *n * (size_t)cap);
             if (n == NULL) return kdi_fail(KD_ERR_NOMEM, "cannot allocate the column names");
             t->names = n;
         }
-        t->names[t->ncols] = malloc(r->cell.len + 1);
+        t->names[t->ncols] = kdi_malloc(r->cell.len + 1);
         if (t->names[t->ncols] == NULL) return kdi_fail(KD_ERR_NOMEM, "cannot copy a name");
         memcpy(t->names[t->ncols++], r->cell.s, r->cell.len + 1);
     }
@@ -191,7 +192,7 @@ static kd_status number(reader *r, table *t, int64_t col)
             return kdi_fail(KD_ERR_FORMAT, "%s holds more than %lld values", r->path,
                             (long long)MAX_VALUES);
         int64_t cap = t->capx ? 2 * t->capx : 1024;
-        float *x = realloc(t->x, sizeof *x * (size_t)cap);
+        float *x = kdi_realloc(t->x, sizeof *x * (size_t)cap);
         if (x == NULL) return kdi_fail(KD_ERR_NOMEM, "cannot grow the CSV values");
         t->x = x;
         t->capx = cap;
@@ -207,12 +208,12 @@ static kd_status label(reader *r, table *t, int64_t col)
                         r->path, (long long)r->line, (long long)col + 1, t->names[col]);
     if (t->rows == t->caplab) {
         int64_t cap = t->caplab ? 2 * t->caplab : 256;
-        char **l = realloc(t->labels, sizeof *l * (size_t)cap);
+        char **l = kdi_realloc(t->labels, sizeof *l * (size_t)cap);
         if (l == NULL) return kdi_fail(KD_ERR_NOMEM, "cannot grow the CSV labels");
         t->labels = l;
         t->caplab = cap;
     }
-    char *s = malloc(r->cell.len + 1);
+    char *s = kdi_malloc(r->cell.len + 1);
     if (s == NULL) return kdi_fail(KD_ERR_NOMEM, "cannot copy a label");
     memcpy(s, r->cell.s, r->cell.len + 1);
     t->labels[t->rows] = s;
@@ -270,11 +271,11 @@ static int is_integer(const char *s, long long *v)
 static kd_status copy_classes(const key *k, int64_t n, kd_dataset *d)
 {
     if (n > INT32_MAX) return kdi_fail(KD_ERR_FORMAT, "the table has more than 2^31 classes");
-    d->classes = calloc((size_t)n, sizeof *d->classes);
+    d->classes = kdi_calloc((size_t)n, sizeof *d->classes);
     if (d->classes == NULL) return kdi_fail(KD_ERR_NOMEM, "cannot allocate the classes");
     for (int64_t i = 0; i < n; i++) {
         size_t len = strlen(k[i].s) + 1;
-        d->classes[i] = malloc(len);
+        d->classes[i] = kdi_malloc(len);
         if (d->classes[i] == NULL) return kdi_fail(KD_ERR_NOMEM, "cannot copy a class name");
         memcpy(d->classes[i], k[i].s, len);
         d->nclasses = (int32_t)i + 1;
@@ -285,7 +286,7 @@ static kd_status copy_classes(const key *k, int64_t n, kd_dataset *d)
 /* Classes: the distinct labels, sorted; each row's label its index among them. */
 static kd_status classes(const table *t, kd_dataset *d)
 {
-    key *k = malloc(sizeof *k * (size_t)t->rows);
+    key *k = kdi_malloc(sizeof *k * (size_t)t->rows);
     if (k == NULL) return kdi_fail(KD_ERR_NOMEM, "cannot sort the labels");
     int ints = 1;
     for (int64_t i = 0; i < t->rows; i++) {
@@ -293,9 +294,9 @@ static kd_status classes(const table *t, kd_dataset *d)
         ints &= is_integer(t->labels[i], &k[i].v);
     }
     for (int64_t i = 0; i < t->rows; i++) k[i].by_value = ints;
-    key *sorted = malloc(sizeof *k * (size_t)t->rows);
+    key *sorted = kdi_malloc(sizeof *k * (size_t)t->rows);
     if (sorted == NULL) {
-        free(k);
+        kdi_free(k);
         return kdi_fail(KD_ERR_NOMEM, "cannot sort the labels");
     }
     memcpy(sorted, k, sizeof *k * (size_t)t->rows);
@@ -308,8 +309,8 @@ static kd_status classes(const table *t, kd_dataset *d)
         const key *hit = bsearch(&k[i], sorted, (size_t)n, sizeof *sorted, cmp_key);
         d->labels[i] = (int32_t)(hit - sorted);
     }
-    free(sorted);
-    free(k);
+    kdi_free(sorted);
+    kdi_free(k);
     return st;
 }
 
@@ -343,8 +344,8 @@ kd_status kd_dataset_load_csv(const char *path, const char *label_column, kd_dat
     if (st == KD_OK) memcpy(d->images, t.x, sizeof(float) * (size_t)t.nx);
     if (st == KD_OK && t.label >= 0) st = classes(&t, d);
     free_table(&t);
-    free(r.cell.s);
-    free(buf);
+    kdi_free(r.cell.s);
+    kdi_free(buf);
     if (st != KD_OK) {
         kd_dataset_destroy(d);
         return st;

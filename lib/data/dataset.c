@@ -5,6 +5,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/alloc.h"
 #include "core/error.h"
 #include "core/rng.h"
 #include "core/tensor.h"
@@ -32,7 +33,7 @@ static kd_status to_dataset(const kdi_idx *img, const kdi_idx *lab, const char *
         return kdi_fail(KD_ERR_SHAPE, "%s holds %lld labels for %lld images", labels_path,
                         (long long)lab->dims[0], (long long)d->n);
     d->images = kdi_alloc_floats(img->count);
-    d->labels = lab != NULL ? malloc(sizeof(int32_t) * (size_t)d->n) : NULL;
+    d->labels = lab != NULL ? kdi_malloc(sizeof(int32_t) * (size_t)d->n) : NULL;
     if (d->images == NULL || (lab != NULL && d->labels == NULL))
         return kdi_fail(KD_ERR_NOMEM, "cannot allocate a dataset of %lld images", (long long)d->n);
     /* A division, not a multiplication by 1/255: the same floats as PyTorch's ToTensor. */
@@ -49,7 +50,7 @@ kd_status kd_dataset_load_idx(const char *images_path, const char *labels_path, 
     kdi_idx img = {0}, lab = {0};
     KDI_TRY(kdi_idx_read(images_path, 3, 4, &img));
     kd_status st = labels_path != NULL ? kdi_idx_read(labels_path, 1, 1, &lab) : KD_OK;
-    kd_dataset *d = st == KD_OK ? calloc(1, sizeof *d) : NULL;
+    kd_dataset *d = st == KD_OK ? kdi_calloc(1, sizeof *d) : NULL;
     if (st == KD_OK && d == NULL) st = kdi_fail(KD_ERR_NOMEM, "cannot allocate a dataset");
     if (st == KD_OK) st = to_dataset(&img, labels_path != NULL ? &lab : NULL, labels_path, d);
     kdi_idx_free(&img);
@@ -83,7 +84,7 @@ kd_status kd_dataset_load_idx_prefix(const char *prefix, kd_dataset **out)
     static const char *const labels[] = {"-labels-idx1-ubyte.gz", "-labels-idx1-ubyte",
                                          "-labels.idx1-ubyte.gz", "-labels.idx1-ubyte", NULL};
     size_t size = strlen(prefix) + 32;
-    char *ip = malloc(size), *lp = malloc(size);
+    char *ip = kdi_malloc(size), *lp = kdi_malloc(size);
     kd_status st = KD_OK;
     if (ip == NULL || lp == NULL)
         st = kdi_fail(KD_ERR_NOMEM, "cannot allocate file names");
@@ -98,29 +99,29 @@ kd_status kd_dataset_load_idx_prefix(const char *prefix, kd_dataset **out)
                       "%s-labels.idx1-ubyte (optionally .gz)",
                       prefix, prefix, prefix);
     if (st == KD_OK) st = kd_dataset_load_idx(ip, lp, out);
-    free(ip);
-    free(lp);
+    kdi_free(ip);
+    kdi_free(lp);
     return st;
 }
 
 void kd_dataset_destroy(kd_dataset *d)
 {
     if (d == NULL) return;
-    kdi_free(d->images);
-    free(d->labels);
-    for (int32_t i = 0; i < d->nclasses; i++) free(d->classes[i]);
-    free(d->classes);
-    free(d);
+    kdi_free_floats(d->images);
+    kdi_free(d->labels);
+    for (int32_t i = 0; i < d->nclasses; i++) kdi_free(d->classes[i]);
+    kdi_free(d->classes);
+    kdi_free(d);
 }
 
 kd_status kdi_dataset_new(int64_t n, int64_t c, int64_t h, int64_t w, int labelled,
                           kd_dataset **out)
 {
-    kd_dataset *d = calloc(1, sizeof *d);
+    kd_dataset *d = kdi_calloc(1, sizeof *d);
     if (d == NULL) return kdi_fail(KD_ERR_NOMEM, "cannot allocate a dataset");
     *d = (kd_dataset){.n = n, .c = c, .h = h, .w = w};
     d->images = kdi_alloc_floats(n * c * h * w);
-    d->labels = labelled ? malloc(sizeof(int32_t) * (size_t)n) : NULL;
+    d->labels = labelled ? kdi_malloc(sizeof(int32_t) * (size_t)n) : NULL;
     if (d->images == NULL || (labelled && d->labels == NULL)) {
         kd_dataset_destroy(d);
         return kdi_fail(KD_ERR_NOMEM, "cannot allocate a dataset of %lld examples of %lld values",
@@ -200,11 +201,11 @@ static kd_status pick(const kd_dataset *d, const unsigned char *take, int want, 
                       kd_dataset **out)
 {
     int64_t size = d->c * d->h * d->w, k = 0;
-    kd_dataset *p = calloc(1, sizeof *p);
+    kd_dataset *p = kdi_calloc(1, sizeof *p);
     if (p == NULL) return kdi_fail(KD_ERR_NOMEM, "cannot allocate a dataset");
     *p = (kd_dataset){.n = n, .c = d->c, .h = d->h, .w = d->w};
     p->images = kdi_alloc_floats(n * size);
-    p->labels = d->labels != NULL ? malloc(sizeof(int32_t) * (size_t)n) : NULL;
+    p->labels = d->labels != NULL ? kdi_malloc(sizeof(int32_t) * (size_t)n) : NULL;
     if (p->images == NULL || (d->labels != NULL && p->labels == NULL)) {
         kd_dataset_destroy(p);
         return kdi_fail(KD_ERR_NOMEM, "cannot allocate a dataset of %lld images", (long long)n);
@@ -231,11 +232,11 @@ kd_status kd_dataset_split(const kd_dataset *d, float fraction, uint64_t seed, k
     if (held < 1 || held >= d->n)
         return kdi_fail(KD_ERR_ARGUMENT, "a fraction %g of %lld examples leaves one part empty",
                         (double)fraction, (long long)d->n);
-    int64_t *perm = malloc(sizeof(int64_t) * (size_t)d->n);
-    unsigned char *take = calloc((size_t)d->n, 1);
+    int64_t *perm = kdi_malloc(sizeof(int64_t) * (size_t)d->n);
+    unsigned char *take = kdi_calloc((size_t)d->n, 1);
     if (perm == NULL || take == NULL) {
-        free(perm);
-        free(take);
+        kdi_free(perm);
+        kdi_free(take);
         return kdi_fail(KD_ERR_NOMEM, "cannot split a dataset of %lld images", (long long)d->n);
     }
     kdi_rng r; /* the first `held` of a seeded Fisher-Yates shuffle */
@@ -250,8 +251,8 @@ kd_status kd_dataset_split(const kd_dataset *d, float fraction, uint64_t seed, k
     kd_dataset *a = NULL, *b = NULL;
     kd_status st = pick(d, take, 0, d->n - held, &a);
     if (st == KD_OK) st = pick(d, take, 1, held, &b);
-    free(perm);
-    free(take);
+    kdi_free(perm);
+    kdi_free(take);
     if (st != KD_OK) {
         kd_dataset_destroy(a);
         return st;
@@ -267,11 +268,11 @@ kd_status kd_batcher_create(const kd_dataset *d, int64_t batch, uint64_t seed, k
     KDI_CHECK_NULL(out);
     if (batch < 1)
         return kdi_fail(KD_ERR_ARGUMENT, "batch must be 1 or more, got %lld", (long long)batch);
-    kd_batcher *b = calloc(1, sizeof *b);
-    int64_t *perm = malloc(sizeof(int64_t) * (size_t)d->n);
+    kd_batcher *b = kdi_calloc(1, sizeof *b);
+    int64_t *perm = kdi_malloc(sizeof(int64_t) * (size_t)d->n);
     if (b == NULL || perm == NULL) {
-        free(b);
-        free(perm);
+        kdi_free(b);
+        kdi_free(perm);
         return kdi_fail(KD_ERR_NOMEM, "cannot allocate a batcher");
     }
     *b = (kd_batcher){.d = d, .batch = batch, .seed = seed, .epoch = -1, .perm = perm};
@@ -283,8 +284,8 @@ kd_status kd_batcher_create(const kd_dataset *d, int64_t batch, uint64_t seed, k
 void kd_batcher_destroy(kd_batcher *b)
 {
     if (b == NULL) return;
-    free(b->perm);
-    free(b);
+    kdi_free(b->perm);
+    kdi_free(b);
 }
 
 /* Epoch e's order depends only on (seed, e): a resumed run sees the same batches. */

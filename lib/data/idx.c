@@ -10,7 +10,9 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include "core/alloc.h"
 #include "core/error.h"
+#include "core/limits.h"
 #include "core/tensor.h"
 
 #define FIRST_CHUNK (1LL << 16)
@@ -59,6 +61,11 @@ static kd_status read_header(gzFile gz, const char *path, int32_t min_dims, int3
             return kdi_fail(KD_ERR_FORMAT, "%s: dimension %d is 0", path, (int)d);
         if (!kdi_mul_ok(idx->count, idx->dims[d], &idx->count) || idx->count > KDI_IDX_MAX_VALUES)
             return kdi_fail(KD_ERR_FORMAT, "%s announces more than 2^31 values", path);
+        if (idx->count > kdi_limit(KD_LIMIT_FILE_BYTES))
+            return kdi_fail(KD_ERR_FORMAT,
+                            "%s announces %lld data bytes, above the limit of %lld "
+                            "(KD_LIMIT_FILE_BYTES)",
+                            path, (long long)idx->count, (long long)kdi_limit(KD_LIMIT_FILE_BYTES));
     }
     return KD_OK;
 }
@@ -69,16 +76,16 @@ static kd_status read_data(gzFile gz, const char *path, kdi_idx *idx)
     int64_t cap = idx->count < FIRST_CHUNK ? idx->count : FIRST_CHUNK, have = 0;
     uint8_t *data = NULL;
     for (;;) {
-        uint8_t *grown = realloc(data, (size_t)cap);
+        uint8_t *grown = kdi_realloc(data, (size_t)cap);
         if (grown == NULL) {
-            free(data);
+            kdi_free(data);
             return kdi_fail(KD_ERR_NOMEM, "cannot allocate %lld bytes for %s", (long long)cap,
                             path);
         }
         data = grown;
         int64_t got = read_some(gz, data + have, cap - have);
         if (got < 0 || have + got < cap) {
-            free(data);
+            kdi_free(data);
             int err;
             const char *why = got < 0 ? gzerror(gz, &err) : "the file ends";
             return kdi_fail(KD_ERR_FORMAT,
@@ -137,7 +144,7 @@ kd_status kdi_idx_read(const char *path, int32_t min_dims, int32_t max_dims, kdi
     if (st == KD_OK) st = check_end(gz, path, &idx);
     gzclose(gz);
     if (st != KD_OK) {
-        free(idx.data);
+        kdi_free(idx.data);
         return st;
     }
     *out = idx;
@@ -147,6 +154,6 @@ kd_status kdi_idx_read(const char *path, int32_t min_dims, int32_t max_dims, kdi
 void kdi_idx_free(kdi_idx *idx)
 {
     if (idx == NULL) return;
-    free(idx->data);
+    kdi_free(idx->data);
     memset(idx, 0, sizeof *idx);
 }

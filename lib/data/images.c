@@ -13,6 +13,7 @@
 #include <jpeglib.h>
 #include <png.h>
 
+#include "core/alloc.h"
 #include "core/error.h"
 #include "core/tensor.h"
 #include "data/dataset.h"
@@ -32,8 +33,8 @@ typedef struct names {
 
 static void names_free(names *s)
 {
-    for (int64_t i = 0; i < s->n; i++) free(s->v[i]);
-    free(s->v);
+    for (int64_t i = 0; i < s->n; i++) kdi_free(s->v[i]);
+    kdi_free(s->v);
     memset(s, 0, sizeof *s);
 }
 
@@ -41,13 +42,13 @@ static int names_add(names *s, const char *name)
 {
     if (s->n == s->cap) {
         int64_t cap = s->cap ? 2 * s->cap : 32;
-        char **v = realloc(s->v, sizeof *v * (size_t)cap);
+        char **v = kdi_realloc(s->v, sizeof *v * (size_t)cap);
         if (v == NULL) return 0;
         s->v = v;
         s->cap = cap;
     }
     size_t len = strlen(name) + 1;
-    if ((s->v[s->n] = malloc(len)) == NULL) return 0;
+    if ((s->v[s->n] = kdi_malloc(len)) == NULL) return 0;
     memcpy(s->v[s->n++], name, len);
     return 1;
 }
@@ -60,7 +61,7 @@ static int cmp_name(const void *a, const void *b)
 static char *join(const char *dir, const char *name)
 {
     size_t a = strlen(dir), b = strlen(name);
-    char *p = malloc(a + b + 2);
+    char *p = kdi_malloc(a + b + 2);
     if (p == NULL) return NULL;
     memcpy(p, dir, a);
     p[a] = '/';
@@ -91,7 +92,7 @@ static kd_status list(const char *dir, int dirs, names *out)
         }
         int keep = stat(p, &sb) == 0 &&
                    (dirs ? S_ISDIR(sb.st_mode) : S_ISREG(sb.st_mode) && has_image_ext(e->d_name));
-        free(p);
+        kdi_free(p);
         if (keep && !names_add(out, e->d_name)) st = kdi_fail(KD_ERR_NOMEM, "cannot list %s", dir);
     }
     closedir(d);
@@ -152,8 +153,8 @@ static kd_status decode_png(FILE *fp, const char *path, int channels, image *im)
     unsigned char *volatile px = NULL;
     png_bytep *volatile rows = NULL;
     if (setjmp(err.jb)) {
-        free(px);
-        free(rows);
+        kdi_free(px);
+        kdi_free(rows);
         png_destroy_read_struct(&png, &info, NULL);
         if (err.shape) return kdi_fail(KD_ERR_SHAPE, "%s %s", path, err.msg);
         return kdi_fail(KD_ERR_FORMAT, "%s is not a readable PNG: %s", path, err.msg);
@@ -182,13 +183,13 @@ static kd_status decode_png(FILE *fp, const char *path, int channels, image *im)
     if (png_get_channels(png, info) != channels)
         png_error(png, "unexpected channel count after conversion");
     size_t stride = (size_t)w * (size_t)channels;
-    px = malloc(stride * h);
-    rows = malloc(sizeof *rows * h);
+    px = kdi_malloc(stride * h);
+    rows = kdi_malloc(sizeof *rows * h);
     if (px == NULL || rows == NULL) png_error(png, "out of memory");
     for (png_uint_32 y = 0; y < h; y++) rows[y] = px + y * stride;
     png_read_image(png, rows);
     png_read_end(png, NULL);
-    free(rows);
+    kdi_free(rows);
     png_destroy_read_struct(&png, &info, NULL);
     im->w = w;
     im->h = h;
@@ -227,7 +228,7 @@ static kd_status decode_jpeg(FILE *fp, const char *path, int channels, image *im
     err.mgr.output_message = jpeg_on_message;
     unsigned char *volatile px = NULL;
     if (setjmp(err.jb)) {
-        free(px);
+        kdi_free(px);
         jpeg_destroy_decompress(&j);
         if (err.shape) return kdi_fail(KD_ERR_SHAPE, "%s %s", path, err.msg);
         return kdi_fail(KD_ERR_FORMAT, "%s is not a readable JPEG: %s", path, err.msg);
@@ -243,7 +244,7 @@ static kd_status decode_jpeg(FILE *fp, const char *path, int channels, image *im
     jpeg_start_decompress(&j);
     if (j.output_components != channels) jpeg_fail(&err, "cannot convert its colour space");
     size_t stride = (size_t)j.output_width * (size_t)channels;
-    px = malloc(stride * j.output_height);
+    px = kdi_malloc(stride * j.output_height);
     if (px == NULL) jpeg_fail(&err, "out of memory");
     while (j.output_scanline < j.output_height) {
         JSAMPROW row = px + (size_t)j.output_scanline * stride;
@@ -299,7 +300,7 @@ static kd_status collect(const char *root, names *classes, entry **files, int64_
         for (int64_t i = 0; st == KD_OK && i < f.n; i++) {
             if (*n == cap) {
                 cap = cap ? 2 * cap : 64;
-                entry *e = realloc(*files, sizeof *e * (size_t)cap);
+                entry *e = kdi_realloc(*files, sizeof *e * (size_t)cap);
                 if (e == NULL) {
                     st = kdi_fail(KD_ERR_NOMEM, "cannot list the images");
                     break;
@@ -314,7 +315,7 @@ static kd_status collect(const char *root, names *classes, entry **files, int64_
                 (*n)++;
         }
         names_free(&f);
-        free(dir);
+        kdi_free(dir);
     }
     if (st == KD_OK && *n == 0)
         st = kdi_fail(KD_ERR_FORMAT, "%s holds no .png, .jpg or .jpeg file in its class folders",
@@ -359,12 +360,12 @@ static kd_status fill(const entry *files, int64_t n, const names *classes, int64
         else
             to_chw(&im, channels, d->images + i * channels * height * width);
         d->labels[i] = files[i].label;
-        free(im.px);
+        kdi_free(im.px);
         im.px = NULL;
     }
-    free(im.px);
+    kdi_free(im.px);
     if (st == KD_OK) {
-        d->classes = calloc((size_t)classes->n, sizeof *d->classes);
+        d->classes = kdi_calloc((size_t)classes->n, sizeof *d->classes);
         if (d->classes == NULL) st = kdi_fail(KD_ERR_NOMEM, "cannot allocate the class names");
         for (int64_t c = 0; st == KD_OK && c < classes->n; c++) {
             d->classes[c] = classes->v[c];
@@ -398,8 +399,8 @@ kd_status kd_dataset_load_image_folder(const char *root, int64_t channels, int64
     int64_t n = 0;
     kd_status st = collect(root, &classes, &files, &n);
     if (st == KD_OK) st = fill(files, n, &classes, channels, height, width, out);
-    for (int64_t i = 0; i < n; i++) free(files[i].path);
-    free(files);
+    for (int64_t i = 0; i < n; i++) kdi_free(files[i].path);
+    kdi_free(files);
     names_free(&classes);
     return st;
 }

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "core/alloc.h"
 #include "core/error.h"
 #include "core/tensor.h"
 #include "io/atomic.h"
@@ -261,14 +262,14 @@ kd_status kdi_read_file(const char *path, unsigned char **buf, size_t *size)
     unsigned char *b = NULL;
     if (fstat(fileno(fp), &sb) != 0 || !S_ISREG(sb.st_mode))
         st = kdi_fail(KD_ERR_IO, "%s is not a regular file", path);
-    else if ((b = malloc(sb.st_size > 0 ? (size_t)sb.st_size : 1)) == NULL)
+    else if ((b = kdi_malloc(sb.st_size > 0 ? (size_t)sb.st_size : 1)) == NULL)
         st = kdi_fail(KD_ERR_NOMEM, "cannot allocate %lld bytes for %s", (long long)sb.st_size,
                       path);
     else if (fread(b, 1, (size_t)sb.st_size, fp) != (size_t)sb.st_size)
         st = kdi_fail(KD_ERR_IO, "cannot read %s", path);
     fclose(fp);
     if (st != KD_OK) {
-        free(b);
+        kdi_free(b);
         return st;
     }
     *buf = b;

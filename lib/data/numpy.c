@@ -5,6 +5,7 @@
 #include <string.h>
 #include <zip.h>
 
+#include "core/alloc.h"
 #include "core/error.h"
 #include "core/tensor.h"
 #include "data/dataset.h"
@@ -67,8 +68,8 @@ kd_status kd_dataset_load_npy(const char *x_path, const char *y_path, kd_dataset
     if (st == KD_OK && y_path != NULL) st = kdi_read_file(y_path, &yb, &ys);
     if (st == KD_OK && y_path != NULL) st = kdi_npy_parse(yb, ys, y_path, &y);
     if (st == KD_OK) st = build(&x, x_path, y_path != NULL ? &y : NULL, y_path, out);
-    free(xb);
-    free(yb);
+    kdi_free(xb);
+    kdi_free(yb);
     return st;
 }
 
@@ -77,13 +78,13 @@ static kd_status read_member(zip_t *z, const char *path, const char *name, char 
                              size_t what_cap, unsigned char **buf, size_t *size)
 {
     size_t len = strlen(name);
-    char *member = malloc(len + 5);
+    char *member = kdi_malloc(len + 5);
     if (member == NULL) return kdi_fail(KD_ERR_NOMEM, "cannot allocate a member name");
     memcpy(member, name, len);
     memcpy(member + len, ".npy", 5);
     snprintf(what, what_cap, "%s:%s", path, member);
     zip_int64_t i = zip_name_locate(z, member, 0);
-    free(member);
+    kdi_free(member);
     if (i < 0)
         return kdi_fail(KD_ERR_FORMAT, "%s has no array '%s' (no member %s.npy)", path, name, name);
     zip_stat_t sb;
@@ -103,7 +104,7 @@ static kd_status read_member(zip_t *z, const char *path, const char *name, char 
     if (sb.size > limit || sb.size > (UINT64_C(1) << 35))
         return kdi_fail(KD_ERR_FORMAT, "%s announces %llu bytes from %llu compressed: hostile",
                         what, (unsigned long long)sb.size, (unsigned long long)sb.comp_size);
-    unsigned char *b = malloc(sb.size > 0 ? (size_t)sb.size : 1);
+    unsigned char *b = kdi_malloc(sb.size > 0 ? (size_t)sb.size : 1);
     if (b == NULL)
         return kdi_fail(KD_ERR_NOMEM, "cannot allocate %llu bytes for %s",
                         (unsigned long long)sb.size, what);
@@ -114,7 +115,7 @@ static kd_status read_member(zip_t *z, const char *path, const char *name, char 
     zip_int64_t more = got == (zip_int64_t)sb.size ? zip_fread(f, &extra, 1) : -1;
     if (f != NULL) zip_fclose(f);
     if (got != (zip_int64_t)sb.size || more != 0) {
-        free(b);
+        kdi_free(b);
         return kdi_fail(KD_ERR_FORMAT, "%s is corrupt or truncated (read %lld of %llu bytes)", what,
                         (long long)got, (unsigned long long)sb.size);
     }
@@ -151,7 +152,7 @@ kd_status kd_dataset_load_npz(const char *path, const char *x_name, const char *
     if (st == KD_OK && y_name != NULL) st = kdi_npy_parse(yb, ys, yw, &y);
     if (st == KD_OK) st = build(&x, xw, y_name != NULL ? &y : NULL, yw, out);
     zip_discard(z);
-    free(xb);
-    free(yb);
+    kdi_free(xb);
+    kdi_free(yb);
     return st;
 }

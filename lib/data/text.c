@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/alloc.h"
 #include "core/error.h"
 #include "core/rng.h"
 
@@ -73,7 +74,7 @@ static kd_status read_file(const char *path, int64_t limit, unsigned char **data
             /* grow by doubling, to at most limit + 1 bytes: enough to see the limit passed */
             size_t want = cap == 0 ? 1 << 16 : 2 * cap;
             if ((int64_t)want > limit + 1) want = (size_t)limit + 1;
-            unsigned char *grown = realloc(buf, want);
+            unsigned char *grown = kdi_realloc(buf, want);
             if (grown == NULL) {
                 st = kdi_fail(KD_ERR_NOMEM, "cannot allocate %zu bytes for %s", want, path);
                 break;
@@ -96,7 +97,7 @@ static kd_status read_file(const char *path, int64_t limit, unsigned char **data
     fclose(f);
     if (st == KD_OK && len == 0) st = kdi_fail(KD_ERR_FORMAT, "%s is empty", path);
     if (st != KD_OK) {
-        free(buf);
+        kdi_free(buf);
         return st;
     }
     *data = buf;
@@ -115,10 +116,10 @@ kd_status kd_text_open(const char *path, int64_t max_bytes, kd_text **out)
     int64_t n = 0;
     KDI_TRY(read_file(path, max_bytes > 0 ? max_bytes : KD_TEXT_MAX_BYTES, &data, &n));
     kd_status st = check_utf8(path, data, n);
-    kd_text *t = st == KD_OK ? malloc(sizeof *t) : NULL;
+    kd_text *t = st == KD_OK ? kdi_malloc(sizeof *t) : NULL;
     if (st == KD_OK && t == NULL) st = kdi_fail(KD_ERR_NOMEM, "cannot allocate a text");
     if (st != KD_OK) {
-        free(data);
+        kdi_free(data);
         return st;
     }
     t->data = data;
@@ -131,8 +132,8 @@ kd_status kd_text_open(const char *path, int64_t max_bytes, kd_text **out)
 void kd_text_destroy(kd_text *t)
 {
     if (t == NULL) return;
-    free(t->data);
-    free(t);
+    kdi_free(t->data);
+    kdi_free(t);
 }
 
 kd_status kd_text_size(const kd_text *t, int64_t *bytes)

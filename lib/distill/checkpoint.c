@@ -4,9 +4,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/alloc.h"
 #include "core/error.h"
 #include "core/rng.h"
 #include "distill/trainer.h"
+#include "io/atomic.h"
 #include "optim/optim.h"
 
 #define KIND_KEY "kd.checkpoint"
@@ -23,10 +25,12 @@ typedef struct entries {
     int32_t n;
 } entries;
 
+/* Frees and empties e, so freeing it twice is harmless: every error path may call it. */
 static void entries_free(entries *e)
 {
-    free(e->t);
-    free(e->names);
+    kdi_free(e->t);
+    kdi_free(e->names);
+    *e = (entries){0};
 }
 
 static int32_t count_rngs(const kdi_seq *s)
@@ -108,11 +112,11 @@ static kd_status entries_build(const kd_trainer *tr, const int64_t *step, entrie
     kd_optimizer *ro;
     for (int32_t k = 0; k < tr->nterms; k++)
         if (kdi_trainer_regressor(tr, k, &rm, &ro)) cap += entries_needed(rm);
-    e->t = calloc((size_t)cap, sizeof *e->t);
-    e->names = calloc((size_t)cap, sizeof *e->names);
+    e->t = kdi_calloc((size_t)cap, sizeof *e->t);
+    e->names = kdi_calloc((size_t)cap, sizeof *e->names);
     e->n = 0;
     if (e->t == NULL || e->names == NULL) {
-        entries_free(e);
+        entries_free(e); /* and emptied: the caller's entries_free finds nothing to free again */
         return kdi_fail(KD_ERR_NOMEM, "cannot allocate the checkpoint's tensor list");
     }
     entries_add(e, "", tr->student, tr->opt);
@@ -165,6 +169,7 @@ static kd_status checkpoint_load(kd_trainer *tr, const char *path)
     kd_model *m = tr->student;
     kd_optimizer *o = tr->opt;
     KDI_CHECK_NULL(path);
+    kdi_clean_stale_temps(path); /* a resume after a kill: what the killed save left */
     kdi_st_file f;
     KDI_TRY(kdi_st_read(path, &f));
     entries e = {0};

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/alloc.h"
 #include "core/error.h"
 #include "distill/losses/losses.h"
 
@@ -24,7 +25,7 @@ kd_status kd_feature_loss_create(kd_feature_loss_kind kind, kd_feature_loss **ou
     if (ops == NULL)
         return kdi_fail(KD_ERR_ARGUMENT, "feature loss kind %d is not a kd_feature_loss_kind",
                         (int)kind);
-    kd_feature_loss *l = calloc(1, sizeof *l);
+    kd_feature_loss *l = kdi_calloc(1, sizeof *l);
     if (l == NULL) return kdi_fail(KD_ERR_NOMEM, "cannot allocate a feature loss");
     l->kind = kind;
     l->ops = ops;
@@ -39,7 +40,7 @@ void kd_feature_loss_destroy(kd_feature_loss *l)
     if (l == NULL) return;
     for (int i = 0; i < 2; i++) kdi_buf_free(&l->grad[i]);
     for (int i = 0; i < KDI_FEATURE_NWS; i++) kdi_buf_free(&l->ws[i]);
-    free(l);
+    kdi_free(l);
 }
 
 static kd_status check_key(int key)

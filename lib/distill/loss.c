@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/alloc.h"
 #include "core/error.h"
 #include "distill/losses/losses.h"
 #include "kernels/kernels.h"
@@ -163,7 +164,7 @@ kd_status kd_loss_create(kd_loss_kind kind, kd_loss **out)
     }
     if (ops == NULL)
         return kdi_fail(KD_ERR_ARGUMENT, "loss kind %d is not a kd_loss_kind", (int)kind);
-    kd_loss *l = calloc(1, sizeof *l);
+    kd_loss *l = kdi_calloc(1, sizeof *l);
     if (l == NULL) return kdi_fail(KD_ERR_NOMEM, "cannot allocate a loss");
     l->kind = kind;
     l->ops = ops;
@@ -188,7 +189,7 @@ void kd_loss_destroy(kd_loss *l)
     kdi_buf_free(&l->tlp);
     kdi_buf_free(&l->tz);
     kdi_buf_free(&l->gs);
-    free(l);
+    kdi_free(l);
 }
 
 kd_status kd_loss_set_float(kd_loss *l, kd_loss_option key, float value)

@@ -5,6 +5,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "core/alloc.h"
 #include "core/error.h"
 #include "kernels/kernels.h"
 #include "nn/model.h"
@@ -159,6 +160,6 @@ kd_status kd_soft_targets_from_logits(const float *logits, const float *weights,
                         (long long)(batch * classes));
     kd_status st =
         kdi_soft_targets_mix(logits, weights, n, batch, classes, temperature, probs, tmp);
-    kdi_free(tmp);
+    kdi_free_floats(tmp);
     return st;
 }

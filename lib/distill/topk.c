@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/alloc.h"
 #include "core/error.h"
 #include "core/tensor.h"
 
@@ -75,7 +76,7 @@ kd_status kd_topk_from_logits(const float *logits, int64_t rows, int64_t classes
     KDI_TRY(check_sizes(rows, classes, k));
     if (!kdi_all_finite(logits, rows * classes))
         return kdi_fail(KD_ERR_NUMERIC, "logits hold NaN or infinity");
-    unsigned char *top = calloc((size_t)classes, 1);
+    unsigned char *top = kdi_calloc((size_t)classes, 1);
     if (top == NULL)
         return kdi_fail(KD_ERR_NOMEM, "cannot allocate %lld bytes", (long long)classes);
     for (int64_t r = 0; r < rows; r++) {
@@ -94,7 +95,7 @@ kd_status kd_topk_from_logits(const float *logits, int64_t rows, int64_t classes
         rest[r] = k == classes ? -INFINITY : (float)(m + log(sum));
         for (int32_t i = 0; i < k; i++) top[idx[i]] = 0;
     }
-    free(top);
+    kdi_free(top);
     return KD_OK;
 }
 
@@ -135,7 +136,7 @@ static kd_status check_cache(const int32_t *indices, const float *values, const 
         return kdi_fail(KD_ERR_ARGUMENT, "rest is NULL; KD_TOPK_TAIL_UNIFORM needs it");
     if (!kdi_all_finite(values, rows * k))
         return kdi_fail(KD_ERR_NUMERIC, "values hold NaN or infinity");
-    unsigned char *seen = calloc((size_t)classes, 1);
+    unsigned char *seen = kdi_calloc((size_t)classes, 1);
     if (seen == NULL)
         return kdi_fail(KD_ERR_NOMEM, "cannot allocate %lld bytes", (long long)classes);
     kd_status st = KD_OK;
@@ -145,7 +146,7 @@ static kd_status check_cache(const int32_t *indices, const float *values, const 
             st = kdi_fail(KD_ERR_NUMERIC, "rest[%lld] is %g; it must be finite%s", (long long)r,
                           (double)rest[r], finite_rest ? "" : " or -infinity");
     }
-    free(seen);
+    kdi_free(seen);
     return st;
 }
 

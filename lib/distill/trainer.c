@@ -8,9 +8,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/alloc.h"
 #include "core/error.h"
 #include "distill/soft_targets.h"
 #include "distill/trainer_features.h"
+#include "nn/model_state.h"
 
 kd_status kd_trainer_create(kd_model *student, kd_loss *loss, kd_optimizer *opt, kd_trainer **out)
 {
@@ -21,7 +23,7 @@ kd_status kd_trainer_create(kd_model *student, kd_loss *loss, kd_optimizer *opt,
     if (opt->model != student)
         return kdi_fail(KD_ERR_ARGUMENT,
                         "the optimizer was built on another model; create it on the student");
-    kd_trainer *t = calloc(1, sizeof *t);
+    kd_trainer *t = kdi_calloc(1, sizeof *t);
     if (t == NULL) return kdi_fail(KD_ERR_NOMEM, "cannot allocate a trainer");
     t->student = student;
     t->loss = loss;
@@ -35,24 +37,25 @@ kd_status kd_trainer_create(kd_model *student, kd_loss *loss, kd_optimizer *opt,
 void kd_trainer_destroy(kd_trainer *t)
 {
     if (t == NULL) return;
-    free(t->teachers);
-    free(t->weights);
+    kdi_free(t->teachers);
+    kdi_free(t->weights);
     kdi_buf_free(&t->soft);
     kdi_buf_free(&t->logits);
     kdi_buf_free(&t->grad);
     kdi_buf_free(&t->ws);
+    kdi_buf_free(&t->undo);
     kdi_trainer_features_free(t);
-    free(t);
+    kdi_free(t);
 }
 
 static kd_status grow_teachers(kd_trainer *t)
 {
     if (t->nteachers < t->cap) return KD_OK;
     int32_t cap = t->cap ? t->cap * 2 : 4;
-    kd_model **teachers = realloc(t->teachers, (size_t)cap * sizeof *teachers);
+    kd_model **teachers = kdi_realloc(t->teachers, (size_t)cap * sizeof *teachers);
     if (teachers == NULL) return kdi_fail(KD_ERR_NOMEM, "cannot grow the list of teachers");
     t->teachers = teachers;
-    float *weights = realloc(t->weights, (size_t)cap * sizeof *weights);
+    float *weights = kdi_realloc(t->weights, (size_t)cap * sizeof *weights);
     if (weights == NULL) return kdi_fail(KD_ERR_NOMEM, "cannot grow the list of teachers");
     t->weights = weights;
     t->cap = cap;
@@ -164,6 +167,35 @@ static kd_status learn(kd_trainer *t, const float *x, const float *soft, int is_
     return KD_OK;
 }
 
+/* Saves (dir > 0) or puts back (dir < 0) the state a forward changes in the student and the
+ * regressors: batch norm's running statistics and counters, dropout's random streams. */
+static void undo_walk(kd_trainer *t, int dir)
+{
+    unsigned char *p = (unsigned char *)t->undo.data;
+    if (p == NULL) return; /* nothing to keep: no buffer, no random stream */
+    kd_model *m = t->student;
+    kd_optimizer *o;
+    for (int32_t k = -1; k < t->nterms; k++) {
+        if (k >= 0 && !kdi_trainer_regressor(t, k, &m, &o)) continue;
+        if (dir > 0)
+            kdi_model_state_save(m, p);
+        else
+            kdi_model_state_restore(m, p);
+        p += kdi_model_state_size(m);
+    }
+}
+
+/* Room for undo_walk, reserved before anything changes. */
+static kd_status undo_reserve(kd_trainer *t)
+{
+    int64_t bytes = kdi_model_state_size(t->student);
+    kd_model *m;
+    kd_optimizer *o;
+    for (int32_t k = 0; k < t->nterms; k++)
+        if (kdi_trainer_regressor(t, k, &m, &o)) bytes += kdi_model_state_size(m);
+    return kdi_buf_reserve(&t->undo, (bytes + 3) / 4);
+}
+
 kd_status kd_trainer_step(kd_trainer *t, const float *x, const int32_t *labels,
                           const float *teacher_logits, int64_t batch, float *loss)
 {
@@ -182,7 +214,15 @@ kd_status kd_trainer_step(kd_trainer *t, const float *x, const int32_t *labels,
     KDI_TRY(kdi_optimizer_check(t->opt));
     KDI_TRY(kdi_buf_reserve(&t->logits, batch * t->classes));
     if (t->hint_only) KDI_TRY(kdi_buf_reserve(&t->grad, batch * t->classes));
+    /* A failure after the student's forward (a workspace of the loss or a feature term that
+     * cannot grow, a refused regressor step) puts back what the forward moved: a failed step
+     * leaves the trainer as it was. */
+    KDI_TRY(undo_reserve(t));
+    undo_walk(t, 1);
     kd_status st = learn(t, x, soft, is_logits, labels, batch, loss);
-    if (st != KD_OK) kdi_model_zero_grad(t->student);
+    if (st != KD_OK) {
+        undo_walk(t, -1);
+        kdi_model_zero_grad(t->student);
+    }
     return st;
 }

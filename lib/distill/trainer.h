@@ -28,6 +28,9 @@ struct kd_trainer {
     int32_t features_ran; /* a step has computed the feature terms */
     kdi_buf tlogits;      /* one teacher's logits [batch, classes] */
     double feature_total; /* the weighted feature terms of the last step */
+    /* The student's and the regressors' buffers and random streams before a step's forward, put
+     * back when the step fails (nn/model_state.h). */
+    kdi_buf undo;
 };
 
 /* How many teachers cached logits hold: the teachers added, or 1 when none were added (logits

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/alloc.h"
 #include "core/error.h"
 #include "core/rng.h"
 #include "distill/losses/losses.h"
@@ -40,7 +41,7 @@ static void term_free(kdi_feature_term *f)
 void kdi_trainer_features_free(kd_trainer *t)
 {
     for (int32_t k = 0; k < t->nterms; k++) term_free(&t->terms[k]);
-    free(t->terms);
+    kdi_free(t->terms);
     kdi_buf_free(&t->tlogits);
     t->terms = NULL;
     t->nterms = t->term_cap = 0;
@@ -62,7 +63,7 @@ static kd_status regressor_spec(const char *spec, kdi_shape in, char **out)
     const char *p = spec;
     while (isspace((unsigned char)*p)) p++;
     size_t len = strlen(spec) + 96;
-    char *full = malloc(len);
+    char *full = kdi_malloc(len);
     if (full == NULL) return kdi_fail(KD_ERR_NOMEM, "cannot allocate the regressor's spec");
     if (strncmp(p, "input", 5) == 0 && (p[5] == '\0' || isspace((unsigned char)p[5])))
         snprintf(full, len, "%s", spec);
@@ -83,7 +84,7 @@ static kd_status make_regressor(const kd_trainer *t, const char *spec, kdi_shape
     KDI_TRY(regressor_spec(spec, s, &full));
     uint64_t seed = kdi_rng_derive(t->student->seed, 0x5245470000ULL + (uint64_t)k); /* "REG" */
     kd_status st = kd_model_create(full, seed, &f->regressor);
-    free(full);
+    kdi_free(full);
     KDI_TRY(st);
     int64_t in = kdi_shape_size(f->regressor->seq.in);
     if (in != kdi_shape_size(s))
@@ -105,7 +106,7 @@ static kd_status grow_terms(kd_trainer *t)
     if (t->nterms < t->term_cap) return KD_OK;
     if (t->nterms >= (1 << 20)) return kdi_fail(KD_ERR_ARGUMENT, "too many feature terms");
     int32_t cap = t->term_cap ? 2 * t->term_cap : 4;
-    kdi_feature_term *terms = realloc(t->terms, (size_t)cap * sizeof *terms);
+    kdi_feature_term *terms = kdi_realloc(t->terms, (size_t)cap * sizeof *terms);
     if (terms == NULL) return kdi_fail(KD_ERR_NOMEM, "cannot grow the list of feature terms");
     t->terms = terms;
     t->term_cap = cap;

@@ -1,13 +1,19 @@
-/* Atomic file writes: a temporary file beside the destination, flushed to disk, renamed over it. */
+/* Atomic file writes: a temporary file beside the destination, flushed to disk, renamed over it;
+ * and the removal of the temporary files a killed save left behind. */
 #include "io/atomic.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "core/alloc.h"
 #include "core/error.h"
 
 static kd_status io_fail(const char *what, const char *path, int err)
@@ -17,43 +23,96 @@ static kd_status io_fail(const char *what, const char *path, int err)
     return kdi_fail(KD_ERR_IO, "%s %s: %s", what, path, msg);
 }
 
+/* The directory of path into out (size bytes); 0 when it does not fit. No allocation, so the
+ * quiet steps below (directory sync, stale files) cannot be what an allocation failure hits. */
+static int dir_of(const char *path, char *out, size_t size)
+{
+    const char *slash = strrchr(path, '/');
+    size_t k = slash == NULL ? 1 : slash == path ? 1 : (size_t)(slash - path);
+    if (k + 1 > size) return 0;
+    memcpy(out, slash == NULL ? "." : path, k);
+    out[k] = '\0';
+    return 1;
+}
+
 /* Makes the rename itself durable; a failure here loses nothing already written, so it is not
  * reported. */
 static void sync_dir(const char *path)
 {
-    const char *slash = strrchr(path, '/');
-    char *dir = slash == NULL ? NULL : malloc((size_t)(slash - path) + 2);
-    if (slash != NULL && dir == NULL) return;
-    if (dir != NULL) {
-        size_t k = slash == path ? 1 : (size_t)(slash - path);
-        memcpy(dir, path, k);
-        dir[k] = '\0';
-    }
-    int fd = open(dir != NULL ? dir : ".", O_RDONLY | O_DIRECTORY);
+    char dir[4096];
+    int fd = dir_of(path, dir, sizeof dir) ? open(dir, O_RDONLY | O_DIRECTORY) : -1;
     if (fd >= 0) {
         (void)fsync(fd);
         close(fd);
     }
-    free(dir);
 }
 
-/* A temporary file beside path (same file system, so rename is atomic), written, flushed to disk,
- * renamed over path. Any failure removes the temporary file and leaves path as it was. */
+/* ---------------------------------------------------------------- stale temporary files */
+
+/* The time of this process's first save or resume, on the clock file systems stamp files with
+ * (the coarse one on Linux): every temporary file this process makes is at least as new. */
+static struct timespec first_use;
+static pthread_once_t first_use_once = PTHREAD_ONCE_INIT;
+
+static void note_first_use(void)
+{
+#ifdef CLOCK_REALTIME_COARSE
+    if (clock_gettime(CLOCK_REALTIME_COARSE, &first_use) == 0) return;
+#endif
+    (void)clock_gettime(CLOCK_REALTIME, &first_use);
+}
+
+/* NAME.tmp.XXXXXX, the X from mkstemp's letters and digits. */
+static int is_temp_of(const char *entry, const char *base, size_t blen)
+{
+    if (strncmp(entry, base, blen) != 0 || strncmp(entry + blen, ".tmp.", 5) != 0) return 0;
+    const char *x = entry + blen + 5;
+    for (int i = 0; i < 6; i++)
+        if (!((x[i] >= 'a' && x[i] <= 'z') || (x[i] >= 'A' && x[i] <= 'Z') ||
+              (x[i] >= '0' && x[i] <= '9')))
+            return 0;
+    return x[6] == '\0';
+}
+
+void kdi_clean_stale_temps(const char *path)
+{
+    pthread_once(&first_use_once, note_first_use);
+    const char *slash = strrchr(path, '/'), *base = slash != NULL ? slash + 1 : path;
+    size_t blen = strlen(base);
+    char dir[4096];
+    if (blen == 0 || !dir_of(path, dir, sizeof dir)) return;
+    DIR *d = opendir(dir);
+    for (struct dirent *e; d != NULL && (e = readdir(d)) != NULL;) {
+        if (!is_temp_of(e->d_name, base, blen)) continue;
+        struct stat sb;
+        /* Only plain files of this user made before this process first saved: never another
+         * saver's file in flight in this process, nor a link, nor someone else's file. */
+        if (fstatat(dirfd(d), e->d_name, &sb, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(sb.st_mode) ||
+            sb.st_uid != geteuid())
+            continue;
+        if (sb.st_mtim.tv_sec < first_use.tv_sec ||
+            (sb.st_mtim.tv_sec == first_use.tv_sec && sb.st_mtim.tv_nsec < first_use.tv_nsec))
+            (void)unlinkat(dirfd(d), e->d_name, 0);
+    }
+    if (d != NULL) closedir(d);
+}
+
 kd_status kdi_write_atomic(const char *path, int (*write)(FILE *fp, const void *ctx),
                            const void *ctx)
 {
+    kdi_clean_stale_temps(path);
     size_t plen = strlen(path);
-    char *tmp = malloc(plen + 16);
+    char *tmp = kdi_malloc(plen + 16);
     if (tmp == NULL) return kdi_fail(KD_ERR_NOMEM, "cannot allocate a file name");
     memcpy(tmp, path, plen);
     memcpy(tmp + plen, ".tmp.XXXXXX", 12);
     int fd = mkstemp(tmp);
     if (fd < 0) {
         kd_status st = io_fail("cannot create a temporary file beside", path, errno);
-        free(tmp);
+        kdi_free(tmp);
         return st;
     }
-    (void)fchmod(fd, 0644); /* mkstemp's 0600 would hide a file from its other readers */
+    (void)fchmod(fd, 0644); /* mkstemp's 0600 would hide a model from its other readers */
     int err = 0;
     FILE *fp = fdopen(fd, "wb");
     if (fp == NULL) {
@@ -69,6 +128,6 @@ kd_status kdi_write_atomic(const char *path, int (*write)(FILE *fp, const void *
         unlink(tmp);
     else
         sync_dir(path);
-    free(tmp);
+    kdi_free(tmp);
     return err != 0 ? io_fail("cannot write", path, err) : KD_OK;
 }

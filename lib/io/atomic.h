@@ -13,4 +13,9 @@
 kd_status kdi_write_atomic(const char *path, int (*write)(FILE *fp, const void *ctx),
                            const void *ctx);
 
+/* Removes the temporary files (PATH.tmp.XXXXXX) that a killed save of path left: only regular
+ * files of this user older than this process's first save or resume, never another saver's file
+ * in flight. Quiet: a file it cannot remove stays. kdi_write_atomic calls it first. */
+void kdi_clean_stale_temps(const char *path);
+
 #endif

@@ -6,15 +6,20 @@
  * the entries in the JSON. */
 #include "io/safetensors.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "core/alloc.h"
 #include "core/error.h"
+#include "core/limits.h"
 #include "core/tensor.h"
 #include "io/atomic.h"
 
@@ -197,10 +202,10 @@ static kd_status parse_string(json *j, char **out)
     }
     size_t len = (size_t)(j->p - s);
     j->p++;
-    char *o = malloc(len + 1);
+    char *o = kdi_malloc(len + 1);
     if (o == NULL) return kdi_fail(KD_ERR_NOMEM, "cannot allocate a header string");
     if (!unescape(s, len, o)) {
-        free(o);
+        kdi_free(o);
         return kdi_fail(KD_ERR_FORMAT,
                         "%s: a header string has a bad escape or a control character", j->path);
     }
@@ -252,7 +257,7 @@ static int cmp_str(const void *a, const void *b)
 static int find_duplicate(const char *const *names, int32_t n, const char **dup)
 {
     if (n < 2) return 0;
-    const char **s = malloc(sizeof *s * (size_t)n);
+    const char **s = kdi_malloc(sizeof *s * (size_t)n);
     if (s == NULL) return -1;
     memcpy(s, names, sizeof *s * (size_t)n);
     qsort(s, (size_t)n, sizeof *s, cmp_str);
@@ -262,7 +267,7 @@ static int find_duplicate(const char *const *names, int32_t n, const char **dup)
             *dup = s[i]; /* the caller's string: only the array of pointers is a copy */
             found = 1;
         }
-    free(s);
+    kdi_free(s);
     return found;
 }
 
@@ -312,7 +317,7 @@ static kd_status parse_dtype(json *j, kdi_st_tensor *t, entry *e)
         t->dtype = d->dtype;
         e->esize = d->size;
     }
-    free(dt);
+    kdi_free(dt);
     return st;
 }
 
@@ -379,7 +384,7 @@ static kd_status parse_tensor(json *j, kdi_st_tensor *t, range *r, const unsigne
         KDI_TRY(parse_string(j, &key));
         kd_status st = expect(j, ':');
         if (st == KD_OK) st = parse_field(j, key, t, &e);
-        free(key);
+        kdi_free(key);
         KDI_TRY(st);
         KDI_TRY(next_or_end(j, '}', &more));
     }
@@ -394,9 +399,9 @@ static kd_status add_meta(kdi_st_file *f, int32_t *cap, char *k, char *v)
 {
     if (f->nmeta == *cap) {
         int32_t n = *cap ? 2 * *cap : 8;
-        char **nk = realloc(f->meta_keys, sizeof(char *) * (size_t)n);
+        char **nk = kdi_realloc(f->meta_keys, sizeof(char *) * (size_t)n);
         if (nk != NULL) f->meta_keys = nk;
-        char **nv = nk != NULL ? realloc(f->meta_values, sizeof(char *) * (size_t)n) : NULL;
+        char **nv = nk != NULL ? kdi_realloc(f->meta_values, sizeof(char *) * (size_t)n) : NULL;
         if (nv != NULL) f->meta_values = nv;
         if (nk == NULL || nv == NULL) return kdi_fail(KD_ERR_NOMEM, "cannot grow the metadata");
         *cap = n;
@@ -425,8 +430,8 @@ static kd_status parse_metadata(json *j, kdi_st_file *f)
         if (st == KD_OK) st = parse_string(j, &v);
         if (st == KD_OK) st = add_meta(f, &cap, k, v);
         if (st != KD_OK) {
-            free(k);
-            free(v);
+            kdi_free(k);
+            kdi_free(v);
             return st;
         }
         KDI_TRY(next_or_end(j, '}', &more));
@@ -464,14 +469,14 @@ static kd_status check_layout(kdi_st_file *f, range *r, int64_t data_size, const
         return kdi_fail(KD_ERR_FORMAT,
                         "%s: the tensors cover %lld data bytes but the file holds %lld", path,
                         (long long)at, (long long)data_size);
-    const char **names = malloc(sizeof *names * (size_t)(f->n > 0 ? f->n : 1)), *dup;
+    const char **names = kdi_malloc(sizeof *names * (size_t)(f->n > 0 ? f->n : 1)), *dup;
     if (names == NULL) return kdi_fail(KD_ERR_NOMEM, "cannot check the tensor names");
     for (int32_t i = 0; i < f->n; i++) names[i] = f->tensors[i].name;
     int d = find_duplicate(names, f->n, &dup);
     kd_status st = KD_OK;
     if (d < 0) st = kdi_fail(KD_ERR_NOMEM, "cannot check the tensor names");
     if (d > 0) st = kdi_fail(KD_ERR_FORMAT, "%s: tensor '%s' appears twice", path, dup);
-    free(names);
+    kdi_free(names);
     return st;
 }
 
@@ -486,9 +491,9 @@ static kd_status push_tensor(kdi_st_file *f, tensor_list *l, char *name)
     if (f->n == l->cap) {
         if (l->cap > INT32_MAX / 2) return kdi_fail(KD_ERR_FORMAT, "too many tensors");
         int32_t cap = l->cap ? 2 * l->cap : 16;
-        kdi_st_tensor *t = realloc(f->tensors, sizeof *t * (size_t)cap);
+        kdi_st_tensor *t = kdi_realloc(f->tensors, sizeof *t * (size_t)cap);
         if (t != NULL) f->tensors = t;
-        range *r = t != NULL ? realloc(l->r, sizeof *r * (size_t)cap) : NULL;
+        range *r = t != NULL ? kdi_realloc(l->r, sizeof *r * (size_t)cap) : NULL;
         if (r != NULL) l->r = r;
         if (t == NULL || r == NULL) return kdi_fail(KD_ERR_NOMEM, "cannot grow the tensor list");
         l->cap = cap;
@@ -509,14 +514,14 @@ static kd_status parse_item(json *j, kdi_st_file *f, tensor_list *l, int *seen_m
     KDI_TRY(parse_string(j, &name));
     kd_status st = expect(j, ':');
     if (st == KD_OK && strcmp(name, META_KEY) == 0) {
-        free(name);
+        kdi_free(name);
         if ((*seen_meta)++)
             return kdi_fail(KD_ERR_FORMAT, "%s: the header has two %s entries", j->path, META_KEY);
         return parse_metadata(j, f);
     }
     if (st == KD_OK) st = push_tensor(f, l, name);
     if (st != KD_OK) {
-        free(name);
+        kdi_free(name);
         return st;
     }
     return parse_tensor(j, &f->tensors[f->n - 1], &l->r[f->n - 1], data, data_size);
@@ -536,7 +541,7 @@ static kd_status parse_header(json *j, kdi_st_file *f, const unsigned char *data
     if (st == KD_OK && j->p != j->end)
         st = kdi_fail(KD_ERR_FORMAT, "%s: text after the header's JSON object", j->path);
     if (st == KD_OK) st = check_layout(f, l.r, data_size, j->path);
-    free(l.r);
+    kdi_free(l.r);
     return st;
 }
 
@@ -567,9 +572,12 @@ static kd_status load(const char *path, unsigned char **blob, int64_t *size, int
                       "%s: header length %llu does not fit the file (%lld bytes) or the limit of "
                       "%lld bytes",
                       path, (unsigned long long)n, (long long)sb.st_size, MAX_HEADER);
-    if (st == KD_OK && (uint64_t)sb.st_size >= SIZE_MAX)
-        st = kdi_fail(KD_ERR_NOMEM, "%s is too large for memory", path);
-    if (st == KD_OK && (b = malloc((size_t)sb.st_size)) == NULL)
+    int64_t limit = kdi_limit(KD_LIMIT_FILE_BYTES);
+    if (st == KD_OK && ((uint64_t)sb.st_size >= SIZE_MAX || (int64_t)sb.st_size > limit))
+        st = kdi_fail(KD_ERR_FORMAT,
+                      "%s holds %lld bytes, above the limit of %lld (KD_LIMIT_FILE_BYTES)", path,
+                      (long long)sb.st_size, (long long)limit);
+    if (st == KD_OK && (b = kdi_malloc((size_t)sb.st_size)) == NULL)
         st = kdi_fail(KD_ERR_NOMEM, "cannot allocate %lld bytes for %s", (long long)sb.st_size,
                       path);
     if (st == KD_OK) {
@@ -578,7 +586,7 @@ static kd_status load(const char *path, unsigned char **blob, int64_t *size, int
     }
     fclose(fp);
     if (st != KD_OK) {
-        free(b);
+        kdi_free(b);
         return st;
     }
     *blob = b;
@@ -628,15 +636,15 @@ const char *kdi_st_meta(const kdi_st_file *f, const char *key)
 void kdi_st_free(kdi_st_file *f)
 {
     if (f == NULL) return;
-    for (int32_t i = 0; i < f->n; i++) free((char *)f->tensors[i].name);
+    for (int32_t i = 0; i < f->n; i++) kdi_free((char *)f->tensors[i].name);
     for (int32_t i = 0; i < f->nmeta; i++) {
-        free(f->meta_keys[i]);
-        free(f->meta_values[i]);
+        kdi_free(f->meta_keys[i]);
+        kdi_free(f->meta_values[i]);
     }
-    free(f->tensors);
-    free(f->meta_keys);
-    free(f->meta_values);
-    free(f->storage);
+    kdi_free(f->tensors);
+    kdi_free(f->meta_keys);
+    kdi_free(f->meta_values);
+    kdi_free(f->storage);
     memset(f, 0, sizeof *f);
 }
 
@@ -680,11 +688,11 @@ static kd_status check_input(const kdi_st_tensor *ts, int32_t n, const char *con
         if (keys[i] == NULL || values[i] == NULL || !utf8_valid(keys[i], strlen(keys[i])) ||
             !utf8_valid(values[i], strlen(values[i])))
             return kdi_fail(KD_ERR_ARGUMENT, "metadata entry %d is NULL or not UTF-8", (int)i);
-    const char **names = malloc(sizeof *names * (size_t)(n > 0 ? n : 1)), *dup;
+    const char **names = kdi_malloc(sizeof *names * (size_t)(n > 0 ? n : 1)), *dup;
     if (names == NULL) return kdi_fail(KD_ERR_NOMEM, "cannot check the tensor names");
     for (int32_t i = 0; i < n; i++) names[i] = ts[i].name;
     int d = find_duplicate(names, n, &dup), dk = d == 0 ? find_duplicate(keys, nmeta, &dup) : 0;
-    free(names);
+    kdi_free(names);
     if (d < 0 || dk < 0) return kdi_fail(KD_ERR_NOMEM, "cannot check the names");
     if (d > 0 || dk > 0)
         return kdi_fail(KD_ERR_ARGUMENT, "%s '%s' appears twice", d ? "tensor" : "metadata key",
@@ -704,7 +712,7 @@ static void put(text *t, const char *s, size_t n)
     if (t->failed) return;
     if (t->len + n + 1 > t->cap) {
         size_t cap = (t->len + n + 1) * 2;
-        char *p = realloc(t->s, cap);
+        char *p = kdi_realloc(t->s, cap);
         if (p == NULL) {
             t->failed = 1;
             return;
@@ -829,6 +837,6 @@ kd_status kdi_st_write(const char *path, const kdi_st_tensor *ts, int32_t n,
     kd_status st = build_header(&h, ts, n, keys, values, nmeta);
     st_body body = {&h, ts, n};
     if (st == KD_OK) st = kdi_write_atomic(path, write_body, &body);
-    free(h.s);
+    kdi_free(h.s);
     return st;
 }

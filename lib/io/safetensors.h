@@ -42,8 +42,9 @@ const kdi_st_tensor *kdi_st_find(const kdi_st_file *f, const char *name);
 const char *kdi_st_meta(const kdi_st_file *f, const char *key); /* NULL when absent */
 void kdi_st_free(kdi_st_file *f);
 
-/* Writes F32, I32 and I64 tensors (in the given order) and metadata atomically: a temporary file beside path, fsync,
- * rename. On failure path is untouched and the temporary file removed. */
+/* Writes F32, I32 and I64 tensors (in the given order) and metadata atomically (io/atomic.h): a
+ * temporary file beside path, fsync, rename; stale temporary files of path removed first. On
+ * failure path is untouched and the temporary file removed. */
 kd_status kdi_st_write(const char *path, const kdi_st_tensor *tensors, int32_t n,
                        const char *const *meta_keys, const char *const *meta_values, int32_t nmeta);
 

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/alloc.h"
 #include "core/error.h"
 #include "core/tensor.h"
 #include "io/safetensors.h"
@@ -32,7 +33,7 @@ static int64_t dtype_size(kd_dtype d) { return d == KD_DTYPE_I64 ? 8 : 4; }
 static char *dup_str(const char *s)
 {
     size_t n = strlen(s) + 1;
-    char *o = malloc(n);
+    char *o = kdi_malloc(n);
     if (o != NULL) memcpy(o, s, n);
     return o;
 }
@@ -40,7 +41,7 @@ static char *dup_str(const char *s)
 kd_status kd_tensors_create(kd_tensors **out)
 {
     KDI_CHECK_NULL(out);
-    kd_tensors *t = calloc(1, sizeof *t);
+    kd_tensors *t = kdi_calloc(1, sizeof *t);
     if (t == NULL) return kdi_fail(KD_ERR_NOMEM, "cannot allocate a tensor set");
     *out = t;
     return KD_OK;
@@ -48,8 +49,8 @@ kd_status kd_tensors_create(kd_tensors **out)
 
 static void free_array(array *a)
 {
-    free(a->name);
-    kdi_free(a->data);
+    kdi_free(a->name);
+    kdi_free_floats(a->data);
 }
 
 void kd_tensors_destroy(kd_tensors *t)
@@ -57,13 +58,13 @@ void kd_tensors_destroy(kd_tensors *t)
     if (t == NULL) return;
     for (int32_t i = 0; i < t->n; i++) free_array(&t->a[i]);
     for (int32_t i = 0; i < t->nmeta; i++) {
-        free(t->keys[i]);
-        free(t->values[i]);
+        kdi_free(t->keys[i]);
+        kdi_free(t->values[i]);
     }
-    free(t->a);
-    free(t->keys);
-    free(t->values);
-    free(t);
+    kdi_free(t->a);
+    kdi_free(t->keys);
+    kdi_free(t->values);
+    kdi_free(t);
 }
 
 static int32_t find(const kd_tensors *t, const char *name)
@@ -120,7 +121,7 @@ static kd_status grow(kd_tensors *t)
     if (t->n < t->cap) return KD_OK;
     if (t->cap > INT32_MAX / 2) return kdi_fail(KD_ERR_ARGUMENT, "too many arrays in a set");
     int32_t cap = t->cap ? 2 * t->cap : 8;
-    array *a = realloc(t->a, sizeof *a * (size_t)cap);
+    array *a = kdi_realloc(t->a, sizeof *a * (size_t)cap);
     if (a == NULL) return kdi_fail(KD_ERR_NOMEM, "cannot grow the tensor set");
     t->a = a;
     t->cap = cap;
@@ -239,22 +240,22 @@ static kd_status set_meta(kd_tensors *t, const char *key, const char *value)
     if (v == NULL) return kdi_fail(KD_ERR_NOMEM, "cannot copy the value of metadata '%s'", key);
     int32_t i = find_meta(t, key);
     if (i >= 0) {
-        free(t->values[i]);
+        kdi_free(t->values[i]);
         t->values[i] = v;
         return KD_OK;
     }
     char *k = dup_str(key);
     if (k != NULL && t->nmeta == t->meta_cap) {
         int32_t cap = t->meta_cap ? 2 * t->meta_cap : 8;
-        char **nk = realloc(t->keys, sizeof *nk * (size_t)cap);
+        char **nk = kdi_realloc(t->keys, sizeof *nk * (size_t)cap);
         if (nk != NULL) t->keys = nk;
-        char **nv = nk != NULL ? realloc(t->values, sizeof *nv * (size_t)cap) : NULL;
+        char **nv = nk != NULL ? kdi_realloc(t->values, sizeof *nv * (size_t)cap) : NULL;
         if (nv != NULL) t->values = nv;
         if (nv != NULL) t->meta_cap = cap;
     }
     if (k == NULL || t->nmeta == t->meta_cap) {
-        free(k);
-        free(v);
+        kdi_free(k);
+        kdi_free(v);
         return kdi_fail(KD_ERR_NOMEM, "cannot add metadata '%s'", key);
     }
     t->keys[t->nmeta] = k;
@@ -303,7 +304,7 @@ kd_status kd_tensors_save(const kd_tensors *t, const char *path)
 {
     KDI_CHECK_NULL(t);
     KDI_CHECK_NULL(path);
-    kdi_st_tensor *st = calloc((size_t)(t->n > 0 ? t->n : 1), sizeof *st);
+    kdi_st_tensor *st = kdi_calloc((size_t)(t->n > 0 ? t->n : 1), sizeof *st);
     if (st == NULL) return kdi_fail(KD_ERR_NOMEM, "cannot allocate the tensor list");
     for (int32_t i = 0; i < t->n; i++) {
         const array *a = &t->a[i];
@@ -318,7 +319,7 @@ kd_status kd_tensors_save(const kd_tensors *t, const char *path)
     }
     kd_status s = kdi_st_write(path, st, t->n, (const char *const *)t->keys,
                                (const char *const *)t->values, t->nmeta);
-    free(st);
+    kdi_free(st);
     return s;
 }
 
@@ -349,7 +350,7 @@ kd_status kd_tensors_load(const char *path, kd_tensors **out)
     KDI_CHECK_NULL(out);
     kdi_st_file f;
     KDI_TRY(kdi_st_read(path, &f));
-    kd_tensors *t = calloc(1, sizeof *t);
+    kd_tensors *t = kdi_calloc(1, sizeof *t);
     kd_status st =
         t != NULL ? copy_file(&f, path, t) : kdi_fail(KD_ERR_NOMEM, "cannot allocate a tensor set");
     kdi_st_free(&f);

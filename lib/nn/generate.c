@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/alloc.h"
 #include "core/error.h"
 #include "core/rng.h"
 #include "nn/model.h"
@@ -116,9 +117,9 @@ kd_status kd_model_generate(kd_model *m, const int32_t *prompt, int64_t prompt_l
     KDI_CHECK_NULL(out);
     KDI_TRY(check_generate(m, prompt, prompt_len, count, temperature, top_k, top_p));
     int64_t v = m->seq.vocab;
-    float *z = malloc((size_t)v * sizeof *z);
-    ranked *r = malloc((size_t)v * sizeof *r);
-    int32_t *made = malloc((size_t)count * sizeof *made);
+    float *z = kdi_malloc((size_t)v * sizeof *z);
+    ranked *r = kdi_malloc((size_t)v * sizeof *r);
+    int32_t *made = kdi_malloc((size_t)count * sizeof *made);
     kd_status st = z == NULL || r == NULL || made == NULL
                        ? kdi_fail(KD_ERR_NOMEM, "cannot allocate %lld logits", (long long)v)
                        : KD_OK;
@@ -132,8 +133,8 @@ kd_status kd_model_generate(kd_model *m, const int32_t *prompt, int64_t prompt_l
     }
     /* out is written only on success. */
     if (st == KD_OK) memcpy(out, made, (size_t)count * sizeof *out);
-    free(z);
-    free(r);
-    free(made);
+    kdi_free(z);
+    kdi_free(r);
+    kdi_free(made);
     return st;
 }

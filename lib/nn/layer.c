@@ -6,14 +6,16 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/alloc.h"
 #include "core/error.h"
+#include "core/limits.h"
 #include "core/rng.h"
 
 kd_status kdi_param_list_push(kdi_param_list *list, const char *prefix, kdi_param *p)
 {
     if (list->n == list->cap) {
         int32_t cap = list->cap ? list->cap * 2 : 16;
-        kdi_named_param *items = realloc(list->items, (size_t)cap * sizeof *items);
+        kdi_named_param *items = kdi_realloc(list->items, (size_t)cap * sizeof *items);
         if (items == NULL) return kdi_fail(KD_ERR_NOMEM, "cannot grow the parameter list");
         list->items = items;
         list->cap = cap;
@@ -29,7 +31,7 @@ kd_status kdi_param_list_push(kdi_param_list *list, const char *prefix, kdi_para
 
 void kdi_param_list_free(kdi_param_list *list)
 {
-    free(list->items);
+    kdi_free(list->items);
     memset(list, 0, sizeof *list);
 }
 
@@ -47,14 +49,17 @@ kd_status kdi_layer_add_param(kdi_layer *l, const char *name, int trainable, int
                             name);
         p->dims[i] = dims[i];
     }
+    char what[96];
+    snprintf(what, sizeof what, "layer '%s': parameter '%s'", l->ops->kind, name);
+    KDI_TRY(kdi_budget_take(count, what));
     p->name = name;
     p->ndim = ndim;
     p->count = count;
     p->value = kdi_alloc_floats(count);
     p->grad = trainable ? kdi_alloc_floats(count) : NULL;
     if (p->value == NULL || (trainable && p->grad == NULL)) {
-        kdi_free(p->value);
-        kdi_free(p->grad);
+        kdi_free_floats(p->value);
+        kdi_free_floats(p->grad);
         return kdi_fail(KD_ERR_NOMEM, "cannot allocate parameter '%s'", name);
     }
     l->nparams++;
@@ -67,12 +72,12 @@ kd_status kdi_layer_set_spec(kdi_layer *l, const char *fmt, ...)
     va_start(ap, fmt);
     int len = vsnprintf(NULL, 0, fmt, ap);
     va_end(ap);
-    char *s = len >= 0 ? malloc((size_t)len + 1) : NULL;
+    char *s = len >= 0 ? kdi_malloc((size_t)len + 1) : NULL;
     if (s == NULL) return kdi_fail(KD_ERR_NOMEM, "cannot allocate a layer spec");
     va_start(ap, fmt);
     vsnprintf(s, (size_t)len + 1, fmt, ap);
     va_end(ap);
-    free(l->spec);
+    kdi_free(l->spec);
     l->spec = s;
     return KD_OK;
 }
@@ -81,11 +86,11 @@ void kdi_layer_free(kdi_layer *l)
 {
     if (l->ops != NULL && l->ops->destroy != NULL) l->ops->destroy(l);
     for (int i = 0; i < l->nparams; i++) {
-        kdi_free(l->params[i].value);
-        kdi_free(l->params[i].grad);
-        free(l->params[i].ivalue);
+        kdi_free_floats(l->params[i].value);
+        kdi_free_floats(l->params[i].grad);
+        kdi_free(l->params[i].ivalue);
     }
-    free(l->spec);
+    kdi_free(l->spec);
     memset(l, 0, sizeof *l);
 }
 

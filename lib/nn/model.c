@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/alloc.h"
 #include "core/error.h"
 #include "nn/layers/attention.h"
 
@@ -58,7 +59,7 @@ static kd_status body_of(const char *spec, char **body, input_kind *in)
     kd_status st = parse_input(parts[0], in);
     size_t len = 1;
     for (int32_t i = 1; i < n; i++) len += strlen(parts[i]) + 3;
-    char *out = st == KD_OK ? malloc(len) : NULL;
+    char *out = st == KD_OK ? kdi_malloc(len) : NULL;
     if (st == KD_OK && out == NULL) st = kdi_fail(KD_ERR_NOMEM, "cannot allocate the spec");
     if (st == KD_OK) {
         out[0] = '\0';
@@ -68,9 +69,9 @@ static kd_status body_of(const char *spec, char **body, input_kind *in)
         }
         if (n == 1) st = kdi_fail(KD_ERR_FORMAT, "the spec has no layer after 'input'");
     }
-    free(parts);
+    kdi_free(parts);
     if (st != KD_OK) {
-        free(out);
+        kdi_free(out);
         return st;
     }
     *body = out;
@@ -92,9 +93,9 @@ static char *canonical_spec(const kd_model *m)
     else
         snprintf(head, sizeof head, "input %lldx%lldx%lld", (long long)in.c, (long long)in.h,
                  (long long)in.w);
-    char *spec = malloc(strlen(head) + strlen(body) + 4);
+    char *spec = kdi_malloc(strlen(head) + strlen(body) + 4);
     if (spec != NULL) sprintf(spec, "%s | %s", head, body);
-    free(body);
+    kdi_free(body);
     return spec;
 }
 
@@ -105,15 +106,15 @@ kd_status kd_model_create(const char *spec, uint64_t seed, kd_model **out)
     char *body;
     input_kind in;
     KDI_TRY(body_of(spec, &body, &in));
-    kd_model *m = calloc(1, sizeof *m);
+    kd_model *m = kdi_calloc(1, sizeof *m);
     if (m == NULL) {
-        free(body);
+        kdi_free(body);
         return kdi_fail(KD_ERR_NOMEM, "cannot allocate a model");
     }
     kd_status st = kdi_seq_build_as(&m->seq, body, in.shape, in.seq, in.vocab, seed);
-    free(body);
+    kdi_free(body);
     if (st != KD_OK) {
-        free(m);
+        kdi_free(m);
         return st;
     }
     m->seed = seed;
@@ -137,8 +138,8 @@ void kd_model_destroy(kd_model *m)
     kdi_buf_free(&m->ids);
     kdi_buf_free(&m->eval);
     kdi_norm_free(&m->norm);
-    free(m->spec);
-    free(m);
+    kdi_free(m->spec);
+    kdi_free(m);
 }
 
 kd_status kd_model_clone(const kd_model *m, kd_model **out)

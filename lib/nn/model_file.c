@@ -3,7 +3,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/alloc.h"
 #include "core/error.h"
+#include "core/limits.h"
 #include "io/safetensors.h"
 #include "nn/model.h"
 
@@ -14,7 +16,7 @@ kd_status kd_model_save(const kd_model *m, const char *path)
     KDI_CHECK_NULL(m);
     KDI_CHECK_NULL(path);
     int32_t n = m->params.n;
-    kdi_st_tensor *t = calloc((size_t)(n > 0 ? n : 1), sizeof *t);
+    kdi_st_tensor *t = kdi_calloc((size_t)(n > 0 ? n : 1), sizeof *t);
     if (t == NULL) return kdi_fail(KD_ERR_NOMEM, "cannot allocate the tensor list");
     for (int32_t i = 0; i < n; i++) {
         const kdi_param *p = m->params.items[i].p;
@@ -41,9 +43,9 @@ kd_status kd_model_save(const kd_model *m, const char *path)
             st = kdi_fail(KD_ERR_NOMEM, "cannot format the normalisation");
     }
     if (st == KD_OK) st = kdi_st_write(path, t, n, keys, values, nmeta);
-    free(mean);
-    free(std);
-    free(t);
+    kdi_free(mean);
+    kdi_free(std);
+    kdi_free(t);
     return st;
 }
 
@@ -136,7 +138,20 @@ kd_status kd_model_load(const char *path, kd_model **out)
                       "%s has no '" SPEC_KEY "' metadata: create the model from its spec and call "
                       "kd_model_load_weights",
                       path);
-    if (st == KD_OK) st = kd_model_create(spec, 0, &m);
+    if (st == KD_OK) {
+        /* Every value of the model comes from the file, at 4 bytes or more each: a spec asking for
+         * more than the file's data can fill is refused before its layers allocate. */
+        int64_t bytes = 0;
+        for (int32_t i = 0; i < f.n; i++) bytes += f.tensors[i].nbytes;
+        kdi_budget_cap(bytes / 4 > 0 ? bytes / 4 : 1);
+        st = kd_model_create(spec, 0, &m);
+        kdi_budget_cap(0);
+        if (st == KD_ERR_FORMAT) {
+            char why[400];
+            snprintf(why, sizeof why, "%s", kd_last_error());
+            st = kdi_fail(st, "%s: %s", path, why);
+        }
+    }
     if (st == KD_OK) st = fill(m, &f, path);
     if (st == KD_OK)
         st = kdi_norm_parse(m, kdi_st_meta(&f, KDI_NORM_MEAN_KEY),

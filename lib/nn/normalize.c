@@ -7,13 +7,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/alloc.h"
 #include "core/error.h"
 #include "nn/model.h"
 
 void kdi_norm_free(kdi_norm *n)
 {
-    free(n->mean);
-    free(n->std);
+    kdi_free(n->mean);
+    kdi_free(n->std);
     kdi_buf_free(&n->buf);
     memset(n, 0, sizeof *n);
 }
@@ -23,18 +24,18 @@ static kd_status set(kd_model *m, const float *mean, const float *std, int64_t c
 {
     float *a = NULL, *b = NULL;
     if (channels > 0) {
-        a = malloc(sizeof *a * (size_t)channels);
-        b = malloc(sizeof *b * (size_t)channels);
+        a = kdi_malloc(sizeof *a * (size_t)channels);
+        b = kdi_malloc(sizeof *b * (size_t)channels);
         if (a == NULL || b == NULL) {
-            free(a);
-            free(b);
+            kdi_free(a);
+            kdi_free(b);
             return kdi_fail(KD_ERR_NOMEM, "cannot allocate the normalisation");
         }
         memcpy(a, mean, sizeof *a * (size_t)channels);
         memcpy(b, std, sizeof *b * (size_t)channels);
     }
-    free(m->norm.mean);
-    free(m->norm.std);
+    kdi_free(m->norm.mean);
+    kdi_free(m->norm.std);
     m->norm.mean = a;
     m->norm.std = b;
     m->norm.channels = channels;
@@ -136,7 +137,7 @@ static void host_numeric(locale_t c, locale_t old)
 char *kdi_norm_format(const float *v, int64_t n)
 {
     size_t cap = (size_t)n * 18 + 1;
-    char *s = malloc(cap), *p = s;
+    char *s = kdi_malloc(cap), *p = s;
     if (s == NULL) return NULL;
     s[0] = '\0';
     /* %.9g: every float32 reads back exactly. */
@@ -169,7 +170,7 @@ kd_status kdi_norm_parse(kd_model *m, const char *mean_s, const char *std_s, con
         return kdi_fail(KD_ERR_FORMAT,
                         "%s has only one of " KDI_NORM_MEAN_KEY " and " KDI_NORM_STD_KEY, path);
     int64_t max = m->seq.in.c > 0 ? m->seq.in.c : 1;
-    float *a = malloc(sizeof *a * (size_t)max), *b = malloc(sizeof *b * (size_t)max);
+    float *a = kdi_malloc(sizeof *a * (size_t)max), *b = kdi_malloc(sizeof *b * (size_t)max);
     kd_status st =
         a == NULL || b == NULL ? kdi_fail(KD_ERR_NOMEM, "cannot read normalisation") : KD_OK;
     locale_t old, c = c_numeric(&old);
@@ -187,7 +188,7 @@ kd_status kdi_norm_parse(kd_model *m, const char *mean_s, const char *std_s, con
         st = kdi_fail(KD_ERR_FORMAT, "%s: bad normalisation: %s", path, why);
     }
     if (st == KD_OK) st = set(m, a, b, na);
-    free(a);
-    free(b);
+    kdi_free(a);
+    kdi_free(b);
     return st;
 }

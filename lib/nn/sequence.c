@@ -1,10 +1,13 @@
 #include "nn/sequence.h"
 
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/alloc.h"
 #include "core/error.h"
+#include "core/limits.h"
 #include "core/rng.h"
 #include "kernels/kernels.h"
 
@@ -54,12 +57,41 @@ static kd_status build_layer(kdi_seq *s, int32_t i, char *text, kdi_shape in, in
     return KD_OK;
 }
 
+/* Every layer's kind is known: a typo late in a spec is refused before anything is allocated. */
+static kd_status check_kinds(char *const *parts, int32_t n)
+{
+    for (int32_t i = 0; i < n; i++) {
+        char kind[32];
+        size_t k = 0;
+        for (const char *p = parts[i];
+             *p != '\0' && *p != '(' && !isspace((unsigned char)*p) && k + 1 < sizeof kind; p++)
+            kind[k++] = (char)tolower((unsigned char)*p);
+        kind[k] = '\0';
+        if (kdi_layer_find(kind) == NULL)
+            return kdi_fail(KD_ERR_FORMAT, "layer %d: unknown kind '%s'", (int)i, kind);
+    }
+    return KD_OK;
+}
+
+/* Builds under the model's value budget (core/limits.h), shared with nested sequences. */
+static kd_status seq_build(kdi_seq *s, const char *spec, kdi_shape in, int32_t seq, int64_t vocab,
+                           uint64_t seed);
+
 kd_status kdi_seq_build(kdi_seq *s, const char *spec, kdi_shape in, uint64_t seed)
 {
     return kdi_seq_build_as(s, spec, in, 0, 0, seed);
 }
 
 kd_status kdi_seq_build_as(kdi_seq *s, const char *spec, kdi_shape in, int32_t seq, int64_t vocab,
+                           uint64_t seed)
+{
+    kdi_budget_enter();
+    kd_status st = seq_build(s, spec, in, seq, vocab, seed);
+    kdi_budget_leave();
+    return st;
+}
+
+static kd_status seq_build(kdi_seq *s, const char *spec, kdi_shape in, int32_t seq, int64_t vocab,
                            uint64_t seed)
 {
     memset(s, 0, sizeof *s);
@@ -70,10 +102,14 @@ kd_status kdi_seq_build_as(kdi_seq *s, const char *spec, kdi_shape in, int32_t s
     char **parts;
     int32_t n;
     KDI_TRY(kdi_spec_split(spec, &parts, &n));
-    s->layers = calloc((size_t)n, sizeof *s->layers);
-    s->acts = calloc((size_t)n, sizeof *s->acts);
-    s->extra_grad = calloc((size_t)n, sizeof *s->extra_grad);
-    s->has_extra = calloc((size_t)n, 1);
+    if (check_kinds(parts, n) != KD_OK) {
+        kdi_free(parts);
+        return KD_ERR_FORMAT;
+    }
+    s->layers = kdi_calloc((size_t)n, sizeof *s->layers);
+    s->acts = kdi_calloc((size_t)n, sizeof *s->acts);
+    s->extra_grad = kdi_calloc((size_t)n, sizeof *s->extra_grad);
+    s->has_extra = kdi_calloc((size_t)n, 1);
     kd_status st = KD_OK;
     if (s->layers == NULL || s->acts == NULL || s->extra_grad == NULL || s->has_extra == NULL)
         st = kdi_fail(KD_ERR_NOMEM, "cannot allocate %d layers", (int)n);
@@ -87,7 +123,7 @@ kd_status kdi_seq_build_as(kdi_seq *s, const char *spec, kdi_shape in, int32_t s
             cur_seq = s->layers[i].seq > 0;
         }
     }
-    free(parts);
+    kdi_free(parts);
     if (st != KD_OK) {
         kdi_seq_free(s);
         return st;
@@ -104,10 +140,10 @@ void kdi_seq_free(kdi_seq *s)
         kdi_buf_free(&s->acts[i]);
         kdi_buf_free(&s->extra_grad[i]);
     }
-    free(s->layers);
-    free(s->acts);
-    free(s->extra_grad);
-    free(s->has_extra);
+    kdi_free(s->layers);
+    kdi_free(s->acts);
+    kdi_free(s->extra_grad);
+    kdi_free(s->has_extra);
     kdi_buf_free(&s->grad[0]);
     kdi_buf_free(&s->grad[1]);
     kdi_buf_free(&s->row[0]);
@@ -281,7 +317,7 @@ char *kdi_seq_spec(const kdi_seq *s)
 {
     size_t len = 1;
     for (int32_t i = 0; i < s->n; i++) len += strlen(s->layers[i].spec) + 3;
-    char *out = malloc(len);
+    char *out = kdi_malloc(len);
     if (out == NULL) return NULL;
     out[0] = '\0';
     for (int32_t i = 0; i < s->n; i++) {

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/alloc.h"
 #include "core/error.h"
 #include "core/tensor.h"
 
@@ -35,7 +36,7 @@ kd_status kdi_spec_split(const char *spec, char ***parts, int32_t *n)
     if (depth != 0) return kdi_fail(KD_ERR_FORMAT, "spec has an unclosed '('");
     /* One block: the pointer array, then a copy of the text cut at the separators. */
     size_t bytes = (size_t)count * sizeof(char *) + len + 1;
-    char **arr = malloc(bytes);
+    char **arr = kdi_malloc(bytes);
     if (arr == NULL) return kdi_fail(KD_ERR_NOMEM, "cannot allocate the spec");
     char *text = (char *)(arr + count);
     memcpy(text, spec, len + 1);
@@ -50,7 +51,7 @@ kd_status kdi_spec_split(const char *spec, char ***parts, int32_t *n)
             *p = '\0';
             arr[k] = trim(start);
             if (arr[k][0] == '\0') {
-                free(arr);
+                kdi_free(arr);
                 return kdi_fail(KD_ERR_FORMAT, "spec has an empty layer (layer %d)", (int)k);
             }
             k++;

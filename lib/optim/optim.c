@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/alloc.h"
 #include "core/error.h"
 #include "kernels/kernels.h"
 
@@ -362,7 +363,7 @@ static kd_status alloc_state(kd_optimizer *o)
     int32_t ns = o->ops->nstate;
     o->nparams = pl->n;
     o->state =
-        calloc((size_t)(pl->n > 0 ? pl->n : 1) * (size_t)(ns > 0 ? ns : 1), sizeof *o->state);
+        kdi_calloc((size_t)(pl->n > 0 ? pl->n : 1) * (size_t)(ns > 0 ? ns : 1), sizeof *o->state);
     if (o->state == NULL) return kdi_fail(KD_ERR_NOMEM, "cannot allocate the optimizer state");
     for (int32_t i = 0; i < pl->n; i++) {
         const kdi_param *p = pl->items[i].p;
@@ -386,7 +387,7 @@ kd_status kd_optimizer_create(kd_optimizer_kind kind, kd_model *m, kd_optimizer 
     }
     if (ops == NULL)
         return kdi_fail(KD_ERR_ARGUMENT, "optimizer kind %d is not a kd_optimizer_kind", (int)kind);
-    kd_optimizer *o = calloc(1, sizeof *o);
+    kd_optimizer *o = kdi_calloc(1, sizeof *o);
     if (o == NULL) return kdi_fail(KD_ERR_NOMEM, "cannot allocate an optimizer");
     o->kind = kind;
     o->ops = ops;
@@ -413,9 +414,9 @@ void kd_optimizer_destroy(kd_optimizer *o)
 {
     if (o == NULL) return;
     for (int32_t i = 0; o->state != NULL && i < o->nparams * o->ops->nstate; i++)
-        kdi_free(o->state[i]);
-    free(o->state);
-    free(o);
+        kdi_free_floats(o->state[i]);
+    kdi_free(o->state);
+    kdi_free(o);
 }
 
 /* The sum of every squared gradient; fails when it is not finite. Squares of floats cannot

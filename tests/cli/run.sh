@@ -214,9 +214,19 @@ while [ ! -e "$TMP/tck" ] && [ $i -lt 600 ]; do
 done
 kill -9 "$pid" 2>/dev/null
 wait "$pid" 2>/dev/null
+# What a kill during a save leaves: the library's temporary file and the tool's sidecar one (of a
+# process that is gone). --resume removes both; a live process's file stays.
+dead=$(sh -c 'echo $$')
+printf partial >"$TMP/tck.tmp.Ab12Cd"
+touch -d '1 hour ago' "$TMP/tck.tmp.Ab12Cd"
+printf partial >"$TMP/tck.run.tmp.$dead"
+printf partial >"$TMP/tck.run.tmp.1"
 expect "--resume after SIGKILL" 0 "saved" \
     "$KD" $TRAINRUN --out "$TMP/tkill.safetensors" --checkpoint "$TMP/tck" --resume
 check "killed and resumed model is byte-identical" cmp -s "$TMP/tfull.safetensors" "$TMP/tkill.safetensors"
+check "--resume removed the killed save's temporary file" [ ! -e "$TMP/tck.tmp.Ab12Cd" ]
+check "--resume removed the killed run's sidecar temporary file" [ ! -e "$TMP/tck.run.tmp.$dead" ]
+check "a live process's temporary file stays" [ -e "$TMP/tck.run.tmp.1" ]
 
 echo "$passed passed, $failed failed, $skipped skipped"
 [ "$failed" -eq 0 ]

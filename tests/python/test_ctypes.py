@@ -43,6 +43,23 @@ class Versions(unittest.TestCase):
         self.assertIn(kd.lib().kd_kernels_name().decode(), ("ref", "avx2", "avx512"))
 
 
+class Limits(unittest.TestCase):
+    def test_a_spec_over_the_budget_is_refused(self):
+        old = kd.get_limit(kd.LIMIT_MODEL_VALUES)
+        kd.set_limit(kd.LIMIT_MODEL_VALUES, 100)
+        try:
+            with self.assertRaises(kd.KdError) as e:
+                kd.Model("input 10 | dense 10", seed=1)
+            self.assertEqual(e.exception.status, kd.ERR_FORMAT)
+        finally:
+            kd.set_limit(kd.LIMIT_MODEL_VALUES, old)
+        self.assertEqual(kd.get_limit(kd.LIMIT_MODEL_VALUES), old)
+
+    def test_libc_allocator_again(self):
+        kd.set_allocator()  # back to libc's, as it already is
+        kd.Model("input 4 | dense 2", seed=1).close()
+
+
 class Distillation(unittest.TestCase):
     def setUp(self):
         self.teacher = kd.Model("input %d | dense 32 | relu | dense %d" % (IN, CLASSES), seed=1)

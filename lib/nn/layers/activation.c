@@ -2,6 +2,7 @@
  * parameter-free, so they share one create path. */
 #include <stdlib.h>
 
+#include "core/alloc.h"
 #include "core/error.h"
 #include "kernels/kernels.h"
 #include "nn/layers/layers.h"
@@ -37,7 +38,7 @@ static kd_status leaky_bwd(kdi_layer *l, const float *x, const float *y, const f
     if (dx != NULL) kdi_kernels_get()->leaky_relu_bwd(dx, x, dy, count(l, b), slope_of(l));
     return KD_OK;
 }
-static void leaky_destroy(kdi_layer *l) { free(l->priv); }
+static void leaky_destroy(kdi_layer *l) { kdi_free(l->priv); }
 
 static kd_status gelu_fwd(kdi_layer *l, const float *x, float *y, int64_t b, int t)
 {
@@ -125,7 +126,7 @@ kd_status kdi_leakyrelu_create(const kdi_args *a, kdi_shape in, uint64_t seed, k
     float slope;
     KDI_TRY(kdi_args_check(a, 1, keys, 0));
     KDI_TRY(kdi_args_float(a, 0, "slope", 1, 0.01f, -1e3f, 1e3f, &slope));
-    float *p = malloc(sizeof *p);
+    float *p = kdi_malloc(sizeof *p);
     if (p == NULL) return kdi_fail(KD_ERR_NOMEM, "cannot allocate a leakyrelu layer");
     *p = slope;
     l->ops = &leaky_ops;

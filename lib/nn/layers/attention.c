@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/alloc.h"
 #include "core/error.h"
 #include "core/rng.h"
 #include "kernels/kernels.h"
@@ -188,7 +189,7 @@ static void att_destroy(kdi_layer *l)
     kdi_buf *bufs[] = {&a->qkv, &a->probs, &a->dropped, &a->mask,  &a->o,
                        &a->d_o, &a->dqkv,  &a->scratch, &a->extra, &a->cache};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) kdi_buf_free(bufs[i]);
-    free(a);
+    kdi_free(a);
 }
 
 static const kdi_layer_ops att_ops = {.kind = "attention",
@@ -247,7 +248,7 @@ kd_status kdi_attention_create(const kdi_args *args, kdi_shape in, uint64_t seed
     if (d % heads != 0)
         return kdi_fail(KD_ERR_SHAPE, "attention: %lld heads do not divide the width %lld",
                         (long long)heads, (long long)d);
-    attention *a = calloc(1, sizeof *a);
+    attention *a = kdi_calloc(1, sizeof *a);
     if (a == NULL) return kdi_fail(KD_ERR_NOMEM, "cannot allocate an attention layer");
     a->heads = heads;
     a->t = in.c;

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "core/alloc.h"
 #include "core/error.h"
 #include "kernels/kernels.h"
 #include "nn/layers/layers.h"
@@ -116,8 +117,8 @@ static void bn_destroy(kdi_layer *l)
     bn *b = l->priv;
     if (b == NULL) return;
     kdi_buf_free(&b->xhat);
-    free(b->inv_std);
-    free(b);
+    kdi_free(b->inv_std);
+    kdi_free(b);
 }
 
 static const kdi_layer_ops bn_ops = {.kind = "bn",
@@ -131,7 +132,7 @@ kd_status kdi_bn_create(const kdi_args *a, kdi_shape in, uint64_t seed, kdi_laye
 {
     (void)seed;
     static const char *const keys[] = {"eps", "momentum", NULL};
-    bn *b = calloc(1, sizeof *b);
+    bn *b = kdi_calloc(1, sizeof *b);
     if (b == NULL) return kdi_fail(KD_ERR_NOMEM, "cannot allocate a bn layer");
     l->ops = &bn_ops;
     l->priv = b;
@@ -140,15 +141,16 @@ kd_status kdi_bn_create(const kdi_args *a, kdi_shape in, uint64_t seed, kdi_laye
     KDI_TRY(kdi_args_float(a, -1, "momentum", 1, 0.1f, 0.0f, 1.0f, &b->momentum));
     l->in = l->out = in;
     int64_t dims[1] = {in.c};
-    b->inv_std = calloc((size_t)in.c, sizeof(float));
-    if (b->inv_std == NULL) return kdi_fail(KD_ERR_NOMEM, "cannot allocate a bn layer");
+    /* The parameters first: they pass the model's budget before anything of in.c is allocated. */
     KDI_TRY(kdi_layer_add_param(l, "weight", 1, 1, dims));
     KDI_TRY(kdi_layer_add_param(l, "bias", 1, 1, dims));
     KDI_TRY(kdi_layer_add_param(l, "running_mean", 0, 1, dims));
     KDI_TRY(kdi_layer_add_param(l, "running_var", 0, 1, dims));
+    b->inv_std = kdi_calloc((size_t)in.c, sizeof(float));
+    if (b->inv_std == NULL) return kdi_fail(KD_ERR_NOMEM, "cannot allocate a bn layer");
     for (int64_t c = 0; c < in.c; c++) l->params[0].value[c] = l->params[3].value[c] = 1.0f;
     /* Last, so no failure above can leave it unowned: from here the layer's params free it. */
-    int64_t *tracked = calloc(1, sizeof(int64_t));
+    int64_t *tracked = kdi_calloc(1, sizeof(int64_t));
     if (tracked == NULL) return kdi_fail(KD_ERR_NOMEM, "cannot allocate a bn layer");
     /* num_batches_tracked: an int64 scalar, shape [] in PyTorch's state dict */
     kdi_param *t = &l->params[l->nparams++];

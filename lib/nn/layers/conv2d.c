@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/alloc.h"
 #include "core/error.h"
 #include "core/rng.h"
 #include "kernels/kernels.h"
@@ -388,7 +389,7 @@ static void conv_destroy(kdi_layer *l)
     if (cv == NULL) return;
     kdi_buf_free(&cv->cols);
     kdi_buf_free(&cv->out);
-    free(cv);
+    kdi_free(cv);
 }
 
 static const kdi_layer_ops conv_ops = {.kind = "conv",
@@ -441,7 +442,7 @@ static kd_status conv_spec(kdi_layer *l, int64_t out)
 kd_status kdi_conv_create(const kdi_args *a, kdi_shape in, uint64_t seed, kdi_layer *l)
 {
     int64_t out;
-    conv *cv = calloc(1, sizeof *cv);
+    conv *cv = kdi_calloc(1, sizeof *cv);
     if (cv == NULL) return kdi_fail(KD_ERR_NOMEM, "cannot allocate a conv layer");
     l->ops = &conv_ops;
     l->priv = cv;

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/alloc.h"
 #include "core/error.h"
 #include "core/rng.h"
 #include "kernels/kernels.h"
@@ -54,7 +55,7 @@ static void dropout_destroy(kdi_layer *l)
 {
     dropout *d = l->priv;
     if (d != NULL) kdi_buf_free(&d->mask);
-    free(d);
+    kdi_free(d);
 }
 
 static const kdi_layer_ops dropout_ops = {.kind = "dropout",
@@ -69,7 +70,7 @@ kd_status kdi_dropout_create(const kdi_args *a, kdi_shape in, uint64_t seed, kdi
     float p;
     KDI_TRY(kdi_args_check(a, 1, keys, 0));
     KDI_TRY(kdi_args_float(a, 0, "p", 1, 0.5f, 0.0f, 0.99f, &p));
-    dropout *d = calloc(1, sizeof *d);
+    dropout *d = kdi_calloc(1, sizeof *d);
     if (d == NULL) return kdi_fail(KD_ERR_NOMEM, "cannot allocate a dropout layer");
     d->p = p;
     kdi_rng_seed(&d->rng, seed);

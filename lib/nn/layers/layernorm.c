@@ -5,6 +5,7 @@
 #include <math.h>
 #include <stdlib.h>
 
+#include "core/alloc.h"
 #include "core/error.h"
 #include "nn/layers/layers.h"
 
@@ -77,7 +78,7 @@ static void ln_destroy(kdi_layer *l)
     if (p == NULL) return;
     kdi_buf_free(&p->xhat);
     kdi_buf_free(&p->inv_std);
-    free(p);
+    kdi_free(p);
 }
 
 static const kdi_layer_ops ln_ops = {.kind = "layernorm",
@@ -90,7 +91,7 @@ kd_status kdi_layernorm_create(const kdi_args *a, kdi_shape in, uint64_t seed, k
 {
     (void)seed;
     static const char *const keys[] = {"eps", NULL};
-    ln *p = calloc(1, sizeof *p);
+    ln *p = kdi_calloc(1, sizeof *p);
     if (p == NULL) return kdi_fail(KD_ERR_NOMEM, "cannot allocate a layernorm layer");
     l->ops = &ln_ops;
     l->priv = p;

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/alloc.h"
 #include "core/error.h"
 #include "nn/layers/layers.h"
 
@@ -78,7 +79,7 @@ static void pool_destroy(kdi_layer *l)
 {
     pool *p = l->priv;
     if (p != NULL) kdi_buf_free(&p->argmax);
-    free(p);
+    kdi_free(p);
 }
 
 static const kdi_layer_ops maxpool_ops = {.kind = "maxpool",
@@ -101,7 +102,7 @@ static kd_status make(const kdi_args *a, kdi_shape in, kdi_layer *l, const kdi_l
                       int max, int global)
 {
     static const char *const keys[] = {"k", "stride", NULL};
-    pool *p = calloc(1, sizeof *p);
+    pool *p = kdi_calloc(1, sizeof *p);
     if (p == NULL) return kdi_fail(KD_ERR_NOMEM, "cannot allocate a pooling layer");
     l->ops = ops;
     l->priv = p;

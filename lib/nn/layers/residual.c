@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/alloc.h"
 #include "core/error.h"
 #include "core/rng.h"
 #include "kernels/kernels.h"
@@ -97,7 +98,7 @@ static void res_destroy(kdi_layer *l)
     kdi_seq_free(&r->body);
     kdi_seq_free(&r->shortcut);
     kdi_buf_free(&r->dx);
-    free(r);
+    kdi_free(r);
 }
 
 static const kdi_layer_ops res_ops = {.kind = "residual",
@@ -120,14 +121,14 @@ static kd_status res_spec(kdi_layer *l)
                        ? kdi_fail(KD_ERR_NOMEM, "cannot allocate a residual spec")
                    : cut != NULL ? kdi_layer_set_spec(l, "residual(%s)(%s)", body, cut)
                                  : kdi_layer_set_spec(l, "residual(%s)", body);
-    free(body);
-    free(cut);
+    kdi_free(body);
+    kdi_free(cut);
     return st;
 }
 
 kd_status kdi_residual_create(const kdi_args *a, kdi_shape in, uint64_t seed, kdi_layer *l)
 {
-    residual *r = calloc(1, sizeof *r);
+    residual *r = kdi_calloc(1, sizeof *r);
     if (r == NULL) return kdi_fail(KD_ERR_NOMEM, "cannot allocate a residual layer");
     l->ops = &res_ops;
     l->priv = r;

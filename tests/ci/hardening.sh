@@ -1,0 +1,40 @@
+#!/bin/sh
+# The hardening jobs of CI, run by .ci/run after README's test command (which built ./build):
+#   1. the whole suite under AddressSanitizer + UndefinedBehaviorSanitizer (clang), leaks included;
+#   2. every libFuzzer target for a bounded time from its seeds (tests/fuzz/run.sh), from the same
+#      build (-DKD_FUZZ=ON);
+#   3. two trainers on two threads under ThreadSanitizer (tests/test_threads.c);
+#   4. SIGKILL of `kd train --checkpoint` and --resume (tests/ci/crash_resume.sh), on ./build's kd.
+# Bounded: about 8 minutes on 2 cores. KD_FUZZ_SECONDS (default 15, per target) and KD_KILLS
+# (default 6) adjust the two open-ended jobs.
+#   usage: tests/ci/hardening.sh            (from anywhere; builds under ./build-asan, ./build-tsan)
+set -eu
+top=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$top"
+export OPENBLAS_NUM_THREADS=1
+export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1
+export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
+step() { echo; echo "=== hardening: $* ($(date -u +%H:%M:%S))"; }
+
+step "ASan + UBSan build (with the fuzz targets)"
+CC=clang CXX=clang++ cmake -S . -B build-asan -DKD_SANITIZE=address,undefined -DKD_FUZZ=ON \
+    -DKD_BUILD_EXAMPLES=OFF -DKD_BUILD_BENCH=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake --build build-asan -j2 >/dev/null
+step "the suite under ASan + UBSan"
+# Not here: python (a sanitized library in an unsanitized interpreter), abi (the normal build's
+# job) and consumer (links an unsanitized program against the sanitized library).
+ctest --test-dir build-asan -j2 --output-on-failure -E '^(python|abi|consumer)$'
+
+step "fuzzing, ${KD_FUZZ_SECONDS:-15} s a target"
+tests/fuzz/run.sh build-asan "${KD_FUZZ_SECONDS:-15}"
+
+step "ThreadSanitizer: two trainers on two threads"
+CC=clang CXX=clang++ cmake -S . -B build-tsan -DKD_SANITIZE=thread -DKD_BUILD_EXAMPLES=OFF \
+    -DKD_BUILD_BENCH=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake --build build-tsan -j2 --target test_threads >/dev/null
+build-tsan/tests/test_threads
+
+step "crash safety: SIGKILL and --resume"
+tests/ci/crash_resume.sh "$top/build/kd" "$top/tests/data" "${KD_KILLS:-6}"
+step "done"
