@@ -182,7 +182,10 @@ KD_API kd_status kd_model_attention_backward(kd_model *m, int32_t k, const float
 /* ---------------------------------------------------------------- the teachers' knowledge */
 
 /* probs[batch, classes] = sum_i w_i softmax(teacher_i(x) / T) / sum_i w_i, teachers in eval mode.
- * weights may be NULL (equal weights). All teachers must share input and output sizes. */
+ * weights may be NULL (equal weights). All teachers must share input and output sizes, and token
+ * models one vocabulary (KD_ERR_SHAPE). For a model whose output is a sequence (a language model:
+ * "tokens V T | ... | lmhead V") the softmax is per position: x holds the ids [batch, T] as floats
+ * and probs is [batch * T, V], one distribution a token (the same memory as [batch, T * V]). */
 KD_API kd_status kd_teacher_soft_targets(kd_model *const *teachers, const float *weights, int32_t n,
                                          const float *x, int64_t batch, float temperature,
                                          float *probs);
@@ -410,12 +413,22 @@ typedef struct kd_trainer kd_trainer;
 KD_API kd_status kd_trainer_create(kd_model *student, kd_loss *loss, kd_optimizer *opt,
                                    kd_trainer **out);
 KD_API void kd_trainer_destroy(kd_trainer *t);
-/* Adds a borrowed teacher with an ensemble weight > 0. */
+/* Adds a borrowed teacher with an ensemble weight > 0. Its input size, token vocabulary (if any)
+ * and output (rows and classes a row, see kd_trainer_step) must be the student's (KD_ERR_SHAPE,
+ * nothing added). */
 KD_API kd_status kd_trainer_add_teacher(kd_trainer *t, kd_model *teacher, float weight);
 /* One step: soft targets (from teacher_logits, [teachers][batch][classes] cached logits, or, when
  * NULL, from running the teachers), student forward, loss, backward, optimizer step. With no
  * teacher and teacher_logits NULL, only the hard term is possible (alpha must be 0). *loss gets the
- * total; kd_loss_value gives the parts. */
+ * total; kd_loss_value gives the parts.
+ * Language models (any student whose output is a sequence [T, V], e.g. "tokens V T | ... |
+ * lmhead V"): the loss sees batch * T rows of V classes, one a token, as kd_loss_forward on
+ * [batch * T, V] would: x is the ids [batch, T] as floats (whole numbers in 0..V-1), labels int32
+ * [batch * T] (the next tokens, kd_text_batch's targets; -1 marks a token without a label: with
+ * KD_LOSS_MASK_UNLABELLED 1, the token-level kinds' default, it is padding and adds nothing),
+ * teacher_logits [teachers][batch * T][V], and the soft targets are softmax per token at the
+ * loss's temperature. Teachers must read the same vocabulary and length and give V classes a
+ * token too (kd_trainer_add_teacher refuses others with KD_ERR_SHAPE). */
 KD_API kd_status kd_trainer_step(kd_trainer *t, const float *x, const int32_t *labels,
                                  const float *teacher_logits, int64_t batch, float *loss);
 

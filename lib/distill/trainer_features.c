@@ -226,7 +226,7 @@ kd_status kdi_trainer_features_check_size(const kd_trainer *t, int64_t batch)
 kd_status kdi_trainer_mean_logits(kd_trainer *t, const float *x, const float *cached, int64_t batch,
                                   const float **out)
 {
-    int64_t count = batch * t->classes;
+    int64_t count = batch * t->rows * t->classes;
     int32_t n = kdi_trainer_cached_teachers(t);
     if (cached == NULL && t->nteachers == 0)
         return kdi_fail(KD_ERR_STATE,
@@ -263,7 +263,7 @@ static kd_status run_teacher(kd_trainer *t, const float *x, int64_t batch, int32
     if (t->teachers_ran) return KD_OK;
     for (int32_t j = 0; j < k; j++)
         if (t->terms[j].teacher == i) return KD_OK;
-    KDI_TRY(kdi_buf_reserve(&t->tlogits, batch * t->classes));
+    KDI_TRY(kdi_buf_reserve(&t->tlogits, batch * t->rows * t->classes));
     return kdi_model_predict(t->teachers[i], x, batch, t->tlogits.data);
 }
 
