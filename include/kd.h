@@ -474,7 +474,8 @@ typedef enum kd_feature_loss_kind {
     KD_FEATURE_PKT = 4,
     /* Cosine embedding (DistilBERT, Sanh et al. 2019): mean over the batch of 1 - cos(s, t),
      * cos = <s, t> / sqrt((|s|^2 + 1e-12)(|t|^2 + 1e-12)) as PyTorch's cosine_embedding_loss;
-     * equal sizes. */
+     * equal sizes. For DistilBERT's per-token loss on hidden states [batch, T, d], pass batch * T
+     * rows of d (the trainer's feature terms do so on sequence layers). */
     KD_FEATURE_COSINE = 5,
     /* Self-attention distribution transfer (MiniLM, Wang et al. 2020, their L_AT): on attention
      * probabilities [batch, H, T, T] (kd_model_attention; pass c = H, h = w = T), the mean over
@@ -513,6 +514,12 @@ KD_API kd_status kd_feature_loss_backward(kd_feature_loss *l, float *grad_studen
  * student layer's shape is put in front); it is initialised from the student's seed and k, and
  * trained with the student's optimizer kind and options (learning rate and schedule included)
  * in an optimizer of its own. The loss handle is borrowed (it may serve several terms).
+ * Sequence layers ([batch, T, d]: after embed, attention, a transformer block): "sequence T d" is
+ * put in front of the regressor's spec, so "dense D" is a learned projection of each token
+ * (nn.Linear(d, D) on the last axis, as TinyBERT's W_h), not of the whole sequence; and a
+ * pointwise loss (KD_FEATURE_HINT, KD_FEATURE_COSINE) between two sequences of the same T compares
+ * token by token, its batch the batch * T tokens: the cosine term is DistilBERT's hidden-state
+ * loss, the mean over tokens of 1 - cos(s_token, t_token). Other kinds see one row an example.
  * A step runs every teacher a term names, even when teacher_logits are given (those still give
  * the soft targets): features cannot be cached. Regressors are in kd_trainer_save's file. */
 KD_API kd_status kd_trainer_add_feature_loss(kd_trainer *t, kd_feature_loss *loss,

@@ -240,6 +240,86 @@ START_TEST(mismatch_refused)
 }
 END_TEST
 
+/* Hidden-state distillation (DistilBERT): a cosine term between the student's block output [T, 4],
+ * projected token by token by a "dense 8" regressor, and the teacher's [T, 8]: the term is the mean
+ * over the batch's tokens of 1 - cos, and training on it alone (FitNets' first stage) lowers it. */
+START_TEST(hidden_state_cosine)
+{
+    kd_model *teacher = model(TEACHER, 3), *s = model(STUDENT, 4), *r;
+    kd_loss *l = make_loss(KD_LOSS_HINTON, 1.0f, 0.5f);
+    kd_feature_loss *cos;
+    kd_optimizer *o;
+    kd_trainer *tr;
+    ck_assert_int_eq(kd_feature_loss_create(KD_FEATURE_COSINE, &cos), KD_OK);
+    ck_assert_int_eq(kd_optimizer_create(KD_OPTIMIZER_ADAM, s, &o), KD_OK);
+    ck_assert_int_eq(kd_optimizer_set_float(o, KD_OPT_LEARNING_RATE, 0.02f), KD_OK);
+    ck_assert_int_eq(kd_trainer_create(s, l, o, &tr), KD_OK);
+    ck_assert_int_eq(kd_trainer_add_teacher(tr, teacher, 1.0f), KD_OK);
+    ck_assert_int_eq(kd_trainer_add_feature_loss(tr, cos, 2, 0, 3, "dense 8", 2.0f), KD_OK);
+    ck_assert_int_eq(kd_trainer_regressor(tr, 0, &r), KD_OK);
+    ck_assert_str_eq(kd_model_spec(r), "sequence 5 4 | dense 8");
+    int64_t params;
+    ck_assert_int_eq(kd_model_param_count(r, &params), KD_OK);
+    ck_assert_int_eq(params, 8 * 4 + 8); /* one projection shared by the tokens */
+
+    /* By hand, before the step: regressor(student layer 2) against teacher layer 3, token by
+     * token. */
+    float x[ROWS], z[ROWS * V], proj[ROWS * 8], v = 0.0f, term = 0.0f, direct = 0.0f;
+    int32_t ids[ROWS], y[ROWS];
+    const float *sf, *tf;
+    int64_t c, h, w;
+    make_data(5, x, ids, y);
+    ck_assert_int_eq(kd_model_predict_tokens(s, ids, B, z), KD_OK);
+    ck_assert_int_eq(kd_model_feature(s, 2, &sf, NULL, &c, &h, &w), KD_OK);
+    ck_assert(c == T && h == 4 && w == 1);
+    ck_assert_int_eq(kd_model_predict(r, sf, B, proj), KD_OK);
+    ck_assert_int_eq(kd_model_predict_tokens(teacher, ids, B, z), KD_OK);
+    ck_assert_int_eq(kd_model_feature(teacher, 3, &tf, NULL, &c, &h, &w), KD_OK);
+    ck_assert(c == T && h == 8 && w == 1);
+    double want = 0.0;
+    for (int i = 0; i < ROWS; i++) {
+        double dot = 0.0, ss = 1e-12, tt = 1e-12;
+        for (int j = 0; j < 8; j++) {
+            dot += (double)proj[i * 8 + j] * tf[i * 8 + j];
+            ss += (double)proj[i * 8 + j] * proj[i * 8 + j];
+            tt += (double)tf[i * 8 + j] * tf[i * 8 + j];
+        }
+        want += 1.0 - dot / sqrt(ss * tt);
+    }
+    want = 2.0 * want / ROWS;
+    kd_feature_loss *c2;
+    ck_assert_int_eq(kd_feature_loss_create(KD_FEATURE_COSINE, &c2), KD_OK);
+    ck_assert_int_eq(kd_feature_loss_forward(c2, proj, 8, 1, 1, tf, 8, 1, 1, ROWS, &direct), KD_OK);
+    kd_feature_loss_destroy(c2);
+    ck_assert_msg(fabs(2.0 * direct - want) < 1e-5, "%g vs %g", 2.0 * direct, want);
+
+    ck_assert_int_eq(kd_trainer_set_int(tr, KD_TRAINER_HINT_ONLY, 1), KD_OK);
+    ck_assert_int_eq(kd_trainer_step(tr, x, y, NULL, B, &v), KD_OK);
+    ck_assert_int_eq(kd_trainer_feature_value(tr, 0, &term), KD_OK);
+    ck_assert_msg(fabs(term - want) < 1e-5 * (1.0 + want), "term %g, by hand %g", (double)term,
+                  want);
+    ck_assert_msg(fabsf(v - term) < 1e-6f, "hint-only loss %g is the term %g", (double)v,
+                  (double)term);
+    for (int i = 0; i < 80; i++) ck_assert_int_eq(kd_trainer_step(tr, x, y, NULL, B, &v), KD_OK);
+    ck_assert_msg(v < 0.5f * term, "the cosine term went from %g to %g", (double)term, (double)v);
+
+    /* Then normal distillation with the term: the step's loss adds it to the logit loss. */
+    ck_assert_int_eq(kd_trainer_set_int(tr, KD_TRAINER_HINT_ONLY, 0), KD_OK);
+    ck_assert_int_eq(kd_trainer_step(tr, x, y, NULL, B, &v), KD_OK);
+    float logit_part = 0.0f;
+    ck_assert_int_eq(kd_loss_value(l, KD_LOSS_PART_TOTAL, &logit_part), KD_OK);
+    ck_assert_int_eq(kd_trainer_feature_value(tr, -1, &term), KD_OK);
+    ck_assert_msg(fabsf(v - (logit_part + term)) < 1e-5f, "%g != %g + %g", (double)v,
+                  (double)logit_part, (double)term);
+    kd_trainer_destroy(tr);
+    kd_optimizer_destroy(o);
+    kd_feature_loss_destroy(cos);
+    kd_loss_destroy(l);
+    kd_model_destroy(s);
+    kd_model_destroy(teacher);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("trainer_tokens");
@@ -249,6 +329,7 @@ static Suite *suite(void)
     tcase_add_test(t, step_token_kinds);
     tcase_add_test(t, student_learns);
     tcase_add_test(t, mismatch_refused);
+    tcase_add_test(t, hidden_state_cosine);
     suite_add_tcase(s, t);
     return s;
 }
