@@ -51,8 +51,10 @@ kd_status kdi_check_teacher_fits(const kd_model *teacher, const kd_model *ref, c
             (long long)(ref->seq.vocab ? ref->seq.vocab : kdi_model_in(ref)),
             ref->seq.vocab ? "" : " floats");
     if (kdi_model_in(teacher) != kdi_model_in(ref))
-        return kdi_fail(KD_ERR_SHAPE, "%s takes %lld inputs an example; the student %lld", who,
-                        (long long)kdi_model_in(teacher), (long long)kdi_model_in(ref));
+        return kdi_fail(KD_ERR_SHAPE, "%s takes %lld %s an example; the student %lld", who,
+                        (long long)kdi_model_in(teacher),
+                        ref->seq.vocab ? "tokens (its context)" : "inputs",
+                        (long long)kdi_model_in(ref));
     if (tr != rr)
         return kdi_fail(KD_ERR_SHAPE,
                         "%s gives %lld output rows an example (positions); the student %lld", who,
