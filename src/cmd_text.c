@@ -202,7 +202,7 @@ void text_lm_spec(int64_t context, int64_t width, int layers, int heads, char *o
                       "dense %lld | gelu | dense %lld)",
                       heads, (long long)(4 * width), (long long)width);
     if (n > 0 && (size_t)n < size)
-        snprintf(out + n, size - (size_t)n, " | layernorm | lmhead %d tied", KD_TEXT_VOCAB);
+        snprintf(out + n, size - (size_t)n, " | layernorm | lmhead %d", KD_TEXT_VOCAB);
 }
 
 /* Whether m is a byte-level language model: 256 token ids in, 256 logits a position out. */

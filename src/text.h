@@ -37,7 +37,8 @@ int cmd_generate(int argc, char **argv);
 /* Parses argv[first..] for command name into o (defaults first); EXIT_USAGE with a message on a
  * bad option, -1 after --help. */
 int text_parse(text_options *o, const char *name, int argc, char **argv, int first);
-/* "tokens 256 T | embed d | posembed | L x (two residual blocks) | layernorm | lmhead 256 tied" */
+/* "tokens 256 T | embed d | posembed | L x (two residual blocks) | layernorm | lmhead 256" (untied:
+ * a tied head starts from N(0, 1) embeddings, logits of size sqrt(d), and a far larger loss) */
 void text_lm_spec(int64_t context, int64_t width, int layers, int heads, char *out, size_t size);
 /* Loads a model file and checks that it is a byte-level language model (vocabulary 256 in and
  * out); EXIT_RUNTIME with a message otherwise. */
