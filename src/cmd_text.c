@@ -38,6 +38,7 @@ static const text_def table[] = {
     {"--alpha", FLOAT, AT(alpha), DISTILL, 0, 1},
     {"--validation", FLOAT, AT(validation), TRAIN | DISTILL | EVAL, 0, 0.99},
     {"--max-bytes", INT, AT(max_bytes), TRAIN | DISTILL | EVAL, 0, 1e12},
+    {"--eval-bytes", INT, AT(eval_bytes), TRAIN | DISTILL | EVAL, 0, 1e12},
     {"--log-every", INT, AT(log_every), TRAIN | DISTILL, 1, 1e9},
     {"--seed", INT, AT(seed), TRAIN | DISTILL | GENERATE, 0, 1e18},
     {"--out", STRING, AT(out), TRAIN | DISTILL, 0, 0},
@@ -269,14 +270,15 @@ static int open_text(const text_options *o, kd_text **out)
 
 /* ---------------------------------------------------------------- evaluation */
 
-/* Mean cross-entropy (nats per byte) of m over the validation part, in consecutive windows of T
- * bytes, each predicting its next T bytes. */
-static int validation_ce(kd_model *m, const kd_text *text, int64_t batch, double *ce,
+/* Mean cross-entropy (nats per byte) of m over the validation part (its first limit bytes when
+ * limit > 0), in consecutive windows of T bytes, each predicting its next T bytes. */
+static int validation_ce(kd_model *m, const kd_text *text, int64_t batch, int64_t limit, double *ce,
                          int64_t *tokens)
 {
     int64_t T = 0, n = 0;
     kd_model_tokens(m, NULL, &T);
     kd_text_part_size(text, KD_TEXT_VALIDATION, &n);
+    if (limit > 0 && n > limit) n = limit;
     int64_t windows = n > 0 ? (n - 1) / T : 0;
     if (windows < 1) {
         fail_msg("the validation part holds %lld bytes; the model's context needs %lld (make "
@@ -322,13 +324,13 @@ typedef struct lm_result {
     double ce, ppl, bpb, seconds, tokens_per_s;
 } lm_result;
 
-static int measure(kd_model *m, const kd_text *text, int64_t batch, const char *name,
+static int measure(kd_model *m, const kd_text *text, int64_t limit, const char *name,
                    const char *path, double seconds, int64_t tokens_trained, lm_result *r)
 {
     memset(r, 0, sizeof *r);
     snprintf(r->name, sizeof r->name, "%s", name);
     int64_t tokens;
-    int rc = validation_ce(m, text, batch, &r->ce, &tokens);
+    int rc = validation_ce(m, text, 64, limit, &r->ce, &tokens);
     if (rc != EXIT_OK) return rc;
     float ppl = 0.0f, bpb = 0.0f;
     kd_perplexity((float)r->ce, &ppl);
@@ -470,7 +472,8 @@ static int text_train(const text_options *o, const kd_text *text, FILE *log)
     rc = train_lm(o, text, &r, log, &seconds);
     if (rc == EXIT_OK) rc = save(m, o->out);
     if (rc == EXIT_OK)
-        rc = measure(m, text, 64, "model", o->out, seconds, o->steps * o->batch * T, &res);
+        rc = measure(m, text, o->eval_bytes, "model", o->out, seconds, o->steps * o->batch * T,
+                     &res);
     if (rc == EXIT_OK) {
         printf("saved %s: validation %.4f nats/byte, perplexity %.3f, %.4f bits per byte after "
                "%lld steps, %.0f s\n",
@@ -513,7 +516,7 @@ static int text_distill(const text_options *o, const kd_text *text, FILE *log)
         rc = train_lm(o, text, &r, log, &secs);
     }
     if (rc == EXIT_OK)
-        rc = measure(teacher, text, 64, "teacher", o->teacher_file, secs,
+        rc = measure(teacher, text, o->eval_bytes, "teacher", o->teacher_file, secs,
                      o->teacher_file ? 0 : o->teacher_steps * o->batch * TT, &res[n++]);
     if (rc == EXIT_OK && o->compare && (rc = kd_model_clone(student, &alone)) != KD_OK)
         rc = fail_kd("cannot copy the student", (kd_status)rc);
@@ -522,8 +525,8 @@ static int text_distill(const text_options *o, const kd_text *text, FILE *log)
                     o->steps,        o->seed + 2};
         rc = train_lm(o, text, &r, log, &secs);
         if (rc == EXIT_OK)
-            rc = measure(alone, text, 64, "student alone", NULL, secs, o->steps * o->batch * T,
-                         &res[n++]);
+            rc = measure(alone, text, o->eval_bytes, "student alone", NULL, secs,
+                         o->steps * o->batch * T, &res[n++]);
     }
     if (rc == EXIT_OK) {
         lm_run r = {"distilled", student,        teacher,  o->method,
@@ -534,7 +537,8 @@ static int text_distill(const text_options *o, const kd_text *text, FILE *log)
     if (rc == EXIT_OK) {
         char name[48];
         snprintf(name, sizeof name, "distilled (%s)", method_name(o->method));
-        rc = measure(student, text, 64, name, o->out, secs, o->steps * o->batch * T, &res[n++]);
+        rc = measure(student, text, o->eval_bytes, name, o->out, secs, o->steps * o->batch * T,
+                     &res[n++]);
     }
     if (rc == EXIT_OK) {
         const lm_result *d = &res[n - 1];
@@ -559,7 +563,7 @@ static int text_eval(const text_options *o, const kd_text *text)
     double ce = 0.0;
     kd_model_tokens(m, NULL, &T);
     kd_text_part_size(text, KD_TEXT_VALIDATION, &vbytes);
-    rc = validation_ce(m, text, o->batch, &ce, &tokens);
+    rc = validation_ce(m, text, o->batch, o->eval_bytes, &ce, &tokens);
     if (rc == EXIT_OK) {
         float ppl = 0.0f, bpb = 0.0f;
         kd_perplexity((float)ce, &ppl);

@@ -207,22 +207,19 @@ static void info_help(FILE *f)
 
 int print_command_help(FILE *f, const char *name)
 {
-    int text = 1; /* train, distill and eval also work on text */
-    if (strcmp(name, "train") == 0)
-        train_help(f);
-    else if (strcmp(name, "distill") == 0)
-        distill_help(f);
-    else if (strcmp(name, "eval") == 0)
-        eval_help(f);
-    else if (strcmp(name, "info") == 0)
-        text = 0, info_help(f);
+    if (strcmp(name, "info") == 0)
+        info_help(f);
     else if (strcmp(name, "generate") == 0)
-        text = 0, text_help(f, name);
+        text_help(f, name);
     else if (strcmp(name, "help") == 0)
-        text = 0, print_usage(f);
-    else
+        print_usage(f);
+    else if (strcmp(name, "train") != 0 && strcmp(name, "distill") != 0 &&
+             strcmp(name, "eval") != 0)
         return -1;
-    if (text) {
+    else { /* train, distill and eval work on images and, with --text, on text */
+        if (strcmp(name, "train") == 0) train_help(f);
+        if (strcmp(name, "distill") == 0) distill_help(f);
+        if (strcmp(name, "eval") == 0) eval_help(f);
         fputs("\non text (byte-level language models):\n", f);
         text_help(f, name);
     }

@@ -28,6 +28,7 @@ static const char common_text[] =
     "  --lr LR             AdamW peak rate (0.003), cosine decay to a tenth, warm-up, clip 1\n"
     "  --validation F      the held-out fraction at the end of the text (0.1)\n"
     "  --max-bytes N       refuse a larger text (default 1 GiB)\n"
+    "  --eval-bytes N      evaluate the first N held-out bytes only (0: all)\n"
     "  --seed S            initialisation and batches (1)\n"
     "  --log FILE          JSON lines: run, step, loss, seconds\n"
     "  --log-every N       progress every N steps (100)\n"
@@ -67,7 +68,8 @@ static const char eval_text[] =
     "usage: kd eval MODEL.safetensors --text FILE [--validation F] [--batch B] [--json]\n"
     "\n"
     "The validation cross-entropy (nats per byte), perplexity and bits per byte of a byte-level\n"
-    "language model on the last --validation fraction (0.1) of FILE, in consecutive windows.\n";
+    "language model on the last --validation fraction (0.1) of FILE, in consecutive windows\n"
+    "(--eval-bytes N: its first N bytes only).\n";
 
 static const char generate_text[] =
     "usage: kd generate MODEL.safetensors [--prompt TEXT] [--tokens N] [--temperature T]\n"

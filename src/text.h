@@ -20,7 +20,7 @@ typedef struct text_options {
     const char *text, *spec, *teacher_spec, *student_spec, *teacher_file, *out, *log_path;
     const char *model; /* eval, generate: the model file (positional) */
     const char *prompt;
-    int64_t steps, teacher_steps, batch, tokens, max_bytes, log_every;
+    int64_t steps, teacher_steps, batch, tokens, max_bytes, eval_bytes, log_every;
     float lr, temperature, alpha, top_p, validation;
     int32_t top_k;
     int method; /* a kd_loss_kind */

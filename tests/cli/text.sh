@@ -67,6 +67,8 @@ expect "kd train --text" 0 "saved .*bits per byte" "$KD" train --text "$TEXT" --
 expect "the log has JSON lines" 0 '"step": 30' cat "$TMP/train.jsonl"
 expect "kd eval --text" 0 "cross-entropy .* nats/byte, perplexity .* bits per byte" "$KD" eval "$T" \
     --text "$TEXT"
+expect "kd eval --text --eval-bytes" 0 ", 32 predicted" "$KD" eval "$T" --text "$TEXT" \
+    --eval-bytes 40
 expect "kd eval --text --json" 0 '"bits_per_byte": ' "$KD" eval "$T" --text "$TEXT" --json
 for loss in forward-kl reverse-kl jsd skew-kl skew-reverse-kl tvd; do
     expect "kd distill --text --loss $loss" 0 "saved .* after 5 steps of $loss" "$KD" distill \
