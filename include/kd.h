@@ -129,6 +129,11 @@ KD_API kd_status kd_model_forward_tokens(kd_model *m, const int32_t *ids, int64_
 /* The vocabulary V and sequence length T of a token model; 0 and 0 for a model of floats. Either
  * pointer may be NULL. */
 KD_API kd_status kd_model_tokens(const kd_model *m, int64_t *vocab, int64_t *length);
+/* How the losses and the trainer see the output of one example: *rows rows of *classes logits. A
+ * model whose output is a sequence [T, d] (a language model "tokens V T | ... | lmhead V": T rows
+ * of V) has T rows of d, so kd_trainer_step takes labels [batch * T]; any other model has 1 row of
+ * kd_model_output_size classes. Either pointer may be NULL. */
+KD_API kd_status kd_model_output_rows(const kd_model *m, int64_t *rows, int64_t *classes);
 /* Incremental decoding of a token model (every layer token by token, attention causal; else
  * KD_ERR_UNSUPPORTED): runs token id at position pos in eval mode and writes that position's
  * logits [out] (out = V with an lmhead), reusing the keys and values the attention layers cached

@@ -320,10 +320,37 @@ START_TEST(hidden_state_cosine)
 }
 END_TEST
 
+/* kd_model_output_rows: how the trainer sees an example's output. */
+START_TEST(output_rows)
+{
+    const struct {
+        const char *spec;
+        int64_t rows, classes;
+    } cases[] = {{STUDENT, T, V},
+                 {"tokens 11 5 | embed 8 | flatten | dense 3", 1, 3},
+                 {"input 4 | dense 3", 1, 3},
+                 {"sequence 4 6 | dense 5", 4, 5},
+                 {"input 1x4x4 | conv 2 3", 1, 8}};
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        kd_model *m = model(cases[i].spec, 1);
+        int64_t rows = 0, classes = 0, out = 0;
+        ck_assert_int_eq(kd_model_output_rows(m, &rows, &classes), KD_OK);
+        ck_assert_int_eq(kd_model_output_size(m, &out), KD_OK);
+        ck_assert_msg(rows == cases[i].rows && classes == cases[i].classes, "%s: %lld rows of %lld",
+                      cases[i].spec, (long long)rows, (long long)classes);
+        ck_assert_int_eq(rows * classes, out);
+        ck_assert_int_eq(kd_model_output_rows(m, NULL, NULL), KD_OK);
+        kd_model_destroy(m);
+    }
+    ck_assert_int_eq(kd_model_output_rows(NULL, NULL, NULL), KD_ERR_ARGUMENT);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("trainer_tokens");
     TCase *t = tcase_create("core");
+    tcase_add_test(t, output_rows);
     tcase_add_test(t, soft_targets_per_token);
     tcase_add_test(t, step_forward_kl);
     tcase_add_test(t, step_token_kinds);

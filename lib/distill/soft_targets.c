@@ -29,17 +29,11 @@ kd_status kdi_check_ensemble(const float *weights, int32_t n, float temperature)
     return KD_OK;
 }
 
-void kdi_output_rows(const kd_model *m, int64_t *rows, int64_t *classes)
-{
-    *rows = kdi_seq_rows(m->seq.out, m->seq.seq_out);
-    *classes = kdi_seq_width(m->seq.out, m->seq.seq_out);
-}
-
 kd_status kdi_check_teacher_fits(const kd_model *teacher, const kd_model *ref, const char *who)
 {
     int64_t tr, tc, rr, rc;
-    kdi_output_rows(teacher, &tr, &tc);
-    kdi_output_rows(ref, &rr, &rc);
+    kdi_model_rows(teacher, &tr, &tc);
+    kdi_model_rows(ref, &rr, &rc);
     if (teacher->seq.vocab != ref->seq.vocab)
         return kdi_fail(
             KD_ERR_SHAPE,
@@ -79,7 +73,7 @@ kd_status kdi_check_teachers(kd_model *const *teachers, int32_t n, int64_t *in, 
     }
     if (n < 1) return KD_OK;
     *in = kdi_model_in(teachers[0]);
-    kdi_output_rows(teachers[0], rows, classes);
+    kdi_model_rows(teachers[0], rows, classes);
     return KD_OK;
 }
 

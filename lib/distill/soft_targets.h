@@ -10,11 +10,6 @@
  * values >= 0 with a positive sum. */
 kd_status kdi_check_ensemble(const float *weights, int32_t n, float temperature);
 
-/* How the losses see a model's output: *rows rows an example of *classes values each -- T rows of
- * d for a model whose output is a sequence [T, d] (a token model with an lmhead: T rows of V
- * logits), 1 row of all the outputs otherwise. */
-void kdi_output_rows(const kd_model *m, int64_t *rows, int64_t *classes);
-
 /* Whether teacher can teach a student shaped like ref: the same input size, token vocabulary
  * (0 for float inputs), output rows and classes a row; KD_ERR_SHAPE naming the first difference.
  * who names the teacher in the sentence ("the teacher", "teacher 2"). */
@@ -32,7 +27,7 @@ kd_status kdi_soft_targets_mix(const float *logits, const float *weights, int32_
                                int64_t classes, float temperature, float *probs, float *tmp);
 
 /* The same from running each teacher (kd_model_predict) on x [batch, in], the softmax taken over
- * each of the batch * rows rows of classes (kdi_output_rows); ws grows to 2 * batch * rows *
+ * each of the batch * rows rows of classes (kdi_model_rows); ws grows to 2 * batch * rows *
  * classes floats and is reused. The arguments must have passed both checks above. */
 kd_status kdi_teacher_soft_targets(kd_model *const *teachers, const float *weights, int32_t n,
                                    const float *x, int64_t batch, int64_t rows, int64_t classes,

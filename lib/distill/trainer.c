@@ -27,7 +27,7 @@ kd_status kd_trainer_create(kd_model *student, kd_loss *loss, kd_optimizer *opt,
     t->loss = loss;
     t->opt = opt;
     t->in = kdi_model_in(student);
-    kdi_output_rows(student, &t->rows, &t->classes);
+    kdi_model_rows(student, &t->rows, &t->classes);
     *out = t;
     return KD_OK;
 }

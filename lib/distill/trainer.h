@@ -16,7 +16,7 @@ struct kd_trainer {
     float *weights; /* ensemble weights, one per teacher, > 0 */
     int32_t nteachers, cap;
     int64_t in; /* the student's input size */
-    /* The loss's rows an example and classes a row (kdi_output_rows): T and V for a language model,
+    /* The loss's rows an example and classes a row (kdi_model_rows): T and V for a language model,
      * whose loss sees batch * T rows; 1 and the output size otherwise. Buffers below hold
      * [batch * rows, classes]. */
     int64_t rows, classes;
