@@ -20,6 +20,20 @@
  * generation tokens/s, then a short sample of each (temperature 0.8, top-p 0.9, seed 1).
  * The teacher's attention maps are not distilled: the trainer's feature terms read layer
  * outputs, and kd_model_attention_backward would need a step outside kd_trainer_step.
+ *
+ * One run (seed 1, OPENBLAS_NUM_THREADS=1, on 2 cores shared with other jobs, so the speeds are
+ * rough), `lm_distill fortunes.txt --teacher-steps 3000 --steps 1500` (batch 16 x 64 bytes), in
+ * about 14 minutes; held-out bits per byte on the first 64 KiB of the last tenth:
+ *   teacher (867,072 parameters, 3.5 MB)        2.557   train 6,808 tok/s, generate 2,736 tok/s
+ *   student alone (84,288, 340 KB)              3.155   train 63,764 tok/s, generate 23,784 tok/s
+ *   forward KL                                  3.030
+ *   reverse KL                                  3.011
+ *   JSD (beta 0.5)                              3.115
+ *   forward KL + hidden-state cosine            2.923
+ * (distilled students train at 15,000-21,000 tok/s: the teacher's forward is in each step). The
+ * defaults (1200 and 600 steps, about 6 minutes) gave 2.969; 3.563 alone, 3.458, 3.455, 3.520,
+ * 3.334. With a tenth of the parameters the student closes 21% (forward KL) to 39% (with the
+ * hidden-state term) of its gap to the teacher; samples are fortune-shaped, not yet English.
  */
 #include <math.h>
 #include <stdio.h>

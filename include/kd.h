@@ -427,12 +427,12 @@ KD_API kd_status kd_trainer_add_teacher(kd_trainer *t, kd_model *teacher, float 
  * teacher and teacher_logits NULL, only the hard term is possible (alpha must be 0). *loss gets the
  * total; kd_loss_value gives the parts.
  * Language models (any student whose output is a sequence [T, V], e.g. "tokens V T | ... |
- * lmhead V"): the loss sees batch * T rows of V classes, one a token, as kd_loss_forward on
- * [batch * T, V] would: x is the ids [batch, T] as floats (whole numbers in 0..V-1), labels int32
- * [batch * T] (the next tokens, kd_text_batch's targets; -1 marks a token without a label: with
- * KD_LOSS_MASK_UNLABELLED 1, the token-level kinds' default, it is padding and adds nothing),
- * teacher_logits [teachers][batch * T][V], and the soft targets are softmax per token at the
- * loss's temperature. Teachers must read the same vocabulary and length and give V classes a
+ * lmhead V"; kd_model_output_rows says which): the loss sees batch * T rows of V classes, one a
+ * token, as kd_loss_forward on [batch * T, V] would: x is the ids [batch, T] as floats (whole
+ * numbers in 0..V-1), labels int32 [batch * T] (the next tokens, kd_text_batch's targets; -1
+ * marks a token without a label: with KD_LOSS_MASK_UNLABELLED 1, the token-level kinds' default,
+ * it is padding and adds nothing), teacher_logits [teachers][batch * T][V], and the soft targets
+ * are softmax per token at the loss's temperature. Teachers must read the same vocabulary and length and give V classes a
  * token too (kd_trainer_add_teacher refuses others with KD_ERR_SHAPE). */
 KD_API kd_status kd_trainer_step(kd_trainer *t, const float *x, const int32_t *labels,
                                  const float *teacher_logits, int64_t batch, float *loss);
