@@ -192,6 +192,11 @@ KD_API kd_status kd_model_forward_tokens(kd_model *m, const int32_t *ids, int64_
 /* The vocabulary V and sequence length T of a token model; 0 and 0 for a model of floats. Either
  * pointer may be NULL. */
 KD_API kd_status kd_model_tokens(const kd_model *m, int64_t *vocab, int64_t *length);
+/* How the losses and the trainer see the output of one example: *rows rows of *classes logits. A
+ * model whose output is a sequence [T, d] (a language model "tokens V T | ... | lmhead V": T rows
+ * of V) has T rows of d, so kd_trainer_step takes labels [batch * T]; any other model has 1 row of
+ * kd_model_output_size classes. Either pointer may be NULL. */
+KD_API kd_status kd_model_output_rows(const kd_model *m, int64_t *rows, int64_t *classes);
 /* Incremental decoding of a token model (every layer token by token, attention causal; else
  * KD_ERR_UNSUPPORTED): runs token id at position pos in eval mode and writes that position's
  * logits [out] (out = V with an lmhead), reusing the keys and values the attention layers cached
@@ -245,7 +250,10 @@ KD_API kd_status kd_model_attention_backward(kd_model *m, int32_t k, const float
 /* ---------------------------------------------------------------- the teachers' knowledge */
 
 /* probs[batch, classes] = sum_i w_i softmax(teacher_i(x) / T) / sum_i w_i, teachers in eval mode.
- * weights may be NULL (equal weights). All teachers must share input and output sizes. */
+ * weights may be NULL (equal weights). All teachers must share input and output sizes, and token
+ * models one vocabulary (KD_ERR_SHAPE). For a model whose output is a sequence (a language model:
+ * "tokens V T | ... | lmhead V") the softmax is per position: x holds the ids [batch, T] as floats
+ * and probs is [batch * T, V], one distribution a token (the same memory as [batch, T * V]). */
 KD_API kd_status kd_teacher_soft_targets(kd_model *const *teachers, const float *weights, int32_t n,
                                          const float *x, int64_t batch, float temperature,
                                          float *probs);
@@ -519,12 +527,22 @@ typedef struct kd_trainer kd_trainer;
 KD_API kd_status kd_trainer_create(kd_model *student, kd_loss *loss, kd_optimizer *opt,
                                    kd_trainer **out);
 KD_API void kd_trainer_destroy(kd_trainer *t);
-/* Adds a borrowed teacher with an ensemble weight > 0. */
+/* Adds a borrowed teacher with an ensemble weight > 0. Its input size, token vocabulary (if any)
+ * and output (rows and classes a row, see kd_trainer_step) must be the student's (KD_ERR_SHAPE,
+ * nothing added). */
 KD_API kd_status kd_trainer_add_teacher(kd_trainer *t, kd_model *teacher, float weight);
 /* One step: soft targets (from teacher_logits, [teachers][batch][classes] cached logits, or, when
  * NULL, from running the teachers), student forward, loss, backward, optimizer step. With no
  * teacher and teacher_logits NULL, only the hard term is possible (alpha must be 0). *loss gets the
- * total; kd_loss_value gives the parts. */
+ * total; kd_loss_value gives the parts.
+ * Language models (any student whose output is a sequence [T, V], e.g. "tokens V T | ... |
+ * lmhead V"; kd_model_output_rows says which): the loss sees batch * T rows of V classes, one a
+ * token, as kd_loss_forward on [batch * T, V] would: x is the ids [batch, T] as floats (whole
+ * numbers in 0..V-1), labels int32 [batch * T] (the next tokens, kd_text_batch's targets; -1
+ * marks a token without a label: with KD_LOSS_MASK_UNLABELLED 1, the token-level kinds' default,
+ * it is padding and adds nothing), teacher_logits [teachers][batch * T][V], and the soft targets
+ * are softmax per token at the loss's temperature. Teachers must read the same vocabulary and length and give V classes a
+ * token too (kd_trainer_add_teacher refuses others with KD_ERR_SHAPE). */
 KD_API kd_status kd_trainer_step(kd_trainer *t, const float *x, const int32_t *labels,
                                  const float *teacher_logits, int64_t batch, float *loss);
 /* A failed step (an allocation, a refused optimizer or regressor step, ...) leaves everything a
@@ -577,7 +595,8 @@ typedef enum kd_feature_loss_kind {
     KD_FEATURE_PKT = 4,
     /* Cosine embedding (DistilBERT, Sanh et al. 2019): mean over the batch of 1 - cos(s, t),
      * cos = <s, t> / sqrt((|s|^2 + 1e-12)(|t|^2 + 1e-12)) as PyTorch's cosine_embedding_loss;
-     * equal sizes. */
+     * equal sizes. For DistilBERT's per-token loss on hidden states [batch, T, d], pass batch * T
+     * rows of d (the trainer's feature terms do so on sequence layers). */
     KD_FEATURE_COSINE = 5,
     /* Self-attention distribution transfer (MiniLM, Wang et al. 2020, their L_AT): on attention
      * probabilities [batch, H, T, T] (kd_model_attention; pass c = H, h = w = T), the mean over
@@ -616,6 +635,12 @@ KD_API kd_status kd_feature_loss_backward(kd_feature_loss *l, float *grad_studen
  * student layer's shape is put in front); it is initialised from the student's seed and k, and
  * trained with the student's optimizer kind and options (learning rate and schedule included)
  * in an optimizer of its own. The loss handle is borrowed (it may serve several terms).
+ * Sequence layers ([batch, T, d]: after embed, attention, a transformer block): "sequence T d" is
+ * put in front of the regressor's spec, so "dense D" is a learned projection of each token
+ * (nn.Linear(d, D) on the last axis, as TinyBERT's W_h), not of the whole sequence; and a
+ * pointwise loss (KD_FEATURE_HINT, KD_FEATURE_COSINE) between two sequences of the same T compares
+ * token by token, its batch the batch * T tokens: the cosine term is DistilBERT's hidden-state
+ * loss, the mean over tokens of 1 - cos(s_token, t_token). Other kinds see one row an example.
  * A step runs every teacher a term names, even when teacher_logits are given (those still give
  * the soft targets): features cannot be cached. Regressors are in kd_trainer_save's file. */
 KD_API kd_status kd_trainer_add_feature_loss(kd_trainer *t, kd_feature_loss *loss,

@@ -2,6 +2,7 @@
 #include <string.h>
 
 #include "common.h"
+#include "text.h"
 
 #define STR_(x) #x
 #define STR(x) STR_(x)
@@ -19,6 +20,8 @@ void print_usage(FILE *f)
           "  train     train one model on labelled data\n"
           "  eval      accuracy, confusion matrix, size, latency and memory of a model file\n"
           "  info      architecture, per-layer parameters and metadata of a model file\n"
+          "  generate  text from a byte-level language model (train, distill and eval take\n"
+          "            --text FILE for language models; see kd help generate)\n"
           "  help      kd help COMMAND shows a command's options and examples\n"
           "\n"
           "examples:\n"
@@ -223,17 +226,21 @@ static void info_help(FILE *f)
 
 int print_command_help(FILE *f, const char *name)
 {
-    if (strcmp(name, "train") == 0)
-        train_help(f);
-    else if (strcmp(name, "distill") == 0)
-        distill_help(f);
-    else if (strcmp(name, "eval") == 0)
-        eval_help(f);
-    else if (strcmp(name, "info") == 0)
+    if (strcmp(name, "info") == 0)
         info_help(f);
+    else if (strcmp(name, "generate") == 0)
+        text_help(f, name);
     else if (strcmp(name, "help") == 0)
         print_usage(f);
-    else
+    else if (strcmp(name, "train") != 0 && strcmp(name, "distill") != 0 &&
+             strcmp(name, "eval") != 0)
         return -1;
+    else { /* train, distill and eval work on images and, with --text, on text */
+        if (strcmp(name, "train") == 0) train_help(f);
+        if (strcmp(name, "distill") == 0) distill_help(f);
+        if (strcmp(name, "eval") == 0) eval_help(f);
+        fputs("\non text (byte-level language models):\n", f);
+        text_help(f, name);
+    }
     return 0;
 }

@@ -1,12 +1,14 @@
 /* kd: the command-line tool of libkd. It uses only the public API (kd.h).
  *
- *   kd train | distill | eval | info | help   (see help.c, and docs/kd.1)
+ *   kd train | distill | eval | info | generate | help   (see help.c, and docs/kd.1); train,
+ *   distill and eval with --text work on byte-level language models (cmd_text.c)
  */
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "common.h"
+#include "text.h"
 
 static const char *command_name = "";
 
@@ -50,7 +52,7 @@ static int help(int argc, char **argv)
         return EXIT_OK;
     }
     if (print_command_help(stdout, argv[2]) == 0) return EXIT_OK;
-    fail_msg("no command '%s'; the commands are train, distill, eval, info", argv[2]);
+    fail_msg("no command '%s'; the commands are train, distill, eval, info, generate", argv[2]);
     return EXIT_USAGE;
 }
 
@@ -68,17 +70,24 @@ int main(int argc, char **argv)
     }
     if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0 || strcmp(a, "help") == 0)
         return help(argc, argv);
+    if (strcmp(a, "generate") == 0) {
+        set_command_name("generate");
+        return cmd_generate(argc, argv);
+    }
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) {
         if (strcmp(a, commands[i].name) != 0) continue;
+        set_command_name(commands[i].name);
+        if (commands[i].cmd != CMD_INFO && is_text_command(argc, argv))
+            return cmd_text(commands[i].name, argc, argv);
         options o;
         o.cmd = commands[i].cmd;
-        set_command_name(commands[i].name);
         int rc = parse_options(&o, argc, argv, 2);
         if (rc == -1) return EXIT_OK;
         if (rc != EXIT_OK) return rc;
         return commands[i].run(&o);
     }
-    fail_msg("unknown command '%s'; the commands are train, distill, eval, info (see 'kd --help')",
+    fail_msg("unknown command '%s'; the commands are train, distill, eval, info, generate (see "
+             "'kd --help')",
              a);
     return EXIT_USAGE;
 }

@@ -134,6 +134,7 @@ _STATUS = {
     "kd_model_predict_tokens": (_P, _I32, _I64, _F),
     "kd_model_forward_tokens": (_P, _I32, _I64, _F),
     "kd_model_tokens": (_P, _PI64, _PI64),
+    "kd_model_output_rows": (_P, _PI64, _PI64),
     "kd_model_attention_count": (_P, ctypes.POINTER(ctypes.c_int32)),
     "kd_model_attention": (_P, ctypes.c_int32, ctypes.POINTER(_F), _PI64, _PI64, _PI64),
     "kd_model_attention_backward": (_P, ctypes.c_int32, _F),
@@ -606,6 +607,14 @@ class Model(_Handle):
         lib().kd_model_tokens(self._h, ctypes.byref(v), ctypes.byref(t))
         return v.value, t.value
 
+    @property
+    def output_rows(self):
+        """(rows, classes) of one example's output as the losses see it: (T, V) for a language
+        model, (1, output_size) for a model whose output is not a sequence."""
+        r, c = _I64(), _I64()
+        lib().kd_model_output_rows(self._h, ctypes.byref(r), ctypes.byref(c))
+        return r.value, c.value
+
     def predict_tokens(self, ids, batch):
         """Logits [batch, T, out] in eval mode from token ids [batch, T], as an array('f')."""
         logits = _out(batch * self.output_size)
@@ -901,6 +910,7 @@ class Trainer(_Handle):
             self._borrow(obj)
         self._student, self._loss = student, loss
         self._inputs, self._classes = student.input_size, student.output_size
+        self._rows = student.output_rows[0]  # labels a step: batch * rows
         self._terms = []  # (feature loss, values per example it compares of the student)
         self._teachers = 0
 
@@ -945,14 +955,15 @@ class Trainer(_Handle):
         return v.value
 
     def step(self, x, labels, batch, teacher_logits=None):
-        """One distillation step on a batch; returns the total loss. teacher_logits are cached
-        logits [teachers (1 when none was added)][batch][classes], or None."""
+        """One distillation step on a batch; returns the total loss. labels are [batch], or
+        [batch * T] for a language model (output_rows); teacher_logits are cached logits
+        [teachers (1 when none was added)][batch][output_size], or None."""
         v, cached = ctypes.c_float(), max(self._teachers, 1) * batch * self._classes
         # The step runs the borrowed losses: their backward must know the sizes, even on failure.
         self._loss._may_run(batch * self._classes)
         for loss, size in self._terms:
             loss._may_run(batch * size)
-        lib().kd_trainer_step(self._h, _floats(x, batch * self._inputs), _labels(labels, batch),
+        lib().kd_trainer_step(self._h, _floats(x, batch * self._inputs), _labels(labels, batch * self._rows),
                               _floats(teacher_logits, cached), batch, ctypes.byref(v))
         if not self.get_int(TRAINER_HINT_ONLY):
             self._loss._ran(batch * self._classes)

@@ -3,6 +3,7 @@
 #include "distill/soft_targets.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "core/alloc.h"
@@ -29,22 +30,51 @@ kd_status kdi_check_ensemble(const float *weights, int32_t n, float temperature)
     return KD_OK;
 }
 
-kd_status kdi_check_teachers(kd_model *const *teachers, int32_t n, int64_t *in, int64_t *classes)
+kd_status kdi_check_teacher_fits(const kd_model *teacher, const kd_model *ref, const char *who)
+{
+    int64_t tr, tc, rr, rc;
+    kdi_model_rows(teacher, &tr, &tc);
+    kdi_model_rows(ref, &rr, &rc);
+    if (teacher->seq.vocab != ref->seq.vocab)
+        return kdi_fail(
+            KD_ERR_SHAPE,
+            "%s reads %s%lld%s; the student %s%lld%s: a teacher and its student must "
+            "share one vocabulary",
+            who, teacher->seq.vocab ? "token ids of a vocabulary of " : "",
+            (long long)(teacher->seq.vocab ? teacher->seq.vocab : kdi_model_in(teacher)),
+            teacher->seq.vocab ? "" : " floats", ref->seq.vocab ? "token ids of " : "",
+            (long long)(ref->seq.vocab ? ref->seq.vocab : kdi_model_in(ref)),
+            ref->seq.vocab ? "" : " floats");
+    if (kdi_model_in(teacher) != kdi_model_in(ref))
+        return kdi_fail(KD_ERR_SHAPE, "%s takes %lld %s an example; the student %lld", who,
+                        (long long)kdi_model_in(teacher),
+                        ref->seq.vocab ? "tokens (its context)" : "inputs",
+                        (long long)kdi_model_in(ref));
+    if (tr != rr)
+        return kdi_fail(KD_ERR_SHAPE,
+                        "%s gives %lld output rows an example (positions); the student %lld", who,
+                        (long long)tr, (long long)rr);
+    if (tc != rc)
+        return kdi_fail(KD_ERR_SHAPE, "%s gives %lld classes %s; the student %lld%s", who,
+                        (long long)tc, tr > 1 || teacher->seq.seq_out ? "a position" : "",
+                        (long long)rc,
+                        teacher->seq.vocab ? " (the output vocabularies must match)" : "");
+    return KD_OK;
+}
+
+kd_status kdi_check_teachers(kd_model *const *teachers, int32_t n, int64_t *in, int64_t *rows,
+                             int64_t *classes)
 {
     KDI_CHECK_NULL(teachers);
+    char who[32];
     for (int32_t i = 0; i < n; i++) {
         if (teachers[i] == NULL) return kdi_fail(KD_ERR_ARGUMENT, "teacher %d is NULL", (int)i);
-        int64_t a, b;
-        KDI_TRY(kd_model_input_size(teachers[i], &a));
-        KDI_TRY(kd_model_output_size(teachers[i], &b));
-        if (i > 0 && (a != *in || b != *classes))
-            return kdi_fail(
-                KD_ERR_SHAPE,
-                "teacher %d maps %lld inputs to %lld outputs; teacher 0 maps %lld to %lld", (int)i,
-                (long long)a, (long long)b, (long long)*in, (long long)*classes);
-        *in = a;
-        *classes = b;
+        snprintf(who, sizeof who, "teacher %d", (int)i);
+        if (i > 0) KDI_TRY(kdi_check_teacher_fits(teachers[i], teachers[0], who));
     }
+    if (n < 1) return KD_OK;
+    *in = kdi_model_in(teachers[0]);
+    kdi_model_rows(teachers[0], rows, classes);
     return KD_OK;
 }
 
@@ -90,10 +120,10 @@ kd_status kdi_soft_targets_mix(const float *logits, const float *weights, int32_
 }
 
 kd_status kdi_teacher_soft_targets(kd_model *const *teachers, const float *weights, int32_t n,
-                                   const float *x, int64_t batch, int64_t classes,
+                                   const float *x, int64_t batch, int64_t rows, int64_t classes,
                                    float temperature, float *probs, kdi_buf *ws)
 {
-    int64_t count = batch * classes;
+    int64_t count = batch * rows * classes;
     KDI_TRY(kdi_buf_reserve(ws, 2 * count));
     float *logits = ws->data, *tmp = ws->data + count;
     int first = 1;
@@ -103,7 +133,7 @@ kd_status kdi_teacher_soft_targets(kd_model *const *teachers, const float *weigh
         KDI_TRY(kdi_model_predict(teachers[i], x, batch, logits));
         if (!kdi_all_finite(logits, count))
             return kdi_fail(KD_ERR_NUMERIC, "teacher %d produced NaN or infinite logits", (int)i);
-        add_teacher(logits, factor, first, batch, classes, temperature, probs, tmp);
+        add_teacher(logits, factor, first, batch * rows, classes, temperature, probs, tmp);
         first = 0;
     }
     return KD_OK;
@@ -134,14 +164,15 @@ kd_status kd_teacher_soft_targets(kd_model *const *teachers, const float *weight
     KDI_CHECK_NULL(x);
     KDI_CHECK_NULL(probs);
     KDI_TRY(kdi_check_ensemble(weights, n, temperature));
-    int64_t in = 0, classes = 0;
-    KDI_TRY(kdi_check_teachers(teachers, n, &in, &classes));
-    KDI_TRY(check_sizes(batch, in > classes ? in : classes, 2));
+    int64_t in = 0, rows = 1, classes = 0;
+    KDI_TRY(kdi_check_teachers(teachers, n, &in, &rows, &classes));
+    KDI_TRY(check_sizes(batch, in > rows * classes ? in : rows * classes, 2));
     if (!kdi_all_finite(x, batch * in))
         return kdi_fail(KD_ERR_NUMERIC, "the input x holds NaN or infinity");
+    if (n > 0) KDI_TRY(kdi_model_check_tokens(teachers[0], x, batch));
     kdi_buf ws = {0};
-    kd_status st =
-        kdi_teacher_soft_targets(teachers, weights, n, x, batch, classes, temperature, probs, &ws);
+    kd_status st = kdi_teacher_soft_targets(teachers, weights, n, x, batch, rows, classes,
+                                            temperature, probs, &ws);
     kdi_buf_free(&ws);
     return st;
 }

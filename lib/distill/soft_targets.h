@@ -10,8 +10,15 @@
  * values >= 0 with a positive sum. */
 kd_status kdi_check_ensemble(const float *weights, int32_t n, float temperature);
 
-/* Checks teachers: non-NULL, all with the same input and output sizes (into *in, *classes). */
-kd_status kdi_check_teachers(kd_model *const *teachers, int32_t n, int64_t *in, int64_t *classes);
+/* Whether teacher can teach a student shaped like ref: the same input size, token vocabulary
+ * (0 for float inputs), output rows and classes a row; KD_ERR_SHAPE naming the first difference.
+ * who names the teacher in the sentence ("the teacher", "teacher 2"). */
+kd_status kdi_check_teacher_fits(const kd_model *teacher, const kd_model *ref, const char *who);
+
+/* Checks teachers: non-NULL, all shaped alike (kdi_check_teacher_fits against teacher 0); *in gets
+ * their input size, *rows and *classes their output rows. */
+kd_status kdi_check_teachers(kd_model *const *teachers, int32_t n, int64_t *in, int64_t *rows,
+                             int64_t *classes);
 
 /* probs = sum_i w_i softmax(logits_i / T) / sum_i w_i for logits [n][batch][classes]; the
  * arguments must have passed kdi_check_ensemble. tmp holds batch * classes floats when n > 1
@@ -19,10 +26,11 @@ kd_status kdi_check_teachers(kd_model *const *teachers, int32_t n, int64_t *in, 
 kd_status kdi_soft_targets_mix(const float *logits, const float *weights, int32_t n, int64_t batch,
                                int64_t classes, float temperature, float *probs, float *tmp);
 
-/* The same from running each teacher (kd_model_predict) on x [batch, in]; ws grows to
- * 2 * batch * classes floats and is reused. The arguments must have passed both checks above. */
+/* The same from running each teacher (kd_model_predict) on x [batch, in], the softmax taken over
+ * each of the batch * rows rows of classes (kdi_model_rows); ws grows to 2 * batch * rows *
+ * classes floats and is reused. The arguments must have passed both checks above. */
 kd_status kdi_teacher_soft_targets(kd_model *const *teachers, const float *weights, int32_t n,
-                                   const float *x, int64_t batch, int64_t classes,
+                                   const float *x, int64_t batch, int64_t rows, int64_t classes,
                                    float temperature, float *probs, kdi_buf *ws);
 
 #endif

@@ -29,7 +29,7 @@ kd_status kd_trainer_create(kd_model *student, kd_loss *loss, kd_optimizer *opt,
     t->loss = loss;
     t->opt = opt;
     t->in = kdi_model_in(student);
-    t->classes = kdi_model_out(student);
+    kdi_model_rows(student, &t->rows, &t->classes);
     *out = t;
     return KD_OK;
 }
@@ -69,12 +69,7 @@ kd_status kd_trainer_add_teacher(kd_trainer *t, kd_model *teacher, float weight)
     if (!(weight > 0.0f) || !isfinite(weight))
         return kdi_fail(KD_ERR_ARGUMENT, "teacher weight %g must be finite and greater than 0",
                         (double)weight);
-    int64_t in = kdi_model_in(teacher), classes = kdi_model_out(teacher);
-    if (in != t->in || classes != t->classes)
-        return kdi_fail(
-            KD_ERR_SHAPE,
-            "the teacher maps %lld inputs to %lld classes; the student maps %lld to %lld",
-            (long long)in, (long long)classes, (long long)t->in, (long long)t->classes);
+    KDI_TRY(kdi_check_teacher_fits(teacher, t->student, "the teacher"));
     if (t->nteachers == INT32_MAX) return kdi_fail(KD_ERR_ARGUMENT, "too many teachers");
     KDI_TRY(grow_teachers(t));
     t->teachers[t->nteachers] = teacher;
@@ -102,15 +97,15 @@ static kd_status soft_targets(kd_trainer *t, const float *x, const float *teache
         return kdi_trainer_mean_logits(t, x, teacher_logits, batch, soft);
     }
     float temp = kdi_loss_temperature(t->loss);
-    int64_t count = batch * t->classes;
+    int64_t count = batch * t->rows * t->classes;
     const float *w = t->nteachers > 0 ? t->weights : NULL;
     KDI_TRY(kdi_buf_reserve(&t->soft, count));
     if (teacher_logits != NULL) {
         int32_t n = kdi_trainer_cached_teachers(t);
         KDI_TRY(kdi_check_ensemble(w, n, temp));
         if (n > 1) KDI_TRY(kdi_buf_reserve(&t->ws, count));
-        KDI_TRY(kdi_soft_targets_mix(teacher_logits, w, n, batch, t->classes, temp, t->soft.data,
-                                     t->ws.data));
+        KDI_TRY(kdi_soft_targets_mix(teacher_logits, w, n, batch * t->rows, t->classes, temp,
+                                     t->soft.data, t->ws.data));
     } else if (t->nteachers == 0) {
         float alpha = 0.0f;
         kd_loss_get_float(t->loss, KD_LOSS_ALPHA, &alpha);
@@ -121,8 +116,8 @@ static kd_status soft_targets(kd_trainer *t, const float *x, const float *teache
             (double)alpha);
     } else {
         KDI_TRY(kdi_check_ensemble(w, t->nteachers, temp));
-        KDI_TRY(kdi_teacher_soft_targets(t->teachers, w, t->nteachers, x, batch, t->classes, temp,
-                                         t->soft.data, &t->ws));
+        KDI_TRY(kdi_teacher_soft_targets(t->teachers, w, t->nteachers, x, batch, t->rows,
+                                         t->classes, temp, t->soft.data, &t->ws));
         t->teachers_ran = 1;
     }
     *soft = t->soft.data;
@@ -138,7 +133,9 @@ static kd_status check_batch(const kd_trainer *t, const float *x, int64_t batch)
     KDI_TRY(kdi_trainer_features_check_size(t, batch));
     if (!kdi_all_finite(x, batch * t->in))
         return kdi_fail(KD_ERR_NUMERIC, "the input x holds NaN or infinity");
-    return KD_OK;
+    /* A language model reads x as ids of its vocabulary, which every teacher shares (checked by
+     * kd_trainer_add_teacher). */
+    return kdi_model_check_tokens(t->student, x, batch);
 }
 
 /* The part of a step that changes the student; the caller clears the gradients if it fails. */
@@ -149,9 +146,9 @@ static kd_status learn(kd_trainer *t, const float *x, const float *soft, int is_
     const float *grad = t->grad.data;
     KDI_TRY(kdi_model_forward(t->student, x, batch, t->logits.data));
     if (t->hint_only) { /* FitNets stage 1: the feature terms alone */
-        memset(t->grad.data, 0, (size_t)(batch * t->classes) * sizeof *t->grad.data);
+        memset(t->grad.data, 0, (size_t)(batch * t->rows * t->classes) * sizeof *t->grad.data);
     } else {
-        KDI_TRY(kdi_loss_forward(t->loss, t->logits.data, soft, is_logits, labels, batch,
+        KDI_TRY(kdi_loss_forward(t->loss, t->logits.data, soft, is_logits, labels, batch * t->rows,
                                  t->classes, &value));
         grad = kdi_loss_grad(t->loss);
     }
@@ -209,11 +206,11 @@ kd_status kd_trainer_step(kd_trainer *t, const float *x, const int32_t *labels,
     KDI_TRY(kdi_trainer_features_check(t));
     if (!t->hint_only) {
         KDI_TRY(soft_targets(t, x, teacher_logits, batch, &soft, &is_logits));
-        KDI_TRY(kdi_loss_check(t->loss, soft, is_logits, labels, batch, t->classes));
+        KDI_TRY(kdi_loss_check(t->loss, soft, is_logits, labels, batch * t->rows, t->classes));
     }
     KDI_TRY(kdi_optimizer_check(t->opt));
-    KDI_TRY(kdi_buf_reserve(&t->logits, batch * t->classes));
-    if (t->hint_only) KDI_TRY(kdi_buf_reserve(&t->grad, batch * t->classes));
+    KDI_TRY(kdi_buf_reserve(&t->logits, batch * t->rows * t->classes));
+    if (t->hint_only) KDI_TRY(kdi_buf_reserve(&t->grad, batch * t->rows * t->classes));
     /* A failure after the student's forward (a workspace of the loss or a feature term that
      * cannot grow, a refused regressor step) puts back what the forward moved: a failed step
      * leaves the trainer as it was. */

@@ -15,18 +15,22 @@ struct kd_trainer {
     kd_model **teachers;
     float *weights; /* ensemble weights, one per teacher, > 0 */
     int32_t nteachers, cap;
-    int64_t in, classes; /* the student's input and output sizes */
-    kdi_buf soft;        /* soft targets [batch, classes] */
-    kdi_buf logits;      /* the student's logits [batch, classes] */
-    kdi_buf grad;        /* d loss / d logits [batch, classes] */
-    kdi_buf ws;          /* the teachers' logits and probabilities, 2 x [batch, classes] */
+    int64_t in; /* the student's input size */
+    /* The loss's rows an example and classes a row (kdi_model_rows): T and V for a language model,
+     * whose loss sees batch * T rows; 1 and the output size otherwise. Buffers below hold
+     * [batch * rows, classes]. */
+    int64_t rows, classes;
+    kdi_buf soft;   /* soft targets [batch * rows, classes] */
+    kdi_buf logits; /* the student's logits */
+    kdi_buf grad;   /* d loss / d logits */
+    kdi_buf ws;     /* the teachers' logits and probabilities, 2 x [batch * rows, classes] */
     /* Distillation methods beyond the logit loss (trainer_features.c). */
     struct kdi_feature_term *terms; /* feature terms, nterms of them */
     int32_t nterms, term_cap;
     int32_t hint_only;    /* KD_TRAINER_HINT_ONLY */
     int32_t teachers_ran; /* every teacher ran on this step's x (live soft targets) */
     int32_t features_ran; /* a step has computed the feature terms */
-    kdi_buf tlogits;      /* one teacher's logits [batch, classes] */
+    kdi_buf tlogits;      /* one teacher's logits [batch * rows, classes] */
     double feature_total; /* the weighted feature terms of the last step */
     /* The student's and the regressors' buffers and random streams before a step's forward, put
      * back when the step fails (nn/model_state.h). */

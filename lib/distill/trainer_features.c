@@ -21,8 +21,12 @@ typedef struct kdi_feature_term {
     float weight;
     kd_model *regressor; /* owned, or NULL */
     kd_optimizer *ropt;  /* the regressor's optimizer, owned, or NULL */
-    kdi_shape rshape; /* what the loss sees of the student: the regressor's output or the layer */
+    kdi_shape rshape;    /* the student's side: the regressor's output or the layer */
     kdi_shape tshape;
+    /* Rows an example the loss sees: T when a pointwise loss compares two sequences token by
+     * token (DistilBERT's cosine on hidden states), else 1; ls and lt are then the rows' shapes. */
+    int64_t per;
+    kdi_shape ls, lt;
     kdi_buf rout; /* the regressor's output [batch, size(rshape)] */
     kdi_buf grad; /* weight * d loss / d rout */
     kdi_buf dx;   /* d loss / d student feature, through the regressor */
@@ -57,8 +61,9 @@ static kd_status check_layer(const kd_model *m, const char *who, int32_t layer)
     return KD_OK;
 }
 
-/* "input CxHxW | spec" unless spec starts with its own input layer; heap, caller frees. */
-static kd_status regressor_spec(const char *spec, kdi_shape in, char **out)
+/* "input CxHxW | spec" (for a sequence layer [T, d], "sequence T d | spec", so that a dense layer
+ * projects each token) unless spec starts with its own input layer; heap, caller frees. */
+static kd_status regressor_spec(const char *spec, kdi_shape in, int seq, char **out)
 {
     const char *p = spec;
     while (isspace((unsigned char)*p)) p++;
@@ -67,6 +72,9 @@ static kd_status regressor_spec(const char *spec, kdi_shape in, char **out)
     if (full == NULL) return kdi_fail(KD_ERR_NOMEM, "cannot allocate the regressor's spec");
     if (strncmp(p, "input", 5) == 0 && (p[5] == '\0' || isspace((unsigned char)p[5])))
         snprintf(full, len, "%s", spec);
+    else if (seq)
+        snprintf(full, len, "sequence %lld %lld | %s", (long long)in.c, (long long)(in.h * in.w),
+                 spec);
     else if (in.h == 1 && in.w == 1)
         snprintf(full, len, "input %lld | %s", (long long)in.c, spec);
     else
@@ -77,11 +85,11 @@ static kd_status regressor_spec(const char *spec, kdi_shape in, char **out)
 }
 
 /* Builds term k's regressor for student feature shape s, with an optimizer of the student's kind. */
-static kd_status make_regressor(const kd_trainer *t, const char *spec, kdi_shape s, int32_t k,
-                                kdi_feature_term *f)
+static kd_status make_regressor(const kd_trainer *t, const char *spec, kdi_shape s, int seq,
+                                int32_t k, kdi_feature_term *f)
 {
     char *full = NULL;
-    KDI_TRY(regressor_spec(spec, s, &full));
+    KDI_TRY(regressor_spec(spec, s, seq, &full));
     uint64_t seed = kdi_rng_derive(t->student->seed, 0x5245470000ULL + (uint64_t)k); /* "REG" */
     kd_status st = kd_model_create(full, seed, &f->regressor);
     kdi_free(full);
@@ -99,6 +107,20 @@ static kd_status make_regressor(const kd_trainer *t, const char *spec, kdi_shape
     }
     f->rshape = f->regressor->seq.out;
     return KD_OK;
+}
+
+/* Pointwise losses (hint, cosine) on two sequences of the same length compare token by token, as
+ * DistilBERT's cosine loss on hidden states [batch * T, d]; others see one row an example. */
+static void loss_rows(kdi_feature_term *f, int sseq, int tseq)
+{
+    int pointwise = f->loss->kind == KD_FEATURE_COSINE || f->loss->kind == KD_FEATURE_HINT;
+    f->per = 1;
+    f->ls = f->rshape;
+    f->lt = f->tshape;
+    if (!pointwise || !sseq || !tseq || f->rshape.c != f->tshape.c) return;
+    f->per = f->rshape.c;
+    f->ls = kdi_shape_flat(f->rshape.h * f->rshape.w);
+    f->lt = kdi_shape_flat(f->tshape.h * f->tshape.w);
 }
 
 static kd_status grow_terms(kd_trainer *t)
@@ -136,8 +158,12 @@ kd_status kd_trainer_add_feature_loss(kd_trainer *t, kd_feature_loss *loss, int3
                           .weight = weight,
                           .rshape = t->student->seq.layers[student_layer].out,
                           .tshape = tm->seq.layers[teacher_layer].out};
-    if (regressor_spec != NULL) KDI_TRY(make_regressor(t, regressor_spec, f.rshape, t->nterms, &f));
-    kd_status st = kdi_feature_loss_check(loss, f.rshape, f.tshape, 1);
+    int sseq = t->student->seq.layers[student_layer].seq > 0;
+    if (regressor_spec != NULL)
+        KDI_TRY(make_regressor(t, regressor_spec, f.rshape, sseq, t->nterms, &f));
+    if (f.regressor != NULL) sseq = f.regressor->seq.seq_out;
+    loss_rows(&f, sseq, tm->seq.layers[teacher_layer].seq > 0);
+    kd_status st = kdi_feature_loss_check(loss, f.ls, f.lt, f.per);
     if (st == KD_OK) st = grow_terms(t);
     if (st != KD_OK) {
         term_free(&f);
@@ -227,7 +253,7 @@ kd_status kdi_trainer_features_check_size(const kd_trainer *t, int64_t batch)
 kd_status kdi_trainer_mean_logits(kd_trainer *t, const float *x, const float *cached, int64_t batch,
                                   const float **out)
 {
-    int64_t count = batch * t->classes;
+    int64_t count = batch * t->rows * t->classes;
     int32_t n = kdi_trainer_cached_teachers(t);
     if (cached == NULL && t->nteachers == 0)
         return kdi_fail(KD_ERR_STATE,
@@ -264,7 +290,7 @@ static kd_status run_teacher(kd_trainer *t, const float *x, int64_t batch, int32
     if (t->teachers_ran) return KD_OK;
     for (int32_t j = 0; j < k; j++)
         if (t->terms[j].teacher == i) return KD_OK;
-    KDI_TRY(kdi_buf_reserve(&t->tlogits, batch * t->classes));
+    KDI_TRY(kdi_buf_reserve(&t->tlogits, batch * t->rows * t->classes));
     return kdi_model_predict(t->teachers[i], x, batch, t->tlogits.data);
 }
 
@@ -305,8 +331,8 @@ static kd_status run_term(kd_trainer *t, kdi_feature_term *f, int64_t batch)
         in = f->rout.data;
     }
     double v;
-    KDI_TRY(kdi_feature_loss_check(f->loss, f->rshape, f->tshape, batch));
-    KDI_TRY(kdi_feature_loss_run(f->loss, in, f->rshape, tf, f->tshape, batch, &v));
+    KDI_TRY(kdi_feature_loss_check(f->loss, f->ls, f->lt, batch * f->per));
+    KDI_TRY(kdi_feature_loss_run(f->loss, in, f->ls, tf, f->lt, batch * f->per, &v));
     const float *g = kdi_feature_loss_grad(f->loss);
     for (int64_t i = 0; i < n; i++) f->grad.data[i] = f->weight * g[i];
     f->value = (double)f->weight * v;

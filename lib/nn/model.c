@@ -333,6 +333,16 @@ kd_status kd_model_tokens(const kd_model *m, int64_t *vocab, int64_t *length)
     return KD_OK;
 }
 
+kd_status kd_model_output_rows(const kd_model *m, int64_t *rows, int64_t *classes)
+{
+    KDI_CHECK_NULL(m);
+    int64_t r, c;
+    kdi_model_rows(m, &r, &c);
+    if (rows != NULL) *rows = r;
+    if (classes != NULL) *classes = c;
+    return KD_OK;
+}
+
 kd_status kd_model_backward(kd_model *m, const float *grad_logits)
 {
     KDI_CHECK_NULL(m);

@@ -40,6 +40,13 @@ const kdi_param_list *kdi_model_params(const kd_model *m);
  * forward, with a gradient the library computed. */
 static inline int64_t kdi_model_in(const kd_model *m) { return kdi_shape_size(m->seq.in); }
 static inline int64_t kdi_model_out(const kd_model *m) { return kdi_shape_size(m->seq.out); }
+/* How losses see the output (kd_model_output_rows): T rows of d for a sequence [T, d], else one
+ * row of every output. */
+static inline void kdi_model_rows(const kd_model *m, int64_t *rows, int64_t *classes)
+{
+    *rows = kdi_seq_rows(m->seq.out, m->seq.seq_out);
+    *classes = kdi_seq_width(m->seq.out, m->seq.seq_out);
+}
 /* batch >= 1 and batch times the widest layer fits the library's sizes; reads no data. */
 kd_status kdi_model_check_size(const kd_model *m, int64_t batch);
 /* For a token model ('tokens V T'), that the float inputs x [batch, T] are ids in 0..V-1; OK for

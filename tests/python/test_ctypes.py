@@ -762,6 +762,23 @@ class TokenModels(KdTestCase):
         self.assertEqual(tokens, m.generate([3, 1], 3, temperature=0.8, top_k=5, seed=9))
         self.assertFailsWith(kd.ERR_ARGUMENT, m.generate, [3, 1], 4)
 
+    def test_language_model_trainer(self):
+        """The trainer sees batch * T token rows: labels [batch * T], -1 padding."""
+        t, s = kd.Model(self.SPEC, seed=1), kd.Model(self.SPEC, seed=2)
+        self.assertEqual(s.output_rows, (5, 11))
+        self.assertEqual(kd.Model("input 3 | dense 2").output_rows, (1, 2))
+        loss = kd.Loss(kd.LOSS_REVERSE_KL, alpha=0.5)
+        tr = kd.Trainer(s, loss, kd.Optimizer(s, kd.OPTIMIZER_ADAM, learning_rate=0.02))
+        tr.add_teacher(t)
+        x = [float(i % 11) for i in range(10)]
+        y = [(i + 1) % 11 for i in range(10)]
+        y[4] = -1
+        first = tr.step(x, y, 2)
+        for _ in range(20):
+            last = tr.step(x, y, 2)
+        self.assertLess(last, first)
+        self.assertRaises(ValueError, tr.step, x, y[:2], 2)  # [batch] labels are too few
+
 
 class NamedTensors(KdTestCase):
     def test_round_trip(self):

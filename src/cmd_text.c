@@ -1,0 +1,644 @@
+/* kd train | distill | eval --text FILE: byte-level language models on a UTF-8 text, through the
+ * public API alone (kd_text_*, token models, kd_trainer_step with batch * T token rows). */
+#include <errno.h>
+#include <math.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "text.h"
+
+enum kind { FLAG, INT, FLOAT, STRING, METHOD };
+enum { TRAIN = 1, DISTILL = 2, EVAL = 4, GENERATE = 8 };
+
+typedef struct text_def {
+    const char *name;
+    enum kind kind;
+    size_t offset;
+    unsigned commands;
+    double lo, hi;
+} text_def;
+
+#define AT(field) offsetof(text_options, field)
+
+static const text_def table[] = {
+    {"--text", STRING, AT(text), TRAIN | DISTILL | EVAL, 0, 0},
+    {"--spec", STRING, AT(spec), TRAIN, 0, 0},
+    {"--model", STRING, AT(spec), TRAIN, 0, 0},
+    {"--teacher", STRING, AT(teacher_file), DISTILL, 0, 0},
+    {"--teacher-spec", STRING, AT(teacher_spec), DISTILL, 0, 0},
+    {"--student", STRING, AT(student_spec), DISTILL, 0, 0},
+    {"--method", METHOD, 0, DISTILL, 0, 0},
+    {"--loss", METHOD, 0, DISTILL, 0, 0},
+    {"--steps", INT, AT(steps), TRAIN | DISTILL, 1, 1e9},
+    {"--teacher-steps", INT, AT(teacher_steps), DISTILL, 1, 1e9},
+    {"--batch", INT, AT(batch), TRAIN | DISTILL | EVAL, 1, 65536},
+    {"--lr", FLOAT, AT(lr), TRAIN | DISTILL, 1e-9, 10},
+    {"--temperature", FLOAT, AT(temperature), DISTILL | GENERATE, 0, 1e6},
+    {"--alpha", FLOAT, AT(alpha), DISTILL, 0, 1},
+    {"--validation", FLOAT, AT(validation), TRAIN | DISTILL | EVAL, 0, 0.99},
+    {"--max-bytes", INT, AT(max_bytes), TRAIN | DISTILL | EVAL, 0, 1e12},
+    {"--eval-bytes", INT, AT(eval_bytes), TRAIN | DISTILL | EVAL, 0, 1e12},
+    {"--log-every", INT, AT(log_every), TRAIN | DISTILL, 1, 1e9},
+    {"--seed", INT, AT(seed), TRAIN | DISTILL | GENERATE, 0, 1e18},
+    {"--out", STRING, AT(out), TRAIN | DISTILL, 0, 0},
+    {"--log", STRING, AT(log_path), TRAIN | DISTILL, 0, 0},
+    {"--compare", FLAG, AT(compare), DISTILL, 0, 0},
+    {"--json", FLAG, AT(json), EVAL, 0, 0},
+    {"--quiet", FLAG, AT(quiet), TRAIN | DISTILL | EVAL, 0, 0},
+    {"-q", FLAG, AT(quiet), TRAIN | DISTILL | EVAL, 0, 0},
+    {"--prompt", STRING, AT(prompt), GENERATE, 0, 0},
+    {"--tokens", INT, AT(tokens), GENERATE, 1, 1e9},
+    {"--top-k", INT, AT(top_k), GENERATE, 0, 1 << 24},
+    {"--top-p", FLOAT, AT(top_p), GENERATE, 1e-9, 1},
+};
+
+static const struct {
+    const char *name;
+    kd_loss_kind kind;
+} methods[] = {
+    {"forward-kl", KD_LOSS_HINTON},
+    {"hinton", KD_LOSS_HINTON},
+    {"reverse-kl", KD_LOSS_REVERSE_KL},
+    {"jsd", KD_LOSS_JSD},
+    {"skew-kl", KD_LOSS_SKEW_KL},
+    {"skew-reverse-kl", KD_LOSS_SKEW_REVERSE_KL},
+    {"tvd", KD_LOSS_TVD},
+    {"logit-mse", KD_LOSS_LOGIT_MSE},
+};
+
+static unsigned command_bit(const char *name)
+{
+    if (strcmp(name, "train") == 0) return TRAIN;
+    if (strcmp(name, "distill") == 0) return DISTILL;
+    if (strcmp(name, "eval") == 0) return EVAL;
+    return GENERATE;
+}
+
+static const char *method_name(int kind)
+{
+    for (size_t i = 0; i < sizeof methods / sizeof *methods; i++)
+        if ((int)methods[i].kind == kind) return methods[i].name;
+    return "?";
+}
+
+int is_text_command(int argc, char **argv)
+{
+    for (int i = 2; i < argc; i++) {
+        if (strcmp(argv[i], "--") == 0) return 0;
+        if (strcmp(argv[i], "--text") == 0 || strncmp(argv[i], "--text=", 7) == 0) return 1;
+    }
+    return 0;
+}
+
+static void defaults(text_options *o, const char *name)
+{
+    memset(o, 0, sizeof *o);
+    o->cmd = name;
+    o->steps = 2000;
+    o->teacher_steps = 2000;
+    o->batch = 16;
+    o->lr = 3e-3f;
+    o->temperature = strcmp(name, "generate") == 0 ? 0.8f : 1.0f;
+    o->alpha = 0.5f;
+    o->top_p = 1.0f;
+    o->tokens = 200;
+    o->validation = 0.1f;
+    o->log_every = 100;
+    o->seed = 1;
+    o->method = KD_LOSS_HINTON;
+}
+
+static int set_value(text_options *o, const text_def *d, const char *v)
+{
+    char *base = (char *)o + d->offset;
+    if (d->kind == STRING) {
+        *(const char **)base = v;
+        return EXIT_OK;
+    }
+    if (d->kind == METHOD) {
+        for (size_t i = 0; i < sizeof methods / sizeof *methods; i++)
+            if (strcmp(v, methods[i].name) == 0) {
+                o->method = methods[i].kind;
+                return EXIT_OK;
+            }
+        fail_msg("%s '%s' is not one of forward-kl, reverse-kl, jsd, skew-kl, skew-reverse-kl, "
+                 "tvd, logit-mse",
+                 d->name, v);
+        return EXIT_USAGE;
+    }
+    char *end;
+    errno = 0;
+    double x = strtod(v, &end);
+    if (*v == '\0' || *end != '\0' || errno != 0 || !isfinite(x) || x < d->lo || x > d->hi ||
+        (d->kind == INT && x != floor(x))) {
+        fail_msg("%s '%s' is not %s in [%g, %g]", d->name, v,
+                 d->kind == INT ? "a whole number" : "a number", d->lo, d->hi);
+        return EXIT_USAGE;
+    }
+    if (d->kind == FLOAT) {
+        *(float *)base = (float)x;
+        if (d->offset == AT(temperature)) o->temperature_set = 1;
+        if (d->offset == AT(alpha)) o->alpha_set = 1;
+    } else if (d->offset == AT(seed)) {
+        o->seed = (uint64_t)x;
+    } else if (d->offset == AT(top_k)) {
+        o->top_k = (int32_t)x;
+    } else {
+        *(int64_t *)base = (int64_t)x;
+    }
+    return EXIT_OK;
+}
+
+int text_parse(text_options *o, const char *name, int argc, char **argv, int first)
+{
+    defaults(o, name);
+    unsigned bit = command_bit(name);
+    for (int i = first; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            text_help(stdout, name);
+            return -1;
+        }
+        if (a[0] != '-' || a[1] == '\0') {
+            if (o->model != NULL || !(bit & (EVAL | GENERATE))) {
+                fail_msg("unexpected argument '%s' (see 'kd help %s')", a, name);
+                return EXIT_USAGE;
+            }
+            o->model = a;
+            continue;
+        }
+        const char *eq = strchr(a, '=');
+        size_t len = eq ? (size_t)(eq - a) : strlen(a);
+        const text_def *d = NULL;
+        for (size_t k = 0; k < sizeof table / sizeof *table; k++)
+            if (strlen(table[k].name) == len && strncmp(table[k].name, a, len) == 0) d = &table[k];
+        if (d == NULL || !(d->commands & bit)) {
+            fail_msg("unknown option '%.*s' for kd %s on text (see 'kd help %s')", (int)len, a,
+                     name, name);
+            return EXIT_USAGE;
+        }
+        if (d->kind == FLAG) {
+            *(int *)((char *)o + d->offset) = 1;
+            continue;
+        }
+        const char *v = eq ? eq + 1 : (i + 1 < argc ? argv[++i] : NULL);
+        if (v == NULL) {
+            fail_msg("%s needs a value", d->name);
+            return EXIT_USAGE;
+        }
+        int rc = set_value(o, d, v);
+        if (rc != EXIT_OK) return rc;
+    }
+    return EXIT_OK;
+}
+
+void text_lm_spec(int64_t context, int64_t width, int layers, int heads, char *out, size_t size)
+{
+    int n = snprintf(out, size, "tokens %d %lld | embed %lld | posembed", KD_TEXT_VOCAB,
+                     (long long)context, (long long)width);
+    for (int l = 0; l < layers && n > 0 && (size_t)n < size; l++)
+        n += snprintf(out + n, size - (size_t)n,
+                      " | residual(layernorm | attention %d causal) | residual(layernorm | "
+                      "dense %lld | gelu | dense %lld)",
+                      heads, (long long)(4 * width), (long long)width);
+    if (n > 0 && (size_t)n < size)
+        snprintf(out + n, size - (size_t)n, " | layernorm | lmhead %d", KD_TEXT_VOCAB);
+}
+
+/* Whether m is a byte-level language model: 256 token ids in, 256 logits a position out. */
+static int check_lm(const kd_model *m, const char *what, int code)
+{
+    int64_t vocab = 0, length = 0, out = 0;
+    kd_model_tokens(m, &vocab, &length);
+    kd_model_output_size(m, &out);
+    if (vocab == 0) {
+        fail_msg("%s is not a language model: it takes floats, not token ids ('tokens %d T | "
+                 "...')",
+                 what, KD_TEXT_VOCAB);
+        return code;
+    }
+    if (vocab != KD_TEXT_VOCAB || out != length * KD_TEXT_VOCAB) {
+        fail_msg("%s has a vocabulary of %lld tokens in and %lld logits a position out; "
+                 "byte-level text has %d (one a byte)",
+                 what, (long long)vocab, (long long)(out / length), KD_TEXT_VOCAB);
+        return code;
+    }
+    return EXIT_OK;
+}
+
+static int spec_model(const char *what, const char *spec, uint64_t seed, kd_model **out)
+{
+    int rc = create_model(what, spec, seed, out);
+    if (rc != EXIT_OK) return rc;
+    char name[64];
+    snprintf(name, sizeof name, "the %s spec", what);
+    if ((rc = check_lm(*out, name, EXIT_USAGE)) != EXIT_OK) {
+        kd_model_destroy(*out);
+        *out = NULL;
+    }
+    return rc;
+}
+
+int text_load_model(const char *path, kd_model **out)
+{
+    kd_status st = kd_model_load(path, out);
+    if (st != KD_OK) {
+        char what[4200];
+        snprintf(what, sizeof what, "cannot load %s", path);
+        return fail_kd(what, st);
+    }
+    int rc = check_lm(*out, path, EXIT_RUNTIME);
+    if (rc != EXIT_OK) {
+        kd_model_destroy(*out);
+        *out = NULL;
+    }
+    return rc;
+}
+
+static int open_text(const text_options *o, kd_text **out)
+{
+    kd_status st = kd_text_open(o->text, o->max_bytes, out);
+    if (st == KD_OK) st = kd_text_split(*out, o->validation);
+    if (st == KD_OK) return EXIT_OK;
+    char what[4200];
+    snprintf(what, sizeof what, "cannot use %s as text", o->text);
+    kd_text_destroy(*out);
+    *out = NULL;
+    return fail_kd(what, st);
+}
+
+/* ---------------------------------------------------------------- evaluation */
+
+/* Mean cross-entropy (nats per byte) of m over the validation part (its first limit bytes when
+ * limit > 0), in consecutive windows of T bytes, each predicting its next T bytes. */
+static int validation_ce(kd_model *m, const kd_text *text, int64_t batch, int64_t limit, double *ce,
+                         int64_t *tokens)
+{
+    int64_t T = 0, n = 0;
+    kd_model_tokens(m, NULL, &T);
+    kd_text_part_size(text, KD_TEXT_VALIDATION, &n);
+    if (limit > 0 && n > limit) n = limit;
+    int64_t windows = n > 0 ? (n - 1) / T : 0;
+    if (windows < 1) {
+        fail_msg("the validation part holds %lld bytes; the model's context needs %lld (make "
+                 "--validation larger or the text longer)",
+                 (long long)n, (long long)(T + 1));
+        return EXIT_RUNTIME;
+    }
+    if (batch > windows) batch = windows;
+    int32_t *buf = malloc(sizeof *buf * (size_t)(batch * (T + 1)));
+    int32_t *ids = malloc(sizeof *ids * (size_t)(batch * T));
+    int32_t *y = malloc(sizeof *y * (size_t)(batch * T));
+    float *z = malloc(sizeof *z * (size_t)(batch * T * KD_TEXT_VOCAB));
+    kd_loss *loss = NULL;
+    kd_status st = buf && ids && y && z ? kd_loss_create(KD_LOSS_HINTON, &loss) : KD_ERR_NOMEM;
+    if (st == KD_OK) st = kd_loss_set_float(loss, KD_LOSS_ALPHA, 0.0f);
+    double sum = 0.0;
+    for (int64_t w = 0; st == KD_OK && w < windows; w += batch) {
+        int64_t b = windows - w < batch ? windows - w : batch;
+        for (int64_t i = 0; st == KD_OK && i < b; i++) {
+            st = kd_text_tokens(text, KD_TEXT_VALIDATION, (w + i) * T, T + 1, buf);
+            memcpy(ids + i * T, buf, sizeof *ids * (size_t)T);
+            memcpy(y + i * T, buf + 1, sizeof *y * (size_t)T);
+        }
+        float v = 0.0f;
+        if (st == KD_OK) st = kd_model_predict_tokens(m, ids, b, z);
+        if (st == KD_OK) st = kd_loss_forward(loss, z, NULL, y, b * T, KD_TEXT_VOCAB, &v);
+        sum += (double)v * (double)(b * T);
+    }
+    kd_loss_destroy(loss);
+    free(buf);
+    free(ids);
+    free(y);
+    free(z);
+    if (st != KD_OK) return fail_kd("evaluation failed", st);
+    *tokens = windows * T;
+    *ce = sum / (double)*tokens;
+    return EXIT_OK;
+}
+
+typedef struct lm_result {
+    char name[48];
+    int64_t params, bytes;
+    double ce, ppl, bpb, seconds, tokens_per_s;
+} lm_result;
+
+static int measure(kd_model *m, const kd_text *text, int64_t limit, const char *name,
+                   const char *path, double seconds, int64_t tokens_trained, lm_result *r)
+{
+    memset(r, 0, sizeof *r);
+    snprintf(r->name, sizeof r->name, "%s", name);
+    int64_t tokens;
+    int rc = validation_ce(m, text, 64, limit, &r->ce, &tokens);
+    if (rc != EXIT_OK) return rc;
+    float ppl = 0.0f, bpb = 0.0f;
+    kd_perplexity((float)r->ce, &ppl);
+    kd_bits_per_byte((float)r->ce, 1, 1, &bpb);
+    r->ppl = ppl;
+    r->bpb = bpb;
+    kd_model_param_count(m, &r->params);
+    r->bytes = path != NULL ? file_size(path) : -1;
+    r->seconds = seconds;
+    r->tokens_per_s = seconds > 0 ? (double)tokens_trained / seconds : 0.0;
+    return EXIT_OK;
+}
+
+static void print_results(const lm_result *r, int n)
+{
+    printf("%-22s %10s %10s %9s %9s %8s %12s\n", "model", "params", "file", "CE nats", "ppl",
+           "bits/B", "train tok/s");
+    for (int i = 0; i < n; i++) {
+        char p[32], b[32] = "-";
+        format_count(r[i].params, p, sizeof p);
+        if (r[i].bytes >= 0) format_bytes((double)r[i].bytes, b, sizeof b);
+        printf("%-22s %10s %10s %9.4f %9.3f %8.4f %12.0f\n", r[i].name, p, b, r[i].ce, r[i].ppl,
+               r[i].bpb, r[i].tokens_per_s);
+    }
+}
+
+/* ---------------------------------------------------------------- training */
+
+typedef struct lm_run {
+    const char *name;
+    kd_model *model, *teacher; /* teacher NULL: cross-entropy alone */
+    int method;
+    float alpha, temperature;
+    int64_t steps;
+    uint64_t seed;
+} lm_run;
+
+static kd_status make_parts(const text_options *o, const lm_run *r, kd_loss **loss,
+                            kd_optimizer **opt)
+{
+    kd_status st = kd_loss_create(r->teacher ? (kd_loss_kind)r->method : KD_LOSS_HINTON, loss);
+    if (st == KD_OK) st = kd_loss_set_float(*loss, KD_LOSS_ALPHA, r->teacher ? r->alpha : 0.0f);
+    if (st == KD_OK && r->method != KD_LOSS_LOGIT_MSE)
+        st = kd_loss_set_float(*loss, KD_LOSS_TEMPERATURE, r->temperature);
+    if (st == KD_OK) st = kd_loss_set_float(*loss, KD_LOSS_MASK_UNLABELLED, 1.0f);
+    if (st == KD_OK) st = kd_optimizer_create(KD_OPTIMIZER_ADAMW, r->model, opt);
+    if (st != KD_OK) return st;
+    /* nanoGPT's recipe, shortened: AdamW, cosine decay to a tenth, a short warm-up, clipping. */
+    int64_t warmup = r->steps / 10 < 100 ? r->steps / 10 : 100;
+    st = kd_optimizer_set_float(*opt, KD_OPT_LEARNING_RATE, o->lr);
+    if (st == KD_OK) st = kd_optimizer_set_int(*opt, KD_OPT_SCHEDULE, KD_SCHEDULE_COSINE);
+    if (st == KD_OK) st = kd_optimizer_set_int(*opt, KD_OPT_TOTAL_STEPS, r->steps);
+    if (st == KD_OK) st = kd_optimizer_set_float(*opt, KD_OPT_MIN_LR, o->lr / 10.0f);
+    if (st == KD_OK) st = kd_optimizer_set_int(*opt, KD_OPT_WARMUP_STEPS, warmup);
+    if (st == KD_OK) st = kd_optimizer_set_float(*opt, KD_OPT_WARMUP_START, 0.1f);
+    if (st == KD_OK) st = kd_optimizer_set_float(*opt, KD_OPT_CLIP_NORM, 1.0f);
+    if (st == KD_OK) st = kd_optimizer_set_float(*opt, KD_OPT_WEIGHT_DECAY, 0.01f);
+    return st;
+}
+
+static int train_lm(const text_options *o, const kd_text *text, const lm_run *r, FILE *log,
+                    double *seconds)
+{
+    int64_t T = 0;
+    kd_model_tokens(r->model, NULL, &T);
+    kd_loss *loss = NULL;
+    kd_optimizer *opt = NULL;
+    kd_trainer *tr = NULL;
+    int32_t *ids = malloc(sizeof *ids * (size_t)(o->batch * T));
+    int32_t *y = malloc(sizeof *y * (size_t)(o->batch * T));
+    float *x = malloc(sizeof *x * (size_t)(o->batch * T));
+    kd_status st = ids && y && x ? make_parts(o, r, &loss, &opt) : KD_ERR_NOMEM;
+    const char *what = "cannot set up training";
+    if (st == KD_OK) st = kd_trainer_create(r->model, loss, opt, &tr);
+    if (st == KD_OK && r->teacher != NULL) {
+        st = kd_trainer_add_teacher(tr, r->teacher, 1.0f);
+        what = "the teacher cannot teach this student";
+    }
+    double start = now_seconds(), sum = 0.0;
+    int64_t count = 0;
+    for (int64_t s = 0; st == KD_OK && s < r->steps; s++) {
+        what = "a training step failed";
+        st = kd_text_batch(text, KD_TEXT_TRAIN, o->batch, T, r->seed * 1000003u + (uint64_t)s, ids,
+                           y);
+        for (int64_t i = 0; st == KD_OK && i < o->batch * T; i++) x[i] = (float)ids[i];
+        float v = 0.0f;
+        if (st == KD_OK) st = kd_trainer_step(tr, x, y, NULL, o->batch, &v);
+        sum += v;
+        count++;
+        if (st != KD_OK || ((s + 1) % o->log_every != 0 && s + 1 != r->steps)) continue;
+        double t = now_seconds() - start;
+        if (!o->quiet)
+            printf("%s: step %lld/%lld  loss %.4f  %.0f s\n", r->name, (long long)(s + 1),
+                   (long long)r->steps, sum / (double)count, t);
+        if (log != NULL)
+            fprintf(log, "{\"run\": \"%s\", \"step\": %lld, \"loss\": %.6g, \"seconds\": %.3f}\n",
+                    r->name, (long long)(s + 1), sum / (double)count, t);
+        fflush(stdout);
+        sum = 0.0;
+        count = 0;
+    }
+    *seconds = now_seconds() - start;
+    int rc = st == KD_OK ? EXIT_OK : fail_kd(what, st);
+    kd_trainer_destroy(tr);
+    kd_optimizer_destroy(opt);
+    kd_loss_destroy(loss);
+    free(ids);
+    free(y);
+    free(x);
+    return rc;
+}
+
+static int save(kd_model *m, const char *path)
+{
+    if (path == NULL) return EXIT_OK;
+    kd_status st = kd_model_save(m, path);
+    if (st == KD_OK) return EXIT_OK;
+    char what[4200];
+    snprintf(what, sizeof what, "cannot save %s", path);
+    return fail_kd(what, st);
+}
+
+static int text_train(const text_options *o, const kd_text *text, FILE *log)
+{
+    char spec[8192];
+    if (o->spec != NULL)
+        snprintf(spec, sizeof spec, "%s", o->spec);
+    else
+        text_lm_spec(TEXT_CONTEXT, TEXT_TEACHER_WIDTH, TEXT_TEACHER_LAYERS, TEXT_TEACHER_HEADS,
+                     spec, sizeof spec);
+    kd_model *m;
+    int rc = spec_model("model", spec, o->seed, &m);
+    if (rc != EXIT_OK) return rc;
+    lm_run r = {"model", m, NULL, KD_LOSS_HINTON, 0.0f, 1.0f, o->steps, o->seed};
+    double seconds = 0.0;
+    int64_t T = 0;
+    kd_model_tokens(m, NULL, &T);
+    lm_result res;
+    rc = train_lm(o, text, &r, log, &seconds);
+    if (rc == EXIT_OK) rc = save(m, o->out);
+    if (rc == EXIT_OK)
+        rc = measure(m, text, o->eval_bytes, "model", o->out, seconds, o->steps * o->batch * T,
+                     &res);
+    if (rc == EXIT_OK) {
+        printf("saved %s: validation %.4f nats/byte, perplexity %.3f, %.4f bits per byte after "
+               "%lld steps, %.0f s\n",
+               o->out, res.ce, res.ppl, res.bpb, (long long)o->steps, seconds);
+        if (!o->quiet) print_results(&res, 1);
+    }
+    kd_model_destroy(m);
+    return rc;
+}
+
+static int text_distill(const text_options *o, const kd_text *text, FILE *log)
+{
+    char tspec[8192], sspec[8192];
+    if (o->teacher_spec != NULL)
+        snprintf(tspec, sizeof tspec, "%s", o->teacher_spec);
+    else
+        text_lm_spec(TEXT_CONTEXT, TEXT_TEACHER_WIDTH, TEXT_TEACHER_LAYERS, TEXT_TEACHER_HEADS,
+                     tspec, sizeof tspec);
+    if (o->student_spec != NULL)
+        snprintf(sspec, sizeof sspec, "%s", o->student_spec);
+    else
+        text_lm_spec(TEXT_CONTEXT, TEXT_STUDENT_WIDTH, TEXT_STUDENT_LAYERS, TEXT_STUDENT_HEADS,
+                     sspec, sizeof sspec);
+    kd_model *teacher = NULL, *student = NULL, *alone = NULL;
+    int rc = spec_model("student", sspec, o->seed + 1, &student);
+    if (rc == EXIT_OK)
+        rc = o->teacher_file != NULL ? text_load_model(o->teacher_file, &teacher)
+                                     : spec_model("teacher", tspec, o->seed, &teacher);
+    int64_t T = 0, TT = 0;
+    if (rc == EXIT_OK) {
+        kd_model_tokens(student, NULL, &T);
+        kd_model_tokens(teacher, NULL, &TT);
+    }
+    lm_result res[3];
+    int n = 0;
+    double secs = 0.0;
+    if (rc == EXIT_OK && o->teacher_file == NULL) {
+        lm_run r = {"teacher", teacher,          NULL,   KD_LOSS_HINTON, 0.0f,
+                    1.0f,      o->teacher_steps, o->seed};
+        rc = train_lm(o, text, &r, log, &secs);
+    }
+    if (rc == EXIT_OK)
+        rc = measure(teacher, text, o->eval_bytes, "teacher", o->teacher_file, secs,
+                     o->teacher_file ? 0 : o->teacher_steps * o->batch * TT, &res[n++]);
+    if (rc == EXIT_OK && o->compare && (rc = kd_model_clone(student, &alone)) != KD_OK)
+        rc = fail_kd("cannot copy the student", (kd_status)rc);
+    if (rc == EXIT_OK && alone != NULL) {
+        lm_run r = {"student alone", alone,      NULL, KD_LOSS_HINTON, 0.0f, 1.0f,
+                    o->steps,        o->seed + 2};
+        rc = train_lm(o, text, &r, log, &secs);
+        if (rc == EXIT_OK)
+            rc = measure(alone, text, o->eval_bytes, "student alone", NULL, secs,
+                         o->steps * o->batch * T, &res[n++]);
+    }
+    if (rc == EXIT_OK) {
+        lm_run r = {"distilled", student,        teacher,  o->method,
+                    o->alpha,    o->temperature, o->steps, o->seed + 2};
+        rc = train_lm(o, text, &r, log, &secs);
+    }
+    if (rc == EXIT_OK) rc = save(student, o->out);
+    if (rc == EXIT_OK) {
+        char name[48];
+        snprintf(name, sizeof name, "distilled (%s)", method_name(o->method));
+        rc = measure(student, text, o->eval_bytes, name, o->out, secs, o->steps * o->batch * T,
+                     &res[n++]);
+    }
+    if (rc == EXIT_OK) {
+        const lm_result *d = &res[n - 1];
+        printf("saved %s: validation %.4f nats/byte, perplexity %.3f, %.4f bits per byte "
+               "(teacher %.4f) after %lld steps of %s, alpha %g, T %g\n",
+               o->out, d->ce, d->ppl, d->bpb, res[0].bpb, (long long)o->steps,
+               method_name(o->method), (double)o->alpha, (double)o->temperature);
+        if (!o->quiet) print_results(res, n);
+    }
+    kd_model_destroy(alone);
+    kd_model_destroy(student);
+    kd_model_destroy(teacher);
+    return rc;
+}
+
+static int text_eval(const text_options *o, const kd_text *text)
+{
+    kd_model *m;
+    int rc = text_load_model(o->model, &m);
+    if (rc != EXIT_OK) return rc;
+    int64_t tokens = 0, T = 0, vbytes = 0;
+    double ce = 0.0;
+    kd_model_tokens(m, NULL, &T);
+    kd_text_part_size(text, KD_TEXT_VALIDATION, &vbytes);
+    rc = validation_ce(m, text, o->batch, o->eval_bytes, &ce, &tokens);
+    if (rc == EXIT_OK) {
+        float ppl = 0.0f, bpb = 0.0f;
+        kd_perplexity((float)ce, &ppl);
+        kd_bits_per_byte((float)ce, 1, 1, &bpb);
+        int64_t params = 0;
+        kd_model_param_count(m, &params);
+        if (o->json) {
+            printf("{\"model\": ");
+            json_string(stdout, o->model);
+            printf(", \"text\": ");
+            json_string(stdout, o->text);
+            printf(", \"context\": %lld, \"parameters\": %lld, \"validation_bytes\": %lld, "
+                   "\"tokens\": %lld, \"cross_entropy\": %.6f, \"perplexity\": %.6f, "
+                   "\"bits_per_byte\": %.6f}\n",
+                   (long long)T, (long long)params, (long long)vbytes, (long long)tokens, ce,
+                   (double)ppl, (double)bpb);
+        } else {
+            char p[32];
+            format_count(params, p, sizeof p);
+            printf("%s: %s parameters, context %lld bytes\n", o->model, p, (long long)T);
+            printf("validation: the last %lld bytes of %s, %lld predicted\n", (long long)vbytes,
+                   o->text, (long long)tokens);
+            printf("cross-entropy %.4f nats/byte, perplexity %.3f, %.4f bits per byte\n", ce,
+                   (double)ppl, (double)bpb);
+        }
+    }
+    kd_model_destroy(m);
+    return rc;
+}
+
+/* The specs given build byte-level language models: a usage error, found before the text is read. */
+static int check_specs(const text_options *o)
+{
+    const char *specs[3] = {o->spec, o->teacher_spec, o->student_spec};
+    const char *what[3] = {"model", "teacher", "student"};
+    for (int i = 0; i < 3; i++) {
+        kd_model *m = NULL;
+        int rc = specs[i] != NULL ? spec_model(what[i], specs[i], o->seed, &m) : EXIT_OK;
+        kd_model_destroy(m);
+        if (rc != EXIT_OK) return rc;
+    }
+    return EXIT_OK;
+}
+
+int cmd_text(const char *name, int argc, char **argv)
+{
+    text_options o;
+    int rc = text_parse(&o, name, argc, argv, 2);
+    if (rc == -1) return EXIT_OK;
+    if (rc != EXIT_OK) return rc;
+    if (strcmp(name, "eval") == 0 && o.model == NULL) {
+        fail_msg("a model file is required: kd eval MODEL.safetensors --text FILE");
+        return EXIT_USAGE;
+    }
+    if (strcmp(name, "eval") != 0 && o.out == NULL) {
+        fail_msg("--out MODEL.safetensors is required (see 'kd help %s')", name);
+        return EXIT_USAGE;
+    }
+    if (o.out != NULL && (rc = check_output(o.out)) != EXIT_OK) return rc;
+    if ((rc = check_specs(&o)) != EXIT_OK) return rc;
+    kd_text *text = NULL;
+    if ((rc = open_text(&o, &text)) != EXIT_OK) return rc;
+    FILE *log = NULL;
+    if (o.log_path != NULL && (log = fopen(o.log_path, "w")) == NULL) {
+        fail_msg("cannot write %s: %s", o.log_path, strerror(errno));
+        kd_text_destroy(text);
+        return EXIT_RUNTIME;
+    }
+    if (strcmp(name, "train") == 0)
+        rc = text_train(&o, text, log);
+    else if (strcmp(name, "distill") == 0)
+        rc = text_distill(&o, text, log);
+    else
+        rc = text_eval(&o, text);
+    if (log != NULL) fclose(log);
+    kd_text_destroy(text);
+    return rc;
+}

@@ -1,0 +1,98 @@
+#!/bin/sh
+# The kd tool on text (byte-level language models): train, distill with each token-level loss,
+# eval and generate on the committed sample, with exact exit codes for bad input (an empty file, a
+# file that is not UTF-8, a prompt longer than the context, a vocabulary or context that does not
+# match). Ends with "N passed, N failed".
+#
+#   text.sh KD_BINARY DATA_DIR
+set -u
+KD=${1:?usage: text.sh KD_BINARY DATA_DIR}
+DATA=${2:?usage: text.sh KD_BINARY DATA_DIR}
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/kd-cli-text.XXXXXX")
+trap 'rm -rf "$TMP"' EXIT INT TERM
+OPENBLAS_NUM_THREADS=1
+export OPENBLAS_NUM_THREADS
+
+passed=0
+failed=0
+pass() { passed=$((passed + 1)); echo "ok - $1"; }
+fail() { failed=$((failed + 1)); echo "FAIL - $1"; }
+
+# expect NAME CODE PATTERN CMD...: CMD exits with CODE and its output (stdout + stderr) has PATTERN.
+expect() {
+    name=$1 code=$2 pattern=$3
+    shift 3
+    out=$("$@" 2>&1)
+    rc=$?
+    if [ "$rc" -eq "$code" ] && printf '%s\n' "$out" | grep -q -e "$pattern"; then
+        pass "$name"
+    else
+        fail "$name: exit $rc (want $code), output:"
+        printf '%s\n' "$out" | sed -n '1,15s/^/    /p'
+    fi
+}
+
+TEXT="$DATA/text/sample.txt"
+LM="tokens 256 16 | embed 16 | posembed | residual(layernorm | attention 2 causal) | residual(layernorm | dense 32 | gelu | dense 16) | layernorm | lmhead 256"
+SMALL="tokens 256 16 | embed 8 | posembed | residual(layernorm | attention 2 causal) | layernorm | lmhead 256"
+T="$TMP/teacher.safetensors"
+S="$TMP/student.safetensors"
+
+# ---------------------------------------------------------------- help
+expect "kd help generate" 0 "usage: kd generate" "$KD" help generate
+expect "kd help train mentions --text" 0 "kd train --text FILE" "$KD" help train
+expect "kd distill --text --help" 0 "skew-reverse-kl" "$KD" distill --text x --help
+
+# ---------------------------------------------------------------- bad input
+expect "empty text" 1 "is empty" "$KD" train --text "$DATA/text/empty.txt" --out "$T"
+expect "text that is not UTF-8" 1 "not UTF-8 text: byte 54" "$KD" train \
+    --text "$DATA/text/invalid-utf8.txt" --out "$T"
+expect "missing text" 1 "cannot open" "$KD" train --text "$TMP/nope.txt" --out "$T"
+expect "eval on an empty text" 1 "is empty" "$KD" eval "$T" --text "$DATA/text/empty.txt"
+expect "a bad spec is a usage error" 2 "bad model spec" "$KD" train --text "$TEXT" \
+    --spec "tokens 256 | embed 8" --out "$T"
+expect "a spec of floats is not a language model" 2 "not a language model" "$KD" train \
+    --text "$TEXT" --spec "input 16 | dense 4096" --out "$T"
+expect "student vocabulary mismatch" 2 "vocabulary of 128 tokens" "$KD" distill --text "$TEXT" \
+    --student "tokens 128 16 | embed 8 | lmhead 128" --out "$S"
+expect "unknown loss" 2 "'bogus' is not one of" "$KD" distill --text "$TEXT" --loss bogus --out "$S"
+expect "an image option on text" 2 "unknown option '--epochs'" "$KD" train --text "$TEXT" \
+    --epochs 3 --out "$T"
+expect "--out is required" 2 "--out MODEL.safetensors is required" "$KD" train --text "$TEXT"
+expect "bad --steps" 2 "--steps '0' is not" "$KD" train --text "$TEXT" --steps 0 --out "$T"
+
+# ---------------------------------------------------------------- train, eval, distill, generate
+expect "kd train --text" 0 "saved .*bits per byte" "$KD" train --text "$TEXT" --spec "$LM" \
+    --steps 30 --batch 8 --lr 0.01 --log "$TMP/train.jsonl" --out "$T"
+expect "the log has JSON lines" 0 '"step": 30' cat "$TMP/train.jsonl"
+expect "kd eval --text" 0 "cross-entropy .* nats/byte, perplexity .* bits per byte" "$KD" eval "$T" \
+    --text "$TEXT"
+expect "kd eval --text --eval-bytes" 0 ", 32 predicted" "$KD" eval "$T" --text "$TEXT" \
+    --eval-bytes 40
+expect "kd eval --text --json" 0 '"bits_per_byte": ' "$KD" eval "$T" --text "$TEXT" --json
+for loss in forward-kl reverse-kl jsd skew-kl skew-reverse-kl tvd; do
+    expect "kd distill --text --loss $loss" 0 "saved .* after 5 steps of $loss" "$KD" distill \
+        --text "$TEXT" --teacher "$T" --student "$SMALL" --loss "$loss" --steps 5 --batch 4 \
+        --quiet --out "$S"
+done
+expect "kd distill --text trains its teacher, --compare" 0 "student alone" "$KD" distill \
+    --text "$TEXT" --teacher-spec "$SMALL" --teacher-steps 5 --student "$SMALL" --steps 5 \
+    --batch 4 --compare --method jsd --alpha 0.8 --temperature 2 --out "$S"
+expect "teacher context mismatch" 1 "context" "$KD" distill --text "$TEXT" --teacher "$T" \
+    --student "tokens 256 8 | embed 8 | lmhead 256" --steps 2 --out "$S"
+expect "kd generate" 0 "^Hello" "$KD" generate "$S" --prompt "Hello" --tokens 40 --seed 3
+expect "kd generate slides past the context" 0 "tokens/s" "$KD" generate "$S" --prompt "ab" \
+    --tokens 100 --temperature 0
+a=$("$KD" generate "$S" --prompt "The " --tokens 12 --top-k 5 --top-p 0.9 --seed 7 2>/dev/null)
+b=$("$KD" generate "$S" --prompt "The " --tokens 12 --top-k 5 --top-p 0.9 --seed 7 2>/dev/null)
+if [ -n "$a" ] && [ "$a" = "$b" ]; then pass "generate: the same seed, the same text"; else
+    fail "generate: the same seed gave '$a' and '$b'"; fi
+expect "prompt longer than the context" 2 "longer than the model's context of 16" "$KD" generate \
+    "$S" --prompt "0123456789abcdefX"
+expect "empty prompt" 2 "--prompt is empty" "$KD" generate "$S" --prompt ""
+expect "generate without a model" 2 "a model file is required" "$KD" generate --prompt x
+expect "generate from a missing file" 1 "cannot load" "$KD" generate "$TMP/none.safetensors"
+expect "bad --top-p" 2 "--top-p '2' is not" "$KD" generate "$S" --top-p 2
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
