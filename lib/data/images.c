@@ -96,7 +96,7 @@ static kd_status list(const char *dir, int dirs, names *out)
         if (keep && !names_add(out, e->d_name)) st = kdi_fail(KD_ERR_NOMEM, "cannot list %s", dir);
     }
     closedir(d);
-    if (st == KD_OK) qsort(out->v, (size_t)out->n, sizeof *out->v, cmp_name);
+    if (st == KD_OK && out->n > 1) qsort(out->v, (size_t)out->n, sizeof *out->v, cmp_name);
     return st;
 }
 
