@@ -13,23 +13,6 @@
 
 /* ---------------------------------------------------------------- Hinton */
 
-static kd_status hinton_check(const kd_loss *l, const float *soft, const int32_t *labels,
-                              int64_t batch, int64_t classes)
-{
-    float alpha = l->opt[KD_LOSS_ALPHA];
-    if (alpha > 0.0f && soft == NULL)
-        return kdi_fail(
-            KD_ERR_ARGUMENT,
-            "soft_targets is NULL but alpha is %g; NULL is allowed only when alpha is 0",
-            (double)alpha);
-    if (alpha < 1.0f && labels == NULL)
-        return kdi_fail(KD_ERR_ARGUMENT,
-                        "labels is NULL but alpha is %g; NULL is allowed only when alpha is 1",
-                        (double)alpha);
-    if (labels != NULL) KDI_TRY(kdi_check_labels(labels, batch, classes));
-    return KD_OK;
-}
-
 /* Hinton et al. 2015, section 2: the soft term's gradient is (q_T - p) / T per example, so the T^2
  * factor keeps its size comparable with the hard term's as T changes:
  *   L     = alpha T^2 KL(p || q_T) + (1 - alpha) CE(q_1, y),
@@ -82,7 +65,7 @@ static kd_status hinton_forward(kd_loss *l, const float *z, const float *lpt, co
 static int hinton_uses_soft(const kd_loss *l) { return l->opt[KD_LOSS_ALPHA] > 0.0f; }
 
 static const kdi_loss_ops hinton_ops = {.name = "hinton",
-                                        .check = hinton_check,
+                                        .check = kdi_check_alpha_inputs,
                                         .forward = hinton_forward,
                                         .uses_soft = hinton_uses_soft};
 

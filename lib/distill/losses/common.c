@@ -104,3 +104,20 @@ double kdi_smooth_l1_grad(double x)
     if (x <= -1.0) return -1.0;
     return x;
 }
+
+kd_status kdi_check_alpha_inputs(const kd_loss *l, const float *soft, const int32_t *labels,
+                                 int64_t batch, int64_t classes)
+{
+    float alpha = l->opt[KD_LOSS_ALPHA];
+    if (alpha > 0.0f && soft == NULL)
+        return kdi_fail(
+            KD_ERR_ARGUMENT,
+            "soft_targets is NULL but alpha is %g; NULL is allowed only when alpha is 0",
+            (double)alpha);
+    if (alpha < 1.0f && labels == NULL)
+        return kdi_fail(KD_ERR_ARGUMENT,
+                        "labels is NULL but alpha is %g; NULL is allowed only when alpha is 1",
+                        (double)alpha);
+    if (labels != NULL) KDI_TRY(kdi_check_labels(labels, batch, classes));
+    return KD_OK;
+}

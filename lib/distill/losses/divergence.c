@@ -16,23 +16,6 @@
 
 double kdi_log_floor(double x) { return log(x > (double)FLT_TRUE_MIN ? x : (double)FLT_TRUE_MIN); }
 
-kd_status kdi_divergence_check(const kd_loss *l, const float *p, const int32_t *labels,
-                               int64_t batch, int64_t classes)
-{
-    float alpha = l->opt[KD_LOSS_ALPHA];
-    if (alpha > 0.0f && p == NULL)
-        return kdi_fail(
-            KD_ERR_ARGUMENT,
-            "soft_targets is NULL but alpha is %g; NULL is allowed only when alpha is 0",
-            (double)alpha);
-    if (alpha < 1.0f && labels == NULL)
-        return kdi_fail(KD_ERR_ARGUMENT,
-                        "labels is NULL but alpha is %g; NULL is allowed only when alpha is 1",
-                        (double)alpha);
-    if (labels != NULL) KDI_TRY(kdi_check_labels(labels, batch, classes));
-    return KD_OK;
-}
-
 /* The kind's weight: beta for JSD, lambda for the skew kinds. */
 static double weight(const kd_loss *l)
 {

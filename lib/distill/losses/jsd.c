@@ -24,7 +24,7 @@ static double jsd_term(double p, double q, double lq, double b, double *g)
 }
 
 const kdi_loss_ops kdi_jsd_ops = {.name = "jsd",
-                                  .check = kdi_divergence_check,
+                                  .check = kdi_check_alpha_inputs,
                                   .forward = kdi_divergence_forward,
                                   .uses_soft = kdi_divergence_uses_soft,
                                   .defaults = kdi_divergence_defaults,

@@ -18,8 +18,6 @@ extern const kdi_loss_ops kdi_skew_kl_ops;         /* KD_LOSS_SKEW_KL, skew_kl.c
 extern const kdi_loss_ops kdi_skew_reverse_kl_ops; /* KD_LOSS_SKEW_REVERSE_KL, skew_kl.c */
 extern const kdi_loss_ops kdi_tvd_ops;             /* KD_LOSS_TVD, tvd.c */
 /* The shared parts of their ops tables. */
-kd_status kdi_divergence_check(const kd_loss *l, const float *p, const int32_t *labels,
-                               int64_t batch, int64_t classes);
 kd_status kdi_divergence_forward(kd_loss *l, const float *z, const float *p, const int32_t *y,
                                  int64_t batch, int64_t classes, double *parts, float *grad);
 int kdi_divergence_uses_soft(const kd_loss *l);
@@ -50,6 +48,10 @@ int kdi_loss_standardizes(const kd_loss *l);
 kd_status kdi_check_probabilities(const float *p, int64_t batch, int64_t classes);
 /* Every label is in [0, classes) or -1. */
 kd_status kdi_check_labels(const int32_t *labels, int64_t batch, int64_t classes);
+/* The inputs of a loss whose soft term weighs alpha and hard term 1 - alpha (Hinton's, the
+ * token-level kinds): soft targets unless alpha is 0, labels unless alpha is 1, labels in range. */
+kd_status kdi_check_alpha_inputs(const kd_loss *l, const float *soft, const int32_t *labels,
+                                 int64_t batch, int64_t classes);
 /* Row-wise log_softmax(z / t) into ws; KD_ERR_NUMERIC when z / t overflows. */
 kd_status kdi_log_probs(kdi_buf *ws, const float *z, int64_t batch, int64_t classes, float t,
                         float **out);

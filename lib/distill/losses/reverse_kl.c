@@ -11,7 +11,7 @@ static double reverse_kl_term(double p, double q, double lq, double w, double *g
 }
 
 const kdi_loss_ops kdi_reverse_kl_ops = {.name = "reverse_kl",
-                                         .check = kdi_divergence_check,
+                                         .check = kdi_check_alpha_inputs,
                                          .forward = kdi_divergence_forward,
                                          .uses_soft = kdi_divergence_uses_soft,
                                          .defaults = kdi_divergence_defaults,

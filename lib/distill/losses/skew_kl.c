@@ -22,14 +22,14 @@ static double skew_reverse_kl_term(double p, double q, double lq, double w, doub
 }
 
 const kdi_loss_ops kdi_skew_kl_ops = {.name = "skew_kl",
-                                      .check = kdi_divergence_check,
+                                      .check = kdi_check_alpha_inputs,
                                       .forward = kdi_divergence_forward,
                                       .uses_soft = kdi_divergence_uses_soft,
                                       .defaults = kdi_divergence_defaults,
                                       .term = skew_kl_term};
 
 const kdi_loss_ops kdi_skew_reverse_kl_ops = {.name = "skew_reverse_kl",
-                                              .check = kdi_divergence_check,
+                                              .check = kdi_check_alpha_inputs,
                                               .forward = kdi_divergence_forward,
                                               .uses_soft = kdi_divergence_uses_soft,
                                               .defaults = kdi_divergence_defaults,
