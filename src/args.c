@@ -118,8 +118,8 @@ static void defaults(options *o, command cmd, const char *name)
     o->gamma = 2.0f;        /* DIST's intra weight (Huang et al. 2022, CIFAR-100) */
     o->seed = 1;
     o->seeds = 1;
-    o->warmup_epochs = cmd == CMD_DISTILL ? -1 : 0; /* resolved after parsing */
-    o->val_fraction = cmd == CMD_DISTILL ? 0.1f : 0.0f;
+    o->warmup_epochs = cmd == CMD_DISTILL ? -1 : 0;      /* resolved after parsing */
+    o->val_fraction = cmd == CMD_DISTILL ? -1.0f : 0.0f; /* resolved after parsing */
     o->compare = -1; /* automatic: compare when the tool trains the teacher itself */
 }
 
@@ -339,6 +339,16 @@ int parse_options(options *o, int argc, char **argv, int first)
         fail_msg("--nesterov is for --optimizer sgd");
         return EXIT_USAGE;
     }
+    if (o->teacher_logits != NULL && (o->nteachers > 0 || o->soft_cache != NULL)) {
+        fail_msg("--teacher-logits replaces --teacher and --soft-targets-cache");
+        return EXIT_USAGE;
+    }
+    if (o->teacher_logits != NULL && o->val_fraction > 0) {
+        fail_msg("--teacher-logits are one a training example, in order: no --val split");
+        return EXIT_USAGE;
+    }
+    /* distill holds out 10% for validation, except with logits of the whole training set */
+    if (o->val_fraction < 0) o->val_fraction = o->teacher_logits != NULL ? 0.0f : 0.1f;
     if (o->keep_best && o->checkpoint != NULL) {
         fail_msg("--keep best and --checkpoint do not go together (the best epoch's model is "
                  "not in the checkpoint)");

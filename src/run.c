@@ -130,8 +130,12 @@ static int setup(const run_config *c, const kd_dataset *train, handles *h, int64
         TRY("--method", kd_loss_set_float(h->loss, KD_LOSS_LOGIT_STANDARDIZE, 1.0f));
     if ((rc = setup_optimizer(c, h, total_steps)) != EXIT_OK) return rc;
     TRY("trainer", kd_trainer_create(h->m, h->loss, h->opt, &h->t));
+    /* Logits computed elsewhere (--teacher-logits) come without models: the student stands in
+     * for each teacher, so the trainer counts them and their weights; it never runs them, as
+     * every step passes the cached logits. */
     for (int i = 0; i < c->nteachers; i++)
-        TRY("teacher", kd_trainer_add_teacher(h->t, c->teachers[i], c->teacher_weights[i]));
+        TRY("teacher", kd_trainer_add_teacher(h->t, c->teachers != NULL ? c->teachers[i] : h->m,
+                                              c->teacher_weights[i]));
     return EXIT_OK;
 }
 

@@ -279,6 +279,33 @@ else
     skip "your own data: python3 cannot write the fixtures"
 fi
 
+# ---------------------------------------------------------------- --teacher-logits
+"$KD" train $SETS --model 784-64-10 --epochs 2 --quiet --out "$TMP/lt.safetensors" >/dev/null 2>&1
+expect "predict the teacher's logits on an IDX prefix" 0 "" "$KD" predict "$TMP/lt.safetensors" \
+    --input "$TRAIN" --out "$TMP/lt.npy"
+LRUN="distill $SETS --student 784-10 --epochs 2 --quiet"
+expect "distill from a .npy of logits" 0 "distilled from the logits of" "$KD" $LRUN \
+    --teacher-logits "$TMP/lt.npy" --out "$TMP/ls1.safetensors"
+expect "distill with --teacher, keeping its logits" 0 "saved\|distilled student" "$KD" $LRUN \
+    --val 0 --teacher "$TMP/lt.safetensors" --soft-targets-cache "$TMP/lt.cache" \
+    --out "$TMP/ls2.safetensors"
+expect "distill from those logits (safetensors)" 0 "distilled from the logits" "$KD" $LRUN \
+    --teacher-logits "$TMP/lt.cache" --out "$TMP/ls3.safetensors"
+check "the same student from the teacher and from its logits" \
+    cmp -s "$TMP/ls2.safetensors" "$TMP/ls3.safetensors"
+expect "logits of another training set" 1 "the training set has 500 examples" "$KD" distill \
+    --train "$TEST" --test "$TEST" --student 784-10 --epochs 1 --teacher-logits "$TMP/lt.npy"
+expect "logits of another number of classes" 1 "the student 5 classes" "$KD" $LRUN \
+    --student 784-5 --teacher-logits "$TMP/lt.npy"
+expect "a logits file without a tensor logits" 1 "no float32 tensor" "$KD" $LRUN \
+    --teacher-logits "$TMP/lt.safetensors"
+expect "a missing logits file" 1 "cannot read --teacher-logits" "$KD" $LRUN \
+    --teacher-logits "$TMP/none.npy"
+expect "--teacher-logits with --val" 2 "no --val split" "$KD" $LRUN --val 0.1 \
+    --teacher-logits "$TMP/lt.npy"
+expect "--teacher-logits with --teacher" 2 "replaces --teacher" "$KD" $LRUN \
+    --teacher "$TMP/lt.safetensors" --teacher-logits "$TMP/lt.npy"
+
 TRAINRUN="train --model 784-256-10 --epochs 12 --seed 3 $SETS --quiet"
 "$KD" $TRAINRUN --out "$TMP/tfull.safetensors" >/dev/null 2>&1
 "$KD" $TRAINRUN --out "$TMP/tkill.safetensors" --checkpoint "$TMP/tck" >/dev/null 2>&1 &
