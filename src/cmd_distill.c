@@ -117,16 +117,53 @@ static const kd_dataset *eval_set(const state *s)
     return s->d.val != NULL ? s->d.val : s->d.test;
 }
 
+/* A teacher file: a libkd model (its spec in the metadata), or, with --teacher-spec, a plain
+ * PyTorch state dict (safetensors.torch.save_file of model.state_dict()) read into that spec. */
+static int load_teacher(const options *o, const char *path, kd_model **out)
+{
+    char what[4200];
+    snprintf(what, sizeof what, "cannot load the teacher %s", path);
+    kd_status st = kd_model_load(path, out);
+    if (o->teacher_spec == NULL && st == KD_ERR_FORMAT) {
+        fail_msg("%s: %s (a plain state dict? give its architecture with --teacher-spec SPEC)",
+                 what, kd_last_error());
+        return EXIT_RUNTIME;
+    }
+    if (o->teacher_spec == NULL) return st == KD_OK ? EXIT_OK : fail_kd(what, st);
+    kd_model *m = NULL;
+    int rc = create_model("--teacher-spec", o->teacher_spec, o->seed, &m);
+    if (rc != EXIT_OK) {
+        kd_model_destroy(*out);
+        *out = NULL;
+        return rc;
+    }
+    if (st == KD_OK) { /* the file names its spec: --teacher-spec must agree */
+        rc = strcmp(kd_model_spec(m), kd_model_spec(*out)) == 0 ? EXIT_OK : EXIT_USAGE;
+        if (rc != EXIT_OK) {
+            fail_msg("the teacher %s is \"%s\" but --teacher-spec says \"%s\"", path,
+                     kd_model_spec(*out), kd_model_spec(m));
+            kd_model_destroy(*out);
+            *out = NULL;
+        }
+        kd_model_destroy(m);
+        return rc;
+    }
+    st = kd_model_load_weights(m, path);
+    if (st != KD_OK) {
+        snprintf(what, sizeof what, "cannot load the teacher %s into --teacher-spec", path);
+        kd_model_destroy(m);
+        return fail_kd(what, st);
+    }
+    *out = m;
+    return EXIT_OK;
+}
+
 static int load_teachers(state *s)
 {
     for (int i = 0; i < s->o->nteachers; i++) {
         const char *path = s->o->teachers[i];
-        kd_status st = kd_model_load(path, &s->teachers[i]);
-        if (st != KD_OK) {
-            char what[4200];
-            snprintf(what, sizeof what, "cannot load the teacher %s", path);
-            return fail_kd(what, st);
-        }
+        int rc = load_teacher(s->o, path, &s->teachers[i]);
+        if (rc != EXIT_OK) return rc;
         s->nt++;
         snprintf(s->teacher_paths[i], sizeof s->teacher_paths[i], "%s", path);
     }

@@ -280,6 +280,7 @@ else
 fi
 
 # ---------------------------------------------------------------- --teacher-logits
+HERE=$(dirname "$0")
 "$KD" train $SETS --model 784-64-10 --epochs 2 --quiet --out "$TMP/lt.safetensors" >/dev/null 2>&1
 expect "predict the teacher's logits on an IDX prefix" 0 "" "$KD" predict "$TMP/lt.safetensors" \
     --input "$TRAIN" --out "$TMP/lt.npy"
@@ -305,6 +306,22 @@ expect "--teacher-logits with --val" 2 "no --val split" "$KD" $LRUN --val 0.1 \
     --teacher-logits "$TMP/lt.npy"
 expect "--teacher-logits with --teacher" 2 "replaces --teacher" "$KD" $LRUN \
     --teacher "$TMP/lt.safetensors" --teacher-logits "$TMP/lt.npy"
+
+# ---------------------------------------------------------------- --teacher-spec for a state dict
+if command -v python3 >/dev/null 2>&1 &&
+    python3 "$HERE/strip_metadata.py" "$TMP/lt.safetensors" "$TMP/sd.safetensors"; then
+    expect "a state dict without --teacher-spec" 1 "give its architecture with --teacher-spec" \
+        "$KD" $LRUN --teacher "$TMP/sd.safetensors"
+    expect "a state dict with --teacher-spec" 0 "keeps" "$KD" distill $SETS --student 784-10 \
+        --epochs 2 --teacher "$TMP/sd.safetensors" --teacher-spec 784-64-10 \
+        --out "$TMP/sd-s.safetensors"
+    expect "a state dict of another shape than --teacher-spec" 1 "has shape \[64, 784\]" \
+        "$KD" $LRUN --teacher "$TMP/sd.safetensors" --teacher-spec 784-32-10
+    expect "--teacher-spec against a file that names another spec" 2 "but --teacher-spec says" \
+        "$KD" $LRUN --teacher "$TMP/lt.safetensors" --teacher-spec 784-32-10
+else
+    skip "--teacher-spec for a state dict: python3 cannot write the fixture"
+fi
 
 TRAINRUN="train --model 784-256-10 --epochs 12 --seed 3 $SETS --quiet"
 "$KD" $TRAINRUN --out "$TMP/tfull.safetensors" >/dev/null 2>&1
