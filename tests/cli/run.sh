@@ -294,6 +294,11 @@ expect "distill from those logits (safetensors)" 0 "distilled from the logits" "
     --teacher-logits "$TMP/lt.cache" --out "$TMP/ls3.safetensors"
 check "the same student from the teacher and from its logits" \
     cmp -s "$TMP/ls2.safetensors" "$TMP/ls3.safetensors"
+expect "a logits cache of other teachers is recomputed, not reused" 0 "teacher logits: [0-9]" \
+    "$KD" distill $SETS --student 784-10 --epochs 1 --val 0 --teacher "$TMP/lt.safetensors" \
+    --teacher "$TMP/lt.safetensors" --soft-targets-cache "$TMP/lt.cache" \
+    --out "$TMP/ls4.safetensors"
+expect "kd info lists a file's tensors and metadata" 0 "kd.spec" "$KD" info "$TMP/lt.safetensors"
 expect "logits of another training set" 1 "the training set has 500 examples" "$KD" distill \
     --train "$TEST" --test "$TEST" --student 784-10 --epochs 1 --teacher-logits "$TMP/lt.npy"
 expect "logits of another number of classes" 1 "the student 5 classes" "$KD" $LRUN \
