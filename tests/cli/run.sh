@@ -238,6 +238,8 @@ if command -v python3 >/dev/null 2>&1 && python3 "$HERE/make_byod.py" "$DATA" "$
         --out "$TMP/img.safetensors"
     expect "eval on an ImageFolder" 0 "^[0-9.]*$" "$KD" eval "$TMP/img.safetensors" \
         --test "$B/test_images" --channels 1 --quiet
+    expect "eval names an ImageFolder's classes" 0 "1  trouser" "$KD" eval \
+        "$TMP/img.safetensors" --test "$B/test_images" --channels 1
     expect "an RGB ImageFolder does not fit a 784-input model" 2 "takes 784 inputs" "$KD" train \
         --model 784-2 --epochs 1 --quiet --train "$B/train_images" --test "$B/test_images" \
         --out "$TMP/x.safetensors"
