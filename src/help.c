@@ -203,7 +203,9 @@ static void distill_help(FILE *f)
           "  kd distill --teacher t.safetensors --student 784-128-10 --temperature 2 \\\n"
           "             --alpha 0.5 --out s.safetensors\n"
           "  kd distill --teacher a.safetensors --teacher b.safetensors --teacher-weight 2 \\\n"
-          "             --soft-targets-cache ab.logits --out s.safetensors\n",
+          "             --soft-targets-cache ab.logits --out s.safetensors\n"
+          "  kd distill --train x.npy --train-y y.npy --test tx.npy --test-y ty.npy \\\n"
+          "             --teacher-logits logits.npy --student 784-128-10 --out s.safetensors\n",
           f);
 }
 

@@ -66,9 +66,10 @@ static int check_sizes(const run_config *c, kd_model *m, const kd_dataset *train
     kd_dataset_size(train, &n);
     kd_dataset_shape(train, &ch, &hh, &ww);
     if (in != ch * hh * ww) {
-        fail_msg("the %s takes %lld inputs but the images are %lldx%lldx%lld = %lld values",
+        fail_msg("the %s takes %lld inputs but the images are %lldx%lldx%lld = %lld values%s",
                  c->name, (long long)in, (long long)ch, (long long)hh, (long long)ww,
-                 (long long)(ch * hh * ww));
+                 (long long)(ch * hh * ww),
+                 ch == 3 && in == hh * ww ? " (gray images in a folder? --channels 1)" : "");
         return EXIT_USAGE;
     }
     const int32_t *labels = kd_dataset_labels(train);

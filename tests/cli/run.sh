@@ -240,7 +240,7 @@ if command -v python3 >/dev/null 2>&1 && python3 "$HERE/make_byod.py" "$DATA" "$
         --test "$B/test_images" --channels 1 --quiet
     expect "eval names an ImageFolder's classes" 0 "1  trouser" "$KD" eval \
         "$TMP/img.safetensors" --test "$B/test_images" --channels 1
-    expect "an RGB ImageFolder does not fit a 784-input model" 2 "takes 784 inputs" "$KD" train \
+    expect "an RGB ImageFolder does not fit a 784-input model" 2 "channels 1" "$KD" train \
         --model 784-2 --epochs 1 --quiet --train "$B/train_images" --test "$B/test_images" \
         --out "$TMP/x.safetensors"
     expect "training and test data of other sizes" 1 "training images are" "$KD" train $SMALL \
