@@ -58,6 +58,10 @@ static int find_prefix(const options *o, int train, char *prefix, size_t size)
     snprintf(prefix, size, "%s/%s", o->data_dir, train ? "train" : "t10k");
     char images[1200], labels[1200];
     if (files_of(prefix, images, labels, sizeof images)) return 1;
+    /* Kaggle's names, DIR/train-images.idx3-ubyte: kd_dataset_load_idx_prefix reads both */
+    snprintf(images, sizeof images, "%s-images.idx3-ubyte", prefix);
+    snprintf(labels, sizeof labels, "%s-images.idx3-ubyte.gz", prefix);
+    if (exists(images) || exists(labels)) return 1;
     return scan_dir(o->data_dir, train ? train_keys : test_keys, prefix, size);
 }
 

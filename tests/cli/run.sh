@@ -258,6 +258,8 @@ if command -v python3 >/dev/null 2>&1 && python3 "$HERE/make_byod.py" "$DATA" "$
         "$TMP/kaggle/train-labels.idx1-ubyte.gz"
     expect "an IDX prefix with Kaggle's names" 0 "saved" "$KD" train --model 784-10 --epochs 1 \
         --quiet --train "$TMP/kaggle/train" --test "$TEST" --out "$TMP/x.safetensors"
+    expect "--data DIR with Kaggle's names" 0 "saved" "$KD" train --model 784-10 --epochs 1 \
+        --quiet --data "$TMP/kaggle" --test "$TEST" --out "$TMP/x.safetensors"
 
     # kd predict
     expect "predict needs --input" 2 "input FILE is required" "$KD" predict "$TMP/npy.safetensors"
