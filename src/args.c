@@ -19,7 +19,8 @@ enum kind {
     SCHEDULE,
     OPTIMIZER,
     METHOD,
-    KEEP
+    KEEP,
+    OUTPUT
 };
 
 /* Which commands take an option. */
@@ -27,6 +28,7 @@ enum kind {
 #define D (1 << CMD_DISTILL)
 #define E (1 << CMD_EVAL)
 #define I (1 << CMD_INFO)
+#define P (1 << CMD_PREDICT)
 
 typedef struct option_def {
     const char *name;
@@ -42,6 +44,16 @@ static const option_def table[] = {
     {"--data", STRING, AT(data_dir), T | D | E, 0, 0},
     {"--train", STRING, AT(train_prefix), T | D, 0, 0},
     {"--test", STRING, AT(test_prefix), T | D | E, 0, 0},
+    {"--train-y", STRING, AT(train_y), T | D, 0, 0},
+    {"--test-y", STRING, AT(test_y), T | D | E, 0, 0},
+    {"--label-column", STRING, AT(label_column), T | D | E | P, 0, 0},
+    {"--x-name", STRING, AT(x_name), T | D | E | P, 0, 0},
+    {"--y-name", STRING, AT(y_name), T | D | E, 0, 0},
+    {"--channels", INT, AT(channels), T | D | E | P, 1, 3},
+    {"--normalize", FLAG, AT(normalize), T | D, 0, 0},
+    {"--input", STRING, AT(input), P, 0, 0},
+    {"--output", OUTPUT, 0, P, 0, 0},
+    {"--teacher-logits", STRING, AT(teacher_logits), D, 0, 0},
     {"--model", STRING, AT(model_spec), T, 0, 0},
     {"--student", STRING, AT(student_spec), D, 0, 0},
     {"--teacher", TEACHER, 0, D, 0, 0},
@@ -49,7 +61,7 @@ static const option_def table[] = {
     {"--teacher-spec", STRING, AT(teacher_spec), D, 0, 0},
     {"--teacher-epochs", INT, AT(teacher_epochs), D, 1, MAX_EPOCHS},
     {"--epochs", INT, AT(epochs), T | D, 1, MAX_EPOCHS},
-    {"--batch", INT, AT(batch), T | D | E, 1, 65536},
+    {"--batch", INT, AT(batch), T | D | E | P, 1, 65536},
     {"--lr", FLOAT, AT(lr), T | D, 0, 1e6},
     {"--min-lr", FLOAT, AT(min_lr), T | D, 0, 1e6},
     {"--warmup-epochs", INT, AT(warmup_epochs), T | D, 0, MAX_EPOCHS},
@@ -68,7 +80,7 @@ static const option_def table[] = {
     {"--seeds", INT, AT(seeds), D, 1, 100},
     {"--val", FLOAT, AT(val_fraction), D, 0, 0.9},
     {"--keep", KEEP, 0, D, 0, 0},
-    {"--out", STRING, AT(out), T | D, 0, 0},
+    {"--out", STRING, AT(out), T | D | P, 0, 0},
     {"--log", STRING, AT(log_path), T | D, 0, 0},
     {"--report", STRING, AT(report_dir), T | D, 0, 0},
     {"--checkpoint", STRING, AT(checkpoint), T | D, 0, 0},
@@ -89,6 +101,9 @@ static void defaults(options *o, command cmd, const char *name)
     o->cmd = cmd;
     o->cmd_name = name;
     o->data_dir = DEFAULT_DATA_DIR;
+    o->x_name = "x";
+    o->y_name = "y";
+    o->channels = 3; /* ImageFolder's default: RGB */
     /* The protocol of issue 2: SGD momentum 0.9, lr 0.05 with cosine decay, batch 128. */
     o->epochs = cmd == CMD_TRAIN ? DEFAULT_TRAIN_EPOCHS : DEFAULT_STUDENT_EPOCHS;
     o->teacher_epochs = DEFAULT_TEACHER_EPOCHS;
@@ -103,8 +118,8 @@ static void defaults(options *o, command cmd, const char *name)
     o->gamma = 2.0f;        /* DIST's intra weight (Huang et al. 2022, CIFAR-100) */
     o->seed = 1;
     o->seeds = 1;
-    o->warmup_epochs = cmd == CMD_DISTILL ? -1 : 0; /* resolved after parsing */
-    o->val_fraction = cmd == CMD_DISTILL ? 0.1f : 0.0f;
+    o->warmup_epochs = cmd == CMD_DISTILL ? -1 : 0;      /* resolved after parsing */
+    o->val_fraction = cmd == CMD_DISTILL ? -1.0f : 0.0f; /* resolved after parsing */
     o->compare = -1; /* automatic: compare when the tool trains the teacher itself */
 }
 
@@ -161,6 +176,16 @@ static int set_choice(options *o, const option_def *d, const char *v)
             }
         }
         return bad_value(o, d->name, v, "sgd, adam or adamw");
+    }
+    if (d->kind == OUTPUT) {
+        static const char *const names[] = {"logits", "probs", "classes"};
+        for (int i = 0; i < 3; i++) {
+            if (strcmp(v, names[i]) == 0) {
+                o->output_kind = i;
+                return EXIT_OK;
+            }
+        }
+        return bad_value(o, d->name, v, "logits, probs or classes");
     }
     if (d->kind == KEEP) {
         if (strcmp(v, "best") == 0 || strcmp(v, "last") == 0) {
@@ -268,7 +293,8 @@ static int one_argument(options *o, int argc, char **argv, int *i)
         return -1;
     }
     if (a[0] != '-' || a[1] == '\0') {
-        if ((o->cmd == CMD_EVAL || o->cmd == CMD_INFO) && o->positional == NULL) {
+        if ((o->cmd == CMD_EVAL || o->cmd == CMD_INFO || o->cmd == CMD_PREDICT) &&
+            o->positional == NULL) {
             o->positional = a;
             return EXIT_OK;
         }
@@ -287,14 +313,14 @@ static int one_argument(options *o, int argc, char **argv, int *i)
 
 int parse_options(options *o, int argc, char **argv, int first)
 {
-    static const char *names[] = {"", "train", "distill", "eval", "info"};
+    static const char *names[] = {"", "train", "distill", "eval", "info", "predict"};
     command cmd = o->cmd;
     defaults(o, cmd, names[cmd]);
     for (int i = first; i < argc; i++) {
         int rc = one_argument(o, argc, argv, &i);
         if (rc != EXIT_OK) return rc;
     }
-    if ((cmd == CMD_EVAL || cmd == CMD_INFO) && o->positional == NULL) {
+    if ((cmd == CMD_EVAL || cmd == CMD_INFO || cmd == CMD_PREDICT) && o->positional == NULL) {
         fail_msg("which model? usage: kd %s MODEL.safetensors", o->cmd_name);
         return EXIT_USAGE;
     }
@@ -313,6 +339,16 @@ int parse_options(options *o, int argc, char **argv, int first)
         fail_msg("--nesterov is for --optimizer sgd");
         return EXIT_USAGE;
     }
+    if (o->teacher_logits != NULL && (o->nteachers > 0 || o->soft_cache != NULL)) {
+        fail_msg("--teacher-logits replaces --teacher and --soft-targets-cache");
+        return EXIT_USAGE;
+    }
+    if (o->teacher_logits != NULL && o->val_fraction > 0) {
+        fail_msg("--teacher-logits are one a training example, in order: no --val split");
+        return EXIT_USAGE;
+    }
+    /* distill holds out 10% for validation, except with logits of the whole training set */
+    if (o->val_fraction < 0) o->val_fraction = o->teacher_logits != NULL ? 0.0f : 0.1f;
     if (o->keep_best && o->checkpoint != NULL) {
         fail_msg("--keep best and --checkpoint do not go together (the best epoch's model is "
                  "not in the checkpoint)");
@@ -324,6 +360,10 @@ int parse_options(options *o, int argc, char **argv, int first)
     }
     if (o->seeds > 1 && o->checkpoint != NULL) {
         fail_msg("--seeds and --checkpoint do not go together (one checkpoint, several runs)");
+        return EXIT_USAGE;
+    }
+    if (cmd == CMD_PREDICT && o->input == NULL) {
+        fail_msg("--input FILE is required: the examples to predict (see 'kd help predict')");
         return EXIT_USAGE;
     }
     if (o->resume && o->checkpoint == NULL) {

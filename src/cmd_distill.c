@@ -16,6 +16,7 @@ typedef struct state {
     kd_model *teachers[MAX_TEACHERS];
     char teacher_paths[MAX_TEACHERS][4096];
     int nt, compare, own_teacher;
+    int nlogits; /* teachers in --teacher-logits (no models then: nt is 0) */
     uint64_t data_hash, teacher_hash;
     history teacher_hist; /* n == 0 when unknown (a --teacher file) */
     float *logits;
@@ -56,9 +57,10 @@ static int prepare(state *s)
 {
     const options *o = s->o;
     int rc = check_spec("student", student_spec(o));
-    if (rc == EXIT_OK && o->nteachers == 0) rc = check_spec("teacher", teacher_spec(o));
+    if (rc == EXIT_OK && o->nteachers == 0 && o->teacher_logits == NULL)
+        rc = check_spec("teacher", teacher_spec(o));
     if (rc != EXIT_OK) return rc;
-    s->own_teacher = o->nteachers == 0;
+    s->own_teacher = o->nteachers == 0 && o->teacher_logits == NULL;
     s->compare = o->compare >= 0 ? o->compare : s->own_teacher;
     cache_dir(o, s->cache, sizeof s->cache);
     if ((s->own_teacher || o->out == NULL) && make_dirs(s->cache) != 0) {
@@ -99,6 +101,7 @@ static void protocol(const options *o, run_config *c)
     c->resume = o->resume;
     c->stop_after = o->stop_after;
     c->keep_best = o->keep_best;
+    c->normalize = o->normalize;
 }
 
 static const char *checkpoint_of(const options *o, const char *suffix, char *buf, size_t size)
@@ -114,16 +117,53 @@ static const kd_dataset *eval_set(const state *s)
     return s->d.val != NULL ? s->d.val : s->d.test;
 }
 
+/* A teacher file: a libkd model (its spec in the metadata), or, with --teacher-spec, a plain
+ * PyTorch state dict (safetensors.torch.save_file of model.state_dict()) read into that spec. */
+static int load_teacher(const options *o, const char *path, kd_model **out)
+{
+    char what[4200];
+    snprintf(what, sizeof what, "cannot load the teacher %s", path);
+    kd_status st = kd_model_load(path, out);
+    if (o->teacher_spec == NULL && st == KD_ERR_FORMAT) {
+        fail_msg("%s: %s (a plain state dict? give its architecture with --teacher-spec SPEC)",
+                 what, kd_last_error());
+        return EXIT_RUNTIME;
+    }
+    if (o->teacher_spec == NULL) return st == KD_OK ? EXIT_OK : fail_kd(what, st);
+    kd_model *m = NULL;
+    int rc = create_model("--teacher-spec", o->teacher_spec, o->seed, &m);
+    if (rc != EXIT_OK) {
+        kd_model_destroy(*out);
+        *out = NULL;
+        return rc;
+    }
+    if (st == KD_OK) { /* the file names its spec: --teacher-spec must agree */
+        rc = strcmp(kd_model_spec(m), kd_model_spec(*out)) == 0 ? EXIT_OK : EXIT_USAGE;
+        if (rc != EXIT_OK) {
+            fail_msg("the teacher %s is \"%s\" but --teacher-spec says \"%s\"", path,
+                     kd_model_spec(*out), kd_model_spec(m));
+            kd_model_destroy(*out);
+            *out = NULL;
+        }
+        kd_model_destroy(m);
+        return rc;
+    }
+    st = kd_model_load_weights(m, path);
+    if (st != KD_OK) {
+        snprintf(what, sizeof what, "cannot load the teacher %s into --teacher-spec", path);
+        kd_model_destroy(m);
+        return fail_kd(what, st);
+    }
+    *out = m;
+    return EXIT_OK;
+}
+
 static int load_teachers(state *s)
 {
     for (int i = 0; i < s->o->nteachers; i++) {
         const char *path = s->o->teachers[i];
-        kd_status st = kd_model_load(path, &s->teachers[i]);
-        if (st != KD_OK) {
-            char what[4200];
-            snprintf(what, sizeof what, "cannot load the teacher %s", path);
-            return fail_kd(what, st);
-        }
+        int rc = load_teacher(s->o, path, &s->teachers[i]);
+        if (rc != EXIT_OK) return rc;
         s->nt++;
         snprintf(s->teacher_paths[i], sizeof s->teacher_paths[i], "%s", path);
     }
@@ -150,10 +190,10 @@ static int own_teacher(state *s)
     c.method = KD_LOSS_HINTON;
     c.standardize = 0;
     c.checkpoint = checkpoint_of(o, ".teacher", ckpt, sizeof ckpt);
-    snprintf(key_text, sizeof key_text, "%d %llu %d %d %.9g %.9g %.9g %.9g %d %d %d %.9g",
+    snprintf(key_text, sizeof key_text, "%d %llu %d %d %.9g %.9g %.9g %.9g %d %d %d %.9g %d",
              c.optimizer, (unsigned long long)c.seed, c.epochs, c.batch, (double)c.lr,
              (double)c.momentum, (double)c.weight_decay, (double)c.min_lr, c.nesterov, c.cosine,
-             c.warmup_epochs, (double)c.clip_norm);
+             c.warmup_epochs, (double)c.clip_norm, c.normalize);
     uint64_t key = hash_str(hash_str(s->data_hash, spec), key_text);
     char *path = s->teacher_paths[0], side[4200];
     snprintf(path, sizeof s->teacher_paths[0], "%s/teacher-%016llx.safetensors", s->cache,
@@ -220,6 +260,92 @@ static int get_logits(state *s)
     return teacher_logits(s->teachers, s->nt, s->d.train, cache, print, &s->p, &s->logits);
 }
 
+static int ends_with(const char *s, const char *suffix)
+{
+    size_t a = strlen(s), b = strlen(suffix);
+    return a >= b && strcmp(s + a - b, suffix) == 0;
+}
+
+/* --teacher-logits FILE: [n, classes] or [teachers, n, classes] float logits of the training set,
+ * from a .npy (read as examples by kd_dataset_load_npy: [n, k] is k x 1 x 1, [t, n, k] is
+ * 1 x n x k) or a safetensors file's tensor "logits". */
+static int logits_file(state *s)
+{
+    const char *path = s->o->teacher_logits;
+    int64_t dims[KD_TENSORS_MAX_DIMS] = {0}, t = 0, n = 0, k = 0;
+    const float *src = NULL;
+    kd_dataset *d = NULL;
+    kd_tensors *ts = NULL;
+    kd_status st;
+    if (ends_with(path, ".npy")) {
+        st = kd_dataset_load_npy(path, NULL, &d);
+        if (st == KD_OK) {
+            int64_t a, c, h, w;
+            kd_dataset_size(d, &a);
+            kd_dataset_shape(d, &c, &h, &w);
+            if (c == 1 && h > 1) /* [t, n, k] */
+                t = a, n = h, k = w;
+            else if (h == 1 && w == 1) /* [n, k] */
+                t = 1, n = a, k = c;
+            src = kd_dataset_images(d);
+        }
+    } else {
+        st = kd_tensors_load(path, &ts);
+        int32_t found = 0, ndim = 0;
+        kd_dtype dt = KD_DTYPE_F32;
+        if (st == KD_OK) st = kd_tensors_has(ts, "logits", &found);
+        if (st == KD_OK && found) st = kd_tensors_info(ts, "logits", &dt, &ndim, dims);
+        if (st == KD_OK && found && dt == KD_DTYPE_F32 && (ndim == 2 || ndim == 3)) {
+            t = ndim == 3 ? dims[0] : 1;
+            n = dims[ndim - 2];
+            k = dims[ndim - 1];
+            const void *p;
+            st = kd_tensors_data(ts, "logits", &p, NULL);
+            src = p;
+        } else if (st == KD_OK) {
+            kd_tensors_destroy(ts);
+            fail_msg("--teacher-logits %s: no float32 tensor \"logits\" of 2 or 3 dimensions",
+                     path);
+            return EXIT_RUNTIME;
+        }
+    }
+    int rc = EXIT_OK;
+    if (st != KD_OK) {
+        char what[4200];
+        snprintf(what, sizeof what, "cannot read --teacher-logits %s", path);
+        rc = fail_kd(what, st);
+    }
+    int64_t ntrain, classes = 0;
+    kd_dataset_size(s->d.train, &ntrain);
+    kd_model *m = NULL;
+    if (rc == EXIT_OK && (rc = create_model("student", student_spec(s->o), 1, &m)) == EXIT_OK)
+        kd_model_output_size(m, &classes);
+    kd_model_destroy(m);
+    if (rc == EXIT_OK && (t < 1 || t > MAX_TEACHERS || n != ntrain || k != classes)) {
+        fail_msg("--teacher-logits %s holds %lld x %lld x %lld logits (teachers x examples x "
+                 "classes); the training set has %lld examples and the student %lld classes (at "
+                 "most %d teachers)",
+                 path, (long long)t, (long long)n, (long long)k, (long long)ntrain,
+                 (long long)classes, MAX_TEACHERS);
+        rc = EXIT_RUNTIME;
+    }
+    if (rc == EXIT_OK && (s->logits = malloc(sizeof(float) * (size_t)(t * n * k))) == NULL) {
+        fail_msg("out of memory for the teachers' logits");
+        rc = EXIT_RUNTIME;
+    }
+    if (rc == EXIT_OK) {
+        memcpy(s->logits, src, sizeof(float) * (size_t)(t * n * k));
+        s->nlogits = (int)t;
+        s->teacher_hash = 0xcbf29ce484222325ULL;
+        if (hash_file(path, &s->teacher_hash) != 0) s->teacher_hash = 0;
+        note(&s->p, "teacher logits: %lld examples x %lld teacher%s from %s", (long long)n,
+             (long long)t, t > 1 ? "s" : "", path);
+    }
+    kd_dataset_destroy(d);
+    kd_tensors_destroy(ts);
+    return rc;
+}
+
 static int train_students(state *s, uint64_t seed)
 {
     const options *o = s->o;
@@ -231,11 +357,13 @@ static int train_students(state *s, uint64_t seed)
     c.name = "distilled";
     c.key = "distilled";
     c.spec = spec;
-    c.teachers = s->teachers;
-    c.teacher_weights = o->nteachers > 0 ? o->teacher_weights : (const float[]){1.0f};
-    c.nteachers = s->nt;
+    static const float ones[MAX_TEACHERS] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
+    c.teachers = s->nt > 0 ? s->teachers : NULL;
+    c.teacher_weights = o->nteachers > 0 ? o->teacher_weights : ones;
+    c.nteachers = s->nt > 0 ? s->nt : s->nlogits;
     c.teacher_logits = s->logits;
-    c.teacher_hash = hash_bytes(s->teacher_hash, c.teacher_weights, sizeof(float) * (size_t)s->nt);
+    c.teacher_hash =
+        hash_bytes(s->teacher_hash, c.teacher_weights, sizeof(float) * (size_t)c.nteachers);
     c.checkpoint = o->checkpoint;
     int rc = run_training(&c, s->d.train, eval_set(s), s->d.test, &s->p, &s->distilled);
     if (rc != EXIT_OK || s->distilled.stopped || !s->compare) return rc;
@@ -347,12 +475,19 @@ static int collect(state *s, model_stats *stats, int *n)
 static void summary(const state *s, const model_stats *st, int n, char *out, size_t size)
 {
     const model_stats *t = &st[0], *k = &st[n - 1];
-    size_t used = (size_t)snprintf(
-        out, size,
-        "The distilled student keeps %.1f%% of the teacher's accuracy with %.1f%% of its "
-        "parameters and runs %.1fx faster",
-        100.0 * k->accuracy / t->accuracy, 100.0 * (double)k->params / (double)t->params,
-        t->latency_us / k->latency_us);
+    size_t used;
+    if (s->nt == 0) /* --teacher-logits: no teacher model to compare with */
+        used = (size_t)snprintf(out, size,
+                                "The student distilled from the logits of %s reaches %.2f%% "
+                                "test accuracy",
+                                s->o->teacher_logits, k->accuracy);
+    else
+        used = (size_t)snprintf(
+            out, size,
+            "The distilled student keeps %.1f%% of the teacher's accuracy with %.1f%% of its "
+            "parameters and runs %.1fx faster",
+            100.0 * k->accuracy / t->accuracy, 100.0 * (double)k->params / (double)t->params,
+            t->latency_us / k->latency_us);
     if (s->compare && used < size && s->nseeds > 1) {
         double gain[100], m, sd;
         for (int i = 0; i < s->nseeds; i++) gain[i] = s->acc[0][i] - s->acc[1][i];
@@ -462,9 +597,13 @@ static int pipeline(state *s)
     describe_method(o, method, sizeof method);
     note(&s->p, "libkd %s, kernels %s; %s; %s", kd_version(), kd_kernels_name(), proto, method);
     s->data_hash = dataset_hash(s->d.train);
-    rc = s->own_teacher ? own_teacher(s) : load_teachers(s);
-    if (rc == EXIT_OK) rc = check_teachers(s);
-    if (rc == EXIT_OK) rc = get_logits(s);
+    if (o->teacher_logits != NULL) {
+        rc = logits_file(s);
+    } else {
+        rc = s->own_teacher ? own_teacher(s) : load_teachers(s);
+        if (rc == EXIT_OK) rc = check_teachers(s);
+        if (rc == EXIT_OK) rc = get_logits(s);
+    }
     if (rc == EXIT_OK) rc = train_students(s, o->seed);
     if (rc != EXIT_OK) return rc;
     if (s->distilled.stopped || (s->compare && s->alone.stopped)) return -1;

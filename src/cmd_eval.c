@@ -14,10 +14,16 @@ typedef struct eval_result {
     int64_t *confusion; /* [classes][classes], row = label */
     double latency_us, throughput, peak_mib;
     char shape[128];
+    const kd_dataset *test; /* for the class names a CSV or an ImageFolder gives */
 } eval_result;
 
 static const char *class_name(const options *o, const eval_result *r, int64_t i)
 {
+    int32_t named = 0;
+    const char *name = NULL;
+    kd_dataset_class_count(r->test, &named);
+    if (i < named && kd_dataset_class_name(r->test, (int32_t)i, &name) == KD_OK && name != NULL)
+        return name;
     return data_is_fashion(o) && r->classes == 10 ? fashion_names[i] : "";
 }
 
@@ -99,6 +105,7 @@ static void print_json(const options *o, const kd_model *m, const char *test, co
 
 static int measure(const options *o, kd_model *m, const kd_dataset *test, eval_result *r)
 {
+    r->test = test;
     kd_dataset_size(test, &r->n);
     kd_model_output_size(m, &r->classes);
     kd_model_param_count(m, &r->params);

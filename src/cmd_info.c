@@ -2,16 +2,33 @@
 #include <string.h>
 
 #include "common.h"
-#include "stheader.h"
 
-static void print_shape(FILE *f, const st_tensor *t)
+/* The file's arrays and metadata come from kd_tensors_load: kd_model_load has already accepted the
+ * file, so every array is one of the dtypes it reads. */
+static const char *const dtype_names[] = {"F32", "I32", "I64"};
+
+static void print_tensor(FILE *f, const kd_tensors *h, int32_t i)
 {
-    fputc('[', f);
-    for (int i = 0; i < t->rank; i++) fprintf(f, "%s%lld", i ? ", " : "", (long long)t->shape[i]);
-    fputc(']', f);
+    const char *name = "";
+    kd_dtype dt = KD_DTYPE_F32;
+    int32_t ndim = 0;
+    int64_t dims[KD_TENSORS_MAX_DIMS];
+    kd_tensors_name(h, i, &name);
+    kd_tensors_info(h, name, &dt, &ndim, dims);
+    fprintf(f, "  %-20s %-4s [", name, (unsigned)dt < 3 ? dtype_names[dt] : "?");
+    for (int32_t k = 0; k < ndim; k++) fprintf(f, "%s%lld", k ? ", " : "", (long long)dims[k]);
+    fputs("]\n", f);
 }
 
-static void print_text(const char *path, kd_model *m, const st_header *h)
+static void meta_at(const kd_tensors *h, int32_t i, const char **key, const char **value)
+{
+    *key = *value = "";
+    kd_tensors_meta_key(h, i, key);
+    kd_tensors_get_meta(h, *key, value);
+    if (*value == NULL) *value = "";
+}
+
+static void print_text(const char *path, kd_model *m, const kd_tensors *h)
 {
     int64_t in, out, params;
     int32_t layers;
@@ -47,17 +64,20 @@ static void print_text(const char *path, kd_model *m, const st_header *h)
         printf("%5d  %-10s %9s %9lld\n", (int)i, kind, count, (long long)o);
     }
     if (h == NULL) return;
-    printf("\ntensors (%d)\n", h->total_tensors);
-    for (int i = 0; i < h->ntensors; i++) {
-        printf("  %-20s %-4s ", h->tensors[i].name, h->tensors[i].dtype);
-        print_shape(stdout, &h->tensors[i]);
-        putchar('\n');
-    }
+    int32_t nt = 0, nm = 0;
+    kd_tensors_count(h, &nt);
+    kd_tensors_meta_count(h, &nm);
+    printf("\ntensors (%d)\n", (int)nt);
+    for (int32_t i = 0; i < nt; i++) print_tensor(stdout, h, i);
     printf("\nmetadata\n");
-    for (int i = 0; i < h->nmeta; i++) printf("  %-20s %s\n", h->meta[i].key, h->meta[i].value);
+    for (int32_t i = 0; i < nm; i++) {
+        const char *key, *value;
+        meta_at(h, i, &key, &value);
+        printf("  %-20s %s\n", key, value);
+    }
 }
 
-static void print_json(const char *path, kd_model *m, const st_header *h)
+static void print_json(const char *path, kd_model *m, const kd_tensors *h)
 {
     int64_t in, out, params;
     int32_t layers;
@@ -79,11 +99,15 @@ static void print_json(const char *path, kd_model *m, const st_header *h)
                (long long)p, (long long)o);
     }
     printf("],\"metadata\":{");
-    for (int i = 0; h != NULL && i < h->nmeta; i++) {
+    int32_t nm = 0;
+    if (h != NULL) kd_tensors_meta_count(h, &nm);
+    for (int32_t i = 0; i < nm; i++) {
+        const char *key, *value;
+        meta_at(h, i, &key, &value);
         printf("%s", i ? "," : "");
-        json_string(stdout, h->meta[i].key);
+        json_string(stdout, key);
         putchar(':');
-        json_string(stdout, h->meta[i].value);
+        json_string(stdout, value);
     }
     printf("}}\n");
 }
@@ -97,12 +121,13 @@ int cmd_info(const options *o)
         snprintf(what, sizeof what, "cannot load %s", o->positional);
         return fail_kd(what, st);
     }
-    static st_header h; /* large; one per process */
-    int have = st_read_header(o->positional, &h) == 0;
+    kd_tensors *h = NULL;
+    if (kd_tensors_load(o->positional, &h) != KD_OK) h = NULL; /* the listing is left out */
     if (o->json)
-        print_json(o->positional, m, have ? &h : NULL);
+        print_json(o->positional, m, h);
     else
-        print_text(o->positional, m, have ? &h : NULL);
+        print_text(o->positional, m, h);
+    kd_tensors_destroy(h);
     kd_model_destroy(m);
     return EXIT_OK;
 }

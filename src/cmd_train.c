@@ -42,6 +42,7 @@ static void config(const options *o, run_config *c)
     c->checkpoint = o->checkpoint;
     c->resume = o->resume;
     c->stop_after = o->stop_after;
+    c->normalize = o->normalize;
 }
 
 static int finish(const options *o, const dataset_pair *d, run_result *r, progress *p)

@@ -27,13 +27,28 @@ enum { EXIT_OK = 0, EXIT_RUNTIME = 1, EXIT_USAGE = 2, EXIT_COLLAPSE = 3 };
 
 /* ---------------------------------------------------------------- options (args.c) */
 
-typedef enum command { CMD_NONE = 0, CMD_TRAIN, CMD_DISTILL, CMD_EVAL, CMD_INFO } command;
+typedef enum command {
+    CMD_NONE = 0,
+    CMD_TRAIN,
+    CMD_DISTILL,
+    CMD_EVAL,
+    CMD_INFO,
+    CMD_PREDICT
+} command;
 
 typedef struct options {
     command cmd;
     const char *cmd_name;
     /* data */
     const char *data_dir, *train_prefix, *test_prefix;
+    const char *train_y, *test_y; /* labels of a .npy --train / --test */
+    const char *label_column;     /* the labels of a .csv */
+    const char *x_name, *y_name;  /* the arrays of a .npz (default x, y) */
+    int channels;                 /* an ImageFolder's channels: 1 or 3 */
+    int normalize;                /* store the training set's per-channel mean/std */
+    const char *input;            /* predict: the examples */
+    int output_kind;              /* predict: 0 logits, 1 probs, 2 classes */
+    const char *teacher_logits;   /* distill: logits computed elsewhere */
     /* models */
     const char *model_spec;   /* train: --model */
     const char *student_spec; /* distill: --student */
@@ -86,6 +101,10 @@ typedef struct dataset_pair {
  * file is missing (naming the Debian package for the default directory). */
 int load_data(const options *o, int want_train, int want_test, dataset_pair *d);
 void free_data(dataset_pair *d);
+/* One user's file or directory: an ImageFolder directory, .npz, .npy (labels from y_path), .csv,
+ * or else an IDX prefix; labelled 0 reads examples only. Prints one line on failure. */
+int load_user_data(const options *o, const char *path, const char *y_path, int labelled,
+                   kd_dataset **out);
 /* 1 when the data looks like Fashion-MNIST (for class names). */
 int data_is_fashion(const options *o);
 /* Identifies a data set's contents (sizes, pixels, labels), for cache keys. */
@@ -168,6 +187,7 @@ typedef struct run_config {
     const char *checkpoint;      /* NULL: none */
     int resume, stop_after;
     int keep_best; /* keep the epoch with the best per-epoch (validation) accuracy */
+    int normalize; /* the model normalises its inputs with the training set's statistics */
 } run_config;
 
 typedef struct run_result {
@@ -279,5 +299,6 @@ int cmd_train(const options *o);
 int cmd_distill(const options *o);
 int cmd_eval(const options *o);
 int cmd_info(const options *o);
+int cmd_predict(const options *o);
 
 #endif

@@ -1,7 +1,9 @@
-/* Where the data sets are: --train/--test prefixes, or the standard IDX names in --data DIR. */
+/* Where the data sets are: --train/--test (an IDX prefix, a .npz, .npy or .csv file, or an
+ * ImageFolder directory), or the standard IDX names in --data DIR. */
 #include <dirent.h>
 #include <errno.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "common.h"
@@ -56,6 +58,10 @@ static int find_prefix(const options *o, int train, char *prefix, size_t size)
     snprintf(prefix, size, "%s/%s", o->data_dir, train ? "train" : "t10k");
     char images[1200], labels[1200];
     if (files_of(prefix, images, labels, sizeof images)) return 1;
+    /* Kaggle's names, DIR/train-images.idx3-ubyte: kd_dataset_load_idx_prefix reads both */
+    snprintf(images, sizeof images, "%s-images.idx3-ubyte", prefix);
+    snprintf(labels, sizeof labels, "%s-images.idx3-ubyte.gz", prefix);
+    if (exists(images) || exists(labels)) return 1;
     return scan_dir(o->data_dir, train ? train_keys : test_keys, prefix, size);
 }
 
@@ -77,18 +83,86 @@ static int missing(const options *o, int train, const char *prefix)
     return EXIT_RUNTIME;
 }
 
+static int is_dir(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+int load_user_data(const options *o, const char *path, const char *y_path, int labelled,
+                   kd_dataset **out)
+{
+    kd_status st;
+    if (is_dir(path)) {
+        st = kd_dataset_load_image_folder(path, o->channels, 0, 0, out);
+    } else if (has_suffix(path, ".npz")) {
+        st = kd_dataset_load_npz(path, o->x_name, labelled ? o->y_name : NULL, out);
+    } else if (has_suffix(path, ".npy")) {
+        if (labelled && y_path == NULL) {
+            fail_msg("%s holds the examples; name their labels with --%s-y LABELS.npy", path,
+                     path == o->test_prefix ? "test" : "train");
+            return EXIT_USAGE;
+        }
+        st = kd_dataset_load_npy(path, labelled ? y_path : NULL, out);
+    } else if (has_suffix(path, ".csv")) {
+        if (labelled && o->label_column == NULL) {
+            fail_msg("%s is a table: name its column of labels with --label-column NAME", path);
+            return EXIT_USAGE;
+        }
+        st = kd_dataset_load_csv(path, o->label_column, out);
+    } else if (!labelled && (has_suffix(path, "-ubyte") || has_suffix(path, "-ubyte.gz"))) {
+        st = kd_dataset_load_idx(path, NULL, out); /* an IDX image file alone */
+    } else {
+        st = kd_dataset_load_idx_prefix(path, out);
+    }
+    if (st == KD_OK) return EXIT_OK;
+    char what[1300];
+    snprintf(what, sizeof what, "cannot read %s", path);
+    return fail_kd(what, st);
+}
+
 static int load_one(const options *o, int train, char *prefix, size_t size, kd_dataset **out)
 {
-    char images[1200], labels[1200];
-    if (!find_prefix(o, train, prefix, size) || !files_of(prefix, images, labels, sizeof images))
-        return missing(o, train, prefix);
-    kd_status st = kd_dataset_load_idx(images, labels, out);
+    const char *given = train ? o->train_prefix : o->test_prefix;
+    if (given != NULL && (is_dir(given) || has_suffix(given, ".npz") || has_suffix(given, ".npy") ||
+                          has_suffix(given, ".csv"))) {
+        snprintf(prefix, size, "%s", given);
+        return load_user_data(o, given, train ? o->train_y : o->test_y, 1, out);
+    }
+    if (!find_prefix(o, train, prefix, size)) return missing(o, train, prefix);
+    kd_status st = kd_dataset_load_idx_prefix(prefix, out);
+    if (st == KD_ERR_IO && given != NULL) {
+        fail_msg("no %s set at %s: %s", train ? "training" : "test", prefix, kd_last_error());
+        return EXIT_RUNTIME;
+    }
+    if (st == KD_ERR_IO) return missing(o, train, prefix);
     if (st != KD_OK) {
         char what[1300];
-        snprintf(what, sizeof what, "cannot read %s", images);
+        snprintf(what, sizeof what, "cannot read %s", prefix);
         return fail_kd(what, st);
     }
     return EXIT_OK;
+}
+
+/* Classes read as names (CSV, ImageFolder) are numbered per file; both sets must agree. */
+static int same_classes(const kd_dataset *a, const kd_dataset *b)
+{
+    int32_t na = 0, nb = 0;
+    kd_dataset_class_count(a, &na);
+    kd_dataset_class_count(b, &nb);
+    if (na == 0 || nb == 0) return EXIT_OK; /* numbers on one side: taken as they are */
+    int ok = na == nb;
+    for (int32_t i = 0; ok && i < na; i++) {
+        const char *x = NULL, *y = NULL;
+        kd_dataset_class_name(a, i, &x);
+        kd_dataset_class_name(b, i, &y);
+        ok = x != NULL && y != NULL && strcmp(x, y) == 0;
+    }
+    if (ok) return EXIT_OK;
+    fail_msg("the training and test sets name different classes (%d and %d classes, or other "
+             "names): labels would not mean the same",
+             (int)na, (int)nb);
+    return EXIT_RUNTIME;
 }
 
 int load_data(const options *o, int want_train, int want_test, dataset_pair *d)
@@ -108,6 +182,7 @@ int load_data(const options *o, int want_train, int want_test, dataset_pair *d)
                      (long long)b[1], (long long)b[2]);
             rc = EXIT_RUNTIME;
         }
+        if (rc == EXIT_OK) rc = same_classes(d->train, d->test);
     }
     if (rc != EXIT_OK) free_data(d);
     return rc;

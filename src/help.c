@@ -19,6 +19,7 @@ void print_usage(FILE *f)
           "            on Fashion-MNIST: teacher, student alone, distilled student, comparison\n"
           "  train     train one model on labelled data\n"
           "  eval      accuracy, confusion matrix, size, latency and memory of a model file\n"
+          "  predict   a model's logits, probabilities or classes on unlabelled examples\n"
           "  info      architecture, per-layer parameters and metadata of a model file\n"
           "  generate  text from a byte-level language model (train, distill and eval take\n"
           "            --text FILE for language models; see kd help generate)\n"
@@ -29,6 +30,8 @@ void print_usage(FILE *f)
           "  kd train --model 784-800-800-10 --epochs 5 --out big.safetensors\n"
           "  kd distill --teacher big.safetensors --student 784-128-10 --out small.safetensors\n"
           "  kd eval small.safetensors\n"
+          "  kd train --model 4-16-3 --train iris.csv --test iris.csv --label-column species \\\n"
+          "           --normalize --out iris.safetensors\n"
           "\n"
           "exit codes: 0 success, 1 failure while running (a missing or bad file, a numerical\n"
           "failure), 2 bad command line (unknown command or option, bad value, bad spec),\n"
@@ -39,12 +42,22 @@ void print_usage(FILE *f)
 }
 
 static const char data_help[] =
-    "data (IDX files, gzip or plain):\n"
+    "data (default: Fashion-MNIST's IDX files in --data DIR):\n"
     "  --data DIR          directory with train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz,\n"
     "                      t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz (default\n"
     "                      " DEFAULT_DATA_DIR ", from Debian's dataset-fashion-mnist)\n"
-    "  --train PREFIX      training set PREFIX-images-idx3-ubyte.gz, PREFIX-labels-idx1-ubyte.gz\n"
-    "  --test PREFIX       test set, named the same way\n\n";
+    "  --train DATA        the training set; --test DATA the test set. DATA is one of\n"
+    "                      PREFIX      IDX files PREFIX-images-idx3-ubyte(.gz) and\n"
+    "                                  PREFIX-labels-idx1-ubyte(.gz), or Kaggle's\n"
+    "                                  PREFIX-images.idx3-ubyte, PREFIX-labels.idx1-ubyte\n"
+    "                      FILE.npz    arrays x and y (numpy.savez)\n"
+    "                      FILE.npy    examples; labels in --train-y / --test-y FILE.npy\n"
+    "                      FILE.csv    a table; labels in --label-column NAME\n"
+    "                      DIR/        an ImageFolder: DIR/CLASS/IMAGE.png|jpg, all one size\n"
+    "  --x-name, --y-name  the arrays of a .npz (x, y)\n"
+    "  --channels 1|3      an ImageFolder read as gray or RGB (3)\n"
+    "  --normalize         store the training set's per-channel mean and std in the model,\n"
+    "                      which then normalises its inputs everywhere (eval, predict)\n\n";
 
 /* clang-format off: the STR() macros make clang-format scatter these lines */
 static const char
@@ -165,7 +178,11 @@ static void distill_help(FILE *f)
           "  --gamma G           dist: the intra-class weight (2)\n"
           "  --soft-targets-cache FILE  keep the teachers' logits in FILE and reuse them when\n"
           "                      the teachers and training set are the same\n"
-          "  --teacher-spec SPEC, --teacher-epochs N  the teacher kd trains with no --teacher\n"
+          "  --teacher-spec SPEC, --teacher-epochs N  the teacher kd trains with no --teacher;\n"
+          "                      with --teacher, the architecture of a plain PyTorch state dict\n"
+          "  --teacher-logits FILE  the teachers' logits on the training set, computed\n"
+          "                      elsewhere: .npy [n, classes] or [teachers, n, classes], or a\n"
+          "                      safetensors tensor logits; replaces --teacher (no --val split)\n"
           "  --compare, --no-compare  also train the student alone (default: only when kd\n"
           "                      trains the teacher itself)\n"
           "  --cache-dir DIR     where trained teachers and logits are kept\n"
@@ -186,7 +203,9 @@ static void distill_help(FILE *f)
           "  kd distill --teacher t.safetensors --student 784-128-10 --temperature 2 \\\n"
           "             --alpha 0.5 --out s.safetensors\n"
           "  kd distill --teacher a.safetensors --teacher b.safetensors --teacher-weight 2 \\\n"
-          "             --soft-targets-cache ab.logits --out s.safetensors\n",
+          "             --soft-targets-cache ab.logits --out s.safetensors\n"
+          "  kd distill --train x.npy --train-y y.npy --test tx.npy --test-y ty.npy \\\n"
+          "             --teacher-logits logits.npy --student 784-128-10 --out s.safetensors\n",
           f);
 }
 
@@ -201,7 +220,9 @@ static void eval_help(FILE *f)
     fputs("data:\n"
           "  --data DIR          directory with t10k-images-idx3-ubyte.gz and\n"
           "                      t10k-labels-idx1-ubyte.gz (default " DEFAULT_DATA_DIR ")\n"
-          "  --test PREFIX       PREFIX-images-idx3-ubyte.gz and PREFIX-labels-idx1-ubyte.gz\n\n",
+          "  --test DATA         an IDX PREFIX, FILE.npz, FILE.npy (labels: --test-y FILE.npy),\n"
+          "                      FILE.csv (labels: --label-column NAME) or an ImageFolder DIR/,\n"
+          "                      as for kd train (--x-name, --y-name, --channels too)\n\n",
           f);
     fputs("output:\n"
           "  --batch B           batch of the throughput measurement (256)\n"
@@ -210,6 +231,28 @@ static void eval_help(FILE *f)
           "\nexamples:\n"
           "  kd eval student.safetensors\n"
           "  kd eval m.safetensors --test ~/mnist/t10k --json\n",
+          f);
+}
+
+static void predict_help(FILE *f)
+{
+    fputs("usage: kd predict MODEL.safetensors --input DATA [--out FILE.npy|FILE.csv]\n"
+          "                  [--output logits|probs|classes]\n"
+          "\n"
+          "The model's outputs on unlabelled examples, one row an example in their order: its\n"
+          "logits (default), softmax probabilities, or the class of the largest logit. The\n"
+          "model's stored normalisation (--normalize) is applied.\n\n"
+          "  --input DATA        FILE.npy, FILE.npz (array --x-name, x), FILE.csv (every column\n"
+          "                      but --label-column NAME, if given), an IDX image file\n"
+          "                      (...-images-idx3-ubyte.gz), an IDX prefix, or an ImageFolder\n"
+          "                      DIR/ (--channels 1|3)\n"
+          "  --out FILE          .npy: float32 [n, classes], or int64 [n] for classes; .csv: a\n"
+          "                      header line, then a row an example. Without --out: CSV on the\n"
+          "                      standard output\n"
+          "  --batch B           examples per call (128)\n"
+          "\nexamples:\n"
+          "  kd predict m.safetensors --input new.npy --output probs --out probs.npy\n"
+          "  kd predict m.safetensors --input table.csv --output classes > classes.csv\n",
           f);
 }
 
@@ -228,6 +271,8 @@ int print_command_help(FILE *f, const char *name)
 {
     if (strcmp(name, "info") == 0)
         info_help(f);
+    else if (strcmp(name, "predict") == 0)
+        predict_help(f);
     else if (strcmp(name, "generate") == 0)
         text_help(f, name);
     else if (strcmp(name, "help") == 0)

@@ -39,10 +39,9 @@ typedef struct entry {
 } entry;
 
 static const entry commands[] = {
-    {"train", CMD_TRAIN, cmd_train},
-    {"distill", CMD_DISTILL, cmd_distill},
-    {"eval", CMD_EVAL, cmd_eval},
-    {"info", CMD_INFO, cmd_info},
+    {"train", CMD_TRAIN, cmd_train},       {"distill", CMD_DISTILL, cmd_distill},
+    {"eval", CMD_EVAL, cmd_eval},          {"info", CMD_INFO, cmd_info},
+    {"predict", CMD_PREDICT, cmd_predict},
 };
 
 static int help(int argc, char **argv)
@@ -52,7 +51,8 @@ static int help(int argc, char **argv)
         return EXIT_OK;
     }
     if (print_command_help(stdout, argv[2]) == 0) return EXIT_OK;
-    fail_msg("no command '%s'; the commands are train, distill, eval, info, generate", argv[2]);
+    fail_msg("no command '%s'; the commands are train, distill, eval, predict, info, generate",
+             argv[2]);
     return EXIT_USAGE;
 }
 
@@ -77,7 +77,8 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) {
         if (strcmp(a, commands[i].name) != 0) continue;
         set_command_name(commands[i].name);
-        if (commands[i].cmd != CMD_INFO && is_text_command(argc, argv))
+        if (commands[i].cmd != CMD_INFO && commands[i].cmd != CMD_PREDICT &&
+            is_text_command(argc, argv))
             return cmd_text(commands[i].name, argc, argv);
         options o;
         o.cmd = commands[i].cmd;
@@ -86,8 +87,9 @@ int main(int argc, char **argv)
         if (rc != EXIT_OK) return rc;
         return commands[i].run(&o);
     }
-    fail_msg("unknown command '%s'; the commands are train, distill, eval, info, generate (see "
-             "'kd --help')",
-             a);
+    fail_msg(
+        "unknown command '%s'; the commands are train, distill, eval, predict, info, generate (see "
+        "'kd --help')",
+        a);
     return EXIT_USAGE;
 }

@@ -1,53 +1,53 @@
 /* The teachers' logits on the transfer set, computed once per run (the teachers are fixed and the
  * data is not augmented, so every epoch reuses them), and optionally kept in a cache file.
  *
- * The cache is a safetensors file with one F32 tensor "logits" [teachers, n, classes] and the
- * fingerprint of the teachers and the data in its metadata. The header is always written the same
- * way, so reading compares it byte for byte with the expected one instead of parsing JSON. */
-#include <errno.h>
+ * The cache is a safetensors file (kd_tensors) with one F32 tensor "logits" [teachers, n, classes]
+ * and the fingerprint of the teachers and the data in its metadata ("kd.kind" "teacher-logits",
+ * "kd.fingerprint"): a file of other teachers or data is not reused, but recomputed. The same
+ * file is what kd distill --teacher-logits reads. */
 #include <stdlib.h>
 #include <string.h>
 
 #include "common.h"
 
-static size_t cache_header(char *out, size_t size, uint64_t fingerprint, int t, int64_t n,
-                           int64_t classes)
+static int read_cache(const char *path, uint64_t fingerprint, int t, int64_t n, int64_t classes,
+                      float *out)
 {
-    uint64_t bytes = (uint64_t)t * (uint64_t)n * (uint64_t)classes * sizeof(float);
-    int len = snprintf(
-        out + 8, size - 8,
-        "{\"__metadata__\":{\"kd.kind\":\"teacher-logits\",\"kd.fingerprint\":\"%016llx\"},"
-        "\"logits\":{\"dtype\":\"F32\",\"shape\":[%d,%lld,%lld],\"data_offsets\":[0,%llu]}}",
-        (unsigned long long)fingerprint, t, (long long)n, (long long)classes,
-        (unsigned long long)bytes);
-    while (len % 8 != 0) out[8 + len++] = ' '; /* the data starts 8-aligned */
-    uint64_t h = (uint64_t)len;
-    for (int i = 0; i < 8; i++) out[i] = (char)(h >> (8 * i)); /* little-endian u64 */
-    return 8 + (size_t)len;
-}
-
-static int read_cache(const char *path, const char *header, size_t hsize, float *out, size_t count)
-{
-    FILE *f = fopen(path, "rb");
-    if (f == NULL) return -1;
-    char *got = malloc(hsize);
-    int ok = got != NULL && fread(got, 1, hsize, f) == hsize && memcmp(got, header, hsize) == 0 &&
-             fread(out, sizeof(float), count, f) == count && fgetc(f) == EOF;
-    free(got);
-    fclose(f);
+    kd_tensors *ts;
+    if (kd_tensors_load(path, &ts) != KD_OK) return -1;
+    char print[32];
+    snprintf(print, sizeof print, "%016llx", (unsigned long long)fingerprint);
+    const char *kind = NULL, *got = NULL;
+    kd_dtype dt = KD_DTYPE_I32;
+    int32_t ndim = 0;
+    int64_t dims[KD_TENSORS_MAX_DIMS];
+    const void *data = NULL;
+    int ok = kd_tensors_get_meta(ts, "kd.kind", &kind) == KD_OK && kind != NULL &&
+             strcmp(kind, "teacher-logits") == 0 &&
+             kd_tensors_get_meta(ts, "kd.fingerprint", &got) == KD_OK && got != NULL &&
+             strcmp(got, print) == 0 && kd_tensors_info(ts, "logits", &dt, &ndim, dims) == KD_OK &&
+             dt == KD_DTYPE_F32 && ndim == 3 && dims[0] == t && dims[1] == n &&
+             dims[2] == classes && kd_tensors_data(ts, "logits", &data, NULL) == KD_OK;
+    if (ok) memcpy(out, data, sizeof(float) * (size_t)t * (size_t)n * (size_t)classes);
+    kd_tensors_destroy(ts);
     return ok ? 0 : -1;
 }
 
-static int write_cache(const char *path, const char *header, size_t hsize, const float *z,
-                       size_t count)
+static kd_status write_cache(const char *path, uint64_t fingerprint, int t, int64_t n,
+                             int64_t classes, const float *z)
 {
-    char *buf = malloc(hsize + count * sizeof(float));
-    if (buf == NULL) return -1;
-    memcpy(buf, header, hsize);
-    memcpy(buf + hsize, z, count * sizeof(float));
-    int rc = write_atomic(path, buf, hsize + count * sizeof(float));
-    free(buf);
-    return rc;
+    kd_tensors *ts;
+    kd_status st = kd_tensors_create(&ts);
+    if (st != KD_OK) return st;
+    char print[32];
+    snprintf(print, sizeof print, "%016llx", (unsigned long long)fingerprint);
+    int64_t dims[3] = {t, n, classes};
+    st = kd_tensors_set_meta(ts, "kd.kind", "teacher-logits");
+    if (st == KD_OK) st = kd_tensors_set_meta(ts, "kd.fingerprint", print);
+    if (st == KD_OK) st = kd_tensors_set(ts, "logits", KD_DTYPE_F32, 3, dims, z);
+    if (st == KD_OK) st = kd_tensors_save(ts, path);
+    kd_tensors_destroy(ts);
+    return st;
 }
 
 static int compute(kd_model *const *teachers, int nt, const kd_dataset *d, float *z)
@@ -75,14 +75,12 @@ int teacher_logits(kd_model *const *teachers, int nt, const kd_dataset *d, const
     kd_dataset_size(d, &n);
     kd_model_output_size(teachers[0], &classes);
     size_t count = (size_t)nt * (size_t)n * (size_t)classes;
-    char header[512];
-    size_t hsize = cache_header(header, sizeof header, fingerprint, nt, n, classes);
     float *z = malloc(count * sizeof(float));
     if (z == NULL) {
         fail_msg("out of memory for the teachers' logits (%zu values)", count);
         return EXIT_RUNTIME;
     }
-    if (cache_path != NULL && read_cache(cache_path, header, hsize, z, count) == 0) {
+    if (cache_path != NULL && read_cache(cache_path, fingerprint, nt, n, classes, z) == 0) {
         note(p, "teacher logits: reused %s", cache_path);
         *out = z;
         return EXIT_OK;
@@ -96,8 +94,8 @@ int teacher_logits(kd_model *const *teachers, int nt, const kd_dataset *d, const
     note(p, "teacher logits: %lld examples x %d teacher%s in %.1f s", (long long)n, nt,
          nt > 1 ? "s" : "", now_seconds() - start);
     if (cache_path != NULL) {
-        if (write_cache(cache_path, header, hsize, z, count) != 0)
-            fail_msg("warning: cannot write the logits cache %s: %s", cache_path, strerror(errno));
+        if (write_cache(cache_path, fingerprint, nt, n, classes, z) != KD_OK)
+            fail_msg("warning: cannot write the logits cache %s: %s", cache_path, kd_last_error());
         else
             note(p, "teacher logits: saved to %s", cache_path);
     }

@@ -66,9 +66,10 @@ static int check_sizes(const run_config *c, kd_model *m, const kd_dataset *train
     kd_dataset_size(train, &n);
     kd_dataset_shape(train, &ch, &hh, &ww);
     if (in != ch * hh * ww) {
-        fail_msg("the %s takes %lld inputs but the images are %lldx%lldx%lld = %lld values",
+        fail_msg("the %s takes %lld inputs but the images are %lldx%lldx%lld = %lld values%s",
                  c->name, (long long)in, (long long)ch, (long long)hh, (long long)ww,
-                 (long long)(ch * hh * ww));
+                 (long long)(ch * hh * ww),
+                 ch == 3 && in == hh * ww ? " (gray images in a folder? --channels 1)" : "");
         return EXIT_USAGE;
     }
     const int32_t *labels = kd_dataset_labels(train);
@@ -82,11 +83,42 @@ static int check_sizes(const run_config *c, kd_model *m, const kd_dataset *train
     return EXIT_OK;
 }
 
+/* --normalize: the training set's per-channel mean and std, stored in the model (so kd eval and
+ * kd predict apply them). A model with flat inputs ("input N") of a multi-channel image takes one
+ * pair for all values: the pooled mean and std of the channels (equal counts each). */
+static int normalize_inputs(const run_config *c, kd_model *m, const kd_dataset *train)
+{
+    int64_t ch, hh, ww;
+    kd_dataset_shape(train, &ch, &hh, &ww);
+    float *mean = malloc(sizeof(float) * (size_t)ch), *sd = malloc(sizeof(float) * (size_t)ch);
+    kd_status st =
+        mean != NULL && sd != NULL ? kd_dataset_channel_stats(train, mean, sd) : KD_ERR_NOMEM;
+    if (st == KD_OK) st = kd_model_set_normalization(m, mean, sd, ch);
+    if (st == KD_ERR_ARGUMENT && ch > 1) {
+        double mu = 0.0, sq = 0.0;
+        for (int64_t i = 0; i < ch; i++) {
+            mu += mean[i];
+            sq += (double)sd[i] * sd[i] + (double)mean[i] * mean[i];
+        }
+        mu /= (double)ch;
+        double var = sq / (double)ch - mu * mu;
+        float m1 = (float)mu, s1 = var > 0 ? (float)sqrt(var) : 1.0f;
+        st = kd_model_set_normalization(m, &m1, &s1, 1);
+    }
+    free(mean);
+    free(sd);
+    if (st == KD_OK) return EXIT_OK;
+    char what[200];
+    snprintf(what, sizeof what, "--normalize (the %s)", c->name);
+    return fail_kd(what, st);
+}
+
 static int setup(const run_config *c, const kd_dataset *train, handles *h, int64_t total_steps)
 {
     int rc = create_model(c->name, c->spec, c->seed, &h->m);
     if (rc != EXIT_OK) return rc;
     if ((rc = check_sizes(c, h->m, train)) != EXIT_OK) return rc;
+    if (c->normalize && (rc = normalize_inputs(c, h->m, train)) != EXIT_OK) return rc;
     /* A run without teachers is Hinton's loss with alpha 0: plain cross-entropy. */
     int kind = c->nteachers > 0 ? c->method : KD_LOSS_HINTON;
     TRY("loss", kd_loss_create((kd_loss_kind)kind, &h->loss));
@@ -99,8 +131,12 @@ static int setup(const run_config *c, const kd_dataset *train, handles *h, int64
         TRY("--method", kd_loss_set_float(h->loss, KD_LOSS_LOGIT_STANDARDIZE, 1.0f));
     if ((rc = setup_optimizer(c, h, total_steps)) != EXIT_OK) return rc;
     TRY("trainer", kd_trainer_create(h->m, h->loss, h->opt, &h->t));
+    /* Logits computed elsewhere (--teacher-logits) come without models: the student stands in
+     * for each teacher, so the trainer counts them and their weights; it never runs them, as
+     * every step passes the cached logits. */
     for (int i = 0; i < c->nteachers; i++)
-        TRY("teacher", kd_trainer_add_teacher(h->t, c->teachers[i], c->teacher_weights[i]));
+        TRY("teacher", kd_trainer_add_teacher(h->t, c->teachers != NULL ? c->teachers[i] : h->m,
+                                              c->teacher_weights[i]));
     return EXIT_OK;
 }
 
@@ -112,12 +148,12 @@ static uint64_t fingerprint(const run_config *c, const kd_dataset *train)
     kd_dataset_size(train, &n);
     snprintf(buf, sizeof buf,
              "%d %d %.9g %llu %d %d %.9g %.9g %.9g %.9g %.9g %.9g %d %d %d %lld %llx %d %.9g"
-             " %.9g %d",
+             " %.9g %d %d",
              c->method, c->optimizer, (double)c->beta, (unsigned long long)c->seed, c->epochs,
              c->batch, (double)c->lr, (double)c->momentum, (double)c->weight_decay,
              (double)c->min_lr, (double)c->temperature, (double)c->alpha, c->nesterov, c->cosine,
              c->nteachers, (long long)n, (unsigned long long)c->teacher_hash, c->warmup_epochs,
-             (double)c->clip_norm, (double)c->gamma, c->standardize);
+             (double)c->clip_norm, (double)c->gamma, c->standardize, c->normalize);
     return hash_str(hash_str(0xcbf29ce484222325ULL, c->spec), buf);
 }
 

@@ -54,6 +54,8 @@ expect "kd --help" 0 "usage: kd COMMAND" "$KD" --help
 expect "kd --version" 0 "^kd [0-9]" "$KD" --version
 expect "kd help distill has examples" 0 "examples:" "$KD" help distill
 expect "kd train --help" 0 "usage: kd train" "$KD" train --help
+expect "kd help predict" 0 "usage: kd predict" "$KD" help predict
+expect "kd help train names the data formats" 0 "FILE.npz" "$KD" help train
 expect "kd alone is a usage error" 2 "usage: kd" "$KD"
 expect "unknown command" 2 "unknown command 'frobnicate'" "$KD" frobnicate
 expect "kd help of an unknown command" 2 "no command 'nope'" "$KD" help nope
@@ -202,6 +204,133 @@ check "resumed model is byte-identical to the uninterrupted one" \
     cmp -s "$TMP/full.safetensors" "$TMP/part.safetensors"
 expect "a checkpoint of other options is refused" 1 "belongs to a run with other options" \
     "$KD" $RUN --lr 0.1 --out "$TMP/other.safetensors" --checkpoint "$TMP/ck" --resume
+
+# ---------------------------------------------------------------- your own data (issue 13)
+# The subset again as .npy, .npz, .csv and an ImageFolder, written by make_byod.py (standard
+# library only); Kaggle's IDX names through symbolic links.
+HERE=$(dirname "$0")
+B="$TMP/byod"
+if command -v python3 >/dev/null 2>&1 && python3 "$HERE/make_byod.py" "$DATA" "$B" 300 100; then
+    SMALL="--model 784-10 --epochs 2 --quiet"
+    expect "train on a .npy pair, --normalize" 0 "saved" "$KD" train $SMALL --normalize \
+        --train "$B/train_x.npy" --train-y "$B/train_y.npy" --test "$B/test_x.npy" \
+        --test-y "$B/test_y.npy" --out "$TMP/npy.safetensors"
+    acc=$("$KD" eval "$TMP/npy.safetensors" --test "$B/test_x.npy" --test-y "$B/test_y.npy" --quiet)
+    acc2=$("$KD" eval "$TMP/npy.safetensors" --test "$B/test.npz" --x-name images --y-name labels \
+        --quiet)
+    check "eval applies the stored normalisation, same on .npy and .npz ($acc, $acc2)" \
+        [ -n "$acc" ] && [ "$acc" = "$acc2" ]
+    expect ".npy without its labels is a usage error" 2 "train-y LABELS.npy" "$KD" train $SMALL \
+        --train "$B/train_x.npy" --test "$B/test_x.npy" --out "$TMP/x.safetensors"
+    expect "train on a .npz with other array names" 0 "saved" "$KD" train $SMALL \
+        --train "$B/train.npz" --test "$B/test.npz" --x-name images --y-name labels \
+        --out "$TMP/npz.safetensors"
+    expect "a .npz without the named array" 1 "cannot read .*train.npz" "$KD" train $SMALL \
+        --train "$B/train.npz" --test "$B/test.npz" --out "$TMP/x.safetensors"
+    expect "train on a .csv" 0 "saved" "$KD" train $SMALL --train "$B/train.csv" \
+        --test "$B/test.csv" --label-column label --out "$TMP/csv.safetensors"
+    expect "a .csv needs --label-column" 2 "label-column NAME" "$KD" train $SMALL \
+        --train "$B/train.csv" --test "$B/test.csv" --out "$TMP/x.safetensors"
+    expect "a .csv without that column" 1 "cannot read" "$KD" train $SMALL --train "$B/train.csv" \
+        --test "$B/test.csv" --label-column species --out "$TMP/x.safetensors"
+    expect "train on an ImageFolder" 0 "saved" "$KD" train --model 784-2 --epochs 2 --quiet \
+        --channels 1 --normalize --train "$B/train_images" --test "$B/test_images" \
+        --out "$TMP/img.safetensors"
+    expect "eval on an ImageFolder" 0 "^[0-9.]*$" "$KD" eval "$TMP/img.safetensors" \
+        --test "$B/test_images" --channels 1 --quiet
+    expect "eval names an ImageFolder's classes" 0 "1  trouser" "$KD" eval \
+        "$TMP/img.safetensors" --test "$B/test_images" --channels 1
+    expect "an RGB ImageFolder does not fit a 784-input model" 2 "channels 1" "$KD" train \
+        --model 784-2 --epochs 1 --quiet --train "$B/train_images" --test "$B/test_images" \
+        --out "$TMP/x.safetensors"
+    expect "training and test data of other sizes" 1 "training images are" "$KD" train $SMALL \
+        --train "$HERE/../data/csv/iris.csv" --label-column species --test "$TEST" \
+        --out "$TMP/x.safetensors"
+    expect "training and test sets naming other classes" 1 "name different classes" "$KD" train \
+        $SMALL --train "$B/train.csv" --label-column label --test "$B/test_images" --channels 1 \
+        --out "$TMP/x.safetensors"
+    expect "a missing .npy" 1 "cannot read" "$KD" train $SMALL --train "$TMP/none.npy" \
+        --train-y "$B/train_y.npy" --test "$TEST" --out "$TMP/x.safetensors"
+    mkdir -p "$TMP/kaggle"
+    ln -s "$(cd "$DATA" && pwd)/fmnist-train-2000-images-idx3-ubyte.gz" \
+        "$TMP/kaggle/train-images.idx3-ubyte.gz"
+    ln -s "$(cd "$DATA" && pwd)/fmnist-train-2000-labels-idx1-ubyte.gz" \
+        "$TMP/kaggle/train-labels.idx1-ubyte.gz"
+    expect "an IDX prefix with Kaggle's names" 0 "saved" "$KD" train --model 784-10 --epochs 1 \
+        --quiet --train "$TMP/kaggle/train" --test "$TEST" --out "$TMP/x.safetensors"
+    expect "--data DIR with Kaggle's names" 0 "saved" "$KD" train --model 784-10 --epochs 1 \
+        --quiet --data "$TMP/kaggle" --test "$TEST" --out "$TMP/x.safetensors"
+
+    # kd predict
+    expect "predict needs --input" 2 "input FILE is required" "$KD" predict "$TMP/npy.safetensors"
+    expect "predict --out of another extension" 2 "npy or .csv" "$KD" predict \
+        "$TMP/npy.safetensors" --input "$B/test_x.npy" --out "$TMP/p.txt"
+    expect "predict --output of another kind" 2 "logits, probs or classes" "$KD" predict \
+        "$TMP/npy.safetensors" --input "$B/test_x.npy" --output votes
+    expect "predict classes as CSV on stdout" 0 "^class$" "$KD" predict "$TMP/npy.safetensors" \
+        --input "$B/test_x.npy" --output classes
+    check "predict writes a row an example" \
+        [ "$("$KD" predict "$TMP/npy.safetensors" --input "$B/test_x.npy" | wc -l)" -eq 101 ]
+    expect "predict probabilities to a .npy" 0 "" "$KD" predict "$TMP/csv.safetensors" \
+        --input "$B/test.csv" --label-column label --output probs --out "$TMP/p.npy"
+    check "the .npy of probabilities is [100, 10] float32" \
+        grep -q "'<f4'.*(100, 10)" "$TMP/p.npy"
+    expect "predict on an IDX image file" 0 "^logit0," "$KD" predict "$TMP/npy.safetensors" \
+        --input "$TEST-images-idx3-ubyte.gz"
+    expect "predict on inputs of another size" 1 "takes 784 inputs" "$KD" predict \
+        "$TMP/img.safetensors" --input "$HERE/../data/csv/iris.csv" --label-column species
+else
+    skip "your own data: python3 cannot write the fixtures"
+fi
+
+# ---------------------------------------------------------------- --teacher-logits
+HERE=$(dirname "$0")
+"$KD" train $SETS --model 784-64-10 --epochs 2 --quiet --out "$TMP/lt.safetensors" >/dev/null 2>&1
+expect "predict the teacher's logits on an IDX prefix" 0 "" "$KD" predict "$TMP/lt.safetensors" \
+    --input "$TRAIN" --out "$TMP/lt.npy"
+LRUN="distill $SETS --student 784-10 --epochs 2 --quiet"
+expect "distill from a .npy of logits" 0 "distilled from the logits of" "$KD" $LRUN \
+    --teacher-logits "$TMP/lt.npy" --out "$TMP/ls1.safetensors"
+expect "distill with --teacher, keeping its logits" 0 "saved\|distilled student" "$KD" $LRUN \
+    --val 0 --teacher "$TMP/lt.safetensors" --soft-targets-cache "$TMP/lt.cache" \
+    --out "$TMP/ls2.safetensors"
+expect "distill from those logits (safetensors)" 0 "distilled from the logits" "$KD" $LRUN \
+    --teacher-logits "$TMP/lt.cache" --out "$TMP/ls3.safetensors"
+check "the same student from the teacher and from its logits" \
+    cmp -s "$TMP/ls2.safetensors" "$TMP/ls3.safetensors"
+expect "a logits cache of other teachers is recomputed, not reused" 0 "teacher logits: [0-9]" \
+    "$KD" distill $SETS --student 784-10 --epochs 1 --val 0 --teacher "$TMP/lt.safetensors" \
+    --teacher "$TMP/lt.safetensors" --soft-targets-cache "$TMP/lt.cache" \
+    --out "$TMP/ls4.safetensors"
+expect "kd info lists a file's tensors and metadata" 0 "kd.spec" "$KD" info "$TMP/lt.safetensors"
+expect "logits of another training set" 1 "the training set has 500 examples" "$KD" distill \
+    --train "$TEST" --test "$TEST" --student 784-10 --epochs 1 --teacher-logits "$TMP/lt.npy"
+expect "logits of another number of classes" 1 "the student 5 classes" "$KD" $LRUN \
+    --student 784-5 --teacher-logits "$TMP/lt.npy"
+expect "a logits file without a tensor logits" 1 "no float32 tensor" "$KD" $LRUN \
+    --teacher-logits "$TMP/lt.safetensors"
+expect "a missing logits file" 1 "cannot read --teacher-logits" "$KD" $LRUN \
+    --teacher-logits "$TMP/none.npy"
+expect "--teacher-logits with --val" 2 "no --val split" "$KD" $LRUN --val 0.1 \
+    --teacher-logits "$TMP/lt.npy"
+expect "--teacher-logits with --teacher" 2 "replaces --teacher" "$KD" $LRUN \
+    --teacher "$TMP/lt.safetensors" --teacher-logits "$TMP/lt.npy"
+
+# ---------------------------------------------------------------- --teacher-spec for a state dict
+if command -v python3 >/dev/null 2>&1 &&
+    python3 "$HERE/strip_metadata.py" "$TMP/lt.safetensors" "$TMP/sd.safetensors"; then
+    expect "a state dict without --teacher-spec" 1 "give its architecture with --teacher-spec" \
+        "$KD" $LRUN --teacher "$TMP/sd.safetensors"
+    expect "a state dict with --teacher-spec" 0 "keeps" "$KD" distill $SETS --student 784-10 \
+        --epochs 2 --teacher "$TMP/sd.safetensors" --teacher-spec 784-64-10 \
+        --out "$TMP/sd-s.safetensors"
+    expect "a state dict of another shape than --teacher-spec" 1 "has shape \[64, 784\]" \
+        "$KD" $LRUN --teacher "$TMP/sd.safetensors" --teacher-spec 784-32-10
+    expect "--teacher-spec against a file that names another spec" 2 "but --teacher-spec says" \
+        "$KD" $LRUN --teacher "$TMP/lt.safetensors" --teacher-spec 784-32-10
+else
+    skip "--teacher-spec for a state dict: python3 cannot write the fixture"
+fi
 
 TRAINRUN="train --model 784-256-10 --epochs 12 --seed 3 $SETS --quiet"
 "$KD" $TRAINRUN --out "$TMP/tfull.safetensors" >/dev/null 2>&1

@@ -1,0 +1,130 @@
+/* kd predict: a model's outputs on unlabelled examples, as .npy or CSV. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common.h"
+
+static int ends_with(const char *s, const char *suffix)
+{
+    size_t a = strlen(s), b = strlen(suffix);
+    return a >= b && strcmp(s + a - b, suffix) == 0;
+}
+
+/* Softmax of each row in place, shifted by its maximum so exp never overflows. */
+static void softmax_rows(float *z, int64_t n, int64_t k)
+{
+    for (int64_t i = 0; i < n; i++) {
+        float *r = z + i * k, top = r[0];
+        double sum = 0.0;
+        for (int64_t j = 1; j < k; j++) top = r[j] > top ? r[j] : top;
+        for (int64_t j = 0; j < k; j++) sum += exp((double)(r[j] - top));
+        for (int64_t j = 0; j < k; j++) r[j] = (float)(exp((double)(r[j] - top)) / sum);
+    }
+}
+
+static void argmax_rows(const float *z, int64_t n, int64_t k, int64_t *cls)
+{
+    for (int64_t i = 0; i < n; i++) {
+        int64_t best = 0;
+        for (int64_t j = 1; j < k; j++) best = z[i * k + j] > z[i * k + best] ? j : best;
+        cls[i] = best;
+    }
+}
+
+static int write_csv(const options *o, const float *z, const int64_t *cls, int64_t n, int64_t k)
+{
+    FILE *f = o->out != NULL ? fopen(o->out, "w") : stdout;
+    if (f == NULL) {
+        fail_msg("cannot write %s", o->out);
+        return EXIT_RUNTIME;
+    }
+    if (o->output_kind == 2) {
+        fprintf(f, "class\n");
+        for (int64_t i = 0; i < n; i++) fprintf(f, "%lld\n", (long long)cls[i]);
+    } else {
+        const char *head = o->output_kind == 0 ? "logit" : "prob";
+        for (int64_t j = 0; j < k; j++) fprintf(f, "%s%s%lld", j ? "," : "", head, (long long)j);
+        fputc('\n', f);
+        for (int64_t i = 0; i < n; i++)
+            for (int64_t j = 0; j < k; j++)
+                fprintf(f, "%.9g%c", (double)z[i * k + j], j + 1 < k ? ',' : '\n');
+    }
+    int bad = ferror(f);
+    if (f != stdout) bad |= fclose(f) != 0;
+    if (!bad) return EXIT_OK;
+    fail_msg("cannot write %s", o->out != NULL ? o->out : "the standard output");
+    return EXIT_RUNTIME;
+}
+
+static int write_out(const options *o, float *z, int64_t n, int64_t k)
+{
+    int64_t *cls = malloc(sizeof(int64_t) * (size_t)(n > 0 ? n : 1));
+    if (cls == NULL) {
+        fail_msg("out of memory");
+        return EXIT_RUNTIME;
+    }
+    argmax_rows(z, n, k, cls);
+    if (o->output_kind == 1) softmax_rows(z, n, k);
+    int rc = EXIT_OK;
+    if (o->out != NULL && ends_with(o->out, ".npy")) {
+        int64_t dims[2] = {n, k};
+        kd_status st = o->output_kind == 2 ? kd_npy_save(o->out, KD_DTYPE_I64, 1, dims, cls)
+                                           : kd_npy_save(o->out, KD_DTYPE_F32, 2, dims, z);
+        if (st != KD_OK) {
+            char what[4200];
+            snprintf(what, sizeof what, "cannot write %s", o->out);
+            rc = fail_kd(what, st);
+        }
+    } else {
+        rc = write_csv(o, z, cls, n, k);
+    }
+    free(cls);
+    return rc;
+}
+
+int cmd_predict(const options *o)
+{
+    if (o->out != NULL && !ends_with(o->out, ".npy") && !ends_with(o->out, ".csv")) {
+        fail_msg("--out %s: the extension says the format, .npy or .csv", o->out);
+        return EXIT_USAGE;
+    }
+    if (o->out != NULL && check_output(o->out) != EXIT_OK) return EXIT_RUNTIME;
+    kd_model *m;
+    kd_status st = kd_model_load(o->positional, &m);
+    if (st != KD_OK) {
+        char what[4200];
+        snprintf(what, sizeof what, "cannot load %s", o->positional);
+        return fail_kd(what, st);
+    }
+    kd_dataset *d = NULL;
+    int rc = load_user_data(o, o->input, NULL, 0, &d);
+    int64_t n = 0, c = 0, h = 0, w = 0, in = 0, k = 0;
+    float *z = NULL;
+    if (rc == EXIT_OK) {
+        kd_dataset_size(d, &n);
+        kd_dataset_shape(d, &c, &h, &w);
+        kd_model_input_size(m, &in);
+        kd_model_output_size(m, &k);
+        if (in != c * h * w) {
+            fail_msg("the model takes %lld inputs but the examples of %s are %lldx%lldx%lld",
+                     (long long)in, o->input, (long long)c, (long long)h, (long long)w);
+            rc = EXIT_RUNTIME;
+        }
+    }
+    if (rc == EXIT_OK && (z = malloc(sizeof(float) * (size_t)(n * k > 0 ? n * k : 1))) == NULL) {
+        fail_msg("out of memory");
+        rc = EXIT_RUNTIME;
+    }
+    const float *x = d != NULL ? kd_dataset_images(d) : NULL;
+    for (int64_t i = 0; rc == EXIT_OK && i < n; i += o->batch) {
+        int64_t rows = n - i < o->batch ? n - i : o->batch;
+        st = kd_model_predict(m, x + i * in, rows, z + i * k);
+        if (st != KD_OK) rc = fail_kd("prediction", st);
+    }
+    if (rc == EXIT_OK) rc = write_out(o, z, n, k);
+    free(z);
+    kd_dataset_destroy(d);
+    kd_model_destroy(m);
+    return rc;
+}
