@@ -190,10 +190,11 @@ static int own_teacher(state *s)
     c.method = KD_LOSS_HINTON;
     c.standardize = 0;
     c.checkpoint = checkpoint_of(o, ".teacher", ckpt, sizeof ckpt);
-    snprintf(key_text, sizeof key_text, "%d %llu %d %d %.9g %.9g %.9g %.9g %d %d %d %.9g %d",
+    /* " norm" only with --normalize, so teachers cached before the option existed stay valid. */
+    snprintf(key_text, sizeof key_text, "%d %llu %d %d %.9g %.9g %.9g %.9g %d %d %d %.9g%s",
              c.optimizer, (unsigned long long)c.seed, c.epochs, c.batch, (double)c.lr,
              (double)c.momentum, (double)c.weight_decay, (double)c.min_lr, c.nesterov, c.cosine,
-             c.warmup_epochs, (double)c.clip_norm, c.normalize);
+             c.warmup_epochs, (double)c.clip_norm, c.normalize ? " norm" : "");
     uint64_t key = hash_str(hash_str(s->data_hash, spec), key_text);
     char *path = s->teacher_paths[0], side[4200];
     snprintf(path, sizeof s->teacher_paths[0], "%s/teacher-%016llx.safetensors", s->cache,

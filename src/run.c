@@ -148,12 +148,13 @@ static uint64_t fingerprint(const run_config *c, const kd_dataset *train)
     kd_dataset_size(train, &n);
     snprintf(buf, sizeof buf,
              "%d %d %.9g %llu %d %d %.9g %.9g %.9g %.9g %.9g %.9g %d %d %d %lld %llx %d %.9g"
-             " %.9g %d %d",
+             " %.9g %d%s",
              c->method, c->optimizer, (double)c->beta, (unsigned long long)c->seed, c->epochs,
              c->batch, (double)c->lr, (double)c->momentum, (double)c->weight_decay,
              (double)c->min_lr, (double)c->temperature, (double)c->alpha, c->nesterov, c->cosine,
              c->nteachers, (long long)n, (unsigned long long)c->teacher_hash, c->warmup_epochs,
-             (double)c->clip_norm, (double)c->gamma, c->standardize, c->normalize);
+             (double)c->clip_norm, (double)c->gamma, c->standardize,
+             c->normalize ? " norm" : ""); /* so older checkpoints still resume */
     return hash_str(hash_str(0xcbf29ce484222325ULL, c->spec), buf);
 }
 
