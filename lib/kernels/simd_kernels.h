@@ -183,6 +183,17 @@ static float row_max(const float *z, int64_t cols)
     return vf_hmax(m);
 }
 
+/* The least logit other than -inf (masked), +inf when there is none, as ref.c's. */
+static float row_min(const float *z, int64_t cols)
+{
+    vf m = vf_set1(INFINITY), ninf = vf_set1(-INFINITY);
+    for (int64_t j = 0; j < cols; j += W) {
+        vf v = vf_load_n_or(z + j, cols - j, m);
+        m = vf_min(m, vf_select(vf_gt(v, ninf), v, vf_set1(INFINITY)));
+    }
+    return -vf_hmax(vf_neg(m));
+}
+
 /* The sum in double of exp((z_j - m) inv_t) over a row; each exponential is also stored to p
  * unless p is NULL. */
 static inline double exp_sum(float *p, const float *z, int64_t cols, vf m, vf inv_t)
@@ -202,8 +213,12 @@ static void softmax_rows(float *p, const float *z, int64_t rows, int64_t cols, f
     if (cols <= 0) return;
     for (int64_t r = 0; r < rows; r++) {
         const float *zr = z + r * cols;
-        float *pr = p + r * cols;
-        vf m = vf_set1(row_max(zr, cols)), it = vf_set1(inv_t);
+        float *pr = p + r * cols, mx = row_max(zr, cols);
+        if (kdi_row_is_wide(mx, row_min(zr, cols), inv_t)) {
+            kdi_softmax_row_wide(pr, zr, cols, mx, inv_t, 0);
+            continue;
+        }
+        vf m = vf_set1(mx), it = vf_set1(inv_t);
         vf inv = vf_set1((float)(1.0 / exp_sum(pr, zr, cols, m, it)));
         for (int64_t j = 0; j < cols; j += W)
             vf_store_n(pr + j, cols - j, vf_mul(vf_load_n(pr + j, cols - j), inv));
@@ -215,8 +230,12 @@ static void log_softmax_rows(float *lp, const float *z, int64_t rows, int64_t co
     if (cols <= 0) return;
     for (int64_t r = 0; r < rows; r++) {
         const float *zr = z + r * cols;
-        float *out = lp + r * cols;
-        vf m = vf_set1(row_max(zr, cols)), it = vf_set1(inv_t);
+        float *out = lp + r * cols, mx = row_max(zr, cols);
+        if (kdi_row_is_wide(mx, row_min(zr, cols), inv_t)) {
+            kdi_softmax_row_wide(out, zr, cols, mx, inv_t, 1);
+            continue;
+        }
+        vf m = vf_set1(mx), it = vf_set1(inv_t);
         vf log_s = vf_set1((float)log(exp_sum(NULL, zr, cols, m, it)));
         for (int64_t j = 0; j < cols; j += W) {
             vf s = vf_mul(vf_sub(vf_load_n(zr + j, cols - j), m), it);
