@@ -120,6 +120,32 @@ START_TEST(kernels_against_double)
 }
 END_TEST
 
+/* A masked logit (-inf) in a wide row: -inf stays -inf (probability 0), the others as in double. */
+START_TEST(masked_wide_row)
+{
+    float z[5] = {3e38f, -INFINITY, -3e38f, 1.0f, -INFINITY}, out[5];
+    double lp[5];
+    for (size_t v = 0; v < sizeof variants / sizeof variants[0]; v++) {
+        const kdi_kernels *k = kdi_kernels_variant(variants[v]);
+        if (k == NULL) continue;
+        for (size_t t = 0; t < NTEMPS; t++) {
+            float inv_t = 1.0f / temps[t];
+            ref_log_softmax(z, 5, inv_t, lp);
+            k->log_softmax_rows(out, z, 1, 5, inv_t);
+            for (int j = 0; j < 5; j++)
+                ck_assert_msg(isinf(z[j]) ? out[j] == -INFINITY
+                                          : near(out[j], fmax(lp[j], -(double)FLT_MAX), 1e-5, 1e-6),
+                              "%s T %g [%d]: %.9g, double %.9g", variants[v], (double)temps[t], j,
+                              (double)out[j], lp[j]);
+            k->softmax_rows(out, z, 1, 5, inv_t);
+            for (int j = 0; j < 5; j++)
+                ck_assert_msg(near(out[j], exp(lp[j]), 1e-6, 1e-4), "%s T %g softmax [%d]: %.9g",
+                              variants[v], (double)temps[t], j, (double)out[j]);
+        }
+    }
+}
+END_TEST
+
 /* Hinton's soft term in double, alpha 1: T^2 KL(p || q) and its gradient T (q - p), one row. */
 static double ref_hinton(const float *zs, const float *zt, int64_t n, float t, double *grad)
 {
@@ -309,6 +335,7 @@ static Suite *suite(void)
     TCase *t = tcase_create("numeric");
     tcase_add_test(t, hinton_regression);
     tcase_add_test(t, kernels_against_double);
+    tcase_add_test(t, masked_wide_row);
     tcase_add_test(t, losses_against_double);
     tcase_add_test(t, zero_when_equal);
     tcase_add_test(t, soft_targets_against_double);
