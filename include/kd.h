@@ -441,7 +441,8 @@ KD_API kd_status kd_loss_forward(kd_loss *l, const float *student_logits, const 
  * place of probabilities, for every kind: the loss makes the probabilities at its temperature
  * itself, in double where it matters. Needed by KD_LOSS_LOGIT_STANDARDIZE; preferred for DKD (a
  * confident teacher keeps its non-target term). teacher_logits may be NULL where soft_targets
- * may. KD_ERR_NUMERIC when a teacher logit is not finite. */
+ * may. KD_ERR_NUMERIC when a teacher logit is not finite. Any finite logits and temperature are
+ * accepted: a log-probability below -FLT_MAX (which a float cannot hold) counts as -FLT_MAX. */
 KD_API kd_status kd_loss_forward_logits(kd_loss *l, const float *student_logits,
                                         const float *teacher_logits, const int32_t *labels,
                                         int64_t batch, int64_t classes, float *loss);

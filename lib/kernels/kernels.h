@@ -33,7 +33,11 @@ typedef struct kdi_kernels {
     void (*sigmoid_fwd)(float *y, const float *x, int64_t n);
     void (*sigmoid_bwd)(float *dx, const float *y, const float *dy, int64_t n);
 
-    /* Row-wise p = softmax(z * inv_t) and lp = log_softmax(z * inv_t), max-subtracted. */
+    /* Row-wise p = softmax(z * inv_t) and lp = log_softmax(z * inv_t), max-subtracted, for every
+     * finite z and finite inv_t > 0: no intermediate overflows where the result does not (rows
+     * that kdi_row_is_wide are done in double). A log-probability below -FLT_MAX, which a float
+     * cannot hold, is returned as -FLT_MAX (its probability is 0 in float), so the losses built
+     * on it stay finite; a term p log q with p > 0 on such a q understates the exact one. */
     void (*softmax_rows)(float *p, const float *z, int64_t rows, int64_t cols, float inv_t);
     void (*log_softmax_rows)(float *lp, const float *z, int64_t rows, int64_t cols, float inv_t);
 
@@ -77,6 +81,12 @@ typedef struct kdi_kernels {
 const kdi_kernels *kdi_kernels_get(void);
 /* A named variant if this build and CPU support it, else NULL: tests compare each with "ref". */
 const kdi_kernels *kdi_kernels_variant(const char *name);
+
+/* Whether a row with this max and min needs softmax_rows' double path, and that path (every
+ * variant shares it: such rows are rare and not worth vectorising). */
+int kdi_row_is_wide(float max, float min, float inv_t);
+void kdi_softmax_row_wide(float *out, const float *z, int64_t cols, float m, float inv_t,
+                          int want_log);
 
 /* The variants' tables, defined in ref.c, and in avx2.c and avx512.c from the one source
  * simd_kernels.h. */

@@ -1,5 +1,6 @@
 /* The portable reference kernels: plain C, the formulas as kernels.h states them. Every other
  * variant is tested against this table, and it is what KD_KERNELS=ref selects. */
+#include <float.h>
 #include <math.h>
 #include <string.h>
 
@@ -140,12 +141,49 @@ static float row_max(const float *z, int64_t cols)
     return m;
 }
 
+/* The least logit other than -inf (a masked logit, which every path handles alike); +inf when
+ * there is none. */
+static float row_min(const float *z, int64_t cols)
+{
+    float m = INFINITY;
+    for (int64_t j = 0; j < cols; j++) m = z[j] < m && z[j] > -INFINITY ? z[j] : m;
+    return m;
+}
+
+/* The rows whose float (z - max) inv_t could overflow for finite z (a spread beyond FLT_MAX / 2,
+ * or one that inv_t > 1 scales there) are done in double: there z - max may be -inf in float
+ * although exp((z - max) inv_t) is not 0 when inv_t is small, and the log-probability is finite
+ * when inv_t < 1. Log-probabilities below -FLT_MAX become -FLT_MAX (see kernels.h). */
+void kdi_softmax_row_wide(float *out, const float *z, int64_t cols, float m, float inv_t,
+                          int want_log)
+{
+    double s = 0.0;
+    for (int64_t j = 0; j < cols; j++) s += exp(((double)z[j] - m) * inv_t);
+    double log_s = log(s);
+    for (int64_t j = 0; j < cols; j++) {
+        double x = ((double)z[j] - m) * inv_t;
+        /* a masked logit keeps -inf; a finite one is clamped to the floats */
+        double l = z[j] == -INFINITY ? x : fmax(x - log_s, -(double)FLT_MAX);
+        out[j] = want_log ? (float)l : (float)(exp(x) / s);
+    }
+}
+
+int kdi_row_is_wide(float max, float min, float inv_t)
+{
+    double spread = (double)max - (double)min;
+    return spread > 0.5 * FLT_MAX || spread * inv_t > 0.5 * FLT_MAX;
+}
+
 static void softmax_rows(float *p, const float *z, int64_t rows, int64_t cols, float inv_t)
 {
     if (cols <= 0) return;
     for (int64_t r = 0; r < rows; r++) {
         const float *zr = z + r * cols;
         float *pr = p + r * cols, m = row_max(zr, cols);
+        if (kdi_row_is_wide(m, row_min(zr, cols), inv_t)) {
+            kdi_softmax_row_wide(pr, zr, cols, m, inv_t, 0);
+            continue;
+        }
         double s = 0.0;
         for (int64_t j = 0; j < cols; j++) s += pr[j] = expf((zr[j] - m) * inv_t);
         float inv = (float)(1.0 / s);
@@ -159,6 +197,10 @@ static void log_softmax_rows(float *lp, const float *z, int64_t rows, int64_t co
     for (int64_t r = 0; r < rows; r++) {
         const float *zr = z + r * cols;
         float *out = lp + r * cols, m = row_max(zr, cols);
+        if (kdi_row_is_wide(m, row_min(zr, cols), inv_t)) {
+            kdi_softmax_row_wide(out, zr, cols, m, inv_t, 1);
+            continue;
+        }
         double s = 0.0;
         for (int64_t j = 0; j < cols; j++) s += exp((double)((zr[j] - m) * inv_t));
         float log_s = (float)log(s);

@@ -175,12 +175,18 @@ static void sigmoid_bwd(float *dx, const float *y, const float *dy, int64_t n)
 
 /* ---------------------------------------------------------------- softmax rows */
 
-static float row_max(const float *z, int64_t cols)
+/* The row's largest logit into *mx and its least other than -inf (a masked logit) into *mn, +inf
+ * when there is none, as ref.c's row_max and row_min, in one pass. */
+static void row_range(const float *z, int64_t cols, float *mx, float *mn)
 {
-    vf m = vf_set1(-INFINITY);
-    /* the lanes past the row must not win: -inf there */
-    for (int64_t j = 0; j < cols; j += W) m = vf_max(m, vf_load_n_or(z + j, cols - j, m));
-    return vf_hmax(m);
+    vf ninf = vf_set1(-INFINITY), pinf = vf_set1(INFINITY), hi = ninf, lo = pinf;
+    for (int64_t j = 0; j < cols; j += W) {
+        vf v = vf_load_n_or(z + j, cols - j, ninf); /* past the row: -inf, which wins neither */
+        hi = vf_max(hi, v);
+        lo = vf_min(lo, vf_select(vf_gt(v, ninf), v, pinf));
+    }
+    *mx = vf_hmax(hi);
+    *mn = -vf_hmax(vf_neg(lo));
 }
 
 /* The sum in double of exp((z_j - m) inv_t) over a row; each exponential is also stored to p
@@ -202,8 +208,13 @@ static void softmax_rows(float *p, const float *z, int64_t rows, int64_t cols, f
     if (cols <= 0) return;
     for (int64_t r = 0; r < rows; r++) {
         const float *zr = z + r * cols;
-        float *pr = p + r * cols;
-        vf m = vf_set1(row_max(zr, cols)), it = vf_set1(inv_t);
+        float *pr = p + r * cols, mx, mn;
+        row_range(zr, cols, &mx, &mn);
+        if (kdi_row_is_wide(mx, mn, inv_t)) {
+            kdi_softmax_row_wide(pr, zr, cols, mx, inv_t, 0);
+            continue;
+        }
+        vf m = vf_set1(mx), it = vf_set1(inv_t);
         vf inv = vf_set1((float)(1.0 / exp_sum(pr, zr, cols, m, it)));
         for (int64_t j = 0; j < cols; j += W)
             vf_store_n(pr + j, cols - j, vf_mul(vf_load_n(pr + j, cols - j), inv));
@@ -215,8 +226,13 @@ static void log_softmax_rows(float *lp, const float *z, int64_t rows, int64_t co
     if (cols <= 0) return;
     for (int64_t r = 0; r < rows; r++) {
         const float *zr = z + r * cols;
-        float *out = lp + r * cols;
-        vf m = vf_set1(row_max(zr, cols)), it = vf_set1(inv_t);
+        float *out = lp + r * cols, mx, mn;
+        row_range(zr, cols, &mx, &mn);
+        if (kdi_row_is_wide(mx, mn, inv_t)) {
+            kdi_softmax_row_wide(out, zr, cols, mx, inv_t, 1);
+            continue;
+        }
+        vf m = vf_set1(mx), it = vf_set1(inv_t);
         vf log_s = vf_set1((float)log(exp_sum(NULL, zr, cols, m, it)));
         for (int64_t j = 0; j < cols; j += W) {
             vf s = vf_mul(vf_sub(vf_load_n(zr + j, cols - j), m), it);
