@@ -30,6 +30,16 @@ START_TEST(iris)
     ck_assert_int_eq(kd_dataset_class_name(d, 1, &name), KD_OK);
     ck_assert_str_eq(name, "versicolor");
     ck_assert_int_eq(kd_dataset_class_name(d, 3, &name), KD_ERR_ARGUMENT);
+    /* A validation split keeps the class names in both parts. */
+    kd_dataset *parts[2];
+    ck_assert_int_eq(kd_dataset_split(d, 0.5f, 1, &parts[0], &parts[1]), KD_OK);
+    for (int p = 0; p < 2; p++) {
+        ck_assert_int_eq(kd_dataset_class_count(parts[p], &k), KD_OK);
+        ck_assert_int_eq(k, 3);
+        ck_assert_int_eq(kd_dataset_class_name(parts[p], 2, &name), KD_OK);
+        ck_assert_str_eq(name, "virginica");
+        kd_dataset_destroy(parts[p]);
+    }
     kd_dataset_destroy(d);
 
     /* Unlabelled: every column must then be numeric. */

@@ -206,7 +206,16 @@ static kd_status pick(const kd_dataset *d, const unsigned char *take, int want, 
     *p = (kd_dataset){.n = n, .c = d->c, .h = d->h, .w = d->w};
     p->images = kdi_alloc_floats(n * size);
     p->labels = d->labels != NULL ? kdi_malloc(sizeof(int32_t) * (size_t)n) : NULL;
-    if (p->images == NULL || (d->labels != NULL && p->labels == NULL)) {
+    int ok = p->images != NULL && (d->labels == NULL || p->labels != NULL);
+    /* Both parts keep the class names (CSV, image folders): their labels mean the same. */
+    if (ok && d->nclasses > 0 && (p->classes = kdi_calloc((size_t)d->nclasses, sizeof(char *))))
+        for (; p->nclasses < d->nclasses; p->nclasses++) {
+            size_t len = strlen(d->classes[p->nclasses]) + 1;
+            char *name = kdi_malloc(len);
+            if (name == NULL) break;
+            p->classes[p->nclasses] = memcpy(name, d->classes[p->nclasses], len);
+        }
+    if (!ok || p->nclasses != d->nclasses) {
         kd_dataset_destroy(p);
         return kdi_fail(KD_ERR_NOMEM, "cannot allocate a dataset of %lld images", (long long)n);
     }
