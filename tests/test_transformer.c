@@ -114,19 +114,8 @@ END_TEST
  * a tied head, single coordinates of the float objective are mostly rounding. */
 static double directional(seq_ctx *c, float *v, const float *g, int64_t n, uint64_t seed)
 {
-    float *keep = malloc(sizeof(float) * n), *u = malloc(sizeof(float) * n);
-    memcpy(keep, v, sizeof(float) * n);
-    kdt_fill(u, n, seed, -1.0f, 1.0f);
-    double want = 0.0, eps = 2e-3;
-    for (int64_t i = 0; i < n; i++) want += (double)g[i] * u[i];
-    for (int64_t i = 0; i < n; i++) v[i] = keep[i] + (float)eps * u[i];
-    double up = seq_objective(c);
-    for (int64_t i = 0; i < n; i++) v[i] = keep[i] - (float)eps * u[i];
-    double down = seq_objective(c);
-    memcpy(v, keep, sizeof(float) * n);
-    free(keep);
-    free(u);
-    double fd = (up - down) / (2.0 * eps);
+    double fd, want;
+    kdt_directional(seq_objective, c, v, g, n, seed, &fd, &want);
     return fabs(fd - want) / fmax(1e-3, fabs(fd) + fabs(want));
 }
 

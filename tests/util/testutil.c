@@ -117,8 +117,9 @@ typedef struct dir_ctx {
     double size; /* sum |w_i y_i|: the scale of the float rounding in the objective */
 } dir_ctx;
 
-static double dir_objective(dir_ctx *c)
+static double dir_objective(void *p)
 {
+    dir_ctx *c = p;
     const float *y;
     ck_assert_int_eq(kdi_seq_forward(c->s, c->x, c->batch, 1, &y), KD_OK);
     double sum = 0.0, size = 0.0;
@@ -130,24 +131,29 @@ static double dir_objective(dir_ctx *c)
     return sum;
 }
 
-/* d/dt f(v + t u) at t = 0 by central differences, for a random direction u: one number that sums
- * the signal of every coordinate, where a per-coordinate difference of float sums is mostly
- * rounding (normalisation layers make many single-coordinate gradients tiny). */
-static double directional_error(dir_ctx *c, float *v, const float *g, int64_t n, uint64_t seed)
+void kdt_directional(double (*f)(void *ctx), void *ctx, float *v, const float *g, int64_t n,
+                     uint64_t seed, double *fd, double *want)
 {
     float *keep = malloc(sizeof(float) * n), *u = malloc(sizeof(float) * n);
     memcpy(keep, v, sizeof(float) * n);
     kdt_fill(u, n, seed, -1.0f, 1.0f);
-    double want = 0.0, eps = 2e-3;
-    for (int64_t i = 0; i < n; i++) want += (double)g[i] * u[i];
+    double w = 0.0, eps = 2e-3;
+    for (int64_t i = 0; i < n; i++) w += (double)g[i] * u[i];
     for (int64_t i = 0; i < n; i++) v[i] = keep[i] + (float)eps * u[i];
-    double up = dir_objective(c);
+    double up = f(ctx);
     for (int64_t i = 0; i < n; i++) v[i] = keep[i] - (float)eps * u[i];
-    double down = dir_objective(c);
+    double down = f(ctx);
     memcpy(v, keep, sizeof(float) * n);
-    double fd = (up - down) / (2.0 * eps);
     free(keep);
     free(u);
+    *fd = (up - down) / (2.0 * eps);
+    *want = w;
+}
+
+static double directional_error(dir_ctx *c, float *v, const float *g, int64_t n, uint64_t seed)
+{
+    double fd, want;
+    kdt_directional(dir_objective, c, v, g, n, seed, &fd, &want);
     /* The float objective rounds at about 1e-7 of its size, which the step magnifies: below a
      * floor tied to that size a derivative is compared absolutely (a bias just before a batch
      * norm has a zero gradient, and its difference is all rounding). */

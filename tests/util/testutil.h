@@ -21,6 +21,13 @@ void kdt_fill(float *x, int64_t n, uint64_t seed, float lo, float hi);
 double kdt_gradcheck(double (*f)(void *ctx), void *ctx, float *x, const float *grad, int64_t n,
                      double eps, int64_t max_probe);
 
+/* d/dt f(v + t u) at t = 0 by central differences (*fd), for a random direction u from seed, and
+ * the analytic <g, u> (*want): one number that sums the signal of every coordinate, where a
+ * per-coordinate difference of float sums is mostly rounding (normalisation layers make many
+ * single-coordinate gradients tiny). v is restored. */
+void kdt_directional(double (*f)(void *ctx), void *ctx, float *v, const float *g, int64_t n,
+                     uint64_t seed, double *fd, double *want);
+
 /* Gradient check of a chain of layers built from spec for input shape: d/dx and d/d(every trainable
  * parameter) of sum(w * y), w random, against central differences; inputs uniform in [lo, hi), and
  * with lo > 0 every other input negated so kinks at 0 are straddled but never approached. */
