@@ -79,6 +79,16 @@ int par_attach(kd_trainer *t)
     return EXIT_OK;
 }
 
+void par_sum_floats(float *v, int64_t n)
+{
+#ifdef KD_TOOL_MPI
+    if (world > 1) kd_mpi_allreduce(v, n, NULL);
+#else
+    (void)v;
+    (void)n;
+#endif
+}
+
 void par_sum(double *v, int n)
 {
 #ifdef KD_TOOL_MPI

@@ -22,5 +22,7 @@ void par_slice(int64_t rows, int64_t *lo, int64_t *hi);
 int par_attach(kd_trainer *t);
 /* Sums v[0 .. n-1] over the ranks, in place (epoch statistics, so every rank decides alike). */
 void par_sum(double *v, int n);
+/* The same for floats, in pieces that fit MPI's int counts. */
+void par_sum_floats(float *v, int64_t n);
 
 #endif
