@@ -659,7 +659,13 @@ typedef enum kd_trainer_option {
      * FitNets (the student's layers up to the hint and the regressors learn the hint; the layers
      * above get zero gradients, only weight decay moves them); labels and soft targets are not
      * read. Needs a feature term. Set back to 0 for the second stage, normal distillation. */
-    KD_TRAINER_HINT_ONLY = 0
+    KD_TRAINER_HINT_ONLY = 0,
+    /* Synchronised batch norm (PyTorch's SyncBatchNorm) in a data-parallel job (see
+     * kd_trainer_set_allreduce), int 0 or 1, default 0: in training, every bn layer of the student
+     * takes its mean and variance over the global batch (two all-reduces of a value per channel in
+     * each forward, one of two values per channel in each backward), so the running statistics and
+     * the step equal a lone trainer's on the global batch. */
+    KD_TRAINER_SYNC_BATCHNORM = 50
 } kd_trainer_option;
 
 KD_API kd_status kd_trainer_set_int(kd_trainer *t, kd_trainer_option key, int64_t value);
@@ -896,6 +902,44 @@ typedef enum kd_augment_kind {
  * seed (the same seed, the same result). Allocates nothing. */
 KD_API kd_status kd_augment_images(float *x, int64_t batch, int64_t c, int64_t h, int64_t w,
                                    kd_augment_kind kind, int32_t amount, uint64_t seed);
+
+/* ---------------------------------------------------------------- data-parallel training */
+
+/* libkd itself knows no transport: a host that runs one trainer in each of several processes (MPI
+ * ranks, say) hands every trainer an all-reduce, and the trainers then take the same optimizer
+ * step from their slices of one global batch, as PyTorch's DistributedDataParallel does. The
+ * optional component kd_mpi (include/kd_mpi.h, built when CMake finds MPI) provides one over
+ * MPI_Allreduce.
+ *
+ * A host's all-reduce: replaces data[0 .. count-1] by its element-wise sum over every process of
+ * the job, in place (MPI_Allreduce with MPI_IN_PLACE, MPI_FLOAT, MPI_SUM is one). Every process
+ * calls it with the same count in the same order. It returns KD_OK, or any other status to fail
+ * the step (the trainer then says which all-reduce failed). user is the pointer given with it. */
+typedef kd_status (*kd_allreduce_fn)(float *data, int64_t count, void *user);
+
+/* Makes t the trainer of process rank (0 .. world - 1) of a job of world processes, summing
+ * through fn; fn NULL (with world 1, rank 0) makes it a lone trainer again. Each process then
+ * passes kd_trainer_step its slice of every global batch (slices may differ in size, none may be
+ * empty), and every step:
+ *   - sums the slices' sizes b_r into the global batch B (one all-reduce of 2 values);
+ *   - after the backward pass, sums (b_r / B) * gradient over the processes (one all-reduce of
+ *     every trainable parameter of the student and of the feature terms' regressors, and of the
+ *     loss: *loss is then the global batch's loss on every process);
+ *   - takes the same optimizer step everywhere (clipping sees the summed gradient).
+ * So a step equals one lone trainer's step on the global batch up to the order of float sums,
+ * for losses that are means over rows (every kd_loss_kind; with unlabelled rows (-1) the hard
+ * term's mean is over each slice's labelled rows, weighted by b_r / B). Batch norm uses each
+ * slice's statistics unless KD_TRAINER_SYNC_BATCHNORM is set (kd_trainer_set_int); dropout masks differ from a lone
+ * trainer's (each process draws its own). The models, optimizer states and cached teacher logits
+ * are the host's to make identical: same seeds, or kd_trainer_broadcast.
+ * Errors: KD_ERR_ARGUMENT for world < 1, rank outside 0 .. world - 1, fn NULL with world > 1. */
+KD_API kd_status kd_trainer_set_allreduce(kd_trainer *t, kd_allreduce_fn fn, void *user,
+                                          int32_t rank, int32_t world);
+/* Makes every process's student parameters and buffers (float ones), regressors and optimizer
+ * state equal to process 0's, through the all-reduce (the others contribute zeros): call it on
+ * every process after building or loading, before the first step. A lone trainer: nothing to do.
+ * On failure the values may be partly replaced; call it again or rebuild. */
+KD_API kd_status kd_trainer_broadcast(kd_trainer *t);
 
 #ifdef __cplusplus
 }

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "common.h"
+#include "parallel.h"
 
 typedef struct state {
     const options *o;
@@ -217,9 +218,9 @@ static int own_teacher(state *s)
     s->teachers[0] = r.model;
     s->nt = 1;
     s->teacher_hist = r.hist;
-    kd_status st = kd_model_save(r.model, path);
+    kd_status st = par_rank() == 0 ? kd_model_save(r.model, path) : KD_OK;
     if (st != KD_OK) return fail_kd("cannot keep the teacher in the cache", st);
-    if (history_save(side, key, &r.hist, spec) != 0)
+    if (par_rank() == 0 && history_save(side, key, &r.hist, spec) != 0)
         fail_msg("warning: cannot write %s: %s", side, strerror(errno));
     return EXIT_OK;
 }
@@ -442,7 +443,7 @@ static void print_seeds(const state *s)
 
 static int save(const char *path, kd_model *m)
 {
-    kd_status st = kd_model_save(m, path);
+    kd_status st = par_rank() == 0 ? kd_model_save(m, path) : KD_OK;
     if (st == KD_OK) return EXIT_OK;
     char what[4300];
     snprintf(what, sizeof what, "cannot save %s", path);

@@ -2,6 +2,7 @@
 #include <string.h>
 
 #include "common.h"
+#include "parallel.h"
 
 static int check_arguments(const options *o)
 {
@@ -47,7 +48,7 @@ static void config(const options *o, run_config *c)
 
 static int finish(const options *o, const dataset_pair *d, run_result *r, progress *p)
 {
-    kd_status st = kd_model_save(r->model, o->out);
+    kd_status st = par_rank() == 0 ? kd_model_save(r->model, o->out) : KD_OK;
     if (st != KD_OK) {
         char what[4200];
         snprintf(what, sizeof what, "cannot save %s", o->out);

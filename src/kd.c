@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "common.h"
+#include "parallel.h"
 #include "text.h"
 
 static const char *command_name = "";
@@ -19,6 +20,7 @@ void fail_msg(const char *fmt, ...)
     va_list ap;
     fflush(stdout);
     fprintf(stderr, "kd%s%s: ", *command_name ? " " : "", command_name);
+    if (par_world() > 1) fprintf(stderr, "rank %d of %d: ", par_rank(), par_world());
     va_start(ap, fmt);
     vfprintf(stderr, fmt, ap);
     va_end(ap);
@@ -56,7 +58,7 @@ static int help(int argc, char **argv)
     return EXIT_USAGE;
 }
 
-int main(int argc, char **argv)
+static int run(int argc, char **argv)
 {
     if (argc < 2) {
         print_usage(stderr);
@@ -78,13 +80,22 @@ int main(int argc, char **argv)
         if (strcmp(a, commands[i].name) != 0) continue;
         set_command_name(commands[i].name);
         if (commands[i].cmd != CMD_INFO && commands[i].cmd != CMD_PREDICT &&
-            is_text_command(argc, argv))
+            is_text_command(argc, argv)) {
+            if (par_world() > 1) {
+                fail_msg("--text runs are not data-parallel yet: run them without mpirun");
+                return EXIT_USAGE;
+            }
             return cmd_text(commands[i].name, argc, argv);
+        }
         options o;
         o.cmd = commands[i].cmd;
         int rc = parse_options(&o, argc, argv, 2);
         if (rc == -1) return EXIT_OK;
         if (rc != EXIT_OK) return rc;
+        if (par_rank() != 0) { /* rank 0 writes the log and the report, and prints */
+            o.log_path = NULL;
+            o.report_dir = NULL;
+        }
         return commands[i].run(&o);
     }
     fail_msg(
@@ -92,4 +103,13 @@ int main(int argc, char **argv)
         "'kd --help')",
         a);
     return EXIT_USAGE;
+}
+
+/* Under mpirun (src/parallel.c) every rank runs the command on its slices; rank 0 alone prints
+ * and writes files, and a rank that fails ends the job. */
+int main(int argc, char **argv)
+{
+    if (par_init(&argc, &argv) != 0) return EXIT_RUNTIME;
+    if (par_rank() != 0 && freopen("/dev/null", "w", stdout) == NULL) return par_end(EXIT_RUNTIME);
+    return par_end(run(argc, argv));
 }

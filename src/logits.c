@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "common.h"
+#include "parallel.h"
 
 static int read_cache(const char *path, uint64_t fingerprint, int t, int64_t n, int64_t classes,
                       float *out)
@@ -50,21 +51,26 @@ static kd_status write_cache(const char *path, uint64_t fingerprint, int t, int6
     return st;
 }
 
+/* Under mpirun each rank computes its shard of the examples and the shards are summed into the
+ * whole (zeros elsewhere), so every teacher forward runs once in the job. */
 static int compute(kd_model *const *teachers, int nt, const kd_dataset *d, float *z)
 {
-    int64_t n, in, classes;
+    int64_t n, in, classes, lo, hi;
     kd_dataset_size(d, &n);
     kd_model_input_size(teachers[0], &in);
     kd_model_output_size(teachers[0], &classes);
     const float *x = kd_dataset_images(d);
+    par_slice(n, &lo, &hi);
+    if (par_world() > 1) memset(z, 0, sizeof(float) * (size_t)(nt * n * classes));
     for (int t = 0; t < nt; t++) {
-        for (int64_t s = 0; s < n; s += 1000) {
-            int64_t rows = n - s < 1000 ? n - s : 1000;
+        for (int64_t s = lo; s < hi; s += 1000) {
+            int64_t rows = hi - s < 1000 ? hi - s : 1000;
             kd_status st =
                 kd_model_predict(teachers[t], x + s * in, rows, z + (t * n + s) * classes);
             if (st != KD_OK) return fail_kd("teacher logits", st);
         }
     }
+    par_sum_floats(z, nt * n * classes);
     return EXIT_OK;
 }
 
@@ -93,7 +99,7 @@ int teacher_logits(kd_model *const *teachers, int nt, const kd_dataset *d, const
     }
     note(p, "teacher logits: %lld examples x %d teacher%s in %.1f s", (long long)n, nt,
          nt > 1 ? "s" : "", now_seconds() - start);
-    if (cache_path != NULL) {
+    if (cache_path != NULL && par_rank() == 0) {
         if (write_cache(cache_path, fingerprint, nt, n, classes, z) != KD_OK)
             fail_msg("warning: cannot write the logits cache %s: %s", cache_path, kd_last_error());
         else

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "common.h"
+#include "parallel.h"
 
 typedef struct workspace {
     float *x, *z;
@@ -137,7 +138,7 @@ static int setup(const run_config *c, const kd_dataset *train, handles *h, int64
     for (int i = 0; i < c->nteachers; i++)
         TRY("teacher", kd_trainer_add_teacher(h->t, c->teachers != NULL ? c->teachers[i] : h->m,
                                               c->teacher_weights[i]));
-    return EXIT_OK;
+    return par_attach(h->t); /* under mpirun: one rank of a data-parallel job */
 }
 
 /* What identifies a run, so --resume refuses a checkpoint of another one. */
@@ -230,9 +231,21 @@ static int one_epoch(const run_config *c, const kd_dataset *train, handles *h, w
             if (st != KD_OK) rc = fail_kd("batcher", st);
             break;
         }
+        /* Under mpirun every rank needs a row: a last batch smaller than the job is dropped. */
+        if (rows < par_world()) break;
         if (c->teacher_logits != NULL) gather(c, b, n, classes, w->z);
         float value;
-        st = kd_trainer_step(h->t, w->x, w->labels, c->teacher_logits ? w->z : NULL, rows, &value);
+        int64_t all = rows, lo, hi, width; /* under mpirun: this rank's slice of the batch */
+        par_slice(all, &lo, &hi);
+        kd_model_input_size(h->m, &width);
+        const float *x = w->x + lo * width, *z = w->z;
+        const int32_t *labels = w->labels + lo;
+        if (c->teacher_logits != NULL && all != hi - lo) /* [teachers, slice, classes] */
+            for (int t = 0; t < c->nteachers; t++)
+                memmove(w->z + t * (hi - lo) * classes, w->z + (t * all + lo) * classes,
+                        sizeof(float) * (size_t)((hi - lo) * classes));
+        rows = hi - lo;
+        st = kd_trainer_step(h->t, x, labels, c->teacher_logits ? z : NULL, rows, &value);
         if (st == KD_ERR_NUMERIC) {
             char what[640];
             snprintf(what, sizeof what, "step %lld gave a non-finite value (%s)",
@@ -251,7 +264,7 @@ static int one_epoch(const run_config *c, const kd_dataset *train, handles *h, w
         s->steps++;
         s->seen += rows;
         int64_t hit = s->hit;
-        batch_metrics(h->m, w->labels, rows, &s->ce, &s->hit);
+        batch_metrics(h->m, labels, rows, &s->ce, &s->hit);
         if (4 * s->steps > 3 * ((n + c->batch - 1) / c->batch)) {
             s->tail_hit += s->hit - hit;
             s->tail_seen += rows;
@@ -262,6 +275,18 @@ static int one_epoch(const run_config *c, const kd_dataset *train, handles *h, w
                       100.0 * (double)s->hit / (double)s->seen);
     }
     kd_batcher_destroy(b);
+    /* Every rank's counts, so every rank takes the same collapse decision (the loss is the job's
+     * already). */
+    double v[5] = {s->ce, (double)s->hit, (double)s->seen, (double)s->tail_hit,
+                   (double)s->tail_seen};
+    if (rc == EXIT_OK && par_world() > 1) {
+        par_sum(v, 5);
+        s->ce = v[0];
+        s->hit = (int64_t)v[1];
+        s->seen = (int64_t)v[2];
+        s->tail_hit = (int64_t)v[3];
+        s->tail_seen = (int64_t)v[4];
+    }
     return rc;
 }
 
@@ -337,7 +362,8 @@ static int epochs_loop(const run_config *c, const kd_dataset *train, const kd_da
         r->seconds = offset + now_seconds() - start;
         out->hist.n++;
         progress_epoch(p, r);
-        if (c->checkpoint != NULL && checkpoint_save(c->checkpoint, h->t, print, &out->hist) != 0)
+        if (c->checkpoint != NULL && par_rank() == 0 &&
+            checkpoint_save(c->checkpoint, h->t, print, &out->hist) != 0)
             return EXIT_RUNTIME;
         if (c->stop_after == e && e < c->epochs) {
             out->stopped = 1;

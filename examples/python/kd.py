@@ -73,6 +73,7 @@ FEATURE_ATTENTION_KL = 10
 FEATURE_RKD_DISTANCE_WEIGHT, FEATURE_RKD_ANGLE_WEIGHT = 0, 1
 # kd_trainer_option
 TRAINER_HINT_ONLY = 0
+TRAINER_SYNC_BATCHNORM = 50
 # kd_topk_tail
 TOPK_TAIL_UNIFORM, TOPK_TAIL_NONE = 0, 1
 # text: byte-level tokens; kd_text_part
@@ -108,6 +109,8 @@ MALLOC_FN = ctypes.CFUNCTYPE(_P, _P, ctypes.c_size_t)
 CALLOC_FN = ctypes.CFUNCTYPE(_P, _P, ctypes.c_size_t, ctypes.c_size_t)
 REALLOC_FN = ctypes.CFUNCTYPE(_P, _P, _P, ctypes.c_size_t)
 FREE_FN = ctypes.CFUNCTYPE(None, _P, _P)
+# kd_allreduce_fn: (data, count, user) -> kd_status
+ALLREDUCE_FN = ctypes.CFUNCTYPE(ctypes.c_int, _F, _I64, _P)
 
 # name: (argument types); every one of these returns kd_status
 _STATUS = {
@@ -175,6 +178,8 @@ _STATUS = {
     "kd_trainer_regressor": (_P, ctypes.c_int32, ctypes.POINTER(_P)),
     "kd_trainer_set_int": (_P, ctypes.c_int, _I64),
     "kd_trainer_get_int": (_P, ctypes.c_int, _PI64),
+    "kd_trainer_set_allreduce": (_P, ALLREDUCE_FN, _P, ctypes.c_int32, ctypes.c_int32),
+    "kd_trainer_broadcast": (_P,),
     "kd_feature_loss_create": (ctypes.c_int, ctypes.POINTER(_P)),
     "kd_feature_loss_set_float": (_P, ctypes.c_int, ctypes.c_float),
     "kd_feature_loss_get_float": (_P, ctypes.c_int, _F),
@@ -945,6 +950,25 @@ class Trainer(_Handle):
         out = _P()
         lib().kd_trainer_regressor(self._h, k, ctypes.byref(out))
         return Model._lent(out.value, self) if out.value else None
+
+    def set_allreduce(self, fn, rank, world):
+        """Data-parallel training: fn(data, count) sums count floats (a ctypes float pointer) in
+        place over the world processes (mpi4py's Allreduce, say) and returns 0; None with world 1
+        makes the trainer lone again. See kd_trainer_set_allreduce."""
+        if fn is None:
+            self._allreduce = ALLREDUCE_FN()
+        else:
+            def call(data, count, user):
+                try:
+                    return int(fn(data, count) or 0)
+                except Exception:  # an exception cannot cross the C frames
+                    return 4  # KD_ERR_IO
+            self._allreduce = ALLREDUCE_FN(call)  # kept alive as long as the trainer
+        lib().kd_trainer_set_allreduce(self._h, self._allreduce, None, rank, world)
+
+    def broadcast(self):
+        """Process 0's student, regressors and optimizer state to every process."""
+        lib().kd_trainer_broadcast(self._h)
 
     def set_int(self, key, value):
         lib().kd_trainer_set_int(self._h, key, value)

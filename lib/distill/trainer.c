@@ -29,6 +29,8 @@ kd_status kd_trainer_create(kd_model *student, kd_loss *loss, kd_optimizer *opt,
     t->loss = loss;
     t->opt = opt;
     t->in = kdi_model_in(student);
+    t->par.world = 1;
+    t->sync.share = 1.0f;
     kdi_model_rows(student, &t->rows, &t->classes);
     *out = t;
     return KD_OK;
@@ -44,6 +46,7 @@ void kd_trainer_destroy(kd_trainer *t)
     kdi_buf_free(&t->grad);
     kdi_buf_free(&t->ws);
     kdi_buf_free(&t->undo);
+    kdi_trainer_parallel_free(t);
     kdi_trainer_features_free(t);
     kdi_free(t);
 }
@@ -156,6 +159,7 @@ static kd_status learn(kd_trainer *t, const float *x, const float *soft, int is_
     kdi_model_zero_grad(t->student);
     KDI_TRY(kdi_trainer_features_forward(t, x, batch, &value));
     KDI_TRY(kdi_model_backward(t->student, grad));
+    if (t->par.fn != NULL) KDI_TRY(kdi_trainer_parallel_reduce(t, &value));
     /* The regressors' steps checked before the student's moves a weight: all step, or none. */
     KDI_TRY(kdi_trainer_features_ready(t));
     KDI_TRY(kdi_optimizer_step(t->opt));
@@ -215,6 +219,10 @@ kd_status kd_trainer_step(kd_trainer *t, const float *x, const int32_t *labels,
      * cannot grow, a refused regressor step) puts back what the forward moved: a failed step
      * leaves the trainer as it was. */
     KDI_TRY(undo_reserve(t));
+    if (t->par.fn != NULL) { /* last, after every local refusal: the job's sums start here */
+        KDI_TRY(kdi_trainer_parallel_reserve(t));
+        KDI_TRY(kdi_trainer_parallel_begin(t, batch));
+    }
     undo_walk(t, 1);
     kd_status st = learn(t, x, soft, is_logits, labels, batch, loss);
     if (st != KD_OK) {

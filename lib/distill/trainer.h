@@ -5,6 +5,7 @@
 #define KDI_TRAINER_H
 
 #include "distill/loss.h"
+#include "nn/layers/layers.h"
 #include "nn/model.h"
 #include "optim/optim.h"
 
@@ -35,6 +36,15 @@ struct kd_trainer {
     /* The student's and the regressors' buffers and random streams before a step's forward, put
      * back when the step fails (nn/model_state.h). */
     kdi_buf undo;
+    /* A data-parallel job (parallel.c): fn NULL for a lone trainer. */
+    struct {
+        kd_allreduce_fn fn;
+        void *user;
+        int32_t rank, world;
+        kdi_buf bucket; /* every gradient and the loss, summed in one all-reduce */
+    } par;
+    kdi_sync sync;   /* the global batch and this slice's share, for the step and batch norm */
+    int32_t sync_bn; /* KD_TRAINER_SYNC_BATCHNORM */
 };
 
 /* How many teachers cached logits hold: the teachers added, or 1 when none were added (logits
@@ -43,5 +53,12 @@ int32_t kdi_trainer_cached_teachers(const kd_trainer *t);
 
 /* Feature term k's regressor and its optimizer; 0 when the term has none. */
 int kdi_trainer_regressor(const kd_trainer *t, int32_t k, kd_model **m, kd_optimizer **o);
+
+/* Data-parallel training (parallel.c). */
+kd_status kdi_trainer_set_sync_bn(kd_trainer *t, int64_t value);
+kd_status kdi_trainer_parallel_reserve(kd_trainer *t);
+kd_status kdi_trainer_parallel_begin(kd_trainer *t, int64_t batch);
+kd_status kdi_trainer_parallel_reduce(kd_trainer *t, float *loss);
+void kdi_trainer_parallel_free(kd_trainer *t);
 
 #endif

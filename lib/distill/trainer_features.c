@@ -178,6 +178,7 @@ kd_status kd_trainer_add_feature_loss(kd_trainer *t, kd_feature_loss *loss, int3
 kd_status kd_trainer_set_int(kd_trainer *t, kd_trainer_option key, int64_t value)
 {
     KDI_CHECK_NULL(t);
+    if (key == KD_TRAINER_SYNC_BATCHNORM) return kdi_trainer_set_sync_bn(t, value);
     if (key != KD_TRAINER_HINT_ONLY)
         return kdi_fail(KD_ERR_ARGUMENT, "trainer option %d is not a kd_trainer_option", (int)key);
     if (value != 0 && value != 1)
@@ -195,6 +196,10 @@ kd_status kd_trainer_get_int(const kd_trainer *t, kd_trainer_option key, int64_t
 {
     KDI_CHECK_NULL(t);
     KDI_CHECK_NULL(value);
+    if (key == KD_TRAINER_SYNC_BATCHNORM) {
+        *value = t->sync_bn;
+        return KD_OK;
+    }
     if (key != KD_TRAINER_HINT_ONLY)
         return kdi_fail(KD_ERR_ARGUMENT, "trainer option %d is not a kd_trainer_option", (int)key);
     *value = t->hint_only;

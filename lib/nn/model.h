@@ -59,6 +59,10 @@ kd_status kdi_model_backward(kd_model *m, const float *grad_logits);
 const float *kdi_model_feature(const kd_model *m, int32_t layer);
 kd_status kdi_model_feature_backward(kd_model *m, int32_t layer, const float *grad);
 void kdi_model_zero_grad(kd_model *m);
+/* Synchronised batch norm (nn/sync.c): every bn layer of m takes its training statistics through
+ * s (borrowed; NULL: over its own batch again). Fails only with KD_ERR_NOMEM, changing nothing. */
+struct kdi_sync;
+kd_status kdi_model_set_sync(kd_model *m, const struct kdi_sync *s);
 
 /* Checks that file f (read from path) holds every parameter of m with its dtype and shape, finite;
  * with exact, nothing else. Changes nothing. */

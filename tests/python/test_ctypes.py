@@ -100,6 +100,25 @@ class Distillation(unittest.TestCase):
                                places=4)
         self.assertEqual(opt.get_int(kd.OPT_STEP), 20)
 
+    def test_data_parallel_with_a_python_allreduce(self):
+        # Two identical processes stood for by one: the sum doubles, the step is the lone one.
+        x, labels = batch_data()
+        steps = []
+        for parallel in (False, True):
+            student = kd.Model("input 6 | dense 5 | relu | dense 3", seed=3)
+            opt = kd.Optimizer(student, learning_rate=0.05)
+            trainer = kd.Trainer(student, kd.Loss(temperature=2.0, alpha=0.5), opt)
+            trainer.add_teacher(self.teacher)
+            if parallel:
+                def double(data, count):
+                    for i in range(count):
+                        data[i] *= 2.0
+                    return 0
+                trainer.set_allreduce(double, 0, 2)
+            steps.append([trainer.step(x, labels, BATCH) for _ in range(3)])
+        for a, b in zip(*steps):
+            self.assertAlmostEqual(a, b, places=5)
+
     def test_schedules_and_clipping(self):
         opt = kd.Optimizer(self.student, learning_rate=0.1)
         opt.set_int(kd.OPT_SCHEDULE, kd.SCHEDULE_MULTISTEP)

@@ -16,6 +16,11 @@ typedef struct bn {
     float eps, momentum;
     kdi_buf xhat;   /* normalised input of the last training forward */
     float *inv_std; /* per channel, of the last training forward */
+    /* Synchronised batch norm (kdi_bn_set_sync): the job's all-reduce, and per channel the
+     * statistics over the job (stats: mean then variance) and the sums sent (red). */
+    const kdi_sync *sync;
+    double *stats;
+    float *red;
 } bn;
 
 static kd_status bn_reserve(kdi_layer *l, int64_t batch)
@@ -50,16 +55,63 @@ static kd_status bn_check(kdi_layer *l, int64_t batch, int train)
     return KD_OK;
 }
 
+static kd_status reduce(const kdi_sync *s, float *v, int64_t n)
+{
+    kd_status st = s->fn(v, n, s->user);
+    if (st == KD_OK) return KD_OK;
+    return kdi_fail(st > KD_OK && st <= KD_ERR_UNSUPPORTED ? st : KD_ERR_IO,
+                    "the all-reduce of synchronised batch norm's statistics failed (status %d)",
+                    (int)st);
+}
+
+/* Mean and biased variance of every channel over the job's global batch: the sums, then the
+ * squared deviations from the global mean (two passes, as precise as one process's). */
+static kd_status sync_stats(kdi_layer *l, const float *x, int64_t batch)
+{
+    bn *b = l->priv;
+    const kdi_kernels *k = kdi_kernels_get();
+    int64_t ch = l->in.c, hw = l->in.h * l->in.w;
+    double count = (double)(b->sync->batch * hw);
+    for (int64_t c = 0; c < ch; c++) {
+        double s = 0.0;
+        for (int64_t n = 0; n < batch; n++) s += k->sum(x + (n * ch + c) * hw, hw);
+        b->red[c] = (float)s;
+    }
+    KDI_TRY(reduce(b->sync, b->red, ch));
+    for (int64_t c = 0; c < ch; c++) {
+        double m = (double)b->red[c] / count, ss = 0.0;
+        for (int64_t n = 0; n < batch; n++) {
+            const float *p = x + (n * ch + c) * hw;
+            for (int64_t i = 0; i < hw; i++) ss += ((double)p[i] - m) * ((double)p[i] - m);
+        }
+        b->stats[c] = m;
+        b->red[c] = (float)ss;
+    }
+    KDI_TRY(reduce(b->sync, b->red, ch));
+    for (int64_t c = 0; c < ch; c++) b->stats[ch + c] = (double)b->red[c] / count;
+    return KD_OK;
+}
+
 static kd_status bn_forward(kdi_layer *l, const float *x, float *y, int64_t batch, int train)
 {
     bn *b = l->priv;
     int64_t ch = l->in.c, hw = l->in.h * l->in.w, count = batch * hw;
     const float *gamma = l->params[0].value, *beta = l->params[1].value;
     float *rmean = l->params[2].value, *rvar = l->params[3].value;
+    int sync = train && b->sync != NULL;
+    if (sync) {
+        KDI_TRY(sync_stats(l, x, batch));
+        count = b->sync->batch * hw;
+    }
     for (int64_t c = 0; c < ch; c++) {
         double mean = rmean[c], var = rvar[c];
-        if (train) {
+        if (sync) {
+            mean = b->stats[c];
+            var = b->stats[ch + c];
+        } else if (train) {
             channel_stats(x, batch, c, ch, hw, &mean, &var);
+        }
+        if (train) {
             rmean[c] = (1.0f - b->momentum) * rmean[c] + b->momentum * (float)mean;
             rvar[c] = (1.0f - b->momentum) * rvar[c] +
                       b->momentum * (float)(var * (double)count / (double)(count - 1));
@@ -81,7 +133,9 @@ static kd_status bn_forward(kdi_layer *l, const float *x, float *y, int64_t batc
     return KD_OK;
 }
 
-/* dx = gamma * inv_std / N * (N dy - sum dy - xhat * sum(dy xhat)), per channel. */
+/* dx = gamma * inv_std / N * (N dy - sum dy - xhat * sum(dy xhat)), per channel. Synchronised,
+ * N and the sums are the job's: each process's dy is its slice's, which the trainer weighs by
+ * share = b_r / B afterwards, so the sums are taken of share * dy and divided by share again. */
 static kd_status bn_backward(kdi_layer *l, const float *x, const float *y, const float *dy,
                              float *dx, int64_t batch)
 {
@@ -90,7 +144,8 @@ static kd_status bn_backward(kdi_layer *l, const float *x, const float *y, const
     bn *b = l->priv;
     const kdi_kernels *kn = kdi_kernels_get();
     int64_t ch = l->in.c, hw = l->in.h * l->in.w;
-    double count = (double)(batch * hw);
+    const kdi_sync *sync = b->sync;
+    double count = (double)((sync != NULL ? sync->batch : batch) * hw);
     for (int64_t c = 0; c < ch; c++) {
         double sdy = 0.0, sdyx = 0.0;
         for (int64_t n = 0; n < batch; n++) {
@@ -100,9 +155,22 @@ static kd_status bn_backward(kdi_layer *l, const float *x, const float *y, const
         }
         l->params[0].grad[c] += (float)sdyx;
         l->params[1].grad[c] += (float)sdy;
-        if (dx == NULL) continue;
+        if (sync != NULL) {
+            b->red[c] = (float)(sync->share * sdy);
+            b->red[ch + c] = (float)(sync->share * sdyx);
+        } else {
+            b->stats[c] = sdy;
+            b->stats[ch + c] = sdyx;
+        }
+    }
+    if (dx == NULL) return KD_OK;
+    if (sync != NULL) {
+        KDI_TRY(reduce(sync, b->red, 2 * ch));
+        for (int64_t c = 0; c < 2 * ch; c++) b->stats[c] = (double)b->red[c] / sync->share;
+    }
+    for (int64_t c = 0; c < ch; c++) {
         float k = l->params[0].value[c] * b->inv_std[c] / (float)count;
-        float a = (float)sdy, bb = (float)sdyx, nn = (float)count;
+        float a = (float)b->stats[c], bb = (float)b->stats[ch + c], nn = (float)count;
         for (int64_t n = 0; n < batch; n++) {
             const float *g = dy + (n * ch + c) * hw, *h = b->xhat.data + (n * ch + c) * hw;
             float *d = dx + (n * ch + c) * hw;
@@ -118,6 +186,8 @@ static void bn_destroy(kdi_layer *l)
     if (b == NULL) return;
     kdi_buf_free(&b->xhat);
     kdi_free(b->inv_std);
+    kdi_free(b->stats);
+    kdi_free(b->red);
     kdi_free(b);
 }
 
@@ -147,7 +217,9 @@ kd_status kdi_bn_create(const kdi_args *a, kdi_shape in, uint64_t seed, kdi_laye
     KDI_TRY(kdi_layer_add_param(l, "running_mean", 0, 1, dims));
     KDI_TRY(kdi_layer_add_param(l, "running_var", 0, 1, dims));
     b->inv_std = kdi_calloc((size_t)in.c, sizeof(float));
-    if (b->inv_std == NULL) return kdi_fail(KD_ERR_NOMEM, "cannot allocate a bn layer");
+    b->stats = kdi_calloc((size_t)in.c * 2, sizeof(double));
+    if (b->inv_std == NULL || b->stats == NULL)
+        return kdi_fail(KD_ERR_NOMEM, "cannot allocate a bn layer");
     for (int64_t c = 0; c < in.c; c++) l->params[0].value[c] = l->params[3].value[c] = 1.0f;
     /* Last, so no failure above can leave it unowned: from here the layer's params free it. */
     int64_t *tracked = kdi_calloc(1, sizeof(int64_t));
@@ -157,4 +229,18 @@ kd_status kdi_bn_create(const kdi_args *a, kdi_shape in, uint64_t seed, kdi_laye
     *t = (kdi_param){.name = "num_batches_tracked", .ivalue = tracked, .count = 1, .ndim = 0};
     if (b->eps == 1e-5f && b->momentum == 0.1f) return kdi_layer_set_spec(l, "bn");
     return kdi_layer_set_spec(l, "bn eps=%g momentum=%g", (double)b->eps, (double)b->momentum);
+}
+
+int kdi_is_bn(const kdi_layer *l) { return l->ops == &bn_ops; }
+
+kd_status kdi_bn_set_sync(kdi_layer *l, const kdi_sync *s)
+{
+    bn *b = l->priv;
+    if (s != NULL && b->red == NULL) {
+        b->red = kdi_calloc((size_t)l->in.c * 2, sizeof(float));
+        if (b->red == NULL)
+            return kdi_fail(KD_ERR_NOMEM, "cannot allocate synchronised batch norm");
+    }
+    b->sync = s;
+    return KD_OK;
 }

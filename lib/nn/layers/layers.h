@@ -24,4 +24,19 @@ kd_status kdi_attention_create(const kdi_args *a, kdi_shape in, uint64_t seed, k
 kd_status kdi_lmhead_create(const kdi_args *a, kdi_shape in, uint64_t seed, kdi_layer *l);
 kd_status kdi_residual_create(const kdi_args *a, kdi_shape in, uint64_t seed, kdi_layer *l);
 
+/* A data-parallel job's all-reduce as batch norm sees it (KD_TRAINER_SYNC_BATCHNORM): the
+ * trainer owns it and sets batch (the global batch) and share (this process's b_r / B) before
+ * each step. */
+typedef struct kdi_sync {
+    kd_allreduce_fn fn;
+    void *user;
+    int64_t batch;
+    float share;
+} kdi_sync;
+
+/* Whether l is a bn layer; kdi_bn_set_sync makes it take training statistics over the job
+ * (s borrowed, NULL: its own batch again). KD_ERR_NOMEM leaves it as it was. */
+int kdi_is_bn(const kdi_layer *l);
+kd_status kdi_bn_set_sync(kdi_layer *l, const kdi_sync *s);
+
 #endif

@@ -1,0 +1,117 @@
+/* One distillation epoch over MPI ranks (issue 15): Fashion-MNIST's 60,000 training images in
+ * global batches of 128, each rank stepping on its slice through kd_mpi. bench/mpi/run.sh runs
+ * it with 1 and 2 ranks of one thread each and prints the speed-up.
+ *
+ * usage: mpirun -np N bench_mpi [PREFIX] [EPOCHS]
+ *   PREFIX: Fashion-MNIST's IDX prefix (default /usr/share/datasets/fashion-mnist/train) */
+#include <mpi.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+#include "kd.h"
+#include "kd_mpi.h"
+
+#define BATCH 128
+
+static int rank, world;
+
+#define CHECK(call)                                                                                \
+    do {                                                                                           \
+        kd_status st_ = (call);                                                                    \
+        if (st_ != KD_OK) {                                                                        \
+            fprintf(stderr, "rank %d: %s: %s\n", rank, #call, kd_last_error());                    \
+            MPI_Abort(MPI_COMM_WORLD, 1);                                                          \
+        }                                                                                          \
+    } while (0)
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* One epoch of teacher -> student distillation; seconds on rank 0's clock. */
+static double epoch(const kd_dataset *d, const char *tspec, const char *sspec, int sync_bn,
+                    int64_t *steps)
+{
+    kd_model *teacher, *student;
+    kd_loss *loss;
+    kd_optimizer *opt;
+    kd_trainer *t;
+    kd_batcher *b;
+    CHECK(kd_model_create(tspec, 1, &teacher));
+    CHECK(kd_model_create(sspec, 2, &student));
+    CHECK(kd_loss_create(KD_LOSS_HINTON, &loss));
+    CHECK(kd_optimizer_create(KD_OPTIMIZER_SGD, student, &opt));
+    CHECK(kd_optimizer_set_float(opt, KD_OPT_LEARNING_RATE, 0.05f));
+    CHECK(kd_optimizer_set_float(opt, KD_OPT_MOMENTUM, 0.9f));
+    CHECK(kd_trainer_create(student, loss, opt, &t));
+    CHECK(kd_trainer_add_teacher(t, teacher, 1.0f));
+    CHECK(kd_mpi_attach(t, NULL));
+    if (sync_bn) CHECK(kd_trainer_set_int(t, KD_TRAINER_SYNC_BATCHNORM, 1));
+    CHECK(kd_trainer_broadcast(t));
+    int64_t in;
+    kd_model_input_size(student, &in);
+    float *x = malloc(sizeof(float) * (size_t)(BATCH * in));
+    int32_t labels[BATCH];
+    CHECK(kd_batcher_create(d, BATCH, 7, &b));
+    MPI_Barrier(MPI_COMM_WORLD);
+    double t0 = now();
+    int64_t rows;
+    *steps = 0;
+    for (;;) {
+        CHECK(kd_batcher_next(b, x, labels, &rows));
+        if (rows == 0) break;
+        int64_t lo = (int64_t)rank * rows / world, hi = (int64_t)(rank + 1) * rows / world;
+        float value;
+        CHECK(kd_trainer_step(t, x + lo * in, labels + lo, NULL, hi - lo, &value));
+        ++*steps;
+    }
+    MPI_Barrier(MPI_COMM_WORLD);
+    double seconds = now() - t0;
+    kd_batcher_destroy(b);
+    free(x);
+    kd_trainer_destroy(t);
+    kd_optimizer_destroy(opt);
+    kd_loss_destroy(loss);
+    kd_model_destroy(student);
+    kd_model_destroy(teacher);
+    return seconds;
+}
+
+int main(int argc, char **argv)
+{
+    MPI_Init(&argc, &argv);
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &world);
+    const char *prefix = argc > 1 ? argv[1] : "/usr/share/datasets/fashion-mnist/train";
+    kd_dataset *d;
+    CHECK(kd_dataset_load_idx_prefix(prefix, &d));
+    int64_t n;
+    kd_dataset_size(d, &n);
+    static const struct {
+        const char *name, *teacher, *student;
+        int sync_bn;
+    } runs[] = {
+        {"MLP 784-1200-1200-10 -> 784-800-800-10, live teacher",
+         "input 784 | dense 1200 | relu | dense 1200 | relu | dense 10",
+         "input 784 | dense 800 | relu | dense 800 | relu | dense 10", 0},
+        {"small CNN + sync bn, live MLP teacher",
+         "input 1x28x28 | flatten | dense 1200 | relu | dense 10",
+         "input 1x28x28 | conv 16 3 pad=1 | bn | relu | maxpool 2 | conv 32 3 pad=1 | bn | relu | "
+         "maxpool 2 | flatten | dense 10",
+         1},
+    };
+    for (size_t i = 0; i < sizeof runs / sizeof runs[0]; i++) {
+        int64_t steps;
+        double s = epoch(d, runs[i].teacher, runs[i].student, runs[i].sync_bn, &steps);
+        if (rank == 0)
+            printf("%-56s ranks %d: %7.2f s an epoch (%lld steps of %d), %8.0f images/s\n",
+                   runs[i].name, world, s, (long long)steps, BATCH, (double)n / s);
+    }
+    kd_dataset_destroy(d);
+    MPI_Finalize();
+    return 0;
+}

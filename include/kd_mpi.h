@@ -1,0 +1,36 @@
+/* kd_mpi: libkd's data-parallel training over MPI. An optional library (libkd_mpi, built when
+ * CMake finds MPI) beside libkd, which itself stays free of MPI: it only gives
+ * kd_trainer_set_allreduce an all-reduce (see kd.h, "data-parallel training").
+ *
+ * Use: MPI_Init as usual; build the same student, loss, optimizer and trainer in every rank (the
+ * same seeds); kd_mpi_attach(trainer, NULL); kd_trainer_broadcast(trainer); then every rank calls
+ * kd_trainer_step with its slice of each global batch. Link with -lkd_mpi -lkd and MPI's C
+ * library (CMake: kd::kd_mpi).
+ *
+ * Errors: MPI's own error handler decides what a failed MPI call does; MPI's default on
+ * MPI_COMM_WORLD, MPI_ERRORS_ARE_FATAL, ends every rank of the job, which is what a data-parallel
+ * job wants (a rank that returned instead would leave the others waiting). With
+ * MPI_ERRORS_RETURN, a failed call is KD_ERR_IO. */
+#ifndef KD_MPI_H
+#define KD_MPI_H
+
+#include "kd.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* A kd_allreduce_fn: data [count] summed in place over the ranks of *(MPI_Comm *)comm, or of
+ * MPI_COMM_WORLD when comm is NULL (MPI_Allreduce, MPI_IN_PLACE, MPI_FLOAT, MPI_SUM, in pieces of
+ * at most 2^30 values). */
+KD_API kd_status kd_mpi_allreduce(float *data, int64_t count, void *comm);
+
+/* kd_trainer_set_allreduce(t, kd_mpi_allreduce, comm, rank, size) with this rank and the size of
+ * *(MPI_Comm *)comm (NULL: MPI_COMM_WORLD), which must outlive t's steps. KD_ERR_STATE before
+ * MPI_Init. */
+KD_API kd_status kd_mpi_attach(kd_trainer *t, void *comm);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* KD_MPI_H */

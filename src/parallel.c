@@ -1,0 +1,100 @@
+/* The tool's side of data-parallel training: MPI only when the build has kd_mpi (KD_TOOL_MPI) and
+ * an MPI launcher started this process, so `kd` alone never initialises MPI. */
+#include "parallel.h"
+
+#include <stdlib.h>
+
+#include "common.h"
+
+#ifdef KD_TOOL_MPI
+#include <mpi.h>
+
+#include "kd_mpi.h"
+#endif
+
+static int rank, world = 1;
+
+/* Open MPI, MPICH (Hydra) and PMIx launchers set these in every rank's environment. */
+static int launched_by_mpi(void)
+{
+    return getenv("OMPI_COMM_WORLD_SIZE") != NULL || getenv("PMI_SIZE") != NULL ||
+           getenv("PMIX_RANK") != NULL;
+}
+
+int par_init(int *argc, char ***argv)
+{
+#ifdef KD_TOOL_MPI
+    if (!launched_by_mpi()) return 0;
+    if (MPI_Init(argc, argv) != MPI_SUCCESS) {
+        fail_msg("MPI_Init failed");
+        return -1;
+    }
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &world);
+#else
+    (void)argc;
+    (void)argv;
+    if (launched_by_mpi() && getenv("OMPI_COMM_WORLD_RANK") != NULL &&
+        atoi(getenv("OMPI_COMM_WORLD_SIZE")) > 1) {
+        fail_msg("this kd was built without MPI, so under mpirun every rank would train alone; "
+                 "rebuild with libopenmpi-dev installed (cmake finds it) or run kd without mpirun");
+        return -1;
+    }
+#endif
+    return 0;
+}
+
+int par_end(int rc)
+{
+#ifdef KD_TOOL_MPI
+    int ready = 0;
+    MPI_Initialized(&ready);
+    if (!ready) return rc;
+    if (rc != 0 && world > 1) MPI_Abort(MPI_COMM_WORLD, rc);
+    MPI_Finalize();
+#endif
+    return rc;
+}
+
+int par_rank(void) { return rank; }
+int par_world(void) { return world; }
+
+void par_slice(int64_t rows, int64_t *lo, int64_t *hi)
+{
+    *lo = rows * rank / world;
+    *hi = rows * (rank + 1) / world;
+}
+
+int par_attach(kd_trainer *t)
+{
+    if (world == 1) return EXIT_OK;
+#ifdef KD_TOOL_MPI
+    kd_status st = kd_mpi_attach(t, NULL);
+    if (st == KD_OK) st = kd_trainer_set_int(t, KD_TRAINER_SYNC_BATCHNORM, 1);
+    if (st == KD_OK) st = kd_trainer_broadcast(t);
+    if (st != KD_OK) return fail_kd("joining the MPI job", st);
+#else
+    (void)t;
+#endif
+    return EXIT_OK;
+}
+
+void par_sum_floats(float *v, int64_t n)
+{
+#ifdef KD_TOOL_MPI
+    if (world > 1) kd_mpi_allreduce(v, n, NULL);
+#else
+    (void)v;
+    (void)n;
+#endif
+}
+
+void par_sum(double *v, int n)
+{
+#ifdef KD_TOOL_MPI
+    if (world > 1) MPI_Allreduce(MPI_IN_PLACE, v, n, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
+#else
+    (void)v;
+    (void)n;
+#endif
+}

@@ -1,0 +1,192 @@
+/* Data-parallel training without MPI (kd_trainer_set_allreduce): an all-reduce that stands for
+ * identical processes (it multiplies by their number) must give a lone trainer's step; refusals
+ * and a failing all-reduce leave the student as it was. The MPI runs are tests/mpi. */
+#include <math.h>
+#include <string.h>
+
+#include "kd.h"
+#include "testutil.h"
+
+#define B 12
+#define IN 36
+#define C 5
+#define MLP "input 36 | dense 16 | relu | dense 5"
+#define CNN                                                                                        \
+    "input 1x6x6 | conv 4 3 pad=1 | bn | relu | maxpool 2 | flatten | dense 8 | bn | relu | "      \
+    "dense 5"
+
+/* world copies of this process: the sum is world times the values. */
+static kd_status copies(float *data, int64_t count, void *user)
+{
+    int world = *(int *)user;
+    for (int64_t i = 0; i < count; i++) data[i] *= (float)world;
+    return KD_OK;
+}
+
+static kd_status broken(float *data, int64_t count, void *user)
+{
+    (void)data, (void)count, (void)user;
+    return KD_ERR_IO;
+}
+
+typedef struct rig {
+    kd_model *teacher, *student;
+    kd_loss *loss;
+    kd_optimizer *opt;
+    kd_trainer *t;
+} rig;
+
+static rig make(const char *spec)
+{
+    rig r;
+    ck_assert_int_eq(kd_model_create(MLP, 3, &r.teacher), KD_OK);
+    ck_assert_int_eq(kd_model_create(spec, 5, &r.student), KD_OK);
+    ck_assert_int_eq(kd_loss_create(KD_LOSS_HINTON, &r.loss), KD_OK);
+    ck_assert_int_eq(kd_loss_set_float(r.loss, KD_LOSS_ALPHA, 0.5f), KD_OK);
+    ck_assert_int_eq(kd_optimizer_create(KD_OPTIMIZER_SGD, r.student, &r.opt), KD_OK);
+    ck_assert_int_eq(kd_optimizer_set_float(r.opt, KD_OPT_LEARNING_RATE, 0.1f), KD_OK);
+    ck_assert_int_eq(kd_optimizer_set_float(r.opt, KD_OPT_MOMENTUM, 0.9f), KD_OK);
+    ck_assert_int_eq(kd_trainer_create(r.student, r.loss, r.opt, &r.t), KD_OK);
+    ck_assert_int_eq(kd_trainer_add_teacher(r.t, r.teacher, 1.0f), KD_OK);
+    return r;
+}
+
+static void destroy(rig *r)
+{
+    kd_trainer_destroy(r->t);
+    kd_optimizer_destroy(r->opt);
+    kd_loss_destroy(r->loss);
+    kd_model_destroy(r->student);
+    kd_model_destroy(r->teacher);
+}
+
+static void data(float *x, int32_t *y, uint64_t seed)
+{
+    kdt_fill(x, B * IN, seed, -1.0f, 1.0f);
+    for (int i = 0; i < B; i++) y[i] = (int32_t)((seed + (uint64_t)i * 7) % C);
+}
+
+/* world copies of a process with batch x equal one lone process with x repeated world times. */
+static void equal_to_lone(const char *spec, int sync_bn)
+{
+    int world = 3;
+    rig lone = make(spec), par = make(spec);
+    ck_assert_int_eq(kd_trainer_set_allreduce(par.t, copies, &world, 1, world), KD_OK);
+    if (sync_bn) ck_assert_int_eq(kd_trainer_set_int(par.t, KD_TRAINER_SYNC_BATCHNORM, 1), KD_OK);
+    float x[B * IN], x3[3 * B * IN], a[B * C], b[B * C];
+    int32_t y[B], y3[3 * B];
+    for (uint64_t s = 1; s <= 4; s++) {
+        data(x, y, s);
+        for (int k = 0; k < world; k++) {
+            memcpy(x3 + k * B * IN, x, sizeof x);
+            memcpy(y3 + k * B, y, sizeof y);
+        }
+        float la, lb;
+        ck_assert_int_eq(kd_trainer_step(lone.t, x3, y3, NULL, 3 * B, &la), KD_OK);
+        ck_assert_int_eq(kd_trainer_step(par.t, x, y, NULL, B, &lb), KD_OK);
+        ck_assert_float_eq_tol(lb, la, 1e-5f * (1.0f + fabsf(la)));
+    }
+    data(x, y, 99);
+    ck_assert_int_eq(kd_model_predict(lone.student, x, B, a), KD_OK);
+    ck_assert_int_eq(kd_model_predict(par.student, x, B, b), KD_OK);
+    for (int i = 0; i < B * C; i++)
+        ck_assert_float_eq_tol(b[i], a[i], 1e-5f * (1.0f + fabsf(a[i])));
+    destroy(&lone);
+    destroy(&par);
+}
+
+START_TEST(identical_processes_take_the_lone_step) { equal_to_lone(MLP, 0); }
+END_TEST
+
+START_TEST(synchronised_batch_norm_takes_the_lone_step) { equal_to_lone(CNN, 1); }
+END_TEST
+
+START_TEST(bad_arguments)
+{
+    rig r = make(CNN);
+    int world = 2;
+    ck_assert_int_eq(kd_trainer_set_allreduce(NULL, copies, &world, 0, 2), KD_ERR_ARGUMENT);
+    ck_assert_int_eq(kd_trainer_set_allreduce(r.t, copies, &world, 0, 0), KD_ERR_ARGUMENT);
+    ck_assert_int_eq(kd_trainer_set_allreduce(r.t, copies, &world, 2, 2), KD_ERR_ARGUMENT);
+    ck_assert_int_eq(kd_trainer_set_allreduce(r.t, copies, &world, -1, 2), KD_ERR_ARGUMENT);
+    ck_assert_int_eq(kd_trainer_set_allreduce(r.t, NULL, NULL, 0, 2), KD_ERR_ARGUMENT);
+    ck_assert_ptr_nonnull(strstr(kd_last_error(), "needs an all-reduce"));
+    ck_assert_int_eq(kd_trainer_set_int(r.t, KD_TRAINER_SYNC_BATCHNORM, 1), KD_ERR_STATE);
+    ck_assert_int_eq(kd_trainer_set_allreduce(r.t, copies, &world, 0, 2), KD_OK);
+    ck_assert_int_eq(kd_trainer_set_int(r.t, KD_TRAINER_SYNC_BATCHNORM, 2), KD_ERR_ARGUMENT);
+    ck_assert_int_eq(kd_trainer_set_int(r.t, KD_TRAINER_SYNC_BATCHNORM, 1), KD_OK);
+    int64_t v = 0;
+    ck_assert_int_eq(kd_trainer_get_int(r.t, KD_TRAINER_SYNC_BATCHNORM, &v), KD_OK);
+    ck_assert_int_eq(v, 1);
+    /* Lone again: synchronisation ends with it. */
+    ck_assert_int_eq(kd_trainer_set_allreduce(r.t, NULL, NULL, 0, 1), KD_OK);
+    ck_assert_int_eq(kd_trainer_get_int(r.t, KD_TRAINER_SYNC_BATCHNORM, &v), KD_OK);
+    ck_assert_int_eq(v, 0);
+    destroy(&r);
+}
+END_TEST
+
+/* A failing all-reduce, or one that counts another number of processes, fails the step and
+ * leaves the student's outputs (running statistics included) as they were. */
+START_TEST(failed_sums_change_nothing)
+{
+    rig r = make(CNN);
+    int one = 1;
+    float x[B * IN], before[B * C], after[B * C], loss;
+    int32_t y[B];
+    data(x, y, 7);
+    ck_assert_int_eq(kd_model_predict(r.student, x, B, before), KD_OK);
+    ck_assert_int_eq(kd_trainer_set_allreduce(r.t, broken, NULL, 0, 2), KD_OK);
+    ck_assert_int_eq(kd_trainer_step(r.t, x, y, NULL, B, &loss), KD_ERR_IO);
+    ck_assert_ptr_nonnull(strstr(kd_last_error(), "all-reduce"));
+    /* told 2 processes, the sum counts 1 */
+    ck_assert_int_eq(kd_trainer_set_allreduce(r.t, copies, &one, 0, 2), KD_OK);
+    ck_assert_int_eq(kd_trainer_step(r.t, x, y, NULL, B, &loss), KD_ERR_STATE);
+    ck_assert_ptr_nonnull(strstr(kd_last_error(), "summed 1 processes"));
+    /* batch norm's sums failing inside the forward */
+    int two = 2;
+    ck_assert_int_eq(kd_trainer_set_allreduce(r.t, copies, &two, 0, 2), KD_OK);
+    ck_assert_int_eq(kd_trainer_set_int(r.t, KD_TRAINER_SYNC_BATCHNORM, 1), KD_OK);
+    ck_assert_int_eq(kd_trainer_set_allreduce(r.t, broken, NULL, 0, 2), KD_OK);
+    ck_assert_int_eq(kd_trainer_step(r.t, x, y, NULL, B, &loss), KD_ERR_IO);
+    ck_assert_int_eq(kd_model_predict(r.student, x, B, after), KD_OK);
+    ck_assert_mem_eq(before, after, sizeof before);
+    destroy(&r);
+}
+END_TEST
+
+/* Broadcast: process 0 keeps its values; another process gets process 0's (here: only zeros
+ * arrive, as no process 0 sends). */
+START_TEST(broadcast_from_process_zero)
+{
+    rig r = make(MLP);
+    int one = 1;
+    float x[B * IN], before[B * C], after[B * C];
+    int32_t y[B];
+    data(x, y, 3);
+    ck_assert_int_eq(kd_trainer_broadcast(r.t), KD_OK); /* lone: nothing to do */
+    ck_assert_int_eq(kd_model_predict(r.student, x, B, before), KD_OK);
+    ck_assert_int_eq(kd_trainer_set_allreduce(r.t, copies, &one, 0, 1), KD_OK);
+    ck_assert_int_eq(kd_trainer_broadcast(r.t), KD_OK);
+    ck_assert_int_eq(kd_model_predict(r.student, x, B, after), KD_OK);
+    ck_assert_mem_eq(before, after, sizeof before);
+    ck_assert_int_eq(kd_trainer_set_allreduce(r.t, copies, &one, 1, 2), KD_OK);
+    ck_assert_int_eq(kd_trainer_broadcast(r.t), KD_OK);
+    ck_assert_int_eq(kd_model_predict(r.student, x, B, after), KD_OK);
+    for (int i = 0; i < B * C; i++) ck_assert_float_eq(after[i], 0.0f);
+    destroy(&r);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("parallel");
+    TCase *t = tcase_create("core");
+    tcase_add_test(t, identical_processes_take_the_lone_step);
+    tcase_add_test(t, synchronised_batch_norm_takes_the_lone_step);
+    tcase_add_test(t, bad_arguments);
+    tcase_add_test(t, failed_sums_change_nothing);
+    tcase_add_test(t, broadcast_from_process_zero);
+    suite_add_tcase(s, t);
+    return kdt_run(s);
+}
