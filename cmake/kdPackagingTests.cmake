@@ -32,3 +32,17 @@ else()
   add_test(NAME python COMMAND sh -c "echo 'python: skipped, python3 not found'; exit 77")
   set_tests_properties(python PROPERTIES SKIP_RETURN_CODE 77)
 endif()
+
+# python_package: the kd package (python/kd) from the source tree, with NumPy, under KD_PYTHON
+# (Debian's /usr/bin/python3 and python3-numpy); python_install: cmake --install into a DESTDIR
+# staging directory, then the package imported from there. Skipped without NumPy.
+set(KD_PY_SKIP "if ! ${KD_PYTHON} -c 'import numpy' 2>/dev/null; then echo \
+'skipped: ${KD_PYTHON} has no numpy (Debian: apt-get install python3-numpy)'; exit 77; fi")
+add_test(NAME python_package COMMAND sh -c "${KD_PY_SKIP}; exec ${KD_PYTHON} -m unittest discover -v -p test_package.py -s \
+${PROJECT_SOURCE_DIR}/tests/python_package")
+add_test(NAME python_install COMMAND sh -c "${KD_PY_SKIP}; exec \
+${PROJECT_SOURCE_DIR}/tests/python_package/install.sh ${PROJECT_BINARY_DIR} ${KD_PYTHON} \
+${CMAKE_INSTALL_LIBDIR}")
+set_tests_properties(python_package python_install PROPERTIES TIMEOUT 120 SKIP_RETURN_CODE 77
+  ENVIRONMENT "KD_LIBRARY=$<TARGET_FILE:kd>;PYTHONPATH=${PROJECT_SOURCE_DIR}/python;\
+PYTHONDONTWRITEBYTECODE=1;CMAKE=${CMAKE_COMMAND}")
