@@ -46,3 +46,17 @@ ${CMAKE_INSTALL_LIBDIR}")
 set_tests_properties(python_package python_install PROPERTIES TIMEOUT 120 SKIP_RETURN_CODE 77
   ENVIRONMENT "KD_LIBRARY=$<TARGET_FILE:kd>;PYTHONPATH=${PROJECT_SOURCE_DIR}/python;\
 PYTHONDONTWRITEBYTECODE=1;CMAKE=${CMAKE_COMMAND}")
+
+# python_torch_reference: examples/python/torch_roundtrip.py on the committed PyTorch teacher
+# logits (no PyTorch needed); python_torch_roundtrip: the whole example when KD_PYTHON has torch
+# (Debian: python3-torch), skipped otherwise.
+add_test(NAME python_torch_reference COMMAND sh -c "${KD_PY_SKIP}; exec ${KD_PYTHON} \
+${PROJECT_SOURCE_DIR}/examples/python/torch_roundtrip.py \
+--reference ${PROJECT_SOURCE_DIR}/tests/data/torch_roundtrip")
+add_test(NAME python_torch_roundtrip COMMAND sh -c "${KD_PY_SKIP}; if ! ${KD_PYTHON} -c \
+'import torch' 2>/dev/null; then echo 'skipped: no torch for ${KD_PYTHON} (Debian: \
+python3-torch)'; exit 77; fi; exec ${KD_PYTHON} \
+${PROJECT_SOURCE_DIR}/examples/python/torch_roundtrip.py")
+set_tests_properties(python_torch_reference python_torch_roundtrip PROPERTIES TIMEOUT 300
+  SKIP_RETURN_CODE 77 ENVIRONMENT "KD_LIBRARY=$<TARGET_FILE:kd>;\
+PYTHONPATH=${PROJECT_SOURCE_DIR}/python;PYTHONDONTWRITEBYTECODE=1")
