@@ -23,7 +23,7 @@ import ctypes
 import ctypes.util
 import os
 
-from .errors import KdError, error_for  # noqa: F401 (KdError: for users of capi alone)
+from .errors import error_for
 
 # kd_status
 OK, ERR_ARGUMENT, ERR_SHAPE, ERR_NOMEM, ERR_IO, ERR_FORMAT, ERR_NUMERIC, ERR_STATE, \
