@@ -13,14 +13,14 @@ from .capi import lib
 
 class Handle:
     _destroy = None
-    _h = None  # so that close() holds when a constructor raised
+    _hv = None  # the C handle; None before the constructor succeeded and after close()
     _owned = True  # False for a handle the library lends (a trainer's regressor)
     _lenders = ()  # the objects whose handles this one borrows, kept alive while it is open
     _borrowers = ()  # weak references to the objects that borrow this handle
     _closing = False  # close() was called while the handle was lent out
 
     def __init__(self, handle):
-        self._h = handle
+        self._hv = handle
 
     @classmethod
     def _lent(cls, handle, owner):
@@ -51,20 +51,20 @@ class Handle:
     def _lent_out(self):
         for ref in self._borrowers:
             b = ref()
-            if b is not None and getattr(b, "_h", True):  # an open handle, or a view
+            if b is not None and getattr(b, "_hv", True):  # an open handle, or a view
                 return True
         return False
 
     def close(self):
         """Frees the handle, now, or when the last object that borrows it is closed or gone."""
-        if not self._h:
+        if not self._hv:
             return
         if self._lent_out():
             self._closing = True
             return
         if self._owned:
-            getattr(lib(), self._destroy)(self._h)
-        self._h = None
+            getattr(lib(), self._destroy)(self._hv)
+        self._hv = None
         lenders, self._lenders = self._lenders, ()
         for lender in lenders:
             if lender._closing:
@@ -81,12 +81,19 @@ class Handle:
 
     @property
     def handle(self):
-        return self._h
+        return self._hv
+
+    @property
+    def _h(self):
+        """The handle, for a call: a closed object raises ValueError (as a closed file does)."""
+        if not self._hv:
+            raise ValueError("operation on a closed kd.%s" % type(self).__name__)
+        return self._hv
 
     @property
     def closed(self):
         """True once the handle was freed (close() with nothing borrowing it)."""
-        return not self._h
+        return not self._hv
 
     @classmethod
     def _wrap(cls, handle):
@@ -96,4 +103,4 @@ class Handle:
         return obj
 
     def __repr__(self):
-        return "<kd.%s %s>" % (type(self).__name__, "closed" if not self._h else hex(self._h))
+        return "<kd.%s %s>" % (type(self).__name__, "closed" if not self._hv else hex(self._hv))

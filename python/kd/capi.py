@@ -10,9 +10,11 @@ status (kd.errors) with the library's sentence, kd_last_error().
     capi.lib().kd_model_create(b"input 4 | dense 2", 1, ctypes.byref(out))
 
 Adding a kd.h function: one line in _STATUS (returns kd_status: its argument types) or in _OTHER
-(anything else: result type, argument types), and its constants here; tests/python/test_package.py
-fails on anything of kd.h missing. The entries use the same names and layout as
-examples/python/kd.py, so a line from there can be copied as it is.
+(anything else: result type, argument types), and its constants here. The entries use the same
+names and layout as examples/python/kd.py, so a line from there is copied as it is (the test
+checks that the two tables agree). tests/python_package/test_package.py fails on anything of
+kd.h missing here, and on a function no class calls and no test reaches: give it a method, or
+list it in LOW_LEVEL_ONLY until it has one.
 
 Where the library comes from (the first that exists): the path given to lib(path), $KD_LIBRARY (a
 file), $KD_LIBRARY_PATH (directories, ':'-separated, holding libkd.so), the build tree next to

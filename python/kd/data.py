@@ -150,7 +150,7 @@ class Batcher(Handle):
 
     def __init__(self, dataset, batch, seed=0):
         out = _P()
-        lib().kd_batcher_create(dataset.handle, batch, seed, ctypes.byref(out))
+        lib().kd_batcher_create(dataset._h, batch, seed, ctypes.byref(out))
         super().__init__(out.value)
         self._batch, self._shape = batch, dataset.shape
         self._borrow(dataset)

@@ -15,7 +15,7 @@ def soft_targets(teachers, x, temperature, weights=None, out=None):
     if not teachers:
         raise ValueError("teachers: expected at least one Model")
     batch = A.batch_of(x, "x", teachers[0].input_size)
-    handles = (_P * len(teachers))(*[t.handle for t in teachers])
+    handles = (_P * len(teachers))(*[t._h for t in teachers])
     probs = A.output(out, (batch, teachers[0].output_size))
     w = A.param(weights, "weights") if weights is not None else None
     lib().kd_teacher_soft_targets(handles, A.out_floats(w) if w is not None else None,

@@ -20,7 +20,7 @@ class Optimizer(Handle):
 
     def __init__(self, model, kind=OPTIMIZER_SGD, learning_rate=None, momentum=None):
         out = _P()
-        lib().kd_optimizer_create(kind, model.handle, ctypes.byref(out))
+        lib().kd_optimizer_create(kind, model._h, ctypes.byref(out))
         super().__init__(out.value)
         self._borrow(model)
         if learning_rate is not None:
@@ -76,7 +76,7 @@ class Trainer(Handle):
 
     def __init__(self, student, loss, optimizer):
         out = _P()
-        lib().kd_trainer_create(student.handle, loss.handle, optimizer.handle, ctypes.byref(out))
+        lib().kd_trainer_create(student._h, loss._h, optimizer._h, ctypes.byref(out))
         super().__init__(out.value)
         for obj in (student, loss, optimizer):
             self._borrow(obj)
@@ -88,7 +88,7 @@ class Trainer(Handle):
 
     def add_teacher(self, teacher, weight=1.0):
         """Adds a teacher model; teachers' probabilities are averaged with these weights."""
-        lib().kd_trainer_add_teacher(self._h, teacher.handle, weight)
+        lib().kd_trainer_add_teacher(self._h, teacher._h, weight)
         self._borrow(teacher)
         self._teachers += 1
 
@@ -96,7 +96,7 @@ class Trainer(Handle):
                          weight=1.0):
         """Adds weight * loss(regressor(student layer), teacher `teacher`'s layer) to every step;
         regressor is a spec ("dense 1200", "conv 64 1") or None. Returns the term's number."""
-        lib().kd_trainer_add_feature_loss(self._h, loss.handle, student_layer, teacher,
+        lib().kd_trainer_add_feature_loss(self._h, loss._h, student_layer, teacher,
                                           teacher_layer,
                                           regressor.encode() if regressor is not None else None,
                                           weight)
