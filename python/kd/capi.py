@@ -16,10 +16,11 @@ checks that the two tables agree). tests/python_package/test_package.py fails on
 kd.h missing here, and on a function no class calls and no test reaches: give it a method, or
 list it in LOW_LEVEL_ONLY until it has one.
 
-Where the library comes from (the first that exists): the path given to lib(path), $KD_LIBRARY (a
-file), $KD_LIBRARY_PATH (directories, ':'-separated, holding libkd.so), the build tree next to
-this package when it is used from the source tree (python/kd -> build/libkd.so), the library
-directory `cmake --install` wrote into _install.py, then the system's libkd.so.0 (ld.so's search).
+Where the library comes from: the path given to lib(path), else $KD_LIBRARY (a file, used as it
+is), else the first that exists of $KD_LIBRARY_PATH's directories (':'-separated) holding
+libkd.so, the build tree beside this package when it runs from the source tree (python/kd ->
+build/libkd.so), and the library directory `cmake --install` wrote into _install.py; else the
+system's libkd.so.0 (ld.so's search).
 """
 import ctypes
 import ctypes.util
@@ -253,8 +254,9 @@ def lib(path=None):
     exists, else the system's libkd.so.0. Later calls return the same library."""
     global _lib
     if _lib is None:
-        if path is None:
-            path = next((p for p in candidates() if os.path.exists(p)), None)
+        if path is None:  # $KD_LIBRARY is taken as it is: a wrong one is an error, not skipped
+            path = os.environ.get("KD_LIBRARY") or next(
+                (p for p in candidates() if os.path.exists(p)), None)
         if path is None:
             path = ctypes.util.find_library("kd") or "libkd.so.0"
         try:

@@ -385,6 +385,27 @@ class Classes(unittest.TestCase):
         self.assertIn(kd.kernels_name(), ("ref", "avx2", "avx512"))
         self.assertTrue(os.path.exists(capi.path()))
 
+    def test_where_the_library_comes_from(self):
+        """KD_LIBRARY (a file) first, then KD_LIBRARY_PATH (directories), each in a fresh
+        interpreter."""
+        import subprocess
+        import sys
+        real = os.path.realpath(SPY.real._name)
+        code = "import kd; print(kd.capi.path())"
+        for extra in ({"KD_LIBRARY": real}, {"KD_LIBRARY_PATH": "/nonexistent:" +
+                                             os.path.dirname(real)}):
+            env = {k: v for k, v in os.environ.items()
+                   if k not in ("KD_LIBRARY", "KD_LIBRARY_PATH")}
+            env.update(extra)
+            out = subprocess.run([sys.executable, "-c", code], env=env, check=True,
+                                 capture_output=True, text=True).stdout.strip()
+            self.assertEqual(os.path.realpath(out), real, extra)
+        env = dict(os.environ, KD_LIBRARY=os.path.join(DATA, "absent.so"))
+        run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                             text=True)
+        self.assertNotEqual(run.returncode, 0)
+        self.assertIn("KD_LIBRARY", run.stderr)  # the error says what to set
+
     def test_model(self):
         m = kd.Model("input 1x28x28 | conv 4 3 pad=1 | relu | maxpool 2 | flatten | dense 10",
                      seed=3)
