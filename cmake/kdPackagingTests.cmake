@@ -60,3 +60,5 @@ ${PROJECT_SOURCE_DIR}/examples/python/torch_roundtrip.py")
 set_tests_properties(python_torch_reference python_torch_roundtrip PROPERTIES TIMEOUT 300
   SKIP_RETURN_CODE 77 ENVIRONMENT "KD_LIBRARY=$<TARGET_FILE:kd>;\
 PYTHONPATH=${PROJECT_SOURCE_DIR}/python;PYTHONDONTWRITEBYTECODE=1")
+# Both run cmake --install on this build (which writes its install_manifest.txt): one at a time.
+set_tests_properties(consumer python_install PROPERTIES RESOURCE_LOCK kd_cmake_install)
