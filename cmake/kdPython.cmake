@@ -26,7 +26,8 @@ endif()
 # package, and _install.py, which tells the installed package where the installed library is.
 install(CODE "
   set(kd_pydir \"${KD_PYTHON_INSTALL_DIR}\")
-  if(NOT kd_pydir AND \"${KD_PYTHON}\")
+  set(kd_python \"${KD_PYTHON}\")
+  if(NOT kd_pydir AND kd_python)
     execute_process(COMMAND \"${KD_PYTHON}\" \"${PROJECT_SOURCE_DIR}/cmake/python_install_dir.py\"
                             \"\${CMAKE_INSTALL_PREFIX}\"
                     OUTPUT_VARIABLE kd_pydir OUTPUT_STRIP_TRAILING_WHITESPACE)
