@@ -54,18 +54,26 @@ def check(x, dtype, name, size=None, writable=False):
     return x
 
 
+def _pointer(x, ctype, pointer):
+    """A ctype* into x's memory (x checked). A writable array is shared through the buffer
+    protocol, the cheapest way ctypes has; a read-only one through its address."""
+    if x.flags.writeable and x.size:
+        return (ctype * x.size).from_buffer(x)
+    return ctypes.cast(x.ctypes.data, pointer)
+
+
 def floats(x, name, size=None, writable=False):
     """A float* into x (float32, checked), or None for None."""
     if x is None:
         return None
-    return check(x, F32, name, size, writable).ctypes.data_as(_PF)
+    return _pointer(check(x, F32, name, size, writable), ctypes.c_float, _PF)
 
 
 def ints(x, name, size=None):
     """An int32_t* into x (int32, checked), or None for None."""
     if x is None:
         return None
-    return check(x, I32, name, size).ctypes.data_as(_PI)
+    return _pointer(check(x, I32, name, size), ctypes.c_int32, _PI)
 
 
 def output(out, shape, dtype=F32, name="out"):
@@ -79,11 +87,12 @@ def output(out, shape, dtype=F32, name="out"):
 
 
 def out_floats(a):
-    return a.ctypes.data_as(_PF)
+    """A float* into a (float32, C-contiguous: made or checked by output)."""
+    return _pointer(a, ctypes.c_float, _PF)
 
 
 def out_ints(a):
-    return a.ctypes.data_as(_PI)
+    return _pointer(a, ctypes.c_int32, _PI)
 
 
 def param(values, name):

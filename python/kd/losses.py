@@ -23,11 +23,17 @@ class _Gradients:
         self._grad_cap = max(self._grad_cap, n)
 
     def _ran(self, shape):
-        self._may_run(int(np.prod(shape)))
+        n = 1
+        for d in shape:
+            n *= d
+        self._may_run(n)
         self._grad_shape = tuple(shape)
+        self._grad_n = n
+
+    _grad_n = 0
 
     def _backward(self, fn, out):
-        n = int(np.prod(self._grad_shape))
+        n = self._grad_n
         if out is not None:
             A.output(out, self._grad_shape)
             if n >= self._grad_cap:

@@ -85,6 +85,7 @@ class Trainer(Handle):
         self._rows, self._row_classes = student.output_rows  # labels a step: batch * rows
         self._terms = []  # (feature loss, the student feature's shape of one example)
         self._teachers = 0
+        self._hint_only = 0  # TRAINER_HINT_ONLY, kept here: step needs it and it is set here
 
     def add_teacher(self, teacher, weight=1.0):
         """Adds a teacher model; teachers' probabilities are averaged with these weights."""
@@ -122,6 +123,8 @@ class Trainer(Handle):
     def set_int(self, key, value):
         """Sets a TRAINER_* option (kd_trainer_option)."""
         lib().kd_trainer_set_int(self._h, key, value)
+        if key == TRAINER_HINT_ONLY:
+            self._hint_only = value
 
     def get_int(self, key):
         v = _I64()
@@ -145,7 +148,7 @@ class Trainer(Handle):
                               A.ints(labels, "labels", batch * self._rows),
                               A.floats(teacher_logits, "teacher_logits", cached), batch,
                               ctypes.byref(v))
-        if not self.get_int(TRAINER_HINT_ONLY):
+        if not self._hint_only:
             self._loss._ran(grad)
         for loss, size in self._terms:  # in order: a loss serving several terms ends on the last
             loss._ran((batch, size))
@@ -158,3 +161,4 @@ class Trainer(Handle):
     def load(self, path):
         """Continues from a checkpoint of a trainer built the same way."""
         lib().kd_trainer_load(self._h, os.fsencode(path))
+        self._hint_only = self.get_int(TRAINER_HINT_ONLY)
