@@ -38,6 +38,15 @@ from .training import Optimizer, Trainer
 # kd.h's constants, KD_ removed (capi holds them; kd.LOSS_HINTON == capi.LOSS_HINTON)
 globals().update({k: v for k, v in vars(capi).items() if k.isupper() and isinstance(v, int)})
 
+
+
+def __getattr__(name):
+    """kd.__version__: the loaded library's version (loading it only when asked)."""
+    if name == "__version__":
+        return version()
+    raise AttributeError("module 'kd' has no attribute %r" % name)
+
+
 __all__ = ["capi", "as_float32", "as_int32", "Batcher", "Dataset", "augment_images",
            "ArgumentError", "FormatError", "KdError", "KdIOError", "NoMemoryError",
            "NumericError", "ShapeError", "StateError", "UnsupportedError", "get_limit",

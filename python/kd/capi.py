@@ -240,7 +240,7 @@ def candidates():
     for d in os.environ.get("KD_LIBRARY_PATH", "").split(os.pathsep):
         if d:
             found.append(os.path.join(d, "libkd.so"))
-    found.append(os.path.join(_HERE, "..", "..", "build", "libkd.so"))  # the source tree's build
+    found.append(os.path.normpath(os.path.join(_HERE, "..", "..", "build", "libkd.so")))
     try:
         from . import _install  # written by cmake --install
         found.append(os.path.join(_install.LIBDIR, "libkd.so.%d" % _install.SOVERSION))

@@ -382,6 +382,7 @@ class Classes(unittest.TestCase):
     def test_library(self):
         major, minor, patch = (int(p) for p in kd.version().split("."))
         self.assertEqual(kd.version_number(), major * 10000 + minor * 100 + patch)
+        self.assertEqual(kd.__version__, kd.version())
         self.assertIn(kd.kernels_name(), ("ref", "avx2", "avx512"))
         self.assertTrue(os.path.exists(capi.path()))
 
