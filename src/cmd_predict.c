@@ -109,7 +109,7 @@ int cmd_predict(const options *o)
         if (in != c * h * w) {
             fail_msg("the model takes %lld inputs but the examples of %s are %lldx%lldx%lld",
                      (long long)in, o->input, (long long)c, (long long)h, (long long)w);
-            rc = EXIT_RUNTIME;
+            rc = EXIT_USAGE; /* a model that does not fit the data, as in every command */
         }
     }
     if (rc == EXIT_OK && (z = malloc(sizeof(float) * (size_t)(n * k > 0 ? n * k : 1))) == NULL) {
