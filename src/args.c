@@ -105,6 +105,7 @@ static const option_def table[] = {
 };
 
 #define NOPTIONS (sizeof table / sizeof table[0])
+_Static_assert(NOPTIONS <= sizeof((options *)0)->given, "options.given has a slot an option");
 
 static void defaults(options *o, command cmd, const char *name)
 {

@@ -258,6 +258,8 @@ static void eval_help(FILE *f)
           "  --batch B           batch of the throughput measurement (256)\n"
           "  --json              one JSON object instead of the table\n"
           "  --quiet, -q         accuracy only\n"
+          "  --threads N         threads of the matrix products\n"
+          "  --config FILE       options from an INI file (see kd help train)\n"
           "\nexamples:\n"
           "  kd eval student.safetensors\n"
           "  kd eval m.safetensors --test ~/mnist/t10k --json\n",
@@ -280,6 +282,8 @@ static void predict_help(FILE *f)
           "                      header line, then a row an example. Without --out: CSV on the\n"
           "                      standard output\n"
           "  --batch B           examples per call (128)\n"
+          "  --threads N         threads of the matrix products\n"
+          "  --config FILE       options from an INI file (see kd help train)\n"
           "\nexamples:\n"
           "  kd predict m.safetensors --input new.npy --output probs --out probs.npy\n"
           "  kd predict m.safetensors --input table.csv --output classes > classes.csv\n",
