@@ -238,6 +238,9 @@ if command -v python3 >/dev/null 2>&1 && python3 "$HERE/make_byod.py" "$DATA" "$
         --out "$TMP/img.safetensors"
     expect "eval on an ImageFolder" 0 "^[0-9.]*$" "$KD" eval "$TMP/img.safetensors" \
         --test "$B/test_images" --channels 1 --quiet
+    expect "eval of a model whose outputs are not the data's classes" 2 \
+        "the model has 2 outputs but the data has 10 classes" "$KD" eval "$TMP/img.safetensors" \
+        --test "$TEST"
     expect "eval names an ImageFolder's classes" 0 "1  trouser" "$KD" eval \
         "$TMP/img.safetensors" --test "$B/test_images" --channels 1
     expect "an RGB ImageFolder does not fit a 784-input model" 2 "channels 1" "$KD" train \
