@@ -568,6 +568,10 @@ static int check_applies(const options *o)
         return refuse(o, "--augment",
                       "to --teacher-logits (they are the teacher's outputs on the examples as "
                       "they are, not as augmented)");
+    if (o->naugment > 0 && o->soft_cache != NULL)
+        return refuse(o, "--soft-targets-cache",
+                      "with --augment (the teachers run on every augmented batch: no logits are "
+                      "cached)");
     if (o->force && o->resume) return refuse(o, "--force", "with --resume (which continues)");
     if (o->force && o->checkpoint == NULL)
         return refuse(o, "--force", "without --checkpoint (it allows overwriting one)");

@@ -618,7 +618,8 @@ static int pipeline(state *s)
     } else {
         rc = s->own_teacher ? own_teacher(s) : load_teachers(s);
         if (rc == EXIT_OK) rc = check_teachers(s);
-        if (rc == EXIT_OK) rc = get_logits(s);
+        /* --augment: the teachers run on each augmented batch; cached logits would go unused */
+        if (rc == EXIT_OK && o->naugment == 0) rc = get_logits(s);
     }
     if (rc == EXIT_OK) rc = train_students(s, o->seed);
     if (rc != EXIT_OK) return rc;

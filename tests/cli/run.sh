@@ -520,6 +520,8 @@ expect "--augment crop=2,hflip" 0 "saved" "$KD" $QUICK --augment crop=2,hflip \
 expect "distill --augment runs the teacher on each batch" 0 "distilled student" "$KD" distill \
     --teacher "$T" --student 784-16-10 --epochs 1 $SETS --augment translate=1 \
     --out "$TMP/daug.safetensors"
+expect "--soft-targets-cache with --augment" 2 "--soft-targets-cache does not apply with --augment" \
+    "$KD" distill --teacher "$T" --augment hflip --soft-targets-cache "$TMP/x.cache"
 expect "a bad --augment" 2 "--augment 'rotate=3' is not a list of" "$KD" train --augment rotate=3
 expect "--augment on tabular data" 2 "--augment shifts, crops and flips images" "$KD" train \
     --model 3-8-3 --epochs 1 --train "$HERE/../data/csv/iris.csv" --test "$HERE/../data/csv/iris.csv" \
