@@ -120,12 +120,16 @@ void progress_step(progress *p, int epoch, int64_t step, double loss, double acc
     snprintf(head, sizeof head, "%-14s epoch %2d/%-2d ", p->run, epoch, p->epochs);
     snprintf(tail, sizeof tail, " %3d%%  ETA %s  loss %.4g  acc %5.2f%%",
              (int)(100 * step / p->steps), eta_s, loss, acc);
-    int room = columns() - 1, fixed = (int)(strlen(head) + strlen(tail));
-    int width = room - fixed > 40 ? 40 : room - fixed;
+    int room = columns() - 1, width = room - (int)(strlen(head) + strlen(tail));
+    if (width < 5) { /* the compact form, with a shorter bar or none, cut if it must be */
+        snprintf(head, sizeof head, "%s %d/%d ", p->run, epoch, p->epochs);
+        width = room - (int)(strlen(head) + strlen(tail));
+    }
+    width = width > 40 ? 40 : width;
     snprintf(line, sizeof line, "%s", head);
     if (width >= 5) append_bar(p, line, sizeof line, (double)step / (double)p->steps, width);
     size_t used = strlen(line);
-    snprintf(line + used, sizeof line - used, "%s", width >= 5 ? tail : tail + 1);
+    snprintf(line + used, sizeof line - used, "%s", tail);
     if (width < 5 && room > 0 && (int)strlen(line) > room) line[room] = '\0'; /* ASCII here */
     printf("\r%s\x1b[K", line);
     fflush(stdout);

@@ -510,6 +510,13 @@ if command -v script >/dev/null 2>&1; then
         awk '{ if (length($0) > w) w = length($0) } END { print w + 0 }')
     check "the progress bar fits a 50-column terminal (widest $widest)" \
         [ "$widest" -gt 0 ] && [ "$widest" -lt 50 ]
+    # A terminal that does not give its width: $COLUMNS does.
+    script -qec "stty cols 0; COLUMNS=40 LC_ALL=C '$KD' train --model 784-16-10 --epochs 1 $SETS \
+        --out '$TMP/tty.safetensors'" /dev/null >"$TMP/tty40.out" 2>&1
+    widest=$(sed 's/\x1b\[K//g' "$TMP/tty40.out" | tr '\r' '\n' | grep "ETA" |
+        awk '{ if (length($0) > w) w = length($0) } END { print w + 0 }')
+    check "without a terminal width the line fits \$COLUMNS (widest $widest of 40)" \
+        [ "$widest" -gt 0 ] && [ "$widest" -lt 40 ]
     check "the loss column has 4 significant digits" \
         grep -q "loss [0-9]\.[0-9][0-9][0-9] " "$TMP/tty.out"
 fi
