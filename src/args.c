@@ -1,10 +1,12 @@
 /* Option parsing: one table says which option each command takes, what kind of value it has and
  * where it goes, so an unknown option or a bad value is one clear line (exit code 2). */
 #include <errno.h>
+#include <ini.h>
 #include <math.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "common.h"
 
@@ -20,7 +22,8 @@ enum kind {
     OPTIMIZER,
     METHOD,
     KEEP,
-    OUTPUT
+    OUTPUT,
+    AUGMENT
 };
 
 /* Which commands take an option. */
@@ -93,7 +96,16 @@ static const option_def table[] = {
     {"--quiet", FLAG, AT(quiet), T | D | E, 0, 0},
     {"-q", FLAG, AT(quiet), T | D | E, 0, 0},
     {"--stop-after-epoch", INT, AT(stop_after), T | D, 1, MAX_EPOCHS}, /* hidden, for tests */
+    /* ---- the tool behaves (issue 13, section 5) */
+    {"--force", FLAG, AT(force), T | D, 0, 0},
+    {"--drop-last", FLAG, AT(drop_last), T | D, 0, 0},
+    {"--threads", INT, AT(threads), T | D | E | P, 1, 1024},
+    {"--config", STRING, AT(config), T | D | E | P, 0, 0},
+    {"--augment", AUGMENT, 0, T | D, 0, 0},
 };
+
+#define NOPTIONS (sizeof table / sizeof table[0])
+_Static_assert(NOPTIONS <= sizeof((options *)0)->given, "options.given has a slot an option");
 
 static void defaults(options *o, command cmd, const char *name)
 {
@@ -120,8 +132,12 @@ static void defaults(options *o, command cmd, const char *name)
     o->seeds = 1;
     o->warmup_epochs = cmd == CMD_DISTILL ? -1 : 0;      /* resolved after parsing */
     o->val_fraction = cmd == CMD_DISTILL ? -1.0f : 0.0f; /* resolved after parsing */
-    o->compare = -1; /* automatic: compare when the tool trains the teacher itself */
+    o->compare = -1;   /* automatic: compare when the tool trains the teacher itself */
+    o->drop_last = -1; /* automatic: drop a lone last example when the model has batch norm */
 }
+
+/* Where the values being parsed come from, for messages: "" (the command line) or " (in FILE)". */
+static char where[4200] = "";
 
 static const option_def *find(const char *name, size_t len)
 {
@@ -133,7 +149,7 @@ static const option_def *find(const char *name, size_t len)
 
 static int bad_value(const options *o, const char *opt, const char *value, const char *want)
 {
-    fail_msg("%s '%s' is not %s (see 'kd help %s')", opt, value, want, o->cmd_name);
+    fail_msg("%s '%s' is not %s%s (see 'kd help %s')", opt, value, want, where, o->cmd_name);
     return EXIT_USAGE;
 }
 
@@ -156,6 +172,47 @@ static int parse_number(const options *o, const option_def *d, const char *v, do
     }
     *out = x;
     return EXIT_OK;
+}
+
+/* --augment LIST: comma-separated translate=N, crop=N (pixels, 1..64) and hflip, the library's
+ * kd_augment_images kinds (shift and flip are other names of translate and hflip). */
+static int set_augment(options *o, const option_def *d, const char *v)
+{
+    static const struct {
+        const char *name;
+        int kind, amount;
+    } kinds[] = {{"translate", KD_AUGMENT_TRANSLATE, 1},
+                 {"shift", KD_AUGMENT_TRANSLATE, 1},
+                 {"crop", KD_AUGMENT_CROP, 1},
+                 {"hflip", KD_AUGMENT_HFLIP, 0},
+                 {"flip", KD_AUGMENT_HFLIP, 0}};
+    static const char want[] = "a list of translate=N, crop=N and hflip (e.g. crop=4,hflip)";
+    o->naugment = 0;
+    for (const char *p = v; *p != '\0';) {
+        size_t len = strcspn(p, ",");
+        size_t name_len = strcspn(p, ",=");
+        size_t i = 0;
+        while (i < sizeof kinds / sizeof kinds[0] &&
+               (strlen(kinds[i].name) != name_len || strncmp(kinds[i].name, p, name_len) != 0))
+            i++;
+        if (i == sizeof kinds / sizeof kinds[0] || o->naugment == 4)
+            return bad_value(o, d->name, v, want);
+        long amount = 0;
+        if (kinds[i].amount) {
+            char *end;
+            if (p[name_len] != '=') return bad_value(o, d->name, v, want);
+            amount = strtol(p + name_len + 1, &end, 10);
+            if (end != p + len || amount < 1 || amount > 64)
+                return bad_value(o, d->name, v, "N in 1..64 pixels for translate=N and crop=N");
+        } else if (name_len != len) {
+            return bad_value(o, d->name, v, want);
+        }
+        o->augment_kind[o->naugment] = kinds[i].kind;
+        o->augment_amount[o->naugment++] = (int)amount;
+        p += len;
+        if (*p == ',') p++;
+    }
+    return o->naugment > 0 ? EXIT_OK : bad_value(o, d->name, v, want);
 }
 
 static int set_choice(options *o, const option_def *d, const char *v)
@@ -187,6 +244,7 @@ static int set_choice(options *o, const option_def *d, const char *v)
         }
         return bad_value(o, d->name, v, "logits, probs or classes");
     }
+    if (d->kind == AUGMENT) return set_augment(o, d, v);
     if (d->kind == KEEP) {
         if (strcmp(v, "best") == 0 || strcmp(v, "last") == 0) {
             o->keep_best = strcmp(v, "best") == 0;
@@ -263,6 +321,7 @@ static int set_value(options *o, const option_def *d, const char *v)
 static int take(options *o, const option_def *d, const char *inline_value, int argc, char **argv,
                 int *i)
 {
+    o->given[d - table] = 1;
     if (d->kind == FLAG) {
         if (inline_value != NULL) {
             fail_msg("%s takes no value", d->name);
@@ -311,11 +370,226 @@ static int one_argument(options *o, int argc, char **argv, int *i)
     return take(o, d, eq != NULL ? eq + 1 : NULL, argc, argv, i);
 }
 
+int option_given(const options *o, const char *name)
+{
+    const option_def *d = find(name, strlen(name));
+    return d != NULL && o->given[d - table] != 0;
+}
+
+/* ---------------------------------------------------------------- --config FILE */
+
+/* The file's values live as long as the process, as argv's do. */
+static char *kept[256];
+static int nkept;
+
+static void free_kept(void)
+{
+    while (nkept > 0) free(kept[--nkept]);
+}
+
+static const char *keep_value(const char *v)
+{
+    size_t n = strlen(v);
+    if (n >= 2 && v[0] == '"' && v[n - 1] == '"') v++, n -= 2; /* "a | b" as a | b */
+    if (nkept == (int)(sizeof kept / sizeof kept[0])) return NULL;
+    char *copy = malloc(n + 1);
+    if (copy == NULL) return NULL;
+    memcpy(copy, v, n);
+    copy[n] = '\0';
+    static int registered;
+    if (!registered) registered = atexit(free_kept) == 0;
+    kept[nkept++] = copy;
+    return copy;
+}
+
+typedef struct ini_state {
+    options *o;
+    const char *path;
+    int rc;
+} ini_state;
+
+static int is_command(const char *name)
+{
+    static const char *const names[] = {"train", "distill", "eval", "predict", "info"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (strcmp(name, names[i]) == 0) return 1;
+    return 0;
+}
+
+/* One key = value of the file: the long option's name without its dashes. Keys outside a section
+ * are for every command that takes them (others ignore them, so one file serves train and
+ * distill); keys in [train], [distill], ... are for that command alone. */
+static int ini_key(void *user, const char *section, const char *name, const char *value)
+{
+    ini_state *st = user;
+    options *o = st->o;
+    if (st->rc != EXIT_OK) return 1;
+    if (*section != '\0' && !is_command(section)) {
+        fail_msg("--config %s: unknown section [%s]; the sections are [train], [distill], "
+                 "[eval], [predict]",
+                 st->path, section);
+        st->rc = EXIT_USAGE;
+        return 1;
+    }
+    if (*section != '\0' && strcmp(section, o->cmd_name) != 0) return 1;
+    char opt[128];
+    snprintf(opt, sizeof opt, "--%s", name);
+    const option_def *d = find(opt, strlen(opt));
+    if (d == NULL || strcmp(opt, "--config") == 0 || strcmp(opt, "--stop-after-epoch") == 0) {
+        fail_msg("--config %s: unknown key '%s' (the keys are the long options without their "
+                 "dashes: epochs = 5)",
+                 st->path, name);
+        st->rc = EXIT_USAGE;
+        return 1;
+    }
+    if (!(d->commands & (1u << o->cmd))) {
+        if (*section == '\0') return 1;
+        fail_msg("--config %s: kd %s takes no option %s", st->path, o->cmd_name, opt);
+        st->rc = EXIT_USAGE;
+        return 1;
+    }
+    if (d->kind == FLAG) {
+        int on = strcmp(value, "true") == 0 || strcmp(value, "yes") == 0 ||
+                 strcmp(value, "1") == 0 || strcmp(value, "on") == 0;
+        int off = strcmp(value, "false") == 0 || strcmp(value, "no") == 0 ||
+                  strcmp(value, "0") == 0 || strcmp(value, "off") == 0;
+        if (!on && !off) {
+            st->rc = bad_value(o, d->name, value, "true or false");
+            return 1;
+        }
+        int i = 0;
+        if (on) st->rc = take(o, d, NULL, 0, NULL, &i);
+    } else {
+        const char *v = keep_value(value);
+        if (v == NULL) {
+            fail_msg("--config %s: out of memory", st->path);
+            st->rc = EXIT_RUNTIME;
+            return 1;
+        }
+        int i = 0;
+        st->rc = take(o, d, v, 0, NULL, &i);
+    }
+    if (st->rc == EXIT_OK) o->given[d - table] = 2; /* from the file */
+    return 1;
+}
+
+/* --config's value on the command line, or NULL. */
+static const char *config_arg(int argc, char **argv, int first)
+{
+    for (int i = first; i < argc; i++) {
+        if (strcmp(argv[i], "--config") == 0 && i + 1 < argc) return argv[i + 1];
+        if (strncmp(argv[i], "--config=", 9) == 0) return argv[i] + 9;
+    }
+    return NULL;
+}
+
+static int has_teacher_arg(int argc, char **argv, int first)
+{
+    for (int i = first; i < argc; i++)
+        if (strcmp(argv[i], "--teacher") == 0 || strncmp(argv[i], "--teacher=", 10) == 0) return 1;
+    return 0;
+}
+
+static int read_config(options *o, const char *path, int argc, char **argv, int first)
+{
+    ini_state st = {o, path, EXIT_OK};
+    snprintf(where, sizeof where, " (in %s)", path);
+    FILE *f = fopen(path, "r");
+    struct stat sb;
+    if (f == NULL || fstat(fileno(f), &sb) != 0 || !S_ISREG(sb.st_mode)) { /* not a pipe */
+        fail_msg("cannot read --config %s: %s", path,
+                 f != NULL ? "not a regular file" : strerror(errno));
+        if (f != NULL) fclose(f);
+        where[0] = '\0';
+        return EXIT_RUNTIME;
+    }
+    int line = ini_parse_file(f, ini_key, &st);
+    fclose(f);
+    where[0] = '\0';
+    if (st.rc != EXIT_OK) return st.rc;
+    if (line != 0) {
+        fail_msg("--config %s: line %d is not INI (key = value, [section] or a ; comment)", path,
+                 line);
+        return EXIT_USAGE;
+    }
+    if (has_teacher_arg(argc, argv, first)) o->nteachers = 0; /* the command line's replace them */
+    return EXIT_OK;
+}
+
+/* ---------------------------------------------------------------- options that do not apply */
+
+static int refuse(const options *o, const char *opt, const char *why)
+{
+    const option_def *d = find(opt, strlen(opt));
+    fail_msg("%s does not apply %s; leave it out%s%s", opt, why,
+             o->given[d - table] == 2 ? " of " : "", o->given[d - table] == 2 ? o->config : "");
+    return EXIT_USAGE;
+}
+
+/* Each option given must change something: one that the chosen method, optimizer or schedule
+ * ignores is refused by name, rather than silently unused. */
+static int check_applies(const options *o)
+{
+    static const struct {
+        int kind, standardize;
+        const char *name, *unused; /* the loss's parameters it does not read */
+    } methods[] = {{KD_LOSS_HINTON, 0, "kd", "--beta --gamma"},
+                   {KD_LOSS_HINTON, 1, "kd-ls", "--beta --gamma"},
+                   {KD_LOSS_LOGIT_MSE, 0, "mse", "--temperature --beta --gamma"},
+                   {KD_LOSS_DKD, 0, "dkd", "--gamma"},
+                   {KD_LOSS_DKD, 1, "dkd-ls", "--gamma"},
+                   {KD_LOSS_DIST, 0, "dist", "--alpha"}};
+    static const char *const params[] = {"--temperature", "--alpha", "--beta", "--gamma"};
+    char why[128];
+    for (size_t m = 0; o->cmd == CMD_DISTILL && m < sizeof methods / sizeof methods[0]; m++) {
+        if (methods[m].kind != o->method || methods[m].standardize != o->standardize) continue;
+        for (size_t k = 0; k < sizeof params / sizeof params[0]; k++) {
+            if (!option_given(o, params[k]) || strstr(methods[m].unused, params[k]) == NULL)
+                continue;
+            snprintf(why, sizeof why, "to --method %s, which has no %s", methods[m].name,
+                     params[k] + 2);
+            return refuse(o, params[k], why);
+        }
+    }
+    if (o->optimizer != KD_OPTIMIZER_SGD && option_given(o, "--momentum"))
+        return refuse(o, "--momentum",
+                      o->optimizer == KD_OPTIMIZER_ADAM
+                          ? "to --optimizer adam (momentum is SGD's; Adam has its own averages)"
+                          : "to --optimizer adamw (momentum is SGD's; AdamW has its own averages)");
+    if (!o->cosine && option_given(o, "--min-lr"))
+        return refuse(o, "--min-lr", "to --schedule constant (it is where the cosine decay ends)");
+    int given_teacher = o->nteachers > 0 || o->teacher_logits != NULL;
+    if (given_teacher && option_given(o, "--teacher-epochs"))
+        return refuse(o, "--teacher-epochs",
+                      "when the teacher is given (--teacher, --teacher-logits): kd trains none");
+    if (o->teacher_logits != NULL && option_given(o, "--teacher-spec"))
+        return refuse(o, "--teacher-spec", "to --teacher-logits (there is no teacher model)");
+    if (o->teacher_logits != NULL && o->naugment > 0)
+        return refuse(o, "--augment",
+                      "to --teacher-logits (they are the teacher's outputs on the examples as "
+                      "they are, not as augmented)");
+    if (o->naugment > 0 && o->soft_cache != NULL)
+        return refuse(o, "--soft-targets-cache",
+                      "with --augment (the teachers run on every augmented batch: no logits are "
+                      "cached)");
+    if (o->force && o->resume) return refuse(o, "--force", "with --resume (which continues)");
+    if (o->force && o->checkpoint == NULL)
+        return refuse(o, "--force", "without --checkpoint (it allows overwriting one)");
+    return EXIT_OK;
+}
+
 int parse_options(options *o, int argc, char **argv, int first)
 {
     static const char *names[] = {"", "train", "distill", "eval", "info", "predict"};
     command cmd = o->cmd;
     defaults(o, cmd, names[cmd]);
+    free_kept(); /* a previous parse's file values (the fuzz target parses many times) */
+    const char *config = config_arg(argc, argv, first);
+    if (config != NULL) {
+        o->config = config;
+        int rc = read_config(o, config, argc, argv, first);
+        if (rc != EXIT_OK) return rc;
+    }
     for (int i = first; i < argc; i++) {
         int rc = one_argument(o, argc, argv, &i);
         if (rc != EXIT_OK) return rc;
@@ -324,6 +598,8 @@ int parse_options(options *o, int argc, char **argv, int first)
         fail_msg("which model? usage: kd %s MODEL.safetensors", o->cmd_name);
         return EXIT_USAGE;
     }
+    int rc = check_applies(o);
+    if (rc != EXIT_OK) return rc;
     if (o->alpha < 0) o->alpha = o->method == KD_LOSS_HINTON ? 0.9f : 1.0f;
     if (o->beta < 0) o->beta = o->method == KD_LOSS_DIST ? 2.0f : 8.0f;
     if (o->warmup_epochs < 0) {

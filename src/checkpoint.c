@@ -14,7 +14,7 @@
 
 int history_save(const char *path, uint64_t fingerprint, const history *h, const char *note)
 {
-    size_t cap = 256 + (size_t)h->n * 256, used = 0;
+    size_t cap = 256 + (note != NULL ? strlen(note) : 0) + (size_t)h->n * 256, used = 0;
     char *buf = malloc(cap);
     if (buf == NULL) return -1;
     used += (size_t)snprintf(buf + used, cap - used, "%s\nfingerprint %016" PRIx64 "\nnote %s\n",
@@ -30,15 +30,19 @@ int history_save(const char *path, uint64_t fingerprint, const history *h, const
     return rc;
 }
 
-int history_load(const char *path, uint64_t fingerprint, history *h)
+int history_read(const char *path, uint64_t *fingerprint, history *h, char *note, size_t size)
 {
     FILE *f = fopen(path, "r");
     if (f == NULL) return -1;
-    char line[512];
+    char line[8192];
     uint64_t print = 0;
     int ok = fgets(line, sizeof line, f) != NULL && strncmp(line, MAGIC, strlen(MAGIC)) == 0 &&
-             fscanf(f, " fingerprint %" SCNx64 " ", &print) == 1 && print == fingerprint;
-    ok = ok && fgets(line, sizeof line, f) != NULL; /* the note */
+             fscanf(f, " fingerprint %" SCNx64 " ", &print) == 1;
+    ok = ok && fgets(line, sizeof line, f) != NULL && strncmp(line, "note ", 5) == 0;
+    if (ok && note != NULL && size > 0) {
+        line[strcspn(line, "\n")] = '\0';
+        snprintf(note, size, "%s", line + 5);
+    }
     h->n = 0;
     while (ok && h->n < MAX_EPOCHS) {
         epoch_rec *r = &h->rec[h->n];
@@ -52,7 +56,14 @@ int history_load(const char *path, uint64_t fingerprint, history *h)
         h->n += ok;
     }
     fclose(f);
+    *fingerprint = print;
     return ok ? 0 : -1;
+}
+
+int history_load(const char *path, uint64_t fingerprint, history *h)
+{
+    uint64_t print;
+    return history_read(path, &print, h, NULL, 0) == 0 && print == fingerprint ? 0 : -1;
 }
 
 static void sidecar(const char *path, char *out, size_t size)
@@ -60,12 +71,13 @@ static void sidecar(const char *path, char *out, size_t size)
     snprintf(out, size, "%s.run", path);
 }
 
-int checkpoint_save(const char *path, kd_trainer *t, uint64_t fingerprint, const history *h)
+int checkpoint_save(const char *path, kd_trainer *t, uint64_t fingerprint, const history *h,
+                    const char *options)
 {
     char side[4200];
     sidecar(path, side, sizeof side);
     /* The sidecar first: after a crash it is at most one epoch ahead, never behind. */
-    if (history_save(side, fingerprint, h, "checkpoint") != 0) {
+    if (history_save(side, fingerprint, h, options) != 0) {
         fail_msg("cannot write the checkpoint %s: %s", side, strerror(errno));
         return -1;
     }
@@ -77,6 +89,22 @@ int checkpoint_save(const char *path, kd_trainer *t, uint64_t fingerprint, const
         return -1;
     }
     return 0;
+}
+
+int checkpoint_peek(const char *path, uint64_t *fingerprint, char *options, size_t size)
+{
+    char side[4200];
+    sidecar(path, side, sizeof side);
+    remove_stale_temps(side); /* what a killed run's sidecar save left; the library cleans path's */
+    if (access(path, F_OK) != 0) return 0;
+    static history scratch; /* large; one per process */
+    if (history_read(side, fingerprint, &scratch, options, size) != 0) {
+        fail_msg("the checkpoint %s has no readable %s (its run's options and history); remove "
+                 "the checkpoint, or run without --resume",
+                 path, side);
+        return -1;
+    }
+    return 1;
 }
 
 int checkpoint_load(const char *path, kd_trainer *t, kd_optimizer *o, uint64_t fingerprint,

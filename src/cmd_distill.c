@@ -74,7 +74,7 @@ static int prepare(state *s)
     else
         snprintf(s->out, sizeof s->out, "%s/student.safetensors", s->cache);
     alone_path(s->out, s->alone_out, sizeof s->alone_out);
-    return check_output(s->out);
+    return check_outputs(o, s->out);
 }
 
 /* The protocol every run shares (teacher, student alone, distilled). */
@@ -103,6 +103,7 @@ static void protocol(const options *o, run_config *c)
     c->stop_after = o->stop_after;
     c->keep_best = o->keep_best;
     c->normalize = o->normalize;
+    run_options(o, c);
 }
 
 static const char *checkpoint_of(const options *o, const char *suffix, char *buf, size_t size)
@@ -186,16 +187,18 @@ static int own_teacher(state *s)
     c.epochs = o->teacher_epochs;
     c.warmup_epochs = o->warmup_auto ? 0 : o->warmup_epochs; /* the students' default is theirs */
     c.keep_best = 0; /* its cache key does not say which epoch */
+    c.naugment = 0;  /* nor how the batches were augmented: --augment is for the students */
     c.temperature = 1.0f;
     c.alpha = c.beta = c.gamma = 0.0f;
     c.method = KD_LOSS_HINTON;
     c.standardize = 0;
     c.checkpoint = checkpoint_of(o, ".teacher", ckpt, sizeof ckpt);
     /* " norm" only with --normalize, so teachers cached before the option existed stay valid. */
-    snprintf(key_text, sizeof key_text, "%d %llu %d %d %.9g %.9g %.9g %.9g %d %d %d %.9g%s",
+    snprintf(key_text, sizeof key_text, "%d %llu %d %d %.9g %.9g %.9g %.9g %d %d %d %.9g%s%s",
              c.optimizer, (unsigned long long)c.seed, c.epochs, c.batch, (double)c.lr,
              (double)c.momentum, (double)c.weight_decay, (double)c.min_lr, c.nesterov, c.cosine,
-             c.warmup_epochs, (double)c.clip_norm, c.normalize ? " norm" : "");
+             c.warmup_epochs, (double)c.clip_norm, c.normalize ? " norm" : "",
+             c.drop_last == 1 ? " drop" : "");
     uint64_t key = hash_str(hash_str(s->data_hash, spec), key_text);
     char *path = s->teacher_paths[0], side[4200];
     snprintf(path, sizeof s->teacher_paths[0], "%s/teacher-%016llx.safetensors", s->cache,
@@ -227,16 +230,11 @@ static int own_teacher(state *s)
 
 static int check_teachers(state *s)
 {
-    int64_t in, classes, c, h, w;
-    kd_dataset_shape(s->d.train, &c, &h, &w);
     for (int i = 0; i < s->nt; i++) {
-        kd_model_input_size(s->teachers[i], &in);
-        kd_model_output_size(s->teachers[i], &classes);
-        if (in != c * h * w) {
-            fail_msg("the teacher %s takes %lld inputs but the images have %lld values",
-                     s->teacher_paths[i], (long long)in, (long long)(c * h * w));
-            return EXIT_RUNTIME;
-        }
+        char what[4200];
+        snprintf(what, sizeof what, "teacher %s", s->teacher_paths[i]);
+        int rc = check_fits(what, s->teachers[i], s->d.train, s->d.test);
+        if (rc != EXIT_OK) return rc;
     }
     s->teacher_hash = 0xcbf29ce484222325ULL;
     for (int i = 0; i < s->nt; i++) {
@@ -576,6 +574,22 @@ static int finish(state *s)
     return s->o->report_dir != NULL ? write_report(s, stats, n, headline) : EXIT_OK;
 }
 
+/* The student, and the teacher kd would train, fit the data: refused before any training. */
+static int check_specs_fit(const state *s)
+{
+    int rc = EXIT_OK;
+    for (int k = 0; k < 2 && rc == EXIT_OK; k++) {
+        if (k == 1 && !s->own_teacher) break;
+        kd_model *m = NULL;
+        rc = create_model(k == 0 ? "student" : "teacher",
+                          k == 0 ? student_spec(s->o) : teacher_spec(s->o), 1, &m);
+        if (rc == EXIT_OK)
+            rc = check_fits(k == 0 ? "student" : "teacher", m, s->d.train, s->d.test);
+        kd_model_destroy(m);
+    }
+    return rc;
+}
+
 static int pipeline(state *s)
 {
     const options *o = s->o;
@@ -599,12 +613,14 @@ static int pipeline(state *s)
     describe_method(o, method, sizeof method);
     note(&s->p, "libkd %s, kernels %s; %s; %s", kd_version(), kd_kernels_name(), proto, method);
     s->data_hash = dataset_hash(s->d.train);
+    if ((rc = check_specs_fit(s)) != EXIT_OK) return rc;
     if (o->teacher_logits != NULL) {
         rc = logits_file(s);
     } else {
         rc = s->own_teacher ? own_teacher(s) : load_teachers(s);
         if (rc == EXIT_OK) rc = check_teachers(s);
-        if (rc == EXIT_OK) rc = get_logits(s);
+        /* --augment: the teachers run on each augmented batch; cached logits would go unused */
+        if (rc == EXIT_OK && o->naugment == 0) rc = get_logits(s);
     }
     if (rc == EXIT_OK) rc = train_students(s, o->seed);
     if (rc != EXIT_OK) return rc;

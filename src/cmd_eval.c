@@ -128,17 +128,6 @@ static int measure(const options *o, kd_model *m, const kd_dataset *test, eval_r
     return rc;
 }
 
-static int check_input(const kd_model *m, const kd_dataset *test)
-{
-    int64_t in, c, h, w;
-    kd_model_input_size(m, &in);
-    kd_dataset_shape(test, &c, &h, &w);
-    if (in == c * h * w) return EXIT_OK;
-    fail_msg("the model takes %lld inputs but the test images are %lldx%lldx%lld", (long long)in,
-             (long long)c, (long long)h, (long long)w);
-    return EXIT_RUNTIME;
-}
-
 int cmd_eval(const options *o)
 {
     kd_model *m;
@@ -151,7 +140,7 @@ int cmd_eval(const options *o)
     dataset_pair d;
     int rc = load_data(o, 0, 1, &d);
     eval_result r = {0};
-    if (rc == EXIT_OK) rc = check_input(m, d.test);
+    if (rc == EXIT_OK) rc = check_fits("model", m, d.test, NULL);
     if (rc == EXIT_OK) rc = measure(o, m, d.test, &r);
     if (rc == EXIT_OK) {
         if (o->json)

@@ -1,4 +1,5 @@
 /* kd predict: a model's outputs on unlabelled examples, as .npy or CSV. */
+#include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,7 +37,7 @@ static int write_csv(const options *o, const float *z, const int64_t *cls, int64
 {
     FILE *f = o->out != NULL ? fopen(o->out, "w") : stdout;
     if (f == NULL) {
-        fail_msg("cannot write %s", o->out);
+        fail_msg("cannot write %s: %s", o->out, strerror(errno));
         return EXIT_RUNTIME;
     }
     if (o->output_kind == 2) {
@@ -53,7 +54,8 @@ static int write_csv(const options *o, const float *z, const int64_t *cls, int64
     int bad = ferror(f);
     if (f != stdout) bad |= fclose(f) != 0;
     if (!bad) return EXIT_OK;
-    fail_msg("cannot write %s", o->out != NULL ? o->out : "the standard output");
+    fail_msg("cannot write %s: %s", o->out != NULL ? o->out : "the standard output",
+             strerror(errno));
     return EXIT_RUNTIME;
 }
 
@@ -109,7 +111,7 @@ int cmd_predict(const options *o)
         if (in != c * h * w) {
             fail_msg("the model takes %lld inputs but the examples of %s are %lldx%lldx%lld",
                      (long long)in, o->input, (long long)c, (long long)h, (long long)w);
-            rc = EXIT_RUNTIME;
+            rc = EXIT_USAGE; /* a model that does not fit the data, as in every command */
         }
     }
     if (rc == EXIT_OK && (z = malloc(sizeof(float) * (size_t)(n * k > 0 ? n * k : 1))) == NULL) {

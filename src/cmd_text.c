@@ -248,7 +248,7 @@ int text_load_model(const char *path, kd_model **out)
         snprintf(what, sizeof what, "cannot load %s", path);
         return fail_kd(what, st);
     }
-    int rc = check_lm(*out, path, EXIT_RUNTIME);
+    int rc = check_lm(*out, path, EXIT_USAGE); /* a model that does not fit: 2, as everywhere */
     if (rc != EXIT_OK) {
         kd_model_destroy(*out);
         *out = NULL;
@@ -423,7 +423,7 @@ static int train_lm(const text_options *o, const kd_text *text, const lm_run *r,
         if (st != KD_OK || ((s + 1) % o->log_every != 0 && s + 1 != r->steps)) continue;
         double t = now_seconds() - start;
         if (!o->quiet)
-            printf("%s: step %lld/%lld  loss %.4f  %.0f s\n", r->name, (long long)(s + 1),
+            printf("%s: step %lld/%lld  loss %.4g  %.0f s\n", r->name, (long long)(s + 1),
                    (long long)r->steps, sum / (double)count, t);
         if (log != NULL)
             fprintf(log, "{\"run\": \"%s\", \"step\": %lld, \"loss\": %.6g, \"seconds\": %.3f}\n",
@@ -434,6 +434,12 @@ static int train_lm(const text_options *o, const kd_text *text, const lm_run *r,
     }
     *seconds = now_seconds() - start;
     int rc = st == KD_OK ? EXIT_OK : fail_kd(what, st);
+    /* The exit-code table of every command: a teacher that does not fit the student is 2, a
+     * step that gave a non-finite value (the run diverged) is 3. */
+    if (st == KD_ERR_SHAPE && strcmp(what, "the teacher cannot teach this student") == 0)
+        rc = EXIT_USAGE;
+    else if (st == KD_ERR_NUMERIC && strcmp(what, "a training step failed") == 0)
+        rc = EXIT_COLLAPSE;
     kd_trainer_destroy(tr);
     kd_optimizer_destroy(opt);
     kd_loss_destroy(loss);

@@ -18,7 +18,7 @@ static int check_arguments(const options *o)
     int rc = create_model("model", o->model_spec, o->seed, &m);
     kd_model_destroy(m);
     if (rc != EXIT_OK) return rc;
-    return check_output(o->out);
+    return check_outputs(o, o->out);
 }
 
 static void config(const options *o, run_config *c)
@@ -44,6 +44,7 @@ static void config(const options *o, run_config *c)
     c->resume = o->resume;
     c->stop_after = o->stop_after;
     c->normalize = o->normalize;
+    run_options(o, c);
 }
 
 static int finish(const options *o, const dataset_pair *d, run_result *r, progress *p)

@@ -72,7 +72,21 @@ typedef struct options {
     float val_fraction; /* distill: the share of the training set held out for validation */
     int keep_best;      /* distill: keep the best epoch on validation, not the last */
     int stop_after;     /* hidden: stop after this epoch, as if killed (tests of --resume) */
+    /* ---- the tool behaves (issue 13, section 5) */
+    int force;     /* --force: start again over an existing checkpoint */
+    int drop_last; /* 1: --drop-last; -1: automatic (a lone last example with batch norm) */
+    int threads;   /* --threads N; 0: the library's default */
+    int naugment;  /* --augment: kinds (kd_augment_kind) and amounts in pixels */
+    int augment_kind[4], augment_amount[4];
+    const char *config;       /* --config FILE: read first, the command line overrides it */
+    unsigned char given[128]; /* given[i]: option i of the table was set (command line or file) */
 } options;
+
+/* 1 when the option named (e.g. "--beta") was given on the command line or in --config's file. */
+int option_given(const options *o, const char *name);
+/* The single place that sets the number of threads the library's kernels use (--threads).
+ * MERGE: wire to kd_set_threads(n) once that call exists (another branch adds it). */
+int set_threads(int n);
 
 /* Parses argv[first..] for o->cmd into o (defaults first). On a usage error prints one line and
  * returns EXIT_USAGE; returns -1 when --help was asked (and printed); EXIT_OK otherwise. */
@@ -139,8 +153,13 @@ void describe_protocol(const options *o, char *out, size_t size);
 void describe_method(const options *o, char *out, size_t size);
 /* s as a JSON string, quotes included. */
 void json_string(FILE *f, const char *s);
-/* The directory of path exists and is writable; else one line and EXIT_RUNTIME. */
+/* path is not a directory and its directory exists and is writable; else one line and
+ * EXIT_RUNTIME. */
 int check_output(const char *path);
+/* Every output o names (model, --report, --log, --checkpoint), checked before any data is read or
+ * any training starts: EXIT_RUNTIME for an unwritable place, EXIT_USAGE for an existing checkpoint
+ * without --resume or --force. */
+int check_outputs(const options *o, const char *model);
 /* mkdir -p; 0 on success. */
 int make_dirs(const char *path);
 /* The tool's cache directory: --cache-dir, $XDG_CACHE_HOME/kd or $HOME/.cache/kd. */
@@ -188,6 +207,10 @@ typedef struct run_config {
     int resume, stop_after;
     int keep_best; /* keep the epoch with the best per-epoch (validation) accuracy */
     int normalize; /* the model normalises its inputs with the training set's statistics */
+    /* ---- the tool behaves (issue 13, section 5) */
+    int drop_last; /* 1: drop a short last batch; -1: drop a lone example when the model has bn */
+    int naugment;  /* --augment, applied to each training batch (images only) */
+    const int *augment_kind, *augment_amount;
 } run_config;
 
 typedef struct run_result {
@@ -195,6 +218,7 @@ typedef struct run_result {
     history hist;
     double seconds;
     int stopped;     /* --stop-after-epoch ended the run early */
+    int dropped;     /* examples left out of each epoch (drop_last) */
     int kept_epoch;  /* the epoch model is from */
     double test_acc; /* model's accuracy on the test set */
 } run_result;
@@ -204,6 +228,13 @@ typedef struct run_result {
  * test accuracy on test goes to out->test_acc. */
 int run_training(const run_config *cfg, const kd_dataset *train, const kd_dataset *eval,
                  const kd_dataset *test, struct progress *p, run_result *out);
+/* The options of section 5 of issue 13 that every run shares (--drop-last, --augment). */
+void run_options(const options *o, run_config *c);
+/* The classes of labelled data: the number of names (CSV, ImageFolder), else the largest label of
+ * either set (test may be NULL) + 1. */
+int64_t data_classes(const kd_dataset *train, const kd_dataset *test);
+/* m takes the data's examples and has one output a class; else one line and EXIT_USAGE. */
+int check_fits(const char *what, kd_model *m, const kd_dataset *train, const kd_dataset *test);
 /* Top-1 accuracy in percent on a labelled set. */
 int test_accuracy(kd_model *m, const kd_dataset *test, double *accuracy);
 
@@ -212,7 +243,12 @@ int test_accuracy(kd_model *m, const kd_dataset *test, double *accuracy);
 /* The sidecar beside a kd_trainer_save file: the run's fingerprint and history. The sidecar is
  * written before the trainer file, so after a crash between the two it may be one epoch ahead; the
  * trainer's step count decides and the extra epoch is dropped. */
-int checkpoint_save(const char *path, kd_trainer *t, uint64_t fingerprint, const history *h);
+int checkpoint_save(const char *path, kd_trainer *t, uint64_t fingerprint, const history *h,
+                    const char *options);
+/* The sidecar of the checkpoint at path: its fingerprint and its run's options ("--lr=0.05; ..."),
+ * to say which option differs. 0 when there is no checkpoint, 1 when read, -1 (printed) when the
+ * sidecar cannot be read. */
+int checkpoint_peek(const char *path, uint64_t *fingerprint, char *options, size_t size);
 /* 1 if a checkpoint was loaded, 0 if none exists, EXIT_RUNTIME-style -1 on error (printed).
  * steps_per_epoch checks the trainer's position against the history. */
 int checkpoint_load(const char *path, kd_trainer *t, kd_optimizer *o, uint64_t fingerprint,
@@ -220,6 +256,8 @@ int checkpoint_load(const char *path, kd_trainer *t, kd_optimizer *o, uint64_t f
 /* The history alone (teacher cache sidecars use the same format); 0 on success. */
 int history_save(const char *path, uint64_t fingerprint, const history *h, const char *note);
 int history_load(const char *path, uint64_t fingerprint, history *h);
+/* The same without the check: the sidecar's fingerprint and its note line (NULL: not wanted). */
+int history_read(const char *path, uint64_t *fingerprint, history *h, char *note, size_t size);
 
 /* ---------------------------------------------------------------- progress (progress.c) */
 

@@ -7,6 +7,19 @@
 #define STR_(x) #x
 #define STR(x) STR_(x)
 
+/* ---- the exit codes, one table for every command (issue 13); docs/kd.1's EXIT STATUS says the
+ * same, and tests/cli/run.sh checks that it does. */
+static const char exit_codes[] =
+    "exit codes (the same in every command):\n"
+    "  0  success\n"
+    "  1  failure while running: a file missing, unreadable, malformed or unwritable\n"
+    "  2  bad command line: an unknown command or option, a bad value, an option that does\n"
+    "     not apply, a bad spec, a model that does not fit the data, a checkpoint of other\n"
+    "     options or one that would be overwritten\n"
+    "  3  training diverged or collapsed: a non-finite or exploding loss, or accuracy at\n"
+    "     chance; the run is stopped with what to try, nothing is saved, the last good\n"
+    "     checkpoint is kept\n";
+
 void print_usage(FILE *f)
 {
     fputs("usage: kd COMMAND [OPTIONS]\n"
@@ -33,12 +46,10 @@ void print_usage(FILE *f)
           "  kd train --model 4-16-3 --train iris.csv --test iris.csv --label-column species \\\n"
           "           --normalize --out iris.safetensors\n"
           "\n"
-          "exit codes: 0 success, 1 failure while running (a missing or bad file, a numerical\n"
-          "failure), 2 bad command line (unknown command or option, bad value, bad spec),\n"
-          "3 a training run collapsed (accuracy at chance after an epoch, or a non-finite\n"
-          "loss): it is stopped with what to try, and never reported as a result.\n"
-          "kd --version prints the versions of the tool and the library. See also kd(1).\n",
+          "kd --version prints the versions of the tool and the library. See also kd(1).\n"
+          "\n",
           f);
+    fputs(exit_codes, f);
 }
 
 static const char data_help[] =
@@ -105,7 +116,26 @@ static const char output_help[] =
     "                      uninterrupted run with the same options\n"
     "  --log FILE.jsonl    one JSON object per epoch\n"
     "  --report DIR        DIR/index.html with plots of loss and accuracy per epoch\n"
-    "  --quiet, -q         no progress, only results and errors\n";
+    "  --quiet, -q         no progress, only results and errors\n"
+    "  --force             start again over an existing --checkpoint (else refused)\n"
+    "Outputs (--out, --checkpoint, --log, --report) are checked before any data is read:\n"
+    "a directory, a missing or unwritable directory is one line, exit 1, nothing trained.\n"
+    "--resume may give another --epochs: more extend the run (the schedule is stretched from\n"
+    "where it stopped); any other option that differs is named and refused (exit 2).\n"
+    "\n"
+    "run:\n"
+    "  --config FILE       INI options, key = value, the long options without dashes\n"
+    "                      (epochs = 5, lr = 0.1, drop-last = true); keys outside a section\n"
+    "                      for every command that takes them, in [train], [distill], [eval],\n"
+    "                      [predict] for that one. The command line overrides the file\n"
+    "  --threads N         threads of the matrix products (default: OpenBLAS's)\n"
+    "  --drop-last         leave out each epoch's short last batch (default: only a last\n"
+    "                      batch of one example, when the model has batch norm; said)\n"
+    "  --augment LIST      transform each training batch: translate=N (shift by up to N\n"
+    "                      pixels), crop=N (pad N, crop back), hflip; e.g. crop=4,hflip.\n"
+    "                      Images only; the teachers then run on every augmented batch\n"
+    "Options that the chosen --method, --optimizer or --schedule would ignore are refused by\n"
+    "name (exit 2): --temperature with mse, --beta with kd, --momentum with adam, ...\n";
 
 static const char spec_help[] =
     "A SPEC is a libkd layer spec, \"input 784 | dense 256 | relu | dense 10\", or the short form\n"
@@ -228,6 +258,8 @@ static void eval_help(FILE *f)
           "  --batch B           batch of the throughput measurement (256)\n"
           "  --json              one JSON object instead of the table\n"
           "  --quiet, -q         accuracy only\n"
+          "  --threads N         threads of the matrix products\n"
+          "  --config FILE       options from an INI file (see kd help train)\n"
           "\nexamples:\n"
           "  kd eval student.safetensors\n"
           "  kd eval m.safetensors --test ~/mnist/t10k --json\n",
@@ -250,6 +282,8 @@ static void predict_help(FILE *f)
           "                      header line, then a row an example. Without --out: CSV on the\n"
           "                      standard output\n"
           "  --batch B           examples per call (128)\n"
+          "  --threads N         threads of the matrix products\n"
+          "  --config FILE       options from an INI file (see kd help train)\n"
           "\nexamples:\n"
           "  kd predict m.safetensors --input new.npy --output probs --out probs.npy\n"
           "  kd predict m.safetensors --input table.csv --output classes > classes.csv\n",
@@ -286,6 +320,10 @@ int print_command_help(FILE *f, const char *name)
         if (strcmp(name, "eval") == 0) eval_help(f);
         fputs("\non text (byte-level language models):\n", f);
         text_help(f, name);
+    }
+    if (strcmp(name, "help") != 0) {
+        fputc('\n', f);
+        fputs(exit_codes, f);
     }
     return 0;
 }

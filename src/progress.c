@@ -80,24 +80,32 @@ static void format_time(double s, char *out, size_t size)
         snprintf(out, size, "%ld:%02ld", t / 60, t % 60);
 }
 
+/* The terminal's width: the tty's (TIOCGWINSZ), else $COLUMNS, else 80. Asked at every draw, so
+ * a resized window is followed. */
 static int columns(void)
 {
     struct winsize ws;
-    if (ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col >= 40) return ws.ws_col;
-    return 80;
+    if (ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0) return ws.ws_col;
+    const char *env = getenv("COLUMNS");
+    long c = env != NULL ? strtol(env, NULL, 10) : 0;
+    return c > 0 && c < 10000 ? (int)c : 80;
 }
 
-static void draw_bar(const progress *p, double fraction, int width)
+static void append_bar(const progress *p, char *out, size_t size, double fraction, int width)
 {
+    size_t used = strlen(out);
     int full = (int)(fraction * width + 0.5);
     for (int i = 0; i < width; i++) {
-        if (p->unicode)
-            fputs(i < full ? "\u2588" : "\u00b7", stdout);
-        else
-            fputc(i < full ? '#' : '.', stdout);
+        const char *cell = p->unicode ? (i < full ? "\u2588" : "\u00b7") : (i < full ? "#" : ".");
+        size_t n = strlen(cell);
+        if (used + n + 1 > size) break;
+        memcpy(out + used, cell, n + 1);
+        used += n;
     }
 }
 
+/* The bar's line, redrawn in place: it always fits in one line of the terminal (one column to
+ * spare, so no terminal wraps it), dropping the bar first, then cutting the text. */
 void progress_step(progress *p, int epoch, int64_t step, double loss, double acc)
 {
     if (p->mode != 2) return;
@@ -107,14 +115,23 @@ void progress_step(progress *p, int epoch, int64_t step, double loss, double acc
     int64_t done = (int64_t)(epoch - p->first_epoch - 1) * p->steps + step;
     int64_t left = (int64_t)(p->epochs - epoch) * p->steps + (p->steps - step);
     double elapsed = t - p->run_start, eta = done > 0 ? elapsed / (double)done * (double)left : 0;
-    char eta_s[32];
+    char eta_s[32], head[128], tail[128], line[512];
     format_time(eta, eta_s, sizeof eta_s);
-    int width = columns() - 70;
-    width = width < 10 ? 10 : width > 40 ? 40 : width;
-    printf("\r%-14s epoch %2d/%-2d  ", p->run, epoch, p->epochs);
-    draw_bar(p, (double)step / (double)p->steps, width);
-    printf(" %3d%%  ETA %s  loss %.4f  acc %5.2f%%\x1b[K", (int)(100 * step / p->steps), eta_s,
-           loss, acc);
+    snprintf(head, sizeof head, "%-14s epoch %2d/%-2d ", p->run, epoch, p->epochs);
+    snprintf(tail, sizeof tail, " %3d%%  ETA %s  loss %.4g  acc %5.2f%%",
+             (int)(100 * step / p->steps), eta_s, loss, acc);
+    int room = columns() - 1, width = room - (int)(strlen(head) + strlen(tail));
+    if (width < 5) { /* the compact form, with a shorter bar or none, cut if it must be */
+        snprintf(head, sizeof head, "%s %d/%d ", p->run, epoch, p->epochs);
+        width = room - (int)(strlen(head) + strlen(tail));
+    }
+    width = width > 40 ? 40 : width;
+    snprintf(line, sizeof line, "%s", head);
+    if (width >= 5) append_bar(p, line, sizeof line, (double)step / (double)p->steps, width);
+    size_t used = strlen(line);
+    snprintf(line + used, sizeof line - used, "%s", tail);
+    if (width < 5 && room > 0 && (int)strlen(line) > room) line[room] = '\0'; /* ASCII here */
+    printf("\r%s\x1b[K", line);
     fflush(stdout);
 }
 
@@ -136,7 +153,7 @@ void progress_epoch(progress *p, const epoch_rec *r)
     if (p->mode == 0) return;
     char t[32];
     format_time(r->seconds, t, sizeof t);
-    printf("%s%-14s epoch %2d/%-2d  loss %.4f  train %6.2f%%  %-4s %6.2f%%  %s\n",
+    printf("%s%-14s epoch %2d/%-2d  loss %.4g  train %6.2f%%  %-4s %6.2f%%  %s\n",
            p->mode == 2 ? "\r\x1b[K" : "", p->run, r->epoch, p->epochs, r->loss, r->train_acc,
            p->eval_name != NULL ? p->eval_name : "test", r->test_acc, t);
     fflush(stdout);

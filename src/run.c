@@ -14,6 +14,9 @@
 typedef struct workspace {
     float *x, *z;
     int32_t *labels;
+    int drop;          /* the short last batch of each epoch is left out */
+    int64_t steps;     /* batches an epoch */
+    double first_loss; /* the first step's loss in this process: what "exploding" is measured by */
 } workspace;
 
 typedef struct handles {
@@ -59,29 +62,69 @@ static int setup_optimizer(const run_config *c, handles *h, int64_t total_steps)
     return EXIT_OK;
 }
 
-static int check_sizes(const run_config *c, kd_model *m, const kd_dataset *train)
+int64_t data_classes(const kd_dataset *train, const kd_dataset *test)
 {
-    int64_t in, classes, n, ch, hh, ww;
+    int32_t named = 0;
+    kd_dataset_class_count(train, &named);
+    if (named > 0) return named;
+    int32_t top = -1;
+    const kd_dataset *sets[2] = {train, test};
+    for (int k = 0; k < 2; k++) {
+        int64_t n;
+        const int32_t *labels = sets[k] != NULL ? kd_dataset_labels(sets[k]) : NULL;
+        if (labels == NULL) continue;
+        kd_dataset_size(sets[k], &n);
+        for (int64_t i = 0; i < n; i++) top = labels[i] > top ? labels[i] : top;
+    }
+    return (int64_t)top + 1;
+}
+
+int check_fits(const char *what, kd_model *m, const kd_dataset *train, const kd_dataset *test)
+{
+    int64_t in, outputs, ch, hh, ww;
     kd_model_input_size(m, &in);
-    kd_model_output_size(m, &classes);
-    kd_dataset_size(train, &n);
+    kd_model_output_size(m, &outputs);
     kd_dataset_shape(train, &ch, &hh, &ww);
     if (in != ch * hh * ww) {
-        fail_msg("the %s takes %lld inputs but the images are %lldx%lldx%lld = %lld values%s",
-                 c->name, (long long)in, (long long)ch, (long long)hh, (long long)ww,
+        fail_msg("the %s takes %lld inputs but the images are %lldx%lldx%lld = %lld values%s", what,
+                 (long long)in, (long long)ch, (long long)hh, (long long)ww,
                  (long long)(ch * hh * ww),
                  ch == 3 && in == hh * ww ? " (gray images in a folder? --channels 1)" : "");
         return EXIT_USAGE;
     }
-    const int32_t *labels = kd_dataset_labels(train);
-    int32_t top = 0;
-    for (int64_t i = 0; i < n; i++) top = labels[i] > top ? labels[i] : top;
-    if (top >= classes) {
-        fail_msg("the training labels go up to %d but the %s has %lld outputs", (int)top, c->name,
+    int64_t classes = data_classes(train, test);
+    if (classes > 0 && outputs != classes) {
+        fail_msg("the %s has %lld outputs but the data has %lld classes (labels 0 to %lld): its "
+                 "last layer must have %lld",
+                 what, (long long)outputs, (long long)classes, (long long)(classes - 1),
                  (long long)classes);
         return EXIT_USAGE;
     }
     return EXIT_OK;
+}
+
+/* 1 when the model has a batch-norm layer (at any depth: the spec is searched for the word). */
+static int has_batch_norm(const kd_model *m)
+{
+    const char *spec = kd_model_spec(m);
+    for (const char *p = spec; (p = strstr(p, "bn")) != NULL; p += 2) {
+        int before = p == spec || strchr(" |(", p[-1]) != NULL;
+        int after = p[2] == '\0' || strchr(" |)", p[2]) != NULL;
+        if (before && after) return 1;
+    }
+    return 0;
+}
+
+/* --augment: images only (a tabular example has no pixels to shift or flip). */
+static int check_augment(const run_config *c, const kd_dataset *train)
+{
+    int64_t ch, hh, ww;
+    kd_dataset_shape(train, &ch, &hh, &ww);
+    if (c->naugment == 0 || (hh > 1 && ww > 1)) return EXIT_OK;
+    fail_msg("--augment shifts, crops and flips images, but the examples are %lldx%lldx%lld "
+             "values, not images",
+             (long long)ch, (long long)hh, (long long)ww);
+    return EXIT_USAGE;
 }
 
 /* --normalize: the training set's per-channel mean and std, stored in the model (so kd eval and
@@ -114,12 +157,39 @@ static int normalize_inputs(const run_config *c, kd_model *m, const kd_dataset *
     return fail_kd(what, st);
 }
 
-static int setup(const run_config *c, const kd_dataset *train, handles *h, int64_t total_steps)
+/* --drop-last, and the default: a last batch of one example is dropped when the model has batch
+ * norm, which cannot normalise a lone value per channel (PyTorch's "Expected more than 1 value per
+ * channel"); said once, as the run starts. */
+static int choose_drop(const run_config *c, kd_model *m, int64_t n, const progress *p, workspace *w)
 {
+    int64_t rest = n % c->batch;
+    w->drop =
+        rest != 0 && (c->drop_last == 1 || (c->drop_last < 0 && rest == 1 && has_batch_norm(m)));
+    w->steps = w->drop ? n / c->batch : (n + c->batch - 1) / c->batch;
+    if (w->steps == 0) {
+        fail_msg("--drop-last with --batch %d leaves no batch of the %lld training examples",
+                 c->batch, (long long)n);
+        return EXIT_USAGE;
+    }
+    if (w->drop && c->drop_last < 0)
+        note(p,
+             "%s: the last batch of each epoch would be a single example, which batch norm "
+             "cannot normalise: it is left out (as --drop-last; another --batch keeps it)",
+             c->name);
+    return EXIT_OK;
+}
+
+static int setup(const run_config *c, const kd_dataset *train, const kd_dataset *test, handles *h,
+                 const progress *p, workspace *w)
+{
+    int64_t n;
+    kd_dataset_size(train, &n);
     int rc = create_model(c->name, c->spec, c->seed, &h->m);
     if (rc != EXIT_OK) return rc;
-    if ((rc = check_sizes(c, h->m, train)) != EXIT_OK) return rc;
+    if ((rc = check_fits(c->name, h->m, train, test)) != EXIT_OK) return rc;
+    if ((rc = check_augment(c, train)) != EXIT_OK) return rc;
     if (c->normalize && (rc = normalize_inputs(c, h->m, train)) != EXIT_OK) return rc;
+    if ((rc = choose_drop(c, h->m, n, p, w)) != EXIT_OK) return rc;
     /* A run without teachers is Hinton's loss with alpha 0: plain cross-entropy. */
     int kind = c->nteachers > 0 ? c->method : KD_LOSS_HINTON;
     TRY("loss", kd_loss_create((kd_loss_kind)kind, &h->loss));
@@ -130,7 +200,7 @@ static int setup(const run_config *c, const kd_dataset *train, handles *h, int64
     if (kind == KD_LOSS_DIST) TRY("--gamma", kd_loss_set_float(h->loss, KD_LOSS_GAMMA, c->gamma));
     if (c->nteachers > 0 && c->standardize)
         TRY("--method", kd_loss_set_float(h->loss, KD_LOSS_LOGIT_STANDARDIZE, 1.0f));
-    if ((rc = setup_optimizer(c, h, total_steps)) != EXIT_OK) return rc;
+    if ((rc = setup_optimizer(c, h, w->steps * c->epochs)) != EXIT_OK) return rc;
     TRY("trainer", kd_trainer_create(h->m, h->loss, h->opt, &h->t));
     /* Logits computed elsewhere (--teacher-logits) come without models: the student stands in
      * for each teacher, so the trainer counts them and their weights; it never runs them, as
@@ -142,20 +212,23 @@ static int setup(const run_config *c, const kd_dataset *train, handles *h, int64
 }
 
 /* What identifies a run, so --resume refuses a checkpoint of another one. */
-static uint64_t fingerprint(const run_config *c, const kd_dataset *train)
+static uint64_t fingerprint(const run_config *c, const kd_dataset *train, int drop, int epochs)
 {
-    char buf[512];
+    char buf[512], ranks[32] = "";
     int64_t n;
     kd_dataset_size(train, &n);
+    if (par_world() > 1) /* a job of several ranks resumes with as many (and a lone run alone) */
+        snprintf(ranks, sizeof ranks, " ranks %d", par_world());
     snprintf(buf, sizeof buf,
              "%d %d %.9g %llu %d %d %.9g %.9g %.9g %.9g %.9g %.9g %d %d %d %lld %llx %d %.9g"
-             " %.9g %d%s",
-             c->method, c->optimizer, (double)c->beta, (unsigned long long)c->seed, c->epochs,
+             " %.9g %d%s%s%s",
+             c->method, c->optimizer, (double)c->beta, (unsigned long long)c->seed, epochs,
              c->batch, (double)c->lr, (double)c->momentum, (double)c->weight_decay,
              (double)c->min_lr, (double)c->temperature, (double)c->alpha, c->nesterov, c->cosine,
              c->nteachers, (long long)n, (unsigned long long)c->teacher_hash, c->warmup_epochs,
              (double)c->clip_norm, (double)c->gamma, c->standardize,
-             c->normalize ? " norm" : ""); /* so older checkpoints still resume */
+             c->normalize ? " norm" : "", /* so older checkpoints still resume */
+             drop ? " drop" : "", ranks);
     return hash_str(hash_str(0xcbf29ce484222325ULL, c->spec), buf);
 }
 
@@ -194,16 +267,37 @@ static void gather(const run_config *c, const kd_batcher *b, int64_t n, int64_t 
                    sizeof(float) * (size_t)classes);
 }
 
-/* A run that collapsed: stopped with what happened and what to try, so that no table ever
- * reports it as a result of distillation. */
-static int collapsed(const run_config *c, int epoch, const char *what)
+/* A run that collapsed or diverged: stopped with what happened and what to try, so that no table
+ * ever reports it as a result of distillation. The checkpoint of the last good epoch, if any, is
+ * kept (a bad epoch is never saved). */
+static int collapsed(const run_config *c, int epoch, const char *verb, const char *what)
 {
-    fail_msg("the %s run collapsed in epoch %d: %s. It was stopped; nothing is saved or compared. "
+    char kept[4300] = "";
+    if (c->checkpoint != NULL && epoch > 1)
+        snprintf(kept, sizeof kept, " (the checkpoint %s of epoch %d is kept)", c->checkpoint,
+                 epoch - 1);
+    fail_msg("the %s run %s in epoch %d: %s. It was stopped; nothing is saved or compared%s. "
              "Try a smaller --lr (it is %g), a longer warm-up (--warmup-epochs, it is %d), "
              "--clip-norm 1%s",
-             c->name, epoch, what, (double)c->lr, c->warmup_epochs,
+             c->name, verb, epoch, what, kept, (double)c->lr, c->warmup_epochs,
              c->nteachers > 0 ? ", or a lower --alpha or --temperature" : "");
     return EXIT_COLLAPSE;
+}
+
+/* A step whose loss is not finite, or a thousand times what the run started at (and above 1000):
+ * the run diverged; more steps only waste time (--lr 1000 reached 9.9e12 at chance). */
+static int check_step_loss(const run_config *c, workspace *w, int epoch, int64_t step, float value)
+{
+    char what[256];
+    if (!isfinite(value)) {
+        snprintf(what, sizeof what, "step %lld gave a non-finite loss", (long long)step);
+        return collapsed(c, epoch, "diverged", what);
+    }
+    if (w->first_loss == 0.0) w->first_loss = value > 1.0 ? value : 1.0;
+    if (value <= 1000.0 * w->first_loss) return EXIT_OK;
+    snprintf(what, sizeof what, "the loss exploded to %.4g at step %lld (it started at %.4g)",
+             (double)value, (long long)step, w->first_loss);
+    return collapsed(c, epoch, "diverged", what);
 }
 
 typedef struct sums {
@@ -216,41 +310,63 @@ typedef struct sums {
     int64_t tail_steps;
 } sums;
 
+/* --augment: each batch transformed in place, its draws seeded by (seed, epoch, step, kind), so
+ * a resumed run sees the same images. */
+static int augment(const run_config *c, const kd_dataset *train, float *x, int64_t rows, int epoch,
+                   int64_t step)
+{
+    int64_t ch, hh, ww;
+    kd_dataset_shape(train, &ch, &hh, &ww);
+    for (int k = 0; k < c->naugment; k++) {
+        uint64_t seed = epoch_seed(c->seed ^ (0x9e3779b97f4a7c15ULL * (uint64_t)(k + 1)), epoch) +
+                        (uint64_t)step;
+        kd_status st = kd_augment_images(x, rows, ch, hh, ww, (kd_augment_kind)c->augment_kind[k],
+                                         c->augment_amount[k], seed);
+        if (st != KD_OK) return fail_kd("--augment", st);
+    }
+    return EXIT_OK;
+}
+
 static int one_epoch(const run_config *c, const kd_dataset *train, handles *h, workspace *w,
                      int epoch, progress *p, sums *s)
 {
     int64_t n, classes, rows;
     kd_dataset_size(train, &n);
     kd_model_output_size(h->m, &classes);
+    /* Augmented examples are not those the teachers' logits were computed on: the teachers run
+     * on each augmented batch instead (--teacher-logits and --augment are refused together). */
+    const float *cached = c->naugment > 0 && c->teachers != NULL ? NULL : c->teacher_logits;
     kd_batcher *b;
     TRY("batcher", kd_batcher_create(train, c->batch, epoch_seed(c->seed, epoch), &b));
     int rc = EXIT_OK;
     for (;;) {
         kd_status st = kd_batcher_next(b, w->x, w->labels, &rows);
-        if (st != KD_OK || rows == 0) {
+        if (st != KD_OK || rows == 0 || (w->drop && rows < c->batch)) {
             if (st != KD_OK) rc = fail_kd("batcher", st);
             break;
         }
         /* Under mpirun every rank needs a row: a last batch smaller than the job is dropped. */
         if (rows < par_world()) break;
-        if (c->teacher_logits != NULL) gather(c, b, n, classes, w->z);
+        if (c->naugment > 0 && (rc = augment(c, train, w->x, rows, epoch, s->steps)) != EXIT_OK)
+            break;
+        if (cached != NULL) gather(c, b, n, classes, w->z);
         float value;
         int64_t all = rows, lo, hi, width; /* under mpirun: this rank's slice of the batch */
         par_slice(all, &lo, &hi);
         kd_model_input_size(h->m, &width);
-        const float *x = w->x + lo * width, *z = w->z;
+        const float *x = w->x + lo * width;
         const int32_t *labels = w->labels + lo;
-        if (c->teacher_logits != NULL && all != hi - lo) /* [teachers, slice, classes] */
+        if (cached != NULL && all != hi - lo) /* [teachers, slice, classes] */
             for (int t = 0; t < c->nteachers; t++)
                 memmove(w->z + t * (hi - lo) * classes, w->z + (t * all + lo) * classes,
                         sizeof(float) * (size_t)((hi - lo) * classes));
         rows = hi - lo;
-        st = kd_trainer_step(h->t, x, labels, c->teacher_logits ? z : NULL, rows, &value);
+        st = kd_trainer_step(h->t, x, labels, cached != NULL ? w->z : NULL, rows, &value);
         if (st == KD_ERR_NUMERIC) {
             char what[640];
             snprintf(what, sizeof what, "step %lld gave a non-finite value (%s)",
                      (long long)s->steps + 1, kd_last_error());
-            rc = collapsed(c, epoch, what);
+            rc = collapsed(c, epoch, "diverged", what);
             break;
         }
         if (st != KD_OK) {
@@ -260,12 +376,13 @@ static int one_epoch(const run_config *c, const kd_dataset *train, handles *h, w
             rc = fail_kd(what, st);
             break;
         }
+        if ((rc = check_step_loss(c, w, epoch, s->steps + 1, value)) != EXIT_OK) break;
         s->loss += value;
         s->steps++;
         s->seen += rows;
         int64_t hit = s->hit;
         batch_metrics(h->m, labels, rows, &s->ce, &s->hit);
-        if (4 * s->steps > 3 * ((n + c->batch - 1) / c->batch)) {
+        if (4 * s->steps > 3 * w->steps) {
             s->tail_hit += s->hit - hit;
             s->tail_seen += rows;
             s->tail_loss += value;
@@ -309,8 +426,10 @@ static int check_collapse(const run_config *c, kd_model *m, const epoch_rec *r, 
     int64_t classes;
     kd_model_output_size(m, &classes);
     double chance = 100.0 / (double)classes;
-    if (!isfinite(r->loss)) return collapsed(c, r->epoch, "the loss is not finite");
-    if (classes < 2 || s->tail_seen == 0) return EXIT_OK;
+    if (!isfinite(r->loss)) return collapsed(c, r->epoch, "diverged", "the loss is not finite");
+    /* An epoch of a few steps (--batch near the set's size) has not had the time to learn, and
+     * its last quarter may be one lone example: no verdict. */
+    if (classes < 2 || s->tail_seen == 0 || s->steps < 8) return EXIT_OK;
     double acc = 100.0 * (double)s->tail_hit / (double)s->tail_seen;
     if (acc > 1.2 * chance) return EXIT_OK;
     char what[256];
@@ -318,7 +437,7 @@ static int check_collapse(const run_config *c, kd_model *m, const epoch_rec *r, 
              "over the last quarter of the epoch the training accuracy was %.2f%%, chance for "
              "%lld classes, and the loss flat at %.4g (test accuracy %.2f%%)",
              acc, (long long)classes, s->tail_loss / (double)s->tail_steps, r->test_acc);
-    return collapsed(c, r->epoch, what);
+    return collapsed(c, r->epoch, "collapsed", what);
 }
 
 /* --keep best: a copy of the student after its best epoch on the evaluation set so far. */
@@ -337,8 +456,8 @@ static int keep_if_best(const run_config *c, kd_model *m, const epoch_rec *r, kd
 }
 
 static int epochs_loop(const run_config *c, const kd_dataset *train, const kd_dataset *test,
-                       handles *h, workspace *w, uint64_t print, progress *p, run_result *out,
-                       kd_model **best)
+                       handles *h, workspace *w, uint64_t print, const char *run, progress *p,
+                       run_result *out, kd_model **best)
 {
     double best_acc = 0.0;
     double offset = out->hist.n > 0 ? out->hist.rec[out->hist.n - 1].seconds : 0.0;
@@ -363,7 +482,7 @@ static int epochs_loop(const run_config *c, const kd_dataset *train, const kd_da
         out->hist.n++;
         progress_epoch(p, r);
         if (c->checkpoint != NULL && par_rank() == 0 &&
-            checkpoint_save(c->checkpoint, h->t, print, &out->hist) != 0)
+            checkpoint_save(c->checkpoint, h->t, print, &out->hist, run) != 0)
             return EXIT_RUNTIME;
         if (c->stop_after == e && e < c->epochs) {
             out->stopped = 1;
@@ -374,17 +493,147 @@ static int epochs_loop(const run_config *c, const kd_dataset *train, const kd_da
     return EXIT_OK;
 }
 
-static int resume(const run_config *c, handles *h, uint64_t print, int64_t steps_per_epoch,
-                  const progress *p, run_result *out)
+/* What the fingerprint holds, as "--lr=0.05; --epochs=4; ...", kept in the checkpoint's sidecar so
+ * that a refused --resume names the options that differ. */
+static void describe_run(const run_config *c, const kd_dataset *train, int drop, char *out,
+                         size_t size)
 {
-    int got = checkpoint_load(c->checkpoint, h->t, h->opt, print, steps_per_epoch, &out->hist);
+    static const char *const optimizers[] = {"sgd", "adam", "adamw"};
+    static const char *const methods[] = {"kd", "mse", "dkd", "dist"};
+    int64_t n;
+    kd_dataset_size(train, &n);
+    const char *spec_opt = strcmp(c->key, "model") == 0     ? "--model"
+                           : strcmp(c->key, "teacher") == 0 ? "--teacher-spec"
+                                                            : "--student";
+    char method[32];
+    if (c->method >= 0 && c->method < 4)
+        snprintf(method, sizeof method, "%s%s", methods[c->method], c->standardize ? "-ls" : "");
+    else
+        snprintf(method, sizeof method, "%d", c->method);
+    snprintf(out, size,
+             "%s=%s; --method=%s; --optimizer=%s; --seed=%llu; --epochs=%d; --batch=%d; "
+             "--lr=%g; --momentum=%g; --weight-decay=%g; --min-lr=%g; "
+             "--temperature=%g; --alpha=%g; --beta=%g; --gamma=%g; --nesterov=%s; "
+             "--schedule=%s; --warmup-epochs=%d; --clip-norm=%g; --normalize=%s; "
+             "--drop-last=%s; the training set=%lld examples; the teachers=%d (%016llx); "
+             "the MPI processes=%d",
+             spec_opt, c->spec, method, optimizers[c->optimizer], (unsigned long long)c->seed,
+             c->epochs, c->batch, (double)c->lr, (double)c->momentum, (double)c->weight_decay,
+             (double)c->min_lr, (double)c->temperature, (double)c->alpha, (double)c->beta,
+             (double)c->gamma, c->nesterov ? "yes" : "no", c->cosine ? "cosine" : "constant",
+             c->warmup_epochs, (double)c->clip_norm, c->normalize ? "yes" : "no",
+             drop ? "yes" : "no", (long long)n, c->nteachers, (unsigned long long)c->teacher_hash,
+             par_world());
+}
+
+/* The value of key in a description, or NULL; *len gets its length. */
+static const char *described(const char *d, const char *key, size_t *len)
+{
+    size_t k = strlen(key);
+    for (const char *p = d; p != NULL && *p != '\0';) {
+        const char *end = strstr(p, "; ");
+        size_t item = end != NULL ? (size_t)(end - p) : strlen(p);
+        if (item > k && strncmp(p, key, k) == 0 && p[k] == '=') {
+            *len = item - k - 1;
+            return p + k + 1;
+        }
+        p = end != NULL ? end + 2 : NULL;
+    }
+    return NULL;
+}
+
+/* "--lr is 0.1 but the checkpoint's run had 0.05, ..." for each item of now that differs from
+ * then; returns how many differ, --epochs apart (*epochs_differ says if it does). */
+static int differences(const char *then, const char *now, char *out, size_t size,
+                       int *epochs_differ)
+{
+    int count = 0;
+    size_t used = 0;
+    *epochs_differ = 0;
+    out[0] = '\0';
+    for (const char *p = now; p != NULL && *p != '\0';) {
+        const char *end = strstr(p, "; ");
+        size_t item = end != NULL ? (size_t)(end - p) : strlen(p);
+        const char *eq = memchr(p, '=', item);
+        if (eq != NULL) {
+            char key[64];
+            snprintf(key, sizeof key, "%.*s", (int)(eq - p), p);
+            size_t vlen = item - (size_t)(eq - p) - 1, tlen = 0;
+            const char *was = described(then, key, &tlen);
+            if (was == NULL || tlen != vlen || strncmp(was, eq + 1, vlen) != 0) {
+                if (strcmp(key, "--epochs") == 0) {
+                    *epochs_differ = 1;
+                } else {
+                    count++;
+                    if (used < size)
+                        used +=
+                            (size_t)snprintf(out + used, size - used, "%s%s is %.*s but was %.*s",
+                                             count > 1 ? "; " : "", key, (int)vlen, eq + 1,
+                                             (int)tlen, was != NULL ? was : "?");
+                }
+            }
+        }
+        p = end != NULL ? end + 2 : NULL;
+    }
+    return count;
+}
+
+/* --resume: continues the checkpoint of the same run, or of the same run with another --epochs
+ * (more epochs extend it: the schedule is stretched to the new end from the step it stopped at).
+ * Any other difference is refused, naming the options. *print becomes the fingerprint the
+ * continued run saves under. */
+static int resume(const run_config *c, handles *h, const kd_dataset *train, int drop,
+                  uint64_t *print, int64_t steps_per_epoch, const progress *p, run_result *out)
+{
+    char then[4096] = "", now[4096], diff[4096];
+    uint64_t saved = 0;
+    int got = checkpoint_peek(c->checkpoint, &saved, then, sizeof then);
     if (got < 0) return EXIT_RUNTIME;
-    if (got == 0)
+    if (got == 0) {
         note(p, "%s: no checkpoint at %s yet; starting from the beginning", c->name, c->checkpoint);
+        return EXIT_OK;
+    }
+    describe_run(c, train, drop, now, sizeof now);
+    int epochs_differ = 0, ndiff = differences(then, now, diff, sizeof diff, &epochs_differ);
+    size_t len = 0;
+    const char *e = described(then, "--epochs", &len);
+    int before = e != NULL ? atoi(e) : c->epochs;
+    if (saved != *print &&
+        (ndiff > 0 || !epochs_differ || saved != fingerprint(c, train, drop, before))) {
+        if (ndiff > 0 && e != NULL) /* an older sidecar does not list its options */
+            fail_msg("the checkpoint %s is of another run: %s. Give the same options, or run "
+                     "without --resume (with --force to start again over it)",
+                     c->checkpoint, diff);
+        else
+            fail_msg("the checkpoint %s belongs to a run with other options or data; remove it, "
+                     "or run without --resume",
+                     c->checkpoint);
+        return EXIT_USAGE;
+    }
+    got = checkpoint_load(c->checkpoint, h->t, h->opt, saved, steps_per_epoch, &out->hist);
+    if (got < 0) return EXIT_RUNTIME;
+    if (out->hist.n > c->epochs) {
+        fail_msg("the checkpoint %s has done %d epochs already; --epochs %d would end before it",
+                 c->checkpoint, out->hist.n, c->epochs);
+        return EXIT_USAGE;
+    }
+    if (before != c->epochs)
+        note(p,
+             "%s: resuming from %s after epoch %d, extending the run from %d to %d epochs "
+             "(the learning-rate schedule now ends at epoch %d)",
+             c->name, c->checkpoint, out->hist.n, before, c->epochs, c->epochs);
     else
         note(p, "%s: resuming from %s after epoch %d of %d", c->name, c->checkpoint, out->hist.n,
              c->epochs);
     return EXIT_OK;
+}
+
+void run_options(const options *o, run_config *c)
+{
+    c->drop_last = o->drop_last;
+    c->naugment = o->naugment;
+    c->augment_kind = o->augment_kind;
+    c->augment_amount = o->augment_amount;
 }
 
 int run_training(const run_config *c, const kd_dataset *train, const kd_dataset *eval,
@@ -394,14 +643,16 @@ int run_training(const run_config *c, const kd_dataset *train, const kd_dataset 
     int64_t n, ch, hh, ww, classes;
     kd_dataset_size(train, &n);
     kd_dataset_shape(train, &ch, &hh, &ww);
-    int64_t steps_per_epoch = (n + c->batch - 1) / c->batch;
     kd_model *best = NULL;
     handles h = {0};
     workspace w = {0};
-    uint64_t print = fingerprint(c, train);
-    int rc = setup(c, train, &h, steps_per_epoch * c->epochs);
+    int rc = setup(c, train, test, &h, p, &w);
+    int64_t steps_per_epoch = w.steps;
+    uint64_t print = fingerprint(c, train, w.drop, c->epochs);
     if (rc == EXIT_OK && c->checkpoint != NULL && c->resume)
-        rc = resume(c, &h, print, steps_per_epoch, p, out);
+        rc = resume(c, &h, train, w.drop, &print, steps_per_epoch, p, out);
+    char described_run[4096] = "";
+    if (rc == EXIT_OK) describe_run(c, train, w.drop, described_run, sizeof described_run);
     if (rc == EXIT_OK) {
         kd_model_output_size(h.m, &classes);
         int nt = c->nteachers > 0 ? c->nteachers : 1;
@@ -415,7 +666,7 @@ int run_training(const run_config *c, const kd_dataset *train, const kd_dataset 
     }
     if (rc == EXIT_OK) {
         progress_run(p, c->name, c->key, out->hist.n, c->epochs, steps_per_epoch);
-        rc = epochs_loop(c, train, eval, &h, &w, print, p, out, &best);
+        rc = epochs_loop(c, train, eval, &h, &w, print, described_run, p, out, &best);
     }
     free(w.x);
     free(w.z);
@@ -430,6 +681,7 @@ int run_training(const run_config *c, const kd_dataset *train, const kd_dataset 
     }
     kd_model_destroy(best);
     if (rc == EXIT_OK && !out->stopped) rc = test_accuracy(out->model, test, &out->test_acc);
+    out->dropped = w.drop ? (int)(n % c->batch) : 0;
     free_handles(&h);
     return rc;
 }

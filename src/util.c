@@ -248,20 +248,93 @@ uint64_t epoch_seed(uint64_t seed, int epoch)
     return mix(mix(seed) + 0x9e3779b97f4a7c15ULL * (uint64_t)(epoch + 1));
 }
 
-int check_output(const char *path)
+/* The directory part of path ("." for a bare name, "/" for "/x"). */
+static void dir_of(const char *path, char *dir, size_t size)
 {
-    char dir[4096];
-    snprintf(dir, sizeof dir, "%s", path);
+    snprintf(dir, size, "%s", path);
     char *slash = strrchr(dir, '/');
     if (slash == NULL)
-        snprintf(dir, sizeof dir, ".");
+        snprintf(dir, size, ".");
     else if (slash == dir)
         dir[1] = '\0';
     else
         *slash = '\0';
+}
+
+int check_output(const char *path)
+{
+    char dir[4096];
+    struct stat st;
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
+        fail_msg("cannot write %s: it is a directory (give a file name)", path);
+        return EXIT_RUNTIME;
+    }
+    dir_of(path, dir, sizeof dir);
+    if (stat(dir, &st) != 0) {
+        fail_msg("cannot write %s: %s: %s", path, dir, strerror(errno));
+        return EXIT_RUNTIME;
+    }
+    if (!S_ISDIR(st.st_mode)) {
+        fail_msg("cannot write %s: %s is not a directory", path, dir);
+        return EXIT_RUNTIME;
+    }
     if (access(dir, W_OK) == 0) return EXIT_OK;
     fail_msg("cannot write %s: %s: %s", path, dir, strerror(errno));
     return EXIT_RUNTIME;
+}
+
+/* A directory that may not exist yet (--report DIR): it, or its nearest existing ancestor, is a
+ * writable directory. */
+static int check_output_dir(const char *what, const char *path)
+{
+    char dir[4096];
+    struct stat st;
+    snprintf(dir, sizeof dir, "%s", path);
+    for (;;) {
+        if (stat(dir, &st) == 0) break;
+        if (errno != ENOENT && errno != ENOTDIR) {
+            fail_msg("cannot write %s %s: %s: %s", what, path, dir, strerror(errno));
+            return EXIT_RUNTIME;
+        }
+        char up[4096];
+        dir_of(dir, up, sizeof up);
+        if (strcmp(up, dir) == 0) break;
+        snprintf(dir, sizeof dir, "%s", up);
+    }
+    if (!S_ISDIR(st.st_mode)) {
+        fail_msg("cannot write %s %s: %s is not a directory", what, path, dir);
+        return EXIT_RUNTIME;
+    }
+    if (access(dir, W_OK) == 0) return EXIT_OK;
+    fail_msg("cannot write %s %s: %s: %s", what, path, dir, strerror(errno));
+    return EXIT_RUNTIME;
+}
+
+/* A checkpoint that exists is continued (--resume) or replaced (--force), never overwritten by
+ * accident. */
+static int check_checkpoint(const options *o, const char *suffix)
+{
+    char path[4200];
+    snprintf(path, sizeof path, "%s%s", o->checkpoint, suffix);
+    int rc = check_output(path);
+    if (rc != EXIT_OK || o->resume || o->force || access(path, F_OK) != 0) return rc;
+    fail_msg("the checkpoint %s exists: continue it with --resume, or start again over it with "
+             "--force",
+             path);
+    return EXIT_USAGE;
+}
+
+int check_outputs(const options *o, const char *model)
+{
+    int rc = model != NULL ? check_output(model) : EXIT_OK;
+    if (rc == EXIT_OK && o->report_dir != NULL) rc = check_output_dir("the report", o->report_dir);
+    if (rc == EXIT_OK && o->log_path != NULL) rc = check_output(o->log_path);
+    if (rc == EXIT_OK && o->checkpoint != NULL) rc = check_checkpoint(o, "");
+    if (rc == EXIT_OK && o->checkpoint != NULL && o->cmd == CMD_DISTILL)
+        rc = check_checkpoint(o, ".alone");
+    if (rc == EXIT_OK && o->checkpoint != NULL && o->cmd == CMD_DISTILL)
+        rc = check_checkpoint(o, ".teacher");
+    return rc;
 }
 
 void json_string(FILE *f, const char *s)

@@ -3,6 +3,7 @@
  * announces 2^31 values costs no more memory than its own size. */
 #include "data/idx.h"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
@@ -117,7 +118,7 @@ static kd_status check_end(gzFile gz, const char *path, const kdi_idx *idx)
 static kd_status open_idx(const char *path, gzFile *gz)
 {
     int fd = open(path, O_RDONLY);
-    if (fd < 0) return kdi_fail(KD_ERR_IO, "cannot open %s", path);
+    if (fd < 0) return kdi_fail(KD_ERR_IO, "cannot open %s: %s", path, strerror(errno));
     struct stat sb;
     if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
         close(fd);

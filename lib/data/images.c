@@ -2,6 +2,7 @@
  * and files sorted by name, PNG decoded by libpng and JPEG by libjpeg(-turbo). Both libraries
  * report errors through longjmp; their handlers here record a sentence and never print. */
 #include <dirent.h>
+#include <errno.h>
 #include <setjmp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -80,7 +81,8 @@ static int has_image_ext(const char *name)
 static kd_status list(const char *dir, int dirs, names *out)
 {
     DIR *d = opendir(dir);
-    if (d == NULL) return kdi_fail(KD_ERR_IO, "cannot open the directory %s", dir);
+    if (d == NULL)
+        return kdi_fail(KD_ERR_IO, "cannot open the directory %s: %s", dir, strerror(errno));
     kd_status st = KD_OK;
     for (struct dirent *e; st == KD_OK && (e = readdir(d)) != NULL;) {
         if (e->d_name[0] == '.') continue;
@@ -262,7 +264,7 @@ static kd_status decode_jpeg(FILE *fp, const char *path, int channels, image *im
 static kd_status decode(const char *path, int channels, image *im)
 {
     FILE *fp = fopen(path, "rb");
-    if (fp == NULL) return kdi_fail(KD_ERR_IO, "cannot open %s", path);
+    if (fp == NULL) return kdi_fail(KD_ERR_IO, "cannot open %s: %s", path, strerror(errno));
     unsigned char sig[8] = {0};
     size_t got = fread(sig, 1, sizeof sig, fp);
     rewind(fp);

@@ -3,6 +3,7 @@
  * tuple of integers. Sizes are checked against the buffer before anything is allocated. */
 #include "data/npy.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -256,7 +257,7 @@ kd_status kdi_npy_labels(const kdi_npy *a, const char *what, int32_t *out)
 kd_status kdi_read_file(const char *path, unsigned char **buf, size_t *size)
 {
     FILE *fp = fopen(path, "rb");
-    if (fp == NULL) return kdi_fail(KD_ERR_IO, "cannot open %s", path);
+    if (fp == NULL) return kdi_fail(KD_ERR_IO, "cannot open %s: %s", path, strerror(errno));
     struct stat sb;
     kd_status st = KD_OK;
     unsigned char *b = NULL;

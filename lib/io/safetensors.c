@@ -555,22 +555,22 @@ static kd_status read_exactly(FILE *fp, void *buf, size_t n, const char *path)
 static kd_status load(const char *path, unsigned char **blob, int64_t *size, int64_t *hlen)
 {
     FILE *fp = fopen(path, "rb");
-    if (fp == NULL) return kdi_fail(KD_ERR_IO, "cannot open %s", path);
+    if (fp == NULL) return kdi_fail(KD_ERR_IO, "cannot open %s: %s", path, strerror(errno));
     struct stat sb;
     kd_status st = KD_OK;
     unsigned char len[8], *b = NULL;
     if (fstat(fileno(fp), &sb) != 0 || !S_ISREG(sb.st_mode))
         st = kdi_fail(KD_ERR_IO, "%s is not a regular file", path);
     else if (sb.st_size < 8)
-        st = kdi_fail(KD_ERR_FORMAT, "%s holds %lld bytes, too few for a safetensors file", path,
+        st = kdi_fail(KD_ERR_FORMAT, "%s is not a safetensors file: %lld bytes, too few", path,
                       (long long)sb.st_size);
     if (st == KD_OK) st = read_exactly(fp, len, 8, path);
     uint64_t n = 0;
     for (int i = 7; st == KD_OK && i >= 0; i--) n = n << 8 | len[i];
     if (st == KD_OK && (n > (uint64_t)MAX_HEADER || (int64_t)n > sb.st_size - 8))
         st = kdi_fail(KD_ERR_FORMAT,
-                      "%s: header length %llu does not fit the file (%lld bytes) or the limit of "
-                      "%lld bytes",
+                      "%s is not a safetensors file: its header length %llu does not fit the file "
+                      "(%lld bytes) or the limit of %lld bytes",
                       path, (unsigned long long)n, (long long)sb.st_size, MAX_HEADER);
     int64_t limit = kdi_limit(KD_LIMIT_FILE_BYTES);
     if (st == KD_OK && ((uint64_t)sb.st_size >= SIZE_MAX || (int64_t)sb.st_size > limit))
@@ -606,6 +606,13 @@ kd_status kdi_st_read(const char *path, kdi_st_file *out)
     kd_status st = KD_OK;
     if (!utf8_valid(blob + 8, (size_t)hlen))
         st = kdi_fail(KD_ERR_FORMAT, "%s: the header is not valid UTF-8", path);
+    int64_t first = 8; /* the header's first byte past JSON whitespace must open an object */
+    while (first < 8 + hlen && (blob[first] == ' ' || blob[first] == '\t' || blob[first] == '\n' ||
+                                blob[first] == '\r'))
+        first++;
+    if (st == KD_OK && (first == 8 + hlen || blob[first] != '{'))
+        st = kdi_fail(KD_ERR_FORMAT,
+                      "%s is not a safetensors file: its header is not a JSON object", path);
     if (st == KD_OK) {
         const char *h = (const char *)blob + 8;
         json j = {h, h, h + hlen, path};

@@ -202,7 +202,7 @@ expect "--resume finishes it" 0 "distilled student" \
     "$KD" $RUN --out "$TMP/part.safetensors" --checkpoint "$TMP/ck" --resume
 check "resumed model is byte-identical to the uninterrupted one" \
     cmp -s "$TMP/full.safetensors" "$TMP/part.safetensors"
-expect "a checkpoint of other options is refused" 1 "belongs to a run with other options" \
+expect "a checkpoint of other options is refused, naming them" 2 "ck is of another run: --lr is 0.1 but was 0.05" \
     "$KD" $RUN --lr 0.1 --out "$TMP/other.safetensors" --checkpoint "$TMP/ck" --resume
 
 # ---------------------------------------------------------------- your own data (issue 13)
@@ -238,6 +238,9 @@ if command -v python3 >/dev/null 2>&1 && python3 "$HERE/make_byod.py" "$DATA" "$
         --out "$TMP/img.safetensors"
     expect "eval on an ImageFolder" 0 "^[0-9.]*$" "$KD" eval "$TMP/img.safetensors" \
         --test "$B/test_images" --channels 1 --quiet
+    expect "eval of a model whose outputs are not the data's classes" 2 \
+        "the model has 2 outputs but the data has 10 classes" "$KD" eval "$TMP/img.safetensors" \
+        --test "$TEST"
     expect "eval names an ImageFolder's classes" 0 "1  trouser" "$KD" eval \
         "$TMP/img.safetensors" --test "$B/test_images" --channels 1
     expect "an RGB ImageFolder does not fit a 784-input model" 2 "channels 1" "$KD" train \
@@ -277,7 +280,7 @@ if command -v python3 >/dev/null 2>&1 && python3 "$HERE/make_byod.py" "$DATA" "$
         grep -q "'<f4'.*(100, 10)" "$TMP/p.npy"
     expect "predict on an IDX image file" 0 "^logit0," "$KD" predict "$TMP/npy.safetensors" \
         --input "$TEST-images-idx3-ubyte.gz"
-    expect "predict on inputs of another size" 1 "takes 784 inputs" "$KD" predict \
+    expect "predict on inputs of another size" 2 "takes 784 inputs" "$KD" predict \
         "$TMP/img.safetensors" --input "$HERE/../data/csv/iris.csv" --label-column species
 else
     skip "your own data: python3 cannot write the fixtures"
@@ -305,7 +308,7 @@ expect "a logits cache of other teachers is recomputed, not reused" 0 "teacher l
 expect "kd info lists a file's tensors and metadata" 0 "kd.spec" "$KD" info "$TMP/lt.safetensors"
 expect "logits of another training set" 1 "the training set has 500 examples" "$KD" distill \
     --train "$TEST" --test "$TEST" --student 784-10 --epochs 1 --teacher-logits "$TMP/lt.npy"
-expect "logits of another number of classes" 1 "the student 5 classes" "$KD" $LRUN \
+expect "a student of another number of classes than the data" 2 "the student has 5 outputs but the data has 10 classes" "$KD" $LRUN \
     --student 784-5 --teacher-logits "$TMP/lt.npy"
 expect "a logits file without a tensor logits" 1 "no float32 tensor" "$KD" $LRUN \
     --teacher-logits "$TMP/lt.safetensors"
@@ -356,6 +359,193 @@ check "killed and resumed model is byte-identical" cmp -s "$TMP/tfull.safetensor
 check "--resume removed the killed save's temporary file" [ ! -e "$TMP/tck.tmp.Ab12Cd" ]
 check "--resume removed the killed run's sidecar temporary file" [ ! -e "$TMP/tck.run.tmp.$dead" ]
 check "a live process's temporary file stays" [ -e "$TMP/tck.run.tmp.1" ]
+
+# ---------------------------------------------------------------- the tool behaves (issue 13, section 5)
+# Every output is checked before any data is read: one line, exit 1, no epoch trained.
+QUICK="train --model 784-16-10 --epochs 1 $SETS"
+# refused CODE PATTERN ARGS...: exit CODE, the message, and no epoch trained.
+refused() {
+    name=$1 code=$2 pattern=$3
+    shift 3
+    out=$("$@" 2>&1)
+    rc=$?
+    if [ "$rc" -eq "$code" ] && printf '%s\n' "$out" | grep -q -e "$pattern" &&
+        ! printf '%s\n' "$out" | grep -q "epoch  *1/"; then
+        pass "$name"
+    else
+        fail "$name: exit $rc (want $code, nothing trained), output:"
+        printf '%s\n' "$out" | sed -n '1,15s/^/    /p'
+    fi
+}
+refused "--out a directory" 1 "cannot write $TMP: it is a directory" "$KD" $QUICK --out "$TMP"
+refused "--out in a missing directory" 1 "cannot write $TMP/none/m.safetensors: $TMP/none: No such file" \
+    "$KD" $QUICK --out "$TMP/none/m.safetensors"
+printf x >"$TMP/afile"
+refused "--report under a file" 1 "cannot write the report $TMP/afile/r: $TMP/afile is not a directory" \
+    "$KD" $QUICK --out "$TMP/o.safetensors" --report "$TMP/afile/r"
+refused "--checkpoint in a missing directory" 1 "cannot write $TMP/none/ck" \
+    "$KD" $QUICK --out "$TMP/o.safetensors" --checkpoint "$TMP/none/ck"
+refused "--log in a missing directory" 1 "cannot write $TMP/none/l.jsonl" \
+    "$KD" $QUICK --out "$TMP/o.safetensors" --log "$TMP/none/l.jsonl"
+refused "distill --out a directory" 1 "it is a directory" "$KD" distill --teacher "$T" \
+    --student 784-16-10 --epochs 1 $SETS --out "$TMP"
+if [ "$(id -u)" -ne 0 ]; then
+    mkdir -p "$TMP/ro" && chmod 555 "$TMP/ro"
+    refused "--out in an unwritable directory" 1 "$TMP/ro: Permission denied" \
+        "$KD" $QUICK --out "$TMP/ro/m.safetensors"
+else
+    skip "--out in an unwritable directory (root writes anywhere)"
+fi
+
+# A diverging run stops at once, exit 3, nothing saved; a collapse keeps the last good checkpoint.
+expect "an exploding loss stops the run, exit 3" 3 "model run diverged in epoch 1: the loss exploded" \
+    "$KD" $QUICK --lr 1000 --out "$TMP/boom.safetensors"
+check "a diverged run saves no model" [ ! -e "$TMP/boom.safetensors" ]
+out=$("$KD" train --model 784-32-10 $SETS --epochs 6 --warmup-epochs 6 --lr 10 --schedule constant \
+    --out "$TMP/lr10.safetensors" --checkpoint "$TMP/lr10.ck" 2>&1)
+rc=$?
+bad=$(printf '%s\n' "$out" | sed -n 's/.* run \(diverged\|collapsed\) in epoch \([0-9]*\).*/\2/p')
+kept=$(grep -c '^epoch ' "$TMP/lr10.ck.run" 2>/dev/null)
+check "lr 10 stops with exit 3 and keeps the checkpoint of the epoch before (exit $rc, bad epoch $bad, kept ${kept:-0})" \
+    [ "$rc" -eq 3 ] && [ -n "$bad" ] && [ "${kept:-0}" -eq $((bad - 1)) ]
+
+# --drop-last, and batch norm never sees a lone example.
+BN="input 784 | dense 32 | bn | relu | dense 10"
+expect "a last batch of one with batch norm is left out, and said" 0 "single example, which batch norm" \
+    "$KD" train --model "$BN" --batch 1999 --epochs 1 $SETS --out "$TMP/bn.safetensors"
+out=$("$KD" train --model 784-16-10 --batch 1999 --epochs 1 $SETS --out "$TMP/nobn.safetensors" 2>&1)
+check "without batch norm the lone example is trained" [ $? -eq 0 ] && \
+    ! printf '%s\n' "$out" | grep -q "single example"
+expect "--drop-last" 0 "saved" "$KD" train --model 784-16-10 --batch 1500 --epochs 1 --drop-last \
+    $SETS --out "$TMP/dl.safetensors" --log "$TMP/dl.jsonl"
+expect "--drop-last with a batch larger than the set" 2 "leaves no batch of the 2000" \
+    "$KD" train --model 784-16-10 --batch 3000 --drop-last --epochs 1 $SETS --out "$TMP/x.safetensors"
+
+# A model that does not fit the data is exit 2 in every command.
+refused "outputs that are not the data's classes" 2 "the model has 32 outputs but the data has 10 classes" \
+    "$KD" train --model 784-32 --epochs 1 $SETS --out "$TMP/x.safetensors"
+refused "distill refuses such a student before training a teacher" 2 "the student has 32 outputs" \
+    "$KD" distill --teacher-spec 784-16-10 --student 784-32 --epochs 1 $SETS --out "$TMP/x.safetensors"
+expect "eval of a model of another input size" 2 "takes 784 inputs" "$KD" eval "$T" \
+    --test "$HERE/../data/csv/iris.csv" --label-column species
+
+# Options that do not apply are refused by name.
+expect "--temperature with --method mse" 2 "--temperature does not apply to --method mse" \
+    "$KD" distill --method mse --temperature 2
+expect "--beta with --method kd" 2 "--beta does not apply to --method kd" "$KD" distill --beta 3
+expect "--gamma with --method dkd" 2 "--gamma does not apply to --method dkd" \
+    "$KD" distill --method dkd --gamma 3
+expect "--alpha with --method dist" 2 "--alpha does not apply to --method dist" \
+    "$KD" distill --method dist --alpha 0.5
+expect "--momentum with adam" 2 "--momentum does not apply to --optimizer adam" \
+    "$KD" train --optimizer adam --momentum 0.5
+expect "--min-lr with a constant schedule" 2 "--min-lr does not apply to --schedule constant" \
+    "$KD" train --schedule constant --min-lr 0.001
+expect "--teacher-epochs with --teacher" 2 "--teacher-epochs does not apply when the teacher is given" \
+    "$KD" distill --teacher "$T" --teacher-epochs 3
+
+# One exit-code table: kd --help, every command's help and the man page say the same.
+codes=$("$KD" --help | sed -n '/^exit codes/,$p')
+check "kd --help has the exit-code table" [ "$(printf '%s\n' "$codes" | grep -c '^  [0-3]  ')" -eq 4 ]
+for c in train distill eval predict info; do
+    check "kd help $c has the same table" \
+        [ "$("$KD" help "$c" | sed -n '/^exit codes/,$p')" = "$codes" ]
+done
+MAN="$HERE/../../docs/kd.1"
+for n in 0 1 2 3; do
+    title=$(printf '%s\n' "$codes" | sed -n "s/^  $n  \([^:(]*\).*/\1/p" | sed 's/ *$//')
+    check "kd.1's EXIT STATUS says $n is '$title'" \
+        sh -c "sed -n '/^\.SH EXIT STATUS/,/^\.SH /p' '$MAN' | grep -A1 '^\.B $n\$' | grep -q '^$title'"
+done
+
+# --threads
+expect "--threads 2" 0 "saved" "$KD" $QUICK --threads 2 --out "$TMP/t2.safetensors"
+expect "--threads 0" 2 "--threads '0' is not in" "$KD" $QUICK --threads 0 --out "$TMP/x.safetensors"
+
+# --config FILE: INI, keys the long options; the command line overrides it.
+cat >"$TMP/kd.ini" <<INI
+; shared by train and distill: temperature is distill's, train ignores it
+temperature = 2
+epochs = 1
+[train]
+model = input 784 | dense 16 | relu | dense 10
+lr = 0.1
+quiet = false
+INI
+expect "--config sets the options" 0 "epoch  1/1" "$KD" train --config "$TMP/kd.ini" $SETS \
+    --out "$TMP/cfg.safetensors"
+expect "the command line overrides --config" 0 "epoch  2/2" "$KD" train --config "$TMP/kd.ini" \
+    $SETS --epochs 2 --out "$TMP/cfg.safetensors"
+printf '[train]\nfrobs = 1\n' >"$TMP/bad.ini"
+expect "--config with an unknown key" 2 "unknown key 'frobs'" "$KD" train --config "$TMP/bad.ini"
+printf 'epochs = many\n' >"$TMP/bad.ini"
+expect "--config with a bad value names the file" 2 "--epochs 'many' is not a number (in $TMP/bad.ini)" \
+    "$KD" train --config "$TMP/bad.ini"
+printf '[train]\ntemperature = 2\n' >"$TMP/bad.ini"
+expect "--config: a [train] key train does not take" 2 "kd train takes no option --temperature" \
+    "$KD" train --config "$TMP/bad.ini"
+printf 'this is not ini\n' >"$TMP/bad.ini"
+expect "--config that is not INI" 2 "line 1 is not INI" "$KD" train --config "$TMP/bad.ini"
+expect "--config that cannot be opened" 1 "cannot read --config $TMP/none.ini: No such file" \
+    "$KD" train --config "$TMP/none.ini"
+
+# Checkpoints: never overwritten by accident; --resume may extend the run.
+CK="train --model 784-16-10 $SETS --quiet --out $TMP/ck.safetensors --checkpoint $TMP/ck2"
+"$KD" $CK --epochs 2 >/dev/null 2>&1
+refused "an existing checkpoint without --resume or --force" 2 "ck2 exists: continue it with --resume" \
+    "$KD" $CK --epochs 2
+expect "--force starts again over it" 0 "saved" "$KD" $CK --epochs 2 --force
+expect "--force with --resume" 2 "--force does not apply with --resume" "$KD" $CK --force --resume
+expect "--resume with more --epochs extends the run" 0 "extending the run from 2 to 3 epochs" \
+    "$KD" train --model 784-16-10 $SETS --out "$TMP/ck.safetensors" --checkpoint "$TMP/ck2" \
+    --epochs 3 --resume
+expect "--resume names the option that differs" 2 "--batch is 64 but was 128" \
+    "$KD" $CK --epochs 3 --resume --batch 64
+
+# The progress line fits the terminal and redraws in place.
+if command -v script >/dev/null 2>&1; then
+    script -qec "stty cols 50; LC_ALL=C '$KD' train --model 784-16-10 --epochs 2 $SETS \
+        --out '$TMP/tty.safetensors'" /dev/null >"$TMP/tty.out" 2>&1
+    widest=$(sed 's/\x1b\[K//g' "$TMP/tty.out" | tr '\r' '\n' | grep "ETA" |
+        awk '{ if (length($0) > w) w = length($0) } END { print w + 0 }')
+    check "the progress bar fits a 50-column terminal (widest $widest)" \
+        [ "$widest" -gt 0 ] && [ "$widest" -lt 50 ]
+    # A terminal that does not give its width: $COLUMNS does.
+    script -qec "stty cols 0; COLUMNS=40 LC_ALL=C '$KD' train --model 784-16-10 --epochs 1 $SETS \
+        --out '$TMP/tty.safetensors'" /dev/null >"$TMP/tty40.out" 2>&1
+    widest=$(sed 's/\x1b\[K//g' "$TMP/tty40.out" | tr '\r' '\n' | grep "ETA" |
+        awk '{ if (length($0) > w) w = length($0) } END { print w + 0 }')
+    check "without a terminal width the line fits \$COLUMNS (widest $widest of 40)" \
+        [ "$widest" -gt 0 ] && [ "$widest" -lt 40 ]
+    check "the loss column has 4 significant digits" \
+        grep -q "loss [0-9]\.[0-9][0-9][0-9] " "$TMP/tty.out"
+fi
+
+# --augment: the library's shifts, crops and flips.
+expect "--augment crop=2,hflip" 0 "saved" "$KD" $QUICK --augment crop=2,hflip \
+    --out "$TMP/aug.safetensors"
+expect "distill --augment runs the teacher on each batch" 0 "distilled student" "$KD" distill \
+    --teacher "$T" --student 784-16-10 --epochs 1 $SETS --augment translate=1 \
+    --out "$TMP/daug.safetensors"
+expect "--soft-targets-cache with --augment" 2 "--soft-targets-cache does not apply with --augment" \
+    "$KD" distill --teacher "$T" --augment hflip --soft-targets-cache "$TMP/x.cache"
+expect "a bad --augment" 2 "--augment 'rotate=3' is not a list of" "$KD" train --augment rotate=3
+expect "--augment on tabular data" 2 "--augment shifts, crops and flips images" "$KD" train \
+    --model 3-8-3 --epochs 1 --train "$HERE/../data/csv/iris.csv" --test "$HERE/../data/csv/iris.csv" \
+    --label-column species --augment hflip --out "$TMP/x.safetensors"
+
+# Files: the system's reason, and what a file is not.
+expect "a missing model gives the system's reason" 1 "cannot open $TMP/none.safetensors: No such file" \
+    "$KD" eval "$TMP/none.safetensors"
+printf 'not a model at all' >"$TMP/junk.bin"
+expect "a file that is not safetensors says so" 1 "is not a safetensors file" "$KD" info "$TMP/junk.bin"
+cp "$TMP/junk.bin" "$TMP/junk.npy"
+expect "a file that is not NumPy says so" 1 "is not a .npy file" "$KD" train --model 784-10 \
+    --train "$TMP/junk.npy" --train-y "$TMP/junk.npy" --test "$TEST" --out "$TMP/x.safetensors"
+ln -s "$TMP/junk.bin" "$TMP/junk-images-idx3-ubyte"
+ln -s "$TMP/junk.bin" "$TMP/junk-labels-idx1-ubyte"
+expect "a file that is not IDX says so" 1 "is not an IDX file" "$KD" train --model 784-10 \
+    --train "$TMP/junk" --test "$TEST" --out "$TMP/x.safetensors"
 
 echo "$passed passed, $failed failed, $skipped skipped"
 [ "$failed" -eq 0 ]

@@ -78,7 +78,7 @@ done
 expect "kd distill --text trains its teacher, --compare" 0 "student alone" "$KD" distill \
     --text "$TEXT" --teacher-spec "$SMALL" --teacher-steps 5 --student "$SMALL" --steps 5 \
     --batch 4 --compare --method jsd --alpha 0.8 --temperature 2 --out "$S"
-expect "teacher context mismatch" 1 "context" "$KD" distill --text "$TEXT" --teacher "$T" \
+expect "teacher context mismatch" 2 "context" "$KD" distill --text "$TEXT" --teacher "$T" \
     --student "tokens 256 8 | embed 8 | lmhead 256" --steps 2 --out "$S"
 expect "kd generate" 0 "^Hello" "$KD" generate "$S" --prompt "Hello" --tokens 40 --seed 3
 expect "kd generate slides past the context" 0 "tokens/s" "$KD" generate "$S" --prompt "ab" \

@@ -68,4 +68,17 @@ else
     cat "$dir/log" >&2
     fail=1
 fi
+# A checkpoint of one process is not resumed by two (nor the other way), and the message says why.
+"$kd" train $sets --model 784-16-10 --epochs 2 --stop-after-epoch 1 --checkpoint "$dir/c.safetensors" \
+    --out "$dir/c.out.safetensors" -q >/dev/null 2>&1
+timeout 120 mpirun -np 2 "$kd" train $sets --model 784-16-10 --epochs 2 --resume \
+    --checkpoint "$dir/c.safetensors" --out "$dir/c.out.safetensors" -q >"$dir/log" 2>&1
+rc=$?
+if [ "$rc" -ne 0 ] && grep -q "MPI processes is 2 but was 1" "$dir/log"; then
+    echo "resume with another number of ranks: refused, named"
+else
+    echo "FAIL: resuming one process's checkpoint with 2 ranks (status $rc):" >&2
+    cat "$dir/log" >&2
+    fail=1
+fi
 exit $fail
