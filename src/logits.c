@@ -58,8 +58,8 @@ static int compute(kd_model *const *teachers, int nt, const kd_dataset *d, float
     kd_model_output_size(teachers[0], &classes);
     const float *x = kd_dataset_images(d);
     for (int t = 0; t < nt; t++) {
-        for (int64_t s = 0; s < n; s += 1000) {
-            int64_t rows = n - s < 1000 ? n - s : 1000;
+        for (int64_t s = 0; s < n; s += EVAL_BATCH) {
+            int64_t rows = n - s < EVAL_BATCH ? n - s : EVAL_BATCH;
             kd_status st =
                 kd_model_predict(teachers[t], x + s * in, rows, z + (t * n + s) * classes);
             if (st != KD_OK) return fail_kd("teacher logits", st);
