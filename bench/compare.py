@@ -9,6 +9,8 @@ peak (PEAK_PER_CORE GFLOP/s a core times the threads) and libkd / PyTorch (time:
 is faster). FLOPs count 2 a multiply-add of the conv and dense layers (x3 for a training step:
 forward, input and weight gradients; a live teacher's forward x1); the rest is not counted.
 quick: about 0.3 s a measurement (a minute or two in all); full: 3 s a measurement.
+memory: peak resident memory (the child's ru_maxrss) of `kd train` of the ResNet teacher and of
+`kd distill` of the small CNN from it on Fashion-MNIST, one epoch each (minutes: real training).
 """
 import os
 import subprocess
@@ -197,9 +199,46 @@ def flops_of(names):
     return out
 
 
+RESNET_SPEC = ("input 1x28x28 | conv 32 3 pad=1 bias=0 | bn | relu | maxpool 2 | "
+               "residual(conv 32 3 pad=1 bias=0 | bn | relu | conv 32 3 pad=1 bias=0 | bn) | relu | "
+               "residual(conv 64 3 stride=2 pad=1 bias=0 | bn | relu | conv 64 3 pad=1 bias=0 | bn)"
+               "(conv 64 1 stride=2 bias=0 | bn) | relu | gap | flatten | dense 10")
+CNN_SPEC = ("input 1x28x28 | conv 16 3 pad=1 | relu | maxpool 2 | conv 32 3 pad=1 | relu | "
+            "maxpool 2 | flatten | dense 10")
+
+
+def peak_mb(cmd):
+    """(peak resident MB, seconds) of one run of cmd."""
+    t0 = time.perf_counter()
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
+    _, status, ru = os.wait4(p.pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        sys.exit("failed: " + " ".join(cmd))
+    return ru.ru_maxrss / 1024.0, time.perf_counter() - t0
+
+
+def memory(build):
+    import tempfile
+    kd = os.path.join(build, "kd")
+    with tempfile.TemporaryDirectory() as tmp:
+        teacher = os.path.join(tmp, "resnet.safetensors")
+        runs = [("kd train, ResNet teacher, 1 epoch",
+                 [kd, "train", "--model", RESNET_SPEC, "--epochs", "1", "-q", "--out", teacher]),
+                ("kd distill, small CNN from it, 1 epoch",
+                 [kd, "distill", "--teacher", teacher, "--student", CNN_SPEC, "--epochs", "1",
+                  "-q", "--out", os.path.join(tmp, "s.safetensors"), "--cache-dir",
+                  os.path.join(tmp, "cache")])]
+        print(f"# peak resident memory on Fashion-MNIST; load {os.getloadavg()[0]:.2f}")
+        for what, cmd in runs:
+            mb, sec = peak_mb(cmd)
+            print(f"{what:<42} {mb:8.0f} MB {sec:8.1f} s", flush=True)
+
+
 def main():
     build = sys.argv[1] if len(sys.argv) > 1 else "build"
     mode = sys.argv[2] if len(sys.argv) > 2 else "quick"
+    if mode == "memory":
+        return memory(build)
     seconds = 0.3 if mode == "quick" else 3.0
     names = [w[0] for w in WORKLOADS]
     examples = {w[0]: w[2] for w in WORKLOADS}

@@ -1,6 +1,6 @@
 #!/bin/sh
 # libkd against PyTorch, side by side (bench/compare.py says what and how).
-# usage: bench/compare.sh [BUILD_DIR] [quick|full]
+# usage: bench/compare.sh [BUILD_DIR] [quick|full|memory]
 # PyTorch is Debian's python3-torch, installed for /usr/bin/python3 only.
 set -eu
 build=${1:-build}
