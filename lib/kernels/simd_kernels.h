@@ -50,7 +50,7 @@ static int cblas_takes(int ta, int tb, int64_t m, int64_t n, int64_t k, int64_t 
  *       lanes at a time, summed across lanes at the end (the dense layer's forward, a GEMV at m 1);
  *   axpy (B not transposed): C's rows i..i+MR, NV vectors of columns, += A[i, p] B[p, :] for each
  *       p (dense backward, conv's im2col product; A transposed or not, read through its strides).
- * Both fit 16 vector registers (AVX2's file) for every tile. Sums are in float, W partial sums a
+ * Every tile fits the register file (AXPY_MR below). Sums are in float, W partial sums a
  * dot, so results differ from the reference's double sums by rounding only (tests: 1e-5 of
  * sum |a b|). */
 #define GEMM_ALWAYS_INLINE inline __attribute__((always_inline))
@@ -108,13 +108,14 @@ static void gemm_dot(int64_t m, int64_t n, int64_t k, float alpha, const float *
             const float *bj = b + j * ldb;
 #define DOT_CASE(MR, NR)                                                                           \
     case (MR)*16 + (NR): dot_tile(MR, NR, k, ai, lda, bj, ldb, alpha, beta, ci + j, ldc); break;
+            /* clang-format off */
             switch (mr * 16 + nr) {
-                DOT_CASE(1, 1)
-                DOT_CASE(1, 2)
-                DOT_CASE(1, 3)
-                DOT_CASE(1, 4) DOT_CASE(1, 5) DOT_CASE(1, 6) DOT_CASE(1, 7) DOT_CASE(1, 8)
-                    DOT_CASE(2, 1) DOT_CASE(2, 2) DOT_CASE(2, 3) DOT_CASE(2, 4) default : break;
+            DOT_CASE(1, 1) DOT_CASE(1, 2) DOT_CASE(1, 3) DOT_CASE(1, 4)
+            DOT_CASE(1, 5) DOT_CASE(1, 6) DOT_CASE(1, 7) DOT_CASE(1, 8)
+            DOT_CASE(2, 1) DOT_CASE(2, 2) DOT_CASE(2, 3) DOT_CASE(2, 4)
+            default: break;
             }
+            /* clang-format on */
 #undef DOT_CASE
             j += nr;
         }
@@ -182,15 +183,15 @@ static void gemm_axpy(int ta, int64_t m, int64_t n, int64_t k, float alpha, cons
         axpy_tile(MR, NV, cols, k, ai, ars, acs, b + j, ldb, alpha, beta, ci + j, ldc);            \
         break;
 #define AXPY_ROWS(MR) AXPY_CASE(MR, 1) AXPY_CASE(MR, 2)
+            /* clang-format off */
             switch (mr * 16 + nv) {
-                AXPY_ROWS(1)
-                AXPY_ROWS(2)
-                AXPY_ROWS(3) AXPY_ROWS(4) AXPY_ROWS(5) AXPY_ROWS(6)
+            AXPY_ROWS(1) AXPY_ROWS(2) AXPY_ROWS(3) AXPY_ROWS(4) AXPY_ROWS(5) AXPY_ROWS(6)
 #if AXPY_MR > 6
-                    AXPY_ROWS(7) AXPY_ROWS(8)
+            AXPY_ROWS(7) AXPY_ROWS(8)
 #endif
-                        default : break;
+            default: break;
             }
+            /* clang-format on */
 #undef AXPY_ROWS
 #undef AXPY_CASE
             i += mr;
