@@ -1,5 +1,5 @@
 /* bench_compare: the libkd side of bench/compare.sh, one workload a run, timed after a warm-up.
- *   bench_compare WORKLOAD SECONDS THREADS
+ *   bench_compare WORKLOAD SECONDS THREADS      (without arguments: every workload, 0.3 s, 1 thread)
  * WORKLOAD: resnet | cnn (a training step of bench_conv's networks, batch 128, cross-entropy
  * through Hinton's loss at alpha 0, SGD with momentum 0.9), mlp_live | mlp_cached (the
  * 784-1200-1200-10 -> 784-800-800-10 distillation step at batch 128, teacher run or its logits
@@ -76,15 +76,8 @@ static void run(work *w)
         check(kd_model_predict(w->m, w->x, 1, w->logits), "predict");
 }
 
-int main(int argc, char **argv)
+static int measure(const char *name, double seconds, int threads)
 {
-    if (argc < 4) {
-        fprintf(stderr, "usage: bench_compare WORKLOAD SECONDS THREADS\n");
-        return 2;
-    }
-    const char *name = argv[1];
-    double seconds = atof(argv[2]);
-    int threads = atoi(argv[3]);
     openblas_set_num_threads(threads);
 #ifdef KD_HAVE_SET_THREADS
     check(kd_set_threads(threads), "threads");
@@ -144,5 +137,16 @@ int main(int argc, char **argv)
     if (w.loss) kd_loss_destroy(w.loss);
     if (w.teacher) kd_model_destroy(w.teacher);
     kd_model_destroy(w.m);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc >= 4) return measure(argv[1], atof(argv[2]), atoi(argv[3]));
+    /* no arguments (bench/run.sh): every workload briefly, one thread */
+    static const char *const all[] = {"resnet", "cnn",     "mlp_live", "mlp_cached",
+                                      "eval",   "lat_mlp", "lat_cnn"};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        if (measure(all[i], 0.3, 1) != 0) return 2;
     return 0;
 }
