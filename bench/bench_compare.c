@@ -118,11 +118,14 @@ static int measure(const char *name, double seconds, int threads)
         }
     }
     for (int i = 0; i < 3; i++) run(&w);
-    /* calls for about `seconds`, in rounds; the best round's mean */
+    /* calls for about `seconds`, in rounds of about 2 ms (or one call): the best round's mean,
+     * so that a short call is timed between two preemptions on a loaded machine */
     double t0 = now();
     run(&w);
     double one = now() - t0;
-    int per_round = (int)(seconds / 5.0 / (one + 1e-9)) + 1, rounds = 5;
+    int per_round = (int)(0.002 / (one + 1e-9)) + 1;
+    int rounds = (int)(seconds / (one * per_round + 1e-9));
+    rounds = rounds < 5 ? 5 : rounds > 10000 ? 10000 : rounds;
     double best = 1e30;
     for (int r = 0; r < rounds; r++) {
         t0 = now();

@@ -164,14 +164,17 @@ def torch_setup(name):
 
 
 def best_time(fn, seconds):
+    """The best mean of rounds of about 2 ms (or one call), for about `seconds`: a short call is
+    timed between two preemptions on a loaded machine (as bench_compare.c does)."""
     for _ in range(3):
         fn()
     t0 = time.perf_counter()
     fn()
     one = time.perf_counter() - t0
-    per_round = int(seconds / 5 / (one + 1e-9)) + 1
+    per_round = int(0.002 / (one + 1e-9)) + 1
+    rounds = min(10000, max(5, int(seconds / (one * per_round + 1e-9))))
     best = float("inf")
-    for _ in range(5):
+    for _ in range(rounds):
         t0 = time.perf_counter()
         for _ in range(per_round):
             fn()
