@@ -941,6 +941,18 @@ KD_API kd_status kd_trainer_set_allreduce(kd_trainer *t, kd_allreduce_fn fn, voi
  * On failure the values may be partly replaced; call it again or rebuild. */
 KD_API kd_status kd_trainer_broadcast(kd_trainer *t);
 
+/* ---------------------------------------------------------------- memory of datasets (gemm, issue 11) */
+
+/* kd_dataset_split without the copy of the rest: moves the examples kd_dataset_split(d, fraction,
+ * seed, ...) would hold out into a new dataset *held_out, and d keeps the others in its order --
+ * the same two parts, so a validation split of a training set costs the held-out part's memory,
+ * not the whole set's again. fraction in (0, 1), neither part empty (KD_ERR_ARGUMENT); on any
+ * failure d is unchanged and *held_out untouched. Pointers from kd_dataset_images and
+ * kd_dataset_labels of d stay valid (d's buffers are compacted in place) and its size shrinks.
+ * The caller destroys *held_out. */
+KD_API kd_status kd_dataset_hold_out(kd_dataset *d, float fraction, uint64_t seed,
+                                     kd_dataset **held_out);
+
 #ifdef __cplusplus
 }
 #endif

@@ -596,11 +596,9 @@ static int pipeline(state *s)
     int rc = load_data(o, 1, 1, &s->d);
     if (rc != EXIT_OK) return rc;
     if (o->val_fraction > 0) { /* every choice on validation; the test set only reported */
-        kd_dataset *rest, *val;
-        kd_status st = kd_dataset_split(s->d.train, o->val_fraction, o->seed, &rest, &val);
+        kd_dataset *val;       /* the rest stays in place: no second copy of the training set */
+        kd_status st = kd_dataset_hold_out(s->d.train, o->val_fraction, o->seed, &val);
         if (st != KD_OK) return fail_kd("--val", st);
-        kd_dataset_destroy(s->d.train);
-        s->d.train = rest;
         s->d.val = val;
         s->p.eval_name = "val";
     }

@@ -117,7 +117,7 @@ static int measure(const options *o, kd_model *m, const kd_dataset *test, eval_r
         return EXIT_RUNTIME;
     }
     kd_status st = kd_model_evaluate(m, kd_dataset_images(test), kd_dataset_labels(test), r->n,
-                                     1000, &r->correct, r->confusion);
+                                     EVAL_BATCH, &r->correct, r->confusion);
     if (st != KD_OK) return fail_kd("evaluation", st);
     if (o->quiet) return EXIT_OK;
     int rc = measure_latency(m, test, 1.0, &r->latency_us);

@@ -63,8 +63,8 @@ static int compute(kd_model *const *teachers, int nt, const kd_dataset *d, float
     par_slice(n, &lo, &hi);
     if (par_world() > 1) memset(z, 0, sizeof(float) * (size_t)(nt * n * classes));
     for (int t = 0; t < nt; t++) {
-        for (int64_t s = lo; s < hi; s += 1000) {
-            int64_t rows = hi - s < 1000 ? hi - s : 1000;
+        for (int64_t s = lo; s < hi; s += EVAL_BATCH) {
+            int64_t rows = hi - s < EVAL_BATCH ? hi - s : EVAL_BATCH;
             kd_status st =
                 kd_model_predict(teachers[t], x + s * in, rows, z + (t * n + s) * classes);
             if (st != KD_OK) return fail_kd("teacher logits", st);

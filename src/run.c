@@ -411,8 +411,8 @@ int test_accuracy(kd_model *m, const kd_dataset *test, double *accuracy)
 {
     int64_t n, correct;
     kd_dataset_size(test, &n);
-    kd_status st = kd_model_evaluate(m, kd_dataset_images(test), kd_dataset_labels(test), n, 1000,
-                                     &correct, NULL);
+    kd_status st = kd_model_evaluate(m, kd_dataset_images(test), kd_dataset_labels(test), n,
+                                     EVAL_BATCH, &correct, NULL);
     if (st != KD_OK) return fail_kd("evaluation", st);
     *accuracy = 100.0 * (double)correct / (double)n;
     return EXIT_OK;

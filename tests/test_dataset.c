@@ -126,6 +126,35 @@ START_TEST(split_partitions)
 }
 END_TEST
 
+/* kd_dataset_hold_out: the same two parts as kd_dataset_split, d shrunk in place (its pointers
+ * unchanged), and a refused fraction leaves d as it was. */
+START_TEST(hold_out_matches_split)
+{
+    kd_dataset *d, *a, *b, *held = NULL;
+    ck_assert_int_eq(kd_dataset_load_idx(TRAIN_IMAGES, TRAIN_LABELS, &d), KD_OK);
+    ck_assert_int_eq(kd_dataset_split(d, 0.1f, 7, &a, &b), KD_OK);
+    const float *images = kd_dataset_images(d);
+    ck_assert_int_eq(kd_dataset_hold_out(d, 0.0f, 7, &held), KD_ERR_ARGUMENT);
+    ck_assert_int_eq(kd_dataset_hold_out(d, 0.9999f, 7, &held), KD_ERR_ARGUMENT);
+    ck_assert_int_eq(kd_dataset_hold_out(NULL, 0.1f, 7, &held), KD_ERR_ARGUMENT);
+    ck_assert(held == NULL);
+    int64_t n;
+    kd_dataset_size(d, &n);
+    ck_assert_int_eq(n, 2000);
+    ck_assert_int_eq(kd_dataset_hold_out(d, 0.1f, 7, &held), KD_OK);
+    kd_dataset_size(d, &n);
+    ck_assert_int_eq(n, 1800);
+    ck_assert(kd_dataset_images(d) == images);
+    ck_assert(memcmp(kd_dataset_images(d), kd_dataset_images(a), sizeof(float) * 1800 * 784) == 0);
+    ck_assert(memcmp(kd_dataset_labels(d), kd_dataset_labels(a), sizeof(int32_t) * 1800) == 0);
+    ck_assert(memcmp(kd_dataset_images(held), kd_dataset_images(b), sizeof(float) * 200 * 784) ==
+              0);
+    ck_assert(memcmp(kd_dataset_labels(held), kd_dataset_labels(b), sizeof(int32_t) * 200) == 0);
+    kd_dataset *all[] = {d, a, b, held};
+    for (int i = 0; i < 4; i++) kd_dataset_destroy(all[i]);
+}
+END_TEST
+
 START_TEST(loads_test_split)
 {
     kd_dataset *d;
@@ -492,6 +521,7 @@ int main(void)
     tcase_add_test(t, batch_larger_than_set);
     tcase_add_test(t, null_arguments);
     tcase_add_test(t, split_partitions);
+    tcase_add_test(t, hold_out_matches_split);
     suite_add_tcase(s, t);
     return kdt_run(s);
 }

@@ -201,6 +201,7 @@ _STATUS = {
     "kd_dataset_split": (_P, ctypes.c_float, ctypes.c_uint64, ctypes.POINTER(_P),
                          ctypes.POINTER(_P)),
     "kd_dataset_shape": (_P, _PI64, _PI64, _PI64),
+    "kd_dataset_hold_out": (_P, ctypes.c_float, ctypes.c_uint64, ctypes.POINTER(_P)),
     "kd_batcher_create": (_P, _I64, ctypes.c_uint64, ctypes.POINTER(_P)),
     "kd_batcher_next": (_P, _F, _I32, _PI64),
     "kd_batcher_indices": (_P, ctypes.POINTER(_PI64), _PI64),
@@ -1194,6 +1195,15 @@ class Dataset(_Handle):
         _Handle.__init__(rest, a.value)
         _Handle.__init__(held, b.value)
         return rest, held
+
+    def hold_out(self, fraction, seed):
+        """Moves the examples split(fraction, seed) holds out into a new dataset and returns it;
+        this one keeps the rest (no copy of it)."""
+        b = _P()
+        lib().kd_dataset_hold_out(self._h, fraction, seed, ctypes.byref(b))
+        held = Dataset.__new__(Dataset)
+        _Handle.__init__(held, b.value)
+        return held
 
     @classmethod
     def _from(cls, handle):

@@ -229,12 +229,11 @@ static kd_status pick(const kd_dataset *d, const unsigned char *take, int want, 
     return KD_OK;
 }
 
-kd_status kd_dataset_split(const kd_dataset *d, float fraction, uint64_t seed, kd_dataset **rest,
-                           kd_dataset **held_out)
+/* take[i] = 1 for the examples a split holds out: the first `held` of a seeded Fisher-Yates
+ * shuffle. Checks fraction; *take is the caller's to free. */
+static kd_status choose_held(const kd_dataset *d, float fraction, uint64_t seed,
+                             unsigned char **take, int64_t *held_out)
 {
-    KDI_CHECK_NULL(d);
-    KDI_CHECK_NULL(rest);
-    KDI_CHECK_NULL(held_out);
     if (!(fraction > 0.0f && fraction < 1.0f))
         return kdi_fail(KD_ERR_ARGUMENT, "fraction %g must be in (0, 1)", (double)fraction);
     int64_t held = (int64_t)llround((double)fraction * (double)d->n);
@@ -242,25 +241,39 @@ kd_status kd_dataset_split(const kd_dataset *d, float fraction, uint64_t seed, k
         return kdi_fail(KD_ERR_ARGUMENT, "a fraction %g of %lld examples leaves one part empty",
                         (double)fraction, (long long)d->n);
     int64_t *perm = kdi_malloc(sizeof(int64_t) * (size_t)d->n);
-    unsigned char *take = kdi_calloc((size_t)d->n, 1);
-    if (perm == NULL || take == NULL) {
+    unsigned char *t = kdi_calloc((size_t)d->n, 1);
+    if (perm == NULL || t == NULL) {
         kdi_free(perm);
-        kdi_free(take);
+        kdi_free(t);
         return kdi_fail(KD_ERR_NOMEM, "cannot split a dataset of %lld images", (long long)d->n);
     }
-    kdi_rng r; /* the first `held` of a seeded Fisher-Yates shuffle */
+    kdi_rng r;
     kdi_rng_seed(&r, seed);
     for (int64_t i = 0; i < d->n; i++) perm[i] = i;
     for (int64_t i = 0; i < held; i++) {
-        int64_t j = i + (int64_t)kdi_rng_below(&r, (uint64_t)(d->n - i)), t = perm[i];
+        int64_t j = i + (int64_t)kdi_rng_below(&r, (uint64_t)(d->n - i)), x = perm[i];
         perm[i] = perm[j];
-        perm[j] = t;
-        take[perm[i]] = 1;
+        perm[j] = x;
+        t[perm[i]] = 1;
     }
+    kdi_free(perm);
+    *take = t;
+    *held_out = held;
+    return KD_OK;
+}
+
+kd_status kd_dataset_split(const kd_dataset *d, float fraction, uint64_t seed, kd_dataset **rest,
+                           kd_dataset **held_out)
+{
+    KDI_CHECK_NULL(d);
+    KDI_CHECK_NULL(rest);
+    KDI_CHECK_NULL(held_out);
+    unsigned char *take;
+    int64_t held;
+    KDI_TRY(choose_held(d, fraction, seed, &take, &held));
     kd_dataset *a = NULL, *b = NULL;
     kd_status st = pick(d, take, 0, d->n - held, &a);
     if (st == KD_OK) st = pick(d, take, 1, held, &b);
-    kdi_free(perm);
     kdi_free(take);
     if (st != KD_OK) {
         kd_dataset_destroy(a);
@@ -269,6 +282,31 @@ kd_status kd_dataset_split(const kd_dataset *d, float fraction, uint64_t seed, k
     *rest = a;
     *held_out = b;
     return KD_OK;
+}
+
+kd_status kd_dataset_hold_out(kd_dataset *d, float fraction, uint64_t seed, kd_dataset **held_out)
+{
+    KDI_CHECK_NULL(d);
+    KDI_CHECK_NULL(held_out);
+    unsigned char *take;
+    int64_t held, size = d->c * d->h * d->w, k = 0;
+    KDI_TRY(choose_held(d, fraction, seed, &take, &held));
+    kd_dataset *b = NULL;
+    kd_status st = pick(d, take, 1, held, &b);
+    if (st == KD_OK) { /* nothing fails past here: d's rest moves down in place, in order */
+        for (int64_t i = 0; i < d->n; i++) {
+            if (take[i]) continue;
+            if (k != i) {
+                memmove(d->images + k * size, d->images + i * size, sizeof(float) * (size_t)size);
+                if (d->labels != NULL) d->labels[k] = d->labels[i];
+            }
+            k++;
+        }
+        d->n = k;
+        *held_out = b;
+    }
+    kdi_free(take);
+    return st;
 }
 
 kd_status kd_batcher_create(const kd_dataset *d, int64_t batch, uint64_t seed, kd_batcher **out)

@@ -25,6 +25,10 @@
 
 #define W VEC_W
 
+/* gemm's choice of gemm_small over cblas_sgemm (see gemm_is_small). */
+#define KDI_GEMM_SMALL_ROWS 2
+#define KDI_GEMM_SMALL_MNK 2097152.0
+
 /* ---------------------------------------------------------------- GEMM */
 
 /* cblas_sgemm takes int sizes and reports bad arguments by printing (xerbla); what it would not
@@ -37,10 +41,203 @@ static int cblas_takes(int ta, int tb, int64_t m, int64_t n, int64_t k, int64_t 
            ldb <= INT_MAX && ldc <= INT_MAX && lda >= need_a && ldb >= need_b && ldc >= n;
 }
 
+/* ---------------------------------------------------------------- small GEMM
+
+ * Register-blocked GEMM for the shapes where a cblas_sgemm call costs more than its arithmetic
+ * (batch-1 inference, small layers): no packing, no threads, C's tile held in registers. Two tile
+ * forms, each an always-inlined body specialised by the switch below for every tile size:
+ *   dot (B transposed, A not): C[i, j] = A's row i . B's row j, MR x NR dot products along k, W
+ *       lanes at a time, summed across lanes at the end (the dense layer's forward, a GEMV at m 1);
+ *   axpy (B not transposed): C's rows i..i+MR, NV vectors of columns, += A[i, p] B[p, :] for each
+ *       p (dense backward, conv's im2col product; A transposed or not, read through its strides).
+ * Every tile fits the register file (AXPY_MR below). Sums are in float, W partial sums a
+ * dot, so results differ from the reference's double sums by rounding only (tests: 1e-5 of
+ * sum |a b|). */
+#define GEMM_ALWAYS_INLINE inline __attribute__((always_inline))
+
+static float gemm_put(float alpha, float s, float beta, const float *c)
+{
+    return alpha * s + (beta == 0.0f ? 0.0f : beta * *c);
+}
+
+static GEMM_ALWAYS_INLINE void dot_tile(int mr, int nr, int64_t k, const float *a, int64_t lda,
+                                        const float *b, int64_t ldb, float alpha, float beta,
+                                        float *c, int64_t ldc)
+{
+    vf acc[2][8];
+#pragma GCC unroll 8
+    for (int i = 0; i < mr; i++)
+#pragma GCC unroll 8
+        for (int j = 0; j < nr; j++) acc[i][j] = vf_zero();
+    int64_t p = 0;
+    /* full vectors, then one masked step (the same body, its loads cut at k) */
+#define DOT_STEP(LOAD)                                                                             \
+    do {                                                                                           \
+        vf av[2];                                                                                  \
+        _Pragma("GCC unroll 8") for (int i = 0; i < mr; i++) av[i] = LOAD(a + i * lda + p);        \
+        _Pragma("GCC unroll 8") for (int j = 0; j < nr; j++)                                       \
+        {                                                                                          \
+            vf bv = LOAD(b + j * ldb + p);                                                         \
+            _Pragma("GCC unroll 8") for (int i = 0; i < mr; i++) acc[i][j] =                       \
+                vf_fmadd(av[i], bv, acc[i][j]);                                                    \
+        }                                                                                          \
+    } while (0)
+#define DOT_LOAD_TAIL(q) vf_load_n((q), k - p)
+    for (; p + W <= k; p += W) DOT_STEP(vf_load);
+    if (p < k) DOT_STEP(DOT_LOAD_TAIL);
+#undef DOT_LOAD_TAIL
+#undef DOT_STEP
+#pragma GCC unroll 8
+    for (int i = 0; i < mr; i++)
+#pragma GCC unroll 8
+        for (int j = 0; j < nr; j++)
+            c[i * ldc + j] = gemm_put(alpha, vf_hsum(acc[i][j]), beta, c + i * ldc + j);
+}
+
+/* C = alpha A B^T + beta C, A [m, k], B [n, k]: tiles of 1 x 8 (a GEMV streams 8 rows of B past
+ * one row of A) or 2 x 4, and their edges. */
+static void gemm_dot(int64_t m, int64_t n, int64_t k, float alpha, const float *a, int64_t lda,
+                     const float *b, int64_t ldb, float beta, float *c, int64_t ldc)
+{
+    for (int64_t i = 0; i < m;) {
+        int mr = m - i >= 2 ? 2 : 1, full = mr == 1 ? 8 : 4;
+        const float *ai = a + i * lda;
+        float *ci = c + i * ldc;
+        for (int64_t j = 0; j < n;) {
+            int nr = n - j >= full ? full : (int)(n - j);
+            const float *bj = b + j * ldb;
+#define DOT_CASE(MR, NR)                                                                           \
+    case (MR)*16 + (NR): dot_tile(MR, NR, k, ai, lda, bj, ldb, alpha, beta, ci + j, ldc); break;
+            /* clang-format off */
+            switch (mr * 16 + nr) {
+            DOT_CASE(1, 1) DOT_CASE(1, 2) DOT_CASE(1, 3) DOT_CASE(1, 4)
+            DOT_CASE(1, 5) DOT_CASE(1, 6) DOT_CASE(1, 7) DOT_CASE(1, 8)
+            DOT_CASE(2, 1) DOT_CASE(2, 2) DOT_CASE(2, 3) DOT_CASE(2, 4)
+            default: break;
+            }
+            /* clang-format on */
+#undef DOT_CASE
+            j += nr;
+        }
+        i += mr;
+    }
+}
+
+/* Rows of an axpy tile: MR x 2 accumulators, 2 vectors of B and a broadcast fit the register file
+ * (16 vectors in AVX2, 32 in AVX-512). */
+#if VEC_W == 16
+#define AXPY_MR 8
+#else
+#define AXPY_MR 6
+#endif
+
+/* A[i, p] at a[i * ars + p * acs]: (lda, 1) untransposed, (1, lda) transposed. */
+static GEMM_ALWAYS_INLINE void axpy_tile(int mr, int nv, int64_t cols, int64_t k, const float *a,
+                                         int64_t ars, int64_t acs, const float *b, int64_t ldb,
+                                         float alpha, float beta, float *c, int64_t ldc)
+{
+    vf acc[AXPY_MR][2];
+#pragma GCC unroll 8
+    for (int i = 0; i < mr; i++)
+#pragma GCC unroll 2
+        for (int v = 0; v < nv; v++) acc[i][v] = vf_zero();
+    for (int64_t p = 0; p < k; p++) {
+        vf bv[2];
+#pragma GCC unroll 2
+        for (int v = 0; v < nv; v++) bv[v] = vf_load_n(b + p * ldb + v * W, cols - v * W);
+#pragma GCC unroll 8
+        for (int i = 0; i < mr; i++) {
+            vf ai = vf_set1(a[i * ars + p * acs]);
+#pragma GCC unroll 2
+            for (int v = 0; v < nv; v++) acc[i][v] = vf_fmadd(ai, bv[v], acc[i][v]);
+        }
+    }
+    vf va = vf_set1(alpha), vb = vf_set1(beta);
+#pragma GCC unroll 8
+    for (int i = 0; i < mr; i++)
+#pragma GCC unroll 2
+        for (int v = 0; v < nv; v++) {
+            float *cp = c + i * ldc + v * W;
+            int64_t left = cols - v * W;
+            vf out = vf_mul(va, acc[i][v]);
+            if (beta != 0.0f) out = vf_fmadd(vb, vf_load_n(cp, left), out);
+            vf_store_n(cp, left, out);
+        }
+}
+
+/* C = alpha op(A) B + beta C: tiles of AXPY_MR rows x 2 vectors and their edges, a strip of
+ * 2 W columns at a time, so that the strip of B (k x 2 W) stays in L1 across every row of C. */
+static void gemm_axpy(int ta, int64_t m, int64_t n, int64_t k, float alpha, const float *a,
+                      int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc)
+{
+    int64_t ars = ta ? 1 : lda, acs = ta ? lda : 1;
+    for (int64_t j = 0; j < n;) {
+        int64_t cols = n - j < 2 * W ? n - j : 2 * W;
+        int nv = cols > W ? 2 : 1;
+        for (int64_t i = 0; i < m;) {
+            int mr = m - i >= AXPY_MR ? AXPY_MR : (int)(m - i);
+            const float *ai = a + i * ars;
+            float *ci = c + i * ldc;
+#define AXPY_CASE(MR, NV)                                                                          \
+    case (MR)*16 + (NV):                                                                           \
+        axpy_tile(MR, NV, cols, k, ai, ars, acs, b + j, ldb, alpha, beta, ci + j, ldc);            \
+        break;
+#define AXPY_ROWS(MR) AXPY_CASE(MR, 1) AXPY_CASE(MR, 2)
+            /* clang-format off */
+            switch (mr * 16 + nv) {
+            AXPY_ROWS(1) AXPY_ROWS(2) AXPY_ROWS(3) AXPY_ROWS(4) AXPY_ROWS(5) AXPY_ROWS(6)
+#if AXPY_MR > 6
+            AXPY_ROWS(7) AXPY_ROWS(8)
+#endif
+            default: break;
+            }
+            /* clang-format on */
+#undef AXPY_ROWS
+#undef AXPY_CASE
+            i += mr;
+        }
+        j += cols;
+    }
+}
+
+/* Every form; both operands transposed (no caller) and the empty sum go to the reference. */
+static void gemm_small(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha, const float *a,
+                       int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc)
+{
+    if (m <= 0 || n <= 0) return;
+    if (k <= 0 || (ta && tb)) {
+        kdi_kernels_ref.gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+        return;
+    }
+    if (tb)
+        gemm_dot(m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    else
+        gemm_axpy(ta, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+/* Whether gemm_small beats cblas_sgemm on this shape, measured by bench/bench_gemm_small.c on
+ * Zen 5 under OpenBLAS's Haswell and Cooperlake (AVX-512) cores, one thread. The axpy form is 2x
+ * the Haswell core and on par with the AVX-512 one up to about 2^21 multiply-adds (conv layers of
+ * bench_conv at batch 1, dense layers' backward at small batches) unless k is short and C large
+ * (an outer product, bound by C's traffic, where OpenBLAS is ahead); the dot form only wins as a
+ * GEMV (1 or 2 rows of C: 12x the Haswell core, on par with AVX-512's), as it rereads B for
+ * every pair of rows. */
+static int gemm_is_small(int ta, int tb, int64_t m, int64_t n, int64_t k)
+{
+    if (ta && tb) return 0;
+    if (tb) return m <= KDI_GEMM_SMALL_ROWS;
+    double mn = (double)m * (double)n;
+    return mn * (double)k <= KDI_GEMM_SMALL_MNK && (k >= 16 || mn <= 16384.0);
+}
+
 static void gemm(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha, const float *a,
                  int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc)
 {
     if (m <= 0 || n <= 0) return;
+    if (k > 0 && gemm_is_small(ta, tb, m, n, k)) {
+        gemm_small(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+        return;
+    }
     if (!cblas_takes(ta, tb, m, n, k, lda, ldb, ldc)) {
         kdi_kernels_ref.gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
         return;

@@ -107,6 +107,7 @@ static inline vf vf_keep(vmask m, vf a) { return _mm512_maskz_mov_ps(m, a); }
 /* v in the first `left` lanes, 0 past them. */
 static inline vf vf_keep_n(vf v, int64_t left) { return vf_keep(vmask_first(left), v); }
 static inline float vf_hmax(vf v) { return _mm512_reduce_max_ps(v); }
+static inline float vf_hsum(vf v) { return _mm512_reduce_add_ps(v); }
 
 /* The low and the high half of v, widened to double. */
 static inline vd vd_lo(vf v) { return _mm512_cvtps_pd(_mm512_castps512_ps256(v)); }
@@ -182,6 +183,12 @@ static inline float vf_hmax(vf v)
     __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     m = _mm_max_ps(m, _mm_movehl_ps(m, m));
     return _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)));
+}
+static inline float vf_hsum(vf v)
+{
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
 }
 
 /* The low and the high half of v, widened to double. */

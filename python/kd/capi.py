@@ -169,6 +169,7 @@ _STATUS = {
     "kd_dataset_class_count": (_P, ctypes.POINTER(ctypes.c_int32)),
     "kd_dataset_class_name": (_P, ctypes.c_int32, ctypes.POINTER(_S)),
     "kd_dataset_size": (_P, _PI64),
+    "kd_dataset_hold_out": (_P, ctypes.c_float, ctypes.c_uint64, ctypes.POINTER(_P)),
     "kd_dataset_split": (_P, ctypes.c_float, ctypes.c_uint64, ctypes.POINTER(_P),
                          ctypes.POINTER(_P)),
     "kd_dataset_shape": (_P, _PI64, _PI64, _PI64),

@@ -83,6 +83,14 @@ class Dataset(Handle):
         lib().kd_dataset_split(self._h, fraction, seed, ctypes.byref(a), ctypes.byref(b))
         return Dataset._wrap(a.value), Dataset._wrap(b.value)
 
+    def hold_out(self, fraction, seed):
+        """Moves the examples split(fraction, seed) would hold out into a new dataset and returns
+        it; this one keeps the rest, compacted in place (no second copy). Views taken of images
+        or labels before the call still cover the old size: take them again."""
+        b = _P()
+        lib().kd_dataset_hold_out(self._h, fraction, seed, ctypes.byref(b))
+        return Dataset._wrap(b.value)
+
     def channel_stats(self):
         """(mean, std) per channel over the whole set, float32 [c] each, for
         Model.set_normalization."""

@@ -561,6 +561,10 @@ class Classes(unittest.TestCase):
         self.assertEqual((len(f), f.shape, f.classes), (6, (3, 3, 4), ["cat", "dog"]))
         rest, held = kd.Dataset.load_idx(TEST_IMAGES, TEST_LABELS).split(0.2, 1)
         self.assertEqual((len(rest), len(held)), (400, 100))
+        whole = kd.Dataset.load_idx(TEST_IMAGES, TEST_LABELS)
+        moved = whole.hold_out(0.2, 1)  # the same parts, the rest compacted in place
+        np.testing.assert_array_equal(moved.labels, held.labels)
+        np.testing.assert_array_equal(whole.images, rest.images)
         self.assertIsNone(kd.Dataset(TEST_IMAGES).labels)
         with tempfile.TemporaryDirectory() as tmp:
             for a in (np.arange(12, dtype=np.float32).reshape(3, 4), np.arange(3, dtype=np.int32),
