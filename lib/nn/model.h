@@ -59,6 +59,9 @@ kd_status kdi_model_backward(kd_model *m, const float *grad_logits);
 const float *kdi_model_feature(const kd_model *m, int32_t layer);
 kd_status kdi_model_feature_backward(kd_model *m, int32_t layer, const float *grad);
 void kdi_model_zero_grad(kd_model *m);
+/* The k-th attention layer, depth first as kd_model_attention counts; NULL when k is out of range.
+ * Read and feed it through nn/layers/attention.h. */
+kdi_layer *kdi_model_attention_layer(const kd_model *m, int32_t k);
 
 /* Checks that file f (read from path) holds every parameter of m with its dtype and shape, finite;
  * with exact, nothing else. Changes nothing. */
