@@ -1,41 +1,62 @@
 /* lm_distill: a byte-level transformer language model distilled into one about a tenth of its
  * size, through the public API: kd_text_* for the corpus, token models ("tokens 256 T | ... |
  * lmhead 256"), kd_trainer_step on batch * T token rows, token-level losses, DistilBERT's cosine
- * loss on hidden states (a feature term with a per-token regressor), kd_model_generate.
+ * loss on hidden states (a feature term with a per-token regressor), MiniLM's attention KL (an
+ * attention term, kd_trainer_add_attention_loss), kd_model_generate.
  *
  *   lm_distill [FILE] [--steps N] [--teacher-steps N] [--batch B] [--eval-bytes N]
  *              [--width D] [--layers L] [--heads H] [--context T] [--teacher FILE] [--seed S]
+ *              [--seeds N]
  *
  * FILE defaults to the fortunes (apt-get install fortunes), concatenated:
  *   find /usr/share/games/fortunes -type f ! -name '*.dat' | sort | xargs cat > fortunes.txt
  * The teacher is a GPT-2 style pre-norm transformer (default 4 blocks, width 128, 4 heads,
  * context 64 bytes: about 0.85 M parameters); the student has width 48 and 2 blocks of 2 heads
- * (about 0.08 M). Each student starts from the same initialisation and sees the same batches:
+ * (about 0.08 M). For each of --seeds seeds (3), every student starts from the same
+ * initialisation and sees the same batches:
  *   student alone (cross-entropy on the next bytes),
  *   distilled with forward KL, reverse KL and JSD (alpha 0.5 on the teacher term, T 1),
  *   forward KL plus the cosine between its block outputs (projected by "dense D" per token)
- *   and the teacher's (weight 1, as DistilBERT's alpha_cos).
+ *   and the teacher's (weight 1, as DistilBERT's alpha_cos),
+ *   forward KL plus MiniLM's attention KL (weight 1) between each student attention layer and
+ *   the teacher's at the same depth fraction (the last against the last), heads averaged.
  * The table gives held-out bits per byte (the last tenth of the text, the first --eval-bytes of
- * it), parameters, file size, training tokens/s (teacher forward included) and batch-1
- * generation tokens/s, then a short sample of each (temperature 0.8, top-p 0.9, seed 1).
- * The teacher's attention maps are not distilled: the trainer's feature terms read layer
- * outputs, and kd_model_attention_backward would need a step outside kd_trainer_step.
+ * it) as mean +- sample standard deviation over the seeds, parameters, file size, training
+ * tokens/s (teacher forward included) and batch-1 generation tokens/s, then a short sample of each
+ * (temperature 0.8, top-p 0.9, seed 1). The teacher is trained once (--seed).
  *
- * One run (seed 1, OPENBLAS_NUM_THREADS=1, on 2 cores shared with other jobs, so the speeds are
- * rough), `lm_distill fortunes.txt --teacher-steps 3000 --steps 1500` (batch 16 x 64 bytes), in
- * about 14 minutes; held-out bits per byte on the first 64 KiB of the last tenth:
+ * Runtime (one core, OPENBLAS_NUM_THREADS=1, quiet machine; from the speeds of the 2-seed runs
+ * below): the defaults (1200 teacher steps, 600 student steps, 3 seeds) about 12 minutes;
+ * `--teacher-steps 3000 --steps 1500` about 30 minutes.
+ *
+ * A reduced run with every student (OPENBLAS_NUM_THREADS=1, on 2 cores under a load of about 20,
+ * so the speeds mean nothing), `lm_distill fortunes.txt --teacher-steps 400 --steps 200
+ * --eval-bytes 16384`, 3 seeds; held-out bits per byte, mean +- std:
+ *   teacher (400 steps, under-trained)          3.592
+ *   student alone                               4.011 +- 0.008
+ *   forward KL                                  3.951 +- 0.015
+ *   reverse KL                                  4.005 +- 0.017
+ *   JSD (beta 0.5)                              3.993 +- 0.010
+ *   forward KL + hidden cosine                  3.915 +- 0.021
+ *   forward KL + attention KL                   3.920 +- 0.014
+ * Every loss beats the student alone on every seed; the feature terms (hidden cosine, attention
+ * KL) add about 0.03-0.04 bits per byte to forward KL, more than the seeds' spread; reverse KL and
+ * JSD gain little at this short budget (mode-seeking losses pull towards a weak teacher's peaks).
+ *
+ * Earlier runs (2 seeds, before the attention term), `lm_distill fortunes.txt --teacher-steps 3000
+ * --steps 1500` (batch 16 x 64 bytes), held-out bits per byte on the first 64 KiB of the last
+ * tenth, seed 1 / seed 2:
  *   teacher (867,072 parameters, 3.5 MB)        2.557   train 6,808 tok/s, generate 2,736 tok/s
- *   student alone (84,288, 340 KB)              3.155   train 63,764 tok/s, generate 23,784 tok/s
- *   forward KL                                  3.030
- *   reverse KL                                  3.011
- *   JSD (beta 0.5)                              3.115
- *   forward KL + hidden-state cosine            2.923
+ *   student alone (84,288, 340 KB)              3.155 / 3.113  train 63,764 tok/s, gen 23,784
+ *   forward KL                                  3.030 / 2.984
+ *   reverse KL                                  3.011 / 3.015
+ *   JSD (beta 0.5)                              3.115 / 3.065
+ *   forward KL + hidden-state cosine            2.923 / 2.994
  * (distilled students train at 15,000-21,000 tok/s: the teacher's forward is in each step). The
- * students again with seed 2 and that teacher (--teacher lm_teacher.safetensors --seed 2): 3.113
- * alone, 2.984 forward KL, 3.015 reverse KL, 3.065 JSD, 2.994 with the cosine. The defaults (1200
- * and 600 steps, about 6 minutes) gave 2.969; 3.563 alone, 3.458, 3.455, 3.520, 3.334. So every
- * loss helps this student, by 0.04 to 0.23 bits per byte (a fifth to a third of its gap to the
- * teacher); which one helps most changes with the seed. Samples are fortune-shaped, not English.
+ * defaults (1200 and 600 steps) gave 2.969; 3.563 alone, 3.458, 3.455, 3.520, 3.334 (seed 1). So
+ * every loss helps this student, by 0.04 to 0.23 bits per byte (a fifth to a third of its gap to
+ * the teacher); which one helps most changes with the seed. Samples are fortune-shaped, not
+ * English.
  */
 #include <math.h>
 #include <stdio.h>
@@ -59,7 +80,7 @@
 
 typedef struct config {
     const char *path, *teacher_file;
-    int64_t steps, teacher_steps, batch, eval_bytes, context, width, layers, heads;
+    int64_t steps, teacher_steps, batch, eval_bytes, context, width, layers, heads, seeds;
     uint64_t seed;
 } config;
 
@@ -123,17 +144,18 @@ typedef struct run {
     kd_loss_kind kind; /* the logit loss */
     float alpha;       /* 0: cross-entropy alone */
     int hidden;        /* add the hidden-state cosine terms */
+    int attention;     /* add MiniLM's attention KL terms */
 } run;
 
 /* Trains m for steps (teacher NULL: alone); returns training tokens per second. */
 static double train(kd_model *m, kd_model *teacher, const run *r, const kd_text *text,
-                    const config *c, int64_t steps, float lr)
+                    const config *c, int64_t steps, float lr, uint64_t seed)
 {
     int64_t T = c->context, B = c->batch;
     kd_loss *loss;
     kd_optimizer *opt;
     kd_trainer *tr;
-    kd_feature_loss *cos = NULL;
+    kd_feature_loss *cos = NULL, *akl = NULL;
     CHECK(kd_loss_create(r->kind, &loss));
     CHECK(kd_loss_set_float(loss, KD_LOSS_ALPHA, r->alpha));
     CHECK(kd_loss_set_float(loss, KD_LOSS_TEMPERATURE, 1.0f));
@@ -162,11 +184,22 @@ static double train(kd_model *m, kd_model *teacher, const run *r, const kd_text 
             CHECK(kd_trainer_add_feature_loss(tr, cos, (int32_t)(2 + 2 * k - 1), 0, nl, reg, 1.0f));
         }
     }
+    if (r->attention) {
+        /* MiniLM's attention KL: student attention layer k against the teacher's at the same depth
+         * fraction (the last against the last), each side's heads averaged (2 heads against 4). */
+        int32_t sa, ta;
+        CHECK(kd_model_attention_count(m, &sa));
+        CHECK(kd_model_attention_count(teacher, &ta));
+        CHECK(kd_feature_loss_create(KD_FEATURE_ATTENTION_KL, &akl));
+        for (int32_t k = 0; k < sa; k++)
+            CHECK(kd_trainer_add_attention_loss(tr, akl, k, 0, (k + 1) * ta / sa - 1,
+                                                KD_ATTENTION_HEADS_MEAN, 1.0f));
+    }
     int32_t *ids = malloc(sizeof *ids * (size_t)(B * T)), *y = malloc(sizeof *y * (size_t)(B * T));
     float *x = malloc(sizeof *x * (size_t)(B * T)), v = 0.0f;
     double start = now(), avg = 0.0;
     for (int64_t s = 0; s < steps; s++) {
-        CHECK(kd_text_batch(text, KD_TEXT_TRAIN, B, T, c->seed * 7919u + (uint64_t)s, ids, y));
+        CHECK(kd_text_batch(text, KD_TEXT_TRAIN, B, T, seed * 7919u + (uint64_t)s, ids, y));
         for (int64_t i = 0; i < B * T; i++) x[i] = (float)ids[i];
         CHECK(kd_trainer_step(tr, x, y, NULL, B, &v));
         avg += v;
@@ -182,6 +215,7 @@ static double train(kd_model *m, kd_model *teacher, const run *r, const kd_text 
     free(x);
     kd_trainer_destroy(tr);
     kd_feature_loss_destroy(cos);
+    kd_feature_loss_destroy(akl);
     kd_optimizer_destroy(opt);
     kd_loss_destroy(loss);
     return tps;
@@ -222,21 +256,39 @@ static double sample(kd_model *m, const config *c, char *out, size_t size)
     return tps;
 }
 
-static void report(const char *name, kd_model *m, const kd_text *text, const config *c,
-                   double train_tps, const char *path)
+/* What one trained model measured; the sample is kept for the first seed. */
+typedef struct result {
+    double bpb, train_tps, gen_tps;
+    int64_t params, file;
+    char sample[1024];
+} result;
+
+static void measure(kd_model *m, const kd_text *text, const config *c, double train_tps,
+                    const char *path, result *out)
 {
-    int64_t params;
     float bpb;
-    char text_sample[1024];
     double ce = validation_ce(m, text, c->eval_bytes);
     CHECK(kd_bits_per_byte((float)ce, 1, 1, &bpb));
-    CHECK(kd_model_param_count(m, &params));
+    CHECK(kd_model_param_count(m, &out->params));
     CHECK(kd_model_save(m, path));
-    double gen_tps = sample(m, c, text_sample, sizeof text_sample);
-    printf("%-28s %7.4f %10lld %10lld %10.0f %9.0f\n", name, (double)bpb, (long long)params,
-           (long long)file_bytes(path), train_tps, gen_tps);
-    printf("    %s\n", text_sample);
-    fflush(stdout);
+    out->file = file_bytes(path);
+    out->bpb = bpb;
+    out->train_tps = train_tps;
+    out->gen_tps = sample(m, c, out->sample, sizeof out->sample);
+}
+
+static void print_row(const char *name, const result *r, int n)
+{
+    double mean = 0.0, var = 0.0, tps = 0.0, gen = 0.0;
+    for (int i = 0; i < n; i++) {
+        mean += r[i].bpb / n;
+        tps += r[i].train_tps / n;
+        gen += r[i].gen_tps / n;
+    }
+    for (int i = 0; i < n; i++) var += (r[i].bpb - mean) * (r[i].bpb - mean);
+    double sd = n > 1 ? sqrt(var / (n - 1)) : 0.0; /* sample standard deviation over the seeds */
+    printf("%-30s %7.4f +- %6.4f %9lld %9lld %10.0f %9.0f\n", name, mean, sd,
+           (long long)r[0].params, (long long)r[0].file, tps, gen);
 }
 
 static void usage(const char *argv0)
@@ -244,14 +296,14 @@ static void usage(const char *argv0)
     fprintf(stderr,
             "usage: %s [FILE] [--steps N] [--teacher-steps N] [--batch B] [--eval-bytes N]\n"
             "       [--width D] [--layers L] [--heads H] [--context T] [--teacher FILE] "
-            "[--seed S]\n",
+            "[--seed S] [--seeds N]\n",
             argv0);
     exit(2);
 }
 
 int main(int argc, char **argv)
 {
-    config c = {"fortunes.txt", NULL, 600, 1200, 16, 65536, 64, 128, 4, 4, 1};
+    config c = {"fortunes.txt", NULL, 600, 1200, 16, 65536, 64, 128, 4, 4, 3, 1};
     for (int i = 1; i < argc; i++) {
         int64_t *num = NULL;
         if (strcmp(argv[i], "--steps") == 0)
@@ -270,6 +322,8 @@ int main(int argc, char **argv)
             num = &c.layers;
         else if (strcmp(argv[i], "--heads") == 0)
             num = &c.heads;
+        else if (strcmp(argv[i], "--seeds") == 0)
+            num = &c.seeds;
         else if (strcmp(argv[i], "--seed") == 0 && i + 1 < argc)
             c.seed = strtoull(argv[++i], 0, 10);
         else if (strcmp(argv[i], "--teacher") == 0 && i + 1 < argc)
@@ -300,10 +354,9 @@ int main(int argc, char **argv)
     else
         printf("teacher: %lld blocks, width %lld, %lld heads, %lld steps", (long long)c.layers,
                (long long)c.width, (long long)c.heads, (long long)c.teacher_steps);
-    printf("; students: 2 blocks, width 48, 2 heads, %lld steps; AdamW, cosine, clip 1\n",
-           (long long)c.steps);
-    printf("%-28s %7s %10s %10s %10s %9s\n", "model", "bits/B", "params", "file B", "train tok/s",
-           "gen tok/s");
+    printf("; students: 2 blocks, width 48, 2 heads, %lld steps, %lld seeds; AdamW, cosine, "
+           "clip 1\n",
+           (long long)c.steps, (long long)c.seeds);
 
     kd_model *teacher;
     double tps = 0.0;
@@ -311,25 +364,51 @@ int main(int argc, char **argv)
         CHECK(kd_model_load(c.teacher_file, &teacher));
     } else {
         CHECK(kd_model_create(tspec, c.seed, &teacher));
-        run r = {"teacher", KD_LOSS_HINTON, 0.0f, 0};
-        tps = train(teacher, NULL, &r, text, &c, c.teacher_steps, 1e-3f);
+        run r = {"teacher", KD_LOSS_HINTON, 0.0f, 0, 0};
+        tps = train(teacher, NULL, &r, text, &c, c.teacher_steps, 1e-3f, c.seed);
     }
-    report("teacher", teacher, text, &c, tps, "lm_teacher.safetensors");
+    result tres;
+    measure(teacher, text, &c, tps, "lm_teacher.safetensors", &tres);
 
-    const run runs[] = {{"student alone", KD_LOSS_HINTON, 0.0f, 0},
-                        {"forward KL", KD_LOSS_HINTON, 0.5f, 0},
-                        {"reverse KL", KD_LOSS_REVERSE_KL, 0.5f, 0},
-                        {"JSD (beta 0.5)", KD_LOSS_JSD, 0.5f, 0},
-                        {"forward KL + hidden cosine", KD_LOSS_HINTON, 0.5f, 1}};
-    for (size_t i = 0; i < sizeof runs / sizeof *runs; i++) {
-        kd_model *s;
-        char path[64];
-        CHECK(kd_model_create(sspec, c.seed + 1, &s));
-        tps = train(s, runs[i].alpha > 0.0f ? teacher : NULL, &runs[i], text, &c, c.steps, 3e-3f);
-        snprintf(path, sizeof path, "lm_student%zu.safetensors", i);
-        report(runs[i].name, s, text, &c, tps, path);
-        kd_model_destroy(s);
+    enum { RUNS = 6 };
+    const run runs[RUNS] = {{"student alone", KD_LOSS_HINTON, 0.0f, 0, 0},
+                            {"forward KL", KD_LOSS_HINTON, 0.5f, 0, 0},
+                            {"reverse KL", KD_LOSS_REVERSE_KL, 0.5f, 0, 0},
+                            {"JSD (beta 0.5)", KD_LOSS_JSD, 0.5f, 0, 0},
+                            {"forward KL + hidden cosine", KD_LOSS_HINTON, 0.5f, 1, 0},
+                            {"forward KL + attention KL", KD_LOSS_HINTON, 0.5f, 0, 1}};
+    result *res = calloc((size_t)(RUNS * c.seeds), sizeof *res);
+    /* Seed k: every student starts from the same initialisation (c.seed + 1 + k) and sees the same
+     * batches; only the loss differs within a seed. */
+    for (int64_t k = 0; k < c.seeds; k++) {
+        uint64_t seed = c.seed + (uint64_t)k;
+        for (int i = 0; i < RUNS; i++) {
+            kd_model *s;
+            char path[64];
+            result *r = &res[i * c.seeds + k];
+            CHECK(kd_model_create(sspec, seed + 1, &s));
+            tps = train(s, runs[i].alpha > 0.0f ? teacher : NULL, &runs[i], text, &c, c.steps,
+                        3e-3f, seed);
+            snprintf(path, sizeof path, "lm_student%d.safetensors", i);
+            measure(s, text, &c, tps, path, r);
+            printf("  seed %llu  %-28s %7.4f bits/B\n", (unsigned long long)seed, runs[i].name,
+                   r->bpb);
+            fflush(stdout);
+            kd_model_destroy(s);
+        }
     }
+
+    printf("\nheld-out bits per byte, mean +- std over %lld seeds (the teacher: one run)\n",
+           (long long)c.seeds);
+    printf("%-30s %17s %9s %9s %10s %9s\n", "model", "bits/B", "params", "file B", "train tok/s",
+           "gen tok/s");
+    print_row("teacher", &tres, 1);
+    for (int i = 0; i < RUNS; i++) print_row(runs[i].name, &res[i * c.seeds], (int)c.seeds);
+    printf("\nsamples (temperature 0.8, top-p 0.9, seed 1; students of seed %llu):\n",
+           (unsigned long long)c.seed);
+    printf("%-30s %s\n", "teacher", tres.sample);
+    for (int i = 0; i < RUNS; i++) printf("%-30s %s\n", runs[i].name, res[i * c.seeds].sample);
+    free(res);
     kd_model_destroy(teacher);
     kd_text_destroy(text);
     return 0;

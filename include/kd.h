@@ -603,8 +603,8 @@ typedef enum kd_feature_loss_kind {
      * probabilities [batch, H, T, T] (kd_model_attention; pass c = H, h = w = T), the mean over
      * batch, heads and query positions of KL(teacher row || student row) =
      * sum_j a_t log(a_t / max(a_s, 1e-12)); entries where the teacher is 0 add nothing. Equal
-     * shapes. Its gradient goes back through kd_model_attention_backward (the trainer's feature
-     * terms read layer outputs, not attention). Values must lie in [0, 1] (KD_ERR_ARGUMENT). */
+     * shapes. Its gradient goes back through kd_model_attention_backward; in a trainer, through
+     * kd_trainer_add_attention_loss. Values must lie in [0, 1] (KD_ERR_ARGUMENT). */
     KD_FEATURE_ATTENTION_KL = 10
 } kd_feature_loss_kind;
 
@@ -675,6 +675,39 @@ KD_API kd_status kd_trainer_get_int(const kd_trainer *t, kd_trainer_option key, 
  * (KD_ERR_UNSUPPORTED otherwise): the correction Hinton et al. (2015, section 3) made for a class
  * left out of the transfer set, with delta chosen on held-out data. */
 KD_API kd_status kd_model_adjust_output_bias(kd_model *m, int32_t cls, float delta);
+
+/* ---------------------------------------------------------------- attention maps in the trainer */
+
+/* How an attention term pairs the student's heads with the teacher's. */
+typedef enum kd_attention_heads {
+    /* Head h of the student against head h of the teacher (MiniLM, Wang et al. 2020, eq. 7;
+     * TinyBERT, Jiao et al. 2020, eq. 7): equal head counts (KD_ERR_SHAPE). The loss sees
+     * [batch, H, T, T]. */
+    KD_ATTENTION_HEADS_MATCHED = 0,
+    /* Each side's mean over its heads, (1/H) sum_h P_h, a distribution per query row again: any
+     * head counts. The loss sees [batch, 1, T, T]; each student head receives 1/H_s of the
+     * gradient on the mean. */
+    KD_ATTENTION_HEADS_MEAN = 1
+} kd_attention_heads;
+
+/* Attention-map term in the trainer: adds weight * loss(A_s, A_t) to every step's loss, where A_s
+ * are the probabilities [batch, H_s, T, T] of the student's attention layer student_attention and
+ * A_t the teacher's attention layer teacher_attention (teacher as in kd_trainer_add_feature_loss;
+ * attention layers counted as kd_model_attention_count does), paired by heads
+ * (kd_attention_heads). The gradient goes back through the student's softmax, projections and
+ * the layers below (as kd_model_attention_backward). With KD_FEATURE_ATTENTION_KL this is MiniLM's
+ * self-attention distribution transfer, KL(teacher row || student row) averaged over batch,
+ * heads and query positions; KD_FEATURE_HINT gives the mean squared error between the maps
+ * (TinyBERT, eq. 7, here on the probabilities). Both attention layers must see the same T
+ * (KD_ERR_SHAPE); the loss must accept [H, T, T] maps (KD_ERR_SHAPE otherwise). The term is
+ * numbered with the feature terms (kd_trainer_feature_value, k in the order added), has no
+ * regressor, and runs the named teacher each step as feature terms do. Errors: KD_ERR_ARGUMENT
+ * for an attention index out of range, a teacher not added, an unknown heads value or a weight
+ * that is not finite and > 0. */
+KD_API kd_status kd_trainer_add_attention_loss(kd_trainer *t, kd_feature_loss *loss,
+                                               int32_t student_attention, int32_t teacher,
+                                               int32_t teacher_attention, kd_attention_heads heads,
+                                               float weight);
 
 /* ---------------------------------------------------------------- files of named tensors */
 

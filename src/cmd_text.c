@@ -51,6 +51,9 @@ static const text_def table[] = {
     {"--tokens", INT, AT(tokens), GENERATE, 1, 1e9},
     {"--top-k", INT, AT(top_k), GENERATE, 0, 1 << 24},
     {"--top-p", FLOAT, AT(top_p), GENERATE, 1e-9, 1},
+    {"--attention-kl", FLOAT, AT(attention_kl), DISTILL, 0, 1e6},
+    {"--attention-layers", STRING, AT(attention_layers), DISTILL, 0, 0},
+    {"--attention-heads", STRING, AT(attention_heads), DISTILL, 0, 0},
 };
 
 static const struct {
@@ -366,7 +369,84 @@ typedef struct lm_run {
     float alpha, temperature;
     int64_t steps;
     uint64_t seed;
+    int attention; /* add the attention KL term of --attention-kl */
 } lm_run;
+
+/* The attention term of --attention-kl: the student's and the teacher's attention layers (-1 in
+ * "S:T" the last, MiniLM's choice) and the heads' pairing. */
+typedef struct attention_plan {
+    int32_t student, teacher;
+    kd_attention_heads heads;
+} attention_plan;
+
+static int parse_attention(const text_options *o, const kd_model *student, const kd_model *teacher,
+                           attention_plan *p)
+{
+    const char *layers = o->attention_layers ? o->attention_layers : "-1:-1";
+    const char *heads = o->attention_heads ? o->attention_heads : "mean";
+    int32_t ns = 0, nt = 0;
+    long s, t;
+    char *end, *end2 = NULL;
+    kd_model_attention_count(student, &ns);
+    kd_model_attention_count(teacher, &nt);
+    s = strtol(layers, &end, 10);
+    t = *end == ':' ? strtol(end + 1, &end2, 10) : 0;
+    if (end == layers || *end != ':' || end2 == end + 1 || *end2 != '\0') {
+        fail_msg("--attention-layers '%s' is not S:T (student and teacher attention layers, -1 the "
+                 "last)",
+                 layers);
+        return EXIT_USAGE;
+    }
+    if (strcmp(heads, "mean") != 0 && strcmp(heads, "matched") != 0) {
+        fail_msg("--attention-heads '%s' is not mean or matched", heads);
+        return EXIT_USAGE;
+    }
+    p->student = (int32_t)(s < 0 ? ns + s : s);
+    p->teacher = (int32_t)(t < 0 ? nt + t : t);
+    p->heads = strcmp(heads, "mean") == 0 ? KD_ATTENTION_HEADS_MEAN : KD_ATTENTION_HEADS_MATCHED;
+    if (s < -ns || s >= ns || t < -nt || t >= nt) {
+        fail_msg("--attention-layers %s: the student has %d attention layers, the teacher %d",
+                 layers, (int)ns, (int)nt);
+        return EXIT_USAGE;
+    }
+    return EXIT_OK;
+}
+
+static kd_status add_attention(const text_options *o, kd_trainer *tr, const kd_model *student,
+                               const kd_model *teacher, kd_feature_loss **kl)
+{
+    attention_plan p;
+    if (parse_attention(o, student, teacher, &p) != EXIT_OK) return KD_ERR_ARGUMENT;
+    kd_status st = kd_feature_loss_create(KD_FEATURE_ATTENTION_KL, kl);
+    if (st == KD_OK)
+        st = kd_trainer_add_attention_loss(tr, *kl, p.student, 0, p.teacher, p.heads,
+                                           o->attention_kl);
+    return st;
+}
+
+/* Whether the attention term can be built for these models, before any training: the library's
+ * own checks on a throwaway trainer. */
+static int check_attention(const text_options *o, kd_model *student, kd_model *teacher)
+{
+    if (o->attention_kl <= 0.0f) return EXIT_OK;
+    attention_plan p;
+    int rc = parse_attention(o, student, teacher, &p);
+    if (rc != EXIT_OK) return rc;
+    kd_loss *loss = NULL;
+    kd_optimizer *opt = NULL;
+    kd_trainer *tr = NULL;
+    kd_feature_loss *kl = NULL;
+    kd_status st = kd_loss_create(KD_LOSS_HINTON, &loss);
+    if (st == KD_OK) st = kd_optimizer_create(KD_OPTIMIZER_ADAMW, student, &opt);
+    if (st == KD_OK) st = kd_trainer_create(student, loss, opt, &tr);
+    if (st == KD_OK) st = kd_trainer_add_teacher(tr, teacher, 1.0f);
+    if (st == KD_OK) st = add_attention(o, tr, student, teacher, &kl);
+    kd_trainer_destroy(tr);
+    kd_feature_loss_destroy(kl);
+    kd_optimizer_destroy(opt);
+    kd_loss_destroy(loss);
+    return st == KD_OK ? EXIT_OK : fail_kd("--attention-kl cannot pair these attention layers", st);
+}
 
 static kd_status make_parts(const text_options *o, const lm_run *r, kd_loss **loss,
                             kd_optimizer **opt)
@@ -399,6 +479,7 @@ static int train_lm(const text_options *o, const kd_text *text, const lm_run *r,
     kd_loss *loss = NULL;
     kd_optimizer *opt = NULL;
     kd_trainer *tr = NULL;
+    kd_feature_loss *kl = NULL;
     int32_t *ids = malloc(sizeof *ids * (size_t)(o->batch * T));
     int32_t *y = malloc(sizeof *y * (size_t)(o->batch * T));
     float *x = malloc(sizeof *x * (size_t)(o->batch * T));
@@ -408,6 +489,10 @@ static int train_lm(const text_options *o, const kd_text *text, const lm_run *r,
     if (st == KD_OK && r->teacher != NULL) {
         st = kd_trainer_add_teacher(tr, r->teacher, 1.0f);
         what = "the teacher cannot teach this student";
+    }
+    if (st == KD_OK && r->teacher != NULL && r->attention) {
+        st = add_attention(o, tr, r->model, r->teacher, &kl);
+        what = "cannot add the attention term";
     }
     double start = now_seconds(), sum = 0.0;
     int64_t count = 0;
@@ -422,7 +507,13 @@ static int train_lm(const text_options *o, const kd_text *text, const lm_run *r,
         count++;
         if (st != KD_OK || ((s + 1) % o->log_every != 0 && s + 1 != r->steps)) continue;
         double t = now_seconds() - start;
-        if (!o->quiet)
+        float akl = 0.0f;
+        if (kl != NULL) kd_trainer_feature_value(tr, 0, &akl);
+        if (!o->quiet && kl != NULL)
+            printf("%s: step %lld/%lld  loss %.4g  attention KL %.4g  %.0f s\n", r->name,
+                   (long long)(s + 1), (long long)r->steps, sum / (double)count,
+                   (double)(akl / o->attention_kl), t);
+        else if (!o->quiet)
             printf("%s: step %lld/%lld  loss %.4g  %.0f s\n", r->name, (long long)(s + 1),
                    (long long)r->steps, sum / (double)count, t);
         if (log != NULL)
@@ -441,6 +532,7 @@ static int train_lm(const text_options *o, const kd_text *text, const lm_run *r,
     else if (st == KD_ERR_NUMERIC && strcmp(what, "a training step failed") == 0)
         rc = EXIT_COLLAPSE;
     kd_trainer_destroy(tr);
+    kd_feature_loss_destroy(kl);
     kd_optimizer_destroy(opt);
     kd_loss_destroy(loss);
     free(ids);
@@ -470,7 +562,7 @@ static int text_train(const text_options *o, const kd_text *text, FILE *log)
     kd_model *m;
     int rc = spec_model("model", spec, o->seed, &m);
     if (rc != EXIT_OK) return rc;
-    lm_run r = {"model", m, NULL, KD_LOSS_HINTON, 0.0f, 1.0f, o->steps, o->seed};
+    lm_run r = {"model", m, NULL, KD_LOSS_HINTON, 0.0f, 1.0f, o->steps, o->seed, 0};
     double seconds = 0.0;
     int64_t T = 0;
     kd_model_tokens(m, NULL, &T);
@@ -512,13 +604,14 @@ static int text_distill(const text_options *o, const kd_text *text, FILE *log)
     if (rc == EXIT_OK) {
         kd_model_tokens(student, NULL, &T);
         kd_model_tokens(teacher, NULL, &TT);
+        rc = check_attention(o, student, teacher);
     }
     lm_result res[3];
     int n = 0;
     double secs = 0.0;
     if (rc == EXIT_OK && o->teacher_file == NULL) {
-        lm_run r = {"teacher", teacher,          NULL,   KD_LOSS_HINTON, 0.0f,
-                    1.0f,      o->teacher_steps, o->seed};
+        lm_run r = {"teacher",        teacher, NULL, KD_LOSS_HINTON, 0.0f, 1.0f,
+                    o->teacher_steps, o->seed, 0};
         rc = train_lm(o, text, &r, log, &secs);
     }
     if (rc == EXIT_OK)
@@ -527,22 +620,24 @@ static int text_distill(const text_options *o, const kd_text *text, FILE *log)
     if (rc == EXIT_OK && o->compare && (rc = kd_model_clone(student, &alone)) != KD_OK)
         rc = fail_kd("cannot copy the student", (kd_status)rc);
     if (rc == EXIT_OK && alone != NULL) {
-        lm_run r = {"student alone", alone,      NULL, KD_LOSS_HINTON, 0.0f, 1.0f,
-                    o->steps,        o->seed + 2};
+        lm_run r = {"student alone", alone,       NULL, KD_LOSS_HINTON, 0.0f, 1.0f,
+                    o->steps,        o->seed + 2, 0};
         rc = train_lm(o, text, &r, log, &secs);
         if (rc == EXIT_OK)
             rc = measure(alone, text, o->eval_bytes, "student alone", NULL, secs,
                          o->steps * o->batch * T, &res[n++]);
     }
     if (rc == EXIT_OK) {
-        lm_run r = {"distilled", student,        teacher,  o->method,
-                    o->alpha,    o->temperature, o->steps, o->seed + 2};
+        lm_run r = {"distilled", student,     teacher,
+                    o->method,   o->alpha,    o->temperature,
+                    o->steps,    o->seed + 2, o->attention_kl > 0.0f};
         rc = train_lm(o, text, &r, log, &secs);
     }
     if (rc == EXIT_OK) rc = save(student, o->out);
     if (rc == EXIT_OK) {
         char name[48];
-        snprintf(name, sizeof name, "distilled (%s)", method_name(o->method));
+        snprintf(name, sizeof name, "distilled (%s%s)", method_name(o->method),
+                 o->attention_kl > 0.0f ? " + attention KL" : "");
         rc = measure(student, text, o->eval_bytes, name, o->out, secs, o->steps * o->batch * T,
                      &res[n++]);
     }

@@ -62,7 +62,19 @@ static const char distill_text[] =
                                                                  "of both distributions (1)\n"
                                                                  "  --compare           also train "
                                                                  "the student alone, for "
-                                                                 "comparison\n";
+                                                                 "comparison\n"
+                                                                 "  --attention-kl W    adds W x "
+                                                                 "MiniLM's attention KL between a "
+                                                                 "student attention layer's\n"
+                                                                 "                      "
+                                                                 "probabilities and the teacher's "
+                                                                 "(0: none)\n"
+                                                                 "  --attention-layers S:T  which "
+                                                                 "attention layers, counted from 0 "
+                                                                 "(-1: the last; -1:-1)\n"
+                                                                 "  --attention-heads H mean (each "
+                                                                 "side's mean over heads, default) "
+                                                                 "or matched (equal heads)\n";
 
 static const char eval_text[] =
     "usage: kd eval MODEL.safetensors --text FILE [--validation F] [--batch B] [--json]\n"

@@ -24,6 +24,10 @@ typedef struct text_options {
     float lr, temperature, alpha, top_p, validation;
     int32_t top_k;
     int method; /* a kd_loss_kind */
+    /* distill: MiniLM's attention KL as a trainer term (weight 0: none), the attention layers
+     * "S:T" (-1 the last) and the heads' pairing "mean" or "matched" */
+    float attention_kl;
+    const char *attention_layers, *attention_heads;
     int temperature_set, alpha_set, quiet, json, compare;
     uint64_t seed;
 } text_options;

@@ -280,6 +280,160 @@ START_TEST(attention_distillation)
 }
 END_TEST
 
+/* Attention terms in the trainer (kd_trainer_add_attention_loss): the step's value is the
+ * weighted KL of the maps (heads matched, or each side's mean), its gradient reaches the student's
+ * parameters (a step of SGD with rate 1 moves them by minus the gradient), and steps lower it. */
+typedef struct aterm_ctx {
+    kd_model *student;
+    kd_feature_loss *kl;
+    const int32_t *ids;
+    const float *teacher; /* [2, c, 5, 5] */
+    int64_t c;            /* 2 matched, 1 mean */
+    float weight;
+} aterm_ctx;
+
+static double aterm_objective(void *p)
+{
+    aterm_ctx *c = p;
+    const float *probs;
+    float logits[2 * 5 * 9], mean[2 * 25], loss;
+    ck_assert_int_eq(kd_model_forward_tokens(c->student, c->ids, 2, logits), KD_OK);
+    ck_assert_int_eq(kd_model_attention(c->student, 0, &probs, NULL, NULL, NULL), KD_OK);
+    if (c->c == 1) {
+        for (int b = 0; b < 2; b++)
+            for (int i = 0; i < 25; i++)
+                mean[b * 25 + i] = 0.5f * (probs[b * 50 + i] + probs[b * 50 + 25 + i]);
+        probs = mean;
+    }
+    ck_assert_int_eq(
+        kd_feature_loss_forward(c->kl, probs, c->c, 5, 5, c->teacher, c->c, 5, 5, 2, &loss), KD_OK);
+    return (double)c->weight * loss;
+}
+
+static kd_trainer *aterm_trainer(kd_model *student, kd_model *teacher, kd_loss **loss,
+                                 kd_optimizer **opt, kd_optimizer_kind kind, float lr)
+{
+    kd_trainer *t;
+    ck_assert_int_eq(kd_loss_create(KD_LOSS_HINTON, loss), KD_OK);
+    ck_assert_int_eq(kd_optimizer_create(kind, student, opt), KD_OK);
+    ck_assert_int_eq(kd_optimizer_set_float(*opt, KD_OPT_LEARNING_RATE, lr), KD_OK);
+    ck_assert_int_eq(kd_trainer_create(student, *loss, *opt, &t), KD_OK);
+    ck_assert_int_eq(kd_trainer_add_teacher(t, teacher, 1.0f), KD_OK);
+    return t;
+}
+
+START_TEST(trainer_attention_term)
+{
+    const char *tspec = "tokens 9 5 | embed 12 | posembed | residual(layernorm | attention 4 "
+                        "causal) | residual(layernorm | attention 2 causal) | lmhead 9 tied";
+    const char *sspec = "tokens 9 5 | embed 6 | posembed | residual(layernorm | attention 2 "
+                        "causal) | lmhead 9";
+    int32_t ids[10] = {1, 4, 4, 8, 0, 2, 7, 3, 3, 5}, labels[10] = {4, 4, 8, 0, 2, 7, 3, 3, 5, 1};
+    float x[10], logits[2 * 5 * 9], tmaps[2 * 2 * 25];
+    for (int i = 0; i < 10; i++) x[i] = (float)ids[i];
+    kd_model *teacher;
+    ck_assert_int_eq(kd_model_create(tspec, 1, &teacher), KD_OK);
+    ck_assert_int_eq(kd_model_predict_tokens(teacher, ids, 2, logits), KD_OK);
+    const float *tp;
+    ck_assert_int_eq(kd_model_attention(teacher, 1, &tp, NULL, NULL, NULL), KD_OK);
+    kd_feature_loss *kl;
+    ck_assert_int_eq(kd_feature_loss_create(KD_FEATURE_ATTENTION_KL, &kl), KD_OK);
+    for (int mode = 0; mode < 2; mode++) {
+        int64_t c = mode == KD_ATTENTION_HEADS_MEAN ? 1 : 2;
+        if (c == 1)
+            for (int b = 0; b < 2; b++)
+                for (int i = 0; i < 25; i++)
+                    tmaps[b * 25 + i] = 0.5f * (tp[b * 50 + i] + tp[b * 50 + 25 + i]);
+        else
+            memcpy(tmaps, tp, sizeof tmaps);
+        kd_model *student;
+        kd_loss *loss;
+        kd_optimizer *opt;
+        ck_assert_int_eq(kd_model_create(sspec, 2, &student), KD_OK);
+        kd_trainer *t = aterm_trainer(student, teacher, &loss, &opt, KD_OPTIMIZER_SGD, 1.0f);
+        ck_assert_int_eq(
+            kd_trainer_add_attention_loss(t, kl, 0, 0, 1, (kd_attention_heads)mode, 2.0f), KD_OK);
+        ck_assert_int_eq(kd_trainer_set_int(t, KD_TRAINER_HINT_ONLY, 1), KD_OK);
+        aterm_ctx ctx = {student, kl, ids, tmaps, c, 2.0f};
+        double want = aterm_objective(&ctx);
+        /* The analytic gradient, from one SGD step with rate 1 (momentum and decay 0). */
+        const kdi_param_list *pl = kdi_model_params(student);
+        int64_t n = 0;
+        for (int32_t i = 0; i < pl->n; i++) n += pl->items[i].p->count;
+        float *before = malloc(sizeof(float) * (size_t)n), *g = malloc(sizeof(float) * (size_t)n);
+        for (int32_t i = 0, o = 0; i < pl->n; o += (int)pl->items[i].p->count, i++)
+            memcpy(before + o, pl->items[i].p->value, sizeof(float) * pl->items[i].p->count);
+        float v, term;
+        ck_assert_int_eq(kd_trainer_step(t, x, labels, NULL, 2, &v), KD_OK);
+        ck_assert_int_eq(kd_trainer_feature_value(t, 0, &term), KD_OK);
+        ck_assert_msg(fabs(term - want) < 1e-5 * (1.0 + want), "term %g, by hand %g", term, want);
+        ck_assert_msg(fabs(v - want) < 1e-5 * (1.0 + want), "step %g, by hand %g", v, want);
+        for (int32_t i = 0, o = 0; i < pl->n; o += (int)pl->items[i].p->count, i++) {
+            kdi_param *q = pl->items[i].p;
+            for (int64_t j = 0; j < q->count; j++) g[o + j] = before[o + j] - q->value[j];
+            memcpy(q->value, before + o, sizeof(float) * q->count);
+        }
+        for (int32_t i = 0, o = 0; i < pl->n; o += (int)pl->items[i].p->count, i++) {
+            kdi_param *q = pl->items[i].p;
+            if (strcmp(pl->items[i].name, "3.weight") == 0) continue; /* the head: no gradient */
+            double fd, an;
+            kdt_directional(aterm_objective, &ctx, q->value, g + o, q->count, 7 + (uint64_t)i, &fd,
+                            &an);
+            ck_assert_msg(fabs(fd - an) <= 2e-2 * fabs(fd) + 1e-5,
+                          "mode %d: gradient of %s: %g analytic, %g by differences", mode,
+                          pl->items[i].name, an, fd);
+        }
+        free(before);
+        free(g);
+        kd_trainer_destroy(t);
+        kd_optimizer_destroy(opt);
+        kd_loss_destroy(loss);
+
+        /* Distillation with the term (cross-entropy plus 10 x the map KL, Adam) lowers the map KL. */
+        t = aterm_trainer(student, teacher, &loss, &opt, KD_OPTIMIZER_ADAM, 1e-2f);
+        ck_assert_int_eq(kd_loss_set_float(loss, KD_LOSS_ALPHA, 0.0f), KD_OK);
+        ck_assert_int_eq(
+            kd_trainer_add_attention_loss(t, kl, 0, 0, 1, (kd_attention_heads)mode, 10.0f), KD_OK);
+        float first = 0.0f;
+        for (int s = 0; s < 40; s++) {
+            ck_assert_int_eq(kd_trainer_step(t, x, labels, NULL, 2, &v), KD_OK);
+            ck_assert_int_eq(kd_trainer_feature_value(t, 0, &term), KD_OK);
+            if (s == 0) first = term;
+        }
+        ck_assert_msg(term < 0.5f * first, "mode %d: attention KL %g after 40 steps, %g at first",
+                      mode, term, first);
+        kd_trainer_destroy(t);
+        kd_optimizer_destroy(opt);
+        kd_loss_destroy(loss);
+        kd_model_destroy(student);
+    }
+
+    /* Refusals, each changing nothing. */
+    kd_model *student;
+    kd_loss *loss;
+    kd_optimizer *opt;
+    ck_assert_int_eq(kd_model_create(sspec, 2, &student), KD_OK);
+    kd_trainer *t = aterm_trainer(student, teacher, &loss, &opt, KD_OPTIMIZER_SGD, 0.1f);
+    ck_assert_int_eq(kd_trainer_add_attention_loss(t, kl, 1, 0, 0, 1, 1.0f), KD_ERR_ARGUMENT);
+    ck_assert_int_eq(kd_trainer_add_attention_loss(t, kl, 0, 0, 2, 1, 1.0f), KD_ERR_ARGUMENT);
+    ck_assert_int_eq(kd_trainer_add_attention_loss(t, kl, 0, 1, 0, 1, 1.0f), KD_ERR_ARGUMENT);
+    ck_assert_int_eq(kd_trainer_add_attention_loss(t, kl, 0, 0, 0, 2, 1.0f), KD_ERR_ARGUMENT);
+    ck_assert_int_eq(kd_trainer_add_attention_loss(t, kl, 0, 0, 0, 1, 0.0f), KD_ERR_ARGUMENT);
+    ck_assert_int_eq(kd_trainer_add_attention_loss(t, NULL, 0, 0, 0, 1, 1.0f), KD_ERR_ARGUMENT);
+    /* Teacher layer 0 has 4 heads, the student's 2: matched refuses, the mean accepts. */
+    ck_assert_int_eq(kd_trainer_add_attention_loss(t, kl, 0, 0, 0, 0, 1.0f), KD_ERR_SHAPE);
+    float value;
+    ck_assert_int_eq(kd_trainer_feature_value(t, -1, &value), KD_ERR_STATE);
+    ck_assert_int_eq(kd_trainer_add_attention_loss(t, kl, 0, 0, 0, 1, 1.0f), KD_OK);
+    kd_trainer_destroy(t);
+    kd_optimizer_destroy(opt);
+    kd_loss_destroy(loss);
+    kd_model_destroy(student);
+    kd_feature_loss_destroy(kl);
+    kd_model_destroy(teacher);
+}
+END_TEST
+
 /* ---------------------------------------------------------------- reference values */
 
 /* Per-token dense and layernorm equal the flat layers applied to every token as an example. */
@@ -825,6 +979,7 @@ int main(void)
     tcase_add_test(tc, grad_block);
     tcase_add_test(tc, grad_attention_tap);
     tcase_add_test(tc, attention_distillation);
+    tcase_add_test(tc, trainer_attention_term);
     tcase_add_test(tc, per_token_matches_flat);
     tcase_add_test(tc, attention_reference);
     tcase_add_test(tc, causality);

@@ -74,6 +74,8 @@ FEATURE_RKD_DISTANCE_WEIGHT, FEATURE_RKD_ANGLE_WEIGHT = 0, 1
 # kd_trainer_option
 TRAINER_HINT_ONLY = 0
 TRAINER_SYNC_BATCHNORM = 50
+# kd_attention_heads: attention terms in the trainer
+ATTENTION_HEADS_MATCHED, ATTENTION_HEADS_MEAN = 0, 1
 # kd_topk_tail
 TOPK_TAIL_UNIFORM, TOPK_TAIL_NONE = 0, 1
 # text: byte-level tokens; kd_text_part
@@ -175,6 +177,8 @@ _STATUS = {
     "kd_trainer_add_feature_loss": (_P, _P, ctypes.c_int32, ctypes.c_int32, ctypes.c_int32, _S,
                                     ctypes.c_float),
     "kd_trainer_feature_value": (_P, ctypes.c_int32, _F),
+    "kd_trainer_add_attention_loss": (_P, _P, ctypes.c_int32, ctypes.c_int32, ctypes.c_int32,
+                                      ctypes.c_int, ctypes.c_float),
     "kd_trainer_regressor": (_P, ctypes.c_int32, ctypes.POINTER(_P)),
     "kd_trainer_set_int": (_P, ctypes.c_int, _I64),
     "kd_trainer_get_int": (_P, ctypes.c_int, _PI64),
@@ -940,6 +944,31 @@ class Trainer(_Handle):
         self._terms.append((loss, size))
         return k
 
+    def add_attention_loss(self, loss, student_attention, teacher, teacher_attention,
+                           heads=ATTENTION_HEADS_MEAN, weight=1.0):
+        """Adds weight * loss(student attention layer's probabilities, teacher `teacher`'s) to
+        every step (MiniLM with FEATURE_ATTENTION_KL); heads ATTENTION_HEADS_MATCHED or
+        ATTENTION_HEADS_MEAN. Returns the term's number (shared with the feature terms)."""
+        lib().kd_trainer_add_attention_loss(self._h, loss.handle, student_attention, teacher,
+                                            teacher_attention, heads, weight)
+        self._borrow(loss)
+        k = len(self._terms)
+        # The map's size an example is known once a forward ran (heads * T * T, or T * T for the
+        # mean); before, bound it by the widest layer times T (heads <= width).
+        t = self._student.tokens[1]
+        bound = t * max(size for _, _, size in self._student.layers)
+        self._terms.append((loss, (student_attention, heads == ATTENTION_HEADS_MEAN, bound)))
+        return k
+
+    def _term_size(self, size, ran):
+        if isinstance(size, int):
+            return size
+        k, mean, bound = size
+        if not ran:
+            return bound
+        _, (_, h, t, _) = self._student._attention(k)
+        return t * t if mean else h * t * t
+
     def feature_value(self, k=-1):
         """weight * loss of feature term k in the last step, or with k == -1 their sum."""
         v = ctypes.c_float()
@@ -987,13 +1016,13 @@ class Trainer(_Handle):
         # The step runs the borrowed losses: their backward must know the sizes, even on failure.
         self._loss._may_run(batch * self._classes)
         for loss, size in self._terms:
-            loss._may_run(batch * size)
+            loss._may_run(batch * self._term_size(size, False))
         lib().kd_trainer_step(self._h, _floats(x, batch * self._inputs), _labels(labels, batch * self._rows),
                               _floats(teacher_logits, cached), batch, ctypes.byref(v))
         if not self.get_int(TRAINER_HINT_ONLY):
             self._loss._ran(batch * self._classes)
         for loss, size in self._terms:  # in order: a loss serving several terms ends on the last
-            loss._ran(batch * size)
+            loss._ran(batch * self._term_size(size, True))
         return v.value
 
     def save(self, path):

@@ -39,10 +39,7 @@ static kd_status hinton_forward(kd_loss *l, const float *z, const float *lpt, co
         if (p > 0.0) kl += p * ((double)lpt[i] - (double)lq[i]);
         gs[i] = k * (exp((double)lq[i]) - p);
     }
-    if (soft)
-        kdi_student_soft_finish(l, gs, batch, classes, grad);
-    else
-        memset(grad, 0, (size_t)count * sizeof *grad);
+    if (soft) kdi_student_soft_finish(l, gs, batch, classes, grad);
     for (int64_t r = 0; hard && r < batch; r++)
         if (y[r] >= 0) ce -= lp1[r * classes + y[r]];
     parts[KD_LOSS_PART_SOFT] = (double)alpha * t * t * kl / (double)batch;
@@ -52,6 +49,20 @@ static kd_status hinton_forward(kd_loss *l, const float *z, const float *lpt, co
         return kdi_fail(KD_ERR_NUMERIC, "the loss is not finite (soft %g, hard %g)",
                         parts[KD_LOSS_PART_SOFT], parts[KD_LOSS_PART_HARD]);
     double gh = (1.0 - alpha) / nh;
+    if (!soft) {
+        /* Cross-entropy alone (alpha 0, a language model's usual step): gh (softmax(z) - onehot),
+         * the softmax by the vectorised kernel rather than exp of every log-probability. */
+        const kdi_kernels *kk = kdi_kernels_get();
+        kk->softmax_rows(grad, z, batch, classes, 1.0f);
+        kk->scale(grad, (float)gh, count);
+        for (int64_t r = 0; r < batch; r++) {
+            if (y[r] >= 0)
+                grad[r * classes + y[r]] -= (float)gh;
+            else
+                memset(grad + r * classes, 0, (size_t)classes * sizeof *grad);
+        }
+        return KD_OK;
+    }
     for (int64_t r = 0; hard && r < batch; r++) {
         if (y[r] < 0) continue;
         for (int64_t c = 0; c < classes; c++) {

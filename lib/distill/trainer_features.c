@@ -14,6 +14,7 @@
 #include "core/error.h"
 #include "core/rng.h"
 #include "distill/losses/losses.h"
+#include "nn/layers/attention.h"
 
 typedef struct kdi_feature_term {
     kd_feature_loss *loss; /* borrowed */
@@ -31,6 +32,11 @@ typedef struct kdi_feature_term {
     kdi_buf grad; /* weight * d loss / d rout */
     kdi_buf dx;   /* d loss / d student feature, through the regressor */
     double value; /* weight * loss of the last step */
+    /* An attention term (kd_trainer_add_attention_loss): student_layer and teacher_layer count
+     * attention layers; heads is the kd_attention_heads pairing, sheads the student's heads. In
+     * mean mode rout holds the two means, the student's [batch, T, T] then the teacher's. */
+    int attn, heads;
+    int64_t sheads;
 } kdi_feature_term;
 
 static void term_free(kdi_feature_term *f)
@@ -169,6 +175,71 @@ kd_status kd_trainer_add_feature_loss(kd_trainer *t, kd_feature_loss *loss, int3
         term_free(&f);
         return st;
     }
+    t->terms[t->nterms++] = f;
+    return KD_OK;
+}
+
+/* ---------------------------------------------------------------- attention terms */
+
+static kd_status attention_layer(const kd_model *m, const char *who, int32_t k, kdi_layer **l)
+{
+    *l = kdi_model_attention_layer(m, k);
+    if (*l != NULL) return KD_OK;
+    int32_t count = 0;
+    (void)kd_model_attention_count(m, &count);
+    if (count == 0) return kdi_fail(KD_ERR_ARGUMENT, "the %s has no attention layer", who);
+    return kdi_fail(KD_ERR_ARGUMENT, "%s attention layer %d is not in 0..%d", who, (int)k,
+                    (int)count - 1);
+}
+
+kd_status kd_trainer_add_attention_loss(kd_trainer *t, kd_feature_loss *loss,
+                                        int32_t student_attention, int32_t teacher,
+                                        int32_t teacher_attention, kd_attention_heads heads,
+                                        float weight)
+{
+    KDI_CHECK_NULL(t);
+    KDI_CHECK_NULL(loss);
+    if (!(weight > 0.0f) || !isfinite(weight))
+        return kdi_fail(KD_ERR_ARGUMENT, "weight %g must be finite and greater than 0",
+                        (double)weight);
+    if (heads != KD_ATTENTION_HEADS_MATCHED && heads != KD_ATTENTION_HEADS_MEAN)
+        return kdi_fail(KD_ERR_ARGUMENT, "heads %d is not a kd_attention_heads", (int)heads);
+    if (teacher < 0 || teacher >= t->nteachers)
+        return kdi_fail(KD_ERR_ARGUMENT,
+                        "teacher %d is not one of the %d added (kd_trainer_add_teacher first)",
+                        (int)teacher, (int)t->nteachers);
+    kdi_layer *sl, *tl;
+    KDI_TRY(attention_layer(t->student, "student", student_attention, &sl));
+    KDI_TRY(attention_layer(t->teachers[teacher], "teacher", teacher_attention, &tl));
+    int64_t b, hs, ht, ls, lt;
+    kdi_attention_probs(sl, &b, &hs, &ls);
+    kdi_attention_probs(tl, &b, &ht, &lt);
+    if (ls != lt)
+        return kdi_fail(KD_ERR_SHAPE,
+                        "the student's attention sees %lld positions, the teacher's %lld; they "
+                        "must be equal",
+                        (long long)ls, (long long)lt);
+    if (heads == KD_ATTENTION_HEADS_MATCHED && hs != ht)
+        return kdi_fail(KD_ERR_SHAPE,
+                        "matched heads need equal head counts: the student has %lld, the "
+                        "teacher %lld (KD_ATTENTION_HEADS_MEAN compares their means)",
+                        (long long)hs, (long long)ht);
+    int64_t c = heads == KD_ATTENTION_HEADS_MEAN ? 1 : hs;
+    kdi_feature_term f = {.loss = loss,
+                          .student_layer = student_attention,
+                          .teacher = teacher,
+                          .teacher_layer = teacher_attention,
+                          .weight = weight,
+                          .per = 1,
+                          .ls = {c, ls, ls},
+                          .lt = {c, ls, ls},
+                          .attn = 1,
+                          .heads = (int)heads,
+                          .sheads = hs};
+    f.rshape = f.ls;
+    f.tshape = f.lt;
+    KDI_TRY(kdi_feature_loss_check(loss, f.ls, f.lt, 1));
+    KDI_TRY(grow_terms(t));
     t->terms[t->nterms++] = f;
     return KD_OK;
 }
@@ -349,13 +420,64 @@ static kd_status run_term(kd_trainer *t, kdi_feature_term *f, int64_t batch)
     return kdi_model_feature_backward(t->student, f->student_layer, f->dx.data);
 }
 
+/* out[b] = (1/H) sum_h p[b, h] over maps of n values. */
+static void head_mean(float *out, const float *p, int64_t batch, int64_t heads, int64_t n)
+{
+    float inv = 1.0f / (float)heads;
+    for (int64_t b = 0; b < batch; b++) {
+        float *o = out + b * n;
+        memcpy(o, p + b * heads * n, (size_t)n * sizeof *o);
+        for (int64_t h = 1; h < heads; h++) {
+            const float *q = p + (b * heads + h) * n;
+            for (int64_t i = 0; i < n; i++) o[i] += q[i];
+        }
+        for (int64_t i = 0; i < n; i++) o[i] *= inv;
+    }
+}
+
+/* Attention term on the batch: the loss between the two layers' maps, its gradient added on the
+ * student's probabilities for the coming backward. */
+static kd_status run_attention(kd_trainer *t, kdi_feature_term *f, int64_t batch)
+{
+    kdi_layer *sl = kdi_model_attention_layer(t->student, f->student_layer);
+    kdi_layer *tl = kdi_model_attention_layer(t->teachers[f->teacher], f->teacher_layer);
+    int64_t b, hs, ht, len;
+    const float *sp = kdi_attention_probs(sl, &b, &hs, &len);
+    const float *tp = kdi_attention_probs(tl, &b, &ht, &len);
+    int64_t tt = len * len, n = batch * hs * tt;
+    KDI_TRY(kdi_buf_reserve(&f->grad, n));
+    if (f->heads == KD_ATTENTION_HEADS_MEAN) {
+        KDI_TRY(kdi_buf_reserve(&f->rout, 2 * batch * tt));
+        head_mean(f->rout.data, sp, batch, hs, tt);
+        head_mean(f->rout.data + batch * tt, tp, batch, ht, tt);
+        sp = f->rout.data;
+        tp = f->rout.data + batch * tt;
+    }
+    double v;
+    KDI_TRY(kdi_feature_loss_check(f->loss, f->ls, f->lt, batch));
+    KDI_TRY(kdi_feature_loss_run(f->loss, sp, f->ls, tp, f->lt, batch, &v));
+    const float *g = kdi_feature_loss_grad(f->loss);
+    if (f->heads == KD_ATTENTION_HEADS_MEAN) {
+        float w = f->weight / (float)hs; /* d mean / d P_h = 1 / H */
+        for (int64_t i = 0; i < batch; i++)
+            for (int64_t h = 0; h < hs; h++)
+                for (int64_t j = 0; j < tt; j++)
+                    f->grad.data[(i * hs + h) * tt + j] = w * g[i * tt + j];
+    } else {
+        for (int64_t i = 0; i < n; i++) f->grad.data[i] = f->weight * g[i];
+    }
+    f->value = (double)f->weight * v;
+    return kdi_attention_add_grad(sl, f->grad.data);
+}
+
 kd_status kdi_trainer_features_forward(kd_trainer *t, const float *x, int64_t batch, float *loss)
 {
     if (t->nterms == 0) return KD_OK;
     double total = 0.0;
     for (int32_t k = 0; k < t->nterms; k++) {
         KDI_TRY(run_teacher(t, x, batch, k));
-        KDI_TRY(run_term(t, &t->terms[k], batch));
+        kdi_feature_term *f = &t->terms[k];
+        KDI_TRY(f->attn ? run_attention(t, f, batch) : run_term(t, f, batch));
         total += t->terms[k].value;
     }
     t->feature_total = total;

@@ -409,6 +409,11 @@ static kdi_layer *find_attention(const kdi_seq *s, int32_t *k)
     return NULL;
 }
 
+kdi_layer *kdi_model_attention_layer(const kd_model *m, int32_t k)
+{
+    return k < 0 ? NULL : find_attention(&m->seq, &k);
+}
+
 kd_status kd_model_attention_count(const kd_model *m, int32_t *count)
 {
     KDI_CHECK_NULL(m);

@@ -63,6 +63,9 @@ void kdi_model_zero_grad(kd_model *m);
  * s (borrowed; NULL: over its own batch again). Fails only with KD_ERR_NOMEM, changing nothing. */
 struct kdi_sync;
 kd_status kdi_model_set_sync(kd_model *m, const struct kdi_sync *s);
+/* The k-th attention layer, depth first as kd_model_attention counts; NULL when k is out of range.
+ * Read and feed it through nn/layers/attention.h. */
+kdi_layer *kdi_model_attention_layer(const kd_model *m, int32_t k);
 
 /* Checks that file f (read from path) holds every parameter of m with its dtype and shape, finite;
  * with exact, nothing else. Changes nothing. */

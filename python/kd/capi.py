@@ -53,6 +53,8 @@ FEATURE_ATTENTION_KL = 10
 FEATURE_RKD_DISTANCE_WEIGHT, FEATURE_RKD_ANGLE_WEIGHT = 0, 1
 # kd_trainer_option
 TRAINER_HINT_ONLY = 0
+# kd_attention_heads: attention terms in the trainer
+ATTENTION_HEADS_MATCHED, ATTENTION_HEADS_MEAN = 0, 1
 TRAINER_SYNC_BATCHNORM = 50
 # kd_topk_tail
 TOPK_TAIL_UNIFORM, TOPK_TAIL_NONE = 0, 1
@@ -146,6 +148,8 @@ _STATUS = {
     "kd_trainer_add_feature_loss": (_P, _P, ctypes.c_int32, ctypes.c_int32, ctypes.c_int32, _S,
                                     ctypes.c_float),
     "kd_trainer_feature_value": (_P, ctypes.c_int32, _F),
+    "kd_trainer_add_attention_loss": (_P, _P, ctypes.c_int32, ctypes.c_int32, ctypes.c_int32,
+                                      ctypes.c_int, ctypes.c_float),
     "kd_trainer_regressor": (_P, ctypes.c_int32, ctypes.POINTER(_P)),
     "kd_trainer_set_int": (_P, ctypes.c_int, _I64),
     "kd_trainer_get_int": (_P, ctypes.c_int, _PI64),

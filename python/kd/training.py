@@ -5,7 +5,7 @@ import os
 
 from . import arrays as A
 from ._handle import Handle
-from .capi import (_I64, _P, ALLREDUCE_FN, MAX_MILESTONES, OPT_LEARNING_RATE, OPT_MOMENTUM,
+from .capi import (_I64, _P, ALLREDUCE_FN, ATTENTION_HEADS_MEAN, MAX_MILESTONES, OPT_LEARNING_RATE, OPT_MOMENTUM,
                    OPTIMIZER_SGD, TRAINER_HINT_ONLY, lib)
 from .model import Model
 
@@ -108,6 +108,33 @@ class Trainer(Handle):
         self._terms.append((loss, size))
         return k
 
+    def add_attention_loss(self, loss, student_attention, teacher, teacher_attention,
+                           heads=ATTENTION_HEADS_MEAN, weight=1.0):
+        """Adds weight * loss(student attention layer student_attention's probabilities,
+        teacher `teacher`'s layer teacher_attention's) to every step: MiniLM's attention
+        transfer with a FeatureLoss(FEATURE_ATTENTION_KL). heads: ATTENTION_HEADS_MATCHED (head
+        h against head h) or ATTENTION_HEADS_MEAN (each side's mean over its heads). Returns the
+        term's number, shared with the feature terms."""
+        lib().kd_trainer_add_attention_loss(self._h, loss._h, student_attention, teacher,
+                                            teacher_attention, heads, weight)
+        self._borrow(loss)
+        k = len(self._terms)
+        # A map's size an example is known after a forward (heads * T * T, or T * T for the mean);
+        # before, it is bounded by the widest layer times T (heads <= width).
+        t = self._student.tokens[1]
+        bound = t * max(size for _, _, size in self._student.layers)
+        self._terms.append((loss, (student_attention, heads == ATTENTION_HEADS_MEAN, bound)))
+        return k
+
+    def _term_size(self, size, ran):
+        if isinstance(size, int):
+            return size
+        k, mean, bound = size
+        if not ran:
+            return bound
+        _, (_, h, t, _) = self._student._attention(k)
+        return t * t if mean else h * t * t
+
     def feature_value(self, k=-1):
         """weight * loss of feature term k in the last step, or with k == -1 their sum."""
         v = ctypes.c_float()
@@ -164,7 +191,7 @@ class Trainer(Handle):
         # The step runs the borrowed losses: their backward must know the sizes, even on failure.
         self._loss._may_run(batch * self._classes)
         for loss, size in self._terms:
-            loss._may_run(batch * size)
+            loss._may_run(batch * self._term_size(size, False))
         lib().kd_trainer_step(self._h, A.floats(x, "x"),
                               A.ints(labels, "labels", batch * self._rows),
                               A.floats(teacher_logits, "teacher_logits", cached), batch,
@@ -172,7 +199,7 @@ class Trainer(Handle):
         if not self._hint_only:
             self._loss._ran(grad)
         for loss, size in self._terms:  # in order: a loss serving several terms ends on the last
-            loss._ran((batch, size))
+            loss._ran((batch, self._term_size(size, True)))
         return v.value
 
     def save(self, path):

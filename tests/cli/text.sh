@@ -78,6 +78,16 @@ done
 expect "kd distill --text trains its teacher, --compare" 0 "student alone" "$KD" distill \
     --text "$TEXT" --teacher-spec "$SMALL" --teacher-steps 5 --student "$SMALL" --steps 5 \
     --batch 4 --compare --method jsd --alpha 0.8 --temperature 2 --out "$S"
+expect "kd distill --text --attention-kl" 0 "attention KL" "$KD" distill --text "$TEXT" \
+    --teacher "$T" --student "$SMALL" --steps 4 --batch 4 --log-every 2 --attention-kl 0.5 \
+    --attention-layers 0:-1 --out "$S"
+expect "--attention-layers out of range" 2 "the student has 1 attention layers" "$KD" distill \
+    --text "$TEXT" --teacher "$T" --student "$SMALL" --steps 2 --attention-kl 1 \
+    --attention-layers 3:0 --out "$S"
+expect "--attention-layers not S:T" 2 "is not S:T" "$KD" distill --text "$TEXT" --teacher "$T" \
+    --student "$SMALL" --steps 2 --attention-kl 1 --attention-layers 3 --out "$S"
+expect "--attention-heads bogus" 2 "is not mean or matched" "$KD" distill --text "$TEXT" \
+    --teacher "$T" --student "$SMALL" --steps 2 --attention-kl 1 --attention-heads x --out "$S"
 expect "teacher context mismatch" 2 "context" "$KD" distill --text "$TEXT" --teacher "$T" \
     --student "tokens 256 8 | embed 8 | lmhead 256" --steps 2 --out "$S"
 expect "kd generate" 0 "^Hello" "$KD" generate "$S" --prompt "Hello" --tokens 40 --seed 3

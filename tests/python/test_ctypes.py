@@ -798,6 +798,25 @@ class TokenModels(KdTestCase):
         self.assertLess(last, first)
         self.assertRaises(ValueError, tr.step, x, y[:2], 2)  # [batch] labels are too few
 
+    def test_attention_term(self):
+        """MiniLM's attention KL through the trainer: numbered with the feature terms, lowered by
+        steps; the loss's backward after a step has the map's size."""
+        t, s = kd.Model(self.SPEC, seed=1), kd.Model(self.SPEC, seed=2)
+        tr = kd.Trainer(s, kd.Loss(kd.LOSS_HINTON, alpha=0.0),
+                        kd.Optimizer(s, kd.OPTIMIZER_ADAM, learning_rate=0.02))
+        tr.add_teacher(t)
+        kl = kd.FeatureLoss(kd.FEATURE_ATTENTION_KL)
+        self.assertEqual(tr.add_attention_loss(kl, 0, 0, 0, kd.ATTENTION_HEADS_MATCHED, 5.0), 0)
+        self.assertFailsWith(kd.ERR_ARGUMENT, tr.add_attention_loss, kl, 1, 0, 0)
+        x = [float(i % 11) for i in range(10)]
+        y = [(i + 1) % 11 for i in range(10)]
+        tr.step(x, y, 2)
+        first = tr.feature_value(0)
+        self.assertEqual(len(kl.backward()), 2 * 2 * 5 * 5)
+        for _ in range(30):
+            tr.step(x, y, 2)
+        self.assertLess(tr.feature_value(0), first)
+
 
 class NamedTensors(KdTestCase):
     def test_round_trip(self):

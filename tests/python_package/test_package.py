@@ -636,6 +636,18 @@ class Classes(unittest.TestCase):
         for _ in range(10):
             last = tr.step(ids.astype(np.float32), targets)
         self.assertLess(last, first)
+        # MiniLM's attention transfer through the trainer: a term lowered by steps
+        s2 = kd.Model(spec, seed=6)
+        tr = kd.Trainer(s2, kd.Loss(kd.LOSS_HINTON, alpha=0.0),
+                        kd.Optimizer(s2, kd.OPTIMIZER_ADAM, learning_rate=0.02))
+        tr.add_teacher(m)
+        kl = kd.FeatureLoss(kd.FEATURE_ATTENTION_KL)
+        self.assertEqual(tr.add_attention_loss(kl, 0, 0, 0, kd.ATTENTION_HEADS_MATCHED, 5.0), 0)
+        tr.step(ids.astype(np.float32), targets)
+        first = tr.feature_value(0)
+        for _ in range(30):
+            tr.step(ids.astype(np.float32), targets)
+        self.assertLess(tr.feature_value(0), first)
 
 
 class Readme(unittest.TestCase):

@@ -102,14 +102,18 @@ static kd_status att_forward(kdi_layer *l, const float *x, float *y, int64_t bat
 }
 
 /* dS = P * (dP - rowsum(dP * P)) / sqrt(hd), in place over dp: the softmax's backward, with the
- * scale of eq. 1 folded in. Masked entries have P = 0 and get 0. */
-static void softmax_backward(float *dp, const float *p, int64_t t, float inv_sqrt)
+ * scale of eq. 1 folded in. Masked entries have P = 0 and get 0: a causal row i needs only its
+ * first i + 1 entries. */
+static void softmax_backward(float *dp, const float *p, int64_t t, int causal, float inv_sqrt)
 {
+    const kdi_kernels *k = kdi_kernels_get();
     for (int64_t i = 0; i < t; i++) {
-        double s = 0.0;
-        for (int64_t j = 0; j < t; j++) s += (double)dp[i * t + j] * p[i * t + j];
-        for (int64_t j = 0; j < t; j++)
-            dp[i * t + j] = p[i * t + j] * (dp[i * t + j] - (float)s) * inv_sqrt;
+        int64_t n = causal ? i + 1 : t;
+        float *d = dp + i * t;
+        const float *pr = p + i * t;
+        float s = (float)k->dot(d, pr, n);
+        for (int64_t j = 0; j < n; j++) d[j] = pr[j] * (d[j] - s) * inv_sqrt;
+        if (n < t) memset(d + n, 0, (size_t)(t - n) * sizeof *d);
     }
 }
 
@@ -137,7 +141,7 @@ static kd_status att_backward(kdi_layer *l, const float *x, const float *y, cons
             k->gemm(1, 0, t, hd, t, 1.0f, pd, t, dout, d, 0.0f, dv, 3 * d);
             if (drop) k->mul(dp, dp, a->mask.data + ph, 1.0f / (1.0f - a->p), tt);
             if (a->has_extra) k->axpy(dp, 1.0f, a->extra.data + ph, tt);
-            softmax_backward(dp, p, t, inv_sqrt);
+            softmax_backward(dp, p, t, a->causal, inv_sqrt);
             k->gemm(0, 0, t, hd, t, 1.0f, dp, t, kk, 3 * d, 0.0f, dq, 3 * d);
             k->gemm(1, 0, t, hd, t, 1.0f, dp, t, q, 3 * d, 0.0f, dk, 3 * d);
         }

@@ -7,38 +7,42 @@
 
 #include "core/alloc.h"
 #include "core/error.h"
+#include "kernels/kernels.h"
 #include "nn/layers/layers.h"
 
 typedef struct ln {
     float eps;
     kdi_buf xhat, inv_std;
+    kdi_buf u; /* backward: one row of gamma * dy */
 } ln;
 
 static kd_status ln_reserve(kdi_layer *l, int64_t batch)
 {
     ln *p = l->priv;
     KDI_TRY(kdi_buf_reserve(&p->xhat, batch * kdi_shape_size(l->in)));
+    KDI_TRY(kdi_buf_reserve(&p->u, kdi_seq_width(l->in, l->seq > 0)));
     return kdi_buf_reserve(&p->inv_std, batch * kdi_seq_rows(l->in, l->seq > 0));
 }
 
+/* Two passes, as PyTorch: the mean, then the mean of (x - mean)^2, both summed in double by the
+ * kernels; the float loops between them vectorise. */
 static kd_status ln_forward(kdi_layer *l, const float *x, float *y, int64_t batch, int train)
 {
     (void)train;
     ln *p = l->priv;
+    const kdi_kernels *k = kdi_kernels_get();
     int64_t n = kdi_seq_width(l->in, l->seq > 0);
     batch *= kdi_seq_rows(l->in, l->seq > 0);
     const float *g = l->params[0].value, *b = l->params[1].value;
     for (int64_t r = 0; r < batch; r++) {
         const float *xr = x + r * n;
-        double s = 0.0, ss = 0.0;
-        for (int64_t i = 0; i < n; i++) s += xr[i];
-        double m = s / (double)n;
-        for (int64_t i = 0; i < n; i++) ss += (xr[i] - m) * (xr[i] - m);
-        float inv = (float)(1.0 / sqrt(ss / (double)n + p->eps));
-        p->inv_std.data[r] = inv;
         float *h = p->xhat.data + r * n, *yr = y + r * n;
+        float m = (float)(k->sum(xr, n) / (double)n);
+        for (int64_t i = 0; i < n; i++) h[i] = xr[i] - m;
+        float inv = (float)(1.0 / sqrt(k->sum_sq(h, n) / (double)n + p->eps));
+        p->inv_std.data[r] = inv;
         for (int64_t i = 0; i < n; i++) {
-            h[i] = (xr[i] - (float)m) * inv;
+            h[i] *= inv;
             yr[i] = g[i] * h[i] + b[i];
         }
     }
@@ -52,22 +56,23 @@ static kd_status ln_backward(kdi_layer *l, const float *x, const float *y, const
     (void)x;
     (void)y;
     ln *p = l->priv;
+    const kdi_kernels *k = kdi_kernels_get();
     int64_t n = kdi_seq_width(l->in, l->seq > 0);
     batch *= kdi_seq_rows(l->in, l->seq > 0);
     const float *g = l->params[0].value;
+    float *gg = l->params[0].grad, *gb = l->params[1].grad, *u = p->u.data;
     for (int64_t r = 0; r < batch; r++) {
         const float *h = p->xhat.data + r * n, *d = dy + r * n;
-        double su = 0.0, suh = 0.0;
         for (int64_t i = 0; i < n; i++) {
-            l->params[0].grad[i] += d[i] * h[i];
-            l->params[1].grad[i] += d[i];
-            double u = (double)g[i] * d[i];
-            su += u;
-            suh += u * h[i];
+            gg[i] += d[i] * h[i];
+            gb[i] += d[i];
+            u[i] = g[i] * d[i];
         }
         if (dx == NULL) continue;
-        float k = p->inv_std.data[r] / (float)n, a = (float)su, b = (float)suh;
-        for (int64_t i = 0; i < n; i++) dx[r * n + i] = k * ((float)n * g[i] * d[i] - a - h[i] * b);
+        float c = p->inv_std.data[r] / (float)n, a = (float)k->sum(u, n),
+              bb = (float)k->dot(u, h, n), fn = (float)n;
+        float *dr = dx + r * n;
+        for (int64_t i = 0; i < n; i++) dr[i] = c * (fn * u[i] - a - h[i] * bb);
     }
     return KD_OK;
 }
@@ -78,6 +83,7 @@ static void ln_destroy(kdi_layer *l)
     if (p == NULL) return;
     kdi_buf_free(&p->xhat);
     kdi_buf_free(&p->inv_std);
+    kdi_buf_free(&p->u);
     kdi_free(p);
 }
 
