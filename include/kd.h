@@ -897,6 +897,23 @@ typedef enum kd_augment_kind {
 KD_API kd_status kd_augment_images(float *x, int64_t batch, int64_t c, int64_t h, int64_t w,
                                    kd_augment_kind kind, int32_t amount, uint64_t seed);
 
+/* ---------------------------------------------------------------- ONNX export (issue 14) */
+
+/* Writes m as an ONNX model (https://onnx.ai, IR version 8, default-domain operator set 17; runs in
+ * ONNX Runtime >= 1.12), atomically as kd_model_save. The graph has one float input "input",
+ * [N, C, H, W] for 'input CxHxW' (H or W > 1) and [N, F] for 'input F', N symbolic ("batch"), and
+ * one output "logits" shaped as the last layer's output ([N, classes] after dense). It computes
+ * what kd_model_predict does (evaluation mode): the model's input normalisation (Sub, Div), then
+ * dense as Gemm (transB = 1), conv as Conv, maxpool/avgpool/gap as MaxPool/AveragePool/
+ * GlobalAveragePool, bn as BatchNormalization with the running estimates, layernorm as
+ * LayerNormalization (axis 1), flatten as Flatten, residual blocks as Add of their branches,
+ * dropout as nothing, relu/leakyrelu/tanh/sigmoid as their operators and gelu as
+ * x * 0.5 * (1 + Erf(x / sqrt 2)) (Hendrycks and Gimpel 2016). Initializers keep the safetensors
+ * names ("0.weight", with a "_N" suffix to make them unique); metadata_props "kd.spec" holds the
+ * spec. Errors: KD_ERR_ARGUMENT (NULL), KD_ERR_UNSUPPORTED for models of sequences or tokens
+ * (embed, posembed, attention, lmhead), KD_ERR_NOMEM, KD_ERR_IO (path as it was). */
+KD_API kd_status kd_model_export_onnx(const kd_model *m, const char *path);
+
 #ifdef __cplusplus
 }
 #endif

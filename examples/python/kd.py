@@ -118,6 +118,7 @@ _STATUS = {
     "kd_model_clone": (_P, ctypes.POINTER(_P)),
     "kd_model_load": (_S, ctypes.POINTER(_P)),
     "kd_model_save": (_P, _S),
+    "kd_model_export_onnx": (_P, _S),
     "kd_model_load_weights": (_P, _S),
     "kd_model_input_size": (_P, _PI64),
     "kd_model_output_size": (_P, _PI64),
@@ -481,6 +482,10 @@ class Model(_Handle):
 
     def save(self, path):
         lib().kd_model_save(self._h, os.fsencode(path))
+
+    def export_onnx(self, path):
+        """Writes the model as ONNX (opset 17) for ONNX Runtime and other readers."""
+        lib().kd_model_export_onnx(self._h, os.fsencode(path))
 
     def load_weights(self, path):
         """Copies every tensor of a safetensors file into the model; names and shapes must match."""

@@ -1,0 +1,324 @@
+/* ONNX export of a float model (kd_model_export_onnx): the layers as ONNX operators of opset 17
+ * (io/onnx.h), the weights as initializers named as in the safetensors file ("3.weight"), the
+ * input normalisation as Sub and Div at the head of the graph.
+ *
+ * libkd keeps every activation as flat rows; ONNX operators want ranks. A value here is either
+ * [N, C] (flat: dense outputs, flatten, flat inputs) or [N, C, H, W] (conv, pooling, image inputs),
+ * and a layer that needs the other rank gets a Flatten or a Reshape first: the data's order is the
+ * same in both, so the numbers are libkd's. Layers of sequences and tokens (embeddings, attention,
+ * LM heads) are refused for now. */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "core/alloc.h"
+#include "core/error.h"
+#include "io/onnx.h"
+#include "nn/model.h"
+
+typedef struct val {
+    const char *name;
+    int rank; /* 2 or 4 */
+    kdi_shape s;
+} val;
+
+static kd_status flat(kdi_onnx *o, val *v)
+{
+    if (v->rank == 2) return KD_OK;
+    const char *out = kdi_onnx_name(o, "flat");
+    KDI_TRY(kdi_onnx_node(o, "Flatten", &v->name, 1, out));
+    KDI_TRY(kdi_onnx_attr_int(o, "axis", 1));
+    *v = (val){out, 2, v->s};
+    return KD_OK;
+}
+
+static kd_status image(kdi_onnx *o, val *v)
+{
+    if (v->rank == 4) return KD_OK;
+    const char *shape = kdi_onnx_name(o, "shape"), *out = kdi_onnx_name(o, "image");
+    int64_t dims[4] = {-1, v->s.c, v->s.h, v->s.w}, n = 4;
+    KDI_TRY(kdi_onnx_tensor_i64(o, shape, dims, 1, &n));
+    const char *in[2] = {v->name, shape};
+    KDI_TRY(kdi_onnx_node(o, "Reshape", in, 2, out));
+    *v = (val){out, 4, v->s};
+    return KD_OK;
+}
+
+/* Adds layer l's parameter k as an initializer named prefix + its name; *name gets it. */
+static kd_status param(kdi_onnx *o, const kdi_layer *l, int k, const char *prefix,
+                       const char **name)
+{
+    char full[192];
+    const kdi_param *p = &l->params[k];
+    snprintf(full, sizeof full, "%s%s", prefix, p->name);
+    *name = kdi_onnx_name(o, full); /* unique even when a prefix repeats */
+    return kdi_onnx_tensor(o, *name, p->value, p->ndim, p->dims);
+}
+
+/* A layer's options, read back from its canonical spec (the one description a model has). */
+static kd_status args_of(const kdi_layer *l, char *buf, size_t cap, kdi_args *a)
+{
+    snprintf(buf, cap, "%s", l->spec);
+    return kdi_spec_parse_layer(buf, a);
+}
+
+static kd_status unary(kdi_onnx *o, const char *op, val *v)
+{
+    const char *out = kdi_onnx_name(o, op);
+    KDI_TRY(kdi_onnx_node(o, op, &v->name, 1, out));
+    v->name = out;
+    return KD_OK;
+}
+
+static kd_status binary(kdi_onnx *o, const char *op, val *v, const char *b)
+{
+    const char *out = kdi_onnx_name(o, op), *in[2] = {v->name, b};
+    KDI_TRY(kdi_onnx_node(o, op, in, 2, out));
+    v->name = out;
+    return KD_OK;
+}
+
+static kd_status scalar(kdi_onnx *o, const char *base, float x, const char **name)
+{
+    *name = kdi_onnx_name(o, base);
+    return kdi_onnx_tensor(o, *name, &x, 0, NULL);
+}
+
+/* GELU, erf form (Hendrycks and Gimpel 2016): x * 0.5 * (1 + erf(x / sqrt 2)); opset 17 has no
+ * Gelu operator (it came in opset 20). */
+static kd_status gelu(kdi_onnx *o, val *v)
+{
+    const char *r2, *one, *half, *x = v->name;
+    KDI_TRY(scalar(o, "sqrt2", 1.41421356237309504880f, &r2));
+    KDI_TRY(scalar(o, "one", 1.0f, &one));
+    KDI_TRY(scalar(o, "half", 0.5f, &half));
+    KDI_TRY(binary(o, "Div", v, r2));
+    KDI_TRY(unary(o, "Erf", v));
+    KDI_TRY(binary(o, "Add", v, one));
+    KDI_TRY(binary(o, "Mul", v, x));
+    return binary(o, "Mul", v, half);
+}
+
+static kd_status dense(kdi_onnx *o, const kdi_layer *l, const char *prefix, val *v)
+{
+    const char *w, *b, *out = kdi_onnx_name(o, "gemm");
+    KDI_TRY(flat(o, v));
+    KDI_TRY(param(o, l, 0, prefix, &w));
+    KDI_TRY(param(o, l, 1, prefix, &b));
+    const char *in[3] = {v->name, w, b};
+    KDI_TRY(kdi_onnx_node(o, "Gemm", in, 3, out));
+    KDI_TRY(kdi_onnx_attr_int(o, "transB", 1)); /* W is [out, in], as nn.Linear's */
+    *v = (val){out, 2, l->out};
+    return KD_OK;
+}
+
+static kd_status conv(kdi_onnx *o, const kdi_layer *l, const char *prefix, val *v)
+{
+    char buf[256];
+    kdi_args a;
+    int64_t k = l->params[0].dims[2], stride, pad;
+    KDI_TRY(args_of(l, buf, sizeof buf, &a));
+    KDI_TRY(kdi_args_int(&a, -1, "stride", 1, 1, 1, 64, &stride));
+    KDI_TRY(kdi_args_int(&a, -1, "pad", 1, 0, 0, 64, &pad));
+    const char *in[3] = {NULL, NULL, NULL}, *out = kdi_onnx_name(o, "conv");
+    KDI_TRY(image(o, v));
+    in[0] = v->name;
+    KDI_TRY(param(o, l, 0, prefix, &in[1]));
+    if (l->nparams > 1) KDI_TRY(param(o, l, 1, prefix, &in[2]));
+    KDI_TRY(kdi_onnx_node(o, "Conv", in, l->nparams > 1 ? 3 : 2, out));
+    int64_t ks[2] = {k, k}, st[2] = {stride, stride}, pads[4] = {pad, pad, pad, pad};
+    KDI_TRY(kdi_onnx_attr_ints(o, "kernel_shape", ks, 2));
+    KDI_TRY(kdi_onnx_attr_ints(o, "strides", st, 2));
+    KDI_TRY(kdi_onnx_attr_ints(o, "pads", pads, 4));
+    KDI_TRY(kdi_onnx_attr_int(o, "group", l->in.c / l->params[0].dims[1]));
+    *v = (val){out, 4, l->out};
+    return KD_OK;
+}
+
+static kd_status pool(kdi_onnx *o, const kdi_layer *l, const char *op, val *v)
+{
+    char buf[256];
+    kdi_args a;
+    int64_t k, stride;
+    KDI_TRY(args_of(l, buf, sizeof buf, &a));
+    KDI_TRY(kdi_args_int(&a, 0, "k", 0, 0, 1, 1 << 16, &k));
+    KDI_TRY(kdi_args_int(&a, -1, "stride", 1, k, 1, 1 << 16, &stride));
+    KDI_TRY(image(o, v));
+    KDI_TRY(unary(o, op, v)); /* no padding, floor: libkd's windows */
+    int64_t ks[2] = {k, k}, st[2] = {stride, stride};
+    KDI_TRY(kdi_onnx_attr_ints(o, "kernel_shape", ks, 2));
+    KDI_TRY(kdi_onnx_attr_ints(o, "strides", st, 2));
+    v->s = l->out;
+    return KD_OK;
+}
+
+static kd_status batchnorm(kdi_onnx *o, const kdi_layer *l, const char *prefix, val *v)
+{
+    char buf[256];
+    kdi_args a;
+    float eps;
+    KDI_TRY(args_of(l, buf, sizeof buf, &a));
+    KDI_TRY(kdi_args_float(&a, -1, "eps", 1, 1e-5f, 1e-12f, 1.0f, &eps));
+    const char *in[5] = {v->name}, *out = kdi_onnx_name(o, "bn");
+    for (int k = 0; k < 4; k++) KDI_TRY(param(o, l, k, prefix, &in[k + 1]));
+    /* Inference form, with the running estimates, as libkd's predict. */
+    KDI_TRY(kdi_onnx_node(o, "BatchNormalization", in, 5, out));
+    KDI_TRY(kdi_onnx_attr_float(o, "epsilon", eps));
+    v->name = out;
+    return KD_OK;
+}
+
+static kd_status layernorm(kdi_onnx *o, const kdi_layer *l, const char *prefix, val *v)
+{
+    char buf[256];
+    kdi_args a;
+    float eps;
+    KDI_TRY(args_of(l, buf, sizeof buf, &a));
+    KDI_TRY(kdi_args_float(&a, -1, "eps", 1, 1e-5f, 1e-12f, 1.0f, &eps));
+    /* Over all C*H*W values of an example: the scale's rank must be the input's less one. */
+    if (l->params[0].ndim == 1) KDI_TRY(flat(o, v));
+    const char *in[3] = {v->name}, *out = kdi_onnx_name(o, "layernorm");
+    KDI_TRY(param(o, l, 0, prefix, &in[1]));
+    KDI_TRY(param(o, l, 1, prefix, &in[2]));
+    KDI_TRY(kdi_onnx_node(o, "LayerNormalization", in, 3, out));
+    KDI_TRY(kdi_onnx_attr_int(o, "axis", 1));
+    KDI_TRY(kdi_onnx_attr_float(o, "epsilon", eps));
+    v->name = out;
+    return KD_OK;
+}
+
+static kd_status leaky(kdi_onnx *o, const kdi_layer *l, val *v)
+{
+    char buf[256];
+    kdi_args a;
+    float slope;
+    KDI_TRY(args_of(l, buf, sizeof buf, &a));
+    KDI_TRY(kdi_args_float(&a, 0, "slope", 1, 0.01f, -1e3f, 1e3f, &slope));
+    KDI_TRY(unary(o, "LeakyRelu", v));
+    return kdi_onnx_attr_float(o, "alpha", slope);
+}
+
+static kd_status export_seq(kdi_onnx *o, const kdi_seq *s, const char *prefix, val *v);
+
+/* prefix + part + "." into name[96], the size of a kdi_named_param's name. */
+static kd_status join(char *name, const char *prefix, const char *part)
+{
+    int len = snprintf(name, 96, "%s%s.", prefix, part);
+    if (len < 0 || len >= 96)
+        return kdi_fail(KD_ERR_UNSUPPORTED, "layer name '%s%s.' is too long", prefix, part);
+    return KD_OK;
+}
+
+/* y = body(x) + shortcut(x) (He et al. 2016). */
+static kd_status residual(kdi_onnx *o, kdi_layer *l, const char *prefix, val *v)
+{
+    char name[96];
+    const char *body_name, *cut_name;
+    val body = *v, cut = *v;
+    kdi_seq *b = l->ops->child(l, 0, &body_name), *c = l->ops->child(l, 1, &cut_name);
+    KDI_TRY(join(name, prefix, body_name));
+    KDI_TRY(export_seq(o, b, name, &body));
+    if (c != NULL) {
+        KDI_TRY(join(name, prefix, cut_name));
+        KDI_TRY(export_seq(o, c, name, &cut));
+    }
+    if (body.rank != cut.rank) { /* both C x 1 x 1, one of them still an image */
+        KDI_TRY(flat(o, &body));
+        KDI_TRY(flat(o, &cut));
+    }
+    KDI_TRY(binary(o, "Add", &body, cut.name));
+    *v = (val){body.name, body.rank, l->out};
+    return KD_OK;
+}
+
+static kd_status export_layer(kdi_onnx *o, kdi_layer *l, const char *prefix, val *v)
+{
+    const char *kind = l->ops->kind;
+    if (l->seq > 0)
+        return kdi_fail(KD_ERR_UNSUPPORTED,
+                        "layer %s'%s' acts on a sequence; ONNX export covers image and flat "
+                        "models only",
+                        prefix, l->spec);
+    kd_status st;
+    if (strcmp(kind, "dense") == 0) return dense(o, l, prefix, v);
+    if (strcmp(kind, "conv") == 0) return conv(o, l, prefix, v);
+    if (strcmp(kind, "maxpool") == 0) return pool(o, l, "MaxPool", v);
+    if (strcmp(kind, "avgpool") == 0) return pool(o, l, "AveragePool", v);
+    if (strcmp(kind, "bn") == 0) return batchnorm(o, l, prefix, v);
+    if (strcmp(kind, "layernorm") == 0) return layernorm(o, l, prefix, v);
+    if (strcmp(kind, "leakyrelu") == 0) return leaky(o, l, v);
+    if (strcmp(kind, "gelu") == 0) return gelu(o, v);
+    if (strcmp(kind, "residual") == 0) return residual(o, l, prefix, v);
+    if (strcmp(kind, "gap") == 0) {
+        KDI_TRY(image(o, v));
+        st = unary(o, "GlobalAveragePool", v);
+    } else if (strcmp(kind, "flatten") == 0) {
+        st = flat(o, v);
+    } else if (strcmp(kind, "relu") == 0) {
+        st = unary(o, "Relu", v);
+    } else if (strcmp(kind, "tanh") == 0) {
+        st = unary(o, "Tanh", v);
+    } else if (strcmp(kind, "sigmoid") == 0) {
+        st = unary(o, "Sigmoid", v);
+    } else if (strcmp(kind, "dropout") == 0) {
+        st = KD_OK; /* the identity in evaluation, as libkd's predict */
+    } else {
+        return kdi_fail(KD_ERR_UNSUPPORTED, "layer %s'%s' has no ONNX export yet", prefix, l->spec);
+    }
+    v->s = l->out;
+    return st;
+}
+
+static kd_status export_seq(kdi_onnx *o, const kdi_seq *s, const char *prefix, val *v)
+{
+    char name[96], num[16];
+    for (int32_t i = 0; i < s->n; i++) {
+        snprintf(num, sizeof num, "%d", (int)i);
+        KDI_TRY(join(name, prefix, num));
+        KDI_TRY(export_layer(o, &s->layers[i], name, v));
+    }
+    return KD_OK;
+}
+
+/* x' = (x - mean[c]) / std[c] (nn/normalize.c), the constants shaped to broadcast over c. */
+static kd_status normalize(kdi_onnx *o, const kd_model *m, val *v)
+{
+    int64_t dims[3] = {m->norm.channels, 1, 1};
+    int32_t ndim = m->norm.channels == 1 ? 1 : v->rank - 1;
+    const char *mean = kdi_onnx_name(o, "normalize.mean"), *std = kdi_onnx_name(o, "normalize.std");
+    KDI_TRY(kdi_onnx_tensor(o, mean, m->norm.mean, ndim, dims));
+    KDI_TRY(kdi_onnx_tensor(o, std, m->norm.std, ndim, dims));
+    KDI_TRY(binary(o, "Sub", v, mean));
+    return binary(o, "Div", v, std); /* a division, as torchvision's Normalize */
+}
+
+static kd_status build(kdi_onnx *o, const kd_model *m)
+{
+    kdi_shape in = m->seq.in;
+    val v = {"input", in.h * in.w > 1 ? 4 : 2, in};
+    int64_t dims[4] = {-1, in.c, in.h, in.w};
+    KDI_TRY(kdi_onnx_input(o, v.name, v.rank, dims));
+    KDI_TRY(kdi_onnx_meta(o, "kd.spec", m->spec));
+    if (m->norm.channels > 0) KDI_TRY(normalize(o, m, &v));
+    KDI_TRY(export_seq(o, &m->seq, "", &v));
+    KDI_TRY(kdi_onnx_node(o, "Identity", &v.name, 1, "logits"));
+    int64_t out[4] = {-1, v.s.c, v.s.h, v.s.w};
+    return kdi_onnx_output(o, "logits", v.rank, out);
+}
+
+kd_status kd_model_export_onnx(const kd_model *m, const char *path)
+{
+    KDI_CHECK_NULL(m);
+    KDI_CHECK_NULL(path);
+    if (m->seq.seq_in || m->seq.vocab > 0)
+        return kdi_fail(KD_ERR_UNSUPPORTED,
+                        "model '%s' reads a sequence; ONNX export covers models of 'input N' or "
+                        "'input CxHxW' only",
+                        m->spec);
+    kdi_onnx *o;
+    KDI_TRY(kdi_onnx_create(&o));
+    kd_status st = build(o, m);
+    if (st == KD_OK) st = kdi_onnx_save(o, "libkd", path);
+    kdi_onnx_destroy(o);
+    return st;
+}
