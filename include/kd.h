@@ -914,6 +914,46 @@ KD_API kd_status kd_augment_images(float *x, int64_t batch, int64_t c, int64_t h
  * (embed, posembed, attention, lmhead), KD_ERR_NOMEM, KD_ERR_IO (path as it was). */
 KD_API kd_status kd_model_export_onnx(const kd_model *m, const char *path);
 
+/* ---------------------------------------------------------------- pruning (issue 14) */
+
+/* Magnitude pruning with a schedule. A pruner masks every trainable weight tensor of m with two or
+ * more dims (dense and conv weights, attention projections, embeddings; biases and norms' scales
+ * are kept), each tensor layer-wise to the same sparsity (Han et al. 2015): at the steps the
+ * schedule names, the smallest |w| are masked; every kd_pruner_step zeroes the masked weights
+ * again, so training (call it after each optimizer step or kd_trainer_step) keeps them at zero.
+ * The sparsity at step t rises from 0 to the target as Zhu and Gupta 2017 ("To prune, or not to
+ * prune", eq. 1): s_t = s (1 - (1 - (t - begin) / (end - begin))^3) for begin <= t < end, s from
+ * end on; masks change every FREQUENCY steps. With the defaults (0, 0, 1) the first step prunes to
+ * s at once (one-shot). The pruner borrows m, which must outlive it; a step allocates nothing.
+ * sparsity in [0, 1) (KD_ERR_ARGUMENT); KD_ERR_ARGUMENT too when m has no weight to prune. */
+typedef struct kd_pruner kd_pruner;
+typedef enum kd_pruner_option {
+    KD_PRUNER_BEGIN_STEP = 0, /* the step pruning starts at (0) */
+    KD_PRUNER_END_STEP = 1,   /* the step the target sparsity is reached at (0) */
+    KD_PRUNER_FREQUENCY = 2   /* steps between mask updates, >= 1 (1) */
+} kd_pruner_option;
+KD_API kd_status kd_pruner_create(kd_model *m, float sparsity, kd_pruner **out);
+KD_API kd_status kd_pruner_set_int(kd_pruner *p, kd_pruner_option key, int64_t value);
+/* Updates the masks if the schedule says so at step (>= 0), then zeroes the masked weights. */
+KD_API kd_status kd_pruner_step(kd_pruner *p, int64_t step);
+/* The sparsity the masks were last set to (0 before any step). */
+KD_API kd_status kd_pruner_sparsity(const kd_pruner *p, float *sparsity);
+KD_API void kd_pruner_destroy(kd_pruner *p);
+/* The fraction of zeros among the weights a pruner would mask (0 when there are none). */
+KD_API kd_status kd_model_sparsity(const kd_model *m, float *sparsity);
+
+/* Structured pruning: a new model (*out, the caller's) with round(fraction * n) of the n output
+ * neurons of every dense layer, and output channels of every conv layer (groups = 1), removed, the
+ * ones of smallest L1 norm of their weights (Li et al. 2017, "Pruning Filters for Efficient
+ * ConvNets", sec. 3.1), at least one kept. The layers reading them shrink too: bn between keeps
+ * the kept channels' parameters and statistics, the next dense or conv layer the kept inputs
+ * (a flattened channel's H*W inputs together). A layer is pruned only when its outputs reach the
+ * next dense or conv layer through activations, dropout, bn, pooling or flatten, so the model's
+ * last layer and layers before a residual block or layernorm keep their sizes. The spec of *out
+ * names the new sizes; normalisation is kept; m is unchanged. fraction in [0, 1)
+ * (KD_ERR_ARGUMENT); KD_ERR_UNSUPPORTED for sequence models or when no layer can be pruned. */
+KD_API kd_status kd_model_prune_channels(const kd_model *m, float fraction, kd_model **out);
+
 #ifdef __cplusplus
 }
 #endif

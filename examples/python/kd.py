@@ -83,6 +83,8 @@ DTYPE_F32, DTYPE_I32, DTYPE_I64 = 0, 1, 2
 TENSORS_MAX_DIMS = 8
 # kd_augment_kind
 AUGMENT_TRANSLATE, AUGMENT_CROP, AUGMENT_HFLIP = 0, 1, 2
+# kd_pruner_option
+PRUNER_BEGIN_STEP, PRUNER_END_STEP, PRUNER_FREQUENCY = 0, 1, 2
 # kd_limit
 LIMIT_MODEL_VALUES, LIMIT_FILE_BYTES = 0, 1
 
@@ -119,6 +121,12 @@ _STATUS = {
     "kd_model_load": (_S, ctypes.POINTER(_P)),
     "kd_model_save": (_P, _S),
     "kd_model_export_onnx": (_P, _S),
+    "kd_pruner_create": (_P, ctypes.c_float, ctypes.POINTER(_P)),
+    "kd_pruner_set_int": (_P, ctypes.c_int, _I64),
+    "kd_pruner_step": (_P, _I64),
+    "kd_pruner_sparsity": (_P, _F),
+    "kd_model_sparsity": (_P, _F),
+    "kd_model_prune_channels": (_P, ctypes.c_float, ctypes.POINTER(_P)),
     "kd_model_load_weights": (_P, _S),
     "kd_model_input_size": (_P, _PI64),
     "kd_model_output_size": (_P, _PI64),
@@ -245,6 +253,7 @@ _OTHER = {
     "kd_batcher_destroy": (None, (_P,)),
     "kd_text_destroy": (None, (_P,)),
     "kd_tensors_destroy": (None, (_P,)),
+    "kd_pruner_destroy": (None, (_P,)),
 }
 
 _lib = None
@@ -486,6 +495,18 @@ class Model(_Handle):
     def export_onnx(self, path):
         """Writes the model as ONNX (opset 17) for ONNX Runtime and other readers."""
         lib().kd_model_export_onnx(self._h, os.fsencode(path))
+
+    def sparsity(self):
+        """The fraction of zeros among the weight matrices and kernels."""
+        v = ctypes.c_float()
+        lib().kd_model_sparsity(self._h, ctypes.byref(v))
+        return v.value
+
+    def prune_channels(self, fraction):
+        """A new, smaller model without the fraction of neurons/channels of smallest L1 norm."""
+        out = _P()
+        lib().kd_model_prune_channels(self._h, fraction, ctypes.byref(out))
+        return Model._wrap(out.value)
 
     def load_weights(self, path):
         """Copies every tensor of a safetensors file into the model; names and shapes must match."""
@@ -899,6 +920,30 @@ class Optimizer(_Handle):
     def step(self):
         """Applies the model's gradients, advances the schedule and clears the gradients."""
         lib().kd_optimizer_step(self._h)
+
+
+class Pruner(_Handle):
+    """Magnitude pruning of a model's weights to a sparsity, on a schedule; keeps the model alive."""
+
+    _destroy = "kd_pruner_destroy"
+
+    def __init__(self, model, sparsity, begin=0, end=0, frequency=1):
+        out = _P()
+        lib().kd_pruner_create(model.handle, sparsity, ctypes.byref(out))
+        super().__init__(out.value)
+        self._borrow(model)
+        lib().kd_pruner_set_int(self._h, PRUNER_BEGIN_STEP, begin)
+        lib().kd_pruner_set_int(self._h, PRUNER_END_STEP, end)
+        lib().kd_pruner_set_int(self._h, PRUNER_FREQUENCY, frequency)
+
+    def step(self, step):
+        """Updates the masks as the schedule says at step, then zeroes the masked weights."""
+        lib().kd_pruner_step(self._h, step)
+
+    def sparsity(self):
+        v = ctypes.c_float()
+        lib().kd_pruner_sparsity(self._h, ctypes.byref(v))
+        return v.value
 
 
 class Trainer(_Handle):
