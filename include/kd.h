@@ -900,18 +900,22 @@ KD_API kd_status kd_augment_images(float *x, int64_t batch, int64_t c, int64_t h
 /* ---------------------------------------------------------------- ONNX export (issue 14) */
 
 /* Writes m as an ONNX model (https://onnx.ai, IR version 8, default-domain operator set 17; runs in
- * ONNX Runtime >= 1.12), atomically as kd_model_save. The graph has one float input "input",
- * [N, C, H, W] for 'input CxHxW' (H or W > 1) and [N, F] for 'input F', N symbolic ("batch"), and
- * one output "logits" shaped as the last layer's output ([N, classes] after dense). It computes
- * what kd_model_predict does (evaluation mode): the model's input normalisation (Sub, Div), then
- * dense as Gemm (transB = 1), conv as Conv, maxpool/avgpool/gap as MaxPool/AveragePool/
- * GlobalAveragePool, bn as BatchNormalization with the running estimates, layernorm as
- * LayerNormalization (axis 1), flatten as Flatten, residual blocks as Add of their branches,
- * dropout as nothing, relu/leakyrelu/tanh/sigmoid as their operators and gelu as
- * x * 0.5 * (1 + Erf(x / sqrt 2)) (Hendrycks and Gimpel 2016). Initializers keep the safetensors
- * names ("0.weight", with a "_N" suffix to make them unique); metadata_props "kd.spec" holds the
- * spec. Errors: KD_ERR_ARGUMENT (NULL), KD_ERR_UNSUPPORTED for models of sequences or tokens
- * (embed, posembed, attention, lmhead), KD_ERR_NOMEM, KD_ERR_IO (path as it was). */
+ * ONNX Runtime >= 1.12), atomically as kd_model_save. The graph has one float input "input":
+ * [N, C, H, W] for 'input CxHxW' (H or W > 1), [N, F] for 'input F', [N, T, D] for 'sequence T D'
+ * and [N, T] for 'tokens V T' (the ids as floats, as kd_model_predict takes them; cast to int64
+ * inside), N symbolic ("batch"); and one output "logits" shaped as the last layer's output
+ * ([N, classes] after dense, [N, T, V] after lmhead). It computes what kd_model_predict does
+ * (evaluation mode): the input normalisation (Sub, Div), then dense as Gemm (transB = 1; MatMul
+ * with the transposed weight on a sequence), conv as Conv, maxpool/avgpool/gap as MaxPool/
+ * AveragePool/GlobalAveragePool, bn as BatchNormalization with the running estimates, layernorm
+ * as LayerNormalization (axis 1; -1 on a sequence), flatten as Flatten, residual blocks as Add of
+ * their branches, dropout as nothing, relu/leakyrelu/tanh/sigmoid as their operators, gelu as
+ * x * 0.5 * (1 + Erf(x / sqrt 2)) (Hendrycks and Gimpel 2016), embed as Gather, posembed as Add,
+ * attention as MatMul, Slice, Reshape, Transpose, Softmax (Vaswani et al. 2017, eq. 1; the causal
+ * mask an additive -inf constant), lmhead as MatMul with its own or the tied embedding's weight.
+ * Initializers keep the safetensors names ("0.weight", with a "_N" suffix to make them unique);
+ * metadata_props "kd.spec" holds the spec. Errors: KD_ERR_ARGUMENT (NULL), KD_ERR_NOMEM,
+ * KD_ERR_IO (path as it was), KD_ERR_UNSUPPORTED for a file over protobuf's 2 GiB. */
 KD_API kd_status kd_model_export_onnx(const kd_model *m, const char *path);
 
 /* ---------------------------------------------------------------- pruning (issue 14) */

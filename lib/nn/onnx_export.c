@@ -2,11 +2,11 @@
  * (io/onnx.h), the weights as initializers named as in the safetensors file ("3.weight"), the
  * input normalisation as Sub and Div at the head of the graph.
  *
- * libkd keeps every activation as flat rows; ONNX operators want ranks. A value here is either
- * [N, C] (flat: dense outputs, flatten, flat inputs) or [N, C, H, W] (conv, pooling, image inputs),
- * and a layer that needs the other rank gets a Flatten or a Reshape first: the data's order is the
- * same in both, so the numbers are libkd's. Layers of sequences and tokens (embeddings, attention,
- * LM heads) are refused for now. */
+ * libkd keeps every activation as flat rows; ONNX operators want ranks. A value here is [N, C]
+ * (flat: dense outputs, flatten, flat inputs), [N, T, d] (a sequence) or [N, C, H, W] (conv,
+ * pooling, image inputs), and a layer that needs another rank gets a Flatten or a Reshape first:
+ * the data's order is the same in all, so the numbers are libkd's. Layers on sequences act on the
+ * last axis (MatMul with a transposed weight instead of Gemm, LayerNormalization on axis -1). */
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -18,8 +18,9 @@
 
 typedef struct val {
     const char *name;
-    int rank; /* 2 or 4 */
+    int rank; /* 2, 3 (a sequence [N, T, d]) or 4 */
     kdi_shape s;
+    const char *embed; /* the initializer of the chain's token embedding, for a tied LM head */
 } val;
 
 static kd_status flat(kdi_onnx *o, val *v)
@@ -28,7 +29,7 @@ static kd_status flat(kdi_onnx *o, val *v)
     const char *out = kdi_onnx_name(o, "flat");
     KDI_TRY(kdi_onnx_node(o, "Flatten", &v->name, 1, out));
     KDI_TRY(kdi_onnx_attr_int(o, "axis", 1));
-    *v = (val){out, 2, v->s};
+    *v = (val){out, 2, v->s, v->embed};
     return KD_OK;
 }
 
@@ -40,7 +41,7 @@ static kd_status image(kdi_onnx *o, val *v)
     KDI_TRY(kdi_onnx_tensor_i64(o, shape, dims, 1, &n));
     const char *in[2] = {v->name, shape};
     KDI_TRY(kdi_onnx_node(o, "Reshape", in, 2, out));
-    *v = (val){out, 4, v->s};
+    *v = (val){out, 4, v->s, v->embed};
     return KD_OK;
 }
 
@@ -108,7 +109,7 @@ static kd_status dense(kdi_onnx *o, const kdi_layer *l, const char *prefix, val 
     const char *in[3] = {v->name, w, b};
     KDI_TRY(kdi_onnx_node(o, "Gemm", in, 3, out));
     KDI_TRY(kdi_onnx_attr_int(o, "transB", 1)); /* W is [out, in], as nn.Linear's */
-    *v = (val){out, 2, l->out};
+    *v = (val){out, 2, l->out, v->embed};
     return KD_OK;
 }
 
@@ -131,7 +132,7 @@ static kd_status conv(kdi_onnx *o, const kdi_layer *l, const char *prefix, val *
     KDI_TRY(kdi_onnx_attr_ints(o, "strides", st, 2));
     KDI_TRY(kdi_onnx_attr_ints(o, "pads", pads, 4));
     KDI_TRY(kdi_onnx_attr_int(o, "group", l->in.c / l->params[0].dims[1]));
-    *v = (val){out, 4, l->out};
+    *v = (val){out, 4, l->out, v->embed};
     return KD_OK;
 }
 
@@ -227,18 +228,177 @@ static kd_status residual(kdi_onnx *o, kdi_layer *l, const char *prefix, val *v)
         KDI_TRY(flat(o, &cut));
     }
     KDI_TRY(binary(o, "Add", &body, cut.name));
-    *v = (val){body.name, body.rank, l->out};
+    *v = (val){body.name, body.rank, l->out, v->embed};
     return KD_OK;
+}
+
+/* ---------------------------------------------------------------- sequences [N, T, d] */
+
+static kd_status ints(kdi_onnx *o, const char *base, const int64_t *x, int64_t n, const char **name)
+{
+    *name = kdi_onnx_name(o, base);
+    return kdi_onnx_tensor_i64(o, *name, x, 1, &n);
+}
+
+/* v = v W^T for W [out, in] (nn.Linear's layout), on the last axis. */
+static kd_status matmul_t(kdi_onnx *o, val *v, const char *w)
+{
+    const char *wt = kdi_onnx_name(o, "transpose");
+    int64_t perm[2] = {1, 0};
+    KDI_TRY(kdi_onnx_node(o, "Transpose", &w, 1, wt));
+    KDI_TRY(kdi_onnx_attr_ints(o, "perm", perm, 2));
+    return binary(o, "MatMul", v, wt);
+}
+
+static kd_status reshape(kdi_onnx *o, val *v, const int64_t *dims, int64_t n)
+{
+    const char *shape;
+    KDI_TRY(ints(o, "shape", dims, n, &shape));
+    return binary(o, "Reshape", v, shape);
+}
+
+static kd_status transpose(kdi_onnx *o, val *v, const int64_t *perm)
+{
+    KDI_TRY(unary(o, "Transpose", v));
+    return kdi_onnx_attr_ints(o, "perm", perm, 4);
+}
+
+static kd_status seq_dense(kdi_onnx *o, const kdi_layer *l, const char *prefix, val *v)
+{
+    const char *w, *b;
+    KDI_TRY(param(o, l, 0, prefix, &w));
+    KDI_TRY(param(o, l, 1, prefix, &b));
+    KDI_TRY(matmul_t(o, v, w));
+    return binary(o, "Add", v, b);
+}
+
+/* Token ids (floats, as kd_model_predict takes them) to rows of the embedding. */
+static kd_status embed(kdi_onnx *o, const kdi_layer *l, const char *prefix, val *v)
+{
+    const char *w, *in[2] = {NULL, NULL}, *out = kdi_onnx_name(o, "embed");
+    KDI_TRY(param(o, l, 0, prefix, &w));
+    KDI_TRY(unary(o, "Cast", v));
+    KDI_TRY(kdi_onnx_attr_int(o, "to", 7)); /* INT64 */
+    in[0] = w;
+    in[1] = v->name;
+    KDI_TRY(kdi_onnx_node(o, "Gather", in, 2, out));
+    *v = (val){out, 3, l->out, w};
+    return KD_OK;
+}
+
+static kd_status lmhead(kdi_onnx *o, const kdi_layer *l, const char *prefix, val *v)
+{
+    const char *w = v->embed;
+    if (l->nparams > 0) KDI_TRY(param(o, l, 0, prefix, &w)); /* untied: its own */
+    return matmul_t(o, v, w);
+}
+
+/* nn/layers/attention.c: [Q K V] = x W_in^T + b_in; per head softmax(Q K^T / sqrt(D/H) + M) V
+ * (Vaswani et al. 2017, eq. 1), M = -inf above the diagonal when causal; y = O W_out^T + b_out. */
+static kd_status attention(kdi_onnx *o, const kdi_layer *l, const char *prefix, val *v)
+{
+    char buf[256];
+    kdi_args a;
+    int64_t heads;
+    KDI_TRY(args_of(l, buf, sizeof buf, &a));
+    KDI_TRY(kdi_args_int(&a, 0, "heads", 0, 0, 1, 4096, &heads));
+    int causal = kdi_args_flag(&a, "causal");
+    int64_t t = l->in.c, d = kdi_seq_width(l->in, 1), hd = d / heads;
+    const char *w_in, *b_in, *w_out, *b_out, *axes, *scale;
+    KDI_TRY(param(o, l, 0, prefix, &w_in));
+    KDI_TRY(param(o, l, 1, prefix, &b_in));
+    KDI_TRY(param(o, l, 2, prefix, &w_out));
+    KDI_TRY(param(o, l, 3, prefix, &b_out));
+    val qkv = *v, part[3];
+    KDI_TRY(matmul_t(o, &qkv, w_in));
+    KDI_TRY(binary(o, "Add", &qkv, b_in));
+    int64_t axis = 2, heads_shape[4] = {-1, t, heads, hd};
+    static const int64_t perm_q[4] = {0, 2, 1, 3}, perm_k[4] = {0, 2, 3, 1};
+    KDI_TRY(ints(o, "axes", &axis, 1, &axes));
+    for (int64_t k = 0; k < 3; k++) {
+        int64_t lo = k * d, hi = (k + 1) * d;
+        const char *starts, *ends, *in[4];
+        KDI_TRY(ints(o, "starts", &lo, 1, &starts));
+        KDI_TRY(ints(o, "ends", &hi, 1, &ends));
+        in[0] = qkv.name, in[1] = starts, in[2] = ends, in[3] = axes;
+        part[k] = qkv;
+        part[k].name = kdi_onnx_name(o, k == 0 ? "q" : k == 1 ? "k" : "v");
+        KDI_TRY(kdi_onnx_node(o, "Slice", in, 4, part[k].name));
+        KDI_TRY(reshape(o, &part[k], heads_shape, 4));
+        KDI_TRY(transpose(o, &part[k], k == 1 ? perm_k : perm_q)); /* [N, H, T, hd], K^T */
+    }
+    val s = part[0];
+    KDI_TRY(binary(o, "MatMul", &s, part[1].name));
+    KDI_TRY(scalar(o, "scale", 1.0f / sqrtf((float)hd), &scale));
+    KDI_TRY(binary(o, "Mul", &s, scale));
+    if (causal) {
+        float *mask = kdi_malloc(sizeof *mask * (size_t)(t * t));
+        if (mask == NULL) return kdi_fail(KD_ERR_NOMEM, "cannot allocate a causal mask");
+        for (int64_t i = 0; i < t * t; i++) mask[i] = i % t > i / t ? -INFINITY : 0.0f;
+        int64_t dims[2] = {t, t};
+        const char *m = kdi_onnx_name(o, "causal_mask");
+        kd_status st = kdi_onnx_tensor(o, m, mask, 2, dims);
+        kdi_free(mask);
+        KDI_TRY(st);
+        KDI_TRY(binary(o, "Add", &s, m));
+    }
+    KDI_TRY(unary(o, "Softmax", &s));
+    KDI_TRY(kdi_onnx_attr_int(o, "axis", -1));
+    KDI_TRY(binary(o, "MatMul", &s, part[2].name));
+    KDI_TRY(transpose(o, &s, perm_q)); /* [N, T, H, hd] */
+    int64_t back[3] = {-1, t, d};
+    KDI_TRY(reshape(o, &s, back, 3));
+    KDI_TRY(matmul_t(o, &s, w_out));
+    KDI_TRY(binary(o, "Add", &s, b_out));
+    v->name = s.name;
+    return KD_OK;
+}
+
+/* A layer acting on a sequence: the same maths on the last axis of [N, T, d]. */
+static kd_status seq_layer(kdi_onnx *o, kdi_layer *l, const char *prefix, val *v)
+{
+    const char *kind = l->ops->kind;
+    kd_status st = KD_OK;
+    if (strcmp(kind, "embed") == 0) return embed(o, l, prefix, v);
+    if (strcmp(kind, "posembed") == 0) {
+        const char *w;
+        KDI_TRY(param(o, l, 0, prefix, &w));
+        st = binary(o, "Add", v, w); /* [T, d] broadcast over the batch */
+    } else if (strcmp(kind, "dense") == 0) {
+        st = seq_dense(o, l, prefix, v);
+    } else if (strcmp(kind, "lmhead") == 0) {
+        st = lmhead(o, l, prefix, v);
+    } else if (strcmp(kind, "attention") == 0) {
+        st = attention(o, l, prefix, v);
+    } else if (strcmp(kind, "layernorm") == 0) {
+        char buf[256];
+        kdi_args a;
+        float eps;
+        const char *in[3] = {v->name}, *out = kdi_onnx_name(o, "layernorm");
+        KDI_TRY(args_of(l, buf, sizeof buf, &a));
+        KDI_TRY(kdi_args_float(&a, -1, "eps", 1, 1e-5f, 1e-12f, 1.0f, &eps));
+        KDI_TRY(param(o, l, 0, prefix, &in[1]));
+        KDI_TRY(param(o, l, 1, prefix, &in[2]));
+        KDI_TRY(kdi_onnx_node(o, "LayerNormalization", in, 3, out));
+        KDI_TRY(kdi_onnx_attr_int(o, "axis", -1)); /* each token over its d values */
+        KDI_TRY(kdi_onnx_attr_float(o, "epsilon", eps));
+        v->name = out;
+    } else {
+        return kdi_fail(KD_ERR_UNSUPPORTED, "layer %s'%s' on a sequence has no ONNX export yet",
+                        prefix, l->spec);
+    }
+    v->rank = 3;
+    v->s = l->out;
+    return st;
 }
 
 static kd_status export_layer(kdi_onnx *o, kdi_layer *l, const char *prefix, val *v)
 {
     const char *kind = l->ops->kind;
-    if (l->seq > 0)
-        return kdi_fail(KD_ERR_UNSUPPORTED,
-                        "layer %s'%s' acts on a sequence; ONNX export covers image and flat "
-                        "models only",
-                        prefix, l->spec);
+    static const char *const per_token[] = {"embed",  "posembed",  "dense",
+                                            "lmhead", "attention", "layernorm"};
+    for (size_t i = 0; l->seq > 0 && i < sizeof per_token / sizeof per_token[0]; i++)
+        if (strcmp(kind, per_token[i]) == 0) return seq_layer(o, l, prefix, v);
     kd_status st;
     if (strcmp(kind, "dense") == 0) return dense(o, l, prefix, v);
     if (strcmp(kind, "conv") == 0) return conv(o, l, prefix, v);
@@ -295,14 +455,19 @@ static kd_status normalize(kdi_onnx *o, const kd_model *m, val *v)
 static kd_status build(kdi_onnx *o, const kd_model *m)
 {
     kdi_shape in = m->seq.in;
-    val v = {"input", in.h * in.w > 1 ? 4 : 2, in};
+    val v = {"input", in.h * in.w > 1 ? 4 : 2, in, NULL};
     int64_t dims[4] = {-1, in.c, in.h, in.w};
+    if (m->seq.seq_in) { /* sequence T D: [N, T, D]; tokens V T: ids [N, T] */
+        v.rank = m->seq.vocab > 0 ? 2 : 3;
+        dims[2] = in.h * in.w;
+    }
     KDI_TRY(kdi_onnx_input(o, v.name, v.rank, dims));
     KDI_TRY(kdi_onnx_meta(o, "kd.spec", m->spec));
     if (m->norm.channels > 0) KDI_TRY(normalize(o, m, &v));
     KDI_TRY(export_seq(o, &m->seq, "", &v));
     KDI_TRY(kdi_onnx_node(o, "Identity", &v.name, 1, "logits"));
     int64_t out[4] = {-1, v.s.c, v.s.h, v.s.w};
+    if (v.rank == 3) out[2] = v.s.h * v.s.w;
     return kdi_onnx_output(o, "logits", v.rank, out);
 }
 
@@ -310,11 +475,6 @@ kd_status kd_model_export_onnx(const kd_model *m, const char *path)
 {
     KDI_CHECK_NULL(m);
     KDI_CHECK_NULL(path);
-    if (m->seq.seq_in || m->seq.vocab > 0)
-        return kdi_fail(KD_ERR_UNSUPPORTED,
-                        "model '%s' reads a sequence; ONNX export covers models of 'input N' or "
-                        "'input CxHxW' only",
-                        m->spec);
     kdi_onnx *o;
     KDI_TRY(kdi_onnx_create(&o));
     kd_status st = build(o, m);

@@ -33,6 +33,14 @@ static const onnx_case cases[] = {
      3},
     {"mixed_ranks", "input 4x4x4 | gap | residual(flatten | dense 4) | layernorm | dense 3", 0},
     {"image_out", "input 2x6x6 | conv 3 3 | sigmoid", 2},
+    {"transformer",
+     "tokens 32 8 | embed 16 | posembed | residual(layernorm | attention 2 causal) "
+     "| residual(layernorm | dense 64 | gelu | dense 16) | layernorm | lmhead 32 tied",
+     0},
+    {"sequence",
+     "sequence 6 8 | dense 12 | tanh | residual(layernorm eps=0.0001 | attention 3 dropout=0.1) "
+     "| lmhead 5 | flatten | dense 3",
+     0},
 };
 
 static int write_raw(const char *path, const float *x, int64_t n)
@@ -89,6 +97,10 @@ int main(int argc, char **argv)
         float *x = malloc(sizeof *x * (size_t)(batch * in)),
               *y = malloc(sizeof *y * (size_t)(batch * out));
         kdt_fill(x, batch * in, 1000 + c, -1.0f, 2.0f);
+        int64_t vocab = 0;
+        kd_model_tokens(m, &vocab, NULL);
+        for (int64_t i = 0; vocab > 0 && i < batch * in; i++) /* token ids, whole numbers */
+            x[i] = (float)(((uint64_t)i * 7919u + c) % (uint64_t)vocab);
         snprintf(path, sizeof path, "%s/%s.onnx", argv[1], k->name);
         kd_status st = kd_model_predict(m, x, batch, y);
         if (st == KD_OK) st = kd_model_export_onnx(m, path);
@@ -102,7 +114,10 @@ int main(int argc, char **argv)
         ok = ok && write_raw(path, y, batch * out);
         if (!ok) return 1;
         kdi_shape s = m->seq.in;
-        if (s.h * s.w > 1)
+        if (m->seq.seq_in && vocab == 0)
+            fprintf(list, "%s %lld %lld %lld %lld\n", k->name, (long long)batch, (long long)s.c,
+                    (long long)(s.h * s.w), (long long)(batch * out));
+        else if (s.h * s.w > 1)
             fprintf(list, "%s %lld %lld %lld %lld %lld\n", k->name, (long long)batch,
                     (long long)s.c, (long long)s.h, (long long)s.w, (long long)(batch * out));
         else
