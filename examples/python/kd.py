@@ -79,10 +79,12 @@ TOPK_TAIL_UNIFORM, TOPK_TAIL_NONE = 0, 1
 TEXT_VOCAB, TEXT_MAX_BYTES = 256, 1 << 30
 TEXT_TRAIN, TEXT_VALIDATION = 0, 1
 # kd_dtype: the arrays of a kd_tensors set
-DTYPE_F32, DTYPE_I32, DTYPE_I64 = 0, 1, 2
+DTYPE_F32, DTYPE_I32, DTYPE_I64, DTYPE_I8, DTYPE_U8 = 0, 1, 2, 3, 4
 TENSORS_MAX_DIMS = 8
 # kd_augment_kind
 AUGMENT_TRANSLATE, AUGMENT_CROP, AUGMENT_HFLIP = 0, 1, 2
+# kd_calibration (kd_model_quantize)
+CALIBRATION_MINMAX, CALIBRATION_PERCENTILE = 0, 1
 # kd_limit
 LIMIT_MODEL_VALUES, LIMIT_FILE_BYTES = 0, 1
 
@@ -224,6 +226,8 @@ _STATUS = {
     "kd_tensors_load": (_S, ctypes.POINTER(_P)),
     "kd_augment_images": (_F, _I64, _I64, _I64, _I64, ctypes.c_int, ctypes.c_int32,
                           ctypes.c_uint64),
+    "kd_model_quantize": (_P, _F, _I64, ctypes.c_int, ctypes.c_float, ctypes.POINTER(_P)),
+    "kd_model_is_quantized": (_P, ctypes.POINTER(ctypes.c_int32)),
 }
 # name: (result type, argument types)
 _OTHER = {
