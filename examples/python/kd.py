@@ -486,6 +486,20 @@ class Model(_Handle):
     def save(self, path):
         lib().kd_model_save(self._h, os.fsencode(path))
 
+    def quantize(self, x, n, method=CALIBRATION_MINMAX, percentile=99.99):
+        """A new int8 model calibrated on x [n, input] (post-training quantisation)."""
+        out = _P()
+        lib().kd_model_quantize(self._h, _floats(x, n * self.input_size), n, method, percentile,
+                                ctypes.byref(out))
+        return Model._wrap(out.value)
+
+    @property
+    def quantized(self):
+        """True when the model computes with int8 layers."""
+        v = ctypes.c_int32()
+        lib().kd_model_is_quantized(self._h, ctypes.byref(v))
+        return bool(v.value)
+
     def load_weights(self, path):
         """Copies every tensor of a safetensors file into the model; names and shapes must match."""
         lib().kd_model_load_weights(self._h, os.fsencode(path))
@@ -1052,7 +1066,8 @@ class Tensors(_Handle):
 
     _destroy = "kd_tensors_destroy"
     _CODES = {DTYPE_F32: ("f", ctypes.c_float), DTYPE_I32: ("i", ctypes.c_int32),
-              DTYPE_I64: ("q", ctypes.c_int64)}
+              DTYPE_I64: ("q", ctypes.c_int64), DTYPE_I8: ("b", ctypes.c_int8),
+              DTYPE_U8: ("B", ctypes.c_uint8)}
 
     def __init__(self, handle=None):
         if handle is None:
@@ -1090,9 +1105,10 @@ class Tensors(_Handle):
         return bool(found.value)
 
     def __setitem__(self, name, value):
-        """value: (array.array of typecode 'f', 'i' or 'q', shape)."""
+        """value: (array.array of typecode 'f', 'i', 'q', 'b' or 'B', shape)."""
         data, shape = value
-        dtype = {"f": DTYPE_F32, "i": DTYPE_I32, "q": DTYPE_I64}[data.typecode]
+        dtype = {"f": DTYPE_F32, "i": DTYPE_I32, "q": DTYPE_I64, "b": DTYPE_I8,
+                 "B": DTYPE_U8}[data.typecode]
         dims = (_I64 * max(1, len(shape)))(*shape)
         address = data.buffer_info()[0] if len(data) else None
         lib().kd_tensors_set(self._h, name.encode(), dtype, len(shape), dims, address)
