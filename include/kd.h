@@ -683,7 +683,9 @@ typedef struct kd_tensors kd_tensors;
 typedef enum kd_dtype {
     KD_DTYPE_F32 = 0, /* float, safetensors "F32" */
     KD_DTYPE_I32 = 1, /* int32_t, "I32" */
-    KD_DTYPE_I64 = 2  /* int64_t, "I64" */
+    KD_DTYPE_I64 = 2, /* int64_t, "I64" */
+    KD_DTYPE_I8 = 3,  /* int8_t, "I8" (int8 weights) */
+    KD_DTYPE_U8 = 4   /* uint8_t, "U8" (activation zero points) */
 } kd_dtype;
 
 #define KD_TENSORS_MAX_DIMS 8 /* dimensions of one array; 0 is a scalar */
@@ -881,6 +883,59 @@ KD_API kd_status kd_text_tokens(const kd_text *t, kd_text_part part, int64_t off
  * tokens, where bits per byte = ce / ln 2). ce must be finite and >= 0, tokens and bytes >= 1. */
 KD_API kd_status kd_perplexity(float ce, float *perplexity);
 KD_API kd_status kd_bits_per_byte(float ce, int64_t tokens, int64_t bytes, float *bpb);
+
+/* ---------------------------------------------------------------- int8 quantisation (issue 14) */
+
+/* How kd_model_quantize picks each activation's range [lo, hi] (lo <= 0 <= hi) from the
+ * calibration examples:
+ *   MINMAX: the smallest and largest value seen (Jacob et al. 2018, arXiv:1712.05877, sec. 3);
+ *   PERCENTILE: the p-th and (100 - p)-th percentiles of the values seen, read from a 2048-bin
+ *     histogram over [min, max] (Wu et al. 2020, "Integer Quantization for Deep Learning Inference",
+ *     arXiv:2004.09602, sec. 4.1), so rare outliers are clipped and the common values get finer
+ *     steps. */
+typedef enum kd_calibration {
+    KD_CALIBRATION_MINMAX = 0,
+    KD_CALIBRATION_PERCENTILE = 1
+} kd_calibration;
+
+/* Post-training int8 quantisation: *out is a new model computing with int8 weights and uint8
+ * activations and int32 accumulation, whose kd_model_predict, kd_model_evaluate, kd_model_save and
+ * kd_model_load work as for float models (it cannot be trained: kd_model_forward and backward on it
+ * are KD_ERR_UNSUPPORTED). m is not changed.
+ *
+ * Scheme (Jacob et al. 2018, eqs. 1-7; the ONNX QLinearConv / QuantizeLinear conventions):
+ *   activations per tensor, uint8: real = s * (q - z), q = saturate(round(x / s) + z) in 0..255,
+ *     s = (hi - lo) / 255, z = round(-lo / s);
+ *   weights per output channel o, symmetric int8: real = s_w[o] * w, s_w[o] = max|W[o,:]| / 127,
+ *     w = round(W / s_w[o]) in -127..127; BatchNorm is folded into the conv before it first
+ *     (W' = W g / sqrt(var + eps), b' = (b - mean) g / sqrt(var + eps) + beta);
+ *   bias int32 of scale s_x s_w[o]; acc[o] = bias[o] + sum_k (x_q - z_x) w[o, k] in int32;
+ *   requantisation with ReLU fused: y_q = clamp(round(acc * (s_x s_w[o] / s_y)) + z_y, lo, 255),
+ *     lo = z_y after a ReLU, else 0; the last layer returns float logits acc * s_x s_w[o].
+ * Rounding is half to even throughout. Layers: dense and conv (each with a following bn and relu
+ * fused in), maxpool, flatten, dropout (dropped, as at inference); any other layer is
+ * KD_ERR_UNSUPPORTED naming it. The model's input normalisation is kept, applied before quantising.
+ *
+ * x [n, in] are calibration examples (a few hundred from the transfer set are typical), run through
+ * m in batches of 64 to find the ranges; percentile in (50, 100] is used by PERCENTILE (99.99 is a
+ * common choice), ignored by MINMAX. Errors: KD_ERR_ARGUMENT (NULL, n < 1, method or percentile out
+ * of range), KD_ERR_NUMERIC (x not finite), KD_ERR_UNSUPPORTED (a layer without an int8 form, a model
+ * already quantised, a token model), KD_ERR_NOMEM.
+ *
+ * Files: the spec names the int8 layers (quantize, qconv, qdense, qmaxpool, qflatten, dequantize)
+ * and the tensors are, for layer I: quantize: I.scale F32 [1], I.zero_point U8 [1]; qconv and
+ * qdense: I.weight I8 ([C, Cin, K, K] or [N, in], PyTorch's layout), I.weight_scale F32 [C],
+ * I.bias I32 [C] (scale s_x s_w[o]), and unless it returns floats (dequant=1) I.output_scale F32 [1]
+ * and I.output_zero_point U8 [1]. A layer's input scale is the output scale of the nearest int8
+ * layer before it. kd_model_load refuses, before building anything, a scale that is NaN, infinite,
+ * zero or negative (KD_ERR_NUMERIC), a dtype other than these (KD_ERR_FORMAT) and a shape that
+ * disagrees with the spec or with the tensor's data (KD_ERR_SHAPE / KD_ERR_FORMAT), naming the
+ * tensor. Metadata "kd.quant" is "int8". The format in full: docs/QUANTIZATION.md. */
+KD_API kd_status kd_model_quantize(const kd_model *m, const float *x, int64_t n,
+                                   kd_calibration method, float percentile, kd_model **out);
+/* *quantized = 1 when m computes with int8 layers (made by kd_model_quantize or loaded from such a
+ * file), else 0. */
+KD_API kd_status kd_model_is_quantized(const kd_model *m, int32_t *quantized);
 
 /* ---------------------------------------------------------------- augmentation */
 

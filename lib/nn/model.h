@@ -60,6 +60,9 @@ const float *kdi_model_feature(const kd_model *m, int32_t layer);
 kd_status kdi_model_feature_backward(kd_model *m, int32_t layer, const float *grad);
 void kdi_model_zero_grad(kd_model *m);
 
+/* Tells every layer its parameter values were set from outside (ops->changed). */
+void kdi_model_params_changed(kd_model *m);
+
 /* Checks that file f (read from path) holds every parameter of m with its dtype and shape, finite;
  * with exact, nothing else. Changes nothing. */
 kd_status kdi_model_check_file(const kd_model *m, const kdi_st_file *f, const char *path,
