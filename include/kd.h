@@ -969,7 +969,14 @@ KD_API kd_status kd_augment_images(float *x, int64_t batch, int64_t c, int64_t h
  * attention as MatMul, Slice, Reshape, Transpose, Softmax (Vaswani et al. 2017, eq. 1; the causal
  * mask an additive -inf constant), lmhead as MatMul with its own or the tied embedding's weight.
  * Initializers keep the safetensors names ("0.weight", with a "_N" suffix to make them unique);
- * metadata_props "kd.spec" holds the spec. Errors: KD_ERR_ARGUMENT (NULL), KD_ERR_NOMEM,
+ * metadata_props "kd.spec" holds the spec. Int8 models (kd_model_quantize) give the same numbers
+ * bit for bit, in integer operators: quantize as QuantizeLinear (uint8 codes), qdense as
+ * MatMulInteger (int8 weights, transposed) + int32 bias, qconv as Conv over the codes minus their
+ * zero point and the int8 weights cast to float (exact integers while |sum| < 2^24, always when
+ * Cin*K*K <= 518), then the requantisation float(acc) * M[o] rounded by QuantizeLinear (scale 1,
+ * the output zero point; Relu before it when fused), or the float logits (dequant=1); qmaxpool and
+ * qflatten as MaxPool and Flatten on the codes, dequantize as DequantizeLinear.
+ * Errors: KD_ERR_ARGUMENT (NULL), KD_ERR_NOMEM,
  * KD_ERR_IO (path as it was), KD_ERR_UNSUPPORTED for a file over protobuf's 2 GiB. */
 KD_API kd_status kd_model_export_onnx(const kd_model *m, const char *path);
 

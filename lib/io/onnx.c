@@ -148,6 +148,20 @@ kd_status kdi_onnx_tensor_i64(kdi_onnx *o, const char *name, const int64_t *data
     return push(o, &o->inits, t);
 }
 
+kd_status kdi_onnx_tensor_int(kdi_onnx *o, const char *name, int32_t type, const int32_t *data,
+                              int32_t ndim, const int64_t *dims)
+{
+    if (o->failed != KD_OK) return o->failed;
+    int64_t n;
+    Onnx__TensorProto *t = tensor(o, name, type, ndim, dims, &n);
+    int32_t *v = t != NULL ? arena(o, sizeof *v * (size_t)(n > 0 ? n : 1)) : NULL;
+    if (v == NULL) return fail(o, KD_ERR_NOMEM);
+    memcpy(v, data, sizeof *v * (size_t)n);
+    t->n_int32_data = (size_t)n;
+    t->int32_data = v;
+    return push(o, &o->inits, t);
+}
+
 kd_status kdi_onnx_node(kdi_onnx *o, const char *op, const char *const *inputs, int32_t n,
                         const char *output)
 {

@@ -31,6 +31,18 @@ kd_status kdi_onnx_tensor(kdi_onnx *o, const char *name, const float *data, int3
 kd_status kdi_onnx_tensor_i64(kdi_onnx *o, const char *name, const int64_t *data, int32_t ndim,
                               const int64_t *dims);
 
+/* An initializer of small integers (ONNX's int32_data): type is ONNX's TensorProto.DataType,
+ * KDI_ONNX_INT8, KDI_ONNX_UINT8 or KDI_ONNX_INT32. */
+enum {
+    KDI_ONNX_FLOAT = 1,
+    KDI_ONNX_UINT8 = 2,
+    KDI_ONNX_INT8 = 3,
+    KDI_ONNX_INT32 = 6,
+    KDI_ONNX_INT64 = 7
+};
+kd_status kdi_onnx_tensor_int(kdi_onnx *o, const char *name, int32_t type, const int32_t *data,
+                              int32_t ndim, const int64_t *dims);
+
 /* A node of the default domain: op (ONNX's operator name) from inputs to one output. The
  * attribute calls add to the last node added. */
 kd_status kdi_onnx_node(kdi_onnx *o, const char *op, const char *const *inputs, int32_t n,

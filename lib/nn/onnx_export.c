@@ -7,6 +7,7 @@
  * pooling, image inputs), and a layer that needs another rank gets a Flatten or a Reshape first:
  * the data's order is the same in all, so the numbers are libkd's. Layers on sequences act on the
  * last axis (MatMul with a transposed weight instead of Gemm, LayerNormalization on axis -1). */
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -21,6 +22,10 @@ typedef struct val {
     int rank; /* 2, 3 (a sequence [N, T, d]) or 4 */
     kdi_shape s;
     const char *embed; /* the initializer of the chain's token embedding, for a tied LM head */
+    /* uint8 codes (int8 models): their scale and zero point, as initializers and values */
+    const char *qs, *qz;
+    float s_in;
+    uint8_t z_in;
 } val;
 
 static kd_status flat(kdi_onnx *o, val *v)
@@ -29,7 +34,8 @@ static kd_status flat(kdi_onnx *o, val *v)
     const char *out = kdi_onnx_name(o, "flat");
     KDI_TRY(kdi_onnx_node(o, "Flatten", &v->name, 1, out));
     KDI_TRY(kdi_onnx_attr_int(o, "axis", 1));
-    *v = (val){out, 2, v->s, v->embed};
+    v->name = out;
+    v->rank = 2;
     return KD_OK;
 }
 
@@ -41,7 +47,8 @@ static kd_status image(kdi_onnx *o, val *v)
     KDI_TRY(kdi_onnx_tensor_i64(o, shape, dims, 1, &n));
     const char *in[2] = {v->name, shape};
     KDI_TRY(kdi_onnx_node(o, "Reshape", in, 2, out));
-    *v = (val){out, 4, v->s, v->embed};
+    v->name = out;
+    v->rank = 4;
     return KD_OK;
 }
 
@@ -109,7 +116,7 @@ static kd_status dense(kdi_onnx *o, const kdi_layer *l, const char *prefix, val 
     const char *in[3] = {v->name, w, b};
     KDI_TRY(kdi_onnx_node(o, "Gemm", in, 3, out));
     KDI_TRY(kdi_onnx_attr_int(o, "transB", 1)); /* W is [out, in], as nn.Linear's */
-    *v = (val){out, 2, l->out, v->embed};
+    *v = (val){.name = out, .rank = 2, .s = l->out, .embed = v->embed};
     return KD_OK;
 }
 
@@ -132,7 +139,7 @@ static kd_status conv(kdi_onnx *o, const kdi_layer *l, const char *prefix, val *
     KDI_TRY(kdi_onnx_attr_ints(o, "strides", st, 2));
     KDI_TRY(kdi_onnx_attr_ints(o, "pads", pads, 4));
     KDI_TRY(kdi_onnx_attr_int(o, "group", l->in.c / l->params[0].dims[1]));
-    *v = (val){out, 4, l->out, v->embed};
+    *v = (val){.name = out, .rank = 4, .s = l->out, .embed = v->embed};
     return KD_OK;
 }
 
@@ -228,7 +235,7 @@ static kd_status residual(kdi_onnx *o, kdi_layer *l, const char *prefix, val *v)
         KDI_TRY(flat(o, &cut));
     }
     KDI_TRY(binary(o, "Add", &body, cut.name));
-    *v = (val){body.name, body.rank, l->out, v->embed};
+    *v = (val){.name = body.name, .rank = body.rank, .s = l->out, .embed = v->embed};
     return KD_OK;
 }
 
@@ -282,7 +289,7 @@ static kd_status embed(kdi_onnx *o, const kdi_layer *l, const char *prefix, val 
     in[0] = w;
     in[1] = v->name;
     KDI_TRY(kdi_onnx_node(o, "Gather", in, 2, out));
-    *v = (val){out, 3, l->out, w};
+    *v = (val){.name = out, .rank = 3, .s = l->out, .embed = w};
     return KD_OK;
 }
 
@@ -392,9 +399,205 @@ static kd_status seq_layer(kdi_onnx *o, kdi_layer *l, const char *prefix, val *v
     return st;
 }
 
+/* ---------------------------------------------------------------- int8 models */
+
+/* nn/layers/int8.c, operator for operator and bit for bit: uint8 codes (real = s (q - z)), int8
+ * weights with per-channel scales, int32 sums acc = bias + sum (x - z_in) w, then
+ * y = saturate(rint(float(acc) * M[o]) + z_out) with M = float(s_in s_w[o] / s_out), or the float
+ * float(acc) * s_in s_w[o] for the last layer (dequant=1). QuantizeLinear with scale 1 and the
+ * output zero point is exactly that saturating round; a fused ReLU is Relu before it. */
+
+static kd_status int_tensor(kdi_onnx *o, const char *base, int32_t type, const kdi_param *p,
+                            int transpose, const char **name)
+{
+    int64_t n = p->count, dims[KDI_MAX_DIMS];
+    int32_t *v = kdi_malloc(sizeof *v * (size_t)(n > 0 ? n : 1));
+    if (v == NULL) return kdi_fail(KD_ERR_NOMEM, "cannot allocate %lld values", (long long)n);
+    int64_t rows = p->ndim == 2 ? p->dims[0] : 1, cols = n / rows;
+    for (int64_t i = 0; i < n; i++) {
+        int64_t src = transpose ? (i % rows) * cols + i / rows : i;
+        v[i] = p->raw_type == KDI_ST_I8   ? ((const int8_t *)p->raw)[src]
+               : p->raw_type == KDI_ST_U8 ? ((const uint8_t *)p->raw)[src]
+                                          : ((const int32_t *)p->raw)[src];
+    }
+    memcpy(dims, p->dims, sizeof dims);
+    if (transpose) dims[0] = cols, dims[1] = rows;
+    *name = kdi_onnx_name(o, base);
+    kd_status st = kdi_onnx_tensor_int(o, *name, type, v, p->ndim, dims);
+    kdi_free(v);
+    return st;
+}
+
+static kd_status quantize(kdi_onnx *o, const kdi_layer *l, const char *prefix, val *v)
+{
+    char name[192];
+    float s = l->params[0].value[0];
+    uint8_t z = ((const uint8_t *)l->params[1].raw)[0];
+    int32_t zi = z;
+    snprintf(name, sizeof name, "%sscale", prefix);
+    KDI_TRY(scalar(o, name, s, &v->qs));
+    snprintf(name, sizeof name, "%szero_point", prefix);
+    v->qz = kdi_onnx_name(o, name);
+    KDI_TRY(kdi_onnx_tensor_int(o, v->qz, KDI_ONNX_UINT8, &zi, 0, NULL));
+    const char *in[3] = {v->name, v->qs, v->qz}, *out = kdi_onnx_name(o, "quantize");
+    KDI_TRY(kdi_onnx_node(o, "QuantizeLinear", in, 3, out));
+    v->name = out;
+    v->s_in = s;
+    v->z_in = z;
+    return KD_OK;
+}
+
+static kd_status dequantize(kdi_onnx *o, val *v)
+{
+    const char *in[3] = {v->name, v->qs, v->qz}, *out = kdi_onnx_name(o, "dequantize");
+    KDI_TRY(kdi_onnx_node(o, "DequantizeLinear", in, 3, out));
+    v->name = out;
+    v->qs = v->qz = NULL;
+    return KD_OK;
+}
+
+/* acc (int32 for qdense, exact-integer floats for qconv) to codes or floats; ch_dims shapes the
+ * per-channel constants to broadcast ([C] or [C, 1, 1]). */
+static kd_status requantize(kdi_onnx *o, const kdi_layer *l, const char *prefix, val *v,
+                            int64_t ch_ndim, int relu, int dequant)
+{
+    char name[192];
+    int64_t n = l->params[0].dims[0], dims[3] = {n, 1, 1};
+    float *mult = kdi_malloc(sizeof *mult * (size_t)n);
+    if (mult == NULL) return kdi_fail(KD_ERR_NOMEM, "cannot allocate %lld scales", (long long)n);
+    for (int64_t c = 0; c < n; c++) { /* as int8.c's q_changed */
+        float m = v->s_in * l->params[1].value[c];
+        if (!dequant) m = m / l->params[3].value[0];
+        mult[c] = m > FLT_MAX ? FLT_MAX : m;
+    }
+    const char *mname = kdi_onnx_name(o, "multiplier");
+    kd_status st = kdi_onnx_tensor(o, mname, mult, (int32_t)ch_ndim, dims);
+    kdi_free(mult);
+    KDI_TRY(st);
+    KDI_TRY(binary(o, "Mul", v, mname));
+    if (dequant) {
+        v->qs = v->qz = NULL;
+        return KD_OK;
+    }
+    if (relu) KDI_TRY(unary(o, "Relu", v));
+    const char *one;
+    KDI_TRY(scalar(o, "one", 1.0f, &one));
+    snprintf(name, sizeof name, "%soutput_zero_point", prefix);
+    const char *z = kdi_onnx_name(o, name);
+    int32_t zi = ((const uint8_t *)l->params[4].raw)[0];
+    KDI_TRY(kdi_onnx_tensor_int(o, z, KDI_ONNX_UINT8, &zi, 0, NULL));
+    const char *in[3] = {v->name, one, z}, *out = kdi_onnx_name(o, "requantize");
+    KDI_TRY(kdi_onnx_node(o, "QuantizeLinear", in, 3, out));
+    snprintf(name, sizeof name, "%soutput_scale", prefix);
+    KDI_TRY(scalar(o, name, l->params[3].value[0], &v->qs));
+    v->qz = z;
+    v->name = out;
+    v->s_in = l->params[3].value[0];
+    v->z_in = (uint8_t)zi;
+    return KD_OK;
+}
+
+static kd_status q_flags(const kdi_layer *l, int64_t *relu, int64_t *dequant)
+{
+    char buf[256];
+    kdi_args a;
+    KDI_TRY(args_of(l, buf, sizeof buf, &a));
+    KDI_TRY(kdi_args_int(&a, -1, "relu", 1, 0, 0, 1, relu));
+    return kdi_args_int(&a, -1, "dequant", 1, 0, 0, 1, dequant);
+}
+
+/* MatMulInteger(x, W^T, z_in): the int32 sums, exact. */
+static kd_status qdense(kdi_onnx *o, const kdi_layer *l, const char *prefix, val *v)
+{
+    char name[192];
+    int64_t relu, dequant;
+    const char *w, *b;
+    KDI_TRY(q_flags(l, &relu, &dequant));
+    KDI_TRY(flat(o, v));
+    snprintf(name, sizeof name, "%sweight.T", prefix);
+    KDI_TRY(int_tensor(o, name, KDI_ONNX_INT8, &l->params[0], 1, &w));
+    snprintf(name, sizeof name, "%sbias", prefix);
+    KDI_TRY(int_tensor(o, name, KDI_ONNX_INT32, &l->params[2], 0, &b));
+    const char *in[3] = {v->name, w, v->qz}, *acc = kdi_onnx_name(o, "acc");
+    KDI_TRY(kdi_onnx_node(o, "MatMulInteger", in, 3, acc));
+    v->name = acc;
+    KDI_TRY(binary(o, "Add", v, b));
+    KDI_TRY(unary(o, "Cast", v));
+    KDI_TRY(kdi_onnx_attr_int(o, "to", KDI_ONNX_FLOAT));
+    v->s = l->out;
+    return requantize(o, l, prefix, v, 1, (int)relu, (int)dequant);
+}
+
+/* Conv over (x - z_in) and w as floats: integers below 2^24 in magnitude, so the float sums are the
+ * int32 ones while |acc| stays below 2^24 (always when Cin K K <= 518: 518 * 255 * 127 < 2^24),
+ * with the zero padding of real 0 that int8.c's im2row pads with z_in for. */
+static kd_status qconv(kdi_onnx *o, const kdi_layer *l, const char *prefix, val *v)
+{
+    char buf[256], name[192];
+    kdi_args a;
+    int64_t relu, dequant, stride, pad, k = l->params[0].dims[2];
+    KDI_TRY(q_flags(l, &relu, &dequant));
+    KDI_TRY(args_of(l, buf, sizeof buf, &a));
+    KDI_TRY(kdi_args_int(&a, -1, "stride", 1, 1, 1, 64, &stride));
+    KDI_TRY(kdi_args_int(&a, -1, "pad", 1, 0, 0, 64, &pad));
+    KDI_TRY(image(o, v));
+    const char *z, *w, *b;
+    KDI_TRY(scalar(o, "input_zero_point", (float)v->z_in, &z));
+    KDI_TRY(unary(o, "Cast", v));
+    KDI_TRY(kdi_onnx_attr_int(o, "to", KDI_ONNX_FLOAT));
+    KDI_TRY(binary(o, "Sub", v, z));
+    snprintf(name, sizeof name, "%sweight", prefix);
+    KDI_TRY(int_tensor(o, name, KDI_ONNX_INT8, &l->params[0], 0, &w));
+    val wf = {w, 4, l->out, NULL, NULL, NULL, 0.0f, 0};
+    KDI_TRY(unary(o, "Cast", &wf));
+    KDI_TRY(kdi_onnx_attr_int(o, "to", KDI_ONNX_FLOAT));
+    const char *in[2] = {v->name, wf.name}, *out = kdi_onnx_name(o, "qconv");
+    KDI_TRY(kdi_onnx_node(o, "Conv", in, 2, out));
+    int64_t ks[2] = {k, k}, st[2] = {stride, stride}, pads[4] = {pad, pad, pad, pad};
+    KDI_TRY(kdi_onnx_attr_ints(o, "kernel_shape", ks, 2));
+    KDI_TRY(kdi_onnx_attr_ints(o, "strides", st, 2));
+    KDI_TRY(kdi_onnx_attr_ints(o, "pads", pads, 4));
+    v->name = out;
+    v->s = l->out;
+    /* + bias, [C, 1, 1] */
+    kdi_param bias = l->params[2];
+    bias.ndim = 3;
+    bias.dims[1] = bias.dims[2] = 1;
+    snprintf(name, sizeof name, "%sbias", prefix);
+    KDI_TRY(int_tensor(o, name, KDI_ONNX_INT32, &bias, 0, &b));
+    val bf = {b, 3, l->out, NULL, NULL, NULL, 0.0f, 0};
+    KDI_TRY(unary(o, "Cast", &bf));
+    KDI_TRY(kdi_onnx_attr_int(o, "to", KDI_ONNX_FLOAT));
+    KDI_TRY(binary(o, "Add", v, bf.name));
+    return requantize(o, l, prefix, v, 3, (int)relu, (int)dequant);
+}
+
+static kd_status int8_layer(kdi_onnx *o, kdi_layer *l, const char *prefix, val *v, int *done)
+{
+    const char *kind = l->ops->kind;
+    *done = 1;
+    if (strcmp(kind, "quantize") == 0) return quantize(o, l, prefix, v);
+    if (strcmp(kind, "dequantize") == 0) return dequantize(o, v);
+    if (strcmp(kind, "qdense") == 0) return qdense(o, l, prefix, v);
+    if (strcmp(kind, "qconv") == 0) return qconv(o, l, prefix, v);
+    if (strcmp(kind, "qflatten") == 0) return flat(o, v);
+    if (strcmp(kind, "qmaxpool") == 0) {
+        KDI_TRY(pool(o, l, "MaxPool", v)); /* max commutes with the increasing dequantisation */
+        return KD_OK;
+    }
+    *done = 0;
+    return KD_OK;
+}
+
 static kd_status export_layer(kdi_onnx *o, kdi_layer *l, const char *prefix, val *v)
 {
     const char *kind = l->ops->kind;
+    int done;
+    KDI_TRY(int8_layer(o, l, prefix, v, &done));
+    if (done) {
+        v->s = l->out;
+        return KD_OK;
+    }
     static const char *const per_token[] = {"embed",  "posembed",  "dense",
                                             "lmhead", "attention", "layernorm"};
     for (size_t i = 0; l->seq > 0 && i < sizeof per_token / sizeof per_token[0]; i++)
@@ -455,7 +658,7 @@ static kd_status normalize(kdi_onnx *o, const kd_model *m, val *v)
 static kd_status build(kdi_onnx *o, const kd_model *m)
 {
     kdi_shape in = m->seq.in;
-    val v = {"input", in.h * in.w > 1 ? 4 : 2, in, NULL};
+    val v = {"input", in.h * in.w > 1 ? 4 : 2, in, NULL, NULL, NULL, 0.0f, 0};
     int64_t dims[4] = {-1, in.c, in.h, in.w};
     if (m->seq.seq_in) { /* sequence T D: [N, T, D]; tokens V T: ids [N, T] */
         v.rank = m->seq.vocab > 0 ? 2 : 3;

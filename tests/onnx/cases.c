@@ -14,33 +14,39 @@
 typedef struct onnx_case {
     const char *name, *spec;
     int64_t norm; /* channels of the input normalisation, 0 for none */
+    int quant;    /* exported after kd_model_quantize (int8, min-max on 64 random inputs) */
 } onnx_case;
 
 static const onnx_case cases[] = {
-    {"mlp", "input 784 | dense 256 | relu | dropout 0.5 | dense 10", 1},
+    {"mlp", "input 784 | dense 256 | relu | dropout 0.5 | dense 10", 1, 0},
     {"activations",
      "input 20 | dense 16 | leakyrelu 0.1 | dense 16 | gelu | dense 16 | tanh | dense 16 | sigmoid "
      "| bn | layernorm eps=0.001 | dense 5",
-     20},
+     20, 0},
     {"cnn",
      "input 1x28x28 | conv 8 3 pad=1 | bn | relu | maxpool 2 | conv 16 3 stride=2 pad=1 bias=0 "
      "| relu | avgpool 2 stride=1 | flatten | dense 10",
-     1},
+     1, 0},
     {"resnet",
      "input 3x8x8 | conv 8 3 pad=1 bias=0 | bn | relu | residual(conv 8 3 pad=1 | bn | relu "
      "| conv 8 3 pad=1 | bn) | relu | residual(conv 16 3 stride=2 pad=1 | bn)(conv 16 1 stride=2 "
      "| bn) | gelu | layernorm | conv 16 3 groups=16 pad=1 | gap | flatten | dense 4",
-     3},
-    {"mixed_ranks", "input 4x4x4 | gap | residual(flatten | dense 4) | layernorm | dense 3", 0},
-    {"image_out", "input 2x6x6 | conv 3 3 | sigmoid", 2},
+     3, 0},
+    {"mixed_ranks", "input 4x4x4 | gap | residual(flatten | dense 4) | layernorm | dense 3", 0, 0},
+    {"image_out", "input 2x6x6 | conv 3 3 | sigmoid", 2, 0},
     {"transformer",
      "tokens 32 8 | embed 16 | posembed | residual(layernorm | attention 2 causal) "
      "| residual(layernorm | dense 64 | gelu | dense 16) | layernorm | lmhead 32 tied",
-     0},
+     0, 0},
     {"sequence",
      "sequence 6 8 | dense 12 | tanh | residual(layernorm eps=0.0001 | attention 3 dropout=0.1) "
      "| lmhead 5 | flatten | dense 3",
-     0},
+     0, 0},
+    {"int8_mlp", "input 784 | dense 64 | relu | dense 32 | relu | dense 10", 1, 1},
+    {"int8_cnn",
+     "input 1x12x12 | conv 8 3 pad=1 | bn | relu | maxpool 2 | conv 8 3 stride=2 pad=1 | relu "
+     "| flatten | dense 5",
+     1, 1},
 };
 
 static int write_raw(const char *path, const float *x, int64_t n)
@@ -92,6 +98,20 @@ int main(int argc, char **argv)
             kdt_fill(mean, k->norm, 11, -0.3f, 0.3f);
             kdt_fill(std, k->norm, 12, 0.2f, 2.0f);
             if (kd_model_set_normalization(m, mean, std, k->norm) != KD_OK) return 1;
+        }
+        if (k->quant) {
+            int64_t n = 64, size = kdi_model_in(m);
+            float *calib = malloc(sizeof *calib * (size_t)(n * size));
+            kd_model *q = NULL;
+            kdt_fill(calib, n * size, 77 + c, -1.0f, 2.0f);
+            kd_status qs = kd_model_quantize(m, calib, n, KD_CALIBRATION_MINMAX, 0.0f, &q);
+            free(calib);
+            if (qs != KD_OK) {
+                fprintf(stderr, "%s: %s\n", k->name, kd_last_error());
+                return 1;
+            }
+            kd_model_destroy(m);
+            m = q;
         }
         int64_t in = kdi_model_in(m), out = kdi_model_out(m);
         float *x = malloc(sizeof *x * (size_t)(batch * in)),
