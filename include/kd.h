@@ -722,7 +722,9 @@ typedef struct kd_tensors kd_tensors;
 typedef enum kd_dtype {
     KD_DTYPE_F32 = 0, /* float, safetensors "F32" */
     KD_DTYPE_I32 = 1, /* int32_t, "I32" */
-    KD_DTYPE_I64 = 2  /* int64_t, "I64" */
+    KD_DTYPE_I64 = 2, /* int64_t, "I64" */
+    KD_DTYPE_I8 = 3,  /* int8_t, "I8" (int8 weights) */
+    KD_DTYPE_U8 = 4   /* uint8_t, "U8" (activation zero points) */
 } kd_dtype;
 
 #define KD_TENSORS_MAX_DIMS 8 /* dimensions of one array; 0 is a scalar */
@@ -921,6 +923,59 @@ KD_API kd_status kd_text_tokens(const kd_text *t, kd_text_part part, int64_t off
 KD_API kd_status kd_perplexity(float ce, float *perplexity);
 KD_API kd_status kd_bits_per_byte(float ce, int64_t tokens, int64_t bytes, float *bpb);
 
+/* ---------------------------------------------------------------- int8 quantisation (issue 14) */
+
+/* How kd_model_quantize picks each activation's range [lo, hi] (lo <= 0 <= hi) from the
+ * calibration examples:
+ *   MINMAX: the smallest and largest value seen (Jacob et al. 2018, arXiv:1712.05877, sec. 3);
+ *   PERCENTILE: the p-th and (100 - p)-th percentiles of the values seen, read from a 2048-bin
+ *     histogram over [min, max] (Wu et al. 2020, "Integer Quantization for Deep Learning Inference",
+ *     arXiv:2004.09602, sec. 4.1), so rare outliers are clipped and the common values get finer
+ *     steps. */
+typedef enum kd_calibration {
+    KD_CALIBRATION_MINMAX = 0,
+    KD_CALIBRATION_PERCENTILE = 1
+} kd_calibration;
+
+/* Post-training int8 quantisation: *out is a new model computing with int8 weights and uint8
+ * activations and int32 accumulation, whose kd_model_predict, kd_model_evaluate, kd_model_save and
+ * kd_model_load work as for float models (it cannot be trained: kd_model_forward and backward on it
+ * are KD_ERR_UNSUPPORTED). m is not changed.
+ *
+ * Scheme (Jacob et al. 2018, eqs. 1-7; the ONNX QLinearConv / QuantizeLinear conventions):
+ *   activations per tensor, uint8: real = s * (q - z), q = saturate(round(x / s) + z) in 0..255,
+ *     s = (hi - lo) / 255, z = round(-lo / s);
+ *   weights per output channel o, symmetric int8: real = s_w[o] * w, s_w[o] = max|W[o,:]| / 127,
+ *     w = round(W / s_w[o]) in -127..127; BatchNorm is folded into the conv before it first
+ *     (W' = W g / sqrt(var + eps), b' = (b - mean) g / sqrt(var + eps) + beta);
+ *   bias int32 of scale s_x s_w[o]; acc[o] = bias[o] + sum_k (x_q - z_x) w[o, k] in int32;
+ *   requantisation with ReLU fused: y_q = clamp(round(acc * (s_x s_w[o] / s_y)) + z_y, lo, 255),
+ *     lo = z_y after a ReLU, else 0; the last layer returns float logits acc * s_x s_w[o].
+ * Rounding is half to even throughout. Layers: dense and conv (each with a following bn and relu
+ * fused in), maxpool, flatten, dropout (dropped, as at inference); any other layer is
+ * KD_ERR_UNSUPPORTED naming it. The model's input normalisation is kept, applied before quantising.
+ *
+ * x [n, in] are calibration examples (a few hundred from the transfer set are typical), run through
+ * m in batches of 64 to find the ranges; percentile in (50, 100] is used by PERCENTILE (99.99 is a
+ * common choice), ignored by MINMAX. Errors: KD_ERR_ARGUMENT (NULL, n < 1, method or percentile out
+ * of range), KD_ERR_NUMERIC (x not finite), KD_ERR_UNSUPPORTED (a layer without an int8 form, a model
+ * already quantised, a token model), KD_ERR_NOMEM.
+ *
+ * Files: the spec names the int8 layers (quantize, qconv, qdense, qmaxpool, qflatten, dequantize)
+ * and the tensors are, for layer I: quantize: I.scale F32 [1], I.zero_point U8 [1]; qconv and
+ * qdense: I.weight I8 ([C, Cin, K, K] or [N, in], PyTorch's layout), I.weight_scale F32 [C],
+ * I.bias I32 [C] (scale s_x s_w[o]), and unless it returns floats (dequant=1) I.output_scale F32 [1]
+ * and I.output_zero_point U8 [1]. A layer's input scale is the output scale of the nearest int8
+ * layer before it. kd_model_load refuses, before building anything, a scale that is NaN, infinite,
+ * zero or negative (KD_ERR_NUMERIC), a dtype other than these (KD_ERR_FORMAT) and a shape that
+ * disagrees with the spec or with the tensor's data (KD_ERR_SHAPE / KD_ERR_FORMAT), naming the
+ * tensor. Metadata "kd.quant" is "int8". The format in full: docs/QUANTIZATION.md. */
+KD_API kd_status kd_model_quantize(const kd_model *m, const float *x, int64_t n,
+                                   kd_calibration method, float percentile, kd_model **out);
+/* *quantized = 1 when m computes with int8 layers (made by kd_model_quantize or loaded from such a
+ * file), else 0. */
+KD_API kd_status kd_model_is_quantized(const kd_model *m, int32_t *quantized);
+
 /* ---------------------------------------------------------------- augmentation */
 
 typedef enum kd_augment_kind {
@@ -985,6 +1040,73 @@ KD_API kd_status kd_trainer_broadcast(kd_trainer *t);
  * The caller destroys *held_out. */
 KD_API kd_status kd_dataset_hold_out(kd_dataset *d, float fraction, uint64_t seed,
                                      kd_dataset **held_out);
+/* ---------------------------------------------------------------- ONNX export (issue 14) */
+
+/* Writes m as an ONNX model (https://onnx.ai, IR version 8, default-domain operator set 17; runs in
+ * ONNX Runtime >= 1.12), atomically as kd_model_save. The graph has one float input "input":
+ * [N, C, H, W] for 'input CxHxW' (H or W > 1), [N, F] for 'input F', [N, T, D] for 'sequence T D'
+ * and [N, T] for 'tokens V T' (the ids as floats, as kd_model_predict takes them; cast to int64
+ * inside), N symbolic ("batch"); and one output "logits" shaped as the last layer's output
+ * ([N, classes] after dense, [N, T, V] after lmhead). It computes what kd_model_predict does
+ * (evaluation mode): the input normalisation (Sub, Div), then dense as Gemm (transB = 1; MatMul
+ * with the transposed weight on a sequence), conv as Conv, maxpool/avgpool/gap as MaxPool/
+ * AveragePool/GlobalAveragePool, bn as BatchNormalization with the running estimates, layernorm
+ * as LayerNormalization (axis 1; -1 on a sequence), flatten as Flatten, residual blocks as Add of
+ * their branches, dropout as nothing, relu/leakyrelu/tanh/sigmoid as their operators, gelu as
+ * x * 0.5 * (1 + Erf(x / sqrt 2)) (Hendrycks and Gimpel 2016), embed as Gather, posembed as Add,
+ * attention as MatMul, Slice, Reshape, Transpose, Softmax (Vaswani et al. 2017, eq. 1; the causal
+ * mask an additive -inf constant), lmhead as MatMul with its own or the tied embedding's weight.
+ * Initializers keep the safetensors names ("0.weight", with a "_N" suffix to make them unique);
+ * metadata_props "kd.spec" holds the spec. Int8 models (kd_model_quantize) give the same numbers
+ * bit for bit, in integer operators: quantize as QuantizeLinear (uint8 codes), qdense as
+ * MatMulInteger (int8 weights, transposed) + int32 bias, qconv as Conv over the codes minus their
+ * zero point and the int8 weights cast to float (exact integers while |sum| < 2^24, always when
+ * Cin*K*K <= 518), then the requantisation float(acc) * M[o] rounded by QuantizeLinear (scale 1,
+ * the output zero point; Relu before it when fused), or the float logits (dequant=1); qmaxpool and
+ * qflatten as MaxPool and Flatten on the codes, dequantize as DequantizeLinear.
+ * Errors: KD_ERR_ARGUMENT (NULL), KD_ERR_NOMEM,
+ * KD_ERR_IO (path as it was), KD_ERR_UNSUPPORTED for a file over protobuf's 2 GiB. */
+KD_API kd_status kd_model_export_onnx(const kd_model *m, const char *path);
+
+/* ---------------------------------------------------------------- pruning (issue 14) */
+
+/* Magnitude pruning with a schedule. A pruner masks every trainable weight tensor of m with two or
+ * more dims (dense and conv weights, attention projections, embeddings; biases and norms' scales
+ * are kept), each tensor layer-wise to the same sparsity (Han et al. 2015): at the steps the
+ * schedule names, the smallest |w| are masked; every kd_pruner_step zeroes the masked weights
+ * again, so training (call it after each optimizer step or kd_trainer_step) keeps them at zero.
+ * The sparsity at step t rises from 0 to the target as Zhu and Gupta 2017 ("To prune, or not to
+ * prune", eq. 1): s_t = s (1 - (1 - (t - begin) / (end - begin))^3) for begin <= t < end, s from
+ * end on; masks change every FREQUENCY steps. With the defaults (0, 0, 1) the first step prunes to
+ * s at once (one-shot). The pruner borrows m, which must outlive it; a step allocates nothing.
+ * sparsity in [0, 1) (KD_ERR_ARGUMENT); KD_ERR_ARGUMENT too when m has no weight to prune. */
+typedef struct kd_pruner kd_pruner;
+typedef enum kd_pruner_option {
+    KD_PRUNER_BEGIN_STEP = 0, /* the step pruning starts at (0) */
+    KD_PRUNER_END_STEP = 1,   /* the step the target sparsity is reached at (0) */
+    KD_PRUNER_FREQUENCY = 2   /* steps between mask updates, >= 1 (1) */
+} kd_pruner_option;
+KD_API kd_status kd_pruner_create(kd_model *m, float sparsity, kd_pruner **out);
+KD_API kd_status kd_pruner_set_int(kd_pruner *p, kd_pruner_option key, int64_t value);
+/* Updates the masks if the schedule says so at step (>= 0), then zeroes the masked weights. */
+KD_API kd_status kd_pruner_step(kd_pruner *p, int64_t step);
+/* The sparsity the masks were last set to (0 before any step). */
+KD_API kd_status kd_pruner_sparsity(const kd_pruner *p, float *sparsity);
+KD_API void kd_pruner_destroy(kd_pruner *p);
+/* The fraction of zeros among the weights a pruner would mask (0 when there are none). */
+KD_API kd_status kd_model_sparsity(const kd_model *m, float *sparsity);
+
+/* Structured pruning: a new model (*out, the caller's) with round(fraction * n) of the n output
+ * neurons of every dense layer, and output channels of every conv layer (groups = 1), removed, the
+ * ones of smallest L1 norm of their weights (Li et al. 2017, "Pruning Filters for Efficient
+ * ConvNets", sec. 3.1), at least one kept. The layers reading them shrink too: bn between keeps
+ * the kept channels' parameters and statistics, the next dense or conv layer the kept inputs
+ * (a flattened channel's H*W inputs together). A layer is pruned only when its outputs reach the
+ * next dense or conv layer through activations, dropout, bn, pooling or flatten, so the model's
+ * last layer and layers before a residual block or layernorm keep their sizes. The spec of *out
+ * names the new sizes; normalisation is kept; m is unchanged. fraction in [0, 1)
+ * (KD_ERR_ARGUMENT); KD_ERR_UNSUPPORTED for sequence models or when no layer can be pruned. */
+KD_API kd_status kd_model_prune_channels(const kd_model *m, float fraction, kd_model **out);
 
 #ifdef __cplusplus
 }

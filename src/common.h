@@ -343,5 +343,11 @@ int cmd_distill(const options *o);
 int cmd_eval(const options *o);
 int cmd_info(const options *o);
 int cmd_predict(const options *o);
+/* ---- shipping the student (issue 14): each parses its own options */
+int cmd_export(int argc, char **argv); /* cmd_export.c */
+void export_help(FILE *f);
+int cmd_prune(int argc, char **argv); /* cmd_prune.c */
+void prune_help(FILE *f);
+/* ---- end of shipping the student */
 
 #endif

@@ -36,6 +36,8 @@ void print_usage(FILE *f)
           "  info      architecture, per-layer parameters and metadata of a model file\n"
           "  generate  text from a byte-level language model (train, distill and eval take\n"
           "            --text FILE for language models; see kd help generate)\n"
+          "  export    a model as ONNX, for ONNX Runtime and other runtimes\n"
+          "  prune     magnitude or channel pruning, then distillation fine-tuning\n"
           "  help      kd help COMMAND shows a command's options and examples\n"
           "\n"
           "examples:\n"
@@ -309,6 +311,10 @@ int print_command_help(FILE *f, const char *name)
         predict_help(f);
     else if (strcmp(name, "generate") == 0)
         text_help(f, name);
+    else if (strcmp(name, "export") == 0)
+        export_help(f);
+    else if (strcmp(name, "prune") == 0)
+        prune_help(f);
     else if (strcmp(name, "help") == 0)
         print_usage(f);
     else if (strcmp(name, "train") != 0 && strcmp(name, "distill") != 0 &&

@@ -53,7 +53,7 @@ static int help(int argc, char **argv)
         return EXIT_OK;
     }
     if (print_command_help(stdout, argv[2]) == 0) return EXIT_OK;
-    fail_msg("no command '%s'; the commands are train, distill, eval, predict, info, generate",
+    fail_msg("no command '%s'; the commands are train, distill, eval, predict, info, generate, export, prune",
              argv[2]);
     return EXIT_USAGE;
 }
@@ -75,6 +75,11 @@ static int run(int argc, char **argv)
     if (strcmp(a, "generate") == 0) {
         set_command_name("generate");
         return cmd_generate(argc, argv);
+    }
+    /* issue 14: export and prune parse their own options */
+    if (strcmp(a, "export") == 0 || strcmp(a, "prune") == 0) {
+        set_command_name(a);
+        return a[0] == 'e' ? cmd_export(argc, argv) : cmd_prune(argc, argv);
     }
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) {
         if (strcmp(a, commands[i].name) != 0) continue;
@@ -103,7 +108,7 @@ static int run(int argc, char **argv)
         return commands[i].run(&o);
     }
     fail_msg(
-        "unknown command '%s'; the commands are train, distill, eval, predict, info, generate (see "
+        "unknown command '%s'; the commands are train, distill, eval, predict, info, generate, export, prune (see "
         "'kd --help')",
         a);
     return EXIT_USAGE;

@@ -596,6 +596,141 @@ START_TEST(dispatch)
 }
 END_TEST
 
+/* ---------------------------------------------------------------- int8: equal to ref, bit for bit */
+
+static uint64_t lcg(uint64_t *s)
+{
+    *s = *s * 6364136223846793005ULL + 1442695040888963407ULL;
+    return *s >> 33;
+}
+
+/* The int8 tables to check: the variants, and AVX2's int8 kernels on their own (what AVX-512
+ * without VNNI uses). */
+static const kdi_kernels *int8_table(int v)
+{
+    return v < (int)NVARIANTS ? kdi_kernels_variant(variants[v]) : NULL;
+}
+
+START_TEST(int8_qgemm)
+{
+    static const int64_t ks[] = {1, 3, 4, 9, 31, 32, 33, 63, 64, 65, 144, 200, 784};
+    uint64_t seed = 7;
+    for (size_t t = 0; t < sizeof ks / sizeof ks[0]; t++) {
+        int64_t m = 1 + (int64_t)(lcg(&seed) % 5), n = 1 + (int64_t)(lcg(&seed) % 11), k = ks[t];
+        int64_t lda = k + (int64_t)(lcg(&seed) % 3), ldb = k + (int64_t)(lcg(&seed) % 3),
+                ldc = n + 1;
+        uint8_t *a = malloc((size_t)(m * lda + 1));
+        int8_t *b = malloc((size_t)(n * ldb + 1));
+        int32_t *want = calloc((size_t)(m * ldc), 4), *got = calloc((size_t)(m * ldc), 4);
+        ck_assert(a && b && want && got);
+        /* Extremes included: 255 * -128 everywhere must still be exact. */
+        for (int64_t i = 0; i < m * lda; i++) a[i + 0] = t % 3 == 0 ? 255 : (uint8_t)lcg(&seed);
+        for (int64_t i = 0; i < n * ldb; i++)
+            b[i] = t % 3 == 0 ? (int8_t)-128 : (int8_t)(int)(lcg(&seed) % 256 - 128);
+        kdi_kernels_ref.qgemm_u8s8(m, n, k, a, lda, b, ldb, want, ldc);
+        for (int v = 0; v < (int)NVARIANTS; v++) {
+            const kdi_kernels *kt = int8_table(v);
+            if (kt == NULL) continue;
+            for (int64_t i = 0; i < m * ldc; i++) got[i] = -7;
+            kt->qgemm_u8s8(m, n, k, a, lda, b, ldb, got, ldc);
+            for (int64_t i = 0; i < m; i++)
+                for (int64_t j = 0; j < n; j++)
+                    ck_assert_msg(got[i * ldc + j] == want[i * ldc + j],
+                                  "%s qgemm m=%lld n=%lld k=%lld [%lld,%lld]: %d, ref %d",
+                                  variants[v], (long long)m, (long long)n, (long long)k,
+                                  (long long)i, (long long)j, got[i * ldc + j], want[i * ldc + j]);
+            for (int64_t i = 0; i < m; i++) ck_assert_int_eq(got[i * ldc + n], -7); /* stride gap */
+        }
+        free(a);
+        free(b);
+        free(want);
+        free(got);
+    }
+}
+END_TEST
+
+START_TEST(int8_quantize_requant)
+{
+    uint64_t seed = 11;
+    for (size_t t = 0; t < NSIZES; t++) {
+        int64_t n = sizes[t];
+        float *x = buf(300 + t, -40.0f, 40.0f);
+        /* Exact halves, huge and tiny values: rounding ties and saturation. */
+        x[0] = 2.5f * 0.25f;
+        if (n > 1) x[1] = 3.0e38f;
+        if (n > 2) x[2] = -3.0e38f;
+        if (n > 3) x[3] = -0.0f;
+        if (n > 4) x[4] = 0.125f * 7.0f;
+        uint8_t *want = malloc((size_t)n + GUARD), *got = malloc((size_t)n + GUARD);
+        int32_t *acc = malloc(sizeof(int32_t) * (size_t)n),
+                *corr = malloc(sizeof(int32_t) * (size_t)n);
+        float *mult = malloc(sizeof(float) * (size_t)n), *fw = malloc(sizeof(float) * (size_t)n),
+              *fg = malloc(sizeof(float) * ((size_t)n + GUARD));
+        ck_assert(want && got && acc && corr && mult && fw && fg);
+        for (int64_t i = 0; i < n; i++) {
+            acc[i] = (int32_t)(lcg(&seed) % 2000001) - 1000000;
+            corr[i] = (int32_t)(lcg(&seed) % 20001) - 10000;
+            mult[i] = (float)(lcg(&seed) % 1000 + 1) * 1e-6f;
+        }
+        acc[0] = INT32_MAX; /* wraps with corr, as the SIMD add does */
+        corr[0] = 5;
+        mult[0] = 1.0f;
+        const int64_t rows = n % 3 == 0 ? 3 : 1, cols = n / rows;
+        for (int pass = 0; pass < 3; pass++) {
+            int32_t zp = pass == 0 ? 0 : pass == 1 ? 128 : 3, lo = pass == 2 ? 3 : 0;
+            kdi_kernels_ref.quantize_u8(want, x, n, 0.25f, zp);
+            for (int v = 0; v < (int)NVARIANTS; v++) {
+                const kdi_kernels *kt = int8_table(v);
+                if (kt == NULL) continue;
+                memset(got, 0xA5, (size_t)n + GUARD);
+                kt->quantize_u8(got, x, n, 0.25f, zp);
+                ck_assert_msg(memcmp(got, want, (size_t)n) == 0, "%s quantize n=%lld", variants[v],
+                              (long long)n);
+                for (int g = 0; g < GUARD; g++) ck_assert_int_eq(got[n + g], 0xA5);
+            }
+            kdi_kernels_ref.requant_u8(want, acc, rows, cols, corr, mult, zp, lo);
+            kdi_kernels_ref.dequant_i32(fw, acc, rows, cols, corr, mult);
+            for (int v = 0; v < (int)NVARIANTS; v++) {
+                const kdi_kernels *kt = int8_table(v);
+                if (kt == NULL) continue;
+                memset(got, 0xA5, (size_t)n + GUARD);
+                kt->requant_u8(got, acc, rows, cols, corr, mult, zp, lo);
+                ck_assert_msg(memcmp(got, want, (size_t)(rows * cols)) == 0,
+                              "%s requant n=%lld zp=%d", variants[v], (long long)n, zp);
+                ck_assert_int_eq(got[rows * cols], 0xA5);
+                set_guard(fg, rows * cols);
+                kt->dequant_i32(fg, acc, rows, cols, corr, mult);
+                ck_assert_msg(memcmp(fg, fw, sizeof(float) * (size_t)(rows * cols)) == 0,
+                              "%s dequant n=%lld", variants[v], (long long)n);
+                check_guard(fg, rows * cols, "dequant", variants[v]);
+            }
+        }
+        unbuf(x);
+        free(want);
+        free(got);
+        free(acc);
+        free(corr);
+        free(mult);
+        free(fw);
+        free(fg);
+    }
+}
+END_TEST
+
+/* AVX-512 without VNNI uses AVX2's int8 kernels; they are checked above as "avx2". The table this
+ * CPU gets for "avx512" has them or VNNI's, never NULL. */
+START_TEST(int8_dispatch)
+{
+    const kdi_kernels *k = kdi_kernels_variant("avx512");
+    if (k == NULL) return;
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512vnni"))
+        ck_assert(k->qgemm_u8s8 == kdi_kernels_avx512.qgemm_u8s8);
+    else
+        ck_assert(k->qgemm_u8s8 == kdi_kernels_avx2.qgemm_u8s8);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("kernels");
@@ -613,6 +748,9 @@ int main(void)
     tcase_add_test(t, gemm);
     tcase_add_test(t, gemm_degenerate);
     tcase_add_test(t, gemm_small);
+    tcase_add_test(t, int8_qgemm);
+    tcase_add_test(t, int8_quantize_requant);
+    tcase_add_test(t, int8_dispatch);
     suite_add_tcase(s, t);
     return kdt_run(s);
 }

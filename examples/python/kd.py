@@ -82,10 +82,14 @@ TOPK_TAIL_UNIFORM, TOPK_TAIL_NONE = 0, 1
 TEXT_VOCAB, TEXT_MAX_BYTES = 256, 1 << 30
 TEXT_TRAIN, TEXT_VALIDATION = 0, 1
 # kd_dtype: the arrays of a kd_tensors set
-DTYPE_F32, DTYPE_I32, DTYPE_I64 = 0, 1, 2
+DTYPE_F32, DTYPE_I32, DTYPE_I64, DTYPE_I8, DTYPE_U8 = 0, 1, 2, 3, 4
 TENSORS_MAX_DIMS = 8
 # kd_augment_kind
 AUGMENT_TRANSLATE, AUGMENT_CROP, AUGMENT_HFLIP = 0, 1, 2
+# kd_pruner_option
+PRUNER_BEGIN_STEP, PRUNER_END_STEP, PRUNER_FREQUENCY = 0, 1, 2
+# kd_calibration (kd_model_quantize)
+CALIBRATION_MINMAX, CALIBRATION_PERCENTILE = 0, 1
 # kd_limit
 LIMIT_MODEL_VALUES, LIMIT_FILE_BYTES = 0, 1
 
@@ -123,6 +127,13 @@ _STATUS = {
     "kd_model_clone": (_P, ctypes.POINTER(_P)),
     "kd_model_load": (_S, ctypes.POINTER(_P)),
     "kd_model_save": (_P, _S),
+    "kd_model_export_onnx": (_P, _S),
+    "kd_pruner_create": (_P, ctypes.c_float, ctypes.POINTER(_P)),
+    "kd_pruner_set_int": (_P, ctypes.c_int, _I64),
+    "kd_pruner_step": (_P, _I64),
+    "kd_pruner_sparsity": (_P, _F),
+    "kd_model_sparsity": (_P, _F),
+    "kd_model_prune_channels": (_P, ctypes.c_float, ctypes.POINTER(_P)),
     "kd_model_load_weights": (_P, _S),
     "kd_model_input_size": (_P, _PI64),
     "kd_model_output_size": (_P, _PI64),
@@ -234,6 +245,8 @@ _STATUS = {
     "kd_tensors_load": (_S, ctypes.POINTER(_P)),
     "kd_augment_images": (_F, _I64, _I64, _I64, _I64, ctypes.c_int, ctypes.c_int32,
                           ctypes.c_uint64),
+    "kd_model_quantize": (_P, _F, _I64, ctypes.c_int, ctypes.c_float, ctypes.POINTER(_P)),
+    "kd_model_is_quantized": (_P, ctypes.POINTER(ctypes.c_int32)),
 }
 # name: (result type, argument types)
 _OTHER = {
@@ -254,6 +267,7 @@ _OTHER = {
     "kd_batcher_destroy": (None, (_P,)),
     "kd_text_destroy": (None, (_P,)),
     "kd_tensors_destroy": (None, (_P,)),
+    "kd_pruner_destroy": (None, (_P,)),
 }
 
 _lib = None
@@ -491,6 +505,36 @@ class Model(_Handle):
 
     def save(self, path):
         lib().kd_model_save(self._h, os.fsencode(path))
+
+    def export_onnx(self, path):
+        """Writes the model as ONNX (opset 17) for ONNX Runtime and other readers."""
+        lib().kd_model_export_onnx(self._h, os.fsencode(path))
+
+    def sparsity(self):
+        """The fraction of zeros among the weight matrices and kernels."""
+        v = ctypes.c_float()
+        lib().kd_model_sparsity(self._h, ctypes.byref(v))
+        return v.value
+
+    def prune_channels(self, fraction):
+        """A new, smaller model without the fraction of neurons/channels of smallest L1 norm."""
+        out = _P()
+        lib().kd_model_prune_channels(self._h, fraction, ctypes.byref(out))
+        return Model._wrap(out.value)
+
+    def quantize(self, x, n, method=CALIBRATION_MINMAX, percentile=99.99):
+        """A new int8 model calibrated on x [n, input] (post-training quantisation)."""
+        out = _P()
+        lib().kd_model_quantize(self._h, _floats(x, n * self.input_size), n, method, percentile,
+                                ctypes.byref(out))
+        return Model._wrap(out.value)
+
+    @property
+    def quantized(self):
+        """True when the model computes with int8 layers."""
+        v = ctypes.c_int32()
+        lib().kd_model_is_quantized(self._h, ctypes.byref(v))
+        return bool(v.value)
 
     def load_weights(self, path):
         """Copies every tensor of a safetensors file into the model; names and shapes must match."""
@@ -906,6 +950,30 @@ class Optimizer(_Handle):
         lib().kd_optimizer_step(self._h)
 
 
+class Pruner(_Handle):
+    """Magnitude pruning of a model's weights to a sparsity, on a schedule; keeps the model alive."""
+
+    _destroy = "kd_pruner_destroy"
+
+    def __init__(self, model, sparsity, begin=0, end=0, frequency=1):
+        out = _P()
+        lib().kd_pruner_create(model.handle, sparsity, ctypes.byref(out))
+        super().__init__(out.value)
+        self._borrow(model)
+        lib().kd_pruner_set_int(self._h, PRUNER_BEGIN_STEP, begin)
+        lib().kd_pruner_set_int(self._h, PRUNER_END_STEP, end)
+        lib().kd_pruner_set_int(self._h, PRUNER_FREQUENCY, frequency)
+
+    def step(self, step):
+        """Updates the masks as the schedule says at step, then zeroes the masked weights."""
+        lib().kd_pruner_step(self._h, step)
+
+    def sparsity(self):
+        v = ctypes.c_float()
+        lib().kd_pruner_sparsity(self._h, ctypes.byref(v))
+        return v.value
+
+
 class Trainer(_Handle):
     """Distillation steps of a student; keeps its borrowed student, loss, optimizer, teachers and
     feature losses."""
@@ -1102,7 +1170,8 @@ class Tensors(_Handle):
 
     _destroy = "kd_tensors_destroy"
     _CODES = {DTYPE_F32: ("f", ctypes.c_float), DTYPE_I32: ("i", ctypes.c_int32),
-              DTYPE_I64: ("q", ctypes.c_int64)}
+              DTYPE_I64: ("q", ctypes.c_int64), DTYPE_I8: ("b", ctypes.c_int8),
+              DTYPE_U8: ("B", ctypes.c_uint8)}
 
     def __init__(self, handle=None):
         if handle is None:
@@ -1140,9 +1209,10 @@ class Tensors(_Handle):
         return bool(found.value)
 
     def __setitem__(self, name, value):
-        """value: (array.array of typecode 'f', 'i' or 'q', shape)."""
+        """value: (array.array of typecode 'f', 'i', 'q', 'b' or 'B', shape)."""
         data, shape = value
-        dtype = {"f": DTYPE_F32, "i": DTYPE_I32, "q": DTYPE_I64}[data.typecode]
+        dtype = {"f": DTYPE_F32, "i": DTYPE_I32, "q": DTYPE_I64, "b": DTYPE_I8,
+                 "B": DTYPE_U8}[data.typecode]
         dims = (_I64 * max(1, len(shape)))(*shape)
         address = data.buffer_info()[0] if len(data) else None
         lib().kd_tensors_set(self._h, name.encode(), dtype, len(shape), dims, address)

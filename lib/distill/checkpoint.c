@@ -82,11 +82,11 @@ static void entries_add(entries *e, const char *prefix, const kd_model *m, const
         const kdi_param *p = ps->items[i].p;
         kdi_st_tensor *t = &e->t[e->n];
         snprintf(e->names[e->n], sizeof e->names[0], "%s%s", prefix, ps->items[i].name);
-        t->dtype = p->ivalue != NULL ? KDI_ST_I64 : KDI_ST_F32;
+        t->dtype = kdi_param_dtype(p);
         t->ndim = p->ndim;
         memcpy(t->dims, p->dims, sizeof p->dims);
-        t->data = p->ivalue != NULL ? (const void *)p->ivalue : (const void *)p->value;
-        t->nbytes = p->count * (p->ivalue != NULL ? 8 : 4);
+        t->data = kdi_param_data(p);
+        t->nbytes = kdi_param_bytes(p);
         e->n++;
         for (int32_t j = 0; j < o->ops->nstate; j++) {
             float *buf = o->state[i * o->ops->nstate + j];

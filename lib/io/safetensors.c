@@ -280,11 +280,23 @@ static const struct dtype_info {
 } dtypes[] = {
     {"F32", 4, KDI_ST_F32},       {"I64", 8, KDI_ST_I64},       {"F64", 8, KDI_ST_OTHER},
     {"F16", 2, KDI_ST_OTHER},     {"BF16", 2, KDI_ST_OTHER},    {"I32", 4, KDI_ST_I32},
-    {"I16", 2, KDI_ST_OTHER},     {"I8", 1, KDI_ST_OTHER},      {"U8", 1, KDI_ST_OTHER},
+    {"I16", 2, KDI_ST_OTHER},     {"I8", 1, KDI_ST_I8},         {"U8", 1, KDI_ST_U8},
     {"U16", 2, KDI_ST_OTHER},     {"U32", 4, KDI_ST_OTHER},     {"U64", 8, KDI_ST_OTHER},
     {"BOOL", 1, KDI_ST_OTHER},    {"F8_E5M2", 1, KDI_ST_OTHER}, {"F8_E4M3", 1, KDI_ST_OTHER},
     {"F8_E8M0", 1, KDI_ST_OTHER}, {"C64", 8, KDI_ST_OTHER},
 };
+
+int64_t kdi_st_dtype_size(kdi_st_dtype d)
+{
+    switch (d) {
+    case KDI_ST_F32: return 4;
+    case KDI_ST_I32: return 4;
+    case KDI_ST_I64: return 8;
+    case KDI_ST_I8: return 1;
+    case KDI_ST_U8: return 1;
+    default: return 0;
+    }
+}
 
 static const struct dtype_info *find_dtype(const char *name)
 {
@@ -663,13 +675,13 @@ static kd_status check_tensor(const kdi_st_tensor *t, int32_t i)
     if (t->name == NULL) return kdi_fail(KD_ERR_ARGUMENT, "tensor %d has a NULL name", (int)i);
     if (strcmp(t->name, META_KEY) == 0 || !utf8_valid(t->name, strlen(t->name)))
         return kdi_fail(KD_ERR_ARGUMENT, "tensor name '%s' is reserved or not UTF-8", t->name);
-    if (t->dtype != KDI_ST_F32 && t->dtype != KDI_ST_I32 && t->dtype != KDI_ST_I64)
-        return kdi_fail(KD_ERR_UNSUPPORTED, "tensor '%s': only F32, I32 and I64 can be written",
-                        t->name);
+    if (kdi_st_dtype_size(t->dtype) == 0)
+        return kdi_fail(KD_ERR_UNSUPPORTED,
+                        "tensor '%s': only F32, I32, I64, I8 and U8 can be written", t->name);
     if (t->ndim < 0 || t->ndim > KDI_ST_MAX_DIMS)
         return kdi_fail(KD_ERR_ARGUMENT, "tensor '%s' has %d dimensions, expected 0 to %d", t->name,
                         (int)t->ndim, KDI_ST_MAX_DIMS);
-    int64_t bytes = t->dtype == KDI_ST_I64 ? 8 : 4;
+    int64_t bytes = kdi_st_dtype_size(t->dtype);
     for (int32_t d = 0; d < t->ndim; d++)
         if (!kdi_mul_ok(bytes, t->dims[d], &bytes))
             return kdi_fail(KD_ERR_ARGUMENT, "tensor '%s' has a negative or overflowing shape",
@@ -767,6 +779,8 @@ static void put_tensor(text *h, const kdi_st_tensor *t, int64_t offset)
     put_json_string(h, t->name);
     put_str(h, t->dtype == KDI_ST_I64   ? ":{\"dtype\":\"I64\",\"shape\":["
                : t->dtype == KDI_ST_I32 ? ":{\"dtype\":\"I32\",\"shape\":["
+               : t->dtype == KDI_ST_I8  ? ":{\"dtype\":\"I8\",\"shape\":["
+               : t->dtype == KDI_ST_U8  ? ":{\"dtype\":\"U8\",\"shape\":["
                                         : ":{\"dtype\":\"F32\",\"shape\":[");
     for (int32_t d = 0; d < t->ndim; d++) {
         if (d) put_str(h, ",");

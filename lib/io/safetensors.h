@@ -14,7 +14,9 @@ typedef enum kdi_st_dtype {
     KDI_ST_F32 = 0,
     KDI_ST_I64 = 1,
     KDI_ST_OTHER = 2,
-    KDI_ST_I32 = 3
+    KDI_ST_I32 = 3,
+    KDI_ST_I8 = 4,
+    KDI_ST_U8 = 5
 } kdi_st_dtype;
 
 typedef struct kdi_st_tensor {
@@ -42,7 +44,10 @@ const kdi_st_tensor *kdi_st_find(const kdi_st_file *f, const char *name);
 const char *kdi_st_meta(const kdi_st_file *f, const char *key); /* NULL when absent */
 void kdi_st_free(kdi_st_file *f);
 
-/* Writes F32, I32 and I64 tensors (in the given order) and metadata atomically (io/atomic.h): a
+/* Bytes of one value of dtype (0 for KDI_ST_OTHER). */
+int64_t kdi_st_dtype_size(kdi_st_dtype d);
+
+/* Writes F32, I32, I64, I8 and U8 tensors (in the given order) and metadata atomically (io/atomic.h): a
  * temporary file beside path, fsync, rename; stale temporary files of path removed first. On
  * failure path is untouched and the temporary file removed. */
 kd_status kdi_st_write(const char *path, const kdi_st_tensor *tensors, int32_t n,

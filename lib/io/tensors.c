@@ -28,7 +28,21 @@ struct kd_tensors {
 /* 2^62 bytes: every offset and sum the writer forms stays within int64_t. */
 #define MAX_BYTES (INT64_C(1) << 62)
 
-static int64_t dtype_size(kd_dtype d) { return d == KD_DTYPE_I64 ? 8 : 4; }
+static int64_t dtype_size(kd_dtype d)
+{
+    return d == KD_DTYPE_I64 ? 8 : d == KD_DTYPE_I8 || d == KD_DTYPE_U8 ? 1 : 4;
+}
+
+static kdi_st_dtype to_st(kd_dtype d)
+{
+    switch (d) {
+    case KD_DTYPE_F32: return KDI_ST_F32;
+    case KD_DTYPE_I32: return KDI_ST_I32;
+    case KD_DTYPE_I64: return KDI_ST_I64;
+    case KD_DTYPE_I8: return KDI_ST_I8;
+    default: return KDI_ST_U8;
+    }
+}
 
 static char *dup_str(const char *s)
 {
@@ -88,7 +102,8 @@ static kd_status check_array(const char *name, kd_dtype dtype, int32_t ndim, con
 {
     if (name[0] == '\0' || strcmp(name, "__metadata__") == 0)
         return kdi_fail(KD_ERR_ARGUMENT, "an array name must be non-empty and not '__metadata__'");
-    if (dtype != KD_DTYPE_F32 && dtype != KD_DTYPE_I32 && dtype != KD_DTYPE_I64)
+    if (dtype != KD_DTYPE_F32 && dtype != KD_DTYPE_I32 && dtype != KD_DTYPE_I64 &&
+        dtype != KD_DTYPE_I8 && dtype != KD_DTYPE_U8)
         return kdi_fail(KD_ERR_ARGUMENT, "array '%s': dtype %d is not a kd_dtype", name,
                         (int)dtype);
     if (ndim < 0 || ndim > KD_TENSORS_MAX_DIMS || (ndim > 0 && dims == NULL))
@@ -309,9 +324,7 @@ kd_status kd_tensors_save(const kd_tensors *t, const char *path)
     for (int32_t i = 0; i < t->n; i++) {
         const array *a = &t->a[i];
         st[i].name = a->name;
-        st[i].dtype = a->dtype == KD_DTYPE_F32   ? KDI_ST_F32
-                      : a->dtype == KD_DTYPE_I32 ? KDI_ST_I32
-                                                 : KDI_ST_I64;
+        st[i].dtype = to_st(a->dtype);
         st[i].ndim = a->ndim;
         for (int32_t d = 0; d < a->ndim; d++) st[i].dims[d] = a->dims[d];
         st[i].data = a->data;
@@ -331,10 +344,12 @@ static kd_status copy_file(const kdi_st_file *f, const char *path, kd_tensors *t
         const kdi_st_tensor *s = &f->tensors[i];
         kd_dtype d = s->dtype == KDI_ST_F32   ? KD_DTYPE_F32
                      : s->dtype == KDI_ST_I32 ? KD_DTYPE_I32
+                     : s->dtype == KDI_ST_I8  ? KD_DTYPE_I8
+                     : s->dtype == KDI_ST_U8  ? KD_DTYPE_U8
                                               : KD_DTYPE_I64;
         if (s->dtype == KDI_ST_OTHER)
             return kdi_fail(KD_ERR_UNSUPPORTED,
-                            "%s: array '%s' has a dtype other than F32, I32 and I64", path,
+                            "%s: array '%s' has a dtype other than F32, I32, I64, I8 and U8", path,
                             s->name);
         if (s->name[0] == '\0')
             return kdi_fail(KD_ERR_FORMAT, "%s: an array has an empty name", path);

@@ -25,10 +25,37 @@ static int supports(const char *name)
     return 0;
 }
 
+/* AVX-512 without VNNI (Skylake-X): the avx512 table with the AVX2 int8 kernels, whose VNNI ones
+ * would fault there. Built once, under the same pthread_once as the choice. */
+static kdi_kernels avx512_no_vnni;
+static pthread_once_t no_vnni_once = PTHREAD_ONCE_INIT;
+
+static void build_no_vnni(void)
+{
+    avx512_no_vnni = kdi_kernels_avx512;
+#define KDI_FROM_AVX2(k) avx512_no_vnni.k = kdi_kernels_avx2.k;
+    KDI_EACH_INT8_KERNEL(KDI_FROM_AVX2)
+#undef KDI_FROM_AVX2
+}
+
+static int has_vnni(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512vnni");
+#else
+    return 0;
+#endif
+}
+
 const kdi_kernels *kdi_kernels_variant(const char *name)
 {
     if (name == NULL || !supports(name)) return NULL;
-    if (strcmp(name, "avx512") == 0) return &kdi_kernels_avx512;
+    if (strcmp(name, "avx512") == 0) {
+        if (has_vnni()) return &kdi_kernels_avx512;
+        pthread_once(&no_vnni_once, build_no_vnni);
+        return &avx512_no_vnni;
+    }
     if (strcmp(name, "avx2") == 0) return &kdi_kernels_avx2;
     return &kdi_kernels_ref;
 }

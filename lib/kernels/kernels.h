@@ -66,6 +66,23 @@ typedef struct kdi_kernels {
     void (*adam_update)(float *w, float *m, float *v, const float *g, int64_t n, float lr,
                         float beta1, float beta2, float eps, float weight_decay, float bias_corr1,
                         float bias_corr2, int decoupled);
+
+    /* ---- int8 (quantised models). Every variant gives the reference's result bit for bit: the
+     * sums are integers (wrapping modulo 2^32, as the SIMD adds do) and the float steps are the
+     * same single IEEE operations in the same order, rounded half to even.
+     * C[i, j] = sum_k A[i, k] B[j, k]: A uint8 [m, k] (row stride lda), B int8 [n, k] (ldb), C int32
+     * [m, n] (ldc). AVX-512: VNNI vpdpbusd; AVX2: 16-bit multiply-adds. */
+    void (*qgemm_u8s8)(int64_t m, int64_t n, int64_t k, const uint8_t *a, int64_t lda,
+                       const int8_t *b, int64_t ldb, int32_t *c, int64_t ldc);
+    /* q[i] = clamp(round(x[i] / scale) + zp, 0, 255) (ONNX QuantizeLinear, uint8). */
+    void (*quantize_u8)(uint8_t *q, const float *x, int64_t n, float scale, int32_t zp);
+    /* y[r, j] = clamp(round(float(acc[r, j] + corr[j]) * mult[j]) + zp, lo, 255): requantisation,
+     * with a ReLU fused when lo = zp. acc and y are [rows, cols]. */
+    void (*requant_u8)(uint8_t *y, const int32_t *acc, int64_t rows, int64_t cols,
+                       const int32_t *corr, const float *mult, int32_t zp, int32_t lo);
+    /* y[r, j] = float(acc[r, j] + corr[j]) * scale[j]: back to float (the logits). */
+    void (*dequant_i32)(float *y, const int32_t *acc, int64_t rows, int64_t cols,
+                        const int32_t *corr, const float *scale);
 } kdi_kernels;
 
 /* Every kernel of the table, once: the variants build their tables from it (KDI_KERNEL_TABLE) and
@@ -77,7 +94,8 @@ typedef struct kdi_kernels {
     X(tanh_fwd) X(tanh_bwd) X(sigmoid_fwd) X(sigmoid_bwd)                                          \
     X(softmax_rows) X(log_softmax_rows)                                                            \
     X(axpy) X(scale) X(mul) X(sum) X(sum_sq) X(dot)                                                \
-    X(sgd_update) X(adam_update)
+    X(sgd_update) X(adam_update)                                                                   \
+    X(qgemm_u8s8) X(quantize_u8) X(requant_u8) X(dequant_i32)
 /* clang-format on */
 #define KDI_KERNEL_FIELD(k) .k = k,
 /* Defines the table `table`, labelled `label`, from the functions of the kernels' names in scope. */
@@ -94,6 +112,9 @@ const kdi_kernels *kdi_kernels_variant(const char *name);
 int kdi_row_is_wide(float max, float min, float inv_t);
 void kdi_softmax_row_wide(float *out, const float *z, int64_t cols, float m, float inv_t,
                           int want_log);
+
+/* The int8 kernels' names, for a table whose int8 entries come from another (dispatch.c). */
+#define KDI_EACH_INT8_KERNEL(X) X(qgemm_u8s8) X(quantize_u8) X(requant_u8) X(dequant_i32)
 
 /* The variants' tables, defined in ref.c, and in avx2.c and avx512.c from the one source
  * simd_kernels.h. */

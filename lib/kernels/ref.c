@@ -283,4 +283,50 @@ static void adam_update(float *w, float *m, float *v, const float *g, int64_t n,
     }
 }
 
+/* ---------------------------------------------------------------- int8 */
+
+static void qgemm_u8s8(int64_t m, int64_t n, int64_t k, const uint8_t *a, int64_t lda,
+                       const int8_t *b, int64_t ldb, int32_t *c, int64_t ldc)
+{
+    for (int64_t i = 0; i < m; i++)
+        for (int64_t j = 0; j < n; j++) {
+            uint32_t s = 0; /* wraps as the SIMD adds do */
+            for (int64_t p = 0; p < k; p++)
+                s += (uint32_t)((int32_t)a[i * lda + p] * (int32_t)b[j * ldb + p]);
+            c[i * ldc + j] = (int32_t)s;
+        }
+}
+
+/* v, integral, clamped to lo..255 as the SIMD max / min do (NaN becomes lo). */
+static uint8_t clamp_u8(float v, float lo)
+{
+    v = fmaxf(v, lo);
+    return (uint8_t)fminf(v, 255.0f);
+}
+
+static void quantize_u8(uint8_t *q, const float *x, int64_t n, float scale, int32_t zp)
+{
+    for (int64_t i = 0; i < n; i++) q[i] = clamp_u8(rintf(x[i] / scale) + (float)zp, 0.0f);
+}
+
+static void requant_u8(uint8_t *y, const int32_t *acc, int64_t rows, int64_t cols,
+                       const int32_t *corr, const float *mult, int32_t zp, int32_t lo)
+{
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t j = 0; j < cols; j++) {
+            int32_t v = (int32_t)((uint32_t)acc[r * cols + j] + (uint32_t)corr[j]);
+            y[r * cols + j] = clamp_u8(rintf((float)v * mult[j]) + (float)zp, (float)lo);
+        }
+}
+
+static void dequant_i32(float *y, const int32_t *acc, int64_t rows, int64_t cols,
+                        const int32_t *corr, const float *scale)
+{
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t j = 0; j < cols; j++) {
+            int32_t v = (int32_t)((uint32_t)acc[r * cols + j] + (uint32_t)corr[j]);
+            y[r * cols + j] = (float)v * scale[j];
+        }
+}
+
 KDI_KERNEL_TABLE(kdi_kernels_ref, "ref");

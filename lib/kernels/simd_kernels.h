@@ -531,4 +531,73 @@ static void adam_update(float *w, float *m, float *v, const float *g, int64_t n,
     }
 }
 
+/* ---------------------------------------------------------------- int8 */
+
+/* Four columns of C at a time share each load of A's row; the last partial vector of k is loaded
+ * with zeros past the end, which add nothing. */
+static void qgemm_u8s8(int64_t m, int64_t n, int64_t k, const uint8_t *a, int64_t lda,
+                       const int8_t *b, int64_t ldb, int32_t *c, int64_t ldc)
+{
+    for (int64_t i = 0; i < m; i++) {
+        const uint8_t *ai = a + i * lda;
+        int64_t j = 0;
+        for (; j + 4 <= n; j += 4) {
+            const int8_t *b0 = b + j * ldb, *b1 = b0 + ldb, *b2 = b1 + ldb, *b3 = b2 + ldb;
+            vq s0 = vq_zero(), s1 = vq_zero(), s2 = vq_zero(), s3 = vq_zero();
+            for (int64_t p = 0; p < k; p += VEC_B) {
+                vq va = vq_load_bytes_n(ai + p, k - p);
+                s0 = vq_dot_u8s8(s0, va, vq_load_bytes_n(b0 + p, k - p));
+                s1 = vq_dot_u8s8(s1, va, vq_load_bytes_n(b1 + p, k - p));
+                s2 = vq_dot_u8s8(s2, va, vq_load_bytes_n(b2 + p, k - p));
+                s3 = vq_dot_u8s8(s3, va, vq_load_bytes_n(b3 + p, k - p));
+            }
+            int32_t *ci = c + i * ldc + j;
+            ci[0] = vq_hsum(s0);
+            ci[1] = vq_hsum(s1);
+            ci[2] = vq_hsum(s2);
+            ci[3] = vq_hsum(s3);
+        }
+        for (; j < n; j++) {
+            vq s0 = vq_zero();
+            for (int64_t p = 0; p < k; p += VEC_B)
+                s0 = vq_dot_u8s8(s0, vq_load_bytes_n(ai + p, k - p),
+                                 vq_load_bytes_n(b + j * ldb + p, k - p));
+            c[i * ldc + j] = vq_hsum(s0);
+        }
+    }
+}
+
+static void quantize_u8(uint8_t *q, const float *x, int64_t n, float scale, int32_t zp)
+{
+    vf s = vf_set1(scale), z = vf_set1((float)zp), lo = vf_zero(), hi = vf_set1(255.0f);
+    for (int64_t i = 0; i < n; i += W) {
+        vf v = vf_add(vf_round(vf_div(vf_load_n(x + i, n - i), s)), z);
+        vf_store_u8_n(q + i, n - i, vf_min(vf_max(v, lo), hi));
+    }
+}
+
+static void requant_u8(uint8_t *y, const int32_t *acc, int64_t rows, int64_t cols,
+                       const int32_t *corr, const float *mult, int32_t zp, int32_t lo)
+{
+    vf z = vf_set1((float)zp), l = vf_set1((float)lo), hi = vf_set1(255.0f);
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t j = 0; j < cols; j += W) {
+            int64_t left = cols - j;
+            vf v = vf_from_i32_plus_n(acc + r * cols + j, corr + j, left);
+            v = vf_add(vf_round(vf_mul(v, vf_load_n(mult + j, left))), z);
+            vf_store_u8_n(y + r * cols + j, left, vf_min(vf_max(v, l), hi));
+        }
+}
+
+static void dequant_i32(float *y, const int32_t *acc, int64_t rows, int64_t cols,
+                        const int32_t *corr, const float *scale)
+{
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t j = 0; j < cols; j += W) {
+            int64_t left = cols - j;
+            vf v = vf_from_i32_plus_n(acc + r * cols + j, corr + j, left);
+            vf_store_n(y + r * cols + j, left, vf_mul(v, vf_load_n(scale + j, left)));
+        }
+}
+
 KDI_KERNEL_TABLE(KDI_SIMD_TABLE, KDI_SIMD_NAME);

@@ -17,8 +17,9 @@
 #include <stdint.h>
 
 #if defined(KD_VEC_AVX512)
-#if !defined(__AVX512F__) || !defined(__AVX512DQ__) || !defined(__FMA__)
-#error "KD_VEC_AVX512 needs -mavx512f -mavx512dq -mfma (CMakeLists.txt sets them per file)"
+#if !defined(__AVX512F__) || !defined(__AVX512DQ__) || !defined(__FMA__) || !defined(__AVX512VNNI__)
+#error                                                                                             \
+    "KD_VEC_AVX512 needs -mavx512f -mavx512dq -mavx512vnni -mfma (CMakeLists.txt sets them per file)"
 #endif
 #define VEC_W 16
 typedef __m512 vf;
@@ -119,6 +120,37 @@ static inline vf vf_from_vd(vd lo, vd hi)
 }
 static inline double vd_hsum(vd v) { return _mm512_reduce_add_pd(v); }
 
+/* ---- integers, for the int8 kernels: a vector `vq` of VEC_B bytes (VEC_W int32 lanes). */
+#define VEC_B 64
+typedef __m512i vq;
+static inline vq vq_zero(void) { return _mm512_setzero_si512(); }
+/* The first `left` bytes at p, zeros past them. */
+static inline vq vq_load_bytes_n(const void *p, int64_t left)
+{
+    __mmask64 m = left >= 64 ? ~(__mmask64)0 : (((__mmask64)1 << left) - 1);
+    return _mm512_maskz_loadu_epi8(m, p);
+}
+/* acc[l] += sum_{t<4} a[4l+t] b[4l+t], a unsigned and b signed bytes, exact in int32 (VNNI's
+ * vpdpbusd, which never saturates). */
+static inline vq vq_dot_u8s8(vq acc, vq a, vq b) { return _mm512_dpbusd_epi32(acc, a, b); }
+static inline int32_t vq_hsum(vq v) { return _mm512_reduce_add_epi32(v); }
+/* The first `left` int32 at p as floats (0 past them). */
+static inline vf vf_from_i32_n(const int32_t *p, int64_t left)
+{
+    return _mm512_cvtepi32_ps(_mm512_maskz_loadu_epi32(vmask_first(left), p));
+}
+static inline vf vf_from_i32_plus_n(const int32_t *p, const int32_t *q, int64_t left)
+{
+    vmask m = vmask_first(left);
+    return _mm512_cvtepi32_ps(
+        _mm512_add_epi32(_mm512_maskz_loadu_epi32(m, p), _mm512_maskz_loadu_epi32(m, q)));
+}
+/* Stores the first `left` lanes of v, integral values in 0..255, as bytes. */
+static inline void vf_store_u8_n(uint8_t *p, int64_t left, vf v)
+{
+    _mm_mask_storeu_epi8(p, (__mmask16)vmask_first(left),
+                         _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(v)));
+}
 #else
 /* ---------------------------------------------------------------- AVX2 */
 
@@ -203,6 +235,58 @@ static inline double vd_hsum(vd v)
 {
     __m128d s = _mm_add_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));
     return _mm_cvtsd_f64(_mm_add_sd(s, _mm_unpackhi_pd(s, s)));
+}
+
+/* ---- integers, for the int8 kernels: a vector `vq` of VEC_B bytes (VEC_W int32 lanes). */
+#define VEC_B 32
+typedef __m256i vq;
+static inline vq vq_zero(void) { return _mm256_setzero_si256(); }
+/* The first `left` bytes at p, zeros past them (the short tail through a zeroed copy). */
+static inline vq vq_load_bytes_n(const void *p, int64_t left)
+{
+    if (left >= 32) return _mm256_loadu_si256((const __m256i *)p);
+    uint8_t tmp[32] = {0};
+    for (int64_t i = 0; i < left; i++) tmp[i] = ((const uint8_t *)p)[i];
+    return _mm256_loadu_si256((const __m256i *)tmp);
+}
+/* acc[l] += sum_{t<4} a[4l+t] b[4l+t], a unsigned and b signed bytes, exact in int32: the even and
+ * odd bytes widened to 16 bits and multiplied by vpmaddwd (no vpmaddubsw: it saturates). */
+static inline vq vq_dot_u8s8(vq acc, vq a, vq b)
+{
+    __m256i lo8 = _mm256_set1_epi16(0x00FF);
+    __m256i a_even = _mm256_and_si256(a, lo8), a_odd = _mm256_srli_epi16(a, 8);
+    __m256i b_even = _mm256_srai_epi16(_mm256_slli_epi16(b, 8), 8), b_odd = _mm256_srai_epi16(b, 8);
+    acc = _mm256_add_epi32(acc, _mm256_madd_epi16(a_even, b_even));
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(a_odd, b_odd));
+}
+static inline int32_t vq_hsum(vq v)
+{
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1));
+    return _mm_cvtsi128_si32(s);
+}
+static inline __m256i vq_load_i32_n(const int32_t *p, int64_t left)
+{
+    return left >= VEC_W ? _mm256_loadu_si256((const __m256i *)p)
+                         : _mm256_maskload_epi32(p, _mm256_castps_si256(vmask_first(left)));
+}
+/* The first `left` int32 at p as floats (0 past them). */
+static inline vf vf_from_i32_n(const int32_t *p, int64_t left)
+{
+    return _mm256_cvtepi32_ps(vq_load_i32_n(p, left));
+}
+static inline vf vf_from_i32_plus_n(const int32_t *p, const int32_t *q, int64_t left)
+{
+    return _mm256_cvtepi32_ps(_mm256_add_epi32(vq_load_i32_n(p, left), vq_load_i32_n(q, left)));
+}
+/* Stores the first `left` lanes of v, integral values in 0..255, as bytes. */
+static inline void vf_store_u8_n(uint8_t *p, int64_t left, vf v)
+{
+    int32_t tmp[8];
+    _mm256_storeu_si256((__m256i *)tmp, _mm256_cvtps_epi32(v));
+    int64_t n = left >= VEC_W ? VEC_W : left;
+    for (int64_t i = 0; i < n; i++) p[i] = (uint8_t)tmp[i];
 }
 #endif
 

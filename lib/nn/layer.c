@@ -66,6 +66,36 @@ kd_status kdi_layer_add_param(kdi_layer *l, const char *name, int trainable, int
     return KD_OK;
 }
 
+kd_status kdi_layer_add_raw_param(kdi_layer *l, const char *name, kdi_st_dtype dtype, int32_t ndim,
+                                  const int64_t *dims)
+{
+    if (l->nparams == KDI_MAX_PARAMS || ndim < 0 || ndim > KDI_MAX_DIMS)
+        return kdi_fail(KD_ERR_ARGUMENT, "layer '%s': too many parameters", l->ops->kind);
+    kdi_param *p = &l->params[l->nparams];
+    memset(p, 0, sizeof *p);
+    int64_t count = 1;
+    for (int i = 0; i < ndim; i++) {
+        if (!kdi_mul_ok(count, dims[i], &count) || count > (1LL << 31))
+            return kdi_fail(KD_ERR_SHAPE, "layer '%s': parameter '%s' is too large", l->ops->kind,
+                            name);
+        p->dims[i] = dims[i];
+    }
+    char what[96];
+    snprintf(what, sizeof what, "layer '%s': parameter '%s'", l->ops->kind, name);
+    /* The budget counts values of 4 bytes (kd_model_load caps it at the file's bytes / 4), rounded
+     * down so that one-byte zero points fit the file that holds them. */
+    int64_t size = kdi_st_dtype_size(dtype);
+    KDI_TRY(kdi_budget_take(count * size / 4, what));
+    p->name = name;
+    p->ndim = ndim;
+    p->count = count;
+    p->raw_type = dtype;
+    p->raw = kdi_calloc((size_t)(count > 0 ? count : 1), (size_t)size);
+    if (p->raw == NULL) return kdi_fail(KD_ERR_NOMEM, "cannot allocate parameter '%s'", name);
+    l->nparams++;
+    return KD_OK;
+}
+
 kd_status kdi_layer_set_spec(kdi_layer *l, const char *fmt, ...)
 {
     va_list ap;
@@ -89,6 +119,7 @@ void kdi_layer_free(kdi_layer *l)
         kdi_free_floats(l->params[i].value);
         kdi_free_floats(l->params[i].grad);
         kdi_free(l->params[i].ivalue);
+        kdi_free(l->params[i].raw);
     }
     kdi_free(l->spec);
     memset(l, 0, sizeof *l);

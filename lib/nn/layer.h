@@ -4,6 +4,7 @@
 #define KDI_LAYER_H
 
 #include "core/tensor.h"
+#include "io/safetensors.h"
 #include "nn/spec.h"
 
 #define KDI_MAX_PARAMS 6
@@ -20,7 +21,27 @@ typedef struct kdi_param {
     int64_t count;
     int32_t ndim;
     int64_t dims[KDI_MAX_DIMS];
+    /* Int8 models' tensors: raw holds count values of dtype raw_type (KDI_ST_I8, KDI_ST_U8 or
+     * KDI_ST_I32) instead of value; never trainable. */
+    void *raw;
+    kdi_st_dtype raw_type;
+    /* A scale: a file's values must be finite and > 0 (checked before anything is copied). */
+    int32_t positive;
 } kdi_param;
+
+/* The data of p, its dtype in files, and the bytes of one value. */
+static inline void *kdi_param_data(const kdi_param *p)
+{
+    return p->raw != NULL ? p->raw : p->ivalue != NULL ? (void *)p->ivalue : (void *)p->value;
+}
+static inline kdi_st_dtype kdi_param_dtype(const kdi_param *p)
+{
+    return p->raw != NULL ? p->raw_type : p->ivalue != NULL ? KDI_ST_I64 : KDI_ST_F32;
+}
+static inline int64_t kdi_param_bytes(const kdi_param *p)
+{
+    return p->count * kdi_st_dtype_size(kdi_param_dtype(p));
+}
 
 /* A parameter with its full PyTorch name ("3.weight", "4.body.0.bias"). */
 typedef struct kdi_named_param {
@@ -37,6 +58,8 @@ kd_status kdi_param_list_push(kdi_param_list *list, const char *prefix, kdi_para
 void kdi_param_list_free(kdi_param_list *list);
 
 typedef struct kdi_layer kdi_layer;
+
+enum { KDI_CODES_IN = 1, KDI_CODES_OUT = 2, KDI_CODES_PASS = 7 };
 
 typedef struct kdi_layer_ops {
     const char *kind; /* the spec keyword */
@@ -66,6 +89,14 @@ typedef struct kdi_layer_ops {
      * key/value cache; pos 0 starts afresh). Per-token layers need none: the chain runs their
      * forward on a one-token view of them. */
     kd_status (*step)(kdi_layer *l, const float *x, float *y, int64_t pos);
+    /* Optional: the parameter values were set from outside (a file, a clone, the quantiser):
+     * recomputes what the layer derives from them (int8 layers: requantisation multipliers, the
+     * input zero point's correction). Cannot fail: its buffers are allocated at create. */
+    void (*changed)(kdi_layer *l);
+    /* Int8 layers: KDI_CODES_IN when the input is uint8 codes, KDI_CODES_OUT when the output is,
+     * KDI_CODES_PASS for layers passing codes through with their scale (qmaxpool); 0 for float
+     * layers. The chain builder refuses codes flowing into a float layer and the reverse. */
+    int32_t codes;
     void (*destroy)(kdi_layer *l); /* frees priv and parameters; optional */
 } kdi_layer_ops;
 
@@ -102,6 +133,9 @@ kdi_layer_create_fn kdi_layer_find(const char *kind);
 /* Adds a parameter with value (and grad when trainable) allocated, zeroed. */
 kd_status kdi_layer_add_param(kdi_layer *l, const char *name, int trainable, int32_t ndim,
                               const int64_t *dims);
+/* Adds an untrainable parameter of dtype (KDI_ST_I8, KDI_ST_U8, KDI_ST_I32), zeroed. */
+kd_status kdi_layer_add_raw_param(kdi_layer *l, const char *name, kdi_st_dtype dtype, int32_t ndim,
+                                  const int64_t *dims);
 /* Sets l->spec from a printf format. */
 kd_status kdi_layer_set_spec(kdi_layer *l, const char *fmt, ...)
 #if defined(__GNUC__)

@@ -142,6 +142,12 @@ void kd_model_destroy(kd_model *m)
     kdi_free(m);
 }
 
+void kdi_model_params_changed(kd_model *m)
+{
+    for (int32_t i = 0; i < m->seq.n; i++)
+        if (m->seq.layers[i].ops->changed != NULL) m->seq.layers[i].ops->changed(&m->seq.layers[i]);
+}
+
 kd_status kd_model_clone(const kd_model *m, kd_model **out)
 {
     KDI_CHECK_NULL(m);
@@ -151,10 +157,9 @@ kd_status kd_model_clone(const kd_model *m, kd_model **out)
     for (int32_t i = 0; i < m->params.n; i++) {
         const kdi_param *src = m->params.items[i].p;
         kdi_param *dst = c->params.items[i].p;
-        if (src->value != NULL) memcpy(dst->value, src->value, (size_t)src->count * sizeof(float));
-        if (src->ivalue != NULL)
-            memcpy(dst->ivalue, src->ivalue, (size_t)src->count * sizeof(int64_t));
+        memcpy(kdi_param_data(dst), kdi_param_data(src), (size_t)kdi_param_bytes(src));
     }
+    kdi_model_params_changed(c);
     kd_status st = kdi_model_copy_normalization(c, m);
     if (st != KD_OK) {
         kd_model_destroy(c);

@@ -67,6 +67,9 @@ kd_status kdi_model_set_sync(kd_model *m, const struct kdi_sync *s);
  * Read and feed it through nn/layers/attention.h. */
 kdi_layer *kdi_model_attention_layer(const kd_model *m, int32_t k);
 
+/* Tells every layer its parameter values were set from outside (ops->changed). */
+void kdi_model_params_changed(kd_model *m);
+
 /* Checks that file f (read from path) holds every parameter of m with its dtype and shape, finite;
  * with exact, nothing else. Changes nothing. */
 kd_status kdi_model_check_file(const kd_model *m, const kdi_st_file *f, const char *path,

@@ -21,24 +21,29 @@ kd_status kd_model_save(const kd_model *m, const char *path)
     for (int32_t i = 0; i < n; i++) {
         const kdi_param *p = m->params.items[i].p;
         t[i].name = m->params.items[i].name;
-        t[i].dtype = p->ivalue != NULL ? KDI_ST_I64 : KDI_ST_F32;
+        t[i].dtype = kdi_param_dtype(p);
         t[i].ndim = p->ndim;
         memcpy(t[i].dims, p->dims, sizeof p->dims);
-        t[i].data = p->ivalue != NULL ? (const void *)p->ivalue : (const void *)p->value;
-        t[i].nbytes = p->count * (p->ivalue != NULL ? 8 : 4);
+        t[i].data = kdi_param_data(p);
+        t[i].nbytes = kdi_param_bytes(p);
     }
     /* "format": "pt" is what PyTorch's safetensors loader expects to find. */
-    const char *keys[] = {SPEC_KEY, "kd.version", "format", KDI_NORM_MEAN_KEY, KDI_NORM_STD_KEY};
-    const char *values[5] = {m->spec, kd_version(), "pt", NULL, NULL};
+    const char *keys[] = {SPEC_KEY,   "kd.version",      "format",
+                          "kd.quant", KDI_NORM_MEAN_KEY, KDI_NORM_STD_KEY};
+    const char *values[6] = {m->spec, kd_version(), "pt", NULL, NULL, NULL};
     int32_t nmeta = 3;
+    /* Int8 models (nn/layers/int8.c) say so, for readers other than libkd (ONNX export). */
+    for (int32_t i = 0; i < m->seq.n && nmeta == 3; i++)
+        if (m->seq.layers[i].ops->codes != 0) values[nmeta++] = "int8";
     char *mean = NULL, *std = NULL;
     kd_status st = KD_OK;
     if (m->norm.channels > 0) {
         mean = kdi_norm_format(m->norm.mean, m->norm.channels);
         std = kdi_norm_format(m->norm.std, m->norm.channels);
-        values[3] = mean;
-        values[4] = std;
-        nmeta = 5;
+        keys[nmeta] = KDI_NORM_MEAN_KEY;
+        values[nmeta++] = mean;
+        keys[nmeta] = KDI_NORM_STD_KEY;
+        values[nmeta++] = std;
         if (mean == NULL || std == NULL)
             st = kdi_fail(KD_ERR_NOMEM, "cannot format the normalisation");
     }
@@ -53,10 +58,11 @@ kd_status kd_model_save(const kd_model *m, const char *path)
 static kd_status check_tensor(const kdi_named_param *np, const kdi_st_tensor *t)
 {
     const kdi_param *p = np->p;
-    kdi_st_dtype want = p->ivalue != NULL ? KDI_ST_I64 : KDI_ST_F32;
+    kdi_st_dtype want = kdi_param_dtype(p);
+    static const char *const names[] = {"F32", "I64", "?", "I32", "I8", "U8"};
     if (t->dtype != want)
         return kdi_fail(KD_ERR_FORMAT, "tensor '%s' has the wrong dtype (want %s)", np->name,
-                        want == KDI_ST_F32 ? "F32" : "I64");
+                        names[want]);
     int same = t->ndim == p->ndim;
     for (int32_t d = 0; same && d < p->ndim; d++) same = t->dims[d] == p->dims[d];
     if (!same) {
@@ -76,7 +82,20 @@ static kd_status check_tensor(const kdi_named_param *np, const kdi_st_tensor *t)
             memcpy(&v, (const char *)t->data + 4 * i, 4);
             if (v - v != 0.0f)
                 return kdi_fail(KD_ERR_NUMERIC, "tensor '%s' holds NaN or infinity", np->name);
+            if (p->positive && !(v > 0.0f))
+                return kdi_fail(KD_ERR_NUMERIC,
+                                "tensor '%s' is a scale and holds %g at %lld; a scale must be > 0",
+                                np->name, (double)v, (long long)i);
         }
+    }
+    if (want == KDI_ST_I8) {
+        /* Symmetric int8 weights use -127..127: -128 has no positive twin. */
+        const signed char *q = t->data;
+        for (int64_t i = 0; i < p->count; i++)
+            if (q[i] == -128)
+                return kdi_fail(KD_ERR_FORMAT,
+                                "tensor '%s' holds -128 at %lld; int8 weights are -127..127",
+                                np->name, (long long)i);
     }
     return KD_OK;
 }
@@ -100,9 +119,9 @@ void kdi_model_copy_file(kd_model *m, const kdi_st_file *f)
     for (int32_t i = 0; i < m->params.n; i++) {
         const kdi_st_tensor *t = kdi_st_find(f, m->params.items[i].name);
         kdi_param *p = m->params.items[i].p;
-        memcpy(p->ivalue != NULL ? (void *)p->ivalue : (void *)p->value, t->data,
-               (size_t)t->nbytes);
+        memcpy(kdi_param_data(p), t->data, (size_t)t->nbytes);
     }
+    kdi_model_params_changed(m);
 }
 
 /* Validates every tensor first, then copies: a failure changes nothing. */

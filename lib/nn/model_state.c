@@ -32,8 +32,8 @@ static int64_t walk_buffers(const kd_model *m, unsigned char **p, int dir)
     for (int32_t i = 0; i < m->params.n; i++) {
         kdi_param *q = m->params.items[i].p;
         if (q->grad != NULL) continue;
-        void *data = q->ivalue != NULL ? (void *)q->ivalue : (void *)q->value;
-        size_t n = (size_t)q->count * (q->ivalue != NULL ? sizeof *q->ivalue : sizeof *q->value);
+        void *data = kdi_param_data(q);
+        size_t n = (size_t)kdi_param_bytes(q);
         if (dir > 0) memcpy(*p, data, n);
         if (dir < 0) memcpy(data, *p, n);
         if (dir != 0) *p += n;

@@ -44,6 +44,18 @@ static kd_status build_layer(kdi_seq *s, int32_t i, char *text, kdi_shape in, in
     if (st == KD_OK) st = create(&a, in, kdi_rng_derive(seed, (uint64_t)i), l);
     if (st == KD_OK && kdi_shape_size(l->out) <= 0)
         st = kdi_fail(KD_ERR_SHAPE, "layer %d ('%s') has an empty output", (int)i, a.kind);
+    if (st == KD_OK) {
+        /* uint8 codes flow only between int8 layers (nn/layers/int8.c). */
+        int codes_before = i > 0 && (s->layers[i - 1].ops->codes & KDI_CODES_OUT);
+        int reads = (l->ops->codes & KDI_CODES_IN) != 0;
+        if (reads != codes_before)
+            st = kdi_fail(KD_ERR_FORMAT,
+                          reads ? "'%s' reads the uint8 codes of an int8 layer, and none comes "
+                                  "before it (start with quantize)"
+                                : "'%s' reads floats, but the layer before it writes uint8 codes "
+                                  "(end the int8 layers with dequant=1 or dequantize)",
+                          a.kind);
+    }
     if (st == KD_OK && l->ops->link != NULL) st = l->ops->link(l, s->layers, i);
     if (st == KD_OK) l->seq = l->seq == 0 ? (seq ? 1 : -1) : l->seq;
     if (st != KD_OK) {
@@ -124,6 +136,11 @@ static kd_status seq_build(kdi_seq *s, const char *spec, kdi_shape in, int32_t s
         }
     }
     kdi_free(parts);
+    if (st == KD_OK && s->n > 0 && (s->layers[s->n - 1].ops->codes & KDI_CODES_OUT))
+        st = kdi_fail(KD_ERR_FORMAT,
+                      "the last layer ('%s') writes uint8 codes: end the int8 layers with "
+                      "dequant=1 or dequantize",
+                      s->layers[s->n - 1].ops->kind);
     if (st != KD_OK) {
         kdi_seq_free(s);
         return st;

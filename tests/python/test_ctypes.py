@@ -157,6 +157,19 @@ class KdTestCase(unittest.TestCase):
         return err
 
 
+class Quantize(KdTestCase):
+    def test_int8_model_predicts_close_to_float(self):
+        m = kd.Model("input 6 | dense 8 | relu | dense 3", seed=2)
+        x = array.array("f", [math.sin(0.3 * i) for i in range(32 * IN)])
+        q = m.quantize(x, 32, kd.CALIBRATION_PERCENTILE, 99.9)
+        self.assertTrue(q.quantized)
+        self.assertFalse(m.quantized)
+        self.assertIn("qdense", q.spec)
+        a, b = m.predict(x, 32), q.predict(x, 32)
+        spread = max(a) - min(a)
+        self.assertLess(max(abs(u - v) for u, v in zip(a, b)), 0.05 * spread)
+
+
 class Errors(KdTestCase):
     def test_null_spec(self):
         err = self.assertFailsWith(kd.ERR_ARGUMENT, kd.Model, None)

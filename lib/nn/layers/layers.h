@@ -23,6 +23,13 @@ kd_status kdi_posembed_create(const kdi_args *a, kdi_shape in, uint64_t seed, kd
 kd_status kdi_attention_create(const kdi_args *a, kdi_shape in, uint64_t seed, kdi_layer *l);
 kd_status kdi_lmhead_create(const kdi_args *a, kdi_shape in, uint64_t seed, kdi_layer *l);
 kd_status kdi_residual_create(const kdi_args *a, kdi_shape in, uint64_t seed, kdi_layer *l);
+/* The int8 layers (int8.c). */
+kd_status kdi_quantize_create(const kdi_args *a, kdi_shape in, uint64_t seed, kdi_layer *l);
+kd_status kdi_dequantize_create(const kdi_args *a, kdi_shape in, uint64_t seed, kdi_layer *l);
+kd_status kdi_qdense_create(const kdi_args *a, kdi_shape in, uint64_t seed, kdi_layer *l);
+kd_status kdi_qconv_create(const kdi_args *a, kdi_shape in, uint64_t seed, kdi_layer *l);
+kd_status kdi_qmaxpool_create(const kdi_args *a, kdi_shape in, uint64_t seed, kdi_layer *l);
+kd_status kdi_qflatten_create(const kdi_args *a, kdi_shape in, uint64_t seed, kdi_layer *l);
 
 /* A data-parallel job's all-reduce as batch norm sees it (KD_TRAINER_SYNC_BATCHNORM): the
  * trainer owns it and sets batch (the global batch) and share (this process's b_r / B) before

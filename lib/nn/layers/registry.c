@@ -26,6 +26,12 @@ static const struct {
     {"posembed", kdi_posembed_create},
     {"attention", kdi_attention_create},
     {"lmhead", kdi_lmhead_create},
+    {"quantize", kdi_quantize_create},
+    {"dequantize", kdi_dequantize_create},
+    {"qdense", kdi_qdense_create},
+    {"qconv", kdi_qconv_create},
+    {"qmaxpool", kdi_qmaxpool_create},
+    {"qflatten", kdi_qflatten_create},
 };
 
 kdi_layer_create_fn kdi_layer_find(const char *kind)

@@ -1,0 +1,476 @@
+/* The int8 layers of quantised models (kd_model_quantize; docs/QUANTIZATION.md): they read and
+ * write uint8 codes (real = scale * (q - zero_point), per tensor) kept in the chain's float buffers,
+ * and compute with int8 weights (real = weight_scale[o] * w, per output channel) and int32 sums
+ * (Jacob et al. 2018, arXiv:1712.05877, eqs. 4-7; ONNX QLinearConv's conventions):
+ *
+ *   quantize                       float -> codes        I.scale F32 [1], I.zero_point U8 [1]
+ *   qdense N [relu=1] [dequant=1]  codes -> codes|float  I.weight I8 [N, in], I.weight_scale F32 [N],
+ *   qconv C K [stride=S] [pad=P] [relu=1] [dequant=1]    I.weight I8 [C, Cin, K, K], ...
+ *                                  I.bias I32 [N] (scale s_in * weight_scale[o]) and, unless dequant,
+ *                                  I.output_scale F32 [1], I.output_zero_point U8 [1]
+ *   qmaxpool K [stride=S], qflatten   codes -> codes (max commutes with the increasing dequantisation)
+ *   dequantize                     codes -> float
+ *
+ * A layer's input scale and zero point are the output ones of the nearest earlier quantize, qdense or
+ * qconv (found by link, kept as pointers into it). acc[o] = bias[o] + sum_k (x_k - z_in) w[o, k] is
+ * computed as qgemm's sum_k x_k w[o, k] plus corr[o] = bias[o] - z_in * sum_k w[o, k], which changed
+ * recomputes whenever the values are set. They only predict: a training forward is refused. */
+#include <float.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "core/alloc.h"
+#include "core/error.h"
+#include "kernels/kernels.h"
+#include "nn/layers/layers.h"
+
+enum { Q_QUANTIZE, Q_DENSE, Q_CONV, Q_MAXPOOL, Q_FLATTEN, Q_DEQUANTIZE };
+enum { P_WEIGHT, P_WSCALE, P_BIAS, P_OSCALE, P_OZP };
+
+typedef struct qlayer {
+    int kind;
+    int relu, dequant;
+    int64_t k, stride, pad; /* qconv and qmaxpool */
+    const float *in_scale;  /* the producer's output scale, [1] */
+    const uint8_t *in_zp;   /* and zero point */
+    int32_t *corr;          /* [out]: bias - z_in * sum_k w */
+    float *mult;            /* [out]: s_in s_w / s_out, or s_in s_w with dequant */
+    kdi_buf acc;            /* int32 [rows, out] in a float buffer (same size) */
+    kdi_buf cols;           /* qconv: uint8 [batch * P, Cin K K] */
+    kdi_buf tmp;            /* qconv: the [batch * P, C] result before NCHW */
+} qlayer;
+
+static const uint8_t *codes_in(const float *x) { return (const uint8_t *)x; }
+static uint8_t *codes_out(float *y) { return (uint8_t *)y; }
+
+static int64_t fan_in(const kdi_layer *l)
+{
+    return l->params[P_WEIGHT].count / l->params[P_WEIGHT].dims[0];
+}
+static int64_t channels(const kdi_layer *l) { return l->params[P_WEIGHT].dims[0]; }
+
+static kd_status q_check(kdi_layer *l, int64_t batch, int train)
+{
+    (void)batch;
+    if (train)
+        return kdi_fail(KD_ERR_UNSUPPORTED,
+                        "layer '%s' is int8 and only predicts: train the float model, then "
+                        "quantise it (kd_model_quantize)",
+                        l->ops->kind);
+    return KD_OK;
+}
+
+static kd_status q_backward(kdi_layer *l, const float *x, const float *y, const float *dy,
+                            float *dx, int64_t batch)
+{
+    (void)x, (void)y, (void)dy, (void)dx, (void)batch;
+    return kdi_fail(KD_ERR_UNSUPPORTED, "layer '%s' is int8 and has no gradient", l->ops->kind);
+}
+
+static void q_destroy(kdi_layer *l)
+{
+    qlayer *q = l->priv;
+    if (q == NULL) return;
+    kdi_free(q->corr);
+    kdi_free(q->mult);
+    kdi_buf_free(&q->acc);
+    kdi_buf_free(&q->cols);
+    kdi_buf_free(&q->tmp);
+    kdi_free(q);
+}
+
+/* ---------------------------------------------------------------- quantize, dequantize */
+
+static kd_status quantize_forward(kdi_layer *l, const float *x, float *y, int64_t batch, int train)
+{
+    (void)train;
+    const uint8_t *zp = l->params[1].raw;
+    kdi_kernels_get()->quantize_u8(codes_out(y), x, batch * kdi_shape_size(l->in),
+                                   l->params[0].value[0], zp[0]);
+    return KD_OK;
+}
+
+static kd_status dequantize_forward(kdi_layer *l, const float *x, float *y, int64_t batch,
+                                    int train)
+{
+    (void)train;
+    const qlayer *q = l->priv;
+    const uint8_t *c = codes_in(x);
+    float s = q->in_scale[0];
+    int32_t z = q->in_zp[0];
+    /* Backwards: y may be the same memory as x only in the caller's imagination; they are distinct
+     * buffers, but the codes are 4 times smaller, so this order would be safe in place too. */
+    for (int64_t i = batch * kdi_shape_size(l->in) - 1; i >= 0; i--)
+        y[i] = s * (float)((int32_t)c[i] - z);
+    return KD_OK;
+}
+
+/* ---------------------------------------------------------------- qdense, qconv */
+
+static void q_changed(kdi_layer *l)
+{
+    qlayer *q = l->priv;
+    int64_t n = channels(l), k = fan_in(l);
+    const int8_t *w = l->params[P_WEIGHT].raw;
+    const int32_t *bias = l->params[P_BIAS].raw;
+    const float *sw = l->params[P_WSCALE].value;
+    float s_in = q->in_scale[0];
+    uint32_t z = q->in_zp[0];
+    for (int64_t o = 0; o < n; o++) {
+        int32_t sum = 0;
+        for (int64_t i = 0; i < k; i++) sum += w[o * k + i];
+        /* Wrapping, as the kernels' int32 sums. */
+        q->corr[o] = (int32_t)((uint32_t)bias[o] - z * (uint32_t)sum);
+        float m = s_in * sw[o];
+        if (!q->dequant) m = m / l->params[P_OSCALE].value[0];
+        /* Scales are finite and > 0 (checked on load), but their quotient can overflow. */
+        q->mult[o] = m > FLT_MAX ? FLT_MAX : m;
+    }
+}
+
+static void finish_rows(kdi_layer *l, const int32_t *acc, int64_t rows, void *out)
+{
+    const qlayer *q = l->priv;
+    const kdi_kernels *kk = kdi_kernels_get();
+    int64_t n = channels(l);
+    if (q->dequant) {
+        kk->dequant_i32(out, acc, rows, n, q->corr, q->mult);
+    } else {
+        int32_t zp = ((const uint8_t *)l->params[P_OZP].raw)[0];
+        kk->requant_u8(out, acc, rows, n, q->corr, q->mult, zp, q->relu ? zp : 0);
+    }
+}
+
+static kd_status qdense_reserve(kdi_layer *l, int64_t batch)
+{
+    qlayer *q = l->priv;
+    return kdi_buf_reserve(&q->acc, batch * channels(l));
+}
+
+static kd_status qdense_forward(kdi_layer *l, const float *x, float *y, int64_t batch, int train)
+{
+    (void)train;
+    qlayer *q = l->priv;
+    int64_t n = channels(l), k = fan_in(l);
+    int32_t *acc = (int32_t *)q->acc.data;
+    kdi_kernels_get()->qgemm_u8s8(batch, n, k, codes_in(x), k, l->params[P_WEIGHT].raw, k, acc, n);
+    finish_rows(l, acc, batch, y);
+    return KD_OK;
+}
+
+static int64_t conv_pixels(const kdi_layer *l) { return l->out.h * l->out.w; }
+
+static kd_status qconv_reserve(kdi_layer *l, int64_t batch)
+{
+    qlayer *q = l->priv;
+    int64_t rows = batch * conv_pixels(l), n = channels(l), k = fan_in(l);
+    KDI_TRY(kdi_buf_reserve(&q->acc, rows * n));
+    KDI_TRY(kdi_buf_reserve(&q->cols, (rows * k + 3) / 4));
+    return kdi_buf_reserve(&q->tmp, rows * n); /* floats with dequant, else bytes */
+}
+
+/* cols[p][(c K + i) K + j] = x[c][oy s - pad + i][ox s - pad + j], the input's zero point (real 0)
+ * outside: one row of cols a pixel, so qgemm's rows are contiguous. */
+static void im2row(const kdi_layer *l, const uint8_t *x, uint8_t *cols, uint8_t zp)
+{
+    const qlayer *q = l->priv;
+    int64_t cin = l->in.c, h = l->in.h, w = l->in.w, oh = l->out.h, ow = l->out.w, k = q->k;
+    int64_t kk = cin * k * k;
+    for (int64_t oy = 0; oy < oh; oy++)
+        for (int64_t ox = 0; ox < ow; ox++) {
+            uint8_t *row = cols + (oy * ow + ox) * kk;
+            for (int64_t c = 0; c < cin; c++)
+                for (int64_t i = 0; i < k; i++) {
+                    int64_t iy = oy * q->stride - q->pad + i;
+                    uint8_t *r = row + (c * k + i) * k;
+                    if (iy < 0 || iy >= h) {
+                        memset(r, zp, (size_t)k);
+                        continue;
+                    }
+                    const uint8_t *xr = x + (c * h + iy) * w;
+                    for (int64_t j = 0; j < k; j++) {
+                        int64_t ix = ox * q->stride - q->pad + j;
+                        r[j] = ix < 0 || ix >= w ? zp : xr[ix];
+                    }
+                }
+        }
+}
+
+static kd_status qconv_forward(kdi_layer *l, const float *x, float *y, int64_t batch, int train)
+{
+    (void)train;
+    qlayer *q = l->priv;
+    int64_t n = channels(l), k = fan_in(l), np = conv_pixels(l), in = kdi_shape_size(l->in);
+    uint8_t *cols = (uint8_t *)q->cols.data;
+    int32_t *acc = (int32_t *)q->acc.data;
+    for (int64_t b = 0; b < batch; b++)
+        im2row(l, codes_in(x) + b * in, cols + b * np * k, q->in_zp[0]);
+    kdi_kernels_get()->qgemm_u8s8(batch * np, n, k, cols, k, l->params[P_WEIGHT].raw, k, acc, n);
+    finish_rows(l, acc, batch * np, q->tmp.data);
+    /* [batch, P, C] to NCHW [batch, C, P]. */
+    for (int64_t b = 0; b < batch; b++) {
+        if (q->dequant) {
+            const float *t = q->tmp.data + b * np * n;
+            float *o = y + b * n * np;
+            for (int64_t p = 0; p < np; p++)
+                for (int64_t c = 0; c < n; c++) o[c * np + p] = t[p * n + c];
+        } else {
+            const uint8_t *t = (const uint8_t *)q->tmp.data + b * np * n;
+            uint8_t *o = codes_out(y) + b * n * np;
+            for (int64_t p = 0; p < np; p++)
+                for (int64_t c = 0; c < n; c++) o[c * np + p] = t[p * n + c];
+        }
+    }
+    return KD_OK;
+}
+
+/* ---------------------------------------------------------------- qmaxpool, qflatten */
+
+static kd_status qmaxpool_forward(kdi_layer *l, const float *x, float *y, int64_t batch, int train)
+{
+    (void)train;
+    const qlayer *q = l->priv;
+    int64_t h = l->in.h, w = l->in.w, oh = l->out.h, ow = l->out.w, planes = batch * l->in.c;
+    const uint8_t *xc = codes_in(x);
+    uint8_t *yc = codes_out(y);
+    for (int64_t c = 0; c < planes; c++) {
+        const uint8_t *xp = xc + c * h * w;
+        uint8_t *yp = yc + c * oh * ow;
+        for (int64_t oy = 0; oy < oh; oy++)
+            for (int64_t ox = 0; ox < ow; ox++) {
+                uint8_t m = 0;
+                for (int64_t i = 0; i < q->k; i++)
+                    for (int64_t j = 0; j < q->k; j++) {
+                        uint8_t v = xp[(oy * q->stride + i) * w + ox * q->stride + j];
+                        m = v > m ? v : m;
+                    }
+                yp[oy * ow + ox] = m;
+            }
+    }
+    return KD_OK;
+}
+
+static kd_status qflatten_forward(kdi_layer *l, const float *x, float *y, int64_t batch, int train)
+{
+    (void)train;
+    memcpy(y, x, (size_t)(batch * kdi_shape_size(l->in)));
+    return KD_OK;
+}
+
+/* ---------------------------------------------------------------- building */
+
+/* The nearest earlier layer writing codes with a scale: quantize, or qdense / qconv without
+ * dequant (qmaxpool and qflatten pass codes through). */
+static kd_status q_link(kdi_layer *l, kdi_layer *before, int32_t n)
+{
+    qlayer *q = l->priv;
+    for (int32_t i = n - 1; i >= 0; i--) {
+        kdi_layer *b = &before[i];
+        if (b->ops->codes != KDI_CODES_PASS) {
+            if (b->ops->codes & KDI_CODES_OUT) {
+                if (strcmp(b->ops->kind, "quantize") == 0) {
+                    q->in_scale = b->params[0].value;
+                    q->in_zp = b->params[1].raw;
+                } else {
+                    q->in_scale = b->params[P_OSCALE].value;
+                    q->in_zp = b->params[P_OZP].raw;
+                }
+                return KD_OK;
+            }
+            break;
+        }
+    }
+    return kdi_fail(KD_ERR_FORMAT,
+                    "layer '%s' reads uint8 codes but no quantize, qdense or qconv (without "
+                    "dequant=1) comes before it",
+                    l->ops->kind);
+}
+
+#define Q_OPS(name, k, fwd, res, cod, chg)                                                         \
+    static const kdi_layer_ops name = {.kind = k,                                                  \
+                                       .forward = fwd,                                             \
+                                       .backward = q_backward,                                     \
+                                       .reserve = res,                                             \
+                                       .check = q_check,                                           \
+                                       .link = q_link,                                             \
+                                       .changed = chg,                                             \
+                                       .codes = cod,                                               \
+                                       .destroy = q_destroy}
+
+static const kdi_layer_ops quantize_ops = {.kind = "quantize",
+                                           .forward = quantize_forward,
+                                           .backward = q_backward,
+                                           .check = q_check,
+                                           .codes = KDI_CODES_OUT,
+                                           .destroy = q_destroy};
+Q_OPS(dequantize_ops, "dequantize", dequantize_forward, NULL, KDI_CODES_IN, NULL);
+Q_OPS(qdense_ops, "qdense", qdense_forward, qdense_reserve, KDI_CODES_IN | KDI_CODES_OUT,
+      q_changed);
+Q_OPS(qdense_f_ops, "qdense", qdense_forward, qdense_reserve, KDI_CODES_IN, q_changed);
+Q_OPS(qconv_ops, "qconv", qconv_forward, qconv_reserve, KDI_CODES_IN | KDI_CODES_OUT, q_changed);
+Q_OPS(qconv_f_ops, "qconv", qconv_forward, qconv_reserve, KDI_CODES_IN, q_changed);
+Q_OPS(qmaxpool_ops, "qmaxpool", qmaxpool_forward, NULL, KDI_CODES_PASS, NULL);
+Q_OPS(qflatten_ops, "qflatten", qflatten_forward, NULL, KDI_CODES_PASS, NULL);
+
+static kd_status q_new(kdi_layer *l, int kind)
+{
+    qlayer *q = kdi_calloc(1, sizeof *q);
+    if (q == NULL) return kdi_fail(KD_ERR_NOMEM, "cannot allocate an int8 layer");
+    q->kind = kind;
+    l->priv = q;
+    return KD_OK;
+}
+
+static kd_status add_scale(kdi_layer *l, const char *name, int64_t n)
+{
+    KDI_TRY(kdi_layer_add_param(l, name, 0, 1, (int64_t[]){n}));
+    kdi_param *p = &l->params[l->nparams - 1];
+    p->positive = 1;
+    for (int64_t i = 0; i < n; i++) p->value[i] = 1.0f;
+    return KD_OK;
+}
+
+kd_status kdi_quantize_create(const kdi_args *a, kdi_shape in, uint64_t seed, kdi_layer *l)
+{
+    (void)seed;
+    KDI_TRY(kdi_args_check(a, 0, NULL, 0));
+    l->ops = &quantize_ops;
+    KDI_TRY(q_new(l, Q_QUANTIZE));
+    l->in = in;
+    l->out = in;
+    KDI_TRY(add_scale(l, "scale", 1));
+    KDI_TRY(kdi_layer_add_raw_param(l, "zero_point", KDI_ST_U8, 1, (int64_t[]){1}));
+    return kdi_layer_set_spec(l, "quantize");
+}
+
+kd_status kdi_dequantize_create(const kdi_args *a, kdi_shape in, uint64_t seed, kdi_layer *l)
+{
+    (void)seed;
+    KDI_TRY(kdi_args_check(a, 0, NULL, 0));
+    l->ops = &dequantize_ops;
+    KDI_TRY(q_new(l, Q_DEQUANTIZE));
+    l->in = in;
+    l->out = in;
+    return kdi_layer_set_spec(l, "dequantize");
+}
+
+/* weight, weight_scale, bias, and output_scale / output_zero_point unless dequant; the derived
+ * arrays. */
+static kd_status add_weights(kdi_layer *l, int32_t ndim, const int64_t *wdims)
+{
+    qlayer *q = l->priv;
+    int64_t n = wdims[0];
+    KDI_TRY(kdi_layer_add_raw_param(l, "weight", KDI_ST_I8, ndim, wdims));
+    KDI_TRY(add_scale(l, "weight_scale", n));
+    KDI_TRY(kdi_layer_add_raw_param(l, "bias", KDI_ST_I32, 1, (int64_t[]){n}));
+    if (!q->dequant) {
+        KDI_TRY(add_scale(l, "output_scale", 1));
+        KDI_TRY(kdi_layer_add_raw_param(l, "output_zero_point", KDI_ST_U8, 1, (int64_t[]){1}));
+    }
+    q->corr = kdi_calloc((size_t)n, sizeof *q->corr);
+    q->mult = kdi_calloc((size_t)n, sizeof *q->mult);
+    if (q->corr == NULL || q->mult == NULL)
+        return kdi_fail(KD_ERR_NOMEM, "cannot allocate an int8 layer's multipliers");
+    return KD_OK;
+}
+
+static kd_status flags(const kdi_args *a, qlayer *q)
+{
+    int64_t relu, deq;
+    KDI_TRY(kdi_args_int(a, -1, "relu", 1, 0, 0, 1, &relu));
+    KDI_TRY(kdi_args_int(a, -1, "dequant", 1, 0, 0, 1, &deq));
+    q->relu = (int)relu;
+    q->dequant = (int)deq;
+    return KD_OK;
+}
+
+static const char *flag_text(const qlayer *q)
+{
+    return q->relu && q->dequant ? " relu=1 dequant=1"
+           : q->relu             ? " relu=1"
+           : q->dequant          ? " dequant=1"
+                                 : "";
+}
+
+kd_status kdi_qdense_create(const kdi_args *a, kdi_shape in, uint64_t seed, kdi_layer *l)
+{
+    (void)seed;
+    static const char *const keys[] = {"out", "relu", "dequant", NULL};
+    int64_t out;
+    l->ops = &qdense_ops;
+    KDI_TRY(q_new(l, Q_DENSE));
+    qlayer *q = l->priv;
+    KDI_TRY(kdi_args_check(a, 1, keys, 0));
+    KDI_TRY(kdi_args_int(a, 0, "out", 0, 0, 1, 1 << 24, &out));
+    KDI_TRY(flags(a, q));
+    if (q->dequant) l->ops = &qdense_f_ops;
+    l->in = in;
+    l->out = kdi_shape_flat(out);
+    l->seq = -1;
+    KDI_TRY(add_weights(l, 2, (int64_t[]){out, kdi_shape_size(in)}));
+    return kdi_layer_set_spec(l, "qdense %lld%s", (long long)out, flag_text(q));
+}
+
+kd_status kdi_qconv_create(const kdi_args *a, kdi_shape in, uint64_t seed, kdi_layer *l)
+{
+    (void)seed;
+    static const char *const keys[] = {"out", "k", "stride", "pad", "relu", "dequant", NULL};
+    int64_t out;
+    l->ops = &qconv_ops;
+    KDI_TRY(q_new(l, Q_CONV));
+    qlayer *q = l->priv;
+    KDI_TRY(kdi_args_check(a, 2, keys, 0));
+    KDI_TRY(kdi_args_int(a, 0, "out", 0, 0, 1, 1 << 16, &out));
+    KDI_TRY(kdi_args_int(a, 1, "k", 0, 0, 1, 64, &q->k));
+    KDI_TRY(kdi_args_int(a, -1, "stride", 1, 1, 1, 64, &q->stride));
+    KDI_TRY(kdi_args_int(a, -1, "pad", 1, 0, 0, 64, &q->pad));
+    KDI_TRY(flags(a, q));
+    if (q->dequant) l->ops = &qconv_f_ops;
+    if (in.h + 2 * q->pad < q->k || in.w + 2 * q->pad < q->k)
+        return kdi_fail(
+            KD_ERR_SHAPE, "qconv: a %lldx%lld kernel does not fit a %lldx%lld input padded by %lld",
+            (long long)q->k, (long long)q->k, (long long)in.h, (long long)in.w, (long long)q->pad);
+    l->in = in;
+    l->out = (kdi_shape){out, (in.h + 2 * q->pad - q->k) / q->stride + 1,
+                         (in.w + 2 * q->pad - q->k) / q->stride + 1};
+    KDI_TRY(add_weights(l, 4, (int64_t[]){out, in.c, q->k, q->k}));
+    char extra[64] = "";
+    size_t n = 0;
+    if (q->stride != 1)
+        n += (size_t)snprintf(extra + n, sizeof extra - n, " stride=%lld", (long long)q->stride);
+    if (q->pad != 0) snprintf(extra + n, sizeof extra - n, " pad=%lld", (long long)q->pad);
+    return kdi_layer_set_spec(l, "qconv %lld %lld%s%s", (long long)out, (long long)q->k, extra,
+                              flag_text(q));
+}
+
+kd_status kdi_qmaxpool_create(const kdi_args *a, kdi_shape in, uint64_t seed, kdi_layer *l)
+{
+    (void)seed;
+    static const char *const keys[] = {"k", "stride", NULL};
+    l->ops = &qmaxpool_ops;
+    KDI_TRY(q_new(l, Q_MAXPOOL));
+    qlayer *q = l->priv;
+    KDI_TRY(kdi_args_check(a, 1, keys, 0));
+    KDI_TRY(kdi_args_int(a, 0, "k", 0, 0, 1, 1 << 16, &q->k));
+    KDI_TRY(kdi_args_int(a, -1, "stride", 1, q->k, 1, 1 << 16, &q->stride));
+    if (in.h < q->k || in.w < q->k)
+        return kdi_fail(KD_ERR_SHAPE, "qmaxpool %lld does not fit a %lldx%lld input",
+                        (long long)q->k, (long long)in.h, (long long)in.w);
+    l->in = in;
+    l->out = (kdi_shape){in.c, (in.h - q->k) / q->stride + 1, (in.w - q->k) / q->stride + 1};
+    if (q->stride == q->k) return kdi_layer_set_spec(l, "qmaxpool %lld", (long long)q->k);
+    return kdi_layer_set_spec(l, "qmaxpool %lld stride=%lld", (long long)q->k,
+                              (long long)q->stride);
+}
+
+kd_status kdi_qflatten_create(const kdi_args *a, kdi_shape in, uint64_t seed, kdi_layer *l)
+{
+    (void)seed;
+    KDI_TRY(kdi_args_check(a, 0, NULL, 0));
+    l->ops = &qflatten_ops;
+    KDI_TRY(q_new(l, Q_FLATTEN));
+    l->in = in;
+    l->out = kdi_shape_flat(kdi_shape_size(in));
+    l->seq = -1;
+    return kdi_layer_set_spec(l, "qflatten");
+}
