@@ -301,4 +301,10 @@ int cmd_eval(const options *o);
 int cmd_info(const options *o);
 int cmd_predict(const options *o);
 
+/* ---------------------------------------------------------------- int8 (cmd_quantize.c) */
+
+/* kd quantize MODEL --calib DATA --out FILE: parses its own options from argv[2..]. */
+int cmd_quantize(int argc, char **argv);
+void quantize_help(FILE *f);
+
 #endif

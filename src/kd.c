@@ -1,6 +1,6 @@
 /* kd: the command-line tool of libkd. It uses only the public API (kd.h).
  *
- *   kd train | distill | eval | info | generate | help   (see help.c, and docs/kd.1); train,
+ *   kd train | distill | eval | info | generate | quantize | help   (see help.c, and docs/kd.1); train,
  *   distill and eval with --text work on byte-level language models (cmd_text.c)
  */
 #include <stdarg.h>
@@ -51,8 +51,9 @@ static int help(int argc, char **argv)
         return EXIT_OK;
     }
     if (print_command_help(stdout, argv[2]) == 0) return EXIT_OK;
-    fail_msg("no command '%s'; the commands are train, distill, eval, predict, info, generate",
-             argv[2]);
+    fail_msg(
+        "no command '%s'; the commands are train, distill, eval, predict, info, generate, quantize",
+        argv[2]);
     return EXIT_USAGE;
 }
 
@@ -73,6 +74,10 @@ int main(int argc, char **argv)
     if (strcmp(a, "generate") == 0) {
         set_command_name("generate");
         return cmd_generate(argc, argv);
+    }
+    if (strcmp(a, "quantize") == 0) {
+        set_command_name("quantize");
+        return cmd_quantize(argc, argv);
     }
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) {
         if (strcmp(a, commands[i].name) != 0) continue;

@@ -35,6 +35,7 @@ typedef struct qlayer {
     const uint8_t *in_zp;   /* and zero point */
     int32_t *corr;          /* [out]: bias - z_in * sum_k w */
     float *mult;            /* [out]: s_in s_w / s_out, or s_in s_w with dequant */
+    int8_t *packed;         /* the weights as qgemm_u8s8 reads them (kdi_qpack) */
     kdi_buf acc;            /* int32 [rows, out] in a float buffer (same size) */
     kdi_buf cols;           /* qconv: uint8 [batch * P, Cin K K] */
     kdi_buf tmp;            /* qconv: the [batch * P, C] result before NCHW */
@@ -73,6 +74,7 @@ static void q_destroy(kdi_layer *l)
     if (q == NULL) return;
     kdi_free(q->corr);
     kdi_free(q->mult);
+    kdi_free(q->packed);
     kdi_buf_free(&q->acc);
     kdi_buf_free(&q->cols);
     kdi_buf_free(&q->tmp);
@@ -116,6 +118,7 @@ static void q_changed(kdi_layer *l)
     const float *sw = l->params[P_WSCALE].value;
     float s_in = q->in_scale[0];
     uint32_t z = q->in_zp[0];
+    kdi_qpack(q->packed, w, n, k, k);
     for (int64_t o = 0; o < n; o++) {
         int32_t sum = 0;
         for (int64_t i = 0; i < k; i++) sum += w[o * k + i];
@@ -153,7 +156,7 @@ static kd_status qdense_forward(kdi_layer *l, const float *x, float *y, int64_t 
     qlayer *q = l->priv;
     int64_t n = channels(l), k = fan_in(l);
     int32_t *acc = (int32_t *)q->acc.data;
-    kdi_kernels_get()->qgemm_u8s8(batch, n, k, codes_in(x), k, l->params[P_WEIGHT].raw, k, acc, n);
+    kdi_kernels_get()->qgemm_u8s8(batch, n, k, codes_in(x), k, q->packed, acc, n);
     finish_rows(l, acc, batch, y);
     return KD_OK;
 }
@@ -205,7 +208,7 @@ static kd_status qconv_forward(kdi_layer *l, const float *x, float *y, int64_t b
     int32_t *acc = (int32_t *)q->acc.data;
     for (int64_t b = 0; b < batch; b++)
         im2row(l, codes_in(x) + b * in, cols + b * np * k, q->in_zp[0]);
-    kdi_kernels_get()->qgemm_u8s8(batch * np, n, k, cols, k, l->params[P_WEIGHT].raw, k, acc, n);
+    kdi_kernels_get()->qgemm_u8s8(batch * np, n, k, cols, k, q->packed, acc, n);
     finish_rows(l, acc, batch * np, q->tmp.data);
     /* [batch, P, C] to NCHW [batch, C, P]. */
     for (int64_t b = 0; b < batch; b++) {
@@ -369,7 +372,8 @@ static kd_status add_weights(kdi_layer *l, int32_t ndim, const int64_t *wdims)
     }
     q->corr = kdi_calloc((size_t)n, sizeof *q->corr);
     q->mult = kdi_calloc((size_t)n, sizeof *q->mult);
-    if (q->corr == NULL || q->mult == NULL)
+    q->packed = kdi_calloc((size_t)kdi_qpack_size(n, l->params[P_WEIGHT].count / n), 1);
+    if (q->corr == NULL || q->mult == NULL || q->packed == NULL)
         return kdi_fail(KD_ERR_NOMEM, "cannot allocate an int8 layer's multipliers");
     return KD_OK;
 }
