@@ -973,7 +973,9 @@ typedef enum kd_calibration {
 KD_API kd_status kd_model_quantize(const kd_model *m, const float *x, int64_t n,
                                    kd_calibration method, float percentile, kd_model **out);
 /* *quantized = 1 when m computes with int8 layers (made by kd_model_quantize or loaded from such a
- * file), else 0. */
+ * file), else 0. kd_model_param_count of such a model counts its int8 weights and int32 biases
+ * (as many as the float model's parameters). The activations kd_model_feature returns for an int8
+ * layer are its uint8 codes (channels-last for images), not floats. */
 KD_API kd_status kd_model_is_quantized(const kd_model *m, int32_t *quantized);
 
 /* ---------------------------------------------------------------- augmentation */

@@ -5,7 +5,7 @@
 
 /* The file's arrays and metadata come from kd_tensors_load: kd_model_load has already accepted the
  * file, so every array is one of the dtypes it reads. */
-static const char *const dtype_names[] = {"F32", "I32", "I64"};
+static const char *const dtype_names[] = {"F32", "I32", "I64", "I8", "U8"};
 
 static void print_tensor(FILE *f, const kd_tensors *h, int32_t i)
 {
@@ -15,7 +15,7 @@ static void print_tensor(FILE *f, const kd_tensors *h, int32_t i)
     int64_t dims[KD_TENSORS_MAX_DIMS];
     kd_tensors_name(h, i, &name);
     kd_tensors_info(h, name, &dt, &ndim, dims);
-    fprintf(f, "  %-20s %-4s [", name, (unsigned)dt < 3 ? dtype_names[dt] : "?");
+    fprintf(f, "  %-20s %-4s [", name, (unsigned)dt < 5 ? dtype_names[dt] : "?");
     for (int32_t k = 0; k < ndim; k++) fprintf(f, "%s%lld", k ? ", " : "", (long long)dims[k]);
     fputs("]\n", f);
 }

@@ -350,4 +350,10 @@ int cmd_prune(int argc, char **argv); /* cmd_prune.c */
 void prune_help(FILE *f);
 /* ---- end of shipping the student */
 
+/* ---------------------------------------------------------------- int8 (cmd_quantize.c) */
+
+/* kd quantize MODEL --calib DATA --out FILE: parses its own options from argv[2..]. */
+int cmd_quantize(int argc, char **argv);
+void quantize_help(FILE *f);
+
 #endif

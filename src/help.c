@@ -34,6 +34,7 @@ void print_usage(FILE *f)
           "  eval      accuracy, confusion matrix, size, latency and memory of a model file\n"
           "  predict   a model's logits, probabilities or classes on unlabelled examples\n"
           "  info      architecture, per-layer parameters and metadata of a model file\n"
+          "  quantize  an int8 copy of a model (post-training), optionally compared on a test set\n"
           "  generate  text from a byte-level language model (train, distill and eval take\n"
           "            --text FILE for language models; see kd help generate)\n"
           "  export    a model as ONNX, for ONNX Runtime and other runtimes\n"
@@ -315,6 +316,8 @@ int print_command_help(FILE *f, const char *name)
         export_help(f);
     else if (strcmp(name, "prune") == 0)
         prune_help(f);
+    else if (strcmp(name, "quantize") == 0)
+        quantize_help(f);
     else if (strcmp(name, "help") == 0)
         print_usage(f);
     else if (strcmp(name, "train") != 0 && strcmp(name, "distill") != 0 &&

@@ -1,6 +1,6 @@
 /* kd: the command-line tool of libkd. It uses only the public API (kd.h).
  *
- *   kd train | distill | eval | info | generate | help   (see help.c, and docs/kd.1); train,
+ *   kd train | distill | eval | info | generate | quantize | help   (see help.c, and docs/kd.1); train,
  *   distill and eval with --text work on byte-level language models (cmd_text.c)
  */
 #include <stdarg.h>
@@ -53,7 +53,8 @@ static int help(int argc, char **argv)
         return EXIT_OK;
     }
     if (print_command_help(stdout, argv[2]) == 0) return EXIT_OK;
-    fail_msg("no command '%s'; the commands are train, distill, eval, predict, info, generate, export, prune",
+    fail_msg("no command '%s'; the commands are train, distill, eval, predict, info, generate, "
+             "quantize, export, prune",
              argv[2]);
     return EXIT_USAGE;
 }
@@ -81,6 +82,10 @@ static int run(int argc, char **argv)
         set_command_name(a);
         return a[0] == 'e' ? cmd_export(argc, argv) : cmd_prune(argc, argv);
     }
+    if (strcmp(a, "quantize") == 0) {
+        set_command_name("quantize");
+        return cmd_quantize(argc, argv);
+    }
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) {
         if (strcmp(a, commands[i].name) != 0) continue;
         set_command_name(commands[i].name);
@@ -107,10 +112,10 @@ static int run(int argc, char **argv)
         }
         return commands[i].run(&o);
     }
-    fail_msg(
-        "unknown command '%s'; the commands are train, distill, eval, predict, info, generate, export, prune (see "
-        "'kd --help')",
-        a);
+    fail_msg("unknown command '%s'; the commands are train, distill, eval, predict, info, "
+             "generate, export, prune (see "
+             "'kd --help')",
+             a);
     return EXIT_USAGE;
 }
 

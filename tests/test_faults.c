@@ -214,6 +214,66 @@ START_TEST(model_save_and_load_under_allocation_failures)
 }
 END_TEST
 
+/* kd_model_quantize and the load of an int8 file: every failing allocation is NOMEM, leaks nothing,
+ * gives no model. */
+START_TEST(quantize_under_allocation_failures)
+{
+    kdt_alloc_install();
+    char path[512];
+    path_in_tmp(path, sizeof path, "q.safetensors");
+    kd_model *f, *q = NULL;
+    ck_assert_int_eq(kd_model_create("input 1x6x6 | conv 3 3 pad=1 | bn | relu | maxpool 2 | "
+                                     "flatten | dense 4",
+                                     3, &f),
+                     KD_OK);
+    float x[20 * 36];
+    kdt_fill(x, 20 * 36, 5, 0, 1);
+    int64_t quants = 0, loads = 0;
+    for (int64_t n = 1;; n++) {
+        ck_assert_int_lt(n, MAX_N);
+        int64_t live = kdt_alloc.live;
+        kdt_alloc_arm(n);
+        kd_status st = kd_model_quantize(f, x, 20, KD_CALIBRATION_PERCENTILE, 99.0f, &q);
+        int failed = kdt_alloc.failed > 0;
+        kdt_alloc_arm(0);
+        if (!failed) {
+            ck_assert_int_eq(st, KD_OK);
+            break;
+        }
+        quants++;
+        ck_assert_int_eq(st, KD_ERR_NOMEM);
+        ck_assert_ptr_null(q);
+        ck_assert_int_eq(kdt_alloc.live, live);
+    }
+    ck_assert_int_eq(kd_model_save(q, path), KD_OK);
+    for (int64_t n = 1;; n++) {
+        ck_assert_int_lt(n, MAX_N);
+        int64_t live = kdt_alloc.live;
+        kd_model *loaded = NULL;
+        kdt_alloc_arm(n);
+        kd_status st = kd_model_load(path, &loaded);
+        int failed = kdt_alloc.failed > 0;
+        kdt_alloc_arm(0);
+        if (!failed) {
+            ck_assert_int_eq(st, KD_OK);
+            kd_model_destroy(loaded);
+            break;
+        }
+        loads++;
+        ck_assert_int_eq(st, KD_ERR_NOMEM);
+        ck_assert_ptr_null(loaded);
+        ck_assert_int_eq(kdt_alloc.live, live);
+    }
+    kd_model_destroy(q);
+    kd_model_destroy(f);
+    ck_assert_int_eq(kdt_alloc.live, 0);
+    ck_assert_int_gt(quants, 5);
+    report("kd_model_quantize", quants);
+    report("kd_model_load (int8)", loads);
+    remove(path);
+}
+END_TEST
+
 /* A warmed-up step (one at this batch size already taken) and a step of a fresh trainer. */
 static void step_scenario(int warm_steps, const char *name)
 {
@@ -418,6 +478,7 @@ int main(void)
     tcase_add_test(t, trainer_load_under_allocation_failures);
     tcase_add_test(t, trainer_save_under_allocation_failures);
     tcase_add_test(t, model_save_and_load_under_allocation_failures);
+    tcase_add_test(t, quantize_under_allocation_failures);
     tcase_add_test(t, warm_step_under_allocation_failures);
     tcase_add_test(t, fresh_step_under_allocation_failures);
     tcase_add_test(t, tiny_file_with_a_huge_spec_is_refused_cheaply);

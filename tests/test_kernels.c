@@ -616,23 +616,33 @@ START_TEST(int8_qgemm)
     static const int64_t ks[] = {1, 3, 4, 9, 31, 32, 33, 63, 64, 65, 144, 200, 784};
     uint64_t seed = 7;
     for (size_t t = 0; t < sizeof ks / sizeof ks[0]; t++) {
-        int64_t m = 1 + (int64_t)(lcg(&seed) % 5), n = 1 + (int64_t)(lcg(&seed) % 11), k = ks[t];
+        int64_t m = 1 + (int64_t)(lcg(&seed) % 9), n = 1 + (int64_t)(lcg(&seed) % 40), k = ks[t];
         int64_t lda = k + (int64_t)(lcg(&seed) % 3), ldb = k + (int64_t)(lcg(&seed) % 3),
                 ldc = n + 1;
         uint8_t *a = malloc((size_t)(m * lda + 1));
         int8_t *b = malloc((size_t)(n * ldb + 1));
         int32_t *want = calloc((size_t)(m * ldc), 4), *got = calloc((size_t)(m * ldc), 4);
-        ck_assert(a && b && want && got);
+        int8_t *bp = malloc((size_t)kdi_qpack_size(n, k));
+        ck_assert(a && b && want && got && bp);
         /* Extremes included: 255 * -128 everywhere must still be exact. */
         for (int64_t i = 0; i < m * lda; i++) a[i + 0] = t % 3 == 0 ? 255 : (uint8_t)lcg(&seed);
         for (int64_t i = 0; i < n * ldb; i++)
             b[i] = t % 3 == 0 ? (int8_t)-128 : (int8_t)(int)(lcg(&seed) % 256 - 128);
-        kdi_kernels_ref.qgemm_u8s8(m, n, k, a, lda, b, ldb, want, ldc);
+        kdi_qpack(bp, b, n, k, ldb);
+        /* The reference against the plain definition on the unpacked B. */
+        kdi_kernels_ref.qgemm_u8s8(m, n, k, a, lda, bp, want, ldc);
+        for (int64_t i = 0; i < m; i++)
+            for (int64_t j = 0; j < n; j++) {
+                int64_t s = 0;
+                for (int64_t p = 0; p < k; p++) s += (int64_t)a[i * lda + p] * b[j * ldb + p];
+                ck_assert_msg(want[i * ldc + j] == (int32_t)s, "ref qgemm k=%lld [%lld,%lld]",
+                              (long long)k, (long long)i, (long long)j);
+            }
         for (int v = 0; v < (int)NVARIANTS; v++) {
             const kdi_kernels *kt = int8_table(v);
             if (kt == NULL) continue;
             for (int64_t i = 0; i < m * ldc; i++) got[i] = -7;
-            kt->qgemm_u8s8(m, n, k, a, lda, b, ldb, got, ldc);
+            kt->qgemm_u8s8(m, n, k, a, lda, bp, got, ldc);
             for (int64_t i = 0; i < m; i++)
                 for (int64_t j = 0; j < n; j++)
                     ck_assert_msg(got[i * ldc + j] == want[i * ldc + j],
@@ -643,6 +653,7 @@ START_TEST(int8_qgemm)
         }
         free(a);
         free(b);
+        free(bp);
         free(want);
         free(got);
     }

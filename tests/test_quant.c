@@ -112,6 +112,32 @@ START_TEST(cnn_with_bn)
 }
 END_TEST
 
+/* Channels-last codes inside, PyTorch's orders outside: several input channels, a dense layer
+ * straight on a conv's output, a conv as the last layer (floats or codes then dequantize). */
+START_TEST(layouts)
+{
+    static const char *const specs[] = {
+        "input 3x6x6 | conv 4 3 pad=1 | relu | dense 5",
+        "input 3x6x6 | conv 4 3 | relu",
+        "input 2x5x5 | conv 3 3 pad=1 stride=2",
+        "input 3x8x8 | maxpool 2 | conv 5 3 pad=1 | relu | maxpool 2 | flatten | dense 4 | relu",
+    };
+    for (size_t i = 0; i < sizeof specs / sizeof specs[0]; i++) {
+        kd_model *f, *q;
+        ck_assert_int_eq(kd_model_create(specs[i], 7, &f), KD_OK);
+        int64_t in;
+        kd_model_input_size(f, &in);
+        float *x = inputs(in, 10 + i);
+        ck_assert_msg(kd_model_quantize(f, x, N, KD_CALIBRATION_MINMAX, 0, &q) == KD_OK, "%s: %s",
+                      specs[i], kd_last_error());
+        close_to_float(f, q, x, N, 0.05);
+        kd_model_destroy(q);
+        kd_model_destroy(f);
+        free(x);
+    }
+}
+END_TEST
+
 /* The int8 arithmetic of a one-layer model done here by hand, from the file's tensors. */
 START_TEST(matches_hand_arithmetic)
 {
@@ -329,6 +355,7 @@ int main(void)
     TCase *t = tcase_create("quant");
     tcase_add_test(t, mlp);
     tcase_add_test(t, cnn_with_bn);
+    tcase_add_test(t, layouts);
     tcase_add_test(t, matches_hand_arithmetic);
     tcase_add_test(t, file_round_trip);
     tcase_add_test(t, hostile_files);

@@ -70,10 +70,13 @@ typedef struct kdi_kernels {
     /* ---- int8 (quantised models). Every variant gives the reference's result bit for bit: the
      * sums are integers (wrapping modulo 2^32, as the SIMD adds do) and the float steps are the
      * same single IEEE operations in the same order, rounded half to even.
-     * C[i, j] = sum_k A[i, k] B[j, k]: A uint8 [m, k] (row stride lda), B int8 [n, k] (ldb), C int32
-     * [m, n] (ldc). AVX-512: VNNI vpdpbusd; AVX2: 16-bit multiply-adds. */
+     * C[i, j] = sum_k A[i, k] B[j, k]: A uint8 [m, k] (row stride lda), B int8 [n, k] packed by
+     * kdi_qpack (blocks of 16 columns, 4 consecutive k of a column together: the layout of VNNI's
+     * vpdpbusd), C int32 [m, n] (ldc). A row of C is built 16 columns at a time from broadcast
+     * groups of 4 bytes of A, so no horizontal sums are needed. AVX-512: VNNI vpdpbusd; AVX2:
+     * 16-bit multiply-adds (vpmaddwd; not vpmaddubsw, which saturates). */
     void (*qgemm_u8s8)(int64_t m, int64_t n, int64_t k, const uint8_t *a, int64_t lda,
-                       const int8_t *b, int64_t ldb, int32_t *c, int64_t ldc);
+                       const int8_t *bp, int32_t *c, int64_t ldc);
     /* q[i] = clamp(round(x[i] / scale) + zp, 0, 255) (ONNX QuantizeLinear, uint8). */
     void (*quantize_u8)(uint8_t *q, const float *x, int64_t n, float scale, int32_t zp);
     /* y[r, j] = clamp(round(float(acc[r, j] + corr[j]) * mult[j]) + zp, lo, 255): requantisation,
@@ -112,6 +115,11 @@ const kdi_kernels *kdi_kernels_variant(const char *name);
 int kdi_row_is_wide(float max, float min, float inv_t);
 void kdi_softmax_row_wide(float *out, const float *z, int64_t cols, float m, float inv_t,
                           int want_log);
+
+/* Packed B for qgemm_u8s8: bp[((jb * G + g) * 16 + jj) * 4 + t] = B[16 jb + jj, 4 g + t] (zero
+ * past n and k), G = ceil(k / 4); kdi_qpack_size bytes. */
+int64_t kdi_qpack_size(int64_t n, int64_t k);
+void kdi_qpack(int8_t *bp, const int8_t *b, int64_t n, int64_t k, int64_t ldb);
 
 /* The int8 kernels' names, for a table whose int8 entries come from another (dispatch.c). */
 #define KDI_EACH_INT8_KERNEL(X) X(qgemm_u8s8) X(quantize_u8) X(requant_u8) X(dequant_i32)

@@ -285,14 +285,30 @@ static void adam_update(float *w, float *m, float *v, const float *g, int64_t n,
 
 /* ---------------------------------------------------------------- int8 */
 
-static void qgemm_u8s8(int64_t m, int64_t n, int64_t k, const uint8_t *a, int64_t lda,
-                       const int8_t *b, int64_t ldb, int32_t *c, int64_t ldc)
+int64_t kdi_qpack_size(int64_t n, int64_t k) { return (n + 15) / 16 * 16 * ((k + 3) / 4 * 4); }
+
+void kdi_qpack(int8_t *bp, const int8_t *b, int64_t n, int64_t k, int64_t ldb)
 {
+    int64_t groups = (k + 3) / 4;
+    for (int64_t jb = 0; jb < (n + 15) / 16; jb++)
+        for (int64_t g = 0; g < groups; g++)
+            for (int64_t jj = 0; jj < 16; jj++)
+                for (int64_t t = 0; t < 4; t++) {
+                    int64_t j = jb * 16 + jj, p = 4 * g + t;
+                    bp[((jb * groups + g) * 16 + jj) * 4 + t] = j < n && p < k ? b[j * ldb + p] : 0;
+                }
+}
+
+static void qgemm_u8s8(int64_t m, int64_t n, int64_t k, const uint8_t *a, int64_t lda,
+                       const int8_t *bp, int32_t *c, int64_t ldc)
+{
+    int64_t groups = (k + 3) / 4;
     for (int64_t i = 0; i < m; i++)
         for (int64_t j = 0; j < n; j++) {
+            const int8_t *col = bp + ((j / 16) * groups * 16 + j % 16) * 4;
             uint32_t s = 0; /* wraps as the SIMD adds do */
             for (int64_t p = 0; p < k; p++)
-                s += (uint32_t)((int32_t)a[i * lda + p] * (int32_t)b[j * ldb + p]);
+                s += (uint32_t)((int32_t)a[i * lda + p] * (int32_t)col[(p / 4) * 64 + p % 4]);
             c[i * ldc + j] = (int32_t)s;
         }
 }

@@ -18,6 +18,7 @@
 #include <cblas.h>
 #include <limits.h>
 #include <math.h>
+#include <string.h>
 
 #include "kernels/kernels.h"
 #include "kernels/vec.h"
@@ -533,37 +534,53 @@ static void adam_update(float *w, float *m, float *v, const float *g, int64_t n,
 
 /* ---------------------------------------------------------------- int8 */
 
-/* Four columns of C at a time share each load of A's row; the last partial vector of k is loaded
- * with zeros past the end, which add nothing. */
-static void qgemm_u8s8(int64_t m, int64_t n, int64_t k, const uint8_t *a, int64_t lda,
-                       const int8_t *b, int64_t ldb, int32_t *c, int64_t ldc)
+#define QH (64 / VEC_B) /* vectors in a block of 16 int32 columns: 1 (AVX-512) or 2 (AVX2) */
+
+/* Bytes 4 g .. 4 g + 3 of a row of k, zeros past k, as one int32 to broadcast. */
+static inline int32_t group_of(const uint8_t *row, int64_t g, int64_t k)
 {
-    for (int64_t i = 0; i < m; i++) {
-        const uint8_t *ai = a + i * lda;
-        int64_t j = 0;
-        for (; j + 4 <= n; j += 4) {
-            const int8_t *b0 = b + j * ldb, *b1 = b0 + ldb, *b2 = b1 + ldb, *b3 = b2 + ldb;
-            vq s0 = vq_zero(), s1 = vq_zero(), s2 = vq_zero(), s3 = vq_zero();
-            for (int64_t p = 0; p < k; p += VEC_B) {
-                vq va = vq_load_bytes_n(ai + p, k - p);
-                s0 = vq_dot_u8s8(s0, va, vq_load_bytes_n(b0 + p, k - p));
-                s1 = vq_dot_u8s8(s1, va, vq_load_bytes_n(b1 + p, k - p));
-                s2 = vq_dot_u8s8(s2, va, vq_load_bytes_n(b2 + p, k - p));
-                s3 = vq_dot_u8s8(s3, va, vq_load_bytes_n(b3 + p, k - p));
-            }
-            int32_t *ci = c + i * ldc + j;
-            ci[0] = vq_hsum(s0);
-            ci[1] = vq_hsum(s1);
-            ci[2] = vq_hsum(s2);
-            ci[3] = vq_hsum(s3);
+    int32_t v = 0;
+    int64_t left = k - 4 * g;
+    if (left >= 4)
+        memcpy(&v, row + 4 * g, 4); /* one load */
+    else
+        memcpy(&v, row + 4 * g, (size_t)left);
+    return v;
+}
+
+/* R rows of C (R a constant after inlining, so the sums stay in registers), one block of 16
+ * columns. */
+static inline __attribute__((always_inline)) void qblock(int R, const uint8_t *a, int64_t lda,
+                                                         const int8_t *bb, int64_t groups,
+                                                         int64_t k, int32_t *c, int64_t ldc,
+                                                         int64_t left)
+{
+    vq acc[4][QH];
+    for (int r = 0; r < R; r++)
+        for (int h = 0; h < QH; h++) acc[r][h] = vq_zero();
+    for (int64_t g = 0; g < groups; g++) {
+        vq bv[QH];
+        for (int h = 0; h < QH; h++) bv[h] = vq_load(bb + g * 64 + h * VEC_B);
+        for (int r = 0; r < R; r++) {
+            vq av = vq_set1_i32(group_of(a + r * lda, g, k));
+            for (int h = 0; h < QH; h++) acc[r][h] = vq_dot_u8s8(acc[r][h], av, bv[h]);
         }
-        for (; j < n; j++) {
-            vq s0 = vq_zero();
-            for (int64_t p = 0; p < k; p += VEC_B)
-                s0 = vq_dot_u8s8(s0, vq_load_bytes_n(ai + p, k - p),
-                                 vq_load_bytes_n(b + j * ldb + p, k - p));
-            c[i * ldc + j] = vq_hsum(s0);
-        }
+    }
+    for (int r = 0; r < R; r++)
+        for (int h = 0; h < QH; h++) vq_store_i32_n(c + r * ldc + h * W, left - h * W, acc[r][h]);
+}
+
+static void qgemm_u8s8(int64_t m, int64_t n, int64_t k, const uint8_t *a, int64_t lda,
+                       const int8_t *bp, int32_t *c, int64_t ldc)
+{
+    int64_t groups = (k + 3) / 4;
+    for (int64_t jb = 0; jb * 16 < n; jb++) {
+        const int8_t *bb = bp + jb * groups * 64;
+        int64_t left = n - jb * 16, i = 0;
+        for (; i + 4 <= m; i += 4)
+            qblock(4, a + i * lda, lda, bb, groups, k, c + i * ldc + jb * 16, ldc, left);
+        for (; i < m; i++)
+            qblock(1, a + i * lda, lda, bb, groups, k, c + i * ldc + jb * 16, ldc, left);
     }
 }
 

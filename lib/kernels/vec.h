@@ -134,6 +134,13 @@ static inline vq vq_load_bytes_n(const void *p, int64_t left)
  * vpdpbusd, which never saturates). */
 static inline vq vq_dot_u8s8(vq acc, vq a, vq b) { return _mm512_dpbusd_epi32(acc, a, b); }
 static inline int32_t vq_hsum(vq v) { return _mm512_reduce_add_epi32(v); }
+static inline vq vq_load(const void *p) { return _mm512_loadu_si512(p); }
+static inline vq vq_set1_i32(int32_t x) { return _mm512_set1_epi32(x); }
+/* Stores the first `left` int32 lanes of v. */
+static inline void vq_store_i32_n(int32_t *p, int64_t left, vq v)
+{
+    _mm512_mask_storeu_epi32(p, vmask_first(left), v);
+}
 /* The first `left` int32 at p as floats (0 past them). */
 static inline vf vf_from_i32_n(const int32_t *p, int64_t left)
 {
@@ -265,6 +272,16 @@ static inline int32_t vq_hsum(vq v)
     s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
     s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1));
     return _mm_cvtsi128_si32(s);
+}
+static inline vq vq_load(const void *p) { return _mm256_loadu_si256((const __m256i *)p); }
+static inline vq vq_set1_i32(int32_t x) { return _mm256_set1_epi32(x); }
+/* Stores the first `left` int32 lanes of v. */
+static inline void vq_store_i32_n(int32_t *p, int64_t left, vq v)
+{
+    if (left >= VEC_W)
+        _mm256_storeu_si256((__m256i *)p, v);
+    else if (left > 0)
+        _mm256_maskstore_epi32(p, _mm256_castps_si256(vmask_first(left)), v);
 }
 static inline __m256i vq_load_i32_n(const int32_t *p, int64_t left)
 {

@@ -130,9 +130,12 @@ int64_t kdi_layer_param_count(kdi_layer *l)
     kdi_param_list list = {0};
     int64_t total = 0;
     kd_status st = l->ops->collect != NULL ? l->ops->collect(l, "", &list) : KD_OK;
+    /* Int8 layers: their int8 weights and int32 biases, so the count matches the float model's. */
     if (l->ops->collect == NULL)
         for (int i = 0; i < l->nparams; i++)
-            if (l->params[i].grad != NULL) total += l->params[i].count;
+            if (l->params[i].grad != NULL ||
+                (l->params[i].raw != NULL && l->params[i].raw_type != KDI_ST_U8))
+                total += l->params[i].count;
     for (int i = 0; st == KD_OK && i < list.n; i++)
         if (list.items[i].p->grad != NULL) total += list.items[i].p->count;
     kdi_param_list_free(&list);

@@ -192,8 +192,11 @@ kd_status kd_model_param_count(const kd_model *m, int64_t *count)
     KDI_CHECK_NULL(m);
     KDI_CHECK_NULL(count);
     int64_t total = 0;
-    for (int32_t i = 0; i < m->params.n; i++)
-        if (m->params.items[i].p->grad != NULL) total += m->params.items[i].p->count;
+    /* Int8 models: their int8 weights and int32 biases, as many as the float model's. */
+    for (int32_t i = 0; i < m->params.n; i++) {
+        const kdi_param *p = m->params.items[i].p;
+        if (p->grad != NULL || (p->raw != NULL && p->raw_type != KDI_ST_U8)) total += p->count;
+    }
     *count = total;
     return KD_OK;
 }

@@ -190,6 +190,29 @@ check "its report plots the teacher too" grep -q ">teacher<" "$TMP/own/index.htm
 expect "a second run reuses the teacher" 0 "teacher: reusing" "$KD" $OWN
 expect "the comparison table" 0 "student alone  *784-16-10" "$KD" $OWN
 
+# ---------------------------------------------------------------- int8 (issue 14)
+Q="$TMP/teacher-int8.safetensors"
+expect "kd help quantize" 0 "usage: kd quantize" "$KD" help quantize
+expect "quantize without --calib" 2 "--calib DATA" "$KD" quantize "$T" --out "$Q"
+expect "quantize: bad --calibration" 2 "expected minmax or percentile" "$KD" quantize "$T" \
+    --calib "$TRAIN" --out "$Q" --calibration median
+expect "quantize with a comparison" 0 "^int8 .*x" "$KD" quantize "$T" --calib "$TRAIN" --out "$Q" \
+    --calib-count 200 --test "$TEST" --seconds 0.05
+expect "quantize, percentile" 0 "percentile    99.9" "$KD" quantize "$T" --calib "$TRAIN" \
+    --out "$TMP/p8.safetensors" --calibration percentile --percentile 99.9
+expect "eval an int8 model" 0 "qdense 128 relu=1" "$KD" eval "$Q" --test "$TEST"
+expect "info lists int8 tensors" 0 "I8" "$KD" info "$Q"
+qacc=$("$KD" eval "$Q" --test "$TEST" --quiet)
+facc=$("$KD" eval "$T" --test "$TEST" --quiet)
+check "int8 accuracy is near the float one ($qacc% vs $facc%)" \
+    awk "BEGIN { d = $qacc - $facc; exit !(d < 2 && d > -2) }"
+check "the int8 file is at least 3.5x smaller" \
+    awk "BEGIN { exit !($(wc -c <"$T") >= 3.5 * $(wc -c <"$Q")) }"
+"$KD" train --model "input 784 | dense 16 | gelu | dense 10" --epochs 1 $SETS \
+    --out "$TMP/gelu.safetensors" --quiet >/dev/null 2>&1
+expect "quantize refuses a gelu" 1 "no int8 form" "$KD" quantize "$TMP/gelu.safetensors" \
+    --calib "$TRAIN" --out "$TMP/g8.safetensors"
+
 # ---------------------------------------------------------------- resume
 # The same run three ways: uninterrupted; stopped after epoch 2 then resumed; killed then resumed.
 RUN="distill --teacher $T --student 784-64-10 --epochs 4 --seed 7 $SETS --quiet"

@@ -63,6 +63,25 @@ int main(int argc, char **argv)
         check(kd_model_save(m, p));
         kd_model_destroy(m);
     }
+    /* Int8 models (kd_model_quantize): an MLP and a small CNN, calibrated on a few inputs. */
+    static const char *const qspecs[] = {
+        "input 6 | dense 5 | relu | dense 3",
+        "input 2x6x6 | conv 3 3 pad=1 | bn | relu | maxpool 2 | flatten | dense 2 | relu",
+    };
+    for (size_t i = 0; i < sizeof qspecs / sizeof qspecs[0]; i++) {
+        kd_model *f, *q;
+        float x[16 * 72];
+        for (size_t j = 0; j < sizeof x / sizeof x[0]; j++) x[j] = (float)((j * 37) % 101) / 100.0f;
+        check(kd_model_create(qspecs[i], i, &f));
+        check(kd_model_quantize(f, x, 16, KD_CALIBRATION_MINMAX, 0, &q));
+        snprintf(name, sizeof name, "int8_%zu.safetensors", i);
+        path_of(p, sizeof p, "model_load", name);
+        check(kd_model_save(q, p));
+        path_of(p, sizeof p, "safetensors", name);
+        check(kd_model_save(q, p));
+        kd_model_destroy(q);
+        kd_model_destroy(f);
+    }
     /* The checkpoint of fuzz_checkpoint's trainer, after two steps. */
     kd_model *student, *teacher;
     kd_loss *loss;

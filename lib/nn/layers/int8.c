@@ -14,7 +14,13 @@
  * A layer's input scale and zero point are the output ones of the nearest earlier quantize, qdense or
  * qconv (found by link, kept as pointers into it). acc[o] = bias[o] + sum_k (x_k - z_in) w[o, k] is
  * computed as qgemm's sum_k x_k w[o, k] plus corr[o] = bias[o] - z_in * sum_k w[o, k], which changed
- * recomputes whenever the values are set. They only predict: a training forward is refused. */
+ * recomputes whenever the values are set. They only predict: a training forward is refused.
+ *
+ * Codes of images are kept channels-last (NHWC) between int8 layers, whatever the file's PyTorch
+ * layouts: a conv's patch is then a few contiguous runs of k * Cin bytes, its result [pixels, C]
+ * is already the next layer's input, and max pooling runs over contiguous channels. quantize
+ * transposes into that order, qflatten and dequantize back to C, H, W order; the weights are
+ * reordered to match when packed (changed). One channel or one pixel: the orders coincide. */
 #include <float.h>
 #include <stdio.h>
 #include <string.h>
@@ -35,12 +41,28 @@ typedef struct qlayer {
     const uint8_t *in_zp;   /* and zero point */
     int32_t *corr;          /* [out]: bias - z_in * sum_k w */
     float *mult;            /* [out]: s_in s_w / s_out, or s_in s_w with dequant */
+    int8_t *packed;         /* the weights as qgemm_u8s8 reads them (kdi_qpack) */
+    int8_t *reordered;      /* the weights with columns in the input's channels-last order */
     kdi_buf acc;            /* int32 [rows, out] in a float buffer (same size) */
     kdi_buf cols;           /* qconv: uint8 [batch * P, Cin K K] */
     kdi_buf tmp;            /* qconv: the [batch * P, C] result before NCHW */
 } qlayer;
 
 static const uint8_t *codes_in(const float *x) { return (const uint8_t *)x; }
+/* Whether codes of shape s are stored channels-last, differently from C, H, W. */
+static int hwc(kdi_shape s) { return s.c > 1 && s.h * s.w > 1; }
+
+/* NCHW <-> NHWC of one image: out[p * c + ch] = in[ch * hw + p], or the reverse. */
+static void to_hwc(uint8_t *out, const uint8_t *in, int64_t c, int64_t hw)
+{
+    for (int64_t ch = 0; ch < c; ch++)
+        for (int64_t p = 0; p < hw; p++) out[p * c + ch] = in[ch * hw + p];
+}
+static void to_chw(uint8_t *out, const uint8_t *in, int64_t c, int64_t hw)
+{
+    for (int64_t p = 0; p < hw; p++)
+        for (int64_t ch = 0; ch < c; ch++) out[ch * hw + p] = in[p * c + ch];
+}
 static uint8_t *codes_out(float *y) { return (uint8_t *)y; }
 
 static int64_t fan_in(const kdi_layer *l)
@@ -73,6 +95,8 @@ static void q_destroy(kdi_layer *l)
     if (q == NULL) return;
     kdi_free(q->corr);
     kdi_free(q->mult);
+    kdi_free(q->packed);
+    kdi_free(q->reordered);
     kdi_buf_free(&q->acc);
     kdi_buf_free(&q->cols);
     kdi_buf_free(&q->tmp);
@@ -85,9 +109,20 @@ static kd_status quantize_forward(kdi_layer *l, const float *x, float *y, int64_
 {
     (void)train;
     const uint8_t *zp = l->params[1].raw;
-    kdi_kernels_get()->quantize_u8(codes_out(y), x, batch * kdi_shape_size(l->in),
-                                   l->params[0].value[0], zp[0]);
+    qlayer *q = l->priv;
+    int64_t size = kdi_shape_size(l->in);
+    uint8_t *t = hwc(l->in) ? (uint8_t *)q->tmp.data : codes_out(y);
+    kdi_kernels_get()->quantize_u8(t, x, batch * size, l->params[0].value[0], zp[0]);
+    if (hwc(l->in))
+        for (int64_t b = 0; b < batch; b++)
+            to_hwc(codes_out(y) + b * size, t + b * size, l->in.c, l->in.h * l->in.w);
     return KD_OK;
+}
+
+static kd_status quantize_reserve(kdi_layer *l, int64_t batch)
+{
+    qlayer *q = l->priv;
+    return hwc(l->in) ? kdi_buf_reserve(&q->tmp, (batch * kdi_shape_size(l->in) + 3) / 4) : KD_OK;
 }
 
 static kd_status dequantize_forward(kdi_layer *l, const float *x, float *y, int64_t batch,
@@ -98,10 +133,18 @@ static kd_status dequantize_forward(kdi_layer *l, const float *x, float *y, int6
     const uint8_t *c = codes_in(x);
     float s = q->in_scale[0];
     int32_t z = q->in_zp[0];
-    /* Backwards: y may be the same memory as x only in the caller's imagination; they are distinct
-     * buffers, but the codes are 4 times smaller, so this order would be safe in place too. */
-    for (int64_t i = batch * kdi_shape_size(l->in) - 1; i >= 0; i--)
-        y[i] = s * (float)((int32_t)c[i] - z);
+    int64_t size = kdi_shape_size(l->in), hw = l->in.h * l->in.w, ch = l->in.c;
+    for (int64_t b = 0; b < batch; b++) {
+        const uint8_t *cb = c + b * size;
+        float *yb = y + b * size;
+        if (hwc(l->in)) {
+            for (int64_t p = 0; p < hw; p++)
+                for (int64_t k = 0; k < ch; k++)
+                    yb[k * hw + p] = s * (float)((int32_t)cb[p * ch + k] - z);
+        } else {
+            for (int64_t i = 0; i < size; i++) yb[i] = s * (float)((int32_t)cb[i] - z);
+        }
+    }
     return KD_OK;
 }
 
@@ -116,6 +159,14 @@ static void q_changed(kdi_layer *l)
     const float *sw = l->params[P_WSCALE].value;
     float s_in = q->in_scale[0];
     uint32_t z = q->in_zp[0];
+    /* The columns in the order of the channels-last input: (i, j, c) for a conv's patch, (h, w, c)
+     * for a dense layer on codes of an image. */
+    int64_t ch = q->kind == Q_CONV ? l->in.c : hwc(l->in) ? l->in.c : 1, sp = k / ch;
+    for (int64_t o = 0; o < n; o++)
+        for (int64_t c = 0; c < ch; c++)
+            for (int64_t p = 0; p < sp; p++)
+                q->reordered[o * k + p * ch + c] = w[o * k + c * sp + p];
+    kdi_qpack(q->packed, q->reordered, n, k, k);
     for (int64_t o = 0; o < n; o++) {
         int32_t sum = 0;
         for (int64_t i = 0; i < k; i++) sum += w[o * k + i];
@@ -153,7 +204,7 @@ static kd_status qdense_forward(kdi_layer *l, const float *x, float *y, int64_t 
     qlayer *q = l->priv;
     int64_t n = channels(l), k = fan_in(l);
     int32_t *acc = (int32_t *)q->acc.data;
-    kdi_kernels_get()->qgemm_u8s8(batch, n, k, codes_in(x), k, l->params[P_WEIGHT].raw, k, acc, n);
+    kdi_kernels_get()->qgemm_u8s8(batch, n, k, codes_in(x), k, q->packed, acc, n);
     finish_rows(l, acc, batch, y);
     return KD_OK;
 }
@@ -169,30 +220,35 @@ static kd_status qconv_reserve(kdi_layer *l, int64_t batch)
     return kdi_buf_reserve(&q->tmp, rows * n); /* floats with dequant, else bytes */
 }
 
-/* cols[p][(c K + i) K + j] = x[c][oy s - pad + i][ox s - pad + j], the input's zero point (real 0)
- * outside: one row of cols a pixel, so qgemm's rows are contiguous. */
+/* cols[p][(i K + j) Cin + c] = x[oy s - pad + i][ox s - pad + j][c] (channels-last), the input's
+ * zero point (real 0) outside: one row of cols a pixel, a kernel row of it one run of K Cin bytes
+ * when inside. */
 static void im2row(const kdi_layer *l, const uint8_t *x, uint8_t *cols, uint8_t zp)
 {
     const qlayer *q = l->priv;
     int64_t cin = l->in.c, h = l->in.h, w = l->in.w, oh = l->out.h, ow = l->out.w, k = q->k;
-    int64_t kk = cin * k * k;
+    int64_t kk = cin * k * k, run = k * cin;
     for (int64_t oy = 0; oy < oh; oy++)
         for (int64_t ox = 0; ox < ow; ox++) {
             uint8_t *row = cols + (oy * ow + ox) * kk;
-            for (int64_t c = 0; c < cin; c++)
-                for (int64_t i = 0; i < k; i++) {
-                    int64_t iy = oy * q->stride - q->pad + i;
-                    uint8_t *r = row + (c * k + i) * k;
-                    if (iy < 0 || iy >= h) {
-                        memset(r, zp, (size_t)k);
-                        continue;
-                    }
-                    const uint8_t *xr = x + (c * h + iy) * w;
+            int64_t ix0 = ox * q->stride - q->pad;
+            for (int64_t i = 0; i < k; i++) {
+                int64_t iy = oy * q->stride - q->pad + i;
+                uint8_t *r = row + i * run;
+                if (iy < 0 || iy >= h) {
+                    memset(r, zp, (size_t)run);
+                } else if (ix0 >= 0 && ix0 + k <= w) {
+                    memcpy(r, x + (iy * w + ix0) * cin, (size_t)run);
+                } else {
                     for (int64_t j = 0; j < k; j++) {
-                        int64_t ix = ox * q->stride - q->pad + j;
-                        r[j] = ix < 0 || ix >= w ? zp : xr[ix];
+                        int64_t ix = ix0 + j;
+                        if (ix < 0 || ix >= w)
+                            memset(r + j * cin, zp, (size_t)cin);
+                        else
+                            memcpy(r + j * cin, x + (iy * w + ix) * cin, (size_t)cin);
                     }
                 }
+            }
         }
 }
 
@@ -205,55 +261,58 @@ static kd_status qconv_forward(kdi_layer *l, const float *x, float *y, int64_t b
     int32_t *acc = (int32_t *)q->acc.data;
     for (int64_t b = 0; b < batch; b++)
         im2row(l, codes_in(x) + b * in, cols + b * np * k, q->in_zp[0]);
-    kdi_kernels_get()->qgemm_u8s8(batch * np, n, k, cols, k, l->params[P_WEIGHT].raw, k, acc, n);
+    kdi_kernels_get()->qgemm_u8s8(batch * np, n, k, cols, k, q->packed, acc, n);
+    if (!q->dequant) {
+        finish_rows(l, acc, batch * np, codes_out(y)); /* [batch, P, C]: channels-last codes */
+        return KD_OK;
+    }
+    /* Floats leave in NCHW. */
     finish_rows(l, acc, batch * np, q->tmp.data);
-    /* [batch, P, C] to NCHW [batch, C, P]. */
     for (int64_t b = 0; b < batch; b++) {
-        if (q->dequant) {
-            const float *t = q->tmp.data + b * np * n;
-            float *o = y + b * n * np;
-            for (int64_t p = 0; p < np; p++)
-                for (int64_t c = 0; c < n; c++) o[c * np + p] = t[p * n + c];
-        } else {
-            const uint8_t *t = (const uint8_t *)q->tmp.data + b * np * n;
-            uint8_t *o = codes_out(y) + b * n * np;
-            for (int64_t p = 0; p < np; p++)
-                for (int64_t c = 0; c < n; c++) o[c * np + p] = t[p * n + c];
-        }
+        const float *t = q->tmp.data + b * np * n;
+        float *o = y + b * n * np;
+        for (int64_t p = 0; p < np; p++)
+            for (int64_t c = 0; c < n; c++) o[c * np + p] = t[p * n + c];
     }
     return KD_OK;
 }
 
 /* ---------------------------------------------------------------- qmaxpool, qflatten */
 
+/* Channels-last: the window's pixels are runs of C bytes, maxed a run at a time. */
 static kd_status qmaxpool_forward(kdi_layer *l, const float *x, float *y, int64_t batch, int train)
 {
     (void)train;
     const qlayer *q = l->priv;
-    int64_t h = l->in.h, w = l->in.w, oh = l->out.h, ow = l->out.w, planes = batch * l->in.c;
-    const uint8_t *xc = codes_in(x);
-    uint8_t *yc = codes_out(y);
-    for (int64_t c = 0; c < planes; c++) {
-        const uint8_t *xp = xc + c * h * w;
-        uint8_t *yp = yc + c * oh * ow;
+    int64_t h = l->in.h, w = l->in.w, oh = l->out.h, ow = l->out.w, c = l->in.c;
+    for (int64_t b = 0; b < batch; b++) {
+        const uint8_t *xb = codes_in(x) + b * h * w * c;
+        uint8_t *yb = codes_out(y) + b * oh * ow * c;
         for (int64_t oy = 0; oy < oh; oy++)
             for (int64_t ox = 0; ox < ow; ox++) {
-                uint8_t m = 0;
+                uint8_t *m = yb + (oy * ow + ox) * c;
+                memset(m, 0, (size_t)c);
                 for (int64_t i = 0; i < q->k; i++)
                     for (int64_t j = 0; j < q->k; j++) {
-                        uint8_t v = xp[(oy * q->stride + i) * w + ox * q->stride + j];
-                        m = v > m ? v : m;
+                        const uint8_t *v = xb + ((oy * q->stride + i) * w + ox * q->stride + j) * c;
+                        for (int64_t ch = 0; ch < c; ch++) m[ch] = v[ch] > m[ch] ? v[ch] : m[ch];
                     }
-                yp[oy * ow + ox] = m;
             }
     }
     return KD_OK;
 }
 
+/* Back to C, H, W order, as flatten sees a float image. */
 static kd_status qflatten_forward(kdi_layer *l, const float *x, float *y, int64_t batch, int train)
 {
     (void)train;
-    memcpy(y, x, (size_t)(batch * kdi_shape_size(l->in)));
+    int64_t size = kdi_shape_size(l->in);
+    if (!hwc(l->in)) {
+        memcpy(y, x, (size_t)(batch * size));
+        return KD_OK;
+    }
+    for (int64_t b = 0; b < batch; b++)
+        to_chw(codes_out(y) + b * size, codes_in(x) + b * size, l->in.c, l->in.h * l->in.w);
     return KD_OK;
 }
 
@@ -299,6 +358,7 @@ static kd_status q_link(kdi_layer *l, kdi_layer *before, int32_t n)
 
 static const kdi_layer_ops quantize_ops = {.kind = "quantize",
                                            .forward = quantize_forward,
+                                           .reserve = quantize_reserve,
                                            .backward = q_backward,
                                            .check = q_check,
                                            .codes = KDI_CODES_OUT,
@@ -369,7 +429,9 @@ static kd_status add_weights(kdi_layer *l, int32_t ndim, const int64_t *wdims)
     }
     q->corr = kdi_calloc((size_t)n, sizeof *q->corr);
     q->mult = kdi_calloc((size_t)n, sizeof *q->mult);
-    if (q->corr == NULL || q->mult == NULL)
+    q->packed = kdi_calloc((size_t)kdi_qpack_size(n, l->params[P_WEIGHT].count / n), 1);
+    q->reordered = kdi_calloc((size_t)l->params[P_WEIGHT].count, 1);
+    if (q->corr == NULL || q->mult == NULL || q->packed == NULL || q->reordered == NULL)
         return kdi_fail(KD_ERR_NOMEM, "cannot allocate an int8 layer's multipliers");
     return KD_OK;
 }
