@@ -93,6 +93,10 @@ static const option_def table[] = {
     {"--quiet", FLAG, AT(quiet), T | D | E, 0, 0},
     {"-q", FLAG, AT(quiet), T | D | E, 0, 0},
     {"--stop-after-epoch", INT, AT(stop_after), T | D, 1, MAX_EPOCHS}, /* hidden, for tests */
+    /* ---- wins (issue 12): the layers a feature method connects */
+    {"--student-layer", INT, AT(student_layer), D, 0, 100000},
+    {"--teacher-layer", INT, AT(teacher_layer), D, 0, 100000},
+    {"--feature-weight", FLOAT, AT(feature_weight), D, 0, 1e9},
 };
 
 static void defaults(options *o, command cmd, const char *name)
@@ -121,6 +125,10 @@ static void defaults(options *o, command cmd, const char *name)
     o->warmup_epochs = cmd == CMD_DISTILL ? -1 : 0;      /* resolved after parsing */
     o->val_fraction = cmd == CMD_DISTILL ? -1.0f : 0.0f; /* resolved after parsing */
     o->compare = -1; /* automatic: compare when the tool trains the teacher itself */
+    /* ---- wins (issue 12) */
+    o->feature = -1;
+    o->student_layer = o->teacher_layer = -1;
+    o->feature_weight = -1.0f;
 }
 
 static const option_def *find(const char *name, size_t len)
@@ -205,10 +213,19 @@ static int set_choice(options *o, const option_def *d, const char *v)
         if (strcmp(v, methods[i].name) == 0) {
             o->method = methods[i].kind;
             o->standardize = methods[i].standardize;
+            o->feature = -1;
             return EXIT_OK;
         }
     }
-    return bad_value(o, d->name, v, "kd, mse, dkd, dist, kd-ls or dkd-ls");
+    /* ---- wins (issue 12): a feature method, on top of cross-entropy (and, with --alpha, KD) */
+    if ((o->feature = feature_method(v)) >= 0) {
+        o->method = KD_LOSS_HINTON;
+        o->standardize = 0;
+        return EXIT_OK;
+    }
+    return bad_value(o, d->name, v,
+                     "kd, mse, dkd, dist, kd-ls, dkd-ls, hint, attention, rkd, sp, pkt, cosine or "
+                     "crd");
 }
 
 static int set_value(options *o, const option_def *d, const char *v)
@@ -324,6 +341,21 @@ int parse_options(options *o, int argc, char **argv, int first)
         fail_msg("which model? usage: kd %s MODEL.safetensors", o->cmd_name);
         return EXIT_USAGE;
     }
+    /* ---- wins (issue 12): a feature method alone is cross-entropy plus its term */
+    if (o->alpha < 0 && o->feature >= 0) o->alpha = 0.0f;
+    if (o->feature >= 0 && o->teacher_logits != NULL) {
+        fail_msg("--method %s reads the teacher's hidden layers: it needs --teacher, not "
+                 "--teacher-logits",
+                 feature_method_name(o->feature));
+        return EXIT_USAGE;
+    }
+    if (o->feature < 0 &&
+        (o->student_layer >= 0 || o->teacher_layer >= 0 || o->feature_weight >= 0)) {
+        fail_msg("--student-layer, --teacher-layer and --feature-weight go with a feature "
+                 "--method (hint, attention, rkd, sp, pkt, cosine, crd)");
+        return EXIT_USAGE;
+    }
+    /* ---- end wins */
     if (o->alpha < 0) o->alpha = o->method == KD_LOSS_HINTON ? 0.9f : 1.0f;
     if (o->beta < 0) o->beta = o->method == KD_LOSS_DIST ? 2.0f : 8.0f;
     if (o->warmup_epochs < 0) {

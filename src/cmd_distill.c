@@ -24,6 +24,7 @@ typedef struct state {
     double start;
     double acc[2][100]; /* --seeds: the distilled [0] and alone [1] test accuracies, seed by seed */
     int nseeds;
+    feature_term feature; /* wins: --method hint|...|crd, resolved against the models */
 } state;
 
 static const char *student_spec(const options *o)
@@ -261,6 +262,21 @@ static int get_logits(state *s)
     return teacher_logits(s->teachers, s->nt, s->d.train, cache, print, &s->p, &s->logits);
 }
 
+/* ---- wins (issue 12): a feature --method's layers and shapes, checked before any training */
+static int plan_feature(state *s)
+{
+    s->feature.kind = -1;
+    if (s->o->feature < 0) return EXIT_OK;
+    kd_model *m = NULL;
+    int rc = create_model("student", student_spec(s->o), 1, &m);
+    if (rc == EXIT_OK) rc = feature_plan(s->o, m, s->teachers[0], &s->feature);
+    kd_model_destroy(m);
+    if (rc == EXIT_OK)
+        note(&s->p, "feature term: %s, weight %g, %s", feature_title(s->feature.kind),
+             (double)s->feature.weight, s->feature.shapes);
+    return rc;
+}
+
 static int ends_with(const char *s, const char *suffix)
 {
     size_t a = strlen(s), b = strlen(suffix);
@@ -366,6 +382,7 @@ static int train_students(state *s, uint64_t seed)
     c.teacher_hash =
         hash_bytes(s->teacher_hash, c.teacher_weights, sizeof(float) * (size_t)c.nteachers);
     c.checkpoint = o->checkpoint;
+    c.feature = s->feature.kind >= 0 ? &s->feature : NULL;
     int rc = run_training(&c, s->d.train, eval_set(s), s->d.test, &s->p, &s->distilled);
     if (rc != EXIT_OK || s->distilled.stopped || !s->compare) return rc;
     /* The same student, seed and batches without the teacher: the loss is the only difference. */
@@ -603,6 +620,7 @@ static int pipeline(state *s)
     } else {
         rc = s->own_teacher ? own_teacher(s) : load_teachers(s);
         if (rc == EXIT_OK) rc = check_teachers(s);
+        if (rc == EXIT_OK) rc = plan_feature(s);
         if (rc == EXIT_OK) rc = get_logits(s);
     }
     if (rc == EXIT_OK) rc = train_students(s, o->seed);

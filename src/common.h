@@ -72,6 +72,11 @@ typedef struct options {
     float val_fraction; /* distill: the share of the training set held out for validation */
     int keep_best;      /* distill: keep the best epoch on validation, not the last */
     int stop_after;     /* hidden: stop after this epoch, as if killed (tests of --resume) */
+    /* ---- wins (issue 12): feature methods */
+    int feature;          /* --method hint|attention|...: a kd_feature_loss_kind, or -1 */
+    int student_layer;    /* --student-layer (-1: the penultimate) */
+    int teacher_layer;    /* --teacher-layer (-1: the penultimate) */
+    float feature_weight; /* --feature-weight (-1: the method's default) */
 } options;
 
 /* Parses argv[first..] for o->cmd into o (defaults first). On a usage error prints one line and
@@ -170,6 +175,24 @@ typedef struct history {
 
 struct progress;
 
+/* ---- wins (issue 12): a feature term of kd distill --method (features.c) */
+typedef struct feature_term {
+    int kind; /* a kd_feature_loss_kind, or -1 for none */
+    int32_t student, teacher;
+    float weight;
+    char regressor[64]; /* "" for none */
+    char shapes[256];   /* what connects to what, for the log */
+} feature_term;
+
+/* The kd_feature_loss_kind of a --method name, or -1. */
+int feature_method(const char *name);
+const char *feature_method_name(int kind);
+const char *feature_title(int kind);
+float feature_default_weight(int kind);
+/* Resolves o's feature method against the two models: layers, shapes (checked; a usage error
+ * names both shapes), regressor and weight. out->kind is -1 when o names no feature method. */
+int feature_plan(const options *o, kd_model *student, kd_model *teacher, feature_term *out);
+
 typedef struct run_config {
     const char *name; /* "teacher", "student alone", "distilled", "model" */
     const char *key;  /* the run's name in logs: teacher, alone, distilled, model */
@@ -188,6 +211,7 @@ typedef struct run_config {
     int resume, stop_after;
     int keep_best; /* keep the epoch with the best per-epoch (validation) accuracy */
     int normalize; /* the model normalises its inputs with the training set's statistics */
+    const feature_term *feature; /* wins: a feature term (teacher 0), or NULL */
 } run_config;
 
 typedef struct run_result {

@@ -171,6 +171,17 @@ static void distill_help(FILE *f)
           "                      al. 2022), dist (Pearson correlations, Huang et al. 2022),\n"
           "                      kd-ls, dkd-ls (kd, dkd with logit standardisation, Sun et\n"
           "                      al. 2024)\n"
+          /* ---- wins (issue 12): feature methods */
+          "                      or a feature loss on hidden layers, added to cross-entropy\n"
+          "                      (and to kd's soft term with --alpha): hint (FitNets), attention\n"
+          "                      (attention transfer), rkd, sp (similarity preserving), pkt,\n"
+          "                      cosine, crd (contrastive, Tian et al. 2020)\n"
+          "  --student-layer I, --teacher-layer J  the layers a feature method connects, by\n"
+          "                      index in the spec as kd info lists them (the penultimate);\n"
+          "                      their shapes are checked before training\n"
+          "  --feature-weight W  the feature term's weight (hint 1, attention 1000, rkd 1,\n"
+          "                      sp 3000, pkt 30000, cosine 1, crd 0.8)\n"
+          /* ---- end wins */
           "  --temperature T     softmax temperature (4; 2 for kd-ls, dkd-ls; unused by mse)\n"
           "  --alpha A           weight of the teacher term in [0, 1] (0.9 for kd, 1 for mse;\n"
           "                      for dkd the TCKD weight, 1)\n"

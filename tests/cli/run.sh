@@ -143,7 +143,7 @@ expect "the logits cache is reused" 0 "teacher logits: reused" \
     --soft-targets-cache "$TMP/logits.safetensors"
 acc=$("$KD" eval "$S" --test "$TEST" --quiet)
 check "the distilled student learned ($acc% > 50%)" awk "BEGIN { exit !($acc > 50) }"
-expect "bad method" 2 "--method 'fitnet' is not kd, mse, dkd, dist, kd-ls or dkd-ls" \
+expect "bad method" 2 "--method 'fitnet' is not kd, mse, dkd, dist, kd-ls, dkd-ls" \
     "$KD" distill --method fitnet
 expect "--method dkd" 0 "DKD, T = 4, alpha = 1, beta = 8" \
     "$KD" distill --teacher "$T" --student 784-32-10 --epochs 1 $SETS --out "$TMP/d.safetensors" \
@@ -181,6 +181,28 @@ expect "--seeds 2 reports mean and deviation" 0 "over 2 seeds distillation" \
 expect "an ensemble of two teachers" 0 "teacher 2" \
     "$KD" distill --teacher "$T" --teacher "$TMP/p.safetensors" --teacher-weight 0.5 \
     --student 784-32-10 --epochs 1 $SETS --out "$TMP/e.safetensors"
+
+# ---- wins (issue 12): every method from the tool: feature losses by layer index, shapes checked
+for m in crd hint rkd sp pkt cosine; do
+    expect "--method $m (a feature term)" 0 "feature term: .*student layer 1 (32x1x1) -> teacher layer 1 (128x1x1)" \
+        "$KD" distill --teacher "$T" --student 784-32-10 --epochs 1 $SETS --out "$TMP/f$m.safetensors" \
+        --method $m
+done
+expect "--method crd: the regressor is the student's head" 0 "through dense 128" \
+    "$KD" distill --teacher "$T" --student 784-32-10 --epochs 1 $SETS --out "$TMP/fc.safetensors" \
+    --method crd --student-layer 0 --teacher-layer 1 --feature-weight 0.5
+expect "--method attention names both shapes" 2 "student's layer 2 gives 4x14x14 and the teacher's layer 1 gives 128x1x1" \
+    "$KD" distill --teacher "$T" --student "input 1x28x28 | conv 4 3 pad=1 | relu | maxpool 2 | flatten | dense 10" \
+    --student-layer 2 --teacher-layer 1 --epochs 1 $SETS --out "$TMP/fa.safetensors" --method attention
+expect "--student-layer beyond the hidden layers" 2 "the student has layers 0 to 2" \
+    "$KD" distill --teacher "$T" --student 784-32-10 --epochs 1 $SETS --out "$TMP/fl.safetensors" \
+    --method hint --student-layer 2
+expect "--teacher-layer without a feature method" 2 "go with a feature --method" \
+    "$KD" distill --teacher "$T" --teacher-layer 1
+expect "--method hint with --teacher-logits" 2 "needs --teacher, not --teacher-logits" \
+    "$KD" distill --teacher-logits "$TMP/none.npy" --method hint
+expect "bad --method lists the feature methods" 2 "pkt, cosine or crd" "$KD" distill --method frog
+# ---- end wins
 
 # The default pipeline (no --teacher) on the subset: it trains the teacher once, then reuses it.
 OWN="distill --teacher-spec 784-64-10 --teacher-epochs 2 --student 784-16-10 --epochs 1 $SETS"
