@@ -97,6 +97,9 @@ static const option_def table[] = {
     {"--student-layer", INT, AT(student_layer), D, 0, 100000},
     {"--teacher-layer", INT, AT(teacher_layer), D, 0, 100000},
     {"--feature-weight", FLOAT, AT(feature_weight), D, 0, 1e9},
+    {"--auto", FLAG, AT(auto_tune), D, 0, 0},
+    {"--auto-trials", INT, AT(auto_trials), D, 2, 64},
+    {"--auto-budget", INT, AT(auto_budget), D, 1, 100000},
 };
 
 static void defaults(options *o, command cmd, const char *name)
@@ -129,6 +132,8 @@ static void defaults(options *o, command cmd, const char *name)
     o->feature = -1;
     o->student_layer = o->teacher_layer = -1;
     o->feature_weight = -1.0f;
+    o->auto_trials = 8;
+    o->auto_budget = -1; /* 3 x --epochs */
 }
 
 static const option_def *find(const char *name, size_t len)
@@ -353,6 +358,17 @@ int parse_options(options *o, int argc, char **argv, int first)
         (o->student_layer >= 0 || o->teacher_layer >= 0 || o->feature_weight >= 0)) {
         fail_msg("--student-layer, --teacher-layer and --feature-weight go with a feature "
                  "--method (hint, attention, rkd, sp, pkt, cosine, crd)");
+        return EXIT_USAGE;
+    }
+    if (o->auto_budget < 0) o->auto_budget = 3 * o->epochs;
+    if (o->auto_tune && (o->val_fraction == 0.0f || o->teacher_logits != NULL)) {
+        fail_msg("--auto chooses on the validation split: it needs --val > 0 (and --teacher, not "
+                 "--teacher-logits)");
+        return EXIT_USAGE;
+    }
+    if (o->auto_tune && (o->feature >= 0 || o->checkpoint != NULL)) {
+        fail_msg("--auto searches the logit methods; it does not go with a feature --method or "
+                 "--checkpoint");
         return EXIT_USAGE;
     }
     /* ---- end wins */

@@ -77,6 +77,9 @@ typedef struct options {
     int student_layer;    /* --student-layer (-1: the penultimate) */
     int teacher_layer;    /* --teacher-layer (-1: the penultimate) */
     float feature_weight; /* --feature-weight (-1: the method's default) */
+    int auto_tune;        /* --auto: successive halving before the final run (tune.c) */
+    int auto_trials;      /* --auto-trials N (8) */
+    int auto_budget;      /* --auto-budget E: student epochs the search may use (3 x --epochs) */
 } options;
 
 /* Parses argv[first..] for o->cmd into o (defaults first). On a usage error prints one line and
@@ -193,7 +196,16 @@ float feature_default_weight(int kind);
  * names both shapes), regressor and weight. out->kind is -1 when o names no feature method. */
 int feature_plan(const options *o, kd_model *student, kd_model *teacher, feature_term *out);
 
-typedef struct run_config {
+typedef struct run_config run_config;
+typedef struct run_result run_result;
+struct progress;
+/* ---- wins (issue 12): --auto. Searches the logit method, T, alpha and lr from base (the
+ * distilled run's config) on val; prints the trials and the winner; *winner = o with the winner's
+ * settings. */
+int tune(const options *o, const run_config *base, const kd_dataset *train, const kd_dataset *val,
+         const kd_dataset *test, struct progress *p, options *winner);
+
+struct run_config {
     const char *name; /* "teacher", "student alone", "distilled", "model" */
     const char *key;  /* the run's name in logs: teacher, alone, distilled, model */
     const char *spec;
@@ -212,16 +224,16 @@ typedef struct run_config {
     int keep_best; /* keep the epoch with the best per-epoch (validation) accuracy */
     int normalize; /* the model normalises its inputs with the training set's statistics */
     const feature_term *feature; /* wins: a feature term (teacher 0), or NULL */
-} run_config;
+};
 
-typedef struct run_result {
+struct run_result {
     kd_model *model; /* owned by the caller after run_training */
     history hist;
     double seconds;
     int stopped;     /* --stop-after-epoch ended the run early */
     int kept_epoch;  /* the epoch model is from */
     double test_acc; /* model's accuracy on the test set */
-} run_result;
+};
 
 /* Trains one model as cfg says; returns an exit code (messages printed). */
 /* Per-epoch accuracy is measured on eval (the validation split, or the test set); the kept model's

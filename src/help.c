@@ -181,6 +181,12 @@ static void distill_help(FILE *f)
           "                      their shapes are checked before training\n"
           "  --feature-weight W  the feature term's weight (hint 1, attention 1000, rkd 1,\n"
           "                      sp 3000, pkt 30000, cosine 1, crd 0.8)\n"
+          "  --auto              search the method (kd, kd-ls, dkd, dist), T, alpha and lr by\n"
+          "                      successive halving on the validation split (short runs, the\n"
+          "                      best half kept, epochs doubled), then distil with the winner\n"
+          "  --auto-trials N     trials in the first rung (8; the default settings are one)\n"
+          "  --auto-budget E     student epochs the search may spend (3 x --epochs); the cost\n"
+          "                      is printed before it starts\n"
           /* ---- end wins */
           "  --temperature T     softmax temperature (4; 2 for kd-ls, dkd-ls; unused by mse)\n"
           "  --alpha A           weight of the teacher term in [0, 1] (0.9 for kd, 1 for mse;\n"
