@@ -112,7 +112,7 @@ static void defaults(options *o, command cmd, const char *name)
     o->y_name = "y";
     o->channels = 3; /* ImageFolder's default: RGB */
     /* The protocol of issue 2: SGD momentum 0.9, lr 0.05 with cosine decay, batch 128. */
-    o->epochs = cmd == CMD_TRAIN ? DEFAULT_TRAIN_EPOCHS : DEFAULT_STUDENT_EPOCHS;
+    o->epochs = cmd == CMD_TRAIN ? DEFAULT_TRAIN_EPOCHS : -1; /* distill: resolved after parsing */
     o->teacher_epochs = DEFAULT_TEACHER_EPOCHS;
     o->batch = cmd == CMD_EVAL ? 256 : 128;
     o->lr = -1.0f;           /* resolved after parsing: 0.05 for SGD, 0.001 for Adam(W) */
@@ -219,11 +219,13 @@ static int set_choice(options *o, const option_def *d, const char *v)
             o->method = methods[i].kind;
             o->standardize = methods[i].standardize;
             o->feature = -1;
+            o->method_given = 1;
             return EXIT_OK;
         }
     }
     /* ---- wins (issue 12): a feature method, on top of cross-entropy (and, with --alpha, KD) */
     if ((o->feature = feature_method(v)) >= 0) {
+        o->method_given = 1;
         o->method = KD_LOSS_HINTON;
         o->standardize = 0;
         return EXIT_OK;
@@ -360,6 +362,11 @@ int parse_options(options *o, int argc, char **argv, int first)
                  "--method (hint, attention, rkd, sp, pkt, cosine, crd)");
         return EXIT_USAGE;
     }
+    /* the main job: DIST for DEFAULT_MAIN_JOB_EPOCHS, unless a choice was made */
+    int main_job = cmd == CMD_DISTILL && o->nteachers == 0 && o->teacher_logits == NULL &&
+                   !o->method_given && !o->auto_tune;
+    if (main_job) o->method = KD_LOSS_DIST;
+    if (o->epochs < 0) o->epochs = main_job ? DEFAULT_MAIN_JOB_EPOCHS : DEFAULT_STUDENT_EPOCHS;
     if (o->auto_budget < 0) o->auto_budget = 3 * o->epochs;
     if (o->auto_tune && (o->val_fraction == 0.0f || o->teacher_logits != NULL)) {
         fail_msg("--auto chooses on the validation split: it needs --val > 0 (and --teacher, not "

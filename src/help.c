@@ -136,29 +136,32 @@ static void train_help(FILE *f)
 
 static void distill_help(FILE *f)
 {
-    fputs(
-        "usage: kd distill [--teacher T.safetensors ...] [--student SPEC] [OPTIONS]\n"
-        "\n"
-        "Trains a student on the teachers' softened outputs and the labels with Hinton's loss,\n"
-        "alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE(student, label). The\n"
-        "teachers' logits on the training set are computed once and reused every epoch.\n"
-        "\n"
-        "With no --teacher, kd trains the teacher itself (" DEFAULT_TEACHER_SPEC ", " STR(
-            DEFAULT_TEACHER_EPOCHS) " epochs) or reuses\n"
-                                    "the one it trained before from its cache directory "
-                                    "($XDG_CACHE_HOME/kd or ~/.cache/kd),\n"
-                                    "then distils the student (" DEFAULT_STUDENT_SPEC ", " STR(
-                                        DEFAULT_STUDENT_EPOCHS) " epochs), trains the same student "
-                                                                "alone\n"
-                                                                "with the same protocol, and "
-                                                                "prints a comparison: test "
-                                                                "accuracy, parameters, file size,\n"
-                                                                "latency per image and speed-up "
-                                                                "over the teacher. With no "
-                                                                "arguments at all this is the\n"
-                                                                "default demonstration on "
-                                                                "Fashion-MNIST.\n\n",
-        f);
+    fputs("usage: kd distill [--teacher T.safetensors ...] [--student SPEC] [OPTIONS]\n"
+          "\n"
+          "Trains a student on the teachers' softened outputs and the labels with Hinton's loss,\n"
+          "alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE(student, label). The\n"
+          "teachers' logits on the training set are computed once and reused every epoch.\n"
+          "\n"
+          "With no --teacher, kd trains the teacher itself (" DEFAULT_TEACHER_SPEC ", " STR(
+              DEFAULT_TEACHER_EPOCHS) " epochs) or reuses\n"
+                                      "the one it trained before from its cache directory "
+                                      "($XDG_CACHE_HOME/kd or ~/.cache/kd),\n"
+                                      "then distils the student (" DEFAULT_STUDENT_SPEC ", " STR(
+                                          DEFAULT_MAIN_JOB_EPOCHS) " epochs with DIST, unless "
+                                                                   "--epochs or --method say "
+                                                                   "otherwise), trains the same "
+                                                                   "student "
+                                                                   "alone\n"
+                                                                   "with the same protocol, and "
+                                                                   "prints a comparison: test "
+                                                                   "accuracy, parameters, file "
+                                                                   "size,\n"
+                                                                   "latency per image and speed-up "
+                                                                   "over the teacher. With no "
+                                                                   "arguments at all this is the\n"
+                                                                   "default demonstration on "
+                                                                   "Fashion-MNIST.\n\n",
+          f);
     fputs(spec_help, f);
     fputc('\n', f);
     fputs(data_help, f);
