@@ -17,13 +17,20 @@
  *
  *   cnn_distill [--epochs N] [--teacher-epochs N] [--finetune-epochs N] [--teacher FILE]
  *               [--temperature T] [--alpha A] [--student-augment] [--train PREFIX]
- *               [--test PREFIX] [--seed S]
+ *               [--test PREFIX] [--seed S] [--methods] [--seeds N]
+ *
+ * --methods (issue 12) trains, for seeds S .. S + N - 1 (N = 3 by default), the small CNN alone and
+ * distilled with KD (T, alpha as given), KD with logit standardisation (T = 2), DKD (alpha 1,
+ * beta 8), DIST (beta = gamma = 2) and CRD (cross-entropy + 0.8 CRD on the penultimate layers,
+ * 4096 negatives, tau 0.07), and prints mean +- sample sd and the gain paired by seed. With
+ * --teacher FILE it skips the teacher's 34 epochs.
  *
  * --teacher loads a teacher saved by an earlier run (/tmp/cnn_distill_teacher.safetensors) instead
  * of training one; --temperature and --alpha change the distillation setting (default 4 and 0.9).
  * PREFIX names IDX files PREFIX-images-idx3-ubyte.gz and PREFIX-labels-idx1-ubyte.gz; the defaults
  * are Debian's dataset-fashion-mnist files in /usr/share/datasets/fashion-mnist.
  */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,12 +55,16 @@
     "flatten | dense 10"
 #define MLP "input 784 | dense 128 | relu | dense 10"
 
+/* --methods (issue 12): the small CNN distilled with each of these, three seeds each. */
+enum method { ALONE = 0, KD = 1, KD_LS, DKD, DIST, CRD, NMETHODS };
+static const char *method_names[NMETHODS] = {"alone", "KD", "KD+LS", "DKD", "DIST", "CRD"};
+
 /* The distillation setting, from the command line. */
 static float temperature = 4.0f, alpha = 0.9f;
 
 typedef struct run {
     const char *name, *file, *spec;
-    int distil;  /* 0: labels only */
+    int distil;  /* 0: labels only; else a method (enum method) */
     int augment; /* 1: the batches are augmented */
     int epochs;
     float lr;   /* base learning rate */
@@ -194,13 +205,43 @@ static kd_model *train(run *r, kd_model *m, const kd_dataset *train_set, const k
     kd_batcher *b;
     if (m == NULL) CHECK(kd_model_create(r->spec, init_seed, &m));
     CHECK(kd_model_param_count(m, &r->params));
-    CHECK(kd_loss_create(KD_LOSS_HINTON, &loss));
-    CHECK(kd_loss_set_float(loss, KD_LOSS_TEMPERATURE, temperature));
-    CHECK(kd_loss_set_float(loss, KD_LOSS_ALPHA, r->distil ? alpha : 0.0f));
+    kd_feature_loss *crd = NULL;
+    /* KD: Hinton, T and alpha from the command line; KD+LS: the same on standardised logits at
+     * T = 2 (Sun et al. 2024); DKD: alpha 1, beta 8 (Zhao et al. 2022); DIST: beta = gamma = 2
+     * (Huang et al. 2022); CRD: cross-entropy + 0.8 CRD (Tian et al. 2020) on the penultimate
+     * layers, the student's through a "dense" projection head to the teacher's width. */
+    kd_loss_kind kind = r->distil == DKD    ? KD_LOSS_DKD
+                        : r->distil == DIST ? KD_LOSS_DIST
+                                            : KD_LOSS_HINTON;
+    CHECK(kd_loss_create(kind, &loss));
+    CHECK(kd_loss_set_float(loss, KD_LOSS_TEMPERATURE, r->distil == KD_LS ? 2.0f : temperature));
+    float a = r->distil == KD || r->distil == KD_LS   ? alpha
+              : r->distil == DKD || r->distil == DIST ? 1.0f
+                                                      : 0.0f;
+    CHECK(kd_loss_set_float(loss, KD_LOSS_ALPHA, a));
+    if (r->distil == DKD) CHECK(kd_loss_set_float(loss, KD_LOSS_BETA, 8.0f));
+    if (r->distil == DIST) {
+        CHECK(kd_loss_set_float(loss, KD_LOSS_BETA, 2.0f));
+        CHECK(kd_loss_set_float(loss, KD_LOSS_GAMMA, 2.0f));
+    }
+    if (r->distil == KD_LS) CHECK(kd_loss_set_float(loss, KD_LOSS_LOGIT_STANDARDIZE, 1.0f));
     int64_t steps_per_epoch = (n + BATCH - 1) / BATCH;
     kd_optimizer *opt =
         optimizer(m, r->epochs * steps_per_epoch, steps_per_epoch, r->lr, r->warmup);
     CHECK(kd_trainer_create(m, loss, opt, &t));
+    if (r->distil == CRD) {
+        int32_t sl, tl;
+        int64_t width;
+        CHECK(kd_model_layer_count(m, &sl));
+        CHECK(kd_model_layer_count(c->teacher, &tl));
+        CHECK(kd_model_layer_info(c->teacher, tl - 2, NULL, NULL, &width));
+        char head[64];
+        snprintf(head, sizeof head, "flatten | dense %lld", (long long)width);
+        CHECK(kd_feature_loss_create(KD_FEATURE_CRD, &crd));
+        CHECK(kd_feature_loss_set_float(crd, KD_FEATURE_CRD_SEED, (float)(init_seed % 1000)));
+        CHECK(kd_trainer_add_teacher(t, c->teacher, 1.0f));
+        CHECK(kd_trainer_add_feature_loss(t, crd, sl - 2, 0, tl - 2, head, 0.8f));
+    }
     CHECK(kd_batcher_create(train_set, BATCH, data_seed, &b));
 
     float *x = xmalloc(sizeof(float) * (size_t)(BATCH * ch * h * w));
@@ -230,6 +271,7 @@ static kd_model *train(run *r, kd_model *m, const kd_dataset *train_set, const k
     free(x);
     kd_batcher_destroy(b);
     kd_trainer_destroy(t);
+    kd_feature_loss_destroy(crd);
     kd_optimizer_destroy(opt);
     kd_loss_destroy(loss);
     return m;
@@ -259,18 +301,58 @@ static void measure(run *r, kd_model *m, const kd_dataset *test)
     free(z);
 }
 
+/* --methods: the small CNN alone and distilled with each method, seeds seed .. seed + n - 1 (the
+ * alone and distilled runs of a seed share initialisation and batches); mean +- sample sd. */
+static void compare_methods(cache *c, const kd_dataset *train_set, const kd_dataset *test,
+                            int epochs, uint64_t seed, int n)
+{
+    float acc[NMETHODS][10];
+    for (int k = 0; k < n; k++) {
+        for (int m = 0; m < NMETHODS; m++) {
+            char name[64];
+            snprintf(name, sizeof name, "CNN %s seed %d", method_names[m], (int)seed + k);
+            run r = {
+                .name = name, .spec = CNN, .distil = m, .epochs = epochs, .lr = 0.05f, .warmup = 1};
+            uint64_t s = seed + (uint64_t)k;
+            kd_model_destroy(train(&r, NULL, train_set, test, c, s + 100, s + 2000));
+            acc[m][k] = r.accuracy;
+        }
+    }
+    printf("\nsmall CNN, %d epochs, test accuracy over %d seeds (mean +- sample sd; gain: paired "
+           "with the same seed's CNN alone)\n",
+           epochs, n);
+    for (int m = 0; m < NMETHODS; m++) {
+        double mean = 0, var = 0, g = 0, gv = 0;
+        for (int k = 0; k < n; k++) mean += acc[m][k], g += acc[m][k] - acc[0][k];
+        mean /= n;
+        g /= n;
+        for (int k = 0; k < n; k++) {
+            var += (acc[m][k] - mean) * (acc[m][k] - mean);
+            double d = acc[m][k] - acc[0][k] - g;
+            gv += d * d;
+        }
+        double sd = n > 1 ? sqrt(var / (n - 1)) : 0, gsd = n > 1 ? sqrt(gv / (n - 1)) : 0;
+        printf("  %-8s %6.2f%% +- %.2f", method_names[m], mean, sd);
+        if (m > 0) printf("   gain %+.2f +- %.2f", g, gsd);
+        printf("   (");
+        for (int k = 0; k < n; k++) printf("%s%.2f", k ? ", " : "", (double)acc[m][k]);
+        printf(")\n");
+    }
+}
+
 static int usage(void)
 {
     fprintf(stderr, "usage: cnn_distill [--epochs N] [--teacher-epochs N] [--finetune-epochs N] "
                     "[--teacher FILE] "
                     "[--temperature T] [--alpha A] [--student-augment] [--train PREFIX] "
-                    "[--test PREFIX] [--seed S]\n");
+                    "[--test PREFIX] [--seed S] [--methods] [--seeds N]\n");
     return 2;
 }
 
 int main(int argc, char **argv)
 {
     int epochs = 5, teacher_epochs = 30, finetune_epochs = 4, student_augment = 0;
+    int methods = 0, nseeds = 3;
     uint64_t seed = 1;
     const char *train_prefix = "/usr/share/datasets/fashion-mnist/train";
     const char *test_prefix = "/usr/share/datasets/fashion-mnist/t10k";
@@ -288,6 +370,10 @@ int main(int argc, char **argv)
             temperature = strtof(argv[++i], NULL);
         else if (strcmp(argv[i], "--alpha") == 0 && i + 1 < argc)
             alpha = strtof(argv[++i], NULL);
+        else if (strcmp(argv[i], "--methods") == 0)
+            methods = 1;
+        else if (strcmp(argv[i], "--seeds") == 0 && i + 1 < argc)
+            nseeds = atoi(argv[++i]);
         else if (strcmp(argv[i], "--student-augment") == 0)
             student_augment = 1;
         else if (strcmp(argv[i], "--seed") == 0 && i + 1 < argc)
@@ -300,7 +386,8 @@ int main(int argc, char **argv)
             return usage();
     }
     if (epochs < 1 || teacher_epochs < 1 || finetune_epochs < 0 || !(temperature > 0.0f) ||
-        !(alpha >= 0.0f) || alpha > 1.0f)
+        nseeds < 1 || nseeds > 10 || (methods && student_augment) || !(alpha >= 0.0f) ||
+        alpha > 1.0f)
         return usage();
     double begin = now();
     kd_dataset *train_set = load(train_prefix), *test = load(test_prefix);
@@ -387,7 +474,11 @@ int main(int argc, char **argv)
     c.logits = xmalloc(sizeof(float) * (size_t)((sa ? epochs : 1) * ntrain * CLASSES));
     c.filled = xmalloc(sizeof(int) * (size_t)epochs);
     if (!sa) clean_logits(&c, train_set);
-    for (int i = 1; i < nruns; i++) {
+    if (methods) {
+        compare_methods(&c, train_set, test, epochs, seed, nseeds);
+        nruns = 1;
+    }
+    for (int i = 1; i < nruns && !methods; i++) {
         /* a student alone and distilled: the same initialisation; all: the same batches */
         uint64_t init = seed + (uint64_t)(i + 1) / 2;
         kd_model *m = train(&runs[i], NULL, train_set, test, &c, init, seed + 2000);

@@ -605,12 +605,32 @@ typedef enum kd_feature_loss_kind {
      * sum_j a_t log(a_t / max(a_s, 1e-12)); entries where the teacher is 0 add nothing. Equal
      * shapes. Its gradient goes back through kd_model_attention_backward; in a trainer, through
      * kd_trainer_add_attention_loss. Values must lie in [0, 1] (KD_ERR_ARGUMENT). */
-    KD_FEATURE_ATTENTION_KL = 10
+    KD_FEATURE_ATTENTION_KL = 10,
+
+    /* ---- wins (issue 12): contrastive representation distillation */
+    /* CRD (Tian, Krishnan and Isola, ICLR 2020), the InfoNCE form of their critic (eq. 17-18,
+     * the softmax over one positive and K negatives): u = s / |s| the student's embedding (its
+     * projection head is the trainer's regressor, e.g. "dense 128" to a 128-wide teacher layer),
+     * v = t / |t| the teacher's (identity head; the paper also learns one), m_1..m_K unit rows
+     * of a memory of past teacher embeddings, tau the temperature:
+     *   L = 1/B sum_b -log( exp(<u_b, v_b>/tau) / (exp(<u_b, v_b>/tau) + sum_k exp(<u_b, m_k>/tau)) ).
+     * After each finite forward the memory takes the batch's teacher embeddings, one slot an
+     * example in turn: m <- normalise(mu m + (1 - mu) v) (momentum mu, their nce_m = 0.5; mu = 1
+     * freezes it). It starts as uniform random unit rows from KD_FEATURE_CRD_SEED and is rebuilt
+     * when the size or K changes. Equal sizes. The memory is state of the handle: one handle a
+     * term, and kd_trainer_save does not keep it (a resumed run refills it). */
+    KD_FEATURE_CRD = 20
 } kd_feature_loss_kind;
 
 typedef enum kd_feature_loss_option {
     KD_FEATURE_RKD_DISTANCE_WEIGHT = 0, /* RKD: float >= 0, default 25 */
-    KD_FEATURE_RKD_ANGLE_WEIGHT = 1     /* RKD: float >= 0, default 50 */
+    KD_FEATURE_RKD_ANGLE_WEIGHT = 1,    /* RKD: float >= 0, default 50 */
+
+    /* ---- wins (issue 12): CRD's options */
+    KD_FEATURE_CRD_TEMPERATURE = 10, /* CRD: tau > 0, default 0.07 (their nce_t) */
+    KD_FEATURE_CRD_NEGATIVES = 11,   /* CRD: K, an integer in [1, 1048576], default 4096 */
+    KD_FEATURE_CRD_MOMENTUM = 12,    /* CRD: mu in [0, 1], default 0.5 (their nce_m) */
+    KD_FEATURE_CRD_SEED = 13 /* CRD: the memory's seed, an integer in [0, 2^24], default 0 */
 } kd_feature_loss_option;
 
 KD_API kd_status kd_feature_loss_create(kd_feature_loss_kind kind, kd_feature_loss **out);

@@ -102,6 +102,13 @@ static const option_def table[] = {
     {"--threads", INT, AT(threads), T | D | E | P, 1, 1024},
     {"--config", STRING, AT(config), T | D | E | P, 0, 0},
     {"--augment", AUGMENT, 0, T | D, 0, 0},
+    /* ---- wins (issue 12): the layers a feature method connects */
+    {"--student-layer", INT, AT(student_layer), D, 0, 100000},
+    {"--teacher-layer", INT, AT(teacher_layer), D, 0, 100000},
+    {"--feature-weight", FLOAT, AT(feature_weight), D, 0, 1e9},
+    {"--auto", FLAG, AT(auto_tune), D, 0, 0},
+    {"--auto-trials", INT, AT(auto_trials), D, 2, 64},
+    {"--auto-budget", INT, AT(auto_budget), D, 1, 100000},
 };
 
 #define NOPTIONS (sizeof table / sizeof table[0])
@@ -117,7 +124,7 @@ static void defaults(options *o, command cmd, const char *name)
     o->y_name = "y";
     o->channels = 3; /* ImageFolder's default: RGB */
     /* The protocol of issue 2: SGD momentum 0.9, lr 0.05 with cosine decay, batch 128. */
-    o->epochs = cmd == CMD_TRAIN ? DEFAULT_TRAIN_EPOCHS : DEFAULT_STUDENT_EPOCHS;
+    o->epochs = cmd == CMD_TRAIN ? DEFAULT_TRAIN_EPOCHS : -1; /* distill: resolved after parsing */
     o->teacher_epochs = DEFAULT_TEACHER_EPOCHS;
     o->batch = cmd == CMD_EVAL ? 256 : 128;
     o->lr = -1.0f;           /* resolved after parsing: 0.05 for SGD, 0.001 for Adam(W) */
@@ -134,6 +141,12 @@ static void defaults(options *o, command cmd, const char *name)
     o->val_fraction = cmd == CMD_DISTILL ? -1.0f : 0.0f; /* resolved after parsing */
     o->compare = -1;   /* automatic: compare when the tool trains the teacher itself */
     o->drop_last = -1; /* automatic: drop a lone last example when the model has batch norm */
+    /* ---- wins (issue 12) */
+    o->feature = -1;
+    o->student_layer = o->teacher_layer = -1;
+    o->feature_weight = -1.0f;
+    o->auto_trials = 8;
+    o->auto_budget = -1; /* 3 x --epochs */
 }
 
 /* Where the values being parsed come from, for messages: "" (the command line) or " (in FILE)". */
@@ -263,10 +276,21 @@ static int set_choice(options *o, const option_def *d, const char *v)
         if (strcmp(v, methods[i].name) == 0) {
             o->method = methods[i].kind;
             o->standardize = methods[i].standardize;
+            o->feature = -1;
+            o->method_given = 1;
             return EXIT_OK;
         }
     }
-    return bad_value(o, d->name, v, "kd, mse, dkd, dist, kd-ls or dkd-ls");
+    /* ---- wins (issue 12): a feature method, on top of cross-entropy (and, with --alpha, KD) */
+    if ((o->feature = feature_method(v)) >= 0) {
+        o->method_given = 1;
+        o->method = KD_LOSS_HINTON;
+        o->standardize = 0;
+        return EXIT_OK;
+    }
+    return bad_value(o, d->name, v,
+                     "kd, mse, dkd, dist, kd-ls, dkd-ls, hint, attention, rkd, sp, pkt, cosine or "
+                     "crd");
 }
 
 static int set_value(options *o, const option_def *d, const char *v)
@@ -598,6 +622,37 @@ int parse_options(options *o, int argc, char **argv, int first)
         fail_msg("which model? usage: kd %s MODEL.safetensors", o->cmd_name);
         return EXIT_USAGE;
     }
+    /* ---- wins (issue 12): a feature method alone is cross-entropy plus its term */
+    if (o->alpha < 0 && o->feature >= 0) o->alpha = 0.0f;
+    if (o->feature >= 0 && o->teacher_logits != NULL) {
+        fail_msg("--method %s reads the teacher's hidden layers: it needs --teacher, not "
+                 "--teacher-logits",
+                 feature_method_name(o->feature));
+        return EXIT_USAGE;
+    }
+    if (o->feature < 0 &&
+        (o->student_layer >= 0 || o->teacher_layer >= 0 || o->feature_weight >= 0)) {
+        fail_msg("--student-layer, --teacher-layer and --feature-weight go with a feature "
+                 "--method (hint, attention, rkd, sp, pkt, cosine, crd)");
+        return EXIT_USAGE;
+    }
+    /* the main job: DIST for DEFAULT_MAIN_JOB_EPOCHS, unless a choice was made */
+    int main_job = cmd == CMD_DISTILL && o->nteachers == 0 && o->teacher_logits == NULL &&
+                   !o->method_given && !o->auto_tune && !option_given(o, "--alpha");
+    if (main_job) o->method = KD_LOSS_DIST;
+    if (o->epochs < 0) o->epochs = main_job ? DEFAULT_MAIN_JOB_EPOCHS : DEFAULT_STUDENT_EPOCHS;
+    if (o->auto_budget < 0) o->auto_budget = 3 * o->epochs;
+    if (o->auto_tune && (o->val_fraction == 0.0f || o->teacher_logits != NULL)) {
+        fail_msg("--auto chooses on the validation split: it needs --val > 0 (and --teacher, not "
+                 "--teacher-logits)");
+        return EXIT_USAGE;
+    }
+    if (o->auto_tune && (o->feature >= 0 || o->checkpoint != NULL)) {
+        fail_msg("--auto searches the logit methods; it does not go with a feature --method or "
+                 "--checkpoint");
+        return EXIT_USAGE;
+    }
+    /* ---- end wins */
     int rc = check_applies(o);
     if (rc != EXIT_OK) return rc;
     if (o->alpha < 0) o->alpha = o->method == KD_LOSS_HINTON ? 0.9f : 1.0f;

@@ -25,6 +25,8 @@ typedef struct state {
     double start;
     double acc[2][100]; /* --seeds: the distilled [0] and alone [1] test accuracies, seed by seed */
     int nseeds;
+    feature_term feature; /* wins: --method hint|...|crd, resolved against the models */
+    const options *user;  /* the options as given (o may be --auto's winner) */
 } state;
 
 static const char *student_spec(const options *o)
@@ -260,6 +262,21 @@ static int get_logits(state *s)
     return teacher_logits(s->teachers, s->nt, s->d.train, cache, print, &s->p, &s->logits);
 }
 
+/* ---- wins (issue 12): a feature --method's layers and shapes, checked before any training */
+static int plan_feature(state *s)
+{
+    s->feature.kind = -1;
+    if (s->o->feature < 0) return EXIT_OK;
+    kd_model *m = NULL;
+    int rc = create_model("student", student_spec(s->o), 1, &m);
+    if (rc == EXIT_OK) rc = feature_plan(s->o, m, s->teachers[0], &s->feature);
+    kd_model_destroy(m);
+    if (rc == EXIT_OK)
+        note(&s->p, "feature term: %s, weight %g, %s", feature_title(s->feature.kind),
+             (double)s->feature.weight, s->feature.shapes);
+    return rc;
+}
+
 static int ends_with(const char *s, const char *suffix)
 {
     size_t a = strlen(s), b = strlen(suffix);
@@ -346,6 +363,44 @@ static int logits_file(state *s)
     return rc;
 }
 
+/* The distilled run's config; spec must outlive c. */
+static void distilled_config(state *s, uint64_t seed, char *spec, size_t size, run_config *c)
+{
+    const options *o = s->o;
+    expand_spec(student_spec(o), spec, size);
+    protocol(o, c);
+    c->seed = seed;
+    c->name = "distilled";
+    c->key = "distilled";
+    c->spec = spec;
+    static const float ones[MAX_TEACHERS] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
+    c->teachers = s->nt > 0 ? s->teachers : NULL;
+    c->teacher_weights = o->nteachers > 0 ? o->teacher_weights : ones;
+    c->nteachers = s->nt > 0 ? s->nt : s->nlogits;
+    c->teacher_logits = s->logits;
+    c->teacher_hash =
+        hash_bytes(s->teacher_hash, c->teacher_weights, sizeof(float) * (size_t)c->nteachers);
+    c->checkpoint = o->checkpoint;
+}
+
+/* ---- wins (issue 12): --auto picks the settings of the runs that follow */
+static int auto_tune(state *s)
+{
+    static options tuned;
+    char spec[4096];
+    run_config c;
+    distilled_config(s, s->o->seed, spec, sizeof spec, &c);
+    double t0 = now_seconds();
+    int rc = tune(s->o, &c, s->d.train, s->d.val, s->d.test, &s->p, &tuned);
+    if (rc != EXIT_OK) return rc;
+    note(&s->p, "search: %.0f s", now_seconds() - t0);
+    s->o = &tuned;
+    char method[128];
+    describe_method(s->o, method, sizeof method);
+    note(&s->p, "the final runs: %s, lr %g", method, (double)s->o->lr);
+    return EXIT_OK;
+}
+
 static int train_students(state *s, uint64_t seed)
 {
     const options *o = s->o;
@@ -365,10 +420,12 @@ static int train_students(state *s, uint64_t seed)
     c.teacher_hash =
         hash_bytes(s->teacher_hash, c.teacher_weights, sizeof(float) * (size_t)c.nteachers);
     c.checkpoint = o->checkpoint;
+    c.feature = s->feature.kind >= 0 ? &s->feature : NULL;
     int rc = run_training(&c, s->d.train, eval_set(s), s->d.test, &s->p, &s->distilled);
     if (rc != EXIT_OK || s->distilled.stopped || !s->compare) return rc;
-    /* The same student, seed and batches without the teacher: the loss is the only difference. */
-    protocol(o, &c);
+    /* The same student, seed and batches without the teacher: the loss is the only difference
+     * (and its learning rate the user's, when --auto chose another for distillation). */
+    protocol(s->user, &c);
     c.seed = seed;
     c.name = "student alone";
     c.key = "alone";
@@ -617,9 +674,11 @@ static int pipeline(state *s)
     } else {
         rc = s->own_teacher ? own_teacher(s) : load_teachers(s);
         if (rc == EXIT_OK) rc = check_teachers(s);
+        if (rc == EXIT_OK) rc = plan_feature(s);
         /* --augment: the teachers run on each augmented batch; cached logits would go unused */
         if (rc == EXIT_OK && o->naugment == 0) rc = get_logits(s);
     }
+    if (rc == EXIT_OK && o->auto_tune) rc = auto_tune(s);
     if (rc == EXIT_OK) rc = train_students(s, o->seed);
     if (rc != EXIT_OK) return rc;
     if (s->distilled.stopped || (s->compare && s->alone.stopped)) return -1;
@@ -632,6 +691,7 @@ int cmd_distill(const options *o)
     static state s; /* large (histories); one per process */
     memset(&s, 0, sizeof s);
     s.o = o;
+    s.user = o;
     s.start = now_seconds();
     int rc = prepare(&s);
     if (rc == EXIT_OK) rc = progress_open(&s.p, o);

@@ -169,29 +169,32 @@ static void train_help(FILE *f)
 
 static void distill_help(FILE *f)
 {
-    fputs(
-        "usage: kd distill [--teacher T.safetensors ...] [--student SPEC] [OPTIONS]\n"
-        "\n"
-        "Trains a student on the teachers' softened outputs and the labels with Hinton's loss,\n"
-        "alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE(student, label). The\n"
-        "teachers' logits on the training set are computed once and reused every epoch.\n"
-        "\n"
-        "With no --teacher, kd trains the teacher itself (" DEFAULT_TEACHER_SPEC ", " STR(
-            DEFAULT_TEACHER_EPOCHS) " epochs) or reuses\n"
-                                    "the one it trained before from its cache directory "
-                                    "($XDG_CACHE_HOME/kd or ~/.cache/kd),\n"
-                                    "then distils the student (" DEFAULT_STUDENT_SPEC ", " STR(
-                                        DEFAULT_STUDENT_EPOCHS) " epochs), trains the same student "
-                                                                "alone\n"
-                                                                "with the same protocol, and "
-                                                                "prints a comparison: test "
-                                                                "accuracy, parameters, file size,\n"
-                                                                "latency per image and speed-up "
-                                                                "over the teacher. With no "
-                                                                "arguments at all this is the\n"
-                                                                "default demonstration on "
-                                                                "Fashion-MNIST.\n\n",
-        f);
+    fputs("usage: kd distill [--teacher T.safetensors ...] [--student SPEC] [OPTIONS]\n"
+          "\n"
+          "Trains a student on the teachers' softened outputs and the labels with Hinton's loss,\n"
+          "alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE(student, label). The\n"
+          "teachers' logits on the training set are computed once and reused every epoch.\n"
+          "\n"
+          "With no --teacher, kd trains the teacher itself (" DEFAULT_TEACHER_SPEC ", " STR(
+              DEFAULT_TEACHER_EPOCHS) " epochs) or reuses\n"
+                                      "the one it trained before from its cache directory "
+                                      "($XDG_CACHE_HOME/kd or ~/.cache/kd),\n"
+                                      "then distils the student (" DEFAULT_STUDENT_SPEC ", " STR(
+                                          DEFAULT_MAIN_JOB_EPOCHS) " epochs with DIST, unless "
+                                                                   "--epochs or --method say "
+                                                                   "otherwise), trains the same "
+                                                                   "student "
+                                                                   "alone\n"
+                                                                   "with the same protocol, and "
+                                                                   "prints a comparison: test "
+                                                                   "accuracy, parameters, file "
+                                                                   "size,\n"
+                                                                   "latency per image and speed-up "
+                                                                   "over the teacher. With no "
+                                                                   "arguments at all this is the\n"
+                                                                   "default demonstration on "
+                                                                   "Fashion-MNIST.\n\n",
+          f);
     fputs(spec_help, f);
     fputc('\n', f);
     fputs(data_help, f);
@@ -204,6 +207,23 @@ static void distill_help(FILE *f)
           "                      al. 2022), dist (Pearson correlations, Huang et al. 2022),\n"
           "                      kd-ls, dkd-ls (kd, dkd with logit standardisation, Sun et\n"
           "                      al. 2024)\n"
+          /* ---- wins (issue 12): feature methods */
+          "                      or a feature loss on hidden layers, added to cross-entropy\n"
+          "                      (and to kd's soft term with --alpha): hint (FitNets), attention\n"
+          "                      (attention transfer), rkd, sp (similarity preserving), pkt,\n"
+          "                      cosine, crd (contrastive, Tian et al. 2020)\n"
+          "  --student-layer I, --teacher-layer J  the layers a feature method connects, by\n"
+          "                      index in the spec as kd info lists them (the penultimate);\n"
+          "                      their shapes are checked before training\n"
+          "  --feature-weight W  the feature term's weight (hint 1, attention 1000, rkd 1,\n"
+          "                      sp 3000, pkt 30000, cosine 1, crd 0.8)\n"
+          "  --auto              search the method (kd, kd-ls, dkd, dist), T, alpha and lr by\n"
+          "                      successive halving on the validation split (short runs, the\n"
+          "                      best half kept, epochs doubled), then distil with the winner\n"
+          "  --auto-trials N     trials in the first rung (8; the default settings are one)\n"
+          "  --auto-budget E     student epochs the search may spend (3 x --epochs); the cost\n"
+          "                      is printed before it starts\n"
+          /* ---- end wins */
           "  --temperature T     softmax temperature (4; 2 for kd-ls, dkd-ls; unused by mse)\n"
           "  --alpha A           weight of the teacher term in [0, 1] (0.9 for kd, 1 for mse;\n"
           "                      for dkd the TCKD weight, 1)\n"

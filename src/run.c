@@ -24,11 +24,13 @@ typedef struct handles {
     kd_loss *loss;
     kd_optimizer *opt;
     kd_trainer *t;
+    kd_feature_loss *feature; /* wins: --method hint|...|crd */
 } handles;
 
 static void free_handles(handles *h)
 {
     kd_trainer_destroy(h->t);
+    kd_feature_loss_destroy(h->feature);
     kd_optimizer_destroy(h->opt);
     kd_loss_destroy(h->loss);
     kd_model_destroy(h->m);
@@ -208,6 +210,17 @@ static int setup(const run_config *c, const kd_dataset *train, const kd_dataset 
     for (int i = 0; i < c->nteachers; i++)
         TRY("teacher", kd_trainer_add_teacher(h->t, c->teachers != NULL ? c->teachers[i] : h->m,
                                               c->teacher_weights[i]));
+    /* ---- wins (issue 12): the feature method's term, from the first teacher */
+    const feature_term *f = c->feature;
+    if (f != NULL && f->kind >= 0 && c->nteachers > 0 && c->teachers != NULL) {
+        TRY("--method", kd_feature_loss_create((kd_feature_loss_kind)f->kind, &h->feature));
+        if (f->kind == KD_FEATURE_CRD) /* the memory's seed follows the run's */
+            TRY("--method crd", kd_feature_loss_set_float(h->feature, KD_FEATURE_CRD_SEED,
+                                                          (float)(c->seed % 16777216u)));
+        TRY("--method",
+            kd_trainer_add_feature_loss(h->t, h->feature, f->student, 0, f->teacher,
+                                        f->regressor[0] != '\0' ? f->regressor : NULL, f->weight));
+    }
     return par_attach(h->t); /* under mpirun: one rank of a data-parallel job */
 }
 
@@ -229,7 +242,14 @@ static uint64_t fingerprint(const run_config *c, const kd_dataset *train, int dr
              (double)c->clip_norm, (double)c->gamma, c->standardize,
              c->normalize ? " norm" : "", /* so older checkpoints still resume */
              drop ? " drop" : "", ranks);
-    return hash_str(hash_str(0xcbf29ce484222325ULL, c->spec), buf);
+    uint64_t h = hash_str(hash_str(0xcbf29ce484222325ULL, c->spec), buf);
+    if (c->feature != NULL && c->feature->kind >= 0) { /* wins: only then, so old ones resume */
+        snprintf(buf, sizeof buf, "feature %d %d %d %.9g %s", c->feature->kind,
+                 (int)c->feature->student, (int)c->feature->teacher, (double)c->feature->weight,
+                 c->feature->regressor);
+        h = hash_str(h, buf);
+    }
+    return h;
 }
 
 /* Running top-1 and cross-entropy of the batch just trained, from the logits the student produced

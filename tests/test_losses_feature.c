@@ -265,6 +265,113 @@ START_TEST(bad_input_leaves_handle)
 }
 END_TEST
 
+/* ---------------------------------------------------------------- CRD (issue 12) */
+
+static void crd_feat(float *x, int64_t rows, double offset, double scale)
+{
+    for (int64_t i = 0; i < rows * 5; i++) x[i] = (float)(sin(0.37 * (double)i + offset) * scale);
+}
+
+static void crd_set(kd_feature_loss *l, kd_feature_loss_option key, float v)
+{
+    ck_assert_int_eq(kd_feature_loss_set_float(l, key, v), KD_OK);
+}
+
+/* tests/reference/crd_reference.py (PyTorch autograd, float64): three forwards through one memory
+ * of 4 slots, momentum 0 then 0.5. */
+START_TEST(crd_reference_values)
+{
+    float sa[20], ta[20], sb[15], tb[15], sc[10], tc[10], g[15], v;
+    crd_feat(sa, 4, 0.0, 1.5);
+    crd_feat(ta, 4, 1.0, 2.0);
+    crd_feat(sb, 3, 2.0, 1.0);
+    crd_feat(tb, 3, 3.0, 0.7);
+    crd_feat(sc, 2, 4.0, 2.5);
+    crd_feat(tc, 2, 5.0, 1.2);
+    kd_feature_loss *l = make(KD_FEATURE_CRD);
+    crd_set(l, KD_FEATURE_CRD_NEGATIVES, 4.0f);
+    crd_set(l, KD_FEATURE_CRD_TEMPERATURE, 0.2f);
+    crd_set(l, KD_FEATURE_CRD_MOMENTUM, 0.0f);
+    ck_assert_int_eq(kd_feature_loss_forward(l, sa, 5, 1, 1, ta, 5, 1, 1, 4, &v), KD_OK);
+    crd_set(l, KD_FEATURE_CRD_MOMENTUM, 0.5f);
+    ck_assert_int_eq(kd_feature_loss_forward(l, sb, 5, 1, 1, tb, 5, 1, 1, 3, &v), KD_OK);
+    ck_assert_msg(fabs(v - 1.9085019733) < 2e-6, "CRD loss B %.9g", (double)v);
+    static const double want[15] = {-0.1691515726, 0.3674303087,  0.8542822093,  1.2255109813,
+                                    1.4308726491,  0.1812310785,  0.1023997370,  0.0097090967,
+                                    -0.0842956347, -0.1668913519, -0.1198160390, -0.1233626806,
+                                    -0.1102127524, -0.0821460546, -0.0429612732};
+    ck_assert_int_eq(kd_feature_loss_backward(l, g), KD_OK);
+    for (int i = 0; i < 15; i++)
+        ck_assert_msg(fabs(g[i] - want[i]) < 2e-5, "CRD grad[%d] %.9g, want %.9g", i, (double)g[i],
+                      want[i]);
+    ck_assert_int_eq(kd_feature_loss_forward(l, sc, 5, 1, 1, tc, 5, 1, 1, 2, &v), KD_OK);
+    ck_assert_msg(fabs(v - 1.7363536615) < 2e-6, "CRD loss C %.9g", (double)v);
+    kd_feature_loss_destroy(l);
+}
+END_TEST
+
+/* With the memory frozen (momentum 1) the loss is a function of the student's feature alone. */
+START_TEST(crd_gradients)
+{
+    static const float taus[] = {0.07f, 0.5f};
+    for (int k = 0; k < 2; k++) {
+        int64_t batch = 5, d = 12;
+        float s[60], t[60], g[60], v;
+        kdt_fill(s, batch * d, 10 + (uint64_t)k, -1.0f, 1.0f);
+        kdt_fill(t, batch * d, 20 + (uint64_t)k, -1.0f, 1.0f);
+        kd_feature_loss *l = make(KD_FEATURE_CRD);
+        crd_set(l, KD_FEATURE_CRD_NEGATIVES, 16.0f);
+        crd_set(l, KD_FEATURE_CRD_TEMPERATURE, taus[k]);
+        crd_set(l, KD_FEATURE_CRD_MOMENTUM, 1.0f);
+        crd_set(l, KD_FEATURE_CRD_SEED, 3.0f);
+        kdi_shape sh = {d, 1, 1};
+        ck_assert_int_eq(kd_feature_loss_forward(l, s, d, 1, 1, t, d, 1, 1, batch, &v), KD_OK);
+        ck_assert_int_eq(kd_feature_loss_backward(l, g), KD_OK);
+        fd_ctx c = {l, s, t, sh, sh, batch};
+        double err = kdt_gradcheck(objective, &c, s, g, batch * d, 1e-3, 60);
+        ck_assert_msg(err < 2e-2, "CRD tau %g: gradient error %g", (double)taus[k], err);
+        double fd, an;
+        kdt_directional(objective, &c, s, g, batch * d, 7, &fd, &an);
+        ck_assert_msg(fabs(fd - an) < 1e-2 * fmax(1.0, fabs(an)), "CRD directional %g vs %g", fd,
+                      an);
+        kd_feature_loss_destroy(l);
+    }
+}
+END_TEST
+
+/* Same seed, same memory, same values; options checked; the memory moves with momentum < 1. */
+START_TEST(crd_memory_and_options)
+{
+    float s[24], t[24], v1, v2, v3, w;
+    kdt_fill(s, 24, 1, -1.0f, 1.0f);
+    kdt_fill(t, 24, 2, -1.0f, 1.0f);
+    kd_feature_loss *a = make(KD_FEATURE_CRD), *b = make(KD_FEATURE_CRD);
+    crd_set(a, KD_FEATURE_CRD_NEGATIVES, 8.0f);
+    crd_set(b, KD_FEATURE_CRD_NEGATIVES, 8.0f);
+    ck_assert_int_eq(kd_feature_loss_forward(a, s, 6, 1, 1, t, 6, 1, 1, 4, &v1), KD_OK);
+    ck_assert_int_eq(kd_feature_loss_forward(b, s, 6, 1, 1, t, 6, 1, 1, 4, &v2), KD_OK);
+    ck_assert(v1 == v2);
+    ck_assert_int_eq(kd_feature_loss_forward(a, s, 6, 1, 1, t, 6, 1, 1, 4, &v3), KD_OK);
+    ck_assert(v3 != v1); /* the memory took the batch */
+    ck_assert_int_eq(kd_feature_loss_get_float(a, KD_FEATURE_CRD_TEMPERATURE, &w), KD_OK);
+    ck_assert(fabsf(w - 0.07f) < 1e-9f);
+    ck_assert_int_eq(kd_feature_loss_get_float(a, KD_FEATURE_CRD_MOMENTUM, &w), KD_OK);
+    ck_assert(w == 0.5f);
+    ck_assert_int_eq(kd_feature_loss_set_float(a, KD_FEATURE_CRD_TEMPERATURE, 0.0f),
+                     KD_ERR_ARGUMENT);
+    ck_assert_int_eq(kd_feature_loss_set_float(a, KD_FEATURE_CRD_NEGATIVES, 2.5f), KD_ERR_ARGUMENT);
+    ck_assert_int_eq(kd_feature_loss_set_float(a, KD_FEATURE_CRD_NEGATIVES, 0.0f), KD_ERR_ARGUMENT);
+    ck_assert_int_eq(kd_feature_loss_set_float(a, KD_FEATURE_CRD_MOMENTUM, 1.5f), KD_ERR_ARGUMENT);
+    ck_assert_int_eq(kd_feature_loss_set_float(a, KD_FEATURE_CRD_SEED, 0.5f), KD_ERR_ARGUMENT);
+    ck_assert_int_eq(kd_feature_loss_set_float(a, (kd_feature_loss_option)9, 1.0f),
+                     KD_ERR_ARGUMENT);
+    /* equal sizes only: the regressor is the student's projection head */
+    ck_assert_int_eq(kd_feature_loss_forward(a, s, 6, 1, 1, t, 4, 1, 1, 4, &v1), KD_ERR_SHAPE);
+    kd_feature_loss_destroy(a);
+    kd_feature_loss_destroy(b);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("losses_feature");
@@ -275,6 +382,9 @@ static Suite *suite(void)
     tcase_add_test(t, single_example_relations);
     tcase_add_test(t, shape_rules);
     tcase_add_test(t, bad_input_leaves_handle);
+    tcase_add_test(t, crd_reference_values);
+    tcase_add_test(t, crd_gradients);
+    tcase_add_test(t, crd_memory_and_options);
     suite_add_tcase(s, t);
     return s;
 }

@@ -21,6 +21,7 @@ kd_status kd_feature_loss_create(kd_feature_loss_kind kind, kd_feature_loss **ou
     case KD_FEATURE_PKT: ops = &kdi_pkt_ops; break;
     case KD_FEATURE_COSINE: ops = &kdi_cosine_ops; break;
     case KD_FEATURE_ATTENTION_KL: ops = &kdi_attention_kl_ops; break;
+    case KD_FEATURE_CRD: ops = &kdi_crd_ops; break;
     }
     if (ops == NULL)
         return kdi_fail(KD_ERR_ARGUMENT, "feature loss kind %d is not a kd_feature_loss_kind",
@@ -31,6 +32,10 @@ kd_status kd_feature_loss_create(kd_feature_loss_kind kind, kd_feature_loss **ou
     l->ops = ops;
     l->opt[KD_FEATURE_RKD_DISTANCE_WEIGHT] = 25.0f; /* Park et al. 2019, section 4 */
     l->opt[KD_FEATURE_RKD_ANGLE_WEIGHT] = 50.0f;
+    l->opt[KD_FEATURE_CRD_TEMPERATURE] = 0.07f; /* Tian et al. 2020, their code's nce_t */
+    l->opt[KD_FEATURE_CRD_NEGATIVES] = 4096.0f;
+    l->opt[KD_FEATURE_CRD_MOMENTUM] = 0.5f; /* their nce_m */
+    l->opt[KD_FEATURE_CRD_SEED] = 0.0f;
     *out = l;
     return KD_OK;
 }
@@ -40,14 +45,35 @@ void kd_feature_loss_destroy(kd_feature_loss *l)
     if (l == NULL) return;
     for (int i = 0; i < 2; i++) kdi_buf_free(&l->grad[i]);
     for (int i = 0; i < KDI_FEATURE_NWS; i++) kdi_buf_free(&l->ws[i]);
+    kdi_buf_free(&l->crd_memory);
     kdi_free(l);
 }
 
 static kd_status check_key(int key)
 {
-    if (key < 0 || key >= KDI_FEATURE_NOPTIONS)
+    if (key < 0 || key >= KDI_FEATURE_NOPTIONS ||
+        (key > KD_FEATURE_RKD_ANGLE_WEIGHT && key < KD_FEATURE_CRD_TEMPERATURE))
         return kdi_fail(KD_ERR_ARGUMENT, "feature loss option %d is not a kd_feature_loss_option",
                         key);
+    return KD_OK;
+}
+
+/* The ranges of CRD's options (the others take any finite value >= 0). */
+static kd_status check_value(int key, float v)
+{
+    if (key == KD_FEATURE_CRD_TEMPERATURE && !(v > 0.0f))
+        return kdi_fail(KD_ERR_ARGUMENT, "KD_FEATURE_CRD_TEMPERATURE is %g; it must be > 0",
+                        (double)v);
+    if (key == KD_FEATURE_CRD_NEGATIVES && (v < 1.0f || v > 1048576.0f || v != floorf(v)))
+        return kdi_fail(KD_ERR_ARGUMENT,
+                        "KD_FEATURE_CRD_NEGATIVES is %g; it must be an integer in [1, 1048576]",
+                        (double)v);
+    if (key == KD_FEATURE_CRD_MOMENTUM && v > 1.0f)
+        return kdi_fail(KD_ERR_ARGUMENT, "KD_FEATURE_CRD_MOMENTUM is %g; it must be in [0, 1]",
+                        (double)v);
+    if (key == KD_FEATURE_CRD_SEED && (v > 16777216.0f || v != floorf(v)))
+        return kdi_fail(KD_ERR_ARGUMENT,
+                        "KD_FEATURE_CRD_SEED is %g; it must be an integer in [0, 2^24]", (double)v);
     return KD_OK;
 }
 
@@ -58,6 +84,7 @@ kd_status kd_feature_loss_set_float(kd_feature_loss *l, kd_feature_loss_option k
     if (!(value >= 0.0f) || !isfinite(value))
         return kdi_fail(KD_ERR_ARGUMENT, "feature loss option %d: %g must be finite and >= 0",
                         (int)key, (double)value);
+    KDI_TRY(check_value((int)key, value));
     l->opt[key] = value;
     return KD_OK;
 }

@@ -143,7 +143,7 @@ expect "the logits cache is reused" 0 "teacher logits: reused" \
     --soft-targets-cache "$TMP/logits.safetensors"
 acc=$("$KD" eval "$S" --test "$TEST" --quiet)
 check "the distilled student learned ($acc% > 50%)" awk "BEGIN { exit !($acc > 50) }"
-expect "bad method" 2 "--method 'fitnet' is not kd, mse, dkd, dist, kd-ls or dkd-ls" \
+expect "bad method" 2 "--method 'fitnet' is not kd, mse, dkd, dist, kd-ls, dkd-ls" \
     "$KD" distill --method fitnet
 expect "--method dkd" 0 "DKD, T = 4, alpha = 1, beta = 8" \
     "$KD" distill --teacher "$T" --student 784-32-10 --epochs 1 $SETS --out "$TMP/d.safetensors" \
@@ -181,6 +181,37 @@ expect "--seeds 2 reports mean and deviation" 0 "over 2 seeds distillation" \
 expect "an ensemble of two teachers" 0 "teacher 2" \
     "$KD" distill --teacher "$T" --teacher "$TMP/p.safetensors" --teacher-weight 0.5 \
     --student 784-32-10 --epochs 1 $SETS --out "$TMP/e.safetensors"
+
+# ---- wins (issue 12): every method from the tool: feature losses by layer index, shapes checked
+for m in crd hint rkd sp pkt cosine; do
+    expect "--method $m (a feature term)" 0 "feature term: .*student layer 1 (32x1x1) -> teacher layer 1 (128x1x1)" \
+        "$KD" distill --teacher "$T" --student 784-32-10 --epochs 1 $SETS --out "$TMP/f$m.safetensors" \
+        --method $m
+done
+expect "--method crd: the regressor is the student's head" 0 "through dense 128" \
+    "$KD" distill --teacher "$T" --student 784-32-10 --epochs 1 $SETS --out "$TMP/fc.safetensors" \
+    --method crd --student-layer 0 --teacher-layer 1 --feature-weight 0.5
+expect "--method attention names both shapes" 2 "student's layer 2 gives 4x14x14 and the teacher's layer 1 gives 128x1x1" \
+    "$KD" distill --teacher "$T" --student "input 1x28x28 | conv 4 3 pad=1 | relu | maxpool 2 | flatten | dense 10" \
+    --student-layer 2 --teacher-layer 1 --epochs 1 $SETS --out "$TMP/fa.safetensors" --method attention
+expect "--student-layer beyond the hidden layers" 2 "the student has layers 0 to 2" \
+    "$KD" distill --teacher "$T" --student 784-32-10 --epochs 1 $SETS --out "$TMP/fl.safetensors" \
+    --method hint --student-layer 2
+expect "--teacher-layer without a feature method" 2 "go with a feature --method" \
+    "$KD" distill --teacher "$T" --teacher-layer 1
+expect "--method hint with --teacher-logits" 2 "needs --teacher, not --teacher-logits" \
+    "$KD" distill --teacher-logits "$TMP/none.npy" --method hint
+expect "bad --method lists the feature methods" 2 "pkt, cosine or crd" "$KD" distill --method frog
+AUTO="distill --teacher $T --student 784-16-10 --epochs 2 --auto --auto-trials 3 --auto-budget 7 $SETS --quiet"
+expect "--auto states its cost, prints the trials and the winner" 0 "3 trials by successive halving.*7 student epochs" \
+    "$KD" $AUTO --out "$TMP/au1.safetensors"
+"$KD" $AUTO --out "$TMP/au2.safetensors" >"$TMP/au2.txt" 2>&1
+check "--auto names a winner" grep -q "^winner: trial" "$TMP/au2.txt"
+"$KD" $AUTO --out "$TMP/au3.safetensors" >"$TMP/au3.txt" 2>&1
+check "--auto is reproducible" cmp -s "$TMP/au2.safetensors" "$TMP/au3.safetensors"
+expect "--auto needs the validation split" 2 "needs --val > 0" "$KD" distill --auto --val 0
+expect "--auto-budget too small" 2 "over --auto-budget 1" "$KD" $AUTO --auto-budget 1 --out "$TMP/au4.safetensors"
+# ---- end wins
 
 # The default pipeline (no --teacher) on the subset: it trains the teacher once, then reuses it.
 OWN="distill --teacher-spec 784-64-10 --teacher-epochs 2 --student 784-16-10 --epochs 1 $SETS"
@@ -455,7 +486,7 @@ expect "eval of a model of another input size" 2 "takes 784 inputs" "$KD" eval "
 # Options that do not apply are refused by name.
 expect "--temperature with --method mse" 2 "--temperature does not apply to --method mse" \
     "$KD" distill --method mse --temperature 2
-expect "--beta with --method kd" 2 "--beta does not apply to --method kd" "$KD" distill --beta 3
+expect "--beta with --method kd" 2 "--beta does not apply to --method kd" "$KD" distill --method kd --beta 3
 expect "--gamma with --method dkd" 2 "--gamma does not apply to --method dkd" \
     "$KD" distill --method dkd --gamma 3
 expect "--alpha with --method dist" 2 "--alpha does not apply to --method dist" \

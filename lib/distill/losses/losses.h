@@ -58,8 +58,8 @@ kd_status kdi_log_probs(kdi_buf *ws, const float *z, int64_t batch, int64_t clas
 
 /* ---------------------------------------------------------------- feature losses */
 
-#define KDI_FEATURE_NOPTIONS 2 /* kd_feature_loss_option keys */
-#define KDI_FEATURE_NWS 4      /* workspaces per handle */
+#define KDI_FEATURE_NOPTIONS 14 /* kd_feature_loss_option keys (2-9 unused) */
+#define KDI_FEATURE_NWS 4       /* workspaces per handle */
 
 typedef struct kdi_feature_ops {
     const char *name;
@@ -83,6 +83,10 @@ struct kd_feature_loss {
     kdi_buf grad[2];
     int cur;
     kdi_buf ws[KDI_FEATURE_NWS];
+    /* CRD's memory of teacher embeddings: crd_k rows of crd_dim (0 before the first forward),
+     * the next slot to write. */
+    kdi_buf crd_memory;
+    int64_t crd_k, crd_dim, crd_next;
 };
 
 extern const kdi_feature_ops kdi_hint_ops;         /* hint.c */
@@ -92,6 +96,7 @@ extern const kdi_feature_ops kdi_similarity_ops;   /* similarity.c */
 extern const kdi_feature_ops kdi_pkt_ops;          /* pkt.c */
 extern const kdi_feature_ops kdi_cosine_ops;       /* cosine.c */
 extern const kdi_feature_ops kdi_attention_kl_ops; /* attention_kl.c */
+extern const kdi_feature_ops kdi_crd_ops;          /* crd.c */
 
 /* The handle's generic part (feature_loss.c), for the trainer: checks batch and shapes, runs a
  * forward (keeping its gradient, kdi_feature_loss_grad) without the public argument checks. */
