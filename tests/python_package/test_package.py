@@ -280,6 +280,12 @@ class ZeroCopy(unittest.TestCase):
         with self.assertRaises(TypeError):
             m.quantize(x.astype(np.float64))  # never converted behind your back
 
+    def test_tensors_read_8_bit_arrays(self):
+        t = kd.Tensors()
+        w = np.arange(-3, 3, dtype=np.int8).reshape(2, 3)
+        t["w"] = w
+        self.assertEqual(SPY.last("kd_tensors_set")[5], w.ctypes.data)
+
     def test_what_is_refused_and_how_to_convert(self):
         _, m = teacher_student()
         x, labels = batch_data()
@@ -590,10 +596,17 @@ class Classes(unittest.TestCase):
         t = kd.Tensors({"logits": logits, "labels": np.array([2, 0], np.int32)},
                        meta={"kd.kind": "logits"})
         t["ids"] = np.array([1 << 40], np.int64)
+        weight = np.array([[-127, 0, 5], [127, -1, 3]], np.int8)  # int8 weights, uint8 points
+        t["weight"], t["zero_point"] = weight, np.array([200], np.uint8)
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, "cache.safetensors")
             t.save(path)
             with kd.Tensors.load(path) as back:
+                for name, a in (("weight", weight), ("zero_point", np.array([200], np.uint8))):
+                    got = back[name]
+                    self.assertEqual((got.dtype, got.shape), (a.dtype, a.shape))
+                    np.testing.assert_array_equal(got, a)
+                    del back[name]
                 self.assertEqual(back.keys(), ["logits", "labels", "ids"])
                 got = back["logits"]
                 self.assertEqual(got.dtype, np.float32)
@@ -607,6 +620,8 @@ class Classes(unittest.TestCase):
                 self.assertEqual(len(back), 2)
         with self.assertRaises(TypeError):
             t["x"] = np.ones(3, np.float64)
+        with tempfile.TemporaryDirectory() as tmp, self.assertRaises(TypeError):
+            kd.save_npy(os.path.join(tmp, "a.npy"), weight)  # .npy writes 32/64-bit dtypes only
 
     def test_quantize_export_and_prune(self):
         x = np.sin(0.3 * np.arange(64 * IN, dtype=np.float32)).reshape(64, IN)
