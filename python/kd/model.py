@@ -213,11 +213,23 @@ class Model(Handle):
                                ctypes.byref(c), ctypes.byref(h), ctypes.byref(w))
         return data, (batch.value, c.value, h.value, w.value)
 
+    def _codes(self, layer):
+        """True when layer of an int8 model outputs uint8 codes, not floats: the int8 layers
+        (quantize, qconv, ...) but dequantize and a layer with dequant=1 (float logits)."""
+        if not self.is_quantized:
+            return False
+        words = self.spec.split(" | ")[layer + 1].split()
+        return words[0] in ("quantize", "qconv", "qdense", "qmaxpool", "qflatten") \
+            and "dequant=1" not in words
+
     def feature(self, layer):
         """Layer's output from the last forward or predict, float32 [batch, c, h, w]: a copy,
-        since the library reuses that memory on the next pass."""
+        since the library reuses that memory on the next pass. On an int8 model (quantize()),
+        the int8 layers' outputs are their uint8 activation codes q (real = s * (q - z)), one
+        byte a value, as the library keeps them: uint8 [batch, c, h, w]."""
         data, shape = self._feature(layer)
-        return A.copy_from(ctypes.cast(data, _P).value, shape, A.F32)
+        dtype = np.dtype(np.uint8) if self._codes(layer) else A.F32
+        return A.copy_from(ctypes.cast(data, _P).value, shape, dtype)
 
     def feature_backward(self, layer, grad):
         """Adds grad (float32 [batch, c, h, w] of layer's output) to the gradient there, for the

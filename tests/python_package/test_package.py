@@ -633,6 +633,12 @@ class Classes(unittest.TestCase):
         got = q.predict(x)  # int8 logits near the float ones
         self.assertEqual(got.shape, want.shape)
         self.assertLess(np.abs(got - want).max(), 0.1 * np.abs(want).max() + 1e-3)
+        # int8 layers' activations are uint8 codes (one byte a value), the logits floats
+        codes = [q.feature(i) for i in range(q.layer_count)]
+        self.assertEqual([(c.dtype, c.shape) for c in codes],
+                         [(np.uint8, (64, IN, 1, 1)), (np.uint8, (64, 16, 1, 1)),
+                          (np.uint8, (64, 8, 1, 1)), (np.float32, (64, CLASSES, 1, 1))])
+        np.testing.assert_array_equal(codes[-1].reshape(64, CLASSES), got)
         p = m.quantize(x, kd.CALIBRATION_PERCENTILE, 99.0)
         self.assertTrue(p.is_quantized)
         with self.assertRaises(kd.ArgumentError):
