@@ -29,6 +29,7 @@ from .library import (get_limit, kernels_name, last_error, set_allocator, set_li
                       version, version_number)
 from .losses import FeatureLoss, Loss
 from .model import Model
+from .pruning import Pruner
 from .targets import (soft_targets, soft_targets_from_logits, topk_from_logits, topk_logits,
                       topk_soft_targets)
 from .tensors import Tensors, save_npy
@@ -51,6 +52,6 @@ __all__ = ["capi", "as_float32", "as_int32", "Batcher", "Dataset", "augment_imag
            "ArgumentError", "FormatError", "KdError", "KdIOError", "NoMemoryError",
            "NumericError", "ShapeError", "StateError", "UnsupportedError", "get_limit",
            "kernels_name", "last_error", "set_allocator", "set_limit", "strerror", "version",
-           "version_number", "FeatureLoss", "Loss", "Model", "soft_targets",
+           "version_number", "FeatureLoss", "Loss", "Model", "Pruner", "soft_targets",
            "soft_targets_from_logits", "topk_from_logits", "topk_logits", "topk_soft_targets",
            "Tensors", "save_npy", "Text", "bits_per_byte", "perplexity", "Optimizer", "Trainer"]

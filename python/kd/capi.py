@@ -65,10 +65,14 @@ TOPK_TAIL_UNIFORM, TOPK_TAIL_NONE = 0, 1
 TEXT_VOCAB, TEXT_MAX_BYTES = 256, 1 << 30
 TEXT_TRAIN, TEXT_VALIDATION = 0, 1
 # kd_dtype: the arrays of a kd_tensors set
-DTYPE_F32, DTYPE_I32, DTYPE_I64 = 0, 1, 2
+DTYPE_F32, DTYPE_I32, DTYPE_I64, DTYPE_I8, DTYPE_U8 = 0, 1, 2, 3, 4
 TENSORS_MAX_DIMS = 8
 # kd_augment_kind
 AUGMENT_TRANSLATE, AUGMENT_CROP, AUGMENT_HFLIP = 0, 1, 2
+# kd_pruner_option
+PRUNER_BEGIN_STEP, PRUNER_END_STEP, PRUNER_FREQUENCY = 0, 1, 2
+# kd_calibration (kd_model_quantize)
+CALIBRATION_MINMAX, CALIBRATION_PERCENTILE = 0, 1
 # kd_limit
 LIMIT_MODEL_VALUES, LIMIT_FILE_BYTES = 0, 1
 
@@ -97,6 +101,13 @@ _STATUS = {
     "kd_model_clone": (_P, ctypes.POINTER(_P)),
     "kd_model_load": (_S, ctypes.POINTER(_P)),
     "kd_model_save": (_P, _S),
+    "kd_model_export_onnx": (_P, _S),
+    "kd_pruner_create": (_P, ctypes.c_float, ctypes.POINTER(_P)),
+    "kd_pruner_set_int": (_P, ctypes.c_int, _I64),
+    "kd_pruner_step": (_P, _I64),
+    "kd_pruner_sparsity": (_P, _F),
+    "kd_model_sparsity": (_P, _F),
+    "kd_model_prune_channels": (_P, ctypes.c_float, ctypes.POINTER(_P)),
     "kd_model_load_weights": (_P, _S),
     "kd_model_input_size": (_P, _PI64),
     "kd_model_output_size": (_P, _PI64),
@@ -208,6 +219,8 @@ _STATUS = {
     "kd_tensors_load": (_S, ctypes.POINTER(_P)),
     "kd_augment_images": (_F, _I64, _I64, _I64, _I64, ctypes.c_int, ctypes.c_int32,
                           ctypes.c_uint64),
+    "kd_model_quantize": (_P, _F, _I64, ctypes.c_int, ctypes.c_float, ctypes.POINTER(_P)),
+    "kd_model_is_quantized": (_P, ctypes.POINTER(ctypes.c_int32)),
 }
 # name: (result type, argument types)
 _OTHER = {
@@ -228,6 +241,7 @@ _OTHER = {
     "kd_batcher_destroy": (None, (_P,)),
     "kd_text_destroy": (None, (_P,)),
     "kd_tensors_destroy": (None, (_P,)),
+    "kd_pruner_destroy": (None, (_P,)),
 }
 
 # Functions declared above that no class of the package wraps yet (callable through lib()); the

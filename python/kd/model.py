@@ -6,7 +6,7 @@ import numpy as np
 
 from . import arrays as A
 from ._handle import Handle
-from .capi import _F, _I64, _P, _S, lib
+from .capi import _F, _I64, _P, _S, CALIBRATION_MINMAX, lib
 from .errors import KdError
 
 __all__ = ["Model"]
@@ -42,6 +42,52 @@ class Model(Handle):
         """Writes weights, spec and normalisation as safetensors (atomically); the tensor names
         are PyTorch's state-dict names for the same network (0.weight, 0.bias, ...)."""
         lib().kd_model_save(self._h, os.fsencode(path))
+
+    def export_onnx(self, path):
+        """Writes the model as ONNX (IR version 8, opset 17; ONNX Runtime >= 1.12), atomically:
+        one float input "input" ([N, C, H, W], [N, F], [N, T, D], or [N, T] token ids as floats)
+        and one output "logits" ([N, classes] or [N, T, V]), N symbolic, computing what predict()
+        does. An int8 model (quantize()) exports to integer operators with the same numbers."""
+        lib().kd_model_export_onnx(self._h, os.fsencode(path))
+
+    def quantize(self, calibration_x, method=CALIBRATION_MINMAX, percentile=99.99):
+        """A new int8 model (post-training quantisation; Jacob et al. 2018): int8 weights per
+        output channel, uint8 activations per tensor, int32 accumulation. calibration_x, float32
+        [n, input_size] (read in place, a few hundred examples of the transfer set), sets each
+        activation's range, by CALIBRATION_MINMAX or CALIBRATION_PERCENTILE (percentile in
+        (50, 100], e.g. 99.99, ignored by MINMAX). The new model predicts, evaluates, saves and
+        exports, but cannot be trained; this one is unchanged. Layers without an int8 form
+        (anything but dense, conv, bn, relu, maxpool, flatten, dropout) raise UnsupportedError."""
+        n = A.batch_of(calibration_x, "calibration_x", self.input_size)
+        out = _P()
+        lib().kd_model_quantize(self._h, A.floats(calibration_x, "calibration_x"), n, method,
+                                percentile, ctypes.byref(out))
+        return Model._wrap(out.value)
+
+    @property
+    def is_quantized(self):
+        """True when the model computes with int8 layers (made by quantize() or loaded so)."""
+        v = ctypes.c_int32()
+        lib().kd_model_is_quantized(self._h, ctypes.byref(v))
+        return bool(v.value)
+
+    def prune_channels(self, fraction):
+        """A new, smaller model (structured pruning; Li et al. 2017): round(fraction * n) of the
+        n output neurons of every dense layer and channels of every conv layer removed, those of
+        smallest L1 weight norm, at least one kept; the layers reading them shrink to match. The
+        last layer, and layers before a residual block or layernorm, keep their sizes; this model
+        is unchanged. fraction in [0, 1)."""
+        out = _P()
+        lib().kd_model_prune_channels(self._h, fraction, ctypes.byref(out))
+        return Model._wrap(out.value)
+
+    @property
+    def sparsity(self):
+        """The fraction (0..1) of zeros among the weights a Pruner would mask (dense and conv
+        weights, attention projections, embeddings); 0 when there are none."""
+        v = ctypes.c_float()
+        lib().kd_model_sparsity(self._h, ctypes.byref(v))
+        return v.value
 
     def load_weights(self, path):
         """Copies every tensor of a safetensors file into the model; names and shapes must match
@@ -167,11 +213,23 @@ class Model(Handle):
                                ctypes.byref(c), ctypes.byref(h), ctypes.byref(w))
         return data, (batch.value, c.value, h.value, w.value)
 
+    def _codes(self, layer):
+        """True when layer of an int8 model outputs uint8 codes, not floats: the int8 layers
+        (quantize, qconv, ...) but dequantize and a layer with dequant=1 (float logits)."""
+        if not self.is_quantized:
+            return False
+        words = self.spec.split(" | ")[layer + 1].split()
+        return words[0] in ("quantize", "qconv", "qdense", "qmaxpool", "qflatten") \
+            and "dequant=1" not in words
+
     def feature(self, layer):
         """Layer's output from the last forward or predict, float32 [batch, c, h, w]: a copy,
-        since the library reuses that memory on the next pass."""
+        since the library reuses that memory on the next pass. On an int8 model (quantize()),
+        the int8 layers' outputs are their uint8 activation codes q (real = s * (q - z)), one
+        byte a value, as the library keeps them: uint8 [batch, c, h, w]."""
         data, shape = self._feature(layer)
-        return A.copy_from(ctypes.cast(data, _P).value, shape, A.F32)
+        dtype = np.dtype(np.uint8) if self._codes(layer) else A.F32
+        return A.copy_from(ctypes.cast(data, _P).value, shape, dtype)
 
     def feature_backward(self, layer, grad):
         """Adds grad (float32 [batch, c, h, w] of layer's output) to the gradient there, for the

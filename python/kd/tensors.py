@@ -7,26 +7,31 @@ import numpy as np
 
 from . import arrays as A
 from ._handle import Handle
-from .capi import _I64, _P, _S, DTYPE_F32, DTYPE_I32, DTYPE_I64, TENSORS_MAX_DIMS, lib
+from .capi import (_I64, _P, _S, DTYPE_F32, DTYPE_I8, DTYPE_I32, DTYPE_I64, DTYPE_U8,
+                   TENSORS_MAX_DIMS, lib)
 
 __all__ = ["Tensors", "save_npy"]
 
 _DTYPES = {np.dtype(np.float32): DTYPE_F32, np.dtype(np.int32): DTYPE_I32,
-           np.dtype(np.int64): DTYPE_I64}
+           np.dtype(np.int64): DTYPE_I64, np.dtype(np.int8): DTYPE_I8,
+           np.dtype(np.uint8): DTYPE_U8}
 _NUMPY = {v: k for k, v in _DTYPES.items()}
+_NPY_DTYPES = {k: v for k, v in _DTYPES.items() if v in (DTYPE_F32, DTYPE_I32, DTYPE_I64)}
 
 
-def _dtype_code(a, name):
-    if not isinstance(a, np.ndarray) or a.dtype not in _DTYPES:
-        raise TypeError("%s: expected a numpy.ndarray of float32, int32 or int64, got %s"
-                        % (name, getattr(a, "dtype", type(a).__name__)))
+def _dtype_code(a, name, dtypes=None):
+    dtypes = dtypes or _DTYPES
+    if not isinstance(a, np.ndarray) or a.dtype not in dtypes:
+        raise TypeError("%s: expected a numpy.ndarray of %s, got %s"
+                        % (name, ", ".join(str(d) for d in dtypes),
+                           getattr(a, "dtype", type(a).__name__)))
     A.check(a, a.dtype, name)  # C-contiguous: the library reads its memory
-    return _DTYPES[a.dtype]
+    return dtypes[a.dtype]
 
 
 class Tensors(Handle):
-    """Named arrays (float32, int32, int64; up to TENSORS_MAX_DIMS dimensions) and string
-    metadata, saved atomically as safetensors. Setting an array copies it into the set (the
+    """Named arrays (float32, int32, int64, int8, uint8; up to TENSORS_MAX_DIMS dimensions) and
+    string metadata, saved atomically as safetensors. Setting an array copies it into the set (the
     library reads the NumPy buffer itself); reading one gives a new array (a copy of the set's).
 
         t = kd.Tensors()
@@ -86,7 +91,8 @@ class Tensors(Handle):
         return bool(found.value)
 
     def __setitem__(self, name, a):
-        """a: a C-contiguous float32, int32 or int64 array (any shape; float32 finite)."""
+        """a: a C-contiguous float32, int32, int64, int8 or uint8 array (any shape; float32
+        finite), read in place and copied into the set."""
         dtype = _dtype_code(a, name)
         dims = (_I64 * max(1, a.ndim))(*a.shape)
         lib().kd_tensors_set(self._h, name.encode(), dtype, a.ndim, dims,
@@ -140,7 +146,8 @@ class _Meta:
 
 
 def save_npy(path, a):
-    """Writes a (a C-contiguous float32, int32 or int64 array) as a NumPy .npy file, atomically."""
-    dtype = _dtype_code(a, "a")
+    """Writes a (a C-contiguous float32, int32 or int64 array: kd_npy_save has no 8-bit dtypes)
+    as a NumPy .npy file, atomically."""
+    dtype = _dtype_code(a, "a", _NPY_DTYPES)
     dims = (_I64 * max(1, a.ndim))(*a.shape)
     lib().kd_npy_save(os.fsencode(path), dtype, a.ndim, dims, a.ctypes.data if a.size else None)

@@ -119,8 +119,8 @@ class Completeness(unittest.TestCase):
         """Outside capi, the package's modules name every function (or capi.LOW_LEVEL_ONLY
         lists it: declared, callable through kd.capi.lib(), not yet wrapped)."""
         source = ""
-        for name in ("model", "losses", "training", "targets", "data", "tensors", "text",
-                     "library", "_handle"):
+        for name in ("model", "pruning", "losses", "training", "targets", "data", "tensors",
+                     "text", "library", "_handle"):
             source += inspect.getsource(importlib.import_module("kd." + name))
         unwrapped = [n for n in list(capi._STATUS) + list(capi._OTHER)
                      if n not in capi.LOW_LEVEL_ONLY and not re.search(r"\b%s\b" % n, source)]
@@ -271,6 +271,21 @@ class ZeroCopy(unittest.TestCase):
         t["logits"] = logits
         self.assertEqual(SPY.last("kd_tensors_set")[5], logits.ctypes.data)
 
+    def test_quantize_reads_the_calibration_array(self):
+        m, _ = teacher_student()  # the teacher: dense and relu have int8 forms
+        x, _ = batch_data()
+        with m.quantize(x) as q:
+            self.assertEqual(address(SPY.last("kd_model_quantize")[1]), x.ctypes.data)
+            self.assertTrue(q.is_quantized)
+        with self.assertRaises(TypeError):
+            m.quantize(x.astype(np.float64))  # never converted behind your back
+
+    def test_tensors_read_8_bit_arrays(self):
+        t = kd.Tensors()
+        w = np.arange(-3, 3, dtype=np.int8).reshape(2, 3)
+        t["w"] = w
+        self.assertEqual(SPY.last("kd_tensors_set")[5], w.ctypes.data)
+
     def test_what_is_refused_and_how_to_convert(self):
         _, m = teacher_student()
         x, labels = batch_data()
@@ -391,6 +406,7 @@ class Handles(unittest.TestCase):
                    kd.FeatureLoss(), kd.Dataset(TEST_IMAGES, TEST_LABELS), kd.Tensors(),
                    kd.Text(os.path.join(DATA, "text", "sample.txt"))]
         objects.append(kd.Batcher(objects[6], 10))
+        objects.append(kd.Pruner(student, 0.5))
         handles = {o.handle for o in objects}
         for o in reversed(objects):
             o.close()
@@ -580,10 +596,17 @@ class Classes(unittest.TestCase):
         t = kd.Tensors({"logits": logits, "labels": np.array([2, 0], np.int32)},
                        meta={"kd.kind": "logits"})
         t["ids"] = np.array([1 << 40], np.int64)
+        weight = np.array([[-127, 0, 5], [127, -1, 3]], np.int8)  # int8 weights, uint8 points
+        t["weight"], t["zero_point"] = weight, np.array([200], np.uint8)
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, "cache.safetensors")
             t.save(path)
             with kd.Tensors.load(path) as back:
+                for name, a in (("weight", weight), ("zero_point", np.array([200], np.uint8))):
+                    got = back[name]
+                    self.assertEqual((got.dtype, got.shape), (a.dtype, a.shape))
+                    np.testing.assert_array_equal(got, a)
+                    del back[name]
                 self.assertEqual(back.keys(), ["logits", "labels", "ids"])
                 got = back["logits"]
                 self.assertEqual(got.dtype, np.float32)
@@ -597,6 +620,60 @@ class Classes(unittest.TestCase):
                 self.assertEqual(len(back), 2)
         with self.assertRaises(TypeError):
             t["x"] = np.ones(3, np.float64)
+        with tempfile.TemporaryDirectory() as tmp, self.assertRaises(TypeError):
+            kd.save_npy(os.path.join(tmp, "a.npy"), weight)  # .npy writes 32/64-bit dtypes only
+
+    def test_quantize_export_and_prune(self):
+        x = np.sin(0.3 * np.arange(64 * IN, dtype=np.float32)).reshape(64, IN)
+        m = kd.Model("input %d | dense 16 | relu | dense 8 | relu | dense %d" % (IN, CLASSES),
+                     seed=3)
+        want = m.predict(x)
+        q = m.quantize(x)
+        self.assertEqual((q.is_quantized, m.is_quantized), (True, False))
+        got = q.predict(x)  # int8 logits near the float ones
+        self.assertEqual(got.shape, want.shape)
+        self.assertLess(np.abs(got - want).max(), 0.1 * np.abs(want).max() + 1e-3)
+        # int8 layers' activations are uint8 codes (one byte a value), the logits floats
+        codes = [q.feature(i) for i in range(q.layer_count)]
+        self.assertEqual([(c.dtype, c.shape) for c in codes],
+                         [(np.uint8, (64, IN, 1, 1)), (np.uint8, (64, 16, 1, 1)),
+                          (np.uint8, (64, 8, 1, 1)), (np.float32, (64, CLASSES, 1, 1))])
+        np.testing.assert_array_equal(codes[-1].reshape(64, CLASSES), got)
+        p = m.quantize(x, kd.CALIBRATION_PERCENTILE, 99.0)
+        self.assertTrue(p.is_quantized)
+        with self.assertRaises(kd.ArgumentError):
+            m.quantize(x, kd.CALIBRATION_PERCENTILE, 20.0)  # percentile outside (50, 100]
+        with self.assertRaises(kd.UnsupportedError):
+            q.quantize(x)  # already int8
+        with tempfile.TemporaryDirectory() as tmp:
+            for model, name in ((m, "float.onnx"), (q, "int8.onnx")):
+                path = os.path.join(tmp, name)
+                model.export_onnx(path)
+                with open(path, "rb") as f:
+                    data = f.read()
+                self.assertEqual(data[:2], b"\x08\x08")  # ModelProto.ir_version = 8
+                self.assertIn(b"kd.spec", data)
+            q.save(os.path.join(tmp, "q.safetensors"))
+            self.assertTrue(kd.Model.load(os.path.join(tmp, "q.safetensors")).is_quantized)
+        # structured pruning: half the hidden neurons go, the output layer keeps its size
+        small = m.prune_channels(0.5)
+        self.assertEqual([info[2] for info in small.layers], [8, 8, 4, 4, CLASSES])
+        self.assertEqual(m.layers[0][2], 16)  # m unchanged
+        self.assertEqual(small.predict(x).shape, (64, CLASSES))
+        # magnitude pruning on a schedule: 0 at begin, the target from end on
+        self.assertEqual(m.sparsity, 0.0)
+        with kd.Pruner(m, 0.5, begin=2, end=4) as pruner:
+            self.assertEqual(pruner.sparsity, 0.0)
+            pruner.step(0)
+            self.assertEqual(pruner.sparsity, 0.0)
+            pruner.step(3)
+            self.assertGreater(pruner.sparsity, 0.0)
+            self.assertLess(pruner.sparsity, 0.5)
+            pruner.step(4)
+            self.assertAlmostEqual(pruner.sparsity, 0.5, places=5)
+            self.assertAlmostEqual(m.sparsity, 0.5, delta=0.02)
+        with self.assertRaises(kd.ArgumentError):
+            kd.Pruner(m, 1.0)  # sparsity in [0, 1)
 
     def test_text_and_token_models(self):
         text = kd.Text(os.path.join(DATA, "text", "sample.txt"))
