@@ -12,8 +12,9 @@
  * - Arrays are float32, row-major; images are NCHW, sequences [batch, T, d] (token ids int32
  *   [batch, T]). A "batch" is the number of examples.
  * - Distinct handles may be used from distinct threads at once; one handle needs the caller's lock.
- * - The library never prints, exits or aborts. It reads one environment variable: KD_KERNELS
- *   (ref|avx2|avx512) forces a kernel variant.
+ * - The library never prints, exits or aborts. It reads two environment variables: KD_KERNELS
+ *   (ref|avx2|avx512) forces a kernel variant; KD_THREADS (0: every core) sets the default of
+ *   kd_set_threads.
  */
 #ifndef KD_H
 #define KD_H
@@ -89,6 +90,31 @@ typedef enum kd_limit {
  * it read). value >= 1. */
 KD_API kd_status kd_set_limit(kd_limit key, int64_t value);
 KD_API kd_status kd_get_limit(kd_limit key, int64_t *value);
+
+/* ---------------------------------------------------------------- threads */
+
+/* Sets the threads libkd computes with, process-wide: n >= 1, or 0 for every core the process may
+ * run on. The default is KD_THREADS=N from the environment (read once, at the first call that needs
+ * it), else every core; this call wins over KD_THREADS.
+ * libkd's own loops (im2col and col2im, the per-image loops of convolution, pooling, batch norm,
+ * activations, optimizer updates) run on that many OpenMP threads when the work is large enough
+ * to pay (about 32k floats; smaller work stays on the calling thread). libkd calls BLAS only
+ * outside those loops, and this call (or KD_THREADS) also sets OpenBLAS's thread count to n
+ * (openblas_set_num_threads, process-wide: a host that uses OpenBLAS itself sees it), so the two
+ * pools never oversubscribe the cores.
+ * Results: a given n gives bitwise the same results run after run. libkd's own loops give bitwise
+ * the same results on every n (each writes disjoint outputs and sums in a fixed order); OpenBLAS's
+ * threaded GEMM rounds differently from its single-threaded one, so trainings on different n
+ * agree to float rounding (tests/test_thread_count.c: predictions within 1e-4 of the largest
+ * logit after SGD steps, 1e-3 after Adam's).
+ * Safe to call from any thread at any time; a call running on another thread may take up the new
+ * count from its next loop on. Depthwise convolutions keep per-thread workspaces sized when their
+ * model first saw its batch size, so a model built before n was raised uses at most the old n there.
+ * A build without OpenMP (CMake option KD_OPENMP=OFF) runs its own loops on one thread and still
+ * sets OpenBLAS's count. KD_ERR_ARGUMENT when n < 0 or n > 1024. */
+KD_API kd_status kd_set_threads(int32_t n);
+/* *n = the threads libkd uses now (>= 1; 0 resolved to the core count). */
+KD_API kd_status kd_get_threads(int32_t *n);
 
 /* ---------------------------------------------------------------- models */
 

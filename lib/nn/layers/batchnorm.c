@@ -9,6 +9,7 @@
 
 #include "core/alloc.h"
 #include "core/error.h"
+#include "core/threads.h"
 #include "kernels/kernels.h"
 #include "nn/layers/layers.h"
 
@@ -56,6 +57,8 @@ static kd_status bn_forward(kdi_layer *l, const float *x, float *y, int64_t batc
     int64_t ch = l->in.c, hw = l->in.h * l->in.w, count = batch * hw;
     const float *gamma = l->params[0].value, *beta = l->params[1].value;
     float *rmean = l->params[2].value, *rvar = l->params[3].value;
+    int nt = kdi_threads_for(count * ch);
+    KDI_PARALLEL_FOR(nt) /* channels are independent: the same sums on any thread count */
     for (int64_t c = 0; c < ch; c++) {
         double mean = rmean[c], var = rvar[c];
         if (train) {
@@ -91,6 +94,8 @@ static kd_status bn_backward(kdi_layer *l, const float *x, const float *y, const
     const kdi_kernels *kn = kdi_kernels_get();
     int64_t ch = l->in.c, hw = l->in.h * l->in.w;
     double count = (double)(batch * hw);
+    int nt = kdi_threads_for(batch * ch * hw);
+    KDI_PARALLEL_FOR(nt)
     for (int64_t c = 0; c < ch; c++) {
         double sdy = 0.0, sdyx = 0.0;
         for (int64_t n = 0; n < batch; n++) {
