@@ -98,12 +98,14 @@ KD_API kd_status kd_get_limit(kd_limit key, int64_t *value);
  * it), else every core; this call wins over KD_THREADS.
  * libkd's own loops (im2col and col2im, the per-image loops of convolution, pooling, batch norm,
  * activations, optimizer updates) run on that many OpenMP threads when the work is large enough
- * to pay (about 32k floats; smaller work stays on the calling thread). libkd calls BLAS only
- * outside those loops, and this call (or KD_THREADS) also sets OpenBLAS's thread count to n
- * (openblas_set_num_threads, process-wide: a host that uses OpenBLAS itself sees it), so the two
- * pools never oversubscribe the cores.
+ * to pay (about 32k floats; smaller work stays on the calling thread). Convolution splits its
+ * GEMMs over those threads, each calling OpenBLAS on its own slice while OpenBLAS is held at one
+ * thread; the other GEMMs (dense layers, ...) run on OpenBLAS's threads, whose count this call
+ * (or KD_THREADS) sets to n too (openblas_set_num_threads, process-wide: a host that uses
+ * OpenBLAS itself sees it). So the two pools never run at once and never oversubscribe the cores.
  * Results: a given n gives bitwise the same results run after run. libkd's own loops give bitwise
- * the same results on every n (each writes disjoint outputs and sums in a fixed order); OpenBLAS's
+ * the same results on every n (each writes disjoint outputs and sums in a fixed order; the
+ * convolution's GEMM slices start on multiples of 64 outputs, where OpenBLAS's tiles do); OpenBLAS's
  * threaded GEMM rounds differently from its single-threaded one, so trainings on different n
  * agree to float rounding (tests/test_thread_count.c: predictions within 1e-4 of the largest
  * logit after SGD steps, 1e-3 after Adam's).

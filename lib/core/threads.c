@@ -58,6 +58,26 @@ int kdi_threads(void)
 
 int kdi_threads_for(int64_t work) { return work < KDI_PARALLEL_MIN ? 1 : kdi_threads(); }
 
+/* Regions that call BLAS from each of their threads hold OpenBLAS at one thread: the first to
+ * enter saves OpenBLAS's count, the last to leave restores it. (Two host threads entering and
+ * leaving at once may restore a count late: a matter of speed, never of results.) */
+static _Atomic int serial_depth;
+static _Atomic int serial_saved = 1;
+
+void kdi_blas_serial_begin(void)
+{
+    if (atomic_fetch_add(&serial_depth, 1) == 0) {
+        atomic_store(&serial_saved, openblas_get_num_threads());
+        openblas_set_num_threads(1);
+    }
+}
+
+void kdi_blas_serial_end(void)
+{
+    if (atomic_fetch_sub(&serial_depth, 1) == 1)
+        openblas_set_num_threads(atomic_load(&serial_saved));
+}
+
 kd_status kd_set_threads(int32_t n)
 {
     if (n < 0 || n > MAX_THREADS)

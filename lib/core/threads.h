@@ -5,9 +5,9 @@
  * - Each iteration writes its own outputs: loops run over images, channels, rows or fixed blocks
  *   of elements, never a reduction whose order depends on the thread count, so results are
  *   bitwise equal for every thread count.
- * - No BLAS call inside a parallel region: GEMMs are called from one thread and OpenBLAS runs
- *   them with its own threads, whose count kd_set_threads sets to the same knob. The two pools
- *   take turns, so neither oversubscribes the cores.
+ * - BLAS runs either from one thread outside libkd's regions, on OpenBLAS's threads (whose count
+ *   kd_set_threads sets to the same knob), or inside a region on each thread's own slice with
+ *   OpenBLAS held at one thread (kdi_blas_serial_begin/end): never both pools at once.
  * - Small work stays on the calling thread (kdi_threads_for): waking threads costs microseconds. */
 #ifndef KDI_THREADS_H
 #define KDI_THREADS_H
@@ -16,6 +16,11 @@
 
 /* The threads libkd uses, >= 1: kd_set_threads's value, or KD_THREADS's, or every core. */
 int kdi_threads(void);
+
+/* Around a parallel region whose threads each call BLAS on their own slice (convolution's GEMMs
+ * split by images): OpenBLAS runs on one thread in between, so the two pools never compete. */
+void kdi_blas_serial_begin(void);
+void kdi_blas_serial_end(void);
 
 /* Threads worth waking for a loop that touches about `work` floats: 1 below KDI_PARALLEL_MIN
  * (waking a thread costs a few microseconds, the time to stream ~32k floats), else kdi_threads(). */
@@ -33,9 +38,12 @@ int kdi_threads_for(int64_t work);
 /* The calling thread's number in the innermost parallel region, 0 outside one: which slot of a
  * per-thread workspace it owns. */
 static inline int kdi_thread_id(void) { return omp_get_thread_num(); }
+/* The threads of the innermost region, which may be fewer than asked (nested regions). */
+static inline int kdi_team_size(void) { return omp_get_num_threads(); }
 #else
 #define KDI_PARALLEL_FOR(nt)
 static inline int kdi_thread_id(void) { return 0; }
+static inline int kdi_team_size(void) { return 1; }
 #endif
 
 /* Part t of `parts` of n values, [*lo, *hi): whole blocks of KDI_BLOCK values (a multiple of every

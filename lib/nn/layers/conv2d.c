@@ -340,25 +340,48 @@ static dims dims_of(const kdi_layer *l)
     return d;
 }
 
-static void fill_cols(const kdi_layer *l, const dims *d, const float *x, int64_t b0, int64_t n,
-                      int64_t g)
+/* Parallel chunks, one region a chunk and group: images are shared out for im2col, the NCHW
+ * copies and col2im; each GEMM is split into slices of its output, called from every thread with
+ * OpenBLAS held at one thread. The slices start at multiples of KDI_BLOCK (kdi_part), so each
+ * output lands on the same place of OpenBLAS's register tiles as in one whole call and is summed
+ * in the same order: the results do not depend on the thread count. */
+static void share(int64_t n, int t, int nt, int64_t *lo, int64_t *hi)
 {
-    conv *cv = l->priv;
-    int nt = kdi_threads_for(n * d->kk * d->hw);
-    KDI_PARALLEL_FOR(nt) /* each image fills its own columns */
-    for (int64_t i = 0; i < n; i++)
+    *lo = n * t / nt;
+    *hi = n * (t + 1) / nt;
+}
+
+static int chunk_threads(const dims *d, int64_t n) { return kdi_threads_for(n * d->kk * d->hw); }
+
+/* Waits for the whole team (an orphaned barrier: the functions below also run outside a region,
+ * as a team of one). */
+#ifdef _OPENMP
+#define BARRIER(team)                                                                              \
+    do {                                                                                           \
+        if ((team) > 1) {                                                                          \
+            KDI_PRAGMA(omp barrier)                                                                \
+        }                                                                                          \
+    } while (0)
+#else
+#define BARRIER(team) (void)(team)
+#endif
+
+static void im2col_images(const kdi_layer *l, const dims *d, const float *x, int64_t b0, int64_t n,
+                          int64_t g, int64_t lo, int64_t hi)
+{
+    const conv *cv = l->priv;
+    for (int64_t i = lo; i < hi; i++)
         im2col(cv, x + ((b0 + i) * d->cin + g * d->cg) * d->h * d->w, d->cg, d->h, d->w, d->oh,
                d->ow, cv->cols.data + i * d->hw, n * d->hw);
 }
 
-/* Y (the GEMM's [og, n * hw]) to NCHW, plus the bias: each image writes its own planes. */
-static void scatter(const kdi_layer *l, const dims *d, float *y, int64_t b0, int64_t n, int64_t g)
+/* Y columns of images [lo, hi) to NCHW, plus the bias. */
+static void scatter(const kdi_layer *l, const dims *d, float *y, int64_t b0, int64_t n, int64_t g,
+                    int64_t lo, int64_t hi)
 {
     const conv *cv = l->priv;
     int64_t ld = n * d->hw;
-    int nt = kdi_threads_for(n * d->og * d->hw);
-    KDI_PARALLEL_FOR(nt)
-    for (int64_t i = 0; i < n; i++)
+    for (int64_t i = lo; i < hi; i++)
         for (int64_t o = 0; o < d->og; o++) {
             float *yo = y + ((b0 + i) * d->cout + g * d->og + o) * d->hw;
             const float *src = cv->out.data + o * ld + i * d->hw;
@@ -371,23 +394,29 @@ static void scatter(const kdi_layer *l, const dims *d, float *y, int64_t b0, int
         }
 }
 
-/* dY from NCHW into the GEMM's [og, n * hw]; the bias gradient, each channel summed over the
- * images in order (the same sums on any thread count). */
-static void gather(kdi_layer *l, const dims *d, const float *dy, int64_t b0, int64_t n, int64_t g)
+/* Y[:, c0:c1] = W cols[:, c0:c1]. */
+static void y_part(const kdi_layer *l, const dims *d, int64_t n, int64_t g, int64_t c0, int64_t c1)
 {
-    conv *cv = l->priv;
+    const conv *cv = l->priv;
     int64_t ld = n * d->hw;
-    int nt = kdi_threads_for(n * d->og * d->hw);
-    KDI_PARALLEL_FOR(nt)
-    for (int64_t o = 0; o < d->og; o++)
-        for (int64_t i = 0; i < n; i++) {
-            const float *dyo = dy + ((b0 + i) * d->cout + g * d->og + o) * d->hw;
-            memcpy(cv->out.data + o * ld + i * d->hw, dyo, sizeof(float) * (size_t)d->hw);
-            if (!cv->bias) continue;
-            double s = 0.0;
-            for (int64_t p = 0; p < d->hw; p++) s += dyo[p];
-            l->params[1].grad[g * d->og + o] += (float)s;
-        }
+    if (c1 > c0)
+        kdi_kernels_get()->gemm(0, 0, d->og, c1 - c0, d->kk, 1.0f,
+                                l->params[0].value + g * d->og * d->kk, d->kk, cv->cols.data + c0,
+                                ld, 0.0f, cv->out.data + c0, ld);
+}
+
+/* One chunk and group, by thread t of team. */
+static void forward_team(const kdi_layer *l, const dims *d, const float *x, float *y, int64_t b0,
+                         int64_t n, int64_t g, int t, int team)
+{
+    int64_t lo, hi, c0, c1;
+    share(n, t, team, &lo, &hi);
+    kdi_part(n * d->hw, t, team, &c0, &c1);
+    im2col_images(l, d, x, b0, n, g, lo, hi);
+    BARRIER(team);
+    y_part(l, d, n, g, c0, c1);
+    BARRIER(team);
+    scatter(l, d, y, b0, n, g, lo, hi);
 }
 
 static kd_status conv_forward(kdi_layer *l, const float *x, float *y, int64_t batch, int train)
@@ -398,16 +427,22 @@ static kd_status conv_forward(kdi_layer *l, const float *x, float *y, int64_t ba
         return KD_OK;
     }
     conv *cv = l->priv;
-    const kdi_kernels *kn = kdi_kernels_get();
     dims d = dims_of(l);
     int64_t chunk = chunk_of(l, batch);
     for (int64_t b0 = 0; b0 < batch; b0 += chunk) {
-        int64_t n = batch - b0 < chunk ? batch - b0 : chunk, ld = n * d.hw;
+        int64_t n = batch - b0 < chunk ? batch - b0 : chunk;
+        int nt = chunk_threads(&d, n);
         for (int64_t g = 0; g < cv->groups; g++) {
-            fill_cols(l, &d, x, b0, n, g);
-            kn->gemm(0, 0, d.og, ld, d.kk, 1.0f, l->params[0].value + g * d.og * d.kk, d.kk,
-                     cv->cols.data, ld, 0.0f, cv->out.data, ld);
-            scatter(l, &d, y, b0, n, g);
+            if (nt == 1) {
+                forward_team(l, &d, x, y, b0, n, g, 0, 1);
+            } else {
+                kdi_blas_serial_begin();
+#ifdef _OPENMP
+#pragma omp parallel num_threads(nt)
+#endif
+                forward_team(l, &d, x, y, b0, n, g, kdi_thread_id(), kdi_team_size());
+                kdi_blas_serial_end();
+            }
             cv->kept_b0 = b0;
             cv->kept_g = g;
         }
@@ -415,6 +450,62 @@ static kd_status conv_forward(kdi_layer *l, const float *x, float *y, int64_t ba
     cv->kept_x = x;
     cv->kept_batch = batch;
     return KD_OK;
+}
+
+/* dY of images [lo, hi) from NCHW into out's columns. */
+static void gather(kdi_layer *l, const dims *d, const float *dy, int64_t b0, int64_t n, int64_t g,
+                   int64_t lo, int64_t hi)
+{
+    conv *cv = l->priv;
+    int64_t ld = n * d->hw;
+    for (int64_t i = lo; i < hi; i++)
+        for (int64_t o = 0; o < d->og; o++)
+            memcpy(cv->out.data + o * ld + i * d->hw,
+                   dy + ((b0 + i) * d->cout + g * d->og + o) * d->hw,
+                   sizeof(float) * (size_t)d->hw);
+}
+
+/* The bias gradient of output channels [o0, o1): each summed over the images in order. */
+static void bias_part(kdi_layer *l, const dims *d, const float *dy, int64_t b0, int64_t n,
+                      int64_t g, int64_t o0, int64_t o1)
+{
+    for (int64_t o = o0; o < o1; o++)
+        for (int64_t i = 0; i < n; i++) {
+            const float *dyo = dy + ((b0 + i) * d->cout + g * d->og + o) * d->hw;
+            double s = 0.0;
+            for (int64_t p = 0; p < d->hw; p++) s += dyo[p];
+            l->params[1].grad[g * d->og + o] += (float)s;
+        }
+}
+
+/* One chunk and group of backward, by thread t of team: dW[:, r0:r1] += dY cols[r0:r1]^T (rows of
+ * cols, each over every image), dcols[:, c0:c1] = W^T dY[:, c0:c1], col2im of images [lo, hi). */
+static void backward_team(kdi_layer *l, const dims *d, const float *x, const float *dy, float *dx,
+                          int64_t b0, int64_t n, int64_t g, int reuse, int t, int team)
+{
+    conv *cv = l->priv;
+    const kdi_kernels *kn = kdi_kernels_get();
+    int64_t ld = n * d->hw, lo, hi, o0, o1, r0, r1, c0, c1;
+    share(n, t, team, &lo, &hi);
+    share(d->og, t, team, &o0, &o1);
+    kdi_part(d->kk, t, team, &r0, &r1);
+    kdi_part(ld, t, team, &c0, &c1);
+    gather(l, d, dy, b0, n, g, lo, hi);
+    if (!reuse) im2col_images(l, d, x, b0, n, g, lo, hi);
+    if (cv->bias) bias_part(l, d, dy, b0, n, g, o0, o1);
+    BARRIER(team); /* dW needs every image's columns */
+    if (r1 > r0)
+        kn->gemm(0, 1, d->og, r1 - r0, ld, 1.0f, cv->out.data, ld, cv->cols.data + r0 * ld, ld,
+                 1.0f, l->params[0].grad + g * d->og * d->kk + r0, d->kk);
+    if (dx == NULL) return;
+    BARRIER(team); /* dcols overwrites the columns dW read */
+    if (c1 > c0)
+        kn->gemm(1, 0, d->kk, c1 - c0, d->og, 1.0f, l->params[0].value + g * d->og * d->kk, d->kk,
+                 cv->out.data + c0, ld, 0.0f, cv->cols.data + c0, ld);
+    BARRIER(team);
+    for (int64_t i = lo; i < hi; i++)
+        col2im(cv, cv->cols.data + i * d->hw, d->cg, d->h, d->w, d->oh, d->ow,
+               dx + ((b0 + i) * d->cin + g * d->cg) * d->h * d->w, ld);
 }
 
 /* Backward walks the chunks and groups in reverse, so its first one finds its im2col still in
@@ -428,29 +519,27 @@ static kd_status conv_backward(kdi_layer *l, const float *x, const float *y, con
         return KD_OK;
     }
     conv *cv = l->priv;
-    const kdi_kernels *kn = kdi_kernels_get();
     dims d = dims_of(l);
     int64_t chunk = chunk_of(l, batch);
     int kept = cv->kept_x == x && cv->kept_batch == batch;
     cv->kept_x = NULL; /* dcols overwrites cols */
     if (dx != NULL) memset(dx, 0, sizeof(float) * (size_t)(batch * d.cin * d.h * d.w));
     for (int64_t b0 = (batch - 1) / chunk * chunk; b0 >= 0; b0 -= chunk) {
-        int64_t n = batch - b0 < chunk ? batch - b0 : chunk, ld = n * d.hw;
+        int64_t n = batch - b0 < chunk ? batch - b0 : chunk;
+        int nt = chunk_threads(&d, n);
         for (int64_t g = cv->groups - 1; g >= 0; g--) {
-            const float *wg = l->params[0].value + g * d.og * d.kk;
-            gather(l, &d, dy, b0, n, g);
-            if (!(kept && b0 == cv->kept_b0 && g == cv->kept_g)) fill_cols(l, &d, x, b0, n, g);
+            int reuse = kept && b0 == cv->kept_b0 && g == cv->kept_g;
             kept = 0;
-            kn->gemm(0, 1, d.og, d.kk, ld, 1.0f, cv->out.data, ld, cv->cols.data, ld, 1.0f,
-                     l->params[0].grad + g * d.og * d.kk, d.kk);
-            if (dx == NULL) continue;
-            kn->gemm(1, 0, d.kk, ld, d.og, 1.0f, wg, d.kk, cv->out.data, ld, 0.0f, cv->cols.data,
-                     ld);
-            int nt = kdi_threads_for(n * d.kk * d.hw);
-            KDI_PARALLEL_FOR(nt) /* each image adds into its own planes of dx */
-            for (int64_t i = 0; i < n; i++)
-                col2im(cv, cv->cols.data + i * d.hw, d.cg, d.h, d.w, d.oh, d.ow,
-                       dx + ((b0 + i) * d.cin + g * d.cg) * d.h * d.w, ld);
+            if (nt == 1) {
+                backward_team(l, &d, x, dy, dx, b0, n, g, reuse, 0, 1);
+                continue;
+            }
+            kdi_blas_serial_begin();
+#ifdef _OPENMP
+#pragma omp parallel num_threads(nt)
+#endif
+            backward_team(l, &d, x, dy, dx, b0, n, g, reuse, kdi_thread_id(), kdi_team_size());
+            kdi_blas_serial_end();
         }
     }
     return KD_OK;
