@@ -41,7 +41,7 @@ static inline int kdi_thread_id(void) { return omp_get_thread_num(); }
 /* The threads of the innermost region, which may be fewer than asked (nested regions). */
 static inline int kdi_team_size(void) { return omp_get_num_threads(); }
 #else
-#define KDI_PARALLEL_FOR(nt)
+#define KDI_PARALLEL_FOR(nt) (void)(nt);
 static inline int kdi_thread_id(void) { return 0; }
 static inline int kdi_team_size(void) { return 1; }
 #endif
