@@ -103,12 +103,12 @@ KD_API kd_status kd_get_limit(kd_limit key, int64_t *value);
  * thread; the other GEMMs (dense layers, ...) run on OpenBLAS's threads, whose count this call
  * (or KD_THREADS) sets to n too (openblas_set_num_threads, process-wide: a host that uses
  * OpenBLAS itself sees it). So the two pools never run at once and never oversubscribe the cores.
- * Results: a given n gives bitwise the same results run after run. libkd's own loops give bitwise
- * the same results on every n (each writes disjoint outputs and sums in a fixed order; the
- * convolution's GEMM slices start on multiples of 64 outputs, where OpenBLAS's tiles do); OpenBLAS's
- * threaded GEMM rounds differently from its single-threaded one, so trainings on different n
- * agree to float rounding (tests/test_thread_count.c: predictions within 1e-4 of the largest
- * logit after SGD steps, 1e-3 after Adam's).
+ * Results: a given n gives bitwise the same results run after run. Across n they agree to float
+ * rounding, not bitwise: libkd's elementwise, per-channel and per-image loops are bitwise
+ * independent of n, but OpenBLAS's threaded GEMM rounds differently from its single-threaded one,
+ * and so, in some shapes, does its GEMM on a slice of columns (convolution splits its GEMMs in
+ * slices of 64 outputs). tests/test_thread_count.c: predictions within 1e-4 of the largest logit
+ * after SGD steps on 1 and 2 threads, 1e-3 after Adam's.
  * Safe to call from any thread at any time; a call running on another thread may take up the new
  * count from its next loop on. Depthwise convolutions keep per-thread workspaces sized when their
  * model first saw its batch size, so a model built before n was raised uses at most the old n there.

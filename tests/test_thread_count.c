@@ -1,14 +1,14 @@
-/* kd_set_threads: its arguments, and results that do not depend on the thread count. A network
- * with every layer that runs parallel loops (grouped and 1x1 convolution through im2col in two
- * chunks, depthwise stride 1 and 2, batch norm, pooling, activations, a residual) trains with SGD
- * and with Adam on 1 and on 2 threads. kd.h's promises:
- * - libkd's own loops give bitwise the same weights, buffers, optimizer state and predictions on
- *   1 and 2 threads (checked with OpenBLAS held at one thread, so only libkd's loops change);
- * - with OpenBLAS following the knob, whose threaded GEMM rounds differently from its
- *   single-threaded one, predictions agree within 1e-4 after SGD and 1e-3 after Adam (whose
- *   first steps move each weight by about lr * sign(g), so a gradient near 0 rounded apart moves
- *   its weight apart), relative to the largest logit;
- * - a given thread count gives bitwise the same results run after run.
+/* kd_set_threads: its arguments, and results that hardly depend on the thread count. A network
+ * with every layer that runs parallel loops (convolution through im2col in two chunks, grouped and
+ * 1x1, depthwise stride 1 and 2, batch norm, pooling, activations, a residual) trains with SGD and
+ * with Adam on 1 and on 2 threads. kd.h's promises:
+ * - a given thread count gives bitwise the same results run after run;
+ * - on 1 and 2 threads, with OpenBLAS held at one thread (only libkd's loops and its split
+ *   convolution GEMMs change) or following the knob, predictions agree within 1e-4 after SGD and
+ *   1e-3 after Adam (whose first steps move each weight by about lr * sign(g), so a gradient near
+ *   0 rounded apart moves its weight apart), relative to the largest logit. (libkd's elementwise,
+ *   per-channel and per-image loops are bitwise independent of the count; OpenBLAS's threaded
+ *   GEMM, and in some shapes its GEMM on a slice of columns, round differently.)
  * The shapes are large enough to pass KDI_PARALLEL_MIN. */
 #include <cblas.h>
 #include <math.h>
@@ -22,11 +22,12 @@
 #define BATCH 40
 #define STEPS 2
 
-/* 16 x 3x3 on 28x28 is 113k floats of im2col an image: a batch of 40 takes two chunks. */
+/* The second conv, 16 x 3x3 on 28x28, has 113k floats of im2col an image: a batch of 40 takes
+ * two chunks. */
 static const char *const spec =
-    "input 3x28x28 | conv 16 3 pad=1 | bn | relu | conv 16 3 pad=1 groups=4 bias=0 | gelu"
+    "input 3x28x28 | conv 16 3 pad=1 | bn | relu | conv 16 3 pad=1 bias=0 | gelu"
     " | conv 16 3 pad=1 groups=16 | tanh | conv 16 3 stride=2 pad=1 groups=16 | maxpool 2"
-    " | residual(conv 16 1 | bn | sigmoid) | avgpool 2 | leakyrelu | flatten | dense 10";
+    " | residual(conv 16 1 groups=2 | bn | sigmoid) | avgpool 2 | leakyrelu | flatten | dense 10";
 
 /* blas_threads 0: OpenBLAS follows the knob (kd_set_threads sets it). */
 static unsigned char *train(int32_t threads, int blas_threads, kd_optimizer_kind kind, float *pred,
@@ -68,28 +69,35 @@ static unsigned char *train(int32_t threads, int blas_threads, kd_optimizer_kind
     return state;
 }
 
+/* The largest difference of two predictions, relative to the largest logit. */
+static double apart(const float *a, const float *b, int n)
+{
+    double top = 0.0, diff = 0.0;
+    for (int i = 0; i < n; i++) {
+        top = fmax(top, fabs(a[i]));
+        diff = fmax(diff, fabs(a[i] - b[i]));
+    }
+    return diff / top;
+}
+
 static void same_on_1_and_2(kd_optimizer_kind kind, double tolerance)
 {
     float p1[BATCH * 10], p2[BATCH * 10], q2[BATCH * 10];
     size_t n1, n2, m2;
+    /* OpenBLAS held at one thread: only libkd's loops and the conv GEMM slices change */
     unsigned char *s1 = train(1, 1, kind, p1, &n1), *s2 = train(2, 1, kind, p2, &n2);
     ck_assert_uint_eq(n1, n2);
-    ck_assert_msg(memcmp(s1, s2, n1) == 0, "the state after training differs on 1 and 2 threads");
-    ck_assert_msg(memcmp(p1, p2, sizeof p1) == 0, "predictions differ on 1 and 2 threads");
+    ck_assert_msg(apart(p1, p2, BATCH * 10) <= tolerance, "libkd on 1 and 2 threads: %g apart",
+                  apart(p1, p2, BATCH * 10));
     free(s2);
-    /* OpenBLAS on 2 threads too: twice the same, and near 1 thread's */
+    /* OpenBLAS on 2 threads too: twice the same bits, and near 1 thread's */
     s2 = train(2, 0, kind, p2, &n2);
     unsigned char *t2 = train(2, 0, kind, q2, &m2);
     ck_assert_uint_eq(n2, m2);
     ck_assert_msg(memcmp(s2, t2, n2) == 0, "two runs on 2 threads differ");
     ck_assert_msg(memcmp(p2, q2, sizeof p2) == 0, "two runs on 2 threads predict differently");
-    double top = 0.0, diff = 0.0;
-    for (int i = 0; i < BATCH * 10; i++) {
-        top = fmax(top, fabs(p1[i]));
-        diff = fmax(diff, fabs(p1[i] - p2[i]));
-    }
-    ck_assert_msg(diff <= tolerance * top, "1 and 2 threads: predictions %g apart (largest %g)",
-                  diff, top);
+    ck_assert_msg(apart(p1, p2, BATCH * 10) <= tolerance, "1 and 2 threads: %g apart",
+                  apart(p1, p2, BATCH * 10));
     free(s1);
     free(s2);
     free(t2);

@@ -343,8 +343,8 @@ static dims dims_of(const kdi_layer *l)
 /* Parallel chunks, one region a chunk and group: images are shared out for im2col, the NCHW
  * copies and col2im; each GEMM is split into slices of its output, called from every thread with
  * OpenBLAS held at one thread. The slices start at multiples of KDI_BLOCK (kdi_part), so each
- * output lands on the same place of OpenBLAS's register tiles as in one whole call and is summed
- * in the same order: the results do not depend on the thread count. */
+ * output mostly lands on the same place of OpenBLAS's register tiles as in one whole call; in some
+ * shapes OpenBLAS still rounds a slice differently (tests/test_thread_count.c bounds it). */
 static void share(int64_t n, int t, int nt, int64_t *lo, int64_t *hi)
 {
     *lo = n * t / nt;
