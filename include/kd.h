@@ -95,7 +95,9 @@ KD_API kd_status kd_get_limit(kd_limit key, int64_t *value);
 
 /* Sets the threads libkd computes with, process-wide: n >= 1, or 0 for every core the process may
  * run on. The default is KD_THREADS=N from the environment (read once, at the first call that needs
- * it), else every core; this call wins over KD_THREADS.
+ * it), else 1 for libkd's own loops with OpenBLAS's count left as it is; this call wins over
+ * KD_THREADS. (Not every core by default: GCC's OpenMP threads spin while idle unless
+ * OMP_WAIT_POLICY=passive, and on a busy machine 2 threads measured slower than 1.)
  * libkd's own loops (im2col and col2im, the per-image loops of convolution, pooling, batch norm,
  * activations, optimizer updates) run on that many OpenMP threads when the work is large enough
  * to pay (about 32k floats; smaller work stays on the calling thread). Convolution splits its

@@ -35,8 +35,11 @@ static int resolve(int32_t n) { return n == 0 ? cores() : n; }
  * threads as libkd's own loops, so a host that asks for one thread gets one. */
 static void apply(int32_t n) { openblas_set_num_threads(resolve(n)); }
 
-/* KD_THREADS=N (0: every core). Unset, empty or malformed: every core, and OpenBLAS's count is left
- * as OpenBLAS chose it (OPENBLAS_NUM_THREADS or every core). */
+/* KD_THREADS=N (0: every core). Unset, empty or malformed: libkd's own loops on one thread, and
+ * OpenBLAS's count left as OpenBLAS chose it (OPENBLAS_NUM_THREADS or every core). One thread by
+ * default because libgomp's idle threads spin (OMP_WAIT_POLICY=active by default) and contend with
+ * OpenBLAS's and other processes' threads: on a busy 2-core machine 2 threads measured 2-3x slower
+ * than 1, unless OMP_WAIT_POLICY=passive (issue 11; re-measure on a quiet machine). */
 static void read_env(void)
 {
     const char *s = getenv("KD_THREADS");
@@ -44,7 +47,7 @@ static void read_env(void)
     long v = s != NULL && *s != '\0' ? strtol(s, &end, 10) : -1;
     int32_t expected = -1;
     if (v < 0 || v > MAX_THREADS || *end != '\0') {
-        atomic_compare_exchange_strong(&knob, &expected, 0);
+        atomic_compare_exchange_strong(&knob, &expected, 1);
         return;
     }
     if (atomic_compare_exchange_strong(&knob, &expected, (int32_t)v)) apply((int32_t)v);
