@@ -113,7 +113,7 @@ KD_API kd_status kd_get_limit(kd_limit key, int64_t *value);
  * after SGD steps on 1 and 2 threads, 1e-3 after Adam's.
  * Safe to call from any thread at any time; a call running on another thread may take up the new
  * count from its next loop on. Depthwise convolutions keep per-thread workspaces sized when their
- * model first saw its batch size, so a model built before n was raised uses at most the old n there.
+ * model first saw its batch size: a model that ran before n was raised keeps the old n there.
  * A build without OpenMP (CMake option KD_OPENMP=OFF) runs its own loops on one thread and still
  * sets OpenBLAS's count. KD_ERR_ARGUMENT when n < 0 or n > 1024. */
 KD_API kd_status kd_set_threads(int32_t n);
