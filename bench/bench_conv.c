@@ -178,15 +178,23 @@ static void bench_network(const char *name, const char *spec)
     kd_model_destroy(m);
 }
 
-int main(void)
+/* usage: bench_conv [layers|networks]   (default both; threads from KD_THREADS) */
+int main(int argc, char **argv)
 {
-    printf("libkd %s, kernels %s, OpenBLAS core %s, OPENBLAS_CORETYPE=%s, batch %d\n", kd_version(),
-           kd_kernels_name(), openblas_get_corename(),
-           getenv("OPENBLAS_CORETYPE") ? getenv("OPENBLAS_CORETYPE") : "(unset)", BATCH);
-    printf("%-32s %9s %8s %6s %9s %8s %6s\n", "layer", "fwd ms", "GFLOP/s", "ratio", "train ms",
-           "GFLOP/s", "ratio");
-    for (size_t i = 0; i < sizeof layers / sizeof layers[0]; i++) bench_layer(&layers[i]);
-    for (size_t i = 0; i < sizeof networks / sizeof networks[0]; i++)
-        bench_network(networks[i][0], networks[i][1]);
+    const char *only = argc > 1 ? argv[1] : "";
+    int32_t threads;
+    check(kd_get_threads(&threads), "threads");
+    printf("libkd %s, kernels %s, OpenBLAS core %s, OPENBLAS_CORETYPE=%s, batch %d, %d threads\n",
+           kd_version(), kd_kernels_name(), openblas_get_corename(),
+           getenv("OPENBLAS_CORETYPE") ? getenv("OPENBLAS_CORETYPE") : "(unset)", BATCH,
+           (int)threads);
+    if (strcmp(only, "networks") != 0) {
+        printf("%-32s %9s %8s %6s %9s %8s %6s\n", "layer", "fwd ms", "GFLOP/s", "ratio", "train ms",
+               "GFLOP/s", "ratio");
+        for (size_t i = 0; i < sizeof layers / sizeof layers[0]; i++) bench_layer(&layers[i]);
+    }
+    if (strcmp(only, "layers") != 0)
+        for (size_t i = 0; i < sizeof networks / sizeof networks[0]; i++)
+            bench_network(networks[i][0], networks[i][1]);
     return 0;
 }

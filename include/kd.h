@@ -12,8 +12,9 @@
  * - Arrays are float32, row-major; images are NCHW, sequences [batch, T, d] (token ids int32
  *   [batch, T]). A "batch" is the number of examples.
  * - Distinct handles may be used from distinct threads at once; one handle needs the caller's lock.
- * - The library never prints, exits or aborts. It reads one environment variable: KD_KERNELS
- *   (ref|avx2|avx512) forces a kernel variant.
+ * - The library never prints, exits or aborts. It reads two environment variables: KD_KERNELS
+ *   (ref|avx2|avx512) forces a kernel variant; KD_THREADS (0: every core) sets the default of
+ *   kd_set_threads.
  */
 #ifndef KD_H
 #define KD_H
@@ -89,6 +90,35 @@ typedef enum kd_limit {
  * it read). value >= 1. */
 KD_API kd_status kd_set_limit(kd_limit key, int64_t value);
 KD_API kd_status kd_get_limit(kd_limit key, int64_t *value);
+
+/* ---------------------------------------------------------------- threads */
+
+/* Sets the threads libkd computes with, process-wide: n >= 1, or 0 for every core the process may
+ * run on. The default is KD_THREADS=N from the environment (read once, at the first call that needs
+ * it), else 1 for libkd's own loops with OpenBLAS's count left as it is; this call wins over
+ * KD_THREADS. (Not every core by default: GCC's OpenMP threads spin while idle unless
+ * OMP_WAIT_POLICY=passive, and on a busy machine 2 threads measured slower than 1.)
+ * libkd's own loops (im2col and col2im, the per-image loops of convolution, pooling, batch norm,
+ * activations, optimizer updates) run on that many OpenMP threads when the work is large enough
+ * to pay (about 32k floats; smaller work stays on the calling thread). Convolution splits its
+ * GEMMs over those threads, each calling OpenBLAS on its own slice while OpenBLAS is held at one
+ * thread; the other GEMMs (dense layers, ...) run on OpenBLAS's threads, whose count this call
+ * (or KD_THREADS) sets to n too (openblas_set_num_threads, process-wide: a host that uses
+ * OpenBLAS itself sees it). So the two pools never run at once and never oversubscribe the cores.
+ * Results: a given n gives bitwise the same results run after run. Across n they agree to float
+ * rounding, not bitwise: libkd's elementwise, per-channel and per-image loops are bitwise
+ * independent of n, but OpenBLAS's threaded GEMM rounds differently from its single-threaded one,
+ * and so, in some shapes, does its GEMM on a slice of columns (convolution splits its GEMMs in
+ * slices of 64 outputs). tests/test_thread_count.c: predictions within 1e-4 of the largest logit
+ * after SGD steps on 1 and 2 threads, 1e-3 after Adam's.
+ * Safe to call from any thread at any time; a call running on another thread may take up the new
+ * count from its next loop on. Depthwise convolutions keep per-thread workspaces sized when their
+ * model first saw its batch size: a model that ran before n was raised keeps the old n there.
+ * A build without OpenMP (CMake option KD_OPENMP=OFF) runs its own loops on one thread and still
+ * sets OpenBLAS's count. KD_ERR_ARGUMENT when n < 0 or n > 1024. */
+KD_API kd_status kd_set_threads(int32_t n);
+/* *n = the threads libkd uses now (>= 1; 0 resolved to the core count). */
+KD_API kd_status kd_get_threads(int32_t *n);
 
 /* ---------------------------------------------------------------- models */
 

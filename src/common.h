@@ -103,8 +103,7 @@ typedef struct options {
 
 /* 1 when the option named (e.g. "--beta") was given on the command line or in --config's file. */
 int option_given(const options *o, const char *name);
-/* The single place that sets the number of threads the library's kernels use (--threads).
- * MERGE: wire to kd_set_threads(n) once that call exists (another branch adds it). */
+/* The single place that sets the number of threads the library's kernels use (--threads). */
 int set_threads(int n);
 
 /* Parses argv[first..] for o->cmd into o (defaults first). On a usage error prints one line and

@@ -45,6 +45,7 @@ __all__ = ["KdError", "Tensors", "save_npy", "Model", "Loss", "Optimizer", "Trai
            "soft_targets", "soft_targets_from_logits", "topk_from_logits",
            "topk_logits", "topk_soft_targets", "augment_images", "version",
            "version_number", "kernels_name", "lib", "set_limit", "get_limit", "set_allocator",
+           "set_threads", "get_threads",
            "OK", "ERR_ARGUMENT", "ERR_SHAPE", "ERR_NOMEM", "ERR_IO", "ERR_FORMAT", "ERR_NUMERIC",
            "ERR_STATE", "ERR_UNSUPPORTED"]
 
@@ -126,6 +127,8 @@ _STATUS = {
     "kd_set_allocator": (MALLOC_FN, CALLOC_FN, REALLOC_FN, FREE_FN, _P),
     "kd_set_limit": (ctypes.c_int, _I64),
     "kd_get_limit": (ctypes.c_int, _PI64),
+    "kd_set_threads": (ctypes.c_int32,),
+    "kd_get_threads": (_I32,),
     "kd_model_create": (_S, ctypes.c_uint64, ctypes.POINTER(_P)),
     "kd_model_clone": (_P, ctypes.POINTER(_P)),
     "kd_model_load": (_S, ctypes.POINTER(_P)),
@@ -324,6 +327,18 @@ def get_limit(key):
     value = _I64()
     lib().kd_get_limit(key, ctypes.byref(value))
     return value.value
+
+
+def set_threads(n):
+    """Sets libkd's (and OpenBLAS's) thread count, process-wide; 0: every core. See kd.h."""
+    lib().kd_set_threads(n)
+
+
+def get_threads():
+    """The threads libkd uses now (>= 1)."""
+    n = ctypes.c_int32()
+    lib().kd_get_threads(ctypes.byref(n))
+    return n.value
 
 
 _allocator = None  # the ctypes callbacks in use, kept alive while the library may call them

@@ -9,6 +9,7 @@
 #include "core/error.h"
 #include "core/limits.h"
 #include "core/rng.h"
+#include "core/threads.h"
 #include "kernels/kernels.h"
 
 /* Image layers read C x H x W; on a sequence they would mix tokens, so they refuse one. */
@@ -172,6 +173,7 @@ void kdi_seq_free(kdi_seq *s)
 static kd_status reserve(kdi_seq *s, int64_t batch)
 {
     if (batch <= s->reserved) return KD_OK;
+    (void)kdi_threads(); /* reads KD_THREADS, giving OpenBLAS its count before the first GEMM */
     int64_t widest = kdi_shape_size(s->in);
     for (int32_t i = 0; i < s->n; i++) {
         kdi_layer *l = &s->layers[i];

@@ -7,6 +7,7 @@
 
 #include "core/alloc.h"
 #include "core/error.h"
+#include "core/threads.h"
 #include "kernels/kernels.h"
 
 #ifndef M_PI
@@ -27,8 +28,10 @@ static kd_status sgd_check(const kd_optimizer *o)
  * g' + mu v : v). The buffer starts at zero, so the first v is g', as PyTorch's clone(g'). */
 static void sgd_update(const kd_optimizer *o, kdi_param *p, float *const *state, float lr)
 {
-    kdi_kernels_get()->sgd_update(p->value, state[0], p->grad, p->count, lr, o->momentum,
-                                  o->weight_decay, o->nesterov);
+    float *v = state[0]; /* NULL without momentum */
+    KDI_PARTS(p->count, kdi_kernels_get()->sgd_update(p->value + lo, v != NULL ? v + lo : NULL,
+                                                      p->grad + lo, hi - lo, lr, o->momentum,
+                                                      o->weight_decay, o->nesterov));
 }
 
 static const kdi_optim_ops sgd_ops = {.name = "sgd",
@@ -52,9 +55,10 @@ static void adam_update(const kd_optimizer *o, kdi_param *p, float *const *state
 {
     double t = (double)o->step + 1.0;
     float bc1 = (float)(1.0 - pow(o->beta1, t)), bc2 = (float)(1.0 - pow(o->beta2, t));
-    kdi_kernels_get()->adam_update(p->value, state[0], state[1], p->grad, p->count, lr, o->beta1,
-                                   o->beta2, o->eps, o->weight_decay, bc1, bc2,
-                                   o->kind == KD_OPTIMIZER_ADAMW);
+    int decoupled = o->kind == KD_OPTIMIZER_ADAMW;
+    KDI_PARTS(p->count, kdi_kernels_get()->adam_update(
+                            p->value + lo, state[0] + lo, state[1] + lo, p->grad + lo, hi - lo, lr,
+                            o->beta1, o->beta2, o->eps, o->weight_decay, bc1, bc2, decoupled));
 }
 
 static const kdi_optim_ops adam_ops = {.name = "adam",

@@ -25,8 +25,8 @@ from .arrays import as_float32, as_int32
 from .data import Batcher, Dataset, augment_images
 from .errors import (ArgumentError, FormatError, KdError, KdIOError, NoMemoryError,
                      NumericError, ShapeError, StateError, UnsupportedError)
-from .library import (get_limit, kernels_name, last_error, set_allocator, set_limit, strerror,
-                      version, version_number)
+from .library import (get_limit, get_threads, kernels_name, last_error, set_allocator,
+                      set_limit, set_threads, strerror, version, version_number)
 from .losses import FeatureLoss, Loss
 from .model import Model
 from .pruning import Pruner
@@ -51,7 +51,7 @@ def __getattr__(name):
 __all__ = ["capi", "as_float32", "as_int32", "Batcher", "Dataset", "augment_images",
            "ArgumentError", "FormatError", "KdError", "KdIOError", "NoMemoryError",
            "NumericError", "ShapeError", "StateError", "UnsupportedError", "get_limit",
-           "kernels_name", "last_error", "set_allocator", "set_limit", "strerror", "version",
+           "kernels_name", "last_error", "set_allocator", "set_limit", "set_threads", "get_threads", "strerror", "version",
            "version_number", "FeatureLoss", "Loss", "Model", "Pruner", "soft_targets",
            "soft_targets_from_logits", "topk_from_logits", "topk_logits", "topk_soft_targets",
            "Tensors", "save_npy", "Text", "bits_per_byte", "perplexity", "Optimizer", "Trainer"]

@@ -97,6 +97,8 @@ _STATUS = {
     "kd_set_allocator": (MALLOC_FN, CALLOC_FN, REALLOC_FN, FREE_FN, _P),
     "kd_set_limit": (ctypes.c_int, _I64),
     "kd_get_limit": (ctypes.c_int, _PI64),
+    "kd_set_threads": (ctypes.c_int32,),
+    "kd_get_threads": (_I32,),
     "kd_model_create": (_S, ctypes.c_uint64, ctypes.POINTER(_P)),
     "kd_model_clone": (_P, ctypes.POINTER(_P)),
     "kd_model_load": (_S, ctypes.POINTER(_P)),

@@ -3,7 +3,8 @@ import ctypes
 
 from .capi import _I64, CALLOC_FN, FREE_FN, MALLOC_FN, REALLOC_FN, lib
 
-__all__ = ["version", "version_number", "kernels_name", "set_limit", "get_limit",
+__all__ = ["version", "version_number", "kernels_name", "set_limit", "get_limit", "set_threads",
+           "get_threads",
            "set_allocator", "last_error", "strerror"]
 
 
@@ -42,6 +43,19 @@ def get_limit(key):
     value = _I64()
     lib().kd_get_limit(key, ctypes.byref(value))
     return value.value
+
+
+def set_threads(n):
+    """Sets libkd's thread count (its OpenMP loops and OpenBLAS's), process-wide; 0: every core.
+    The default is KD_THREADS from the environment, else 1. See kd_set_threads in kd.h."""
+    lib().kd_set_threads(n)
+
+
+def get_threads():
+    """The number of threads libkd uses now (>= 1)."""
+    n = ctypes.c_int32()
+    lib().kd_get_threads(ctypes.byref(n))
+    return n.value
 
 
 _allocator = None  # the ctypes callbacks in use, kept alive while the library may call them

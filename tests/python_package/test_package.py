@@ -324,6 +324,17 @@ class Errors(unittest.TestCase):
         self.assertIn(kd.strerror(status), str(err))
         return err
 
+    def test_threads(self):
+        old = kd.get_threads()
+        try:
+            kd.set_threads(2)
+            self.assertEqual(kd.get_threads(), 2)
+            with self.assertRaises(kd.ArgumentError):
+                kd.set_threads(-1)
+            self.assertEqual(kd.get_threads(), 2)
+        finally:
+            kd.set_threads(old)
+
     def test_each_status_its_class(self):
         err = self.assertFailsWith(kd.FormatError, kd.ERR_FORMAT, kd.Model, "input 4 | bogus 3")
         self.assertIn("bogus", err.message)

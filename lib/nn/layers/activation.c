@@ -4,6 +4,7 @@
 
 #include "core/alloc.h"
 #include "core/error.h"
+#include "core/threads.h"
 #include "kernels/kernels.h"
 #include "nn/layers/layers.h"
 
@@ -12,14 +13,15 @@ static int64_t count(const kdi_layer *l, int64_t batch) { return batch * kdi_sha
 static kd_status relu_fwd(kdi_layer *l, const float *x, float *y, int64_t b, int t)
 {
     (void)t;
-    kdi_kernels_get()->relu_fwd(y, x, count(l, b));
+    KDI_PARTS(count(l, b), kdi_kernels_get()->relu_fwd(y + lo, x + lo, hi - lo));
     return KD_OK;
 }
 static kd_status relu_bwd(kdi_layer *l, const float *x, const float *y, const float *dy, float *dx,
                           int64_t b)
 {
     (void)y;
-    if (dx != NULL) kdi_kernels_get()->relu_bwd(dx, x, dy, count(l, b));
+    if (dx != NULL)
+        KDI_PARTS(count(l, b), kdi_kernels_get()->relu_bwd(dx + lo, x + lo, dy + lo, hi - lo));
     return KD_OK;
 }
 
@@ -28,14 +30,16 @@ static float slope_of(const kdi_layer *l) { return *(const float *)l->priv; }
 static kd_status leaky_fwd(kdi_layer *l, const float *x, float *y, int64_t b, int t)
 {
     (void)t;
-    kdi_kernels_get()->leaky_relu_fwd(y, x, count(l, b), slope_of(l));
+    KDI_PARTS(count(l, b), kdi_kernels_get()->leaky_relu_fwd(y + lo, x + lo, hi - lo, slope_of(l)));
     return KD_OK;
 }
 static kd_status leaky_bwd(kdi_layer *l, const float *x, const float *y, const float *dy, float *dx,
                            int64_t b)
 {
     (void)y;
-    if (dx != NULL) kdi_kernels_get()->leaky_relu_bwd(dx, x, dy, count(l, b), slope_of(l));
+    if (dx != NULL)
+        KDI_PARTS(count(l, b), kdi_kernels_get()->leaky_relu_bwd(dx + lo, x + lo, dy + lo, hi - lo,
+                                                                 slope_of(l)));
     return KD_OK;
 }
 static void leaky_destroy(kdi_layer *l) { kdi_free(l->priv); }
@@ -43,42 +47,45 @@ static void leaky_destroy(kdi_layer *l) { kdi_free(l->priv); }
 static kd_status gelu_fwd(kdi_layer *l, const float *x, float *y, int64_t b, int t)
 {
     (void)t;
-    kdi_kernels_get()->gelu_fwd(y, x, count(l, b));
+    KDI_PARTS(count(l, b), kdi_kernels_get()->gelu_fwd(y + lo, x + lo, hi - lo));
     return KD_OK;
 }
 static kd_status gelu_bwd(kdi_layer *l, const float *x, const float *y, const float *dy, float *dx,
                           int64_t b)
 {
     (void)y;
-    if (dx != NULL) kdi_kernels_get()->gelu_bwd(dx, x, dy, count(l, b));
+    if (dx != NULL)
+        KDI_PARTS(count(l, b), kdi_kernels_get()->gelu_bwd(dx + lo, x + lo, dy + lo, hi - lo));
     return KD_OK;
 }
 
 static kd_status tanh_fwd(kdi_layer *l, const float *x, float *y, int64_t b, int t)
 {
     (void)t;
-    kdi_kernels_get()->tanh_fwd(y, x, count(l, b));
+    KDI_PARTS(count(l, b), kdi_kernels_get()->tanh_fwd(y + lo, x + lo, hi - lo));
     return KD_OK;
 }
 static kd_status tanh_bwd(kdi_layer *l, const float *x, const float *y, const float *dy, float *dx,
                           int64_t b)
 {
     (void)x;
-    if (dx != NULL) kdi_kernels_get()->tanh_bwd(dx, y, dy, count(l, b));
+    if (dx != NULL)
+        KDI_PARTS(count(l, b), kdi_kernels_get()->tanh_bwd(dx + lo, y + lo, dy + lo, hi - lo));
     return KD_OK;
 }
 
 static kd_status sigmoid_fwd(kdi_layer *l, const float *x, float *y, int64_t b, int t)
 {
     (void)t;
-    kdi_kernels_get()->sigmoid_fwd(y, x, count(l, b));
+    KDI_PARTS(count(l, b), kdi_kernels_get()->sigmoid_fwd(y + lo, x + lo, hi - lo));
     return KD_OK;
 }
 static kd_status sigmoid_bwd(kdi_layer *l, const float *x, const float *y, const float *dy,
                              float *dx, int64_t b)
 {
     (void)x;
-    if (dx != NULL) kdi_kernels_get()->sigmoid_bwd(dx, y, dy, count(l, b));
+    if (dx != NULL)
+        KDI_PARTS(count(l, b), kdi_kernels_get()->sigmoid_bwd(dx + lo, y + lo, dy + lo, hi - lo));
     return KD_OK;
 }
 

@@ -9,6 +9,7 @@
 
 #include "core/alloc.h"
 #include "core/error.h"
+#include "core/threads.h"
 #include "kernels/kernels.h"
 #include "nn/layers/layers.h"
 
@@ -99,10 +100,12 @@ static kd_status bn_forward(kdi_layer *l, const float *x, float *y, int64_t batc
     const float *gamma = l->params[0].value, *beta = l->params[1].value;
     float *rmean = l->params[2].value, *rvar = l->params[3].value;
     int sync = train && b->sync != NULL;
-    if (sync) {
+    if (sync) { /* the job's statistics, before the channels go to threads */
         KDI_TRY(sync_stats(l, x, batch));
         count = b->sync->batch * hw;
     }
+    int nt = kdi_threads_for(batch * hw * ch);
+    KDI_PARALLEL_FOR(nt) /* channels are independent: the same sums on any thread count */
     for (int64_t c = 0; c < ch; c++) {
         double mean = rmean[c], var = rvar[c];
         if (sync) {
@@ -146,6 +149,8 @@ static kd_status bn_backward(kdi_layer *l, const float *x, const float *y, const
     int64_t ch = l->in.c, hw = l->in.h * l->in.w;
     const kdi_sync *sync = b->sync;
     double count = (double)((sync != NULL ? sync->batch : batch) * hw);
+    int nt = kdi_threads_for(batch * ch * hw);
+    KDI_PARALLEL_FOR(nt)
     for (int64_t c = 0; c < ch; c++) {
         double sdy = 0.0, sdyx = 0.0;
         for (int64_t n = 0; n < batch; n++) {
@@ -168,6 +173,7 @@ static kd_status bn_backward(kdi_layer *l, const float *x, const float *y, const
         KDI_TRY(reduce(sync, b->red, 2 * ch));
         for (int64_t c = 0; c < 2 * ch; c++) b->stats[c] = (double)b->red[c] / sync->share;
     }
+    KDI_PARALLEL_FOR(nt)
     for (int64_t c = 0; c < ch; c++) {
         float k = l->params[0].value[c] * b->inv_std[c] / (float)count;
         float a = (float)b->stats[c], bb = (float)b->stats[ch + c], nn = (float)count;

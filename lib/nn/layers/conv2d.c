@@ -20,6 +20,7 @@
 #include "core/alloc.h"
 #include "core/error.h"
 #include "core/rng.h"
+#include "core/threads.h"
 #include "kernels/kernels.h"
 #include "nn/layers/layers.h"
 
@@ -28,6 +29,11 @@ typedef struct conv {
     int bias;
     kdi_buf cols; /* a chunk of images of one group side by side: [cin/g * k * k, n * oh * ow] */
     kdi_buf out;  /* the GEMM's [out/g, n * oh * ow]: outputs (forward) or dY gathered (backward) */
+    int64_t slots; /* depthwise: per-thread workspaces in cols and out (threads at reserve) */
+    /* What cols still holds after a forward: the im2col of images [kept_b0, ...) of group kept_g of
+     * the input kept_x at batch kept_batch, which backward reuses instead of recomputing it. */
+    const float *kept_x;
+    int64_t kept_b0, kept_g, kept_batch;
 } conv;
 
 /* The outputs ox in [*lo, *hi) whose input column ox * s - p + j lies inside [0, w). */
@@ -102,6 +108,15 @@ static int depthwise(const kdi_layer *l)
     return cv->groups == l->in.c && cv->groups == l->out.c;
 }
 
+/* Threads for a depthwise pass: one workspace slot each, so no more than reserve made. */
+static int dw_threads(const kdi_layer *l, int64_t batch)
+{
+    const conv *cv = l->priv;
+    int nt = kdi_threads_for(batch * l->in.c * (l->in.h * l->in.w + l->out.h * l->out.w));
+    if (nt > l->in.c) nt = (int)l->in.c;
+    return nt < cv->slots ? nt : (int)cv->slots;
+}
+
 /* Stride 1 runs on the padded plane, hp x wp, with outputs laid out on rows of wp too ("wide":
  * columns past ow are scratch). Tap (i, j) then reads the padded plane at offset i * wp + j for
  * every output at once, so each tap is one long axpy or dot through the SIMD kernels instead of
@@ -118,19 +133,24 @@ static void dw_forward_wide(const kdi_layer *l, const float *x, float *y, int64_
     conv *cv = l->priv;
     const kdi_kernels *kn = kdi_kernels_get();
     int64_t k = cv->k, p = cv->pad, ch = l->in.c, h = l->in.h, w = l->in.w, wp = w + 2 * p;
-    int64_t oh = l->out.h, ow = l->out.w, len = (oh - 1) * wp + ow;
-    float *xp = cv->cols.data, *yw = cv->out.data;
-    for (int64_t nc = 0; nc < batch * ch; nc++) {
-        int64_t c = nc % ch;
-        const float *wc = l->params[0].value + c * k * k;
-        float b = cv->bias ? l->params[1].value[c] : 0.0f;
-        pad_plane(x + nc * h * w, h, w, p, xp);
-        for (int64_t q = 0; q < len; q++) yw[q] = b;
-        for (int64_t i = 0; i < k; i++)
-            for (int64_t j = 0; j < k; j++) kn->axpy(yw, wc[i * k + j], xp + i * wp + j, len);
-        float *yc = y + nc * oh * ow;
-        for (int64_t oy = 0; oy < oh; oy++)
-            memcpy(yc + oy * ow, yw + oy * wp, sizeof(float) * (size_t)ow);
+    int64_t oh = l->out.h, ow = l->out.w, len = (oh - 1) * wp + ow, plane = (h + 2 * p) * wp;
+    int nt = dw_threads(l, batch);
+    KDI_PARALLEL_FOR(nt) /* channels are independent; each thread has its own planes */
+    for (int64_t c = 0; c < ch; c++) {
+        float *xp = cv->cols.data + kdi_thread_id() * 2 * plane;
+        float *yw = cv->out.data + kdi_thread_id() * oh * wp;
+        for (int64_t n = 0; n < batch; n++) {
+            int64_t nc = n * ch + c;
+            const float *wc = l->params[0].value + c * k * k;
+            float b = cv->bias ? l->params[1].value[c] : 0.0f;
+            pad_plane(x + nc * h * w, h, w, p, xp);
+            for (int64_t q = 0; q < len; q++) yw[q] = b;
+            for (int64_t i = 0; i < k; i++)
+                for (int64_t j = 0; j < k; j++) kn->axpy(yw, wc[i * k + j], xp + i * wp + j, len);
+            float *yc = y + nc * oh * ow;
+            for (int64_t oy = 0; oy < oh; oy++)
+                memcpy(yc + oy * ow, yw + oy * wp, sizeof(float) * (size_t)ow);
+        }
     }
 }
 
@@ -141,27 +161,32 @@ static void dw_backward_wide(const kdi_layer *l, const float *x, const float *dy
     const kdi_kernels *kn = kdi_kernels_get();
     int64_t k = cv->k, p = cv->pad, ch = l->in.c, h = l->in.h, w = l->in.w, wp = w + 2 * p;
     int64_t oh = l->out.h, ow = l->out.w, len = (oh - 1) * wp + ow, plane = (h + 2 * p) * wp;
-    float *xp = cv->cols.data, *dxp = cv->cols.data + plane, *dyw = cv->out.data;
-    for (int64_t nc = 0; nc < batch * ch; nc++) {
-        int64_t c = nc % ch;
-        const float *wc = l->params[0].value + c * k * k, *dyc = dy + nc * oh * ow;
-        float *gc = l->params[0].grad + c * k * k;
-        /* dy on wide rows, zero in the scratch columns so they add nothing */
-        memset(dyw, 0, sizeof(float) * (size_t)len);
-        for (int64_t oy = 0; oy < oh; oy++)
-            memcpy(dyw + oy * wp, dyc + oy * ow, sizeof(float) * (size_t)ow);
-        if (cv->bias) l->params[1].grad[c] += (float)kn->sum(dyc, oh * ow);
-        pad_plane(x + nc * h * w, h, w, p, xp);
-        for (int64_t i = 0; i < k; i++)
-            for (int64_t j = 0; j < k; j++)
-                gc[i * k + j] += (float)kn->dot(dyw, xp + i * wp + j, len);
-        if (dx == NULL) continue;
-        memset(dxp, 0, sizeof(float) * (size_t)plane);
-        for (int64_t i = 0; i < k; i++)
-            for (int64_t j = 0; j < k; j++) kn->axpy(dxp + i * wp + j, wc[i * k + j], dyw, len);
-        float *dxc = dx + nc * h * w;
-        for (int64_t y = 0; y < h; y++)
-            memcpy(dxc + y * w, dxp + (y + p) * wp + p, sizeof(float) * (size_t)w);
+    int nt = dw_threads(l, batch);
+    KDI_PARALLEL_FOR(nt) /* per channel, images in order: the same sums on any thread count */
+    for (int64_t c = 0; c < ch; c++) {
+        float *xp = cv->cols.data + kdi_thread_id() * 2 * plane, *dxp = xp + plane;
+        float *dyw = cv->out.data + kdi_thread_id() * oh * wp;
+        for (int64_t n = 0; n < batch; n++) {
+            int64_t nc = n * ch + c;
+            const float *wc = l->params[0].value + c * k * k, *dyc = dy + nc * oh * ow;
+            float *gc = l->params[0].grad + c * k * k;
+            /* dy on wide rows, zero in the scratch columns so they add nothing */
+            memset(dyw, 0, sizeof(float) * (size_t)len);
+            for (int64_t oy = 0; oy < oh; oy++)
+                memcpy(dyw + oy * wp, dyc + oy * ow, sizeof(float) * (size_t)ow);
+            if (cv->bias) l->params[1].grad[c] += (float)kn->sum(dyc, oh * ow);
+            pad_plane(x + nc * h * w, h, w, p, xp);
+            for (int64_t i = 0; i < k; i++)
+                for (int64_t j = 0; j < k; j++)
+                    gc[i * k + j] += (float)kn->dot(dyw, xp + i * wp + j, len);
+            if (dx == NULL) continue;
+            memset(dxp, 0, sizeof(float) * (size_t)plane);
+            for (int64_t i = 0; i < k; i++)
+                for (int64_t j = 0; j < k; j++) kn->axpy(dxp + i * wp + j, wc[i * k + j], dyw, len);
+            float *dxc = dx + nc * h * w;
+            for (int64_t y = 0; y < h; y++)
+                memcpy(dxc + y * w, dxp + (y + p) * wp + p, sizeof(float) * (size_t)w);
+        }
     }
 }
 
@@ -172,6 +197,8 @@ static void dw_forward_strided(const kdi_layer *l, const float *x, float *y, int
     const conv *cv = l->priv;
     int64_t k = cv->k, s = cv->stride, p = cv->pad, ch = l->in.c, h = l->in.h, w = l->in.w;
     int64_t oh = l->out.h, ow = l->out.w;
+    int nt = kdi_threads_for(batch * ch * (h * w + oh * ow));
+    KDI_PARALLEL_FOR(nt) /* planes are independent */
     for (int64_t nc = 0; nc < batch * ch; nc++) {
         int64_t c = nc % ch;
         const float *xc = x + nc * h * w, *wc = l->params[0].value + c * k * k;
@@ -206,37 +233,41 @@ static void dw_backward_strided(const kdi_layer *l, const float *x, const float 
     int64_t k = cv->k, s = cv->stride, p = cv->pad, ch = l->in.c, h = l->in.h, w = l->in.w;
     int64_t oh = l->out.h, ow = l->out.w;
     const kdi_kernels *kn = kdi_kernels_get();
-    float *acc = cv->out.data;
     if (dx != NULL) memset(dx, 0, sizeof(float) * (size_t)(batch * ch * h * w));
-    for (int64_t nc = 0; nc < batch * ch; nc++) {
-        int64_t c = nc % ch;
-        const float *xc = x + nc * h * w, *wc = l->params[0].value + c * k * k;
-        const float *dyc = dy + nc * oh * ow;
-        float *dxc = dx != NULL ? dx + nc * h * w : NULL, *gc = l->params[0].grad + c * k * k;
-        if (cv->bias) l->params[1].grad[c] += (float)kn->sum(dyc, oh * ow);
-        for (int64_t i = 0; i < k; i++) {
-            int64_t oy0, oy1;
-            valid_range(i, s, p, h, oh, &oy0, &oy1); /* rows, as columns */
-            for (int64_t j = 0; j < k; j++) {
-                int64_t lo, hi;
-                valid_range(j, s, p, w, ow, &lo, &hi);
-                float wv = wc[i * k + j];
-                for (int64_t ox = lo; ox < hi; ox++) acc[ox] = 0.0f;
-                for (int64_t oy = oy0; oy < oy1; oy++) {
-                    int64_t off = (oy * s - p + i) * w + j - p;
-                    const float *xr = xc + off, *gr = dyc + oy * ow;
-                    if (s == 1)
-                        for (int64_t ox = lo; ox < hi; ox++) acc[ox] += gr[ox] * xr[ox];
-                    else
-                        for (int64_t ox = lo; ox < hi; ox++) acc[ox] += gr[ox] * xr[ox * s];
-                    if (dxc == NULL) continue;
-                    float *dxr = dxc + off;
-                    if (s == 1)
-                        for (int64_t ox = lo; ox < hi; ox++) dxr[ox] += wv * gr[ox];
-                    else
-                        for (int64_t ox = lo; ox < hi; ox++) dxr[ox * s] += wv * gr[ox];
+    int nt = dw_threads(l, batch);
+    KDI_PARALLEL_FOR(nt) /* per channel, images in order: the same sums on any thread count */
+    for (int64_t c = 0; c < ch; c++) {
+        float *acc = cv->out.data + kdi_thread_id() * ow;
+        for (int64_t n = 0; n < batch; n++) {
+            int64_t nc = n * ch + c;
+            const float *xc = x + nc * h * w, *wc = l->params[0].value + c * k * k;
+            const float *dyc = dy + nc * oh * ow;
+            float *dxc = dx != NULL ? dx + nc * h * w : NULL, *gc = l->params[0].grad + c * k * k;
+            if (cv->bias) l->params[1].grad[c] += (float)kn->sum(dyc, oh * ow);
+            for (int64_t i = 0; i < k; i++) {
+                int64_t oy0, oy1;
+                valid_range(i, s, p, h, oh, &oy0, &oy1); /* rows, as columns */
+                for (int64_t j = 0; j < k; j++) {
+                    int64_t lo, hi;
+                    valid_range(j, s, p, w, ow, &lo, &hi);
+                    float wv = wc[i * k + j];
+                    for (int64_t ox = lo; ox < hi; ox++) acc[ox] = 0.0f;
+                    for (int64_t oy = oy0; oy < oy1; oy++) {
+                        int64_t off = (oy * s - p + i) * w + j - p;
+                        const float *xr = xc + off, *gr = dyc + oy * ow;
+                        if (s == 1)
+                            for (int64_t ox = lo; ox < hi; ox++) acc[ox] += gr[ox] * xr[ox];
+                        else
+                            for (int64_t ox = lo; ox < hi; ox++) acc[ox] += gr[ox] * xr[ox * s];
+                        if (dxc == NULL) continue;
+                        float *dxr = dxc + off;
+                        if (s == 1)
+                            for (int64_t ox = lo; ox < hi; ox++) dxr[ox] += wv * gr[ox];
+                        else
+                            for (int64_t ox = lo; ox < hi; ox++) dxr[ox * s] += wv * gr[ox];
+                    }
+                    gc[i * k + j] += (float)kn->sum(acc + lo, hi - lo);
                 }
-                gc[i * k + j] += (float)kn->sum(acc + lo, hi - lo);
             }
         }
     }
@@ -276,11 +307,16 @@ static kd_status conv_reserve(kdi_layer *l, int64_t batch)
 {
     conv *cv = l->priv;
     if (depthwise(l)) {
-        if (cv->stride != 1)
-            return kdi_buf_reserve(&cv->out, l->out.w); /* dw_backward_strided's acc */
-        int64_t wp = l->in.w + 2 * cv->pad;
-        KDI_TRY(kdi_buf_reserve(&cv->cols, 2 * (l->in.h + 2 * cv->pad) * wp)); /* xp, dxp */
-        return kdi_buf_reserve(&cv->out, l->out.h * wp);                       /* wide rows */
+        int64_t slots = kdi_threads();
+        if (cv->stride != 1) {
+            KDI_TRY(kdi_buf_reserve(&cv->out, slots * l->out.w)); /* dw_backward_strided's acc */
+        } else {
+            int64_t wp = l->in.w + 2 * cv->pad;
+            KDI_TRY(kdi_buf_reserve(&cv->cols, slots * 2 * (l->in.h + 2 * cv->pad) * wp));
+            KDI_TRY(kdi_buf_reserve(&cv->out, slots * l->out.h * wp)); /* wide rows */
+        }
+        if (slots > cv->slots) cv->slots = slots;
+        return KD_OK;
     }
     int64_t kk = l->in.c / cv->groups * cv->k * cv->k, hw = l->out.h * l->out.w;
     int64_t n = chunk_of(l, batch), og = l->out.c / cv->groups;
@@ -304,13 +340,83 @@ static dims dims_of(const kdi_layer *l)
     return d;
 }
 
-static void fill_cols(const kdi_layer *l, const dims *d, const float *x, int64_t b0, int64_t n,
-                      int64_t g)
+/* Parallel chunks, one region a chunk and group: images are shared out for im2col, the NCHW
+ * copies and col2im; each GEMM is split into slices of its output, called from every thread with
+ * OpenBLAS held at one thread. The slices start at multiples of KDI_BLOCK (kdi_part), so each
+ * output mostly lands on the same place of OpenBLAS's register tiles as in one whole call; in some
+ * shapes OpenBLAS still rounds a slice differently (tests/test_thread_count.c bounds it). */
+static void share(int64_t n, int t, int nt, int64_t *lo, int64_t *hi)
 {
-    conv *cv = l->priv;
-    for (int64_t i = 0; i < n; i++)
+    *lo = n * t / nt;
+    *hi = n * (t + 1) / nt;
+}
+
+static int chunk_threads(const dims *d, int64_t n) { return kdi_threads_for(n * d->kk * d->hw); }
+
+/* Waits for the whole team (an orphaned barrier: the functions below also run outside a region,
+ * as a team of one). */
+#ifdef _OPENMP
+#define BARRIER(team)                                                                              \
+    do {                                                                                           \
+        if ((team) > 1) {                                                                          \
+            KDI_PRAGMA(omp barrier)                                                                \
+        }                                                                                          \
+    } while (0)
+#else
+#define BARRIER(team) (void)(team)
+#endif
+
+static void im2col_images(const kdi_layer *l, const dims *d, const float *x, int64_t b0, int64_t n,
+                          int64_t g, int64_t lo, int64_t hi)
+{
+    const conv *cv = l->priv;
+    for (int64_t i = lo; i < hi; i++)
         im2col(cv, x + ((b0 + i) * d->cin + g * d->cg) * d->h * d->w, d->cg, d->h, d->w, d->oh,
                d->ow, cv->cols.data + i * d->hw, n * d->hw);
+}
+
+/* Y columns of images [lo, hi) to NCHW, plus the bias. */
+static void scatter(const kdi_layer *l, const dims *d, float *y, int64_t b0, int64_t n, int64_t g,
+                    int64_t lo, int64_t hi)
+{
+    const conv *cv = l->priv;
+    int64_t ld = n * d->hw;
+    for (int64_t i = lo; i < hi; i++)
+        for (int64_t o = 0; o < d->og; o++) {
+            float *yo = y + ((b0 + i) * d->cout + g * d->og + o) * d->hw;
+            const float *src = cv->out.data + o * ld + i * d->hw;
+            if (!cv->bias) {
+                memcpy(yo, src, sizeof(float) * (size_t)d->hw);
+                continue;
+            }
+            float bo = l->params[1].value[g * d->og + o];
+            for (int64_t p = 0; p < d->hw; p++) yo[p] = src[p] + bo;
+        }
+}
+
+/* Y[:, c0:c1] = W cols[:, c0:c1]. */
+static void y_part(const kdi_layer *l, const dims *d, int64_t n, int64_t g, int64_t c0, int64_t c1)
+{
+    const conv *cv = l->priv;
+    int64_t ld = n * d->hw;
+    if (c1 > c0)
+        kdi_kernels_get()->gemm(0, 0, d->og, c1 - c0, d->kk, 1.0f,
+                                l->params[0].value + g * d->og * d->kk, d->kk, cv->cols.data + c0,
+                                ld, 0.0f, cv->out.data + c0, ld);
+}
+
+/* One chunk and group, by thread t of team. */
+static void forward_team(const kdi_layer *l, const dims *d, const float *x, float *y, int64_t b0,
+                         int64_t n, int64_t g, int t, int team)
+{
+    int64_t lo, hi, c0, c1;
+    share(n, t, team, &lo, &hi);
+    kdi_part(n * d->hw, t, team, &c0, &c1);
+    im2col_images(l, d, x, b0, n, g, lo, hi);
+    BARRIER(team);
+    y_part(l, d, n, g, c0, c1);
+    BARRIER(team);
+    scatter(l, d, y, b0, n, g, lo, hi);
 }
 
 static kd_status conv_forward(kdi_layer *l, const float *x, float *y, int64_t batch, int train)
@@ -321,28 +427,89 @@ static kd_status conv_forward(kdi_layer *l, const float *x, float *y, int64_t ba
         return KD_OK;
     }
     conv *cv = l->priv;
-    const kdi_kernels *kn = kdi_kernels_get();
     dims d = dims_of(l);
     int64_t chunk = chunk_of(l, batch);
     for (int64_t b0 = 0; b0 < batch; b0 += chunk) {
-        int64_t n = batch - b0 < chunk ? batch - b0 : chunk, ld = n * d.hw;
+        int64_t n = batch - b0 < chunk ? batch - b0 : chunk;
+        int nt = chunk_threads(&d, n);
         for (int64_t g = 0; g < cv->groups; g++) {
-            fill_cols(l, &d, x, b0, n, g);
-            kn->gemm(0, 0, d.og, ld, d.kk, 1.0f, l->params[0].value + g * d.og * d.kk, d.kk,
-                     cv->cols.data, ld, 0.0f, cv->out.data, ld);
-            for (int64_t i = 0; i < n; i++)
-                for (int64_t o = 0; o < d.og; o++) {
-                    float *yo = y + ((b0 + i) * d.cout + g * d.og + o) * d.hw;
-                    memcpy(yo, cv->out.data + o * ld + i * d.hw, sizeof(float) * (size_t)d.hw);
-                    if (!cv->bias) continue;
-                    float bo = l->params[1].value[g * d.og + o];
-                    for (int64_t p = 0; p < d.hw; p++) yo[p] += bo;
-                }
+            if (nt == 1) {
+                forward_team(l, &d, x, y, b0, n, g, 0, 1);
+            } else {
+                kdi_blas_serial_begin();
+#ifdef _OPENMP
+#pragma omp parallel num_threads(nt)
+#endif
+                forward_team(l, &d, x, y, b0, n, g, kdi_thread_id(), kdi_team_size());
+                kdi_blas_serial_end();
+            }
+            cv->kept_b0 = b0;
+            cv->kept_g = g;
         }
     }
+    cv->kept_x = x;
+    cv->kept_batch = batch;
     return KD_OK;
 }
 
+/* dY of images [lo, hi) from NCHW into out's columns. */
+static void gather(kdi_layer *l, const dims *d, const float *dy, int64_t b0, int64_t n, int64_t g,
+                   int64_t lo, int64_t hi)
+{
+    conv *cv = l->priv;
+    int64_t ld = n * d->hw;
+    for (int64_t i = lo; i < hi; i++)
+        for (int64_t o = 0; o < d->og; o++)
+            memcpy(cv->out.data + o * ld + i * d->hw,
+                   dy + ((b0 + i) * d->cout + g * d->og + o) * d->hw,
+                   sizeof(float) * (size_t)d->hw);
+}
+
+/* The bias gradient of output channels [o0, o1): each summed over the images in order. */
+static void bias_part(kdi_layer *l, const dims *d, const float *dy, int64_t b0, int64_t n,
+                      int64_t g, int64_t o0, int64_t o1)
+{
+    for (int64_t o = o0; o < o1; o++)
+        for (int64_t i = 0; i < n; i++) {
+            const float *dyo = dy + ((b0 + i) * d->cout + g * d->og + o) * d->hw;
+            double s = 0.0;
+            for (int64_t p = 0; p < d->hw; p++) s += dyo[p];
+            l->params[1].grad[g * d->og + o] += (float)s;
+        }
+}
+
+/* One chunk and group of backward, by thread t of team: dW[:, r0:r1] += dY cols[r0:r1]^T (rows of
+ * cols, each over every image), dcols[:, c0:c1] = W^T dY[:, c0:c1], col2im of images [lo, hi). */
+static void backward_team(kdi_layer *l, const dims *d, const float *x, const float *dy, float *dx,
+                          int64_t b0, int64_t n, int64_t g, int reuse, int t, int team)
+{
+    conv *cv = l->priv;
+    const kdi_kernels *kn = kdi_kernels_get();
+    int64_t ld = n * d->hw, lo, hi, o0, o1, r0, r1, c0, c1;
+    share(n, t, team, &lo, &hi);
+    share(d->og, t, team, &o0, &o1);
+    kdi_part(d->kk, t, team, &r0, &r1);
+    kdi_part(ld, t, team, &c0, &c1);
+    gather(l, d, dy, b0, n, g, lo, hi);
+    if (!reuse) im2col_images(l, d, x, b0, n, g, lo, hi);
+    if (cv->bias) bias_part(l, d, dy, b0, n, g, o0, o1);
+    BARRIER(team); /* dW needs every image's columns */
+    if (r1 > r0)
+        kn->gemm(0, 1, d->og, r1 - r0, ld, 1.0f, cv->out.data, ld, cv->cols.data + r0 * ld, ld,
+                 1.0f, l->params[0].grad + g * d->og * d->kk + r0, d->kk);
+    if (dx == NULL) return;
+    BARRIER(team); /* dcols overwrites the columns dW read */
+    if (c1 > c0)
+        kn->gemm(1, 0, d->kk, c1 - c0, d->og, 1.0f, l->params[0].value + g * d->og * d->kk, d->kk,
+                 cv->out.data + c0, ld, 0.0f, cv->cols.data + c0, ld);
+    BARRIER(team);
+    for (int64_t i = lo; i < hi; i++)
+        col2im(cv, cv->cols.data + i * d->hw, d->cg, d->h, d->w, d->oh, d->ow,
+               dx + ((b0 + i) * d->cin + g * d->cg) * d->h * d->w, ld);
+}
+
+/* Backward walks the chunks and groups in reverse, so its first one finds its im2col still in
+ * cols from the forward (a whole batch in one chunk computes im2col once a step). */
 static kd_status conv_backward(kdi_layer *l, const float *x, const float *y, const float *dy,
                                float *dx, int64_t batch)
 {
@@ -352,32 +519,27 @@ static kd_status conv_backward(kdi_layer *l, const float *x, const float *y, con
         return KD_OK;
     }
     conv *cv = l->priv;
-    const kdi_kernels *kn = kdi_kernels_get();
     dims d = dims_of(l);
     int64_t chunk = chunk_of(l, batch);
+    int kept = cv->kept_x == x && cv->kept_batch == batch;
+    cv->kept_x = NULL; /* dcols overwrites cols */
     if (dx != NULL) memset(dx, 0, sizeof(float) * (size_t)(batch * d.cin * d.h * d.w));
-    for (int64_t b0 = 0; b0 < batch; b0 += chunk) {
-        int64_t n = batch - b0 < chunk ? batch - b0 : chunk, ld = n * d.hw;
-        for (int64_t g = 0; g < cv->groups; g++) {
-            const float *wg = l->params[0].value + g * d.og * d.kk;
-            for (int64_t i = 0; i < n; i++)
-                for (int64_t o = 0; o < d.og; o++) {
-                    const float *dyo = dy + ((b0 + i) * d.cout + g * d.og + o) * d.hw;
-                    memcpy(cv->out.data + o * ld + i * d.hw, dyo, sizeof(float) * (size_t)d.hw);
-                    if (!cv->bias) continue;
-                    double s = 0.0;
-                    for (int64_t p = 0; p < d.hw; p++) s += dyo[p];
-                    l->params[1].grad[g * d.og + o] += (float)s;
-                }
-            fill_cols(l, &d, x, b0, n, g);
-            kn->gemm(0, 1, d.og, d.kk, ld, 1.0f, cv->out.data, ld, cv->cols.data, ld, 1.0f,
-                     l->params[0].grad + g * d.og * d.kk, d.kk);
-            if (dx == NULL) continue;
-            kn->gemm(1, 0, d.kk, ld, d.og, 1.0f, wg, d.kk, cv->out.data, ld, 0.0f, cv->cols.data,
-                     ld);
-            for (int64_t i = 0; i < n; i++)
-                col2im(cv, cv->cols.data + i * d.hw, d.cg, d.h, d.w, d.oh, d.ow,
-                       dx + ((b0 + i) * d.cin + g * d.cg) * d.h * d.w, ld);
+    for (int64_t b0 = (batch - 1) / chunk * chunk; b0 >= 0; b0 -= chunk) {
+        int64_t n = batch - b0 < chunk ? batch - b0 : chunk;
+        int nt = chunk_threads(&d, n);
+        for (int64_t g = cv->groups - 1; g >= 0; g--) {
+            int reuse = kept && b0 == cv->kept_b0 && g == cv->kept_g;
+            kept = 0;
+            if (nt == 1) {
+                backward_team(l, &d, x, dy, dx, b0, n, g, reuse, 0, 1);
+                continue;
+            }
+            kdi_blas_serial_begin();
+#ifdef _OPENMP
+#pragma omp parallel num_threads(nt)
+#endif
+            backward_team(l, &d, x, dy, dx, b0, n, g, reuse, kdi_thread_id(), kdi_team_size());
+            kdi_blas_serial_end();
         }
     }
     return KD_OK;

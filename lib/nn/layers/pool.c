@@ -5,6 +5,7 @@
 
 #include "core/alloc.h"
 #include "core/error.h"
+#include "core/threads.h"
 #include "nn/layers/layers.h"
 
 typedef struct pool {
@@ -25,6 +26,8 @@ static kd_status pool_forward(kdi_layer *l, const float *x, float *y, int64_t ba
     pool *p = l->priv;
     int64_t h = l->in.h, w = l->in.w, oh = l->out.h, ow = l->out.w, planes = batch * l->in.c;
     float inv = 1.0f / (float)(p->k * p->kw);
+    int nt = kdi_threads_for(planes * h * w);
+    KDI_PARALLEL_FOR(nt) /* planes are independent */
     for (int64_t c = 0; c < planes; c++) {
         const float *xp = x + c * h * w;
         for (int64_t oy = 0; oy < oh; oy++)
@@ -57,9 +60,11 @@ static kd_status pool_backward(kdi_layer *l, const float *x, const float *y, con
     if (dx == NULL) return KD_OK;
     int64_t h = l->in.h, w = l->in.w, oh = l->out.h, ow = l->out.w, planes = batch * l->in.c;
     float inv = 1.0f / (float)(p->k * p->kw);
-    memset(dx, 0, sizeof(float) * (size_t)(planes * h * w));
+    int nt = kdi_threads_for(planes * h * w);
+    KDI_PARALLEL_FOR(nt) /* each plane of dx gets only its own plane's gradients */
     for (int64_t c = 0; c < planes; c++) {
         float *dp = dx + c * h * w;
+        memset(dp, 0, sizeof(float) * (size_t)(h * w));
         for (int64_t oy = 0; oy < oh; oy++)
             for (int64_t ox = 0; ox < ow; ox++) {
                 int64_t o = (c * oh + oy) * ow + ox;

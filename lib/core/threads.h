@@ -1,0 +1,76 @@
+/* libkd's thread count, the one knob of kd_set_threads (default from KD_THREADS), and the macros
+ * that parallelise a loop with it through OpenMP.
+ *
+ * The rules every parallel loop of the library keeps:
+ * - Each iteration writes its own outputs: loops run over images, channels, rows or fixed blocks
+ *   of elements, never a reduction whose order depends on the thread count, so results are
+ *   bitwise equal for every thread count.
+ * - BLAS runs either from one thread outside libkd's regions, on OpenBLAS's threads (whose count
+ *   kd_set_threads sets to the same knob), or inside a region on each thread's own slice with
+ *   OpenBLAS held at one thread (kdi_blas_serial_begin/end): never both pools at once.
+ * - Small work stays on the calling thread (kdi_threads_for): waking threads costs microseconds. */
+#ifndef KDI_THREADS_H
+#define KDI_THREADS_H
+
+#include <stdint.h>
+
+/* The threads libkd uses, >= 1: kd_set_threads's value, or KD_THREADS's, or every core. */
+int kdi_threads(void);
+
+/* Around a parallel region whose threads each call BLAS on their own slice (convolution's GEMMs
+ * split by images): OpenBLAS runs on one thread in between, so the two pools never compete. */
+void kdi_blas_serial_begin(void);
+void kdi_blas_serial_end(void);
+
+/* Threads worth waking for a loop that touches about `work` floats: 1 below KDI_PARALLEL_MIN
+ * (waking a thread costs a few microseconds, the time to stream ~32k floats), else kdi_threads(). */
+#define KDI_PARALLEL_MIN 32768
+int kdi_threads_for(int64_t work);
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#define KDI_PRAGMA(x) _Pragma(#x)
+#ifdef _OPENMP
+/* Before a `for` loop: split its iterations statically over nt threads (nt == 1: no region). */
+#define KDI_PARALLEL_FOR(nt) KDI_PRAGMA(omp parallel for schedule(static) num_threads(nt) if(nt > 1))
+/* The calling thread's number in the innermost parallel region, 0 outside one: which slot of a
+ * per-thread workspace it owns. */
+static inline int kdi_thread_id(void) { return omp_get_thread_num(); }
+/* The threads of the innermost region, which may be fewer than asked (nested regions). */
+static inline int kdi_team_size(void) { return omp_get_num_threads(); }
+#else
+#define KDI_PARALLEL_FOR(nt) (void)(nt);
+static inline int kdi_thread_id(void) { return 0; }
+static inline int kdi_team_size(void) { return 1; }
+#endif
+
+/* Part t of `parts` of n values, [*lo, *hi): whole blocks of KDI_BLOCK values (a multiple of every
+ * vector width), so a SIMD kernel run part by part treats each value as it would in one call (the
+ * same values fall in its vector body and its tail), on every thread count. */
+#define KDI_BLOCK 64
+static inline void kdi_part(int64_t n, int64_t t, int64_t parts, int64_t *lo, int64_t *hi)
+{
+    int64_t blocks = (n + KDI_BLOCK - 1) / KDI_BLOCK;
+    *lo = blocks * t / parts * KDI_BLOCK;
+    *hi = blocks * (t + 1) / parts * KDI_BLOCK;
+    if (*lo > n) *lo = n;
+    if (*hi > n) *hi = n;
+}
+
+/* Runs the statement CALL once per part of n values, with int64_t lo and hi in scope: an
+ * elementwise kernel over parts, on kdi_threads_for(n) threads. */
+#define KDI_PARTS(n, CALL)                                                                         \
+    do {                                                                                           \
+        const int64_t n_ = (n);                                                                    \
+        const int nt_ = kdi_threads_for(n_);                                                       \
+        KDI_PARALLEL_FOR(nt_)                                                                      \
+        for (int t_ = 0; t_ < nt_; t_++) {                                                         \
+            int64_t lo, hi;                                                                        \
+            kdi_part(n_, t_, nt_, &lo, &hi);                                                       \
+            if (lo < hi) CALL;                                                                     \
+        }                                                                                          \
+    } while (0)
+
+#endif

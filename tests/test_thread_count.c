@@ -1,0 +1,138 @@
+/* kd_set_threads: its arguments, and results that hardly depend on the thread count. A network
+ * with every layer that runs parallel loops (convolution through im2col in two chunks, grouped and
+ * 1x1, depthwise stride 1 and 2, batch norm, pooling, activations, a residual) trains with SGD and
+ * with Adam on 1 and on 2 threads. kd.h's promises:
+ * - a given thread count gives bitwise the same results run after run;
+ * - on 1 and 2 threads, with OpenBLAS held at one thread (only libkd's loops and its split
+ *   convolution GEMMs change) or following the knob, predictions agree within 1e-4 after SGD and
+ *   1e-3 after Adam (whose first steps move each weight by about lr * sign(g), so a gradient near
+ *   0 rounded apart moves its weight apart), relative to the largest logit. (libkd's elementwise,
+ *   per-channel and per-image loops are bitwise independent of the count; OpenBLAS's threaded
+ *   GEMM, and in some shapes its GEMM on a slice of columns, round differently.)
+ * The shapes are large enough to pass KDI_PARALLEL_MIN. */
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "faults.h"
+#include "kd.h"
+#include "testutil.h"
+
+#define BATCH 40
+#define STEPS 2
+
+/* The second conv, 16 x 3x3 on 28x28, has 113k floats of im2col an image: a batch of 40 takes
+ * two chunks. */
+static const char *const spec =
+    "input 3x28x28 | conv 16 3 pad=1 | bn | relu | conv 16 3 pad=1 bias=0 | gelu"
+    " | conv 16 3 pad=1 groups=16 | tanh | conv 16 3 stride=2 pad=1 groups=16 | maxpool 2"
+    " | residual(conv 16 1 groups=2 | bn | sigmoid) | avgpool 2 | leakyrelu | flatten | dense 10";
+
+/* blas_threads 0: OpenBLAS follows the knob (kd_set_threads sets it). */
+static unsigned char *train(int32_t threads, int blas_threads, kd_optimizer_kind kind, float *pred,
+                            size_t *size)
+{
+    ck_assert_int_eq(kd_set_threads(threads), KD_OK);
+    int32_t got;
+    ck_assert_int_eq(kd_get_threads(&got), KD_OK);
+    ck_assert_int_eq(got, threads);
+    if (blas_threads > 0) openblas_set_num_threads(blas_threads);
+    kd_model *m;
+    kd_loss *loss;
+    kd_optimizer *opt;
+    kd_trainer *t;
+    ck_assert_msg(kd_model_create(spec, 7, &m) == KD_OK, "%s", kd_last_error());
+    ck_assert_int_eq(kd_loss_create(KD_LOSS_HINTON, &loss), KD_OK);
+    ck_assert_int_eq(kd_loss_set_float(loss, KD_LOSS_ALPHA, 0.0f), KD_OK);
+    ck_assert_int_eq(kd_optimizer_create(kind, m, &opt), KD_OK);
+    if (kind == KD_OPTIMIZER_SGD)
+        ck_assert_int_eq(kd_optimizer_set_float(opt, KD_OPT_MOMENTUM, 0.9f), KD_OK);
+    ck_assert_int_eq(kd_trainer_create(m, loss, opt, &t), KD_OK);
+    float *x = malloc(sizeof(float) * BATCH * 3 * 28 * 28);
+    int32_t labels[BATCH];
+    ck_assert_ptr_nonnull(x);
+    for (int i = 0; i < BATCH; i++) labels[i] = i % 10;
+    for (int s = 0; s < STEPS; s++) {
+        kdt_fill(x, BATCH * 3 * 28 * 28, (uint64_t)s + 1, -1.0f, 1.0f);
+        float value;
+        ck_assert_msg(kd_trainer_step(t, x, labels, NULL, BATCH, &value) == KD_OK, "%s",
+                      kd_last_error());
+    }
+    ck_assert_int_eq(kd_model_predict(m, x, BATCH, pred), KD_OK);
+    unsigned char *state = kdt_trainer_state(t, size);
+    free(x);
+    kd_trainer_destroy(t);
+    kd_optimizer_destroy(opt);
+    kd_loss_destroy(loss);
+    kd_model_destroy(m);
+    return state;
+}
+
+/* The largest difference of two predictions, relative to the largest logit. */
+static double apart(const float *a, const float *b, int n)
+{
+    double top = 0.0, diff = 0.0;
+    for (int i = 0; i < n; i++) {
+        top = fmax(top, fabs(a[i]));
+        diff = fmax(diff, fabs(a[i] - b[i]));
+    }
+    return diff / top;
+}
+
+static void same_on_1_and_2(kd_optimizer_kind kind, double tolerance)
+{
+    float p1[BATCH * 10], p2[BATCH * 10], q2[BATCH * 10];
+    size_t n1, n2, m2;
+    /* OpenBLAS held at one thread: only libkd's loops and the conv GEMM slices change */
+    unsigned char *s1 = train(1, 1, kind, p1, &n1), *s2 = train(2, 1, kind, p2, &n2);
+    ck_assert_uint_eq(n1, n2);
+    ck_assert_msg(apart(p1, p2, BATCH * 10) <= tolerance, "libkd on 1 and 2 threads: %g apart",
+                  apart(p1, p2, BATCH * 10));
+    free(s2);
+    /* OpenBLAS on 2 threads too: twice the same bits, and near 1 thread's */
+    s2 = train(2, 0, kind, p2, &n2);
+    unsigned char *t2 = train(2, 0, kind, q2, &m2);
+    ck_assert_uint_eq(n2, m2);
+    ck_assert_msg(memcmp(s2, t2, n2) == 0, "two runs on 2 threads differ");
+    ck_assert_msg(memcmp(p2, q2, sizeof p2) == 0, "two runs on 2 threads predict differently");
+    ck_assert_msg(apart(p1, p2, BATCH * 10) <= tolerance, "1 and 2 threads: %g apart",
+                  apart(p1, p2, BATCH * 10));
+    free(s1);
+    free(s2);
+    free(t2);
+}
+
+START_TEST(sgd_same_results) { same_on_1_and_2(KD_OPTIMIZER_SGD, 1e-4); }
+END_TEST
+
+START_TEST(adam_same_results) { same_on_1_and_2(KD_OPTIMIZER_ADAM, 1e-3); }
+END_TEST
+
+START_TEST(arguments)
+{
+    int32_t n = -5;
+    ck_assert_int_eq(kd_set_threads(-1), KD_ERR_ARGUMENT);
+    ck_assert_ptr_nonnull(strstr(kd_last_error(), "kd_set_threads"));
+    ck_assert_int_eq(kd_set_threads(1025), KD_ERR_ARGUMENT);
+    ck_assert_int_eq(kd_get_threads(NULL), KD_ERR_ARGUMENT);
+    ck_assert_int_eq(kd_set_threads(0), KD_OK); /* every core */
+    ck_assert_int_eq(kd_get_threads(&n), KD_OK);
+    ck_assert_int_ge(n, 1);
+    ck_assert_int_eq(kd_set_threads(3), KD_OK);
+    ck_assert_int_eq(kd_get_threads(&n), KD_OK);
+    ck_assert_int_eq(n, 3);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("thread_count");
+    TCase *tc = tcase_create("core");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, arguments);
+    tcase_add_test(tc, sgd_same_results);
+    tcase_add_test(tc, adam_same_results);
+    suite_add_tcase(s, tc);
+    return kdt_run(s);
+}
