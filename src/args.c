@@ -647,6 +647,21 @@ int parse_options(options *o, int argc, char **argv, int first)
                  "--teacher-logits)");
         return EXIT_USAGE;
     }
+    /* --auto chooses the method, T, alpha and lr itself: a choice given beside it would be
+     * dropped silently, so it is refused; and its own options mean nothing without it. */
+    static const char *const chosen[] = {"--method", "--temperature", "--alpha", "--beta",
+                                         "--gamma"};
+    for (size_t k = 0; o->auto_tune && k < sizeof chosen / sizeof chosen[0]; k++)
+        if (option_given(o, chosen[k])) {
+            fail_msg("%s does not apply to --auto, which chooses the method, T, alpha and the "
+                     "learning rate itself; drop one of them",
+                     chosen[k]);
+            return EXIT_USAGE;
+        }
+    if (!o->auto_tune && (option_given(o, "--auto-trials") || option_given(o, "--auto-budget"))) {
+        fail_msg("--auto-trials and --auto-budget go with --auto");
+        return EXIT_USAGE;
+    }
     if (o->auto_tune && (o->feature >= 0 || o->checkpoint != NULL)) {
         fail_msg("--auto searches the logit methods; it does not go with a feature --method or "
                  "--checkpoint");

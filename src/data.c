@@ -198,7 +198,9 @@ void free_data(dataset_pair *d)
 
 int data_is_fashion(const options *o)
 {
-    const char *names[] = {o->data_dir, o->train_prefix, o->test_prefix};
+    /* --train/--test name the data when given; --data DIR (Fashion-MNIST's by default) only then */
+    const char *names[] = {o->train_prefix, o->test_prefix,
+                           o->train_prefix == NULL && o->test_prefix == NULL ? o->data_dir : NULL};
     for (int i = 0; i < 3; i++)
         if (names[i] != NULL && (strstr(names[i], "fashion") || strstr(names[i], "fmnist")))
             return 1;
@@ -230,11 +232,16 @@ void describe_data(const options *o, const dataset_pair *d, char *out, size_t si
     if (d->val != NULL) kd_dataset_size(d->val, &nval);
     char val[64] = "";
     if (nval > 0) snprintf(val, sizeof val, " / %lld validation", (long long)nval);
-    if (d->train != NULL)
-        snprintf(out, size, "%s%lld training%s / %lld test images of %lldx%lldx%lld%s%s", name,
-                 (long long)ntrain, val, (long long)ntest, (long long)c, (long long)h, (long long)w,
-                 *where ? " from " : "", where);
+    /* Tabular data (c x 1 x 1) are examples of c features, not images. */
+    char shape[96];
+    if (h == 1 && w == 1)
+        snprintf(shape, sizeof shape, "examples of %lld features", (long long)c);
     else
-        snprintf(out, size, "%s%lld test images of %lldx%lldx%lld (%s)", name, (long long)ntest,
-                 (long long)c, (long long)h, (long long)w, d->test_prefix);
+        snprintf(shape, sizeof shape, "images of %lldx%lldx%lld", (long long)c, (long long)h,
+                 (long long)w);
+    if (d->train != NULL)
+        snprintf(out, size, "%s%lld training%s / %lld test %s%s%s", name, (long long)ntrain, val,
+                 (long long)ntest, shape, *where ? " from " : "", where);
+    else
+        snprintf(out, size, "%s%lld test %s (%s)", name, (long long)ntest, shape, d->test_prefix);
 }

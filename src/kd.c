@@ -113,8 +113,7 @@ static int run(int argc, char **argv)
         return commands[i].run(&o);
     }
     fail_msg("unknown command '%s'; the commands are train, distill, eval, predict, info, "
-             "generate, export, prune (see "
-             "'kd --help')",
+             "generate, quantize, export, prune (see 'kd --help')",
              a);
     return EXIT_USAGE;
 }

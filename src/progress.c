@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "common.h"
+#include "parallel.h"
 
 static int utf8_locale(void)
 {
@@ -36,7 +37,9 @@ static void on_signal(int sig)
 int progress_open(progress *p, const options *o)
 {
     memset(p, 0, sizeof *p);
-    p->mode = o->quiet ? 0 : isatty(STDOUT_FILENO) ? 2 : 1;
+    /* Under mpirun the launcher gives rank 0 a terminal even when mpirun's own output goes to a
+     * file: plain lines there. */
+    p->mode = o->quiet ? 0 : isatty(STDOUT_FILENO) && par_world() == 1 ? 2 : 1;
     p->unicode = utf8_locale();
     if (p->mode == 2) {
         signal(SIGINT, on_signal);

@@ -1,8 +1,10 @@
 /* Small helpers of the kd tool: specs, sizes, hashes, atomic files, the cache directory. */
+#define _XOPEN_SOURCE 700 /* realpath */
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -324,9 +326,94 @@ static int check_checkpoint(const options *o, const char *suffix)
     return EXIT_USAGE;
 }
 
+static const char *base_name(const char *p)
+{
+    const char *slash = strrchr(p, '/');
+    return slash != NULL ? slash + 1 : p;
+}
+
+/* The resolved directory of path p into out (PATH_MAX); 0 when it cannot be resolved. */
+static int resolved_dir(const char *p, char *out)
+{
+    char dir[PATH_MAX];
+    const char *slash = strrchr(p, '/');
+    if (slash == NULL)
+        snprintf(dir, sizeof dir, ".");
+    else if (slash == p)
+        snprintf(dir, sizeof dir, "/");
+    else
+        snprintf(dir, sizeof dir, "%.*s", (int)(slash - p), p);
+    return realpath(dir, out) != NULL;
+}
+
+/* Whether two paths name one file: the same inode when both exist, else the same name in the same
+ * (resolved) directory. */
+static int same_file(const char *a, const char *b)
+{
+    struct stat sa, sb;
+    if (stat(a, &sa) == 0 && stat(b, &sb) == 0)
+        return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+    char da[PATH_MAX], db[PATH_MAX];
+    return resolved_dir(a, da) && resolved_dir(b, db) && strcmp(da, db) == 0 &&
+           strcmp(base_name(a), base_name(b)) == 0;
+}
+
+/* The files a run reads: its teachers, logits, config, and the data's files (an IDX prefix's four
+ * names, or the file itself). n at most 32. */
+static int input_files(const options *o, const char **in, char (*buf)[PATH_MAX])
+{
+    int n = 0, b = 0;
+    for (int i = 0; i < o->nteachers && n < 24; i++) in[n++] = o->teachers[i];
+    const char *single[] = {o->teacher_logits, o->config, o->train_y,
+                            o->test_y,         o->input,  o->positional};
+    for (size_t i = 0; i < sizeof single / sizeof single[0] && n < 28; i++)
+        if (single[i] != NULL) in[n++] = single[i];
+    static const char *const idx[] = {"-images-idx3-ubyte.gz", "-labels-idx1-ubyte.gz",
+                                      "-images-idx3-ubyte",    "-labels-idx1-ubyte",
+                                      "-images.idx3-ubyte",    "-labels.idx1-ubyte"};
+    const char *sets[] = {o->train_prefix, o->test_prefix};
+    for (int s = 0; s < 2; s++) {
+        if (sets[s] == NULL) continue;
+        if (n < 32) in[n++] = sets[s];
+        for (size_t k = 0; k < sizeof idx / sizeof idx[0] && n < 32 && b < 12; k++) {
+            snprintf(buf[b], PATH_MAX, "%s%s", sets[s], idx[k]);
+            in[n++] = buf[b++];
+        }
+    }
+    return n;
+}
+
+/* An output that is an input, or another output: refused before anything is read or written
+ * (the run would overwrite what it reads, or one result would replace another). */
+static int check_distinct(const options *o, const char *model)
+{
+    const char *out[6] = {model, o->log_path, o->checkpoint};
+    const char *names[6] = {"--out", "--log", "--checkpoint"};
+    const char *in[32];
+    static char buf[12][PATH_MAX];
+    int n = input_files(o, in, buf);
+    for (int i = 0; i < 3; i++) {
+        if (out[i] == NULL) continue;
+        for (int j = 0; j < n; j++)
+            if (same_file(out[i], in[j])) {
+                fail_msg("%s %s is a file this run reads (%s); give another path", names[i], out[i],
+                         in[j]);
+                return EXIT_USAGE;
+            }
+        for (int j = i + 1; j < 3; j++)
+            if (out[j] != NULL && same_file(out[i], out[j])) {
+                fail_msg("%s and %s name the same file %s; give each its own", names[i], names[j],
+                         out[i]);
+                return EXIT_USAGE;
+            }
+    }
+    return EXIT_OK;
+}
+
 int check_outputs(const options *o, const char *model)
 {
-    int rc = model != NULL ? check_output(model) : EXIT_OK;
+    int rc = check_distinct(o, model);
+    if (rc == EXIT_OK && model != NULL) rc = check_output(model);
     if (rc == EXIT_OK && o->report_dir != NULL) rc = check_output_dir("the report", o->report_dir);
     if (rc == EXIT_OK && o->log_path != NULL) rc = check_output(o->log_path);
     if (rc == EXIT_OK && o->checkpoint != NULL) rc = check_checkpoint(o, "");

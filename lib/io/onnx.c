@@ -154,6 +154,18 @@ kd_status kdi_onnx_tensor_int(kdi_onnx *o, const char *name, int32_t type, const
     if (o->failed != KD_OK) return o->failed;
     int64_t n;
     Onnx__TensorProto *t = tensor(o, name, type, ndim, dims, &n);
+    if (t != NULL && (type == ONNX__TENSOR_PROTO__DATA_TYPE__INT8 ||
+                      type == ONNX__TENSOR_PROTO__DATA_TYPE__UINT8)) {
+        /* One byte a value in raw_data (bytes have no byte order): int32_data would take up to
+         * ten bytes for each negative weight. */
+        uint8_t *b = arena(o, (size_t)(n > 0 ? n : 1));
+        if (b == NULL) return fail(o, KD_ERR_NOMEM);
+        for (int64_t i = 0; i < n; i++) b[i] = (uint8_t)data[i];
+        t->has_raw_data = 1;
+        t->raw_data.len = (size_t)n;
+        t->raw_data.data = b;
+        return push(o, &o->inits, t);
+    }
     int32_t *v = t != NULL ? arena(o, sizeof *v * (size_t)(n > 0 ? n : 1)) : NULL;
     if (v == NULL) return fail(o, KD_ERR_NOMEM);
     memcpy(v, data, sizeof *v * (size_t)n);

@@ -443,6 +443,24 @@ refused "--log in a missing directory" 1 "cannot write $TMP/none/l.jsonl" \
     "$KD" $QUICK --out "$TMP/o.safetensors" --log "$TMP/none/l.jsonl"
 refused "distill --out a directory" 1 "it is a directory" "$KD" distill --teacher "$T" \
     --student 784-16-10 --epochs 1 $SETS --out "$TMP"
+# An output that is an input, or another output, would destroy it: refused (exit 2).
+cp "$T" "$TMP/teacher-copy.safetensors"
+refused "--out is the --teacher" 2 "is a file this run reads" "$KD" distill \
+    --teacher "$TMP/teacher-copy.safetensors" --student 784-16-10 --epochs 1 $SETS \
+    --out "$TMP/teacher-copy.safetensors"
+refused "--out is the training data" 2 "is a file this run reads" "$KD" $QUICK \
+    --out "$TRAIN-images-idx3-ubyte.gz"
+refused "--out is the --checkpoint" 2 "--out and --checkpoint name the same file" "$KD" $QUICK \
+    --out "$TMP/same.st" --checkpoint "$TMP/./same.st"
+refused "--out is the --log" 2 "--out and --log name the same file" "$KD" $QUICK \
+    --out "$TMP/same.st" --log "$TMP/same.st"
+# --auto chooses the method and T, alpha, lr: a choice given beside it is refused, not dropped.
+expect "--auto with --method" 2 "--method does not apply to --auto" "$KD" distill --auto \
+    --method dkd --teacher "$T" $SETS --out "$TMP/a.st"
+expect "--auto with --temperature" 2 "--temperature does not apply to --auto" "$KD" distill \
+    --auto --temperature 2 --teacher "$T" $SETS --out "$TMP/a.st"
+expect "--auto-budget without --auto" 2 "go with --auto" "$KD" distill --auto-budget 3 \
+    --teacher "$T" $SETS --out "$TMP/a.st"
 if [ "$(id -u)" -ne 0 ]; then
     mkdir -p "$TMP/ro" && chmod 555 "$TMP/ro"
     refused "--out in an unwritable directory" 1 "$TMP/ro: Permission denied" \

@@ -10,6 +10,12 @@
 #include "fuzz_common.h"
 
 void fail_msg(const char *fmt, ...) { (void)fmt; }
+int fail_kd(const char *what, kd_status st)
+{
+    (void)what;
+    (void)st;
+    return 1;
+}
 
 int print_command_help(FILE *f, const char *name)
 {
