@@ -11,11 +11,7 @@
 
 static kd_status reduce(kd_trainer *t, float *v, int64_t n, const char *what)
 {
-    kd_status st = t->par.fn(v, n, t->par.user);
-    if (st == KD_OK) return KD_OK;
-    return kdi_fail(st > KD_OK && st <= KD_ERR_UNSUPPORTED ? st : KD_ERR_IO,
-                    "the all-reduce of %s (%lld values) failed with status %d", what, (long long)n,
-                    (int)st);
+    return kdi_sync_sum(&t->sync, v, n, what);
 }
 
 kd_status kd_trainer_set_allreduce(kd_trainer *t, kd_allreduce_fn fn, void *user, int32_t rank,
@@ -28,8 +24,6 @@ kd_status kd_trainer_set_allreduce(kd_trainer *t, kd_allreduce_fn fn, void *user
     if (fn == NULL && world > 1)
         return kdi_fail(KD_ERR_ARGUMENT, "a job of %d processes needs an all-reduce (fn is NULL)",
                         (int)world);
-    t->par.fn = fn;
-    t->par.user = user;
     t->par.rank = rank;
     t->par.world = world;
     t->sync.fn = fn;
@@ -46,7 +40,7 @@ kd_status kdi_trainer_set_sync_bn(kd_trainer *t, int64_t value)
     if (value != 0 && value != 1)
         return kdi_fail(KD_ERR_ARGUMENT, "KD_TRAINER_SYNC_BATCHNORM is 0 or 1, not %lld",
                         (long long)value);
-    if (value == 1 && t->par.fn == NULL)
+    if (value == 1 && t->sync.fn == NULL)
         return kdi_fail(KD_ERR_STATE, "KD_TRAINER_SYNC_BATCHNORM needs an all-reduce: call "
                                       "kd_trainer_set_allreduce first");
     KDI_TRY(kdi_model_set_sync(t->student, value ? &t->sync : NULL));
@@ -163,7 +157,7 @@ static kd_status broadcast_model(kd_trainer *t, kd_model *m, kd_optimizer *o)
 kd_status kd_trainer_broadcast(kd_trainer *t)
 {
     KDI_CHECK_NULL(t);
-    if (t->par.fn == NULL) return KD_OK;
+    if (t->sync.fn == NULL) return KD_OK;
     KDI_TRY(broadcast_model(t, t->student, t->opt));
     for (int32_t k = 0; k < t->nterms; k++) {
         kd_model *m;

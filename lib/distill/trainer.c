@@ -159,7 +159,7 @@ static kd_status learn(kd_trainer *t, const float *x, const float *soft, int is_
     kdi_model_zero_grad(t->student);
     KDI_TRY(kdi_trainer_features_forward(t, x, batch, &value));
     KDI_TRY(kdi_model_backward(t->student, grad));
-    if (t->par.fn != NULL) KDI_TRY(kdi_trainer_parallel_reduce(t, &value));
+    if (t->sync.fn != NULL) KDI_TRY(kdi_trainer_parallel_reduce(t, &value));
     /* The regressors' steps checked before the student's moves a weight: all step, or none. */
     KDI_TRY(kdi_trainer_features_ready(t));
     KDI_TRY(kdi_optimizer_step(t->opt));
@@ -219,7 +219,7 @@ kd_status kd_trainer_step(kd_trainer *t, const float *x, const int32_t *labels,
      * cannot grow, a refused regressor step) puts back what the forward moved: a failed step
      * leaves the trainer as it was. */
     KDI_TRY(undo_reserve(t));
-    if (t->par.fn != NULL) { /* last, after every local refusal: the job's sums start here */
+    if (t->sync.fn != NULL) { /* last, after every local refusal: the job's sums start here */
         KDI_TRY(kdi_trainer_parallel_reserve(t));
         KDI_TRY(kdi_trainer_parallel_begin(t, batch));
     }

@@ -36,14 +36,12 @@ struct kd_trainer {
     /* The student's and the regressors' buffers and random streams before a step's forward, put
      * back when the step fails (nn/model_state.h). */
     kdi_buf undo;
-    /* A data-parallel job (parallel.c): fn NULL for a lone trainer. */
+    /* A data-parallel job (parallel.c); its all-reduce is sync.fn, NULL for a lone trainer. */
     struct {
-        kd_allreduce_fn fn;
-        void *user;
         int32_t rank, world;
         kdi_buf bucket; /* every gradient and the loss, summed in one all-reduce */
     } par;
-    kdi_sync sync;   /* the global batch and this slice's share, for the step and batch norm */
+    kdi_sync sync; /* the all-reduce, the global batch and this slice's share (step, batch norm) */
     int32_t sync_bn; /* KD_TRAINER_SYNC_BATCHNORM */
 };
 

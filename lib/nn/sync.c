@@ -17,6 +17,15 @@ static kd_status walk(kdi_seq *s, const kdi_sync *sync)
     return KD_OK;
 }
 
+kd_status kdi_sync_sum(const kdi_sync *s, float *v, int64_t n, const char *what)
+{
+    kd_status st = s->fn(v, n, s->user);
+    if (st == KD_OK) return KD_OK;
+    return kdi_fail(st > KD_OK && st <= KD_ERR_UNSUPPORTED ? st : KD_ERR_IO,
+                    "the all-reduce of %s (%lld values) failed with status %d", what, (long long)n,
+                    (int)st);
+}
+
 kd_status kdi_model_set_sync(kd_model *m, const kdi_sync *s)
 {
     kd_status st = walk(&m->seq, s);

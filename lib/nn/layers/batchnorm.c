@@ -56,15 +56,6 @@ static kd_status bn_check(kdi_layer *l, int64_t batch, int train)
     return KD_OK;
 }
 
-static kd_status reduce(const kdi_sync *s, float *v, int64_t n)
-{
-    kd_status st = s->fn(v, n, s->user);
-    if (st == KD_OK) return KD_OK;
-    return kdi_fail(st > KD_OK && st <= KD_ERR_UNSUPPORTED ? st : KD_ERR_IO,
-                    "the all-reduce of synchronised batch norm's statistics failed (status %d)",
-                    (int)st);
-}
-
 /* Mean and biased variance of every channel over the job's global batch: the sums, then the
  * squared deviations from the global mean (two passes, as precise as one process's). */
 static kd_status sync_stats(kdi_layer *l, const float *x, int64_t batch)
@@ -78,7 +69,7 @@ static kd_status sync_stats(kdi_layer *l, const float *x, int64_t batch)
         for (int64_t n = 0; n < batch; n++) s += k->sum(x + (n * ch + c) * hw, hw);
         b->red[c] = (float)s;
     }
-    KDI_TRY(reduce(b->sync, b->red, ch));
+    KDI_TRY(kdi_sync_sum(b->sync, b->red, ch, "batch norm's statistics"));
     for (int64_t c = 0; c < ch; c++) {
         double m = (double)b->red[c] / count, ss = 0.0;
         for (int64_t n = 0; n < batch; n++) {
@@ -88,7 +79,7 @@ static kd_status sync_stats(kdi_layer *l, const float *x, int64_t batch)
         b->stats[c] = m;
         b->red[c] = (float)ss;
     }
-    KDI_TRY(reduce(b->sync, b->red, ch));
+    KDI_TRY(kdi_sync_sum(b->sync, b->red, ch, "batch norm's statistics"));
     for (int64_t c = 0; c < ch; c++) b->stats[ch + c] = (double)b->red[c] / count;
     return KD_OK;
 }
@@ -170,7 +161,7 @@ static kd_status bn_backward(kdi_layer *l, const float *x, const float *y, const
     }
     if (dx == NULL) return KD_OK;
     if (sync != NULL) {
-        KDI_TRY(reduce(sync, b->red, 2 * ch));
+        KDI_TRY(kdi_sync_sum(sync, b->red, 2 * ch, "batch norm's gradient sums"));
         for (int64_t c = 0; c < 2 * ch; c++) b->stats[c] = (double)b->red[c] / sync->share;
     }
     KDI_PARALLEL_FOR(nt)

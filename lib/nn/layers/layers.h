@@ -44,6 +44,8 @@ typedef struct kdi_sync {
 /* Whether l is a bn layer; kdi_bn_set_sync makes it take training statistics over the job
  * (s borrowed, NULL: its own batch again). KD_ERR_NOMEM leaves it as it was. */
 int kdi_is_bn(const kdi_layer *l);
+/* Sums v [n] over the job through s (nn/sync.c); a failure names what was summed. */
+kd_status kdi_sync_sum(const kdi_sync *s, float *v, int64_t n, const char *what);
 kd_status kdi_bn_set_sync(kdi_layer *l, const kdi_sync *s);
 
 #endif
