@@ -715,7 +715,17 @@ typedef enum kd_trainer_option {
      * takes its mean and variance over the global batch (two all-reduces of a value per channel in
      * each forward, one of two values per channel in each backward), so the running statistics and
      * the step equal a lone trainer's on the global batch. */
-    KD_TRAINER_SYNC_BATCHNORM = 50
+    KD_TRAINER_SYNC_BATCHNORM = 50,
+    /* Gradient buckets of a data-parallel job, int >= 0 values (floats), default 262144 (1 MiB,
+     * PyTorch DistributedDataParallel's first bucket; Li et al., "PyTorch Distributed", VLDB 2020).
+     * The student's gradients are summed in the backward order of its top-level layers: a
+     * parameter of at least this many values is summed in place as a bucket of its own, smaller
+     * ones are packed together until a bucket holds this many; each bucket is summed as soon as
+     * the backward pass has gone below its layers (with kd_trainer_set_allreduce_async, while the
+     * rest of the backward runs). The regressors' gradients and the loss go in the last bucket,
+     * after the backward pass; at most KD_ALLREDUCE_MAX_BUCKETS buckets, the rest in the last.
+     * 0: one bucket after the backward pass. Every process must use the same value. */
+    KD_TRAINER_BUCKET_FLOATS = 51
 } kd_trainer_option;
 
 KD_API kd_status kd_trainer_set_int(kd_trainer *t, kd_trainer_option key, int64_t value);
@@ -1062,9 +1072,10 @@ typedef kd_status (*kd_allreduce_fn)(float *data, int64_t count, void *user);
  * passes kd_trainer_step its slice of every global batch (slices may differ in size, none may be
  * empty), and every step:
  *   - sums the slices' sizes b_r into the global batch B (one all-reduce of 2 values);
- *   - after the backward pass, sums (b_r / B) * gradient over the processes (one all-reduce of
- *     every trainable parameter of the student and of the feature terms' regressors, and of the
- *     loss: *loss is then the global batch's loss on every process);
+ *   - during and after the backward pass, sums (b_r / B) * gradient over the processes, in
+ *     buckets (KD_TRAINER_BUCKET_FLOATS): every trainable parameter of the student and of the
+ *     feature terms' regressors, and the loss (*loss is then the global batch's loss on every
+ *     process);
  *   - takes the same optimizer step everywhere (clipping sees the summed gradient).
  * So a step equals one lone trainer's step on the global batch up to the order of float sums,
  * for losses that are means over rows (every kd_loss_kind; with unlabelled rows (-1) the hard
@@ -1080,6 +1091,37 @@ KD_API kd_status kd_trainer_set_allreduce(kd_trainer *t, kd_allreduce_fn fn, voi
  * every process after building or loading, before the first step. A lone trainer: nothing to do.
  * On failure the values may be partly replaced; call it again or rebuild. */
 KD_API kd_status kd_trainer_broadcast(kd_trainer *t);
+
+/* ---------------------------------------------------------------- overlapped all-reduce (issue 15) */
+
+/* Tags of a non-blocking all-reduce: 0 .. KD_ALLREDUCE_MAX_BUCKETS - 1 name a step's gradient
+ * buckets, KD_ALLREDUCE_TAG_NOW the trainer's other sums (global batch, synchronised batch norm,
+ * broadcast), which it waits for at once. A host keeps KD_ALLREDUCE_TAGS requests. */
+typedef enum kd_allreduce_tag {
+    KD_ALLREDUCE_MAX_BUCKETS = 64,
+    KD_ALLREDUCE_TAG_NOW = 64,
+    KD_ALLREDUCE_TAGS = 65
+} kd_allreduce_tag;
+
+/* A host's non-blocking all-reduce, in two halves (MPI_Iallreduce and MPI_Wait are one): start
+ * begins replacing data [count] by its element-wise sum over the job and returns; wait returns
+ * once the sum started with that tag is complete. The trainer has at most one sum in flight per
+ * tag, leaves data alone until it has waited, and waits for every sum it started before its step
+ * returns, failed or not. Every process starts the same sums (counts, tags) in the same order.
+ * Both return KD_OK, or any other status to fail the step. user is the pointer given with them. */
+typedef kd_status (*kd_allreduce_start_fn)(float *data, int64_t count, int32_t tag, void *user);
+typedef kd_status (*kd_allreduce_wait_fn)(int32_t tag, void *user);
+
+/* kd_trainer_set_allreduce with a non-blocking all-reduce: each gradient bucket
+ * (KD_TRAINER_BUCKET_FLOATS) is started as soon as the backward pass has gone below its layers and
+ * waited for before the optimizer step, so the sums overlap the rest of the backward pass wherever
+ * the transport moves data on its own (a network card; MPI's progress). The same step, to the
+ * order of float sums, as kd_trainer_set_allreduce. start and wait both NULL, with world 1 and
+ * rank 0, make t a lone trainer again.
+ * Errors: KD_ERR_ARGUMENT as kd_trainer_set_allreduce, and for only one of start, wait NULL. */
+KD_API kd_status kd_trainer_set_allreduce_async(kd_trainer *t, kd_allreduce_start_fn start,
+                                                kd_allreduce_wait_fn wait, void *user, int32_t rank,
+                                                int32_t world);
 
 /* ---------------------------------------------------------------- memory of datasets (gemm, issue 11) */
 

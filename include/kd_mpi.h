@@ -25,9 +25,19 @@ extern "C" {
  * at most 2^30 values). */
 KD_API kd_status kd_mpi_allreduce(float *data, int64_t count, void *comm);
 
-/* kd_trainer_set_allreduce(t, kd_mpi_allreduce, comm, rank, size) with this rank and the size of
- * *(MPI_Comm *)comm (NULL: MPI_COMM_WORLD), which must outlive t's steps. KD_ERR_STATE before
- * MPI_Init. */
+/* A kd_allreduce_start_fn and its kd_allreduce_wait_fn over MPI_Iallreduce (MPI_IN_PLACE, MPI_FLOAT,
+ * MPI_SUM) and MPI_Wait, on *(MPI_Comm *)comm or MPI_COMM_WORLD. Each start also tests the sums
+ * still in flight (MPI_Test), which moves them on where MPI progresses only inside its calls. The
+ * requests live in one table of KD_ALLREDUCE_TAGS per process: one trainer of a process steps
+ * through them at a time. A count above 2^30 is summed at once, in pieces, by the start. */
+KD_API kd_status kd_mpi_allreduce_start(float *data, int64_t count, int32_t tag, void *comm);
+KD_API kd_status kd_mpi_allreduce_wait(int32_t tag, void *comm);
+
+/* kd_trainer_set_allreduce_async(t, kd_mpi_allreduce_start, kd_mpi_allreduce_wait, comm, rank,
+ * size) with this rank and the size of *(MPI_Comm *)comm (NULL: MPI_COMM_WORLD), which must
+ * outlive t's steps: the gradient buckets are summed while the backward pass goes on. (Before
+ * libkd 0.2: kd_trainer_set_allreduce with kd_mpi_allreduce, which a host may still choose.)
+ * KD_ERR_STATE before MPI_Init. */
 KD_API kd_status kd_mpi_attach(kd_trainer *t, void *comm);
 
 #ifdef __cplusplus

@@ -23,6 +23,37 @@ static kd_status copies(float *data, int64_t count, void *user)
     return KD_OK;
 }
 
+/* A non-blocking host for world copies: start records the bucket, wait multiplies it, so a bucket
+ * read or written between the two would show. */
+typedef struct pending {
+    int world, fail_at, starts, waits, buckets;
+    float *data[KD_ALLREDUCE_TAGS];
+    int64_t count[KD_ALLREDUCE_TAGS];
+} pending;
+
+static kd_status start_sum(float *data, int64_t count, int32_t tag, void *user)
+{
+    pending *p = user;
+    ck_assert_int_ge(tag, 0);
+    ck_assert_int_lt(tag, KD_ALLREDUCE_TAGS);
+    ck_assert_ptr_null(p->data[tag]); /* one sum in flight a tag */
+    if (p->starts++ == p->fail_at) return KD_ERR_IO;
+    p->data[tag] = data;
+    p->count[tag] = count;
+    if (tag < KD_ALLREDUCE_MAX_BUCKETS && tag + 1 > p->buckets) p->buckets = tag + 1;
+    return KD_OK;
+}
+
+static kd_status wait_sum(int32_t tag, void *user)
+{
+    pending *p = user;
+    ck_assert_ptr_nonnull(p->data[tag]);
+    for (int64_t i = 0; i < p->count[tag]; i++) p->data[tag][i] *= (float)p->world;
+    p->data[tag] = NULL;
+    p->waits++;
+    return KD_OK;
+}
+
 static kd_status broken(float *data, int64_t count, void *user)
 {
     (void)data, (void)count, (void)user;
@@ -66,12 +97,21 @@ static void data(float *x, int32_t *y, uint64_t seed)
     for (int i = 0; i < B; i++) y[i] = (int32_t)((seed + (uint64_t)i * 7) % C);
 }
 
-/* world copies of a process with batch x equal one lone process with x repeated world times. */
-static void equal_to_lone(const char *spec, int sync_bn)
+/* world copies of a process with batch x equal one lone process with x repeated world times:
+ * through a blocking all-reduce (bucket < 0: the default buckets) or a non-blocking one with
+ * buckets of that many floats. */
+static void equal_to_lone_in(const char *spec, int sync_bn, int64_t bucket)
 {
     int world = 3;
+    pending host = {.world = 3, .fail_at = -1};
     rig lone = make(spec), par = make(spec);
-    ck_assert_int_eq(kd_trainer_set_allreduce(par.t, copies, &world, 1, world), KD_OK);
+    if (bucket < 0) {
+        ck_assert_int_eq(kd_trainer_set_allreduce(par.t, copies, &world, 1, world), KD_OK);
+    } else {
+        ck_assert_int_eq(
+            kd_trainer_set_allreduce_async(par.t, start_sum, wait_sum, &host, 1, world), KD_OK);
+        ck_assert_int_eq(kd_trainer_set_int(par.t, KD_TRAINER_BUCKET_FLOATS, bucket), KD_OK);
+    }
     if (sync_bn) ck_assert_int_eq(kd_trainer_set_int(par.t, KD_TRAINER_SYNC_BATCHNORM, 1), KD_OK);
     float x[B * IN], x3[3 * B * IN], a[B * C], b[B * C];
     int32_t y[B], y3[3 * B];
@@ -85,7 +125,11 @@ static void equal_to_lone(const char *spec, int sync_bn)
         ck_assert_int_eq(kd_trainer_step(lone.t, x3, y3, NULL, 3 * B, &la), KD_OK);
         ck_assert_int_eq(kd_trainer_step(par.t, x, y, NULL, B, &lb), KD_OK);
         ck_assert_float_eq_tol(lb, la, 1e-5f * (1.0f + fabsf(la)));
+        ck_assert_int_eq(host.waits, host.starts); /* every sum waited for */
     }
+    /* Buckets of 1 float: one a parameter, and the last; 0: the last alone. */
+    if (bucket == 0) ck_assert_int_eq(host.buckets, 1);
+    if (bucket == 1) ck_assert_int_gt(host.buckets, 2);
     data(x, y, 99);
     ck_assert_int_eq(kd_model_predict(lone.student, x, B, a), KD_OK);
     ck_assert_int_eq(kd_model_predict(par.student, x, B, b), KD_OK);
@@ -95,10 +139,88 @@ static void equal_to_lone(const char *spec, int sync_bn)
     destroy(&par);
 }
 
+static void equal_to_lone(const char *spec, int sync_bn)
+{
+    static const int64_t buckets[] = {-1, 0, 1, 7, 100, 262144};
+    for (size_t i = 0; i < sizeof buckets / sizeof buckets[0]; i++)
+        equal_to_lone_in(spec, sync_bn, buckets[i]);
+}
+
 START_TEST(identical_processes_take_the_lone_step) { equal_to_lone(MLP, 0); }
 END_TEST
 
 START_TEST(synchronised_batch_norm_takes_the_lone_step) { equal_to_lone(CNN, 1); }
+END_TEST
+
+/* A language model whose head is tied to its embedding: the tied weight's gradient is complete only
+ * after the embedding's backward, so its bucket must wait for it. */
+#define LM                                                                                         \
+    "tokens 7 4 | embed 8 | posembed | residual(layernorm | attention 2 causal) | layernorm | "    \
+    "lmhead 7 tied"
+START_TEST(tied_weights_are_summed_once_complete)
+{
+    kd_model *lone_m, *par_m;
+    kd_loss *loss;
+    kd_optimizer *lo, *po;
+    kd_trainer *lone, *par;
+    pending host = {.world = 2, .fail_at = -1};
+    ck_assert_int_eq(kd_model_create(LM, 4, &lone_m), KD_OK);
+    ck_assert_int_eq(kd_model_create(LM, 4, &par_m), KD_OK);
+    ck_assert_int_eq(kd_loss_create(KD_LOSS_HINTON, &loss), KD_OK);
+    ck_assert_int_eq(kd_loss_set_float(loss, KD_LOSS_ALPHA, 0.0f), KD_OK);
+    ck_assert_int_eq(kd_optimizer_create(KD_OPTIMIZER_SGD, lone_m, &lo), KD_OK);
+    ck_assert_int_eq(kd_optimizer_create(KD_OPTIMIZER_SGD, par_m, &po), KD_OK);
+    ck_assert_int_eq(kd_trainer_create(lone_m, loss, lo, &lone), KD_OK);
+    ck_assert_int_eq(kd_trainer_create(par_m, loss, po, &par), KD_OK);
+    ck_assert_int_eq(kd_trainer_set_allreduce_async(par, start_sum, wait_sum, &host, 0, 2), KD_OK);
+    ck_assert_int_eq(kd_trainer_set_int(par, KD_TRAINER_BUCKET_FLOATS, 1), KD_OK);
+    float x[2 * 3 * 4], a[3 * 4 * 7], b[3 * 4 * 7], la, lb;
+    int32_t y[2 * 3 * 4];
+    for (int s = 0; s < 3; s++) {
+        for (int i = 0; i < 12; i++) {
+            x[i] = x[12 + i] = (float)((i * 5 + s) % 7);
+            y[i] = y[12 + i] = (i * 3 + s) % 7;
+        }
+        ck_assert_int_eq(kd_trainer_step(lone, x, y, NULL, 6, &la), KD_OK);
+        ck_assert_int_eq(kd_trainer_step(par, x, y, NULL, 3, &lb), KD_OK);
+        ck_assert_float_eq_tol(lb, la, 1e-5f * (1.0f + fabsf(la)));
+    }
+    ck_assert_int_eq(kd_model_predict(lone_m, x, 3, a), KD_OK);
+    ck_assert_int_eq(kd_model_predict(par_m, x, 3, b), KD_OK);
+    for (int i = 0; i < 3 * 4 * 7; i++)
+        ck_assert_float_eq_tol(b[i], a[i], 1e-5f * (1.0f + fabsf(a[i])));
+    kd_trainer_destroy(lone);
+    kd_trainer_destroy(par);
+    kd_optimizer_destroy(lo);
+    kd_optimizer_destroy(po);
+    kd_loss_destroy(loss);
+    kd_model_destroy(lone_m);
+    kd_model_destroy(par_m);
+}
+END_TEST
+
+/* A bucket that fails to start fails the step: the buckets already started are waited for, and the
+ * student is as it was. */
+START_TEST(failed_bucket_waits_for_the_others)
+{
+    rig r = make(MLP);
+    float x[B * IN], before[B * C], after[B * C], loss;
+    int32_t y[B];
+    data(x, y, 5);
+    ck_assert_int_eq(kd_model_predict(r.student, x, B, before), KD_OK);
+    for (int fail_at = 1; fail_at <= 4; fail_at++) { /* 0 is the global batch's sum */
+        pending host = {.world = 2, .fail_at = fail_at};
+        ck_assert_int_eq(kd_trainer_set_allreduce_async(r.t, start_sum, wait_sum, &host, 0, 2),
+                         KD_OK);
+        ck_assert_int_eq(kd_trainer_set_int(r.t, KD_TRAINER_BUCKET_FLOATS, 1), KD_OK);
+        ck_assert_int_eq(kd_trainer_step(r.t, x, y, NULL, B, &loss), KD_ERR_IO);
+        ck_assert_ptr_nonnull(strstr(kd_last_error(), "all-reduce of the gradients"));
+        ck_assert_int_eq(host.waits, host.starts - 1);
+        ck_assert_int_eq(kd_model_predict(r.student, x, B, after), KD_OK);
+        ck_assert_mem_eq(before, after, sizeof before);
+    }
+    destroy(&r);
+}
 END_TEST
 
 START_TEST(bad_arguments)
@@ -111,6 +233,19 @@ START_TEST(bad_arguments)
     ck_assert_int_eq(kd_trainer_set_allreduce(r.t, copies, &world, -1, 2), KD_ERR_ARGUMENT);
     ck_assert_int_eq(kd_trainer_set_allreduce(r.t, NULL, NULL, 0, 2), KD_ERR_ARGUMENT);
     ck_assert_ptr_nonnull(strstr(kd_last_error(), "needs an all-reduce"));
+    pending host = {.world = 2, .fail_at = -1};
+    ck_assert_int_eq(kd_trainer_set_allreduce_async(NULL, start_sum, wait_sum, &host, 0, 2),
+                     KD_ERR_ARGUMENT);
+    ck_assert_int_eq(kd_trainer_set_allreduce_async(r.t, start_sum, NULL, &host, 0, 2),
+                     KD_ERR_ARGUMENT);
+    ck_assert_ptr_nonnull(strstr(kd_last_error(), "wait is NULL"));
+    ck_assert_int_eq(kd_trainer_set_allreduce_async(r.t, NULL, NULL, NULL, 0, 2), KD_ERR_ARGUMENT);
+    ck_assert_int_eq(kd_trainer_set_allreduce_async(r.t, start_sum, wait_sum, &host, 3, 2),
+                     KD_ERR_ARGUMENT);
+    ck_assert_int_eq(kd_trainer_set_int(r.t, KD_TRAINER_BUCKET_FLOATS, -1), KD_ERR_ARGUMENT);
+    int64_t cap = 0;
+    ck_assert_int_eq(kd_trainer_get_int(r.t, KD_TRAINER_BUCKET_FLOATS, &cap), KD_OK);
+    ck_assert_int_eq(cap, 262144);
     ck_assert_int_eq(kd_trainer_set_int(r.t, KD_TRAINER_SYNC_BATCHNORM, 1), KD_ERR_STATE);
     ck_assert_int_eq(kd_trainer_set_allreduce(r.t, copies, &world, 0, 2), KD_OK);
     ck_assert_int_eq(kd_trainer_set_int(r.t, KD_TRAINER_SYNC_BATCHNORM, 2), KD_ERR_ARGUMENT);
@@ -184,6 +319,8 @@ int main(void)
     TCase *t = tcase_create("core");
     tcase_add_test(t, identical_processes_take_the_lone_step);
     tcase_add_test(t, synchronised_batch_norm_takes_the_lone_step);
+    tcase_add_test(t, tied_weights_are_summed_once_complete);
+    tcase_add_test(t, failed_bucket_waits_for_the_others);
     tcase_add_test(t, bad_arguments);
     tcase_add_test(t, failed_sums_change_nothing);
     tcase_add_test(t, broadcast_from_process_zero);

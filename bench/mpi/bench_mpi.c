@@ -2,11 +2,14 @@
  * global batches of 128, each rank stepping on its slice through kd_mpi. bench/mpi/run.sh runs
  * it with 1 and 2 ranks of one thread each and prints the speed-up.
  *
- * usage: mpirun -np N bench_mpi [PREFIX] [EPOCHS]
- *   PREFIX: Fashion-MNIST's IDX prefix (default /usr/share/datasets/fashion-mnist/train) */
+ * usage: mpirun -np N bench_mpi [PREFIX] [mlp|cnn|all] [BUCKET]
+ *   PREFIX: Fashion-MNIST's IDX prefix (default /usr/share/datasets/fashion-mnist/train)
+ *   mlp, cnn: time that run alone (default all)
+ *   BUCKET: KD_TRAINER_BUCKET_FLOATS (default the library's; 0: one sum after the backward) */
 #include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include "kd.h"
@@ -15,6 +18,7 @@
 #define BATCH 128
 
 static int rank, world;
+static int64_t bucket = -1;
 
 #define CHECK(call)                                                                                \
     do {                                                                                           \
@@ -51,6 +55,7 @@ static double epoch(const kd_dataset *d, const char *tspec, const char *sspec, i
     CHECK(kd_trainer_add_teacher(t, teacher, 1.0f));
     CHECK(kd_mpi_attach(t, NULL));
     if (sync_bn) CHECK(kd_trainer_set_int(t, KD_TRAINER_SYNC_BATCHNORM, 1));
+    if (bucket >= 0) CHECK(kd_trainer_set_int(t, KD_TRAINER_BUCKET_FLOATS, bucket));
     CHECK(kd_trainer_broadcast(t));
     int64_t in;
     kd_model_input_size(student, &in);
@@ -92,19 +97,22 @@ int main(int argc, char **argv)
     int64_t n;
     kd_dataset_size(d, &n);
     static const struct {
-        const char *name, *teacher, *student;
+        const char *key, *name, *teacher, *student;
         int sync_bn;
     } runs[] = {
-        {"MLP 784-1200-1200-10 -> 784-800-800-10, live teacher",
+        {"mlp", "MLP 784-1200-1200-10 -> 784-800-800-10, live teacher",
          "input 784 | dense 1200 | relu | dense 1200 | relu | dense 10",
          "input 784 | dense 800 | relu | dense 800 | relu | dense 10", 0},
-        {"small CNN + sync bn, live MLP teacher",
+        {"cnn", "small CNN + sync bn, live MLP teacher",
          "input 1x28x28 | flatten | dense 1200 | relu | dense 10",
          "input 1x28x28 | conv 16 3 pad=1 | bn | relu | maxpool 2 | conv 32 3 pad=1 | bn | relu | "
          "maxpool 2 | flatten | dense 10",
          1},
     };
+    const char *only = argc > 2 && strcmp(argv[2], "all") != 0 ? argv[2] : NULL;
+    if (argc > 3) bucket = atoll(argv[3]);
     for (size_t i = 0; i < sizeof runs / sizeof runs[0]; i++) {
+        if (only != NULL && strcmp(runs[i].key, only) != 0) continue;
         int64_t steps;
         double s = epoch(d, runs[i].teacher, runs[i].student, runs[i].sync_bn, &steps);
         if (rank == 0)

@@ -78,6 +78,9 @@ FEATURE_CRD_TEMPERATURE, FEATURE_CRD_NEGATIVES, FEATURE_CRD_MOMENTUM, FEATURE_CR
 # kd_trainer_option
 TRAINER_HINT_ONLY = 0
 TRAINER_SYNC_BATCHNORM = 50
+TRAINER_BUCKET_FLOATS = 51
+# kd_allreduce_tag: a non-blocking all-reduce's tags
+ALLREDUCE_MAX_BUCKETS, ALLREDUCE_TAG_NOW, ALLREDUCE_TAGS = 64, 64, 65
 # kd_attention_heads: attention terms in the trainer
 ATTENTION_HEADS_MATCHED, ATTENTION_HEADS_MEAN = 0, 1
 # kd_topk_tail
@@ -121,6 +124,9 @@ REALLOC_FN = ctypes.CFUNCTYPE(_P, _P, _P, ctypes.c_size_t)
 FREE_FN = ctypes.CFUNCTYPE(None, _P, _P)
 # kd_allreduce_fn: (data, count, user) -> kd_status
 ALLREDUCE_FN = ctypes.CFUNCTYPE(ctypes.c_int, _F, _I64, _P)
+# kd_allreduce_start_fn: (data, count, tag, user) -> kd_status; kd_allreduce_wait_fn: (tag, user)
+ALLREDUCE_START_FN = ctypes.CFUNCTYPE(ctypes.c_int, _F, _I64, ctypes.c_int32, _P)
+ALLREDUCE_WAIT_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int32, _P)
 
 # name: (argument types); every one of these returns kd_status
 _STATUS = {
@@ -200,6 +206,8 @@ _STATUS = {
     "kd_trainer_set_int": (_P, ctypes.c_int, _I64),
     "kd_trainer_get_int": (_P, ctypes.c_int, _PI64),
     "kd_trainer_set_allreduce": (_P, ALLREDUCE_FN, _P, ctypes.c_int32, ctypes.c_int32),
+    "kd_trainer_set_allreduce_async": (_P, ALLREDUCE_START_FN, ALLREDUCE_WAIT_FN, _P, ctypes.c_int32,
+                                       ctypes.c_int32),
     "kd_trainer_broadcast": (_P,),
     "kd_feature_loss_create": (ctypes.c_int, ctypes.POINTER(_P)),
     "kd_feature_loss_set_float": (_P, ctypes.c_int, ctypes.c_float),
@@ -1081,6 +1089,24 @@ class Trainer(_Handle):
                     return 4  # KD_ERR_IO
             self._allreduce = ALLREDUCE_FN(call)  # kept alive as long as the trainer
         lib().kd_trainer_set_allreduce(self._h, self._allreduce, None, rank, world)
+
+    def set_allreduce_async(self, start, wait, rank, world):
+        """Data-parallel training with a non-blocking all-reduce: start(data, count, tag) begins
+        summing count floats in place, wait(tag) completes it; both return 0. None, None with
+        world 1: lone again. See kd_trainer_set_allreduce_async."""
+        def guard(fn):
+            def call(*args):
+                try:
+                    return int(fn(*args[:-1]) or 0)
+                except Exception:  # an exception cannot cross the C frames
+                    return 4  # KD_ERR_IO
+            return call
+        if start is None:
+            self._allreduce = (ALLREDUCE_START_FN(), ALLREDUCE_WAIT_FN())
+        else:
+            self._allreduce = (ALLREDUCE_START_FN(guard(start)), ALLREDUCE_WAIT_FN(guard(wait)))
+        lib().kd_trainer_set_allreduce_async(self._h, self._allreduce[0], self._allreduce[1], None,
+                                             rank, world)
 
     def broadcast(self):
         """Process 0's student, regressors and optimizer state to every process."""

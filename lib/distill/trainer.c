@@ -30,6 +30,7 @@ kd_status kd_trainer_create(kd_model *student, kd_loss *loss, kd_optimizer *opt,
     t->opt = opt;
     t->in = kdi_model_in(student);
     t->par.world = 1;
+    t->par.bucket_floats = 262144;
     t->sync.share = 1.0f;
     kdi_model_rows(student, &t->rows, &t->classes);
     *out = t;
@@ -158,8 +159,12 @@ static kd_status learn(kd_trainer *t, const float *x, const float *soft, int is_
     /* The step applies this batch's gradient alone, whatever a caller left accumulated. */
     kdi_model_zero_grad(t->student);
     KDI_TRY(kdi_trainer_features_forward(t, x, batch, &value));
-    KDI_TRY(kdi_model_backward(t->student, grad));
-    if (t->sync.fn != NULL) KDI_TRY(kdi_trainer_parallel_reduce(t, &value));
+    if (t->sync.fn != NULL) {
+        /* Buckets are summed as the backward pass goes below their layers (parallel.c). */
+        KDI_TRY(kdi_trainer_parallel_backward(t, grad, &value));
+    } else {
+        KDI_TRY(kdi_model_backward(t->student, grad));
+    }
     /* The regressors' steps checked before the student's moves a weight: all step, or none. */
     KDI_TRY(kdi_trainer_features_ready(t));
     KDI_TRY(kdi_optimizer_step(t->opt));

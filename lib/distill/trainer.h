@@ -39,7 +39,15 @@ struct kd_trainer {
     /* A data-parallel job (parallel.c); its all-reduce is sync.fn, NULL for a lone trainer. */
     struct {
         int32_t rank, world;
-        kdi_buf bucket; /* every gradient and the loss, summed in one all-reduce */
+        kdi_buf bucket;        /* the packed buckets' gradients, and the loss */
+        int64_t bucket_floats; /* KD_TRAINER_BUCKET_FLOATS */
+        /* This step's plan: the gradients in summing order, cut into buckets. */
+        kdi_param **order;
+        int32_t norder, order_cap;
+        struct kdi_grad_bucket *plan;
+        int32_t nplan, plan_cap;
+        int32_t next;    /* the next bucket to start */
+        int32_t started; /* buckets started, 0 .. started-1, not all waited for yet */
     } par;
     kdi_sync sync; /* the all-reduce, the global batch and this slice's share (step, batch norm) */
     int32_t sync_bn; /* KD_TRAINER_SYNC_BATCHNORM */
@@ -56,7 +64,9 @@ int kdi_trainer_regressor(const kd_trainer *t, int32_t k, kd_model **m, kd_optim
 kd_status kdi_trainer_set_sync_bn(kd_trainer *t, int64_t value);
 kd_status kdi_trainer_parallel_reserve(kd_trainer *t);
 kd_status kdi_trainer_parallel_begin(kd_trainer *t, int64_t batch);
-kd_status kdi_trainer_parallel_reduce(kd_trainer *t, float *loss);
+/* The student's backward pass from grad, summing the gradient buckets over the job as it goes,
+ * then the last bucket with *loss; every started sum is waited for, even on failure. */
+kd_status kdi_trainer_parallel_backward(kd_trainer *t, const float *grad, float *loss);
 void kdi_trainer_parallel_free(kd_trainer *t);
 
 #endif

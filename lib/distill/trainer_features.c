@@ -250,6 +250,13 @@ kd_status kd_trainer_set_int(kd_trainer *t, kd_trainer_option key, int64_t value
 {
     KDI_CHECK_NULL(t);
     if (key == KD_TRAINER_SYNC_BATCHNORM) return kdi_trainer_set_sync_bn(t, value);
+    if (key == KD_TRAINER_BUCKET_FLOATS) {
+        if (value < 0)
+            return kdi_fail(KD_ERR_ARGUMENT, "KD_TRAINER_BUCKET_FLOATS is 0 or more, not %lld",
+                            (long long)value);
+        t->par.bucket_floats = value;
+        return KD_OK;
+    }
     if (key != KD_TRAINER_HINT_ONLY)
         return kdi_fail(KD_ERR_ARGUMENT, "trainer option %d is not a kd_trainer_option", (int)key);
     if (value != 0 && value != 1)
@@ -269,6 +276,10 @@ kd_status kd_trainer_get_int(const kd_trainer *t, kd_trainer_option key, int64_t
     KDI_CHECK_NULL(value);
     if (key == KD_TRAINER_SYNC_BATCHNORM) {
         *value = t->sync_bn;
+        return KD_OK;
+    }
+    if (key == KD_TRAINER_BUCKET_FLOATS) {
+        *value = t->par.bucket_floats;
         return KD_OK;
     }
     if (key != KD_TRAINER_HINT_ONLY)

@@ -320,6 +320,17 @@ kd_status kdi_model_backward(kd_model *m, const float *grad_logits)
     return kdi_seq_backward(&m->seq, grad_logits, NULL);
 }
 
+kd_status kdi_model_backward_each(kd_model *m, const float *grad_logits,
+                                  kd_status (*after_layer)(void *ctx, int32_t layer), void *ctx)
+{
+    m->seq.after_layer = after_layer;
+    m->seq.after_ctx = ctx;
+    kd_status st = kdi_model_backward(m, grad_logits);
+    m->seq.after_layer = NULL;
+    m->seq.after_ctx = NULL;
+    return st;
+}
+
 kd_status kd_model_predict_tokens(kd_model *m, const int32_t *ids, int64_t batch, float *logits)
 {
     KDI_TRY(ids_to_floats(m, ids, batch, logits, &m->ids));

@@ -55,6 +55,10 @@ kd_status kdi_model_check_tokens(const kd_model *m, const float *x, int64_t batc
 kd_status kdi_model_predict(kd_model *m, const float *x, int64_t batch, float *logits);
 kd_status kdi_model_forward(kd_model *m, const float *x, int64_t batch, float *logits);
 kd_status kdi_model_backward(kd_model *m, const float *grad_logits);
+/* kdi_model_backward, calling after_layer(ctx, i) once layer i of the top-level chain has written
+ * its gradients (i from the last layer down); its failure ends the backward pass. */
+kd_status kdi_model_backward_each(kd_model *m, const float *grad_logits,
+                                  kd_status (*after_layer)(void *ctx, int32_t layer), void *ctx);
 /* Layer layer's output of the last forward (layer in range, a forward done). */
 const float *kdi_model_feature(const kd_model *m, int32_t layer);
 kd_status kdi_model_feature_backward(kd_model *m, int32_t layer, const float *grad);

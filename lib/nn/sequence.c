@@ -244,6 +244,7 @@ kd_status kdi_seq_backward(kdi_seq *s, const float *dy, float *dx)
         float *target = i > 0 ? s->grad[next].data : dx;
         const float *xin = i > 0 ? s->acts[i - 1].data : s->x;
         KDI_TRY(l->ops->backward(l, xin, s->acts[i].data, g, target, s->batch));
+        if (s->after_layer != NULL) KDI_TRY(s->after_layer(s->after_ctx, i));
         g = target;
         next ^= 1;
     }

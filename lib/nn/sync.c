@@ -17,13 +17,34 @@ static kd_status walk(kdi_seq *s, const kdi_sync *sync)
     return KD_OK;
 }
 
-kd_status kdi_sync_sum(const kdi_sync *s, float *v, int64_t n, const char *what)
+static kd_status failed(kd_status st, const char *what, int64_t n)
 {
-    kd_status st = s->fn(v, n, s->user);
     if (st == KD_OK) return KD_OK;
     return kdi_fail(st > KD_OK && st <= KD_ERR_UNSUPPORTED ? st : KD_ERR_IO,
                     "the all-reduce of %s (%lld values) failed with status %d", what, (long long)n,
                     (int)st);
+}
+
+kd_status kdi_sync_sum(const kdi_sync *s, float *v, int64_t n, const char *what)
+{
+    return failed(s->fn(v, n, s->user), what, n);
+}
+
+kd_status kdi_sync_now(float *data, int64_t count, void *user)
+{
+    const kdi_sync *s = user;
+    kd_status st = s->start(data, count, KD_ALLREDUCE_TAG_NOW, s->host);
+    return st == KD_OK ? s->wait(KD_ALLREDUCE_TAG_NOW, s->host) : st;
+}
+
+kd_status kdi_sync_start(const kdi_sync *s, float *v, int64_t n, int32_t tag, const char *what)
+{
+    return failed(s->start != NULL ? s->start(v, n, tag, s->host) : s->fn(v, n, s->user), what, n);
+}
+
+kd_status kdi_sync_wait(const kdi_sync *s, int32_t tag, const char *what, int64_t n)
+{
+    return failed(s->wait != NULL ? s->wait(tag, s->host) : KD_OK, what, n);
 }
 
 kd_status kdi_model_set_sync(kd_model *m, const kdi_sync *s)

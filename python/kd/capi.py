@@ -59,6 +59,9 @@ TRAINER_HINT_ONLY = 0
 # kd_attention_heads: attention terms in the trainer
 ATTENTION_HEADS_MATCHED, ATTENTION_HEADS_MEAN = 0, 1
 TRAINER_SYNC_BATCHNORM = 50
+TRAINER_BUCKET_FLOATS = 51
+# kd_allreduce_tag: a non-blocking all-reduce's tags
+ALLREDUCE_MAX_BUCKETS, ALLREDUCE_TAG_NOW, ALLREDUCE_TAGS = 64, 64, 65
 # kd_topk_tail
 TOPK_TAIL_UNIFORM, TOPK_TAIL_NONE = 0, 1
 # text: byte-level tokens; kd_text_part
@@ -91,6 +94,9 @@ REALLOC_FN = ctypes.CFUNCTYPE(_P, _P, _P, ctypes.c_size_t)
 FREE_FN = ctypes.CFUNCTYPE(None, _P, _P)
 # kd_allreduce_fn: (data, count, user) -> kd_status
 ALLREDUCE_FN = ctypes.CFUNCTYPE(ctypes.c_int, _F, _I64, _P)
+# kd_allreduce_start_fn: (data, count, tag, user) -> kd_status; kd_allreduce_wait_fn: (tag, user)
+ALLREDUCE_START_FN = ctypes.CFUNCTYPE(ctypes.c_int, _F, _I64, ctypes.c_int32, _P)
+ALLREDUCE_WAIT_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int32, _P)
 
 # name: (argument types); every one of these returns kd_status
 _STATUS = {
@@ -170,6 +176,8 @@ _STATUS = {
     "kd_trainer_set_int": (_P, ctypes.c_int, _I64),
     "kd_trainer_get_int": (_P, ctypes.c_int, _PI64),
     "kd_trainer_set_allreduce": (_P, ALLREDUCE_FN, _P, ctypes.c_int32, ctypes.c_int32),
+    "kd_trainer_set_allreduce_async": (_P, ALLREDUCE_START_FN, ALLREDUCE_WAIT_FN, _P, ctypes.c_int32,
+                                       ctypes.c_int32),
     "kd_trainer_broadcast": (_P,),
     "kd_feature_loss_create": (ctypes.c_int, ctypes.POINTER(_P)),
     "kd_feature_loss_set_float": (_P, ctypes.c_int, ctypes.c_float),

@@ -5,7 +5,7 @@ import os
 
 from . import arrays as A
 from ._handle import Handle
-from .capi import (_I64, _P, ALLREDUCE_FN, ATTENTION_HEADS_MEAN, MAX_MILESTONES, OPT_LEARNING_RATE, OPT_MOMENTUM,
+from .capi import (_I64, _P, ALLREDUCE_FN, ALLREDUCE_START_FN, ALLREDUCE_WAIT_FN, ATTENTION_HEADS_MEAN, MAX_MILESTONES, OPT_LEARNING_RATE, OPT_MOMENTUM,
                    OPTIMIZER_SGD, TRAINER_HINT_ONLY, lib)
 from .model import Model
 
@@ -163,6 +163,26 @@ class Trainer(Handle):
             callback = ALLREDUCE_FN(call)
         lib().kd_trainer_set_allreduce(self._h, callback, None, rank, world)
         self._allreduce = callback  # alive as long as the trainer may call it
+
+    def set_allreduce_async(self, start, wait, rank, world):
+        """Data-parallel training with a non-blocking all-reduce (mpi4py's Iallreduce and Wait):
+        start(data, count, tag) begins summing count floats in place over the processes, wait(tag)
+        returns once that sum is done; both return 0. The gradients are then summed in buckets
+        (TRAINER_BUCKET_FLOATS) while the backward pass goes on. None, None with world 1: a lone
+        trainer again. See kd_trainer_set_allreduce_async."""
+        def guard(fn):
+            def call(*args):
+                try:
+                    return int(fn(*args[:-1]) or 0)
+                except Exception:  # an exception cannot cross the C frames: fail the step
+                    return 4  # KD_ERR_IO
+            return call
+        if start is None:
+            callbacks = (ALLREDUCE_START_FN(), ALLREDUCE_WAIT_FN())
+        else:
+            callbacks = (ALLREDUCE_START_FN(guard(start)), ALLREDUCE_WAIT_FN(guard(wait)))
+        lib().kd_trainer_set_allreduce_async(self._h, callbacks[0], callbacks[1], None, rank, world)
+        self._allreduce = callbacks  # alive as long as the trainer may call them
 
     def broadcast(self):
         """Process 0's student, regressors and optimizer state to every process of the job."""

@@ -119,6 +119,36 @@ class Distillation(unittest.TestCase):
         for a, b in zip(*steps):
             self.assertAlmostEqual(a, b, places=5)
 
+    def test_data_parallel_with_a_non_blocking_allreduce(self):
+        # The sums are doubled at wait, in small buckets: still the lone steps.
+        x, labels = batch_data()
+        steps, tags = [], []
+        for parallel in (False, True):
+            student = kd.Model("input 6 | dense 5 | relu | dense 3", seed=3)
+            opt = kd.Optimizer(student, learning_rate=0.05)
+            trainer = kd.Trainer(student, kd.Loss(temperature=2.0, alpha=0.5), opt)
+            trainer.add_teacher(self.teacher)
+            if parallel:
+                pending = {}
+                def start(data, count, tag):
+                    pending[tag] = (data, count)
+                    tags.append(tag)
+                    return 0
+                def wait(tag):
+                    data, count = pending.pop(tag)
+                    for i in range(count):
+                        data[i] *= 2.0
+                    return 0
+                trainer.set_allreduce_async(start, wait, 0, 2)
+                trainer.set_int(kd.TRAINER_BUCKET_FLOATS, 4)
+                self.assertEqual(trainer.get_int(kd.TRAINER_BUCKET_FLOATS), 4)
+            steps.append([trainer.step(x, labels, BATCH) for _ in range(3)])
+        for a, b in zip(*steps):
+            self.assertAlmostEqual(a, b, places=5)
+        self.assertIn(kd.ALLREDUCE_TAG_NOW, tags)
+        self.assertGreater(max(t for t in tags if t < kd.ALLREDUCE_MAX_BUCKETS), 0)
+        self.assertLess(max(tags), kd.ALLREDUCE_TAGS)
+
     def test_schedules_and_clipping(self):
         opt = kd.Optimizer(self.student, learning_rate=0.1)
         opt.set_int(kd.OPT_SCHEDULE, kd.SCHEDULE_MULTISTEP)

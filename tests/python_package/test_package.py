@@ -220,6 +220,32 @@ class ZeroCopy(unittest.TestCase):
                 trainer.broadcast()  # a lone trainer: nothing to send
         np.testing.assert_allclose(losses[1], losses[0], rtol=1e-5)
 
+    def test_data_parallel_through_a_non_blocking_allreduce(self):
+        # Sums doubled at wait, in buckets of 8 floats: the steps are the lone ones.
+        x, labels = batch_data()
+        losses = []
+        for parallel in (False, True):
+            teacher, student = teacher_student()
+            trainer = kd.Trainer(student, kd.Loss(temperature=2.0, alpha=0.5),
+                                 kd.Optimizer(student, learning_rate=0.05))
+            trainer.add_teacher(teacher)
+            if parallel:
+                pending = {}
+                def start(data, count, tag):
+                    pending[tag] = np.ctypeslib.as_array(data, shape=(count,))
+                    return 0
+                def wait(tag):
+                    pending.pop(tag)[:] *= 2.0
+                    return 0
+                trainer.set_allreduce_async(start, wait, 0, 2)
+                trainer.set_int(kd.TRAINER_BUCKET_FLOATS, 8)
+                self.assertEqual(trainer.get_int(kd.TRAINER_BUCKET_FLOATS), 8)
+            losses.append([trainer.step(x, labels) for _ in range(3)])
+            if parallel:
+                self.assertEqual(pending, {})
+                trainer.set_allreduce_async(None, None, 0, 1)
+        np.testing.assert_allclose(losses[1], losses[0], rtol=1e-5)
+
     def test_dataset_arrays_are_views_of_the_library(self):
         d = kd.Dataset.load_idx_prefix(TRAIN)
         images, labels = d.images, d.labels
