@@ -307,8 +307,30 @@ def lib(path=None):
         for name, (restype, argtypes) in _OTHER.items():
             fn = getattr(loaded, name)
             fn.argtypes, fn.restype = argtypes, restype
-        _lib = loaded
+        _lib = _Library(loaded)
     return _lib
+
+
+class _Library:
+    """The loaded libkd: each call as ctypes makes it, but an argument of the wrong type (a str for
+    a seed, say) is a TypeError naming the C function instead of ctypes.ArgumentError."""
+
+    def __init__(self, cdll):
+        self._cdll = cdll
+
+    def __getattr__(self, name):
+        fn = getattr(self._cdll, name)
+        if not name.startswith("kd_"):
+            return fn  # the CDLL's own attributes (_name, _handle)
+
+        def call(*args):
+            try:
+                return fn(*args)
+            except ctypes.ArgumentError as e:
+                raise TypeError("%s: %s" % (name, e)) from None
+        call.__name__ = name
+        setattr(self, name, call)  # made once a function
+        return call
 
 
 def path():

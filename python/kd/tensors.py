@@ -99,7 +99,9 @@ class Tensors(Handle):
                              a.ctypes.data if a.size else None)
 
     def __getitem__(self, name):
-        """A new array with array name's dtype, shape and values."""
+        """A new array with array name's dtype, shape and values; KeyError if there is none."""
+        if name not in self:
+            raise KeyError(name)
         dtype, ndim = ctypes.c_int(), ctypes.c_int32()
         dims = (_I64 * TENSORS_MAX_DIMS)()
         lib().kd_tensors_info(self._h, name.encode(), ctypes.byref(dtype), ctypes.byref(ndim),
@@ -109,6 +111,8 @@ class Tensors(Handle):
         return A.copy_from(data.value, tuple(dims[:ndim.value]), _NUMPY[dtype.value])
 
     def __delitem__(self, name):
+        if name not in self:
+            raise KeyError(name)
         lib().kd_tensors_remove(self._h, name.encode())
 
 

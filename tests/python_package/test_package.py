@@ -296,6 +296,15 @@ class ZeroCopy(unittest.TestCase):
         logits = np.arange(6, dtype=np.float32).reshape(2, 3)
         t["logits"] = logits
         self.assertEqual(SPY.last("kd_tensors_set")[5], logits.ctypes.data)
+        with self.assertRaises(KeyError):  # a mapping's error, not the library's
+            t["missing"]
+        with self.assertRaises(KeyError):
+            del t["missing"]
+
+    def test_arguments_of_the_wrong_type_are_type_errors(self):
+        with self.assertRaises(TypeError) as err:
+            kd.Model("input 4 | dense 2", seed="1")
+        self.assertIn("kd_model_create", str(err.exception))
 
     def test_quantize_reads_the_calibration_array(self):
         m, _ = teacher_student()  # the teacher: dense and relu have int8 forms
