@@ -562,6 +562,16 @@ static const char *described(const char *d, const char *key, size_t *len)
     return NULL;
 }
 
+/* The command whose run a description is: its model option names it; NULL if none does. */
+static const char *command_of(const char *d)
+{
+    size_t len;
+    if (described(d, "--model", &len) != NULL) return "kd train";
+    if (described(d, "--student", &len) != NULL) return "kd distill";
+    if (described(d, "--teacher-spec", &len) != NULL) return "kd distill's teacher training";
+    return NULL;
+}
+
 /* "--lr is 0.1 but the checkpoint's run had 0.05, ..." for each item of now that differs from
  * then; returns how many differ, --epochs apart (*epochs_differ says if it does). */
 static int differences(const char *then, const char *now, char *out, size_t size,
@@ -614,6 +624,13 @@ static int resume(const run_config *c, handles *h, const kd_dataset *train, int 
         return EXIT_OK;
     }
     describe_run(c, train, drop, now, sizeof now);
+    const char *was = command_of(then), *is = command_of(now);
+    if (was != NULL && is != NULL && strcmp(was, is) != 0) {
+        fail_msg("the checkpoint %s is of a %s run, not of %s: resume it with the command that "
+                 "wrote it, or run without --resume (with --force to start again over it)",
+                 c->checkpoint, was, is);
+        return EXIT_USAGE;
+    }
     int epochs_differ = 0, ndiff = differences(then, now, diff, sizeof diff, &epochs_differ);
     size_t len = 0;
     const char *e = described(then, "--epochs", &len);

@@ -258,6 +258,10 @@ check "resumed model is byte-identical to the uninterrupted one" \
     cmp -s "$TMP/full.safetensors" "$TMP/part.safetensors"
 expect "a checkpoint of other options is refused, naming them" 2 "ck is of another run: --lr is 0.1 but was 0.05" \
     "$KD" $RUN --lr 0.1 --out "$TMP/other.safetensors" --checkpoint "$TMP/ck" --resume
+expect "a distill checkpoint resumed by kd train names both commands" 2 \
+    "ck is of a kd distill run, not of kd train: resume it with the command that wrote it" \
+    "$KD" train --model 784-64-10 --epochs 4 --seed 7 $SETS --quiet --out "$TMP/other.safetensors" \
+    --checkpoint "$TMP/ck" --resume
 
 # ---------------------------------------------------------------- your own data (issue 13)
 # The subset again as .npy, .npz, .csv and an ImageFolder, written by make_byod.py (standard
