@@ -18,7 +18,9 @@ static const char exit_codes[] =
     "     options or one that would be overwritten\n"
     "  3  training diverged or collapsed: a non-finite or exploding loss, or accuracy at\n"
     "     chance; the run is stopped with what to try, nothing is saved, the last good\n"
-    "     checkpoint is kept\n";
+    "     checkpoint is kept\n"
+    "  130  interrupted (Ctrl-C; 143 for SIGTERM): killed by the signal, as the shell reports\n"
+    "     it (128 + the signal); the last checkpoint is kept, saves being atomic\n";
 
 void print_usage(FILE *f)
 {

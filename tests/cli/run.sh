@@ -404,6 +404,23 @@ while [ ! -e "$TMP/tck" ] && [ $i -lt 600 ]; do
 done
 kill -9 "$pid" 2>/dev/null
 wait "$pid" 2>/dev/null
+# Ctrl-C: exit status 130 (the table's), the checkpoint of the last epoch readable. (A shell
+# starts background jobs with SIGINT ignored; env puts back the default a terminal's job has.)
+env --default-signal=INT "$KD" $TRAINRUN --out "$TMP/tint.safetensors" --checkpoint "$TMP/tint" >/dev/null 2>&1 &
+pid=$!
+i=0
+while [ ! -e "$TMP/tint" ] && [ $i -lt 600 ]; do
+    sleep 0.05
+    i=$((i + 1))
+done
+kill -INT "$pid" 2>/dev/null
+wait "$pid"
+rc=$?
+check "Ctrl-C ends the run with exit status 130 (got $rc)" [ "$rc" -eq 130 ]
+expect "a run stopped by Ctrl-C resumes from its checkpoint" 0 "saved" \
+    "$KD" $TRAINRUN --out "$TMP/tint.safetensors" --checkpoint "$TMP/tint" --resume
+check "stopped by Ctrl-C and resumed is byte-identical" \
+    cmp -s "$TMP/tfull.safetensors" "$TMP/tint.safetensors"
 # What a kill during a save leaves: the library's temporary file and the tool's sidecar one (of a
 # process that is gone). --resume removes both; a live process's file stays.
 dead=$(sh -c 'echo $$')
@@ -528,7 +545,7 @@ for c in train distill eval predict info; do
         [ "$("$KD" help "$c" | sed -n '/^exit codes/,$p')" = "$codes" ]
 done
 MAN="$HERE/../../docs/kd.1"
-for n in 0 1 2 3; do
+for n in 0 1 2 3 130; do
     title=$(printf '%s\n' "$codes" | sed -n "s/^  $n  \([^:(]*\).*/\1/p" | sed 's/ *$//')
     check "kd.1's EXIT STATUS says $n is '$title'" \
         sh -c "sed -n '/^\.SH EXIT STATUS/,/^\.SH /p' '$MAN' | grep -A1 '^\.B $n\$' | grep -q '^$title'"
