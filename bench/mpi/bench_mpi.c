@@ -53,8 +53,10 @@ static double epoch(const kd_dataset *d, const char *tspec, const char *sspec, i
     CHECK(kd_optimizer_set_float(opt, KD_OPT_MOMENTUM, 0.9f));
     CHECK(kd_trainer_create(student, loss, opt, &t));
     CHECK(kd_trainer_add_teacher(t, teacher, 1.0f));
-    CHECK(kd_mpi_attach(t, NULL));
-    if (sync_bn) CHECK(kd_trainer_set_int(t, KD_TRAINER_SYNC_BATCHNORM, 1));
+    if (world > 1) { /* one rank is a lone trainer: the baseline pays for no all-reduce */
+        CHECK(kd_mpi_attach(t, NULL));
+        if (sync_bn) CHECK(kd_trainer_set_int(t, KD_TRAINER_SYNC_BATCHNORM, 1));
+    }
     if (bucket >= 0) CHECK(kd_trainer_set_int(t, KD_TRAINER_BUCKET_FLOATS, bucket));
     CHECK(kd_trainer_broadcast(t));
     int64_t in;
