@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "parallel.h"
 #include "text.h"
 
 enum kind { FLAG, INT, FLOAT, STRING, METHOD };
@@ -494,15 +495,20 @@ static int train_lm(const text_options *o, const kd_text *text, const lm_run *r,
         st = add_attention(o, tr, r->model, r->teacher, &kl);
         what = "cannot add the attention term";
     }
+    int prc = EXIT_OK; /* under mpirun: one rank of a data-parallel job (issue 15) */
+    if (st == KD_OK && par_world() > 1) prc = par_attach(tr);
+    int64_t lo = 0, hi = o->batch;
+    par_slice(o->batch, &lo, &hi);
     double start = now_seconds(), sum = 0.0;
     int64_t count = 0;
-    for (int64_t s = 0; st == KD_OK && s < r->steps; s++) {
+    for (int64_t s = 0; st == KD_OK && prc == EXIT_OK && s < r->steps; s++) {
         what = "a training step failed";
         st = kd_text_batch(text, KD_TEXT_TRAIN, o->batch, T, r->seed * 1000003u + (uint64_t)s, ids,
                            y);
         for (int64_t i = 0; st == KD_OK && i < o->batch * T; i++) x[i] = (float)ids[i];
         float v = 0.0f;
-        if (st == KD_OK) st = kd_trainer_step(tr, x, y, NULL, o->batch, &v);
+        /* Every rank draws the same global batch and steps on its sequences [lo, hi). */
+        if (st == KD_OK) st = kd_trainer_step(tr, x + lo * T, y + lo * T, NULL, hi - lo, &v);
         sum += v;
         count++;
         if (st != KD_OK || ((s + 1) % o->log_every != 0 && s + 1 != r->steps)) continue;
@@ -524,7 +530,7 @@ static int train_lm(const text_options *o, const kd_text *text, const lm_run *r,
         count = 0;
     }
     *seconds = now_seconds() - start;
-    int rc = st == KD_OK ? EXIT_OK : fail_kd(what, st);
+    int rc = prc != EXIT_OK ? prc : st == KD_OK ? EXIT_OK : fail_kd(what, st);
     /* The exit-code table of every command: a teacher that does not fit the student is 2, a
      * step that gave a non-finite value (the run diverged) is 3. */
     if (st == KD_ERR_SHAPE && strcmp(what, "the teacher cannot teach this student") == 0)
@@ -543,7 +549,7 @@ static int train_lm(const text_options *o, const kd_text *text, const lm_run *r,
 
 static int save(kd_model *m, const char *path)
 {
-    if (path == NULL) return EXIT_OK;
+    if (path == NULL || par_rank() != 0) return EXIT_OK; /* rank 0 writes the job's files */
     kd_status st = kd_model_save(m, path);
     if (st == KD_OK) return EXIT_OK;
     char what[4200];
@@ -727,8 +733,22 @@ int cmd_text(const char *name, int argc, char **argv)
     if ((rc = check_specs(&o)) != EXIT_OK) return rc;
     kd_text *text = NULL;
     if ((rc = open_text(&o, &text)) != EXIT_OK) return rc;
+    if (par_world() > 1 && o.batch < par_world()) {
+        fail_msg(
+            "--batch %lld is smaller than the %d MPI processes: each needs a sequence of every "
+            "batch",
+            (long long)o.batch, par_world());
+        kd_text_destroy(text);
+        return EXIT_USAGE;
+    }
+    /* Under mpirun the ranks compute the same results: rank 0 alone prints them and writes the log
+     * (errors still come from every rank, on standard error, with its rank). */
+    if (par_rank() != 0 && freopen("/dev/null", "w", stdout) == NULL) {
+        kd_text_destroy(text);
+        return EXIT_RUNTIME;
+    }
     FILE *log = NULL;
-    if (o.log_path != NULL && (log = fopen(o.log_path, "w")) == NULL) {
+    if (o.log_path != NULL && par_rank() == 0 && (log = fopen(o.log_path, "w")) == NULL) {
         fail_msg("cannot write %s: %s", o.log_path, strerror(errno));
         kd_text_destroy(text);
         return EXIT_RUNTIME;

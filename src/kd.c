@@ -91,8 +91,9 @@ static int run(int argc, char **argv)
         set_command_name(commands[i].name);
         if (commands[i].cmd != CMD_INFO && commands[i].cmd != CMD_PREDICT &&
             is_text_command(argc, argv)) {
-            if (par_world() > 1) {
-                fail_msg("--text runs are not data-parallel yet: run them without mpirun");
+            if (par_world() > 1 && commands[i].cmd != CMD_TRAIN && commands[i].cmd != CMD_DISTILL) {
+                fail_msg("kd %s --text runs in one process: run it without mpirun",
+                         commands[i].name);
                 return EXIT_USAGE;
             }
             return cmd_text(commands[i].name, argc, argv);

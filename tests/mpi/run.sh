@@ -68,6 +68,39 @@ else
     cat "$dir/log" >&2
     fail=1
 fi
+# Language models: kd train --text with 2 ranks and kd distill --text with 3 (16 windows a batch,
+# slices of 6, 5 and 5) give one process's held-out cross-entropy; kd eval --text is refused.
+text="--text $data/text/sample.txt"
+small="tokens 256 16 | embed 8 | posembed | residual(layernorm | attention 2 causal) | layernorm | lmhead 256"
+lm="tokens 256 16 | embed 16 | posembed | residual(layernorm | attention 2 causal) | residual(layernorm | dense 32 | gelu | dense 16) | layernorm | lmhead 256"
+val() { echo "$1" | grep -o 'validation [0-9.]* nats/byte'; }
+one=$("$kd" train $text --spec "$small" --steps 20 --out "$dir/t1.safetensors" 2>&1)
+two=$(timeout 120 mpirun -np 2 "$kd" train $text --spec "$small" --steps 20 \
+    --out "$dir/t2.safetensors" 2>&1)
+if [ -n "$(val "$one")" ] && [ "$(val "$one")" = "$(val "$two")" ] && [ -s "$dir/t2.safetensors" ]; then
+    echo "kd train --text, 1 and 2 ranks: $(val "$two") both"
+else
+    printf 'FAIL: kd train --text under mpirun differs from one process:\n%s\n---\n%s\n' "$one" "$two" >&2
+    fail=1
+fi
+one=$("$kd" distill $text --teacher-spec "$lm" --student "$small" --teacher-steps 20 --steps 20 \
+    --out "$dir/d1.safetensors" 2>&1)
+three=$(timeout 120 mpirun -np 3 "$kd" distill $text --teacher-spec "$lm" --student "$small" \
+    --teacher-steps 20 --steps 20 --out "$dir/d3.safetensors" 2>&1)
+if [ -n "$(val "$one")" ] && [ "$(val "$one")" = "$(val "$three")" ]; then
+    echo "kd distill --text, 1 and 3 ranks: $(val "$three") both"
+else
+    printf 'FAIL: kd distill --text under mpirun -np 3 differs:\n%s\n---\n%s\n' "$one" "$three" >&2
+    fail=1
+fi
+if ! timeout 60 mpirun -np 2 "$kd" eval "$dir/t1.safetensors" $text >"$dir/log" 2>&1 &&
+    grep -q "runs in one process" "$dir/log"; then
+    echo "kd eval --text under mpirun: refused"
+else
+    echo "FAIL: kd eval --text under mpirun was not refused" >&2
+    cat "$dir/log" >&2
+    fail=1
+fi
 # A checkpoint of one process is not resumed by two (nor the other way), and the message says why.
 "$kd" train $sets --model 784-16-10 --epochs 2 --stop-after-epoch 1 --checkpoint "$dir/c.safetensors" \
     --out "$dir/c.out.safetensors" -q >/dev/null 2>&1
