@@ -226,10 +226,16 @@ class Model(Handle):
         """Layer's output from the last forward or predict, float32 [batch, c, h, w]: a copy,
         since the library reuses that memory on the next pass. On an int8 model (quantize()),
         the int8 layers' outputs are their uint8 activation codes q (real = s * (q - z)), one
-        byte a value, as the library keeps them: uint8 [batch, c, h, w]."""
+        byte a value: uint8 [batch, c, h, w] too (the library keeps images' codes channels-last,
+        [batch, h, w, c]; the copy is put in the float layout)."""
         data, shape = self._feature(layer)
-        dtype = np.dtype(np.uint8) if self._codes(layer) else A.F32
-        return A.copy_from(ctypes.cast(data, _P).value, shape, dtype)
+        if not self._codes(layer):
+            return A.copy_from(ctypes.cast(data, _P).value, shape, A.F32)
+        b, c, h, w = shape
+        if c > 1 and h * w > 1:  # channels-last, as lib/nn/layers/int8.c stores them
+            nhwc = A.copy_from(ctypes.cast(data, _P).value, (b, h, w, c), np.dtype(np.uint8))
+            return np.ascontiguousarray(nhwc.transpose(0, 3, 1, 2))
+        return A.copy_from(ctypes.cast(data, _P).value, shape, np.dtype(np.uint8))
 
     def feature_backward(self, layer, grad):
         """Adds grad (float32 [batch, c, h, w] of layer's output) to the gradient there, for the

@@ -685,6 +685,20 @@ class Classes(unittest.TestCase):
                          [(np.uint8, (64, IN, 1, 1)), (np.uint8, (64, 16, 1, 1)),
                           (np.uint8, (64, 8, 1, 1)), (np.float32, (64, CLASSES, 1, 1))])
         np.testing.assert_array_equal(codes[-1].reshape(64, CLASSES), got)
+        # images' codes in the float layout [batch, c, h, w]: a 1x1 convolution's codes are its
+        # input's channel mix, so channel k of the codes follows channel k of the float output
+        img = np.sin(0.7 * np.arange(8 * 3 * 4 * 4, dtype=np.float32)).reshape(8, 3, 4, 4)
+        c = kd.Model("input 3x4x4 | conv 5 1 | relu | flatten | dense 2", seed=2)
+        c.predict(img)
+        fl = c.feature(1)
+        with c.quantize(img) as cq:
+            cq.predict(img)
+            k = [i for i in range(cq.layer_count) if cq.feature(i).shape == fl.shape][0]
+            q8 = cq.feature(k).astype(np.float32)
+            self.assertEqual(q8.shape, (8, 5, 4, 4))
+            for ch in range(5):  # codes are an increasing map of the floats, channel by channel
+                a, b = fl[:, ch].ravel(), q8[:, ch].ravel()
+                self.assertGreater(np.corrcoef(a, b)[0, 1], 0.99)
         p = m.quantize(x, kd.CALIBRATION_PERCENTILE, 99.0)
         self.assertTrue(p.is_quantized)
         with self.assertRaises(kd.ArgumentError):
