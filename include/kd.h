@@ -585,8 +585,9 @@ KD_API kd_status kd_trainer_step(kd_trainer *t, const float *x, const int32_t *l
 
 /* Checkpoints: what a training run carries between steps -- the student's weights and buffers, the
  * optimizer's step count and per-parameter state (momentum), the student's random streams
- * (dropout), the feature terms' regressors and their optimizer state -- in one safetensors file
- * written to a temporary name and renamed. Loading into a trainer built the same way (same student
+ * (dropout), the feature terms' regressors and their optimizer state, CRD terms' memory of teacher
+ * embeddings ("crd.<k>.memory", "crd.<k>.next"; a checkpoint without them leaves the memory as it
+ * is) -- in one safetensors file written to a temporary name and renamed. Loading into a trainer built the same way (same student
  * spec, optimizer kind and options, feature terms) continues bit for bit as if never stopped; a
  * failed load changes nothing. Teachers are not saved. */
 KD_API kd_status kd_trainer_save(const kd_trainer *t, const char *path);

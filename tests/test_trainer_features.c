@@ -510,6 +510,57 @@ START_TEST(checkpoint_with_regressor)
 }
 END_TEST
 
+/* CRD's memory of teacher embeddings goes into the checkpoint: a trainer with a fresh CRD loss
+ * resumes bit for bit; a 'crd.0.next' outside the memory's rows is refused. */
+START_TEST(checkpoint_with_crd_memory)
+{
+    char path[256], bad[256];
+    snprintf(path, sizeof path, "%s/crd-ckpt.safetensors", kdt_tmpdir());
+    snprintf(bad, sizeof bad, "%s/crd-bad.safetensors", kdt_tmpdir());
+    kd_feature_loss *crd[2];
+    rig a = make_rig(KD_LOSS_HINTON, 0.1f), b = make_rig(KD_LOSS_HINTON, 0.1f);
+    rig *rigs[2] = {&a, &b};
+    for (int k = 0; k < 2; k++) {
+        ck_assert_int_eq(kd_feature_loss_create(KD_FEATURE_CRD, &crd[k]), KD_OK);
+        ck_assert_int_eq(kd_feature_loss_set_float(crd[k], KD_FEATURE_CRD_NEGATIVES, 5.0f), KD_OK);
+        ck_assert_int_eq(kd_trainer_add_feature_loss(rigs[k]->t, crd[k], 1, 0, 1, "dense 8", 0.5f),
+                         KD_OK);
+    }
+    float x[B * IN], va, vb;
+    int32_t y[B];
+    for (uint64_t s = 0; s < 3; s++) { /* 3 batches of 8 into 5 slots: the memory wraps */
+        make_data(x, y, s);
+        ck_assert_int_eq(kd_trainer_step(a.t, x, y, NULL, B, &va), KD_OK);
+    }
+    ck_assert_int_eq(kd_trainer_save(a.t, path), KD_OK);
+    kd_tensors *ts;
+    ck_assert_int_eq(kd_tensors_load(path, &ts), KD_OK);
+    int32_t found = 0;
+    ck_assert_int_eq(kd_tensors_has(ts, "crd.0.memory", &found), KD_OK);
+    ck_assert_int_eq(found, 1);
+    ck_assert_msg(kd_trainer_load(b.t, path) == KD_OK, "%s", kd_last_error());
+    for (uint64_t s = 3; s < 6; s++) {
+        make_data(x, y, s);
+        ck_assert_int_eq(kd_trainer_step(a.t, x, y, NULL, B, &va), KD_OK);
+        ck_assert_int_eq(kd_trainer_step(b.t, x, y, NULL, B, &vb), KD_OK);
+        ck_assert(va == vb);
+    }
+    ck_assert(param_diff(a.student, b.student) == 0.0);
+    int64_t next = 5, dims[1] = {1};
+    ck_assert_int_eq(kd_tensors_set(ts, "crd.0.next", KD_DTYPE_I64, 1, dims, &next), KD_OK);
+    ck_assert_int_eq(kd_tensors_save(ts, bad), KD_OK);
+    ck_assert(param_diff(a.student, b.student) == 0.0);
+    ck_assert_int_eq(kd_trainer_load(b.t, bad), KD_ERR_FORMAT);
+    ck_assert_ptr_nonnull(strstr(kd_last_error(), "not a row of 0..4"));
+    ck_assert(param_diff(a.student, b.student) == 0.0); /* refused before any copy */
+    kd_tensors_destroy(ts);
+    free_rig(&b);
+    free_rig(&a);
+    kd_feature_loss_destroy(crd[0]);
+    kd_feature_loss_destroy(crd[1]);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("trainer_features");
@@ -525,6 +576,7 @@ static Suite *suite(void)
     tcase_add_test(t, unlabelled_transfer_set);
     tcase_add_test(t, adjust_output_bias);
     tcase_add_test(t, checkpoint_with_regressor);
+    tcase_add_test(t, checkpoint_with_crd_memory);
     suite_add_tcase(s, t);
     return s;
 }

@@ -7,6 +7,7 @@
 #include "core/alloc.h"
 #include "core/error.h"
 #include "core/rng.h"
+#include "distill/losses/losses.h"
 #include "distill/trainer.h"
 #include "io/atomic.h"
 #include "optim/optim.h"
@@ -17,12 +18,15 @@
 /* Every tensor of a checkpoint, named: the student's, "optimizer.<param>.<state>",
  * "optimizer.step", "rng.<layer>", and for each feature term k with a regressor the same under
  * "regressor.<k>." ("regressor.<k>.<param>", "optimizer.regressor.<k>.<param>.<state>",
- * "rng.regressor.<k>.<layer>"; its step is the student's). Names and data stay owned by the models
- * and optimizers (names in *names, one block). */
+ * "rng.regressor.<k>.<layer>"; its step is the student's), and for a CRD term k its memory of
+ * teacher embeddings, "crd.<k>.memory" [K, d], and the slot it writes next, "crd.<k>.next" (both
+ * optional on load: a checkpoint older than them keeps the seeded memory). Names and data stay
+ * owned by the models, optimizers and losses (names in *names, one block). */
 typedef struct entries {
     kdi_st_tensor *t;
     char (*names)[160];
     int32_t n;
+    int32_t first_optional; /* entries from here on may be missing from a file */
 } entries;
 
 /* Frees and empties e, so freeing it twice is harmless: every error path may call it. */
@@ -107,7 +111,7 @@ static void entries_add(entries *e, const char *prefix, const kd_model *m, const
 
 static kd_status entries_build(const kd_trainer *tr, const int64_t *step, entries *e)
 {
-    int32_t cap = entries_needed(tr->student) + 1;
+    int32_t cap = entries_needed(tr->student) + 1 + 2 * tr->nterms;
     kd_model *rm;
     kd_optimizer *ro;
     for (int32_t k = 0; k < tr->nterms; k++)
@@ -129,6 +133,29 @@ static kd_status entries_build(const kd_trainer *tr, const int64_t *step, entrie
         snprintf(prefix, sizeof prefix, "regressor.%d.", (int)k);
         entries_add(e, prefix, rm, ro);
     }
+    e->first_optional = e->n;
+    for (int32_t k = 0; k < tr->nterms; k++) {
+        kd_feature_loss *l;
+        int64_t d;
+        if (!kdi_trainer_crd(tr, k, &l, &d)) continue;
+        /* Built now if no step has built it yet: the seeded memory the first step would make. */
+        int64_t rows = (int64_t)l->opt[KD_FEATURE_CRD_NEGATIVES];
+        kd_status st = kdi_crd_memory_ready(l, rows, d);
+        if (st != KD_OK) {
+            entries_free(e);
+            return kdi_fail(st, "cannot allocate CRD's memory of %lld x %lld", (long long)rows,
+                            (long long)d);
+        }
+        e->t[e->n] = (kdi_st_tensor){.dtype = KDI_ST_F32,
+                                     .ndim = 2,
+                                     .dims = {rows, d},
+                                     .data = l->crd_memory.data,
+                                     .nbytes = rows * d * 4};
+        snprintf(e->names[e->n++], sizeof e->names[0], "crd.%d.memory", (int)k);
+        e->t[e->n] = (kdi_st_tensor){
+            .dtype = KDI_ST_I64, .ndim = 1, .dims = {1}, .data = &l->crd_next, .nbytes = 8};
+        snprintf(e->names[e->n++], sizeof e->names[0], "crd.%d.next", (int)k);
+    }
     for (int32_t i = 0; i < e->n; i++) e->t[i].name = e->names[i];
     return KD_OK;
 }
@@ -149,17 +176,20 @@ static kd_status checkpoint_save(const kd_trainer *tr, const char *path)
 /* Every tensor the checkpoint must hold for m and o, with the right dtype and size. */
 static kd_status check_entries(const entries *want, const kdi_st_file *f, const char *path)
 {
+    int32_t found = 0;
     for (int32_t i = 0; i < want->n; i++) {
         const kdi_st_tensor *t = kdi_st_find(f, want->t[i].name);
+        if (t == NULL && i >= want->first_optional) continue;
         if (t == NULL)
             return kdi_fail(KD_ERR_FORMAT, "%s has no tensor '%s'", path, want->t[i].name);
+        found++;
         if (t->dtype != want->t[i].dtype || t->nbytes != want->t[i].nbytes)
             return kdi_fail(KD_ERR_SHAPE, "%s: tensor '%s' has the wrong dtype or size", path,
                             want->t[i].name);
     }
-    if (f->n != want->n)
+    if (f->n != found)
         return kdi_fail(KD_ERR_FORMAT, "%s holds %d tensors, this trainer expects %d", path,
-                        (int)f->n, (int)want->n);
+                        (int)f->n, (int)found);
     return KD_OK;
 }
 
@@ -193,11 +223,20 @@ static kd_status checkpoint_load(kd_trainer *tr, const char *path)
         memcpy(&step, s->data, 8);
         if (step < 0) st = kdi_fail(KD_ERR_FORMAT, "%s: negative optimizer step", path);
     }
+    for (int32_t i = e.first_optional; st == KD_OK && i + 1 < e.n; i += 2) {
+        /* crd.<k>.memory [K, d] then crd.<k>.next, which must name one of the K rows */
+        const kdi_st_tensor *t = kdi_st_find(&f, e.t[i + 1].name);
+        int64_t next = 0;
+        if (t != NULL) memcpy(&next, t->data, 8);
+        if (next < 0 || next >= e.t[i].dims[0])
+            st = kdi_fail(KD_ERR_FORMAT, "%s: '%s' is %lld, not a row of 0..%lld", path,
+                          e.t[i + 1].name, (long long)next, (long long)e.t[i].dims[0] - 1);
+    }
     if (st == KD_OK) {
         /* Everything checked: copy. The entries point at the live buffers, the step last. */
         for (int32_t i = 0; i < e.n; i++) {
             const kdi_st_tensor *t = kdi_st_find(&f, e.t[i].name);
-            if (strcmp(e.t[i].name, STEP_NAME) != 0)
+            if (t != NULL && strcmp(e.t[i].name, STEP_NAME) != 0)
                 memcpy((void *)e.t[i].data, t->data, (size_t)t->nbytes);
         }
         o->step = step;

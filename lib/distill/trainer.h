@@ -59,6 +59,8 @@ int32_t kdi_trainer_cached_teachers(const kd_trainer *t);
 
 /* Feature term k's regressor and its optimizer; 0 when the term has none. */
 int kdi_trainer_regressor(const kd_trainer *t, int32_t k, kd_model **m, kd_optimizer **o);
+/* Whether feature term k is CRD; then its loss (borrowed) and the size d of its embeddings. */
+int kdi_trainer_crd(const kd_trainer *t, int32_t k, kd_feature_loss **loss, int64_t *dim);
 
 /* Data-parallel training (parallel.c). */
 kd_status kdi_trainer_set_sync_bn(kd_trainer *t, int64_t value);

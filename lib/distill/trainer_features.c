@@ -381,6 +381,15 @@ static kd_status run_teacher(kd_trainer *t, const float *x, int64_t batch, int32
     return kdi_model_predict(t->teachers[i], x, batch, t->tlogits.data);
 }
 
+int kdi_trainer_crd(const kd_trainer *t, int32_t k, kd_feature_loss **loss, int64_t *dim)
+{
+    const kdi_feature_term *f = &t->terms[k];
+    if (f->attn || f->loss->kind != KD_FEATURE_CRD) return 0;
+    *loss = f->loss;
+    *dim = kdi_shape_size(f->ls);
+    return 1;
+}
+
 int kdi_trainer_regressor(const kd_trainer *t, int32_t k, kd_model **m, kd_optimizer **o)
 {
     *m = t->terms[k].regressor;

@@ -34,8 +34,7 @@ static void unit(float *x, int64_t n)
     for (int64_t i = 0; i < n; i++) x[i] = (float)(x[i] * inv);
 }
 
-/* The memory for K rows of d, built from the seed if missing or of another size. */
-static kd_status memory_ready(kd_feature_loss *l, int64_t k, int64_t d)
+kd_status kdi_crd_memory_ready(kd_feature_loss *l, int64_t k, int64_t d)
 {
     if (l->crd_k == k && l->crd_dim == d) return KD_OK;
     kd_status st = kdi_buf_reserve(&l->crd_memory, k * d);
@@ -63,7 +62,7 @@ static kd_status crd_forward(kd_feature_loss *l, const float *s, kdi_shape ss, c
     KDI_TRY(kdi_buf_reserve(&l->ws[0], batch * d));
     KDI_TRY(kdi_buf_reserve(&l->ws[1], batch * d));
     KDI_TRY(kdi_buf_reserve(&l->ws[2], batch * kk));
-    KDI_TRY(memory_ready(l, k, d));
+    KDI_TRY(kdi_crd_memory_ready(l, k, d));
     const kdi_kernels *kn = kdi_kernels_get();
     float *u = l->ws[0].data, *v = l->ws[1].data, *a = l->ws[2].data, *m = l->crd_memory.data;
     double *norm_s = NULL;

@@ -98,6 +98,10 @@ extern const kdi_feature_ops kdi_cosine_ops;       /* cosine.c */
 extern const kdi_feature_ops kdi_attention_kl_ops; /* attention_kl.c */
 extern const kdi_feature_ops kdi_crd_ops;          /* crd.c */
 
+/* CRD's memory for k rows of d, built from the seed if missing or of another size (crd.c); a
+ * checkpoint saves and restores it with the slot to write next. */
+kd_status kdi_crd_memory_ready(kd_feature_loss *l, int64_t k, int64_t d);
+
 /* The handle's generic part (feature_loss.c), for the trainer: checks batch and shapes, runs a
  * forward (keeping its gradient, kdi_feature_loss_grad) without the public argument checks. */
 kd_status kdi_feature_loss_check(const kd_feature_loss *l, kdi_shape s, kdi_shape t, int64_t batch);
