@@ -203,10 +203,12 @@ expect "--method hint with --teacher-logits" 2 "needs --teacher, not --teacher-l
     "$KD" distill --teacher-logits "$TMP/none.npy" --method hint
 expect "bad --method lists the feature methods" 2 "pkt, cosine or crd" "$KD" distill --method frog
 AUTO="distill --teacher $T --student 784-16-10 --epochs 2 --auto --auto-trials 3 --auto-budget 7 $SETS --quiet"
-expect "--auto states its cost, prints the trials and the winner" 0 "3 trials by successive halving.*7 student epochs" \
+expect "--auto states its cost, prints the trials and the winner" 0 "3 trials by successive halving.*6 student epochs" \
     "$KD" $AUTO --out "$TMP/au1.safetensors"
 "$KD" $AUTO --out "$TMP/au2.safetensors" >"$TMP/au2.txt" 2>&1
 check "--auto names a winner" grep -q "^winner: trial" "$TMP/au2.txt"
+check "--auto runs the default settings in the final rung" \
+    grep -q "^  trial  0   2 epochs  kd .*(the default)" "$TMP/au2.txt"
 "$KD" $AUTO --out "$TMP/au3.safetensors" >"$TMP/au3.txt" 2>&1
 check "--auto is reproducible" cmp -s "$TMP/au2.safetensors" "$TMP/au3.safetensors"
 expect "--auto needs the validation split" 2 "needs --val > 0" "$KD" distill --auto --val 0
