@@ -202,13 +202,14 @@ int tune(const options *o, const run_config *base, const kd_dataset *train, cons
                        seconds * (double)cost / (double)done);
             fflush(stdout);
         }
-        /* the best alive[r + 1] - 1 challengers go on to the next rung; the final rung's best wins */
+        /* the best alive[r + 1] challengers go on to the next rung (alive[r + 1] - 1 to the final
+         * one, which adds the default); the final rung's best wins */
         trial sorted[64];
         int k = 0;
         for (int i = 0; i < n; i++)
             if (t[i].alive) sorted[k++] = t[i];
         qsort(sorted, (size_t)k, sizeof *sorted, by_score);
-        int keep = final ? 1 : alive[r + 1] - 1;
+        int keep = final ? 1 : r + 1 == rungs - 1 ? alive[r + 1] - 1 : alive[r + 1];
         if (keep > k) keep = k; /* some collapsed */
         if (keep == 0) continue;
         double cut = sorted[keep - 1].score;
