@@ -15,7 +15,14 @@
 #     accuracies. A run that exits non-zero, or a distilled student at chance, is a collapse.
 #  3. The same with --lr 5, seed 1: it must stop with exit status 3 and the collapse message.
 # Prints the table and mean +- sample sd; exits 1 if a seed collapsed or step 3 failed.
+# KD_TRAIN and KD_TEST, if set, name other data (kd's --train and --test, e.g. tests/data's
+# subsets for a quick trial of the script; too few steps an epoch for the collapse check to mean
+# anything).
 set -u
+KD_DATA=""
+EVAL_DATA=""
+[ -n "${KD_TRAIN:-}" ] && KD_DATA="--train $KD_TRAIN"
+[ -n "${KD_TEST:-}" ] && KD_DATA="$KD_DATA --test $KD_TEST" && EVAL_DATA="--test $KD_TEST"
 KD=${1:-build/kd}
 DIR=${2:-collapse_check.out}
 FIRST=${3:-1}
@@ -26,12 +33,12 @@ mkdir -p "$DIR" || exit 1
 T="$DIR/teacher.safetensors"
 if [ ! -f "$T" ]; then
     echo "training the teacher: $KD train --model \"$RESNET\" --epochs 10 --seed 1 --out $T"
-    "$KD" train --model "$RESNET" --epochs 10 --seed 1 --out "$T" >"$DIR/teacher.log" 2>&1 || {
+    "$KD" train --model "$RESNET" --epochs 10 --seed 1 $KD_DATA --out "$T" >"$DIR/teacher.log" 2>&1 || {
         echo "teacher training failed; see $DIR/teacher.log"
         exit 1
     }
 fi
-"$KD" eval "$T" 2>&1 | grep -m1 "^accuracy" | sed 's/^accuracy */teacher test accuracy: /'
+"$KD" eval "$T" $EVAL_DATA 2>&1 | grep -m1 "^accuracy" | sed 's/^accuracy */teacher test accuracy: /'
 
 # acc LOG NAME: the first percentage on the table line that starts with NAME
 acc() { awk -v name="$2" 'index($0, name) == 1 { for (i = 1; i <= NF; i++) if ($i ~ /^[0-9.]+%$/) { sub(/%/, "", $i); print $i; exit } }' "$1"; }
@@ -42,7 +49,7 @@ printf '%-5s %10s %12s %8s\n' seed alone distilled gain
 for s in $(seq "$FIRST" "$LAST"); do
     log="$DIR/seed$s.log"
     "$KD" distill --teacher "$T" --student "$CNN" --epochs 5 --compare --seed "$s" \
-        --out "$DIR/student$s.safetensors" >"$log" 2>&1
+        $KD_DATA --out "$DIR/student$s.safetensors" >"$log" 2>&1
     rc=$?
     a=$(acc "$log" "student alone")
     d=$(acc "$log" "distilled student")
@@ -66,7 +73,7 @@ printf '%s' "$rows" | awk 'NF == 2 { n++; a[n] = $1; d[n] = $2; sa += $1; sd += 
 # a deliberately bad setting must be stopped, not reported
 log="$DIR/lr5.log"
 "$KD" distill --teacher "$T" --student "$CNN" --epochs 5 --compare --seed 1 --lr 5 \
-    --out "$DIR/lr5.safetensors" >"$log" 2>&1
+    $KD_DATA --out "$DIR/lr5.safetensors" >"$log" 2>&1
 rc=$?
 msg=$(grep -m1 -E "collapsed|diverged" "$log")
 echo "--lr 5: exit $rc: $msg"
