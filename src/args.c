@@ -146,7 +146,7 @@ static void defaults(options *o, command cmd, const char *name)
     o->student_layer = o->teacher_layer = -1;
     o->feature_weight = -1.0f;
     o->auto_trials = 8;
-    o->auto_budget = -1; /* 3 x --epochs */
+    o->auto_budget = -1; /* 8 x --epochs */
 }
 
 /* Where the values being parsed come from, for messages: "" (the command line) or " (in FILE)". */
@@ -636,12 +636,13 @@ int parse_options(options *o, int argc, char **argv, int first)
                  "--method (hint, attention, rkd, sp, pkt, cosine, crd)");
         return EXIT_USAGE;
     }
-    /* the main job: DIST for DEFAULT_MAIN_JOB_EPOCHS, unless a choice was made */
+    /* the main job: DIST for DEFAULT_MAIN_JOB_EPOCHS, unless a choice was made; with --auto the
+     * same budget, and DIST is the default the search must beat (its trial 0) */
     int main_job = cmd == CMD_DISTILL && o->nteachers == 0 && o->teacher_logits == NULL &&
-                   !o->method_given && !o->auto_tune && !option_given(o, "--alpha");
+                   !o->method_given && !option_given(o, "--alpha");
     if (main_job) o->method = KD_LOSS_DIST;
     if (o->epochs < 0) o->epochs = main_job ? DEFAULT_MAIN_JOB_EPOCHS : DEFAULT_STUDENT_EPOCHS;
-    if (o->auto_budget < 0) o->auto_budget = 3 * o->epochs;
+    if (o->auto_budget < 0) o->auto_budget = 8 * o->epochs;
     if (o->auto_tune && (o->val_fraction == 0.0f || o->teacher_logits != NULL)) {
         fail_msg("--auto chooses on the validation split: it needs --val > 0 (and --teacher, not "
                  "--teacher-logits)");

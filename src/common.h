@@ -97,7 +97,7 @@ typedef struct options {
     float feature_weight; /* --feature-weight (-1: the method's default) */
     int auto_tune;        /* --auto: successive halving before the final run (tune.c) */
     int auto_trials;      /* --auto-trials N (8) */
-    int auto_budget;      /* --auto-budget E: student epochs the search may use (3 x --epochs) */
+    int auto_budget;      /* --auto-budget E: student epochs the search may use (8 x --epochs) */
     int method_given;     /* --method was given */
 } options;
 

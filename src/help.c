@@ -221,9 +221,10 @@ static void distill_help(FILE *f)
           "                      sp 3000, pkt 30000, cosine 1, crd 0.8)\n"
           "  --auto              search the method (kd, kd-ls, dkd, dist), T, alpha and lr by\n"
           "                      successive halving on the validation split (short runs, the\n"
-          "                      best half kept, epochs doubled), then distil with the winner\n"
-          "  --auto-trials N     trials in the first rung (8; the default settings are one)\n"
-          "  --auto-budget E     student epochs the search may spend (3 x --epochs); the cost\n"
+          "                      best half kept, epochs doubled), the best left and the\n"
+          "                      default settings compared at --epochs; distil with the winner\n"
+          "  --auto-trials N     trials, the default settings included (8)\n"
+          "  --auto-budget E     student epochs the search may spend (8 x --epochs); the cost\n"
           "                      is printed before it starts\n"
           /* ---- end wins */
           "  --temperature T     softmax temperature (4; 2 for kd-ls, dkd-ls; unused by mse)\n"

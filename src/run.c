@@ -441,7 +441,8 @@ int test_accuracy(kd_model *m, const kd_dataset *test, double *accuracy)
 /* Training accuracy at chance over the last quarter of an epoch (within a fifth of 1 / classes) is
  * a collapse: every prediction one class, or noise, and a flat loss. A run that learns anything
  * at all is far above it after one epoch. */
-static int check_collapse(const run_config *c, kd_model *m, const epoch_rec *r, const sums *s)
+static int check_collapse(const run_config *c, kd_model *m, const epoch_rec *r, const sums *s,
+                          const progress *p)
 {
     int64_t classes;
     kd_model_output_size(m, &classes);
@@ -455,8 +456,9 @@ static int check_collapse(const run_config *c, kd_model *m, const epoch_rec *r, 
     char what[256];
     snprintf(what, sizeof what,
              "over the last quarter of the epoch the training accuracy was %.2f%%, chance for "
-             "%lld classes, and the loss flat at %.4g (test accuracy %.2f%%)",
-             acc, (long long)classes, s->tail_loss / (double)s->tail_steps, r->test_acc);
+             "%lld classes, and the loss flat at %.4g (%s accuracy %.2f%%)",
+             acc, (long long)classes, s->tail_loss / (double)s->tail_steps,
+             p != NULL && p->eval_name != NULL ? p->eval_name : "test", r->test_acc);
     return collapsed(c, r->epoch, "collapsed", what);
 }
 
@@ -495,7 +497,7 @@ static int epochs_loop(const run_config *c, const kd_dataset *train, const kd_da
         r->train_acc = 100.0 * (double)s.hit / (double)s.seen;
         r->lr = lr;
         if ((rc = test_accuracy(h->m, test, &r->test_acc)) != EXIT_OK) return rc;
-        if ((rc = check_collapse(c, h->m, r, &s)) != EXIT_OK) return rc;
+        if ((rc = check_collapse(c, h->m, r, &s, p)) != EXIT_OK) return rc;
         if ((rc = keep_if_best(c, h->m, r, best, &best_acc, &out->kept_epoch)) != EXIT_OK)
             return rc;
         r->seconds = offset + now_seconds() - start;

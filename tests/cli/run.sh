@@ -203,12 +203,21 @@ expect "--method hint with --teacher-logits" 2 "needs --teacher, not --teacher-l
     "$KD" distill --teacher-logits "$TMP/none.npy" --method hint
 expect "bad --method lists the feature methods" 2 "pkt, cosine or crd" "$KD" distill --method frog
 AUTO="distill --teacher $T --student 784-16-10 --epochs 2 --auto --auto-trials 3 --auto-budget 7 $SETS --quiet"
-expect "--auto states its cost, prints the trials and the winner" 0 "3 trials by successive halving.*7 student epochs" \
+expect "--auto states its cost, prints the trials and the winner" 0 "3 trials by successive halving.*6 student epochs" \
     "$KD" $AUTO --out "$TMP/au1.safetensors"
 "$KD" $AUTO --out "$TMP/au2.safetensors" >"$TMP/au2.txt" 2>&1
 check "--auto names a winner" grep -q "^winner: trial" "$TMP/au2.txt"
+check "--auto runs the default settings in the final rung" \
+    grep -q "^  trial  0   2 epochs  kd .*(the default)" "$TMP/au2.txt"
 "$KD" $AUTO --out "$TMP/au3.safetensors" >"$TMP/au3.txt" 2>&1
 check "--auto is reproducible" cmp -s "$TMP/au2.safetensors" "$TMP/au3.safetensors"
+# 5 trials at 4 epochs: the 4 drawn at 1 epoch, the best 2 at 2, the best 1 and the default at 4
+"$KD" distill --teacher "$T" --student 784-16-10 --epochs 4 --auto --auto-trials 5 $SETS --quiet \
+    --out "$TMP/au5.safetensors" >"$TMP/au5.txt" 2>&1
+check "--auto runs the rungs it plans" [ "$(grep -c "^  trial .*  1 epoch " "$TMP/au5.txt")" -eq 4 ] \
+    && [ "$(grep -c "^  trial .*  2 epochs " "$TMP/au5.txt")" -eq 2 ] \
+    && [ "$(grep -c "^  trial .*  4 epochs " "$TMP/au5.txt")" -eq 2 ] \
+    && grep -q "16 student epochs" "$TMP/au5.txt"
 expect "--auto needs the validation split" 2 "needs --val > 0" "$KD" distill --auto --val 0
 expect "--auto-budget too small" 2 "over --auto-budget 1" "$KD" $AUTO --auto-budget 1 --out "$TMP/au4.safetensors"
 # ---- end wins
