@@ -17,6 +17,8 @@
 
 #include "faults.h"
 #include "kd.h"
+#include "kernels/kernels.h"
+#include "nn/gemm.h"
 #include "testutil.h"
 
 #define BATCH 40
@@ -109,6 +111,53 @@ END_TEST
 START_TEST(adam_same_results) { same_on_1_and_2(KD_OPTIMIZER_ADAM, 1e-3); }
 END_TEST
 
+/* kdi_gemm split over 2 threads by C's columns and by its rows, each transposition, against the
+ * reference loop: within 1e-5 of sum |a b| an element, and bitwise the same run after run. */
+START_TEST(split_gemm)
+{
+    static const int64_t shapes[][3] = {{130, 300, 100}, {300, 130, 100}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+        for (int form = 0; form < 3; form++) {
+            int ta = form == 1, tb = form == 0;
+            int64_t m = shapes[s][0], n = shapes[s][1], k = shapes[s][2];
+            int64_t lda = ta ? m : k, ldb = tb ? k : n;
+            float *a = malloc(sizeof(float) * (size_t)(m * k));
+            float *b = malloc(sizeof(float) * (size_t)(k * n));
+            float *c[3], *ref = malloc(sizeof(float) * (size_t)(m * n));
+            ck_assert_ptr_nonnull(a);
+            ck_assert_ptr_nonnull(b);
+            ck_assert_ptr_nonnull(ref);
+            kdt_fill(a, m * k, 3, -1.0f, 1.0f);
+            kdt_fill(b, k * n, 4, -1.0f, 1.0f);
+            kdt_fill(ref, m * n, 5, -1.0f, 1.0f);
+            for (int r = 0; r < 3; r++) {
+                c[r] = malloc(sizeof(float) * (size_t)(m * n));
+                ck_assert_ptr_nonnull(c[r]);
+                memcpy(c[r], ref, sizeof(float) * (size_t)(m * n));
+                ck_assert_int_eq(kd_set_threads(r == 0 ? 1 : 2), KD_OK);
+                kdi_gemm(ta, tb, m, n, k, 0.5f, a, lda, b, ldb, 0.25f, c[r], n);
+            }
+            kdi_kernels_ref.gemm(ta, tb, m, n, k, 0.5f, a, lda, b, ldb, 0.25f, ref, n);
+            ck_assert_msg(memcmp(c[1], c[2], sizeof(float) * (size_t)(m * n)) == 0,
+                          "two runs on 2 threads differ");
+            for (int64_t i = 0; i < m; i++)
+                for (int64_t j = 0; j < n; j++) {
+                    double bound = 0.25 * fabs(ref[i * n + j]);
+                    for (int64_t p = 0; p < k; p++)
+                        bound += 0.5 * fabs((double)a[ta ? p * lda + i : i * lda + p] *
+                                            (double)b[tb ? j * ldb + p : p * ldb + j]);
+                    for (int r = 0; r < 2; r++)
+                        ck_assert_msg(
+                            fabs(c[r][i * n + j] - ref[i * n + j]) <= 1e-5 * bound + 1e-30,
+                            "shape %d form %d threads %d at (%d, %d): %g, expected %g", (int)s,
+                            form, r + 1, (int)i, (int)j, c[r][i * n + j], ref[i * n + j]);
+                }
+            free(a), free(b), free(ref), free(c[0]), free(c[1]), free(c[2]);
+        }
+    ck_assert_int_eq(kd_set_threads(1), KD_OK);
+}
+END_TEST
+
 START_TEST(arguments)
 {
     int32_t n = -5;
@@ -131,6 +180,7 @@ int main(void)
     TCase *tc = tcase_create("core");
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, arguments);
+    tcase_add_test(tc, split_gemm);
     tcase_add_test(tc, sgd_same_results);
     tcase_add_test(tc, adam_same_results);
     suite_add_tcase(s, tc);
