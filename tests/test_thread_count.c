@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/threads.h"
 #include "faults.h"
 #include "kd.h"
 #include "kernels/kernels.h"
@@ -98,6 +99,14 @@ static void same_on_1_and_2(kd_optimizer_kind kind, double tolerance)
     ck_assert_uint_eq(n2, m2);
     ck_assert_msg(memcmp(s2, t2, n2) == 0, "two runs on 2 threads differ");
     ck_assert_msg(memcmp(p2, q2, sizeof p2) == 0, "two runs on 2 threads predict differently");
+    /* 2 threads' parts run by a team of 1 (a busy machine, kdi_team_for): the same bits */
+    free(t2);
+    kdi_team_force(1);
+    t2 = train(2, 0, kind, q2, &m2);
+    kdi_team_force(0);
+    ck_assert_uint_eq(n2, m2);
+    ck_assert_msg(memcmp(s2, t2, n2) == 0, "2 threads on a team of 1 differ");
+    ck_assert_msg(memcmp(p2, q2, sizeof p2) == 0, "2 threads on a team of 1 predict differently");
     ck_assert_msg(apart(p1, p2, BATCH * 10) <= tolerance, "1 and 2 threads: %g apart",
                   apart(p1, p2, BATCH * 10));
     free(s1);
@@ -112,7 +121,8 @@ START_TEST(adam_same_results) { same_on_1_and_2(KD_OPTIMIZER_ADAM, 1e-3); }
 END_TEST
 
 /* kdi_gemm split over 2 threads by C's columns and by its rows, each transposition, against the
- * reference loop: within 1e-5 of sum |a b| an element, and bitwise the same run after run. */
+ * reference loop: within 1e-5 of sum |a b| an element; bitwise the same run after run and on a
+ * team of 1 (kdi_team_force). */
 START_TEST(split_gemm)
 {
     static const int64_t shapes[][3] = {{130, 300, 100}, {300, 130, 100}};
@@ -135,7 +145,9 @@ START_TEST(split_gemm)
                 ck_assert_ptr_nonnull(c[r]);
                 memcpy(c[r], ref, sizeof(float) * (size_t)(m * n));
                 ck_assert_int_eq(kd_set_threads(r == 0 ? 1 : 2), KD_OK);
+                kdi_team_force(r == 2 ? 1 : 0); /* the third: 2 threads' parts on one */
                 kdi_gemm(ta, tb, m, n, k, 0.5f, a, lda, b, ldb, 0.25f, c[r], n);
+                kdi_team_force(0);
             }
             kdi_kernels_ref.gemm(ta, tb, m, n, k, 0.5f, a, lda, b, ldb, 0.25f, ref, n);
             ck_assert_msg(memcmp(c[1], c[2], sizeof(float) * (size_t)(m * n)) == 0,

@@ -20,11 +20,13 @@ void kdi_gemm(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha, cons
     double macs = (double)m * (double)n * (double)k;
     int by_rows = m > n;
     int64_t len = by_rows ? m : n;
-    int nt = macs < KDI_GEMM_PARALLEL_MIN || len <= KDI_BLOCK || in_parallel() ? 1 : kdi_threads();
-    if (nt <= 1) {
+    int threads = in_parallel() ? 1 : kdi_threads();
+    if (threads <= 1) { /* OpenBLAS as the host left it (1 with kd_set_threads(1)) */
         kn->gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
         return;
     }
+    /* several threads: OpenBLAS's own pool stays asleep even for a GEMM too small to split */
+    int nt = macs < KDI_GEMM_PARALLEL_MIN || len <= KDI_BLOCK ? 1 : threads;
     /* op(A)[i, p] is a[i * lda + p] or a[p * lda + i]; op(B)[p, j] is b[p * ldb + j] or
      * b[j * ldb + p]: a slice of C's rows takes A's rows from i0, a slice of columns B's from j0 */
     kdi_blas_serial_begin();

@@ -16,7 +16,9 @@
  * product is large enough and the caller is not already inside a parallel region, in parts of whole
  * 64-column (or, when C has more rows than columns, 64-row) blocks of C. Each element of C is the
  * same sum as in one call, so results agree with 1 thread's to rounding (BLAS may round a slice's
- * edge tile apart), and a given thread count gives the same bits run after run. */
+ * edge tile apart), and a given thread count gives the same bits run after run. With more than one
+ * thread, OpenBLAS runs on one thread (kdi_blas_serial_begin) even for a product too small to
+ * split, so that its pool never wakes beside libgomp's. */
 void kdi_gemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha,
               const float *a, int64_t lda, const float *b, int64_t ldb, float beta, float *c,
               int64_t ldc);
