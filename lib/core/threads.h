@@ -80,6 +80,11 @@ static inline void kdi_part(int64_t n, int64_t t, int64_t parts, int64_t *lo, in
     do {                                                                                           \
         const int64_t n_ = (n);                                                                    \
         const int nt_ = kdi_threads_for(n_);                                                       \
+        if (nt_ == 1) { /* no call into libgomp at all: batch-1 latency */                         \
+            int64_t lo = 0, hi = n_;                                                               \
+            if (lo < hi) CALL;                                                                     \
+            break;                                                                                 \
+        }                                                                                          \
         KDI_PARALLEL_FOR(nt_)                                                                      \
         for (int t_ = 0; t_ < nt_; t_++) {                                                         \
             int64_t lo, hi;                                                                        \

@@ -20,8 +20,10 @@ void kdi_gemm(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha, cons
     double macs = (double)m * (double)n * (double)k;
     int by_rows = m > n;
     int64_t len = by_rows ? m : n;
-    int threads = in_parallel() ? 1 : kdi_threads();
-    if (threads <= 1) { /* OpenBLAS as the host left it (1 with kd_set_threads(1)) */
+    /* OpenBLAS as the host left it (1 with kd_set_threads(1)); below KDI_BLAS_THREADED_MIN it
+     * would not wake its pool anyway, and setting its count costs microseconds (batch 1) */
+    int threads = macs <= KDI_BLAS_THREADED_MIN || in_parallel() ? 1 : kdi_threads();
+    if (threads <= 1) {
         kn->gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
         return;
     }

@@ -11,6 +11,9 @@
 /* Below this many multiply-adds a GEMM stays on the calling thread (a part must pay for waking a
  * thread, a few microseconds). */
 #define KDI_GEMM_PARALLEL_MIN (1 << 20)
+/* OpenBLAS 0.3 runs a product of at most this many multiply-adds on the calling thread
+ * (SMP_THRESHOLD_MIN * GEMM_MULTITHREAD_THRESHOLD in its interface/gemm.c). */
+#define KDI_BLAS_THREADED_MIN 262144
 
 /* C[m,n] = alpha op(A) op(B) + beta C, as kdi_kernels's gemm: on kdi_threads() threads when the
  * product is large enough and the caller is not already inside a parallel region, in parts of whole
