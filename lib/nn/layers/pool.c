@@ -42,13 +42,22 @@ static void pool_planes(const pool *p, const kdi_layer *l, const float *x, float
                     continue;
                 }
                 float *ao = p->argmax.data + (c * oh + oy) * ow;
+                /* without branches (a mask for the index, maxss for the value), which random
+                 * data would mispredict */
                 for (int64_t ox = 0; ox < ow; ox++) {
-                    int64_t best = 2 * oy * w + 2 * ox;
-                    float acc = r0[2 * ox];
-                    if (r0[2 * ox + 1] > acc) acc = r0[2 * ox + 1], best = 2 * oy * w + 2 * ox + 1;
-                    if (r1[2 * ox] > acc) acc = r1[2 * ox], best = (2 * oy + 1) * w + 2 * ox;
-                    if (r1[2 * ox + 1] > acc)
-                        acc = r1[2 * ox + 1], best = (2 * oy + 1) * w + 2 * ox + 1;
+                    int64_t at = 2 * oy * w + 2 * ox, best = at, m;
+                    float acc = r0[2 * ox], v = r0[2 * ox + 1];
+                    m = -(int64_t)(v > acc);
+                    best = (best & ~m) | ((at + 1) & m);
+                    acc = v > acc ? v : acc;
+                    v = r1[2 * ox];
+                    m = -(int64_t)(v > acc);
+                    best = (best & ~m) | ((at + w) & m);
+                    acc = v > acc ? v : acc;
+                    v = r1[2 * ox + 1];
+                    m = -(int64_t)(v > acc);
+                    best = (best & ~m) | ((at + w + 1) & m);
+                    acc = v > acc ? v : acc;
                     yo[ox] = acc;
                     ao[ox] = (float)best;
                 }
