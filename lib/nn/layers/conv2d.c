@@ -451,6 +451,7 @@ static kd_status conv_forward(kdi_layer *l, const float *x, float *y, int64_t ba
                 forward_team(l, &d, x, y, b0, n, g, 0, 1, 1);
             } else {
                 int team = kdi_team_for(nt);
+                (void)team; /* unused without OpenMP */
                 kdi_blas_serial_begin();
 #ifdef _OPENMP
 #pragma omp parallel num_threads(team) if (team > 1)
@@ -564,6 +565,7 @@ static kd_status conv_backward(kdi_layer *l, const float *x, const float *y, con
                 continue;
             }
             int team = kdi_team_for(nt);
+            (void)team; /* unused without OpenMP */
             kdi_blas_serial_begin();
 #ifdef _OPENMP
 #pragma omp parallel num_threads(team) if (team > 1)
