@@ -137,7 +137,10 @@ int kdi_team_for(int nt)
         int all = machine_running(), ours = own_running();
         int cap = 0;
         if (all >= 0 && ours >= 0) {
-            int free = cores() - (all - ours);
+            /* the machine's CPUs, not this process's share: /proc/loadavg counts the runnable
+             * threads of every CPU (a container pinned to 4 of 64 busy CPUs keeps its 4) */
+            long online = sysconf(_SC_NPROCESSORS_ONLN);
+            int free = (online < 1 ? cores() : (int)online) - (all - ours);
             cap = free < 1 ? 1 : free;
         }
         atomic_store_explicit(&team_cap, cap, memory_order_relaxed);
