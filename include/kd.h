@@ -100,11 +100,16 @@ KD_API kd_status kd_get_limit(kd_limit key, int64_t *value);
  * OMP_WAIT_POLICY=passive, and on a busy machine 2 threads measured slower than 1.)
  * libkd's own loops (im2col and col2im, the per-image loops of convolution, pooling, batch norm,
  * activations, optimizer updates) run on that many OpenMP threads when the work is large enough
- * to pay (about 32k floats; smaller work stays on the calling thread). Convolution splits its
- * GEMMs over those threads, each calling OpenBLAS on its own slice while OpenBLAS is held at one
- * thread; the other GEMMs (dense layers, ...) run on OpenBLAS's threads, whose count this call
- * (or KD_THREADS) sets to n too (openblas_set_num_threads, process-wide: a host that uses
- * OpenBLAS itself sees it). So the two pools never run at once and never oversubscribe the cores.
+ * to pay (about 32k floats; smaller work stays on the calling thread). Convolution and dense
+ * layers split their GEMMs over those threads, each calling OpenBLAS on its own slice while
+ * OpenBLAS is held at one thread, so that OpenBLAS's own pool stays asleep beside OpenMP's (two
+ * pools taking turns on 2 cores: the MLP step had measured 4x slower on 2 threads than on 1); the
+ * remaining GEMMs run on OpenBLAS's threads, whose count this call (or KD_THREADS) sets to n too
+ * (openblas_set_num_threads, process-wide: a host that uses OpenBLAS itself sees it). On a busy
+ * machine (more runnable threads than cores, counted every 50 ms from /proc) a loop wakes only the
+ * cores other processes leave free, at least 1: each woken thread would otherwise wait for a time
+ * slice at every loop (2 threads measured 10-15x slower than 1 at load 12 on 2 cores). The loop's
+ * parts stay the same, so this changes speed, never results.
  * Results: a given n gives bitwise the same results run after run. Across n they agree to float
  * rounding, not bitwise: libkd's elementwise, per-channel and per-image loops are bitwise
  * independent of n, but OpenBLAS's threaded GEMM rounds differently from its single-threaded one,

@@ -228,6 +228,55 @@ END_TEST
 
 /* ---------------------------------------------------------------- pooling and flatten */
 
+/* The unrolled 2x2 stride-2 path of pooling against the window loop written out here: ties (values
+ * from {0, 1, 2}) go to the first maximum in row-major order, odd sizes drop the last row and
+ * column, and the average sums in row order; bitwise. */
+START_TEST(pool_2x2_path)
+{
+    enum { C = 3, H = 7, W = 6, OH = 3, OW = 3, B = 2 };
+    float x[B * C * H * W], dy[B * C * OH * OW], dx[B * C * H * W];
+    for (int i = 0; i < B * C * H * W; i++) x[i] = (float)((i * 7 + i / 5) % 3);
+    for (int i = 0; i < B * C * OH * OW; i++) dy[i] = (float)(i + 1);
+    for (int max = 0; max < 2; max++) {
+        kdi_seq s;
+        const float *y;
+        ck_assert_int_eq(
+            kdi_seq_build(&s, max ? "maxpool 2" : "avgpool 2", (kdi_shape){C, H, W}, 1), KD_OK);
+        ck_assert_int_eq(kdi_seq_forward(&s, x, B, 1, &y), KD_OK);
+        ck_assert_int_eq(kdi_seq_backward(&s, dy, dx), KD_OK);
+        float want_dx[B * C * H * W] = {0};
+        for (int p = 0; p < B * C; p++)
+            for (int oy = 0; oy < OH; oy++)
+                for (int ox = 0; ox < OW; ox++) {
+                    const float *xp = x + p * H * W;
+                    int o = (p * OH + oy) * OW + ox, best = 2 * oy * W + 2 * ox;
+                    float acc = max ? xp[best] : 0.0f;
+                    for (int i = 0; i < 2; i++)
+                        for (int j = 0; j < 2; j++) {
+                            int at = (2 * oy + i) * W + 2 * ox + j;
+                            if (!max)
+                                acc += xp[at];
+                            else if (xp[at] > acc)
+                                acc = xp[at], best = at;
+                        }
+                    float want = max ? acc : acc * 0.25f;
+                    ck_assert_msg(memcmp(&y[o], &want, sizeof want) == 0, "%s at %d: %g, want %g",
+                                  max ? "max" : "avg", o, y[o], want);
+                    if (max)
+                        want_dx[p * H * W + best] += dy[o];
+                    else
+                        for (int i = 0; i < 2; i++)
+                            for (int j = 0; j < 2; j++)
+                                want_dx[p * H * W + (2 * oy + i) * W + 2 * ox + j] += dy[o] * 0.25f;
+                }
+        for (int i = 0; i < B * C * H * W; i++)
+            ck_assert_msg(dx[i] == want_dx[i], "%s dx at %d: %g, want %g", max ? "max" : "avg", i,
+                          dx[i], want_dx[i]);
+        kdi_seq_free(&s);
+    }
+}
+END_TEST
+
 START_TEST(pool_forward_values)
 {
     /* one 4x4 plane 0..15, two examples (the second negated) */
@@ -371,6 +420,7 @@ int main(void)
     tcase_add_test(t, conv_bad_specs);
     tcase_add_test(t, conv_model_rejects_wrong_input);
     tcase_add_test(t, pool_forward_values);
+    tcase_add_test(t, pool_2x2_path);
     tcase_add_test(t, pool_gradients);
     tcase_add_test(t, flatten_shape);
     tcase_add_test(t, cnn_save_load_round_trip);

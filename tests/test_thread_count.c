@@ -15,8 +15,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/threads.h"
 #include "faults.h"
 #include "kd.h"
+#include "kernels/kernels.h"
+#include "nn/gemm.h"
 #include "testutil.h"
 
 #define BATCH 40
@@ -96,6 +99,14 @@ static void same_on_1_and_2(kd_optimizer_kind kind, double tolerance)
     ck_assert_uint_eq(n2, m2);
     ck_assert_msg(memcmp(s2, t2, n2) == 0, "two runs on 2 threads differ");
     ck_assert_msg(memcmp(p2, q2, sizeof p2) == 0, "two runs on 2 threads predict differently");
+    /* 2 threads' parts run by a team of 1 (a busy machine, kdi_team_for): the same bits */
+    free(t2);
+    kdi_team_force(1);
+    t2 = train(2, 0, kind, q2, &m2);
+    kdi_team_force(0);
+    ck_assert_uint_eq(n2, m2);
+    ck_assert_msg(memcmp(s2, t2, n2) == 0, "2 threads on a team of 1 differ");
+    ck_assert_msg(memcmp(p2, q2, sizeof p2) == 0, "2 threads on a team of 1 predict differently");
     ck_assert_msg(apart(p1, p2, BATCH * 10) <= tolerance, "1 and 2 threads: %g apart",
                   apart(p1, p2, BATCH * 10));
     free(s1);
@@ -107,6 +118,56 @@ START_TEST(sgd_same_results) { same_on_1_and_2(KD_OPTIMIZER_SGD, 1e-4); }
 END_TEST
 
 START_TEST(adam_same_results) { same_on_1_and_2(KD_OPTIMIZER_ADAM, 1e-3); }
+END_TEST
+
+/* kdi_gemm split over 2 threads by C's columns and by its rows, each transposition, against the
+ * reference loop: within 1e-5 of sum |a b| an element; bitwise the same run after run and on a
+ * team of 1 (kdi_team_force). */
+START_TEST(split_gemm)
+{
+    static const int64_t shapes[][3] = {{130, 300, 100}, {300, 130, 100}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+        for (int form = 0; form < 3; form++) {
+            int ta = form == 1, tb = form == 0;
+            int64_t m = shapes[s][0], n = shapes[s][1], k = shapes[s][2];
+            int64_t lda = ta ? m : k, ldb = tb ? k : n;
+            float *a = malloc(sizeof(float) * (size_t)(m * k));
+            float *b = malloc(sizeof(float) * (size_t)(k * n));
+            float *c[3], *ref = malloc(sizeof(float) * (size_t)(m * n));
+            ck_assert_ptr_nonnull(a);
+            ck_assert_ptr_nonnull(b);
+            ck_assert_ptr_nonnull(ref);
+            kdt_fill(a, m * k, 3, -1.0f, 1.0f);
+            kdt_fill(b, k * n, 4, -1.0f, 1.0f);
+            kdt_fill(ref, m * n, 5, -1.0f, 1.0f);
+            for (int r = 0; r < 3; r++) {
+                c[r] = malloc(sizeof(float) * (size_t)(m * n));
+                ck_assert_ptr_nonnull(c[r]);
+                memcpy(c[r], ref, sizeof(float) * (size_t)(m * n));
+                ck_assert_int_eq(kd_set_threads(r == 0 ? 1 : 2), KD_OK);
+                kdi_team_force(r == 2 ? 1 : 0); /* the third: 2 threads' parts on one */
+                kdi_gemm(ta, tb, m, n, k, 0.5f, a, lda, b, ldb, 0.25f, c[r], n);
+                kdi_team_force(0);
+            }
+            kdi_kernels_ref.gemm(ta, tb, m, n, k, 0.5f, a, lda, b, ldb, 0.25f, ref, n);
+            ck_assert_msg(memcmp(c[1], c[2], sizeof(float) * (size_t)(m * n)) == 0,
+                          "two runs on 2 threads differ");
+            for (int64_t i = 0; i < m; i++)
+                for (int64_t j = 0; j < n; j++) {
+                    double bound = 0.25 * fabs(ref[i * n + j]);
+                    for (int64_t p = 0; p < k; p++)
+                        bound += 0.5 * fabs((double)a[ta ? p * lda + i : i * lda + p] *
+                                            (double)b[tb ? j * ldb + p : p * ldb + j]);
+                    for (int r = 0; r < 2; r++)
+                        ck_assert_msg(
+                            fabs(c[r][i * n + j] - ref[i * n + j]) <= 1e-5 * bound + 1e-30,
+                            "shape %d form %d threads %d at (%d, %d): %g, expected %g", (int)s,
+                            form, r + 1, (int)i, (int)j, c[r][i * n + j], ref[i * n + j]);
+                }
+            free(a), free(b), free(ref), free(c[0]), free(c[1]), free(c[2]);
+        }
+    ck_assert_int_eq(kd_set_threads(1), KD_OK);
+}
 END_TEST
 
 START_TEST(arguments)
@@ -131,6 +192,7 @@ int main(void)
     TCase *tc = tcase_create("core");
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, arguments);
+    tcase_add_test(tc, split_gemm);
     tcase_add_test(tc, sgd_same_results);
     tcase_add_test(tc, adam_same_results);
     suite_add_tcase(s, tc);

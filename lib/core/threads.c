@@ -2,9 +2,14 @@
 #include "core/threads.h"
 
 #include <cblas.h>
+#include <dirent.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <time.h>
 #include <unistd.h>
 #ifdef _OPENMP
 #include <omp.h>
@@ -60,6 +65,95 @@ int kdi_threads(void)
 }
 
 int kdi_threads_for(int64_t work) { return work < KDI_PARALLEL_MIN ? 1 : kdi_threads(); }
+
+/* ---- the team left by other processes (kdi_team_for) */
+
+/* The text of a small /proc file into buf (NUL-terminated), or -1. */
+static int read_small(const char *path, char *buf, size_t size)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    ssize_t got = read(fd, buf, size - 1);
+    close(fd);
+    if (got <= 0) return -1;
+    buf[got] = '\0';
+    return 0;
+}
+
+/* Runnable threads of the machine: the numerator of /proc/loadavg's "R/T" field; -1 if unknown. */
+static int machine_running(void)
+{
+    char buf[128];
+    if (read_small("/proc/loadavg", buf, sizeof buf) != 0) return -1;
+    int r;
+    char *slash = strchr(buf, '/');
+    if (slash == NULL) return -1;
+    char *p = slash;
+    while (p > buf && p[-1] != ' ') p--;
+    r = atoi(p);
+    return r;
+}
+
+/* Runnable threads of this process (state R in /proc/self/task/TID/stat); -1 if unknown. */
+static int own_running(void)
+{
+    DIR *d = opendir("/proc/self/task");
+    if (d == NULL) return -1;
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
+        char path[64], buf[256];
+        snprintf(path, sizeof path, "/proc/self/task/%.20s/stat", e->d_name);
+        if (read_small(path, buf, sizeof buf) != 0) continue;
+        const char *close_paren = strrchr(buf, ')'); /* the name may hold spaces and parentheses */
+        if (close_paren != NULL && close_paren[1] == ' ' && close_paren[2] == 'R') n++;
+    }
+    closedir(d);
+    return n;
+}
+
+static _Atomic int team_cap;         /* 0: no cap known */
+static _Atomic int64_t team_next_ns; /* when to count again */
+
+static int64_t coarse_ns(void)
+{
+    struct timespec ts;
+#ifdef CLOCK_MONOTONIC_COARSE
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+#else
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+#endif
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+int kdi_team_for(int nt)
+{
+    if (nt <= 1) return 1;
+    int64_t now = coarse_ns(), next = atomic_load_explicit(&team_next_ns, memory_order_relaxed);
+    /* one caller counts a period; the others keep the last cap */
+    if (now >= next &&
+        atomic_compare_exchange_strong(&team_next_ns, &next, now + KDI_TEAM_PERIOD_NS)) {
+        int all = machine_running(), ours = own_running();
+        int cap = 0;
+        if (all >= 0 && ours >= 0) {
+            /* the machine's CPUs, not this process's share: /proc/loadavg counts the runnable
+             * threads of every CPU (a container pinned to 4 of 64 busy CPUs keeps its 4) */
+            long online = sysconf(_SC_NPROCESSORS_ONLN);
+            int free = (online < 1 ? cores() : (int)online) - (all - ours);
+            cap = free < 1 ? 1 : free;
+        }
+        atomic_store_explicit(&team_cap, cap, memory_order_relaxed);
+    }
+    int cap = atomic_load_explicit(&team_cap, memory_order_relaxed);
+    return cap > 0 && cap < nt ? cap : nt;
+}
+
+void kdi_team_force(int cap)
+{
+    atomic_store(&team_next_ns, cap > 0 ? INT64_MAX : 0);
+    atomic_store(&team_cap, cap);
+}
 
 /* Regions that call BLAS from each of their threads hold OpenBLAS at one thread: the first to
  * enter saves OpenBLAS's count, the last to leave restores it. (Two host threads entering and

@@ -27,14 +27,29 @@ void kdi_blas_serial_end(void);
 #define KDI_PARALLEL_MIN 32768
 int kdi_threads_for(int64_t work);
 
+/* The threads to run a region of nt parts on: nt, or fewer while other processes keep the cores
+ * busy. A region's parts stay the same (loops run over nt parts or over channels), only fewer
+ * threads share them, so results do not change. Why: an OpenMP region ends when every thread of
+ * its team has run, and on a machine with more runnable threads than cores a woken thread waits
+ * for a time slice (milliseconds) at every region: on 2 cores at load 12, 2 threads took 10-15x
+ * as long as 1 (issue 11). Every KDI_TEAM_PERIOD_NS the caller counts the runnable threads of the
+ * machine (/proc/loadavg) less its own process's (/proc/self/task) and wakes at most the cores
+ * left free, at least 1. Without /proc (or not on Linux): nt. */
+#define KDI_TEAM_PERIOD_NS 50000000
+int kdi_team_for(int nt);
+/* Tests: hold the cap at `cap` threads (0: count again), to check that results do not depend on it. */
+void kdi_team_force(int cap);
+
 #ifdef _OPENMP
 #include <omp.h>
 #endif
 
 #define KDI_PRAGMA(x) _Pragma(#x)
 #ifdef _OPENMP
-/* Before a `for` loop: split its iterations statically over nt threads (nt == 1: no region). */
-#define KDI_PARALLEL_FOR(nt) KDI_PRAGMA(omp parallel for schedule(static) num_threads(nt) if(nt > 1))
+/* Before a `for` loop: split its iterations statically over nt threads, or over the fewer that
+ * kdi_team_for leaves (nt == 1: no region). */
+#define KDI_PARALLEL_FOR(nt)                                                                       \
+    KDI_PRAGMA(omp parallel for schedule(static) num_threads(kdi_team_for(nt)) if(nt > 1))
 /* The calling thread's number in the innermost parallel region, 0 outside one: which slot of a
  * per-thread workspace it owns. */
 static inline int kdi_thread_id(void) { return omp_get_thread_num(); }
@@ -65,6 +80,11 @@ static inline void kdi_part(int64_t n, int64_t t, int64_t parts, int64_t *lo, in
     do {                                                                                           \
         const int64_t n_ = (n);                                                                    \
         const int nt_ = kdi_threads_for(n_);                                                       \
+        if (nt_ == 1) { /* no call into libgomp at all: batch-1 latency */                         \
+            int64_t lo = 0, hi = n_;                                                               \
+            if (lo < hi) CALL;                                                                     \
+            break;                                                                                 \
+        }                                                                                          \
         KDI_PARALLEL_FOR(nt_)                                                                      \
         for (int t_ = 0; t_ < nt_; t_++) {                                                         \
             int64_t lo, hi;                                                                        \

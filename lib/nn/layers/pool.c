@@ -20,16 +20,50 @@ static kd_status pool_reserve(kdi_layer *l, int64_t batch)
     return p->max ? kdi_buf_reserve(&p->argmax, batch * kdi_shape_size(l->out)) : KD_OK;
 }
 
-static kd_status pool_forward(kdi_layer *l, const float *x, float *y, int64_t batch, int train)
+/* Planes [c0, c1) of the forward. */
+static void pool_planes(const pool *p, const kdi_layer *l, const float *x, float *y, int64_t c0,
+                        int64_t c1)
 {
-    (void)train;
-    pool *p = l->priv;
-    int64_t h = l->in.h, w = l->in.w, oh = l->out.h, ow = l->out.w, planes = batch * l->in.c;
+    int64_t h = l->in.h, w = l->in.w, oh = l->out.h, ow = l->out.w;
     float inv = 1.0f / (float)(p->k * p->kw);
-    int nt = kdi_threads_for(planes * h * w);
-    KDI_PARALLEL_FOR(nt) /* planes are independent */
-    for (int64_t c = 0; c < planes; c++) {
+    for (int64_t c = c0; c < c1; c++) {
         const float *xp = x + c * h * w;
+        if (p->k == 2 && p->kw == 2 && p->stride == 2) {
+            /* the usual 2x2 window, unrolled: the general loop's comparisons and sums in its
+             * order (row by row, the first of equal maxima kept), a quarter of its instructions */
+            for (int64_t oy = 0; oy < oh; oy++) {
+                const float *r0 = xp + 2 * oy * w, *r1 = r0 + w;
+                float *yo = y + (c * oh + oy) * ow;
+                if (!p->max) {
+                    for (int64_t ox = 0; ox < ow; ox++)
+                        yo[ox] =
+                            (((0.0f + r0[2 * ox]) + r0[2 * ox + 1]) + r1[2 * ox] + r1[2 * ox + 1]) *
+                            inv;
+                    continue;
+                }
+                float *ao = p->argmax.data + (c * oh + oy) * ow;
+                /* without branches (a mask for the index, maxss for the value), which random
+                 * data would mispredict */
+                for (int64_t ox = 0; ox < ow; ox++) {
+                    int64_t at = 2 * oy * w + 2 * ox, best = at, m;
+                    float acc = r0[2 * ox], v = r0[2 * ox + 1];
+                    m = -(int64_t)(v > acc);
+                    best = (best & ~m) | ((at + 1) & m);
+                    acc = v > acc ? v : acc;
+                    v = r1[2 * ox];
+                    m = -(int64_t)(v > acc);
+                    best = (best & ~m) | ((at + w) & m);
+                    acc = v > acc ? v : acc;
+                    v = r1[2 * ox + 1];
+                    m = -(int64_t)(v > acc);
+                    best = (best & ~m) | ((at + w + 1) & m);
+                    acc = v > acc ? v : acc;
+                    yo[ox] = acc;
+                    ao[ox] = (float)best;
+                }
+            }
+            continue;
+        }
         for (int64_t oy = 0; oy < oh; oy++)
             for (int64_t ox = 0; ox < ow; ox++) {
                 int64_t o = (c * oh + oy) * ow + ox, best = (oy * p->stride) * w + ox * p->stride;
@@ -48,6 +82,20 @@ static kd_status pool_forward(kdi_layer *l, const float *x, float *y, int64_t ba
                 if (p->max) p->argmax.data[o] = (float)best;
             }
     }
+}
+
+static kd_status pool_forward(kdi_layer *l, const float *x, float *y, int64_t batch, int train)
+{
+    (void)train;
+    const pool *p = l->priv;
+    int64_t planes = batch * l->in.c;
+    int nt = kdi_threads_for(planes * l->in.h * l->in.w);
+    if (nt == 1) { /* no region at all: a team of one still costs microseconds (batch 1) */
+        pool_planes(p, l, x, y, 0, planes);
+        return KD_OK;
+    }
+    KDI_PARALLEL_FOR(nt) /* planes are independent */
+    for (int64_t c = 0; c < planes; c++) pool_planes(p, l, x, y, c, c + 1);
     return KD_OK;
 }
 
