@@ -275,6 +275,33 @@ static int open_text(const text_options *o, kd_text **out)
     return fail_kd(what, st);
 }
 
+/* Whether both parts of the text hold a window of T + 1 bytes (T inputs and their next bytes), so
+ * that no training starts that could not be evaluated: a model that does not fit the data, 2. */
+static int check_windows(const text_options *o, const kd_text *text, int64_t T)
+{
+    static const kd_text_part parts[2] = {KD_TEXT_TRAIN, KD_TEXT_VALIDATION};
+    static const char *const names[2] = {"training", "validation"};
+    for (int i = 0; i < 2; i++) {
+        int64_t n = 0;
+        kd_text_part_size(text, parts[i], &n);
+        if (i == 1 && o->eval_bytes > 0 && o->eval_bytes < T + 1) {
+            fail_msg("the model's context of %lld bytes needs windows of %lld; --eval-bytes %lld "
+                     "evaluates fewer",
+                     (long long)T, (long long)(T + 1), (long long)o->eval_bytes);
+            return EXIT_USAGE;
+        }
+        if (n >= T + 1) continue;
+        fail_msg("the model's context of %lld bytes needs windows of %lld; the %s part of %s "
+                 "holds %lld bytes (%s): make the context shorter, the text longer%s",
+                 (long long)T, (long long)(T + 1), names[i], o->text, (long long)n,
+                 i == 0 ? "all but the last --validation fraction"
+                        : "the last --validation fraction",
+                 i == 0 ? "" : " or --validation larger");
+        return EXIT_USAGE;
+    }
+    return EXIT_OK;
+}
+
 /* ---------------------------------------------------------------- evaluation */
 
 /* Mean cross-entropy (nats per byte) of m over the validation part (its first limit bytes when
@@ -874,13 +901,17 @@ static int text_train(const text_options *o, const kd_text *text, FILE *log)
     kd_model *m;
     int rc = spec_model("model", spec, o->seed, &m);
     if (rc != EXIT_OK) return rc;
+    int64_t T = 0;
+    kd_model_tokens(m, NULL, &T);
+    if ((rc = check_windows(o, text, T)) != EXIT_OK) {
+        kd_model_destroy(m);
+        return rc;
+    }
     lm_result res;
     memset(&res, 0, sizeof res);
     snprintf(res.name, sizeof res.name, "model");
     lm_run r = {"model", m, NULL, KD_LOSS_HINTON, 0.0f, 1.0f, o->steps, o->seed, 0, 0, &res};
     double seconds = 0.0;
-    int64_t T = 0;
-    kd_model_tokens(m, NULL, &T);
     rc = train_lm(o, text, &r, log, &seconds);
     if (rc == EXIT_OK) rc = save(m, o->out);
     if (rc == EXIT_OK)
@@ -934,6 +965,9 @@ static int text_distill(const text_options *o, const kd_text *text, FILE *log)
     if (rc == EXIT_OK) {
         kd_model_tokens(student, NULL, &T);
         kd_model_tokens(teacher, NULL, &TT);
+        rc = check_windows(o, text, T > TT ? T : TT);
+    }
+    if (rc == EXIT_OK) {
         rc = check_terms(o, student, teacher);
     }
     lm_result res[3];

@@ -61,6 +61,31 @@ expect "an image option on text" 2 "unknown option '--epochs'" "$KD" train --tex
 expect "--out is required" 2 "--out MODEL.safetensors is required" "$KD" train --text "$TEXT"
 expect "bad --steps" 2 "--steps '0' is not" "$KD" train --text "$TEXT" --steps 0 --out "$T"
 
+expect "a context longer than the training part" 2 \
+    "context of 2000 bytes needs windows of 2001; the training part of .* holds 1269 bytes" \
+    "$KD" train --text "$TEXT" --spec "tokens 256 2000 | embed 8 | lmhead 256" --out "$T"
+expect "a context longer than the validation part" 2 \
+    "needs windows of 601; the validation part of .* holds 141 bytes" "$KD" train --text "$TEXT" \
+    --spec "tokens 256 600 | embed 8 | lmhead 256" --out "$T"
+expect "--eval-bytes shorter than a window" 2 "windows of 17; --eval-bytes 10 evaluates fewer" \
+    "$KD" distill --text "$TEXT" --student "$SMALL" --teacher-spec "$SMALL" --eval-bytes 10 \
+    --out "$S"
+if [ ! -e "$T" ] && [ ! -e "$S" ]; then pass "refused runs write no model"; else
+    fail "a refused run wrote a model"; fi
+# A teacher file of another vocabulary (128 tokens): a safetensors file written here, zeros.
+json='{"__metadata__":{"kd.spec":"tokens 128 16 | embed 2 | lmhead 128","format":"pt"},"0.weight":{"dtype":"F32","shape":[128,2],"data_offsets":[0,1024]},"1.weight":{"dtype":"F32","shape":[128,2],"data_offsets":[1024,2048]}}'
+len=${#json}
+printf "\\$(printf %03o $((len % 256)))\\$(printf %03o $((len / 256)))\\000\\000\\000\\000\\000\\000" \
+    > "$TMP/v128.safetensors"
+printf '%s' "$json" >> "$TMP/v128.safetensors"
+head -c 2048 /dev/zero >> "$TMP/v128.safetensors"
+expect "teacher file of another vocabulary" 2 "v128.safetensors has a vocabulary of 128 tokens" \
+    "$KD" distill --text "$TEXT" --teacher "$TMP/v128.safetensors" --student "$SMALL" --out "$S"
+expect "eval of a model of another vocabulary" 2 "has a vocabulary of 128 tokens" "$KD" eval \
+    "$TMP/v128.safetensors" --text "$TEXT"
+expect "generate from a model of another vocabulary" 2 "has a vocabulary of 128 tokens" "$KD" \
+    generate "$TMP/v128.safetensors" --prompt x
+
 # ---------------------------------------------------------------- train, eval, distill, generate
 expect "kd train --text" 0 "saved .*bits per byte" "$KD" train --text "$TEXT" --spec "$LM" \
     --steps 30 --batch 8 --lr 0.01 --log "$TMP/train.jsonl" --out "$T"
