@@ -6,7 +6,7 @@
  *
  *   lm_distill [FILE] [--steps N] [--teacher-steps N] [--batch B] [--eval-bytes N]
  *              [--width D] [--layers L] [--heads H] [--context T] [--teacher FILE] [--seed S]
- *              [--seeds N]
+ *              [--seeds N] [--only alone,forward-kl,reverse-kl,jsd,hidden,attention]
  *
  * FILE defaults to the fortunes (apt-get install fortunes), concatenated:
  *   find /usr/share/games/fortunes -type f ! -name '*.dat' | sort | xargs cat > fortunes.txt
@@ -82,6 +82,7 @@ typedef struct config {
     const char *path, *teacher_file;
     int64_t steps, teacher_steps, batch, eval_bytes, context, width, layers, heads, seeds;
     uint64_t seed;
+    const char *only; /* --only: the students to train (NULL: all) */
 } config;
 
 static double now(void)
@@ -291,19 +292,34 @@ static void print_row(const char *name, const result *r, int n)
            (long long)r[0].params, (long long)r[0].file, tps, gen);
 }
 
+/* Whether student run i (in the order of main's table) is among --only's names. Runs are
+ * independent (each starts from its seed's initialisation and batches), so a job split by --only
+ * and --seed gives the numbers of the whole. */
+static int wanted(const config *c, int i)
+{
+    static const char *const names[] = {"alone", "forward-kl", "reverse-kl",
+                                        "jsd",   "hidden",     "attention"};
+    if (c->only == NULL) return 1;
+    size_t n = strlen(names[i]);
+    for (const char *p = c->only; (p = strstr(p, names[i])) != NULL; p += n)
+        if ((p == c->only || p[-1] == ',') && (p[n] == ',' || p[n] == '\0')) return 1;
+    return 0;
+}
+
 static void usage(const char *argv0)
 {
     fprintf(stderr,
             "usage: %s [FILE] [--steps N] [--teacher-steps N] [--batch B] [--eval-bytes N]\n"
             "       [--width D] [--layers L] [--heads H] [--context T] [--teacher FILE] "
-            "[--seed S] [--seeds N]\n",
+            "[--seed S] [--seeds N]\n"
+            "       [--only alone,forward-kl,reverse-kl,jsd,hidden,attention]\n",
             argv0);
     exit(2);
 }
 
 int main(int argc, char **argv)
 {
-    config c = {"fortunes.txt", NULL, 600, 1200, 16, 65536, 64, 128, 4, 4, 3, 1};
+    config c = {"fortunes.txt", NULL, 600, 1200, 16, 65536, 64, 128, 4, 4, 3, 1, NULL};
     for (int i = 1; i < argc; i++) {
         int64_t *num = NULL;
         if (strcmp(argv[i], "--steps") == 0)
@@ -328,6 +344,8 @@ int main(int argc, char **argv)
             c.seed = strtoull(argv[++i], 0, 10);
         else if (strcmp(argv[i], "--teacher") == 0 && i + 1 < argc)
             c.teacher_file = argv[++i];
+        else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc)
+            c.only = argv[++i];
         else if (argv[i][0] != '-')
             c.path = argv[i];
         else
@@ -383,6 +401,7 @@ int main(int argc, char **argv)
     for (int64_t k = 0; k < c.seeds; k++) {
         uint64_t seed = c.seed + (uint64_t)k;
         for (int i = 0; i < RUNS; i++) {
+            if (!wanted(&c, i)) continue;
             kd_model *s;
             char path[64];
             result *r = &res[i * c.seeds + k];
@@ -403,11 +422,13 @@ int main(int argc, char **argv)
     printf("%-30s %17s %9s %9s %10s %9s\n", "model", "bits/B", "params", "file B", "train tok/s",
            "gen tok/s");
     print_row("teacher", &tres, 1);
-    for (int i = 0; i < RUNS; i++) print_row(runs[i].name, &res[i * c.seeds], (int)c.seeds);
+    for (int i = 0; i < RUNS; i++)
+        if (wanted(&c, i)) print_row(runs[i].name, &res[i * c.seeds], (int)c.seeds);
     printf("\nsamples (temperature 0.8, top-p 0.9, seed 1; students of seed %llu):\n",
            (unsigned long long)c.seed);
     printf("%-30s %s\n", "teacher", tres.sample);
-    for (int i = 0; i < RUNS; i++) printf("%-30s %s\n", runs[i].name, res[i * c.seeds].sample);
+    for (int i = 0; i < RUNS; i++)
+        if (wanted(&c, i)) printf("%-30s %s\n", runs[i].name, res[i * c.seeds].sample);
     free(res);
     kd_model_destroy(teacher);
     kd_text_destroy(text);

@@ -884,6 +884,9 @@ static int write_text_report(const text_options *o, const char *title, const cha
 }
 
 static const char report_notes[] =
+    "The training objective is cross-entropy on the next bytes for a model trained alone and "
+    "the distillation loss (feature terms included) for a distilled one, so only the held-out "
+    "curves compare. "
     "Held-out points during training are measured on the first bytes of the held-out part (the "
     "figure says how many); the table's numbers on all of it (or --eval-bytes). Training tokens "
     "per second leave the held-out evaluations out and include the teacher's forward pass for "
