@@ -25,38 +25,29 @@
  * tokens/s (teacher forward included) and batch-1 generation tokens/s, then a short sample of each
  * (temperature 0.8, top-p 0.9, seed 1). The teacher is trained once (--seed).
  *
- * Runtime (one core, OPENBLAS_NUM_THREADS=1, quiet machine; from the speeds of the 2-seed runs
- * below): the defaults (1200 teacher steps, 600 student steps, 3 seeds) about 12 minutes;
- * `--teacher-steps 3000 --steps 1500` about 30 minutes.
+ * Runtime (one core, OPENBLAS_NUM_THREADS=1, quiet machine; from the speeds of earlier runs): the
+ * defaults (1200 teacher steps, 600 student steps, 3 seeds) about 12 minutes;
+ * `--teacher-steps 3000 --steps 1500` about 30 minutes. --only NAMES (alone, forward-kl,
+ * reverse-kl, jsd, hidden, attention) trains those students alone: with --teacher
+ * lm_teacher.safetensors (what a run saves) and --seed S --seeds 1, a job split across processes
+ * gives the numbers of the whole, each student depending only on its seed.
  *
- * A reduced run with every student (OPENBLAS_NUM_THREADS=1, on 2 cores under a load of about 20,
- * so the speeds mean nothing), `lm_distill fortunes.txt --teacher-steps 400 --steps 200
- * --eval-bytes 16384`, 3 seeds; held-out bits per byte, mean +- std:
- *   teacher (400 steps, under-trained)          3.592
- *   student alone                               4.011 +- 0.008
- *   forward KL                                  3.951 +- 0.015
- *   reverse KL                                  4.005 +- 0.017
- *   JSD (beta 0.5)                              3.993 +- 0.010
- *   forward KL + hidden cosine                  3.915 +- 0.021
- *   forward KL + attention KL                   3.920 +- 0.014
- * Every loss beats the student alone on every seed; the feature terms (hidden cosine, attention
- * KL) add about 0.03-0.04 bits per byte to forward KL, more than the seeds' spread; reverse KL and
- * JSD gain little at this short budget (mode-seeking losses pull towards a weak teacher's peaks).
- *
- * Earlier runs (2 seeds, before the attention term), `lm_distill fortunes.txt --teacher-steps 3000
- * --steps 1500` (batch 16 x 64 bytes), held-out bits per byte on the first 64 KiB of the last
- * tenth, seed 1 / seed 2:
- *   teacher (867,072 parameters, 3.5 MB)        2.557   train 6,808 tok/s, generate 2,736 tok/s
- *   student alone (84,288, 340 KB)              3.155 / 3.113  train 63,764 tok/s, gen 23,784
- *   forward KL                                  3.030 / 2.984
- *   reverse KL                                  3.011 / 3.015
- *   JSD (beta 0.5)                              3.115 / 3.065
- *   forward KL + hidden-state cosine            2.923 / 2.994
- * (distilled students train at 15,000-21,000 tok/s: the teacher's forward is in each step). The
- * defaults (1200 and 600 steps) gave 2.969; 3.563 alone, 3.458, 3.455, 3.520, 3.334 (seed 1). So
- * every loss helps this student, by 0.04 to 0.23 bits per byte (a fifth to a third of its gap to
- * the teacher); which one helps most changes with the seed. Samples are fortune-shaped, not
- * English.
+ * `lm_distill fortunes.txt --teacher-steps 3000 --steps 1500` (batch 16 x 64 bytes), held-out
+ * bits per byte on the first 64 KiB of the last tenth, mean +- std over student seeds 1-3:
+ *   teacher (867,072 parameters, 3.5 MB)        2.557
+ *   student alone (84,288, 340 KB)              3.140 +- 0.024   3.155 / 3.113 / 3.153
+ *   forward KL                                  3.005 +- 0.023   3.030 / 2.984 / 3.001
+ *   reverse KL                                  3.018 +- 0.008   3.011 / 3.015 / 3.027
+ *   JSD (beta 0.5)                              3.095 +- 0.027   3.115 / 3.065 / 3.106
+ *   forward KL + hidden cosine                  2.968 +- 0.039   2.923 / 2.994 / 2.986
+ *   forward KL + attention KL                   2.995 +- 0.014   3.000 / 3.006 / 2.980
+ * (seeds 1-2 of reverse KL, JSD and the hidden cosine from an earlier run of the same code, whose
+ * student alone and forward KL this run reproduces). Every loss beats the student alone on every
+ * seed; the hidden cosine helps most on average (0.17 bits per byte, 30% of the gap to the
+ * teacher), JSD least (0.05). Speeds of that run (2 cores, load 10-24) mean nothing; on a quiet
+ * core: teacher 6,808 tokens/s training, 2,736 generating; student alone 63,764 and 23,784;
+ * distilled students 15,000-21,000 (the teacher's forward is in each step). Samples are
+ * fortune-shaped, not English.
  */
 #include <math.h>
 #include <stdio.h>
