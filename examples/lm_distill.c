@@ -6,7 +6,7 @@
  *
  *   lm_distill [FILE] [--steps N] [--teacher-steps N] [--batch B] [--eval-bytes N]
  *              [--width D] [--layers L] [--heads H] [--context T] [--teacher FILE] [--seed S]
- *              [--seeds N]
+ *              [--seeds N] [--only alone,forward-kl,reverse-kl,jsd,hidden,attention]
  *
  * FILE defaults to the fortunes (apt-get install fortunes), concatenated:
  *   find /usr/share/games/fortunes -type f ! -name '*.dat' | sort | xargs cat > fortunes.txt
@@ -25,38 +25,29 @@
  * tokens/s (teacher forward included) and batch-1 generation tokens/s, then a short sample of each
  * (temperature 0.8, top-p 0.9, seed 1). The teacher is trained once (--seed).
  *
- * Runtime (one core, OPENBLAS_NUM_THREADS=1, quiet machine; from the speeds of the 2-seed runs
- * below): the defaults (1200 teacher steps, 600 student steps, 3 seeds) about 12 minutes;
- * `--teacher-steps 3000 --steps 1500` about 30 minutes.
+ * Runtime (one core, OPENBLAS_NUM_THREADS=1, quiet machine; from the speeds of earlier runs): the
+ * defaults (1200 teacher steps, 600 student steps, 3 seeds) about 12 minutes;
+ * `--teacher-steps 3000 --steps 1500` about 30 minutes. --only NAMES (alone, forward-kl,
+ * reverse-kl, jsd, hidden, attention) trains those students alone: with --teacher
+ * lm_teacher.safetensors (what a run saves) and --seed S --seeds 1, a job split across processes
+ * gives the numbers of the whole, each student depending only on its seed.
  *
- * A reduced run with every student (OPENBLAS_NUM_THREADS=1, on 2 cores under a load of about 20,
- * so the speeds mean nothing), `lm_distill fortunes.txt --teacher-steps 400 --steps 200
- * --eval-bytes 16384`, 3 seeds; held-out bits per byte, mean +- std:
- *   teacher (400 steps, under-trained)          3.592
- *   student alone                               4.011 +- 0.008
- *   forward KL                                  3.951 +- 0.015
- *   reverse KL                                  4.005 +- 0.017
- *   JSD (beta 0.5)                              3.993 +- 0.010
- *   forward KL + hidden cosine                  3.915 +- 0.021
- *   forward KL + attention KL                   3.920 +- 0.014
- * Every loss beats the student alone on every seed; the feature terms (hidden cosine, attention
- * KL) add about 0.03-0.04 bits per byte to forward KL, more than the seeds' spread; reverse KL and
- * JSD gain little at this short budget (mode-seeking losses pull towards a weak teacher's peaks).
- *
- * Earlier runs (2 seeds, before the attention term), `lm_distill fortunes.txt --teacher-steps 3000
- * --steps 1500` (batch 16 x 64 bytes), held-out bits per byte on the first 64 KiB of the last
- * tenth, seed 1 / seed 2:
- *   teacher (867,072 parameters, 3.5 MB)        2.557   train 6,808 tok/s, generate 2,736 tok/s
- *   student alone (84,288, 340 KB)              3.155 / 3.113  train 63,764 tok/s, gen 23,784
- *   forward KL                                  3.030 / 2.984
- *   reverse KL                                  3.011 / 3.015
- *   JSD (beta 0.5)                              3.115 / 3.065
- *   forward KL + hidden-state cosine            2.923 / 2.994
- * (distilled students train at 15,000-21,000 tok/s: the teacher's forward is in each step). The
- * defaults (1200 and 600 steps) gave 2.969; 3.563 alone, 3.458, 3.455, 3.520, 3.334 (seed 1). So
- * every loss helps this student, by 0.04 to 0.23 bits per byte (a fifth to a third of its gap to
- * the teacher); which one helps most changes with the seed. Samples are fortune-shaped, not
- * English.
+ * `lm_distill fortunes.txt --teacher-steps 3000 --steps 1500` (batch 16 x 64 bytes), held-out
+ * bits per byte on the first 64 KiB of the last tenth, mean +- std over student seeds 1-3:
+ *   teacher (867,072 parameters, 3.5 MB)        2.557
+ *   student alone (84,288, 340 KB)              3.140 +- 0.024   3.155 / 3.113 / 3.153
+ *   forward KL                                  3.005 +- 0.023   3.030 / 2.984 / 3.001
+ *   reverse KL                                  3.018 +- 0.008   3.011 / 3.015 / 3.027
+ *   JSD (beta 0.5)                              3.095 +- 0.027   3.115 / 3.065 / 3.106
+ *   forward KL + hidden cosine                  2.968 +- 0.039   2.923 / 2.994 / 2.986
+ *   forward KL + attention KL                   2.995 +- 0.014   3.000 / 3.006 / 2.980
+ * (seeds 1-2 of reverse KL, JSD and the hidden cosine from an earlier run of the same code, whose
+ * student alone and forward KL this run reproduces). Every loss beats the student alone on every
+ * seed; the hidden cosine helps most on average (0.17 bits per byte, 30% of the gap to the
+ * teacher), JSD least (0.05). Speeds of that run (2 cores, load 10-24) mean nothing; on a quiet
+ * core: teacher 6,808 tokens/s training, 2,736 generating; student alone 63,764 and 23,784;
+ * distilled students 15,000-21,000 (the teacher's forward is in each step). Samples are
+ * fortune-shaped, not English.
  */
 #include <math.h>
 #include <stdio.h>
@@ -82,6 +73,7 @@ typedef struct config {
     const char *path, *teacher_file;
     int64_t steps, teacher_steps, batch, eval_bytes, context, width, layers, heads, seeds;
     uint64_t seed;
+    const char *only; /* --only: the students to train (NULL: all) */
 } config;
 
 static double now(void)
@@ -291,19 +283,34 @@ static void print_row(const char *name, const result *r, int n)
            (long long)r[0].params, (long long)r[0].file, tps, gen);
 }
 
+/* Whether student run i (in the order of main's table) is among --only's names. Runs are
+ * independent (each starts from its seed's initialisation and batches), so a job split by --only
+ * and --seed gives the numbers of the whole. */
+static int wanted(const config *c, int i)
+{
+    static const char *const names[] = {"alone", "forward-kl", "reverse-kl",
+                                        "jsd",   "hidden",     "attention"};
+    if (c->only == NULL) return 1;
+    size_t n = strlen(names[i]);
+    for (const char *p = c->only; (p = strstr(p, names[i])) != NULL; p += n)
+        if ((p == c->only || p[-1] == ',') && (p[n] == ',' || p[n] == '\0')) return 1;
+    return 0;
+}
+
 static void usage(const char *argv0)
 {
     fprintf(stderr,
             "usage: %s [FILE] [--steps N] [--teacher-steps N] [--batch B] [--eval-bytes N]\n"
             "       [--width D] [--layers L] [--heads H] [--context T] [--teacher FILE] "
-            "[--seed S] [--seeds N]\n",
+            "[--seed S] [--seeds N]\n"
+            "       [--only alone,forward-kl,reverse-kl,jsd,hidden,attention]\n",
             argv0);
     exit(2);
 }
 
 int main(int argc, char **argv)
 {
-    config c = {"fortunes.txt", NULL, 600, 1200, 16, 65536, 64, 128, 4, 4, 3, 1};
+    config c = {"fortunes.txt", NULL, 600, 1200, 16, 65536, 64, 128, 4, 4, 3, 1, NULL};
     for (int i = 1; i < argc; i++) {
         int64_t *num = NULL;
         if (strcmp(argv[i], "--steps") == 0)
@@ -328,6 +335,8 @@ int main(int argc, char **argv)
             c.seed = strtoull(argv[++i], 0, 10);
         else if (strcmp(argv[i], "--teacher") == 0 && i + 1 < argc)
             c.teacher_file = argv[++i];
+        else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc)
+            c.only = argv[++i];
         else if (argv[i][0] != '-')
             c.path = argv[i];
         else
@@ -383,6 +392,7 @@ int main(int argc, char **argv)
     for (int64_t k = 0; k < c.seeds; k++) {
         uint64_t seed = c.seed + (uint64_t)k;
         for (int i = 0; i < RUNS; i++) {
+            if (!wanted(&c, i)) continue;
             kd_model *s;
             char path[64];
             result *r = &res[i * c.seeds + k];
@@ -403,11 +413,13 @@ int main(int argc, char **argv)
     printf("%-30s %17s %9s %9s %10s %9s\n", "model", "bits/B", "params", "file B", "train tok/s",
            "gen tok/s");
     print_row("teacher", &tres, 1);
-    for (int i = 0; i < RUNS; i++) print_row(runs[i].name, &res[i * c.seeds], (int)c.seeds);
+    for (int i = 0; i < RUNS; i++)
+        if (wanted(&c, i)) print_row(runs[i].name, &res[i * c.seeds], (int)c.seeds);
     printf("\nsamples (temperature 0.8, top-p 0.9, seed 1; students of seed %llu):\n",
            (unsigned long long)c.seed);
     printf("%-30s %s\n", "teacher", tres.sample);
-    for (int i = 0; i < RUNS; i++) printf("%-30s %s\n", runs[i].name, res[i * c.seeds].sample);
+    for (int i = 0; i < RUNS; i++)
+        if (wanted(&c, i)) printf("%-30s %s\n", runs[i].name, res[i * c.seeds].sample);
     free(res);
     kd_model_destroy(teacher);
     kd_text_destroy(text);

@@ -168,7 +168,15 @@ KD_API void kd_model_destroy(kd_model *m);
  * removes what a killed save of the same path left: files named so that are regular, the user's,
  * and last written before this process first saved or resumed. Loading checks the file's sizes
  * against the file and the limits (kd_set_limit) before allocating: a spec asking for more values
- * than the file holds data for is KD_ERR_FORMAT. */
+ * than the file holds data for is KD_ERR_FORMAT.
+ * A tied LM head ("lmhead V tied", at the spec's top level) has no tensor of its own: the file
+ * holds the shared weight once, under the embedding's name ("0.weight"), as
+ * safetensors.torch.save_model writes a tied PyTorch model (it keeps the first of the shared names
+ * in sort order) and safetensors.torch.load_model reads back. A file that also holds the head's
+ * name ("5.weight" for layer 5), as PyTorch's state_dict() lists both, is read when that tensor
+ * equals the embedding's bit for bit, and refused otherwise (KD_ERR_FORMAT), here and in
+ * kd_model_load_weights. Both share initial values: the embedding's N(0, 1), as nn.Embedding's
+ * weight assigned to the head's nn.Linear (GPT-2's code re-initialises it to N(0, 0.02)). */
 KD_API kd_status kd_model_load(const char *path, kd_model **out);
 KD_API kd_status kd_model_save(const kd_model *m, const char *path);
 /* Copies every tensor of a safetensors file into m; names, shapes and dtype (F32) must match.

@@ -55,6 +55,10 @@ static const text_def table[] = {
     {"--attention-kl", FLOAT, AT(attention_kl), DISTILL, 0, 1e6},
     {"--attention-layers", STRING, AT(attention_layers), DISTILL, 0, 0},
     {"--attention-heads", STRING, AT(attention_heads), DISTILL, 0, 0},
+    {"--hidden-cosine", FLOAT, AT(hidden_cosine), DISTILL, 0, 1e6},
+    {"--hidden-layers", STRING, AT(hidden_layers), DISTILL, 0, 0},
+    {"--report", STRING, AT(report_dir), TRAIN | DISTILL, 0, 0},
+    {"--eval-every", INT, AT(eval_every), TRAIN | DISTILL, 1, 1e9},
 };
 
 static const struct {
@@ -272,6 +276,33 @@ static int open_text(const text_options *o, kd_text **out)
     return fail_kd(what, st);
 }
 
+/* Whether both parts of the text hold a window of T + 1 bytes (T inputs and their next bytes), so
+ * that no training starts that could not be evaluated: a model that does not fit the data, 2. */
+static int check_windows(const text_options *o, const kd_text *text, int64_t T)
+{
+    static const kd_text_part parts[2] = {KD_TEXT_TRAIN, KD_TEXT_VALIDATION};
+    static const char *const names[2] = {"training", "validation"};
+    for (int i = 0; i < 2; i++) {
+        int64_t n = 0;
+        kd_text_part_size(text, parts[i], &n);
+        if (i == 1 && o->eval_bytes > 0 && o->eval_bytes < T + 1) {
+            fail_msg("the model's context of %lld bytes needs windows of %lld; --eval-bytes %lld "
+                     "evaluates fewer",
+                     (long long)T, (long long)(T + 1), (long long)o->eval_bytes);
+            return EXIT_USAGE;
+        }
+        if (n >= T + 1) continue;
+        fail_msg("the model's context of %lld bytes needs windows of %lld; the %s part of %s "
+                 "holds %lld bytes (%s): make the context shorter, the text longer%s",
+                 (long long)T, (long long)(T + 1), names[i], o->text, (long long)n,
+                 i == 0 ? "all but the last --validation fraction"
+                        : "the last --validation fraction",
+                 i == 0 ? "" : " or --validation larger");
+        return EXIT_USAGE;
+    }
+    return EXIT_OK;
+}
+
 /* ---------------------------------------------------------------- evaluation */
 
 /* Mean cross-entropy (nats per byte) of m over the validation part (its first limit bytes when
@@ -323,16 +354,56 @@ static int validation_ce(kd_model *m, const kd_text *text, int64_t batch, int64_
 }
 
 typedef struct lm_result {
-    char name[48];
+    char name[64], shape[96];
     int64_t params, bytes;
-    double ce, ppl, bpb, seconds, tokens_per_s;
+    double ce, ppl, bpb, seconds, tokens_per_s, gen_tps;
+    char sample[512];
+    text_curve loss, heldout; /* the training objective and held-out bits per byte by step */
 } lm_result;
 
-static int measure(kd_model *m, const kd_text *text, int64_t limit, const char *name,
-                   const char *path, double seconds, int64_t tokens_trained, lm_result *r)
+/* "2 blocks, width 48, context 64": blocks counted by attention layers, the width from the first
+ * layer (the embedding). */
+static void lm_shape(const kd_model *m, char *out, size_t size)
 {
-    memset(r, 0, sizeof *r);
-    snprintf(r->name, sizeof r->name, "%s", name);
+    int64_t T = 0, first = 0;
+    int32_t blocks = 0;
+    kd_model_tokens(m, NULL, &T);
+    kd_model_attention_count(m, &blocks);
+    kd_model_layer_info(m, 0, NULL, NULL, &first);
+    snprintf(out, size, "%d block%s, width %lld, context %lld", (int)blocks, blocks == 1 ? "" : "s",
+             (long long)(T > 0 ? first / T : 0), (long long)T);
+}
+
+/* A sample (after a newline, up to a context of bytes at temperature 0.8, top-p 0.9) and the
+ * batch-1 generation speed, timed over at least 0.2 s. A failure leaves both empty. */
+static void lm_sample(kd_model *m, uint64_t seed, lm_result *r)
+{
+    int64_t T = 0;
+    kd_model_tokens(m, NULL, &T);
+    int64_t n = T - 1 < (int64_t)sizeof r->sample - 1 ? T - 1 : (int64_t)sizeof r->sample - 1;
+    int32_t prompt = '\n';
+    int32_t *gen = n > 0 ? malloc(sizeof *gen * (size_t)n) : NULL;
+    if (gen == NULL) return;
+    double start = now_seconds(), elapsed = 0.0;
+    int64_t made = 0;
+    kd_status st = KD_OK;
+    for (int rep = 0; st == KD_OK && rep < 1000 && (rep == 0 || elapsed < 0.2); rep++) {
+        st = kd_model_generate(m, &prompt, 1, n, 0.8f, 0, 0.9f, seed, gen);
+        made += n;
+        elapsed = now_seconds() - start;
+    }
+    if (st == KD_OK) {
+        r->gen_tps = elapsed > 0 ? (double)made / elapsed : 0.0;
+        for (int64_t i = 0; i < n; i++) r->sample[i] = gen[i] != 0 ? (char)gen[i] : ' ';
+        r->sample[n] = '\0';
+    }
+    free(gen);
+}
+
+/* Fills r's measurements (its name, curves and training time set before). */
+static int measure(kd_model *m, const kd_text *text, int64_t limit, const char *path,
+                   double seconds, int64_t tokens_trained, uint64_t seed, lm_result *r)
+{
     int64_t tokens;
     int rc = validation_ce(m, text, 64, limit, &r->ce, &tokens);
     if (rc != EXIT_OK) return rc;
@@ -345,19 +416,23 @@ static int measure(kd_model *m, const kd_text *text, int64_t limit, const char *
     r->bytes = path != NULL ? file_size(path) : -1;
     r->seconds = seconds;
     r->tokens_per_s = seconds > 0 ? (double)tokens_trained / seconds : 0.0;
+    lm_shape(m, r->shape, sizeof r->shape);
+    lm_sample(m, seed, r);
     return EXIT_OK;
 }
 
 static void print_results(const lm_result *r, int n)
 {
-    printf("%-22s %10s %10s %9s %9s %8s %12s\n", "model", "params", "file", "CE nats", "ppl",
-           "bits/B", "train tok/s");
+    int w = 22;
+    for (int i = 0; i < n; i++) w = (int)strlen(r[i].name) > w ? (int)strlen(r[i].name) : w;
+    printf("%-*s %10s %10s %9s %9s %8s %12s %10s\n", w, "model", "params", "file", "CE nats", "ppl",
+           "bits/B", "train tok/s", "gen tok/s");
     for (int i = 0; i < n; i++) {
         char p[32], b[32] = "-";
         format_count(r[i].params, p, sizeof p);
         if (r[i].bytes >= 0) format_bytes((double)r[i].bytes, b, sizeof b);
-        printf("%-22s %10s %10s %9.4f %9.3f %8.4f %12.0f\n", r[i].name, p, b, r[i].ce, r[i].ppl,
-               r[i].bpb, r[i].tokens_per_s);
+        printf("%-*s %10s %10s %9.4f %9.3f %8.4f %12.0f %10.0f\n", w, r[i].name, p, b, r[i].ce,
+               r[i].ppl, r[i].bpb, r[i].tokens_per_s, r[i].gen_tps);
     }
 }
 
@@ -370,9 +445,10 @@ typedef struct lm_run {
     float alpha, temperature;
     int64_t steps;
     uint64_t seed;
-    int attention; /* add the attention KL term of --attention-kl */
+    int attention;    /* add the attention KL term of --attention-kl */
+    int hidden;       /* add the hidden-state cosine terms of --hidden-cosine */
+    lm_result *trace; /* where the curves go */
 } lm_run;
-
 /* The attention term of --attention-kl: the student's and the teacher's attention layers (-1 in
  * "S:T" the last, MiniLM's choice) and the heads' pairing. */
 typedef struct attention_plan {
@@ -425,28 +501,178 @@ static kd_status add_attention(const text_options *o, kd_trainer *tr, const kd_m
     return st;
 }
 
-/* Whether the attention term can be built for these models, before any training: the library's
- * own checks on a throwaway trainer. */
-static int check_attention(const text_options *o, kd_model *student, kd_model *teacher)
+/* ---------------------------------------------------------------- hidden states (DistilBERT) */
+
+#define MAX_HIDDEN 16
+
+/* One term of --hidden-cosine: layers as kd info lists them, their kinds and widths (values a
+ * token: the layer's output over the context). */
+typedef struct hidden_pair {
+    int32_t student, teacher;
+    const char *skind, *tkind;
+    int64_t ssize, tsize, sd, td;
+} hidden_pair;
+
+/* The output of m's last transformer block: its last residual layer, else its last but one. */
+static int32_t last_block(const kd_model *m)
 {
-    if (o->attention_kl <= 0.0f) return EXIT_OK;
-    attention_plan p;
-    int rc = parse_attention(o, student, teacher, &p);
+    int32_t n = 0;
+    kd_model_layer_count(m, &n);
+    for (int32_t i = n - 1; i >= 0; i--) {
+        const char *kind = NULL;
+        kd_model_layer_info(m, i, &kind, NULL, NULL);
+        if (kind != NULL && strcmp(kind, "residual") == 0) return i;
+    }
+    return n >= 2 ? n - 2 : 0;
+}
+
+static void hidden_shapes(const hidden_pair *p, int64_t T, char *out, size_t size)
+{
+    snprintf(out, size,
+             "the student's layer %d (%s) gives [%lld, %lld] a window, the teacher's layer %d "
+             "(%s) [%lld, %lld]",
+             (int)p->student, p->skind, (long long)T, (long long)p->sd, (int)p->teacher, p->tkind,
+             (long long)T, (long long)p->td);
+}
+
+/* --hidden-layers "S:T[,S:T...]" (negative: from the end; default the last blocks' outputs). */
+static int parse_hidden(const text_options *o, const kd_model *student, const kd_model *teacher,
+                        hidden_pair *p, int *np)
+{
+    int32_t ns = 0, nt = 0;
+    int64_t T = 0;
+    kd_model_layer_count(student, &ns);
+    kd_model_layer_count(teacher, &nt);
+    kd_model_tokens(student, NULL, &T);
+    *np = 0;
+    if (o->hidden_layers == NULL) {
+        p[0].student = last_block(student);
+        p[0].teacher = last_block(teacher);
+        *np = 1;
+    }
+    for (const char *c = o->hidden_layers; c != NULL;) {
+        char *end, *end2 = NULL;
+        long s = strtol(c, &end, 10), t = 0;
+        if (end != c && *end == ':') t = strtol(end + 1, &end2, 10);
+        if (end == c || *end != ':' || end2 == end + 1 || (*end2 != ',' && *end2 != '\0')) {
+            fail_msg("--hidden-layers '%s' is not S:T[,S:T...] (student and teacher layers as kd "
+                     "info lists them, -1 the last)",
+                     o->hidden_layers);
+            return EXIT_USAGE;
+        }
+        if (*np == MAX_HIDDEN) {
+            fail_msg("--hidden-layers '%s' pairs more than %d layers", o->hidden_layers,
+                     MAX_HIDDEN);
+            return EXIT_USAGE;
+        }
+        if (s < -ns || s >= ns || t < -nt || t >= nt) {
+            fail_msg("--hidden-layers %ld:%ld: the student has layers 0..%d, the teacher 0..%d (as "
+                     "kd info lists them; -1 the last)",
+                     s, t, (int)ns - 1, (int)nt - 1);
+            return EXIT_USAGE;
+        }
+        p[*np].student = (int32_t)(s < 0 ? ns + s : s);
+        p[*np].teacher = (int32_t)(t < 0 ? nt + t : t);
+        (*np)++;
+        c = *end2 == ',' ? end2 + 1 : NULL;
+    }
+    for (int i = 0; i < *np; i++) {
+        kd_model_layer_info(student, p[i].student, &p[i].skind, NULL, &p[i].ssize);
+        kd_model_layer_info(teacher, p[i].teacher, &p[i].tkind, NULL, &p[i].tsize);
+        p[i].sd = p[i].ssize / T;
+        p[i].td = p[i].tsize / T;
+        if (p[i].ssize % T != 0 || p[i].tsize % T != 0 || p[i].sd < 1 || p[i].td < 1) {
+            fail_msg(
+                "--hidden-layers %d:%d: the student's layer %d (%s) gives %lld values a window "
+                "and the teacher's layer %d (%s) %lld; DistilBERT's cosine compares hidden "
+                "states [T, d] token by token (T = %lld)",
+                (int)p[i].student, (int)p[i].teacher, (int)p[i].student, p[i].skind,
+                (long long)p[i].ssize, (int)p[i].teacher, p[i].tkind, (long long)p[i].tsize,
+                (long long)T);
+            return EXIT_USAGE;
+        }
+    }
+    return EXIT_OK;
+}
+
+/* Adds the cosine terms; on failure *bad is the pair that failed. A student width that is not the
+ * teacher's is projected per token by a learned "dense D" (TinyBERT's W_h). */
+static kd_status add_hidden(const text_options *o, kd_trainer *tr, const hidden_pair *p, int np,
+                            kd_feature_loss **cos, int *bad)
+{
+    kd_status st = kd_feature_loss_create(KD_FEATURE_COSINE, cos);
+    for (int i = 0; st == KD_OK && i < np; i++) {
+        char reg[32];
+        snprintf(reg, sizeof reg, "dense %lld", (long long)p[i].td);
+        *bad = i;
+        st = kd_trainer_add_feature_loss(tr, *cos, p[i].student, 0, p[i].teacher,
+                                         p[i].sd != p[i].td ? reg : NULL, o->hidden_cosine);
+    }
+    return st;
+}
+
+/* Whether the feature terms (--attention-kl, --hidden-cosine) can be built for these models,
+ * before any training: the library's own checks on a throwaway trainer. */
+static int check_terms(const text_options *o, kd_model *student, kd_model *teacher)
+{
+    if (o->attention_kl <= 0.0f && o->hidden_cosine <= 0.0f) return EXIT_OK;
+    attention_plan ap;
+    hidden_pair hp[MAX_HIDDEN];
+    int np = 0, bad = 0, rc = EXIT_OK;
+    if (o->attention_kl > 0.0f) rc = parse_attention(o, student, teacher, &ap);
+    if (rc == EXIT_OK && o->hidden_cosine > 0.0f) rc = parse_hidden(o, student, teacher, hp, &np);
     if (rc != EXIT_OK) return rc;
     kd_loss *loss = NULL;
     kd_optimizer *opt = NULL;
     kd_trainer *tr = NULL;
-    kd_feature_loss *kl = NULL;
+    kd_feature_loss *kl = NULL, *cos = NULL;
     kd_status st = kd_loss_create(KD_LOSS_HINTON, &loss);
     if (st == KD_OK) st = kd_optimizer_create(KD_OPTIMIZER_ADAMW, student, &opt);
     if (st == KD_OK) st = kd_trainer_create(student, loss, opt, &tr);
-    if (st == KD_OK) st = kd_trainer_add_teacher(tr, teacher, 1.0f);
-    if (st == KD_OK) st = add_attention(o, tr, student, teacher, &kl);
+    if (st == KD_OK) {
+        st = kd_trainer_add_teacher(tr, teacher, 1.0f);
+        if (st != KD_OK) /* as train_lm would say it, a usage error */
+            rc = fail_kd("the teacher cannot teach this student", st) == EXIT_RUNTIME &&
+                         st == KD_ERR_SHAPE
+                     ? EXIT_USAGE
+                     : EXIT_RUNTIME;
+    }
+    if (st == KD_OK && o->attention_kl > 0.0f) {
+        st = add_attention(o, tr, student, teacher, &kl);
+        if (st != KD_OK) rc = fail_kd("--attention-kl cannot pair these attention layers", st);
+    }
+    if (st == KD_OK && o->hidden_cosine > 0.0f) {
+        st = add_hidden(o, tr, hp, np, &cos, &bad);
+        if (st != KD_OK) {
+            int64_t T = 0;
+            char what[400];
+            kd_model_tokens(student, NULL, &T);
+            hidden_shapes(&hp[bad], T, what, sizeof what);
+            fail_msg("--hidden-cosine cannot compare these layers: %s: %s", what, kd_last_error());
+            rc = st == KD_ERR_SHAPE || st == KD_ERR_ARGUMENT ? EXIT_USAGE : EXIT_RUNTIME;
+        }
+    } else if (st != KD_OK && rc == EXIT_OK) {
+        rc = fail_kd("cannot set up training", st);
+    }
+    if (rc == EXIT_OK && o->hidden_cosine > 0.0f && !o->quiet) {
+        int64_t T = 0;
+        kd_model_tokens(student, NULL, &T);
+        for (int i = 0; i < np; i++) {
+            char what[400];
+            hidden_shapes(&hp[i], T, what, sizeof what);
+            printf("hidden cosine %d: %s%s, weight %g\n", i, what,
+                   hp[i].sd != hp[i].td ? "; the student's projected per token by a learned "
+                                          "dense layer"
+                                        : "",
+                   (double)o->hidden_cosine);
+        }
+    }
     kd_trainer_destroy(tr);
     kd_feature_loss_destroy(kl);
+    kd_feature_loss_destroy(cos);
     kd_optimizer_destroy(opt);
     kd_loss_destroy(loss);
-    return st == KD_OK ? EXIT_OK : fail_kd("--attention-kl cannot pair these attention layers", st);
+    return rc;
 }
 
 static kd_status make_parts(const text_options *o, const lm_run *r, kd_loss **loss,
@@ -472,6 +698,43 @@ static kd_status make_parts(const text_options *o, const lm_run *r, kd_loss **lo
     return st;
 }
 
+/* The held-out bytes a curve point is measured on: --eval-bytes, else 64 KiB (the table's final
+ * numbers use all of them), so that ten points cost little beside the training. */
+static int64_t curve_bytes(const text_options *o)
+{
+    return o->eval_bytes > 0 ? o->eval_bytes : 65536;
+}
+
+/* Steps between held-out evaluations: --eval-every, else ten a run with a report, else none. */
+static int64_t eval_every(const text_options *o, int64_t steps)
+{
+    if (o->eval_every > 0) return o->eval_every;
+    if (o->report_dir == NULL) return 0;
+    return steps / 10 > 0 ? steps / 10 : 1;
+}
+
+static int curve_point(const text_options *o, const kd_text *text, const lm_run *r, int64_t step,
+                       FILE *log)
+{
+    double ce = 0.0;
+    int64_t tokens = 0;
+    int rc = validation_ce(r->model, text, 64, curve_bytes(o), &ce, &tokens);
+    if (rc != EXIT_OK) return rc;
+    float bpb = 0.0f;
+    kd_bits_per_byte((float)ce, 1, 1, &bpb);
+    if (r->trace != NULL && text_curve_add(&r->trace->heldout, step, bpb) != 0) {
+        fail_msg("out of memory for the held-out curve");
+        return EXIT_RUNTIME;
+    }
+    if (!o->quiet)
+        printf("%s: step %lld/%lld  held-out %.4f bits per byte\n", r->name, (long long)step,
+               (long long)r->steps, (double)bpb);
+    if (log != NULL)
+        fprintf(log, "{\"run\": \"%s\", \"step\": %lld, \"heldout_bits_per_byte\": %.6g}\n",
+                r->name, (long long)step, (double)bpb);
+    return EXIT_OK;
+}
+
 static int train_lm(const text_options *o, const kd_text *text, const lm_run *r, FILE *log,
                     double *seconds)
 {
@@ -480,7 +743,9 @@ static int train_lm(const text_options *o, const kd_text *text, const lm_run *r,
     kd_loss *loss = NULL;
     kd_optimizer *opt = NULL;
     kd_trainer *tr = NULL;
-    kd_feature_loss *kl = NULL;
+    kd_feature_loss *kl = NULL, *cos = NULL;
+    hidden_pair hp[MAX_HIDDEN];
+    int np = 0, bad = 0, nterms = 0, rc = EXIT_OK;
     int32_t *ids = malloc(sizeof *ids * (size_t)(o->batch * T));
     int32_t *y = malloc(sizeof *y * (size_t)(o->batch * T));
     float *x = malloc(sizeof *x * (size_t)(o->batch * T));
@@ -494,14 +759,23 @@ static int train_lm(const text_options *o, const kd_text *text, const lm_run *r,
     if (st == KD_OK && r->teacher != NULL && r->attention) {
         st = add_attention(o, tr, r->model, r->teacher, &kl);
         what = "cannot add the attention term";
+        nterms++;
     }
-    int prc = EXIT_OK; /* under mpirun: one rank of a data-parallel job (issue 15) */
-    if (st == KD_OK && par_world() > 1) prc = par_attach(tr);
+    if (st == KD_OK && r->teacher != NULL && r->hidden) {
+        if (parse_hidden(o, r->model, r->teacher, hp, &np) != EXIT_OK) st = KD_ERR_ARGUMENT;
+        if (st == KD_OK) st = add_hidden(o, tr, hp, np, &cos, &bad);
+        what = "cannot add the hidden-state cosine terms";
+    }
+    /* Under mpirun: one rank of a data-parallel job (issue 15), its terms all added first. */
+    if (st == KD_OK && par_world() > 1) rc = par_attach(tr);
     int64_t lo = 0, hi = o->batch;
     par_slice(o->batch, &lo, &hi);
-    double start = now_seconds(), sum = 0.0;
+    int64_t every = eval_every(o, r->steps);
+    double start = now_seconds(), sum = 0.0, eval_seconds = 0.0;
     int64_t count = 0;
-    for (int64_t s = 0; st == KD_OK && prc == EXIT_OK && s < r->steps; s++) {
+    if (st == KD_OK && rc == EXIT_OK && every > 0) rc = curve_point(o, text, r, 0, log);
+    eval_seconds = now_seconds() - start;
+    for (int64_t s = 0; st == KD_OK && rc == EXIT_OK && s < r->steps; s++) {
         what = "a training step failed";
         st = kd_text_batch(text, KD_TEXT_TRAIN, o->batch, T, r->seed * 1000003u + (uint64_t)s, ids,
                            y);
@@ -511,34 +785,54 @@ static int train_lm(const text_options *o, const kd_text *text, const lm_run *r,
         if (st == KD_OK) st = kd_trainer_step(tr, x + lo * T, y + lo * T, NULL, hi - lo, &v);
         sum += v;
         count++;
+        if (st == KD_OK && every > 0 && ((s + 1) % every == 0 || s + 1 == r->steps)) {
+            double t0 = now_seconds();
+            rc = curve_point(o, text, r, s + 1, log);
+            eval_seconds += now_seconds() - t0;
+        }
         if (st != KD_OK || ((s + 1) % o->log_every != 0 && s + 1 != r->steps)) continue;
-        double t = now_seconds() - start;
-        float akl = 0.0f;
-        if (kl != NULL) kd_trainer_feature_value(tr, 0, &akl);
-        if (!o->quiet && kl != NULL)
-            printf("%s: step %lld/%lld  loss %.4g  attention KL %.4g  %.0f s\n", r->name,
-                   (long long)(s + 1), (long long)r->steps, sum / (double)count,
-                   (double)(akl / o->attention_kl), t);
-        else if (!o->quiet)
-            printf("%s: step %lld/%lld  loss %.4g  %.0f s\n", r->name, (long long)(s + 1),
-                   (long long)r->steps, sum / (double)count, t);
+        double t = now_seconds() - start - eval_seconds;
+        double mean = sum / (double)count;
+        if (r->trace != NULL && text_curve_add(&r->trace->loss, s + 1, mean) != 0)
+            st = KD_ERR_NOMEM;
+        char terms[160] = "";
+        float akl = 0.0f, hc = 0.0f;
+        if (kl != NULL) {
+            kd_trainer_feature_value(tr, 0, &akl);
+            snprintf(terms, sizeof terms, "  attention KL %.4g", (double)(akl / o->attention_kl));
+        }
+        if (cos != NULL) { /* the mean of 1 - cos over the pairs */
+            for (int k = 0; k < np; k++) {
+                float v1 = 0.0f;
+                kd_trainer_feature_value(tr, nterms + k, &v1);
+                hc += v1;
+            }
+            size_t len = strlen(terms);
+            snprintf(terms + len, sizeof terms - len, "  hidden cosine %.4g",
+                     (double)(hc / o->hidden_cosine / (float)np));
+        }
+        if (!o->quiet)
+            printf("%s: step %lld/%lld  loss %.4g%s  %.0f s\n", r->name, (long long)(s + 1),
+                   (long long)r->steps, mean, terms, t);
         if (log != NULL)
             fprintf(log, "{\"run\": \"%s\", \"step\": %lld, \"loss\": %.6g, \"seconds\": %.3f}\n",
-                    r->name, (long long)(s + 1), sum / (double)count, t);
+                    r->name, (long long)(s + 1), mean, t);
         fflush(stdout);
         sum = 0.0;
         count = 0;
     }
-    *seconds = now_seconds() - start;
-    int rc = prc != EXIT_OK ? prc : st == KD_OK ? EXIT_OK : fail_kd(what, st);
+    *seconds = now_seconds() - start - eval_seconds;
+    if (rc == EXIT_OK) rc = st == KD_OK ? EXIT_OK : fail_kd(what, st);
     /* The exit-code table of every command: a teacher that does not fit the student is 2, a
      * step that gave a non-finite value (the run diverged) is 3. */
     if (st == KD_ERR_SHAPE && strcmp(what, "the teacher cannot teach this student") == 0)
         rc = EXIT_USAGE;
     else if (st == KD_ERR_NUMERIC && strcmp(what, "a training step failed") == 0)
         rc = EXIT_COLLAPSE;
+    (void)bad;
     kd_trainer_destroy(tr);
     kd_feature_loss_destroy(kl);
+    kd_feature_loss_destroy(cos);
     kd_optimizer_destroy(opt);
     kd_loss_destroy(loss);
     free(ids);
@@ -557,6 +851,55 @@ static int save(kd_model *m, const char *path)
     return fail_kd(what, st);
 }
 
+/* "2,576,674 bytes of FILE, the last 257,667 held out; context 64, batch 16, AdamW lr 0.003
+ * (cosine), seed 1" */
+static void describe_text(const text_options *o, const kd_text *text, int64_t T, char *out,
+                          size_t size)
+{
+    int64_t n = 0, val = 0;
+    kd_text_size(text, &n);
+    kd_text_part_size(text, KD_TEXT_VALIDATION, &val);
+    char a[32], b[32];
+    format_count(n, a, sizeof a);
+    format_count(val, b, sizeof b);
+    snprintf(out, size,
+             "%s bytes of %s, byte-level tokens (vocabulary 256); the last %s held out. Context "
+             "%lld, batch %lld windows, AdamW lr %g with warm-up and cosine decay, clip 1, seed "
+             "%llu. Bits per byte: the held-out cross-entropy in bits for each byte.",
+             a, o->text, b, (long long)T, (long long)o->batch, (double)o->lr,
+             (unsigned long long)o->seed);
+}
+
+static const char *const colors[] = {"#6b7280", "#d97706", "#059669", "#2f6db5"};
+
+static int write_text_report(const text_options *o, const char *title, const char *subtitle,
+                             const char *headline, const char *notes, const lm_result *res,
+                             const int *color, int n)
+{
+    text_model_report m[3];
+    for (int i = 0; i < n; i++) {
+        m[i] = (text_model_report){
+            res[i].name,   colors[color[i]], res[i].shape,   res[i].bpb,          res[i].ppl,
+            res[i].ce,     res[i].params,    res[i].bytes,   res[i].tokens_per_s, res[i].gen_tps,
+            res[i].sample, &res[i].loss,     &res[i].heldout};
+    }
+    text_report r = {title, subtitle, headline, notes, m, n, curve_bytes(o)};
+    if (par_rank() != 0) return EXIT_OK; /* rank 0 writes the job's files */
+    int rc = text_report_write(o->report_dir, &r);
+    if (rc == EXIT_OK && !o->quiet) printf("report: %s/index.html\n", o->report_dir);
+    return rc;
+}
+
+static const char report_notes[] =
+    "The training objective is cross-entropy on the next bytes for a model trained alone and "
+    "the distillation loss (feature terms included) for a distilled one, so only the held-out "
+    "curves compare. "
+    "Held-out points during training are measured on the first bytes of the held-out part (the "
+    "figure says how many); the table's numbers on all of it (or --eval-bytes). Training tokens "
+    "per second leave the held-out evaluations out and include the teacher's forward pass for "
+    "a distilled student. Generation: batch 1 with cached keys and values, temperature 0.8, "
+    "top-p 0.9, after a newline.";
+
 static int text_train(const text_options *o, const kd_text *text, FILE *log)
 {
     char spec[8192];
@@ -568,15 +911,21 @@ static int text_train(const text_options *o, const kd_text *text, FILE *log)
     kd_model *m;
     int rc = spec_model("model", spec, o->seed, &m);
     if (rc != EXIT_OK) return rc;
-    lm_run r = {"model", m, NULL, KD_LOSS_HINTON, 0.0f, 1.0f, o->steps, o->seed, 0};
-    double seconds = 0.0;
     int64_t T = 0;
     kd_model_tokens(m, NULL, &T);
+    if ((rc = check_windows(o, text, T)) != EXIT_OK) {
+        kd_model_destroy(m);
+        return rc;
+    }
     lm_result res;
+    memset(&res, 0, sizeof res);
+    snprintf(res.name, sizeof res.name, "model");
+    lm_run r = {"model", m, NULL, KD_LOSS_HINTON, 0.0f, 1.0f, o->steps, o->seed, 0, 0, &res};
+    double seconds = 0.0;
     rc = train_lm(o, text, &r, log, &seconds);
     if (rc == EXIT_OK) rc = save(m, o->out);
     if (rc == EXIT_OK)
-        rc = measure(m, text, o->eval_bytes, "model", o->out, seconds, o->steps * o->batch * T,
+        rc = measure(m, text, o->eval_bytes, o->out, seconds, o->steps * o->batch * T, o->seed,
                      &res);
     if (rc == EXIT_OK) {
         printf("saved %s: validation %.4f nats/byte, perplexity %.3f, %.4f bits per byte after "
@@ -584,6 +933,22 @@ static int text_train(const text_options *o, const kd_text *text, FILE *log)
                o->out, res.ce, res.ppl, res.bpb, (long long)o->steps, seconds);
         if (!o->quiet) print_results(&res, 1);
     }
+    if (rc == EXIT_OK && o->report_dir != NULL) {
+        char title[4200], sub[4600], head[400];
+        snprintf(title, sizeof title, "kd train --text %s", o->text);
+        describe_text(o, text, T, sub, sizeof sub);
+        size_t len = strlen(sub);
+        snprintf(sub + len, sizeof sub - len, " %lld steps of cross-entropy on the next bytes.",
+                 (long long)o->steps);
+        snprintf(head, sizeof head,
+                 "The model reaches %.4f bits per byte (perplexity %.3f) on held-out text after "
+                 "%lld steps.",
+                 res.bpb, res.ppl, (long long)o->steps);
+        int color = 3;
+        rc = write_text_report(o, title, sub, head, report_notes, &res, &color, 1);
+    }
+    text_curve_free(&res.loss);
+    text_curve_free(&res.heldout);
     kd_model_destroy(m);
     return rc;
 }
@@ -610,43 +975,59 @@ static int text_distill(const text_options *o, const kd_text *text, FILE *log)
     if (rc == EXIT_OK) {
         kd_model_tokens(student, NULL, &T);
         kd_model_tokens(teacher, NULL, &TT);
-        rc = check_attention(o, student, teacher);
+        rc = check_windows(o, text, T > TT ? T : TT);
+    }
+    if (rc == EXIT_OK) {
+        rc = check_terms(o, student, teacher);
     }
     lm_result res[3];
-    int n = 0;
+    int color[3], n = 0;
+    memset(res, 0, sizeof res);
     double secs = 0.0;
+    snprintf(res[0].name, sizeof res[0].name, "teacher");
     if (rc == EXIT_OK && o->teacher_file == NULL) {
-        lm_run r = {"teacher",        teacher, NULL, KD_LOSS_HINTON, 0.0f, 1.0f,
-                    o->teacher_steps, o->seed, 0};
+        lm_run r = {"teacher", teacher, NULL, KD_LOSS_HINTON, 0.0f, 1.0f, o->teacher_steps,
+                    o->seed,   0,       0,    &res[0]};
         rc = train_lm(o, text, &r, log, &secs);
     }
+    color[n] = 0;
     if (rc == EXIT_OK)
-        rc = measure(teacher, text, o->eval_bytes, "teacher", o->teacher_file, secs,
-                     o->teacher_file ? 0 : o->teacher_steps * o->batch * TT, &res[n++]);
+        rc = measure(teacher, text, o->eval_bytes, o->teacher_file, secs,
+                     o->teacher_file ? 0 : o->teacher_steps * o->batch * TT, o->seed, &res[n++]);
     if (rc == EXIT_OK && o->compare && (rc = kd_model_clone(student, &alone)) != KD_OK)
         rc = fail_kd("cannot copy the student", (kd_status)rc);
     if (rc == EXIT_OK && alone != NULL) {
-        lm_run r = {"student alone", alone,       NULL, KD_LOSS_HINTON, 0.0f, 1.0f,
-                    o->steps,        o->seed + 2, 0};
+        snprintf(res[n].name, sizeof res[n].name, "student alone");
+        color[n] = 1;
+        lm_run r = {"student alone", alone, NULL, KD_LOSS_HINTON, 0.0f, 1.0f, o->steps,
+                    o->seed + 2,     0,     0,    &res[n]};
         rc = train_lm(o, text, &r, log, &secs);
         if (rc == EXIT_OK)
-            rc = measure(alone, text, o->eval_bytes, "student alone", NULL, secs,
-                         o->steps * o->batch * T, &res[n++]);
+            rc = measure(alone, text, o->eval_bytes, NULL, secs, o->steps * o->batch * T, o->seed,
+                         &res[n++]);
     }
     if (rc == EXIT_OK) {
-        lm_run r = {"distilled", student,     teacher,
-                    o->method,   o->alpha,    o->temperature,
-                    o->steps,    o->seed + 2, o->attention_kl > 0.0f};
+        snprintf(res[n].name, sizeof res[n].name, "distilled (%s%s%s)", method_name(o->method),
+                 o->attention_kl > 0.0f ? " + attention KL" : "",
+                 o->hidden_cosine > 0.0f ? " + hidden cosine" : "");
+        color[n] = 2;
+        lm_run r = {"distilled",
+                    student,
+                    teacher,
+                    o->method,
+                    o->alpha,
+                    o->temperature,
+                    o->steps,
+                    o->seed + 2,
+                    o->attention_kl > 0.0f,
+                    o->hidden_cosine > 0.0f,
+                    &res[n]};
         rc = train_lm(o, text, &r, log, &secs);
     }
     if (rc == EXIT_OK) rc = save(student, o->out);
-    if (rc == EXIT_OK) {
-        char name[48];
-        snprintf(name, sizeof name, "distilled (%s%s)", method_name(o->method),
-                 o->attention_kl > 0.0f ? " + attention KL" : "");
-        rc = measure(student, text, o->eval_bytes, name, o->out, secs, o->steps * o->batch * T,
+    if (rc == EXIT_OK)
+        rc = measure(student, text, o->eval_bytes, o->out, secs, o->steps * o->batch * T, o->seed,
                      &res[n++]);
-    }
     if (rc == EXIT_OK) {
         const lm_result *d = &res[n - 1];
         printf("saved %s: validation %.4f nats/byte, perplexity %.3f, %.4f bits per byte "
@@ -654,6 +1035,33 @@ static int text_distill(const text_options *o, const kd_text *text, FILE *log)
                o->out, d->ce, d->ppl, d->bpb, res[0].bpb, (long long)o->steps,
                method_name(o->method), (double)o->alpha, (double)o->temperature);
         if (!o->quiet) print_results(res, n);
+    }
+    if (rc == EXIT_OK && o->report_dir != NULL) {
+        const lm_result *d = &res[n - 1], *t = &res[0];
+        char title[4200], sub[4800], head[600], alone_part[160] = "";
+        snprintf(title, sizeof title, "kd distill --text %s", o->text);
+        describe_text(o, text, T, sub, sizeof sub);
+        size_t len = strlen(sub);
+        snprintf(sub + len, sizeof sub - len,
+                 " Teacher: %s; students: %lld steps; distilled with %s, alpha %g, T %g%s%s.",
+                 o->teacher_file ? o->teacher_file : "trained here", (long long)o->steps,
+                 method_name(o->method), (double)o->alpha, (double)o->temperature,
+                 o->attention_kl > 0.0f ? ", MiniLM's attention KL" : "",
+                 o->hidden_cosine > 0.0f ? ", DistilBERT's hidden-state cosine" : "");
+        if (alone != NULL)
+            snprintf(alone_part, sizeof alone_part,
+                     ", against %.4f for the same student trained alone on the same budget",
+                     res[1].bpb);
+        snprintf(head, sizeof head,
+                 "The distilled student (%.1f%% of the teacher's parameters) reaches %.4f bits "
+                 "per byte on held-out text%s; the teacher %.4f.",
+                 t->params > 0 ? 100.0 * (double)d->params / (double)t->params : 0.0, d->bpb,
+                 alone_part, t->bpb);
+        rc = write_text_report(o, title, sub, head, report_notes, res, color, n);
+    }
+    for (int i = 0; i < 3; i++) {
+        text_curve_free(&res[i].loss);
+        text_curve_free(&res[i].heldout);
     }
     kd_model_destroy(alone);
     kd_model_destroy(student);
@@ -730,6 +1138,8 @@ int cmd_text(const char *name, int argc, char **argv)
         return EXIT_USAGE;
     }
     if (o.out != NULL && (rc = check_output(o.out)) != EXIT_OK) return rc;
+    if (o.report_dir != NULL && (rc = check_output_dir("the report", o.report_dir)) != EXIT_OK)
+        return rc;
     if ((rc = check_specs(&o)) != EXIT_OK) return rc;
     kd_text *text = NULL;
     if ((rc = open_text(&o, &text)) != EXIT_OK) return rc;

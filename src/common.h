@@ -174,6 +174,9 @@ void json_string(FILE *f, const char *s);
 /* path is not a directory and its directory exists and is writable; else one line and
  * EXIT_RUNTIME. */
 int check_output(const char *path);
+/* A directory that may not exist yet (--report DIR): it, or its nearest existing ancestor, is a
+ * writable directory; else one line and EXIT_RUNTIME. */
+int check_output_dir(const char *what, const char *path);
 /* Every output o names (model, --report, --log, --checkpoint), checked before any data is read or
  * any training starts: EXIT_RUNTIME for an unwritable place, EXIT_USAGE for an existing checkpoint
  * without --resume or --force. */
@@ -376,6 +379,11 @@ typedef struct report {
 
 /* Writes DIR/index.html; returns an exit code. */
 int report_write(const char *dir, const report *r);
+/* The pieces the text report (text_report.c) shares: s with <, >, & and " escaped; a step of 1, 2
+ * or 5 times a power of ten giving about `ticks` intervals over span; the page's style sheet. */
+void report_html(FILE *f, const char *s);
+double report_nice_step(double span, int ticks);
+extern const char report_style[];
 
 /* ---------------------------------------------------------------- commands */
 

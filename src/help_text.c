@@ -76,6 +76,21 @@ static const char distill_text[] =
                                                                  "side's mean over heads, default) "
                                                                  "or matched (equal heads)\n";
 
+static const char hidden_text[] =
+    "  --hidden-cosine W   adds W x DistilBERT's cosine loss on hidden states, token by token,\n"
+    "                      1 - cos(student, teacher) (0: none); a student width other than the\n"
+    "                      teacher's is projected per token by a learned dense layer\n"
+    "  --hidden-layers S:T[,S:T...]  the layers compared, as kd info lists them (-1: the last;\n"
+    "                      default the last transformer block of each)\n";
+
+static const char report_text[] =
+    "  --report DIR        DIR/index.html: held-out bits per byte along the run, the training\n"
+    "                      objective, a table (bits per byte, perplexity, parameters, file size,\n"
+    "                      tokens/s) and a generated sample of every model\n"
+    "  --eval-every N      held-out bits per byte every N steps, on the first --eval-bytes (64 "
+    "KiB\n"
+    "                      by default) held-out bytes (default with --report: ten points a run)\n";
+
 static const char eval_text[] =
     "usage: kd eval MODEL.safetensors --text FILE [--validation F] [--batch B] [--json]\n"
     "\n"
@@ -101,9 +116,12 @@ void text_help(FILE *f, const char *name)
     if (strcmp(name, "train") == 0) {
         fputs(train_text, f);
         fputs(common_text, f);
+        fputs(report_text, f);
     } else if (strcmp(name, "distill") == 0) {
         fputs(distill_text, f);
+        fputs(hidden_text, f);
         fputs(common_text, f);
+        fputs(report_text, f);
     } else if (strcmp(name, "eval") == 0) {
         fputs(eval_text, f);
     } else {

@@ -14,7 +14,7 @@
 #define TOP 44
 #define BOTTOM 46
 
-static void html(FILE *f, const char *s)
+void report_html(FILE *f, const char *s)
 {
     for (; *s; s++) {
         switch (*s) {
@@ -27,8 +27,7 @@ static void html(FILE *f, const char *s)
     }
 }
 
-/* A step of 1, 2 or 5 times a power of ten giving about `ticks` intervals over span. */
-static double nice_step(double span, int ticks)
+double report_nice_step(double span, int ticks)
 {
     double raw = span / ticks, p = pow(10.0, floor(log10(raw))), m = raw / p;
     return p * (m < 1.5 ? 1 : m < 3.5 ? 2 : m < 7.5 ? 5 : 10);
@@ -59,12 +58,12 @@ static axes make_axes(const report *r, field_fn field)
     if (!(lo <= hi)) lo = 0, hi = 1;
     if (hi - lo < 1e-6) lo -= 0.5, hi += 0.5;
     axes a;
-    a.ystep = nice_step(hi - lo, 5);
+    a.ystep = report_nice_step(hi - lo, 5);
     a.y0 = floor(lo / a.ystep) * a.ystep;
     a.y1 = ceil(hi / a.ystep) * a.ystep;
     a.x0 = 1;
     a.x1 = epochs > 1 ? epochs : 2;
-    a.xstep = (int)ceil(nice_step(a.x1 - a.x0, 8));
+    a.xstep = (int)ceil(report_nice_step(a.x1 - a.x0, 8));
     a.xstep = a.xstep < 1 ? 1 : a.xstep;
     return a;
 }
@@ -106,7 +105,7 @@ static void legend(FILE *f, const report *r)
         fprintf(f, "<rect x='%.0f' y='%d' width='14' height='4' rx='2' fill='%s'/>", x, TOP - 14,
                 r->series[s].color);
         fprintf(f, "<text x='%.0f' y='%d' class='legend'>", x + 19, TOP - 8);
-        html(f, r->series[s].name);
+        report_html(f, r->series[s].name);
         fprintf(f, "</text>");
         x += 32 + 7.2 * (double)strlen(r->series[s].name);
     }
@@ -124,7 +123,7 @@ static void curve(FILE *f, const axes *a, const report_series *s, field_fn field
     for (int i = 0; i < h->n; i++) {
         fprintf(f, "<circle cx='%.1f' cy='%.1f' r='3' fill='%s'><title>", px(a, h->rec[i].epoch),
                 py(a, field(&h->rec[i])), s->color);
-        html(f, s->name);
+        report_html(f, s->name);
         fprintf(f, ", epoch %d: %.4g</title></circle>", h->rec[i].epoch, field(&h->rec[i]));
     }
 }
@@ -162,7 +161,7 @@ static void table(FILE *f, const report *r)
         else
             snprintf(size, sizeof size, "-");
         fprintf(f, "<tr><td>");
-        html(f, s->name);
+        report_html(f, s->name);
         fprintf(f,
                 "</td><td>%s</td><td class='n%s'>%.2f%%</td><td class='n'>%s</td>"
                 "<td class='n'>%s</td><td class='n'>%.1f &micro;s</td><td class='n'>%.1f&times;"
@@ -185,7 +184,7 @@ static void epochs_table(FILE *f, const report *r)
         for (int i = 0; i < h->n; i++) {
             const epoch_rec *e = &h->rec[i];
             fprintf(f, "<tr><td>");
-            html(f, r->series[s].name);
+            report_html(f, r->series[s].name);
             fprintf(f,
                     "</td><td class='n'>%d</td><td class='n'>%.4f</td><td class='n'>%.4f</td>"
                     "<td class='n'>%.2f%%</td><td class='n'>%.2f%%</td><td class='n'>%.4f</td>"
@@ -196,7 +195,7 @@ static void epochs_table(FILE *f, const report *r)
     fprintf(f, "</tbody></table></details>\n");
 }
 
-static const char style[] =
+const char report_style[] =
     "<style>\n"
     "body{font:15px/1.45 system-ui,-apple-system,'Segoe UI',Roboto,'DejaVu Sans',sans-serif;"
     "color:#1f2937;max-width:1180px;margin:28px auto;padding:0 24px;background:#fff}\n"
@@ -217,15 +216,15 @@ static const char style[] =
 static void page(FILE *f, const report *r)
 {
     fprintf(f, "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'><title>");
-    html(f, r->title);
-    fprintf(f, "</title>\n%s</head><body>\n<h1>", style);
-    html(f, r->title);
+    report_html(f, r->title);
+    fprintf(f, "</title>\n%s</head><body>\n<h1>", report_style);
+    report_html(f, r->title);
     fprintf(f, "</h1>\n<p class='sub'>");
-    html(f, r->subtitle);
+    report_html(f, r->subtitle);
     fprintf(f, "</p>\n");
     if (r->headline != NULL) {
         fprintf(f, "<p class='headline'>");
-        html(f, r->headline);
+        report_html(f, r->headline);
         fprintf(f, "</p>\n");
     }
     table(f, r);
@@ -236,7 +235,7 @@ static void page(FILE *f, const report *r)
     fprintf(f, "</div>\n");
     if (r->notes != NULL) {
         fprintf(f, "<p class='notes'>");
-        html(f, r->notes);
+        report_html(f, r->notes);
         fprintf(f, "</p>\n");
     }
     epochs_table(f, r);

@@ -287,7 +287,7 @@ int check_output(const char *path)
 
 /* A directory that may not exist yet (--report DIR): it, or its nearest existing ancestor, is a
  * writable directory. */
-static int check_output_dir(const char *what, const char *path)
+int check_output_dir(const char *what, const char *path)
 {
     char dir[4096];
     struct stat st;

@@ -737,6 +737,64 @@ static double rel_error(const float *got, const float *want, int64_t n);
 /* ---------------------------------------------------------------- decoding */
 
 /* Position by position through the cache, the logits are the full forward's. */
+/* PyTorch's state_dict() of a tied model names the shared weight twice (here "0.weight" and
+ * "5.weight"); libkd writes it once, under the embedding's name, and reads a file with both when
+ * they hold the same values. Different values are refused, the model left as it was. */
+static void add_copy(const char *from, const char *to, const char *name, float delta)
+{
+    kd_tensors *t;
+    ck_assert_int_eq(kd_tensors_load(from, &t), KD_OK);
+    kd_dtype dt;
+    int32_t nd;
+    int64_t dims[KD_TENSORS_MAX_DIMS], nbytes;
+    const void *data;
+    ck_assert_int_eq(kd_tensors_info(t, "0.weight", &dt, &nd, dims), KD_OK);
+    ck_assert_int_eq(kd_tensors_data(t, "0.weight", &data, &nbytes), KD_OK);
+    float *copy = malloc((size_t)nbytes);
+    memcpy(copy, data, (size_t)nbytes);
+    copy[5] += delta;
+    ck_assert_int_eq(kd_tensors_set(t, name, dt, nd, dims, copy), KD_OK);
+    ck_assert_int_eq(kd_tensors_save(t, to), KD_OK);
+    free(copy);
+    kd_tensors_destroy(t);
+}
+
+START_TEST(tied_head_state_dict)
+{
+    kd_model *m, *back, *other;
+    char path[512], both[512], bad[512], extra[512];
+    snprintf(path, sizeof path, "%s/tied.safetensors", kdt_tmpdir());
+    snprintf(both, sizeof both, "%s/tied_both.safetensors", kdt_tmpdir());
+    snprintf(bad, sizeof bad, "%s/tied_bad.safetensors", kdt_tmpdir());
+    snprintf(extra, sizeof extra, "%s/tied_extra.safetensors", kdt_tmpdir());
+    ck_assert_int_eq(kd_model_create(LM_SPEC, 3, &m), KD_OK);
+    ck_assert_int_eq(kd_model_save(m, path), KD_OK);
+    add_copy(path, both, "5.weight", 0.0f);
+    add_copy(path, bad, "5.weight", 1.0f);
+    add_copy(path, extra, "6.weight", 0.0f);
+    int32_t ids[6] = {4, 4, 2, 9, 12, 0};
+    float want[78], got[78], before[78];
+    ck_assert_int_eq(kd_model_predict_tokens(m, ids, 1, want), KD_OK);
+    ck_assert_int_eq(kd_model_load(both, &back), KD_OK);
+    ck_assert_int_eq(kd_model_predict_tokens(back, ids, 1, got), KD_OK);
+    ck_assert(memcmp(want, got, sizeof want) == 0);
+    ck_assert_int_eq(kd_model_create(LM_SPEC, 9, &other), KD_OK);
+    ck_assert_int_eq(kd_model_predict_tokens(other, ids, 1, before), KD_OK);
+    ck_assert_int_eq(kd_model_load_weights(other, bad), KD_ERR_FORMAT);
+    ck_assert_ptr_nonnull(strstr(kd_last_error(), "'5.weight' (layer 5, lmhead tied) differs"));
+    ck_assert_int_eq(kd_model_load_weights(other, extra), KD_ERR_FORMAT);
+    ck_assert_ptr_nonnull(strstr(kd_last_error(), "holds 17 tensors, the model has 16"));
+    ck_assert_int_eq(kd_model_predict_tokens(other, ids, 1, got), KD_OK);
+    ck_assert(memcmp(before, got, sizeof got) == 0);
+    ck_assert_int_eq(kd_model_load_weights(other, both), KD_OK);
+    ck_assert_int_eq(kd_model_predict_tokens(other, ids, 1, got), KD_OK);
+    ck_assert(memcmp(want, got, sizeof got) == 0);
+    kd_model_destroy(other);
+    kd_model_destroy(back);
+    kd_model_destroy(m);
+}
+END_TEST
+
 START_TEST(decode_matches_forward)
 {
     const char *specs[] = {LM_SPEC,
@@ -986,6 +1044,7 @@ int main(void)
     tcase_add_test(tc, token_calls);
     tcase_add_test(tc, spec_errors);
     tcase_add_test(tc, save_load_names);
+    tcase_add_test(tc, tied_head_state_dict);
     tcase_add_test(tc, pytorch_fixture);
     tcase_add_test(tc, decode_matches_forward);
     tcase_add_test(tc, generate);

@@ -100,6 +100,42 @@ static kd_status check_tensor(const kdi_named_param *np, const kdi_st_tensor *t)
     return KD_OK;
 }
 
+/* The tensors of f that name a tied LM head of m's top-level chain ("5.weight" for layer 5,
+ * "lmhead V tied"). PyTorch's state_dict() of a tied model lists the shared weight under both
+ * names; libkd writes it once, under the embedding's name -- what safetensors.torch.save_model
+ * keeps of a shared tensor (the first name in sort order, and "0.weight" comes first). A head's
+ * tensor is accepted beside it when it holds the same values as the embedding it is tied to (the
+ * nearest earlier embed, as nn/layers/lmhead.c ties). Returns how many f holds, or -1 (failed). */
+static int32_t tied_aliases(const kd_model *m, const kdi_st_file *f, const char *path)
+{
+    int32_t found = 0;
+    for (int32_t i = 0; i < m->seq.n; i++) {
+        const kdi_layer *l = &m->seq.layers[i];
+        if (strcmp(l->ops->kind, "lmhead") != 0 || l->nparams != 0) continue;
+        char head[32], embed[32];
+        snprintf(head, sizeof head, "%d.weight", (int)i);
+        const kdi_st_tensor *h = kdi_st_find(f, head), *e = NULL;
+        if (h == NULL) continue;
+        for (int32_t j = i - 1; j >= 0 && e == NULL; j--)
+            if (strcmp(m->seq.layers[j].ops->kind, "embed") == 0) {
+                snprintf(embed, sizeof embed, "%d.weight", (int)j);
+                e = kdi_st_find(f, embed);
+            }
+        if (e == NULL) continue; /* reported as the embedding's missing tensor */
+        int same = h->dtype == e->dtype && h->nbytes == e->nbytes && h->ndim == e->ndim;
+        for (int32_t d = 0; same && d < h->ndim; d++) same = h->dims[d] == e->dims[d];
+        if (!same || memcmp(h->data, e->data, (size_t)h->nbytes) != 0) {
+            kdi_fail(KD_ERR_FORMAT,
+                     "%s: tensor '%s' (layer %d, lmhead tied) differs from '%s', the embedding it "
+                     "is tied to; a tied head has no weight of its own",
+                     path, head, (int)i, embed);
+            return -1;
+        }
+        found++;
+    }
+    return found;
+}
+
 kd_status kdi_model_check_file(const kd_model *m, const kdi_st_file *f, const char *path, int exact)
 {
     for (int32_t i = 0; i < m->params.n; i++) {
@@ -108,7 +144,9 @@ kd_status kdi_model_check_file(const kd_model *m, const kdi_st_file *f, const ch
             return kdi_fail(KD_ERR_FORMAT, "%s has no tensor '%s'", path, m->params.items[i].name);
         KDI_TRY(check_tensor(&m->params.items[i], t));
     }
-    if (exact && f->n != m->params.n)
+    int32_t aliases = exact ? tied_aliases(m, f, path) : 0;
+    if (aliases < 0) return KD_ERR_FORMAT;
+    if (exact && f->n != m->params.n + aliases)
         return kdi_fail(KD_ERR_FORMAT, "%s holds %d tensors, the model has %d", path, (int)f->n,
                         (int)m->params.n);
     return KD_OK;

@@ -61,6 +61,31 @@ expect "an image option on text" 2 "unknown option '--epochs'" "$KD" train --tex
 expect "--out is required" 2 "--out MODEL.safetensors is required" "$KD" train --text "$TEXT"
 expect "bad --steps" 2 "--steps '0' is not" "$KD" train --text "$TEXT" --steps 0 --out "$T"
 
+expect "a context longer than the training part" 2 \
+    "context of 2000 bytes needs windows of 2001; the training part of .* holds 1269 bytes" \
+    "$KD" train --text "$TEXT" --spec "tokens 256 2000 | embed 8 | lmhead 256" --out "$T"
+expect "a context longer than the validation part" 2 \
+    "needs windows of 601; the validation part of .* holds 141 bytes" "$KD" train --text "$TEXT" \
+    --spec "tokens 256 600 | embed 8 | lmhead 256" --out "$T"
+expect "--eval-bytes shorter than a window" 2 "windows of 17; --eval-bytes 10 evaluates fewer" \
+    "$KD" distill --text "$TEXT" --student "$SMALL" --teacher-spec "$SMALL" --eval-bytes 10 \
+    --out "$S"
+if [ ! -e "$T" ] && [ ! -e "$S" ]; then pass "refused runs write no model"; else
+    fail "a refused run wrote a model"; fi
+# A teacher file of another vocabulary (128 tokens): a safetensors file written here, zeros.
+json='{"__metadata__":{"kd.spec":"tokens 128 16 | embed 2 | lmhead 128","format":"pt"},"0.weight":{"dtype":"F32","shape":[128,2],"data_offsets":[0,1024]},"1.weight":{"dtype":"F32","shape":[128,2],"data_offsets":[1024,2048]}}'
+len=${#json}
+printf "\\$(printf %03o $((len % 256)))\\$(printf %03o $((len / 256)))\\000\\000\\000\\000\\000\\000" \
+    > "$TMP/v128.safetensors"
+printf '%s' "$json" >> "$TMP/v128.safetensors"
+head -c 2048 /dev/zero >> "$TMP/v128.safetensors"
+expect "teacher file of another vocabulary" 2 "v128.safetensors has a vocabulary of 128 tokens" \
+    "$KD" distill --text "$TEXT" --teacher "$TMP/v128.safetensors" --student "$SMALL" --out "$S"
+expect "eval of a model of another vocabulary" 2 "has a vocabulary of 128 tokens" "$KD" eval \
+    "$TMP/v128.safetensors" --text "$TEXT"
+expect "generate from a model of another vocabulary" 2 "has a vocabulary of 128 tokens" "$KD" \
+    generate "$TMP/v128.safetensors" --prompt x
+
 # ---------------------------------------------------------------- train, eval, distill, generate
 expect "kd train --text" 0 "saved .*bits per byte" "$KD" train --text "$TEXT" --spec "$LM" \
     --steps 30 --batch 8 --lr 0.01 --log "$TMP/train.jsonl" --out "$T"
@@ -90,6 +115,50 @@ expect "--attention-heads bogus" 2 "is not mean or matched" "$KD" distill --text
     --teacher "$T" --student "$SMALL" --steps 2 --attention-kl 1 --attention-heads x --out "$S"
 expect "teacher context mismatch" 2 "context" "$KD" distill --text "$TEXT" --teacher "$T" \
     --student "tokens 256 8 | embed 8 | lmhead 256" --steps 2 --out "$S"
+# ---------------------------------------------------------------- --report, --hidden-cosine
+expect "kd train --text --report" 0 "report: $TMP/rt/index.html" "$KD" train --text "$TEXT" \
+    --spec "$SMALL" --steps 6 --batch 4 --report "$TMP/rt" --out "$TMP/m.safetensors"
+expect "its report has the held-out curve" 0 "Held-out bits per byte" cat "$TMP/rt/index.html"
+expect "its report has the table" 0 "generation tokens/s" cat "$TMP/rt/index.html"
+expect "its report has a sample" 0 "<pre class='sample'>" cat "$TMP/rt/index.html"
+n=$(grep -o "<circle" "$TMP/rt/index.html" | wc -l)
+# 7 held-out points (step 0, then every 6 / 10 = 1 steps) and 1 loss point (the last step)
+if [ "$n" -eq 8 ]; then pass "train --report: 7 held-out points and 1 loss point"; else
+    fail "train --report: $n points, want 8"; fi
+expect "kd distill --text --report --compare" 0 "report: $TMP/rd/index.html" "$KD" distill \
+    --text "$TEXT" --teacher-spec "$SMALL" --teacher-steps 4 --student "$SMALL" --steps 4 \
+    --batch 4 --compare --eval-every 2 --log "$TMP/rd.jsonl" --report "$TMP/rd" --out "$S"
+for run in teacher "student alone" "distilled (forward-kl)"; do
+    expect "the distill report has $run" 0 ">$run<" cat "$TMP/rd/index.html"
+done
+expect "the distill report compares with the student alone" 0 "trained alone on the same budget" \
+    cat "$TMP/rd/index.html"
+expect "--eval-every logs held-out points" 0 '"heldout_bits_per_byte": ' cat "$TMP/rd.jsonl"
+expect "--report under a file" 1 "is not a directory" "$KD" train --text "$TEXT" --spec "$SMALL" \
+    --steps 2 --report "$TEXT/r" --out "$TMP/m.safetensors"
+expect "--report is not for eval" 2 "unknown option '--report'" "$KD" eval "$T" --text "$TEXT" \
+    --report "$TMP/re"
+expect "kd distill --text --hidden-cosine projects" 0 \
+    "layer 2 (residual) gives \[16, 8\] a window, the teacher's layer 3 (residual) \[16, 16\]; the student's projected" \
+    "$KD" distill --text "$TEXT" --teacher "$T" --student "$SMALL" --steps 4 --batch 4 \
+    --log-every 2 --hidden-cosine 1 --out "$S"
+expect "--hidden-cosine logs its value" 0 "hidden cosine [0-9]" "$KD" distill --text "$TEXT" \
+    --teacher "$T" --student "$SMALL" --steps 2 --batch 4 --log-every 1 --hidden-cosine 0.5 \
+    --hidden-layers 1:1,-2:-2 --attention-kl 0.5 --out "$S"
+expect "--hidden-layers out of range" 2 "the student has layers 0..4, the teacher 0..5" "$KD" \
+    distill --text "$TEXT" --teacher "$T" --student "$SMALL" --steps 2 --hidden-cosine 1 \
+    --hidden-layers 2:9 --out "$S"
+expect "--hidden-layers not S:T" 2 "is not S:T\[,S:T...\]" "$KD" distill --text "$TEXT" \
+    --teacher "$T" --student "$SMALL" --steps 2 --hidden-cosine 1 --hidden-layers 2-3 --out "$S"
+expect "--hidden-layers on a layer that is not hidden states" 2 \
+    "layer 2 (dense) gives 7 values a window and the teacher's layer 3 (residual) 256" "$KD" \
+    distill --text "$TEXT" --teacher "$T" \
+    --student "tokens 256 16 | embed 8 | flatten | dense 7 | dense 4096" --steps 2 \
+    --hidden-cosine 1 --hidden-layers 2:3 --out "$S"
+expect "--hidden-cosine and a teacher of another context" 2 "its context" "$KD" distill \
+    --text "$TEXT" --teacher "$T" --student "tokens 256 8 | embed 8 | lmhead 256" --steps 2 \
+    --hidden-cosine 1 --out "$S"
+
 expect "kd generate" 0 "^Hello" "$KD" generate "$S" --prompt "Hello" --tokens 40 --seed 3
 expect "kd generate slides past the context" 0 "tokens/s" "$KD" generate "$S" --prompt "ab" \
     --tokens 100 --temperature 0

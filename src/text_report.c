@@ -1,0 +1,293 @@
+/* --report DIR for kd train|distill --text: the page of an image run (report.c's style, inline
+ * SVG, no scripts), with what a language model is judged by: held-out bits per byte against the
+ * step, the training objective, and a table of bits per byte, perplexity, parameters, file size,
+ * tokens per second and a generated sample for every model. */
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "text.h"
+
+#define PLOT_W 560
+#define PLOT_H 330
+#define LEFT 62
+#define RIGHT 18
+#define TOP 44
+#define BOTTOM 46
+
+int text_curve_add(text_curve *c, int64_t step, double value)
+{
+    if (c->n == c->cap) {
+        int64_t cap = c->cap ? 2 * c->cap : 16;
+        int64_t *s = realloc(c->step, sizeof *s * (size_t)cap);
+        if (s == NULL) return -1;
+        c->step = s;
+        double *v = realloc(c->value, sizeof *v * (size_t)cap);
+        if (v == NULL) return -1;
+        c->value = v;
+        c->cap = cap;
+    }
+    c->step[c->n] = step;
+    c->value[c->n] = value;
+    c->n++;
+    return 0;
+}
+
+void text_curve_free(text_curve *c)
+{
+    free(c->step);
+    free(c->value);
+    memset(c, 0, sizeof *c);
+}
+
+typedef const text_curve *(*curve_of)(const text_model_report *m);
+static const text_curve *loss_curve(const text_model_report *m) { return m->loss; }
+static const text_curve *heldout_curve(const text_model_report *m) { return m->heldout; }
+
+typedef struct axes {
+    double x0, x1, xstep, y0, y1, ystep;
+} axes;
+
+static axes make_axes(const text_report *r, curve_of which)
+{
+    double lo = INFINITY, hi = -INFINITY, last = 1;
+    for (int i = 0; i < r->n; i++) {
+        const text_curve *c = which(&r->models[i]);
+        for (int64_t k = 0; c != NULL && k < c->n; k++) {
+            if (!isfinite(c->value[k])) continue;
+            lo = c->value[k] < lo ? c->value[k] : lo;
+            hi = c->value[k] > hi ? c->value[k] : hi;
+            last = (double)c->step[k] > last ? (double)c->step[k] : last;
+        }
+    }
+    if (!(lo <= hi)) lo = 0, hi = 1;
+    if (hi - lo < 1e-6) lo -= 0.5, hi += 0.5;
+    axes a;
+    a.ystep = report_nice_step(hi - lo, 5);
+    a.y0 = floor(lo / a.ystep) * a.ystep;
+    a.y1 = ceil(hi / a.ystep) * a.ystep;
+    a.x0 = 0;
+    a.xstep = report_nice_step(last, 6);
+    a.x1 = ceil(last / a.xstep) * a.xstep;
+    return a;
+}
+
+static double px(const axes *a, double x)
+{
+    return LEFT + (x - a->x0) / (a->x1 - a->x0) * (PLOT_W - LEFT - RIGHT);
+}
+static double py(const axes *a, double y)
+{
+    return PLOT_H - BOTTOM - (y - a->y0) / (a->y1 - a->y0) * (PLOT_H - TOP - BOTTOM);
+}
+
+static void grid(FILE *f, const axes *a, const char *ylabel)
+{
+    int decimals = a->ystep >= 1 ? 0 : (int)ceil(-log10(a->ystep) - 1e-9);
+    for (double y = a->y0; y <= a->y1 + 1e-9; y += a->ystep) {
+        fprintf(f, "<line x1='%d' x2='%d' y1='%.1f' y2='%.1f' class='grid'/>", LEFT, PLOT_W - RIGHT,
+                py(a, y), py(a, y));
+        fprintf(f, "<text x='%d' y='%.1f' class='tick' text-anchor='end'>%.*f</text>", LEFT - 8,
+                py(a, y) + 4, decimals, y);
+    }
+    for (double x = a->x0; x <= a->x1 + 1e-9; x += a->xstep) {
+        fprintf(f, "<line x1='%.1f' x2='%.1f' y1='%d' y2='%d' class='axis'/>", px(a, x), px(a, x),
+                PLOT_H - BOTTOM, PLOT_H - BOTTOM + 5);
+        fprintf(f, "<text x='%.1f' y='%d' class='tick' text-anchor='middle'>%.0f</text>", px(a, x),
+                PLOT_H - BOTTOM + 19, x);
+    }
+    fprintf(f, "<line x1='%d' x2='%d' y1='%d' y2='%d' class='axis'/>", LEFT, PLOT_W - RIGHT,
+            PLOT_H - BOTTOM, PLOT_H - BOTTOM);
+    fprintf(f, "<text x='%d' y='%d' class='label' text-anchor='middle'>step</text>",
+            (LEFT + PLOT_W - RIGHT) / 2, PLOT_H - 8);
+    fprintf(f, "<text x='%d' y='%d' class='label'>%s</text>", LEFT - 50, TOP - 24, ylabel);
+}
+
+static void plot(FILE *f, const text_report *r, const char *title, const char *ylabel,
+                 curve_of which)
+{
+    axes a = make_axes(r, which);
+    fprintf(f,
+            "<figure><figcaption>%s</figcaption>\n<svg viewBox='0 0 %d %d' width='%d' "
+            "height='%d' role='img' aria-label='%s'>",
+            title, PLOT_W, PLOT_H, PLOT_W, PLOT_H, title);
+    grid(f, &a, ylabel);
+    double x = LEFT;
+    for (int i = 0; i < r->n; i++) { /* the legend */
+        const text_model_report *m = &r->models[i];
+        if (which(m) == NULL || which(m)->n == 0) continue;
+        fprintf(f, "<rect x='%.0f' y='%d' width='14' height='4' rx='2' fill='%s'/>", x, TOP - 14,
+                m->color);
+        /* the name before " (", so that three runs fit: "distilled (jsd + ...)" is "distilled" */
+        char name[64];
+        const char *paren = strstr(m->name, " (");
+        int len = paren != NULL ? (int)(paren - m->name) : (int)strlen(m->name);
+        snprintf(name, sizeof name, "%.*s", len, m->name);
+        fprintf(f, "<text x='%.0f' y='%d' class='legend'>", x + 19, TOP - 8);
+        report_html(f, name);
+        fprintf(f, "</text>");
+        x += 32 + 7.2 * (double)strlen(name);
+    }
+    for (int i = 0; i < r->n; i++) {
+        const text_model_report *m = &r->models[i];
+        const text_curve *c = which(m);
+        if (c == NULL || c->n == 0) continue;
+        if (c->n > 1) {
+            fprintf(f, "<polyline fill='none' stroke='%s' stroke-width='2.2' points='", m->color);
+            for (int64_t k = 0; k < c->n; k++)
+                if (isfinite(c->value[k]))
+                    fprintf(f, "%.1f,%.1f ", px(&a, (double)c->step[k]), py(&a, c->value[k]));
+            fprintf(f, "'/>");
+        }
+        for (int64_t k = 0; k < c->n; k++) {
+            if (!isfinite(c->value[k])) continue;
+            fprintf(f, "<circle cx='%.1f' cy='%.1f' r='3' fill='%s'><title>",
+                    px(&a, (double)c->step[k]), py(&a, c->value[k]), m->color);
+            report_html(f, m->name);
+            fprintf(f, ", step %lld: %.4g</title></circle>", (long long)c->step[k], c->value[k]);
+        }
+    }
+    fprintf(f, "</svg></figure>\n");
+}
+
+static void table(FILE *f, const text_report *r)
+{
+    double best = INFINITY;
+    for (int i = 0; i < r->n; i++) best = r->models[i].bpb < best ? r->models[i].bpb : best;
+    fprintf(f, "<table><thead><tr><th>model</th><th>architecture</th><th>held-out bits per "
+               "byte</th><th>perplexity</th><th>parameters</th><th>file size</th><th>training "
+               "tokens/s</th><th>generation tokens/s (batch 1)</th></tr></thead><tbody>\n");
+    for (int i = 0; i < r->n; i++) {
+        const text_model_report *m = &r->models[i];
+        char params[32], size[32] = "-", train[32] = "-";
+        format_count(m->params, params, sizeof params);
+        if (m->bytes >= 0) format_bytes((double)m->bytes, size, sizeof size);
+        if (m->train_tps > 0) snprintf(train, sizeof train, "%.0f", m->train_tps);
+        fprintf(f, "<tr><td>");
+        report_html(f, m->name);
+        fprintf(f, "</td><td>");
+        report_html(f, m->shape);
+        fprintf(f,
+                "</td><td class='n%s'>%.4f</td><td class='n'>%.3f</td><td class='n'>%s</td>"
+                "<td class='n'>%s</td><td class='n'>%s</td><td class='n'>%.0f</td></tr>\n",
+                m->bpb == best ? " best" : "", m->bpb, m->ppl, params, size, train, m->gen_tps);
+    }
+    fprintf(f, "</tbody></table>\n");
+}
+
+/* The sample as text: valid UTF-8 kept, other bytes and control characters (but the newline)
+ * shown as U+FFFD, so the page stays valid whatever a model wrote. */
+static void sample_text(FILE *f, const char *s)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    while (*p) {
+        int len = *p < 0x80             ? 1
+                  : (*p & 0xE0) == 0xC0 ? 2
+                  : (*p & 0xF0) == 0xE0 ? 3
+                  : (*p & 0xF8) == 0xF0 ? 4
+                                        : 0;
+        int ok = len > 0 && !(len == 2 && *p < 0xC2);
+        for (int k = 1; ok && k < len; k++) ok = (p[k] & 0xC0) == 0x80;
+        if (!ok) {
+            fputs("\xEF\xBF\xBD", f);
+            p++;
+        } else if (len == 1 && *p < 0x20 && *p != '\n') {
+            fputs("\xEF\xBF\xBD", f);
+            p++;
+        } else if (len == 1) {
+            char c[2] = {(char)*p, 0};
+            report_html(f, c);
+            p++;
+        } else {
+            fwrite(p, 1, (size_t)len, f);
+            p += len;
+        }
+    }
+}
+
+static void points_table(FILE *f, const text_report *r)
+{
+    fprintf(f, "<details><summary>Every evaluation point</summary><table><thead><tr><th>run</th>"
+               "<th>step</th><th>held-out bits per byte</th></tr></thead><tbody>\n");
+    for (int i = 0; i < r->n; i++) {
+        const text_curve *c = r->models[i].heldout;
+        for (int64_t k = 0; c != NULL && k < c->n; k++) {
+            fprintf(f, "<tr><td>");
+            report_html(f, r->models[i].name);
+            fprintf(f, "</td><td class='n'>%lld</td><td class='n'>%.4f</td></tr>\n",
+                    (long long)c->step[k], c->value[k]);
+        }
+    }
+    fprintf(f, "</tbody></table></details>\n");
+}
+
+static void page(FILE *f, const text_report *r)
+{
+    fprintf(f, "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'><title>");
+    report_html(f, r->title);
+    fprintf(f,
+            "</title>\n%s<style>pre.sample{white-space:pre-wrap;background:#f9fafb;border:1px "
+            "solid #e5e7eb;border-radius:6px;padding:8px 12px;max-width:900px;margin:4px 0 "
+            "14px}</style>\n</head><body>\n<h1>",
+            report_style);
+    report_html(f, r->title);
+    fprintf(f, "</h1>\n<p class='sub'>");
+    report_html(f, r->subtitle);
+    fprintf(f, "</p>\n");
+    if (r->headline != NULL) {
+        fprintf(f, "<p class='headline'>");
+        report_html(f, r->headline);
+        fprintf(f, "</p>\n");
+    }
+    table(f, r);
+    fprintf(f, "<div class='plots'>\n");
+    char title[160];
+    snprintf(title, sizeof title, "Held-out bits per byte (first %lld bytes)",
+             (long long)r->curve_bytes);
+    plot(f, r, title, "bits per byte", heldout_curve);
+    plot(f, r, "Training objective", "loss", loss_curve);
+    fprintf(f, "</div>\n<h2>Samples</h2>\n");
+    for (int i = 0; i < r->n; i++) {
+        if (r->models[i].sample == NULL) continue;
+        fprintf(f, "<p><b>");
+        report_html(f, r->models[i].name);
+        fprintf(f, "</b></p><pre class='sample'>");
+        sample_text(f, r->models[i].sample);
+        fprintf(f, "</pre>\n");
+    }
+    if (r->notes != NULL) {
+        fprintf(f, "<p class='notes'>");
+        report_html(f, r->notes);
+        fprintf(f, "</p>\n");
+    }
+    points_table(f, r);
+    fprintf(f, "<footer>Written by kd %s (libkd %s).</footer>\n</body></html>\n", KD_VERSION_STRING,
+            kd_version());
+}
+
+int text_report_write(const char *dir, const text_report *r)
+{
+    if (make_dirs(dir) != 0) {
+        fail_msg("cannot create the report directory %s: %s", dir, strerror(errno));
+        return EXIT_RUNTIME;
+    }
+    char *buf = NULL;
+    size_t size = 0;
+    FILE *f = open_memstream(&buf, &size);
+    if (f == NULL) {
+        fail_msg("out of memory for the report");
+        return EXIT_RUNTIME;
+    }
+    page(f, r);
+    fclose(f);
+    char path[4200];
+    snprintf(path, sizeof path, "%s/index.html", dir);
+    int rc = write_atomic(path, buf, size);
+    free(buf);
+    if (rc != 0) {
+        fail_msg("cannot write %s: %s", path, strerror(errno));
+        return EXIT_RUNTIME;
+    }
+    return EXIT_OK;
+}
