@@ -224,6 +224,12 @@ static void distill_help(FILE *f)
           "  --auto-budget E     student epochs the search may spend (3 x --epochs); the cost\n"
           "                      is printed before it starts\n"
           /* ---- end wins */
+          /* ---- qat (issue 14) */
+          "  --quantize int8     quantisation-aware: train with fake int8 quantisation (weights\n"
+          "                      per channel, activations with tracked ranges; straight-through\n"
+          "                      gradients) and write the int8 model (as kd quantize's) to --out\n"
+          "  --init FILE         with --quantize: fine-tune this trained float student instead of\n"
+          "                      a new one (its spec and normalisation are kept)\n"
           "  --temperature T     softmax temperature (4; 2 for kd-ls, dkd-ls; unused by mse)\n"
           "  --alpha A           weight of the teacher term in [0, 1] (0.9 for kd, 1 for mse;\n"
           "                      for dkd the TCKD weight, 1)\n"

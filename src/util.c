@@ -86,8 +86,10 @@ void model_shape_name(const kd_model *m, char *out, size_t size)
         const char *kind;
         int64_t params, outsize;
         if (kd_model_layer_info(m, i, &kind, &params, &outsize) == KD_OK && params > 0)
-            mlp &= strcmp(kind, "dense") == 0;
+            mlp &= strcmp(kind, "dense") == 0 || strcmp(kind, "qdense") == 0;
     }
+    int32_t quantized = 0;
+    kd_model_is_quantized(m, &quantized);
     size_t used = mlp ? (size_t)snprintf(out, size, "%lld", (long long)in) : 0;
     if (!mlp && size > 0) out[0] = '\0';
     for (int32_t i = 0; i < n && used < size; i++) {
@@ -98,8 +100,10 @@ void model_shape_name(const kd_model *m, char *out, size_t size)
         if (mlp)
             used += (size_t)snprintf(out + used, size - used, "-%lld", (long long)outsize);
         else
-            used += (size_t)snprintf(out + used, size - used, "%s%s", used ? "-" : "", kind);
+            used += (size_t)snprintf(out + used, size - used, "%s%s", used ? "-" : "",
+                                     quantized && kind[0] == 'q' ? kind + 1 : kind);
     }
+    if (quantized && used < size) snprintf(out + used, size - used, " int8");
 }
 
 int64_t file_size(const char *path)

@@ -21,6 +21,7 @@ typedef struct kdi_seq {
     int32_t seq_out;     /* the output is a sequence */
     int64_t vocab;       /* > 0: the input is token ids in 0..vocab-1, carried as floats */
     kdi_buf row[2];      /* one token's activations in kdi_seq_step */
+    struct kdi_fq *fq;   /* fake quantisation (nn/fake_quant.h), or NULL; owned */
 } kdi_seq;
 
 /* Builds the layers of spec (no "input" layer) for input shape in. */
