@@ -32,10 +32,10 @@ LOG=$W/log.txt
 say() { echo "[$(date -u +%H:%M:%S)] $*" | tee -a "$LOG"; }
 # run FILE CMD...: CMD makes FILE unless FILE exists; its output goes to the log.
 run() {
-    f=$1
+    target=$1
     shift
-    [ -s "$f" ] && return 0
-    say "$(basename "$f"): $*"
+    [ -s "$target" ] && return 0
+    say "$(basename "$target"): $*"
     "$@" >>"$LOG" 2>&1
 }
 

@@ -85,7 +85,7 @@ static const option_def table[] = {
     {"--keep", KEEP, 0, D, 0, 0},
     {"--out", STRING, AT(out), T | D | P, 0, 0},
     {"--log", STRING, AT(log_path), T | D, 0, 0},
-    {"--report", STRING, AT(report_dir), T | D, 0, 0},
+    {"--report", STRING, AT(report_dir), T | D | E, 0, 0},
     {"--checkpoint", STRING, AT(checkpoint), T | D, 0, 0},
     {"--resume", FLAG, AT(resume), T | D, 0, 0},
     {"--soft-targets-cache", STRING, AT(soft_cache), D, 0, 0},
@@ -112,6 +112,7 @@ static const option_def table[] = {
     /* ---- qat (issue 14) */
     {"--quantize", STRING, AT(quantize), D, 0, 0},
     {"--init", STRING, AT(init), D, 0, 0},
+    {"--seconds", FLOAT, AT(seconds), E, 0.01, 600},
 };
 
 #define NOPTIONS (sizeof table / sizeof table[0])
@@ -139,6 +140,7 @@ static void defaults(options *o, command cmd, const char *name)
     o->beta = -1.0f;        /* DKD's NCKD weight 8 (Zhao et al. 2022); DIST's inter weight 2 */
     o->gamma = 2.0f;        /* DIST's intra weight (Huang et al. 2022, CIFAR-100) */
     o->seed = 1;
+    o->seconds = 1.0f; /* eval: each timing */
     o->seeds = 1;
     o->warmup_epochs = cmd == CMD_DISTILL ? -1 : 0;      /* resolved after parsing */
     o->val_fraction = cmd == CMD_DISTILL ? -1.0f : 0.0f; /* resolved after parsing */
@@ -382,6 +384,10 @@ static int one_argument(options *o, int argc, char **argv, int *i)
         if ((o->cmd == CMD_EVAL || o->cmd == CMD_INFO || o->cmd == CMD_PREDICT) &&
             o->positional == NULL) {
             o->positional = a;
+            return EXIT_OK;
+        }
+        if (o->cmd == CMD_EVAL && o->nmore < MAX_EVAL_MODELS - 1) { /* side by side */
+            o->more[o->nmore++] = a;
             return EXIT_OK;
         }
         fail_msg("unexpected argument '%s' (see 'kd help %s')", a, o->cmd_name);

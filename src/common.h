@@ -102,6 +102,11 @@ typedef struct options {
     /* ---- qat (issue 14): quantisation-aware distillation */
     const char *quantize; /* --quantize int8: train with fake quantisation, write the int8 model */
     const char *init;     /* --init FILE: the float student to fine-tune (with --quantize) */
+    /* ---- qat (issue 14): kd eval of several models side by side */
+#define MAX_EVAL_MODELS 16
+    const char *more[MAX_EVAL_MODELS - 1]; /* the models after positional */
+    int nmore;
+    float seconds; /* eval: seconds each timing runs (1) */
 } options;
 
 /* 1 when the option named (e.g. "--beta") was given on the command line or in --config's file. */
@@ -342,6 +347,7 @@ typedef struct model_stats {
     int64_t bytes;     /* file size, -1 if unknown */
     double latency_us; /* per image at batch 1 */
     double throughput; /* images per second at batch 256, 0 if not measured */
+    int throughput_batch;
 } model_stats;
 
 /* Median latency of single-image predictions over about `seconds`. */

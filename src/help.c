@@ -270,11 +270,12 @@ static void distill_help(FILE *f)
 
 static void eval_help(FILE *f)
 {
-    fputs("usage: kd eval MODEL.safetensors [--data DIR | --test PREFIX] [--json]\n"
+    fputs("usage: kd eval MODEL.safetensors [MODEL...] [--data DIR | --test PREFIX] [--json]\n"
           "\n"
           "Test accuracy, per-class accuracy and confusion matrix, parameter count, file size,\n"
           "latency per image at batch 1, throughput at batch 256 (--batch B to change) and the\n"
-          "peak memory of the process.\n\n",
+          "peak memory of the process. Several models (float, int8, pruned; up to 16): one\n"
+          "table side by side, with accuracy, file size, latency and throughput.\n\n",
           f);
     fputs("data:\n"
           "  --data DIR          directory with t10k-images-idx3-ubyte.gz and\n"
@@ -285,13 +286,16 @@ static void eval_help(FILE *f)
           f);
     fputs("output:\n"
           "  --batch B           batch of the throughput measurement (256)\n"
-          "  --json              one JSON object instead of the table\n"
+          "  --json              one JSON object (several models: an array) instead of the table\n"
+          "  --seconds S         time each latency and throughput measurement for S seconds (1)\n"
+          "  --report DIR        also write DIR/index.html with the side-by-side table\n"
           "  --quiet, -q         accuracy only\n"
           "  --threads N         threads of the matrix products\n"
           "  --config FILE       options from an INI file (see kd help train)\n"
           "\nexamples:\n"
           "  kd eval student.safetensors\n"
-          "  kd eval m.safetensors --test ~/mnist/t10k --json\n",
+          "  kd eval m.safetensors --test ~/mnist/t10k --json\n"
+          "  kd eval float.safetensors int8.safetensors sparse.safetensors --report cmp\n",
           f);
 }
 

@@ -368,8 +368,8 @@ static int input_files(const options *o, const char **in, char (*buf)[PATH_MAX])
 {
     int n = 0, b = 0;
     for (int i = 0; i < o->nteachers && n < 24; i++) in[n++] = o->teachers[i];
-    const char *single[] = {o->teacher_logits, o->config, o->train_y,
-                            o->test_y,         o->input,  o->positional};
+    const char *single[] = {o->teacher_logits, o->config,     o->train_y, o->test_y,
+                            o->input,          o->positional, o->init};
     for (size_t i = 0; i < sizeof single / sizeof single[0] && n < 28; i++)
         if (single[i] != NULL) in[n++] = single[i];
     static const char *const idx[] = {"-images-idx3-ubyte.gz", "-labels-idx1-ubyte.gz",

@@ -269,6 +269,12 @@ expect "QAT fine-tuning of a float student" 0 "int8 student (QAT)" \
 qacc=$("$KD" eval "$TMP/qat2.safetensors" --test "$TEST" --quiet)
 check "the fine-tuned int8 teacher is near the float one ($qacc% vs $facc%)" \
     awk "BEGIN { d = $qacc - $facc; exit !(d < 3 && d > -3) }"
+expect "kd eval of several models side by side" 0 "^teacher-int8.safetensors .*int8" \
+    "$KD" eval "$T" "$Q" "$TMP/qat.safetensors" --test "$TEST" --seconds 0.05 --report "$TMP/side"
+check "its report has the throughput column" grep -q "<th>throughput</th>" "$TMP/side/index.html"
+expect "kd eval --json of several models" 0 '^\[{"model":' "$KD" eval "$T" "$Q" --test "$TEST" --json --seconds 0.05
+expect "kd eval --quiet of several models" 0 "^[0-9.]*$" "$KD" eval "$T" "$Q" --test "$TEST" --quiet
+expect "kd info of an int8 model says int8" 0 "int8 weights, int32 biases" "$KD" info "$Q"
 # ---- end qat
 
 # ---------------------------------------------------------------- resume
