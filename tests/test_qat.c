@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "faults.h"
 #include "kd.h"
 #include "nn/fake_quant.h"
 #include "nn/model.h"
@@ -282,6 +283,52 @@ START_TEST(test_refusals)
 }
 END_TEST
 
+/* A warmed-up fake-quantised step allocates nothing; enabling and converting under every
+ * allocation failure fail cleanly (NOMEM, nothing leaked) or succeed. */
+START_TEST(test_allocations)
+{
+    enum { B = 16, IN = 36 };
+    kdt_alloc_install();
+    kd_model *m, *q;
+    kd_optimizer *o;
+    ck_assert_int_eq(
+        kd_model_create("input 1x6x6 | conv 3 3 pad=1 | bn | relu | flatten | dense 4", 2, &m),
+        KD_OK);
+    float x[B * IN], y[B * 4], g[B * 4];
+    kdt_fill(x, B * IN, 3, 0.0f, 1.0f);
+    kdt_fill(g, B * 4, 4, -0.1f, 0.1f);
+    for (int64_t fail = 1;; fail++) {
+        int64_t live = kdt_alloc.live;
+        kdt_alloc_arm(fail);
+        kd_status st = kd_model_set_fake_quant(m, 1);
+        kdt_alloc_arm(0);
+        if (st == KD_OK) break;
+        ck_assert_int_eq(st, KD_ERR_NOMEM);
+        ck_assert_int_eq(kdt_alloc.live, live);
+    }
+    ck_assert_int_eq(kd_optimizer_create(KD_OPTIMIZER_SGD, m, &o), KD_OK);
+    for (int k = 0; k < 3; k++) {
+        if (k == 2) kdt_alloc_arm(0);
+        ck_assert_int_eq(kd_model_forward(m, x, B, y), KD_OK);
+        ck_assert_int_eq(kd_model_backward(m, g), KD_OK);
+        ck_assert_int_eq(kd_optimizer_step(o), KD_OK);
+    }
+    ck_assert_int_eq(kdt_alloc.calls, 0);
+    for (int64_t fail = 1;; fail++) {
+        int64_t live = kdt_alloc.live;
+        kdt_alloc_arm(fail);
+        kd_status st = kd_model_quantize_trained(m, &q);
+        kdt_alloc_arm(0);
+        if (st == KD_OK) break;
+        ck_assert_int_eq(st, KD_ERR_NOMEM);
+        ck_assert_int_eq(kdt_alloc.live, live);
+    }
+    kd_model_destroy(q);
+    kd_optimizer_destroy(o);
+    kd_model_destroy(m);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("qat");
@@ -291,6 +338,7 @@ static Suite *suite(void)
     tcase_add_test(t, test_mlp_int8);
     tcase_add_test(t, test_cnn_int8);
     tcase_add_test(t, test_refusals);
+    tcase_add_test(t, test_allocations);
     suite_add_tcase(s, t);
     return s;
 }
