@@ -545,7 +545,8 @@ static void print_seeds(const state *s)
            s->nseeds, (unsigned long long)s->o->seed,
            (unsigned long long)(s->o->seed + (uint64_t)s->nseeds - 1));
     mean_std(s->acc[0], s->nseeds, &m, &sd);
-    printf("  distilled student  %6.2f%% +- %.2f\n", m, sd);
+    printf("  %-18s %6.2f%% +- %.2f\n",
+           s->o->quantize != NULL ? "int8 student (QAT)" : "distilled student", m, sd);
     if (!s->compare) return;
     mean_std(s->acc[1], s->nseeds, &m, &sd);
     printf("  student alone      %6.2f%% +- %.2f\n", m, sd);
