@@ -76,8 +76,13 @@ void print_comparison(FILE *f, const model_stats *s, int n, int baseline)
 {
     int thr = 0; /* the throughput column when it was measured (kd eval) */
     for (int i = 0; i < n; i++) thr |= s[i].throughput > 0;
-    fprintf(f, "%-20s %-18s %9s %11s %10s %14s %9s", "model", "architecture", "test acc", "params",
-            "file size", "latency/image", "speed-up");
+    int wn = 20, ws = 18; /* columns as wide as the longest name (kd eval's file names) */
+    for (int i = 0; i < n; i++) {
+        wn = (int)strlen(s[i].name) > wn ? (int)strlen(s[i].name) : wn;
+        ws = (int)strlen(s[i].shape) > ws ? (int)strlen(s[i].shape) : ws;
+    }
+    fprintf(f, "%-*s %-*s %9s %11s %10s %14s %9s", wn, "model", ws, "architecture", "test acc",
+            "params", "file size", "latency/image", "speed-up");
     fprintf(f, thr ? " %12s %9s\n" : "\n", "images/s", "vs first");
     for (int i = 0; i < n; i++) {
         char params[32], size[32], lat[32], speed[32], ips[32];
@@ -88,8 +93,8 @@ void print_comparison(FILE *f, const model_stats *s, int n, int baseline)
             snprintf(size, sizeof size, "-");
         snprintf(lat, sizeof lat, "%.1f us", s[i].latency_us);
         snprintf(speed, sizeof speed, "%.1fx", s[baseline].latency_us / s[i].latency_us);
-        fprintf(f, "%-20s %-18s %8.2f%% %11s %10s %14s %9s", s[i].name, s[i].shape, s[i].accuracy,
-                params, size, lat, speed);
+        fprintf(f, "%-*s %-*s %8.2f%% %11s %10s %14s %9s", wn, s[i].name, ws, s[i].shape,
+                s[i].accuracy, params, size, lat, speed);
         if (!thr) {
             fprintf(f, "\n");
             continue;
