@@ -1052,6 +1052,43 @@ KD_API kd_status kd_model_quantize(const kd_model *m, const float *x, int64_t n,
  * layer are its uint8 codes (channels-last for images), not floats. */
 KD_API kd_status kd_model_is_quantized(const kd_model *m, int32_t *quantized);
 
+/* ---------------------------------------------------------------- quantisation-aware training (qat) */
+
+/* Fake quantisation (on = 1): from now on m's forward and backward simulate the int8 model
+ * kd_model_quantize would make of it, so that training (distillation from a float teacher
+ * included: Jacob et al. 2018, arXiv:1712.05877, sec. 3; NVIDIA Model Optimizer's
+ * quantisation-aware distillation) adapts the weights to int8. In every forward, training or not:
+ *   the weights of every dense and conv layer are rounded per output channel o to symmetric int8
+ *     steps, W_q = s_w[o] clamp(round(W / s_w[o]), -127, 127), s_w[o] = max|W[o,:]| / 127;
+ *   the input (after normalisation) and the output of every block (dense or conv, with the bn and
+ *     relu after it) except a last block without relu are rounded to uint8 steps,
+ *     x_q = s (clamp(round(x / s) + z, 0, 255) - z), with s and z from a range [lo, hi] widened to
+ *     hold 0 as kd_model_quantize computes them; each range follows the training batches' min and
+ *     max by an exponential moving average, range += 0.01 (batch range - range), starting at the
+ *     first training batch's (PyTorch's MovingAverageMinMaxObserver). Until a training forward has
+ *     set a range, forwards outside training leave that activation unrounded.
+ * Backward uses the straight-through estimator (Bengio et al. 2013, arXiv:1308.3432): the gradient
+ * passes a rounded activation unchanged where round(x / s) + z lies in 0..255 and is zero where the
+ * value was clipped; the weight gradient is the gradient at W_q, applied by the optimizer to the
+ * float weights. BatchNorm stays unfolded in training: rounding the conv's weights per output
+ * channel gives the same int8 codes as rounding the folded ones, since folding scales each output
+ * channel by one factor. The layers allowed are those of kd_model_quantize (dense, conv, bn, relu,
+ * maxpool, flatten, dropout); any other is KD_ERR_UNSUPPORTED naming it.
+ * on = 0 removes fake quantisation and its tracked ranges; setting the state m already has does
+ * nothing (the ranges are kept). A training forward before the call cannot be backpropagated after
+ * it. The state is not saved by kd_model_save nor copied by kd_model_clone (the float weights are).
+ * Errors: KD_ERR_ARGUMENT (NULL, on not 0 or 1), KD_ERR_UNSUPPORTED (a layer without an int8 form,
+ * an int8 model, a token model), KD_ERR_NOMEM. */
+KD_API kd_status kd_model_set_fake_quant(kd_model *m, int32_t on);
+/* *on = 1 when m is fake-quantised (kd_model_set_fake_quant), else 0. */
+KD_API kd_status kd_model_fake_quant(const kd_model *m, int32_t *on);
+/* The int8 model of a fake-quantised model trained with it: as kd_model_quantize, with the
+ * activation ranges the training tracked instead of calibrated ones, so its forward equals m's
+ * forward outside training within one quantisation step at every activation (bias rounding to
+ * int32 and float summation order differ). m is not changed. Errors: KD_ERR_ARGUMENT (NULL),
+ * KD_ERR_STATE (m not fake-quantised, or never trained since: no ranges), KD_ERR_NOMEM. */
+KD_API kd_status kd_model_quantize_trained(const kd_model *m, kd_model **out);
+
 /* ---------------------------------------------------------------- augmentation */
 
 typedef enum kd_augment_kind {

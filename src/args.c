@@ -85,7 +85,7 @@ static const option_def table[] = {
     {"--keep", KEEP, 0, D, 0, 0},
     {"--out", STRING, AT(out), T | D | P, 0, 0},
     {"--log", STRING, AT(log_path), T | D, 0, 0},
-    {"--report", STRING, AT(report_dir), T | D, 0, 0},
+    {"--report", STRING, AT(report_dir), T | D | E, 0, 0},
     {"--checkpoint", STRING, AT(checkpoint), T | D, 0, 0},
     {"--resume", FLAG, AT(resume), T | D, 0, 0},
     {"--soft-targets-cache", STRING, AT(soft_cache), D, 0, 0},
@@ -109,6 +109,10 @@ static const option_def table[] = {
     {"--auto", FLAG, AT(auto_tune), D, 0, 0},
     {"--auto-trials", INT, AT(auto_trials), D, 2, 64},
     {"--auto-budget", INT, AT(auto_budget), D, 1, 100000},
+    /* ---- qat (issue 14) */
+    {"--quantize", STRING, AT(quantize), D, 0, 0},
+    {"--init", STRING, AT(init), D, 0, 0},
+    {"--seconds", FLOAT, AT(seconds), E, 0.01, 600},
 };
 
 #define NOPTIONS (sizeof table / sizeof table[0])
@@ -136,6 +140,7 @@ static void defaults(options *o, command cmd, const char *name)
     o->beta = -1.0f;        /* DKD's NCKD weight 8 (Zhao et al. 2022); DIST's inter weight 2 */
     o->gamma = 2.0f;        /* DIST's intra weight (Huang et al. 2022, CIFAR-100) */
     o->seed = 1;
+    o->seconds = 1.0f; /* eval: each timing */
     o->seeds = 1;
     o->warmup_epochs = cmd == CMD_DISTILL ? -1 : 0;      /* resolved after parsing */
     o->val_fraction = cmd == CMD_DISTILL ? -1.0f : 0.0f; /* resolved after parsing */
@@ -381,6 +386,10 @@ static int one_argument(options *o, int argc, char **argv, int *i)
             o->positional = a;
             return EXIT_OK;
         }
+        if (o->cmd == CMD_EVAL && o->nmore < MAX_EVAL_MODELS - 1) { /* side by side */
+            o->more[o->nmore++] = a;
+            return EXIT_OK;
+        }
         fail_msg("unexpected argument '%s' (see 'kd help %s')", a, o->cmd_name);
         return EXIT_USAGE;
     }
@@ -596,6 +605,26 @@ static int check_applies(const options *o)
         return refuse(o, "--soft-targets-cache",
                       "with --augment (the teachers run on every augmented batch: no logits are "
                       "cached)");
+    /* ---- qat (issue 14): what quantisation-aware distillation cannot honour */
+    if (o->init != NULL && o->quantize == NULL)
+        return refuse(o, "--init",
+                      "without --quantize int8 (it is the float student to fine-tune)");
+    if (o->quantize != NULL) {
+        static const char *const off[][2] = {
+            {"--compare", "to --quantize int8 (the student alone would be a float model)"},
+            {"--keep", "to --quantize int8 (the ranges fake quantisation tracked go on with "
+                       "training: the last epoch is the int8 model's)"},
+            {"--checkpoint", "to --quantize int8 (checkpoints do not hold the tracked ranges)"},
+            {"--resume", "to --quantize int8 (checkpoints do not hold the tracked ranges)"},
+            {"--auto", "to --quantize int8 (the search trains float students)"},
+            {"--student", "with --init (the file names the student)"},
+            {"--normalize", "with --init (the file's normalisation is kept)"}};
+        for (size_t k = 0; k < sizeof off / sizeof off[0]; k++) {
+            if (k >= 5 && o->init == NULL) break;
+            if (option_given(o, off[k][0]) && (k != 1 || o->keep_best))
+                return refuse(o, off[k][0], off[k][1]);
+        }
+    }
     if (o->force && o->resume) return refuse(o, "--force", "with --resume (which continues)");
     if (o->force && o->checkpoint == NULL)
         return refuse(o, "--force", "without --checkpoint (it allows overwriting one)");
@@ -669,6 +698,11 @@ int parse_options(options *o, int argc, char **argv, int first)
         return EXIT_USAGE;
     }
     /* ---- end wins */
+    if (o->quantize != NULL && strcmp(o->quantize, "int8") != 0) {
+        fail_msg("--quantize %s: the format is int8 (per-channel int8 weights, uint8 activations)",
+                 o->quantize);
+        return EXIT_USAGE;
+    }
     int rc = check_applies(o);
     if (rc != EXIT_OK) return rc;
     if (o->alpha < 0) o->alpha = o->method == KD_LOSS_HINTON ? 0.9f : 1.0f;

@@ -29,9 +29,52 @@ typedef struct state {
     const options *user;  /* the options as given (o may be --auto's winner) */
 } state;
 
+/* qat: the spec of --init's file, the student then. */
+static char init_spec[4096];
+
 static const char *student_spec(const options *o)
 {
+    if (o->init != NULL && init_spec[0] != '\0') return init_spec;
     return o->student_spec != NULL ? o->student_spec : DEFAULT_STUDENT_SPEC;
+}
+
+/* ---- qat (issue 14): --quantize int8 checks the student before any data is read */
+static int check_quantize(const options *o)
+{
+    if (o->quantize == NULL) return EXIT_OK;
+    if (par_world() > 1) {
+        fail_msg("--quantize int8 runs in one process: the ranges fake quantisation tracks are "
+                 "not shared between ranks");
+        return EXIT_USAGE;
+    }
+    kd_model *m = NULL;
+    int rc = EXIT_OK;
+    if (o->init != NULL) {
+        kd_status st = kd_model_load(o->init, &m);
+        if (st != KD_OK) {
+            char what[4200];
+            snprintf(what, sizeof what, "cannot load --init %s", o->init);
+            return fail_kd(what, st);
+        }
+        snprintf(init_spec, sizeof init_spec, "%s", kd_model_spec(m));
+    } else {
+        rc = create_model("student", student_spec(o), 1, &m);
+    }
+    if (rc == EXIT_OK && kd_model_set_fake_quant(m, 1) != KD_OK) {
+        fail_msg("--quantize int8: the student %s has no int8 form: %s", student_spec(o),
+                 kd_last_error());
+        rc = EXIT_USAGE;
+    }
+    kd_model_destroy(m);
+    return rc;
+}
+
+/* The int8 model of a student trained with fake quantisation, and its test accuracy. */
+static int to_int8(const kd_model *m, const kd_dataset *test, kd_model **q, double *acc)
+{
+    kd_status st = kd_model_quantize_trained(m, q);
+    if (st != KD_OK) return fail_kd("--quantize int8: converting the student", st);
+    return test_accuracy(*q, test, acc);
 }
 
 static const char *teacher_spec(const options *o)
@@ -59,12 +102,14 @@ static void alone_path(const char *out, char *alone, size_t size)
 static int prepare(state *s)
 {
     const options *o = s->o;
-    int rc = check_spec("student", student_spec(o));
+    int rc = check_quantize(o);
+    if (rc != EXIT_OK) return rc;
+    rc = check_spec("student", student_spec(o));
     if (rc == EXIT_OK && o->nteachers == 0 && o->teacher_logits == NULL)
         rc = check_spec("teacher", teacher_spec(o));
     if (rc != EXIT_OK) return rc;
     s->own_teacher = o->nteachers == 0 && o->teacher_logits == NULL;
-    s->compare = o->compare >= 0 ? o->compare : s->own_teacher;
+    s->compare = o->quantize != NULL ? 0 : o->compare >= 0 ? o->compare : s->own_teacher;
     cache_dir(o, s->cache, sizeof s->cache);
     if ((s->own_teacher || o->out == NULL) && make_dirs(s->cache) != 0) {
         fail_msg("cannot create the cache directory %s: %s (pass --cache-dir DIR)", s->cache,
@@ -421,6 +466,8 @@ static int train_students(state *s, uint64_t seed)
         hash_bytes(s->teacher_hash, c.teacher_weights, sizeof(float) * (size_t)c.nteachers);
     c.checkpoint = o->checkpoint;
     c.feature = s->feature.kind >= 0 ? &s->feature : NULL;
+    c.init = o->init;
+    c.fake_quant = o->quantize != NULL;
     int rc = run_training(&c, s->d.train, eval_set(s), s->d.test, &s->p, &s->distilled);
     if (rc != EXIT_OK || s->distilled.stopped || !s->compare) return rc;
     /* The same student, seed and batches without the teacher: the loss is the only difference
@@ -444,7 +491,15 @@ static double last_acc(const run_result *r);
  * models of the first seed are the ones saved and measured. */
 static int more_seeds(state *s)
 {
+    kd_model *q = NULL;
+    double fq_acc = s->distilled.test_acc;
+    if (s->o->quantize != NULL) {
+        int rc = to_int8(s->distilled.model, s->d.test, &q, &s->distilled.test_acc);
+        kd_model_destroy(q);
+        if (rc != EXIT_OK) return rc;
+    }
     s->acc[0][0] = last_acc(&s->distilled);
+    s->distilled.test_acc = fq_acc;
     if (s->compare) s->acc[1][0] = last_acc(&s->alone);
     s->nseeds = 1;
     run_result keep_d = s->distilled, keep_a = s->alone;
@@ -455,6 +510,10 @@ static int more_seeds(state *s)
         note(&s->p, "seed %llu (%d of %d)", (unsigned long long)(s->o->seed + (uint64_t)k), k + 1,
              s->o->seeds);
         rc = train_students(s, s->o->seed + (uint64_t)k);
+        kd_model *q = NULL;
+        if (rc == EXIT_OK && s->o->quantize != NULL)
+            rc = to_int8(s->distilled.model, s->d.test, &q, &s->distilled.test_acc);
+        kd_model_destroy(q);
         if (rc == EXIT_OK) {
             s->acc[0][k] = last_acc(&s->distilled);
             if (s->compare) s->acc[1][k] = last_acc(&s->alone);
@@ -486,7 +545,8 @@ static void print_seeds(const state *s)
            s->nseeds, (unsigned long long)s->o->seed,
            (unsigned long long)(s->o->seed + (uint64_t)s->nseeds - 1));
     mean_std(s->acc[0], s->nseeds, &m, &sd);
-    printf("  distilled student  %6.2f%% +- %.2f\n", m, sd);
+    printf("  %-18s %6.2f%% +- %.2f\n",
+           s->o->quantize != NULL ? "int8 student (QAT)" : "distilled student", m, sd);
     if (!s->compare) return;
     mean_std(s->acc[1], s->nseeds, &m, &sd);
     printf("  student alone      %6.2f%% +- %.2f\n", m, sd);
@@ -524,8 +584,9 @@ static int collect(state *s, model_stats *stats, int *n)
         rc = fill_stats(&stats[(*n)++], "student alone", s->alone.model, s->alone_out, s->d.test,
                         last_acc(&s->alone));
     if (rc == EXIT_OK)
-        rc = fill_stats(&stats[(*n)++], "distilled student", s->distilled.model, s->out, s->d.test,
-                        last_acc(&s->distilled));
+        rc = fill_stats(&stats[(*n)++],
+                        s->o->quantize != NULL ? "int8 student (QAT)" : "distilled student",
+                        s->distilled.model, s->out, s->d.test, last_acc(&s->distilled));
     return rc;
 }
 
@@ -602,6 +663,19 @@ static int write_report(state *s, const model_stats *stats, int n, const char *h
 
 static int finish(state *s)
 {
+    if (s->o->quantize != NULL) { /* qat: the int8 model is the student kept */
+        kd_model *q = NULL;
+        double fq_acc = s->distilled.test_acc;
+        int rc = to_int8(s->distilled.model, s->d.test, &q, &s->distilled.test_acc);
+        if (rc != EXIT_OK) {
+            kd_model_destroy(q);
+            return rc;
+        }
+        note(&s->p, "quantisation-aware: %.2f%% with fake quantisation, %.2f%% as int8", fq_acc,
+             s->distilled.test_acc);
+        kd_model_destroy(s->distilled.model);
+        s->distilled.model = q;
+    }
     int rc = save(s->out, s->distilled.model);
     if (rc == EXIT_OK && s->compare) rc = save(s->alone_out, s->alone.model);
     model_stats stats[MAX_TEACHERS + 2];

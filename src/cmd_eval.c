@@ -120,16 +120,121 @@ static int measure(const options *o, kd_model *m, const kd_dataset *test, eval_r
                                      EVAL_BATCH, &r->correct, r->confusion);
     if (st != KD_OK) return fail_kd("evaluation", st);
     if (o->quiet) return EXIT_OK;
-    int rc = measure_latency(m, test, 1.0, &r->latency_us);
-    if (rc == EXIT_OK) rc = measure_throughput(m, test, o->batch, 1.0, &r->throughput);
+    int rc = measure_latency(m, test, o->seconds, &r->latency_us);
+    if (rc == EXIT_OK) rc = measure_throughput(m, test, o->batch, o->seconds, &r->throughput);
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     r->peak_mib = (double)ru.ru_maxrss / 1024.0; /* Linux reports kilobytes */
     return rc;
 }
 
+/* ---- qat (issue 14): several models side by side (float, int8, pruned) */
+
+static const char *base_of(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    return slash != NULL ? slash + 1 : path;
+}
+
+/* Accuracy, size and speed of one model into st; the architecture says int8 or the zero share. */
+static int one_model(const options *o, const char *path, const kd_dataset *test, model_stats *st)
+{
+    kd_model *m;
+    kd_status s = kd_model_load(path, &m);
+    if (s != KD_OK) {
+        char what[4200];
+        snprintf(what, sizeof what, "cannot load %s", path);
+        return fail_kd(what, s);
+    }
+    int64_t n, correct = 0;
+    kd_dataset_size(test, &n);
+    int rc = check_fits(path, m, test, NULL);
+    if (rc == EXIT_OK) {
+        s = kd_model_evaluate(m, kd_dataset_images(test), kd_dataset_labels(test), n, EVAL_BATCH,
+                              &correct, NULL);
+        if (s != KD_OK) rc = fail_kd("evaluation", s);
+    }
+    if (rc == EXIT_OK) {
+        memset(st, 0, sizeof *st);
+        snprintf(st->name, sizeof st->name, "%s", base_of(path));
+        model_shape_name(m, st->shape, sizeof st->shape);
+        kd_model_param_count(m, &st->params);
+        st->bytes = file_size(path);
+        float zero = 0.0f;
+        int32_t quantized = 0;
+        kd_model_is_quantized(m, &quantized);
+        if (!quantized && kd_model_sparsity(m, &zero) == KD_OK && zero >= 0.01f) {
+            size_t used = strlen(st->shape);
+            snprintf(st->shape + used, sizeof st->shape - used, " %.0f%% zero", 100.0 * zero);
+        }
+        st->accuracy = 100.0 * (double)correct / (double)n;
+        if (!o->quiet) rc = measure_latency(m, test, o->seconds, &st->latency_us);
+        if (rc == EXIT_OK && !o->quiet)
+            rc = measure_throughput(m, test, o->batch, o->seconds, &st->throughput);
+        st->throughput_batch = o->batch;
+    }
+    kd_model_destroy(m);
+    return rc;
+}
+
+static void side_json(const model_stats *st, const char *const *paths, int n)
+{
+    printf("[");
+    for (int i = 0; i < n; i++) {
+        printf("%s{\"model\":", i ? "," : "");
+        json_string(stdout, paths[i]);
+        printf(",\"architecture\":");
+        json_string(stdout, st[i].shape);
+        printf(",\"params\":%lld,\"file_bytes\":%lld,\"accuracy\":%.4f,\"latency_us\":%.3f,"
+               "\"throughput\":%.1f,\"throughput_batch\":%d}",
+               (long long)st[i].params, (long long)st[i].bytes, st[i].accuracy, st[i].latency_us,
+               st[i].throughput, st[i].throughput_batch);
+    }
+    printf("]\n");
+}
+
+static int side_by_side(const options *o)
+{
+    const char *paths[MAX_EVAL_MODELS];
+    model_stats st[MAX_EVAL_MODELS];
+    int n = 0;
+    paths[n++] = o->positional;
+    for (int i = 0; i < o->nmore; i++) paths[n++] = o->more[i];
+    dataset_pair d;
+    int rc = load_data(o, 0, 1, &d);
+    for (int i = 0; i < n && rc == EXIT_OK; i++) rc = one_model(o, paths[i], d.test, &st[i]);
+    if (rc == EXIT_OK) {
+        int64_t ntest;
+        kd_dataset_size(d.test, &ntest);
+        if (o->json) {
+            side_json(st, paths, n);
+        } else if (o->quiet) {
+            for (int i = 0; i < n; i++) printf("%.2f\n", st[i].accuracy);
+        } else {
+            printf("%s: %lld images; latency: one image at a time, median; throughput: batches "
+                   "of %d; kernels %s\n\n",
+                   d.test_prefix, (long long)ntest, o->batch, kd_kernels_name());
+            print_comparison(stdout, st, n, 0);
+        }
+    }
+    if (rc == EXIT_OK && o->report_dir != NULL) {
+        char subtitle[1400];
+        snprintf(subtitle, sizeof subtitle,
+                 "Test set %s. Latency: the median time of one image at batch 1; throughput: "
+                 "images per second in batches of %d; speed-up relative to the first model. "
+                 "libkd %s, kernels %s.",
+                 d.test_prefix, o->batch, kd_version(), kd_kernels_name());
+        report rep = {"Models side by side", subtitle, NULL, NULL, 0, st, n, 0, NULL, 0};
+        rc = report_write(o->report_dir, &rep);
+        if (rc == EXIT_OK && !o->quiet) printf("\nreport: %s/index.html\n", o->report_dir);
+    }
+    if (d.test != NULL) free_data(&d);
+    return rc;
+}
+
 int cmd_eval(const options *o)
 {
+    if (o->nmore > 0 || o->report_dir != NULL) return side_by_side(o);
     kd_model *m;
     kd_status st = kd_model_load(o->positional, &m);
     if (st != KD_OK) {

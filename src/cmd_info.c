@@ -54,7 +54,10 @@ static void print_text(const char *path, kd_model *m, const kd_tensors *h)
         printf("input         %lld values per example\n", (long long)in);
         printf("output        %lld classes\n", (long long)out);
     }
-    printf("parameters    %s (float32)\n\n", count);
+    int32_t quantized = 0;
+    kd_model_is_quantized(m, &quantized);
+    printf("parameters    %s (%s)\n\n", count,
+           quantized ? "int8 weights, int32 biases; float32 scales" : "float32");
     printf("layer  kind          params    output\n");
     for (int32_t i = 0; i < layers; i++) {
         const char *kind;

@@ -99,6 +99,14 @@ typedef struct options {
     int auto_trials;      /* --auto-trials N (8) */
     int auto_budget;      /* --auto-budget E: student epochs the search may use (8 x --epochs) */
     int method_given;     /* --method was given */
+    /* ---- qat (issue 14): quantisation-aware distillation */
+    const char *quantize; /* --quantize int8: train with fake quantisation, write the int8 model */
+    const char *init;     /* --init FILE: the float student to fine-tune (with --quantize) */
+    /* ---- qat (issue 14): kd eval of several models side by side */
+#define MAX_EVAL_MODELS 16
+    const char *more[MAX_EVAL_MODELS - 1]; /* the models after positional */
+    int nmore;
+    float seconds; /* eval: seconds each timing runs (1) */
 } options;
 
 /* 1 when the option named (e.g. "--beta") was given on the command line or in --config's file. */
@@ -260,6 +268,9 @@ struct run_config {
     int naugment;  /* --augment, applied to each training batch (images only) */
     const int *augment_kind, *augment_amount;
     const feature_term *feature; /* wins: a feature term (teacher 0), or NULL */
+    /* ---- qat (issue 14) */
+    const char *init; /* start from this model file (its spec is spec), or NULL */
+    int fake_quant;   /* train with kd_model_set_fake_quant */
 };
 
 struct run_result {
@@ -339,6 +350,7 @@ typedef struct model_stats {
     int64_t bytes;     /* file size, -1 if unknown */
     double latency_us; /* per image at batch 1 */
     double throughput; /* images per second at batch 256, 0 if not measured */
+    int throughput_batch;
 } model_stats;
 
 /* Median latency of single-image predictions over about `seconds`. */

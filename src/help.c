@@ -227,6 +227,12 @@ static void distill_help(FILE *f)
           "  --auto-budget E     student epochs the search may spend (8 x --epochs); the cost\n"
           "                      is printed before it starts\n"
           /* ---- end wins */
+          /* ---- qat (issue 14) */
+          "  --quantize int8     quantisation-aware: train with fake int8 quantisation (weights\n"
+          "                      per channel, activations with tracked ranges; straight-through\n"
+          "                      gradients) and write the int8 model (as kd quantize's) to --out\n"
+          "  --init FILE         with --quantize: fine-tune this trained float student instead of\n"
+          "                      a new one (its spec and normalisation are kept)\n"
           "  --temperature T     softmax temperature (4; 2 for kd-ls, dkd-ls; unused by mse)\n"
           "  --alpha A           weight of the teacher term in [0, 1] (0.9 for kd, 1 for mse;\n"
           "                      for dkd the TCKD weight, 1)\n"
@@ -267,11 +273,12 @@ static void distill_help(FILE *f)
 
 static void eval_help(FILE *f)
 {
-    fputs("usage: kd eval MODEL.safetensors [--data DIR | --test PREFIX] [--json]\n"
+    fputs("usage: kd eval MODEL.safetensors [MODEL...] [--data DIR | --test PREFIX] [--json]\n"
           "\n"
           "Test accuracy, per-class accuracy and confusion matrix, parameter count, file size,\n"
           "latency per image at batch 1, throughput at batch 256 (--batch B to change) and the\n"
-          "peak memory of the process.\n\n",
+          "peak memory of the process. Several models (float, int8, pruned; up to 16): one\n"
+          "table side by side, with accuracy, file size, latency and throughput.\n\n",
           f);
     fputs("data:\n"
           "  --data DIR          directory with t10k-images-idx3-ubyte.gz and\n"
@@ -282,13 +289,16 @@ static void eval_help(FILE *f)
           f);
     fputs("output:\n"
           "  --batch B           batch of the throughput measurement (256)\n"
-          "  --json              one JSON object instead of the table\n"
+          "  --json              one JSON object (several models: an array) instead of the table\n"
+          "  --seconds S         time each latency and throughput measurement for S seconds (1)\n"
+          "  --report DIR        also write DIR/index.html with the side-by-side table\n"
           "  --quiet, -q         accuracy only\n"
           "  --threads N         threads of the matrix products\n"
           "  --config FILE       options from an INI file (see kd help train)\n"
           "\nexamples:\n"
           "  kd eval student.safetensors\n"
-          "  kd eval m.safetensors --test ~/mnist/t10k --json\n",
+          "  kd eval m.safetensors --test ~/mnist/t10k --json\n"
+          "  kd eval float.safetensors int8.safetensors sparse.safetensors --report cmp\n",
           f);
 }
 

@@ -74,10 +74,18 @@ int measure_throughput(kd_model *m, const kd_dataset *d, int64_t batch, double s
 
 void print_comparison(FILE *f, const model_stats *s, int n, int baseline)
 {
-    fprintf(f, "%-20s %-18s %9s %11s %10s %14s %9s\n", "model", "architecture", "test acc",
-            "params", "file size", "latency/image", "speed-up");
+    int thr = 0; /* the throughput column when it was measured (kd eval) */
+    for (int i = 0; i < n; i++) thr |= s[i].throughput > 0;
+    int wn = 20, ws = 18; /* columns as wide as the longest name (kd eval's file names) */
     for (int i = 0; i < n; i++) {
-        char params[32], size[32], lat[32], speed[32];
+        wn = (int)strlen(s[i].name) > wn ? (int)strlen(s[i].name) : wn;
+        ws = (int)strlen(s[i].shape) > ws ? (int)strlen(s[i].shape) : ws;
+    }
+    fprintf(f, "%-*s %-*s %9s %11s %10s %14s %9s", wn, "model", ws, "architecture", "test acc",
+            "params", "file size", "latency/image", "speed-up");
+    fprintf(f, thr ? " %12s %9s\n" : "\n", "images/s", "vs first");
+    for (int i = 0; i < n; i++) {
+        char params[32], size[32], lat[32], speed[32], ips[32];
         format_count(s[i].params, params, sizeof params);
         if (s[i].bytes >= 0)
             format_bytes((double)s[i].bytes, size, sizeof size);
@@ -85,8 +93,15 @@ void print_comparison(FILE *f, const model_stats *s, int n, int baseline)
             snprintf(size, sizeof size, "-");
         snprintf(lat, sizeof lat, "%.1f us", s[i].latency_us);
         snprintf(speed, sizeof speed, "%.1fx", s[baseline].latency_us / s[i].latency_us);
-        fprintf(f, "%-20s %-18s %8.2f%% %11s %10s %14s %9s\n", s[i].name, s[i].shape, s[i].accuracy,
-                params, size, lat, speed);
+        fprintf(f, "%-*s %-*s %8.2f%% %11s %10s %14s %9s", wn, s[i].name, ws, s[i].shape,
+                s[i].accuracy, params, size, lat, speed);
+        if (!thr) {
+            fprintf(f, "\n");
+            continue;
+        }
+        format_count((int64_t)(s[i].throughput + 0.5), ips, sizeof ips);
+        fprintf(f, " %12s %8.1fx\n", ips,
+                s[baseline].throughput > 0 ? s[i].throughput / s[baseline].throughput : 0.0);
     }
 }
 

@@ -148,9 +148,13 @@ static void table(FILE *f, const report *r)
     double best = -1;
     for (int i = 0; i < r->nstats; i++)
         best = r->stats[i].accuracy > best ? r->stats[i].accuracy : best;
-    fprintf(f, "<table><thead><tr><th>model</th><th>architecture</th><th>test accuracy</th>"
-               "<th>parameters</th><th>file size</th><th>latency / image</th><th>speed-up</th>"
-               "</tr></thead><tbody>\n");
+    int thr = 0; /* kd eval measures throughput too */
+    for (int i = 0; i < r->nstats; i++) thr |= r->stats[i].throughput > 0;
+    fprintf(f,
+            "<table><thead><tr><th>model</th><th>architecture</th><th>test accuracy</th>"
+            "<th>parameters</th><th>file size</th><th>latency / image</th><th>speed-up</th>"
+            "%s</tr></thead><tbody>\n",
+            thr ? "<th>throughput</th><th>vs first</th>" : "");
     const model_stats *base = &r->stats[r->baseline];
     for (int i = 0; i < r->nstats; i++) {
         const model_stats *s = &r->stats[i];
@@ -165,9 +169,16 @@ static void table(FILE *f, const report *r)
         fprintf(f,
                 "</td><td>%s</td><td class='n%s'>%.2f%%</td><td class='n'>%s</td>"
                 "<td class='n'>%s</td><td class='n'>%.1f &micro;s</td><td class='n'>%.1f&times;"
-                "</td></tr>\n",
+                "</td>",
                 s->shape, s->accuracy == best ? " best" : "", s->accuracy, params, size,
                 s->latency_us, base->latency_us / s->latency_us);
+        if (thr) {
+            char ips[32];
+            format_count((int64_t)(s->throughput + 0.5), ips, sizeof ips);
+            fprintf(f, "<td class='n'>%s images/s</td><td class='n'>%.1f&times;</td>", ips,
+                    base->throughput > 0 ? s->throughput / base->throughput : 0.0);
+        }
+        fprintf(f, "</tr>\n");
     }
     fprintf(f, "</tbody></table>\n");
 }
@@ -228,17 +239,19 @@ static void page(FILE *f, const report *r)
         fprintf(f, "</p>\n");
     }
     table(f, r);
-    fprintf(f, "<div class='plots'>\n");
-    plot(f, r, "Training cross-entropy per epoch", "cross-entropy", field_ce);
-    plot(f, r, r->validation ? "Validation accuracy per epoch" : "Test accuracy per epoch",
-         "accuracy (%)", field_test);
-    fprintf(f, "</div>\n");
+    if (r->nseries > 0) { /* kd eval's side-by-side page has no training curves */
+        fprintf(f, "<div class='plots'>\n");
+        plot(f, r, "Training cross-entropy per epoch", "cross-entropy", field_ce);
+        plot(f, r, r->validation ? "Validation accuracy per epoch" : "Test accuracy per epoch",
+             "accuracy (%)", field_test);
+        fprintf(f, "</div>\n");
+    }
     if (r->notes != NULL) {
         fprintf(f, "<p class='notes'>");
         report_html(f, r->notes);
         fprintf(f, "</p>\n");
     }
-    epochs_table(f, r);
+    if (r->nseries > 0) epochs_table(f, r);
     fprintf(f, "<footer>Written by kd %s (libkd %s).</footer>\n</body></html>\n", KD_VERSION_STRING,
             kd_version());
 }

@@ -186,8 +186,19 @@ static int setup(const run_config *c, const kd_dataset *train, const kd_dataset 
 {
     int64_t n;
     kd_dataset_size(train, &n);
-    int rc = create_model(c->name, c->spec, c->seed, &h->m);
+    int rc = EXIT_OK;
+    if (c->init != NULL) { /* qat: fine-tune a trained float student */
+        kd_status st = kd_model_load(c->init, &h->m);
+        if (st != KD_OK) {
+            char what[4200];
+            snprintf(what, sizeof what, "cannot load --init %s", c->init);
+            return fail_kd(what, st);
+        }
+    } else {
+        rc = create_model(c->name, c->spec, c->seed, &h->m);
+    }
     if (rc != EXIT_OK) return rc;
+    if (c->fake_quant) TRY("--quantize int8", kd_model_set_fake_quant(h->m, 1));
     if ((rc = check_fits(c->name, h->m, train, test)) != EXIT_OK) return rc;
     if ((rc = check_augment(c, train)) != EXIT_OK) return rc;
     if (c->normalize && (rc = normalize_inputs(c, h->m, train)) != EXIT_OK) return rc;

@@ -86,8 +86,10 @@ void model_shape_name(const kd_model *m, char *out, size_t size)
         const char *kind;
         int64_t params, outsize;
         if (kd_model_layer_info(m, i, &kind, &params, &outsize) == KD_OK && params > 0)
-            mlp &= strcmp(kind, "dense") == 0;
+            mlp &= strcmp(kind, "dense") == 0 || strcmp(kind, "qdense") == 0;
     }
+    int32_t quantized = 0;
+    kd_model_is_quantized(m, &quantized);
     size_t used = mlp ? (size_t)snprintf(out, size, "%lld", (long long)in) : 0;
     if (!mlp && size > 0) out[0] = '\0';
     for (int32_t i = 0; i < n && used < size; i++) {
@@ -98,8 +100,10 @@ void model_shape_name(const kd_model *m, char *out, size_t size)
         if (mlp)
             used += (size_t)snprintf(out + used, size - used, "-%lld", (long long)outsize);
         else
-            used += (size_t)snprintf(out + used, size - used, "%s%s", used ? "-" : "", kind);
+            used += (size_t)snprintf(out + used, size - used, "%s%s", used ? "-" : "",
+                                     quantized && kind[0] == 'q' ? kind + 1 : kind);
     }
+    if (quantized && used < size) snprintf(out + used, size - used, " int8");
 }
 
 int64_t file_size(const char *path)
@@ -364,8 +368,8 @@ static int input_files(const options *o, const char **in, char (*buf)[PATH_MAX])
 {
     int n = 0, b = 0;
     for (int i = 0; i < o->nteachers && n < 24; i++) in[n++] = o->teachers[i];
-    const char *single[] = {o->teacher_logits, o->config, o->train_y,
-                            o->test_y,         o->input,  o->positional};
+    const char *single[] = {o->teacher_logits, o->config,     o->train_y, o->test_y,
+                            o->input,          o->positional, o->init};
     for (size_t i = 0; i < sizeof single / sizeof single[0] && n < 28; i++)
         if (single[i] != NULL) in[n++] = single[i];
     static const char *const idx[] = {"-images-idx3-ubyte.gz", "-labels-idx1-ubyte.gz",

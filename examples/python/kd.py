@@ -261,6 +261,10 @@ _STATUS = {
                           ctypes.c_uint64),
     "kd_model_quantize": (_P, _F, _I64, ctypes.c_int, ctypes.c_float, ctypes.POINTER(_P)),
     "kd_model_is_quantized": (_P, ctypes.POINTER(ctypes.c_int32)),
+    # qat (issue 14): quantisation-aware training
+    "kd_model_set_fake_quant": (_P, ctypes.c_int32),
+    "kd_model_fake_quant": (_P, ctypes.POINTER(ctypes.c_int32)),
+    "kd_model_quantize_trained": (_P, ctypes.POINTER(_P)),
 }
 # name: (result type, argument types)
 _OTHER = {
@@ -561,6 +565,23 @@ class Model(_Handle):
         v = ctypes.c_int32()
         lib().kd_model_is_quantized(self._h, ctypes.byref(v))
         return bool(v.value)
+
+    @property
+    def fake_quant(self):
+        """True while the model trains and predicts with fake int8 quantisation."""
+        v = ctypes.c_int32()
+        lib().kd_model_fake_quant(self._h, ctypes.byref(v))
+        return bool(v.value)
+
+    @fake_quant.setter
+    def fake_quant(self, on):
+        lib().kd_model_set_fake_quant(self._h, 1 if on else 0)
+
+    def quantize_trained(self):
+        """The int8 model of a model trained with fake_quant on, from its tracked ranges."""
+        out = _P()
+        lib().kd_model_quantize_trained(self._h, ctypes.byref(out))
+        return Model._wrap(out.value)
 
     def load_weights(self, path):
         """Copies every tensor of a safetensors file into the model; names and shapes must match."""

@@ -11,6 +11,7 @@
 #include "core/rng.h"
 #include "core/threads.h"
 #include "kernels/kernels.h"
+#include "nn/fake_quant.h"
 
 /* Image layers read C x H x W; on a sequence they would mix tokens, so they refuse one. */
 static int image_only(const char *kind)
@@ -166,6 +167,7 @@ void kdi_seq_free(kdi_seq *s)
     kdi_buf_free(&s->grad[1]);
     kdi_buf_free(&s->row[0]);
     kdi_buf_free(&s->row[1]);
+    kdi_fq_free(s->fq);
     memset(s, 0, sizeof *s);
 }
 
@@ -202,16 +204,58 @@ kd_status kdi_seq_prepare(kdi_seq *s, int64_t batch, int train)
     return KD_OK;
 }
 
+/* Layer i's forward, on rounded weights when fake quantisation marks it. */
+static kd_status layer_forward(kdi_seq *s, int32_t i, const float *x, int64_t batch, int train)
+{
+    kdi_layer *l = &s->layers[i];
+    if (s->fq == NULL || !s->fq->weights[i])
+        return l->ops->forward(l, x, s->acts[i].data, batch, train);
+    KDI_TRY(kdi_fq_weights_begin(s->fq, l, i, 1));
+    kd_status st = l->ops->forward(l, x, s->acts[i].data, batch, train);
+    kdi_fq_weights_end(s->fq, l, i);
+    return st;
+}
+
+static kd_status layer_backward(kdi_seq *s, int32_t i, const float *x, const float *dy, float *dx)
+{
+    kdi_layer *l = &s->layers[i];
+    if (s->fq == NULL || !s->fq->weights[i])
+        return l->ops->backward(l, x, s->acts[i].data, dy, dx, s->batch);
+    KDI_TRY(kdi_fq_weights_begin(s->fq, l, i, 0));
+    kd_status st = l->ops->backward(l, x, s->acts[i].data, dy, dx, s->batch);
+    kdi_fq_weights_end(s->fq, l, i);
+    return st;
+}
+
+/* Activation p (0 the input, i + 1 layer i's output) as the next layer reads it: rounded when fake
+ * quantisation marks it. */
+static kd_status point(kdi_seq *s, int32_t p, const float *v, int64_t batch, int train,
+                       const float **out)
+{
+    *out = v;
+    if (s->fq == NULL || !s->fq->point[p]) return KD_OK;
+    kdi_shape sh = p == 0 ? s->in : s->layers[p - 1].out;
+    return kdi_fq_activation(s->fq, p, v, batch * kdi_shape_size(sh), train, out);
+}
+
+/* What layer i read in the last forward. */
+static const float *layer_input(const kdi_seq *s, int32_t i)
+{
+    const float *v = i > 0 ? s->acts[i - 1].data : s->x;
+    if (s->fq != NULL && s->fq->point[i] && s->fq->seen[i]) return s->fq->act[i].data;
+    return v;
+}
+
 kd_status kdi_seq_forward(kdi_seq *s, const float *x, int64_t batch, int train, const float **out)
 {
     KDI_TRY(kdi_seq_prepare(s, batch, train));
-    const float *cur = x;
+    const float *cur;
     s->trained = 0;
     s->batch = 0;
+    KDI_TRY(point(s, 0, x, batch, train, &cur));
     for (int32_t i = 0; i < s->n; i++) {
-        kdi_layer *l = &s->layers[i];
-        KDI_TRY(l->ops->forward(l, cur, s->acts[i].data, batch, train));
-        cur = s->acts[i].data;
+        KDI_TRY(layer_forward(s, i, cur, batch, train));
+        KDI_TRY(point(s, i + 1, s->acts[i].data, batch, train, &cur));
     }
     memset(s->has_extra, 0, (size_t)s->n);
     s->x = x;
@@ -231,25 +275,29 @@ kd_status kdi_seq_backward(kdi_seq *s, const float *dy, float *dx)
     for (int32_t i = s->n - 1; i >= 0; i--) {
         kdi_layer *l = &s->layers[i];
         int64_t nout = s->batch * kdi_shape_size(l->out);
-        if (s->has_extra[i]) {
-            /* The caller's dy is read-only; our own buffers take the feature gradient in place. */
+        int masked = s->fq != NULL && s->fq->point[i + 1];
+        if (s->has_extra[i] || masked) {
+            /* The caller's dy is read-only; our own buffers take the changes in place. */
             float *sum = g == dy ? s->grad[next].data : s->grad[next ^ 1].data;
             if (g == dy) {
                 memcpy(sum, dy, (size_t)nout * sizeof *sum);
                 next ^= 1;
             }
-            k->axpy(sum, 1.0f, s->extra_grad[i].data, nout);
+            /* The straight-through estimator: no gradient where the output was clipped. */
+            if (masked) kdi_fq_mask(s->fq, i + 1, s->acts[i].data, sum, nout);
+            if (s->has_extra[i]) k->axpy(sum, 1.0f, s->extra_grad[i].data, nout);
             g = sum;
         }
         float *target = i > 0 ? s->grad[next].data : dx;
-        const float *xin = i > 0 ? s->acts[i - 1].data : s->x;
-        KDI_TRY(l->ops->backward(l, xin, s->acts[i].data, g, target, s->batch));
+        KDI_TRY(layer_backward(s, i, layer_input(s, i), g, target));
         if (s->after_layer != NULL) KDI_TRY(s->after_layer(s->after_ctx, i));
         g = target;
         next ^= 1;
     }
     if (s->n == 0 && dx != NULL)
         memcpy(dx, dy, (size_t)(s->batch * kdi_shape_size(s->in)) * sizeof *dx);
+    if (dx != NULL && s->fq != NULL && s->fq->point[0])
+        kdi_fq_mask(s->fq, 0, s->x, dx, s->batch * kdi_shape_size(s->in));
     memset(s->has_extra, 0, (size_t)s->n);
     s->trained = 0;
     return KD_OK;

@@ -24,6 +24,7 @@ typedef struct kdi_seq {
     /* Called after each layer's backward, top-level sequences only (data-parallel buckets). */
     kd_status (*after_layer)(void *ctx, int32_t layer);
     void *after_ctx;
+    struct kdi_fq *fq; /* fake quantisation (nn/fake_quant.h), or NULL; owned */
 } kdi_seq;
 
 /* Builds the layers of spec (no "input" layer) for input shape in. */

@@ -11,22 +11,13 @@
 
 #include "core/alloc.h"
 #include "core/error.h"
+#include "nn/fake_quant.h"
 #include "nn/model.h"
 #include "nn/spec.h"
+#include "quant/plan.h"
 
 #define CALIB_BATCH 64
 #define BINS 2048
-
-enum { B_DENSE, B_CONV, B_MAXPOOL, B_FLATTEN };
-
-/* One block of float layers and the int8 layer it becomes. */
-typedef struct block {
-    int kind;
-    int32_t first, last; /* float layer indices; last's output is the block's output */
-    int32_t bn;          /* the bn folded into a conv, or -1 */
-    int relu;
-    char spec[160]; /* the int8 layer's spec */
-} block;
 
 /* The range of one calibration point, and its histogram for percentiles. */
 typedef struct range {
@@ -42,7 +33,7 @@ static kd_status parse_spec(const char *spec, kdi_args *a, char *text, size_t si
 }
 
 /* The blocks of m's layers, or KD_ERR_UNSUPPORTED naming the first layer without an int8 form. */
-static kd_status plan(const kd_model *m, block *b, int32_t *nb)
+kd_status kdi_quant_plan(const kd_model *m, block *b, int32_t *nb)
 {
     const kdi_seq *s = &m->seq;
     int32_t n = 0;
@@ -269,6 +260,28 @@ static kd_status fill_layer(const kd_model *m, const block *b, kdi_layer *q, flo
     return st;
 }
 
+/* The ranges fake quantisation tracked (x == NULL): the input's and every block output's; the
+ * last block's is unused when it returns floats. KD_ERR_STATE when a range was never trained. */
+static kd_status tracked_ranges(const kd_model *m, const block *b, int32_t nb, range *r)
+{
+    const kdi_fq *f = m->seq.fq;
+    for (int32_t k = 0; k <= nb; k++) {
+        int32_t p = k == 0 ? 0 : b[k - 1].last + 1;
+        if (!f->point[p]) {
+            r[k].lo = r[k].hi = 0.0f;
+            continue;
+        }
+        if (!f->seen[p])
+            return kdi_fail(KD_ERR_STATE,
+                            "the fake-quantised model has not been trained yet: its activation "
+                            "ranges are tracked by training steps (kd_model_forward in training "
+                            "mode); train it, or quantise it with kd_model_quantize");
+        r[k].lo = f->lo[p];
+        r[k].hi = f->hi[p];
+    }
+    return KD_OK;
+}
+
 /* ---------------------------------------------------------------- the call */
 
 static kd_status quantize(const kd_model *m, const float *x, int64_t n, kd_calibration method,
@@ -282,7 +295,7 @@ static kd_status quantize(const kd_model *m, const float *x, int64_t n, kd_calib
     int32_t nb = 0;
     kd_status st =
         b != NULL && r != NULL ? KD_OK : kdi_fail(KD_ERR_NOMEM, "cannot allocate the plan");
-    if (st == KD_OK) st = plan(m, b, &nb);
+    if (st == KD_OK) st = kdi_quant_plan(m, b, &nb);
     if (st == KD_OK) st = kd_model_clone(m, &c);
     if (st == KD_OK) {
         logits = kdi_malloc(sizeof(float) * (size_t)(CALIB_BATCH * kdi_model_out(m)));
@@ -292,8 +305,12 @@ static kd_status quantize(const kd_model *m, const float *x, int64_t n, kd_calib
         r[k].lo = INFINITY;
         r[k].hi = -INFINITY;
     }
-    if (st == KD_OK) st = run_pass(c, x, n, b, nb, r, 0, logits);
-    if (st == KD_OK && method == KD_CALIBRATION_PERCENTILE) {
+    if (st == KD_OK && x == NULL) {
+        st = tracked_ranges(m, b, nb, r);
+    } else if (st == KD_OK) {
+        st = run_pass(c, x, n, b, nb, r, 0, logits);
+    }
+    if (st == KD_OK && x != NULL && method == KD_CALIBRATION_PERCENTILE) {
         for (int32_t k = 0; st == KD_OK && k <= nb; k++) {
             r[k].hist = kdi_calloc(BINS, sizeof(double));
             if (r[k].hist == NULL) st = kdi_fail(KD_ERR_NOMEM, "cannot allocate a histogram");
@@ -389,4 +406,14 @@ kd_status kd_model_is_quantized(const kd_model *m, int32_t *quantized)
     KDI_CHECK_NULL(quantized);
     *quantized = is_int8(m);
     return KD_OK;
+}
+
+kd_status kd_model_quantize_trained(const kd_model *m, kd_model **out)
+{
+    KDI_CHECK_NULL(m);
+    KDI_CHECK_NULL(out);
+    if (m->seq.fq == NULL)
+        return kdi_fail(KD_ERR_STATE, "the model is not fake-quantised: call "
+                                      "kd_model_set_fake_quant(m, 1) and train it first");
+    return quantize(m, NULL, 0, KD_CALIBRATION_MINMAX, 0.0f, out);
 }

@@ -231,6 +231,10 @@ _STATUS = {
                           ctypes.c_uint64),
     "kd_model_quantize": (_P, _F, _I64, ctypes.c_int, ctypes.c_float, ctypes.POINTER(_P)),
     "kd_model_is_quantized": (_P, ctypes.POINTER(ctypes.c_int32)),
+    # qat (issue 14): quantisation-aware training
+    "kd_model_set_fake_quant": (_P, ctypes.c_int32),
+    "kd_model_fake_quant": (_P, ctypes.POINTER(ctypes.c_int32)),
+    "kd_model_quantize_trained": (_P, ctypes.POINTER(_P)),
 }
 # name: (result type, argument types)
 _OTHER = {

@@ -71,6 +71,30 @@ class Model(Handle):
         lib().kd_model_is_quantized(self._h, ctypes.byref(v))
         return bool(v.value)
 
+    @property
+    def fake_quant(self):
+        """True while the model is fake-quantised for quantisation-aware training (Jacob et al.
+        2018): every forward rounds the dense and conv weights to int8 steps per output channel
+        and the input and block outputs to uint8 steps, with ranges tracked by a moving average
+        of the training batches' min and max; backward passes gradients straight through inside
+        the clip range and stops them outside. Set it to True before training, False to drop it
+        (and the tracked ranges). Layers without an int8 form raise UnsupportedError."""
+        v = ctypes.c_int32()
+        lib().kd_model_fake_quant(self._h, ctypes.byref(v))
+        return bool(v.value)
+
+    @fake_quant.setter
+    def fake_quant(self, on):
+        lib().kd_model_set_fake_quant(self._h, 1 if on else 0)
+
+    def quantize_trained(self):
+        """The int8 model of a model trained with fake_quant on: as quantize(), with the ranges
+        its training tracked instead of calibrated ones; its predictions equal this model's
+        within one quantisation step. StateError before any training step with fake_quant."""
+        out = _P()
+        lib().kd_model_quantize_trained(self._h, ctypes.byref(out))
+        return Model._wrap(out.value)
+
     def prune_channels(self, fraction):
         """A new, smaller model (structured pruning; Li et al. 2017): round(fraction * n) of the
         n output neurons of every dense layer and channels of every conv layer removed, those of

@@ -253,6 +253,39 @@ check "the int8 file is at least 3.5x smaller" \
 expect "quantize refuses a gelu" 1 "no int8 form" "$KD" quantize "$TMP/gelu.safetensors" \
     --calib "$TRAIN" --out "$TMP/g8.safetensors"
 
+# ---- qat (issue 14): quantisation-aware distillation
+QD="distill --teacher $T --epochs 1 $SETS --quiet"
+expect "--quantize takes int8 only" 2 "the format is int8" "$KD" $QD --quantize int4 --out "$TMP/q4.safetensors"
+expect "--init without --quantize" 2 "--init does not apply without --quantize int8" \
+    "$KD" $QD --init "$T" --out "$TMP/qi.safetensors"
+expect "--quantize refuses --compare" 2 "--compare does not apply to --quantize int8" \
+    "$KD" $QD --quantize int8 --compare --out "$TMP/qc.safetensors"
+expect "--quantize refuses --keep best" 2 "--keep does not apply to --quantize int8" \
+    "$KD" $QD --quantize int8 --keep best --out "$TMP/qk.safetensors"
+expect "--quantize refuses --checkpoint" 2 "--checkpoint does not apply to --quantize int8" \
+    "$KD" $QD --quantize int8 --checkpoint "$TMP/qck" --out "$TMP/qck.safetensors"
+expect "--init refuses --student" 2 "--student does not apply with --init" \
+    "$KD" $QD --quantize int8 --init "$T" --student 784-16-10 --out "$TMP/qs.safetensors"
+expect "--quantize refuses a student without an int8 form" 2 "has no int8 form: layer 1 ('gelu')" \
+    "$KD" $QD --quantize int8 --student "input 784 | dense 16 | gelu | dense 10" --out "$TMP/qg.safetensors"
+expect "--init of a missing file" 1 "cannot load --init" \
+    "$KD" $QD --quantize int8 --init "$TMP/none.safetensors" --out "$TMP/qn.safetensors"
+expect "quantisation-aware distillation writes an int8 student" 0 "int8 student (QAT)" \
+    "$KD" distill --teacher $T --student 784-32-10 --epochs 1 $SETS --quantize int8 --out "$TMP/qat.safetensors"
+expect "its file is int8" 0 "int8 weights, int32 biases" "$KD" info "$TMP/qat.safetensors"
+expect "QAT fine-tuning of a float student" 0 "int8 student (QAT)" \
+    "$KD" distill --teacher $T --init "$T" --epochs 1 --lr 0.005 $SETS --quantize int8 --out "$TMP/qat2.safetensors"
+qacc=$("$KD" eval "$TMP/qat2.safetensors" --test "$TEST" --quiet)
+check "the fine-tuned int8 teacher is near the float one ($qacc% vs $facc%)" \
+    awk "BEGIN { d = $qacc - $facc; exit !(d < 3 && d > -3) }"
+expect "kd eval of several models side by side" 0 "^teacher-int8.safetensors .*int8" \
+    "$KD" eval "$T" "$Q" "$TMP/qat.safetensors" --test "$TEST" --seconds 0.05 --report "$TMP/side"
+check "its report has the throughput column" grep -q "<th>throughput</th>" "$TMP/side/index.html"
+expect "kd eval --json of several models" 0 '^\[{"model":' "$KD" eval "$T" "$Q" --test "$TEST" --json --seconds 0.05
+expect "kd eval --quiet of several models" 0 "^[0-9.]*$" "$KD" eval "$T" "$Q" --test "$TEST" --quiet
+expect "kd info of an int8 model says int8" 0 "int8 weights, int32 biases" "$KD" info "$Q"
+# ---- end qat
+
 # ---------------------------------------------------------------- resume
 # The same run three ways: uninterrupted; stopped after epoch 2 then resumed; killed then resumed.
 RUN="distill --teacher $T --student 784-64-10 --epochs 4 --seed 7 $SETS --quiet"

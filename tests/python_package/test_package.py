@@ -669,6 +669,24 @@ class Classes(unittest.TestCase):
         with tempfile.TemporaryDirectory() as tmp, self.assertRaises(TypeError):
             kd.save_npy(os.path.join(tmp, "a.npy"), weight)  # .npy writes 32/64-bit dtypes only
 
+    def test_quantisation_aware_training(self):
+        x = np.sin(0.3 * np.arange(64 * IN, dtype=np.float32)).reshape(64, IN)
+        m = kd.Model("input %d | dense 16 | relu | dense %d" % (IN, CLASSES), seed=3)
+        self.assertFalse(m.fake_quant)
+        m.fake_quant = True
+        self.assertTrue(m.fake_quant)
+        with self.assertRaises(kd.StateError):
+            m.quantize_trained()  # no training step has tracked the ranges yet
+        m.forward(x)
+        m.backward(np.full((64, CLASSES), 0.01, np.float32))
+        want = m.predict(x)
+        q = m.quantize_trained()
+        self.assertTrue(q.is_quantized)
+        self.assertLess(np.abs(q.predict(x) - want).max(), 0.05 * np.abs(want).max() + 1e-3)
+        m.fake_quant = False
+        with self.assertRaises(kd.StateError):
+            m.quantize_trained()
+
     def test_quantize_export_and_prune(self):
         x = np.sin(0.3 * np.arange(64 * IN, dtype=np.float32)).reshape(64, IN)
         m = kd.Model("input %d | dense 16 | relu | dense 8 | relu | dense %d" % (IN, CLASSES),
