@@ -4,7 +4,9 @@
 One training step (forward, cross-entropy over batch * T tokens, backward, clip_grad_norm_ 1,
 AdamW) and batch-1 greedy generation with a key/value cache, at the same shapes and thread count
 as libkd's bench_lm (which this script runs), then libkd / PyTorch for each. Medians over --steps
-steps and 3 generations, after one warm-up each. Not a test. Timings on a shared machine are noisy.
+steps and 3 generations, after one warm-up each; the step's CPU time (all threads) beside its wall
+time. Threads: OPENBLAS_NUM_THREADS, OMP_NUM_THREADS and KD_THREADS for libkd, torch.set_num_threads
+for PyTorch. Not a test. Timings on a shared machine are noisy.
 
     /usr/bin/python3 bench/bench_lm.py build/bench/bench_lm [--threads 1] [--width 128] ...
 
@@ -92,7 +94,8 @@ def main():
     a = ap.parse_args()
     shape = ["--width", a.width, "--layers", a.layers, "--heads", a.heads, "--context", a.context,
              "--batch", a.batch, "--steps", a.steps]
-    env = dict(os.environ, OPENBLAS_NUM_THREADS=str(a.threads), OMP_NUM_THREADS=str(a.threads))
+    env = dict(os.environ, OPENBLAS_NUM_THREADS=str(a.threads), OMP_NUM_THREADS=str(a.threads),
+               KD_THREADS=str(a.threads))
     out = subprocess.run([a.bench_lm] + [str(s) for s in shape], env=env, check=True,
                          capture_output=True, text=True).stdout.split()
     kd = dict(zip(out[1::2], map(float, out[2::2])))
@@ -112,12 +115,14 @@ def main():
         opt.step()
 
     step()
-    times = []
+    times, cpu = [], []
     for _ in range(a.steps):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         step()
         times.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
     pt_step = 1e3 * sorted(times)[len(times) // 2]
+    pt_cpu = 1e3 * sorted(cpu)[len(cpu) // 2]
     m.eval()
     m.generate(ord("T"), a.context - 1)
     gen = []
@@ -132,6 +137,9 @@ def main():
     print(f"parameters: libkd {int(kd['params'])}, PyTorch {params}")
     print(f"training step (ms, lower is better): libkd {kd['step_ms']:.2f}, PyTorch {pt_step:.2f}, "
           f"libkd/PyTorch {kd['step_ms'] / pt_step:.2f}")
+    print(f"training step, CPU time of all threads (ms; steadier on a loaded machine): "
+          f"libkd {kd['step_cpu_ms']:.2f}, PyTorch {pt_cpu:.2f}, "
+          f"libkd/PyTorch {kd['step_cpu_ms'] / pt_cpu:.2f}")
     print(f"generation, batch 1 (tokens/s, higher is better): libkd {kd['gen_tok_s']:.0f}, "
           f"PyTorch {pt_gen:.0f}, libkd/PyTorch {kd['gen_tok_s'] / pt_gen:.2f}")
 
