@@ -17,6 +17,8 @@
 
 #include "faults.h"
 #include "kd.h"
+#include "kernels/kernels.h"
+#include "nn/gemm.h"
 #include "testutil.h"
 
 #define BATCH 40
@@ -125,6 +127,37 @@ START_TEST(arguments)
 }
 END_TEST
 
+/* kdi_gemm_rows on 2 threads (parts of 96 x 96 x 1000 multiply-adds, over KDI_GEMM_SPLIT_MIN), A
+ * and B transposed or not, beta 0 and 1: the table's gemm on one thread within 1e-5 of sum |a b|
+ * (equal entry by entry with the AVX-512 table, whose parts run the same kernel). */
+START_TEST(gemm_rows)
+{
+    enum { M = 200, N = 96, K = 1000 };
+    const kdi_kernels *kt = kdi_kernels_get();
+    float *a = malloc(sizeof(float) * M * K), *b = malloc(sizeof(float) * K * N);
+    float *c1 = malloc(sizeof(float) * M * N), *c2 = malloc(sizeof(float) * M * N);
+    kdt_fill(a, M * K, 1, -1, 1);
+    kdt_fill(b, K * N, 2, -1, 1);
+    for (int t = 0; t < 3; t++) {
+        int ta = t == 1, tb = t == 2;
+        int64_t lda = ta ? M : K, ldb = tb ? K : N;
+        float beta = t == 1 ? 1.0f : 0.0f;
+        kdt_fill(c1, M * N, 3, -1, 1);
+        memcpy(c2, c1, sizeof(float) * M * N);
+        ck_assert_int_eq(kd_set_threads(1), KD_OK);
+        kdi_gemm_rows(ta, tb, M, N, K, 1.0f, a, lda, b, ldb, beta, c1, N);
+        ck_assert_int_eq(kd_set_threads(2), KD_OK);
+        kdi_gemm_rows(ta, tb, M, N, K, 1.0f, a, lda, b, ldb, beta, c2, N);
+        for (int i = 0; i < M * N; i++) {
+            if (strcmp(kt->name, "avx512") == 0) ck_assert_float_eq(c1[i], c2[i]);
+            ck_assert_msg(fabsf(c1[i] - c2[i]) <= 1e-5f * K, "gemm_rows on 2 threads: %d", i);
+        }
+    }
+    ck_assert_int_eq(kd_set_threads(1), KD_OK);
+    free(a), free(b), free(c1), free(c2);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("thread_count");
@@ -133,6 +166,7 @@ int main(void)
     tcase_add_test(tc, arguments);
     tcase_add_test(tc, sgd_same_results);
     tcase_add_test(tc, adam_same_results);
+    tcase_add_test(tc, gemm_rows);
     suite_add_tcase(s, tc);
     return kdt_run(s);
 }

@@ -18,6 +18,7 @@
 #include "core/error.h"
 #include "core/rng.h"
 #include "kernels/kernels.h"
+#include "nn/gemm.h"
 #include "nn/layers/attention.h"
 #include "nn/layers/layers.h"
 
@@ -74,7 +75,8 @@ static kd_status att_forward(kdi_layer *l, const float *x, float *y, int64_t bat
     int64_t t = a->t, d = a->d, hd = d / a->heads, rows = batch * t, tt = t * t;
     float inv_sqrt = 1.0f / sqrtf((float)hd);
     int drop = train && a->p > 0.0f;
-    k->gemm(0, 1, rows, 3 * d, d, 1.0f, x, d, l->params[0].value, d, 0.0f, a->qkv.data, 3 * d);
+    kdi_gemm_rows(0, 1, rows, 3 * d, d, 1.0f, x, d, l->params[0].value, d, 0.0f, a->qkv.data,
+                  3 * d);
     k->bias_add(a->qkv.data, l->params[1].value, rows, 3 * d);
     for (int64_t b = 0; b < batch; b++) {
         for (int64_t h = 0; h < a->heads; h++) {
@@ -94,7 +96,7 @@ static kd_status att_forward(kdi_layer *l, const float *x, float *y, int64_t bat
             k->gemm(0, 0, t, hd, t, 1.0f, pd, t, v, 3 * d, 0.0f, a->o.data + b * t * d + h * hd, d);
         }
     }
-    k->gemm(0, 1, rows, d, d, 1.0f, a->o.data, d, l->params[2].value, d, 0.0f, y, d);
+    kdi_gemm_rows(0, 1, rows, d, d, 1.0f, a->o.data, d, l->params[2].value, d, 0.0f, y, d);
     k->bias_add(y, l->params[3].value, rows, d);
     a->batch = batch;
     a->has_extra = 0;
@@ -126,8 +128,8 @@ static kd_status att_backward(kdi_layer *l, const float *x, const float *y, cons
     int64_t t = a->t, d = a->d, hd = d / a->heads, rows = batch * t, tt = t * t;
     float inv_sqrt = 1.0f / sqrtf((float)hd);
     int drop = a->p > 0.0f;
-    k->gemm(0, 0, rows, d, d, 1.0f, dy, d, l->params[2].value, d, 0.0f, a->d_o.data, d);
-    k->gemm(1, 0, d, d, rows, 1.0f, dy, d, a->o.data, d, 1.0f, l->params[2].grad, d);
+    kdi_gemm_rows(0, 0, rows, d, d, 1.0f, dy, d, l->params[2].value, d, 0.0f, a->d_o.data, d);
+    kdi_gemm_rows(1, 0, d, d, rows, 1.0f, dy, d, a->o.data, d, 1.0f, l->params[2].grad, d);
     k->bias_grad(l->params[3].grad, dy, rows, d);
     float *dp = a->scratch.data;
     for (int64_t b = 0; b < batch; b++) {
@@ -146,11 +148,12 @@ static kd_status att_backward(kdi_layer *l, const float *x, const float *y, cons
             k->gemm(1, 0, t, hd, t, 1.0f, dp, t, q, 3 * d, 0.0f, dk, 3 * d);
         }
     }
-    k->gemm(1, 0, 3 * d, d, rows, 1.0f, a->dqkv.data, 3 * d, x, d, 1.0f, l->params[0].grad, d);
+    kdi_gemm_rows(1, 0, 3 * d, d, rows, 1.0f, a->dqkv.data, 3 * d, x, d, 1.0f, l->params[0].grad,
+                  d);
     k->bias_grad(l->params[1].grad, a->dqkv.data, rows, 3 * d);
     if (dx != NULL)
-        k->gemm(0, 0, rows, d, 3 * d, 1.0f, a->dqkv.data, 3 * d, l->params[0].value, d, 0.0f, dx,
-                d);
+        kdi_gemm_rows(0, 0, rows, d, 3 * d, 1.0f, a->dqkv.data, 3 * d, l->params[0].value, d, 0.0f,
+                      dx, d);
     a->has_extra = 0;
     return KD_OK;
 }

@@ -3,6 +3,7 @@
 #include "core/error.h"
 #include "core/rng.h"
 #include "kernels/kernels.h"
+#include "nn/gemm.h"
 #include "nn/layers/layers.h"
 
 /* The rows a batch makes (batch, or batch * T) and the width of a row, in and out. */
@@ -20,7 +21,7 @@ static kd_status dense_forward(kdi_layer *l, const float *x, float *y, int64_t b
     const kdi_kernels *k = kdi_kernels_get();
     int64_t in, out;
     dims(l, batch, &batch, &in, &out);
-    k->gemm(0, 1, batch, out, in, 1.0f, x, in, l->params[0].value, in, 0.0f, y, out);
+    kdi_gemm_rows(0, 1, batch, out, in, 1.0f, x, in, l->params[0].value, in, 0.0f, y, out);
     k->bias_add(y, l->params[1].value, batch, out);
     return KD_OK;
 }
@@ -32,10 +33,10 @@ static kd_status dense_backward(kdi_layer *l, const float *x, const float *y, co
     const kdi_kernels *k = kdi_kernels_get();
     int64_t in, out;
     dims(l, batch, &batch, &in, &out);
-    k->gemm(1, 0, out, in, batch, 1.0f, dy, out, x, in, 1.0f, l->params[0].grad, in);
+    kdi_gemm_rows(1, 0, out, in, batch, 1.0f, dy, out, x, in, 1.0f, l->params[0].grad, in);
     k->bias_grad(l->params[1].grad, dy, batch, out);
     if (dx != NULL)
-        k->gemm(0, 0, batch, in, out, 1.0f, dy, out, l->params[0].value, in, 0.0f, dx, in);
+        kdi_gemm_rows(0, 0, batch, in, out, 1.0f, dy, out, l->params[0].value, in, 0.0f, dx, in);
     return KD_OK;
 }
 

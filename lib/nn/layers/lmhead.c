@@ -8,6 +8,7 @@
 #include "core/error.h"
 #include "core/rng.h"
 #include "kernels/kernels.h"
+#include "nn/gemm.h"
 #include "nn/layers/layers.h"
 
 /* The weight in use: the head's own, or the embedding's (priv). */
@@ -17,7 +18,7 @@ static kd_status head_forward(kdi_layer *l, const float *x, float *y, int64_t ba
 {
     (void)train;
     int64_t rows = batch * l->in.c, d = kdi_seq_width(l->in, 1), v = l->out.h;
-    kdi_kernels_get()->gemm(0, 1, rows, v, d, 1.0f, x, d, weight(l)->value, d, 0.0f, y, v);
+    kdi_gemm_rows(0, 1, rows, v, d, 1.0f, x, d, weight(l)->value, d, 0.0f, y, v);
     return KD_OK;
 }
 
@@ -25,11 +26,10 @@ static kd_status head_backward(kdi_layer *l, const float *x, const float *y, con
                                float *dx, int64_t batch)
 {
     (void)y;
-    const kdi_kernels *k = kdi_kernels_get();
     int64_t rows = batch * l->in.c, d = kdi_seq_width(l->in, 1), v = l->out.h;
     kdi_param *w = weight(l);
-    k->gemm(1, 0, v, d, rows, 1.0f, dy, v, x, d, 1.0f, w->grad, d);
-    if (dx != NULL) k->gemm(0, 0, rows, d, v, 1.0f, dy, v, w->value, d, 0.0f, dx, d);
+    kdi_gemm_rows(1, 0, v, d, rows, 1.0f, dy, v, x, d, 1.0f, w->grad, d);
+    if (dx != NULL) kdi_gemm_rows(0, 0, rows, d, v, 1.0f, dy, v, w->value, d, 0.0f, dx, d);
     return KD_OK;
 }
 
