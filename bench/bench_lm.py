@@ -13,14 +13,35 @@ for PyTorch. Not a test. Timings on a shared machine are noisy.
 Use Debian's python3-torch (/usr/bin/python3).
 """
 import argparse
+import ctypes
 import math
 import os
 import subprocess
 import time
 
-import torch
-import torch.nn as nn
-import torch.nn.functional as F
+# Debian's torch runs its matrix products on OpenBLAS, which reads its thread count when it loads
+# and which torch.set_num_threads leaves alone: without this, "--threads 1" timed PyTorch's
+# products on every core.
+_pre = argparse.ArgumentParser(add_help=False)
+_pre.add_argument("--threads", type=int, default=1)
+os.environ["OPENBLAS_NUM_THREADS"] = os.environ["OMP_NUM_THREADS"] = str(
+    _pre.parse_known_args()[0].threads)
+
+import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+
+def openblas_threads():
+    """The thread count of the OpenBLAS this process loaded, or None."""
+    for line in open("/proc/self/maps"):
+        path = line.split()[-1]
+        if "openblas" in path and path.endswith(".so") or "libopenblas" in path:
+            try:
+                return ctypes.CDLL(path).openblas_get_num_threads()
+            except (OSError, AttributeError):
+                pass
+    return None
 
 
 class Block(nn.Module):
@@ -133,7 +154,8 @@ def main():
     pt_gen = sorted(gen)[1]
     params = sum(p.numel() for p in m.parameters())
     print(f"shape: width {a.width}, {a.layers} blocks, {a.heads} heads, context {a.context}, "
-          f"batch {a.batch}; {a.threads} thread(s); torch {torch.__version__}")
+          f"batch {a.batch}; {a.threads} thread(s); torch {torch.__version__}, its OpenBLAS on "
+          f"{openblas_threads()} thread(s)")
     print(f"parameters: libkd {int(kd['params'])}, PyTorch {params}")
     print(f"training step (ms, lower is better): libkd {kd['step_ms']:.2f}, PyTorch {pt_step:.2f}, "
           f"libkd/PyTorch {kd['step_ms'] / pt_step:.2f}")
