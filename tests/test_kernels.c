@@ -344,6 +344,51 @@ START_TEST(bias)
 }
 END_TEST
 
+/* ---------------------------------------------------------------- layer normalisation */
+
+/* Each variant against the reference: the same float operations, only the double sums' order
+ * differs (rtol 1e-6, atol 1e-6 for outputs near 0); the scales' gradients accumulate into what
+ * was there. */
+START_TEST(layernorm)
+{
+    float *x = buf(31, -3, 3), *dy = buf(32, -1, 1), *gamma = buf(33, 0.5f, 1.5f),
+          *beta = buf(34, -1, 1), *g0 = buf(35, -1, 1);
+    float *y[2], *h[2], *inv[2], *dx[2], *gg[2], *gb[2], *u[2];
+    for (int w = 0; w < 2; w++) {
+        y[w] = malloc(sizeof(float) * MAXN), h[w] = malloc(sizeof(float) * MAXN);
+        inv[w] = malloc(sizeof(float) * MAXN), dx[w] = malloc(sizeof(float) * MAXN);
+        gg[w] = malloc(sizeof(float) * MAXN), gb[w] = malloc(sizeof(float) * MAXN);
+        u[w] = malloc(sizeof(float) * MAXN);
+    }
+    for (size_t v = 0; v < NVARIANTS; v++) {
+        const kdi_kernels *k = kdi_kernels_variant(variants[v]);
+        if (k == NULL) continue;
+        for (size_t s = 0; s < NROWS; s++) {
+            int64_t r = row_shapes[s][0], c = row_shapes[s][1], n = r * c;
+            if (n > MAXN) continue;
+            const kdi_kernels *ks[2] = {&kdi_kernels_ref, k};
+            for (int w = 0; w < 2; w++) {
+                ks[w]->layernorm_fwd(y[w], h[w], inv[w], x, gamma, beta, r, c, 1e-5f);
+                memcpy(gg[w], g0, sizeof(float) * (size_t)c);
+                memcpy(gb[w], g0, sizeof(float) * (size_t)c);
+                ks[w]->layernorm_bwd(dx[w], gg[w], gb[w], u[w], h[w], inv[w], gamma, dy, r, c);
+            }
+            check_close(y[1], y[0], n, 1e-6, 1e-6, "layernorm_fwd y", k->name);
+            check_close(h[1], h[0], n, 1e-6, 1e-6, "layernorm_fwd xhat", k->name);
+            check_close(inv[1], inv[0], r, 1e-6, 0, "layernorm_fwd inv_std", k->name);
+            check_close(dx[1], dx[0], n, 1e-5, 1e-6, "layernorm_bwd dx", k->name);
+            check_close(gg[1], gg[0], c, 1e-6, 1e-6, "layernorm_bwd ggamma", k->name);
+            check_close(gb[1], gb[0], c, 1e-6, 1e-6, "layernorm_bwd gbeta", k->name);
+            /* dx NULL: the scales' gradients alone */
+            k->layernorm_bwd(NULL, gg[1], gb[1], u[1], h[1], inv[1], gamma, dy, r, c);
+        }
+    }
+    for (int w = 0; w < 2; w++)
+        free(y[w]), free(h[w]), free(inv[w]), free(dx[w]), free(gg[w]), free(gb[w]), free(u[w]);
+    unbuf(x), unbuf(dy), unbuf(gamma), unbuf(beta), unbuf(g0);
+}
+END_TEST
+
 /* ---------------------------------------------------------------- optimizer updates */
 
 typedef struct opt_state {
@@ -810,6 +855,7 @@ int main(void)
     tcase_add_test(t, gemm_degenerate);
     tcase_add_test(t, gemm_small);
     tcase_add_test(t, gemm_packed);
+    tcase_add_test(t, layernorm);
     tcase_add_test(t, int8_qgemm);
     tcase_add_test(t, int8_quantize_requant);
     tcase_add_test(t, int8_dispatch);

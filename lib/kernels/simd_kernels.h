@@ -614,6 +614,60 @@ static double sum(const float *x, int64_t n)
 
 static double sum_sq(const float *x, int64_t n) { return dot(x, x, n); }
 
+/* ---------------------------------------------------------------- layer normalisation */
+
+/* The reference's operations in its order (no fused multiply-adds), its sums by sum and dot above:
+ * only the order of the double sums differs. */
+static void layernorm_fwd(float *y, float *xhat, float *inv_std, const float *x, const float *gamma,
+                          const float *beta, int64_t rows, int64_t n, float eps)
+{
+    for (int64_t r = 0; r < rows; r++) {
+        const float *xr = x + r * n;
+        float *h = xhat + r * n, *yr = y + r * n;
+        vf m = vf_set1((float)(sum(xr, n) / (double)n));
+        for (int64_t i = 0; i < n; i += W)
+            vf_store_n(h + i, n - i, vf_sub(vf_load_n(xr + i, n - i), m));
+        float inv = (float)(1.0 / sqrt(sum_sq(h, n) / (double)n + eps));
+        inv_std[r] = inv;
+        vf vi = vf_set1(inv);
+        for (int64_t i = 0; i < n; i += W) {
+            int64_t left = n - i;
+            vf hv = vf_mul(vf_load_n(h + i, left), vi);
+            vf_store_n(h + i, left, hv);
+            vf_store_n(yr + i, left,
+                       vf_add(vf_mul(vf_load_n(gamma + i, left), hv), vf_load_n(beta + i, left)));
+        }
+    }
+}
+
+static void layernorm_bwd(float *dx, float *ggamma, float *gbeta, float *u, const float *xhat,
+                          const float *inv_std, const float *gamma, const float *dy, int64_t rows,
+                          int64_t n)
+{
+    for (int64_t r = 0; r < rows; r++) {
+        const float *h = xhat + r * n, *d = dy + r * n;
+        for (int64_t i = 0; i < n; i += W) {
+            int64_t left = n - i;
+            vf dv = vf_load_n(d + i, left);
+            vf_store_n(ggamma + i, left,
+                       vf_add(vf_load_n(ggamma + i, left), vf_mul(dv, vf_load_n(h + i, left))));
+            vf_store_n(gbeta + i, left, vf_add(vf_load_n(gbeta + i, left), dv));
+            vf_store_n(u + i, left, vf_mul(vf_load_n(gamma + i, left), dv));
+        }
+        if (dx == NULL) continue;
+        float c = inv_std[r] / (float)n, a = (float)sum(u, n), b = (float)dot(u, h, n),
+              fn = (float)n;
+        vf vc = vf_set1(c), va = vf_set1(a), vb = vf_set1(b), vn = vf_set1(fn);
+        float *dr = dx + r * n;
+        for (int64_t i = 0; i < n; i += W) {
+            int64_t left = n - i;
+            vf t = vf_sub(vf_mul(vn, vf_load_n(u + i, left)), va);
+            t = vf_sub(t, vf_mul(vf_load_n(h + i, left), vb));
+            vf_store_n(dr + i, left, vf_mul(vc, t));
+        }
+    }
+}
+
 /* ---------------------------------------------------------------- optimizer updates */
 
 /* PyTorch's SGD, as the reference: g' = g + wd w; v = mu v + g'; w -= lr (nesterov ? g' + mu v : v). */
