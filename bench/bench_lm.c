@@ -5,8 +5,9 @@
  *
  *   bench_lm [--width D] [--layers L] [--heads H] [--context T] [--batch B] [--steps N]
  *
- * Threads: OPENBLAS_NUM_THREADS. Prints one line "libkd step_ms X gen_tok_s Y params P"
- * (medians over N steps and 3 generations, after one warm-up each). Not a test; no pass or fail.
+ * Threads: OPENBLAS_NUM_THREADS. Prints one line "libkd step_ms X gen_tok_s Y params P step_cpu_ms
+ * C" (medians over N steps and 3 generations, after one warm-up each; C is the process's CPU time
+ * a step, all threads, steadier than X on a loaded machine). Not a test; no pass or fail.
  * Timings on a shared machine are noisy. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,6 +28,15 @@ static void check(kd_status st, const char *what)
     if (st == KD_OK) return;
     fprintf(stderr, "bench_lm: %s: %s\n", what, kd_last_error());
     exit(1);
+}
+
+/* CPU time of the process, every thread: under load on a shared machine, steadier than wall time
+ * (equal to it on a quiet machine at one thread). */
+static double cpu_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 static int cmp(const void *a, const void *b)
@@ -86,15 +96,17 @@ int main(int argc, char **argv)
         x[i] = (float)(rand() % 256);
         y[i] = rand() % 256;
     }
-    double *t = malloc(sizeof *t * (size_t)steps);
+    double *t = malloc(sizeof *t * (size_t)steps), *tc = malloc(sizeof *tc * (size_t)steps);
     check(kd_trainer_step(tr, x, y, NULL, B, &v), "warm-up step");
     for (long long s = 0; s < steps; s++) {
-        double t0 = now();
+        double t0 = now(), c0 = cpu_now();
         check(kd_trainer_step(tr, x, y, NULL, B, &v), "step");
         t[s] = now() - t0;
+        tc[s] = cpu_now() - c0;
     }
     qsort(t, (size_t)steps, sizeof *t, cmp);
-    double step_ms = 1e3 * t[steps / 2];
+    qsort(tc, (size_t)steps, sizeof *tc, cmp);
+    double step_ms = 1e3 * t[steps / 2], step_cpu_ms = 1e3 * tc[steps / 2];
 
     int32_t prompt[1] = {'T'}, *out = malloc(sizeof *out * (size_t)T);
     double g[3];
@@ -105,9 +117,11 @@ int main(int argc, char **argv)
         g[r] = (double)(T - 1) / (now() - t0);
     }
     qsort(g, 3, sizeof *g, cmp);
-    printf("libkd step_ms %.3f gen_tok_s %.1f params %lld\n", step_ms, g[1], (long long)params);
+    printf("libkd step_ms %.3f gen_tok_s %.1f params %lld step_cpu_ms %.3f\n", step_ms, g[1],
+           (long long)params, step_cpu_ms);
     free(out);
     free(t);
+    free(tc);
     free(x);
     free(y);
     kd_trainer_destroy(tr);

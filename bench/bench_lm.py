@@ -4,21 +4,44 @@
 One training step (forward, cross-entropy over batch * T tokens, backward, clip_grad_norm_ 1,
 AdamW) and batch-1 greedy generation with a key/value cache, at the same shapes and thread count
 as libkd's bench_lm (which this script runs), then libkd / PyTorch for each. Medians over --steps
-steps and 3 generations, after one warm-up each. Not a test. Timings on a shared machine are noisy.
+steps and 3 generations, after one warm-up each; the step's CPU time (all threads) beside its wall
+time. Threads: OPENBLAS_NUM_THREADS, OMP_NUM_THREADS and KD_THREADS for libkd, torch.set_num_threads
+for PyTorch. Not a test. Timings on a shared machine are noisy.
 
     /usr/bin/python3 bench/bench_lm.py build/bench/bench_lm [--threads 1] [--width 128] ...
 
 Use Debian's python3-torch (/usr/bin/python3).
 """
 import argparse
+import ctypes
 import math
 import os
 import subprocess
 import time
 
-import torch
-import torch.nn as nn
-import torch.nn.functional as F
+# Debian's torch runs its matrix products on OpenBLAS, which reads its thread count when it loads
+# and which torch.set_num_threads leaves alone: without this, "--threads 1" timed PyTorch's
+# products on every core.
+_pre = argparse.ArgumentParser(add_help=False)
+_pre.add_argument("--threads", type=int, default=1)
+os.environ["OPENBLAS_NUM_THREADS"] = os.environ["OMP_NUM_THREADS"] = str(
+    _pre.parse_known_args()[0].threads)
+
+import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+
+def openblas_threads():
+    """The thread count of the OpenBLAS this process loaded, or None."""
+    for line in open("/proc/self/maps"):
+        path = line.split()[-1]
+        if "openblas" in path and path.endswith(".so") or "libopenblas" in path:
+            try:
+                return ctypes.CDLL(path).openblas_get_num_threads()
+            except (OSError, AttributeError):
+                pass
+    return None
 
 
 class Block(nn.Module):
@@ -92,7 +115,8 @@ def main():
     a = ap.parse_args()
     shape = ["--width", a.width, "--layers", a.layers, "--heads", a.heads, "--context", a.context,
              "--batch", a.batch, "--steps", a.steps]
-    env = dict(os.environ, OPENBLAS_NUM_THREADS=str(a.threads), OMP_NUM_THREADS=str(a.threads))
+    env = dict(os.environ, OPENBLAS_NUM_THREADS=str(a.threads), OMP_NUM_THREADS=str(a.threads),
+               KD_THREADS=str(a.threads))
     out = subprocess.run([a.bench_lm] + [str(s) for s in shape], env=env, check=True,
                          capture_output=True, text=True).stdout.split()
     kd = dict(zip(out[1::2], map(float, out[2::2])))
@@ -112,12 +136,14 @@ def main():
         opt.step()
 
     step()
-    times = []
+    times, cpu = [], []
     for _ in range(a.steps):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         step()
         times.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
     pt_step = 1e3 * sorted(times)[len(times) // 2]
+    pt_cpu = 1e3 * sorted(cpu)[len(cpu) // 2]
     m.eval()
     m.generate(ord("T"), a.context - 1)
     gen = []
@@ -128,10 +154,14 @@ def main():
     pt_gen = sorted(gen)[1]
     params = sum(p.numel() for p in m.parameters())
     print(f"shape: width {a.width}, {a.layers} blocks, {a.heads} heads, context {a.context}, "
-          f"batch {a.batch}; {a.threads} thread(s); torch {torch.__version__}")
+          f"batch {a.batch}; {a.threads} thread(s); torch {torch.__version__}, its OpenBLAS on "
+          f"{openblas_threads()} thread(s)")
     print(f"parameters: libkd {int(kd['params'])}, PyTorch {params}")
     print(f"training step (ms, lower is better): libkd {kd['step_ms']:.2f}, PyTorch {pt_step:.2f}, "
           f"libkd/PyTorch {kd['step_ms'] / pt_step:.2f}")
+    print(f"training step, CPU time of all threads (ms; steadier on a loaded machine): "
+          f"libkd {kd['step_cpu_ms']:.2f}, PyTorch {pt_cpu:.2f}, "
+          f"libkd/PyTorch {kd['step_cpu_ms'] / pt_cpu:.2f}")
     print(f"generation, batch 1 (tokens/s, higher is better): libkd {kd['gen_tok_s']:.0f}, "
           f"PyTorch {pt_gen:.0f}, libkd/PyTorch {kd['gen_tok_s'] / pt_gen:.2f}")
 

@@ -12,8 +12,8 @@
  *   softmax    rtol 1e-6, atol 1e-30 (denormals); log-softmax rtol 1e-6, atol 3e-7;
  *   sums       sum, sum_sq and dot in double: 1e-12 of the sum of |x_i y_i| (only the order differs);
  *   optimizer  rtol 1e-5, atol 1e-6 after 5 steps;
- *   GEMM       1e-5 of alpha sum |a_ip b_pj| + |beta c_ij| for each entry, gemm_small too (float
- *              sums of W partial sums against the reference's double ones). */
+ *   GEMM       1e-5 of alpha sum |a_ip b_pj| + |beta c_ij| for each entry, gemm_small and
+ *              gemm_packed too (float sums against the reference's double ones). */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -344,6 +344,51 @@ START_TEST(bias)
 }
 END_TEST
 
+/* ---------------------------------------------------------------- layer normalisation */
+
+/* Each variant against the reference: the same float operations, only the double sums' order
+ * differs (rtol 1e-6, atol 1e-6 for outputs near 0); the scales' gradients accumulate into what
+ * was there. */
+START_TEST(layernorm)
+{
+    float *x = buf(31, -3, 3), *dy = buf(32, -1, 1), *gamma = buf(33, 0.5f, 1.5f),
+          *beta = buf(34, -1, 1), *g0 = buf(35, -1, 1);
+    float *y[2], *h[2], *inv[2], *dx[2], *gg[2], *gb[2], *u[2];
+    for (int w = 0; w < 2; w++) {
+        y[w] = malloc(sizeof(float) * MAXN), h[w] = malloc(sizeof(float) * MAXN);
+        inv[w] = malloc(sizeof(float) * MAXN), dx[w] = malloc(sizeof(float) * MAXN);
+        gg[w] = malloc(sizeof(float) * MAXN), gb[w] = malloc(sizeof(float) * MAXN);
+        u[w] = malloc(sizeof(float) * MAXN);
+    }
+    for (size_t v = 0; v < NVARIANTS; v++) {
+        const kdi_kernels *k = kdi_kernels_variant(variants[v]);
+        if (k == NULL) continue;
+        for (size_t s = 0; s < NROWS; s++) {
+            int64_t r = row_shapes[s][0], c = row_shapes[s][1], n = r * c;
+            if (n > MAXN) continue;
+            const kdi_kernels *ks[2] = {&kdi_kernels_ref, k};
+            for (int w = 0; w < 2; w++) {
+                ks[w]->layernorm_fwd(y[w], h[w], inv[w], x, gamma, beta, r, c, 1e-5f);
+                memcpy(gg[w], g0, sizeof(float) * (size_t)c);
+                memcpy(gb[w], g0, sizeof(float) * (size_t)c);
+                ks[w]->layernorm_bwd(dx[w], gg[w], gb[w], u[w], h[w], inv[w], gamma, dy, r, c);
+            }
+            check_close(y[1], y[0], n, 1e-6, 1e-6, "layernorm_fwd y", k->name);
+            check_close(h[1], h[0], n, 1e-6, 1e-6, "layernorm_fwd xhat", k->name);
+            check_close(inv[1], inv[0], r, 1e-6, 0, "layernorm_fwd inv_std", k->name);
+            check_close(dx[1], dx[0], n, 1e-5, 1e-6, "layernorm_bwd dx", k->name);
+            check_close(gg[1], gg[0], c, 1e-6, 1e-6, "layernorm_bwd ggamma", k->name);
+            check_close(gb[1], gb[0], c, 1e-6, 1e-6, "layernorm_bwd gbeta", k->name);
+            /* dx NULL: the scales' gradients alone */
+            k->layernorm_bwd(NULL, gg[1], gb[1], u[1], h[1], inv[1], gamma, dy, r, c);
+        }
+    }
+    for (int w = 0; w < 2; w++)
+        free(y[w]), free(h[w]), free(inv[w]), free(dx[w]), free(gg[w]), free(gb[w]), free(u[w]);
+    unbuf(x), unbuf(dy), unbuf(gamma), unbuf(beta), unbuf(g0);
+}
+END_TEST
+
 /* ---------------------------------------------------------------- optimizer updates */
 
 typedef struct opt_state {
@@ -406,7 +451,8 @@ typedef struct gemm_case {
     float alpha, beta;
 } gemm_case;
 
-/* Checks C = alpha op(A) op(B) + beta C0 entry by entry against a double-precision loop. */
+/* Checks C = alpha op(A) op(B) + beta C0 entry by entry against a double-precision loop; small
+ * selects the kernel: 0 gemm, 1 gemm_small, 2 gemm_packed. */
 static void check_gemm_with(const kdi_kernels *kt, int small, const gemm_case *g)
 {
     int64_t arows = g->ta ? g->k : g->m, brows = g->tb ? g->n : g->k;
@@ -419,8 +465,10 @@ static void check_gemm_with(const kdi_kernels *kt, int small, const gemm_case *g
     kdt_fill(c0, g->m * g->ldc, 3, -1, 1);
     /* beta == 0 must not read C: NaN there must not come through */
     for (int64_t i = 0; i < g->m * g->ldc; i++) c[i] = g->beta == 0.0f ? NAN : c0[i];
-    (small ? kt->gemm_small : kt->gemm)(g->ta, g->tb, g->m, g->n, g->k, g->alpha, a, g->lda, b,
-                                        g->ldb, g->beta, c, g->ldc);
+    (small == 2 ? kt->gemm_packed
+     : small    ? kt->gemm_small
+             : kt->gemm)(g->ta, g->tb, g->m, g->n, g->k, g->alpha, a, g->lda, b, g->ldb, g->beta, c,
+                         g->ldc);
     for (int64_t i = 0; i < g->m; i++)
         for (int64_t j = 0; j < g->ldc; j++) {
             float was = g->beta == 0.0f ? NAN : c0[i * g->ldc + j];
@@ -439,14 +487,21 @@ static void check_gemm_with(const kdi_kernels *kt, int small, const gemm_case *g
             norm += fabs(g->alpha) * abs_sum;
             ck_assert_msg(fabs(c[i * g->ldc + j] - want) <= 1e-5 * norm + 1e-30,
                           "%s gemm%s ta=%d tb=%d %lldx%lldx%lld [%lld,%lld]: %.9g, want %.9g",
-                          kt->name, small ? "_small" : "", g->ta, g->tb, (long long)g->m,
-                          (long long)g->n, (long long)g->k, (long long)i, (long long)j,
-                          c[i * g->ldc + j], want);
+                          kt->name,
+                          small == 2 ? "_packed"
+                          : small    ? "_small"
+                                     : "",
+                          g->ta, g->tb, (long long)g->m, (long long)g->n, (long long)g->k,
+                          (long long)i, (long long)j, c[i * g->ldc + j], want);
         }
     free(a), free(b), free(c), free(c0);
 }
 
 static void check_gemm(const kdi_kernels *kt, const gemm_case *g) { check_gemm_with(kt, 0, g); }
+static void check_gemm_packed(const kdi_kernels *kt, const gemm_case *g)
+{
+    check_gemm_with(kt, 2, g);
+}
 
 static const int64_t gemm_shapes[][3] = {
     {1, 1, 1}, {7, 5, 3}, {33, 17, 65}, {16, 31, 9}, {128, 10, 800}};
@@ -510,6 +565,46 @@ START_TEST(gemm_small)
         check_gemm_with(tables[v], 1, &dw);
         check_gemm_with(tables[v], 1, &dx);
         check_gemm(tables[v], &fwd); /* and gemm's route to it */
+    }
+}
+END_TEST
+
+/* gemm_packed's tiles and edges: rows around its 6- and 12-row tiles, columns around one and two
+ * vectors (a strip of 2 W), depths around its 128-deep blocks of B (beta applied once, by the
+ * first block), B transposed or not, A transposed or not, padded strides. */
+START_TEST(gemm_packed)
+{
+    static const int64_t ms[] = {1, 5, 12, 13, 25}, ns[] = {1, 8, 9, 16, 17, 32, 33, 70},
+                         ks[] = {1, 17, 128, 129, 300};
+    const kdi_kernels *tables[] = {&kdi_kernels_ref, kdi_kernels_variant("avx2"),
+                                   kdi_kernels_variant("avx512")};
+    for (size_t v = 0; v < 3; v++) {
+        if (tables[v] == NULL) continue;
+        for (size_t mi = 0; mi < sizeof ms / sizeof ms[0]; mi++)
+            for (size_t ni = 0; ni < sizeof ns / sizeof ns[0]; ni++)
+                for (size_t ki = 0; ki < sizeof ks / sizeof ks[0]; ki++)
+                    for (int t = 0; t < 4; t++) {
+                        int pad = (int)((mi + ni + ki + (size_t)t) & 1);
+                        gemm_case g = {t >> 1,
+                                       t & 1,
+                                       ms[mi],
+                                       ns[ni],
+                                       ks[ki],
+                                       0,
+                                       0,
+                                       0,
+                                       pad ? -0.5f : 1.0f,
+                                       pad ? 0.25f : 0.0f};
+                        g.lda = (g.ta ? g.m : g.k) + 3 * pad;
+                        g.ldb = (g.tb ? g.k : g.n) + 2 * pad;
+                        g.ldc = g.n + pad;
+                        check_gemm_packed(tables[v], &g);
+                    }
+        /* a transformer's projection, through gemm's route */
+        gemm_case qkv = {0, 1, 64, 96, 32, 32, 32, 96, 1.0f, 0.0f};
+        gemm_case dw = {1, 0, 96, 32, 200, 96, 32, 32, 1.0f, 1.0f};
+        check_gemm(tables[v], &qkv);
+        check_gemm(tables[v], &dw);
     }
 }
 END_TEST
@@ -759,6 +854,8 @@ int main(void)
     tcase_add_test(t, gemm);
     tcase_add_test(t, gemm_degenerate);
     tcase_add_test(t, gemm_small);
+    tcase_add_test(t, gemm_packed);
+    tcase_add_test(t, layernorm);
     tcase_add_test(t, int8_qgemm);
     tcase_add_test(t, int8_quantize_requant);
     tcase_add_test(t, int8_dispatch);

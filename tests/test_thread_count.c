@@ -186,6 +186,28 @@ START_TEST(arguments)
 }
 END_TEST
 
+/* Attention's loop over (example, head) pairs on 2 threads: each pair runs the same calls, so the
+ * output equals one thread's bitwise (64 x 2 pairs of 20 x 20 scores pass KDI_PARALLEL_MIN). */
+START_TEST(attention_pairs)
+{
+    enum { B = 64, T = 20, D = 8 };
+    kd_model *m;
+    ck_assert_int_eq(kd_model_create("sequence 20 8 | attention 2 causal", 3, &m), KD_OK);
+    float *x = malloc(sizeof(float) * B * T * D), *y1 = malloc(sizeof(float) * B * T * D),
+          *y2 = malloc(sizeof(float) * B * T * D);
+    kdt_fill(x, B * T * D, 4, -1, 1);
+    /* 2 threads first: the workspaces are sized at the first forward of a batch size */
+    ck_assert_int_eq(kd_set_threads(2), KD_OK);
+    ck_assert_int_eq(kd_model_predict(m, x, B, y2), KD_OK);
+    ck_assert_int_eq(kd_set_threads(1), KD_OK);
+    ck_assert_int_eq(kd_model_predict(m, x, B, y1), KD_OK);
+    ck_assert(memcmp(y1, y2, sizeof(float) * B * T * D) == 0);
+    ck_assert_int_eq(kd_set_threads(1), KD_OK);
+    kd_model_destroy(m);
+    free(x), free(y1), free(y2);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("thread_count");
@@ -195,6 +217,7 @@ int main(void)
     tcase_add_test(tc, split_gemm);
     tcase_add_test(tc, sgd_same_results);
     tcase_add_test(tc, adam_same_results);
+    tcase_add_test(tc, attention_pairs);
     suite_add_tcase(s, tc);
     return kdt_run(s);
 }

@@ -107,6 +107,9 @@ START_TEST(grad_attention)
     check_seq("attention 2 causal", 5, 4, 0, 2);
     check_seq("attention 3 causal dropout=0.3", 4, 6, 0, 2);
     check_seq("residual(layernorm | attention 2 causal)", 4, 4, 0, 2);
+    /* past the causal products' row blocks of 16 */
+    check_seq("attention 2 causal", 37, 4, 0, 2);
+    check_seq("attention 2 causal dropout=0.2", 35, 4, 0, 1);
 }
 END_TEST
 
@@ -469,14 +472,15 @@ START_TEST(per_token_matches_flat)
 }
 END_TEST
 
-/* Attention against a direct transcription of eq. 1, with explicit loops. */
+/* Attention against a direct transcription of eq. 1, with explicit loops; T = 37 spans the causal
+ * products' row blocks of 16 and a partial one. */
 START_TEST(attention_reference)
 {
-    enum { T = 5, D = 6, H = 3, HD = 2, B = 2 };
+    enum { T = 37, D = 6, H = 3, HD = 2, B = 2 };
     for (int causal = 0; causal < 2; causal++) {
         kd_model *m;
-        ck_assert_int_eq(kd_model_create(causal ? "sequence 5 6 | attention 3 causal"
-                                                : "sequence 5 6 | attention 3",
+        ck_assert_int_eq(kd_model_create(causal ? "sequence 37 6 | attention 3 causal"
+                                                : "sequence 37 6 | attention 3",
                                          5, &m),
                          KD_OK);
         const kdi_param_list *pl = kdi_model_params(m);

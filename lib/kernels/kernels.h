@@ -22,6 +22,13 @@ typedef struct kdi_kernels {
                        const float *a, int64_t lda, const float *b, int64_t ldb, float beta,
                        float *c, int64_t ldc);
 
+    /* The same product for big shapes without BLAS: B packed a block of columns at a time on the
+     * stack, register tiles of C over it, no threads (gemm routes to it where it measured faster
+     * than cblas_sgemm). Sums in float (ref: gemm's double loop). */
+    void (*gemm_packed)(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                        const float *a, int64_t lda, const float *b, int64_t ldb, float beta,
+                        float *c, int64_t ldc);
+
     /* y[r, j] += bias[j] for rows x cols. */
     void (*bias_add)(float *y, const float *bias, int64_t rows, int64_t cols);
     /* gbias[j] += sum_r dy[r, j]. */
@@ -47,6 +54,18 @@ typedef struct kdi_kernels {
      * on it stay finite; a term p log q with p > 0 on such a q understates the exact one. */
     void (*softmax_rows)(float *p, const float *z, int64_t rows, int64_t cols, float inv_t);
     void (*log_softmax_rows)(float *lp, const float *z, int64_t rows, int64_t cols, float inv_t);
+
+    /* LayerNorm (Ba et al. 2016) over rows of n, as PyTorch's nn.LayerNorm(n): mean m, then the
+     * biased variance of x - m (both summed in double by the table's sum and sum_sq), inv_std[r] =
+     * 1 / sqrt(var + eps), xhat = (x - m) inv_std, y = gamma xhat + beta. xhat [rows, n] and
+     * inv_std [rows] are kept for the backward. */
+    void (*layernorm_fwd)(float *y, float *xhat, float *inv_std, const float *x, const float *gamma,
+                          const float *beta, int64_t rows, int64_t n, float eps);
+    /* Its backward: ggamma += sum_r dy xhat, gbeta += sum_r dy; with u = gamma dy (written to the
+     * scratch u, n floats), dx = inv_std / n (n u - sum u - xhat sum(u xhat)) unless dx is NULL. */
+    void (*layernorm_bwd)(float *dx, float *ggamma, float *gbeta, float *u, const float *xhat,
+                          const float *inv_std, const float *gamma, const float *dy, int64_t rows,
+                          int64_t n);
 
     /* y += a * x;  x *= a;  y = x * mask * scale (dropout, mask of 0/1 floats). */
     void (*axpy)(float *y, float a, const float *x, int64_t n);
@@ -92,10 +111,10 @@ typedef struct kdi_kernels {
  * the tests check each entry is set. A new kernel is added here and in the struct above. */
 /* clang-format off */
 #define KDI_EACH_KERNEL(X)                                                                         \
-    X(gemm) X(gemm_small) X(bias_add) X(bias_grad)                                                 \
+    X(gemm) X(gemm_small) X(gemm_packed) X(bias_add) X(bias_grad)                                                 \
     X(relu_fwd) X(relu_bwd) X(leaky_relu_fwd) X(leaky_relu_bwd) X(gelu_fwd) X(gelu_bwd)            \
     X(tanh_fwd) X(tanh_bwd) X(sigmoid_fwd) X(sigmoid_bwd)                                          \
-    X(softmax_rows) X(log_softmax_rows)                                                            \
+    X(softmax_rows) X(log_softmax_rows) X(layernorm_fwd) X(layernorm_bwd)                                                            \
     X(axpy) X(scale) X(mul) X(sum) X(sum_sq) X(dot)                                                \
     X(sgd_update) X(adam_update)                                                                   \
     X(qgemm_u8s8) X(quantize_u8) X(requant_u8) X(dequant_i32)

@@ -66,6 +66,14 @@ static void gemm_small(int ta, int tb, int64_t m, int64_t n, int64_t k, float al
     gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
+/* And the packed one. */
+static void gemm_packed(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha,
+                        const float *a, int64_t lda, const float *b, int64_t ldb, float beta,
+                        float *c, int64_t ldc)
+{
+    gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
 static void bias_add(float *y, const float *bias, int64_t rows, int64_t cols)
 {
     for (int64_t r = 0; r < rows; r++)
@@ -249,6 +257,43 @@ static double dot(const float *x, const float *y, int64_t n)
     double s = 0.0;
     for (int64_t i = 0; i < n; i++) s += (double)x[i] * y[i];
     return s;
+}
+
+/* LayerNorm's two passes, each sum in double (sum, sum_sq and dot above). */
+static void layernorm_fwd(float *y, float *xhat, float *inv_std, const float *x, const float *gamma,
+                          const float *beta, int64_t rows, int64_t n, float eps)
+{
+    for (int64_t r = 0; r < rows; r++) {
+        const float *xr = x + r * n;
+        float *h = xhat + r * n, *yr = y + r * n;
+        float m = (float)(sum(xr, n) / (double)n);
+        for (int64_t i = 0; i < n; i++) h[i] = xr[i] - m;
+        float inv = (float)(1.0 / sqrt(sum_sq(h, n) / (double)n + eps));
+        inv_std[r] = inv;
+        for (int64_t i = 0; i < n; i++) {
+            h[i] *= inv;
+            yr[i] = gamma[i] * h[i] + beta[i];
+        }
+    }
+}
+
+static void layernorm_bwd(float *dx, float *ggamma, float *gbeta, float *u, const float *xhat,
+                          const float *inv_std, const float *gamma, const float *dy, int64_t rows,
+                          int64_t n)
+{
+    for (int64_t r = 0; r < rows; r++) {
+        const float *h = xhat + r * n, *d = dy + r * n;
+        for (int64_t i = 0; i < n; i++) {
+            ggamma[i] += d[i] * h[i];
+            gbeta[i] += d[i];
+            u[i] = gamma[i] * d[i];
+        }
+        if (dx == NULL) continue;
+        float c = inv_std[r] / (float)n, a = (float)sum(u, n), b = (float)dot(u, h, n),
+              fn = (float)n;
+        float *dr = dx + r * n;
+        for (int64_t i = 0; i < n; i++) dr[i] = c * (fn * u[i] - a - h[i] * b);
+    }
 }
 
 static void sgd_update(float *w, float *v, const float *g, int64_t n, float lr, float momentum,

@@ -5,7 +5,7 @@
  * Every loop runs a vector at a time and ends with a partial vector through vf_load_n / vf_store_n,
  * so it has one body. The transcendentals are vectorised (vec_math.h), not libm calls, and long sums
  * accumulate in double lanes as the reference does, so the result does not depend on the width.
- * GEMM goes to OpenBLAS. */
+ * GEMM goes to OpenBLAS, or to the register-blocked kernels below where they measured faster. */
 #ifdef KDI_SIMD_KERNELS_H
 #error "simd_kernels.h defines a kernel table: include it once, from avx2.c or avx512.c"
 #endif
@@ -216,6 +216,122 @@ static void gemm_small(int ta, int tb, int64_t m, int64_t n, int64_t k, float al
         gemm_axpy(ta, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
+/* ---------------------------------------------------------------- packed GEMM
+
+ * The products too big for gemm_small (a transformer's projections and MLP over batch * T rows),
+ * where OpenBLAS's Haswell core, the one it picks on AMD Zen, runs at AVX2 speed: B is copied a
+ * block of PACK_KC rows by a strip of 2 W columns at a time into a contiguous block on the stack
+ * (zero past n; B transposed or not, so both forms read it as whole vectors from L1), and every
+ * tile of PACK_MR rows of C runs over that block with A read in place through its strides (one
+ * broadcast a row and step). C's tile stays in registers for a block and is added into C, beta
+ * applied by the first block. Sums in float, PACK_KC terms a block. */
+#define PACK_KC 128
+#if VEC_W == 16
+#define PACK_MR 12
+#else
+#define PACK_MR 6
+#endif
+
+static GEMM_ALWAYS_INLINE void packed_tile(int mr, int nv, int64_t cols, int64_t kc, const float *a,
+                                           int64_t ars, int64_t acs, const float *bp, float alpha,
+                                           float beta, float *c, int64_t ldc)
+{
+    vf acc[PACK_MR][2];
+#pragma GCC unroll 16
+    for (int i = 0; i < mr; i++)
+#pragma GCC unroll 2
+        for (int v = 0; v < nv; v++) acc[i][v] = vf_zero();
+    for (int64_t p = 0; p < kc; p++) {
+        vf bv[2];
+#pragma GCC unroll 2
+        for (int v = 0; v < nv; v++) bv[v] = vf_load(bp + p * 2 * W + v * W);
+#pragma GCC unroll 16
+        for (int i = 0; i < mr; i++) {
+            vf ai = vf_set1(a[i * ars + p * acs]);
+#pragma GCC unroll 2
+            for (int v = 0; v < nv; v++) acc[i][v] = vf_fmadd(ai, bv[v], acc[i][v]);
+        }
+    }
+    vf va = vf_set1(alpha), vb = vf_set1(beta);
+#pragma GCC unroll 16
+    for (int i = 0; i < mr; i++)
+#pragma GCC unroll 2
+        for (int v = 0; v < nv; v++) {
+            float *cp = c + i * ldc + v * W;
+            int64_t left = cols - v * W;
+            vf out = vf_mul(va, acc[i][v]);
+            if (beta != 0.0f) out = vf_fmadd(vb, vf_load_n(cp, left), out);
+            vf_store_n(cp, left, out);
+        }
+}
+
+/* bp[p, jj] = op(B)[p0 + p, j + jj] for p < kc, jj < 2 W (0 past cols). */
+static void pack_strip(int tb, const float *b, int64_t ldb, int64_t p0, int64_t kc, int64_t j,
+                       int64_t cols, float *bp)
+{
+    if (!tb) {
+        for (int64_t p = 0; p < kc; p++) {
+            const float *src = b + (p0 + p) * ldb + j;
+            float *dst = bp + p * 2 * W;
+            vf_store_n(dst, W, vf_load_n(src, cols));
+            vf_store_n(dst + W, W, cols > W ? vf_load_n(src + W, cols - W) : vf_zero());
+        }
+        return;
+    }
+    if (cols < 2 * W)
+        for (int64_t p = 0; p < kc; p++)
+            for (int64_t jj = cols; jj < 2 * W; jj++) bp[p * 2 * W + jj] = 0.0f;
+    for (int64_t jj = 0; jj < cols; jj++) {
+        const float *src = b + (j + jj) * ldb + p0;
+        for (int64_t p = 0; p < kc; p++) bp[p * 2 * W + jj] = src[p];
+    }
+}
+
+static void gemm_packed(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha,
+                        const float *a, int64_t lda, const float *b, int64_t ldb, float beta,
+                        float *c, int64_t ldc)
+{
+    if (m <= 0 || n <= 0) return;
+    if (k <= 0 || (ta && tb)) {
+        kdi_kernels_ref.gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+        return;
+    }
+    float bp[PACK_KC * 2 * W] __attribute__((aligned(64)));
+    int64_t ars = ta ? 1 : lda, acs = ta ? lda : 1;
+    for (int64_t p0 = 0; p0 < k; p0 += PACK_KC) {
+        int64_t kc = k - p0 < PACK_KC ? k - p0 : PACK_KC;
+        float bt = p0 == 0 ? beta : 1.0f;
+        const float *ap = a + p0 * acs;
+        for (int64_t j = 0; j < n; j += 2 * W) {
+            int64_t cols = n - j < 2 * W ? n - j : 2 * W;
+            int nv = cols > W ? 2 : 1;
+            pack_strip(tb, b, ldb, p0, kc, j, cols, bp);
+            for (int64_t i = 0; i < m;) {
+                int mr = m - i >= PACK_MR ? PACK_MR : (int)(m - i);
+                const float *ai = ap + i * ars;
+                float *ci = c + i * ldc + j;
+#define PACK_CASE(MR, NV)                                                                          \
+    case (MR)*16 + (NV):                                                                           \
+        packed_tile(MR, NV, cols, kc, ai, ars, acs, bp, alpha, bt, ci, ldc);                       \
+        break;
+#define PACK_ROWS(MR) PACK_CASE(MR, 1) PACK_CASE(MR, 2)
+                /* clang-format off */
+                switch (mr * 16 + nv) {
+                PACK_ROWS(1) PACK_ROWS(2) PACK_ROWS(3) PACK_ROWS(4) PACK_ROWS(5) PACK_ROWS(6)
+#if PACK_MR > 6
+                PACK_ROWS(7) PACK_ROWS(8) PACK_ROWS(9) PACK_ROWS(10) PACK_ROWS(11) PACK_ROWS(12)
+#endif
+                default: break;
+                }
+                /* clang-format on */
+#undef PACK_ROWS
+#undef PACK_CASE
+                i += mr;
+            }
+        }
+    }
+}
+
 /* Whether gemm_small beats cblas_sgemm on this shape, measured by bench/bench_gemm_small.c on
  * Zen 5 under OpenBLAS's Haswell and Cooperlake (AVX-512) cores, one thread. The axpy form is 2x
  * the Haswell core and on par with the AVX-512 one up to about 2^21 multiply-adds (conv layers of
@@ -239,6 +355,14 @@ static void gemm(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha, c
         gemm_small(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
         return;
     }
+#if VEC_W == 16
+    /* AVX-512: the packed kernel is 2x OpenBLAS's Haswell core (its choice on AMD Zen) and on par
+     * with its AVX-512 cores on every shape bench_gemm_small times; with AVX2 it only ties. */
+    if (k > 0 && !(ta && tb)) {
+        gemm_packed(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+        return;
+    }
+#endif
     if (!cblas_takes(ta, tb, m, n, k, lda, ldb, ldc)) {
         kdi_kernels_ref.gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
         return;
@@ -489,6 +613,60 @@ static double sum(const float *x, int64_t n)
 }
 
 static double sum_sq(const float *x, int64_t n) { return dot(x, x, n); }
+
+/* ---------------------------------------------------------------- layer normalisation */
+
+/* The reference's operations in its order (no fused multiply-adds), its sums by sum and dot above:
+ * only the order of the double sums differs. */
+static void layernorm_fwd(float *y, float *xhat, float *inv_std, const float *x, const float *gamma,
+                          const float *beta, int64_t rows, int64_t n, float eps)
+{
+    for (int64_t r = 0; r < rows; r++) {
+        const float *xr = x + r * n;
+        float *h = xhat + r * n, *yr = y + r * n;
+        vf m = vf_set1((float)(sum(xr, n) / (double)n));
+        for (int64_t i = 0; i < n; i += W)
+            vf_store_n(h + i, n - i, vf_sub(vf_load_n(xr + i, n - i), m));
+        float inv = (float)(1.0 / sqrt(sum_sq(h, n) / (double)n + eps));
+        inv_std[r] = inv;
+        vf vi = vf_set1(inv);
+        for (int64_t i = 0; i < n; i += W) {
+            int64_t left = n - i;
+            vf hv = vf_mul(vf_load_n(h + i, left), vi);
+            vf_store_n(h + i, left, hv);
+            vf_store_n(yr + i, left,
+                       vf_add(vf_mul(vf_load_n(gamma + i, left), hv), vf_load_n(beta + i, left)));
+        }
+    }
+}
+
+static void layernorm_bwd(float *dx, float *ggamma, float *gbeta, float *u, const float *xhat,
+                          const float *inv_std, const float *gamma, const float *dy, int64_t rows,
+                          int64_t n)
+{
+    for (int64_t r = 0; r < rows; r++) {
+        const float *h = xhat + r * n, *d = dy + r * n;
+        for (int64_t i = 0; i < n; i += W) {
+            int64_t left = n - i;
+            vf dv = vf_load_n(d + i, left);
+            vf_store_n(ggamma + i, left,
+                       vf_add(vf_load_n(ggamma + i, left), vf_mul(dv, vf_load_n(h + i, left))));
+            vf_store_n(gbeta + i, left, vf_add(vf_load_n(gbeta + i, left), dv));
+            vf_store_n(u + i, left, vf_mul(vf_load_n(gamma + i, left), dv));
+        }
+        if (dx == NULL) continue;
+        float c = inv_std[r] / (float)n, a = (float)sum(u, n), b = (float)dot(u, h, n),
+              fn = (float)n;
+        vf vc = vf_set1(c), va = vf_set1(a), vb = vf_set1(b), vn = vf_set1(fn);
+        float *dr = dx + r * n;
+        for (int64_t i = 0; i < n; i += W) {
+            int64_t left = n - i;
+            vf t = vf_sub(vf_mul(vn, vf_load_n(u + i, left)), va);
+            t = vf_sub(t, vf_mul(vf_load_n(h + i, left), vb));
+            vf_store_n(dr + i, left, vf_mul(vc, t));
+        }
+    }
+}
 
 /* ---------------------------------------------------------------- optimizer updates */
 

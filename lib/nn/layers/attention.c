@@ -17,7 +17,9 @@
 #include "core/alloc.h"
 #include "core/error.h"
 #include "core/rng.h"
+#include "core/threads.h"
 #include "kernels/kernels.h"
+#include "nn/gemm.h"
 #include "nn/layers/attention.h"
 #include "nn/layers/layers.h"
 
@@ -32,6 +34,9 @@ typedef struct attention {
     int64_t batch; /* of the last forward */
 } attention;
 
+/* Scratch floats one thread uses: a T x T score or gradient matrix. */
+static int64_t scratch_size(const attention *a) { return a->t * a->t + 2 * a->t; }
+
 static kd_status att_reserve(kdi_layer *l, int64_t batch)
 {
     attention *a = l->priv;
@@ -41,7 +46,8 @@ static kd_status att_reserve(kdi_layer *l, int64_t batch)
     KDI_TRY(kdi_buf_reserve(&a->o, rows * a->d));
     KDI_TRY(kdi_buf_reserve(&a->d_o, rows * a->d));
     KDI_TRY(kdi_buf_reserve(&a->probs, pp));
-    KDI_TRY(kdi_buf_reserve(&a->scratch, a->t * a->t + 2 * a->t));
+    /* a score matrix for each of libkd's threads (the loop over heads) */
+    KDI_TRY(kdi_buf_reserve(&a->scratch, kdi_threads() * scratch_size(a)));
     if (a->p > 0.0f) {
         KDI_TRY(kdi_buf_reserve(&a->dropped, pp));
         KDI_TRY(kdi_buf_reserve(&a->mask, pp));
@@ -67,34 +73,70 @@ static void masked_softmax(const attention *a, float *p, const float *s, float i
     }
 }
 
+/* A causal product's rows in blocks of CAUSAL_BLOCK: row block i0..i1 of the scores needs keys
+ * 0..i1 - 1 only, and key block j0..j1 of the backward's transposed products queries j0.. only, so
+ * about 5/8 of the full products are computed at T = 64 (the skipped terms are exact zeros). */
+#define CAUSAL_BLOCK 16
+
+/* Threads for the loop over (example, head) pairs: one when the layer draws dropout masks (their
+ * order is the random stream's), else libkd's threads as far as the scratch has room for them
+ * (sized by reserve, for the thread count of the first forward at this batch size). */
+static int pair_threads(const attention *a, int64_t batch, int drop)
+{
+    int nt = drop ? 1 : kdi_threads_for(batch * a->heads * a->t * a->t);
+    int64_t room = a->scratch.capacity / scratch_size(a);
+    return nt > room ? (int)room : nt;
+}
+
+/* One (example b, head h) pair of the forward: scores, softmax, dropout, P V. */
+static void att_forward_pair(attention *a, int64_t b, int64_t h, float inv_sqrt, int drop, float *s)
+{
+    const kdi_kernels *k = kdi_kernels_get();
+    int64_t t = a->t, d = a->d, hd = d / a->heads, tt = t * t;
+    const float *q = a->qkv.data + b * t * 3 * d + h * hd, *kk = q + d, *v = q + 2 * d;
+    float *p = a->probs.data + (b * a->heads + h) * tt, *o = a->o.data + b * t * d + h * hd;
+    if (a->causal)
+        for (int64_t i0 = 0; i0 < t; i0 += CAUSAL_BLOCK) {
+            int64_t i1 = i0 + CAUSAL_BLOCK < t ? i0 + CAUSAL_BLOCK : t;
+            k->gemm(0, 1, i1 - i0, i1, hd, 1.0f, q + i0 * 3 * d, 3 * d, kk, 3 * d, 0.0f, s + i0 * t,
+                    t);
+        }
+    else
+        k->gemm(0, 1, t, t, hd, 1.0f, q, 3 * d, kk, 3 * d, 0.0f, s, t);
+    masked_softmax(a, p, s, inv_sqrt);
+    const float *pd = p;
+    if (drop) {
+        float *m = a->mask.data + (b * a->heads + h) * tt;
+        for (int64_t i = 0; i < tt; i++) m[i] = kdi_rng_uniform(&a->rng) >= a->p ? 1.0f : 0.0f;
+        float *dr = a->dropped.data + (b * a->heads + h) * tt;
+        k->mul(dr, p, m, 1.0f / (1.0f - a->p), tt);
+        pd = dr;
+    }
+    if (a->causal)
+        for (int64_t i0 = 0; i0 < t; i0 += CAUSAL_BLOCK) {
+            int64_t i1 = i0 + CAUSAL_BLOCK < t ? i0 + CAUSAL_BLOCK : t;
+            k->gemm(0, 0, i1 - i0, hd, i1, 1.0f, pd + i0 * t, t, v, 3 * d, 0.0f, o + i0 * d, d);
+        }
+    else
+        k->gemm(0, 0, t, hd, t, 1.0f, pd, t, v, 3 * d, 0.0f, o, d);
+}
+
 static kd_status att_forward(kdi_layer *l, const float *x, float *y, int64_t batch, int train)
 {
     attention *a = l->priv;
     const kdi_kernels *k = kdi_kernels_get();
-    int64_t t = a->t, d = a->d, hd = d / a->heads, rows = batch * t, tt = t * t;
+    int64_t t = a->t, d = a->d, hd = d / a->heads, rows = batch * t, pairs = batch * a->heads;
     float inv_sqrt = 1.0f / sqrtf((float)hd);
-    int drop = train && a->p > 0.0f;
-    k->gemm(0, 1, rows, 3 * d, d, 1.0f, x, d, l->params[0].value, d, 0.0f, a->qkv.data, 3 * d);
+    int drop = train && a->p > 0.0f, nt = pair_threads(a, batch, drop);
+    kdi_gemm(0, 1, rows, 3 * d, d, 1.0f, x, d, l->params[0].value, d, 0.0f, a->qkv.data, 3 * d);
     k->bias_add(a->qkv.data, l->params[1].value, rows, 3 * d);
-    for (int64_t b = 0; b < batch; b++) {
-        for (int64_t h = 0; h < a->heads; h++) {
-            const float *q = a->qkv.data + b * t * 3 * d + h * hd, *kk = q + d, *v = q + 2 * d;
-            float *p = a->probs.data + (b * a->heads + h) * tt;
-            k->gemm(0, 1, t, t, hd, 1.0f, q, 3 * d, kk, 3 * d, 0.0f, a->scratch.data, t);
-            masked_softmax(a, p, a->scratch.data, inv_sqrt);
-            const float *pd = p;
-            if (drop) {
-                float *m = a->mask.data + (b * a->heads + h) * tt;
-                for (int64_t i = 0; i < tt; i++)
-                    m[i] = kdi_rng_uniform(&a->rng) >= a->p ? 1.0f : 0.0f;
-                float *dr = a->dropped.data + (b * a->heads + h) * tt;
-                k->mul(dr, p, m, 1.0f / (1.0f - a->p), tt);
-                pd = dr;
-            }
-            k->gemm(0, 0, t, hd, t, 1.0f, pd, t, v, 3 * d, 0.0f, a->o.data + b * t * d + h * hd, d);
-        }
-    }
-    k->gemm(0, 1, rows, d, d, 1.0f, a->o.data, d, l->params[2].value, d, 0.0f, y, d);
+    if (nt > 1) kdi_blas_serial_begin();
+    KDI_PARALLEL_FOR(nt)
+    for (int64_t bh = 0; bh < pairs; bh++)
+        att_forward_pair(a, bh / a->heads, bh % a->heads, inv_sqrt, drop,
+                         a->scratch.data + kdi_thread_id() * scratch_size(a));
+    if (nt > 1) kdi_blas_serial_end();
+    kdi_gemm(0, 1, rows, d, d, 1.0f, a->o.data, d, l->params[2].value, d, 0.0f, y, d);
     k->bias_add(y, l->params[3].value, rows, d);
     a->batch = batch;
     a->has_extra = 0;
@@ -117,40 +159,69 @@ static void softmax_backward(float *dp, const float *p, int64_t t, int causal, f
     }
 }
 
+/* One (example, head) pair of the backward: dV, dP, dropout's and the tap's gradients, the
+ * softmax's backward, dQ and dK. */
+static void att_backward_pair(attention *a, int64_t b, int64_t h, float inv_sqrt, float *dp)
+{
+    const kdi_kernels *k = kdi_kernels_get();
+    int64_t t = a->t, d = a->d, hd = d / a->heads, tt = t * t;
+    int drop = a->p > 0.0f;
+    int64_t off = b * t * 3 * d + h * hd, ph = (b * a->heads + h) * tt;
+    const float *q = a->qkv.data + off, *kk = q + d, *v = q + 2 * d;
+    const float *p = a->probs.data + ph, *pd = drop ? a->dropped.data + ph : p;
+    const float *dout = a->d_o.data + b * t * d + h * hd;
+    float *dq = a->dqkv.data + off, *dk = dq + d, *dv = dq + 2 * d;
+    if (a->causal)
+        for (int64_t i0 = 0; i0 < t; i0 += CAUSAL_BLOCK) {
+            int64_t i1 = i0 + CAUSAL_BLOCK < t ? i0 + CAUSAL_BLOCK : t;
+            k->gemm(0, 1, i1 - i0, i1, hd, 1.0f, dout + i0 * d, d, v, 3 * d, 0.0f, dp + i0 * t, t);
+            k->gemm(1, 0, i1 - i0, hd, t - i0, 1.0f, pd + i0 * t + i0, t, dout + i0 * d, d, 0.0f,
+                    dv + i0 * 3 * d, 3 * d);
+        }
+    else {
+        k->gemm(0, 1, t, t, hd, 1.0f, dout, d, v, 3 * d, 0.0f, dp, t);
+        k->gemm(1, 0, t, hd, t, 1.0f, pd, t, dout, d, 0.0f, dv, 3 * d);
+    }
+    if (drop) k->mul(dp, dp, a->mask.data + ph, 1.0f / (1.0f - a->p), tt);
+    if (a->has_extra) k->axpy(dp, 1.0f, a->extra.data + ph, tt);
+    softmax_backward(dp, p, t, a->causal, inv_sqrt);
+    if (a->causal)
+        for (int64_t i0 = 0; i0 < t; i0 += CAUSAL_BLOCK) {
+            int64_t i1 = i0 + CAUSAL_BLOCK < t ? i0 + CAUSAL_BLOCK : t;
+            k->gemm(0, 0, i1 - i0, hd, i1, 1.0f, dp + i0 * t, t, kk, 3 * d, 0.0f, dq + i0 * 3 * d,
+                    3 * d);
+            k->gemm(1, 0, i1 - i0, hd, t - i0, 1.0f, dp + i0 * t + i0, t, q + i0 * 3 * d, 3 * d,
+                    0.0f, dk + i0 * 3 * d, 3 * d);
+        }
+    else {
+        k->gemm(0, 0, t, hd, t, 1.0f, dp, t, kk, 3 * d, 0.0f, dq, 3 * d);
+        k->gemm(1, 0, t, hd, t, 1.0f, dp, t, q, 3 * d, 0.0f, dk, 3 * d);
+    }
+}
+
 static kd_status att_backward(kdi_layer *l, const float *x, const float *y, const float *dy,
                               float *dx, int64_t batch)
 {
     (void)y;
     attention *a = l->priv;
     const kdi_kernels *k = kdi_kernels_get();
-    int64_t t = a->t, d = a->d, hd = d / a->heads, rows = batch * t, tt = t * t;
+    int64_t t = a->t, d = a->d, hd = d / a->heads, rows = batch * t, pairs = batch * a->heads;
     float inv_sqrt = 1.0f / sqrtf((float)hd);
-    int drop = a->p > 0.0f;
-    k->gemm(0, 0, rows, d, d, 1.0f, dy, d, l->params[2].value, d, 0.0f, a->d_o.data, d);
-    k->gemm(1, 0, d, d, rows, 1.0f, dy, d, a->o.data, d, 1.0f, l->params[2].grad, d);
+    int nt = pair_threads(a, batch, 0);
+    kdi_gemm(0, 0, rows, d, d, 1.0f, dy, d, l->params[2].value, d, 0.0f, a->d_o.data, d);
+    kdi_gemm(1, 0, d, d, rows, 1.0f, dy, d, a->o.data, d, 1.0f, l->params[2].grad, d);
     k->bias_grad(l->params[3].grad, dy, rows, d);
-    float *dp = a->scratch.data;
-    for (int64_t b = 0; b < batch; b++) {
-        for (int64_t h = 0; h < a->heads; h++) {
-            int64_t off = b * t * 3 * d + h * hd, ph = (b * a->heads + h) * tt;
-            const float *q = a->qkv.data + off, *kk = q + d, *v = q + 2 * d;
-            const float *p = a->probs.data + ph, *pd = drop ? a->dropped.data + ph : p;
-            const float *dout = a->d_o.data + b * t * d + h * hd;
-            float *dq = a->dqkv.data + off, *dk = dq + d, *dv = dq + 2 * d;
-            k->gemm(0, 1, t, t, hd, 1.0f, dout, d, v, 3 * d, 0.0f, dp, t);
-            k->gemm(1, 0, t, hd, t, 1.0f, pd, t, dout, d, 0.0f, dv, 3 * d);
-            if (drop) k->mul(dp, dp, a->mask.data + ph, 1.0f / (1.0f - a->p), tt);
-            if (a->has_extra) k->axpy(dp, 1.0f, a->extra.data + ph, tt);
-            softmax_backward(dp, p, t, a->causal, inv_sqrt);
-            k->gemm(0, 0, t, hd, t, 1.0f, dp, t, kk, 3 * d, 0.0f, dq, 3 * d);
-            k->gemm(1, 0, t, hd, t, 1.0f, dp, t, q, 3 * d, 0.0f, dk, 3 * d);
-        }
-    }
-    k->gemm(1, 0, 3 * d, d, rows, 1.0f, a->dqkv.data, 3 * d, x, d, 1.0f, l->params[0].grad, d);
+    if (nt > 1) kdi_blas_serial_begin();
+    KDI_PARALLEL_FOR(nt)
+    for (int64_t bh = 0; bh < pairs; bh++)
+        att_backward_pair(a, bh / a->heads, bh % a->heads, inv_sqrt,
+                          a->scratch.data + kdi_thread_id() * scratch_size(a));
+    if (nt > 1) kdi_blas_serial_end();
+    kdi_gemm(1, 0, 3 * d, d, rows, 1.0f, a->dqkv.data, 3 * d, x, d, 1.0f, l->params[0].grad, d);
     k->bias_grad(l->params[1].grad, a->dqkv.data, rows, 3 * d);
     if (dx != NULL)
-        k->gemm(0, 0, rows, d, 3 * d, 1.0f, a->dqkv.data, 3 * d, l->params[0].value, d, 0.0f, dx,
-                d);
+        kdi_gemm(0, 0, rows, d, 3 * d, 1.0f, a->dqkv.data, 3 * d, l->params[0].value, d, 0.0f, dx,
+                 d);
     a->has_extra = 0;
     return KD_OK;
 }

@@ -25,27 +25,15 @@ static kd_status ln_reserve(kdi_layer *l, int64_t batch)
 }
 
 /* Two passes, as PyTorch: the mean, then the mean of (x - mean)^2, both summed in double by the
- * kernels; the float loops between them vectorise. */
+ * kernel. */
 static kd_status ln_forward(kdi_layer *l, const float *x, float *y, int64_t batch, int train)
 {
     (void)train;
     ln *p = l->priv;
-    const kdi_kernels *k = kdi_kernels_get();
     int64_t n = kdi_seq_width(l->in, l->seq > 0);
     batch *= kdi_seq_rows(l->in, l->seq > 0);
-    const float *g = l->params[0].value, *b = l->params[1].value;
-    for (int64_t r = 0; r < batch; r++) {
-        const float *xr = x + r * n;
-        float *h = p->xhat.data + r * n, *yr = y + r * n;
-        float m = (float)(k->sum(xr, n) / (double)n);
-        for (int64_t i = 0; i < n; i++) h[i] = xr[i] - m;
-        float inv = (float)(1.0 / sqrt(k->sum_sq(h, n) / (double)n + p->eps));
-        p->inv_std.data[r] = inv;
-        for (int64_t i = 0; i < n; i++) {
-            h[i] *= inv;
-            yr[i] = g[i] * h[i] + b[i];
-        }
-    }
+    kdi_kernels_get()->layernorm_fwd(y, p->xhat.data, p->inv_std.data, x, l->params[0].value,
+                                     l->params[1].value, batch, n, p->eps);
     return KD_OK;
 }
 
@@ -56,24 +44,11 @@ static kd_status ln_backward(kdi_layer *l, const float *x, const float *y, const
     (void)x;
     (void)y;
     ln *p = l->priv;
-    const kdi_kernels *k = kdi_kernels_get();
     int64_t n = kdi_seq_width(l->in, l->seq > 0);
     batch *= kdi_seq_rows(l->in, l->seq > 0);
-    const float *g = l->params[0].value;
-    float *gg = l->params[0].grad, *gb = l->params[1].grad, *u = p->u.data;
-    for (int64_t r = 0; r < batch; r++) {
-        const float *h = p->xhat.data + r * n, *d = dy + r * n;
-        for (int64_t i = 0; i < n; i++) {
-            gg[i] += d[i] * h[i];
-            gb[i] += d[i];
-            u[i] = g[i] * d[i];
-        }
-        if (dx == NULL) continue;
-        float c = p->inv_std.data[r] / (float)n, a = (float)k->sum(u, n),
-              bb = (float)k->dot(u, h, n), fn = (float)n;
-        float *dr = dx + r * n;
-        for (int64_t i = 0; i < n; i++) dr[i] = c * (fn * u[i] - a - h[i] * bb);
-    }
+    kdi_kernels_get()->layernorm_bwd(dx, l->params[0].grad, l->params[1].grad, p->u.data,
+                                     p->xhat.data, p->inv_std.data, l->params[0].value, dy, batch,
+                                     n);
     return KD_OK;
 }
 
