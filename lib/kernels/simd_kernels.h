@@ -54,7 +54,11 @@ static int cblas_takes(int ta, int tb, int64_t m, int64_t n, int64_t k, int64_t 
  * Every tile fits the register file (AXPY_MR below). Sums are in float, W partial sums a
  * dot, so results differ from the reference's double sums by rounding only (tests: 1e-5 of
  * sum |a b|). */
+#ifdef KDI_SANITIZE /* forced inlining of every tile shape made clang take tens of minutes */
+#define GEMM_ALWAYS_INLINE inline
+#else
 #define GEMM_ALWAYS_INLINE inline __attribute__((always_inline))
+#endif
 
 static float gemm_put(float alpha, float s, float beta, const float *c)
 {
