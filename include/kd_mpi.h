@@ -33,10 +33,11 @@ KD_API kd_status kd_mpi_allreduce(float *data, int64_t count, void *comm);
 KD_API kd_status kd_mpi_allreduce_start(float *data, int64_t count, int32_t tag, void *comm);
 KD_API kd_status kd_mpi_allreduce_wait(int32_t tag, void *comm);
 
-/* kd_trainer_set_allreduce_async(t, kd_mpi_allreduce_start, kd_mpi_allreduce_wait, comm, rank,
- * size) with this rank and the size of *(MPI_Comm *)comm (NULL: MPI_COMM_WORLD), which must
- * outlive t's steps: the gradient buckets are summed while the backward pass goes on. (Before
- * libkd 0.2: kd_trainer_set_allreduce with kd_mpi_allreduce, which a host may still choose.)
+/* kd_trainer_set_allreduce(t, kd_mpi_allreduce, comm, rank, size) with this rank and the size of
+ * *(MPI_Comm *)comm (NULL: MPI_COMM_WORLD), which must outlive t's steps: blocking sums, bucket by
+ * bucket (KD_TRAINER_BUCKET_FLOATS). On one host Open MPI's MPI_Iallreduce measured slower than
+ * MPI_Allreduce (bench/mpi); a host whose network moves data on its own may choose
+ * kd_trainer_set_allreduce_async with kd_mpi_allreduce_start and kd_mpi_allreduce_wait instead.
  * KD_ERR_STATE before MPI_Init. */
 KD_API kd_status kd_mpi_attach(kd_trainer *t, void *comm);
 

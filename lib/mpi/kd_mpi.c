@@ -61,6 +61,7 @@ kd_status kd_mpi_attach(kd_trainer *t, void *comm)
     MPI_Comm c = comm_of(comm);
     if (MPI_Comm_rank(c, &rank) != MPI_SUCCESS || MPI_Comm_size(c, &size) != MPI_SUCCESS)
         return KD_ERR_IO;
-    return kd_trainer_set_allreduce_async(t, kd_mpi_allreduce_start, kd_mpi_allreduce_wait, comm,
-                                          rank, size);
+    /* Blocking: on one host Open MPI's MPI_Iallreduce (libnbc) measured slower than MPI_Allreduce
+     * (bench_mpi), and the sums are CPU work there anyway. */
+    return kd_trainer_set_allreduce(t, kd_mpi_allreduce, comm, rank, size);
 }
