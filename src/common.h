@@ -391,6 +391,9 @@ typedef struct report {
 
 /* Writes DIR/index.html; returns an exit code. */
 int report_write(const char *dir, const report *r);
+/* Writes DIR/index.html atomically from write_page(f, r), making DIR first; an exit code, with a
+ * message. report_write and text_report_write are this with their own page. */
+int report_write_page(const char *dir, void (*write_page)(FILE *f, const void *r), const void *r);
 /* The pieces the text report (text_report.c) shares: s with <, >, & and " escaped; a step of 1, 2
  * or 5 times a power of ten giving about `ticks` intervals over span; the page's style sheet. */
 void report_html(FILE *f, const char *s);

@@ -256,7 +256,14 @@ static void page(FILE *f, const report *r)
             kd_version());
 }
 
+static void report_page(FILE *f, const void *r) { page(f, r); }
+
 int report_write(const char *dir, const report *r)
+{
+    return report_write_page(dir, report_page, r);
+}
+
+int report_write_page(const char *dir, void (*write_page)(FILE *f, const void *r), const void *r)
 {
     if (make_dirs(dir) != 0) {
         fail_msg("cannot create the report directory %s: %s", dir, strerror(errno));
@@ -269,7 +276,7 @@ int report_write(const char *dir, const report *r)
         fail_msg("out of memory for the report");
         return EXIT_RUNTIME;
     }
-    page(f, r);
+    write_page(f, r);
     fclose(f);
     char path[4200];
     snprintf(path, sizeof path, "%s/index.html", dir);

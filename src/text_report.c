@@ -266,28 +266,9 @@ static void page(FILE *f, const text_report *r)
             kd_version());
 }
 
+static void text_page(FILE *f, const void *r) { page(f, r); }
+
 int text_report_write(const char *dir, const text_report *r)
 {
-    if (make_dirs(dir) != 0) {
-        fail_msg("cannot create the report directory %s: %s", dir, strerror(errno));
-        return EXIT_RUNTIME;
-    }
-    char *buf = NULL;
-    size_t size = 0;
-    FILE *f = open_memstream(&buf, &size);
-    if (f == NULL) {
-        fail_msg("out of memory for the report");
-        return EXIT_RUNTIME;
-    }
-    page(f, r);
-    fclose(f);
-    char path[4200];
-    snprintf(path, sizeof path, "%s/index.html", dir);
-    int rc = write_atomic(path, buf, size);
-    free(buf);
-    if (rc != 0) {
-        fail_msg("cannot write %s: %s", path, strerror(errno));
-        return EXIT_RUNTIME;
-    }
-    return EXIT_OK;
+    return report_write_page(dir, text_page, r);
 }
