@@ -711,8 +711,10 @@ START_TEST(int8_qgemm)
     static const int64_t ks[] = {1, 3, 4, 9, 31, 32, 33, 63, 64, 65, 144, 200, 784};
     uint64_t seed = 7;
     for (size_t t = 0; t < sizeof ks / sizeof ks[0]; t++) {
-        int64_t m = 1 + (int64_t)(lcg(&seed) % 9), n = 1 + (int64_t)(lcg(&seed) % 40), k = ks[t];
-        int64_t lda = k + (int64_t)(lcg(&seed) % 3), ldb = k + (int64_t)(lcg(&seed) % 3),
+        /* m past two 8-row tiles; n over bands of two 16-column blocks and a lone one; lda up to
+         * k + 4, so rows padded to whole groups (read whole, over random padding) are met too. */
+        int64_t m = 1 + (int64_t)(lcg(&seed) % 20), n = 1 + (int64_t)(lcg(&seed) % 40), k = ks[t];
+        int64_t lda = k + (int64_t)(lcg(&seed) % 5), ldb = k + (int64_t)(lcg(&seed) % 3),
                 ldc = n + 1;
         uint8_t *a = malloc((size_t)(m * lda + 1));
         int8_t *b = malloc((size_t)(n * ldb + 1));

@@ -93,7 +93,9 @@ typedef struct kdi_kernels {
      * kdi_qpack (blocks of 16 columns, 4 consecutive k of a column together: the layout of VNNI's
      * vpdpbusd), C int32 [m, n] (ldc). A row of C is built 16 columns at a time from broadcast
      * groups of 4 bytes of A, so no horizontal sums are needed. AVX-512: VNNI vpdpbusd; AVX2:
-     * 16-bit multiply-adds (vpmaddwd; not vpmaddubsw, which saturates). */
+     * 16-bit multiply-adds (vpmaddwd; not vpmaddubsw, which saturates). With lda >= 4 ceil(k/4),
+     * rows are read as 4 ceil(k/4) bytes (A holds m lda bytes then): the bytes past k meet the
+     * packed zeros, whatever they are. */
     void (*qgemm_u8s8)(int64_t m, int64_t n, int64_t k, const uint8_t *a, int64_t lda,
                        const int8_t *bp, int32_t *c, int64_t ldc);
     /* q[i] = clamp(round(x[i] / scale) + zp, 0, 255) (ONNX QuantizeLinear, uint8). */

@@ -718,52 +718,84 @@ static void adam_update(float *w, float *m, float *v, const float *g, int64_t n,
 
 #define QH (64 / VEC_B) /* vectors in a block of 16 int32 columns: 1 (AVX-512) or 2 (AVX2) */
 
-/* Bytes 4 g .. 4 g + 3 of a row of k, zeros past k, as one int32 to broadcast. */
-static inline int32_t group_of(const uint8_t *row, int64_t g, int64_t k)
+/* Bytes 4 g .. 4 g + 3 of a row, as one int32 to broadcast. */
+static inline int32_t group_at(const uint8_t *row, int64_t g)
 {
-    int32_t v = 0;
-    int64_t left = k - 4 * g;
-    if (left >= 4)
-        memcpy(&v, row + 4 * g, 4); /* one load */
-    else
-        memcpy(&v, row + 4 * g, (size_t)left);
+    int32_t v;
+    memcpy(&v, row + 4 * g, 4); /* one load */
     return v;
 }
 
-/* R rows of C (R a constant after inlining, so the sums stay in registers), one block of 16
- * columns. */
-static inline __attribute__((always_inline)) void qblock(int R, const uint8_t *a, int64_t lda,
-                                                         const int8_t *bb, int64_t groups,
-                                                         int64_t k, int32_t *c, int64_t ldc,
-                                                         int64_t left)
+/* The last, partial group of a row of k bytes (k % 4 != 0), zeros past k. */
+static inline int32_t group_tail(const uint8_t *row, int64_t g, int64_t k)
 {
-    vq acc[4][QH];
+    int32_t v = 0;
+    memcpy(&v, row + 4 * g, (size_t)(k - 4 * g));
+    return v;
+}
+
+/* Rows and 16-column blocks of C a register tile holds: 8 x 32 on AVX-512 (16 accumulators, and
+ * vpdpbusd's latency of several cycles hidden behind 16 independent chains), 4 x 16 on AVX2 (whose
+ * 16 registers also hold the widened operands of its emulated dot). */
+#if VEC_B == 64
+#define QR 8
+#define QNB 2
+#else
+#define QR 4
+#define QNB 1
+#endif
+
+/* R rows of C by NB blocks of 16 columns (R and NB constants after inlining, so the sums stay in
+ * registers). `full` groups are read whole; `groups` > full adds the partial last one. */
+static inline __attribute__((always_inline)) void
+qblock(int R, int NB, const uint8_t *a, int64_t lda, const int8_t *bb, int64_t bstride,
+       int64_t full, int64_t groups, int64_t k, int32_t *c, int64_t ldc, int64_t left)
+{
+    vq acc[QR][QNB * QH];
     for (int r = 0; r < R; r++)
-        for (int h = 0; h < QH; h++) acc[r][h] = vq_zero();
+        for (int h = 0; h < NB * QH; h++) acc[r][h] = vq_zero();
     for (int64_t g = 0; g < groups; g++) {
-        vq bv[QH];
-        for (int h = 0; h < QH; h++) bv[h] = vq_load(bb + g * 64 + h * VEC_B);
+        vq bv[QNB * QH];
+        for (int nb = 0; nb < NB; nb++)
+            for (int h = 0; h < QH; h++)
+                bv[nb * QH + h] = vq_load(bb + nb * bstride + g * 64 + h * VEC_B);
         for (int r = 0; r < R; r++) {
-            vq av = vq_set1_i32(group_of(a + r * lda, g, k));
-            for (int h = 0; h < QH; h++) acc[r][h] = vq_dot_u8s8(acc[r][h], av, bv[h]);
+            vq av =
+                vq_set1_i32(g < full ? group_at(a + r * lda, g) : group_tail(a + r * lda, g, k));
+            for (int h = 0; h < NB * QH; h++) acc[r][h] = vq_dot_u8s8(acc[r][h], av, bv[h]);
         }
     }
     for (int r = 0; r < R; r++)
-        for (int h = 0; h < QH; h++) vq_store_i32_n(c + r * ldc + h * W, left - h * W, acc[r][h]);
+        for (int h = 0; h < NB * QH; h++)
+            vq_store_i32_n(c + r * ldc + h * W, left - h * W, acc[r][h]);
+}
+
+/* One band of NB column blocks over every row: QR rows at a time, then the rest one by one. */
+static inline __attribute__((always_inline)) void
+qband(int NB, int64_t m, const uint8_t *a, int64_t lda, const int8_t *bb, int64_t bstride,
+      int64_t full, int64_t groups, int64_t k, int32_t *c, int64_t ldc, int64_t left)
+{
+    int64_t i = 0;
+    for (; i + QR <= m; i += QR)
+        qblock(QR, NB, a + i * lda, lda, bb, bstride, full, groups, k, c + i * ldc, ldc, left);
+    for (; i < m; i++)
+        qblock(1, NB, a + i * lda, lda, bb, bstride, full, groups, k, c + i * ldc, ldc, left);
 }
 
 static void qgemm_u8s8(int64_t m, int64_t n, int64_t k, const uint8_t *a, int64_t lda,
                        const int8_t *bp, int32_t *c, int64_t ldc)
 {
-    int64_t groups = (k + 3) / 4;
-    for (int64_t jb = 0; jb * 16 < n; jb++) {
-        const int8_t *bb = bp + jb * groups * 64;
-        int64_t left = n - jb * 16, i = 0;
-        for (; i + 4 <= m; i += 4)
-            qblock(4, a + i * lda, lda, bb, groups, k, c + i * ldc + jb * 16, ldc, left);
-        for (; i < m; i++)
-            qblock(1, a + i * lda, lda, bb, groups, k, c + i * ldc + jb * 16, ldc, left);
-    }
+    int64_t groups = (k + 3) / 4, bstride = groups * 64;
+    /* Rows padded to whole groups (lda >= 4 groups) are read whole: the bytes past k meet the
+     * zeros kdi_qpack put past k in B. */
+    int64_t full = lda >= 4 * groups ? groups : k / 4;
+    int64_t jb = 0, nblocks = (n + 15) / 16;
+    for (; jb + QNB <= nblocks; jb += QNB)
+        qband(QNB, m, a, lda, bp + jb * bstride, bstride, full, groups, k, c + jb * 16, ldc,
+              n - jb * 16);
+    for (; jb < nblocks; jb++)
+        qband(1, m, a, lda, bp + jb * bstride, bstride, full, groups, k, c + jb * 16, ldc,
+              n - jb * 16);
 }
 
 static void quantize_u8(uint8_t *q, const float *x, int64_t n, float scale, int32_t zp)

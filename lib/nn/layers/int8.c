@@ -43,9 +43,11 @@ typedef struct qlayer {
     float *mult;            /* [out]: s_in s_w / s_out, or s_in s_w with dequant */
     int8_t *packed;         /* the weights as qgemm_u8s8 reads them (kdi_qpack) */
     int8_t *reordered;      /* the weights with columns in the input's channels-last order */
-    kdi_buf acc;            /* int32 [rows, out] in a float buffer (same size) */
-    kdi_buf cols;           /* qconv: uint8 [batch * P, Cin K K] */
-    kdi_buf tmp;            /* qconv: the [batch * P, C] result before NCHW */
+    kdi_buf acc;    /* int32 [rows, out] in a float buffer (same size); qconv: one image's */
+    kdi_buf cols;   /* qconv: uint8 [P, row], one image's patches (row: cols_row) */
+    kdi_buf tmp;    /* qconv: one image's [P, C] result before NCHW */
+    kdi_buf padded; /* qconv: one image with its border (padded_size) */
+    int border;     /* the zero point padded's border holds, -1 when unknown */
 } qlayer;
 
 static const uint8_t *codes_in(const float *x) { return (const uint8_t *)x; }
@@ -100,6 +102,7 @@ static void q_destroy(kdi_layer *l)
     kdi_buf_free(&q->acc);
     kdi_buf_free(&q->cols);
     kdi_buf_free(&q->tmp);
+    kdi_buf_free(&q->padded);
     kdi_free(q);
 }
 
@@ -211,44 +214,68 @@ static kd_status qdense_forward(kdi_layer *l, const float *x, float *y, int64_t 
 
 static int64_t conv_pixels(const kdi_layer *l) { return l->out.h * l->out.w; }
 
+/* A patch row's stride in cols: Cin K K rounded up to whole groups of 4, which qgemm_u8s8 then
+ * reads without a partial last group. */
+static int64_t cols_row(const kdi_layer *l) { return (fan_in(l) + 3) / 4 * 4; }
+
+/* Slack past the end of cols and of the padded image: im2row moves whole 16-byte chunks, which may
+ * run up to 15 bytes past a run (into bytes written later, or into this slack). */
+#define Q_SLACK 16
+
+/* The image with its zero-point border, [H + 2 pad, W + 2 pad, Cin]: every kernel row of a patch
+ * is then one contiguous run, copied without bounds checks. */
+static int64_t padded_size(const kdi_layer *l)
+{
+    const qlayer *q = l->priv;
+    return (l->in.h + 2 * q->pad) * (l->in.w + 2 * q->pad) * l->in.c;
+}
+
+/* Buffers for one image at a time, whatever the batch: its patches, sums and result stay in the
+ * caches between im2row, the GEMM and the requantisation. */
 static kd_status qconv_reserve(kdi_layer *l, int64_t batch)
 {
+    (void)batch;
     qlayer *q = l->priv;
-    int64_t rows = batch * conv_pixels(l), n = channels(l), k = fan_in(l);
+    int64_t rows = conv_pixels(l), n = channels(l);
     KDI_TRY(kdi_buf_reserve(&q->acc, rows * n));
-    KDI_TRY(kdi_buf_reserve(&q->cols, (rows * k + 3) / 4));
+    KDI_TRY(kdi_buf_reserve(&q->cols, (rows * cols_row(l) + Q_SLACK + 3) / 4));
+    float *before = q->padded.data;
+    KDI_TRY(kdi_buf_reserve(&q->padded, (padded_size(l) + Q_SLACK + 3) / 4));
+    if (q->padded.data != before) q->border = -1;
     return kdi_buf_reserve(&q->tmp, rows * n); /* floats with dequant, else bytes */
 }
 
-/* cols[p][(i K + j) Cin + c] = x[oy s - pad + i][ox s - pad + j][c] (channels-last), the input's
- * zero point (real 0) outside: one row of cols a pixel, a kernel row of it one run of K Cin bytes
- * when inside. */
-static void im2row(const kdi_layer *l, const uint8_t *x, uint8_t *cols, uint8_t zp)
+/* d[0..n) = s[0..n) in whole 16-byte moves (n rounded up: see Q_SLACK). */
+static inline void copy_chunks(uint8_t *d, const uint8_t *s, int64_t n)
 {
-    const qlayer *q = l->priv;
+    for (int64_t i = 0; i < n; i += 16) memcpy(d + i, s + i, 16);
+}
+
+/* cols[p][(i K + j) Cin + c] = x[oy s - pad + i][ox s - pad + j][c] (channels-last), the input's
+ * zero point (real 0) outside: one row of cols (stride cols_row) a pixel, a kernel row of it one
+ * run of K Cin bytes from the padded image. Runs are written in increasing order, so a chunk's
+ * overrun is overwritten by the next run; a row's last one lands in its padding bytes (which meet
+ * qgemm_u8s8's zeros) or in the next row. */
+static void im2row(const kdi_layer *l, const uint8_t *x, uint8_t *cols, uint8_t *pad_img,
+                   uint8_t zp)
+{
+    qlayer *q = l->priv;
     int64_t cin = l->in.c, h = l->in.h, w = l->in.w, oh = l->out.h, ow = l->out.w, k = q->k;
-    int64_t kk = cin * k * k, run = k * cin;
+    int64_t run = k * cin, stride = cols_row(l), p = q->pad, wp = w + 2 * p;
+    /* Copied even without a border: the chunks may read past the image, not past the slack. The
+     * border is written once, the interior every image. */
+    if (q->border != zp) {
+        memset(pad_img, zp, (size_t)padded_size(l));
+        q->border = zp;
+    }
+    for (int64_t y = 0; y < h; y++)
+        memcpy(pad_img + ((p + y) * wp + p) * cin, x + y * w * cin, (size_t)(w * cin));
+    const uint8_t *src = pad_img;
     for (int64_t oy = 0; oy < oh; oy++)
         for (int64_t ox = 0; ox < ow; ox++) {
-            uint8_t *row = cols + (oy * ow + ox) * kk;
-            int64_t ix0 = ox * q->stride - q->pad;
-            for (int64_t i = 0; i < k; i++) {
-                int64_t iy = oy * q->stride - q->pad + i;
-                uint8_t *r = row + i * run;
-                if (iy < 0 || iy >= h) {
-                    memset(r, zp, (size_t)run);
-                } else if (ix0 >= 0 && ix0 + k <= w) {
-                    memcpy(r, x + (iy * w + ix0) * cin, (size_t)run);
-                } else {
-                    for (int64_t j = 0; j < k; j++) {
-                        int64_t ix = ix0 + j;
-                        if (ix < 0 || ix >= w)
-                            memset(r + j * cin, zp, (size_t)cin);
-                        else
-                            memcpy(r + j * cin, x + (iy * w + ix) * cin, (size_t)cin);
-                    }
-                }
-            }
+            uint8_t *row = cols + (oy * ow + ox) * stride;
+            const uint8_t *at = src + (oy * q->stride * wp + ox * q->stride) * cin;
+            for (int64_t i = 0; i < k; i++) copy_chunks(row + i * run, at + i * wp * cin, run);
         }
 }
 
@@ -259,17 +286,17 @@ static kd_status qconv_forward(kdi_layer *l, const float *x, float *y, int64_t b
     int64_t n = channels(l), k = fan_in(l), np = conv_pixels(l), in = kdi_shape_size(l->in);
     uint8_t *cols = (uint8_t *)q->cols.data;
     int32_t *acc = (int32_t *)q->acc.data;
-    for (int64_t b = 0; b < batch; b++)
-        im2row(l, codes_in(x) + b * in, cols + b * np * k, q->in_zp[0]);
-    kdi_kernels_get()->qgemm_u8s8(batch * np, n, k, cols, k, q->packed, acc, n);
-    if (!q->dequant) {
-        finish_rows(l, acc, batch * np, codes_out(y)); /* [batch, P, C]: channels-last codes */
-        return KD_OK;
-    }
-    /* Floats leave in NCHW. */
-    finish_rows(l, acc, batch * np, q->tmp.data);
+    const kdi_kernels *kk = kdi_kernels_get();
     for (int64_t b = 0; b < batch; b++) {
-        const float *t = q->tmp.data + b * np * n;
+        im2row(l, codes_in(x) + b * in, cols, (uint8_t *)q->padded.data, q->in_zp[0]);
+        kk->qgemm_u8s8(np, n, k, cols, cols_row(l), q->packed, acc, n);
+        if (!q->dequant) {
+            finish_rows(l, acc, np, codes_out(y) + b * np * n); /* [P, C]: channels-last codes */
+            continue;
+        }
+        /* Floats leave in NCHW. */
+        finish_rows(l, acc, np, q->tmp.data);
+        const float *t = q->tmp.data;
         float *o = y + b * n * np;
         for (int64_t p = 0; p < np; p++)
             for (int64_t c = 0; c < n; c++) o[c * np + p] = t[p * n + c];
@@ -278,6 +305,15 @@ static kd_status qconv_forward(kdi_layer *l, const float *x, float *y, int64_t b
 }
 
 /* ---------------------------------------------------------------- qmaxpool, qflatten */
+
+/* m = max(m, v) over n bytes; the fixed 16-byte inner loop is vectorised by the compiler. */
+static inline void max_run(uint8_t *m, const uint8_t *v, int64_t n)
+{
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        for (int t = 0; t < 16; t++) m[i + t] = v[i + t] > m[i + t] ? v[i + t] : m[i + t];
+    for (; i < n; i++) m[i] = v[i] > m[i] ? v[i] : m[i];
+}
 
 /* Channels-last: the window's pixels are runs of C bytes, maxed a run at a time. */
 static kd_status qmaxpool_forward(kdi_layer *l, const float *x, float *y, int64_t batch, int train)
@@ -291,12 +327,10 @@ static kd_status qmaxpool_forward(kdi_layer *l, const float *x, float *y, int64_
         for (int64_t oy = 0; oy < oh; oy++)
             for (int64_t ox = 0; ox < ow; ox++) {
                 uint8_t *m = yb + (oy * ow + ox) * c;
-                memset(m, 0, (size_t)c);
+                const uint8_t *v0 = xb + (oy * q->stride * w + ox * q->stride) * c;
+                memcpy(m, v0, (size_t)c);
                 for (int64_t i = 0; i < q->k; i++)
-                    for (int64_t j = 0; j < q->k; j++) {
-                        const uint8_t *v = xb + ((oy * q->stride + i) * w + ox * q->stride + j) * c;
-                        for (int64_t ch = 0; ch < c; ch++) m[ch] = v[ch] > m[ch] ? v[ch] : m[ch];
-                    }
+                    for (int64_t j = 0; j < q->k; j++) max_run(m, v0 + (i * w + j) * c, c);
             }
     }
     return KD_OK;
@@ -377,6 +411,7 @@ static kd_status q_new(kdi_layer *l, int kind)
     qlayer *q = kdi_calloc(1, sizeof *q);
     if (q == NULL) return kdi_fail(KD_ERR_NOMEM, "cannot allocate an int8 layer");
     q->kind = kind;
+    q->border = -1;
     l->priv = q;
     return KD_OK;
 }
