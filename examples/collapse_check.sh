@@ -40,8 +40,9 @@ if [ ! -f "$T" ]; then
 fi
 "$KD" eval "$T" $EVAL_DATA 2>&1 | grep -m1 "^accuracy" | sed 's/^accuracy */teacher test accuracy: /'
 
-# acc LOG NAME: the first percentage on the table line that starts with NAME
-acc() { awk -v name="$2" 'index($0, name) == 1 { for (i = 1; i <= NF; i++) if ($i ~ /^[0-9.]+%$/) { sub(/%/, "", $i); print $i; exit } }' "$1"; }
+# acc LOG NAME: the test accuracy, the first percentage on the table line that starts with NAME
+# (not on its per-epoch lines, which start with NAME too)
+acc() { awk -v name="$2" 'index($0, name) == 1 && !/ epoch / { for (i = 1; i <= NF; i++) if ($i ~ /^[0-9.]+%$/) { sub(/%/, "", $i); print $i; exit } }' "$1"; }
 
 bad=0
 rows=""

@@ -339,6 +339,10 @@ typedef struct sums {
     int64_t tail_hit, tail_seen;
     double tail_loss;
     int64_t tail_steps;
+    /* The first quarter's loss: a loss still falling is a run still learning (a warm-up on a
+     * small set), not a collapse. */
+    double head_loss;
+    int64_t head_steps;
 } sums;
 
 /* --augment: each batch transformed in place, its draws seeded by (seed, epoch, step, kind), so
@@ -413,6 +417,10 @@ static int one_epoch(const run_config *c, const kd_dataset *train, handles *h, w
         s->seen += rows;
         int64_t hit = s->hit;
         batch_metrics(h->m, labels, rows, &s->ce, &s->hit);
+        if (4 * s->steps <= w->steps) {
+            s->head_loss += value;
+            s->head_steps++;
+        }
         if (4 * s->steps > 3 * w->steps) {
             s->tail_hit += s->hit - hit;
             s->tail_seen += rows;
@@ -449,9 +457,11 @@ int test_accuracy(kd_model *m, const kd_dataset *test, double *accuracy)
     return EXIT_OK;
 }
 
-/* Training accuracy at chance over the last quarter of an epoch (within a fifth of 1 / classes) is
- * a collapse: every prediction one class, or noise, and a flat loss. A run that learns anything
- * at all is far above it after one epoch. */
+/* Training accuracy at chance over the last quarter of an epoch (within a fifth of 1 / classes)
+ * with a flat loss (the last quarter's mean above 0.9 times the first quarter's) is a collapse:
+ * every prediction one class, or noise. A run that learns anything at all is far above chance
+ * after one epoch; one at chance whose loss still falls is still learning (a warm-up on a few
+ * batches) and goes on. */
 static int check_collapse(const run_config *c, kd_model *m, const epoch_rec *r, const sums *s,
                           const progress *p)
 {
@@ -464,11 +474,14 @@ static int check_collapse(const run_config *c, kd_model *m, const epoch_rec *r, 
     if (classes < 2 || s->tail_seen == 0 || s->steps < 8) return EXIT_OK;
     double acc = 100.0 * (double)s->tail_hit / (double)s->tail_seen;
     if (acc > 1.2 * chance) return EXIT_OK;
+    double head = s->head_loss / (double)s->head_steps, tail = s->tail_loss / (double)s->tail_steps;
+    if (tail < 0.9 * head) return EXIT_OK;
     char what[256];
     snprintf(what, sizeof what,
              "over the last quarter of the epoch the training accuracy was %.2f%%, chance for "
-             "%lld classes, and the loss flat at %.4g (%s accuracy %.2f%%)",
-             acc, (long long)classes, s->tail_loss / (double)s->tail_steps,
+             "%lld classes, and the loss flat at %.4g (%.4g over the first quarter; %s accuracy "
+             "%.2f%%)",
+             acc, (long long)classes, tail, head,
              p != NULL && p->eval_name != NULL ? p->eval_name : "test", r->test_acc);
     return collapsed(c, r->epoch, "collapsed", what);
 }
