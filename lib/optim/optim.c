@@ -14,6 +14,11 @@
 #define M_PI 3.14159265358979323846
 #endif
 
+/* Updates clear the gradient for the next step as they go, a block of floats at a time, so that
+ * the zeroing finds it still in L1 (a memset after the update streamed every gradient through the
+ * caches again: 7% of an MLP student's step). */
+#define ZERO_BLOCK 4096
+
 /* ---------------------------------------------------------------- SGD */
 
 static kd_status sgd_check(const kd_optimizer *o)
@@ -26,12 +31,22 @@ static kd_status sgd_check(const kd_optimizer *o)
 
 /* PyTorch's torch.optim.SGD (dampening 0): g' = g + wd w; v = mu v + g'; w -= lr (nesterov ?
  * g' + mu v : v). The buffer starts at zero, so the first v is g', as PyTorch's clone(g'). */
+static void sgd_part(const kd_optimizer *o, kdi_param *p, float *v, float lr, int64_t lo,
+                     int64_t hi)
+{
+    const kdi_kernels *k = kdi_kernels_get();
+    for (int64_t b = lo; b < hi; b += ZERO_BLOCK) {
+        int64_t n = hi - b < ZERO_BLOCK ? hi - b : ZERO_BLOCK;
+        k->sgd_update(p->value + b, v != NULL ? v + b : NULL, p->grad + b, n, lr, o->momentum,
+                      o->weight_decay, o->nesterov);
+        memset(p->grad + b, 0, (size_t)n * sizeof *p->grad);
+    }
+}
+
 static void sgd_update(const kd_optimizer *o, kdi_param *p, float *const *state, float lr)
 {
     float *v = state[0]; /* NULL without momentum */
-    KDI_PARTS(p->count, kdi_kernels_get()->sgd_update(p->value + lo, v != NULL ? v + lo : NULL,
-                                                      p->grad + lo, hi - lo, lr, o->momentum,
-                                                      o->weight_decay, o->nesterov));
+    KDI_PARTS(p->count, sgd_part(o, p, v, lr, lo, hi));
 }
 
 static const kdi_optim_ops sgd_ops = {.name = "sgd",
@@ -51,14 +66,24 @@ static kd_status adam_check(const kd_optimizer *o)
 /* Kingma and Ba 2015, algorithm 1, as torch.optim.Adam; AdamW (Loshchilov and Hutter 2019) decays
  * the weights apart from the gradient, w *= 1 - lr wd, as torch.optim.AdamW. The step about to be
  * taken is t = step + 1, so bias corrections 1 - beta^t restart correctly on resume. */
+static void adam_part(const kd_optimizer *o, kdi_param *p, float *const *state, float lr, float bc1,
+                      float bc2, int64_t lo, int64_t hi)
+{
+    const kdi_kernels *k = kdi_kernels_get();
+    int decoupled = o->kind == KD_OPTIMIZER_ADAMW;
+    for (int64_t b = lo; b < hi; b += ZERO_BLOCK) {
+        int64_t n = hi - b < ZERO_BLOCK ? hi - b : ZERO_BLOCK;
+        k->adam_update(p->value + b, state[0] + b, state[1] + b, p->grad + b, n, lr, o->beta1,
+                       o->beta2, o->eps, o->weight_decay, bc1, bc2, decoupled);
+        memset(p->grad + b, 0, (size_t)n * sizeof *p->grad);
+    }
+}
+
 static void adam_update(const kd_optimizer *o, kdi_param *p, float *const *state, float lr)
 {
     double t = (double)o->step + 1.0;
     float bc1 = (float)(1.0 - pow(o->beta1, t)), bc2 = (float)(1.0 - pow(o->beta2, t));
-    int decoupled = o->kind == KD_OPTIMIZER_ADAMW;
-    KDI_PARTS(p->count, kdi_kernels_get()->adam_update(
-                            p->value + lo, state[0] + lo, state[1] + lo, p->grad + lo, hi - lo, lr,
-                            o->beta1, o->beta2, o->eps, o->weight_decay, bc1, bc2, decoupled));
+    KDI_PARTS(p->count, adam_part(o, p, state, lr, bc1, bc2, lo, hi));
 }
 
 static const kdi_optim_ops adam_ops = {.name = "adam",
@@ -481,8 +506,7 @@ kd_status kdi_optimizer_step(kd_optimizer *o)
     for (int32_t i = 0; i < pl->n; i++) {
         kdi_param *p = pl->items[i].p;
         if (p->grad == NULL) continue;
-        o->ops->update(o, p, &o->state[i * ns], lr);
-        memset(p->grad, 0, (size_t)p->count * sizeof *p->grad);
+        o->ops->update(o, p, &o->state[i * ns], lr); /* and clears p->grad */
     }
     o->model->grads_dirty = 0;
     o->step++;

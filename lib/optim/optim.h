@@ -13,7 +13,8 @@ typedef struct kdi_optim_ops {
     const char *state_names[KDI_OPT_MAX_STATE]; /* PyTorch's names: "momentum_buffer", ... */
     /* Option combinations that only a step can judge (set calls check each value alone). */
     kd_status (*check)(const kd_optimizer *o);
-    /* Updates p->value from p->grad with rate lr; state holds nstate buffers of p->count floats. */
+    /* Updates p->value from p->grad with rate lr, and zeroes p->grad; state holds nstate buffers
+     * of p->count floats. */
     void (*update)(const kd_optimizer *o, kdi_param *p, float *const *state, float lr);
 } kdi_optim_ops;
 
