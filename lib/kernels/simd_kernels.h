@@ -754,17 +754,23 @@ qblock(int R, int NB, const uint8_t *a, int64_t lda, const int8_t *bb, int64_t b
     vq acc[QR][QNB * QH];
     for (int r = 0; r < R; r++)
         for (int h = 0; h < NB * QH; h++) acc[r][h] = vq_zero();
-    for (int64_t g = 0; g < groups; g++) {
-        vq bv[QNB * QH];
-        for (int nb = 0; nb < NB; nb++)
-            for (int h = 0; h < QH; h++)
-                bv[nb * QH + h] = vq_load(bb + nb * bstride + g * 64 + h * VEC_B);
-        for (int r = 0; r < R; r++) {
-            vq av =
-                vq_set1_i32(g < full ? group_at(a + r * lda, g) : group_tail(a + r * lda, g, k));
-            for (int h = 0; h < NB * QH; h++) acc[r][h] = vq_dot_u8s8(acc[r][h], av, bv[h]);
-        }
-    }
+            /* The whole groups in a loop of their own: a choice per group kept GCC from holding the sums
+     * in registers (it copied and spilled them every group). */
+#define QSTEP(GROUP)                                                                               \
+    do {                                                                                           \
+        vq bv[QNB * QH];                                                                           \
+        for (int nb = 0; nb < NB; nb++)                                                            \
+            for (int h = 0; h < QH; h++)                                                           \
+                bv[nb * QH + h] = vq_load(bb + nb * bstride + g * 64 + h * VEC_B);                 \
+        for (int r = 0; r < R; r++) {                                                              \
+            vq av = vq_set1_i32(GROUP);                                                            \
+            for (int h = 0; h < NB * QH; h++) acc[r][h] = vq_dot_u8s8(acc[r][h], av, bv[h]);       \
+        }                                                                                          \
+    } while (0)
+    int64_t g = 0;
+    for (; g < full; g++) QSTEP(group_at(a + r * lda, g));
+    for (; g < groups; g++) QSTEP(group_tail(a + r * lda, g, k));
+#undef QSTEP
     for (int r = 0; r < R; r++)
         for (int h = 0; h < NB * QH; h++)
             vq_store_i32_n(c + r * ldc + h * W, left - h * W, acc[r][h]);

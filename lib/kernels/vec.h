@@ -132,7 +132,13 @@ static inline vq vq_load_bytes_n(const void *p, int64_t left)
 }
 /* acc[l] += sum_{t<4} a[4l+t] b[4l+t], a unsigned and b signed bytes, exact in int32 (VNNI's
  * vpdpbusd, which never saturates). */
-static inline vq vq_dot_u8s8(vq acc, vq a, vq b) { return _mm512_dpbusd_epi32(acc, a, b); }
+static inline vq vq_dot_u8s8(vq acc, vq a, vq b)
+{
+    /* Inline assembly ties the sum to its register: with the intrinsic, GCC 12 copied every sum
+     * of qgemm_u8s8's tile through another register each group and spilled two to the stack. */
+    __asm__("vpdpbusd %[b], %[a], %[acc]" : [acc] "+v"(acc) : [a] "v"(a), [b] "v"(b));
+    return acc;
+}
 static inline int32_t vq_hsum(vq v) { return _mm512_reduce_add_epi32(v); }
 static inline vq vq_load(const void *p) { return _mm512_loadu_si512(p); }
 static inline vq vq_set1_i32(int32_t x) { return _mm512_set1_epi32(x); }
