@@ -2,10 +2,12 @@
  * global batches of 128, each rank stepping on its slice through kd_mpi. bench/mpi/run.sh runs
  * it with 1 and 2 ranks of one thread each and prints the speed-up.
  *
- * usage: mpirun -np N bench_mpi [PREFIX] [mlp|cnn|all] [BUCKET]
+ * usage: mpirun -np N bench_mpi [PREFIX] [mlp|cnn|all] [BUCKET] [SHARE]
  *   PREFIX: Fashion-MNIST's IDX prefix (default /usr/share/datasets/fashion-mnist/train)
  *   mlp, cnn: time that run alone (default all)
- *   BUCKET: KD_TRAINER_BUCKET_FLOATS (default the library's; 0: one sum after the backward) */
+ *   BUCKET: KD_TRAINER_BUCKET_FLOATS (default the library's; 0: one sum after the backward)
+ *   SHARE: with one rank, step on 1/SHARE of each batch (a diagnosis: the work of one of SHARE
+ *          ranks, without their all-reduce) */
 #include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +21,7 @@
 
 static int rank, world;
 static int64_t bucket = -1;
+static int share = 1;
 
 /* Where a rank's epoch goes: the time inside the all-reduce (the transfer and the wait for the
  * other ranks), its calls and floats. */
@@ -89,7 +92,8 @@ static double epoch(const kd_dataset *d, const char *tspec, const char *sspec, i
     for (;;) {
         CHECK(kd_batcher_next(b, x, labels, &rows));
         if (rows == 0) break;
-        int64_t lo = (int64_t)rank * rows / world, hi = (int64_t)(rank + 1) * rows / world;
+        int parts = world > 1 ? world : share;
+        int64_t lo = (int64_t)rank * rows / parts, hi = (int64_t)(rank + 1) * rows / parts;
         float value;
         CHECK(kd_trainer_step(t, x + lo * in, labels + lo, NULL, hi - lo, &value));
         ++*steps;
@@ -131,6 +135,7 @@ int main(int argc, char **argv)
     };
     const char *only = argc > 2 && strcmp(argv[2], "all") != 0 ? argv[2] : NULL;
     if (argc > 3) bucket = atoll(argv[3]);
+    if (argc > 4) share = atoi(argv[4]) > 0 ? atoi(argv[4]) : 1;
     for (size_t i = 0; i < sizeof runs / sizeof runs[0]; i++) {
         if (only != NULL && strcmp(runs[i].key, only) != 0) continue;
         int64_t steps;
