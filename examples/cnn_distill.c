@@ -392,6 +392,7 @@ int main(int argc, char **argv)
             methods = 1;
         else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc) {
             const char *name = argv[++i];
+            only = -1;
             for (int m = 1; m < NMETHODS; m++)
                 if (strcmp(name, method_names[m]) == 0) only = m;
             if (only < 0) return usage();
@@ -409,8 +410,8 @@ int main(int argc, char **argv)
             return usage();
     }
     if (epochs < 1 || teacher_epochs < 1 || finetune_epochs < 0 || !(temperature > 0.0f) ||
-        nseeds < 1 || nseeds > 10 || (methods && student_augment) || !(alpha >= 0.0f) ||
-        alpha > 1.0f)
+        nseeds < 1 || nseeds > 10 || (methods && student_augment) || (only >= 0 && !methods) ||
+        !(alpha >= 0.0f) || alpha > 1.0f)
         return usage();
     double begin = now();
     kd_dataset *train_set = load(train_prefix), *test = load(test_prefix);

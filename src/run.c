@@ -457,6 +457,9 @@ int test_accuracy(kd_model *m, const kd_dataset *test, double *accuracy)
     return EXIT_OK;
 }
 
+/* The fewest steps an epoch needs for a collapse verdict. */
+#define COLLAPSE_MIN_STEPS 64
+
 /* Training accuracy at chance over the last quarter of an epoch (within a fifth of 1 / classes)
  * with a flat loss (the last quarter's mean above 0.9 times the first quarter's) is a collapse:
  * every prediction one class, or noise. A run that learns anything at all is far above chance
@@ -469,9 +472,10 @@ static int check_collapse(const run_config *c, kd_model *m, const epoch_rec *r, 
     kd_model_output_size(m, &classes);
     double chance = 100.0 / (double)classes;
     if (!isfinite(r->loss)) return collapsed(c, r->epoch, "diverged", "the loss is not finite");
-    /* An epoch of a few steps (--batch near the set's size) has not had the time to learn, and
-     * its last quarter may be one lone example: no verdict. */
-    if (classes < 2 || s->tail_seen == 0 || s->steps < 8) return EXIT_OK;
+    /* An epoch of a few dozen steps has not had the time to learn (a small set, a large --batch,
+     * a low --lr or the start of a warm-up: 16 steps at lr 0.001 leave a CNN at chance with its
+     * loss down 0.3%), and its quarters are too short to call a loss flat: no verdict. */
+    if (classes < 2 || s->tail_seen == 0 || s->steps < COLLAPSE_MIN_STEPS) return EXIT_OK;
     double acc = 100.0 * (double)s->tail_hit / (double)s->tail_seen;
     if (acc > 1.2 * chance) return EXIT_OK;
     double head = s->head_loss / (double)s->head_steps, tail = s->tail_loss / (double)s->tail_steps;

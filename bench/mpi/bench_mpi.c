@@ -145,9 +145,10 @@ int main(int argc, char **argv)
                    runs[i].name, world, s, (long long)steps, BATCH, (double)n / s);
         if (rank == 0 && world > 1)
             fprintf(stderr,
-                    "  rank 0: %.2f s (%.0f%%) inside %lld all-reduces of %.2f MB a step "
-                    "(transfer and waiting for the other ranks)\n",
-                    in_sum, 100.0 * in_sum / s, (long long)sums,
+                    "  %s, rank 0: %.2f s (%.0f%%) inside %lld all-reduce calls (%.2f MB a step in "
+                    "all; "
+                    "the transfer and the wait for the other ranks)\n",
+                    runs[i].key, in_sum, 100.0 * in_sum / s, (long long)sums,
                     4e-6 * (double)summed / (double)steps);
     }
     kd_dataset_destroy(d);
