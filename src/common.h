@@ -399,6 +399,12 @@ int report_write_page(const char *dir, void (*write_page)(FILE *f, const void *r
 void report_html(FILE *f, const char *s);
 double report_nice_step(double span, int ticks);
 extern const char report_style[];
+/* A report page's opening (head with report_style and extra_style, which may be NULL; h1 title,
+ * subtitle, headline if not NULL), its notes paragraph (nothing for NULL), and its footer. */
+void report_page_begin(FILE *f, const char *title, const char *subtitle, const char *headline,
+                       const char *extra_style);
+void report_page_notes(FILE *f, const char *notes);
+void report_page_end(FILE *f);
 
 /* ---------------------------------------------------------------- commands */
 

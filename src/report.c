@@ -224,20 +224,41 @@ const char report_style[] =
     "summary{cursor:pointer;font-weight:600}\n"
     "</style>\n";
 
-static void page(FILE *f, const report *r)
+void report_page_begin(FILE *f, const char *title, const char *subtitle, const char *headline,
+                       const char *extra_style)
 {
     fprintf(f, "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'><title>");
-    report_html(f, r->title);
-    fprintf(f, "</title>\n%s</head><body>\n<h1>", report_style);
-    report_html(f, r->title);
+    report_html(f, title);
+    fprintf(f, "</title>\n%s%s</head><body>\n<h1>", report_style,
+            extra_style != NULL ? extra_style : "");
+    report_html(f, title);
     fprintf(f, "</h1>\n<p class='sub'>");
-    report_html(f, r->subtitle);
+    report_html(f, subtitle);
     fprintf(f, "</p>\n");
-    if (r->headline != NULL) {
+    if (headline != NULL) {
         fprintf(f, "<p class='headline'>");
-        report_html(f, r->headline);
+        report_html(f, headline);
         fprintf(f, "</p>\n");
     }
+}
+
+void report_page_notes(FILE *f, const char *notes)
+{
+    if (notes == NULL) return;
+    fprintf(f, "<p class='notes'>");
+    report_html(f, notes);
+    fprintf(f, "</p>\n");
+}
+
+void report_page_end(FILE *f)
+{
+    fprintf(f, "<footer>Written by kd %s (libkd %s).</footer>\n</body></html>\n", KD_VERSION_STRING,
+            kd_version());
+}
+
+static void page(FILE *f, const report *r)
+{
+    report_page_begin(f, r->title, r->subtitle, r->headline, NULL);
     table(f, r);
     if (r->nseries > 0) { /* kd eval's side-by-side page has no training curves */
         fprintf(f, "<div class='plots'>\n");
@@ -246,14 +267,9 @@ static void page(FILE *f, const report *r)
              "accuracy (%)", field_test);
         fprintf(f, "</div>\n");
     }
-    if (r->notes != NULL) {
-        fprintf(f, "<p class='notes'>");
-        report_html(f, r->notes);
-        fprintf(f, "</p>\n");
-    }
+    report_page_notes(f, r->notes);
     if (r->nseries > 0) epochs_table(f, r);
-    fprintf(f, "<footer>Written by kd %s (libkd %s).</footer>\n</body></html>\n", KD_VERSION_STRING,
-            kd_version());
+    report_page_end(f);
 }
 
 static void report_page(FILE *f, const void *r) { page(f, r); }

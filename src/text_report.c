@@ -224,22 +224,11 @@ static void points_table(FILE *f, const text_report *r)
 
 static void page(FILE *f, const text_report *r)
 {
-    fprintf(f, "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'><title>");
-    report_html(f, r->title);
-    fprintf(f,
-            "</title>\n%s<style>pre.sample{white-space:pre-wrap;background:#f9fafb;border:1px "
-            "solid #e5e7eb;border-radius:6px;padding:8px 12px;max-width:900px;margin:4px 0 "
-            "14px}</style>\n</head><body>\n<h1>",
-            report_style);
-    report_html(f, r->title);
-    fprintf(f, "</h1>\n<p class='sub'>");
-    report_html(f, r->subtitle);
-    fprintf(f, "</p>\n");
-    if (r->headline != NULL) {
-        fprintf(f, "<p class='headline'>");
-        report_html(f, r->headline);
-        fprintf(f, "</p>\n");
-    }
+    report_page_begin(
+        f, r->title, r->subtitle, r->headline,
+        "<style>pre.sample{white-space:pre-wrap;background:#f9fafb;border:1px "
+        "solid #e5e7eb;border-radius:6px;padding:8px 12px;max-width:900px;margin:4px 0 "
+        "14px}</style>\n");
     table(f, r);
     fprintf(f, "<div class='plots'>\n");
     char title[160];
@@ -256,14 +245,9 @@ static void page(FILE *f, const text_report *r)
         sample_text(f, r->models[i].sample);
         fprintf(f, "</pre>\n");
     }
-    if (r->notes != NULL) {
-        fprintf(f, "<p class='notes'>");
-        report_html(f, r->notes);
-        fprintf(f, "</p>\n");
-    }
+    report_page_notes(f, r->notes);
     points_table(f, r);
-    fprintf(f, "<footer>Written by kd %s (libkd %s).</footer>\n</body></html>\n", KD_VERSION_STRING,
-            kd_version());
+    report_page_end(f);
 }
 
 static void text_page(FILE *f, const void *r) { page(f, r); }
