@@ -100,8 +100,9 @@ class Distillation(unittest.TestCase):
                                places=4)
         self.assertEqual(opt.get_int(kd.OPT_STEP), 20)
 
-    def test_data_parallel_with_a_python_allreduce(self):
-        # Two identical processes stood for by one: the sum doubles, the step is the lone one.
+    def lone_and_parallel(self, attach):
+        """Three steps of a lone trainer, then of one that attach(trainer) joins to a stand-in for
+        two identical processes: both lists of losses."""
         x, labels = batch_data()
         steps = []
         for parallel in (False, True):
@@ -110,40 +111,43 @@ class Distillation(unittest.TestCase):
             trainer = kd.Trainer(student, kd.Loss(temperature=2.0, alpha=0.5), opt)
             trainer.add_teacher(self.teacher)
             if parallel:
-                def double(data, count):
-                    for i in range(count):
-                        data[i] *= 2.0
-                    return 0
-                trainer.set_allreduce(double, 0, 2)
+                attach(trainer)
             steps.append([trainer.step(x, labels, BATCH) for _ in range(3)])
-        for a, b in zip(*steps):
+        return steps
+
+    def test_data_parallel_with_a_python_allreduce(self):
+        # Two identical processes stood for by one: the sum doubles, the step is the lone one.
+        def double(data, count):
+            for i in range(count):
+                data[i] *= 2.0
+            return 0
+
+        lone, parallel = self.lone_and_parallel(lambda t: t.set_allreduce(double, 0, 2))
+        for a, b in zip(lone, parallel):
             self.assertAlmostEqual(a, b, places=5)
 
     def test_data_parallel_with_a_non_blocking_allreduce(self):
         # The sums are doubled at wait, in small buckets: still the lone steps.
-        x, labels = batch_data()
-        steps, tags = [], []
-        for parallel in (False, True):
-            student = kd.Model("input 6 | dense 5 | relu | dense 3", seed=3)
-            opt = kd.Optimizer(student, learning_rate=0.05)
-            trainer = kd.Trainer(student, kd.Loss(temperature=2.0, alpha=0.5), opt)
-            trainer.add_teacher(self.teacher)
-            if parallel:
-                pending = {}
-                def start(data, count, tag):
-                    pending[tag] = (data, count)
-                    tags.append(tag)
-                    return 0
-                def wait(tag):
-                    data, count = pending.pop(tag)
-                    for i in range(count):
-                        data[i] *= 2.0
-                    return 0
-                trainer.set_allreduce_async(start, wait, 0, 2)
-                trainer.set_int(kd.TRAINER_BUCKET_FLOATS, 4)
-                self.assertEqual(trainer.get_int(kd.TRAINER_BUCKET_FLOATS), 4)
-            steps.append([trainer.step(x, labels, BATCH) for _ in range(3)])
-        for a, b in zip(*steps):
+        pending, tags = {}, []
+
+        def start(data, count, tag):
+            pending[tag] = (data, count)
+            tags.append(tag)
+            return 0
+
+        def wait(tag):
+            data, count = pending.pop(tag)
+            for i in range(count):
+                data[i] *= 2.0
+            return 0
+
+        def attach(trainer):
+            trainer.set_allreduce_async(start, wait, 0, 2)
+            trainer.set_int(kd.TRAINER_BUCKET_FLOATS, 4)
+            self.assertEqual(trainer.get_int(kd.TRAINER_BUCKET_FLOATS), 4)
+
+        lone, parallel = self.lone_and_parallel(attach)
+        for a, b in zip(lone, parallel):
             self.assertAlmostEqual(a, b, places=5)
         self.assertIn(kd.ALLREDUCE_TAG_NOW, tags)
         self.assertGreater(max(t for t in tags if t < kd.ALLREDUCE_MAX_BUCKETS), 0)

@@ -198,8 +198,9 @@ class ZeroCopy(unittest.TestCase):
             last = trainer.step(x, labels)
         self.assertLess(last, 0.8 * first)
 
-    def test_data_parallel_through_a_python_allreduce(self):
-        # Two identical processes stood for by one: the sum doubles, the steps are the lone ones.
+    def lone_and_parallel(self, attach, detach):
+        """Three steps of a lone trainer, then of one that attach(trainer) joins to a stand-in for
+        two identical processes (detach(trainer) after): both lists of losses."""
         x, labels = batch_data()
         losses = []
         for parallel in (False, True):
@@ -208,43 +209,53 @@ class ZeroCopy(unittest.TestCase):
                                  kd.Optimizer(student, learning_rate=0.05))
             trainer.add_teacher(teacher)
             if parallel:
-                def double(data, count):
-                    np.ctypeslib.as_array(data, shape=(count,))[:] *= 2.0
-                    return 0
-                trainer.set_allreduce(double, 0, 2)
-                trainer.set_int(kd.TRAINER_SYNC_BATCHNORM, 1)
-                self.assertEqual(trainer.get_int(kd.TRAINER_SYNC_BATCHNORM), 1)
+                attach(trainer)
             losses.append([trainer.step(x, labels) for _ in range(3)])
             if parallel:
-                trainer.set_allreduce(None, 0, 1)
-                trainer.broadcast()  # a lone trainer: nothing to send
-        np.testing.assert_allclose(losses[1], losses[0], rtol=1e-5)
+                detach(trainer)
+        return losses
+
+    def test_data_parallel_through_a_python_allreduce(self):
+        # Two identical processes stood for by one: the sum doubles, the steps are the lone ones.
+        def double(data, count):
+            np.ctypeslib.as_array(data, shape=(count,))[:] *= 2.0
+            return 0
+
+        def attach(trainer):
+            trainer.set_allreduce(double, 0, 2)
+            trainer.set_int(kd.TRAINER_SYNC_BATCHNORM, 1)
+            self.assertEqual(trainer.get_int(kd.TRAINER_SYNC_BATCHNORM), 1)
+
+        def detach(trainer):
+            trainer.set_allreduce(None, 0, 1)
+            trainer.broadcast()  # a lone trainer: nothing to send
+
+        lone, parallel = self.lone_and_parallel(attach, detach)
+        np.testing.assert_allclose(parallel, lone, rtol=1e-5)
 
     def test_data_parallel_through_a_non_blocking_allreduce(self):
         # Sums doubled at wait, in buckets of 8 floats: the steps are the lone ones.
-        x, labels = batch_data()
-        losses = []
-        for parallel in (False, True):
-            teacher, student = teacher_student()
-            trainer = kd.Trainer(student, kd.Loss(temperature=2.0, alpha=0.5),
-                                 kd.Optimizer(student, learning_rate=0.05))
-            trainer.add_teacher(teacher)
-            if parallel:
-                pending = {}
-                def start(data, count, tag):
-                    pending[tag] = np.ctypeslib.as_array(data, shape=(count,))
-                    return 0
-                def wait(tag):
-                    pending.pop(tag)[:] *= 2.0
-                    return 0
-                trainer.set_allreduce_async(start, wait, 0, 2)
-                trainer.set_int(kd.TRAINER_BUCKET_FLOATS, 8)
-                self.assertEqual(trainer.get_int(kd.TRAINER_BUCKET_FLOATS), 8)
-            losses.append([trainer.step(x, labels) for _ in range(3)])
-            if parallel:
-                self.assertEqual(pending, {})
-                trainer.set_allreduce_async(None, None, 0, 1)
-        np.testing.assert_allclose(losses[1], losses[0], rtol=1e-5)
+        pending = {}
+
+        def start(data, count, tag):
+            pending[tag] = np.ctypeslib.as_array(data, shape=(count,))
+            return 0
+
+        def wait(tag):
+            pending.pop(tag)[:] *= 2.0
+            return 0
+
+        def attach(trainer):
+            trainer.set_allreduce_async(start, wait, 0, 2)
+            trainer.set_int(kd.TRAINER_BUCKET_FLOATS, 8)
+            self.assertEqual(trainer.get_int(kd.TRAINER_BUCKET_FLOATS), 8)
+
+        def detach(trainer):
+            self.assertEqual(pending, {})
+            trainer.set_allreduce_async(None, None, 0, 1)
+
+        lone, parallel = self.lone_and_parallel(attach, detach)
+        np.testing.assert_allclose(parallel, lone, rtol=1e-5)
 
     def test_dataset_arrays_are_views_of_the_library(self):
         d = kd.Dataset.load_idx_prefix(TRAIN)
