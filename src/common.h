@@ -405,6 +405,18 @@ void report_page_begin(FILE *f, const char *title, const char *subtitle, const c
                        const char *extra_style);
 void report_page_notes(FILE *f, const char *notes);
 void report_page_end(FILE *f);
+/* A plot's axes (data units) and the SVG pieces both reports draw with them: x and y in pixels;
+ * the <figure> and <svg> opening with the grid, x ticks at x0, x0 + xstep, ... (integers) and the
+ * axis labels; one legend entry at *x, which moves past it. */
+typedef struct report_axes {
+    double x0, x1, xstep, y0, y1, ystep;
+} report_axes;
+#define REPORT_PLOT_LEFT 62 /* the plot's left margin in pixels, where the legend starts */
+double report_px(const report_axes *a, double x);
+double report_py(const report_axes *a, double y);
+void report_plot_begin(FILE *f, const report_axes *a, const char *title, const char *xlabel,
+                       const char *ylabel);
+void report_legend_entry(FILE *f, double *x, const char *color, const char *name);
 
 /* ---------------------------------------------------------------- commands */
 

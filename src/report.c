@@ -9,7 +9,7 @@
 
 #define PLOT_W 560
 #define PLOT_H 330
-#define LEFT 62
+#define LEFT REPORT_PLOT_LEFT
 #define RIGHT 18
 #define TOP 44
 #define BOTTOM 46
@@ -37,12 +37,7 @@ typedef double (*field_fn)(const epoch_rec *r);
 static double field_ce(const epoch_rec *r) { return r->ce; }
 static double field_test(const epoch_rec *r) { return r->test_acc; }
 
-typedef struct axes {
-    double x0, x1, y0, y1, ystep;
-    int xstep;
-} axes;
-
-static axes make_axes(const report *r, field_fn field)
+static report_axes make_axes(const report *r, field_fn field)
 {
     double lo = INFINITY, hi = -INFINITY;
     int epochs = 1;
@@ -57,39 +52,45 @@ static axes make_axes(const report *r, field_fn field)
     }
     if (!(lo <= hi)) lo = 0, hi = 1;
     if (hi - lo < 1e-6) lo -= 0.5, hi += 0.5;
-    axes a;
+    report_axes a;
     a.ystep = report_nice_step(hi - lo, 5);
     a.y0 = floor(lo / a.ystep) * a.ystep;
     a.y1 = ceil(hi / a.ystep) * a.ystep;
     a.x0 = 1;
     a.x1 = epochs > 1 ? epochs : 2;
-    a.xstep = (int)ceil(report_nice_step(a.x1 - a.x0, 8));
+    a.xstep = ceil(report_nice_step(a.x1 - a.x0, 8));
     a.xstep = a.xstep < 1 ? 1 : a.xstep;
     return a;
 }
 
-static double px(const axes *a, double x)
+double report_px(const report_axes *a, double x)
 {
     return LEFT + (x - a->x0) / (a->x1 - a->x0) * (PLOT_W - LEFT - RIGHT);
 }
-static double py(const axes *a, double y)
+double report_py(const report_axes *a, double y)
 {
     return PLOT_H - BOTTOM - (y - a->y0) / (a->y1 - a->y0) * (PLOT_H - TOP - BOTTOM);
 }
 
-static void grid(FILE *f, const axes *a, const char *xlabel, const char *ylabel, int decimals)
+void report_plot_begin(FILE *f, const report_axes *a, const char *title, const char *xlabel,
+                       const char *ylabel)
 {
+    fprintf(f,
+            "<figure><figcaption>%s</figcaption>\n<svg viewBox='0 0 %d %d' width='%d' "
+            "height='%d' role='img' aria-label='%s'>",
+            title, PLOT_W, PLOT_H, PLOT_W, PLOT_H, title);
+    int decimals = a->ystep >= 1 ? 0 : (int)ceil(-log10(a->ystep) - 1e-9);
     for (double y = a->y0; y <= a->y1 + 1e-9; y += a->ystep) {
         fprintf(f, "<line x1='%d' x2='%d' y1='%.1f' y2='%.1f' class='grid'/>", LEFT, PLOT_W - RIGHT,
-                py(a, y), py(a, y));
+                report_py(a, y), report_py(a, y));
         fprintf(f, "<text x='%d' y='%.1f' class='tick' text-anchor='end'>%.*f</text>", LEFT - 8,
-                py(a, y) + 4, decimals, y);
+                report_py(a, y) + 4, decimals, y);
     }
-    for (int x = 1; x <= (int)a->x1; x += a->xstep) {
-        fprintf(f, "<line x1='%.1f' x2='%.1f' y1='%d' y2='%d' class='axis'/>", px(a, x), px(a, x),
-                PLOT_H - BOTTOM, PLOT_H - BOTTOM + 5);
-        fprintf(f, "<text x='%.1f' y='%d' class='tick' text-anchor='middle'>%d</text>", px(a, x),
-                PLOT_H - BOTTOM + 19, x);
+    for (double x = a->x0; x <= a->x1 + 1e-9; x += a->xstep) {
+        fprintf(f, "<line x1='%.1f' x2='%.1f' y1='%d' y2='%d' class='axis'/>", report_px(a, x),
+                report_px(a, x), PLOT_H - BOTTOM, PLOT_H - BOTTOM + 5);
+        fprintf(f, "<text x='%.1f' y='%d' class='tick' text-anchor='middle'>%.0f</text>",
+                report_px(a, x), PLOT_H - BOTTOM + 19, x);
     }
     fprintf(f, "<line x1='%d' x2='%d' y1='%d' y2='%d' class='axis'/>", LEFT, PLOT_W - RIGHT,
             PLOT_H - BOTTOM, PLOT_H - BOTTOM);
@@ -98,31 +99,36 @@ static void grid(FILE *f, const axes *a, const char *xlabel, const char *ylabel,
     fprintf(f, "<text x='%d' y='%d' class='label'>%s</text>", LEFT - 50, TOP - 24, ylabel);
 }
 
+void report_legend_entry(FILE *f, double *x, const char *color, const char *name)
+{
+    fprintf(f, "<rect x='%.0f' y='%d' width='14' height='4' rx='2' fill='%s'/>", *x, TOP - 14,
+            color);
+    fprintf(f, "<text x='%.0f' y='%d' class='legend'>", *x + 19, TOP - 8);
+    report_html(f, name);
+    fprintf(f, "</text>");
+    *x += 32 + 7.2 * (double)strlen(name);
+}
+
 static void legend(FILE *f, const report *r)
 {
     double x = LEFT;
-    for (int s = 0; s < r->nseries; s++) {
-        fprintf(f, "<rect x='%.0f' y='%d' width='14' height='4' rx='2' fill='%s'/>", x, TOP - 14,
-                r->series[s].color);
-        fprintf(f, "<text x='%.0f' y='%d' class='legend'>", x + 19, TOP - 8);
-        report_html(f, r->series[s].name);
-        fprintf(f, "</text>");
-        x += 32 + 7.2 * (double)strlen(r->series[s].name);
-    }
+    for (int s = 0; s < r->nseries; s++)
+        report_legend_entry(f, &x, r->series[s].color, r->series[s].name);
 }
 
-static void curve(FILE *f, const axes *a, const report_series *s, field_fn field)
+static void curve(FILE *f, const report_axes *a, const report_series *s, field_fn field)
 {
     const history *h = s->hist;
     if (h->n > 1) {
         fprintf(f, "<polyline fill='none' stroke='%s' stroke-width='2.2' points='", s->color);
         for (int i = 0; i < h->n; i++)
-            fprintf(f, "%.1f,%.1f ", px(a, h->rec[i].epoch), py(a, field(&h->rec[i])));
+            fprintf(f, "%.1f,%.1f ", report_px(a, h->rec[i].epoch),
+                    report_py(a, field(&h->rec[i])));
         fprintf(f, "'/>");
     }
     for (int i = 0; i < h->n; i++) {
-        fprintf(f, "<circle cx='%.1f' cy='%.1f' r='3' fill='%s'><title>", px(a, h->rec[i].epoch),
-                py(a, field(&h->rec[i])), s->color);
+        fprintf(f, "<circle cx='%.1f' cy='%.1f' r='3' fill='%s'><title>",
+                report_px(a, h->rec[i].epoch), report_py(a, field(&h->rec[i])), s->color);
         report_html(f, s->name);
         fprintf(f, ", epoch %d: %.4g</title></circle>", h->rec[i].epoch, field(&h->rec[i]));
     }
@@ -130,13 +136,8 @@ static void curve(FILE *f, const axes *a, const report_series *s, field_fn field
 
 static void plot(FILE *f, const report *r, const char *title, const char *ylabel, field_fn field)
 {
-    axes a = make_axes(r, field);
-    int decimals = a.ystep >= 1 ? 0 : (int)ceil(-log10(a.ystep) - 1e-9);
-    fprintf(f,
-            "<figure><figcaption>%s</figcaption>\n<svg viewBox='0 0 %d %d' width='%d' "
-            "height='%d' role='img' aria-label='%s'>",
-            title, PLOT_W, PLOT_H, PLOT_W, PLOT_H, title);
-    grid(f, &a, "epoch", ylabel, decimals);
+    report_axes a = make_axes(r, field);
+    report_plot_begin(f, &a, title, "epoch", ylabel);
     legend(f, r);
     for (int s = 0; s < r->nseries; s++) curve(f, &a, &r->series[s], field);
     fprintf(f, "</svg></figure>\n");

@@ -9,13 +9,6 @@
 
 #include "text.h"
 
-#define PLOT_W 560
-#define PLOT_H 330
-#define LEFT 62
-#define RIGHT 18
-#define TOP 44
-#define BOTTOM 46
-
 int text_curve_add(text_curve *c, int64_t step, double value)
 {
     if (c->n == c->cap) {
@@ -45,11 +38,7 @@ typedef const text_curve *(*curve_of)(const text_model_report *m);
 static const text_curve *loss_curve(const text_model_report *m) { return m->loss; }
 static const text_curve *heldout_curve(const text_model_report *m) { return m->heldout; }
 
-typedef struct axes {
-    double x0, x1, xstep, y0, y1, ystep;
-} axes;
-
-static axes make_axes(const text_report *r, curve_of which)
+static report_axes make_axes(const text_report *r, curve_of which)
 {
     double lo = INFINITY, hi = -INFINITY, last = 1;
     for (int i = 0; i < r->n; i++) {
@@ -63,7 +52,7 @@ static axes make_axes(const text_report *r, curve_of which)
     }
     if (!(lo <= hi)) lo = 0, hi = 1;
     if (hi - lo < 1e-6) lo -= 0.5, hi += 0.5;
-    axes a;
+    report_axes a;
     a.ystep = report_nice_step(hi - lo, 5);
     a.y0 = floor(lo / a.ystep) * a.ystep;
     a.y1 = ceil(hi / a.ystep) * a.ystep;
@@ -73,61 +62,21 @@ static axes make_axes(const text_report *r, curve_of which)
     return a;
 }
 
-static double px(const axes *a, double x)
-{
-    return LEFT + (x - a->x0) / (a->x1 - a->x0) * (PLOT_W - LEFT - RIGHT);
-}
-static double py(const axes *a, double y)
-{
-    return PLOT_H - BOTTOM - (y - a->y0) / (a->y1 - a->y0) * (PLOT_H - TOP - BOTTOM);
-}
-
-static void grid(FILE *f, const axes *a, const char *ylabel)
-{
-    int decimals = a->ystep >= 1 ? 0 : (int)ceil(-log10(a->ystep) - 1e-9);
-    for (double y = a->y0; y <= a->y1 + 1e-9; y += a->ystep) {
-        fprintf(f, "<line x1='%d' x2='%d' y1='%.1f' y2='%.1f' class='grid'/>", LEFT, PLOT_W - RIGHT,
-                py(a, y), py(a, y));
-        fprintf(f, "<text x='%d' y='%.1f' class='tick' text-anchor='end'>%.*f</text>", LEFT - 8,
-                py(a, y) + 4, decimals, y);
-    }
-    for (double x = a->x0; x <= a->x1 + 1e-9; x += a->xstep) {
-        fprintf(f, "<line x1='%.1f' x2='%.1f' y1='%d' y2='%d' class='axis'/>", px(a, x), px(a, x),
-                PLOT_H - BOTTOM, PLOT_H - BOTTOM + 5);
-        fprintf(f, "<text x='%.1f' y='%d' class='tick' text-anchor='middle'>%.0f</text>", px(a, x),
-                PLOT_H - BOTTOM + 19, x);
-    }
-    fprintf(f, "<line x1='%d' x2='%d' y1='%d' y2='%d' class='axis'/>", LEFT, PLOT_W - RIGHT,
-            PLOT_H - BOTTOM, PLOT_H - BOTTOM);
-    fprintf(f, "<text x='%d' y='%d' class='label' text-anchor='middle'>step</text>",
-            (LEFT + PLOT_W - RIGHT) / 2, PLOT_H - 8);
-    fprintf(f, "<text x='%d' y='%d' class='label'>%s</text>", LEFT - 50, TOP - 24, ylabel);
-}
-
 static void plot(FILE *f, const text_report *r, const char *title, const char *ylabel,
                  curve_of which)
 {
-    axes a = make_axes(r, which);
-    fprintf(f,
-            "<figure><figcaption>%s</figcaption>\n<svg viewBox='0 0 %d %d' width='%d' "
-            "height='%d' role='img' aria-label='%s'>",
-            title, PLOT_W, PLOT_H, PLOT_W, PLOT_H, title);
-    grid(f, &a, ylabel);
-    double x = LEFT;
+    report_axes a = make_axes(r, which);
+    report_plot_begin(f, &a, title, "step", ylabel);
+    double x = REPORT_PLOT_LEFT;
     for (int i = 0; i < r->n; i++) { /* the legend */
         const text_model_report *m = &r->models[i];
         if (which(m) == NULL || which(m)->n == 0) continue;
-        fprintf(f, "<rect x='%.0f' y='%d' width='14' height='4' rx='2' fill='%s'/>", x, TOP - 14,
-                m->color);
         /* the name before " (", so that three runs fit: "distilled (jsd + ...)" is "distilled" */
         char name[64];
         const char *paren = strstr(m->name, " (");
         int len = paren != NULL ? (int)(paren - m->name) : (int)strlen(m->name);
         snprintf(name, sizeof name, "%.*s", len, m->name);
-        fprintf(f, "<text x='%.0f' y='%d' class='legend'>", x + 19, TOP - 8);
-        report_html(f, name);
-        fprintf(f, "</text>");
-        x += 32 + 7.2 * (double)strlen(name);
+        report_legend_entry(f, &x, m->color, name);
     }
     for (int i = 0; i < r->n; i++) {
         const text_model_report *m = &r->models[i];
@@ -137,13 +86,14 @@ static void plot(FILE *f, const text_report *r, const char *title, const char *y
             fprintf(f, "<polyline fill='none' stroke='%s' stroke-width='2.2' points='", m->color);
             for (int64_t k = 0; k < c->n; k++)
                 if (isfinite(c->value[k]))
-                    fprintf(f, "%.1f,%.1f ", px(&a, (double)c->step[k]), py(&a, c->value[k]));
+                    fprintf(f, "%.1f,%.1f ", report_px(&a, (double)c->step[k]),
+                            report_py(&a, c->value[k]));
             fprintf(f, "'/>");
         }
         for (int64_t k = 0; k < c->n; k++) {
             if (!isfinite(c->value[k])) continue;
             fprintf(f, "<circle cx='%.1f' cy='%.1f' r='3' fill='%s'><title>",
-                    px(&a, (double)c->step[k]), py(&a, c->value[k]), m->color);
+                    report_px(&a, (double)c->step[k]), report_py(&a, c->value[k]), m->color);
             report_html(f, m->name);
             fprintf(f, ", step %lld: %.4g</title></circle>", (long long)c->step[k], c->value[k]);
         }
