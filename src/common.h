@@ -412,6 +412,8 @@ typedef struct report_axes {
     double x0, x1, xstep, y0, y1, ystep;
 } report_axes;
 #define REPORT_PLOT_LEFT 62 /* the plot's left margin in pixels, where the legend starts */
+/* The y range of values lo..hi (none: 0..1) rounded out to about 5 steps of report_nice_step. */
+void report_axes_y(report_axes *a, double lo, double hi);
 double report_px(const report_axes *a, double x);
 double report_py(const report_axes *a, double y);
 void report_plot_begin(FILE *f, const report_axes *a, const char *title, const char *xlabel,

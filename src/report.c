@@ -50,17 +50,22 @@ static report_axes make_axes(const report *r, field_fn field)
         }
         epochs = h->n > epochs ? h->n : epochs;
     }
-    if (!(lo <= hi)) lo = 0, hi = 1;
-    if (hi - lo < 1e-6) lo -= 0.5, hi += 0.5;
     report_axes a;
-    a.ystep = report_nice_step(hi - lo, 5);
-    a.y0 = floor(lo / a.ystep) * a.ystep;
-    a.y1 = ceil(hi / a.ystep) * a.ystep;
+    report_axes_y(&a, lo, hi);
     a.x0 = 1;
     a.x1 = epochs > 1 ? epochs : 2;
     a.xstep = ceil(report_nice_step(a.x1 - a.x0, 8));
     a.xstep = a.xstep < 1 ? 1 : a.xstep;
     return a;
+}
+
+void report_axes_y(report_axes *a, double lo, double hi)
+{
+    if (!(lo <= hi)) lo = 0, hi = 1;
+    if (hi - lo < 1e-6) lo -= 0.5, hi += 0.5;
+    a->ystep = report_nice_step(hi - lo, 5);
+    a->y0 = floor(lo / a->ystep) * a->ystep;
+    a->y1 = ceil(hi / a->ystep) * a->ystep;
 }
 
 double report_px(const report_axes *a, double x)

@@ -50,12 +50,8 @@ static report_axes make_axes(const text_report *r, curve_of which)
             last = (double)c->step[k] > last ? (double)c->step[k] : last;
         }
     }
-    if (!(lo <= hi)) lo = 0, hi = 1;
-    if (hi - lo < 1e-6) lo -= 0.5, hi += 0.5;
     report_axes a;
-    a.ystep = report_nice_step(hi - lo, 5);
-    a.y0 = floor(lo / a.ystep) * a.ystep;
-    a.y1 = ceil(hi / a.ystep) * a.ystep;
+    report_axes_y(&a, lo, hi);
     a.x0 = 0;
     a.xstep = report_nice_step(last, 6);
     a.x1 = ceil(last / a.xstep) * a.xstep;
