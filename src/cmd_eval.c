@@ -140,18 +140,14 @@ static const char *base_of(const char *path)
 static int one_model(const options *o, const char *path, const kd_dataset *test, model_stats *st)
 {
     kd_model *m;
-    kd_status s = kd_model_load(path, &m);
-    if (s != KD_OK) {
-        char what[4200];
-        snprintf(what, sizeof what, "cannot load %s", path);
-        return fail_kd(what, s);
-    }
+    int loaded = load_model(path, &m);
+    if (loaded != EXIT_OK) return loaded;
     int64_t n, correct = 0;
     kd_dataset_size(test, &n);
     int rc = check_fits(path, m, test, NULL);
     if (rc == EXIT_OK) {
-        s = kd_model_evaluate(m, kd_dataset_images(test), kd_dataset_labels(test), n, EVAL_BATCH,
-                              &correct, NULL);
+        kd_status s = kd_model_evaluate(m, kd_dataset_images(test), kd_dataset_labels(test), n,
+                                        EVAL_BATCH, &correct, NULL);
         if (s != KD_OK) rc = fail_kd("evaluation", s);
     }
     if (rc == EXIT_OK) {
@@ -236,12 +232,8 @@ int cmd_eval(const options *o)
 {
     if (o->nmore > 0 || o->report_dir != NULL) return side_by_side(o);
     kd_model *m;
-    kd_status st = kd_model_load(o->positional, &m);
-    if (st != KD_OK) {
-        char what[4200];
-        snprintf(what, sizeof what, "cannot load %s", o->positional);
-        return fail_kd(what, st);
-    }
+    int loaded = load_model(o->positional, &m);
+    if (loaded != EXIT_OK) return loaded;
     dataset_pair d;
     int rc = load_data(o, 0, 1, &d);
     eval_result r = {0};

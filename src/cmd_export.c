@@ -54,13 +54,9 @@ int cmd_export(int argc, char **argv)
         return EXIT_USAGE;
     }
     kd_model *m;
-    kd_status st = kd_model_load(model, &m);
-    if (st != KD_OK) {
-        char what[4200];
-        snprintf(what, sizeof what, "cannot load %s", model);
-        return fail_kd(what, st);
-    }
-    st = kd_model_export_onnx(m, out);
+    int loaded = load_model(model, &m);
+    if (loaded != EXIT_OK) return loaded;
+    kd_status st = kd_model_export_onnx(m, out);
     kd_model_destroy(m);
     if (st != KD_OK) {
         char what[4200];

@@ -118,12 +118,8 @@ static void print_json(const char *path, kd_model *m, const kd_tensors *h)
 int cmd_info(const options *o)
 {
     kd_model *m;
-    kd_status st = kd_model_load(o->positional, &m);
-    if (st != KD_OK) {
-        char what[4200];
-        snprintf(what, sizeof what, "cannot load %s", o->positional);
-        return fail_kd(what, st);
-    }
+    int loaded = load_model(o->positional, &m);
+    if (loaded != EXIT_OK) return loaded;
     kd_tensors *h = NULL;
     if (kd_tensors_load(o->positional, &h) != KD_OK) h = NULL; /* the listing is left out */
     if (o->json)

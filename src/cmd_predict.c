@@ -93,12 +93,8 @@ int cmd_predict(const options *o)
     }
     if (o->out != NULL && check_output(o->out) != EXIT_OK) return EXIT_RUNTIME;
     kd_model *m;
-    kd_status st = kd_model_load(o->positional, &m);
-    if (st != KD_OK) {
-        char what[4200];
-        snprintf(what, sizeof what, "cannot load %s", o->positional);
-        return fail_kd(what, st);
-    }
+    int loaded = load_model(o->positional, &m);
+    if (loaded != EXIT_OK) return loaded;
     kd_dataset *d = NULL;
     int rc = load_user_data(o, o->input, NULL, 0, &d);
     int64_t n = 0, c = 0, h = 0, w = 0, in = 0, k = 0;
@@ -121,7 +117,7 @@ int cmd_predict(const options *o)
     const float *x = d != NULL ? kd_dataset_images(d) : NULL;
     for (int64_t i = 0; rc == EXIT_OK && i < n; i += o->batch) {
         int64_t rows = n - i < o->batch ? n - i : o->batch;
-        st = kd_model_predict(m, x + i * in, rows, z + i * k);
+        kd_status st = kd_model_predict(m, x + i * in, rows, z + i * k);
         if (st != KD_OK) rc = fail_kd("prediction", st);
     }
     if (rc == EXIT_OK) rc = write_out(o, z, n, k);

@@ -167,12 +167,8 @@ int cmd_quantize(int argc, char **argv)
     data_o.channels = o.channels;
     kd_model *m = NULL, *q = NULL;
     kd_dataset *calib = NULL, *test = NULL;
-    kd_status st = kd_model_load(o.model, &m);
-    if (st != KD_OK) {
-        char what[1100];
-        snprintf(what, sizeof what, "cannot load %s", o.model);
-        return fail_kd(what, st);
-    }
+    if ((rc = load_model(o.model, &m)) != EXIT_OK) return rc;
+    kd_status st;
     rc = load_user_data(&data_o, o.calib, NULL, 0, &calib);
     if (rc == EXIT_OK && o.test != NULL) rc = load_user_data(&data_o, o.test, NULL, 1, &test);
     if (rc == EXIT_OK) {

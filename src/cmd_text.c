@@ -250,13 +250,9 @@ static int spec_model(const char *what, const char *spec, uint64_t seed, kd_mode
 
 int text_load_model(const char *path, kd_model **out)
 {
-    kd_status st = kd_model_load(path, out);
-    if (st != KD_OK) {
-        char what[4200];
-        snprintf(what, sizeof what, "cannot load %s", path);
-        return fail_kd(what, st);
-    }
-    int rc = check_lm(*out, path, EXIT_USAGE); /* a model that does not fit: 2, as everywhere */
+    int rc = load_model(path, out);
+    if (rc != EXIT_OK) return rc;
+    rc = check_lm(*out, path, EXIT_USAGE); /* a model that does not fit: 2, as everywhere */
     if (rc != EXIT_OK) {
         kd_model_destroy(*out);
         *out = NULL;

@@ -124,6 +124,8 @@ int parse_options(options *o, int argc, char **argv, int first);
 void fail_msg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* One line naming what failed with the library's sentence; returns EXIT_RUNTIME. */
 int fail_kd(const char *what, kd_status st);
+/* kd_model_load, or "cannot load PATH: <the library's sentence>" and EXIT_RUNTIME. */
+int load_model(const char *path, kd_model **out);
 void set_command_name(const char *name);
 void print_usage(FILE *f);
 /* 0 if the command is known (help printed), -1 otherwise. */

@@ -34,6 +34,15 @@ int fail_kd(const char *what, kd_status st)
     return EXIT_RUNTIME;
 }
 
+int load_model(const char *path, kd_model **out)
+{
+    kd_status st = kd_model_load(path, out);
+    if (st == KD_OK) return EXIT_OK;
+    char what[4200];
+    snprintf(what, sizeof what, "cannot load %s", path);
+    return fail_kd(what, st);
+}
+
 typedef struct entry {
     const char *name;
     command cmd;
