@@ -328,9 +328,9 @@ static kd_status qmaxpool_forward(kdi_layer *l, const float *x, float *y, int64_
             for (int64_t ox = 0; ox < ow; ox++) {
                 uint8_t *m = yb + (oy * ow + ox) * c;
                 const uint8_t *v0 = xb + (oy * q->stride * w + ox * q->stride) * c;
-                memcpy(m, v0, (size_t)c);
+                memcpy(m, v0, (size_t)c); /* the window's first pixel; the others maxed in */
                 for (int64_t i = 0; i < q->k; i++)
-                    for (int64_t j = 0; j < q->k; j++) max_run(m, v0 + (i * w + j) * c, c);
+                    for (int64_t j = i == 0; j < q->k; j++) max_run(m, v0 + (i * w + j) * c, c);
             }
     }
     return KD_OK;
