@@ -67,6 +67,17 @@ typedef struct kdi_kernels {
                           const float *inv_std, const float *gamma, const float *dy, int64_t rows,
                           int64_t n);
 
+    /* Max pooling 2x2, stride 2, of one output row: y[ox] is the largest of r0[2 ox], r0[2 ox + 1],
+     * r1[2 ox], r1[2 ox + 1], compared with > in that order (the first of equal maxima wins; a NaN
+     * wins only in the first place), and argmax[ox] its offset in the plane as a float:
+     * at + {0, 1, w, w + 1} with at = base + 2 ox (exact below 2^24). */
+    void (*max_pool2_fwd)(float *y, float *argmax, const float *r0, const float *r1, int64_t ow,
+                          int64_t base, int64_t w);
+    /* Its adjoint on the same row: d0[2 ox + j] and d1[2 ox + j] (j = 0, 1) get dy[ox] where
+     * argmax[ox] names them, else 0; writes all 4 ow values of the two rows. */
+    void (*max_pool2_bwd)(float *d0, float *d1, const float *dy, const float *argmax, int64_t ow,
+                          int64_t base, int64_t w);
+
     /* y += a * x;  x *= a;  y = x * mask * scale (dropout, mask of 0/1 floats). */
     void (*axpy)(float *y, float a, const float *x, int64_t n);
     void (*scale)(float *x, float a, int64_t n);
@@ -116,7 +127,8 @@ typedef struct kdi_kernels {
     X(gemm) X(gemm_small) X(gemm_packed) X(bias_add) X(bias_grad)                                                 \
     X(relu_fwd) X(relu_bwd) X(leaky_relu_fwd) X(leaky_relu_bwd) X(gelu_fwd) X(gelu_bwd)            \
     X(tanh_fwd) X(tanh_bwd) X(sigmoid_fwd) X(sigmoid_bwd)                                          \
-    X(softmax_rows) X(log_softmax_rows) X(layernorm_fwd) X(layernorm_bwd)                                                            \
+    X(softmax_rows) X(log_softmax_rows) X(layernorm_fwd) X(layernorm_bwd)                          \
+    X(max_pool2_fwd) X(max_pool2_bwd)                                                              \
     X(axpy) X(scale) X(mul) X(sum) X(sum_sq) X(dot)                                                \
     X(sgd_update) X(adam_update)                                                                   \
     X(qgemm_u8s8) X(quantize_u8) X(requant_u8) X(dequant_i32)

@@ -89,6 +89,32 @@ static void bias_grad(float *gbias, const float *dy, int64_t rows, int64_t cols)
     }
 }
 
+static void max_pool2_fwd(float *y, float *argmax, const float *r0, const float *r1, int64_t ow,
+                          int64_t base, int64_t w)
+{
+    for (int64_t ox = 0; ox < ow; ox++) {
+        int64_t at = base + 2 * ox, best = at;
+        float acc = r0[2 * ox];
+        if (r0[2 * ox + 1] > acc) acc = r0[2 * ox + 1], best = at + 1;
+        if (r1[2 * ox] > acc) acc = r1[2 * ox], best = at + w;
+        if (r1[2 * ox + 1] > acc) acc = r1[2 * ox + 1], best = at + w + 1;
+        y[ox] = acc;
+        argmax[ox] = (float)best;
+    }
+}
+
+static void max_pool2_bwd(float *d0, float *d1, const float *dy, const float *argmax, int64_t ow,
+                          int64_t base, int64_t w)
+{
+    for (int64_t ox = 0; ox < ow; ox++) {
+        int64_t at = base + 2 * ox, best = (int64_t)argmax[ox];
+        d0[2 * ox] = best == at ? dy[ox] : 0.0f;
+        d0[2 * ox + 1] = best == at + 1 ? dy[ox] : 0.0f;
+        d1[2 * ox] = best == at + w ? dy[ox] : 0.0f;
+        d1[2 * ox + 1] = best == at + w + 1 ? dy[ox] : 0.0f;
+    }
+}
+
 static void relu_fwd(float *y, const float *x, int64_t n)
 {
     for (int64_t i = 0; i < n; i++) y[i] = x[i] > 0.0f ? x[i] : 0.0f;

@@ -102,6 +102,20 @@ static inline vf vf_ldexp(vf a, vf n) { return _mm512_scalef_ps(a, n); }
 
 static inline vmask vf_gt(vf a, vf b) { return _mm512_cmp_ps_mask(a, b, _CMP_GT_OQ); }
 static inline vmask vf_lt(vf a, vf b) { return _mm512_cmp_ps_mask(a, b, _CMP_LT_OQ); }
+static inline vmask vf_eq(vf a, vf b) { return _mm512_cmp_ps_mask(a, b, _CMP_EQ_OQ); }
+/* The even and the odd lanes of the 2 W values a, b (a first), each in order; and back. */
+static inline void vf_deinterleave(vf a, vf b, vf *even, vf *odd)
+{
+    const __m512i e = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    *even = _mm512_permutex2var_ps(a, e, b);
+    *odd = _mm512_permutex2var_ps(a, _mm512_add_epi32(e, _mm512_set1_epi32(1)), b);
+}
+static inline void vf_interleave(vf even, vf odd, vf *a, vf *b)
+{
+    const __m512i lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    *a = _mm512_permutex2var_ps(even, lo, odd);
+    *b = _mm512_permutex2var_ps(even, _mm512_add_epi32(lo, _mm512_set1_epi32(8)), odd);
+}
 /* a where m is set, else b; a where m is set, else 0. */
 static inline vf vf_select(vmask m, vf a, vf b) { return _mm512_mask_blend_ps(m, b, a); }
 static inline vf vf_keep(vmask m, vf a) { return _mm512_maskz_mov_ps(m, a); }
@@ -215,6 +229,23 @@ static inline vf vf_ldexp(vf a, vf n)
 
 static inline vmask vf_gt(vf a, vf b) { return _mm256_cmp_ps(a, b, _CMP_GT_OQ); }
 static inline vmask vf_lt(vf a, vf b) { return _mm256_cmp_ps(a, b, _CMP_LT_OQ); }
+static inline vmask vf_eq(vf a, vf b) { return _mm256_cmp_ps(a, b, _CMP_EQ_OQ); }
+/* The even and the odd lanes of the 2 W values a, b (a first), each in order; and back. */
+static inline void vf_deinterleave(vf a, vf b, vf *even, vf *odd)
+{
+    /* shuffle_ps works within 128-bit halves: a0 a2 b0 b2 | a4 a6 b4 b6, then the 64-bit pairs
+     * reordered */
+    *even = _mm256_castpd_ps(
+        _mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0x88)), 0xD8));
+    *odd = _mm256_castpd_ps(
+        _mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0xDD)), 0xD8));
+}
+static inline void vf_interleave(vf even, vf odd, vf *a, vf *b)
+{
+    vf lo = _mm256_unpacklo_ps(even, odd), hi = _mm256_unpackhi_ps(even, odd);
+    *a = _mm256_permute2f128_ps(lo, hi, 0x20);
+    *b = _mm256_permute2f128_ps(lo, hi, 0x31);
+}
 /* a where m is set, else b; a where m is set, else 0. */
 static inline vf vf_select(vmask m, vf a, vf b) { return _mm256_blendv_ps(b, a, m); }
 static inline vf vf_keep(vmask m, vf a) { return _mm256_and_ps(m, a); }

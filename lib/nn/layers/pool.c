@@ -6,6 +6,7 @@
 #include "core/alloc.h"
 #include "core/error.h"
 #include "core/threads.h"
+#include "kernels/kernels.h"
 #include "nn/layers/layers.h"
 
 typedef struct pool {
@@ -24,13 +25,14 @@ static kd_status pool_reserve(kdi_layer *l, int64_t batch)
 static void pool_planes(const pool *p, const kdi_layer *l, const float *x, float *y, int64_t c0,
                         int64_t c1)
 {
+    const kdi_kernels *kn = kdi_kernels_get();
     int64_t h = l->in.h, w = l->in.w, oh = l->out.h, ow = l->out.w;
     float inv = 1.0f / (float)(p->k * p->kw);
     for (int64_t c = c0; c < c1; c++) {
         const float *xp = x + c * h * w;
         if (p->k == 2 && p->kw == 2 && p->stride == 2) {
             /* the usual 2x2 window, unrolled: the general loop's comparisons and sums in its
-             * order (row by row, the first of equal maxima kept), a quarter of its instructions */
+             * order (row by row, the first of equal maxima kept); max through the SIMD kernel */
             for (int64_t oy = 0; oy < oh; oy++) {
                 const float *r0 = xp + 2 * oy * w, *r1 = r0 + w;
                 float *yo = y + (c * oh + oy) * ow;
@@ -41,26 +43,8 @@ static void pool_planes(const pool *p, const kdi_layer *l, const float *x, float
                             inv;
                     continue;
                 }
-                float *ao = p->argmax.data + (c * oh + oy) * ow;
-                /* without branches (a mask for the index, maxss for the value), which random
-                 * data would mispredict */
-                for (int64_t ox = 0; ox < ow; ox++) {
-                    int64_t at = 2 * oy * w + 2 * ox, best = at, m;
-                    float acc = r0[2 * ox], v = r0[2 * ox + 1];
-                    m = -(int64_t)(v > acc);
-                    best = (best & ~m) | ((at + 1) & m);
-                    acc = v > acc ? v : acc;
-                    v = r1[2 * ox];
-                    m = -(int64_t)(v > acc);
-                    best = (best & ~m) | ((at + w) & m);
-                    acc = v > acc ? v : acc;
-                    v = r1[2 * ox + 1];
-                    m = -(int64_t)(v > acc);
-                    best = (best & ~m) | ((at + w + 1) & m);
-                    acc = v > acc ? v : acc;
-                    yo[ox] = acc;
-                    ao[ox] = (float)best;
-                }
+                kn->max_pool2_fwd(yo, p->argmax.data + (c * oh + oy) * ow, r0, r1, ow, 2 * oy * w,
+                                  w);
             }
             continue;
         }
@@ -109,9 +93,18 @@ static kd_status pool_backward(kdi_layer *l, const float *x, const float *y, con
     int64_t h = l->in.h, w = l->in.w, oh = l->out.h, ow = l->out.w, planes = batch * l->in.c;
     float inv = 1.0f / (float)(p->k * p->kw);
     int nt = kdi_threads_for(planes * h * w);
+    const kdi_kernels *kn = kdi_kernels_get();
+    int two = p->max && p->k == 2 && p->kw == 2 && p->stride == 2;
     KDI_PARALLEL_FOR(nt) /* each plane of dx gets only its own plane's gradients */
     for (int64_t c = 0; c < planes; c++) {
         float *dp = dx + c * h * w;
+        if (two) { /* the windows tile the plane but for an odd last row or column */
+            if (h % 2 != 0 || w % 2 != 0) memset(dp, 0, sizeof(float) * (size_t)(h * w));
+            for (int64_t oy = 0; oy < oh; oy++)
+                kn->max_pool2_bwd(dp + 2 * oy * w, dp + (2 * oy + 1) * w, dy + (c * oh + oy) * ow,
+                                  p->argmax.data + (c * oh + oy) * ow, ow, 2 * oy * w, w);
+            continue;
+        }
         memset(dp, 0, sizeof(float) * (size_t)(h * w));
         for (int64_t oy = 0; oy < oh; oy++)
             for (int64_t ox = 0; ox < ow; ox++) {
