@@ -1,5 +1,5 @@
 /* kd_set_threads: its arguments, and results that hardly depend on the thread count. A network
- * with every layer that runs parallel loops (convolution through im2col in two chunks, grouped and
+ * with every layer that runs parallel loops (convolution through im2col in chunks, grouped and
  * 1x1, depthwise stride 1 and 2, batch norm, pooling, activations, a residual) trains with SGD and
  * with Adam on 1 and on 2 threads. kd.h's promises:
  * - a given thread count gives bitwise the same results run after run;
@@ -25,10 +25,11 @@
 #define BATCH 40
 #define STEPS 2
 
-/* The second conv, 16 x 3x3 on 28x28, has 113k floats of im2col an image: a batch of 40 takes
- * two chunks. */
+/* Convolutions through im2col run a chunk of images at a time (one image of the 16 x 3x3 convs
+ * on 28x28), and split dW by input channels, or by output channels after a 1-channel input (the
+ * 1x1 conv to one channel, then 3x3 from it). */
 static const char *const spec =
-    "input 3x28x28 | conv 16 3 pad=1 | bn | relu | conv 16 3 pad=1 bias=0 | gelu"
+    "input 3x28x28 | conv 1 1 | conv 16 3 pad=1 | bn | relu | conv 16 3 pad=1 bias=0 | gelu"
     " | conv 16 3 pad=1 groups=16 | tanh | conv 16 3 stride=2 pad=1 groups=16 | maxpool 2"
     " | residual(conv 16 1 groups=2 | bn | sigmoid) | avgpool 2 | leakyrelu | flatten | dense 10";
 

@@ -5,10 +5,10 @@
  * Parameters: weight [OUT, IN/G, K, K], bias [OUT] (absent with bias=0).
  *
  * Convolution as a matrix product over the im2col matrix (Chellapilla, Puri and Simard 2006). A
- * chunk of n images of one group is unrolled side by side into cols [cg*K*K, n*OH*OW], so one
- * GEMM per chunk and group does the work even for 7x7 maps:
+ * chunk of n images of one group (as many as fit COLS_BUDGET, at least 1) is unrolled side by side
+ * into cols [cg*K*K, n*OH*OW]:
  *   forward   Y[og, n*hw]  = W[g] cols
- *   backward  dW[g]       += dY cols^T,   dcols = W[g]^T dY,   dx = col2im(dcols)
+ *   backward  dW[g]^T     += cols dY^T,  dcols = W[g]^T dY,   dx = col2im(dcols)
  * Y is then scattered to NCHW (and dY gathered from it), a copy K*K*cg times cheaper than the GEMM.
  * With stride 1 an image's columns are "wide", one per pixel of the padded width (see dims).
  * Depthwise convolution (one input and one output channel a group) has GEMMs of a single row, so it
@@ -31,12 +31,9 @@ typedef struct conv {
     kdi_buf cols; /* a chunk of images of one group side by side: [cin/g * k * k, n * oh * ow] */
     kdi_buf out;  /* the GEMM's [out/g, n * oh * ow]: outputs (forward) or dY gathered (backward) */
     kdi_buf planes; /* stride 1 ("wide" columns): a padded plane a thread, im2col and col2im */
-    int64_t slots;  /* per-thread workspaces (depthwise: in cols and out; stride 1: in planes), the
-                     * threads at reserve */
-    /* What cols still holds after a forward: the im2col of images [kept_b0, ...) of group kept_g of
-     * the input kept_x at batch kept_batch, which backward reuses instead of recomputing it. */
-    const float *kept_x;
-    int64_t kept_b0, kept_g, kept_batch;
+    kdi_buf wt;     /* backward: dW^T, [groups][cin/g * k * k][out/g] */
+    int64_t slots;  /* per-thread workspaces (depthwise: in cols and out; else a slot of each of
+                     * cols, out and planes), the threads at reserve */
 } conv;
 
 /* The outputs ox in [*lo, *hi) whose input column ox * s - p + j lies inside [0, w). */
@@ -293,10 +290,23 @@ static void dw_backward(const kdi_layer *l, const float *x, const float *dy, flo
         dw_backward_strided(l, x, dy, dx, batch);
 }
 
-/* ---------------------------------------------------------------- im2col + GEMM */
+/* ---------------------------------------------------------------- im2col + GEMM
 
-/* Images per GEMM: enough columns to keep BLAS efficient, few enough to bound the workspace. */
-#define COLS_BUDGET (1 << 22) /* floats in one im2col matrix, 16 MiB */
+ * The batch runs in chunks of a few images whose im2col matrix fits in L2 (COLS_BUDGET): a whole
+ * batch's (16 MiB for the small CNN) went to memory and back between im2col and the GEMM, whose
+ * packing then missed cache on every row. On Zen 5 (bench_compare, interleaved runs) the ResNet's
+ * step went from 88 to 66 ms on one thread and 57 to 42 ms on two, the small CNN's from 16.4 to
+ * 11.2 ms and 10-11 to 6.9 ms. Each thread has its own workspace (a slot of cols, out and
+ * planes), so threads take whole chunks with no barrier:
+ *   forward      chunks are independent: im2col, GEMM and the NCHW copy of each on one thread;
+ *   backward dx  the same, chunk by chunk: dY gathered, dcols = W^T dY, col2im;
+ *   backward dW  a sum over chunks: each thread owns a slice of the input channels (rows of
+ *                dW^T = cols dY^T, in the buffer wt) and adds every chunk in order, so every sum
+ *                runs in the same order on any number of threads; dW += wt^T at the end. The
+ *                bias gradient likewise by output channels.
+ * dW^T rather than dW: its GEMM reads both operands along their rows (no transposed packing of
+ * the kk x N im2col rows, 22% of the small CNN's step). */
+#define COLS_BUDGET (1 << 15) /* floats in one chunk's im2col matrix, 128 KiB */
 
 /* The sizes every pass needs, in one place.
  * Stride 1 lays each image's columns out "wide", as the depthwise path does: output (oy, ox) at
@@ -310,12 +320,13 @@ typedef struct dims {
     int64_t cin, cout, h, w, oh, ow, hw, cg, og, kk;
     int wide;
     int64_t wp, cw, plane; /* padded width, columns an image, padded plane (wide) */
+    int64_t chunk;         /* images a chunk */
 } dims;
 
 static dims dims_of(const kdi_layer *l)
 {
     const conv *cv = l->priv;
-    dims d = {l->in.c, l->out.c, l->in.h, l->in.w, l->out.h, l->out.w, 0, 0, 0, 0, 0, 0, 0, 0};
+    dims d = {l->in.c, l->out.c, l->in.h, l->in.w, l->out.h, l->out.w, 0, 0, 0, 0, 0, 0, 0, 0, 0};
     d.hw = d.oh * d.ow;
     d.cg = d.cin / cv->groups;
     d.og = d.cout / cv->groups;
@@ -324,21 +335,31 @@ static dims dims_of(const kdi_layer *l)
     d.wp = d.wide ? d.w + 2 * cv->pad : d.ow;
     d.cw = d.wide ? (d.oh - 1) * d.wp + d.ow : d.hw;
     d.plane = d.wide ? (d.h + 2 * cv->pad) * d.wp : 0;
+    d.chunk = COLS_BUDGET / (d.kk * d.cw);
+    if (d.chunk < 1) d.chunk = 1;
     return d;
 }
 
-static int64_t chunk_of(const kdi_layer *l, int64_t batch)
+/* Thread t's workspace: im2col (or dcols) of a chunk, the GEMM's outputs (or dY), a padded plane. */
+static float *slot_cols(const conv *cv, const dims *d, int t)
 {
-    dims d = dims_of(l);
-    int64_t n = COLS_BUDGET / (d.kk * d.cw);
-    return n < 1 ? 1 : n > batch ? batch : n;
+    return cv->cols.data + t * d->kk * d->cw * d->chunk;
+}
+static float *slot_out(const conv *cv, const dims *d, int t)
+{
+    return cv->out.data + t * d->og * d->cw * d->chunk;
+}
+static float *slot_plane(const conv *cv, const dims *d, int t)
+{
+    return cv->planes.data + t * d->plane;
 }
 
 static kd_status conv_reserve(kdi_layer *l, int64_t batch)
 {
+    (void)batch; /* the workspaces are per chunk, whatever the batch */
     conv *cv = l->priv;
+    int64_t slots = kdi_threads();
     if (depthwise(l)) {
-        int64_t slots = kdi_threads();
         if (cv->stride != 1) {
             KDI_TRY(kdi_buf_reserve(&cv->out, slots * l->out.w)); /* dw_backward_strided's acc */
         } else {
@@ -350,71 +371,60 @@ static kd_status conv_reserve(kdi_layer *l, int64_t batch)
         return KD_OK;
     }
     dims d = dims_of(l);
-    int64_t n = chunk_of(l, batch);
-    if (d.wide) {
-        int64_t slots = kdi_threads();
-        KDI_TRY(kdi_buf_reserve(&cv->planes, slots * d.plane));
-        if (slots > cv->slots) cv->slots = slots;
-    }
-    KDI_TRY(kdi_buf_reserve(&cv->cols, d.kk * d.cw * n));
-    return kdi_buf_reserve(&cv->out, d.og * d.cw * n);
+    KDI_TRY(kdi_buf_reserve(&cv->planes, slots * (d.plane > 0 ? d.plane : 1)));
+    KDI_TRY(kdi_buf_reserve(&cv->cols, slots * d.kk * d.cw * d.chunk));
+    KDI_TRY(kdi_buf_reserve(&cv->out, slots * d.og * d.cw * d.chunk));
+    KDI_TRY(kdi_buf_reserve(&cv->wt, l->params[0].count));
+    if (slots > cv->slots) cv->slots = slots;
+    return KD_OK;
 }
 
-/* Parallel chunks, one region a chunk and group: images are shared out for im2col, the NCHW
- * copies and col2im; each GEMM is split into slices of its output, called from every thread with
- * OpenBLAS held at one thread. The slices start at multiples of KDI_BLOCK (kdi_part), so each
- * output mostly lands on the same place of OpenBLAS's register tiles as in one whole call; in some
- * shapes OpenBLAS still rounds a slice differently (tests/test_thread_count.c bounds it). */
+/* [*lo, *hi): part t of nt of n. */
 static void share(int64_t n, int t, int nt, int64_t *lo, int64_t *hi)
 {
     *lo = n * t / nt;
     *hi = n * (t + 1) / nt;
 }
 
-/* Threads for a chunk; with wide columns no more than the padded planes reserve made. */
-static int chunk_threads(const conv *cv, const dims *d, int64_t n)
+/* Threads for a pass over the batch: no more than the workspaces reserve made, nor than `parts`. */
+static int pass_threads(const conv *cv, const dims *d, int64_t batch, int64_t parts)
 {
-    int nt = kdi_threads_for(n * d->kk * d->hw);
-    return d->wide && nt > cv->slots ? (int)cv->slots : nt;
+    int64_t nt = kdi_threads_for(batch * d->kk * d->hw);
+    if (nt > cv->slots) nt = cv->slots;
+    if (nt > parts) nt = parts;
+    return nt < 1 ? 1 : (int)nt;
 }
 
-/* Waits for the whole team (an orphaned barrier: the functions below also run outside a region,
- * as a team of one). */
-#ifdef _OPENMP
-#define BARRIER(team)                                                                              \
-    do {                                                                                           \
-        if ((team) > 1) {                                                                          \
-            KDI_PRAGMA(omp barrier)                                                                \
-        }                                                                                          \
-    } while (0)
-#else
-#define BARRIER(team) (void)(team)
-#endif
-
-/* Wide im2col of one image's group (t: the thread's padded plane): row (c, i, j) is the padded
- * plane of channel c from i * wp + j, cw values. */
-static void im2col_wide(const conv *cv, const dims *d, const float *x, float *cols, int64_t ld,
-                        int t)
+/* im2col of input channels [c0, c1) of group g of one image (the thread's padded plane xp, with
+ * wide columns) into rows (c - c0) k k ... of cols (row stride ld). */
+static void im2col_channels(const conv *cv, const dims *d, const float *x, int64_t c0, int64_t c1,
+                            float *cols, int64_t ld, float *xp)
 {
     int64_t k = cv->k;
-    float *xp = cv->planes.data + t * d->plane;
-    for (int64_t c = 0; c < d->cg; c++) {
+    if (!d->wide) {
+        im2col(cv, x + c0 * d->h * d->w, c1 - c0, d->h, d->w, d->oh, d->ow, cols, ld);
+        return;
+    }
+    for (int64_t c = c0; c < c1; c++) {
         pad_plane(x + c * d->h * d->w, d->h, d->w, cv->pad, xp);
         for (int64_t i = 0; i < k; i++)
             for (int64_t j = 0; j < k; j++)
-                memcpy(cols + ((c * k + i) * k + j) * ld, xp + i * d->wp + j,
+                memcpy(cols + (((c - c0) * k + i) * k + j) * ld, xp + i * d->wp + j,
                        sizeof(float) * (size_t)d->cw);
     }
 }
 
-/* The adjoint of im2col_wide: dx += the padded plane's interior after each row of dcols is added
- * to it where im2col_wide copied that row from. */
-static void col2im_wide(const conv *cv, const dims *d, const float *cols, int64_t ld, float *dx,
-                        int t)
+/* The adjoint of im2col for one image's group: dx (its cg planes, zero on entry) += dcols. Wide:
+ * each row of dcols added where im2col_wide copied it from, on the padded plane dxp. */
+static void col2im_image(const conv *cv, const dims *d, const float *cols, int64_t ld, float *dx,
+                         float *dxp)
 {
+    if (!d->wide) {
+        col2im(cv, cols, d->cg, d->h, d->w, d->oh, d->ow, dx, ld);
+        return;
+    }
     const kdi_kernels *kn = kdi_kernels_get();
     int64_t k = cv->k, p = cv->pad;
-    float *dxp = cv->planes.data + t * d->plane;
     for (int64_t c = 0; c < d->cg; c++) {
         memset(dxp, 0, sizeof(float) * (size_t)d->plane);
         for (int64_t i = 0; i < k; i++)
@@ -422,129 +432,19 @@ static void col2im_wide(const conv *cv, const dims *d, const float *cols, int64_
                 kn->axpy(dxp + i * d->wp + j, 1.0f, cols + ((c * k + i) * k + j) * ld, d->cw);
         float *dxc = dx + c * d->h * d->w;
         for (int64_t y = 0; y < d->h; y++)
-            kn->axpy(dxc + y * d->w, 1.0f, dxp + (y + p) * d->wp + p, d->w);
+            memcpy(dxc + y * d->w, dxp + (y + p) * d->wp + p, sizeof(float) * (size_t)d->w);
     }
 }
 
-static void im2col_images(const kdi_layer *l, const dims *d, const float *x, int64_t b0, int64_t n,
-                          int64_t g, int64_t lo, int64_t hi, int t)
+/* dY of images [b0, b0 + n), output channels [q0, q1) of group g, from NCHW into out
+ * [q1 - q0, n cw]; zeros in wide scratch. */
+static void gather(const dims *d, const float *dy, int64_t b0, int64_t n, int64_t g, int64_t q0,
+                   int64_t q1, float *out)
 {
-    const conv *cv = l->priv;
-    for (int64_t i = lo; i < hi; i++) {
-        const float *xi = x + ((b0 + i) * d->cin + g * d->cg) * d->h * d->w;
-        if (d->wide)
-            im2col_wide(cv, d, xi, cv->cols.data + i * d->cw, n * d->cw, t);
-        else
-            im2col(cv, xi, d->cg, d->h, d->w, d->oh, d->ow, cv->cols.data + i * d->hw, n * d->hw);
-    }
-}
-
-/* Y columns of images [lo, hi) to NCHW, plus the bias: a plane at a time, or with wide columns
- * a row at a time, past the scratch columns. */
-static void scatter(const kdi_layer *l, const dims *d, float *y, int64_t b0, int64_t n, int64_t g,
-                    int64_t lo, int64_t hi)
-{
-    const conv *cv = l->priv;
-    int64_t ld = n * d->cw, rows = d->wide ? d->oh : 1, len = d->wide ? d->ow : d->hw;
-    for (int64_t i = lo; i < hi; i++)
-        for (int64_t o = 0; o < d->og; o++) {
-            float *yo = y + ((b0 + i) * d->cout + g * d->og + o) * d->hw;
-            const float *src = cv->out.data + o * ld + i * d->cw;
-            float bo = cv->bias ? l->params[1].value[g * d->og + o] : 0.0f;
-            for (int64_t r = 0; r < rows; r++) {
-                float *yr = yo + r * len;
-                const float *sr = src + r * d->wp;
-                if (!cv->bias)
-                    memcpy(yr, sr, sizeof(float) * (size_t)len);
-                else
-                    for (int64_t q = 0; q < len; q++) yr[q] = sr[q] + bo;
-            }
-        }
-}
-
-/* Y[:, c0:c1] = W cols[:, c0:c1]. */
-static void y_part(const kdi_layer *l, const dims *d, int64_t n, int64_t g, int64_t c0, int64_t c1)
-{
-    const conv *cv = l->priv;
     int64_t ld = n * d->cw;
-    if (c1 > c0)
-        kdi_kernels_get()->gemm(0, 0, d->og, c1 - c0, d->kk, 1.0f,
-                                l->params[0].value + g * d->og * d->kk, d->kk, cv->cols.data + c0,
-                                ld, 0.0f, cv->out.data + c0, ld);
-}
-
-/* The parts p of `parts` that thread t of a team runs: t, t + team, ... A team smaller than parts
- * (kdi_team_for, on a busy machine) runs the same parts, so the same slices and results. */
-#define EACH_PART(p, t, team, parts) for (int p = (t); p < (parts); p += (team))
-
-/* One chunk and group, parts of it by thread t of team. */
-static void forward_team(const kdi_layer *l, const dims *d, const float *x, float *y, int64_t b0,
-                         int64_t n, int64_t g, int t, int team, int parts)
-{
-    int64_t lo, hi, c0, c1;
-    EACH_PART(p, t, team, parts)
-    {
-        share(n, p, parts, &lo, &hi);
-        im2col_images(l, d, x, b0, n, g, lo, hi, t);
-    }
-    BARRIER(team);
-    EACH_PART(p, t, team, parts)
-    {
-        kdi_part(n * d->cw, p, parts, &c0, &c1);
-        y_part(l, d, n, g, c0, c1);
-    }
-    BARRIER(team);
-    EACH_PART(p, t, team, parts)
-    {
-        share(n, p, parts, &lo, &hi);
-        scatter(l, d, y, b0, n, g, lo, hi);
-    }
-}
-
-static kd_status conv_forward(kdi_layer *l, const float *x, float *y, int64_t batch, int train)
-{
-    (void)train;
-    if (depthwise(l)) {
-        dw_forward(l, x, y, batch);
-        return KD_OK;
-    }
-    conv *cv = l->priv;
-    dims d = dims_of(l);
-    int64_t chunk = chunk_of(l, batch);
-    for (int64_t b0 = 0; b0 < batch; b0 += chunk) {
-        int64_t n = batch - b0 < chunk ? batch - b0 : chunk;
-        int nt = chunk_threads(cv, &d, n);
-        for (int64_t g = 0; g < cv->groups; g++) {
-            if (nt == 1) {
-                forward_team(l, &d, x, y, b0, n, g, 0, 1, 1);
-            } else {
-                int team = kdi_team_for(nt);
-                (void)team; /* unused without OpenMP */
-                kdi_blas_serial_begin();
-#ifdef _OPENMP
-#pragma omp parallel num_threads(team) if (team > 1)
-#endif
-                forward_team(l, &d, x, y, b0, n, g, kdi_thread_id(), kdi_team_size(), nt);
-                kdi_blas_serial_end();
-            }
-            cv->kept_b0 = b0;
-            cv->kept_g = g;
-        }
-    }
-    cv->kept_x = x;
-    cv->kept_batch = batch;
-    return KD_OK;
-}
-
-/* dY of images [lo, hi) from NCHW into out's columns; with wide columns, zeros in the scratch. */
-static void gather(kdi_layer *l, const dims *d, const float *dy, int64_t b0, int64_t n, int64_t g,
-                   int64_t lo, int64_t hi)
-{
-    conv *cv = l->priv;
-    int64_t ld = n * d->cw;
-    for (int64_t i = lo; i < hi; i++)
-        for (int64_t o = 0; o < d->og; o++) {
-            float *dst = cv->out.data + o * ld + i * d->cw;
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t o = q0; o < q1; o++) {
+            float *dst = out + (o - q0) * ld + i * d->cw;
             const float *src = dy + ((b0 + i) * d->cout + g * d->og + o) * d->hw;
             if (!d->wide) {
                 memcpy(dst, src, sizeof(float) * (size_t)d->hw);
@@ -558,69 +458,112 @@ static void gather(kdi_layer *l, const dims *d, const float *dy, int64_t b0, int
         }
 }
 
-/* The bias gradient of output channels [o0, o1): each summed over the images in order. */
-static void bias_part(kdi_layer *l, const dims *d, const float *dy, int64_t b0, int64_t n,
-                      int64_t g, int64_t o0, int64_t o1)
+/* One chunk of the forward, images [b0, b0 + n), on thread t's workspace: per group, im2col,
+ * Y = W cols, Y to NCHW plus the bias (a row at a time past wide scratch). */
+static void forward_chunk(const kdi_layer *l, const dims *d, const float *x, float *y, int64_t b0,
+                          int64_t n, int t)
 {
-    /* the kernel's vector sum in double: the scalar loop was one dependent add a value (7% of
-     * the small CNN's step) */
+    const conv *cv = l->priv;
     const kdi_kernels *kn = kdi_kernels_get();
-    for (int64_t o = o0; o < o1; o++)
-        for (int64_t i = 0; i < n; i++) {
-            const float *dyo = dy + ((b0 + i) * d->cout + g * d->og + o) * d->hw;
-            l->params[1].grad[g * d->og + o] += (float)kn->sum(dyo, d->hw);
-        }
+    float *cols = slot_cols(cv, d, t), *out = slot_out(cv, d, t), *xp = slot_plane(cv, d, t);
+    int64_t ld = n * d->cw, rows = d->wide ? d->oh : 1, len = d->wide ? d->ow : d->hw;
+    for (int64_t g = 0; g < cv->groups; g++) {
+        for (int64_t i = 0; i < n; i++)
+            im2col_channels(cv, d, x + ((b0 + i) * d->cin + g * d->cg) * d->h * d->w, 0, d->cg,
+                            cols + i * d->cw, ld, xp);
+        kn->gemm(0, 0, d->og, ld, d->kk, 1.0f, l->params[0].value + g * d->og * d->kk, d->kk, cols,
+                 ld, 0.0f, out, ld);
+        for (int64_t i = 0; i < n; i++)
+            for (int64_t o = 0; o < d->og; o++) {
+                float *yo = y + ((b0 + i) * d->cout + g * d->og + o) * d->hw;
+                const float *src = out + o * ld + i * d->cw;
+                float bo = cv->bias ? l->params[1].value[g * d->og + o] : 0.0f;
+                for (int64_t r = 0; r < rows; r++) {
+                    float *yr = yo + r * len;
+                    const float *sr = src + r * d->wp;
+                    if (!cv->bias)
+                        memcpy(yr, sr, sizeof(float) * (size_t)len);
+                    else
+                        for (int64_t q = 0; q < len; q++) yr[q] = sr[q] + bo;
+                }
+            }
+    }
 }
 
-/* One chunk and group of backward, by thread t of team: dW[:, r0:r1] += dY cols[r0:r1]^T (rows of
- * cols, each over every image), dcols[:, c0:c1] = W^T dY[:, c0:c1], col2im of images [lo, hi). */
-static void backward_team(kdi_layer *l, const dims *d, const float *x, const float *dy, float *dx,
-                          int64_t b0, int64_t n, int64_t g, int reuse, int t, int team, int parts)
+static kd_status conv_forward(kdi_layer *l, const float *x, float *y, int64_t batch, int train)
+{
+    (void)train;
+    if (depthwise(l)) {
+        dw_forward(l, x, y, batch);
+        return KD_OK;
+    }
+    conv *cv = l->priv;
+    dims d = dims_of(l);
+    int64_t chunks = (batch + d.chunk - 1) / d.chunk;
+    int nt = pass_threads(cv, &d, batch, chunks);
+    if (nt > 1) kdi_blas_serial_begin();
+    KDI_PARALLEL_FOR(nt) /* chunks are independent; each thread has its own workspace */
+    for (int64_t c = 0; c < chunks; c++) {
+        int64_t b0 = c * d.chunk, n = batch - b0 < d.chunk ? batch - b0 : d.chunk;
+        forward_chunk(l, &d, x, y, b0, n, kdi_thread_id());
+    }
+    if (nt > 1) kdi_blas_serial_end();
+    return KD_OK;
+}
+
+/* dW^T of input channels [c0, c1) (rows) and output channels [q0, q1) of each group (columns),
+ * over the whole batch chunk by chunk in order, on thread t's workspace; and the bias gradient of
+ * output channels [o0, o1). */
+static void weight_grad_part(const kdi_layer *l, const dims *d, const float *x, const float *dy,
+                             int64_t batch, int64_t c0, int64_t c1, int64_t q0, int64_t q1,
+                             int64_t o0, int64_t o1, int t)
 {
     conv *cv = l->priv;
     const kdi_kernels *kn = kdi_kernels_get();
-    int64_t ld = n * d->cw, lo, hi, o0, o1, r0, r1, c0, c1;
-    EACH_PART(p, t, team, parts)
-    {
-        share(n, p, parts, &lo, &hi);
-        share(d->og, p, parts, &o0, &o1);
-        gather(l, d, dy, b0, n, g, lo, hi);
-        if (!reuse) im2col_images(l, d, x, b0, n, g, lo, hi, t);
-        if (cv->bias) bias_part(l, d, dy, b0, n, g, o0, o1);
-    }
-    BARRIER(team); /* dW needs every image's columns */
-    EACH_PART(p, t, team, parts)
-    {
-        kdi_part(d->kk, p, parts, &r0, &r1);
-        if (r1 > r0)
-            kn->gemm(0, 1, d->og, r1 - r0, ld, 1.0f, cv->out.data, ld, cv->cols.data + r0 * ld, ld,
-                     1.0f, l->params[0].grad + g * d->og * d->kk + r0, d->kk);
-    }
-    if (dx == NULL) return;
-    BARRIER(team); /* dcols overwrites the columns dW read */
-    EACH_PART(p, t, team, parts)
-    {
-        kdi_part(ld, p, parts, &c0, &c1);
-        if (c1 > c0)
-            kn->gemm(1, 0, d->kk, c1 - c0, d->og, 1.0f, l->params[0].value + g * d->og * d->kk,
-                     d->kk, cv->out.data + c0, ld, 0.0f, cv->cols.data + c0, ld);
-    }
-    BARRIER(team);
-    EACH_PART(p, t, team, parts)
-    {
-        share(n, p, parts, &lo, &hi);
-        for (int64_t i = lo; i < hi; i++) {
-            float *dxi = dx + ((b0 + i) * d->cin + g * d->cg) * d->h * d->w;
-            if (d->wide)
-                col2im_wide(cv, d, cv->cols.data + i * d->cw, ld, dxi, t);
-            else
-                col2im(cv, cv->cols.data + i * d->hw, d->cg, d->h, d->w, d->oh, d->ow, dxi, ld);
+    int64_t kc = cv->k * cv->k;
+    float *cols = slot_cols(cv, d, t), *out = slot_out(cv, d, t), *xp = slot_plane(cv, d, t);
+    for (int64_t b0 = 0; b0 < batch; b0 += d->chunk) {
+        int64_t n = batch - b0 < d->chunk ? batch - b0 : d->chunk, ld = n * d->cw;
+        for (int64_t g = 0; g < cv->groups; g++) {
+            /* this group's channels of the slice, as channels of the group */
+            int64_t lo = c0 > g * d->cg ? c0 - g * d->cg : 0;
+            int64_t hi = c1 < (g + 1) * d->cg ? c1 - g * d->cg : d->cg;
+            if (lo >= hi) continue;
+            gather(d, dy, b0, n, g, q0, q1, out);
+            for (int64_t i = 0; i < n; i++)
+                im2col_channels(cv, d, x + ((b0 + i) * d->cin + g * d->cg) * d->h * d->w, lo, hi,
+                                cols + i * d->cw, ld, xp);
+            /* wt[g][r][o] += sum over the chunk's columns of cols[r] dY[o] */
+            kn->gemm(0, 1, (hi - lo) * kc, q1 - q0, ld, 1.0f, cols, ld, out, ld, 1.0f,
+                     cv->wt.data + (g * d->kk + lo * kc) * d->og + q0, d->og);
         }
+    }
+    if (!cv->bias) return;
+    for (int64_t o = o0; o < o1; o++) /* each summed over the images in order */
+        for (int64_t b = 0; b < batch; b++)
+            l->params[1].grad[o] += (float)kn->sum(dy + (b * d->cout + o) * d->hw, d->hw);
+}
+
+/* One chunk of dx, images [b0, b0 + n), on thread t's workspace: per group, dY gathered,
+ * dcols = W^T dY, col2im. */
+static void input_grad_chunk(const kdi_layer *l, const dims *d, const float *dy, float *dx,
+                             int64_t b0, int64_t n, int t)
+{
+    conv *cv = l->priv;
+    const kdi_kernels *kn = kdi_kernels_get();
+    float *cols = slot_cols(cv, d, t), *out = slot_out(cv, d, t), *dxp = slot_plane(cv, d, t);
+    int64_t ld = n * d->cw;
+    memset(dx + b0 * d->cin * d->h * d->w, 0, sizeof(float) * (size_t)(n * d->cin * d->h * d->w));
+    for (int64_t g = 0; g < cv->groups; g++) {
+        gather(d, dy, b0, n, g, 0, d->og, out);
+        kn->gemm(1, 0, d->kk, ld, d->og, 1.0f, l->params[0].value + g * d->og * d->kk, d->kk, out,
+                 ld, 0.0f, cols, ld);
+        for (int64_t i = 0; i < n; i++)
+            col2im_image(cv, d, cols + i * d->cw, ld,
+                         dx + ((b0 + i) * d->cin + g * d->cg) * d->h * d->w, dxp);
     }
 }
 
-/* Backward walks the chunks and groups in reverse, so its first one finds its im2col still in
- * cols from the forward (a whole batch in one chunk computes im2col once a step). */
 static kd_status conv_backward(kdi_layer *l, const float *x, const float *y, const float *dy,
                                float *dx, int64_t batch)
 {
@@ -631,30 +574,39 @@ static kd_status conv_backward(kdi_layer *l, const float *x, const float *y, con
     }
     conv *cv = l->priv;
     dims d = dims_of(l);
-    int64_t chunk = chunk_of(l, batch);
-    int kept = cv->kept_x == x && cv->kept_batch == batch;
-    cv->kept_x = NULL; /* dcols overwrites cols */
-    if (dx != NULL) memset(dx, 0, sizeof(float) * (size_t)(batch * d.cin * d.h * d.w));
-    for (int64_t b0 = (batch - 1) / chunk * chunk; b0 >= 0; b0 -= chunk) {
-        int64_t n = batch - b0 < chunk ? batch - b0 : chunk;
-        int nt = chunk_threads(cv, &d, n);
-        for (int64_t g = cv->groups - 1; g >= 0; g--) {
-            int reuse = kept && b0 == cv->kept_b0 && g == cv->kept_g;
-            kept = 0;
-            if (nt == 1) {
-                backward_team(l, &d, x, dy, dx, b0, n, g, reuse, 0, 1, 1);
-                continue;
-            }
-            int team = kdi_team_for(nt);
-            (void)team; /* unused without OpenMP */
-            kdi_blas_serial_begin();
-#ifdef _OPENMP
-#pragma omp parallel num_threads(team) if (team > 1)
-#endif
-            backward_team(l, &d, x, dy, dx, b0, n, g, reuse, kdi_thread_id(), kdi_team_size(), nt);
-            kdi_blas_serial_end();
+    int64_t chunks = (batch + d.chunk - 1) / d.chunk;
+    /* Parts: slices of dW^T, by input channels, or by output channels when there are fewer input
+     * channels than threads (a first layer of 1 or 3) and one group; and of the chunks for dx. A
+     * slice of dW^T is the same sums as the whole (each entry's terms in the same order). */
+    int by_out = cv->groups == 1 && d.cin < kdi_threads();
+    int64_t slices = by_out ? d.cout : d.cin;
+    int nt = pass_threads(cv, &d, batch, dx == NULL || slices < chunks ? slices : chunks);
+    memset(cv->wt.data, 0, sizeof(float) * (size_t)l->params[0].count);
+    if (nt > 1) kdi_blas_serial_begin();
+    KDI_PARALLEL_FOR(nt)
+    for (int t = 0; t < nt; t++) {
+        int64_t c0 = 0, c1 = d.cin, q0 = 0, q1 = d.og, o0, o1;
+        if (by_out)
+            share(d.og, t, nt, &q0, &q1);
+        else
+            share(d.cin, t, nt, &c0, &c1);
+        share(d.cout, t, nt, &o0, &o1);
+        weight_grad_part(l, &d, x, dy, batch, c0, c1, q0, q1, o0, o1, kdi_thread_id());
+        if (dx == NULL) continue;
+        int64_t lo, hi;
+        share(chunks, t, nt, &lo, &hi);
+        for (int64_t c = lo; c < hi; c++) {
+            int64_t b0 = c * d.chunk, n = batch - b0 < d.chunk ? batch - b0 : d.chunk;
+            input_grad_chunk(l, &d, dy, dx, b0, n, kdi_thread_id());
         }
     }
+    if (nt > 1) kdi_blas_serial_end();
+    /* dW[g][o][r] += wt[g][r][o] */
+    float *gw = l->params[0].grad;
+    for (int64_t g = 0; g < cv->groups; g++)
+        for (int64_t o = 0; o < d.og; o++)
+            for (int64_t r = 0; r < d.kk; r++)
+                gw[(g * d.og + o) * d.kk + r] += cv->wt.data[(g * d.kk + r) * d.og + o];
     return KD_OK;
 }
 
@@ -665,6 +617,7 @@ static void conv_destroy(kdi_layer *l)
     kdi_buf_free(&cv->cols);
     kdi_buf_free(&cv->out);
     kdi_buf_free(&cv->planes);
+    kdi_buf_free(&cv->wt);
     kdi_free(cv);
 }
 
