@@ -261,6 +261,47 @@ START_TEST(max_pool2)
 }
 END_TEST
 
+/* ---------------------------------------------------------------- batch norm */
+
+/* sum_dot gives the table's own sum and dot, bit for bit; bn_apply (with and without xhat) and
+ * bn_input_grad the reference's within the fused tolerance (exact unless the compiler fuses a
+ * multiply and an add). */
+START_TEST(batch_norm)
+{
+    float *x = buf(5, -3, 3), *y = buf(6, -1, 1), *h0 = buf(1, 0, 1), *h1 = buf(1, 0, 1);
+    float *o0 = buf(1, 0, 1), *o1 = buf(1, 0, 1);
+    for (size_t v = 0; v < NVARIANTS + 1; v++) {
+        const kdi_kernels *k = v < NVARIANTS ? kdi_kernels_variant(variants[v]) : &kdi_kernels_ref;
+        if (k == NULL) continue;
+        for (size_t s = 0; s < NSIZES; s++) {
+            int64_t n = sizes[s];
+            double sx, sxy;
+            k->sum_dot(x, y, n, &sx, &sxy);
+            ck_assert_msg(sx == k->sum(x, n) && sxy == k->dot(x, y, n), "%s sum_dot n=%lld",
+                          k->name, (long long)n);
+            k->sum_dot(x, x, n, &sx, &sxy);
+            ck_assert_msg(sx == k->sum(x, n) && sxy == k->sum_sq(x, n), "%s sum_dot x x n=%lld",
+                          k->name, (long long)n);
+            set_guard(h1, n);
+            set_guard(o1, n);
+            kdi_kernels_ref.bn_apply(o0, h0, x, n, 0.25f, 1.5f, -0.75f, 0.125f);
+            k->bn_apply(o1, h1, x, n, 0.25f, 1.5f, -0.75f, 0.125f);
+            check_close(h1, h0, n, 1e-6, 1e-7, "bn_apply xhat", k->name);
+            check_close(o1, o0, n, 1e-6, 1e-7, "bn_apply", k->name);
+            k->bn_apply(o1, NULL, x, n, 0.25f, 1.5f, -0.75f, 0.125f);
+            check_close(o1, o0, n, 1e-6, 1e-7, "bn_apply (inference)", k->name);
+            check_guard(h1, n, "bn_apply xhat", k->name);
+            check_guard(o1, n, "bn_apply", k->name);
+            kdi_kernels_ref.bn_input_grad(o0, y, h0, n, 0.01f, 64.0f, 0.5f, -2.0f);
+            k->bn_input_grad(o1, y, h0, n, 0.01f, 64.0f, 0.5f, -2.0f);
+            check_close(o1, o0, n, 1e-6, 1e-7, "bn_input_grad", k->name);
+            check_guard(o1, n, "bn_input_grad", k->name);
+        }
+    }
+    unbuf(x), unbuf(y), unbuf(h0), unbuf(h1), unbuf(o0), unbuf(o1);
+}
+END_TEST
+
 /* ---------------------------------------------------------------- sums */
 
 START_TEST(sums)
@@ -897,6 +938,7 @@ int main(void)
     tcase_add_test(t, elementwise);
     tcase_add_test(t, special_values);
     tcase_add_test(t, max_pool2);
+    tcase_add_test(t, batch_norm);
     tcase_add_test(t, sums);
     tcase_add_test(t, rows);
     tcase_add_test(t, rows_masked);

@@ -87,6 +87,17 @@ typedef struct kdi_kernels {
     double (*sum_sq)(const float *x, int64_t n);
     double (*dot)(const float *x, const float *y, int64_t n);
 
+    /* sum of x and sum of x*y (y may be x: the sum of squares) in one pass, in double: the same
+     * values as sum and dot. */
+    void (*sum_dot)(const float *x, const float *y, int64_t n, double *sum_x, double *sum_xy);
+    /* Batch norm on a plane of n values (Ioffe and Szegedy 2015, Algorithm 1): xhat = (x - mean)
+     * inv_std, y = gamma xhat + beta (xhat NULL: y only, inference), without fused
+     * multiply-adds; and its input gradient dx = k (count dy - sum_dy - xhat sum_dy_xhat). */
+    void (*bn_apply)(float *y, float *xhat, const float *x, int64_t n, float mean, float inv_std,
+                     float gamma, float beta);
+    void (*bn_input_grad)(float *dx, const float *dy, const float *xhat, int64_t n, float k,
+                          float count, float sum_dy, float sum_dy_xhat);
+
     /* PyTorch's SGD: g' = g + wd * w; v = mu * v + g'; w -= lr * (nesterov ? g' + mu * v : v).
      * With mu == 0, v is not touched (may be NULL). */
     void (*sgd_update)(float *w, float *v, const float *g, int64_t n, float lr, float momentum,
@@ -129,7 +140,7 @@ typedef struct kdi_kernels {
     X(tanh_fwd) X(tanh_bwd) X(sigmoid_fwd) X(sigmoid_bwd)                                          \
     X(softmax_rows) X(log_softmax_rows) X(layernorm_fwd) X(layernorm_bwd)                          \
     X(max_pool2_fwd) X(max_pool2_bwd)                                                              \
-    X(axpy) X(scale) X(mul) X(sum) X(sum_sq) X(dot)                                                \
+    X(axpy) X(scale) X(mul) X(sum) X(sum_sq) X(dot) X(sum_dot) X(bn_apply) X(bn_input_grad)        \
     X(sgd_update) X(adam_update)                                                                   \
     X(qgemm_u8s8) X(quantize_u8) X(requant_u8) X(dequant_i32)
 /* clang-format on */

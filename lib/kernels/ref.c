@@ -285,6 +285,28 @@ static double dot(const float *x, const float *y, int64_t n)
     return s;
 }
 
+static void sum_dot(const float *x, const float *y, int64_t n, double *sum_x, double *sum_xy)
+{
+    *sum_x = sum(x, n);
+    *sum_xy = dot(x, y, n);
+}
+
+static void bn_apply(float *y, float *xhat, const float *x, int64_t n, float mean, float inv_std,
+                     float gamma, float beta)
+{
+    for (int64_t i = 0; i < n; i++) {
+        float h = (x[i] - mean) * inv_std;
+        if (xhat != NULL) xhat[i] = h;
+        y[i] = gamma * h + beta;
+    }
+}
+
+static void bn_input_grad(float *dx, const float *dy, const float *xhat, int64_t n, float k,
+                          float count, float sum_dy, float sum_dy_xhat)
+{
+    for (int64_t i = 0; i < n; i++) dx[i] = k * (count * dy[i] - sum_dy - xhat[i] * sum_dy_xhat);
+}
+
 /* LayerNorm's two passes, each sum in double (sum, sum_sq and dot above). */
 static void layernorm_fwd(float *y, float *xhat, float *inv_std, const float *x, const float *gamma,
                           const float *beta, int64_t rows, int64_t n, float eps)

@@ -681,6 +681,55 @@ static double sum(const float *x, int64_t n)
 
 static double sum_sq(const float *x, int64_t n) { return dot(x, x, n); }
 
+/* sum's and dot's loops in one, each sum in its own accumulators: the same values. */
+static void sum_dot(const float *x, const float *y, int64_t n, double *sum_x, double *sum_xy)
+{
+    vd s[4] = {vd_zero(), vd_zero(), vd_zero(), vd_zero()};
+    vd d[4] = {vd_zero(), vd_zero(), vd_zero(), vd_zero()};
+    int64_t i = 0;
+    for (; i + 2 * W <= n; i += 2 * W) {
+        vf x0 = vf_load(x + i), x1 = vf_load(x + i + W);
+        acc_add(s, x0);
+        acc_add(s + 2, x1);
+        acc_fma(d, x0, vf_load(y + i));
+        acc_fma(d + 2, x1, vf_load(y + i + W));
+    }
+    for (; i < n; i += W) {
+        vf xv = vf_load_n(x + i, n - i);
+        acc_add(s, xv);
+        acc_fma(d, xv, vf_load_n(y + i, n - i));
+    }
+    *sum_x = vd_hsum(vd_add(vd_add(s[0], s[1]), vd_add(s[2], s[3])));
+    *sum_xy = vd_hsum(vd_add(vd_add(d[0], d[1]), vd_add(d[2], d[3])));
+}
+
+/* ---------------------------------------------------------------- batch norm
+
+ * The reference's operations in its order, no fused multiply-adds: equal to it bit for bit. */
+static void bn_apply(float *y, float *xhat, const float *x, int64_t n, float mean, float inv_std,
+                     float gamma, float beta)
+{
+    vf m = vf_set1(mean), vi = vf_set1(inv_std), g = vf_set1(gamma), b = vf_set1(beta);
+    for (int64_t i = 0; i < n; i += W) {
+        int64_t left = n - i;
+        vf h = vf_mul(vf_sub(vf_load_n(x + i, left), m), vi);
+        if (xhat != NULL) vf_store_n(xhat + i, left, h);
+        vf_store_n(y + i, left, vf_add(vf_mul(g, h), b));
+    }
+}
+
+static void bn_input_grad(float *dx, const float *dy, const float *xhat, int64_t n, float k,
+                          float count, float sum_dy, float sum_dy_xhat)
+{
+    vf vk = vf_set1(k), c = vf_set1(count), a = vf_set1(sum_dy), b = vf_set1(sum_dy_xhat);
+    for (int64_t i = 0; i < n; i += W) {
+        int64_t left = n - i;
+        vf t = vf_sub(vf_mul(c, vf_load_n(dy + i, left)), a);
+        t = vf_sub(t, vf_mul(vf_load_n(xhat + i, left), b));
+        vf_store_n(dx + i, left, vf_mul(vk, t));
+    }
+}
+
 /* ---------------------------------------------------------------- layer normalisation */
 
 /* The reference's operations in its order (no fused multiply-adds), its sums by sum and dot above:

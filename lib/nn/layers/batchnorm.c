@@ -39,8 +39,10 @@ static void channel_stats(const float *x, int64_t batch, int64_t c, int64_t ch, 
     double s = 0.0, ss = 0.0;
     for (int64_t n = 0; n < batch; n++) {
         const float *p = x + (n * ch + c) * hw;
-        s += k->sum(p, hw);
-        ss += k->sum_sq(p, hw);
+        double ps, pss;
+        k->sum_dot(p, p, hw, &ps, &pss);
+        s += ps;
+        ss += pss;
     }
     double count = (double)(batch * hw), m = s / count, v = ss / count - m * m;
     *mean = m;
@@ -95,6 +97,7 @@ static kd_status bn_forward(kdi_layer *l, const float *x, float *y, int64_t batc
         KDI_TRY(sync_stats(l, x, batch));
         count = b->sync->batch * hw;
     }
+    const kdi_kernels *kn = kdi_kernels_get();
     int nt = kdi_threads_for(batch * hw * ch);
     KDI_PARALLEL_FOR(nt) /* channels are independent: the same sums on any thread count */
     for (int64_t c = 0; c < ch; c++) {
@@ -113,14 +116,8 @@ static kd_status bn_forward(kdi_layer *l, const float *x, float *y, int64_t batc
         float inv = (float)(1.0 / sqrt(var + b->eps)), m = (float)mean, g = gamma[c], bt = beta[c];
         if (train) b->inv_std[c] = inv;
         for (int64_t n = 0; n < batch; n++) {
-            const float *p = x + (n * ch + c) * hw;
-            float *q = y + (n * ch + c) * hw, *h = b->xhat.data + (n * ch + c) * hw;
-            if (train) {
-                for (int64_t i = 0; i < hw; i++) h[i] = (p[i] - m) * inv;
-                for (int64_t i = 0; i < hw; i++) q[i] = g * h[i] + bt;
-            } else {
-                for (int64_t i = 0; i < hw; i++) q[i] = g * ((p[i] - m) * inv) + bt;
-            }
+            int64_t at = (n * ch + c) * hw;
+            kn->bn_apply(y + at, train ? b->xhat.data + at : NULL, x + at, hw, m, inv, g, bt);
         }
     }
     if (train) l->params[4].ivalue[0]++;
@@ -145,9 +142,10 @@ static kd_status bn_backward(kdi_layer *l, const float *x, const float *y, const
     for (int64_t c = 0; c < ch; c++) {
         double sdy = 0.0, sdyx = 0.0;
         for (int64_t n = 0; n < batch; n++) {
-            const float *g = dy + (n * ch + c) * hw, *h = b->xhat.data + (n * ch + c) * hw;
-            sdy += kn->sum(g, hw);
-            sdyx += kn->dot(g, h, hw);
+            double s, sx;
+            kn->sum_dot(dy + (n * ch + c) * hw, b->xhat.data + (n * ch + c) * hw, hw, &s, &sx);
+            sdy += s;
+            sdyx += sx;
         }
         l->params[0].grad[c] += (float)sdyx;
         l->params[1].grad[c] += (float)sdy;
@@ -169,9 +167,8 @@ static kd_status bn_backward(kdi_layer *l, const float *x, const float *y, const
         float k = l->params[0].value[c] * b->inv_std[c] / (float)count;
         float a = (float)b->stats[c], bb = (float)b->stats[ch + c], nn = (float)count;
         for (int64_t n = 0; n < batch; n++) {
-            const float *g = dy + (n * ch + c) * hw, *h = b->xhat.data + (n * ch + c) * hw;
-            float *d = dx + (n * ch + c) * hw;
-            for (int64_t i = 0; i < hw; i++) d[i] = k * (nn * g[i] - a - h[i] * bb);
+            int64_t at = (n * ch + c) * hw;
+            kn->bn_input_grad(dx + at, dy + at, b->xhat.data + at, hw, k, nn, a, bb);
         }
     }
     return KD_OK;
