@@ -2,12 +2,17 @@
  * global batches of 128, each rank stepping on its slice through kd_mpi. bench/mpi/run.sh runs
  * it with 1 and 2 ranks of one thread each and prints the speed-up.
  *
- * usage: mpirun -np N bench_mpi [PREFIX] [mlp|cnn|all] [BUCKET] [SHARE]
+ * usage: mpirun -np N bench_mpi [PREFIX] [mlp|cnn|all] [BUCKET] [SHARE] [strong|weak]
  *   PREFIX: Fashion-MNIST's IDX prefix (default /usr/share/datasets/fashion-mnist/train)
  *   mlp, cnn: time that run alone (default all)
- *   BUCKET: KD_TRAINER_BUCKET_FLOATS (default the library's; 0: one sum after the backward)
+ *   BUCKET: KD_TRAINER_BUCKET_FLOATS (default the library's; -1 too; 0: one sum after the
+ *           backward)
  *   SHARE: with one rank, step on 1/SHARE of each batch (a diagnosis: the work of one of SHARE
- *          ranks, without their all-reduce) */
+ *          ranks, without their all-reduce)
+ *   strong (default): global batches of 128, a slice of each a rank (the 1-process run's
+ *          training, to rounding); weak: 128 images a rank, global batches of 128 N (as
+ *          DistributedDataParallel is mostly run: each process keeps its batch size), so N
+ *          ranks take 1/N of the steps of an epoch */
 #include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,6 +27,7 @@
 static int rank, world;
 static int64_t bucket = -1;
 static int share = 1;
+static int weak;
 
 /* Where a rank's epoch goes: the time inside the all-reduce (the transfer and the wait for the
  * other ranks), its calls and floats. */
@@ -80,9 +86,10 @@ static double epoch(const kd_dataset *d, const char *tspec, const char *sspec, i
     CHECK(kd_trainer_broadcast(t));
     int64_t in;
     kd_model_input_size(student, &in);
-    float *x = malloc(sizeof(float) * (size_t)(BATCH * in));
-    int32_t labels[BATCH];
-    CHECK(kd_batcher_create(d, BATCH, 7, &b));
+    int64_t global = weak ? (int64_t)BATCH * world : BATCH;
+    float *x = malloc(sizeof(float) * (size_t)(global * in));
+    int32_t *labels = malloc(sizeof(int32_t) * (size_t)global);
+    CHECK(kd_batcher_create(d, global, 7, &b));
     MPI_Barrier(MPI_COMM_WORLD);
     in_sum = 0.0;
     sums = summed = 0;
@@ -102,6 +109,7 @@ static double epoch(const kd_dataset *d, const char *tspec, const char *sspec, i
     double seconds = now() - t0;
     kd_batcher_destroy(b);
     free(x);
+    free(labels);
     kd_trainer_destroy(t);
     kd_optimizer_destroy(opt);
     kd_loss_destroy(loss);
@@ -136,13 +144,15 @@ int main(int argc, char **argv)
     const char *only = argc > 2 && strcmp(argv[2], "all") != 0 ? argv[2] : NULL;
     if (argc > 3) bucket = atoll(argv[3]);
     if (argc > 4) share = atoi(argv[4]) > 0 ? atoi(argv[4]) : 1;
+    weak = argc > 5 && strcmp(argv[5], "weak") == 0;
     for (size_t i = 0; i < sizeof runs / sizeof runs[0]; i++) {
         if (only != NULL && strcmp(runs[i].key, only) != 0) continue;
         int64_t steps;
         double s = epoch(d, runs[i].teacher, runs[i].student, runs[i].sync_bn, &steps);
         if (rank == 0)
             printf("%-56s ranks %d: %7.2f s an epoch (%lld steps of %d), %8.0f images/s\n",
-                   runs[i].name, world, s, (long long)steps, BATCH, (double)n / s);
+                   runs[i].name, world, s, (long long)steps, weak ? BATCH * world : BATCH,
+                   (double)n / s);
         if (rank == 0 && world > 1)
             fprintf(stderr,
                     "  %s, rank 0: %.2f s (%.0f%%) inside %lld all-reduce calls (%.2f MB a step in "
