@@ -110,6 +110,34 @@ static inline void vf_deinterleave(vf a, vf b, vf *even, vf *odd)
     *even = _mm512_permutex2var_ps(a, e, b);
     *odd = _mm512_permutex2var_ps(a, _mm512_add_epi32(e, _mm512_set1_epi32(1)), b);
 }
+/* r[i][j] <-> r[j][i]: a W x W block transposed in registers (unpacks, then shuffles of pairs,
+ * then of 128-bit lanes). */
+static inline void vf_transpose(vf r[16])
+{
+    vf t[16], u[16], v[16];
+    for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    for (int i = 0; i < 4; i++) {
+        u[4 * i] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+        u[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
+        u[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+        u[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
+    }
+    for (int k = 0; k < 4; k++) {
+        v[k] = _mm512_shuffle_f32x4(u[k], u[4 + k], 0x88);
+        v[4 + k] = _mm512_shuffle_f32x4(u[k], u[4 + k], 0xDD);
+        v[8 + k] = _mm512_shuffle_f32x4(u[8 + k], u[12 + k], 0x88);
+        v[12 + k] = _mm512_shuffle_f32x4(u[8 + k], u[12 + k], 0xDD);
+    }
+    for (int k = 0; k < 4; k++) {
+        r[k] = _mm512_shuffle_f32x4(v[k], v[8 + k], 0x88);
+        r[8 + k] = _mm512_shuffle_f32x4(v[k], v[8 + k], 0xDD);
+        r[4 + k] = _mm512_shuffle_f32x4(v[4 + k], v[12 + k], 0x88);
+        r[12 + k] = _mm512_shuffle_f32x4(v[4 + k], v[12 + k], 0xDD);
+    }
+}
 static inline void vf_interleave(vf even, vf odd, vf *a, vf *b)
 {
     const __m512i lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
@@ -239,6 +267,26 @@ static inline void vf_deinterleave(vf a, vf b, vf *even, vf *odd)
         _mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0x88)), 0xD8));
     *odd = _mm256_castpd_ps(
         _mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0xDD)), 0xD8));
+}
+/* r[i][j] <-> r[j][i]: a W x W block transposed in registers (unpacks, then shuffles of pairs,
+ * then of 128-bit lanes). */
+static inline void vf_transpose(vf r[8])
+{
+    vf t[8], u[8];
+    for (int i = 0; i < 4; i++) {
+        t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    for (int i = 0; i < 2; i++) {
+        u[4 * i] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+        u[4 * i + 1] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
+        u[4 * i + 2] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+        u[4 * i + 3] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
+    }
+    for (int k = 0; k < 4; k++) {
+        r[k] = _mm256_permute2f128_ps(u[k], u[4 + k], 0x20);
+        r[4 + k] = _mm256_permute2f128_ps(u[k], u[4 + k], 0x31);
+    }
 }
 static inline void vf_interleave(vf even, vf odd, vf *a, vf *b)
 {
