@@ -63,6 +63,23 @@ static inline vf vf_neg(vf a) { return VEC_PS(xor)(a, vf_set1(-0.0f)); }
 /* a with the sign bit of s set in it: s's sign on a >= 0. */
 static inline vf vf_or_sign(vf a, vf s) { return VEC_PS(or)(a, VEC_PS(and)(s, vf_set1(-0.0f))); }
 
+/* The first steps of vf_transpose: in every 128-bit lane, the 4 x 4 blocks of rows 4i..4i+3
+ * transposed (u[4i + k] holds, lane by lane, column k of those rows). */
+static inline void vf_transpose_in_lanes(const vf *r, vf *u)
+{
+    vf t[VEC_W];
+    for (int i = 0; i < VEC_W / 2; i++) {
+        t[2 * i] = VEC_PS(unpacklo)(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = VEC_PS(unpackhi)(r[2 * i], r[2 * i + 1]);
+    }
+    for (int i = 0; i < VEC_W / 4; i++) {
+        u[4 * i] = VEC_PS(shuffle)(t[4 * i], t[4 * i + 2], 0x44);
+        u[4 * i + 1] = VEC_PS(shuffle)(t[4 * i], t[4 * i + 2], 0xEE);
+        u[4 * i + 2] = VEC_PS(shuffle)(t[4 * i + 1], t[4 * i + 3], 0x44);
+        u[4 * i + 3] = VEC_PS(shuffle)(t[4 * i + 1], t[4 * i + 3], 0xEE);
+    }
+}
+
 static inline vd vd_zero(void) { return VEC_PD(setzero)(); }
 static inline vd vd_add(vd a, vd b) { return VEC_PD(add)(a, b); }
 static inline vd vd_fmadd(vd a, vd b, vd c) { return VEC_PD(fmadd)(a, b, c); }
@@ -110,21 +127,12 @@ static inline void vf_deinterleave(vf a, vf b, vf *even, vf *odd)
     *even = _mm512_permutex2var_ps(a, e, b);
     *odd = _mm512_permutex2var_ps(a, _mm512_add_epi32(e, _mm512_set1_epi32(1)), b);
 }
-/* r[i][j] <-> r[j][i]: a W x W block transposed in registers (unpacks, then shuffles of pairs,
- * then of 128-bit lanes). */
+/* r[i][j] <-> r[j][i]: a W x W block transposed in registers (4 x 4 within lanes, then the
+ * 128-bit lanes). */
 static inline void vf_transpose(vf r[16])
 {
-    vf t[16], u[16], v[16];
-    for (int i = 0; i < 8; i++) {
-        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-    }
-    for (int i = 0; i < 4; i++) {
-        u[4 * i] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
-        u[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
-        u[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
-        u[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
-    }
+    vf u[16], v[16];
+    vf_transpose_in_lanes(r, u);
     for (int k = 0; k < 4; k++) {
         v[k] = _mm512_shuffle_f32x4(u[k], u[4 + k], 0x88);
         v[4 + k] = _mm512_shuffle_f32x4(u[k], u[4 + k], 0xDD);
@@ -268,21 +276,12 @@ static inline void vf_deinterleave(vf a, vf b, vf *even, vf *odd)
     *odd = _mm256_castpd_ps(
         _mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0xDD)), 0xD8));
 }
-/* r[i][j] <-> r[j][i]: a W x W block transposed in registers (unpacks, then shuffles of pairs,
- * then of 128-bit lanes). */
+/* r[i][j] <-> r[j][i]: a W x W block transposed in registers (4 x 4 within lanes, then the
+ * 128-bit lanes). */
 static inline void vf_transpose(vf r[8])
 {
-    vf t[8], u[8];
-    for (int i = 0; i < 4; i++) {
-        t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-        t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-    }
-    for (int i = 0; i < 2; i++) {
-        u[4 * i] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
-        u[4 * i + 1] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
-        u[4 * i + 2] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
-        u[4 * i + 3] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
-    }
+    vf u[8];
+    vf_transpose_in_lanes(r, u);
     for (int k = 0; k < 4; k++) {
         r[k] = _mm256_permute2f128_ps(u[k], u[4 + k], 0x20);
         r[4 + k] = _mm256_permute2f128_ps(u[k], u[4 + k], 0x31);
