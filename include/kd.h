@@ -113,12 +113,13 @@ KD_API kd_status kd_get_limit(kd_limit key, int64_t *value);
  * Results: a given n gives bitwise the same results run after run. Across n they agree to float
  * rounding, not bitwise: libkd's elementwise, per-channel and per-image loops are bitwise
  * independent of n, but OpenBLAS's threaded GEMM rounds differently from its single-threaded one,
- * and so, in some shapes, does its GEMM on a slice of columns (convolution splits its GEMMs in
- * slices of 64 outputs). tests/test_thread_count.c: predictions within 1e-4 of the largest logit
- * after SGD steps on 1 and 2 threads, 1e-3 after Adam's.
+ * and so, in some shapes, does its GEMM on a slice of columns (a dense layer's GEMM splits in
+ * slices of 64 outputs, a convolution's weight gradient in slices of channels).
+ * tests/test_thread_count.c: predictions within 1e-4 of the largest logit after SGD steps on 1 and
+ * 2 threads, 1e-3 after Adam's.
  * Safe to call from any thread at any time; a call running on another thread may take up the new
- * count from its next loop on. Depthwise convolutions keep per-thread workspaces sized when their
- * model first saw its batch size: a model that ran before n was raised keeps the old n there.
+ * count from its next loop on. Convolutions keep a workspace a thread: a model that ran before n
+ * was raised sizes them again (allocates) at its next forward pass.
  * A build without OpenMP (CMake option KD_OPENMP=OFF) runs its own loops on one thread and still
  * sets OpenBLAS's count. KD_ERR_ARGUMENT when n < 0 or n > 1024. */
 KD_API kd_status kd_set_threads(int32_t n);

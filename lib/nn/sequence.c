@@ -171,11 +171,14 @@ void kdi_seq_free(kdi_seq *s)
     memset(s, 0, sizeof *s);
 }
 
-/* Sizes every buffer for batch once; later batches of that size or smaller allocate nothing. */
+/* Sizes every buffer for batch once; later batches of that size or smaller allocate nothing, unless
+ * the thread count has grown since (layers keep a workspace a thread: convolution). */
 static kd_status reserve(kdi_seq *s, int64_t batch)
 {
-    if (batch <= s->reserved) return KD_OK;
-    (void)kdi_threads(); /* reads KD_THREADS, giving OpenBLAS its count before the first GEMM */
+    /* kdi_threads() reads KD_THREADS, giving OpenBLAS its count before the first GEMM */
+    int threads = kdi_threads();
+    if (batch <= s->reserved && threads <= s->reserved_threads) return KD_OK;
+    if (batch < s->reserved) batch = s->reserved;
     int64_t widest = kdi_shape_size(s->in);
     for (int32_t i = 0; i < s->n; i++) {
         kdi_layer *l = &s->layers[i];
@@ -191,6 +194,7 @@ static kd_status reserve(kdi_seq *s, int64_t batch)
         if (s->extra_grad[i].data != NULL)
             KDI_TRY(kdi_buf_reserve(&s->extra_grad[i], batch * kdi_shape_size(s->layers[i].out)));
     s->reserved = batch;
+    s->reserved_threads = threads;
     return KD_OK;
 }
 

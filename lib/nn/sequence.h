@@ -9,18 +9,19 @@ typedef struct kdi_seq {
     kdi_layer *layers;
     int32_t n;
     kdi_shape in, out;
-    kdi_buf *acts;       /* acts[i]: output of layer i, n of them */
-    kdi_buf *extra_grad; /* extra_grad[i]: gradient added at layer i's output (feature losses) */
-    uint8_t *has_extra;  /* whether extra_grad[i] holds something for the next backward */
-    kdi_buf grad[2];     /* ping-pong gradient buffers */
-    const float *x;      /* input of the last forward (the caller keeps it alive until backward) */
-    int64_t batch;       /* batch of the last forward; 0 before any */
-    int64_t reserved;    /* batch the buffers are sized for */
-    int trained;         /* the last forward was in training mode */
-    int32_t seq_in;      /* the input is a sequence [T = in.c, d = in.h * in.w] */
-    int32_t seq_out;     /* the output is a sequence */
-    int64_t vocab;       /* > 0: the input is token ids in 0..vocab-1, carried as floats */
-    kdi_buf row[2];      /* one token's activations in kdi_seq_step */
+    kdi_buf *acts;        /* acts[i]: output of layer i, n of them */
+    kdi_buf *extra_grad;  /* extra_grad[i]: gradient added at layer i's output (feature losses) */
+    uint8_t *has_extra;   /* whether extra_grad[i] holds something for the next backward */
+    kdi_buf grad[2];      /* ping-pong gradient buffers */
+    const float *x;       /* input of the last forward (the caller keeps it alive until backward) */
+    int64_t batch;        /* batch of the last forward; 0 before any */
+    int64_t reserved;     /* batch the buffers are sized for */
+    int reserved_threads; /* kdi_threads() then: layers' per-thread workspaces follow it */
+    int trained;          /* the last forward was in training mode */
+    int32_t seq_in;       /* the input is a sequence [T = in.c, d = in.h * in.w] */
+    int32_t seq_out;      /* the output is a sequence */
+    int64_t vocab;        /* > 0: the input is token ids in 0..vocab-1, carried as floats */
+    kdi_buf row[2];       /* one token's activations in kdi_seq_step */
     /* Called after each layer's backward, top-level sequences only (data-parallel buckets). */
     kd_status (*after_layer)(void *ctx, int32_t layer);
     void *after_ctx;
