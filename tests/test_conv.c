@@ -198,6 +198,7 @@ START_TEST(conv_bad_specs)
         "input 3x8x8 | conv 4 3 5",          /* too many positionals */
         "input 3x8x8 | maxpool 9",           /* window larger than the input */
         "input 3x8x8 | maxpool",             /* no window */
+        "input 1x4097x4097 | maxpool 2",     /* a plane past 2^24 values: argmax as float */
         "input 3x8x8 | avgpool 2 stride=0",  /* stride out of range */
         "input 3x8x8 | gap 2",               /* gap takes nothing */
         "input 3x8x8 | flatten 1",           /* flatten takes nothing */

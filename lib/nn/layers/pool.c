@@ -144,6 +144,8 @@ static const kdi_layer_ops gap_ops = {.kind = "gap",
                                       .reserve = pool_reserve,
                                       .destroy = pool_destroy};
 
+#define MAX_POOL_PLANE (1LL << 24)
+
 static kd_status make(const kdi_args *a, kdi_shape in, kdi_layer *l, const kdi_layer_ops *ops,
                       int max, int global)
 {
@@ -166,6 +168,12 @@ static kd_status make(const kdi_args *a, kdi_shape in, kdi_layer *l, const kdi_l
         if (in.h < p->k || in.w < p->k)
             return kdi_fail(KD_ERR_SHAPE, "%s %lld does not fit a %lldx%lld input", ops->kind,
                             (long long)p->k, (long long)in.h, (long long)in.w);
+        /* argmax holds each winner's offset in its plane as a float, exact up to 2^24 */
+        if (max && in.h * in.w > MAX_POOL_PLANE)
+            return kdi_fail(KD_ERR_SHAPE,
+                            "maxpool: a %lldx%lld plane has more than 2^24 values (16777216), the "
+                            "most it pools",
+                            (long long)in.h, (long long)in.w);
     }
     l->in = in;
     if (global) {
