@@ -108,13 +108,21 @@ static int depthwise(const kdi_layer *l)
     return cv->groups == l->in.c && cv->groups == l->out.c;
 }
 
-/* Threads for a depthwise pass: one workspace slot each, so no more than reserve made. */
+/* Threads for a pass touching about `work` floats in `parts` independent parts: each thread uses
+ * one workspace slot, so no more than reserve made, nor than the parts. */
+static int slot_threads(const conv *cv, int64_t work, int64_t parts)
+{
+    int64_t nt = kdi_threads_for(work);
+    if (nt > cv->slots) nt = cv->slots;
+    if (nt > parts) nt = parts;
+    return nt < 1 ? 1 : (int)nt;
+}
+
+/* Threads for a depthwise pass, a channel a part. */
 static int dw_threads(const kdi_layer *l, int64_t batch)
 {
-    const conv *cv = l->priv;
-    int nt = kdi_threads_for(batch * l->in.c * (l->in.h * l->in.w + l->out.h * l->out.w));
-    if (nt > l->in.c) nt = (int)l->in.c;
-    return nt < cv->slots ? nt : (int)cv->slots;
+    return slot_threads(l->priv, batch * l->in.c * (l->in.h * l->in.w + l->out.h * l->out.w),
+                        l->in.c);
 }
 
 /* Stride 1 runs on the padded plane, hp x wp, with outputs laid out on rows of wp too ("wide":
@@ -386,15 +394,6 @@ static void share(int64_t n, int t, int nt, int64_t *lo, int64_t *hi)
     *hi = n * (t + 1) / nt;
 }
 
-/* Threads for a pass over the batch: no more than the workspaces reserve made, nor than `parts`. */
-static int pass_threads(const conv *cv, const dims *d, int64_t batch, int64_t parts)
-{
-    int64_t nt = kdi_threads_for(batch * d->kk * d->hw);
-    if (nt > cv->slots) nt = cv->slots;
-    if (nt > parts) nt = parts;
-    return nt < 1 ? 1 : (int)nt;
-}
-
 /* im2col of input channels [c0, c1) of group g of one image (the thread's padded plane xp, with
  * wide columns) into rows (c - c0) k k ... of cols (row stride ld). */
 static void im2col_channels(const conv *cv, const dims *d, const float *x, int64_t c0, int64_t c1,
@@ -415,7 +414,7 @@ static void im2col_channels(const conv *cv, const dims *d, const float *x, int64
 }
 
 /* The adjoint of im2col for one image's group: dx (its cg planes, zero on entry) += dcols. Wide:
- * each row of dcols added where im2col_wide copied it from, on the padded plane dxp. */
+ * each row of dcols added where im2col_channels copied it from, on the padded plane dxp. */
 static void col2im_image(const conv *cv, const dims *d, const float *cols, int64_t ld, float *dx,
                          float *dxp)
 {
@@ -500,7 +499,7 @@ static kd_status conv_forward(kdi_layer *l, const float *x, float *y, int64_t ba
     conv *cv = l->priv;
     dims d = dims_of(l);
     int64_t chunks = (batch + d.chunk - 1) / d.chunk;
-    int nt = pass_threads(cv, &d, batch, chunks);
+    int nt = slot_threads(cv, batch * d.kk * d.hw, chunks);
     if (nt > 1) kdi_blas_serial_begin();
     KDI_PARALLEL_FOR(nt) /* chunks are independent; each thread has its own workspace */
     for (int64_t c = 0; c < chunks; c++) {
@@ -580,7 +579,7 @@ static kd_status conv_backward(kdi_layer *l, const float *x, const float *y, con
      * slice of dW^T is the same sums as the whole (each entry's terms in the same order). */
     int by_out = cv->groups == 1 && d.cin < kdi_threads();
     int64_t slices = by_out ? d.cout : d.cin;
-    int nt = pass_threads(cv, &d, batch, dx == NULL || slices < chunks ? slices : chunks);
+    int nt = slot_threads(cv, batch * d.kk * d.hw, dx == NULL || slices < chunks ? slices : chunks);
     memset(cv->wt.data, 0, sizeof(float) * (size_t)l->params[0].count);
     if (nt > 1) kdi_blas_serial_begin();
     KDI_PARALLEL_FOR(nt)
