@@ -12,6 +12,7 @@
 typedef struct pool {
     int64_t k, kw, stride; /* window k x kw (kw == k but for gap over a non-square input) */
     int max;
+    int max2;       /* max pooling 2x2, stride 2: through the kernels max_pool2_fwd/bwd */
     kdi_buf argmax; /* max pooling: the winning input offset of each output, as floats */
 } pool;
 
@@ -94,11 +95,10 @@ static kd_status pool_backward(kdi_layer *l, const float *x, const float *y, con
     float inv = 1.0f / (float)(p->k * p->kw);
     int nt = kdi_threads_for(planes * h * w);
     const kdi_kernels *kn = kdi_kernels_get();
-    int two = p->max && p->k == 2 && p->kw == 2 && p->stride == 2;
     KDI_PARALLEL_FOR(nt) /* each plane of dx gets only its own plane's gradients */
     for (int64_t c = 0; c < planes; c++) {
         float *dp = dx + c * h * w;
-        if (two) { /* the windows tile the plane but for an odd last row or column */
+        if (p->max2) { /* the windows tile the plane but for an odd last row or column */
             if (h % 2 != 0 || w % 2 != 0) memset(dp, 0, sizeof(float) * (size_t)(h * w));
             for (int64_t oy = 0; oy < oh; oy++)
                 kn->max_pool2_bwd(dp + 2 * oy * w, dp + (2 * oy + 1) * w, dy + (c * oh + oy) * ow,
@@ -175,6 +175,7 @@ static kd_status make(const kdi_args *a, kdi_shape in, kdi_layer *l, const kdi_l
                             "most it pools",
                             (long long)in.h, (long long)in.w);
     }
+    p->max2 = max && !global && p->k == 2 && p->stride == 2;
     l->in = in;
     if (global) {
         l->out = (kdi_shape){in.c, 1, 1};
