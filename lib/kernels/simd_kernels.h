@@ -712,7 +712,8 @@ static void sum_dot(const float *x, const float *y, int64_t n, double *sum_x, do
 
 /* ---------------------------------------------------------------- batch norm
 
- * The reference's operations in its order, no fused multiply-adds: equal to it bit for bit. */
+ * The reference's operations in its order, as separate multiplies and adds: equal to it unless the
+ * compiler fuses a pair (tests/test_kernels.c allows that rounding). */
 static void bn_apply(float *y, float *xhat, const float *x, int64_t n, float mean, float inv_std,
                      float gamma, float beta)
 {
