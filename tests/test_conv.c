@@ -410,6 +410,85 @@ START_TEST(conv_batch_sizes_agree)
 }
 END_TEST
 
+/* One training forward and backward of spec on x (fusion with ReLUs on or off), with a feature
+ * gradient added at layer tap (-1: none): the sequence is left for the caller to read. */
+static void run_fused(kdi_seq *s, const char *spec, kdi_shape in, int64_t batch, const float *x,
+                      int fuse, int32_t tap, float *dx)
+{
+    kdi_seq_set_fusion(fuse);
+    ck_assert_msg(kdi_seq_build(s, spec, in, 7) == KD_OK, "%s: %s", spec, kd_last_error());
+    const float *y;
+    ck_assert_int_eq(kdi_seq_forward(s, x, batch, 1, &y), KD_OK);
+    int64_t nout = batch * kdi_shape_size(s->out);
+    float *dy = malloc(sizeof(float) * (size_t)nout);
+    kdt_fill(dy, nout, 9, -1, 1);
+    if (tap >= 0) {
+        int64_t nt = batch * kdi_shape_size(s->layers[tap].out);
+        float *g = malloc(sizeof(float) * (size_t)nt);
+        kdt_fill(g, nt, 10, -1, 1);
+        ck_assert_int_eq(kdi_seq_add_output_grad(s, tap, g), KD_OK);
+        free(g);
+    }
+    ck_assert_int_eq(kdi_seq_backward(s, dy, dx), KD_OK);
+    kdi_seq_set_fusion(1);
+    free(dy);
+}
+
+/* A ReLU fused into the conv or batch norm before it (forward) or the max pooling after it
+ * (backward) gives every activation, parameter gradient and input gradient bit for bit as the
+ * layers one by one: with ties and zeros at the ReLU, a ReLU first, depthwise (not fused),
+ * residual blocks, flat batch norm (not fused), general max pooling, and feature gradients at the
+ * fused points (which turn the backward fusion off). */
+START_TEST(relu_fusion_is_exact)
+{
+    static const char *const specs[] = {
+        "conv 4 3 pad=1 | relu | maxpool 2 | conv 6 3 pad=1 | relu | maxpool 2 stride=1 | flatten "
+        "| dense 3",
+        "relu | maxpool 2 | conv 3 3 stride=2 pad=1 bias=0 | relu | maxpool 2",
+        "conv 3 3 pad=1 groups=3 | relu | maxpool 3 stride=2 | conv 5 1 | relu | avgpool 2",
+        "conv 4 3 pad=1 | residual(conv 4 3 pad=1 | relu | conv 4 3 pad=1) | relu | maxpool 2 | "
+        "gap | flatten | dense 2",
+        "conv 4 3 pad=1 bias=0 | bn | relu | maxpool 2 | residual(conv 4 3 pad=1 bias=0 | bn | "
+        "relu "
+        "| conv 4 3 pad=1 bias=0 | bn) | relu | flatten | bn | relu | dense 2",
+    };
+    kdi_shape in = {3, 9, 9};
+    int64_t batch = 5, nin = batch * kdi_shape_size(in);
+    float *x = malloc(sizeof(float) * (size_t)nin);
+    kdt_fill(x, nin, 4, -1, 1);
+    for (int64_t i = 0; i < nin; i += 7) x[i] = i % 2 ? 0.0f : -0.0f; /* ties at the ReLU */
+    float *dx[2] = {malloc(sizeof(float) * (size_t)nin), malloc(sizeof(float) * (size_t)nin)};
+    for (size_t c = 0; c < sizeof specs / sizeof specs[0]; c++)
+        for (int32_t tap = -1; tap < 4; tap++) {
+            kdi_seq s[2];
+            for (int f = 0; f < 2; f++) run_fused(&s[f], specs[c], in, batch, x, f, tap, dx[f]);
+            ck_assert_msg(memcmp(dx[0], dx[1], sizeof(float) * (size_t)nin) == 0,
+                          "%s tap %d: dx differs", specs[c], tap);
+            for (int32_t i = 0; i < s[0].n; i++)
+                ck_assert_msg(memcmp(s[0].acts[i].data, s[1].acts[i].data,
+                                     sizeof(float) *
+                                         (size_t)(batch * kdi_shape_size(s[0].layers[i].out))) == 0,
+                              "%s: output of layer %d differs", specs[c], i);
+            kdi_param_list p[2] = {{0}, {0}};
+            for (int f = 0; f < 2; f++) ck_assert_int_eq(kdi_seq_collect(&s[f], "", &p[f]), KD_OK);
+            ck_assert_int_eq(p[0].n, p[1].n);
+            for (int32_t i = 0; i < p[0].n; i++)
+                if (p[0].items[i].p->grad != NULL)
+                    ck_assert_msg(memcmp(p[0].items[i].p->grad, p[1].items[i].p->grad,
+                                         sizeof(float) * (size_t)p[0].items[i].p->count) == 0,
+                                  "%s tap %d: gradient of %s differs", specs[c], tap,
+                                  p[0].items[i].name);
+            for (int f = 0; f < 2; f++) {
+                kdi_param_list_free(&p[f]);
+                kdi_seq_free(&s[f]);
+            }
+        }
+    free(x);
+    free(dx[0]);
+    free(dx[1]);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("conv");
@@ -426,6 +505,7 @@ int main(void)
     tcase_add_test(t, flatten_shape);
     tcase_add_test(t, cnn_save_load_round_trip);
     tcase_add_test(t, conv_batch_sizes_agree);
+    tcase_add_test(t, relu_fusion_is_exact);
     suite_add_tcase(s, t);
     return kdt_run(s);
 }

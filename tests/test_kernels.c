@@ -244,16 +244,20 @@ START_TEST(max_pool2)
                 ck_assert_int_eq(memcmp(a0, a1, sizeof(float) * (size_t)ow), 0);
                 check_guard(y1, ow, "max_pool2_fwd", k->name);
                 check_guard(a1, ow, "max_pool2_fwd argmax", k->name);
-                set_guard(d1, 2 * w);
-                d1[w - 1] = d1[2 * w - 1] = CANARY; /* an odd last column: not the kernel's */
-                kdi_kernels_ref.max_pool2_bwd(d0, d0 + w, dy, a0, ow, base, w);
-                k->max_pool2_bwd(d1, d1 + w, dy, a0, ow, base, w);
-                for (int64_t r = 0; r < 2; r++)
-                    ck_assert_msg(memcmp(d0 + r * w, d1 + r * w, sizeof(float) * 2 * ow) == 0,
-                                  "%s max_pool2_bwd ow=%lld row %lld", k->name, (long long)ow,
-                                  (long long)r);
-                if (odd) ck_assert(d1[w - 1] == CANARY && d1[2 * w - 1] == CANARY);
-                check_guard(d1, 2 * w, "max_pool2_bwd", k->name);
+                /* without and with keep (the outputs: -2..1, NaN, -0, a ReLU's mask) */
+                for (int masked = 0; masked < 2; masked++) {
+                    const float *keep = masked ? y0 : NULL;
+                    set_guard(d1, 2 * w);
+                    d1[w - 1] = d1[2 * w - 1] = CANARY; /* an odd last column: not the kernel's */
+                    kdi_kernels_ref.max_pool2_bwd(d0, d0 + w, dy, keep, a0, ow, base, w);
+                    k->max_pool2_bwd(d1, d1 + w, dy, keep, a0, ow, base, w);
+                    for (int64_t r = 0; r < 2; r++)
+                        ck_assert_msg(memcmp(d0 + r * w, d1 + r * w, sizeof(float) * 2 * ow) == 0,
+                                      "%s max_pool2_bwd ow=%lld row %lld keep %d", k->name,
+                                      (long long)ow, (long long)r, masked);
+                    if (odd) ck_assert(d1[w - 1] == CANARY && d1[2 * w - 1] == CANARY);
+                    check_guard(d1, 2 * w, "max_pool2_bwd", k->name);
+                }
                 unbuf(x), unbuf(dy), unbuf(y0), unbuf(y1), unbuf(a0), unbuf(a1), unbuf(d0),
                     unbuf(d1);
             }

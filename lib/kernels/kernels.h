@@ -74,9 +74,11 @@ typedef struct kdi_kernels {
     void (*max_pool2_fwd)(float *y, float *argmax, const float *r0, const float *r1, int64_t ow,
                           int64_t base, int64_t w);
     /* Its adjoint on the same row: d0[2 ox + j] and d1[2 ox + j] (j = 0, 1) get dy[ox] where
-     * argmax[ox] names them, else 0; writes all 4 ow values of the two rows. */
-    void (*max_pool2_bwd)(float *d0, float *d1, const float *dy, const float *argmax, int64_t ow,
-                          int64_t base, int64_t w);
+     * argmax[ox] names them, else 0; writes all 4 ow values of the two rows. keep: NULL, or ow
+     * values (the pooled outputs, after a ReLU) where dy[ox] counts only if keep[ox] > 0 (0
+     * otherwise, NaN included). */
+    void (*max_pool2_bwd)(float *d0, float *d1, const float *dy, const float *keep,
+                          const float *argmax, int64_t ow, int64_t base, int64_t w);
 
     /* y += a * x;  x *= a;  y = x * mask * scale (dropout, mask of 0/1 floats). */
     void (*axpy)(float *y, float a, const float *x, int64_t n);

@@ -103,15 +103,16 @@ static void max_pool2_fwd(float *y, float *argmax, const float *r0, const float 
     }
 }
 
-static void max_pool2_bwd(float *d0, float *d1, const float *dy, const float *argmax, int64_t ow,
-                          int64_t base, int64_t w)
+static void max_pool2_bwd(float *d0, float *d1, const float *dy, const float *keep,
+                          const float *argmax, int64_t ow, int64_t base, int64_t w)
 {
     for (int64_t ox = 0; ox < ow; ox++) {
         int64_t at = base + 2 * ox, best = (int64_t)argmax[ox];
-        d0[2 * ox] = best == at ? dy[ox] : 0.0f;
-        d0[2 * ox + 1] = best == at + 1 ? dy[ox] : 0.0f;
-        d1[2 * ox] = best == at + w ? dy[ox] : 0.0f;
-        d1[2 * ox + 1] = best == at + w + 1 ? dy[ox] : 0.0f;
+        float g = keep == NULL || keep[ox] > 0.0f ? dy[ox] : 0.0f;
+        d0[2 * ox] = best == at ? g : 0.0f;
+        d0[2 * ox + 1] = best == at + 1 ? g : 0.0f;
+        d1[2 * ox] = best == at + w ? g : 0.0f;
+        d1[2 * ox + 1] = best == at + w + 1 ? g : 0.0f;
     }
 }
 

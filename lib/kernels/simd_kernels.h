@@ -469,13 +469,14 @@ static void max_pool2_fwd(float *y, float *argmax, const float *r0, const float 
     }
 }
 
-static void max_pool2_bwd(float *d0, float *d1, const float *dy, const float *argmax, int64_t ow,
-                          int64_t base, int64_t w)
+static void max_pool2_bwd(float *d0, float *d1, const float *dy, const float *keep,
+                          const float *argmax, int64_t ow, int64_t base, int64_t w)
 {
     vf twice = vf_load(pool_twice_lane), one = vf_set1(1.0f), wv = vf_set1((float)w);
     for (int64_t ox = 0; ox < ow; ox += W) {
         int64_t left = ow - ox, out = 2 * left;
         vf g = vf_load_n(dy + ox, left), best = vf_load_n(argmax + ox, left);
+        if (keep != NULL) g = vf_keep(vf_gt(vf_load_n(keep + ox, left), vf_zero()), g);
         vf at = vf_add(vf_set1((float)(base + 2 * ox)), twice), atw = vf_add(at, wv), lo, hi;
         vf_interleave(vf_keep(vf_eq(best, at), g), vf_keep(vf_eq(best, vf_add(at, one)), g), &lo,
                       &hi);

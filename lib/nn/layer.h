@@ -60,6 +60,7 @@ void kdi_param_list_free(kdi_param_list *list);
 typedef struct kdi_layer kdi_layer;
 
 enum { KDI_CODES_IN = 1, KDI_CODES_OUT = 2, KDI_CODES_PASS = 7 };
+enum { KDI_FUSE_RELU_AFTER = 1, KDI_FUSE_RELU_BEFORE = 2 };
 
 typedef struct kdi_layer_ops {
     const char *kind; /* the spec keyword */
@@ -93,6 +94,17 @@ typedef struct kdi_layer_ops {
      * recomputes what the layer derives from them (int8 layers: requantisation multipliers, the
      * input zero point's correction). Cannot fail: its buffers are allocated at create. */
     void (*changed)(kdi_layer *l);
+    /* Optional: a ReLU next to this layer taken along (nn/sequence.c decides when; l->fuse says
+     * which apply). Both give the values of the two layers run one after the other, bit for bit.
+     * forward_relu (KDI_FUSE_RELU_AFTER): forward, and r = relu(y), the output of the ReLU after
+     * this layer, written while y is in cache.
+     * backward_thru_relu (KDI_FUSE_RELU_BEFORE): backward, and through the ReLU before this
+     * layer: dx is the gradient at the ReLU's input (max pooling: y > 0 where the ReLU passed the
+     * winner, so dy is masked on the quarter-size side instead of a pass over dx). */
+    kd_status (*forward_relu)(kdi_layer *l, const float *x, float *y, float *r, int64_t batch,
+                              int train);
+    kd_status (*backward_thru_relu)(kdi_layer *l, const float *x, const float *y, const float *dy,
+                                    float *dx, int64_t batch);
     /* Int8 layers: KDI_CODES_IN when the input is uint8 codes, KDI_CODES_OUT when the output is,
      * KDI_CODES_PASS for layers passing codes through with their scale (qmaxpool); 0 for float
      * layers. The chain builder refuses codes flowing into a float layer and the reverse. */
@@ -112,6 +124,8 @@ struct kdi_layer {
      * the input (elementwise layers), sets 1 (embeddings) or -1 (flatten); the chain builder then
      * resolves 0 to the input's state. */
     int32_t seq;
+    /* KDI_FUSE_* bits: which of forward_relu, backward_thru_relu apply to this layer. */
+    int32_t fuse;
 };
 
 /* Rows and row width of a layer's input: T and d for a sequence, 1 and C*H*W otherwise. */

@@ -220,6 +220,18 @@ static kd_status layer_forward(kdi_seq *s, int32_t i, const float *x, int64_t ba
     return st;
 }
 
+/* Layer i and the ReLU after it (fuses_relu_after), forward. */
+static kd_status layer_forward_relu(kdi_seq *s, int32_t i, const float *x, int64_t batch, int train)
+{
+    kdi_layer *l = &s->layers[i];
+    float *y = s->acts[i].data, *r = s->acts[i + 1].data;
+    if (s->fq == NULL || !s->fq->weights[i]) return l->ops->forward_relu(l, x, y, r, batch, train);
+    KDI_TRY(kdi_fq_weights_begin(s->fq, l, i, 1));
+    kd_status st = l->ops->forward_relu(l, x, y, r, batch, train);
+    kdi_fq_weights_end(s->fq, l, i);
+    return st;
+}
+
 static kd_status layer_backward(kdi_seq *s, int32_t i, const float *x, const float *dy, float *dx)
 {
     kdi_layer *l = &s->layers[i];
@@ -229,6 +241,39 @@ static kd_status layer_backward(kdi_seq *s, int32_t i, const float *x, const flo
     kd_status st = l->ops->backward(l, x, s->acts[i].data, dy, dx, s->batch);
     kdi_fq_weights_end(s->fq, l, i);
     return st;
+}
+
+/* Fusion with a ReLU next to a layer (the ReLU's own passes over memory were a tenth of the small
+ * CNN's step): "conv | relu" forward writes both outputs in one pass (KDI_FUSE_RELU_AFTER);
+ * "relu | maxpool" backward masks the pooled gradient instead of the ReLU's whole input
+ * (KDI_FUSE_RELU_BEFORE). Every activation is still written (a feature loss or a probe reads the
+ * conv's output as before) and the values are the same bit for bit. Not where fake quantisation
+ * rounds the activation between the two (the second would read rounded values), nor in a
+ * backward that adds a gradient there (a feature loss): the layers then run one by one. */
+static int fusion_on = 1;
+void kdi_seq_set_fusion(int on) { fusion_on = on; }
+
+static int is_relu(const kdi_seq *s, int32_t i)
+{
+    return strcmp(s->layers[i].ops->kind, "relu") == 0;
+}
+
+/* Whether layer i's forward takes the ReLU at i + 1 along. */
+static int fuses_relu_after(const kdi_seq *s, int32_t i)
+{
+    const kdi_layer *l = &s->layers[i];
+    return fusion_on && i + 1 < s->n && (l->fuse & KDI_FUSE_RELU_AFTER) &&
+           l->ops->forward_relu != NULL && is_relu(s, i + 1) &&
+           (s->fq == NULL || !s->fq->point[i + 1]);
+}
+
+/* Whether layer i's backward (in this backward) runs through the ReLU at i - 1. */
+static int fuses_relu_before(const kdi_seq *s, int32_t i)
+{
+    const kdi_layer *l = &s->layers[i];
+    return fusion_on && i > 0 && (l->fuse & KDI_FUSE_RELU_BEFORE) &&
+           l->ops->backward_thru_relu != NULL && is_relu(s, i - 1) && !s->has_extra[i - 1] &&
+           (s->fq == NULL || (!s->fq->point[i] && !s->fq->weights[i]));
 }
 
 /* Activation p (0 the input, i + 1 layer i's output) as the next layer reads it: rounded when fake
@@ -258,7 +303,12 @@ kd_status kdi_seq_forward(kdi_seq *s, const float *x, int64_t batch, int train, 
     s->batch = 0;
     KDI_TRY(point(s, 0, x, batch, train, &cur));
     for (int32_t i = 0; i < s->n; i++) {
-        KDI_TRY(layer_forward(s, i, cur, batch, train));
+        if (fuses_relu_after(s, i)) {
+            KDI_TRY(layer_forward_relu(s, i, cur, batch, train));
+            i++; /* the ReLU's output is written; its input was not rounded */
+        } else {
+            KDI_TRY(layer_forward(s, i, cur, batch, train));
+        }
         KDI_TRY(point(s, i + 1, s->acts[i].data, batch, train, &cur));
     }
     memset(s->has_extra, 0, (size_t)s->n);
@@ -291,6 +341,19 @@ kd_status kdi_seq_backward(kdi_seq *s, const float *dy, float *dx)
             if (masked) kdi_fq_mask(s->fq, i + 1, s->acts[i].data, sum, nout);
             if (s->has_extra[i]) k->axpy(sum, 1.0f, s->extra_grad[i].data, nout);
             g = sum;
+        }
+        if (fuses_relu_before(s, i)) {
+            /* layer i's backward and the ReLU's at i - 1 in one: dx of the ReLU's input */
+            kdi_layer *l = &s->layers[i];
+            float *target = i > 1 ? s->grad[next].data : dx;
+            KDI_TRY(l->ops->backward_thru_relu(l, layer_input(s, i), s->acts[i].data, g, target,
+                                               s->batch));
+            if (s->after_layer != NULL) KDI_TRY(s->after_layer(s->after_ctx, i));
+            i--;
+            if (s->after_layer != NULL) KDI_TRY(s->after_layer(s->after_ctx, i));
+            g = target;
+            next ^= 1;
+            continue;
         }
         float *target = i > 0 ? s->grad[next].data : dx;
         KDI_TRY(layer_backward(s, i, layer_input(s, i), g, target));

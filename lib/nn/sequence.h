@@ -51,6 +51,8 @@ kd_status kdi_seq_can_step(const kdi_seq *s);
  * it can no longer be backpropagated. */
 kd_status kdi_seq_step(kdi_seq *s, const float *x, int64_t pos, const float **out);
 kd_status kdi_seq_collect(kdi_seq *s, const char *prefix, kdi_param_list *list);
+/* Tests: whether layers take a following ReLU along (on by default); the results are the same. */
+void kdi_seq_set_fusion(int on);
 /* The canonical spec of the layers joined by " | "; heap, caller frees. NULL on NOMEM. */
 char *kdi_seq_spec(const kdi_seq *s);
 

@@ -86,7 +86,10 @@ static kd_status sync_stats(kdi_layer *l, const float *x, int64_t batch)
     return KD_OK;
 }
 
-static kd_status bn_forward(kdi_layer *l, const float *x, float *y, int64_t batch, int train)
+/* y = bn(x); and r = relu(y) when r != NULL (a ReLU fused, see forward_relu), each plane while
+ * it is in L1. */
+static kd_status forward_impl(kdi_layer *l, const float *x, float *y, float *r, int64_t batch,
+                              int train)
 {
     bn *b = l->priv;
     int64_t ch = l->in.c, hw = l->in.h * l->in.w, count = batch * hw;
@@ -118,10 +121,22 @@ static kd_status bn_forward(kdi_layer *l, const float *x, float *y, int64_t batc
         for (int64_t n = 0; n < batch; n++) {
             int64_t at = (n * ch + c) * hw;
             kn->bn_apply(y + at, train ? b->xhat.data + at : NULL, x + at, hw, m, inv, g, bt);
+            if (r != NULL) kn->relu_fwd(r + at, y + at, hw);
         }
     }
     if (train) l->params[4].ivalue[0]++;
     return KD_OK;
+}
+
+static kd_status bn_forward(kdi_layer *l, const float *x, float *y, int64_t batch, int train)
+{
+    return forward_impl(l, x, y, NULL, batch, train);
+}
+
+static kd_status bn_forward_relu(kdi_layer *l, const float *x, float *y, float *r, int64_t batch,
+                                 int train)
+{
+    return forward_impl(l, x, y, r, batch, train);
 }
 
 /* dx = gamma * inv_std / N * (N dy - sum dy - xhat * sum(dy xhat)), per channel. Synchronised,
@@ -190,6 +205,7 @@ static const kdi_layer_ops bn_ops = {.kind = "bn",
                                      .backward = bn_backward,
                                      .reserve = bn_reserve,
                                      .check = bn_check,
+                                     .forward_relu = bn_forward_relu,
                                      .destroy = bn_destroy};
 
 kd_status kdi_bn_create(const kdi_args *a, kdi_shape in, uint64_t seed, kdi_layer *l)
@@ -204,6 +220,8 @@ kd_status kdi_bn_create(const kdi_args *a, kdi_shape in, uint64_t seed, kdi_laye
     KDI_TRY(kdi_args_float(a, -1, "eps", 1, 1e-5f, 1e-12f, 1.0f, &b->eps));
     KDI_TRY(kdi_args_float(a, -1, "momentum", 1, 0.1f, 0.0f, 1.0f, &b->momentum));
     l->in = l->out = in;
+    /* a ReLU after it goes plane by plane: not worth a call per value on flat input */
+    l->fuse = in.h * in.w >= 16 ? KDI_FUSE_RELU_AFTER : 0;
     int64_t dims[1] = {in.c};
     /* The parameters first: they pass the model's budget before anything of in.c is allocated. */
     KDI_TRY(kdi_layer_add_param(l, "weight", 1, 1, dims));

@@ -458,9 +458,10 @@ static void gather(const dims *d, const float *dy, int64_t b0, int64_t n, int64_
 }
 
 /* One chunk of the forward, images [b0, b0 + n), on thread t's workspace: per group, im2col,
- * Y = W cols, Y to NCHW plus the bias (a row at a time past wide scratch). */
-static void forward_chunk(const kdi_layer *l, const dims *d, const float *x, float *y, int64_t b0,
-                          int64_t n, int t)
+ * Y = W cols, Y to NCHW plus the bias (a row at a time past wide scratch); with a fused ReLU
+ * (r != NULL) also r = relu(Y), each plane while it is in L1, by the ReLU layer's kernel. */
+static void forward_chunk(const kdi_layer *l, const dims *d, const float *x, float *y, float *r,
+                          int64_t b0, int64_t n, int t)
 {
     const conv *cv = l->priv;
     const kdi_kernels *kn = kdi_kernels_get();
@@ -485,16 +486,17 @@ static void forward_chunk(const kdi_layer *l, const dims *d, const float *x, flo
                     else
                         for (int64_t q = 0; q < len; q++) yr[q] = sr[q] + bo;
                 }
+                if (r != NULL) kn->relu_fwd(r + (yo - y), yo, d->hw);
             }
     }
 }
 
-static kd_status conv_forward(kdi_layer *l, const float *x, float *y, int64_t batch, int train)
+/* y = conv(x); and r = relu(y) when r != NULL (a ReLU fused into this layer, see forward_relu). */
+static void forward_impl(kdi_layer *l, const float *x, float *y, float *r, int64_t batch)
 {
-    (void)train;
     if (depthwise(l)) {
-        dw_forward(l, x, y, batch);
-        return KD_OK;
+        dw_forward(l, x, y, batch); /* never with a fused ReLU (l->fuse) */
+        return;
     }
     conv *cv = l->priv;
     dims d = dims_of(l);
@@ -504,9 +506,23 @@ static kd_status conv_forward(kdi_layer *l, const float *x, float *y, int64_t ba
     KDI_PARALLEL_FOR(nt) /* chunks are independent; each thread has its own workspace */
     for (int64_t c = 0; c < chunks; c++) {
         int64_t b0 = c * d.chunk, n = batch - b0 < d.chunk ? batch - b0 : d.chunk;
-        forward_chunk(l, &d, x, y, b0, n, kdi_thread_id());
+        forward_chunk(l, &d, x, y, r, b0, n, kdi_thread_id());
     }
     if (nt > 1) kdi_blas_serial_end();
+}
+
+static kd_status conv_forward(kdi_layer *l, const float *x, float *y, int64_t batch, int train)
+{
+    (void)train;
+    forward_impl(l, x, y, NULL, batch);
+    return KD_OK;
+}
+
+static kd_status conv_forward_relu(kdi_layer *l, const float *x, float *y, float *r, int64_t batch,
+                                   int train)
+{
+    (void)train;
+    forward_impl(l, x, y, r, batch);
     return KD_OK;
 }
 
@@ -624,6 +640,7 @@ static const kdi_layer_ops conv_ops = {.kind = "conv",
                                        .forward = conv_forward,
                                        .backward = conv_backward,
                                        .reserve = conv_reserve,
+                                       .forward_relu = conv_forward_relu,
                                        .destroy = conv_destroy};
 
 static kd_status conv_args(const kdi_args *a, kdi_shape in, int64_t *out, conv *cv)
@@ -687,5 +704,6 @@ kd_status kdi_conv_create(const kdi_args *a, kdi_shape in, uint64_t seed, kdi_la
         KDI_TRY(kdi_layer_add_param(l, "bias", 1, 1, bdims));
         kdi_init_uniform(l->params[1].value, out, fan_in, kdi_rng_derive(seed, 1));
     }
+    l->fuse = depthwise(l) ? 0 : KDI_FUSE_RELU_AFTER;
     return conv_spec(l, out);
 }

@@ -84,13 +84,13 @@ static kd_status pool_forward(kdi_layer *l, const float *x, float *y, int64_t ba
     return KD_OK;
 }
 
-static kd_status pool_backward(kdi_layer *l, const float *x, const float *y, const float *dy,
-                               float *dx, int64_t batch)
+/* keep: NULL, or the outputs (max pooling after a ReLU, fused): dy counts only where they are > 0.
+ * The ReLU's output is >= 0, so a winner > 0 is where the ReLU passed its input: masking dy by
+ * the winners gives what masking dx by the ReLU's input would, with zeros that are +0 alike. */
+static void backward_impl(kdi_layer *l, const float *keep, const float *dy, float *dx,
+                          int64_t batch)
 {
-    (void)x;
-    (void)y;
     pool *p = l->priv;
-    if (dx == NULL) return KD_OK;
     int64_t h = l->in.h, w = l->in.w, oh = l->out.h, ow = l->out.w, planes = batch * l->in.c;
     float inv = 1.0f / (float)(p->k * p->kw);
     int nt = kdi_threads_for(planes * h * w);
@@ -102,6 +102,7 @@ static kd_status pool_backward(kdi_layer *l, const float *x, const float *y, con
             if (h % 2 != 0 || w % 2 != 0) memset(dp, 0, sizeof(float) * (size_t)(h * w));
             for (int64_t oy = 0; oy < oh; oy++)
                 kn->max_pool2_bwd(dp + 2 * oy * w, dp + (2 * oy + 1) * w, dy + (c * oh + oy) * ow,
+                                  keep != NULL ? keep + (c * oh + oy) * ow : NULL,
                                   p->argmax.data + (c * oh + oy) * ow, ow, 2 * oy * w, w);
             continue;
         }
@@ -110,7 +111,7 @@ static kd_status pool_backward(kdi_layer *l, const float *x, const float *y, con
             for (int64_t ox = 0; ox < ow; ox++) {
                 int64_t o = (c * oh + oy) * ow + ox;
                 if (p->max) {
-                    dp[(int64_t)p->argmax.data[o]] += dy[o];
+                    dp[(int64_t)p->argmax.data[o]] += keep == NULL || keep[o] > 0.0f ? dy[o] : 0.0f;
                     continue;
                 }
                 for (int64_t i = 0; i < p->k; i++)
@@ -118,6 +119,22 @@ static kd_status pool_backward(kdi_layer *l, const float *x, const float *y, con
                         dp[(oy * p->stride + i) * w + ox * p->stride + j] += dy[o] * inv;
             }
     }
+}
+
+static kd_status pool_backward(kdi_layer *l, const float *x, const float *y, const float *dy,
+                               float *dx, int64_t batch)
+{
+    (void)x;
+    (void)y;
+    if (dx != NULL) backward_impl(l, NULL, dy, dx, batch);
+    return KD_OK;
+}
+
+static kd_status pool_backward_thru_relu(kdi_layer *l, const float *x, const float *y,
+                                         const float *dy, float *dx, int64_t batch)
+{
+    (void)x;
+    if (dx != NULL) backward_impl(l, y, dy, dx, batch);
     return KD_OK;
 }
 
@@ -131,6 +148,7 @@ static void pool_destroy(kdi_layer *l)
 static const kdi_layer_ops maxpool_ops = {.kind = "maxpool",
                                           .forward = pool_forward,
                                           .backward = pool_backward,
+                                          .backward_thru_relu = pool_backward_thru_relu,
                                           .reserve = pool_reserve,
                                           .destroy = pool_destroy};
 static const kdi_layer_ops avgpool_ops = {.kind = "avgpool",
@@ -176,6 +194,7 @@ static kd_status make(const kdi_args *a, kdi_shape in, kdi_layer *l, const kdi_l
                             (long long)in.h, (long long)in.w);
     }
     p->max2 = max && !global && p->k == 2 && p->stride == 2;
+    l->fuse = max ? KDI_FUSE_RELU_BEFORE : 0;
     l->in = in;
     if (global) {
         l->out = (kdi_shape){in.c, 1, 1};
