@@ -215,8 +215,9 @@ END_TEST
 
 /* ---------------------------------------------------------------- 2x2 max pooling: bit for bit */
 
-/* Two rows of a plane of width w (2 ow or 2 ow + 1) from a few values, so that ties are common;
- * a NaN now and then in any place. Forward against ref, then backward from its argmax. */
+/* Planes of oh x ow windows, width w (2 ow or 2 ow + 1) and 2 oh (+1) rows, from a few values,
+ * so that ties are common; a NaN now and then in any place. Forward against ref, then backward
+ * from its argmax, without and with keep. */
 START_TEST(max_pool2)
 {
     static const int64_t ows[] = {1, 3, 4, 7, 8, 9, 15, 16, 17, 31, 33, 100};
@@ -224,43 +225,52 @@ START_TEST(max_pool2)
         const kdi_kernels *k = kdi_kernels_variant(variants[v]);
         if (k == NULL) continue;
         for (size_t s = 0; s < sizeof ows / sizeof ows[0]; s++)
-            for (int odd = 0; odd < 2; odd++) {
-                int64_t ow = ows[s], w = 2 * ow + odd, base = 6 * w;
-                float *x = buf(70 + s, 0.0f, 1.0f), *dy = buf(90 + s, -1.0f, 1.0f);
-                float *y0 = buf(1, 0, 1), *y1 = buf(1, 0, 1), *a0 = buf(1, 0, 1),
-                      *a1 = buf(1, 0, 1);
-                float *d0 = buf(1, 0, 1), *d1 = buf(1, 0, 1);
-                for (int64_t i = 0; i < 2 * w; i++) {
-                    x[i] = (float)((int)(x[i] * 4.0f)) - 2.0f; /* -2..1, many ties */
-                    if (i % 37 == 11) x[i] = NAN;
-                    if (i % 41 == 3) x[i] = -0.0f;
+            for (int odd = 0; odd < 2; odd++)
+                for (int64_t oh = 1; oh <= 3; oh++) {
+                    int64_t ow = ows[s], w = 2 * ow + odd, h = 2 * oh + odd, n = oh * ow;
+                    float *x = buf(70 + s, 0.0f, 1.0f), *dy = buf(90 + s, -1.0f, 1.0f);
+                    float *y0 = buf(1, 0, 1), *y1 = buf(1, 0, 1), *a0 = buf(1, 0, 1),
+                          *a1 = buf(1, 0, 1);
+                    float *d0 = buf(1, 0, 1), *d1 = buf(1, 0, 1);
+                    for (int64_t i = 0; i < h * w; i++) {
+                        x[i] = (float)((int)(x[i] * 4.0f)) - 2.0f; /* -2..1, many ties */
+                        if (i % 37 == 11) x[i] = NAN;
+                        if (i % 41 == 3) x[i] = -0.0f;
+                    }
+                    set_guard(y0, n);
+                    set_guard(y1, n);
+                    set_guard(a1, n);
+                    kdi_kernels_ref.max_pool2_fwd(y0, a0, x, oh, ow, w);
+                    k->max_pool2_fwd(y1, a1, x, oh, ow, w);
+                    ck_assert_int_eq(memcmp(y0, y1, sizeof(float) * (size_t)n), 0);
+                    ck_assert_int_eq(memcmp(a0, a1, sizeof(float) * (size_t)n), 0);
+                    check_guard(y1, n, "max_pool2_fwd", k->name);
+                    check_guard(a1, n, "max_pool2_fwd argmax", k->name);
+                    /* keep: the outputs (-2..1, NaN, -0), as a ReLU's mask would be */
+                    for (int masked = 0; masked < 2; masked++) {
+                        const float *keep = masked ? y0 : NULL;
+                        set_guard(d1, h * w);
+                        for (int64_t r = 0; r < h; r++) /* not the kernel's: an odd last column */
+                            if (odd) d1[r * w + w - 1] = CANARY;
+                        if (odd)
+                            for (int64_t c = 0; c < w; c++) d1[(h - 1) * w + c] = CANARY;
+                        kdi_kernels_ref.max_pool2_bwd(d0, dy, keep, a0, oh, ow, w);
+                        k->max_pool2_bwd(d1, dy, keep, a0, oh, ow, w);
+                        for (int64_t r = 0; r < 2 * oh; r++)
+                            ck_assert_msg(
+                                memcmp(d0 + r * w, d1 + r * w, sizeof(float) * 2 * ow) == 0,
+                                "%s max_pool2_bwd ow=%lld oh=%lld row %lld keep %d", k->name,
+                                (long long)ow, (long long)oh, (long long)r, masked);
+                        if (odd) {
+                            for (int64_t r = 0; r < h; r++) ck_assert(d1[r * w + w - 1] == CANARY);
+                            for (int64_t c = 0; c < w; c++)
+                                ck_assert(d1[(h - 1) * w + c] == CANARY);
+                        }
+                        check_guard(d1, h * w, "max_pool2_bwd", k->name);
+                    }
+                    unbuf(x), unbuf(dy), unbuf(y0), unbuf(y1), unbuf(a0), unbuf(a1), unbuf(d0),
+                        unbuf(d1);
                 }
-                set_guard(y0, ow);
-                set_guard(y1, ow);
-                set_guard(a1, ow);
-                kdi_kernels_ref.max_pool2_fwd(y0, a0, x, x + w, ow, base, w);
-                k->max_pool2_fwd(y1, a1, x, x + w, ow, base, w);
-                ck_assert_int_eq(memcmp(y0, y1, sizeof(float) * (size_t)ow), 0);
-                ck_assert_int_eq(memcmp(a0, a1, sizeof(float) * (size_t)ow), 0);
-                check_guard(y1, ow, "max_pool2_fwd", k->name);
-                check_guard(a1, ow, "max_pool2_fwd argmax", k->name);
-                /* without and with keep (the outputs: -2..1, NaN, -0, a ReLU's mask) */
-                for (int masked = 0; masked < 2; masked++) {
-                    const float *keep = masked ? y0 : NULL;
-                    set_guard(d1, 2 * w);
-                    d1[w - 1] = d1[2 * w - 1] = CANARY; /* an odd last column: not the kernel's */
-                    kdi_kernels_ref.max_pool2_bwd(d0, d0 + w, dy, keep, a0, ow, base, w);
-                    k->max_pool2_bwd(d1, d1 + w, dy, keep, a0, ow, base, w);
-                    for (int64_t r = 0; r < 2; r++)
-                        ck_assert_msg(memcmp(d0 + r * w, d1 + r * w, sizeof(float) * 2 * ow) == 0,
-                                      "%s max_pool2_bwd ow=%lld row %lld keep %d", k->name,
-                                      (long long)ow, (long long)r, masked);
-                    if (odd) ck_assert(d1[w - 1] == CANARY && d1[2 * w - 1] == CANARY);
-                    check_guard(d1, 2 * w, "max_pool2_bwd", k->name);
-                }
-                unbuf(x), unbuf(dy), unbuf(y0), unbuf(y1), unbuf(a0), unbuf(a1), unbuf(d0),
-                    unbuf(d1);
-            }
     }
 }
 END_TEST

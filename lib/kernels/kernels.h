@@ -67,18 +67,20 @@ typedef struct kdi_kernels {
                           const float *inv_std, const float *gamma, const float *dy, int64_t rows,
                           int64_t n);
 
-    /* Max pooling 2x2, stride 2, of one output row: y[ox] is the largest of r0[2 ox], r0[2 ox + 1],
-     * r1[2 ox], r1[2 ox + 1], compared with > in that order (the first of equal maxima wins; a NaN
-     * wins only in the first place), and argmax[ox] its offset in the plane as a float:
-     * at + {0, 1, w, w + 1} with at = base + 2 ox (exact below 2^24). */
-    void (*max_pool2_fwd)(float *y, float *argmax, const float *r0, const float *r1, int64_t ow,
-                          int64_t base, int64_t w);
-    /* Its adjoint on the same row: d0[2 ox + j] and d1[2 ox + j] (j = 0, 1) get dy[ox] where
-     * argmax[ox] names them, else 0; writes all 4 ow values of the two rows. keep: NULL, or ow
-     * values (the pooled outputs, after a ReLU) where dy[ox] counts only if keep[ox] > 0 (0
-     * otherwise, NaN included). */
-    void (*max_pool2_bwd)(float *d0, float *d1, const float *dy, const float *keep,
-                          const float *argmax, int64_t ow, int64_t base, int64_t w);
+    /* Max pooling 2x2, stride 2, of a plane x of width w into oh x ow outputs (a call a plane: a
+     * call a row cost more than its work on the small CNN's 14- and 7-wide rows). With r0, r1 the
+     * rows 2 oy and 2 oy + 1: y[oy][ox] is the largest of r0[2 ox], r0[2 ox + 1], r1[2 ox],
+     * r1[2 ox + 1], compared with > in that order (the first of equal maxima wins; a NaN wins only
+     * in the first place), and argmax its offset in the plane as a float: at + {0, 1, w, w + 1}
+     * with at = 2 oy w + 2 ox (exact below 2^24). */
+    void (*max_pool2_fwd)(float *y, float *argmax, const float *x, int64_t oh, int64_t ow,
+                          int64_t w);
+    /* Its adjoint, a plane dx of width w: dx[2 oy + i][2 ox + j] (i, j = 0, 1) gets dy[oy][ox]
+     * where argmax names it, else 0; writes all 4 oh ow values of the windows, not an odd last row
+     * or column. keep: NULL, or oh x ow values (the pooled outputs, after a ReLU) where dy counts
+     * only if keep > 0 (0 otherwise, NaN included). */
+    void (*max_pool2_bwd)(float *dx, const float *dy, const float *keep, const float *argmax,
+                          int64_t oh, int64_t ow, int64_t w);
 
     /* y += a * x;  x *= a;  y = x * mask * scale (dropout, mask of 0/1 floats). */
     void (*axpy)(float *y, float a, const float *x, int64_t n);

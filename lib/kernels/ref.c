@@ -89,30 +89,36 @@ static void bias_grad(float *gbias, const float *dy, int64_t rows, int64_t cols)
     }
 }
 
-static void max_pool2_fwd(float *y, float *argmax, const float *r0, const float *r1, int64_t ow,
-                          int64_t base, int64_t w)
+static void max_pool2_fwd(float *y, float *argmax, const float *x, int64_t oh, int64_t ow,
+                          int64_t w)
 {
-    for (int64_t ox = 0; ox < ow; ox++) {
-        int64_t at = base + 2 * ox, best = at;
-        float acc = r0[2 * ox];
-        if (r0[2 * ox + 1] > acc) acc = r0[2 * ox + 1], best = at + 1;
-        if (r1[2 * ox] > acc) acc = r1[2 * ox], best = at + w;
-        if (r1[2 * ox + 1] > acc) acc = r1[2 * ox + 1], best = at + w + 1;
-        y[ox] = acc;
-        argmax[ox] = (float)best;
+    for (int64_t oy = 0; oy < oh; oy++) {
+        const float *r0 = x + 2 * oy * w, *r1 = r0 + w;
+        for (int64_t ox = 0; ox < ow; ox++) {
+            int64_t at = 2 * oy * w + 2 * ox, best = at;
+            float acc = r0[2 * ox];
+            if (r0[2 * ox + 1] > acc) acc = r0[2 * ox + 1], best = at + 1;
+            if (r1[2 * ox] > acc) acc = r1[2 * ox], best = at + w;
+            if (r1[2 * ox + 1] > acc) acc = r1[2 * ox + 1], best = at + w + 1;
+            y[oy * ow + ox] = acc;
+            argmax[oy * ow + ox] = (float)best;
+        }
     }
 }
 
-static void max_pool2_bwd(float *d0, float *d1, const float *dy, const float *keep,
-                          const float *argmax, int64_t ow, int64_t base, int64_t w)
+static void max_pool2_bwd(float *dx, const float *dy, const float *keep, const float *argmax,
+                          int64_t oh, int64_t ow, int64_t w)
 {
-    for (int64_t ox = 0; ox < ow; ox++) {
-        int64_t at = base + 2 * ox, best = (int64_t)argmax[ox];
-        float g = keep == NULL || keep[ox] > 0.0f ? dy[ox] : 0.0f;
-        d0[2 * ox] = best == at ? g : 0.0f;
-        d0[2 * ox + 1] = best == at + 1 ? g : 0.0f;
-        d1[2 * ox] = best == at + w ? g : 0.0f;
-        d1[2 * ox + 1] = best == at + w + 1 ? g : 0.0f;
+    for (int64_t oy = 0; oy < oh; oy++) {
+        float *d0 = dx + 2 * oy * w, *d1 = d0 + w;
+        for (int64_t ox = 0; ox < ow; ox++) {
+            int64_t o = oy * ow + ox, at = 2 * oy * w + 2 * ox, best = (int64_t)argmax[o];
+            float g = keep == NULL || keep[o] > 0.0f ? dy[o] : 0.0f;
+            d0[2 * ox] = best == at ? g : 0.0f;
+            d0[2 * ox + 1] = best == at + 1 ? g : 0.0f;
+            d1[2 * ox] = best == at + w ? g : 0.0f;
+            d1[2 * ox + 1] = best == at + w + 1 ? g : 0.0f;
+        }
     }
 }
 

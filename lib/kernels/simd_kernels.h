@@ -443,48 +443,54 @@ static inline void pool_store2(float *p, int64_t left, vf a, vf b)
     if (left > W) vf_store_n(p + W, left - W, b);
 }
 
-static void max_pool2_fwd(float *y, float *argmax, const float *r0, const float *r1, int64_t ow,
-                          int64_t base, int64_t w)
+static void max_pool2_fwd(float *y, float *argmax, const float *x, int64_t oh, int64_t ow,
+                          int64_t w)
 {
     vf twice = vf_load(pool_twice_lane), one = vf_set1(1.0f), wv = vf_set1((float)w);
-    for (int64_t ox = 0; ox < ow; ox += W) {
-        int64_t left = ow - ox, in = 2 * left;
-        vf a0, a1, b0, b1, lo, hi;
-        pool_load2(r0 + 2 * ox, in, &lo, &hi);
-        vf_deinterleave(lo, hi, &a0, &a1);
-        pool_load2(r1 + 2 * ox, in, &lo, &hi);
-        vf_deinterleave(lo, hi, &b0, &b1);
-        vf at = vf_add(vf_set1((float)(base + 2 * ox)), twice), best = at, acc = a0;
-        vmask m = vf_gt(a1, acc);
-        acc = vf_select(m, a1, acc);
-        best = vf_select(m, vf_add(at, one), best);
-        m = vf_gt(b0, acc);
-        acc = vf_select(m, b0, acc);
-        best = vf_select(m, vf_add(at, wv), best);
-        m = vf_gt(b1, acc);
-        acc = vf_select(m, b1, acc);
-        best = vf_select(m, vf_add(vf_add(at, wv), one), best);
-        vf_store_n(y + ox, left, acc);
-        vf_store_n(argmax + ox, left, best);
-    }
+    for (int64_t oy = 0; oy < oh; oy++, y += ow, argmax += ow)
+        for (int64_t ox = 0; ox < ow; ox += W) {
+            const float *r0 = x + 2 * oy * w, *r1 = r0 + w;
+            int64_t base = 2 * oy * w;
+            int64_t left = ow - ox, in = 2 * left;
+            vf a0, a1, b0, b1, lo, hi;
+            pool_load2(r0 + 2 * ox, in, &lo, &hi);
+            vf_deinterleave(lo, hi, &a0, &a1);
+            pool_load2(r1 + 2 * ox, in, &lo, &hi);
+            vf_deinterleave(lo, hi, &b0, &b1);
+            vf at = vf_add(vf_set1((float)(base + 2 * ox)), twice), best = at, acc = a0;
+            vmask m = vf_gt(a1, acc);
+            acc = vf_select(m, a1, acc);
+            best = vf_select(m, vf_add(at, one), best);
+            m = vf_gt(b0, acc);
+            acc = vf_select(m, b0, acc);
+            best = vf_select(m, vf_add(at, wv), best);
+            m = vf_gt(b1, acc);
+            acc = vf_select(m, b1, acc);
+            best = vf_select(m, vf_add(vf_add(at, wv), one), best);
+            vf_store_n(y + ox, left, acc);
+            vf_store_n(argmax + ox, left, best);
+        }
 }
 
-static void max_pool2_bwd(float *d0, float *d1, const float *dy, const float *keep,
-                          const float *argmax, int64_t ow, int64_t base, int64_t w)
+static void max_pool2_bwd(float *dx, const float *dy, const float *keep, const float *argmax,
+                          int64_t oh, int64_t ow, int64_t w)
 {
     vf twice = vf_load(pool_twice_lane), one = vf_set1(1.0f), wv = vf_set1((float)w);
-    for (int64_t ox = 0; ox < ow; ox += W) {
-        int64_t left = ow - ox, out = 2 * left;
-        vf g = vf_load_n(dy + ox, left), best = vf_load_n(argmax + ox, left);
-        if (keep != NULL) g = vf_keep(vf_gt(vf_load_n(keep + ox, left), vf_zero()), g);
-        vf at = vf_add(vf_set1((float)(base + 2 * ox)), twice), atw = vf_add(at, wv), lo, hi;
-        vf_interleave(vf_keep(vf_eq(best, at), g), vf_keep(vf_eq(best, vf_add(at, one)), g), &lo,
-                      &hi);
-        pool_store2(d0 + 2 * ox, out, lo, hi);
-        vf_interleave(vf_keep(vf_eq(best, atw), g), vf_keep(vf_eq(best, vf_add(atw, one)), g), &lo,
-                      &hi);
-        pool_store2(d1 + 2 * ox, out, lo, hi);
-    }
+    for (int64_t oy = 0; oy < oh; oy++, dy += ow, argmax += ow, keep = keep ? keep + ow : NULL)
+        for (int64_t ox = 0; ox < ow; ox += W) {
+            float *d0 = dx + 2 * oy * w, *d1 = d0 + w;
+            int64_t base = 2 * oy * w;
+            int64_t left = ow - ox, out = 2 * left;
+            vf g = vf_load_n(dy + ox, left), best = vf_load_n(argmax + ox, left);
+            if (keep != NULL) g = vf_keep(vf_gt(vf_load_n(keep + ox, left), vf_zero()), g);
+            vf at = vf_add(vf_set1((float)(base + 2 * ox)), twice), atw = vf_add(at, wv), lo, hi;
+            vf_interleave(vf_keep(vf_eq(best, at), g), vf_keep(vf_eq(best, vf_add(at, one)), g),
+                          &lo, &hi);
+            pool_store2(d0 + 2 * ox, out, lo, hi);
+            vf_interleave(vf_keep(vf_eq(best, atw), g), vf_keep(vf_eq(best, vf_add(atw, one)), g),
+                          &lo, &hi);
+            pool_store2(d1 + 2 * ox, out, lo, hi);
+        }
 }
 
 static void relu_fwd(float *y, const float *x, int64_t n)

@@ -31,21 +31,19 @@ static void pool_planes(const pool *p, const kdi_layer *l, const float *x, float
     float inv = 1.0f / (float)(p->k * p->kw);
     for (int64_t c = c0; c < c1; c++) {
         const float *xp = x + c * h * w;
+        if (p->max2) { /* through the SIMD kernel: the general loop's comparisons in its order */
+            kn->max_pool2_fwd(y + c * oh * ow, p->argmax.data + c * oh * ow, xp, oh, ow, w);
+            continue;
+        }
         if (p->k == 2 && p->kw == 2 && p->stride == 2) {
-            /* the usual 2x2 window, unrolled: the general loop's comparisons and sums in its
-             * order (row by row, the first of equal maxima kept); max through the SIMD kernel */
+            /* the usual 2x2 window, unrolled: the general loop's sums in its order */
             for (int64_t oy = 0; oy < oh; oy++) {
                 const float *r0 = xp + 2 * oy * w, *r1 = r0 + w;
                 float *yo = y + (c * oh + oy) * ow;
-                if (!p->max) {
-                    for (int64_t ox = 0; ox < ow; ox++)
-                        yo[ox] =
-                            (((0.0f + r0[2 * ox]) + r0[2 * ox + 1]) + r1[2 * ox] + r1[2 * ox + 1]) *
-                            inv;
-                    continue;
-                }
-                kn->max_pool2_fwd(yo, p->argmax.data + (c * oh + oy) * ow, r0, r1, ow, 2 * oy * w,
-                                  w);
+                for (int64_t ox = 0; ox < ow; ox++)
+                    yo[ox] =
+                        (((0.0f + r0[2 * ox]) + r0[2 * ox + 1]) + r1[2 * ox] + r1[2 * ox + 1]) *
+                        inv;
             }
             continue;
         }
@@ -100,10 +98,8 @@ static void backward_impl(kdi_layer *l, const float *keep, const float *dy, floa
         float *dp = dx + c * h * w;
         if (p->max2) { /* the windows tile the plane but for an odd last row or column */
             if (h % 2 != 0 || w % 2 != 0) memset(dp, 0, sizeof(float) * (size_t)(h * w));
-            for (int64_t oy = 0; oy < oh; oy++)
-                kn->max_pool2_bwd(dp + 2 * oy * w, dp + (2 * oy + 1) * w, dy + (c * oh + oy) * ow,
-                                  keep != NULL ? keep + (c * oh + oy) * ow : NULL,
-                                  p->argmax.data + (c * oh + oy) * ow, ow, 2 * oy * w, w);
+            kn->max_pool2_bwd(dp, dy + c * oh * ow, keep != NULL ? keep + c * oh * ow : NULL,
+                              p->argmax.data + c * oh * ow, oh, ow, w);
             continue;
         }
         memset(dp, 0, sizeof(float) * (size_t)(h * w));
