@@ -316,6 +316,47 @@ START_TEST(batch_norm)
 }
 END_TEST
 
+/* A convolution's output planes: rows of a wider source plus a scalar, and the ReLU of them; bit
+ * for bit against ref and, for r, against relu_fwd itself (NaN, -0 and a -0 "bias" that copies). */
+START_TEST(plane_out)
+{
+    static const int64_t shapes[][3] = {{1, 1, 1},   {1, 15, 15},  {3, 7, 9},   {5, 16, 18},
+                                        {2, 17, 17}, {28, 28, 30}, {4, 33, 40}, {1, 100, 100}};
+    static const float biases[] = {0.25f, -0.0f, 0.0f};
+    float *src = buf(8, -2, 2), *y0 = buf(1, 0, 1), *y1 = buf(1, 0, 1), *r0 = buf(1, 0, 1),
+          *r1 = buf(1, 0, 1);
+    for (int64_t i = 0; i < 200; i += 13) src[i] = i % 2 ? NAN : -0.0f;
+    for (size_t v = 0; v < NVARIANTS; v++) {
+        const kdi_kernels *k = kdi_kernels_variant(variants[v]);
+        if (k == NULL) continue;
+        for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+            for (size_t b = 0; b < sizeof biases / sizeof biases[0]; b++)
+                for (int relu = 0; relu < 2; relu++) {
+                    int64_t rows = shapes[s][0], cols = shapes[s][1], ld = shapes[s][2];
+                    int64_t n = rows * cols;
+                    set_guard(y1, n);
+                    set_guard(r1, n);
+                    kdi_kernels_ref.plane_out(y0, relu ? r0 : NULL, src, rows, cols, ld, biases[b]);
+                    k->plane_out(y1, relu ? r1 : NULL, src, rows, cols, ld, biases[b]);
+                    ck_assert_msg(memcmp(y0, y1, sizeof(float) * (size_t)n) == 0,
+                                  "%s plane_out %lldx%lld", k->name, (long long)rows,
+                                  (long long)cols);
+                    if (biases[b] == -0.0f && signbit(biases[b]))
+                        for (int64_t i = 0; i < rows; i++)
+                            ck_assert(memcmp(y1 + i * cols, src + i * ld,
+                                             sizeof(float) * (size_t)cols) == 0);
+                    check_guard(y1, n, "plane_out", k->name);
+                    if (!relu) continue;
+                    ck_assert(memcmp(r0, r1, sizeof(float) * (size_t)n) == 0);
+                    k->relu_fwd(y0, y1, n); /* the ReLU layer's own kernel */
+                    ck_assert(memcmp(y0, r1, sizeof(float) * (size_t)n) == 0);
+                    check_guard(r1, n, "plane_out relu", k->name);
+                }
+    }
+    unbuf(src), unbuf(y0), unbuf(y1), unbuf(r0), unbuf(r1);
+}
+END_TEST
+
 /* ---------------------------------------------------------------- sums */
 
 START_TEST(sums)
@@ -966,6 +1007,7 @@ int main(void)
     tcase_add_test(t, int8_qgemm);
     tcase_add_test(t, int8_quantize_requant);
     tcase_add_test(t, int8_dispatch);
+    tcase_add_test(t, plane_out);
     suite_add_tcase(s, t);
     return kdt_run(s);
 }

@@ -33,6 +33,10 @@ typedef struct kdi_kernels {
     void (*bias_add)(float *y, const float *bias, int64_t rows, int64_t cols);
     /* gbias[j] += sum_r dy[r, j]. */
     void (*bias_grad)(float *gbias, const float *dy, int64_t rows, int64_t cols);
+    /* A convolution's output plane: y[i, j] = src[i ld + j] + b for rows x cols (b = -0: a copy,
+     * -0 kept), and r = relu(y) as relu_fwd writes it when r is not NULL. */
+    void (*plane_out)(float *y, float *r, const float *src, int64_t rows, int64_t cols, int64_t ld,
+                      float b);
 
     /* Activations, n values. Backward writes dx = dy * f'(.) from the input x or output y. */
     void (*relu_fwd)(float *y, const float *x, int64_t n);
@@ -139,7 +143,7 @@ typedef struct kdi_kernels {
  * the tests check each entry is set. A new kernel is added here and in the struct above. */
 /* clang-format off */
 #define KDI_EACH_KERNEL(X)                                                                         \
-    X(gemm) X(gemm_small) X(gemm_packed) X(bias_add) X(bias_grad)                                                 \
+    X(gemm) X(gemm_small) X(gemm_packed) X(bias_add) X(bias_grad) X(plane_out)                                                 \
     X(relu_fwd) X(relu_bwd) X(leaky_relu_fwd) X(leaky_relu_bwd) X(gelu_fwd) X(gelu_bwd)            \
     X(tanh_fwd) X(tanh_bwd) X(sigmoid_fwd) X(sigmoid_bwd)                                          \
     X(softmax_rows) X(log_softmax_rows) X(layernorm_fwd) X(layernorm_bwd)                          \

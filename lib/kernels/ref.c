@@ -74,6 +74,17 @@ static void gemm_packed(int ta, int tb, int64_t m, int64_t n, int64_t k, float a
     gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
+static void plane_out(float *y, float *r, const float *src, int64_t rows, int64_t cols, int64_t ld,
+                      float b)
+{
+    for (int64_t i = 0; i < rows; i++)
+        for (int64_t j = 0; j < cols; j++) {
+            float v = src[i * ld + j] + b;
+            y[i * cols + j] = v;
+            if (r != NULL) r[i * cols + j] = v > 0.0f ? v : 0.0f;
+        }
+}
+
 static void bias_add(float *y, const float *bias, int64_t rows, int64_t cols)
 {
     for (int64_t r = 0; r < rows; r++)

@@ -400,6 +400,20 @@ static inline void acc_fma(vd *acc, vf a, vf b)
 
 /* ---------------------------------------------------------------- bias */
 
+static void plane_out(float *y, float *r, const float *src, int64_t rows, int64_t cols, int64_t ld,
+                      float b)
+{
+    vf vb = vf_set1(b);
+    for (int64_t i = 0; i < rows; i++, y += cols, src += ld) {
+        for (int64_t j = 0; j < cols; j += W) {
+            vf v = vf_add(vf_load_n(src + j, cols - j), vb);
+            vf_store_n(y + j, cols - j, v);
+            if (r != NULL) vf_store_n(r + j, cols - j, vf_max(v, vf_zero())); /* as relu_fwd */
+        }
+        if (r != NULL) r += cols;
+    }
+}
+
 static void bias_add(float *y, const float *bias, int64_t rows, int64_t cols)
 {
     for (int64_t r = 0; r < rows; r++) {

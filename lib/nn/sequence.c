@@ -220,14 +220,17 @@ static kd_status layer_forward(kdi_seq *s, int32_t i, const float *x, int64_t ba
     return st;
 }
 
-/* Layer i and the ReLU after it (fuses_relu_after), forward. */
-static kd_status layer_forward_relu(kdi_seq *s, int32_t i, const float *x, int64_t batch, int train)
+/* Layer i and the ReLU after it (fuses_relu_after), forward; and the layer after the ReLU plane
+ * by plane when then != NULL. */
+static kd_status layer_forward_relu(kdi_seq *s, int32_t i, const float *x, const kdi_then *then,
+                                    int64_t batch, int train)
 {
     kdi_layer *l = &s->layers[i];
     float *y = s->acts[i].data, *r = s->acts[i + 1].data;
-    if (s->fq == NULL || !s->fq->weights[i]) return l->ops->forward_relu(l, x, y, r, batch, train);
+    if (s->fq == NULL || !s->fq->weights[i])
+        return l->ops->forward_relu(l, x, y, r, then, batch, train);
     KDI_TRY(kdi_fq_weights_begin(s->fq, l, i, 1));
-    kd_status st = l->ops->forward_relu(l, x, y, r, batch, train);
+    kd_status st = l->ops->forward_relu(l, x, y, r, then, batch, train);
     kdi_fq_weights_end(s->fq, l, i);
     return st;
 }
@@ -267,6 +270,17 @@ static int fuses_relu_after(const kdi_seq *s, int32_t i)
            (s->fq == NULL || !s->fq->point[i + 1]);
 }
 
+/* Whether the layer at i + 2 runs plane by plane inside layer i's forward, which takes the ReLU at
+ * i + 1 along (fuses_relu_after): max pooling after "conv | relu", reading each plane of the
+ * ReLU's output while it is in cache instead of in a pass of its own. */
+static int fuses_planes_after(const kdi_seq *s, int32_t i)
+{
+    if (i + 2 >= s->n || !(s->layers[i].fuse & KDI_FUSE_PLANES_AFTER)) return 0;
+    const kdi_layer *next = &s->layers[i + 2];
+    return (next->fuse & KDI_FUSE_PLANES) && next->ops->forward_planes != NULL &&
+           (s->fq == NULL || (!s->fq->point[i + 2] && !s->fq->weights[i + 2]));
+}
+
 /* Whether layer i's backward (in this backward) runs through the ReLU at i - 1. */
 static int fuses_relu_before(const kdi_seq *s, int32_t i)
 {
@@ -304,8 +318,12 @@ kd_status kdi_seq_forward(kdi_seq *s, const float *x, int64_t batch, int train, 
     KDI_TRY(point(s, 0, x, batch, train, &cur));
     for (int32_t i = 0; i < s->n; i++) {
         if (fuses_relu_after(s, i)) {
-            KDI_TRY(layer_forward_relu(s, i, cur, batch, train));
-            i++; /* the ReLU's output is written; its input was not rounded */
+            int planes = fuses_planes_after(s, i);
+            kdi_then then = {0};
+            if (planes)
+                then = (kdi_then){&s->layers[i + 2], s->acts[i + 1].data, s->acts[i + 2].data};
+            KDI_TRY(layer_forward_relu(s, i, cur, planes ? &then : NULL, batch, train));
+            i += planes ? 2 : 1; /* the ReLU's output (and the next's) written, none rounded */
         } else {
             KDI_TRY(layer_forward(s, i, cur, batch, train));
         }

@@ -133,9 +133,10 @@ static kd_status bn_forward(kdi_layer *l, const float *x, float *y, int64_t batc
     return forward_impl(l, x, y, NULL, batch, train);
 }
 
-static kd_status bn_forward_relu(kdi_layer *l, const float *x, float *y, float *r, int64_t batch,
-                                 int train)
+static kd_status bn_forward_relu(kdi_layer *l, const float *x, float *y, float *r,
+                                 const kdi_then *then, int64_t batch, int train)
 {
+    (void)then; /* not KDI_FUSE_PLANES_AFTER: its planes go by channel, all images of one */
     return forward_impl(l, x, y, r, batch, train);
 }
 

@@ -459,14 +459,16 @@ static void gather(const dims *d, const float *dy, int64_t b0, int64_t n, int64_
 
 /* One chunk of the forward, images [b0, b0 + n), on thread t's workspace: per group, im2col,
  * Y = W cols, Y to NCHW plus the bias (a row at a time past wide scratch); with a fused ReLU
- * (r != NULL) also r = relu(Y), each plane while it is in L1, by the ReLU layer's kernel. */
+ * (r != NULL) also r = relu(Y), each plane while it is in L1, by the ReLU layer's kernel, and the
+ * layer after it on that plane (then != NULL). */
 static void forward_chunk(const kdi_layer *l, const dims *d, const float *x, float *y, float *r,
-                          int64_t b0, int64_t n, int t)
+                          const kdi_then *then, int64_t b0, int64_t n, int t)
 {
     const conv *cv = l->priv;
     const kdi_kernels *kn = kdi_kernels_get();
     float *cols = slot_cols(cv, d, t), *out = slot_out(cv, d, t), *xp = slot_plane(cv, d, t);
     int64_t ld = n * d->cw, rows = d->wide ? d->oh : 1, len = d->wide ? d->ow : d->hw;
+    int64_t stride = d->wide ? d->wp : d->hw;
     for (int64_t g = 0; g < cv->groups; g++) {
         for (int64_t i = 0; i < n; i++)
             im2col_channels(cv, d, x + ((b0 + i) * d->cin + g * d->cg) * d->h * d->w, 0, d->cg,
@@ -477,22 +479,21 @@ static void forward_chunk(const kdi_layer *l, const dims *d, const float *x, flo
             for (int64_t o = 0; o < d->og; o++) {
                 float *yo = y + ((b0 + i) * d->cout + g * d->og + o) * d->hw;
                 const float *src = out + o * ld + i * d->cw;
-                float bo = cv->bias ? l->params[1].value[g * d->og + o] : 0.0f;
-                for (int64_t r = 0; r < rows; r++) {
-                    float *yr = yo + r * len;
-                    const float *sr = src + r * d->wp;
-                    if (!cv->bias)
-                        memcpy(yr, sr, sizeof(float) * (size_t)len);
-                    else
-                        for (int64_t q = 0; q < len; q++) yr[q] = sr[q] + bo;
+                /* -0 adds nothing to any value, -0 included: the copy of a layer without bias */
+                float bo = cv->bias ? l->params[1].value[g * d->og + o] : -0.0f;
+                kn->plane_out(yo, r != NULL ? r + (yo - y) : NULL, src, rows, len, stride, bo);
+                if (then != NULL) { /* the plane just written, in L1 */
+                    int64_t p = (b0 + i) * d->cout + g * d->og + o;
+                    then->l->ops->forward_planes(then->l, then->x, then->y, p, p + 1);
                 }
-                if (r != NULL) kn->relu_fwd(r + (yo - y), yo, d->hw);
             }
     }
 }
 
-/* y = conv(x); and r = relu(y) when r != NULL (a ReLU fused into this layer, see forward_relu). */
-static void forward_impl(kdi_layer *l, const float *x, float *y, float *r, int64_t batch)
+/* y = conv(x); and r = relu(y) when r != NULL (a ReLU fused into this layer, see forward_relu),
+ * then the next layer on r's planes when then != NULL. */
+static void forward_impl(kdi_layer *l, const float *x, float *y, float *r, const kdi_then *then,
+                         int64_t batch)
 {
     if (depthwise(l)) {
         dw_forward(l, x, y, batch); /* never with a fused ReLU (l->fuse) */
@@ -506,7 +507,7 @@ static void forward_impl(kdi_layer *l, const float *x, float *y, float *r, int64
     KDI_PARALLEL_FOR(nt) /* chunks are independent; each thread has its own workspace */
     for (int64_t c = 0; c < chunks; c++) {
         int64_t b0 = c * d.chunk, n = batch - b0 < d.chunk ? batch - b0 : d.chunk;
-        forward_chunk(l, &d, x, y, r, b0, n, kdi_thread_id());
+        forward_chunk(l, &d, x, y, r, then, b0, n, kdi_thread_id());
     }
     if (nt > 1) kdi_blas_serial_end();
 }
@@ -514,15 +515,15 @@ static void forward_impl(kdi_layer *l, const float *x, float *y, float *r, int64
 static kd_status conv_forward(kdi_layer *l, const float *x, float *y, int64_t batch, int train)
 {
     (void)train;
-    forward_impl(l, x, y, NULL, batch);
+    forward_impl(l, x, y, NULL, NULL, batch);
     return KD_OK;
 }
 
-static kd_status conv_forward_relu(kdi_layer *l, const float *x, float *y, float *r, int64_t batch,
-                                   int train)
+static kd_status conv_forward_relu(kdi_layer *l, const float *x, float *y, float *r,
+                                   const kdi_then *then, int64_t batch, int train)
 {
     (void)train;
-    forward_impl(l, x, y, r, batch);
+    forward_impl(l, x, y, r, then, batch);
     return KD_OK;
 }
 
@@ -704,6 +705,6 @@ kd_status kdi_conv_create(const kdi_args *a, kdi_shape in, uint64_t seed, kdi_la
         KDI_TRY(kdi_layer_add_param(l, "bias", 1, 1, bdims));
         kdi_init_uniform(l->params[1].value, out, fan_in, kdi_rng_derive(seed, 1));
     }
-    l->fuse = depthwise(l) ? 0 : KDI_FUSE_RELU_AFTER;
+    l->fuse = depthwise(l) ? 0 : KDI_FUSE_RELU_AFTER | KDI_FUSE_PLANES_AFTER;
     return conv_spec(l, out);
 }

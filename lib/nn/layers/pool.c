@@ -117,6 +117,11 @@ static void backward_impl(kdi_layer *l, const float *keep, const float *dy, floa
     }
 }
 
+static void pool_forward_planes(kdi_layer *l, const float *x, float *y, int64_t p0, int64_t p1)
+{
+    pool_planes(l->priv, l, x, y, p0, p1);
+}
+
 static kd_status pool_backward(kdi_layer *l, const float *x, const float *y, const float *dy,
                                float *dx, int64_t batch)
 {
@@ -145,6 +150,7 @@ static const kdi_layer_ops maxpool_ops = {.kind = "maxpool",
                                           .forward = pool_forward,
                                           .backward = pool_backward,
                                           .backward_thru_relu = pool_backward_thru_relu,
+                                          .forward_planes = pool_forward_planes,
                                           .reserve = pool_reserve,
                                           .destroy = pool_destroy};
 static const kdi_layer_ops avgpool_ops = {.kind = "avgpool",
@@ -190,7 +196,7 @@ static kd_status make(const kdi_args *a, kdi_shape in, kdi_layer *l, const kdi_l
                             (long long)in.h, (long long)in.w);
     }
     p->max2 = max && !global && p->k == 2 && p->stride == 2;
-    l->fuse = max ? KDI_FUSE_RELU_BEFORE : 0;
+    l->fuse = max ? KDI_FUSE_RELU_BEFORE | KDI_FUSE_PLANES : 0;
     l->in = in;
     if (global) {
         l->out = (kdi_shape){in.c, 1, 1};
