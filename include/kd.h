@@ -271,7 +271,9 @@ KD_API kd_status kd_model_evaluate(kd_model *m, const float *x, const int32_t *l
 /* Feature taps, for losses on intermediate layers (hints, attention, relations). Layer i counts as
  * kd_model_layer_info does. The output of layer i from the last kd_model_forward or
  * kd_model_predict: borrowed, valid until the next forward or predict on m, [batch, c*h*w]; a
- * sequence layer's output [batch, T, d] has c = T, h = d, w = 1. */
+ * sequence layer's output [batch, T, d] has c = T, h = d, w = 1. In "conv | relu | maxpool" the
+ * forward leaves the conv's and the ReLU's outputs unwritten until read: the first read of one
+ * runs that conv again (and the ReLU), and every later forward writes it. */
 KD_API kd_status kd_model_feature(const kd_model *m, int32_t layer, const float **data,
                                   int64_t *batch, int64_t *c, int64_t *h, int64_t *w);
 /* Adds grad [batch, c*h*w] to the gradient at layer i's output; the next kd_model_backward takes

@@ -464,8 +464,8 @@ START_TEST(relu_fusion_is_exact)
             for (int f = 0; f < 2; f++) run_fused(&s[f], specs[c], in, batch, x, f, tap, dx[f]);
             ck_assert_msg(memcmp(dx[0], dx[1], sizeof(float) * (size_t)nin) == 0,
                           "%s tap %d: dx differs", specs[c], tap);
-            for (int32_t i = 0; i < s[0].n; i++)
-                ck_assert_msg(memcmp(s[0].acts[i].data, s[1].acts[i].data,
+            for (int32_t i = 0; i < s[0].n; i++) /* written when read, if left unwritten */
+                ck_assert_msg(memcmp(kdi_seq_output(&s[0], i), kdi_seq_output(&s[1], i),
                                      sizeof(float) *
                                          (size_t)(batch * kdi_shape_size(s[0].layers[i].out))) == 0,
                               "%s: output of layer %d differs", specs[c], i);
@@ -489,6 +489,68 @@ START_TEST(relu_fusion_is_exact)
 }
 END_TEST
 
+/* A lazy chain (conv | relu | maxpool leaves the conv's and the ReLU's outputs unwritten): the
+ * features are there when read, even after the caller has reused its input buffer (layer 0 keeps
+ * a copy), and once read they are written by every later forward; a feature gradient at the conv
+ * or the ReLU gives the gradients of the layers run one by one. */
+START_TEST(lazy_outputs_when_read)
+{
+    const char *spec = "input 2x8x8 | conv 3 3 pad=1 | relu | maxpool 2 | conv 4 3 pad=1 | relu | "
+                       "maxpool 2 | flatten | dense 3";
+    enum { B = 4, IN = 2 * 8 * 8 };
+    float x[B * IN], keep[B * IN], y[2][B * 3];
+    kdt_fill(x, B * IN, 21, -1, 1);
+    memcpy(keep, x, sizeof x);
+    for (int32_t layer = 0; layer < 6; layer++) {
+        kd_model *m[2];
+        const float *f[2];
+        int64_t n = 0;
+        for (int k = 0; k < 2; k++) {
+            kdi_seq_set_fusion(k == 0); /* m[0] fused and lazy, m[1] layer by layer */
+            ck_assert_int_eq(kd_model_create(spec, 3, &m[k]), KD_OK);
+            memcpy(x, keep, sizeof x);
+            ck_assert_int_eq(kd_model_predict(m[k], x, B, y[k]), KD_OK);
+            for (int i = 0; i < B * IN; i++) x[i] = 99.0f; /* the caller's buffer, reused */
+            if (k == 0) /* left unwritten: the outputs of both convolutions and ReLUs */
+                ck_assert_int_eq(m[k]->seq.stale[layer], layer != 2 && layer != 5);
+            int64_t batch, c, h, w;
+            ck_assert_int_eq(kd_model_feature(m[k], layer, &f[k], &batch, &c, &h, &w), KD_OK);
+            n = batch * c * h * w;
+        }
+        kdi_seq_set_fusion(1);
+        ck_assert(memcmp(y[0], y[1], sizeof y[0]) == 0);
+        ck_assert_msg(memcmp(f[0], f[1], sizeof(float) * (size_t)n) == 0, "layer %d", layer);
+        /* read once, kept: a training forward writes it, and a feature gradient there gives the
+         * layers' own gradients */
+        float g[B * 3];
+        kdt_fill(g, B * 3, 5, -1, 1);
+        for (int k = 0; k < 2; k++) {
+            kdi_seq_set_fusion(k == 0);
+            memcpy(x, keep, sizeof x);
+            ck_assert_int_eq(kd_model_forward(m[k], x, B, y[k]), KD_OK);
+            ck_assert(!m[k]->seq.stale[layer]);
+            float *fg = malloc(sizeof(float) * (size_t)n);
+            kdt_fill(fg, n, 6, -1, 1);
+            ck_assert_int_eq(kd_model_feature_backward(m[k], layer, fg), KD_OK);
+            free(fg);
+            ck_assert_int_eq(kd_model_zero_grad(m[k]), KD_OK);
+            ck_assert_int_eq(kd_model_backward(m[k], g), KD_OK);
+        }
+        kdi_seq_set_fusion(1);
+        kdi_param_list p[2] = {{0}, {0}};
+        for (int k = 0; k < 2; k++) ck_assert_int_eq(kdi_seq_collect(&m[k]->seq, "", &p[k]), KD_OK);
+        for (int32_t i = 0; i < p[0].n; i++)
+            ck_assert_msg(memcmp(p[0].items[i].p->grad, p[1].items[i].p->grad,
+                                 sizeof(float) * (size_t)p[0].items[i].p->count) == 0,
+                          "layer %d: gradient of %s", layer, p[0].items[i].name);
+        for (int k = 0; k < 2; k++) {
+            kdi_param_list_free(&p[k]);
+            kd_model_destroy(m[k]);
+        }
+    }
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("conv");
@@ -506,6 +568,7 @@ int main(void)
     tcase_add_test(t, cnn_save_load_round_trip);
     tcase_add_test(t, conv_batch_sizes_agree);
     tcase_add_test(t, relu_fusion_is_exact);
+    tcase_add_test(t, lazy_outputs_when_read);
     suite_add_tcase(s, t);
     return kdt_run(s);
 }

@@ -348,6 +348,10 @@ START_TEST(plane_out)
                     check_guard(y1, n, "plane_out", k->name);
                     if (!relu) continue;
                     ck_assert(memcmp(r0, r1, sizeof(float) * (size_t)n) == 0);
+                    set_guard(r0, n);
+                    k->plane_out(NULL, r0, src, rows, cols, ld, biases[b]); /* r alone */
+                    ck_assert(memcmp(r0, r1, sizeof(float) * (size_t)n) == 0);
+                    check_guard(r0, n, "plane_out r alone", k->name);
                     k->relu_fwd(y0, y1, n); /* the ReLU layer's own kernel */
                     ck_assert(memcmp(y0, r1, sizeof(float) * (size_t)n) == 0);
                     check_guard(r1, n, "plane_out relu", k->name);

@@ -34,7 +34,7 @@ typedef struct kdi_kernels {
     /* gbias[j] += sum_r dy[r, j]. */
     void (*bias_grad)(float *gbias, const float *dy, int64_t rows, int64_t cols);
     /* A convolution's output plane: y[i, j] = src[i ld + j] + b for rows x cols (b = -0: a copy,
-     * -0 kept), and r = relu(y) as relu_fwd writes it when r is not NULL. */
+     * -0 kept), and r = relu(y) as relu_fwd writes it when r is not NULL; y may be NULL (r only). */
     void (*plane_out)(float *y, float *r, const float *src, int64_t rows, int64_t cols, int64_t ld,
                       float b);
 

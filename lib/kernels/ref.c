@@ -80,7 +80,7 @@ static void plane_out(float *y, float *r, const float *src, int64_t rows, int64_
     for (int64_t i = 0; i < rows; i++)
         for (int64_t j = 0; j < cols; j++) {
             float v = src[i * ld + j] + b;
-            y[i * cols + j] = v;
+            if (y != NULL) y[i * cols + j] = v;
             if (r != NULL) r[i * cols + j] = v > 0.0f ? v : 0.0f;
         }
 }

@@ -60,13 +60,14 @@ void kdi_param_list_free(kdi_param_list *list);
 typedef struct kdi_layer kdi_layer;
 
 /* A layer run plane by plane inside the forward of the layer before it (nn/sequence.c): after that
- * layer has written a plane (image b, channel c: plane b C + c) of its output (or of the ReLU's,
- * when one is fused), it calls l's forward_planes on it while it is in cache. x and y: l's input
- * and output, whole. */
+ * layer has made a plane (image b, channel c: plane b C + c) of its output (or of the ReLU's,
+ * when one is fused), it calls l's forward_plane on it while it is in cache. y: l's output, whole.
+ * lazy: the plane is made in the layer's own scratch, and its output (and the ReLU's) left
+ * unwritten (nn/sequence.c writes them when something reads them). */
 typedef struct kdi_then {
     kdi_layer *l;
-    const float *x;
     float *y;
+    int lazy;
 } kdi_then;
 
 enum { KDI_CODES_IN = 1, KDI_CODES_OUT = 2, KDI_CODES_PASS = 7 };
@@ -113,15 +114,16 @@ typedef struct kdi_layer_ops {
      * which apply). Both give the values of the two layers run one after the other, bit for bit.
      * forward_relu (KDI_FUSE_RELU_AFTER): forward, and r = relu(y), the output of the ReLU after
      * this layer, written while y is in cache; then, when not NULL, the layer after the ReLU on
-     * each plane of r (KDI_FUSE_PLANES_AFTER).
+     * each plane of r (KDI_FUSE_PLANES_AFTER), y and r left unwritten if then->lazy.
      * backward_thru_relu (KDI_FUSE_RELU_BEFORE): backward, and through the ReLU before this
      * layer: dx is the gradient at the ReLU's input (max pooling: y > 0 where the ReLU passed the
      * winner, so dy is masked on the quarter-size side instead of a pass over dx). */
     kd_status (*forward_relu)(kdi_layer *l, const float *x, float *y, float *r,
                               const kdi_then *then, int64_t batch, int train);
-    /* Optional (KDI_FUSE_PLANES): output planes [p0, p1) of the forward, from input planes of the
-     * same numbers (a per-channel layer: pooling); forward equals it on every plane. */
-    void (*forward_planes)(kdi_layer *l, const float *x, float *y, int64_t p0, int64_t p1);
+    /* Optional (KDI_FUSE_PLANES): output plane p of the forward into y (whole), from its input
+     * plane xp (a per-channel layer: pooling); forward equals it on every plane. Such a layer's
+     * backward must not read x: its input may be left unwritten (kdi_then's lazy). */
+    void (*forward_plane)(kdi_layer *l, const float *xp, float *y, int64_t p);
     kd_status (*backward_thru_relu)(kdi_layer *l, const float *x, const float *y, const float *dy,
                                     float *dx, int64_t batch);
     /* Int8 layers: KDI_CODES_IN when the input is uint8 codes, KDI_CODES_OUT when the output is,

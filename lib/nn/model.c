@@ -373,7 +373,10 @@ kd_status kd_model_backward(kd_model *m, const float *grad_logits)
     return kdi_model_backward(m, grad_logits);
 }
 
-const float *kdi_model_feature(const kd_model *m, int32_t layer) { return m->seq.acts[layer].data; }
+const float *kdi_model_feature(kd_model *m, int32_t layer)
+{
+    return kdi_seq_output(&m->seq, layer);
+}
 
 kd_status kd_model_feature(const kd_model *m, int32_t layer, const float **data, int64_t *batch,
                            int64_t *c, int64_t *h, int64_t *w)
@@ -385,7 +388,9 @@ kd_status kd_model_feature(const kd_model *m, int32_t layer, const float **data,
     if (m->seq.batch == 0)
         return kdi_fail(KD_ERR_STATE, "features need a forward or predict first");
     kdi_shape s = m->seq.layers[layer].out;
-    *data = kdi_model_feature(m, layer);
+    /* const to the caller: the activations are the model's cache, which this may fill in (an
+     * output the last forward left unwritten, kdi_seq_output) but not change */
+    *data = kdi_model_feature((kd_model *)m, layer);
     if (batch != NULL) *batch = m->seq.batch;
     if (c != NULL) *c = s.c;
     if (h != NULL) *h = s.h;

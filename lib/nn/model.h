@@ -60,7 +60,7 @@ kd_status kdi_model_backward(kd_model *m, const float *grad_logits);
 kd_status kdi_model_backward_each(kd_model *m, const float *grad_logits,
                                   kd_status (*after_layer)(void *ctx, int32_t layer), void *ctx);
 /* Layer layer's output of the last forward (layer in range, a forward done). */
-const float *kdi_model_feature(const kd_model *m, int32_t layer);
+const float *kdi_model_feature(kd_model *m, int32_t layer);
 kd_status kdi_model_feature_backward(kd_model *m, int32_t layer, const float *grad);
 void kdi_model_zero_grad(kd_model *m);
 /* Synchronised batch norm (nn/sync.c): every bn layer of m takes its training statistics through

@@ -124,8 +124,11 @@ static kd_status seq_build(kdi_seq *s, const char *spec, kdi_shape in, int32_t s
     s->acts = kdi_calloc((size_t)n, sizeof *s->acts);
     s->extra_grad = kdi_calloc((size_t)n, sizeof *s->extra_grad);
     s->has_extra = kdi_calloc((size_t)n, 1);
+    s->stale = kdi_calloc((size_t)n, 1);
+    s->keep = kdi_calloc((size_t)n, 1);
     kd_status st = KD_OK;
-    if (s->layers == NULL || s->acts == NULL || s->extra_grad == NULL || s->has_extra == NULL)
+    if (s->layers == NULL || s->acts == NULL || s->extra_grad == NULL || s->has_extra == NULL ||
+        s->stale == NULL || s->keep == NULL)
         st = kdi_fail(KD_ERR_NOMEM, "cannot allocate %d layers", (int)n);
     kdi_shape cur = in;
     int32_t cur_seq = seq;
@@ -163,6 +166,9 @@ void kdi_seq_free(kdi_seq *s)
     kdi_free(s->acts);
     kdi_free(s->extra_grad);
     kdi_free(s->has_extra);
+    kdi_free(s->stale);
+    kdi_free(s->keep);
+    kdi_buf_free(&s->xcopy);
     kdi_buf_free(&s->grad[0]);
     kdi_buf_free(&s->grad[1]);
     kdi_buf_free(&s->row[0]);
@@ -187,6 +193,9 @@ static kd_status reserve(kdi_seq *s, int64_t batch)
         KDI_TRY(kdi_buf_reserve(&s->acts[i], batch * size));
         if (l->ops->reserve != NULL) KDI_TRY(l->ops->reserve(l, batch));
     }
+    /* a lazy chain at layer 0 keeps a copy of its input, to write its outputs when read */
+    if (s->n > 0 && (s->layers[0].fuse & KDI_FUSE_PLANES_AFTER))
+        KDI_TRY(kdi_buf_reserve(&s->xcopy, batch * kdi_shape_size(s->in)));
     KDI_TRY(kdi_buf_reserve(&s->grad[0], batch * widest));
     KDI_TRY(kdi_buf_reserve(&s->grad[1], batch * widest));
     /* Feature-gradient buffers already in use must follow the batch too. */
@@ -277,8 +286,39 @@ static int fuses_planes_after(const kdi_seq *s, int32_t i)
 {
     if (i + 2 >= s->n || !(s->layers[i].fuse & KDI_FUSE_PLANES_AFTER)) return 0;
     const kdi_layer *next = &s->layers[i + 2];
-    return (next->fuse & KDI_FUSE_PLANES) && next->ops->forward_planes != NULL &&
+    return (next->fuse & KDI_FUSE_PLANES) && next->ops->forward_plane != NULL &&
            (s->fq == NULL || (!s->fq->point[i + 2] && !s->fq->weights[i + 2]));
+}
+
+/* Whether that chain (layer i, its ReLU, the per-plane layer after it) leaves the outputs of layer
+ * i and of the ReLU unwritten: nothing reads them in training (the pooling's backward takes the
+ * ReLU's along from its own outputs and argmax, the convolution's backward reads its input), and
+ * writing them was most of the small CNN's memory traffic (11% of its step on one thread). They
+ * are written when read (kdi_seq_output, a backward that needs them: materialise), and by every
+ * later forward once read. Not under fake quantisation. */
+static int lazy_chain(const kdi_seq *s, int32_t i)
+{
+    return fuses_planes_after(s, i) && s->fq == NULL && !s->keep[i] && !s->keep[i + 1];
+}
+
+/* Writes activation i if the last forward left it unwritten: its layer's forward again, on its
+ * input (written, or layer 0's copy of the input). Only convolutions (not depthwise) and ReLUs are
+ * left unwritten, whose forwards cannot fail. */
+static void materialise(kdi_seq *s, int32_t i)
+{
+    if (!s->stale[i]) return;
+    if (i > 0) materialise(s, i - 1);
+    const float *in = i > 0 ? s->acts[i - 1].data : s->xcopy.data;
+    kdi_layer *l = &s->layers[i];
+    (void)l->ops->forward(l, in, s->acts[i].data, s->batch, s->trained);
+    s->stale[i] = 0;
+}
+
+const float *kdi_seq_output(kdi_seq *s, int32_t i)
+{
+    materialise(s, i);
+    s->keep[i] = 1;
+    return s->acts[i].data;
 }
 
 /* Whether layer i's backward (in this backward) runs through the ReLU at i - 1. */
@@ -316,13 +356,16 @@ kd_status kdi_seq_forward(kdi_seq *s, const float *x, int64_t batch, int train, 
     s->trained = 0;
     s->batch = 0;
     KDI_TRY(point(s, 0, x, batch, train, &cur));
+    memset(s->stale, 0, (size_t)s->n);
     for (int32_t i = 0; i < s->n; i++) {
         if (fuses_relu_after(s, i)) {
-            int planes = fuses_planes_after(s, i);
+            int planes = fuses_planes_after(s, i), lazy = planes && lazy_chain(s, i);
             kdi_then then = {0};
-            if (planes)
-                then = (kdi_then){&s->layers[i + 2], s->acts[i + 1].data, s->acts[i + 2].data};
+            if (planes) then = (kdi_then){&s->layers[i + 2], s->acts[i + 2].data, lazy};
+            if (lazy && i == 0)
+                memcpy(s->xcopy.data, cur, sizeof(float) * (size_t)(batch * kdi_shape_size(s->in)));
             KDI_TRY(layer_forward_relu(s, i, cur, planes ? &then : NULL, batch, train));
+            s->stale[i] = s->stale[i + 1] = (uint8_t)lazy;
             i += planes ? 2 : 1; /* the ReLU's output (and the next's) written, none rounded */
         } else {
             KDI_TRY(layer_forward(s, i, cur, batch, train));
@@ -374,6 +417,7 @@ kd_status kdi_seq_backward(kdi_seq *s, const float *dy, float *dx)
             continue;
         }
         float *target = i > 0 ? s->grad[next].data : dx;
+        if (i > 0) materialise(s, i - 1); /* a ReLU's backward reads its input */
         KDI_TRY(layer_backward(s, i, layer_input(s, i), g, target));
         if (s->after_layer != NULL) KDI_TRY(s->after_layer(s->after_ctx, i));
         g = target;
@@ -396,6 +440,7 @@ kd_status kdi_seq_add_output_grad(kdi_seq *s, int32_t i, const float *g)
         return kdi_fail(KD_ERR_STATE, "feature gradients need a training forward first");
     int64_t n = s->batch * kdi_shape_size(s->layers[i].out);
     KDI_TRY(kdi_buf_reserve(&s->extra_grad[i], s->reserved * kdi_shape_size(s->layers[i].out)));
+    s->keep[i] = 1; /* a feature loss's layer: later forwards write its output */
     if (!s->has_extra[i]) memset(s->extra_grad[i].data, 0, (size_t)n * sizeof(float));
     kdi_kernels_get()->axpy(s->extra_grad[i].data, 1.0f, g, n);
     s->has_extra[i] = 1;

@@ -147,7 +147,7 @@ static kd_status run_pass(kd_model *c, const float *x, int64_t n, const block *b
         int64_t batch = n - s < CALIB_BATCH ? n - s : CALIB_BATCH;
         KDI_TRY(kdi_model_predict(c, x + s * in, batch, logits));
         for (int32_t k = 0; k <= nb; k++) {
-            const float *v = k == 0 ? c->seq.x : c->seq.acts[b[k - 1].last].data;
+            const float *v = k == 0 ? c->seq.x : kdi_seq_output(&c->seq, b[k - 1].last);
             int64_t cnt = batch * (k == 0 ? in : kdi_shape_size(c->seq.layers[b[k - 1].last].out));
             if (pass == 0)
                 see_minmax(&r[k], v, cnt);

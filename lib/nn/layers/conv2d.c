@@ -30,7 +30,8 @@ typedef struct conv {
     int bias;
     kdi_buf cols; /* a chunk of images of one group side by side: [cin/g * k * k, n * oh * ow] */
     kdi_buf out;  /* the GEMM's [out/g, n * oh * ow]: outputs (forward) or dY gathered (backward) */
-    kdi_buf planes; /* stride 1 ("wide" columns): a padded plane a thread, im2col and col2im */
+    kdi_buf planes; /* a plane a thread: padded (stride 1, "wide" columns), for im2col and col2im;
+                     * an output plane, for a lazy forward (kdi_then) */
     kdi_buf wt;     /* backward: dW^T, [groups][cin/g * k * k][out/g] */
     int64_t slots;  /* per-thread workspaces (depthwise: in cols and out; else a slot of each of
                      * cols, out and planes), the threads at reserve */
@@ -359,7 +360,7 @@ static float *slot_out(const conv *cv, const dims *d, int t)
 }
 static float *slot_plane(const conv *cv, const dims *d, int t)
 {
-    return cv->planes.data + t * d->plane;
+    return cv->planes.data + t * (d->plane > d->hw ? d->plane : d->hw);
 }
 
 static kd_status conv_reserve(kdi_layer *l, int64_t batch)
@@ -379,7 +380,7 @@ static kd_status conv_reserve(kdi_layer *l, int64_t batch)
         return KD_OK;
     }
     dims d = dims_of(l);
-    KDI_TRY(kdi_buf_reserve(&cv->planes, slots * (d.plane > 0 ? d.plane : 1)));
+    KDI_TRY(kdi_buf_reserve(&cv->planes, slots * (d.plane > d.hw ? d.plane : d.hw)));
     KDI_TRY(kdi_buf_reserve(&cv->cols, slots * d.kk * d.cw * d.chunk));
     KDI_TRY(kdi_buf_reserve(&cv->out, slots * d.og * d.cw * d.chunk));
     KDI_TRY(kdi_buf_reserve(&cv->wt, l->params[0].count));
@@ -481,11 +482,15 @@ static void forward_chunk(const kdi_layer *l, const dims *d, const float *x, flo
                 const float *src = out + o * ld + i * d->cw;
                 /* -0 adds nothing to any value, -0 included: the copy of a layer without bias */
                 float bo = cv->bias ? l->params[1].value[g * d->og + o] : -0.0f;
-                kn->plane_out(yo, r != NULL ? r + (yo - y) : NULL, src, rows, len, stride, bo);
-                if (then != NULL) { /* the plane just written, in L1 */
-                    int64_t p = (b0 + i) * d->cout + g * d->og + o;
-                    then->l->ops->forward_planes(then->l, then->x, then->y, p, p + 1);
+                int64_t p = (b0 + i) * d->cout + g * d->og + o;
+                if (then != NULL && then->lazy) { /* the ReLU's plane in scratch, then pooled */
+                    kn->plane_out(NULL, xp, src, rows, len, stride, bo);
+                    then->l->ops->forward_plane(then->l, xp, then->y, p);
+                    continue;
                 }
+                float *ro = r != NULL ? r + (yo - y) : NULL;
+                kn->plane_out(yo, ro, src, rows, len, stride, bo);
+                if (then != NULL) then->l->ops->forward_plane(then->l, ro, then->y, p); /* in L1 */
             }
     }
 }

@@ -22,49 +22,51 @@ static kd_status pool_reserve(kdi_layer *l, int64_t batch)
     return p->max ? kdi_buf_reserve(&p->argmax, batch * kdi_shape_size(l->out)) : KD_OK;
 }
 
+/* Output plane c of the forward, from its input plane xp. */
+static void pool_plane(const pool *p, const kdi_layer *l, const float *xp, float *y, int64_t c)
+{
+    const kdi_kernels *kn = kdi_kernels_get();
+    int64_t w = l->in.w, oh = l->out.h, ow = l->out.w;
+    float inv = 1.0f / (float)(p->k * p->kw);
+    if (p->max2) { /* through the SIMD kernel: the general loop's comparisons in its order */
+        kn->max_pool2_fwd(y + c * oh * ow, p->argmax.data + c * oh * ow, xp, oh, ow, w);
+        return;
+    }
+    if (p->k == 2 && p->kw == 2 && p->stride == 2) {
+        /* the usual 2x2 window, unrolled: the general loop's sums in its order */
+        for (int64_t oy = 0; oy < oh; oy++) {
+            const float *r0 = xp + 2 * oy * w, *r1 = r0 + w;
+            float *yo = y + (c * oh + oy) * ow;
+            for (int64_t ox = 0; ox < ow; ox++)
+                yo[ox] =
+                    (((0.0f + r0[2 * ox]) + r0[2 * ox + 1]) + r1[2 * ox] + r1[2 * ox + 1]) * inv;
+        }
+        return;
+    }
+    for (int64_t oy = 0; oy < oh; oy++)
+        for (int64_t ox = 0; ox < ow; ox++) {
+            int64_t o = (c * oh + oy) * ow + ox, best = (oy * p->stride) * w + ox * p->stride;
+            float acc = p->max ? xp[best] : 0.0f;
+            for (int64_t i = 0; i < p->k; i++)
+                for (int64_t j = 0; j < p->kw; j++) {
+                    int64_t at = (oy * p->stride + i) * w + ox * p->stride + j;
+                    if (!p->max)
+                        acc += xp[at];
+                    else if (xp[at] > acc) {
+                        acc = xp[at];
+                        best = at;
+                    }
+                }
+            y[o] = p->max ? acc : acc * inv;
+            if (p->max) p->argmax.data[o] = (float)best;
+        }
+}
+
 /* Planes [c0, c1) of the forward. */
 static void pool_planes(const pool *p, const kdi_layer *l, const float *x, float *y, int64_t c0,
                         int64_t c1)
 {
-    const kdi_kernels *kn = kdi_kernels_get();
-    int64_t h = l->in.h, w = l->in.w, oh = l->out.h, ow = l->out.w;
-    float inv = 1.0f / (float)(p->k * p->kw);
-    for (int64_t c = c0; c < c1; c++) {
-        const float *xp = x + c * h * w;
-        if (p->max2) { /* through the SIMD kernel: the general loop's comparisons in its order */
-            kn->max_pool2_fwd(y + c * oh * ow, p->argmax.data + c * oh * ow, xp, oh, ow, w);
-            continue;
-        }
-        if (p->k == 2 && p->kw == 2 && p->stride == 2) {
-            /* the usual 2x2 window, unrolled: the general loop's sums in its order */
-            for (int64_t oy = 0; oy < oh; oy++) {
-                const float *r0 = xp + 2 * oy * w, *r1 = r0 + w;
-                float *yo = y + (c * oh + oy) * ow;
-                for (int64_t ox = 0; ox < ow; ox++)
-                    yo[ox] =
-                        (((0.0f + r0[2 * ox]) + r0[2 * ox + 1]) + r1[2 * ox] + r1[2 * ox + 1]) *
-                        inv;
-            }
-            continue;
-        }
-        for (int64_t oy = 0; oy < oh; oy++)
-            for (int64_t ox = 0; ox < ow; ox++) {
-                int64_t o = (c * oh + oy) * ow + ox, best = (oy * p->stride) * w + ox * p->stride;
-                float acc = p->max ? xp[best] : 0.0f;
-                for (int64_t i = 0; i < p->k; i++)
-                    for (int64_t j = 0; j < p->kw; j++) {
-                        int64_t at = (oy * p->stride + i) * w + ox * p->stride + j;
-                        if (!p->max)
-                            acc += xp[at];
-                        else if (xp[at] > acc) {
-                            acc = xp[at];
-                            best = at;
-                        }
-                    }
-                y[o] = p->max ? acc : acc * inv;
-                if (p->max) p->argmax.data[o] = (float)best;
-            }
-    }
+    for (int64_t c = c0; c < c1; c++) pool_plane(p, l, x + c * l->in.h * l->in.w, y, c);
 }
 
 static kd_status pool_forward(kdi_layer *l, const float *x, float *y, int64_t batch, int train)
@@ -117,9 +119,9 @@ static void backward_impl(kdi_layer *l, const float *keep, const float *dy, floa
     }
 }
 
-static void pool_forward_planes(kdi_layer *l, const float *x, float *y, int64_t p0, int64_t p1)
+static void pool_forward_plane(kdi_layer *l, const float *xp, float *y, int64_t c)
 {
-    pool_planes(l->priv, l, x, y, p0, p1);
+    pool_plane(l->priv, l, xp, y, c);
 }
 
 static kd_status pool_backward(kdi_layer *l, const float *x, const float *y, const float *dy,
@@ -150,7 +152,7 @@ static const kdi_layer_ops maxpool_ops = {.kind = "maxpool",
                                           .forward = pool_forward,
                                           .backward = pool_backward,
                                           .backward_thru_relu = pool_backward_thru_relu,
-                                          .forward_planes = pool_forward_planes,
+                                          .forward_plane = pool_forward_plane,
                                           .reserve = pool_reserve,
                                           .destroy = pool_destroy};
 static const kdi_layer_ops avgpool_ops = {.kind = "avgpool",
