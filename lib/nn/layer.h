@@ -63,11 +63,13 @@ typedef struct kdi_layer kdi_layer;
  * layer has made a plane (image b, channel c: plane b C + c) of its output (or of the ReLU's,
  * when one is fused), it calls l's forward_plane on it while it is in cache. y: l's output, whole.
  * lazy: the plane is made in the layer's own scratch, and its output (and the ReLU's) left
- * unwritten (nn/sequence.c writes them when something reads them). */
+ * unwritten (nn/sequence.c writes them when something reads them). observe: l's observe_plane
+ * instead (no ReLU), l's forward runs after. */
 typedef struct kdi_then {
     kdi_layer *l;
     float *y;
     int lazy;
+    int observe;
 } kdi_then;
 
 enum { KDI_CODES_IN = 1, KDI_CODES_OUT = 2, KDI_CODES_PASS = 7 };
@@ -75,7 +77,8 @@ enum {
     KDI_FUSE_RELU_AFTER = 1,   /* forward_relu */
     KDI_FUSE_RELU_BEFORE = 2,  /* backward_thru_relu */
     KDI_FUSE_PLANES_AFTER = 4, /* forward_relu's then */
-    KDI_FUSE_PLANES = 8        /* forward_planes */
+    KDI_FUSE_PLANES = 8,       /* forward_plane */
+    KDI_FUSE_OBSERVE = 16      /* observe_begin, observe_plane */
 };
 
 typedef struct kdi_layer_ops {
@@ -124,6 +127,11 @@ typedef struct kdi_layer_ops {
      * plane xp (a per-channel layer: pooling); forward equals it on every plane. Such a layer's
      * backward must not read x: its input may be left unwritten (kdi_then's lazy). */
     void (*forward_plane)(kdi_layer *l, const float *xp, float *y, int64_t p);
+    /* Optional (KDI_FUSE_OBSERVE): the next training forward's input, plane by plane, as the layer
+     * before makes it (kdi_then's observe), after observe_begin(l, batch) from the calling thread:
+     * batch norm takes each plane's sums there instead of in a pass of its own over the batch. */
+    void (*observe_begin)(kdi_layer *l, int64_t batch);
+    void (*observe_plane)(kdi_layer *l, const float *xp, int64_t p);
     kd_status (*backward_thru_relu)(kdi_layer *l, const float *x, const float *y, const float *dy,
                                     float *dx, int64_t batch);
     /* Int8 layers: KDI_CODES_IN when the input is uint8 codes, KDI_CODES_OUT when the output is,

@@ -229,13 +229,13 @@ static kd_status layer_forward(kdi_seq *s, int32_t i, const float *x, int64_t ba
     return st;
 }
 
-/* Layer i and the ReLU after it (fuses_relu_after), forward; and the layer after the ReLU plane
- * by plane when then != NULL. */
-static kd_status layer_forward_relu(kdi_seq *s, int32_t i, const float *x, const kdi_then *then,
-                                    int64_t batch, int train)
+/* Layer i's forward with the ReLU after it when relu (fuses_relu_after), and with `then` (a layer
+ * after it plane by plane) when not NULL. */
+static kd_status layer_forward_fused(kdi_seq *s, int32_t i, const float *x, int relu,
+                                     const kdi_then *then, int64_t batch, int train)
 {
     kdi_layer *l = &s->layers[i];
-    float *y = s->acts[i].data, *r = s->acts[i + 1].data;
+    float *y = s->acts[i].data, *r = relu ? s->acts[i + 1].data : NULL;
     if (s->fq == NULL || !s->fq->weights[i])
         return l->ops->forward_relu(l, x, y, r, then, batch, train);
     KDI_TRY(kdi_fq_weights_begin(s->fq, l, i, 1));
@@ -321,6 +321,18 @@ const float *kdi_seq_output(kdi_seq *s, int32_t i)
     return s->acts[i].data;
 }
 
+/* Whether layer i, in a training forward, shows each plane of its output to the layer after it as
+ * it writes it (batch norm after a conv: its sums taken while the plane is in L1, not in a pass of
+ * their own over the whole batch). */
+static int observed_after(const kdi_seq *s, int32_t i, int train)
+{
+    if (!fusion_on || !train || i + 1 >= s->n) return 0;
+    const kdi_layer *l = &s->layers[i], *next = &s->layers[i + 1];
+    return (l->fuse & KDI_FUSE_PLANES_AFTER) && l->ops->forward_relu != NULL &&
+           (next->fuse & KDI_FUSE_OBSERVE) && next->ops->observe_begin != NULL &&
+           next->ops->observe_plane != NULL && (s->fq == NULL || !s->fq->point[i + 1]);
+}
+
 /* Whether layer i's backward (in this backward) runs through the ReLU at i - 1. */
 static int fuses_relu_before(const kdi_seq *s, int32_t i)
 {
@@ -361,12 +373,18 @@ kd_status kdi_seq_forward(kdi_seq *s, const float *x, int64_t batch, int train, 
         if (fuses_relu_after(s, i)) {
             int planes = fuses_planes_after(s, i), lazy = planes && lazy_chain(s, i);
             kdi_then then = {0};
-            if (planes) then = (kdi_then){&s->layers[i + 2], s->acts[i + 2].data, lazy};
+            if (planes) then = (kdi_then){&s->layers[i + 2], s->acts[i + 2].data, lazy, 0};
             if (lazy && i == 0)
                 memcpy(s->xcopy.data, cur, sizeof(float) * (size_t)(batch * kdi_shape_size(s->in)));
-            KDI_TRY(layer_forward_relu(s, i, cur, planes ? &then : NULL, batch, train));
+            KDI_TRY(layer_forward_fused(s, i, cur, 1, planes ? &then : NULL, batch, train));
             s->stale[i] = s->stale[i + 1] = (uint8_t)lazy;
             i += planes ? 2 : 1; /* the ReLU's output (and the next's) written, none rounded */
+        } else if (observed_after(s, i, train)) {
+            /* the next layer (batch norm) runs on its own after, with the sums it was shown */
+            kdi_layer *next = &s->layers[i + 1];
+            kdi_then then = {next, NULL, 0, 1};
+            next->ops->observe_begin(next, batch);
+            KDI_TRY(layer_forward_fused(s, i, cur, 0, &then, batch, train));
         } else {
             KDI_TRY(layer_forward(s, i, cur, batch, train));
         }

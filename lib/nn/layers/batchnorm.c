@@ -22,25 +22,45 @@ typedef struct bn {
     const kdi_sync *sync;
     double *stats;
     float *red;
+    /* Sums of each input plane (sum, sum of squares: 4 floats' room a plane), taken as the layer
+     * before wrote them (observe_plane), for the training forward of batch `observed` (0: none). */
+    kdi_buf psums;
+    int64_t observed;
 } bn;
 
 static kd_status bn_reserve(kdi_layer *l, int64_t batch)
 {
     bn *b = l->priv;
+    KDI_TRY(kdi_buf_reserve(&b->psums, 4 * batch * l->in.c));
     return kdi_buf_reserve(&b->xhat, batch * kdi_shape_size(l->in));
 }
 
+static void bn_observe_begin(kdi_layer *l, int64_t batch) { ((bn *)l->priv)->observed = batch; }
+
+static void bn_observe_plane(kdi_layer *l, const float *xp, int64_t p)
+{
+    double *ps = (double *)(void *)((bn *)l->priv)->psums.data + 2 * p;
+    kdi_kernels_get()->sum_dot(xp, xp, l->in.h * l->in.w, &ps[0], &ps[1]);
+}
+
 /* Mean and biased variance of channel c. Products of floats are exact in double, so E[x^2] - m^2
- * loses only what the double sums round off, unless |mean| is ~1e6 times the deviation. */
-static void channel_stats(const float *x, int64_t batch, int64_t c, int64_t ch, int64_t hw,
-                          double *mean, double *var)
+ * loses only what the double sums round off, unless |mean| is ~1e6 times the deviation. Each
+ * plane's sums from psums when the layer before gave them (observe_plane: the same kernel on the
+ * same plane), else from x. */
+static void channel_stats(const float *x, const double *psums, int64_t batch, int64_t c, int64_t ch,
+                          int64_t hw, double *mean, double *var)
 {
     const kdi_kernels *k = kdi_kernels_get();
     double s = 0.0, ss = 0.0;
     for (int64_t n = 0; n < batch; n++) {
         const float *p = x + (n * ch + c) * hw;
         double ps, pss;
-        k->sum_dot(p, p, hw, &ps, &pss);
+        if (psums != NULL) {
+            ps = psums[2 * (n * ch + c)];
+            pss = psums[2 * (n * ch + c) + 1];
+        } else {
+            k->sum_dot(p, p, hw, &ps, &pss);
+        }
         s += ps;
         ss += pss;
     }
@@ -96,11 +116,15 @@ static kd_status forward_impl(kdi_layer *l, const float *x, float *y, float *r, 
     const float *gamma = l->params[0].value, *beta = l->params[1].value;
     float *rmean = l->params[2].value, *rvar = l->params[3].value;
     int sync = train && b->sync != NULL;
+    int64_t observed = b->observed; /* for this forward only, whatever happens below */
+    b->observed = 0;
     if (sync) { /* the job's statistics, before the channels go to threads */
         KDI_TRY(sync_stats(l, x, batch));
         count = b->sync->batch * hw;
     }
     const kdi_kernels *kn = kdi_kernels_get();
+    const double *psums =
+        train && !sync && observed == batch ? (const double *)(void *)b->psums.data : NULL;
     int nt = kdi_threads_for(batch * hw * ch);
     KDI_PARALLEL_FOR(nt) /* channels are independent: the same sums on any thread count */
     for (int64_t c = 0; c < ch; c++) {
@@ -109,7 +133,7 @@ static kd_status forward_impl(kdi_layer *l, const float *x, float *y, float *r, 
             mean = b->stats[c];
             var = b->stats[ch + c];
         } else if (train) {
-            channel_stats(x, batch, c, ch, hw, &mean, &var);
+            channel_stats(x, psums, batch, c, ch, hw, &mean, &var);
         }
         if (train) {
             rmean[c] = (1.0f - b->momentum) * rmean[c] + b->momentum * (float)mean;
@@ -195,6 +219,7 @@ static void bn_destroy(kdi_layer *l)
     bn *b = l->priv;
     if (b == NULL) return;
     kdi_buf_free(&b->xhat);
+    kdi_buf_free(&b->psums);
     kdi_free(b->inv_std);
     kdi_free(b->stats);
     kdi_free(b->red);
@@ -207,6 +232,8 @@ static const kdi_layer_ops bn_ops = {.kind = "bn",
                                      .reserve = bn_reserve,
                                      .check = bn_check,
                                      .forward_relu = bn_forward_relu,
+                                     .observe_begin = bn_observe_begin,
+                                     .observe_plane = bn_observe_plane,
                                      .destroy = bn_destroy};
 
 kd_status kdi_bn_create(const kdi_args *a, kdi_shape in, uint64_t seed, kdi_layer *l)
@@ -222,7 +249,7 @@ kd_status kdi_bn_create(const kdi_args *a, kdi_shape in, uint64_t seed, kdi_laye
     KDI_TRY(kdi_args_float(a, -1, "momentum", 1, 0.1f, 0.0f, 1.0f, &b->momentum));
     l->in = l->out = in;
     /* a ReLU after it goes plane by plane: not worth a call per value on flat input */
-    l->fuse = in.h * in.w >= 16 ? KDI_FUSE_RELU_AFTER : 0;
+    l->fuse = in.h * in.w >= 16 ? KDI_FUSE_RELU_AFTER | KDI_FUSE_OBSERVE : 0;
     int64_t dims[1] = {in.c};
     /* The parameters first: they pass the model's budget before anything of in.c is allocated. */
     KDI_TRY(kdi_layer_add_param(l, "weight", 1, 1, dims));
@@ -255,5 +282,10 @@ kd_status kdi_bn_set_sync(kdi_layer *l, const kdi_sync *s)
             return kdi_fail(KD_ERR_NOMEM, "cannot allocate synchronised batch norm");
     }
     b->sync = s;
+    /* synchronised statistics are the job's, summed otherwise (sync_stats) */
+    if (s != NULL)
+        l->fuse &= ~KDI_FUSE_OBSERVE;
+    else if (l->in.h * l->in.w >= 16)
+        l->fuse |= KDI_FUSE_OBSERVE;
     return KD_OK;
 }

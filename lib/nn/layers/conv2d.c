@@ -483,6 +483,11 @@ static void forward_chunk(const kdi_layer *l, const dims *d, const float *x, flo
                 /* -0 adds nothing to any value, -0 included: the copy of a layer without bias */
                 float bo = cv->bias ? l->params[1].value[g * d->og + o] : -0.0f;
                 int64_t p = (b0 + i) * d->cout + g * d->og + o;
+                if (then != NULL && then->observe) { /* the output plane, in L1 */
+                    kn->plane_out(yo, NULL, src, rows, len, stride, bo);
+                    then->l->ops->observe_plane(then->l, yo, p);
+                    continue;
+                }
                 if (then != NULL && then->lazy) { /* the ReLU's plane in scratch, then pooled */
                     kn->plane_out(NULL, xp, src, rows, len, stride, bo);
                     then->l->ops->forward_plane(then->l, xp, then->y, p);
