@@ -32,7 +32,7 @@ typedef struct conv {
     kdi_buf out;  /* the GEMM's [out/g, n * oh * ow]: outputs (forward) or dY gathered (backward) */
     kdi_buf planes; /* a plane a thread: padded (stride 1, "wide" columns), for im2col and col2im;
                      * an output plane, for a lazy forward (kdi_then) */
-    kdi_buf wt;     /* backward: dW^T, [groups][cin/g * k * k][out/g] */
+    kdi_buf wt;     /* backward: partial sums of dW^T, [parts][groups][cin/g * k * k][out/g] */
     int64_t slots;  /* per-thread workspaces (depthwise: in cols and out; else a slot of each of
                      * cols, out and planes), the threads at reserve */
 } conv;
@@ -308,11 +308,11 @@ static void dw_backward(const kdi_layer *l, const float *x, const float *dy, flo
  * 11.2 ms and 10-11 to 6.9 ms. Each thread has its own workspace (a slot of cols, out and
  * planes), so threads take whole chunks with no barrier:
  *   forward      chunks are independent: im2col, GEMM and the NCHW copy of each on one thread;
- *   backward dx  the same, chunk by chunk: dY gathered, dcols = W^T dY, col2im;
- *   backward dW  a sum over chunks: each thread owns a slice of the input channels (rows of
- *                dW^T = cols dY^T, in the buffer wt) and adds every chunk in order, so every sum
- *                runs in the same order on any number of threads; dW += wt^T at the end. The
- *                bias gradient likewise by output channels.
+ *   backward     chunk by chunk too, dY gathered once for both products: dW^T += cols dY^T into
+ *                the partial sum (wt) of the chunk's run of chunks (wt_parts: a fixed split of
+ *                the batch, whatever the thread count), dcols = W^T dY, col2im; dW += the runs'
+ *                wt^T added in order at the end, so every sum runs in the same order on any
+ *                number of threads. The bias gradient by output channels, over images in order.
  * dW^T rather than dW: its GEMM reads both operands along their rows (no transposed packing of
  * the kk x N im2col rows, 22% of the small CNN's step). */
 #define COLS_BUDGET (1 << 15) /* floats in one chunk's im2col matrix, 128 KiB */
@@ -363,6 +363,22 @@ static float *slot_plane(const conv *cv, const dims *d, int t)
     return cv->planes.data + t * (d->plane > d->hw ? d->plane : d->hw);
 }
 
+/* The partial sums of dW^T a backward keeps: the batch's chunks fall into `parts` runs of
+ * consecutive chunks, each run summed on its own (one thread, in order) and the runs added in
+ * order at the end, so that every sum has the same terms in the same order on any thread count.
+ * Before, each thread owned a slice of the input channels over all the chunks, so every thread
+ * gathered all of dY and packed it for its GEMM: 2 threads did 1.5x the work of one. At most
+ * WT_PARTS, and at most WT_BUDGET floats of them (a large layer keeps fewer). */
+#define WT_PARTS 8
+#define WT_BUDGET (1 << 20)
+static int64_t wt_parts(const kdi_layer *l, int64_t chunks)
+{
+    int64_t parts = WT_BUDGET / l->params[0].count;
+    if (parts > WT_PARTS) parts = WT_PARTS;
+    if (parts > chunks) parts = chunks;
+    return parts < 1 ? 1 : parts;
+}
+
 static kd_status conv_reserve(kdi_layer *l, int64_t batch)
 {
     (void)batch; /* the workspaces are per chunk, whatever the batch */
@@ -383,7 +399,7 @@ static kd_status conv_reserve(kdi_layer *l, int64_t batch)
     KDI_TRY(kdi_buf_reserve(&cv->planes, slots * (d.plane > d.hw ? d.plane : d.hw)));
     KDI_TRY(kdi_buf_reserve(&cv->cols, slots * d.kk * d.cw * d.chunk));
     KDI_TRY(kdi_buf_reserve(&cv->out, slots * d.og * d.cw * d.chunk));
-    KDI_TRY(kdi_buf_reserve(&cv->wt, l->params[0].count));
+    KDI_TRY(kdi_buf_reserve(&cv->wt, wt_parts(l, WT_PARTS) * l->params[0].count));
     if (slots > cv->slots) cv->slots = slots;
     return KD_OK;
 }
@@ -537,56 +553,33 @@ static kd_status conv_forward_relu(kdi_layer *l, const float *x, float *y, float
     return KD_OK;
 }
 
-/* dW^T of input channels [c0, c1) (rows) and output channels [q0, q1) of each group (columns),
- * over the whole batch chunk by chunk in order, on thread t's workspace; and the bias gradient of
- * output channels [o0, o1). */
-static void weight_grad_part(const kdi_layer *l, const dims *d, const float *x, const float *dy,
-                             int64_t batch, int64_t c0, int64_t c1, int64_t q0, int64_t q1,
-                             int64_t o0, int64_t o1, int t)
+/* One chunk of the backward, images [b0, b0 + n), on thread t's workspace: per group, dY gathered
+ * once for both products; wt (the chunk's run's dW^T, [groups][cin/g k k][out/g]) += cols dY^T;
+ * then, unless dx is NULL, dcols = W^T dY and col2im. */
+static void backward_chunk(const kdi_layer *l, const dims *d, const float *x, const float *dy,
+                           float *dx, float *wt, int64_t b0, int64_t n, int t)
 {
     conv *cv = l->priv;
     const kdi_kernels *kn = kdi_kernels_get();
-    int64_t kc = cv->k * cv->k;
     float *cols = slot_cols(cv, d, t), *out = slot_out(cv, d, t), *xp = slot_plane(cv, d, t);
-    for (int64_t b0 = 0; b0 < batch; b0 += d->chunk) {
-        int64_t n = batch - b0 < d->chunk ? batch - b0 : d->chunk, ld = n * d->cw;
-        for (int64_t g = 0; g < cv->groups; g++) {
-            /* this group's channels of the slice, as channels of the group */
-            int64_t lo = c0 > g * d->cg ? c0 - g * d->cg : 0;
-            int64_t hi = c1 < (g + 1) * d->cg ? c1 - g * d->cg : d->cg;
-            if (lo >= hi) continue;
-            gather(d, dy, b0, n, g, q0, q1, out);
-            for (int64_t i = 0; i < n; i++)
-                im2col_channels(cv, d, x + ((b0 + i) * d->cin + g * d->cg) * d->h * d->w, lo, hi,
-                                cols + i * d->cw, ld, xp);
-            /* wt[g][r][o] += sum over the chunk's columns of cols[r] dY[o] */
-            kn->gemm(0, 1, (hi - lo) * kc, q1 - q0, ld, 1.0f, cols, ld, out, ld, 1.0f,
-                     cv->wt.data + (g * d->kk + lo * kc) * d->og + q0, d->og);
-        }
-    }
-    if (!cv->bias) return;
-    for (int64_t o = o0; o < o1; o++) /* each summed over the images in order */
-        for (int64_t b = 0; b < batch; b++)
-            l->params[1].grad[o] += (float)kn->sum(dy + (b * d->cout + o) * d->hw, d->hw);
-}
-
-/* One chunk of dx, images [b0, b0 + n), on thread t's workspace: per group, dY gathered,
- * dcols = W^T dY, col2im. */
-static void input_grad_chunk(const kdi_layer *l, const dims *d, const float *dy, float *dx,
-                             int64_t b0, int64_t n, int t)
-{
-    conv *cv = l->priv;
-    const kdi_kernels *kn = kdi_kernels_get();
-    float *cols = slot_cols(cv, d, t), *out = slot_out(cv, d, t), *dxp = slot_plane(cv, d, t);
     int64_t ld = n * d->cw;
-    memset(dx + b0 * d->cin * d->h * d->w, 0, sizeof(float) * (size_t)(n * d->cin * d->h * d->w));
+    if (dx != NULL)
+        memset(dx + b0 * d->cin * d->h * d->w, 0,
+               sizeof(float) * (size_t)(n * d->cin * d->h * d->w));
     for (int64_t g = 0; g < cv->groups; g++) {
         gather(d, dy, b0, n, g, 0, d->og, out);
+        for (int64_t i = 0; i < n; i++)
+            im2col_channels(cv, d, x + ((b0 + i) * d->cin + g * d->cg) * d->h * d->w, 0, d->cg,
+                            cols + i * d->cw, ld, xp);
+        /* wt[g][r][o] += sum over the chunk's columns of cols[r] dY[o] */
+        kn->gemm(0, 1, d->kk, d->og, ld, 1.0f, cols, ld, out, ld, 1.0f, wt + g * d->kk * d->og,
+                 d->og);
+        if (dx == NULL) continue;
         kn->gemm(1, 0, d->kk, ld, d->og, 1.0f, l->params[0].value + g * d->og * d->kk, d->kk, out,
                  ld, 0.0f, cols, ld);
         for (int64_t i = 0; i < n; i++)
             col2im_image(cv, d, cols + i * d->cw, ld,
-                         dx + ((b0 + i) * d->cin + g * d->cg) * d->h * d->w, dxp);
+                         dx + ((b0 + i) * d->cin + g * d->cg) * d->h * d->w, xp);
     }
 }
 
@@ -599,40 +592,40 @@ static kd_status conv_backward(kdi_layer *l, const float *x, const float *y, con
         return KD_OK;
     }
     conv *cv = l->priv;
+    const kdi_kernels *kn = kdi_kernels_get();
     dims d = dims_of(l);
-    int64_t chunks = (batch + d.chunk - 1) / d.chunk;
-    /* Parts: slices of dW^T, by input channels, or by output channels when there are fewer input
-     * channels than threads (a first layer of 1 or 3) and one group; and of the chunks for dx. A
-     * slice of dW^T is the same sums as the whole (each entry's terms in the same order). */
-    int by_out = cv->groups == 1 && d.cin < kdi_threads();
-    int64_t slices = by_out ? d.cout : d.cin;
-    int nt = slot_threads(cv, batch * d.kk * d.hw, dx == NULL || slices < chunks ? slices : chunks);
-    memset(cv->wt.data, 0, sizeof(float) * (size_t)l->params[0].count);
+    int64_t chunks = (batch + d.chunk - 1) / d.chunk, parts = wt_parts(l, chunks);
+    int64_t count = l->params[0].count;
+    int nt = slot_threads(cv, batch * d.kk * d.hw, parts);
+    memset(cv->wt.data, 0, sizeof(float) * (size_t)(parts * count));
     if (nt > 1) kdi_blas_serial_begin();
     KDI_PARALLEL_FOR(nt)
-    for (int t = 0; t < nt; t++) {
-        int64_t c0 = 0, c1 = d.cin, q0 = 0, q1 = d.og, o0, o1;
-        if (by_out)
-            share(d.og, t, nt, &q0, &q1);
-        else
-            share(d.cin, t, nt, &c0, &c1);
-        share(d.cout, t, nt, &o0, &o1);
-        weight_grad_part(l, &d, x, dy, batch, c0, c1, q0, q1, o0, o1, kdi_thread_id());
-        if (dx == NULL) continue;
+    for (int64_t part = 0; part < parts; part++) {
         int64_t lo, hi;
-        share(chunks, t, nt, &lo, &hi);
+        share(chunks, (int)part, (int)parts, &lo, &hi);
         for (int64_t c = lo; c < hi; c++) {
             int64_t b0 = c * d.chunk, n = batch - b0 < d.chunk ? batch - b0 : d.chunk;
-            input_grad_chunk(l, &d, dy, dx, b0, n, kdi_thread_id());
+            backward_chunk(l, &d, x, dy, dx, cv->wt.data + part * count, b0, n, kdi_thread_id());
         }
     }
     if (nt > 1) kdi_blas_serial_end();
-    /* dW[g][o][r] += wt[g][r][o] */
+    if (cv->bias) {
+        int nb = kdi_threads_for(batch * d.cout * d.hw);
+        KDI_PARALLEL_FOR(nb) /* each channel summed over the images in order */
+        for (int64_t o = 0; o < d.cout; o++)
+            for (int64_t b = 0; b < batch; b++)
+                l->params[1].grad[o] += (float)kn->sum(dy + (b * d.cout + o) * d.hw, d.hw);
+    }
+    /* dW[g][o][r] += the parts' wt[g][r][o], added in order */
     float *gw = l->params[0].grad;
     for (int64_t g = 0; g < cv->groups; g++)
         for (int64_t o = 0; o < d.og; o++)
-            for (int64_t r = 0; r < d.kk; r++)
-                gw[(g * d.og + o) * d.kk + r] += cv->wt.data[(g * d.kk + r) * d.og + o];
+            for (int64_t r = 0; r < d.kk; r++) {
+                const float *w = cv->wt.data + (g * d.kk + r) * d.og + o;
+                float sum = w[0];
+                for (int64_t part = 1; part < parts; part++) sum += w[part * count];
+                gw[(g * d.og + o) * d.kk + r] += sum;
+            }
     return KD_OK;
 }
 
