@@ -258,10 +258,10 @@ static kd_status layer_backward(kdi_seq *s, int32_t i, const float *x, const flo
 /* Fusion with a ReLU next to a layer (the ReLU's own passes over memory were a tenth of the small
  * CNN's step): "conv | relu" forward writes both outputs in one pass (KDI_FUSE_RELU_AFTER);
  * "relu | maxpool" backward masks the pooled gradient instead of the ReLU's whole input
- * (KDI_FUSE_RELU_BEFORE). Every activation is still written (a feature loss or a probe reads the
- * conv's output as before) and the values are the same bit for bit. Not where fake quantisation
- * rounds the activation between the two (the second would read rounded values), nor in a
- * backward that adds a gradient there (a feature loss): the layers then run one by one. */
+ * (KDI_FUSE_RELU_BEFORE). Every activation is there when read (a feature loss or a probe reads
+ * the conv's output as before; see lazy_chain) and the values are the same bit for bit. Not where
+ * fake quantisation rounds the activation between the two (the second would read rounded values),
+ * nor in a backward that adds a gradient there (a feature loss): the layers then run one by one. */
 static int fusion_on = 1;
 void kdi_seq_set_fusion(int on) { fusion_on = on; }
 
