@@ -551,6 +551,49 @@ START_TEST(lazy_outputs_when_read)
 }
 END_TEST
 
+/* An output left unwritten is the forward's even when read after an optimizer step moved the
+ * conv's weights (it is written from the weights of that forward), and after the thread count
+ * changed (the conv's GEMMs keep OpenBLAS on one thread whatever the count). */
+START_TEST(lazy_outputs_after_a_step)
+{
+    const char *spec = "input 1x7x7 | conv 16 3 | relu | maxpool 2 | flatten | dense 3";
+    enum { B = 110, IN = 49 }; /* one chunk of images: the conv's GEMM on one thread */
+    float *x = malloc(sizeof(float) * B * IN), y[B * 3], g[B * 3];
+    kdt_fill(x, B * IN, 31, -1, 1);
+    kdt_fill(g, B * 3, 32, -1, 1);
+    for (int32_t layer = 0; layer < 2; layer++) {
+        float *f[2];
+        int64_t n = 0;
+        for (int k = 0; k < 2; k++) {
+            kdi_seq_set_fusion(k == 0);
+            ck_assert_int_eq(kd_set_threads(1), KD_OK);
+            kd_model *m;
+            kd_optimizer *opt;
+            ck_assert_int_eq(kd_model_create(spec, 3, &m), KD_OK);
+            ck_assert_int_eq(kd_optimizer_create(KD_OPTIMIZER_SGD, m, &opt), KD_OK);
+            ck_assert_int_eq(kd_model_forward(m, x, B, y), KD_OK);
+            ck_assert_int_eq(kd_model_backward(m, g), KD_OK);
+            ck_assert_int_eq(kd_optimizer_step(opt), KD_OK);
+            ck_assert_int_eq(kd_set_threads(2), KD_OK);
+            const float *v;
+            int64_t batch, c, h, w;
+            ck_assert_int_eq(kd_model_feature(m, layer, &v, &batch, &c, &h, &w), KD_OK);
+            n = batch * c * h * w;
+            f[k] = malloc(sizeof(float) * (size_t)n);
+            memcpy(f[k], v, sizeof(float) * (size_t)n);
+            kd_optimizer_destroy(opt);
+            kd_model_destroy(m);
+        }
+        kdi_seq_set_fusion(1);
+        ck_assert_int_eq(kd_set_threads(1), KD_OK);
+        ck_assert_msg(memcmp(f[0], f[1], sizeof(float) * (size_t)n) == 0, "layer %d", layer);
+        free(f[0]);
+        free(f[1]);
+    }
+    free(x);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("conv");
@@ -569,6 +612,7 @@ int main(void)
     tcase_add_test(t, conv_batch_sizes_agree);
     tcase_add_test(t, relu_fusion_is_exact);
     tcase_add_test(t, lazy_outputs_when_read);
+    tcase_add_test(t, lazy_outputs_after_a_step);
     suite_add_tcase(s, t);
     return kdt_run(s);
 }

@@ -126,9 +126,10 @@ static kd_status seq_build(kdi_seq *s, const char *spec, kdi_shape in, int32_t s
     s->has_extra = kdi_calloc((size_t)n, 1);
     s->stale = kdi_calloc((size_t)n, 1);
     s->keep = kdi_calloc((size_t)n, 1);
+    s->wcopy = kdi_calloc((size_t)n, sizeof *s->wcopy);
     kd_status st = KD_OK;
     if (s->layers == NULL || s->acts == NULL || s->extra_grad == NULL || s->has_extra == NULL ||
-        s->stale == NULL || s->keep == NULL)
+        s->stale == NULL || s->keep == NULL || s->wcopy == NULL)
         st = kdi_fail(KD_ERR_NOMEM, "cannot allocate %d layers", (int)n);
     kdi_shape cur = in;
     int32_t cur_seq = seq;
@@ -161,6 +162,7 @@ void kdi_seq_free(kdi_seq *s)
         kdi_layer_free(&s->layers[i]);
         kdi_buf_free(&s->acts[i]);
         kdi_buf_free(&s->extra_grad[i]);
+        if (s->wcopy != NULL) kdi_buf_free(&s->wcopy[i]);
     }
     kdi_free(s->layers);
     kdi_free(s->acts);
@@ -168,6 +170,7 @@ void kdi_seq_free(kdi_seq *s)
     kdi_free(s->has_extra);
     kdi_free(s->stale);
     kdi_free(s->keep);
+    kdi_free(s->wcopy);
     kdi_buf_free(&s->xcopy);
     kdi_buf_free(&s->grad[0]);
     kdi_buf_free(&s->grad[1]);
@@ -175,6 +178,25 @@ void kdi_seq_free(kdi_seq *s)
     kdi_buf_free(&s->row[1]);
     kdi_fq_free(s->fq);
     memset(s, 0, sizeof *s);
+}
+
+/* The float values of l's parameters. */
+static int64_t param_floats(const kdi_layer *l)
+{
+    int64_t n = 0;
+    for (int32_t j = 0; j < l->nparams; j++)
+        if (l->params[j].value != NULL) n += l->params[j].count;
+    return n;
+}
+
+/* Copies l's parameters' values, one after the other, to w. */
+static void params_copy(const kdi_layer *l, float *w)
+{
+    for (int32_t j = 0; j < l->nparams; j++)
+        if (l->params[j].value != NULL) {
+            memcpy(w, l->params[j].value, sizeof(float) * (size_t)l->params[j].count);
+            w += l->params[j].count;
+        }
 }
 
 /* Sizes every buffer for batch once; later batches of that size or smaller allocate nothing, unless
@@ -193,9 +215,13 @@ static kd_status reserve(kdi_seq *s, int64_t batch)
         KDI_TRY(kdi_buf_reserve(&s->acts[i], batch * size));
         if (l->ops->reserve != NULL) KDI_TRY(l->ops->reserve(l, batch));
     }
-    /* a lazy chain at layer 0 keeps a copy of its input, to write its outputs when read */
+    /* a lazy chain keeps its layer's parameters, and at layer 0 its input, to write its outputs
+     * when read */
     if (s->n > 0 && (s->layers[0].fuse & KDI_FUSE_PLANES_AFTER))
         KDI_TRY(kdi_buf_reserve(&s->xcopy, batch * kdi_shape_size(s->in)));
+    for (int32_t i = 0; i < s->n; i++)
+        if (s->layers[i].fuse & KDI_FUSE_PLANES_AFTER)
+            KDI_TRY(kdi_buf_reserve(&s->wcopy[i], param_floats(&s->layers[i])));
     KDI_TRY(kdi_buf_reserve(&s->grad[0], batch * widest));
     KDI_TRY(kdi_buf_reserve(&s->grad[1], batch * widest));
     /* Feature-gradient buffers already in use must follow the batch too. */
@@ -310,7 +336,17 @@ static void materialise(kdi_seq *s, int32_t i)
     if (i > 0) materialise(s, i - 1);
     const float *in = i > 0 ? s->acts[i - 1].data : s->xcopy.data;
     kdi_layer *l = &s->layers[i];
+    /* on the parameters of that forward (wcopy: a step or a load may have moved them since) */
+    float *saved[KDI_MAX_PARAMS], *w = s->wcopy[i].data;
+    for (int32_t j = 0; j < l->nparams; j++) {
+        saved[j] = l->params[j].value;
+        if (saved[j] != NULL) {
+            l->params[j].value = w;
+            w += l->params[j].count;
+        }
+    }
     (void)l->ops->forward(l, in, s->acts[i].data, s->batch, s->trained);
+    for (int32_t j = 0; j < l->nparams; j++) l->params[j].value = saved[j];
     s->stale[i] = 0;
 }
 
@@ -376,6 +412,7 @@ kd_status kdi_seq_forward(kdi_seq *s, const float *x, int64_t batch, int train, 
             if (planes) then = (kdi_then){&s->layers[i + 2], s->acts[i + 2].data, lazy, 0};
             if (lazy && i == 0)
                 memcpy(s->xcopy.data, cur, sizeof(float) * (size_t)(batch * kdi_shape_size(s->in)));
+            if (lazy) params_copy(&s->layers[i], s->wcopy[i].data);
             KDI_TRY(layer_forward_fused(s, i, cur, 1, planes ? &then : NULL, batch, train));
             s->stale[i] = s->stale[i + 1] = (uint8_t)lazy;
             i += planes ? 2 : 1; /* the ReLU's output (and the next's) written, none rounded */

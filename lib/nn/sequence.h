@@ -13,6 +13,8 @@ typedef struct kdi_seq {
     uint8_t *stale;      /* acts[i] left unwritten by the last forward (a lazy chain, sequence.c) */
     uint8_t *keep;       /* acts[i] was read from outside: later forwards write it */
     kdi_buf xcopy;       /* the input of the last forward, when a lazy chain starts at layer 0 */
+    kdi_buf *wcopy;      /* wcopy[i]: layer i's parameters in the last forward, if it left its
+                          * output unwritten (an optimizer step may move them before a read) */
     kdi_buf *extra_grad; /* extra_grad[i]: gradient added at layer i's output (feature losses) */
     uint8_t *has_extra;  /* whether extra_grad[i] holds something for the next backward */
     kdi_buf grad[2];     /* ping-pong gradient buffers */

@@ -529,13 +529,16 @@ static void forward_impl(kdi_layer *l, const float *x, float *y, float *r, const
     dims d = dims_of(l);
     int64_t chunks = (batch + d.chunk - 1) / d.chunk;
     int nt = slot_threads(cv, batch * d.kk * d.hw, chunks);
-    if (nt > 1) kdi_blas_serial_begin();
+    /* OpenBLAS on one thread even when the chunks run on one (a batch of one chunk): on its own
+     * threads it split the GEMM otherwise and rounded differently, so a conv's output depended on
+     * the thread count (AVX2 kernels, which call it) */
+    kdi_blas_serial_begin();
     KDI_PARALLEL_FOR(nt) /* chunks are independent; each thread has its own workspace */
     for (int64_t c = 0; c < chunks; c++) {
         int64_t b0 = c * d.chunk, n = batch - b0 < d.chunk ? batch - b0 : d.chunk;
         forward_chunk(l, &d, x, y, r, then, b0, n, kdi_thread_id());
     }
-    if (nt > 1) kdi_blas_serial_end();
+    kdi_blas_serial_end();
 }
 
 static kd_status conv_forward(kdi_layer *l, const float *x, float *y, int64_t batch, int train)
@@ -598,7 +601,7 @@ static kd_status conv_backward(kdi_layer *l, const float *x, const float *y, con
     int64_t count = l->params[0].count;
     int nt = slot_threads(cv, batch * d.kk * d.hw, parts);
     memset(cv->wt.data, 0, sizeof(float) * (size_t)(parts * count));
-    if (nt > 1) kdi_blas_serial_begin();
+    kdi_blas_serial_begin(); /* as in forward_impl */
     KDI_PARALLEL_FOR(nt)
     for (int64_t part = 0; part < parts; part++) {
         int64_t lo, hi;
@@ -608,7 +611,7 @@ static kd_status conv_backward(kdi_layer *l, const float *x, const float *y, con
             backward_chunk(l, &d, x, dy, dx, cv->wt.data + part * count, b0, n, kdi_thread_id());
         }
     }
-    if (nt > 1) kdi_blas_serial_end();
+    kdi_blas_serial_end();
     if (cv->bias) {
         int nb = kdi_threads_for(batch * d.cout * d.hw);
         KDI_PARALLEL_FOR(nb) /* each channel summed over the images in order */
