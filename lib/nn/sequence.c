@@ -243,41 +243,29 @@ kd_status kdi_seq_prepare(kdi_seq *s, int64_t batch, int train)
     return KD_OK;
 }
 
-/* Layer i's forward, on rounded weights when fake quantisation marks it. */
-static kd_status layer_forward(kdi_seq *s, int32_t i, const float *x, int64_t batch, int train)
-{
-    kdi_layer *l = &s->layers[i];
-    if (s->fq == NULL || !s->fq->weights[i])
-        return l->ops->forward(l, x, s->acts[i].data, batch, train);
-    KDI_TRY(kdi_fq_weights_begin(s->fq, l, i, 1));
-    kd_status st = l->ops->forward(l, x, s->acts[i].data, batch, train);
-    kdi_fq_weights_end(s->fq, l, i);
-    return st;
-}
-
-/* Layer i's forward with the ReLU after it when relu (fuses_relu_after), and with `then` (a layer
- * after it plane by plane) when not NULL. */
-static kd_status layer_forward_fused(kdi_seq *s, int32_t i, const float *x, int relu,
-                                     const kdi_then *then, int64_t batch, int train)
+/* Layer i's forward, on rounded weights when fake quantisation marks them; through forward_relu
+ * with the ReLU after it when relu (fuses_relu_after) and with `then` (a layer after it, plane by
+ * plane) when not NULL. */
+static kd_status layer_forward(kdi_seq *s, int32_t i, const float *x, int relu,
+                               const kdi_then *then, int64_t batch, int train)
 {
     kdi_layer *l = &s->layers[i];
     float *y = s->acts[i].data, *r = relu ? s->acts[i + 1].data : NULL;
-    if (s->fq == NULL || !s->fq->weights[i])
-        return l->ops->forward_relu(l, x, y, r, then, batch, train);
-    KDI_TRY(kdi_fq_weights_begin(s->fq, l, i, 1));
-    kd_status st = l->ops->forward_relu(l, x, y, r, then, batch, train);
-    kdi_fq_weights_end(s->fq, l, i);
+    int fq = s->fq != NULL && s->fq->weights[i];
+    if (fq) KDI_TRY(kdi_fq_weights_begin(s->fq, l, i, 1));
+    kd_status st = relu || then != NULL ? l->ops->forward_relu(l, x, y, r, then, batch, train)
+                                        : l->ops->forward(l, x, y, batch, train);
+    if (fq) kdi_fq_weights_end(s->fq, l, i);
     return st;
 }
 
 static kd_status layer_backward(kdi_seq *s, int32_t i, const float *x, const float *dy, float *dx)
 {
     kdi_layer *l = &s->layers[i];
-    if (s->fq == NULL || !s->fq->weights[i])
-        return l->ops->backward(l, x, s->acts[i].data, dy, dx, s->batch);
-    KDI_TRY(kdi_fq_weights_begin(s->fq, l, i, 0));
+    int fq = s->fq != NULL && s->fq->weights[i];
+    if (fq) KDI_TRY(kdi_fq_weights_begin(s->fq, l, i, 0));
     kd_status st = l->ops->backward(l, x, s->acts[i].data, dy, dx, s->batch);
-    kdi_fq_weights_end(s->fq, l, i);
+    if (fq) kdi_fq_weights_end(s->fq, l, i);
     return st;
 }
 
@@ -316,18 +304,18 @@ static int fuses_planes_after(const kdi_seq *s, int32_t i)
            (s->fq == NULL || (!s->fq->point[i + 2] && !s->fq->weights[i + 2]));
 }
 
-/* Whether that chain (layer i, its ReLU, the per-plane layer after it) leaves the outputs of layer
- * i and of the ReLU unwritten: nothing reads them in training (the pooling's backward takes the
- * ReLU's along from its own outputs and argmax, the convolution's backward reads its input), and
- * writing them was most of the small CNN's memory traffic (11% of its step on one thread). They
- * are written when read (kdi_seq_output, a backward that needs them: materialise), and by every
- * later forward once read. Not under fake quantisation. */
+/* Whether that chain (layer i, its ReLU, the per-plane layer after it: fuses_planes_after holds)
+ * leaves the outputs of layer i and of the ReLU unwritten: nothing reads them in training (the
+ * pooling's backward takes the ReLU's along from its own outputs and argmax, the convolution's
+ * backward reads its input), and writing them was most of the small CNN's memory traffic (11% of
+ * its step on one thread). They are written when read (kdi_seq_output, a backward that needs
+ * them: materialise), and by every later forward once read. Not under fake quantisation. */
 static int lazy_chain(const kdi_seq *s, int32_t i, int64_t batch)
 {
-    /* the parameters are copied aside (wcopy): worth it where the outputs are 4x larger (not at
-     * batch 1 of the small CNN's second conv: 0.5 us of its 22 us) */
+    /* each forward copies the parameters aside (wcopy): only where the outputs it saves writing
+     * are 4x larger (not the small CNN's second conv at batch 1) */
     const kdi_layer *l = &s->layers[i];
-    return fuses_planes_after(s, i) && s->fq == NULL && !s->keep[i] && !s->keep[i + 1] &&
+    return s->fq == NULL && !s->keep[i] && !s->keep[i + 1] &&
            batch * kdi_shape_size(l->out) >= 4 * param_floats(l);
 }
 
@@ -417,7 +405,7 @@ kd_status kdi_seq_forward(kdi_seq *s, const float *x, int64_t batch, int train, 
             if (lazy && i == 0)
                 memcpy(s->xcopy.data, cur, sizeof(float) * (size_t)(batch * kdi_shape_size(s->in)));
             if (lazy) params_copy(&s->layers[i], s->wcopy[i].data);
-            KDI_TRY(layer_forward_fused(s, i, cur, 1, planes ? &then : NULL, batch, train));
+            KDI_TRY(layer_forward(s, i, cur, 1, planes ? &then : NULL, batch, train));
             s->stale[i] = s->stale[i + 1] = (uint8_t)lazy;
             i += planes ? 2 : 1; /* the ReLU's output (and the next's) written, none rounded */
         } else if (observed_after(s, i, train)) {
@@ -425,9 +413,9 @@ kd_status kdi_seq_forward(kdi_seq *s, const float *x, int64_t batch, int train, 
             kdi_layer *next = &s->layers[i + 1];
             kdi_then then = {next, NULL, 0, 1};
             next->ops->observe_begin(next, batch);
-            KDI_TRY(layer_forward_fused(s, i, cur, 0, &then, batch, train));
+            KDI_TRY(layer_forward(s, i, cur, 0, &then, batch, train));
         } else {
-            KDI_TRY(layer_forward(s, i, cur, batch, train));
+            KDI_TRY(layer_forward(s, i, cur, 0, NULL, batch, train));
         }
         KDI_TRY(point(s, i + 1, s->acts[i].data, batch, train, &cur));
     }
