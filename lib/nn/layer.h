@@ -153,7 +153,8 @@ struct kdi_layer {
      * the input (elementwise layers), sets 1 (embeddings) or -1 (flatten); the chain builder then
      * resolves 0 to the input's state. */
     int32_t seq;
-    /* KDI_FUSE_* bits: which of forward_relu, backward_thru_relu apply to this layer. */
+    /* KDI_FUSE_* bits: which of the fusion ops (forward_relu and its then, forward_plane,
+     * observe_begin/observe_plane, backward_thru_relu) nn/sequence.c may use on this layer. */
     int32_t fuse;
 };
 

@@ -226,6 +226,15 @@ static void bn_destroy(kdi_layer *l)
     kdi_free(b);
 }
 
+/* What the sequence may fuse with this layer: the ReLU after it and the sums of its input, both
+ * plane by plane, so not on flat input (a call a value); not the sums when synchronised (the
+ * job's, summed otherwise: sync_stats). */
+static void set_fuse(kdi_layer *l, int sync)
+{
+    int planes = l->in.h * l->in.w >= 16;
+    l->fuse = planes ? KDI_FUSE_RELU_AFTER | (sync ? 0 : KDI_FUSE_OBSERVE) : 0;
+}
+
 static const kdi_layer_ops bn_ops = {.kind = "bn",
                                      .forward = bn_forward,
                                      .backward = bn_backward,
@@ -248,8 +257,7 @@ kd_status kdi_bn_create(const kdi_args *a, kdi_shape in, uint64_t seed, kdi_laye
     KDI_TRY(kdi_args_float(a, -1, "eps", 1, 1e-5f, 1e-12f, 1.0f, &b->eps));
     KDI_TRY(kdi_args_float(a, -1, "momentum", 1, 0.1f, 0.0f, 1.0f, &b->momentum));
     l->in = l->out = in;
-    /* a ReLU after it goes plane by plane: not worth a call per value on flat input */
-    l->fuse = in.h * in.w >= 16 ? KDI_FUSE_RELU_AFTER | KDI_FUSE_OBSERVE : 0;
+    set_fuse(l, 0);
     int64_t dims[1] = {in.c};
     /* The parameters first: they pass the model's budget before anything of in.c is allocated. */
     KDI_TRY(kdi_layer_add_param(l, "weight", 1, 1, dims));
@@ -282,10 +290,6 @@ kd_status kdi_bn_set_sync(kdi_layer *l, const kdi_sync *s)
             return kdi_fail(KD_ERR_NOMEM, "cannot allocate synchronised batch norm");
     }
     b->sync = s;
-    /* synchronised statistics are the job's, summed otherwise (sync_stats) */
-    if (s != NULL)
-        l->fuse &= ~KDI_FUSE_OBSERVE;
-    else if (l->in.h * l->in.w >= 16)
-        l->fuse |= KDI_FUSE_OBSERVE;
+    set_fuse(l, s != NULL);
     return KD_OK;
 }
