@@ -329,13 +329,15 @@ typedef struct dims {
     int64_t cin, cout, h, w, oh, ow, hw, cg, og, kk;
     int wide;
     int64_t wp, cw, plane; /* padded width, columns an image, padded plane (wide) */
+    int64_t scratch;       /* a thread's plane: the padded plane, or an output plane if larger */
     int64_t chunk;         /* images a chunk */
 } dims;
 
 static dims dims_of(const kdi_layer *l)
 {
     const conv *cv = l->priv;
-    dims d = {l->in.c, l->out.c, l->in.h, l->in.w, l->out.h, l->out.w, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+    dims d = {l->in.c, l->out.c, l->in.h, l->in.w, l->out.h, l->out.w, 0, 0,
+              0,       0,        0,       0,       0,        0,        0, 0};
     d.hw = d.oh * d.ow;
     d.cg = d.cin / cv->groups;
     d.og = d.cout / cv->groups;
@@ -344,6 +346,7 @@ static dims dims_of(const kdi_layer *l)
     d.wp = d.wide ? d.w + 2 * cv->pad : d.ow;
     d.cw = d.wide ? (d.oh - 1) * d.wp + d.ow : d.hw;
     d.plane = d.wide ? (d.h + 2 * cv->pad) * d.wp : 0;
+    d.scratch = d.plane > d.hw ? d.plane : d.hw;
     d.chunk = COLS_BUDGET / (d.kk * d.cw);
     if (d.chunk < 1) d.chunk = 1;
     return d;
@@ -360,7 +363,7 @@ static float *slot_out(const conv *cv, const dims *d, int t)
 }
 static float *slot_plane(const conv *cv, const dims *d, int t)
 {
-    return cv->planes.data + t * (d->plane > d->hw ? d->plane : d->hw);
+    return cv->planes.data + t * d->scratch;
 }
 
 /* The partial sums of dW^T a backward keeps: the batch's chunks fall into `parts` runs of
@@ -396,7 +399,7 @@ static kd_status conv_reserve(kdi_layer *l, int64_t batch)
         return KD_OK;
     }
     dims d = dims_of(l);
-    KDI_TRY(kdi_buf_reserve(&cv->planes, slots * (d.plane > d.hw ? d.plane : d.hw)));
+    KDI_TRY(kdi_buf_reserve(&cv->planes, slots * d.scratch));
     KDI_TRY(kdi_buf_reserve(&cv->cols, slots * d.kk * d.cw * d.chunk));
     KDI_TRY(kdi_buf_reserve(&cv->out, slots * d.og * d.cw * d.chunk));
     KDI_TRY(kdi_buf_reserve(&cv->wt, wt_parts(l, WT_PARTS) * l->params[0].count));
