@@ -462,10 +462,10 @@ static void max_pool2_fwd(float *y, float *argmax, const float *x, int64_t oh, i
                           int64_t w)
 {
     vf twice = vf_load(pool_twice_lane), one = vf_set1(1.0f), wv = vf_set1((float)w);
-    for (int64_t oy = 0; oy < oh; oy++, y += ow, argmax += ow)
+    for (int64_t oy = 0; oy < oh; oy++, y += ow, argmax += ow) {
+        int64_t base = 2 * oy * w; /* rows 2 oy and 2 oy + 1 */
+        const float *r0 = x + base, *r1 = r0 + w;
         for (int64_t ox = 0; ox < ow; ox += W) {
-            const float *r0 = x + 2 * oy * w, *r1 = r0 + w;
-            int64_t base = 2 * oy * w;
             int64_t left = ow - ox, in = 2 * left;
             vf a0, a1, b0, b1, lo, hi;
             pool_load2(r0 + 2 * ox, in, &lo, &hi);
@@ -485,16 +485,17 @@ static void max_pool2_fwd(float *y, float *argmax, const float *x, int64_t oh, i
             vf_store_n(y + ox, left, acc);
             vf_store_n(argmax + ox, left, best);
         }
+    }
 }
 
 static void max_pool2_bwd(float *dx, const float *dy, const float *keep, const float *argmax,
                           int64_t oh, int64_t ow, int64_t w)
 {
     vf twice = vf_load(pool_twice_lane), one = vf_set1(1.0f), wv = vf_set1((float)w);
-    for (int64_t oy = 0; oy < oh; oy++, dy += ow, argmax += ow, keep = keep ? keep + ow : NULL)
+    for (int64_t oy = 0; oy < oh; oy++, dy += ow, argmax += ow, keep = keep ? keep + ow : NULL) {
+        int64_t base = 2 * oy * w; /* rows 2 oy and 2 oy + 1 */
+        float *d0 = dx + base, *d1 = d0 + w;
         for (int64_t ox = 0; ox < ow; ox += W) {
-            float *d0 = dx + 2 * oy * w, *d1 = d0 + w;
-            int64_t base = 2 * oy * w;
             int64_t left = ow - ox, out = 2 * left;
             vf g = vf_load_n(dy + ox, left), best = vf_load_n(argmax + ox, left);
             if (keep != NULL) g = vf_keep(vf_gt(vf_load_n(keep + ox, left), vf_zero()), g);
@@ -506,6 +507,7 @@ static void max_pool2_bwd(float *dx, const float *dy, const float *keep, const f
                           &lo, &hi);
             pool_store2(d1 + 2 * ox, out, lo, hi);
         }
+    }
 }
 
 static void relu_fwd(float *y, const float *x, int64_t n)
