@@ -12,9 +12,14 @@
  * The shapes are large enough to pass KDI_PARALLEL_MIN. */
 #include <cblas.h>
 #include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
+#include "core/helper.h"
 #include "core/threads.h"
 #include "faults.h"
 #include "kd.h"
@@ -171,6 +176,106 @@ START_TEST(split_gemm)
 }
 END_TEST
 
+/* kdi_helper_parts: every part runs exactly once, whoever takes it; with the helper made to join,
+ * it takes some (from the top) in most calls; two host threads calling at once both finish (one of them alone). */
+enum { HP_PARTS = 37 };
+typedef struct {
+    _Atomic int runs[HP_PARTS];
+    _Atomic int by_helper;
+    int calls_shared; /* calls in which the helper ran a part */
+    pthread_t caller;
+    int ok; /* hp_call: every part ran exactly once in every call */
+} hp_job;
+
+static void hp_part(void *arg, int64_t p)
+{
+    hp_job *j = arg;
+    int helper = !pthread_equal(pthread_self(), j->caller);
+    /* a few microseconds, so both threads find parts left; longer on the helper, whose last part
+     * then ends after the caller's: the caller must wait for it before it returns */
+    volatile double x = 0;
+    for (int i = 0; i < (helper ? 20000 : 2000); i++) x += i * 1e-9;
+    atomic_fetch_add(&j->runs[p], 1);
+    if (helper) atomic_fetch_add(&j->by_helper, 1);
+}
+
+static void *hp_call(void *arg)
+{
+    hp_job *j = arg;
+    for (int it = 0; it < 200; it++) {
+        hp_job one = {.caller = pthread_self()};
+        kdi_helper_parts(HP_PARTS, hp_part, &one);
+        for (int p = 0; p < HP_PARTS; p++)
+            if (atomic_load(&one.runs[p]) != 1) return NULL;
+        atomic_fetch_add(&j->by_helper, atomic_load(&one.by_helper));
+        j->calls_shared += atomic_load(&one.by_helper) > 0;
+    }
+    j->ok = 1;
+    return NULL;
+}
+
+START_TEST(helper_parts)
+{
+    hp_job total = {0};
+    kdi_helper_force_join(1);
+    hp_call(&total);
+    kdi_helper_force_join(0);
+    ck_assert_msg(total.ok, "a part did not run exactly once (the helper joining)");
+    ck_assert_int_ge(total.calls_shared, 100); /* it joins every call, from the top */
+    ck_assert_int_lt(atomic_load(&total.by_helper), 200 * HP_PARTS);
+    hp_job a = {0}, b = {0};
+    pthread_t ta, tb;
+    ck_assert_int_eq(pthread_create(&ta, NULL, hp_call, &a), 0);
+    ck_assert_int_eq(pthread_create(&tb, NULL, hp_call, &b), 0);
+    pthread_join(ta, NULL);
+    pthread_join(tb, NULL);
+    ck_assert_msg(a.ok && b.ok, "a part did not run exactly once (two callers)");
+}
+END_TEST
+
+/* A dense layer at batch 1 and 2 (a GEMV of 1 or 2 rows, 100 outputs: parts of 16 and an edge of
+ * 4) shared with the helper equals one thread's bitwise; so does a fork's child, which starts its
+ * own helper. */
+static void gemv_rows(int64_t m, float *c, int threads)
+{
+    enum { N = 100, K = 333 };
+    float a[2 * K], *b = malloc(sizeof(float) * N * K);
+    ck_assert_ptr_nonnull(b);
+    kdt_fill(a, m * K, 8, -1.0f, 1.0f);
+    kdt_fill(b, N * K, 9, -1.0f, 1.0f);
+    ck_assert_int_eq(kd_set_threads(threads), KD_OK);
+    kdi_gemm(0, 1, m, N, K, 1.0f, a, K, b, K, 0.0f, c, N);
+    ck_assert_int_eq(kd_set_threads(1), KD_OK);
+    free(b);
+}
+
+START_TEST(gemv_on_the_helper)
+{
+    for (int64_t m = 1; m <= 2; m++) {
+        float one[200], two[200];
+        gemv_rows(m, one, 1);
+        kdi_helper_force_join(1);
+        for (int rep = 0; rep < 3; rep++) {
+            memset(two, 0, sizeof two);
+            gemv_rows(m, two, 2);
+            ck_assert_msg(memcmp(one, two, sizeof(float) * (size_t)(m * 100)) == 0,
+                          "rows %d: 2 threads differ from 1", (int)m);
+        }
+        pid_t pid = fork();
+        ck_assert_int_ge(pid, 0);
+        if (pid == 0) {
+            alarm(20); /* a helper the child waits for in vain ends the child, not the suite */
+            gemv_rows(m, two, 2);
+            _exit(memcmp(one, two, sizeof(float) * (size_t)(m * 100)) == 0 ? 0 : 1);
+        }
+        int status;
+        ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+        ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the fork's child failed");
+        kdi_helper_force_join(0);
+    }
+}
+END_TEST
+
 START_TEST(arguments)
 {
     int32_t n = -5;
@@ -216,6 +321,8 @@ int main(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, arguments);
     tcase_add_test(tc, split_gemm);
+    tcase_add_test(tc, helper_parts);
+    tcase_add_test(tc, gemv_on_the_helper);
     tcase_add_test(tc, sgd_same_results);
     tcase_add_test(tc, adam_same_results);
     tcase_add_test(tc, attention_pairs);

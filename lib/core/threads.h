@@ -8,7 +8,8 @@
  * - BLAS runs either from one thread outside libkd's regions, on OpenBLAS's threads (whose count
  *   kd_set_threads sets to the same knob), or inside a region on each thread's own slice with
  *   OpenBLAS held at one thread (kdi_blas_serial_begin/end): never both pools at once.
- * - Small work stays on the calling thread (kdi_threads_for): waking threads costs microseconds. */
+ * - Small work stays on the calling thread (kdi_threads_for): waking threads costs microseconds.
+ *   Batch-1 GEMVs, too short for an OpenMP region, share libkd's helper thread (core/helper.h). */
 #ifndef KDI_THREADS_H
 #define KDI_THREADS_H
 

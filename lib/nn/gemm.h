@@ -15,6 +15,14 @@
  * (SMP_THRESHOLD_MIN * GEMM_MULTITHREAD_THRESHOLD in its interface/gemm.c). */
 #define KDI_BLAS_THREADED_MIN 262144
 
+/* A GEMV of at most KDI_GEMV_ROWS rows of A and at least KDI_GEMV_HELPER_MIN (but fewer than
+ * KDI_GEMM_PARALLEL_MIN) multiply-adds goes half to libkd's helper thread (core/helper.h) when
+ * there are 2 or more threads: batch-1 inference of a dense layer, too short for an OpenMP region
+ * (2.8-3.1 us on the host of bench/RESULTS.md). 32k multiply-adds stream 128 KB of weights, about
+ * 1 us from L2. */
+#define KDI_GEMV_ROWS 2
+#define KDI_GEMV_HELPER_MIN 65536.0
+
 /* C[m,n] = alpha op(A) op(B) + beta C, as kdi_kernels's gemm: on kdi_threads() threads when the
  * product is large enough and the caller is not already inside a parallel region, in parts of whole
  * 64-column (or, when C has more rows than columns, 64-row) blocks of C. Each element of C is the

@@ -1,0 +1,34 @@
+/* A second core for work too short for an OpenMP region: batch-1 inference's GEMVs.
+ *
+ * Why not OpenMP: on the 2-core Zen 5 host of bench/RESULTS.md an empty libgomp region of 2
+ * threads costs 2.8-3.1 us, even with OMP_WAIT_POLICY=active, while the 784 x 256 GEMV of the
+ * kd student's first layer takes 7-8 us on one core; handing half of it to a thread that spins on
+ * a flag costs 0.06-0.5 us (issue 11). So libkd keeps one helper thread of its own, used only by
+ * kdi_helper_parts below.
+ *
+ * The helper is started by the first call that can use it, spins (with pause) for
+ * KDI_HELPER_SPIN_NS after its last part and then sleeps on a condition variable. A caller never
+ * waits for it to wake: if the helper is asleep or serving another caller, the caller runs every
+ * part itself (and wakes the helper when done, for the next call), so no call is slower than one
+ * thread by more than a few atomics. The helper blocks every signal, and is joined when libkd is
+ * unloaded; a fork's child starts its own on first use. */
+#ifndef KDI_HELPER_H
+#define KDI_HELPER_H
+
+#include <stdint.h>
+
+#define KDI_HELPER_SPIN_NS 200000
+
+/* Runs fn(arg, p) for every p in [0, parts), each exactly once: the caller takes parts from 0 up,
+ * the helper, when it is awake and free, from parts - 1 down, so a part lands on the same core
+ * call after call (the helper's half of a layer's weights stays in its core's L2). Returns when
+ * every part is done. Parts must write disjoint outputs; each part's result must not depend on
+ * which thread runs it (then results are bitwise equal to one thread's). Only for kdi_threads()
+ * >= 2 and outside OpenMP regions (the caller checks). */
+void kdi_helper_parts(int64_t parts, void (*fn)(void *arg, int64_t part), void *arg);
+
+/* Tests: 1 makes kdi_helper_parts wait (spinning) for the helper to join every call, so both
+ * threads run parts; 0 restores the default. */
+void kdi_helper_force_join(int on);
+
+#endif
