@@ -438,7 +438,8 @@ static void run_fused(kdi_seq *s, const char *spec, kdi_shape in, int64_t batch,
  * (backward) gives every activation, parameter gradient and input gradient bit for bit as the
  * layers one by one: with ties and zeros at the ReLU, a ReLU first, depthwise (not fused),
  * residual blocks, flat batch norm (not fused), general max pooling, and feature gradients at the
- * fused points (which turn the backward fusion off). */
+ * fused points (which turn the backward fusion off). "conv | relu | maxpool 2" backward makes the
+ * conv's dY plane by plane (odd and even planes, stride 1 and 2, groups, with and without bias). */
 START_TEST(relu_fusion_is_exact)
 {
     static const char *const specs[] = {
@@ -448,6 +449,8 @@ START_TEST(relu_fusion_is_exact)
         "conv 3 3 pad=1 groups=3 | relu | maxpool 3 stride=2 | conv 5 1 | relu | avgpool 2",
         "conv 4 3 pad=1 | residual(conv 4 3 pad=1 | relu | conv 4 3 pad=1) | relu | maxpool 2 | "
         "gap | flatten | dense 2",
+        "conv 6 3 pad=1 | relu | maxpool 2 | conv 4 3 pad=1 groups=2 | relu | maxpool 2 | flatten "
+        "| dense 2",
         "conv 4 3 pad=1 bias=0 | bn | relu | maxpool 2 | residual(conv 4 3 pad=1 bias=0 | bn | "
         "relu "
         "| conv 4 3 pad=1 bias=0 | bn) | relu | flatten | bn | relu | dense 2",

@@ -72,13 +72,23 @@ typedef struct kdi_then {
     int observe;
 } kdi_then;
 
+/* The gradient at a layer's output, handed plane by plane to its backward (backward_planes) by the
+ * layer two after it, through the ReLU between (nn/sequence.c): l's backward_plane makes plane p of
+ * its input gradient from y (l's outputs: the ReLU's mask) and dy (l's output gradient). */
+typedef struct kdi_grad_src {
+    kdi_layer *l;
+    const float *y, *dy;
+} kdi_grad_src;
+
 enum { KDI_CODES_IN = 1, KDI_CODES_OUT = 2, KDI_CODES_PASS = 7 };
 enum {
-    KDI_FUSE_RELU_AFTER = 1,   /* forward_relu */
-    KDI_FUSE_RELU_BEFORE = 2,  /* backward_thru_relu */
-    KDI_FUSE_PLANES_AFTER = 4, /* forward_relu's then */
-    KDI_FUSE_PLANES = 8,       /* forward_plane */
-    KDI_FUSE_OBSERVE = 16      /* observe_begin, observe_plane */
+    KDI_FUSE_RELU_AFTER = 1,         /* forward_relu */
+    KDI_FUSE_RELU_BEFORE = 2,        /* backward_thru_relu */
+    KDI_FUSE_PLANES_AFTER = 4,       /* forward_relu's then */
+    KDI_FUSE_PLANES = 8,             /* forward_plane */
+    KDI_FUSE_OBSERVE = 16,           /* observe_begin, observe_plane */
+    KDI_FUSE_GRAD_PLANES_AFTER = 32, /* backward_planes */
+    KDI_FUSE_GRAD_PLANES = 64        /* backward_plane */
 };
 
 typedef struct kdi_layer_ops {
@@ -134,6 +144,16 @@ typedef struct kdi_layer_ops {
     void (*observe_plane)(kdi_layer *l, const float *xp, int64_t p);
     kd_status (*backward_thru_relu)(kdi_layer *l, const float *x, const float *y, const float *dy,
                                     float *dx, int64_t batch);
+    /* Optional (KDI_FUSE_GRAD_PLANES): plane p of backward_thru_relu's dx (whole h x w plane) into
+     * dxp, from y and dy of the last training forward; backward_thru_relu equals it on every plane.
+     * Called from several threads at once on distinct planes. */
+    void (*backward_plane)(kdi_layer *l, const float *y, const float *dy, int64_t p, float *dxp);
+    /* Optional (KDI_FUSE_GRAD_PLANES_AFTER): backward, its dy taken plane by plane from src (the
+     * layer after the ReLU after this one) as it is read, instead of from memory: max pooling's
+     * gradient, 4x its input, was written whole and read back (9% of the small CNN's step). The
+     * same values as backward on the planes written out, bit for bit. */
+    kd_status (*backward_planes)(kdi_layer *l, const float *x, const kdi_grad_src *src, float *dx,
+                                 int64_t batch);
     /* Int8 layers: KDI_CODES_IN when the input is uint8 codes, KDI_CODES_OUT when the output is,
      * KDI_CODES_PASS for layers passing codes through with their scale (qmaxpool); 0 for float
      * layers. The chain builder refuses codes flowing into a float layer and the reverse. */
@@ -154,7 +174,8 @@ struct kdi_layer {
      * resolves 0 to the input's state. */
     int32_t seq;
     /* KDI_FUSE_* bits: which of the fusion ops (forward_relu and its then, forward_plane,
-     * observe_begin/observe_plane, backward_thru_relu) nn/sequence.c may use on this layer. */
+     * observe_begin/observe_plane, backward_thru_relu, backward_plane, backward_planes)
+     * nn/sequence.c may use on this layer. */
     int32_t fuse;
 };
 

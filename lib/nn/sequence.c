@@ -370,6 +370,18 @@ static int fuses_relu_before(const kdi_seq *s, int32_t i)
            (s->fq == NULL || (!s->fq->point[i] && !s->fq->weights[i]));
 }
 
+/* Whether layer i's backward through the ReLU at i - 1 (fuses_relu_before holds) runs plane by
+ * plane inside the backward of layer i - 2: max pooling after "conv | relu", each plane of the
+ * conv's output gradient made as the conv's backward reads it, never written whole. Not with a
+ * gradient added at the conv's output (a feature loss), nor under fake quantisation. */
+static int grad_planes_before(const kdi_seq *s, int32_t i)
+{
+    if (i < 2 || s->fq != NULL || s->has_extra[i - 2]) return 0;
+    const kdi_layer *l = &s->layers[i], *c = &s->layers[i - 2];
+    return (l->fuse & KDI_FUSE_GRAD_PLANES) && l->ops->backward_plane != NULL &&
+           (c->fuse & KDI_FUSE_GRAD_PLANES_AFTER) && c->ops->backward_planes != NULL;
+}
+
 /* Activation p (0 the input, i + 1 layer i's output) as the next layer reads it: rounded when fake
  * quantisation marks it. */
 static kd_status point(kdi_seq *s, int32_t p, const float *v, int64_t batch, int train,
@@ -449,6 +461,20 @@ kd_status kdi_seq_backward(kdi_seq *s, const float *dy, float *dx)
             if (masked) kdi_fq_mask(s->fq, i + 1, s->acts[i].data, sum, nout);
             if (s->has_extra[i]) k->axpy(sum, 1.0f, s->extra_grad[i].data, nout);
             g = sum;
+        }
+        if (fuses_relu_before(s, i) && grad_planes_before(s, i)) {
+            /* layers i, i - 1 and i - 2 in one: the conv's backward takes its dY planes from i */
+            kdi_layer *c = &s->layers[i - 2];
+            float *target = i > 2 ? s->grad[next].data : dx;
+            kdi_grad_src src = {l, s->acts[i].data, g};
+            if (i > 2) materialise(s, i - 3); /* the conv's input */
+            KDI_TRY(c->ops->backward_planes(c, layer_input(s, i - 2), &src, target, s->batch));
+            for (int32_t j = i; j >= i - 2; j--)
+                if (s->after_layer != NULL) KDI_TRY(s->after_layer(s->after_ctx, j));
+            i -= 2;
+            g = target;
+            next ^= 1;
+            continue;
         }
         if (fuses_relu_before(s, i)) {
             /* layer i's backward and the ReLU's at i - 1 in one: dx of the ReLU's input */

@@ -33,6 +33,7 @@ typedef struct conv {
     kdi_buf planes; /* a plane a thread: padded (stride 1, "wide" columns), for im2col and col2im;
                      * an output plane, for a lazy forward (kdi_then) */
     kdi_buf wt;     /* backward: partial sums of dW^T, [parts][groups][cin/g * k * k][out/g] */
+    kdi_buf bsum;   /* backward_planes: each plane's sum of dY, [batch][out], for the bias */
     int64_t slots;  /* per-thread workspaces (depthwise: in cols and out; else a slot of each of
                      * cols, out and planes), the threads at reserve */
 } conv;
@@ -384,7 +385,6 @@ static int64_t wt_parts(const kdi_layer *l, int64_t chunks)
 
 static kd_status conv_reserve(kdi_layer *l, int64_t batch)
 {
-    (void)batch; /* the workspaces are per chunk, whatever the batch */
     conv *cv = l->priv;
     int64_t slots = kdi_threads();
     if (depthwise(l)) {
@@ -403,6 +403,7 @@ static kd_status conv_reserve(kdi_layer *l, int64_t batch)
     KDI_TRY(kdi_buf_reserve(&cv->cols, slots * d.kk * d.cw * d.chunk));
     KDI_TRY(kdi_buf_reserve(&cv->out, slots * d.og * d.cw * d.chunk));
     KDI_TRY(kdi_buf_reserve(&cv->wt, wt_parts(l, WT_PARTS) * l->params[0].count));
+    if (cv->bias) KDI_TRY(kdi_buf_reserve(&cv->bsum, batch * d.cout));
     if (slots > cv->slots) cv->slots = slots;
     return KD_OK;
 }
@@ -456,17 +457,25 @@ static void col2im_image(const conv *cv, const dims *d, const float *cols, int64
 }
 
 /* dY of images [b0, b0 + n), output channels [q0, q1) of group g, from NCHW into out
- * [q1 - q0, n cw]; zeros in wide scratch. */
-static void gather(const dims *d, const float *dy, int64_t b0, int64_t n, int64_t g, int64_t q0,
-                   int64_t q1, float *out)
+ * [q1 - q0, n cw]; zeros in wide scratch. With a source (backward_planes) each plane is made there
+ * instead, in the thread's plane xp (or in place), and its sum kept for the bias (bsum). */
+static void gather(const conv *cv, const dims *d, const float *dy, const kdi_grad_src *gs,
+                   int64_t b0, int64_t n, int64_t g, int64_t q0, int64_t q1, float *out, float *xp)
 {
     int64_t ld = n * d->cw;
     for (int64_t i = 0; i < n; i++)
         for (int64_t o = q0; o < q1; o++) {
             float *dst = out + (o - q0) * ld + i * d->cw;
-            const float *src = dy + ((b0 + i) * d->cout + g * d->og + o) * d->hw;
+            int64_t p = (b0 + i) * d->cout + g * d->og + o;
+            const float *src = dy + p * d->hw;
+            if (gs != NULL) {
+                float *plane = d->wide ? xp : dst; /* not wide: the plane is dst's layout */
+                gs->l->ops->backward_plane(gs->l, gs->y, gs->dy, p, plane);
+                if (cv->bias) cv->bsum.data[p] = (float)kdi_kernels_get()->sum(plane, d->hw);
+                src = plane;
+            }
             if (!d->wide) {
-                memcpy(dst, src, sizeof(float) * (size_t)d->hw);
+                if (src != dst) memcpy(dst, src, sizeof(float) * (size_t)d->hw);
                 continue;
             }
             for (int64_t r = 0; r < d->oh; r++) {
@@ -563,7 +572,8 @@ static kd_status conv_forward_relu(kdi_layer *l, const float *x, float *y, float
  * once for both products; wt (the chunk's run's dW^T, [groups][cin/g k k][out/g]) += cols dY^T;
  * then, unless dx is NULL, dcols = W^T dY and col2im. */
 static void backward_chunk(const kdi_layer *l, const dims *d, const float *x, const float *dy,
-                           float *dx, float *wt, int64_t b0, int64_t n, int t)
+                           const kdi_grad_src *gs, float *dx, float *wt, int64_t b0, int64_t n,
+                           int t)
 {
     conv *cv = l->priv;
     const kdi_kernels *kn = kdi_kernels_get();
@@ -573,7 +583,7 @@ static void backward_chunk(const kdi_layer *l, const dims *d, const float *x, co
         memset(dx + b0 * d->cin * d->h * d->w, 0,
                sizeof(float) * (size_t)(n * d->cin * d->h * d->w));
     for (int64_t g = 0; g < cv->groups; g++) {
-        gather(d, dy, b0, n, g, 0, d->og, out);
+        gather(cv, d, dy, gs, b0, n, g, 0, d->og, out, xp);
         for (int64_t i = 0; i < n; i++)
             im2col_channels(cv, d, x + ((b0 + i) * d->cin + g * d->cg) * d->h * d->w, 0, d->cg,
                             cols + i * d->cw, ld, xp);
@@ -589,13 +599,13 @@ static void backward_chunk(const kdi_layer *l, const dims *d, const float *x, co
     }
 }
 
-static kd_status conv_backward(kdi_layer *l, const float *x, const float *y, const float *dy,
-                               float *dx, int64_t batch)
+/* The backward, dY from memory or (gs != NULL, not depthwise) from the layer two after. */
+static void backward_impl(kdi_layer *l, const float *x, const float *dy, const kdi_grad_src *gs,
+                          float *dx, int64_t batch)
 {
-    (void)y;
     if (depthwise(l)) {
         dw_backward(l, x, dy, dx, batch);
-        return KD_OK;
+        return;
     }
     conv *cv = l->priv;
     const kdi_kernels *kn = kdi_kernels_get();
@@ -611,7 +621,8 @@ static kd_status conv_backward(kdi_layer *l, const float *x, const float *y, con
         share(chunks, (int)part, (int)parts, &lo, &hi);
         for (int64_t c = lo; c < hi; c++) {
             int64_t b0 = c * d.chunk, n = batch - b0 < d.chunk ? batch - b0 : d.chunk;
-            backward_chunk(l, &d, x, dy, dx, cv->wt.data + part * count, b0, n, kdi_thread_id());
+            backward_chunk(l, &d, x, dy, gs, dx, cv->wt.data + part * count, b0, n,
+                           kdi_thread_id());
         }
     }
     kdi_blas_serial_end();
@@ -620,7 +631,9 @@ static kd_status conv_backward(kdi_layer *l, const float *x, const float *y, con
         KDI_PARALLEL_FOR(nb) /* each channel summed over the images in order */
         for (int64_t o = 0; o < d.cout; o++)
             for (int64_t b = 0; b < batch; b++)
-                l->params[1].grad[o] += (float)kn->sum(dy + (b * d.cout + o) * d.hw, d.hw);
+                l->params[1].grad[o] += gs != NULL
+                                            ? cv->bsum.data[b * d.cout + o]
+                                            : (float)kn->sum(dy + (b * d.cout + o) * d.hw, d.hw);
     }
     /* dW[g][o][r] += the parts' wt[g][r][o], added in order */
     float *gw = l->params[0].grad;
@@ -632,6 +645,20 @@ static kd_status conv_backward(kdi_layer *l, const float *x, const float *y, con
                 for (int64_t part = 1; part < parts; part++) sum += w[part * count];
                 gw[(g * d.og + o) * d.kk + r] += sum;
             }
+}
+
+static kd_status conv_backward(kdi_layer *l, const float *x, const float *y, const float *dy,
+                               float *dx, int64_t batch)
+{
+    (void)y;
+    backward_impl(l, x, dy, NULL, dx, batch);
+    return KD_OK;
+}
+
+static kd_status conv_backward_planes(kdi_layer *l, const float *x, const kdi_grad_src *src,
+                                      float *dx, int64_t batch)
+{
+    backward_impl(l, x, NULL, src, dx, batch);
     return KD_OK;
 }
 
@@ -643,6 +670,7 @@ static void conv_destroy(kdi_layer *l)
     kdi_buf_free(&cv->out);
     kdi_buf_free(&cv->planes);
     kdi_buf_free(&cv->wt);
+    kdi_buf_free(&cv->bsum);
     kdi_free(cv);
 }
 
@@ -651,6 +679,7 @@ static const kdi_layer_ops conv_ops = {.kind = "conv",
                                        .backward = conv_backward,
                                        .reserve = conv_reserve,
                                        .forward_relu = conv_forward_relu,
+                                       .backward_planes = conv_backward_planes,
                                        .destroy = conv_destroy};
 
 static kd_status conv_args(const kdi_args *a, kdi_shape in, int64_t *out, conv *cv)
@@ -714,6 +743,7 @@ kd_status kdi_conv_create(const kdi_args *a, kdi_shape in, uint64_t seed, kdi_la
         KDI_TRY(kdi_layer_add_param(l, "bias", 1, 1, bdims));
         kdi_init_uniform(l->params[1].value, out, fan_in, kdi_rng_derive(seed, 1));
     }
-    l->fuse = depthwise(l) ? 0 : KDI_FUSE_RELU_AFTER | KDI_FUSE_PLANES_AFTER;
+    l->fuse =
+        depthwise(l) ? 0 : KDI_FUSE_RELU_AFTER | KDI_FUSE_PLANES_AFTER | KDI_FUSE_GRAD_PLANES_AFTER;
     return conv_spec(l, out);
 }

@@ -119,6 +119,15 @@ static void backward_impl(kdi_layer *l, const float *keep, const float *dy, floa
     }
 }
 
+static void pool_backward_plane(kdi_layer *l, const float *y, const float *dy, int64_t c, float *dp)
+{
+    const pool *p = l->priv; /* max2 (KDI_FUSE_GRAD_PLANES) */
+    int64_t h = l->in.h, w = l->in.w, oh = l->out.h, ow = l->out.w;
+    if (h % 2 != 0 || w % 2 != 0) memset(dp, 0, sizeof(float) * (size_t)(h * w));
+    kdi_kernels_get()->max_pool2_bwd(dp, dy + c * oh * ow, y + c * oh * ow,
+                                     p->argmax.data + c * oh * ow, oh, ow, w);
+}
+
 static void pool_forward_plane(kdi_layer *l, const float *xp, float *y, int64_t c)
 {
     pool_plane(l->priv, l, xp, y, c);
@@ -152,6 +161,7 @@ static const kdi_layer_ops maxpool_ops = {.kind = "maxpool",
                                           .forward = pool_forward,
                                           .backward = pool_backward,
                                           .backward_thru_relu = pool_backward_thru_relu,
+                                          .backward_plane = pool_backward_plane,
                                           .forward_plane = pool_forward_plane,
                                           .reserve = pool_reserve,
                                           .destroy = pool_destroy};
@@ -199,6 +209,7 @@ static kd_status make(const kdi_args *a, kdi_shape in, kdi_layer *l, const kdi_l
     }
     p->max2 = max && !global && p->k == 2 && p->stride == 2;
     l->fuse = max ? KDI_FUSE_RELU_BEFORE | KDI_FUSE_PLANES : 0;
+    if (p->max2) l->fuse |= KDI_FUSE_GRAD_PLANES; /* backward_plane: the 2x2 kernel's planes */
     l->in = in;
     if (global) {
         l->out = (kdi_shape){in.c, 1, 1};
