@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/helper.h"
@@ -199,6 +200,8 @@ static void hp_part(void *arg, int64_t p)
     if (helper) atomic_fetch_add(&j->by_helper, 1);
 }
 
+static void hp_count(void *arg, int64_t p) { atomic_fetch_add(&((hp_job *)arg)->runs[p], 1); }
+
 static void *hp_call(void *arg)
 {
     hp_job *j = arg;
@@ -223,6 +226,21 @@ START_TEST(helper_parts)
     ck_assert_msg(total.ok, "a part did not run exactly once (the helper joining)");
     ck_assert_int_ge(total.calls_shared, 100); /* it joins every call, from the top */
     ck_assert_int_lt(atomic_load(&total.by_helper), 200 * HP_PARTS);
+    /* calls about as far apart as the helper spins before it sleeps (busy-waited, 150-260 us): a
+     * forced join that found it awake must wake it if it falls asleep before joining (both had
+     * waited forever within a few hundred calls) */
+    kdi_helper_force_join(1);
+    for (int i = 0; i < 600; i++) {
+        hp_job one = {.caller = pthread_self()};
+        kdi_helper_parts(4, hp_count, &one);
+        for (int p = 0; p < 4; p++) ck_assert(atomic_load(&one.runs[p]) == 1);
+        struct timespec t0, t;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        int64_t gap = (150 + (i * 7) % 110) * 1000;
+        do clock_gettime(CLOCK_MONOTONIC, &t);
+        while ((t.tv_sec - t0.tv_sec) * 1000000000 + (t.tv_nsec - t0.tv_nsec) < gap);
+    }
+    kdi_helper_force_join(0);
     hp_job a = {0}, b = {0};
     pthread_t ta, tb;
     ck_assert_int_eq(pthread_create(&ta, NULL, hp_call, &a), 0);

@@ -8,27 +8,33 @@
  *
  * The helper is started by the first call that can use it, spins (with pause) for
  * KDI_HELPER_SPIN_NS after its last part and then sleeps on a condition variable. A caller never
- * waits for it to wake: if the helper is asleep or serving another caller, the caller runs every
- * part itself (and wakes the helper when done, for the next call), so no call is slower than one
- * thread by more than a few atomics. The helper blocks every signal, and is joined when libkd is
- * unloaded; a fork's child starts its own on first use. */
+ * waits for it to wake: if it is asleep or serving another caller, the caller runs every part
+ * itself (and wakes it for the next call only when calls come closer than its spinning time, so
+ * sparse calls do not keep it spinning). Once it has joined, the caller waits for its last part:
+ * if that took longer than KDI_HELPER_PATIENCE_NS (the helper lost its core to another thread),
+ * calls run alone for KDI_HELPER_BACKOFF_NS; so on a busy machine about one call in each back-off
+ * period pays a time slice. Nor is it used from a thread pinned to one CPU, or from the CPU it
+ * last ran on. It blocks every signal and is joined when libkd is unloaded; a fork's child starts
+ * its own on first use. */
 #ifndef KDI_HELPER_H
 #define KDI_HELPER_H
 
 #include <stdint.h>
 
 #define KDI_HELPER_SPIN_NS 200000
+#define KDI_HELPER_PATIENCE_NS 100000
+#define KDI_HELPER_BACKOFF_NS 100000000
 
 /* Runs fn(arg, p) for every p in [0, parts), each exactly once: the caller takes parts from 0 up,
  * the helper, when it is awake and free, from parts - 1 down, so a part lands on the same core
- * call after call (the helper's half of a layer's weights stays in its core's L2). Returns when
+ * call after call (the helper's share of a layer's weights stays in its core's L2). Returns when
  * every part is done. Parts must write disjoint outputs; each part's result must not depend on
  * which thread runs it (then results are bitwise equal to one thread's). Only for kdi_threads()
  * >= 2 and outside OpenMP regions (the caller checks). */
 void kdi_helper_parts(int64_t parts, void (*fn)(void *arg, int64_t part), void *arg);
 
-/* Tests: 1 makes kdi_helper_parts wait (spinning) for the helper to join every call, so both
- * threads run parts; 0 restores the default. */
+/* Tests: 1 makes kdi_helper_parts wait (spinning, waking it) for the helper to join every call,
+ * so both threads run parts, whatever the back-off and CPUs; 0 restores the default. */
 void kdi_helper_force_join(int on);
 
 #endif
