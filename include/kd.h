@@ -116,7 +116,7 @@ KD_API kd_status kd_get_limit(kd_limit key, int64_t *value);
  * for it to wake (it runs alone then); after a call waited for a helper that had lost its core
  * (a busy machine) calls run alone for 0.1 s; not from a thread pinned to one CPU. It blocks
  * every signal, and is joined when the library is unloaded (a fork's child starts its own). Each output is the same sum either way: bitwise
- * one thread's values. (784-256-10 student at batch 1: 7.3 us on 1 thread, 4.7-5.2 us on 2.)
+ * one thread's values. (784-256-10 student at batch 1: 7.2-8.7 us on 1 thread, 4.7-5.5 us on 2.)
  * Results: a given n gives bitwise the same results run after run. Across n they agree to float
  * rounding, not bitwise: libkd's elementwise, per-channel and per-image loops are bitwise
  * independent of n, but OpenBLAS's threaded GEMM rounds differently from its single-threaded one,
