@@ -217,18 +217,12 @@ static void *hp_call(void *arg)
     return NULL;
 }
 
-START_TEST(helper_parts)
+/* Calls about as far apart as the helper spins before it sleeps (busy-waited, 150-260 us), the
+ * helper made to join: a caller that found it awake must wake it if it falls asleep before joining
+ * (both had waited forever within a few calls; the old code hangs here under CK_FORK=no, while
+ * Check's forked children happened to miss the window). */
+START_TEST(helper_forced_join_wakes)
 {
-    hp_job total = {0};
-    kdi_helper_force_join(1);
-    hp_call(&total);
-    kdi_helper_force_join(0);
-    ck_assert_msg(total.ok, "a part did not run exactly once (the helper joining)");
-    ck_assert_int_ge(total.calls_shared, 100); /* it joins every call, from the top */
-    ck_assert_int_lt(atomic_load(&total.by_helper), 200 * HP_PARTS);
-    /* calls about as far apart as the helper spins before it sleeps (busy-waited, 150-260 us): a
-     * forced join that found it awake must wake it if it falls asleep before joining (both had
-     * waited forever within a few hundred calls) */
     kdi_helper_force_join(1);
     for (int i = 0; i < 600; i++) {
         hp_job one = {.caller = pthread_self()};
@@ -241,6 +235,18 @@ START_TEST(helper_parts)
         while ((t.tv_sec - t0.tv_sec) * 1000000000 + (t.tv_nsec - t0.tv_nsec) < gap);
     }
     kdi_helper_force_join(0);
+}
+END_TEST
+
+START_TEST(helper_parts)
+{
+    hp_job total = {0};
+    kdi_helper_force_join(1);
+    hp_call(&total);
+    kdi_helper_force_join(0);
+    ck_assert_msg(total.ok, "a part did not run exactly once (the helper joining)");
+    ck_assert_int_ge(total.calls_shared, 100); /* it joins every call, from the top */
+    ck_assert_int_lt(atomic_load(&total.by_helper), 200 * HP_PARTS);
     hp_job a = {0}, b = {0};
     pthread_t ta, tb;
     ck_assert_int_eq(pthread_create(&ta, NULL, hp_call, &a), 0);
@@ -339,6 +345,7 @@ int main(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, arguments);
     tcase_add_test(tc, split_gemm);
+    tcase_add_test(tc, helper_forced_join_wakes);
     tcase_add_test(tc, helper_parts);
     tcase_add_test(tc, gemv_on_the_helper);
     tcase_add_test(tc, sgd_same_results);
