@@ -68,10 +68,10 @@ int kdi_all_finite(const float *x, int64_t n)
 {
     /* on libkd's threads: the scan of kd_model_evaluate's whole input (32 MB for 10240 images)
      * ran on one thread while the other waited, 8% of the call on 2 (issue 11) */
-    uint32_t any = 0;
     int nt = kdi_threads_for(n);
 #ifdef _OPENMP
     if (nt > 1 && !omp_in_parallel()) {
+        uint32_t any = 0;
         int team = kdi_team_for(nt);
 #pragma omp parallel for schedule(static) num_threads(team) reduction(| : any)
         for (int t = 0; t < team; t++) {
