@@ -467,12 +467,14 @@ static void gather(const conv *cv, const dims *d, const float *dy, const kdi_gra
         for (int64_t o = q0; o < q1; o++) {
             float *dst = out + (o - q0) * ld + i * d->cw;
             int64_t p = (b0 + i) * d->cout + g * d->og + o;
-            const float *src = dy + p * d->hw;
-            if (gs != NULL) {
+            const float *src;
+            if (gs != NULL) {                      /* dy is NULL */
                 float *plane = d->wide ? xp : dst; /* not wide: the plane is dst's layout */
                 gs->l->ops->backward_plane(gs->l, gs->y, gs->dy, p, plane);
                 if (cv->bias) cv->bsum.data[p] = (float)kdi_kernels_get()->sum(plane, d->hw);
                 src = plane;
+            } else {
+                src = dy + p * d->hw;
             }
             if (!d->wide) {
                 if (src != dst) memcpy(dst, src, sizeof(float) * (size_t)d->hw);
