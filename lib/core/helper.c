@@ -7,10 +7,11 @@
 #include <signal.h>
 #include <stdatomic.h>
 #include <time.h>
+#include <unistd.h>
 
 /* The one job in flight. A caller owns it from IDLE -> CLAIMED (writes fn, arg, range) -> OPEN;
  * the helper joins with OPEN -> JOINED and ends with DONE; the caller closes with IDLE, straight
- * from OPEN when the helper never joined. */
+ * from OPEN when the helper never joined (or from CLAIMED when it runs alone after all). */
 enum { IDLE, CLAIMED, OPEN, JOINED, DONE };
 static _Atomic int state = IDLE;
 static void (*job_fn)(void *, int64_t);
@@ -32,6 +33,8 @@ static _Atomic int helper_cpu = -1;    /* where the helper last ran a job, or wo
 static _Atomic int64_t last_call_ns;   /* the last call that could have used the helper */
 static _Atomic int64_t alone_until_ns; /* back-off: calls run alone until then */
 static pthread_t thread;
+static pid_t owner; /* the process that created it: a child forked without the atfork handler
+                     * (a raw clone) must not join its parent's thread at exit */
 
 static inline void cpu_relax(void)
 {
@@ -127,13 +130,25 @@ static void start(void)
     static _Atomic int atfork_set;
     int expected = NONE;
     if (!atomic_compare_exchange_strong(&started, &expected, STARTING)) return;
-    if (!atomic_exchange(&atfork_set, 1)) pthread_atfork(NULL, NULL, after_fork_child);
-    /* the helper inherits a mask blocking every signal: they stay the host's threads' business */
+    if (!atomic_exchange(&atfork_set, 1) && pthread_atfork(NULL, NULL, after_fork_child) != 0) {
+        atomic_store(&started, GONE); /* a fork's child would believe it had a helper */
+        return;
+    }
+    /* the helper inherits a mask blocking every signal: they stay the host's threads' business;
+     * a small stack: it only runs GEMV parts */
     sigset_t all, old;
     sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
-    int rc = pthread_create(&thread, NULL, helper_main, NULL);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    pthread_attr_t attr;
+    int rc = pthread_attr_init(&attr);
+    if (rc == 0) {
+        pthread_attr_setstacksize(&attr, KDI_HELPER_STACK);
+        owner = getpid();
+        pthread_sigmask(SIG_SETMASK, &all, &old);
+        rc = pthread_create(&thread, &attr, helper_main, NULL);
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        pthread_attr_destroy(&attr);
+    }
+    if (rc == 0) pthread_setname_np(thread, "kd-helper");
     expected = STARTING;
     if (!atomic_compare_exchange_strong(&started, &expected, rc == 0 ? RUNNING : GONE) && rc == 0)
         stop_thread(); /* the library was unloaded meanwhile (exit on another thread) */
@@ -142,13 +157,14 @@ static void start(void)
 __attribute__((destructor)) static void stop_helper(void)
 {
     /* GONE first: a caller still starting one (exit on another thread) stops it itself */
-    if (atomic_exchange(&started, GONE) != RUNNING) return;
+    if (atomic_exchange(&started, GONE) != RUNNING || getpid() != owner) return;
     stop_thread();
     pthread_join(thread, NULL);
 }
 
 /* Whether the calling thread may run on one CPU only (taskset, pinning): the helper cannot run
- * beside it then. Asked once a thread. */
+ * beside it then. Asked once a thread: a thread pinned after its first call keeps the answer (the
+ * CPU check and the back-off still keep the helper away). */
 static int pinned_alone(void)
 {
     static _Thread_local int pinned = -1;
@@ -207,7 +223,8 @@ void kdi_helper_parts(int64_t parts, void (*fn)(void *, int64_t), void *arg)
     atomic_store_explicit(&range, (uint64_t)parts << 32, memory_order_relaxed);
     atomic_store_explicit(&state, OPEN, memory_order_release);
     if (forced) /* tests: until it joins, waking it if it fell asleep meanwhile */
-        while (atomic_load_explicit(&state, memory_order_acquire) == OPEN) {
+        while (atomic_load_explicit(&state, memory_order_acquire) == OPEN &&
+               atomic_load_explicit(&started, memory_order_relaxed) == RUNNING) {
             if (atomic_load(&asleep)) wake_helper();
             cpu_relax();
         }

@@ -14,8 +14,9 @@
  * if that took longer than KDI_HELPER_PATIENCE_NS (the helper lost its core to another thread),
  * calls run alone for KDI_HELPER_BACKOFF_NS; so on a busy machine about one call in each back-off
  * period pays a time slice. Nor is it used from a thread pinned to one CPU, or from the CPU it
- * last ran on. It blocks every signal and is joined when libkd is unloaded; a fork's child starts
- * its own on first use. */
+ * last ran on. It blocks every signal, is named "kd-helper", has a 256 KB stack (glibc's, not
+ * through kd_set_allocator's hooks) and is joined when libkd is unloaded; a fork's child starts its
+ * own on first use. */
 #ifndef KDI_HELPER_H
 #define KDI_HELPER_H
 
@@ -24,6 +25,7 @@
 #define KDI_HELPER_SPIN_NS 200000
 #define KDI_HELPER_PATIENCE_NS 100000
 #define KDI_HELPER_BACKOFF_NS 100000000
+#define KDI_HELPER_STACK (256 * 1024)
 
 /* Runs fn(arg, p) for every p in [0, parts), each exactly once: the caller takes parts from 0 up,
  * the helper, when it is awake and free, from parts - 1 down, so a part lands on the same core
