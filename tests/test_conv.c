@@ -439,7 +439,8 @@ static void run_fused(kdi_seq *s, const char *spec, kdi_shape in, int64_t batch,
  * layers one by one: with ties and zeros at the ReLU, a ReLU first, depthwise (not fused),
  * residual blocks, flat batch norm (not fused), general max pooling, and feature gradients at the
  * fused points (which turn the backward fusion off). "conv | relu | maxpool 2" backward makes the
- * conv's dY plane by plane (odd and even planes, stride 1 and 2, groups, with and without bias). */
+ * conv's dY plane by plane (odd and even planes, stride 1 and 2, groups, with and without bias),
+ * at batch 5 on 1 thread and at 37 on 2 (several chunks and parts). */
 START_TEST(relu_fusion_is_exact)
 {
     static const char *const specs[] = {
@@ -451,41 +452,53 @@ START_TEST(relu_fusion_is_exact)
         "gap | flatten | dense 2",
         "conv 6 3 pad=1 | relu | maxpool 2 | conv 4 3 pad=1 groups=2 | relu | maxpool 2 | flatten "
         "| dense 2",
+        "conv 6 3 stride=2 pad=1 groups=3 | relu | maxpool 2 | conv 4 1 groups=2 | relu | maxpool "
+        "2",
         "conv 4 3 pad=1 bias=0 | bn | relu | maxpool 2 | residual(conv 4 3 pad=1 bias=0 | bn | "
         "relu "
         "| conv 4 3 pad=1 bias=0 | bn) | relu | flatten | bn | relu | dense 2",
     };
     kdi_shape in = {3, 9, 9};
-    int64_t batch = 5, nin = batch * kdi_shape_size(in);
+    int64_t most = 37, nin = most * kdi_shape_size(in);
     float *x = malloc(sizeof(float) * (size_t)nin);
     kdt_fill(x, nin, 4, -1, 1);
     for (int64_t i = 0; i < nin; i += 7) x[i] = i % 2 ? 0.0f : -0.0f; /* ties at the ReLU */
     float *dx[2] = {malloc(sizeof(float) * (size_t)nin), malloc(sizeof(float) * (size_t)nin)};
-    for (size_t c = 0; c < sizeof specs / sizeof specs[0]; c++)
-        for (int32_t tap = -1; tap < 4; tap++) {
-            kdi_seq s[2];
-            for (int f = 0; f < 2; f++) run_fused(&s[f], specs[c], in, batch, x, f, tap, dx[f]);
-            ck_assert_msg(memcmp(dx[0], dx[1], sizeof(float) * (size_t)nin) == 0,
-                          "%s tap %d: dx differs", specs[c], tap);
-            for (int32_t i = 0; i < s[0].n; i++) /* written when read, if left unwritten */
-                ck_assert_msg(memcmp(kdi_seq_output(&s[0], i), kdi_seq_output(&s[1], i),
-                                     sizeof(float) *
-                                         (size_t)(batch * kdi_shape_size(s[0].layers[i].out))) == 0,
-                              "%s: output of layer %d differs", specs[c], i);
-            kdi_param_list p[2] = {{0}, {0}};
-            for (int f = 0; f < 2; f++) ck_assert_int_eq(kdi_seq_collect(&s[f], "", &p[f]), KD_OK);
-            ck_assert_int_eq(p[0].n, p[1].n);
-            for (int32_t i = 0; i < p[0].n; i++)
-                if (p[0].items[i].p->grad != NULL)
-                    ck_assert_msg(memcmp(p[0].items[i].p->grad, p[1].items[i].p->grad,
-                                         sizeof(float) * (size_t)p[0].items[i].p->count) == 0,
-                                  "%s tap %d: gradient of %s differs", specs[c], tap,
-                                  p[0].items[i].name);
-            for (int f = 0; f < 2; f++) {
-                kdi_param_list_free(&p[f]);
-                kdi_seq_free(&s[f]);
+    int64_t planes = kdi_seq_planes_backwards();
+    /* batch 5 on 1 thread, then 37 (several chunks and parts of the conv's backward) on 2 */
+    for (int run = 0; run < 2; run++)
+        for (size_t c = 0; c < sizeof specs / sizeof specs[0]; c++)
+            for (int32_t tap = -1; tap < 4; tap++) {
+                int64_t batch = run == 0 ? 5 : most;
+                nin = batch * kdi_shape_size(in);
+                ck_assert_int_eq(kd_set_threads(run == 0 ? 1 : 2), KD_OK);
+                kdi_seq s[2];
+                for (int f = 0; f < 2; f++) run_fused(&s[f], specs[c], in, batch, x, f, tap, dx[f]);
+                ck_assert_msg(memcmp(dx[0], dx[1], sizeof(float) * (size_t)nin) == 0,
+                              "%s tap %d: dx differs", specs[c], tap);
+                for (int32_t i = 0; i < s[0].n; i++) /* written when read, if left unwritten */
+                    ck_assert_msg(
+                        memcmp(kdi_seq_output(&s[0], i), kdi_seq_output(&s[1], i),
+                               sizeof(float) *
+                                   (size_t)(batch * kdi_shape_size(s[0].layers[i].out))) == 0,
+                        "%s: output of layer %d differs", specs[c], i);
+                kdi_param_list p[2] = {{0}, {0}};
+                for (int f = 0; f < 2; f++)
+                    ck_assert_int_eq(kdi_seq_collect(&s[f], "", &p[f]), KD_OK);
+                ck_assert_int_eq(p[0].n, p[1].n);
+                for (int32_t i = 0; i < p[0].n; i++)
+                    if (p[0].items[i].p->grad != NULL)
+                        ck_assert_msg(memcmp(p[0].items[i].p->grad, p[1].items[i].p->grad,
+                                             sizeof(float) * (size_t)p[0].items[i].p->count) == 0,
+                                      "%s tap %d: gradient of %s differs", specs[c], tap,
+                                      p[0].items[i].name);
+                for (int f = 0; f < 2; f++) {
+                    kdi_param_list_free(&p[f]);
+                    kdi_seq_free(&s[f]);
+                }
             }
-        }
+    ck_assert_int_eq(kd_set_threads(1), KD_OK);
+    ck_assert_msg(kdi_seq_planes_backwards() > planes, "no backward took its dY plane by plane");
     free(x);
     free(dx[0]);
     free(dx[1]);

@@ -257,12 +257,12 @@ START_TEST(helper_parts)
 }
 END_TEST
 
-/* A dense layer at batch 1 and 2 (a GEMV of 1 or 2 rows, 100 outputs: parts of 16 and an edge of
- * 4) shared with the helper equals one thread's bitwise; so does a fork's child, which starts its
- * own helper. */
+/* A dense layer at batch 1 and 2 (a GEMV of 1 or 2 rows, 100 outputs of 700 inputs: 70k and 140k
+ * multiply-adds, past KDI_GEMV_HELPER_MIN; parts of 16, 32, 32 and 20 outputs) shared with the
+ * helper equals one thread's bitwise; so does a fork's child, which starts its own helper. */
 static void gemv_rows(int64_t m, float *c, int threads)
 {
-    enum { N = 100, K = 333 };
+    enum { N = 100, K = 700 };
     float a[2 * K], *b = malloc(sizeof(float) * N * K);
     ck_assert_ptr_nonnull(b);
     kdt_fill(a, m * K, 8, -1.0f, 1.0f);

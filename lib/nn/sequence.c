@@ -1,6 +1,7 @@
 #include "nn/sequence.h"
 
 #include <ctype.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -278,6 +279,8 @@ static kd_status layer_backward(kdi_seq *s, int32_t i, const float *x, const flo
  * nor in a backward that adds a gradient there (a feature loss): the layers then run one by one. */
 static int fusion_on = 1;
 void kdi_seq_set_fusion(int on) { fusion_on = on; }
+static _Atomic int64_t planes_backwards; /* tests: backwards fed plane by plane (below) */
+int64_t kdi_seq_planes_backwards(void) { return atomic_load(&planes_backwards); }
 
 static int is_relu(const kdi_seq *s, int32_t i)
 {
@@ -469,6 +472,7 @@ kd_status kdi_seq_backward(kdi_seq *s, const float *dy, float *dx)
             kdi_grad_src src = {l, s->acts[i].data, g};
             if (i > 2) materialise(s, i - 3); /* the conv's input */
             KDI_TRY(c->ops->backward_planes(c, layer_input(s, i - 2), &src, target, s->batch));
+            atomic_fetch_add_explicit(&planes_backwards, 1, memory_order_relaxed);
             for (int32_t j = i; j >= i - 2; j--)
                 if (s->after_layer != NULL) KDI_TRY(s->after_layer(s->after_ctx, j));
             i -= 2;

@@ -62,6 +62,9 @@ kd_status kdi_seq_collect(kdi_seq *s, const char *prefix, kdi_param_list *list);
 /* Tests: whether layers take a following ReLU along, and leave outputs unwritten until read (on by
  * default); the results are the same. */
 void kdi_seq_set_fusion(int on);
+/* Tests: how many backwards (of any sequence) have fed a convolution its dY plane by plane from the
+ * pooling after its ReLU, so far. */
+int64_t kdi_seq_planes_backwards(void);
 /* The canonical spec of the layers joined by " | "; heap, caller frees. NULL on NOMEM. */
 char *kdi_seq_spec(const kdi_seq *s);
 
