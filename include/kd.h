@@ -110,13 +110,15 @@ KD_API kd_status kd_get_limit(kd_limit key, int64_t *value);
  * cores other processes leave free, at least 1: each woken thread would otherwise wait for a time
  * slice at every loop (2 threads measured 10-15x slower than 1 at load 12 on 2 cores). The loop's
  * parts stay the same, so this changes speed, never results.
- * With n >= 2, a dense layer's GEMV at batch 1 or 2 (64k to 1M multiply-adds, too short for an
- * OpenMP region, which costs about 3 us) goes half to one helper thread of libkd's own: started at
- * the first such call, it spins for 0.2 ms after its last part, then sleeps; a call never waits
- * for it to wake (it runs alone then); after a call waited for a helper that had lost its core
- * (a busy machine) calls run alone for 0.1 s; not from a thread pinned to one CPU. It blocks
- * every signal, and is joined when the library is unloaded (a fork's child starts its own). Each output is the same sum either way: bitwise
- * one thread's values. (784-256-10 student at batch 1: 7.2-8.7 us on 1 thread, 4.7-5.5 us on 2.)
+ * With n >= 2, a product of 1 or 2 rows against a layer's weights (64k to 1M multiply-adds: dense
+ * layers at batch 1 or 2, attention's projections and the LM head when decoding token by token),
+ * too short for an OpenMP region (about 3 us), goes half to one helper thread of libkd's own:
+ * started at the first such call, it spins for 0.2 ms after its last part, then sleeps; a call
+ * never waits for it to wake (it runs alone then); after a call waited for a helper that had lost
+ * its core (a busy machine), calls run alone for 0.1 s; not from a thread pinned to one CPU. It
+ * blocks every signal and is joined when the library is unloaded (a fork's child starts its own).
+ * Each output is the same sum either way: bitwise one thread's values. (784-256-10 student at
+ * batch 1: 7.2-8.7 us on 1 thread, 4.7-5.5 us on 2.)
  * Results: a given n gives bitwise the same results run after run. Across n they agree to float
  * rounding, not bitwise: libkd's elementwise, per-channel and per-image loops are bitwise
  * independent of n, but OpenBLAS's threaded GEMM rounds differently from its single-threaded one,

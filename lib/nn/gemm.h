@@ -15,11 +15,12 @@
  * (SMP_THRESHOLD_MIN * GEMM_MULTITHREAD_THRESHOLD in its interface/gemm.c). */
 #define KDI_BLAS_THREADED_MIN 262144
 
-/* A GEMV of at most KDI_GEMV_ROWS rows of A and at least KDI_GEMV_HELPER_MIN (but fewer than
- * KDI_GEMM_PARALLEL_MIN) multiply-adds goes half to libkd's helper thread (core/helper.h) when
- * there are 2 or more threads: batch-1 inference of a dense layer, too short for an OpenMP region
- * (2.8-3.1 us on the host of bench/RESULTS.md). 32k multiply-adds stream 128 KB of weights, about
- * 1 us from L2. */
+/* A GEMV, at most KDI_GEMV_ROWS rows of A against B transposed (a layer's weights), of at least
+ * KDI_GEMV_HELPER_MIN (but fewer than KDI_GEMM_PARALLEL_MIN) multiply-adds goes half to libkd's
+ * helper thread (core/helper.h) when there are 2 or more threads: batch-1 inference and token by
+ * token decoding, too short for an OpenMP region (2.8-3.1 us on the host of bench/RESULTS.md).
+ * Below 64k (each side's half streaming 128 KB of weights, about 1 us from L2) the handshake
+ * measured slower than one thread. */
 #define KDI_GEMV_ROWS 2
 #define KDI_GEMV_HELPER_MIN 65536.0
 
@@ -29,7 +30,9 @@
  * same sum as in one call, so results agree with 1 thread's to rounding (BLAS may round a slice's
  * edge tile apart), and a given thread count gives the same bits run after run. With more than one
  * thread, OpenBLAS runs on one thread (kdi_blas_serial_begin) even for a product too small to
- * split, so that its pool never wakes beside libgomp's. */
+ * split, so that its pool never wakes beside libgomp's. The GEMVs above go to the helper instead,
+ * in 4 parts of whole 16-row blocks of B, through gemm_small's dot form (no BLAS): bitwise one
+ * thread's values. */
 void kdi_gemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha,
               const float *a, int64_t lda, const float *b, int64_t ldb, float beta, float *c,
               int64_t ldc);

@@ -145,7 +145,8 @@ typedef struct kdi_layer_ops {
     kd_status (*backward_thru_relu)(kdi_layer *l, const float *x, const float *y, const float *dy,
                                     float *dx, int64_t batch);
     /* Optional (KDI_FUSE_GRAD_PLANES): plane p of backward_thru_relu's dx (whole h x w plane) into
-     * dxp, from y and dy of the last training forward; backward_thru_relu equals it on every plane.
+     * dxp, from y (its outputs in the last training forward) and dy (the gradient at those
+     * outputs); backward_thru_relu equals it on every plane.
      * Called from several threads at once on distinct planes. */
     void (*backward_plane)(kdi_layer *l, const float *y, const float *dy, int64_t p, float *dxp);
     /* Optional (KDI_FUSE_GRAD_PLANES_AFTER): backward, its dy taken plane by plane from src (the
