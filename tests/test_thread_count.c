@@ -196,6 +196,7 @@ static void hp_part(void *arg, int64_t p)
      * then ends after the caller's: the caller must wait for it before it returns */
     volatile double x = 0;
     for (int i = 0; i < (helper ? 20000 : 2000); i++) x += i * 1e-9;
+    (void)x;
     atomic_fetch_add(&j->runs[p], 1);
     if (helper) atomic_fetch_add(&j->by_helper, 1);
 }
