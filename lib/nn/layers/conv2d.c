@@ -547,18 +547,11 @@ static void forward_impl(kdi_layer *l, const float *x, float *y, float *r, const
      * threads it split the GEMM otherwise and rounded differently, so a conv's output depended on
      * the thread count (AVX2 kernels, which call it) */
     kdi_blas_serial_begin();
-    if (nt == 1) { /* no call into libgomp at all: a team of one costs microseconds (batch 1) */
-        for (int64_t c = 0; c < chunks; c++) {
-            int64_t b0 = c * d.chunk, n = batch - b0 < d.chunk ? batch - b0 : d.chunk;
-            forward_chunk(l, &d, x, y, r, then, b0, n, 0);
-        }
-    } else {
-        KDI_PARALLEL_FOR(nt) /* chunks are independent; each thread has its own workspace */
-        for (int64_t c = 0; c < chunks; c++) {
-            int64_t b0 = c * d.chunk, n = batch - b0 < d.chunk ? batch - b0 : d.chunk;
-            forward_chunk(l, &d, x, y, r, then, b0, n, kdi_thread_id());
-        }
-    }
+    KDI_FOR(nt, c, chunks, { /* chunks are independent; each thread has its own workspace */
+                             int64_t b0 = c * d.chunk,
+                                     n = batch - b0 < d.chunk ? batch - b0 : d.chunk;
+                             forward_chunk(l, &d, x, y, r, then, b0, n, kdi_thread_id());
+    });
     kdi_blas_serial_end();
 }
 

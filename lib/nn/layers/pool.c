@@ -62,25 +62,13 @@ static void pool_plane(const pool *p, const kdi_layer *l, const float *xp, float
         }
 }
 
-/* Planes [c0, c1) of the forward. */
-static void pool_planes(const pool *p, const kdi_layer *l, const float *x, float *y, int64_t c0,
-                        int64_t c1)
-{
-    for (int64_t c = c0; c < c1; c++) pool_plane(p, l, x + c * l->in.h * l->in.w, y, c);
-}
-
 static kd_status pool_forward(kdi_layer *l, const float *x, float *y, int64_t batch, int train)
 {
     (void)train;
     const pool *p = l->priv;
     int64_t planes = batch * l->in.c;
     int nt = kdi_threads_for(planes * l->in.h * l->in.w);
-    if (nt == 1) { /* no region at all: a team of one still costs microseconds (batch 1) */
-        pool_planes(p, l, x, y, 0, planes);
-        return KD_OK;
-    }
-    KDI_PARALLEL_FOR(nt) /* planes are independent */
-    for (int64_t c = 0; c < planes; c++) pool_planes(p, l, x, y, c, c + 1);
+    KDI_FOR(nt, c, planes, pool_plane(p, l, x + c * l->in.h * l->in.w, y, c)); /* independent */
     return KD_OK;
 }
 
