@@ -1,6 +1,7 @@
 #include "core/tensor.h"
 
 #include <math.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -68,20 +69,8 @@ int kdi_all_finite(const float *x, int64_t n)
 {
     /* on libkd's threads: the scan of kd_model_evaluate's whole input (32 MB for 10240 images)
      * ran on one thread while the other waited, 8% of the call on 2 (issue 11) */
-    int nt = kdi_threads_for(n);
-#ifdef _OPENMP
-    if (nt > 1 && !omp_in_parallel()) {
-        uint32_t any = 0;
-        int team = kdi_team_for(nt);
-#pragma omp parallel for schedule(static) num_threads(team) reduction(| : any)
-        for (int t = 0; t < team; t++) {
-            int64_t lo, hi;
-            kdi_part(n, t, team, &lo, &hi);
-            any |= nonfinite_bits(x + lo, hi - lo);
-        }
-        return (any & 0x80000000u) == 0;
-    }
-#endif
-    (void)nt;
-    return (nonfinite_bits(x, n) & 0x80000000u) == 0;
+    _Atomic uint32_t any = 0;
+    KDI_PARTS(
+        n, atomic_fetch_or_explicit(&any, nonfinite_bits(x + lo, hi - lo), memory_order_relaxed));
+    return (atomic_load(&any) & 0x80000000u) == 0;
 }
