@@ -72,6 +72,18 @@ static kd_status pool_forward(kdi_layer *l, const float *x, float *y, int64_t ba
     return KD_OK;
 }
 
+/* Plane c of a 2x2 max pooling's dx through the SIMD kernel (the windows tile the plane but for an
+ * odd last row or column); keep as below. */
+static void max2_backward_plane(const kdi_layer *l, const float *keep, const float *dy, int64_t c,
+                                float *dp)
+{
+    const pool *p = l->priv;
+    int64_t h = l->in.h, w = l->in.w, oh = l->out.h, ow = l->out.w;
+    if (h % 2 != 0 || w % 2 != 0) memset(dp, 0, sizeof(float) * (size_t)(h * w));
+    kdi_kernels_get()->max_pool2_bwd(dp, dy + c * oh * ow, keep != NULL ? keep + c * oh * ow : NULL,
+                                     p->argmax.data + c * oh * ow, oh, ow, w);
+}
+
 /* keep: NULL, or the outputs (max pooling after a ReLU, fused): dy counts only where they are > 0.
  * The ReLU's output is >= 0, so a winner > 0 is where the ReLU passed its input: masking dy by
  * the winners gives what masking dx by the ReLU's input would, with zeros that are +0 alike. */
@@ -82,14 +94,11 @@ static void backward_impl(kdi_layer *l, const float *keep, const float *dy, floa
     int64_t h = l->in.h, w = l->in.w, oh = l->out.h, ow = l->out.w, planes = batch * l->in.c;
     float inv = 1.0f / (float)(p->k * p->kw);
     int nt = kdi_threads_for(planes * h * w);
-    const kdi_kernels *kn = kdi_kernels_get();
     KDI_PARALLEL_FOR(nt) /* each plane of dx gets only its own plane's gradients */
     for (int64_t c = 0; c < planes; c++) {
         float *dp = dx + c * h * w;
-        if (p->max2) { /* the windows tile the plane but for an odd last row or column */
-            if (h % 2 != 0 || w % 2 != 0) memset(dp, 0, sizeof(float) * (size_t)(h * w));
-            kn->max_pool2_bwd(dp, dy + c * oh * ow, keep != NULL ? keep + c * oh * ow : NULL,
-                              p->argmax.data + c * oh * ow, oh, ow, w);
+        if (p->max2) {
+            max2_backward_plane(l, keep, dy, c, dp);
             continue;
         }
         memset(dp, 0, sizeof(float) * (size_t)(h * w));
@@ -107,13 +116,10 @@ static void backward_impl(kdi_layer *l, const float *keep, const float *dy, floa
     }
 }
 
+/* max2 only (KDI_FUSE_GRAD_PLANES): backward_thru_relu's plane c, the outputs y its mask */
 static void pool_backward_plane(kdi_layer *l, const float *y, const float *dy, int64_t c, float *dp)
 {
-    const pool *p = l->priv; /* max2 (KDI_FUSE_GRAD_PLANES) */
-    int64_t h = l->in.h, w = l->in.w, oh = l->out.h, ow = l->out.w;
-    if (h % 2 != 0 || w % 2 != 0) memset(dp, 0, sizeof(float) * (size_t)(h * w));
-    kdi_kernels_get()->max_pool2_bwd(dp, dy + c * oh * ow, y + c * oh * ow,
-                                     p->argmax.data + c * oh * ow, oh, ow, w);
+    max2_backward_plane(l, y, dy, c, dp);
 }
 
 static void pool_forward_plane(kdi_layer *l, const float *xp, float *y, int64_t c)
