@@ -465,38 +465,27 @@ kd_status kdi_seq_backward(kdi_seq *s, const float *dy, float *dx)
             if (s->has_extra[i]) k->axpy(sum, 1.0f, s->extra_grad[i].data, nout);
             g = sum;
         }
-        if (fuses_relu_before(s, i) && grad_planes_before(s, i)) {
-            /* layers i, i - 1 and i - 2 in one: the conv's backward takes its dY planes from i */
-            kdi_layer *c = &s->layers[i - 2];
-            float *target = i > 2 ? s->grad[next].data : dx;
+        /* this step's layers, i down to low: layer i alone, or through the ReLU before it, or
+         * also the conv before that, fed its dY plane by plane from layer i */
+        int relu = fuses_relu_before(s, i), planes = relu && grad_planes_before(s, i);
+        int32_t low = i - relu - planes;
+        float *target = low > 0 ? s->grad[next].data : dx;
+        if (planes) {
+            kdi_layer *c = &s->layers[low];
             kdi_grad_src src = {l, s->acts[i].data, g};
-            if (i > 2) materialise(s, i - 3); /* the conv's input */
-            KDI_TRY(c->ops->backward_planes(c, layer_input(s, i - 2), &src, target, s->batch));
+            if (low > 0) materialise(s, low - 1); /* the conv's input */
+            KDI_TRY(c->ops->backward_planes(c, layer_input(s, low), &src, target, s->batch));
             atomic_fetch_add_explicit(&planes_backwards, 1, memory_order_relaxed);
-            for (int32_t j = i; j >= i - 2; j--)
-                if (s->after_layer != NULL) KDI_TRY(s->after_layer(s->after_ctx, j));
-            i -= 2;
-            g = target;
-            next ^= 1;
-            continue;
-        }
-        if (fuses_relu_before(s, i)) {
-            /* layer i's backward and the ReLU's at i - 1 in one: dx of the ReLU's input */
-            kdi_layer *l = &s->layers[i];
-            float *target = i > 1 ? s->grad[next].data : dx;
+        } else if (relu) { /* dx of the ReLU's input */
             KDI_TRY(l->ops->backward_thru_relu(l, layer_input(s, i), s->acts[i].data, g, target,
                                                s->batch));
-            if (s->after_layer != NULL) KDI_TRY(s->after_layer(s->after_ctx, i));
-            i--;
-            if (s->after_layer != NULL) KDI_TRY(s->after_layer(s->after_ctx, i));
-            g = target;
-            next ^= 1;
-            continue;
+        } else {
+            if (i > 0) materialise(s, i - 1); /* a ReLU's backward reads its input */
+            KDI_TRY(layer_backward(s, i, layer_input(s, i), g, target));
         }
-        float *target = i > 0 ? s->grad[next].data : dx;
-        if (i > 0) materialise(s, i - 1); /* a ReLU's backward reads its input */
-        KDI_TRY(layer_backward(s, i, layer_input(s, i), g, target));
-        if (s->after_layer != NULL) KDI_TRY(s->after_layer(s->after_ctx, i));
+        for (int32_t j = i; j >= low && s->after_layer != NULL; j--)
+            KDI_TRY(s->after_layer(s->after_ctx, j));
+        i = low;
         g = target;
         next ^= 1;
     }
