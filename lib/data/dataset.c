@@ -22,7 +22,7 @@ struct kd_batcher {
     int64_t *perm;
 };
 
-static kd_status to_dataset(const kdi_idx *img, const kdi_idx *lab, const char *labels_path,
+static kd_status to_dataset(kdi_idx *img, const kdi_idx *lab, const char *labels_path,
                             kd_dataset *d)
 {
     d->n = img->dims[0];
@@ -32,12 +32,11 @@ static kd_status to_dataset(const kdi_idx *img, const kdi_idx *lab, const char *
     if (lab != NULL && lab->dims[0] != d->n)
         return kdi_fail(KD_ERR_SHAPE, "%s holds %lld labels for %lld images", labels_path,
                         (long long)lab->dims[0], (long long)d->n);
-    d->images = kdi_alloc_floats(img->count);
     d->labels = lab != NULL ? kdi_malloc(sizeof(int32_t) * (size_t)d->n) : NULL;
-    if (d->images == NULL || (lab != NULL && d->labels == NULL))
+    if (lab != NULL && d->labels == NULL)
         return kdi_fail(KD_ERR_NOMEM, "cannot allocate a dataset of %lld images", (long long)d->n);
-    /* A division, not a multiplication by 1/255: the same floats as PyTorch's ToTensor. */
-    for (int64_t i = 0; i < img->count; i++) d->images[i] = (float)img->data[i] / 255.0f;
+    d->images = img->values; /* byte / 255, as PyTorch's ToTensor */
+    img->values = NULL;
     /* IDX labels are bytes, so every label is in [0, 255] and never -1. */
     for (int64_t i = 0; lab != NULL && i < d->n; i++) d->labels[i] = lab->data[i];
     return KD_OK;
@@ -48,7 +47,7 @@ kd_status kd_dataset_load_idx(const char *images_path, const char *labels_path, 
     KDI_CHECK_NULL(images_path);
     KDI_CHECK_NULL(out);
     kdi_idx img = {0}, lab = {0};
-    KDI_TRY(kdi_idx_read(images_path, 3, 4, &img));
+    KDI_TRY(kdi_idx_read_floats(images_path, 3, 4, 255.0f, &img));
     kd_status st = labels_path != NULL ? kdi_idx_read(labels_path, 1, 1, &lab) : KD_OK;
     kd_dataset *d = st == KD_OK ? kdi_calloc(1, sizeof *d) : NULL;
     if (st == KD_OK && d == NULL) st = kdi_fail(KD_ERR_NOMEM, "cannot allocate a dataset");
