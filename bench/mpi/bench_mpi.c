@@ -153,13 +153,14 @@ int main(int argc, char **argv)
             printf("%-56s ranks %d: %7.2f s an epoch (%lld steps of %d), %8.0f images/s\n",
                    runs[i].name, world, s, (long long)steps, weak ? BATCH * world : BATCH,
                    (double)n / s);
-        if (rank == 0 && world > 1)
-            fprintf(stderr,
-                    "  %s, rank 0: %.2f s (%.0f%%) inside %lld all-reduce calls (%.2f MB a step in "
-                    "all; "
-                    "the transfer and the wait for the other ranks)\n",
-                    runs[i].key, in_sum, 100.0 * in_sum / s, (long long)sums,
-                    4e-6 * (double)summed / (double)steps);
+        if (world > 1)
+            fprintf(
+                stderr,
+                "  %s, rank %d: %.2f s (%.0f%%) inside %lld all-reduce calls (%.2f MB a step in "
+                "all; "
+                "the transfer and the wait for the other ranks)\n",
+                runs[i].key, rank, in_sum, 100.0 * in_sum / s, (long long)sums,
+                4e-6 * (double)summed / (double)steps);
     }
     kd_dataset_destroy(d);
     MPI_Finalize();
