@@ -32,6 +32,8 @@ static _Atomic int force_join;
 static _Atomic int helper_cpu = -1;    /* where the helper last ran a job, or woke */
 static _Atomic int64_t last_call_ns;   /* the last call that could have used the helper */
 static _Atomic int64_t alone_until_ns; /* back-off: calls run alone until then */
+static _Atomic int64_t backoff_ns = KDI_HELPER_BACKOFF_MIN_NS; /* the next back-off's length */
+static _Atomic int64_t waited_ns;                              /* the last long wait */
 static pthread_t thread;
 static pid_t owner; /* the process that created it: a child forked without the atfork handler
                      * (a raw clone) must not join its parent's thread at exit */
@@ -236,9 +238,17 @@ void kdi_helper_parts(int64_t parts, void (*fn)(void *, int64_t), void *arg)
         int64_t t0 = now_ns(), t1;
         while (atomic_load_explicit(&state, memory_order_acquire) != DONE) cpu_relax();
         atomic_store_explicit(&state, IDLE, memory_order_release);
-        if ((t1 = now_ns()) - t0 > KDI_HELPER_PATIENCE_NS)
-            atomic_store_explicit(&alone_until_ns, t1 + KDI_HELPER_BACKOFF_NS,
-                                  memory_order_relaxed);
+        if ((t1 = now_ns()) - t0 > KDI_HELPER_PATIENCE_NS) {
+            /* A wait soon after the last back-off ended doubles the next one (a busy machine:
+             * up to KDI_HELPER_BACKOFF_NS); a wait long after it starts again from the least
+             * (the host took the helper's core once) */
+            int64_t b = atomic_load_explicit(&backoff_ns, memory_order_relaxed);
+            int64_t since = t1 - atomic_exchange_explicit(&waited_ns, t1, memory_order_relaxed);
+            b = since < 4 * b ? (2 * b < KDI_HELPER_BACKOFF_NS ? 2 * b : KDI_HELPER_BACKOFF_NS)
+                              : KDI_HELPER_BACKOFF_MIN_NS;
+            atomic_store_explicit(&backoff_ns, b, memory_order_relaxed);
+            atomic_store_explicit(&alone_until_ns, t1 + b, memory_order_relaxed);
+        }
     }
 }
 

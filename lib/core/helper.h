@@ -12,8 +12,11 @@
  * itself (and wakes it for the next call only when calls come closer than its spinning time, so
  * sparse calls do not keep it spinning). Once it has joined, the caller waits for its last part:
  * if that took longer than KDI_HELPER_PATIENCE_NS (the helper lost its core to another thread),
- * calls run alone for KDI_HELPER_BACKOFF_NS; so on a busy machine about one call in each back-off
- * period pays a time slice. Nor is it used from a thread pinned to one CPU, or from the CPU it
+ * calls run alone for a back-off: KDI_HELPER_BACKOFF_MIN_NS after a lone wait (the host took the
+ * core once), doubled by each wait that follows the last back-off closely, up to
+ * KDI_HELPER_BACKOFF_NS; so on a busy machine about one call in each 0.1 s pays a time slice. (A
+ * fixed 0.1 s back-off left a quarter to a half of the calls alone on the quiet benchmark host,
+ * which took the helper's core a few times a second.) Nor is it used from a thread pinned to one CPU, or from the CPU it
  * last ran on. It blocks every signal, is named "kd-helper", has a 256 KB stack (glibc's, not
  * through kd_set_allocator's hooks) and is joined when libkd is unloaded; a fork's child starts its
  * own on first use. */
@@ -24,6 +27,7 @@
 
 #define KDI_HELPER_SPIN_NS 200000
 #define KDI_HELPER_PATIENCE_NS 100000
+#define KDI_HELPER_BACKOFF_MIN_NS 1000000
 #define KDI_HELPER_BACKOFF_NS 100000000
 #define KDI_HELPER_STACK (256 * 1024)
 
