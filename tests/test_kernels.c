@@ -757,6 +757,65 @@ START_TEST(gemm_packed)
 }
 END_TEST
 
+/* gemm_rows_b: B's rows at offsets into a buffer (overlapping, out of order, as a convolution's
+ * im2col rows are in its padded planes), small and packed shapes. Against the double loop, and
+ * bit for bit against gemm on the rows copied out where gemm takes the same route (ref, and
+ * AVX-512, where gemm's big shapes are the packed kernel's; AVX2 sends them to OpenBLAS). */
+START_TEST(gemm_rows)
+{
+    static const int64_t ms[] = {1, 5, 12, 13, 32}, ns[] = {1, 9, 33, 70, 222},
+                         ks[] = {1, 17, 129, 288};
+    const kdi_kernels *tables[] = {&kdi_kernels_ref, kdi_kernels_variant("avx2"),
+                                   kdi_kernels_variant("avx512")};
+    enum { SPAN = 4096 };
+    float *base = malloc(sizeof(float) * (SPAN + 300)), *a = malloc(sizeof(float) * 32 * 300);
+    float *bm = malloc(sizeof(float) * 300 * 222), *c = malloc(sizeof(float) * 32 * 223),
+          *c1 = malloc(sizeof(float) * 32 * 223), *c0 = malloc(sizeof(float) * 32 * 223);
+    int64_t rows[300];
+    ck_assert(base && a && bm && c && c1 && c0);
+    kdt_fill(base, SPAN + 300, 4, -1, 1);
+    kdt_fill(a, 32 * 300, 5, -1, 1);
+    kdt_fill(c0, 32 * 223, 6, -1, 1);
+    for (size_t v = 0; v < 3; v++) {
+        const kdi_kernels *kt = tables[v];
+        if (kt == NULL) continue;
+        for (size_t mi = 0; mi < sizeof ms / sizeof ms[0]; mi++)
+            for (size_t ni = 0; ni < sizeof ns / sizeof ns[0]; ni++)
+                for (size_t ki = 0; ki < sizeof ks / sizeof ks[0]; ki++) {
+                    int64_t m = ms[mi], n = ns[ni], k = ks[ki], lda = k + 1, ldc = n + 1;
+                    float beta = (mi + ki) & 1 ? 0.5f : 0.0f, alpha = ni & 1 ? -0.75f : 1.0f;
+                    for (int64_t p = 0; p < k; p++) {
+                        rows[p] = (p * 37 + 11 * (p & 3)) % (SPAN - n);
+                        memcpy(bm + p * n, base + rows[p], sizeof(float) * (size_t)n);
+                    }
+                    for (int64_t i = 0; i < m * ldc; i++) c[i] = c1[i] = beta == 0 ? NAN : c0[i];
+                    kt->gemm_rows_b(m, n, k, alpha, a, lda, base, rows, beta, c, ldc);
+                    kt->gemm(0, 0, m, n, k, alpha, a, lda, bm, n, beta, c1, ldc);
+                    for (int64_t i = 0; i < m; i++)
+                        for (int64_t j = 0; j < n; j++) {
+                            double sum = 0, norm = 0;
+                            for (int64_t p = 0; p < k; p++) {
+                                double t = (double)a[i * lda + p] * bm[p * n + j];
+                                sum += t, norm += fabs(t);
+                            }
+                            double was = beta == 0 ? 0.0 : c0[i * ldc + j];
+                            double want = alpha * sum + beta * was;
+                            ck_assert_msg(
+                                fabs(c[i * ldc + j] - want) <=
+                                    1e-5 * (fabs(alpha) * norm + fabs(beta * was)) + 1e-30,
+                                "%s gemm_rows_b %lldx%lldx%lld [%lld,%lld]", kt->name, (long long)m,
+                                (long long)n, (long long)k, (long long)i, (long long)j);
+                        }
+                    if (v != 1) /* the same route as gemm: the same bits */
+                        ck_assert_msg(memcmp(c, c1, sizeof(float) * (size_t)(m * ldc)) == 0,
+                                      "%s gemm_rows_b %lldx%lldx%lld differs from gemm", kt->name,
+                                      (long long)m, (long long)n, (long long)k);
+                }
+    }
+    free(base), free(a), free(bm), free(c), free(c1), free(c0);
+}
+END_TEST
+
 /* Degenerate sizes: an empty C is not touched, an empty sum scales C by beta. */
 START_TEST(gemm_degenerate)
 {
@@ -1007,6 +1066,7 @@ int main(void)
     tcase_add_test(t, gemm_degenerate);
     tcase_add_test(t, gemm_small);
     tcase_add_test(t, gemm_packed);
+    tcase_add_test(t, gemm_rows);
     tcase_add_test(t, layernorm);
     tcase_add_test(t, int8_qgemm);
     tcase_add_test(t, int8_quantize_requant);

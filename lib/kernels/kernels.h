@@ -29,6 +29,14 @@ typedef struct kdi_kernels {
                         const float *a, int64_t lda, const float *b, int64_t ldb, float beta,
                         float *c, int64_t ldc);
 
+    /* Implicit GEMM: gemm's C[m, n] = alpha A B + beta C (A [m, k], row stride lda) with B's row
+     * p the n floats at b + b_rows[p], a convolution's im2col rows read in place from its padded
+     * planes. The same tiles as gemm_small and gemm_packed, so the same sums, bit for bit, as gemm
+     * gives on the rows copied out wherever it takes those routes (AVX2 sends gemm's big shapes
+     * to OpenBLAS; these take the packed tiles). ref: gemm's double loop. */
+    void (*gemm_rows_b)(int64_t m, int64_t n, int64_t k, float alpha, const float *a, int64_t lda,
+                        const float *b, const int64_t *b_rows, float beta, float *c, int64_t ldc);
+
     /* y[r, j] += bias[j] for rows x cols. */
     void (*bias_add)(float *y, const float *bias, int64_t rows, int64_t cols);
     /* gbias[j] += sum_r dy[r, j]. */
@@ -143,7 +151,7 @@ typedef struct kdi_kernels {
  * the tests check each entry is set. A new kernel is added here and in the struct above. */
 /* clang-format off */
 #define KDI_EACH_KERNEL(X)                                                                         \
-    X(gemm) X(gemm_small) X(gemm_packed) X(bias_add) X(bias_grad) X(plane_out)                                                 \
+    X(gemm) X(gemm_small) X(gemm_packed) X(gemm_rows_b) X(bias_add) X(bias_grad) X(plane_out)                                                 \
     X(relu_fwd) X(relu_bwd) X(leaky_relu_fwd) X(leaky_relu_bwd) X(gelu_fwd) X(gelu_bwd)            \
     X(tanh_fwd) X(tanh_bwd) X(sigmoid_fwd) X(sigmoid_bwd)                                          \
     X(softmax_rows) X(log_softmax_rows) X(layernorm_fwd) X(layernorm_bwd)                          \

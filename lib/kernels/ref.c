@@ -74,6 +74,25 @@ static void gemm_packed(int ta, int tb, int64_t m, int64_t n, int64_t k, float a
     gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
+/* gemm_nn's loop with B's row p at b + b_rows[p]. */
+static void gemm_rows_b(int64_t m, int64_t n, int64_t k, float alpha, const float *a, int64_t lda,
+                        const float *b, const int64_t *b_rows, float beta, float *c, int64_t ldc)
+{
+    double acc[GEMM_BLOCK];
+    for (int64_t i = 0; i < m; i++)
+        for (int64_t j0 = 0; j0 < n; j0 += GEMM_BLOCK) {
+            int64_t w = n - j0 < GEMM_BLOCK ? n - j0 : GEMM_BLOCK;
+            memset(acc, 0, sizeof(double) * (size_t)w);
+            for (int64_t p = 0; p < k; p++) {
+                double av = a[i * lda + p];
+                const float *bp = b + b_rows[p] + j0;
+                for (int64_t j = 0; j < w; j++) acc[j] += av * bp[j];
+            }
+            float *cr = c + i * ldc + j0;
+            for (int64_t j = 0; j < w; j++) cr[j] = gemm_out(alpha, acc[j], beta, cr + j);
+        }
+}
+
 static void plane_out(float *y, float *r, const float *src, int64_t rows, int64_t cols, int64_t ld,
                       float b)
 {

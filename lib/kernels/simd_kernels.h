@@ -136,10 +136,12 @@ static void gemm_dot(int64_t m, int64_t n, int64_t k, float alpha, const float *
 #define AXPY_MR 6
 #endif
 
-/* A[i, p] at a[i * ars + p * acs]: (lda, 1) untransposed, (1, lda) transposed. */
+/* A[i, p] at a[i * ars + p * acs]: (lda, 1) untransposed, (1, lda) transposed. B's row p at
+ * b + p * ldb, or at b + boff[p] when boff is not NULL (gemm_rows_b). */
 static GEMM_ALWAYS_INLINE void axpy_tile(int mr, int nv, int64_t cols, int64_t k, const float *a,
                                          int64_t ars, int64_t acs, const float *b, int64_t ldb,
-                                         float alpha, float beta, float *c, int64_t ldc)
+                                         const int64_t *boff, float alpha, float beta, float *c,
+                                         int64_t ldc)
 {
     vf acc[AXPY_MR][2];
 #pragma GCC unroll 8
@@ -148,8 +150,9 @@ static GEMM_ALWAYS_INLINE void axpy_tile(int mr, int nv, int64_t cols, int64_t k
         for (int v = 0; v < nv; v++) acc[i][v] = vf_zero();
     for (int64_t p = 0; p < k; p++) {
         vf bv[2];
+        const float *bp = boff != NULL ? b + boff[p] : b + p * ldb;
 #pragma GCC unroll 2
-        for (int v = 0; v < nv; v++) bv[v] = vf_load_n(b + p * ldb + v * W, cols - v * W);
+        for (int v = 0; v < nv; v++) bv[v] = vf_load_n(bp + v * W, cols - v * W);
 #pragma GCC unroll 8
         for (int i = 0; i < mr; i++) {
             vf ai = vf_set1(a[i * ars + p * acs]);
@@ -172,8 +175,9 @@ static GEMM_ALWAYS_INLINE void axpy_tile(int mr, int nv, int64_t cols, int64_t k
 
 /* C = alpha op(A) B + beta C: tiles of AXPY_MR rows x 2 vectors and their edges, a strip of
  * 2 W columns at a time, so that the strip of B (k x 2 W) stays in L1 across every row of C. */
-static void gemm_axpy(int ta, int64_t m, int64_t n, int64_t k, float alpha, const float *a,
-                      int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc)
+static GEMM_ALWAYS_INLINE void axpy_impl(int ta, int64_t m, int64_t n, int64_t k, float alpha,
+                                         const float *a, int64_t lda, const float *b, int64_t ldb,
+                                         const int64_t *boff, float beta, float *c, int64_t ldc)
 {
     int64_t ars = ta ? 1 : lda, acs = ta ? lda : 1;
     for (int64_t j = 0; j < n;) {
@@ -185,7 +189,7 @@ static void gemm_axpy(int ta, int64_t m, int64_t n, int64_t k, float alpha, cons
             float *ci = c + i * ldc;
 #define AXPY_CASE(MR, NV)                                                                          \
     case (MR)*16 + (NV):                                                                           \
-        axpy_tile(MR, NV, cols, k, ai, ars, acs, b + j, ldb, alpha, beta, ci + j, ldc);            \
+        axpy_tile(MR, NV, cols, k, ai, ars, acs, b + j, ldb, boff, alpha, beta, ci + j, ldc);      \
         break;
 #define AXPY_ROWS(MR) AXPY_CASE(MR, 1) AXPY_CASE(MR, 2)
             /* clang-format off */
@@ -203,6 +207,19 @@ static void gemm_axpy(int ta, int64_t m, int64_t n, int64_t k, float alpha, cons
         }
         j += cols;
     }
+}
+
+static void gemm_axpy(int ta, int64_t m, int64_t n, int64_t k, float alpha, const float *a,
+                      int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc)
+{
+    axpy_impl(ta, m, n, k, alpha, a, lda, b, ldb, NULL, beta, c, ldc);
+}
+
+static void gemm_axpy_rows(int64_t m, int64_t n, int64_t k, float alpha, const float *a,
+                           int64_t lda, const float *b, const int64_t *boff, float beta, float *c,
+                           int64_t ldc)
+{
+    axpy_impl(0, m, n, k, alpha, a, lda, b, 0, boff, beta, c, ldc);
 }
 
 /* Every form; both operands transposed (no caller) and the empty sum go to the reference. */
@@ -270,12 +287,12 @@ static GEMM_ALWAYS_INLINE void packed_tile(int mr, int nv, int64_t cols, int64_t
 }
 
 /* bp[p, jj] = op(B)[p0 + p, j + jj] for p < kc, jj < 2 W (0 past cols). */
-static void pack_strip(int tb, const float *b, int64_t ldb, int64_t p0, int64_t kc, int64_t j,
-                       int64_t cols, float *bp)
+static void pack_strip(int tb, const float *b, int64_t ldb, const int64_t *boff, int64_t p0,
+                       int64_t kc, int64_t j, int64_t cols, float *bp)
 {
     if (!tb) {
         for (int64_t p = 0; p < kc; p++) {
-            const float *src = b + (p0 + p) * ldb + j;
+            const float *src = (boff != NULL ? b + boff[p0 + p] : b + (p0 + p) * ldb) + j;
             float *dst = bp + p * 2 * W;
             vf_store_n(dst, W, vf_load_n(src, cols));
             vf_store_n(dst + W, W, cols > W ? vf_load_n(src + W, cols - W) : vf_zero());
@@ -298,15 +315,13 @@ static void pack_strip(int tb, const float *b, int64_t ldb, int64_t p0, int64_t 
         }
 }
 
-static void gemm_packed(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha,
-                        const float *a, int64_t lda, const float *b, int64_t ldb, float beta,
-                        float *c, int64_t ldc)
+/* B's row p at b + boff[p] when boff is not NULL (tb 0, k > 0: gemm_rows_b). Inlined in each
+ * caller, for the strided form's sake. */
+static GEMM_ALWAYS_INLINE void packed_impl(int ta, int tb, int64_t m, int64_t n, int64_t k,
+                                           float alpha, const float *a, int64_t lda, const float *b,
+                                           int64_t ldb, const int64_t *boff, float beta, float *c,
+                                           int64_t ldc)
 {
-    if (m <= 0 || n <= 0) return;
-    if (k <= 0 || (ta && tb)) {
-        kdi_kernels_ref.gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-        return;
-    }
     float bp[PACK_KC * 2 * W] __attribute__((aligned(64)));
     int64_t ars = ta ? 1 : lda, acs = ta ? lda : 1;
     for (int64_t p0 = 0; p0 < k; p0 += PACK_KC) {
@@ -316,7 +331,7 @@ static void gemm_packed(int ta, int tb, int64_t m, int64_t n, int64_t k, float a
         for (int64_t j = 0; j < n; j += 2 * W) {
             int64_t cols = n - j < 2 * W ? n - j : 2 * W;
             int nv = cols > W ? 2 : 1;
-            pack_strip(tb, b, ldb, p0, kc, j, cols, bp);
+            pack_strip(tb, b, ldb, boff, p0, kc, j, cols, bp);
             for (int64_t i = 0; i < m;) {
                 int mr = m - i >= PACK_MR ? PACK_MR : (int)(m - i);
                 const float *ai = ap + i * ars;
@@ -341,6 +356,18 @@ static void gemm_packed(int ta, int tb, int64_t m, int64_t n, int64_t k, float a
             }
         }
     }
+}
+
+static void gemm_packed(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha,
+                        const float *a, int64_t lda, const float *b, int64_t ldb, float beta,
+                        float *c, int64_t ldc)
+{
+    if (m <= 0 || n <= 0) return;
+    if (k <= 0 || (ta && tb)) {
+        kdi_kernels_ref.gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+        return;
+    }
+    packed_impl(ta, tb, m, n, k, alpha, a, lda, b, ldb, NULL, beta, c, ldc);
 }
 
 /* Whether gemm_small beats cblas_sgemm on this shape, measured by bench/bench_gemm_small.c on
@@ -380,6 +407,22 @@ static void gemm(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha, c
     }
     cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
                 (int)m, (int)n, (int)k, alpha, a, (int)lda, b, (int)ldb, beta, c, (int)ldc);
+}
+
+/* gemm's product with B's rows given by offsets (see kernels.h): its small shapes by the axpy
+ * tiles, the others by the packed kernel (with AVX2 too: OpenBLAS cannot read such rows). */
+static void gemm_rows_b(int64_t m, int64_t n, int64_t k, float alpha, const float *a, int64_t lda,
+                        const float *b, const int64_t *b_rows, float beta, float *c, int64_t ldc)
+{
+    if (m <= 0 || n <= 0) return;
+    if (k <= 0) {
+        kdi_kernels_ref.gemm_rows_b(m, n, k, alpha, a, lda, b, b_rows, beta, c, ldc);
+        return;
+    }
+    if (gemm_is_small(0, 0, m, n, k))
+        gemm_axpy_rows(m, n, k, alpha, a, lda, b, b_rows, beta, c, ldc);
+    else
+        packed_impl(0, 0, m, n, k, alpha, a, lda, b, 0, b_rows, beta, c, ldc);
 }
 
 /* ---------------------------------------------------------------- sums in double */

@@ -36,6 +36,8 @@ typedef struct conv {
     kdi_buf bsum;   /* backward_planes: each plane's sum of dY, [batch][out], for the bias */
     int64_t slots;  /* per-thread workspaces (depthwise: in cols and out; else a slot of each of
                      * cols, out and planes), the threads at reserve */
+    int64_t *rows;  /* implicit forward (see implicit): im2col row (c, i, j)'s offset in the
+                     * group's padded planes, c plane + i wp + j; NULL before reserve or unused */
 } conv;
 
 /* The outputs ox in [*lo, *hi) whose input column ox * s - p + j lies inside [0, w). */
@@ -353,6 +355,15 @@ static dims dims_of(const kdi_layer *l)
     return d;
 }
 
+/* Whether the forward reads im2col's rows in place (the kernels' gemm_rows_b) from the group's
+ * planes padded into the thread's cols slot: stride 1 (wide rows, each a run of a padded plane)
+ * and a chunk of one image (an image's im2col matrix past COLS_BUDGET: the ResNet's 3 x 3 layers
+ * of 32 and 64 channels). Copying the rows out wrote and read each plane k k times: the 32-channel
+ * 14 x 14 layer's forward took 3.4 ms at batch 128 on one thread with the copies, 2.9 ms without.
+ * The backward keeps the copies: its dW product by offset rows (A's, or B's transposed in the
+ * packing) measured slower than the copies plus the strided product. */
+static int implicit(const dims *d) { return d->wide && d->chunk == 1; }
+
 /* Thread t's workspace: im2col (or dcols) of a chunk, the GEMM's outputs (or dY), a padded plane. */
 static float *slot_cols(const conv *cv, const dims *d, int t)
 {
@@ -399,7 +410,17 @@ static kd_status conv_reserve(kdi_layer *l, int64_t batch)
         return KD_OK;
     }
     dims d = dims_of(l);
+    if (implicit(&d) && cv->rows == NULL) { /* fixed by the layer's shape */
+        int64_t *rows = kdi_malloc(sizeof *rows * (size_t)d.kk);
+        if (rows == NULL) return kdi_fail(KD_ERR_NOMEM, "cannot allocate a conv's row offsets");
+        for (int64_t c = 0; c < d.cg; c++)
+            for (int64_t i = 0; i < cv->k; i++)
+                for (int64_t j = 0; j < cv->k; j++)
+                    rows[(c * cv->k + i) * cv->k + j] = c * d.plane + i * d.wp + j;
+        cv->rows = rows;
+    }
     KDI_TRY(kdi_buf_reserve(&cv->planes, slots * d.scratch));
+    /* the implicit forward's padded planes fit too: k k cw >= (oh + k - 1) wp for wp >= k */
     KDI_TRY(kdi_buf_reserve(&cv->cols, slots * d.kk * d.cw * d.chunk));
     KDI_TRY(kdi_buf_reserve(&cv->out, slots * d.og * d.cw * d.chunk));
     KDI_TRY(kdi_buf_reserve(&cv->wt, wt_parts(l, WT_PARTS) * l->params[0].count));
@@ -501,11 +522,18 @@ static void forward_chunk(const kdi_layer *l, const dims *d, const float *x, flo
     int64_t ld = n * d->cw, rows = d->wide ? d->oh : 1, len = d->wide ? d->ow : d->hw;
     int64_t stride = d->wide ? d->wp : d->hw;
     for (int64_t g = 0; g < cv->groups; g++) {
-        for (int64_t i = 0; i < n; i++)
-            im2col_channels(cv, d, x + ((b0 + i) * d->cin + g * d->cg) * d->h * d->w, 0, d->cg,
-                            cols + i * d->cw, ld, xp);
-        kn->gemm(0, 0, d->og, ld, d->kk, 1.0f, l->params[0].value + g * d->og * d->kk, d->kk, cols,
-                 ld, 0.0f, out, ld);
+        const float *wg = l->params[0].value + g * d->og * d->kk;
+        if (implicit(d)) { /* n is 1 */
+            const float *xg = x + (b0 * d->cin + g * d->cg) * d->h * d->w;
+            for (int64_t c = 0; c < d->cg; c++)
+                pad_plane(xg + c * d->h * d->w, d->h, d->w, cv->pad, cols + c * d->plane);
+            kn->gemm_rows_b(d->og, ld, d->kk, 1.0f, wg, d->kk, cols, cv->rows, 0.0f, out, ld);
+        } else {
+            for (int64_t i = 0; i < n; i++)
+                im2col_channels(cv, d, x + ((b0 + i) * d->cin + g * d->cg) * d->h * d->w, 0, d->cg,
+                                cols + i * d->cw, ld, xp);
+            kn->gemm(0, 0, d->og, ld, d->kk, 1.0f, wg, d->kk, cols, ld, 0.0f, out, ld);
+        }
         for (int64_t i = 0; i < n; i++)
             for (int64_t o = 0; o < d->og; o++) {
                 float *yo = y + ((b0 + i) * d->cout + g * d->og + o) * d->hw;
@@ -673,6 +701,7 @@ static void conv_destroy(kdi_layer *l)
     kdi_buf_free(&cv->planes);
     kdi_buf_free(&cv->wt);
     kdi_buf_free(&cv->bsum);
+    kdi_free(cv->rows);
     kdi_free(cv);
 }
 
