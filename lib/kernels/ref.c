@@ -17,8 +17,10 @@ static float gemm_out(float alpha, double sum, float beta, const float *c)
     return (float)(alpha * sum) + (beta == 0.0f ? 0.0f : beta * *c);
 }
 
+/* B's row p at b + p ldb, or at b + b_rows[p] when b_rows is not NULL (gemm_rows_b). */
 static void gemm_nn(int ta, int64_t m, int64_t n, int64_t k, float alpha, const float *a,
-                    int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc)
+                    int64_t lda, const float *b, int64_t ldb, const int64_t *b_rows, float beta,
+                    float *c, int64_t ldc)
 {
     double acc[GEMM_BLOCK];
     for (int64_t i = 0; i < m; i++)
@@ -27,7 +29,7 @@ static void gemm_nn(int ta, int64_t m, int64_t n, int64_t k, float alpha, const 
             memset(acc, 0, sizeof(double) * (size_t)w);
             for (int64_t p = 0; p < k; p++) {
                 double av = ta ? a[p * lda + i] : a[i * lda + p];
-                const float *bp = b + p * ldb + j0;
+                const float *bp = (b_rows != NULL ? b + b_rows[p] : b + p * ldb) + j0;
                 for (int64_t j = 0; j < w; j++) acc[j] += av * bp[j];
             }
             float *cr = c + i * ldc + j0;
@@ -56,7 +58,7 @@ static void gemm(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha, c
     if (tb)
         gemm_nt(ta, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
     else
-        gemm_nn(ta, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+        gemm_nn(ta, m, n, k, alpha, a, lda, b, ldb, NULL, beta, c, ldc);
 }
 
 /* The reference has one GEMM: the small one is the same loop. */
@@ -78,19 +80,7 @@ static void gemm_packed(int ta, int tb, int64_t m, int64_t n, int64_t k, float a
 static void gemm_rows_b(int64_t m, int64_t n, int64_t k, float alpha, const float *a, int64_t lda,
                         const float *b, const int64_t *b_rows, float beta, float *c, int64_t ldc)
 {
-    double acc[GEMM_BLOCK];
-    for (int64_t i = 0; i < m; i++)
-        for (int64_t j0 = 0; j0 < n; j0 += GEMM_BLOCK) {
-            int64_t w = n - j0 < GEMM_BLOCK ? n - j0 : GEMM_BLOCK;
-            memset(acc, 0, sizeof(double) * (size_t)w);
-            for (int64_t p = 0; p < k; p++) {
-                double av = a[i * lda + p];
-                const float *bp = b + b_rows[p] + j0;
-                for (int64_t j = 0; j < w; j++) acc[j] += av * bp[j];
-            }
-            float *cr = c + i * ldc + j0;
-            for (int64_t j = 0; j < w; j++) cr[j] = gemm_out(alpha, acc[j], beta, cr + j);
-        }
+    gemm_nn(0, m, n, k, alpha, a, lda, b, 0, b_rows, beta, c, ldc);
 }
 
 static void plane_out(float *y, float *r, const float *src, int64_t rows, int64_t cols, int64_t ld,
