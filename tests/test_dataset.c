@@ -375,6 +375,27 @@ START_TEST(hostile_gzip)
     expect_fail(TRAIN_IMAGES, lab, KD_ERR_FORMAT, "a gzip file with a bad CRC");
     free(gz);
     unlink(lab);
+    /* A gzip of 2,000 data bytes whose header announces a million and whose length trailer is
+     * forged to agree (within deflate's 1032:1, so the images are allocated whole, untouched):
+     * zlib's own length check refuses it. */
+    static unsigned char raw[16 + 2000];
+    uint32_t dims[3] = {10, 100, 1000};
+    size_t m = idx_file(raw, 8, 3, dims, 2000);
+    uint32_t lcg = 1; /* incompressible bytes: the gzip is as long as the data */
+    for (size_t i = 16; i < m; i++)
+        raw[i] = (unsigned char)((lcg = lcg * 1664525u + 1013904223u) >> 24);
+    char img[256], cmd[1024];
+    snprintf(img, sizeof img, "%s", path_of("forged.gz"));
+    write_bytes(img, raw, m);
+    snprintf(cmd, sizeof cmd, "gzip -nf '%s' && mv '%s.gz' '%s'", img, img, img);
+    ck_assert_int_eq(system(cmd), 0);
+    gz = slurp(img, &n);
+    uint32_t isize = 16 + 1000000;
+    for (int i = 0; i < 4; i++) gz[n - 4 + (size_t)i] = (unsigned char)(isize >> (8 * i));
+    write_bytes(img, gz, n);
+    free(gz);
+    expect_fail(img, TRAIN_LABELS, KD_ERR_FORMAT, "a gzip file with a forged length trailer");
+    unlink(img);
 }
 END_TEST
 

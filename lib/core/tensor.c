@@ -19,16 +19,28 @@ int kdi_mul_ok(int64_t n, int64_t m, int64_t *out)
     return 1;
 }
 
-float *kdi_alloc_floats(int64_t n)
+/* The bytes kdi_alloc_floats(n) takes, 0 when n overflows them. */
+static size_t floats_bytes(int64_t n)
 {
     int64_t bytes;
-    if (n < 0 || !kdi_mul_ok(n, (int64_t)sizeof(float), &bytes)) return NULL;
+    if (n < 0 || !kdi_mul_ok(n, (int64_t)sizeof(float), &bytes)) return 0;
     if (bytes == 0) bytes = KDI_ALIGN;
     bytes = (bytes + KDI_ALIGN - 1) / KDI_ALIGN * KDI_ALIGN;
-    if ((uint64_t)bytes > SIZE_MAX) return NULL;
-    float *p = kdi_aligned_alloc(KDI_ALIGN, (size_t)bytes);
-    if (p != NULL) memset(p, 0, (size_t)bytes);
+    return (uint64_t)bytes > SIZE_MAX ? 0 : (size_t)bytes;
+}
+
+float *kdi_alloc_floats(int64_t n)
+{
+    size_t bytes = floats_bytes(n);
+    float *p = bytes > 0 ? kdi_aligned_alloc(KDI_ALIGN, bytes) : NULL;
+    if (p != NULL) memset(p, 0, bytes);
     return p;
+}
+
+float *kdi_alloc_floats_raw(int64_t n)
+{
+    size_t bytes = floats_bytes(n);
+    return bytes > 0 ? kdi_aligned_alloc(KDI_ALIGN, bytes) : NULL;
 }
 
 void kdi_free_floats(void *p) { kdi_aligned_free(p); }

@@ -25,6 +25,9 @@ typedef struct kdi_buf {
 /* 64-byte aligned, zeroed; NULL on failure or on an overflowing count. Freed by kdi_free_floats
  * only. */
 float *kdi_alloc_floats(int64_t n);
+/* The same, not zeroed: for a caller that writes every value before reading any (its pages are
+ * touched only as it writes them). */
+float *kdi_alloc_floats_raw(int64_t n);
 void kdi_free_floats(void *p);
 /* Ensures capacity for n floats; contents are not kept on growth. KD_ERR_NOMEM on failure. */
 kd_status kdi_buf_reserve(kdi_buf *b, int64_t n);

@@ -39,7 +39,11 @@ static kd_status read_header(gzFile gz, const char *path, int32_t min_dims, int3
                              kdi_idx *idx)
 {
     unsigned char magic[4];
-    if (read_some(gz, magic, 4) != 4)
+    int64_t got = read_some(gz, magic, 4);
+    int err;
+    if (got < 0) /* zlib inflates ahead: a small stream's damage shows at the first read */
+        return kdi_fail(KD_ERR_FORMAT, "%s is corrupt: %s", path, gzerror(gz, &err));
+    if (got != 4)
         return kdi_fail(KD_ERR_FORMAT, "%s is too short for an IDX header (4 bytes)", path);
     if (magic[0] != 0 || magic[1] != 0)
         return kdi_fail(KD_ERR_FORMAT,
@@ -151,17 +155,21 @@ static int size_vouches(int fd, const kdi_idx *idx)
     unsigned char m[4];
     if (fstat(fd, &sb) != 0 || pread(fd, m, 2, 0) != 2) return 0;
     if (m[0] != 0x1f || m[1] != 0x8b) return (int64_t)sb.st_size == bytes;
-    if (sb.st_size < 18 || pread(fd, m, 4, sb.st_size - 4) != 4) return 0;
+    /* deflate expands at most 1032 times: a trailer that claims more is not believed */
+    if (sb.st_size < 18 || bytes > (int64_t)sb.st_size * 1032 ||
+        pread(fd, m, 4, sb.st_size - 4) != 4)
+        return 0;
     uint32_t isize =
         (uint32_t)m[0] | (uint32_t)m[1] << 8 | (uint32_t)m[2] << 16 | (uint32_t)m[3] << 24;
     return isize == (uint32_t)bytes;
 }
 
 /* The announced count values as floats, byte / divisor, converted a chunk at a time into one
- * allocation: the bytes are never held whole (Fashion-MNIST's 47 MB). */
+ * allocation: the bytes are never held whole (Fashion-MNIST's 47 MB). Its pages are touched only
+ * as the data arrives, so a forged gzip trailer costs address space, not memory. */
 static kd_status read_floats(gzFile gz, const char *path, float divisor, kdi_idx *idx)
 {
-    float *v = kdi_alloc_floats(idx->count);
+    float *v = kdi_alloc_floats_raw(idx->count);
     if (v == NULL)
         return kdi_fail(KD_ERR_NOMEM, "cannot allocate %lld floats for %s", (long long)idx->count,
                         path);
