@@ -94,6 +94,13 @@ static void plane_out(float *y, float *r, const float *src, int64_t rows, int64_
         }
 }
 
+static void plane_in(float *y, const float *x, int64_t rows, int64_t cols, int64_t ld)
+{
+    for (int64_t i = 0; i < rows; i++)
+        for (int64_t j = 0; j < (i + 1 < rows ? ld : cols); j++)
+            y[i * ld + j] = j < cols ? x[i * cols + j] : 0.0f;
+}
+
 static void bias_add(float *y, const float *bias, int64_t rows, int64_t cols)
 {
     for (int64_t r = 0; r < rows; r++)

@@ -458,6 +458,15 @@ static void plane_out(float *y, float *r, const float *src, int64_t rows, int64_
     }
 }
 
+static void plane_in(float *y, const float *x, int64_t rows, int64_t cols, int64_t ld)
+{
+    for (int64_t i = 0; i < rows; i++, y += ld, x += cols) {
+        for (int64_t j = 0; j < cols; j += W)
+            vf_store_n(y + j, cols - j, vf_load_n(x + j, cols - j));
+        for (int64_t j = cols; i + 1 < rows && j < ld; j += W) vf_store_n(y + j, ld - j, vf_zero());
+    }
+}
+
 static void bias_add(float *y, const float *bias, int64_t rows, int64_t cols)
 {
     for (int64_t r = 0; r < rows; r++) {

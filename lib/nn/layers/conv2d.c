@@ -135,9 +135,11 @@ static int dw_threads(const kdi_layer *l, int64_t batch)
  * oh short rows. The wide outputs span L = (oh - 1) * wp + ow values. */
 static void pad_plane(const float *x, int64_t h, int64_t w, int64_t p, float *xp)
 {
-    int64_t wp = w + 2 * p;
-    memset(xp, 0, sizeof(float) * (size_t)((h + 2 * p) * wp));
-    for (int64_t y = 0; y < h; y++) memcpy(xp + (y + p) * wp + p, x + y * w, sizeof(float) * w);
+    int64_t wp = w + 2 * p,
+            edge = p * wp + p; /* the zeros before the first value, after the last */
+    memset(xp, 0, sizeof(float) * (size_t)edge);
+    kdi_kernels_get()->plane_in(xp + edge, x, h, w, wp); /* the rows, the zeros between them */
+    memset(xp + edge + (h - 1) * wp + w, 0, sizeof(float) * (size_t)edge);
 }
 
 static void dw_forward_wide(const kdi_layer *l, const float *x, float *y, int64_t batch)
@@ -471,9 +473,8 @@ static void col2im_image(const conv *cv, const dims *d, const float *cols, int64
         for (int64_t i = 0; i < k; i++)
             for (int64_t j = 0; j < k; j++)
                 kn->axpy(dxp + i * d->wp + j, 1.0f, cols + ((c * k + i) * k + j) * ld, d->cw);
-        float *dxc = dx + c * d->h * d->w;
-        for (int64_t y = 0; y < d->h; y++)
-            memcpy(dxc + y * d->w, dxp + (y + p) * d->wp + p, sizeof(float) * (size_t)d->w);
+        /* the plane's inside, copied (-0 adds nothing to any value) */
+        kn->plane_out(dx + c * d->h * d->w, NULL, dxp + p * d->wp + p, d->h, d->w, d->wp, -0.0f);
     }
 }
 
@@ -501,11 +502,7 @@ static void gather(const conv *cv, const dims *d, const float *dy, const kdi_gra
                 if (src != dst) memcpy(dst, src, sizeof(float) * (size_t)d->hw);
                 continue;
             }
-            for (int64_t r = 0; r < d->oh; r++) {
-                memcpy(dst + r * d->wp, src + r * d->ow, sizeof(float) * (size_t)d->ow);
-                if (r + 1 < d->oh) /* a few floats: a loop, not a memset call */
-                    for (int64_t q = r * d->wp + d->ow; q < (r + 1) * d->wp; q++) dst[q] = 0.0f;
-            }
+            kdi_kernels_get()->plane_in(dst, src, d->oh, d->ow, d->wp);
         }
 }
 
