@@ -355,6 +355,29 @@ START_TEST(hostile_idx)
 }
 END_TEST
 
+/* An allocator that refuses blocks over 512 KiB. */
+#define SMALL_MAX (512u << 10)
+static void *small_malloc(void *user, size_t n)
+{
+    (void)user;
+    return n > SMALL_MAX ? NULL : malloc(n);
+}
+static void *small_calloc(void *user, size_t count, size_t n)
+{
+    (void)user;
+    return count * n > SMALL_MAX ? NULL : calloc(count, n);
+}
+static void *small_realloc(void *user, void *p, size_t n)
+{
+    (void)user;
+    return n > SMALL_MAX ? NULL : realloc(p, n);
+}
+static void small_free(void *user, void *p)
+{
+    (void)user;
+    free(p);
+}
+
 /* gzip files cut short or damaged: the stream's own checks (length, CRC) catch what the IDX
  * header cannot. */
 START_TEST(hostile_gzip)
@@ -395,6 +418,15 @@ START_TEST(hostile_gzip)
     write_bytes(img, gz, n);
     free(gz);
     expect_fail(img, TRAIN_LABELS, KD_ERR_FORMAT, "a gzip file with a forged length trailer");
+    /* and where the announced size cannot be had at once (a ulimit, strict overcommit): still the
+     * format error, from the growing buffer, not an allocation failure */
+    ck_assert_int_eq(kd_set_allocator(small_malloc, small_calloc, small_realloc, small_free, NULL),
+                     KD_OK);
+    kd_dataset *sentinel = (kd_dataset *)&sentinel, *d = sentinel;
+    kd_status st = kd_dataset_load_idx(img, TRAIN_LABELS, &d);
+    ck_assert_int_eq(kd_set_allocator(NULL, NULL, NULL, NULL, NULL), KD_OK);
+    ck_assert_msg(st == KD_ERR_FORMAT, "%d: %s", st, kd_last_error());
+    ck_assert_ptr_eq(d, sentinel);
     unlink(img);
 }
 END_TEST

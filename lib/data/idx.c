@@ -77,24 +77,27 @@ static kd_status read_header(gzFile gz, const char *path, int32_t min_dims, int3
     return KD_OK;
 }
 
-static kd_status truncated(gzFile gz, const char *path, const kdi_idx *idx, int64_t have)
+/* have: the data bytes read; failed: a read error (zlib's reason), not the file's end. */
+static kd_status truncated(gzFile gz, const char *path, const kdi_idx *idx, int64_t have,
+                           int failed)
 {
     int err;
-    const char *why = have < 0 ? gzerror(gz, &err) : "the file ends";
+    const char *why = failed ? gzerror(gz, &err) : "the file ends";
     return kdi_fail(KD_ERR_FORMAT,
                     "%s is truncated or corrupt: its header announces %lld data bytes, %s after "
                     "%lld",
-                    path, (long long)idx->count, why, (long long)(have > 0 ? have : 0));
+                    path, (long long)idx->count, why, (long long)have);
 }
 
 /* The announced count bytes, in a buffer doubled as the data arrives (from the whole count when
- * the file vouches for it). */
+ * the file vouches for it and that much can be had: else a forged trailer would turn a format
+ * error into an allocation failure). */
 static kd_status read_data(gzFile gz, const char *path, int vouched, kdi_idx *idx)
 {
-    int64_t cap = idx->count < FIRST_CHUNK || vouched ? idx->count : FIRST_CHUNK, have = 0;
-    uint8_t *data = NULL;
-    for (;;) {
-        uint8_t *grown = kdi_realloc(data, (size_t)cap);
+    uint8_t *data = vouched ? kdi_malloc((size_t)idx->count) : NULL;
+    int64_t cap = data != NULL || idx->count < FIRST_CHUNK ? idx->count : FIRST_CHUNK, have = 0;
+    for (int whole = data != NULL;; whole = 0) {
+        uint8_t *grown = whole ? data : kdi_realloc(data, (size_t)cap);
         if (grown == NULL) {
             kdi_free(data);
             return kdi_fail(KD_ERR_NOMEM, "cannot allocate %lld bytes for %s", (long long)cap,
@@ -104,7 +107,7 @@ static kd_status read_data(gzFile gz, const char *path, int vouched, kdi_idx *id
         int64_t got = read_some(gz, data + have, cap - have);
         if (got < 0 || have + got < cap) {
             kdi_free(data);
-            return truncated(gz, path, idx, got < 0 ? -1 : have + got);
+            return truncated(gz, path, idx, have + (got > 0 ? got : 0), got < 0);
         }
         have = cap;
         if (have == idx->count) break;
@@ -156,7 +159,7 @@ static int size_vouches(int fd, const kdi_idx *idx)
     if (fstat(fd, &sb) != 0 || pread(fd, m, 2, 0) != 2) return 0;
     if (m[0] != 0x1f || m[1] != 0x8b) return (int64_t)sb.st_size == bytes;
     /* deflate expands at most 1032 times: a trailer that claims more is not believed */
-    if (sb.st_size < 18 || bytes > (int64_t)sb.st_size * 1032 ||
+    if (sb.st_size < 18 || (bytes + 1031) / 1032 > (int64_t)sb.st_size ||
         pread(fd, m, 4, sb.st_size - 4) != 4)
         return 0;
     uint32_t isize =
@@ -164,15 +167,12 @@ static int size_vouches(int fd, const kdi_idx *idx)
     return isize == (uint32_t)bytes;
 }
 
-/* The announced count values as floats, byte / divisor, converted a chunk at a time into one
- * allocation: the bytes are never held whole (Fashion-MNIST's 47 MB). Its pages are touched only
- * as the data arrives, so a forged gzip trailer costs address space, not memory. */
-static kd_status read_floats(gzFile gz, const char *path, float divisor, kdi_idx *idx)
+/* The announced count values as floats, byte / divisor, converted a chunk at a time into v, one
+ * allocation of count floats, which it owns: the bytes are never held whole (Fashion-MNIST's
+ * 47 MB). Its pages are touched only as the data arrives, so a forged gzip trailer costs address
+ * space, not memory. */
+static kd_status read_floats(gzFile gz, const char *path, float divisor, float *v, kdi_idx *idx)
 {
-    float *v = kdi_alloc_floats_raw(idx->count);
-    if (v == NULL)
-        return kdi_fail(KD_ERR_NOMEM, "cannot allocate %lld floats for %s", (long long)idx->count,
-                        path);
     unsigned char chunk[1 << 14];
     for (int64_t have = 0; have < idx->count;) {
         int64_t want =
@@ -180,7 +180,7 @@ static kd_status read_floats(gzFile gz, const char *path, float divisor, kdi_idx
         int64_t got = read_some(gz, chunk, want);
         if (got < want) {
             kdi_free_floats(v);
-            return truncated(gz, path, idx, got < 0 ? -1 : have + got);
+            return truncated(gz, path, idx, have + (got > 0 ? got : 0), got < 0);
         }
         /* a division, not a multiplication by 1/divisor: the same floats as PyTorch's ToTensor */
         for (int64_t i = 0; i < got; i++) v[have + i] = (float)chunk[i] / divisor;
@@ -201,8 +201,10 @@ static kd_status read_idx(const char *path, int32_t min_dims, int32_t max_dims, 
     kdi_idx idx = {0};
     kd_status st = read_header(gz, path, min_dims, max_dims, &idx);
     int vouched = st == KD_OK && size_vouches(fd, &idx);
-    if (st == KD_OK && divisor > 0.0f && vouched) {
-        st = read_floats(gz, path, divisor, &idx);
+    /* NULL: the whole count cannot be had before any data came; the growing buffer decides */
+    float *v = st == KD_OK && divisor > 0.0f && vouched ? kdi_alloc_floats_raw(idx.count) : NULL;
+    if (v != NULL) {
+        st = read_floats(gz, path, divisor, v, &idx);
     } else if (st == KD_OK) {
         st = read_data(gz, path, vouched, &idx);
         if (st == KD_OK && divisor > 0.0f) { /* a file that did not vouch: rare, converted whole */
