@@ -35,14 +35,23 @@ static int64_t read_some(gzFile gz, void *buf, int64_t n)
     return done;
 }
 
+/* zlib's reason for the last error, without the "<fd:N>: " it names a gzdopen'ed file by (the
+ * messages name the path themselves). */
+static const char *gz_reason(gzFile gz)
+{
+    int err;
+    const char *why = gzerror(gz, &err);
+    const char *colon = strncmp(why, "<fd:", 4) == 0 ? strstr(why, ": ") : NULL;
+    return colon != NULL ? colon + 2 : why;
+}
+
 static kd_status read_header(gzFile gz, const char *path, int32_t min_dims, int32_t max_dims,
                              kdi_idx *idx)
 {
     unsigned char magic[4];
     int64_t got = read_some(gz, magic, 4);
-    int err;
     if (got < 0) /* zlib inflates ahead: a small stream's damage shows at the first read */
-        return kdi_fail(KD_ERR_FORMAT, "%s is corrupt: %s", path, gzerror(gz, &err));
+        return kdi_fail(KD_ERR_FORMAT, "%s is corrupt: %s", path, gz_reason(gz));
     if (got != 4)
         return kdi_fail(KD_ERR_FORMAT, "%s is too short for an IDX header (4 bytes)", path);
     if (magic[0] != 0 || magic[1] != 0)
@@ -81,8 +90,7 @@ static kd_status read_header(gzFile gz, const char *path, int32_t min_dims, int3
 static kd_status truncated(gzFile gz, const char *path, const kdi_idx *idx, int64_t have,
                            int failed)
 {
-    int err;
-    const char *why = failed ? gzerror(gz, &err) : "the file ends";
+    const char *why = failed ? gz_reason(gz) : "the file ends";
     return kdi_fail(KD_ERR_FORMAT,
                     "%s is truncated or corrupt: its header announces %lld data bytes, %s after "
                     "%lld",
@@ -123,10 +131,10 @@ static kd_status check_end(gzFile gz, const char *path, const kdi_idx *idx)
 {
     unsigned char extra;
     int got = gzread(gz, &extra, 1), err;
-    const char *why = gzerror(gz, &err);
+    gzerror(gz, &err);
     if (got == 0 && err == Z_OK) return KD_OK;
     return kdi_fail(KD_ERR_FORMAT, "%s: %s after its announced %lld data bytes", path,
-                    got > 0 ? "more bytes" : why, (long long)idx->count);
+                    got > 0 ? "more bytes" : gz_reason(gz), (long long)idx->count);
 }
 
 static kd_status open_idx(const char *path, gzFile *gz, int *fd_out)
