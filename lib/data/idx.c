@@ -175,6 +175,13 @@ static int size_vouches(int fd, const kdi_idx *idx)
     return isize == (uint32_t)bytes;
 }
 
+/* v[i] = b[i] / divisor: a division, not a multiplication by 1 / divisor, so the same floats as
+ * PyTorch's ToTensor. */
+static void to_floats(float *v, const uint8_t *b, int64_t n, float divisor)
+{
+    for (int64_t i = 0; i < n; i++) v[i] = (float)b[i] / divisor;
+}
+
 /* The announced count values as floats, byte / divisor, converted a chunk at a time into v, one
  * allocation of count floats, which it owns: the bytes are never held whole (Fashion-MNIST's
  * 47 MB). Its pages are touched only as the data arrives, so a forged gzip trailer costs address
@@ -190,8 +197,7 @@ static kd_status read_floats(gzFile gz, const char *path, float divisor, float *
             kdi_free_floats(v);
             return truncated(gz, path, idx, have + (got > 0 ? got : 0), got < 0);
         }
-        /* a division, not a multiplication by 1/divisor: the same floats as PyTorch's ToTensor */
-        for (int64_t i = 0; i < got; i++) v[have + i] = (float)chunk[i] / divisor;
+        to_floats(v + have, chunk, got, divisor);
         have += got;
     }
     idx->values = v;
@@ -216,12 +222,12 @@ static kd_status read_idx(const char *path, int32_t min_dims, int32_t max_dims, 
     } else if (st == KD_OK) {
         st = read_data(gz, path, vouched, &idx);
         if (st == KD_OK && divisor > 0.0f) { /* a file that did not vouch: rare, converted whole */
-            idx.values = kdi_alloc_floats(idx.count);
+            idx.values = kdi_alloc_floats_raw(idx.count);
             if (idx.values == NULL)
                 st = kdi_fail(KD_ERR_NOMEM, "cannot allocate %lld floats for %s",
                               (long long)idx.count, path);
-            for (int64_t i = 0; st == KD_OK && i < idx.count; i++)
-                idx.values[i] = (float)idx.data[i] / divisor;
+            else
+                to_floats(idx.values, idx.data, idx.count, divisor);
             kdi_free(idx.data);
             idx.data = NULL;
         }
