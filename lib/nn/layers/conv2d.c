@@ -133,12 +133,13 @@ static int dw_threads(const kdi_layer *l, int64_t batch)
  * columns past ow are scratch). Tap (i, j) then reads the padded plane at offset i * wp + j for
  * every output at once, so each tap is one long axpy or dot through the SIMD kernels instead of
  * oh short rows. The wide outputs span L = (oh - 1) * wp + ow values. */
-static void pad_plane(const float *x, int64_t h, int64_t w, int64_t p, float *xp)
+static void pad_plane(const kdi_kernels *kn, const float *x, int64_t h, int64_t w, int64_t p,
+                      float *xp)
 {
     int64_t wp = w + 2 * p,
             edge = p * wp + p; /* the zeros before the first value, after the last */
     memset(xp, 0, sizeof(float) * (size_t)edge);
-    kdi_kernels_get()->plane_in(xp + edge, x, h, w, wp); /* the rows, the zeros between them */
+    kn->plane_in(xp + edge, x, h, w, wp); /* the rows, the zeros between them */
     memset(xp + edge + (h - 1) * wp + w, 0, sizeof(float) * (size_t)edge);
 }
 
@@ -157,7 +158,7 @@ static void dw_forward_wide(const kdi_layer *l, const float *x, float *y, int64_
             int64_t nc = n * ch + c;
             const float *wc = l->params[0].value + c * k * k;
             float b = cv->bias ? l->params[1].value[c] : 0.0f;
-            pad_plane(x + nc * h * w, h, w, p, xp);
+            pad_plane(kn, x + nc * h * w, h, w, p, xp);
             for (int64_t q = 0; q < len; q++) yw[q] = b;
             for (int64_t i = 0; i < k; i++)
                 for (int64_t j = 0; j < k; j++) kn->axpy(yw, wc[i * k + j], xp + i * wp + j, len);
@@ -189,7 +190,7 @@ static void dw_backward_wide(const kdi_layer *l, const float *x, const float *dy
             for (int64_t oy = 0; oy < oh; oy++)
                 memcpy(dyw + oy * wp, dyc + oy * ow, sizeof(float) * (size_t)ow);
             if (cv->bias) l->params[1].grad[c] += (float)kn->sum(dyc, oh * ow);
-            pad_plane(x + nc * h * w, h, w, p, xp);
+            pad_plane(kn, x + nc * h * w, h, w, p, xp);
             for (int64_t i = 0; i < k; i++)
                 for (int64_t j = 0; j < k; j++)
                     gc[i * k + j] += (float)kn->dot(dyw, xp + i * wp + j, len);
@@ -448,8 +449,9 @@ static void im2col_channels(const conv *cv, const dims *d, const float *x, int64
         im2col(cv, x + c0 * d->h * d->w, c1 - c0, d->h, d->w, d->oh, d->ow, cols, ld);
         return;
     }
+    const kdi_kernels *kn = kdi_kernels_get();
     for (int64_t c = c0; c < c1; c++) {
-        pad_plane(x + c * d->h * d->w, d->h, d->w, cv->pad, xp);
+        pad_plane(kn, x + c * d->h * d->w, d->h, d->w, cv->pad, xp);
         for (int64_t i = 0; i < k; i++)
             for (int64_t j = 0; j < k; j++)
                 memcpy(cols + (((c - c0) * k + i) * k + j) * ld, xp + i * d->wp + j,
@@ -484,6 +486,7 @@ static void col2im_image(const conv *cv, const dims *d, const float *cols, int64
 static void gather(const conv *cv, const dims *d, const float *dy, const kdi_grad_src *gs,
                    int64_t b0, int64_t n, int64_t g, int64_t q0, int64_t q1, float *out, float *xp)
 {
+    const kdi_kernels *kn = kdi_kernels_get();
     int64_t ld = n * d->cw;
     for (int64_t i = 0; i < n; i++)
         for (int64_t o = q0; o < q1; o++) {
@@ -493,7 +496,7 @@ static void gather(const conv *cv, const dims *d, const float *dy, const kdi_gra
             if (gs != NULL) {                      /* dy is NULL */
                 float *plane = d->wide ? xp : dst; /* not wide: the plane is dst's layout */
                 gs->l->ops->backward_plane(gs->l, gs->y, gs->dy, p, plane);
-                if (cv->bias) cv->bsum.data[p] = (float)kdi_kernels_get()->sum(plane, d->hw);
+                if (cv->bias) cv->bsum.data[p] = (float)kn->sum(plane, d->hw);
                 src = plane;
             } else {
                 src = dy + p * d->hw;
@@ -502,7 +505,7 @@ static void gather(const conv *cv, const dims *d, const float *dy, const kdi_gra
                 if (src != dst) memcpy(dst, src, sizeof(float) * (size_t)d->hw);
                 continue;
             }
-            kdi_kernels_get()->plane_in(dst, src, d->oh, d->ow, d->wp);
+            kn->plane_in(dst, src, d->oh, d->ow, d->wp);
         }
 }
 
@@ -523,7 +526,7 @@ static void forward_chunk(const kdi_layer *l, const dims *d, const float *x, flo
         if (implicit(d)) { /* n is 1 */
             const float *xg = x + (b0 * d->cin + g * d->cg) * d->h * d->w;
             for (int64_t c = 0; c < d->cg; c++)
-                pad_plane(xg + c * d->h * d->w, d->h, d->w, cv->pad, cols + c * d->plane);
+                pad_plane(kn, xg + c * d->h * d->w, d->h, d->w, cv->pad, cols + c * d->plane);
             kn->gemm_rows_b(d->og, ld, d->kk, 1.0f, wg, d->kk, cols, cv->rows, 0.0f, out, ld);
         } else {
             for (int64_t i = 0; i < n; i++)
