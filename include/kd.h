@@ -115,7 +115,8 @@ KD_API kd_status kd_get_limit(kd_limit key, int64_t *value);
  * too short for an OpenMP region (about 3 us), goes half to one helper thread of libkd's own:
  * started at the first such call, it spins for 0.2 ms after its last part, then sleeps; a call
  * never waits for it to wake (it runs alone then); after a call waited for a helper that had lost
- * its core (a busy machine), calls run alone for 0.1 s; not from a thread pinned to one CPU. It
+ * its core, calls run alone for 1 ms, doubled while such waits keep coming (a busy machine) up to
+ * 0.1 s; not from a thread pinned to one CPU. It
  * blocks every signal and is joined when the library is unloaded (a fork's child starts its own).
  * Each output is the same sum either way: bitwise one thread's values. (784-256-10 student at
  * batch 1: 7.2-8.7 us on 1 thread, 4.7-5.5 us on 2.)
