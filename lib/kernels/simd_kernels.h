@@ -258,6 +258,15 @@ static GEMM_ALWAYS_INLINE void packed_tile(int mr, int nv, int64_t cols, int64_t
                                            float beta, float *c, int64_t ldc)
 {
     vf acc[PACK_MR][2];
+    /* C's tile is read after the k loop, too late for the out-of-order window: fetched now, its
+     * lines arrive under the tile's kc steps (a weight gradient, k = the batch, had stalled on
+     * every tile of C) */
+    if (beta != 0.0f)
+        for (int i = 0; i < mr; i++) {
+            __builtin_prefetch(c + i * ldc, 1, 3);
+            __builtin_prefetch(c + i * ldc + cols - 1, 1, 3);
+            if (cols > W) __builtin_prefetch(c + i * ldc + W, 1, 3);
+        }
 #pragma GCC unroll 16
     for (int i = 0; i < mr; i++)
 #pragma GCC unroll 2
