@@ -13,6 +13,7 @@
 #ifndef KDI_THREADS_H
 #define KDI_THREADS_H
 
+#include <stdatomic.h>
 #include <stdint.h>
 
 /* The threads libkd uses, >= 1: kd_set_threads's value, or KD_THREADS's, or every core. */
@@ -75,10 +76,59 @@ static inline void kdi_part(int64_t n, int64_t t, int64_t parts, int64_t *lo, in
     if (*hi > n) *hi = n;
 }
 
-/* Runs the statement (the rest of the arguments) for each int64_t i in [0, n), split statically
- * over nt threads (KDI_PARALLEL_FOR); with nt 1 in a plain loop on the calling thread, with no call
- * into libgomp at all: even a region of one costs microseconds (batch-1 latency; the small CNN's
- * prediction on 2 threads went from 21-23 to 17-18 us). The statement may use kdi_thread_id(). */
+/* Work stealing, own parts first (as XNNPACK's pthreadpool): a region of nt threads splits its
+ * work into up to KDI_STEAL_PARTS parts a thread; each thread runs its own parts in order, then
+ * takes the parts the others have not started. The cores of a shared machine do not run at one
+ * speed: on the 2-core VM of bench/RESULTS.md one ran 15-45% slower than the other for an hour at a
+ * time, and with one part a thread the faster waited at the end of every region. With even cores
+ * each thread still runs its own contiguous slice. Which thread runs a part changes no value. */
+#define KDI_STEAL_PARTS 8
+#define KDI_STEAL_QUEUES 256
+typedef struct {
+    _Alignas(64) _Atomic int64_t next; /* its thread's next part */
+    int64_t end;
+} kdi_queue;
+
+/* The parts of `blocks` blocks of work for nt threads (nt <= KDI_STEAL_QUEUES), dealt to q[0..nt). */
+static inline int64_t kdi_queues_init(kdi_queue *q, int nt, int64_t blocks)
+{
+    int64_t parts = (int64_t)nt * KDI_STEAL_PARTS < blocks ? (int64_t)nt * KDI_STEAL_PARTS : blocks;
+    for (int t = 0; t < nt; t++) {
+        atomic_init(&q[t].next, parts * t / nt);
+        q[t].end = parts * (t + 1) / nt;
+    }
+    return parts;
+}
+
+/* Thread t's next part: its own, else another's; -1 when none is left. */
+static inline int64_t kdi_queues_take(kdi_queue *q, int nt, int t)
+{
+    for (int v = 0; v < nt; v++) {
+        kdi_queue *o = &q[(t + v) % nt];
+        if (atomic_load_explicit(&o->next, memory_order_relaxed) >= o->end) continue;
+        int64_t p = atomic_fetch_add_explicit(&o->next, 1, memory_order_relaxed);
+        if (p < o->end) return p;
+    }
+    return -1;
+}
+
+/* Runs the statement (the rest of the arguments) for each part p of `blocks` blocks of work on nt
+ * threads (at most KDI_STEAL_QUEUES), with int64_t `parts` (their count) and p in scope. */
+#define KDI_STEAL(nt, blocks, parts, p, ...)                                                       \
+    do {                                                                                           \
+        kdi_queue kdi_q_[KDI_STEAL_QUEUES];                                                        \
+        const int kdi_snt_ = (nt) < KDI_STEAL_QUEUES ? (nt) : KDI_STEAL_QUEUES;                    \
+        const int64_t parts = kdi_queues_init(kdi_q_, kdi_snt_, (blocks));                         \
+        KDI_PARALLEL_FOR(kdi_snt_)                                                                 \
+        for (int kdi_t_ = 0; kdi_t_ < kdi_snt_; kdi_t_++)                                          \
+            for (int64_t p; (p = kdi_queues_take(kdi_q_, kdi_snt_, kdi_t_)) >= 0;) __VA_ARGS__;    \
+    } while (0)
+
+/* Runs the statement (the rest of the arguments) for each int64_t i in [0, n) on nt threads, in
+ * parts of consecutive i taken by work stealing (KDI_STEAL); with nt 1 in a plain loop on the
+ * calling thread, with no call into libgomp at all: even a region of one costs microseconds
+ * (batch-1 latency; the small CNN's prediction on 2 threads went from 21-23 to 17-18 us). The
+ * iterations must be independent; the statement may use kdi_thread_id(). */
 #define KDI_FOR(nt, i, n, ...)                                                                     \
     do {                                                                                           \
         const int64_t kdi_n_ = (n);                                                                \
@@ -86,22 +136,29 @@ static inline void kdi_part(int64_t n, int64_t t, int64_t parts, int64_t *lo, in
         if (kdi_nt_ <= 1) {                                                                        \
             for (int64_t i = 0; i < kdi_n_; i++) __VA_ARGS__;                                      \
         } else {                                                                                   \
-            KDI_PARALLEL_FOR(kdi_nt_)                                                              \
-            for (int64_t i = 0; i < kdi_n_; i++) __VA_ARGS__;                                      \
+            KDI_STEAL(kdi_nt_, kdi_n_, kdi_parts_, kdi_p_, {                                       \
+                const int64_t kdi_hi_ = kdi_n_ * (kdi_p_ + 1) / kdi_parts_;                        \
+                for (int64_t i = kdi_n_ * kdi_p_ / kdi_parts_; i < kdi_hi_; i++) __VA_ARGS__;      \
+            });                                                                                    \
         }                                                                                          \
     } while (0)
 
 /* Runs the statement CALL once per part of n values, with int64_t lo and hi in scope: an
- * elementwise kernel over parts, on kdi_threads_for(n) threads. */
+ * elementwise kernel over parts of whole KDI_BLOCK blocks, on kdi_threads_for(n) threads. */
 #define KDI_PARTS(n, CALL)                                                                         \
     do {                                                                                           \
         const int64_t n_ = (n);                                                                    \
         const int nt_ = kdi_threads_for(n_);                                                       \
-        KDI_FOR(nt_, t_, nt_, {                                                                    \
-            int64_t lo, hi;                                                                        \
-            kdi_part(n_, t_, nt_, &lo, &hi);                                                       \
+        if (nt_ <= 1) {                                                                            \
+            int64_t lo = 0, hi = n_;                                                               \
             if (lo < hi) CALL;                                                                     \
-        });                                                                                        \
+        } else {                                                                                   \
+            KDI_STEAL(nt_, (n_ + KDI_BLOCK - 1) / KDI_BLOCK, parts_, p_, {                         \
+                int64_t lo, hi;                                                                    \
+                kdi_part(n_, p_, parts_, &lo, &hi);                                                \
+                if (lo < hi) CALL;                                                                 \
+            });                                                                                    \
+        }                                                                                          \
     } while (0)
 
 #endif

@@ -25,8 +25,9 @@
 #define KDI_GEMV_HELPER_MIN 65536.0
 
 /* C[m,n] = alpha op(A) op(B) + beta C, as kdi_kernels's gemm: on kdi_threads() threads when the
- * product is large enough and the caller is not already inside a parallel region, in parts of whole
- * 64-column (or, when C has more rows than columns, 64-row) blocks of C. Each element of C is the
+ * product is large enough and the caller is not already inside a parallel region, in up to
+ * KDI_STEAL_PARTS parts a thread of whole 64-column (or, when C has more rows than columns, 64-row)
+ * blocks of C, which idle threads take from a slower one (KDI_STEAL). Each element of C is the
  * same sum as in one call, so results agree with 1 thread's to rounding (BLAS may round a slice's
  * edge tile apart), and a given thread count gives the same bits run after run. With more than one
  * thread, OpenBLAS runs on one thread (kdi_blas_serial_begin) even for a product too small to

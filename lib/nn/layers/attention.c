@@ -131,10 +131,10 @@ static kd_status att_forward(kdi_layer *l, const float *x, float *y, int64_t bat
     kdi_gemm(0, 1, rows, 3 * d, d, 1.0f, x, d, l->params[0].value, d, 0.0f, a->qkv.data, 3 * d);
     k->bias_add(a->qkv.data, l->params[1].value, rows, 3 * d);
     if (nt > 1) kdi_blas_serial_begin();
-    KDI_PARALLEL_FOR(nt)
-    for (int64_t bh = 0; bh < pairs; bh++)
+    KDI_FOR(nt, bh, pairs, {
         att_forward_pair(a, bh / a->heads, bh % a->heads, inv_sqrt, drop,
                          a->scratch.data + kdi_thread_id() * scratch_size(a));
+    });
     if (nt > 1) kdi_blas_serial_end();
     kdi_gemm(0, 1, rows, d, d, 1.0f, a->o.data, d, l->params[2].value, d, 0.0f, y, d);
     k->bias_add(y, l->params[3].value, rows, d);
@@ -212,10 +212,10 @@ static kd_status att_backward(kdi_layer *l, const float *x, const float *y, cons
     kdi_gemm(1, 0, d, d, rows, 1.0f, dy, d, a->o.data, d, 1.0f, l->params[2].grad, d);
     k->bias_grad(l->params[3].grad, dy, rows, d);
     if (nt > 1) kdi_blas_serial_begin();
-    KDI_PARALLEL_FOR(nt)
-    for (int64_t bh = 0; bh < pairs; bh++)
+    KDI_FOR(nt, bh, pairs, {
         att_backward_pair(a, bh / a->heads, bh % a->heads, inv_sqrt,
                           a->scratch.data + kdi_thread_id() * scratch_size(a));
+    });
     if (nt > 1) kdi_blas_serial_end();
     kdi_gemm(1, 0, 3 * d, d, rows, 1.0f, a->dqkv.data, 3 * d, x, d, 1.0f, l->params[0].grad, d);
     k->bias_grad(l->params[1].grad, a->dqkv.data, rows, 3 * d);

@@ -126,8 +126,8 @@ static kd_status forward_impl(kdi_layer *l, const float *x, float *y, float *r, 
     const double *psums =
         train && !sync && observed == batch ? (const double *)(void *)b->psums.data : NULL;
     int nt = kdi_threads_for(batch * hw * ch);
-    KDI_PARALLEL_FOR(nt) /* channels are independent: the same sums on any thread count */
-    for (int64_t c = 0; c < ch; c++) {
+    /* channels are independent: the same sums on any thread count */
+    KDI_FOR(nt, c, ch, {
         double mean = rmean[c], var = rvar[c];
         if (sync) {
             mean = b->stats[c];
@@ -147,7 +147,7 @@ static kd_status forward_impl(kdi_layer *l, const float *x, float *y, float *r, 
             kn->bn_apply(y + at, train ? b->xhat.data + at : NULL, x + at, hw, m, inv, g, bt);
             if (r != NULL) kn->relu_fwd(r + at, y + at, hw);
         }
-    }
+    });
     if (train) l->params[4].ivalue[0]++;
     return KD_OK;
 }
@@ -178,8 +178,7 @@ static kd_status bn_backward(kdi_layer *l, const float *x, const float *y, const
     const kdi_sync *sync = b->sync;
     double count = (double)((sync != NULL ? sync->batch : batch) * hw);
     int nt = kdi_threads_for(batch * ch * hw);
-    KDI_PARALLEL_FOR(nt)
-    for (int64_t c = 0; c < ch; c++) {
+    KDI_FOR(nt, c, ch, {
         double sdy = 0.0, sdyx = 0.0;
         for (int64_t n = 0; n < batch; n++) {
             double s, sx;
@@ -196,21 +195,20 @@ static kd_status bn_backward(kdi_layer *l, const float *x, const float *y, const
             b->stats[c] = sdy;
             b->stats[ch + c] = sdyx;
         }
-    }
+    });
     if (dx == NULL) return KD_OK;
     if (sync != NULL) {
         KDI_TRY(kdi_sync_sum(sync, b->red, 2 * ch, "batch norm's gradient sums"));
         for (int64_t c = 0; c < 2 * ch; c++) b->stats[c] = (double)b->red[c] / sync->share;
     }
-    KDI_PARALLEL_FOR(nt)
-    for (int64_t c = 0; c < ch; c++) {
+    KDI_FOR(nt, c, ch, {
         float k = l->params[0].value[c] * b->inv_std[c] / (float)count;
         float a = (float)b->stats[c], bb = (float)b->stats[ch + c], nn = (float)count;
         for (int64_t n = 0; n < batch; n++) {
             int64_t at = (n * ch + c) * hw;
             kn->bn_input_grad(dx + at, dy + at, b->xhat.data + at, hw, k, nn, a, bb);
         }
-    }
+    });
     return KD_OK;
 }
 

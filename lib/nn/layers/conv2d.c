@@ -150,8 +150,8 @@ static void dw_forward_wide(const kdi_layer *l, const float *x, float *y, int64_
     int64_t k = cv->k, p = cv->pad, ch = l->in.c, h = l->in.h, w = l->in.w, wp = w + 2 * p;
     int64_t oh = l->out.h, ow = l->out.w, len = (oh - 1) * wp + ow, plane = (h + 2 * p) * wp;
     int nt = dw_threads(l, batch);
-    KDI_PARALLEL_FOR(nt) /* channels are independent; each thread has its own planes */
-    for (int64_t c = 0; c < ch; c++) {
+    /* channels are independent; each thread has its own planes */
+    KDI_FOR(nt, c, ch, {
         float *xp = cv->cols.data + kdi_thread_id() * 2 * plane;
         float *yw = cv->out.data + kdi_thread_id() * oh * wp;
         for (int64_t n = 0; n < batch; n++) {
@@ -166,7 +166,7 @@ static void dw_forward_wide(const kdi_layer *l, const float *x, float *y, int64_
             for (int64_t oy = 0; oy < oh; oy++)
                 memcpy(yc + oy * ow, yw + oy * wp, sizeof(float) * (size_t)ow);
         }
-    }
+    });
 }
 
 static void dw_backward_wide(const kdi_layer *l, const float *x, const float *dy, float *dx,
@@ -177,8 +177,8 @@ static void dw_backward_wide(const kdi_layer *l, const float *x, const float *dy
     int64_t k = cv->k, p = cv->pad, ch = l->in.c, h = l->in.h, w = l->in.w, wp = w + 2 * p;
     int64_t oh = l->out.h, ow = l->out.w, len = (oh - 1) * wp + ow, plane = (h + 2 * p) * wp;
     int nt = dw_threads(l, batch);
-    KDI_PARALLEL_FOR(nt) /* per channel, images in order: the same sums on any thread count */
-    for (int64_t c = 0; c < ch; c++) {
+    /* per channel, images in order: the same sums on any thread count */
+    KDI_FOR(nt, c, ch, {
         float *xp = cv->cols.data + kdi_thread_id() * 2 * plane, *dxp = xp + plane;
         float *dyw = cv->out.data + kdi_thread_id() * oh * wp;
         for (int64_t n = 0; n < batch; n++) {
@@ -202,7 +202,7 @@ static void dw_backward_wide(const kdi_layer *l, const float *x, const float *dy
             for (int64_t y = 0; y < h; y++)
                 memcpy(dxc + y * w, dxp + (y + p) * wp + p, sizeof(float) * (size_t)w);
         }
-    }
+    });
 }
 
 /* y[n][c] = bias[c] + sum over taps (i, j) of w[c][i][j] x[n][c][oy*s - p + i][ox*s - p + j]: tap
@@ -213,8 +213,8 @@ static void dw_forward_strided(const kdi_layer *l, const float *x, float *y, int
     int64_t k = cv->k, s = cv->stride, p = cv->pad, ch = l->in.c, h = l->in.h, w = l->in.w;
     int64_t oh = l->out.h, ow = l->out.w;
     int nt = kdi_threads_for(batch * ch * (h * w + oh * ow));
-    KDI_PARALLEL_FOR(nt) /* planes are independent */
-    for (int64_t nc = 0; nc < batch * ch; nc++) {
+    /* planes are independent */
+    KDI_FOR(nt, nc, batch * ch, {
         int64_t c = nc % ch;
         const float *xc = x + nc * h * w, *wc = l->params[0].value + c * k * k;
         float *yc = y + nc * oh * ow, b = cv->bias ? l->params[1].value[c] : 0.0f;
@@ -236,7 +236,7 @@ static void dw_forward_strided(const kdi_layer *l, const float *x, float *y, int
                 }
             }
         }
-    }
+    });
 }
 
 /* Per tap: dW[c][i][j] += sum of dy * the inputs it multiplied, gathered into one row of products
@@ -250,8 +250,8 @@ static void dw_backward_strided(const kdi_layer *l, const float *x, const float 
     const kdi_kernels *kn = kdi_kernels_get();
     if (dx != NULL) memset(dx, 0, sizeof(float) * (size_t)(batch * ch * h * w));
     int nt = dw_threads(l, batch);
-    KDI_PARALLEL_FOR(nt) /* per channel, images in order: the same sums on any thread count */
-    for (int64_t c = 0; c < ch; c++) {
+    /* per channel, images in order: the same sums on any thread count */
+    KDI_FOR(nt, c, ch, {
         float *acc = cv->out.data + kdi_thread_id() * ow;
         for (int64_t n = 0; n < batch; n++) {
             int64_t nc = n * ch + c;
@@ -285,7 +285,7 @@ static void dw_backward_strided(const kdi_layer *l, const float *x, const float 
                 }
             }
         }
-    }
+    });
 }
 
 static void dw_forward(const kdi_layer *l, const float *x, float *y, int64_t batch)
@@ -575,10 +575,10 @@ static void forward_impl(kdi_layer *l, const float *x, float *y, float *r, const
      * threads it split the GEMM otherwise and rounded differently, so a conv's output depended on
      * the thread count (AVX2 kernels, which call it) */
     kdi_blas_serial_begin();
-    KDI_FOR(nt, c, chunks, { /* chunks are independent; each thread has its own workspace */
-                             int64_t b0 = c * d.chunk,
-                                     n = batch - b0 < d.chunk ? batch - b0 : d.chunk;
-                             forward_chunk(l, &d, x, y, r, then, b0, n, kdi_thread_id());
+    /* chunks are independent; each thread has its own workspace */
+    KDI_FOR(nt, c, chunks, {
+        int64_t b0 = c * d.chunk, n = batch - b0 < d.chunk ? batch - b0 : d.chunk;
+        forward_chunk(l, &d, x, y, r, then, b0, n, kdi_thread_id());
     });
     kdi_blas_serial_end();
 }
@@ -645,8 +645,8 @@ static void backward_impl(kdi_layer *l, const float *x, const float *dy, const k
     int nt = slot_threads(cv, batch * d.kk * d.hw, parts);
     memset(cv->wt.data, 0, sizeof(float) * (size_t)(parts * count));
     kdi_blas_serial_begin(); /* as in forward_impl */
-    KDI_PARALLEL_FOR(nt)
-    for (int64_t part = 0; part < parts; part++) {
+    /* a part's sums do not depend on the thread that runs it */
+    KDI_FOR(nt, part, parts, {
         int64_t lo, hi;
         share(chunks, (int)part, (int)parts, &lo, &hi);
         for (int64_t c = lo; c < hi; c++) {
@@ -654,16 +654,17 @@ static void backward_impl(kdi_layer *l, const float *x, const float *dy, const k
             backward_chunk(l, &d, x, dy, gs, dx, cv->wt.data + part * count, b0, n,
                            kdi_thread_id());
         }
-    }
+    });
     kdi_blas_serial_end();
     if (cv->bias) {
         int nb = kdi_threads_for(batch * d.cout * d.hw);
-        KDI_PARALLEL_FOR(nb) /* each channel summed over the images in order */
-        for (int64_t o = 0; o < d.cout; o++)
+        /* each channel summed over the images in order */
+        KDI_FOR(nb, o, d.cout, {
             for (int64_t b = 0; b < batch; b++)
                 l->params[1].grad[o] += gs != NULL
                                             ? cv->bsum.data[b * d.cout + o]
                                             : (float)kn->sum(dy + (b * d.cout + o) * d.hw, d.hw);
+        });
     }
     /* dW[g][o][r] += the parts' wt[g][r][o], added in order */
     float *gw = l->params[0].grad;

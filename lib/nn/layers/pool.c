@@ -94,8 +94,8 @@ static void backward_impl(kdi_layer *l, const float *keep, const float *dy, floa
     int64_t h = l->in.h, w = l->in.w, oh = l->out.h, ow = l->out.w, planes = batch * l->in.c;
     float inv = 1.0f / (float)(p->k * p->kw);
     int nt = kdi_threads_for(planes * h * w);
-    KDI_PARALLEL_FOR(nt) /* each plane of dx gets only its own plane's gradients */
-    for (int64_t c = 0; c < planes; c++) {
+    /* each plane of dx gets only its own plane's gradients */
+    KDI_FOR(nt, c, planes, {
         float *dp = dx + c * h * w;
         if (p->max2) {
             max2_backward_plane(l, keep, dy, c, dp);
@@ -113,7 +113,7 @@ static void backward_impl(kdi_layer *l, const float *keep, const float *dy, floa
                     for (int64_t j = 0; j < p->kw; j++)
                         dp[(oy * p->stride + i) * w + ox * p->stride + j] += dy[o] * inv;
             }
-    }
+    });
 }
 
 /* max2 only (KDI_FUSE_GRAD_PLANES): backward_thru_relu's plane c, the outputs y its mask */
