@@ -339,6 +339,59 @@ START_TEST(attention_pairs)
 }
 END_TEST
 
+/* KDI_FOR's work stealing (core/threads.h): every iteration runs exactly once, for sizes around the
+ * part count and in a region nested in another (a team of one); and when thread 0 is held inside
+ * its first part, thread 1 runs its own parts and then takes thread 0's. Thread 0 waits at most
+ * 2 s for that; on a machine too busy to run thread 1 by then, only the counts are checked. */
+static _Atomic int runs[4096];
+static _Atomic int64_t stolen;
+static _Atomic int team;
+
+static double seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void run_once(int64_t i, int64_t n)
+{
+    if (i == 0 && kdi_thread_id() == 0 && kdi_team_size() == 2) {
+        atomic_store(&team, 2);
+        for (double t0 = seconds(); atomic_load(&stolen) == 0 && seconds() - t0 < 2.0;) {
+        }
+    }
+    if (i > 0 && i < n / 2 && kdi_thread_id() == 1) atomic_fetch_add(&stolen, 1);
+    atomic_fetch_add(&runs[i], 1);
+}
+
+START_TEST(steal_runs_every_part_once)
+{
+    static const int64_t sizes[] = {0, 1, 2, 3, 15, 16, 17, 31, 33, 100, 4096};
+    ck_assert_int_eq(kd_set_threads(2), KD_OK);
+    kdi_team_force(2);
+    for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
+        int64_t n = sizes[s];
+        for (int64_t i = 0; i < n; i++) atomic_store(&runs[i], 0);
+        atomic_store(&stolen, 0);
+        atomic_store(&team, 0);
+        KDI_FOR(2, i, n, run_once(i, n));
+        for (int64_t i = 0; i < n; i++) ck_assert_int_eq(atomic_load(&runs[i]), 1);
+        if (n == 4096 && atomic_load(&team) == 2)
+            ck_assert_msg(atomic_load(&stolen) > 0, "thread 1 took none of thread 0's parts");
+        /* nested: the inner regions run on teams of one, and still run every iteration once */
+        for (int64_t i = 0; i < n; i++) atomic_store(&runs[i], 0);
+        KDI_FOR(2, o, 4, {
+            int64_t lo = n * o / 4, hi = n * (o + 1) / 4;
+            KDI_FOR(2, i, hi - lo, atomic_fetch_add(&runs[lo + i], 1));
+        });
+        for (int64_t i = 0; i < n; i++) ck_assert_int_eq(atomic_load(&runs[i]), 1);
+    }
+    kdi_team_force(0);
+    ck_assert_int_eq(kd_set_threads(1), KD_OK);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("thread_count");
@@ -352,6 +405,7 @@ int main(void)
     tcase_add_test(tc, sgd_same_results);
     tcase_add_test(tc, adam_same_results);
     tcase_add_test(tc, attention_pairs);
+    tcase_add_test(tc, steal_runs_every_part_once);
     suite_add_tcase(s, tc);
     return kdt_run(s);
 }
