@@ -129,10 +129,13 @@ END_TEST
 
 /* kdi_gemm split over 2 threads by C's columns and by its rows, each transposition, against the
  * reference loop: within 1e-5 of sum |a b| an element; bitwise the same run after run and on a
- * team of 1 (kdi_team_force). */
+ * team of 1 (kdi_team_force); and bitwise one thread's whenever the product's kernel is libkd's
+ * (gemm_route): 128 x 1024 x 256 takes the packed kernel whole, and its 64-column slices, 2^21
+ * multiply-adds each, would have taken gemm_small, which sums k in another order. */
 START_TEST(split_gemm)
 {
-    static const int64_t shapes[][3] = {{130, 300, 100}, {300, 130, 100}};
+    static const int64_t shapes[][3] = {
+        {130, 300, 100}, {300, 130, 100}, {128, 1024, 256}, {1024, 128, 256}};
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
         for (int form = 0; form < 3; form++) {
             int ta = form == 1, tb = form == 0;
@@ -159,6 +162,11 @@ START_TEST(split_gemm)
             kdi_kernels_ref.gemm(ta, tb, m, n, k, 0.5f, a, lda, b, ldb, 0.25f, ref, n);
             ck_assert_msg(memcmp(c[1], c[2], sizeof(float) * (size_t)(m * n)) == 0,
                           "two runs on 2 threads differ");
+            const kdi_kernels *kn = kdi_kernels_get();
+            if (kn->gemm_route(ta, tb, m, n, k) != KDI_GEMM_BY_GEMM || strcmp(kn->name, "ref") == 0)
+                ck_assert_msg(memcmp(c[0], c[1], sizeof(float) * (size_t)(m * n)) == 0,
+                              "%s: shape %d form %d differs on 1 and 2 threads", kn->name, (int)s,
+                              form);
             for (int64_t i = 0; i < m; i++)
                 for (int64_t j = 0; j < n; j++) {
                     double bound = 0.25 * fabs(ref[i * n + j]);

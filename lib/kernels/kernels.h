@@ -6,6 +6,9 @@
 
 #include <stdint.h>
 
+/* gemm_route's answers. */
+enum { KDI_GEMM_BY_GEMM = 0, KDI_GEMM_BY_SMALL = 1, KDI_GEMM_BY_PACKED = 2 };
+
 typedef struct kdi_kernels {
     const char *name; /* "ref", "avx2", "avx512" */
 
@@ -28,6 +31,13 @@ typedef struct kdi_kernels {
     void (*gemm_packed)(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha,
                         const float *a, int64_t lda, const float *b, int64_t ldb, float beta,
                         float *c, int64_t ldc);
+
+    /* Which of its kernels gemm runs for this product: KDI_GEMM_BY_SMALL (gemm_small),
+     * KDI_GEMM_BY_PACKED (gemm_packed) or KDI_GEMM_BY_GEMM (BLAS or the reference loop). kdi_gemm
+     * runs every slice of a product it splits over threads on the whole product's kernel: a
+     * slice's smaller shape would otherwise pick another, whose sums round apart, and the result
+     * would depend on the thread count. */
+    int (*gemm_route)(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k);
 
     /* Implicit GEMM: gemm's C[m, n] = alpha A B + beta C (A [m, k], row stride lda) with B's row
      * p the n floats at b + b_rows[p], a convolution's im2col rows read in place from its padded
@@ -156,7 +166,7 @@ typedef struct kdi_kernels {
  * the tests check each entry is set. A new kernel is added here and in the struct above. */
 /* clang-format off */
 #define KDI_EACH_KERNEL(X)                                                                         \
-    X(gemm) X(gemm_small) X(gemm_packed) X(gemm_rows_b) X(bias_add) X(bias_grad) X(plane_out) X(plane_in)                                                 \
+    X(gemm) X(gemm_small) X(gemm_packed) X(gemm_route) X(gemm_rows_b) X(bias_add) X(bias_grad) X(plane_out) X(plane_in)                                                 \
     X(relu_fwd) X(relu_bwd) X(leaky_relu_fwd) X(leaky_relu_bwd) X(gelu_fwd) X(gelu_bwd)            \
     X(tanh_fwd) X(tanh_bwd) X(sigmoid_fwd) X(sigmoid_bwd)                                          \
     X(softmax_rows) X(log_softmax_rows) X(layernorm_fwd) X(layernorm_bwd)                          \

@@ -394,22 +394,32 @@ static int gemm_is_small(int ta, int tb, int64_t m, int64_t n, int64_t k)
     return mn * (double)k <= KDI_GEMM_SMALL_MNK && (k >= 16 || mn <= 16384.0);
 }
 
+/* gemm's choice of kernel for a product (see kernels.h). */
+static int gemm_route(int ta, int tb, int64_t m, int64_t n, int64_t k)
+{
+    if (m <= 0 || n <= 0 || k <= 0) return KDI_GEMM_BY_GEMM;
+    if (gemm_is_small(ta, tb, m, n, k)) return KDI_GEMM_BY_SMALL;
+#if VEC_W == 16
+    /* AVX-512: the packed kernel is 2x OpenBLAS's Haswell core (its choice on AMD Zen) and on par
+     * with its AVX-512 cores on every shape bench_gemm_small times; with AVX2 it only ties. */
+    if (!(ta && tb)) return KDI_GEMM_BY_PACKED;
+#endif
+    return KDI_GEMM_BY_GEMM;
+}
+
 static void gemm(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha, const float *a,
                  int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc)
 {
     if (m <= 0 || n <= 0) return;
-    if (k > 0 && gemm_is_small(ta, tb, m, n, k)) {
+    switch (gemm_route(ta, tb, m, n, k)) {
+    case KDI_GEMM_BY_SMALL:
         gemm_small(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
         return;
-    }
-#if VEC_W == 16
-    /* AVX-512: the packed kernel is 2x OpenBLAS's Haswell core (its choice on AMD Zen) and on par
-     * with its AVX-512 cores on every shape bench_gemm_small times; with AVX2 it only ties. */
-    if (k > 0 && !(ta && tb)) {
+    case KDI_GEMM_BY_PACKED:
         gemm_packed(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
         return;
+    default: break;
     }
-#endif
     if (!cblas_takes(ta, tb, m, n, k, lda, ldb, ldc)) {
         kdi_kernels_ref.gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
         return;

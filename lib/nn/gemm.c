@@ -39,22 +39,24 @@ static void gemv_part(void *arg, int64_t p)
                 g->beta, g->c + j, g->ldc);
 }
 
-/* Part p of `parts` of whole KDI_BLOCK blocks of C's rows or columns. op(A)[i, p] is a[i * lda + p]
- * or a[p * lda + i]; op(B)[p, j] is b[p * ldb + j] or b[j * ldb + p]: a slice of C's rows takes
- * A's rows from i0, a slice of columns B's from j0. */
-static void gemm_part(const kdi_kernels *kn, int ta, int tb, int64_t m, int64_t n, int64_t k,
-                      float alpha, const float *a, int64_t lda, const float *b, int64_t ldb,
-                      float beta, float *c, int64_t ldc, int by_rows, int64_t p, int64_t parts)
+typedef void gemm_fn(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha, const float *a,
+                     int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc);
+
+/* Part p of `parts` of whole KDI_BLOCK blocks of C's rows or columns, by `fn`. op(A)[i, p] is
+ * a[i * lda + p] or a[p * lda + i]; op(B)[p, j] is b[p * ldb + j] or b[j * ldb + p]: a slice of
+ * C's rows takes A's rows from i0, a slice of columns B's from j0. */
+static void gemm_part(gemm_fn *fn, int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha,
+                      const float *a, int64_t lda, const float *b, int64_t ldb, float beta,
+                      float *c, int64_t ldc, int by_rows, int64_t p, int64_t parts)
 {
     int64_t lo, hi;
     kdi_part(by_rows ? m : n, p, parts, &lo, &hi);
     if (lo >= hi) return;
     if (by_rows)
-        kn->gemm(ta, tb, hi - lo, n, k, alpha, a + (ta ? lo : lo * lda), lda, b, ldb, beta,
-                 c + lo * ldc, ldc);
+        fn(ta, tb, hi - lo, n, k, alpha, a + (ta ? lo : lo * lda), lda, b, ldb, beta, c + lo * ldc,
+           ldc);
     else
-        kn->gemm(ta, tb, m, hi - lo, k, alpha, a, lda, b + (tb ? lo * ldb : lo), ldb, beta, c + lo,
-                 ldc);
+        fn(ta, tb, m, hi - lo, k, alpha, a, lda, b + (tb ? lo * ldb : lo), ldb, beta, c + lo, ldc);
 }
 
 void kdi_gemm(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha, const float *a,
@@ -86,10 +88,15 @@ void kdi_gemm(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha, cons
         kdi_blas_serial_end();
         return;
     }
-    /* parts taken by work stealing (threads.h): a slower core's left parts go to the other */
+    /* every slice on the whole product's kernel (see kdi_kernels.gemm_route); parts taken by work
+     * stealing (threads.h): a slower core's left parts go to the other */
+    int route = kn->gemm_route(ta, tb, m, n, k);
+    gemm_fn *fn = route == KDI_GEMM_BY_SMALL    ? kn->gemm_small
+                  : route == KDI_GEMM_BY_PACKED ? kn->gemm_packed
+                                                : kn->gemm;
     kdi_blas_serial_begin();
     KDI_STEAL(
         nt, (len + KDI_BLOCK - 1) / KDI_BLOCK, parts, p,
-        gemm_part(kn, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, by_rows, p, parts));
+        gemm_part(fn, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, by_rows, p, parts));
     kdi_blas_serial_end();
 }
