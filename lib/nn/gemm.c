@@ -64,7 +64,9 @@ void kdi_gemm(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha, cons
 {
     const kdi_kernels *kn = kdi_kernels_get();
     double macs = (double)m * (double)n * (double)k;
-    int by_rows = m > n;
+    /* slices of columns unless too few for the threads: a slice of rows packs all of B again (a
+     * weight gradient's x), and with several parts a thread that was 5% of the GEMM */
+    int by_rows = m > n && (n + KDI_BLOCK - 1) / KDI_BLOCK < 2 * (int64_t)kdi_threads();
     int64_t len = by_rows ? m : n;
     /* OpenBLAS as the host left it (1 with kd_set_threads(1)); below KDI_BLAS_THREADED_MIN it
      * would not wake its pool anyway, and setting its count costs microseconds (batch 1) */

@@ -26,14 +26,14 @@
 
 /* C[m,n] = alpha op(A) op(B) + beta C, as kdi_kernels's gemm: on kdi_threads() threads when the
  * product is large enough and the caller is not already inside a parallel region, in up to
- * KDI_STEAL_PARTS parts a thread of whole 64-column (or, when C has more rows than columns, 64-row)
- * blocks of C, which idle threads take from a slower one (KDI_STEAL). Each element of C is the
- * same sum as in one call, so results agree with 1 thread's to rounding (BLAS may round a slice's
- * edge tile apart), and a given thread count gives the same bits run after run. With more than one
- * thread, OpenBLAS runs on one thread (kdi_blas_serial_begin) even for a product too small to
- * split, so that its pool never wakes beside libgomp's. The GEMVs above go to the helper instead,
- * in 4 parts of whole 16-row blocks of B, through gemm_small's dot form (no BLAS): bitwise one
- * thread's values. */
+ * KDI_STEAL_PARTS parts a thread of whole 64-column (or, when C has more rows than columns and
+ * fewer than 2 such blocks a thread, 64-row) blocks of C, which idle threads take from a slower
+ * one (KDI_STEAL). Each element of C is the same sum as in one call, so results agree with 1
+ * thread's to rounding (BLAS may round a slice's edge tile apart), and a given thread count gives
+ * the same bits run after run. With more than one thread, OpenBLAS runs on one thread
+ * (kdi_blas_serial_begin) even for a product too small to split, so that its pool never wakes
+ * beside libgomp's. The GEMVs above go to the helper instead, in 4 parts of whole 16-row blocks of
+ * B, through gemm_small's dot form (no BLAS): bitwise one thread's values. */
 void kdi_gemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha,
               const float *a, int64_t lda, const float *b, int64_t ldb, float beta, float *c,
               int64_t ldc);
