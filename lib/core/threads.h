@@ -81,9 +81,11 @@ static inline void kdi_part(int64_t n, int64_t t, int64_t parts, int64_t *lo, in
  * takes the parts the others have not started. The cores of a shared machine do not run at one
  * speed: on the 2-core VM of bench/RESULTS.md one ran 15-45% slower than the other for an hour at a
  * time, and with one part a thread the faster waited at the end of every region. With even cores
- * each thread still runs its own contiguous slice. Which thread runs a part changes no value. */
+ * each thread still runs its own contiguous slice. Which thread runs a part changes no value.
+ * Regions of more than KDI_STEAL_QUEUES threads (the queues live on the caller's stack, 64 bytes
+ * each, a cache line apiece) run one part a thread instead. */
 #define KDI_STEAL_PARTS 8
-#define KDI_STEAL_QUEUES 256
+#define KDI_STEAL_QUEUES 32
 typedef struct {
     _Alignas(64) _Atomic int64_t next; /* its thread's next part */
     int64_t end;
@@ -113,22 +115,29 @@ static inline int64_t kdi_queues_take(kdi_queue *q, int nt, int t)
 }
 
 /* Runs the statement (the rest of the arguments) for each part p of `blocks` blocks of work on nt
- * threads (at most KDI_STEAL_QUEUES), with int64_t `parts` (their count) and p in scope. */
+ * threads, with int64_t `parts` (their count) and p in scope. The statement is the body of a loop
+ * over a thread's parts: a `break` in it would end only that thread's share. */
 #define KDI_STEAL(nt, blocks, parts, p, ...)                                                       \
     do {                                                                                           \
         kdi_queue kdi_q_[KDI_STEAL_QUEUES];                                                        \
-        const int kdi_snt_ = (nt) < KDI_STEAL_QUEUES ? (nt) : KDI_STEAL_QUEUES;                    \
-        const int64_t parts = kdi_queues_init(kdi_q_, kdi_snt_, (blocks));                         \
+        const int kdi_snt_ = (nt), kdi_steal_ = kdi_snt_ <= KDI_STEAL_QUEUES;                      \
+        const int64_t parts = kdi_steal_ ? kdi_queues_init(kdi_q_, kdi_snt_, (blocks)) : kdi_snt_; \
+        (void)parts;                                                                               \
         KDI_PARALLEL_FOR(kdi_snt_)                                                                 \
         for (int kdi_t_ = 0; kdi_t_ < kdi_snt_; kdi_t_++)                                          \
-            for (int64_t p; (p = kdi_queues_take(kdi_q_, kdi_snt_, kdi_t_)) >= 0;) __VA_ARGS__;    \
+            for (int64_t p, kdi_once_ = 0;                                                         \
+                 (p = kdi_steal_    ? kdi_queues_take(kdi_q_, kdi_snt_, kdi_t_)                    \
+                      : kdi_once_++ ? -1                                                           \
+                                    : kdi_t_) >= 0;)                                               \
+                __VA_ARGS__;                                                                       \
     } while (0)
 
 /* Runs the statement (the rest of the arguments) for each int64_t i in [0, n) on nt threads, in
  * parts of consecutive i taken by work stealing (KDI_STEAL); with nt 1 in a plain loop on the
  * calling thread, with no call into libgomp at all: even a region of one costs microseconds
  * (batch-1 latency; the small CNN's prediction on 2 threads went from 21-23 to 17-18 us). The
- * iterations must be independent; the statement may use kdi_thread_id(). */
+ * iterations must be independent (no `break`: see KDI_STEAL); the statement may use
+ * kdi_thread_id(). */
 #define KDI_FOR(nt, i, n, ...)                                                                     \
     do {                                                                                           \
         const int64_t kdi_n_ = (n);                                                                \
