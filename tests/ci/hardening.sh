@@ -4,11 +4,13 @@
 #      built without MPI (the build without kd_mpi passes the whole suite);
 #   2. every libFuzzer target for a bounded time from its seeds (tests/fuzz/run.sh), from the same
 #      build (-DKD_FUZZ=ON);
-#   3. two trainers on two threads under ThreadSanitizer (tests/test_threads.c);
+#   3. two trainers on two threads under ThreadSanitizer (tests/test_threads.c), then libkd's
+#      OpenMP loops under ThreadSanitizer with libomp's Archer (tests/test_thread_count.c);
 #   4. SIGKILL of `kd train --checkpoint` and --resume (tests/ci/crash_resume.sh), on ./build's kd.
 # Bounded: about 8 minutes on 2 cores. KD_FUZZ_SECONDS (default 15, per target) and KD_KILLS
 # (default 6) adjust the two open-ended jobs.
-#   usage: tests/ci/hardening.sh            (from anywhere; builds under ./build-asan, ./build-tsan)
+#   usage: tests/ci/hardening.sh   (from anywhere; builds under ./build-asan, ./build-tsan and
+#                                   ./build-tsan-omp)
 set -eu
 top=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$top"
@@ -41,6 +43,27 @@ CC=clang CXX=clang++ cmake -S . -B build-tsan -DKD_SANITIZE=thread -DKD_OPENMP=O
     -DKD_BUILD_BENCH=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build-tsan -j2 --target test_threads >/dev/null
 build-tsan/tests/test_threads
+
+step "ThreadSanitizer with OpenMP: libkd's parallel loops, split GEMMs and work stealing"
+# clang's libomp with its Archer tool (libomp-dev), which tells ThreadSanitizer about OpenMP's
+# barriers; thread_count runs every parallel layer, kdi_gemm's slices and KDI_FOR's stealing on 2
+# threads. ignore_noninstrumented_modules: OpenBLAS and libomp are not instrumented;
+# die_after_fork=0: a test forks a child that predicts once.
+archer=$(ls /usr/lib/llvm-*/lib/libarcher.so 2>/dev/null | head -n 1 || true)
+if [ -z "$archer" ]; then
+    echo "no libarcher.so: install libomp-dev (README's install line has it)" >&2
+    exit 1
+fi
+CC=clang CXX=clang++ cmake -S . -B build-tsan-omp -DKD_SANITIZE=thread -DKD_OPENMP=ON -DKD_MPI=OFF \
+    -DKD_BUILD_EXAMPLES=OFF -DKD_BUILD_BENCH=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+grep -q '^OpenMP_C_FLAGS:STRING=-fopenmp' build-tsan-omp/CMakeCache.txt ||
+    { echo "clang found no OpenMP (libomp-dev)" >&2; exit 1; }
+cmake --build build-tsan-omp -j2 --target test_thread_count test_threads >/dev/null
+for t in test_thread_count test_threads; do
+    OMP_TOOL_LIBRARIES="$archer" KD_THREADS=2 \
+        TSAN_OPTIONS="$TSAN_OPTIONS:ignore_noninstrumented_modules=1:die_after_fork=0" \
+        build-tsan-omp/tests/$t
+done
 
 step "crash safety: SIGKILL and --resume"
 tests/ci/crash_resume.sh "$top/build/kd" "$top/tests/data" "${KD_KILLS:-6}"
