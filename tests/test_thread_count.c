@@ -226,6 +226,14 @@ static void *hp_call(void *arg)
     return NULL;
 }
 
+/* CLOCK_MONOTONIC in seconds, for the busy waits below. */
+static double seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
 /* Calls about as far apart as the helper spins before it sleeps (busy-waited, 150-260 us), the
  * helper made to join: a caller that found it awake must wake it if it falls asleep before joining
  * (both had waited forever within a few calls; the old code hangs here under CK_FORK=no, while
@@ -237,11 +245,9 @@ START_TEST(helper_forced_join_wakes)
         hp_job one = {.caller = pthread_self()};
         kdi_helper_parts(4, hp_count, &one);
         for (int p = 0; p < 4; p++) ck_assert(atomic_load(&one.runs[p]) == 1);
-        struct timespec t0, t;
-        clock_gettime(CLOCK_MONOTONIC, &t0);
-        int64_t gap = (150 + (i * 7) % 110) * 1000;
-        do clock_gettime(CLOCK_MONOTONIC, &t);
-        while ((t.tv_sec - t0.tv_sec) * 1000000000 + (t.tv_nsec - t0.tv_nsec) < gap);
+        double t0 = seconds(), gap = (150 + (i * 7) % 110) * 1e-6;
+        while (seconds() - t0 < gap) {
+        }
     }
     kdi_helper_force_join(0);
 }
@@ -354,13 +360,6 @@ END_TEST
 static _Atomic int runs[4096];
 static _Atomic int64_t stolen;
 static _Atomic int team;
-
-static double seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static void run_once(int64_t i, int64_t n)
 {
