@@ -1217,7 +1217,9 @@ KD_API kd_status kd_dataset_hold_out(kd_dataset *d, float fraction, uint64_t see
  * Initializers keep the safetensors names ("0.weight", with a "_N" suffix to make them unique);
  * metadata_props "kd.spec" holds the spec. Int8 models (kd_model_quantize) give the same numbers
  * bit for bit, in integer operators: quantize as QuantizeLinear (uint8 codes), qdense as
- * MatMulInteger (int8 weights, transposed) + int32 bias, qconv as Conv over the codes minus their
+ * MatMulInteger (the int8 weights transposed, stored as uint8 w + 128 with zero point 128: ONNX
+ * Runtime's uint8 x int8 product saturates on x86 CPUs without VNNI) + int32 bias, qconv as Conv
+ * over the codes minus their
  * zero point and the int8 weights cast to float (exact integers while |sum| < 2^24, always when
  * Cin*K*K <= 518), then the requantisation float(acc) * M[o] rounded by QuantizeLinear (scale 1,
  * the output zero point; Relu before it when fused), or the float logits (dequant=1); qmaxpool and

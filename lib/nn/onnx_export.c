@@ -408,7 +408,7 @@ static kd_status seq_layer(kdi_onnx *o, kdi_layer *l, const char *prefix, val *v
  * output zero point is exactly that saturating round; a fused ReLU is Relu before it. */
 
 static kd_status int_tensor(kdi_onnx *o, const char *base, int32_t type, const kdi_param *p,
-                            int transpose, const char **name)
+                            int transpose, int32_t offset, const char **name)
 {
     int64_t n = p->count, dims[KDI_MAX_DIMS];
     int32_t *v = kdi_malloc(sizeof *v * (size_t)(n > 0 ? n : 1));
@@ -419,6 +419,7 @@ static kd_status int_tensor(kdi_onnx *o, const char *base, int32_t type, const k
         v[i] = p->raw_type == KDI_ST_I8   ? ((const int8_t *)p->raw)[src]
                : p->raw_type == KDI_ST_U8 ? ((const uint8_t *)p->raw)[src]
                                           : ((const int32_t *)p->raw)[src];
+        v[i] += offset;
     }
     memcpy(dims, p->dims, sizeof dims);
     if (transpose) dims[0] = cols, dims[1] = rows;
@@ -506,7 +507,11 @@ static kd_status q_flags(const kdi_layer *l, int64_t *relu, int64_t *dequant)
     return kdi_args_int(&a, -1, "dequant", 1, 0, 0, 1, dequant);
 }
 
-/* MatMulInteger(x, W^T, z_in): the int32 sums, exact. */
+/* MatMulInteger(x, W^T + 128, z_in, 128): the int32 sums, exact. The weights go out as uint8
+ * codes w + 128 with zero point 128, the same integers: ONNX Runtime's uint8 x int8 product on
+ * x86 CPUs without VNNI (AVX2: Zen 3, Skylake) adds pairs of products in int16 with saturation
+ * (VPMADDUBSW; its quantization guide says so), which changed int8_mlp's outputs by up to 6%
+ * there; its uint8 x uint8 product widens to int16 first and is exact everywhere. */
 static kd_status qdense(kdi_onnx *o, const kdi_layer *l, const char *prefix, val *v)
 {
     char name[192];
@@ -515,11 +520,15 @@ static kd_status qdense(kdi_onnx *o, const kdi_layer *l, const char *prefix, val
     KDI_TRY(q_flags(l, &relu, &dequant));
     KDI_TRY(flat(o, v));
     snprintf(name, sizeof name, "%sweight.T", prefix);
-    KDI_TRY(int_tensor(o, name, KDI_ONNX_INT8, &l->params[0], 1, &w));
+    KDI_TRY(int_tensor(o, name, KDI_ONNX_UINT8, &l->params[0], 1, 128, &w));
+    snprintf(name, sizeof name, "%sweight_zero_point", prefix);
+    const char *wz = kdi_onnx_name(o, name);
+    int32_t wzi = 128;
+    KDI_TRY(kdi_onnx_tensor_int(o, wz, KDI_ONNX_UINT8, &wzi, 0, NULL));
     snprintf(name, sizeof name, "%sbias", prefix);
-    KDI_TRY(int_tensor(o, name, KDI_ONNX_INT32, &l->params[2], 0, &b));
-    const char *in[3] = {v->name, w, v->qz}, *acc = kdi_onnx_name(o, "acc");
-    KDI_TRY(kdi_onnx_node(o, "MatMulInteger", in, 3, acc));
+    KDI_TRY(int_tensor(o, name, KDI_ONNX_INT32, &l->params[2], 0, 0, &b));
+    const char *in[4] = {v->name, w, v->qz, wz}, *acc = kdi_onnx_name(o, "acc");
+    KDI_TRY(kdi_onnx_node(o, "MatMulInteger", in, 4, acc));
     v->name = acc;
     KDI_TRY(binary(o, "Add", v, b));
     KDI_TRY(unary(o, "Cast", v));
@@ -547,7 +556,7 @@ static kd_status qconv(kdi_onnx *o, const kdi_layer *l, const char *prefix, val 
     KDI_TRY(kdi_onnx_attr_int(o, "to", KDI_ONNX_FLOAT));
     KDI_TRY(binary(o, "Sub", v, z));
     snprintf(name, sizeof name, "%sweight", prefix);
-    KDI_TRY(int_tensor(o, name, KDI_ONNX_INT8, &l->params[0], 0, &w));
+    KDI_TRY(int_tensor(o, name, KDI_ONNX_INT8, &l->params[0], 0, 0, &w));
     val wf = {w, 4, l->out, NULL, NULL, NULL, 0.0f, 0};
     KDI_TRY(unary(o, "Cast", &wf));
     KDI_TRY(kdi_onnx_attr_int(o, "to", KDI_ONNX_FLOAT));
@@ -564,7 +573,7 @@ static kd_status qconv(kdi_onnx *o, const kdi_layer *l, const char *prefix, val 
     bias.ndim = 3;
     bias.dims[1] = bias.dims[2] = 1;
     snprintf(name, sizeof name, "%sbias", prefix);
-    KDI_TRY(int_tensor(o, name, KDI_ONNX_INT32, &bias, 0, &b));
+    KDI_TRY(int_tensor(o, name, KDI_ONNX_INT32, &bias, 0, 0, &b));
     val bf = {b, 3, l->out, NULL, NULL, NULL, 0.0f, 0};
     KDI_TRY(unary(o, "Cast", &bf));
     KDI_TRY(kdi_onnx_attr_int(o, "to", KDI_ONNX_FLOAT));
