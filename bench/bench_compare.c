@@ -5,6 +5,7 @@
  * 784-1200-1200-10 -> 784-800-800-10 distillation step at batch 128, teacher run or its logits
  * given), eval (kd_model_evaluate of the 784-256-10 student, batch 256, 10240 examples a call),
  * lat_mlp | lat_cnn (kd_model_predict at batch 1 of the 784-256-10 student and the small CNN).
+ *   bench_compare peak    one core's FP32 FMA peak, measured: `peak GFLOPS ISA`
  * THREADS goes to kd_set_threads when this build has it (KD_HAVE_SET_THREADS, set by CMake) and to
  * OpenBLAS. Prints one line, `WORKLOAD seconds_per_call examples_per_call`, to stdout; FLOPs and
  * ratios are compare.py's. Not a test: no pass or fail. */
@@ -143,8 +144,75 @@ static int measure(const char *name, double seconds, int threads)
     return 0;
 }
 
+/* One core's FP32 FMA peak, measured: 12 independent chains of vector FMAs (enough to cover
+ * 2 FMA pipes of latency 4-6), the widest ISA this CPU has. compare.py divides by it (the share of
+ * the peak) rather than assume one machine's figure. */
+#define PEAK_CHAINS(F) F(0) F(1) F(2) F(3) F(4) F(5) F(6) F(7) F(8) F(9) F(10) F(11)
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+
+__attribute__((target("avx512f"))) static float fma_loop_avx512(long n)
+{
+    __m512 acc[12], b = _mm512_set1_ps(0.999999f), c = _mm512_set1_ps(1e-7f);
+    for (int i = 0; i < 12; i++) acc[i] = _mm512_set1_ps((float)i);
+#define F512(i) acc[i] = _mm512_fmadd_ps(acc[i], b, c);
+    for (long it = 0; it < n; it++) {
+        PEAK_CHAINS(F512)
+    }
+    float s = 0.0f;
+    for (int i = 0; i < 12; i++) s += _mm512_reduce_add_ps(acc[i]);
+    return s;
+}
+
+__attribute__((target("avx2,fma"))) static float fma_loop_avx2(long n)
+{
+    __m256 acc[12], b = _mm256_set1_ps(0.999999f), c = _mm256_set1_ps(1e-7f);
+    for (int i = 0; i < 12; i++) acc[i] = _mm256_set1_ps((float)i);
+#define F256(i) acc[i] = _mm256_fmadd_ps(acc[i], b, c);
+    for (long it = 0; it < n; it++) {
+        PEAK_CHAINS(F256)
+    }
+    float s = 0.0f, v[8];
+    for (int i = 0; i < 12; i++) {
+        _mm256_storeu_ps(v, acc[i]);
+        for (int j = 0; j < 8; j++) s += v[j];
+    }
+    return s;
+}
+
+static int peak(void)
+{
+    __builtin_cpu_init();
+    int wide = __builtin_cpu_supports("avx512f");
+    if (!wide && !(__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))) {
+        fprintf(stderr, "bench_compare peak: this CPU has neither AVX-512 nor AVX2 with FMA\n");
+        return 2;
+    }
+    double flops_per_it = 12.0 * 2.0 * (wide ? 16 : 8), best = 0.0;
+    volatile float sink = 0.0f;
+    long n = 20000000; /* about 0.1-0.3 s */
+    for (int round = 0; round < 3; round++) {
+        double t0 = now();
+        sink += wide ? fma_loop_avx512(n) : fma_loop_avx2(n);
+        double gf = flops_per_it * (double)n / (now() - t0) * 1e-9;
+        if (gf > best) best = gf;
+    }
+    (void)sink;
+    printf("peak %.1f %s\n", best, wide ? "avx512" : "avx2");
+    return 0;
+}
+#else
+static int peak(void)
+{
+    fprintf(stderr, "bench_compare peak: measured on x86-64 only\n");
+    return 2;
+}
+#endif
+
 int main(int argc, char **argv)
 {
+    if (argc == 2 && strcmp(argv[1], "peak") == 0) return peak();
     if (argc >= 4) return measure(argv[1], atof(argv[2]), atoi(argv[3]));
     /* no arguments (bench/run.sh): every workload briefly, one thread */
     static const char *const all[] = {"resnet", "cnn",     "mlp_live", "mlp_cached",

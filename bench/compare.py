@@ -5,7 +5,7 @@ Run through bench/compare.sh, which picks Debian's /usr/bin/python3 (the one wit
 For each OpenBLAS setting (OPENBLAS_CORETYPE=Haswell and unset) and each thread count (1, 2) it
 times every workload of build/bench/bench_compare (one process a row) and the same workload in
 PyTorch (one process a setting), and prints ms a call, images/s, GFLOP/s, the share of the FMA
-peak (PEAK_PER_CORE GFLOP/s a core times the threads) and libkd / PyTorch (time: below 1, libkd
+peak (one core's, measured by `bench_compare peak` or KD_PEAK_GFLOPS, times the threads) and libkd / PyTorch (time: below 1, libkd
 is faster). FLOPs count 2 a multiply-add of the conv and dense layers (x3 for a training step:
 forward, input and weight gradients; a live teacher's forward x1); the rest is not counted.
 quick: about 0.3 s a measurement (a minute or two in all); full: 3 s a measurement.
@@ -17,7 +17,21 @@ import subprocess
 import sys
 import time
 
-PEAK_PER_CORE = 224.0  # GFLOP/s: 2 FMA units x 16 floats x 2 x ~3.5 GHz, AVX-512, Zen 5
+# One core's FP32 FMA peak in GFLOP/s: KD_PEAK_GFLOPS if set, else measured by `bench_compare peak`
+# (an FMA loop at the widest ISA), else the Zen 5 of bench/RESULTS.md (2 FMA units x 16 floats x 2
+# x ~3.5 GHz, AVX-512). A Zen 3 without AVX-512 measures about 90.
+PEAK_ZEN5 = 224.0
+
+
+def peak_per_core(prog):
+    """(GFLOP/s, how it was found)."""
+    if os.environ.get("KD_PEAK_GFLOPS"):
+        return float(os.environ["KD_PEAK_GFLOPS"]), "KD_PEAK_GFLOPS"
+    r = subprocess.run([prog, "peak"], capture_output=True, text=True)
+    if r.returncode == 0 and r.stdout.startswith("peak "):
+        f = r.stdout.split()
+        return float(f[1]), f"measured, {f[2]} FMA loop"
+    return PEAK_ZEN5, "assumed: Zen 5's"
 
 WORKLOADS = [
     # name, what, examples a call (images/s), training step?
@@ -251,7 +265,8 @@ def main():
     flops = flops_of(names)
     with open("/proc/cpuinfo") as f:
         model = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), "?")
-    print(f"# {model}, {os.cpu_count()} logical CPUs; peak {PEAK_PER_CORE:.0f} GFLOP/s a core; "
+    peak_core, how = peak_per_core(prog)
+    print(f"# {model}, {os.cpu_count()} logical CPUs; peak {peak_core:.0f} GFLOP/s a core ({how}); "
           f"PyTorch {torch.__version__}; load {os.getloadavg()[0]:.2f}; mode {mode}")
     for name in names:
         print(f"#   {name}: {what[name]}, {flops[name] / 1e9:.4f} GFLOP a call")
@@ -278,7 +293,7 @@ def main():
                 if kp.returncode != 0:
                     sys.exit("libkd side failed:\n" + kp.stderr)
                 kt, tt = float(kp.stdout.split()[1]), ttimes[name]
-                peak = PEAK_PER_CORE * threads
+                peak = peak_core * threads
                 n, fl = examples[name], flops[name]
                 print(f"{name:<11} {core or '(unset)':<17} {threads:>3} {kt * 1e3:>10.4f} "
                       f"{tt * 1e3:>10.4f} {n / kt:>12.0f} {n / tt:>12.0f} {fl / kt * 1e-9:>10.1f} "
