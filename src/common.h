@@ -85,7 +85,7 @@ typedef struct options {
     /* ---- the tool behaves (issue 13, section 5) */
     int force;     /* --force: start again over an existing checkpoint */
     int drop_last; /* 1: --drop-last; -1: automatic (a lone last example with batch norm) */
-    int threads;   /* --threads N; 0: the library's default */
+    int threads;   /* --threads N; 0: default_threads' choice */
     int naugment;  /* --augment: kinds (kd_augment_kind) and amounts in pixels */
     int augment_kind[4], augment_amount[4];
     const char *config;       /* --config FILE: read first, the command line overrides it */
@@ -113,6 +113,9 @@ typedef struct options {
 int option_given(const options *o, const char *name);
 /* The single place that sets the number of threads the library's kernels use (--threads). */
 int set_threads(int n);
+/* The default before any option: KD_THREADS if set, else every core (shared among the MPI ranks
+ * of this host). */
+void default_threads(void);
 
 /* Parses argv[first..] for o->cmd into o (defaults first). On a usage error prints one line and
  * returns EXIT_USAGE; returns -1 when --help was asked (and printed); EXIT_OK otherwise. */

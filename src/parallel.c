@@ -56,6 +56,18 @@ int par_end(int rc)
     return rc;
 }
 
+int par_local_ranks(void)
+{
+    static const char *const vars[] = {"OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS",
+                                       "PMIX_LOCAL_SIZE"};
+    for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++) {
+        const char *s = getenv(vars[i]);
+        int n = s != NULL ? atoi(s) : 0;
+        if (n > 0) return n;
+    }
+    return 1;
+}
+
 int par_rank(void) { return rank; }
 int par_world(void) { return world; }
 

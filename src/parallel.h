@@ -15,6 +15,9 @@ int par_init(int *argc, char ***argv);
 int par_end(int rc);
 int par_rank(void);
 int par_world(void);
+/* The ranks of this job on this host, from the launcher's environment (Open MPI, MPICH); 1 when
+ * not under a launcher. */
+int par_local_ranks(void);
 /* This rank's rows [*lo, *hi) of a global batch of rows. */
 void par_slice(int64_t rows, int64_t *lo, int64_t *hi);
 /* Makes t one rank of the job (synchronised batch norm, rank 0's weights): EXIT_OK or an exit
