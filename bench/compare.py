@@ -26,7 +26,13 @@ PEAK_ZEN5 = 224.0
 def peak_per_core(prog):
     """(GFLOP/s, how it was found)."""
     if os.environ.get("KD_PEAK_GFLOPS"):
-        return float(os.environ["KD_PEAK_GFLOPS"]), "KD_PEAK_GFLOPS"
+        try:
+            v = float(os.environ["KD_PEAK_GFLOPS"])
+        except ValueError:
+            v = 0.0
+        if not v > 0:
+            sys.exit(f"KD_PEAK_GFLOPS={os.environ['KD_PEAK_GFLOPS']}: not a positive number")
+        return v, "KD_PEAK_GFLOPS"
     r = subprocess.run([prog, "peak"], capture_output=True, text=True)
     if r.returncode == 0 and r.stdout.startswith("peak "):
         f = r.stdout.split()

@@ -113,8 +113,8 @@ typedef struct options {
 int option_given(const options *o, const char *name);
 /* The single place that sets the number of threads the library's kernels use (--threads). */
 int set_threads(int n);
-/* The default before any option: KD_THREADS if set, else every core (shared among the MPI ranks
- * of this host). */
+/* The default before any option: the library's (KD_THREADS, OpenBLAS's own) when a thread variable
+ * is set, else every core (shared among the MPI ranks of this host). */
 void default_threads(void);
 
 /* Parses argv[first..] for o->cmd into o (defaults first). On a usage error prints one line and
