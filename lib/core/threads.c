@@ -1,10 +1,14 @@
 /* The thread knob: kd_set_threads / kd_get_threads, KD_THREADS, and OpenBLAS's count kept equal. */
+#if defined(__linux__) && !defined(_OPENMP) && !defined(_GNU_SOURCE)
+#define _GNU_SOURCE /* sched_getaffinity, CPU_COUNT: cores() without OpenMP */
+#endif
 #include "core/threads.h"
 
 #include <cblas.h>
 #include <dirent.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,6 +32,10 @@ static int cores(void)
 {
 #ifdef _OPENMP
     int n = omp_get_num_procs(); /* honours the affinity mask (taskset, cgroups' cpusets) */
+#elif defined(__linux__)
+    cpu_set_t set; /* the same mask, as libgomp reads it (a rank mpirun bound to one core: 1) */
+    long n = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set)
+                                                         : sysconf(_SC_NPROCESSORS_ONLN);
 #else
     long n = sysconf(_SC_NPROCESSORS_ONLN);
 #endif
