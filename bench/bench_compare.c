@@ -152,34 +152,31 @@ static int measure(const char *name, double seconds, int threads)
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
 
-__attribute__((target("avx512f"))) static float fma_loop_avx512(long n, float seed)
-{
-    __m512 acc[12], b = _mm512_set1_ps(0.999999f), c = _mm512_set1_ps(1e-7f);
-    for (int i = 0; i < 12; i++) acc[i] = _mm512_set1_ps(seed + (float)i);
-#define F512(i) acc[i] = _mm512_fmadd_ps(acc[i], b, c);
-    for (long it = 0; it < n; it++) {
-        PEAK_CHAINS(F512)
+/* One body, two ISAs: NAME(n, seed) runs 12 chains of n FMAs (FMADD, defined before each use) on
+ * LANES-wide vectors of type V. */
+#define FMA_LOOP(NAME, TARGET, V, LANES, SET1, STORE)                                              \
+    __attribute__((target(TARGET))) static float NAME(long n, float seed)                          \
+    {                                                                                              \
+        V acc[12], b = SET1(0.999999f), c = SET1(1e-7f);                                           \
+        for (int i = 0; i < 12; i++) acc[i] = SET1(seed + (float)i);                               \
+        for (long it = 0; it < n; it++) {                                                          \
+            PEAK_CHAINS(FMA_STEP)                                                                  \
+        }                                                                                          \
+        float s = 0.0f, v[LANES];                                                                  \
+        for (int i = 0; i < 12; i++) {                                                             \
+            STORE(v, acc[i]);                                                                      \
+            for (int j = 0; j < LANES; j++) s += v[j];                                             \
+        }                                                                                          \
+        return s;                                                                                  \
     }
-    float s = 0.0f;
-    for (int i = 0; i < 12; i++) s += _mm512_reduce_add_ps(acc[i]);
-    return s;
-}
+#define FMA_STEP(i) acc[i] = FMADD(acc[i], b, c);
 
-__attribute__((target("avx2,fma"))) static float fma_loop_avx2(long n, float seed)
-{
-    __m256 acc[12], b = _mm256_set1_ps(0.999999f), c = _mm256_set1_ps(1e-7f);
-    for (int i = 0; i < 12; i++) acc[i] = _mm256_set1_ps(seed + (float)i);
-#define F256(i) acc[i] = _mm256_fmadd_ps(acc[i], b, c);
-    for (long it = 0; it < n; it++) {
-        PEAK_CHAINS(F256)
-    }
-    float s = 0.0f, v[8];
-    for (int i = 0; i < 12; i++) {
-        _mm256_storeu_ps(v, acc[i]);
-        for (int j = 0; j < 8; j++) s += v[j];
-    }
-    return s;
-}
+#define FMADD _mm512_fmadd_ps
+FMA_LOOP(fma_loop_avx512, "avx512f", __m512, 16, _mm512_set1_ps, _mm512_storeu_ps)
+#undef FMADD
+#define FMADD _mm256_fmadd_ps
+FMA_LOOP(fma_loop_avx2, "avx2,fma", __m256, 8, _mm256_set1_ps, _mm256_storeu_ps)
+#undef FMADD
 
 static int peak(void)
 {
