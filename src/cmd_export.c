@@ -53,6 +53,10 @@ int cmd_export(int argc, char **argv)
         fail_msg("--format %s: the formats are onnx", format);
         return EXIT_USAGE;
     }
+    const char *in[] = {model};
+    int rc = check_not_input("--out", out, in, 1);
+    if (rc == EXIT_OK) rc = check_output(out);
+    if (rc != EXIT_OK) return rc;
     kd_model *m;
     int loaded = load_model(model, &m);
     if (loaded != EXIT_OK) return loaded;

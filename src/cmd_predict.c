@@ -91,7 +91,12 @@ int cmd_predict(const options *o)
         fail_msg("--out %s: the extension says the format, .npy or .csv", o->out);
         return EXIT_USAGE;
     }
-    if (o->out != NULL && check_output(o->out) != EXIT_OK) return EXIT_RUNTIME;
+    if (o->out != NULL) {
+        const char *in[] = {o->positional, o->input, o->config};
+        int rc = check_not_input("--out", o->out, in, 3);
+        if (rc != EXIT_OK) return rc;
+        if (check_output(o->out) != EXIT_OK) return EXIT_RUNTIME;
+    }
     kd_model *m;
     int loaded = load_model(o->positional, &m);
     if (loaded != EXIT_OK) return loaded;

@@ -247,6 +247,10 @@ int cmd_prune(int argc, char **argv)
     int rc = parse(&o, argc, argv);
     if (rc == -1) return EXIT_OK;
     if (rc != EXIT_OK) return rc;
+    /* before the fine-tuning's minutes: a typo in --out costs no run */
+    const char *in[] = {o.model, o.teacher, o.data, o.train, o.test};
+    if ((rc = check_not_input("--out", o.out, in, 5)) != EXIT_OK) return rc;
+    if ((rc = check_output(o.out)) != EXIT_OK) return rc;
     kd_model *m = NULL, *teacher = NULL, *student = NULL;
     kd_dataset *train = NULL, *test = NULL;
     kd_pruner *pruner = NULL;

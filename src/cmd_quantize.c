@@ -159,6 +159,8 @@ int cmd_quantize(int argc, char **argv)
     int rc = parse(&o, argc, argv);
     if (rc == -1) return EXIT_OK;
     if (rc != EXIT_OK) return rc;
+    const char *in[] = {o.model, o.calib, o.test};
+    if ((rc = check_not_input("--out", o.out, in, 3)) != EXIT_OK) return rc;
     if ((rc = check_output(o.out)) != EXIT_OK) return rc;
     options data_o;
     memset(&data_o, 0, sizeof data_o);
@@ -189,9 +191,9 @@ int cmd_quantize(int argc, char **argv)
                                    o.percentile, &q);
             if (st != KD_OK) rc = fail_kd("quantisation failed", st);
             if (rc == EXIT_OK) {
-                printf("calibrated on %lld examples of %s (%s%s) in %.2f s\n", (long long)count,
-                       o.calib, o.method == KD_CALIBRATION_MINMAX ? "min-max" : "percentile ",
-                       o.method == KD_CALIBRATION_MINMAX ? "" : "", now_seconds() - t0);
+                printf("calibrated on %lld examples of %s (%s) in %.2f s\n", (long long)count,
+                       o.calib, o.method == KD_CALIBRATION_MINMAX ? "min-max" : "percentile",
+                       now_seconds() - t0);
                 if (o.method == KD_CALIBRATION_PERCENTILE)
                     printf("percentile    %g\n", (double)o.percentile);
                 printf("int8 model    %s\n", kd_model_spec(q));

@@ -194,6 +194,10 @@ int check_output_dir(const char *what, const char *path);
  * any training starts: EXIT_RUNTIME for an unwritable place, EXIT_USAGE for an existing checkpoint
  * without --resume or --force. */
 int check_outputs(const options *o, const char *model);
+/* out (given as flag) is none of the files a command reads: each of inputs[0..n) (NULL skipped),
+ * itself and as an IDX prefix (its images and labels files); else one line and EXIT_USAGE. For
+ * the commands with their own options (predict, quantize, export, prune). */
+int check_not_input(const char *flag, const char *out, const char *const *inputs, int n);
 /* mkdir -p; 0 on success. */
 int make_dirs(const char *path);
 /* The tool's cache directory: --cache-dir, $XDG_CACHE_HOME/kd or $HOME/.cache/kd. */

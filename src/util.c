@@ -414,6 +414,30 @@ static int check_distinct(const options *o, const char *model)
     return EXIT_OK;
 }
 
+int check_not_input(const char *flag, const char *out, const char *const *inputs, int n)
+{
+    static const char *const idx[] = {"",
+                                      "-images-idx3-ubyte.gz",
+                                      "-labels-idx1-ubyte.gz",
+                                      "-images-idx3-ubyte",
+                                      "-labels-idx1-ubyte",
+                                      "-images.idx3-ubyte",
+                                      "-labels.idx1-ubyte"};
+    char path[PATH_MAX];
+    for (int i = 0; i < n; i++) {
+        if (inputs[i] == NULL) continue;
+        for (size_t k = 0; k < sizeof idx / sizeof idx[0]; k++) {
+            if (snprintf(path, sizeof path, "%s%s", inputs[i], idx[k]) >= (int)sizeof path)
+                continue;
+            if (same_file(out, path)) {
+                fail_msg("%s %s is a file this run reads (%s); give another path", flag, out, path);
+                return EXIT_USAGE;
+            }
+        }
+    }
+    return EXIT_OK;
+}
+
 int check_outputs(const options *o, const char *model)
 {
     int rc = check_distinct(o, model);

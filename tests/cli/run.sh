@@ -521,6 +521,27 @@ refused "--out is the --checkpoint" 2 "--out and --checkpoint name the same file
     --out "$TMP/same.st" --checkpoint "$TMP/./same.st"
 refused "--out is the --log" 2 "--out and --log name the same file" "$KD" $QUICK \
     --out "$TMP/same.st" --log "$TMP/same.st"
+# The same for the commands with options of their own (they had overwritten their inputs), and
+# prune checks --out before its fine-tuning.
+cp "$T" "$TMP/own.safetensors"
+refused "export --out is the model" 2 "is a file this run reads" "$KD" export \
+    "$TMP/own.safetensors" --out "$TMP/own.safetensors"
+refused "quantize --out is the model" 2 "is a file this run reads" "$KD" quantize \
+    "$TMP/own.safetensors" --calib "$TRAIN" --out "$TMP/./own.safetensors"
+refused "quantize --out is the calibration data" 2 "is a file this run reads" "$KD" quantize \
+    "$TMP/own.safetensors" --calib "$TRAIN" --out "$TRAIN-images-idx3-ubyte.gz"
+refused "prune --out is the model" 2 "is a file this run reads" "$KD" prune \
+    "$TMP/own.safetensors" --sparsity 0.5 --out "$TMP/own.safetensors"
+refused "prune --out in a missing directory" 1 "cannot write $TMP/none/p.safetensors" "$KD" prune \
+    "$TMP/own.safetensors" --sparsity 0.5 --epochs 1 --data "$TRAIN" --out "$TMP/none/p.safetensors"
+cp "$T" "$TMP/own.npy"
+refused "predict --out is the model" 2 "is a file this run reads" "$KD" predict \
+    "$TMP/own.npy" --input "$TRAIN" --out "$TMP/own.npy"
+if cmp -s "$T" "$TMP/own.safetensors" && cmp -s "$T" "$TMP/own.npy"; then
+    pass "the refused commands left their input as it was"
+else
+    fail "a refused command changed its input model"
+fi
 # --auto chooses the method and T, alpha, lr: a choice given beside it is refused, not dropped.
 expect "--auto with --method" 2 "--method does not apply to --auto" "$KD" distill --auto \
     --method dkd --teacher "$T" $SETS --out "$TMP/a.st"
