@@ -113,9 +113,10 @@ typedef struct options {
 int option_given(const options *o, const char *name);
 /* The single place that sets the number of threads the library's kernels use (--threads). */
 int set_threads(int n);
-/* The default before any option: the library's (KD_THREADS, OpenBLAS's own) when a thread variable
- * is set, else every core (shared among the MPI ranks of this host). */
-void default_threads(void);
+/* The default before any option: KD_THREADS (checked: -1 with a message when malformed), else
+ * OMP_NUM_THREADS or OPENBLAS_NUM_THREADS, else every core (shared among the MPI ranks of this
+ * host). */
+int default_threads(void);
 
 /* Parses argv[first..] for o->cmd into o (defaults first). On a usage error prints one line and
  * returns EXIT_USAGE; returns -1 when --help was asked (and printed); EXIT_OK otherwise. */

@@ -133,7 +133,7 @@ static int run(int argc, char **argv)
 int main(int argc, char **argv)
 {
     if (par_init(&argc, &argv) != 0) return EXIT_RUNTIME;
-    default_threads();
+    if (default_threads() != 0) return par_end(EXIT_USAGE);
     if (par_rank() != 0 && freopen("/dev/null", "w", stdout) == NULL) return par_end(EXIT_RUNTIME);
     return par_end(run(argc, argv));
 }

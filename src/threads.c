@@ -8,25 +8,44 @@
 
 int set_threads(int n) { return kd_set_threads(n) == KD_OK ? 0 : -1; }
 
-/* Neither --threads nor a thread variable (KD_THREADS, OPENBLAS_NUM_THREADS, OMP_NUM_THREADS: the
- * user chose, and the library follows them as before): every core this process may run on
- * (kd_set_threads(0) honours the affinity mask in OpenMP builds, so a rank that mpirun bound to
- * one core gets one), at most its share of the host's cores when several ranks run on it (bound
- * to a socket, or unbound). The count is fixed once here, not left at 0 (every core), which the
- * library would look up at every loop. The library's own default stays one thread (an embedded
- * library takes no cores unasked); the tool is a program of its own and takes the machine, as
- * PyTorch does. */
-void default_threads(void)
+/* The default before the options (--threads overrides it), in order:
+ *  - KD_THREADS: the library reads it; checked here, as a malformed value would quietly mean one
+ *    thread;
+ *  - OMP_NUM_THREADS (its first level: "4,2" is 4), else OPENBLAS_NUM_THREADS: that many threads
+ *    for libkd's loops and OpenBLAS alike (the HPC way to cap a program);
+ *  - else every core this process may run on (kd_set_threads(0) honours the affinity mask, so a
+ *    rank that mpirun bound to one core gets one), at most its share of the host's cores when
+ *    several ranks run on it (bound to a socket, or unbound).
+ * The count is fixed once here, not left at 0 (every core), which the library would look up at
+ * every loop. The library's own default stays one thread (an embedded library takes no cores
+ * unasked); the tool is a program of its own and takes the machine, as PyTorch does. */
+int default_threads(void)
 {
-    static const char *const vars[] = {"KD_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"};
+    const char *s = getenv("KD_THREADS");
+    char *end;
+    if (s != NULL && *s != '\0') {
+        long v = strtol(s, &end, 10);
+        if (*end != '\0' || v < 0 || v > 1024) {
+            fail_msg("KD_THREADS=%s: expected a number of threads, 1 to 1024, or 0 for every core",
+                     s);
+            return -1;
+        }
+        return 0;
+    }
+    static const char *const vars[] = {"OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"};
     for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++) {
-        const char *s = getenv(vars[i]);
-        if (s != NULL && *s != '\0') return;
+        s = getenv(vars[i]);
+        long v = s != NULL ? strtol(s, &end, 10) : 0;
+        if (s != NULL && end != s && v >= 1) {
+            kd_set_threads(v > 1024 ? 1024 : (int32_t)v);
+            return 0;
+        }
     }
     int32_t n = 1;
-    if (kd_set_threads(0) != KD_OK || kd_get_threads(&n) != KD_OK) return;
+    if (kd_set_threads(0) != KD_OK || kd_get_threads(&n) != KD_OK) return 0;
     int local = par_local_ranks();
     long online = sysconf(_SC_NPROCESSORS_ONLN);
     if (local > 1 && online > 0 && n > online / local) n = (int32_t)(online / local);
     kd_set_threads(n < 1 ? 1 : n);
+    return 0;
 }

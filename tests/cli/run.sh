@@ -52,6 +52,8 @@ SETS="--train $TRAIN --test $TEST"
 # ---------------------------------------------------------------- usage and messages
 expect "kd --help" 0 "usage: kd COMMAND" "$KD" --help
 expect "kd --version" 0 "^kd [0-9]" "$KD" --version
+expect "a malformed KD_THREADS is refused" 2 "KD_THREADS=2x: expected a number of threads" \
+    env KD_THREADS=2x "$KD" --version
 expect "kd help distill has examples" 0 "examples:" "$KD" help distill
 expect "kd train --help" 0 "usage: kd train" "$KD" train --help
 expect "kd help predict" 0 "usage: kd predict" "$KD" help predict
