@@ -448,8 +448,15 @@ static kd_status quantize(kdi_onnx *o, const kdi_layer *l, const char *prefix, v
     return KD_OK;
 }
 
-static kd_status dequantize(kdi_onnx *o, val *v)
+/* The scale of a requantised layer's codes is written here, where DequantizeLinear reads it (an
+ * initializer that no node read made ONNX Runtime warn at every load). */
+static kd_status dequantize(kdi_onnx *o, const char *prefix, val *v)
 {
+    if (v->qs == NULL) {
+        char name[192];
+        snprintf(name, sizeof name, "%sscale", prefix);
+        KDI_TRY(scalar(o, name, v->s_in, &v->qs));
+    }
     const char *in[3] = {v->name, v->qs, v->qz}, *out = kdi_onnx_name(o, "dequantize");
     KDI_TRY(kdi_onnx_node(o, "DequantizeLinear", in, 3, out));
     v->name = out;
@@ -489,8 +496,7 @@ static kd_status requantize(kdi_onnx *o, const kdi_layer *l, const char *prefix,
     KDI_TRY(kdi_onnx_tensor_int(o, z, KDI_ONNX_UINT8, &zi, 0, NULL));
     const char *in[3] = {v->name, one, z}, *out = kdi_onnx_name(o, "requantize");
     KDI_TRY(kdi_onnx_node(o, "QuantizeLinear", in, 3, out));
-    snprintf(name, sizeof name, "%soutput_scale", prefix);
-    KDI_TRY(scalar(o, name, l->params[3].value[0], &v->qs));
+    v->qs = NULL; /* its scale, v->s_in, becomes an initializer at a dequantize (if any) */
     v->qz = z;
     v->name = out;
     v->s_in = l->params[3].value[0];
@@ -586,7 +592,7 @@ static kd_status int8_layer(kdi_onnx *o, kdi_layer *l, const char *prefix, val *
     const char *kind = l->ops->kind;
     *done = 1;
     if (strcmp(kind, "quantize") == 0) return quantize(o, l, prefix, v);
-    if (strcmp(kind, "dequantize") == 0) return dequantize(o, v);
+    if (strcmp(kind, "dequantize") == 0) return dequantize(o, prefix, v);
     if (strcmp(kind, "qdense") == 0) return qdense(o, l, prefix, v);
     if (strcmp(kind, "qconv") == 0) return qconv(o, l, prefix, v);
     if (strcmp(kind, "qflatten") == 0) return flat(o, v);
