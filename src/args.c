@@ -99,7 +99,7 @@ static const option_def table[] = {
     /* ---- the tool behaves (issue 13, section 5) */
     {"--force", FLAG, AT(force), T | D, 0, 0},
     {"--drop-last", FLAG, AT(drop_last), T | D, 0, 0},
-    {"--threads", INT, AT(threads), T | D | E | P, 1, 1024},
+    {"--threads", INT, AT(threads), T | D | E | P, 0, 1024},
     {"--config", STRING, AT(config), T | D | E | P, 0, 0},
     {"--augment", AUGMENT, 0, T | D, 0, 0},
     /* ---- wins (issue 12): the layers a feature method connects */
@@ -131,6 +131,7 @@ static void defaults(options *o, command cmd, const char *name)
     o->epochs = cmd == CMD_TRAIN ? DEFAULT_TRAIN_EPOCHS : -1; /* distill: resolved after parsing */
     o->teacher_epochs = DEFAULT_TEACHER_EPOCHS;
     o->batch = cmd == CMD_EVAL ? 256 : 128;
+    o->threads = -1;         /* not given: default_threads' choice stands */
     o->lr = -1.0f;           /* resolved after parsing: 0.05 for SGD, 0.001 for Adam(W) */
     o->weight_decay = -1.0f; /* 0, or 0.01 for AdamW (PyTorch's defaults) */
     o->momentum = 0.9f;

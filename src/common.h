@@ -85,7 +85,7 @@ typedef struct options {
     /* ---- the tool behaves (issue 13, section 5) */
     int force;     /* --force: start again over an existing checkpoint */
     int drop_last; /* 1: --drop-last; -1: automatic (a lone last example with batch norm) */
-    int threads;   /* --threads N; 0: default_threads' choice */
+    int threads;   /* --threads N (0: every core); -1: default_threads' choice */
     int naugment;  /* --augment: kinds (kd_augment_kind) and amounts in pixels */
     int augment_kind[4], augment_amount[4];
     const char *config;       /* --config FILE: read first, the command line overrides it */

@@ -112,7 +112,7 @@ static int run(int argc, char **argv)
         int rc = parse_options(&o, argc, argv, 2);
         if (rc == -1) return EXIT_OK;
         if (rc != EXIT_OK) return rc;
-        if (o.threads > 0 && set_threads(o.threads) != 0) {
+        if (o.threads >= 0 && set_threads(o.threads) != 0) {
             fail_msg("--threads: this libkd cannot set its number of threads");
             return EXIT_RUNTIME;
         }

@@ -6,7 +6,14 @@
 #include "common.h"
 #include "parallel.h"
 
-int set_threads(int n) { return kd_set_threads(n) == KD_OK ? 0 : -1; }
+/* 0 (every core) is resolved to the count once, not looked up at every loop. */
+int set_threads(int n)
+{
+    int32_t got = 1;
+    if (kd_set_threads(n) != KD_OK) return -1;
+    if (n == 0 && kd_get_threads(&got) == KD_OK) kd_set_threads(got);
+    return 0;
+}
 
 /* The default before the options (--threads overrides it), in order:
  *  - KD_THREADS: the library reads it; checked here, as a malformed value would quietly mean one
