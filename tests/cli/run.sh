@@ -622,7 +622,7 @@ done
 
 # --threads
 expect "--threads 2" 0 "saved" "$KD" $QUICK --threads 2 --out "$TMP/t2.safetensors"
-expect "--threads 0" 2 "--threads '0' is not in" "$KD" $QUICK --threads 0 --out "$TMP/x.safetensors"
+expect "--threads -1" 2 "--threads '-1' is not in \[0, 1024\]" "$KD" $QUICK --threads -1 --out "$TMP/x.safetensors"
 
 # --config FILE: INI, keys the long options; the command line overrides it.
 cat >"$TMP/kd.ini" <<INI
