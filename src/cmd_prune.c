@@ -38,6 +38,7 @@ void prune_help(FILE *f)
         "  --batch B           examples per step (128)\n"
         "  --temperature T     distillation temperature (4); --alpha A soft weight (0.9)\n"
         "  --seed S            batch order (1)\n"
+        "  --threads N         threads of libkd (default: every core; see kd help train)\n"
         "  --data DIR          Fashion-MNIST's IDX files (" DEFAULT_DATA_DIR ")\n"
         "  --train PREFIX      IDX training set (DIR/train); --test PREFIX (DIR/t10k)\n"
         "\nexamples:\n"
@@ -127,6 +128,8 @@ static int parse(prune_opts *o, int argc, char **argv)
             if ((rc = number(a, v, 0, 10000, &x)) == EXIT_OK) o->prune_epochs = (int64_t)x;
         } else if (strcmp(a, "--batch") == 0) {
             if ((rc = number(a, v, 1, 1 << 20, &x)) == EXIT_OK) o->batch = (int64_t)x;
+        } else if (strcmp(a, "--threads") == 0) {
+            rc = threads_option(v);
         } else if (strcmp(a, "--seed") == 0) {
             if ((rc = number(a, v, 0, 1e18, &x)) == EXIT_OK) o->seed = (uint64_t)x;
         } else {

@@ -18,7 +18,8 @@ typedef struct quant_options {
 static const char usage[] =
     "usage: kd quantize MODEL --calib DATA --out FILE [--calib-count N] [--calibration "
     "minmax|percentile]\n"
-    "                   [--percentile P] [--test DATA] [--seconds S] [--channels 1|3]\n";
+    "                   [--percentile P] [--test DATA] [--seconds S] [--channels 1|3]\n"
+    "                   [--threads N]\n";
 
 void quantize_help(FILE *f)
 {
@@ -99,6 +100,9 @@ static int parse(quant_options *o, int argc, char **argv)
                 fail_msg("--seconds %s: expected a time in (0, 600]", v);
                 return EXIT_USAGE;
             }
+        } else if (strcmp(a, "--threads") == 0) {
+            int rc = threads_option(v);
+            if (rc != EXIT_OK) return rc;
         } else if (strcmp(a, "--channels") == 0) {
             o->channels = (int)strtol(v, &end, 10);
             if (*end != '\0' || (o->channels != 1 && o->channels != 3)) {

@@ -113,6 +113,8 @@ typedef struct options {
 int option_given(const options *o, const char *name);
 /* The single place that sets the number of threads the library's kernels use (--threads). */
 int set_threads(int n);
+/* --threads V for the commands with options of their own (quantize, prune): checked, then set. */
+int threads_option(const char *v);
 /* The default before any option: KD_THREADS (checked: -1 with a message when malformed), else
  * OMP_NUM_THREADS or OPENBLAS_NUM_THREADS, else every core (shared among the MPI ranks of this
  * host). */

@@ -6,6 +6,21 @@
 #include "common.h"
 #include "parallel.h"
 
+int threads_option(const char *v)
+{
+    char *end;
+    long n = strtol(v, &end, 10);
+    if (end == v || *end != '\0' || n < 0 || n > 1024) {
+        fail_msg("--threads %s: expected a number of threads, 1 to 1024, or 0 for every core", v);
+        return EXIT_USAGE;
+    }
+    if (set_threads((int)n) != 0) {
+        fail_msg("--threads: this libkd cannot set its number of threads");
+        return EXIT_RUNTIME;
+    }
+    return EXIT_OK;
+}
+
 /* 0 (every core) is resolved to the count once, not looked up at every loop. */
 int set_threads(int n)
 {
