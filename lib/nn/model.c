@@ -525,29 +525,44 @@ kd_status kd_model_evaluate(kd_model *m, const float *x, const int32_t *labels, 
         if (labels[i] < 0 || labels[i] >= classes)
             return kdi_fail(KD_ERR_ARGUMENT, "label %d of example %lld is not in 0..%lld",
                             (int)labels[i], (long long)i, (long long)classes - 1);
-    /* Checked whole first, so no batch fails after confusion has counted earlier ones (and the
-     * batches need no check of their own). */
     if (batch > n) batch = n;
     KDI_TRY(kdi_model_check_size(m, batch));
     int64_t values;
     if (!kdi_mul_ok(n, in, &values))
         return kdi_fail(KD_ERR_ARGUMENT, "n %lld is not a usable size", (long long)n);
-    if (!kdi_all_finite(x, values)) return kdi_fail(KD_ERR_NUMERIC, "x holds NaN or infinity");
     KDI_TRY(kdi_buf_reserve(&m->eval, batch * classes));
-    int64_t hits = 0;
-    for (int64_t start = 0; start < n; start += batch) {
+    /* Each batch is checked for NaN right before its forward pass, which then reads it from cache
+     * (a scan of the whole input first read it from memory twice: 5% of kd eval on one thread);
+     * the predictions are counted only once every batch has passed, so a failed call changes
+     * none of the outputs. */
+    int32_t *pred = kdi_malloc(sizeof *pred * (size_t)n);
+    if (pred == NULL)
+        return kdi_fail(KD_ERR_NOMEM, "cannot allocate %lld predictions", (long long)n);
+    kd_status st = KD_OK;
+    for (int64_t start = 0; start < n && st == KD_OK; start += batch) {
         int64_t rows = n - start < batch ? n - start : batch;
-        KDI_TRY(run(m, x + start * in, rows, m->eval.data, 0));
-        for (int64_t r = 0; r < rows; r++) {
+        if (!kdi_all_finite(x + start * in, rows * in)) {
+            st = kdi_fail(KD_ERR_NUMERIC, "x holds NaN or infinity (in examples %lld to %lld)",
+                          (long long)start, (long long)(start + rows - 1));
+            break;
+        }
+        st = run(m, x + start * in, rows, m->eval.data, 0);
+        for (int64_t r = 0; r < rows && st == KD_OK; r++) {
             const float *z = m->eval.data + r * classes;
-            int64_t best = 0;
+            int32_t best = 0;
             for (int64_t c = 1; c < classes; c++)
-                if (z[c] > z[best]) best = c;
-            int32_t y = labels[start + r];
-            hits += best == y;
-            if (confusion != NULL) confusion[(int64_t)y * classes + best]++;
+                if (z[c] > z[best]) best = (int32_t)c;
+            pred[start + r] = best;
         }
     }
-    *correct = hits;
-    return KD_OK;
+    if (st == KD_OK) {
+        int64_t hits = 0;
+        for (int64_t i = 0; i < n; i++) {
+            hits += pred[i] == labels[i];
+            if (confusion != NULL) confusion[(int64_t)labels[i] * classes + pred[i]]++;
+        }
+        *correct = hits;
+    }
+    kdi_free(pred);
+    return st;
 }
