@@ -1274,10 +1274,12 @@ class Tensors(_Handle):
         return bool(found.value)
 
     def __setitem__(self, name, value):
-        """value: (array.array of typecode 'f', 'i', 'q', 'b' or 'B', shape)."""
+        """value: (array.array of typecode 'f', 'i', 'q', 'b' or 'B', shape); ValueError when
+        len(array) is not the product of shape."""
         data, shape = value
         dtype = {"f": DTYPE_F32, "i": DTYPE_I32, "q": DTYPE_I64, "b": DTYPE_I8,
                  "B": DTYPE_U8}[data.typecode]
+        _check_count(data, shape)
         dims = (_I64 * max(1, len(shape)))(*shape)
         address = data.buffer_info()[0] if len(data) else None
         lib().kd_tensors_set(self._h, name.encode(), dtype, len(shape), dims, address)
@@ -1299,9 +1301,23 @@ class Tensors(_Handle):
         lib().kd_tensors_remove(self._h, name.encode())
 
 
+def _check_count(data, shape):
+    """data holds exactly the values shape says (libkd reads that many from its address)."""
+    count = 1
+    for d in shape:
+        if d < 0:
+            raise ValueError("shape %r has a negative dimension" % (tuple(shape),))
+        count *= d
+    if len(data) != count:
+        raise ValueError("shape %r takes %d values, the data has %d"
+                         % (tuple(shape), count, len(data)))
+
+
 def save_npy(path, data, shape):
-    """Writes array.array data (typecode 'f', 'i' or 'q') of shape as a NumPy .npy file."""
+    """Writes array.array data (typecode 'f', 'i' or 'q') of shape as a NumPy .npy file.
+    ValueError when len(data) is not the product of shape."""
     dtype = {"f": DTYPE_F32, "i": DTYPE_I32, "q": DTYPE_I64}[data.typecode]
+    _check_count(data, shape)
     dims = (_I64 * max(1, len(shape)))(*shape)
     lib().kd_npy_save(os.fsencode(path), dtype, len(shape), dims,
                       data.buffer_info()[0] if len(data) else None)

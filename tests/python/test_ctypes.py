@@ -889,6 +889,21 @@ class NamedTensors(KdTestCase):
         self.assertEqual(len(back), 2)
         self.assertFailsWith(kd.ERR_IO, kd.Tensors.load, os.path.join(DATA, "absent"))
 
+    def test_data_shorter_than_its_shape_is_refused(self):
+        # libkd reads the product of the shape's values from the array's address: a shorter array
+        # had sent heap bytes into the file
+        t = kd.Tensors()
+        with self.assertRaises(ValueError):
+            t["w"] = (array.array("f", [1, 2, 3]), (16,))
+        self.assertNotIn("w", t)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "g.npy")
+            with self.assertRaises(ValueError):
+                kd.save_npy(path, array.array("f", [1, 2, 3]), (4, 4))
+            self.assertFalse(os.path.exists(path))
+            kd.save_npy(path, array.array("f", [1, 2, 3, 4]), (2, 2))
+            self.assertTrue(os.path.exists(path))
+
 
 class NumpyData(KdTestCase):
     def test_npy_and_npz(self):
