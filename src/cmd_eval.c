@@ -196,6 +196,15 @@ static int side_by_side(const options *o)
     int n = 0;
     paths[n++] = o->positional;
     for (int i = 0; i < o->nmore; i++) paths[n++] = o->more[i];
+    if (o->report_dir != NULL && o->quiet) {
+        fail_msg("--report shows the models' measurements, which -q leaves out: drop one of them");
+        return EXIT_USAGE;
+    }
+    /* the report's place before the measuring, as train and distill check theirs */
+    if (o->report_dir != NULL) {
+        int out = check_output_dir("the report", o->report_dir);
+        if (out != EXIT_OK) return out;
+    }
     dataset_pair d;
     int rc = load_data(o, 0, 1, &d);
     for (int i = 0; i < n && rc == EXIT_OK; i++) rc = one_model(o, paths[i], d.test, &st[i]);
@@ -222,7 +231,9 @@ static int side_by_side(const options *o)
                  d.test_prefix, o->batch, kd_version(), kd_kernels_name());
         report rep = {"Models side by side", subtitle, NULL, NULL, 0, st, n, 0, NULL, 0};
         rc = report_write(o->report_dir, &rep);
-        if (rc == EXIT_OK && !o->quiet) printf("\nreport: %s/index.html\n", o->report_dir);
+        /* on stderr under --json, so the standard output stays one JSON document */
+        if (rc == EXIT_OK)
+            fprintf(o->json ? stderr : stdout, "\nreport: %s/index.html\n", o->report_dir);
     }
     if (d.test != NULL) free_data(&d);
     return rc;

@@ -337,6 +337,7 @@ typedef struct progress {
     int mode; /* 0 quiet, 1 plain lines, 2 terminal bar */
     int unicode;
     FILE *log;             /* --log FILE.jsonl, or NULL */
+    int log_fresh;         /* a new run's log: emptied at its first epoch, not at the start */
     const char *eval_name; /* what per-epoch accuracy is measured on: "test" or "val" */
     const char *run, *key;
     int epoch, epochs, first_epoch;

@@ -46,8 +46,11 @@ int progress_open(progress *p, const options *o)
         signal(SIGTERM, on_signal);
     }
     if (o->log_path != NULL) {
-        /* A resumed run adds its epochs to the log the first run started. */
-        p->log = fopen(o->log_path, o->resume ? "a" : "w");
+        /* A resumed run adds its epochs to the log the first run started. A new run empties an
+         * old log only when it writes its first epoch, so a run refused before training (a typo
+         * in a data path) leaves the old log as it was. */
+        p->log = fopen(o->log_path, "a");
+        p->log_fresh = !o->resume;
         if (p->log == NULL) {
             fail_msg("cannot write the log %s: %s", o->log_path, strerror(errno));
             return EXIT_RUNTIME;
@@ -138,9 +141,15 @@ void progress_step(progress *p, int epoch, int64_t step, double loss, double acc
     fflush(stdout);
 }
 
-static void log_epoch(const progress *p, const epoch_rec *r)
+static void log_epoch(progress *p, const epoch_rec *r)
 {
     if (p->log == NULL) return;
+    if (p->log_fresh) {
+        fflush(p->log);
+        if (ftruncate(fileno(p->log), 0) != 0) /* then the epochs follow the old lines */
+            clearerr(p->log);
+        p->log_fresh = 0;
+    }
     fprintf(
         p->log,
         "{\"run\":\"%s\",\"epoch\":%d,\"epochs\":%d,\"loss\":%.6g,\"ce\":%.6g,\"train_acc\":%.4f,"

@@ -288,6 +288,17 @@ expect "kd eval of several models side by side" 0 "^teacher-int8.safetensors .*i
     "$KD" eval "$T" "$Q" "$TMP/qat.safetensors" --test "$TEST" --seconds 0.05 --report "$TMP/side"
 check "its report has the throughput column" grep -q "<th>throughput</th>" "$TMP/side/index.html"
 expect "kd eval --json of several models" 0 '^\[{"model":' "$KD" eval "$T" "$Q" --test "$TEST" --json --seconds 0.05
+# --json with --report: the standard output stays one JSON document (the report's path on stderr)
+if "$KD" eval "$T" --test "$TEST" --json --seconds 0.05 --report "$TMP/evrep" 2>/dev/null |
+    python3 -c 'import json, sys; json.load(sys.stdin)' && [ -s "$TMP/evrep/index.html" ]; then
+    pass "kd eval --json --report: one JSON document"
+else
+    fail "kd eval --json --report: the standard output is not one JSON document"
+fi
+expect "kd eval --report with -q" 2 "which -q leaves out" "$KD" eval "$T" --test "$TEST" -q \
+    --report "$TMP/evrep2"
+expect "kd eval --report onto a file" 1 "is not a directory" "$KD" eval "$T" --test "$TEST" \
+    --report "$T"
 expect "kd eval --quiet of several models" 0 "^[0-9.]*$" "$KD" eval "$T" "$Q" --test "$TEST" --quiet
 expect "kd info of an int8 model says int8" 0 "int8 weights, int32 biases" "$KD" info "$Q"
 # ---- end qat
@@ -510,6 +521,14 @@ refused "--checkpoint in a missing directory" 1 "cannot write $TMP/none/ck" \
     "$KD" $QUICK --out "$TMP/o.safetensors" --checkpoint "$TMP/none/ck"
 refused "--log in a missing directory" 1 "cannot write $TMP/none/l.jsonl" \
     "$KD" $QUICK --out "$TMP/o.safetensors" --log "$TMP/none/l.jsonl"
+printf 'an old line\n' >"$TMP/keep.jsonl"
+refused "a run refused for its data" 1 "no training set" "$KD" train --model 784-16-10 \
+    --train "$TMP/none" --test "$TEST" --epochs 1 --out "$TMP/o.safetensors" --log "$TMP/keep.jsonl"
+if [ "$(cat "$TMP/keep.jsonl")" = "an old line" ]; then
+    pass "a refused run leaves the old --log as it was"
+else
+    fail "a refused run emptied the old --log"
+fi
 refused "distill --out a directory" 1 "it is a directory" "$KD" distill --teacher "$T" \
     --student 784-16-10 --epochs 1 $SETS --out "$TMP"
 # An output that is an input, or another output, would destroy it: refused (exit 2).
