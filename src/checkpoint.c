@@ -107,6 +107,16 @@ int checkpoint_peek(const char *path, uint64_t *fingerprint, char *options, size
     return 1;
 }
 
+int checkpoint_options(const char *path, char *options, size_t size)
+{
+    char side[4200];
+    uint64_t fingerprint;
+    static history scratch; /* large; one per process */
+    sidecar(path, side, sizeof side);
+    return access(path, F_OK) == 0 &&
+           history_read(side, &fingerprint, &scratch, options, size) == 0;
+}
+
 int checkpoint_load(const char *path, kd_trainer *t, kd_optimizer *o, uint64_t fingerprint,
                     int64_t steps_per_epoch, history *h)
 {

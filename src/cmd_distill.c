@@ -136,6 +136,7 @@ static void protocol(const options *o, run_config *c)
     c->weight_decay = o->weight_decay;
     c->min_lr = o->min_lr;
     c->warmup_epochs = o->warmup_epochs;
+    c->warmup_auto = o->warmup_auto;
     c->clip_norm = o->clip_norm;
     c->nesterov = o->nesterov;
     c->cosine = o->cosine;
@@ -233,6 +234,7 @@ static int own_teacher(state *s)
     c.spec = spec;
     c.epochs = o->teacher_epochs;
     c.warmup_epochs = o->warmup_auto ? 0 : o->warmup_epochs; /* the students' default is theirs */
+    c.warmup_auto = 0;
     c.keep_best = 0; /* its cache key does not say which epoch */
     c.naugment = 0;  /* nor how the batches were augmented: --augment is for the students */
     c.temperature = 1.0f;

@@ -263,6 +263,7 @@ struct run_config {
     const char *spec;
     uint64_t seed;
     int epochs, batch, warmup_epochs;
+    int warmup_auto; /* warmup_epochs is the default, which follows --epochs */
     float lr, momentum, weight_decay, min_lr, clip_norm, temperature, alpha, beta, gamma;
     int nesterov, cosine, optimizer, method; /* method: a kd_loss_kind */
     int standardize;                         /* KD_LOSS_LOGIT_STANDARDIZE */
@@ -321,6 +322,9 @@ int checkpoint_save(const char *path, kd_trainer *t, uint64_t fingerprint, const
  * to say which option differs. 0 when there is no checkpoint, 1 when read, -1 (printed) when the
  * sidecar cannot be read. */
 int checkpoint_peek(const char *path, uint64_t *fingerprint, char *options, size_t size);
+/* The options of the run that wrote the checkpoint at path: 1, or 0 (none, or unreadable) without
+ * a message (checkpoint_peek says why, later). */
+int checkpoint_options(const char *path, char *options, size_t size);
 /* 1 if a checkpoint was loaded, 0 if none exists, EXIT_RUNTIME-style -1 on error (printed).
  * steps_per_epoch checks the trainer's position against the history. */
 int checkpoint_load(const char *path, kd_trainer *t, kd_optimizer *o, uint64_t fingerprint,

@@ -703,9 +703,29 @@ void run_options(const options *o, run_config *c)
     c->augment_amount = o->augment_amount;
 }
 
-int run_training(const run_config *c, const kd_dataset *train, const kd_dataset *eval,
+/* --resume with more --epochs and the default warm-up: the warm-up the checkpoint's run had (the
+ * default follows --epochs, 2 epochs at most half the run, so a run of 2 to 3 epochs would
+ * otherwise differ from its own extension by its warm-up and be refused). */
+static const run_config *resumed_warmup(const run_config *c, run_config *copy)
+{
+    char then[4096];
+    size_t len = 0;
+    if (!c->warmup_auto || !c->resume || c->checkpoint == NULL ||
+        !checkpoint_options(c->checkpoint, then, sizeof then))
+        return c;
+    const char *w = described(then, "--warmup-epochs", &len);
+    int was = w != NULL ? atoi(w) : c->warmup_epochs;
+    if (w == NULL || was == c->warmup_epochs || was < 0 || was > c->epochs) return c;
+    *copy = *c;
+    copy->warmup_epochs = was;
+    return copy;
+}
+
+int run_training(const run_config *c_given, const kd_dataset *train, const kd_dataset *eval,
                  const kd_dataset *test, progress *p, run_result *out)
 {
+    run_config copy;
+    const run_config *c = resumed_warmup(c_given, &copy);
     memset(out, 0, sizeof *out);
     int64_t n, ch, hh, ww, classes;
     kd_dataset_size(train, &n);

@@ -321,6 +321,13 @@ expect "a distill checkpoint resumed by kd train names both commands" 2 \
     "ck is of a kd distill run, not of kd train: resume it with the command that wrote it" \
     "$KD" train --model 784-64-10 --epochs 4 --seed 7 $SETS --quiet --out "$TMP/other.safetensors" \
     --checkpoint "$TMP/ck" --resume
+# A short run extended with --resume --epochs: the default warm-up (2 epochs, at most half the run)
+# is the checkpoint's, not the longer run's (2 epochs then 4 had been refused: "--warmup-epochs is 2
+# but was 1").
+SHORT="distill --teacher $T --student 784-16-10 --seed 7 $SETS --quiet --no-compare"
+"$KD" $SHORT --epochs 2 --out "$TMP/short.safetensors" --checkpoint "$TMP/sck" >/dev/null 2>&1
+expect "a 2-epoch distill extends to 4 with --resume" 0 "distilled student" \
+    "$KD" $SHORT --epochs 4 --out "$TMP/short4.safetensors" --checkpoint "$TMP/sck" --resume
 
 # ---------------------------------------------------------------- your own data (issue 13)
 # The subset again as .npy, .npz, .csv and an ImageFolder, written by make_byod.py (standard
