@@ -66,8 +66,11 @@ static void print_text(const options *o, const kd_model *m, const char *test, co
     for (int64_t i = 0; i < r->classes; i++) {
         int64_t total;
         double acc = class_acc(r, i, &total);
-        printf("%5lld  %-12s %7.2f%% %8lld\n", (long long)i, class_name(o, r, i), acc,
-               (long long)total);
+        if (total == 0) /* a test set with only some of the model's classes */
+            printf("%5lld  %-12s %8s %8lld\n", (long long)i, class_name(o, r, i), "-", 0LL);
+        else
+            printf("%5lld  %-12s %7.2f%% %8lld\n", (long long)i, class_name(o, r, i), acc,
+                   (long long)total);
     }
     print_confusion(r);
     char thr[32];
@@ -90,7 +93,11 @@ static void print_json(const options *o, const kd_model *m, const char *test, co
            (long long)r->correct, 100.0 * (double)r->correct / (double)r->n);
     for (int64_t i = 0; i < r->classes; i++) {
         int64_t total;
-        printf("%s%.4f", i ? "," : "", class_acc(r, i, &total));
+        double acc = class_acc(r, i, &total);
+        if (total == 0)
+            printf("%snull", i ? "," : "");
+        else
+            printf("%s%.4f", i ? "," : "", acc);
     }
     printf("],\"confusion\":[");
     for (int64_t i = 0; i < r->classes; i++) {
@@ -144,7 +151,7 @@ static int one_model(const options *o, const char *path, const kd_dataset *test,
     if (loaded != EXIT_OK) return loaded;
     int64_t n, correct = 0;
     kd_dataset_size(test, &n);
-    int rc = check_fits(path, m, test, NULL);
+    int rc = check_fits_eval(path, m, test);
     if (rc == EXIT_OK) {
         kd_status s = kd_model_evaluate(m, kd_dataset_images(test), kd_dataset_labels(test), n,
                                         EVAL_BATCH, &correct, NULL);
@@ -248,7 +255,7 @@ int cmd_eval(const options *o)
     dataset_pair d;
     int rc = load_data(o, 0, 1, &d);
     eval_result r = {0};
-    if (rc == EXIT_OK) rc = check_fits("model", m, d.test, NULL);
+    if (rc == EXIT_OK) rc = check_fits_eval("model", m, d.test);
     if (rc == EXIT_OK) rc = measure(o, m, d.test, &r);
     if (rc == EXIT_OK) {
         if (o->json)

@@ -308,6 +308,9 @@ void run_options(const options *o, run_config *c);
 int64_t data_classes(const kd_dataset *train, const kd_dataset *test);
 /* m takes the data's examples and has one output a class; else one line and EXIT_USAGE. */
 int check_fits(const char *what, kd_model *m, const kd_dataset *train, const kd_dataset *test);
+/* The same for a test set alone, whose numbered labels may cover only some of the model's classes
+ * (labels 0 to 4 for a 10-class model); named classes must still match. */
+int check_fits_eval(const char *what, kd_model *m, const kd_dataset *test);
 /* Top-1 accuracy in percent on a labelled set. */
 int test_accuracy(kd_model *m, const kd_dataset *test, double *accuracy);
 

@@ -299,6 +299,26 @@ expect "kd eval --report with -q" 2 "which -q leaves out" "$KD" eval "$T" --test
     --report "$TMP/evrep2"
 expect "kd eval --report onto a file" 1 "is not a directory" "$KD" eval "$T" --test "$TEST" \
     --report "$T"
+# A test set holding only some of the model's classes (labels 0 to 4 of 10) is evaluated; the
+# classes it lacks show "-" (it was refused: "its last layer must have 5").
+if command -v python3 >/dev/null 2>&1 && python3 - "$TEST" "$TMP/half" <<'PY'
+import gzip, sys
+src, dst = sys.argv[1], sys.argv[2]
+x = gzip.open(src + "-images-idx3-ubyte.gz").read()
+y = gzip.open(src + "-labels-idx1-ubyte.gz").read()
+keep = [i for i in range(len(y) - 8) if y[8 + i] < 5]
+with gzip.open(dst + "-images-idx3-ubyte.gz", "wb") as f:
+    f.write(x[:4] + len(keep).to_bytes(4, "big") + x[8:16])
+    f.write(b"".join(x[16 + 784 * i:16 + 784 * (i + 1)] for i in keep))
+with gzip.open(dst + "-labels-idx1-ubyte.gz", "wb") as f:
+    f.write(y[:4] + len(keep).to_bytes(4, "big") + bytes(y[8 + i] for i in keep))
+PY
+then
+    expect "kd eval of a test set with 5 of the model's 10 classes" 0 "^    9  *- *0$" \
+        "$KD" eval "$T" --test "$TMP/half" --seconds 0.05
+else
+    skip "kd eval of a test set with some classes: python3 cannot write it"
+fi
 expect "kd eval --quiet of several models" 0 "^[0-9.]*$" "$KD" eval "$T" "$Q" --test "$TEST" --quiet
 expect "kd info of an int8 model says int8" 0 "int8 weights, int32 biases" "$KD" info "$Q"
 # ---- end qat
