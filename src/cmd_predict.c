@@ -3,6 +3,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "common.h"
 
@@ -33,9 +34,16 @@ static void argmax_rows(const float *z, int64_t n, int64_t k, int64_t *cls)
     }
 }
 
+/* To a file --out: built in memory, then written atomically (temporary file and rename, as the
+ * .npy and the models), so an interrupted or failed write leaves no half file. A device or a pipe
+ * (/dev/stdout, a FIFO) is written directly: a rename would replace it. */
 static int write_csv(const options *o, const float *z, const int64_t *cls, int64_t n, int64_t k)
 {
-    FILE *f = o->out != NULL ? fopen(o->out, "w") : stdout;
+    char *text = NULL;
+    size_t len = 0;
+    struct stat sb;
+    int atomic = o->out != NULL && (stat(o->out, &sb) != 0 || S_ISREG(sb.st_mode));
+    FILE *f = atomic ? open_memstream(&text, &len) : o->out != NULL ? fopen(o->out, "w") : stdout;
     if (f == NULL) {
         fail_msg("cannot write %s: %s", o->out, strerror(errno));
         return EXIT_RUNTIME;
@@ -53,6 +61,10 @@ static int write_csv(const options *o, const float *z, const int64_t *cls, int64
     }
     int bad = ferror(f);
     if (f != stdout) bad |= fclose(f) != 0;
+    if (atomic) {
+        bad = bad || write_atomic(o->out, text, len) != 0;
+        free(text);
+    }
     if (!bad) return EXIT_OK;
     fail_msg("cannot write %s: %s", o->out != NULL ? o->out : "the standard output",
              strerror(errno));
