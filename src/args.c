@@ -626,6 +626,20 @@ static int check_applies(const options *o)
                 return refuse(o, off[k][0], off[k][1]);
         }
     }
+    /* the data options that only some formats read: a .csv's label column, a .npz's arrays */
+    const char *data[] = {o->train_prefix, o->test_prefix, o->input};
+    int csv = 0, npz = 0;
+    for (size_t k = 0; k < sizeof data / sizeof data[0]; k++) {
+        size_t len = data[k] != NULL ? strlen(data[k]) : 0;
+        csv |= len > 4 && strcmp(data[k] + len - 4, ".csv") == 0;
+        npz |= len > 4 && strcmp(data[k] + len - 4, ".npz") == 0;
+    }
+    if (!csv && option_given(o, "--label-column"))
+        return refuse(o, "--label-column", "to data without a .csv file (it names a CSV column)");
+    if (!npz && option_given(o, "--x-name"))
+        return refuse(o, "--x-name", "to data without a .npz file (it names an array in one)");
+    if (!npz && option_given(o, "--y-name"))
+        return refuse(o, "--y-name", "to data without a .npz file (it names an array in one)");
     if (o->force && o->resume) return refuse(o, "--force", "with --resume (which continues)");
     if (o->force && o->checkpoint == NULL)
         return refuse(o, "--force", "without --checkpoint (it allows overwriting one)");

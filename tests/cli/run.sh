@@ -299,6 +299,10 @@ expect "kd eval --report with -q" 2 "which -q leaves out" "$KD" eval "$T" --test
     --report "$TMP/evrep2"
 expect "kd eval --report onto a file" 1 "is not a directory" "$KD" eval "$T" --test "$TEST" \
     --report "$T"
+expect "--label-column without a .csv is refused" 2 "--label-column does not apply to data without" \
+    "$KD" eval "$T" --test "$TEST" --label-column label
+expect "--x-name without a .npz is refused" 2 "--x-name does not apply to data without" \
+    "$KD" eval "$T" --test "$TEST" --x-name images
 # A test set holding only some of the model's classes (labels 0 to 4 of 10) is evaluated; the
 # classes it lacks show "-" (it was refused: "its last layer must have 5").
 if command -v python3 >/dev/null 2>&1 && python3 - "$TEST" "$TMP/half" <<'PY'
