@@ -362,28 +362,16 @@ static int same_file(const char *a, const char *b)
            strcmp(base_name(a), base_name(b)) == 0;
 }
 
-/* The files a run reads: its teachers, logits, config, and the data's files (an IDX prefix's four
- * names, or the file itself). n at most 32. */
-static int input_files(const options *o, const char **in, char (*buf)[PATH_MAX])
+/* The files a run reads: its teachers, logits, config, and its data (files, or IDX prefixes that
+ * check_not_input expands). n at most 32. */
+static int input_files(const options *o, const char **in)
 {
-    int n = 0, b = 0;
+    int n = 0;
     for (int i = 0; i < o->nteachers && n < 24; i++) in[n++] = o->teachers[i];
-    const char *single[] = {o->teacher_logits, o->config,     o->train_y, o->test_y,
-                            o->input,          o->positional, o->init};
-    for (size_t i = 0; i < sizeof single / sizeof single[0] && n < 28; i++)
+    const char *single[] = {o->teacher_logits, o->config, o->train_y,      o->test_y,     o->input,
+                            o->positional,     o->init,   o->train_prefix, o->test_prefix};
+    for (size_t i = 0; i < sizeof single / sizeof single[0] && n < 32; i++)
         if (single[i] != NULL) in[n++] = single[i];
-    static const char *const idx[] = {"-images-idx3-ubyte.gz", "-labels-idx1-ubyte.gz",
-                                      "-images-idx3-ubyte",    "-labels-idx1-ubyte",
-                                      "-images.idx3-ubyte",    "-labels.idx1-ubyte"};
-    const char *sets[] = {o->train_prefix, o->test_prefix};
-    for (int s = 0; s < 2; s++) {
-        if (sets[s] == NULL) continue;
-        if (n < 32) in[n++] = sets[s];
-        for (size_t k = 0; k < sizeof idx / sizeof idx[0] && n < 32 && b < 12; k++) {
-            snprintf(buf[b], PATH_MAX, "%s%s", sets[s], idx[k]);
-            in[n++] = buf[b++];
-        }
-    }
     return n;
 }
 
@@ -391,19 +379,14 @@ static int input_files(const options *o, const char **in, char (*buf)[PATH_MAX])
  * (the run would overwrite what it reads, or one result would replace another). */
 static int check_distinct(const options *o, const char *model)
 {
-    const char *out[6] = {model, o->log_path, o->checkpoint};
-    const char *names[6] = {"--out", "--log", "--checkpoint"};
+    const char *out[3] = {model, o->log_path, o->checkpoint};
+    const char *names[3] = {"--out", "--log", "--checkpoint"};
     const char *in[32];
-    static char buf[12][PATH_MAX];
-    int n = input_files(o, in, buf);
+    int n = input_files(o, in);
     for (int i = 0; i < 3; i++) {
         if (out[i] == NULL) continue;
-        for (int j = 0; j < n; j++)
-            if (same_file(out[i], in[j])) {
-                fail_msg("%s %s is a file this run reads (%s); give another path", names[i], out[i],
-                         in[j]);
-                return EXIT_USAGE;
-            }
+        int rc = check_not_input(names[i], out[i], in, n);
+        if (rc != EXIT_OK) return rc;
         for (int j = i + 1; j < 3; j++)
             if (out[j] != NULL && same_file(out[i], out[j])) {
                 fail_msg("%s and %s name the same file %s; give each its own", names[i], names[j],
@@ -414,20 +397,22 @@ static int check_distinct(const options *o, const char *model)
     return EXIT_OK;
 }
 
+/* An input as given, and as an IDX prefix: its images and labels files. */
+static const char *const idx_names[] = {"",
+                                        "-images-idx3-ubyte.gz",
+                                        "-labels-idx1-ubyte.gz",
+                                        "-images-idx3-ubyte",
+                                        "-labels-idx1-ubyte",
+                                        "-images.idx3-ubyte",
+                                        "-labels.idx1-ubyte"};
+
 int check_not_input(const char *flag, const char *out, const char *const *inputs, int n)
 {
-    static const char *const idx[] = {"",
-                                      "-images-idx3-ubyte.gz",
-                                      "-labels-idx1-ubyte.gz",
-                                      "-images-idx3-ubyte",
-                                      "-labels-idx1-ubyte",
-                                      "-images.idx3-ubyte",
-                                      "-labels.idx1-ubyte"};
     char path[PATH_MAX];
     for (int i = 0; i < n; i++) {
         if (inputs[i] == NULL) continue;
-        for (size_t k = 0; k < sizeof idx / sizeof idx[0]; k++) {
-            if (snprintf(path, sizeof path, "%s%s", inputs[i], idx[k]) >= (int)sizeof path)
+        for (size_t k = 0; k < sizeof idx_names / sizeof idx_names[0]; k++) {
+            if (snprintf(path, sizeof path, "%s%s", inputs[i], idx_names[k]) >= (int)sizeof path)
                 continue;
             if (same_file(out, path)) {
                 fail_msg("%s %s is a file this run reads (%s); give another path", flag, out, path);
