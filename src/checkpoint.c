@@ -91,30 +91,34 @@ int checkpoint_save(const char *path, kd_trainer *t, uint64_t fingerprint, const
     return 0;
 }
 
-int checkpoint_peek(const char *path, uint64_t *fingerprint, char *options, size_t size)
+/* checkpoint_peek without a message: 0 no checkpoint, 1 read, -1 its sidecar unreadable. */
+static int peek(const char *path, uint64_t *fingerprint, char *options, size_t size)
 {
     char side[4200];
     sidecar(path, side, sizeof side);
     remove_stale_temps(side); /* what a killed run's sidecar save left; the library cleans path's */
     if (access(path, F_OK) != 0) return 0;
     static history scratch; /* large; one per process */
-    if (history_read(side, fingerprint, &scratch, options, size) != 0) {
+    return history_read(side, fingerprint, &scratch, options, size) == 0 ? 1 : -1;
+}
+
+int checkpoint_peek(const char *path, uint64_t *fingerprint, char *options, size_t size)
+{
+    int got = peek(path, fingerprint, options, size);
+    if (got < 0) {
+        char side[4200];
+        sidecar(path, side, sizeof side);
         fail_msg("the checkpoint %s has no readable %s (its run's options and history); remove "
                  "the checkpoint, or run without --resume",
                  path, side);
-        return -1;
     }
-    return 1;
+    return got;
 }
 
 int checkpoint_options(const char *path, char *options, size_t size)
 {
-    char side[4200];
     uint64_t fingerprint;
-    static history scratch; /* large; one per process */
-    sidecar(path, side, sizeof side);
-    return access(path, F_OK) == 0 &&
-           history_read(side, &fingerprint, &scratch, options, size) == 0;
+    return peek(path, &fingerprint, options, size) == 1;
 }
 
 int checkpoint_load(const char *path, kd_trainer *t, kd_optimizer *o, uint64_t fingerprint,
