@@ -6,12 +6,21 @@
 #include "common.h"
 #include "parallel.h"
 
-int threads_option(const char *v)
+/* s as a thread count: 1 to 1024, or 0 for every core. */
+static int thread_count(const char *s, long *n)
 {
     char *end;
-    long n = strtol(v, &end, 10);
-    if (end == v || *end != '\0' || n < 0 || n > 1024) {
-        fail_msg("--threads %s: expected a number of threads, 1 to 1024, or 0 for every core", v);
+    *n = strtol(s, &end, 10);
+    return end != s && *end == '\0' && *n >= 0 && *n <= 1024;
+}
+
+#define EXPECTED "expected a number of threads, 1 to 1024, or 0 for every core"
+
+int threads_option(const char *v)
+{
+    long n;
+    if (!thread_count(v, &n)) {
+        fail_msg("--threads %s: " EXPECTED, v);
         return EXIT_USAGE;
     }
     if (set_threads((int)n) != 0) {
@@ -44,30 +53,26 @@ int set_threads(int n)
 int default_threads(void)
 {
     const char *s = getenv("KD_THREADS");
-    char *end;
+    long v;
     if (s != NULL && *s != '\0') {
-        long v = strtol(s, &end, 10);
-        if (*end != '\0' || v < 0 || v > 1024) {
-            fail_msg("KD_THREADS=%s: expected a number of threads, 1 to 1024, or 0 for every core",
-                     s);
-            return -1;
-        }
-        return 0;
+        if (thread_count(s, &v)) return 0;
+        fail_msg("KD_THREADS=%s: " EXPECTED, s);
+        return -1;
     }
     static const char *const vars[] = {"OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"};
     for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++) {
+        char *end;
         s = getenv(vars[i]);
-        long v = s != NULL ? strtol(s, &end, 10) : 0;
+        v = s != NULL ? strtol(s, &end, 10) : 0;
         if (s != NULL && end != s && v >= 1) {
-            kd_set_threads(v > 1024 ? 1024 : (int32_t)v);
+            set_threads(v > 1024 ? 1024 : (int)v);
             return 0;
         }
     }
     int32_t n = 1;
-    if (kd_set_threads(0) != KD_OK || kd_get_threads(&n) != KD_OK) return 0;
+    if (set_threads(0) != 0 || kd_get_threads(&n) != KD_OK) return 0;
     int local = par_local_ranks();
     long online = sysconf(_SC_NPROCESSORS_ONLN);
-    if (local > 1 && online > 0 && n > online / local) n = (int32_t)(online / local);
-    kd_set_threads(n < 1 ? 1 : n);
+    if (local > 1 && online > 0 && n > online / local) set_threads((int)(online / local));
     return 0;
 }
