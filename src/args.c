@@ -630,9 +630,8 @@ static int check_applies(const options *o)
     const char *data[] = {o->train_prefix, o->test_prefix, o->input};
     int csv = 0, npz = 0;
     for (size_t k = 0; k < sizeof data / sizeof data[0]; k++) {
-        size_t len = data[k] != NULL ? strlen(data[k]) : 0;
-        csv |= len > 4 && strcmp(data[k] + len - 4, ".csv") == 0;
-        npz |= len > 4 && strcmp(data[k] + len - 4, ".npz") == 0;
+        csv |= data[k] != NULL && ends_with(data[k], ".csv");
+        npz |= data[k] != NULL && ends_with(data[k], ".npz");
     }
     if (!csv && option_given(o, "--label-column"))
         return refuse(o, "--label-column", "to data without a .csv file (it names a CSV column)");

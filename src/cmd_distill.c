@@ -324,12 +324,6 @@ static int plan_feature(state *s)
     return rc;
 }
 
-static int ends_with(const char *s, const char *suffix)
-{
-    size_t a = strlen(s), b = strlen(suffix);
-    return a >= b && strcmp(s + a - b, suffix) == 0;
-}
-
 /* --teacher-logits FILE: [n, classes] or [teachers, n, classes] float logits of the training set,
  * from a .npy (read as examples by kd_dataset_load_npy: [n, k] is k x 1 x 1, [t, n, k] is
  * 1 x n x k) or a safetensors file's tensor "logits". */

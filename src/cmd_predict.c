@@ -7,12 +7,6 @@
 
 #include "common.h"
 
-static int ends_with(const char *s, const char *suffix)
-{
-    size_t a = strlen(s), b = strlen(suffix);
-    return a >= b && strcmp(s + a - b, suffix) == 0;
-}
-
 /* Softmax of each row in place, shifted by its maximum so exp never overflows. */
 static void softmax_rows(float *z, int64_t n, int64_t k)
 {

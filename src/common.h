@@ -5,6 +5,7 @@
 
 #include <stdint.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "kd.h"
 
@@ -179,6 +180,13 @@ uint64_t hash_str(uint64_t h, const char *s);
 int hash_file(const char *path, uint64_t *h);
 /* Removes PATH.tmp.PID files (write_atomic's) whose process is gone: what a killed run left. */
 void remove_stale_temps(const char *path);
+/* 1 when s ends with suffix (a file's extension: ends_with(path, ".csv")). Inline: the option
+ * parser uses it, and the fuzz target links args.c alone. */
+static inline int ends_with(const char *s, const char *suffix)
+{
+    size_t a = strlen(s), b = strlen(suffix);
+    return a >= b && strcmp(s + a - b, suffix) == 0;
+}
 /* Writes data to path through a temporary file and a rename, so readers never see half a file. */
 int write_atomic(const char *path, const void *data, size_t n);
 /* "SGD momentum 0.9, lr 0.05 with cosine decay, batch 128, seed 1" */

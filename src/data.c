@@ -20,12 +20,6 @@ static int files_of(const char *prefix, char *images, char *labels, size_t size)
     return exists(images) && exists(labels);
 }
 
-static int has_suffix(const char *s, const char *suffix)
-{
-    size_t a = strlen(s), b = strlen(suffix);
-    return a >= b && strcmp(s + a - b, suffix) == 0;
-}
-
 /* The one file in dir whose name holds a key and ends like an IDX image file; 1 if found. */
 static int scan_dir(const char *dir, const char *const *keys, char *prefix, size_t size)
 {
@@ -35,8 +29,7 @@ static int scan_dir(const char *dir, const char *const *keys, char *prefix, size
     struct dirent *e;
     while ((e = readdir(d)) != NULL) {
         const char *name = e->d_name, *tail = strstr(name, "-images-idx3-ubyte");
-        if (tail == NULL || !(has_suffix(name, "-ubyte") || has_suffix(name, "-ubyte.gz")))
-            continue;
+        if (tail == NULL || !(ends_with(name, "-ubyte") || ends_with(name, "-ubyte.gz"))) continue;
         int match = 0;
         for (int k = 0; keys[k] != NULL; k++) match |= strstr(name, keys[k]) != NULL;
         if (!match) continue;
@@ -95,22 +88,22 @@ int load_user_data(const options *o, const char *path, const char *y_path, int l
     kd_status st;
     if (is_dir(path)) {
         st = kd_dataset_load_image_folder(path, o->channels, 0, 0, out);
-    } else if (has_suffix(path, ".npz")) {
+    } else if (ends_with(path, ".npz")) {
         st = kd_dataset_load_npz(path, o->x_name, labelled ? o->y_name : NULL, out);
-    } else if (has_suffix(path, ".npy")) {
+    } else if (ends_with(path, ".npy")) {
         if (labelled && y_path == NULL) {
             fail_msg("%s holds the examples; name their labels with --%s-y LABELS.npy", path,
                      path == o->test_prefix ? "test" : "train");
             return EXIT_USAGE;
         }
         st = kd_dataset_load_npy(path, labelled ? y_path : NULL, out);
-    } else if (has_suffix(path, ".csv")) {
+    } else if (ends_with(path, ".csv")) {
         if (labelled && o->label_column == NULL) {
             fail_msg("%s is a table: name its column of labels with --label-column NAME", path);
             return EXIT_USAGE;
         }
         st = kd_dataset_load_csv(path, o->label_column, out);
-    } else if (!labelled && (has_suffix(path, "-ubyte") || has_suffix(path, "-ubyte.gz"))) {
+    } else if (!labelled && (ends_with(path, "-ubyte") || ends_with(path, "-ubyte.gz"))) {
         st = kd_dataset_load_idx(path, NULL, out); /* an IDX image file alone */
     } else {
         st = kd_dataset_load_idx_prefix(path, out);
@@ -124,8 +117,8 @@ int load_user_data(const options *o, const char *path, const char *y_path, int l
 static int load_one(const options *o, int train, char *prefix, size_t size, kd_dataset **out)
 {
     const char *given = train ? o->train_prefix : o->test_prefix;
-    if (given != NULL && (is_dir(given) || has_suffix(given, ".npz") || has_suffix(given, ".npy") ||
-                          has_suffix(given, ".csv"))) {
+    if (given != NULL && (is_dir(given) || ends_with(given, ".npz") || ends_with(given, ".npy") ||
+                          ends_with(given, ".csv"))) {
         snprintf(prefix, size, "%s", given);
         return load_user_data(o, given, train ? o->train_y : o->test_y, 1, out);
     }
