@@ -398,16 +398,18 @@ static int gemm_is_small(int ta, int tb, int64_t m, int64_t n, int64_t k)
 static int gemm_route(int ta, int tb, int64_t m, int64_t n, int64_t k)
 {
     if (m <= 0 || n <= 0 || k <= 0) return KDI_GEMM_BY_GEMM;
+    if (gemm_is_small(ta, tb, m, n, k)) {
 #if VEC_W == 8
-    /* AVX2, measured on a Zen 3 (no AVX-512; bench/RESULTS.md, fourth session of 2026-11-30): in
-     * the upper half of the small band (2^20 to 2^21 multiply-adds: the ResNet's 3x3 and strided
-     * convolutions, one image a GEMM) the packed kernel took 0.6-1.0x the axpy form's time, and
-     * 0.8-1.1x OpenBLAS's Zen core; below it they tie, and GEMVs (m <= 2) stay on the dot form. */
-    if (m > KDI_GEMM_SMALL_ROWS && (double)m * (double)n * (double)k > KDI_GEMM_SMALL_MNK / 2 &&
-        gemm_is_small(ta, tb, m, n, k))
-        return KDI_GEMM_BY_PACKED;
+        /* AVX2, measured on a Zen 3 (no AVX-512; bench/RESULTS.md, fourth session of 2026-11-30):
+         * in the upper half of the small band (2^20 to 2^21 multiply-adds: the ResNet's 3x3 and
+         * strided convolutions, one image a GEMM) the packed kernel took 0.6-1.0x the axpy form's
+         * time, and 0.8-1.1x OpenBLAS's Zen core; below it they tie, and GEMVs (m <= 2) stay on
+         * the dot form. */
+        if (m > KDI_GEMM_SMALL_ROWS && (double)m * (double)n * (double)k > KDI_GEMM_SMALL_MNK / 2)
+            return KDI_GEMM_BY_PACKED;
 #endif
-    if (gemm_is_small(ta, tb, m, n, k)) return KDI_GEMM_BY_SMALL;
+        return KDI_GEMM_BY_SMALL;
+    }
 #if VEC_W == 16
     /* AVX-512: the packed kernel is 2x OpenBLAS's Haswell core (its choice on AMD Zen) and on par
      * with its AVX-512 cores on every shape bench_gemm_small times; with AVX2 it only ties. */
