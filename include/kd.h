@@ -187,7 +187,11 @@ KD_API void kd_model_destroy(kd_model *m);
  * name ("5.weight" for layer 5), as PyTorch's state_dict() lists both, is read when that tensor
  * equals the embedding's bit for bit, and refused otherwise (KD_ERR_FORMAT), here and in
  * kd_model_load_weights. Both share initial values: the embedding's N(0, 1), as nn.Embedding's
- * weight assigned to the head's nn.Linear (GPT-2's code re-initialises it to N(0, 0.02)). */
+ * weight assigned to the head's nn.Linear (GPT-2's code re-initialises it to N(0, 0.02)).
+ * Both also read the student out of a training checkpoint (kd_trainer_save), skipping the
+ * trainer's tensors, as PyTorch users load a checkpoint's model state dict. kd_model_load refuses
+ * (KD_ERR_FORMAT) a checkpoint written by libkd 0.1, which did not record the input normalisation
+ * (kd_model_set_normalization): resume it with kd_trainer_load and save the model instead. */
 KD_API kd_status kd_model_load(const char *path, kd_model **out);
 KD_API kd_status kd_model_save(const kd_model *m, const char *path);
 /* Copies every tensor of a safetensors file into m; names, shapes and dtype (F32) must match.
@@ -615,7 +619,9 @@ KD_API kd_status kd_trainer_step(kd_trainer *t, const float *x, const int32_t *l
  * embeddings ("crd.<k>.memory", "crd.<k>.next"; a checkpoint without them leaves the memory as it
  * is) -- in one safetensors file written to a temporary name and renamed. Loading into a trainer built the same way (same student
  * spec, optimizer kind and options, feature terms) continues bit for bit as if never stopped; a
- * failed load changes nothing. Teachers are not saved. */
+ * failed load changes nothing. Teachers are not saved. The student's tensors keep the model file's
+ * names, and its input normalisation is in the metadata ("kd.checkpoint.format" 2), so
+ * kd_model_load reads the student straight from a checkpoint. */
 KD_API kd_status kd_trainer_save(const kd_trainer *t, const char *path);
 /* Also removes what a killed save of path left, as kd_model_save does. */
 KD_API kd_status kd_trainer_load(kd_trainer *t, const char *path);

@@ -41,6 +41,17 @@ static void print_text(const char *path, kd_model *m, const kd_tensors *h)
     format_bytes((double)file_size(path), size, sizeof size);
     format_count(params, count, sizeof count);
     printf("file          %s (%s)\n", path, size);
+    const char *optimizer = NULL;
+    if (h != NULL) kd_tensors_get_meta(h, "kd.checkpoint", &optimizer);
+    if (optimizer != NULL) { /* kd_trainer_save's file: the student, then the trainer's state */
+        const void *data = NULL;
+        int64_t step = -1, bytes = 0;
+        if (kd_tensors_data(h, "optimizer.step", &data, &bytes) == KD_OK && bytes == 8)
+            memcpy(&step, data, 8);
+        printf("checkpoint    a training checkpoint: the student below, with %s state after step "
+               "%lld (--resume continues it)\n",
+               optimizer, (long long)step);
+    }
     printf("spec          %s\n", kd_model_spec(m));
     printf("architecture  %s\n", shape);
     int64_t vocab, length;

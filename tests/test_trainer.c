@@ -312,6 +312,76 @@ START_TEST(checkpoint_keeps_inner_dropout_streams)
 }
 END_TEST
 
+/* kd_model_load reads the student out of a checkpoint (format 2), normalisation included, and skips
+ * the trainer's tensors; a format-1 checkpoint (no kd.checkpoint.format: its normalisation was not
+ * recorded) is refused by kd_model_load, and kd_model_load_weights still reads its weights. */
+START_TEST(model_load_reads_a_checkpoint)
+{
+    char path[256], old[256];
+    snprintf(path, sizeof path, "%s/student.ckpt", kdt_tmpdir());
+    snprintf(old, sizeof old, "%s/student-format1.ckpt", kdt_tmpdir());
+    rig a = make_rig(model(STUDENT, 3), 4.0f, 0.0f, 0.05f);
+    const float mean[1] = {0.25f}, std[1] = {2.0f};
+    ck_assert_int_eq(kd_model_set_normalization(a.student, mean, std, 1), KD_OK);
+    data d;
+    float value;
+    make_data(&d, 1);
+    ck_assert_int_eq(kd_trainer_step(a.t, d.x, d.y, NULL, B, &value), KD_OK);
+    ck_assert_int_eq(kd_trainer_save(a.t, path), KD_OK);
+    kd_model *m = NULL;
+    ck_assert_msg(kd_model_load(path, &m) == KD_OK, "%s", kd_last_error());
+    ck_assert(same_weights(a.student, m));
+    float want[B * C], got[B * C];
+    ck_assert_int_eq(kd_model_predict(a.student, d.x, B, want), KD_OK);
+    ck_assert_int_eq(kd_model_predict(m, d.x, B, got), KD_OK);
+    ck_assert_mem_eq(want, got, sizeof want);
+    kd_model_destroy(m);
+
+    /* the same file without its format key: what libkd 0.1 wrote */
+    kd_tensors *h, *h1;
+    ck_assert_int_eq(kd_tensors_load(path, &h), KD_OK);
+    ck_assert_int_eq(kd_tensors_create(&h1), KD_OK);
+    int32_t n, nm;
+    ck_assert_int_eq(kd_tensors_count(h, &n), KD_OK);
+    for (int32_t i = 0; i < n; i++) {
+        const char *name;
+        kd_dtype dt;
+        int32_t ndim;
+        int64_t dims[KD_TENSORS_MAX_DIMS], nbytes;
+        const void *data;
+        ck_assert_int_eq(kd_tensors_name(h, i, &name), KD_OK);
+        ck_assert_int_eq(kd_tensors_info(h, name, &dt, &ndim, dims), KD_OK);
+        ck_assert_int_eq(kd_tensors_data(h, name, &data, &nbytes), KD_OK);
+        ck_assert_int_eq(kd_tensors_set(h1, name, dt, ndim, dims, data), KD_OK);
+    }
+    ck_assert_int_eq(kd_tensors_meta_count(h, &nm), KD_OK);
+    for (int32_t i = 0; i < nm; i++) {
+        const char *key, *v;
+        ck_assert_int_eq(kd_tensors_meta_key(h, i, &key), KD_OK);
+        ck_assert_int_eq(kd_tensors_get_meta(h, key, &v), KD_OK);
+        if (strcmp(key, "kd.checkpoint.format") != 0 && strncmp(key, "kd.normalize.", 13) != 0)
+            ck_assert_int_eq(kd_tensors_set_meta(h1, key, v), KD_OK);
+    }
+    ck_assert_int_eq(kd_tensors_save(h1, old), KD_OK);
+    kd_tensors_destroy(h1);
+    kd_tensors_destroy(h);
+    m = NULL;
+    ck_assert_int_eq(kd_model_load(old, &m), KD_ERR_FORMAT);
+    ck_assert_ptr_null(m);
+    ck_assert_ptr_nonnull(strstr(kd_last_error(), "older libkd"));
+    m = model(STUDENT, 9);
+    ck_assert_msg(kd_model_load_weights(m, old) == KD_OK, "%s", kd_last_error());
+    ck_assert(same_weights(a.student, m));
+    kd_model_destroy(m);
+    /* and a resume from it still works */
+    rig b = make_rig(model(STUDENT, 4), 4.0f, 0.0f, 0.05f);
+    ck_assert_msg(kd_trainer_load(b.t, old) == KD_OK, "%s", kd_last_error());
+    ck_assert(same_weights(a.student, b.student));
+    free_rig(&b);
+    free_rig(&a);
+}
+END_TEST
+
 START_TEST(bad_setup)
 {
     kd_model *s = model(STUDENT, 1), *other = model(STUDENT, 2);
@@ -363,6 +433,7 @@ int main(void)
     tcase_add_test(t, alpha_zero_trains_without_teacher);
     tcase_add_test(t, bad_setup);
     tcase_add_test(t, checkpoint_keeps_inner_dropout_streams);
+    tcase_add_test(t, model_load_reads_a_checkpoint);
     suite_add_tcase(s, t);
     return kdt_run(s);
 }

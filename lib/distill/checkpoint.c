@@ -12,7 +12,7 @@
 #include "io/atomic.h"
 #include "optim/optim.h"
 
-#define KIND_KEY "kd.checkpoint"
+#define KIND_KEY KDI_CHECKPOINT_KEY
 #define STEP_NAME "optimizer.step"
 
 /* Every tensor of a checkpoint, named: the student's, "optimizer.<param>.<state>",
@@ -166,9 +166,25 @@ static kd_status checkpoint_save(const kd_trainer *tr, const char *path)
     entries e;
     int64_t step = tr->opt->step;
     KDI_TRY(entries_build(tr, &step, &e));
-    const char *keys[] = {"kd.spec", KIND_KEY, "kd.version"};
-    const char *values[] = {tr->student->spec, tr->opt->ops->name, kd_version()};
-    kd_status st = kdi_st_write(path, e.t, e.n, keys, values, 3);
+    /* Format 2 records the student's input normalisation, so that kd_model_load can read the
+     * student from a checkpoint; format 1 (no key) did not. */
+    const kd_model *m = tr->student;
+    const char *keys[] = {"kd.spec",         KIND_KEY,
+                          "kd.version",      KDI_CHECKPOINT_FORMAT_KEY,
+                          KDI_NORM_MEAN_KEY, KDI_NORM_STD_KEY};
+    const char *values[6] = {m->spec, tr->opt->ops->name, kd_version(), "2", NULL, NULL};
+    int32_t nmeta = 4;
+    kd_status st = KD_OK;
+    char *mean = NULL, *std = NULL;
+    if (m->norm.channels > 0) {
+        values[nmeta++] = mean = kdi_norm_format(m->norm.mean, m->norm.channels);
+        values[nmeta++] = std = kdi_norm_format(m->norm.std, m->norm.channels);
+        if (mean == NULL || std == NULL)
+            st = kdi_fail(KD_ERR_NOMEM, "cannot format the normalisation");
+    }
+    if (st == KD_OK) st = kdi_st_write(path, e.t, e.n, keys, values, nmeta);
+    kdi_free(mean);
+    kdi_free(std);
     entries_free(&e);
     return st;
 }

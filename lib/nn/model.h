@@ -15,6 +15,11 @@ typedef struct kdi_norm {
 
 #define KDI_NORM_MEAN_KEY "kd.normalize.mean"
 #define KDI_NORM_STD_KEY "kd.normalize.std"
+/* A training checkpoint (distill/checkpoint.c) says so in its metadata: the optimizer's kind under
+ * KDI_CHECKPOINT_KEY, and from format 2 on "2" under KDI_CHECKPOINT_FORMAT_KEY (the student's input
+ * normalisation is then in the file, under the model file's keys). */
+#define KDI_CHECKPOINT_KEY "kd.checkpoint"
+#define KDI_CHECKPOINT_FORMAT_KEY "kd.checkpoint.format"
 
 struct kd_model {
     kdi_seq seq;

@@ -162,10 +162,13 @@ void kdi_model_copy_file(kd_model *m, const kdi_st_file *f)
     kdi_model_params_changed(m);
 }
 
-/* Validates every tensor first, then copies: a failure changes nothing. */
+/* Validates every tensor first, then copies: a failure changes nothing. A training checkpoint
+ * (kd_trainer_save) holds the student's tensors under the model's names beside the trainer's own
+ * (optimizer., rng., regressor., crd.), which are skipped. */
 static kd_status fill(kd_model *m, const kdi_st_file *f, const char *path)
 {
-    KDI_TRY(kdi_model_check_file(m, f, path, 1));
+    int checkpoint = kdi_st_meta(f, KDI_CHECKPOINT_KEY) != NULL;
+    KDI_TRY(kdi_model_check_file(m, f, path, !checkpoint));
     kdi_model_copy_file(m, f);
     return KD_OK;
 }
@@ -190,7 +193,17 @@ kd_status kd_model_load(const char *path, kd_model **out)
     const char *spec = kdi_st_meta(&f, SPEC_KEY);
     kd_model *m = NULL;
     kd_status st = KD_OK;
-    if (spec == NULL)
+    /* A checkpoint of format 1 did not record the input normalisation: its student would
+     * predict on inputs normalised differently from training. */
+    if (kdi_st_meta(&f, KDI_CHECKPOINT_KEY) != NULL &&
+        kdi_st_meta(&f, KDI_CHECKPOINT_FORMAT_KEY) == NULL)
+        st =
+            kdi_fail(KD_ERR_FORMAT,
+                     "%s is a training checkpoint of an older libkd, which did not record the "
+                     "input normalisation: resume the run from it (kd_trainer_load, kd's --resume) "
+                     "and save the model",
+                     path);
+    else if (spec == NULL)
         st = kdi_fail(KD_ERR_FORMAT,
                       "%s has no '" SPEC_KEY "' metadata: create the model from its spec and call "
                       "kd_model_load_weights",
