@@ -639,6 +639,13 @@ static int check_applies(const options *o)
         return refuse(o, "--x-name", "to data without a .npz file (it names an array in one)");
     if (!npz && option_given(o, "--y-name"))
         return refuse(o, "--y-name", "to data without a .npz file (it names an array in one)");
+    if (option_given(o, "--train-y") &&
+        (o->train_prefix == NULL || !ends_with(o->train_prefix, ".npy")))
+        return refuse(o, "--train-y",
+                      "unless --train is a .npy file (it names that file's labels)");
+    if (option_given(o, "--test-y") &&
+        (o->test_prefix == NULL || !ends_with(o->test_prefix, ".npy")))
+        return refuse(o, "--test-y", "unless --test is a .npy file (it names that file's labels)");
     if (o->force && o->resume) return refuse(o, "--force", "with --resume (which continues)");
     if (o->force && o->checkpoint == NULL)
         return refuse(o, "--force", "without --checkpoint (it allows overwriting one)");

@@ -40,7 +40,11 @@ void prune_help(FILE *f)
         "  --seed S            batch order (1)\n"
         "  --threads N         threads of libkd (default: every core; see kd help train)\n"
         "  --data DIR          Fashion-MNIST's IDX files (" DEFAULT_DATA_DIR ")\n"
-        "  --train PREFIX      IDX training set (DIR/train); --test PREFIX (DIR/t10k)\n"
+        "  --train DATA        the training set (DIR/train); --test DATA (DIR/t10k): an IDX\n"
+        "                      PREFIX, FILE.npz, FILE.npy (labels: --train-y / --test-y\n"
+        "                      FILE.npy), FILE.csv (labels: --label-column NAME) or an\n"
+        "                      ImageFolder DIR/, as for kd train (--x-name, --y-name,\n"
+        "                      --channels too)\n"
         "\nexamples:\n"
         "  kd prune student.safetensors --sparsity 0.8 --out sparse.safetensors\n"
         "  kd prune student.safetensors --sparsity 0.5 --structured --teacher big.safetensors \\\n"
@@ -49,7 +53,8 @@ void prune_help(FILE *f)
 }
 
 typedef struct prune_opts {
-    const char *model, *teacher, *out, *data, *train, *test;
+    const char *model, *teacher, *out;
+    options d; /* the data: --data, --train, --test and their formats' options, as train's */
     float sparsity, lr, temperature, alpha;
     int structured;
     int64_t epochs, prune_epochs, batch;
@@ -70,7 +75,7 @@ static int number(const char *opt, const char *v, double lo, double hi, double *
 
 static int parse(prune_opts *o, int argc, char **argv)
 {
-    *o = (prune_opts){.data = DEFAULT_DATA_DIR,
+    *o = (prune_opts){.d = {.data_dir = DEFAULT_DATA_DIR, .x_name = "x", .y_name = "y"},
                       .sparsity = -1.0f,
                       .lr = 0.01f,
                       .temperature = 4.0f,
@@ -109,12 +114,20 @@ static int parse(prune_opts *o, int argc, char **argv)
         else if (strcmp(a, "--out") == 0)
             o->out = v;
         else if (strcmp(a, "--data") == 0)
-            o->data = v;
+            o->d.data_dir = v;
         else if (strcmp(a, "--train") == 0)
-            o->train = v;
+            o->d.train_prefix = v;
         else if (strcmp(a, "--test") == 0)
-            o->test = v;
-        else if (strcmp(a, "--sparsity") == 0) {
+            o->d.test_prefix = v;
+        else if (data_format_option(&o->d, a, v))
+            continue;
+        else if (strcmp(a, "--channels") == 0) {
+            if ((rc = number(a, v, 1, 3, &x)) == EXIT_OK && x != 2) o->d.channels = (int)x;
+            if (rc == EXIT_OK && x == 2) {
+                fail_msg("--channels %s: expected 1 or 3", v);
+                rc = EXIT_USAGE;
+            }
+        } else if (strcmp(a, "--sparsity") == 0) {
             if ((rc = number(a, v, 0.0, 0.999, &x)) == EXIT_OK) o->sparsity = (float)x;
         } else if (strcmp(a, "--lr") == 0) {
             if ((rc = number(a, v, 1e-9, 10.0, &x)) == EXIT_OK) o->lr = (float)x;
@@ -142,24 +155,13 @@ static int parse(prune_opts *o, int argc, char **argv)
         fail_msg("usage: kd prune MODEL --sparsity S [--structured] [--teacher T] --out FILE");
         return EXIT_USAGE;
     }
+    if (o->d.channels == 0) o->d.channels = 3; /* an ImageFolder's default: RGB */
+    const char *data[] = {o->d.train_prefix, o->d.test_prefix};
+    int rc = check_data_formats(&o->d, data, 2);
+    if (rc != EXIT_OK) return rc;
     if (o->prune_epochs < 0) o->prune_epochs = o->structured ? 0 : o->epochs / 2;
     if (o->prune_epochs > o->epochs) o->prune_epochs = o->epochs;
     return EXIT_OK;
-}
-
-static int load_set(const prune_opts *o, int train, kd_dataset **d)
-{
-    char prefix[4200];
-    const char *given = train ? o->train : o->test;
-    if (given != NULL)
-        snprintf(prefix, sizeof prefix, "%s", given);
-    else
-        snprintf(prefix, sizeof prefix, "%s/%s", o->data, train ? "train" : "t10k");
-    kd_status st = kd_dataset_load_idx_prefix(prefix, d);
-    if (st == KD_OK) return EXIT_OK;
-    char what[4300];
-    snprintf(what, sizeof what, "cannot read the %s set %s", train ? "training" : "test", prefix);
-    return fail_kd(what, st);
 }
 
 static double accuracy(kd_model *m, const kd_dataset *test)
@@ -251,11 +253,12 @@ int cmd_prune(int argc, char **argv)
     if (rc == -1) return EXIT_OK;
     if (rc != EXIT_OK) return rc;
     /* before the fine-tuning's minutes: a typo in --out costs no run */
-    const char *in[] = {o.model, o.teacher, o.data, o.train, o.test};
-    if ((rc = check_not_input("--out", o.out, in, 5)) != EXIT_OK) return rc;
+    const char *in[] = {o.model,         o.teacher,   o.d.data_dir, o.d.train_prefix,
+                        o.d.test_prefix, o.d.train_y, o.d.test_y};
+    if ((rc = check_not_input("--out", o.out, in, 7)) != EXIT_OK) return rc;
     if ((rc = check_output(o.out)) != EXIT_OK) return rc;
     kd_model *m = NULL, *teacher = NULL, *student = NULL;
-    kd_dataset *train = NULL, *test = NULL;
+    dataset_pair d = {0};
     kd_pruner *pruner = NULL;
     char what[4200];
     kd_status st = kd_model_load(o.model, &m);
@@ -268,8 +271,12 @@ int cmd_prune(int argc, char **argv)
         rc = fail_kd(what, st);
         goto done;
     }
-    if ((rc = load_set(&o, 1, &train)) != EXIT_OK || (rc = load_set(&o, 0, &test)) != EXIT_OK)
+    if ((rc = load_data(&o.d, 1, 1, &d)) != EXIT_OK) goto done;
+    /* before any step: a model of other inputs would be fed rows of the wrong width */
+    if ((rc = check_fits("model", m, d.train, d.test)) != EXIT_OK ||
+        (teacher != NULL && (rc = check_fits("teacher", teacher, d.train, d.test)) != EXIT_OK))
         goto done;
+    const kd_dataset *train = d.train, *test = d.test;
     describe("unpruned", m, accuracy(m, test));
     if (o.structured) {
         st = kd_model_prune_channels(m, o.sparsity, &student);
@@ -302,7 +309,6 @@ done:
     kd_model_destroy(student);
     kd_model_destroy(teacher);
     kd_model_destroy(m);
-    kd_dataset_destroy(train);
-    kd_dataset_destroy(test);
+    free_data(&d);
     return rc;
 }

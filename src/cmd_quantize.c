@@ -8,6 +8,7 @@
 
 typedef struct quant_options {
     const char *model, *calib, *out, *test;
+    options d; /* the formats' options: --label-column, --test-y, --x-name, --y-name */
     int64_t count;
     int method;
     float percentile;
@@ -19,6 +20,7 @@ static const char usage[] =
     "usage: kd quantize MODEL --calib DATA --out FILE [--calib-count N] [--calibration "
     "minmax|percentile]\n"
     "                   [--percentile P] [--test DATA] [--seconds S] [--channels 1|3]\n"
+    "                   [--label-column NAME] [--test-y FILE.npy] [--x-name X] [--y-name Y]\n"
     "                   [--threads N]\n";
 
 void quantize_help(FILE *f)
@@ -31,6 +33,9 @@ void quantize_help(FILE *f)
         "layers (bn folded, relu fused), maxpool, flatten and dropout have int8 forms. With\n"
         "--test, the float and int8 models side by side: accuracy, file size, batch-1 latency\n"
         "and throughput at batch 256, each timed for --seconds (default 1).\n"
+        "DATA is an IDX PREFIX (or an IDX image file alone for --calib), FILE.npz, FILE.npy\n"
+        "(--test's labels: --test-y FILE.npy), FILE.csv (labels: --label-column NAME, which a\n"
+        "labelled --calib table needs too) or an ImageFolder DIR/, as for kd train.\n"
         "\nexamples:\n"
         "  kd quantize student.safetensors --calib /usr/share/datasets/fashion-mnist/train \\\n"
         "              --out student-int8.safetensors --test "
@@ -47,6 +52,8 @@ static int parse(quant_options *o, int argc, char **argv)
     o->percentile = 99.99f;
     o->channels = 3;
     o->seconds = 1.0;
+    o->d.x_name = "x";
+    o->d.y_name = "y";
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
@@ -73,6 +80,8 @@ static int parse(quant_options *o, int argc, char **argv)
             o->out = v;
         } else if (strcmp(a, "--test") == 0) {
             o->test = v;
+        } else if (strcmp(a, "--train-y") != 0 && data_format_option(&o->d, a, v)) {
+            continue;
         } else if (strcmp(a, "--calib-count") == 0) {
             o->count = strtoll(v, &end, 10);
             if (*end != '\0' || o->count < 1) {
@@ -118,7 +127,10 @@ static int parse(quant_options *o, int argc, char **argv)
         fail_msg("a model, --calib DATA and --out FILE are required\n%s", usage);
         return EXIT_USAGE;
     }
-    return EXIT_OK;
+    o->d.test_prefix = o->test;
+    o->d.channels = o->channels;
+    const char *data[] = {o->calib, o->test};
+    return check_data_formats(&o->d, data, 2);
 }
 
 typedef struct row {
@@ -163,20 +175,16 @@ int cmd_quantize(int argc, char **argv)
     int rc = parse(&o, argc, argv);
     if (rc == -1) return EXIT_OK;
     if (rc != EXIT_OK) return rc;
-    const char *in[] = {o.model, o.calib, o.test};
-    if ((rc = check_not_input("--out", o.out, in, 3)) != EXIT_OK) return rc;
+    const char *in[] = {o.model, o.calib, o.test, o.d.test_y};
+    if ((rc = check_not_input("--out", o.out, in, 4)) != EXIT_OK) return rc;
     if ((rc = check_output(o.out)) != EXIT_OK) return rc;
-    options data_o;
-    memset(&data_o, 0, sizeof data_o);
-    data_o.x_name = "x";
-    data_o.y_name = "y";
-    data_o.channels = o.channels;
     kd_model *m = NULL, *q = NULL;
     kd_dataset *calib = NULL, *test = NULL;
     if ((rc = load_model(o.model, &m)) != EXIT_OK) return rc;
     kd_status st;
-    rc = load_user_data(&data_o, o.calib, NULL, 0, &calib);
-    if (rc == EXIT_OK && o.test != NULL) rc = load_user_data(&data_o, o.test, NULL, 1, &test);
+    rc = load_user_data(&o.d, o.calib, NULL, 0, &calib);
+    if (rc == EXIT_OK && o.test != NULL) rc = load_user_data(&o.d, o.test, o.d.test_y, 1, &test);
+    if (rc == EXIT_OK && test != NULL) rc = check_fits_eval("model", m, test);
     if (rc == EXIT_OK) {
         int64_t n, in, din;
         kd_dataset_size(calib, &n);

@@ -154,6 +154,14 @@ void free_data(dataset_pair *d);
  * or else an IDX prefix; labelled 0 reads examples only. Prints one line on failure. */
 int load_user_data(const options *o, const char *path, const char *y_path, int labelled,
                    kd_dataset **out);
+/* The data-format options of the commands that parse their own (prune, quantize), the same as
+ * train's: --label-column, --train-y, --test-y, --x-name, --y-name. Sets d's field from v and
+ * returns 1 when a is one of them, else 0. */
+int data_format_option(options *d, const char *a, const char *v);
+/* Refuses (one line, EXIT_USAGE) such an option that none of the n data paths can read: a
+ * --label-column without a .csv, --x-name or --y-name without a .npz, --train-y or --test-y
+ * beside a --train or --test that is not a .npy. */
+int check_data_formats(const options *d, const char *const *paths, int n);
 /* 1 when the data looks like Fashion-MNIST (for class names). */
 int data_is_fashion(const options *o);
 /* Identifies a data set's contents (sizes, pixels, labels), for cache keys. */

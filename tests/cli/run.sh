@@ -403,6 +403,30 @@ if command -v python3 >/dev/null 2>&1 && python3 "$HERE/make_byod.py" "$DATA" "$
     expect "training and test sets naming other classes" 1 "name different classes" "$KD" train \
         $SMALL --train "$B/train.csv" --label-column label --test "$B/test_images" --channels 1 \
         --out "$TMP/x.safetensors"
+    expect "--train-y beside a .csv is refused" 2 "train-y does not apply unless --train is a .npy" \
+        "$KD" train $SMALL --train "$B/train.csv" --label-column label --train-y "$B/train_y.npy" \
+        --test "$B/test.csv" --out "$TMP/x.safetensors"
+    # prune and quantize read the same formats (they had read IDX files only, and a prune of a
+    # model of other inputs overflowed its batch buffer)
+    expect "prune on .csv tables" 0 "saved" "$KD" prune "$TMP/csv.safetensors" --sparsity 0.5 \
+        --epochs 1 --train "$B/train.csv" --test "$B/test.csv" --label-column label \
+        --out "$TMP/pcsv.safetensors"
+    expect "prune refuses a model of other inputs" 2 "the model takes 784 inputs" "$KD" prune \
+        "$TMP/csv.safetensors" --sparsity 0.5 --epochs 1 --train "$HERE/../data/csv/iris.csv" \
+        --test "$HERE/../data/csv/iris.csv" --label-column species --out "$TMP/pbad.safetensors"
+    check "a refused prune writes nothing" [ ! -e "$TMP/pbad.safetensors" ]
+    expect "prune: --label-column without a .csv" 2 "label-column does not apply" "$KD" prune \
+        "$TMP/csv.safetensors" --sparsity 0.5 --label-column label --out "$TMP/pbad.safetensors"
+    expect "quantize calibrates and tests on labelled .csv tables" 0 "^int8 .*x" "$KD" quantize \
+        "$TMP/csv.safetensors" --calib "$B/train.csv" --label-column label --test "$B/test.csv" \
+        --seconds 0.05 --out "$TMP/qcsv.safetensors"
+    expect "quantize tests on a .npy pair" 0 "^int8 .*x" "$KD" quantize "$TMP/npy.safetensors" \
+        --calib "$B/train_x.npy" --test "$B/test_x.npy" --test-y "$B/test_y.npy" --seconds 0.05 \
+        --out "$TMP/qnpy.safetensors"
+    expect "quantize refuses a test set of other inputs before writing" 2 "the model takes 784" \
+        "$KD" quantize "$TMP/csv.safetensors" --calib "$B/train_x.npy" --test "$B/test_images" \
+        --out "$TMP/qbad.safetensors"
+    check "a refused quantize writes nothing" [ ! -e "$TMP/qbad.safetensors" ]
     expect "a missing .npy" 1 "cannot read" "$KD" train $SMALL --train "$TMP/none.npy" \
         --train-y "$B/train_y.npy" --test "$TEST" --out "$TMP/x.safetensors"
     mkdir -p "$TMP/kaggle"
