@@ -559,7 +559,8 @@ typedef enum kd_schedule {
 
 #define KD_MAX_MILESTONES 64
 
-/* The optimizer borrows m, which must outlive it. */
+/* The optimizer borrows m, which must outlive it. Errors: KD_ERR_ARGUMENT (NULL, kind not a
+ * kd_optimizer_kind), KD_ERR_UNSUPPORTED (an int8 model: kd_model_quantize's models only predict). */
 KD_API kd_status kd_optimizer_create(kd_optimizer_kind kind, kd_model *m, kd_optimizer **out);
 KD_API void kd_optimizer_destroy(kd_optimizer *o);
 KD_API kd_status kd_optimizer_set_float(kd_optimizer *o, kd_optimizer_option key, float value);

@@ -81,6 +81,10 @@ START_TEST(mlp)
     /* Training an int8 model is refused. */
     float logits[10];
     ck_assert_int_eq(kd_model_forward(q, x, 1, logits), KD_ERR_UNSUPPORTED);
+    ck_assert_int_eq(kd_model_backward(q, logits), KD_ERR_UNSUPPORTED); /* not KD_ERR_STATE */
+    kd_optimizer *o = NULL;
+    ck_assert_int_eq(kd_optimizer_create(KD_OPTIMIZER_SGD, q, &o), KD_ERR_UNSUPPORTED);
+    ck_assert_ptr_null(o);
     ck_assert_int_eq(kd_model_predict(q, x, 1, logits), KD_OK);
     kd_model_destroy(p);
     kd_model_destroy(q);

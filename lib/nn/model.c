@@ -362,10 +362,20 @@ kd_status kd_model_output_rows(const kd_model *m, int64_t *rows, int64_t *classe
     return KD_OK;
 }
 
+int kdi_model_is_int8(const kd_model *m)
+{
+    for (int32_t i = 0; i < m->seq.n; i++)
+        if (m->seq.layers[i].ops->codes != 0) return 1;
+    return 0;
+}
+
 kd_status kd_model_backward(kd_model *m, const float *grad_logits)
 {
     KDI_CHECK_NULL(m);
     KDI_CHECK_NULL(grad_logits);
+    if (kdi_model_is_int8(m))
+        return kdi_fail(KD_ERR_UNSUPPORTED, "the model is int8 and only predicts: train the float "
+                                            "model, then quantise it (kd_model_quantize)");
     if (!m->seq.trained)
         return kdi_fail(KD_ERR_STATE, "kd_model_backward needs a kd_model_forward first");
     if (!kdi_all_finite(grad_logits, m->seq.batch * kdi_shape_size(m->seq.out)))

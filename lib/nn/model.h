@@ -76,6 +76,9 @@ kd_status kdi_model_set_sync(kd_model *m, const struct kdi_sync *s);
  * Read and feed it through nn/layers/attention.h. */
 kdi_layer *kdi_model_attention_layer(const kd_model *m, int32_t k);
 
+/* 1 when a layer of m's top-level chain is int8 (kd_model_quantize's; they only predict). */
+int kdi_model_is_int8(const kd_model *m);
+
 /* Tells every layer its parameter values were set from outside (ops->changed). */
 void kdi_model_params_changed(kd_model *m);
 

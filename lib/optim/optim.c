@@ -416,6 +416,9 @@ kd_status kd_optimizer_create(kd_optimizer_kind kind, kd_model *m, kd_optimizer 
     }
     if (ops == NULL)
         return kdi_fail(KD_ERR_ARGUMENT, "optimizer kind %d is not a kd_optimizer_kind", (int)kind);
+    if (kdi_model_is_int8(m))
+        return kdi_fail(KD_ERR_UNSUPPORTED, "the model is int8 and cannot be trained: optimise the "
+                                            "float model, then quantise it (kd_model_quantize)");
     kd_optimizer *o = kdi_calloc(1, sizeof *o);
     if (o == NULL) return kdi_fail(KD_ERR_NOMEM, "cannot allocate an optimizer");
     o->kind = kind;

@@ -368,13 +368,6 @@ static kd_status quantize(const kd_model *m, const float *x, int64_t n, kd_calib
     return KD_OK;
 }
 
-static int is_int8(const kd_model *m)
-{
-    for (int32_t i = 0; i < m->seq.n; i++)
-        if (m->seq.layers[i].ops->codes != 0) return 1;
-    return 0;
-}
-
 kd_status kd_model_quantize(const kd_model *m, const float *x, int64_t n, kd_calibration method,
                             float percentile, kd_model **out)
 {
@@ -391,7 +384,7 @@ kd_status kd_model_quantize(const kd_model *m, const float *x, int64_t n, kd_cal
                         (double)percentile);
     if (m->seq.vocab > 0)
         return kdi_fail(KD_ERR_UNSUPPORTED, "a token model has no int8 form here");
-    if (is_int8(m)) return kdi_fail(KD_ERR_UNSUPPORTED, "the model is int8 already");
+    if (kdi_model_is_int8(m)) return kdi_fail(KD_ERR_UNSUPPORTED, "the model is int8 already");
     int64_t count;
     if (!kdi_mul_ok(n, kdi_model_in(m), &count)) return kdi_fail(KD_ERR_ARGUMENT, "n is too large");
     if (!kdi_all_finite(x, count))
@@ -404,7 +397,7 @@ kd_status kd_model_is_quantized(const kd_model *m, int32_t *quantized)
 {
     KDI_CHECK_NULL(m);
     KDI_CHECK_NULL(quantized);
-    *quantized = is_int8(m);
+    *quantized = kdi_model_is_int8(m);
     return KD_OK;
 }
 
