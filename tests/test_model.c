@@ -107,6 +107,8 @@ START_TEST(spec_errors)
         "input 28x28 | dense 10",
         "input 99999999999999999999 | dense 10",
         "input 784 | dense 99999999",
+        "input 1x28x28 | conv 4 3 pad=1 pad=2 | flatten | dense 3", /* a second pad was dropped */
+        "input 784 | dense 3\x01",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         kd_model *m = (kd_model *)&m;
@@ -115,6 +117,9 @@ START_TEST(spec_errors)
         ck_assert_msg(m == (kd_model *)&m, "'%s' touched *out on failure", bad[i]);
         ck_assert_msg(strlen(kd_last_error()) > 0, "'%s' left no message", bad[i]);
     }
+    kd_model *m = NULL;
+    ck_assert_int_eq(kd_model_create("input 784 | dense 3\x01", 1, &m), KD_ERR_FORMAT);
+    ck_assert_ptr_nonnull(strstr(kd_last_error(), "'3\\x01'")); /* the byte that is wrong, shown */
     ck_assert_int_eq(kd_model_create(NULL, 1, NULL), KD_ERR_ARGUMENT);
 }
 END_TEST

@@ -3,6 +3,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -115,6 +116,21 @@ kd_status kdi_spec_parse_layer(char *text, kdi_args *a)
     return parse_bodies(p, a);
 }
 
+/* v for a message: control and non-ASCII bytes as \\xHH, so that what made it wrong shows. */
+static const char *shown(const char *v, char *buf, size_t size)
+{
+    size_t o = 0;
+    for (; *v != '\0' && o + 5 < size; v++) {
+        unsigned char c = (unsigned char)*v;
+        if (c >= 0x20 && c < 0x7f)
+            buf[o++] = (char)c;
+        else
+            o += (size_t)snprintf(buf + o, size - o, "\\x%02x", c);
+    }
+    buf[o] = '\0';
+    return buf;
+}
+
 /* The value text for key, or for positional index pos; NULL when absent. */
 static const char *lookup(const kdi_args *a, int pos, const char *key)
 {
@@ -143,8 +159,10 @@ kd_status kdi_args_int(const kdi_args *a, int pos, const char *key, int has_def,
     char *end;
     errno = 0;
     long long x = strtoll(v, &end, 10);
+    char buf[160];
     if (errno != 0 || end == v || *end != '\0')
-        return kdi_fail(KD_ERR_FORMAT, "layer '%s': %s '%s' is not an integer", a->kind, what, v);
+        return kdi_fail(KD_ERR_FORMAT, "layer '%s': %s '%s' is not an integer", a->kind, what,
+                        shown(v, buf, sizeof buf));
     if (x < lo || x > hi)
         return kdi_fail(KD_ERR_FORMAT, "layer '%s': %s %lld is outside [%lld, %lld]", a->kind, what,
                         x, (long long)lo, (long long)hi);
@@ -165,8 +183,10 @@ kd_status kdi_args_float(const kdi_args *a, int pos, const char *key, int has_de
     char *end;
     errno = 0;
     float x = strtof(v, &end);
+    char buf[160];
     if (errno != 0 || end == v || *end != '\0' || !isfinite(x))
-        return kdi_fail(KD_ERR_FORMAT, "layer '%s': %s '%s' is not a number", a->kind, what, v);
+        return kdi_fail(KD_ERR_FORMAT, "layer '%s': %s '%s' is not a number", a->kind, what,
+                        shown(v, buf, sizeof buf));
     if (x < lo || x > hi)
         return kdi_fail(KD_ERR_FORMAT, "layer '%s': %s %g is outside [%g, %g]", a->kind, what,
                         (double)x, (double)lo, (double)hi);
@@ -192,6 +212,11 @@ kd_status kdi_args_check(const kdi_args *a, int max_pos, const char *const *keys
         if (!known)
             return kdi_fail(KD_ERR_FORMAT, "layer '%s' has no option '%.*s'", a->kind, (int)klen,
                             a->tok[i]);
+        /* lookup() reads the first: a second would be dropped without a word */
+        for (int j = 0; j < i; j++)
+            if (strncmp(a->tok[j], a->tok[i], klen + 1) == 0)
+                return kdi_fail(KD_ERR_FORMAT, "layer '%s' gives option '%.*s' twice", a->kind,
+                                (int)klen, a->tok[i]);
     }
     if (a->nbody > max_body)
         return kdi_fail(KD_ERR_FORMAT, "layer '%s' takes %d parenthesised bodies, got %d", a->kind,
