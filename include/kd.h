@@ -809,7 +809,7 @@ KD_API kd_status kd_trainer_add_attention_loss(kd_trainer *t, kd_feature_loss *l
  * (https://github.com/huggingface/safetensors), the format PyTorch's and NumPy's safetensors
  * packages read and write (safetensors.torch.load_file, safetensors.numpy.save_file): the tool's
  * logit caches, or any arrays to exchange. Arrays are row-major and little-endian; names are
- * non-empty UTF-8 (checked when saved) and unique, "__metadata__" is reserved. Metadata is string to string (the
+ * non-empty UTF-8 and unique, "__metadata__" is reserved. Metadata is string to string (the
  * header's __metadata__). The set owns copies of everything given to it. */
 typedef struct kd_tensors kd_tensors;
 
@@ -849,8 +849,11 @@ KD_API kd_status kd_tensors_info(const kd_tensors *t, const char *name, kd_dtype
  * replaced) and their size in bytes. nbytes may be NULL. */
 KD_API kd_status kd_tensors_data(const kd_tensors *t, const char *name, const void **data,
                                  int64_t *nbytes);
-/* Sets (or replaces) metadata key to value, both UTF-8. */
+/* Sets (or replaces) metadata key to value: key non-empty UTF-8, value UTF-8, else KD_ERR_ARGUMENT
+ * with nothing changed. */
 KD_API kd_status kd_tensors_set_meta(kd_tensors *t, const char *key, const char *value);
+/* Removes metadata key; KD_ERR_ARGUMENT when there is none. */
+KD_API kd_status kd_tensors_remove_meta(kd_tensors *t, const char *key);
 /* *value is the metadata of key (borrowed, valid until it is set again) or NULL when absent. */
 KD_API kd_status kd_tensors_get_meta(const kd_tensors *t, const char *key, const char **value);
 /* Metadata entries, and the key of entry i (borrowed), to list them. */
@@ -864,7 +867,7 @@ KD_API kd_status kd_tensors_save(const kd_tensors *t, const char *path);
  * the file size and the format's limit (100 MB) before anything is allocated, the JSON, shapes,
  * data offsets that tile the data exactly, unique names. KD_ERR_IO when unreadable, KD_ERR_FORMAT
  * (with a sentence naming the problem) when malformed, KD_ERR_UNSUPPORTED when an array has a dtype
- * other than F32, I32 and I64 (convert it in PyTorch or NumPy first). */
+ * other than the kd_dtype ones, F32, I32, I64, I8 and U8 (convert it in PyTorch or NumPy first). */
 KD_API kd_status kd_tensors_load(const char *path, kd_tensors **out);
 
 /* ---------------------------------------------------------------- data */

@@ -252,6 +252,7 @@ _STATUS = {
                         _PI64),
     "kd_tensors_data": (_P, _S, ctypes.POINTER(_P), _PI64),
     "kd_tensors_set_meta": (_P, _S, _S),
+    "kd_tensors_remove_meta": (_P, _S),
     "kd_tensors_get_meta": (_P, _S, ctypes.POINTER(_S)),
     "kd_tensors_meta_count": (_P, ctypes.POINTER(ctypes.c_int32)),
     "kd_tensors_meta_key": (_P, ctypes.c_int32, ctypes.POINTER(_S)),
@@ -1338,6 +1339,11 @@ class _TensorsMeta:
 
     def __setitem__(self, key, value):
         lib().kd_tensors_set_meta(self._owner._h, key.encode(), value.encode())
+
+    def __delitem__(self, key):
+        if key not in self.keys():
+            raise KeyError(key)
+        lib().kd_tensors_remove_meta(self._owner._h, key.encode())
 
     def keys(self):
         n = ctypes.c_int32()

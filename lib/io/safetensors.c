@@ -48,7 +48,7 @@ static size_t utf8_seq(const unsigned char *s, size_t n)
     return len;
 }
 
-static int utf8_valid(const void *p, size_t n)
+int kdi_utf8_valid(const void *p, size_t n)
 {
     const unsigned char *s = p;
     for (size_t i = 0, k; i < n; i += k)
@@ -616,7 +616,7 @@ kd_status kdi_st_read(const char *path, kdi_st_file *out)
     KDI_TRY(load(path, &blob, &size, &hlen));
     kdi_st_file f = {.storage = blob};
     kd_status st = KD_OK;
-    if (!utf8_valid(blob + 8, (size_t)hlen))
+    if (!kdi_utf8_valid(blob + 8, (size_t)hlen))
         st = kdi_fail(KD_ERR_FORMAT, "%s: the header is not valid UTF-8", path);
     int64_t first = 8; /* the header's first byte past JSON whitespace must open an object */
     while (first < 8 + hlen && (blob[first] == ' ' || blob[first] == '\t' || blob[first] == '\n' ||
@@ -673,7 +673,7 @@ void kdi_st_free(kdi_st_file *f)
 static kd_status check_tensor(const kdi_st_tensor *t, int32_t i)
 {
     if (t->name == NULL) return kdi_fail(KD_ERR_ARGUMENT, "tensor %d has a NULL name", (int)i);
-    if (strcmp(t->name, META_KEY) == 0 || !utf8_valid(t->name, strlen(t->name)))
+    if (strcmp(t->name, META_KEY) == 0 || !kdi_utf8_valid(t->name, strlen(t->name)))
         return kdi_fail(KD_ERR_ARGUMENT, "tensor name '%s' is reserved or not UTF-8", t->name);
     if (kdi_st_dtype_size(t->dtype) == 0)
         return kdi_fail(KD_ERR_UNSUPPORTED,
@@ -704,8 +704,8 @@ static kd_status check_input(const kdi_st_tensor *ts, int32_t n, const char *con
                         (int)nmeta);
     for (int32_t i = 0; i < n; i++) KDI_TRY(check_tensor(&ts[i], i));
     for (int32_t i = 0; i < nmeta; i++)
-        if (keys[i] == NULL || values[i] == NULL || !utf8_valid(keys[i], strlen(keys[i])) ||
-            !utf8_valid(values[i], strlen(values[i])))
+        if (keys[i] == NULL || values[i] == NULL || !kdi_utf8_valid(keys[i], strlen(keys[i])) ||
+            !kdi_utf8_valid(values[i], strlen(values[i])))
             return kdi_fail(KD_ERR_ARGUMENT, "metadata entry %d is NULL or not UTF-8", (int)i);
     const char **names = kdi_malloc(sizeof *names * (size_t)(n > 0 ? n : 1)), *dup;
     if (names == NULL) return kdi_fail(KD_ERR_NOMEM, "cannot check the tensor names");

@@ -100,8 +100,9 @@ static kd_status lookup(const kd_tensors *t, const char *name, int32_t *i)
 static kd_status check_array(const char *name, kd_dtype dtype, int32_t ndim, const int64_t *dims,
                              const void *data, int64_t *nbytes)
 {
-    if (name[0] == '\0' || strcmp(name, "__metadata__") == 0)
-        return kdi_fail(KD_ERR_ARGUMENT, "an array name must be non-empty and not '__metadata__'");
+    if (name[0] == '\0' || strcmp(name, "__metadata__") == 0 || !kdi_utf8_valid(name, strlen(name)))
+        return kdi_fail(KD_ERR_ARGUMENT,
+                        "an array name must be non-empty UTF-8 and not '__metadata__'");
     if (dtype != KD_DTYPE_F32 && dtype != KD_DTYPE_I32 && dtype != KD_DTYPE_I64 &&
         dtype != KD_DTYPE_I8 && dtype != KD_DTYPE_U8)
         return kdi_fail(KD_ERR_ARGUMENT, "array '%s': dtype %d is not a kd_dtype", name,
@@ -283,7 +284,26 @@ kd_status kd_tensors_set_meta(kd_tensors *t, const char *key, const char *value)
     KDI_CHECK_NULL(t);
     KDI_CHECK_NULL(key);
     KDI_CHECK_NULL(value);
+    /* checked here, not only by the save: a bad entry would make every later save fail */
+    if (key[0] == '\0' || !kdi_utf8_valid(key, strlen(key)))
+        return kdi_fail(KD_ERR_ARGUMENT, "a metadata key must be non-empty UTF-8");
+    if (!kdi_utf8_valid(value, strlen(value)))
+        return kdi_fail(KD_ERR_ARGUMENT, "metadata '%s': the value is not UTF-8", key);
     return set_meta(t, key, value);
+}
+
+kd_status kd_tensors_remove_meta(kd_tensors *t, const char *key)
+{
+    KDI_CHECK_NULL(t);
+    KDI_CHECK_NULL(key);
+    int32_t i = find_meta(t, key);
+    if (i < 0) return kdi_fail(KD_ERR_ARGUMENT, "no metadata '%s'", key);
+    kdi_free(t->keys[i]);
+    kdi_free(t->values[i]);
+    memmove(&t->keys[i], &t->keys[i + 1], sizeof *t->keys * (size_t)(t->nmeta - i - 1));
+    memmove(&t->values[i], &t->values[i + 1], sizeof *t->values * (size_t)(t->nmeta - i - 1));
+    t->nmeta--;
+    return KD_OK;
 }
 
 kd_status kd_tensors_get_meta(const kd_tensors *t, const char *key, const char **value)

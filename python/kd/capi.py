@@ -222,6 +222,7 @@ _STATUS = {
                         _PI64),
     "kd_tensors_data": (_P, _S, ctypes.POINTER(_P), _PI64),
     "kd_tensors_set_meta": (_P, _S, _S),
+    "kd_tensors_remove_meta": (_P, _S),
     "kd_tensors_get_meta": (_P, _S, ctypes.POINTER(_S)),
     "kd_tensors_meta_count": (_P, ctypes.POINTER(ctypes.c_int32)),
     "kd_tensors_meta_key": (_P, ctypes.c_int32, ctypes.POINTER(_S)),

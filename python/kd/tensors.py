@@ -138,6 +138,11 @@ class _Meta:
     def __setitem__(self, key, value):
         lib().kd_tensors_set_meta(self._owner._h, key.encode(), value.encode())
 
+    def __delitem__(self, key):
+        if key not in self.keys():
+            raise KeyError(key)
+        lib().kd_tensors_remove_meta(self._owner._h, key.encode())
+
     def keys(self):
         n = ctypes.c_int32()
         lib().kd_tensors_meta_count(self._owner._h, ctypes.byref(n))

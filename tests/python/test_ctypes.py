@@ -883,6 +883,10 @@ class NamedTensors(KdTestCase):
         self.assertEqual(back["ids"][0][0], 1 << 40)
         self.assertEqual(back.meta["kd.kind"], "logits")
         self.assertEqual(back.meta.keys(), ["kd.kind"])
+        del back.meta["kd.kind"]
+        self.assertEqual(back.meta.keys(), [])
+        with self.assertRaises(KeyError):
+            del back.meta["kd.kind"]
         self.assertIn("ids", back)
         del back["ids"]
         self.assertNotIn("ids", back)

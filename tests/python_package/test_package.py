@@ -672,6 +672,10 @@ class Classes(unittest.TestCase):
                 self.assertEqual(back.meta["kd.kind"], "logits")
                 self.assertEqual(back.meta.keys(), ["kd.kind"])
                 self.assertIsNone(back.meta.get("absent"))
+                del back.meta["kd.kind"]
+                self.assertEqual(back.meta.keys(), [])
+                with self.assertRaises(KeyError):
+                    del back.meta["kd.kind"]
                 self.assertIn("ids", back)
                 del back["ids"]
                 self.assertEqual(len(back), 2)
