@@ -12,10 +12,15 @@ kd_status kdi_fail(kd_status status, const char *fmt, ...)
 #endif
     ;
 
-/* Fails with KD_ERR_ARGUMENT naming the NULL argument. */
+/* Fails with KD_ERR_ARGUMENT naming the NULL argument, and the function when it is a public one
+ * (an internal helper's name would mean nothing to the caller). */
 #define KDI_CHECK_NULL(p)                                                                          \
     do {                                                                                           \
-        if ((p) == NULL) return kdi_fail(KD_ERR_ARGUMENT, "%s: %s is NULL", __func__, #p);         \
+        if ((p) == NULL) {                                                                         \
+            int kdi_pub_ = __func__[0] == 'k' && __func__[1] == 'd' && __func__[2] == '_';         \
+            return kdi_fail(KD_ERR_ARGUMENT, "%s%s%s is NULL", kdi_pub_ ? __func__ : "",           \
+                            kdi_pub_ ? ": " : "", #p);                                             \
+        }                                                                                          \
     } while (0)
 
 /* Propagates a non-OK status. */

@@ -77,13 +77,26 @@ static kd_status check_value(int key, float v)
     return KD_OK;
 }
 
+static const char *option_name(int key)
+{
+    switch ((kd_feature_loss_option)key) {
+    case KD_FEATURE_RKD_DISTANCE_WEIGHT: return "KD_FEATURE_RKD_DISTANCE_WEIGHT";
+    case KD_FEATURE_RKD_ANGLE_WEIGHT: return "KD_FEATURE_RKD_ANGLE_WEIGHT";
+    case KD_FEATURE_CRD_TEMPERATURE: return "KD_FEATURE_CRD_TEMPERATURE";
+    case KD_FEATURE_CRD_NEGATIVES: return "KD_FEATURE_CRD_NEGATIVES";
+    case KD_FEATURE_CRD_MOMENTUM: return "KD_FEATURE_CRD_MOMENTUM";
+    case KD_FEATURE_CRD_SEED: return "KD_FEATURE_CRD_SEED";
+    }
+    return "?";
+}
+
 kd_status kd_feature_loss_set_float(kd_feature_loss *l, kd_feature_loss_option key, float value)
 {
     KDI_CHECK_NULL(l);
     KDI_TRY(check_key((int)key));
     if (!(value >= 0.0f) || !isfinite(value))
-        return kdi_fail(KD_ERR_ARGUMENT, "feature loss option %d: %g must be finite and >= 0",
-                        (int)key, (double)value);
+        return kdi_fail(KD_ERR_ARGUMENT, "%s %g must be finite and >= 0", option_name((int)key),
+                        (double)value);
     KDI_TRY(check_value((int)key, value));
     l->opt[key] = value;
     return KD_OK;

@@ -96,6 +96,24 @@ int kdi_loss_option_known(int key)
            (key >= KD_LOSS_JSD_BETA && key <= KD_LOSS_MASK_UNLABELLED);
 }
 
+/* An option's name for messages (key known). */
+static const char *option_name(int key)
+{
+    switch ((kd_loss_option)key) {
+    case KD_LOSS_TEMPERATURE: return "KD_LOSS_TEMPERATURE";
+    case KD_LOSS_ALPHA: return "KD_LOSS_ALPHA";
+    case KD_LOSS_BETA: return "KD_LOSS_BETA";
+    case KD_LOSS_CE_WEIGHT: return "KD_LOSS_CE_WEIGHT";
+    case KD_LOSS_LOGIT_STANDARDIZE: return "KD_LOSS_LOGIT_STANDARDIZE";
+    case KD_LOSS_GAMMA: return "KD_LOSS_GAMMA";
+    case KD_LOSS_HARD_MEAN: return "KD_LOSS_HARD_MEAN";
+    case KD_LOSS_JSD_BETA: return "KD_LOSS_JSD_BETA";
+    case KD_LOSS_SKEW: return "KD_LOSS_SKEW";
+    case KD_LOSS_MASK_UNLABELLED: return "KD_LOSS_MASK_UNLABELLED";
+    }
+    return "?";
+}
+
 static kd_status check_option(int key, float value)
 {
     if (!kdi_loss_option_known(key))
@@ -114,20 +132,20 @@ static kd_status check_option(int key, float value)
     case KD_LOSS_LOGIT_STANDARDIZE:
     case KD_LOSS_HARD_MEAN:
         if (value != 0.0f && value != 1.0f)
-            return kdi_fail(KD_ERR_ARGUMENT, "loss option %d: %g must be 0 or 1", key,
+            return kdi_fail(KD_ERR_ARGUMENT, "%s %g must be 0 or 1", option_name(key),
                             (double)value);
         break;
     case KD_LOSS_BETA:
     case KD_LOSS_CE_WEIGHT:
     case KD_LOSS_GAMMA:
         if (!(value >= 0.0f) || !isfinite(value))
-            return kdi_fail(KD_ERR_ARGUMENT, "loss option %d: %g must be finite and >= 0", key,
+            return kdi_fail(KD_ERR_ARGUMENT, "%s %g must be finite and >= 0", option_name(key),
                             (double)value);
         break;
     case KD_LOSS_JSD_BETA:
     case KD_LOSS_SKEW:
         if (!(value >= 0.0f && value <= 1.0f))
-            return kdi_fail(KD_ERR_ARGUMENT, "loss option %d: %g must be in [0, 1]", key,
+            return kdi_fail(KD_ERR_ARGUMENT, "%s %g must be in [0, 1]", option_name(key),
                             (double)value);
         break;
     case KD_LOSS_MASK_UNLABELLED:

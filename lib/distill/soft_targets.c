@@ -30,7 +30,8 @@ kd_status kdi_check_ensemble(const float *weights, int32_t n, float temperature)
     return KD_OK;
 }
 
-kd_status kdi_check_teacher_fits(const kd_model *teacher, const kd_model *ref, const char *who)
+kd_status kdi_check_teacher_fits(const kd_model *teacher, const kd_model *ref, const char *who,
+                                 const char *ref_who)
 {
     int64_t tr, tc, rr, rc;
     kdi_model_rows(teacher, &tr, &tc);
@@ -38,26 +39,24 @@ kd_status kdi_check_teacher_fits(const kd_model *teacher, const kd_model *ref, c
     if (teacher->seq.vocab != ref->seq.vocab)
         return kdi_fail(
             KD_ERR_SHAPE,
-            "%s reads %s%lld%s; the student %s%lld%s: a teacher and its student must "
+            "%s reads %s%lld%s; %s %s%lld%s: a teacher and its student must "
             "share one vocabulary",
             who, teacher->seq.vocab ? "token ids of a vocabulary of " : "",
             (long long)(teacher->seq.vocab ? teacher->seq.vocab : kdi_model_in(teacher)),
-            teacher->seq.vocab ? "" : " floats", ref->seq.vocab ? "token ids of " : "",
+            teacher->seq.vocab ? "" : " floats", ref_who, ref->seq.vocab ? "token ids of " : "",
             (long long)(ref->seq.vocab ? ref->seq.vocab : kdi_model_in(ref)),
             ref->seq.vocab ? "" : " floats");
     if (kdi_model_in(teacher) != kdi_model_in(ref))
-        return kdi_fail(KD_ERR_SHAPE, "%s takes %lld %s an example; the student %lld", who,
+        return kdi_fail(KD_ERR_SHAPE, "%s takes %lld %s an example; %s %lld", who,
                         (long long)kdi_model_in(teacher),
-                        ref->seq.vocab ? "tokens (its context)" : "inputs",
+                        ref->seq.vocab ? "tokens (its context)" : "inputs", ref_who,
                         (long long)kdi_model_in(ref));
     if (tr != rr)
-        return kdi_fail(KD_ERR_SHAPE,
-                        "%s gives %lld output rows an example (positions); the student %lld", who,
-                        (long long)tr, (long long)rr);
+        return kdi_fail(KD_ERR_SHAPE, "%s gives %lld output rows an example (positions); %s %lld",
+                        who, (long long)tr, ref_who, (long long)rr);
     if (tc != rc)
-        return kdi_fail(KD_ERR_SHAPE, "%s gives %lld classes %s; the student %lld%s", who,
-                        (long long)tc, tr > 1 || teacher->seq.seq_out ? "a position" : "",
-                        (long long)rc,
+        return kdi_fail(KD_ERR_SHAPE, "%s gives %lld classes%s; %s %lld%s", who, (long long)tc,
+                        tr > 1 || teacher->seq.seq_out ? " a position" : "", ref_who, (long long)rc,
                         teacher->seq.vocab ? " (the output vocabularies must match)" : "");
     return KD_OK;
 }
@@ -70,7 +69,7 @@ kd_status kdi_check_teachers(kd_model *const *teachers, int32_t n, int64_t *in, 
     for (int32_t i = 0; i < n; i++) {
         if (teachers[i] == NULL) return kdi_fail(KD_ERR_ARGUMENT, "teacher %d is NULL", (int)i);
         snprintf(who, sizeof who, "teacher %d", (int)i);
-        if (i > 0) KDI_TRY(kdi_check_teacher_fits(teachers[i], teachers[0], who));
+        if (i > 0) KDI_TRY(kdi_check_teacher_fits(teachers[i], teachers[0], who, "teacher 0"));
     }
     if (n < 1) return KD_OK;
     *in = kdi_model_in(teachers[0]);

@@ -12,8 +12,10 @@ kd_status kdi_check_ensemble(const float *weights, int32_t n, float temperature)
 
 /* Whether teacher can teach a student shaped like ref: the same input size, token vocabulary
  * (0 for float inputs), output rows and classes a row; KD_ERR_SHAPE naming the first difference.
- * who names the teacher in the sentence ("the teacher", "teacher 2"). */
-kd_status kdi_check_teacher_fits(const kd_model *teacher, const kd_model *ref, const char *who);
+ * who names the teacher in the sentence ("the teacher", "teacher 2"), ref_who ref ("the student",
+ * "teacher 0"). */
+kd_status kdi_check_teacher_fits(const kd_model *teacher, const kd_model *ref, const char *who,
+                                 const char *ref_who);
 
 /* Checks teachers: non-NULL, all shaped alike (kdi_check_teacher_fits against teacher 0); *in gets
  * their input size, *rows and *classes their output rows. */

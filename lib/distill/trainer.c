@@ -73,7 +73,7 @@ kd_status kd_trainer_add_teacher(kd_trainer *t, kd_model *teacher, float weight)
     if (!(weight > 0.0f) || !isfinite(weight))
         return kdi_fail(KD_ERR_ARGUMENT, "teacher weight %g must be finite and greater than 0",
                         (double)weight);
-    KDI_TRY(kdi_check_teacher_fits(teacher, t->student, "the teacher"));
+    KDI_TRY(kdi_check_teacher_fits(teacher, t->student, "the teacher", "the student"));
     if (t->nteachers == INT32_MAX) return kdi_fail(KD_ERR_ARGUMENT, "too many teachers");
     KDI_TRY(grow_teachers(t));
     t->teachers[t->nteachers] = teacher;

@@ -88,15 +88,19 @@ kd_status kd_pruner_create(kd_model *m, float sparsity, kd_pruner **out)
 kd_status kd_pruner_set_int(kd_pruner *p, kd_pruner_option key, int64_t value)
 {
     KDI_CHECK_NULL(p);
+    static const char *const names[] = {"KD_PRUNER_BEGIN_STEP", "KD_PRUNER_END_STEP",
+                                        "KD_PRUNER_FREQUENCY"};
+    if ((int)key < 0 || (int)key > KD_PRUNER_FREQUENCY)
+        return kdi_fail(KD_ERR_ARGUMENT, "pruner option %d is not a kd_pruner_option", (int)key);
     if (value < 0 || (key == KD_PRUNER_FREQUENCY && value < 1))
-        return kdi_fail(KD_ERR_ARGUMENT, "pruner option %d: %lld is out of range (>= %d)", (int)key,
+        return kdi_fail(KD_ERR_ARGUMENT, "%s %lld is out of range (it must be >= %d)", names[key],
                         (long long)value, key == KD_PRUNER_FREQUENCY ? 1 : 0);
     switch (key) {
     case KD_PRUNER_BEGIN_STEP: p->begin = value; return KD_OK;
     case KD_PRUNER_END_STEP: p->end = value; return KD_OK;
     case KD_PRUNER_FREQUENCY: p->every = value; return KD_OK;
     }
-    return kdi_fail(KD_ERR_ARGUMENT, "key: no pruner option %d", (int)key);
+    return KD_OK; /* unreachable: key checked above */
 }
 
 /* Zhu and Gupta 2017, eq. 1, with s_i = 0. */
