@@ -316,6 +316,16 @@ def lib(path=None):
     return _lib
 
 
+# The integer types of the declarations, with the values they hold.
+_RANGES = {
+    ctypes.c_uint64: (0, 2**64 - 1),
+    ctypes.c_int64: (-2**63, 2**63 - 1),
+    ctypes.c_int32: (-2**31, 2**31 - 1),
+    ctypes.c_uint32: (0, 2**32 - 1),
+    ctypes.c_int: (-2**31, 2**31 - 1),
+}
+
+
 class _Library:
     """The loaded libkd: each call as ctypes makes it, but an argument of the wrong type (a str for
     a seed, say) is a TypeError naming the C function instead of ctypes.ArgumentError."""
@@ -328,7 +338,14 @@ class _Library:
         if not name.startswith("kd_"):
             return fn  # the CDLL's own attributes (_name, _handle)
 
+        ranges = [_RANGES.get(t) for t in (fn.argtypes or ())]
+
         def call(*args):
+            # ctypes wraps an int out of an integer type's range (seed=-1 became 2^64 - 1)
+            for i, (a, r) in enumerate(zip(args, ranges)):
+                if r is not None and isinstance(a, int) and not r[0] <= a <= r[1]:
+                    raise ValueError("%s: argument %d is %d, outside [%d, %d]"
+                                     % (name, i + 1, a, r[0], r[1]))
             try:
                 return fn(*args)
             except ctypes.ArgumentError as e:

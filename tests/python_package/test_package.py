@@ -316,6 +316,11 @@ class ZeroCopy(unittest.TestCase):
         with self.assertRaises(TypeError) as err:
             kd.Model("input 4 | dense 2", seed="1")
         self.assertIn("kd_model_create", str(err.exception))
+        # an int out of the C type's range is refused, not wrapped (seed -1 was 2^64 - 1)
+        for seed in (-1, 2**64):
+            with self.assertRaises(ValueError) as err:
+                kd.Model("input 4 | dense 2", seed=seed)
+            self.assertIn("kd_model_create", str(err.exception))
 
     def test_quantize_reads_the_calibration_array(self):
         m, _ = teacher_student()  # the teacher: dense and relu have int8 forms
