@@ -106,6 +106,15 @@ int cmd_predict(const options *o)
     kd_model *m;
     int loaded = load_model(o->positional, &m);
     if (loaded != EXIT_OK) return loaded;
+    int64_t vocab = 0, length = 0;
+    kd_model_tokens(m, &vocab, &length);
+    if (vocab > 0) { /* its outputs are logits a position: a class per example means nothing */
+        fail_msg("%s is a language model (token ids in, logits a position out): kd predict "
+                 "classifies examples; use kd generate, or kd eval MODEL --text FILE",
+                 o->positional);
+        kd_model_destroy(m);
+        return EXIT_USAGE;
+    }
     kd_dataset *d = NULL;
     int rc = load_user_data(o, o->input, NULL, 0, &d);
     int64_t n = 0, c = 0, h = 0, w = 0, in = 0, k = 0;

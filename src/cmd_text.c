@@ -158,10 +158,67 @@ static int set_value(text_options *o, const text_def *d, const char *v)
     return EXIT_OK;
 }
 
+static const text_def *find_def(const char *name)
+{
+    for (size_t k = 0; k < sizeof table / sizeof *table; k++)
+        if (strcmp(table[k].name, name) == 0) return &table[k];
+    return NULL;
+}
+
+/* Options that the rest of the command line makes meaningless are refused by name, as the image
+ * commands do: they would be ignored. */
+static int check_applies(const text_options *o, unsigned bit, const char *given)
+{
+    static const struct {
+        const char *opt, *unless, *why;
+    } pairs[] = {
+        {"--attention-layers", "--attention-kl", "without --attention-kl"},
+        {"--attention-heads", "--attention-kl", "without --attention-kl"},
+        {"--hidden-layers", "--hidden-cosine", "without --hidden-cosine"},
+    };
+    for (size_t k = 0; k < sizeof pairs / sizeof pairs[0]; k++) {
+        const text_def *d = find_def(pairs[k].opt), *u = find_def(pairs[k].unless);
+        if (given[d - table] && !given[u - table]) {
+            fail_msg("%s does not apply %s; leave it out", pairs[k].opt, pairs[k].why);
+            return EXIT_USAGE;
+        }
+    }
+    const text_def *tf = find_def("--teacher");
+    if (given[tf - table])
+        for (const char *const *x =
+                 (const char *const[]){"--teacher-spec", "--teacher-steps", NULL};
+             *x != NULL; x++)
+            if (given[find_def(*x) - table]) {
+                fail_msg("%s does not apply with --teacher (the file is the trained teacher); "
+                         "leave it out",
+                         *x);
+                return EXIT_USAGE;
+            }
+    if ((bit & DISTILL) && o->temperature_set && !(o->temperature > 0.0f)) {
+        fail_msg("--temperature %g: distillation softens by a temperature > 0 (0 is greedy "
+                 "decoding, for kd generate)",
+                 (double)o->temperature);
+        return EXIT_USAGE;
+    }
+    if ((bit & DISTILL) && o->temperature_set && o->method == KD_LOSS_LOGIT_MSE) {
+        fail_msg("--temperature does not apply to --method logit-mse (it compares raw logits); "
+                 "leave it out");
+        return EXIT_USAGE;
+    }
+    if ((bit & (TRAIN | DISTILL)) && !(o->validation > 0.0f)) {
+        fail_msg("--validation %g: train and distill hold out a share > 0 of the text for their "
+                 "validation score",
+                 (double)o->validation);
+        return EXIT_USAGE;
+    }
+    return EXIT_OK;
+}
+
 int text_parse(text_options *o, const char *name, int argc, char **argv, int first)
 {
     defaults(o, name);
     unsigned bit = command_bit(name);
+    char given[sizeof table / sizeof *table] = {0};
     for (int i = first; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
@@ -186,7 +243,20 @@ int text_parse(text_options *o, const char *name, int argc, char **argv, int fir
                      name, name);
             return EXIT_USAGE;
         }
+        /* a second value would replace the first without a word (--loss and --method are one) */
+        size_t slot = (size_t)(d - table);
+        if (d->kind == METHOD) slot = (size_t)(find_def("--method") - table);
+        if (given[slot]) {
+            fail_msg("%s is given twice; give it once",
+                     d->kind == METHOD ? "--method/--loss" : d->name);
+            return EXIT_USAGE;
+        }
+        given[slot] = 1;
         if (d->kind == FLAG) {
+            if (eq != NULL) { /* --compare=no would have turned it on */
+                fail_msg("%s takes no value ('%s')", d->name, a);
+                return EXIT_USAGE;
+            }
             *(int *)((char *)o + d->offset) = 1;
             continue;
         }
@@ -198,7 +268,7 @@ int text_parse(text_options *o, const char *name, int argc, char **argv, int fir
         int rc = set_value(o, d, v);
         if (rc != EXIT_OK) return rc;
     }
-    return EXIT_OK;
+    return check_applies(o, bit, given);
 }
 
 void text_lm_spec(int64_t context, int64_t width, int layers, int heads, char *out, size_t size)
@@ -214,7 +284,24 @@ void text_lm_spec(int64_t context, int64_t width, int layers, int heads, char *o
         snprintf(out + n, size - (size_t)n, " | layernorm | lmhead %d", KD_TEXT_VOCAB);
 }
 
-/* Whether m is a byte-level language model: 256 token ids in, 256 logits a position out. */
+/* The first attention layer of spec without the word causal (its text, up to its end), or NULL. */
+static const char *noncausal_attention(const char *spec, char *layer, size_t size)
+{
+    for (const char *p = spec; (p = strstr(p, "attention")) != NULL; p += 9) {
+        const char *b = p;
+        while (b > spec && b[-1] == ' ') b--;
+        if (b > spec && b[-1] != '|' && b[-1] != '(') continue; /* a word inside a layer */
+        size_t n = strcspn(p, "|()");
+        snprintf(layer, size, "%.*s", (int)n, p);
+        while (n > 0 && layer[n - 1] == ' ') layer[--n] = '\0';
+        const char *c = strstr(layer, " causal");
+        if (c == NULL || (c[7] != '\0' && c[7] != ' ')) return layer;
+    }
+    return NULL;
+}
+
+/* Whether m is a byte-level language model: 256 token ids in, 256 logits a position out, its
+ * attention causal. */
 static int check_lm(const kd_model *m, const char *what, int code)
 {
     int64_t vocab = 0, length = 0, out = 0;
@@ -230,6 +317,15 @@ static int check_lm(const kd_model *m, const char *what, int code)
         fail_msg("%s has a vocabulary of %lld tokens in and %lld logits a position out; "
                  "byte-level text has %d (one a byte)",
                  what, (long long)vocab, (long long)(out / length), KD_TEXT_VOCAB);
+        return code;
+    }
+    /* Without the mask every position sees the bytes after it, the one it predicts among them:
+     * a validation score near 0 bits a byte that means nothing (and it cannot generate). */
+    char layer[128];
+    if (noncausal_attention(kd_model_spec(m), layer, sizeof layer) != NULL) {
+        fail_msg("%s has attention that is not causal ('%s'): each position would see the byte it "
+                 "predicts; give 'attention H causal'",
+                 what, layer);
         return code;
     }
     return EXIT_OK;
@@ -1133,7 +1229,13 @@ int cmd_text(const char *name, int argc, char **argv)
         fail_msg("--out MODEL.safetensors is required (see 'kd help %s')", name);
         return EXIT_USAGE;
     }
+    /* Nothing it reads may be what it writes: the corpus, the teacher, the model of eval. */
+    const char *out[] = {o.out, o.log_path, o.report_dir};
+    const char *names[] = {"--out", "--log", "--report"};
+    const char *in[] = {o.text, o.teacher_file, o.model};
+    if ((rc = check_apart(out, names, 3, in, 3)) != EXIT_OK) return rc;
     if (o.out != NULL && (rc = check_output(o.out)) != EXIT_OK) return rc;
+    if (o.log_path != NULL && (rc = check_output(o.log_path)) != EXIT_OK) return rc;
     if (o.report_dir != NULL && (rc = check_output_dir("the report", o.report_dir)) != EXIT_OK)
         return rc;
     if ((rc = check_specs(&o)) != EXIT_OK) return rc;

@@ -217,6 +217,10 @@ int check_outputs(const options *o, const char *model);
  * itself and as an IDX prefix (its images and labels files); else one line and EXIT_USAGE. For
  * the commands with their own options (predict, quantize, export, prune). */
 int check_not_input(const char *flag, const char *out, const char *const *inputs, int n);
+/* Each of the nout outputs out[k] (flag names[k]; NULL skipped) is none of the n inputs
+ * (check_not_input) and none of the other outputs; else one line and EXIT_USAGE. */
+int check_apart(const char *const *out, const char *const *names, int nout, const char *const *in,
+                int nin);
 /* mkdir -p; 0 on success. */
 int make_dirs(const char *path);
 /* The tool's cache directory: --cache-dir, $XDG_CACHE_HOME/kd or $HOME/.cache/kd. */

@@ -88,6 +88,14 @@ static int fits(const char *what, kd_model *m, const kd_dataset *train, const kd
     kd_model_input_size(m, &in);
     kd_model_output_size(m, &outputs);
     kd_dataset_shape(train, &ch, &hh, &ww);
+    int64_t vocab = 0, length = 0;
+    kd_model_tokens(m, &vocab, &length);
+    if (vocab > 0) {
+        fail_msg("the %s is a language model (token ids in): give it text with --text FILE "
+                 "(kd train, distill and eval; see kd help generate)",
+                 what);
+        return EXIT_USAGE;
+    }
     if (in != ch * hh * ww) {
         fail_msg("the %s takes %lld inputs but the images are %lldx%lldx%lld = %lld values%s", what,
                  (long long)in, (long long)ch, (long long)hh, (long long)ww,

@@ -375,19 +375,14 @@ static int input_files(const options *o, const char **in)
     return n;
 }
 
-/* An output that is an input, or another output: refused before anything is read or written
- * (the run would overwrite what it reads, or one result would replace another). */
-static int check_distinct(const options *o, const char *model)
+int check_apart(const char *const *out, const char *const *names, int nout, const char *const *in,
+                int nin)
 {
-    const char *out[3] = {model, o->log_path, o->checkpoint};
-    const char *names[3] = {"--out", "--log", "--checkpoint"};
-    const char *in[32];
-    int n = input_files(o, in);
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < nout; i++) {
         if (out[i] == NULL) continue;
-        int rc = check_not_input(names[i], out[i], in, n);
+        int rc = check_not_input(names[i], out[i], in, nin);
         if (rc != EXIT_OK) return rc;
-        for (int j = i + 1; j < 3; j++)
+        for (int j = i + 1; j < nout; j++)
             if (out[j] != NULL && same_file(out[i], out[j])) {
                 fail_msg("%s and %s name the same file %s; give each its own", names[i], names[j],
                          out[i]);
@@ -395,6 +390,17 @@ static int check_distinct(const options *o, const char *model)
             }
     }
     return EXIT_OK;
+}
+
+/* An output that is an input, or another output: refused before anything is read or written
+ * (the run would overwrite what it reads, or one result would replace another). */
+static int check_distinct(const options *o, const char *model)
+{
+    const char *out[4] = {model, o->log_path, o->checkpoint, o->report_dir};
+    const char *names[4] = {"--out", "--log", "--checkpoint", "--report"};
+    const char *in[32];
+    int n = input_files(o, in);
+    return check_apart(out, names, 4, in, n);
 }
 
 /* An input as given, and as an IDX prefix: its images and labels files. */

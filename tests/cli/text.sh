@@ -115,6 +115,36 @@ expect "--attention-heads bogus" 2 "is not mean or matched" "$KD" distill --text
     --teacher "$T" --student "$SMALL" --steps 2 --attention-kl 1 --attention-heads x --out "$S"
 expect "teacher context mismatch" 2 "context" "$KD" distill --text "$TEXT" --teacher "$T" \
     --student "tokens 256 8 | embed 8 | lmhead 256" --steps 2 --out "$S"
+# A run never writes over what it reads (the corpus, the teacher), nor one output over another.
+cp "$TEXT" "$TMP/corpus.txt"
+cp "$T" "$TMP/tcopy.safetensors"
+expect "--out is the teacher" 2 "is a file this run reads" "$KD" distill --text "$TEXT" \
+    --teacher "$TMP/tcopy.safetensors" --student "$SMALL" --steps 2 --out "$TMP/tcopy.safetensors"
+expect "--log is the corpus" 2 "is a file this run reads" "$KD" train --text "$TMP/corpus.txt" \
+    --spec "$SMALL" --steps 2 --out "$TMP/x.safetensors" --log "$TMP/corpus.txt"
+expect "--out is the corpus" 2 "is a file this run reads" "$KD" train --text "$TMP/corpus.txt" \
+    --spec "$SMALL" --steps 2 --out "$TMP/corpus.txt"
+expect "--log is --out" 2 "name the same file" "$KD" train --text "$TEXT" --spec "$SMALL" \
+    --steps 2 --out "$TMP/x.safetensors" --log "$TMP/x.safetensors"
+if cmp -s "$TEXT" "$TMP/corpus.txt" && cmp -s "$T" "$TMP/tcopy.safetensors"; then
+    pass "the refused runs left the corpus and the teacher as they were"
+else fail "a refused run changed its input"; fi
+expect "attention that is not causal is refused" 2 "not causal" "$KD" train --text "$TEXT" \
+    --spec "tokens 256 16 | embed 8 | posembed | residual(layernorm | attention 2) | lmhead 256" \
+    --steps 2 --out "$TMP/x.safetensors"
+expect "predict refuses a language model" 2 "is a language model" "$KD" predict "$T" \
+    --input "$TMP/corpus.txt"
+expect "an image command names a language model" 2 "is a language model" "$KD" eval "$T"
+expect "--teacher-steps with --teacher" 2 "teacher-steps does not apply with --teacher" "$KD" \
+    distill --text "$TEXT" --teacher "$T" --student "$SMALL" --teacher-steps 3 --out "$S"
+expect "--attention-heads without --attention-kl" 2 "attention-heads does not apply" "$KD" \
+    distill --text "$TEXT" --teacher "$T" --student "$SMALL" --attention-heads mean --out "$S"
+expect "--loss and --method together" 2 "given twice" "$KD" distill --text "$TEXT" --teacher "$T" \
+    --student "$SMALL" --loss jsd --method tvd --out "$S"
+expect "--compare=no" 2 "takes no value" "$KD" distill --text "$TEXT" --teacher "$T" \
+    --student "$SMALL" --compare=no --out "$S"
+expect "--temperature 0 in distillation" 2 "temperature > 0" "$KD" distill --text "$TEXT" \
+    --teacher "$T" --student "$SMALL" --temperature 0 --out "$S"
 # ---------------------------------------------------------------- --report, --hidden-cosine
 expect "kd train --text --report" 0 "report: $TMP/rt/index.html" "$KD" train --text "$TEXT" \
     --spec "$SMALL" --steps 6 --batch 4 --report "$TMP/rt" --out "$TMP/m.safetensors"
