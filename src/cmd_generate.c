@@ -26,6 +26,12 @@ int cmd_generate(int argc, char **argv)
     if ((rc = text_load_model(o.model, &m)) != EXIT_OK) return rc;
     int64_t T = 0;
     kd_model_tokens(m, NULL, &T);
+    if (T < 2) { /* a prompt of 1 and a byte after it do not fit */
+        fail_msg("%s has a context of %lld token: generation needs at least 2", o.model,
+                 (long long)T);
+        kd_model_destroy(m);
+        return EXIT_USAGE;
+    }
     if (plen > T) {
         fail_msg("the prompt is %lld bytes, longer than the model's context of %lld",
                  (long long)plen, (long long)T);
@@ -44,7 +50,10 @@ int cmd_generate(int argc, char **argv)
     kd_status st = KD_OK;
     double start = now_seconds();
     for (uint64_t chunk = 0; st == KD_OK && len < total; chunk++) {
-        int64_t keep = len < T ? len : T / 2; /* the context a chunk starts from */
+        /* the context a chunk starts from: the whole prompt, less its first byte when it fills
+         * the context (a full prompt had lost its first half); then the last T/2 bytes, so that
+         * each re-read of the context yields T/2 new bytes */
+        int64_t keep = len < T ? len : chunk == 0 ? T - 1 : T / 2;
         int64_t n = total - len < T - keep ? total - len : T - keep;
         st = kd_model_generate(m, all + len - keep, keep, n, o.temperature, o.top_k, o.top_p,
                                o.seed + chunk * 0x9E3779B97F4A7C15ULL, all + len);

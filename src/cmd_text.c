@@ -705,9 +705,10 @@ static kd_status add_hidden(const text_options *o, kd_trainer *tr, const hidden_
 
 /* Whether the feature terms (--attention-kl, --hidden-cosine) can be built for these models,
  * before any training: the library's own checks on a throwaway trainer. */
+/* The teacher fits the student (context, vocabulary) and the feature terms' layers exist: checked
+ * on the untrained models before any training, so a mismatch costs no teacher run. */
 static int check_terms(const text_options *o, kd_model *student, kd_model *teacher)
 {
-    if (o->attention_kl <= 0.0f && o->hidden_cosine <= 0.0f) return EXIT_OK;
     attention_plan ap;
     hidden_pair hp[MAX_HIDDEN];
     int np = 0, bad = 0, rc = EXIT_OK;
@@ -724,7 +725,9 @@ static int check_terms(const text_options *o, kd_model *student, kd_model *teach
     if (st == KD_OK) {
         st = kd_trainer_add_teacher(tr, teacher, 1.0f);
         if (st != KD_OK) /* as train_lm would say it, a usage error */
-            rc = fail_kd("the teacher cannot teach this student", st) == EXIT_RUNTIME &&
+            rc = fail_kd("the teacher cannot teach this student (give --student a spec of its "
+                         "context and vocabulary)",
+                         st) == EXIT_RUNTIME &&
                          st == KD_ERR_SHAPE
                      ? EXIT_USAGE
                      : EXIT_RUNTIME;
