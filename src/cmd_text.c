@@ -9,7 +9,7 @@
 #include "parallel.h"
 #include "text.h"
 
-enum kind { FLAG, INT, FLOAT, STRING, METHOD };
+enum kind { FLAG, INT, FLOAT, STRING, METHOD, THREADS };
 enum { TRAIN = 1, DISTILL = 2, EVAL = 4, GENERATE = 8 };
 
 typedef struct text_def {
@@ -24,6 +24,7 @@ typedef struct text_def {
 
 static const text_def table[] = {
     {"--text", STRING, AT(text), TRAIN | DISTILL | EVAL, 0, 0},
+    {"--threads", THREADS, 0, TRAIN | DISTILL | EVAL | GENERATE, 0, 0},
     {"--spec", STRING, AT(spec), TRAIN, 0, 0},
     {"--model", STRING, AT(spec), TRAIN, 0, 0},
     {"--teacher", STRING, AT(teacher_file), DISTILL, 0, 0},
@@ -124,6 +125,7 @@ static int set_value(text_options *o, const text_def *d, const char *v)
         *(const char **)base = v;
         return EXIT_OK;
     }
+    if (d->kind == THREADS) return threads_option(v); /* as the image commands' --threads */
     if (d->kind == METHOD) {
         for (size_t i = 0; i < sizeof methods / sizeof *methods; i++)
             if (strcmp(v, methods[i].name) == 0) {
