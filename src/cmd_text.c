@@ -997,6 +997,30 @@ static const char report_notes[] =
     "a distilled student. Generation: batch 1 with cached keys and values, temperature 0.8, "
     "top-p 0.9, after a newline.";
 
+/* A run whose held-out cross-entropy is not finite or above twice a uniform guess's (2 ln 256
+ * nats, 16 bits a byte) diverged: exit 3 with nothing saved, as a diverged image run. A short run
+ * may end a little above a uniform guess; 16 bits is far past it (--lr 10 ended at 982). */
+static int check_learned(const char *name, const lm_result *r)
+{
+    if (r->ce <= 2.0 * log((double)KD_TEXT_VOCAB)) return EXIT_OK;
+    fail_msg("the %s diverged: %.4g bits per byte on the held-out text, more than twice the 8 "
+             "of a uniform guess; nothing saved; try a lower --lr",
+             name, r->bpb);
+    return EXIT_COLLAPSE;
+}
+
+/* Measures, then saves when the run learned (check_learned); r->bytes is the file's size. */
+static int measure_and_save(kd_model *m, const char *name, const text_options *o,
+                            const kd_text *text, const char *path, double seconds,
+                            int64_t tokens_trained, lm_result *r)
+{
+    int rc = measure(m, text, o->eval_bytes, NULL, seconds, tokens_trained, o->seed, r);
+    if (rc == EXIT_OK) rc = check_learned(name, r);
+    if (rc == EXIT_OK && path != NULL) rc = save(m, path);
+    if (rc == EXIT_OK && path != NULL) r->bytes = file_size(path);
+    return rc;
+}
+
 static int text_train(const text_options *o, const kd_text *text, FILE *log)
 {
     char spec[8192];
@@ -1020,10 +1044,8 @@ static int text_train(const text_options *o, const kd_text *text, FILE *log)
     lm_run r = {"model", m, NULL, KD_LOSS_HINTON, 0.0f, 1.0f, o->steps, o->seed, 0, 0, &res};
     double seconds = 0.0;
     rc = train_lm(o, text, &r, log, &seconds);
-    if (rc == EXIT_OK) rc = save(m, o->out);
     if (rc == EXIT_OK)
-        rc = measure(m, text, o->eval_bytes, o->out, seconds, o->steps * o->batch * T, o->seed,
-                     &res);
+        rc = measure_and_save(m, "model", o, text, o->out, seconds, o->steps * o->batch * T, &res);
     if (rc == EXIT_OK) {
         printf("saved %s: validation %.4f nats/byte, perplexity %.3f, %.4f bits per byte after "
                "%lld steps, %.0f s\n",
@@ -1091,6 +1113,7 @@ static int text_distill(const text_options *o, const kd_text *text, FILE *log)
     if (rc == EXIT_OK)
         rc = measure(teacher, text, o->eval_bytes, o->teacher_file, secs,
                      o->teacher_file ? 0 : o->teacher_steps * o->batch * TT, o->seed, &res[n++]);
+    if (rc == EXIT_OK && o->teacher_file == NULL) rc = check_learned("teacher", &res[0]);
     if (rc == EXIT_OK && o->compare && (rc = kd_model_clone(student, &alone)) != KD_OK)
         rc = fail_kd("cannot copy the student", (kd_status)rc);
     if (rc == EXIT_OK && alone != NULL) {
@@ -1121,10 +1144,9 @@ static int text_distill(const text_options *o, const kd_text *text, FILE *log)
                     &res[n]};
         rc = train_lm(o, text, &r, log, &secs);
     }
-    if (rc == EXIT_OK) rc = save(student, o->out);
     if (rc == EXIT_OK)
-        rc = measure(student, text, o->eval_bytes, o->out, secs, o->steps * o->batch * T, o->seed,
-                     &res[n++]);
+        rc = measure_and_save(student, "student", o, text, o->out, secs, o->steps * o->batch * T,
+                              &res[n++]);
     if (rc == EXIT_OK) {
         const lm_result *d = &res[n - 1];
         printf("saved %s: validation %.4f nats/byte, perplexity %.3f, %.4f bits per byte "

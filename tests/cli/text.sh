@@ -145,6 +145,10 @@ expect "--compare=no" 2 "takes no value" "$KD" distill --text "$TEXT" --teacher 
     --student "$SMALL" --compare=no --out "$S"
 expect "--temperature 0 in distillation" 2 "temperature > 0" "$KD" distill --text "$TEXT" \
     --teacher "$T" --student "$SMALL" --temperature 0 --out "$S"
+expect "a diverged run is exit 3 and saves nothing" 3 "diverged: .* nothing saved" "$KD" train \
+    --text "$TEXT" --spec "$LM" --steps 40 --batch 8 --lr 10 --out "$TMP/diverged.safetensors"
+if [ ! -e "$TMP/diverged.safetensors" ]; then pass "the diverged run wrote no model"; else
+    fail "the diverged run wrote a model"; fi
 # ---------------------------------------------------------------- --report, --hidden-cosine
 expect "kd train --text --report" 0 "report: $TMP/rt/index.html" "$KD" train --text "$TEXT" \
     --spec "$SMALL" --steps 6 --batch 4 --report "$TMP/rt" --out "$TMP/m.safetensors"
