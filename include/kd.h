@@ -79,7 +79,8 @@ typedef enum kd_limit {
     /* The values (trainable parameters and buffers) one model may hold, checked as a spec is
      * built (kd_model_create, kd_model_load, regressors) before a layer allocates. Default 2^28
      * (1 GiB of float32). kd_model_load also refuses a spec that asks for more values than its
-     * file holds data for, before allocating. */
+     * file holds data for, before allocating. Whatever this limit, one parameter tensor holds at
+     * most 2^31 - 1 values: a layer asking for more is KD_ERR_SHAPE. */
     KD_LIMIT_MODEL_VALUES = 0,
     /* Bytes of one file a loader reads into memory (safetensors: the whole file; IDX: the data
      * its header announces, after decompression). Default 2^33 (8 GiB). */
@@ -207,7 +208,8 @@ KD_API kd_status kd_model_output_size(const kd_model *m, int64_t *size);
 KD_API kd_status kd_model_param_count(const kd_model *m, int64_t *count);
 /* Layers, as the spec lists them after "input". */
 KD_API kd_status kd_model_layer_count(const kd_model *m, int32_t *count);
-/* The kind ("dense"; borrowed, static), trainable parameter count and output size of layer i. */
+/* The kind ("dense"; borrowed, static), trainable parameter count and output size of layer i;
+ * kind, params and output_size may each be NULL when not wanted. */
 KD_API kd_status kd_model_layer_info(const kd_model *m, int32_t i, const char **kind,
                                      int64_t *params, int64_t *output_size);
 
@@ -263,7 +265,8 @@ KD_API kd_status kd_model_output_rows(const kd_model *m, int64_t *rows, int64_t 
  * rounding). A step overwrites workspaces: kd_model_backward then needs a new forward. The cache
  * does not follow weight changes: start again at 0 after an optimizer step. */
 KD_API kd_status kd_model_decode_step(kd_model *m, int32_t id, int64_t pos, float *logits);
-/* Generates count tokens after prompt [prompt_len] (prompt_len + count <= T) into out [count],
+/* Generates count tokens after prompt [prompt_len] (prompt_len >= 1, count >= 1,
+ * prompt_len + count <= T) into out [count],
  * through kd_model_decode_step. Each token is drawn from softmax(logits / temperature) restricted
  * to the top_k most probable tokens (0: no limit) and to the smallest set of most probable tokens
  * whose probability reaches top_p (nucleus sampling, Holtzman et al. 2020; 1: no limit), with a
@@ -526,7 +529,8 @@ typedef enum kd_optimizer_option {
     KD_OPT_LEARNING_RATE = 0, /* float > 0, the base rate; default 0.01 (SGD), 0.001 (Adam(W)) */
     KD_OPT_MOMENTUM = 1,      /* SGD: float in [0, 1), default 0 */
     KD_OPT_WEIGHT_DECAY = 2,  /* float >= 0, default 0 (SGD, Adam), 0.01 (AdamW) */
-    KD_OPT_NESTEROV = 3,      /* SGD: int 0 or 1, default 0; needs momentum > 0 */
+    KD_OPT_NESTEROV = 3,      /* SGD: int 0 or 1, default 0; needs momentum > 0 (set in any order:
+                          * kd_optimizer_step refuses the pair, KD_ERR_STATE) */
     KD_OPT_SCHEDULE = 4,      /* int, a kd_schedule; default KD_SCHEDULE_CONSTANT */
     KD_OPT_TOTAL_STEPS = 5,   /* int > 0, the steps over which a schedule runs */
     KD_OPT_MIN_LR = 6,        /* float >= 0, where cosine decay ends; default 0 */
@@ -1016,7 +1020,8 @@ KD_API kd_status kd_text_tokens(const kd_text *t, kd_text_part part, int64_t off
 /* Language-model metrics from a mean cross-entropy ce in nats per token (the hard term over the
  * tokens, e.g. KD_LOSS_PART_HARD with alpha 0): perplexity = exp(ce); bits per byte =
  * ce * tokens / (bytes * ln 2), tokens / bytes the tokenizer's compression (1 for byte-level
- * tokens, where bits per byte = ce / ln 2). ce must be finite and >= 0, tokens and bytes >= 1. */
+ * tokens, where bits per byte = ce / ln 2). ce must be finite and >= 0, tokens and bytes >= 1;
+ * a perplexity beyond float's range (ce above about 88.7) is +infinity. */
 KD_API kd_status kd_perplexity(float ce, float *perplexity);
 KD_API kd_status kd_bits_per_byte(float ce, int64_t tokens, int64_t bytes, float *bpb);
 
@@ -1248,7 +1253,7 @@ KD_API kd_status kd_model_export_onnx(const kd_model *m, const char *path);
  * The sparsity at step t rises from 0 to the target as Zhu and Gupta 2017 ("To prune, or not to
  * prune", eq. 1): s_t = s (1 - (1 - (t - begin) / (end - begin))^3) for begin <= t < end, s from
  * end on; masks change every FREQUENCY steps. With the defaults (0, 0, 1) the first step prunes to
- * s at once (one-shot). The pruner borrows m, which must outlive it; a step allocates nothing.
+ * s at once (one-shot); with end <= begin, pruning jumps to s at begin. The pruner borrows m, which must outlive it; a step allocates nothing.
  * sparsity in [0, 1) (KD_ERR_ARGUMENT); KD_ERR_ARGUMENT too when m has no weight to prune. */
 typedef struct kd_pruner kd_pruner;
 typedef enum kd_pruner_option {

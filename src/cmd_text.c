@@ -522,11 +522,12 @@ static void print_results(const lm_result *r, int n)
     printf("%-*s %10s %10s %9s %9s %8s %12s %10s\n", w, "model", "params", "file", "CE nats", "ppl",
            "bits/B", "train tok/s", "gen tok/s");
     for (int i = 0; i < n; i++) {
-        char p[32], b[32] = "-";
+        char p[32], b[32] = "-", t[32] = "-"; /* "-": not trained here (a --teacher file) */
         format_count(r[i].params, p, sizeof p);
         if (r[i].bytes >= 0) format_bytes((double)r[i].bytes, b, sizeof b);
-        printf("%-*s %10s %10s %9.4f %9.3f %8.4f %12.0f %10.0f\n", w, r[i].name, p, b, r[i].ce,
-               r[i].ppl, r[i].bpb, r[i].tokens_per_s, r[i].gen_tps);
+        if (r[i].tokens_per_s > 0.0) snprintf(t, sizeof t, "%.0f", r[i].tokens_per_s);
+        printf("%-*s %10s %10s %9.4f %9.3f %8.4f %12s %10.0f\n", w, r[i].name, p, b, r[i].ce,
+               r[i].ppl, r[i].bpb, t, r[i].gen_tps);
     }
 }
 
