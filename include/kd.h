@@ -529,8 +529,8 @@ typedef enum kd_optimizer_option {
     KD_OPT_LEARNING_RATE = 0, /* float > 0, the base rate; default 0.01 (SGD), 0.001 (Adam(W)) */
     KD_OPT_MOMENTUM = 1,      /* SGD: float in [0, 1), default 0 */
     KD_OPT_WEIGHT_DECAY = 2,  /* float >= 0, default 0 (SGD, Adam), 0.01 (AdamW) */
-    KD_OPT_NESTEROV = 3,      /* SGD: int 0 or 1, default 0; needs momentum > 0 (set in any order:
-                          * kd_optimizer_step refuses the pair, KD_ERR_STATE) */
+    KD_OPT_NESTEROV = 3,      /* SGD: int 0 or 1, default 0; needs momentum > 0, which
+                               * kd_optimizer_step checks (KD_ERR_STATE): set them in any order */
     KD_OPT_SCHEDULE = 4,      /* int, a kd_schedule; default KD_SCHEDULE_CONSTANT */
     KD_OPT_TOTAL_STEPS = 5,   /* int > 0, the steps over which a schedule runs */
     KD_OPT_MIN_LR = 6,        /* float >= 0, where cosine decay ends; default 0 */
