@@ -228,6 +228,11 @@ int text_parse(text_options *o, const char *name, int argc, char **argv, int fir
             return -1;
         }
         if (a[0] != '-' || a[1] == '\0') {
+            if (o->model != NULL && (bit & (EVAL | GENERATE))) {
+                fail_msg("kd %s%s takes one model; '%s' is a second", name,
+                         (bit & EVAL) ? " --text" : "", a);
+                return EXIT_USAGE;
+            }
             if (o->model != NULL || !(bit & (EVAL | GENERATE))) {
                 fail_msg("unexpected argument '%s' (see 'kd help %s')", a, name);
                 return EXIT_USAGE;
@@ -413,7 +418,7 @@ static int validation_ce(kd_model *m, const kd_text *text, int64_t batch, int64_
         fail_msg("the validation part holds %lld bytes; the model's context needs %lld (make "
                  "--validation larger or the text longer)",
                  (long long)n, (long long)(T + 1));
-        return EXIT_RUNTIME;
+        return EXIT_USAGE; /* a model that does not fit the data: 2, as train and distill say it */
     }
     if (batch > windows) batch = windows;
     int32_t *buf = malloc(sizeof *buf * (size_t)(batch * (T + 1)));
@@ -1215,6 +1220,8 @@ static int text_eval(const text_options *o, const kd_text *text)
                    "\"bits_per_byte\": %.6f}\n",
                    (long long)T, (long long)params, (long long)vbytes, (long long)tokens, ce,
                    (double)ppl, (double)bpb);
+        } else if (o->quiet) { /* the number alone, as image eval's accuracy */
+            printf("%.4f\n", (double)bpb);
         } else {
             char p[32];
             format_count(params, p, sizeof p);

@@ -97,7 +97,8 @@ static const char eval_text[] =
     "\n"
     "The validation cross-entropy (nats per byte), perplexity and bits per byte of a byte-level\n"
     "language model on the last --validation fraction (0.1) of FILE, in consecutive windows\n"
-    "(--eval-bytes N: its first N bytes only). --threads N as kd train.\n";
+    "(--eval-bytes N: its first N bytes only). -q prints the bits per byte alone; --threads N\n"
+    "as kd train.\n";
 
 static const char generate_text[] =
     "usage: kd generate MODEL.safetensors [--prompt TEXT] [--tokens N] [--temperature T]\n"
