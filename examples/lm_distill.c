@@ -283,13 +283,16 @@ static void print_row(const char *name, const result *r, int n)
            (long long)r[0].params, (long long)r[0].file, tps, gen);
 }
 
+static const char *const run_names[] = {"alone", "forward-kl", "reverse-kl",
+                                        "jsd",   "hidden",     "attention"};
+#define NRUNS ((int)(sizeof run_names / sizeof run_names[0]))
+
 /* Whether student run i (in the order of main's table) is among --only's names. Runs are
  * independent (each starts from its seed's initialisation and batches), so a job split by --only
  * and --seed gives the numbers of the whole. */
 static int wanted(const config *c, int i)
 {
-    static const char *const names[] = {"alone", "forward-kl", "reverse-kl",
-                                        "jsd",   "hidden",     "attention"};
+    const char *const *names = run_names;
     if (c->only == NULL) return 1;
     size_t n = strlen(names[i]);
     for (const char *p = c->only; (p = strstr(p, names[i])) != NULL; p += n)
@@ -343,6 +346,19 @@ int main(int argc, char **argv)
             usage(argv[0]);
         if (num != NULL) {
             if (i + 1 >= argc || (*num = atoll(argv[++i])) < 1) usage(argv[0]);
+        }
+    }
+    if (c.only != NULL) { /* every name one of the runs: a typo would train nothing */
+        char copy[256];
+        snprintf(copy, sizeof copy, "%s", c.only);
+        for (char *save = NULL, *w = strtok_r(copy, ",", &save); w != NULL;
+             w = strtok_r(NULL, ",", &save)) {
+            int k = 0;
+            while (k < NRUNS && strcmp(w, run_names[k]) != 0) k++;
+            if (k == NRUNS) {
+                fprintf(stderr, "%s: --only '%s' is not one of the runs\n", argv[0], w);
+                usage(argv[0]);
+            }
         }
     }
     kd_text *text;

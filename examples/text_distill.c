@@ -120,12 +120,15 @@ int main(int argc, char **argv)
             seed = strtoull(argv[++i], 0, 10);
         else if (argv[i][0] != '-')
             path = argv[i];
-        else {
-            fprintf(stderr,
-                    "usage: %s [FILE] [--steps N] [--teacher-steps N] [--topk K] [--seed S]\n",
-                    argv[0]);
-            return 2;
-        }
+        else
+            steps = 0; /* an unknown option: the usage below */
+    }
+    if (steps < 1 || teacher_steps < 1 || topk < 1) {
+        fprintf(stderr,
+                "usage: %s [FILE] [--steps N] [--teacher-steps N] [--topk K] [--seed S]\n"
+                "(N and K whole numbers >= 1)\n",
+                argv[0]);
+        return 2;
     }
     kd_text *text;
     CHECK(kd_text_open(path, 0, &text));
