@@ -38,6 +38,8 @@ static const text_def table[] = {
     {"--lr", FLOAT, AT(lr), TRAIN | DISTILL, 1e-9, 10},
     {"--temperature", FLOAT, AT(temperature), DISTILL | GENERATE, 0, 1e6},
     {"--alpha", FLOAT, AT(alpha), DISTILL, 0, 1},
+    {"--jsd-beta", FLOAT, AT(jsd_beta), DISTILL, 0, 1},
+    {"--skew", FLOAT, AT(skew), DISTILL, 0, 1},
     {"--validation", FLOAT, AT(validation), TRAIN | DISTILL | EVAL, 0, 0.99},
     {"--max-bytes", INT, AT(max_bytes), TRAIN | DISTILL | EVAL, 0, 1e12},
     {"--eval-bytes", INT, AT(eval_bytes), TRAIN | DISTILL | EVAL, 0, 1e12},
@@ -110,6 +112,7 @@ static void defaults(text_options *o, const char *name)
     o->lr = 3e-3f;
     o->temperature = strcmp(name, "generate") == 0 ? 0.8f : 1.0f;
     o->alpha = 0.5f;
+    o->jsd_beta = o->skew = -1.0f;
     o->top_p = 1.0f;
     o->tokens = 200;
     o->validation = 0.1f;
@@ -196,6 +199,15 @@ static int check_applies(const text_options *o, unsigned bit, const char *given)
                          *x);
                 return EXIT_USAGE;
             }
+    if (given[find_def("--jsd-beta") - table] && o->method != KD_LOSS_JSD) {
+        fail_msg("--jsd-beta does not apply unless --method jsd; leave it out");
+        return EXIT_USAGE;
+    }
+    if (given[find_def("--skew") - table] && o->method != KD_LOSS_SKEW_KL &&
+        o->method != KD_LOSS_SKEW_REVERSE_KL) {
+        fail_msg("--skew does not apply unless --method skew-kl or skew-reverse-kl; leave it out");
+        return EXIT_USAGE;
+    }
     if ((bit & DISTILL) && o->temperature_set && !(o->temperature > 0.0f)) {
         fail_msg("--temperature %g: distillation softens by a temperature > 0 (0 is greedy "
                  "decoding, for kd generate)",
@@ -786,6 +798,10 @@ static kd_status make_parts(const text_options *o, const lm_run *r, kd_loss **lo
     if (st == KD_OK && r->method != KD_LOSS_LOGIT_MSE)
         st = kd_loss_set_float(*loss, KD_LOSS_TEMPERATURE, r->temperature);
     if (st == KD_OK) st = kd_loss_set_float(*loss, KD_LOSS_MASK_UNLABELLED, 1.0f);
+    if (st == KD_OK && r->teacher && o->jsd_beta >= 0.0f)
+        st = kd_loss_set_float(*loss, KD_LOSS_JSD_BETA, o->jsd_beta);
+    if (st == KD_OK && r->teacher && o->skew >= 0.0f)
+        st = kd_loss_set_float(*loss, KD_LOSS_SKEW, o->skew);
     if (st == KD_OK) st = kd_optimizer_create(KD_OPTIMIZER_ADAMW, r->model, opt);
     if (st != KD_OK) return st;
     /* nanoGPT's recipe, shortened: AdamW, cosine decay to a tenth, a short warm-up, clipping. */

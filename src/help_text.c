@@ -35,6 +35,7 @@ static const char common_text[] =
     "  --quiet, -q         the result line only\n"
     "  --threads N         libkd's threads (default: every core; see kd help train)\n";
 
+/* clang-format off: the STR() macros make clang-format scatter these lines */
 static const char distill_text[] =
     "usage: kd distill --text FILE --out STUDENT.safetensors [--teacher MODEL | --teacher-spec "
     "SPEC]\n"
@@ -48,34 +49,21 @@ static const char distill_text[] =
     "                      be the student's (else exit 2)\n"
     "  --teacher-spec SPEC the teacher to train (default as kd train --text)\n"
     "  --teacher-steps N   its steps (2000)\n"
-    "  --student SPEC      default: width " STR(TEXT_STUDENT_WIDTH) ", " STR(TEXT_STUDENT_LAYERS) " blocks of " STR(
-        TEXT_STUDENT_HEADS) " heads, context " STR(TEXT_CONTEXT) "\n"
-                                                                 "  --method NAME       forward-kl "
-                                                                 "(default, Hinton's KD per "
-                                                                 "token), reverse-kl (MiniLLM),\n"
-                                                                 "  --loss NAME         jsd (GKD), "
-                                                                 "skew-kl, skew-reverse-kl "
-                                                                 "(DistiLLM), tvd, logit-mse\n"
-                                                                 "  --alpha A           weight of "
-                                                                 "the teacher term; 1 - A on the "
-                                                                 "next-byte labels (0.5)\n"
-                                                                 "  --temperature T     softening "
-                                                                 "of both distributions (1)\n"
-                                                                 "  --compare           also train "
-                                                                 "the student alone, for "
-                                                                 "comparison\n"
-                                                                 "  --attention-kl W    adds W x "
-                                                                 "MiniLM's attention KL between a "
-                                                                 "student attention layer's\n"
-                                                                 "                      "
-                                                                 "probabilities and the teacher's "
-                                                                 "(0: none)\n"
-                                                                 "  --attention-layers S:T  which "
-                                                                 "attention layers, counted from 0 "
-                                                                 "(-1: the last; -1:-1)\n"
-                                                                 "  --attention-heads H mean (each "
-                                                                 "side's mean over heads, default) "
-                                                                 "or matched (equal heads)\n";
+    "  --student SPEC      default: width " STR(TEXT_STUDENT_WIDTH) ", " STR(TEXT_STUDENT_LAYERS)
+    " blocks of " STR(TEXT_STUDENT_HEADS) " heads, context " STR(TEXT_CONTEXT) "\n"
+    "  --method NAME       (or --loss NAME) forward-kl (default, Hinton's KD per token),\n"
+    "                      reverse-kl (MiniLLM), jsd (GKD), skew-kl, skew-reverse-kl\n"
+    "                      (DistiLLM), tvd, logit-mse\n"
+    "  --jsd-beta B        jsd: the mixture weight beta in [0, 1] (0.5, TRL's GKD)\n"
+    "  --skew L            skew-kl, skew-reverse-kl: lambda in [0, 1] (0.1, DistiLLM)\n"
+    "  --alpha A           weight of the teacher term; 1 - A on the next-byte labels (0.5)\n"
+    "  --temperature T     softening of both distributions (1)\n"
+    "  --compare           also train the student alone, for comparison\n"
+    "  --attention-kl W    adds W x MiniLM's attention KL between a student attention layer's\n"
+    "                      probabilities and the teacher's (0: none)\n"
+    "  --attention-layers S:T  which attention layers, counted from 0 (-1: the last; -1:-1)\n"
+    "  --attention-heads H mean (each side's mean over heads, default) or matched (equal heads)\n";
+/* clang-format on */
 
 static const char hidden_text[] =
     "  --hidden-cosine W   adds W x DistilBERT's cosine loss on hidden states, token by token,\n"

@@ -22,6 +22,7 @@ typedef struct text_options {
     const char *prompt;
     int64_t steps, teacher_steps, batch, tokens, max_bytes, eval_bytes, log_every;
     float lr, temperature, alpha, top_p, validation;
+    float jsd_beta, skew; /* --jsd-beta, --skew; < 0: the loss's default */
     int32_t top_k;
     int method; /* a kd_loss_kind */
     /* distill: MiniLM's attention KL as a trainer term (weight 0: none), the attention layers

@@ -149,6 +149,10 @@ expect "a diverged run is exit 3 and saves nothing" 3 "diverged: .* nothing save
     --text "$TEXT" --spec "$LM" --steps 40 --batch 8 --lr 10 --out "$TMP/diverged.safetensors"
 if [ ! -e "$TMP/diverged.safetensors" ]; then pass "the diverged run wrote no model"; else
     fail "the diverged run wrote a model"; fi
+expect "--jsd-beta with jsd" 0 "after 2 steps of jsd" "$KD" distill --text "$TEXT" --teacher "$T" \
+    --student "$SMALL" --method jsd --jsd-beta 0.9 --steps 2 --batch 4 --quiet --out "$S"
+expect "--skew with another method" 2 "skew does not apply" "$KD" distill --text "$TEXT" \
+    --teacher "$T" --student "$SMALL" --skew 0.2 --out "$S"
 # ---------------------------------------------------------------- --report, --hidden-cosine
 expect "kd train --text --report" 0 "report: $TMP/rt/index.html" "$KD" train --text "$TEXT" \
     --spec "$SMALL" --steps 6 --batch 4 --report "$TMP/rt" --out "$TMP/m.safetensors"
