@@ -853,8 +853,7 @@ KD_API kd_status kd_tensors_info(const kd_tensors *t, const char *name, kd_dtype
  * replaced) and their size in bytes. nbytes may be NULL. */
 KD_API kd_status kd_tensors_data(const kd_tensors *t, const char *name, const void **data,
                                  int64_t *nbytes);
-/* Sets (or replaces) metadata key to value: key non-empty UTF-8, value UTF-8, else KD_ERR_ARGUMENT
- * with nothing changed. */
+/* Sets (or replaces) metadata key to value, both UTF-8 (else KD_ERR_ARGUMENT, nothing changed). */
 KD_API kd_status kd_tensors_set_meta(kd_tensors *t, const char *key, const char *value);
 /* Removes metadata key; KD_ERR_ARGUMENT when there is none. */
 KD_API kd_status kd_tensors_remove_meta(kd_tensors *t, const char *key);
@@ -1252,8 +1251,9 @@ KD_API kd_status kd_model_export_onnx(const kd_model *m, const char *path);
  * again, so training (call it after each optimizer step or kd_trainer_step) keeps them at zero.
  * The sparsity at step t rises from 0 to the target as Zhu and Gupta 2017 ("To prune, or not to
  * prune", eq. 1): s_t = s (1 - (1 - (t - begin) / (end - begin))^3) for begin <= t < end, s from
- * end on; masks change every FREQUENCY steps. With the defaults (0, 0, 1) the first step prunes to
- * s at once (one-shot); with end <= begin, pruning jumps to s at begin. The pruner borrows m, which must outlive it; a step allocates nothing.
+ * end on; masks change every FREQUENCY steps. With the defaults (0, 0, 1) the first step prunes
+ * to s at once (one-shot); with end <= begin, pruning jumps to s at begin. The pruner borrows m,
+ * which must outlive it; a step allocates nothing.
  * sparsity in [0, 1) (KD_ERR_ARGUMENT); KD_ERR_ARGUMENT too when m has no weight to prune. */
 typedef struct kd_pruner kd_pruner;
 typedef enum kd_pruner_option {

@@ -262,12 +262,17 @@ int text_parse(text_options *o, const char *name, int argc, char **argv, int fir
                      name, name);
             return EXIT_USAGE;
         }
-        /* a second value would replace the first without a word (--loss and --method are one) */
-        size_t slot = (size_t)(d - table);
-        if (d->kind == METHOD) slot = (size_t)(find_def("--method") - table);
-        if (given[slot]) {
-            fail_msg("%s is given twice; give it once",
-                     d->kind == METHOD ? "--method/--loss" : d->name);
+        /* a second value would replace the first without a word; the spellings of one option
+         * (--spec and --model, --method and --loss, -q and --quiet) share the first's slot */
+        size_t slot = 0;
+        while (table[slot].kind != d->kind || table[slot].offset != d->offset) slot++;
+        if (given[slot] && d->kind != FLAG) {
+            char names[64] = "";
+            for (size_t k = slot; k < sizeof table / sizeof *table; k++)
+                if (table[k].kind == d->kind && table[k].offset == d->offset)
+                    snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s",
+                             names[0] ? "/" : "", table[k].name);
+            fail_msg("%s is given twice; give it once", names);
             return EXIT_USAGE;
         }
         given[slot] = 1;
@@ -309,7 +314,8 @@ static const char *noncausal_attention(const char *spec, char *layer, size_t siz
     for (const char *p = spec; (p = strstr(p, "attention")) != NULL; p += 9) {
         const char *b = p;
         while (b > spec && b[-1] == ' ') b--;
-        if (b > spec && b[-1] != '|' && b[-1] != '(') continue; /* a word inside a layer */
+        if (b > spec && b[-1] != '|' && b[-1] != '(') continue;     /* a word inside a layer */
+        if (p[9] != '\0' && strchr(" |()", p[9]) == NULL) continue; /* another kind's name */
         size_t n = strcspn(p, "|()");
         snprintf(layer, size, "%.*s", (int)n, p);
         while (n > 0 && layer[n - 1] == ' ') layer[--n] = '\0';
@@ -723,10 +729,9 @@ static kd_status add_hidden(const text_options *o, kd_trainer *tr, const hidden_
     return st;
 }
 
-/* Whether the feature terms (--attention-kl, --hidden-cosine) can be built for these models,
- * before any training: the library's own checks on a throwaway trainer. */
-/* The teacher fits the student (context, vocabulary) and the feature terms' layers exist: checked
- * on the untrained models before any training, so a mismatch costs no teacher run. */
+/* The teacher fits the student (context, vocabulary) and the feature terms (--attention-kl,
+ * --hidden-cosine) can be built: the library's own checks on a throwaway trainer with the
+ * untrained models, before any training, so a mismatch costs no teacher run. */
 static int check_terms(const text_options *o, kd_model *student, kd_model *teacher)
 {
     attention_plan ap;
@@ -1286,7 +1291,7 @@ int cmd_text(const char *name, int argc, char **argv)
     const char *in[] = {o.text, o.teacher_file, o.model};
     if ((rc = check_apart(out, names, 3, in, 3)) != EXIT_OK) return rc;
     if (o.out != NULL && (rc = check_output(o.out)) != EXIT_OK) return rc;
-    if (o.log_path != NULL && (rc = check_output(o.log_path)) != EXIT_OK) return rc;
+    if (o.log_path != NULL && (rc = check_output_in_place(o.log_path)) != EXIT_OK) return rc;
     if (o.report_dir != NULL && (rc = check_output_dir("the report", o.report_dir)) != EXIT_OK)
         return rc;
     if ((rc = check_specs(&o)) != EXIT_OK) return rc;

@@ -206,6 +206,9 @@ void json_string(FILE *f, const char *s);
 /* path is not a directory and its directory exists and is writable; else one line and
  * EXIT_RUNTIME. */
 int check_output(const char *path);
+/* The same for a file written in place, not renamed over (--log): an existing file it may write
+ * (/dev/stdout, a pipe) will do, whatever its directory. */
+int check_output_in_place(const char *path);
 /* A directory that may not exist yet (--report DIR): it, or its nearest existing ancestor, is a
  * writable directory; else one line and EXIT_RUNTIME. */
 int check_output_dir(const char *what, const char *path);

@@ -35,7 +35,8 @@ static const char common_text[] =
     "  --quiet, -q         the result line only\n"
     "  --threads N         libkd's threads (default: every core; see kd help train)\n";
 
-/* clang-format off: the STR() macros make clang-format scatter these lines */
+/* The STR() macros make clang-format scatter these lines. */
+/* clang-format off */
 static const char distill_text[] =
     "usage: kd distill --text FILE --out STUDENT.safetensors [--teacher MODEL | --teacher-spec "
     "SPEC]\n"

@@ -289,6 +289,13 @@ int check_output(const char *path)
     return EXIT_RUNTIME;
 }
 
+int check_output_in_place(const char *path)
+{
+    struct stat st;
+    if (stat(path, &st) == 0 && !S_ISDIR(st.st_mode) && access(path, W_OK) == 0) return EXIT_OK;
+    return check_output(path);
+}
+
 /* A directory that may not exist yet (--report DIR): it, or its nearest existing ancestor, is a
  * writable directory. */
 int check_output_dir(const char *what, const char *path)
@@ -434,7 +441,7 @@ int check_outputs(const options *o, const char *model)
     int rc = check_distinct(o, model);
     if (rc == EXIT_OK && model != NULL) rc = check_output(model);
     if (rc == EXIT_OK && o->report_dir != NULL) rc = check_output_dir("the report", o->report_dir);
-    if (rc == EXIT_OK && o->log_path != NULL) rc = check_output(o->log_path);
+    if (rc == EXIT_OK && o->log_path != NULL) rc = check_output_in_place(o->log_path);
     if (rc == EXIT_OK && o->checkpoint != NULL) rc = check_checkpoint(o, "");
     if (rc == EXIT_OK && o->checkpoint != NULL && o->cmd == CMD_DISTILL)
         rc = check_checkpoint(o, ".alone");

@@ -109,6 +109,8 @@ START_TEST(spec_errors)
         "input 784 | dense 99999999",
         "input 1x28x28 | conv 4 3 pad=1 pad=2 | flatten | dense 3", /* a second pad was dropped */
         "input 784 | dense 3\x01",
+        "input 4 | dense 3 out=5", /* by position and by name: the name's had won */
+        "tokens 256 16 | embed 8 | attention 2 heads=4 causal",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         kd_model *m = (kd_model *)&m;

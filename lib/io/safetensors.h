@@ -39,11 +39,11 @@ typedef struct kdi_st_file {
 /* Reads and validates path: header length within the file and below 100 MB, JSON well formed,
  * offsets in range, contiguous and non-overlapping, nbytes == product(dims) * dtype size, names
  * unique. KD_ERR_IO when unreadable, KD_ERR_FORMAT with a sentence otherwise. */
-/* 1 when p[0 .. n-1] is well-formed UTF-8 (RFC 3629). */
-int kdi_utf8_valid(const void *p, size_t n);
 kd_status kdi_st_read(const char *path, kdi_st_file *out);
 const kdi_st_tensor *kdi_st_find(const kdi_st_file *f, const char *name);
 const char *kdi_st_meta(const kdi_st_file *f, const char *key); /* NULL when absent */
+/* 1 when p[0 .. n-1] is well-formed UTF-8 (RFC 3629). */
+int kdi_utf8_valid(const void *p, size_t n);
 void kdi_st_free(kdi_st_file *f);
 
 /* Bytes of one value of dtype (0 for KDI_ST_OTHER). */

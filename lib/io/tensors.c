@@ -285,8 +285,8 @@ kd_status kd_tensors_set_meta(kd_tensors *t, const char *key, const char *value)
     KDI_CHECK_NULL(key);
     KDI_CHECK_NULL(value);
     /* checked here, not only by the save: a bad entry would make every later save fail */
-    if (key[0] == '\0' || !kdi_utf8_valid(key, strlen(key)))
-        return kdi_fail(KD_ERR_ARGUMENT, "a metadata key must be non-empty UTF-8");
+    if (!kdi_utf8_valid(key, strlen(key)))
+        return kdi_fail(KD_ERR_ARGUMENT, "a metadata key must be UTF-8");
     if (!kdi_utf8_valid(value, strlen(value)))
         return kdi_fail(KD_ERR_ARGUMENT, "metadata '%s': the value is not UTF-8", key);
     return set_meta(t, key, value);

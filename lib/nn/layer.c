@@ -44,7 +44,7 @@ kd_status kdi_layer_add_param(kdi_layer *l, const char *name, int trainable, int
     memset(p, 0, sizeof *p);
     int64_t count = 1;
     for (int i = 0; i < ndim; i++) {
-        if (!kdi_mul_ok(count, dims[i], &count) || count > (1LL << 31))
+        if (!kdi_mul_ok(count, dims[i], &count) || count > INT32_MAX)
             return kdi_fail(KD_ERR_SHAPE, "layer '%s': parameter '%s' is too large", l->ops->kind,
                             name);
         p->dims[i] = dims[i];
@@ -75,7 +75,7 @@ kd_status kdi_layer_add_raw_param(kdi_layer *l, const char *name, kdi_st_dtype d
     memset(p, 0, sizeof *p);
     int64_t count = 1;
     for (int i = 0; i < ndim; i++) {
-        if (!kdi_mul_ok(count, dims[i], &count) || count > (1LL << 31))
+        if (!kdi_mul_ok(count, dims[i], &count) || count > INT32_MAX)
             return kdi_fail(KD_ERR_SHAPE, "layer '%s': parameter '%s' is too large", l->ops->kind,
                             name);
         p->dims[i] = dims[i];

@@ -146,9 +146,20 @@ static const char *lookup(const kdi_args *a, int pos, const char *key)
     return NULL;
 }
 
+/* An option given both by position and by name ("attention 2 heads=4"): lookup() would read the
+ * name's and drop the other without a word. */
+static kd_status check_once(const kdi_args *a, int pos, const char *key)
+{
+    if (key == NULL || pos < 0 || lookup(a, pos, NULL) == NULL) return KD_OK;
+    if (lookup(a, -1, key) == NULL) return KD_OK;
+    return kdi_fail(KD_ERR_FORMAT, "layer '%s' gives %s twice (by position and as %s=)", a->kind,
+                    key, key);
+}
+
 kd_status kdi_args_int(const kdi_args *a, int pos, const char *key, int has_def, int64_t def,
                        int64_t lo, int64_t hi, int64_t *out)
 {
+    KDI_TRY(check_once(a, pos, key));
     const char *v = lookup(a, pos, key);
     const char *what = key != NULL ? key : "argument";
     if (v == NULL) {
@@ -173,6 +184,7 @@ kd_status kdi_args_int(const kdi_args *a, int pos, const char *key, int has_def,
 kd_status kdi_args_float(const kdi_args *a, int pos, const char *key, int has_def, float def,
                          float lo, float hi, float *out)
 {
+    KDI_TRY(check_once(a, pos, key));
     const char *v = lookup(a, pos, key);
     const char *what = key != NULL ? key : "argument";
     if (v == NULL) {

@@ -411,6 +411,9 @@ if command -v python3 >/dev/null 2>&1 && python3 "$HERE/make_byod.py" "$DATA" "$
     expect "prune on .csv tables" 0 "saved" "$KD" prune "$TMP/csv.safetensors" --sparsity 0.5 \
         --epochs 1 --train "$B/train.csv" --test "$B/test.csv" --label-column label \
         --out "$TMP/pcsv.safetensors"
+    expect "prune on a .npz with other array names" 0 "saved" "$KD" prune "$TMP/npz.safetensors" \
+        --sparsity 0.5 --epochs 1 --train "$B/train.npz" --test "$B/test.npz" --x-name images \
+        --y-name labels --out "$TMP/pnpz.safetensors"
     expect "prune refuses a model of other inputs" 2 "the model takes 784 inputs" "$KD" prune \
         "$TMP/csv.safetensors" --sparsity 0.5 --epochs 1 --train "$HERE/../data/csv/iris.csv" \
         --test "$HERE/../data/csv/iris.csv" --label-column species --out "$TMP/pbad.safetensors"

@@ -210,6 +210,20 @@ expect "empty prompt" 2 "--prompt is empty" "$KD" generate "$S" --prompt ""
 expect "generate without a model" 2 "a model file is required" "$KD" generate --prompt x
 expect "generate from a missing file" 1 "cannot load" "$KD" generate "$TMP/none.safetensors"
 expect "bad --top-p" 2 "--top-p '2' is not" "$KD" generate "$S" --top-p 2
+# A prompt as long as the context: the first byte comes from its last T - 1 = 15 bytes (a full
+# prompt had kept only its last T/2), so greedy decoding continues as from those 15 bytes.
+full=$("$KD" generate "$S" --prompt "0123456789abcdef" --tokens 1 --temperature 0 2>/dev/null)
+last=$("$KD" generate "$S" --prompt "123456789abcdef" --tokens 1 --temperature 0 2>/dev/null)
+if [ -n "$full" ] && [ "${full#0}" = "$last" ]; then pass "a full prompt keeps T - 1 bytes"; else
+    fail "a full prompt: '$full' against '$last'"; fi
+expect "--threads on text" 0 "saved" "$KD" train --text "$TEXT" --spec "$SMALL" --steps 2 \
+    --threads 1 --quiet --out "$TMP/th.safetensors"
+expect "--validation 0" 2 "hold out a share > 0" "$KD" train --text "$TEXT" --spec "$SMALL" \
+    --validation 0 --out "$TMP/v0.safetensors"
+expect "--spec and --model together" 2 "--spec/--model is given twice" "$KD" train --text "$TEXT" \
+    --spec "$SMALL" --model "$SMALL" --out "$TMP/v0.safetensors"
+expect "--log may be an existing writable file anywhere" 0 '"step": 2' "$KD" train --text "$TEXT" \
+    --spec "$SMALL" --steps 2 --log-every 1 --quiet --out "$TMP/lg.safetensors" --log /dev/stdout
 
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
