@@ -5,6 +5,7 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "parallel.h"
 #include "text.h"
@@ -38,6 +39,10 @@ static const text_def table[] = {
     {"--lr", FLOAT, AT(lr), TRAIN | DISTILL, 1e-9, 10},
     {"--temperature", FLOAT, AT(temperature), DISTILL | GENERATE, 0, 1e6},
     {"--alpha", FLOAT, AT(alpha), DISTILL, 0, 1},
+    {"--checkpoint", STRING, AT(checkpoint), TRAIN | DISTILL, 0, 0},
+    {"--resume", FLAG, AT(resume), TRAIN | DISTILL, 0, 0},
+    {"--force", FLAG, AT(force), TRAIN | DISTILL, 0, 0},
+    {"--stop-after-step", INT, AT(stop_after), TRAIN | DISTILL, 1, 1e9}, /* hidden, for tests */
     {"--jsd-beta", FLOAT, AT(jsd_beta), DISTILL, 0, 1},
     {"--skew", FLOAT, AT(skew), DISTILL, 0, 1},
     {"--validation", FLOAT, AT(validation), TRAIN | DISTILL | EVAL, 0, 0.99},
@@ -206,6 +211,16 @@ static int check_applies(const text_options *o, unsigned bit, const char *given)
     if (given[find_def("--skew") - table] && o->method != KD_LOSS_SKEW_KL &&
         o->method != KD_LOSS_SKEW_REVERSE_KL) {
         fail_msg("--skew does not apply unless --method skew-kl or skew-reverse-kl; leave it out");
+        return EXIT_USAGE;
+    }
+    if (o->resume && o->checkpoint == NULL) {
+        fail_msg("--resume needs --checkpoint FILE (the run to continue)");
+        return EXIT_USAGE;
+    }
+    if (o->force && (o->checkpoint == NULL || o->resume)) {
+        fail_msg("--force does not apply %s; leave it out",
+                 o->resume ? "with --resume (which continues)"
+                           : "without --checkpoint (it allows overwriting one)");
         return EXIT_USAGE;
     }
     if ((bit & DISTILL) && o->temperature_set && !(o->temperature > 0.0f)) {
@@ -859,6 +874,121 @@ static int curve_point(const text_options *o, const kd_text *text, const lm_run 
     return EXIT_OK;
 }
 
+/* ---------------------------------------------------------------- checkpoints */
+
+/* train_lm's result when --stop-after-step stopped its run: every later part of the command is
+ * skipped (no model saved), and the command ends with exit 0. */
+#define TEXT_STOPPED (-2)
+
+/* The checkpoint of run r: --checkpoint FILE for the model or the distilled student, FILE.teacher
+ * and FILE.alone for the other runs of kd distill. */
+static void run_checkpoint(const text_options *o, const char *run, char *out, size_t size)
+{
+    const char *suffix = strcmp(run, "teacher") == 0         ? ".teacher"
+                         : strcmp(run, "student alone") == 0 ? ".alone"
+                                                             : "";
+    snprintf(out, size, "%s%s", o->checkpoint, suffix);
+}
+
+/* What decides run r's training, "--steps=2000; --lr=0.003; ...", and its hash (FNV-1a): a
+ * checkpoint continues only the run it came from. Not the outputs, the logging or evaluation. */
+static uint64_t run_fingerprint(const text_options *o, const kd_text *text, const lm_run *r,
+                                char *note, size_t size)
+{
+    int64_t bytes = 0;
+    kd_text_size(text, &bytes);
+    int n = snprintf(note, size,
+                     "run=%s; --text=%s (%lld bytes); --validation=%g; --max-bytes=%lld; "
+                     "--steps=%lld; --batch=%lld; --lr=%g; --seed=%llu; spec=%s",
+                     r->name, o->text, (long long)bytes, (double)o->validation,
+                     (long long)o->max_bytes, (long long)r->steps, (long long)o->batch,
+                     (double)o->lr, (unsigned long long)r->seed, kd_model_spec(r->model));
+    if (r->teacher != NULL && n > 0 && (size_t)n < size)
+        n += snprintf(note + n, size - (size_t)n,
+                      "; teacher=%s; --method=%s; --alpha=%g; --temperature=%g; --jsd-beta=%g; "
+                      "--skew=%g; --attention-kl=%g; --attention-layers=%s; "
+                      "--attention-heads=%s; --hidden-cosine=%g; --hidden-layers=%s",
+                      kd_model_spec(r->teacher), method_name(r->method), (double)r->alpha,
+                      (double)r->temperature, (double)o->jsd_beta, (double)o->skew,
+                      r->attention ? (double)o->attention_kl : 0.0,
+                      o->attention_layers ? o->attention_layers : "-",
+                      o->attention_heads ? o->attention_heads : "-",
+                      r->hidden ? (double)o->hidden_cosine : 0.0,
+                      o->hidden_layers ? o->hidden_layers : "-");
+    uint64_t h = 1469598103934665603ULL;
+    for (const char *c = note; *c != '\0'; c++) h = (h ^ (unsigned char)*c) * 1099511628211ULL;
+    return h;
+}
+
+/* The first "; "-separated entry of saved that ours lacks, for the message. */
+static void first_difference(const char *saved, const char *ours, char *out, size_t size)
+{
+    snprintf(out, size, "its options differ");
+    for (const char *p = saved; *p != '\0';) {
+        size_t n = strcspn(p, ";");
+        char entry[1200];
+        snprintf(entry, sizeof entry, "%.*s", (int)n, p);
+        const char *at = strstr(ours, entry);
+        if (at == NULL || (at[n] != ';' && at[n] != '\0')) {
+            size_t k = strcspn(entry, "=");
+            const char *mine = strstr(ours, (snprintf(out, size, "%.*s=", (int)k, entry), out));
+            char now[600] = "?";
+            if (mine != NULL) snprintf(now, sizeof now, "%.*s", (int)strcspn(mine, ";"), mine);
+            snprintf(out, size, "it was %s, this run has %s", entry, now);
+            return;
+        }
+        p += n;
+        while (*p == ';' || *p == ' ') p++;
+    }
+}
+
+/* --resume: loads run r's checkpoint into t when there is one (*start: its step; 0 when none). */
+static int resume_run(const char *path, kd_trainer *t, kd_optimizer *opt, uint64_t print,
+                      const char *note, int64_t steps, int64_t *start)
+{
+    static history scratch; /* large; one a process */
+    char saved[4096] = "", side[4300], why[1400];
+    uint64_t was = 0;
+    *start = 0;
+    if (access(path, F_OK) != 0) return EXIT_OK; /* killed before its first checkpoint */
+    snprintf(side, sizeof side, "%s.run", path);
+    if (history_read(side, &was, &scratch, saved, sizeof saved) != 0) {
+        fail_msg("the checkpoint %s has no readable %s (its run's options); remove the "
+                 "checkpoint, or run with --force",
+                 path, side);
+        return EXIT_RUNTIME;
+    }
+    if (was != print) {
+        first_difference(saved, note, why, sizeof why);
+        fail_msg("%s is of another run: %s; resume with the options that wrote it, or start "
+                 "again with --force",
+                 path, why);
+        return EXIT_USAGE;
+    }
+    kd_status st = kd_trainer_load(t, path);
+    if (st != KD_OK) {
+        char what[4300];
+        snprintf(what, sizeof what, "cannot resume from %s", path);
+        return fail_kd(what, st);
+    }
+    kd_optimizer_get_int(opt, KD_OPT_STEP, start);
+    if (*start < 0 || *start > steps) {
+        fail_msg("the checkpoint %s is at step %lld, past the run's %lld", path, (long long)*start,
+                 (long long)steps);
+        return EXIT_RUNTIME;
+    }
+    if (*start > 0) printf("resumed from %s at step %lld\n", path, (long long)*start);
+    return EXIT_OK;
+}
+
+/* Rank 0 saves run r's state and its sidecar (fingerprint and options), atomically. */
+static int save_run(const char *path, kd_trainer *t, uint64_t print, const char *note)
+{
+    static history none; /* text runs keep no epoch history */
+    if (par_rank() != 0) return EXIT_OK;
+    return checkpoint_save(path, t, print, &none, note) == 0 ? EXIT_OK : EXIT_RUNTIME;
+}
+
 static int train_lm(const text_options *o, const kd_text *text, const lm_run *r, FILE *log,
                     double *seconds)
 {
@@ -892,14 +1022,27 @@ static int train_lm(const text_options *o, const kd_text *text, const lm_run *r,
     }
     /* Under mpirun: one rank of a data-parallel job (issue 15), its terms all added first. */
     if (st == KD_OK && par_world() > 1) rc = par_attach(tr);
+    /* --checkpoint: every rank resumes from the same file; batches are drawn from the step's
+     * seed, so a resumed run ends with the uninterrupted run's model */
+    char ckpt[4200], note[4096];
+    uint64_t print = 0;
+    int64_t first = 0;
+    int stopped = 0;
+    if (o->checkpoint != NULL) {
+        run_checkpoint(o, r->name, ckpt, sizeof ckpt);
+        print = run_fingerprint(o, text, r, note, sizeof note);
+        if (st == KD_OK && rc == EXIT_OK && o->resume)
+            rc = resume_run(ckpt, tr, opt, print, note, r->steps, &first);
+    }
     int64_t lo = 0, hi = o->batch;
     par_slice(o->batch, &lo, &hi);
     int64_t every = eval_every(o, r->steps);
     double start = now_seconds(), sum = 0.0, eval_seconds = 0.0;
     int64_t count = 0;
-    if (st == KD_OK && rc == EXIT_OK && every > 0) rc = curve_point(o, text, r, 0, log);
+    if (st == KD_OK && rc == EXIT_OK && every > 0 && first == 0)
+        rc = curve_point(o, text, r, 0, log);
     eval_seconds = now_seconds() - start;
-    for (int64_t s = 0; st == KD_OK && rc == EXIT_OK && s < r->steps; s++) {
+    for (int64_t s = first; st == KD_OK && rc == EXIT_OK && s < r->steps; s++) {
         what = "a training step failed";
         st = kd_text_batch(text, KD_TEXT_TRAIN, o->batch, T, r->seed * 1000003u + (uint64_t)s, ids,
                            y);
@@ -913,6 +1056,14 @@ static int train_lm(const text_options *o, const kd_text *text, const lm_run *r,
             double t0 = now_seconds();
             rc = curve_point(o, text, r, s + 1, log);
             eval_seconds += now_seconds() - t0;
+        }
+        int stop = st == KD_OK && o->stop_after > 0 && s + 1 == o->stop_after && s + 1 < r->steps;
+        if (st == KD_OK && rc == EXIT_OK && o->checkpoint != NULL &&
+            ((s + 1) % o->log_every == 0 || s + 1 == r->steps || stop))
+            rc = save_run(ckpt, tr, print, note);
+        if (stop && rc == EXIT_OK) {
+            stopped = 1;
+            break;
         }
         if (st != KD_OK || ((s + 1) % o->log_every != 0 && s + 1 != r->steps)) continue;
         double t = now_seconds() - start - eval_seconds;
@@ -947,6 +1098,11 @@ static int train_lm(const text_options *o, const kd_text *text, const lm_run *r,
     }
     *seconds = now_seconds() - start - eval_seconds;
     if (rc == EXIT_OK) rc = st == KD_OK ? EXIT_OK : fail_kd(what, st);
+    if (rc == EXIT_OK && stopped) {
+        printf("%s: stopped after step %lld; %s holds it (--resume continues)\n", r->name,
+               (long long)o->stop_after, ckpt);
+        rc = TEXT_STOPPED;
+    }
     /* The exit-code table of every command: a teacher that does not fit the student is 2, a
      * step that gave a non-finite value (the run diverged) is 3. */
     if (st == KD_ERR_SHAPE && strcmp(what, "the teacher cannot teach this student") == 0)
@@ -1096,7 +1252,7 @@ static int text_train(const text_options *o, const kd_text *text, FILE *log)
     text_curve_free(&res.loss);
     text_curve_free(&res.heldout);
     kd_model_destroy(m);
-    return rc;
+    return rc == TEXT_STOPPED ? EXIT_OK : rc;
 }
 
 static int text_distill(const text_options *o, const kd_text *text, FILE *log)
@@ -1212,7 +1368,7 @@ static int text_distill(const text_options *o, const kd_text *text, FILE *log)
     kd_model_destroy(alone);
     kd_model_destroy(student);
     kd_model_destroy(teacher);
-    return rc;
+    return rc == TEXT_STOPPED ? EXIT_OK : rc;
 }
 
 static int text_eval(const text_options *o, const kd_text *text)
@@ -1257,6 +1413,27 @@ static int text_eval(const text_options *o, const kd_text *text)
     return rc;
 }
 
+/* --checkpoint FILE (and FILE.teacher, FILE.alone for distill's other runs) can be written, and an
+ * existing one is continued (--resume) or replaced (--force), never overwritten by accident. */
+static int check_checkpoints(const text_options *o, const char *name)
+{
+    static const char *const runs[] = {"model", "teacher", "student alone"};
+    for (size_t k = 0; k < sizeof runs / sizeof runs[0]; k++) {
+        if (k > 0 && strcmp(name, "distill") != 0) break;
+        if (k == 1 && o->teacher_file != NULL) continue;
+        if (k == 2 && !o->compare) continue;
+        char path[4200];
+        run_checkpoint(o, runs[k], path, sizeof path);
+        int rc = check_output(path);
+        if (rc != EXIT_OK) return rc;
+        if (!o->resume && !o->force && access(path, F_OK) == 0) {
+            fail_msg("%s exists: continue it with --resume, or start again with --force", path);
+            return EXIT_USAGE;
+        }
+    }
+    return EXIT_OK;
+}
+
 /* The specs given build byte-level language models: a usage error, found before the text is read. */
 static int check_specs(const text_options *o)
 {
@@ -1286,10 +1463,11 @@ int cmd_text(const char *name, int argc, char **argv)
         return EXIT_USAGE;
     }
     /* Nothing it reads may be what it writes: the corpus, the teacher, the model of eval. */
-    const char *out[] = {o.out, o.log_path, o.report_dir};
-    const char *names[] = {"--out", "--log", "--report"};
+    const char *out[] = {o.out, o.log_path, o.report_dir, o.checkpoint};
+    const char *names[] = {"--out", "--log", "--report", "--checkpoint"};
     const char *in[] = {o.text, o.teacher_file, o.model};
-    if ((rc = check_apart(out, names, 3, in, 3)) != EXIT_OK) return rc;
+    if ((rc = check_apart(out, names, 4, in, 3)) != EXIT_OK) return rc;
+    if (o.checkpoint != NULL && (rc = check_checkpoints(&o, name)) != EXIT_OK) return rc;
     if (o.out != NULL && (rc = check_output(o.out)) != EXIT_OK) return rc;
     if (o.log_path != NULL && (rc = check_output_in_place(o.log_path)) != EXIT_OK) return rc;
     if (o.report_dir != NULL && (rc = check_output_dir("the report", o.report_dir)) != EXIT_OK)
@@ -1312,7 +1490,8 @@ int cmd_text(const char *name, int argc, char **argv)
         return EXIT_RUNTIME;
     }
     FILE *log = NULL;
-    if (o.log_path != NULL && par_rank() == 0 && (log = fopen(o.log_path, "w")) == NULL) {
+    if (o.log_path != NULL && par_rank() == 0 &&
+        (log = fopen(o.log_path, o.resume ? "a" : "w")) == NULL) {
         fail_msg("cannot write %s: %s", o.log_path, strerror(errno));
         kd_text_destroy(text);
         return EXIT_RUNTIME;

@@ -73,6 +73,16 @@ static const char hidden_text[] =
     "  --hidden-layers S:T[,S:T...]  the layers compared, as kd info lists them (-1: the last;\n"
     "                      default the last transformer block of each)\n";
 
+static const char checkpoint_text[] =
+    "  --checkpoint FILE   save the run's state every --log-every steps and at its end (kd\n"
+    "                      distill: the teacher it trains in FILE.teacher, the student alone\n"
+    "                      in FILE.alone), atomically, with FILE.run (the run's options)\n"
+    "  --resume            continue from --checkpoint: a run killed at any point ends with\n"
+    "                      the uninterrupted run's model, byte for byte; a checkpoint of\n"
+    "                      other options is refused, naming the first that differs\n"
+    "  --force             start again over an existing --checkpoint (else refused)\n"
+    "Not on text yet: --config.\n";
+
 static const char report_text[] =
     "  --report DIR        DIR/index.html: held-out bits per byte along the run, the training\n"
     "                      objective, a table (bits per byte, perplexity, parameters, file size,\n"
@@ -110,13 +120,13 @@ void text_help(FILE *f, const char *name)
         fputs(train_text, f);
         fputs(common_text, f);
         fputs(report_text, f);
-        fputs("Not on text yet: --config, --checkpoint and --resume.\n", f);
+        fputs(checkpoint_text, f);
     } else if (strcmp(name, "distill") == 0) {
         fputs(distill_text, f);
         fputs(hidden_text, f);
         fputs(common_text, f);
         fputs(report_text, f);
-        fputs("Not on text yet: --config, --checkpoint and --resume.\n", f);
+        fputs(checkpoint_text, f);
     } else if (strcmp(name, "eval") == 0) {
         fputs(eval_text, f);
     } else {

@@ -36,6 +36,11 @@ typedef struct text_options {
     /* train, distill: --report DIR; held-out bits per byte every eval_every steps (0: ten
      * points a run when there is a report, none otherwise) */
     const char *report_dir;
+    /* train, distill: --checkpoint FILE (a distill's other runs use FILE.teacher, FILE.alone),
+     * --resume, --force; --stop-after-step N (tests: stop the last run there, saving nothing) */
+    const char *checkpoint;
+    int resume, force;
+    int64_t stop_after;
     int64_t eval_every;
     int temperature_set, alpha_set, quiet, json, compare;
     uint64_t seed;

@@ -153,6 +153,34 @@ expect "--jsd-beta with jsd" 0 "after 2 steps of jsd" "$KD" distill --text "$TEX
     --student "$SMALL" --method jsd --jsd-beta 0.9 --steps 2 --batch 4 --quiet --out "$S"
 expect "--skew with another method" 2 "skew does not apply" "$KD" distill --text "$TEXT" \
     --teacher "$T" --student "$SMALL" --skew 0.2 --out "$S"
+# --checkpoint and --resume: a run stopped at step 6 of 10 and resumed ends with the uninterrupted
+# run's model, byte for byte; distill with its own teacher and --compare has three checkpoints.
+RUN="--text $TEXT --batch 4 --log-every 4 --quiet"
+"$KD" train $RUN --spec "$SMALL" --steps 10 --out "$TMP/full.safetensors" >/dev/null 2>&1
+expect "a text run stopped at step 6" 0 "stopped after step 6" "$KD" train $RUN --spec "$SMALL" \
+    --steps 10 --out "$TMP/part.safetensors" --checkpoint "$TMP/lmck" --stop-after-step 6
+expect "an existing checkpoint without --resume" 2 "lmck exists: continue it with --resume" \
+    "$KD" train $RUN --spec "$SMALL" --steps 10 --out "$TMP/part.safetensors" --checkpoint "$TMP/lmck"
+expect "a checkpoint of other options names the first" 2 "it was --lr=0.003, this run has --lr=0.01" \
+    "$KD" train $RUN --spec "$SMALL" --steps 10 --lr 0.01 --out "$TMP/part.safetensors" \
+    --checkpoint "$TMP/lmck" --resume
+expect "--resume continues it" 0 "saved" "$KD" train $RUN --spec "$SMALL" --steps 10 \
+    --out "$TMP/part.safetensors" --checkpoint "$TMP/lmck" --resume
+if cmp -s "$TMP/full.safetensors" "$TMP/part.safetensors"; then
+    pass "the resumed text model is the uninterrupted one, byte for byte"
+else fail "the resumed text model differs"; fi
+"$KD" distill $RUN --teacher-spec "$SMALL" --teacher-steps 8 --student "$SMALL" --steps 6 --compare \
+    --out "$TMP/dfull.safetensors" >/dev/null 2>&1
+expect "a distill stopped in its teacher's run" 0 "teacher: stopped after step 5" "$KD" distill \
+    $RUN --teacher-spec "$SMALL" --teacher-steps 8 --student "$SMALL" --steps 6 --compare \
+    --out "$TMP/dpart.safetensors" --checkpoint "$TMP/dck" --stop-after-step 5
+expect "--resume finishes the three runs" 0 "saved" "$KD" distill $RUN --teacher-spec "$SMALL" \
+    --teacher-steps 8 --student "$SMALL" --steps 6 --compare --out "$TMP/dpart.safetensors" \
+    --checkpoint "$TMP/dck" --resume
+if cmp -s "$TMP/dfull.safetensors" "$TMP/dpart.safetensors" && [ -s "$TMP/dck.teacher" ] &&
+    [ -s "$TMP/dck.alone" ]; then
+    pass "the resumed distilled student is the uninterrupted one, byte for byte"
+else fail "the resumed distill differs or lacks a checkpoint"; fi
 # ---------------------------------------------------------------- --report, --hidden-cosine
 expect "kd train --text --report" 0 "report: $TMP/rt/index.html" "$KD" train --text "$TEXT" \
     --spec "$SMALL" --steps 6 --batch 4 --report "$TMP/rt" --out "$TMP/m.safetensors"
