@@ -399,10 +399,12 @@ int text_load_model(const char *path, kd_model **out)
 static int open_text(const text_options *o, kd_text **out)
 {
     kd_status st = kd_text_open(o->text, o->max_bytes, out);
+    int over = st == KD_ERR_FORMAT && strstr(kd_last_error(), "longer than the limit") != NULL;
     if (st == KD_OK) st = kd_text_split(*out, o->validation);
     if (st == KD_OK) return EXIT_OK;
     char what[4200];
-    snprintf(what, sizeof what, "cannot use %s as text", o->text);
+    snprintf(what, sizeof what, "cannot use %s as text%s", o->text,
+             over ? " (a larger --max-bytes reads it)" : "");
     kd_text_destroy(*out);
     *out = NULL;
     return fail_kd(what, st);
@@ -425,7 +427,8 @@ static int check_windows(const text_options *o, const kd_text *text, int64_t T)
         }
         if (n >= T + 1) continue;
         fail_msg("the model's context of %lld bytes needs windows of %lld; the %s part of %s "
-                 "holds %lld bytes (%s): make the context shorter, the text longer%s",
+                 "holds %lld bytes (%s): make the context shorter (the T of 'tokens 256 T' in "
+                 "the spec), the text longer%s",
                  (long long)T, (long long)(T + 1), names[i], o->text, (long long)n,
                  i == 0 ? "all but the last --validation fraction"
                         : "the last --validation fraction",
