@@ -48,7 +48,7 @@ static void print_text(const char *path, kd_model *m, const kd_tensors *h)
         int64_t step = -1, bytes = 0;
         if (kd_tensors_data(h, "optimizer.step", &data, &bytes) == KD_OK && bytes == 8)
             memcpy(&step, data, 8);
-        printf("checkpoint    a training checkpoint: the student below, with %s state after step "
+        printf("checkpoint    a training checkpoint: the model below, with %s state after step "
                "%lld (--resume continues it)\n",
                optimizer, (long long)step);
     }

@@ -76,7 +76,8 @@ static const char hidden_text[] =
 static const char checkpoint_text[] =
     "  --checkpoint FILE   save the run's state every --log-every steps and at its end (kd\n"
     "                      distill: the teacher it trains in FILE.teacher, the student alone\n"
-    "                      in FILE.alone), atomically, with FILE.run (the run's options)\n"
+    "                      in FILE.alone), atomically, with FILE.run (the run's options);\n"
+    "                      a checkpoint is a model file too: --teacher FILE.teacher reuses it\n"
     "  --resume            continue from --checkpoint: a run killed at any point ends with\n"
     "                      the uninterrupted run's model, byte for byte; a checkpoint of\n"
     "                      other options is refused, naming the first that differs\n"

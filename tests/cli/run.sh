@@ -335,7 +335,7 @@ expect "a run stopped after epoch 2" 0 "" \
     "$KD" $RUN --out "$TMP/part.safetensors" --checkpoint "$TMP/ck" --stop-after-epoch 2
 check "a stopped run saves no model" [ ! -e "$TMP/part.safetensors" ]
 check "a stopped run leaves a checkpoint" [ -s "$TMP/ck" ]
-expect "kd info says a checkpoint is one" 0 "a training checkpoint: the student below, with sgd state after step" \
+expect "kd info says a checkpoint is one" 0 "a training checkpoint: the model below, with sgd state after step" \
     "$KD" info "$TMP/ck"
 expect "kd eval reads the student out of a checkpoint" 0 "accuracy" "$KD" eval "$TMP/ck" --test "$TEST"
 expect "--resume finishes it" 0 "distilled student" \
