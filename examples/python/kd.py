@@ -298,6 +298,27 @@ def _raise_on_error(status, func, _args):
     return status
 
 
+# The integer types of the declarations, with the values they hold: ctypes would wrap an int out
+# of range (seed=-1 becoming 2^64 - 1) without a word.
+_RANGES = {ctypes.c_uint64: (0, 2**64 - 1), ctypes.c_int64: (-2**63, 2**63 - 1),
+           ctypes.c_int32: (-2**31, 2**31 - 1), ctypes.c_int: (-2**31, 2**31 - 1)}
+
+
+def _ranged(fn, name, argtypes):
+    ranges = [_RANGES.get(t) for t in argtypes]
+    if not any(ranges):
+        return fn
+
+    def call(*args):
+        for i, (a, r) in enumerate(zip(args, ranges)):
+            if r is not None and isinstance(a, int) and not r[0] <= a <= r[1]:
+                raise ValueError("%s: argument %d is %d, outside [%d, %d]"
+                                 % (name, i + 1, a, r[0], r[1]))
+        return fn(*args)
+    call.__name__ = name
+    return call
+
+
 def lib(path=None):
     """The loaded library (loaded on first use, from path, $KD_LIBRARY or libkd.so.0)."""
     global _lib
@@ -308,9 +329,11 @@ def lib(path=None):
         for name, argtypes in _STATUS.items():
             fn = getattr(loaded, name)
             fn.argtypes, fn.restype, fn.errcheck = argtypes, ctypes.c_int, _raise_on_error
+            setattr(loaded, name, _ranged(fn, name, argtypes))
         for name, (restype, argtypes) in _OTHER.items():
             fn = getattr(loaded, name)
             fn.argtypes, fn.restype = argtypes, restype
+            setattr(loaded, name, _ranged(fn, name, argtypes))
         _lib = loaded
     return _lib
 

@@ -55,6 +55,12 @@ class Limits(unittest.TestCase):
             kd.set_limit(kd.LIMIT_MODEL_VALUES, old)
         self.assertEqual(kd.get_limit(kd.LIMIT_MODEL_VALUES), old)
 
+    def test_an_int_out_of_its_c_range_is_refused(self):
+        # ctypes would pass seed -1 as 2^64 - 1 without a word
+        for seed in (-1, 2**64):
+            with self.assertRaises(ValueError):
+                kd.Model("input 4 | dense 2", seed=seed)
+
     def test_libc_allocator_again(self):
         kd.set_allocator()  # back to libc's, as it already is
         kd.Model("input 4 | dense 2", seed=1).close()
