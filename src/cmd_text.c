@@ -1036,6 +1036,7 @@ static int train_lm(const text_options *o, const kd_text *text, const lm_run *r,
         print = run_fingerprint(o, text, r, note, sizeof note);
         if (st == KD_OK && rc == EXIT_OK && o->resume)
             rc = resume_run(ckpt, tr, opt, print, note, r->steps, &first);
+        if (o->resume) rc = par_agree_resume(rc, first, print, ckpt); /* every rank alike */
     }
     int64_t lo = 0, hi = o->batch;
     par_slice(o->batch, &lo, &hi);

@@ -110,3 +110,30 @@ void par_sum(double *v, int n)
     (void)n;
 #endif
 }
+
+int par_agree(const double *v, int n)
+{
+    if (world == 1 || n < 1 || n > 16) return 1;
+    double first[16], bad;
+    for (int i = 0; i < n; i++) first[i] = rank == 0 ? v[i] : 0.0;
+    par_sum(first, n); /* rank 0's values, everywhere */
+    int same = 1;
+    for (int i = 0; i < n; i++) same &= first[i] == v[i];
+    bad = same ? 0.0 : 1.0;
+    par_sum(&bad, 1); /* one verdict for every rank */
+    return bad == 0.0;
+}
+
+int par_agree_resume(int rc, int64_t position, uint64_t fingerprint, const char *path)
+{
+    if (world == 1) return rc;
+    /* the fingerprint in 16-bit pieces: exact in a double */
+    double v[6] = {(double)rc, (double)position};
+    for (int i = 0; i < 4; i++) v[2 + i] = (double)((fingerprint >> (16 * i)) & 0xffff);
+    if (par_agree(v, 6)) return rc;
+    if (rc == EXIT_OK)
+        fail_msg("the ranks did not resume alike (here %s %s): every rank must read the same "
+                 "checkpoint, so copy it to every host",
+                 path, position > 0 ? "was read" : "is missing: from the beginning");
+    return rc != EXIT_OK ? rc : EXIT_USAGE;
+}

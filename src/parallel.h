@@ -25,6 +25,14 @@ void par_slice(int64_t rows, int64_t *lo, int64_t *hi);
 int par_attach(kd_trainer *t);
 /* Sums v[0 .. n-1] over the ranks, in place (epoch statistics, so every rank decides alike). */
 void par_sum(double *v, int n);
+/* Whether every rank holds the same v[0 .. n-1] (n <= 16, integers below 2^53); every rank gets
+ * the same answer. */
+int par_agree(const double *v, int n);
+/* After --resume: every rank's result rc, the position it resumed at (epochs or steps; 0: from the
+ * start) and the checkpoint's fingerprint must be rank 0's; else a line naming path and EXIT_USAGE
+ * (or rc) on every rank, instead of ranks training from other points (and hanging at the end).
+ * Every rank calls it, whatever its rc. */
+int par_agree_resume(int rc, int64_t position, uint64_t fingerprint, const char *path);
 /* The same for floats, in pieces that fit MPI's int counts. */
 void par_sum_floats(float *v, int64_t n);
 

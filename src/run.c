@@ -589,7 +589,7 @@ static void describe_run(const run_config *c, const kd_dataset *train, int drop,
              "--temperature=%g; --alpha=%g; --beta=%g; --gamma=%g; --nesterov=%s; "
              "--schedule=%s; --warmup-epochs=%d; --clip-norm=%g; --normalize=%s; "
              "--drop-last=%s; the training set=%lld examples; the teachers=%d (%016llx); "
-             "the MPI processes=%d",
+             "the number of MPI processes=%d",
              spec_opt, c->spec, method, optimizers[c->optimizer], (unsigned long long)c->seed,
              c->epochs, c->batch, (double)c->lr, (double)c->momentum, (double)c->weight_decay,
              (double)c->min_lr, (double)c->temperature, (double)c->alpha, (double)c->beta,
@@ -761,6 +761,8 @@ int run_training(const run_config *c_given, const kd_dataset *train, const kd_da
     uint64_t print = fingerprint(c, train, w.drop, c->epochs);
     if (rc == EXIT_OK && c->checkpoint != NULL && c->resume)
         rc = resume(c, &h, train, w.drop, &print, steps_per_epoch, p, out);
+    if (c->checkpoint != NULL && c->resume) /* every rank, even one that failed */
+        rc = par_agree_resume(rc, out->hist.n, print, c->checkpoint);
     char described_run[4096] = "";
     if (rc == EXIT_OK) describe_run(c, train, w.drop, described_run, sizeof described_run);
     if (rc == EXIT_OK) {

@@ -114,4 +114,20 @@ else
     cat "$dir/log" >&2
     fail=1
 fi
+# Ranks that read different checkpoints (a host without the file) all stop, naming it, instead of
+# training from other epochs and hanging at the end.
+timeout 120 mpirun -np 2 "$kd" train $sets --model 784-16-10 --epochs 2 --stop-after-epoch 1 \
+    --checkpoint "$dir/s.safetensors" --out "$dir/s.out.safetensors" -q >/dev/null 2>&1
+mkdir -p "$dir/h1"
+A="train $sets --model 784-16-10 --epochs 2 --resume --out $dir/s.out.safetensors -q"
+timeout 120 mpirun -np 1 "$kd" $A --checkpoint "$dir/s.safetensors" : \
+    -np 1 "$kd" $A --checkpoint "$dir/h1/s.safetensors" >"$dir/log" 2>&1
+rc=$?
+if [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] && grep -q "did not resume alike" "$dir/log"; then
+    echo "ranks that read different checkpoints: stopped, named"
+else
+    echo "FAIL: ranks with different checkpoints (status $rc):" >&2
+    cat "$dir/log" >&2
+    fail=1
+fi
 exit $fail
