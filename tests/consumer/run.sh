@@ -30,6 +30,7 @@ echo "== find_package(kd): kd::kd, then kd::kd_static"
 "$cmake" --build "$tmp/cmake" >"$tmp/build.log" || { cat "$tmp/build.log"; exit 1; }
 "$tmp/cmake/consumer"
 "$tmp/cmake/consumer_static"
+if [ -x "$tmp/cmake/consumer_mpi" ]; then "$tmp/cmake/consumer_mpi"; fi
 if ldd "$tmp/cmake/consumer_static" | grep -q 'libkd\.so'; then
     echo "consumer: consumer_static links libkd.so, not libkd.a"; exit 1
 fi
