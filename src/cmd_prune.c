@@ -27,7 +27,7 @@ void prune_help(FILE *f)
         "      norms is removed at once (Li et al. 2017), and the next layers' inputs with\n"
         "      them: a smaller, faster model (see its spec with kd info).\n"
         "\noptions:\n"
-        "  --sparsity S        fraction in [0, 1) to prune (required)\n"
+        "  --sparsity S        fraction in [0, 0.999] to prune (required)\n"
         "  --structured        remove neurons / channels instead of single weights\n"
         "  --teacher FILE      the teacher of fine-tuning (default: MODEL, unpruned)\n"
         "  --out FILE          where to save the pruned model (required)\n"
@@ -103,6 +103,17 @@ static int parse(prune_opts *o, int argc, char **argv)
             o->model = a;
             continue;
         }
+        static const char *const known[] = {
+            "--teacher",      "--out",     "--data",        "--train",  "--test",
+            "--sparsity",     "--lr",      "--temperature", "--alpha",  "--epochs",
+            "--prune-epochs", "--batch",   "--threads",     "--seed",   "--channels",
+            "--label-column", "--train-y", "--test-y",      "--x-name", "--y-name"};
+        size_t k = 0;
+        while (k < sizeof known / sizeof known[0] && strcmp(a, known[k]) != 0) k++;
+        if (k == sizeof known / sizeof known[0]) {
+            fail_msg("unknown option '%s' (see 'kd help prune')", a);
+            return EXIT_USAGE;
+        }
         if (v == NULL) {
             fail_msg("%s needs a value (see 'kd help prune')", a);
             return EXIT_USAGE;
@@ -159,6 +170,11 @@ static int parse(prune_opts *o, int argc, char **argv)
     const char *data[] = {o->d.train_prefix, o->d.test_prefix};
     int rc = check_data_formats(&o->d, data, 2);
     if (rc != EXIT_OK) return rc;
+    if (o->structured && o->prune_epochs >= 0) {
+        fail_msg("--prune-epochs does not apply to --structured (it removes the channels at once); "
+                 "leave it out");
+        return EXIT_USAGE;
+    }
     if (o->prune_epochs < 0) o->prune_epochs = o->structured ? 0 : o->epochs / 2;
     if (o->prune_epochs > o->epochs) o->prune_epochs = o->epochs;
     return EXIT_OK;
@@ -269,6 +285,13 @@ int cmd_prune(int argc, char **argv)
     }
     if (st != KD_OK) {
         rc = fail_kd(what, st);
+        goto done;
+    }
+    int32_t int8 = 0;
+    kd_model_is_quantized(m, &int8);
+    if (int8) {
+        fail_msg("%s is int8: prune the float model, then quantise it (kd quantize)", o.model);
+        rc = EXIT_USAGE;
         goto done;
     }
     if ((rc = load_data(&o.d, 1, 1, &d)) != EXIT_OK) goto done;

@@ -68,8 +68,18 @@ static int parse(quant_options *o, int argc, char **argv)
             o->model = a;
             continue;
         }
+        static const char *const known[] = {
+            "--calib",      "--out",     "--test",    "--calib-count", "--calibration",
+            "--percentile", "--seconds", "--threads", "--channels",    "--label-column",
+            "--test-y",     "--x-name",  "--y-name"};
+        size_t k = 0;
+        while (k < sizeof known / sizeof known[0] && strcmp(a, known[k]) != 0) k++;
+        if (k == sizeof known / sizeof known[0]) {
+            fail_msg("unknown option %s (see 'kd help quantize')", a);
+            return EXIT_USAGE;
+        }
         if (v == NULL) {
-            fail_msg("%s needs a value", a);
+            fail_msg("%s needs a value (see 'kd help quantize')", a);
             return EXIT_USAGE;
         }
         char *end = NULL;

@@ -17,14 +17,23 @@ void set_command_name(const char *name) { command_name = name; }
 
 void fail_msg(const char *fmt, ...)
 {
+    /* One write of the whole line: stderr is unbuffered, and under mpirun the ranks' lines would
+     * interleave piece by piece ("kd train: kd train: rank 1 ..."). */
+    char line[8192];
+    int n = snprintf(line, sizeof line, "kd%s%s: ", *command_name ? " " : "", command_name);
+    if (par_world() > 1 && n > 0 && (size_t)n < sizeof line)
+        n +=
+            snprintf(line + n, sizeof line - (size_t)n, "rank %d of %d: ", par_rank(), par_world());
     va_list ap;
-    fflush(stdout);
-    fprintf(stderr, "kd%s%s: ", *command_name ? " " : "", command_name);
-    if (par_world() > 1) fprintf(stderr, "rank %d of %d: ", par_rank(), par_world());
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    if (n > 0 && (size_t)n < sizeof line)
+        n += vsnprintf(line + n, sizeof line - (size_t)n, fmt, ap);
     va_end(ap);
-    fputc('\n', stderr);
+    if (n < 0) n = 0;
+    if ((size_t)n > sizeof line - 2) n = (int)sizeof line - 2; /* truncated: still one line */
+    line[n++] = '\n';
+    fflush(stdout);
+    fwrite(line, 1, (size_t)n, stderr);
 }
 
 int fail_kd(const char *what, kd_status st)
