@@ -174,7 +174,8 @@ static int load_teacher(const options *o, const char *path, kd_model **out)
     char what[4200];
     snprintf(what, sizeof what, "cannot load the teacher %s", path);
     kd_status st = kd_model_load(path, out);
-    if (o->teacher_spec == NULL && st == KD_ERR_FORMAT) {
+    /* the hint only when the file is a safetensors file without libkd's spec, not a damaged one */
+    if (o->teacher_spec == NULL && st == KD_ERR_FORMAT && strstr(kd_last_error(), "kd.spec")) {
         fail_msg("%s: %s (a plain state dict? give its architecture with --teacher-spec SPEC)",
                  what, kd_last_error());
         return EXIT_RUNTIME;
@@ -632,10 +633,12 @@ static int write_report(state *s, const model_stats *stats, int n, const char *h
              "%s. Every run: %s; students %d epochs%s. Distillation: %s. libkd %s, kernels %s.",
              data, proto, o->epochs, teacher, method, kd_version(), kd_kernels_name());
     snprintf(notes, sizeof notes,
-             "The student alone and the distilled student start from the same weights and see the "
-             "same batches; only the loss differs. Training cross-entropy is measured against the "
-             "labels on the batches as they were trained. Latency is the median time of one image "
-             "at batch 1; speed-up is relative to the first teacher.");
+             "%sTraining cross-entropy is measured against the labels on the batches as they were "
+             "trained. Latency is the median time of one image at batch 1; speed-up is relative "
+             "to the first teacher.",
+             s->compare ? "The student alone and the distilled student start from the same "
+                          "weights and see the same batches; only the loss differs. "
+                        : "");
     report_series series[3];
     int ns = 0;
     if (s->teacher_hist.n > 0)
