@@ -1466,16 +1466,24 @@ int cmd_text(const char *name, int argc, char **argv)
         fail_msg("--out MODEL.safetensors is required (see 'kd help %s')", name);
         return EXIT_USAGE;
     }
-    /* Nothing it reads may be what it writes: the corpus, the teacher, the model of eval. */
+    /* Nothing it reads may be what it writes: the corpus, the teacher, the model of eval. Under
+     * mpirun rank 0 alone writes, so it alone checks (another host need not have the
+     * directories). */
     const char *out[] = {o.out, o.log_path, o.report_dir, o.checkpoint};
     const char *names[] = {"--out", "--log", "--report", "--checkpoint"};
     const char *in[] = {o.text, o.teacher_file, o.model};
-    if ((rc = check_apart(out, names, 4, in, 3)) != EXIT_OK) return rc;
-    if (o.checkpoint != NULL && (rc = check_checkpoints(&o, name)) != EXIT_OK) return rc;
-    if (o.out != NULL && (rc = check_output(o.out)) != EXIT_OK) return rc;
-    if (o.log_path != NULL && (rc = check_output_in_place(o.log_path)) != EXIT_OK) return rc;
-    if (o.report_dir != NULL && (rc = check_output_dir("the report", o.report_dir)) != EXIT_OK)
-        return rc;
+    if (par_rank() == 0) {
+        if ((rc = check_apart(out, names, 4, in, 3)) != EXIT_OK) return rc;
+        if (o.checkpoint != NULL && (rc = check_checkpoints(&o, name)) != EXIT_OK) return rc;
+        if (o.out != NULL && (rc = check_output(o.out)) != EXIT_OK) return rc;
+        if (o.log_path != NULL && (rc = check_output_in_place(o.log_path)) != EXIT_OK) return rc;
+        if (o.report_dir != NULL && (rc = check_output_dir("the report", o.report_dir)) != EXIT_OK)
+            return rc;
+    }
+    if (par_world() > 1 && !o.quiet)
+        printf("data-parallel over %d MPI processes: each steps on its share of every batch; "
+               "rank 0 prints and writes\n",
+               par_world());
     if ((rc = check_specs(&o)) != EXIT_OK) return rc;
     kd_text *text = NULL;
     if ((rc = open_text(&o, &text)) != EXIT_OK) return rc;

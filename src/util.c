@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "common.h"
+#include "parallel.h"
 
 double now_seconds(void)
 {
@@ -438,6 +439,8 @@ int check_not_input(const char *flag, const char *out, const char *const *inputs
 
 int check_outputs(const options *o, const char *model)
 {
+    /* under mpirun rank 0 alone writes: another host need not have the output directories */
+    if (par_rank() != 0) return EXIT_OK;
     int rc = check_distinct(o, model);
     if (rc == EXIT_OK && model != NULL) rc = check_output(model);
     if (rc == EXIT_OK && o->report_dir != NULL) rc = check_output_dir("the report", o->report_dir);
