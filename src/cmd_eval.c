@@ -196,7 +196,9 @@ static void side_json(const model_stats *st, const char *const *paths, int n)
     printf("]\n");
 }
 
-static int side_by_side(const options *o)
+/* The models side by side, printed when console is set; with --report also DIR/index.html (one
+ * model's report: its row, after the single-model output). */
+static int side_by_side(const options *o, int console)
 {
     const char *paths[MAX_EVAL_MODELS];
     model_stats st[MAX_EVAL_MODELS];
@@ -218,7 +220,9 @@ static int side_by_side(const options *o)
     if (rc == EXIT_OK) {
         int64_t ntest;
         kd_dataset_size(d.test, &ntest);
-        if (o->json) {
+        if (!console) {
+            /* the single-model output is printed already */
+        } else if (o->json) {
             side_json(st, paths, n);
         } else if (o->quiet) {
             for (int i = 0; i < n; i++) printf("%.2f\n", st[i].accuracy);
@@ -248,7 +252,16 @@ static int side_by_side(const options *o)
 
 int cmd_eval(const options *o)
 {
-    if (o->nmore > 0 || o->report_dir != NULL) return side_by_side(o);
+    if (o->nmore > 0) return side_by_side(o, 1);
+    if (o->report_dir != NULL) { /* checked before the measuring, as side_by_side does */
+        if (o->quiet) {
+            fail_msg("--report shows the model's measurements, which -q leaves out: drop one of "
+                     "them");
+            return EXIT_USAGE;
+        }
+        int out = check_output_dir("the report", o->report_dir);
+        if (out != EXIT_OK) return out;
+    }
     kd_model *m;
     int loaded = load_model(o->positional, &m);
     if (loaded != EXIT_OK) return loaded;
@@ -268,5 +281,7 @@ int cmd_eval(const options *o)
     free(r.confusion);
     if (d.test != NULL) free_data(&d);
     kd_model_destroy(m);
+    /* --report: the model's row, measured again for the report's table */
+    if (rc == EXIT_OK && o->report_dir != NULL) rc = side_by_side(o, 0);
     return rc;
 }
