@@ -181,32 +181,14 @@ static int one_model(const char *path, const kd_dataset *test, model_stats *st, 
     return rc;
 }
 
-static int by_value(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-/* Latency and throughput of the n models in ROUNDS interleaved rounds of --seconds / ROUNDS each,
- * medians: timed one after the other, a model had met the machine in another state than the
- * next (an untouched copy of the first model came out 1.2-1.3x "faster"). */
-#define ROUNDS 5
 static int time_models(const options *o, kd_model **m, int n, const kd_dataset *test,
                        model_stats *st)
 {
-    double lat[MAX_EVAL_MODELS][ROUNDS], thr[MAX_EVAL_MODELS][ROUNDS];
-    int rc = EXIT_OK;
-    for (int r = 0; r < ROUNDS && rc == EXIT_OK; r++)
-        for (int i = 0; i < n && rc == EXIT_OK; i++) {
-            rc = measure_latency(m[i], test, o->seconds / ROUNDS, &lat[i][r]);
-            if (rc == EXIT_OK)
-                rc = measure_throughput(m[i], test, o->batch, o->seconds / ROUNDS, &thr[i][r]);
-        }
+    double lat[MAX_EVAL_MODELS], thr[MAX_EVAL_MODELS];
+    int rc = measure_models(m, n, test, o->batch, o->seconds, lat, thr);
     for (int i = 0; i < n && rc == EXIT_OK; i++) {
-        qsort(lat[i], ROUNDS, sizeof lat[i][0], by_value);
-        qsort(thr[i], ROUNDS, sizeof thr[i][0], by_value);
-        st[i].latency_us = lat[i][ROUNDS / 2];
-        st[i].throughput = thr[i][ROUNDS / 2];
+        st[i].latency_us = lat[i];
+        st[i].throughput = thr[i];
         st[i].throughput_batch = o->batch;
     }
     return rc;

@@ -150,15 +150,12 @@ typedef struct row {
 } row;
 
 static int measure_row(row *r, const char *name, kd_model *m, const char *path,
-                       const kd_dataset *test, double seconds)
+                       const kd_dataset *test)
 {
     r->name = name;
     r->bytes = file_size(path);
     kd_model_param_count(m, &r->params);
-    int rc = test_accuracy(m, test, &r->accuracy);
-    if (rc == EXIT_OK) rc = measure_latency(m, test, seconds, &r->latency_us);
-    if (rc == EXIT_OK) rc = measure_throughput(m, test, 256, seconds, &r->throughput);
-    return rc;
+    return test_accuracy(m, test, &r->accuracy);
 }
 
 static void print_rows(const row *r, int n)
@@ -232,8 +229,15 @@ int cmd_quantize(int argc, char **argv)
     }
     if (rc == EXIT_OK && test != NULL) {
         row r[2];
-        rc = measure_row(&r[0], "float", m, o.model, test, o.seconds);
-        if (rc == EXIT_OK) rc = measure_row(&r[1], "int8", q, o.out, test, o.seconds);
+        rc = measure_row(&r[0], "float", m, o.model, test);
+        if (rc == EXIT_OK) rc = measure_row(&r[1], "int8", q, o.out, test);
+        kd_model *both[2] = {m, q};
+        double us[2], ips[2];
+        if (rc == EXIT_OK) rc = measure_models(both, 2, test, 256, o.seconds, us, ips);
+        for (int i = 0; i < 2 && rc == EXIT_OK; i++) {
+            r[i].latency_us = us[i];
+            r[i].throughput = ips[i];
+        }
         if (rc == EXIT_OK) {
             int64_t n;
             kd_dataset_size(test, &n);

@@ -400,6 +400,11 @@ typedef struct model_stats {
 int measure_latency(kd_model *m, const kd_dataset *d, double seconds, double *us);
 int measure_throughput(kd_model *m, const kd_dataset *d, int64_t batch, double seconds,
                        double *images_per_s);
+/* Latency (us) and throughput (images/s) of n models (at most 32) in 5 interleaved rounds of
+ * seconds / 5 each, medians: timed one after the other, each model meets the machine in another
+ * state (an untouched copy of the first model came out 1.2-1.3x faster). */
+int measure_models(kd_model **m, int n, const kd_dataset *d, int64_t batch, double seconds,
+                   double *us, double *images_per_s);
 /* Name, shape, parameters, file size (path may be NULL) and latency of m. */
 int fill_stats(model_stats *s, const char *name, kd_model *m, const char *path,
                const kd_dataset *test, double accuracy);

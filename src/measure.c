@@ -72,6 +72,28 @@ int measure_throughput(kd_model *m, const kd_dataset *d, int64_t batch, double s
     return EXIT_OK;
 }
 
+int measure_models(kd_model **m, int n, const kd_dataset *d, int64_t batch, double seconds,
+                   double *us, double *images_per_s)
+{
+    enum { ROUNDS = 5, MAX_MODELS = 32 };
+    if (n > MAX_MODELS) n = MAX_MODELS;
+    double lat[MAX_MODELS][ROUNDS], thr[MAX_MODELS][ROUNDS];
+    int rc = EXIT_OK;
+    for (int r = 0; r < ROUNDS && rc == EXIT_OK; r++)
+        for (int i = 0; i < n && rc == EXIT_OK; i++) {
+            rc = measure_latency(m[i], d, seconds / ROUNDS, &lat[i][r]);
+            if (rc == EXIT_OK)
+                rc = measure_throughput(m[i], d, batch, seconds / ROUNDS, &thr[i][r]);
+        }
+    for (int i = 0; i < n && rc == EXIT_OK; i++) {
+        qsort(lat[i], ROUNDS, sizeof lat[i][0], compare_doubles);
+        qsort(thr[i], ROUNDS, sizeof thr[i][0], compare_doubles);
+        us[i] = lat[i][ROUNDS / 2];
+        images_per_s[i] = thr[i][ROUNDS / 2];
+    }
+    return rc;
+}
+
 void print_comparison(FILE *f, const model_stats *s, int n, int baseline)
 {
     int thr = 0; /* the throughput column when it was measured (kd eval) */
