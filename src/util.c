@@ -404,11 +404,29 @@ int check_apart(const char *const *out, const char *const *names, int nout, cons
  * (the run would overwrite what it reads, or one result would replace another). */
 static int check_distinct(const options *o, const char *model)
 {
-    const char *out[4] = {model, o->log_path, o->checkpoint, o->report_dir};
-    const char *names[4] = {"--out", "--log", "--checkpoint", "--report"};
+    const char *out[5] = {model, o->log_path, o->checkpoint, o->report_dir, o->soft_cache};
+    const char *names[5] = {"--out", "--log", "--checkpoint", "--report", "--soft-targets-cache"};
     const char *in[32];
     int n = input_files(o, in);
-    return check_apart(out, names, 4, in, n);
+    return check_apart(out, names, 5, in, n);
+}
+
+/* --soft-targets-cache FILE is rewritten when it does not hold these teachers' logits: an existing
+ * file must be such a cache (kd.kind "teacher-logits"), not any file a typo names. */
+static int check_soft_cache(const char *path)
+{
+    if (access(path, F_OK) != 0) return check_output(path);
+    kd_tensors *t = NULL;
+    const char *kind = NULL;
+    int ok = kd_tensors_load(path, &t) == KD_OK &&
+             kd_tensors_get_meta(t, "kd.kind", &kind) == KD_OK && kind != NULL &&
+             strcmp(kind, "teacher-logits") == 0;
+    kd_tensors_destroy(t);
+    if (ok) return check_output(path);
+    fail_msg("--soft-targets-cache %s exists and is not a teachers' logits cache (kd.kind "
+             "teacher-logits): it would be overwritten; give another path",
+             path);
+    return EXIT_USAGE;
 }
 
 /* An input as given, and as an IDX prefix: its images and labels files. */
@@ -444,6 +462,7 @@ int check_outputs(const options *o, const char *model)
     int rc = check_distinct(o, model);
     if (rc == EXIT_OK && model != NULL) rc = check_output(model);
     if (rc == EXIT_OK && o->report_dir != NULL) rc = check_output_dir("the report", o->report_dir);
+    if (rc == EXIT_OK && o->soft_cache != NULL) rc = check_soft_cache(o->soft_cache);
     if (rc == EXIT_OK && o->log_path != NULL) rc = check_output_in_place(o->log_path);
     if (rc == EXIT_OK && o->checkpoint != NULL) rc = check_checkpoint(o, "");
     if (rc == EXIT_OK && o->checkpoint != NULL && o->cmd == CMD_DISTILL)

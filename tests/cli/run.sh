@@ -599,6 +599,14 @@ refused "--out is the --teacher" 2 "is a file this run reads" "$KD" distill \
     --out "$TMP/teacher-copy.safetensors"
 refused "--out is the training data" 2 "is a file this run reads" "$KD" $QUICK \
     --out "$TRAIN-images-idx3-ubyte.gz"
+refused "--soft-targets-cache is the teacher" 2 "soft-targets-cache .* is a file this run reads" \
+    "$KD" distill --teacher "$T" --student 784-16-10 --epochs 1 $SETS --quiet \
+    --soft-targets-cache "$T" --out "$TMP/stc.safetensors"
+echo "not a cache" > "$TMP/notes.txt"
+refused "--soft-targets-cache on a file that is no cache" 2 "is not a teachers' logits cache" \
+    "$KD" distill --teacher "$T" --student 784-16-10 --epochs 1 $SETS --quiet \
+    --soft-targets-cache "$TMP/notes.txt" --out "$TMP/stc.safetensors"
+check "the file named as a cache is intact" grep -q "not a cache" "$TMP/notes.txt"
 refused "--out is the --checkpoint" 2 "--out and --checkpoint name the same file" "$KD" $QUICK \
     --out "$TMP/same.st" --checkpoint "$TMP/./same.st"
 refused "--out is the --log" 2 "--out and --log name the same file" "$KD" $QUICK \
