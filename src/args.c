@@ -574,8 +574,26 @@ static int check_applies(const options *o)
                    {KD_LOSS_DKD, 1, "dkd-ls", "--gamma"},
                    {KD_LOSS_DIST, 0, "dist", "--alpha"}};
     static const char *const params[] = {"--temperature", "--alpha", "--beta", "--gamma"};
-    char why[128];
-    for (size_t m = 0; o->cmd == CMD_DISTILL && m < sizeof methods / sizeof methods[0]; m++) {
+    char why[200];
+    /* a feature method: cross-entropy plus its term, and Hinton's KD only with --alpha > 0 */
+    if (o->cmd == CMD_DISTILL && o->feature >= 0) {
+        const char *name = feature_method_name(o->feature);
+        for (size_t k = 2; k < sizeof params / sizeof params[0]; k++)
+            if (option_given(o, params[k])) {
+                snprintf(why, sizeof why,
+                         "to --method %s (its soft term, with --alpha > 0, is Hinton's KD: no %s)",
+                         name, params[k] + 2);
+                return refuse(o, params[k], why);
+            }
+        if (option_given(o, "--temperature") && !(option_given(o, "--alpha") && o->alpha > 0.0f)) {
+            snprintf(why, sizeof why,
+                     "to --method %s without --alpha > 0 (it has no soft term to soften then)",
+                     name);
+            return refuse(o, "--temperature", why);
+        }
+    }
+    for (size_t m = 0;
+         o->cmd == CMD_DISTILL && o->feature < 0 && m < sizeof methods / sizeof methods[0]; m++) {
         if (methods[m].kind != o->method || methods[m].standardize != o->standardize) continue;
         for (size_t k = 0; k < sizeof params / sizeof params[0]; k++) {
             if (!option_given(o, params[k]) || strstr(methods[m].unused, params[k]) == NULL)

@@ -599,6 +599,12 @@ refused "--out is the --teacher" 2 "is a file this run reads" "$KD" distill \
     --out "$TMP/teacher-copy.safetensors"
 refused "--out is the training data" 2 "is a file this run reads" "$KD" $QUICK \
     --out "$TRAIN-images-idx3-ubyte.gz"
+refused "--temperature with a feature method and no --alpha" 2 \
+    "temperature does not apply to --method hint without --alpha > 0" "$KD" distill --teacher "$T" \
+    --student 784-16-10 --epochs 1 $SETS --method hint --temperature 3 --out "$TMP/fm.safetensors"
+refused "--beta with a feature method names it" 2 "beta does not apply to --method crd" "$KD" \
+    distill --teacher "$T" --student 784-16-10 --epochs 1 $SETS --method crd --beta 2 \
+    --out "$TMP/fm.safetensors"
 refused "--soft-targets-cache is the teacher" 2 "soft-targets-cache .* is a file this run reads" \
     "$KD" distill --teacher "$T" --student 784-16-10 --epochs 1 $SETS --quiet \
     --soft-targets-cache "$T" --out "$TMP/stc.safetensors"
