@@ -81,7 +81,7 @@ static const char
         [] =
             "training (defaults: the protocol of the libkd benchmarks):\n"
             "  --epochs N          passes over the training set (train " STR(DEFAULT_TRAIN_EPOCHS) ", distill " STR(
-                DEFAULT_STUDENT_EPOCHS) ")\n"
+                DEFAULT_STUDENT_EPOCHS) ", the main job " STR(DEFAULT_MAIN_JOB_EPOCHS) ")\n"
                                         "  --batch B           examples per step (128)\n"
                                         "  --optimizer O       sgd (default), adam or adamw\n"
                                         "  --lr LR             base learning rate (0.05 for SGD, "
@@ -207,9 +207,11 @@ static void distill_help(FILE *f)
           "  --teacher FILE      a trained teacher (repeat for an ensemble)\n"
           "  --teacher-weight W  ensemble weight of the --teacher before it (1)\n"
           "  --student SPEC      the student (" DEFAULT_STUDENT_SPEC ")\n"
-          "  --method M          the loss: kd (Hinton's, default), mse (the teachers' logits\n"
+          "  --method M          the loss: kd (Hinton's; the default with --teacher,\n"
+          "                      --teacher-logits or --alpha), mse (the teachers' logits\n"
           "                      regressed, Ba and Caruana 2014), dkd (decoupled KD, Zhao et\n"
-          "                      al. 2022), dist (Pearson correlations, Huang et al. 2022),\n"
+          "                      al. 2022), dist (Pearson correlations, Huang et al. 2022; the\n"
+          "                      default of the main job, without them, for 5 epochs),\n"
           "                      kd-ls, dkd-ls (kd, dkd with logit standardisation, Sun et\n"
           "                      al. 2024)\n"
           /* ---- wins (issue 12): feature methods */
