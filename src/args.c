@@ -181,7 +181,8 @@ static int parse_number(const options *o, const option_def *d, const char *v, do
         return bad_value(o, d->name, v, "a number");
     if (d->kind == INT && x != floor(x)) return bad_value(o, d->name, v, "a whole number");
     int open_lo = d->kind == FLOAT && d->lo == 0 &&
-                  (strcmp(d->name, "--lr") == 0 || strcmp(d->name, "--temperature") == 0);
+                  (strcmp(d->name, "--lr") == 0 || strcmp(d->name, "--temperature") == 0 ||
+                   strcmp(d->name, "--teacher-weight") == 0);
     int open_hi = strcmp(d->name, "--momentum") == 0;
     if (x < d->lo || x > d->hi || (open_lo && x <= d->lo) || (open_hi && x >= d->hi)) {
         char want[96];
@@ -336,11 +337,20 @@ static int set_value(options *o, const option_def *d, const char *v)
     case TEACHER_WEIGHT: {
         option_def w = {d->name, FLOAT, 0, 0, 0, 1e6};
         if (o->nteachers == 0) {
-            fail_msg("--teacher-weight follows the --teacher it weighs");
+            fail_msg("--teacher-weight follows the --teacher it weighs%s",
+                     o->teacher_logits != NULL ? " (a --teacher-logits file's teachers are "
+                                                 "weighed alike)"
+                                               : "");
             return EXIT_USAGE;
         }
         if (parse_number(o, &w, v, &x) != EXIT_OK) return EXIT_USAGE;
-        if (!(x > 0)) return bad_value(o, d->name, v, "greater than 0");
+        /* a second weight for one teacher would replace the first without a word */
+        if (o->weighted == o->nteachers) {
+            fail_msg("--teacher-weight is given twice for the --teacher %s; give it once",
+                     o->teachers[o->nteachers - 1]);
+            return EXIT_USAGE;
+        }
+        o->weighted = o->nteachers;
         o->teacher_weights[o->nteachers - 1] = (float)x;
         return EXIT_OK;
     }
@@ -775,7 +785,10 @@ int parse_options(options *o, int argc, char **argv, int first)
         return EXIT_USAGE;
     }
     if (o->keep_best && o->val_fraction <= 0) {
-        fail_msg("--keep best chooses on the validation split: it needs --val > 0");
+        fail_msg(o->teacher_logits != NULL
+                     ? "--keep best chooses on a validation split, which --teacher-logits (logits "
+                       "of the whole training set) leaves out: drop --keep best"
+                     : "--keep best chooses on the validation split: it needs --val > 0");
         return EXIT_USAGE;
     }
     if (o->seeds > 1 && o->checkpoint != NULL) {

@@ -67,6 +67,7 @@ typedef struct options {
     const char *teachers[MAX_TEACHERS];
     float teacher_weights[MAX_TEACHERS];
     int nteachers;
+    int weighted;           /* the teacher count when the last --teacher-weight was given */
     const char *positional; /* eval, info: the model file */
     /* training protocol */
     int epochs, teacher_epochs, batch, warmup_epochs;
