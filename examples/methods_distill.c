@@ -209,9 +209,15 @@ static double epochs_of(kd_trainer *t, set *s, float *const *cache, int nc, int 
 static kd_model *teacher(const char *tag, const char *spec, set *s, int epochs, uint64_t seed,
                          const kd_dataset *test)
 {
+    /* the data's own hash in the name too: a teacher of other data (same size) is not reused */
+    uint64_t h = 1469598103934665603ULL;
+    const unsigned char *bytes = (const unsigned char *)s->x;
+    for (size_t i = 0; i < (size_t)(s->n * s->dim) * sizeof(float); i += 61)
+        h = (h ^ bytes[i]) * 1099511628211ULL;
+    for (int64_t i = 0; i < s->n; i++) h = (h ^ (uint64_t)s->y[i]) * 1099511628211ULL;
     char path[256];
-    snprintf(path, sizeof path, "/tmp/libkd_methods_%s_s%llu_e%d_n%lld.safetensors", tag,
-             (unsigned long long)seed, epochs, (long long)s->n);
+    snprintf(path, sizeof path, "/tmp/libkd_methods_%s_s%llu_e%d_n%lld_%016llx.safetensors", tag,
+             (unsigned long long)seed, epochs, (long long)s->n, (unsigned long long)h);
     kd_model *m;
     if (kd_model_load(path, &m) == KD_OK) {
         if (strcmp(kd_model_spec(m), spec) == 0) {
