@@ -617,6 +617,10 @@ static void summary(const state *s, const model_stats *st, int n, char *out, siz
                                  "; distillation %s %.2f points over the student alone",
                                  gain >= 0 ? "gained" : "lost", gain >= 0 ? gain : -gain);
     }
+    if (s->compare && s->user != s->o && used < size) /* --auto: not the loss alone */
+        used += (size_t)snprintf(out + used, size - used,
+                                 " (the distilled student with --auto's choices, the student "
+                                 "alone with the given ones)");
     if (used + 1 < size) snprintf(out + used, size - used, ".");
 }
 
@@ -629,16 +633,23 @@ static int write_report(state *s, const model_stats *stats, int n, const char *h
     describe_method(o, method, sizeof method);
     char teacher[64] = "";
     if (s->own_teacher) snprintf(teacher, sizeof teacher, ", teacher %d", o->teacher_epochs);
+    /* --auto: o is the search's winner, which only the distilled run uses */
+    int tuned = s->user != NULL && s->user != o;
     snprintf(subtitle, sizeof subtitle,
-             "%s. Every run: %s; students %d epochs%s. Distillation: %s. libkd %s, kernels %s.",
-             data, proto, o->epochs, teacher, method, kd_version(), kd_kernels_name());
+             "%s. %s: %s; students %d epochs%s. Distillation: %s. libkd %s, kernels %s.", data,
+             tuned && s->compare ? "The distilled run (--auto's choice)" : "Every run", proto,
+             o->epochs, teacher, method, kd_version(), kd_kernels_name());
     snprintf(notes, sizeof notes,
              "%sTraining cross-entropy is measured against the labels on the batches as they were "
              "trained. Latency is the median time of one image at batch 1; speed-up is relative "
              "to the first teacher.",
-             s->compare ? "The student alone and the distilled student start from the same "
-                          "weights and see the same batches; only the loss differs. "
-                        : "");
+             !s->compare ? ""
+             : tuned     ? "The student alone and the distilled student start from the same "
+                           "weights and see the same batches; the student alone keeps the given "
+                           "options while the distilled student trains with those --auto chose, "
+                           "so the gain mixes the loss and that choice. "
+                         : "The student alone and the distilled student start from the same "
+                           "weights and see the same batches; only the loss differs. ");
     report_series series[3];
     int ns = 0;
     if (s->teacher_hist.n > 0)
