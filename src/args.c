@@ -556,7 +556,10 @@ static int read_config(options *o, const char *path, int argc, char **argv, int 
                  line);
         return EXIT_USAGE;
     }
-    if (has_teacher_arg(argc, argv, first)) o->nteachers = 0; /* the command line's replace them */
+    if (has_teacher_arg(argc, argv, first)) { /* the command line's replace them */
+        o->nteachers = 0;
+        o->weighted = 0;
+    }
     return EXIT_OK;
 }
 

@@ -637,8 +637,8 @@ static int write_report(state *s, const model_stats *stats, int n, const char *h
     int tuned = s->user != NULL && s->user != o;
     snprintf(subtitle, sizeof subtitle,
              "%s. %s: %s; students %d epochs%s. Distillation: %s. libkd %s, kernels %s.", data,
-             tuned && s->compare ? "The distilled run (--auto's choice)" : "Every run", proto,
-             o->epochs, teacher, method, kd_version(), kd_kernels_name());
+             tuned ? "The distilled run (--auto's choice)" : "Every run", proto, o->epochs, teacher,
+             method, kd_version(), kd_kernels_name());
     snprintf(notes, sizeof notes,
              "%sTraining cross-entropy is measured against the labels on the batches as they were "
              "trained. Latency is the median time of one image at batch 1; speed-up is relative "

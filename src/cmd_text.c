@@ -213,6 +213,11 @@ static int check_applies(const text_options *o, unsigned bit, const char *given)
         fail_msg("--skew does not apply unless --method skew-kl or skew-reverse-kl; leave it out");
         return EXIT_USAGE;
     }
+    if (o->stop_after > 0 && (o->checkpoint == NULL || o->stop_after % o->log_every != 0)) {
+        fail_msg("--stop-after-step needs --checkpoint and a multiple of --log-every (%lld)",
+                 (long long)o->log_every);
+        return EXIT_USAGE;
+    }
     if (o->resume && o->checkpoint == NULL) {
         fail_msg("--resume needs --checkpoint FILE (the run to continue)");
         return EXIT_USAGE;
@@ -494,6 +499,7 @@ typedef struct lm_result {
     double ce, ppl, bpb, seconds, tokens_per_s, gen_tps;
     char sample[512];
     text_curve loss, heldout; /* the training objective and held-out bits per byte by step */
+    int64_t resumed_at;       /* --resume: the step this process started from (0: the first) */
 } lm_result;
 
 /* "2 blocks, width 48, context 64": blocks counted by attention layers, the width from the first
@@ -893,34 +899,60 @@ static void run_checkpoint(const text_options *o, const char *run, char *out, si
     snprintf(out, size, "%s%s", o->checkpoint, suffix);
 }
 
+static uint64_t fnv(uint64_t h, const void *p, size_t n)
+{
+    const unsigned char *b = p;
+    for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 1099511628211ULL;
+    return h;
+}
+
+/* A file's bytes hashed (a --teacher file: retrained with the same spec, it is another run's). */
+static uint64_t file_hash(const char *path)
+{
+    uint64_t h = 1469598103934665603ULL;
+    FILE *f = fopen(path, "rb");
+    if (f == NULL) return 0;
+    unsigned char buf[65536];
+    size_t got;
+    while ((got = fread(buf, 1, sizeof buf, f)) > 0) h = fnv(h, buf, got);
+    fclose(f);
+    return h;
+}
+
 /* What decides run r's training, "--steps=2000; --lr=0.003; ...", and its hash (FNV-1a): a
- * checkpoint continues only the run it came from. Not the outputs, the logging or evaluation. */
+ * checkpoint continues only the run it came from. Not the outputs, the logging or evaluation.
+ * The specs go in as hashes (a spec may be longer than the note), each entry short. */
 static uint64_t run_fingerprint(const text_options *o, const kd_text *text, const lm_run *r,
                                 char *note, size_t size)
 {
     int64_t bytes = 0;
     kd_text_size(text, &bytes);
+    const char *spec = kd_model_spec(r->model);
     int n = snprintf(note, size,
-                     "run=%s; --text=%s (%lld bytes); --validation=%g; --max-bytes=%lld; "
-                     "--steps=%lld; --batch=%lld; --lr=%g; --seed=%llu; spec=%s",
+                     "run=%s; --text=%.600s (%lld bytes); --validation=%g; --max-bytes=%lld; "
+                     "--steps=%lld; --batch=%lld; --lr=%g; --seed=%llu; MPI processes=%d; "
+                     "spec#%016llx",
                      r->name, o->text, (long long)bytes, (double)o->validation,
                      (long long)o->max_bytes, (long long)r->steps, (long long)o->batch,
-                     (double)o->lr, (unsigned long long)r->seed, kd_model_spec(r->model));
-    if (r->teacher != NULL && n > 0 && (size_t)n < size)
-        n += snprintf(note + n, size - (size_t)n,
-                      "; teacher=%s; --method=%s; --alpha=%g; --temperature=%g; --jsd-beta=%g; "
-                      "--skew=%g; --attention-kl=%g; --attention-layers=%s; "
-                      "--attention-heads=%s; --hidden-cosine=%g; --hidden-layers=%s",
-                      kd_model_spec(r->teacher), method_name(r->method), (double)r->alpha,
-                      (double)r->temperature, (double)o->jsd_beta, (double)o->skew,
-                      r->attention ? (double)o->attention_kl : 0.0,
-                      o->attention_layers ? o->attention_layers : "-",
-                      o->attention_heads ? o->attention_heads : "-",
-                      r->hidden ? (double)o->hidden_cosine : 0.0,
-                      o->hidden_layers ? o->hidden_layers : "-");
-    uint64_t h = 1469598103934665603ULL;
-    for (const char *c = note; *c != '\0'; c++) h = (h ^ (unsigned char)*c) * 1099511628211ULL;
-    return h;
+                     (double)o->lr, (unsigned long long)r->seed, par_world(),
+                     (unsigned long long)fnv(1469598103934665603ULL, spec, strlen(spec)));
+    if (r->teacher != NULL && n > 0 && (size_t)n < size) {
+        const char *tspec = kd_model_spec(r->teacher);
+        n += snprintf(
+            note + n, size - (size_t)n,
+            "; --method=%s; --alpha=%g; --temperature=%g; --jsd-beta=%g; --skew=%g; "
+            "--attention-kl=%g; --attention-layers=%.100s; --attention-heads=%.20s; "
+            "--hidden-cosine=%g; --hidden-layers=%.300s; teacher#%016llx; "
+            "teacher file#%016llx",
+            method_name(r->method), (double)r->alpha, (double)r->temperature, (double)o->jsd_beta,
+            (double)o->skew, r->attention ? (double)o->attention_kl : 0.0,
+            o->attention_layers ? o->attention_layers : "-",
+            o->attention_heads ? o->attention_heads : "-",
+            r->hidden ? (double)o->hidden_cosine : 0.0, o->hidden_layers ? o->hidden_layers : "-",
+            (unsigned long long)fnv(1469598103934665603ULL, tspec, strlen(tspec)),
+            (unsigned long long)(o->teacher_file ? file_hash(o->teacher_file) : 0));
+    }
+    return fnv(1469598103934665603ULL, note, strlen(note));
 }
 
 /* The first "; "-separated entry of saved that ours lacks, for the message. */
@@ -929,15 +961,26 @@ static void first_difference(const char *saved, const char *ours, char *out, siz
     snprintf(out, size, "its options differ");
     for (const char *p = saved; *p != '\0';) {
         size_t n = strcspn(p, ";");
-        char entry[1200];
-        snprintf(entry, sizeof entry, "%.*s", (int)n, p);
-        const char *at = strstr(ours, entry);
-        if (at == NULL || (at[n] != ';' && at[n] != '\0')) {
-            size_t k = strcspn(entry, "=");
-            const char *mine = strstr(ours, (snprintf(out, size, "%.*s=", (int)k, entry), out));
-            char now[600] = "?";
-            if (mine != NULL) snprintf(now, sizeof now, "%.*s", (int)strcspn(mine, ";"), mine);
-            snprintf(out, size, "it was %s, this run has %s", entry, now);
+        /* whole entries of ours, so that none matches inside another */
+        int found = 0;
+        for (const char *q = ours; *q != '\0' && !found;) {
+            size_t m = strcspn(q, ";");
+            found = m == n && strncmp(q, p, n) == 0;
+            q += m;
+            while (*q == ';' || *q == ' ') q++;
+        }
+        if (!found) {
+            size_t k = strcspn(p, "=#");
+            if (k > n) k = n;
+            char now[700] = "?";
+            for (const char *q = ours; *q != '\0';) {
+                size_t m = strcspn(q, ";");
+                if (m >= k && strncmp(q, p, k) == 0 && (q[k] == '=' || q[k] == '#'))
+                    snprintf(now, sizeof now, "%.*s", (int)m, q);
+                q += m;
+                while (*q == ';' || *q == ' ') q++;
+            }
+            snprintf(out, size, "it was %.*s, this run has %s", (int)(n < 600 ? n : 600), p, now);
             return;
         }
         p += n;
@@ -1027,7 +1070,7 @@ static int train_lm(const text_options *o, const kd_text *text, const lm_run *r,
     if (st == KD_OK && par_world() > 1) rc = par_attach(tr);
     /* --checkpoint: every rank resumes from the same file; batches are drawn from the step's
      * seed, so a resumed run ends with the uninterrupted run's model */
-    char ckpt[4200], note[4096];
+    char ckpt[4200] = "", note[4096] = "";
     uint64_t print = 0;
     int64_t first = 0;
     int stopped = 0;
@@ -1037,6 +1080,7 @@ static int train_lm(const text_options *o, const kd_text *text, const lm_run *r,
         if (st == KD_OK && rc == EXIT_OK && o->resume)
             rc = resume_run(ckpt, tr, opt, print, note, r->steps, &first);
         if (o->resume) rc = par_agree_resume(rc, first, print, ckpt); /* every rank alike */
+        if (r->trace != NULL) r->trace->resumed_at = first;
     }
     int64_t lo = 0, hi = o->batch;
     par_slice(o->batch, &lo, &hi);
@@ -1061,14 +1105,9 @@ static int train_lm(const text_options *o, const kd_text *text, const lm_run *r,
             rc = curve_point(o, text, r, s + 1, log);
             eval_seconds += now_seconds() - t0;
         }
+        /* --stop-after-step falls on a log point (checked): a resumed run then logs the same
+         * windows as an uninterrupted one */
         int stop = st == KD_OK && o->stop_after > 0 && s + 1 == o->stop_after && s + 1 < r->steps;
-        if (st == KD_OK && rc == EXIT_OK && o->checkpoint != NULL &&
-            ((s + 1) % o->log_every == 0 || s + 1 == r->steps || stop))
-            rc = save_run(ckpt, tr, print, note);
-        if (stop && rc == EXIT_OK) {
-            stopped = 1;
-            break;
-        }
         if (st != KD_OK || ((s + 1) % o->log_every != 0 && s + 1 != r->steps)) continue;
         double t = now_seconds() - start - eval_seconds;
         double mean = sum / (double)count;
@@ -1099,6 +1138,14 @@ static int train_lm(const text_options *o, const kd_text *text, const lm_run *r,
         fflush(stdout);
         sum = 0.0;
         count = 0;
+        /* the checkpoint after the step's log line, flushed: a killed run's log ends at or after
+         * the step its checkpoint holds, never before */
+        if (log != NULL) fflush(log);
+        if (rc == EXIT_OK && o->checkpoint != NULL) rc = save_run(ckpt, tr, print, note);
+        if (stop && rc == EXIT_OK) {
+            stopped = 1;
+            break;
+        }
     }
     *seconds = now_seconds() - start - eval_seconds;
     if (rc == EXIT_OK) rc = st == KD_OK ? EXIT_OK : fail_kd(what, st);
@@ -1232,7 +1279,8 @@ static int text_train(const text_options *o, const kd_text *text, FILE *log)
     double seconds = 0.0;
     rc = train_lm(o, text, &r, log, &seconds);
     if (rc == EXIT_OK)
-        rc = measure_and_save(m, "model", o, text, o->out, seconds, o->steps * o->batch * T, &res);
+        rc = measure_and_save(m, "model", o, text, o->out, seconds,
+                              (o->steps - res.resumed_at) * o->batch * T, &res);
     if (rc == EXIT_OK) {
         printf("saved %s: validation %.4f nats/byte, perplexity %.3f, %.4f bits per byte after "
                "%lld steps, %.0f s\n",
@@ -1299,7 +1347,8 @@ static int text_distill(const text_options *o, const kd_text *text, FILE *log)
     color[n] = 0;
     if (rc == EXIT_OK)
         rc = measure(teacher, text, o->eval_bytes, o->teacher_file, secs,
-                     o->teacher_file ? 0 : o->teacher_steps * o->batch * TT, o->seed, &res[n++]);
+                     o->teacher_file ? 0 : (o->teacher_steps - res[0].resumed_at) * o->batch * TT,
+                     o->seed, &res[n++]);
     if (rc == EXIT_OK && o->teacher_file == NULL) rc = check_learned("teacher", &res[0]);
     if (rc == EXIT_OK && o->compare && (rc = kd_model_clone(student, &alone)) != KD_OK)
         rc = fail_kd("cannot copy the student", (kd_status)rc);
@@ -1310,8 +1359,9 @@ static int text_distill(const text_options *o, const kd_text *text, FILE *log)
                     o->seed + 2,     0,     0,    &res[n]};
         rc = train_lm(o, text, &r, log, &secs);
         if (rc == EXIT_OK)
-            rc = measure(alone, text, o->eval_bytes, NULL, secs, o->steps * o->batch * T, o->seed,
-                         &res[n++]);
+            rc = measure(alone, text, o->eval_bytes, NULL, secs,
+                         (o->steps - res[n].resumed_at) * o->batch * T, o->seed, &res[n]);
+        n++;
     }
     if (rc == EXIT_OK) {
         snprintf(res[n].name, sizeof res[n].name, "distilled (%s%s%s)", method_name(o->method),
@@ -1332,8 +1382,9 @@ static int text_distill(const text_options *o, const kd_text *text, FILE *log)
         rc = train_lm(o, text, &r, log, &secs);
     }
     if (rc == EXIT_OK)
-        rc = measure_and_save(student, "student", o, text, o->out, secs, o->steps * o->batch * T,
-                              &res[n++]);
+        rc = measure_and_save(student, "student", o, text, o->out, secs,
+                              (o->steps - res[n].resumed_at) * o->batch * T, &res[n]);
+    n += rc == EXIT_OK;
     if (rc == EXIT_OK) {
         const lm_result *d = &res[n - 1];
         printf("saved %s: validation %.4f nats/byte, perplexity %.3f, %.4f bits per byte "
@@ -1469,11 +1520,26 @@ int cmd_text(const char *name, int argc, char **argv)
     /* Nothing it reads may be what it writes: the corpus, the teacher, the model of eval. Under
      * mpirun rank 0 alone writes, so it alone checks (another host need not have the
      * directories). */
-    const char *out[] = {o.out, o.log_path, o.report_dir, o.checkpoint};
-    const char *names[] = {"--out", "--log", "--report", "--checkpoint"};
+    char ck_teacher[4200] = "", ck_alone[4200] = "";
+    if (o.checkpoint != NULL && strcmp(name, "distill") == 0) {
+        run_checkpoint(&o, "teacher", ck_teacher, sizeof ck_teacher);
+        run_checkpoint(&o, "student alone", ck_alone, sizeof ck_alone);
+    }
+    const char *out[] = {o.out,
+                         o.log_path,
+                         o.report_dir,
+                         o.checkpoint,
+                         ck_teacher[0] ? ck_teacher : NULL,
+                         ck_alone[0] ? ck_alone : NULL};
+    const char *names[] = {"--out",
+                           "--log",
+                           "--report",
+                           "--checkpoint",
+                           "--checkpoint (its .teacher)",
+                           "--checkpoint (its .alone)"};
     const char *in[] = {o.text, o.teacher_file, o.model};
     if (par_rank() == 0) {
-        if ((rc = check_apart(out, names, 4, in, 3)) != EXIT_OK) return rc;
+        if ((rc = check_apart(out, names, 6, in, 3)) != EXIT_OK) return rc;
         if (o.checkpoint != NULL && (rc = check_checkpoints(&o, name)) != EXIT_OK) return rc;
         if (o.out != NULL && (rc = check_output(o.out)) != EXIT_OK) return rc;
         if (o.log_path != NULL && (rc = check_output_in_place(o.log_path)) != EXIT_OK) return rc;
@@ -1503,11 +1569,14 @@ int cmd_text(const char *name, int argc, char **argv)
     }
     FILE *log = NULL;
     if (o.log_path != NULL && par_rank() == 0 &&
-        (log = fopen(o.log_path, o.resume ? "a" : "w")) == NULL) {
+        (log = fopen(o.log_path, o.resume ? "a+" : "w")) == NULL) {
         fail_msg("cannot write %s: %s", o.log_path, strerror(errno));
         kd_text_destroy(text);
         return EXIT_RUNTIME;
     }
+    /* a resumed log goes on from a new line: a killed run may have left half of one */
+    if (log != NULL && o.resume && fseek(log, -1, SEEK_END) == 0 && fgetc(log) != '\n')
+        fputc('\n', log);
     if (strcmp(name, "train") == 0)
         rc = text_train(&o, text, log);
     else if (strcmp(name, "distill") == 0)

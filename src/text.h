@@ -37,7 +37,8 @@ typedef struct text_options {
      * points a run when there is a report, none otherwise) */
     const char *report_dir;
     /* train, distill: --checkpoint FILE (a distill's other runs use FILE.teacher, FILE.alone),
-     * --resume, --force; --stop-after-step N (tests: stop the last run there, saving nothing) */
+     * --resume, --force; --stop-after-step N (tests: the first run that reaches step N saves its
+     * checkpoint there and the command ends, exit 0, with no model) */
     const char *checkpoint;
     int resume, force;
     int64_t stop_after;

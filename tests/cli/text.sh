@@ -153,27 +153,33 @@ expect "--jsd-beta with jsd" 0 "after 2 steps of jsd" "$KD" distill --text "$TEX
     --student "$SMALL" --method jsd --jsd-beta 0.9 --steps 2 --batch 4 --quiet --out "$S"
 expect "--skew with another method" 2 "skew does not apply" "$KD" distill --text "$TEXT" \
     --teacher "$T" --student "$SMALL" --skew 0.2 --out "$S"
-# --checkpoint and --resume: a run stopped at step 6 of 10 and resumed ends with the uninterrupted
+# --checkpoint and --resume: a run stopped at step 8 of 10 and resumed ends with the uninterrupted
 # run's model, byte for byte; distill with its own teacher and --compare has three checkpoints.
 RUN="--text $TEXT --batch 4 --log-every 4 --quiet"
 "$KD" train $RUN --spec "$SMALL" --steps 10 --out "$TMP/full.safetensors" >/dev/null 2>&1
-expect "a text run stopped at step 6" 0 "stopped after step 6" "$KD" train $RUN --spec "$SMALL" \
-    --steps 10 --out "$TMP/part.safetensors" --checkpoint "$TMP/lmck" --stop-after-step 6
+expect "a text run stopped at step 8" 0 "stopped after step 8" "$KD" train $RUN --spec "$SMALL" \
+    --steps 10 --out "$TMP/part.safetensors" --checkpoint "$TMP/lmck" --stop-after-step 8 \
+    --log "$TMP/lmck.jsonl"
 expect "an existing checkpoint without --resume" 2 "lmck exists: continue it with --resume" \
     "$KD" train $RUN --spec "$SMALL" --steps 10 --out "$TMP/part.safetensors" --checkpoint "$TMP/lmck"
 expect "a checkpoint of other options names the first" 2 "it was --lr=0.003, this run has --lr=0.01" \
     "$KD" train $RUN --spec "$SMALL" --steps 10 --lr 0.01 --out "$TMP/part.safetensors" \
     --checkpoint "$TMP/lmck" --resume
 expect "--resume continues it" 0 "saved" "$KD" train $RUN --spec "$SMALL" --steps 10 \
-    --out "$TMP/part.safetensors" --checkpoint "$TMP/lmck" --resume
+    --out "$TMP/part.safetensors" --checkpoint "$TMP/lmck" --resume --log "$TMP/lmck.jsonl"
 if cmp -s "$TMP/full.safetensors" "$TMP/part.safetensors"; then
     pass "the resumed text model is the uninterrupted one, byte for byte"
 else fail "the resumed text model differs"; fi
+if [ "$(grep -c '"step"' "$TMP/lmck.jsonl")" -eq 3 ]; then pass "the resumed log holds steps 4, 8, 10"
+else fail "the resumed log: $(cat "$TMP/lmck.jsonl")"; fi
+expect "--stop-after-step off a log point" 2 "a multiple of --log-every" "$KD" train $RUN \
+    --spec "$SMALL" --steps 10 --out "$TMP/x.safetensors" --checkpoint "$TMP/x.ck" --stop-after-step 6
+expect "the checkpoint records the number of MPI processes" 0 "MPI processes=1" cat "$TMP/lmck.run"
 "$KD" distill $RUN --teacher-spec "$SMALL" --teacher-steps 8 --student "$SMALL" --steps 6 --compare \
     --out "$TMP/dfull.safetensors" >/dev/null 2>&1
-expect "a distill stopped in its teacher's run" 0 "teacher: stopped after step 5" "$KD" distill \
+expect "a distill stopped in its teacher's run" 0 "teacher: stopped after step 4" "$KD" distill \
     $RUN --teacher-spec "$SMALL" --teacher-steps 8 --student "$SMALL" --steps 6 --compare \
-    --out "$TMP/dpart.safetensors" --checkpoint "$TMP/dck" --stop-after-step 5
+    --out "$TMP/dpart.safetensors" --checkpoint "$TMP/dck" --stop-after-step 4
 expect "--resume finishes the three runs" 0 "saved" "$KD" distill $RUN --teacher-spec "$SMALL" \
     --teacher-steps 8 --student "$SMALL" --steps 6 --compare --out "$TMP/dpart.safetensors" \
     --checkpoint "$TMP/dck" --resume
