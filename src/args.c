@@ -722,6 +722,15 @@ int parse_options(options *o, int argc, char **argv, int first)
     int main_job = cmd == CMD_DISTILL && o->nteachers == 0 && o->teacher_logits == NULL &&
                    !o->method_given && !option_given(o, "--alpha");
     if (main_job) o->method = KD_LOSS_DIST;
+    /* DIST's Pearson terms start with gradients of 1 / std of near-uniform probabilities, times
+     * T^2 beta: unclipped, a 784-32-10 student on 1,800 images went to loss 410 and 53.4% (67.0%
+     * alone); clipped at 5, 79.4%. On Fashion-MNIST's main job it also helps (88.2 -> 88.3-88.7%
+     * over three seeds) and leaves the student alone as it was. */
+    if (cmd == CMD_DISTILL && o->method == KD_LOSS_DIST && o->feature < 0 &&
+        !option_given(o, "--clip-norm")) {
+        o->clip_norm = DEFAULT_DIST_CLIP_NORM;
+        o->clip_auto = 1;
+    }
     if (o->epochs < 0) o->epochs = main_job ? DEFAULT_MAIN_JOB_EPOCHS : DEFAULT_STUDENT_EPOCHS;
     if (o->auto_budget < 0) o->auto_budget = 8 * o->epochs;
     if (o->auto_tune && (o->val_fraction == 0.0f || o->teacher_logits != NULL)) {

@@ -242,6 +242,7 @@ static int own_teacher(state *s)
     c.alpha = c.beta = c.gamma = 0.0f;
     c.method = KD_LOSS_HINTON;
     c.standardize = 0;
+    if (o->clip_auto) c.clip_norm = 0.0f; /* DIST's default clipping is the students' */
     c.checkpoint = checkpoint_of(o, ".teacher", ckpt, sizeof ckpt);
     /* " norm" only with --normalize, so teachers cached before the option existed stay valid. */
     snprintf(key_text, sizeof key_text, "%d %llu %d %d %.9g %.9g %.9g %.9g %d %d %d %.9g%s%s",

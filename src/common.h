@@ -30,6 +30,8 @@ enum { EXIT_OK = 0, EXIT_RUNTIME = 1, EXIT_USAGE = 2, EXIT_COLLAPSE = 3 };
  * seeds 1-3): at 5 epochs DIST 88.30 +- 0.15, KD (T 4, alpha 0.9) 87.52 +- 0.17, alone
  * 86.57 +- 0.02; at 15 epochs (seed 1) DIST 88.75, alone 89.00: the gain is a faster start. */
 #define DEFAULT_MAIN_JOB_EPOCHS 5
+/* --clip-norm of the students with --method dist (the main job's) when none is given */
+#define DEFAULT_DIST_CLIP_NORM 5.0f
 #define DEFAULT_TRAIN_EPOCHS 10
 /* The students' warm-up in kd distill: without one, a CNN student without batch norm distilled at
  * T = 4, alpha = 0.9, lr 0.05 collapsed in its first epoch on 2 seeds of 6, with one epoch on 1
@@ -72,6 +74,7 @@ typedef struct options {
     /* training protocol */
     int epochs, teacher_epochs, batch, warmup_epochs;
     float lr, momentum, weight_decay, min_lr, clip_norm, temperature, alpha, beta, gamma;
+    int clip_auto; /* distill --method dist without --clip-norm: 5 for the students */
     int nesterov, cosine, optimizer; /* optimizer: a kd_optimizer_kind */
     int method;                      /* a kd_loss_kind */
     int standardize;                 /* logit standardisation (kd-ls, dkd-ls) */
