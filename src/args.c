@@ -726,10 +726,9 @@ int parse_options(options *o, int argc, char **argv, int first)
      * T^2 beta: unclipped, a 784-32-10 student on 1,800 images went to loss 410 and 53.4% (67.0%
      * alone); clipped at 5, 79.4%. On Fashion-MNIST's main job it also helps (88.2 -> 88.3-88.7%
      * over three seeds) and leaves the student alone as it was. */
-    if (cmd == CMD_DISTILL && o->method == KD_LOSS_DIST && o->feature < 0 &&
-        !option_given(o, "--clip-norm")) {
-        o->clip_norm = DEFAULT_DIST_CLIP_NORM;
+    if (cmd == CMD_DISTILL && !option_given(o, "--clip-norm")) { /* --auto: by its trials' */
         o->clip_auto = 1;
+        o->clip_norm = o->method == KD_LOSS_DIST && o->feature < 0 ? DEFAULT_DIST_CLIP_NORM : 0.0f;
     }
     if (o->epochs < 0) o->epochs = main_job ? DEFAULT_MAIN_JOB_EPOCHS : DEFAULT_STUDENT_EPOCHS;
     if (o->auto_budget < 0) o->auto_budget = 8 * o->epochs;

@@ -483,6 +483,17 @@ static int train_students(state *s, uint64_t seed)
     return run_training(&c, s->d.train, eval_set(s), s->d.test, &s->p, &s->alone);
 }
 
+/* Whether --auto's winner trains the distilled student with other options than the given ones
+ * (the student alone keeps those); when the default won, only the loss differs. */
+static int auto_changed(const state *s)
+{
+    const options *a = s->user, *b = s->o;
+    return a != NULL && a != b &&
+           (a->method != b->method || a->standardize != b->standardize ||
+            a->temperature != b->temperature || a->alpha != b->alpha || a->beta != b->beta ||
+            a->gamma != b->gamma || a->lr != b->lr || a->clip_norm != b->clip_norm);
+}
+
 static double last_acc(const run_result *r);
 
 /* --seeds N: the students again with seeds seed + 1 .. seed + N - 1, their accuracies kept; the
@@ -618,7 +629,7 @@ static void summary(const state *s, const model_stats *st, int n, char *out, siz
                                  "; distillation %s %.2f points over the student alone",
                                  gain >= 0 ? "gained" : "lost", gain >= 0 ? gain : -gain);
     }
-    if (s->compare && s->user != s->o && used < size) /* --auto: not the loss alone */
+    if (s->compare && auto_changed(s) && used < size) /* --auto: not the loss alone */
         used += (size_t)snprintf(out + used, size - used,
                                  " (the distilled student with --auto's choices, the student "
                                  "alone with the given ones)");
@@ -635,7 +646,7 @@ static int write_report(state *s, const model_stats *stats, int n, const char *h
     char teacher[64] = "";
     if (s->own_teacher) snprintf(teacher, sizeof teacher, ", teacher %d", o->teacher_epochs);
     /* --auto: o is the search's winner, which only the distilled run uses */
-    int tuned = s->user != NULL && s->user != o;
+    int tuned = auto_changed(s);
     snprintf(subtitle, sizeof subtitle,
              "%s. %s: %s; students %d epochs%s. Distillation: %s. libkd %s, kernels %s.", data,
              tuned ? "The distilled run (--auto's choice)" : "Every run", proto, o->epochs, teacher,

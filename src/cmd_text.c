@@ -952,13 +952,19 @@ static uint64_t run_fingerprint(const text_options *o, const kd_text *text, cons
             (unsigned long long)fnv(1469598103934665603ULL, tspec, strlen(tspec)),
             (unsigned long long)(o->teacher_file ? file_hash(o->teacher_file) : 0));
     }
-    return fnv(1469598103934665603ULL, note, strlen(note));
+    /* the free-text values in full: the note shows only their first hundreds of bytes */
+    uint64_t h = fnv(1469598103934665603ULL, note, strlen(note));
+    const char *texts[] = {o->text, o->attention_layers, o->attention_heads, o->hidden_layers};
+    for (size_t k = 0; k < sizeof texts / sizeof texts[0]; k++)
+        if (texts[k] != NULL) h = fnv(h, texts[k], strlen(texts[k]) + 1);
+    return h;
 }
 
 /* The first "; "-separated entry of saved that ours lacks, for the message. */
 static void first_difference(const char *saved, const char *ours, char *out, size_t size)
 {
     snprintf(out, size, "its options differ");
+    while (*saved == ';' || *saved == ' ') saved++;
     for (const char *p = saved; *p != '\0';) {
         size_t n = strcspn(p, ";");
         /* whole entries of ours, so that none matches inside another */
@@ -1521,9 +1527,9 @@ int cmd_text(const char *name, int argc, char **argv)
      * mpirun rank 0 alone writes, so it alone checks (another host need not have the
      * directories). */
     char ck_teacher[4200] = "", ck_alone[4200] = "";
-    if (o.checkpoint != NULL && strcmp(name, "distill") == 0) {
-        run_checkpoint(&o, "teacher", ck_teacher, sizeof ck_teacher);
-        run_checkpoint(&o, "student alone", ck_alone, sizeof ck_alone);
+    if (o.checkpoint != NULL && strcmp(name, "distill") == 0) { /* the ones it will write */
+        if (o.teacher_file == NULL) run_checkpoint(&o, "teacher", ck_teacher, sizeof ck_teacher);
+        if (o.compare) run_checkpoint(&o, "student alone", ck_alone, sizeof ck_alone);
     }
     const char *out[] = {o.out,
                          o.log_path,
@@ -1575,8 +1581,11 @@ int cmd_text(const char *name, int argc, char **argv)
         return EXIT_RUNTIME;
     }
     /* a resumed log goes on from a new line: a killed run may have left half of one */
-    if (log != NULL && o.resume && fseek(log, -1, SEEK_END) == 0 && fgetc(log) != '\n')
+    if (log != NULL && o.resume && fseek(log, -1, SEEK_END) == 0 && fgetc(log) != '\n') {
+        fseek(log, 0, SEEK_END); /* a read then a write needs a positioning call between */
         fputc('\n', log);
+    }
+    if (log != NULL && o.resume) fseek(log, 0, SEEK_END);
     if (strcmp(name, "train") == 0)
         rc = text_train(&o, text, log);
     else if (strcmp(name, "distill") == 0)

@@ -74,7 +74,7 @@ typedef struct options {
     /* training protocol */
     int epochs, teacher_epochs, batch, warmup_epochs;
     float lr, momentum, weight_decay, min_lr, clip_norm, temperature, alpha, beta, gamma;
-    int clip_auto; /* distill --method dist without --clip-norm: 5 for the students */
+    int clip_auto; /* distill without --clip-norm: 5 for the students of dist, else 0 */
     int nesterov, cosine, optimizer; /* optimizer: a kd_optimizer_kind */
     int method;                      /* a kd_loss_kind */
     int standardize;                 /* logit standardisation (kd-ls, dkd-ls) */

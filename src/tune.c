@@ -125,6 +125,8 @@ static int run_trial(const options *o, const run_config *base, trial *t, int epo
     c.beta = t->beta;
     c.gamma = t->gamma;
     c.lr = t->lr;
+    if (o->clip_auto) /* the default clipping goes with the trial's method, not the given one */
+        c.clip_norm = t->method == KD_LOSS_DIST ? DEFAULT_DIST_CLIP_NORM : 0.0f;
     c.epochs = epochs;
     /* the warm-up the final run would have with these epochs */
     c.warmup_epochs = o->warmup_auto ? (epochs / 2 < DEFAULT_DISTILL_WARMUP_EPOCHS
@@ -239,5 +241,7 @@ int tune(const options *o, const run_config *base, const kd_dataset *train, cons
     winner->beta = t[best].beta;
     winner->gamma = t[best].gamma;
     winner->lr = t[best].lr;
+    if (o->clip_auto)
+        winner->clip_norm = winner->method == KD_LOSS_DIST ? DEFAULT_DIST_CLIP_NORM : 0.0f;
     return EXIT_OK;
 }
