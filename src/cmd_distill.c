@@ -287,7 +287,7 @@ static int check_teachers(state *s)
         int rc = check_fits(what, s->teachers[i], s->d.train, s->d.test);
         if (rc != EXIT_OK) return rc;
     }
-    s->teacher_hash = 0xcbf29ce484222325ULL;
+    s->teacher_hash = HASH_SEED;
     for (int i = 0; i < s->nt; i++) {
         if (hash_file(s->teacher_paths[i], &s->teacher_hash) != 0) {
             fail_msg("cannot read %s: %s", s->teacher_paths[i], strerror(errno));
@@ -396,7 +396,7 @@ static int logits_file(state *s)
     if (rc == EXIT_OK) {
         memcpy(s->logits, src, sizeof(float) * (size_t)(t * n * k));
         s->nlogits = (int)t;
-        s->teacher_hash = 0xcbf29ce484222325ULL;
+        s->teacher_hash = HASH_SEED;
         if (hash_file(path, &s->teacher_hash) != 0) s->teacher_hash = 0;
         note(&s->p, "teacher logits: %lld examples x %lld teacher%s from %s", (long long)n,
              (long long)t, t > 1 ? "s" : "", path);

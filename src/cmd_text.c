@@ -899,29 +899,10 @@ static void run_checkpoint(const text_options *o, const char *run, char *out, si
     snprintf(out, size, "%s%s", o->checkpoint, suffix);
 }
 
-static uint64_t fnv(uint64_t h, const void *p, size_t n)
-{
-    const unsigned char *b = p;
-    for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 1099511628211ULL;
-    return h;
-}
-
-/* A file's bytes hashed (a --teacher file: retrained with the same spec, it is another run's). */
-static uint64_t file_hash(const char *path)
-{
-    uint64_t h = 1469598103934665603ULL;
-    FILE *f = fopen(path, "rb");
-    if (f == NULL) return 0;
-    unsigned char buf[65536];
-    size_t got;
-    while ((got = fread(buf, 1, sizeof buf, f)) > 0) h = fnv(h, buf, got);
-    fclose(f);
-    return h;
-}
-
 /* What decides run r's training, "--steps=2000; --lr=0.003; ...", and its hash (FNV-1a): a
  * checkpoint continues only the run it came from. Not the outputs, the logging or evaluation.
- * The specs go in as hashes (a spec may be longer than the note), each entry short. */
+ * The specs and a --teacher file go in as hashes (hash_str, hash_file: a spec may be longer than
+ * the note, a retrained teacher keeps its spec), each entry short. */
 static uint64_t run_fingerprint(const text_options *o, const kd_text *text, const lm_run *r,
                                 char *note, size_t size)
 {
@@ -935,9 +916,12 @@ static uint64_t run_fingerprint(const text_options *o, const kd_text *text, cons
                      r->name, o->text, (long long)bytes, (double)o->validation,
                      (long long)o->max_bytes, (long long)r->steps, (long long)o->batch,
                      (double)o->lr, (unsigned long long)r->seed, par_world(),
-                     (unsigned long long)fnv(1469598103934665603ULL, spec, strlen(spec)));
+                     (unsigned long long)hash_str(HASH_SEED, spec));
     if (r->teacher != NULL && n > 0 && (size_t)n < size) {
         const char *tspec = kd_model_spec(r->teacher);
+        uint64_t teacher_file = HASH_SEED;
+        if (o->teacher_file == NULL || hash_file(o->teacher_file, &teacher_file) != 0)
+            teacher_file = 0;
         n += snprintf(
             note + n, size - (size_t)n,
             "; --method=%s; --alpha=%g; --temperature=%g; --jsd-beta=%g; --skew=%g; "
@@ -949,14 +933,13 @@ static uint64_t run_fingerprint(const text_options *o, const kd_text *text, cons
             o->attention_layers ? o->attention_layers : "-",
             o->attention_heads ? o->attention_heads : "-",
             r->hidden ? (double)o->hidden_cosine : 0.0, o->hidden_layers ? o->hidden_layers : "-",
-            (unsigned long long)fnv(1469598103934665603ULL, tspec, strlen(tspec)),
-            (unsigned long long)(o->teacher_file ? file_hash(o->teacher_file) : 0));
+            (unsigned long long)hash_str(HASH_SEED, tspec), (unsigned long long)teacher_file);
     }
     /* the free-text values in full: the note shows only their first hundreds of bytes */
-    uint64_t h = fnv(1469598103934665603ULL, note, strlen(note));
+    uint64_t h = hash_str(HASH_SEED, note);
     const char *texts[] = {o->text, o->attention_layers, o->attention_heads, o->hidden_layers};
     for (size_t k = 0; k < sizeof texts / sizeof texts[0]; k++)
-        if (texts[k] != NULL) h = fnv(h, texts[k], strlen(texts[k]) + 1);
+        if (texts[k] != NULL) h = hash_str(h, texts[k]);
     return h;
 }
 

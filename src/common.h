@@ -185,7 +185,9 @@ void model_shape_name(const kd_model *m, char *out, size_t size);
 int64_t file_size(const char *path);
 void format_bytes(double bytes, char *out, size_t size);
 void format_count(int64_t n, char *out, size_t size);
-/* 64-bit hash (FNV-1a on 8-byte words) for fingerprints; chain with the previous value. */
+/* 64-bit hash (FNV-1a on 8-byte words) for fingerprints; chain with the previous value, starting
+ * from HASH_SEED (FNV's offset basis). */
+#define HASH_SEED 0xcbf29ce484222325ULL
 uint64_t hash_bytes(uint64_t h, const void *data, size_t n);
 uint64_t hash_str(uint64_t h, const char *s);
 /* 0 on success; -1 with errno set. */

@@ -207,7 +207,7 @@ uint64_t dataset_hash(const kd_dataset *d)
     kd_dataset_size(d, &n);
     kd_dataset_shape(d, &c, &h, &w);
     int64_t dims[4] = {n, c, h, w};
-    uint64_t x = hash_bytes(0xcbf29ce484222325ULL, dims, sizeof dims);
+    uint64_t x = hash_bytes(HASH_SEED, dims, sizeof dims);
     x = hash_bytes(x, kd_dataset_images(d), sizeof(float) * (size_t)(n * c * h * w));
     const int32_t *labels = kd_dataset_labels(d);
     return labels != NULL ? hash_bytes(x, labels, sizeof(int32_t) * (size_t)n) : x;

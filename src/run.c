@@ -276,7 +276,7 @@ static uint64_t fingerprint(const run_config *c, const kd_dataset *train, int dr
              (double)c->clip_norm, (double)c->gamma, c->standardize,
              c->normalize ? " norm" : "", /* so older checkpoints still resume */
              drop ? " drop" : "", ranks);
-    uint64_t h = hash_str(hash_str(0xcbf29ce484222325ULL, c->spec), buf);
+    uint64_t h = hash_str(hash_str(HASH_SEED, c->spec), buf);
     if (c->feature != NULL && c->feature->kind >= 0) { /* wins: only then, so old ones resume */
         snprintf(buf, sizeof buf, "feature %d %d %d %.9g %s", c->feature->kind,
                  (int)c->feature->student, (int)c->feature->teacher, (double)c->feature->weight,
