@@ -728,7 +728,7 @@ int parse_options(options *o, int argc, char **argv, int first)
      * over three seeds) and leaves the student alone as it was. */
     if (cmd == CMD_DISTILL && !option_given(o, "--clip-norm")) { /* --auto: by its trials' */
         o->clip_auto = 1;
-        o->clip_norm = o->method == KD_LOSS_DIST && o->feature < 0 ? DEFAULT_DIST_CLIP_NORM : 0.0f;
+        o->clip_norm = default_clip_norm(o->method); /* a feature method's is Hinton's */
     }
     if (o->epochs < 0) o->epochs = main_job ? DEFAULT_MAIN_JOB_EPOCHS : DEFAULT_STUDENT_EPOCHS;
     if (o->auto_budget < 0) o->auto_budget = 8 * o->epochs;

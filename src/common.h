@@ -30,8 +30,14 @@ enum { EXIT_OK = 0, EXIT_RUNTIME = 1, EXIT_USAGE = 2, EXIT_COLLAPSE = 3 };
  * seeds 1-3): at 5 epochs DIST 88.30 +- 0.15, KD (T 4, alpha 0.9) 87.52 +- 0.17, alone
  * 86.57 +- 0.02; at 15 epochs (seed 1) DIST 88.75, alone 89.00: the gain is a faster start. */
 #define DEFAULT_MAIN_JOB_EPOCHS 5
-/* --clip-norm of the students with --method dist (the main job's) when none is given */
+/* --clip-norm of kd distill's students when none is given: 5 for a method's loss kind of
+ * KD_LOSS_DIST (the main job's; its correlation terms start with very large gradients), else 0.
+ * One rule for the given method and for each of --auto's trials. */
 #define DEFAULT_DIST_CLIP_NORM 5.0f
+static inline float default_clip_norm(int method)
+{
+    return method == KD_LOSS_DIST ? DEFAULT_DIST_CLIP_NORM : 0.0f;
+}
 #define DEFAULT_TRAIN_EPOCHS 10
 /* The students' warm-up in kd distill: without one, a CNN student without batch norm distilled at
  * T = 4, alpha = 0.9, lr 0.05 collapsed in its first epoch on 2 seeds of 6, with one epoch on 1

@@ -126,7 +126,7 @@ static int run_trial(const options *o, const run_config *base, trial *t, int epo
     c.gamma = t->gamma;
     c.lr = t->lr;
     if (o->clip_auto) /* the default clipping goes with the trial's method, not the given one */
-        c.clip_norm = t->method == KD_LOSS_DIST ? DEFAULT_DIST_CLIP_NORM : 0.0f;
+        c.clip_norm = default_clip_norm(t->method);
     c.epochs = epochs;
     /* the warm-up the final run would have with these epochs */
     c.warmup_epochs = o->warmup_auto ? (epochs / 2 < DEFAULT_DISTILL_WARMUP_EPOCHS
@@ -241,7 +241,6 @@ int tune(const options *o, const run_config *base, const kd_dataset *train, cons
     winner->beta = t[best].beta;
     winner->gamma = t[best].gamma;
     winner->lr = t[best].lr;
-    if (o->clip_auto)
-        winner->clip_norm = winner->method == KD_LOSS_DIST ? DEFAULT_DIST_CLIP_NORM : 0.0f;
+    if (o->clip_auto) winner->clip_norm = default_clip_norm(winner->method);
     return EXIT_OK;
 }
