@@ -573,6 +573,46 @@ static int refuse(const options *o, const char *opt, const char *why)
     return EXIT_USAGE;
 }
 
+/* The data options that only some formats read: a .csv's label column, a .npz's arrays, a .npy's
+ * labels; given to other data they would be ignored. */
+int check_data_options(const options *o)
+{
+    const char *data[] = {o->train_prefix, o->test_prefix, o->input};
+    int csv = 0, npz = 0;
+    for (size_t k = 0; k < sizeof data / sizeof data[0]; k++) {
+        csv |= data[k] != NULL && ends_with(data[k], ".csv");
+        npz |= data[k] != NULL && ends_with(data[k], ".npz");
+    }
+    if (!csv && option_given(o, "--label-column"))
+        return refuse(o, "--label-column", "to data without a .csv file (it names a CSV column)");
+    if (!npz && option_given(o, "--x-name"))
+        return refuse(o, "--x-name", "to data without a .npz file (it names an array in one)");
+    if (!npz && option_given(o, "--y-name"))
+        return refuse(o, "--y-name", "to data without a .npz file (it names an array in one)");
+    if (option_given(o, "--train-y") &&
+        (o->train_prefix == NULL || !ends_with(o->train_prefix, ".npy")))
+        return refuse(o, "--train-y",
+                      "unless --train is a .npy file (it names that file's labels)");
+    if (option_given(o, "--test-y") &&
+        (o->test_prefix == NULL || !ends_with(o->test_prefix, ".npy")))
+        return refuse(o, "--test-y", "unless --test is a .npy file (it names that file's labels)");
+    return EXIT_OK;
+}
+
+int data_format_option(options *o, const char *a, const char *v)
+{
+    static const char *const names[] = {"--label-column", "--train-y", "--test-y", "--x-name",
+                                        "--y-name"};
+    for (size_t k = 0; k < sizeof names / sizeof names[0]; k++) {
+        if (strcmp(a, names[k]) != 0) continue;
+        const option_def *d = find(a, strlen(a));
+        *(const char **)((char *)o + d->offset) = v;
+        o->given[d - table] = 1;
+        return 1;
+    }
+    return 0;
+}
+
 /* Each option given must change something: one that the chosen method, optimizer or schedule
  * ignores is refused by name, rather than silently unused. */
 static int check_applies(const options *o)
@@ -657,26 +697,8 @@ static int check_applies(const options *o)
                 return refuse(o, off[k][0], off[k][1]);
         }
     }
-    /* the data options that only some formats read: a .csv's label column, a .npz's arrays */
-    const char *data[] = {o->train_prefix, o->test_prefix, o->input};
-    int csv = 0, npz = 0;
-    for (size_t k = 0; k < sizeof data / sizeof data[0]; k++) {
-        csv |= data[k] != NULL && ends_with(data[k], ".csv");
-        npz |= data[k] != NULL && ends_with(data[k], ".npz");
-    }
-    if (!csv && option_given(o, "--label-column"))
-        return refuse(o, "--label-column", "to data without a .csv file (it names a CSV column)");
-    if (!npz && option_given(o, "--x-name"))
-        return refuse(o, "--x-name", "to data without a .npz file (it names an array in one)");
-    if (!npz && option_given(o, "--y-name"))
-        return refuse(o, "--y-name", "to data without a .npz file (it names an array in one)");
-    if (option_given(o, "--train-y") &&
-        (o->train_prefix == NULL || !ends_with(o->train_prefix, ".npy")))
-        return refuse(o, "--train-y",
-                      "unless --train is a .npy file (it names that file's labels)");
-    if (option_given(o, "--test-y") &&
-        (o->test_prefix == NULL || !ends_with(o->test_prefix, ".npy")))
-        return refuse(o, "--test-y", "unless --test is a .npy file (it names that file's labels)");
+    int rc = check_data_options(o);
+    if (rc != EXIT_OK) return rc;
     if (o->force && o->resume) return refuse(o, "--force", "with --resume (which continues)");
     if (o->force && o->checkpoint == NULL)
         return refuse(o, "--force", "without --checkpoint (it allows overwriting one)");

@@ -167,8 +167,7 @@ static int parse(prune_opts *o, int argc, char **argv)
         return EXIT_USAGE;
     }
     if (o->d.channels == 0) o->d.channels = 3; /* an ImageFolder's default: RGB */
-    const char *data[] = {o->d.train_prefix, o->d.test_prefix};
-    int rc = check_data_formats(&o->d, data, 2);
+    int rc = check_data_options(&o->d);
     if (rc != EXIT_OK) return rc;
     if (o->structured && o->prune_epochs >= 0) {
         fail_msg("--prune-epochs does not apply to --structured (it removes the channels at once); "

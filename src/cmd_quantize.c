@@ -137,10 +137,10 @@ static int parse(quant_options *o, int argc, char **argv)
         fail_msg("a model, --calib DATA and --out FILE are required\n%s", usage);
         return EXIT_USAGE;
     }
+    o->d.input = o->calib; /* examples without labels, as predict's --input */
     o->d.test_prefix = o->test;
     o->d.channels = o->channels;
-    const char *data[] = {o->calib, o->test};
-    return check_data_formats(&o->d, data, 2);
+    return check_data_options(&o->d);
 }
 
 typedef struct row {

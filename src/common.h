@@ -122,6 +122,14 @@ typedef struct options {
 
 /* 1 when the option named (e.g. "--beta") was given on the command line or in --config's file. */
 int option_given(const options *o, const char *name);
+/* The data-format options of the commands that parse their own (prune, quantize), as the main
+ * table defines them: --label-column, --train-y, --test-y, --x-name, --y-name. Sets o's field from
+ * v, marks it given and returns 1 when a is one of them, else 0. */
+int data_format_option(options *o, const char *a, const char *v);
+/* Refuses (one line, EXIT_USAGE) a data-format option that none of o's data (--train, --test,
+ * --input) can read: --label-column without a .csv, --x-name or --y-name without a .npz,
+ * --train-y or --test-y beside a --train or --test that is not a .npy. */
+int check_data_options(const options *o);
 /* The single place that sets the number of threads the library's kernels use (--threads). */
 int set_threads(int n);
 /* --threads V for the commands with options of their own (quantize, prune): checked, then set. */
@@ -164,14 +172,6 @@ void free_data(dataset_pair *d);
  * or else an IDX prefix; labelled 0 reads examples only. Prints one line on failure. */
 int load_user_data(const options *o, const char *path, const char *y_path, int labelled,
                    kd_dataset **out);
-/* The data-format options of the commands that parse their own (prune, quantize), the same as
- * train's: --label-column, --train-y, --test-y, --x-name, --y-name. Sets d's field from v and
- * returns 1 when a is one of them, else 0. */
-int data_format_option(options *d, const char *a, const char *v);
-/* Refuses (one line, EXIT_USAGE) such an option that none of the n data paths can read: a
- * --label-column without a .csv, --x-name or --y-name without a .npz, --train-y or --test-y
- * beside a --train or --test that is not a .npy. */
-int check_data_formats(const options *d, const char *const *paths, int n);
 /* 1 when the data looks like Fashion-MNIST (for class names). */
 int data_is_fashion(const options *o);
 /* Identifies a data set's contents (sizes, pixels, labels), for cache keys. */

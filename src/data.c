@@ -2,7 +2,6 @@
  * ImageFolder directory), or the standard IDX names in --data DIR. */
 #include <dirent.h>
 #include <errno.h>
-#include <stddef.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -238,45 +237,4 @@ void describe_data(const options *o, const dataset_pair *d, char *out, size_t si
                  (long long)ntest, shape, *where ? " from " : "", where);
     else
         snprintf(out, size, "%s%lld test %s (%s)", name, (long long)ntest, shape, d->test_prefix);
-}
-
-int data_format_option(options *d, const char *a, const char *v)
-{
-    static const struct {
-        const char *name;
-        size_t field;
-    } opts[] = {{"--label-column", offsetof(options, label_column)},
-                {"--train-y", offsetof(options, train_y)},
-                {"--test-y", offsetof(options, test_y)},
-                {"--x-name", offsetof(options, x_name)},
-                {"--y-name", offsetof(options, y_name)}};
-    for (size_t k = 0; k < sizeof opts / sizeof opts[0]; k++)
-        if (strcmp(a, opts[k].name) == 0) {
-            *(const char **)((char *)d + opts[k].field) = v;
-            return 1;
-        }
-    return 0;
-}
-
-int check_data_formats(const options *d, const char *const *paths, int n)
-{
-    int csv = 0, npz = 0;
-    for (int k = 0; k < n; k++) {
-        csv |= paths[k] != NULL && ends_with(paths[k], ".csv");
-        npz |= paths[k] != NULL && ends_with(paths[k], ".npz");
-    }
-    const char *why = NULL, *opt = NULL;
-    if (d->label_column != NULL && !csv)
-        opt = "--label-column", why = "no .csv file is given (it names a CSV column)";
-    else if ((d->x_name != NULL && strcmp(d->x_name, "x") != 0 && !npz))
-        opt = "--x-name", why = "no .npz file is given (it names an array in one)";
-    else if ((d->y_name != NULL && strcmp(d->y_name, "y") != 0 && !npz))
-        opt = "--y-name", why = "no .npz file is given (it names an array in one)";
-    else if (d->train_y != NULL && (d->train_prefix == NULL || !ends_with(d->train_prefix, ".npy")))
-        opt = "--train-y", why = "--train is not a .npy file (it names that file's labels)";
-    else if (d->test_y != NULL && (d->test_prefix == NULL || !ends_with(d->test_prefix, ".npy")))
-        opt = "--test-y", why = "--test is not a .npy file (it names that file's labels)";
-    if (opt == NULL) return EXIT_OK;
-    fail_msg("%s does not apply: %s", opt, why);
-    return EXIT_USAGE;
 }
