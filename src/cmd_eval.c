@@ -143,7 +143,25 @@ static const char *base_of(const char *path)
     return slash != NULL ? slash + 1 : path;
 }
 
-/* Accuracy, size and speed of one model into st; the architecture says int8 or the zero share. */
+/* A row of the table without its timings: name, architecture (with the zero share of a pruned
+ * float model), parameters, file size and accuracy in percent. */
+static void table_row(const char *path, kd_model *m, double accuracy, model_stats *st)
+{
+    memset(st, 0, sizeof *st);
+    snprintf(st->name, sizeof st->name, "%s", base_of(path));
+    model_shape_name(m, st->shape, sizeof st->shape);
+    kd_model_param_count(m, &st->params);
+    st->bytes = file_size(path);
+    float zero = 0.0f;
+    int32_t quantized = 0;
+    kd_model_is_quantized(m, &quantized);
+    if (!quantized && kd_model_sparsity(m, &zero) == KD_OK && zero >= 0.01f) {
+        size_t used = strlen(st->shape);
+        snprintf(st->shape + used, sizeof st->shape - used, " %.0f%% zero", 100.0 * zero);
+    }
+    st->accuracy = accuracy;
+}
+
 /* Loads and evaluates one model of the table; *out keeps it for the timing rounds. */
 static int one_model(const char *path, const kd_dataset *test, model_stats *st, kd_model **out)
 {
@@ -159,21 +177,7 @@ static int one_model(const char *path, const kd_dataset *test, model_stats *st, 
                                         EVAL_BATCH, &correct, NULL);
         if (s != KD_OK) rc = fail_kd("evaluation", s);
     }
-    if (rc == EXIT_OK) {
-        memset(st, 0, sizeof *st);
-        snprintf(st->name, sizeof st->name, "%s", base_of(path));
-        model_shape_name(m, st->shape, sizeof st->shape);
-        kd_model_param_count(m, &st->params);
-        st->bytes = file_size(path);
-        float zero = 0.0f;
-        int32_t quantized = 0;
-        kd_model_is_quantized(m, &quantized);
-        if (!quantized && kd_model_sparsity(m, &zero) == KD_OK && zero >= 0.01f) {
-            size_t used = strlen(st->shape);
-            snprintf(st->shape + used, sizeof st->shape - used, " %.0f%% zero", 100.0 * zero);
-        }
-        st->accuracy = 100.0 * (double)correct / (double)n;
-    }
+    if (rc == EXIT_OK) table_row(path, m, 100.0 * (double)correct / (double)n, st);
     if (rc == EXIT_OK)
         *out = m;
     else
@@ -212,25 +216,46 @@ static void side_json(const model_stats *st, const char *const *paths, int n)
 
 /* The models side by side, printed when console is set; with --report also DIR/index.html (one
  * model's report: its row, after the single-model output). */
-static int side_by_side(const options *o, int console)
+/* --report DIR: checked before the measuring, as train and distill check theirs. */
+static int check_report(const options *o)
+{
+    if (o->report_dir == NULL) return EXIT_OK;
+    if (o->quiet) {
+        fail_msg("--report shows the measurements, which -q leaves out: drop one of them");
+        return EXIT_USAGE;
+    }
+    return check_output_dir("the report", o->report_dir);
+}
+
+/* DIR/index.html: the table of the n models measured on test_prefix. */
+static int write_report(const options *o, const char *test_prefix, const model_stats *st, int n)
+{
+    char subtitle[1400];
+    snprintf(subtitle, sizeof subtitle,
+             "Test set %s. Latency: the median time of one image at batch 1; throughput: "
+             "images per second in batches of %d; speed-up relative to the first model. "
+             "libkd %s, kernels %s.",
+             test_prefix, o->batch, kd_version(), kd_kernels_name());
+    report rep = {"Models side by side", subtitle, NULL, NULL, 0, st, n, 0, NULL, 0};
+    int rc = report_write(o->report_dir, &rep);
+    /* on stderr under --json, so the standard output stays one JSON document */
+    if (rc == EXIT_OK)
+        fprintf(o->json ? stderr : stdout, "\nreport: %s/index.html\n", o->report_dir);
+    return rc;
+}
+
+static int side_by_side(const options *o)
 {
     const char *paths[MAX_EVAL_MODELS];
     model_stats st[MAX_EVAL_MODELS];
     int n = 0;
     paths[n++] = o->positional;
     for (int i = 0; i < o->nmore; i++) paths[n++] = o->more[i];
-    if (o->report_dir != NULL && o->quiet) {
-        fail_msg("--report shows the models' measurements, which -q leaves out: drop one of them");
-        return EXIT_USAGE;
-    }
-    /* the report's place before the measuring, as train and distill check theirs */
-    if (o->report_dir != NULL) {
-        int out = check_output_dir("the report", o->report_dir);
-        if (out != EXIT_OK) return out;
-    }
+    int rc = check_report(o);
+    if (rc != EXIT_OK) return rc;
     dataset_pair d;
     kd_model *models[MAX_EVAL_MODELS] = {NULL};
-    int rc = load_data(o, 0, 1, &d);
+    rc = load_data(o, 0, 1, &d);
     for (int i = 0; i < n && rc == EXIT_OK; i++)
         rc = one_model(paths[i], d.test, &st[i], &models[i]);
     if (rc == EXIT_OK && !o->quiet) rc = time_models(o, models, n, d.test, st);
@@ -238,9 +263,7 @@ static int side_by_side(const options *o, int console)
     if (rc == EXIT_OK) {
         int64_t ntest;
         kd_dataset_size(d.test, &ntest);
-        if (!console) {
-            /* the single-model output is printed already */
-        } else if (o->json) {
+        if (o->json) {
             side_json(st, paths, n);
         } else if (o->quiet) {
             for (int i = 0; i < n; i++) printf("%.2f\n", st[i].accuracy);
@@ -251,35 +274,16 @@ static int side_by_side(const options *o, int console)
             print_comparison(stdout, st, n, 0);
         }
     }
-    if (rc == EXIT_OK && o->report_dir != NULL) {
-        char subtitle[1400];
-        snprintf(subtitle, sizeof subtitle,
-                 "Test set %s. Latency: the median time of one image at batch 1; throughput: "
-                 "images per second in batches of %d; speed-up relative to the first model. "
-                 "libkd %s, kernels %s.",
-                 d.test_prefix, o->batch, kd_version(), kd_kernels_name());
-        report rep = {"Models side by side", subtitle, NULL, NULL, 0, st, n, 0, NULL, 0};
-        rc = report_write(o->report_dir, &rep);
-        /* on stderr under --json, so the standard output stays one JSON document */
-        if (rc == EXIT_OK)
-            fprintf(o->json ? stderr : stdout, "\nreport: %s/index.html\n", o->report_dir);
-    }
+    if (rc == EXIT_OK && o->report_dir != NULL) rc = write_report(o, d.test_prefix, st, n);
     if (d.test != NULL) free_data(&d);
     return rc;
 }
 
 int cmd_eval(const options *o)
 {
-    if (o->nmore > 0) return side_by_side(o, 1);
-    if (o->report_dir != NULL) { /* checked before the measuring, as side_by_side does */
-        if (o->quiet) {
-            fail_msg("--report shows the model's measurements, which -q leaves out: drop one of "
-                     "them");
-            return EXIT_USAGE;
-        }
-        int out = check_output_dir("the report", o->report_dir);
-        if (out != EXIT_OK) return out;
-    }
+    if (o->nmore > 0) return side_by_side(o);
+    int checked = check_report(o);
+    if (checked != EXIT_OK) return checked;
     kd_model *m;
     int loaded = load_model(o->positional, &m);
     if (loaded != EXIT_OK) return loaded;
@@ -296,10 +300,16 @@ int cmd_eval(const options *o)
         else
             print_text(o, m, d.test_prefix, &r);
     }
+    if (rc == EXIT_OK && o->report_dir != NULL) { /* the table's one row, as measured above */
+        model_stats st;
+        table_row(o->positional, m, 100.0 * (double)r.correct / (double)r.n, &st);
+        st.latency_us = r.latency_us;
+        st.throughput = r.throughput;
+        st.throughput_batch = o->batch;
+        rc = write_report(o, d.test_prefix, &st, 1);
+    }
     free(r.confusion);
     if (d.test != NULL) free_data(&d);
     kd_model_destroy(m);
-    /* --report: the model's row, measured again for the report's table */
-    if (rc == EXIT_OK && o->report_dir != NULL) rc = side_by_side(o, 0);
     return rc;
 }
