@@ -169,19 +169,11 @@ static kd_status checkpoint_save(const kd_trainer *tr, const char *path)
     /* Format 2 records the student's input normalisation, so that kd_model_load can read the
      * student from a checkpoint; format 1 (no key) did not. */
     const kd_model *m = tr->student;
-    const char *keys[] = {"kd.spec",         KIND_KEY,
-                          "kd.version",      KDI_CHECKPOINT_FORMAT_KEY,
-                          KDI_NORM_MEAN_KEY, KDI_NORM_STD_KEY};
-    const char *values[6] = {m->spec, tr->opt->ops->name, kd_version(), "2", NULL, NULL};
+    const char *keys[6] = {"kd.spec", KIND_KEY, "kd.version", KDI_CHECKPOINT_FORMAT_KEY};
+    const char *values[6] = {m->spec, tr->opt->ops->name, kd_version(), "2"};
     int32_t nmeta = 4;
-    kd_status st = KD_OK;
-    char *mean = NULL, *std = NULL;
-    if (m->norm.channels > 0) {
-        values[nmeta++] = mean = kdi_norm_format(m->norm.mean, m->norm.channels);
-        values[nmeta++] = std = kdi_norm_format(m->norm.std, m->norm.channels);
-        if (mean == NULL || std == NULL)
-            st = kdi_fail(KD_ERR_NOMEM, "cannot format the normalisation");
-    }
+    char *mean, *std;
+    kd_status st = kdi_norm_meta(m, keys, values, &nmeta, &mean, &std);
     if (st == KD_OK) st = kdi_st_write(path, e.t, e.n, keys, values, nmeta);
     kdi_free(mean);
     kdi_free(std);

@@ -97,5 +97,11 @@ void kdi_norm_free(kdi_norm *n);
 /* Comma-separated %.9g values (heap), and their reader for kd_model_load (KD_ERR_FORMAT). */
 char *kdi_norm_format(const float *v, int64_t n);
 kd_status kdi_norm_parse(kd_model *m, const char *mean_s, const char *std_s, const char *path);
+/* Appends m's input normalisation, when it has one, to a file's metadata: keys[*n] and values[*n]
+ * (KDI_NORM_MEAN_KEY, KDI_NORM_STD_KEY; room for two more), *n advanced. *mean and *std hold the
+ * strings for the caller to kdi_free (NULL without normalisation); KD_ERR_NOMEM. Model files and
+ * checkpoints write it alike, and kd_model_load reads it from both. */
+kd_status kdi_norm_meta(const kd_model *m, const char **keys, const char **values, int32_t *n,
+                        char **mean, char **std);
 
 #endif

@@ -28,25 +28,13 @@ kd_status kd_model_save(const kd_model *m, const char *path)
         t[i].nbytes = kdi_param_bytes(p);
     }
     /* "format": "pt" is what PyTorch's safetensors loader expects to find. */
-    const char *keys[] = {SPEC_KEY,   "kd.version",      "format",
-                          "kd.quant", KDI_NORM_MEAN_KEY, KDI_NORM_STD_KEY};
-    const char *values[6] = {m->spec, kd_version(), "pt", NULL, NULL, NULL};
+    const char *keys[6] = {SPEC_KEY, "kd.version", "format", "kd.quant"};
+    const char *values[6] = {m->spec, kd_version(), "pt"};
     int32_t nmeta = 3;
     /* Int8 models (nn/layers/int8.c) say so, for readers other than libkd (ONNX export). */
-    for (int32_t i = 0; i < m->seq.n && nmeta == 3; i++)
-        if (m->seq.layers[i].ops->codes != 0) values[nmeta++] = "int8";
-    char *mean = NULL, *std = NULL;
-    kd_status st = KD_OK;
-    if (m->norm.channels > 0) {
-        mean = kdi_norm_format(m->norm.mean, m->norm.channels);
-        std = kdi_norm_format(m->norm.std, m->norm.channels);
-        keys[nmeta] = KDI_NORM_MEAN_KEY;
-        values[nmeta++] = mean;
-        keys[nmeta] = KDI_NORM_STD_KEY;
-        values[nmeta++] = std;
-        if (mean == NULL || std == NULL)
-            st = kdi_fail(KD_ERR_NOMEM, "cannot format the normalisation");
-    }
+    if (kdi_model_is_int8(m)) values[nmeta++] = "int8";
+    char *mean, *std;
+    kd_status st = kdi_norm_meta(m, keys, values, &nmeta, &mean, &std);
     if (st == KD_OK) st = kdi_st_write(path, t, n, keys, values, nmeta);
     kdi_free(mean);
     kdi_free(std);

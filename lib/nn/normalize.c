@@ -148,6 +148,22 @@ char *kdi_norm_format(const float *v, int64_t n)
     return s;
 }
 
+kd_status kdi_norm_meta(const kd_model *m, const char **keys, const char **values, int32_t *n,
+                        char **mean, char **std)
+{
+    *mean = *std = NULL;
+    if (m->norm.channels <= 0) return KD_OK;
+    *mean = kdi_norm_format(m->norm.mean, m->norm.channels);
+    *std = kdi_norm_format(m->norm.std, m->norm.channels);
+    if (*mean == NULL || *std == NULL)
+        return kdi_fail(KD_ERR_NOMEM, "cannot format the normalisation");
+    keys[*n] = KDI_NORM_MEAN_KEY;
+    values[(*n)++] = *mean;
+    keys[*n] = KDI_NORM_STD_KEY;
+    values[(*n)++] = *std;
+    return KD_OK;
+}
+
 /* "a,b,c" into at most max floats; the count, or -1 when malformed. */
 static int64_t parse_list(const char *s, float *out, int64_t max)
 {
