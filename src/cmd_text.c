@@ -1535,10 +1535,7 @@ int cmd_text(const char *name, int argc, char **argv)
         if (o.report_dir != NULL && (rc = check_output_dir("the report", o.report_dir)) != EXIT_OK)
             return rc;
     }
-    if (par_world() > 1 && !o.quiet)
-        printf("data-parallel over %d MPI processes: each steps on its share of every batch; "
-               "rank 0 prints and writes\n",
-               par_world());
+    if (!o.quiet) par_announce();
     if ((rc = check_specs(&o)) != EXIT_OK) return rc;
     kd_text *text = NULL;
     if ((rc = open_text(&o, &text)) != EXIT_OK) return rc;

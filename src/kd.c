@@ -129,10 +129,7 @@ static int run(int argc, char **argv)
             o.log_path = NULL;
             o.report_dir = NULL;
         }
-        if (par_world() > 1 && !o.quiet && (o.cmd == CMD_TRAIN || o.cmd == CMD_DISTILL))
-            printf("data-parallel over %d MPI processes: each steps on its slice of every batch; "
-                   "rank 0 prints and writes\n",
-                   par_world());
+        if (!o.quiet && (o.cmd == CMD_TRAIN || o.cmd == CMD_DISTILL)) par_announce();
         return commands[i].run(&o);
     }
     fail_msg("unknown command '%s'; the commands are train, distill, eval, predict, info, "

@@ -2,6 +2,7 @@
  * an MPI launcher started this process, so `kd` alone never initialises MPI. */
 #include "parallel.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "common.h"
@@ -136,4 +137,13 @@ int par_agree_resume(int rc, int64_t position, uint64_t fingerprint, const char 
                  "checkpoint, so copy it to every host",
                  path, position > 0 ? "was read" : "is missing: from the beginning");
     return rc != EXIT_OK ? rc : EXIT_USAGE;
+}
+
+void par_announce(void)
+{
+    if (world > 1)
+        printf(
+            "data-parallel over %d MPI processes: each steps on its slice of every batch; rank 0 "
+            "prints and writes\n",
+            world);
 }

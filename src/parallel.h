@@ -25,6 +25,8 @@ void par_slice(int64_t rows, int64_t *lo, int64_t *hi);
 int par_attach(kd_trainer *t);
 /* Sums v[0 .. n-1] over the ranks, in place (epoch statistics, so every rank decides alike). */
 void par_sum(double *v, int n);
+/* Says on stdout (rank 0's) that a train or distill run is data-parallel, when it is. */
+void par_announce(void);
 /* Whether every rank holds the same v[0 .. n-1] (n <= 16, integers below 2^53); every rank gets
  * the same answer. */
 int par_agree(const double *v, int n);
