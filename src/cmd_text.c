@@ -981,18 +981,12 @@ static void first_difference(const char *saved, const char *ours, char *out, siz
 static int resume_run(const char *path, kd_trainer *t, kd_optimizer *opt, uint64_t print,
                       const char *note, int64_t steps, int64_t *start)
 {
-    static history scratch; /* large; one a process */
-    char saved[4096] = "", side[4300], why[1400];
+    char saved[4096] = "", why[1400];
     uint64_t was = 0;
     *start = 0;
-    if (access(path, F_OK) != 0) return EXIT_OK; /* killed before its first checkpoint */
-    snprintf(side, sizeof side, "%s.run", path);
-    if (history_read(side, &was, &scratch, saved, sizeof saved) != 0) {
-        fail_msg("the checkpoint %s has no readable %s (its run's options); remove the "
-                 "checkpoint, or run with --force",
-                 path, side);
-        return EXIT_RUNTIME;
-    }
+    /* the image runs' reader of the sidecar: 0 when killed before its first checkpoint */
+    int got = checkpoint_peek(path, &was, saved, sizeof saved);
+    if (got <= 0) return got == 0 ? EXIT_OK : EXIT_RUNTIME;
     if (was != print) {
         first_difference(saved, note, why, sizeof why);
         fail_msg("%s is of another run: %s; resume with the options that wrote it, or start "
