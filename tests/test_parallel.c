@@ -152,6 +152,61 @@ END_TEST
 START_TEST(synchronised_batch_norm_takes_the_lone_step) { equal_to_lone(CNN, 1); }
 END_TEST
 
+typedef struct counted {
+    int world, calls;
+} counted;
+
+static kd_status counted_copies(float *data, int64_t count, void *user)
+{
+    counted *c = user;
+    c->calls++;
+    return copies(data, count, &c->world);
+}
+
+/* Synchronised statistics are sent shifted by the running mean, in one sum a layer; a batch whose
+ * mean is far from it (here: inputs moved by `shift`, the first step) takes a second sum of the
+ * deviations from the job's mean, and both give the lone step (one: the shifted inputs' gradients
+ * are large enough for the two runs' rounding to part after a few). Returns its all-reduce calls. */
+static int sync_bn_first_step(float shift)
+{
+    counted host = {.world = 2};
+    rig lone = make(CNN), par = make(CNN);
+    ck_assert_int_eq(kd_trainer_set_allreduce(par.t, counted_copies, &host, 0, 2), KD_OK);
+    ck_assert_int_eq(kd_trainer_set_int(par.t, KD_TRAINER_SYNC_BATCHNORM, 1), KD_OK);
+    float x[B * IN], x2[2 * B * IN], a[B * C], b[B * C];
+    int32_t y[B], y2[2 * B];
+    {
+        data(x, y, 1);
+        for (int i = 0; i < B * IN; i++) x[i] += shift;
+        memcpy(x2, x, sizeof x);
+        memcpy(x2 + B * IN, x, sizeof x);
+        memcpy(y2, y, sizeof y);
+        memcpy(y2 + B, y, sizeof y);
+        float la, lb;
+        ck_assert_int_eq(kd_trainer_step(lone.t, x2, y2, NULL, 2 * B, &la), KD_OK);
+        ck_assert_int_eq(kd_trainer_step(par.t, x, y, NULL, B, &lb), KD_OK);
+        ck_assert_float_eq_tol(lb, la, 1e-5f * (1.0f + fabsf(la)));
+    }
+    ck_assert_int_eq(kd_model_predict(lone.student, x, B, a), KD_OK);
+    ck_assert_int_eq(kd_model_predict(par.student, x, B, b), KD_OK);
+    for (int i = 0; i < B * C; i++)
+        ck_assert_float_eq_tol(b[i], a[i], 1e-5f * (1.0f + fabsf(a[i])));
+    destroy(&lone);
+    destroy(&par);
+    return host.calls;
+}
+
+START_TEST(synchronised_statistics_far_from_the_running_mean)
+{
+    int far = sync_bn_first_step(10.0f), near = sync_bn_first_step(0.0f);
+    /* the batch's size, 2 bn layers forward and backward, the gradients' bucket */
+    ck_assert_int_eq(near, 6);
+    /* one more sum a bn layer whose mean is far from its running mean */
+    ck_assert_int_gt(far, near);
+    ck_assert_int_le(far, near + 2);
+}
+END_TEST
+
 /* A language model whose head is tied to its embedding: the tied weight's gradient is complete only
  * after the embedding's backward, so its bucket must wait for it. */
 #define LM                                                                                         \
@@ -319,6 +374,7 @@ int main(void)
     TCase *t = tcase_create("core");
     tcase_add_test(t, identical_processes_take_the_lone_step);
     tcase_add_test(t, synchronised_batch_norm_takes_the_lone_step);
+    tcase_add_test(t, synchronised_statistics_far_from_the_running_mean);
     tcase_add_test(t, tied_weights_are_summed_once_complete);
     tcase_add_test(t, failed_bucket_waits_for_the_others);
     tcase_add_test(t, bad_arguments);

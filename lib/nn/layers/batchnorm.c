@@ -43,27 +43,34 @@ static void bn_observe_plane(kdi_layer *l, const float *xp, int64_t p)
     kdi_kernels_get()->sum_dot(xp, xp, l->in.h * l->in.w, &ps[0], &ps[1]);
 }
 
-/* Mean and biased variance of channel c. Products of floats are exact in double, so E[x^2] - m^2
- * loses only what the double sums round off, unless |mean| is ~1e6 times the deviation. Each
- * plane's sums from psums when the layer before gave them (observe_plane: the same kernel on the
- * same plane), else from x. */
-static void channel_stats(const float *x, const double *psums, int64_t batch, int64_t c, int64_t ch,
-                          int64_t hw, double *mean, double *var)
+/* Channel c's sums over this process's slice, in double: from psums when the layer before gave
+ * them, else from x. */
+static void channel_sums(const float *x, const double *psums, int64_t batch, int64_t c, int64_t ch,
+                         int64_t hw, double *s, double *ss)
 {
     const kdi_kernels *k = kdi_kernels_get();
-    double s = 0.0, ss = 0.0;
+    *s = *ss = 0.0;
     for (int64_t n = 0; n < batch; n++) {
-        const float *p = x + (n * ch + c) * hw;
         double ps, pss;
         if (psums != NULL) {
             ps = psums[2 * (n * ch + c)];
             pss = psums[2 * (n * ch + c) + 1];
         } else {
+            const float *p = x + (n * ch + c) * hw;
             k->sum_dot(p, p, hw, &ps, &pss);
         }
-        s += ps;
-        ss += pss;
+        *s += ps;
+        *ss += pss;
     }
+}
+
+/* Mean and biased variance of channel c. Products of floats are exact in double, so E[x^2] - m^2
+ * loses only what the double sums round off, unless |mean| is ~1e6 times the deviation. */
+static void channel_stats(const float *x, const double *psums, int64_t batch, int64_t c, int64_t ch,
+                          int64_t hw, double *mean, double *var)
+{
+    double s, ss;
+    channel_sums(x, psums, batch, c, ch, hw, &s, &ss);
     double count = (double)(batch * hw), m = s / count, v = ss / count - m * m;
     *mean = m;
     *var = v > 0.0 ? v : 0.0;
@@ -78,31 +85,49 @@ static kd_status bn_check(kdi_layer *l, int64_t batch, int train)
     return KD_OK;
 }
 
-/* Mean and biased variance of every channel over the job's global batch: the sums, then the
- * squared deviations from the global mean (two passes, as precise as one process's). */
-static kd_status sync_stats(kdi_layer *l, const float *x, int64_t batch)
+/* Mean and biased variance of every channel over the job's global batch, in one all-reduce as a
+ * rule. Each process sends its sums shifted by the running mean K (the same on every process:
+ * set by the same job statistics), sum (x - K) and sum (x - K)^2, from its double sums as the
+ * lone path takes them; the float sum loses about 2^-24 (1 + (mean - K)^2 / var) of the variance.
+ * Where some process sees its mean more than 4 deviations from K (the first steps), a third value
+ * says so, and every process sends its squared deviations from the job's mean in a second sum
+ * (as precise as one process's statistics). */
+static kd_status sync_stats(kdi_layer *l, const float *x, const double *psums, int64_t batch)
 {
     bn *b = l->priv;
-    const kdi_kernels *k = kdi_kernels_get();
     int64_t ch = l->in.c, hw = l->in.h * l->in.w;
-    double count = (double)(b->sync->batch * hw);
+    const float *rmean = l->params[2].value;
+    double n = (double)(batch * hw), count = (double)(b->sync->batch * hw), far = 0.0;
     for (int64_t c = 0; c < ch; c++) {
-        double s = 0.0;
-        for (int64_t n = 0; n < batch; n++) s += k->sum(x + (n * ch + c) * hw, hw);
-        b->red[c] = (float)s;
+        double s, ss, k = rmean[c];
+        channel_sums(x, psums, batch, c, ch, hw, &s, &ss);
+        b->stats[c] = s; /* kept for a second sum */
+        b->stats[ch + c] = ss;
+        double d = s - n * k, q = ss - 2.0 * k * s + n * k * k;
+        b->red[c] = (float)d;
+        b->red[ch + c] = (float)q;
+        /* q / n - (d / n)^2 is n times the local variance */
+        if (d * d > 16.0 * (q * n - d * d)) far = 1.0;
     }
-    KDI_TRY(kdi_sync_sum(b->sync, b->red, ch, "batch norm's statistics"));
+    b->red[2 * ch] = (float)far;
+    KDI_TRY(kdi_sync_sum(b->sync, b->red, 2 * ch + 1, "batch norm's statistics"));
+    int second = b->red[2 * ch] > 0.0f;
     for (int64_t c = 0; c < ch; c++) {
-        double m = (double)b->red[c] / count, ss = 0.0;
-        for (int64_t n = 0; n < batch; n++) {
-            const float *p = x + (n * ch + c) * hw;
-            for (int64_t i = 0; i < hw; i++) ss += ((double)p[i] - m) * ((double)p[i] - m);
+        double d = (double)b->red[c] / count, m = rmean[c] + d;
+        double v = (double)b->red[ch + c] / count - d * d;
+        if (second) { /* local squared deviations from m, from the double sums */
+            double s = b->stats[c], ss = b->stats[ch + c];
+            b->red[ch + c] = (float)(ss - 2.0 * m * s + n * m * m);
         }
         b->stats[c] = m;
-        b->red[c] = (float)ss;
+        b->stats[ch + c] = v > 0.0 ? v : 0.0;
     }
-    KDI_TRY(kdi_sync_sum(b->sync, b->red, ch, "batch norm's statistics"));
-    for (int64_t c = 0; c < ch; c++) b->stats[ch + c] = (double)b->red[c] / count;
+    if (!second) return KD_OK;
+    KDI_TRY(kdi_sync_sum(b->sync, b->red + ch, ch, "batch norm's statistics"));
+    for (int64_t c = 0; c < ch; c++) {
+        double v = (double)b->red[ch + c] / count;
+        b->stats[ch + c] = v > 0.0 ? v : 0.0;
+    }
     return KD_OK;
 }
 
@@ -118,13 +143,12 @@ static kd_status forward_impl(kdi_layer *l, const float *x, float *y, float *r, 
     int sync = train && b->sync != NULL;
     int64_t observed = b->observed; /* for this forward only, whatever happens below */
     b->observed = 0;
+    const double *psums = train && observed == batch ? (const double *)(void *)b->psums.data : NULL;
     if (sync) { /* the job's statistics, before the channels go to threads */
-        KDI_TRY(sync_stats(l, x, batch));
+        KDI_TRY(sync_stats(l, x, psums, batch));
         count = b->sync->batch * hw;
     }
     const kdi_kernels *kn = kdi_kernels_get();
-    const double *psums =
-        train && !sync && observed == batch ? (const double *)(void *)b->psums.data : NULL;
     int nt = kdi_threads_for(batch * hw * ch);
     /* channels are independent: the same sums on any thread count */
     KDI_FOR(nt, c, ch, {
@@ -238,12 +262,11 @@ static void bn_destroy(kdi_layer *l)
 }
 
 /* What the sequence may fuse with this layer: the ReLU after it and the sums of its input, both
- * plane by plane, so not on flat input (a call a value); not the sums when synchronised (the
- * job's, summed otherwise: sync_stats). */
-static void set_fuse(kdi_layer *l, int sync)
+ * plane by plane, so not on flat input (a call a value). */
+static void set_fuse(kdi_layer *l)
 {
     int planes = l->in.h * l->in.w >= 16;
-    l->fuse = planes ? KDI_FUSE_RELU_AFTER | (sync ? 0 : KDI_FUSE_OBSERVE) : 0;
+    l->fuse = planes ? KDI_FUSE_RELU_AFTER | KDI_FUSE_OBSERVE : 0;
 }
 
 static const kdi_layer_ops bn_ops = {.kind = "bn",
@@ -268,7 +291,7 @@ kd_status kdi_bn_create(const kdi_args *a, kdi_shape in, uint64_t seed, kdi_laye
     KDI_TRY(kdi_args_float(a, -1, "eps", 1, 1e-5f, 1e-12f, 1.0f, &b->eps));
     KDI_TRY(kdi_args_float(a, -1, "momentum", 1, 0.1f, 0.0f, 1.0f, &b->momentum));
     l->in = l->out = in;
-    set_fuse(l, 0);
+    set_fuse(l);
     int64_t dims[1] = {in.c};
     /* The parameters first: they pass the model's budget before anything of in.c is allocated. */
     KDI_TRY(kdi_layer_add_param(l, "weight", 1, 1, dims));
@@ -296,11 +319,10 @@ kd_status kdi_bn_set_sync(kdi_layer *l, const kdi_sync *s)
 {
     bn *b = l->priv;
     if (s != NULL && b->red == NULL) {
-        b->red = kdi_calloc((size_t)l->in.c * 2, sizeof(float));
+        b->red = kdi_calloc((size_t)l->in.c * 2 + 1, sizeof(float));
         if (b->red == NULL)
             return kdi_fail(KD_ERR_NOMEM, "cannot allocate synchronised batch norm");
     }
     b->sync = s;
-    set_fuse(l, s != NULL);
     return KD_OK;
 }
