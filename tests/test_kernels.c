@@ -320,8 +320,10 @@ END_TEST
  * for bit against ref and, for r, against relu_fwd itself (NaN, -0 and a -0 "bias" that copies). */
 START_TEST(plane_out)
 {
+    /* short rows too, whose last vector spills into the rows after it (3 x 3, 14 x 14) */
     static const int64_t shapes[][3] = {{1, 1, 1},   {1, 15, 15},  {3, 7, 9},   {5, 16, 18},
-                                        {2, 17, 17}, {28, 28, 30}, {4, 33, 40}, {1, 100, 100}};
+                                        {2, 17, 17}, {28, 28, 30}, {4, 33, 40}, {1, 100, 100},
+                                        {3, 3, 5},   {14, 14, 16}, {7, 7, 7},   {2, 5, 5}};
     static const float biases[] = {0.25f, -0.0f, 0.0f};
     float *src = buf(8, -2, 2), *y0 = buf(1, 0, 1), *y1 = buf(1, 0, 1), *r0 = buf(1, 0, 1),
           *r1 = buf(1, 0, 1);

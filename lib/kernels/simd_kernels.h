@@ -473,16 +473,37 @@ static inline void acc_fma(vd *acc, vf a, vf b)
 
 /* ---------------------------------------------------------------- bias */
 
+/* A row's last vector: whole when `whole` (the lanes past the row fall in the next row of src, y
+ * and r, which the next row writes again), else masked. AVX2 has no cheap masked store (Zen 3:
+ * VMASKMOVPS to memory is microcoded), and short rows (14, 28 values) are mostly tail. */
+static inline void plane_out_tail(float *y, float *r, const float *src, int64_t left, vf vb,
+                                  int whole)
+{
+    vf v = vf_add(whole ? vf_load(src) : vf_load_n(src, left), vb);
+    if (whole) {
+        if (y != NULL) vf_store(y, v);
+        if (r != NULL) vf_store(r, vf_max(v, vf_zero()));
+    } else {
+        if (y != NULL) vf_store_n(y, left, v);
+        if (r != NULL) vf_store_n(r, left, vf_max(v, vf_zero())); /* as relu_fwd */
+    }
+}
+
 static void plane_out(float *y, float *r, const float *src, int64_t rows, int64_t cols, int64_t ld,
                       float b)
 {
     vf vb = vf_set1(b);
+    int64_t body = cols - cols % W;
     for (int64_t i = 0; i < rows; i++, src += ld) {
-        for (int64_t j = 0; j < cols; j += W) {
-            vf v = vf_add(vf_load_n(src + j, cols - j), vb);
-            if (y != NULL) vf_store_n(y + j, cols - j, v);
-            if (r != NULL) vf_store_n(r + j, cols - j, vf_max(v, vf_zero())); /* as relu_fwd */
+        for (int64_t j = 0; j < body; j += W) {
+            vf v = vf_add(vf_load(src + j), vb);
+            if (y != NULL) vf_store(y + j, v);
+            if (r != NULL) vf_store(r + j, vf_max(v, vf_zero())); /* as relu_fwd */
         }
+        /* whole: a next row, at least W values on (ld >= cols) */
+        if (body < cols)
+            plane_out_tail(y != NULL ? y + body : NULL, r != NULL ? r + body : NULL, src + body,
+                           cols - body, vb, i + 1 < rows && (rows - i - 1) * cols >= W);
         if (y != NULL) y += cols;
         if (r != NULL) r += cols;
     }
@@ -547,8 +568,12 @@ static void max_pool2_fwd(float *y, float *argmax, const float *x, int64_t oh, i
     for (int64_t oy = 0; oy < oh; oy++, y += ow, argmax += ow) {
         int64_t base = 2 * oy * w; /* rows 2 oy and 2 oy + 1 */
         const float *r0 = x + base, *r1 = r0 + w;
+        /* A row's last vector whole (as plane_out's): its loads stay in rows 2 oy + 2 and 2 oy + 3
+         * (w >= W), its stores in the output rows after it, which write those lanes again. */
+        int whole = oy + 1 < oh && w >= W && (oh - oy - 1) * ow >= W;
         for (int64_t ox = 0; ox < ow; ox += W) {
             int64_t left = ow - ox, in = 2 * left;
+            if (whole && left < W) left = W, in = 2 * W;
             vf a0, a1, b0, b1, lo, hi;
             pool_load2(r0 + 2 * ox, in, &lo, &hi);
             vf_deinterleave(lo, hi, &a0, &a1);

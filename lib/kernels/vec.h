@@ -46,6 +46,7 @@ typedef __m256 vmask; /* all ones or all zeros in each lane, as the compares ret
 /* ---------------------------------------------------------------- the same on every ISA */
 
 static inline vf vf_load(const float *p) { return VEC_PS(loadu)(p); }
+static inline void vf_store(float *p, vf v) { VEC_PS(storeu)(p, v); }
 static inline vf vf_set1(float x) { return VEC_PS(set1)(x); }
 static inline vf vf_zero(void) { return VEC_PS(setzero)(); }
 static inline vf vf_add(vf a, vf b) { return VEC_PS(add)(a, b); }
