@@ -315,6 +315,39 @@ START_TEST(gemv_on_the_helper)
 }
 END_TEST
 
+/* A convolution of one image shares its output channels with the helper (parts of 8 channels):
+ * through im2col and implicitly (padded planes), grouped, with a fused ReLU, pooling and batch
+ * norm's plane sums (a training forward), bitwise one thread's values. */
+static void conv_one_image(float *pred, float *fwd, int threads)
+{
+    static const char *const cspec =
+        "input 3x28x28 | conv 16 3 pad=1 | relu | maxpool 2 | conv 32 3 pad=1 | bn | relu | "
+        "conv 24 3 stride=2 pad=1 groups=2 | relu | flatten | dense 10";
+    float x[3 * 28 * 28];
+    kdt_fill(x, 3 * 28 * 28, 4, -1.0f, 1.0f);
+    kd_model *m;
+    ck_assert_int_eq(kd_model_create(cspec, 3, &m), KD_OK);
+    ck_assert_int_eq(kd_set_threads(threads), KD_OK);
+    ck_assert_int_eq(kd_model_predict(m, x, 1, pred), KD_OK);
+    ck_assert_int_eq(kd_model_forward(m, x, 1, fwd), KD_OK);
+    ck_assert_int_eq(kd_set_threads(1), KD_OK);
+    kd_model_destroy(m);
+}
+
+START_TEST(conv_on_the_helper)
+{
+    float p1[10], f1[10], p2[10], f2[10];
+    conv_one_image(p1, f1, 1);
+    kdi_helper_force_join(1);
+    for (int rep = 0; rep < 3; rep++) {
+        conv_one_image(p2, f2, 2);
+        ck_assert_msg(memcmp(p1, p2, sizeof p1) == 0, "predict: 2 threads differ from 1");
+        ck_assert_msg(memcmp(f1, f2, sizeof f1) == 0, "forward: 2 threads differ from 1");
+    }
+    kdi_helper_force_join(0);
+}
+END_TEST
+
 START_TEST(arguments)
 {
     int32_t n = -5;
@@ -409,6 +442,7 @@ int main(void)
     tcase_add_test(tc, helper_forced_join_wakes);
     tcase_add_test(tc, helper_parts);
     tcase_add_test(tc, gemv_on_the_helper);
+    tcase_add_test(tc, conv_on_the_helper);
     tcase_add_test(tc, sgd_same_results);
     tcase_add_test(tc, adam_same_results);
     tcase_add_test(tc, attention_pairs);

@@ -57,10 +57,13 @@ void kdi_team_force(int cap);
 static inline int kdi_thread_id(void) { return omp_get_thread_num(); }
 /* The threads of the innermost region, which may be fewer than asked (nested regions). */
 static inline int kdi_team_size(void) { return omp_get_num_threads(); }
+/* Whether the caller runs inside a parallel region (then no helper, no nested split). */
+static inline int kdi_in_parallel(void) { return omp_in_parallel(); }
 #else
 #define KDI_PARALLEL_FOR(nt) (void)(nt);
 static inline int kdi_thread_id(void) { return 0; }
 static inline int kdi_team_size(void) { return 1; }
+static inline int kdi_in_parallel(void) { return 0; }
 #endif
 
 /* Part t of `parts` of n values, [*lo, *hi): whole blocks of KDI_BLOCK values (a multiple of every

@@ -9,6 +9,11 @@
 /* gemm_route's answers. */
 enum { KDI_GEMM_BY_GEMM = 0, KDI_GEMM_BY_SMALL = 1, KDI_GEMM_BY_PACKED = 2 };
 
+/* The signature of gemm, gemm_small and gemm_packed. */
+typedef void kdi_gemm_fn(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                         const float *a, int64_t lda, const float *b, int64_t ldb, float beta,
+                         float *c, int64_t ldc);
+
 typedef struct kdi_kernels {
     const char *name; /* "ref", "avx2", "avx512" */
 
@@ -46,6 +51,10 @@ typedef struct kdi_kernels {
      * to OpenBLAS; these take the packed tiles). ref: gemm's double loop. */
     void (*gemm_rows_b)(int64_t m, int64_t n, int64_t k, float alpha, const float *a, int64_t lda,
                         const float *b, const int64_t *b_rows, float beta, float *c, int64_t ldc);
+    /* Which tiles gemm_rows_b takes for this product: KDI_GEMM_BY_SMALL or KDI_GEMM_BY_PACKED
+     * (ref: KDI_GEMM_BY_GEMM, its loop). A caller that splits the product's rows keeps every part
+     * on the whole product's tiles (see gemm_route). */
+    int (*gemm_rows_b_route)(int64_t m, int64_t n, int64_t k);
 
     /* y[r, j] += bias[j] for rows x cols. */
     void (*bias_add)(float *y, const float *bias, int64_t rows, int64_t cols);
@@ -166,7 +175,7 @@ typedef struct kdi_kernels {
  * the tests check each entry is set. A new kernel is added here and in the struct above. */
 /* clang-format off */
 #define KDI_EACH_KERNEL(X)                                                                         \
-    X(gemm) X(gemm_small) X(gemm_packed) X(gemm_route) X(gemm_rows_b) X(bias_add) X(bias_grad) X(plane_out) X(plane_in)                                                 \
+    X(gemm) X(gemm_small) X(gemm_packed) X(gemm_route) X(gemm_rows_b) X(gemm_rows_b_route) X(bias_add) X(bias_grad) X(plane_out) X(plane_in)                                                 \
     X(relu_fwd) X(relu_bwd) X(leaky_relu_fwd) X(leaky_relu_bwd) X(gelu_fwd) X(gelu_bwd)            \
     X(tanh_fwd) X(tanh_bwd) X(sigmoid_fwd) X(sigmoid_bwd)                                          \
     X(softmax_rows) X(log_softmax_rows) X(layernorm_fwd) X(layernorm_bwd)                          \

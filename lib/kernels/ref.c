@@ -83,6 +83,12 @@ static int gemm_route(int ta, int tb, int64_t m, int64_t n, int64_t k)
     return KDI_GEMM_BY_GEMM;
 }
 
+static int gemm_rows_b_route(int64_t m, int64_t n, int64_t k)
+{
+    (void)m, (void)n, (void)k;
+    return KDI_GEMM_BY_GEMM;
+}
+
 /* gemm_nn's loop with B's row p at b + b_rows[p]. */
 static void gemm_rows_b(int64_t m, int64_t n, int64_t k, float alpha, const float *a, int64_t lda,
                         const float *b, const int64_t *b_rows, float beta, float *c, int64_t ldc)

@@ -455,6 +455,11 @@ static void gemm_rows_b(int64_t m, int64_t n, int64_t k, float alpha, const floa
         packed_impl(0, 0, m, n, k, alpha, a, lda, b, 0, b_rows, beta, c, ldc);
 }
 
+static int gemm_rows_b_route(int64_t m, int64_t n, int64_t k)
+{
+    return gemm_is_small(0, 0, m, n, k) ? KDI_GEMM_BY_SMALL : KDI_GEMM_BY_PACKED;
+}
+
 /* ---------------------------------------------------------------- sums in double */
 
 /* acc[0..1] += v, the W values widened to double. */

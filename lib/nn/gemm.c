@@ -5,15 +5,6 @@
 #include "core/threads.h"
 #include "kernels/kernels.h"
 
-static int in_parallel(void)
-{
-#ifdef _OPENMP
-    return omp_in_parallel();
-#else
-    return 0;
-#endif
-}
-
 /* A GEMV (one or two rows of A against B's rows) in KDI_GEMV_PARTS parts of whole 16-row blocks of
  * B, shared with libkd's helper thread. Few parts: taking one moves a cache line between the cores
  * (0.1-0.2 us on the host of bench/RESULTS.md), and 16-row parts made a 384 x 128 GEMV 2x slower
@@ -39,13 +30,10 @@ static void gemv_part(void *arg, int64_t p)
                 g->beta, g->c + j, g->ldc);
 }
 
-typedef void gemm_fn(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha, const float *a,
-                     int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc);
-
 /* Part p of `parts` of whole KDI_BLOCK blocks of C's rows or columns, by `fn`. op(A)[i, p] is
  * a[i * lda + p] or a[p * lda + i]; op(B)[p, j] is b[p * ldb + j] or b[j * ldb + p]: a slice of
  * C's rows takes A's rows from i0, a slice of columns B's from j0. */
-static void gemm_part(gemm_fn *fn, int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha,
+static void gemm_part(kdi_gemm_fn *fn, int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha,
                       const float *a, int64_t lda, const float *b, int64_t ldb, float beta,
                       float *c, int64_t ldc, int by_rows, int64_t p, int64_t parts)
 {
@@ -70,9 +58,9 @@ void kdi_gemm(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha, cons
     int64_t len = by_rows ? m : n;
     /* OpenBLAS as the host left it (1 with kd_set_threads(1)); below KDI_BLAS_THREADED_MIN it
      * would not wake its pool anyway, and setting its count costs microseconds (batch 1) */
-    int threads = macs <= KDI_BLAS_THREADED_MIN || in_parallel() ? 1 : kdi_threads();
+    int threads = macs <= KDI_BLAS_THREADED_MIN || kdi_in_parallel() ? 1 : kdi_threads();
     if (!ta && tb && m <= KDI_GEMV_ROWS && macs >= KDI_GEMV_HELPER_MIN &&
-        macs < KDI_GEMM_PARALLEL_MIN && n >= 16 * KDI_GEMV_PARTS && !in_parallel() &&
+        macs < KDI_GEMM_PARALLEL_MIN && n >= 16 * KDI_GEMV_PARTS && !kdi_in_parallel() &&
         kdi_threads() > 1) {
         gemv_job g = {kn, m, n, k, lda, ldb, ldc, alpha, beta, a, b, c};
         kdi_helper_parts(KDI_GEMV_PARTS, gemv_part, &g);
@@ -93,9 +81,9 @@ void kdi_gemm(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha, cons
     /* every slice on the whole product's kernel (see kdi_kernels.gemm_route); parts taken by work
      * stealing (threads.h): a slower core's left parts go to the other */
     int route = kn->gemm_route(ta, tb, m, n, k);
-    gemm_fn *fn = route == KDI_GEMM_BY_SMALL    ? kn->gemm_small
-                  : route == KDI_GEMM_BY_PACKED ? kn->gemm_packed
-                                                : kn->gemm;
+    kdi_gemm_fn *fn = route == KDI_GEMM_BY_SMALL    ? kn->gemm_small
+                      : route == KDI_GEMM_BY_PACKED ? kn->gemm_packed
+                                                    : kn->gemm;
     kdi_blas_serial_begin();
     KDI_STEAL(
         nt, (len + KDI_BLOCK - 1) / KDI_BLOCK, parts, p,

@@ -20,6 +20,7 @@
 
 #include "core/alloc.h"
 #include "core/error.h"
+#include "core/helper.h"
 #include "core/rng.h"
 #include "core/threads.h"
 #include "kernels/kernels.h"
@@ -512,52 +513,133 @@ static void gather(const conv *cv, const dims *d, const float *dy, const kdi_gra
         }
 }
 
-/* One chunk of the forward, images [b0, b0 + n), on thread t's workspace: per group, im2col,
- * Y = W cols, Y to NCHW plus the bias (a row at a time past wide scratch); with a fused ReLU
- * (r != NULL) also r = relu(Y), each plane while it is in L1, by the ReLU layer's kernel, and the
- * layer after it on that plane (then != NULL). */
+/* Group g's im2col of a chunk, images [b0, b0 + n), into cols (the implicit forward: its padded
+ * planes), with xp as scratch. */
+static void forward_cols(const conv *cv, const dims *d, const float *x, int64_t b0, int64_t n,
+                         int64_t g, float *cols, float *xp)
+{
+    const kdi_kernels *kn = kdi_kernels_get();
+    if (implicit(d)) { /* n is 1 */
+        const float *xg = x + (b0 * d->cin + g * d->cg) * d->h * d->w;
+        for (int64_t c = 0; c < d->cg; c++)
+            pad_plane(kn, xg + c * d->h * d->w, d->h, d->w, cv->pad, cols + c * d->plane);
+        return;
+    }
+    int64_t ld = n * d->cw;
+    for (int64_t i = 0; i < n; i++)
+        im2col_channels(cv, d, x + ((b0 + i) * d->cin + g * d->cg) * d->h * d->w, 0, d->cg,
+                        cols + i * d->cw, ld, xp);
+}
+
+/* Output channels [q0, q1) of group g of a chunk whose cols are made: Y = W cols for their rows
+ * (by gemm_rows_b, or by `fn`, a gemm), Y to NCHW plus the bias (a row at a time past wide
+ * scratch); with a fused ReLU (r != NULL) also r = relu(Y), each plane while it is in L1, by the
+ * ReLU layer's kernel, and the layer after it on that plane (then != NULL); xp: a plane of scratch. */
+static void forward_rows(const kdi_layer *l, const dims *d, kdi_gemm_fn *fn, const float *cols,
+                         float *out, float *xp, float *y, float *r, const kdi_then *then,
+                         int64_t b0, int64_t n, int64_t g, int64_t q0, int64_t q1)
+{
+    const conv *cv = l->priv;
+    const kdi_kernels *kn = kdi_kernels_get();
+    int64_t ld = n * d->cw, rows = d->wide ? d->oh : 1, len = d->wide ? d->ow : d->hw;
+    int64_t stride = d->wide ? d->wp : d->hw;
+    const float *wg = l->params[0].value + (g * d->og + q0) * d->kk;
+    if (implicit(d))
+        kn->gemm_rows_b(q1 - q0, ld, d->kk, 1.0f, wg, d->kk, cols, cv->rows, 0.0f, out + q0 * ld,
+                        ld);
+    else
+        fn(0, 0, q1 - q0, ld, d->kk, 1.0f, wg, d->kk, cols, ld, 0.0f, out + q0 * ld, ld);
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t o = q0; o < q1; o++) {
+            float *yo = y + ((b0 + i) * d->cout + g * d->og + o) * d->hw;
+            const float *src = out + o * ld + i * d->cw;
+            /* -0 adds nothing to any value, -0 included: the copy of a layer without bias */
+            float bo = cv->bias ? l->params[1].value[g * d->og + o] : -0.0f;
+            int64_t p = (b0 + i) * d->cout + g * d->og + o;
+            if (then != NULL && then->observe) { /* the output plane, in L1 */
+                kn->plane_out(yo, NULL, src, rows, len, stride, bo);
+                then->l->ops->observe_plane(then->l, yo, p);
+                continue;
+            }
+            if (then != NULL && then->lazy) { /* the ReLU's plane in scratch, then pooled */
+                kn->plane_out(NULL, xp, src, rows, len, stride, bo);
+                then->l->ops->forward_plane(then->l, xp, then->y, p);
+                continue;
+            }
+            float *ro = r != NULL ? r + (yo - y) : NULL;
+            kn->plane_out(yo, ro, src, rows, len, stride, bo);
+            if (then != NULL) then->l->ops->forward_plane(then->l, ro, then->y, p); /* in L1 */
+        }
+}
+
+/* One chunk of the forward, images [b0, b0 + n), on thread t's workspace. */
 static void forward_chunk(const kdi_layer *l, const dims *d, const float *x, float *y, float *r,
                           const kdi_then *then, int64_t b0, int64_t n, int t)
 {
     const conv *cv = l->priv;
-    const kdi_kernels *kn = kdi_kernels_get();
     float *cols = slot_cols(cv, d, t), *out = slot_out(cv, d, t), *xp = slot_plane(cv, d, t);
-    int64_t ld = n * d->cw, rows = d->wide ? d->oh : 1, len = d->wide ? d->ow : d->hw;
-    int64_t stride = d->wide ? d->wp : d->hw;
     for (int64_t g = 0; g < cv->groups; g++) {
-        const float *wg = l->params[0].value + g * d->og * d->kk;
-        if (implicit(d)) { /* n is 1 */
-            const float *xg = x + (b0 * d->cin + g * d->cg) * d->h * d->w;
-            for (int64_t c = 0; c < d->cg; c++)
-                pad_plane(kn, xg + c * d->h * d->w, d->h, d->w, cv->pad, cols + c * d->plane);
-            kn->gemm_rows_b(d->og, ld, d->kk, 1.0f, wg, d->kk, cols, cv->rows, 0.0f, out, ld);
-        } else {
-            for (int64_t i = 0; i < n; i++)
-                im2col_channels(cv, d, x + ((b0 + i) * d->cin + g * d->cg) * d->h * d->w, 0, d->cg,
-                                cols + i * d->cw, ld, xp);
-            kn->gemm(0, 0, d->og, ld, d->kk, 1.0f, wg, d->kk, cols, ld, 0.0f, out, ld);
-        }
-        for (int64_t i = 0; i < n; i++)
-            for (int64_t o = 0; o < d->og; o++) {
-                float *yo = y + ((b0 + i) * d->cout + g * d->og + o) * d->hw;
-                const float *src = out + o * ld + i * d->cw;
-                /* -0 adds nothing to any value, -0 included: the copy of a layer without bias */
-                float bo = cv->bias ? l->params[1].value[g * d->og + o] : -0.0f;
-                int64_t p = (b0 + i) * d->cout + g * d->og + o;
-                if (then != NULL && then->observe) { /* the output plane, in L1 */
-                    kn->plane_out(yo, NULL, src, rows, len, stride, bo);
-                    then->l->ops->observe_plane(then->l, yo, p);
-                    continue;
-                }
-                if (then != NULL && then->lazy) { /* the ReLU's plane in scratch, then pooled */
-                    kn->plane_out(NULL, xp, src, rows, len, stride, bo);
-                    then->l->ops->forward_plane(then->l, xp, then->y, p);
-                    continue;
-                }
-                float *ro = r != NULL ? r + (yo - y) : NULL;
-                kn->plane_out(yo, ro, src, rows, len, stride, bo);
-                if (then != NULL) then->l->ops->forward_plane(then->l, ro, then->y, p); /* in L1 */
-            }
+        forward_cols(cv, d, x, b0, n, g, cols, xp);
+        forward_rows(l, d, kdi_kernels_get()->gemm, cols, out, xp, y, r, then, b0, n, g, 0, d->og);
+    }
+}
+
+/* A forward of one image, its output channels shared with libkd's helper thread (core/helper.h):
+ * batch-1 inference, too short for an OpenMP region. A part is a run of whole 8-row blocks of W,
+ * on the whole product's tiles (gemm_route, gemm_rows_b_route) so the parts change no bit, and
+ * on its own plane of scratch (slot p). The im2col is made first, by the caller. */
+#define CONV_HELPER_MIN 65536.0 /* multiply-adds: the GEMVs' threshold (nn/gemm.h) */
+#define CONV_HELPER_PARTS 4
+typedef struct conv_job {
+    const kdi_layer *l;
+    const dims *d;
+    kdi_gemm_fn *fn;
+    float *cols, *out, *y, *r;
+    const kdi_then *then;
+    int64_t g, parts;
+} conv_job;
+
+static void conv_part(void *arg, int64_t p)
+{
+    const conv_job *j = arg;
+    int64_t blocks = (j->d->og + 7) / 8, q0 = blocks * p / j->parts * 8,
+            q1 = blocks * (p + 1) / j->parts * 8;
+    if (q1 > j->d->og) q1 = j->d->og;
+    if (q0 >= q1) return;
+    forward_rows(j->l, j->d, j->fn, j->cols, j->out, slot_plane(j->l->priv, j->d, (int)p), j->y,
+                 j->r, j->then, 0, 1, j->g, q0, q1);
+}
+
+/* Whether a forward of `batch` images goes to forward_shared, and its gemm for the parts. */
+static int64_t shared_parts(const kdi_layer *l, const dims *d, int64_t batch, kdi_gemm_fn **fn)
+{
+    const conv *cv = l->priv;
+    const kdi_kernels *kn = kdi_kernels_get();
+    double macs = (double)d->og * (double)d->cw * (double)d->kk;
+    int64_t parts = (d->og + 7) / 8;
+    if (parts > CONV_HELPER_PARTS) parts = CONV_HELPER_PARTS;
+    if (parts > cv->slots) parts = cv->slots;
+    if (batch != 1 || parts < 2 || macs < CONV_HELPER_MIN || kdi_threads() < 2 || kdi_in_parallel())
+        return 0;
+    if (implicit(d)) { /* the whole's tiles must be the parts': small tiles stay small below */
+        *fn = NULL;
+        return kn->gemm_rows_b_route(d->og, d->cw, d->kk) == KDI_GEMM_BY_PACKED ? 0 : parts;
+    }
+    int route = kn->gemm_route(0, 0, d->og, d->cw, d->kk);
+    *fn = route == KDI_GEMM_BY_SMALL    ? kn->gemm_small
+          : route == KDI_GEMM_BY_PACKED ? kn->gemm_packed
+                                        : NULL; /* BLAS may round a slice's edge apart */
+    return *fn != NULL ? parts : 0;
+}
+
+static void forward_shared(const kdi_layer *l, const dims *d, kdi_gemm_fn *fn, int64_t parts,
+                           const float *x, float *y, float *r, const kdi_then *then)
+{
+    const conv *cv = l->priv;
+    conv_job j = {l, d, fn, slot_cols(cv, d, 0), slot_out(cv, d, 0), y, r, then, 0, parts};
+    for (j.g = 0; j.g < cv->groups; j.g++) {
+        forward_cols(cv, d, x, 0, 1, j.g, j.cols, slot_plane(cv, d, 0));
+        kdi_helper_parts(parts, conv_part, &j);
     }
 }
 
@@ -574,15 +656,21 @@ static void forward_impl(kdi_layer *l, const float *x, float *y, float *r, const
     dims d = dims_of(l);
     int64_t chunks = (batch + d.chunk - 1) / d.chunk;
     int nt = slot_threads(cv, batch * d.kk * d.hw, chunks);
+    kdi_gemm_fn *fn = NULL;
+    int64_t parts = shared_parts(l, &d, batch, &fn);
     /* OpenBLAS on one thread even when the chunks run on one (a batch of one chunk): on its own
      * threads it split the GEMM otherwise and rounded differently, so a conv's output depended on
      * the thread count (AVX2 kernels, which call it) */
     kdi_blas_serial_begin();
-    /* chunks are independent; each thread has its own workspace */
-    KDI_FOR(nt, c, chunks, {
-        int64_t b0 = c * d.chunk, n = batch - b0 < d.chunk ? batch - b0 : d.chunk;
-        forward_chunk(l, &d, x, y, r, then, b0, n, kdi_thread_id());
-    });
+    if (parts > 0) {
+        forward_shared(l, &d, fn, parts, x, y, r, then);
+    } else {
+        /* chunks are independent; each thread has its own workspace */
+        KDI_FOR(nt, c, chunks, {
+            int64_t b0 = c * d.chunk, n = batch - b0 < d.chunk ? batch - b0 : d.chunk;
+            forward_chunk(l, &d, x, y, r, then, b0, n, kdi_thread_id());
+        });
+    }
     kdi_blas_serial_end();
 }
 
