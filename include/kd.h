@@ -755,10 +755,12 @@ typedef enum kd_trainer_option {
      * kd_trainer_set_allreduce), int 0 or 1, default 0: in training, every bn layer of the student
      * takes its mean and variance over the global batch, so the running statistics and the step
      * equal a lone trainer's on the global batch. Each forward sums 2 C + 1 values a layer of C
-     * channels (the sums of x - K and (x - K)^2, K its running mean, and a flag), plus C more when
-     * some process's batch mean is over 4 deviations from K (the first steps: the deviations from
-     * the job's mean, so the variance stays as precise as a lone trainer's); each backward, 2 C
-     * values. */
+     * channels (the sums of x - K and (x - K)^2, K the job's mean at the step before, and a flag),
+     * plus C more when some process's batch mean is over 4 deviations from K (the first step: the
+     * deviations from the job's mean, so the variance stays as precise as a lone trainer's); each
+     * backward, 2 C values. A process's slice may hold a single value a channel (one row before a
+     * bn on flat input): the job's batch must hold two, else every process fails the step alike
+     * (KD_ERR_SHAPE). Every process must turn it on at the same step. */
     KD_TRAINER_SYNC_BATCHNORM = 50,
     /* Gradient buckets of a data-parallel job, int >= 0 values (floats), default 262144 (1 MiB,
      * PyTorch DistributedDataParallel's first bucket; Li et al., "PyTorch Distributed", VLDB 2020).

@@ -2,6 +2,9 @@
  * identical processes (it multiplies by their number) must give a lone trainer's step; refusals
  * and a failing all-reduce leave the student as it was. The MPI runs are tests/mpi. */
 #include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "kd.h"
@@ -67,11 +70,15 @@ typedef struct rig {
     kd_trainer *t;
 } rig;
 
-static rig make(const char *spec)
+/* A rig around a student of `spec`, or around `student` when it is not NULL (the rig owns it). */
+static rig make_from(const char *spec, kd_model *student)
 {
     rig r;
     ck_assert_int_eq(kd_model_create(MLP, 3, &r.teacher), KD_OK);
-    ck_assert_int_eq(kd_model_create(spec, 5, &r.student), KD_OK);
+    if (student != NULL)
+        r.student = student;
+    else
+        ck_assert_int_eq(kd_model_create(spec, 5, &r.student), KD_OK);
     ck_assert_int_eq(kd_loss_create(KD_LOSS_HINTON, &r.loss), KD_OK);
     ck_assert_int_eq(kd_loss_set_float(r.loss, KD_LOSS_ALPHA, 0.5f), KD_OK);
     ck_assert_int_eq(kd_optimizer_create(KD_OPTIMIZER_SGD, r.student, &r.opt), KD_OK);
@@ -81,6 +88,8 @@ static rig make(const char *spec)
     ck_assert_int_eq(kd_trainer_add_teacher(r.t, r.teacher, 1.0f), KD_OK);
     return r;
 }
+
+static rig make(const char *spec) { return make_from(spec, NULL); }
 
 static void destroy(rig *r)
 {
@@ -195,6 +204,112 @@ static int sync_bn_first_step(float shift)
     destroy(&par);
     return host.calls;
 }
+
+/* Two processes as two threads: each sum waits for both, then both get buf0 + buf1. */
+typedef struct two {
+    pthread_barrier_t bar;
+    float *data[2], *sum;
+    int64_t count[2];
+} two;
+
+typedef struct rank_ctx {
+    two *w;
+    int rank;
+    rig r;
+    int64_t lo, hi; /* its rows of each batch */
+    const float *x;
+    const int32_t *y;
+    float loss;
+} rank_ctx;
+
+static kd_status two_sum(float *data, int64_t count, void *user)
+{
+    rank_ctx *c = user;
+    two *w = c->w;
+    w->data[c->rank] = data;
+    w->count[c->rank] = count;
+    pthread_barrier_wait(&w->bar);
+    if (c->rank == 0) {
+        ck_assert_int_eq(w->count[0], w->count[1]); /* the same sums in the same order */
+        w->sum = malloc(sizeof(float) * (size_t)count);
+        ck_assert_ptr_nonnull(w->sum);
+        for (int64_t i = 0; i < count; i++) w->sum[i] = w->data[0][i] + w->data[1][i];
+    }
+    pthread_barrier_wait(&w->bar);
+    memcpy(data, w->sum, sizeof(float) * (size_t)count);
+    pthread_barrier_wait(&w->bar);
+    if (c->rank == 0) free(w->sum);
+    return KD_OK;
+}
+
+static void *rank_step(void *arg)
+{
+    rank_ctx *c = arg;
+    ck_assert_int_eq(
+        kd_trainer_step(c->r.t, c->x + c->lo * IN, c->y + c->lo, NULL, c->hi - c->lo, &c->loss),
+        KD_OK);
+    return NULL;
+}
+
+static void both_step(rank_ctx *c, const float *x, const int32_t *y)
+{
+    pthread_t th[2];
+    for (int k = 0; k < 2; k++) {
+        c[k].x = x;
+        c[k].y = y;
+        ck_assert_int_eq(pthread_create(&th[k], NULL, rank_step, &c[k]), 0);
+    }
+    for (int k = 0; k < 2; k++) pthread_join(th[k], NULL);
+}
+
+/* Two processes on uneven slices (rows [0, split) and [split, B)), after `before` steps with
+ * batch norm on each slice (their running statistics differ), then synchronised: their step takes
+ * the job's statistics, as a lone trainer with the same weights does on the whole batch. */
+static void two_ranks_like_lone(int64_t split, int before)
+{
+    two w;
+    pthread_barrier_init(&w.bar, NULL, 2);
+    rank_ctx c[2] = {{.w = &w, .rank = 0, .lo = 0, .hi = split},
+                     {.w = &w, .rank = 1, .lo = split, .hi = B}};
+    for (int k = 0; k < 2; k++) {
+        c[k].r = make(CNN);
+        ck_assert_int_eq(kd_trainer_set_allreduce(c[k].r.t, two_sum, &c[k], k, 2), KD_OK);
+    }
+    float x[B * IN];
+    int32_t y[B];
+    for (uint64_t s = 1; s <= (uint64_t)before; s++) { /* gradients summed, bn on each slice */
+        data(x, y, s);
+        for (int i = 0; i < B * IN; i++) x[i] += (float)s; /* slices far from each other */
+        both_step(c, x, y);
+    }
+    char path[512];
+    snprintf(path, sizeof path, "%s/parallel_rank0.safetensors", kdt_tmpdir());
+    ck_assert_int_eq(kd_model_save(c[0].r.student, path), KD_OK);
+    kd_model *copy;
+    ck_assert_int_eq(kd_model_load(path, &copy), KD_OK);
+    remove(path);
+    rig lone = make_from(CNN, copy);
+    for (int k = 0; k < 2; k++)
+        ck_assert_int_eq(kd_trainer_set_int(c[k].r.t, KD_TRAINER_SYNC_BATCHNORM, 1), KD_OK);
+    /* one step: the lone trainer's momentum starts here, the processes' earlier */
+    data(x, y, 3);
+    float la;
+    ck_assert_int_eq(kd_trainer_step(lone.t, x, y, NULL, B, &la), KD_OK);
+    both_step(c, x, y);
+    for (int k = 0; k < 2; k++)
+        ck_assert_msg(fabsf(c[k].loss - la) <= 1e-5f * (1.0f + fabsf(la)),
+                      "rank %d: loss %.9g, lone %.9g", k, (double)c[k].loss, (double)la);
+    destroy(&lone);
+    for (int k = 0; k < 2; k++) destroy(&c[k].r);
+    pthread_barrier_destroy(&w.bar);
+}
+
+START_TEST(synchronised_statistics_whatever_the_running_mean) { two_ranks_like_lone(5, 2); }
+END_TEST
+
+/* A slice of one image: the flat bn layer has one value a channel there, the job has 12. */
+START_TEST(synchronised_statistics_of_a_slice_of_one) { two_ranks_like_lone(1, 0); }
+END_TEST
 
 START_TEST(synchronised_statistics_far_from_the_running_mean)
 {
@@ -375,6 +490,8 @@ int main(void)
     tcase_add_test(t, identical_processes_take_the_lone_step);
     tcase_add_test(t, synchronised_batch_norm_takes_the_lone_step);
     tcase_add_test(t, synchronised_statistics_far_from_the_running_mean);
+    tcase_add_test(t, synchronised_statistics_whatever_the_running_mean);
+    tcase_add_test(t, synchronised_statistics_of_a_slice_of_one);
     tcase_add_test(t, tied_weights_are_summed_once_complete);
     tcase_add_test(t, failed_bucket_waits_for_the_others);
     tcase_add_test(t, bad_arguments);

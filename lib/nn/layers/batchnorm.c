@@ -6,6 +6,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "core/alloc.h"
 #include "core/error.h"
@@ -22,6 +23,7 @@ typedef struct bn {
     const kdi_sync *sync;
     double *stats;
     float *red;
+    float *shift; /* the shift of the sums sent (sync_stats) */
     /* Sums of each input plane (sum, sum of squares: 4 floats' room a plane), taken as the layer
      * before wrote them (observe_plane), for the training forward of batch `observed` (0: none). */
     kdi_buf psums;
@@ -78,7 +80,9 @@ static void channel_stats(const float *x, const double *psums, int64_t batch, in
 
 static kd_status bn_check(kdi_layer *l, int64_t batch, int train)
 {
-    if (train && batch * l->in.h * l->in.w < 2)
+    /* synchronised, the job's batch counts: checked by every process alike in sync_stats (one
+     * process refusing its slice alone would leave the others waiting in the all-reduce) */
+    if (train && ((bn *)l->priv)->sync == NULL && batch * l->in.h * l->in.w < 2)
         return kdi_fail(KD_ERR_SHAPE,
                         "bn needs more than one value per channel to train (batch %lld)",
                         (long long)batch);
@@ -86,20 +90,24 @@ static kd_status bn_check(kdi_layer *l, int64_t batch, int train)
 }
 
 /* Mean and biased variance of every channel over the job's global batch, in one all-reduce as a
- * rule. Each process sends its sums shifted by the running mean K (the same on every process:
- * set by the same job statistics), sum (x - K) and sum (x - K)^2, from its double sums as the
- * lone path takes them; the float sum loses about 2^-24 (1 + (mean - K)^2 / var) of the variance.
- * Where some process sees its mean more than 4 deviations from K (the first steps), a third value
- * says so, and every process sends its squared deviations from the job's mean in a second sum
- * (as precise as one process's statistics). */
+ * rule. Each process sends its sums shifted by K, sum (x - K) and sum (x - K)^2, from its double
+ * sums as the lone path takes them; K is the job's mean of the last synchronised forward (0 at
+ * first), the same on every process whatever their running statistics (a step undone on one, a
+ * load, steps before the synchronisation); the float sum loses about 2^-24 (1 + (mean - K)^2 / var)
+ * of the variance. Where some process sees its mean more than 4 deviations from K (the first
+ * step), a third value says so, and every process sends its squared deviations from the job's
+ * mean in a second sum (as precise as one process's statistics). */
 static kd_status sync_stats(kdi_layer *l, const float *x, const double *psums, int64_t batch)
 {
     bn *b = l->priv;
     int64_t ch = l->in.c, hw = l->in.h * l->in.w;
-    const float *rmean = l->params[2].value;
     double n = (double)(batch * hw), count = (double)(b->sync->batch * hw), far = 0.0;
+    if (count < 2.0) /* each process's slice may hold one value a channel; the job's may not */
+        return kdi_fail(KD_ERR_SHAPE,
+                        "bn needs more than one value per channel to train (global batch %lld)",
+                        (long long)b->sync->batch);
     for (int64_t c = 0; c < ch; c++) {
-        double s, ss, k = rmean[c];
+        double s, ss, k = b->shift[c];
         channel_sums(x, psums, batch, c, ch, hw, &s, &ss);
         b->stats[c] = s; /* kept for a second sum */
         b->stats[ch + c] = ss;
@@ -113,7 +121,7 @@ static kd_status sync_stats(kdi_layer *l, const float *x, const double *psums, i
     KDI_TRY(kdi_sync_sum(b->sync, b->red, 2 * ch + 1, "batch norm's statistics"));
     int second = b->red[2 * ch] > 0.0f;
     for (int64_t c = 0; c < ch; c++) {
-        double d = (double)b->red[c] / count, m = rmean[c] + d;
+        double d = (double)b->red[c] / count, m = b->shift[c] + d;
         double v = (double)b->red[ch + c] / count - d * d;
         if (second) { /* local squared deviations from m, from the double sums */
             double s = b->stats[c], ss = b->stats[ch + c];
@@ -122,12 +130,14 @@ static kd_status sync_stats(kdi_layer *l, const float *x, const double *psums, i
         b->stats[c] = m;
         b->stats[ch + c] = v > 0.0 ? v : 0.0;
     }
-    if (!second) return KD_OK;
-    KDI_TRY(kdi_sync_sum(b->sync, b->red + ch, ch, "batch norm's statistics"));
-    for (int64_t c = 0; c < ch; c++) {
-        double v = (double)b->red[ch + c] / count;
-        b->stats[ch + c] = v > 0.0 ? v : 0.0;
+    if (second) {
+        KDI_TRY(kdi_sync_sum(b->sync, b->red + ch, ch, "batch norm's statistics"));
+        for (int64_t c = 0; c < ch; c++) {
+            double v = (double)b->red[ch + c] / count;
+            b->stats[ch + c] = v > 0.0 ? v : 0.0;
+        }
     }
+    for (int64_t c = 0; c < ch; c++) b->shift[c] = (float)b->stats[c]; /* the job's means */
     return KD_OK;
 }
 
@@ -319,10 +329,12 @@ kd_status kdi_bn_set_sync(kdi_layer *l, const kdi_sync *s)
 {
     bn *b = l->priv;
     if (s != NULL && b->red == NULL) {
-        b->red = kdi_calloc((size_t)l->in.c * 2 + 1, sizeof(float));
+        b->red = kdi_calloc((size_t)l->in.c * 3 + 1, sizeof(float));
         if (b->red == NULL)
             return kdi_fail(KD_ERR_NOMEM, "cannot allocate synchronised batch norm");
+        b->shift = b->red + 2 * l->in.c + 1;
     }
+    if (b->shift != NULL) memset(b->shift, 0, sizeof(float) * (size_t)l->in.c);
     b->sync = s;
     return KD_OK;
 }
