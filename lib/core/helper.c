@@ -137,7 +137,7 @@ static void start(void)
         return;
     }
     /* the helper inherits a mask blocking every signal: they stay the host's threads' business;
-     * a small stack: it only runs GEMV parts */
+     * a small stack: it runs GEMV and convolution parts (the packed tiles: 16 KB at most) */
     sigset_t all, old;
     sigfillset(&all);
     pthread_attr_t attr;

@@ -1,4 +1,5 @@
-/* A second core for work too short for an OpenMP region: batch-1 inference's GEMVs.
+/* A second core for work too short for an OpenMP region: batch-1 inference's GEMVs and
+ * convolutions.
  *
  * Why not OpenMP: on the 2-core Zen 5 host of bench/RESULTS.md an empty libgomp region of 2
  * threads costs 2.8-3.1 us, even with OMP_WAIT_POLICY=active, while the 784 x 256 GEMV of the

@@ -61,7 +61,9 @@ typedef struct kdi_kernels {
     /* gbias[j] += sum_r dy[r, j]. */
     void (*bias_grad)(float *gbias, const float *dy, int64_t rows, int64_t cols);
     /* A convolution's output plane: y[i, j] = src[i ld + j] + b for rows x cols (b = -0: a copy,
-     * -0 kept), and r = relu(y) as relu_fwd writes it when r is not NULL; y may be NULL (r only). */
+     * -0 kept), and r = relu(y) as relu_fwd writes it when r is not NULL; y may be NULL (r only).
+     * y and r must not overlap src: a row's last vector may be stored whole, into the row after it,
+     * which the call writes again. */
     void (*plane_out)(float *y, float *r, const float *src, int64_t rows, int64_t cols, int64_t ld,
                       float b);
     /* Its inverse layout: y[i ld + j] = x[i cols + j] for rows x cols, and y[i ld + j] = 0 for
