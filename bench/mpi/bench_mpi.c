@@ -4,7 +4,7 @@
  *
  * usage: mpirun -np N bench_mpi [PREFIX] [mlp|cnn|all] [BUCKET] [SHARE] [strong|weak]
  *   PREFIX: Fashion-MNIST's IDX prefix (default /usr/share/datasets/fashion-mnist/train)
- *   mlp, cnn: time that run alone (default all)
+ *   mlp, mlp_cached, cnn: time that run alone (default all)
  *   BUCKET: KD_TRAINER_BUCKET_FLOATS (default the library's; -1 too; 0: one sum after the
  *           backward)
  *   SHARE: with one rank, step on 1/SHARE of each batch (a diagnosis: the work of one of SHARE
@@ -60,9 +60,37 @@ static kd_status timed_allreduce(float *data, int64_t count, void *user)
     return st;
 }
 
-/* One epoch of teacher -> student distillation; seconds on rank 0's clock. */
+/* The teacher's logits of every example of d, [n][classes], by one untimed pass: a cached teacher
+ * (kd distill's logits cache), each rank gathers its slice's rows by the batcher's indices. */
+static float *teacher_logits(const kd_dataset *d, kd_model *teacher, int64_t in, int64_t *classes)
+{
+    int64_t n, rows;
+    kd_dataset_size(d, &n);
+    CHECK(kd_model_output_size(teacher, classes));
+    float *all = malloc(sizeof(float) * (size_t)(n * *classes)),
+          *x = malloc(sizeof(float) * (size_t)(BATCH * in)),
+          *y = malloc(sizeof(float) * (size_t)(BATCH * *classes));
+    kd_batcher *b;
+    CHECK(kd_batcher_create(d, BATCH, 1, &b));
+    for (;;) {
+        CHECK(kd_batcher_next(b, x, NULL, &rows));
+        if (rows == 0) break;
+        const int64_t *idx;
+        CHECK(kd_batcher_indices(b, &idx, &rows));
+        CHECK(kd_model_predict(teacher, x, rows, y));
+        for (int64_t i = 0; i < rows; i++)
+            memcpy(all + idx[i] * *classes, y + i * *classes, sizeof(float) * (size_t)*classes);
+    }
+    kd_batcher_destroy(b);
+    free(x);
+    free(y);
+    return all;
+}
+
+/* One epoch of teacher -> student distillation (the teacher run, or its logits cached);
+ * seconds on rank 0's clock. */
 static double epoch(const kd_dataset *d, const char *tspec, const char *sspec, int sync_bn,
-                    int64_t *steps)
+                    int cached, int64_t *steps)
 {
     kd_model *teacher, *student;
     kd_loss *loss;
@@ -84,8 +112,11 @@ static double epoch(const kd_dataset *d, const char *tspec, const char *sspec, i
     }
     if (bucket >= 0) CHECK(kd_trainer_set_int(t, KD_TRAINER_BUCKET_FLOATS, bucket));
     CHECK(kd_trainer_broadcast(t));
-    int64_t in;
+    int64_t in, classes = 0;
     kd_model_input_size(student, &in);
+    float *all = cached ? teacher_logits(d, teacher, in, &classes) : NULL;
+    float *slice =
+        cached ? malloc(sizeof(float) * (size_t)(BATCH * (weak ? world : 1) * classes)) : NULL;
     int64_t global = weak ? (int64_t)BATCH * world : BATCH;
     float *x = malloc(sizeof(float) * (size_t)(global * in));
     int32_t *labels = malloc(sizeof(int32_t) * (size_t)global);
@@ -102,7 +133,14 @@ static double epoch(const kd_dataset *d, const char *tspec, const char *sspec, i
         int parts = world > 1 ? world : share;
         int64_t lo = (int64_t)rank * rows / parts, hi = (int64_t)(rank + 1) * rows / parts;
         float value;
-        CHECK(kd_trainer_step(t, x + lo * in, labels + lo, NULL, hi - lo, &value));
+        if (cached) {
+            const int64_t *idx;
+            CHECK(kd_batcher_indices(b, &idx, &rows));
+            for (int64_t i = lo; i < hi; i++)
+                memcpy(slice + (i - lo) * classes, all + idx[i] * classes,
+                       sizeof(float) * (size_t)classes);
+        }
+        CHECK(kd_trainer_step(t, x + lo * in, labels + lo, slice, hi - lo, &value));
         ++*steps;
     }
     MPI_Barrier(MPI_COMM_WORLD);
@@ -110,6 +148,8 @@ static double epoch(const kd_dataset *d, const char *tspec, const char *sspec, i
     kd_batcher_destroy(b);
     free(x);
     free(labels);
+    free(all);
+    free(slice);
     kd_trainer_destroy(t);
     kd_optimizer_destroy(opt);
     kd_loss_destroy(loss);
@@ -130,16 +170,19 @@ int main(int argc, char **argv)
     kd_dataset_size(d, &n);
     static const struct {
         const char *key, *name, *teacher, *student;
-        int sync_bn;
+        int sync_bn, cached;
     } runs[] = {
         {"mlp", "MLP 784-1200-1200-10 -> 784-800-800-10, live teacher",
          "input 784 | dense 1200 | relu | dense 1200 | relu | dense 10",
-         "input 784 | dense 800 | relu | dense 800 | relu | dense 10", 0},
+         "input 784 | dense 800 | relu | dense 800 | relu | dense 10", 0, 0},
+        {"mlp_cached", "the same MLP pair, teacher logits cached",
+         "input 784 | dense 1200 | relu | dense 1200 | relu | dense 10",
+         "input 784 | dense 800 | relu | dense 800 | relu | dense 10", 0, 1},
         {"cnn", "small CNN + sync bn, live MLP teacher",
          "input 1x28x28 | flatten | dense 1200 | relu | dense 10",
          "input 1x28x28 | conv 16 3 pad=1 | bn | relu | maxpool 2 | conv 32 3 pad=1 | bn | relu | "
          "maxpool 2 | flatten | dense 10",
-         1},
+         1, 0},
     };
     const char *only = argc > 2 && strcmp(argv[2], "all") != 0 ? argv[2] : NULL;
     if (argc > 3) bucket = atoll(argv[3]);
@@ -148,7 +191,8 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < sizeof runs / sizeof runs[0]; i++) {
         if (only != NULL && strcmp(runs[i].key, only) != 0) continue;
         int64_t steps;
-        double s = epoch(d, runs[i].teacher, runs[i].student, runs[i].sync_bn, &steps);
+        double s =
+            epoch(d, runs[i].teacher, runs[i].student, runs[i].sync_bn, runs[i].cached, &steps);
         if (rank == 0)
             printf("%-56s ranks %d: %7.2f s an epoch (%lld steps of %d), %8.0f images/s\n",
                    runs[i].name, world, s, (long long)steps, weak ? BATCH * world : BATCH,
