@@ -123,7 +123,7 @@ KD_API kd_status kd_get_limit(kd_limit key, int64_t *value);
  * channels (the whole product's tiles in each). Each output is the same sum either way: bitwise
  * one thread's values. (784-256-10 student at batch 1: 7.2-8.7 us on 1 thread, 4.7-5.5 us on 2;
  * a small CNN of two 3x3 convolutions, 16 and 32 channels on 28x28, on a Zen 3: 42-45 us on 1,
- * 28-30 us on 2.)
+ * 28-31 us on 2 while both cores run at one speed, about one thread's time when they do not.)
  * Results: a given n gives bitwise the same results run after run. Across n they agree to float
  * rounding, not bitwise: libkd's elementwise, per-channel and per-image loops are bitwise
  * independent of n, but OpenBLAS's threaded GEMM rounds differently from its single-threaded one,
