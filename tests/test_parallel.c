@@ -106,6 +106,16 @@ static void data(float *x, int32_t *y, uint64_t seed)
     for (int i = 0; i < B; i++) y[i] = (int32_t)((seed + (uint64_t)i * 7) % C);
 }
 
+/* The two students' predictions on x agree to 1e-5 (relative to 1 + |logit|). */
+static void predictions_agree(const rig *lone, const rig *par, const float *x)
+{
+    float a[B * C], b[B * C];
+    ck_assert_int_eq(kd_model_predict(lone->student, x, B, a), KD_OK);
+    ck_assert_int_eq(kd_model_predict(par->student, x, B, b), KD_OK);
+    for (int i = 0; i < B * C; i++)
+        ck_assert_float_eq_tol(b[i], a[i], 1e-5f * (1.0f + fabsf(a[i])));
+}
+
 /* world copies of a process with batch x equal one lone process with x repeated world times:
  * through a blocking all-reduce (bucket < 0: the default buckets) or a non-blocking one with
  * buckets of that many floats. */
@@ -122,7 +132,7 @@ static void equal_to_lone_in(const char *spec, int sync_bn, int64_t bucket)
         ck_assert_int_eq(kd_trainer_set_int(par.t, KD_TRAINER_BUCKET_FLOATS, bucket), KD_OK);
     }
     if (sync_bn) ck_assert_int_eq(kd_trainer_set_int(par.t, KD_TRAINER_SYNC_BATCHNORM, 1), KD_OK);
-    float x[B * IN], x3[3 * B * IN], a[B * C], b[B * C];
+    float x[B * IN], x3[3 * B * IN];
     int32_t y[B], y3[3 * B];
     for (uint64_t s = 1; s <= 4; s++) {
         data(x, y, s);
@@ -140,10 +150,7 @@ static void equal_to_lone_in(const char *spec, int sync_bn, int64_t bucket)
     if (bucket == 0) ck_assert_int_eq(host.buckets, 1);
     if (bucket == 1) ck_assert_int_gt(host.buckets, 2);
     data(x, y, 99);
-    ck_assert_int_eq(kd_model_predict(lone.student, x, B, a), KD_OK);
-    ck_assert_int_eq(kd_model_predict(par.student, x, B, b), KD_OK);
-    for (int i = 0; i < B * C; i++)
-        ck_assert_float_eq_tol(b[i], a[i], 1e-5f * (1.0f + fabsf(a[i])));
+    predictions_agree(&lone, &par, x);
     destroy(&lone);
     destroy(&par);
 }
@@ -182,7 +189,7 @@ static int sync_bn_first_step(float shift)
     rig lone = make(CNN), par = make(CNN);
     ck_assert_int_eq(kd_trainer_set_allreduce(par.t, counted_copies, &host, 0, 2), KD_OK);
     ck_assert_int_eq(kd_trainer_set_int(par.t, KD_TRAINER_SYNC_BATCHNORM, 1), KD_OK);
-    float x[B * IN], x2[2 * B * IN], a[B * C], b[B * C];
+    float x[B * IN], x2[2 * B * IN];
     int32_t y[B], y2[2 * B];
     {
         data(x, y, 1);
@@ -196,10 +203,7 @@ static int sync_bn_first_step(float shift)
         ck_assert_int_eq(kd_trainer_step(par.t, x, y, NULL, B, &lb), KD_OK);
         ck_assert_float_eq_tol(lb, la, 1e-5f * (1.0f + fabsf(la)));
     }
-    ck_assert_int_eq(kd_model_predict(lone.student, x, B, a), KD_OK);
-    ck_assert_int_eq(kd_model_predict(par.student, x, B, b), KD_OK);
-    for (int i = 0; i < B * C; i++)
-        ck_assert_float_eq_tol(b[i], a[i], 1e-5f * (1.0f + fabsf(a[i])));
+    predictions_agree(&lone, &par, x);
     destroy(&lone);
     destroy(&par);
     return host.calls;
