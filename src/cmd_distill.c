@@ -121,7 +121,8 @@ static int prepare(state *s)
     else
         snprintf(s->out, sizeof s->out, "%s/student.safetensors", s->cache);
     alone_path(s->out, s->alone_out, sizeof s->alone_out);
-    return check_outputs(o, s->out);
+    rc = par_check_batch(o->batch, "example");
+    return rc != EXIT_OK ? rc : check_outputs(o, s->out);
 }
 
 /* The protocol every run shares (teacher, student alone, distilled). */

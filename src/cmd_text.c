@@ -1533,13 +1533,9 @@ int cmd_text(const char *name, int argc, char **argv)
     if ((rc = check_specs(&o)) != EXIT_OK) return rc;
     kd_text *text = NULL;
     if ((rc = open_text(&o, &text)) != EXIT_OK) return rc;
-    if (par_world() > 1 && o.batch < par_world()) {
-        fail_msg(
-            "--batch %lld is smaller than the %d MPI processes: each needs a sequence of every "
-            "batch",
-            (long long)o.batch, par_world());
+    if ((rc = par_check_batch(o.batch, "sequence")) != EXIT_OK) {
         kd_text_destroy(text);
-        return EXIT_USAGE;
+        return rc;
     }
     /* Under mpirun the ranks compute the same results: rank 0 alone prints them and writes the log
      * (errors still come from every rank, on standard error, with its rank). */

@@ -14,8 +14,10 @@ static int check_arguments(const options *o)
         fail_msg("--out MODEL.safetensors is required (see 'kd help train')");
         return EXIT_USAGE;
     }
+    int rc = par_check_batch(o->batch, "example");
+    if (rc != EXIT_OK) return rc;
     kd_model *m = NULL; /* a bad spec is a usage error, found before any data is read */
-    int rc = create_model("model", o->model_spec, o->seed, &m);
+    rc = create_model("model", o->model_spec, o->seed, &m);
     kd_model_destroy(m);
     if (rc != EXIT_OK) return rc;
     return check_outputs(o, o->out);

@@ -72,6 +72,15 @@ int par_local_ranks(void)
 int par_rank(void) { return rank; }
 int par_world(void) { return world; }
 
+int par_check_batch(int64_t batch, const char *unit)
+{
+    if (batch >= world) return EXIT_OK;
+    fail_msg("--batch %lld is smaller than the job's %d processes: each takes a slice of every "
+             "batch, of one %s at least",
+             (long long)batch, world, unit);
+    return EXIT_USAGE;
+}
+
 void par_slice(int64_t rows, int64_t *lo, int64_t *hi)
 {
     *lo = rows * rank / world;

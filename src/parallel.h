@@ -18,6 +18,9 @@ int par_world(void);
 /* The ranks of this job on this host, from the launcher's environment (Open MPI, MPICH); 1 when
  * not under a launcher. */
 int par_local_ranks(void);
+/* Under mpirun each rank takes a slice of every batch, of one `unit` at least: a batch smaller
+ * than the job is EXIT_USAGE with a message, from every rank alike; else EXIT_OK. */
+int par_check_batch(int64_t batch, const char *unit);
 /* This rank's rows [*lo, *hi) of a global batch of rows. */
 void par_slice(int64_t rows, int64_t *lo, int64_t *hi);
 /* Makes t one rank of the job (synchronised batch norm, rank 0's weights): EXIT_OK or an exit

@@ -188,15 +188,22 @@ static int normalize_inputs(const run_config *c, kd_model *m, const kd_dataset *
 static int choose_drop(const run_config *c, kd_model *m, int64_t n, const progress *p, workspace *w)
 {
     int64_t rest = n % c->batch;
-    w->drop =
-        rest != 0 && (c->drop_last == 1 || (c->drop_last < 0 && rest == 1 && has_batch_norm(m)));
+    /* under mpirun a last batch smaller than the job leaves a process without a row */
+    int few = rest != 0 && rest < par_world();
+    w->drop = rest != 0 &&
+              (c->drop_last == 1 || few || (c->drop_last < 0 && rest == 1 && has_batch_norm(m)));
     w->steps = w->drop ? n / c->batch : (n + c->batch - 1) / c->batch;
     if (w->steps == 0) {
         fail_msg("--drop-last with --batch %d leaves no batch of the %lld training examples",
                  c->batch, (long long)n);
         return EXIT_USAGE;
     }
-    if (w->drop && c->drop_last < 0)
+    if (w->drop && few && c->drop_last != 1)
+        note(p,
+             "%s: the last batch of each epoch would have %lld examples for %d processes: it is "
+             "left out (as --drop-last; another --batch keeps it)",
+             c->name, (long long)rest, par_world());
+    else if (w->drop && c->drop_last < 0)
         note(p,
              "%s: the last batch of each epoch would be a single example, which batch norm "
              "cannot normalise: it is left out (as --drop-last; another --batch keeps it)",
@@ -403,7 +410,8 @@ static int one_epoch(const run_config *c, const kd_dataset *train, handles *h, w
             if (st != KD_OK) rc = fail_kd("batcher", st);
             break;
         }
-        /* Under mpirun every rank needs a row: a last batch smaller than the job is dropped. */
+        /* Under mpirun every rank needs a row: choose_drop left out a last batch smaller than the
+         * job */
         if (rows < par_world()) break;
         if (c->naugment > 0 && (rc = augment(c, train, w->x, rows, epoch, s->steps)) != EXIT_OK)
             break;

@@ -93,6 +93,17 @@ else
     printf 'FAIL: kd distill --text under mpirun -np 3 differs:\n%s\n---\n%s\n' "$one" "$three" >&2
     fail=1
 fi
+# A batch smaller than the job leaves a rank without a row: refused before any training (it used
+# to drop every batch and report a diverged run).
+if ! timeout 60 mpirun -np 3 "$kd" distill $sets --teacher "$dir/one.safetensors" --student 784-32-10 \
+    --epochs 1 --val 0 --batch 2 --out "$dir/b.safetensors" -q >"$dir/log" 2>&1 &&
+    grep -q "smaller than the job's 3 processes" "$dir/log" && [ ! -e "$dir/b.safetensors" ]; then
+    echo "kd distill --batch 2 under mpirun -np 3: refused"
+else
+    echo "FAIL: kd distill --batch 2 under mpirun -np 3 was not refused" >&2
+    cat "$dir/log" >&2
+    fail=1
+fi
 if ! timeout 60 mpirun -np 2 "$kd" eval "$dir/t1.safetensors" $text >"$dir/log" 2>&1 &&
     grep -q "runs in one process" "$dir/log"; then
     echo "kd eval --text under mpirun: refused"
