@@ -609,13 +609,15 @@ static void summary(const state *s, const model_stats *st, int n, char *out, siz
                                 "The student distilled from the logits of %s reaches %.2f%% "
                                 "test accuracy",
                                 s->o->teacher_logits, k->accuracy);
-    else
+    else { /* a student slower than its teacher (a CNN from an MLP) says so */
+        double speed = t->latency_us / k->latency_us;
         used = (size_t)snprintf(
             out, size,
             "The distilled student keeps %.1f%% of the teacher's accuracy with %.1f%% of its "
-            "parameters and runs %.1fx faster",
+            "parameters and runs %.1fx %s",
             100.0 * k->accuracy / t->accuracy, 100.0 * (double)k->params / (double)t->params,
-            t->latency_us / k->latency_us);
+            speed >= 1.0 ? speed : 1.0 / speed, speed >= 1.0 ? "faster" : "slower");
+    }
     if (s->compare && used < size && s->nseeds > 1) {
         double gain[100], m, sd;
         for (int i = 0; i < s->nseeds; i++) gain[i] = s->acc[0][i] - s->acc[1][i];
