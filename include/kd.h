@@ -760,7 +760,10 @@ typedef enum kd_trainer_option {
      * deviations from the job's mean, so the variance stays as precise as a lone trainer's); each
      * backward, 2 C values. A process's slice may hold a single value a channel (one row before a
      * bn on flat input): the job's batch must hold two, else every process fails the step alike
-     * (KD_ERR_SHAPE). Every process must turn it on at the same step. */
+     * (KD_ERR_SHAPE). Every process must turn it on at the same step. Without it each process's bn
+     * layers normalise by, and keep the running statistics of, their own slice, so the processes'
+     * models predict apart (PyTorch's DistributedDataParallel instead broadcasts rank 0's buffers
+     * at each forward): save or evaluate rank 0's. */
     KD_TRAINER_SYNC_BATCHNORM = 50,
     /* Gradient buckets of a data-parallel job, int >= 0 values (floats), default 262144 (1 MiB,
      * PyTorch DistributedDataParallel's first bucket; Li et al., "PyTorch Distributed", VLDB 2020).
