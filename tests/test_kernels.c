@@ -684,8 +684,9 @@ static void check_gemm_packed(const kdi_kernels *kt, const gemm_case *g)
     check_gemm_with(kt, 2, g);
 }
 
-static const int64_t gemm_shapes[][3] = {
-    {1, 1, 1}, {7, 5, 3}, {33, 17, 65}, {16, 31, 9}, {128, 10, 800}};
+/* with a few rows (3, 6, 12) B transposed takes the dot form or the packed kernel with AVX2 */
+static const int64_t gemm_shapes[][3] = {{1, 1, 1},      {7, 5, 3},   {33, 17, 65}, {16, 31, 9},
+                                         {128, 10, 800}, {3, 40, 70}, {6, 33, 100}, {12, 20, 130}};
 
 START_TEST(gemm)
 {

@@ -28,6 +28,14 @@
 
 /* gemm's choice of gemm_small over cblas_sgemm (see gemm_is_small). */
 #define KDI_GEMM_SMALL_ROWS 2
+/* A layer's weights (B transposed) against a few rows, with AVX2: the dot form up to this many
+ * rows, the packed kernel up to KDI_GEMM_FEW_ROWS (see gemm_route). */
+#if VEC_W == 8
+#define KDI_GEMM_DOT_ROWS 6
+#else
+#define KDI_GEMM_DOT_ROWS KDI_GEMM_SMALL_ROWS
+#endif
+#define KDI_GEMM_FEW_ROWS 16
 #define KDI_GEMM_SMALL_MNK 2097152.0
 
 /* ---------------------------------------------------------------- GEMM */
@@ -385,11 +393,12 @@ static void gemm_packed(int ta, int tb, int64_t m, int64_t n, int64_t k, float a
  * bench_conv at batch 1, dense layers' backward at small batches) unless k is short and C large
  * (an outer product, bound by C's traffic, where OpenBLAS is ahead); the dot form only wins as a
  * GEMV (1 or 2 rows of C: 12x the Haswell core, on par with AVX-512's), as it rereads B for
- * every pair of rows. */
+ * every pair of rows, and with AVX2 up to KDI_GEMM_DOT_ROWS (OpenBLAS's B-transposed path packs
+ * all of B for a few rows). */
 static int gemm_is_small(int ta, int tb, int64_t m, int64_t n, int64_t k)
 {
     if (ta && tb) return 0;
-    if (tb) return m <= KDI_GEMM_SMALL_ROWS;
+    if (tb) return m <= KDI_GEMM_DOT_ROWS;
     double mn = (double)m * (double)n;
     return mn * (double)k <= KDI_GEMM_SMALL_MNK && (k >= 16 || mn <= 16384.0);
 }
@@ -414,6 +423,11 @@ static int gemm_route(int ta, int tb, int64_t m, int64_t n, int64_t k)
     /* AVX-512: the packed kernel is 2x OpenBLAS's Haswell core (its choice on AMD Zen) and on par
      * with its AVX-512 cores on every shape bench_gemm_small times; with AVX2 it only ties. */
     if (!(ta && tb)) return KDI_GEMM_BY_PACKED;
+#else
+    /* AVX2, a dense layer's forward at batch 3 to 16 (Zen 3, 784-256-10 student, one thread):
+     * OpenBLAS took 78-165 us a prediction (it packs all of B for a few rows), against 17-20 us at
+     * batch 2 on the dot form; the dot form (to 6 rows) 31-81 us, the packed kernel 67-106 us */
+    if (!ta && tb && m <= KDI_GEMM_FEW_ROWS) return KDI_GEMM_BY_PACKED;
 #endif
     return KDI_GEMM_BY_GEMM;
 }
