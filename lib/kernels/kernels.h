@@ -191,6 +191,15 @@ typedef struct kdi_kernels {
 #define KDI_KERNEL_TABLE(table, label)                                                             \
     const kdi_kernels table = {.name = label, KDI_EACH_KERNEL(KDI_KERNEL_FIELD)}
 
+/* The kernel a gemm_route answer names (KDI_GEMM_BY_GEMM: gemm itself), for a caller that splits a
+ * product and runs every slice on the whole product's kernel. */
+static inline kdi_gemm_fn *kdi_gemm_by(const kdi_kernels *k, int route)
+{
+    return route == KDI_GEMM_BY_SMALL    ? k->gemm_small
+           : route == KDI_GEMM_BY_PACKED ? k->gemm_packed
+                                         : k->gemm;
+}
+
 /* The table in use: chosen once (pthread_once) from KD_KERNELS or the CPU. Never NULL. */
 const kdi_kernels *kdi_kernels_get(void);
 /* A named variant if this build and CPU support it, else NULL: tests compare each with "ref". */

@@ -455,6 +455,11 @@ static void gemm(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha, c
 
 /* gemm's product with B's rows given by offsets (see kernels.h): its small shapes by the axpy
  * tiles, the others by the packed kernel (with AVX2 too: OpenBLAS cannot read such rows). */
+static int gemm_rows_b_route(int64_t m, int64_t n, int64_t k)
+{
+    return gemm_is_small(0, 0, m, n, k) ? KDI_GEMM_BY_SMALL : KDI_GEMM_BY_PACKED;
+}
+
 static void gemm_rows_b(int64_t m, int64_t n, int64_t k, float alpha, const float *a, int64_t lda,
                         const float *b, const int64_t *b_rows, float beta, float *c, int64_t ldc)
 {
@@ -463,15 +468,10 @@ static void gemm_rows_b(int64_t m, int64_t n, int64_t k, float alpha, const floa
         kdi_kernels_ref.gemm_rows_b(m, n, k, alpha, a, lda, b, b_rows, beta, c, ldc);
         return;
     }
-    if (gemm_is_small(0, 0, m, n, k))
+    if (gemm_rows_b_route(m, n, k) == KDI_GEMM_BY_SMALL)
         gemm_axpy_rows(m, n, k, alpha, a, lda, b, b_rows, beta, c, ldc);
     else
         packed_impl(0, 0, m, n, k, alpha, a, lda, b, 0, b_rows, beta, c, ldc);
-}
-
-static int gemm_rows_b_route(int64_t m, int64_t n, int64_t k)
-{
-    return gemm_is_small(0, 0, m, n, k) ? KDI_GEMM_BY_SMALL : KDI_GEMM_BY_PACKED;
 }
 
 /* ---------------------------------------------------------------- sums in double */

@@ -81,9 +81,7 @@ void kdi_gemm(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha, cons
     /* every slice on the whole product's kernel (see kdi_kernels.gemm_route); parts taken by work
      * stealing (threads.h): a slower core's left parts go to the other */
     int route = kn->gemm_route(ta, tb, m, n, k);
-    kdi_gemm_fn *fn = route == KDI_GEMM_BY_SMALL    ? kn->gemm_small
-                      : route == KDI_GEMM_BY_PACKED ? kn->gemm_packed
-                                                    : kn->gemm;
+    kdi_gemm_fn *fn = kdi_gemm_by(kn, route);
     kdi_blas_serial_begin();
     KDI_STEAL(
         nt, (len + KDI_BLOCK - 1) / KDI_BLOCK, parts, p,

@@ -626,10 +626,9 @@ static int64_t shared_parts(const kdi_layer *l, const dims *d, int64_t batch, kd
         return kn->gemm_rows_b_route(d->og, d->cw, d->kk) == KDI_GEMM_BY_PACKED ? 0 : parts;
     }
     int route = kn->gemm_route(0, 0, d->og, d->cw, d->kk);
-    *fn = route == KDI_GEMM_BY_SMALL    ? kn->gemm_small
-          : route == KDI_GEMM_BY_PACKED ? kn->gemm_packed
-                                        : NULL; /* BLAS may round a slice's edge apart */
-    return *fn != NULL ? parts : 0;
+    if (route == KDI_GEMM_BY_GEMM) return 0; /* BLAS may round a slice's edge apart */
+    *fn = kdi_gemm_by(kn, route);
+    return parts;
 }
 
 static void forward_shared(const kdi_layer *l, const dims *d, kdi_gemm_fn *fn, int64_t parts,
