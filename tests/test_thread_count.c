@@ -26,6 +26,7 @@
 #include "kd.h"
 #include "kernels/kernels.h"
 #include "nn/gemm.h"
+#include "optim/optim.h"
 #include "testutil.h"
 
 #define BATCH 40
@@ -125,6 +126,51 @@ START_TEST(sgd_same_results) { same_on_1_and_2(KD_OPTIMIZER_SGD, 1e-4); }
 END_TEST
 
 START_TEST(adam_same_results) { same_on_1_and_2(KD_OPTIMIZER_ADAM, 1e-3); }
+END_TEST
+
+/* The step's gradient norm (the clip coefficient and the finiteness check) sums a large
+ * parameter's gradient in fixed slices on the threads: bitwise the same on 1 and 2 threads, and
+ * the exact sum to double rounding. */
+static double grad_norm_on(int32_t threads, int64_t *count)
+{
+    ck_assert_int_eq(kd_set_threads(threads), KD_OK);
+    kd_model *m;
+    kd_optimizer *o;
+    ck_assert_int_eq(kd_model_create("input 300 | dense 211 | relu | dense 7", 3, &m), KD_OK);
+    ck_assert_int_eq(kd_optimizer_create(KD_OPTIMIZER_SGD, m, &o), KD_OK);
+    const kdi_param_list *pl = kdi_model_params(m);
+    *count = 0;
+    for (int32_t i = 0; i < pl->n; i++) {
+        kdi_param *p = pl->items[i].p;
+        kdt_fill(p->grad, p->count, 11 + (uint64_t)i, -2.0f, 2.0f);
+        *count += p->count;
+    }
+    ck_assert_msg(kd_optimizer_step(o) == KD_OK, "%s", kd_last_error());
+    double norm = o->grad_norm;
+    kd_optimizer_destroy(o);
+    kd_model_destroy(m);
+    return norm;
+}
+
+START_TEST(grad_norm_same_on_1_and_2)
+{
+    int64_t n1, n2;
+    double g1 = grad_norm_on(1, &n1), g2 = grad_norm_on(2, &n2);
+    ck_assert_int_ge(n1, KDI_PARALLEL_MIN); /* the first layer's weights take the sliced sum */
+    ck_assert_msg(memcmp(&g1, &g2, sizeof g1) == 0, "grad norm %.17g on 1 thread, %.17g on 2", g1,
+                  g2);
+    long double acc = 0.0L; /* the same fills, summed one value at a time in long double */
+    float *g = malloc(sizeof(float) * 300 * 211);
+    ck_assert_ptr_nonnull(g);
+    int64_t sizes[] = {300 * 211, 211, 211 * 7, 7};
+    for (int i = 0; i < 4; i++) {
+        kdt_fill(g, sizes[i], 11 + (uint64_t)i, -2.0f, 2.0f);
+        for (int64_t j = 0; j < sizes[i]; j++) acc += (long double)g[j] * g[j];
+    }
+    double ref = (double)sqrtl(acc);
+    free(g);
+    ck_assert_msg(fabs(g1 - ref) <= 1e-12 * ref, "grad norm %.17g, exact %.17g", g1, ref);
+}
 END_TEST
 
 /* kdi_gemm split over 2 threads by C's columns and by its rows, each transposition, against the
@@ -445,6 +491,7 @@ int main(void)
     tcase_add_test(tc, conv_on_the_helper);
     tcase_add_test(tc, sgd_same_results);
     tcase_add_test(tc, adam_same_results);
+    tcase_add_test(tc, grad_norm_same_on_1_and_2);
     tcase_add_test(tc, attention_pairs);
     tcase_add_test(tc, steal_runs_every_part_once);
     suite_add_tcase(s, tc);
