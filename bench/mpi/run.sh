@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # One distillation epoch with 1 and 2 MPI ranks of one thread each (issue 15), and the speed-up;
 # then the ceiling a second rank can reach on this machine: one lone rank stepping on half of
-# each batch (the work of one of two ranks, without their all-reduce). Strong scaling: the same
+# each batch (the work of one of two ranks, without their all-reduce); and the ceiling of the
+# machine's shared caches and memory: two such lone ranks at once, one a core, still without any
+# all-reduce (the slower of the two). Strong scaling: the same
 # global batches of 128 (the 1-process training, to rounding). Then weak scaling: 128 images a
 # rank (global batches of 256 with 2 ranks, half the steps), as DistributedDataParallel is mostly
 # run; it trains differently, so it is a throughput figure, not the equivalence of tests/mpi.
@@ -24,21 +26,30 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_btl=se
 echo "# $(nproc) cores; load before: $(cut -d' ' -f1-3 /proc/loadavg); OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-unset}; $rounds rounds"
 secs() { sed -n 's/\(^[^:]*\) ranks.*: *\([0-9.]*\) s an epoch.*/\2/p'; }
 table=$(mktemp)
-trap 'rm -f "$table"' EXIT
+pairs=$(mktemp)
+trap 'rm -f "$table" "$pairs" "$pairs.0" "$pairs.1"' EXIT
 for r in $(seq "$rounds"); do
     out1=$(mpirun -np 1 --bind-to core "$build/bench/bench_mpi" "$prefix")
     out2=$(mpirun -np 2 --bind-to core "$build/bench/bench_mpi" "$prefix")
     half=$(mpirun -np 1 --bind-to core "$build/bench/bench_mpi" "$prefix" all 262144 2)
     weak=$(mpirun -np 2 --bind-to core "$build/bench/bench_mpi" "$prefix" all -1 1 weak)
+    # two lone ranks on half batches at once, each pinned to its own core by taskset (two mpiruns
+    # binding by themselves would both take core 0)
+    for c in 0 1; do
+        taskset -c "$c" mpirun -np 1 --bind-to none "$build/bench/bench_mpi" "$prefix" all 262144 2 \
+            >"$pairs.$c" &
+    done
+    wait
+    pair=$(paste -d' ' <(secs <"$pairs.0") <(secs <"$pairs.1") | awk '{ print ($1 > $2 ? $1 : $2) }')
     echo "## round $r"
     printf '%s\n%s\n%s\n' "$out1" "$out2" "$weak"
-    # a line a workload: name, 1 rank, 2 ranks, half batches, weak (seconds an epoch)
+    # a line a workload: name, 1 rank, 2 ranks, half batches, weak, pair (seconds an epoch)
     paste -d'|' <(echo "$out1" | sed 's/ *ranks.*//') <(echo "$out1" | secs) <(echo "$out2" | secs) \
-        <(echo "$half" | secs) <(echo "$weak" | secs) | tee -a "$table" |
-        awk -F'|' '{ printf "  %s: strong %.2fx (ceiling %.2fx, one rank on half batches), weak %.2fx\n", $1, $2 / $3, $2 / $4, $2 / $5 }'
+        <(echo "$half" | secs) <(echo "$weak" | secs) <(echo "$pair") | tee -a "$table" |
+        awk -F'|' '{ printf "  %s: strong %.2fx (ceilings %.2fx one rank on half batches, %.2fx two at once), weak %.2fx\n", $1, $2 / $3, $2 / $4, $2 / $6, $2 / $5 }'
 done
-echo "## medians of $rounds rounds (seconds an epoch: 1 rank, 2 ranks, half batches, 2 ranks weak)"
-awk -F'|' '{ n[$1]++; for (k = 2; k <= 5; k++) v[$1, k, n[$1]] = $k }
+echo "## medians of $rounds rounds (seconds an epoch: 1 rank, 2 ranks, half batches, 2 ranks weak, two half-batch ranks at once)"
+awk -F'|' '{ n[$1]++; for (k = 2; k <= 6; k++) v[$1, k, n[$1]] = $k }
     function med(name, k,   m, i, j, a, t) {
         m = n[name]
         for (i = 1; i <= m; i++) a[i] = v[name, k, i]
@@ -46,5 +57,5 @@ awk -F'|' '{ n[$1]++; for (k = 2; k <= 5; k++) v[$1, k, n[$1]] = $k }
         return m % 2 ? a[(m + 1) / 2] : (a[m / 2] + a[m / 2 + 1]) / 2
     }
     END { for (name in n) {
-        s1 = med(name, 2); s2 = med(name, 3); sh = med(name, 4); sw = med(name, 5)
-        printf "%s: %.2f / %.2f / %.2f / %.2f s; strong scaling %.2fx (ceiling %.2fx), weak scaling %.2fx\n", name, s1, s2, sh, sw, s1 / s2, s1 / sh, s1 / sw } }' "$table"
+        s1 = med(name, 2); s2 = med(name, 3); sh = med(name, 4); sw = med(name, 5); sp = med(name, 6)
+        printf "%s: %.2f / %.2f / %.2f / %.2f / %.2f s; strong scaling %.2fx (ceilings %.2fx alone, %.2fx two at once), weak scaling %.2fx\n", name, s1, s2, sh, sw, sp, s1 / s2, s1 / sh, s1 / sp, s1 / sw } }' "$table"
