@@ -1160,7 +1160,8 @@ typedef kd_status (*kd_allreduce_fn)(float *data, int64_t count, void *user);
  * through fn; fn NULL (with world 1, rank 0) makes it a lone trainer again. Each process then
  * passes kd_trainer_step its slice of every global batch (slices may differ in size, none may be
  * empty), and every step:
- *   - sums the slices' sizes b_r into the global batch B (one all-reduce of 2 values);
+ *   - sums the slices' sizes b_r into the global batch B (one all-reduce of 3 values, the last
+ *     counting processes that refused their slices);
  *   - during and after the backward pass, sums (b_r / B) * gradient over the processes, in
  *     buckets (KD_TRAINER_BUCKET_FLOATS): every trainable parameter of the student and of the
  *     feature terms' regressors, and the loss (*loss is then the global batch's loss on every
@@ -1172,6 +1173,11 @@ typedef kd_status (*kd_allreduce_fn)(float *data, int64_t count, void *user);
  * slice's statistics unless KD_TRAINER_SYNC_BATCHNORM is set (kd_trainer_set_int); dropout masks differ from a lone
  * trainer's (each process draws its own). The models, optimizer states and cached teacher logits
  * are the host's to make identical: same seeds, or kd_trainer_broadcast.
+ * A process whose step is refused before the sums (x NULL or holding NaN, a label out of range,
+ * an empty slice, no memory) still takes part in that first all-reduce and returns its own error;
+ * every other process's step then fails with KD_ERR_STATE ("... refused their slices ..."), and
+ * no student moves. So no process waits in the sums of a step another never takes, and the next
+ * step of every process is taken together.
  * Errors: KD_ERR_ARGUMENT for world < 1, rank outside 0 .. world - 1, fn NULL with world > 1. */
 KD_API kd_status kd_trainer_set_allreduce(kd_trainer *t, kd_allreduce_fn fn, void *user,
                                           int32_t rank, int32_t world);

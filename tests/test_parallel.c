@@ -315,6 +315,79 @@ END_TEST
 START_TEST(synchronised_statistics_of_a_slice_of_one) { two_ranks_like_lone(1, 0); }
 END_TEST
 
+/* One process refuses its slice (NaN in x, a bad label, an empty slice) while the other's is
+ * fine: both steps fail, neither student moves, and no process is left waiting in a sum of a step
+ * the other never takes (before, the good process hung in the step's first all-reduce, or paired
+ * it with the refusing process's next step). The next step of both is taken together. */
+typedef struct refusal {
+    rank_ctx *c;
+    const float *x;
+    const int32_t *y;
+    int64_t batch;
+    kd_status st;
+    char msg[512];
+} refusal;
+
+static void *refusal_step(void *arg)
+{
+    refusal *f = arg;
+    f->st = kd_trainer_step(f->c->r.t, f->x, f->y, NULL, f->batch, &f->c->loss);
+    snprintf(f->msg, sizeof f->msg, "%s", kd_last_error());
+    return NULL;
+}
+
+static void refused_by_one(int how)
+{
+    two w;
+    pthread_barrier_init(&w.bar, NULL, 2);
+    rank_ctx c[2] = {{.w = &w, .rank = 0}, {.w = &w, .rank = 1}};
+    for (int k = 0; k < 2; k++) {
+        c[k].r = make(CNN);
+        ck_assert_int_eq(kd_trainer_set_allreduce(c[k].r.t, two_sum, &c[k], k, 2), KD_OK);
+        ck_assert_int_eq(kd_trainer_set_int(c[k].r.t, KD_TRAINER_SYNC_BATCHNORM, 1), KD_OK);
+    }
+    float x[B * IN], bad[B * IN], before[2][B * C], after[B * C];
+    int32_t y[B], bad_y[B];
+    data(x, y, 5);
+    memcpy(bad, x, sizeof x);
+    memcpy(bad_y, y, sizeof y);
+    if (how == 0) bad[B / 2 * IN + 3] = NAN;
+    if (how == 1) bad_y[B / 2 + 1] = C;
+    for (int k = 0; k < 2; k++)
+        ck_assert_int_eq(kd_model_predict(c[k].r.student, x, B, before[k]), KD_OK);
+    refusal f[2] = {
+        {.c = &c[0], .x = x, .y = y, .batch = B / 2},
+        {.c = &c[1], .x = bad + B / 2 * IN, .y = bad_y + B / 2, .batch = how == 2 ? 0 : B / 2}};
+    pthread_t th[2];
+    for (int k = 0; k < 2; k++)
+        ck_assert_int_eq(pthread_create(&th[k], NULL, refusal_step, &f[k]), 0);
+    for (int k = 0; k < 2; k++) pthread_join(th[k], NULL);
+    ck_assert_int_eq(f[1].st, how == 0 ? KD_ERR_NUMERIC : KD_ERR_ARGUMENT);
+    ck_assert_int_eq(f[0].st, KD_ERR_STATE);
+    ck_assert_msg(strstr(f[0].msg, "1 of the job's 2 processes refused") != NULL, "%s", f[0].msg);
+    for (int k = 0; k < 2; k++) {
+        ck_assert_int_eq(kd_model_predict(c[k].r.student, x, B, after), KD_OK);
+        ck_assert_mem_eq(before[k], after, sizeof after);
+    }
+    /* the next step pairs up */
+    for (int k = 0; k < 2; k++) {
+        c[k].lo = k * B / 2;
+        c[k].hi = (k + 1) * B / 2;
+    }
+    both_step(c, x, y);
+    ck_assert_float_eq(c[0].loss, c[1].loss);
+    for (int k = 0; k < 2; k++) destroy(&c[k].r);
+    pthread_barrier_destroy(&w.bar);
+}
+
+START_TEST(a_refusal_fails_every_process_alike)
+{
+    refused_by_one(0); /* NaN in its slice */
+    refused_by_one(1); /* a label out of range */
+    refused_by_one(2); /* an empty slice */
+}
+END_TEST
+
 START_TEST(synchronised_statistics_far_from_the_running_mean)
 {
     int far = sync_bn_first_step(10.0f), near = sync_bn_first_step(0.0f);
@@ -500,6 +573,7 @@ int main(void)
     tcase_add_test(t, failed_bucket_waits_for_the_others);
     tcase_add_test(t, bad_arguments);
     tcase_add_test(t, failed_sums_change_nothing);
+    tcase_add_test(t, a_refusal_fails_every_process_alike);
     tcase_add_test(t, broadcast_from_process_zero);
     suite_add_tcase(s, t);
     return kdt_run(s);

@@ -203,12 +203,25 @@ kd_status kdi_trainer_parallel_reserve(kd_trainer *t)
     return kdi_buf_reserve(&t->par.bucket, packed + open + 1);
 }
 
-/* The global batch: sums (b_r, 1) over the job, so a process that is missing or counted twice is
- * caught before any gradient is summed. */
-kd_status kdi_trainer_parallel_begin(kd_trainer *t, int64_t batch)
+/* The global batch: sums (b_r, 1, refused) over the job, so a process that is missing or counted
+ * twice is caught before any gradient is summed, and a process that refused its step (`refused`,
+ * its own status: bad input, no memory) still takes this first sum: every process's step then
+ * fails before anything changes, rather than the others waiting in the sums of a step it never
+ * takes (or pairing them with its next step's). */
+kd_status kdi_trainer_parallel_begin(kd_trainer *t, int64_t batch, kd_status refused)
 {
-    float v[2] = {(float)batch, 1.0f};
-    KDI_TRY(reduce(t, v, 2, "the slices' sizes"));
+    float v[3] = {refused == KD_OK ? (float)batch : 0.0f, 1.0f, refused == KD_OK ? 0.0f : 1.0f};
+    if (refused != KD_OK) {
+        /* its own error stands, whatever the sum returns (it would overwrite the message) */
+        (void)t->sync.fn(v, 3, t->sync.user);
+        return refused;
+    }
+    KDI_TRY(reduce(t, v, 3, "the slices' sizes"));
+    if (v[2] > 0.0f)
+        return kdi_fail(KD_ERR_STATE,
+                        "%g of the job's %d processes refused their slices of this step (their own "
+                        "errors say why), so no process stepped (rank %d)",
+                        (double)v[2], (int)t->par.world, (int)t->par.rank);
     if ((int32_t)v[1] != t->par.world)
         return kdi_fail(KD_ERR_STATE,
                         "the all-reduce summed %g processes but the trainer was told %d (rank %d)",

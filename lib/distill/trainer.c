@@ -202,20 +202,18 @@ static kd_status undo_reserve(kd_trainer *t)
     return kdi_buf_reserve(&t->undo, (bytes + 3) / 4);
 }
 
-kd_status kd_trainer_step(kd_trainer *t, const float *x, const int32_t *labels,
-                          const float *teacher_logits, int64_t batch, float *loss)
+/* Everything a step checks and reserves before it changes anything: a process of a data-parallel
+ * job that fails here still takes the step's first sum (kdi_trainer_parallel_begin). */
+static kd_status prepare(kd_trainer *t, const float *x, const int32_t *labels,
+                         const float *teacher_logits, int64_t batch, const float **soft,
+                         int *is_logits)
 {
-    KDI_CHECK_NULL(t);
-    KDI_CHECK_NULL(x);
-    KDI_CHECK_NULL(loss);
     KDI_TRY(check_batch(t, x, batch));
-    const float *soft = NULL;
-    int is_logits = 0;
     t->teachers_ran = 0;
     KDI_TRY(kdi_trainer_features_check(t));
     if (!t->hint_only) {
-        KDI_TRY(soft_targets(t, x, teacher_logits, batch, &soft, &is_logits));
-        KDI_TRY(kdi_loss_check(t->loss, soft, is_logits, labels, batch * t->rows, t->classes));
+        KDI_TRY(soft_targets(t, x, teacher_logits, batch, soft, is_logits));
+        KDI_TRY(kdi_loss_check(t->loss, *soft, *is_logits, labels, batch * t->rows, t->classes));
     }
     KDI_TRY(kdi_optimizer_check(t->opt));
     KDI_TRY(kdi_buf_reserve(&t->logits, batch * t->rows * t->classes));
@@ -224,12 +222,25 @@ kd_status kd_trainer_step(kd_trainer *t, const float *x, const int32_t *labels,
      * cannot grow, a refused regressor step) puts back what the forward moved: a failed step
      * leaves the trainer as it was. */
     KDI_TRY(undo_reserve(t));
-    if (t->sync.fn != NULL) { /* last, after every local refusal: the job's sums start here */
-        KDI_TRY(kdi_trainer_parallel_reserve(t));
-        KDI_TRY(kdi_trainer_parallel_begin(t, batch));
-    }
+    if (t->sync.fn != NULL) KDI_TRY(kdi_trainer_parallel_reserve(t));
+    return KD_OK;
+}
+
+kd_status kd_trainer_step(kd_trainer *t, const float *x, const int32_t *labels,
+                          const float *teacher_logits, int64_t batch, float *loss)
+{
+    KDI_CHECK_NULL(t);
+    const float *soft = NULL;
+    int is_logits = 0;
+    kd_status st =
+        x == NULL || loss == NULL
+            ? kdi_fail(KD_ERR_ARGUMENT, "kd_trainer_step: %s is NULL", x == NULL ? "x" : "loss")
+            : prepare(t, x, labels, teacher_logits, batch, &soft, &is_logits);
+    /* last, after every local refusal: the job's sums start here */
+    if (t->sync.fn != NULL) st = kdi_trainer_parallel_begin(t, batch, st);
+    KDI_TRY(st);
     undo_walk(t, 1);
-    kd_status st = learn(t, x, soft, is_logits, labels, batch, loss);
+    st = learn(t, x, soft, is_logits, labels, batch, loss);
     if (st != KD_OK) {
         undo_walk(t, -1);
         kdi_model_zero_grad(t->student);

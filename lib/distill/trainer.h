@@ -65,7 +65,9 @@ int kdi_trainer_crd(const kd_trainer *t, int32_t k, kd_feature_loss **loss, int6
 /* Data-parallel training (parallel.c). */
 kd_status kdi_trainer_set_sync_bn(kd_trainer *t, int64_t value);
 kd_status kdi_trainer_parallel_reserve(kd_trainer *t);
-kd_status kdi_trainer_parallel_begin(kd_trainer *t, int64_t batch);
+/* The step's first sum over the job (the global batch); `refused` is this process's status so far:
+ * not KD_OK, it still takes part and returns it, and every other process fails its step. */
+kd_status kdi_trainer_parallel_begin(kd_trainer *t, int64_t batch, kd_status refused);
 /* The student's backward pass from grad, summing the gradient buckets over the job as it goes,
  * then the last bucket with *loss; every started sum is waited for, even on failure. */
 kd_status kdi_trainer_parallel_backward(kd_trainer *t, const float *grad, float *loss);
