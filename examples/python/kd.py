@@ -805,8 +805,11 @@ def soft_targets(teachers, x, batch, temperature, weights=None):
     """The teachers' (weighted) probabilities at temperature, [batch, classes]."""
     handles = (_P * len(teachers))(*[t.handle for t in teachers])
     probs = _out(batch * teachers[0].output_size) if teachers else _out(0)
-    lib().kd_teacher_soft_targets(handles, _floats(weights), len(teachers), _floats(x), batch,
-                                  temperature, _floats(probs))
+    # The library reads batch examples of x and a weight a teacher: short buffers are refused
+    # here, or it would read past them (no teachers: the call itself says what is wrong).
+    inputs = batch * teachers[0].input_size if teachers else None
+    lib().kd_teacher_soft_targets(handles, _floats(weights, len(teachers)), len(teachers),
+                                  _floats(x, inputs), batch, temperature, _floats(probs))
     return probs
 
 

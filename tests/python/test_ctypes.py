@@ -86,6 +86,16 @@ class Distillation(unittest.TestCase):
             self.assertTrue(all(p > 0 for p in row))
             self.assertAlmostEqual(sum(row), 1.0, places=5)
 
+    def test_soft_targets_refuses_short_buffers(self):
+        # the library reads batch * input_size values of x and one weight a teacher
+        x, _ = batch_data()
+        with self.assertRaises(ValueError):
+            kd.soft_targets([self.teacher], x, 2000000, 2.0)
+        with self.assertRaises(ValueError):
+            kd.soft_targets([self.teacher, self.teacher], x, BATCH, 2.0, [1.0])
+        probs = kd.soft_targets([self.teacher, self.teacher], x, BATCH, 2.0, [1.0, 3.0])
+        self.assertEqual(len(probs), BATCH * CLASSES)
+
     def test_a_higher_temperature_is_softer(self):
         x, _ = batch_data()
         sharp = kd.soft_targets([self.teacher], x, BATCH, 1.0)
