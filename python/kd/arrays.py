@@ -95,9 +95,12 @@ def out_ints(a):
     return _pointer(a, ctypes.c_int32, _PI)
 
 
-def param(values, name):
-    """A small parameter vector (any sequence) as a float32 array."""
+def param(values, name, size=None):
+    """A small parameter vector (any sequence) as a float32 array; ValueError unless it holds
+    size values (when size is given: the library reads exactly that many)."""
     a = np.ascontiguousarray(values, dtype=np.float32).reshape(-1)
+    if size is not None and a.size != size:
+        raise ValueError("%s: expected %d values, got %d" % (name, size, a.size))
     return a
 
 

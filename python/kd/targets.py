@@ -11,13 +11,13 @@ __all__ = ["soft_targets", "soft_targets_from_logits", "topk_from_logits", "topk
 def soft_targets(teachers, x, temperature, weights=None, out=None):
     """The teachers' weighted mean probabilities softmax(z / T) on x float32 [batch, input_size]
     (Hinton et al. 2015, eq. 1): float32 [batch, classes]. weights: one per teacher (a sequence,
-    normalised by the library), None for equal."""
+    normalised by the library; ValueError for any other count), None for equal."""
     if not teachers:
         raise ValueError("teachers: expected at least one Model")
     batch = A.batch_of(x, "x", teachers[0].input_size)
     handles = (_P * len(teachers))(*[t._h for t in teachers])
     probs = A.output(out, (batch, teachers[0].output_size))
-    w = A.param(weights, "weights") if weights is not None else None
+    w = A.param(weights, "weights (one a teacher)", len(teachers)) if weights is not None else None
     lib().kd_teacher_soft_targets(handles, A.out_floats(w) if w is not None else None,
                                   len(teachers), A.floats(x, "x"), batch, temperature,
                                   A.out_floats(probs))
@@ -36,7 +36,7 @@ def soft_targets_from_logits(logits, temperature, weights=None, out=None):
         raise ValueError("logits: expected [teachers, batch, classes], got shape %s"
                          % (logits.shape,))
     probs = A.output(out, (batch, classes))
-    w = A.param(weights, "weights") if weights is not None else None
+    w = A.param(weights, "weights (one a teacher)", n) if weights is not None else None
     lib().kd_soft_targets_from_logits(A.floats(logits, "logits"),
                                       A.out_floats(w) if w is not None else None, n, batch,
                                       classes, temperature, A.out_floats(probs))

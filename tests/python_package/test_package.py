@@ -417,6 +417,22 @@ class Errors(unittest.TestCase):
             kd.set_limit(kd.LIMIT_MODEL_VALUES, old)
         kd.set_allocator()  # libc's again, as it already is
 
+    def test_teacher_weights_one_a_teacher(self):
+        # the library reads exactly one weight a teacher: a slice of a longer buffer or extra
+        # weights were taken silently
+        teacher, _ = teacher_student()
+        x, _ = batch_data()
+        z = teacher.predict(x)
+        buf = np.array([1, 1000], np.float32)
+        for weights in (buf[:1], [1, 0, 0, 0], []):
+            with self.assertRaises(ValueError) as caught:
+                kd.soft_targets([teacher, teacher], x, 4.0, weights=weights)
+            self.assertIn("weights", str(caught.exception))
+            with self.assertRaises(ValueError):
+                kd.soft_targets_from_logits(np.stack([z, z]), 4.0, weights=weights)
+        np.testing.assert_allclose(kd.soft_targets([teacher, teacher], x, 4.0, weights=buf),
+                                   kd.soft_targets([teacher], x, 4.0), rtol=1e-5)
+
     def test_a_failed_call_changes_nothing(self):
         loss = kd.Loss()
         self.assertFailsWith(kd.ArgumentError, kd.ERR_ARGUMENT, loss.set, kd.LOSS_TEMPERATURE,
