@@ -981,7 +981,10 @@ KD_API kd_status kd_batcher_create(const kd_dataset *d, int64_t batch, uint64_t 
 KD_API void kd_batcher_destroy(kd_batcher *b);
 /* Copies the next batch into x [batch, c*h*w] and labels [batch] (labels may be NULL; -1 when the
  * set is unlabelled); *rows gets its size, the last batch of an epoch may be short. At the end of an
- * epoch *rows is 0 and the next call starts a new epoch in a new order. */
+ * epoch *rows is 0 and the next call starts a new epoch in a new order. An epoch's order is drawn
+ * for the dataset's size at its start: after kd_dataset_hold_out shrinks the dataset during an
+ * epoch, every call fails with KD_ERR_STATE (create a new batcher); between epochs, or before the
+ * first call, the next epoch simply covers the new size. */
 KD_API kd_status kd_batcher_next(kd_batcher *b, float *x, int32_t *labels, int64_t *rows);
 /* The dataset indices of the last batch (borrowed, valid until the next kd_batcher_next), so cached
  * per-example data such as teacher logits can follow the shuffle. */
@@ -1225,8 +1228,9 @@ KD_API kd_status kd_trainer_set_allreduce_async(kd_trainer *t, kd_allreduce_star
  * the same two parts, so a validation split of a training set costs the held-out part's memory,
  * not the whole set's again. fraction in (0, 1), neither part empty (KD_ERR_ARGUMENT); on any
  * failure d is unchanged and *held_out untouched. Pointers from kd_dataset_images and
- * kd_dataset_labels of d stay valid (d's buffers are compacted in place) and its size shrinks.
- * The caller destroys *held_out. */
+ * kd_dataset_labels of d stay valid (d's buffers are compacted in place) and its size shrinks; a
+ * batcher of d in the middle of an epoch can no longer go on (kd_batcher_next). The caller
+ * destroys *held_out. */
 KD_API kd_status kd_dataset_hold_out(kd_dataset *d, float fraction, uint64_t seed,
                                      kd_dataset **held_out);
 /* ---------------------------------------------------------------- ONNX export (issue 14) */

@@ -545,6 +545,66 @@ START_TEST(batch_larger_than_set)
 }
 END_TEST
 
+/* An epoch's order is drawn for the dataset's size: after kd_dataset_hold_out shrinks the set
+ * mid-epoch, its rest (stale indices, held-out examples among them) is refused; between epochs the
+ * next order covers the new size. */
+START_TEST(batcher_after_hold_out)
+{
+    kd_dataset *d, *held, *held2;
+    ck_assert_int_eq(kd_dataset_load_idx(TEST_IMAGES, TEST_LABELS, &d), KD_OK);
+    float *x = malloc(sizeof(float) * 4096 * 784);
+    int32_t y[100];
+    int64_t rows, n, last, order[500];
+    const int64_t *idx;
+    kd_batcher *mid, *fresh, *done, *after;
+    ck_assert_int_eq(kd_batcher_create(d, 100, 3, &mid), KD_OK);
+    ck_assert_int_eq(kd_batcher_create(d, 100, 3, &fresh), KD_OK); /* no call yet */
+    ck_assert_int_eq(kd_batcher_create(d, 4096, 3, &done), KD_OK);
+    ck_assert_int_eq(kd_batcher_next(mid, x, y, &rows), KD_OK);
+    ck_assert_int_eq(rows, 100);
+    ck_assert_int_eq(kd_batcher_next(done, x, NULL, &rows), KD_OK);
+    ck_assert_int_eq(rows, 500); /* the whole epoch given, its end not yet said */
+    ck_assert_int_eq(kd_dataset_hold_out(d, 0.5f, 7, &held), KD_OK);
+    ck_assert_int_eq(kd_dataset_size(d, &n), KD_OK);
+    ck_assert_int_eq(n, 250);
+    for (int i = 0; i < 2; i++) { /* refused every time, and the batcher unchanged */
+        rows = 77;
+        ck_assert_int_eq(kd_batcher_next(mid, x, y, &rows), KD_ERR_STATE);
+        ck_assert_int_eq(rows, 77);
+        ck_assert_msg(strstr(kd_last_error(), "250") && strstr(kd_last_error(), "500") &&
+                          strstr(kd_last_error(), "new batcher"),
+                      "%s", kd_last_error());
+        ck_assert_int_eq(kd_batcher_indices(mid, &idx, &rows), KD_OK);
+        ck_assert_int_eq(rows, 100);
+    }
+    /* a batcher not started, or between epochs, goes on over the 250 left */
+    ck_assert_int_eq(epoch_order(fresh, d, 100, order, &last), 250);
+    assert_permutation(order, 250);
+    ck_assert_int_eq(kd_batcher_next(done, x, NULL, &rows), KD_OK);
+    ck_assert_int_eq(rows, 0);
+    ck_assert_int_eq(kd_batcher_next(done, x, NULL, &rows), KD_OK);
+    ck_assert_int_eq(rows, 250);
+    ck_assert_int_eq(kd_batcher_indices(done, &idx, &rows), KD_OK);
+    assert_permutation(idx, 250);
+    /* a new batcher after the hold-out: whole epochs of the rest, and a hold-out between two of
+     * its epochs is fine too */
+    ck_assert_int_eq(kd_batcher_create(d, 100, 3, &after), KD_OK);
+    ck_assert_int_eq(epoch_order(after, d, 100, order, &last), 250);
+    assert_permutation(order, 250);
+    ck_assert_int_eq(kd_dataset_hold_out(d, 0.2f, 8, &held2), KD_OK);
+    ck_assert_int_eq(epoch_order(after, d, 100, order, &last), 200);
+    assert_permutation(order, 200);
+    kd_batcher_destroy(mid);
+    kd_batcher_destroy(fresh);
+    kd_batcher_destroy(done);
+    kd_batcher_destroy(after);
+    kd_dataset_destroy(held);
+    kd_dataset_destroy(held2);
+    kd_dataset_destroy(d);
+    free(x);
+}
+END_TEST
+
 START_TEST(null_arguments)
 {
     kd_dataset *d;
@@ -597,6 +657,7 @@ int main(void)
     tcase_add_test(t, hostile_gzip);
     tcase_add_test(t, batcher_epochs);
     tcase_add_test(t, batch_larger_than_set);
+    tcase_add_test(t, batcher_after_hold_out);
     tcase_add_test(t, null_arguments);
     tcase_add_test(t, split_partitions);
     tcase_add_test(t, hold_out_matches_split);

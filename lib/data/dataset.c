@@ -17,6 +17,7 @@ struct kd_batcher {
     int64_t batch;
     uint64_t seed;
     int64_t epoch; /* the epoch perm belongs to; -1 before the first */
+    int64_t n;     /* the dataset's size when perm was drawn: kd_dataset_hold_out may shrink it */
     int64_t pos;   /* next index into perm */
     int64_t last_start, last_rows;
     int64_t *perm;
@@ -321,7 +322,8 @@ kd_status kd_batcher_create(const kd_dataset *d, int64_t batch, uint64_t seed, k
         kdi_free(perm);
         return kdi_fail(KD_ERR_NOMEM, "cannot allocate a batcher");
     }
-    *b = (kd_batcher){.d = d, .batch = batch, .seed = seed, .epoch = -1, .perm = perm};
+    /* perm keeps this size: a dataset only ever shrinks (kd_dataset_hold_out). */
+    *b = (kd_batcher){.d = d, .batch = batch, .seed = seed, .epoch = -1, .n = d->n, .perm = perm};
     b->pos = d->n; /* the first call starts epoch 0 */
     *out = b;
     return KD_OK;
@@ -346,6 +348,7 @@ static void shuffle(kd_batcher *b, int64_t epoch)
         b->perm[j] = t;
     }
     b->epoch = epoch;
+    b->n = b->d->n;
     b->pos = 0;
 }
 
@@ -355,7 +358,14 @@ kd_status kd_batcher_next(kd_batcher *b, float *x, int32_t *labels, int64_t *row
     KDI_CHECK_NULL(x);
     KDI_CHECK_NULL(rows);
     const kd_dataset *d = b->d;
-    if (b->pos >= d->n) {
+    /* The rest of an order drawn for another size would name examples that moved or left (the
+     * held-out ones among them): refuse rather than copy them. */
+    if (b->pos < b->n && d->n != b->n)
+        return kdi_fail(KD_ERR_STATE,
+                        "the dataset has %lld examples, but this epoch's order was drawn for %lld "
+                        "(kd_dataset_hold_out during an epoch): create a new batcher",
+                        (long long)d->n, (long long)b->n);
+    if (b->pos >= b->n) {
         if (b->epoch >= 0 && b->last_rows != 0) {
             /* The epoch is over: say so once, then start the next one on the following call. */
             b->last_rows = 0;

@@ -86,7 +86,8 @@ class Dataset(Handle):
     def hold_out(self, fraction, seed):
         """Moves the examples split(fraction, seed) would hold out into a new dataset and returns
         it; this one keeps the rest, compacted in place (no second copy). Views taken of images
-        or labels before the call still cover the old size: take them again."""
+        or labels before the call still cover the old size: take them again. A Batcher in the
+        middle of an epoch over this set cannot go on (StateError): hold out before batching."""
         b = _P()
         lib().kd_dataset_hold_out(self._h, fraction, seed, ctypes.byref(b))
         return Dataset._wrap(b.value)
@@ -165,7 +166,8 @@ class Batcher(Handle):
 
     def next(self):
         """The next batch as (x, labels), new arrays the library filled; both empty at the end
-        of an epoch, after which the next call starts a new epoch in a new order."""
+        of an epoch, after which the next call starts a new epoch in a new order. StateError
+        when the dataset shrank (hold_out) during the epoch: make a new Batcher."""
         x = np.empty((self._batch,) + self._shape, np.float32)
         labels = np.empty(self._batch, np.int32)
         rows = _I64()

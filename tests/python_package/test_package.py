@@ -659,6 +659,16 @@ class Classes(unittest.TestCase):
         moved = whole.hold_out(0.2, 1)  # the same parts, the rest compacted in place
         np.testing.assert_array_equal(moved.labels, held.labels)
         np.testing.assert_array_equal(whole.images, rest.images)
+        # a hold-out during an epoch: the rest of its order is refused (it named rows that moved
+        # or left), a new batcher covers what is left
+        d = kd.Dataset.load_idx(TEST_IMAGES, TEST_LABELS)
+        b = kd.Batcher(d, 100, seed=3)
+        b.next()
+        d.hold_out(0.5, 7)
+        with self.assertRaises(kd.StateError):
+            b.next()
+        seen = np.concatenate([y for _, y in kd.Batcher(d, 100, seed=3)])
+        self.assertEqual(sorted(seen.tolist()), sorted(d.labels.tolist()))
         self.assertIsNone(kd.Dataset(TEST_IMAGES).labels)
         with tempfile.TemporaryDirectory() as tmp:
             for a in (np.arange(12, dtype=np.float32).reshape(3, 4), np.arange(3, dtype=np.int32),
