@@ -1301,7 +1301,8 @@ KD_API kd_status kd_model_sparsity(const kd_model *m, float *sparsity);
  * next dense or conv layer through activations, dropout, bn, pooling or flatten, so the model's
  * last layer and layers before a residual block or layernorm keep their sizes. The spec of *out
  * names the new sizes; normalisation is kept; m is unchanged. fraction in [0, 1)
- * (KD_ERR_ARGUMENT); KD_ERR_UNSUPPORTED for sequence models or when no layer can be pruned. */
+ * (KD_ERR_ARGUMENT); KD_ERR_UNSUPPORTED for sequence models, int8 models (prune before
+ * kd_model_quantize) or when no layer can be pruned. */
 KD_API kd_status kd_model_prune_channels(const kd_model *m, float fraction, kd_model **out);
 
 #ifdef __cplusplus

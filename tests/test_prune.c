@@ -186,6 +186,19 @@ START_TEST(channels_refused)
         kd_model_create("input 4 | dense 8 | residual(dense 8 | relu) | dense 2", 1, &m), KD_OK);
     ck_assert_int_eq(kd_model_prune_channels(m, 0.5f, &p), KD_ERR_UNSUPPORTED);
     kd_model_destroy(m);
+    /* an int8 model is refused as such, not as one with nothing to prune */
+    kd_model *q;
+    float x[4 * 4];
+    for (int i = 0; i < 16; i++) x[i] = (float)(i % 5) * 0.25f - 0.5f;
+    ck_assert_int_eq(kd_model_create("input 4 | dense 8 | relu | dense 3", 1, &m), KD_OK);
+    ck_assert_int_eq(kd_model_quantize(m, x, 4, KD_CALIBRATION_MINMAX, 0.0f, &q), KD_OK);
+    ck_assert_int_eq(kd_model_prune_channels(q, 0.5f, &p), KD_ERR_UNSUPPORTED);
+    ck_assert_msg(strstr(kd_last_error(), "int8") != NULL, "%s", kd_last_error());
+    ck_assert_ptr_null(p);
+    ck_assert_int_eq(kd_model_prune_channels(m, 0.5f, &p), KD_OK); /* the float one prunes */
+    kd_model_destroy(p);
+    kd_model_destroy(q);
+    kd_model_destroy(m);
 }
 END_TEST
 

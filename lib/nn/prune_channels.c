@@ -197,6 +197,11 @@ kd_status kd_model_prune_channels(const kd_model *m, float fraction, kd_model **
     KDI_CHECK_NULL(out);
     if (!(fraction >= 0.0f && fraction < 1.0f))
         return kdi_fail(KD_ERR_ARGUMENT, "fraction must be in [0, 1), got %g", (double)fraction);
+    /* Before the search: an int8 model's layers are qdense/qconv, which it does not know, so it
+     * would say "nothing to prune" instead of why. */
+    if (kdi_model_is_int8(m))
+        return kdi_fail(KD_ERR_UNSUPPORTED, "the model is int8: prune the float model, then "
+                                            "quantise the pruned one (kd_model_quantize)");
     if (m->seq.seq_in || m->seq.vocab > 0)
         return kdi_fail(KD_ERR_UNSUPPORTED,
                         "model '%s' reads a sequence; channel pruning covers models of 'input N' "

@@ -100,7 +100,8 @@ class Model(Handle):
         n output neurons of every dense layer and channels of every conv layer removed, those of
         smallest L1 weight norm, at least one kept; the layers reading them shrink to match. The
         last layer, and layers before a residual block or layernorm, keep their sizes; this model
-        is unchanged. fraction in [0, 1)."""
+        is unchanged. fraction in [0, 1). UnsupportedError for an int8 model: prune the float
+        model, then quantize the pruned one."""
         out = _P()
         lib().kd_model_prune_channels(self._h, fraction, ctypes.byref(out))
         return Model._wrap(out.value)

@@ -328,6 +328,9 @@ class ZeroCopy(unittest.TestCase):
         with m.quantize(x) as q:
             self.assertEqual(address(SPY.last("kd_model_quantize")[1]), x.ctypes.data)
             self.assertTrue(q.is_quantized)
+            with self.assertRaises(kd.UnsupportedError) as err:  # not "nothing to prune"
+                q.prune_channels(0.5)
+            self.assertIn("int8", str(err.exception))
         with self.assertRaises(TypeError):
             m.quantize(x.astype(np.float64))  # never converted behind your back
 
