@@ -383,12 +383,19 @@ _allocator = None  # the ctypes callbacks in use, kept alive while the library m
 def set_allocator(malloc_fn=None, calloc_fn=None, realloc_fn=None, free_fn=None):
     """Routes every libkd allocation through four Python callables (MALLOC_FN... signatures, the
     first argument the user pointer), or back to libc's with no arguments. Call it before creating
-    anything (see kd.h)."""
+    anything (see kd.h). KdError (ERR_ARGUMENT) when only some of the four are given."""
     global _allocator
-    if malloc_fn is None:
+    given = (malloc_fn, calloc_fn, realloc_fn, free_fn)
+    if all(f is None for f in given):
         lib().kd_set_allocator(MALLOC_FN(), CALLOC_FN(), REALLOC_FN(), FREE_FN(), None)
         _allocator = None
         return
+    missing = [n for n, f in zip(("malloc_fn", "calloc_fn", "realloc_fn", "free_fn"), given)
+               if f is None]
+    if missing:  # kd.h's KD_ERR_ARGUMENT, said before ctypes fails to wrap None as a function
+        lib()
+        raise KdError(ERR_ARGUMENT, "kd_set_allocator", "give all four functions, or none for "
+                      "libc's; %s missing" % ", ".join(missing))
     fns = (MALLOC_FN(malloc_fn), CALLOC_FN(calloc_fn), REALLOC_FN(realloc_fn), FREE_FN(free_fn))
     lib().kd_set_allocator(*fns, None)
     _allocator = fns

@@ -1,7 +1,8 @@
 """The library itself: its version, kernels, process-wide limits and allocator."""
 import ctypes
 
-from .capi import _I64, CALLOC_FN, FREE_FN, MALLOC_FN, REALLOC_FN, lib
+from .capi import _I64, CALLOC_FN, ERR_ARGUMENT, FREE_FN, MALLOC_FN, REALLOC_FN, lib
+from .errors import error_for
 
 __all__ = ["version", "version_number", "kernels_name", "set_limit", "get_limit", "set_threads",
            "get_threads",
@@ -64,12 +65,19 @@ _allocator = None  # the ctypes callbacks in use, kept alive while the library m
 def set_allocator(malloc_fn=None, calloc_fn=None, realloc_fn=None, free_fn=None):
     """Routes every libkd allocation through four Python callables (MALLOC_FN... signatures, the
     first argument the user pointer), or back to libc's with no arguments. Call it before creating
-    anything (see kd.h)."""
+    anything (see kd.h). ArgumentError when only some of the four are given."""
     global _allocator
-    if malloc_fn is None:
+    given = (malloc_fn, calloc_fn, realloc_fn, free_fn)
+    if all(f is None for f in given):
         lib().kd_set_allocator(MALLOC_FN(), CALLOC_FN(), REALLOC_FN(), FREE_FN(), None)
         _allocator = None
         return
+    missing = [n for n, f in zip(("malloc_fn", "calloc_fn", "realloc_fn", "free_fn"), given)
+               if f is None]
+    if missing:  # kd.h's KD_ERR_ARGUMENT, said before ctypes fails to wrap None as a function
+        raise error_for(ERR_ARGUMENT, "kd_set_allocator",
+                        "give all four functions, or none for libc's; %s missing"
+                        % ", ".join(missing), strerror(ERR_ARGUMENT))
     fns = (MALLOC_FN(malloc_fn), CALLOC_FN(calloc_fn), REALLOC_FN(realloc_fn), FREE_FN(free_fn))
     lib().kd_set_allocator(*fns, None)
     _allocator = fns

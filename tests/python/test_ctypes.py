@@ -65,6 +65,14 @@ class Limits(unittest.TestCase):
         kd.set_allocator()  # back to libc's, as it already is
         kd.Model("input 4 | dense 2", seed=1).close()
 
+    def test_some_allocator_functions_are_refused(self):
+        for given in ((lambda u, n: None,), (None, None, None, lambda u, p: None)):
+            with self.assertRaises(kd.KdError) as err:
+                kd.set_allocator(*given)
+            self.assertEqual(err.exception.status, kd.ERR_ARGUMENT)
+            self.assertIn("missing", str(err.exception))
+        kd.Model("input 4 | dense 2", seed=1).close()  # libc's still
+
 
 class Distillation(unittest.TestCase):
     def setUp(self):

@@ -419,6 +419,15 @@ class Errors(unittest.TestCase):
         finally:
             kd.set_limit(kd.LIMIT_MODEL_VALUES, old)
         kd.set_allocator()  # libc's again, as it already is
+        # some of the four functions: kd.h's KD_ERR_ARGUMENT, said before any call to C
+        for given in ((lambda u, n: None,), (None, None, None, lambda u, p: None)):
+            calls = len(SPY.calls)
+            with self.assertRaises(kd.ArgumentError) as err:
+                kd.set_allocator(*given)
+            self.assertIn("missing", str(err.exception))
+            self.assertEqual(err.exception.status, kd.ERR_ARGUMENT)
+            self.assertNotIn("kd_set_allocator", [n for n, _ in SPY.calls[calls:]])
+        kd.Model("input 4 | dense 2", seed=1).close()  # libc's still
 
     def test_teacher_weights_one_a_teacher(self):
         # the library reads exactly one weight a teacher: a slice of a longer buffer or extra
