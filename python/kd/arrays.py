@@ -5,7 +5,7 @@ array of the exact dtype (float32 for values, int32 for labels and token ids), C
 aligned, or the call raises TypeError saying so; nothing is ever converted behind your back, so
 the library reads (and, for in-place calls, writes) the very buffer you hold. To convert, say so:
 
-    x = kd.as_float32(x)      # np.ascontiguousarray(x, np.float32): a copy only when needed
+    x = kd.as_float32(x)      # np.ascontiguousarray(x, np.float32), aligned: copied if needed
     y = kd.as_int32(labels)
 
 Results are new arrays the library writes into directly; most calls also take out=, an array of
@@ -24,14 +24,19 @@ _PF = ctypes.POINTER(ctypes.c_float)
 _PI = ctypes.POINTER(ctypes.c_int32)
 
 
+def _aligned(a):
+    # numpy.ascontiguousarray returns an unaligned C-contiguous array as it is
+    return a if a.flags.aligned else a.copy()
+
+
 def as_float32(x):
-    """x as a C-contiguous float32 array: x itself when it already is one, else a copy."""
-    return np.ascontiguousarray(x, dtype=np.float32)
+    """x as a C-contiguous aligned float32 array: x itself when it already is one, else a copy."""
+    return _aligned(np.ascontiguousarray(x, dtype=np.float32))
 
 
 def as_int32(x):
-    """x as a C-contiguous int32 array: x itself when it already is one, else a copy."""
-    return np.ascontiguousarray(x, dtype=np.int32)
+    """x as a C-contiguous aligned int32 array: x itself when it already is one, else a copy."""
+    return _aligned(np.ascontiguousarray(x, dtype=np.int32))
 
 
 def check(x, dtype, name, size=None, writable=False):
@@ -43,9 +48,14 @@ def check(x, dtype, name, size=None, writable=False):
     if x.dtype != dtype:
         raise TypeError("%s: expected dtype %s, got %s (convert explicitly with kd.as_%s)"
                         % (name, dtype, x.dtype, dtype))
-    if not x.flags.c_contiguous or not x.flags.aligned:
+    if not x.flags.c_contiguous:
         raise TypeError("%s: expected a C-contiguous array, got strides %s (make one with "
                         "numpy.ascontiguousarray)" % (name, x.strides))
+    if not x.flags.aligned:
+        raise TypeError("%s: the array is not aligned (its data at %#x is not on a %d-byte "
+                        "boundary, as a view of a byte buffer at an odd offset); make an aligned "
+                        "copy with x.copy() or kd.as_%s (numpy.ascontiguousarray returns it "
+                        "unchanged)" % (name, x.ctypes.data, x.dtype.alignment, dtype))
     if writable and not x.flags.writeable:
         raise TypeError("%s: expected a writable array" % name)
     if size is not None and x.size != size:

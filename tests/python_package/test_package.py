@@ -350,6 +350,16 @@ class ZeroCopy(unittest.TestCase):
             with self.assertRaises(TypeError) as caught:
                 m.predict(bad)
             self.assertIn(words, str(caught.exception))
+        # C-contiguous but unaligned: said so, with a conversion that does align it
+        raw = np.zeros(x.nbytes + 1, np.uint8)
+        unaligned = raw[1:].view(np.float32).reshape(x.shape)
+        unaligned[...] = x
+        self.assertTrue(unaligned.flags.c_contiguous and not unaligned.flags.aligned)
+        with self.assertRaises(TypeError) as caught:
+            m.predict(unaligned)
+        self.assertIn("not aligned", str(caught.exception))
+        self.assertNotIn("C-contiguous", str(caught.exception))
+        np.testing.assert_array_equal(m.predict(kd.as_float32(unaligned)), m.predict(x))
         with self.assertRaises(ValueError) as caught:
             m.predict(np.ones((BATCH, IN + 1), np.float32))
         self.assertIn("6 values an example", str(caught.exception))
