@@ -36,7 +36,7 @@ class ShapeError(KdError, ValueError):
 
 
 class NoMemoryError(KdError, MemoryError):
-    """KD_ERR_NOMEM: an allocation failed, or a limit (kd.set_limit) was reached."""
+    """KD_ERR_NOMEM: an allocation failed (input over a kd.set_limit budget is FormatError)."""
 
 
 class KdIOError(KdError, OSError):
@@ -44,7 +44,8 @@ class KdIOError(KdError, OSError):
 
 
 class FormatError(KdError, ValueError):
-    """KD_ERR_FORMAT: a file or a spec string that does not parse."""
+    """KD_ERR_FORMAT: a file or a spec string that does not parse, or input over a budget of
+    kd.set_limit (a spec with too many values, a file too large to read)."""
 
 
 class NumericError(KdError, ArithmeticError):

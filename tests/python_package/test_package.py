@@ -425,7 +425,8 @@ class Errors(unittest.TestCase):
         old = kd.get_limit(kd.LIMIT_MODEL_VALUES)
         kd.set_limit(kd.LIMIT_MODEL_VALUES, 100)
         try:
-            self.assertFailsWith(kd.KdError, kd.ERR_FORMAT, kd.Model, "input 10 | dense 10")
+            # FormatError, as kd.h and kd.errors say (not NoMemoryError)
+            self.assertFailsWith(kd.FormatError, kd.ERR_FORMAT, kd.Model, "input 10 | dense 10")
         finally:
             kd.set_limit(kd.LIMIT_MODEL_VALUES, old)
         kd.set_allocator()  # libc's again, as it already is
