@@ -13,7 +13,9 @@ __all__ = ["Text", "perplexity", "bits_per_byte"]
 
 class Text(Handle):
     """A UTF-8 text corpus with byte-level tokens (TEXT_VOCAB = 256 ids), split into a training
-    part and a validation part (the last tenth by default); max_bytes 0: the whole file."""
+    part and a validation part (the last tenth by default). max_bytes is the largest file
+    accepted (0: TEXT_MAX_BYTES, 1 GiB): a larger file is refused with FormatError, never
+    truncated."""
 
     _destroy = "kd_text_destroy"
 

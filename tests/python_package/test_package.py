@@ -824,6 +824,10 @@ class Classes(unittest.TestCase):
 
     def test_text_and_token_models(self):
         text = kd.Text(os.path.join(DATA, "text", "sample.txt"))
+        with self.assertRaises(kd.FormatError):  # max_bytes refuses a larger file, never cuts it
+            kd.Text(os.path.join(DATA, "text", "sample.txt"), max_bytes=len(text) - 1)
+        self.assertEqual(len(kd.Text(os.path.join(DATA, "text", "sample.txt"), len(text))),
+                         len(text))
         text.split(0.25)
         self.assertEqual(text.part_size(kd.TEXT_TRAIN) + text.part_size(kd.TEXT_VALIDATION),
                          len(text))
