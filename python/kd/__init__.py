@@ -3,7 +3,7 @@
     import numpy as np
     import kd
 
-    train = kd.Dataset.load_idx_prefix("/usr/share/dataset-fashion-mnist/train")  # or any format
+    train = kd.Dataset.load_idx_prefix("/usr/share/datasets/fashion-mnist/train")  # or any format
     teacher = kd.Model("input 784 | dense 1200 | relu | dense 10", seed=1)
     student = kd.Model("input 784 | dense 100 | relu | dense 10", seed=2)
     with kd.Trainer(student, kd.Loss(temperature=4.0, alpha=0.9),

@@ -879,6 +879,12 @@ class Classes(unittest.TestCase):
 
 
 class Readme(unittest.TestCase):
+    def test_the_package_docstring_names_the_data_folder(self):
+        """kd's docstring loads Fashion-MNIST from Debian's folder, the kd tool's default."""
+        with open(os.path.join(ROOT, "src", "common.h")) as f:
+            folder = re.search(r'#define DEFAULT_DATA_DIR "([^"]+)"', f.read()).group(1)
+        self.assertIn('load_idx_prefix("%s/train")' % folder, kd.__doc__)
+
     def test_the_python_block_runs(self):
         """README.md's Python block (after the marker naming this file), from the source tree."""
         with open(os.path.join(ROOT, "README.md")) as f:
