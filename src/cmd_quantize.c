@@ -12,6 +12,7 @@ typedef struct quant_options {
     int64_t count;
     int method;
     float percentile;
+    int percentile_given;
     int channels;
     double seconds;
 } quant_options;
@@ -108,6 +109,7 @@ static int parse(quant_options *o, int argc, char **argv)
                 return EXIT_USAGE;
             }
         } else if (strcmp(a, "--percentile") == 0) {
+            o->percentile_given = 1;
             o->percentile = strtof(v, &end);
             if (*end != '\0' || !(o->percentile > 50.0f && o->percentile <= 100.0f)) {
                 fail_msg("--percentile %s: expected a number in (50, 100], such as 99.99", v);
@@ -135,6 +137,11 @@ static int parse(quant_options *o, int argc, char **argv)
     }
     if (o->model == NULL || o->calib == NULL || o->out == NULL) {
         fail_msg("a model, --calib DATA and --out FILE are required\n%s", usage);
+        return EXIT_USAGE;
+    }
+    /* Refused by name, as the other commands do an option they would ignore: min-max reads no P. */
+    if (o->percentile_given && o->method != KD_CALIBRATION_PERCENTILE) {
+        fail_msg("--percentile does not apply without --calibration percentile; leave it out");
         return EXIT_USAGE;
     }
     o->d.input = o->calib; /* examples without labels, as predict's --input */

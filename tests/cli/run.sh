@@ -246,6 +246,10 @@ expect "quantize with a comparison" 0 "^int8 .*x" "$KD" quantize "$T" --calib "$
     --calib-count 200 --test "$TEST" --seconds 0.05
 expect "quantize, percentile" 0 "percentile    99.9" "$KD" quantize "$T" --calib "$TRAIN" \
     --out "$TMP/p8.safetensors" --calibration percentile --percentile 99.9
+expect "quantize refuses --percentile without --calibration percentile" 2 \
+    "--percentile does not apply without --calibration percentile" "$KD" quantize "$T" \
+    --calib "$TRAIN" --out "$TMP/p9.safetensors" --percentile 99
+check "a refused quantize writes nothing" [ ! -e "$TMP/p9.safetensors" ]
 expect "eval an int8 model" 0 "qdense 128 relu=1" "$KD" eval "$Q" --test "$TEST"
 expect "info lists int8 tensors" 0 "I8" "$KD" info "$Q"
 qacc=$("$KD" eval "$Q" --test "$TEST" --quiet)
