@@ -15,6 +15,7 @@ typedef struct quant_options {
     int percentile_given;
     int channels;
     double seconds;
+    int seconds_given;
 } quant_options;
 
 static const char usage[] =
@@ -116,6 +117,7 @@ static int parse(quant_options *o, int argc, char **argv)
                 return EXIT_USAGE;
             }
         } else if (strcmp(a, "--seconds") == 0) {
+            o->seconds_given = 1;
             o->seconds = strtod(v, &end);
             if (*end != '\0' || !(o->seconds > 0.0 && o->seconds <= 600.0)) {
                 fail_msg("--seconds %s: expected a time in (0, 600]", v);
@@ -142,6 +144,10 @@ static int parse(quant_options *o, int argc, char **argv)
     /* Refused by name, as the other commands do an option they would ignore: min-max reads no P. */
     if (o->percentile_given && o->method != KD_CALIBRATION_PERCENTILE) {
         fail_msg("--percentile does not apply without --calibration percentile; leave it out");
+        return EXIT_USAGE;
+    }
+    if (o->seconds_given && o->test == NULL) {
+        fail_msg("--seconds does not apply without --test (it times the comparison); leave it out");
         return EXIT_USAGE;
     }
     o->d.input = o->calib; /* examples without labels, as predict's --input */

@@ -250,6 +250,8 @@ expect "quantize refuses --percentile without --calibration percentile" 2 \
     "--percentile does not apply without --calibration percentile" "$KD" quantize "$T" \
     --calib "$TRAIN" --out "$TMP/p9.safetensors" --percentile 99
 check "a refused quantize writes nothing" [ ! -e "$TMP/p9.safetensors" ]
+expect "quantize refuses --seconds without --test" 2 "--seconds does not apply without --test" \
+    "$KD" quantize "$T" --calib "$TRAIN" --out "$TMP/p9.safetensors" --seconds 2
 expect "eval an int8 model" 0 "qdense 128 relu=1" "$KD" eval "$Q" --test "$TEST"
 expect "info lists int8 tensors" 0 "I8" "$KD" info "$Q"
 qacc=$("$KD" eval "$Q" --test "$TEST" --quiet)
