@@ -1214,25 +1214,52 @@ static const char report_notes[] =
     "a distilled student. Generation: batch 1 with cached keys and values, temperature 0.8, "
     "top-p 0.9, after a newline.";
 
-/* A run whose held-out cross-entropy is not finite or above twice a uniform guess's (2 ln 256
- * nats, 16 bits a byte) diverged: exit 3 with nothing saved, as a diverged image run. A short run
- * may end a little above a uniform guess; 16 bits is far past it (--lr 10 ended at 982). */
-static int check_learned(const char *name, const lm_result *r)
+/* Whether a run did not diverge: its held-out cross-entropy is finite and either below twice a
+ * uniform guess's (2 ln 256 nats, 16 bits a byte: a short run may end a little above uniform) or
+ * no worse than the untrained model's. That model is built again from its spec and seed, and
+ * measured on the same held-out bytes, only when the first test fails: a tied LM head starts far
+ * above uniform (its logits are products of N(0, 1) embeddings), so a short run of one can end at
+ * 20 bits a byte while its loss falls. A run that got worse diverged: exit 3 with nothing saved,
+ * as a diverged image run (--lr 10 ended at 982 bits, or at 603 from a tied head's 31). */
+static int check_learned(const char *name, const char *spec, uint64_t seed, const text_options *o,
+                         const kd_text *text, const lm_result *r)
 {
-    if (r->ce <= 2.0 * log((double)KD_TEXT_VOCAB)) return EXIT_OK;
-    fail_msg("the %s diverged: %.4g bits per byte on the held-out text, more than twice the 8 "
-             "of a uniform guess; nothing saved; try a lower --lr",
-             name, r->bpb);
+    if (isfinite(r->ce) && r->ce <= 2.0 * log((double)KD_TEXT_VOCAB)) return EXIT_OK;
+    double start = NAN;
+    int64_t tokens = 0;
+    kd_model *fresh = NULL;
+    if (isfinite(r->ce) && spec_model(name, spec, seed, &fresh) == EXIT_OK &&
+        validation_ce(fresh, text, 64, o->eval_bytes, &start, &tokens) == EXIT_OK &&
+        r->ce <= start) {
+        kd_model_destroy(fresh);
+        return EXIT_OK;
+    }
+    kd_model_destroy(fresh);
+    float bpb0 = 0.0f;
+    kd_bits_per_byte((float)start, 1, 1, &bpb0);
+    if (!isfinite(r->ce))
+        fail_msg("the %s diverged: its held-out cross-entropy is not finite; nothing saved; try a "
+                 "lower --lr",
+                 name);
+    else if (isfinite(start))
+        fail_msg("the %s diverged: %.4g bits per byte on the held-out text, worse than the %.4g "
+                 "of the untrained model; nothing saved; try a lower --lr",
+                 name, r->bpb, (double)bpb0);
+    else
+        fail_msg("the %s diverged: %.4g bits per byte on the held-out text, more than twice the 8 "
+                 "of a uniform guess; nothing saved; try a lower --lr",
+                 name, r->bpb);
     return EXIT_COLLAPSE;
 }
 
-/* Measures, then saves when the run learned (check_learned); r->bytes is the file's size. */
-static int measure_and_save(kd_model *m, const char *name, const text_options *o,
-                            const kd_text *text, const char *path, double seconds,
-                            int64_t tokens_trained, lm_result *r)
+/* Measures, then saves when the run learned (check_learned: the model was built from spec and
+ * seed); r->bytes is the file's size. */
+static int measure_and_save(kd_model *m, const char *name, const char *spec, uint64_t seed,
+                            const text_options *o, const kd_text *text, const char *path,
+                            double seconds, int64_t tokens_trained, lm_result *r)
 {
     int rc = measure(m, text, o->eval_bytes, NULL, seconds, tokens_trained, o->seed, r);
-    if (rc == EXIT_OK) rc = check_learned(name, r);
+    if (rc == EXIT_OK) rc = check_learned(name, spec, seed, o, text, r);
     if (rc == EXIT_OK && path != NULL) rc = save(m, path);
     if (rc == EXIT_OK && path != NULL) r->bytes = file_size(path);
     return rc;
@@ -1262,7 +1289,7 @@ static int text_train(const text_options *o, const kd_text *text, FILE *log)
     double seconds = 0.0;
     rc = train_lm(o, text, &r, log, &seconds);
     if (rc == EXIT_OK)
-        rc = measure_and_save(m, "model", o, text, o->out, seconds,
+        rc = measure_and_save(m, "model", spec, o->seed, o, text, o->out, seconds,
                               (o->steps - res.resumed_at) * o->batch * T, &res);
     if (rc == EXIT_OK) {
         printf("saved %s: validation %.4f nats/byte, perplexity %.3f, %.4f bits per byte after "
@@ -1332,7 +1359,8 @@ static int text_distill(const text_options *o, const kd_text *text, FILE *log)
         rc = measure(teacher, text, o->eval_bytes, o->teacher_file, secs,
                      o->teacher_file ? 0 : (o->teacher_steps - res[0].resumed_at) * o->batch * TT,
                      o->seed, &res[n++]);
-    if (rc == EXIT_OK && o->teacher_file == NULL) rc = check_learned("teacher", &res[0]);
+    if (rc == EXIT_OK && o->teacher_file == NULL)
+        rc = check_learned("teacher", tspec, o->seed, o, text, &res[0]);
     if (rc == EXIT_OK && o->compare && (rc = kd_model_clone(student, &alone)) != KD_OK)
         rc = fail_kd("cannot copy the student", (kd_status)rc);
     if (rc == EXIT_OK && alone != NULL) {
@@ -1365,7 +1393,7 @@ static int text_distill(const text_options *o, const kd_text *text, FILE *log)
         rc = train_lm(o, text, &r, log, &secs);
     }
     if (rc == EXIT_OK)
-        rc = measure_and_save(student, "student", o, text, o->out, secs,
+        rc = measure_and_save(student, "student", sspec, o->seed + 1, o, text, o->out, secs,
                               (o->steps - res[n].resumed_at) * o->batch * T, &res[n]);
     n += rc == EXIT_OK;
     if (rc == EXIT_OK) {

@@ -149,6 +149,19 @@ expect "a diverged run is exit 3 and saves nothing" 3 "diverged: .* nothing save
     --text "$TEXT" --spec "$LM" --steps 40 --batch 8 --lr 10 --out "$TMP/diverged.safetensors"
 if [ ! -e "$TMP/diverged.safetensors" ]; then pass "the diverged run wrote no model"; else
     fail "the diverged run wrote a model"; fi
+# A tied head starts far above a uniform guess (31 bits a byte here): a short run that lowers it
+# learned, though it ends above 16 bits; one that rises past its start diverged.
+TIED="tokens 256 16 | embed 32 | posembed | residual(layernorm | attention 2 causal) | layernorm | lmhead 256 tied"
+expect "a short run of a tied head is judged against its start" 0 "saved .* after 5 steps" "$KD" \
+    train --text "$TEXT" --spec "$TIED" --steps 5 --batch 4 --quiet --out "$TMP/tied.safetensors"
+expect "a short distill of tied heads is judged against their start" 0 "saved .* after 3 steps" \
+    "$KD" distill --text "$TEXT" --teacher-spec "$TIED" --teacher-steps 3 --student "$TIED" \
+    --steps 3 --batch 4 --quiet --out "$TMP/tied.safetensors"
+expect "a run that barely moves a tied head did not diverge" 0 "saved .* after 1 steps" "$KD" \
+    train --text "$TEXT" --spec "$TIED" --steps 1 --lr 1e-9 --quiet --out "$TMP/tied.safetensors"
+expect "a tied head's diverged run is exit 3" 3 "diverged: .* worse than the .* of the untrained" \
+    "$KD" train --text "$TEXT" --spec "$TIED" --steps 40 --batch 8 --lr 10 \
+    --out "$TMP/tdiverged.safetensors"
 expect "--jsd-beta with jsd" 0 "after 2 steps of jsd" "$KD" distill --text "$TEXT" --teacher "$T" \
     --student "$SMALL" --method jsd --jsd-beta 0.9 --steps 2 --batch 4 --quiet --out "$S"
 expect "--skew with another method" 2 "skew does not apply" "$KD" distill --text "$TEXT" \
