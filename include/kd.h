@@ -266,7 +266,8 @@ KD_API kd_status kd_model_output_rows(const kd_model *m, int64_t *rows, int64_t 
  * at positions 0..pos-1 in the steps before; pos 0 starts a new sequence, and steps go in order
  * (else KD_ERR_STATE). The logits equal those of kd_model_predict_tokens at pos (to float
  * rounding). A step overwrites workspaces: kd_model_backward then needs a new forward. The cache
- * does not follow weight changes: start again at 0 after an optimizer step. */
+ * does not follow weight changes: start again at 0 after an optimizer step. Logits that hold NaN
+ * or infinity (the weights or activations overflow) are KD_ERR_NUMERIC, logits untouched. */
 KD_API kd_status kd_model_decode_step(kd_model *m, int32_t id, int64_t pos, float *logits);
 /* Generates count tokens after prompt [prompt_len] (prompt_len >= 1, count >= 1,
  * prompt_len + count <= T) into out [count],
@@ -274,8 +275,9 @@ KD_API kd_status kd_model_decode_step(kd_model *m, int32_t id, int64_t pos, floa
  * to the top_k most probable tokens (0: no limit) and to the smallest set of most probable tokens
  * whose probability reaches top_p (nucleus sampling, Holtzman et al. 2020; 1: no limit), with a
  * random stream from seed (the same arguments, the same tokens); temperature 0 takes the most
- * probable token (greedy). The model's output must be V logits a token. out is written only on
- * success. */
+ * probable token (greedy). The model's output must be V logits a token. Logits that hold NaN or
+ * infinity at any position are KD_ERR_NUMERIC (there is nothing to sample from). out is written
+ * only on success. */
 KD_API kd_status kd_model_generate(kd_model *m, const int32_t *prompt, int64_t prompt_len,
                                    int64_t count, float temperature, int32_t top_k, float top_p,
                                    uint64_t seed, int32_t *out);

@@ -63,7 +63,9 @@ int cmd_generate(int argc, char **argv)
     kd_model_destroy(m);
     if (st != KD_OK) {
         free(all);
-        return fail_kd("generation failed", st);
+        char what[4200];
+        snprintf(what, sizeof what, "generation from %s failed", o.model);
+        return fail_kd(what, st);
     }
     char *out = malloc((size_t)total + 1);
     for (int64_t i = 0; out != NULL && i < total; i++) out[i] = (char)all[i];

@@ -893,6 +893,41 @@ START_TEST(generate)
 }
 END_TEST
 
+/* A weight that overflows the logits (token 4's embedding at 3e38, squared by the tied head):
+ * decoding and generation fail with KD_ERR_NUMERIC instead of sampling from infinity (greedy took
+ * token 0). The weight is set through a saved file and kd_model_load_weights. */
+START_TEST(generate_refuses_logits_that_overflow)
+{
+    kd_model *m;
+    kd_tensors *t = NULL;
+    char path[4096];
+    snprintf(path, sizeof path, "%s/overflow.safetensors", kdt_tmpdir());
+    ck_assert_int_eq(kd_model_create("tokens 13 6 | embed 8 | lmhead 13 tied", 3, &m), KD_OK);
+    ck_assert_int_eq(kd_model_save(m, path), KD_OK);
+    ck_assert_int_eq(kd_tensors_load(path, &t), KD_OK);
+    const void *data = NULL;
+    float w[13 * 8];
+    int64_t dims[2] = {13, 8}, nbytes = 0;
+    ck_assert_int_eq(kd_tensors_data(t, "0.weight", &data, &nbytes), KD_OK);
+    ck_assert_int_eq((int)nbytes, (int)sizeof w);
+    memcpy(w, data, sizeof w);
+    for (int k = 0; k < 13; k++) w[k * 8] = k == 4 ? 3e38f : 0.0f; /* only token 4 overflows */
+    ck_assert_int_eq(kd_tensors_set(t, "0.weight", KD_DTYPE_F32, 2, dims, w), KD_OK);
+    ck_assert_int_eq(kd_tensors_save(t, path), KD_OK);
+    ck_assert_int_eq(kd_model_load_weights(m, path), KD_OK);
+    float z[13];
+    ck_assert_int_eq(kd_model_decode_step(m, 1, 0, z), KD_OK); /* token 1 is finite */
+    ck_assert_int_eq(kd_model_decode_step(m, 4, 1, z), KD_ERR_NUMERIC);
+    ck_assert_ptr_nonnull(strstr(kd_last_error(), "position 1 (token 4) hold NaN or infinity"));
+    int32_t prompt[2] = {1, 4}, keep[2] = {-5, -5};
+    ck_assert_int_eq(kd_model_generate(m, prompt, 2, 2, 0.0f, 0, 1.0f, 1, keep), KD_ERR_NUMERIC);
+    ck_assert_int_eq(kd_model_generate(m, prompt, 2, 2, 1.0f, 0, 1.0f, 1, keep), KD_ERR_NUMERIC);
+    ck_assert_int_eq(keep[0], -5);
+    kd_tensors_destroy(t);
+    kd_model_destroy(m);
+}
+END_TEST
+
 /* End to end: a small causal model learns to continue a pattern with Adam and cross-entropy per
  * token (Hinton's loss at alpha 0), then continues it by greedy generation. Sequences count
  * up by a step of 1 or 3 modulo 11 from a random start; the step shows after two tokens. */
@@ -1052,6 +1087,7 @@ int main(void)
     tcase_add_test(tc, pytorch_fixture);
     tcase_add_test(tc, decode_matches_forward);
     tcase_add_test(tc, generate);
+    tcase_add_test(tc, generate_refuses_logits_that_overflow);
     tcase_add_test(tc, learns_a_pattern);
     suite_add_tcase(s, tc);
     return kdt_run(s);

@@ -7,6 +7,7 @@
 #include "core/alloc.h"
 #include "core/error.h"
 #include "core/rng.h"
+#include "core/tensor.h"
 #include "nn/model.h"
 
 kd_status kd_model_decode_step(kd_model *m, int32_t id, int64_t pos, float *logits)
@@ -29,7 +30,15 @@ kd_status kd_model_decode_step(kd_model *m, int32_t id, int64_t pos, float *logi
     const float *y;
     m->decoded = 0; /* a failed step leaves the cache unusable until position 0 */
     KDI_TRY(kdi_seq_step(&m->seq, &x, pos, &y));
-    memcpy(logits, y, (size_t)kdi_seq_width(m->seq.out, 1) * sizeof *logits);
+    int64_t out = kdi_seq_width(m->seq.out, 1);
+    /* Sampling from NaN or infinity picks an arbitrary token (greedy: token 0) and looks like a
+     * success; the caller learns the model overflowed instead. */
+    if (!kdi_all_finite(y, out))
+        return kdi_fail(KD_ERR_NUMERIC,
+                        "the model's logits at position %lld (token %d) hold NaN or infinity: its "
+                        "weights or activations overflow",
+                        (long long)pos, (int)id);
+    memcpy(logits, y, (size_t)out * sizeof *logits);
     m->decoded = pos + 1;
     return KD_OK;
 }

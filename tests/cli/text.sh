@@ -251,6 +251,20 @@ a=$("$KD" generate "$S" --prompt "The " --tokens 12 --top-k 5 --top-p 0.9 --seed
 b=$("$KD" generate "$S" --prompt "The " --tokens 12 --top-k 5 --top-p 0.9 --seed 7 2>/dev/null)
 if [ -n "$a" ] && [ "$a" = "$b" ]; then pass "generate: the same seed, the same text"; else
     fail "generate: the same seed gave '$a' and '$b'"; fi
+# A model whose logits overflow: every embedding value 3e38, squared by the tied head. Generation
+# fails (exit 1) rather than printing what infinity samples to; eval names the model.
+json='{"__metadata__":{"kd.spec":"tokens 256 4 | embed 1 | lmhead 256 tied","format":"pt"},"0.weight":{"dtype":"F32","shape":[256,1],"data_offsets":[0,1024]}}'
+len=${#json}
+printf "\\$(printf %03o $((len % 256)))\\$(printf %03o $((len / 256)))\\000\\000\\000\\000\\000\\000" \
+    > "$TMP/big.safetensors"
+printf '%s' "$json" >> "$TMP/big.safetensors"
+i=0
+while [ $i -lt 256 ]; do printf '\346\261\141\177'; i=$((i + 1)); done >> "$TMP/big.safetensors"
+expect "generate from logits that overflow fails" 1 \
+    "generation from .*big.safetensors failed: .* position 0 (token 104) hold NaN or infinity" \
+    "$KD" generate "$TMP/big.safetensors" --prompt "The " --temperature 0
+expect "generate from logits that overflow fails when sampling" 1 "hold NaN or infinity" "$KD" \
+    generate "$TMP/big.safetensors" --prompt "The "
 expect "prompt longer than the context" 2 "longer than the model's context of 16" "$KD" generate \
     "$S" --prompt "0123456789abcdefX"
 expect "empty prompt" 2 "--prompt is empty" "$KD" generate "$S" --prompt ""
