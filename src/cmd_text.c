@@ -446,9 +446,10 @@ static int check_windows(const text_options *o, const kd_text *text, int64_t T)
 /* ---------------------------------------------------------------- evaluation */
 
 /* Mean cross-entropy (nats per byte) of m over the validation part (its first limit bytes when
- * limit > 0), in consecutive windows of T bytes, each predicting its next T bytes. */
-static int validation_ce(kd_model *m, const kd_text *text, int64_t batch, int64_t limit, double *ce,
-                         int64_t *tokens)
+ * limit > 0), in consecutive windows of T bytes, each predicting its next T bytes. who names m in
+ * a failure ("the teacher", a file): it may be a teacher or an untrained model, not the student. */
+static int validation_ce(kd_model *m, const char *who, const kd_text *text, int64_t batch,
+                         int64_t limit, double *ce, int64_t *tokens)
 {
     int64_t T = 0, n = 0;
     kd_model_tokens(m, NULL, &T);
@@ -487,7 +488,11 @@ static int validation_ce(kd_model *m, const kd_text *text, int64_t batch, int64_
     free(ids);
     free(y);
     free(z);
-    if (st != KD_OK) return fail_kd("evaluation failed", st);
+    if (st != KD_OK) {
+        char what[4200];
+        snprintf(what, sizeof what, "cannot evaluate %s on the held-out text", who);
+        return fail_kd(what, st);
+    }
     *tokens = windows * T;
     *ce = sum / (double)*tokens;
     return EXIT_OK;
@@ -541,12 +546,13 @@ static void lm_sample(kd_model *m, uint64_t seed, lm_result *r)
     free(gen);
 }
 
-/* Fills r's measurements (its name, curves and training time set before). */
-static int measure(kd_model *m, const kd_text *text, int64_t limit, const char *path,
-                   double seconds, int64_t tokens_trained, uint64_t seed, lm_result *r)
+/* Fills r's measurements (its name, curves and training time set before); who names m. */
+static int measure(kd_model *m, const char *who, const kd_text *text, int64_t limit,
+                   const char *path, double seconds, int64_t tokens_trained, uint64_t seed,
+                   lm_result *r)
 {
     int64_t tokens;
-    int rc = validation_ce(m, text, 64, limit, &r->ce, &tokens);
+    int rc = validation_ce(m, who, text, 64, limit, &r->ce, &tokens);
     if (rc != EXIT_OK) return rc;
     float ppl = 0.0f, bpb = 0.0f;
     kd_perplexity((float)r->ce, &ppl);
@@ -866,7 +872,9 @@ static int curve_point(const text_options *o, const kd_text *text, const lm_run 
 {
     double ce = 0.0;
     int64_t tokens = 0;
-    int rc = validation_ce(r->model, text, 64, curve_bytes(o), &ce, &tokens);
+    char who[96];
+    snprintf(who, sizeof who, "the %s", r->name);
+    int rc = validation_ce(r->model, who, text, 64, curve_bytes(o), &ce, &tokens);
     if (rc != EXIT_OK) return rc;
     float bpb = 0.0f;
     kd_bits_per_byte((float)ce, 1, 1, &bpb);
@@ -1229,7 +1237,8 @@ static int check_learned(const char *name, const char *spec, uint64_t seed, cons
     int64_t tokens = 0;
     kd_model *fresh = NULL;
     if (isfinite(r->ce) && spec_model(name, spec, seed, &fresh) == EXIT_OK &&
-        validation_ce(fresh, text, 64, o->eval_bytes, &start, &tokens) == EXIT_OK &&
+        validation_ce(fresh, "the untrained model", text, 64, o->eval_bytes, &start, &tokens) ==
+            EXIT_OK &&
         r->ce <= start) {
         kd_model_destroy(fresh);
         return EXIT_OK;
@@ -1258,7 +1267,9 @@ static int measure_and_save(kd_model *m, const char *name, const char *spec, uin
                             const text_options *o, const kd_text *text, const char *path,
                             double seconds, int64_t tokens_trained, lm_result *r)
 {
-    int rc = measure(m, text, o->eval_bytes, NULL, seconds, tokens_trained, o->seed, r);
+    char who[96];
+    snprintf(who, sizeof who, "the %s", name);
+    int rc = measure(m, who, text, o->eval_bytes, NULL, seconds, tokens_trained, o->seed, r);
     if (rc == EXIT_OK) rc = check_learned(name, spec, seed, o, text, r);
     if (rc == EXIT_OK && path != NULL) rc = save(m, path);
     if (rc == EXIT_OK && path != NULL) r->bytes = file_size(path);
@@ -1355,8 +1366,11 @@ static int text_distill(const text_options *o, const kd_text *text, FILE *log)
         rc = train_lm(o, text, &r, log, &secs);
     }
     color[n] = 0;
+    char tname[4200];
+    snprintf(tname, sizeof tname, "the teacher%s%s", o->teacher_file ? " " : "",
+             o->teacher_file ? o->teacher_file : "");
     if (rc == EXIT_OK)
-        rc = measure(teacher, text, o->eval_bytes, o->teacher_file, secs,
+        rc = measure(teacher, tname, text, o->eval_bytes, o->teacher_file, secs,
                      o->teacher_file ? 0 : (o->teacher_steps - res[0].resumed_at) * o->batch * TT,
                      o->seed, &res[n++]);
     if (rc == EXIT_OK && o->teacher_file == NULL)
@@ -1370,7 +1384,7 @@ static int text_distill(const text_options *o, const kd_text *text, FILE *log)
                     o->seed + 2,     0,     0,    &res[n]};
         rc = train_lm(o, text, &r, log, &secs);
         if (rc == EXIT_OK)
-            rc = measure(alone, text, o->eval_bytes, NULL, secs,
+            rc = measure(alone, "the student alone", text, o->eval_bytes, NULL, secs,
                          (o->steps - res[n].resumed_at) * o->batch * T, o->seed, &res[n]);
         n++;
     }
@@ -1446,7 +1460,7 @@ static int text_eval(const text_options *o, const kd_text *text)
     double ce = 0.0;
     kd_model_tokens(m, NULL, &T);
     kd_text_part_size(text, KD_TEXT_VALIDATION, &vbytes);
-    rc = validation_ce(m, text, o->batch, o->eval_bytes, &ce, &tokens);
+    rc = validation_ce(m, o->model, text, o->batch, o->eval_bytes, &ce, &tokens);
     if (rc == EXIT_OK) {
         float ppl = 0.0f, bpb = 0.0f;
         kd_perplexity((float)ce, &ppl);

@@ -1,5 +1,6 @@
 /* The loss module: the Hinton loss's value and gradient, its T^2 scaling, options, bad input. */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -234,6 +235,10 @@ START_TEST(bad_input)
     batch bad = b;
     bad.z[7] = NAN;
     expect_refused(l, bad.z, b.p, b.y, B, C, KD_ERR_NUMERIC, before, grad_before);
+    /* the row is named, and not as a student's: the loss also scores a model alone */
+    char want[64];
+    snprintf(want, sizeof want, "the logits scored hold NaN or infinity (row %d of %d)", 7 / C, B);
+    ck_assert_str_eq(kd_last_error(), want);
     bad.z[7] = INFINITY;
     expect_refused(l, bad.z, b.p, b.y, B, C, KD_ERR_NUMERIC, before, grad_before);
     /* finite logits at a small temperature are no longer refused (issue 16, test_numeric.c):

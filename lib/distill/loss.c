@@ -356,6 +356,16 @@ kd_status kdi_loss_forward(kd_loss *l, const float *student_logits, const float 
     return KD_OK;
 }
 
+/* Names the first row of logits that is not finite. The losses also score a model alone (alpha 0:
+ * cross-entropy, as an evaluation does), so the message says logits, not the student's. */
+static kd_status nonfinite_logits(const float *z, int64_t batch, int64_t classes)
+{
+    int64_t i = 0;
+    while (i < batch * classes && isfinite(z[i])) i++;
+    return kdi_fail(KD_ERR_NUMERIC, "the logits scored hold NaN or infinity (row %lld of %lld)",
+                    (long long)(i / classes), (long long)batch);
+}
+
 kd_status kd_loss_forward(kd_loss *l, const float *student_logits, const float *soft_targets,
                           const int32_t *labels, int64_t batch, int64_t classes, float *loss)
 {
@@ -364,7 +374,7 @@ kd_status kd_loss_forward(kd_loss *l, const float *student_logits, const float *
     KDI_CHECK_NULL(loss);
     KDI_TRY(kdi_loss_check(l, soft_targets, 0, labels, batch, classes));
     if (!kdi_all_finite(student_logits, batch * classes))
-        return kdi_fail(KD_ERR_NUMERIC, "student_logits hold NaN or infinity");
+        return nonfinite_logits(student_logits, batch, classes);
     return kdi_loss_forward(l, student_logits, soft_targets, 0, labels, batch, classes, loss);
 }
 
@@ -377,7 +387,7 @@ kd_status kd_loss_forward_logits(kd_loss *l, const float *student_logits,
     KDI_CHECK_NULL(loss);
     KDI_TRY(kdi_loss_check(l, teacher_logits, 1, labels, batch, classes));
     if (!kdi_all_finite(student_logits, batch * classes))
-        return kdi_fail(KD_ERR_NUMERIC, "student_logits hold NaN or infinity");
+        return nonfinite_logits(student_logits, batch, classes);
     return kdi_loss_forward(l, student_logits, teacher_logits, 1, labels, batch, classes, loss);
 }
 

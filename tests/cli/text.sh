@@ -265,6 +265,13 @@ expect "generate from logits that overflow fails" 1 \
     "$KD" generate "$TMP/big.safetensors" --prompt "The " --temperature 0
 expect "generate from logits that overflow fails when sampling" 1 "hold NaN or infinity" "$KD" \
     generate "$TMP/big.safetensors" --prompt "The "
+expect "eval of logits that overflow names the model" 1 \
+    "cannot evaluate .*big.safetensors on the held-out text: the logits scored hold NaN" \
+    "$KD" eval "$TMP/big.safetensors" --text "$TEXT"
+expect "a teacher whose logits overflow is named" 1 \
+    "cannot evaluate the teacher .*big.safetensors on the held-out text: the logits scored" \
+    "$KD" distill --text "$TEXT" --teacher "$TMP/big.safetensors" \
+    --student "tokens 256 4 | embed 8 | lmhead 256" --steps 2 --out "$TMP/x.safetensors"
 expect "prompt longer than the context" 2 "longer than the model's context of 16" "$KD" generate \
     "$S" --prompt "0123456789abcdefX"
 expect "empty prompt" 2 "--prompt is empty" "$KD" generate "$S" --prompt ""
