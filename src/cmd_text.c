@@ -789,7 +789,15 @@ static int check_terms(const text_options *o, kd_model *student, kd_model *teach
     }
     if (st == KD_OK && o->attention_kl > 0.0f) {
         st = add_attention(o, tr, student, teacher, &kl);
-        if (st != KD_OK) rc = fail_kd("--attention-kl cannot pair these attention layers", st);
+        /* layers of other lengths, matched heads of other counts: options refused before any
+         * training, a usage error as an out-of-range --attention-layers */
+        if (st != KD_OK) {
+            fail_msg("--attention-kl cannot pair these attention layers: %s%s", kd_last_error(),
+                     st == KD_ERR_SHAPE && ap.heads == KD_ATTENTION_HEADS_MATCHED
+                         ? ": give --attention-heads mean"
+                         : "");
+            rc = st == KD_ERR_SHAPE || st == KD_ERR_ARGUMENT ? EXIT_USAGE : EXIT_RUNTIME;
+        }
     }
     if (st == KD_OK && o->hidden_cosine > 0.0f) {
         st = add_hidden(o, tr, hp, np, &cos, &bad);

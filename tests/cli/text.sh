@@ -109,6 +109,11 @@ expect "kd distill --text --attention-kl" 0 "attention KL" "$KD" distill --text 
 expect "--attention-layers out of range" 2 "the student has 1 attention layers" "$KD" distill \
     --text "$TEXT" --teacher "$T" --student "$SMALL" --steps 2 --attention-kl 1 \
     --attention-layers 3:0 --out "$S"
+expect "--attention-heads matched of other head counts" 2 \
+    "matched heads need equal head counts: the student has 4, the teacher 2.*: give --attention-heads mean" \
+    "$KD" distill --text "$TEXT" --teacher "$T" --student \
+    "tokens 256 16 | embed 8 | posembed | residual(layernorm | attention 4 causal) | lmhead 256" \
+    --steps 2 --attention-kl 1 --attention-heads matched --out "$S"
 expect "--attention-layers not S:T" 2 "is not S:T" "$KD" distill --text "$TEXT" --teacher "$T" \
     --student "$SMALL" --steps 2 --attention-kl 1 --attention-layers 3 --out "$S"
 expect "--attention-heads bogus" 2 "is not mean or matched" "$KD" distill --text "$TEXT" \
