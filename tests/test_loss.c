@@ -276,6 +276,25 @@ START_TEST(bad_input)
 END_TEST
 
 /* A forward with a new batch size after a failure and a success uses the new size. */
+/* The trainer's path (kdi_loss_forward checks nothing) on logits that are not finite: the
+ * cross-entropy of a model trained alone (alpha 0, kd train) names no student and no temperature;
+ * the soft term of a distillation names the student. */
+START_TEST(trainer_logits_not_finite)
+{
+    batch b;
+    make_batch(&b, 2.0f, 9);
+    b.z[7] = NAN; /* infinity alone may still give finite log-probabilities (wide rows) */
+    float v = 0.0f;
+    kd_loss *alone = hinton(1.0f, 0.0f), *soft = hinton(2.0f, 1.0f);
+    ck_assert_int_eq(kdi_loss_forward(alone, b.z, NULL, 0, b.y, B, C, &v), KD_ERR_NUMERIC);
+    ck_assert_str_eq(kd_last_error(), "the logits hold NaN or infinity");
+    ck_assert_int_eq(kdi_loss_forward(soft, b.z, b.p, 0, b.y, B, C, &v), KD_ERR_NUMERIC);
+    ck_assert_str_eq(kd_last_error(), "the student's logits hold NaN or infinity");
+    kd_loss_destroy(alone);
+    kd_loss_destroy(soft);
+}
+END_TEST
+
 START_TEST(batch_size_changes)
 {
     kd_loss *l = hinton(4.0f, 0.9f);
@@ -304,6 +323,7 @@ int main(void)
     tcase_add_test(t, identical_distributions_give_zero_kl);
     tcase_add_test(t, options_and_defaults);
     tcase_add_test(t, bad_input);
+    tcase_add_test(t, trainer_logits_not_finite);
     tcase_add_test(t, batch_size_changes);
     suite_add_tcase(s, t);
     return kdt_run(s);

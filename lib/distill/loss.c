@@ -31,7 +31,7 @@ static kd_status hinton_forward(kd_loss *l, const float *z, const float *lpt, co
     double *gs = NULL, kl = 0.0, ce = 0.0;
     if (soft) KDI_TRY(kdi_student_soft_log_probs(l, z, batch, classes, &lq));
     if (soft) KDI_TRY(kdi_student_soft_grad(l, batch, classes, &gs));
-    if (hard) KDI_TRY(kdi_log_probs(&l->ws[1], z, batch, classes, 1.0f, &lp1));
+    if (hard) KDI_TRY(kdi_log_probs(&l->ws[1], z, batch, classes, 1.0f, 0, &lp1));
     double nh = hard ? kdi_loss_hard_count(l, y, batch) : 1.0;
     double k = (double)alpha * t / (double)batch;
     for (int64_t i = 0; soft && i < count; i++) {

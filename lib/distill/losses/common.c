@@ -40,13 +40,20 @@ kd_status kdi_check_labels(const int32_t *labels, int64_t batch, int64_t classes
 }
 
 kd_status kdi_log_probs(kdi_buf *ws, const float *z, int64_t batch, int64_t classes, float t,
-                        float **out)
+                        int soft, float **out)
 {
     KDI_TRY(kdi_buf_reserve(ws, batch * classes));
     kdi_kernels_get()->log_softmax_rows(ws->data, z, batch, classes, 1.0f / t);
-    if (!kdi_all_finite(ws->data, batch * classes))
+    if (!kdi_all_finite(ws->data, batch * classes)) {
+        /* The cross-entropy term is also a model's training alone (kd train): no student, no
+         * temperature. The trainer's logits reach here unchecked: they may be NaN themselves. */
+        const char *who = soft ? "the student's logits" : "the logits";
+        if (!kdi_all_finite(z, batch * classes))
+            return kdi_fail(KD_ERR_NUMERIC, "%s hold NaN or infinity", who);
+        if (!soft) return kdi_fail(KD_ERR_NUMERIC, "the logits overflow their softmax");
         return kdi_fail(KD_ERR_NUMERIC, "the student's logits overflow at temperature %g",
                         (double)t);
+    }
     *out = ws->data;
     return KD_OK;
 }

@@ -102,7 +102,7 @@ static kd_status dist_forward(kd_loss *l, const float *z, const float *lp, const
     } else {
         for (int64_t i = 0; i < count; i++) grad[i] = 0.0f;
     }
-    if (hard) KDI_TRY(kdi_log_probs(&l->ws[1], z, batch, classes, 1.0f, &lp1));
+    if (hard) KDI_TRY(kdi_log_probs(&l->ws[1], z, batch, classes, 1.0f, 0, &lp1));
     double gh = hard ? wce / kdi_loss_hard_count(l, y, batch) : 0.0;
     for (int64_t r = 0; hard && r < batch; r++) {
         if (y[r] < 0) continue;

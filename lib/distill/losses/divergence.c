@@ -46,8 +46,8 @@ kd_status kdi_divergence_forward(kd_loss *l, const float *z, const float *lp, co
     double alpha = l->opt[KD_LOSS_ALPHA];
     int soft = alpha > 0.0, hard = alpha < 1.0;
     float *lq = NULL, *lp1 = NULL;
-    if (soft) KDI_TRY(kdi_log_probs(&l->ws[0], z, batch, classes, t, &lq));
-    if (hard) KDI_TRY(kdi_log_probs(&l->ws[1], z, batch, classes, 1.0f, &lp1));
+    if (soft) KDI_TRY(kdi_log_probs(&l->ws[0], z, batch, classes, t, 1, &lq));
+    if (hard) KDI_TRY(kdi_log_probs(&l->ws[1], z, batch, classes, 1.0f, 0, &lp1));
     double nh = hard ? kdi_loss_hard_count(l, y, batch) : 1.0;
     double d = 0.0, ce = 0.0, gs = alpha * t / (double)batch, gh = (1.0 - alpha) / nh;
     for (int64_t r = 0; r < batch; r++) {

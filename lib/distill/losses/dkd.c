@@ -96,7 +96,7 @@ static kd_status dkd_forward(kd_loss *l, const float *z, const float *lp, const 
     double *gs = NULL;
     if (kd) KDI_TRY(kdi_student_soft_log_probs(l, z, batch, classes, &lq));
     if (kd) KDI_TRY(kdi_student_soft_grad(l, batch, classes, &gs));
-    if (hard) KDI_TRY(kdi_log_probs(&l->ws[1], z, batch, classes, 1.0f, &lp1));
+    if (hard) KDI_TRY(kdi_log_probs(&l->ws[1], z, batch, classes, 1.0f, 0, &lp1));
     double tc = 0.0, nc = 0.0, ce = 0.0, scale = (double)t / (double)batch;
     for (int64_t r = 0; kd && r < batch; r++) {
         int32_t label = y != NULL ? y[r] : -1;

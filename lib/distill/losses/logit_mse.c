@@ -34,7 +34,7 @@ static kd_status mse_forward(kd_loss *l, const float *z, const float *zt, const 
     double alpha = l->opt[KD_LOSS_ALPHA];
     int soft = alpha > 0.0, hard = alpha < 1.0;
     float *lp = NULL;
-    if (hard) KDI_TRY(kdi_log_probs(&l->ws[0], z, batch, classes, 1.0f, &lp));
+    if (hard) KDI_TRY(kdi_log_probs(&l->ws[0], z, batch, classes, 1.0f, 0, &lp));
     double mse = 0.0, ce = 0.0, gs = 2.0 * alpha / (double)(batch * classes);
     double nh = hard ? kdi_loss_hard_count(l, y, batch) : 1.0, gh = (1.0 - alpha) / nh;
     for (int64_t r = 0; r < batch; r++) {

@@ -52,9 +52,11 @@ kd_status kdi_check_labels(const int32_t *labels, int64_t batch, int64_t classes
  * token-level kinds): soft targets unless alpha is 0, labels unless alpha is 1, labels in range. */
 kd_status kdi_check_alpha_inputs(const kd_loss *l, const float *soft, const int32_t *labels,
                                  int64_t batch, int64_t classes);
-/* Row-wise log_softmax(z / t) into ws; KD_ERR_NUMERIC when z / t overflows. */
+/* Row-wise log_softmax(z / t) into ws; KD_ERR_NUMERIC when z / t overflows. soft: z are a
+ * student's logits at the distillation temperature t, else any model's for its cross-entropy (the
+ * failure's message says which). */
 kd_status kdi_log_probs(kdi_buf *ws, const float *z, int64_t batch, int64_t classes, float t,
-                        float **out);
+                        int soft, float **out);
 
 /* ---------------------------------------------------------------- feature losses */
 

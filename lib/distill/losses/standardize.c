@@ -51,12 +51,12 @@ kd_status kdi_student_soft_log_probs(kd_loss *l, const float *z, int64_t batch, 
                                      float **out)
 {
     float t = l->opt[KD_LOSS_TEMPERATURE];
-    if (!kdi_loss_standardizes(l)) return kdi_log_probs(&l->ws[0], z, batch, classes, t, out);
+    if (!kdi_loss_standardizes(l)) return kdi_log_probs(&l->ws[0], z, batch, classes, t, 1, out);
     double *sigma;
     KDI_TRY(kdi_buf_reserve(&l->ws[2], batch * classes));
     KDI_TRY(kdi_ws_doubles(&l->ws[3], batch, &sigma));
     kdi_standardize_rows(z, batch, classes, l->ws[2].data, sigma);
-    return kdi_log_probs(&l->ws[0], l->ws[2].data, batch, classes, t, out);
+    return kdi_log_probs(&l->ws[0], l->ws[2].data, batch, classes, t, 1, out);
 }
 
 kd_status kdi_student_soft_grad(kd_loss *l, int64_t batch, int64_t classes, double **gs)
