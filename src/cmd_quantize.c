@@ -201,6 +201,16 @@ int cmd_quantize(int argc, char **argv)
     kd_model *m = NULL, *q = NULL;
     kd_dataset *calib = NULL, *test = NULL;
     if ((rc = load_model(o.model, &m)) != EXIT_OK) return rc;
+    /* before the data: an embedding and attention have no int8 form, whatever --calib holds */
+    int64_t vocab = 0;
+    kd_model_tokens(m, &vocab, NULL);
+    if (vocab > 0) {
+        fail_msg("%s is a language model (token ids in): it has no int8 form; kd quantize takes "
+                 "models of dense and conv layers",
+                 o.model);
+        kd_model_destroy(m);
+        return EXIT_USAGE;
+    }
     kd_status st;
     rc = load_user_data(&o.d, o.calib, NULL, 0, &calib);
     if (rc == EXIT_OK && o.test != NULL) rc = load_user_data(&o.d, o.test, o.d.test_y, 1, &test);

@@ -140,6 +140,9 @@ expect "attention that is not causal is refused" 2 "not causal" "$KD" train --te
 expect "predict refuses a language model" 2 "is a language model" "$KD" predict "$T" \
     --input "$TMP/corpus.txt"
 expect "an image command names a language model" 2 "is a language model" "$KD" eval "$T"
+expect "quantize says a language model has no int8 form" 2 \
+    "teacher.safetensors is a language model (token ids in): it has no int8 form" "$KD" quantize \
+    "$T" --calib "$DATA/fmnist-train-2000" --out "$TMP/q.safetensors"
 expect "--teacher-steps with --teacher" 2 "teacher-steps does not apply with --teacher" "$KD" \
     distill --text "$TEXT" --teacher "$T" --student "$SMALL" --teacher-steps 3 --out "$S"
 expect "--attention-heads without --attention-kl" 2 "attention-heads does not apply" "$KD" \
