@@ -143,6 +143,10 @@ expect "an image command names a language model" 2 "is a language model" "$KD" e
 expect "quantize says a language model has no int8 form" 2 \
     "teacher.safetensors is a language model (token ids in): it has no int8 form" "$KD" quantize \
     "$T" --calib "$DATA/fmnist-train-2000" --out "$TMP/q.safetensors"
+expect "prune refuses a language model without offering --text" 2 \
+    "teacher.safetensors is a language model (token ids in): kd prune fine-tunes on labelled examples and does not take language models" \
+    "$KD" prune "$T" --sparsity 0.5 --train "$DATA/fmnist-train-2000" \
+    --test "$DATA/fmnist-test-500" --out "$TMP/p.safetensors"
 expect "--teacher-steps with --teacher" 2 "teacher-steps does not apply with --teacher" "$KD" \
     distill --text "$TEXT" --teacher "$T" --student "$SMALL" --teacher-steps 3 --out "$S"
 expect "--attention-heads without --attention-kl" 2 "attention-heads does not apply" "$KD" \
