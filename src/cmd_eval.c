@@ -171,7 +171,9 @@ static int one_model(const char *path, const kd_dataset *test, model_stats *st, 
     if (loaded != EXIT_OK) return loaded;
     int64_t n, correct = 0;
     kd_dataset_size(test, &n);
-    int rc = check_fits_eval(path, m, test);
+    char what[4200]; /* "the model PATH is a language model", as check_fits_eval words it */
+    snprintf(what, sizeof what, "model %s", path);
+    int rc = check_fits_eval(what, m, test);
     if (rc == EXIT_OK) {
         kd_status s = kd_model_evaluate(m, kd_dataset_images(test), kd_dataset_labels(test), n,
                                         EVAL_BATCH, &correct, NULL);

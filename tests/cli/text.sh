@@ -147,6 +147,9 @@ expect "prune refuses a language model without offering --text" 2 \
     "teacher.safetensors is a language model (token ids in): kd prune fine-tunes on labelled examples and does not take language models" \
     "$KD" prune "$T" --sparsity 0.5 --train "$DATA/fmnist-train-2000" \
     --test "$DATA/fmnist-test-500" --out "$TMP/p.safetensors"
+expect "eval side by side names the language model's file" 2 \
+    "the model .*/teacher.safetensors is a language model" "$KD" eval "$T" "$TMP/tcopy.safetensors" \
+    --test "$DATA/fmnist-test-500"
 expect "--teacher-steps with --teacher" 2 "teacher-steps does not apply with --teacher" "$KD" \
     distill --text "$TEXT" --teacher "$T" --student "$SMALL" --teacher-steps 3 --out "$S"
 expect "--attention-heads without --attention-kl" 2 "attention-heads does not apply" "$KD" \
