@@ -179,7 +179,9 @@ KD_API void kd_model_destroy(kd_model *m);
 
 /* safetensors, with PyTorch nn.Sequential names ("0.weight" is [out, in]) and the spec in the
  * header's __metadata__ ("kd.spec"). Saving writes a temporary file PATH.tmp.XXXXXX beside path and
- * renames it over path; on any failure path is as it was and no temporary file remains. A save also
+ * renames it over path; on any failure path is as it was and no temporary file remains. A path
+ * that is (or links to) a pipe, a device, a socket or a directory is refused, KD_ERR_IO, and left
+ * as it is: the rename would replace it with a regular file. A save also
  * removes what a killed save of the same path left: files named so that are regular, the user's,
  * and last written before this process first saved or resumed. Loading checks the file's sizes
  * against the file and the limits (kd_set_limit) before allocating: a spec asking for more values

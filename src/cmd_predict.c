@@ -101,7 +101,11 @@ int cmd_predict(const options *o)
         const char *in[] = {o->positional, o->input, o->config};
         int rc = check_not_input("--out", o->out, in, 3);
         if (rc != EXIT_OK) return rc;
-        if (check_output(o->out) != EXIT_OK) return EXIT_RUNTIME;
+        /* a CSV goes straight into a pipe or a device (write_csv); a .npy is saved by a rename */
+        struct stat sb;
+        int direct = ends_with(o->out, ".csv") && stat(o->out, &sb) == 0 && !S_ISREG(sb.st_mode) &&
+                     !S_ISDIR(sb.st_mode);
+        if (!direct && (rc = check_output(o->out)) != EXIT_OK) return rc;
     }
     kd_model *m;
     int loaded = load_model(o->positional, &m);

@@ -1510,9 +1510,11 @@ static int check_checkpoints(const text_options *o, const char *name)
         if (k > 0 && strcmp(name, "distill") != 0) break;
         if (k == 1 && o->teacher_file != NULL) continue;
         if (k == 2 && !o->compare) continue;
-        char path[4200];
+        char path[4200], side[4210];
         run_checkpoint(o, runs[k], path, sizeof path);
+        snprintf(side, sizeof side, "%s.run", path); /* its sidecar, saved the same way */
         int rc = check_output(path);
+        if (rc == EXIT_OK) rc = check_output(side);
         if (rc != EXIT_OK) return rc;
         if (!o->resume && !o->force && access(path, F_OK) == 0) {
             fail_msg("%s exists: continue it with --resume, or start again with --force", path);

@@ -207,7 +207,9 @@ static inline int ends_with(const char *s, const char *suffix)
     size_t a = strlen(s), b = strlen(suffix);
     return a >= b && strcmp(s + a - b, suffix) == 0;
 }
-/* Writes data to path through a temporary file and a rename, so readers never see half a file. */
+/* Writes data to path through a temporary file and a rename, so readers never see half a file.
+ * -1 with errno set on failure, and for a path that is not a regular file (EEXIST: a pipe or a
+ * device there is left as it is). */
 int write_atomic(const char *path, const void *data, size_t n);
 /* "SGD momentum 0.9, lr 0.05 with cosine decay, batch 128, seed 1" */
 void describe_protocol(const options *o, char *out, size_t size);
@@ -216,7 +218,8 @@ void describe_method(const options *o, char *out, size_t size);
 /* s as a JSON string, quotes included. */
 void json_string(FILE *f, const char *s);
 /* path is not a directory and its directory exists and is writable; else one line and
- * EXIT_RUNTIME. */
+ * EXIT_RUNTIME. An existing path that is not a regular file (a pipe, a device), which the save's
+ * rename would replace: one line and EXIT_USAGE. */
 int check_output(const char *path);
 /* The same for a file written in place, not renamed over (--log): an existing file it may write
  * (/dev/stdout, a pipe) will do, whatever its directory. */

@@ -198,6 +198,13 @@ void remove_stale_temps(const char *path)
 
 int write_atomic(const char *path, const void *data, size_t n)
 {
+    /* The rename would replace a pipe or a device there with a regular file (check_output refuses
+     * one first; this is for one that appeared since). */
+    struct stat sb;
+    if (stat(path, &sb) == 0 && !S_ISREG(sb.st_mode)) {
+        errno = S_ISDIR(sb.st_mode) ? EISDIR : EEXIST;
+        return -1;
+    }
     remove_stale_temps(path);
     char tmp[4200];
     snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
@@ -276,6 +283,18 @@ int check_output(const char *path)
         fail_msg("cannot write %s: it is a directory (give a file name)", path);
         return EXIT_RUNTIME;
     }
+    /* Saves go to a temporary file renamed over path: a pipe or a device there would be replaced
+     * by a regular file (a link to a regular file is replaced, as it always was). */
+    if (stat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
+        fail_msg("cannot write %s: it is %s, not a regular file, and saving would replace it "
+                 "(give a file name)",
+                 path,
+                 S_ISFIFO(st.st_mode)                         ? "a pipe (FIFO)"
+                 : S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode) ? "a device"
+                 : S_ISSOCK(st.st_mode)                       ? "a socket"
+                                                              : "a special file");
+        return EXIT_USAGE;
+    }
     dir_of(path, dir, sizeof dir);
     if (stat(dir, &st) != 0) {
         fail_msg("cannot write %s: %s: %s", path, dir, strerror(errno));
@@ -328,9 +347,11 @@ int check_output_dir(const char *what, const char *path)
  * accident. */
 static int check_checkpoint(const options *o, const char *suffix)
 {
-    char path[4200];
+    char path[4200], side[4210];
     snprintf(path, sizeof path, "%s%s", o->checkpoint, suffix);
+    snprintf(side, sizeof side, "%s.run", path); /* its sidecar, saved the same way */
     int rc = check_output(path);
+    if (rc == EXIT_OK) rc = check_output(side);
     if (rc != EXIT_OK || o->resume || o->force || access(path, F_OK) != 0) return rc;
     fail_msg("the checkpoint %s exists: continue it with --resume, or start again over it with "
              "--force",

@@ -528,6 +528,42 @@ START_TEST(atomic_write)
 }
 END_TEST
 
+/* A save to a pipe (or a link to one) would replace it with a regular file: refused, the pipe left
+ * as it was and no temporary file behind. A link to a regular file is replaced, as before. */
+START_TEST(atomic_write_keeps_special_files)
+{
+    float w[1] = {1};
+    kdi_st_tensor t = {
+        .name = "w", .dtype = KDI_ST_F32, .ndim = 1, .dims = {1}, .data = w, .nbytes = 4};
+    char fifo[400], link[400], file[400], to_file[400];
+    const char *dir = fresh_dir("special");
+    snprintf(fifo, sizeof fifo, "%s/f.safetensors", dir);
+    ck_assert_int_eq(mkfifo(fifo, 0644), 0);
+    ck_assert_int_eq(kdi_st_write(fifo, &t, 1, NULL, NULL, 0), KD_ERR_IO);
+    ck_assert_ptr_nonnull(strstr(kd_last_error(), "not a regular file"));
+    struct stat sb;
+    ck_assert(lstat(fifo, &sb) == 0 && S_ISFIFO(sb.st_mode));
+    ck_assert_int_eq(count_entries(dir), 1);
+
+    snprintf(link, sizeof link, "%s/l.safetensors", dir);
+    ck_assert_int_eq(symlink("f.safetensors", link), 0);
+    ck_assert_int_eq(kdi_st_write(link, &t, 1, NULL, NULL, 0), KD_ERR_IO);
+    ck_assert(lstat(link, &sb) == 0 && S_ISLNK(sb.st_mode));
+    ck_assert(lstat(fifo, &sb) == 0 && S_ISFIFO(sb.st_mode));
+    ck_assert_int_eq(count_entries(dir), 2);
+
+    snprintf(file, sizeof file, "%s/r.safetensors", dir);
+    snprintf(to_file, sizeof to_file, "%s/lr.safetensors", dir);
+    write_bytes(file, "old", 3);
+    ck_assert_int_eq(symlink("r.safetensors", to_file), 0);
+    ck_assert_int_eq(kdi_st_write(to_file, &t, 1, NULL, NULL, 0), KD_OK);
+    kdi_st_file f;
+    ck_assert_int_eq(kdi_st_read(to_file, &f), KD_OK);
+    kdi_st_free(&f);
+    ck_assert_int_eq(count_entries(dir), 4);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("safetensors");
@@ -542,6 +578,7 @@ int main(void)
     tcase_add_test(t, bad_paths);
     tcase_add_test(t, writer_rejects);
     tcase_add_test(t, atomic_write);
+    tcase_add_test(t, atomic_write_keeps_special_files);
     suite_add_tcase(s, t);
     return kdt_run(s);
 }

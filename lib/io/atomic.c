@@ -47,6 +47,23 @@ static void sync_dir(const char *path)
     }
 }
 
+/* A rename would replace whatever path names with a regular file: a pipe, a device or a socket
+ * there would be lost (a symlink to one is followed, as a writer of it would). Absent, or a regular
+ * file (or a symlink to one, which the rename replaces as before): KD_OK. */
+static kd_status check_replaceable(const char *path)
+{
+    struct stat sb;
+    if (stat(path, &sb) != 0 || S_ISREG(sb.st_mode)) return KD_OK;
+    return kdi_fail(KD_ERR_IO,
+                    "cannot write %s: it is %s, not a regular file, and a save would replace it",
+                    path,
+                    S_ISDIR(sb.st_mode)                          ? "a directory"
+                    : S_ISFIFO(sb.st_mode)                       ? "a pipe (FIFO)"
+                    : S_ISCHR(sb.st_mode) || S_ISBLK(sb.st_mode) ? "a device"
+                    : S_ISSOCK(sb.st_mode)                       ? "a socket"
+                                                                 : "a special file");
+}
+
 /* ---------------------------------------------------------------- stale temporary files */
 
 /* The time of this process's first save or resume, on the clock file systems stamp files with
@@ -100,6 +117,8 @@ void kdi_clean_stale_temps(const char *path)
 kd_status kdi_write_atomic(const char *path, int (*write)(FILE *fp, const void *ctx),
                            const void *ctx)
 {
+    kd_status st = check_replaceable(path);
+    if (st != KD_OK) return st;
     kdi_clean_stale_temps(path);
     size_t plen = strlen(path);
     char *tmp = kdi_malloc(plen + 16);
@@ -108,7 +127,7 @@ kd_status kdi_write_atomic(const char *path, int (*write)(FILE *fp, const void *
     memcpy(tmp + plen, ".tmp.XXXXXX", 12);
     int fd = mkstemp(tmp);
     if (fd < 0) {
-        kd_status st = io_fail("cannot create a temporary file beside", path, errno);
+        st = io_fail("cannot create a temporary file beside", path, errno);
         kdi_free(tmp);
         return st;
     }
@@ -123,11 +142,12 @@ kd_status kdi_write_atomic(const char *path, int (*write)(FILE *fp, const void *
         if (!write(fp, ctx) || fflush(fp) != 0 || fsync(fileno(fp)) != 0) err = errno ? errno : EIO;
         if (fclose(fp) != 0 && err == 0) err = errno ? errno : EIO;
     }
-    if (err == 0 && rename(tmp, path) != 0) err = errno;
-    if (err != 0)
+    /* again at the rename: the node may have appeared while the file was written */
+    if (err == 0 && (st = check_replaceable(path)) == KD_OK && rename(tmp, path) != 0) err = errno;
+    if (err != 0 || st != KD_OK)
         unlink(tmp);
     else
         sync_dir(path);
     kdi_free(tmp);
-    return err != 0 ? io_fail("cannot write", path, err) : KD_OK;
+    return err != 0 ? io_fail("cannot write", path, err) : st;
 }

@@ -9,7 +9,8 @@
 /* Creates a temporary file beside path (the same file system, so rename is atomic), lets write
  * fill it (it returns 1 on success, 0 with errno set on failure), flushes it to disk and renames
  * it over path. Any failure removes the temporary file and leaves path as it was: KD_ERR_IO with
- * the system's reason. */
+ * the system's reason. A path that is (or links to) anything but a regular file -- a pipe, a
+ * device -- is refused (KD_ERR_IO) and left as it is: the rename would replace it. */
 kd_status kdi_write_atomic(const char *path, int (*write)(FILE *fp, const void *ctx),
                            const void *ctx);
 

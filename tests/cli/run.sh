@@ -579,6 +579,32 @@ refused() {
     fi
 }
 refused "--out a directory" 1 "cannot write $TMP: it is a directory" "$KD" $QUICK --out "$TMP"
+# none PATH...: true when no PATH exists (an unmatched glob stays as written, and does not).
+none() {
+    for f in "$@"; do [ -e "$f" ] && return 1; done
+    return 0
+}
+# A save renames a temporary file over its path: a pipe (or a link to one) there would be replaced
+# by a regular file. Refused before any work (exit 2), the pipe left as it was; a link to a regular
+# file is replaced as before.
+mkfifo "$TMP/fifo.st" "$TMP/fifo.npy" "$TMP/fifock.run" && ln -s fifo.st "$TMP/to-fifo.st"
+refused "--out a FIFO" 2 "cannot write $TMP/fifo.st: it is a pipe (FIFO), not a regular file" \
+    "$KD" $QUICK --out "$TMP/fifo.st"
+refused "--out a link to a FIFO" 2 "it is a pipe (FIFO), not a regular file" \
+    "$KD" $QUICK --out "$TMP/to-fifo.st"
+refused "--checkpoint whose .run is a FIFO" 2 "cannot write $TMP/fifock.run: it is a pipe" \
+    "$KD" $QUICK --out "$TMP/o.safetensors" --checkpoint "$TMP/fifock"
+expect "export --out a FIFO" 2 "it is a pipe (FIFO)" "$KD" export "$T" --out "$TMP/fifo.st"
+expect "predict --out a .npy FIFO" 2 "it is a pipe (FIFO)" "$KD" predict "$T" --input "$TEST" \
+    --out "$TMP/fifo.npy"
+if [ -p "$TMP/fifo.st" ] && [ -p "$TMP/fifo.npy" ] && [ -p "$TMP/fifock.run" ] &&
+    [ -L "$TMP/to-fifo.st" ] && [ -p "$TMP/to-fifo.st" ] && none "$TMP"/*fifo*.tmp.*; then
+    pass "the FIFOs and the link to one are left as they were, no temporary file beside"
+else
+    fail "a refused save replaced a FIFO or left a temporary file"
+fi
+printf x >"$TMP/regular.st" && ln -s regular.st "$TMP/to-regular.st"
+expect "export --out a link to a regular file" 0 "wrote" "$KD" export "$T" --out "$TMP/to-regular.st"
 refused "--out in a missing directory" 1 "cannot write $TMP/none/m.safetensors: $TMP/none: No such file" \
     "$KD" $QUICK --out "$TMP/none/m.safetensors"
 printf x >"$TMP/afile"
