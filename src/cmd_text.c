@@ -1555,26 +1555,36 @@ int cmd_text(const char *name, int argc, char **argv)
     /* Nothing it reads may be what it writes: the corpus, the teacher, the model of eval. Under
      * mpirun rank 0 alone writes, so it alone checks (another host need not have the
      * directories). */
-    char ck_teacher[4200] = "", ck_alone[4200] = "";
+    char ck_teacher[4200] = "", ck_alone[4200] = "", side[3][4210] = {"", "", ""};
     if (o.checkpoint != NULL && strcmp(name, "distill") == 0) { /* the ones it will write */
         if (o.teacher_file == NULL) run_checkpoint(&o, "teacher", ck_teacher, sizeof ck_teacher);
         if (o.compare) run_checkpoint(&o, "student alone", ck_alone, sizeof ck_alone);
     }
+    /* and each one's sidecar FILE.run (checkpoint_save) */
+    if (o.checkpoint != NULL) snprintf(side[0], sizeof side[0], "%s.run", o.checkpoint);
+    if (ck_teacher[0]) snprintf(side[1], sizeof side[1], "%s.run", ck_teacher);
+    if (ck_alone[0]) snprintf(side[2], sizeof side[2], "%s.run", ck_alone);
     const char *out[] = {o.out,
                          o.log_path,
                          o.report_dir,
                          o.checkpoint,
                          ck_teacher[0] ? ck_teacher : NULL,
-                         ck_alone[0] ? ck_alone : NULL};
+                         ck_alone[0] ? ck_alone : NULL,
+                         side[0][0] ? side[0] : NULL,
+                         side[1][0] ? side[1] : NULL,
+                         side[2][0] ? side[2] : NULL};
     const char *names[] = {"--out",
                            "--log",
                            "--report",
                            "--checkpoint",
                            "--checkpoint (its .teacher)",
-                           "--checkpoint (its .alone)"};
+                           "--checkpoint (its .alone)",
+                           "--checkpoint (its .run)",
+                           "--checkpoint (its .teacher.run)",
+                           "--checkpoint (its .alone.run)"};
     const char *in[] = {o.text, o.teacher_file, o.model};
     if (par_rank() == 0) {
-        if ((rc = check_apart(out, names, 6, in, 3)) != EXIT_OK) return rc;
+        if ((rc = check_apart(out, names, 9, in, 3)) != EXIT_OK) return rc;
         if (o.checkpoint != NULL && (rc = check_checkpoints(&o, name)) != EXIT_OK) return rc;
         if (o.out != NULL && (rc = check_output(o.out)) != EXIT_OK) return rc;
         if (o.log_path != NULL && (rc = check_output_in_place(o.log_path)) != EXIT_OK) return rc;

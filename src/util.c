@@ -422,14 +422,40 @@ int check_apart(const char *const *out, const char *const *names, int nout, cons
 }
 
 /* An output that is an input, or another output: refused before anything is read or written
- * (the run would overwrite what it reads, or one result would replace another). */
+ * (the run would overwrite what it reads, or one result would replace another). The checkpoint's
+ * companions count as outputs: its FILE.run sidecar, and for kd distill the teacher it trains
+ * (FILE.teacher) and the student alone (FILE.alone), each with its .run. */
 static int check_distinct(const options *o, const char *model)
 {
-    const char *out[5] = {model, o->log_path, o->checkpoint, o->report_dir, o->soft_cache};
-    const char *names[5] = {"--out", "--log", "--checkpoint", "--report", "--soft-targets-cache"};
+    enum { NOUT = 10 };
+    const char *out[NOUT] = {model, o->log_path, o->checkpoint, o->report_dir, o->soft_cache};
+    const char *names[NOUT] = {"--out",
+                               "--log",
+                               "--checkpoint",
+                               "--report",
+                               "--soft-targets-cache",
+                               "--checkpoint (its .run)",
+                               "--checkpoint (its .teacher)",
+                               "--checkpoint (its .teacher.run)",
+                               "--checkpoint (its .alone)",
+                               "--checkpoint (its .alone.run)"};
+    static const char *const suffixes[NOUT] = {
+        [5] = ".run", [6] = ".teacher", [7] = ".teacher.run", [8] = ".alone", [9] = ".alone.run"};
+    char companions[NOUT][4220];
+    /* as cmd_distill decides: it trains a teacher when given none, and by default then compares
+     * with the student alone; --teacher FILE.teacher may reuse an earlier run's */
+    int own_teacher = o->cmd == CMD_DISTILL && o->nteachers == 0 && o->teacher_logits == NULL;
+    int compare = o->cmd == CMD_DISTILL && o->quantize == NULL &&
+                  (o->compare >= 0 ? o->compare : own_teacher);
+    for (int i = 5; i < NOUT && o->checkpoint != NULL; i++) {
+        if ((i == 6 || i == 7) && !own_teacher) continue;
+        if ((i == 8 || i == 9) && !compare) continue;
+        snprintf(companions[i], sizeof companions[i], "%s%s", o->checkpoint, suffixes[i]);
+        out[i] = companions[i];
+    }
     const char *in[32];
     int n = input_files(o, in);
-    return check_apart(out, names, 5, in, n);
+    return check_apart(out, names, NOUT, in, n);
 }
 
 /* --soft-targets-cache FILE is rewritten when it does not hold these teachers' logits: an existing

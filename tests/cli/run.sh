@@ -649,6 +649,18 @@ refused "--out is the --checkpoint" 2 "--out and --checkpoint name the same file
     --out "$TMP/same.st" --checkpoint "$TMP/./same.st"
 refused "--out is the --log" 2 "--out and --log name the same file" "$KD" $QUICK \
     --out "$TMP/same.st" --log "$TMP/same.st"
+# nor over a file of the checkpoint: FILE.run, and distill's FILE.teacher, FILE.alone and theirs
+refused "--out is the checkpoint's .run" 2 "--out and --checkpoint (its .run) name the same file" \
+    "$KD" $QUICK --checkpoint "$TMP/b.ck" --out "$TMP/b.ck.run"
+refused "--log is the checkpoint's .run" 2 "--log and --checkpoint (its .run) name the same file" \
+    "$KD" $QUICK --checkpoint "$TMP/b.ck" --out "$TMP/o.safetensors" --log "$TMP/./b.ck.run"
+refused "distill --out is the student alone's checkpoint" 2 \
+    "--out and --checkpoint (its .alone) name the same file" "$KD" distill --teacher "$T" \
+    --student 784-16-10 --epochs 1 $SETS --compare --checkpoint "$TMP/b.ck" --out "$TMP/b.ck.alone"
+refused "distill --log is the trained teacher's .run" 2 \
+    "--log and --checkpoint (its .teacher.run) name the same file" "$KD" distill \
+    --teacher-spec 784-16-10 --student 784-16-10 --epochs 1 $SETS --checkpoint "$TMP/b.ck" \
+    --out "$TMP/o.safetensors" --log "$TMP/b.ck.teacher.run"
 # The same for the commands with options of their own (they had overwritten their inputs), and
 # prune checks --out before its fine-tuning.
 cp "$T" "$TMP/own.safetensors"

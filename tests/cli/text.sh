@@ -131,6 +131,19 @@ expect "--out is the corpus" 2 "is a file this run reads" "$KD" train --text "$T
     --spec "$SMALL" --steps 2 --out "$TMP/corpus.txt"
 expect "--log is --out" 2 "name the same file" "$KD" train --text "$TEXT" --spec "$SMALL" \
     --steps 2 --out "$TMP/x.safetensors" --log "$TMP/x.safetensors"
+# nor over a file of its checkpoint: FILE.run, and distill's FILE.teacher, FILE.alone and theirs
+expect "--out is the checkpoint's .run" 2 "--out and --checkpoint (its .run) name the same file" \
+    "$KD" train --text "$TEXT" --spec "$SMALL" --steps 2 --checkpoint "$TMP/c.ck" \
+    --out "$TMP/c.ck.run"
+expect "--log is the checkpoint's .run" 2 "--log and --checkpoint (its .run) name the same file" \
+    "$KD" train --text "$TEXT" --spec "$SMALL" --steps 2 --checkpoint "$TMP/c.ck" \
+    --out "$TMP/x.safetensors" --log "$TMP/c.ck.run"
+expect "distill --out is the teacher's .run" 2 "(its .teacher.run) name the same file" "$KD" \
+    distill --text "$TEXT" --teacher-spec "$SMALL" --student "$SMALL" --steps 2 \
+    --checkpoint "$TMP/c.ck" --out "$TMP/c.ck.teacher.run"
+expect "distill --log is the student alone's .run" 2 "(its .alone.run) name the same file" "$KD" \
+    distill --text "$TEXT" --teacher "$T" --student "$SMALL" --steps 2 --compare \
+    --checkpoint "$TMP/c.ck" --out "$TMP/x.safetensors" --log "$TMP/c.ck.alone.run"
 if cmp -s "$TEXT" "$TMP/corpus.txt" && cmp -s "$T" "$TMP/tcopy.safetensors"; then
     pass "the refused runs left the corpus and the teacher as they were"
 else fail "a refused run changed its input"; fi
