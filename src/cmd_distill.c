@@ -806,6 +806,6 @@ int cmd_distill(const options *o)
     for (int i = 0; i < s.nt; i++) kd_model_destroy(s.teachers[i]);
     free(s.logits);
     free_data(&s.d);
-    progress_close(&s.p);
-    return rc;
+    int logged = progress_close(&s.p);
+    return rc != EXIT_OK ? rc : logged;
 }

@@ -2,6 +2,7 @@
  * public API alone (kd_text_*, token models, kd_trainer_step with batch * T token rows). */
 #include <errno.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -867,6 +868,23 @@ static int64_t curve_bytes(const text_options *o)
     return o->eval_bytes > 0 ? o->eval_bytes : 65536;
 }
 
+/* ---------------------------------------------------------------- the log */
+
+/* The first failed write's errno of the --log file (ferror keeps none): said at the end, and the
+ * command then fails, so a log cut short by a full disk is never taken for a whole one. */
+static int log_errno;
+
+static void log_line(FILE *log, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void log_line(FILE *log, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vfprintf(log, fmt, ap);
+    va_end(ap);
+    errno = 0;
+    if ((fflush(log) != 0 || ferror(log)) && log_errno == 0) log_errno = errno ? errno : EIO;
+}
+
 /* Steps between held-out evaluations: --eval-every, else ten a run with a report, else none. */
 static int64_t eval_every(const text_options *o, int64_t steps)
 {
@@ -894,8 +912,8 @@ static int curve_point(const text_options *o, const kd_text *text, const lm_run 
         printf("%s: step %lld/%lld  held-out %.4f bits per byte\n", r->name, (long long)step,
                (long long)r->steps, (double)bpb);
     if (log != NULL)
-        fprintf(log, "{\"run\": \"%s\", \"step\": %lld, \"heldout_bits_per_byte\": %.6g}\n",
-                r->name, (long long)step, (double)bpb);
+        log_line(log, "{\"run\": \"%s\", \"step\": %lld, \"heldout_bits_per_byte\": %.6g}\n",
+                 r->name, (long long)step, (double)bpb);
     return EXIT_OK;
 }
 
@@ -1132,8 +1150,8 @@ static int train_lm(const text_options *o, const kd_text *text, const lm_run *r,
             printf("%s: step %lld/%lld  loss %.4g%s  %.0f s\n", r->name, (long long)(s + 1),
                    (long long)r->steps, mean, terms, t);
         if (log != NULL)
-            fprintf(log, "{\"run\": \"%s\", \"step\": %lld, \"loss\": %.6g, \"seconds\": %.3f}\n",
-                    r->name, (long long)(s + 1), mean, t);
+            log_line(log, "{\"run\": \"%s\", \"step\": %lld, \"loss\": %.6g, \"seconds\": %.3f}\n",
+                     r->name, (long long)(s + 1), mean, t);
         fflush(stdout);
         sum = 0.0;
         count = 0;
@@ -1624,7 +1642,16 @@ int cmd_text(const char *name, int argc, char **argv)
         rc = text_distill(&o, text, log);
     else
         rc = text_eval(&o, text);
-    if (log != NULL) fclose(log);
+    if (log != NULL) {
+        int bad = ferror(log);
+        errno = 0;
+        if ((fclose(log) != 0 || bad) && log_errno == 0) log_errno = errno ? errno : EIO;
+        if (log_errno != 0) {
+            fail_msg("cannot write the log %s: %s (the log is incomplete)", o.log_path,
+                     strerror(log_errno));
+            if (rc == EXIT_OK) rc = EXIT_RUNTIME;
+        }
+    }
     kd_text_destroy(text);
     return rc;
 }

@@ -108,6 +108,6 @@ int cmd_train(const options *o)
         rc = finish(o, &d, &r, &p);
     kd_model_destroy(r.model);
     free_data(&d);
-    progress_close(&p);
-    return rc;
+    int logged = progress_close(&p);
+    return rc != EXIT_OK ? rc : logged;
 }

@@ -381,8 +381,10 @@ int history_read(const char *path, uint64_t *fingerprint, history *h, char *note
 typedef struct progress {
     int mode; /* 0 quiet, 1 plain lines, 2 terminal bar */
     int unicode;
-    FILE *log;             /* --log FILE.jsonl, or NULL */
-    int log_fresh;         /* a new run's log: emptied at its first epoch, not at the start */
+    FILE *log; /* --log FILE.jsonl, or NULL */
+    const char *log_path;
+    int log_errno; /* the first failed write's errno (ferror keeps none), 0 while all went well */
+    int log_fresh; /* a new run's log: emptied at its first epoch, not at the start */
     const char *eval_name; /* what per-epoch accuracy is measured on: "test" or "val" */
     const char *run, *key;
     int epoch, epochs, first_epoch;
@@ -391,7 +393,9 @@ typedef struct progress {
 } progress;
 
 int progress_open(progress *p, const options *o);
-void progress_close(progress *p);
+/* EXIT_RUNTIME, said on stderr, when a line of the log could not be written (a full disk, a file
+ * size limit): the run went on, but its log is not whole. */
+int progress_close(progress *p);
 void progress_run(progress *p, const char *name, const char *key, int first_epoch, int epochs,
                   int64_t steps_per_epoch);
 void progress_step(progress *p, int epoch, int64_t step, double loss, double acc);

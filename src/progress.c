@@ -50,6 +50,7 @@ int progress_open(progress *p, const options *o)
          * old log only when it writes its first epoch, so a run refused before training (a typo
          * in a data path) leaves the old log as it was. */
         p->log = fopen(o->log_path, "a");
+        p->log_path = o->log_path;
         p->log_fresh = !o->resume;
         if (p->log == NULL) {
             fail_msg("cannot write the log %s: %s", o->log_path, strerror(errno));
@@ -59,10 +60,16 @@ int progress_open(progress *p, const options *o)
     return EXIT_OK;
 }
 
-void progress_close(progress *p)
+int progress_close(progress *p)
 {
-    if (p->log != NULL) fclose(p->log);
+    if (p->log == NULL) return EXIT_OK;
+    errno = 0;
+    if (fclose(p->log) != 0 && p->log_errno == 0) p->log_errno = errno ? errno : EIO;
     p->log = NULL;
+    if (p->log_errno == 0) return EXIT_OK;
+    fail_msg("cannot write the log %s: %s (the log is incomplete)", p->log_path,
+             strerror(p->log_errno));
+    return EXIT_RUNTIME;
 }
 
 void progress_run(progress *p, const char *name, const char *key, int first_epoch, int epochs,
@@ -156,7 +163,9 @@ static void log_epoch(progress *p, const epoch_rec *r)
         "\"%s_acc\":%.4f,\"lr\":%.6g,\"seconds\":%.3f}\n",
         p->key, r->epoch, p->epochs, r->loss, r->ce, r->train_acc,
         p->eval_name != NULL ? p->eval_name : "test", r->test_acc, r->lr, r->seconds);
-    fflush(p->log);
+    errno = 0;
+    if ((fflush(p->log) != 0 || ferror(p->log)) && p->log_errno == 0)
+        p->log_errno = errno ? errno : EIO; /* said at the end, by progress_close */
 }
 
 void progress_epoch(progress *p, const epoch_rec *r)

@@ -697,6 +697,20 @@ else
     skip "--out in an unwritable directory (root writes anywhere)"
 fi
 
+# A --log that cannot be written to the end (a file size limit here, which binds root too; a full
+# disk alike): the run goes on and saves its model, then fails, exit 1, saying the log is cut.
+IRIS="--train $HERE/../data/csv/iris.csv --test $HERE/../data/csv/iris.csv --label-column species"
+# shellcheck disable=SC2086
+out=$(trap '' XFSZ; ulimit -f 2; "$KD" train --model 3-3 --epochs 40 $IRIS --quiet \
+    --out "$TMP/iris.safetensors" --log "$TMP/iris.jsonl" 2>&1)
+rc=$?
+if [ "$rc" -eq 1 ] && printf '%s\n' "$out" | grep -q "cannot write the log $TMP/iris.jsonl: File too large" &&
+    [ -s "$TMP/iris.safetensors" ]; then
+    pass "a --log cut short by a file size limit fails the run, exit 1"
+else
+    fail "a --log cut short: exit $rc (want 1), output: $out"
+fi
+
 # A diverging run stops at once, exit 3, nothing saved; a collapse keeps the last good checkpoint.
 expect "an exploding loss stops the run, exit 3" 3 "model run diverged in epoch 1: the loss exploded" \
     "$KD" $QUICK --lr 1000 --out "$TMP/boom.safetensors"

@@ -206,6 +206,18 @@ expect "an existing checkpoint without --resume" 2 "lmck exists: continue it wit
 expect "a checkpoint of other options names the first" 2 "it was --lr=0.003, this run has --lr=0.01" \
     "$KD" train $RUN --spec "$SMALL" --steps 10 --lr 0.01 --out "$TMP/part.safetensors" \
     --checkpoint "$TMP/lmck" --resume
+# A --log whose reader went away (a FIFO read by no one after the open; a full disk alike): the run
+# ends, exit 1, saying the log is cut, not exit 0 with a part of it.
+mkfifo "$TMP/log.fifo"
+(: <"$TMP/log.fifo") &
+out=$(trap '' PIPE; "$KD" train --text "$TEXT" --batch 4 --quiet --spec "$SMALL" --steps 40 \
+    --log-every 1 --out "$TMP/fifo-log.safetensors" --log "$TMP/log.fifo" 2>&1)
+rc=$?
+(exec 3<>"$TMP/log.fifo") # a read-write open never blocks: it frees the reader if kd never opened
+wait
+if [ "$rc" -eq 1 ] && printf '%s\n' "$out" | grep -q "cannot write the log $TMP/log.fifo: Broken pipe"; then
+    pass "a --log that cannot be written to the end fails the run, exit 1"
+else fail "a --log cut short: exit $rc (want 1), output: $out"; fi
 expect "--resume continues it" 0 "saved" "$KD" train $RUN --spec "$SMALL" --steps 10 \
     --out "$TMP/part.safetensors" --checkpoint "$TMP/lmck" --resume --log "$TMP/lmck.jsonl"
 if cmp -s "$TMP/full.safetensors" "$TMP/part.safetensors"; then
