@@ -3,6 +3,7 @@
  *   kd train | distill | eval | info | generate | quantize | help   (see help.c, and docs/kd.1); train,
  *   distill and eval with --text work on byte-level language models (cmd_text.c)
  */
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -145,5 +146,16 @@ int main(int argc, char **argv)
     if (par_init(&argc, &argv) != 0) return EXIT_RUNTIME;
     if (default_threads() != 0) return par_end(EXIT_USAGE);
     if (par_rank() != 0 && freopen("/dev/null", "w", stdout) == NULL) return par_end(EXIT_RUNTIME);
-    return par_end(run(argc, argv));
+    int rc = run(argc, argv);
+    /* What went to the standard output is part of the result (kd info, eval, generate, the help):
+     * a full disk or a closed stream makes the command fail, not end with 0 and half of it. A
+     * command that failed already (kd predict said it) keeps its status and message. */
+    errno = 0;
+    int bad = fflush(stdout) != 0, err = errno;
+    if ((bad || ferror(stdout)) && rc == EXIT_OK) {
+        fail_msg("cannot write the standard output: %s",
+                 err != 0 ? strerror(err) : "a write failed");
+        rc = EXIT_RUNTIME;
+    }
+    return par_end(rc);
 }

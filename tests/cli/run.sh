@@ -125,6 +125,18 @@ check "--quiet prints the result line only" [ "$(printf '%s\n' "$out" | wc -l)" 
 expect "info lists the layers" 0 "dense  *100,480  *128" "$KD" info "$T"
 expect "info shows the metadata" 0 "kd.spec" "$KD" info "$T"
 expect "info --json" 0 '^{"file":' "$KD" info "$T" --json
+# What a command prints is its result: a standard output it cannot write (closed here; a full disk
+# alike) fails the command, exit 1, said on stderr, never exit 0 with half of it.
+for args in "info $T" "--help" "eval $T --test $TEST"; do
+    # shellcheck disable=SC2086 # the words of args are the command's
+    out=$("$KD" $args 2>&1 >&-)
+    rc=$?
+    if [ "$rc" -eq 1 ] && printf '%s\n' "$out" | grep -q "cannot write the standard output"; then
+        pass "kd $(echo "$args" | cut -d' ' -f1) with a closed standard output fails"
+    else
+        fail "kd $args with a closed standard output: exit $rc, output: $out"
+    fi
+done
 expect "eval prints a confusion matrix" 0 "confusion matrix" "$KD" eval "$T" --test "$TEST"
 expect "eval measures latency" 0 "per image (batch 1, median)" "$KD" eval "$T" --test "$TEST"
 expect "eval --json" 0 '"accuracy":' "$KD" eval "$T" --test "$TEST" --json
