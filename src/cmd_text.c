@@ -1011,15 +1011,19 @@ static void first_difference(const char *saved, const char *ours, char *out, siz
     }
 }
 
-/* --resume: loads run r's checkpoint into t when there is one (*start: its step; 0 when none). */
-static int resume_run(const char *path, kd_trainer *t, kd_optimizer *opt, uint64_t print,
-                      const char *note, int64_t steps, int64_t *start)
+/* --resume: loads run name's checkpoint into t when there is one (*start: its step; 0 when none,
+ * said unless quiet, as the image runs say it: a mistyped path must not pass for a resume). */
+static int resume_run(const char *name, int quiet, const char *path, kd_trainer *t,
+                      kd_optimizer *opt, uint64_t print, const char *note, int64_t steps,
+                      int64_t *start)
 {
     char saved[4096] = "", why[1400];
     uint64_t was = 0;
     *start = 0;
     /* the image runs' reader of the sidecar: 0 when killed before its first checkpoint */
     int got = checkpoint_peek(path, &was, saved, sizeof saved);
+    if (got == 0 && !quiet)
+        printf("%s: no checkpoint at %s yet; starting from the beginning\n", name, path);
     if (got <= 0) return got == 0 ? EXIT_OK : EXIT_RUNTIME;
     if (was != print) {
         first_difference(saved, note, why, sizeof why);
@@ -1095,7 +1099,7 @@ static int train_lm(const text_options *o, const kd_text *text, const lm_run *r,
         run_checkpoint(o, r->name, ckpt, sizeof ckpt);
         print = run_fingerprint(o, text, r, note, sizeof note);
         if (st == KD_OK && rc == EXIT_OK && o->resume)
-            rc = resume_run(ckpt, tr, opt, print, note, r->steps, &first);
+            rc = resume_run(r->name, o->quiet, ckpt, tr, opt, print, note, r->steps, &first);
         if (o->resume) rc = par_agree_resume(rc, first, print, ckpt); /* every rank alike */
         if (r->trace != NULL) r->trace->resumed_at = first;
     }

@@ -206,6 +206,10 @@ expect "an existing checkpoint without --resume" 2 "lmck exists: continue it wit
 expect "a checkpoint of other options names the first" 2 "it was --lr=0.003, this run has --lr=0.01" \
     "$KD" train $RUN --spec "$SMALL" --steps 10 --lr 0.01 --out "$TMP/part.safetensors" \
     --checkpoint "$TMP/lmck" --resume
+expect "--resume without a checkpoint yet says it starts afresh" 0 \
+    "model: no checkpoint at $TMP/new.ck yet; starting from the beginning" "$KD" train \
+    --text "$TEXT" --batch 4 --spec "$SMALL" --steps 2 --out "$TMP/new.safetensors" \
+    --checkpoint "$TMP/new.ck" --resume
 # A --log whose reader went away (a FIFO read by no one after the open; a full disk alike): the run
 # ends, exit 1, saying the log is cut, not exit 0 with a part of it.
 mkfifo "$TMP/log.fifo"
