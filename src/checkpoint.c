@@ -81,8 +81,11 @@ int checkpoint_save(const char *path, kd_trainer *t, uint64_t fingerprint, const
         fail_msg("cannot write the checkpoint %s: %s", side, strerror(errno));
         return -1;
     }
+    int first = access(path, F_OK) != 0;
     kd_status st = kd_trainer_save(t, path);
     if (st != KD_OK) {
+        /* a first save that failed leaves no sidecar without its checkpoint */
+        if (first) (void)remove(side);
         char what[4300];
         snprintf(what, sizeof what, "cannot write the checkpoint %s", path);
         fail_kd(what, st);

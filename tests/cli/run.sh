@@ -723,6 +723,18 @@ else
     fail "a --log cut short: exit $rc (want 1), output: $out"
 fi
 
+# A first checkpoint that cannot be saved (the limit again: its small .run sidecar fits, the
+# checkpoint does not) leaves no .run behind, nor a temporary file.
+out=$(trap '' XFSZ; ulimit -f 2; "$KD" $QUICK --quiet --out "$TMP/lim.safetensors" \
+    --checkpoint "$TMP/lim.ck" 2>&1)
+rc=$?
+if [ "$rc" -eq 1 ] && printf '%s\n' "$out" | grep -q "cannot write the checkpoint $TMP/lim.ck" &&
+    none "$TMP"/lim.ck*; then
+    pass "a first checkpoint that cannot be saved leaves no sidecar"
+else
+    fail "a failed first checkpoint: exit $rc (want 1), left: $(echo "$TMP"/lim.ck*), output: $out"
+fi
+
 # A diverging run stops at once, exit 3, nothing saved; a collapse keeps the last good checkpoint.
 expect "an exploding loss stops the run, exit 3" 3 "model run diverged in epoch 1: the loss exploded" \
     "$KD" $QUICK --lr 1000 --out "$TMP/boom.safetensors"
