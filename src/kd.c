@@ -4,9 +4,11 @@
  *   distill and eval with --text work on byte-level language models (cmd_text.c)
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common.h"
 #include "parallel.h"
@@ -141,8 +143,21 @@ static int run(int argc, char **argv)
 
 /* Under mpirun (src/parallel.c) every rank runs the command on its slices; rank 0 alone prints
  * and writes files, and a rank that fails ends the job. */
+/* A closed standard stream's descriptor (kd ... >&-) would be the next file opened -- the log, a
+ * model's temporary file -- and what is printed would land in that file. Each is held by /dev/null
+ * opened for reading: nothing else takes it, and writes to it still fail (and are reported). */
+static void hold_standard_streams(void)
+{
+    for (int fd = 0; fd <= 2; fd++)
+        if (fcntl(fd, F_GETFD) == -1 && errno == EBADF) {
+            int got = open("/dev/null", O_RDONLY); /* the lowest free descriptor: fd */
+            if (got >= 0 && got != fd) close(got);
+        }
+}
+
 int main(int argc, char **argv)
 {
+    hold_standard_streams();
     if (par_init(&argc, &argv) != 0) return EXIT_RUNTIME;
     if (default_threads() != 0) return par_end(EXIT_USAGE);
     if (par_rank() != 0 && freopen("/dev/null", "w", stdout) == NULL) return par_end(EXIT_RUNTIME);

@@ -735,6 +735,17 @@ else
     fail "a failed first checkpoint: exit $rc (want 1), left: $(echo "$TMP"/lim.ck*), output: $out"
 fi
 
+# A closed standard output's descriptor is not handed to the next file opened: what the run prints
+# does not land in its log or its model.
+"$KD" $QUICK --out "$TMP/closed.safetensors" --log "$TMP/closed.jsonl" >&- 2>/dev/null
+rc=$?
+if [ "$rc" -eq 1 ] && [ "$(grep -c -v '^{"run":' "$TMP/closed.jsonl")" -eq 0 ] &&
+    "$KD" info "$TMP/closed.safetensors" >/dev/null 2>&1; then
+    pass "a closed standard output writes nothing into the log or the model"
+else
+    fail "a closed standard output: exit $rc (want 1), log: $(cat "$TMP/closed.jsonl")"
+fi
+
 # A diverging run stops at once, exit 3, nothing saved; a collapse keeps the last good checkpoint.
 expect "an exploding loss stops the run, exit 3" 3 "model run diverged in epoch 1: the loss exploded" \
     "$KD" $QUICK --lr 1000 --out "$TMP/boom.safetensors"
