@@ -122,7 +122,8 @@ static int prepare(state *s)
         snprintf(s->out, sizeof s->out, "%s/student.safetensors", s->cache);
     alone_path(s->out, s->alone_out, sizeof s->alone_out);
     rc = par_check_batch(o->batch, "example");
-    return rc != EXIT_OK ? rc : check_outputs(o, s->out);
+    /* the student alone's model too, when it is trained: OUT-alone.safetensors */
+    return rc != EXIT_OK ? rc : check_outputs(o, s->out, s->compare ? s->alone_out : NULL);
 }
 
 /* The protocol every run shares (teacher, student alone, distilled). */

@@ -20,7 +20,7 @@ static int check_arguments(const options *o)
     rc = create_model("model", o->model_spec, o->seed, &m);
     kd_model_destroy(m);
     if (rc != EXIT_OK) return rc;
-    return check_outputs(o, o->out);
+    return check_outputs(o, o->out, NULL);
 }
 
 static void config(const options *o, run_config *c)

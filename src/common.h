@@ -227,10 +227,11 @@ int check_output_in_place(const char *path);
 /* A directory that may not exist yet (--report DIR): it, or its nearest existing ancestor, is a
  * writable directory; else one line and EXIT_RUNTIME. */
 int check_output_dir(const char *what, const char *path);
-/* Every output o names (model, --report, --log, --checkpoint), checked before any data is read or
- * any training starts: EXIT_RUNTIME for an unwritable place, EXIT_USAGE for an existing checkpoint
- * without --resume or --force. */
-int check_outputs(const options *o, const char *model);
+/* Every output o names (model, --report, --log, --checkpoint and its companions) and alone (kd
+ * distill's student-alone model, or NULL), checked before any data is read or any training starts:
+ * EXIT_RUNTIME for an unwritable place, EXIT_USAGE for an existing checkpoint without --resume or
+ * --force, or for two outputs that are one file. */
+int check_outputs(const options *o, const char *model, const char *alone);
 /* out (given as flag) is none of the files a command reads: each of inputs[0..n) (NULL skipped),
  * itself and as an IDX prefix (its images and labels files); else one line and EXIT_USAGE. For
  * the commands with their own options (predict, quantize, export, prune). */

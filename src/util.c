@@ -425,9 +425,9 @@ int check_apart(const char *const *out, const char *const *names, int nout, cons
  * (the run would overwrite what it reads, or one result would replace another). The checkpoint's
  * companions count as outputs: its FILE.run sidecar, and for kd distill the teacher it trains
  * (FILE.teacher) and the student alone (FILE.alone), each with its .run. */
-static int check_distinct(const options *o, const char *model)
+static int check_distinct(const options *o, const char *model, const char *alone)
 {
-    enum { NOUT = 10 };
+    enum { NOUT = 11 };
     const char *out[NOUT] = {model, o->log_path, o->checkpoint, o->report_dir, o->soft_cache};
     const char *names[NOUT] = {"--out",
                                "--log",
@@ -438,7 +438,8 @@ static int check_distinct(const options *o, const char *model)
                                "--checkpoint (its .teacher)",
                                "--checkpoint (its .teacher.run)",
                                "--checkpoint (its .alone)",
-                               "--checkpoint (its .alone.run)"};
+                               "--checkpoint (its .alone.run)",
+                               "--out (its student alone)"};
     static const char *const suffixes[NOUT] = {
         [5] = ".run", [6] = ".teacher", [7] = ".teacher.run", [8] = ".alone", [9] = ".alone.run"};
     char companions[NOUT][4220];
@@ -447,12 +448,13 @@ static int check_distinct(const options *o, const char *model)
     int own_teacher = o->cmd == CMD_DISTILL && o->nteachers == 0 && o->teacher_logits == NULL;
     int compare = o->cmd == CMD_DISTILL && o->quantize == NULL &&
                   (o->compare >= 0 ? o->compare : own_teacher);
-    for (int i = 5; i < NOUT && o->checkpoint != NULL; i++) {
+    for (int i = 5; i < 10 && o->checkpoint != NULL; i++) {
         if ((i == 6 || i == 7) && !own_teacher) continue;
         if ((i == 8 || i == 9) && !compare) continue;
         snprintf(companions[i], sizeof companions[i], "%s%s", o->checkpoint, suffixes[i]);
         out[i] = companions[i];
     }
+    out[10] = alone;
     const char *in[32];
     int n = input_files(o, in);
     return check_apart(out, names, NOUT, in, n);
@@ -502,12 +504,13 @@ int check_not_input(const char *flag, const char *out, const char *const *inputs
     return EXIT_OK;
 }
 
-int check_outputs(const options *o, const char *model)
+int check_outputs(const options *o, const char *model, const char *alone)
 {
     /* under mpirun rank 0 alone writes: another host need not have the output directories */
     if (par_rank() != 0) return EXIT_OK;
-    int rc = check_distinct(o, model);
+    int rc = check_distinct(o, model, alone);
     if (rc == EXIT_OK && model != NULL) rc = check_output(model);
+    if (rc == EXIT_OK && alone != NULL) rc = check_output(alone);
     if (rc == EXIT_OK && o->report_dir != NULL) rc = check_output_dir("the report", o->report_dir);
     if (rc == EXIT_OK && o->soft_cache != NULL) rc = check_soft_cache(o->soft_cache);
     if (rc == EXIT_OK && o->log_path != NULL) rc = check_output_in_place(o->log_path);

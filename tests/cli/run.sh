@@ -669,6 +669,15 @@ refused "--log is the checkpoint's .run" 2 "--log and --checkpoint (its .run) na
 refused "distill --out is the student alone's checkpoint" 2 \
     "--out and --checkpoint (its .alone) name the same file" "$KD" distill --teacher "$T" \
     --student 784-16-10 --epochs 1 $SETS --compare --checkpoint "$TMP/b.ck" --out "$TMP/b.ck.alone"
+refused "distill --log is the student alone's model" 2 \
+    "--log and --out (its student alone) name the same file" "$KD" distill --teacher "$T" \
+    --student 784-16-10 --epochs 1 $SETS --compare --out "$TMP/sa.safetensors" \
+    --log "$TMP/sa-alone.safetensors"
+cp "$T" "$TMP/tc-alone.safetensors"
+refused "distill --teacher is the student alone's model" 2 "is a file this run reads" "$KD" \
+    distill --teacher "$TMP/tc-alone.safetensors" --student 784-16-10 --epochs 1 $SETS \
+    --compare --out "$TMP/tc.safetensors"
+check "the teacher named as the student alone's model is intact" cmp -s "$T" "$TMP/tc-alone.safetensors"
 refused "distill --log is the trained teacher's .run" 2 \
     "--log and --checkpoint (its .teacher.run) name the same file" "$KD" distill \
     --teacher-spec 784-16-10 --student 784-16-10 --epochs 1 $SETS --checkpoint "$TMP/b.ck" \
