@@ -99,6 +99,23 @@ END_TEST
 
 /* The soft part is alpha T^2 KL(p || softmax(z / T)), batch mean, for every T; the hard part is
  * (1 - alpha) CE over the labelled rows, divided by the whole batch. */
+/* Finite logits whose loss overflows a float (alpha T^2 KL of about 6e38 here: its double sum is
+ * finite, its float is not): KD_ERR_NUMERIC, not KD_OK with an infinite loss (a trainer then moved
+ * its weights), for the public call and for a trainer's step. */
+START_TEST(loss_beyond_a_float_is_refused)
+{
+    kd_loss *l;
+    ck_assert_int_eq(kd_loss_create(KD_LOSS_HINTON, &l), KD_OK);
+    ck_assert_int_eq(kd_loss_set_float(l, KD_LOSS_TEMPERATURE, 4.0f), KD_OK);
+    ck_assert_int_eq(kd_loss_set_float(l, KD_LOSS_ALPHA, 0.5f), KD_OK);
+    float z[3] = {3e38f, -3e38f, 0.0f}, p[3] = {1.0f / 3, 1.0f / 3, 1.0f / 3}, v = 0.0f;
+    int32_t y[1] = {0};
+    ck_assert_int_eq(kd_loss_forward(l, z, p, y, 1, 3, &v), KD_ERR_NUMERIC);
+    ck_assert_msg(strstr(kd_last_error(), "float") != NULL, "%s", kd_last_error());
+    kd_loss_destroy(l);
+}
+END_TEST
+
 START_TEST(soft_part_scales_with_t_squared)
 {
     static const float temps[] = {1.0f, 3.0f, 8.0f};
@@ -320,6 +337,7 @@ int main(void)
     tcase_add_test(t, gradient_matches_finite_differences);
     tcase_add_test(t, hand_computed_two_classes);
     tcase_add_test(t, soft_part_scales_with_t_squared);
+    tcase_add_test(t, loss_beyond_a_float_is_refused);
     tcase_add_test(t, identical_distributions_give_zero_kl);
     tcase_add_test(t, options_and_defaults);
     tcase_add_test(t, bad_input);

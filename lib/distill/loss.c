@@ -345,6 +345,14 @@ kd_status kdi_loss_forward(kd_loss *l, const float *student_logits, const float 
     KDI_TRY(kdi_buf_reserve(&l->grad[next], batch * classes));
     KDI_TRY(
         forward_rows(l, student_logits, soft, labels, batch, classes, parts, l->grad[next].data));
+    /* Each loss checks its double sum; a sum past FLT_MAX is finite there but not as the float
+     * returned (alpha T^2 KL of logits near FLT_MAX), and a trainer stepped on it. */
+    if (!isfinite((float)parts[KD_LOSS_PART_TOTAL]))
+        return kdi_fail(KD_ERR_NUMERIC,
+                        "the loss (%g: soft %g, hard %g) is beyond a float; the logits are too "
+                        "large",
+                        parts[KD_LOSS_PART_TOTAL], parts[KD_LOSS_PART_SOFT],
+                        parts[KD_LOSS_PART_HARD]);
     l->cur = next;
     l->batch = batch;
     l->classes = classes;
