@@ -657,19 +657,19 @@ static void forward_impl(kdi_layer *l, const float *x, float *y, float *r, const
     int nt = slot_threads(cv, batch * d.kk * d.hw, chunks);
     kdi_gemm_fn *fn = NULL;
     int64_t parts = shared_parts(l, &d, batch, &fn);
+    if (parts > 0) { /* libkd's kernels only (shared_parts): OpenBLAS's count is not touched */
+        forward_shared(l, &d, fn, parts, x, y, r, then);
+        return;
+    }
     /* OpenBLAS on one thread even when the chunks run on one (a batch of one chunk): on its own
      * threads it split the GEMM otherwise and rounded differently, so a conv's output depended on
      * the thread count (AVX2 kernels, which call it) */
     kdi_blas_serial_begin();
-    if (parts > 0) {
-        forward_shared(l, &d, fn, parts, x, y, r, then);
-    } else {
-        /* chunks are independent; each thread has its own workspace */
-        KDI_FOR(nt, c, chunks, {
-            int64_t b0 = c * d.chunk, n = batch - b0 < d.chunk ? batch - b0 : d.chunk;
-            forward_chunk(l, &d, x, y, r, then, b0, n, kdi_thread_id());
-        });
-    }
+    /* chunks are independent; each thread has its own workspace */
+    KDI_FOR(nt, c, chunks, {
+        int64_t b0 = c * d.chunk, n = batch - b0 < d.chunk ? batch - b0 : d.chunk;
+        forward_chunk(l, &d, x, y, r, then, b0, n, kdi_thread_id());
+    });
     kdi_blas_serial_end();
 }
 
