@@ -105,11 +105,10 @@ static int prepare(state *s)
     int rc = check_quantize(o);
     if (rc != EXIT_OK) return rc;
     rc = check_spec("student", student_spec(o));
-    if (rc == EXIT_OK && o->nteachers == 0 && o->teacher_logits == NULL)
-        rc = check_spec("teacher", teacher_spec(o));
+    s->own_teacher = distill_own_teacher(o);
+    s->compare = distill_compares(o);
+    if (rc == EXIT_OK && s->own_teacher) rc = check_spec("teacher", teacher_spec(o));
     if (rc != EXIT_OK) return rc;
-    s->own_teacher = o->nteachers == 0 && o->teacher_logits == NULL;
-    s->compare = o->quantize != NULL ? 0 : o->compare >= 0 ? o->compare : s->own_teacher;
     cache_dir(o, s->cache, sizeof s->cache);
     if ((s->own_teacher || o->out == NULL) && make_dirs(s->cache) != 0) {
         fail_msg("cannot create the cache directory %s: %s (pass --cache-dir DIR)", s->cache,

@@ -232,6 +232,18 @@ int check_output_dir(const char *what, const char *path);
  * EXIT_RUNTIME for an unwritable place, EXIT_USAGE for an existing checkpoint without --resume or
  * --force, or for two outputs that are one file. */
 int check_outputs(const options *o, const char *model, const char *alone);
+/* kd distill's plan, decided once for its run and for the checks of its outputs: it trains its own
+ * teacher when given none (no --teacher, no --teacher-logits), and compares with the student
+ * trained alone as --compare says, by default when it trains its teacher, never with --quantize. */
+static inline int distill_own_teacher(const options *o)
+{
+    return o->cmd == CMD_DISTILL && o->nteachers == 0 && o->teacher_logits == NULL;
+}
+static inline int distill_compares(const options *o)
+{
+    return o->cmd == CMD_DISTILL && o->quantize == NULL &&
+           (o->compare >= 0 ? o->compare : distill_own_teacher(o));
+}
 /* out (given as flag) is none of the files a command reads: each of inputs[0..n) (NULL skipped),
  * itself and as an IDX prefix (its images and labels files); else one line and EXIT_USAGE. For
  * the commands with their own options (predict, quantize, export, prune). */

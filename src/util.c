@@ -443,11 +443,8 @@ static int check_distinct(const options *o, const char *model, const char *alone
     static const char *const suffixes[NOUT] = {
         [5] = ".run", [6] = ".teacher", [7] = ".teacher.run", [8] = ".alone", [9] = ".alone.run"};
     char companions[NOUT][4220];
-    /* as cmd_distill decides: it trains a teacher when given none, and by default then compares
-     * with the student alone; --teacher FILE.teacher may reuse an earlier run's */
-    int own_teacher = o->cmd == CMD_DISTILL && o->nteachers == 0 && o->teacher_logits == NULL;
-    int compare = o->cmd == CMD_DISTILL && o->quantize == NULL &&
-                  (o->compare >= 0 ? o->compare : own_teacher);
+    /* only the ones this run writes: --teacher FILE.teacher may reuse an earlier run's */
+    int own_teacher = distill_own_teacher(o), compare = distill_compares(o);
     for (int i = 5; i < 10 && o->checkpoint != NULL; i++) {
         if ((i == 6 || i == 7) && !own_teacher) continue;
         if ((i == 8 || i == 9) && !compare) continue;
