@@ -870,8 +870,7 @@ static int64_t curve_bytes(const text_options *o)
 
 /* ---------------------------------------------------------------- the log */
 
-/* The first failed write's errno of the --log file (ferror keeps none): said at the end, and the
- * command then fails, so a log cut short by a full disk is never taken for a whole one. */
+/* The first failed write's errno of the --log file (log_flush, log_close). */
 static int log_errno;
 
 static void log_line(FILE *log, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -881,8 +880,7 @@ static void log_line(FILE *log, const char *fmt, ...)
     va_start(ap, fmt);
     vfprintf(log, fmt, ap);
     va_end(ap);
-    errno = 0;
-    if ((fflush(log) != 0 || ferror(log)) && log_errno == 0) log_errno = errno ? errno : EIO;
+    log_flush(log, &log_errno);
 }
 
 /* Steps between held-out evaluations: --eval-every, else ten a run with a report, else none. */
@@ -1647,14 +1645,8 @@ int cmd_text(const char *name, int argc, char **argv)
     else
         rc = text_eval(&o, text);
     if (log != NULL) {
-        int bad = ferror(log);
-        errno = 0;
-        if ((fclose(log) != 0 || bad) && log_errno == 0) log_errno = errno ? errno : EIO;
-        if (log_errno != 0) {
-            fail_msg("cannot write the log %s: %s (the log is incomplete)", o.log_path,
-                     strerror(log_errno));
-            if (rc == EXIT_OK) rc = EXIT_RUNTIME;
-        }
+        int logged = log_close(log, o.log_path, log_errno);
+        if (rc == EXIT_OK) rc = logged;
     }
     kd_text_destroy(text);
     return rc;

@@ -224,6 +224,12 @@ int check_output(const char *path);
 /* The same for a file written in place, not renamed over (--log): an existing file it may write
  * (/dev/stdout, a pipe) will do, whatever its directory. */
 int check_output_in_place(const char *path);
+/* A --log line just written: flushed, and the first failure's errno kept in *err (ferror keeps
+ * none), to be said at the end by log_close: a run goes on when its log fails. */
+void log_flush(FILE *log, int *err);
+/* Closes a --log file; when a write (err) or the close failed, one line and EXIT_RUNTIME, so a log
+ * cut short by a full disk is never taken for a whole one; else EXIT_OK. */
+int log_close(FILE *log, const char *path, int err);
 /* A directory that may not exist yet (--report DIR): it, or its nearest existing ancestor, is a
  * writable directory; else one line and EXIT_RUNTIME. */
 int check_output_dir(const char *what, const char *path);

@@ -63,13 +63,9 @@ int progress_open(progress *p, const options *o)
 int progress_close(progress *p)
 {
     if (p->log == NULL) return EXIT_OK;
-    errno = 0;
-    if (fclose(p->log) != 0 && p->log_errno == 0) p->log_errno = errno ? errno : EIO;
+    int rc = log_close(p->log, p->log_path, p->log_errno);
     p->log = NULL;
-    if (p->log_errno == 0) return EXIT_OK;
-    fail_msg("cannot write the log %s: %s (the log is incomplete)", p->log_path,
-             strerror(p->log_errno));
-    return EXIT_RUNTIME;
+    return rc;
 }
 
 void progress_run(progress *p, const char *name, const char *key, int first_epoch, int epochs,
@@ -163,9 +159,7 @@ static void log_epoch(progress *p, const epoch_rec *r)
         "\"%s_acc\":%.4f,\"lr\":%.6g,\"seconds\":%.3f}\n",
         p->key, r->epoch, p->epochs, r->loss, r->ce, r->train_acc,
         p->eval_name != NULL ? p->eval_name : "test", r->test_acc, r->lr, r->seconds);
-    errno = 0;
-    if ((fflush(p->log) != 0 || ferror(p->log)) && p->log_errno == 0)
-        p->log_errno = errno ? errno : EIO; /* said at the end, by progress_close */
+    log_flush(p->log, &p->log_errno); /* said at the end, by progress_close */
 }
 
 void progress_epoch(progress *p, const epoch_rec *r)

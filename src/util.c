@@ -316,6 +316,22 @@ int check_output_in_place(const char *path)
     return check_output(path);
 }
 
+void log_flush(FILE *log, int *err)
+{
+    errno = 0;
+    if ((fflush(log) != 0 || ferror(log)) && *err == 0) *err = errno ? errno : EIO;
+}
+
+int log_close(FILE *log, const char *path, int err)
+{
+    int bad = ferror(log);
+    errno = 0;
+    if ((fclose(log) != 0 || bad) && err == 0) err = errno ? errno : EIO;
+    if (err == 0) return EXIT_OK;
+    fail_msg("cannot write the log %s: %s (the log is incomplete)", path, strerror(err));
+    return EXIT_RUNTIME;
+}
+
 /* A directory that may not exist yet (--report DIR): it, or its nearest existing ancestor, is a
  * writable directory. */
 int check_output_dir(const char *what, const char *path)
