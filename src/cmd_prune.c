@@ -295,18 +295,10 @@ int cmd_prune(int argc, char **argv)
     }
     /* before the data: its fine-tuning is on labelled examples, which a language model (or a
      * teacher that is one) cannot take; it has no --text */
-    kd_model *models[2] = {m, teacher};
-    const char *paths[2] = {o.model, o.teacher};
-    for (int i = 0; i < 2; i++) {
-        int64_t vocab = 0;
-        if (models[i] != NULL) kd_model_tokens(models[i], &vocab, NULL);
-        if (vocab == 0) continue;
-        fail_msg("%s is a language model (token ids in): kd prune fine-tunes on labelled "
-                 "examples and does not take language models",
-                 paths[i]);
-        rc = EXIT_USAGE;
+    const char *why = "kd prune fine-tunes on labelled examples and does not take language models";
+    if ((rc = check_not_language_model(o.model, m, why)) != EXIT_OK ||
+        (rc = check_not_language_model(o.teacher, teacher, why)) != EXIT_OK)
         goto done;
-    }
     if ((rc = load_data(&o.d, 1, 1, &d)) != EXIT_OK) goto done;
     /* before any step: a model of other inputs would be fed rows of the wrong width */
     if ((rc = check_fits("model", m, d.train, d.test)) != EXIT_OK ||

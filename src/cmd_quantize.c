@@ -202,14 +202,11 @@ int cmd_quantize(int argc, char **argv)
     kd_dataset *calib = NULL, *test = NULL;
     if ((rc = load_model(o.model, &m)) != EXIT_OK) return rc;
     /* before the data: an embedding and attention have no int8 form, whatever --calib holds */
-    int64_t vocab = 0;
-    kd_model_tokens(m, &vocab, NULL);
-    if (vocab > 0) {
-        fail_msg("%s is a language model (token ids in): it has no int8 form; kd quantize takes "
-                 "models of dense and conv layers",
-                 o.model);
+    if ((rc = check_not_language_model(o.model, m,
+                                       "it has no int8 form; kd quantize takes models of dense "
+                                       "and conv layers")) != EXIT_OK) {
         kd_model_destroy(m);
-        return EXIT_USAGE;
+        return rc;
     }
     kd_status st;
     rc = load_user_data(&o.d, o.calib, NULL, 0, &calib);

@@ -227,6 +227,9 @@ int check_output_in_place(const char *path);
 /* A --log line just written: flushed, and the first failure's errno kept in *err (ferror keeps
  * none), to be said at the end by log_close: a run goes on when its log fails. */
 void log_flush(FILE *log, int *err);
+/* A command that takes no language model: m (NULL: none given) reading token ids is one line,
+ * "PATH is a language model (token ids in): WHY", and EXIT_USAGE; else EXIT_OK. */
+int check_not_language_model(const char *path, const kd_model *m, const char *why);
 /* Closes a --log file; when a write (err) or the close failed, one line and EXIT_RUNTIME, so a log
  * cut short by a full disk is never taken for a whole one; else EXIT_OK. */
 int log_close(FILE *log, const char *path, int err);

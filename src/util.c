@@ -316,6 +316,15 @@ int check_output_in_place(const char *path)
     return check_output(path);
 }
 
+int check_not_language_model(const char *path, const kd_model *m, const char *why)
+{
+    int64_t vocab = 0;
+    if (m != NULL) kd_model_tokens(m, &vocab, NULL);
+    if (vocab == 0) return EXIT_OK;
+    fail_msg("%s is a language model (token ids in): %s", path, why);
+    return EXIT_USAGE;
+}
+
 void log_flush(FILE *log, int *err)
 {
     errno = 0;
